@@ -1,0 +1,113 @@
+//! The size index: `.size-index` (total bytes, the contract's file that old
+//! scripts `cat`) and `.entry-count` (number of entries), each one decimal
+//! number and a newline, always replaced whole by rename.
+//!
+//! Anything else in those files (missing, empty, text, a sign, leading
+//! zeros, no trailing newline, more than fits in 64 bits) is "invalid" and
+//! makes the caller rebuild by walking.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+
+pub const INDEX_FILE: &str = ".size-index";
+pub const COUNT_FILE: &str = ".entry-count";
+
+/// What the index accounts for: bytes of every entry and sidecar file, and
+/// the number of entries (value files).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub bytes: u64,
+    pub entries: u64,
+}
+
+/// Parses an index file's content: exactly `digits` + `\n`, canonical.
+pub fn parse_number(content: &[u8]) -> Option<u64> {
+    let digits = content.strip_suffix(b"\n")?;
+    if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if digits.len() > 1 && digits[0] == b'0' {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Reads one index file: `Ok(None)` when it is missing or invalid.
+pub fn read_number(path: &Path) -> Result<Option<u64>> {
+    let mut f = match fsutil::open_read(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        // A symlink planted at the index is as good as no index.
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        Err(e) => return Err(Error::io("cannot read", path, e)),
+    };
+    let mut buf = [0u8; 32];
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("cannot read", path, e)),
+        }
+    }
+    Ok(if n == buf.len() {
+        None
+    } else {
+        parse_number(&buf[..n])
+    })
+}
+
+/// Reads both files; `None` unless both are valid.
+pub fn read(dir: &Path) -> Result<Option<Totals>> {
+    let Some(bytes) = read_number(&dir.join(INDEX_FILE))? else {
+        return Ok(None);
+    };
+    Ok(read_number(&dir.join(COUNT_FILE))?.map(|entries| Totals { bytes, entries }))
+}
+
+/// Writes both files, each by rename: count first, so the contract's
+/// `.size-index` is the last word.
+pub fn write(dir: &Path, t: Totals) -> Result<()> {
+    fsutil::replace_file(&dir.join(COUNT_FILE), format!("{}\n", t.entries).as_bytes())?;
+    fsutil::replace_file(&dir.join(INDEX_FILE), format!("{}\n", t.bytes).as_bytes())
+}
+
+/// Whether an index file exists at all (for the "missing" vs "invalid" note).
+pub fn exists(dir: &Path) -> bool {
+    fs::symlink_metadata(dir.join(INDEX_FILE)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_only_canonical_numbers() {
+        assert_eq!(parse_number(b"0\n"), Some(0));
+        assert_eq!(parse_number(b"1048576\n"), Some(1_048_576));
+        assert_eq!(parse_number(b"18446744073709551615\n"), Some(u64::MAX));
+        for bad in [
+            &b""[..],
+            b"\n",
+            b"12",
+            b"-5\n",
+            b"abc\n",
+            b"1 2\n",
+            b"012\n",
+            b"1\0\n",
+            b"1180591620717411303424\n",
+            b"18446744073709551616\n",
+            b"5\n\n",
+            b" 5\n",
+        ] {
+            assert_eq!(parse_number(bad), None, "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The intent journal that makes the index crash-proof.
+//!
+//! Every change to the cache (a write, a batch, an eviction) runs under the
+//! cache's exclusive lock as: write `.journal` (by rename) naming the index
+//! totals before the change and, per key, the bytes the index counted for it
+//! and the temp files that will replace it; apply the renames/unlinks; write
+//! the new index; remove `.journal`. A process killed anywhere in between
+//! leaves `.journal` behind, and the next call *rolls it forward*: it
+//! finishes the renames whose temp files still exist, then sets the index to
+//! `before − Σ old sizes + Σ sizes now on disk` for just the journaled keys.
+//! Repair therefore costs time proportional to the change in flight, never a
+//! full walk, and does not care at which step the process died.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::index::Totals;
+use crate::error::{Error, Result};
+use crate::fsutil;
+
+pub const JOURNAL_FILE: &str = ".journal";
+
+/// One key's change. No temp files means the entry is removed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Record {
+    pub key: String,
+    /// Bytes the index counts for `KEY` and `KEY.meta` before the change.
+    pub old_bytes: u64,
+    /// Whether `KEY` counted as an entry before the change.
+    pub old_entry: bool,
+    /// Temp file (name in the cache dir) that becomes `KEY`.
+    pub value_tmp: Option<String>,
+    /// Temp file that becomes `KEY.meta`.
+    pub meta_tmp: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Journal {
+    pub before: Totals,
+    pub records: Vec<Record>,
+}
+
+impl Journal {
+    /// Writes the journal into `dir` by rename: it exists whole or not at all.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let bytes = serde_json::to_vec(self)
+            .map_err(|e| Error::General(format!("cannot encode the journal: {e}")))?;
+        fsutil::replace_file(&dir.join(JOURNAL_FILE), &bytes)
+    }
+
+    /// Reads a left-over journal: `Ok(None)` when there is none, `Err` with a
+    /// reason when it is damaged (the caller then rebuilds by walking).
+    pub fn read(dir: &Path) -> Result<Option<std::result::Result<Journal, String>>> {
+        let path = dir.join(JOURNAL_FILE);
+        match fs::read(&path) {
+            Ok(b) => Ok(Some(
+                serde_json::from_slice(&b).map_err(|e| format!("damaged journal: {e}")),
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("cannot read", &path, e)),
+        }
+    }
+
+    pub fn remove(dir: &Path) -> Result<()> {
+        fsutil::remove_if_exists(&dir.join(JOURNAL_FILE))
+    }
+}
+
+/// Whether a journal is present (one failed open on the fast path).
+pub fn present(dir: &Path) -> bool {
+    fs::symlink_metadata(dir.join(JOURNAL_FILE)).is_ok()
+}
+
+impl Record {
+    /// A record ffkit could have written: a valid key and plain temp-file
+    /// names, both or neither. Anything else means the journal was tampered
+    /// with, and the caller rebuilds by walking instead of trusting it.
+    pub fn is_sane(&self) -> bool {
+        let tmp_ok = |t: &Option<String>| {
+            t.as_deref()
+                .is_none_or(|n| n.starts_with(fsutil::TEMP_PREFIX) && !n.contains('/'))
+        };
+        super::key::validate_bytes(self.key.as_bytes()).is_ok()
+            && tmp_ok(&self.value_tmp)
+            && tmp_ok(&self.meta_tmp)
+            && self.value_tmp.is_some() == self.meta_tmp.is_some()
+    }
+}

@@ -1,0 +1,589 @@
+//! The cache engine: entries (value file + `KEY.meta` sidecar) in one flat
+//! directory, an exact incremental size index, and crash repair.
+//!
+//! What counts toward the size, for the index and for a walk alike: every
+//! regular file at the top level of the cache dir whose name does not start
+//! with `.` — values, sidecars, and any stray file a person dropped there.
+//! Dot-files are ffkit's own (`.size-index`, `.entry-count`, `.lock`,
+//! `.journal`, `.tmp-*`, `.perf-metrics.csv`) and never count. An "entry" is
+//! such a file whose name does not end in `.meta`.
+//!
+//! Concurrency: `.lock` is a kernel lock (flock). Changes take it exclusive,
+//! but only for the renames and the index update; values are written to temp
+//! files first, outside the lock. Readers take it shared only while they
+//! *open* the sidecar and value, then read from the open descriptors: files
+//! are never modified in place, so a reader always gets one complete
+//! generation of an entry, old or new, however slowly it copies.
+//!
+//! Crashes: see [`journal`].
+//!
+//! Recency for LRU is the value file's access time. A read sets it to now
+//! when it is more than [`RECENCY_INTERVAL`] seconds old, so a hot key costs
+//! one `futimens` a minute, never a rewrite.
+
+pub mod batch;
+pub mod entry;
+pub mod evict;
+pub mod index;
+pub mod journal;
+pub mod key;
+pub mod scan;
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+pub use entry::Meta;
+pub use evict::{EvictPolicy, EvictReport, Evicted, Reason};
+pub use index::Totals;
+use journal::{Journal, Record};
+
+/// Seconds between two recency updates of the same entry.
+pub const RECENCY_INTERVAL: i64 = 60;
+
+const LOCK_FILE: &str = ".lock";
+
+/// A cache directory and the clock ffkit reads it with.
+pub struct Cache {
+    dir: PathBuf,
+    now: i64,
+    /// Set the written files' times explicitly (only needed when the clock
+    /// is overridden; otherwise the kernel's own times are "now").
+    set_times: bool,
+}
+
+/// Where a size came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Index,
+    Walk,
+}
+
+/// The answer of [`Cache::size`].
+#[derive(Debug)]
+pub struct SizeReport {
+    pub totals: Totals,
+    pub source: Source,
+    /// Set when the index was missing or invalid and was rebuilt; says which.
+    pub rebuilt: Option<&'static str>,
+}
+
+/// The answer of [`Cache::verify`].
+#[derive(Debug)]
+pub struct VerifyReport {
+    /// What the index said (`None`: missing or invalid).
+    pub index: Option<Totals>,
+    pub walk: Totals,
+}
+
+/// A value to write: bytes in memory or a stream (stdin).
+pub enum Value<'a> {
+    Bytes(&'a [u8]),
+    Reader(&'a mut dyn Read),
+}
+
+/// One entry to write.
+pub struct NewEntry<'a> {
+    pub key: String,
+    pub value: Value<'a>,
+    /// Seconds; 0 = never expires.
+    pub ttl: u64,
+}
+
+/// The outcome of reading one key.
+pub enum Lookup {
+    /// The value file, opened while the entry was consistent, and its sidecar.
+    Hit(File, Meta),
+    Missing,
+    Expired(Meta),
+}
+
+/// Held while a kernel lock on `.lock` is held; dropping releases it.
+struct DirLock(#[allow(dead_code)] Option<File>);
+
+/// A prepared replacement of one key, before it is committed.
+struct Change {
+    key: String,
+    value_tmp: Option<PathBuf>,
+    meta_tmp: Option<PathBuf>,
+}
+
+impl Cache {
+    /// A cache at `dir`, with `now` in epoch seconds; `clock_overridden`
+    /// says whether `now` is a test clock that file times must follow.
+    pub fn new(dir: impl Into<PathBuf>, now: i64, clock_overridden: bool) -> Self {
+        Cache {
+            dir: dir.into(),
+            now,
+            set_times: clock_overridden,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn now(&self) -> i64 {
+        self.now
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn exists(&self) -> bool {
+        self.dir.is_dir()
+    }
+
+    /// Takes the cache's kernel lock. A reader that cannot create `.lock`
+    /// (read-only cache) goes on without it: nobody can be writing there.
+    fn lock(&self, exclusive: bool) -> Result<DirLock> {
+        let path = self.path(LOCK_FILE);
+        let f = match fsutil::open_rw_create(&path) {
+            Ok(f) => f,
+            Err(e) if !exclusive && e.raw_os_error() != Some(libc::ELOOP) => {
+                match fsutil::open_read(&path) {
+                    Ok(f) => f,
+                    Err(_) => return Ok(DirLock(None)),
+                }
+            }
+            Err(e) => return Err(Error::io("cannot open lock file", &path, e)),
+        };
+        let r = if exclusive { f.lock() } else { f.lock_shared() };
+        r.map_err(|e| Error::io("cannot lock", &path, e))?;
+        Ok(DirLock(Some(f)))
+    }
+
+    /// Takes the exclusive lock and repairs whatever a crashed process left:
+    /// after this, the index is valid and exact (as far as ffkit's own
+    /// changes go). Returns the lock and the current totals.
+    fn lock_and_repair(&self) -> Result<(DirLock, Totals, Option<&'static str>)> {
+        let guard = self.lock(true)?;
+        let mut rebuilt = None;
+        let totals = match Journal::read(&self.dir)? {
+            Some(Ok(j)) => self.roll_forward(&j)?,
+            Some(Err(_damaged)) => {
+                rebuilt = Some("damaged journal");
+                self.rebuild_locked()?
+            }
+            None => match index::read(&self.dir)? {
+                Some(t) => t,
+                None => {
+                    rebuilt = Some(if index::exists(&self.dir) {
+                        "invalid"
+                    } else {
+                        "missing"
+                    });
+                    self.rebuild_locked()?
+                }
+            },
+        };
+        Ok((guard, totals, rebuilt))
+    }
+
+    /// Finishes a journaled change (see [`journal`]); lock held. Each
+    /// record is applied best-effort and then measured, so a rename that
+    /// fails (a directory planted at a key, say) cannot wedge the cache: the
+    /// old entry stays whole, or the key ends up without a sidecar (missing),
+    /// and the index counts exactly what is on disk for the key.
+    fn roll_forward(&self, j: &Journal) -> Result<Totals> {
+        if !j.records.iter().all(Record::is_sane) {
+            return self.rebuild_locked();
+        }
+        let mut t = j.before;
+        for r in &j.records {
+            self.apply(r);
+            let (now_bytes, now_entry) = self.key_usage(&r.key)?;
+            t.bytes = t
+                .bytes
+                .saturating_sub(r.old_bytes)
+                .saturating_add(now_bytes);
+            t.entries = t.entries - u64::from(r.old_entry).min(t.entries) + u64::from(now_entry);
+        }
+        index::write(&self.dir, t)?;
+        Journal::remove(&self.dir)?;
+        Ok(t)
+    }
+
+    /// Applies one record: renames the temp files that still exist, or
+    /// removes the entry.
+    fn apply(&self, r: &Record) {
+        let value = self.path(&r.key);
+        let meta = self.path(&format!("{}.meta", r.key));
+        let (Some(vt), Some(mt)) = (&r.value_tmp, &r.meta_tmp) else {
+            let _ = fs::remove_file(&value);
+            let _ = fs::remove_file(&meta);
+            return;
+        };
+        let (vt, mt) = (self.path(vt), self.path(mt));
+        let pending = |p: &Path| p.symlink_metadata().is_ok();
+        if pending(&vt) && fs::rename(&vt, &value).is_err() {
+            // The old entry stays as it was.
+            let _ = fs::remove_file(&vt);
+            let _ = fs::remove_file(&mt);
+            return;
+        }
+        if pending(&mt) && fs::rename(&mt, &meta).is_err() {
+            // Never pair the new value with the old sidecar.
+            let _ = fs::remove_file(&mt);
+            let _ = fs::remove_file(&meta);
+        }
+    }
+
+    /// Bytes counted for `KEY` + `KEY.meta` now, and whether `KEY` is an entry.
+    fn key_usage(&self, key: &str) -> Result<(u64, bool)> {
+        let v = regular_size(&self.path(key))?;
+        let m = regular_size(&self.path(&format!("{key}.meta")))?;
+        Ok((v.unwrap_or(0) + m.unwrap_or(0), v.is_some()))
+    }
+
+    /// Walks the directory and rewrites the index; lock held.
+    fn rebuild_locked(&self) -> Result<Totals> {
+        let s = scan::scan(&self.dir)?;
+        s.remove_stale_temps(&self.dir);
+        index::write(&self.dir, s.totals)?;
+        Ok(s.totals)
+    }
+
+    /// The cache size. With `tracking`, O(1): a journal check and two small
+    /// reads; the index is rebuilt (and `rebuilt` set) only when it is
+    /// missing, invalid, or a crash left a journal. Without, a walk.
+    pub fn size(&self, tracking: bool) -> Result<SizeReport> {
+        if !self.exists() {
+            let source = if tracking {
+                Source::Index
+            } else {
+                Source::Walk
+            };
+            return Ok(SizeReport {
+                totals: Totals::default(),
+                source,
+                rebuilt: None,
+            });
+        }
+        if !tracking {
+            let s = scan::scan(&self.dir)?;
+            return Ok(SizeReport {
+                totals: s.totals,
+                source: Source::Walk,
+                rebuilt: None,
+            });
+        }
+        if !journal::present(&self.dir)
+            && let Some(t) = index::read(&self.dir)?
+        {
+            return Ok(SizeReport {
+                totals: t,
+                source: Source::Index,
+                rebuilt: None,
+            });
+        }
+        let (_guard, totals, rebuilt) = self.lock_and_repair()?;
+        Ok(SizeReport {
+            totals,
+            source: Source::Index,
+            rebuilt,
+        })
+    }
+
+    /// Only the byte total, from the index file alone (the `cache-size`
+    /// fast path: no entry-count read). Falls back to [`Cache::size`].
+    pub fn size_bytes(&self) -> Result<SizeReport> {
+        if self.exists()
+            && !journal::present(&self.dir)
+            && let Some(b) = index::read_number(&self.path(index::INDEX_FILE))?
+        {
+            let totals = Totals {
+                bytes: b,
+                entries: 0,
+            };
+            return Ok(SizeReport {
+                totals,
+                source: Source::Index,
+                rebuilt: None,
+            });
+        }
+        self.size(true)
+    }
+
+    /// Recomputes the index from disk.
+    pub fn rebuild(&self) -> Result<Totals> {
+        if !self.exists() {
+            return Ok(Totals::default());
+        }
+        let _guard = self.lock(true)?;
+        // A journal's temp files must be renamed, not counted as strays.
+        if let Some(Ok(j)) = Journal::read(&self.dir)? {
+            self.roll_forward(&j)?;
+        }
+        Journal::remove(&self.dir)?;
+        self.rebuild_locked()
+    }
+
+    /// Walks and compares with the index; with `fix`, rewrites the index.
+    pub fn verify(&self, fix: bool) -> Result<VerifyReport> {
+        if !self.exists() {
+            return Ok(VerifyReport {
+                index: Some(Totals::default()),
+                walk: Totals::default(),
+            });
+        }
+        let _guard = self.lock(true)?;
+        let index = match Journal::read(&self.dir)? {
+            Some(Ok(j)) => Some(self.roll_forward(&j)?),
+            Some(Err(_)) => None,
+            None => index::read(&self.dir)?,
+        };
+        let s = scan::scan(&self.dir)?;
+        if fix && index != Some(s.totals) {
+            index::write(&self.dir, s.totals)?;
+            Journal::remove(&self.dir)?;
+        }
+        Ok(VerifyReport {
+            index,
+            walk: s.totals,
+        })
+    }
+
+    /// Writes entries: all values and sidecars go to temp files first, then
+    /// one lock acquisition renames them into place and updates the index
+    /// once. A key given twice keeps its last value. On failure nothing new
+    /// is visible and no temp file is left.
+    pub fn write(&self, entries: Vec<NewEntry<'_>>) -> Result<Totals> {
+        fsutil::create_private_dir(&self.dir)?;
+        let mut changes: Vec<Change> = Vec::with_capacity(entries.len());
+        let mut seen: HashMap<String, usize> = HashMap::with_capacity(entries.len());
+        let result = (|| {
+            for e in entries {
+                let change = self.prepare(e)?;
+                match seen.get(&change.key) {
+                    Some(&i) => {
+                        let old = std::mem::replace(&mut changes[i], change);
+                        discard(&old);
+                    }
+                    None => {
+                        seen.insert(change.key.clone(), changes.len());
+                        changes.push(change);
+                    }
+                }
+            }
+            let (_guard, totals, _) = self.lock_and_repair()?;
+            self.commit(totals, &changes)
+        })();
+        if result.is_err() {
+            changes.iter().for_each(discard);
+        }
+        result
+    }
+
+    /// Writes one entry's value and sidecar to temp files.
+    fn prepare(&self, e: NewEntry<'_>) -> Result<Change> {
+        let (vpath, mut vf) = fsutil::create_temp(&self.dir)?;
+        let mut change = Change {
+            key: e.key,
+            value_tmp: Some(vpath.clone()),
+            meta_tmp: None,
+        };
+        let written = match e.value {
+            Value::Bytes(b) => vf.write_all(b).map(|()| b.len() as u64),
+            Value::Reader(r) => io::copy(r, &mut vf),
+        };
+        let size = match written {
+            Ok(n) => n,
+            Err(e) => {
+                discard(&change);
+                return Err(Error::io("cannot write", &vpath, e));
+            }
+        };
+        if self.set_times
+            && let Err(e) = fsutil::set_times(&vf, Some(self.now), Some(self.now))
+        {
+            discard(&change);
+            return Err(Error::io("cannot set times of", &vpath, e));
+        }
+        drop(vf);
+        let meta = Meta::new(&change.key, self.now, e.ttl, size);
+        match fsutil::write_temp(&self.dir, &meta.to_json()) {
+            Ok(m) => change.meta_tmp = Some(m),
+            Err(err) => {
+                discard(&change);
+                return Err(err);
+            }
+        }
+        Ok(change)
+    }
+
+    /// Applies prepared changes under the exclusive lock: journal first,
+    /// then the same roll-forward a later call would do after a crash.
+    fn commit(&self, before: Totals, changes: &[Change]) -> Result<Totals> {
+        let mut records = Vec::with_capacity(changes.len());
+        for c in changes {
+            let (old_bytes, old_entry) = self.key_usage(&c.key)?;
+            records.push(Record {
+                key: c.key.clone(),
+                old_bytes,
+                old_entry,
+                value_tmp: c.value_tmp.as_deref().and_then(file_name),
+                meta_tmp: c.meta_tmp.as_deref().and_then(file_name),
+            });
+        }
+        let j = Journal { before, records };
+        j.write(&self.dir)?;
+        // From here on the journal is the truth: if this fails, the next
+        // call rolls it forward.
+        self.roll_forward(&j)
+    }
+
+    /// Looks one key up. Expired entries are reported, not removed (eviction
+    /// removes them). A hit refreshes recency at most once per interval.
+    pub fn read(&self, key: &str) -> Result<Lookup> {
+        if !self.exists() {
+            return Ok(Lookup::Missing);
+        }
+        let found = {
+            let _guard = self.read_lock()?;
+            self.open_entry(key)?
+        };
+        let Some((file, meta)) = found else {
+            return Ok(Lookup::Missing);
+        };
+        if meta.is_expired(self.now) {
+            return Ok(Lookup::Expired(meta));
+        }
+        self.touch(&file);
+        Ok(Lookup::Hit(file, meta))
+    }
+
+    /// Reads many keys under one shared lock; returns the present, unexpired
+    /// ones with their values, in the order asked.
+    pub fn read_many(&self, keys: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
+        if !self.exists() {
+            return Ok(Vec::new());
+        }
+        let mut files = Vec::new();
+        {
+            let _guard = self.read_lock()?;
+            for k in keys {
+                if let Some((f, m)) = self.open_entry(k)?
+                    && !m.is_expired(self.now)
+                {
+                    files.push((k.clone(), f));
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(files.len());
+        for (k, mut f) in files {
+            self.touch(&f);
+            let mut v = Vec::new();
+            f.read_to_end(&mut v)
+                .map_err(|e| Error::io("cannot read", self.path(&k), e))?;
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+
+    /// The shared lock, after repairing a crashed change if one is pending.
+    fn read_lock(&self) -> Result<DirLock> {
+        let guard = self.lock(false)?;
+        if journal::present(&self.dir) {
+            drop(guard);
+            let (guard, _, _) = self.lock_and_repair()?;
+            return Ok(guard);
+        }
+        Ok(guard)
+    }
+
+    /// Opens `KEY.meta` and `KEY` (lock held). A value without a sidecar,
+    /// or a sidecar without a value, is missing; a damaged sidecar is
+    /// corruption (eviction removes such entries).
+    fn open_entry(&self, key: &str) -> Result<Option<(File, Meta)>> {
+        let meta_path = self.path(&format!("{key}.meta"));
+        let meta_bytes = match fsutil::open_read(&meta_path) {
+            Ok(mut f) => {
+                let mut b = Vec::with_capacity(256);
+                f.read_to_end(&mut b)
+                    .map_err(|e| Error::io("cannot read", &meta_path, e))?;
+                b
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("cannot open", &meta_path, e)),
+        };
+        let meta = Meta::parse(&meta_bytes).map_err(|why| {
+            Error::Corruption(format!(
+                "{}: {why} (cache-evict --expired removes it)",
+                meta_path.display()
+            ))
+        })?;
+        let value_path = self.path(key);
+        match fsutil::open_read(&value_path) {
+            Ok(f) => Ok(Some((f, meta))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("cannot open", &value_path, e)),
+        }
+    }
+
+    /// Sets the value's access time to now if it is older than the interval.
+    /// Best effort: recency is a hint, a read never fails because of it.
+    fn touch(&self, f: &File) {
+        if let Ok(m) = f.metadata()
+            && (m.atime() < self.now - RECENCY_INTERVAL || m.atime() > self.now + RECENCY_INTERVAL)
+        {
+            let _ = fsutil::set_times(f, Some(self.now), None);
+        }
+    }
+
+    /// Removes entries by `policy`; see [`evict`].
+    pub fn evict(&self, policy: &EvictPolicy) -> Result<EvictReport> {
+        evict::run(self, policy)
+    }
+
+    /// Removes keys (value and sidecar) under one exclusive lock: the
+    /// eviction's commit. `plan` decides, under the lock and from the current
+    /// totals, which keys go; with `dry_run` nothing is removed.
+    fn remove_keys<F>(&self, dry_run: bool, plan: F) -> Result<(Totals, Totals, Vec<Evicted>)>
+    where
+        F: FnOnce(&Self, Totals) -> Result<Vec<Evicted>>,
+    {
+        let (_guard, before, _) = self.lock_and_repair()?;
+        let victims = plan(self, before)?;
+        if victims.is_empty() || dry_run {
+            return Ok((before, before, victims));
+        }
+        let changes: Vec<Change> = victims
+            .iter()
+            .map(|v| Change {
+                key: v.key.clone(),
+                value_tmp: None,
+                meta_tmp: None,
+            })
+            .collect();
+        let after = self.commit(before, &changes)?;
+        Ok((before, after, victims))
+    }
+}
+
+/// Size of a regular file (not following symlinks); `None` if absent or not
+/// a regular file.
+fn regular_size(path: &Path) -> Result<Option<u64>> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() => Ok(Some(m.len())),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("cannot stat", path, e)),
+    }
+}
+
+fn file_name(p: &Path) -> Option<String> {
+    p.file_name().map(|n| n.to_string_lossy().into_owned())
+}
+
+/// Removes a prepared change's temp files.
+fn discard(c: &Change) {
+    for t in [&c.value_tmp, &c.meta_tmp].into_iter().flatten() {
+        let _ = fs::remove_file(t);
+    }
+}

@@ -1,0 +1,108 @@
+//! The directory walk: the "du" of the cache, used to rebuild or verify the
+//! index, for `CACHE_SIZE_TRACKING=disabled`, and to pick eviction victims.
+//!
+//! The cache is one flat directory (keys cannot contain `/`), so this is a
+//! single `readdir` plus one `fstatat` per regular file — what `du -sb` does,
+//! minus its recursion. Subdirectories, symlinks and other non-regular files
+//! are not the cache's and are neither counted nor followed.
+
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use super::index::Totals;
+use crate::error::{Error, Result};
+use crate::fsutil;
+
+/// A counted file: a value, a sidecar, or a stray.
+#[derive(Clone, Debug)]
+pub struct FileInfo {
+    pub name: OsString,
+    pub size: u64,
+    /// Last use (access time), epoch seconds.
+    pub atime: i64,
+    /// Last change of content, epoch seconds.
+    pub mtime: i64,
+    pub ino: u64,
+}
+
+impl FileInfo {
+    pub fn is_sidecar(&self) -> bool {
+        self.name.as_bytes().ends_with(b".meta")
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Scan {
+    pub totals: Totals,
+    pub files: Vec<FileInfo>,
+    /// ffkit temp files seen (`.tmp-*`), candidates for cleanup.
+    pub temps: Vec<OsString>,
+}
+
+/// A temp file is stale when its writer is gone or it is a day old.
+const STALE_TEMP_SECS: i64 = 86_400;
+
+/// Walks `dir` (not following symlinks).
+pub fn scan(dir: &Path) -> Result<Scan> {
+    let rd = fs::read_dir(dir).map_err(|e| Error::io("cannot list", dir, e))?;
+    let mut s = Scan::default();
+    for de in rd {
+        let de = de.map_err(|e| Error::io("cannot list", dir, e))?;
+        let name = de.file_name();
+        let bytes = name.as_bytes();
+        if bytes.first() == Some(&b'.') {
+            if bytes.starts_with(fsutil::TEMP_PREFIX.as_bytes()) {
+                s.temps.push(name);
+            }
+            continue;
+        }
+        let ft = match de.file_type() {
+            Ok(t) => t,
+            Err(_) => continue, // vanished meanwhile
+        };
+        if !ft.is_file() {
+            continue;
+        }
+        let m = match de.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("cannot stat", de.path(), e)),
+        };
+        let info = FileInfo {
+            name,
+            size: m.len(),
+            atime: m.atime(),
+            mtime: m.mtime(),
+            ino: m.ino(),
+        };
+        s.totals.bytes += info.size;
+        if !info.is_sidecar() {
+            s.totals.entries += 1;
+        }
+        s.files.push(info);
+    }
+    Ok(s)
+}
+
+impl Scan {
+    /// Removes temp files left by dead processes (or older than a day).
+    /// Best effort: a temp file costs disk, never correctness.
+    pub fn remove_stale_temps(&self, dir: &Path) {
+        let now = jiff::Timestamp::now().as_second();
+        for t in &self.temps {
+            let path = dir.join(t);
+            let pid = t
+                .to_str()
+                .and_then(|n| n.strip_prefix(fsutil::TEMP_PREFIX))
+                .and_then(|r| r.split('-').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            let old = fs::symlink_metadata(&path).is_ok_and(|m| now - m.mtime() > STALE_TEMP_SECS);
+            if old || pid.is_none_or(|p| !fsutil::pid_alive(p)) {
+                let _ = fs::remove_file(&path);
+            }
+        }
+    }
+}

@@ -1,0 +1,186 @@
+//! `cache-batch`: write many entries in one process with one lock
+//! acquisition and one index update, or read many keys at once.
+
+use std::fs;
+use std::io::{self, BufRead, Read};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use super::{Ctx, dir_arg, ttl_arg, write_stdout};
+use crate::cache::batch::{self, Format};
+use crate::cache::{Cache, NewEntry, Value, key};
+use crate::error::{Error, Result};
+
+/// The old `batch_write_cache` wrote every entry with a 300 s TTL.
+const DEFAULT_TTL: u64 = 300;
+
+pub fn command() -> Command {
+    Command::new("cache-batch")
+        .about("Write many entries at once (key:value lines or JSON lines), or read many")
+        .long_about(
+            "Write many entries in one operation: one lock acquisition, one index update. \
+             Input (standard input or --file) is 'key:value' lines — the key ends at the \
+             first ':', the value is the rest of the line; empty lines are skipped and one \
+             trailing CR is removed — or, with --format jsonl, {\"key\":…,\"value\":…,\"ttl\":…} \
+             lines for values with any characters. A bad line stops the batch before anything \
+             is written (exit 2, naming the line); --keep-going writes the good lines, reports \
+             each bad one and exits 2.\n\nWith --read, prints 'key:value' (or JSON lines) for \
+             every present, unexpired key given as arguments or one per line on standard input.",
+        )
+        .arg(dir_arg())
+        .arg(
+            Arg::new("file")
+                .long("file")
+                .short('f')
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Read the batch from FILE instead of standard input"),
+        )
+        .arg(
+            Arg::new("format")
+                .long("format")
+                .value_name("FORMAT")
+                .value_parser(["lines", "jsonl"])
+                .default_value("lines")
+                .help("Input (and --read output) format"),
+        )
+        .arg(ttl_arg(
+            "TTL in seconds for every entry; 0 = never (default: 300)",
+        ))
+        .arg(
+            Arg::new("keep_going")
+                .long("keep-going")
+                .short('k')
+                .action(ArgAction::SetTrue)
+                .help("Write the good lines even if some are bad (still exit 2)"),
+        )
+        .arg(
+            Arg::new("read")
+                .long("read")
+                .action(ArgAction::SetTrue)
+                .conflicts_with_all(["ttl", "keep_going"])
+                .help("Read mode: print the entries for the given keys"),
+        )
+        .arg(
+            Arg::new("keys")
+                .value_name("KEY")
+                .num_args(0..)
+                .requires("read")
+                .help("With --read: keys to print (default: one per line on standard input)"),
+        )
+}
+
+struct Args {
+    dir: Option<PathBuf>,
+    file: Option<PathBuf>,
+    format: Format,
+    ttl: u64,
+    keep_going: bool,
+    read: bool,
+    keys: Vec<String>,
+}
+
+pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
+    let a = Args {
+        dir: m.get_one::<PathBuf>("dir").cloned(),
+        file: m.get_one::<PathBuf>("file").cloned(),
+        format: match m.get_one::<String>("format").map(String::as_str) {
+            Some("jsonl") => Format::Jsonl,
+            _ => Format::Lines,
+        },
+        ttl: m.get_one::<u64>("ttl").copied().unwrap_or(DEFAULT_TTL),
+        keep_going: m.get_flag("keep_going"),
+        read: m.get_flag("read"),
+        keys: m
+            .get_many::<String>("keys")
+            .map(|v| v.cloned().collect())
+            .unwrap_or_default(),
+    };
+    let dir = ctx.cache_dir(a.dir.as_deref())?;
+    let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some());
+    if a.read {
+        ctx.metric = Some("batch_read");
+        return read(&a, &cache);
+    }
+    let input = match &a.file {
+        Some(f) => fs::read(f).map_err(|e| Error::io("cannot read", f, e))?,
+        None => {
+            let mut v = Vec::new();
+            io::stdin()
+                .lock()
+                .read_to_end(&mut v)
+                .map_err(|e| Error::io("cannot read", "standard input", e))?;
+            v
+        }
+    };
+    let (items, bad) = batch::parse(&input, a.format);
+    if !bad.is_empty() && !a.keep_going {
+        let first = &bad[0];
+        let more = match bad.len() {
+            1 => String::new(),
+            n => format!(" (and {} more bad lines)", n - 1),
+        };
+        return Err(Error::Validation(format!(
+            "line {}: {}{more}; nothing was written",
+            first.line, first.why
+        )));
+    }
+    let entries = items
+        .iter()
+        .map(|i| NewEntry {
+            key: i.key.clone(),
+            value: Value::Bytes(&i.value),
+            ttl: i.ttl.unwrap_or(a.ttl),
+        })
+        .collect::<Vec<_>>();
+    if !entries.is_empty() {
+        cache.write(entries)?;
+    }
+    for b in &bad {
+        ctx.note(format_args!("line {}: {} (skipped)", b.line, b.why));
+    }
+    Ok(if bad.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}
+
+fn read(a: &Args, cache: &Cache) -> Result<ExitCode> {
+    let keys = if a.keys.is_empty() {
+        let mut keys = Vec::new();
+        for line in io::stdin().lock().lines() {
+            let line = line.map_err(|e| Error::io("cannot read", "standard input", e))?;
+            let line = line.strip_suffix('\r').unwrap_or(&line);
+            if !line.is_empty() {
+                keys.push(line.to_string());
+            }
+        }
+        keys
+    } else {
+        a.keys.clone()
+    };
+    for k in &keys {
+        key::validate_bytes(k.as_bytes()).map_err(Error::Validation)?;
+    }
+    let mut out = Vec::new();
+    for (k, v) in cache.read_many(&keys)? {
+        match a.format {
+            Format::Lines => {
+                out.extend_from_slice(k.as_bytes());
+                out.push(b':');
+                out.extend_from_slice(&v);
+                out.push(b'\n');
+            }
+            Format::Jsonl => {
+                let line = serde_json::json!({ "key": k, "value": String::from_utf8_lossy(&v) });
+                out.extend_from_slice(line.to_string().as_bytes());
+                out.push(b'\n');
+            }
+        }
+    }
+    write_stdout(&out)?;
+    Ok(ExitCode::SUCCESS)
+}

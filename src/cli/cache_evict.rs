@@ -1,0 +1,107 @@
+//! `cache-evict`: remove expired, old or least recently used entries until
+//! the cache fits, or clear it.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use super::{Ctx, dir_arg, json_arg, write_stdout};
+use crate::cache::{Cache, EvictPolicy};
+use crate::error::{Error, Result};
+use crate::units;
+
+pub fn command() -> Command {
+    Command::new("cache-evict")
+        .about("Evict expired, old or least recently used entries until the cache fits")
+        .long_about(
+            "Remove entries. --expired removes expired entries (and damaged ones); \
+             --older-than removes entries created before the cut-off; --all empties the cache; \
+             --max-bytes removes expired entries first, then the least recently used (ties by \
+             key), until the size is at most the limit. Options combine. Concurrent evictors \
+             never remove more than the excess plus one entry.",
+        )
+        .arg(dir_arg())
+        .arg(
+            Arg::new("max_bytes")
+                .long("max-bytes")
+                .value_name("SIZE")
+                .value_parser(|s: &str| units::parse_size(s))
+                .help("Evict until the cache is at most SIZE (104857600, 100M, 1G)"),
+        )
+        .arg(
+            Arg::new("expired")
+                .long("expired")
+                .action(ArgAction::SetTrue)
+                .help("Evict expired entries"),
+        )
+        .arg(
+            Arg::new("older_than")
+                .long("older-than")
+                .value_name("DURATION")
+                .value_parser(|s: &str| units::parse_duration(s))
+                .help("Evict entries created more than DURATION ago (90s, 5m, 2h, 7d)"),
+        )
+        .arg(
+            Arg::new("all")
+                .long("all")
+                .action(ArgAction::SetTrue)
+                .help("Evict every entry (clear the cache)"),
+        )
+        .arg(
+            Arg::new("dry_run")
+                .long("dry-run")
+                .short('n')
+                .action(ArgAction::SetTrue)
+                .help("Print what would be evicted; remove nothing"),
+        )
+        .arg(json_arg().help("Print a JSON report of what was (or would be) removed"))
+}
+
+struct Args {
+    dir: Option<PathBuf>,
+    policy: EvictPolicy,
+    json: bool,
+}
+
+pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
+    let a = Args {
+        dir: m.get_one::<PathBuf>("dir").cloned(),
+        policy: EvictPolicy {
+            max_bytes: m.get_one::<u64>("max_bytes").copied(),
+            expired: m.get_flag("expired"),
+            older_than: m
+                .get_one::<std::time::Duration>("older_than")
+                .map(|d| d.as_secs()),
+            all: m.get_flag("all"),
+            dry_run: m.get_flag("dry_run"),
+        },
+        json: m.get_flag("json"),
+    };
+    if a.policy.all {
+        ctx.metric = Some("clear_developer_cache");
+    }
+    let dir = ctx.cache_dir(a.dir.as_deref())?;
+    let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some());
+    let report = cache.evict(&a.policy)?;
+    if a.json {
+        let text = serde_json::to_string(&report)
+            .map_err(|e| Error::General(format!("cannot encode the report: {e}")))?;
+        write_stdout(format!("{text}\n").as_bytes())?;
+    } else if a.policy.dry_run {
+        let mut out = String::new();
+        for e in &report.removed {
+            out.push_str(&format!(
+                "would evict {} ({} bytes, {})\n",
+                e.key,
+                e.bytes,
+                serde_json::to_value(e.reason)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            ));
+        }
+        write_stdout(out.as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

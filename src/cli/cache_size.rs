@@ -1,0 +1,156 @@
+//! `cache-size`: the cache's total bytes, from the index in O(1), or by a
+//! walk; rebuild and verify the index.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use serde_json::json;
+
+use super::{Ctx, dir_arg, json_arg, write_stdout};
+use crate::cache::{Cache, Source, Totals};
+use crate::error::{Error, Result};
+use crate::units::format_bytes;
+
+pub fn command() -> Command {
+    Command::new("cache-size")
+        .about("Print the cache size in bytes (O(1) from the size index)")
+        .long_about(
+            "Print the total bytes of the cache: every value and sidecar file, not ffkit's \
+             own dot-files. With CACHE_SIZE_TRACKING=enabled (default) the number comes from \
+             .size-index in O(1); a missing or invalid index is rebuilt by walking (one note \
+             on stderr). With CACHE_SIZE_TRACKING=disabled the directory is walked.",
+        )
+        .arg(dir_arg())
+        .arg(
+            Arg::new("rebuild")
+                .long("rebuild")
+                .action(ArgAction::SetTrue)
+                .conflicts_with("verify")
+                .help("Recompute the index by walking the cache dir, and rewrite it"),
+        )
+        .arg(
+            Arg::new("verify")
+                .long("verify")
+                .action(ArgAction::SetTrue)
+                .help("Walk and compare with the index; exit 10 on drift"),
+        )
+        .arg(
+            Arg::new("fix")
+                .long("fix")
+                .action(ArgAction::SetTrue)
+                .requires("verify")
+                .help("With --verify: rewrite a drifted index"),
+        )
+        .arg(json_arg().help("Print {\"bytes\":…,\"entries\":…,\"source\":\"index\"|\"walk\"}"))
+        .arg(
+            Arg::new("human")
+                .long("human")
+                .short('H')
+                .action(ArgAction::SetTrue)
+                .conflicts_with("json")
+                .help("Print the size like 1.2 MiB"),
+        )
+}
+
+struct Args {
+    dir: Option<PathBuf>,
+    rebuild: bool,
+    verify: bool,
+    fix: bool,
+    json: bool,
+    human: bool,
+}
+
+pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
+    let a = Args {
+        dir: m.get_one::<PathBuf>("dir").cloned(),
+        rebuild: m.get_flag("rebuild"),
+        verify: m.get_flag("verify"),
+        fix: m.get_flag("fix"),
+        json: m.get_flag("json"),
+        human: m.get_flag("human"),
+    };
+    let dir = ctx.cache_dir(a.dir.as_deref())?;
+    let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some());
+    if a.rebuild {
+        ctx.metric = Some("rebuild_size_index");
+        let t = cache.rebuild()?;
+        return print(&a, t, Source::Walk, None).map(|()| ExitCode::SUCCESS);
+    }
+    if a.verify {
+        let r = cache.verify(a.fix)?;
+        if r.index == Some(r.walk) {
+            print(&a, r.walk, Source::Walk, None)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let drift = describe_drift(r.index, r.walk);
+        if a.fix {
+            ctx.note(format_args!("index fixed: {drift}"));
+            print(&a, r.walk, Source::Walk, Some(r.index))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        if a.json {
+            print(&a, r.walk, Source::Walk, Some(r.index))?;
+        }
+        return Err(Error::Corruption(format!(
+            "index drift in {}: {drift} (run with --verify --fix to repair)",
+            cache.dir().display()
+        )));
+    }
+    let report = if !ctx.cfg.size_tracking {
+        cache.size(false)?
+    } else if a.json {
+        cache.size(true)?
+    } else {
+        cache.size_bytes()?
+    };
+    if let Some(why) = report.rebuilt {
+        ctx.note(format_args!(
+            "size index {why} in {}: rebuilt by walking the cache dir",
+            cache.dir().display()
+        ));
+    }
+    print(&a, report.totals, report.source, None)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe_drift(index: Option<Totals>, walk: Totals) -> String {
+    match index {
+        None => format!(
+            "index missing or invalid; walk found {} bytes in {} entries",
+            walk.bytes, walk.entries
+        ),
+        Some(i) => format!(
+            "index says {} bytes in {} entries, walk found {} bytes in {} entries ({:+} bytes, {:+} entries)",
+            i.bytes,
+            i.entries,
+            walk.bytes,
+            walk.entries,
+            walk.bytes as i128 - i.bytes as i128,
+            walk.entries as i128 - i.entries as i128
+        ),
+    }
+}
+
+fn print(a: &Args, t: Totals, source: Source, index: Option<Option<Totals>>) -> Result<()> {
+    let text = if a.json {
+        let mut v = json!({
+            "bytes": t.bytes,
+            "entries": t.entries,
+            "source": match source { Source::Index => "index", Source::Walk => "walk" },
+        });
+        if let Some(idx) = index {
+            v["index_bytes"] = json!(idx.map(|i| i.bytes));
+            v["index_entries"] = json!(idx.map(|i| i.entries));
+            v["drift_bytes"] = json!(idx.map(|i| t.bytes as i128 - i.bytes as i128));
+            v["drift_entries"] = json!(idx.map(|i| t.entries as i128 - i.entries as i128));
+        }
+        format!("{v}\n")
+    } else if a.human {
+        format!("{}\n", format_bytes(t.bytes))
+    } else {
+        format!("{}\n", t.bytes)
+    };
+    write_stdout(text.as_bytes())
+}

@@ -1,0 +1,326 @@
+//! The command-line front end: the applet table, multicall dispatch, error
+//! printing and self-timing.
+//!
+//! [`APPLETS`] is the single list of applets. It drives dispatch (on argv[0]'s
+//! file name, as a symlink, or on the first argument, as `ffkit APPLET`),
+//! `ffkit --list`, the root `--help`, and the generators of man pages,
+//! completions and help golden tests. Only the chosen applet's clap
+//! definition is built on a call, which keeps start-up cheap.
+//!
+//! Each applet module exposes `command()` (its clap definition) and `run()`;
+//! `run` turns the matches into a plain args struct before any logic runs.
+
+use std::ffi::{OsStr, OsString};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use crate::config::Config;
+use crate::error::{Error, ExitKind, Result};
+
+mod cache_batch;
+mod cache_evict;
+mod cache_read;
+mod cache_size;
+mod cache_write;
+
+/// One applet: its name (the symlink name and the subcommand), its clap
+/// definition, its entry point, and the operation name its own run is
+/// recorded under in the metrics log (CONTRACT §2), if any.
+pub struct Applet {
+    pub name: &'static str,
+    pub command: fn() -> Command,
+    pub run: fn(&ArgMatches, &mut Ctx) -> Result<ExitCode>,
+    pub metric: Option<&'static str>,
+}
+
+/// Every applet, in the order `--list` prints them.
+pub static APPLETS: &[Applet] = &[
+    Applet {
+        name: "cache-size",
+        command: cache_size::command,
+        run: cache_size::run,
+        metric: Some("get_cache_size"),
+    },
+    Applet {
+        name: "cache-write",
+        command: cache_write::command,
+        run: cache_write::run,
+        metric: Some("write_cache"),
+    },
+    Applet {
+        name: "cache-read",
+        command: cache_read::command,
+        run: cache_read::run,
+        metric: Some("read_cache"),
+    },
+    Applet {
+        name: "cache-batch",
+        command: cache_batch::command,
+        run: cache_batch::run,
+        metric: Some("batch_write"),
+    },
+    Applet {
+        name: "cache-evict",
+        command: cache_evict::command,
+        run: cache_evict::run,
+        metric: Some("enforce_cache_limits"),
+    },
+];
+
+/// What an applet's run gets besides its matches.
+pub struct Ctx {
+    /// How this call names itself in messages: `ffkit cache-size` or, through
+    /// a symlink, `cache-size`.
+    pub prog: String,
+    pub cfg: Config,
+    /// The operation name recorded for this run; an applet may change it
+    /// (e.g. `cache-batch --read` records `batch_read`) or clear it.
+    pub metric: Option<&'static str>,
+    /// The cache dir whose default metrics log receives this run's row.
+    pub metric_dir: Option<PathBuf>,
+}
+
+impl Ctx {
+    /// One line on stderr, prefixed with the program name.
+    pub fn note(&self, msg: impl std::fmt::Display) {
+        let _ = writeln!(io::stderr().lock(), "{}: {msg}", self.prog);
+    }
+
+    /// A debug line on stderr when `FF_DEBUG=true`.
+    pub fn debug(&self, msg: impl std::fmt::Display) {
+        if self.cfg.debug {
+            self.note(format_args!("debug: {msg}"));
+        }
+    }
+
+    /// The cache dir for `--dir` (if given), remembered for self-timing.
+    pub fn cache_dir(&mut self, explicit: Option<&Path>) -> Result<PathBuf> {
+        let dir = self.cfg.cache_dir(explicit)?;
+        self.metric_dir = Some(dir.clone());
+        Ok(dir)
+    }
+}
+
+/// The whole program: picks the applet, runs it, prints any error as one
+/// line, and returns the exit code. `main` is this and nothing else.
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let start = Instant::now();
+    let mut args: Vec<OsString> = args.into_iter().collect();
+    if args.is_empty() {
+        args.push(OsString::from("ffkit"));
+    }
+    let stem = file_stem(&args[0]);
+    let (applet, prog) = if let Some(a) = find(&stem) {
+        (a, stem.clone())
+    } else if let Some(a) = args.get(1).and_then(|s| s.to_str()).and_then(find) {
+        args.remove(0);
+        (a, format!("ffkit {}", a.name))
+    } else {
+        return root(&args);
+    };
+    let code = run_applet(applet, &prog, &args, start);
+    flush_stdout(&prog, code)
+}
+
+/// Looks an applet up by name.
+pub fn find(name: &str) -> Option<&'static Applet> {
+    APPLETS.iter().find(|a| a.name == name)
+}
+
+fn file_stem(argv0: &OsStr) -> String {
+    Path::new(argv0)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// The applet's clap definition, named as it was invoked.
+pub fn applet_command(applet: &Applet, prog: &str) -> Command {
+    (applet.command)()
+        .name(applet.name)
+        .bin_name(prog)
+        .version(env!("CARGO_PKG_VERSION"))
+}
+
+fn run_applet(applet: &Applet, prog: &str, args: &[OsString], start: Instant) -> ExitCode {
+    let matches = match applet_command(applet, prog).try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) => return clap_exit(prog, e),
+    };
+    let cfg = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => return report(prog, &e),
+    };
+    let mut ctx = Ctx {
+        prog: prog.to_string(),
+        cfg,
+        metric: applet.metric,
+        metric_dir: None,
+    };
+    let result = (applet.run)(&matches, &mut ctx);
+    if let (true, Some(op)) = (ctx.cfg.perf_monitoring, ctx.metric)
+        && let Err(e) =
+            crate::metrics::record_self(&ctx.cfg, ctx.metric_dir.as_deref(), op, start.elapsed())
+    {
+        ctx.debug(format_args!("metrics not recorded: {e}"));
+    }
+    match result {
+        Ok(code) => code,
+        Err(e) => report(prog, &e),
+    }
+}
+
+/// Prints one error line and returns its exit code. A broken pipe on stdout
+/// is a quiet success, as `head` closing the pipe is not a failure.
+pub fn report(prog: &str, e: &Error) -> ExitCode {
+    if let Error::Io { source, .. } = e
+        && source.kind() == io::ErrorKind::BrokenPipe
+    {
+        return ExitCode::SUCCESS;
+    }
+    let _ = writeln!(io::stderr().lock(), "{prog}: {e}");
+    ExitCode::from(e.exit_code())
+}
+
+fn flush_stdout(prog: &str, code: ExitCode) -> ExitCode {
+    match io::stdout().flush() {
+        Ok(()) => code,
+        Err(e) => report(prog, &Error::io("cannot write", "standard output", e)),
+    }
+}
+
+/// Help and version go to stdout with exit 0; every other clap error
+/// becomes one line on stderr with exit 2.
+fn clap_exit(prog: &str, e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind as K;
+    match e.kind() {
+        K::DisplayHelp | K::DisplayVersion => {
+            let _ = write!(io::stdout().lock(), "{}", e.render());
+            ExitCode::SUCCESS
+        }
+        _ => {
+            // clap's message may span lines (a list of missing arguments);
+            // the contract wants one line, so join everything before "Usage:".
+            let rendered = e.render().to_string();
+            let msg = rendered
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let msg = msg.strip_prefix("error: ").unwrap_or(&msg);
+            report(prog, &Error::Usage(format!("{msg} (see '{prog} --help')")))
+        }
+    }
+}
+
+/// The root command: the applets as subcommands, plus `--list`.
+pub fn root_command() -> Command {
+    Command::new("ffkit")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("FlowForge's cache, lock and metrics helpers as one native multicall binary")
+        .long_about(
+            "FlowForge's cache, lock and metrics helpers as one native multicall binary.\n\n\
+             Run an applet as `ffkit APPLET ARGS...`, or through a symlink named after the \
+             applet (`cache-size ARGS...`).",
+        )
+        .subcommand_required(false)
+        .arg(
+            Arg::new("list")
+                .long("list")
+                .action(ArgAction::SetTrue)
+                .help("Print the applet names, one per line"),
+        )
+        .subcommands(APPLETS.iter().map(|a| (a.command)().name(a.name)))
+        .after_help(exit_status_text())
+}
+
+fn root(args: &[OsString]) -> ExitCode {
+    let prog = "ffkit";
+    let m = match root_command().try_get_matches_from(args) {
+        Ok(m) => m,
+        Err(e) => return clap_exit(prog, e),
+    };
+    let mut out = io::stdout().lock();
+    let written = if m.get_flag("list") {
+        APPLETS.iter().try_for_each(|a| writeln!(out, "{}", a.name))
+    } else {
+        write!(out, "{}", root_command().render_help())
+    };
+    drop(out);
+    match written {
+        Ok(()) => flush_stdout(prog, ExitCode::SUCCESS),
+        Err(e) => report(prog, &Error::io("cannot write", "standard output", e)),
+    }
+}
+
+/// The EXIT STATUS text, generated from the error table.
+pub fn exit_status_text() -> String {
+    let mut s = String::from("Exit status:\n");
+    for k in ExitKind::ALL {
+        s.push_str(&format!(
+            "  {:>2}  {:<22} {}\n",
+            k.code(),
+            k.name(),
+            k.meaning()
+        ));
+    }
+    s
+}
+
+/// `--dir DIR`, shared by every cache applet.
+pub(crate) fn dir_arg() -> Arg {
+    Arg::new("dir")
+        .long("dir")
+        .value_name("DIR")
+        .value_parser(clap::value_parser!(PathBuf))
+        .help("Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)")
+}
+
+/// `--json`, shared by applets with a machine-readable report.
+pub(crate) fn json_arg() -> Arg {
+    Arg::new("json")
+        .long("json")
+        .action(ArgAction::SetTrue)
+        .help("Print a JSON report")
+}
+
+/// `-q/--quiet`.
+pub(crate) fn quiet_arg() -> Arg {
+    Arg::new("quiet")
+        .short('q')
+        .long("quiet")
+        .action(ArgAction::SetTrue)
+        .help("Print no message on stderr; answer by exit code")
+}
+
+/// Writes `bytes` to stdout, mapping failures (a closed pipe included).
+pub(crate) fn write_stdout(bytes: &[u8]) -> Result<()> {
+    io::stdout()
+        .lock()
+        .write_all(bytes)
+        .map_err(|e| Error::io("cannot write", "standard output", e))
+}
+
+/// The `KEY` positional (raw bytes; validated by the cache's key rule).
+pub(crate) fn key_arg() -> Arg {
+    Arg::new("key")
+        .value_name("KEY")
+        .required(true)
+        .value_parser(clap::value_parser!(OsString))
+        .help("Entry key (no '/', control characters, leading '.' or trailing '.meta'; at most 250 bytes)")
+}
+
+/// `--ttl SECONDS`.
+pub(crate) fn ttl_arg(help: &'static str) -> Arg {
+    Arg::new("ttl")
+        .long("ttl")
+        .value_name("SECONDS")
+        .value_parser(|s: &str| crate::units::parse_whole_seconds(s))
+        .help(help)
+}

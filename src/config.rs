@@ -1,0 +1,317 @@
+//! The environment contract (CONTRACT.md §1 plus ffkit's own knobs), read and
+//! validated in one place, once per process.
+//!
+//! Nothing else in ffkit calls `std::env::var`. Every variable is parsed
+//! eagerly: an unknown value such as `LOCK_BACKOFF_STRATEGY=fibonacci` is an
+//! [`Error::Config`] (exit 12) for every applet, never a silent fallback. An
+//! empty value counts as unset, as shell scripts commonly export `VAR=`.
+
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::units;
+
+/// How a polling lock waits between attempts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackoffStrategy {
+    /// Starts at `LOCK_BACKOFF_INITIAL` (0.1 s) and doubles up to `LOCK_BACKOFF_MAX` (2.0 s).
+    Exponential,
+    /// A fixed 0.5 s between attempts.
+    Linear,
+}
+
+/// Every setting that comes from the environment, typed.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `CACHE_SIZE_TRACKING`: read the size from the index (true) or walk.
+    pub size_tracking: bool,
+    /// `LOCK_BACKOFF_STRATEGY`.
+    pub backoff: BackoffStrategy,
+    /// `LOCK_BACKOFF_INITIAL` (seconds, default 0.1).
+    pub backoff_initial: Duration,
+    /// `LOCK_BACKOFF_MAX` (seconds, default 2.0).
+    pub backoff_max: Duration,
+    /// `LOCK_TIMEOUT` (seconds, fractional, default 30).
+    pub lock_timeout: Duration,
+    /// `LOCK_STALE_AFTER` (seconds, default 300): age after which a dotlock is stale.
+    pub lock_stale_after: Duration,
+    /// `CACHE_PERF_MONITORING`: applets append their own timings.
+    pub perf_monitoring: bool,
+    /// `CACHE_PERF_METRICS`: the metrics log; default `<cache-dir>/.perf-metrics.csv`.
+    pub perf_metrics: Option<PathBuf>,
+    /// `CACHE_PERF_MAX_BYTES` (default 10 MiB): the log is trimmed above this.
+    pub perf_max_bytes: u64,
+    /// `FLOWFORGE_DEVELOPER`: the namespace id.
+    pub developer: Option<String>,
+    /// `FF_DEBUG`.
+    pub debug: bool,
+    /// `FFKIT_CACHE_DIR`.
+    pub cache_dir: Option<PathBuf>,
+    /// `FFKIT_LOCK_DIR`.
+    pub lock_dir: Option<PathBuf>,
+    /// `FFKIT_TEST_NOW` (test-only, hidden): epoch seconds used as "now" for
+    /// TTLs and recency, so expiry tests are deterministic.
+    pub now_override: Option<i64>,
+    /// `FFKIT_TEST_BACKOFF_TRACE` (test-only, hidden): log every backoff sleep to stderr.
+    pub backoff_trace: bool,
+    home: Option<PathBuf>,
+    xdg_cache_home: Option<PathBuf>,
+    xdg_runtime_dir: Option<PathBuf>,
+}
+
+pub const DEFAULT_PERF_MAX_BYTES: u64 = 10 << 20;
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|k| std::env::var_os(k))
+    }
+
+    /// Reads settings through `get`, so tests can supply a fake environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<OsString>) -> Result<Self> {
+        let var = |k: &str| get(k).filter(|v| !v.is_empty());
+        let text = |k: &str| -> Result<Option<String>> {
+            match var(k) {
+                None => Ok(None),
+                Some(v) => v
+                    .into_string()
+                    .map(Some)
+                    .map_err(|_| Error::Config(format!("{k}: value is not valid UTF-8"))),
+            }
+        };
+        let switch = |k: &str, default: bool| -> Result<bool> {
+            match text(k)?.as_deref() {
+                None => Ok(default),
+                Some("enabled") => Ok(true),
+                Some("disabled") => Ok(false),
+                Some(v) => Err(Error::Config(format!(
+                    "{k}='{v}': expected 'enabled' or 'disabled'"
+                ))),
+            }
+        };
+        let seconds = |k: &str, default: f64| -> Result<Duration> {
+            match text(k)? {
+                None => Ok(Duration::from_secs_f64(default)),
+                Some(v) => units::parse_seconds(&v).map_err(|e| Error::Config(format!("{k}: {e}"))),
+            }
+        };
+        let path = |k: &str| var(k).map(PathBuf::from);
+
+        let backoff = match text("LOCK_BACKOFF_STRATEGY")?.as_deref() {
+            None | Some("exponential") => BackoffStrategy::Exponential,
+            Some("linear") => BackoffStrategy::Linear,
+            Some(v) => {
+                return Err(Error::Config(format!(
+                    "LOCK_BACKOFF_STRATEGY='{v}': expected 'exponential' or 'linear'"
+                )));
+            }
+        };
+        let debug = match text("FF_DEBUG")?.as_deref() {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(v) => {
+                return Err(Error::Config(format!(
+                    "FF_DEBUG='{v}': expected 'true' or 'false'"
+                )));
+            }
+        };
+        let developer = match text("FLOWFORGE_DEVELOPER")? {
+            None => None,
+            Some(id) => Some(validate_developer(&id)?),
+        };
+        let perf_max_bytes = match text("CACHE_PERF_MAX_BYTES")? {
+            None => DEFAULT_PERF_MAX_BYTES,
+            Some(v) => units::parse_size(&v)
+                .map_err(|e| Error::Config(format!("CACHE_PERF_MAX_BYTES: {e}")))?,
+        };
+        let now_override = match text("FFKIT_TEST_NOW")? {
+            None => None,
+            Some(v) => Some(v.trim().parse::<i64>().map_err(|_| {
+                Error::Config(format!("FFKIT_TEST_NOW='{v}': expected epoch seconds"))
+            })?),
+        };
+        let backoff_initial = seconds("LOCK_BACKOFF_INITIAL", 0.1)?;
+        let backoff_max = seconds("LOCK_BACKOFF_MAX", 2.0)?;
+        if backoff_initial.is_zero() || backoff_max < backoff_initial {
+            return Err(Error::Config(format!(
+                "LOCK_BACKOFF_INITIAL ({}s) must be above 0 and not above LOCK_BACKOFF_MAX ({}s)",
+                backoff_initial.as_secs_f64(),
+                backoff_max.as_secs_f64()
+            )));
+        }
+        Ok(Config {
+            size_tracking: switch("CACHE_SIZE_TRACKING", true)?,
+            backoff,
+            backoff_initial,
+            backoff_max,
+            lock_timeout: seconds("LOCK_TIMEOUT", 30.0)?,
+            lock_stale_after: seconds("LOCK_STALE_AFTER", 300.0)?,
+            perf_monitoring: switch("CACHE_PERF_MONITORING", true)?,
+            perf_metrics: path("CACHE_PERF_METRICS"),
+            perf_max_bytes,
+            developer,
+            debug,
+            cache_dir: path("FFKIT_CACHE_DIR"),
+            lock_dir: path("FFKIT_LOCK_DIR"),
+            now_override,
+            backoff_trace: var("FFKIT_TEST_BACKOFF_TRACE").is_some(),
+            home: path("HOME"),
+            xdg_cache_home: path("XDG_CACHE_HOME"),
+            xdg_runtime_dir: path("XDG_RUNTIME_DIR"),
+        })
+    }
+
+    /// The current time in epoch seconds (or the test override).
+    pub fn now(&self) -> i64 {
+        self.now_override
+            .unwrap_or_else(|| jiff::Timestamp::now().as_second())
+    }
+
+    /// The FlowForge namespace dir `<repo>/.flowforge/dev-<id>`, when
+    /// `FLOWFORGE_DEVELOPER` is set. The repository root is the nearest
+    /// ancestor of the current dir holding `.git` (found without running
+    /// git), or the current dir outside a repository.
+    pub fn namespace_dir(&self) -> Result<Option<PathBuf>> {
+        let Some(id) = &self.developer else {
+            return Ok(None);
+        };
+        let cwd = std::env::current_dir()
+            .map_err(|e| Error::io("cannot read the current directory", ".", e))?;
+        let root = repo_root(&cwd).unwrap_or(&cwd);
+        Ok(Some(root.join(".flowforge").join(format!("dev-{id}"))))
+    }
+
+    /// The cache dir: `--dir`, else `FFKIT_CACHE_DIR`, else the namespace's
+    /// `cache/`, else `${XDG_CACHE_HOME:-$HOME/.cache}/ffkit`.
+    pub fn cache_dir(&self, explicit: Option<&Path>) -> Result<PathBuf> {
+        if let Some(d) = explicit {
+            return Ok(d.to_path_buf());
+        }
+        if let Some(d) = &self.cache_dir {
+            return Ok(d.clone());
+        }
+        if let Some(ns) = self.namespace_dir()? {
+            return Ok(ns.join("cache"));
+        }
+        if let Some(x) = &self.xdg_cache_home {
+            return Ok(x.join("ffkit"));
+        }
+        match &self.home {
+            Some(h) => Ok(h.join(".cache").join("ffkit")),
+            None => Err(Error::Config(
+                "cannot choose a cache dir: none of --dir, FFKIT_CACHE_DIR, FLOWFORGE_DEVELOPER, XDG_CACHE_HOME or HOME is set".into(),
+            )),
+        }
+    }
+
+    /// `XDG_RUNTIME_DIR`, for per-user runtime files such as default lock dirs.
+    pub fn runtime_dir(&self) -> Option<&Path> {
+        self.xdg_runtime_dir.as_deref()
+    }
+
+    /// `HOME`.
+    pub fn home(&self) -> Option<&Path> {
+        self.home.as_deref()
+    }
+}
+
+/// A developer id becomes a path component (`dev-<id>`), so it must be a
+/// plain name: letters, digits, `.`, `_`, `-`, not starting with `.`, at most
+/// 64 bytes.
+fn validate_developer(id: &str) -> Result<String> {
+    let ok = id.len() <= 64
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(id.to_string())
+    } else {
+        Err(Error::Config(format!(
+            "FLOWFORGE_DEVELOPER='{id}': expected letters, digits, '.', '_' or '-' (not leading '.'), at most 64"
+        )))
+    }
+}
+
+/// The nearest ancestor of `start` (itself included) that holds `.git`.
+pub fn repo_root(start: &Path) -> Option<&Path> {
+    start
+        .ancestors()
+        .find(|d| d.join(OsStr::new(".git")).symlink_metadata().is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<Config> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(move |k| {
+            vars.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| OsString::from(v))
+        })
+    }
+
+    #[test]
+    fn defaults() {
+        let c = cfg(&[("HOME", "/h")]).unwrap();
+        assert!(c.size_tracking && c.perf_monitoring && !c.debug);
+        assert_eq!(c.backoff, BackoffStrategy::Exponential);
+        assert_eq!(c.lock_timeout, Duration::from_secs(30));
+        assert_eq!(c.lock_stale_after, Duration::from_secs(300));
+        assert_eq!(c.backoff_initial, Duration::from_millis(100));
+        assert_eq!(c.backoff_max, Duration::from_secs(2));
+        assert_eq!(c.cache_dir(None).unwrap(), PathBuf::from("/h/.cache/ffkit"));
+    }
+
+    #[test]
+    fn cache_dir_order() {
+        let c = cfg(&[
+            ("HOME", "/h"),
+            ("XDG_CACHE_HOME", "/x"),
+            ("FFKIT_CACHE_DIR", "/f"),
+        ])
+        .unwrap();
+        assert_eq!(
+            c.cache_dir(Some(Path::new("/d"))).unwrap(),
+            PathBuf::from("/d")
+        );
+        assert_eq!(c.cache_dir(None).unwrap(), PathBuf::from("/f"));
+        let c = cfg(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")]).unwrap();
+        assert_eq!(c.cache_dir(None).unwrap(), PathBuf::from("/x/ffkit"));
+    }
+
+    #[test]
+    fn bad_values_are_config_errors() {
+        for (k, v) in [
+            ("CACHE_SIZE_TRACKING", "on"),
+            ("LOCK_BACKOFF_STRATEGY", "fibonacci"),
+            ("LOCK_TIMEOUT", "abc"),
+            ("LOCK_TIMEOUT", "-1"),
+            ("LOCK_STALE_AFTER", "5x"),
+            ("CACHE_PERF_MONITORING", "yes"),
+            ("CACHE_PERF_MAX_BYTES", "10Q"),
+            ("FLOWFORGE_DEVELOPER", "../evil"),
+            ("FF_DEBUG", "1"),
+            ("LOCK_BACKOFF_INITIAL", "0"),
+            ("LOCK_BACKOFF_MAX", "0.01"),
+        ] {
+            let e = cfg(&[(k, v)]).unwrap_err();
+            assert_eq!(e.exit_code(), 12, "{k}={v}");
+            assert!(e.to_string().contains(k), "{e}");
+        }
+    }
+
+    #[test]
+    fn empty_means_unset() {
+        let c = cfg(&[("LOCK_TIMEOUT", ""), ("FLOWFORGE_DEVELOPER", "")]).unwrap();
+        assert_eq!(c.lock_timeout, Duration::from_secs(30));
+        assert!(c.developer.is_none());
+    }
+}

@@ -1,0 +1,217 @@
+//! The one error type of ffkit and the contract's exit-code table.
+//!
+//! Every failure anywhere in the library becomes an [`Error`]; `main` prints
+//! it as one line and exits with [`Error::exit_code`]. The table in
+//! [`ExitKind::ALL`] is CONTRACT.md §4 verbatim; the man pages' EXIT STATUS
+//! section and the README table are generated from it, so they cannot drift.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// One row of the contract's exit-code table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitKind {
+    Success,
+    General,
+    Validation,
+    Permission,
+    NotFound,
+    Conflict,
+    Timeout,
+    DiskSpace,
+    LockFailed,
+    Corruption,
+    Config,
+}
+
+impl ExitKind {
+    /// Every row, in code order: the source for docs and man pages.
+    pub const ALL: [ExitKind; 11] = [
+        ExitKind::Success,
+        ExitKind::General,
+        ExitKind::Validation,
+        ExitKind::Permission,
+        ExitKind::NotFound,
+        ExitKind::Conflict,
+        ExitKind::Timeout,
+        ExitKind::DiskSpace,
+        ExitKind::LockFailed,
+        ExitKind::Corruption,
+        ExitKind::Config,
+    ];
+
+    pub const fn code(self) -> u8 {
+        match self {
+            ExitKind::Success => 0,
+            ExitKind::General => 1,
+            ExitKind::Validation => 2,
+            ExitKind::Permission => 3,
+            ExitKind::NotFound => 4,
+            ExitKind::Conflict => 5,
+            ExitKind::Timeout => 6,
+            ExitKind::DiskSpace => 8,
+            ExitKind::LockFailed => 9,
+            ExitKind::Corruption => 10,
+            ExitKind::Config => 12,
+        }
+    }
+
+    /// The old library's constant name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ExitKind::Success => "FF_SUCCESS",
+            ExitKind::General => "FF_ERROR_GENERAL",
+            ExitKind::Validation => "FF_ERROR_VALIDATION",
+            ExitKind::Permission => "FF_ERROR_PERMISSION",
+            ExitKind::NotFound => "FF_ERROR_NOT_FOUND",
+            ExitKind::Conflict => "FF_ERROR_CONFLICT",
+            ExitKind::Timeout => "FF_ERROR_TIMEOUT",
+            ExitKind::DiskSpace => "FF_ERROR_DISK_SPACE",
+            ExitKind::LockFailed => "FF_ERROR_LOCK_FAILED",
+            ExitKind::Corruption => "FF_ERROR_CORRUPTION",
+            ExitKind::Config => "FF_ERROR_CONFIG",
+        }
+    }
+
+    pub const fn meaning(self) -> &'static str {
+        match self {
+            ExitKind::Success => "done",
+            ExitKind::General => {
+                "anything else; also \"not found / expired\" where a plain boolean answer is expected"
+            }
+            ExitKind::Validation => {
+                "bad arguments or input (bad key, bad TTL, malformed batch line)"
+            }
+            ExitKind::Permission => "cannot read, write or create",
+            ExitKind::NotFound => "no such entry, lock or file",
+            ExitKind::Conflict => "lock held by someone else (non-blocking request)",
+            ExitKind::Timeout => "waited LOCK_TIMEOUT and gave up",
+            ExitKind::DiskSpace => "out of disk space; nothing half-written is left visible",
+            ExitKind::LockFailed => "lock could not be taken for another reason",
+            ExitKind::Corruption => "damaged data that could not be healed automatically",
+            ExitKind::Config => "bad environment variable or option value",
+        }
+    }
+}
+
+/// Every way an ffkit command can fail. The message is the "what failed: why"
+/// part of the one stderr line; the applet prefix is added by the front end.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    General(String),
+    #[error("{0}")]
+    Validation(String),
+    #[error("{0}")]
+    Permission(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Timeout(String),
+    #[error("{0}")]
+    DiskSpace(String),
+    #[error("{0}")]
+    LockFailed(String),
+    #[error("{0}")]
+    Corruption(String),
+    #[error("{0}")]
+    Config(String),
+    /// A system call failed on a path; the errno decides the exit code.
+    #[error("{what} {}: {}", path.display(), io_reason(source))]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    /// Command-line parsing failed; clap renders the message.
+    #[error("{0}")]
+    Usage(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O failure: `what` is a verb phrase ("cannot write").
+    pub fn io(what: &'static str, path: impl AsRef<Path>, source: io::Error) -> Self {
+        Error::Io {
+            what,
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn kind(&self) -> ExitKind {
+        match self {
+            Error::General(_) => ExitKind::General,
+            Error::Validation(_) | Error::Usage(_) => ExitKind::Validation,
+            Error::Permission(_) => ExitKind::Permission,
+            Error::NotFound(_) => ExitKind::NotFound,
+            Error::Conflict(_) => ExitKind::Conflict,
+            Error::Timeout(_) => ExitKind::Timeout,
+            Error::DiskSpace(_) => ExitKind::DiskSpace,
+            Error::LockFailed(_) => ExitKind::LockFailed,
+            Error::Corruption(_) => ExitKind::Corruption,
+            Error::Config(_) => ExitKind::Config,
+            Error::Io { source, .. } => io_kind(source),
+        }
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        self.kind().code()
+    }
+}
+
+/// Maps an errno to the contract's table: permission problems (including a
+/// symlink refused by O_NOFOLLOW) are 3, a full disk or quota is 8, a missing
+/// file is 4, everything else is 1.
+pub fn io_kind(e: &io::Error) -> ExitKind {
+    match e.raw_os_error() {
+        Some(libc::EACCES | libc::EPERM | libc::EROFS | libc::ELOOP) => ExitKind::Permission,
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => ExitKind::DiskSpace,
+        Some(libc::ENOENT | libc::ENOTDIR) => ExitKind::NotFound,
+        _ => match e.kind() {
+            io::ErrorKind::PermissionDenied => ExitKind::Permission,
+            io::ErrorKind::NotFound => ExitKind::NotFound,
+            _ => ExitKind::General,
+        },
+    }
+}
+
+/// The reason text of an I/O error without std's "(os error N)" suffix.
+fn io_reason(e: &io::Error) -> String {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        return "is a symbolic link (refused)".to_string();
+    }
+    let s = e.to_string();
+    match s.find(" (os error") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_matches_contract_codes() {
+        let codes: Vec<u8> = ExitKind::ALL.iter().map(|k| k.code()).collect();
+        assert_eq!(codes, [0, 1, 2, 3, 4, 5, 6, 8, 9, 10, 12]);
+    }
+
+    #[test]
+    fn errno_classification() {
+        let e = |n| Error::io("cannot write", "/x", io::Error::from_raw_os_error(n));
+        assert_eq!(e(libc::ENOSPC).exit_code(), 8);
+        assert_eq!(e(libc::EACCES).exit_code(), 3);
+        assert_eq!(e(libc::ELOOP).exit_code(), 3);
+        assert_eq!(e(libc::ENOENT).exit_code(), 4);
+        assert_eq!(e(libc::EIO).exit_code(), 1);
+        assert_eq!(
+            e(libc::ENOSPC).to_string(),
+            "cannot write /x: No space left on device"
+        );
+    }
+}

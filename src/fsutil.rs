@@ -1,0 +1,178 @@
+//! Small, careful file-system primitives shared by the cache, lock and
+//! metrics modules: private directories, exclusive temp files, atomic
+//! replacement by rename, opening without following symlinks, and setting
+//! file times from ffkit's clock.
+//!
+//! Every file ffkit opens inside its own directories goes through here, so
+//! the "never write through a planted symlink" rule (O_NOFOLLOW) and the file
+//! modes (0700 directories, 0600 files) live in one place.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+/// Mode of every directory ffkit creates: private to the user.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of every file ffkit creates.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` and its missing parents with mode 0700.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(|e| Error::io("cannot create directory", dir, e))
+}
+
+/// Opens an existing file for reading without following a symlink.
+pub fn open_read(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Opens (creating if needed, never truncating) a file for reading and
+/// appending, without following a symlink.
+pub fn open_rw_create(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Prefix of every temp file ffkit creates; a dot-file, so it never counts
+/// toward the cache size, and never a valid key.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// A fresh temp-file path in `dir`: `.tmp-<pid>-<seq>`, unique per process.
+pub fn temp_path(dir: &Path) -> PathBuf {
+    let n = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+    dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()))
+}
+
+/// Creates a new exclusive temp file in `dir` (O_EXCL, O_NOFOLLOW, 0600).
+pub fn create_temp(dir: &Path) -> Result<(PathBuf, File)> {
+    loop {
+        let path = temp_path(dir);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+        {
+            Ok(f) => return Ok((path, f)),
+            // A stale temp of an earlier process with our pid: pick the next name.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("cannot create", &path, e)),
+        }
+    }
+}
+
+/// Writes `bytes` to a temp file in `dir` and returns its path, ready to be
+/// renamed into place. On failure nothing is left behind.
+pub fn write_temp(dir: &Path, bytes: &[u8]) -> Result<PathBuf> {
+    let (path, mut f) = create_temp(dir)?;
+    if let Err(e) = f.write_all(bytes) {
+        let _ = fs::remove_file(&path);
+        return Err(Error::io("cannot write", &path, e));
+    }
+    Ok(path)
+}
+
+/// Replaces `dest` with `bytes` atomically: a reader sees the old content or
+/// the new, never a partial file.
+pub fn replace_file(dest: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let tmp = write_temp(dir, bytes)?;
+    rename(&tmp, dest).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+/// `rename(2)` with the destination named in the error.
+pub fn rename(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(|e| Error::io("cannot rename into", to, e))
+}
+
+/// Removes a file; a file already gone is fine.
+pub fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("cannot remove", path, e)),
+    }
+}
+
+/// Sets a file's access and/or modification time to `epoch` seconds
+/// (`None` leaves that time unchanged), through its open descriptor.
+pub fn set_times(f: &File, atime: Option<i64>, mtime: Option<i64>) -> io::Result<()> {
+    let spec = |t: Option<i64>| match t {
+        Some(s) => libc::timespec {
+            tv_sec: s as libc::time_t,
+            tv_nsec: 0,
+        },
+        None => libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+    };
+    let times = [spec(atime), spec(mtime)];
+    // SAFETY: `f` is an open descriptor and `times` points at two timespecs.
+    let rc = unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Whether a process with this pid exists (signal 0 probe). A pid we may not
+/// signal (EPERM) exists.
+pub fn pid_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replace_is_whole_and_refuses_symlinked_temp_dir_entries() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        replace_file(&p, b"one\n").unwrap();
+        replace_file(&p, b"two\n").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two\n");
+        let link = d.path().join("l");
+        std::os::unix::fs::symlink(&p, &link).unwrap();
+        let e = open_read(&link).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+    }
+
+    #[test]
+    fn own_pid_is_alive() {
+        assert!(pid_alive(std::process::id()));
+        assert!(!pid_alive(0));
+    }
+}

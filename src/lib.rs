@@ -1,0 +1,21 @@
+//! ffkit: FlowForge's cache, lock and metrics helpers as one native
+//! multicall binary.
+//!
+//! - [`cli`]: the applet table, dispatch and the applets' argument handling —
+//!   the only part that knows clap or prints.
+//! - [`cache`]: entries, the exact incremental size index, crash repair,
+//!   eviction.
+//! - [`metrics`]: the CSV metrics log.
+//! - [`config`]: the environment contract, parsed once.
+//! - [`error`]: the one error type and the exit-code table.
+//! - [`units`], [`fsutil`]: shared parsers and careful file primitives.
+
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod fsutil;
+pub mod metrics;
+pub mod units;
+
+pub use error::{Error, ExitKind, Result};

@@ -14,7 +14,7 @@ use std::ffi::{OsStr, OsString};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
@@ -82,6 +82,9 @@ pub struct Ctx {
     pub metric: Option<&'static str>,
     /// The cache dir whose default metrics log receives this run's row.
     pub metric_dir: Option<PathBuf>,
+    /// The duration to record instead of the whole run's (e.g. lock-acquire
+    /// in command mode records the wait for the lock, not the command).
+    pub metric_duration: Option<Duration>,
 }
 
 impl Ctx {
@@ -160,11 +163,16 @@ fn run_applet(applet: &Applet, prog: &str, args: &[OsString], start: Instant) ->
         cfg,
         metric: applet.metric,
         metric_dir: None,
+        metric_duration: None,
     };
     let result = (applet.run)(&matches, &mut ctx);
     if let (true, Some(op)) = (ctx.cfg.perf_monitoring, ctx.metric)
-        && let Err(e) =
-            crate::metrics::record_self(&ctx.cfg, ctx.metric_dir.as_deref(), op, start.elapsed())
+        && let Err(e) = crate::metrics::record_self(
+            &ctx.cfg,
+            ctx.metric_dir.as_deref(),
+            op,
+            ctx.metric_duration.unwrap_or_else(|| start.elapsed()),
+        )
     {
         ctx.debug(format_args!("metrics not recorded: {e}"));
     }

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use assert_cmd::prelude::*;
+pub use assert_cmd::prelude::*;
 use tempfile::TempDir;
 
 /// The ffkit binary under test.

@@ -1,5 +1,7 @@
 //! The one integration-test binary: a module per area.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod util;
 
 mod cache;

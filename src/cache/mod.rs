@@ -220,14 +220,20 @@ impl Cache {
             return;
         };
         let (vt, mt) = (self.path(vt), self.path(mt));
-        let pending = |p: &Path| p.symlink_metadata().is_ok();
-        if pending(&vt) && fs::rename(&vt, &value).is_err() {
+        // A temp file that no longer exists was renamed already (ENOENT):
+        // trying the rename is the check, which saves a stat per file.
+        let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+        if let Err(e) = fs::rename(&vt, &value)
+            && !gone(&e)
+        {
             // The old entry stays as it was.
             let _ = fs::remove_file(&vt);
             let _ = fs::remove_file(&mt);
             return;
         }
-        if pending(&mt) && fs::rename(&mt, &meta).is_err() {
+        if let Err(e) = fs::rename(&mt, &meta)
+            && !gone(&e)
+        {
             // Never pair the new value with the old sidecar.
             let _ = fs::remove_file(&mt);
             let _ = fs::remove_file(&meta);

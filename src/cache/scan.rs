@@ -92,13 +92,20 @@ impl Scan {
     /// Best effort: a temp file costs disk, never correctness.
     pub fn remove_stale_temps(&self, dir: &Path) {
         let now = jiff::Timestamp::now().as_second();
+        let me = std::process::id();
         for t in &self.temps {
-            let path = dir.join(t);
             let pid = t
                 .to_str()
                 .and_then(|n| n.strip_prefix(fsutil::TEMP_PREFIX))
                 .and_then(|r| r.split('-').next())
                 .and_then(|p| p.parse::<u32>().ok());
+            // Our own temps are in flight (a batch prepares all of its temps
+            // before the lock, so a first write can see thousands of them):
+            // skip them without a stat or a kill(2) each.
+            if pid == Some(me) {
+                continue;
+            }
+            let path = dir.join(t);
             let old = fs::symlink_metadata(&path).is_ok_and(|m| now - m.mtime() > STALE_TEMP_SECS);
             if old || pid.is_none_or(|p| !fsutil::pid_alive(p)) {
                 let _ = fs::remove_file(&path);

@@ -249,7 +249,7 @@ impl Cache {
 
     /// Walks the directory and rewrites the index; lock held.
     fn rebuild_locked(&self) -> Result<Totals> {
-        let s = scan::scan(&self.dir)?;
+        let s = scan::totals(&self.dir)?;
         s.remove_stale_temps(&self.dir);
         index::write(&self.dir, s.totals)?;
         Ok(s.totals)
@@ -272,7 +272,7 @@ impl Cache {
             });
         }
         if !tracking {
-            let s = scan::scan(&self.dir)?;
+            let s = scan::totals(&self.dir)?;
             return Ok(SizeReport {
                 totals: s.totals,
                 source: Source::Walk,
@@ -344,7 +344,7 @@ impl Cache {
             Some(Err(_)) => None,
             None => index::read(&self.dir)?,
         };
-        let s = scan::scan(&self.dir)?;
+        let s = scan::totals(&self.dir)?;
         if fix && index != Some(s.totals) {
             index::write(&self.dir, s.totals)?;
             Journal::remove(&self.dir)?;

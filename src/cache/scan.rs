@@ -45,8 +45,19 @@ pub struct Scan {
 /// A temp file is stale when its writer is gone or it is a day old.
 const STALE_TEMP_SECS: i64 = 86_400;
 
-/// Walks `dir` (not following symlinks).
+/// Walks `dir` (not following symlinks), keeping every counted file.
 pub fn scan(dir: &Path) -> Result<Scan> {
+    walk(dir, true)
+}
+
+/// Walks `dir` for the totals (and temps) only: what a size query, a
+/// verify or a rebuild needs. Keeping no per-file record holds memory flat
+/// and saves an allocation per file on a 100k-entry walk.
+pub fn totals(dir: &Path) -> Result<Scan> {
+    walk(dir, false)
+}
+
+fn walk(dir: &Path, keep_files: bool) -> Result<Scan> {
     let rd = fs::read_dir(dir).map_err(|e| Error::io("cannot list", dir, e))?;
     let mut s = Scan::default();
     for de in rd {
@@ -71,18 +82,19 @@ pub fn scan(dir: &Path) -> Result<Scan> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io("cannot stat", de.path(), e)),
         };
-        let info = FileInfo {
-            name,
-            size: m.len(),
-            atime: m.atime(),
-            mtime: m.mtime(),
-            ino: m.ino(),
-        };
-        s.totals.bytes += info.size;
-        if !info.is_sidecar() {
+        s.totals.bytes += m.len();
+        if !bytes.ends_with(b".meta") {
             s.totals.entries += 1;
         }
-        s.files.push(info);
+        if keep_files {
+            s.files.push(FileInfo {
+                name,
+                size: m.len(),
+                atime: m.atime(),
+                mtime: m.mtime(),
+                ino: m.ino(),
+            });
+        }
     }
     Ok(s)
 }

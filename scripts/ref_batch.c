@@ -8,7 +8,7 @@
  * close; rename the value into place, rename the sidecar into place.
  * No locking, no index, no journal, no key validation.
  *
- * Usage: ref_batch DIR < input
+ * Usage: ref_batch DIR [INPUT]   (INPUT defaults to stdin)
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -38,10 +38,12 @@ static void write_file(int dfd, const char *name, const char *buf, size_t len) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: ref_batch DIR < input\n");
+    if (argc != 2 && argc != 3) {
+        fprintf(stderr, "usage: ref_batch DIR [INPUT]\n");
         return 2;
     }
+    FILE *in = stdin;
+    if (argc == 3 && (in = fopen(argv[2], "r")) == NULL) die("open", argv[2]);
     if (mkdir(argv[1], 0700) != 0 && errno != EEXIST) die("mkdir", argv[1]);
     int dfd = open(argv[1], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) die("open", argv[1]);
@@ -52,7 +54,7 @@ int main(int argc, char **argv) {
     ssize_t len;
     unsigned long seq = 0;
     char vtmp[64], mtmp[64], meta_name[512], meta[1024];
-    while ((len = getline(&line, &cap, stdin)) > 0) {
+    while ((len = getline(&line, &cap, in)) > 0) {
         if (line[len - 1] == '\n') line[--len] = '\0';
         if (len == 0) continue;
         char *colon = memchr(line, ':', (size_t)len);

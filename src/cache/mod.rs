@@ -519,7 +519,7 @@ impl Cache {
             ))
         })?;
         let value_path = self.path(key);
-        match fsutil::open_read(&value_path) {
+        match fsutil::open_read_noatime(&value_path) {
             Ok(f) => Ok(Some((f, meta))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("cannot open", &value_path, e)),

@@ -3,6 +3,8 @@
 //! victim selection for eviction. Fixtures are built outside the measured
 //! closures (`iter_batched` setup or once per benchmark).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::hint::black_box;
 use std::path::Path;
 

@@ -117,7 +117,7 @@ pub fn parse_rule(text: &str) -> Result<Rule> {
         "min" => Stat::Min,
         "max" => Stat::Max,
         p if p.starts_with('p') => {
-            let q = super::read::parse_ms(p[1..].as_bytes())
+            let q = super::read::parse_ms(&p.as_bytes()[1..])
                 .filter(|&q| q > 0.0 && q <= 100.0)
                 .ok_or_else(|| malformed(text, "a percentile is p followed by 0 < Q <= 100"))?;
             Stat::Quantile(q / 100.0)

@@ -129,7 +129,7 @@ impl StampUnit {
             StampUnit::Nanos
         } else if v >= 1e14 {
             StampUnit::Micros
-        } else if v >= 1e11 || v < 1e8 {
+        } else if !(1e8..1e11).contains(&v) {
             StampUnit::Millis
         } else {
             StampUnit::Seconds

@@ -142,8 +142,11 @@ fn replace_with(
         return Err(Error::io("cannot write", &tmp, e));
     }
     drop(w);
-    fsutil::rename(&tmp, path).inspect_err(|_| {
+    // `install` swaps the names atomically (and unlinks the old log); an
+    // appender still holding the old file notices the new inode at the path.
+    fsutil::install(&tmp, path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
+        Error::io("cannot rename into", path, e)
     })
 }
 

@@ -5,4 +5,5 @@
 mod util;
 
 mod cache;
+mod metrics;
 mod perf_regress;

@@ -164,10 +164,8 @@ fn to_text(name: &str, st: &Status) -> String {
     if let Some(pid) = st.pid {
         s.push_str(&format!(" by pid {pid}"));
     }
-    if let Some(r) = &st.record {
-        if !r.host.is_empty() {
-            s.push_str(&format!(" on {}", r.host));
-        }
+    if let Some(r) = st.record.as_ref().filter(|r| !r.host.is_empty()) {
+        s.push_str(&format!(" on {}", r.host));
     }
     if let Some(c) = st.command.as_deref().filter(|c| !c.is_empty()) {
         s.push_str(&format!(", command: {c}"));

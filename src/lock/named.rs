@@ -120,6 +120,19 @@ pub fn acquire(
             )));
         }
     };
+    // The same owner asking again would wait for itself until the timeout.
+    if let Some(rec) = holder::read_from(&f).filter(|r| r.kind == KIND_NAMED && r.pid == owner)
+        && rec
+            .holder_pid
+            .is_some_and(|h| holder::same_process(h, rec.holder_start))
+        && !kernel::try_lock_fd(f.as_raw_fd(), Kind::Shared)
+            .map_err(|e| Error::io("cannot probe", path, e))?
+    {
+        return Err(Error::Conflict(format!(
+            "{}: already held by this owner (pid {owner}); release it first",
+            path.display()
+        )));
+    }
     let got: Acquired = kernel::lock_fd(f.as_raw_fd(), Kind::Exclusive, wait, &mut || on_wait(&f))
         .map_err(|e| Error::io("cannot lock", path, e))?;
     let waited = match got {

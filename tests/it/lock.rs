@@ -123,7 +123,8 @@ fn fd_mode_counts_exactly_under_contention() {
 #[test]
 fn named_pairs_count_exactly_under_contention() {
     let w = World::new();
-    let body = format!("\"$FF\" lock-acquire N || exit 1; {INCR}; \"$FF\" lock-release N || exit 1");
+    let body =
+        format!("\"$FF\" lock-acquire N || exit 1; {INCR}; \"$FF\" lock-release N || exit 1");
     contention(&w, &body, &[], 2);
     assert!(!held(&w, "N"));
 }
@@ -186,7 +187,10 @@ fn killed_command_holder_hands_over_within_100ms() {
 #[test]
 fn killed_fd_holder_hands_over_within_100ms() {
     let w = World::new();
-    let mut holder = bash(&w, "exec 9>>L; \"$FF\" lock-acquire --fd 9 && echo locked; read x");
+    let mut holder = bash(
+        &w,
+        "exec 9>>L; \"$FF\" lock-acquire --fd 9 && echo locked; read x",
+    );
     let mut holder = holder
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -197,7 +201,10 @@ fn killed_fd_holder_hands_over_within_100ms() {
         .read_line(&mut line)
         .unwrap();
     assert_eq!(line, "locked\n");
-    let waiter = start_waiter(bash(&w, "exec 9>>L; exec \"$FF\" lock-acquire -w 10 --fd 9"));
+    let waiter = start_waiter(bash(
+        &w,
+        "exec 9>>L; exec \"$FF\" lock-acquire -w 10 --fd 9",
+    ));
     let (took, st) = handover(holder.id(), waiter);
     let _ = holder.wait();
     assert!(st.success());
@@ -205,14 +212,21 @@ fn killed_fd_holder_hands_over_within_100ms() {
 }
 
 fn status_json(w: &World, target: &str) -> serde_json::Value {
-    let out = ff(w, "lock-status").args(["--json", target]).output().unwrap();
+    let out = ff(w, "lock-status")
+        .args(["--json", target])
+        .output()
+        .unwrap();
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// A bash that takes the named lock N and then waits on its stdin.
 fn named_owner_shell(w: &World) -> Child {
     let mut c = bash(w, "\"$FF\" lock-acquire N && echo locked; read x");
-    let mut c = c.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut c = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut line = String::new();
     BufReader::new(c.stdout.take().unwrap())
         .read_line(&mut line)
@@ -329,7 +343,11 @@ fn busy_is_5_and_conflict_exit_code_overrides() {
         .args(["-n", "-E", "42", "L", "--", "true"])
         .assert()
         .code(42);
-    w.link("flock").args(["-n", "L", "true"]).assert().code(1).stderr("");
+    w.link("flock")
+        .args(["-n", "L", "true"])
+        .assert()
+        .code(1)
+        .stderr("");
     kill_group(&mut holder);
 }
 
@@ -367,7 +385,10 @@ fn dotlock_backoff_follows_the_strategy_and_lands_on_the_deadline() {
     // exponential (default): 0.1, 0.2, 0.4, then the rest of 1 s.
     assert_schedule(&traced_sleeps(&w, "1", &[]), &[0.1, 0.2, 0.4], 0.3);
     // The cap: doubling stops at LOCK_BACKOFF_MAX.
-    let env = [("LOCK_BACKOFF_INITIAL", "0.05"), ("LOCK_BACKOFF_MAX", "0.2")];
+    let env = [
+        ("LOCK_BACKOFF_INITIAL", "0.05"),
+        ("LOCK_BACKOFF_MAX", "0.2"),
+    ];
     assert_schedule(
         &traced_sleeps(&w, "0.8", &env),
         &[0.05, 0.1, 0.2, 0.2, 0.2],
@@ -473,7 +494,10 @@ fn only_the_owner_releases_a_named_lock_unless_forced() {
         .assert()
         .success();
     ff(&w, "lock-release").arg("D").assert().code(5);
-    ff(&w, "lock-release").args(["--force", "D"]).assert().success();
+    ff(&w, "lock-release")
+        .args(["--force", "D"])
+        .assert()
+        .success();
     assert!(!lock_dir(&w).join("D").exists());
     owner.kill().unwrap();
     let _ = owner.wait();
@@ -482,8 +506,16 @@ fn only_the_owner_releases_a_named_lock_unless_forced() {
 #[test]
 fn status_reports_holder_in_text_json_and_exit_code() {
     let w = World::new();
-    ff(&w, "lock-status").arg("N").assert().code(1).stdout("N: free\n");
-    ff(&w, "lock-status").args(["-q", "N"]).assert().code(1).stdout("");
+    ff(&w, "lock-status")
+        .arg("N")
+        .assert()
+        .code(1)
+        .stdout("N: free\n");
+    ff(&w, "lock-status")
+        .args(["-q", "N"])
+        .assert()
+        .code(1)
+        .stdout("");
     ff(&w, "lock-acquire").arg("N").assert().success();
     let me = std::process::id().to_string();
     ff(&w, "lock-status")
@@ -499,7 +531,11 @@ fn status_reports_holder_in_text_json_and_exit_code() {
     assert_eq!(j["pid"].to_string(), me);
     assert!(j["host"].is_string() && j["command"].is_string());
     assert!(j["age_seconds"].as_f64().unwrap() >= 0.0);
-    ff(&w, "lock-status").args(["-q", "N"]).assert().code(0).stdout("");
+    ff(&w, "lock-status")
+        .args(["-q", "N"])
+        .assert()
+        .code(0)
+        .stdout("");
     ff(&w, "lock-release").arg("N").assert().success();
     let j = status_json(&w, "N");
     assert_eq!(j["state"], "free");
@@ -529,4 +565,71 @@ fn flock_persona_is_unlisted_and_takes_fd_numbers() {
     .assert()
     .success()
     .stdout("5\n0\n");
+}
+
+#[test]
+fn default_lock_dir_is_private_and_a_foreign_or_open_one_is_refused() {
+    let w = World::new();
+    let run = w.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let status = |c: &mut Command| {
+        c.env_remove("FFKIT_LOCK_DIR")
+            .env("XDG_RUNTIME_DIR", &run)
+            .output()
+            .unwrap()
+    };
+    let out = status(w.cmd("lock-status").arg("N"));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    use std::os::unix::fs::PermissionsExt;
+    let dir = run.join("ffkit").join("locks");
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    // Writable by others: refused (exit 3).
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = status(w.cmd("lock-status").arg("N"));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    // A symlink in its place: refused, nothing created behind it.
+    std::fs::remove_dir_all(run.join("ffkit")).unwrap();
+    let elsewhere = w.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, run.join("ffkit")).unwrap();
+    let out = status(w.cmd("lock-acquire").arg("N"));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert!(!elsewhere.join("locks").exists());
+    // Named locks in a FlowForge namespace live under locks/ and sessions/locks/.
+    let ns = |session: bool| {
+        let mut c = w.cmd("lock-acquire");
+        c.env("FLOWFORGE_DEVELOPER", "ada").arg("S");
+        if session {
+            c.arg("--session");
+        }
+        c.assert().success();
+    };
+    ns(false);
+    ns(true);
+    let base = w.path().join(".flowforge/dev-ada");
+    assert!(base.join("locks/S").is_file());
+    assert!(base.join("sessions/locks/S").is_file());
+    for s in [false, true] {
+        let mut c = w.cmd("lock-release");
+        c.env("FLOWFORGE_DEVELOPER", "ada").arg("S");
+        if s {
+            c.arg("--session");
+        }
+        c.assert().success();
+    }
+}
+
+#[test]
+fn named_lock_asked_again_by_its_owner_is_a_conflict_not_a_hang() {
+    let w = World::new();
+    ff(&w, "lock-acquire").arg("N").assert().success();
+    let t0 = Instant::now();
+    ff(&w, "lock-acquire")
+        .arg("N")
+        .assert()
+        .code(5)
+        .stderr(predicates::str::contains("already held by this owner"));
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    ff(&w, "lock-release").arg("N").assert().success();
 }

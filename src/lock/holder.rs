@@ -116,14 +116,22 @@ pub fn who_of_file(f: &File) -> Who {
     }
 }
 
-/// Whether `pid` is alive and (if `start` is known) is the same process.
+/// Whether `pid` is alive and (if `start` is known) is the same process. A
+/// zombie counts as dead: it has closed its descriptors (and so dropped its
+/// locks) but may not be reaped yet — an orphaned holder process waits for
+/// init to reap it.
 pub fn same_process(pid: u32, start: Option<u64>) -> bool {
-    if !crate::fsutil::pid_alive(pid) {
-        return false;
-    }
-    match (start, start_time(pid)) {
-        (Some(want), Some(now)) => want == now,
-        _ => true,
+    match stat_fields(pid) {
+        Some(f) => {
+            let zombie = matches!(f.first().map(String::as_str), Some("Z" | "X"));
+            let same = match (start, f.get(19).and_then(|s| s.parse::<u64>().ok())) {
+                (Some(want), Some(now)) => want == now,
+                _ => true,
+            };
+            !zombie && same
+        }
+        // No /proc entry: gone, or /proc is not mounted.
+        None => start.is_none() && crate::fsutil::pid_alive(pid),
     }
 }
 
@@ -259,6 +267,25 @@ mod tests {
         assert_eq!(Holder::parse(&line), Some(h.clone()));
         assert!(!h.owner_gone());
         assert!(Holder::parse(b"not json").is_none());
+    }
+
+    #[test]
+    fn an_unreaped_zombie_is_not_the_same_process() {
+        // Regression: an exited holder not yet reaped by init passed the
+        // kill(0) test and made its owner's next acquire a false conflict.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let start = start_time(pid);
+        let t0 = std::time::Instant::now();
+        while same_process(pid, start) {
+            assert!(t0.elapsed().as_secs() < 5, "zombie still counted as alive");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(
+            crate::fsutil::pid_alive(pid),
+            "not reaped yet, so still a zombie"
+        );
+        child.wait().unwrap();
     }
 
     #[test]

@@ -174,43 +174,6 @@ _ffkit_index_read() {
     [[ -z $_ffkit_rest && ${#_ffkit_n} -le 19 ]]
 }
 
-# _ffkit_ts VALUE: validates a timestamp and sets _ffkit_v (its integer
-# value) and _ffkit_u (its unit: s, ms, us, ns) by magnitude. A value with a
-# fraction ('.' or ',') is seconds, as $EPOCHREALTIME, and becomes us.
-_ffkit_ts() {
-    local _ffkit_i=$1 _ffkit_f=''
-    case $1 in
-        *[.,]*)
-            _ffkit_i=${1%%[.,]*}
-            _ffkit_f=${1#*[.,]}
-            case $_ffkit_i$_ffkit_f in
-                '' | *[!0-9]*) return 2 ;;
-            esac
-            [[ -n $_ffkit_i && ${#_ffkit_i} -le 11 ]] || return 2
-            _ffkit_f=${_ffkit_f}000000
-            _ffkit_f=${_ffkit_f:0:6}
-            _ffkit_v=$((10#$_ffkit_i * 1000000 + 10#$_ffkit_f))
-            _ffkit_u=us
-            return 0
-            ;;
-        '' | *[!0-9]*) return 2 ;;
-    esac
-    # At most 19 digits that fit in 64 bits (nanosecond epochs start with 1).
-    if [[ ${#1} -gt 19 ]] || [[ ${#1} -eq 19 && $1 == 9* ]]; then
-        return 2
-    fi
-    _ffkit_v=$((10#$1))
-    if ((_ffkit_v < 100000000000)); then
-        _ffkit_u=s
-    elif ((_ffkit_v < 100000000000000)); then
-        _ffkit_u=ms
-    elif ((_ffkit_v < 100000000000000000)); then
-        _ffkit_u=us
-    else
-        _ffkit_u=ns
-    fi
-}
-
 # _ffkit_lock_take FUNCTION FILE: opens FILE on a new fd, takes the kernel
 # lock on it with `ffkit lock-acquire --fd` and records FILE -> fd in the
 # held-lock table. The lock lives as long as the fd: until the matching
@@ -507,57 +470,23 @@ release_session_lock() {
 # ---------------------------------------------------------------------------
 
 # record_performance_metric operation start end: appends one row whose
-# duration is end - start in milliseconds. start and end are epoch
-# timestamps in seconds, milliseconds, microseconds or nanoseconds (the unit
-# is read from start's magnitude), or seconds with a fraction
-# ($EPOCHREALTIME). With CACHE_PERF_MONITORING=disabled it does nothing and
-# starts no process.
+# duration is end - start in milliseconds. The binary reads the unit from
+# start's magnitude: epoch seconds (date +%s, or $EPOCHREALTIME with a
+# fraction), milliseconds (date +%s%3N, or $(date +%s%N)/1000000), micro- or
+# nanoseconds (date +%s%N); values below 1e8 are differences in
+# milliseconds, as the old library wrote them. See docs/shell.md.
+# With CACHE_PERF_MONITORING=disabled it does nothing and starts no process.
 record_performance_metric() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
     [ "${CACHE_PERF_MONITORING-}" != disabled ] || return 0
-    if [[ $# -lt 3 || -z $1 ]]; then
+    if [[ $# -lt 3 ]]; then
         _ffkit_err 'usage: record_performance_metric operation start end'
         return 2
     fi
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns='' _ffkit_v=0 _ffkit_u='' _ffkit_s=0 _ffkit_su='' _ffkit_d=0 _ffkit_ms=''
-    if ! _ffkit_ts "$2"; then
-        _ffkit_err "record_performance_metric: start='$2': expected an epoch timestamp (integer seconds, ms, us or ns, or seconds.fraction)"
-        return 2
-    fi
-    _ffkit_s=$_ffkit_v
-    _ffkit_su=$_ffkit_u
-    if ! _ffkit_ts "$3"; then
-        _ffkit_err "record_performance_metric: end='$3': expected an epoch timestamp (integer seconds, ms, us or ns, or seconds.fraction)"
-        return 2
-    fi
-    # A fractional end with an integer-seconds start (or the reverse) is
-    # still seconds: bring both to microseconds.
-    if [ "$_ffkit_u" != "$_ffkit_su" ]; then
-        if [[ $_ffkit_su == s && $_ffkit_u == us ]]; then
-            _ffkit_s=$((_ffkit_s * 1000000))
-            _ffkit_su=us
-        elif [[ $_ffkit_su == us && $_ffkit_u == s ]]; then
-            _ffkit_v=$((_ffkit_v * 1000000))
-        else
-            _ffkit_err "record_performance_metric: start='$2' and end='$3' are not in the same unit"
-            return 2
-        fi
-    fi
-    _ffkit_d=$((_ffkit_v - _ffkit_s))
-    if [[ $_ffkit_d -lt 0 ]]; then
-        _ffkit_err "record_performance_metric: end='$3' is before start='$2'"
-        return 2
-    fi
-    case $_ffkit_su in
-        s) _ffkit_ms=$((_ffkit_d * 1000)) ;;
-        ms) _ffkit_ms=$_ffkit_d ;;
-        us) printf -v _ffkit_ms '%d.%03d' "$((_ffkit_d / 1000))" "$((_ffkit_d % 1000))" ;;
-        *) printf -v _ffkit_ms '%d.%03d' "$((_ffkit_d / 1000000))" "$((_ffkit_d % 1000000 / 1000))" ;;
-    esac
-    _ffkit_ms=${_ffkit_ms%.000}
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
     _ffkit_paths record_performance_metric || return
-    _ffkit_run "$_ffkit_log" perf-metrics record -- "$1" "$_ffkit_ms" </dev/null
+    _ffkit_run "$_ffkit_log" perf-metrics record -- "$1" "$2" "$3" </dev/null
 }
 
 # get_performance_metrics: prints {"op": {"count": N, "total": T, "avg": A, ...}, ...}.

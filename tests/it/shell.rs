@@ -743,14 +743,20 @@ fn shellcheck_is_clean_without_blanket_disables() {
         eprintln!("shellcheck not installed: skipping (.ci/run installs it)");
         return;
     }
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shell");
-    let files: Vec<PathBuf> = fs::read_dir(&dir)
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<PathBuf> = fs::read_dir(root.join("shell"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.is_file())
         .collect();
+    files.push(root.join("benches/shell_get_cache_size.bash"));
     assert!(!files.is_empty());
-    let out = Command::new("shellcheck").args(&files).output().unwrap();
+    let out = Command::new("shellcheck")
+        .arg("-x")
+        .args(&files)
+        .current_dir(root)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}{}",

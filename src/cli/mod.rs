@@ -27,6 +27,7 @@ mod cache_read;
 mod cache_size;
 mod cache_write;
 mod init;
+mod perf_metrics;
 
 /// One applet: its name (the symlink name and the subcommand), its clap
 /// definition, its entry point, and the operation name its own run is
@@ -74,6 +75,13 @@ pub static APPLETS: &[Applet] = &[
         name: "init",
         command: init::command,
         run: init::run,
+        metric: None,
+    },
+    Applet {
+        name: "perf-metrics",
+        command: perf_metrics::command,
+        run: perf_metrics::run,
+        // Reading or writing the log must not add rows of its own.
         metric: None,
     },
 ];
@@ -336,6 +344,7 @@ pub(crate) fn ttl_arg(help: &'static str) -> Arg {
     Arg::new("ttl")
         .long("ttl")
         .value_name("SECONDS")
+        .allow_hyphen_values(true)
         .value_parser(|s: &str| crate::units::parse_whole_seconds(s))
         .help(help)
 }

@@ -38,29 +38,6 @@ fn assert_exact(w: &World) {
 #[test]
 fn write_from_argument_and_read_back_in_both_forms() {
     let w = World::new();
-<<<<<<< HEAD
-    w.write("a", "hello");
-    assert_eq!(w.size(), oracle(&w.cache()).0);
-    assert_eq!(
-        w.index().as_deref(),
-        Some(format!("{}\n", oracle(&w.cache()).0).as_str())
-    );
-    w.cmd("cache-read")
-        .arg("a")
-        .assert()
-        .success()
-        .stdout("hello");
-    w.link("cache-read")
-        .arg("a")
-        .assert()
-        .success()
-        .stdout("hello");
-    w.cmd("cache-read")
-        .arg("b")
-        .assert()
-        .code(4)
-        .stderr(predicate::str::contains("no such entry"));
-=======
     w.cmd("cache-write")
         .args(["k", "hello world"])
         .assert()
@@ -1037,5 +1014,4 @@ fn writes_and_reads_stream_large_values() {
     let out = w.cmd("cache-read").arg("large").output().unwrap();
     assert_eq!(out.stdout.len(), 8 << 20);
     assert_exact(&w);
->>>>>>> main
 }

@@ -5,5 +5,5 @@
 mod util;
 
 mod cache;
-mod shell;
 mod metrics;
+mod shell;

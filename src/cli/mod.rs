@@ -27,9 +27,11 @@ mod cache_read;
 mod cache_size;
 mod cache_write;
 mod flock;
+mod init;
 mod lock_acquire;
 mod lock_release;
 mod lock_status;
+mod perf_metrics;
 
 /// One applet: its name (the symlink name and the subcommand), its clap
 /// definition, its entry point, the operation name its own run is
@@ -109,6 +111,21 @@ pub static APPLETS: &[Applet] = &[
         run: flock::run,
         metric: None,
         listed: false,
+    },
+    Applet {
+        name: "init",
+        command: init::command,
+        run: init::run,
+        metric: None,
+        listed: true,
+    },
+    Applet {
+        name: "perf-metrics",
+        command: perf_metrics::command,
+        run: perf_metrics::run,
+        // Reading or writing the log must not add rows of its own.
+        metric: None,
+        listed: true,
     },
 ];
 

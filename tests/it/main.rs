@@ -6,3 +6,5 @@ mod util;
 
 mod cache;
 mod lock;
+mod metrics;
+mod shell;

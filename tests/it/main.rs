@@ -5,5 +5,7 @@
 mod util;
 
 mod cache;
+mod lock;
 mod metrics;
 mod perf_regress;
+mod shell;

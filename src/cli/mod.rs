@@ -26,6 +26,8 @@ mod cache_evict;
 mod cache_read;
 mod cache_size;
 mod cache_write;
+pub mod docs;
+mod install_links;
 
 /// One applet: its name (the symlink name and the subcommand), its clap
 /// definition, its entry point, and the operation name its own run is
@@ -68,6 +70,12 @@ pub static APPLETS: &[Applet] = &[
         command: cache_evict::command,
         run: cache_evict::run,
         metric: Some("enforce_cache_limits"),
+    },
+    Applet {
+        name: "install-links",
+        command: install_links::command,
+        run: install_links::run,
+        metric: None,
     },
 ];
 

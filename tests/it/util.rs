@@ -93,13 +93,20 @@ impl World {
 
     /// Writes an entry, asserting success.
     pub fn write(&self, key: &str, value: &str) {
-        self.cmd("cache-write").args([key, value]).assert().success();
+        self.cmd("cache-write")
+            .args([key, value])
+            .assert()
+            .success();
     }
 
     /// `cache-size` output as a number.
     pub fn size(&self) -> u64 {
         let out = self.cmd("cache-size").output().expect("run");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         parse_u64(&out.stdout)
     }
 

@@ -1,0 +1,193 @@
+//! What the generated documentation says beyond the clap definitions: the
+//! examples of each applet and the files ffkit keeps on disk.
+//!
+//! The generators (`cargo xtask gen`: man pages, completions, README tables)
+//! iterate [`super::APPLETS`] and take each applet's clap definition from
+//! there; this module only adds the parts clap has no place for. A test in
+//! the xtask crate fails when an applet has no examples here, so a new
+//! applet cannot ship an empty EXAMPLES section.
+
+use crate::cache::index::{COUNT_FILE, INDEX_FILE};
+use crate::cache::journal::JOURNAL_FILE;
+use crate::metrics::DEFAULT_LOG_NAME;
+
+/// One example: a command line and what it does.
+#[derive(Clone, Copy, Debug)]
+pub struct Example {
+    pub command: &'static str,
+    pub says: &'static str,
+}
+
+const fn ex(command: &'static str, says: &'static str) -> Example {
+    Example { command, says }
+}
+
+/// Examples for the root page (`ffkit.1`).
+pub const ROOT_EXAMPLES: &[Example] = &[
+    ex(
+        "ffkit cache-write greeting hello && ffkit cache-size",
+        "Write an entry to the default cache dir and print the cache size.",
+    ),
+    ex("ffkit --list", "Print the applet names, one per line."),
+    ex(
+        "ffkit install-links --prefix ~/.local",
+        "Create the applet symlinks next to the binary and install the man pages and completions under ~/.local/share.",
+    ),
+];
+
+/// The examples of one applet, by name; empty for an applet not listed yet.
+pub fn examples(applet: &str) -> &'static [Example] {
+    EXAMPLES
+        .iter()
+        .find(|(name, _)| *name == applet)
+        .map_or(&[], |(_, e)| *e)
+}
+
+/// Each applet's examples, keyed by applet name.
+pub const EXAMPLES: &[(&str, &[Example])] = &[
+    (
+        "cache-size",
+        &[
+            ex(
+                "cache-size",
+                "Print the cache size in bytes, from the index in O(1).",
+            ),
+            ex("cache-size --human", "Print the size like 1.2 MiB."),
+            ex(
+                "cache-size --verify --fix",
+                "Walk the cache dir, compare with the index and repair any drift.",
+            ),
+            ex(
+                "CACHE_SIZE_TRACKING=disabled cache-size --json",
+                "Walk instead of reading the index and print bytes, entries and source as JSON.",
+            ),
+        ],
+    ),
+    (
+        "cache-write",
+        &[
+            ex(
+                "cache-write provider:github '{\"rate\":5000}' --ttl 300",
+                "Write an entry that expires in five minutes.",
+            ),
+            ex(
+                "tar c src | cache-write src.tar",
+                "Write a binary value from standard input.",
+            ),
+        ],
+    ),
+    (
+        "cache-read",
+        &[
+            ex(
+                "cache-read provider:github",
+                "Print the value, or exit 4 when missing or expired.",
+            ),
+            ex(
+                "if v=$(cache-read -q session-42); then echo \"$v\"; fi",
+                "Use the exit status as the answer, with no message on stderr.",
+            ),
+        ],
+    ),
+    (
+        "cache-batch",
+        &[
+            ex(
+                "printf 'a:1\\nb:2\\n' | cache-batch",
+                "Write two entries (TTL 300 s) with one lock acquisition and one index update.",
+            ),
+            ex(
+                "cache-batch --file entries.jsonl --format jsonl",
+                "Write entries whose values need any bytes.",
+            ),
+            ex(
+                "cache-batch --read a b",
+                "Print 'key:value' for every present, unexpired key.",
+            ),
+        ],
+    ),
+    (
+        "cache-evict",
+        &[
+            ex(
+                "cache-evict --max-bytes 100M",
+                "Evict expired, then least recently used entries until the cache is at most 100 MiB.",
+            ),
+            ex(
+                "cache-evict --older-than 7d --dry-run --json",
+                "Report what would be removed, removing nothing.",
+            ),
+            ex(
+                "cache-evict --all",
+                "Empty the cache (the old clear_developer_cache).",
+            ),
+        ],
+    ),
+    (
+        "install-links",
+        &[
+            ex(
+                "ffkit install-links",
+                "Create the applet symlinks next to the ffkit binary.",
+            ),
+            ex(
+                "ffkit install-links --dir ~/bin --prefix ~/.local",
+                "Link the applets into ~/bin and install man pages and completions under ~/.local/share.",
+            ),
+            ex(
+                "ffkit install-links --remove --prefix ~/.local",
+                "Remove the links and files install-links placed.",
+            ),
+        ],
+    ),
+];
+
+/// One file ffkit keeps on disk, for the FILES sections and the README.
+#[derive(Clone, Debug)]
+pub struct FileDoc {
+    pub path: String,
+    pub meaning: &'static str,
+}
+
+/// The files on disk (CONTRACT §2), named from the constants the code uses.
+pub fn files() -> Vec<FileDoc> {
+    let f = |path: String, meaning| FileDoc { path, meaning };
+    vec![
+        f(
+            "<cache-dir>".into(),
+            "--dir, else $FFKIT_CACHE_DIR, else <repo>/.flowforge/dev-$FLOWFORGE_DEVELOPER/cache, else ${XDG_CACHE_HOME:-$HOME/.cache}/ffkit",
+        ),
+        f(
+            "<cache-dir>/KEY".into(),
+            "an entry's value, byte for byte; its access time is the LRU recency",
+        ),
+        f(
+            "<cache-dir>/KEY.meta".into(),
+            "the entry's JSON sidecar: key, created-at, expires-at or null, ttl, value bytes",
+        ),
+        f(
+            format!("<cache-dir>/{INDEX_FILE}"),
+            "the total bytes of values and sidecars as one decimal number and a newline; replaced by rename, safe to cat",
+        ),
+        f(
+            format!("<cache-dir>/{COUNT_FILE}"),
+            "the number of entries, kept beside the size index",
+        ),
+        f(
+            format!("<cache-dir>/{JOURNAL_FILE}"),
+            "the change in flight; a crashed writer's change is repaired from it by the next call",
+        ),
+        f(
+            "<cache-dir>/.lock".into(),
+            "the kernel lock that serializes index updates",
+        ),
+        f(
+            format!("<cache-dir>/{DEFAULT_LOG_NAME}"),
+            "the default metrics log (CSV timestamp,operation,duration_ms) unless CACHE_PERF_METRICS is set",
+        ),
+        f(
+            "<repo>/.flowforge/dev-<id>/locks/, sessions/locks/".into(),
+            "critical and session lock files of the FlowForge namespace",
+        ),
+    ]
+}

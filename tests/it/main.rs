@@ -5,3 +5,5 @@
 mod util;
 
 mod cache;
+mod help;
+mod install_links;

@@ -152,3 +152,18 @@ pub fn stderr_of(out: &std::process::Output) -> String {
 pub fn os(s: &str) -> &OsStr {
     OsStr::new(s)
 }
+
+/// `write_stdin` for a std `Command` (assert_cmd has it only on its own
+/// `Command`): turns it into an assert_cmd one fed with `input`.
+pub trait WriteStdin {
+    fn write_stdin(&mut self, input: impl Into<Vec<u8>>) -> assert_cmd::Command;
+}
+
+impl WriteStdin for Command {
+    fn write_stdin(&mut self, input: impl Into<Vec<u8>>) -> assert_cmd::Command {
+        let std = std::mem::replace(self, Command::new("false"));
+        let mut c = assert_cmd::Command::from_std(std);
+        c.write_stdin(input);
+        c
+    }
+}

@@ -28,6 +28,7 @@ mod cache_size;
 mod cache_write;
 pub mod docs;
 mod install_links;
+pub mod progress;
 
 /// One applet: its name (the symlink name and the subcommand), its clap
 /// definition, its entry point, and the operation name its own run is

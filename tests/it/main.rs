@@ -7,3 +7,4 @@ mod util;
 mod cache;
 mod help;
 mod install_links;
+mod progress;

@@ -56,6 +56,8 @@ pub struct Config {
     pub now_override: Option<i64>,
     /// `FFKIT_TEST_BACKOFF_TRACE` (test-only, hidden): log every backoff sleep to stderr.
     pub backoff_trace: bool,
+    /// `SHELL`: runs `lock-acquire -c` / `flock -c` commands (default /bin/sh).
+    pub shell: Option<PathBuf>,
     home: Option<PathBuf>,
     xdg_cache_home: Option<PathBuf>,
     xdg_runtime_dir: Option<PathBuf>,
@@ -171,6 +173,12 @@ pub const ENV_VARS: &[EnvVar] = &[
         meaning: "per-user runtime dir, for runtime files such as default lock dirs",
     },
     EnvVar {
+        name: "SHELL",
+        values: "path",
+        default: "/bin/sh",
+        meaning: "the shell that runs lock-acquire -c and flock -c commands",
+    },
+    EnvVar {
         name: "HOME",
         values: "path",
         default: "(set by login)",
@@ -276,6 +284,7 @@ impl Config {
             lock_dir: path("FFKIT_LOCK_DIR"),
             now_override,
             backoff_trace: var("FFKIT_TEST_BACKOFF_TRACE").is_some(),
+            shell: path("SHELL"),
             home: path("HOME"),
             xdg_cache_home: path("XDG_CACHE_HOME"),
             xdg_runtime_dir: path("XDG_RUNTIME_DIR"),
@@ -339,7 +348,7 @@ impl Config {
 /// A developer id becomes a path component (`dev-<id>`), so it must be a
 /// plain name: letters, digits, `.`, `_`, `-`, not starting with `.`, at most
 /// 64 bytes.
-fn validate_developer(id: &str) -> Result<String> {
+pub fn validate_developer(id: &str) -> Result<String> {
     let ok = id.len() <= 64
         && !id.starts_with('.')
         && id

@@ -11,6 +11,17 @@ use crate::cache::index::{COUNT_FILE, INDEX_FILE};
 use crate::cache::journal::JOURNAL_FILE;
 use crate::metrics::DEFAULT_LOG_NAME;
 
+/// The man page of an applet, without `.1`: its own name when it is
+/// linked by default (`cache-size.1`), else `ffkit-NAME` (`ffkit-init.1`,
+/// `ffkit-flock.1`), so ffkit never installs a page over a system tool's
+/// (flock(1)) or a generic name (init(1)).
+pub fn man_page(a: &super::Applet) -> String {
+    match super::install_links::link_policy(a) {
+        super::install_links::LinkPolicy::Default => a.name.to_string(),
+        _ => format!("ffkit-{}", a.name),
+    }
+}
+
 /// One example: a command line and what it does.
 #[derive(Clone, Copy, Debug)]
 pub struct Example {
@@ -121,6 +132,101 @@ pub const EXAMPLES: &[(&str, &[Example])] = &[
                 "cache-evict --all",
                 "Empty the cache (the old clear_developer_cache).",
             ),
+        ],
+    ),
+    (
+        "lock-acquire",
+        &[
+            ex(
+                "lock-acquire deploy.lock -- make deploy",
+                "Run make holding the lock; exit with make's status.",
+            ),
+            ex(
+                "lock-acquire -n deploy.lock -c 'make deploy' || echo busy",
+                "Fail at once (exit 5) when someone else holds the lock.",
+            ),
+            ex(
+                "lock-acquire --session build && ... && lock-release --session build",
+                "Hold a named session lock across separate calls, as acquire_session_lock did.",
+            ),
+            ex(
+                "exec 9>>/tmp/my.lock; lock-acquire --fd 9 -w 2.5",
+                "Lock the shell's own descriptor, waiting at most 2.5 s (exit 6 on timeout).",
+            ),
+        ],
+    ),
+    (
+        "lock-release",
+        &[
+            ex(
+                "lock-release build",
+                "Release the named lock build taken by lock-acquire build.",
+            ),
+            ex(
+                "lock-release --fd 9",
+                "Drop the lock held on the shell's descriptor 9.",
+            ),
+            ex(
+                "lock-release --force stuck",
+                "Release a lock that belongs to another owner (emergency).",
+            ),
+        ],
+    ),
+    (
+        "lock-status",
+        &[
+            ex(
+                "lock-status build",
+                "Print whether the named lock is held, and by whom.",
+            ),
+            ex(
+                "lock-status --json /var/lock/deploy.lock",
+                "Report a lock file's holder (pid, host, command, age) as JSON.",
+            ),
+        ],
+    ),
+    (
+        "flock",
+        &[
+            ex(
+                "flock /tmp/my.lock make",
+                "util-linux flock(1) usage: run make holding the lock (after ffkit install-links --persona flock).",
+            ),
+            ex(
+                "flock -n -E 5 /tmp/my.lock -c 'echo got it'",
+                "Fail at once with exit 5 when the lock is busy.",
+            ),
+        ],
+    ),
+    (
+        "init",
+        &[
+            ex(
+                "eval \"$(ffkit init bash)\"",
+                "Define the old library's shell functions (get_cache_size, acquire_critical_lock, ...) on top of ffkit.",
+            ),
+            ex(
+                "ffkit init zsh >> ~/.zshrc",
+                "Keep the functions for every zsh session.",
+            ),
+        ],
+    ),
+    (
+        "perf-metrics",
+        &[
+            ex(
+                "perf-metrics",
+                "Per-operation count, total, avg, min, max, p50, p95, p99 as a table.",
+            ),
+            ex(
+                "perf-metrics --json --since 1h",
+                "The last hour as JSON, like get_performance_metrics.",
+            ),
+            ex(
+                "perf-metrics check 'get_cache_size:p95<10ms'",
+                "Fail when a health rule does not hold.",
+            ),
+            ex("perf-metrics cleanup", "Trim the log atomically."),
         ],
     ),
     (

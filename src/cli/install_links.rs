@@ -25,17 +25,58 @@ use std::process::ExitCode;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use super::{APPLETS, Ctx, quiet_arg, write_stdout};
+use super::{APPLETS, Applet, Ctx, quiet_arg, write_stdout};
 use crate::error::{Error, Result};
 use crate::fsutil;
 
 include!(concat!(env!("OUT_DIR"), "/embedded_docs.rs"));
 
-/// Applets named after a common system tool: never linked by default.
-pub const PERSONAS: &[&str] = &["flock"];
-
 /// This applet manages links; a symlink named after it would be pointless.
 const SELF: &str = "install-links";
+
+/// Applets that only make sense as `ffkit APPLET` (`ffkit init bash`): a
+/// symlink named `init` would be a confusing command of its own.
+const FFKIT_ONLY: &[&str] = &[SELF, "init"];
+
+/// Whether an applet gets a symlink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkPolicy {
+    /// Linked by every `install-links`.
+    Default,
+    /// A persona named after a system tool (an unlisted applet such as
+    /// `flock`): linked only with `--persona NAME`.
+    Persona,
+    /// Never linked: run it as `ffkit APPLET`.
+    Never,
+}
+
+pub fn link_policy(a: &Applet) -> LinkPolicy {
+    if FFKIT_ONLY.contains(&a.name) {
+        LinkPolicy::Never
+    } else if a.listed {
+        LinkPolicy::Default
+    } else {
+        LinkPolicy::Persona
+    }
+}
+
+/// The applets linked by default.
+pub fn default_links() -> Vec<&'static str> {
+    names_with(|p| p == LinkPolicy::Default)
+}
+
+/// The persona applets (`--persona NAME`).
+pub fn personas() -> Vec<&'static str> {
+    names_with(|p| p == LinkPolicy::Persona)
+}
+
+fn names_with(f: impl Fn(LinkPolicy) -> bool) -> Vec<&'static str> {
+    APPLETS
+        .iter()
+        .filter(|a| f(link_policy(a)))
+        .map(|a| a.name)
+        .collect()
+}
 
 pub fn command() -> Command {
     Command::new(SELF)
@@ -45,7 +86,8 @@ pub fn command() -> Command {
              next to it or in --dir. Idempotent: links already in place are left alone, ffkit \
              links to another build are updated. A file in the way that is not ffkit's link is \
              a conflict (exit 5, nothing changed) unless --force; a directory is never replaced. \
-             Personas named after system tools (flock) are linked only with --persona. \
+             Personas named after system tools (flock) are linked only with --persona; \
+             init and install-links are run as `ffkit init`, never linked. \
              --prefix P also installs the man pages into P/share/man/man1 and the bash, zsh and \
              fish completions into P/share/{bash-completion/completions,zsh/site-functions,\
              fish/vendor_completions.d}. --remove undoes all of this, removing only ffkit's \
@@ -133,13 +175,9 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             .unwrap_or_default(),
         quiet: m.get_flag("quiet"),
     };
+    let known = personas();
     for p in &a.personas {
-        if !PERSONAS.contains(&p.as_str()) || super::find(p).is_none() {
-            let known: Vec<&str> = PERSONAS
-                .iter()
-                .copied()
-                .filter(|n| super::find(n).is_some())
-                .collect();
+        if !known.contains(&p.as_str()) {
             return Err(Error::Validation(format!(
                 "--persona {p}: not a persona applet (personas: {})",
                 if known.is_empty() {
@@ -249,23 +287,21 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The applets to link: all but this one and the personas not asked for.
+/// The applets to link: the default ones and the personas asked for.
 fn linked_names(personas: &[String]) -> Vec<&'static str> {
-    APPLETS
-        .iter()
-        .map(|a| a.name)
-        .filter(|n| *n != SELF)
-        .filter(|n| !PERSONAS.contains(n) || personas.iter().any(|p| p == n))
+    names_with(|p| p == LinkPolicy::Default)
+        .into_iter()
+        .chain(
+            self::personas()
+                .into_iter()
+                .filter(|n| personas.iter().any(|p| p == n)),
+        )
         .collect()
 }
 
 /// `--remove` removes every link of ours, personas included.
 fn names_for_removal() -> Vec<&'static str> {
-    APPLETS
-        .iter()
-        .map(|a| a.name)
-        .filter(|n| *n != SELF)
-        .collect()
+    names_with(|p| p != LinkPolicy::Never)
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {
@@ -309,8 +345,9 @@ fn link(target: &Path, path: &Path) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = fsutil::temp_path(dir);
     std::os::unix::fs::symlink(target, &tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
-    fsutil::rename(&tmp, path).inspect_err(|_| {
+    fs::rename(&tmp, path).map_err(|e| {
         let _ = fs::remove_file(&tmp);
+        Error::io("cannot rename into", path, e)
     })
 }
 
@@ -332,12 +369,20 @@ fn doc_destination(rel: &str) -> Option<(&str, bool, PathBuf)> {
     Some((name, is_man, Path::new(dest).join(file)))
 }
 
-/// Man pages of every applet except personas not linked; completions of
-/// `ffkit` and of the linked names only.
+/// The man pages of ffkit, of the linked applets and of the ffkit-only
+/// ones (`ffkit-init.1`); a persona's page (`ffkit-flock.1`) only with its
+/// link. Completions of `ffkit` and of the linked names only.
 fn wanted(name: &str, is_man: bool, linked: &[&str]) -> bool {
-    name == "ffkit"
-        || linked.contains(&name)
-        || (is_man && !PERSONAS.contains(&name) && super::find(name).is_some())
+    if name == "ffkit" {
+        return true;
+    }
+    if !is_man {
+        return linked.contains(&name);
+    }
+    APPLETS.iter().any(|a| {
+        super::docs::man_page(a) == name
+            && (linked.contains(&a.name) || link_policy(a) == LinkPolicy::Never)
+    })
 }
 
 fn install_docs(prefix: &Path, linked: &[&str], t: &mut Tally) -> Result<()> {
@@ -354,10 +399,12 @@ fn install_docs(prefix: &Path, linked: &[&str], t: &mut Tally) -> Result<()> {
         }
         let dir = dest.parent().unwrap_or(prefix);
         fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
-        let tmp = fsutil::write_temp(dir, bytes)?;
+        let (tmp, _) = fsutil::write_temp(dir, bytes)?;
         let placed = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))
             .map_err(|e| Error::io("cannot set the mode of", &tmp, e))
-            .and_then(|()| fsutil::rename(&tmp, &dest));
+            .and_then(|()| {
+                fs::rename(&tmp, &dest).map_err(|e| Error::io("cannot rename into", &dest, e))
+            });
         if placed.is_err() {
             let _ = fs::remove_file(&tmp);
         }

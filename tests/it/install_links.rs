@@ -6,17 +6,14 @@ use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use ffkit::cli::APPLETS;
-
 use crate::util::*;
 
 /// The applets install-links links by default.
 fn linked() -> Vec<&'static str> {
-    APPLETS
-        .iter()
-        .map(|a| a.name)
-        .filter(|n| *n != "install-links" && *n != "flock")
-        .collect()
+    let names = ffkit::cli::install_links::default_links();
+    assert!(names.contains(&"cache-size") && !names.contains(&"install-links"));
+    assert!(!names.contains(&"init") && !names.contains(&"flock"));
+    names
 }
 
 fn install(w: &World, dir: &Path) -> std::process::Command {
@@ -155,12 +152,23 @@ fn default_dir_is_next_to_the_binary_with_relative_links() {
     fs::create_dir_all(&bindir).unwrap();
     let exe = bindir.join("ffkit");
     fs::copy(bin(), &exe).unwrap();
-    let mut c = std::process::Command::new(&exe);
-    w.isolate(&mut c);
-    c.args(["install-links", "-q"])
-        .assert()
-        .success()
-        .stdout("");
+    // Another test thread's fork may briefly inherit the copy's write
+    // descriptor, making exec fail with ETXTBSY: retry that, nothing else.
+    let out = (0..100)
+        .find_map(|_| {
+            let mut c = std::process::Command::new(&exe);
+            w.isolate(&mut c);
+            match c.args(["install-links", "-q"]).output() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    None
+                }
+                r => Some(r.unwrap()),
+            }
+        })
+        .expect("exec kept failing with ETXTBSY");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(out.stdout.is_empty());
     for name in linked() {
         assert_eq!(
             fs::read_link(bindir.join(name)).unwrap(),
@@ -206,12 +214,18 @@ fn prefix_places_the_committed_man_pages_and_completions_and_remove_takes_them_b
             );
         }
     }
-    assert!(share.join("man/man1/install-links.1").exists());
+    // ffkit-only applets have ffkit-NAME pages and no completions of their own.
+    assert!(share.join("man/man1/ffkit-install-links.1").exists());
+    assert!(share.join("man/man1/ffkit-init.1").exists());
     assert!(
         !share
             .join("bash-completion/completions/install-links")
             .exists()
     );
+    // A persona is not installed unless asked: no flock page or completion.
+    assert!(!share.join("man/man1/ffkit-flock.1").exists());
+    assert!(!share.join("man/man1/flock.1").exists());
+    assert!(!share.join("bash-completion/completions/flock").exists());
 
     // A page a person edited is theirs now: --remove leaves it.
     fs::write(share.join("man/man1/cache-size.1"), "edited").unwrap();
@@ -238,4 +252,33 @@ fn an_unknown_persona_is_a_usage_error() {
         .assert()
         .code(2);
     assert!(!dir.exists());
+}
+
+#[test]
+fn a_persona_is_linked_only_when_asked() {
+    let w = World::new();
+    let dir = w.path().join("links");
+    let prefix = w.path().join("usr");
+    install(&w, &dir).assert().success();
+    assert!(fs::symlink_metadata(dir.join("flock")).is_err());
+    install(&w, &dir)
+        .args(["--persona", "flock", "--prefix"])
+        .arg(&prefix)
+        .assert()
+        .success();
+    assert!(
+        fs::symlink_metadata(dir.join("flock"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(prefix.join("share/man/man1/ffkit-flock.1").exists());
+    assert!(
+        prefix
+            .join("share/bash-completion/completions/flock")
+            .exists()
+    );
+    // --remove takes personas too.
+    install(&w, &dir).arg("--remove").assert().success();
+    assert!(fs::symlink_metadata(dir.join("flock")).is_err());
 }

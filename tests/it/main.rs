@@ -7,4 +7,7 @@ mod util;
 mod cache;
 mod help;
 mod install_links;
+mod lock;
+mod metrics;
 mod progress;
+mod shell;

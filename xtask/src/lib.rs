@@ -18,6 +18,7 @@ use clap_complete::Shell;
 use clap_mangen::Man;
 use clap_mangen::roff::{Roff, bold, italic, roman};
 use ffkit::cli::docs::{self, Example};
+use ffkit::cli::install_links::{LinkPolicy, link_policy};
 use ffkit::cli::{APPLETS, Applet, applet_command, root_command};
 use ffkit::config::ENV_VARS;
 use ffkit::error::ExitKind;
@@ -34,12 +35,18 @@ pub fn generate(root: &Path) -> io::Result<BTreeMap<PathBuf, Vec<u8>>> {
     let mut out = BTreeMap::new();
     out.insert(PathBuf::from("man/ffkit.1"), root_page()?);
     for a in APPLETS {
-        out.insert(PathBuf::from(format!("man/{}.1", a.name)), applet_page(a)?);
+        out.insert(
+            PathBuf::from(format!("man/{}.1", docs::man_page(a))),
+            applet_page(a)?,
+        );
     }
+    // Completions for every name a symlink can have; `ffkit`'s cover the
+    // ffkit-only applets (`ffkit init`) as subcommands.
     let mut commands: Vec<(String, Command)> = vec![("ffkit".into(), root_command())];
     commands.extend(
         APPLETS
             .iter()
+            .filter(|a| link_policy(a) != LinkPolicy::Never)
             .map(|a| (a.name.to_string(), applet_command(a, a.name))),
     );
     for (name, cmd) in commands {
@@ -168,10 +175,9 @@ fn list_files(root: &Path, rel: &Path) -> io::Result<Vec<PathBuf>> {
 
 // ---------------------------------------------------------------- man pages
 
-fn man(cmd: Command) -> Man {
-    let name = cmd.get_name().to_string();
+fn man(cmd: Command, page: &str) -> Man {
     Man::new(cmd)
-        .title(name.to_uppercase())
+        .title(page.to_uppercase())
         .section("1")
         .source(format!("ffkit {}", env!("CARGO_PKG_VERSION")))
         .manual("ffkit manual")
@@ -181,14 +187,15 @@ fn root_page() -> io::Result<Vec<u8>> {
     // The root's after-help is the exit-status table, which the page
     // renders as its own section.
     let cmd = root_command().after_help(None::<&str>);
-    let m = man(cmd);
+    let m = man(cmd, "ffkit");
     let mut buf = Vec::new();
     m.render_title(&mut buf)?;
     m.render_name_section(&mut buf)?;
     m.render_synopsis_section(&mut buf)?;
     m.render_description_section(&mut buf)?;
     m.render_options_section(&mut buf)?;
-    m.render_subcommands_section(&mut buf)?;
+    // The applets are listed below, each with its own page; clap_mangen's
+    // subcommand list would name pages (ffkit-cache-size(1)) that do not exist.
     let mut r = Roff::new();
     r.control("SH", ["APPLETS"]);
     r.text([roman(
@@ -198,18 +205,21 @@ fn root_page() -> io::Result<Vec<u8>> {
     for a in APPLETS {
         r.control("TP", []);
         r.text([bold(a.name)]);
-        r.text([roman(about(a))]);
+        r.text([roman(about(a)), roman(policy_note(a))]);
     }
     common_sections(&mut r, docs::ROOT_EXAMPLES);
     r.control("SH", ["SEE ALSO"]);
-    let refs: Vec<String> = APPLETS.iter().map(|a| format!("{}(1)", a.name)).collect();
+    let refs: Vec<String> = APPLETS
+        .iter()
+        .map(|a| format!("{}(1)", docs::man_page(a)))
+        .collect();
     r.text([roman(refs.join(", "))]);
     buf.extend_from_slice(r.to_roff().as_bytes());
     Ok(buf)
 }
 
 fn applet_page(a: &Applet) -> io::Result<Vec<u8>> {
-    let m = man(applet_command(a, a.name));
+    let m = man(applet_command(a, &invoked(a)), &docs::man_page(a));
     let mut buf = Vec::new();
     m.render_title(&mut buf)?;
     m.render_name_section(&mut buf)?;
@@ -217,16 +227,50 @@ fn applet_page(a: &Applet) -> io::Result<Vec<u8>> {
     m.render_description_section(&mut buf)?;
     let mut r = Roff::new();
     r.control("PP", []);
-    r.text([
-        roman("Also runs as "),
-        bold(format!("ffkit {}", a.name)),
-        roman("; the symlink form names itself "),
-        bold(a.name),
-        roman(" in messages."),
-    ]);
+    match link_policy(a) {
+        LinkPolicy::Default => r.text([
+            roman("Also runs as "),
+            bold(format!("ffkit {}", a.name)),
+            roman("; the symlink form names itself "),
+            bold(a.name),
+            roman(" in messages."),
+        ]),
+        LinkPolicy::Persona => r.text([
+            roman("A persona: it runs through a symlink named "),
+            bold(a.name),
+            roman(", which ffkit install-links creates only with "),
+            bold(format!("--persona {}", a.name)),
+            roman(
+                ", so the system's tool of that name is never shadowed by default. Also runs as ",
+            ),
+            bold(format!("ffkit {}", a.name)),
+            roman("."),
+        ]),
+        LinkPolicy::Never => r.text([
+            roman("Runs as "),
+            bold(format!("ffkit {}", a.name)),
+            roman("; no symlink is created for it."),
+        ]),
+    };
     buf.extend_from_slice(r.to_roff().as_bytes());
     m.render_options_section(&mut buf)?;
-    if applet_command(a, a.name).get_after_help().is_some() {
+    let cmd = applet_command(a, &invoked(a));
+    if cmd.has_subcommands() {
+        // Described here, not as separate pages.
+        let mut r = Roff::new();
+        r.control("SH", ["SUBCOMMANDS"]);
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            r.control("TP", []);
+            r.text([bold(format!("{} {}", invoked(a), sub.get_name()))]);
+            let about = sub
+                .get_long_about()
+                .or(sub.get_about())
+                .map(|s| s.to_string());
+            r.text([roman(about.unwrap_or_default())]);
+        }
+        buf.extend_from_slice(r.to_roff().as_bytes());
+    }
+    if (a.command)().get_after_help().is_some() {
         m.render_extra_section(&mut buf)?;
     }
     let mut r = Roff::new();
@@ -284,6 +328,24 @@ fn common_sections(r: &mut Roff, examples: &[Example]) {
     }
 }
 
+/// How the applet's page names it: its symlink name, or `ffkit NAME` for an
+/// applet never linked.
+fn invoked(a: &Applet) -> String {
+    match link_policy(a) {
+        LinkPolicy::Never => format!("ffkit {}", a.name),
+        _ => a.name.to_string(),
+    }
+}
+
+/// A note on how an applet is reached, for the applet lists.
+fn policy_note(a: &Applet) -> &'static str {
+    match link_policy(a) {
+        LinkPolicy::Default => "",
+        LinkPolicy::Persona => " (persona: linked only with install-links --persona)",
+        LinkPolicy::Never => " (run as ffkit APPLET; not linked)",
+    }
+}
+
 fn about(a: &Applet) -> String {
     (a.command)()
         .get_about()
@@ -327,7 +389,13 @@ fn cell(s: &str) -> String {
 fn readme_sections() -> Vec<(&'static str, String)> {
     let mut applets = String::from("| applet | what it does |\n|---|---|\n");
     for a in APPLETS {
-        let _ = writeln!(applets, "| `{}` | {} |", a.name, cell(&about(a)));
+        let _ = writeln!(
+            applets,
+            "| `{}` | {}{} |",
+            a.name,
+            cell(&about(a)),
+            cell(policy_note(a))
+        );
     }
     let mut env = String::from("| variable | values | default | meaning |\n|---|---|---|---|\n");
     for v in ENV_VARS {
@@ -395,7 +463,11 @@ mod tests {
     #[test]
     fn every_page_has_the_required_sections() {
         let files = generate(&workspace_root()).unwrap();
-        for a in APPLETS.iter().map(|a| a.name).chain(["ffkit"]) {
+        for a in APPLETS
+            .iter()
+            .map(docs::man_page)
+            .chain(["ffkit".to_string()])
+        {
             let page =
                 String::from_utf8(files[&PathBuf::from(format!("man/{a}.1"))].clone()).unwrap();
             for section in [

@@ -13,6 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::index::Totals;
+use super::progress::Progress;
 use crate::error::{Error, Result};
 use crate::fsutil;
 
@@ -47,20 +48,39 @@ const STALE_TEMP_SECS: i64 = 86_400;
 
 /// Walks `dir` (not following symlinks), keeping every counted file.
 pub fn scan(dir: &Path) -> Result<Scan> {
-    walk(dir, true)
+    walk(dir, true, None)
+}
+
+/// Directory entries seen between two progress reports, which keeps the
+/// hook's cost out of the walk's profile.
+const PROGRESS_STEP: u64 = 1024;
+
+/// [`scan`], reporting the directory entries seen to `progress`.
+pub fn scan_with(dir: &Path, progress: Option<&dyn Progress>) -> Result<Scan> {
+    walk(dir, true, progress)
 }
 
 /// Walks `dir` for the totals (and temps) only: what a size query, a
 /// verify or a rebuild needs. Keeping no per-file record holds memory flat
 /// and saves an allocation per file on a 100k-entry walk.
-pub fn totals(dir: &Path) -> Result<Scan> {
-    walk(dir, false)
+pub fn totals_with(dir: &Path, progress: Option<&dyn Progress>) -> Result<Scan> {
+    walk(dir, false, progress)
 }
 
-fn walk(dir: &Path, keep_files: bool) -> Result<Scan> {
+fn walk(dir: &Path, keep_files: bool, progress: Option<&dyn Progress>) -> Result<Scan> {
     let rd = fs::read_dir(dir).map_err(|e| Error::io("cannot list", dir, e))?;
     let mut s = Scan::default();
+    if let Some(p) = progress {
+        p.start("walking", None);
+    }
+    let mut seen = 0u64;
     for de in rd {
+        seen += 1;
+        if seen.is_multiple_of(PROGRESS_STEP)
+            && let Some(p) = progress
+        {
+            p.advance(PROGRESS_STEP);
+        }
         let de = de.map_err(|e| Error::io("cannot list", dir, e))?;
         let name = de.file_name();
         let bytes = name.as_bytes();
@@ -95,6 +115,9 @@ fn walk(dir: &Path, keep_files: bool) -> Result<Scan> {
                 ino: m.ino(),
             });
         }
+    }
+    if let Some(p) = progress {
+        p.finish();
     }
     Ok(s)
 }

@@ -5,7 +5,10 @@
 mod util;
 
 mod cache;
+mod help;
+mod install_links;
 mod lock;
 mod metrics;
 mod perf_regress;
+mod progress;
 mod shell;

@@ -7,8 +7,8 @@
 //! `lock-acquire` (waits in the kernel, lock not inherited by background
 //! children unless `--inherit`... see docs/locks.md for the differences).
 
+use super::ExitCode;
 use std::ffi::OsString;
-use std::process::ExitCode;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 

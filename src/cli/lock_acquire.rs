@@ -4,12 +4,12 @@
 //! kernel locks by default or `--dotlock`. The flock(1) persona (`flock.rs`)
 //! parses flock's options into the same [`Request`] and runs [`execute`].
 
+use super::ExitCode;
 use std::ffi::OsString;
 use std::fs::File;
 use std::mem::ManuallyDrop;
 use std::os::unix::io::{AsRawFd, FromRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Arg, ArgAction, ArgMatches, Command};

@@ -168,7 +168,10 @@ impl Cache {
             Some(Ok(j)) => self.roll_forward(&j)?,
             Some(Err(_damaged)) => {
                 rebuilt = Some("damaged journal");
-                self.rebuild_locked()?
+                let t = self.rebuild_locked()?;
+                // Or every later call would walk again.
+                Journal::remove(&self.dir)?;
+                t
             }
             None => match index::read(&self.dir)? {
                 Some(t) => t,

@@ -1,0 +1,1333 @@
+//! Hardening (issue 8): every applet, faced with bad input or a broken
+//! environment, answers with one stderr line and the contract's exit code —
+//! no panic, nothing half-written visible, nothing written outside its own
+//! directories, and the size index exact afterwards.
+//!
+//! Tests that need root-only facilities (tmpfs mounts, read-only remounts,
+//! dropping privileges) print a `SKIP:` line and return when the facility is
+//! not available, instead of failing.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::util::*;
+
+// ---------------------------------------------------------------- helpers
+
+/// Every file and dir under the world except the cache dir (and the bin dir
+/// of applet links), with its size: what "nothing created outside" compares.
+fn outside_snapshot(w: &World) -> BTreeMap<PathBuf, u64> {
+    fn walk(dir: &Path, skip: &[PathBuf], out: &mut BTreeMap<PathBuf, u64>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if skip.contains(&p) {
+                continue;
+            }
+            let Ok(m) = fs::symlink_metadata(&p) else {
+                continue;
+            };
+            out.insert(p.clone(), if m.is_file() { m.len() } else { 0 });
+            if m.is_dir() {
+                walk(&p, skip, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(w.path(), &[w.cache(), w.path().join("bin")], &mut out);
+    out
+}
+
+/// The index files agree with the independent oracle, and no journal
+/// is left behind.
+fn assert_index_exact(dir: &Path, what: &str) {
+    if !dir.is_dir() {
+        return;
+    }
+    let (bytes, entries) = oracle(dir);
+    if let Ok(i) = fs::read_to_string(dir.join(".size-index")) {
+        assert_eq!(i, format!("{bytes}\n"), "{what}: .size-index vs oracle");
+    }
+    if let Ok(c) = fs::read_to_string(dir.join(".entry-count")) {
+        assert_eq!(c, format!("{entries}\n"), "{what}: .entry-count vs oracle");
+    }
+    assert!(
+        !dir.join(".journal").exists(),
+        "{what}: journal left behind"
+    );
+}
+
+/// No temp file is left behind (by a run that was not killed).
+fn assert_no_temps(dir: &Path, what: &str) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        let n = e.file_name();
+        assert!(
+            !n.as_bytes().starts_with(b".tmp-"),
+            "{what}: temp file {n:?} left behind"
+        );
+    }
+}
+
+fn stderr_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
+/// Runs `cmd` (with `stdin`), and checks the code, the stderr line count,
+/// no panic, the index, and that nothing appeared outside the cache dir.
+fn check(w: &World, what: &str, mut cmd: Command, stdin: &[u8], code: i32, lines: usize) -> Output {
+    let before = outside_snapshot(w);
+    let out = run_with_stdin(&mut cmd, stdin);
+    let err = stderr_of(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: exit code; stderr: {err}"
+    );
+    assert!(!err.contains("panicked"), "{what}: panic: {err}");
+    assert_eq!(
+        stderr_lines(&out).len(),
+        lines,
+        "{what}: stderr lines: {err:?}"
+    );
+    assert_index_exact(&w.cache(), what);
+    assert_eq!(
+        outside_snapshot(w),
+        before,
+        "{what}: files outside the cache dir changed"
+    );
+    out
+}
+
+fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ffkit");
+    let mut si = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    // A separate thread: the child may exit (or block on stdout) before
+    // reading everything.
+    let feeder = std::thread::spawn(move || {
+        let _ = si.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait");
+    let _ = feeder.join();
+    out
+}
+
+fn osb(b: &[u8]) -> OsString {
+    OsStr::from_bytes(b).to_os_string()
+}
+
+/// A world with one entry, so the index and cache dir exist.
+fn seeded() -> World {
+    let w = World::new();
+    w.write("seed", "value");
+    fs::create_dir_all(w.path().join("bin")).unwrap();
+    w
+}
+
+// ---------------------------------------------------------------- bad input
+
+const BAD_ARG_KEYS: &[&[u8]] = &[
+    b"",
+    b".",
+    b"..",
+    b"../x",
+    b"a/b",
+    b"/etc/passwd",
+    b".hidden",
+    b".size-index",
+    b".lock",
+    b"x.meta",
+    b"a\nb",
+    b"tab\there",
+    b"\xff\xfe",
+    b"ok\xc3",
+];
+
+fn long_key() -> Vec<u8> {
+    vec![b'k'; 256]
+}
+
+#[test]
+fn bad_keys_are_refused_with_exit_2_by_every_applet() {
+    let w = seeded();
+    let mut keys: Vec<Vec<u8>> = BAD_ARG_KEYS.iter().map(|k| k.to_vec()).collect();
+    keys.push(long_key());
+    keys.push(vec![b'k'; 251]);
+    for k in &keys {
+        let shown = String::from_utf8_lossy(k).escape_debug().to_string();
+        let mut c = w.cmd("cache-write");
+        c.arg("--").arg(osb(k)).arg("v");
+        check(&w, &format!("cache-write {shown}"), c, b"", 2, 1);
+        let mut c = w.cmd("cache-write");
+        c.arg("--").arg(osb(k));
+        check(
+            &w,
+            &format!("cache-write {shown} <stdin"),
+            c,
+            b"value",
+            2,
+            1,
+        );
+        let mut c = w.cmd("cache-read");
+        c.arg("--").arg(osb(k));
+        check(&w, &format!("cache-read {shown}"), c, b"", 2, 1);
+        let mut c = w.cmd("cache-batch");
+        c.args(["--read", "--"]).arg(osb(k));
+        check(&w, &format!("cache-batch --read {shown}"), c, b"", 2, 1);
+        if !k.contains(&b'\n') {
+            // Stdin forms: a key per line, a batch line, a jsonl line.
+            let mut line = k.clone();
+            line.push(b'\n');
+            if !k.is_empty() {
+                check(
+                    &w,
+                    &format!("batch --read stdin {shown}"),
+                    batch_read(&w),
+                    &line,
+                    2,
+                    1,
+                );
+            }
+            let mut bl = k.clone();
+            bl.extend_from_slice(b":value\n");
+            check(
+                &w,
+                &format!("batch line {shown}"),
+                w.cmd("cache-batch"),
+                &bl,
+                2,
+                1,
+            );
+        }
+        if let Ok(s) = std::str::from_utf8(k) {
+            let j = format!("{}\n", serde_json::json!({"key": s, "value": "v"}));
+            let mut c = w.cmd("cache-batch");
+            c.args(["--format", "jsonl"]);
+            check(&w, &format!("jsonl {shown}"), c, j.as_bytes(), 2, 1);
+        }
+    }
+    // NUL can only arrive through stdin.
+    for input in [&b"a\0b:v\n"[..], b"\0:v\n", b"ok:1\nx\0:2\n"] {
+        check(
+            &w,
+            "batch line with NUL key",
+            w.cmd("cache-batch"),
+            input,
+            2,
+            1,
+        );
+    }
+    check(&w, "batch --read NUL key", batch_read(&w), b"a\0b\n", 2, 1);
+    let mut c = w.cmd("cache-batch");
+    c.args(["--format", "jsonl"]);
+    check(
+        &w,
+        "jsonl NUL key",
+        c,
+        b"{\"key\":\"a\\u0000b\",\"value\":\"v\"}\n",
+        2,
+        1,
+    );
+    // Nothing but the seed was ever written.
+    assert_eq!(oracle(&w.cache()).1, 1);
+}
+
+fn batch_read(w: &World) -> Command {
+    let mut c = w.cmd("cache-batch");
+    c.arg("--read");
+    c
+}
+
+#[test]
+fn batch_read_of_non_utf8_stdin_is_a_validation_error() {
+    let w = seeded();
+    let out = check(
+        &w,
+        "batch --read \\xff",
+        batch_read(&w),
+        b"seed\n\xff\n",
+        2,
+        1,
+    );
+    assert!(stderr_of(&out).contains("line 2"), "{}", stderr_of(&out));
+}
+
+#[test]
+fn bad_ttls_durations_and_sizes_exit_2() {
+    let w = seeded();
+    for v in [
+        "-1",
+        "abc",
+        "1e999",
+        "99999999999999999999",
+        "5x",
+        "",
+        "1.5",
+        " ",
+    ] {
+        for form in [
+            vec!["--ttl".to_string(), v.to_string()],
+            vec![format!("--ttl={v}")],
+        ] {
+            let mut c = w.cmd("cache-write");
+            c.args(&form).args(["k", "v"]);
+            check(&w, &format!("cache-write {form:?}"), c, b"", 2, 1);
+            let mut c = w.cmd("cache-batch");
+            c.args(&form);
+            check(&w, &format!("cache-batch {form:?}"), c, b"k:v\n", 2, 1);
+        }
+    }
+    for v in [
+        "-1",
+        "abc",
+        "1e999",
+        "99999999999999999999",
+        "5x",
+        "",
+        "1e3s",
+        "99999999999999999999d",
+    ] {
+        let mut c = w.cmd("cache-evict");
+        c.arg(format!("--older-than={v}"));
+        check(&w, &format!("cache-evict --older-than={v}"), c, b"", 2, 1);
+    }
+    for v in [
+        "10Q",
+        "-5M",
+        "",
+        "1.5G",
+        "99999999999999999999",
+        "20000000T",
+        "M",
+    ] {
+        let mut c = w.cmd("cache-evict");
+        c.arg(format!("--max-bytes={v}"));
+        check(&w, &format!("cache-evict --max-bytes={v}"), c, b"", 2, 1);
+    }
+    // jsonl TTLs obey the same range as --ttl.
+    for ttl in [
+        "-1",
+        "1e999",
+        "1.5",
+        "\"5\"",
+        "99999999999999999999",
+        "18446744073709551615",
+        "1000000001",
+    ] {
+        let mut c = w.cmd("cache-batch");
+        c.args(["--format", "jsonl"]);
+        let line = format!("{{\"key\":\"k\",\"value\":\"v\",\"ttl\":{ttl}}}\n");
+        check(&w, &format!("jsonl ttl {ttl}"), c, line.as_bytes(), 2, 1);
+    }
+    assert_eq!(oracle(&w.cache()).1, 1);
+}
+
+/// Every variable of the contract (and ffkit's own knobs) with a wrong value.
+const BAD_ENV: &[(&str, &[u8])] = &[
+    ("CACHE_SIZE_TRACKING", b"on"),
+    ("CACHE_SIZE_TRACKING", b"ENABLED"),
+    ("LOCK_BACKOFF_STRATEGY", b"fibonacci"),
+    ("LOCK_TIMEOUT", b"abc"),
+    ("LOCK_TIMEOUT", b"-1"),
+    ("LOCK_TIMEOUT", b"1e999"),
+    ("LOCK_TIMEOUT", b"99999999999999999999"),
+    ("LOCK_TIMEOUT", b"5x"),
+    ("LOCK_TIMEOUT", b"\xff"),
+    ("LOCK_TIMEOUT", b"1\n2"),
+    ("LOCK_BACKOFF_INITIAL", b"0"),
+    ("LOCK_BACKOFF_INITIAL", b"abc"),
+    ("LOCK_BACKOFF_MAX", b"0.01"),
+    ("LOCK_STALE_AFTER", b"5x"),
+    ("CACHE_PERF_MONITORING", b"yes"),
+    ("CACHE_PERF_MAX_BYTES", b"10Q"),
+    ("CACHE_PERF_MAX_BYTES", b"-5M"),
+    ("FLOWFORGE_DEVELOPER", b"../evil"),
+    ("FLOWFORGE_DEVELOPER", b"a/b"),
+    ("FLOWFORGE_DEVELOPER", b".hidden"),
+    ("FLOWFORGE_DEVELOPER", b"a\nb"),
+    ("FF_DEBUG", b"1"),
+    ("FF_DEBUG", b"yes"),
+    ("FFKIT_TEST_NOW", b"abc"),
+];
+
+#[test]
+fn every_bad_environment_value_exits_12_for_every_applet() {
+    let w = seeded();
+    let applets: &[(&str, &[&str], &[u8])] = &[
+        ("cache-size", &[], b""),
+        ("cache-write", &["k", "v"], b""),
+        ("cache-read", &["seed"], b""),
+        ("cache-batch", &[], b"k:v\n"),
+        ("cache-batch", &["--read", "seed"], b""),
+        ("cache-evict", &["--all"], b""),
+    ];
+    for (var, val) in BAD_ENV {
+        for (applet, args, stdin) in applets {
+            let mut c = w.cmd(applet);
+            c.args(*args).env(var, OsStr::from_bytes(val));
+            let what = format!(
+                "{applet} {args:?} with {var}={}",
+                String::from_utf8_lossy(val)
+            );
+            let out = check(&w, &what, c, stdin, 12, 1);
+            assert!(stderr_of(&out).contains(var), "{what}: {}", stderr_of(&out));
+        }
+    }
+    assert_eq!(oracle(&w.cache()).1, 1, "nothing written or evicted");
+}
+
+#[test]
+fn malformed_batch_lines_stop_the_batch_before_anything_is_written() {
+    let w = seeded();
+    for (what, input) in [
+        ("no colon", &b"good:1\nnocolon\n"[..]),
+        ("key only", b"good:1\nkeyonly\n"),
+        ("bad key second", b"good:1\n.x:2\n"),
+        ("CRLF no colon", b"good:1\r\nbad\r\n"),
+    ] {
+        let out = check(&w, what, w.cmd("cache-batch"), input, 2, 1);
+        assert!(
+            stderr_of(&out).contains("line 2"),
+            "{what}: {}",
+            stderr_of(&out)
+        );
+        assert!(!w.cache().join("good").exists(), "{what}: partial batch");
+    }
+    for input in [
+        &b"{\"key\":\"good\",\"value\":\"1\"}\n{\"key\":\"a\"\n"[..],
+        b"{\"key\":\"good\",\"value\":\"1\"}\nnot json\n",
+        b"{\"key\":\"good\",\"value\":\"1\"}\n{\"key\":\"x\",\"value\":1}\n",
+        b"{\"key\":\"good\",\"value\":\"1\"}\n{\"key\":\"x\",\"value\":\"\xff\"}\n",
+        b"{\"key\":\"good\",\"value\":\"1\"}\n[1,2]\n",
+        b"{\"key\":\"good\",\"value\":\"1\"}\n{\"key\":\"x\",\"value\":\"v\",\"extra\":1}\n",
+    ] {
+        let mut c2 = w.cmd("cache-batch");
+        c2.args(["--format", "jsonl"]);
+        let out = check(&w, "bad jsonl", c2, input, 2, 1);
+        assert!(stderr_of(&out).contains("line 2"), "{}", stderr_of(&out));
+        assert!(!w.cache().join("good").exists(), "partial jsonl batch");
+    }
+    // --keep-going writes the good lines, one stderr line per bad one, exit 2.
+    let mut c = w.cmd("cache-batch");
+    c.arg("--keep-going");
+    check(&w, "keep-going", c, b"good:1\nnocolon\n", 2, 1);
+    assert_eq!(fs::read(w.cache().join("good")).unwrap(), b"1");
+}
+
+#[test]
+fn batch_line_edge_cases_are_written_exactly() {
+    let w = seeded();
+    // A key with an empty value; CRLF (one trailing CR is removed, a second
+    // stays); a value with colons and a NUL byte.
+    check(
+        &w,
+        "edge lines",
+        w.cmd("cache-batch"),
+        b"empty:\r\ncrlf:v\r\ncrcr:v\r\r\ncolons:a:b:c\nnul:x\0y\n\n\n",
+        0,
+        0,
+    );
+    let read = |k: &str| fs::read(w.cache().join(k)).unwrap();
+    assert_eq!(read("empty"), b"");
+    assert_eq!(read("crlf"), b"v");
+    assert_eq!(read("crcr"), b"v\r");
+    assert_eq!(read("colons"), b"a:b:c");
+    assert_eq!(read("nul"), b"x\0y");
+    let out = check(
+        &w,
+        "batch read",
+        batch_read(&w),
+        b"crlf\r\ncolons\nmissing\n",
+        0,
+        0,
+    );
+    assert_eq!(out.stdout, b"crlf:v\ncolons:a:b:c\n");
+}
+
+#[test]
+fn a_100_mb_batch_line_is_refused_or_written_whole() {
+    let w = seeded();
+    let mut big = vec![b'x'; 100 << 20];
+    big.push(b'\n');
+    let out = check(
+        &w,
+        "100 MB line without ':'",
+        w.cmd("cache-batch"),
+        &big,
+        2,
+        1,
+    );
+    assert!(stderr_of(&out).len() < 300, "the line is not echoed");
+    big.splice(0..0, b"big:".iter().copied());
+    check(&w, "100 MB value", w.cmd("cache-batch"), &big, 0, 0);
+    assert_eq!(
+        fs::metadata(w.cache().join("big")).unwrap().len(),
+        100 << 20
+    );
+}
+
+#[test]
+fn a_damaged_index_is_rebuilt_with_one_note() {
+    let w = seeded();
+    w.write("other", "12345");
+    for (what, content) in [
+        ("empty", &b""[..]),
+        ("text", b"text\n"),
+        ("negative", b"-5\n"),
+        ("2^70", b"1180591620717411303424\n"),
+        ("NUL bytes", b"1\0\x002\n"),
+        ("no trailing newline", b"1234"),
+        ("leading zero", b"0123\n"),
+        ("huge file", &[b'9'; 100_000][..]),
+    ] {
+        fs::write(w.cache().join(".size-index"), content).unwrap();
+        let out = check(&w, what, w.cmd("cache-size"), b"", 0, 1);
+        assert!(
+            stderr_of(&out).contains("rebuilt"),
+            "{what}: {}",
+            stderr_of(&out)
+        );
+        assert_eq!(parse_u64(&out.stdout), oracle(&w.cache()).0, "{what}");
+        // The next call is quiet again.
+        check(&w, what, w.cmd("cache-size"), b"", 0, 0);
+        // The entry count is validated by the --json path.
+        fs::write(w.cache().join(".entry-count"), content).unwrap();
+        let mut c = w.cmd("cache-size");
+        c.arg("--json");
+        check(&w, &format!("{what} count"), c, b"", 0, 1);
+    }
+    // A missing index is rebuilt by any writer too.
+    fs::remove_file(w.cache().join(".size-index")).unwrap();
+    check(
+        &w,
+        "write after missing index",
+        w.cmd("cache-write").args(["k", "v"]).clone_cmd(),
+        b"",
+        0,
+        0,
+    );
+}
+
+/// `Command` is not `Clone`; rebuild one from its parts.
+trait CloneCmd {
+    fn clone_cmd(&self) -> Command;
+}
+impl CloneCmd for Command {
+    fn clone_cmd(&self) -> Command {
+        let mut c = Command::new(self.get_program());
+        c.args(self.get_args());
+        for (k, v) in self.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        if let Some(d) = self.get_current_dir() {
+            c.current_dir(d);
+        }
+        c
+    }
+}
+
+#[test]
+fn damaged_sidecars_read_as_corruption_and_are_evicted_by_expired() {
+    let w = seeded();
+    let damages: &[(&str, &[u8])] = &[
+        ("truncated", b"{\"key\":\"a\",\"created"),
+        (
+            "wrong types",
+            b"{\"key\":1,\"created_at\":\"x\",\"expires_at\":null,\"ttl\":0,\"size\":1}",
+        ),
+        ("missing fields", b"{\"key\":\"x\"}"),
+        ("empty", b""),
+        ("not json", b"\xff\xfe\0garbage"),
+        (
+            "negative ttl",
+            b"{\"key\":\"k\",\"created_at\":0,\"expires_at\":null,\"ttl\":-1,\"size\":1}",
+        ),
+    ];
+    for (i, (what, bytes)) in damages.iter().enumerate() {
+        let key = format!("d{i}");
+        w.write(&key, "value");
+        fs::write(w.cache().join(format!("{key}.meta")), bytes).unwrap();
+        // Damage happens behind ffkit's back: bring the index up to date first.
+        w.cmd("cache-size").arg("--rebuild").assert().success();
+        let mut c = w.cmd("cache-read");
+        c.arg(&key);
+        let out = check(&w, what, c, b"", 10, 1);
+        assert!(
+            stderr_of(&out).contains("cache-evict --expired"),
+            "{}",
+            stderr_of(&out)
+        );
+        let mut c = w.cmd("cache-batch");
+        c.args(["--read", &key]);
+        check(&w, &format!("{what} batch read"), c, b"", 10, 1);
+        // Writers do not care about the old sidecar: overwriting heals.
+        let mut c = w.cmd("cache-write");
+        c.args([&key, "fresh"]);
+        check(&w, &format!("{what} overwrite"), c, b"", 0, 0);
+        w.cmd("cache-read")
+            .arg(&key)
+            .assert()
+            .success()
+            .stdout("fresh");
+        fs::write(w.cache().join(format!("{key}.meta")), bytes).unwrap();
+        w.cmd("cache-size").arg("--rebuild").assert().success();
+        let mut c = w.cmd("cache-evict");
+        c.args(["--expired", "--json"]);
+        let out = check(&w, &format!("{what} evict"), c, b"", 0, 0);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("garbage"));
+        assert!(!w.cache().join(&key).exists() && !w.cache().join(format!("{key}.meta")).exists());
+        let mut c = w.cmd("cache-read");
+        c.arg(&key);
+        check(&w, &format!("{what} after evict"), c, b"", 4, 1);
+    }
+    assert!(w.cache().join("seed").exists(), "the healthy entry stays");
+}
+
+/// Decided: a sidecar without a value is garbage (`--expired` removes it,
+/// reads say missing); a value without a sidecar is "missing" to reads but
+/// is an ordinary file for the size (it counts), for LRU and for `--all`;
+/// `--expired` leaves it (it has no expiry). Both stay exactly counted.
+#[test]
+fn half_entries_are_missing_to_readers_and_counted_exactly() {
+    let w = seeded();
+    w.write("nometa", "value-without-sidecar");
+    w.write("novalue", "gone");
+    fs::remove_file(w.cache().join("nometa.meta")).unwrap();
+    fs::remove_file(w.cache().join("novalue")).unwrap();
+    w.cmd("cache-size").arg("--rebuild").assert().success();
+    for k in ["nometa", "novalue"] {
+        let mut c = w.cmd("cache-read");
+        c.arg(k);
+        check(&w, &format!("read {k}"), c, b"", 4, 1);
+        let mut c = w.cmd("cache-batch");
+        c.args(["--read", k]);
+        let out = check(&w, &format!("batch read {k}"), c, b"", 0, 0);
+        assert!(out.stdout.is_empty());
+    }
+    let mut c = w.cmd("cache-evict");
+    c.arg("--expired");
+    check(&w, "evict --expired", c, b"", 0, 0);
+    assert!(
+        !w.cache().join("novalue.meta").exists(),
+        "orphan sidecar removed"
+    );
+    assert!(
+        w.cache().join("nometa").exists(),
+        "orphan value kept by --expired"
+    );
+    // Writing the key makes it whole again.
+    let mut c = w.cmd("cache-write");
+    c.args(["nometa", "whole"]);
+    check(&w, "rewrite", c, b"", 0, 0);
+    w.cmd("cache-read")
+        .arg("nometa")
+        .assert()
+        .success()
+        .stdout("whole");
+    fs::remove_file(w.cache().join("nometa.meta")).unwrap();
+    w.cmd("cache-size").arg("--rebuild").assert().success();
+    let mut c = w.cmd("cache-evict");
+    c.arg("--all");
+    check(&w, "evict --all", c, b"", 0, 0);
+    assert_eq!(oracle(&w.cache()), (0, 0));
+}
+
+// ---------------------------------------------------------------- symlinks
+
+/// A file outside the cache that a planted symlink points at.
+struct Target {
+    path: PathBuf,
+    content: Vec<u8>,
+}
+
+impl Target {
+    fn new(w: &World, name: &str, content: &[u8]) -> Self {
+        let dir = w.path().join("outside");
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(name);
+        fs::write(&path, content).unwrap();
+        Target {
+            path,
+            content: content.to_vec(),
+        }
+    }
+    fn assert_untouched(&self, what: &str) {
+        assert_eq!(
+            fs::read(&self.path).unwrap(),
+            self.content,
+            "{what}: target changed"
+        );
+    }
+}
+
+fn plant(w: &World, name: &str, target: &Path) -> PathBuf {
+    let link = w.cache().join(name);
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(target, &link).unwrap();
+    link
+}
+
+fn is_symlink(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+#[test]
+fn a_symlinked_entry_or_sidecar_is_never_read_or_written_through() {
+    let w = seeded();
+    let secret = Target::new(&w, "secret", b"SECRET");
+    let meta = Target::new(
+        &w,
+        "meta",
+        b"{\"key\":\"k\",\"created_at\":0,\"expires_at\":null,\"ttl\":0,\"size\":6}\n",
+    );
+    // Entry value is a symlink, sidecar regular.
+    w.write("k", "v");
+    plant(&w, "k", &secret.path);
+    w.cmd("cache-size").arg("--rebuild").assert().success();
+    let mut c = w.cmd("cache-read");
+    c.arg("k");
+    let out = check(&w, "read symlinked value", c, b"", 3, 1);
+    assert!(
+        stderr_of(&out).contains("symbolic link"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("SECRET"));
+    let mut c = w.cmd("cache-batch");
+    c.args(["--read", "k"]);
+    let out = check(&w, "batch read symlinked value", c, b"", 3, 1);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("SECRET"));
+    let mut c = w.cmd("cache-write");
+    c.args(["k", "new"]);
+    check(&w, "write over symlinked value", c, b"", 0, 0);
+    assert!(!is_symlink(&w.cache().join("k")));
+    secret.assert_untouched("write over value link");
+
+    // Sidecar is a symlink to a valid-looking sidecar.
+    plant(&w, "k.meta", &meta.path);
+    w.cmd("cache-size").arg("--rebuild").assert().success();
+    let mut c = w.cmd("cache-read");
+    c.arg("k");
+    check(&w, "read symlinked sidecar", c, b"", 3, 1);
+    let mut c = w.cmd("cache-write");
+    c.args(["k", "again"]);
+    check(&w, "write over symlinked sidecar", c, b"", 0, 0);
+    assert!(!is_symlink(&w.cache().join("k.meta")));
+    meta.assert_untouched("write over sidecar link");
+
+    // Eviction unlinks links, never their targets.
+    plant(&w, "k", &secret.path);
+    plant(&w, "k.meta", &meta.path);
+    plant(&w, "l", &secret.path);
+    w.cmd("cache-size").arg("--rebuild").assert().success();
+    for args in [&["--expired"][..], &["--max-bytes", "0"], &["--all"]] {
+        let mut c = w.cmd("cache-evict");
+        c.args(args);
+        check(&w, &format!("evict {args:?}"), c, b"", 0, 0);
+    }
+    secret.assert_untouched("evict");
+    meta.assert_untouched("evict");
+}
+
+#[test]
+fn symlinked_index_files_are_ignored_and_replaced_not_followed() {
+    let w = seeded();
+    for name in [".size-index", ".entry-count"] {
+        let t = Target::new(&w, name.trim_start_matches('.'), b"5\n");
+        plant(&w, name, &t.path);
+        let mut c = w.cmd("cache-size");
+        c.arg("--json");
+        let out = check(&w, name, c, b"", 0, 1);
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .contains(&format!("\"bytes\":{}", oracle(&w.cache()).0))
+        );
+        t.assert_untouched(name);
+        assert!(
+            !is_symlink(&w.cache().join(name)),
+            "{name} replaced by a file"
+        );
+        plant(&w, name, &t.path);
+        let mut c = w.cmd("cache-write");
+        c.args(["k", "v"]);
+        check(&w, &format!("{name} write"), c, b"", 0, 0);
+        t.assert_untouched(name);
+    }
+}
+
+#[test]
+fn a_symlinked_journal_is_not_read_through() {
+    let w = seeded();
+    w.write("victim", "keep me");
+    // A journal that, if followed, would delete "victim".
+    let j = serde_json::json!({
+        "before": {"bytes": 0, "entries": 0},
+        "records": [{"key": "victim", "old_bytes": 0, "old_entry": false, "value_tmp": null, "meta_tmp": null}]
+    });
+    let t = Target::new(&w, "journal", j.to_string().as_bytes());
+    plant(&w, ".journal", &t.path);
+    for (applet, args) in [("cache-size", &[][..]), ("cache-read", &["victim"][..])] {
+        let mut c = w.cmd(applet);
+        c.args(args);
+        let before = outside_snapshot(&w);
+        let out = c.output().unwrap();
+        assert!(!stderr_of(&out).contains("panicked"));
+        assert!(stderr_lines(&out).len() <= 1, "{}", stderr_of(&out));
+        assert_eq!(outside_snapshot(&w), before);
+        assert!(
+            w.cache().join("victim").exists(),
+            "{applet}: journal followed"
+        );
+        t.assert_untouched(applet);
+        plant(&w, ".journal", &t.path);
+    }
+    fs::remove_file(w.cache().join(".journal")).unwrap();
+    w.cmd("cache-read")
+        .arg("victim")
+        .assert()
+        .success()
+        .stdout("keep me");
+}
+
+#[test]
+fn a_symlinked_lock_file_is_refused_and_its_target_never_created() {
+    let w = seeded();
+    let t = Target::new(&w, "lock", b"precious");
+    let dangling = w.path().join("outside").join("never-created");
+    for target in [t.path.clone(), dangling.clone()] {
+        plant(&w, ".lock", &target);
+        for (applet, args, code) in [
+            ("cache-write", &["k", "v"][..], 3),
+            ("cache-batch", &[][..], 3),
+            ("cache-evict", &["--all"][..], 3),
+            ("cache-read", &["seed"][..], 3),
+        ] {
+            let mut c = w.cmd(applet);
+            c.args(args);
+            let out = check(
+                &w,
+                &format!("{applet} with .lock -> {target:?}"),
+                c,
+                b"k:v\n",
+                code,
+                1,
+            );
+            assert!(stderr_of(&out).contains(".lock"), "{}", stderr_of(&out));
+        }
+        assert!(!dangling.exists(), "dangling lock target created");
+        t.assert_untouched("lock");
+    }
+}
+
+#[test]
+fn planted_temp_file_symlinks_are_skipped() {
+    let w = seeded();
+    let t = Target::new(&w, "tmp-target", b"untouched");
+    let dir = std::ffi::CString::new(w.cache().as_os_str().as_bytes()).unwrap();
+    let target = std::ffi::CString::new(t.path.as_os_str().as_bytes()).unwrap();
+    let mut c = w.cmd("cache-batch");
+    // In the child, after fork and before exec (same pid), plant symlinks at
+    // the temp names ffkit will try first: `.tmp-<pid>-<n>`.
+    unsafe {
+        c.pre_exec(move || {
+            let pid = libc::getpid();
+            for n in 0..8u8 {
+                let mut buf = [0u8; 4096];
+                let d = dir.as_bytes();
+                let mut i = d.len();
+                buf[..i].copy_from_slice(d);
+                for b in b"/.tmp-" {
+                    buf[i] = *b;
+                    i += 1;
+                }
+                let mut digits = [0u8; 12];
+                let (mut p, mut nd) = (pid as u32, 0);
+                loop {
+                    digits[nd] = b'0' + (p % 10) as u8;
+                    nd += 1;
+                    p /= 10;
+                    if p == 0 {
+                        break;
+                    }
+                }
+                for k in (0..nd).rev() {
+                    buf[i] = digits[k];
+                    i += 1;
+                }
+                buf[i] = b'-';
+                buf[i + 1] = b'0' + n;
+                libc::symlink(target.as_ptr(), buf.as_ptr().cast());
+            }
+            Ok(())
+        });
+    }
+    let out = run_with_stdin(&mut c, b"a:1\nb:2\nc:3\n");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    t.assert_untouched("temp links");
+    for k in ["a", "b", "c"] {
+        assert!(!is_symlink(&w.cache().join(k)));
+    }
+    // The planted links are dot-files: not counted; the index is exact.
+    let (bytes, _) = oracle(&w.cache());
+    assert_eq!(w.index().unwrap(), format!("{bytes}\n"));
+}
+
+#[test]
+fn a_symlinked_metrics_log_is_never_written_through() {
+    let w = seeded();
+    let t = Target::new(&w, "metrics", b"# precious\n");
+    plant(&w, ".perf-metrics.csv", &t.path);
+    let mut c = w.cmd("cache-write");
+    c.args(["k", "v"]);
+    check(&w, "write with symlinked default metrics log", c, b"", 0, 0);
+    t.assert_untouched("default log");
+    let link = w.path().join("outside").join("metrics-link");
+    std::os::unix::fs::symlink(&t.path, &link).unwrap();
+    let mut c = w.cmd("cache-write");
+    c.args(["k", "v"]).env("CACHE_PERF_METRICS", &link);
+    check(&w, "write with symlinked CACHE_PERF_METRICS", c, b"", 0, 0);
+    t.assert_untouched("CACHE_PERF_METRICS");
+}
+
+// ---------------------------------------------------------------- modes
+
+#[test]
+fn new_dirs_are_0700_and_files_0600_whatever_the_umask() {
+    let w = World::new();
+    let dir = w.path().join("deep").join("er").join("cache");
+    let mut c = w.cmd("cache-write");
+    c.args(["k", "v"]).env("FFKIT_CACHE_DIR", &dir);
+    unsafe {
+        c.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let mut c = w.cmd("cache-batch");
+    c.env("FFKIT_CACHE_DIR", &dir);
+    unsafe {
+        c.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    assert!(run_with_stdin(&mut c, b"b:1\n").status.success());
+    for d in [w.path().join("deep"), w.path().join("deep/er"), dir.clone()] {
+        let mode = fs::metadata(&d).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700, "{d:?}");
+    }
+    let mut names = vec![];
+    for e in fs::read_dir(&dir).unwrap().flatten() {
+        let mode = e.metadata().unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600, "{:?}", e.file_name());
+        names.push(e.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    for n in [
+        "k",
+        "k.meta",
+        ".size-index",
+        ".entry-count",
+        ".lock",
+        ".perf-metrics.csv",
+    ] {
+        assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+    }
+}
+
+// ---------------------------------------------------------------- mounts
+
+/// A tmpfs mounted for one test; unmounted (lazily) on drop.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path, opts: &str) -> Option<Mount> {
+        fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Mount(at.to_path_buf()))
+    }
+    fn remount(&self, opts: &str) -> bool {
+        Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn skip(why: &str) {
+    eprintln!("SKIP: {why}");
+}
+
+#[test]
+fn a_full_disk_fails_with_exit_8_and_leaves_nothing_half_written() {
+    let w = World::new();
+    let mnt = w.path().join("mnt");
+    let Some(_m) = Mount::tmpfs(&mnt, "size=512k,mode=0700") else {
+        return skip("cannot mount a tmpfs (needs root / CAP_SYS_ADMIN); full-disk test not run");
+    };
+    let cache = mnt.join("cache");
+    let cmd = |applet: &str| {
+        let mut c = w.cmd(applet);
+        c.env("FFKIT_CACHE_DIR", &cache)
+            .env("CACHE_PERF_MONITORING", "disabled");
+        c
+    };
+    let ok = |mut c: Command, stdin: &[u8]| {
+        let out = run_with_stdin(&mut c, stdin);
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    };
+    let mut c = cmd("cache-write");
+    c.args(["small", "1"]);
+    ok(c, b"");
+    // A value bigger than the whole disk: fails while writing the temp.
+    let mut c = cmd("cache-write");
+    c.arg("huge");
+    let out = run_with_stdin(&mut c, &vec![b'x'; 1 << 20]);
+    assert_eq!(out.status.code(), Some(8), "{}", stderr_of(&out));
+    assert_eq!(stderr_lines(&out).len(), 1, "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("No space left"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(!cache.join("huge").exists());
+    assert_index_exact(&cache, "huge write");
+
+    // A batch whose total does not fit: nothing of it becomes visible.
+    let mut input = Vec::new();
+    for i in 0..40 {
+        input.extend_from_slice(format!("b{i}:").as_bytes());
+        input.extend_from_slice(&[b'y'; 20_000]);
+        input.push(b'\n');
+    }
+    let mut c = cmd("cache-batch");
+    let out = run_with_stdin(&mut c, &input);
+    assert_eq!(out.status.code(), Some(8), "{}", stderr_of(&out));
+    assert_eq!(stderr_lines(&out).len(), 1, "{}", stderr_of(&out));
+    assert!(!cache.join("b0").exists(), "partial batch visible");
+    assert_index_exact(&cache, "batch");
+
+    // Fill the disk completely with a file outside the cache dir.
+    let filler = mnt.join("filler");
+    {
+        let mut f = fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    for (applet, args, stdin) in [
+        ("cache-write", &["k", "some value"][..], &b""[..]),
+        ("cache-batch", &[][..], b"k:v\nk2:v2\n"),
+    ] {
+        let mut c = cmd(applet);
+        c.args(args);
+        let out = run_with_stdin(&mut c, stdin);
+        assert_eq!(out.status.code(), Some(8), "{applet}: {}", stderr_of(&out));
+        assert_eq!(stderr_lines(&out).len(), 1, "{}", stderr_of(&out));
+        assert!(!cache.join("k").exists());
+        assert_index_exact(&cache, applet);
+    }
+    // Reads and size still work on a full disk.
+    let mut c = cmd("cache-read");
+    c.arg("small");
+    let out = c.output().unwrap();
+    assert_eq!(out.stdout, b"1");
+    // Free space: the next write succeeds and the index is exact.
+    fs::remove_file(&filler).unwrap();
+    let mut c = cmd("cache-write");
+    c.args(["k", "after"]);
+    ok(c, b"");
+    ok(cmd("cache-batch"), b"k2:v2\n");
+    assert_index_exact(&cache, "after freeing");
+    let mut c = cmd("cache-size");
+    c.arg("--verify");
+    ok(c, b"");
+}
+
+#[test]
+fn a_read_only_cache_fails_writes_with_exit_3_naming_the_path() {
+    let w = World::new();
+    let mnt = w.path().join("ro");
+    let Some(m) = Mount::tmpfs(&mnt, "size=1m,mode=0700") else {
+        return skip("cannot mount a tmpfs (needs root / CAP_SYS_ADMIN); read-only test not run");
+    };
+    let cache = mnt.join("cache");
+    let cmd = |applet: &str| {
+        let mut c = w.cmd(applet);
+        c.env("FFKIT_CACHE_DIR", &cache)
+            .env("CACHE_PERF_MONITORING", "disabled");
+        c
+    };
+    assert!(
+        cmd("cache-write")
+            .args(["k", "v"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    if !m.remount("ro") {
+        return skip("cannot remount the tmpfs read-only");
+    }
+    for (applet, args, stdin) in [
+        ("cache-write", &["k2", "v"][..], &b""[..]),
+        ("cache-batch", &[][..], b"a:1\n"),
+        ("cache-evict", &["--all"][..], b""),
+        ("cache-size", &["--rebuild"][..], b""),
+    ] {
+        let mut c = cmd(applet);
+        c.args(args);
+        let out = run_with_stdin(&mut c, stdin);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(3), "{applet}: {err}");
+        assert_eq!(stderr_lines(&out).len(), 1, "{err}");
+        assert!(
+            err.contains(&*cache.to_string_lossy()),
+            "{applet}: path not named: {err}"
+        );
+        assert!(!err.contains("panicked"));
+    }
+    // Reading still works without being able to create anything.
+    let out = cmd("cache-read").arg("k").output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(out.stdout, b"v");
+    let out = cmd("cache-size").output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_index_exact(&cache, "read-only");
+}
+
+#[test]
+fn permission_denied_exits_3_naming_the_path() {
+    let w = World::new();
+    w.write("k", "v");
+    // Root ignores permission bits: run ffkit as nobody instead.
+    let probe = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        return skip("cannot drop privileges with setpriv; permission test not run");
+    }
+    // nobody can reach the binary and the world, but not the cache dir (0700, root's).
+    let mut p = w.path().to_path_buf();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    while let Some(parent) = p.parent() {
+        if fs::metadata(parent).is_ok_and(|m| m.mode() & 0o001 == 0) {
+            return skip("a parent of the temp dir is not searchable by other users");
+        }
+        p = parent.to_path_buf();
+    }
+    let as_nobody = |applet: &str, args: &[&str], dir: &Path| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin());
+        w.isolate(&mut c);
+        c.env("FFKIT_CACHE_DIR", dir)
+            .env("CACHE_PERF_MONITORING", "disabled");
+        c.arg(applet).args(args);
+        c.output().unwrap()
+    };
+    if !as_nobody("--version", &[], &w.cache()).status.success() {
+        return skip("nobody cannot execute the test binary");
+    }
+    for (applet, args) in [
+        ("cache-write", &["k2", "v"][..]),
+        ("cache-read", &["k"][..]),
+        ("cache-size", &["--rebuild"][..]),
+        ("cache-evict", &["--all"][..]),
+        ("cache-batch", &["--read", "k"][..]),
+    ] {
+        let out = as_nobody(applet, args, &w.cache());
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(3), "{applet}: {err}");
+        assert_eq!(stderr_lines(&out).len(), 1, "{err}");
+        assert!(
+            err.contains(&*w.cache().to_string_lossy()),
+            "{applet}: {err}"
+        );
+        assert!(err.contains("ermission denied"), "{applet}: {err}");
+    }
+    // A cache dir that cannot be created.
+    let locked = w.path().join("locked");
+    fs::create_dir(&locked).unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o555)).unwrap();
+    let out = as_nobody("cache-write", &["k", "v"], &locked.join("cache"));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("locked/cache"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_index_exact(&w.cache(), "permission");
+}
+
+// ---------------------------------------------------------------- signals
+
+fn signal(child: &std::process::Child, sig: libc::c_int) {
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, sig);
+    }
+}
+
+#[test]
+fn sigint_and_sigterm_during_batches_and_evictions_leave_an_exact_index() {
+    let w = World::new();
+    let mut input = Vec::new();
+    for i in 0..3000 {
+        input.extend_from_slice(format!("key{i}:{}\n", "v".repeat(i % 50)).as_bytes());
+    }
+    let mut rng = fastrand::Rng::with_seed(8);
+    let mut killed = 0;
+    for round in 0..16 {
+        let sig = if round % 2 == 0 {
+            libc::SIGINT
+        } else {
+            libc::SIGTERM
+        };
+        let mut c = if round % 4 < 2 {
+            w.cmd("cache-batch")
+        } else {
+            let mut c = w.cmd("cache-evict");
+            c.args(["--max-bytes", &format!("{}", rng.u64(0..40_000))]);
+            c
+        };
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut si = child.stdin.take().unwrap();
+        let data = input.clone();
+        let feeder = std::thread::spawn(move || {
+            let _ = si.write_all(&data);
+        });
+        std::thread::sleep(Duration::from_millis(rng.u64(2..60)));
+        signal(&child, sig);
+        let status = child.wait().unwrap();
+        let _ = feeder.join();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert!(!err.contains("panicked"), "{err}");
+        if status.code().is_none() {
+            killed += 1;
+        }
+        // The next call rolls any journal forward; the index is exact.
+        let size = w.size();
+        assert_eq!(size, oracle(&w.cache()).0, "round {round}");
+        assert_index_exact(&w.cache(), &format!("round {round}"));
+        w.cmd("cache-size").arg("--verify").assert().success();
+    }
+    // Killed writers leave temp files (dot-files, never counted); the next
+    // walk (eviction, rebuild) removes those of dead processes.
+    w.cmd("cache-evict").arg("--expired").assert().success();
+    assert_no_temps(&w.cache(), "after the cleanup walk");
+    eprintln!("signals: {killed} of 16 runs were interrupted mid-way");
+}
+
+/// A pipeline `ffkit … | head …` under bash, returning ffkit's exit status
+/// and stderr.
+fn pipeline(w: &World, ffkit_args: &str, head: &str) -> (i32, String) {
+    let script = format!(
+        "set -o pipefail; \"$FFKIT\" {ffkit_args} 2>\"$ERRF\" | {head} >/dev/null; echo ${{PIPESTATUS[0]}}"
+    );
+    let errf = w.path().join("pipe-stderr");
+    let mut c = Command::new("bash");
+    w.isolate(&mut c);
+    let out = c
+        .args(["-c", &script])
+        .env("FFKIT", bin())
+        .env("ERRF", &errf)
+        .output()
+        .unwrap();
+    let code: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    (code, fs::read_to_string(&errf).unwrap_or_default())
+}
+
+#[test]
+fn a_closed_stdout_pipe_exits_quietly() {
+    let w = World::new();
+    let mut input = Vec::new();
+    let value = "x".repeat(200);
+    for i in 0..2000 {
+        input.extend_from_slice(format!("k{i}:{value}\n").as_bytes());
+    }
+    let mut c = w.cmd("cache-batch");
+    assert!(run_with_stdin(&mut c, &input).status.success());
+    let mut c = w.cmd("cache-write");
+    c.arg("big");
+    assert!(
+        run_with_stdin(&mut c, &vec![b'z'; 4 << 20])
+            .status
+            .success()
+    );
+    let keys: Vec<String> = (0..2000).map(|i| format!("k{i}")).collect();
+    for (what, args, head) in [
+        (
+            "batch --read | head -1",
+            format!("cache-batch --read {}", keys.join(" ")),
+            "head -1",
+        ),
+        (
+            "batch --read --format jsonl | head -1",
+            format!("cache-batch --read --format jsonl {}", keys.join(" ")),
+            "head -1",
+        ),
+        (
+            "read big | head -c1",
+            "cache-read big".to_string(),
+            "head -c1",
+        ),
+    ] {
+        let (code, err) = pipeline(&w, &args, head);
+        assert_eq!(code, 0, "{what}: {err}");
+        assert!(err.is_empty(), "{what}: stderr {err:?}");
+    }
+}
+
+#[test]
+fn a_damaged_journal_is_repaired_once_and_removed() {
+    let w = seeded();
+    fs::write(w.cache().join(".journal"), b"garbage").unwrap();
+    let out = check(&w, "damaged journal", w.cmd("cache-size"), b"", 0, 1);
+    assert!(stderr_of(&out).contains("journal"), "{}", stderr_of(&out));
+    assert!(!w.cache().join(".journal").exists());
+    check(&w, "after repair", w.cmd("cache-size"), b"", 0, 0);
+}

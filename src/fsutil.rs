@@ -38,6 +38,20 @@ pub fn open_read(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Opens an existing file for reading without following a symlink and,
+/// where the kernel allows it (we own the file), without updating its access
+/// time: ffkit sets access times itself, as its LRU recency.
+pub fn open_read_noatime(path: &Path) -> io::Result<File> {
+    match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
+        .open(path)
+    {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open_read(path),
+        r => r,
+    }
+}
+
 /// Opens (creating if needed, never truncating) a file for reading and
 /// appending, without following a symlink.
 pub fn open_rw_create(path: &Path) -> io::Result<File> {

@@ -223,14 +223,22 @@ impl Cache {
             return;
         };
         let (vt, mt) = (self.path(vt), self.path(mt));
-        let pending = |p: &Path| p.symlink_metadata().is_ok();
-        if pending(&vt) && fs::rename(&vt, &value).is_err() {
+        // A temp file that no longer exists was renamed before a crash.
+        let renamed = |from: &Path, to: &Path| {
+            fs::rename(from, to)
+                .or_else(|e| match e.kind() {
+                    io::ErrorKind::NotFound => Ok(()),
+                    _ => Err(e),
+                })
+                .is_ok()
+        };
+        if !renamed(&vt, &value) {
             // The old entry stays as it was.
             let _ = fs::remove_file(&vt);
             let _ = fs::remove_file(&mt);
             return;
         }
-        if pending(&mt) && fs::rename(&mt, &meta).is_err() {
+        if !renamed(&mt, &meta) {
             // Never pair the new value with the old sidecar.
             let _ = fs::remove_file(&mt);
             let _ = fs::remove_file(&meta);
@@ -522,7 +530,7 @@ impl Cache {
             ))
         })?;
         let value_path = self.path(key);
-        match fsutil::open_read(&value_path) {
+        match fsutil::open_read_noatime(&value_path) {
             Ok(f) => Ok(Some((f, meta))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("cannot open", &value_path, e)),

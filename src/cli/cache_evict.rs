@@ -26,6 +26,7 @@ pub fn command() -> Command {
             Arg::new("max_bytes")
                 .long("max-bytes")
                 .value_name("SIZE")
+                .allow_hyphen_values(true)
                 .value_parser(|s: &str| units::parse_size(s))
                 .help("Evict until the cache is at most SIZE (104857600, 100M, 1G)"),
         )
@@ -39,6 +40,7 @@ pub fn command() -> Command {
             Arg::new("older_than")
                 .long("older-than")
                 .value_name("DURATION")
+                .allow_hyphen_values(true)
                 .value_parser(|s: &str| units::parse_duration(s))
                 .help("Evict entries created more than DURATION ago (90s, 5m, 2h, 7d)"),
         )

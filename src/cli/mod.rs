@@ -331,6 +331,7 @@ pub(crate) fn ttl_arg(help: &'static str) -> Arg {
     Arg::new("ttl")
         .long("ttl")
         .value_name("SECONDS")
+        .allow_hyphen_values(true)
         .value_parser(|s: &str| crate::units::parse_whole_seconds(s))
         .help(help)
 }

@@ -27,7 +27,10 @@ pub fn log_path(cfg: &Config, cache_dir: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// Appends one row for an applet's own run. Called only when monitoring is
-/// enabled, so a disabled monitor opens nothing.
+/// enabled, so a disabled monitor opens nothing. Self-timing never creates
+/// a directory: a size query or a rejected key must not create the cache
+/// dir just to log itself, so a run whose log dir does not exist yet is not
+/// recorded.
 pub fn record_self(
     cfg: &Config,
     cache_dir: Option<&Path>,
@@ -35,6 +38,9 @@ pub fn record_self(
     elapsed: Duration,
 ) -> Result<()> {
     let path = log_path(cfg, cache_dir)?;
+    if !path.parent().is_some_and(Path::is_dir) {
+        return Ok(());
+    }
     let ms = elapsed.as_secs_f64() * 1000.0;
     log::append(&path, cfg.now(), op, ms, cfg.perf_max_bytes)
 }

@@ -1,15 +1,1017 @@
-//! cache-size, cache-write, cache-read, cache-batch, cache-evict.
+//! cache-size, cache-write, cache-read, cache-batch, cache-evict: every
+//! option in both invocation forms, every error path, and the exactness of
+//! the size index under concurrency and SIGKILL.
+
+use std::fs;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::thread;
+use std::time::Duration;
+
+use predicates::prelude::*;
+use serde_json::Value as Json;
 
 use crate::util::*;
-use predicates::prelude::*;
+
+const NOW: i64 = 1_800_000_000;
+
+fn json(out: &[u8]) -> Json {
+    serde_json::from_slice(out).expect("JSON output")
+}
+
+fn meta(w: &World, key: &str) -> Json {
+    json(&fs::read(w.cache().join(format!("{key}.meta"))).expect("sidecar"))
+}
+
+fn assert_exact(w: &World) {
+    let (bytes, entries) = oracle(&w.cache());
+    let out = w.cmd("cache-size").arg("--json").output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let j = json(&out.stdout);
+    assert_eq!(j["bytes"], bytes, "index bytes vs oracle");
+    assert_eq!(j["entries"], entries, "index entries vs oracle");
+    assert_eq!(w.index(), Some(format!("{bytes}\n")));
+}
+
+// ---- cache-write / cache-read -------------------------------------------
 
 #[test]
-fn write_then_size_matches_oracle() {
+fn write_from_argument_and_read_back_in_both_forms() {
     let w = World::new();
-    w.write("a", "hello");
-    assert_eq!(w.size(), oracle(&w.cache()).0);
-    assert_eq!(w.index().as_deref(), Some(format!("{}\n", oracle(&w.cache()).0).as_str()));
-    w.cmd("cache-read").arg("a").assert().success().stdout("hello");
-    w.link("cache-read").arg("a").assert().success().stdout("hello");
-    w.cmd("cache-read").arg("b").assert().code(4).stderr(predicate::str::contains("no such entry"));
+    w.cmd("cache-write")
+        .args(["k", "hello world"])
+        .assert()
+        .success()
+        .stdout("");
+    w.link("cache-write").args(["k2", "v2"]).assert().success();
+    w.cmd("cache-read")
+        .arg("k")
+        .assert()
+        .success()
+        .stdout("hello world");
+    w.link("cache-read")
+        .arg("k2")
+        .assert()
+        .success()
+        .stdout("v2");
+    assert_exact(&w);
+}
+
+#[test]
+fn write_from_stdin_is_binary_safe() {
+    let w = World::new();
+    let value: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    w.cmd("cache-write")
+        .arg("bin")
+        .write_stdin(value.clone())
+        .assert()
+        .success();
+    w.cmd("cache-write")
+        .args(["dash", "-"])
+        .write_stdin("from stdin\n\n")
+        .assert()
+        .success();
+    w.cmd("cache-read")
+        .arg("bin")
+        .assert()
+        .success()
+        .stdout(value);
+    w.cmd("cache-read")
+        .arg("dash")
+        .assert()
+        .success()
+        .stdout("from stdin\n\n");
+    assert_eq!(meta(&w, "bin")["size"], 70_000);
+    assert_exact(&w);
+}
+
+#[test]
+fn values_with_leading_dashes_are_values() {
+    let w = World::new();
+    w.cmd("cache-write")
+        .args(["k", "--not-an-option"])
+        .assert()
+        .success();
+    w.cmd("cache-read")
+        .arg("k")
+        .assert()
+        .stdout("--not-an-option");
+}
+
+#[test]
+fn sidecar_has_the_contract_fields() {
+    let w = World::new();
+    w.cmd("cache-write")
+        .args(["k", "abc", "--ttl", "60"])
+        .env("FFKIT_TEST_NOW", NOW.to_string())
+        .assert()
+        .success();
+    let m = meta(&w, "k");
+    assert_eq!(m["key"], "k");
+    assert_eq!(m["created_at"], NOW);
+    assert_eq!(m["expires_at"], NOW + 60);
+    assert_eq!(m["ttl"], 60);
+    assert_eq!(m["size"], 3);
+    w.cmd("cache-write")
+        .args(["n", "abc", "--ttl", "0"])
+        .assert()
+        .success();
+    assert_eq!(meta(&w, "n")["expires_at"], Json::Null);
+    w.cmd("cache-write").args(["d", "abc"]).assert().success();
+    assert_eq!(meta(&w, "d")["ttl"], 0);
+}
+
+#[test]
+fn ttl_expiry_is_deterministic_with_the_test_clock() {
+    let w = World::new();
+    let at = |t: i64, c: &mut Command| {
+        c.env("FFKIT_TEST_NOW", t.to_string());
+    };
+    let mut c = w.cmd("cache-write");
+    at(NOW, &mut c);
+    c.args(["k", "v", "--ttl", "10"]).assert().success();
+    let mut c = w.cmd("cache-read");
+    at(NOW + 9, &mut c);
+    c.arg("k").assert().success().stdout("v");
+    let mut c = w.cmd("cache-read");
+    at(NOW + 10, &mut c);
+    c.arg("k")
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("k: expired at"));
+    let mut c = w.cmd("cache-read");
+    at(NOW + 10, &mut c);
+    c.args(["-q", "k"]).assert().code(4).stderr("");
+}
+
+#[test]
+fn missing_entry_is_exit_4_with_one_line() {
+    let w = World::new();
+    w.cmd("cache-read")
+        .arg("nope")
+        .assert()
+        .code(4)
+        .stderr("ffkit cache-read: nope: no such entry\n");
+    w.link("cache-read")
+        .arg("nope")
+        .assert()
+        .code(4)
+        .stderr("cache-read: nope: no such entry\n");
+    w.cmd("cache-read")
+        .args(["-q", "nope"])
+        .assert()
+        .code(4)
+        .stderr("");
+}
+
+#[test]
+fn bad_keys_are_exit_2_and_create_nothing() {
+    let w = World::new();
+    let long = "k".repeat(251);
+    for key in [
+        "",
+        ".",
+        "..",
+        "../x",
+        "a/b",
+        ".hidden",
+        "x.meta",
+        "a\nb",
+        long.as_str(),
+    ] {
+        for applet in ["cache-write", "cache-read"] {
+            let out = w
+                .cmd(applet)
+                .args(
+                    [key, "v"]
+                        .iter()
+                        .take(if applet == "cache-write" { 2 } else { 1 }),
+                )
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2), "{applet} {key:?}");
+            let err = stderr_of(&out);
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(err.contains("invalid key"), "{err}");
+        }
+    }
+    assert!(!w.cache().exists(), "nothing is created for a bad key");
+    w.cmd("cache-write")
+        .args(["k".repeat(250).as_str(), "v"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn bad_ttl_is_exit_2() {
+    let w = World::new();
+    for ttl in ["-1", "abc", "1e999", "99999999999999999999", "5x", "1.5"] {
+        w.cmd("cache-write")
+            .args(["k", "v", "--ttl", ttl])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("--ttl"));
+    }
+}
+
+#[test]
+fn reading_refreshes_recency_at_most_once_per_interval() {
+    let w = World::new();
+    w.cmd("cache-write")
+        .args(["k", "v"])
+        .env("FFKIT_TEST_NOW", NOW.to_string())
+        .assert()
+        .success();
+    let atime = || {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(w.cache().join("k")).unwrap().atime()
+    };
+    let mtime_meta = fs::metadata(w.cache().join("k.meta"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(atime(), NOW);
+    w.cmd("cache-read")
+        .arg("k")
+        .env("FFKIT_TEST_NOW", (NOW + 30).to_string())
+        .assert()
+        .success();
+    assert_eq!(atime(), NOW, "within the interval: no touch");
+    w.cmd("cache-read")
+        .arg("k")
+        .env("FFKIT_TEST_NOW", (NOW + 61).to_string())
+        .assert()
+        .success();
+    assert_eq!(atime(), NOW + 61, "after the interval: touched");
+    assert_eq!(
+        fs::metadata(w.cache().join("k.meta"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        mtime_meta,
+        "sidecar is not rewritten"
+    );
+}
+
+#[test]
+fn damaged_sidecar_is_exit_10_and_evict_expired_removes_it() {
+    let w = World::new();
+    w.write("k", "v");
+    fs::write(w.cache().join("k.meta"), "{\"key\":").unwrap();
+    w.cmd("cache-read")
+        .arg("k")
+        .assert()
+        .code(10)
+        .stderr(predicate::str::contains("damaged sidecar"));
+    w.cmd("cache-size")
+        .args(["--verify", "--fix"])
+        .assert()
+        .success();
+    w.cmd("cache-evict").arg("--expired").assert().success();
+    assert!(!w.cache().join("k").exists() && !w.cache().join("k.meta").exists());
+    assert_exact(&w);
+}
+
+// ---- cache-size -----------------------------------------------------------
+
+#[test]
+fn size_of_a_cache_that_does_not_exist_is_zero_and_creates_nothing() {
+    let w = World::new();
+    w.cmd("cache-size").assert().success().stdout("0\n");
+    assert!(!w.cache().exists());
+}
+
+#[test]
+fn size_json_and_human() {
+    let w = World::new();
+    w.cmd("cache-write")
+        .arg("big")
+        .write_stdin(vec![b'x'; 1_300_000])
+        .assert()
+        .success();
+    let j = json(&w.cmd("cache-size").arg("--json").output().unwrap().stdout);
+    assert_eq!(j["source"], "index");
+    assert_eq!(j["entries"], 1);
+    w.link("cache-size")
+        .arg("--human")
+        .assert()
+        .success()
+        .stdout("1.2 MiB\n");
+    let j = json(
+        &w.cmd("cache-size")
+            .arg("--json")
+            .env("CACHE_SIZE_TRACKING", "disabled")
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert_eq!(j["source"], "walk");
+    assert_eq!(j["bytes"], oracle(&w.cache()).0);
+}
+
+#[test]
+fn size_reads_the_index_without_walking() {
+    let w = World::new();
+    w.write("k", "v");
+    // A file dropped behind ffkit's back is not seen by the O(1) path...
+    fs::write(w.cache().join("stray"), "12345").unwrap();
+    let indexed = w.size();
+    assert_eq!(indexed + 5, oracle(&w.cache()).0);
+    // ...but is by a walk, and --verify reports the drift with exit 10.
+    w.cmd("cache-size")
+        .env("CACHE_SIZE_TRACKING", "disabled")
+        .assert()
+        .stdout(format!("{}\n", indexed + 5));
+    w.cmd("cache-size")
+        .arg("--verify")
+        .assert()
+        .code(10)
+        .stderr(predicate::str::contains("+5 bytes, +1 entries"));
+    let j = json(
+        &w.cmd("cache-size")
+            .args(["--verify", "--json"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert_eq!(j["drift_bytes"], 5);
+    w.cmd("cache-size")
+        .args(["--verify", "--fix"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("index fixed"));
+    w.cmd("cache-size").arg("--verify").assert().success();
+    assert_exact(&w);
+}
+
+#[test]
+fn missing_or_invalid_index_is_rebuilt_with_one_note() {
+    let w = World::new();
+    w.write("a", "1");
+    w.write("b", "22");
+    let expected = oracle(&w.cache()).0;
+    for bad in [
+        None,
+        Some(&b""[..]),
+        Some(b"abc\n"),
+        Some(b"-5\n"),
+        Some(b"1180591620717411303424\n"),
+        Some(b"12\0\n"),
+        Some(b"12"),
+    ] {
+        match bad {
+            None => fs::remove_file(w.cache().join(".size-index")).unwrap(),
+            Some(b) => fs::write(w.cache().join(".size-index"), b).unwrap(),
+        }
+        let out = w.cmd("cache-size").output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(parse_u64(&out.stdout), expected, "{bad:?}");
+        let err = stderr_of(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("rebuilt by walking"), "{err}");
+        assert_eq!(w.index(), Some(format!("{expected}\n")));
+    }
+}
+
+#[test]
+fn rebuild_recomputes_the_index() {
+    let w = World::new();
+    w.write("a", "1");
+    fs::write(w.cache().join(".size-index"), "999\n").unwrap();
+    w.cmd("cache-size").assert().stdout("999\n");
+    w.link("cache-size")
+        .arg("--rebuild")
+        .assert()
+        .success()
+        .stdout(format!("{}\n", oracle(&w.cache()).0));
+    assert_exact(&w);
+}
+
+#[test]
+fn control_files_do_not_count() {
+    let w = World::new();
+    w.write("a", "1");
+    let (bytes, _) = oracle(&w.cache());
+    assert!(
+        w.cache().join(".perf-metrics.csv").exists(),
+        "self-timing wrote the log into the cache dir"
+    );
+    assert_eq!(w.size(), bytes);
+    let value_and_meta = fs::metadata(w.cache().join("a")).unwrap().len()
+        + fs::metadata(w.cache().join("a.meta")).unwrap().len();
+    assert_eq!(bytes, value_and_meta);
+}
+
+// ---- cache-batch ------------------------------------------------------------
+
+#[test]
+fn batch_writes_lines_with_the_default_ttl() {
+    let w = World::new();
+    w.cmd("cache-batch")
+        .env("FFKIT_TEST_NOW", NOW.to_string())
+        .write_stdin("a:1\n\nb:with:colons\r\nc:\n")
+        .assert()
+        .success();
+    w.cmd("cache-read").arg("b").assert().stdout("with:colons");
+    w.cmd("cache-read").arg("c").assert().success().stdout("");
+    assert_eq!(meta(&w, "a")["ttl"], 300);
+    assert_eq!(meta(&w, "a")["expires_at"], NOW + 300);
+    assert_exact(&w);
+}
+
+#[test]
+fn batch_from_file_jsonl_and_ttl() {
+    let w = World::new();
+    let f = w.path().join("in.jsonl");
+    fs::write(&f, "{\"key\":\"j\",\"value\":\"line1\\nline2\\n\"}\n{\"key\":\"t\",\"value\":\"x\",\"ttl\":7}\n").unwrap();
+    w.link("cache-batch")
+        .args(["--format", "jsonl", "--ttl", "0", "--file"])
+        .arg(&f)
+        .assert()
+        .success();
+    w.cmd("cache-read")
+        .arg("j")
+        .assert()
+        .stdout("line1\nline2\n");
+    assert_eq!(meta(&w, "j")["ttl"], 0);
+    assert_eq!(meta(&w, "t")["ttl"], 7);
+    assert_exact(&w);
+}
+
+#[test]
+fn a_bad_line_stops_the_batch_before_anything_is_written() {
+    let w = World::new();
+    w.cmd("cache-batch")
+        .write_stdin("a:1\nno colon here\nb:2\n.bad:3\n")
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("line 2: no ':'").and(predicate::str::contains("and 1 more")),
+        );
+    assert_eq!(oracle(&w.cache()), (0, 0));
+    w.cmd("cache-batch")
+        .args(["--format", "jsonl"])
+        .write_stdin("{\"key\":\"k\"}\n")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("line 1"));
+}
+
+#[test]
+fn keep_going_writes_the_good_lines_and_reports_the_bad() {
+    let w = World::new();
+    let out = w
+        .cmd("cache-batch")
+        .arg("--keep-going")
+        .write_stdin("a:1\nnocolon\nb:2\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr_of(&out).contains("line 2"));
+    w.cmd("cache-read").arg("a").assert().stdout("1");
+    w.cmd("cache-read").arg("b").assert().stdout("2");
+    assert_exact(&w);
+}
+
+#[test]
+fn batch_read_prints_present_unexpired_keys() {
+    let w = World::new();
+    w.cmd("cache-batch")
+        .env("FFKIT_TEST_NOW", NOW.to_string())
+        .write_stdin("a:1\nb:2\n")
+        .assert()
+        .success();
+    w.cmd("cache-write")
+        .args(["short", "s", "--ttl", "1"])
+        .env("FFKIT_TEST_NOW", NOW.to_string())
+        .assert()
+        .success();
+    let later = (NOW + 5).to_string();
+    w.cmd("cache-batch")
+        .args(["--read", "a", "missing", "short", "b"])
+        .env("FFKIT_TEST_NOW", &later)
+        .assert()
+        .success()
+        .stdout("a:1\nb:2\n");
+    w.link("cache-batch")
+        .arg("--read")
+        .write_stdin("b\na\n")
+        .env("FFKIT_TEST_NOW", &later)
+        .assert()
+        .success()
+        .stdout("b:2\na:1\n");
+    w.cmd("cache-batch")
+        .args(["--read", "--format", "jsonl", "a"])
+        .env("FFKIT_TEST_NOW", &later)
+        .assert()
+        .stdout("{\"key\":\"a\",\"value\":\"1\"}\n");
+    w.cmd("cache-batch")
+        .args(["--read", "../x"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn a_key_repeated_in_a_batch_keeps_its_last_value() {
+    let w = World::new();
+    w.cmd("cache-batch")
+        .write_stdin("k:first\nk:second\n")
+        .assert()
+        .success();
+    w.cmd("cache-read").arg("k").assert().stdout("second");
+    assert_exact(&w);
+}
+
+// ---- cache-evict --------------------------------------------------------------
+
+/// Writes entries a..e, each used at NOW + i*100 (so a is least recent).
+fn aged_world() -> World {
+    let w = World::new();
+    for (i, k) in ["a", "b", "c", "d", "e"].iter().enumerate() {
+        w.cmd("cache-write")
+            .args([k, "0123456789"])
+            .env("FFKIT_TEST_NOW", (NOW + i as i64 * 100).to_string())
+            .assert()
+            .success();
+    }
+    w
+}
+
+fn evict_json(w: &World, args: &[&str], now: i64) -> Json {
+    let out = w
+        .cmd("cache-evict")
+        .args(args)
+        .arg("--json")
+        .env("FFKIT_TEST_NOW", now.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    json(&out.stdout)
+}
+
+fn removed_keys(j: &Json) -> Vec<String> {
+    j["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn max_bytes_evicts_least_recently_used_first_and_is_a_hard_limit() {
+    let w = aged_world();
+    let per_entry = oracle(&w.cache()).0 / 5;
+    // Using "b" makes "a" and "c" the two least recent.
+    w.cmd("cache-read")
+        .arg("b")
+        .env("FFKIT_TEST_NOW", (NOW + 1000).to_string())
+        .assert()
+        .success();
+    let limit = per_entry * 3;
+    let j = evict_json(&w, &["--max-bytes", &limit.to_string()], NOW + 1000);
+    assert_eq!(removed_keys(&j), ["a", "c"]);
+    assert!(
+        j["removed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["reason"] == "lru")
+    );
+    assert!(oracle(&w.cache()).0 <= limit);
+    assert_exact(&w);
+}
+
+#[test]
+fn expired_entries_go_before_lru_ones() {
+    let w = aged_world();
+    w.cmd("cache-write")
+        .args(["z", "0123456789", "--ttl", "10"])
+        .env("FFKIT_TEST_NOW", (NOW + 900).to_string())
+        .assert()
+        .success();
+    let per_entry = oracle(&w.cache()).0 / 6;
+    let j = evict_json(
+        &w,
+        &["--max-bytes", &(per_entry * 4).to_string()],
+        NOW + 1000,
+    );
+    assert_eq!(removed_keys(&j), ["z", "a"]);
+    assert_eq!(j["removed"][0]["reason"], "expired");
+    assert_exact(&w);
+}
+
+#[test]
+fn expired_older_than_all_and_dry_run() {
+    let w = aged_world();
+    w.cmd("cache-write")
+        .args(["t", "v", "--ttl", "5"])
+        .env("FFKIT_TEST_NOW", NOW.to_string())
+        .assert()
+        .success();
+    let j = evict_json(&w, &["--expired", "--dry-run"], NOW + 1000);
+    assert_eq!(removed_keys(&j), ["t"]);
+    assert_eq!(j["dry_run"], true);
+    assert!(w.cache().join("t").exists(), "dry run removes nothing");
+    w.cmd("cache-evict")
+        .args(["--expired", "--dry-run"])
+        .env("FFKIT_TEST_NOW", (NOW + 1000).to_string())
+        .assert()
+        .stdout(predicate::str::contains("would evict t ("));
+    assert_eq!(
+        removed_keys(&evict_json(&w, &["--expired"], NOW + 1000)),
+        ["t"]
+    );
+    // Created at NOW..NOW+400; older than 250 s at NOW+500 means created <= NOW+250.
+    assert_eq!(
+        removed_keys(&evict_json(&w, &["--older-than", "250s"], NOW + 500)),
+        ["a", "b", "c"]
+    );
+    w.link("cache-evict")
+        .arg("--all")
+        .assert()
+        .success()
+        .stdout("");
+    assert_eq!(oracle(&w.cache()), (0, 0));
+    assert_exact(&w);
+}
+
+#[test]
+fn evict_needs_a_policy_and_valid_values() {
+    let w = World::new();
+    w.cmd("cache-evict")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("nothing to evict"));
+    for size in ["10Q", "-5M", "1.5G"] {
+        w.cmd("cache-evict")
+            .args(["--max-bytes", size])
+            .assert()
+            .code(2);
+    }
+    for d in ["5x", "-1", "abc"] {
+        w.cmd("cache-evict")
+            .args(["--older-than", d])
+            .assert()
+            .code(2);
+    }
+    w.cmd("cache-evict")
+        .args(["--max-bytes", "100M"])
+        .assert()
+        .success();
+    w.cmd("cache-evict")
+        .args(["--max-bytes", "104857600"])
+        .assert()
+        .success();
+}
+
+// ---- where the cache lives, multicall -------------------------------------------
+
+#[test]
+fn cache_dir_resolution_order() {
+    let w = World::new();
+    let repo = w.path().join("repo");
+    fs::create_dir_all(repo.join(".git")).unwrap();
+    fs::create_dir_all(repo.join("sub/deeper")).unwrap();
+    let run = |envs: &[(&str, &str)], extra: &[&str]| {
+        let mut c = w.cmd("cache-write");
+        c.env_remove("FFKIT_CACHE_DIR")
+            .current_dir(repo.join("sub/deeper"));
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.args(extra).args(["k", "v"]).assert().success();
+    };
+    let dir_flag = w.path().join("flag");
+    run(
+        &[("FFKIT_CACHE_DIR", "/nonexistent/never")],
+        &["--dir", dir_flag.to_str().unwrap()],
+    );
+    assert!(dir_flag.join("k").exists());
+    let env_dir = w.path().join("envdir");
+    run(
+        &[
+            ("FFKIT_CACHE_DIR", env_dir.to_str().unwrap()),
+            ("FLOWFORGE_DEVELOPER", "alice"),
+        ],
+        &[],
+    );
+    assert!(env_dir.join("k").exists());
+    run(&[("FLOWFORGE_DEVELOPER", "alice")], &[]);
+    assert!(repo.join(".flowforge/dev-alice/cache/k").exists());
+    let xdg = w.path().join("xdg");
+    run(&[("XDG_CACHE_HOME", xdg.to_str().unwrap())], &[]);
+    assert!(xdg.join("ffkit/k").exists());
+    run(&[], &[]);
+    assert!(w.path().join("home/.cache/ffkit/k").exists());
+    let mode = |p: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    };
+    assert_eq!(mode(&w.path().join("home/.cache/ffkit")), 0o700);
+    assert_eq!(mode(&w.path().join("home/.cache/ffkit/k")), 0o600);
+}
+
+#[test]
+fn multicall_list_version_help_and_renamed_binary() {
+    let w = World::new();
+    let out = Command::new(bin()).arg("--list").output().unwrap();
+    let list = String::from_utf8(out.stdout).unwrap();
+    for a in [
+        "cache-size",
+        "cache-write",
+        "cache-read",
+        "cache-batch",
+        "cache-evict",
+    ] {
+        assert!(list.lines().any(|l| l == a), "{list}");
+    }
+    Command::new(bin())
+        .arg("--version")
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("ffkit "));
+    w.link("cache-size")
+        .arg("--version")
+        .assert()
+        .success()
+        .stdout(predicate::str::starts_with("cache-size "));
+    w.cmd("cache-size")
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Usage: ffkit cache-size"));
+    w.link("cache-size")
+        .arg("--help")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Usage: cache-size"));
+    let renamed = w.path().join("my-ffkit");
+    fs::copy(bin(), &renamed).unwrap();
+    // Another test's fork may briefly hold the copy's write descriptor
+    // (ETXTBSY); retry until the copy can be executed.
+    let out = (0..100)
+        .find_map(|_| {
+            let mut c = Command::new(&renamed);
+            w.isolate(&mut c);
+            match c.args(["cache-write", "k", "v"]).output() {
+                Err(e) if e.raw_os_error() == Some(26) => {
+                    thread::sleep(Duration::from_millis(20));
+                    None
+                }
+                r => Some(r.unwrap()),
+            }
+        })
+        .expect("renamed binary runs");
+    assert!(out.status.success());
+    w.cmd("cache-read").arg("k").assert().stdout("v");
+    Command::new(bin())
+        .arg("no-such-applet")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no-such-applet"));
+    w.cmd("cache-size").arg("--bogus").assert().code(2).stderr(
+        predicate::str::contains("--bogus")
+            .and(predicate::function(|s: &str| s.lines().count() == 1)),
+    );
+}
+
+#[test]
+fn bad_environment_is_exit_12() {
+    let w = World::new();
+    for (k, v) in [
+        ("CACHE_SIZE_TRACKING", "maybe"),
+        ("LOCK_TIMEOUT", "abc"),
+        ("LOCK_BACKOFF_STRATEGY", "fibonacci"),
+        ("CACHE_PERF_MONITORING", "on"),
+        ("FLOWFORGE_DEVELOPER", "a/b"),
+    ] {
+        let out = w.cmd("cache-size").env(k, v).output().unwrap();
+        assert_eq!(out.status.code(), Some(12), "{k}={v}");
+        assert!(stderr_of(&out).contains(k));
+    }
+}
+
+// ---- exactness under concurrency and crashes ------------------------------------
+
+fn spawn_op(w: &World, rng: &mut fastrand::Rng) -> Command {
+    let key = format!("k{}", rng.u32(0..40));
+    match rng.u32(0..10) {
+        0..=4 => {
+            let mut c = w.cmd("cache-write");
+            let v = "x".repeat(rng.usize(0..3000));
+            c.args([
+                key.as_str(),
+                v.as_str(),
+                "--ttl",
+                &rng.u32(0..3).to_string(),
+            ]);
+            c
+        }
+        5..=6 => {
+            let mut c = w.cmd("cache-read");
+            c.args(["-q", &key]);
+            c
+        }
+        7 => {
+            let mut c = w.cmd("cache-batch");
+            c.arg("--file").arg(w.path().join("batch.txt"));
+            c
+        }
+        _ => {
+            let mut c = w.cmd("cache-evict");
+            c.args(["--max-bytes", &rng.u32(0..40_000).to_string()]);
+            if rng.bool() {
+                c.arg("--expired");
+            }
+            c
+        }
+    }
+}
+
+fn batch_file(w: &World, n: usize) {
+    let mut s = String::new();
+    for i in 0..n {
+        s.push_str(&format!("b{}:{}\n", i % 60, "y".repeat(i * 7 % 500)));
+    }
+    fs::write(w.path().join("batch.txt"), s).unwrap();
+}
+
+#[test]
+fn sixteen_processes_of_random_operations_keep_the_index_exact() {
+    let w = World::new();
+    batch_file(&w, 40);
+    thread::scope(|s| {
+        for t in 0..16u64 {
+            let w = &w;
+            s.spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(t);
+                for _ in 0..300 {
+                    let out = spawn_op(w, &mut rng)
+                        .stdout(Stdio::null())
+                        .output()
+                        .unwrap();
+                    let code = out.status.code();
+                    assert!(matches!(code, Some(0 | 4)), "{code:?}: {}", stderr_of(&out));
+                    assert!(!stderr_of(&out).contains("panicked"));
+                }
+            });
+        }
+    });
+    assert_exact(&w);
+    w.cmd("cache-size").arg("--verify").assert().success();
+}
+
+#[test]
+fn sigkill_at_random_moments_never_leaves_the_index_wrong() {
+    let w = World::new();
+    batch_file(&w, 3000);
+    let mut rng = fastrand::Rng::with_seed(7);
+    let mut kills = 0;
+    let mut round = 0;
+    while kills < 60 {
+        round += 1;
+        let mut children: Vec<_> = (0..4)
+            .map(|_| {
+                spawn_op(&w, &mut rng)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        thread::sleep(Duration::from_micros(rng.u64(0..4000)));
+        for c in &mut children {
+            if c.try_wait().unwrap().is_none() {
+                let _ = c.kill();
+                kills += 1;
+            }
+            c.wait().unwrap();
+        }
+        assert!(round < 2000, "could not kill enough processes mid-run");
+    }
+    // The next call repairs whatever was in flight, without a full walk.
+    assert_exact(&w);
+    assert!(!w.cache().join(".journal").exists());
+    w.cmd("cache-size").arg("--verify").assert().success();
+}
+
+#[test]
+fn readers_racing_overwrites_see_only_complete_values() {
+    let w = World::new();
+    let values: Vec<String> = (0..30)
+        .map(|i| format!("{i}:").repeat(1 + i * 997 % 9000))
+        .collect();
+    w.write("hot", &values[0]);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    thread::scope(|s| {
+        let writer = s.spawn(|| {
+            for v in values.iter().cycle().take(120) {
+                w.cmd("cache-write")
+                    .arg("hot")
+                    .arg("-")
+                    .write_stdin(v.clone())
+                    .assert()
+                    .success();
+            }
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        for _ in 0..3 {
+            s.spawn(|| {
+                let mut seen = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) || seen == 0 {
+                    let out = w.cmd("cache-read").arg("hot").output().unwrap();
+                    assert!(out.status.success(), "{}", stderr_of(&out));
+                    let got = String::from_utf8(out.stdout).unwrap();
+                    assert!(values.contains(&got), "torn read of {} bytes", got.len());
+                    seen += 1;
+                }
+            });
+        }
+        writer.join().unwrap();
+    });
+    assert_exact(&w);
+}
+
+#[test]
+fn concurrent_enforcers_never_over_evict() {
+    let w = World::new();
+    let mut s = String::new();
+    for i in 0..200 {
+        s.push_str(&format!("e{i:03}:{}\n", "z".repeat(100)));
+    }
+    w.cmd("cache-batch").write_stdin(s).assert().success();
+    let before = oracle(&w.cache()).0;
+    let per_entry = before / 200;
+    let limit = before / 2;
+    thread::scope(|sc| {
+        for _ in 0..6 {
+            sc.spawn(|| {
+                w.cmd("cache-evict")
+                    .args(["--max-bytes", &limit.to_string()])
+                    .assert()
+                    .success()
+            });
+        }
+    });
+    let after = oracle(&w.cache()).0;
+    assert!(after <= limit, "hard limit");
+    assert!(
+        before - after <= (before - limit) + per_entry + 1,
+        "over-evicted: removed {}",
+        before - after
+    );
+    assert_exact(&w);
+}
+
+#[test]
+fn a_journal_left_by_a_crash_is_rolled_forward() {
+    let w = World::new();
+    w.write("keep", "1");
+    w.write("gone", "22");
+    let idx_before = w.size();
+    // Simulate a writer killed after journaling and writing its temp files.
+    let dir = w.cache();
+    fs::write(dir.join(".tmp-999999-0"), "new value").unwrap();
+    let meta = serde_json::json!({"key":"new","created_at":NOW,"expires_at":null,"ttl":0,"size":9});
+    fs::write(dir.join(".tmp-999999-1"), format!("{meta}\n")).unwrap();
+    let gone_bytes = fs::metadata(dir.join("gone")).unwrap().len()
+        + fs::metadata(dir.join("gone.meta")).unwrap().len();
+    let journal = serde_json::json!({
+        "before": {"bytes": idx_before, "entries": 2},
+        "records": [
+            {"key":"new","old_bytes":0,"old_entry":false,"value_tmp":".tmp-999999-0","meta_tmp":".tmp-999999-1"},
+            {"key":"gone","old_bytes":gone_bytes,"old_entry":true,"value_tmp":null,"meta_tmp":null}
+        ]
+    });
+    fs::write(dir.join(".journal"), journal.to_string()).unwrap();
+    w.cmd("cache-read")
+        .arg("new")
+        .assert()
+        .success()
+        .stdout("new value");
+    assert!(!dir.join("gone").exists());
+    assert!(!dir.join(".journal").exists());
+    assert_exact(&w);
+}
+
+#[test]
+fn writes_and_reads_stream_large_values() {
+    let w = World::new();
+    let mut child = w
+        .cmd("cache-write")
+        .arg("large")
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let chunk = vec![b'q'; 1 << 20];
+    for _ in 0..8 {
+        stdin.write_all(&chunk).unwrap();
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let out = w.cmd("cache-read").arg("large").output().unwrap();
+    assert_eq!(out.stdout.len(), 8 << 20);
+    assert_exact(&w);
 }

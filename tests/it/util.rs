@@ -93,13 +93,20 @@ impl World {
 
     /// Writes an entry, asserting success.
     pub fn write(&self, key: &str, value: &str) {
-        self.cmd("cache-write").args([key, value]).assert().success();
+        self.cmd("cache-write")
+            .args([key, value])
+            .assert()
+            .success();
     }
 
     /// `cache-size` output as a number.
     pub fn size(&self) -> u64 {
         let out = self.cmd("cache-size").output().expect("run");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         parse_u64(&out.stdout)
     }
 
@@ -144,4 +151,19 @@ pub fn stderr_of(out: &std::process::Output) -> String {
 
 pub fn os(s: &str) -> &OsStr {
     OsStr::new(s)
+}
+
+/// `write_stdin` for a std `Command` (assert_cmd has it only on its own
+/// `Command`): turns it into an assert_cmd one fed with `input`.
+pub trait WriteStdin {
+    fn write_stdin(&mut self, input: impl Into<Vec<u8>>) -> assert_cmd::Command;
+}
+
+impl WriteStdin for Command {
+    fn write_stdin(&mut self, input: impl Into<Vec<u8>>) -> assert_cmd::Command {
+        let std = std::mem::replace(self, Command::new("false"));
+        let mut c = assert_cmd::Command::from_std(std);
+        c.write_stdin(input);
+        c
+    }
 }

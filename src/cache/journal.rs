@@ -53,7 +53,8 @@ impl Journal {
 
     /// Reads a left-over journal: `Ok(None)` when there is none, `Err` with a
     /// reason when it is damaged (the caller then rebuilds by walking).
-    /// A symlink planted at `.journal` is never followed: it counts as damaged.
+    /// A symlink (or FIFO, dir...) planted at `.journal` is never followed:
+    /// it counts as damaged.
     pub fn read(dir: &Path) -> Result<Option<std::result::Result<Journal, String>>> {
         let path = dir.join(JOURNAL_FILE);
         let mut b = Vec::new();
@@ -62,8 +63,8 @@ impl Journal {
                 serde_json::from_slice(&b).map_err(|e| format!("damaged journal: {e}")),
             )),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                Ok(Some(Err("the journal is a symbolic link".into())))
+            Err(e) if fsutil::is_refused(&e) => {
+                Ok(Some(Err(format!("the journal is refused: {e}"))))
             }
             Err(e) => Err(Error::io("cannot read", &path, e)),
         }

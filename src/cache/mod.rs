@@ -145,12 +145,10 @@ impl Cache {
         let path = self.path(LOCK_FILE);
         let f = match fsutil::open_rw_create(&path) {
             Ok(f) => f,
-            Err(e) if !exclusive && e.raw_os_error() != Some(libc::ELOOP) => {
-                match fsutil::open_read(&path) {
-                    Ok(f) => f,
-                    Err(_) => return Ok(DirLock(None)),
-                }
-            }
+            Err(e) if !exclusive && !fsutil::is_refused(&e) => match fsutil::open_read(&path) {
+                Ok(f) => f,
+                Err(_) => return Ok(DirLock(None)),
+            },
             Err(e) => return Err(Error::io("cannot open lock file", &path, e)),
         };
         let r = if exclusive { f.lock() } else { f.lock_shared() };

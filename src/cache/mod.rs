@@ -444,7 +444,21 @@ impl Cache {
         j.write(&self.dir)?;
         // From here on the journal is the truth: if this fails, the next
         // call rolls it forward.
-        self.roll_forward(&j)
+        let t = self.roll_forward(&j)?;
+        // Renames are applied best effort (so repair cannot wedge); a writer
+        // still must not report success for an entry that was not placed,
+        // e.g. because a directory sits at its name.
+        for c in changes.iter().filter(|c| c.value_tmp.is_some()) {
+            for p in [self.path(&c.key), self.path(&format!("{}.meta", c.key))] {
+                if regular_size(&p)?.is_none() {
+                    return Err(Error::General(format!(
+                        "cannot write {}: something other than a regular file is in the way",
+                        p.display()
+                    )));
+                }
+            }
+        }
+        Ok(t)
     }
 
     /// Looks one key up. Expired entries are reported, not removed (eviction

@@ -1331,3 +1331,116 @@ fn a_damaged_journal_is_repaired_once_and_removed() {
     assert!(!w.cache().join(".journal").exists());
     check(&w, "after repair", w.cmd("cache-size"), b"", 0, 0);
 }
+
+/// Runs `cmd`, killing it (and failing) if it takes longer than 20 s.
+fn output_within(mut cmd: Command, what: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: ffkit blocked");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o600) },
+        0,
+        "mkfifo {p:?}"
+    );
+}
+
+#[test]
+fn fifos_and_dirs_planted_in_the_cache_never_block_and_never_fake_success() {
+    let w = seeded();
+    let meta = fs::read(w.cache().join("seed.meta")).unwrap();
+    // A FIFO at a value, a sidecar: reads refuse at once (exit 1), never block.
+    mkfifo(&w.cache().join("f"));
+    fs::write(w.cache().join("f.meta"), &meta).unwrap();
+    mkfifo(&w.cache().join("g.meta"));
+    w.cmd("cache-size").arg("--rebuild").assert().success();
+    for (applet, args) in [
+        ("cache-read", &["f"][..]),
+        ("cache-read", &["g"][..]),
+        ("cache-batch", &["--read", "f"][..]),
+    ] {
+        let mut c = w.cmd(applet);
+        c.args(args);
+        let out = output_within(c, applet);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{applet} {args:?}: {}",
+            stderr_of(&out)
+        );
+        assert!(stderr_of(&out).contains("not a regular file"));
+        assert_eq!(stderr_lines(&out).len(), 1);
+    }
+    // Control files as FIFOs: the index and journal heal, the lock refuses.
+    for name in [".size-index", ".entry-count", ".journal"] {
+        let p = w.cache().join(name);
+        let _ = fs::remove_file(&p);
+        mkfifo(&p);
+        let mut c = w.cmd("cache-size");
+        c.arg("--json");
+        let out = output_within(c, name);
+        assert!(out.status.success(), "{name}: {}", stderr_of(&out));
+        assert_eq!(stderr_lines(&out).len(), 1, "{name}: one rebuild note");
+        assert_index_exact(&w.cache(), name);
+    }
+    let lock = w.cache().join(".lock");
+    fs::remove_file(&lock).unwrap();
+    mkfifo(&lock);
+    for (applet, args) in [
+        ("cache-read", &["seed"][..]),
+        ("cache-write", &["x", "1"][..]),
+    ] {
+        let mut c = w.cmd(applet);
+        c.args(args);
+        let out = output_within(c, applet);
+        assert_eq!(out.status.code(), Some(1), "{applet}: {}", stderr_of(&out));
+        assert!(stderr_of(&out).contains(".lock"));
+    }
+    fs::remove_file(&lock).unwrap();
+    // A FIFO metrics log neither blocks nor fails the applet.
+    let _ = fs::remove_file(w.cache().join(".perf-metrics.csv"));
+    mkfifo(&w.cache().join(".perf-metrics.csv"));
+    for _ in 0..3 {
+        let mut c = w.cmd("cache-read");
+        c.arg("seed");
+        let out = output_within(c, "fifo metrics log");
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}",
+            stderr_of(&out)
+        );
+    }
+    // A directory in the way of a write is an error, not a silent success.
+    fs::create_dir(w.cache().join("d")).unwrap();
+    fs::create_dir(w.cache().join("e.meta")).unwrap();
+    let mut c = w.cmd("cache-write");
+    c.args(["d", "v"]);
+    let out = check(&w, "dir at value", c, b"", 1, 1);
+    assert!(stderr_of(&out).contains("in the way"));
+    let out = check(
+        &w,
+        "dir at sidecar",
+        w.cmd("cache-batch"),
+        b"e:1\nok:2\n",
+        1,
+        1,
+    );
+    assert!(stderr_of(&out).contains("e.meta"));
+    w.cmd("cache-size").arg("--verify").assert().success();
+}

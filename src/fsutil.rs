@@ -9,7 +9,8 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,30 +123,89 @@ pub fn create_temp(dir: &Path) -> Result<(PathBuf, File)> {
     }
 }
 
-/// Writes `bytes` to a temp file in `dir` and returns its path, ready to be
-/// renamed into place. On failure nothing is left behind.
-pub fn write_temp(dir: &Path, bytes: &[u8]) -> Result<PathBuf> {
+/// Writes `bytes` to a temp file in `dir` and returns its path and inode
+/// number, ready to be installed. On failure nothing is left behind.
+pub fn write_temp(dir: &Path, bytes: &[u8]) -> Result<(PathBuf, u64)> {
     let (path, mut f) = create_temp(dir)?;
-    if let Err(e) = f.write_all(bytes) {
-        let _ = fs::remove_file(&path);
-        return Err(Error::io("cannot write", &path, e));
+    match f.write_all(bytes).and_then(|()| f.metadata()) {
+        Ok(m) => Ok((path, m.ino())),
+        Err(e) => {
+            let _ = fs::remove_file(&path);
+            Err(Error::io("cannot write", &path, e))
+        }
     }
-    Ok(path)
 }
 
 /// Replaces `dest` with `bytes` atomically: a reader sees the old content or
 /// the new, never a partial file.
 pub fn replace_file(dest: &Path, bytes: &[u8]) -> Result<()> {
     let dir = dest.parent().unwrap_or(Path::new("."));
-    let tmp = write_temp(dir, bytes)?;
-    rename(&tmp, dest).inspect_err(|_| {
+    let (tmp, _) = write_temp(dir, bytes)?;
+    install(&tmp, dest).map_err(|e| {
         let _ = fs::remove_file(&tmp);
+        Error::io("cannot rename into", dest, e)
     })
 }
 
-/// `rename(2)` with the destination named in the error.
-pub fn rename(from: &Path, to: &Path) -> Result<()> {
-    fs::rename(from, to).map_err(|e| Error::io("cannot rename into", to, e))
+/// Moves the file `from` to `dest`, atomically replacing whatever is there.
+///
+/// A plain `rename(2)` over an existing file makes ext4 flush the new file's
+/// data first (its `auto_da_alloc` heuristic), which costs 0.2–2 ms per call
+/// — more than the rest of a cache write together. Exchanging the two names
+/// with `renameat2(RENAME_EXCHANGE)` and unlinking the old file (now at
+/// `from`) is just as atomic for readers and takes microseconds. Where the
+/// exchange is not possible (no `dest` yet, or a file system without it) this
+/// is a plain rename. A directory is never displaced: if `dest` was one, the
+/// exchange is undone and the call fails with EISDIR, as rename would.
+pub fn install(from: &Path, dest: &Path) -> io::Result<()> {
+    let (Ok(f), Ok(d)) = (cstr(from), cstr(dest)) else {
+        return fs::rename(from, dest);
+    };
+    let exchange = || {
+        // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them
+        // relative to the working directory, as rename(2) would.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                f.as_ptr(),
+                libc::AT_FDCWD,
+                d.as_ptr(),
+                libc::RENAME_EXCHANGE,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    match exchange() {
+        Ok(()) => match fs::remove_file(from) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EISDIR)
+                    || e.kind() == io::ErrorKind::IsADirectory =>
+            {
+                let _ = exchange();
+                Err(io::Error::from_raw_os_error(libc::EISDIR))
+            }
+            // The old file is already out of sight; a left-over temp name is
+            // removed by the next walk.
+            _ => Ok(()),
+        },
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+            ) =>
+        {
+            fs::rename(from, dest)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn cstr(p: &Path) -> std::result::Result<std::ffi::CString, std::ffi::NulError> {
+    std::ffi::CString::new(p.as_os_str().as_bytes())
 }
 
 /// Removes a file; a file already gone is fine.
@@ -227,6 +287,23 @@ mod tests {
         fs::write(&f, b"x").unwrap();
         assert!(open_read(&f).is_ok() && open_read_noatime(&f).is_ok());
         assert!(open_rw_create(&f).is_ok());
+    }
+
+    #[test]
+    fn install_replaces_files_but_never_displaces_a_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let (t1, _) = write_temp(d.path(), b"new").unwrap();
+        let dest = d.path().join("dest");
+        install(&t1, &dest).unwrap(); // no dest yet: plain rename
+        let (t2, _) = write_temp(d.path(), b"newer").unwrap();
+        install(&t2, &dest).unwrap(); // exchange + unlink
+        assert_eq!(fs::read(&dest).unwrap(), b"newer");
+        assert!(!t2.exists(), "the old file is gone");
+        let dir = d.path().join("dir");
+        fs::create_dir(&dir).unwrap();
+        let (t3, _) = write_temp(d.path(), b"x").unwrap();
+        assert!(install(&t3, &dir).is_err());
+        assert!(dir.is_dir() && t3.is_file(), "nothing moved");
     }
 
     #[test]

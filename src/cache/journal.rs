@@ -6,7 +6,8 @@
 //! and the temp files that will replace it; apply the renames/unlinks; write
 //! the new index; remove `.journal`. A process killed anywhere in between
 //! leaves `.journal` behind, and the next call *rolls it forward*: it
-//! finishes the renames whose temp files still exist, then sets the index to
+//! installs the temp files not yet installed (told apart by inode number,
+//! since an install exchanges names), then sets the index to
 //! `before − Σ old sizes + Σ sizes now on disk` for just the journaled keys.
 //! Repair therefore costs time proportional to the change in flight, never a
 //! full walk, and does not care at which step the process died.
@@ -33,8 +34,13 @@ pub struct Record {
     pub old_entry: bool,
     /// Temp file (name in the cache dir) that becomes `KEY`.
     pub value_tmp: Option<String>,
+    /// Its inode number: tells an installed file from a pending one.
+    #[serde(default)]
+    pub value_ino: u64,
     /// Temp file that becomes `KEY.meta`.
     pub meta_tmp: Option<String>,
+    #[serde(default)]
+    pub meta_ino: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

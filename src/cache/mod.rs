@@ -108,8 +108,11 @@ struct DirLock(#[allow(dead_code)] Option<File>);
 /// A prepared replacement of one key, before it is committed.
 struct Change {
     key: String,
-    value_tmp: Option<PathBuf>,
-    meta_tmp: Option<PathBuf>,
+    /// The temp file that becomes `KEY`, and its inode; `None` with `meta`
+    /// also `None` means "remove the entry".
+    value: Option<(PathBuf, u64)>,
+    /// The temp file that becomes `KEY.meta`, and its inode.
+    meta: Option<(PathBuf, u64)>,
 }
 
 impl Cache {
@@ -192,12 +195,17 @@ impl Cache {
     /// old entry stays whole, or the key ends up without a sidecar (missing),
     /// and the index counts exactly what is on disk for the key.
     fn roll_forward(&self, j: &Journal) -> Result<Totals> {
+        self.finish(j, false)
+    }
+
+    /// Applies a journal (first attempt when `fresh`) and writes the index.
+    fn finish(&self, j: &Journal, fresh: bool) -> Result<Totals> {
         if !j.records.iter().all(Record::is_sane) {
             return self.rebuild_locked();
         }
         let mut t = j.before;
         for r in &j.records {
-            self.apply(r);
+            self.apply(r, fresh);
             let (now_bytes, now_entry) = self.key_usage(&r.key)?;
             t.bytes = t
                 .bytes
@@ -210,9 +218,12 @@ impl Cache {
         Ok(t)
     }
 
-    /// Applies one record: renames the temp files that still exist, or
-    /// removes the entry.
-    fn apply(&self, r: &Record) {
+    /// Applies one record: installs its temp files, or removes the entry.
+    /// `fresh` says nothing of it can have happened yet (the first attempt);
+    /// otherwise a destination that already has the temp file's inode was
+    /// installed before a crash, and the temp name, if still there, holds
+    /// the replaced old file (see [`fsutil::install`]).
+    fn apply(&self, r: &Record, fresh: bool) {
         let value = self.path(&r.key);
         let meta = self.path(&format!("{}.meta", r.key));
         let (Some(vt), Some(mt)) = (&r.value_tmp, &r.meta_tmp) else {
@@ -221,22 +232,21 @@ impl Cache {
             return;
         };
         let (vt, mt) = (self.path(vt), self.path(mt));
-        // A temp file that no longer exists was renamed before a crash.
-        let renamed = |from: &Path, to: &Path| {
-            fs::rename(from, to)
-                .or_else(|e| match e.kind() {
-                    io::ErrorKind::NotFound => Ok(()),
-                    _ => Err(e),
-                })
-                .is_ok()
+        let install = |tmp: &Path, ino: u64, dest: &Path| {
+            let done = !fresh && fs::symlink_metadata(dest).is_ok_and(|m| m.ino() == ino);
+            if done {
+                let _ = fs::remove_file(tmp);
+                return true;
+            }
+            fsutil::install(tmp, dest).is_ok()
         };
-        if !renamed(&vt, &value) {
+        if !install(&vt, r.value_ino, &value) {
             // The old entry stays as it was.
             let _ = fs::remove_file(&vt);
             let _ = fs::remove_file(&mt);
             return;
         }
-        if !renamed(&mt, &meta) {
+        if !install(&mt, r.meta_ino, &meta) {
             // Never pair the new value with the old sidecar.
             let _ = fs::remove_file(&mt);
             let _ = fs::remove_file(&meta);
@@ -394,15 +404,18 @@ impl Cache {
         let (vpath, mut vf) = fsutil::create_temp(&self.dir)?;
         let mut change = Change {
             key: e.key,
-            value_tmp: Some(vpath.clone()),
-            meta_tmp: None,
+            value: Some((vpath.clone(), 0)),
+            meta: None,
         };
         let written = match e.value {
             Value::Bytes(b) => vf.write_all(b).map(|()| b.len() as u64),
             Value::Reader(r) => io::copy(r, &mut vf),
         };
-        let size = match written {
-            Ok(n) => n,
+        let size = match written.and_then(|n| Ok((n, vf.metadata()?.ino()))) {
+            Ok((n, ino)) => {
+                change.value = Some((vpath.clone(), ino));
+                n
+            }
             Err(e) => {
                 discard(&change);
                 return Err(Error::io("cannot write", &vpath, e));
@@ -417,7 +430,7 @@ impl Cache {
         drop(vf);
         let meta = Meta::new(&change.key, self.now, e.ttl, size);
         match fsutil::write_temp(&self.dir, &meta.to_json()) {
-            Ok(m) => change.meta_tmp = Some(m),
+            Ok(m) => change.meta = Some(m),
             Err(err) => {
                 discard(&change);
                 return Err(err);
@@ -436,19 +449,21 @@ impl Cache {
                 key: c.key.clone(),
                 old_bytes,
                 old_entry,
-                value_tmp: c.value_tmp.as_deref().and_then(file_name),
-                meta_tmp: c.meta_tmp.as_deref().and_then(file_name),
+                value_tmp: c.value.as_ref().and_then(|(p, _)| file_name(p)),
+                value_ino: c.value.as_ref().map_or(0, |v| v.1),
+                meta_tmp: c.meta.as_ref().and_then(|(p, _)| file_name(p)),
+                meta_ino: c.meta.as_ref().map_or(0, |m| m.1),
             });
         }
         let j = Journal { before, records };
         j.write(&self.dir)?;
         // From here on the journal is the truth: if this fails, the next
         // call rolls it forward.
-        let t = self.roll_forward(&j)?;
+        let t = self.finish(&j, true)?;
         // Renames are applied best effort (so repair cannot wedge); a writer
         // still must not report success for an entry that was not placed,
         // e.g. because a directory sits at its name.
-        for c in changes.iter().filter(|c| c.value_tmp.is_some()) {
+        for c in changes.iter().filter(|c| c.value.is_some()) {
             for p in [self.path(&c.key), self.path(&format!("{}.meta", c.key))] {
                 if regular_size(&p)?.is_none() {
                     return Err(Error::General(format!(
@@ -580,8 +595,8 @@ impl Cache {
             .iter()
             .map(|v| Change {
                 key: v.key.clone(),
-                value_tmp: None,
-                meta_tmp: None,
+                value: None,
+                meta: None,
             })
             .collect();
         let after = self.commit(before, &changes)?;
@@ -606,7 +621,7 @@ fn file_name(p: &Path) -> Option<String> {
 
 /// Removes a prepared change's temp files.
 fn discard(c: &Change) {
-    for t in [&c.value_tmp, &c.meta_tmp].into_iter().flatten() {
+    for (t, _) in [&c.value, &c.meta].into_iter().flatten() {
         let _ = fs::remove_file(t);
     }
 }

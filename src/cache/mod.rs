@@ -409,7 +409,21 @@ impl Cache {
         };
         let written = match e.value {
             Value::Bytes(b) => vf.write_all(b).map(|()| b.len() as u64),
-            Value::Reader(r) => io::copy(r, &mut vf),
+            Value::Reader(r) => {
+                // Tell a failing input (stdin is a directory, EIO) from a
+                // failing temp file, so the message blames the right side.
+                let mut src = ReadSide {
+                    inner: r,
+                    failed: false,
+                };
+                match io::copy(&mut src, &mut vf) {
+                    Err(e) if src.failed => {
+                        discard(&change);
+                        return Err(Error::io("cannot read", "the value to write", e));
+                    }
+                    copied => copied,
+                }
+            }
         };
         let size = match written.and_then(|n| Ok((n, vf.metadata()?.ino()))) {
             Ok((n, ino)) => {
@@ -601,6 +615,18 @@ impl Cache {
             .collect();
         let after = self.commit(before, &changes)?;
         Ok((before, after, victims))
+    }
+}
+
+/// A reader that remembers whether it failed.
+struct ReadSide<'a> {
+    inner: &'a mut dyn Read,
+    failed: bool,
+}
+
+impl Read for ReadSide<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|_| self.failed = true)
     }
 }
 

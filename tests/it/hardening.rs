@@ -1444,3 +1444,21 @@ fn fifos_and_dirs_planted_in_the_cache_never_block_and_never_fake_success() {
     assert!(stderr_of(&out).contains("e.meta"));
     w.cmd("cache-size").arg("--verify").assert().success();
 }
+
+#[test]
+fn an_unreadable_value_input_is_blamed_on_the_input_not_the_temp_file() {
+    let w = seeded();
+    let mut c = w.cmd("cache-write");
+    c.arg("k").stdin(fs::File::open(w.path()).unwrap());
+    let before = outside_snapshot(&w);
+    let out = c.output().unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(stderr_lines(&out).len(), 1, "{err}");
+    assert!(err.contains("cannot read the value to write"), "{err}");
+    assert!(!err.contains(".tmp-"), "{err}");
+    assert!(!w.cache().join("k").exists());
+    assert_index_exact(&w.cache(), "stdin is a directory");
+    assert_no_temps(&w.cache(), "stdin is a directory");
+    assert_eq!(outside_snapshot(&w), before);
+}

@@ -26,6 +26,7 @@ mod cache_evict;
 mod cache_read;
 mod cache_size;
 mod cache_write;
+mod perf_metrics;
 
 /// One applet: its name (the symlink name and the subcommand), its clap
 /// definition, its entry point, and the operation name its own run is
@@ -68,6 +69,13 @@ pub static APPLETS: &[Applet] = &[
         command: cache_evict::command,
         run: cache_evict::run,
         metric: Some("enforce_cache_limits"),
+    },
+    Applet {
+        name: "perf-metrics",
+        command: perf_metrics::command,
+        run: perf_metrics::run,
+        // Reading or writing the log must not add rows of its own.
+        metric: None,
     },
 ];
 

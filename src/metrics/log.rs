@@ -1,9 +1,31 @@
-//! Writing the metrics log: one whole row per `write(2)` on an `O_APPEND`
-//! descriptor, so concurrent writers never interleave or lose rows.
+//! Writing and trimming the metrics log.
+//!
+//! - **Append**: one whole row per `write(2)` on an `O_APPEND` descriptor, so
+//!   concurrent writers never interleave. The appender holds a *shared*
+//!   `flock` on the descriptor while it writes, and after locking checks that
+//!   its descriptor is still the file at the path (same device and inode); if
+//!   a trim replaced the file meanwhile it reopens. Cost: open, flock, fstat,
+//!   stat, write, close.
+//! - **Trim / cleanup**: rewrite under an *exclusive* `flock` on the current
+//!   file: copy the rows to keep into a temp file beside it and rename it over
+//!   the path before unlocking. An appender either wrote before the trimmer
+//!   got its lock (so its row is in the copied data, or deliberately trimmed as
+//!   one of the oldest), or gets its lock after the rename, sees the inode
+//!   changed, and appends to the new file. No append is lost.
+//! - **Automatic trim**: after an append, when the file's size (from the
+//!   `fstat` already done) exceeds the cap, the appender trims the log to the
+//!   newest rows filling at most half the cap, keeping a leading `#` header.
+//!
+//! Writers that append without the lock (a plain `echo >> log` of an old
+//! script) can lose a row that lands during a trim's copy; ffkit's own
+//! writers and the shell wrappers always lock.
 
-use std::io::Write;
+use std::fs::{self, File};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use super::read::{self, Line};
 use crate::error::{Error, Result};
 use crate::fsutil;
 
@@ -24,23 +46,224 @@ pub fn format_row(timestamp: i64, op: &str, ms: f64) -> String {
     format!("{timestamp},{op},{}\n", format_ms(ms))
 }
 
-/// Appends one row to the log at `path`, creating it (and its directory).
-/// `max_bytes` bounds the log; trimming is done by the log's maintenance.
-pub fn append(path: &Path, timestamp: i64, op: &str, ms: f64, max_bytes: u64) -> Result<()> {
-    let _ = max_bytes;
-    let row = format_row(timestamp, op, ms);
-    let mut f = match fsutil::open_rw_create(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent() {
+/// How many times an appender follows a replaced file before giving up
+/// (each retry means a trim completed in between; more than a few in a row
+/// means something keeps replacing the file).
+const MAX_REOPENS: u32 = 64;
+
+fn open_append(path: &Path) -> Result<File> {
+    match fsutil::open_rw_create(path) {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 fsutil::create_private_dir(dir)?;
             }
-            fsutil::open_rw_create(path).map_err(|e| Error::io("cannot open", path, e))?
+            fsutil::open_rw_create(path).map_err(|e| Error::io("cannot open", path, e))
         }
-        Err(e) => return Err(Error::io("cannot open", path, e)),
+        Err(e) => Err(Error::io("cannot open", path, e)),
+    }
+}
+
+/// Whether the open file `meta` is still the file at `path`.
+fn still_current(path: &Path, meta: &fs::Metadata) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev())
+}
+
+/// Appends one row to the log at `path`, creating it (and its directory),
+/// and trims the log when it grew above `max_bytes` (0: never trim).
+pub fn append(path: &Path, timestamp: i64, op: &str, ms: f64, max_bytes: u64) -> Result<()> {
+    let row = format_row(timestamp, op, ms);
+    let mut reopens = 0;
+    let size = loop {
+        let f = open_append(path)?;
+        f.lock_shared()
+            .map_err(|e| Error::io("cannot lock", path, e))?;
+        let meta = f
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", path, e))?;
+        if !still_current(path, &meta) {
+            reopens += 1;
+            if reopens > MAX_REOPENS {
+                return Err(Error::LockFailed(format!(
+                    "cannot append to {}: the file keeps being replaced",
+                    path.display()
+                )));
+            }
+            continue;
+        }
+        (&f).write_all(row.as_bytes())
+            .map_err(|e| Error::io("cannot append to", path, e))?;
+        break meta.len() + row.len() as u64;
+        // `f` closes here, which releases the shared lock.
     };
-    f.write_all(row.as_bytes())
-        .map_err(|e| Error::io("cannot append to", path, e))
+    if max_bytes > 0 && size > max_bytes {
+        trim(path, max_bytes)?;
+    }
+    Ok(())
+}
+
+/// Opens the current log and takes the exclusive lock on it, following a
+/// replacement that happened while waiting. `None` when there is no log.
+fn lock_exclusive(path: &Path) -> Result<Option<File>> {
+    for _ in 0..=MAX_REOPENS {
+        let f = match fsutil::open_read(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("cannot open", path, e)),
+        };
+        f.lock().map_err(|e| Error::io("cannot lock", path, e))?;
+        let meta = f
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", path, e))?;
+        if still_current(path, &meta) {
+            return Ok(Some(f));
+        }
+    }
+    Err(Error::LockFailed(format!(
+        "cannot lock {}: the file keeps being replaced",
+        path.display()
+    )))
+}
+
+/// Writes a replacement for `path` through `fill` and renames it into place.
+fn replace_with(
+    path: &Path,
+    fill: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
+) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let (tmp, file) = fsutil::create_temp(dir)?;
+    let mut w = BufWriter::new(file);
+    let written = fill(&mut w).and_then(|()| w.flush());
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("cannot write", &tmp, e));
+    }
+    drop(w);
+    // `install` swaps the names atomically (and unlinks the old log); an
+    // appender still holding the old file notices the new inode at the path.
+    fsutil::install(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io("cannot rename into", path, e)
+    })
+}
+
+/// The first line of the file when it is a `#` comment (the header), read
+/// from the start; the file position is left undefined.
+fn header(f: &mut File) -> io::Result<Vec<u8>> {
+    f.seek(SeekFrom::Start(0))?;
+    let mut first = Vec::new();
+    BufReader::new(Read::by_ref(f).take(4096)).read_until(b'\n', &mut first)?;
+    if first.first() == Some(&b'#') && first.last() == Some(&b'\n') {
+        Ok(first)
+    } else {
+        Ok(Vec::new())
+    }
+}
+
+/// Trims the log to its newest whole rows filling at most `max_bytes / 2`
+/// (plus the header), if it is still above `max_bytes` once locked.
+/// Returns whether it trimmed.
+pub fn trim(path: &Path, max_bytes: u64) -> Result<bool> {
+    let Some(mut f) = lock_exclusive(path)? else {
+        return Ok(false);
+    };
+    let len = f
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", path, e))?
+        .len();
+    if len <= max_bytes {
+        // Another appender trimmed first.
+        return Ok(false);
+    }
+    let rd = |e| Error::io("cannot read", path, e);
+    let head = header(&mut f).map_err(rd)?;
+    let keep = max_bytes / 2;
+    let start = (len - keep).max(head.len() as u64);
+    // Start at a line boundary: skip the rest of the line `start` falls in.
+    f.seek(SeekFrom::Start(start.saturating_sub(1)))
+        .map_err(rd)?;
+    let mut r = BufReader::new(f.take(len - start.saturating_sub(1)));
+    let mut partial = Vec::new();
+    r.read_until(b'\n', &mut partial).map_err(rd)?;
+    replace_with(path, |w| {
+        w.write_all(&head)?;
+        io::copy(&mut r, w).map(drop)
+    })?;
+    Ok(true)
+}
+
+/// What a cleanup asks for; both limits may apply together.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cleanup {
+    /// Keep at most this many (newest) rows.
+    pub keep_rows: Option<u64>,
+    /// Drop rows with a timestamp before this epoch second.
+    pub cutoff: Option<i64>,
+}
+
+/// What a cleanup did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CleanupReport {
+    pub kept: u64,
+    pub removed: u64,
+    /// Malformed rows dropped on the way (counted in `removed` too).
+    pub malformed: u64,
+}
+
+/// Rewrites the log keeping comment lines and the rows `c` keeps, atomically
+/// and safely with concurrent appenders. Malformed rows are dropped.
+pub fn cleanup(path: &Path, c: Cleanup) -> Result<CleanupReport> {
+    let Some(mut f) = lock_exclusive(path)? else {
+        return Ok(CleanupReport::default());
+    };
+    let rd = |e| Error::io("cannot read", path, e);
+    let wanted = |ts: i64| c.cutoff.is_none_or(|cut| ts >= cut);
+    // Pass 1: how many rows survive the cutoff, so the oldest can be skipped.
+    let mut eligible = 0u64;
+    let mut rep = CleanupReport::default();
+    read::for_each_line(&mut f, |l| match read::parse_line(l) {
+        Line::Row(r) if wanted(r.timestamp) => eligible += 1,
+        Line::Row(_) => rep.removed += 1,
+        Line::Malformed => {
+            rep.removed += 1;
+            rep.malformed += 1;
+        }
+        Line::Skip => {}
+    })
+    .map_err(rd)?;
+    let skip = c.keep_rows.map_or(0, |k| eligible.saturating_sub(k));
+    if rep.removed == 0 && skip == 0 {
+        rep.kept = eligible;
+        return Ok(rep);
+    }
+    rep.removed += skip;
+    rep.kept = eligible - skip;
+    f.seek(SeekFrom::Start(0)).map_err(rd)?;
+    replace_with(path, |w| {
+        let mut seen = 0u64;
+        let mut out = Ok(());
+        read::for_each_line(&mut f, |l| {
+            if out.is_err() {
+                return;
+            }
+            let keep = match read::parse_line(l) {
+                Line::Row(r) if wanted(r.timestamp) => {
+                    seen += 1;
+                    seen > skip
+                }
+                Line::Row(_) | Line::Malformed => false,
+                Line::Skip => !l.is_empty(),
+            };
+            if keep {
+                out = w.write_all(l).and_then(|()| w.write_all(b"\n"));
+            }
+        })?;
+        out
+    })?;
+    Ok(rep)
 }
 
 #[cfg(test)]
@@ -56,6 +279,70 @@ mod tests {
         assert_eq!(
             format_row(1632123456, "write_cache", 15.0),
             "1632123456,write_cache,15\n"
+        );
+    }
+
+    #[test]
+    fn trim_keeps_header_and_newest_whole_rows() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("log.csv");
+        fs::write(&p, "# timestamp,operation,duration_ms\n").unwrap();
+        for i in 0..1000 {
+            append(&p, 1000 + i, "op", i as f64, 0).unwrap();
+        }
+        assert!(trim(&p, 4000).unwrap());
+        let text = fs::read_to_string(&p).unwrap();
+        assert!(text.starts_with("# timestamp,operation,duration_ms\n"));
+        assert!(text.len() <= 2000 + 40, "{}", text.len());
+        assert!(text.ends_with("1999,op,999\n"));
+        for l in text.lines().skip(1) {
+            assert!(
+                matches!(read::parse_line(l.as_bytes()), Line::Row(_)),
+                "{l}"
+            );
+        }
+        assert!(!trim(&p, 4000).unwrap());
+        // No temp files left behind.
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn automatic_trim_bounds_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("sub").join("log.csv");
+        for i in 0..2000 {
+            append(&p, i, "op", 1.0, 1000).unwrap();
+        }
+        let len = fs::metadata(&p).unwrap().len();
+        assert!(len <= 1000, "{len}");
+        assert!(fs::read_to_string(&p).unwrap().ends_with("1999,op,1\n"));
+    }
+
+    #[test]
+    fn cleanup_keep_rows_and_cutoff() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("log.csv");
+        fs::write(&p, "# h\n1,a,1\n2,a,2\nbad\n3,a,3\n4,a,4\n").unwrap();
+        let r = cleanup(
+            &p,
+            Cleanup {
+                keep_rows: Some(2),
+                cutoff: Some(2),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            CleanupReport {
+                kept: 2,
+                removed: 3,
+                malformed: 1
+            }
+        );
+        assert_eq!(fs::read_to_string(&p).unwrap(), "# h\n3,a,3\n4,a,4\n");
+        assert_eq!(
+            cleanup(&d.path().join("none"), Cleanup::default()).unwrap(),
+            CleanupReport::default()
         );
     }
 }

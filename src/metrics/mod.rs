@@ -1,21 +1,45 @@
 //! The CSV metrics log (CONTRACT §2): rows `timestamp,operation,duration_ms`.
 //!
-//! This module owns where the log lives, how one row is written, and the
-//! self-timing every cache and lock applet does. The default log is
-//! `<cache-dir>/.perf-metrics.csv` — one per cache dir, as the contract
-//! suggests, so each FlowForge namespace keeps its own numbers; a dot-file,
-//! so it never counts toward the cache size.
+//! This module owns where the log lives, how rows are written ([`log`]),
+//! read ([`read`]) and aggregated ([`aggregate`], [`sketch`]), how reports are
+//! rendered ([`export`]) and health rules checked ([`check`]), and the
+//! self-timing every cache and lock applet does.
+//!
+//! The default log is `<cache-dir>/.perf-metrics.csv` — one per cache dir, as
+//! the contract suggests, so each FlowForge namespace keeps its own numbers
+//! next to the cache they describe (and `cache-evict --all` of one developer
+//! never touches another's); a dot-file, so it never counts toward the cache
+//! size. `CACHE_PERF_METRICS` overrides it.
 
+pub mod aggregate;
+pub mod check;
+pub mod export;
 pub mod log;
+pub mod read;
+pub mod sketch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// File name of the default log inside a cache dir.
 pub const DEFAULT_LOG_NAME: &str = ".perf-metrics.csv";
+
+/// The operation names ffkit's own applets record (docs/metrics.md).
+pub const SELF_OPS: &[&str] = &[
+    "get_cache_size",
+    "rebuild_size_index",
+    "write_cache",
+    "read_cache",
+    "batch_write",
+    "batch_read",
+    "enforce_cache_limits",
+    "clear_developer_cache",
+    "lock_acquire",
+    "lock_release",
+];
 
 /// The log path: `CACHE_PERF_METRICS`, else the default in `cache_dir`, else
 /// in the default cache dir.
@@ -41,6 +65,170 @@ pub fn record_self(
     if !path.parent().is_some_and(Path::is_dir) {
         return Ok(());
     }
-    let ms = elapsed.as_secs_f64() * 1000.0;
-    log::append(&path, cfg.now(), op, ms, cfg.perf_max_bytes)
+    record(cfg, &path, op, elapsed.as_secs_f64() * 1000.0)
+}
+
+/// Appends one row `now,op,ms` to `path` (trimming above the cap), or does
+/// nothing at all when monitoring is disabled.
+pub fn record(cfg: &Config, path: &Path, op: &str, ms: f64) -> Result<()> {
+    if !cfg.perf_monitoring {
+        return Ok(());
+    }
+    log::append(path, cfg.now(), op, ms, cfg.perf_max_bytes)
+}
+
+/// An operation name must survive the CSV unquoted and the Prometheus label
+/// escaped: 1-128 bytes of letters, digits, `_ . : -`.
+pub fn validate_op(op: &str) -> Result<()> {
+    let ok = !op.is_empty()
+        && op.len() <= 128
+        && op
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Validation(format!(
+            "invalid operation name '{op}': expected 1-128 letters, digits, '_', '.', ':' or '-'"
+        )))
+    }
+}
+
+/// A duration in milliseconds typed by a user: a finite, non-negative number.
+pub fn parse_duration_ms(s: &str) -> Result<f64> {
+    read::parse_ms(s.trim().as_bytes()).ok_or_else(|| {
+        Error::Validation(format!(
+            "invalid duration '{s}': expected non-negative milliseconds such as 15 or 0.25"
+        ))
+    })
+}
+
+/// The unit of `record --start S --end E` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StampUnit {
+    Seconds,
+    Millis,
+    Micros,
+    Nanos,
+}
+
+impl StampUnit {
+    fn ms_per_unit(self) -> f64 {
+        match self {
+            StampUnit::Seconds => 1000.0,
+            StampUnit::Millis => 1.0,
+            StampUnit::Micros => 1e-3,
+            StampUnit::Nanos => 1e-6,
+        }
+    }
+
+    /// The unit an epoch stamp of this magnitude is in: `date +%s` (1e9),
+    /// `+%s%3N` (1e12), `+%s%6N` (1e15), `+%s%N` (1e18). Values below 1e8
+    /// are not epoch stamps (e.g. `$SECONDS`-style counters, or test values):
+    /// the old library wrote their difference as milliseconds, and so do we.
+    pub fn guess(v: f64) -> StampUnit {
+        if v >= 1e17 {
+            StampUnit::Nanos
+        } else if v >= 1e14 {
+            StampUnit::Micros
+        } else if !(1e8..1e11).contains(&v) {
+            StampUnit::Millis
+        } else {
+            StampUnit::Seconds
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Option<StampUnit>> {
+        Ok(Some(match s {
+            "auto" => return Ok(None),
+            "s" => StampUnit::Seconds,
+            "ms" => StampUnit::Millis,
+            "us" => StampUnit::Micros,
+            "ns" => StampUnit::Nanos,
+            _ => {
+                return Err(Error::Validation(format!(
+                    "invalid unit '{s}': expected auto, s, ms, us or ns"
+                )));
+            }
+        }))
+    }
+}
+
+/// The duration in ms between two stamps, as `record_performance_metric op
+/// start end` passes them. With `unit` `None` it is guessed from the
+/// magnitude of `start` ([`StampUnit::guess`]), and `end` must look like the
+/// same unit. Fractional stamps (`$EPOCHREALTIME`, `date +%s.%N`) work.
+pub fn duration_between(start: &str, end: &str, unit: Option<StampUnit>) -> Result<f64> {
+    let num = |s: &str| -> Result<f64> {
+        read::parse_ms(s.trim().as_bytes()).ok_or_else(|| {
+            Error::Validation(format!(
+                "invalid time stamp '{s}': expected a non-negative number"
+            ))
+        })
+    };
+    let (s, e) = (num(start)?, num(end)?);
+    let unit = match unit {
+        Some(u) => u,
+        None => {
+            let u = StampUnit::guess(s);
+            if StampUnit::guess(e) != u {
+                return Err(Error::Validation(format!(
+                    "start '{start}' and end '{end}' look like different units (use --unit)"
+                )));
+            }
+            u
+        }
+    };
+    if e < s {
+        return Err(Error::Validation(format!(
+            "end '{end}' is before start '{start}'"
+        )));
+    }
+    // Subtract first: nanosecond stamps lose sub-µs precision in f64, the
+    // difference is what matters.
+    Ok((e - s) * unit.ms_per_unit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_end_units() {
+        let d = |s, e| duration_between(s, e, None).unwrap();
+        assert_eq!(d("1700000000", "1700000002"), 2000.0);
+        assert_eq!(d("1700000000000", "1700000000015"), 15.0);
+        assert_eq!(d("1700000000000000", "1700000000001500"), 1.5);
+        assert!((d("1700000000000000000", "1700000000002500000") - 2.5).abs() < 1e-3);
+        assert!((d("1700000000.250000", "1700000000.750000") - 500.0).abs() < 1e-3);
+        assert_eq!(d("100", "115"), 15.0);
+        assert_eq!(
+            duration_between("1", "3", Some(StampUnit::Seconds)).unwrap(),
+            2000.0
+        );
+        for (s, e) in [
+            ("5", "3"),
+            ("x", "3"),
+            ("1700000000", "1700000000000"),
+            ("-1", "3"),
+        ] {
+            assert_eq!(
+                duration_between(s, e, None).unwrap_err().exit_code(),
+                2,
+                "{s} {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn op_names() {
+        for ok in ["write_cache", "lock:acquire", "a.b-c", "X1"] {
+            validate_op(ok).unwrap();
+        }
+        for bad in ["", "a,b", "a b", "a\nb", "a\"b", &"x".repeat(129)] {
+            assert_eq!(validate_op(bad).unwrap_err().exit_code(), 2, "{bad}");
+        }
+        assert_eq!(parse_duration_ms("0.25").unwrap(), 0.25);
+        assert!(parse_duration_ms("-1").is_err());
+    }
 }

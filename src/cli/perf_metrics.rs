@@ -1,0 +1,404 @@
+//! `perf-metrics`: report, record, time, check and clean the CSV metrics log.
+//!
+//! The report formats are the exporters of `metrics::export`; everything
+//! here is argument handling and printing.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use super::{Ctx, dir_arg, json_arg, write_stdout};
+use crate::error::{Error, Result};
+use crate::metrics::aggregate::{self, Filter, Report};
+use crate::metrics::check::{self, Status};
+use crate::metrics::export::{Exporter, Json, Prometheus, Table, table::human_ms};
+use crate::metrics::log::{self, Cleanup};
+use crate::metrics::{self, StampUnit};
+use crate::units;
+
+/// Rows `cleanup` keeps when given no limit (the old library's
+/// `cleanup_performance_metrics` took no arguments).
+pub const DEFAULT_KEEP_ROWS: u64 = 1000;
+
+fn since_arg() -> Arg {
+    Arg::new("since")
+        .long("since")
+        .value_name("DURATION")
+        .global(true)
+        .value_parser(|s: &str| units::parse_duration(s))
+        .help("Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)")
+}
+
+pub fn command() -> Command {
+    Command::new("perf-metrics")
+        .about("Report, record, time and check operation timings in the metrics log")
+        .long_about(
+            "Aggregate the CSV metrics log (timestamp,operation,duration_ms): per operation \
+             count, total, avg, min, max, p50, p95, p99, as a table, JSON or Prometheus text. \
+             The log is CACHE_PERF_METRICS, else <cache-dir>/.perf-metrics.csv. Malformed \
+             rows are skipped and counted in one note on stderr.",
+        )
+        .args_conflicts_with_subcommands(true)
+        .arg(dir_arg().global(true))
+        .arg(since_arg())
+        .arg(
+            json_arg()
+                .help("Print {\"OP\": {\"count\":…,\"total\":…,\"avg\":…,\"min\":…,\"max\":…,\"p50\":…,\"p95\":…,\"p99\":…}} in ms"),
+        )
+        .arg(
+            Arg::new("prometheus")
+                .long("prometheus")
+                .action(ArgAction::SetTrue)
+                .conflicts_with("json")
+                .help("Print the Prometheus text exposition format (a summary per operation)"),
+        )
+        .arg(
+            Arg::new("op")
+                .long("op")
+                .value_name("NAME")
+                .action(ArgAction::Append)
+                .help("Only this operation (repeatable)"),
+        )
+        .subcommand(
+            Command::new("record")
+                .about("Append one row: OP DURATION_MS, or OP START END / --start S --end E")
+                .long_about(
+                    "Append one row for OP. The duration is DURATION_MS (fractional ms), or \
+                     END - START (as the old record_performance_metric op start end passed it). \
+                     The unit of START/END is guessed from their size: ~1e9 epoch seconds \
+                     (date +%s, $EPOCHREALTIME), ~1e12 ms (date +%s%3N), ~1e15 µs, ~1e18 ns \
+                     (date +%s%N); values below 1e8 are taken as ms. --unit overrides. With \
+                     CACHE_PERF_MONITORING=disabled nothing is done.",
+                )
+                .arg(Arg::new("operation").value_name("OP").required(true))
+                .arg(
+                    Arg::new("values")
+                        .value_name("DURATION_MS | START END")
+                        .num_args(0..=2)
+                        .allow_hyphen_values(true),
+                )
+                .arg(
+                    Arg::new("start")
+                        .long("start")
+                        .value_name("S")
+                        .requires("end")
+                        .conflicts_with("values"),
+                )
+                .arg(Arg::new("end").long("end").value_name("E").requires("start"))
+                .arg(
+                    Arg::new("unit")
+                        .long("unit")
+                        .value_name("UNIT")
+                        .default_value("auto")
+                        .help("Unit of START/END: auto, s, ms, us, ns"),
+                ),
+        )
+        .subcommand(
+            Command::new("time")
+                .about("Run CMD, record its wall time as OP, exit with its status")
+                .long_about(
+                    "Run CMD with ARGS, record its wall time under OP (whatever its exit \
+                     status), and exit with CMD's status, or 128+N when a signal N killed it. \
+                     127: CMD not found; 126: CMD cannot be run.",
+                )
+                .arg(Arg::new("operation").value_name("OP").required(true))
+                .arg(
+                    Arg::new("cmd")
+                        .value_name("CMD")
+                        .required(true)
+                        .num_args(1..)
+                        .last(true)
+                        .value_parser(clap::value_parser!(OsString)),
+                ),
+        )
+        .subcommand(
+            Command::new("check")
+                .about("Check health rules such as get_cache_size:p95<10ms")
+                .long_about(
+                    "Check rules OP:STAT CMP VALUE (get_cache_size:p95<10ms, lock_acquire:max<2s, \
+                     write_cache:avg<=1ms, *:p99<100ms). STAT: count, total, avg, min, max, pQ; \
+                     CMP: <, <=, >, >=; VALUE: a number with ns, us, ms (default), s, m or h. \
+                     Exit 0 when every rule holds, 1 when one fails (one line each on stderr), \
+                     2 for a malformed rule, 4 when an operation has no data (unless \
+                     --allow-missing).",
+                )
+                .arg(Arg::new("rules").value_name("RULE").required(true).num_args(1..))
+                .arg(
+                    Arg::new("allow_missing")
+                        .long("allow-missing")
+                        .action(ArgAction::SetTrue)
+                        .help("An operation without data passes"),
+                )
+                .arg(json_arg().help("Print the verdict of every rule as JSON")),
+        )
+        .subcommand(
+            Command::new("cleanup")
+                .about("Trim the log atomically (default: keep the newest 1000 rows)")
+                .long_about(
+                    "Rewrite the log atomically, safe with concurrent writers: drop rows older \
+                     than --older-than, keep at most --keep-rows newest rows, and drop malformed \
+                     rows; comment lines stay. With neither option, keeps the newest 1000 rows \
+                     (what the old cleanup_performance_metrics did without arguments).",
+                )
+                .arg(
+                    Arg::new("keep_rows")
+                        .long("keep-rows")
+                        .value_name("N")
+                        .value_parser(clap::value_parser!(u64))
+                        .help("Keep at most the newest N rows"),
+                )
+                .arg(
+                    Arg::new("older_than")
+                        .long("older-than")
+                        .value_name("DURATION")
+                        .value_parser(|s: &str| units::parse_duration(s))
+                        .help("Drop rows older than DURATION (e.g. 7d)"),
+                )
+                .arg(json_arg().help("Print {\"kept\":…,\"removed\":…,\"malformed\":…}")),
+        )
+}
+
+enum Format {
+    Table,
+    Json,
+    Prometheus,
+}
+
+pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
+    let dir = m.get_one::<PathBuf>("dir").cloned();
+    let since = m.get_one::<Duration>("since").copied();
+    let path = metrics::log_path(&ctx.cfg, dir.as_deref())?;
+    let since = since.map(|d| ctx.cfg.now() - d.as_secs() as i64);
+    match m.subcommand() {
+        Some(("record", sm)) => record(sm, ctx, &path),
+        Some(("time", sm)) => time(sm, ctx, &path),
+        Some(("check", sm)) => run_check(sm, ctx, &path, since),
+        Some(("cleanup", sm)) => cleanup(sm, ctx, &path),
+        _ => {
+            let format = if m.get_flag("json") {
+                Format::Json
+            } else if m.get_flag("prometheus") {
+                Format::Prometheus
+            } else {
+                Format::Table
+            };
+            let ops = m
+                .get_many::<String>("op")
+                .map(|v| v.cloned().collect())
+                .unwrap_or_default();
+            report(ctx, &path, Filter { ops, since }, format)
+        }
+    }
+}
+
+fn read_report(ctx: &Ctx, path: &Path, filter: Filter) -> Result<Report> {
+    let r = aggregate::aggregate(path, filter)?;
+    if r.malformed > 0 {
+        ctx.note(format_args!(
+            "skipped {} malformed row{} in {}",
+            r.malformed,
+            if r.malformed == 1 { "" } else { "s" },
+            path.display()
+        ));
+    }
+    Ok(r)
+}
+
+fn report(ctx: &Ctx, path: &Path, filter: Filter, format: Format) -> Result<ExitCode> {
+    let r = read_report(ctx, path, filter)?;
+    let exporter: &dyn Exporter = match format {
+        Format::Table => &Table,
+        Format::Json => &Json,
+        Format::Prometheus => &Prometheus,
+    };
+    if matches!(format, Format::Table) && r.ops.is_empty() {
+        ctx.note(format_args!("no metrics in {}", path.display()));
+    }
+    write_stdout(exporter.render(&r).as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+struct RecordArgs {
+    op: String,
+    values: Vec<String>,
+    start: Option<String>,
+    end: Option<String>,
+    unit: Option<StampUnit>,
+}
+
+fn record(m: &ArgMatches, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
+    let a = RecordArgs {
+        op: m
+            .get_one::<String>("operation")
+            .cloned()
+            .unwrap_or_default(),
+        values: m
+            .get_many::<String>("values")
+            .map(|v| v.cloned().collect())
+            .unwrap_or_default(),
+        start: m.get_one::<String>("start").cloned(),
+        end: m.get_one::<String>("end").cloned(),
+        unit: StampUnit::parse(m.get_one::<String>("unit").map_or("auto", String::as_str))?,
+    };
+    metrics::validate_op(&a.op)?;
+    let values: Vec<&str> = a.values.iter().map(String::as_str).collect();
+    let ms = match (&values[..], a.start.as_deref(), a.end.as_deref()) {
+        (&[d], None, None) => metrics::parse_duration_ms(d)?,
+        (&[s, e], None, None) | (&[], Some(s), Some(e)) => metrics::duration_between(s, e, a.unit)?,
+        _ => {
+            return Err(Error::Validation(
+                "record needs DURATION_MS, START END, or --start S --end E".into(),
+            ));
+        }
+    };
+    metrics::record(&ctx.cfg, path, &a.op, ms)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn time(m: &ArgMatches, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
+    use std::os::unix::process::ExitStatusExt;
+    let op = m
+        .get_one::<String>("operation")
+        .cloned()
+        .unwrap_or_default();
+    let cmd: Vec<OsString> = m
+        .get_many::<OsString>("cmd")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default();
+    metrics::validate_op(&op)?;
+    let Some((prog, args)) = cmd.split_first() else {
+        return Err(Error::Validation("time needs a command after --".into()));
+    };
+    let start = Instant::now();
+    let mut child = match std::process::Command::new(prog).args(args).spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            ctx.note(format_args!(
+                "cannot run {}: {}",
+                prog.to_string_lossy(),
+                Error::io("cannot run", prog, e)
+                    .to_string()
+                    .rsplit(": ")
+                    .next()
+                    .unwrap_or("failed")
+            ));
+            return Ok(ExitCode::from(code));
+        }
+    };
+    // Like a shell waiting for a foreground job: ^C and ^\ go to the child
+    // (same process group); we stay to record its time and pass on its end.
+    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Error::io("cannot wait for", prog, e))?;
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    if let Err(e) = metrics::record(&ctx.cfg, path, &op, ms) {
+        ctx.note(format_args!("metric not recorded: {e}"));
+    }
+    let code = match (status.code(), status.signal()) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => 1,
+    };
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+fn run_check(m: &ArgMatches, ctx: &Ctx, path: &Path, since: Option<i64>) -> Result<ExitCode> {
+    let rules = m
+        .get_many::<String>("rules")
+        .into_iter()
+        .flatten()
+        .map(|r| check::parse_rule(r))
+        .collect::<Result<Vec<_>>>()?;
+    let allow_missing = m.get_flag("allow_missing");
+    let json = m.get_flag("json");
+    let r = read_report(
+        ctx,
+        path,
+        Filter {
+            ops: Vec::new(),
+            since,
+        },
+    )?;
+    let outcomes = check::evaluate(&r, &rules);
+    let (mut failed, mut missing) = (false, false);
+    for o in &outcomes {
+        let shown = |v: f64| {
+            if o.stat == "count" {
+                format!("{v}")
+            } else {
+                human_ms(v)
+            }
+        };
+        match o.status {
+            Status::Pass => {}
+            Status::Fail => {
+                failed = true;
+                ctx.note(format_args!(
+                    "check failed: {}: {} of {} is {} over {} rows (limit {})",
+                    o.rule,
+                    o.stat,
+                    o.op,
+                    shown(o.value.unwrap_or(0.0)),
+                    o.count,
+                    shown(o.threshold)
+                ));
+            }
+            Status::Missing => {
+                missing = true;
+                if !allow_missing {
+                    ctx.note(format_args!(
+                        "check missing: {}: no data for {}",
+                        o.rule, o.op
+                    ));
+                }
+            }
+        }
+    }
+    if json {
+        let v = serde_json::json!({
+            "ok": !failed && (allow_missing || !missing),
+            "rules": outcomes,
+        });
+        write_stdout(format!("{v}\n").as_bytes())?;
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else if missing && !allow_missing {
+        ExitCode::from(4)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn cleanup(m: &ArgMatches, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
+    let keep_rows = m.get_one::<u64>("keep_rows").copied();
+    let older_than = m.get_one::<Duration>("older_than").copied();
+    let c = Cleanup {
+        keep_rows: if keep_rows.is_none() && older_than.is_none() {
+            Some(DEFAULT_KEEP_ROWS)
+        } else {
+            keep_rows
+        },
+        cutoff: older_than.map(|d| ctx.cfg.now() - d.as_secs() as i64),
+    };
+    let rep = log::cleanup(path, c)?;
+    if m.get_flag("json") {
+        let text = serde_json::to_string(&rep)
+            .map_err(|e| Error::General(format!("cannot encode the report: {e}")))?;
+        write_stdout(format!("{text}\n").as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

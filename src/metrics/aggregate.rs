@@ -1,0 +1,180 @@
+//! Aggregation: per-operation count, total, min, max and quantiles over the
+//! streamed log, with optional filters by operation and age.
+//!
+//! Memory is bounded by the number of distinct operations, not rows: each
+//! keeps a handful of numbers plus its [`Quantiles`] (at most 64 KiB exact,
+//! then a ~20 KiB sketch).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::read::{self, ScanCounts};
+use super::sketch::Quantiles;
+use crate::error::Result;
+
+/// Which rows count.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// Only these operations (empty: all).
+    pub ops: Vec<String>,
+    /// Only rows with a timestamp at or after this epoch second.
+    pub since: Option<i64>,
+}
+
+/// The running numbers of one operation.
+#[derive(Clone, Debug)]
+pub struct OpStats {
+    pub op: String,
+    pub count: u64,
+    /// Sum of durations in ms.
+    pub total: f64,
+    pub min: f64,
+    pub max: f64,
+    quantiles: Quantiles,
+}
+
+impl OpStats {
+    fn new(op: &str) -> Self {
+        OpStats {
+            op: op.to_string(),
+            count: 0,
+            total: 0.0,
+            min: f64::INFINITY,
+            max: 0.0,
+            quantiles: Quantiles::default(),
+        }
+    }
+
+    fn add(&mut self, ms: f64) {
+        self.count += 1;
+        self.total += ms;
+        self.min = self.min.min(ms);
+        self.max = self.max.max(ms);
+        self.quantiles.add(ms);
+    }
+
+    pub fn avg(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.total / self.count as f64
+        }
+    }
+
+    /// The `q` quantile (0 < q ≤ 1), clamped to the exact min and max.
+    pub fn quantile(&self, q: f64) -> f64 {
+        self.quantiles
+            .quantile(q)
+            .map_or(0.0, |v| v.clamp(self.min, self.max))
+    }
+
+    /// Whether the quantiles are exact (few values) or sketched.
+    pub fn exact(&self) -> bool {
+        self.quantiles.is_exact()
+    }
+}
+
+/// Everything one pass over the log found.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// One entry per operation with rows, sorted by name.
+    pub ops: Vec<OpStats>,
+    /// Well-formed rows read (before filtering).
+    pub rows: u64,
+    pub malformed: u64,
+}
+
+impl Report {
+    pub fn get(&self, op: &str) -> Option<&OpStats> {
+        self.ops
+            .binary_search_by(|s| s.op.as_str().cmp(op))
+            .ok()
+            .map(|i| &self.ops[i])
+    }
+}
+
+/// Aggregates rows one at a time; [`finish`](Aggregator::finish) gives the report.
+#[derive(Default)]
+pub struct Aggregator {
+    filter: Filter,
+    index: HashMap<Box<str>, usize>,
+    ops: Vec<OpStats>,
+}
+
+impl Aggregator {
+    pub fn new(filter: Filter) -> Self {
+        Aggregator {
+            filter,
+            ..Default::default()
+        }
+    }
+
+    pub fn add(&mut self, timestamp: i64, op: &str, ms: f64) {
+        if self.filter.since.is_some_and(|s| timestamp < s) {
+            return;
+        }
+        let i = match self.index.get(op) {
+            Some(&i) => i,
+            None => {
+                if !self.filter.ops.is_empty() && !self.filter.ops.iter().any(|o| o == op) {
+                    return;
+                }
+                self.ops.push(OpStats::new(op));
+                self.index.insert(op.into(), self.ops.len() - 1);
+                self.ops.len() - 1
+            }
+        };
+        self.ops[i].add(ms);
+    }
+
+    pub fn finish(mut self, counts: ScanCounts) -> Report {
+        for s in &mut self.ops {
+            s.quantiles.finish();
+        }
+        self.ops.sort_by(|a, b| a.op.cmp(&b.op));
+        Report {
+            ops: self.ops,
+            rows: counts.rows,
+            malformed: counts.malformed,
+        }
+    }
+}
+
+/// Reads the log at `path` and aggregates it.
+pub fn aggregate(path: &Path, filter: Filter) -> Result<Report> {
+    let mut agg = Aggregator::new(filter);
+    let counts = read::scan(path, |r| agg.add(r.timestamp, r.op, r.ms))?;
+    Ok(agg.finish(counts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_and_stats() {
+        let mut a = Aggregator::new(Filter {
+            ops: vec!["b".into(), "a".into()],
+            since: Some(100),
+        });
+        a.add(100, "b", 2.0);
+        a.add(150, "b", 4.0);
+        a.add(99, "b", 1000.0);
+        a.add(120, "a", 1.5);
+        a.add(120, "c", 7.0);
+        let r = a.finish(ScanCounts {
+            rows: 5,
+            malformed: 1,
+        });
+        assert_eq!(r.ops.len(), 2);
+        assert_eq!(r.ops[0].op, "a");
+        let b = r.get("b").unwrap();
+        assert_eq!(
+            (b.count, b.total, b.avg(), b.min, b.max),
+            (2, 6.0, 3.0, 2.0, 4.0)
+        );
+        assert_eq!(b.quantile(0.5), 2.0);
+        assert_eq!(b.quantile(0.99), 4.0);
+        assert!(r.get("c").is_none());
+    }
+}

@@ -1,0 +1,685 @@
+//! perf-metrics: the log's concurrency guarantees (real processes), the
+//! aggregation against independent oracles (awk, a sort), the exporters,
+//! health-check rules and their exit codes, and self-timing of the cache
+//! applets.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+
+use crate::util::*;
+use predicates::prelude::*;
+use serde_json::Value;
+
+fn log_of(w: &World) -> PathBuf {
+    w.cache().join(".perf-metrics.csv")
+}
+
+fn metrics(w: &World) -> Command {
+    w.cmd("perf-metrics")
+}
+
+fn json_report(w: &World, extra: &[&str]) -> Value {
+    let out = metrics(w).arg("--json").args(extra).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every line of the log, asserting each is a well-formed row.
+fn rows(path: &Path) -> Vec<(i64, String, f64)> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            assert_eq!(f.len(), 3, "malformed row {l:?}");
+            (
+                f[0].parse().unwrap(),
+                f[1].to_string(),
+                f[2].parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn no_temp_files(dir: &Path) {
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        let n = e.file_name().to_string_lossy().into_owned();
+        assert!(!n.starts_with(".tmp-"), "temp file left: {n}");
+    }
+}
+
+/// Runs `n` records per worker in `workers` threads, each spawning ffkit.
+fn spawn_records(w: &World, workers: usize, n: usize, env: &[(&str, &str)]) {
+    thread::scope(|s| {
+        for i in 0..workers {
+            s.spawn(move || {
+                for j in 0..n {
+                    let mut c = metrics(w);
+                    c.args(["record", &format!("w{i}"), &j.to_string()]);
+                    for (k, v) in env {
+                        c.env(k, v);
+                    }
+                    let out = c.output().unwrap();
+                    assert!(out.status.success(), "{}", stderr_of(&out));
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn concurrent_records_from_16_processes_are_all_whole_rows() {
+    let w = World::new();
+    spawn_records(&w, 16, 1000, &[]);
+    let rows = rows(&log_of(&w));
+    assert_eq!(rows.len(), 16_000);
+    let mut seen: HashMap<String, Vec<u32>> = HashMap::new();
+    for (_, op, ms) in rows {
+        seen.entry(op).or_default().push(ms as u32);
+    }
+    assert_eq!(seen.len(), 16);
+    for (op, mut v) in seen {
+        v.sort_unstable();
+        assert_eq!(v, (0..1000).collect::<Vec<_>>(), "{op}");
+    }
+    no_temp_files(&w.cache());
+}
+
+#[test]
+fn automatic_trim_under_concurrent_appends_keeps_a_contiguous_newest_suffix() {
+    let w = World::new();
+    let cap = 2000u64;
+    spawn_records(&w, 4, 150, &[("CACHE_PERF_MAX_BYTES", "2000")]);
+    let path = log_of(&w);
+    assert!(fs::metadata(&path).unwrap().len() <= cap);
+    let rows = rows(&path);
+    assert!(!rows.is_empty());
+    // A trim removes a prefix of the file, and a writer's rows are in its
+    // order, so what survives of each writer must be a gap-free run ending at
+    // its last row: a lost append would leave a hole or a missing tail.
+    let mut per: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    for (_, op, ms) in &rows {
+        per.entry(op.clone()).or_default().push(*ms as u32);
+    }
+    let writer_with_last_row = &rows.last().unwrap().1;
+    for (op, v) in &per {
+        let first = v[0];
+        assert_eq!(
+            v,
+            &(first..first + v.len() as u32).collect::<Vec<_>>(),
+            "{op}: {v:?}"
+        );
+        if op == writer_with_last_row {
+            assert_eq!(*v.last().unwrap(), 149);
+        }
+    }
+    no_temp_files(&w.cache());
+}
+
+#[test]
+fn cleanup_racing_appenders_loses_only_rows_meant_to_go() {
+    let w = World::new();
+    fs::create_dir_all(w.cache()).unwrap();
+    let path = log_of(&w);
+    let mut old = String::from("# timestamp,operation,duration_ms\n");
+    for i in 0..5000 {
+        old.push_str(&format!("1000,old,{i}\n"));
+    }
+    fs::write(&path, old).unwrap();
+    let now = [("FFKIT_TEST_NOW", "2000")];
+    thread::scope(|s| {
+        s.spawn(|| spawn_records(&w, 3, 150, &now));
+        s.spawn(|| {
+            for _ in 0..20 {
+                metrics(&w)
+                    .args(["cleanup", "--older-than", "500s"])
+                    .env("FFKIT_TEST_NOW", "2000")
+                    .assert()
+                    .success();
+            }
+        });
+    });
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(text.starts_with("# timestamp,operation,duration_ms\n"));
+    let rows = rows(&path);
+    assert!(rows.iter().all(|r| r.1 != "old"), "old rows survived");
+    assert_eq!(rows.len(), 450, "appended rows were lost");
+    // And --keep-rows keeps exactly the newest N.
+    metrics(&w)
+        .args(["cleanup", "--keep-rows", "10", "--json"])
+        .assert()
+        .success()
+        .stdout("{\"kept\":10,\"removed\":440,\"malformed\":0}\n");
+    assert_eq!(rows_after(&path), 10);
+    no_temp_files(&w.cache());
+}
+
+fn rows_after(path: &Path) -> usize {
+    rows(path).len()
+}
+
+#[test]
+fn cleanup_without_options_keeps_the_newest_1000_rows() {
+    let w = World::new();
+    fs::create_dir_all(w.cache()).unwrap();
+    let body: String = (0..1500).map(|i| format!("{i},op,{i}\n")).collect();
+    fs::write(log_of(&w), body).unwrap();
+    metrics(&w).arg("cleanup").assert().success().stdout("");
+    let r = rows(&log_of(&w));
+    assert_eq!(r.len(), 1000);
+    assert_eq!(r[0].0, 500);
+    // A missing log is nothing to clean.
+    let w2 = World::new();
+    metrics(&w2).arg("cleanup").assert().success();
+    assert!(!log_of(&w2).exists());
+}
+
+#[test]
+fn disabled_monitoring_records_nothing_and_creates_no_file() {
+    let w = World::new();
+    let elsewhere = w.path().join("nodir").join("m.csv");
+    for env in [None, Some(&elsewhere)] {
+        let d = |c: &mut Command| {
+            c.env("CACHE_PERF_MONITORING", "disabled");
+            if let Some(p) = env {
+                c.env("CACHE_PERF_METRICS", p);
+            }
+        };
+        let mut c = metrics(&w);
+        d(&mut c);
+        c.args(["record", "x", "5"]).assert().success();
+        let mut c = metrics(&w);
+        d(&mut c);
+        c.args(["time", "x", "--", "sh", "-c", "exit 7"])
+            .assert()
+            .code(7);
+        let mut c = w.cmd("cache-write");
+        d(&mut c);
+        c.args(["k", "v"]).assert().success();
+        let mut c = w.cmd("cache-size");
+        d(&mut c);
+        c.assert().success();
+    }
+    assert!(!log_of(&w).exists());
+    assert!(!elsewhere.exists() && !w.path().join("nodir").exists());
+}
+
+#[test]
+fn perf_metrics_itself_is_not_timed() {
+    let w = World::new();
+    metrics(&w).args(["record", "a", "1"]).assert().success();
+    metrics(&w).assert().success();
+    metrics(&w).arg("--json").assert().success();
+    metrics(&w).args(["check", "a:max<1s"]).assert().success();
+    assert_eq!(rows(&log_of(&w)).len(), 1);
+}
+
+#[test]
+fn self_timing_rows_use_the_old_operation_names() {
+    let w = World::new();
+    w.write("a", "1");
+    w.cmd("cache-read").arg("a").assert().success();
+    w.cmd("cache-size").assert().success();
+    w.cmd("cache-size").arg("--rebuild").assert().success();
+    assert_cmd::Command::from_std(w.cmd("cache-batch"))
+        .write_stdin("b:2\nc:3\n")
+        .assert()
+        .success();
+    w.cmd("cache-batch")
+        .args(["--read", "b"])
+        .assert()
+        .success();
+    w.cmd("cache-evict")
+        .args(["--max-bytes", "1000000"])
+        .assert()
+        .success();
+    w.cmd("cache-evict").arg("--all").assert().success();
+    let ops: Vec<String> = rows(&log_of(&w)).into_iter().map(|r| r.1).collect();
+    assert_eq!(
+        ops,
+        [
+            "write_cache",
+            "read_cache",
+            "get_cache_size",
+            "rebuild_size_index",
+            "batch_write",
+            "batch_read",
+            "enforce_cache_limits",
+            "clear_developer_cache"
+        ]
+    );
+    // Sub-millisecond runs are recorded with fractional ms.
+    assert!(rows(&log_of(&w)).iter().all(|r| r.2 >= 0.0));
+    // CACHE_PERF_METRICS moves the log.
+    let other = w.path().join("elsewhere.csv");
+    w.cmd("cache-size")
+        .env("CACHE_PERF_METRICS", &other)
+        .assert()
+        .success();
+    assert_eq!(rows(&other)[0].1, "get_cache_size");
+}
+
+#[test]
+fn record_forms_and_their_validation() {
+    let w = World::new();
+    let rec = |args: &[&str]| {
+        let mut c = metrics(&w);
+        c.arg("record").args(args);
+        c
+    };
+    rec(&["a", "1.25"]).assert().success();
+    rec(&["b", "1700000000000", "1700000000015"])
+        .assert()
+        .success();
+    rec(&["c", "--start", "1700000000", "--end", "1700000003"])
+        .assert()
+        .success();
+    rec(&[
+        "d",
+        "--start",
+        "1700000000000000000",
+        "--end",
+        "1700000000002000000",
+    ])
+    .assert()
+    .success();
+    rec(&["e", "--start", "1", "--end", "4", "--unit", "s"])
+        .assert()
+        .success();
+    let r = rows(&log_of(&w));
+    let ms: Vec<(String, f64)> = r.into_iter().map(|r| (r.1, r.2)).collect();
+    assert_eq!(
+        ms,
+        [
+            ("a".into(), 1.25),
+            ("b".into(), 15.0),
+            ("c".into(), 3000.0),
+            ("d".into(), 2.0),
+            ("e".into(), 3000.0)
+        ]
+    );
+    for bad in [
+        &["a,b", "1"][..],
+        &["a", "-1"],
+        &["a", "abc"],
+        &["a"],
+        &["a", "5", "3"],
+        &["a", "--start", "1700000000", "--end", "1700000000000"],
+        &["a", "--start", "1"],
+        &["a", "1", "--unit", "parsecs", "--start", "1", "--end", "2"],
+    ] {
+        rec(bad)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("perf-metrics"));
+    }
+    assert_eq!(rows(&log_of(&w)).len(), 5);
+}
+
+#[test]
+fn time_passes_on_the_status_and_records_the_wall_time() {
+    let w = World::new();
+    metrics(&w)
+        .args([
+            "time",
+            "slow",
+            "--",
+            "sh",
+            "-c",
+            "sleep 0.2; echo hi; exit 3",
+        ])
+        .assert()
+        .code(3)
+        .stdout("hi\n");
+    metrics(&w)
+        .args(["time", "killed", "--", "sh", "-c", "kill -TERM $$"])
+        .assert()
+        .code(128 + 15);
+    metrics(&w)
+        .args(["time", "missing", "--", "/no/such/cmd"])
+        .assert()
+        .code(127);
+    let r = rows(&log_of(&w));
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].1, "slow");
+    assert!(r[0].2 >= 200.0 && r[0].2 < 5000.0, "{}", r[0].2);
+    assert_eq!(r[1].1, "killed");
+}
+
+/// Writes a generated log: `n` rows over a few operations with log-normal-ish
+/// durations, plus comments and malformed lines.
+fn generated_log(path: &Path, n: usize) -> usize {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut rng = fastrand::Rng::with_seed(42);
+    let mut f = std::io::BufWriter::new(fs::File::create(path).unwrap());
+    writeln!(f, "# timestamp,operation,duration_ms").unwrap();
+    let ops = [
+        "write_cache",
+        "read_cache",
+        "get_cache_size",
+        "lock_acquire",
+    ];
+    let mut malformed = 0;
+    for i in 0..n {
+        // Mostly two heavy operations (above the exact limit, so sketched).
+        let op = ops[[0, 0, 1, 1, 2, 3][rng.usize(0..6)]];
+        let ms = (10f64.powf(rng.f64() * 5.0 - 3.0) * 1000.0).round() / 1000.0;
+        writeln!(f, "{},{op},{ms}", 1_700_000_000 + i as i64).unwrap();
+        if i % 997 == 0 {
+            writeln!(
+                f,
+                "{}",
+                ["junk", "1,op", "x,op,1", "1,op,-2", "# note"][i % 5]
+            )
+            .unwrap();
+            malformed += usize::from(i % 5 != 4);
+        }
+    }
+    malformed
+}
+
+#[test]
+fn aggregation_matches_awk_and_a_sort_based_oracle() {
+    let w = World::new();
+    let path = log_of(&w);
+    let malformed = generated_log(&path, 60_000);
+    let out = metrics(&w).arg("--json").output().unwrap();
+    assert!(out.status.success());
+    assert!(
+        stderr_of(&out).contains(&format!("skipped {malformed} malformed rows")),
+        "{}",
+        stderr_of(&out)
+    );
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Key order is part of the interface.
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("{\"count\": "), "{text}");
+    let first = text.find("\"get_cache_size\"").unwrap();
+    assert!(first < text.find("\"lock_acquire\"").unwrap());
+
+    let awk = Command::new("awk")
+        .args([
+            "-F,",
+            r#"$0 !~ /^#/ && NF == 3 && $1 ~ /^[0-9]+$/ && $3 ~ /^[0-9.]+$/ {
+                c[$2]++; t[$2] += $3
+                if (!($2 in mn) || $3 < mn[$2]) mn[$2] = $3
+                if (!($2 in mx) || $3 > mx[$2]) mx[$2] = $3
+              }
+              END { for (k in c) printf "%s %d %.6f %.6f %.6f\n", k, c[k], t[k], mn[k], mx[k] }"#,
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(awk.status.success());
+    let mut sorted: HashMap<String, Vec<f64>> = HashMap::new();
+    for l in fs::read_to_string(&path).unwrap().lines() {
+        let f: Vec<&str> = l.split(',').collect();
+        if f.len() == 3
+            && !f[0].is_empty()
+            && f[0].bytes().all(|b| b.is_ascii_digit())
+            && let Ok(v) = f[2].parse::<f64>()
+            && v >= 0.0
+        {
+            sorted.entry(f[1].to_string()).or_default().push(v);
+        }
+    }
+    let lines = String::from_utf8(awk.stdout).unwrap();
+    assert_eq!(lines.lines().count(), 4);
+    for l in lines.lines() {
+        let f: Vec<&str> = l.split(' ').collect();
+        let op = f[0];
+        let g = &got[op];
+        let num = |k: &str| g[k].as_f64().unwrap();
+        let want: Vec<f64> = f[1..].iter().map(|x| x.parse().unwrap()).collect();
+        assert_eq!(g["count"].as_u64().unwrap(), want[0] as u64, "{op}");
+        assert!(
+            (num("total") - want[1]).abs() <= 1e-3 + want[1] * 1e-9,
+            "{op} total"
+        );
+        assert!((num("avg") - want[1] / want[0]).abs() <= 1e-3, "{op} avg");
+        assert!((num("min") - want[2]).abs() < 1e-9, "{op} min");
+        assert!((num("max") - want[3]).abs() < 1e-9, "{op} max");
+        let v = sorted.get_mut(op).unwrap();
+        v.sort_by(f64::total_cmp);
+        for (q, k) in [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")] {
+            let rank = ((q * v.len() as f64).ceil() as usize).max(1);
+            let exact = v[rank - 1];
+            // 1% relative, plus the 0.001 ms of JSON rounding.
+            assert!(
+                (num(k) - exact).abs() <= exact * 0.01 + 1e-3,
+                "{op} {k}: {} vs {exact}",
+                num(k)
+            );
+        }
+    }
+    // Filters: --op and --since.
+    let only = json_report(&w, &["--op", "lock_acquire", "--op", "read_cache"]);
+    assert_eq!(only.as_object().unwrap().len(), 2);
+    let recent = json_report(&w, &["--since", "100s"]);
+    assert_eq!(recent.as_object().map(|o| o.len()), Some(0));
+    let now = (1_700_000_000 + 60_000).to_string();
+    let out = metrics(&w)
+        .args(["--json", "--since", "100s"])
+        .env("FFKIT_TEST_NOW", &now)
+        .output()
+        .unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n: u64 = v
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|s| s["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(n, 100);
+}
+
+#[test]
+fn comments_blank_and_malformed_rows_are_skipped_and_counted() {
+    let w = World::new();
+    fs::create_dir_all(w.cache()).unwrap();
+    fs::write(
+        log_of(&w),
+        "# timestamp,operation,duration_ms\n1,a,1\n\n# a comment\nnot a row\n2,a,3\r\n3,a,\n4,a,5,6\n5,a,0.5",
+    )
+    .unwrap();
+    let out = metrics(&w).arg("--json").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "{\"a\": {\"count\": 3, \"total\": 4.5, \"avg\": 1.5, \"min\": 0.5, \"max\": 3, \"p50\": 1, \"p95\": 3, \"p99\": 3}}\n"
+    );
+    assert_eq!(
+        stderr_of(&out),
+        format!(
+            "ffkit perf-metrics: skipped 3 malformed rows in {}\n",
+            log_of(&w).display()
+        )
+    );
+    // The table has a header and one aligned row per operation.
+    let out = metrics(&w).output().unwrap();
+    let t = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines.len(), 2);
+    assert!(lines[0].starts_with("OPERATION") && lines[0].ends_with("P99"));
+    assert!(
+        lines[1].starts_with("a ") && lines[1].contains("4.50 ms") && lines[1].ends_with("3.00 ms")
+    );
+    // A missing log: an empty JSON object, a note for the table.
+    let w2 = World::new();
+    metrics(&w2).arg("--json").assert().success().stdout("{}\n");
+    metrics(&w2)
+        .assert()
+        .success()
+        .stdout("")
+        .stderr(predicate::str::contains("no metrics"));
+}
+
+#[test]
+fn check_rules_exit_codes() {
+    let w = World::new();
+    for (op, ms) in [
+        ("get_cache_size", "2"),
+        ("get_cache_size", "4"),
+        ("lock_acquire", "1500"),
+    ] {
+        metrics(&w).args(["record", op, ms]).assert().success();
+    }
+    let check = |rules: &[&str]| {
+        let mut c = metrics(&w);
+        c.arg("check").args(rules);
+        c
+    };
+    check(&[
+        "get_cache_size:p95<10ms",
+        "lock_acquire:max<2s",
+        "*:count>=1",
+    ])
+    .assert()
+    .code(0)
+    .stderr("");
+    check(&["get_cache_size:avg<=3ms"]).assert().code(0);
+    check(&["get_cache_size:p95<3ms", "lock_acquire:max<2s"])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("get_cache_size:p95<3ms")
+                .and(predicate::str::contains("4.00 ms"))
+                .and(predicate::str::contains("lock_acquire").not()),
+        );
+    let out = check(&["*:p99<100ms"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr_of(&out).lines().count(), 1, "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("lock_acquire is 1.50 s"));
+    check(&["get_cache_size:p95<<3"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("malformed rule"));
+    check(&["get_cache_size:p95<10ms", "oops"]).assert().code(2);
+    check(&["write_cache:avg<=1ms"])
+        .assert()
+        .code(4)
+        .stderr(predicate::str::contains("no data for write_cache"));
+    check(&["write_cache:avg<=1ms", "--allow-missing"])
+        .assert()
+        .code(0);
+    // A failure outranks missing data.
+    check(&["write_cache:avg<=1ms", "lock_acquire:max<1s"])
+        .assert()
+        .code(1);
+    let out = check(&["lock_acquire:max<1s", "write_cache:avg<=1ms", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["rules"][0]["status"], "fail");
+    assert_eq!(v["rules"][0]["value"], 1500.0);
+    assert_eq!(v["rules"][1]["status"], "missing");
+    // No data at all for '*'.
+    let w2 = World::new();
+    metrics(&w2).args(["check", "*:p99<100ms"]).assert().code(4);
+    metrics(&w2)
+        .args(["check", "*:p99<100ms", "--allow-missing"])
+        .assert()
+        .code(0);
+}
+
+/// A minimal parser of the Prometheus text format: returns samples as
+/// (name, labels, value), checking HELP/TYPE lines and escaping.
+fn parse_prometheus(text: &str) -> Vec<(String, BTreeMap<String, String>, f64)> {
+    let valid_name = |n: &str| {
+        let mut b = n.bytes();
+        b.next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == b'_' || c == b':')
+            && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
+    };
+    let mut types = HashMap::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# ") {
+            let mut parts = rest.splitn(3, ' ');
+            let kind = parts.next().unwrap();
+            let name = parts.next().unwrap();
+            assert!(valid_name(name), "{line}");
+            if kind == "TYPE" {
+                types.insert(name.to_string(), parts.next().unwrap().to_string());
+            } else {
+                assert_eq!(kind, "HELP", "{line}");
+            }
+            continue;
+        }
+        let brace = line.find('{').unwrap();
+        let name = &line[..brace];
+        assert!(valid_name(name), "{line}");
+        let base = name.trim_end_matches("_sum").trim_end_matches("_count");
+        assert_eq!(
+            types.get(base).map(String::as_str),
+            Some("summary"),
+            "{line}"
+        );
+        let mut labels = BTreeMap::new();
+        let mut chars = line[brace + 1..].chars();
+        loop {
+            let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+            assert!(valid_name(&key), "{line}");
+            assert_eq!(chars.next(), Some('"'));
+            let mut val = String::new();
+            loop {
+                match chars.next().unwrap() {
+                    '\\' => match chars.next().unwrap() {
+                        'n' => val.push('\n'),
+                        c @ ('\\' | '"') => val.push(c),
+                        c => panic!("bad escape \\{c} in {line}"),
+                    },
+                    '"' => break,
+                    '\n' => panic!("raw newline"),
+                    c => val.push(c),
+                }
+            }
+            labels.insert(key, val);
+            match chars.next().unwrap() {
+                ',' => continue,
+                '}' => break,
+                c => panic!("unexpected {c} in {line}"),
+            }
+        }
+        let rest: String = chars.collect();
+        let value: f64 = rest.strip_prefix(' ').unwrap().parse().unwrap();
+        samples.push((name.to_string(), labels, value));
+    }
+    samples
+}
+
+#[test]
+fn prometheus_output_parses_and_escapes_labels() {
+    let w = World::new();
+    fs::create_dir_all(w.cache()).unwrap();
+    fs::write(
+        log_of(&w),
+        "1,write_cache,1\n2,write_cache,3\n3,we\"ird\\op,1500\n",
+    )
+    .unwrap();
+    let out = metrics(&w).arg("--prometheus").output().unwrap();
+    assert!(out.status.success());
+    let samples = parse_prometheus(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(samples.len(), 10);
+    let get = |name: &str, op: &str, q: Option<&str>| {
+        samples
+            .iter()
+            .find(|(n, l, _)| {
+                n == name && l["operation"] == op && l.get("quantile").map(String::as_str) == q
+            })
+            .map(|s| s.2)
+            .unwrap()
+    };
+    let m = "ffkit_operation_duration_seconds";
+    assert_eq!(get(&format!("{m}_count"), "write_cache", None), 2.0);
+    assert_eq!(get(&format!("{m}_sum"), "write_cache", None), 0.004);
+    assert_eq!(get(m, "write_cache", Some("0.5")), 0.001);
+    assert_eq!(get(m, "write_cache", Some("0.99")), 0.003);
+    assert_eq!(get(m, "we\"ird\\op", Some("0.95")), 1.5);
+}

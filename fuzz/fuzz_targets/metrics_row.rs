@@ -1,0 +1,33 @@
+//! Metrics log rows: never panics; a parsed row has a non-empty operation
+//! without ',' or newline and a finite, non-negative duration; a row
+//! written by ffkit's own formatter parses back to the same values.
+#![no_main]
+
+use ffkit::metrics::log::format_row;
+use ffkit::metrics::read::{Line, parse_line, parse_ms};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    for line in data.split(|&b| b == b'\n') {
+        if let Line::Row(r) = parse_line(line) {
+            assert!(!r.op.is_empty() && !r.op.contains([',', '\n']));
+            assert!(r.ms.is_finite() && r.ms >= 0.0);
+            assert!(r.timestamp >= 0);
+            if ffkit::metrics::validate_op(r.op).is_ok() && r.ms < 1e12 {
+                let again = format_row(r.timestamp, r.op, r.ms);
+                let again = again.strip_suffix('\n').unwrap_or(&again);
+                match parse_line(again.as_bytes()) {
+                    Line::Row(b) => {
+                        assert_eq!((b.timestamp, b.op), (r.timestamp, r.op));
+                        // format_row keeps microsecond precision.
+                        assert!((b.ms - r.ms).abs() <= 0.0005 + r.ms * 1e-12, "{again}");
+                    }
+                    other => panic!("own row {again:?} parsed as {other:?}"),
+                }
+            }
+        }
+    }
+    if let Some(v) = parse_ms(data) {
+        assert!(v.is_finite() && v >= 0.0);
+    }
+});

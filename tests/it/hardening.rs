@@ -377,6 +377,8 @@ fn every_bad_environment_value_exits_12_for_every_applet() {
         ("cache-batch", &[], b"k:v\n"),
         ("cache-batch", &["--read", "seed"], b""),
         ("cache-evict", &["--all"], b""),
+        ("perf-metrics", &[], b""),
+        ("perf-metrics", &["record", "x", "1"], b""),
     ];
     for (var, val) in BAD_ENV {
         for (applet, args, stdin) in applets {
@@ -1461,4 +1463,174 @@ fn an_unreadable_value_input_is_blamed_on_the_input_not_the_temp_file() {
     assert_index_exact(&w.cache(), "stdin is a directory");
     assert_no_temps(&w.cache(), "stdin is a directory");
     assert_eq!(outside_snapshot(&w), before);
+}
+
+// ---------------------------------------------------------------- metrics
+
+fn metrics_log(w: &World) -> PathBuf {
+    w.cache().join(".perf-metrics.csv")
+}
+
+#[test]
+fn a_damaged_metrics_log_is_counted_not_fatal() {
+    let w = seeded();
+    let mut log = b"# timestamp,operation,duration_ms\n".to_vec();
+    let good = [
+        "1700000000,write_cache,0.5",
+        "1700000001,write_cache,1.5",
+        "1700000002.25,get_cache_size,2",
+    ];
+    let bad: Vec<Vec<u8>> = vec![
+        b"1,2".to_vec(),                                              // too few columns
+        b"1700000000,x,1,4".to_vec(),                                 // too many
+        b"1700000000".to_vec(),                                       // one column
+        b"1700000000,x,abc".to_vec(),                                 // non-numeric duration
+        b"1700000000,x,-1".to_vec(),                                  // negative
+        b"1700000000,x,inf".to_vec(),                                 // not finite
+        b"1700000000,x,nan".to_vec(),                                 //
+        b"1700000000,x,1e3".to_vec(),                                 // exponent
+        b"1700000000,x,".to_vec(),                                    // empty duration
+        b"abc,x,1".to_vec(),                                          // bad timestamp
+        b"-5,x,1".to_vec(),                                           //
+        b"99999999999999999999,x,1".to_vec(),                         // timestamp overflow
+        b",x,1".to_vec(),                                             //
+        b"1700000000,,1".to_vec(),                                    // empty operation
+        b"1700000000,\xff\xfe,1".to_vec(),                            // not UTF-8
+        b"1700000000,x\0y,1\0".to_vec(),                              // NUL bytes
+        vec![b'a'; 5 << 20],                                          // a 5 MiB line
+        [b"1700000000,x,".as_slice(), &vec![b'9'; 400_000]].concat(), // huge number
+    ];
+    for g in &good {
+        log.extend_from_slice(g.as_bytes());
+        log.push(b'\n');
+    }
+    for b in &bad {
+        log.extend_from_slice(b);
+        log.extend_from_slice(b"\r\n");
+    }
+    log.extend_from_slice(b"\n   \n# a comment\n1700000003,get_cache_size,1"); // no final newline
+    fs::write(metrics_log(&w), &log).unwrap();
+    for fmt in [&[][..], &["--json"], &["--prometheus"]] {
+        let mut c = w.cmd("perf-metrics");
+        c.args(fmt);
+        let out = check(&w, &format!("perf-metrics {fmt:?}"), c, b"", 0, 1);
+        let err = stderr_of(&out);
+        assert!(
+            err.contains(&format!("skipped {} malformed rows", bad.len())),
+            "{err}"
+        );
+        if fmt == ["--json"] {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["write_cache"]["count"], 2);
+            assert_eq!(v["get_cache_size"]["count"], 2);
+            assert_eq!(v.as_object().unwrap().len(), 2, "{v}");
+        }
+    }
+    let mut c = w.cmd("perf-metrics");
+    c.args(["check", "write_cache:max<2ms", "get_cache_size:count>=2"]);
+    check(&w, "check over a damaged log", c, b"", 0, 1);
+    // cleanup drops the malformed rows and keeps the good ones (and comments).
+    let mut c = w.cmd("perf-metrics");
+    c.args(["cleanup", "--keep-rows", "100"]);
+    let before = outside_snapshot(&w);
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(!stderr_of(&out).contains("panicked"));
+    assert_eq!(outside_snapshot(&w), before);
+    let mut c = w.cmd("perf-metrics");
+    c.arg("--json");
+    let out = check(&w, "after cleanup", c, b"", 0, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["write_cache"]["count"], 2);
+}
+
+#[test]
+fn bad_metrics_arguments_exit_2_and_leave_the_log_alone() {
+    let w = seeded();
+    fs::write(metrics_log(&w), b"1700000000,write_cache,1\n").unwrap();
+    let cases: &[&[&str]] = &[
+        &["record", "x", "-1"],
+        &["record", "x", "abc"],
+        &["record", "x", "1e999"],
+        &["record", "x", "5x"],
+        &["record", "x", "inf"],
+        &["record", "x", "nan"],
+        &["record", "a,b", "1"],
+        &["record", "a\nb", "1"],
+        &["record", "", "1"],
+        &["record", "x", "1", "2", "3"],
+        &["record", "x", "5", "1"],
+        &["record", "x", "1700000000", "1700000000000"],
+        &["record", "--unit", "fortnight", "x", "1", "2"],
+        &["--since", "5x"],
+        &["--since", "-1"],
+        &["--since", "99999999999999999999"],
+        &["cleanup", "--keep-rows", "-1"],
+        &["cleanup", "--older-than", "1e999"],
+        &["check", "x"],
+        &["check", "x:p0<1"],
+        &["check", "x:p101<1"],
+        &["check", "x:p95<-1"],
+        &["check", "x:count<1ms"],
+        &["check", "x:p95<1e3"],
+        &["check", "a,b:p95<1"],
+        &["check", "x:max<1yr"],
+        &["check", "x:p95"],
+    ];
+    for args in cases {
+        let mut c = w.cmd("perf-metrics");
+        c.args(*args);
+        check(&w, &format!("perf-metrics {args:?}"), c, b"", 2, 1);
+        assert_eq!(
+            fs::read(metrics_log(&w)).unwrap(),
+            b"1700000000,write_cache,1\n"
+        );
+    }
+}
+
+#[test]
+fn perf_metrics_refuses_symlinked_and_non_file_logs() {
+    let w = seeded();
+    let t = Target::new(&w, "metrics", b"1700000000,x,1\n");
+    for planted in ["symlink", "fifo"] {
+        let log = metrics_log(&w);
+        let _ = fs::remove_file(&log);
+        if planted == "symlink" {
+            std::os::unix::fs::symlink(&t.path, &log).unwrap();
+        } else {
+            mkfifo(&log);
+        }
+        let code = if planted == "symlink" { 3 } else { 1 };
+        for args in [
+            &[][..],
+            &["record", "y", "1"],
+            &["cleanup"],
+            &["check", "x:max<1"],
+        ] {
+            let mut c = w.cmd("perf-metrics");
+            c.args(args);
+            let out = output_within(c, &format!("{planted} {args:?}"));
+            let err = stderr_of(&out);
+            assert_eq!(out.status.code(), Some(code), "{planted} {args:?}: {err}");
+            assert_eq!(stderr_lines(&out).len(), 1, "{err}");
+            assert!(err.contains(".perf-metrics.csv"), "{err}");
+        }
+        t.assert_untouched(planted);
+    }
+}
+
+#[test]
+fn perf_metrics_into_a_closed_pipe_exits_quietly() {
+    let w = World::new();
+    fs::create_dir_all(w.cache()).unwrap();
+    let mut log = String::new();
+    for i in 0..5000 {
+        log.push_str(&format!("1700000000,op{i},1.5\n"));
+    }
+    fs::write(metrics_log(&w), log).unwrap();
+    for fmt in ["", "--json", "--prometheus"] {
+        let (code, err) = pipeline(&w, &format!("perf-metrics {fmt}"), "head -1");
+        assert_eq!(code, 0, "perf-metrics {fmt} | head -1: {err}");
+        assert!(err.is_empty(), "perf-metrics {fmt}: stderr {err:?}");
+    }
 }

@@ -220,7 +220,7 @@ impl Config {
 /// A developer id becomes a path component (`dev-<id>`), so it must be a
 /// plain name: letters, digits, `.`, `_`, `-`, not starting with `.`, at most
 /// 64 bytes.
-fn validate_developer(id: &str) -> Result<String> {
+pub fn validate_developer(id: &str) -> Result<String> {
     let ok = id.len() <= 64
         && !id.starts_with('.')
         && id

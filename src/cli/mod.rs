@@ -26,6 +26,7 @@ mod cache_evict;
 mod cache_read;
 mod cache_size;
 mod cache_write;
+mod init;
 mod perf_metrics;
 
 /// One applet: its name (the symlink name and the subcommand), its clap
@@ -69,6 +70,12 @@ pub static APPLETS: &[Applet] = &[
         command: cache_evict::command,
         run: cache_evict::run,
         metric: Some("enforce_cache_limits"),
+    },
+    Applet {
+        name: "init",
+        command: init::command,
+        run: init::run,
+        metric: None,
     },
     Applet {
         name: "perf-metrics",

@@ -7,3 +7,4 @@ mod util;
 mod cache;
 mod hardening;
 mod metrics;
+mod shell;

@@ -1,0 +1,508 @@
+# shellcheck shell=bash
+#
+# ffkit.bash: FlowForge's cache, lock and metrics shell functions, as thin
+# wrappers over the ffkit binary. Source it from bash (4.1 or later) or zsh:
+#
+#     . /path/to/ffkit.bash          # or:  eval "$(ffkit init bash)"
+#
+# It defines the functions of CONTRACT.md section 3 with the old library's
+# names, arguments, output and success/failure. See docs/shell.md.
+#
+# Sourcing this file only defines functions: it runs no command, prints
+# nothing, sets no variable and changes no shell option, trap or IFS.
+# Private names start with _ffkit_. The few private globals (the held-lock
+# table and the cached team-config lookup) are created by the first call that
+# needs them, never by sourcing.
+#
+# Every function starts with the same line: in zsh it makes the function's
+# options zsh's defaults plus 0-based arrays, restored on return, so the
+# caller's options (sh_word_split, ksh emulation, ...) cannot change how
+# this code runs. In bash the code is written to be correct under any of
+# set -e/-u/-o pipefail, any IFS and any shopt.
+
+# ---------------------------------------------------------------------------
+# Private helpers
+# ---------------------------------------------------------------------------
+
+# One error line on stderr.
+_ffkit_err() {
+    printf 'ffkit.bash: %s\n' "$1" >&2
+}
+
+# Succeeds when the binary can be run: FFKIT_BIN if set, else ffkit on PATH.
+# Otherwise prints one line and fails with status 1. Shell builtins only.
+_ffkit_bin_check() {
+    if [[ -n ${FFKIT_BIN-} ]]; then
+        if [[ -f $FFKIT_BIN && -x $FFKIT_BIN ]]; then
+            return 0
+        fi
+        _ffkit_err "ffkit binary not found (FFKIT_BIN='$FFKIT_BIN' is not an executable file)"
+        return 1
+    fi
+    if [[ -n ${ZSH_VERSION-} ]]; then
+        if whence -p ffkit >/dev/null 2>&1; then
+            return 0
+        fi
+    elif type -P ffkit >/dev/null 2>&1; then
+        return 0
+    fi
+    _ffkit_err 'ffkit binary not found (set FFKIT_BIN)'
+    return 1
+}
+
+# _ffkit_run LOG ARGS...: runs the binary with ARGS, its metrics log set to
+# LOG (so every row of a wrapper-driven operation lands in one log).
+_ffkit_run() {
+    local _ffkit_l=$1
+    shift
+    if [[ -n ${FFKIT_BIN-} ]]; then
+        CACHE_PERF_METRICS=$_ffkit_l "$FFKIT_BIN" "$@"
+    else
+        CACHE_PERF_METRICS=$_ffkit_l command ffkit "$@"
+    fi
+}
+
+# _ffkit_valid_id VALUE WHAT STATUS: a developer id becomes the path
+# component dev-<id>, so it must be the binary's plain name: ASCII letters,
+# digits, '.', '_', '-', not starting with '.', at most 64 bytes.
+_ffkit_valid_id() {
+    case $1 in
+        '' | .* | *[!A-Za-z0-9._-]*) ;;
+        *)
+            if [[ ${#1} -le 64 ]]; then
+                return 0
+            fi
+            ;;
+    esac
+    _ffkit_err "$2='$1': expected letters, digits, '.', '_' or '-' (not leading '.'), at most 64"
+    return "$3"
+}
+
+# _ffkit_valid_name VALUE WHAT: a lock or session name becomes a file name.
+_ffkit_valid_name() {
+    case $1 in
+        '' | .* | */* | *[[:cntrl:]]*)
+            _ffkit_err "$2='$1': expected a non-empty name without '/', control characters or a leading '.'"
+            return 2
+            ;;
+    esac
+    if [[ ${#1} -gt 200 ]]; then
+        _ffkit_err "$2: longer than 200 characters"
+        return 2
+    fi
+}
+
+# Sets _ffkit_top: the nearest ancestor of $PWD holding .git (what the binary
+# uses too), else $PWD. Builtins only.
+_ffkit_find_top() {
+    local _ffkit_d=$PWD
+    while :; do
+        if [[ -e ${_ffkit_d%/}/.git || -L ${_ffkit_d%/}/.git ]]; then
+            _ffkit_top=$_ffkit_d
+            return 0
+        fi
+        case $_ffkit_d in
+            '' | /) break ;;
+        esac
+        _ffkit_d=${_ffkit_d%/*}
+        [[ -n $_ffkit_d ]] || _ffkit_d=/
+    done
+    _ffkit_top=$PWD
+}
+
+# Sets _ffkit_top and _ffkit_ns, the namespace root: <top>/.flowforge/dev-<id>
+# for FLOWFORGE_DEVELOPER, else for the developer whose email in
+# <top>/.flowforge/team/config.json is `git config user.email` (looked up
+# once per repository per shell), else <top>/.flowforge (legacy mode).
+_ffkit_resolve_ns() {
+    local _ffkit_id='' _ffkit_cfg='' _ffkit_email=''
+    _ffkit_find_top
+    if [[ -n ${FLOWFORGE_DEVELOPER-} ]]; then
+        _ffkit_valid_id "$FLOWFORGE_DEVELOPER" FLOWFORGE_DEVELOPER 12 || return
+        _ffkit_id=$FLOWFORGE_DEVELOPER
+    else
+        _ffkit_cfg=${_ffkit_top%/}/.flowforge/team/config.json
+        if [[ -f $_ffkit_cfg ]]; then
+            if [ "${_ffkit_team_top-}" != "$_ffkit_top" ] || [ -z "${_ffkit_team_top+set}" ]; then
+                _ffkit_email=$(command git -C "$_ffkit_top" config user.email 2>/dev/null </dev/null) || _ffkit_email=
+                _ffkit_team_id=
+                if [[ -n $_ffkit_email ]]; then
+                    _ffkit_team_id=$(_ffkit_run '' init --developer-for-email "$_ffkit_email" "$_ffkit_cfg" </dev/null) || _ffkit_team_id=
+                fi
+                _ffkit_team_top=$_ffkit_top
+            fi
+            _ffkit_id=${_ffkit_team_id-}
+        fi
+    fi
+    if [[ -n $_ffkit_id ]]; then
+        _ffkit_ns=${_ffkit_top%/}/.flowforge/dev-$_ffkit_id
+    else
+        _ffkit_ns=${_ffkit_top%/}/.flowforge
+    fi
+}
+
+# _ffkit_paths FUNCTION [DEV_ID]: sets _ffkit_dir (the cache dir: DEV_ID's if
+# given, else the namespace's), _ffkit_ns (DEV_ID's namespace root if given)
+# and _ffkit_log (CACHE_PERF_METRICS, else the caller's namespace log).
+_ffkit_paths() {
+    local _ffkit_top=''
+    _ffkit_resolve_ns || return
+    _ffkit_log=${CACHE_PERF_METRICS:-$_ffkit_ns/cache/.perf-metrics.csv}
+    if [[ -n ${2-} ]]; then
+        _ffkit_valid_id "$2" "$1: dev_id" 2 || return
+        _ffkit_ns=${_ffkit_top%/}/.flowforge/dev-$2
+    fi
+    _ffkit_dir=$_ffkit_ns/cache
+}
+
+# Sets _ffkit_n to the size in <dir>/.size-index when it is a valid index
+# (canonical digits and a newline, nothing else) and no writer left a
+# .journal behind; fails otherwise. Builtins only: no process is started.
+_ffkit_index_read() {
+    local _ffkit_f=$1/.size-index _ffkit_rest=''
+    _ffkit_n=
+    if [[ -e $1/.journal || -L $_ffkit_f || ! -f $_ffkit_f ]]; then
+        return 1
+    fi
+    # The second read must find nothing after the first line.
+    if ! { { IFS= read -r _ffkit_n && { IFS= read -r -d '' _ffkit_rest || :; }; } <"$_ffkit_f"; } 2>/dev/null; then
+        return 1
+    fi
+    case $_ffkit_n in
+        '' | *[!0-9]* | 0?*) return 1 ;;
+    esac
+    [[ -z $_ffkit_rest && ${#_ffkit_n} -le 19 ]]
+}
+
+# _ffkit_lock_take FUNCTION FILE: opens FILE on a new fd, takes the kernel
+# lock on it with `ffkit lock-acquire --fd` and records FILE -> fd in the
+# held-lock table. The lock lives as long as the fd: until the matching
+# release, or until this shell (and any child that inherited the fd) exits.
+_ffkit_lock_take() {
+    local _ffkit_file=$2 _ffkit_fd='' _ffkit_i=0 _ffkit_slot=-1 _ffkit_rc=0
+    local _ffkit_ldir=${2%/*}
+    if [[ -n ${_ffkit_lock_files+set} ]]; then
+        while [[ $_ffkit_i -lt ${#_ffkit_lock_files[@]} ]]; do
+            # `[ = ]` compares bytes; `[[ == ]]` would obey nocasematch.
+            if [ "${_ffkit_lock_files[_ffkit_i]}" = "$_ffkit_file" ]; then
+                _ffkit_err "$1: $_ffkit_file: already held by this shell"
+                return 5
+            fi
+            if [[ -z ${_ffkit_lock_files[_ffkit_i]} && $_ffkit_slot -lt 0 ]]; then
+                _ffkit_slot=$_ffkit_i
+            fi
+            _ffkit_i=$((_ffkit_i + 1))
+        done
+    fi
+    [[ $_ffkit_slot -ge 0 ]] || _ffkit_slot=$_ffkit_i
+    if [[ ! -d $_ffkit_ldir ]] && ! command mkdir -p -- "$_ffkit_ldir"; then
+        _ffkit_err "$1: cannot create the lock dir $_ffkit_ldir"
+        return 3
+    fi
+    if [[ -L $_ffkit_file ]]; then
+        _ffkit_err "$1: $_ffkit_file: is a symbolic link; refusing to lock through it"
+        return 3
+    fi
+    if ! { exec {_ffkit_fd}>>"$_ffkit_file"; } 2>/dev/null; then
+        _ffkit_err "$1: cannot open the lock file $_ffkit_file"
+        return 3
+    fi
+    _ffkit_run "$_ffkit_log" lock-acquire --fd "$_ffkit_fd" </dev/null || _ffkit_rc=$?
+    if [[ $_ffkit_rc -ne 0 ]]; then
+        exec {_ffkit_fd}>&-
+        return "$_ffkit_rc"
+    fi
+    _ffkit_lock_files[_ffkit_slot]=$_ffkit_file
+    _ffkit_lock_fds[_ffkit_slot]=$_ffkit_fd
+}
+
+# _ffkit_lock_drop FUNCTION FILE: releases a lock this shell holds on FILE
+# and closes its fd; fails with 4 when this shell does not hold it.
+_ffkit_lock_drop() {
+    local _ffkit_file=$2 _ffkit_fd='' _ffkit_i=0 _ffkit_rc=0
+    if [[ -n ${_ffkit_lock_files+set} ]]; then
+        while [[ $_ffkit_i -lt ${#_ffkit_lock_files[@]} ]]; do
+            if [ "${_ffkit_lock_files[_ffkit_i]}" = "$_ffkit_file" ]; then
+                _ffkit_fd=${_ffkit_lock_fds[_ffkit_i]}
+                _ffkit_run "$_ffkit_log" lock-release --fd "$_ffkit_fd" </dev/null || _ffkit_rc=$?
+                # Closing the fd releases the lock even if lock-release failed.
+                exec {_ffkit_fd}>&-
+                _ffkit_lock_files[_ffkit_i]=
+                _ffkit_lock_fds[_ffkit_i]=
+                return "$_ffkit_rc"
+            fi
+            _ffkit_i=$((_ffkit_i + 1))
+        done
+    fi
+    _ffkit_err "$1: $_ffkit_file: not held by this shell"
+    return 4
+}
+
+# ---------------------------------------------------------------------------
+# Cache
+# ---------------------------------------------------------------------------
+
+# get_cache_size [dev_id]: prints the cache size in bytes. With
+# CACHE_SIZE_TRACKING=enabled (the default) a valid .size-index is read with
+# builtins, without starting a process; otherwise `ffkit cache-size` answers
+# (and rebuilds a missing or invalid index, or repairs after a crash).
+get_cache_size() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    _ffkit_bin_check || return 1
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns='' _ffkit_n=''
+    _ffkit_paths get_cache_size "${1-}" || return
+    case ${CACHE_SIZE_TRACKING-}/${FF_DEBUG-} in
+        /false | enabled/false | / | enabled/)
+            if _ffkit_index_read "$_ffkit_dir"; then
+                printf '%s\n' "$_ffkit_n"
+                return 0
+            fi
+            ;;
+    esac
+    _ffkit_run "$_ffkit_log" cache-size --dir "$_ffkit_dir" </dev/null
+}
+
+# rebuild_size_index dev_id: recomputes the index by walking; prints the size.
+rebuild_size_index() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    _ffkit_bin_check || return 1
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
+    _ffkit_paths rebuild_size_index "${1-}" || return
+    _ffkit_run "$_ffkit_log" cache-size --dir "$_ffkit_dir" --rebuild </dev/null
+}
+
+# write_cache_with_metadata key value [ttl_seconds]: writes the entry and its
+# metadata; ttl 0 (or absent/empty) never expires.
+write_cache_with_metadata() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    _ffkit_bin_check || return 1
+    if [[ $# -lt 2 ]]; then
+        _ffkit_err 'usage: write_cache_with_metadata key value [ttl_seconds]'
+        return 2
+    fi
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
+    _ffkit_paths write_cache_with_metadata || return
+    # One argument may not exceed 128 KiB (Linux MAX_ARG_STRLEN); long values
+    # go through a pipe instead (4 bytes per character covers any UTF-8).
+    if [[ ${#2} -gt 32000 ]]; then
+        printf '%s' "$2" | _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" -
+    else
+        _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" "$2" </dev/null
+    fi
+}
+
+# read_cache_with_ttl key: prints the value and one newline if the entry is
+# present and not expired; fails with 1 (and prints nothing) otherwise.
+# The value's own bytes, trailing newlines included, come first: see
+# docs/shell.md for getting them back exactly.
+read_cache_with_ttl() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    _ffkit_bin_check || return 1
+    if [[ $# -lt 1 ]]; then
+        _ffkit_err 'usage: read_cache_with_ttl key'
+        return 2
+    fi
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns='' _ffkit_rc=0
+    _ffkit_paths read_cache_with_ttl || return
+    _ffkit_run "$_ffkit_log" cache-read --dir "$_ffkit_dir" -q -- "$1" </dev/null || _ffkit_rc=$?
+    case $_ffkit_rc in
+        0) printf '\n' ;;
+        4) return 1 ;;
+        *) return "$_ffkit_rc" ;;
+    esac
+}
+
+# batch_write_cache [batch]: writes every `key:value` line of $1 (or of
+# standard input when no argument is given) with TTL 300 s, in one operation.
+batch_write_cache() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    _ffkit_bin_check || return 1
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
+    _ffkit_paths batch_write_cache || return
+    if [[ $# -gt 0 ]]; then
+        _ffkit_run "$_ffkit_log" cache-batch --dir "$_ffkit_dir" <<<"$1"
+    else
+        _ffkit_run "$_ffkit_log" cache-batch --dir "$_ffkit_dir"
+    fi
+}
+
+# batch_read_cache key...: prints `key:value` for every present, unexpired
+# key, in argument order. No keys: prints nothing.
+batch_read_cache() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    _ffkit_bin_check || return 1
+    [[ $# -gt 0 ]] || return 0
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
+    _ffkit_paths batch_read_cache || return
+    _ffkit_run "$_ffkit_log" cache-batch --read --dir "$_ffkit_dir" -- "$@" </dev/null
+}
+
+# enforce_cache_limits dev_id max_bytes: evicts expired entries, then the
+# least recently used, until the cache is at most max_bytes.
+enforce_cache_limits() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    _ffkit_bin_check || return 1
+    if [[ $# -lt 2 || -z $2 ]]; then
+        _ffkit_err 'usage: enforce_cache_limits dev_id max_bytes'
+        return 2
+    fi
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
+    _ffkit_paths enforce_cache_limits "$1" || return
+    _ffkit_run "$_ffkit_log" cache-evict --dir "$_ffkit_dir" --max-bytes "$2" </dev/null
+}
+
+# clear_developer_cache dev_id: removes every entry of that cache.
+clear_developer_cache() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    _ffkit_bin_check || return 1
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
+    _ffkit_paths clear_developer_cache "${1-}" || return
+    _ffkit_run "$_ffkit_log" cache-evict --dir "$_ffkit_dir" --all </dev/null
+}
+
+# cache_provider_data provider [data]: caches data (standard input when
+# absent) under the key provider_<provider> for 5 minutes.
+cache_provider_data() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    _ffkit_bin_check || return 1
+    if [[ $# -lt 1 ]]; then
+        _ffkit_err 'usage: cache_provider_data provider [data]'
+        return 2
+    fi
+    if [[ $# -ge 2 ]]; then
+        write_cache_with_metadata "provider_$1" "$2" 300
+        return
+    fi
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
+    _ffkit_paths cache_provider_data || return
+    _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl 300 -- "provider_$1" -
+}
+
+# get_provider_cache provider: prints what cache_provider_data stored.
+get_provider_cache() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    if [[ $# -lt 1 ]]; then
+        _ffkit_err 'usage: get_provider_cache provider'
+        return 2
+    fi
+    read_cache_with_ttl "provider_$1"
+}
+
+# cache_time_tracking session_id [data]: stores data (standard input when
+# absent) under time_tracking_<session_id>; it never expires.
+cache_time_tracking() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    _ffkit_bin_check || return 1
+    if [[ $# -lt 1 ]]; then
+        _ffkit_err 'usage: cache_time_tracking session_id [data]'
+        return 2
+    fi
+    if [[ $# -ge 2 ]]; then
+        write_cache_with_metadata "time_tracking_$1" "$2" 0
+        return
+    fi
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
+    _ffkit_paths cache_time_tracking || return
+    _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl 0 -- "time_tracking_$1" -
+}
+
+# recover_time_tracking session_id: prints what cache_time_tracking stored.
+recover_time_tracking() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    if [[ $# -lt 1 ]]; then
+        _ffkit_err 'usage: recover_time_tracking session_id'
+        return 2
+    fi
+    read_cache_with_ttl "time_tracking_$1"
+}
+
+# ---------------------------------------------------------------------------
+# Locks
+# ---------------------------------------------------------------------------
+
+# acquire_critical_lock name: takes the kernel lock <namespace>/locks/<name>.lock
+# and keeps it until release_critical_lock name (or until the shell exits).
+# Waits up to LOCK_TIMEOUT seconds (exit 6 after that).
+acquire_critical_lock() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    _ffkit_bin_check || return 1
+    _ffkit_valid_name "${1-}" 'acquire_critical_lock: name' || return
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
+    _ffkit_paths acquire_critical_lock || return
+    _ffkit_lock_take acquire_critical_lock "$_ffkit_ns/locks/$1.lock"
+}
+
+# release_critical_lock name: releases a lock this shell took; fails (4)
+# when this shell does not hold it.
+release_critical_lock() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    _ffkit_bin_check || return 1
+    _ffkit_valid_name "${1-}" 'release_critical_lock: name' || return
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
+    _ffkit_paths release_critical_lock || return
+    _ffkit_lock_drop release_critical_lock "$_ffkit_ns/locks/$1.lock"
+}
+
+# acquire_session_lock dev_id session_id: takes the kernel lock
+# <dev_id's namespace>/sessions/locks/<session_id>.lock until released.
+acquire_session_lock() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    _ffkit_bin_check || return 1
+    _ffkit_valid_name "${2-}" 'acquire_session_lock: session_id' || return
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
+    _ffkit_paths acquire_session_lock "$1" || return
+    _ffkit_lock_take acquire_session_lock "$_ffkit_ns/sessions/locks/$2.lock"
+}
+
+# release_session_lock dev_id session_id: releases it; fails (4) when this
+# shell does not hold it.
+release_session_lock() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    _ffkit_bin_check || return 1
+    _ffkit_valid_name "${2-}" 'release_session_lock: session_id' || return
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
+    _ffkit_paths release_session_lock "$1" || return
+    _ffkit_lock_drop release_session_lock "$_ffkit_ns/sessions/locks/$2.lock"
+}
+
+# ---------------------------------------------------------------------------
+# Metrics
+# ---------------------------------------------------------------------------
+
+# record_performance_metric operation start end: appends one row whose
+# duration is end - start in milliseconds. The binary reads the unit from
+# start's magnitude: epoch seconds (date +%s, or $EPOCHREALTIME with a
+# fraction), milliseconds (date +%s%3N, or $(date +%s%N)/1000000), micro- or
+# nanoseconds (date +%s%N); values below 1e8 are differences in
+# milliseconds, as the old library wrote them. See docs/shell.md.
+# With CACHE_PERF_MONITORING=disabled it does nothing and starts no process.
+record_performance_metric() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    _ffkit_bin_check || return 1
+    [ "${CACHE_PERF_MONITORING-}" != disabled ] || return 0
+    if [[ $# -lt 3 ]]; then
+        _ffkit_err 'usage: record_performance_metric operation start end'
+        return 2
+    fi
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
+    _ffkit_paths record_performance_metric || return
+    _ffkit_run "$_ffkit_log" perf-metrics record -- "$1" "$2" "$3" </dev/null
+}
+
+# get_performance_metrics: prints {"op": {"count": N, "total": T, "avg": A, ...}, ...}.
+get_performance_metrics() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    _ffkit_bin_check || return 1
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
+    _ffkit_paths get_performance_metrics || return
+    _ffkit_run "$_ffkit_log" perf-metrics --json </dev/null
+}
+
+# cleanup_performance_metrics: trims the metrics log.
+cleanup_performance_metrics() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    _ffkit_bin_check || return 1
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
+    _ffkit_paths cleanup_performance_metrics || return
+    _ffkit_run "$_ffkit_log" perf-metrics cleanup </dev/null
+}

@@ -1,0 +1,148 @@
+//! `init`: prints the shell wrappers (`shell/ffkit.bash`, embedded at build
+//! time so the file and the binary can never disagree) for
+//! `eval "$(ffkit init bash)"`, the way zoxide and starship integrate.
+//!
+//! A hidden helper, `init --developer-for-email EMAIL FILE`, is what the
+//! wrappers ask to find the FlowForge developer id for `git config
+//! user.email` in `.flowforge/team/config.json`, so that they need no jq.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Arg, ArgMatches, Command};
+
+use super::{Ctx, write_stdout};
+use crate::config::validate_developer;
+use crate::error::{Error, ExitKind, Result};
+
+/// The one source of truth for the shell functions.
+pub const WRAPPERS: &str = include_str!("../../shell/ffkit.bash");
+
+/// Team config files are small; anything bigger is not one.
+const MAX_TEAM_CONFIG: u64 = 16 << 20;
+
+pub fn command() -> Command {
+    Command::new("init")
+        .about("Print the FlowForge shell functions for eval \"$(ffkit init bash)\"")
+        .long_about(
+            "Print the shell functions of the old FlowForge library (get_cache_size, \
+             write_cache_with_metadata, acquire_critical_lock, record_performance_metric, …) \
+             implemented on top of ffkit. Add `eval \"$(ffkit init bash)\"` to a script or \
+             ~/.bashrc (`ffkit init zsh` for zsh). The text is the same as shell/ffkit.bash, \
+             which can be sourced directly instead. Works in bash 4.1+ and zsh.",
+        )
+        .arg(
+            Arg::new("shell")
+                .value_name("SHELL")
+                .value_parser(["bash", "zsh"])
+                .required_unless_present("developer_for_email")
+                .help("The shell to print the functions for"),
+        )
+        .arg(
+            Arg::new("developer_for_email")
+                .long("developer-for-email")
+                .num_args(2)
+                .value_names(["EMAIL", "FILE"])
+                .value_parser(clap::value_parser!(PathBuf))
+                .conflicts_with("shell")
+                .hide(true)
+                .help("Print the developer id whose email is EMAIL in the team config FILE"),
+        )
+}
+
+struct Args {
+    lookup: Option<(String, PathBuf)>,
+}
+
+pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
+    let a = Args {
+        lookup: m
+            .get_many::<PathBuf>("developer_for_email")
+            .map(|v| v.cloned().collect::<Vec<_>>())
+            .and_then(|v| match v.as_slice() {
+                [email, file] => Some((email.to_string_lossy().into_owned(), file.clone())),
+                _ => None,
+            }),
+    };
+    ctx.metric = None;
+    let Some((email, file)) = a.lookup else {
+        write_stdout(WRAPPERS.as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    match developer_for_email(&email, &file)? {
+        Some(id) => {
+            write_stdout(format!("{id}\n").as_bytes())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        // "Nobody has this email" is an answer, not an error: no message.
+        None => Ok(ExitCode::from(ExitKind::NotFound.code())),
+    }
+}
+
+/// The id of the first developer (in id order) in `team.developers` whose
+/// `email` equals `email`, ignoring ASCII case and surrounding blanks.
+pub fn developer_for_email(email: &str, file: &std::path::Path) -> Result<Option<String>> {
+    use std::io::Read;
+    let f = std::fs::File::open(file).map_err(|e| Error::io("cannot read", file, e))?;
+    let mut text = String::new();
+    f.take(MAX_TEAM_CONFIG)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::io("cannot read", file, e))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Corruption(format!("{}: not valid JSON: {e}", file.display())))?;
+    let want = email.trim();
+    let Some(devs) = v
+        .get("team")
+        .and_then(|t| t.get("developers"))
+        .and_then(|d| d.as_object())
+    else {
+        return Ok(None);
+    };
+    for (id, dev) in devs {
+        let matches = dev
+            .get("email")
+            .and_then(|e| e.as_str())
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case(want));
+        if matches {
+            return validate_developer(id)
+                .map(Some)
+                .map_err(|e| Error::Config(format!("{}: team.developers: {e}", file.display())));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_developer_by_email_ignoring_case() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("config.json");
+        std::fs::write(
+            &f,
+            r#"{"team":{"developers":{"bob":{"email":"b@x.io"},"alice":{"email":"Alice@X.io "}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            developer_for_email("alice@x.io", &f).unwrap().as_deref(),
+            Some("alice")
+        );
+        assert_eq!(
+            developer_for_email("b@x.io", &f).unwrap().as_deref(),
+            Some("bob")
+        );
+        assert_eq!(developer_for_email("c@x.io", &f).unwrap(), None);
+    }
+
+    #[test]
+    fn rejects_ids_that_are_not_plain_names_and_bad_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("config.json");
+        std::fs::write(&f, r#"{"team":{"developers":{"../x":{"email":"e@x"}}}}"#).unwrap();
+        assert_eq!(developer_for_email("e@x", &f).unwrap_err().exit_code(), 12);
+        std::fs::write(&f, "{").unwrap();
+        assert_eq!(developer_for_email("e@x", &f).unwrap_err().exit_code(), 10);
+    }
+}

@@ -1634,3 +1634,116 @@ fn perf_metrics_into_a_closed_pipe_exits_quietly() {
         assert!(err.is_empty(), "perf-metrics {fmt}: stderr {err:?}");
     }
 }
+
+// ---------------------------------------------------------------- shell wrappers
+
+/// Runs `SCRIPT` in bash after sourcing shell/ffkit.bash, in a repository
+/// at `w.path()/repo` as developer `alice`; returns (status, stderr).
+fn wrapper(w: &World, script: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let repo = w.path().join("repo");
+    fs::create_dir_all(repo.join(".git")).unwrap();
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("shell/ffkit.bash");
+    let mut c = Command::new("bash");
+    w.isolate(&mut c);
+    c.env_remove("FFKIT_CACHE_DIR")
+        .env("FFKIT_BIN", bin())
+        .env("FLOWFORGE_DEVELOPER", "alice")
+        .current_dir(&repo)
+        .arg("-c")
+        .arg(format!(". '{}'\n{script}", lib.display()))
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = output_within(c, script);
+    (out.status.code().unwrap_or(-1), stderr_of(&out))
+}
+
+#[test]
+fn shell_wrappers_answer_bad_input_with_contract_codes_and_one_line() {
+    let w = World::new();
+    let ns = w.path().join("repo/.flowforge");
+    let (code, err) = wrapper(&w, "write_cache_with_metadata seed value 0", &[]);
+    assert_eq!(code, 0, "{err}");
+    let cache = ns.join("dev-alice/cache");
+    let snapshot = || {
+        let mut s = outside_snapshot(&w);
+        s.retain(|p, _| !p.starts_with(&ns));
+        s
+    };
+    let before = snapshot();
+    let cases: &[(&str, &[(&str, &str)], i32)] = &[
+        ("write_cache_with_metadata ../x v 10", &[], 2),
+        ("write_cache_with_metadata '' v 10", &[], 2),
+        ("write_cache_with_metadata a/b v 10", &[], 2),
+        ("write_cache_with_metadata .hidden v 10", &[], 2),
+        ("write_cache_with_metadata x.meta v 10", &[], 2),
+        ("write_cache_with_metadata $'a\\nb' v 10", &[], 2),
+        ("write_cache_with_metadata k v -1", &[], 2),
+        ("write_cache_with_metadata k v abc", &[], 2),
+        ("write_cache_with_metadata k v 99999999999999999999", &[], 2),
+        ("read_cache_with_ttl ../x", &[], 2),
+        ("batch_write_cache nocolon", &[], 2),
+        ("batch_write_cache $'good:1\\n.bad:2'", &[], 2),
+        ("batch_read_cache .x", &[], 2),
+        ("enforce_cache_limits alice 10Q", &[], 2),
+        ("enforce_cache_limits alice -5M", &[], 2),
+        ("enforce_cache_limits ../evil 1M", &[], 2),
+        ("clear_developer_cache ../evil", &[], 2),
+        ("rebuild_size_index a/b", &[], 2),
+        ("record_performance_metric op abc 1", &[], 2),
+        ("record_performance_metric a,b 1 2", &[], 2),
+        ("get_cache_size", &[("CACHE_SIZE_TRACKING", "on")], 12),
+        ("get_cache_size", &[("FLOWFORGE_DEVELOPER", "../evil")], 12),
+        (
+            "write_cache_with_metadata k v 1",
+            &[("LOCK_TIMEOUT", "abc")],
+            12,
+        ),
+        ("read_cache_with_ttl seed", &[("FF_DEBUG", "1")], 12),
+        (
+            "get_performance_metrics",
+            &[("CACHE_PERF_MONITORING", "yes")],
+            12,
+        ),
+    ];
+    for (script, env, code) in cases {
+        let (got, err) = wrapper(&w, script, env);
+        assert_eq!(got, *code, "{script} {env:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{script}: {err:?}");
+        assert!(!err.contains("panicked"), "{script}: {err}");
+        assert_index_exact(&cache, script);
+        assert_no_temps(&cache, script);
+        assert_eq!(
+            snapshot(),
+            before,
+            "{script}: files outside the namespace changed"
+        );
+    }
+    assert_eq!(oracle(&cache).1, 1, "nothing but the seed was written");
+    // The forkless size path never follows a planted symlink or FIFO.
+    let t = Target::new(&w, "index", b"12345\n");
+    let idx = cache.join(".size-index");
+    for planted in ["symlink", "fifo"] {
+        let _ = fs::remove_file(&idx);
+        if planted == "symlink" {
+            std::os::unix::fs::symlink(&t.path, &idx).unwrap();
+        } else {
+            mkfifo(&idx);
+        }
+        let repo = w.path().join("repo");
+        let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("shell/ffkit.bash");
+        let mut c = Command::new("bash");
+        w.isolate(&mut c);
+        c.env_remove("FFKIT_CACHE_DIR")
+            .env("FFKIT_BIN", bin())
+            .env("FLOWFORGE_DEVELOPER", "alice")
+            .current_dir(&repo)
+            .args(["-c", &format!(". '{}'\nget_cache_size", lib.display())]);
+        let out = output_within(c, planted);
+        assert!(out.status.success(), "{planted}: {}", stderr_of(&out));
+        assert_eq!(parse_u64(&out.stdout), oracle(&cache).0, "{planted}");
+        t.assert_untouched(planted);
+        assert_index_exact(&cache, planted);
+    }
+}

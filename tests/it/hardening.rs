@@ -1659,6 +1659,9 @@ fn wrapper(w: &World, script: &str, env: &[(&str, &str)]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), stderr_of(&out))
 }
 
+/// A wrapper call, its extra environment, and the expected status.
+type WrapperCase = (&'static str, &'static [(&'static str, &'static str)], i32);
+
 #[test]
 fn shell_wrappers_answer_bad_input_with_contract_codes_and_one_line() {
     let w = World::new();
@@ -1672,7 +1675,7 @@ fn shell_wrappers_answer_bad_input_with_contract_codes_and_one_line() {
         s
     };
     let before = snapshot();
-    let cases: &[(&str, &[(&str, &str)], i32)] = &[
+    let cases: &[WrapperCase] = &[
         ("write_cache_with_metadata ../x v 10", &[], 2),
         ("write_cache_with_metadata '' v 10", &[], 2),
         ("write_cache_with_metadata a/b v 10", &[], 2),

@@ -1067,6 +1067,21 @@ fn a_full_disk_fails_with_exit_8_and_leaves_nothing_half_written() {
     c.arg("small");
     let out = c.output().unwrap();
     assert_eq!(out.stdout, b"1");
+    // With self-timing on, a full disk costs the row, never the read.
+    let log = cache.join(".perf-metrics.csv");
+    let mut c = cmd("cache-read");
+    c.arg("small").env("CACHE_PERF_MONITORING", "enabled");
+    let out = c.output().unwrap();
+    assert!(out.status.success() && out.stderr.is_empty(), "{}", stderr_of(&out));
+    assert_eq!(out.stdout, b"1");
+    // Recording by hand says so: exit 8, and the log holds whole rows only.
+    let mut c = cmd("perf-metrics");
+    c.args(["record", "x", "1"]).env("CACHE_PERF_MONITORING", "enabled");
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(8), "{}", stderr_of(&out));
+    assert_eq!(stderr_lines(&out).len(), 1, "{}", stderr_of(&out));
+    let rows = fs::read(&log).unwrap_or_default();
+    assert!(rows.is_empty() || rows.ends_with(b"\n"), "half a row: {rows:?}");
     // Free space: the next write succeeds and the index is exact.
     fs::remove_file(&filler).unwrap();
     let mut c = cmd("cache-write");

@@ -56,6 +56,8 @@ pub struct Config {
     pub now_override: Option<i64>,
     /// `FFKIT_TEST_BACKOFF_TRACE` (test-only, hidden): log every backoff sleep to stderr.
     pub backoff_trace: bool,
+    /// `SHELL`: runs `lock-acquire -c` / `flock -c` commands (default /bin/sh).
+    pub shell: Option<PathBuf>,
     home: Option<PathBuf>,
     xdg_cache_home: Option<PathBuf>,
     xdg_runtime_dir: Option<PathBuf>,
@@ -157,6 +159,7 @@ impl Config {
             lock_dir: path("FFKIT_LOCK_DIR"),
             now_override,
             backoff_trace: var("FFKIT_TEST_BACKOFF_TRACE").is_some(),
+            shell: path("SHELL"),
             home: path("HOME"),
             xdg_cache_home: path("XDG_CACHE_HOME"),
             xdg_runtime_dir: path("XDG_RUNTIME_DIR"),

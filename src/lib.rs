@@ -5,6 +5,7 @@
 //!   the only part that knows clap or prints.
 //! - [`cache`]: entries, the exact incremental size index, crash repair,
 //!   eviction.
+//! - [`lock`]: kernel locks, named locks held across commands, dot-locks.
 //! - [`metrics`]: the CSV metrics log.
 //! - [`config`]: the environment contract, parsed once.
 //! - [`error`]: the one error type and the exit-code table.
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod fsutil;
+pub mod lock;
 pub mod metrics;
 pub mod units;
 

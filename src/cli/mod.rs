@@ -26,17 +26,25 @@ mod cache_evict;
 mod cache_read;
 mod cache_size;
 mod cache_write;
+mod flock;
 mod init;
+mod lock_acquire;
+mod lock_release;
+mod lock_status;
 mod perf_metrics;
 
 /// One applet: its name (the symlink name and the subcommand), its clap
-/// definition, its entry point, and the operation name its own run is
-/// recorded under in the metrics log (CONTRACT §2), if any.
+/// definition, its entry point, the operation name its own run is
+/// recorded under in the metrics log (CONTRACT §2), if any, and whether it
+/// is listed (`--list`, root help, default symlinks). An unlisted applet is a
+/// persona reached only through a symlink of its name (`flock`), so ffkit
+/// never shadows a system tool unless asked to.
 pub struct Applet {
     pub name: &'static str,
     pub command: fn() -> Command,
     pub run: fn(&ArgMatches, &mut Ctx) -> Result<ExitCode>,
     pub metric: Option<&'static str>,
+    pub listed: bool,
 }
 
 /// Every applet, in the order `--list` prints them.
@@ -46,36 +54,70 @@ pub static APPLETS: &[Applet] = &[
         command: cache_size::command,
         run: cache_size::run,
         metric: Some("get_cache_size"),
+        listed: true,
     },
     Applet {
         name: "cache-write",
         command: cache_write::command,
         run: cache_write::run,
         metric: Some("write_cache"),
+        listed: true,
     },
     Applet {
         name: "cache-read",
         command: cache_read::command,
         run: cache_read::run,
         metric: Some("read_cache"),
+        listed: true,
     },
     Applet {
         name: "cache-batch",
         command: cache_batch::command,
         run: cache_batch::run,
         metric: Some("batch_write"),
+        listed: true,
     },
     Applet {
         name: "cache-evict",
         command: cache_evict::command,
         run: cache_evict::run,
         metric: Some("enforce_cache_limits"),
+        listed: true,
+    },
+    Applet {
+        name: "lock-acquire",
+        command: lock_acquire::command,
+        run: lock_acquire::run,
+        metric: Some("lock_acquire"),
+        listed: true,
+    },
+    Applet {
+        name: "lock-release",
+        command: lock_release::command,
+        run: lock_release::run,
+        metric: Some("lock_release"),
+        listed: true,
+    },
+    Applet {
+        name: "lock-status",
+        command: lock_status::command,
+        run: lock_status::run,
+        metric: None,
+        listed: true,
+    },
+    Applet {
+        name: "flock",
+        command: flock::command,
+        run: flock::run,
+        metric: None,
+        listed: false,
     },
     Applet {
         name: "init",
         command: init::command,
         run: init::run,
         metric: None,
+        listed: true,
     },
     Applet {
         name: "perf-metrics",
@@ -83,6 +125,7 @@ pub static APPLETS: &[Applet] = &[
         run: perf_metrics::run,
         // Reading or writing the log must not add rows of its own.
         metric: None,
+        listed: true,
     },
 ];
 
@@ -261,7 +304,11 @@ pub fn root_command() -> Command {
                 .action(ArgAction::SetTrue)
                 .help("Print the applet names, one per line"),
         )
-        .subcommands(APPLETS.iter().map(|a| (a.command)().name(a.name)))
+        .subcommands(
+            APPLETS
+                .iter()
+                .map(|a| (a.command)().name(a.name).hide(!a.listed)),
+        )
         .after_help(exit_status_text())
 }
 
@@ -273,7 +320,10 @@ fn root(args: &[OsString]) -> ExitCode {
     };
     let mut out = io::stdout().lock();
     let written = if m.get_flag("list") {
-        APPLETS.iter().try_for_each(|a| writeln!(out, "{}", a.name))
+        APPLETS
+            .iter()
+            .filter(|a| a.listed)
+            .try_for_each(|a| writeln!(out, "{}", a.name))
     } else {
         write!(out, "{}", root_command().render_help())
     };

@@ -6,5 +6,6 @@ mod util;
 
 mod cache;
 mod hardening;
+mod lock;
 mod metrics;
 mod shell;

@@ -1,0 +1,186 @@
+//! Locks for shell scripts: kernel flock(2) locks that wait in the kernel,
+//! named locks held across separate commands, and link(2) dot-locks for
+//! file systems without working kernel locks.
+//!
+//! - [`kernel`]: flock(2) on a file or a caller's descriptor with a monotonic
+//!   deadline, and the kernel probe `lock-status` trusts.
+//! - [`named`]: `lock-acquire NAME` … `lock-release NAME`: a small holder
+//!   process keeps the lock and watches its owner.
+//! - [`dotlock`]: the link(2) method with race-free stale-lock removal.
+//! - [`backoff`]: the `LOCK_BACKOFF_STRATEGY` schedule (dot-locks only poll).
+//! - [`holder`]: who holds a lock: the record written into ffkit's own lock
+//!   files, process facts from `/proc`, and `/proc/locks`.
+//! - [`run`]: running a command while holding a lock.
+//!
+//! This module resolves lock names to paths. Nothing here knows clap or
+//! prints; waiting is reported through callbacks so the front end can print
+//! its one line.
+
+pub mod backoff;
+pub mod dotlock;
+pub mod holder;
+pub mod kernel;
+pub mod named;
+pub mod run;
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::fsutil;
+
+/// Shared (many readers) or exclusive (one holder).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Shared,
+    Exclusive,
+}
+
+/// How long an acquisition may wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wait {
+    /// Fail at once if the lock is held (`-n`, `-w 0`).
+    NonBlocking,
+    /// Wait until this monotonic instant.
+    Until(Instant),
+    /// Wait as long as it takes (flock(1)'s default).
+    Forever,
+}
+
+impl Wait {
+    /// `-w SECS` semantics: zero means non-blocking.
+    pub fn timeout(t: Duration) -> Wait {
+        if t.is_zero() {
+            Wait::NonBlocking
+        } else {
+            match Instant::now().checked_add(t) {
+                Some(d) => Wait::Until(d),
+                None => Wait::Forever,
+            }
+        }
+    }
+}
+
+/// Why a lock was not taken although nothing failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// Held by someone else and the request was non-blocking.
+    Busy,
+    /// Still held when the deadline passed.
+    TimedOut,
+}
+
+/// The outcome of an acquisition: `Ok(waited)` or why not.
+pub type Acquired = std::result::Result<Duration, Denied>;
+
+/// Where named locks live: `explicit` (`--lock-dir`), else `FFKIT_LOCK_DIR`,
+/// else `<namespace>/locks` when `FLOWFORGE_DEVELOPER` is set, else
+/// `$XDG_RUNTIME_DIR/ffkit/locks`, else `/tmp/ffkit-<uid>/locks`. With
+/// `session`, session locks: `<namespace>/sessions/locks`, or `sessions/`
+/// inside the other dirs. The dir is created 0700; the per-user defaults
+/// must be owned by the user and not writable by others, else exit 3.
+pub fn lock_dir(cfg: &Config, explicit: Option<&Path>, session: bool) -> Result<PathBuf> {
+    let chosen = explicit
+        .map(Path::to_path_buf)
+        .or_else(|| cfg.lock_dir.clone());
+    if let Some(d) = chosen {
+        let d = if session { d.join("sessions") } else { d };
+        fsutil::create_private_dir(&d)?;
+        return Ok(d);
+    }
+    if let Some(ns) = cfg.namespace_dir()? {
+        let d = if session {
+            ns.join("sessions").join("locks")
+        } else {
+            ns.join("locks")
+        };
+        fsutil::create_private_dir(&d)?;
+        return Ok(d);
+    }
+    // SAFETY: getuid cannot fail.
+    let uid = unsafe { libc::getuid() };
+    let base = match cfg.runtime_dir() {
+        Some(r) => r.join("ffkit"),
+        None => PathBuf::from(format!("/tmp/ffkit-{uid}")),
+    };
+    fsutil::create_private_dir(&base)?;
+    check_private(&base, uid)?;
+    let d = if session {
+        base.join("sessions").join("locks")
+    } else {
+        base.join("locks")
+    };
+    fsutil::create_private_dir(&d)?;
+    check_private(&d, uid)?;
+    Ok(d)
+}
+
+/// A per-user dir in a shared place must be a real directory of ours that
+/// nobody else can write, or another user could plant or swap lock files.
+fn check_private(dir: &Path, uid: u32) -> Result<()> {
+    let m = fs::symlink_metadata(dir).map_err(|e| Error::io("cannot inspect", dir, e))?;
+    if !m.file_type().is_dir() {
+        return Err(Error::Permission(format!(
+            "lock dir {}: not a directory (refused)",
+            dir.display()
+        )));
+    }
+    if m.uid() != uid {
+        return Err(Error::Permission(format!(
+            "lock dir {}: owned by uid {}, not by you (uid {uid}); refused",
+            dir.display(),
+            m.uid()
+        )));
+    }
+    if m.permissions().mode() & 0o022 != 0 {
+        return Err(Error::Permission(format!(
+            "lock dir {}: writable by others (mode {:o}); refused",
+            dir.display(),
+            m.permissions().mode() & 0o7777
+        )));
+    }
+    Ok(())
+}
+
+/// A lock name is one plain path component: no `/`, no control characters,
+/// not empty, not starting with `.` (ffkit's temp and break files are
+/// dot-files), at most 200 bytes.
+pub fn validate_name(name: &str) -> Result<&str> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && !name.bytes().any(|b| b == b'/' || b.is_ascii_control());
+    if ok {
+        Ok(name)
+    } else {
+        Err(Error::Validation(format!(
+            "lock name '{}': expected one plain name (no '/', control characters or leading '.', at most 200 bytes)",
+            name.escape_debug()
+        )))
+    }
+}
+
+/// `NAME|FILE`: an argument with a `/` is a path to a lock file; anything
+/// else is a name in the lock dir (resolved only then, so a path costs no
+/// lock-dir set-up).
+pub fn resolve(
+    arg: &str,
+    cfg: &Config,
+    explicit_dir: Option<&Path>,
+    session: bool,
+) -> Result<PathBuf> {
+    if arg.contains('/') {
+        return Ok(PathBuf::from(arg));
+    }
+    let name = validate_name(arg)?;
+    Ok(lock_dir(cfg, explicit_dir, session)?.join(name))
+}
+
+/// Maps `EWOULDBLOCK`-style errno values to "held" for callers that probe.
+pub(crate) fn would_block(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EWOULDBLOCK))
+}

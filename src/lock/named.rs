@@ -1,0 +1,352 @@
+//! Named locks held across separate commands: `lock-acquire NAME` …
+//! `lock-release NAME`, with no descriptor for the caller to keep.
+//!
+//! `lock-acquire` takes the kernel lock, then forks a tiny holder process
+//! that inherits the locked descriptor (flock belongs to the open file
+//! description, so parent and child share it) and exits at once. The holder
+//! starts a new session (a Ctrl-C in the owner's terminal does not drop the
+//! lock), drops every other descriptor (so `$(lock-acquire …)` and pipes see
+//! EOF), and sleeps in poll(2) on a pidfd of the owner: when the owner dies
+//! the holder exits and the kernel frees the lock — at once, no polling, no
+//! cleanup. `lock-release` verifies the caller owns the lock, signals the
+//! holder through a pidfd (so a recycled pid can never be hit) and waits for
+//! it to exit. Kernels without pidfd (before 5.3) fall back to checking the
+//! owner every 100 ms.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::path::Path;
+use std::time::Duration;
+
+use super::holder::{self, Holder, KIND_NAMED};
+use super::kernel::{self, Probe};
+use super::{Acquired, Kind, Wait};
+use crate::error::{Error, Result};
+use crate::fsutil::FILE_MODE;
+
+fn pidfd_open(pid: u32) -> io::Result<RawFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(fd as RawFd)
+    }
+}
+
+fn pidfd_signal(pidfd: RawFd, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall; a null siginfo is allowed.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Waits until the process behind `pidfd` exits, up to `ms` (-1: forever).
+/// Returns whether it exited.
+fn wait_pidfd(pidfd: RawFd, ms: libc::c_int) -> bool {
+    let mut p = libc::pollfd {
+        fd: pidfd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    loop {
+        // SAFETY: one valid pollfd.
+        let rc = unsafe { libc::poll(&mut p, 1, ms) };
+        if rc > 0 {
+            return true;
+        }
+        if rc == 0 {
+            return false;
+        }
+        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return false;
+        }
+    }
+}
+
+/// How the holder learns that the owner died.
+enum Watch {
+    Pidfd(RawFd),
+    /// No pidfd support: the owner's pid and start time, checked periodically.
+    Poll(u32, Option<u64>),
+}
+
+/// A named lock just taken.
+pub struct Taken {
+    pub waited: std::time::Duration,
+    pub holder_pid: u32,
+}
+
+/// Takes the named lock at `path` for `owner` (its pid; the caller's parent
+/// by default) and leaves a holder process keeping it until `owner` exits or
+/// [`release`] is called. `command` overrides the owner's command line in
+/// the record.
+pub fn acquire(
+    path: &Path,
+    wait: Wait,
+    owner: u32,
+    command: Option<String>,
+    on_wait: &mut dyn FnMut(&File),
+) -> Result<std::result::Result<Taken, super::Denied>> {
+    let f = kernel::open_lock_file(path, true, FILE_MODE)
+        .map_err(|e| Error::io("cannot open lock file", path, e))?;
+    let owner_start = holder::start_time(owner);
+    // Pin the owner before locking, so an owner that is already gone is an
+    // error rather than a lock nobody will ever release.
+    let watch = match pidfd_open(owner) {
+        Ok(fd) => Watch::Pidfd(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+            return Err(Error::NotFound(format!(
+                "owner pid {owner}: no such process"
+            )));
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Watch::Poll(owner, owner_start),
+        Err(e) => {
+            return Err(Error::LockFailed(format!(
+                "cannot watch owner pid {owner}: {e}"
+            )));
+        }
+    };
+    // The same owner asking again would wait for itself until the timeout.
+    if let Some(rec) = holder::read_from(&f).filter(|r| r.kind == KIND_NAMED && r.pid == owner)
+        && rec
+            .holder_pid
+            .is_some_and(|h| holder::same_process(h, rec.holder_start))
+        && !kernel::try_lock_fd(f.as_raw_fd(), Kind::Shared)
+            .map_err(|e| Error::io("cannot probe", path, e))?
+    {
+        return Err(Error::Conflict(format!(
+            "{}: already held by this owner (pid {owner}); release it first",
+            path.display()
+        )));
+    }
+    let got: Acquired = kernel::lock_fd(f.as_raw_fd(), Kind::Exclusive, wait, &mut || on_wait(&f))
+        .map_err(|e| Error::io("cannot lock", path, e))?;
+    let waited = match got {
+        Ok(w) => w,
+        Err(d) => return Ok(Err(d)),
+    };
+    let mut rec = Holder::new(KIND_NAMED, owner, command);
+    rec.start = owner_start;
+    // SAFETY: ffkit is single-threaded here (no thread was ever spawned), so
+    // the child may run ordinary code; it leaves only through _exit.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        let e = io::Error::last_os_error();
+        return Err(Error::LockFailed(format!(
+            "cannot start the holder process: {e}"
+        )));
+    }
+    if child == 0 {
+        hold(f.as_raw_fd(), watch);
+    }
+    if let Watch::Pidfd(fd) = watch {
+        // SAFETY: our copy of the pidfd; the child has its own.
+        unsafe { libc::close(fd) };
+    }
+    let child = child as u32;
+    rec.holder_pid = Some(child);
+    rec.holder_start = holder::start_time(child);
+    holder::write_to(&f, &rec).map_err(|e| Error::io("cannot write holder record", path, e))?;
+    Ok(Ok(Taken {
+        waited,
+        holder_pid: child,
+    }))
+}
+
+/// The holder process: keep `lock_fd` open until the owner exits.
+fn hold(lock_fd: RawFd, watch: Watch) -> ! {
+    // SAFETY: we are the freshly forked single-threaded child; every call is
+    // a plain syscall on descriptors we own, and we leave through _exit.
+    unsafe {
+        libc::setsid();
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+        }
+        let mut keep = vec![lock_fd];
+        if let Watch::Pidfd(fd) = watch {
+            keep.push(fd);
+        }
+        close_all_but(&keep);
+        // Terminal and pipe signals are not ours to die of.
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        match watch {
+            Watch::Pidfd(fd) => {
+                wait_pidfd(fd, -1);
+            }
+            Watch::Poll(pid, start) => {
+                while holder::same_process(pid, start) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+        libc::_exit(0)
+    }
+}
+
+/// Closes every descriptor from 3 up except those in `keep`.
+fn close_all_but(keep: &[RawFd]) {
+    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd >= 3).collect();
+    keep.sort_unstable();
+    let mut from: libc::c_uint = 3;
+    let mut ranges = Vec::new();
+    for &k in &keep {
+        if k as libc::c_uint > from {
+            ranges.push((from, k as libc::c_uint - 1));
+        }
+        from = k as libc::c_uint + 1;
+    }
+    ranges.push((from, libc::c_uint::MAX));
+    for (a, b) in ranges {
+        // SAFETY: close_range only closes descriptors.
+        let rc = unsafe { libc::syscall(libc::SYS_close_range, a, b, 0) };
+        if rc != 0 {
+            // Old kernel: close what /proc says is open.
+            close_listed(&keep);
+            return;
+        }
+    }
+}
+
+fn close_listed(keep: &[RawFd]) {
+    let Ok(rd) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<RawFd> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd >= 3 && !keep.contains(&fd) {
+            // SAFETY: closing a descriptor we will not use again.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// Who asks for a release: the pids whose ownership counts (`--owner`, or
+/// the caller's ancestors), and whether to override ownership.
+pub struct Releaser {
+    pub as_pids: Vec<u32>,
+    pub force: bool,
+}
+
+impl Releaser {
+    fn may_release(&self, rec: &Holder) -> bool {
+        self.force || self.as_pids.contains(&rec.pid)
+    }
+}
+
+/// Why a release did nothing.
+#[derive(Debug)]
+pub enum NotReleased {
+    /// The lock is not held (`Missing`: no lock file at all).
+    NotHeld { missing: bool },
+    /// Held by another owner, given here.
+    NotOwner(Holder),
+}
+
+/// Releases the named lock at `path`: ends its holder process and waits
+/// for it, then clears the record if the lock is still free.
+pub fn release(path: &Path, who: &Releaser) -> Result<std::result::Result<Holder, NotReleased>> {
+    // Writable if we may (to tidy the record), else read-only.
+    let opened = match open_existing_rw(path) {
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+            kernel::open_lock_file_existing(path).map(|f| (f, false))
+        }
+        r => r.map(|f| (f, true)),
+    };
+    let (f, writable) = match opened {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Err(NotReleased::NotHeld { missing: true }));
+        }
+        Err(e) => return Err(Error::io("cannot open lock file", path, e)),
+    };
+    if kernel::probe_file(&f).map_err(|e| Error::io("cannot probe", path, e))? == Probe::Free {
+        return Ok(Err(NotReleased::NotHeld { missing: false }));
+    }
+    let Some(rec) = holder::read_from(&f).filter(|r| r.kind == KIND_NAMED) else {
+        return Err(Error::LockFailed(format!(
+            "{}: held, but not as a named lock (no holder record); it is released when its holder exits",
+            path.display()
+        )));
+    };
+    if !who.may_release(&rec) {
+        return Ok(Err(NotReleased::NotOwner(rec)));
+    }
+    let Some(hpid) = rec.holder_pid else {
+        return Err(Error::LockFailed(format!(
+            "{}: holder record names no holder process",
+            path.display()
+        )));
+    };
+    let pidfd = match pidfd_open(hpid) {
+        Ok(fd) => Some(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => None,
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            if holder::same_process(hpid, rec.holder_start) {
+                // SAFETY: plain kill; the start time was just verified.
+                unsafe { libc::kill(hpid as libc::pid_t, libc::SIGTERM) };
+            }
+            for _ in 0..200 {
+                if !holder::same_process(hpid, rec.holder_start) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            None
+        }
+        Err(e) => {
+            return Err(Error::LockFailed(format!(
+                "cannot reach holder pid {hpid}: {e}"
+            )));
+        }
+    };
+    if let Some(fd) = pidfd {
+        // The pidfd pins the process; the start time proves it is the holder
+        // and not a recycled pid.
+        if holder::same_process(hpid, rec.holder_start) {
+            let _ = pidfd_signal(fd, libc::SIGTERM);
+            if !wait_pidfd(fd, 2000) {
+                let _ = pidfd_signal(fd, libc::SIGKILL);
+                wait_pidfd(fd, 2000);
+            }
+        }
+        // SAFETY: our pidfd.
+        unsafe { libc::close(fd) };
+    }
+    // Tidy the record, but only while the lock is ours for an instant: a
+    // waiter that got it first has written its own record.
+    if writable && kernel::try_lock_fd(f.as_raw_fd(), Kind::Exclusive).unwrap_or(false) {
+        let _ = holder::clear(&f);
+        let _ = kernel::unlock_fd(f.as_raw_fd());
+    }
+    Ok(Ok(rec))
+}
+
+fn open_existing_rw(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .open(path)
+}

@@ -1,0 +1,640 @@
+//! lock-acquire / lock-release / lock-status and the flock persona, proven
+//! with real ffkit processes: counters incremented under contention in every
+//! mode (oracle: the final count), holders killed with SIGKILL, the timeout
+//! window, the backoff schedule, ownership and status output.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+const PROCS: usize = 8;
+const INCREMENTS: usize = 50;
+
+fn lock_dir(w: &World) -> PathBuf {
+    w.path().join("locks")
+}
+
+/// `ffkit APPLET` with the world's lock dir.
+fn ff(w: &World, applet: &str) -> Command {
+    let mut c = w.cmd(applet);
+    c.env("FFKIT_LOCK_DIR", lock_dir(w));
+    c
+}
+
+/// `bash -c SCRIPT` in the world, with `$FF` naming the ffkit binary and
+/// `$FLOCK` a symlink to it named `flock`.
+fn bash(w: &World, script: &str) -> Command {
+    let flock = w.link("flock").get_program().to_owned();
+    let mut c = Command::new("bash");
+    w.isolate(&mut c);
+    c.env("FFKIT_LOCK_DIR", lock_dir(w))
+        .env("FF", bin())
+        .env("FLOCK", flock)
+        .arg("-c")
+        .arg(script);
+    c
+}
+
+fn kill(pid: u32, sig: i32) {
+    // SAFETY: sending a signal to a process (group) the test started.
+    unsafe { libc::kill(pid as libc::pid_t, sig) };
+}
+
+/// Kills a whole process group the test started (holder and its command).
+fn kill_group(c: &mut Child) {
+    kill_pgid(c.id());
+    let _ = c.wait();
+}
+
+fn kill_pgid(pgid: u32) {
+    // SAFETY: negative pid = the process group created for this child.
+    unsafe { libc::kill(-(pgid as libc::pid_t), libc::SIGKILL) };
+}
+
+/// Waits (up to 5 s) until `cond` holds.
+fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let give_up = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < give_up, "timed out waiting for {what}");
+        sleep(Duration::from_millis(5));
+    }
+}
+
+fn held(w: &World, target: &str) -> bool {
+    ff(w, "lock-status")
+        .args(["-q", target])
+        .status()
+        .expect("run")
+        .code()
+        == Some(0)
+}
+
+/// Runs PROCS copies of `body` (a bash loop body run INCREMENTS times that
+/// must increment the counter file `c` under a lock) at once, `rounds`
+/// times, and checks the count each round: the oracle for exclusion.
+fn contention(w: &World, body: &str, env: &[(&str, &str)], rounds: usize) {
+    for round in 0..rounds {
+        std::fs::write(w.path().join("c"), "0\n").unwrap();
+        let script = format!("for i in $(seq {INCREMENTS}); do {body}; done");
+        let kids: Vec<Child> = (0..PROCS)
+            .map(|_| {
+                let mut c = bash(w, &script);
+                c.envs(env.iter().copied())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped());
+                c.spawn().unwrap()
+            })
+            .collect();
+        for k in kids {
+            let out = k.wait_with_output().unwrap();
+            assert!(out.status.success(), "round {round}: {}", stderr_of(&out));
+        }
+        let n = std::fs::read_to_string(w.path().join("c")).unwrap();
+        assert_eq!(
+            n.trim(),
+            (PROCS * INCREMENTS).to_string(),
+            "round {round}: lost updates"
+        );
+    }
+}
+
+const INCR: &str = "read n < c; echo $((n+1)) > c";
+
+#[test]
+fn command_mode_counts_exactly_under_contention() {
+    let w = World::new();
+    contention(&w, &format!("\"$FF\" lock-acquire L -c '{INCR}'"), &[], 2);
+}
+
+#[test]
+fn fd_mode_counts_exactly_under_contention() {
+    let w = World::new();
+    let body = format!(
+        "exec 9>>L; \"$FF\" lock-acquire --fd 9 || exit 1; {INCR}; \"$FF\" lock-release --fd 9 || exit 1"
+    );
+    contention(&w, &body, &[], 2);
+}
+
+#[test]
+fn named_pairs_count_exactly_under_contention() {
+    let w = World::new();
+    let body =
+        format!("\"$FF\" lock-acquire N || exit 1; {INCR}; \"$FF\" lock-release N || exit 1");
+    contention(&w, &body, &[], 2);
+    assert!(!held(&w, "N"));
+}
+
+#[test]
+fn dotlocks_count_exactly_under_contention() {
+    let w = World::new();
+    let body = format!("\"$FF\" lock-acquire --dotlock D -c '{INCR}' || exit 1");
+    // Short backoff keeps the polling run quick; the schedule itself is
+    // tested below.
+    let env = [
+        ("LOCK_BACKOFF_INITIAL", "0.002"),
+        ("LOCK_BACKOFF_MAX", "0.01"),
+    ];
+    contention(&w, &body, &env, 2);
+    assert!(!w.path().join("D").exists());
+}
+
+#[test]
+fn flock_persona_counts_exactly_under_contention() {
+    let w = World::new();
+    contention(&w, &format!("\"$FLOCK\" L -c '{INCR}' || exit 1"), &[], 2);
+}
+
+/// Starts a waiter and returns once it has printed its waiting line.
+fn start_waiter(mut c: Command) -> Child {
+    c.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut line = String::new();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("waiting for lock"), "{line}");
+    child
+}
+
+/// Kills `victim` and returns how long `waiter` then took to finish.
+fn handover(victim: u32, mut waiter: Child) -> (Duration, std::process::ExitStatus) {
+    let t0 = Instant::now();
+    kill(victim, libc::SIGKILL);
+    let st = waiter.wait().unwrap();
+    (t0.elapsed(), st)
+}
+
+#[test]
+fn killed_command_holder_hands_over_within_100ms() {
+    let w = World::new();
+    let mut holder = ff(&w, "lock-acquire");
+    holder.args(["L", "--", "sleep", "30"]).process_group(0);
+    let mut holder = holder.spawn().unwrap();
+    until("holder", || held(&w, "./L"));
+    let mut waiter = ff(&w, "lock-acquire");
+    waiter.args(["-w", "10", "L", "--", "true"]);
+    let waiter = start_waiter(waiter);
+    let (took, st) = handover(holder.id(), waiter);
+    kill_group(&mut holder);
+    assert!(st.success());
+    assert!(took < Duration::from_millis(100), "{took:?}");
+}
+
+#[test]
+fn killed_fd_holder_hands_over_within_100ms() {
+    let w = World::new();
+    let mut holder = bash(
+        &w,
+        "exec 9>>L; \"$FF\" lock-acquire --fd 9 && echo locked; read x",
+    );
+    let mut holder = holder
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "locked\n");
+    let waiter = start_waiter(bash(
+        &w,
+        "exec 9>>L; exec \"$FF\" lock-acquire -w 10 --fd 9",
+    ));
+    let (took, st) = handover(holder.id(), waiter);
+    let _ = holder.wait();
+    assert!(st.success());
+    assert!(took < Duration::from_millis(100), "{took:?}");
+}
+
+fn status_json(w: &World, target: &str) -> serde_json::Value {
+    let out = ff(w, "lock-status")
+        .args(["--json", target])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A bash that takes the named lock N and then waits on its stdin.
+fn named_owner_shell(w: &World) -> Child {
+    let mut c = bash(w, "\"$FF\" lock-acquire N && echo locked; read x");
+    let mut c = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(c.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "locked\n");
+    c
+}
+
+#[test]
+fn killed_named_holder_hands_over_within_100ms() {
+    let w = World::new();
+    let mut owner = named_owner_shell(&w);
+    let st = status_json(&w, "N");
+    assert_eq!(st["pid"], owner.id());
+    let holder_pid = st["holder_pid"].as_u64().unwrap() as u32;
+    let mut waiter = ff(&w, "lock-acquire");
+    waiter.args(["-w", "10", "N"]);
+    let waiter = start_waiter(waiter);
+    let (took, st) = handover(holder_pid, waiter);
+    assert!(st.success());
+    assert!(took < Duration::from_millis(100), "{took:?}");
+    // The waiter's lock belongs to this test process: release it.
+    ff(&w, "lock-release").arg("N").assert().success();
+    kill(owner.id(), libc::SIGKILL);
+    let _ = owner.wait();
+}
+
+#[test]
+fn named_lock_is_free_within_1s_after_its_owner_shell_dies() {
+    let w = World::new();
+    let mut owner = named_owner_shell(&w);
+    let mut waiter = ff(&w, "lock-acquire");
+    waiter.args(["-w", "10", "N"]);
+    let waiter = start_waiter(waiter);
+    let (took, st) = handover(owner.id(), waiter);
+    let _ = owner.wait();
+    assert!(st.success());
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    ff(&w, "lock-release").arg("N").assert().success();
+    assert!(!held(&w, "N"));
+}
+
+#[test]
+fn killed_dotlock_holder_is_detected_at_once() {
+    let w = World::new();
+    let mut holder = ff(&w, "lock-acquire");
+    holder
+        .args(["--dotlock", "D", "--", "sleep", "30"])
+        .process_group(0);
+    let mut holder = holder.spawn().unwrap();
+    until("dotlock", || w.path().join("D").exists());
+    kill(holder.id(), libc::SIGKILL);
+    let _ = holder.wait();
+    assert!(w.path().join("D").exists(), "the dead holder's lock stays");
+    let t0 = Instant::now();
+    ff(&w, "lock-acquire")
+        .args(["--dotlock", "-w", "0", "D", "--", "true"])
+        .assert()
+        .success();
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    kill_pgid(holder.id());
+    assert!(!w.path().join("D").exists());
+}
+
+#[test]
+fn timeout_exits_6_after_half_a_second() {
+    let w = World::new();
+    let mut holder = ff(&w, "lock-acquire");
+    holder.args(["L", "--", "sleep", "30"]).process_group(0);
+    let mut holder = holder.spawn().unwrap();
+    until("holder", || held(&w, "./L"));
+    for (args, env) in [
+        (vec!["-w", "0.5", "L", "--", "true"], None),
+        (vec!["L", "--", "true"], Some("0.5")),
+    ] {
+        let mut c = ff(&w, "lock-acquire");
+        c.args(&args);
+        if let Some(t) = env {
+            c.env("LOCK_TIMEOUT", t);
+        }
+        let t0 = Instant::now();
+        let out = c.output().unwrap();
+        let took = t0.elapsed();
+        assert_eq!(out.status.code(), Some(6), "{}", stderr_of(&out));
+        assert!(
+            took >= Duration::from_millis(500) && took < Duration::from_millis(600),
+            "{took:?}"
+        );
+        let err = stderr_of(&out);
+        assert_eq!(err.lines().count(), 2, "{err}"); // waiting line + timeout line
+        assert!(err.contains("waiting for lock L (held by pid"), "{err}");
+        assert!(out.stdout.is_empty());
+    }
+    kill_group(&mut holder);
+}
+
+#[test]
+fn busy_is_5_and_conflict_exit_code_overrides() {
+    let w = World::new();
+    let mut holder = ff(&w, "lock-acquire");
+    holder.args(["L", "--", "sleep", "30"]).process_group(0);
+    let mut holder = holder.spawn().unwrap();
+    until("holder", || held(&w, "./L"));
+    ff(&w, "lock-acquire")
+        .args(["-n", "L", "--", "true"])
+        .assert()
+        .code(5);
+    ff(&w, "lock-acquire")
+        .args(["-w", "0", "-q", "L", "--", "true"])
+        .assert()
+        .code(5)
+        .stderr("");
+    ff(&w, "lock-acquire")
+        .args(["-n", "-E", "42", "L", "--", "true"])
+        .assert()
+        .code(42);
+    w.link("flock")
+        .args(["-n", "L", "true"])
+        .assert()
+        .code(1)
+        .stderr("");
+    kill_group(&mut holder);
+}
+
+/// Traced sleeps, in seconds, from a waiter that times out on a held dot-lock.
+fn traced_sleeps(w: &World, timeout: &str, env: &[(&str, &str)]) -> Vec<f64> {
+    let mut c = ff(w, "lock-acquire");
+    c.args(["--dotlock", "-w", timeout, "D", "--", "true"])
+        .env("FFKIT_TEST_BACKOFF_TRACE", "1")
+        .envs(env.iter().copied());
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", stderr_of(&out));
+    stderr_of(&out)
+        .lines()
+        .filter_map(|l| l.split("backoff: sleep ").nth(1))
+        .map(|s| s.trim_end_matches('s').parse().unwrap())
+        .collect()
+}
+
+/// `got` follows `schedule` exactly (at least `min_exact` sleeps), except
+/// that the last sleep may be shortened to land on the `timeout`. Process
+/// start-up counts against the deadline, so on a loaded machine the
+/// shortening may come a step early; hence the slack in each timeout.
+fn assert_schedule(got: &[f64], schedule: &[f64], min_exact: usize, timeout: f64) {
+    let n = got.len();
+    assert!(n > min_exact && n <= schedule.len(), "{got:?}");
+    assert_eq!(&got[..n - 1], &schedule[..n - 1], "{got:?}");
+    assert!(got[n - 1] <= schedule[n - 1], "{got:?}");
+    let total: f64 = got.iter().sum();
+    assert!(total <= timeout + 1e-9, "{got:?} sums past {timeout}");
+}
+
+#[test]
+fn dotlock_backoff_follows_the_strategy_and_lands_on_the_deadline() {
+    let w = World::new();
+    let mut holder = ff(&w, "lock-acquire");
+    holder
+        .args(["--dotlock", "D", "--", "sleep", "30"])
+        .process_group(0);
+    let mut holder = holder.spawn().unwrap();
+    until("dotlock", || w.path().join("D").exists());
+    // exponential (default): 0.1, 0.2, 0.4, then the rest of 1 s.
+    let got = traced_sleeps(&w, "1", &[]);
+    assert_schedule(&got, &[0.1, 0.2, 0.4, 0.8], 3, 1.0);
+    // The cap: doubling stops at LOCK_BACKOFF_MAX.
+    let env = [
+        ("LOCK_BACKOFF_INITIAL", "0.05"),
+        ("LOCK_BACKOFF_MAX", "0.2"),
+    ];
+    let got = traced_sleeps(&w, "0.9", &env);
+    assert_schedule(&got, &[0.05, 0.1, 0.2, 0.2, 0.2, 0.2], 4, 0.9);
+    // linear: a fixed 0.5 s.
+    let env = [("LOCK_BACKOFF_STRATEGY", "linear")];
+    let got = traced_sleeps(&w, "1.2", &env);
+    assert_schedule(&got, &[0.5, 0.5, 0.5], 2, 1.2);
+    kill_group(&mut holder);
+}
+
+#[test]
+fn background_child_does_not_keep_the_lock_unless_inherit() {
+    let w = World::new();
+    let bg = "sleep 5 >/dev/null 2>&1 & echo $!";
+    let out = ff(&w, "lock-acquire")
+        .args(["L", "-c", bg])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let t0 = Instant::now();
+    let free = ff(&w, "lock-acquire")
+        .args(["-n", "L", "--", "true"])
+        .status()
+        .unwrap();
+    assert!(free.success(), "the background child kept the lock");
+    assert!(t0.elapsed() < Duration::from_millis(50) || free.success());
+    kill(parse_u64(&out.stdout) as u32, libc::SIGKILL);
+
+    let out = ff(&w, "lock-acquire")
+        .args(["--inherit", "L", "-c", bg])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    ff(&w, "lock-acquire")
+        .args(["-n", "L", "--", "true"])
+        .assert()
+        .code(5);
+    kill(parse_u64(&out.stdout) as u32, libc::SIGKILL);
+}
+
+#[test]
+fn command_exit_status_and_signal_are_passed_on() {
+    let w = World::new();
+    ff(&w, "lock-acquire")
+        .args(["L", "-c", "exit 7"])
+        .assert()
+        .code(7);
+    ff(&w, "lock-acquire")
+        .args(["L", "--", "sh", "-c", "kill -TERM $$"])
+        .assert()
+        .code(128 + 15);
+    ff(&w, "lock-acquire")
+        .args(["L", "--", "no-such-command-xyz"])
+        .assert()
+        .code(127);
+}
+
+#[test]
+fn symlink_at_lock_path_is_refused_and_nothing_is_created() {
+    let w = World::new();
+    let target = w.path().join("victim");
+    std::os::unix::fs::symlink(&target, w.path().join("L")).unwrap();
+    ff(&w, "lock-acquire")
+        .args(["L", "--", "true"])
+        .assert()
+        .code(3);
+    std::fs::create_dir_all(lock_dir(&w)).unwrap();
+    std::os::unix::fs::symlink(&target, lock_dir(&w).join("N")).unwrap();
+    ff(&w, "lock-acquire").arg("N").assert().code(3);
+    ff(&w, "lock-acquire")
+        .args(["--dotlock", "N"])
+        .assert()
+        .code(3);
+    assert!(!target.exists());
+}
+
+#[test]
+fn only_the_owner_releases_a_named_lock_unless_forced() {
+    let w = World::new();
+    let mut owner = Command::new("sleep").arg("30").spawn().unwrap();
+    let pid = owner.id().to_string();
+    ff(&w, "lock-acquire")
+        .args(["--owner", &pid, "N"])
+        .assert()
+        .success();
+    ff(&w, "lock-release")
+        .arg("N")
+        .assert()
+        .code(5)
+        .stderr(predicates::str::contains("not by you"));
+    assert!(held(&w, "N"));
+    ff(&w, "lock-release")
+        .args(["--owner", &pid, "N"])
+        .assert()
+        .success();
+    assert!(!held(&w, "N"));
+    ff(&w, "lock-release").arg("N").assert().code(4);
+
+    // The same for dot-locks, and --force.
+    ff(&w, "lock-acquire")
+        .args(["--dotlock", "--owner", &pid, "D"])
+        .assert()
+        .success();
+    ff(&w, "lock-release").arg("D").assert().code(5);
+    ff(&w, "lock-release")
+        .args(["--force", "D"])
+        .assert()
+        .success();
+    assert!(!lock_dir(&w).join("D").exists());
+    owner.kill().unwrap();
+    let _ = owner.wait();
+}
+
+#[test]
+fn status_reports_holder_in_text_json_and_exit_code() {
+    let w = World::new();
+    ff(&w, "lock-status")
+        .arg("N")
+        .assert()
+        .code(1)
+        .stdout("N: free\n");
+    ff(&w, "lock-status")
+        .args(["-q", "N"])
+        .assert()
+        .code(1)
+        .stdout("");
+    ff(&w, "lock-acquire").arg("N").assert().success();
+    let me = std::process::id().to_string();
+    ff(&w, "lock-status")
+        .arg("N")
+        .assert()
+        .code(0)
+        .stdout(predicates::str::starts_with("N: held (exclusive) by pid "))
+        .stdout(predicates::str::contains(format!("pid {me}")))
+        .stdout(predicates::str::contains("since "));
+    let j = status_json(&w, "N");
+    assert_eq!(j["state"], "held");
+    assert_eq!(j["kind"], "kernel");
+    assert_eq!(j["pid"].to_string(), me);
+    assert!(j["host"].is_string() && j["command"].is_string());
+    assert!(j["age_seconds"].as_f64().unwrap() >= 0.0);
+    ff(&w, "lock-status")
+        .args(["-q", "N"])
+        .assert()
+        .code(0)
+        .stdout("");
+    ff(&w, "lock-release").arg("N").assert().success();
+    let j = status_json(&w, "N");
+    assert_eq!(j["state"], "free");
+    // A path (with '/') is probed directly; a command-mode holder is named.
+    let mut holder = ff(&w, "lock-acquire");
+    holder.args(["L", "--", "sleep", "30"]).process_group(0);
+    let mut holder = holder.spawn().unwrap();
+    until("holder", || held(&w, "./L"));
+    ff(&w, "lock-status")
+        .arg("./L")
+        .assert()
+        .code(0)
+        .stdout(predicates::str::contains(format!("by pid {}", holder.id())))
+        .stdout(predicates::str::contains("sleep 30"));
+    kill_group(&mut holder);
+}
+
+#[test]
+fn flock_persona_is_unlisted_and_takes_fd_numbers() {
+    let w = World::new();
+    let list = w.cmd("--list").output().unwrap();
+    assert!(!String::from_utf8_lossy(&list.stdout).contains("flock"));
+    bash(
+        &w,
+        "exec 9>>L; \"$FLOCK\" 9 || exit 1; \"$FF\" lock-acquire -n L -- true; echo $?; \"$FLOCK\" -u 9; \"$FF\" lock-acquire -n L -- true; echo $?",
+    )
+    .assert()
+    .success()
+    .stdout("5\n0\n");
+}
+
+#[test]
+fn default_lock_dir_is_private_and_a_foreign_or_open_one_is_refused() {
+    let w = World::new();
+    let run = w.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let status = |c: &mut Command| {
+        c.env_remove("FFKIT_LOCK_DIR")
+            .env("XDG_RUNTIME_DIR", &run)
+            .output()
+            .unwrap()
+    };
+    let out = status(w.cmd("lock-status").arg("N"));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    use std::os::unix::fs::PermissionsExt;
+    let dir = run.join("ffkit").join("locks");
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700);
+    // Writable by others: refused (exit 3).
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = status(w.cmd("lock-status").arg("N"));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    // A symlink in its place: refused, nothing created behind it.
+    std::fs::remove_dir_all(run.join("ffkit")).unwrap();
+    let elsewhere = w.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, run.join("ffkit")).unwrap();
+    let out = status(w.cmd("lock-acquire").arg("N"));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert!(!elsewhere.join("locks").exists());
+    // Named locks in a FlowForge namespace live under locks/ and sessions/locks/.
+    let ns = |session: bool| {
+        let mut c = w.cmd("lock-acquire");
+        c.env("FLOWFORGE_DEVELOPER", "ada").arg("S");
+        if session {
+            c.arg("--session");
+        }
+        c.assert().success();
+    };
+    ns(false);
+    ns(true);
+    let base = w.path().join(".flowforge/dev-ada");
+    assert!(base.join("locks/S").is_file());
+    assert!(base.join("sessions/locks/S").is_file());
+    for s in [false, true] {
+        let mut c = w.cmd("lock-release");
+        c.env("FLOWFORGE_DEVELOPER", "ada").arg("S");
+        if s {
+            c.arg("--session");
+        }
+        c.assert().success();
+    }
+}
+
+#[test]
+fn named_lock_asked_again_by_its_owner_is_a_conflict_not_a_hang() {
+    let w = World::new();
+    ff(&w, "lock-acquire").arg("N").assert().success();
+    let t0 = Instant::now();
+    ff(&w, "lock-acquire")
+        .arg("N")
+        .assert()
+        .code(5)
+        .stderr(predicates::str::contains("already held by this owner"));
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    ff(&w, "lock-release").arg("N").assert().success();
+}

@@ -1072,16 +1072,24 @@ fn a_full_disk_fails_with_exit_8_and_leaves_nothing_half_written() {
     let mut c = cmd("cache-read");
     c.arg("small").env("CACHE_PERF_MONITORING", "enabled");
     let out = c.output().unwrap();
-    assert!(out.status.success() && out.stderr.is_empty(), "{}", stderr_of(&out));
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        stderr_of(&out)
+    );
     assert_eq!(out.stdout, b"1");
     // Recording by hand says so: exit 8, and the log holds whole rows only.
     let mut c = cmd("perf-metrics");
-    c.args(["record", "x", "1"]).env("CACHE_PERF_MONITORING", "enabled");
+    c.args(["record", "x", "1"])
+        .env("CACHE_PERF_MONITORING", "enabled");
     let out = c.output().unwrap();
     assert_eq!(out.status.code(), Some(8), "{}", stderr_of(&out));
     assert_eq!(stderr_lines(&out).len(), 1, "{}", stderr_of(&out));
     let rows = fs::read(&log).unwrap_or_default();
-    assert!(rows.is_empty() || rows.ends_with(b"\n"), "half a row: {rows:?}");
+    assert!(
+        rows.is_empty() || rows.ends_with(b"\n"),
+        "half a row: {rows:?}"
+    );
     // Free space: the next write succeeds and the index is exact.
     fs::remove_file(&filler).unwrap();
     let mut c = cmd("cache-write");
@@ -1763,5 +1771,165 @@ fn shell_wrappers_answer_bad_input_with_contract_codes_and_one_line() {
         assert_eq!(parse_u64(&out.stdout), oracle(&cache).0, "{planted}");
         t.assert_untouched(planted);
         assert_index_exact(&cache, planted);
+    }
+}
+
+// ---------------------------------------------------------------- locks
+
+fn lock_cmd(w: &World, applet: &str) -> Command {
+    let mut c = w.cmd(applet);
+    c.env("FFKIT_LOCK_DIR", w.path().join("locks"))
+        .env("CACHE_PERF_MONITORING", "disabled");
+    c
+}
+
+#[test]
+fn bad_lock_names_and_options_exit_2_and_create_nothing() {
+    let w = seeded();
+    fs::create_dir_all(w.path().join("locks")).unwrap();
+    let mut names: Vec<Vec<u8>> = [
+        &b""[..],
+        b".",
+        b"..",
+        b".hidden",
+        b"a\nb",
+        b"tab\tb",
+        b"\x7f",
+        b"\xff\xfe",
+    ]
+    .iter()
+    .map(|n| n.to_vec())
+    .collect();
+    names.push(vec![b'n'; 201]);
+    for n in &names {
+        let shown = String::from_utf8_lossy(n).escape_debug().to_string();
+        for (applet, pre) in [
+            ("lock-acquire", &["-n"][..]),
+            ("lock-acquire", &["-n", "--dotlock"][..]),
+            ("lock-release", &[][..]),
+            ("lock-release", &["--dotlock"][..]),
+            ("lock-status", &[][..]),
+        ] {
+            let mut c = lock_cmd(&w, applet);
+            c.args(pre).arg("--").arg(osb(n));
+            let before = outside_snapshot(&w);
+            let out = output_within(c, &shown);
+            let err = stderr_of(&out);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{applet} {pre:?} '{shown}': {err}"
+            );
+            assert_eq!(stderr_lines(&out).len(), 1, "{err}");
+            assert!(!err.contains("panicked"), "{err}");
+            assert_eq!(
+                outside_snapshot(&w),
+                before,
+                "{applet} '{shown}' created files"
+            );
+        }
+    }
+    for args in [
+        &["-w", "abc", "x", "--", "true"][..],
+        &["-w=-1", "x", "--", "true"],
+        &["-w", "1e999", "x", "--", "true"],
+        &["-w", "99999999999999999999", "x", "--", "true"],
+        &["-w", "5x", "x", "--", "true"],
+        &["-E", "300", "x", "--", "true"],
+        &["--fd", "-1"],
+        &["--fd", "77"],
+        &["-s", "named-shared-is-refused"],
+    ] {
+        let mut c = lock_cmd(&w, "lock-acquire");
+        c.args(args);
+        let before = outside_snapshot(&w);
+        let out = output_within(c, &format!("{args:?}"));
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(stderr_lines(&out).len(), 1, "{err}");
+        assert_eq!(outside_snapshot(&w), before, "{args:?} created files");
+    }
+    // Bad environment values: exit 12 for the lock applets too.
+    for (var, val) in BAD_ENV {
+        for (applet, args) in [
+            ("lock-acquire", &["-n", "x", "--", "true"][..]),
+            ("lock-status", &["x"][..]),
+            ("lock-release", &["x"][..]),
+        ] {
+            let mut c = lock_cmd(&w, applet);
+            c.args(args).env(var, OsStr::from_bytes(val));
+            let out = output_within(c, var);
+            assert_eq!(
+                out.status.code(),
+                Some(12),
+                "{applet} {var}: {}",
+                stderr_of(&out)
+            );
+            assert_eq!(stderr_lines(&out).len(), 1, "{}", stderr_of(&out));
+        }
+    }
+    assert_eq!(fs::read_dir(w.path().join("locks")).unwrap().count(), 0);
+}
+
+#[test]
+fn symlinked_and_fifo_lock_files_are_refused_without_blocking() {
+    let w = World::new();
+    let dir = w.path().join("locks");
+    fs::create_dir_all(&dir).unwrap();
+    let t = Target::new(&w, "lock-target", b"precious");
+    std::os::unix::fs::symlink(&t.path, dir.join("sym")).unwrap();
+    std::os::unix::fs::symlink(w.path().join("outside/never"), dir.join("dangling")).unwrap();
+    for name in ["sym", "dangling"] {
+        for (applet, args, code) in [
+            ("lock-acquire", &["-n"][..], 3),
+            ("lock-status", &[][..], 3),
+            ("lock-release", &[][..], 3),
+            ("lock-acquire", &["-n", "--dotlock"][..], 3),
+        ] {
+            let mut c = lock_cmd(&w, applet);
+            c.args(args).arg(name);
+            let out = output_within(c, name);
+            let err = stderr_of(&out);
+            assert_eq!(
+                out.status.code(),
+                Some(code),
+                "{applet} {args:?} {name}: {err}"
+            );
+            assert_eq!(stderr_lines(&out).len(), 1, "{err}");
+        }
+        // Command mode through a symlink path (flock(1) style) refuses too.
+        let mut c = lock_cmd(&w, "lock-acquire");
+        c.args(["-n"]).arg(dir.join(name)).args(["--", "true"]);
+        let out = output_within(c, name);
+        assert_eq!(out.status.code(), Some(3), "{name}: {}", stderr_of(&out));
+    }
+    t.assert_untouched("lock symlink");
+    assert!(
+        !w.path().join("outside/never").exists(),
+        "dangling target created"
+    );
+    // FIFOs: before the fix, status/release (and command mode on a FIFO path)
+    // blocked forever in open(2).
+    mkfifo(&dir.join("ff"));
+    for (applet, args) in [
+        ("lock-status", vec!["ff".to_string()]),
+        ("lock-release", vec!["ff".to_string()]),
+        ("lock-acquire", vec!["-n".into(), "ff".into()]),
+        ("lock-status", vec![dir.join("ff").display().to_string()]),
+        (
+            "lock-acquire",
+            vec![
+                "-n".into(),
+                dir.join("ff").display().to_string(),
+                "--".into(),
+                "true".into(),
+            ],
+        ),
+    ] {
+        let mut c = lock_cmd(&w, applet);
+        c.args(&args);
+        let out = output_within(c, &format!("{applet} {args:?}"));
+        assert!(!stderr_of(&out).contains("panicked"));
+        assert!(stderr_lines(&out).len() <= 1, "{}", stderr_of(&out));
     }
 }

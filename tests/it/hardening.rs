@@ -1933,3 +1933,42 @@ fn symlinked_and_fifo_lock_files_are_refused_without_blocking() {
         assert!(stderr_lines(&out).len() <= 1, "{}", stderr_of(&out));
     }
 }
+
+/// Releases a named lock when dropped, so a failing assertion never leaves
+/// a holder process behind.
+struct Held<'a>(&'a World, PathBuf, &'a str);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut c = self.0.cmd("lock-release");
+        c.env("FFKIT_LOCK_DIR", &self.1).args(["--force", self.2]);
+        let _ = c.output();
+    }
+}
+
+#[test]
+fn new_lock_dirs_are_0700_and_named_lock_files_0600_whatever_the_umask() {
+    let w = World::new();
+    let dir = w.path().join("deep").join("locks");
+    let mut c = w.cmd("lock-acquire");
+    c.env("FFKIT_LOCK_DIR", &dir).args(["-n", "modes"]);
+    unsafe {
+        c.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let out = output_within(c, "named acquire");
+    let _held = Held(&w, dir.clone(), "modes");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    for d in [w.path().join("deep"), dir.clone()] {
+        let mode = fs::metadata(&d).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700, "{d:?}");
+    }
+    let mode = fs::symlink_metadata(dir.join("modes"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o600, "named lock file");
+}

@@ -1062,6 +1062,29 @@ fn a_full_disk_fails_with_exit_8_and_leaves_nothing_half_written() {
         assert!(!cache.join("k").exists());
         assert_index_exact(&cache, applet);
     }
+    // Locks on a full disk: exit 8, and the lock is not left held.
+    let dotlock_path = mnt.join("locks/full").display().to_string();
+    fs::create_dir_all(mnt.join("locks")).unwrap();
+    for args in [
+        &["-n", "--dotlock", &dotlock_path, "--", "true"][..],
+        &["-n", "full"],
+    ] {
+        let mut c = cmd("lock-acquire");
+        c.args(args).env("FFKIT_LOCK_DIR", mnt.join("locks"));
+        let out = output_within(c, "lock on a full disk");
+        let _held = Held(&w, mnt.join("locks"), "full");
+        assert_eq!(out.status.code(), Some(8), "{args:?}: {}", stderr_of(&out));
+        assert_eq!(stderr_lines(&out).len(), 1, "{}", stderr_of(&out));
+        let mut c = cmd("lock-status");
+        c.arg("full").env("FFKIT_LOCK_DIR", mnt.join("locks"));
+        let out = output_within(c, "status");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !said.contains("held"),
+            "{args:?}: {said:?} {}",
+            stderr_of(&out)
+        );
+    }
     // Reads and size still work on a full disk.
     let mut c = cmd("cache-read");
     c.arg("small");
@@ -1144,6 +1167,38 @@ fn a_read_only_cache_fails_writes_with_exit_3_naming_the_path() {
             "{applet}: path not named: {err}"
         );
         assert!(!err.contains("panicked"));
+    }
+    // The metrics log and lock dirs on the same read-only disk.
+    for (applet, args, env) in [
+        (
+            "perf-metrics",
+            &["record", "x", "1"][..],
+            ("CACHE_PERF_MONITORING", "enabled"),
+        ),
+        (
+            "lock-acquire",
+            &["-n", "ro-lock"][..],
+            ("FFKIT_LOCK_DIR", ""),
+        ),
+        (
+            "lock-acquire",
+            &["-n", "--dotlock", "ro-lock"][..],
+            ("FFKIT_LOCK_DIR", ""),
+        ),
+    ] {
+        let mut c = cmd(applet);
+        c.args(args).env("FFKIT_LOCK_DIR", mnt.join("locks"));
+        if !env.1.is_empty() {
+            c.env(env.0, env.1);
+        }
+        let out = output_within(c, applet);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(3), "{applet} {args:?}: {err}");
+        assert_eq!(stderr_lines(&out).len(), 1, "{err}");
+        assert!(
+            err.contains(&*mnt.to_string_lossy()),
+            "{applet}: path not named: {err}"
+        );
     }
     // Reading still works without being able to create anything.
     let out = cmd("cache-read").arg("k").output().unwrap();

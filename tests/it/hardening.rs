@@ -2027,3 +2027,24 @@ fn new_lock_dirs_are_0700_and_named_lock_files_0600_whatever_the_umask() {
         & 0o7777;
     assert_eq!(mode, 0o600, "named lock file");
 }
+
+#[test]
+fn init_team_config_lookup_never_blocks_on_a_fifo_and_refuses_bad_json() {
+    let w = World::new();
+    let fifo = w.path().join("team.fifo");
+    mkfifo(&fifo);
+    let bad = w.path().join("bad.json");
+    fs::write(&bad, b"{bad").unwrap();
+    for (file, code) in [(fifo, 1), (w.path().to_path_buf(), 1), (bad, 10)] {
+        let mut c = w.cmd("init");
+        c.arg("--developer-for-email").arg("a@b").arg(&file);
+        let out = output_within(c, "init lookup");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{file:?}: {}",
+            stderr_of(&out)
+        );
+        assert_eq!(stderr_lines(&out).len(), 1, "{}", stderr_of(&out));
+    }
+}

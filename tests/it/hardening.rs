@@ -1335,6 +1335,44 @@ fn sigint_and_sigterm_during_batches_and_evictions_leave_an_exact_index() {
         assert_index_exact(&w.cache(), &format!("round {round}"));
         w.cmd("cache-size").arg("--verify").assert().success();
     }
+    // Evictions spend most of their time walking; aim the signals at the
+    // commit by calibrating on one uninterrupted run.
+    let mut batch = w.cmd("cache-batch");
+    assert!(run_with_stdin(&mut batch, &input).status.success());
+    let t0 = std::time::Instant::now();
+    w.cmd("cache-evict")
+        .args(["--max-bytes", "0"])
+        .assert()
+        .success();
+    let full = t0.elapsed();
+    let mut mid_commit = 0;
+    for round in 0..10u32 {
+        let mut batch = w.cmd("cache-batch");
+        assert!(run_with_stdin(&mut batch, &input).status.success());
+        let mut child = w
+            .cmd("cache-evict")
+            .args(["--max-bytes", "0"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(full.mul_f64(0.4 + 0.07 * f64::from(round)));
+        signal(
+            &child,
+            if round % 2 == 0 {
+                libc::SIGTERM
+            } else {
+                libc::SIGINT
+            },
+        );
+        let status = child.wait().unwrap();
+        if status.code().is_none() && w.cache().join(".journal").exists() {
+            mid_commit += 1;
+        }
+        assert_eq!(w.size(), oracle(&w.cache()).0, "eviction round {round}");
+        assert_index_exact(&w.cache(), &format!("eviction round {round}"));
+        w.cmd("cache-size").arg("--verify").assert().success();
+    }
+    eprintln!("signals: {mid_commit} of 10 evictions were killed mid-commit (journal left)");
     // Killed writers leave temp files (dot-files, never counted); the next
     // walk (eviction, rebuild) removes those of dead processes.
     w.cmd("cache-evict").arg("--expired").assert().success();

@@ -65,6 +65,131 @@ pub struct Config {
 
 pub const DEFAULT_PERF_MAX_BYTES: u64 = 10 << 20;
 
+/// One documented environment variable: the single table the man pages'
+/// ENVIRONMENT section and the README's table are generated from. A test
+/// below proves it names every variable [`Config::from_lookup`] reads
+/// (the hidden test-only ones excepted), so the docs cannot miss a knob.
+#[derive(Clone, Copy, Debug)]
+pub struct EnvVar {
+    pub name: &'static str,
+    /// Accepted values, in words.
+    pub values: &'static str,
+    /// The default, or empty when unset means "not used".
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+/// Every variable ffkit reads, contract variables first, then ffkit's own
+/// knobs, then the standard ones it falls back on.
+pub const ENV_VARS: &[EnvVar] = &[
+    EnvVar {
+        name: "CACHE_SIZE_TRACKING",
+        values: "enabled | disabled",
+        default: "enabled",
+        meaning: "enabled: cache-size reads the incremental index in O(1); disabled: it walks the cache dir",
+    },
+    EnvVar {
+        name: "LOCK_BACKOFF_STRATEGY",
+        values: "exponential | linear",
+        default: "exponential",
+        meaning: "how a waiting lock retries: exponential from LOCK_BACKOFF_INITIAL doubling to LOCK_BACKOFF_MAX; linear a fixed 0.5 s",
+    },
+    EnvVar {
+        name: "LOCK_TIMEOUT",
+        values: "seconds (fractional allowed)",
+        default: "30",
+        meaning: "how long lock acquisition waits before giving up (exit 6)",
+    },
+    EnvVar {
+        name: "CACHE_PERF_MONITORING",
+        values: "enabled | disabled",
+        default: "enabled",
+        meaning: "enabled: applets append their own timings to the metrics log; disabled: nothing is recorded",
+    },
+    EnvVar {
+        name: "CACHE_PERF_METRICS",
+        values: "path",
+        default: "<cache-dir>/.perf-metrics.csv",
+        meaning: "the CSV metrics log (timestamp,operation,duration_ms)",
+    },
+    EnvVar {
+        name: "FLOWFORGE_DEVELOPER",
+        values: "developer id (letters, digits, '.', '_', '-')",
+        default: "",
+        meaning: "the namespace: the cache dir becomes <repo>/.flowforge/dev-<id>/cache",
+    },
+    EnvVar {
+        name: "FF_DEBUG",
+        values: "true | false",
+        default: "false",
+        meaning: "debug lines on stderr",
+    },
+    EnvVar {
+        name: "FFKIT_CACHE_DIR",
+        values: "path",
+        default: "",
+        meaning: "the cache dir (overrides the namespace and XDG default; --dir overrides it)",
+    },
+    EnvVar {
+        name: "FFKIT_LOCK_DIR",
+        values: "path",
+        default: "",
+        meaning: "the dir for lock files (overrides the namespace's locks/ dir)",
+    },
+    EnvVar {
+        name: "LOCK_BACKOFF_INITIAL",
+        values: "seconds",
+        default: "0.1",
+        meaning: "first wait of the exponential backoff",
+    },
+    EnvVar {
+        name: "LOCK_BACKOFF_MAX",
+        values: "seconds",
+        default: "2.0",
+        meaning: "cap of the exponential backoff",
+    },
+    EnvVar {
+        name: "LOCK_STALE_AFTER",
+        values: "seconds",
+        default: "300",
+        meaning: "age after which a lock whose holder cannot be checked counts as stale",
+    },
+    EnvVar {
+        name: "CACHE_PERF_MAX_BYTES",
+        values: "size (10485760, 10M, 1G)",
+        default: "10M",
+        meaning: "the metrics log is trimmed when it grows above this",
+    },
+    EnvVar {
+        name: "XDG_CACHE_HOME",
+        values: "path",
+        default: "$HOME/.cache",
+        meaning: "the default cache dir is $XDG_CACHE_HOME/ffkit",
+    },
+    EnvVar {
+        name: "XDG_RUNTIME_DIR",
+        values: "path",
+        default: "",
+        meaning: "per-user runtime dir, for runtime files such as default lock dirs",
+    },
+    EnvVar {
+        name: "SHELL",
+        values: "path",
+        default: "/bin/sh",
+        meaning: "the shell that runs lock-acquire -c and flock -c commands",
+    },
+    EnvVar {
+        name: "HOME",
+        values: "path",
+        default: "(set by login)",
+        meaning: "the default cache dir is $HOME/.cache/ffkit when XDG_CACHE_HOME is unset",
+    },
+];
+
+/// Variables [`Config::from_lookup`] reads that are deliberately missing
+/// from [`ENV_VARS`]: hidden, test-only hooks.
+pub const HIDDEN_ENV_VARS: &[&str] = &["FFKIT_TEST_NOW", "FFKIT_TEST_BACKOFF_TRACE"];
+
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self> {
@@ -309,6 +434,26 @@ mod tests {
             assert_eq!(e.exit_code(), 12, "{k}={v}");
             assert!(e.to_string().contains(k), "{e}");
         }
+    }
+
+    #[test]
+    fn env_table_names_every_variable_read() {
+        let asked = std::cell::RefCell::new(Vec::<String>::new());
+        Config::from_lookup(|k| {
+            asked.borrow_mut().push(k.to_string());
+            None
+        })
+        .unwrap();
+        let mut read: Vec<String> = asked.into_inner();
+        read.retain(|k| !HIDDEN_ENV_VARS.contains(&k.as_str()));
+        read.sort();
+        read.dedup();
+        let mut documented: Vec<String> = ENV_VARS.iter().map(|v| v.name.to_string()).collect();
+        documented.sort();
+        assert_eq!(
+            read, documented,
+            "config::ENV_VARS must document every variable Config reads (add new knobs to the table)"
+        );
     }
 
     #[test]

@@ -145,7 +145,7 @@ fn simulate(before: Totals, removed: &[Evicted]) -> Totals {
 /// Walks and orders every key: unconditional victims first (with their
 /// reason), then the rest in LRU order.
 fn candidates(cache: &Cache, policy: &EvictPolicy) -> Result<Vec<(Candidate, Option<Reason>)>> {
-    let s = scan::scan(cache.dir())?;
+    let s = scan::scan_with(cache.dir(), cache.progress())?;
     s.remove_stale_temps(cache.dir());
     let need_meta = policy.expired || policy.older_than.is_some() || policy.max_bytes.is_some();
     let mut by_key: BTreeMap<String, Candidate> = BTreeMap::new();
@@ -176,7 +176,14 @@ fn candidates(cache: &Cache, policy: &EvictPolicy) -> Result<Vec<(Candidate, Opt
     }
     let now = cache.now();
     let mut out = Vec::with_capacity(by_key.len());
+    let progress = cache.progress().filter(|_| need_meta);
+    if let Some(p) = progress {
+        p.start("reading metadata", Some(by_key.len() as u64));
+    }
     for (_, mut c) in by_key {
+        if let Some(p) = progress {
+            p.advance(1);
+        }
         if need_meta && c.sidecar.is_some() {
             match read_meta(cache, &c.key) {
                 Some(Ok(m)) => c.meta = Some(m),
@@ -199,6 +206,9 @@ fn candidates(cache: &Cache, policy: &EvictPolicy) -> Result<Vec<(Candidate, Opt
             None
         };
         out.push((c, reason));
+    }
+    if let Some(p) = progress {
+        p.finish();
     }
     // Unconditional victims first, then garbage and expired, then LRU; ties by key.
     out.sort_by(|(a, ra), (b, rb)| {

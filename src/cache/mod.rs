@@ -27,6 +27,7 @@ pub mod evict;
 pub mod index;
 pub mod journal;
 pub mod key;
+pub mod progress;
 pub mod scan;
 
 use std::collections::HashMap;
@@ -41,6 +42,7 @@ pub use entry::Meta;
 pub use evict::{EvictPolicy, EvictReport, Evicted, Reason};
 pub use index::Totals;
 use journal::{Journal, Record};
+pub use progress::Progress;
 
 /// Seconds between two recency updates of the same entry.
 pub const RECENCY_INTERVAL: i64 = 60;
@@ -54,6 +56,8 @@ pub struct Cache {
     /// Set the written files' times explicitly (only needed when the clock
     /// is overridden; otherwise the kernel's own times are "now").
     set_times: bool,
+    /// Where long walks, evictions and batches report progress.
+    progress: Option<Box<dyn Progress>>,
 }
 
 /// Where a size came from.
@@ -123,7 +127,18 @@ impl Cache {
             dir: dir.into(),
             now,
             set_times: clock_overridden,
+            progress: None,
         }
+    }
+
+    /// Reports the progress of long work (walks, eviction, batches) to `p`.
+    pub fn with_progress(mut self, p: Option<Box<dyn Progress>>) -> Self {
+        self.progress = p;
+        self
+    }
+
+    pub(crate) fn progress(&self) -> Option<&dyn Progress> {
+        self.progress.as_deref()
     }
 
     pub fn dir(&self) -> &Path {
@@ -262,7 +277,7 @@ impl Cache {
 
     /// Walks the directory and rewrites the index; lock held.
     fn rebuild_locked(&self) -> Result<Totals> {
-        let s = scan::scan(&self.dir)?;
+        let s = scan::scan_with(&self.dir, self.progress())?;
         s.remove_stale_temps(&self.dir);
         index::write(&self.dir, s.totals)?;
         Ok(s.totals)
@@ -285,7 +300,7 @@ impl Cache {
             });
         }
         if !tracking {
-            let s = scan::scan(&self.dir)?;
+            let s = scan::scan_with(&self.dir, self.progress())?;
             return Ok(SizeReport {
                 totals: s.totals,
                 source: Source::Walk,
@@ -357,7 +372,7 @@ impl Cache {
             Some(Err(_)) => None,
             None => index::read(&self.dir)?,
         };
-        let s = scan::scan(&self.dir)?;
+        let s = scan::scan_with(&self.dir, self.progress())?;
         if fix && index != Some(s.totals) {
             index::write(&self.dir, s.totals)?;
             Journal::remove(&self.dir)?;
@@ -376,9 +391,16 @@ impl Cache {
         fsutil::create_private_dir(&self.dir)?;
         let mut changes: Vec<Change> = Vec::with_capacity(entries.len());
         let mut seen: HashMap<String, usize> = HashMap::with_capacity(entries.len());
+        let progress = self.progress().filter(|_| entries.len() > 1);
+        if let Some(p) = progress {
+            p.start("writing", Some(entries.len() as u64));
+        }
         let result = (|| {
             for e in entries {
                 let change = self.prepare(e)?;
+                if let Some(p) = progress {
+                    p.advance(1);
+                }
                 match seen.get(&change.key) {
                     Some(&i) => {
                         let old = std::mem::replace(&mut changes[i], change);
@@ -389,6 +411,9 @@ impl Cache {
                         changes.push(change);
                     }
                 }
+            }
+            if let Some(p) = progress {
+                p.finish();
             }
             let (_guard, totals, _) = self.lock_and_repair()?;
             self.commit(totals, &changes)

@@ -13,6 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use super::index::Totals;
+use super::progress::Progress;
 use crate::error::{Error, Result};
 use crate::fsutil;
 
@@ -47,9 +48,28 @@ const STALE_TEMP_SECS: i64 = 86_400;
 
 /// Walks `dir` (not following symlinks).
 pub fn scan(dir: &Path) -> Result<Scan> {
+    scan_with(dir, None)
+}
+
+/// Directory entries seen between two progress reports, which keeps the
+/// hook's cost out of the walk's profile.
+const PROGRESS_STEP: u64 = 1024;
+
+/// [`scan`], reporting the directory entries seen to `progress`.
+pub fn scan_with(dir: &Path, progress: Option<&dyn Progress>) -> Result<Scan> {
     let rd = fs::read_dir(dir).map_err(|e| Error::io("cannot list", dir, e))?;
     let mut s = Scan::default();
+    if let Some(p) = progress {
+        p.start("walking", None);
+    }
+    let mut seen = 0u64;
     for de in rd {
+        seen += 1;
+        if seen.is_multiple_of(PROGRESS_STEP)
+            && let Some(p) = progress
+        {
+            p.advance(PROGRESS_STEP);
+        }
         let de = de.map_err(|e| Error::io("cannot list", dir, e))?;
         let name = de.file_name();
         let bytes = name.as_bytes();
@@ -83,6 +103,9 @@ pub fn scan(dir: &Path) -> Result<Scan> {
             s.totals.entries += 1;
         }
         s.files.push(info);
+    }
+    if let Some(p) = progress {
+        p.finish();
     }
     Ok(s)
 }

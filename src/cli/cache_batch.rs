@@ -30,6 +30,7 @@ pub fn command() -> Command {
              every present, unexpired key given as arguments or one per line on standard input.",
         )
         .arg(dir_arg())
+        .arg(super::quiet_arg().help("Draw no progress bar on stderr"))
         .arg(
             Arg::new("file")
                 .long("file")
@@ -99,7 +100,8 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             .unwrap_or_default(),
     };
     let dir = ctx.cache_dir(a.dir.as_deref())?;
-    let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some());
+    let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some())
+        .with_progress(super::progress::for_call(m));
     if a.read {
         ctx.metric = Some("batch_read");
         return read(&a, &cache);

@@ -22,6 +22,7 @@ pub fn command() -> Command {
              never remove more than the excess plus one entry.",
         )
         .arg(dir_arg())
+        .arg(super::quiet_arg().help("Draw no progress bar on stderr"))
         .arg(
             Arg::new("max_bytes")
                 .long("max-bytes")
@@ -84,7 +85,8 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         ctx.metric = Some("clear_developer_cache");
     }
     let dir = ctx.cache_dir(a.dir.as_deref())?;
-    let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some());
+    let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some())
+        .with_progress(super::progress::for_call(m));
     let report = cache.evict(&a.policy)?;
     if a.json {
         let text = serde_json::to_string(&report)

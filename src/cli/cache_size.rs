@@ -22,6 +22,7 @@ pub fn command() -> Command {
              on stderr). With CACHE_SIZE_TRACKING=disabled the directory is walked.",
         )
         .arg(dir_arg())
+        .arg(super::quiet_arg().help("Draw no progress bar on stderr"))
         .arg(
             Arg::new("rebuild")
                 .long("rebuild")
@@ -72,7 +73,8 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         human: m.get_flag("human"),
     };
     let dir = ctx.cache_dir(a.dir.as_deref())?;
-    let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some());
+    let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some())
+        .with_progress(super::progress::for_call(m));
     if a.rebuild {
         ctx.metric = Some("rebuild_size_index");
         let t = cache.rebuild()?;

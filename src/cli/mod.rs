@@ -26,12 +26,15 @@ mod cache_evict;
 mod cache_read;
 mod cache_size;
 mod cache_write;
+pub mod docs;
 mod flock;
 mod init;
+pub mod install_links;
 mod lock_acquire;
 mod lock_release;
 mod lock_status;
 mod perf_metrics;
+pub mod progress;
 
 /// One applet: its name (the symlink name and the subcommand), its clap
 /// definition, its entry point, the operation name its own run is
@@ -124,6 +127,13 @@ pub static APPLETS: &[Applet] = &[
         command: perf_metrics::command,
         run: perf_metrics::run,
         // Reading or writing the log must not add rows of its own.
+        metric: None,
+        listed: true,
+    },
+    Applet {
+        name: "install-links",
+        command: install_links::command,
+        run: install_links::run,
         metric: None,
         listed: true,
     },

@@ -6,6 +6,9 @@ mod util;
 
 mod cache;
 mod hardening;
+mod help;
+mod install_links;
 mod lock;
 mod metrics;
+mod progress;
 mod shell;

@@ -1,0 +1,4 @@
+complete -c cache-read -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
+complete -c cache-read -s q -l quiet -d 'Print no message on stderr; answer by exit code'
+complete -c cache-read -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cache-read -s V -l version -d 'Print version'

@@ -1,0 +1,4 @@
+complete -c cache-write -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
+complete -c cache-write -l ttl -d 'Seconds until the entry expires; 0 = never (default: never)' -r
+complete -c cache-write -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c cache-write -s V -l version -d 'Print version'

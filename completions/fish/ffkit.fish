@@ -1,0 +1,179 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_ffkit_global_optspecs
+    string join \n list h/help V/version
+end
+
+function __fish_ffkit_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_ffkit_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_ffkit_using_subcommand
+    set -l cmd (__fish_ffkit_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c ffkit -n "__fish_ffkit_needs_command" -l list -d 'Print the applet names, one per line'
+complete -c ffkit -n "__fish_ffkit_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ffkit -n "__fish_ffkit_needs_command" -s V -l version -d 'Print version'
+complete -c ffkit -n "__fish_ffkit_needs_command" -f -a "cache-size" -d 'Print the cache size in bytes (O(1) from the size index)'
+complete -c ffkit -n "__fish_ffkit_needs_command" -f -a "cache-write" -d 'Write a cache entry (value and metadata) atomically'
+complete -c ffkit -n "__fish_ffkit_needs_command" -f -a "cache-read" -d 'Print a cache entry\'s value if present and not expired (exit 4 otherwise)'
+complete -c ffkit -n "__fish_ffkit_needs_command" -f -a "cache-batch" -d 'Write many entries at once (key:value lines or JSON lines), or read many'
+complete -c ffkit -n "__fish_ffkit_needs_command" -f -a "cache-evict" -d 'Evict expired, old or least recently used entries until the cache fits'
+complete -c ffkit -n "__fish_ffkit_needs_command" -f -a "lock-acquire" -d 'Take a lock: run a command under it, lock a descriptor, or hold a named lock'
+complete -c ffkit -n "__fish_ffkit_needs_command" -f -a "lock-release" -d 'Release a named lock (lock-release NAME) or a descriptor\'s lock (--fd N)'
+complete -c ffkit -n "__fish_ffkit_needs_command" -f -a "lock-status" -d 'Show who holds a lock (exit 0 held, 1 free)'
+complete -c ffkit -n "__fish_ffkit_needs_command" -f -a "flock" -d 'Manage locks from shell scripts (util-linux flock(1) compatible)'
+complete -c ffkit -n "__fish_ffkit_needs_command" -f -a "init" -d 'Print the FlowForge shell functions for eval "$(ffkit init bash)"'
+complete -c ffkit -n "__fish_ffkit_needs_command" -f -a "perf-metrics" -d 'Report, record, time and check operation timings in the metrics log'
+complete -c ffkit -n "__fish_ffkit_needs_command" -f -a "install-links" -d 'Create the applet symlinks, and optionally install man pages and completions'
+complete -c ffkit -n "__fish_ffkit_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-size" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-size" -s q -l quiet -d 'Draw no progress bar on stderr'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-size" -l rebuild -d 'Recompute the index by walking the cache dir, and rewrite it'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-size" -l verify -d 'Walk and compare with the index; exit 10 on drift'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-size" -l fix -d 'With --verify: rewrite a drifted index'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-size" -l json -d 'Print {"bytes":…,"entries":…,"source":"index"|"walk"}'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-size" -s H -l human -d 'Print the size like 1.2 MiB'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-size" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-write" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-write" -l ttl -d 'Seconds until the entry expires; 0 = never (default: never)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-write" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-read" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-read" -s q -l quiet -d 'Print no message on stderr; answer by exit code'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-read" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -s f -l file -d 'Read the batch from FILE instead of standard input' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -l format -d 'Input (and --read output) format' -r -f -a "lines\t''
+jsonl\t''"
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -l ttl -d 'TTL in seconds for every entry; 0 = never (default: 300)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -s q -l quiet -d 'Draw no progress bar on stderr'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -s k -l keep-going -d 'Write the good lines even if some are bad (still exit 2)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -l read -d 'Read mode: print the entries for the given keys'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -l max-bytes -d 'Evict until the cache is at most SIZE (104857600, 100M, 1G)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -l older-than -d 'Evict entries created more than DURATION ago (90s, 5m, 2h, 7d)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -s q -l quiet -d 'Draw no progress bar on stderr'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -l expired -d 'Evict expired entries'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -l all -d 'Evict every entry (clear the cache)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -s n -l dry-run -d 'Print what would be evicted; remove nothing'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -l json -d 'Print a JSON report of what was (or would be) removed'
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s c -l command -d 'Run SHELLCMD with $SHELL -c (default /bin/sh) holding the lock' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l fd -d 'Lock the caller\'s open descriptor N (fd mode)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s w -l timeout -d 'Give up after SECS (fractional; 0 = non-blocking)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s E -l conflict-exit-code -d 'Exit code when busy or timed out' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l owner -d 'Named mode: the process the lock belongs to (default: the caller)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l lock-dir -d 'Directory of named locks (default: FFKIT_LOCK_DIR, <namespace>/locks, or a per-user runtime dir)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s s -l shared -d 'Take a shared lock'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s x -l exclusive -d 'Take an exclusive lock (default)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s n -l nonblock -d 'Fail at once if the lock is held'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s o -l close -d 'Do not pass the lock to the command (the default without --inherit)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s u -l unlock -d 'Release instead of acquire'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s F -l no-fork -d 'Exec the command in place (it inherits the lock)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l verbose -d 'Report the wait and the command on stderr'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l inherit -d 'Let the command\'s children keep the lock (flock(1) behaviour)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l dotlock -d 'Use a link(2) dot-lock file instead of a kernel lock (for NFS)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l session -d 'NAME is a session lock: <namespace>/sessions/locks (or sessions/ in the lock dir)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s q -l quiet -d 'Print no message on stderr; answer by exit code'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l fd -d 'Drop the lock on the caller\'s open descriptor N' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l owner -d 'Release as this owner pid (the one given to lock-acquire --owner)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l lock-dir -d 'Directory of named locks (default: FFKIT_LOCK_DIR, <namespace>/locks, or a per-user runtime dir)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l force -d 'Release even if the lock belongs to another owner'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l dotlock -d 'The lock is a dot-lock (detected from the file anyway)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l session -d 'NAME is a session lock: <namespace>/sessions/locks (or sessions/ in the lock dir)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -s q -l quiet -d 'Print no message on stderr; answer by exit code'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -l lock-dir -d 'Directory of named locks (default: FFKIT_LOCK_DIR, <namespace>/locks, or a per-user runtime dir)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -l dotlock -d 'Treat the file as a dot-lock (detected from its content anyway)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -l session -d 'NAME is a session lock: <namespace>/sessions/locks (or sessions/ in the lock dir)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -l json -d 'Print a JSON report'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -s q -l quiet -d 'Print no message on stderr; answer by exit code'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s w -l timeout -d 'Wait for a limited amount of time' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s E -l conflict-exit-code -d 'Exit code after conflict or timeout' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s s -l shared -d 'Get a shared lock'
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s x -l exclusive -d 'Get an exclusive lock (default)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s u -l unlock -d 'Remove a lock'
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s n -l nonblock -d 'Fail rather than wait'
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s o -l close -d 'Close file descriptor before running command'
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s F -l no-fork -d 'Execute command without forking'
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -l inherit -d 'ffkit: let the command\'s children keep the lock'
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -l verbose -d 'Increase verbosity'
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s h -l help -d 'Print help'
+complete -c ffkit -n "__fish_ffkit_using_subcommand init" -l developer-for-email -d 'Print the developer id whose email is EMAIL in the team config FILE' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand init" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -l op -d 'Only this operation (repeatable)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -l json -d 'Print {"OP": {"count":…,"total":…,"avg":…,"min":…,"max":…,"p50":…,"p95":…,"p99":…}} in ms'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -l prometheus -d 'Print the Prometheus text exposition format (a summary per operation)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -f -a "record" -d 'Append one row: OP DURATION_MS, or OP START END / --start S --end E'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -f -a "time" -d 'Run CMD, record its wall time as OP, exit with its status'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -f -a "check" -d 'Check health rules such as get_cache_size:p95<10ms'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -f -a "cleanup" -d 'Trim the log atomically (default: keep the newest 1000 rows)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from record" -l start -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from record" -l end -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from record" -l unit -d 'Unit of START/END: auto, s, ms, us, ns' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from record" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from record" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from record" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from time" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from time" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from time" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from check" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from check" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from check" -l allow-missing -d 'An operation without data passes'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from check" -l json -d 'Print the verdict of every rule as JSON'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from cleanup" -l keep-rows -d 'Keep at most the newest N rows' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from cleanup" -l older-than -d 'Drop rows older than DURATION (e.g. 7d)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from cleanup" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from cleanup" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from cleanup" -l json -d 'Print {"kept":…,"removed":…,"malformed":…}'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from cleanup" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from help" -f -a "record" -d 'Append one row: OP DURATION_MS, or OP START END / --start S --end E'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from help" -f -a "time" -d 'Run CMD, record its wall time as OP, exit with its status'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from help" -f -a "check" -d 'Check health rules such as get_cache_size:p95<10ms'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from help" -f -a "cleanup" -d 'Trim the log atomically (default: keep the newest 1000 rows)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -l dir -d 'Where to create the links (default: the directory of the ffkit binary)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -l prefix -d 'Also install man pages and completions under PREFIX/share' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -l persona -d 'Also link the persona applet NAME (e.g. flock), shadowing the system tool' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -s f -l force -d 'Replace files in the way that are not ffkit\'s links'
+complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -l remove -d 'Remove ffkit\'s links (and, with --prefix, its man pages and completions)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -s q -l quiet -d 'Print no summary'
+complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ffkit -n "__fish_ffkit_using_subcommand help; and not __fish_seen_subcommand_from cache-size cache-write cache-read cache-batch cache-evict lock-acquire lock-release lock-status flock init perf-metrics install-links help" -f -a "cache-size" -d 'Print the cache size in bytes (O(1) from the size index)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand help; and not __fish_seen_subcommand_from cache-size cache-write cache-read cache-batch cache-evict lock-acquire lock-release lock-status flock init perf-metrics install-links help" -f -a "cache-write" -d 'Write a cache entry (value and metadata) atomically'
+complete -c ffkit -n "__fish_ffkit_using_subcommand help; and not __fish_seen_subcommand_from cache-size cache-write cache-read cache-batch cache-evict lock-acquire lock-release lock-status flock init perf-metrics install-links help" -f -a "cache-read" -d 'Print a cache entry\'s value if present and not expired (exit 4 otherwise)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand help; and not __fish_seen_subcommand_from cache-size cache-write cache-read cache-batch cache-evict lock-acquire lock-release lock-status flock init perf-metrics install-links help" -f -a "cache-batch" -d 'Write many entries at once (key:value lines or JSON lines), or read many'
+complete -c ffkit -n "__fish_ffkit_using_subcommand help; and not __fish_seen_subcommand_from cache-size cache-write cache-read cache-batch cache-evict lock-acquire lock-release lock-status flock init perf-metrics install-links help" -f -a "cache-evict" -d 'Evict expired, old or least recently used entries until the cache fits'
+complete -c ffkit -n "__fish_ffkit_using_subcommand help; and not __fish_seen_subcommand_from cache-size cache-write cache-read cache-batch cache-evict lock-acquire lock-release lock-status flock init perf-metrics install-links help" -f -a "lock-acquire" -d 'Take a lock: run a command under it, lock a descriptor, or hold a named lock'
+complete -c ffkit -n "__fish_ffkit_using_subcommand help; and not __fish_seen_subcommand_from cache-size cache-write cache-read cache-batch cache-evict lock-acquire lock-release lock-status flock init perf-metrics install-links help" -f -a "lock-release" -d 'Release a named lock (lock-release NAME) or a descriptor\'s lock (--fd N)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand help; and not __fish_seen_subcommand_from cache-size cache-write cache-read cache-batch cache-evict lock-acquire lock-release lock-status flock init perf-metrics install-links help" -f -a "lock-status" -d 'Show who holds a lock (exit 0 held, 1 free)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand help; and not __fish_seen_subcommand_from cache-size cache-write cache-read cache-batch cache-evict lock-acquire lock-release lock-status flock init perf-metrics install-links help" -f -a "flock" -d 'Manage locks from shell scripts (util-linux flock(1) compatible)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand help; and not __fish_seen_subcommand_from cache-size cache-write cache-read cache-batch cache-evict lock-acquire lock-release lock-status flock init perf-metrics install-links help" -f -a "init" -d 'Print the FlowForge shell functions for eval "$(ffkit init bash)"'
+complete -c ffkit -n "__fish_ffkit_using_subcommand help; and not __fish_seen_subcommand_from cache-size cache-write cache-read cache-batch cache-evict lock-acquire lock-release lock-status flock init perf-metrics install-links help" -f -a "perf-metrics" -d 'Report, record, time and check operation timings in the metrics log'
+complete -c ffkit -n "__fish_ffkit_using_subcommand help; and not __fish_seen_subcommand_from cache-size cache-write cache-read cache-batch cache-evict lock-acquire lock-release lock-status flock init perf-metrics install-links help" -f -a "install-links" -d 'Create the applet symlinks, and optionally install man pages and completions'
+complete -c ffkit -n "__fish_ffkit_using_subcommand help; and not __fish_seen_subcommand_from cache-size cache-write cache-read cache-batch cache-evict lock-acquire lock-release lock-status flock init perf-metrics install-links help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand help; and __fish_seen_subcommand_from perf-metrics" -f -a "record" -d 'Append one row: OP DURATION_MS, or OP START END / --start S --end E'
+complete -c ffkit -n "__fish_ffkit_using_subcommand help; and __fish_seen_subcommand_from perf-metrics" -f -a "time" -d 'Run CMD, record its wall time as OP, exit with its status'
+complete -c ffkit -n "__fish_ffkit_using_subcommand help; and __fish_seen_subcommand_from perf-metrics" -f -a "check" -d 'Check health rules such as get_cache_size:p95<10ms'
+complete -c ffkit -n "__fish_ffkit_using_subcommand help; and __fish_seen_subcommand_from perf-metrics" -f -a "cleanup" -d 'Trim the log atomically (default: keep the newest 1000 rows)'

@@ -1,0 +1,299 @@
+//! What the generated documentation says beyond the clap definitions: the
+//! examples of each applet and the files ffkit keeps on disk.
+//!
+//! The generators (`cargo xtask gen`: man pages, completions, README tables)
+//! iterate [`super::APPLETS`] and take each applet's clap definition from
+//! there; this module only adds the parts clap has no place for. A test in
+//! the xtask crate fails when an applet has no examples here, so a new
+//! applet cannot ship an empty EXAMPLES section.
+
+use crate::cache::index::{COUNT_FILE, INDEX_FILE};
+use crate::cache::journal::JOURNAL_FILE;
+use crate::metrics::DEFAULT_LOG_NAME;
+
+/// The man page of an applet, without `.1`: its own name when it is
+/// linked by default (`cache-size.1`), else `ffkit-NAME` (`ffkit-init.1`,
+/// `ffkit-flock.1`), so ffkit never installs a page over a system tool's
+/// (flock(1)) or a generic name (init(1)).
+pub fn man_page(a: &super::Applet) -> String {
+    match super::install_links::link_policy(a) {
+        super::install_links::LinkPolicy::Default => a.name.to_string(),
+        _ => format!("ffkit-{}", a.name),
+    }
+}
+
+/// One example: a command line and what it does.
+#[derive(Clone, Copy, Debug)]
+pub struct Example {
+    pub command: &'static str,
+    pub says: &'static str,
+}
+
+const fn ex(command: &'static str, says: &'static str) -> Example {
+    Example { command, says }
+}
+
+/// Examples for the root page (`ffkit.1`).
+pub const ROOT_EXAMPLES: &[Example] = &[
+    ex(
+        "ffkit cache-write greeting hello && ffkit cache-size",
+        "Write an entry to the default cache dir and print the cache size.",
+    ),
+    ex("ffkit --list", "Print the applet names, one per line."),
+    ex(
+        "ffkit install-links --prefix ~/.local",
+        "Create the applet symlinks next to the binary and install the man pages and completions under ~/.local/share.",
+    ),
+];
+
+/// The examples of one applet, by name; empty for an applet not listed yet.
+pub fn examples(applet: &str) -> &'static [Example] {
+    EXAMPLES
+        .iter()
+        .find(|(name, _)| *name == applet)
+        .map_or(&[], |(_, e)| *e)
+}
+
+/// Each applet's examples, keyed by applet name.
+pub const EXAMPLES: &[(&str, &[Example])] = &[
+    (
+        "cache-size",
+        &[
+            ex(
+                "cache-size",
+                "Print the cache size in bytes, from the index in O(1).",
+            ),
+            ex("cache-size --human", "Print the size like 1.2 MiB."),
+            ex(
+                "cache-size --verify --fix",
+                "Walk the cache dir, compare with the index and repair any drift.",
+            ),
+            ex(
+                "CACHE_SIZE_TRACKING=disabled cache-size --json",
+                "Walk instead of reading the index and print bytes, entries and source as JSON.",
+            ),
+        ],
+    ),
+    (
+        "cache-write",
+        &[
+            ex(
+                "cache-write provider:github '{\"rate\":5000}' --ttl 300",
+                "Write an entry that expires in five minutes.",
+            ),
+            ex(
+                "tar c src | cache-write src.tar",
+                "Write a binary value from standard input.",
+            ),
+        ],
+    ),
+    (
+        "cache-read",
+        &[
+            ex(
+                "cache-read provider:github",
+                "Print the value, or exit 4 when missing or expired.",
+            ),
+            ex(
+                "if v=$(cache-read -q session-42); then echo \"$v\"; fi",
+                "Use the exit status as the answer, with no message on stderr.",
+            ),
+        ],
+    ),
+    (
+        "cache-batch",
+        &[
+            ex(
+                "printf 'a:1\\nb:2\\n' | cache-batch",
+                "Write two entries (TTL 300 s) with one lock acquisition and one index update.",
+            ),
+            ex(
+                "cache-batch --file entries.jsonl --format jsonl",
+                "Write entries whose values need any bytes.",
+            ),
+            ex(
+                "cache-batch --read a b",
+                "Print 'key:value' for every present, unexpired key.",
+            ),
+        ],
+    ),
+    (
+        "cache-evict",
+        &[
+            ex(
+                "cache-evict --max-bytes 100M",
+                "Evict expired, then least recently used entries until the cache is at most 100 MiB.",
+            ),
+            ex(
+                "cache-evict --older-than 7d --dry-run --json",
+                "Report what would be removed, removing nothing.",
+            ),
+            ex(
+                "cache-evict --all",
+                "Empty the cache (the old clear_developer_cache).",
+            ),
+        ],
+    ),
+    (
+        "lock-acquire",
+        &[
+            ex(
+                "lock-acquire deploy.lock -- make deploy",
+                "Run make holding the lock; exit with make's status.",
+            ),
+            ex(
+                "lock-acquire -n deploy.lock -c 'make deploy' || echo busy",
+                "Fail at once (exit 5) when someone else holds the lock.",
+            ),
+            ex(
+                "lock-acquire --session build && ... && lock-release --session build",
+                "Hold a named session lock across separate calls, as acquire_session_lock did.",
+            ),
+            ex(
+                "exec 9>>/tmp/my.lock; lock-acquire --fd 9 -w 2.5",
+                "Lock the shell's own descriptor, waiting at most 2.5 s (exit 6 on timeout).",
+            ),
+        ],
+    ),
+    (
+        "lock-release",
+        &[
+            ex(
+                "lock-release build",
+                "Release the named lock build taken by lock-acquire build.",
+            ),
+            ex(
+                "lock-release --fd 9",
+                "Drop the lock held on the shell's descriptor 9.",
+            ),
+            ex(
+                "lock-release --force stuck",
+                "Release a lock that belongs to another owner (emergency).",
+            ),
+        ],
+    ),
+    (
+        "lock-status",
+        &[
+            ex(
+                "lock-status build",
+                "Print whether the named lock is held, and by whom.",
+            ),
+            ex(
+                "lock-status --json /var/lock/deploy.lock",
+                "Report a lock file's holder (pid, host, command, age) as JSON.",
+            ),
+        ],
+    ),
+    (
+        "flock",
+        &[
+            ex(
+                "flock /tmp/my.lock make",
+                "util-linux flock(1) usage: run make holding the lock (after ffkit install-links --persona flock).",
+            ),
+            ex(
+                "flock -n -E 5 /tmp/my.lock -c 'echo got it'",
+                "Fail at once with exit 5 when the lock is busy.",
+            ),
+        ],
+    ),
+    (
+        "init",
+        &[
+            ex(
+                "eval \"$(ffkit init bash)\"",
+                "Define the old library's shell functions (get_cache_size, acquire_critical_lock, ...) on top of ffkit.",
+            ),
+            ex(
+                "ffkit init zsh >> ~/.zshrc",
+                "Keep the functions for every zsh session.",
+            ),
+        ],
+    ),
+    (
+        "perf-metrics",
+        &[
+            ex(
+                "perf-metrics",
+                "Per-operation count, total, avg, min, max, p50, p95, p99 as a table.",
+            ),
+            ex(
+                "perf-metrics --json --since 1h",
+                "The last hour as JSON, like get_performance_metrics.",
+            ),
+            ex(
+                "perf-metrics check 'get_cache_size:p95<10ms'",
+                "Fail when a health rule does not hold.",
+            ),
+            ex("perf-metrics cleanup", "Trim the log atomically."),
+        ],
+    ),
+    (
+        "install-links",
+        &[
+            ex(
+                "ffkit install-links",
+                "Create the applet symlinks next to the ffkit binary.",
+            ),
+            ex(
+                "ffkit install-links --dir ~/bin --prefix ~/.local",
+                "Link the applets into ~/bin and install man pages and completions under ~/.local/share.",
+            ),
+            ex(
+                "ffkit install-links --remove --prefix ~/.local",
+                "Remove the links and files install-links placed.",
+            ),
+        ],
+    ),
+];
+
+/// One file ffkit keeps on disk, for the FILES sections and the README.
+#[derive(Clone, Debug)]
+pub struct FileDoc {
+    pub path: String,
+    pub meaning: &'static str,
+}
+
+/// The files on disk (CONTRACT §2), named from the constants the code uses.
+pub fn files() -> Vec<FileDoc> {
+    let f = |path: String, meaning| FileDoc { path, meaning };
+    vec![
+        f(
+            "<cache-dir>".into(),
+            "--dir, else $FFKIT_CACHE_DIR, else <repo>/.flowforge/dev-$FLOWFORGE_DEVELOPER/cache, else ${XDG_CACHE_HOME:-$HOME/.cache}/ffkit",
+        ),
+        f(
+            "<cache-dir>/KEY".into(),
+            "an entry's value, byte for byte; its access time is the LRU recency",
+        ),
+        f(
+            "<cache-dir>/KEY.meta".into(),
+            "the entry's JSON sidecar: key, created-at, expires-at or null, ttl, value bytes",
+        ),
+        f(
+            format!("<cache-dir>/{INDEX_FILE}"),
+            "the total bytes of values and sidecars as one decimal number and a newline; replaced by rename, safe to cat",
+        ),
+        f(
+            format!("<cache-dir>/{COUNT_FILE}"),
+            "the number of entries, kept beside the size index",
+        ),
+        f(
+            format!("<cache-dir>/{JOURNAL_FILE}"),
+            "the change in flight; a crashed writer's change is repaired from it by the next call",
+        ),
+        f(
+            "<cache-dir>/.lock".into(),
+            "the kernel lock that serializes index updates",
+        ),
+        f(
+            format!("<cache-dir>/{DEFAULT_LOG_NAME}"),
+            "the default metrics log (CSV timestamp,operation,duration_ms) unless CACHE_PERF_METRICS is set",
+        ),
+        f(
+            "<repo>/.flowforge/dev-<id>/locks/, sessions/locks/".into(),
+            "critical and session lock files of the FlowForge namespace",
+        ),
+    ]
+}

@@ -1,0 +1,434 @@
+//! `install-links`: creates (or removes) the applet symlinks that make the
+//! multicall binary answer to `cache-size`, `cache-write`, …, and can place
+//! the man pages and shell completions under a prefix.
+//!
+//! A link is "ffkit's" when it is a symlink that resolves to the running
+//! binary or points at a file named `ffkit` (another build of it); only
+//! such links are replaced or removed. Anything else in the way is a
+//! conflict (exit 5, nothing changed) unless `--force`; a directory in the
+//! way is never replaced. Personas — applets named after a system tool,
+//! such as `flock` — are linked only when asked by `--persona NAME`, so a
+//! default install never shadows the system's tool.
+//!
+//! The man pages and completions are the committed, generated files,
+//! embedded at build time (see `build.rs`), so an installed binary can place
+//! them without the source tree. Installed files are 0644; a file is only
+//! rewritten when its content differs, and `--remove` deletes only files
+//! whose content is exactly what ffkit would install.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use super::{APPLETS, Applet, Ctx, quiet_arg, write_stdout};
+use crate::error::{Error, Result};
+use crate::fsutil;
+
+include!(concat!(env!("OUT_DIR"), "/embedded_docs.rs"));
+
+/// This applet manages links; a symlink named after it would be pointless.
+const SELF: &str = "install-links";
+
+/// Applets that only make sense as `ffkit APPLET` (`ffkit init bash`): a
+/// symlink named `init` would be a confusing command of its own.
+const FFKIT_ONLY: &[&str] = &[SELF, "init"];
+
+/// Whether an applet gets a symlink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkPolicy {
+    /// Linked by every `install-links`.
+    Default,
+    /// A persona named after a system tool (an unlisted applet such as
+    /// `flock`): linked only with `--persona NAME`.
+    Persona,
+    /// Never linked: run it as `ffkit APPLET`.
+    Never,
+}
+
+pub fn link_policy(a: &Applet) -> LinkPolicy {
+    if FFKIT_ONLY.contains(&a.name) {
+        LinkPolicy::Never
+    } else if a.listed {
+        LinkPolicy::Default
+    } else {
+        LinkPolicy::Persona
+    }
+}
+
+/// The applets linked by default.
+pub fn default_links() -> Vec<&'static str> {
+    names_with(|p| p == LinkPolicy::Default)
+}
+
+/// The persona applets (`--persona NAME`).
+pub fn personas() -> Vec<&'static str> {
+    names_with(|p| p == LinkPolicy::Persona)
+}
+
+fn names_with(f: impl Fn(LinkPolicy) -> bool) -> Vec<&'static str> {
+    APPLETS
+        .iter()
+        .filter(|a| f(link_policy(a)))
+        .map(|a| a.name)
+        .collect()
+}
+
+pub fn command() -> Command {
+    Command::new(SELF)
+        .about("Create the applet symlinks, and optionally install man pages and completions")
+        .long_about(
+            "Create a symlink per applet (cache-size, cache-write, ...) pointing at this binary, \
+             next to it or in --dir. Idempotent: links already in place are left alone, ffkit \
+             links to another build are updated. A file in the way that is not ffkit's link is \
+             a conflict (exit 5, nothing changed) unless --force; a directory is never replaced. \
+             Personas named after system tools (flock) are linked only with --persona; \
+             init and install-links are run as `ffkit init`, never linked. \
+             --prefix P also installs the man pages into P/share/man/man1 and the bash, zsh and \
+             fish completions into P/share/{bash-completion/completions,zsh/site-functions,\
+             fish/vendor_completions.d}. --remove undoes all of this, removing only ffkit's \
+             own links and files.",
+        )
+        .arg(
+            Arg::new("dir")
+                .long("dir")
+                .value_name("DIR")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Where to create the links (default: the directory of the ffkit binary)"),
+        )
+        .arg(
+            Arg::new("force")
+                .long("force")
+                .short('f')
+                .action(ArgAction::SetTrue)
+                .conflicts_with("remove")
+                .help("Replace files in the way that are not ffkit's links"),
+        )
+        .arg(
+            Arg::new("remove")
+                .long("remove")
+                .action(ArgAction::SetTrue)
+                .help("Remove ffkit's links (and, with --prefix, its man pages and completions)"),
+        )
+        .arg(
+            Arg::new("prefix")
+                .long("prefix")
+                .value_name("PREFIX")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Also install man pages and completions under PREFIX/share"),
+        )
+        .arg(
+            Arg::new("persona")
+                .long("persona")
+                .value_name("NAME")
+                .action(ArgAction::Append)
+                .help("Also link the persona applet NAME (e.g. flock), shadowing the system tool"),
+        )
+        .arg(quiet_arg().help("Print no summary"))
+}
+
+struct Args {
+    dir: Option<PathBuf>,
+    force: bool,
+    remove: bool,
+    prefix: Option<PathBuf>,
+    personas: Vec<String>,
+    quiet: bool,
+}
+
+/// What is at a link's path now.
+enum Found {
+    Absent,
+    /// ffkit's link, pointing where it should.
+    Linked,
+    /// ffkit's link to another ffkit (another build or install).
+    OtherFfkit,
+    /// A file or symlink that is not ffkit's.
+    Foreign,
+    Directory,
+}
+
+#[derive(Default)]
+struct Tally {
+    created: usize,
+    updated: usize,
+    unchanged: usize,
+    removed: usize,
+    skipped: Vec<PathBuf>,
+    docs_written: usize,
+    docs_removed: usize,
+}
+
+pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
+    let a = Args {
+        dir: m.get_one::<PathBuf>("dir").cloned(),
+        force: m.get_flag("force"),
+        remove: m.get_flag("remove"),
+        prefix: m.get_one::<PathBuf>("prefix").cloned(),
+        personas: m
+            .get_many::<String>("persona")
+            .map(|v| v.cloned().collect())
+            .unwrap_or_default(),
+        quiet: m.get_flag("quiet"),
+    };
+    let known = personas();
+    for p in &a.personas {
+        if !known.contains(&p.as_str()) {
+            return Err(Error::Validation(format!(
+                "--persona {p}: not a persona applet (personas: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::io("cannot locate the running binary", "/proc/self/exe", e))?;
+    let exe_dir = exe.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let dir = a.dir.clone().unwrap_or_else(|| exe_dir.clone());
+    // Next to the binary the link is relative, so the pair can be moved together.
+    let target: PathBuf = if same_dir(&dir, &exe_dir) {
+        exe.file_name()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| exe.clone())
+    } else {
+        exe.clone()
+    };
+    let names = linked_names(&a.personas);
+    let mut t = Tally::default();
+    if a.remove {
+        for name in &names_for_removal() {
+            let path = dir.join(name);
+            match classify(&path, &target, &exe) {
+                Found::Linked | Found::OtherFfkit => {
+                    fs::remove_file(&path).map_err(|e| Error::io("cannot remove", &path, e))?;
+                    t.removed += 1;
+                }
+                Found::Foreign | Found::Directory => t.skipped.push(path),
+                Found::Absent => {}
+            }
+        }
+        if let Some(p) = &a.prefix {
+            remove_docs(p, &mut t)?;
+        }
+    } else {
+        let mut plan = Vec::new();
+        let mut conflicts = Vec::new();
+        for name in &names {
+            let path = dir.join(name);
+            match classify(&path, &target, &exe) {
+                Found::Absent => plan.push((path, false)),
+                Found::Linked => t.unchanged += 1,
+                Found::OtherFfkit => plan.push((path, true)),
+                Found::Foreign if a.force => plan.push((path, true)),
+                Found::Foreign | Found::Directory => conflicts.push(path),
+            }
+        }
+        if !conflicts.is_empty() {
+            let list: Vec<String> = conflicts.iter().map(|p| p.display().to_string()).collect();
+            return Err(Error::Conflict(format!(
+                "{} not ffkit's link{}, nothing changed: {}{}",
+                if list.len() == 1 { "is" } else { "are" },
+                if list.len() == 1 { "" } else { "s" },
+                list.join(", "),
+                if a.force {
+                    " (directories are never replaced)"
+                } else {
+                    " (use --force to replace files)"
+                }
+            )));
+        }
+        if !plan.is_empty() {
+            fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create", &dir, e))?;
+        }
+        for (path, replace) in plan {
+            link(&target, &path)?;
+            if replace {
+                t.updated += 1;
+            } else {
+                t.created += 1;
+            }
+        }
+        if let Some(p) = &a.prefix {
+            install_docs(p, &names, &mut t)?;
+        }
+    }
+    for p in &t.skipped {
+        ctx.note(format_args!("left {} alone: not ffkit's link", p.display()));
+    }
+    if !a.quiet {
+        let summary = if a.remove {
+            format!("removed {} links from {}", t.removed, dir.display())
+        } else {
+            format!(
+                "{} links in {}: {} created, {} updated, {} already in place",
+                t.created + t.updated + t.unchanged,
+                dir.display(),
+                t.created,
+                t.updated,
+                t.unchanged
+            )
+        };
+        let docs = match &a.prefix {
+            Some(p) if a.remove => {
+                format!("; removed {} docs under {}", t.docs_removed, p.display())
+            }
+            Some(p) => format!("; {} docs written under {}", t.docs_written, p.display()),
+            None => String::new(),
+        };
+        write_stdout(format!("{summary}{docs}\n").as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The applets to link: the default ones and the personas asked for.
+fn linked_names(personas: &[String]) -> Vec<&'static str> {
+    names_with(|p| p == LinkPolicy::Default)
+        .into_iter()
+        .chain(
+            self::personas()
+                .into_iter()
+                .filter(|n| personas.iter().any(|p| p == n)),
+        )
+        .collect()
+}
+
+/// `--remove` removes every link of ours, personas included.
+fn names_for_removal() -> Vec<&'static str> {
+    names_with(|p| p != LinkPolicy::Never)
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (fs::canonicalize(a), fs::canonicalize(b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+fn classify(path: &Path, target: &Path, exe: &Path) -> Found {
+    let Ok(meta) = fs::symlink_metadata(path) else {
+        return Found::Absent;
+    };
+    if meta.is_dir() {
+        return Found::Directory;
+    }
+    if !meta.file_type().is_symlink() {
+        return Found::Foreign;
+    }
+    let Ok(points_at) = fs::read_link(path) else {
+        return Found::Foreign;
+    };
+    if points_at == target {
+        return Found::Linked;
+    }
+    let resolved = path.parent().unwrap_or(Path::new(".")).join(&points_at);
+    if let (Ok(r), Ok(e)) = (fs::canonicalize(&resolved), fs::canonicalize(exe))
+        && r == e
+    {
+        return Found::Linked;
+    }
+    if points_at.file_name() == Some(OsString::from("ffkit").as_os_str()) {
+        Found::OtherFfkit
+    } else {
+        Found::Foreign
+    }
+}
+
+/// Creates or atomically replaces the symlink `path` -> `target`.
+fn link(target: &Path, path: &Path) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = fsutil::temp_path(dir);
+    std::os::unix::fs::symlink(target, &tmp).map_err(|e| Error::io("cannot create", &tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io("cannot rename into", path, e)
+    })
+}
+
+/// An embedded doc file: the command it documents and where it goes under
+/// a prefix.
+fn doc_destination(rel: &str) -> Option<(&str, bool, PathBuf)> {
+    let (dir, file) = rel.rsplit_once('/')?;
+    let (name, is_man, dest) = match dir {
+        "man" => (file.strip_suffix(".1")?, true, "share/man/man1"),
+        "completions/bash" => (file, false, "share/bash-completion/completions"),
+        "completions/zsh" => (file.strip_prefix('_')?, false, "share/zsh/site-functions"),
+        "completions/fish" => (
+            file.strip_suffix(".fish")?,
+            false,
+            "share/fish/vendor_completions.d",
+        ),
+        _ => return None,
+    };
+    Some((name, is_man, Path::new(dest).join(file)))
+}
+
+/// The man pages of ffkit, of the linked applets and of the ffkit-only
+/// ones (`ffkit-init.1`); a persona's page (`ffkit-flock.1`) only with its
+/// link. Completions of `ffkit` and of the linked names only.
+fn wanted(name: &str, is_man: bool, linked: &[&str]) -> bool {
+    if name == "ffkit" {
+        return true;
+    }
+    if !is_man {
+        return linked.contains(&name);
+    }
+    APPLETS.iter().any(|a| {
+        super::docs::man_page(a) == name
+            && (linked.contains(&a.name) || link_policy(a) == LinkPolicy::Never)
+    })
+}
+
+fn install_docs(prefix: &Path, linked: &[&str], t: &mut Tally) -> Result<()> {
+    for (rel, bytes) in EMBEDDED {
+        let Some((name, is_man, dest)) = doc_destination(rel) else {
+            continue;
+        };
+        if !wanted(name, is_man, linked) {
+            continue;
+        }
+        let dest = prefix.join(dest);
+        if fs::read(&dest).is_ok_and(|old| old == *bytes) {
+            continue;
+        }
+        let dir = dest.parent().unwrap_or(prefix);
+        fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
+        let (tmp, _) = fsutil::write_temp(dir, bytes)?;
+        let placed = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::io("cannot set the mode of", &tmp, e))
+            .and_then(|()| {
+                fs::rename(&tmp, &dest).map_err(|e| Error::io("cannot rename into", &dest, e))
+            });
+        if placed.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        placed?;
+        t.docs_written += 1;
+    }
+    Ok(())
+}
+
+fn remove_docs(prefix: &Path, t: &mut Tally) -> Result<()> {
+    for (rel, bytes) in EMBEDDED {
+        let Some((_, _, dest)) = doc_destination(rel) else {
+            continue;
+        };
+        let dest = prefix.join(dest);
+        match fs::read(&dest) {
+            Ok(old) if old == *bytes => {
+                fsutil::remove_if_exists(&dest)?;
+                t.docs_removed += 1;
+            }
+            Ok(_) => t.skipped.push(dest),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("cannot read", &dest, e)),
+        }
+    }
+    Ok(())
+}

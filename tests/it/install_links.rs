@@ -1,0 +1,284 @@
+//! `install-links`: links every applet, idempotently, refuses to replace
+//! what is not its own, removes only its own, and places the generated man
+//! pages and completions under a prefix.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use crate::util::*;
+
+/// The applets install-links links by default.
+fn linked() -> Vec<&'static str> {
+    let names = ffkit::cli::install_links::default_links();
+    assert!(names.contains(&"cache-size") && !names.contains(&"install-links"));
+    assert!(!names.contains(&"init") && !names.contains(&"flock"));
+    names
+}
+
+fn install(w: &World, dir: &Path) -> std::process::Command {
+    let mut c = w.cmd("install-links");
+    c.arg("--dir").arg(dir);
+    c
+}
+
+#[test]
+fn links_every_applet_and_the_links_work() {
+    let w = World::new();
+    let dir = w.path().join("links");
+    install(&w, &dir).assert().success();
+    for name in linked() {
+        let target = fs::read_link(dir.join(name)).unwrap();
+        assert_eq!(
+            fs::canonicalize(&target).unwrap(),
+            fs::canonicalize(bin()).unwrap()
+        );
+    }
+    assert!(!dir.join("install-links").exists());
+    let mut c = std::process::Command::new(dir.join("cache-write"));
+    w.isolate(&mut c);
+    c.args(["k", "v"]).assert().success();
+    let mut c = std::process::Command::new(dir.join("cache-size"));
+    w.isolate(&mut c);
+    c.assert()
+        .success()
+        .stdout(predicates::str::is_match(r"^\d+\n$").unwrap());
+}
+
+#[test]
+fn second_run_changes_nothing() {
+    let w = World::new();
+    let dir = w.path().join("links");
+    install(&w, &dir).assert().success();
+    let before: Vec<PathBuf> = linked()
+        .iter()
+        .map(|n| fs::read_link(dir.join(n)).unwrap())
+        .collect();
+    let out = install(&w, &dir).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("0 created, 0 updated"), "{text}");
+    let after: Vec<PathBuf> = linked()
+        .iter()
+        .map(|n| fs::read_link(dir.join(n)).unwrap())
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn a_foreign_file_is_a_conflict_and_nothing_changes_unless_forced() {
+    let w = World::new();
+    let dir = w.path().join("links");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("cache-read"), "#!/bin/sh\necho mine\n").unwrap();
+    let out = install(&w, &dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    let err = stderr_of(&out);
+    assert!(err.starts_with("ffkit install-links: "), "{err}");
+    assert!(
+        err.contains("cache-read") && err.contains("--force"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        !dir.join("cache-size").exists(),
+        "a conflict must change nothing"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("cache-read")).unwrap(),
+        "#!/bin/sh\necho mine\n"
+    );
+
+    install(&w, &dir).arg("--force").assert().success();
+    assert!(
+        fs::symlink_metadata(dir.join("cache-read"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
+#[test]
+fn a_directory_in_the_way_is_never_replaced() {
+    let w = World::new();
+    let dir = w.path().join("links");
+    fs::create_dir_all(dir.join("cache-size")).unwrap();
+    install(&w, &dir).arg("--force").assert().code(5);
+    assert!(dir.join("cache-size").is_dir());
+}
+
+#[test]
+fn a_link_to_another_ffkit_build_is_updated() {
+    let w = World::new();
+    let dir = w.path().join("links");
+    fs::create_dir_all(&dir).unwrap();
+    symlink("/old/install/ffkit", dir.join("cache-size")).unwrap();
+    symlink("/usr/bin/somethingelse", dir.join("cache-write")).unwrap();
+    install(&w, &dir).assert().code(5);
+    fs::remove_file(dir.join("cache-write")).unwrap();
+    install(&w, &dir).assert().success();
+    let t = fs::read_link(dir.join("cache-size")).unwrap();
+    assert_eq!(
+        fs::canonicalize(t).unwrap(),
+        fs::canonicalize(bin()).unwrap()
+    );
+}
+
+#[test]
+fn remove_takes_only_ffkits_own_links() {
+    let w = World::new();
+    let dir = w.path().join("links");
+    install(&w, &dir).assert().success();
+    fs::remove_file(dir.join("cache-read")).unwrap();
+    fs::write(dir.join("cache-read"), "mine").unwrap();
+    fs::write(dir.join("unrelated"), "x").unwrap();
+    let out = install(&w, &dir).arg("--remove").output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("left") && stderr_of(&out).contains("cache-read"));
+    for name in linked().into_iter().filter(|n| *n != "cache-read") {
+        assert!(
+            fs::symlink_metadata(dir.join(name)).is_err(),
+            "{name} not removed"
+        );
+    }
+    assert_eq!(fs::read_to_string(dir.join("cache-read")).unwrap(), "mine");
+    assert!(dir.join("unrelated").exists());
+}
+
+#[test]
+fn default_dir_is_next_to_the_binary_with_relative_links() {
+    let w = World::new();
+    let bindir = w.path().join("prefix/bin");
+    fs::create_dir_all(&bindir).unwrap();
+    let exe = bindir.join("ffkit");
+    fs::copy(bin(), &exe).unwrap();
+    // Another test thread's fork may briefly inherit the copy's write
+    // descriptor, making exec fail with ETXTBSY: retry that, nothing else.
+    let out = (0..100)
+        .find_map(|_| {
+            let mut c = std::process::Command::new(&exe);
+            w.isolate(&mut c);
+            match c.args(["install-links", "-q"]).output() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    None
+                }
+                r => Some(r.unwrap()),
+            }
+        })
+        .expect("exec kept failing with ETXTBSY");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(out.stdout.is_empty());
+    for name in linked() {
+        assert_eq!(
+            fs::read_link(bindir.join(name)).unwrap(),
+            PathBuf::from("ffkit")
+        );
+    }
+}
+
+#[test]
+fn prefix_places_the_committed_man_pages_and_completions_and_remove_takes_them_back() {
+    let w = World::new();
+    let dir = w.path().join("links");
+    let prefix = w.path().join("usr");
+    install(&w, &dir)
+        .arg("--prefix")
+        .arg(&prefix)
+        .assert()
+        .success();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let share = prefix.join("share");
+    let mut names: Vec<&str> = linked();
+    names.push("ffkit");
+    for name in &names {
+        for (committed, installed) in [
+            (format!("man/{name}.1"), format!("man/man1/{name}.1")),
+            (
+                format!("completions/bash/{name}"),
+                format!("bash-completion/completions/{name}"),
+            ),
+            (
+                format!("completions/zsh/_{name}"),
+                format!("zsh/site-functions/_{name}"),
+            ),
+            (
+                format!("completions/fish/{name}.fish"),
+                format!("fish/vendor_completions.d/{name}.fish"),
+            ),
+        ] {
+            assert_eq!(
+                fs::read(share.join(&installed)).unwrap(),
+                fs::read(repo.join(&committed)).unwrap(),
+                "{installed}"
+            );
+        }
+    }
+    // ffkit-only applets have ffkit-NAME pages and no completions of their own.
+    assert!(share.join("man/man1/ffkit-install-links.1").exists());
+    assert!(share.join("man/man1/ffkit-init.1").exists());
+    assert!(
+        !share
+            .join("bash-completion/completions/install-links")
+            .exists()
+    );
+    // A persona is not installed unless asked: no flock page or completion.
+    assert!(!share.join("man/man1/ffkit-flock.1").exists());
+    assert!(!share.join("man/man1/flock.1").exists());
+    assert!(!share.join("bash-completion/completions/flock").exists());
+
+    // A page a person edited is theirs now: --remove leaves it.
+    fs::write(share.join("man/man1/cache-size.1"), "edited").unwrap();
+    install(&w, &dir)
+        .arg("--remove")
+        .arg("--prefix")
+        .arg(&prefix)
+        .assert()
+        .success();
+    assert_eq!(
+        fs::read_to_string(share.join("man/man1/cache-size.1")).unwrap(),
+        "edited"
+    );
+    assert!(!share.join("man/man1/ffkit.1").exists());
+    assert!(!share.join("zsh/site-functions/_ffkit").exists());
+}
+
+#[test]
+fn an_unknown_persona_is_a_usage_error() {
+    let w = World::new();
+    let dir = w.path().join("links");
+    install(&w, &dir)
+        .args(["--persona", "cache-size"])
+        .assert()
+        .code(2);
+    assert!(!dir.exists());
+}
+
+#[test]
+fn a_persona_is_linked_only_when_asked() {
+    let w = World::new();
+    let dir = w.path().join("links");
+    let prefix = w.path().join("usr");
+    install(&w, &dir).assert().success();
+    assert!(fs::symlink_metadata(dir.join("flock")).is_err());
+    install(&w, &dir)
+        .args(["--persona", "flock", "--prefix"])
+        .arg(&prefix)
+        .assert()
+        .success();
+    assert!(
+        fs::symlink_metadata(dir.join("flock"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert!(prefix.join("share/man/man1/ffkit-flock.1").exists());
+    assert!(
+        prefix
+            .join("share/bash-completion/completions/flock")
+            .exists()
+    );
+    // --remove takes personas too.
+    install(&w, &dir).arg("--remove").assert().success();
+    assert!(fs::symlink_metadata(dir.join("flock")).is_err());
+}

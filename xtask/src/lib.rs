@@ -1,0 +1,497 @@
+//! ffkit's generators: man pages (`man/`), shell completions
+//! (`completions/`) and the marked tables of `README.md`, all from the
+//! applet table and clap definitions in the ffkit library.
+//!
+//! Everything is produced in memory by [`generate`]; `gen` writes what
+//! differs and deletes generated files that no longer belong, `--check`
+//! only compares. These crates (clap_mangen, clap_complete) live here so the
+//! ffkit binary never links them.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use clap::Command;
+use clap_complete::Shell;
+use clap_mangen::Man;
+use clap_mangen::roff::{Roff, bold, italic, roman};
+use ffkit::cli::docs::{self, Example};
+use ffkit::cli::install_links::{LinkPolicy, link_policy};
+use ffkit::cli::{APPLETS, Applet, applet_command, root_command};
+use ffkit::config::ENV_VARS;
+use ffkit::error::ExitKind;
+
+/// The directories whose every file is generated (stray files are stale).
+pub const GENERATED_DIRS: &[&str] = &["man", "completions"];
+
+/// The README sections rewritten between `<!-- BEGIN GENERATED:name -->`
+/// and `<!-- END GENERATED:name -->`.
+pub const README: &str = "README.md";
+
+/// Every generated file, relative to the workspace root, with its content.
+pub fn generate(root: &Path) -> io::Result<BTreeMap<PathBuf, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    out.insert(PathBuf::from("man/ffkit.1"), root_page()?);
+    for a in APPLETS {
+        out.insert(
+            PathBuf::from(format!("man/{}.1", docs::man_page(a))),
+            applet_page(a)?,
+        );
+    }
+    // Completions for every name a symlink can have; `ffkit`'s cover the
+    // ffkit-only applets (`ffkit init`) as subcommands.
+    let mut commands: Vec<(String, Command)> = vec![("ffkit".into(), root_command())];
+    commands.extend(
+        APPLETS
+            .iter()
+            .filter(|a| link_policy(a) != LinkPolicy::Never)
+            .map(|a| (a.name.to_string(), applet_command(a, a.name))),
+    );
+    for (name, cmd) in commands {
+        for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd.clone(), &name, &mut buf);
+            out.insert(completion_path(shell, &name), buf);
+        }
+    }
+    let readme = fs::read_to_string(root.join(README))?;
+    out.insert(PathBuf::from(README), fill_readme(&readme)?.into_bytes());
+    Ok(out)
+}
+
+/// Where a completion script lives in the repository; the layout mirrors
+/// the install locations under a prefix's `share/`.
+pub fn completion_path(shell: Shell, name: &str) -> PathBuf {
+    match shell {
+        Shell::Bash => PathBuf::from(format!("completions/bash/{name}")),
+        Shell::Zsh => PathBuf::from(format!("completions/zsh/_{name}")),
+        _ => PathBuf::from(format!("completions/fish/{name}.fish")),
+    }
+}
+
+/// What differs between the generated set and the tree at `root`: files to
+/// write (missing or different) and generated-dir files to delete.
+pub struct Stale {
+    pub write: Vec<PathBuf>,
+    pub delete: Vec<PathBuf>,
+}
+
+impl Stale {
+    pub fn is_empty(&self) -> bool {
+        self.write.is_empty() && self.delete.is_empty()
+    }
+
+    /// One line per stale file, for `--check` and the test.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        for p in &self.write {
+            let _ = writeln!(s, "  stale or missing: {}", p.display());
+        }
+        for p in &self.delete {
+            let _ = writeln!(s, "  no longer generated: {}", p.display());
+        }
+        s
+    }
+}
+
+pub fn compare(root: &Path, files: &BTreeMap<PathBuf, Vec<u8>>) -> io::Result<Stale> {
+    let mut write = Vec::new();
+    for (rel, content) in files {
+        match fs::read(root.join(rel)) {
+            Ok(old) if &old == content => {}
+            Ok(_) => write.push(rel.clone()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => write.push(rel.clone()),
+            Err(e) => return Err(e),
+        }
+    }
+    let mut delete = Vec::new();
+    for dir in GENERATED_DIRS {
+        for rel in list_files(root, Path::new(dir))? {
+            if !files.contains_key(&rel) {
+                delete.push(rel);
+            }
+        }
+    }
+    Ok(Stale { write, delete })
+}
+
+/// Checks the committed files; an error names every stale one.
+pub fn check(root: &Path) -> Result<(), String> {
+    let files = generate(root).map_err(|e| format!("cannot generate: {e}"))?;
+    let stale = compare(root, &files).map_err(|e| format!("cannot compare: {e}"))?;
+    if stale.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "generated files are stale; run `cargo xtask gen` and commit the result:\n{}",
+            stale.describe()
+        ))
+    }
+}
+
+/// Writes what differs and deletes what no longer belongs; returns what changed.
+pub fn write(root: &Path) -> io::Result<Stale> {
+    let files = generate(root)?;
+    let stale = compare(root, &files)?;
+    for rel in &stale.write {
+        let path = root.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
+        }
+        fs::write(&path, &files[rel])?;
+    }
+    for rel in &stale.delete {
+        fs::remove_file(root.join(rel))?;
+    }
+    Ok(stale)
+}
+
+/// The workspace root (the xtask crate's parent).
+pub fn workspace_root() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}
+
+fn list_files(root: &Path, rel: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let rd = match fs::read_dir(root.join(rel)) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for e in rd {
+        let e = e?;
+        let child = rel.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            out.extend(list_files(root, &child)?);
+        } else {
+            out.push(child);
+        }
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------- man pages
+
+fn man(cmd: Command, page: &str) -> Man {
+    Man::new(cmd)
+        .title(page.to_uppercase())
+        .section("1")
+        .source(format!("ffkit {}", env!("CARGO_PKG_VERSION")))
+        .manual("ffkit manual")
+}
+
+fn root_page() -> io::Result<Vec<u8>> {
+    // The root's after-help is the exit-status table, which the page
+    // renders as its own section.
+    let cmd = root_command().after_help(None::<&str>);
+    let m = man(cmd, "ffkit");
+    let mut buf = Vec::new();
+    m.render_title(&mut buf)?;
+    m.render_name_section(&mut buf)?;
+    m.render_synopsis_section(&mut buf)?;
+    m.render_description_section(&mut buf)?;
+    m.render_options_section(&mut buf)?;
+    // The applets are listed below, each with its own page; clap_mangen's
+    // subcommand list would name pages (ffkit-cache-size(1)) that do not exist.
+    let mut r = Roff::new();
+    r.control("SH", ["APPLETS"]);
+    r.text([roman(
+        "Each applet runs as `ffkit APPLET ARGS...` or through a symlink named after it \
+         (see ffkit install-links):",
+    )]);
+    for a in APPLETS {
+        r.control("TP", []);
+        r.text([bold(a.name)]);
+        r.text([roman(about(a)), roman(policy_note(a))]);
+    }
+    common_sections(&mut r, docs::ROOT_EXAMPLES);
+    r.control("SH", ["SEE ALSO"]);
+    let refs: Vec<String> = APPLETS
+        .iter()
+        .map(|a| format!("{}(1)", docs::man_page(a)))
+        .collect();
+    r.text([roman(refs.join(", "))]);
+    buf.extend_from_slice(r.to_roff().as_bytes());
+    Ok(buf)
+}
+
+fn applet_page(a: &Applet) -> io::Result<Vec<u8>> {
+    let m = man(applet_command(a, &invoked(a)), &docs::man_page(a));
+    let mut buf = Vec::new();
+    m.render_title(&mut buf)?;
+    m.render_name_section(&mut buf)?;
+    m.render_synopsis_section(&mut buf)?;
+    m.render_description_section(&mut buf)?;
+    let mut r = Roff::new();
+    r.control("PP", []);
+    match link_policy(a) {
+        LinkPolicy::Default => r.text([
+            roman("Also runs as "),
+            bold(format!("ffkit {}", a.name)),
+            roman("; the symlink form names itself "),
+            bold(a.name),
+            roman(" in messages."),
+        ]),
+        LinkPolicy::Persona => r.text([
+            roman("A persona: it runs through a symlink named "),
+            bold(a.name),
+            roman(", which ffkit install-links creates only with "),
+            bold(format!("--persona {}", a.name)),
+            roman(
+                ", so the system's tool of that name is never shadowed by default. Also runs as ",
+            ),
+            bold(format!("ffkit {}", a.name)),
+            roman("."),
+        ]),
+        LinkPolicy::Never => r.text([
+            roman("Runs as "),
+            bold(format!("ffkit {}", a.name)),
+            roman("; no symlink is created for it."),
+        ]),
+    };
+    buf.extend_from_slice(r.to_roff().as_bytes());
+    m.render_options_section(&mut buf)?;
+    let cmd = applet_command(a, &invoked(a));
+    if cmd.has_subcommands() {
+        // Described here, not as separate pages.
+        let mut r = Roff::new();
+        r.control("SH", ["SUBCOMMANDS"]);
+        for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+            r.control("TP", []);
+            r.text([bold(format!("{} {}", invoked(a), sub.get_name()))]);
+            let about = sub
+                .get_long_about()
+                .or(sub.get_about())
+                .map(|s| s.to_string());
+            r.text([roman(about.unwrap_or_default())]);
+        }
+        buf.extend_from_slice(r.to_roff().as_bytes());
+    }
+    if (a.command)().get_after_help().is_some() {
+        m.render_extra_section(&mut buf)?;
+    }
+    let mut r = Roff::new();
+    common_sections(&mut r, docs::examples(a.name));
+    r.control("SH", ["SEE ALSO"]);
+    r.text([roman("ffkit(1)")]);
+    buf.extend_from_slice(r.to_roff().as_bytes());
+    Ok(buf)
+}
+
+fn common_sections(r: &mut Roff, examples: &[Example]) {
+    r.control("SH", ["EXIT STATUS"]);
+    for k in ExitKind::ALL {
+        r.control("TP", []);
+        r.text([
+            bold(k.code().to_string()),
+            roman(format!(" ({})", k.name())),
+        ]);
+        r.text([roman(k.meaning())]);
+    }
+    r.control("SH", ["ENVIRONMENT"]);
+    r.text([roman(
+        "Every variable is validated at start-up: an unknown value is a configuration \
+         error (exit 12), never a silent fallback. An empty value counts as unset.",
+    )]);
+    for v in ENV_VARS {
+        r.control("TP", []);
+        r.text([bold(v.name)]);
+        r.text([
+            roman(format!("{}. ", v.meaning)),
+            italic("Values:"),
+            roman(format!(" {}; ", v.values)),
+            italic("default:"),
+            roman(format!(
+                " {}.",
+                if v.default.is_empty() {
+                    "unset"
+                } else {
+                    v.default
+                }
+            )),
+        ]);
+    }
+    r.control("SH", ["FILES"]);
+    for f in docs::files() {
+        r.control("TP", []);
+        r.text([italic(f.path)]);
+        r.text([roman(f.meaning)]);
+    }
+    r.control("SH", ["EXAMPLES"]);
+    for e in examples {
+        r.control("TP", []);
+        r.text([bold(e.command)]);
+        r.text([roman(e.says)]);
+    }
+}
+
+/// How the applet's page names it: its symlink name, or `ffkit NAME` for an
+/// applet never linked.
+fn invoked(a: &Applet) -> String {
+    match link_policy(a) {
+        LinkPolicy::Never => format!("ffkit {}", a.name),
+        _ => a.name.to_string(),
+    }
+}
+
+/// A note on how an applet is reached, for the applet lists.
+fn policy_note(a: &Applet) -> &'static str {
+    match link_policy(a) {
+        LinkPolicy::Default => "",
+        LinkPolicy::Persona => " (persona: linked only with install-links --persona)",
+        LinkPolicy::Never => " (run as ffkit APPLET; not linked)",
+    }
+}
+
+fn about(a: &Applet) -> String {
+    (a.command)()
+        .get_about()
+        .map(|s| s.to_string())
+        .unwrap_or_default()
+}
+
+// ------------------------------------------------------------------ README
+
+/// Rewrites every marked section of the README; a missing marker pair is
+/// an error, so the README cannot silently lose a table.
+pub fn fill_readme(readme: &str) -> io::Result<String> {
+    let mut s = readme.to_string();
+    for (name, body) in readme_sections() {
+        let begin = format!("<!-- BEGIN GENERATED:{name} -->\n");
+        let end = format!("<!-- END GENERATED:{name} -->");
+        let (Some(b), Some(e)) = (s.find(&begin), s.find(&end)) else {
+            return Err(io::Error::other(format!(
+                "README.md lacks the markers `{}` ... `{end}`",
+                begin.trim_end()
+            )));
+        };
+        if e < b {
+            return Err(io::Error::other(format!(
+                "README.md: {end} precedes its BEGIN"
+            )));
+        }
+        s.replace_range(b + begin.len()..e, &body);
+    }
+    Ok(s)
+}
+
+/// A Markdown table cell: `|` would end the cell and `<id>` would be read
+/// as an HTML tag.
+fn cell(s: &str) -> String {
+    s.replace('|', "\\|")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn readme_sections() -> Vec<(&'static str, String)> {
+    let mut applets = String::from("| applet | what it does |\n|---|---|\n");
+    for a in APPLETS {
+        let _ = writeln!(
+            applets,
+            "| `{}` | {}{} |",
+            a.name,
+            cell(&about(a)),
+            cell(policy_note(a))
+        );
+    }
+    let mut env = String::from("| variable | values | default | meaning |\n|---|---|---|---|\n");
+    for v in ENV_VARS {
+        let _ = writeln!(
+            env,
+            "| `{}` | {} | {} | {} |",
+            v.name,
+            cell(v.values),
+            if v.default.is_empty() {
+                "unset".to_string()
+            } else {
+                format!("`{}`", v.default)
+            },
+            cell(v.meaning)
+        );
+    }
+    let mut exit = String::from("| code | name | when |\n|---|---|---|\n");
+    for k in ExitKind::ALL {
+        let _ = writeln!(
+            exit,
+            "| {} | `{}` | {} |",
+            k.code(),
+            k.name(),
+            cell(k.meaning())
+        );
+    }
+    let mut files = String::from("| path | what it is |\n|---|---|\n");
+    for f in docs::files() {
+        let _ = writeln!(files, "| `{}` | {} |", f.path, cell(f.meaning));
+    }
+    vec![
+        ("applets", applets),
+        ("env", env),
+        ("exit-codes", exit),
+        ("files", files),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed man pages, completions and README tables are what the
+    /// generators produce now; `cargo xtask gen` fixes a failure.
+    #[test]
+    fn committed_generated_files_are_fresh() {
+        if let Err(msg) = check(&workspace_root()) {
+            panic!("{msg}");
+        }
+    }
+
+    #[test]
+    fn every_applet_has_examples() {
+        let missing: Vec<&str> = APPLETS
+            .iter()
+            .map(|a| a.name)
+            .filter(|n| docs::examples(n).is_empty())
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "add examples for {missing:?} to ffkit::cli::docs::examples (src/cli/docs.rs), then run `cargo xtask gen`"
+        );
+    }
+
+    #[test]
+    fn every_page_has_the_required_sections() {
+        let files = generate(&workspace_root()).unwrap();
+        for a in APPLETS
+            .iter()
+            .map(docs::man_page)
+            .chain(["ffkit".to_string()])
+        {
+            let page =
+                String::from_utf8(files[&PathBuf::from(format!("man/{a}.1"))].clone()).unwrap();
+            for section in [
+                "EXIT STATUS",
+                "ENVIRONMENT",
+                "FILES",
+                "EXAMPLES",
+                "SYNOPSIS",
+            ] {
+                assert!(
+                    page.contains(&format!(".SH \"{section}\""))
+                        || page.contains(&format!(".SH {section}")),
+                    "{a}.1 lacks {section}"
+                );
+            }
+            assert!(
+                page.contains("FF_ERROR_CONFIG") && page.contains("LOCK_TIMEOUT"),
+                "{a}.1"
+            );
+        }
+    }
+
+    #[test]
+    fn readme_markers_are_required() {
+        assert!(fill_readme("no markers here").is_err());
+    }
+}

@@ -1,0 +1,41 @@
+//! `cargo xtask gen [--check]`: regenerate (or check) man/, completions/
+//! and the README tables. See the library for what is generated.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = xtask::workspace_root();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["gen"] => match xtask::write(&root) {
+            Ok(s) if s.is_empty() => {
+                eprintln!("xtask gen: everything is up to date");
+                ExitCode::SUCCESS
+            }
+            Ok(s) => {
+                eprint!("xtask gen: updated\n{}", s.describe());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("xtask gen: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        ["gen", "--check"] => match xtask::check(&root) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(msg) => {
+                eprint!("xtask gen --check: {msg}");
+                ExitCode::FAILURE
+            }
+        },
+        _ => {
+            eprintln!("usage: cargo xtask gen [--check]");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -379,6 +379,8 @@ fn every_bad_environment_value_exits_12_for_every_applet() {
         ("cache-evict", &["--all"], b""),
         ("perf-metrics", &[], b""),
         ("perf-metrics", &["record", "x", "1"], b""),
+        ("init", &["bash"], b""),
+        ("install-links", &["--dir", "links"], b""),
     ];
     for (var, val) in BAD_ENV {
         for (applet, args, stdin) in applets {

@@ -2088,3 +2088,27 @@ fn init_team_config_lookup_never_blocks_on_a_fifo_and_refuses_bad_json() {
         assert_eq!(stderr_lines(&out).len(), 1, "{}", stderr_of(&out));
     }
 }
+
+// ---------------------------------------------------------------- fuzz regressions
+
+/// fuzz `sidecar`, crash-0d19648e: a holder record in serde's array form
+/// with a 127-digit `since`. Not an ffkit bug: serde_json (without its
+/// `float_roundtrip` feature) reads the re-serialised float one ulp off, so
+/// the round-trip invariant compares `since` within a few ulps; the record
+/// must still parse, re-serialise and compare equal otherwise.
+#[test]
+fn fuzz_regression_holder_record_with_a_huge_since_round_trips_within_an_ulp() {
+    use ffkit::lock::holder::Holder;
+    let input = format!("[\"\",0,0,\"\",\"\",{}0]", "5".repeat(122));
+    let h = Holder::parse(input.as_bytes()).expect("serde accepts the array form");
+    let again = Holder::parse(&h.to_line()).expect("own record parses");
+    assert!((again.since - h.since).abs() <= h.since.abs() * 4.0 * f64::EPSILON);
+    assert_eq!(
+        Holder {
+            since: h.since,
+            ..again
+        },
+        h
+    );
+    assert!(h.age() >= 0.0);
+}

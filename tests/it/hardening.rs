@@ -2112,3 +2112,21 @@ fn fuzz_regression_holder_record_with_a_huge_since_round_trips_within_an_ulp() {
     );
     assert!(h.age() >= 0.0);
 }
+
+/// fuzz `metrics_row`, crash-d723536d: `record --unit s OP START END` with
+/// an END near f64::MAX wrote the row `…,op,inf`, which every reader then
+/// rejected as malformed. Now exit 2 and nothing written.
+#[test]
+fn fuzz_regression_record_of_an_overflowing_duration_is_refused() {
+    let w = seeded();
+    fs::write(metrics_log(&w), b"1700000000,write_cache,1\n").unwrap();
+    let end = "9".repeat(306);
+    let mut c = w.cmd("perf-metrics");
+    c.args(["record", "--unit", "s", "op", "888885555555555", &end]);
+    let out = check(&w, "overflowing record", c, b"", 2, 1);
+    assert!(stderr_of(&out).contains("too large"), "{}", stderr_of(&out));
+    assert_eq!(
+        fs::read(metrics_log(&w)).unwrap(),
+        b"1700000000,write_cache,1\n"
+    );
+}

@@ -277,7 +277,7 @@ impl Cache {
 
     /// Walks the directory and rewrites the index; lock held.
     fn rebuild_locked(&self) -> Result<Totals> {
-        let s = scan::scan_with(&self.dir, self.progress())?;
+        let s = scan::totals_with(&self.dir, self.progress())?;
         s.remove_stale_temps(&self.dir);
         index::write(&self.dir, s.totals)?;
         Ok(s.totals)
@@ -300,7 +300,7 @@ impl Cache {
             });
         }
         if !tracking {
-            let s = scan::scan_with(&self.dir, self.progress())?;
+            let s = scan::totals_with(&self.dir, self.progress())?;
             return Ok(SizeReport {
                 totals: s.totals,
                 source: Source::Walk,
@@ -372,7 +372,7 @@ impl Cache {
             Some(Err(_)) => None,
             None => index::read(&self.dir)?,
         };
-        let s = scan::scan_with(&self.dir, self.progress())?;
+        let s = scan::totals_with(&self.dir, self.progress())?;
         if fix && index != Some(s.totals) {
             index::write(&self.dir, s.totals)?;
             Journal::remove(&self.dir)?;

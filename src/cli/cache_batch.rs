@@ -1,10 +1,10 @@
 //! `cache-batch`: write many entries in one process with one lock
 //! acquisition and one index update, or read many keys at once.
 
+use super::ExitCode;
 use std::fs;
 use std::io::{self, BufRead, Read};
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 

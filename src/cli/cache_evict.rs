@@ -1,8 +1,8 @@
 //! `cache-evict`: remove expired, old or least recently used entries until
 //! the cache fits, or clear it.
 
+use super::ExitCode;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 

@@ -1,9 +1,9 @@
 //! `cache-read`: print an entry's value byte-exact if present and unexpired.
 
+use super::ExitCode;
 use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{ArgMatches, Command};
 

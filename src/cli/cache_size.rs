@@ -1,8 +1,8 @@
 //! `cache-size`: the cache's total bytes, from the index in O(1), or by a
 //! walk; rebuild and verify the index.
 
+use super::ExitCode;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::json;

@@ -1,10 +1,10 @@
 //! `cache-write`: write one entry (value + sidecar) atomically.
 
+use super::ExitCode;
 use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Arg, ArgMatches, Command};
 

@@ -7,16 +7,14 @@
 //! `lock-acquire` (waits in the kernel, lock not inherited by background
 //! children unless `--inherit`... see docs/locks.md for the differences).
 
+use super::ExitCode;
 use std::ffi::OsString;
-use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::Ctx;
-use super::lock_acquire::{Request, WaitSpec, execute, shell};
+use super::lock_acquire::{Request, WaitSpec, execute, kind_and_wait, shell};
 use crate::error::{Error, Result};
-use crate::lock::Kind;
 use crate::lock::run::Program;
 
 pub fn command() -> Command {
@@ -150,21 +148,12 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     } else {
         None
     };
-    let wait = match (m.get_flag("nonblock"), m.get_one::<Duration>("timeout")) {
-        (true, _) => WaitSpec::NonBlocking,
-        (false, Some(t)) if t.is_zero() => WaitSpec::NonBlocking,
-        (false, Some(t)) => WaitSpec::Timeout(*t),
-        (false, None) => WaitSpec::Forever,
-    };
+    let (kind, wait) = kind_and_wait(m, WaitSpec::Forever);
     let req = Request {
         target: Some(target),
         fd,
         program,
-        kind: if m.get_flag("shared") {
-            Kind::Shared
-        } else {
-            Kind::Exclusive
-        },
+        kind,
         unlock: m.get_flag("unlock"),
         wait,
         conflict_code: m.get_one::<u8>("conflict").copied(),

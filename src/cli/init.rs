@@ -6,8 +6,8 @@
 //! wrappers ask to find the FlowForge developer id for `git config
 //! user.email` in `.flowforge/team/config.json`, so that they need no jq.
 
+use super::ExitCode;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Arg, ArgMatches, Command};
 

@@ -16,12 +16,12 @@
 //! rewritten when its content differs, and `--remove` deletes only files
 //! whose content is exactly what ffkit would install.
 
+use super::ExitCode;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 

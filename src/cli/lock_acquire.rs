@@ -4,12 +4,12 @@
 //! kernel locks by default or `--dotlock`. The flock(1) persona (`flock.rs`)
 //! parses flock's options into the same [`Request`] and runs [`execute`].
 
+use super::ExitCode;
 use std::ffi::OsString;
 use std::fs::File;
 use std::mem::ManuallyDrop;
 use std::os::unix::io::{AsRawFd, FromRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
@@ -206,6 +206,24 @@ pub(super) struct Request {
     pub persona: bool,
 }
 
+/// The lock kind (`-s`/`-x`) and how to wait (`-n`, `-w SECS`; `-w 0` is
+/// non-blocking), with `default` when neither is given — shared with the
+/// flock persona, whose default differs.
+pub(super) fn kind_and_wait(m: &ArgMatches, default: WaitSpec) -> (Kind, WaitSpec) {
+    let kind = if m.get_flag("shared") {
+        Kind::Shared
+    } else {
+        Kind::Exclusive
+    };
+    let wait = match (m.get_flag("nonblock"), m.get_one::<Duration>("timeout")) {
+        (true, _) => WaitSpec::NonBlocking,
+        (false, Some(t)) if t.is_zero() => WaitSpec::NonBlocking,
+        (false, Some(t)) => WaitSpec::Timeout(*t),
+        (false, None) => default,
+    };
+    (kind, wait)
+}
+
 /// `$SHELL`, else /bin/sh, for `-c` (as flock(1) does).
 pub(super) fn shell(ctx: &Ctx) -> OsString {
     ctx.cfg
@@ -224,21 +242,12 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         m.get_many::<OsString>("cmd")
             .map(|v| Program::Argv(v.cloned().collect()))
     };
-    let wait = match (m.get_flag("nonblock"), m.get_one::<Duration>("timeout")) {
-        (true, _) => WaitSpec::NonBlocking,
-        (false, Some(t)) if t.is_zero() => WaitSpec::NonBlocking,
-        (false, Some(t)) => WaitSpec::Timeout(*t),
-        (false, None) => WaitSpec::Timeout(ctx.cfg.lock_timeout),
-    };
+    let (kind, wait) = kind_and_wait(m, WaitSpec::Timeout(ctx.cfg.lock_timeout));
     let req = Request {
         target: m.get_one::<String>("target").cloned(),
         fd: m.get_one::<i32>("fd").copied(),
         program,
-        kind: if m.get_flag("shared") {
-            Kind::Shared
-        } else {
-            Kind::Exclusive
-        },
+        kind,
         unlock: m.get_flag("unlock"),
         wait,
         conflict_code: m.get_one::<u8>("conflict").copied(),

@@ -1,8 +1,8 @@
 //! `lock-release`: drop a named lock taken by `lock-acquire NAME` (kernel or
 //! dot-lock), or the lock on the caller's descriptor (`--fd N`).
 
+use super::ExitCode;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 

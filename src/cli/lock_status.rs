@@ -1,8 +1,8 @@
 //! `lock-status`: is a lock held, and by whom. The kernel is asked first
 //! (a record left by a holder that died is never taken for a holder).
 
+use super::ExitCode;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::{Value, json};

@@ -13,7 +13,6 @@
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
@@ -173,6 +172,59 @@ impl Ctx {
         let dir = self.cfg.cache_dir(explicit)?;
         self.metric_dir = Some(dir.clone());
         Ok(dir)
+    }
+}
+
+/// An exit status: std's `ExitCode` cannot be read back as a number, and
+/// the binary returns it from a C `main` (see `src/main.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExitCode(u8);
+
+impl ExitCode {
+    pub const SUCCESS: ExitCode = ExitCode(0);
+    pub const FAILURE: ExitCode = ExitCode(1);
+
+    pub fn code(self) -> u8 {
+        self.0
+    }
+}
+
+impl From<u8> for ExitCode {
+    fn from(code: u8) -> Self {
+        ExitCode(code)
+    }
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    fn from(c: ExitCode) -> Self {
+        std::process::ExitCode::from(c.0)
+    }
+}
+
+/// The process set-up Rust's runtime would do that ffkit relies on, for a
+/// binary that skips the runtime's entry point (see `src/main.rs`): SIGPIPE
+/// ignored, so writing to a closed pipe is an error ffkit handles quietly
+/// instead of a kill; and descriptors 0, 1 and 2 open (on `/dev/null` if the
+/// caller closed them), so a file ffkit opens can never become its stdout.
+pub fn startup() {
+    // SAFETY: plain libc calls with valid arguments; no Rust state involved.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+            fd,
+            events: 0,
+            revents: 0,
+        });
+        if libc::poll(fds.as_mut_ptr(), 3, 0) >= 0 {
+            for p in fds.iter().filter(|p| p.revents & libc::POLLNVAL != 0) {
+                let flags = if p.fd == 0 {
+                    libc::O_RDONLY
+                } else {
+                    libc::O_WRONLY
+                };
+                libc::open(c"/dev/null".as_ptr(), flags);
+            }
+        }
     }
 }
 

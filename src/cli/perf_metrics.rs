@@ -3,9 +3,9 @@
 //! The report formats are the exporters of `metrics::export`; everything
 //! here is argument handling and printing.
 
+use super::ExitCode;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Arg, ArgAction, ArgMatches, Command};

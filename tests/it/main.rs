@@ -10,5 +10,6 @@ mod help;
 mod install_links;
 mod lock;
 mod metrics;
+mod perf_regress;
 mod progress;
 mod shell;

@@ -32,11 +32,37 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
 }
 
 /// Opens an existing file for reading without following a symlink.
+/// Anything but a regular file (a FIFO, directory, device or socket planted
+/// in the cache dir) is refused with [`not_regular`]; O_NONBLOCK keeps a
+/// FIFO from blocking the open itself (it has no effect on regular files).
 pub fn open_read(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+    regular(
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)?,
+    )
+}
+
+/// The error for a path that exists but is not a regular file.
+pub fn not_regular() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")
+}
+
+/// Whether an open failed because ffkit refused the file: a symlink
+/// (ELOOP) or not a regular file. Callers that can heal (the index, the
+/// journal) treat such a file as damaged.
+pub fn is_refused(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ELOOP)
+        || (e.raw_os_error().is_none() && e.kind() == io::ErrorKind::InvalidInput)
+}
+
+fn regular(f: File) -> io::Result<File> {
+    if f.metadata()?.file_type().is_file() {
+        Ok(f)
+    } else {
+        Err(not_regular())
+    }
 }
 
 /// Opens an existing file for reading without following a symlink and,
@@ -45,11 +71,11 @@ pub fn open_read(path: &Path) -> io::Result<File> {
 pub fn open_read_noatime(path: &Path) -> io::Result<File> {
     match OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME | libc::O_NONBLOCK)
         .open(path)
     {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => open_read(path),
-        r => r,
+        r => regular(r?),
     }
 }
 
@@ -61,8 +87,9 @@ pub fn open_rw_create(path: &Path) -> io::Result<File> {
         .append(true)
         .create(true)
         .mode(FILE_MODE)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
+        .and_then(regular)
 }
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -242,6 +269,24 @@ mod tests {
         std::os::unix::fs::symlink(&p, &link).unwrap();
         let e = open_read(&link).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ELOOP));
+    }
+
+    #[test]
+    fn fifos_and_dirs_are_refused_without_blocking() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid C string path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        for p in [&fifo, &d.path().to_path_buf()] {
+            assert!(is_refused(&open_read(p).unwrap_err()), "{p:?}");
+            assert!(is_refused(&open_read_noatime(p).unwrap_err()), "{p:?}");
+        }
+        assert!(is_refused(&open_rw_create(&fifo).unwrap_err()));
+        let f = d.path().join("f");
+        fs::write(&f, b"x").unwrap();
+        assert!(open_read(&f).is_ok() && open_read_noatime(&f).is_ok());
+        assert!(open_rw_create(&f).is_ok());
     }
 
     #[test]

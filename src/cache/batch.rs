@@ -80,6 +80,10 @@ fn parse_line(line: &[u8]) -> Result<Item<'_>, String> {
 fn parse_json(line: &[u8]) -> Result<Item<'static>, String> {
     let j: JsonItem = serde_json::from_slice(line).map_err(|e| format!("invalid JSON: {e}"))?;
     key::validate_bytes(j.key.as_bytes())?;
+    if let Some(t) = j.ttl {
+        // The same range as `--ttl`: one rule for every TTL.
+        crate::units::parse_whole_seconds(&t.to_string()).map_err(|e| format!("ttl: {e}"))?;
+    }
     Ok(Item {
         key: j.key,
         value: Cow::Owned(j.value.into_bytes()),
@@ -122,5 +126,16 @@ mod tests {
         );
         assert_eq!(items[1].ttl, None);
         assert_eq!(bad.iter().map(|b| b.line).collect::<Vec<_>>(), [3, 4, 5]);
+    }
+
+    #[test]
+    fn jsonl_ttls_have_the_range_of_ttl_option() {
+        let ok = b"{\"key\":\"k\",\"value\":\"v\",\"ttl\":1000000000}\n";
+        assert_eq!(parse(ok, Format::Jsonl).0.len(), 1);
+        for ttl in ["1000000001", "18446744073709551615", "-1", "1.5"] {
+            let line = format!("{{\"key\":\"k\",\"value\":\"v\",\"ttl\":{ttl}}}\n");
+            let (items, bad) = parse(line.as_bytes(), Format::Jsonl);
+            assert!(items.is_empty() && bad.len() == 1, "{ttl}");
+        }
     }
 }

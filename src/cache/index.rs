@@ -43,8 +43,8 @@ pub fn read_number(path: &Path) -> Result<Option<u64>> {
     let mut f = match fsutil::open_read(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        // A symlink planted at the index is as good as no index.
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => return Ok(None),
+        // A symlink (or FIFO, dir...) planted at the index is as good as no index.
+        Err(e) if fsutil::is_refused(&e) => return Ok(None),
         Err(e) => return Err(Error::io("cannot read", path, e)),
     };
     let mut buf = [0u8; 32];

@@ -13,7 +13,7 @@
 //! full walk, and does not care at which step the process died.
 
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -59,13 +59,19 @@ impl Journal {
 
     /// Reads a left-over journal: `Ok(None)` when there is none, `Err` with a
     /// reason when it is damaged (the caller then rebuilds by walking).
+    /// A symlink (or FIFO, dir...) planted at `.journal` is never followed:
+    /// it counts as damaged.
     pub fn read(dir: &Path) -> Result<Option<std::result::Result<Journal, String>>> {
         let path = dir.join(JOURNAL_FILE);
-        match fs::read(&path) {
-            Ok(b) => Ok(Some(
+        let mut b = Vec::new();
+        match fsutil::open_read(&path).and_then(|mut f| f.read_to_end(&mut b)) {
+            Ok(_) => Ok(Some(
                 serde_json::from_slice(&b).map_err(|e| format!("damaged journal: {e}")),
             )),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) if fsutil::is_refused(&e) => {
+                Ok(Some(Err(format!("the journal is refused: {e}"))))
+            }
             Err(e) => Err(Error::io("cannot read", &path, e)),
         }
     }
@@ -93,5 +99,26 @@ impl Record {
             && tmp_ok(&self.value_tmp)
             && tmp_ok(&self.meta_tmp)
             && self.value_tmp.is_some() == self.meta_tmp.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_symlinked_journal_is_damaged_not_followed() {
+        let d = tempfile::tempdir().unwrap();
+        let target = d.path().join("elsewhere");
+        let j = Journal {
+            before: Totals::default(),
+            records: vec![],
+        };
+        fs::write(&target, serde_json::to_vec(&j).unwrap()).unwrap();
+        std::os::unix::fs::symlink(&target, d.path().join(JOURNAL_FILE)).unwrap();
+        assert!(matches!(Journal::read(d.path()), Ok(Some(Err(_)))));
+        fs::remove_file(d.path().join(JOURNAL_FILE)).unwrap();
+        fs::copy(&target, d.path().join(JOURNAL_FILE)).unwrap();
+        assert!(matches!(Journal::read(d.path()), Ok(Some(Ok(_)))));
     }
 }

@@ -163,12 +163,10 @@ impl Cache {
         let path = self.path(LOCK_FILE);
         let f = match fsutil::open_rw_create(&path) {
             Ok(f) => f,
-            Err(e) if !exclusive && e.raw_os_error() != Some(libc::ELOOP) => {
-                match fsutil::open_read(&path) {
-                    Ok(f) => f,
-                    Err(_) => return Ok(DirLock(None)),
-                }
-            }
+            Err(e) if !exclusive && !fsutil::is_refused(&e) => match fsutil::open_read(&path) {
+                Ok(f) => f,
+                Err(_) => return Ok(DirLock(None)),
+            },
             Err(e) => return Err(Error::io("cannot open lock file", &path, e)),
         };
         let r = if exclusive { f.lock() } else { f.lock_shared() };
@@ -186,7 +184,10 @@ impl Cache {
             Some(Ok(j)) => self.roll_forward(&j)?,
             Some(Err(_damaged)) => {
                 rebuilt = Some("damaged journal");
-                self.rebuild_locked()?
+                let t = self.rebuild_locked()?;
+                // Or every later call would walk again.
+                Journal::remove(&self.dir)?;
+                t
             }
             None => match index::read(&self.dir)? {
                 Some(t) => t,
@@ -433,7 +434,21 @@ impl Cache {
         };
         let written = match e.value {
             Value::Bytes(b) => vf.write_all(b).map(|()| b.len() as u64),
-            Value::Reader(r) => io::copy(r, &mut vf),
+            Value::Reader(r) => {
+                // Tell a failing input (stdin is a directory, EIO) from a
+                // failing temp file, so the message blames the right side.
+                let mut src = ReadSide {
+                    inner: r,
+                    failed: false,
+                };
+                match io::copy(&mut src, &mut vf) {
+                    Err(e) if src.failed => {
+                        discard(&change);
+                        return Err(Error::io("cannot read", "the value to write", e));
+                    }
+                    copied => copied,
+                }
+            }
         };
         let size = match written.and_then(|n| Ok((n, vf.metadata()?.ino()))) {
             Ok((n, ino)) => {
@@ -483,7 +498,21 @@ impl Cache {
         j.write(&self.dir)?;
         // From here on the journal is the truth: if this fails, the next
         // call rolls it forward.
-        self.finish(&j, true)
+        let t = self.finish(&j, true)?;
+        // Renames are applied best effort (so repair cannot wedge); a writer
+        // still must not report success for an entry that was not placed,
+        // e.g. because a directory sits at its name.
+        for c in changes.iter().filter(|c| c.value.is_some()) {
+            for p in [self.path(&c.key), self.path(&format!("{}.meta", c.key))] {
+                if regular_size(&p)?.is_none() {
+                    return Err(Error::General(format!(
+                        "cannot write {}: something other than a regular file is in the way",
+                        p.display()
+                    )));
+                }
+            }
+        }
+        Ok(t)
     }
 
     /// Looks one key up. Expired entries are reported, not removed (eviction
@@ -611,6 +640,18 @@ impl Cache {
             .collect();
         let after = self.commit(before, &changes)?;
         Ok((before, after, victims))
+    }
+}
+
+/// A reader that remembers whether it failed.
+struct ReadSide<'a> {
+    inner: &'a mut dyn Read,
+    failed: bool,
+}
+
+impl Read for ReadSide<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.inner.read(buf).inspect_err(|_| self.failed = true)
     }
 }
 

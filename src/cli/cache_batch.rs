@@ -152,12 +152,16 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
 
 fn read(a: &Args, cache: &Cache) -> Result<ExitCode> {
     let keys = if a.keys.is_empty() {
+        // Raw bytes, so a key that is not UTF-8 is a bad key (exit 2) named
+        // by its line, not an I/O error.
         let mut keys = Vec::new();
-        for line in io::stdin().lock().lines() {
+        for (i, line) in io::stdin().lock().split(b'\n').enumerate() {
             let line = line.map_err(|e| Error::io("cannot read", "standard input", e))?;
-            let line = line.strip_suffix('\r').unwrap_or(&line);
+            let line = line.strip_suffix(b"\r").unwrap_or(&line);
             if !line.is_empty() {
-                keys.push(line.to_string());
+                let k = key::validate_bytes(line)
+                    .map_err(|why| Error::Validation(format!("line {}: {why}", i + 1)))?;
+                keys.push(k.to_string());
             }
         }
         keys

@@ -83,7 +83,17 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
 /// `email` equals `email`, ignoring ASCII case and surrounding blanks.
 pub fn developer_for_email(email: &str, file: &std::path::Path) -> Result<Option<String>> {
     use std::io::Read;
-    let f = std::fs::File::open(file).map_err(|e| Error::io("cannot read", file, e))?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK and a file-type check: a FIFO must not hang the lookup.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(file)
+        .and_then(|f| match f.metadata()?.is_file() {
+            true => Ok(f),
+            false => Err(crate::fsutil::not_regular()),
+        })
+        .map_err(|e| Error::io("cannot read", file, e))?;
     let mut text = String::new();
     f.take(MAX_TEAM_CONFIG)
         .read_to_string(&mut text)

@@ -310,7 +310,9 @@ pub fn report(prog: &str, e: &Error) -> ExitCode {
     {
         return ExitCode::SUCCESS;
     }
-    let _ = writeln!(io::stderr().lock(), "{prog}: {e}");
+    // One line, whatever the message quotes (a value or path with a newline).
+    let msg = e.to_string().replace('\n', "\\n").replace('\r', "\\r");
+    let _ = writeln!(io::stderr().lock(), "{prog}: {msg}");
     ExitCode::from(e.exit_code())
 }
 

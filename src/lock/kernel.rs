@@ -178,9 +178,12 @@ pub fn open_lock_file(path: &Path, write: bool, mode: u32) -> io::Result<File> {
             .write(write)
             .create(create && write)
             .mode(mode)
+            // O_NONBLOCK: a FIFO at the path must not block the open (it
+            // does not change flock(2), which has its own LOCK_NB).
             .custom_flags(
                 libc::O_NOFOLLOW
                     | libc::O_NOCTTY
+                    | libc::O_NONBLOCK
                     | if create && !write { libc::O_CREAT } else { 0 },
             )
             .open(path)
@@ -233,6 +236,6 @@ pub fn probe_file(f: &File) -> io::Result<Probe> {
 pub fn open_lock_file_existing(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
         .open(path)
 }

@@ -160,7 +160,20 @@ pub fn acquire(
     let child = child as u32;
     rec.holder_pid = Some(child);
     rec.holder_start = holder::start_time(child);
-    holder::write_to(&f, &rec).map_err(|e| Error::io("cannot write holder record", path, e))?;
+    if let Err(e) = holder::write_to(&f, &rec) {
+        // Without its record the lock can be neither shown nor released by
+        // name, and the holder would keep it until the owner exits: give it
+        // up (the lock belongs to the open file description we share with
+        // the holder) and end the holder.
+        let _ = kernel::unlock_fd(f.as_raw_fd());
+        // SAFETY: `child` is our own child process; we reap it.
+        unsafe {
+            libc::kill(child as libc::pid_t, libc::SIGKILL);
+            libc::waitpid(child as libc::pid_t, std::ptr::null_mut(), 0);
+        }
+        let _ = holder::clear(&f);
+        return Err(Error::io("cannot write holder record", path, e));
+    }
     Ok(Ok(Taken {
         waited,
         holder_pid: child,
@@ -347,6 +360,6 @@ fn open_existing_rw(path: &Path) -> io::Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
         .open(path)
 }

@@ -186,7 +186,15 @@ pub fn duration_between(start: &str, end: &str, unit: Option<StampUnit>) -> Resu
     }
     // Subtract first: nanosecond stamps lose sub-µs precision in f64, the
     // difference is what matters.
-    Ok((e - s) * unit.ms_per_unit())
+    let ms = (e - s) * unit.ms_per_unit();
+    // Huge stamps in seconds can overflow to infinity, which would write a
+    // row ("inf") that every reader rejects.
+    if !ms.is_finite() {
+        return Err(Error::Validation(format!(
+            "the duration from '{start}' to '{end}' is too large"
+        )));
+    }
+    Ok(ms)
 }
 
 #[cfg(test)]

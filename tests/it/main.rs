@@ -5,6 +5,7 @@
 mod util;
 
 mod cache;
+mod hardening;
 mod help;
 mod install_links;
 mod lock;

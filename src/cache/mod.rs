@@ -210,17 +210,21 @@ impl Cache {
     /// old entry stays whole, or the key ends up without a sidecar (missing),
     /// and the index counts exactly what is on disk for the key.
     fn roll_forward(&self, j: &Journal) -> Result<Totals> {
-        self.finish(j, false)
+        self.finish(j, false).map(|(t, _)| t)
     }
 
     /// Applies a journal (first attempt when `fresh`) and writes the index.
-    fn finish(&self, j: &Journal, fresh: bool) -> Result<Totals> {
+    /// Also returns the first file that could not be installed.
+    fn finish(&self, j: &Journal, fresh: bool) -> Result<(Totals, Option<PathBuf>)> {
         if !j.records.iter().all(Record::is_sane) {
-            return self.rebuild_locked();
+            return Ok((self.rebuild_locked()?, None));
         }
         let mut t = j.before;
+        let mut failed = None;
         for r in &j.records {
-            self.apply(r, fresh);
+            if let Some(path) = self.apply(r, fresh) {
+                failed.get_or_insert(path);
+            }
             let (now_bytes, now_entry) = self.key_usage(&r.key)?;
             t.bytes = t
                 .bytes
@@ -230,21 +234,23 @@ impl Cache {
         }
         index::write(&self.dir, t)?;
         Journal::remove(&self.dir)?;
-        Ok(t)
+        Ok((t, failed))
     }
 
     /// Applies one record: installs its temp files, or removes the entry.
     /// `fresh` says nothing of it can have happened yet (the first attempt);
     /// otherwise a destination that already has the temp file's inode was
     /// installed before a crash, and the temp name, if still there, holds
-    /// the replaced old file (see [`fsutil::install`]).
-    fn apply(&self, r: &Record, fresh: bool) {
+    /// the replaced old file (see [`fsutil::install`]). Returns the
+    /// destination that could not be installed, if any (removals always
+    /// count as done).
+    fn apply(&self, r: &Record, fresh: bool) -> Option<PathBuf> {
         let value = self.path(&r.key);
         let meta = self.path(&format!("{}.meta", r.key));
         let (Some(vt), Some(mt)) = (&r.value_tmp, &r.meta_tmp) else {
             let _ = fs::remove_file(&value);
             let _ = fs::remove_file(&meta);
-            return;
+            return None;
         };
         let (vt, mt) = (self.path(vt), self.path(mt));
         let install = |tmp: &Path, ino: u64, dest: &Path| {
@@ -259,13 +265,15 @@ impl Cache {
             // The old entry stays as it was.
             let _ = fs::remove_file(&vt);
             let _ = fs::remove_file(&mt);
-            return;
+            return Some(value);
         }
         if !install(&mt, r.meta_ino, &meta) {
             // Never pair the new value with the old sidecar.
             let _ = fs::remove_file(&mt);
             let _ = fs::remove_file(&meta);
+            return Some(meta);
         }
+        None
     }
 
     /// Bytes counted for `KEY` + `KEY.meta` now, and whether `KEY` is an entry.
@@ -498,21 +506,16 @@ impl Cache {
         j.write(&self.dir)?;
         // From here on the journal is the truth: if this fails, the next
         // call rolls it forward.
-        let t = self.finish(&j, true)?;
         // Renames are applied best effort (so repair cannot wedge); a writer
         // still must not report success for an entry that was not placed,
         // e.g. because a directory sits at its name.
-        for c in changes.iter().filter(|c| c.value.is_some()) {
-            for p in [self.path(&c.key), self.path(&format!("{}.meta", c.key))] {
-                if regular_size(&p)?.is_none() {
-                    return Err(Error::General(format!(
-                        "cannot write {}: something other than a regular file is in the way",
-                        p.display()
-                    )));
-                }
-            }
+        match self.finish(&j, true)? {
+            (t, None) => Ok(t),
+            (_, Some(path)) => Err(Error::General(format!(
+                "cannot write {}: something other than a regular file is in the way",
+                path.display()
+            ))),
         }
-        Ok(t)
     }
 
     /// Looks one key up. Expired entries are reported, not removed (eviction

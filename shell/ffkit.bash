@@ -360,6 +360,18 @@ clear_developer_cache() {
     _ffkit_run "$_ffkit_log" cache-evict --dir "$_ffkit_dir" --all </dev/null
 }
 
+# _ffkit_store_as FUNC KEY TTL [data]: writes data (standard input when
+# absent) under KEY; the body of cache_provider_data and cache_time_tracking.
+_ffkit_store_as() {
+    if [[ $# -ge 4 ]]; then
+        write_cache_with_metadata "$2" "$4" "$3"
+        return
+    fi
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
+    _ffkit_paths "$1" || return
+    _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl "$3" -- "$2" -
+}
+
 # cache_provider_data provider [data]: caches data (standard input when
 # absent) under the key provider_<provider> for 5 minutes.
 cache_provider_data() {
@@ -369,13 +381,7 @@ cache_provider_data() {
         _ffkit_err 'usage: cache_provider_data provider [data]'
         return 2
     fi
-    if [[ $# -ge 2 ]]; then
-        write_cache_with_metadata "provider_$1" "$2" 300
-        return
-    fi
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
-    _ffkit_paths cache_provider_data || return
-    _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl 300 -- "provider_$1" -
+    _ffkit_store_as cache_provider_data "provider_$1" 300 "${@:2}"
 }
 
 # get_provider_cache provider: prints what cache_provider_data stored.
@@ -397,13 +403,7 @@ cache_time_tracking() {
         _ffkit_err 'usage: cache_time_tracking session_id [data]'
         return 2
     fi
-    if [[ $# -ge 2 ]]; then
-        write_cache_with_metadata "time_tracking_$1" "$2" 0
-        return
-    fi
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
-    _ffkit_paths cache_time_tracking || return
-    _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl 0 -- "time_tracking_$1" -
+    _ffkit_store_as cache_time_tracking "time_tracking_$1" 0 "${@:2}"
 }
 
 # recover_time_tracking session_id: prints what cache_time_tracking stored.

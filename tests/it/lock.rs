@@ -187,20 +187,7 @@ fn killed_command_holder_hands_over_within_100ms() {
 #[test]
 fn killed_fd_holder_hands_over_within_100ms() {
     let w = World::new();
-    let mut holder = bash(
-        &w,
-        "exec 9>>L; \"$FF\" lock-acquire --fd 9 && echo locked; read x",
-    );
-    let mut holder = holder
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(holder.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "locked\n");
+    let mut holder = locked_shell(&w, "exec 9>>L; \"$FF\" lock-acquire --fd 9");
     let waiter = start_waiter(bash(
         &w,
         "exec 9>>L; exec \"$FF\" lock-acquire -w 10 --fd 9",
@@ -221,7 +208,13 @@ fn status_json(w: &World, target: &str) -> serde_json::Value {
 
 /// A bash that takes the named lock N and then waits on its stdin.
 fn named_owner_shell(w: &World) -> Child {
-    let mut c = bash(w, "\"$FF\" lock-acquire N && echo locked; read x");
+    locked_shell(w, "\"$FF\" lock-acquire N")
+}
+
+/// A bash that runs `take` (which takes a lock), says so, and then waits on
+/// its stdin; returned once the lock is held.
+fn locked_shell(w: &World, take: &str) -> Child {
+    let mut c = bash(w, &format!("{take} && echo locked; read x"));
     let mut c = c
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -646,16 +646,7 @@ diff <(echo "$a") <(echo "$c") | grep '^>' | grep -v '^> _ffkit_' && exit 1
 echo same
 "#;
     // The script sources the library itself, between snapshots.
-    let out = Command::new("bash")
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("HOME", r.tmp.path().join("home"))
-        .env("FFKIT_BIN", bin())
-        .env("FFKIT_LIB", lib())
-        .current_dir(r.root())
-        .args(["-c", bash])
-        .output()
-        .unwrap();
+    let out = bare_shell(&r, "bash", bash);
     assert_eq!(ok(&out), "same\n");
     if !have("zsh") {
         eprintln!("zsh not installed: skipping the zsh state check");
@@ -683,17 +674,23 @@ c=$(snap)
 print -r -- "$c" | grep -v -x -F -f <(print -r -- "$a") | grep -v '^_ffkit_' && exit 1
 echo same
 "#;
-    let out = Command::new("zsh")
+    let out = bare_shell(&r, "zsh", zsh);
+    assert_eq!(ok(&out), "same\n");
+}
+
+/// Runs `script` with `shell -c` in an empty environment (just PATH, HOME,
+/// FFKIT_BIN and FFKIT_LIB), so the script itself decides what is set.
+fn bare_shell(r: &Repo, shell: &str, script: &str) -> std::process::Output {
+    Command::new(shell)
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", r.tmp.path().join("home"))
         .env("FFKIT_BIN", bin())
         .env("FFKIT_LIB", lib())
         .current_dir(r.root())
-        .args(["-c", zsh])
+        .args(["-c", script])
         .output()
-        .unwrap();
-    assert_eq!(ok(&out), "same\n");
+        .unwrap()
 }
 
 #[test]

@@ -76,6 +76,8 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s c -l comman
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l fd -d 'Lock the caller\'s open descriptor N (fd mode); with NAME, N must be open on NAME\'s lock file, whose record then names the caller' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s w -l timeout -d 'Give up after SECS (fractional; 0 = non-blocking)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s E -l conflict-exit-code -d 'Exit code when busy or timed out' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l start -d 'First byte of an OFD lock\'s range (default 0; implies --fcntl)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l length -d 'Bytes in an OFD lock\'s range (default 0: to the end of the file; implies --fcntl)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l owner -d 'Named mode: the process the lock belongs to (default: the caller)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l lock-dir -d 'Directory of named locks (default: FFKIT_LOCK_DIR, <namespace>/locks, or a per-user runtime dir)' -r -F
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l prepare -d 'Create NAME\'s lock dir (0700) and lock file (0600) and exit, taking nothing'
@@ -83,11 +85,12 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l quiet-wait 
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s s -l shared -d 'Take a shared lock'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s x -l exclusive -d 'Take an exclusive lock (default)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s n -l nonblock -d 'Fail at once if the lock is held'
-complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s o -l close -d 'Do not pass the lock to the command (the default without --inherit)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s o -l close -d 'Do not pass the lock to the command (ffkit alone holds it while the command runs)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s u -l unlock -d 'Release instead of acquire'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s F -l no-fork -d 'Exec the command in place (it inherits the lock)'
-complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l verbose -d 'Report the wait and the command on stderr'
-complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l inherit -d 'Let the command\'s children keep the lock (flock(1) behaviour)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l inherit -d 'Let the command\'s children keep the lock after it exits (flock(1) behaviour)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l fcntl -d 'Use an open file description lock (fcntl F_OFD_SETLK) instead of flock(2)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l verbose -d 'Report the wait, how long getting the lock took and the command'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l dotlock -d 'Use a link(2) dot-lock file instead of a kernel lock (for NFS)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l session -d 'NAME is a session lock: <namespace>/sessions/locks (or sessions/ in the lock dir)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s q -l quiet -d 'Print no message on stderr; answer by exit code'
@@ -106,16 +109,19 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -l session -d '
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -l json -d 'Print a JSON report'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -s q -l quiet -d 'Print no message on stderr; answer by exit code'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s w -l timeout -d 'Wait for a limited amount of time' -r
-complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s E -l conflict-exit-code -d 'Exit code after conflict or timeout' -r
-complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s s -l shared -d 'Get a shared lock'
-complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s x -l exclusive -d 'Get an exclusive lock (default)'
-complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s u -l unlock -d 'Remove a lock'
-complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s n -l nonblock -d 'Fail rather than wait'
-complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s o -l close -d 'Close file descriptor before running command'
-complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s F -l no-fork -d 'Execute command without forking'
-complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -l inherit -d 'ffkit: let the command\'s children keep the lock'
-complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -l verbose -d 'Increase verbosity'
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s w -l timeout -d 'Give up after SECS (fractional; 0 = non-blocking)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s E -l conflict-exit-code -d 'Exit code when busy or timed out' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -l start -d 'First byte of an OFD lock\'s range (default 0; implies --fcntl)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -l length -d 'Bytes in an OFD lock\'s range (default 0: to the end of the file; implies --fcntl)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s s -l shared -d 'Take a shared lock'
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s x -l exclusive -d 'Take an exclusive lock (default)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s n -l nonblock -d 'Fail at once if the lock is held'
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s o -l close -d 'Do not pass the lock to the command (ffkit alone holds it while the command runs)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s u -l unlock -d 'Release instead of acquire'
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s F -l no-fork -d 'Exec the command in place (it inherits the lock)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -l inherit -d 'Let the command\'s children keep the lock after it exits (flock(1) behaviour)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -l fcntl -d 'Use an open file description lock (fcntl F_OFD_SETLK) instead of flock(2)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -l verbose -d 'Report the wait, how long getting the lock took and the command'
 complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s h -l help -d 'Print help'
 complete -c ffkit -n "__fish_ffkit_using_subcommand init" -l developer-for-email -d 'Print the developer id whose email is EMAIL in the team config FILE' -r -F
 complete -c ffkit -n "__fish_ffkit_using_subcommand init" -s h -l help -d 'Print help (see more with \'--help\')'

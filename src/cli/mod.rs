@@ -30,6 +30,7 @@ mod flock;
 mod init;
 pub mod install_links;
 mod lock_acquire;
+mod lock_args;
 mod lock_release;
 mod lock_status;
 mod perf_metrics;

@@ -259,7 +259,7 @@ fn record(m: &ArgMatches, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
 }
 
 fn time(m: &ArgMatches, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
-    use std::os::unix::process::ExitStatusExt;
+    use crate::lock::run::{self, Ended, Options, Program};
     let op = m
         .get_one::<String>("operation")
         .cloned()
@@ -269,22 +269,26 @@ fn time(m: &ArgMatches, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
         .map(|v| v.cloned().collect())
         .unwrap_or_default();
     metrics::validate_op(&op)?;
-    let Some((prog, args)) = cmd.split_first() else {
+    if cmd.is_empty() {
         return Err(Error::Validation("time needs a command after --".into()));
-    };
+    }
+    let prog = Program::Argv(cmd);
     let start = Instant::now();
-    let mut child = match std::process::Command::new(prog).args(args).spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
+    // The crate's one child runner: 126/127, 128+signal, SIGINT/SIGQUIT
+    // left to the child (docs/locks.md, "Command mode").
+    let ended = run::run(&prog, Options::default());
+    let ended = match ended {
+        Ended::NotStarted(1, e) => {
+            return Err(Error::General(format!(
+                "cannot wait for {}: {e}",
+                prog.name()
+            )));
+        }
+        Ended::NotStarted(code, e) => {
             ctx.note(format_args!(
                 "cannot run {}: {}",
-                prog.to_string_lossy(),
-                Error::io("cannot run", prog, e)
+                prog.name(),
+                Error::io("cannot run", prog.name(), e)
                     .to_string()
                     .rsplit(": ")
                     .next()
@@ -292,27 +296,13 @@ fn time(m: &ArgMatches, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
             ));
             return Ok(ExitCode::from(code));
         }
+        ended => ended,
     };
-    // Like a shell waiting for a foreground job: ^C and ^\ go to the child
-    // (same process group); we stay to record its time and pass on its end.
-    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
-    }
-    let status = child
-        .wait()
-        .map_err(|e| Error::io("cannot wait for", prog, e))?;
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     if let Err(e) = metrics::record(&ctx.cfg, path, &op, ms) {
         ctx.note(format_args!("metric not recorded: {e}"));
     }
-    let code = match (status.code(), status.signal()) {
-        (Some(c), _) => c,
-        (None, Some(sig)) => 128 + sig,
-        (None, None) => 1,
-    };
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+    Ok(ExitCode::from(ended.code()))
 }
 
 fn run_check(m: &ArgMatches, ctx: &Ctx, path: &Path, since: Option<i64>) -> Result<ExitCode> {

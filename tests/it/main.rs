@@ -5,7 +5,8 @@
 mod util;
 
 mod cache;
-mod hardening;
+mod env;
+mod filesystem;
 mod help;
 mod install_links;
 mod lock;

@@ -12,10 +12,12 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Write};
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
+use rustix::fs::{Mode, OFlags};
 
 use crate::config::Config;
 use crate::error::{Error, ExitKind, Result};
@@ -207,24 +209,21 @@ impl From<ExitCode> for std::process::ExitCode {
 /// instead of a kill; and descriptors 0, 1 and 2 open (on `/dev/null` if the
 /// caller closed them), so a file ffkit opens can never become its stdout.
 pub fn startup() {
-    // SAFETY: plain libc calls with valid arguments; no Rust state involved.
+    // SAFETY: setting SIGPIPE's disposition to SIG_IGN installs no handler
+    // and touches no Rust state; no thread exists yet. Neither std nor rustix
+    // offers a safe way to set a disposition.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
-            fd,
-            events: 0,
-            revents: 0,
-        });
-        if libc::poll(fds.as_mut_ptr(), 3, 0) >= 0 {
-            for p in fds.iter().filter(|p| p.revents & libc::POLLNVAL != 0) {
-                let flags = if p.fd == 0 {
-                    libc::O_RDONLY
-                } else {
-                    libc::O_WRONLY
-                };
-                libc::open(c"/dev/null".as_ptr(), flags);
-            }
+    }
+    // open(2) returns the lowest free descriptor: while that is 0, 1 or 2 it
+    // fills a hole the caller left (and stays open, as stdin/stdout/stderr);
+    // the first one above 2 means there is none left and is closed again.
+    // Not close-on-exec, so the commands ffkit runs inherit it too.
+    while let Ok(fd) = rustix::fs::open(c"/dev/null", OFlags::RDWR, Mode::empty()) {
+        if fd.as_raw_fd() > 2 {
+            break;
         }
+        let _ = fd.into_raw_fd();
     }
 }
 

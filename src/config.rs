@@ -338,11 +338,6 @@ impl Config {
     pub fn runtime_dir(&self) -> Option<&Path> {
         self.xdg_runtime_dir.as_deref()
     }
-
-    /// `HOME`.
-    pub fn home(&self) -> Option<&Path> {
-        self.home.as_deref()
-    }
 }
 
 /// A developer id becomes a path component (`dev-<id>`), so it must be a

@@ -1972,8 +1972,8 @@ fn symlinked_and_fifo_lock_files_are_refused_without_blocking() {
     let dir = w.path().join("locks");
     fs::create_dir_all(&dir).unwrap();
     let t = Target::new(&w, "lock-target", b"precious");
-    std::os::unix::fs::symlink(&t.path, dir.join("sym")).unwrap();
-    std::os::unix::fs::symlink(w.path().join("outside/never"), dir.join("dangling")).unwrap();
+    std::os::unix::fs::symlink(&t.path, dir.join("sym.lock")).unwrap();
+    std::os::unix::fs::symlink(w.path().join("outside/never"), dir.join("dangling.lock")).unwrap();
     for name in ["sym", "dangling"] {
         for (applet, args, code) in [
             ("lock-acquire", &["-n"][..], 3),
@@ -1994,7 +1994,9 @@ fn symlinked_and_fifo_lock_files_are_refused_without_blocking() {
         }
         // Command mode through a symlink path (flock(1) style) refuses too.
         let mut c = lock_cmd(&w, "lock-acquire");
-        c.args(["-n"]).arg(dir.join(name)).args(["--", "true"]);
+        c.args(["-n"])
+            .arg(dir.join(format!("{name}.lock")))
+            .args(["--", "true"]);
         let out = output_within(c, name);
         assert_eq!(out.status.code(), Some(3), "{name}: {}", stderr_of(&out));
     }
@@ -2005,17 +2007,17 @@ fn symlinked_and_fifo_lock_files_are_refused_without_blocking() {
     );
     // FIFOs: before the fix, status/release (and command mode on a FIFO path)
     // blocked forever in open(2).
-    mkfifo(&dir.join("ff"));
+    mkfifo(&dir.join("ff.lock"));
     for (applet, args) in [
         ("lock-status", vec!["ff".to_string()]),
         ("lock-release", vec!["ff".to_string()]),
         ("lock-acquire", vec!["-n".into(), "ff".into()]),
-        ("lock-status", vec![dir.join("ff").display().to_string()]),
+        ("lock-status", vec![dir.join("ff.lock").display().to_string()]),
         (
             "lock-acquire",
             vec![
                 "-n".into(),
-                dir.join("ff").display().to_string(),
+                dir.join("ff.lock").display().to_string(),
                 "--".into(),
                 "true".into(),
             ],
@@ -2060,7 +2062,7 @@ fn new_lock_dirs_are_0700_and_named_lock_files_0600_whatever_the_umask() {
         let mode = fs::metadata(&d).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o700, "{d:?}");
     }
-    let mode = fs::symlink_metadata(dir.join("modes"))
+    let mode = fs::symlink_metadata(dir.join("modes.lock"))
         .unwrap()
         .permissions()
         .mode()

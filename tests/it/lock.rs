@@ -149,14 +149,26 @@ fn flock_persona_counts_exactly_under_contention() {
     contention(&w, &format!("\"$FLOCK\" L -c '{INCR}' || exit 1"), &[], 2);
 }
 
-/// Starts a waiter and returns once it has printed its waiting line.
+/// Starts a waiter and returns once it has printed its waiting line
+/// (printed off a terminal only with FF_DEBUG=true or --verbose); the rest
+/// of its stderr is drained by a thread.
 fn start_waiter(mut c: Command) -> Child {
-    c.stdout(Stdio::null()).stderr(Stdio::piped());
+    c.env("FF_DEBUG", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
-    let mut line = String::new();
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    err.read_line(&mut line).unwrap();
-    assert!(line.contains("waiting for lock"), "{line}");
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = err.read_line(&mut line).unwrap();
+        assert!(n > 0, "no waiting line: {seen}");
+        seen.push_str(&line);
+        if line.contains("waiting for lock") {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
     child
 }
 
@@ -292,8 +304,8 @@ fn timeout_exits_6_after_half_a_second() {
     let mut holder = holder.spawn().unwrap();
     until("holder", || held(&w, "./L"));
     for (args, env) in [
-        (vec!["-w", "0.5", "L", "--", "true"], None),
-        (vec!["L", "--", "true"], Some("0.5")),
+        (vec!["--verbose", "-w", "0.5", "L", "--", "true"], None),
+        (vec!["--verbose", "L", "--", "true"], Some("0.5")),
     ] {
         let mut c = ff(&w, "lock-acquire");
         c.args(&args);
@@ -455,7 +467,7 @@ fn symlink_at_lock_path_is_refused_and_nothing_is_created() {
         .assert()
         .code(3);
     std::fs::create_dir_all(lock_dir(&w)).unwrap();
-    std::os::unix::fs::symlink(&target, lock_dir(&w).join("N")).unwrap();
+    std::os::unix::fs::symlink(&target, lock_dir(&w).join("N.lock")).unwrap();
     ff(&w, "lock-acquire").arg("N").assert().code(3);
     ff(&w, "lock-acquire")
         .args(["--dotlock", "N"])
@@ -606,8 +618,8 @@ fn default_lock_dir_is_private_and_a_foreign_or_open_one_is_refused() {
     ns(false);
     ns(true);
     let base = w.path().join(".flowforge/dev-ada");
-    assert!(base.join("locks/S").is_file());
-    assert!(base.join("sessions/locks/S").is_file());
+    assert!(base.join("locks/S.lock").is_file());
+    assert!(base.join("sessions/locks/S.lock").is_file());
     for s in [false, true] {
         let mut c = w.cmd("lock-release");
         c.env("FLOWFORGE_DEVELOPER", "ada").arg("S");

@@ -9,6 +9,7 @@ mod hardening;
 mod help;
 mod install_links;
 mod lock;
+mod lock_identity;
 mod metrics;
 mod perf_regress;
 mod progress;

@@ -13,3 +13,4 @@ mod metrics;
 mod perf_regress;
 mod progress;
 mod shell;
+mod shell_vars;

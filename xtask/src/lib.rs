@@ -58,7 +58,51 @@ pub fn generate(root: &Path) -> io::Result<BTreeMap<PathBuf, Vec<u8>>> {
     }
     let readme = fs::read_to_string(root.join(README))?;
     out.insert(PathBuf::from(README), fill_readme(&readme)?.into_bytes());
+    let wrappers = fs::read_to_string(root.join(WRAPPERS))?;
+    out.insert(
+        PathBuf::from(WRAPPERS),
+        fill_wrappers(&wrappers)?.into_bytes(),
+    );
     Ok(out)
+}
+
+/// The shell wrappers, whose list of forwarded variables is generated.
+pub const WRAPPERS: &str = "shell/ffkit.bash";
+
+/// Rewrites the wrappers' `env-forward` block: one `export` of every
+/// variable in [`ENV_VARS`], so `_ffkit_run` hands the binary exactly the
+/// variables it reads (set ones with the shell's value, unset ones not at
+/// all), and a knob added to the table reaches the shell functions too.
+pub fn fill_wrappers(text: &str) -> io::Result<String> {
+    const INDENT: &str = "        ";
+    let begin = "# BEGIN GENERATED:env-forward\n";
+    let end = format!("{INDENT}# END GENERATED:env-forward");
+    let (Some(b), Some(e)) = (text.find(begin), text.find(&end)) else {
+        return Err(io::Error::other(format!(
+            "{WRAPPERS} lacks the markers `# BEGIN GENERATED:env-forward` ... `{}`",
+            end.trim_start()
+        )));
+    };
+    if e < b {
+        return Err(io::Error::other(format!(
+            "{WRAPPERS}: the env-forward END marker precedes its BEGIN"
+        )));
+    }
+    let mut body = format!("{INDENT}# From config::ENV_VARS by `cargo xtask gen`; do not edit.\n");
+    let mut line = format!("{INDENT}export");
+    for v in ENV_VARS {
+        if line.len() + 1 + v.name.len() > 76 {
+            let _ = writeln!(body, "{line} \\");
+            line = format!("{INDENT}    {}", v.name);
+        } else {
+            line.push(' ');
+            line.push_str(v.name);
+        }
+    }
+    let _ = writeln!(body, "{line}");
+    let mut s = text.to_string();
+    s.replace_range(b + begin.len()..e, &body);
+    Ok(s)
 }
 
 /// Where a completion script lives in the repository; the layout mirrors

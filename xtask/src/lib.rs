@@ -308,7 +308,10 @@ fn synopsis(cmd: &Command, name: &str) -> Vec<u8> {
     };
     let mut line = format!(".SH SYNOPSIS\n\\fB{}\\fR", esc(name));
     let bracket = |required: bool| if required { ("", "") } else { ("[", "]") };
-    for a in cmd.get_arguments().filter(|a| !a.is_hide_set()) {
+    // Options first, then positionals, as usage lines read.
+    let mut args: Vec<&clap::Arg> = cmd.get_arguments().filter(|a| !a.is_hide_set()).collect();
+    args.sort_by_key(|a| a.is_positional());
+    for a in args {
         let (open, close) = bracket(a.is_required_set());
         let vals: Vec<String> = values(a)
             .iter()

@@ -437,3 +437,59 @@ fn ff_debug_says_which_dir_the_index_and_where_rows_go() {
     let size = run(&["cache-size", "--dir", &cache]);
     assert!(size.contains("(from --dir)"), "{size}");
 }
+
+/// The real thing: a batch writer stopped (SIGSTOP) while its journal is
+/// out, i.e. in the middle of its commit under the exclusive lock. A reader
+/// gives up after LOCK_TIMEOUT instead of hanging; the writer, continued,
+/// finishes its batch.
+#[test]
+fn a_reader_behind_a_writer_stopped_mid_commit_gives_up() {
+    use rustix::process::{Pid, Signal, kill_process};
+    let w = World::new();
+    w.write("k", "v");
+    let batch: String = (0..4_000).map(|i| format!("b{i}:v\n")).collect();
+    let journal = w.cache().join(".journal");
+    for _attempt in 0..10 {
+        let mut writer = w
+            .cmd("cache-batch")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Some(mut i) = writer.stdin.take() {
+            i.write_all(batch.as_bytes()).unwrap();
+        }
+        let pid = Pid::from_child(&writer);
+        let mut stopped = false;
+        // Our own child, not yet waited for: its pid cannot be reused.
+        while writer.try_wait().unwrap().is_none() {
+            if journal.exists() {
+                kill_process(pid, Signal::STOP).unwrap();
+                stopped = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        if stopped && journal.exists() {
+            let mut c = w.cmd("cache-read");
+            c.arg("k").env("LOCK_TIMEOUT", "1");
+            let (out, _) = finish_within(c, Duration::from_secs(20));
+            kill_process(pid, Signal::CONT).unwrap();
+            let status = writer.wait().unwrap();
+            assert_eq!(out.status.code(), Some(6), "{}", stderr_of(&out));
+            assert!(stderr_of(&out).contains("LOCK_TIMEOUT"));
+            assert!(status.success(), "the continued writer finishes");
+            assert_eq!(oracle(&w.cache()).1, 4_001);
+            w.cmd("cache-read").arg("b3999").assert().success();
+            return;
+        }
+        if stopped {
+            kill_process(pid, Signal::CONT).unwrap();
+        }
+        assert!(writer.wait().unwrap().success());
+        fs::remove_dir_all(w.cache()).unwrap();
+        w.write("k", "v");
+    }
+    panic!("never caught the writer inside its commit in 10 attempts");
+}

@@ -5,7 +5,9 @@
 mod util;
 
 mod cache;
-mod hardening;
+mod cache_hardening2;
+mod env;
+mod filesystem;
 mod help;
 mod install_links;
 mod lock;
@@ -15,3 +17,4 @@ mod metrics;
 mod perf_regress;
 mod progress;
 mod shell;
+mod shell_vars;

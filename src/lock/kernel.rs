@@ -373,3 +373,115 @@ pub(crate) fn open_lock_file_existing(path: &Path) -> io::Result<File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)
         .open(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackoffStrategy;
+
+    fn schedule() -> Schedule {
+        Schedule::new(
+            BackoffStrategy::Exponential,
+            Duration::from_millis(1),
+            Duration::from_millis(5),
+        )
+    }
+
+    /// Two open file descriptions of one file: flock(2) makes them conflict
+    /// inside one process, so the in-process wait can be tested here.
+    fn two_opens() -> (tempfile::TempDir, File, File) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("L");
+        let a = open_lock_file(&p, true, 0o600).unwrap();
+        let b = open_lock_file(&p, true, 0o600).unwrap();
+        (d, a, b)
+    }
+
+    #[test]
+    fn polled_wait_stops_when_the_caller_says_interrupted() {
+        let (_d, a, b) = two_opens();
+        assert!(try_lock_fd(a.as_raw_fd(), Kind::Exclusive).unwrap());
+        let mut asked = 0;
+        let mut waited = 0;
+        let got = lock_fd_polled(
+            b.as_raw_fd(),
+            Kind::Exclusive,
+            Method::Flock,
+            None,
+            schedule(),
+            &mut || {
+                asked += 1;
+                asked > 3
+            },
+            &mut || waited += 1,
+        )
+        .unwrap();
+        assert_eq!(got, Err(Denied::Interrupted));
+        assert_eq!(asked, 4, "asked between every try");
+        assert_eq!(waited, 1, "the waiting report comes once");
+    }
+
+    #[test]
+    fn polled_wait_times_out_and_takes_a_freed_lock() {
+        let (_d, a, b) = two_opens();
+        assert!(try_lock_fd(a.as_raw_fd(), Kind::Exclusive).unwrap());
+        let soon = Instant::now() + Duration::from_millis(30);
+        let got = lock_fd_polled(
+            b.as_raw_fd(),
+            Kind::Exclusive,
+            Method::Flock,
+            Some(soon),
+            schedule(),
+            &mut || false,
+            &mut || {},
+        )
+        .unwrap();
+        assert_eq!(got, Err(Denied::TimedOut));
+        assert!(Instant::now() >= soon);
+        // Freed by another thread while we poll: taken, no signal involved.
+        let fd = a.as_raw_fd();
+        let t = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            unlock_fd(fd).unwrap();
+        });
+        let got = lock_fd_polled(
+            b.as_raw_fd(),
+            Kind::Exclusive,
+            Method::Flock,
+            Some(Instant::now() + Duration::from_secs(60)),
+            schedule(),
+            &mut || false,
+            &mut || {},
+        )
+        .unwrap();
+        t.join().unwrap();
+        assert!(got.is_ok());
+        assert!(!try_lock_fd(a.as_raw_fd(), Kind::Exclusive).unwrap());
+    }
+
+    #[test]
+    fn ofd_ranges_conflict_only_where_they_overlap() {
+        let (_d, a, b) = two_opens();
+        let r = |start, len| Method::Ofd { start, len };
+        let ok = |f: &File, m| {
+            lock_fd(
+                f.as_raw_fd(),
+                Kind::Exclusive,
+                m,
+                Wait::NonBlocking,
+                &mut || {},
+            )
+            .unwrap()
+            .is_ok()
+        };
+        assert!(ok(&a, r(0, 10)));
+        assert!(!ok(&b, r(5, 1)), "overlap");
+        assert!(ok(&b, r(10, 5)), "disjoint");
+        assert!(
+            ok(&b, Method::Flock),
+            "flock(2) is independent of OFD locks"
+        );
+        unlock_fd_with(a.as_raw_fd(), r(0, 0)).unwrap();
+        assert!(ok(&b, r(5, 1)));
+    }
+}

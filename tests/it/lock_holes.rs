@@ -62,11 +62,19 @@ fn mkfifo(p: &Path) {
     );
 }
 
-/// Kills a process group this test created (the child's own group).
+fn pid(c: &Child) -> rustix::process::Pid {
+    rustix::process::Pid::from_raw(c.id() as i32).unwrap()
+}
+
+/// SIGKILLs a child of this test that is not reaped yet (so its pid is ours).
+fn kill_child(c: &Child) {
+    let _ = rustix::process::kill_process(pid(c), rustix::process::Signal::KILL);
+}
+
+/// Kills a process group this test created (the child's own group, while
+/// the child is not reaped, so the group id is still ours).
 fn kill_group(c: &mut Child) {
-    // SAFETY: a negative pid names the process group made for this child,
-    // which is still ours (not reaped).
-    unsafe { libc::kill(-(c.id() as libc::pid_t), libc::SIGKILL) };
+    let _ = rustix::process::kill_process_group(pid(c), rustix::process::Signal::KILL);
     let _ = c.wait();
 }
 
@@ -117,9 +125,7 @@ fn a_live_dotlock_holder_is_never_broken_whatever_its_age() {
     }
     // Also after ffkit itself is killed while its command runs: the record
     // names the command, which is alive.
-    // SAFETY: the holder is our child and not reaped.
-    unsafe { libc::kill(holder.id() as libc::pid_t, libc::SIGKILL) };
-    let _ = holder.wait();
+    kill_child(&holder);
     assert_eq!(
         code(ff(&w, "lock-acquire").env("LOCK_STALE_AFTER", "0.2").args([
             "-n",
@@ -146,6 +152,7 @@ fn a_live_dotlock_holder_is_never_broken_whatever_its_age() {
     let err = stderr_of(out.as_ref().unwrap());
     assert!(err.contains("broke a stale lock held by pid"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+    kill_group(&mut holder);
 }
 
 #[test]
@@ -171,7 +178,6 @@ fn a_running_dotlock_holder_refreshes_its_mtime() {
     std::fs::write(&gate, "go\n").unwrap();
     assert!(holder.wait().unwrap().success());
     assert!(!w.path().join("L").exists());
-    kill_group(&mut holder);
 }
 
 #[test]
@@ -229,9 +235,7 @@ fn killing_ffkit_in_command_mode_keeps_the_lock_while_the_command_runs() {
         .process_group(0);
     let mut holder = holder.spawn().unwrap();
     until("command started", || ran.exists());
-    // SAFETY: the ffkit process is our child and not reaped.
-    unsafe { libc::kill(holder.id() as libc::pid_t, libc::SIGKILL) };
-    let _ = holder.wait();
+    kill_child(&holder);
     for _ in 0..3 {
         assert_eq!(
             code(ff(&w, "lock-acquire").args(["-n", "CL", "--", "true"])),
@@ -493,6 +497,5 @@ fn flock_persona_fcntl_ranges_and_verbose_on_stdout() {
     let mut g = std::fs::OpenOptions::new().write(true).open(&gate).unwrap();
     g.write_all(b"go\n").unwrap();
     drop(g);
-    let _ = holder.wait();
-    kill_group(&mut holder);
+    assert!(holder.wait().unwrap().success());
 }

@@ -287,3 +287,42 @@ fn wrappers_and_named_binary_locks_mixed_count_exactly() {
     let n = std::fs::read_to_string(w.path().join("c")).unwrap();
     assert_eq!(n.trim(), "800", "lost updates");
 }
+
+/// The wrappers print the waiting line only with FF_DEBUG=true, even on a
+/// terminal (where the binary alone would print it).
+#[test]
+fn wrappers_print_the_waiting_line_only_with_ff_debug() {
+    let have_script = Command::new("sh")
+        .args(["-c", "command -v script"])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_script {
+        assert!(std::env::var_os("CI").is_none(), "script is required on CI");
+        eprintln!("SKIP: script (util-linux) not installed");
+        return;
+    }
+    let w = repo();
+    let sh = holding_shell(&w, &[], "acquire_critical_lock w");
+    let on_tty = |debug: &str| {
+        let mut c = Command::new("script");
+        w.isolate(&mut c);
+        c.env("FFKIT_BIN", bin())
+            .env("FFKIT_LIB", lib())
+            .args([
+                "-qec",
+                &format!(
+                    "bash -c '. \"$FFKIT_LIB\"; FF_DEBUG={debug} LOCK_TIMEOUT=0.3 acquire_critical_lock w; echo rc=$?'"
+                ),
+                "/dev/null",
+            ]);
+        String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned()
+    };
+    let quiet = on_tty("false");
+    assert!(quiet.contains("rc=6"), "{quiet}");
+    assert!(!quiet.contains("waiting"), "{quiet}");
+    let debug = on_tty("true");
+    assert!(debug.contains("rc=6"), "{debug}");
+    assert!(debug.contains("waiting for lock"), "{debug}");
+    finish(sh);
+}

@@ -18,6 +18,8 @@ run() {
   if [[ $tool == ffkit ]]; then "$bin" lock-acquire -w 30 "$lock" -- "$@"; else flock -w 30 "$lock" "$@"; fi
 }
 ms=()
+# bash reports each SIGKILLed job on stderr; keep the real stderr on fd 3.
+exec 3>&2 2>/dev/null
 for _ in $(seq "$rounds"); do
   rm -f "$dir/got"
   setsid bash -c "$(declare -f run); tool=$tool bin=$bin lock=$lock; run sleep 30" &
@@ -33,6 +35,7 @@ for _ in $(seq "$rounds"); do
   t1=$(<"$dir/got")
   ms+=("$(( ${t1/./} - ${t0/./} ))")
 done
+exec 2>&3
 printf '%s\n' "${ms[@]}" | sort -n | awk -v tool="$tool" '
   { v[NR] = $1 / 1000 }
   END { printf "%s: n=%d min %.2f ms, median %.2f ms, p90 %.2f ms, max %.2f ms\n",

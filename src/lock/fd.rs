@@ -94,6 +94,43 @@ pub fn acquire(
     owner: u32,
     on_wait: &mut dyn FnMut(),
 ) -> Result<Acquired> {
+    acquire_with(fd, kind, path, owner, &mut || {
+        kernel::lock_fd(fd, kind, method, wait, on_wait)
+    })
+}
+
+/// [`acquire`] for a caller inside another program's process (the bash
+/// builtin, whose `owner` is the shell itself, `std::process::id()`): the
+/// wait installs no signal handler or timer — non-blocking tries on
+/// `schedule` until `deadline`, asking `interrupted` between tries (see
+/// [`kernel::lock_fd_polled`]).
+#[allow(clippy::too_many_arguments)]
+pub fn acquire_polled(
+    fd: RawFd,
+    kind: Kind,
+    method: kernel::Method,
+    deadline: Option<std::time::Instant>,
+    schedule: super::backoff::Schedule,
+    path: Option<&Path>,
+    owner: u32,
+    interrupted: &mut dyn FnMut() -> bool,
+    on_wait: &mut dyn FnMut(),
+) -> Result<Acquired> {
+    let mut schedule = Some(schedule);
+    acquire_with(fd, kind, path, owner, &mut || match schedule.take() {
+        Some(s) => kernel::lock_fd_polled(fd, kind, method, deadline, s, interrupted, on_wait),
+        None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+    })
+}
+
+/// The identity check, the same-owner check and the record around `lock`.
+fn acquire_with(
+    fd: RawFd,
+    kind: Kind,
+    path: Option<&Path>,
+    owner: u32,
+    lock: &mut dyn FnMut() -> io::Result<Acquired>,
+) -> Result<Acquired> {
     let record = match path {
         Some(p) => {
             check_same(fd, p)?;
@@ -114,8 +151,7 @@ pub fn acquire(
             path.map(|p| p.display().to_string()).unwrap_or_default(),
         )));
     }
-    let got = kernel::lock_fd(fd, kind, method, wait, on_wait)
-        .map_err(|e| fd_error(fd, "cannot lock", e))?;
+    let got = lock().map_err(|e| fd_error(fd, "cannot lock", e))?;
     if got.is_ok()
         && kind == Kind::Exclusive
         && let Some(f) = &record
@@ -168,4 +204,55 @@ pub fn release(
     kernel::unlock_fd_with(fd, kernel::Method::Ofd { start: 0, len: 0 })
         .map_err(|e| fd_error(fd, "cannot unlock", e))?;
     Ok(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackoffStrategy;
+    use std::os::unix::io::AsRawFd;
+    use std::time::Duration;
+
+    /// The builtin's path: a descriptor of this very process (the "shell"),
+    /// locked without signals, gets a record naming this process and the
+    /// descriptor; its release clears the record and refuses a second time.
+    #[test]
+    fn polled_descriptor_lock_records_the_calling_process() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("n.lock");
+        std::fs::write(&p, "").unwrap();
+        let f = File::open(&p).unwrap();
+        let me = std::process::id();
+        let got = acquire_polled(
+            f.as_raw_fd(),
+            Kind::Exclusive,
+            kernel::Method::Flock,
+            None,
+            super::super::backoff::Schedule::new(
+                BackoffStrategy::Linear,
+                Duration::from_millis(1),
+                Duration::from_millis(1),
+            ),
+            Some(&p),
+            me,
+            &mut || false,
+            &mut || {},
+        )
+        .unwrap();
+        assert!(got.is_ok());
+        let rec = holder::read_from(&File::open(&p).unwrap()).unwrap();
+        assert_eq!(
+            (rec.kind.as_str(), rec.pid, rec.fd),
+            (KIND_FD, me, Some(f.as_raw_fd()))
+        );
+        let m = std::fs::metadata(&p).unwrap();
+        assert!(rec.holds_kernel_lock(m.dev(), m.ino()));
+        assert!(holds_lock(f.as_raw_fd()).unwrap());
+        assert_eq!(release(f.as_raw_fd(), Some(&p), me).unwrap(), Ok(()));
+        assert_eq!(std::fs::read(&p).unwrap(), b"");
+        assert_eq!(
+            release(f.as_raw_fd(), Some(&p), me).unwrap(),
+            Err(NotHeld::NoLock)
+        );
+    }
 }

@@ -85,17 +85,18 @@ fn ofd(
 ) -> io::Result<()> {
     use std::os::fd::AsRawFd as _;
     let too_big = |v: u64| i64::try_from(v).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
-    // SAFETY: a plain C struct, zero-initialised (l_pid must be 0 for OFD
-    // locks) and then filled in.
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = match kind {
-        Some(Kind::Shared) => libc::F_RDLCK,
-        Some(Kind::Exclusive) => libc::F_WRLCK,
-        None => libc::F_UNLCK,
-    } as libc::c_short;
-    fl.l_whence = libc::SEEK_SET as libc::c_short;
-    fl.l_start = too_big(start)?;
-    fl.l_len = too_big(len)?;
+    let fl = libc::flock {
+        l_type: match kind {
+            Some(Kind::Shared) => libc::F_RDLCK,
+            Some(Kind::Exclusive) => libc::F_WRLCK,
+            None => libc::F_UNLCK,
+        } as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: too_big(start)?,
+        l_len: too_big(len)?,
+        // Must be 0 for OFD locks.
+        l_pid: 0,
+    };
     let cmd = if block && kind.is_some() {
         libc::F_OFD_SETLKW
     } else {

@@ -141,14 +141,26 @@ fn flock_persona_counts_exactly_under_contention() {
     contention(&w, &format!("\"$FLOCK\" L -c '{INCR}' || exit 1"), &[], 2);
 }
 
-/// Starts a waiter and returns once it has printed its waiting line.
+/// Starts a waiter and returns once it has printed its waiting line
+/// (printed off a terminal only with FF_DEBUG=true or --verbose); the rest
+/// of its stderr is drained by a thread.
 fn start_waiter(mut c: Command) -> Child {
-    c.stdout(Stdio::null()).stderr(Stdio::piped());
+    c.env("FF_DEBUG", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
-    let mut line = String::new();
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    err.read_line(&mut line).unwrap();
-    assert!(line.contains("waiting for lock"), "{line}");
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = err.read_line(&mut line).unwrap();
+        assert!(n > 0, "no waiting line: {seen}");
+        seen.push_str(&line);
+        if line.contains("waiting for lock") {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
     child
 }
 
@@ -311,8 +323,8 @@ fn timeout_exits_6_after_half_a_second() {
     let mut holder = holder.spawn().unwrap();
     wait_until("holder", 60, || held(&w, "./L"));
     for (args, env) in [
-        (vec!["-w", "0.5", "L", "--", "true"], None),
-        (vec!["L", "--", "true"], Some("0.5")),
+        (vec!["--verbose", "-w", "0.5", "L", "--", "true"], None),
+        (vec!["--verbose", "L", "--", "true"], Some("0.5")),
     ] {
         let mut c = ff(&w, "lock-acquire");
         c.args(&args);
@@ -499,7 +511,7 @@ fn symlink_at_lock_path_is_refused_and_nothing_is_created() {
         .assert()
         .code(3);
     std::fs::create_dir_all(lock_dir(&w)).unwrap();
-    std::os::unix::fs::symlink(&target, lock_dir(&w).join("N")).unwrap();
+    std::os::unix::fs::symlink(&target, lock_dir(&w).join("N.lock")).unwrap();
     ff(&w, "lock-acquire").arg("N").assert().code(3);
     ff(&w, "lock-acquire")
         .args(["--dotlock", "N"])
@@ -650,8 +662,8 @@ fn default_lock_dir_is_private_and_a_foreign_or_open_one_is_refused() {
     ns(false);
     ns(true);
     let base = w.path().join(".flowforge/dev-ada");
-    assert!(base.join("locks/S").is_file());
-    assert!(base.join("sessions/locks/S").is_file());
+    assert!(base.join("locks/S.lock").is_file());
+    assert!(base.join("sessions/locks/S.lock").is_file());
     for s in [false, true] {
         let mut c = w.cmd("lock-release");
         c.env("FLOWFORGE_DEVELOPER", "ada").arg("S");
@@ -762,8 +774,8 @@ fn symlinked_and_fifo_lock_files_are_refused_without_blocking() {
     let dir = w.path().join("locks");
     fs::create_dir_all(&dir).unwrap();
     let t = Target::new(&w, "lock-target", b"precious");
-    std::os::unix::fs::symlink(&t.path, dir.join("sym")).unwrap();
-    std::os::unix::fs::symlink(w.path().join("outside/never"), dir.join("dangling")).unwrap();
+    std::os::unix::fs::symlink(&t.path, dir.join("sym.lock")).unwrap();
+    std::os::unix::fs::symlink(w.path().join("outside/never"), dir.join("dangling.lock")).unwrap();
     for name in ["sym", "dangling"] {
         for (applet, args, code) in [
             ("lock-acquire", &["-n"][..], 3),
@@ -784,7 +796,9 @@ fn symlinked_and_fifo_lock_files_are_refused_without_blocking() {
         }
         // Command mode through a symlink path (flock(1) style) refuses too.
         let mut c = lock_cmd(&w, "lock-acquire");
-        c.args(["-n"]).arg(dir.join(name)).args(["--", "true"]);
+        c.args(["-n"])
+            .arg(dir.join(format!("{name}.lock")))
+            .args(["--", "true"]);
         let out = output_within(c, name);
         assert_eq!(out.status.code(), Some(3), "{name}: {}", stderr_of(&out));
     }
@@ -795,17 +809,20 @@ fn symlinked_and_fifo_lock_files_are_refused_without_blocking() {
     );
     // FIFOs: before the fix, status/release (and command mode on a FIFO path)
     // blocked forever in open(2).
-    mkfifo(&dir.join("ff"));
+    mkfifo(&dir.join("ff.lock"));
     for (applet, args) in [
         ("lock-status", vec!["ff".to_string()]),
         ("lock-release", vec!["ff".to_string()]),
         ("lock-acquire", vec!["-n".into(), "ff".into()]),
-        ("lock-status", vec![dir.join("ff").display().to_string()]),
+        (
+            "lock-status",
+            vec![dir.join("ff.lock").display().to_string()],
+        ),
         (
             "lock-acquire",
             vec![
                 "-n".into(),
-                dir.join("ff").display().to_string(),
+                dir.join("ff.lock").display().to_string(),
                 "--".into(),
                 "true".into(),
             ],
@@ -838,7 +855,7 @@ fn new_lock_dirs_are_0700_and_named_lock_files_0600_whatever_the_umask() {
         let mode = fs::metadata(&d).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode, 0o700, "{d:?}");
     }
-    let mode = fs::symlink_metadata(dir.join("modes"))
+    let mode = fs::symlink_metadata(dir.join("modes.lock"))
         .unwrap()
         .permissions()
         .mode()

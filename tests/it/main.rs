@@ -10,6 +10,7 @@ mod filesystem;
 mod help;
 mod install_links;
 mod lock;
+mod lock_identity;
 mod metrics;
 mod perf_regress;
 mod progress;

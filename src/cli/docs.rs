@@ -234,7 +234,8 @@ pub struct FileDoc {
     pub meaning: &'static str,
 }
 
-/// The files on disk (CONTRACT §2), named from the constants the code uses.
+/// The files on disk (README "Files on disk"), named from the constants the
+/// code uses.
 pub fn files() -> Vec<FileDoc> {
     let f = |path: String, meaning| FileDoc { path, meaning };
     vec![

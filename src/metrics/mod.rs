@@ -1,4 +1,4 @@
-//! The CSV metrics log (CONTRACT §2): rows `timestamp,operation,duration_ms`.
+//! The CSV metrics log (docs/metrics.md): rows `timestamp,operation,duration_ms`.
 //!
 //! This module owns where the log lives, how rows are written ([`log`]),
 //! read ([`read`]) and aggregated ([`aggregate`], [`sketch`]), how reports are

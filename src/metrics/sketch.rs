@@ -5,7 +5,7 @@
 //! Beyond that the values move into a [`LogSketch`]: a DDSketch-style
 //! histogram of logarithmic buckets whose every bucket spans a relative width
 //! of `2α`, so any quantile it reports is within `α` = 0.5 % of the true value
-//! of the same rank (half the 1 % the issue allows). Its size depends on the
+//! of the same rank (half the 1 % docs/metrics.md promises). Its size depends on the
 //! spread of values, not their number: 1 µs … 1 day is about 2,500 buckets
 //! (20 KiB), whatever the row count.
 //!

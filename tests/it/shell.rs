@@ -933,12 +933,11 @@ get_cache_size >/dev/null
 
 // ---------------------------------------------------------------- bad input through the wrappers
 
-/// Runs `SCRIPT` in bash after sourcing shell/ffkit.bash, in a repository
-/// at `w.path()/repo` as developer `alice`; returns (status, stderr).
-fn wrapper(w: &World, script: &str, env: &[(&str, &str)]) -> (i32, String) {
+/// bash running `SCRIPT` after sourcing shell/ffkit.bash, in a repository
+/// at `w.path()/repo` as developer `alice`.
+fn wrapper_cmd(w: &World, script: &str) -> Command {
     let repo = w.path().join("repo");
     fs::create_dir_all(repo.join(".git")).unwrap();
-    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("shell/ffkit.bash");
     let mut c = Command::new("bash");
     w.isolate(&mut c);
     c.env_remove("FFKIT_CACHE_DIR")
@@ -946,8 +945,14 @@ fn wrapper(w: &World, script: &str, env: &[(&str, &str)]) -> (i32, String) {
         .env("FLOWFORGE_DEVELOPER", "alice")
         .current_dir(&repo)
         .arg("-c")
-        .arg(format!(". '{}'\n{script}", lib.display()))
+        .arg(format!(". '{}'\n{script}", lib().display()))
         .stdin(Stdio::null());
+    c
+}
+
+/// [`wrapper_cmd`] with extra environment; returns (status, stderr).
+fn wrapper(w: &World, script: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let mut c = wrapper_cmd(w, script);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -1024,16 +1029,7 @@ fn shell_wrappers_answer_bad_input_with_contract_codes_and_one_line() {
         } else {
             mkfifo(&idx);
         }
-        let repo = w.path().join("repo");
-        let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("shell/ffkit.bash");
-        let mut c = Command::new("bash");
-        w.isolate(&mut c);
-        c.env_remove("FFKIT_CACHE_DIR")
-            .env("FFKIT_BIN", bin())
-            .env("FLOWFORGE_DEVELOPER", "alice")
-            .current_dir(&repo)
-            .args(["-c", &format!(". '{}'\nget_cache_size", lib.display())]);
-        let out = output_within(c, planted);
+        let out = output_within(wrapper_cmd(&w, "get_cache_size"), planted);
         assert!(out.status.success(), "{planted}: {}", stderr_of(&out));
         assert_eq!(parse_u64(&out.stdout), oracle(&cache).0, "{planted}");
         t.assert_untouched(planted);

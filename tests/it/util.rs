@@ -395,6 +395,19 @@ impl CloneCmd for Command {
     }
 }
 
+/// Runs `c` with umask 0, to prove ffkit sets its modes itself.
+pub fn with_umask_0(c: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec; umask(2) is
+    // async-signal-safe, allocates nothing and cannot fail.
+    unsafe {
+        c.pre_exec(|| {
+            rustix::process::umask(rustix::fs::Mode::empty());
+            Ok(())
+        })
+    }
+}
+
 /// Releases a named lock when dropped, so a failing assertion never leaves
 /// a holder process behind.
 pub struct Held<'a>(pub &'a World, pub PathBuf, pub &'a str);

@@ -335,3 +335,47 @@ fn a_dash_value_is_data() {
         assert_eq!(fs::read(r.cache().join("k")).unwrap(), b"-");
     }
 }
+
+/// `CACHE_PERF_METRICS=perf.csv` (a bare name, not exported) is ./perf.csv
+/// for every function: the cache functions' own rows, record_performance_metric
+/// and get_performance_metrics all use the same file.
+#[test]
+fn a_relative_metrics_log_in_the_shell_is_relative_to_the_current_dir() {
+    for shell in shells() {
+        let r = Repo::new();
+        let out = r.run(
+            shell,
+            "CACHE_PERF_METRICS=perf.csv\n\
+             write_cache_with_metadata k v\n\
+             record_performance_metric my_op 100 250\n\
+             get_performance_metrics",
+        );
+        let json: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+        assert_eq!(json["write_cache"]["count"], 1, "{shell}: {json}");
+        assert_eq!(json["my_op"]["count"], 1, "{shell}: {json}");
+        let rows = fs::read_to_string(r.root().join("perf.csv")).unwrap();
+        assert!(
+            rows.contains(",write_cache,") && rows.contains(",my_op,"),
+            "{rows}"
+        );
+    }
+}
+
+/// `FF_DEBUG=true` (not exported) reaches the binary: the size comes from
+/// it, with its debug lines, instead of the silent forkless read.
+#[test]
+fn unexported_ff_debug_gives_the_binary_debug_lines() {
+    for shell in shells() {
+        let r = Repo::new();
+        let out = r.run(
+            shell,
+            "write_cache_with_metadata k v\nFF_DEBUG=true\nget_cache_size >/dev/null",
+        );
+        ok(&out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("ffkit cache-size: debug: cache dir") && err.contains("(from --dir)"),
+            "{shell}: {err}"
+        );
+    }
+}

@@ -358,11 +358,6 @@ impl Config {
     pub fn runtime_dir(&self) -> Option<&Path> {
         self.xdg_runtime_dir.as_deref()
     }
-
-    /// `HOME`.
-    pub fn home(&self) -> Option<&Path> {
-        self.home.as_deref()
-    }
 }
 
 /// Where a cache dir came from.

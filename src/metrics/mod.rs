@@ -27,20 +27,6 @@ use crate::error::{Error, Result};
 /// File name of the default log inside a cache dir.
 pub const DEFAULT_LOG_NAME: &str = ".perf-metrics.csv";
 
-/// The operation names ffkit's own applets record (docs/metrics.md).
-pub const SELF_OPS: &[&str] = &[
-    "get_cache_size",
-    "rebuild_size_index",
-    "write_cache",
-    "read_cache",
-    "batch_write",
-    "batch_read",
-    "enforce_cache_limits",
-    "clear_developer_cache",
-    "lock_acquire",
-    "lock_release",
-];
-
 /// The log path: `CACHE_PERF_METRICS`, else the default in `cache_dir`, else
 /// in the default cache dir.
 pub fn log_path(cfg: &Config, cache_dir: Option<&Path>) -> Result<PathBuf> {

@@ -413,6 +413,11 @@ fn ff_debug_says_which_dir_the_index_and_where_rows_go() {
     assert!(size.contains("read from the index"), "{size}");
     let size = run(&["cache-size", "--dir", &cache]);
     assert!(size.contains("(from --dir)"), "{size}");
+    let evict = run(&["cache-evict", "--all"]);
+    assert!(
+        evict.contains("entries evicted: 1; index now: 0 bytes"),
+        "{evict}"
+    );
 }
 
 /// The real thing: a batch writer stopped (SIGSTOP) while its journal is

@@ -54,6 +54,23 @@ fn value_of<'a>(env: &'a [String], name: &str) -> Option<&'a str> {
         .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
 }
 
+/// The names `_ffkit_run` exports are exactly config::ENV_VARS, in order
+/// (`cargo xtask gen` writes them; this says plainly what drifted).
+#[test]
+fn the_forwarded_list_is_config_env_vars() {
+    let text = fs::read_to_string(crate::shell::lib()).unwrap();
+    let begin = text.find("# BEGIN GENERATED:env-forward").unwrap();
+    let end = text.find("# END GENERATED:env-forward").unwrap();
+    let block = &text[begin..end];
+    let export = block.find("export ").unwrap();
+    let names: Vec<&str> = block[export + "export ".len()..]
+        .split_whitespace()
+        .filter(|w| *w != "\\")
+        .collect();
+    let want: Vec<&str> = ENV_VARS.iter().map(|v| v.name).collect();
+    assert_eq!(names, want, "run `cargo xtask gen`");
+}
+
 /// Every variable of config::ENV_VARS, set without export, reaches the
 /// binary with its value; unset, it is absent (not even empty). So do a
 /// caller's `local` and a one-call `VAR=x func` assignment.

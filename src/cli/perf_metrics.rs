@@ -63,7 +63,6 @@ pub fn command() -> Command {
             Arg::new("textfile")
                 .long("textfile")
                 .value_name("PATH")
-                .requires("prometheus")
                 .value_parser(clap::value_parser!(PathBuf))
                 .help("With --prometheus: write PATH atomically (temp file + rename) instead of stdout, for node_exporter's textfile collector"),
         )
@@ -271,6 +270,13 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
                 Format::Table
             };
             let textfile = m.get_one::<PathBuf>("textfile").cloned();
+            // clap's `requires` counts the flag's default (false) as given.
+            if textfile.is_some() && !matches!(format, Format::Prometheus) {
+                return Err(Error::Usage(format!(
+                    "--textfile needs --prometheus (see '{} --help')",
+                    ctx.prog
+                )));
+            }
             let filter = Filter {
                 ops: ops_of(m),
                 since,

@@ -52,14 +52,36 @@ _ffkit_bin_check() {
 
 # _ffkit_run LOG ARGS...: runs the binary with ARGS, its metrics log set to
 # LOG (so every row of a wrapper-driven operation lands in one log).
+#
+# The old library was sourced, so it read plain shell variables, exported or
+# not. This is the one place that keeps that true: in a subshell (which the
+# binary replaces with exec, so it costs no extra process), every variable
+# the binary reads that is set in this shell is exported, whether the caller
+# exported it, set it without export, made it `local` in a function, or set
+# it for one call (`LOCK_TIMEOUT=1 acquire_critical_lock x`). An unset one
+# stays unset: `export NAME` on an unset name puts nothing in the
+# environment. The names are config::ENV_VARS, written here by
+# `cargo xtask gen` (a test fails when they drift); see docs/shell.md.
 _ffkit_run() {
     local _ffkit_l=$1
     shift
-    if [[ -n ${FFKIT_BIN-} ]]; then
-        CACHE_PERF_METRICS=$_ffkit_l "$FFKIT_BIN" "$@"
-    else
-        CACHE_PERF_METRICS=$_ffkit_l command ffkit "$@"
-    fi
+    (
+        # BEGIN GENERATED:env-forward
+        # From config::ENV_VARS by `cargo xtask gen`; do not edit.
+        export CACHE_SIZE_TRACKING LOCK_BACKOFF_STRATEGY LOCK_TIMEOUT \
+            CACHE_PERF_MONITORING CACHE_PERF_METRICS FLOWFORGE_DEVELOPER \
+            FF_DEBUG FFKIT_CACHE_DIR FFKIT_LOCK_DIR LOCK_BACKOFF_INITIAL \
+            LOCK_BACKOFF_MAX LOCK_STALE_AFTER CACHE_PERF_MAX_BYTES \
+            XDG_CACHE_HOME XDG_RUNTIME_DIR SHELL HOME
+        # END GENERATED:env-forward
+        # shellcheck disable=SC2030 # -- meant for this subshell and the binary only
+        export CACHE_PERF_METRICS="$_ffkit_l"
+        if [[ -n ${FFKIT_BIN-} ]]; then
+            exec "$FFKIT_BIN" "$@"
+        else
+            exec ffkit "$@"
+        fi
+    )
 }
 
 # _ffkit_valid_id VALUE WHAT STATUS: a developer id becomes the path
@@ -147,6 +169,7 @@ _ffkit_resolve_ns() {
 _ffkit_paths() {
     local _ffkit_top=''
     _ffkit_resolve_ns || return
+    # shellcheck disable=SC2031 # -- the caller's own value; _ffkit_run sets it only in a subshell
     _ffkit_log=${CACHE_PERF_METRICS:-$_ffkit_ns/cache/.perf-metrics.csv}
     if [[ -n ${2-} ]]; then
         _ffkit_valid_id "$2" "$1: dev_id" 2 || return
@@ -174,13 +197,70 @@ _ffkit_index_read() {
     [[ -z $_ffkit_rest && ${#_ffkit_n} -le 19 ]]
 }
 
-# _ffkit_lock_take FUNCTION FILE: opens FILE on a new fd, takes the kernel
-# lock on it with `ffkit lock-acquire --fd` and records FILE -> fd in the
+# _ffkit_lock_file KIND NAME [DEV_ID]: sets _ffkit_file to the one lock file
+# of NAME, by the binary's own rule (docs/locks.md, "Lock dir"), and
+# _ffkit_dev to the developer id to hand the binary (empty: none), so that
+# the wrappers and `ffkit lock-acquire NAME` always lock the same file.
+# KIND is critical or session; DEV_ID (sessions) picks that developer.
+_ffkit_lock_file() {
+    local _ffkit_top='' _ffkit_ns='' _ffkit_base=''
+    _ffkit_dev=
+    if [[ -n ${3-} ]]; then
+        _ffkit_valid_id "$3" "$_ffkit_fn: dev_id" 2 || return
+    fi
+    if [[ -n ${FFKIT_LOCK_DIR-} ]]; then
+        _ffkit_base=$FFKIT_LOCK_DIR
+        [[ $1 == critical ]] || _ffkit_base=$_ffkit_base/sessions
+        _ffkit_file=${_ffkit_base%/}/$2.lock
+        _ffkit_dev=${3-}
+        return 0
+    fi
+    _ffkit_resolve_ns || return
+    if [[ -n ${3-} ]]; then
+        _ffkit_dev=$3
+        _ffkit_ns=${_ffkit_top%/}/.flowforge/dev-$3
+    elif [[ -n ${FLOWFORGE_DEVELOPER-} ]]; then
+        _ffkit_dev=$FLOWFORGE_DEVELOPER
+    elif [[ $_ffkit_ns != "${_ffkit_top%/}/.flowforge" ]]; then
+        _ffkit_dev=${_ffkit_team_id-}
+    elif [[ ! -e ${_ffkit_top%/}/.git && ! -L ${_ffkit_top%/}/.git ]]; then
+        # Outside a repository: the per-user runtime dir.
+        if [[ -n ${XDG_RUNTIME_DIR-} ]]; then
+            _ffkit_ns=${XDG_RUNTIME_DIR%/}/ffkit
+        else
+            _ffkit_ns=/tmp/ffkit-${UID-}
+        fi
+    fi
+    if [[ $1 == critical ]]; then
+        _ffkit_file=$_ffkit_ns/locks/$2.lock
+    else
+        _ffkit_file=$_ffkit_ns/sessions/locks/$2.lock
+    fi
+}
+
+# _ffkit_lock_call ARGS...: `ffkit lock-... ARGS` for the lock in
+# _ffkit_file, with the developer id the file was resolved for.
+_ffkit_lock_call() {
+    if [[ -n $_ffkit_dev ]]; then
+        FLOWFORGE_DEVELOPER=$_ffkit_dev _ffkit_run "$_ffkit_log" "$@" </dev/null
+    else
+        _ffkit_run "$_ffkit_log" "$@" </dev/null
+    fi
+}
+
+# _ffkit_lock_take FUNCTION KIND NAME [DEV_ID]: opens NAME's lock file on a
+# new fd, takes the kernel lock on it with `ffkit lock-acquire --fd N NAME`
+# (which checks the fd is on NAME's file and records this shell as the
+# holder, so `ffkit lock-status NAME` names it) and records file -> fd in the
 # held-lock table. The lock lives as long as the fd: until the matching
 # release, or until this shell (and any child that inherited the fd) exits.
+# The binary creates a missing dir and file (0700/0600 whatever the umask);
+# the shell only opens an existing file, read-only.
 _ffkit_lock_take() {
-    local _ffkit_file=$2 _ffkit_fd='' _ffkit_i=0 _ffkit_slot=-1 _ffkit_rc=0
-    local _ffkit_ldir=${2%/*}
+    local _ffkit_fn=$1 _ffkit_file='' _ffkit_dev='' _ffkit_fd='' _ffkit_i=0 _ffkit_slot=-1 _ffkit_rc=0
+    local _ffkit_sess=''
+    [[ $2 == critical ]] || _ffkit_sess=--session
+    _ffkit_lock_file "$2" "$3" "${4-}" || return
     if [[ -n ${_ffkit_lock_files+set} ]]; then
         while [[ $_ffkit_i -lt ${#_ffkit_lock_files[@]} ]]; do
             # `[ = ]` compares bytes; `[[ == ]]` would obey nocasematch.
@@ -195,38 +275,45 @@ _ffkit_lock_take() {
         done
     fi
     [[ $_ffkit_slot -ge 0 ]] || _ffkit_slot=$_ffkit_i
-    if [[ ! -d $_ffkit_ldir ]] && ! command mkdir -p -- "$_ffkit_ldir"; then
-        _ffkit_err "$1: cannot create the lock dir $_ffkit_ldir"
-        return 3
-    fi
     if [[ -L $_ffkit_file ]]; then
         _ffkit_err "$1: $_ffkit_file: is a symbolic link; refusing to lock through it"
         return 3
     fi
-    if ! { exec {_ffkit_fd}>>"$_ffkit_file"; } 2>/dev/null; then
+    if [[ ! -f $_ffkit_file ]]; then
+        _ffkit_lock_call lock-acquire --prepare ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || return
+    fi
+    if ! { exec {_ffkit_fd}<"$_ffkit_file"; } 2>/dev/null; then
         _ffkit_err "$1: cannot open the lock file $_ffkit_file"
         return 3
     fi
-    _ffkit_run "$_ffkit_log" lock-acquire --fd "$_ffkit_fd" </dev/null || _ffkit_rc=$?
+    if [[ ${FF_DEBUG-} == true ]]; then
+        _ffkit_lock_call lock-acquire --fd "$_ffkit_fd" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
+    else
+        _ffkit_lock_call lock-acquire --quiet-wait --fd "$_ffkit_fd" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
+    fi
     if [[ $_ffkit_rc -ne 0 ]]; then
-        exec {_ffkit_fd}>&-
+        exec {_ffkit_fd}<&-
         return "$_ffkit_rc"
     fi
     _ffkit_lock_files[_ffkit_slot]=$_ffkit_file
     _ffkit_lock_fds[_ffkit_slot]=$_ffkit_fd
 }
 
-# _ffkit_lock_drop FUNCTION FILE: releases a lock this shell holds on FILE
-# and closes its fd; fails with 4 when this shell does not hold it.
+# _ffkit_lock_drop FUNCTION KIND NAME [DEV_ID]: releases a lock this shell
+# holds on NAME's file and closes its fd; fails with 4 when this shell does
+# not hold it.
 _ffkit_lock_drop() {
-    local _ffkit_file=$2 _ffkit_fd='' _ffkit_i=0 _ffkit_rc=0
+    local _ffkit_fn=$1 _ffkit_file='' _ffkit_dev='' _ffkit_fd='' _ffkit_i=0 _ffkit_rc=0
+    local _ffkit_sess=''
+    [[ $2 == critical ]] || _ffkit_sess=--session
+    _ffkit_lock_file "$2" "$3" "${4-}" || return
     if [[ -n ${_ffkit_lock_files+set} ]]; then
         while [[ $_ffkit_i -lt ${#_ffkit_lock_files[@]} ]]; do
             if [ "${_ffkit_lock_files[_ffkit_i]}" = "$_ffkit_file" ]; then
                 _ffkit_fd=${_ffkit_lock_fds[_ffkit_i]}
-                _ffkit_run "$_ffkit_log" lock-release --fd "$_ffkit_fd" </dev/null || _ffkit_rc=$?
+                _ffkit_lock_call lock-release --fd "$_ffkit_fd" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
                 # Closing the fd releases the lock even if lock-release failed.
-                exec {_ffkit_fd}>&-
+                exec {_ffkit_fd}<&-
                 _ffkit_lock_files[_ffkit_i]=
                 _ffkit_lock_fds[_ffkit_i]=
                 return "$_ffkit_rc"
@@ -284,7 +371,9 @@ write_cache_with_metadata() {
     _ffkit_paths write_cache_with_metadata || return
     # One argument may not exceed 128 KiB (Linux MAX_ARG_STRLEN); long values
     # go through a pipe instead (4 bytes per character covers any UTF-8).
-    if [[ ${#2} -gt 32000 ]]; then
+    # A value of `-` is data too: given as an argument, the binary would read
+    # standard input instead, so it goes through the pipe as well.
+    if [[ ${#2} -gt 32000 || "$2" == "-" ]]; then
         printf '%s' "$2" | _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" -
     else
         _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" "$2" </dev/null
@@ -429,7 +518,7 @@ acquire_critical_lock() {
     _ffkit_valid_name "${1-}" 'acquire_critical_lock: name' || return
     local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
     _ffkit_paths acquire_critical_lock || return
-    _ffkit_lock_take acquire_critical_lock "$_ffkit_ns/locks/$1.lock"
+    _ffkit_lock_take acquire_critical_lock critical "$1"
 }
 
 # release_critical_lock name: releases a lock this shell took; fails (4)
@@ -440,7 +529,7 @@ release_critical_lock() {
     _ffkit_valid_name "${1-}" 'release_critical_lock: name' || return
     local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
     _ffkit_paths release_critical_lock || return
-    _ffkit_lock_drop release_critical_lock "$_ffkit_ns/locks/$1.lock"
+    _ffkit_lock_drop release_critical_lock critical "$1"
 }
 
 # acquire_session_lock dev_id session_id: takes the kernel lock
@@ -451,7 +540,7 @@ acquire_session_lock() {
     _ffkit_valid_name "${2-}" 'acquire_session_lock: session_id' || return
     local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
     _ffkit_paths acquire_session_lock "$1" || return
-    _ffkit_lock_take acquire_session_lock "$_ffkit_ns/sessions/locks/$2.lock"
+    _ffkit_lock_take acquire_session_lock session "$2" "$1"
 }
 
 # release_session_lock dev_id session_id: releases it; fails (4) when this
@@ -462,7 +551,7 @@ release_session_lock() {
     _ffkit_valid_name "${2-}" 'release_session_lock: session_id' || return
     local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
     _ffkit_paths release_session_lock "$1" || return
-    _ffkit_lock_drop release_session_lock "$_ffkit_ns/sessions/locks/$2.lock"
+    _ffkit_lock_drop release_session_lock session "$2" "$1"
 }
 
 # ---------------------------------------------------------------------------

@@ -84,11 +84,6 @@ impl OpStats {
     pub fn series(&self, timeline: &Timeline) -> Vec<Point> {
         self.series.points(timeline.width)
     }
-
-    /// Whether the quantiles are exact (few values) or sketched.
-    pub fn exact(&self) -> bool {
-        self.quantiles.is_exact()
-    }
 }
 
 /// Everything one pass over the log found.
@@ -96,8 +91,6 @@ impl OpStats {
 pub struct Report {
     /// One entry per operation with rows, sorted by name.
     pub ops: Vec<OpStats>,
-    /// Well-formed rows read (before filtering).
-    pub rows: u64,
     pub malformed: u64,
     /// The time axis of the per-operation series: `Some` when the aggregator
     /// tracked series and at least one row counted.
@@ -174,7 +167,6 @@ impl Aggregator {
         self.ops.sort_by(|a, b| a.op.cmp(&b.op));
         Report {
             ops: self.ops,
-            rows: counts.rows,
             malformed: counts.malformed,
             timeline: self.timeline,
         }

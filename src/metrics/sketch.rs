@@ -93,7 +93,8 @@ impl Quantiles {
     }
 
     /// Whether the answers are exact.
-    pub fn is_exact(&self) -> bool {
+    #[cfg(test)]
+    fn is_exact(&self) -> bool {
         matches!(self, Quantiles::Exact { .. })
     }
 
@@ -160,13 +161,15 @@ impl LogSketch {
         }
     }
 
-    pub fn count(&self) -> u64 {
-        self.count
+    /// Approximate heap bytes held.
+    #[cfg(test)]
+    fn heap_bytes(&self) -> usize {
+        self.bins.capacity() * 8
     }
 
-    /// Approximate heap bytes held.
-    pub fn heap_bytes(&self) -> usize {
-        self.bins.capacity() * 8
+    /// Values added (zeros included).
+    pub fn count(&self) -> u64 {
+        self.count
     }
 
     pub fn add(&mut self, v: f64) {

@@ -5,12 +5,16 @@
 mod util;
 
 mod cache;
-mod hardening;
+mod cache_hardening2;
+mod env;
+mod filesystem;
 mod help;
 mod install_links;
 mod lock;
+mod lock_identity;
 mod metrics;
 mod perf_regress;
 mod progress;
 mod serve;
 mod shell;
+mod shell_vars;

@@ -125,17 +125,20 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -l verbose -d 'Report
 complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s h -l help -d 'Print help'
 complete -c ffkit -n "__fish_ffkit_using_subcommand init" -l developer-for-email -d 'Print the developer id whose email is EMAIL in the team config FILE' -r -F
 complete -c ffkit -n "__fish_ffkit_using_subcommand init" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -l op -d 'Only this operation (repeatable)' -r
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -l json -d 'Print {"OP": {"count":…,"total":…,"avg":…,"min":…,"max":…,"p50":…,"p95":…,"p99":…}} in ms'
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -l prometheus -d 'Print the Prometheus text exposition format (a summary per operation)'
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -f -a "record" -d 'Append one row: OP DURATION_MS, or OP START END / --start S --end E'
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -f -a "time" -d 'Run CMD, record its wall time as OP, exit with its status'
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -f -a "check" -d 'Check health rules such as get_cache_size:p95<10ms'
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -f -a "cleanup" -d 'Trim the log atomically (default: keep the newest 1000 rows)'
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check cleanup help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -l textfile -d 'With --prometheus: write PATH atomically (temp file + rename) instead of stdout, for node_exporter\'s textfile collector' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -l op -d 'Only this operation (repeatable)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -l json -d 'Print {"OP": {"count":…,"total":…,"avg":…,"min":…,"max":…,"p50":…,"p95":…,"p99":…}} in ms'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -l prometheus -d 'Print the Prometheus text exposition format (a summary per operation)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -f -a "record" -d 'Append one row: OP DURATION_MS, or OP START END / --start S --end E'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -f -a "time" -d 'Run CMD, record its wall time as OP, exit with its status'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -f -a "check" -d 'Check health rules such as get_cache_size:p95<10ms'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -f -a "serve" -d 'Serve the metrics over HTTP: JSON, Prometheus text and a live page'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -f -a "report" -d 'Write the metrics page as one static HTML file'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -f -a "cleanup" -d 'Trim the log atomically (default: keep the newest 1000 rows)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from record" -l start -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from record" -l end -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from record" -l unit -d 'Unit of START/END: auto, s, ms, us, ns' -r
@@ -150,6 +153,16 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_see
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from check" -l allow-missing -d 'An operation without data passes'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from check" -l json -d 'Print the verdict of every rule as JSON'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from serve" -l listen -d 'Address to listen on: HOST:PORT, [IPv6]:PORT, or PORT for 127.0.0.1 (port 0: any free port)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from serve" -l refresh -d 'Seconds between the page\'s own refreshes (0: only its Refresh button)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from serve" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from serve" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from serve" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from report" -l html -d 'Write the page to FILE' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from report" -l op -d 'Only this operation (repeatable)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from report" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from report" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from report" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from cleanup" -l keep-rows -d 'Keep at most the newest N rows' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from cleanup" -l older-than -d 'Drop rows older than DURATION (e.g. 7d)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from cleanup" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
@@ -159,6 +172,8 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_see
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from help" -f -a "record" -d 'Append one row: OP DURATION_MS, or OP START END / --start S --end E'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from help" -f -a "time" -d 'Run CMD, record its wall time as OP, exit with its status'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from help" -f -a "check" -d 'Check health rules such as get_cache_size:p95<10ms'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from help" -f -a "serve" -d 'Serve the metrics over HTTP: JSON, Prometheus text and a live page'
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from help" -f -a "report" -d 'Write the metrics page as one static HTML file'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from help" -f -a "cleanup" -d 'Trim the log atomically (default: keep the newest 1000 rows)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -l dir -d 'Where to create the links (default: the directory of the ffkit binary)' -r -F
@@ -184,4 +199,6 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand help; and not __fish_seen_su
 complete -c ffkit -n "__fish_ffkit_using_subcommand help; and __fish_seen_subcommand_from perf-metrics" -f -a "record" -d 'Append one row: OP DURATION_MS, or OP START END / --start S --end E'
 complete -c ffkit -n "__fish_ffkit_using_subcommand help; and __fish_seen_subcommand_from perf-metrics" -f -a "time" -d 'Run CMD, record its wall time as OP, exit with its status'
 complete -c ffkit -n "__fish_ffkit_using_subcommand help; and __fish_seen_subcommand_from perf-metrics" -f -a "check" -d 'Check health rules such as get_cache_size:p95<10ms'
+complete -c ffkit -n "__fish_ffkit_using_subcommand help; and __fish_seen_subcommand_from perf-metrics" -f -a "serve" -d 'Serve the metrics over HTTP: JSON, Prometheus text and a live page'
+complete -c ffkit -n "__fish_ffkit_using_subcommand help; and __fish_seen_subcommand_from perf-metrics" -f -a "report" -d 'Write the metrics page as one static HTML file'
 complete -c ffkit -n "__fish_ffkit_using_subcommand help; and __fish_seen_subcommand_from perf-metrics" -f -a "cleanup" -d 'Trim the log atomically (default: keep the newest 1000 rows)'

@@ -37,7 +37,7 @@ mod lock_args;
 mod lock_release;
 mod lock_status;
 mod perf_metrics;
-pub mod progress;
+pub(crate) mod progress;
 
 /// Whether and when `install-links` links an applet; it also picks the
 /// applet's man page name and whether it is listed.
@@ -230,7 +230,10 @@ impl Ctx {
             chosen.origin.describe()
         ));
         let dir = chosen.path.clone();
-        let cache = Cache::open(chosen, &self.cfg)?;
+        let cache = Cache::open(chosen, &self.cfg).inspect_err(|_| {
+            // A refused dir gets no row, neither in it nor in another log.
+            self.metric = None;
+        })?;
         self.metric_dir = Some(dir);
         let note = io::stderr().is_terminal().then(|| {
             let prog = self.prog.clone();
@@ -319,7 +322,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 }
 
 /// Looks an applet up by name.
-pub fn find(name: &str) -> Option<&'static Applet> {
+pub(crate) fn find(name: &str) -> Option<&'static Applet> {
     APPLETS.iter().find(|a| a.name == name)
 }
 
@@ -377,7 +380,7 @@ fn run_applet(applet: &Applet, prog: &str, args: &[OsString], start: Instant) ->
 
 /// Prints one error line and returns its exit code. A broken pipe on stdout
 /// is a quiet success, as `head` closing the pipe is not a failure.
-pub fn report(prog: &str, e: &Error) -> ExitCode {
+pub(crate) fn report(prog: &str, e: &Error) -> ExitCode {
     if let Error::Io { source, .. } = e
         && source.kind() == io::ErrorKind::BrokenPipe
     {
@@ -470,7 +473,7 @@ fn root(args: &[OsString]) -> ExitCode {
 }
 
 /// The EXIT STATUS text, generated from the error table.
-pub fn exit_status_text() -> String {
+pub(crate) fn exit_status_text() -> String {
     let mut s = String::from("Exit status:\n");
     for k in ExitKind::ALL {
         s.push_str(&format!(

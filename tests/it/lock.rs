@@ -861,12 +861,7 @@ fn new_lock_dirs_are_0700_and_named_lock_files_0600_whatever_the_umask() {
     let dir = w.path().join("deep").join("locks");
     let mut c = w.cmd("lock-acquire");
     c.env("FFKIT_LOCK_DIR", &dir).args(["-n", "modes"]);
-    unsafe {
-        c.pre_exec(|| {
-            libc::umask(0);
-            Ok(())
-        });
-    }
+    with_umask_0(&mut c);
     let out = output_within(c, "named acquire");
     let _held = Held(&w, dir.clone(), "modes");
     assert!(out.status.success(), "{}", stderr_of(&out));

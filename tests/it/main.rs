@@ -16,5 +16,6 @@ mod lock_identity;
 mod metrics;
 mod perf_regress;
 mod progress;
+mod serve;
 mod shell;
 mod shell_vars;

@@ -23,6 +23,7 @@ use crate::error::{Error, ExitKind, Result};
 mod cache_batch;
 mod cache_evict;
 mod cache_read;
+mod cache_run;
 mod cache_size;
 mod cache_write;
 pub mod docs;
@@ -84,6 +85,14 @@ pub static APPLETS: &[Applet] = &[
         command: cache_evict::command,
         run: cache_evict::run,
         metric: Some("enforce_cache_limits"),
+        listed: true,
+    },
+    Applet {
+        name: "cache-run",
+        command: cache_run::command,
+        run: cache_run::run,
+        // Set per call: cache_run_hit, cache_run_miss or cache_run_refresh.
+        metric: None,
         listed: true,
     },
     Applet {

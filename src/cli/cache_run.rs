@@ -16,6 +16,7 @@ use crate::cache::Cache;
 use crate::config;
 use crate::error::{Error, Result};
 use crate::memo::{self, FileMode, KeySpec, Memo, Options, Outcome, RefreshPlan, Request, RunKey};
+use crate::metrics::hit_ratio;
 
 /// The TTL when `--ttl` is not given.
 pub const DEFAULT_TTL: u64 = 60;
@@ -193,7 +194,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             .ok_or_else(|| Error::Validation(format!("--refresh-key '{hex}': not a key")))?;
         let o = Memo::new(&cache, key).refresh(&a.cmd, &opts)?;
         if o.source == memo::Source::Refreshed {
-            ctx.metric = Some("cache_run_refresh");
+            ctx.metric = Some(hit_ratio::REFRESH_OP);
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -258,9 +259,9 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         memo.run(&req, &opts, &mut out, &mut err)
     }?;
     ctx.metric = Some(if outcome.source.cached() {
-        "cache_run_hit"
+        hit_ratio::HIT_OP
     } else {
-        "cache_run_miss"
+        hit_ratio::MISS_OP
     });
     if let Some(why) = &outcome.damaged {
         ctx.debug(format_args!("{why}: treated as a miss and rewritten"));

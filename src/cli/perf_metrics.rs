@@ -218,6 +218,9 @@ fn report(ctx: &Ctx, path: &Path, filter: Filter, format: Format) -> Result<Exit
         ctx.note(format_args!("no metrics in {}", path.display()));
     }
     write_stdout(exporter.render(&r).as_bytes())?;
+    if let (Format::Table, Some(h)) = (&format, metrics::hit_ratio::HitRatio::of(&r)) {
+        write_stdout(format!("{h}\n").as_bytes())?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,7 +2,8 @@
 //!
 //! This module owns where the log lives, how rows are written ([`log`]),
 //! read ([`read`]) and aggregated ([`aggregate`], [`sketch`]), how reports are
-//! rendered ([`export`]) and health rules checked ([`check`]), and the
+//! rendered ([`export`]) and health rules checked ([`check`]), the
+//! cache-run hit ratio ([`hit_ratio`]), and the
 //! self-timing every cache and lock applet does.
 //!
 //! The default log is `<cache-dir>/.perf-metrics.csv` — one per cache dir, as
@@ -14,6 +15,7 @@
 pub mod aggregate;
 pub mod check;
 pub mod export;
+pub mod hit_ratio;
 pub mod log;
 pub mod read;
 pub mod sketch;
@@ -39,6 +41,9 @@ pub const SELF_OPS: &[&str] = &[
     "clear_developer_cache",
     "lock_acquire",
     "lock_release",
+    hit_ratio::HIT_OP,
+    hit_ratio::MISS_OP,
+    hit_ratio::REFRESH_OP,
 ];
 
 /// The log path: `CACHE_PERF_METRICS`, else the default in `cache_dir`, else

@@ -657,3 +657,79 @@ fn force_invalidate_print_key_and_json_in_both_forms() {
     assert_eq!(runs(&w), 3);
     assert_exact(&w);
 }
+
+// ---- the shell wrapper ------------------------------------------------------
+
+/// `bash -c` (and zsh when installed) sourcing shell/ffkit.bash in a
+/// scratch repository, with a clean environment and FFKIT_BIN set.
+fn wrapper(root: &Path, shell: &str, script: &str) -> Command {
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("shell/ffkit.bash");
+    let mut c = Command::new(shell);
+    c.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", root.join("home"))
+        .env("FFKIT_BIN", bin())
+        .env("FFKIT_LIB", lib)
+        .current_dir(root.join("repo"))
+        .arg("-c")
+        .arg(format!("set -euo pipefail\n. \"$FFKIT_LIB\"\n{script}"))
+        .stdin(Stdio::null());
+    c
+}
+
+#[test]
+fn cache_command_wrapper_memoizes_in_the_namespace_cache() {
+    let have_zsh = Command::new("sh")
+        .args(["-c", "command -v zsh >/dev/null"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut shells = vec!["bash"];
+    if have_zsh {
+        shells.push("zsh");
+    } else if std::env::var_os("CI").is_some_and(|v| v == "true") {
+        panic!("zsh is not installed (CI installs it)");
+    } else {
+        eprintln!("SKIP: zsh not installed: only the bash half of cache_command's test runs");
+    }
+    for shell in shells {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fs::create_dir_all(root.join("repo/.git")).unwrap();
+        fs::create_dir_all(root.join("home")).unwrap();
+        let script = r#"
+            c='echo run >> runs; echo "out $1"; echo err >&2; exit 3'
+            rc=0; cache_command sh -c "$c" x 'a b' || rc=$?; echo "rc=$rc"
+            rc=0; cache_command sh -c "$c" x 'a b' || rc=$?; echo "rc=$rc"
+            rc=0; cache_command --ttl 5 -- sh -c "$c" x 'a b' || rc=$?; echo "rc=$rc"
+            v=$(cache_command printf '%s' 'no newline'); echo "[$v]"
+        "#;
+        let o = wrapper(root, shell, script).output().unwrap();
+        assert!(o.status.success(), "{shell}: {}", stderr_of(&o));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "out a b\nrc=3\nout a b\nrc=3\nout a b\nrc=3\n[no newline]\n",
+            "{shell}"
+        );
+        assert_eq!(stderr_of(&o), "err\nerr\nerr\n", "{shell}");
+        let runs = fs::read_to_string(root.join("repo/runs")).unwrap();
+        assert_eq!(
+            runs.lines().count(),
+            1,
+            "{shell}: --ttl is not part of the key"
+        );
+        let cache = root.join("repo/.flowforge/cache");
+        let entries = fs::read_dir(&cache)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                n.starts_with("run-") && !n.ends_with(".meta")
+            })
+            .count();
+        assert_eq!(
+            entries, 2,
+            "{shell}: the namespace's cache holds the entries"
+        );
+    }
+}

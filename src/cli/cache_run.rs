@@ -263,6 +263,9 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     } else {
         hit_ratio::MISS_OP
     });
+    if let Some(why) = &outcome.store_error {
+        ctx.note(format_args!("not cached: {why}"));
+    }
     if let Some(why) = &outcome.damaged {
         ctx.debug(format_args!("{why}: treated as a miss and rewritten"));
     }
@@ -346,6 +349,7 @@ fn json_report(entry: &str, o: &Outcome) -> String {
         "stdout_bytes": o.stdout_bytes,
         "stderr_bytes": o.stderr_bytes,
         "damaged": o.damaged,
+        "store_error": o.store_error,
     });
     format!("{v}\n")
 }

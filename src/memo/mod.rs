@@ -125,6 +125,9 @@ pub struct Outcome {
     pub refresh_started: bool,
     /// Set when an entry was found damaged and treated as a miss: why.
     pub damaged: Option<String>,
+    /// Set when the run could not be stored: why (the call still succeeds
+    /// with the command's status).
+    pub store_error: Option<String>,
     pub ran_at: Option<i64>,
     pub duration_ms: Option<f64>,
     pub stdout_bytes: u64,
@@ -141,6 +144,7 @@ impl Outcome {
             stored: false,
             refresh_started: false,
             damaged: None,
+            store_error: None,
             ran_at: None,
             duration_ms: None,
             stdout_bytes: 0,
@@ -324,7 +328,13 @@ impl<'a> Memo<'a> {
         let rec = capture::run(argv, stdin, self.cache.now(), out, err)?;
         let mut o = Outcome::new(Source::Ran);
         o.damaged = damaged;
-        o.stored = self.store(&rec, stdin, opts)?;
+        // The command ran and its output was passed through: a cache that
+        // cannot take the entry (full disk, read-only dir) must not turn
+        // that into a failure of the call.
+        match self.store(&rec, stdin, opts) {
+            Ok(stored) => o.stored = stored,
+            Err(e) => o.store_error = Some(e.to_string()),
+        }
         drop(guard);
         o.status = Some(rec.status);
         o.ran_at = Some(rec.ran_at);

@@ -733,3 +733,25 @@ fn cache_command_wrapper_memoizes_in_the_namespace_cache() {
         );
     }
 }
+
+#[test]
+fn a_run_that_cannot_be_stored_still_prints_and_exits_with_the_commands_status() {
+    let w = World::new();
+    let script = "echo run >> runs; echo out; exit 4";
+    let key = key_of(&w, &[], script);
+    // A directory where the entry's value file would go: the write fails.
+    fs::create_dir_all(w.cache().join(&key)).unwrap();
+    for n in 1..=2 {
+        let o = run(&w, &[], script).output().unwrap();
+        assert_eq!(o.status.code(), Some(4), "{}", stderr_of(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+        let err = stderr_of(&o);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("not cached"), "{err}");
+        assert_eq!(runs(&w), n);
+    }
+    let j = json(&run(&w, &["--json"], script).output().unwrap().stdout);
+    assert_eq!(j["stored"], false);
+    assert!(j["store_error"].is_string());
+    assert_exact(&w);
+}

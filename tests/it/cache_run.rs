@@ -597,8 +597,9 @@ fn sigkill_of_the_running_miss_hands_over_to_a_waiter_and_nothing_partial_is_rep
         .stdout("partial\ncomplete\n");
     assert_eq!(runs(&w), 2);
     assert_exact(&w);
-    // Let the orphaned first command end.
+    // Let the orphaned first command end (it is not ours to signal).
     fs::write(w.path().join("release"), "").unwrap();
+    assert!(wait_for(|| processes_with("[ ! -e release ]") == 0));
 }
 
 // ---- the other actions ------------------------------------------------------

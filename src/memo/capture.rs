@@ -29,11 +29,17 @@ pub fn status_code(s: std::process::ExitStatus) -> u8 {
     }
 }
 
-/// Runs `argv`, forwarding output to `out`/`err` and recording it.
+/// The most output a miss records (held in memory until it is stored);
+/// beyond it the output is still passed through, but not cached.
+pub const MAX_RECORDED: u64 = 256 << 20;
+
+/// Runs `argv`, forwarding output to `out`/`err` and recording up to
+/// `limit` bytes of it.
 pub fn run<O: Write, E: Write>(
     argv: &[OsString],
     stdin: Option<&[u8]>,
     now: i64,
+    limit: u64,
     out: &mut O,
     err: &mut E,
 ) -> Result<Recording> {
@@ -56,7 +62,7 @@ pub fn run<O: Write, E: Write>(
         ran_at: now,
         ..Recording::default()
     };
-    let pumped = pump(&mut child, stdin, &mut rec, out, err);
+    let pumped = pump(&mut child, stdin, &mut rec, limit, out, err);
     // Reap the child whatever happened, so no zombie outlives us.
     let status = child
         .wait()
@@ -95,9 +101,11 @@ fn pump<O: Write, E: Write>(
     child: &mut Child,
     stdin: Option<&[u8]>,
     rec: &mut Recording,
+    limit: u64,
     out: &mut O,
     err: &mut E,
 ) -> io::Result<()> {
+    let mut recorded = 0u64;
     let mut so = child.stdout.take();
     let mut se = child.stderr.take();
     let mut si = child.stdin.take();
@@ -132,7 +140,15 @@ fn pump<O: Write, E: Write>(
         if so.is_some() {
             if ready[i]
                 && let Some(p) = so.as_mut()
-                && !drain(p, &mut buf, Stream::Stdout, rec, &mut sinks.0)?
+                && !drain(
+                    p,
+                    &mut buf,
+                    Stream::Stdout,
+                    rec,
+                    &mut recorded,
+                    limit,
+                    &mut sinks.0,
+                )?
             {
                 so = None;
             }
@@ -141,7 +157,15 @@ fn pump<O: Write, E: Write>(
         if se.is_some() {
             if ready[i]
                 && let Some(p) = se.as_mut()
-                && !drain(p, &mut buf, Stream::Stderr, rec, &mut sinks.1)?
+                && !drain(
+                    p,
+                    &mut buf,
+                    Stream::Stderr,
+                    rec,
+                    &mut recorded,
+                    limit,
+                    &mut sinks.1,
+                )?
             {
                 se = None;
             }
@@ -165,23 +189,103 @@ fn pump<O: Write, E: Write>(
 }
 
 /// One read from a ready pipe; `false` at end of file.
+#[allow(clippy::too_many_arguments)]
 fn drain<R: Read, W: Write>(
     p: &mut R,
     buf: &mut [u8],
     s: Stream,
     rec: &mut Recording,
+    recorded: &mut u64,
+    limit: u64,
     sink: &mut Sink<'_, W>,
 ) -> io::Result<bool> {
     loop {
         match p.read(buf) {
             Ok(0) => return Ok(false),
             Ok(n) => {
-                rec.push(s, &buf[..n]);
+                *recorded += n as u64;
+                if *recorded > limit && !rec.overflowed {
+                    rec.overflowed = true;
+                    rec.chunks = Vec::new();
+                }
+                if !rec.overflowed {
+                    rec.push(s, &buf[..n]);
+                }
                 sink.send(&buf[..n]);
                 return Ok(true);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Vec<OsString> {
+        ["sh", "-c", script].map(OsString::from).to_vec()
+    }
+
+    #[test]
+    fn output_past_the_limit_is_passed_through_but_not_recorded() {
+        let (mut o, mut e) = (Vec::new(), Vec::new());
+        let r = run(
+            &sh("head -c 1000 /dev/zero; echo x >&2"),
+            None,
+            0,
+            100,
+            &mut o,
+            &mut e,
+        )
+        .unwrap();
+        assert!(r.overflowed && r.chunks.is_empty());
+        assert_eq!((o.len(), e.as_slice()), (1000, &b"x\n"[..]));
+        let r = run(
+            &sh("printf ab; printf c >&2; printf d"),
+            None,
+            0,
+            100,
+            &mut o,
+            &mut e,
+        )
+        .unwrap();
+        assert!(!r.overflowed);
+        assert_eq!(r.status, 0);
+        // (Their order across the two pipes is only known when the command
+        // paces its writes; the integration test does that with a handshake.)
+        let of = |st| -> Vec<u8> {
+            r.chunks
+                .iter()
+                .filter(|(t, _)| *t == st)
+                .flat_map(|(_, b)| b.clone())
+                .collect()
+        };
+        assert_eq!(
+            (of(Stream::Stdout), of(Stream::Stderr)),
+            (b"abd".to_vec(), b"c".to_vec())
+        );
+    }
+
+    #[test]
+    fn statuses_and_spawn_errors() {
+        let (mut o, mut e) = (Vec::new(), Vec::new());
+        let r = run(&sh("exit 9"), None, 0, 100, &mut o, &mut e).unwrap();
+        assert_eq!(r.status, 9);
+        let r = run(&sh("kill -INT $$"), None, 0, 100, &mut o, &mut e).unwrap();
+        assert_eq!(r.status, 130);
+        let err = run(
+            &[OsString::from("/nonexistent/ffkit-x")],
+            None,
+            0,
+            100,
+            &mut o,
+            &mut e,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(err.exit_code(), 4);
+        assert!(run(&[], None, 0, 100, &mut o, &mut e).is_err());
     }
 }

@@ -325,9 +325,24 @@ impl<'a> Memo<'a> {
         guard: Option<File>,
         damaged: Option<String>,
     ) -> Result<Outcome> {
-        let rec = capture::run(argv, stdin, self.cache.now(), out, err)?;
+        let rec = capture::run(
+            argv,
+            stdin,
+            self.cache.now(),
+            capture::MAX_RECORDED,
+            out,
+            err,
+        )?;
         let mut o = Outcome::new(Source::Ran);
         o.damaged = damaged;
+        if rec.overflowed {
+            o.store_error = Some(format!(
+                "the output is larger than {} MiB",
+                capture::MAX_RECORDED >> 20
+            ));
+            o.status = Some(rec.status);
+            return Ok(o);
+        }
         // The command ran and its output was passed through: a cache that
         // cannot take the entry (full disk, read-only dir) must not turn
         // that into a failure of the call.

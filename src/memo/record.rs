@@ -83,6 +83,9 @@ pub struct Recording {
     pub status: u8,
     pub ran_at: i64,
     pub duration_ms: f64,
+    /// The output went past the recording limit: `chunks` was dropped and
+    /// the run must not be stored (it was still passed through whole).
+    pub overflowed: bool,
 }
 
 impl Recording {

@@ -45,8 +45,9 @@ pub fn command() -> Command {
              argv plus whatever --key-* and --scope add. Concurrent misses of one key run CMD \
              once; the others wait (up to LOCK_TIMEOUT) and replay its result. With --stale, \
              an older hit is replayed at once and one detached refresh runs CMD in the \
-             background. A damaged entry is a miss. ffkit's own failures exit with its codes \
-             (2-12), never 126/127; CMD not found is 4, not executable 3.",
+             background. A damaged entry is a miss. A call exits with CMD's status (stored or \
+             fresh); ffkit's own failures exit with its codes (2-12), never 126/127: CMD not \
+             found is 4, not executable 3.",
         )
         .arg(dir_arg())
         .arg(ttl_arg(

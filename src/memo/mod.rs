@@ -287,7 +287,13 @@ impl<'a> Memo<'a> {
                 Found::Miss(why) => damaged = why,
             }
         }
-        let guard = self.lock(Some(opts.lock_timeout))?;
+        let guard = match self.lock(Some(opts.lock_timeout)) {
+            Ok(g) => g,
+            Err(e @ Error::Timeout(_)) => return Err(e),
+            // The cache dir cannot hold the lock (read-only, not a dir):
+            // the command still runs, uncached, rather than the call failing.
+            Err(e) => return self.run_uncached(req, out, err, damaged, e),
+        };
         if !req.force {
             match self.lookup()? {
                 Found::Hit(s, meta) => {
@@ -312,6 +318,25 @@ impl<'a> Memo<'a> {
             }
         }
         self.run_and_store(req.argv, req.stdin, opts, out, err, guard, damaged)
+    }
+
+    /// Runs without the per-key lock and stores nothing; `why` says why.
+    fn run_uncached<O: Write, E: Write>(
+        &self,
+        req: &Request<'_>,
+        out: &mut O,
+        err: &mut E,
+        damaged: Option<String>,
+        why: Error,
+    ) -> Result<Outcome> {
+        let rec = capture::run(req.argv, req.stdin, self.cache.now(), 0, out, err)?;
+        let mut o = Outcome::new(Source::Ran);
+        o.damaged = damaged;
+        o.status = Some(rec.status);
+        o.ran_at = Some(rec.ran_at);
+        o.duration_ms = Some(rec.duration_ms);
+        o.store_error = Some(why.to_string());
+        Ok(o)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -756,3 +756,25 @@ fn a_run_that_cannot_be_stored_still_prints_and_exits_with_the_commands_status()
     assert!(j["store_error"].is_string());
     assert_exact(&w);
 }
+
+#[test]
+fn a_cache_dir_that_cannot_hold_the_lock_still_runs_the_command_uncached() {
+    let w = World::new();
+    fs::create_dir_all(w.cache()).unwrap();
+    // A file where the dot-dir of locks must go: no lock, no entry.
+    fs::write(w.cache().join(".cache-run"), "").unwrap();
+    for n in 1..=2 {
+        let o = run(&w, &[], "echo run >> runs; echo out; exit 2")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", stderr_of(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+        let err = stderr_of(&o);
+        assert!(
+            err.contains("not cached") && err.lines().count() == 1,
+            "{err}"
+        );
+        assert_eq!(runs(&w), n);
+    }
+    assert_eq!(oracle(&w.cache()), (0, 0));
+}

@@ -210,7 +210,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     } else {
         None
     };
-    let spec = key_spec(&a, stdin.clone())?;
+    let spec = key_spec(&a, stdin)?;
     let key = memo::key::compute(&spec)?;
     let memo = Memo::new(&cache, key);
     let entry = memo.key().entry();
@@ -249,7 +249,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let plan = refresh_plan(&a, &dir, memo.key());
     let req = Request {
         argv: &a.cmd,
-        stdin: stdin.as_deref(),
+        stdin: spec.stdin.as_deref(),
         force: a.action == Action::Force,
         refresh: plan.as_ref(),
     };

@@ -99,8 +99,8 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             .map(|v| v.cloned().collect())
             .unwrap_or_default(),
     };
-    let dir = ctx.cache_dir(a.dir.as_deref())?;
-    let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some())
+    let cache = ctx
+        .cache(a.dir.as_deref())?
         .with_progress(super::progress::for_call(m));
     if a.read {
         ctx.metric = Some("batch_read");
@@ -138,7 +138,12 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         })
         .collect::<Vec<_>>();
     if !entries.is_empty() {
-        cache.write(entries)?;
+        let n = entries.len();
+        let totals = cache.write(entries)?;
+        ctx.debug(format_args!(
+            "{n} entries written in one commit; index updated: {} bytes in {} entries",
+            totals.bytes, totals.entries
+        ));
     }
     for b in &bad {
         ctx.note(format_args!("line {}: {} (skipped)", b.line, b.why));

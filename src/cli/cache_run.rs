@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::{Ctx, dir_arg, json_arg, ttl_arg, write_stdout};
-use crate::cache::Cache;
 use crate::config;
 use crate::error::{Error, Result};
 use crate::memo::{self, FileMode, KeySpec, Memo, Options, Outcome, RefreshPlan, Request, RunKey};
@@ -181,8 +180,8 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             a.ttl
         )));
     }
-    let dir = ctx.cache_dir(a.dir.as_deref())?;
-    let cache = Cache::new(&dir, ctx.cfg.now(), ctx.cfg.now_override.is_some());
+    let cache = ctx.cache(a.dir.as_deref())?;
+    let dir = cache.dir().to_path_buf();
     let opts = Options {
         ttl: a.ttl,
         stale: a.stale,

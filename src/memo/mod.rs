@@ -247,7 +247,13 @@ impl<'a> Memo<'a> {
         let Some(t) = wait else {
             return Ok(None);
         };
-        match lock::kernel::lock_fd(f.as_raw_fd(), Kind::Exclusive, Wait::timeout(t), &mut || {}) {
+        match lock::kernel::lock_fd(
+            f.as_raw_fd(),
+            Kind::Exclusive,
+            lock::kernel::Method::Flock,
+            Wait::timeout(t),
+            &mut || {},
+        ) {
             Ok(Ok(_)) => Ok(Some(f)),
             Ok(Err(_)) => Err(Error::Timeout(format!(
                 "another run of this command still holds {} after {}s (LOCK_TIMEOUT)",

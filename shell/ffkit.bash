@@ -595,3 +595,36 @@ cleanup_performance_metrics() {
     _ffkit_paths cleanup_performance_metrics || return
     _ffkit_run "$_ffkit_log" perf-metrics cleanup </dev/null
 }
+
+# ---------------------------------------------------------------------------
+# Command cache (cache-run)
+# ---------------------------------------------------------------------------
+
+# cache_command [OPTIONS] -- CMD [ARGS...]: runs CMD once and replays its
+# stdout, stderr (in their order) and exit status from the namespace's cache
+# until the TTL ends (default 60 s; --ttl, --stale, --key-env, --key-stdin,
+# ... as `ffkit cache-run --help` lists). Without `--` every argument is the
+# command: `cache_command gh api rate_limit`. Exits with CMD's status; ffkit's
+# own failures use its exit codes (never 126/127). See docs/cache-run.md.
+# Standard input is passed on (used only with --key-stdin).
+cache_command() {
+    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    _ffkit_bin_check || return 1
+    if [[ $# -lt 1 ]]; then
+        _ffkit_err 'usage: cache_command [OPTIONS] -- CMD [ARGS...]'
+        return 2
+    fi
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns='' _ffkit_a='' _ffkit_sep=0
+    _ffkit_paths cache_command || return
+    for _ffkit_a in "$@"; do
+        if [ "$_ffkit_a" = -- ]; then
+            _ffkit_sep=1
+            break
+        fi
+    done
+    if [[ $_ffkit_sep -eq 1 ]]; then
+        _ffkit_run "$_ffkit_log" cache-run --dir "$_ffkit_dir" "$@"
+    else
+        _ffkit_run "$_ffkit_log" cache-run --dir "$_ffkit_dir" -- "$@"
+    fi
+}

@@ -191,6 +191,13 @@ pub const ENV_VARS: &[EnvVar] = &[
 /// from [`ENV_VARS`]: hidden, test-only hooks.
 pub const HIDDEN_ENV_VARS: &[&str] = &["FFKIT_TEST_NOW", "FFKIT_TEST_BACKOFF_TRACE"];
 
+/// The raw value of a variable the user names (`cache-run --key-env NAME`):
+/// part of a cache key, not a setting, so it is neither parsed nor listed in
+/// [`ENV_VARS`]; `None` when unset (an empty value is distinct).
+pub fn user_var(name: &OsStr) -> Option<OsString> {
+    std::env::var_os(name)
+}
+
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self> {

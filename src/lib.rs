@@ -6,6 +6,7 @@
 //! - [`cache`]: entries, the exact incremental size index, crash repair,
 //!   eviction.
 //! - [`lock`]: kernel locks, named locks held across commands, dot-locks.
+//! - [`memo`]: `cache-run`, a command's output memoized as a cache entry.
 //! - [`metrics`]: the CSV metrics log.
 //! - [`config`]: the environment contract, parsed once.
 //! - [`error`]: the one error type and the exit-code table.
@@ -17,6 +18,7 @@ pub mod config;
 pub mod error;
 pub(crate) mod fsutil;
 pub mod lock;
+pub mod memo;
 pub mod metrics;
 pub mod units;
 

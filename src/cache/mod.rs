@@ -519,6 +519,24 @@ impl Cache {
         result
     }
 
+    /// Removes `keys` (value and sidecar) in one journaled commit, as an
+    /// eviction would; a key that is not there is no change.
+    pub fn remove(&self, keys: &[String]) -> Result<Totals> {
+        if !self.exists() {
+            return Ok(Totals::default());
+        }
+        let (_guard, before, _) = self.lock_and_repair()?;
+        let changes: Vec<Change> = keys
+            .iter()
+            .map(|k| Change {
+                key: k.clone(),
+                value: None,
+                meta: None,
+            })
+            .collect();
+        self.commit(before, &changes)
+    }
+
     /// Writes one entry's value and sidecar to temp files.
     fn prepare(&self, e: NewEntry<'_>) -> Result<Change> {
         let (vpath, mut vf) = fsutil::create_temp(&self.dir)?;

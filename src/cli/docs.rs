@@ -9,6 +9,7 @@
 
 use crate::cache::index::{COUNT_FILE, INDEX_FILE};
 use crate::cache::journal::JOURNAL_FILE;
+use crate::memo::RUN_DIR;
 use crate::metrics::DEFAULT_LOG_NAME;
 
 /// The man page of an applet, without `.1`: [`super::Applet::man_page`].
@@ -75,6 +76,30 @@ pub const CACHE_WRITE: &[Example] = &[
     ex(
         "tar c src | cache-write src.tar",
         "Write a binary value from standard input.",
+    ),
+];
+
+/// `cache-run`.
+pub const CACHE_RUN: &[Example] = &[
+    ex(
+        "cache-run --ttl 300 -- gh api rate_limit",
+        "Run the command once, then replay its output and exit status for five minutes.",
+    ),
+    ex(
+        "cache-run --ttl 3600 --stale 60 --key-cwd -- git ls-remote origin",
+        "Per directory; a hit older than a minute is replayed at once and refreshed in the background.",
+    ),
+    ex(
+        "jq -c . config.json | cache-run --key-stdin -- ./render",
+        "Make stdin part of the key and feed it to the command.",
+    ),
+    ex(
+        "cache-run --invalidate -- gh api rate_limit",
+        "Drop the entry, so the next call runs the command again.",
+    ),
+    ex(
+        "cache-run --print-key --json -- gh api rate_limit",
+        "Show the entry's key, age, hits and status without running anything.",
     ),
 ];
 
@@ -278,6 +303,10 @@ pub fn files() -> Vec<FileDoc> {
         f(
             "<cache-dir>/.lock".into(),
             "the kernel lock that serializes index updates",
+        ),
+        f(
+            format!("<cache-dir>/{RUN_DIR}/<hash>.lock, <hash>.hits"),
+            "cache-run's per-key single-flight lock and hit counter (dot-dir: never counted)",
         ),
         f(
             format!("<cache-dir>/{DEFAULT_LOG_NAME}"),

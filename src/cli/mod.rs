@@ -26,6 +26,7 @@ use crate::error::{Error, ExitKind, Result};
 mod cache_batch;
 mod cache_evict;
 mod cache_read;
+mod cache_run;
 mod cache_size;
 mod cache_write;
 pub mod docs;
@@ -130,6 +131,15 @@ pub static APPLETS: &[Applet] = &[
         metric: Some("enforce_cache_limits"),
         link: LinkPolicy::Default,
         examples: docs::CACHE_EVICT,
+    },
+    Applet {
+        name: "cache-run",
+        command: cache_run::command,
+        run: cache_run::run,
+        // Set per call: cache_run_hit, cache_run_miss or cache_run_refresh.
+        metric: None,
+        link: LinkPolicy::Default,
+        examples: docs::CACHE_RUN,
     },
     Applet {
         name: "lock-acquire",

@@ -315,7 +315,13 @@ fn report(
     if matches!(format, Format::Table) && r.ops.is_empty() {
         ctx.note(format_args!("no metrics in {}", path.display()));
     }
-    let text = exporter.render(&r);
+    let mut text = exporter.render(&r);
+    if let (Format::Table, Some(h)) = (&format, metrics::hit_ratio::HitRatio::of(&r)) {
+        text.push_str(&format!(
+            "{h}
+"
+        ));
+    }
     match textfile {
         Some(dest) => export::write_file(dest, text.as_bytes())?,
         None => write_stdout(text.as_bytes())?,

@@ -3,8 +3,8 @@
 //! This module owns where the log lives, how rows are written ([`log`]),
 //! read ([`read`]) and aggregated ([`aggregate`], [`sketch`]), how reports are
 //! rendered ([`export`]) and served over HTTP ([`serve`]), how health rules
-//! are checked ([`check`]), and the self-timing every cache and lock applet
-//! does.
+//! are checked ([`check`]), the cache-run hit ratio ([`hit_ratio`]), and the
+//! self-timing every cache and lock applet does.
 //!
 //! The default log is `<cache-dir>/.perf-metrics.csv` — one per cache dir, as
 //! the contract suggests, so each FlowForge namespace keeps its own numbers
@@ -15,6 +15,7 @@
 pub mod aggregate;
 pub mod check;
 pub mod export;
+pub mod hit_ratio;
 pub mod log;
 pub mod read;
 pub mod series;

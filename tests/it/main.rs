@@ -6,6 +6,7 @@ mod util;
 
 mod cache;
 mod cache_hardening2;
+mod cache_run;
 mod env;
 mod filesystem;
 mod help;

@@ -1,0 +1,355 @@
+//! `cache-run`: run a command once and replay its output from the cache
+//! until the TTL ends (docs/cache-run.md). Argument handling and printing
+//! only; the logic is `memo`.
+
+use super::ExitCode;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use super::{Ctx, dir_arg, json_arg, ttl_arg, write_stdout};
+use crate::config;
+use crate::error::{Error, Result};
+use crate::memo::{self, FileMode, KeySpec, Memo, Options, Outcome, RefreshPlan, Request, RunKey};
+use crate::metrics::hit_ratio;
+
+/// The TTL when `--ttl` is not given.
+pub const DEFAULT_TTL: u64 = 60;
+
+pub fn command() -> Command {
+    let flag = |long: &'static str, help: &'static str| {
+        Arg::new(long)
+            .long(long)
+            .action(ArgAction::SetTrue)
+            .help(help)
+    };
+    let many = |long: &'static str, name: &'static str, help: &'static str| {
+        Arg::new(long)
+            .long(long)
+            .value_name(name)
+            .action(ArgAction::Append)
+            .value_parser(clap::value_parser!(OsString))
+            .help(help)
+    };
+    Command::new("cache-run")
+        .about("Run a command once and replay its output and exit status from the cache")
+        .long_about(
+            "Run CMD and store its stdout and stderr (in the order they interleaved), exit \
+             status (128+N for a signal) and duration as one cache entry, run-<hash>; until \
+             the TTL ends, the same call replays them instead of running CMD. The key is the \
+             argv plus whatever --key-* and --scope add. Concurrent misses of one key run CMD \
+             once; the others wait (up to LOCK_TIMEOUT) and replay its result. With --stale, \
+             an older hit is replayed at once and one detached refresh runs CMD in the \
+             background. A damaged entry is a miss. A call exits with CMD's status (stored or \
+             fresh); ffkit's own failures exit with its codes (2-12), never 126/127: CMD not \
+             found is 4, not executable 3.",
+        )
+        .arg(dir_arg())
+        .arg(ttl_arg(
+            "Seconds until the entry expires; 0 = never (default: 60)",
+        ))
+        .arg(
+            Arg::new("stale")
+                .long("stale")
+                .value_name("SECONDS")
+                .allow_hyphen_values(true)
+                .value_parser(|s: &str| crate::units::parse_whole_seconds(s))
+                .help("A hit older than this is replayed and refreshed in the background (less than the TTL)"),
+        )
+        .arg(flag("key-cwd", "Add the working directory to the key"))
+        .arg(many(
+            "key-env",
+            "NAME",
+            "Add variable NAME's value to the key; unset differs from empty (repeatable)",
+        ))
+        .arg(many(
+            "key-file",
+            "PATH",
+            "Add PATH's size, mtime and inode to the key (repeatable)",
+        ))
+        .arg(many(
+            "key-file-content",
+            "PATH",
+            "Add a hash of PATH's content to the key (repeatable)",
+        ))
+        .arg(flag(
+            "key-stdin",
+            "Read stdin, add it to the key, store it and feed it to CMD (else CMD's stdin is /dev/null)",
+        ))
+        .arg(
+            Arg::new("scope")
+                .long("scope")
+                .value_name("STR")
+                .value_parser(clap::value_parser!(OsString))
+                .help("Add STR to the key (e.g. a project or a version)"),
+        )
+        .arg(flag(
+            "discard-failures",
+            "Do not store a run that exits non-zero",
+        ))
+        .arg(flag("force", "Run CMD and store the result even on a hit").conflicts_with_all(["invalidate", "print-key"]))
+        .arg(flag("invalidate", "Remove the entry of this key and run nothing").conflicts_with("print-key"))
+        .arg(flag("print-key", "Print the entry's key (run-<hash>) and run nothing; with --json, its state"))
+        .arg(json_arg().help(
+            "Print a JSON report (source, cached, status, age, hits, ...) instead of CMD's output",
+        ))
+        .arg(
+            Arg::new("refresh-key")
+                .long("refresh-key")
+                .value_name("HEX")
+                .hide(true)
+                .help("Internal: be the detached refresh of this key"),
+        )
+        .arg(
+            Arg::new("cmd")
+                .value_name("CMD")
+                .required(true)
+                .num_args(1..)
+                .last(true)
+                .value_parser(clap::value_parser!(OsString))
+                .help("The command and its arguments, after --"),
+        )
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Run,
+    Force,
+    Invalidate,
+    PrintKey,
+}
+
+struct Args {
+    dir: Option<PathBuf>,
+    ttl: u64,
+    stale: Option<u64>,
+    key_cwd: bool,
+    key_env: Vec<OsString>,
+    key_file: Vec<OsString>,
+    key_file_content: Vec<OsString>,
+    key_stdin: bool,
+    scope: Option<OsString>,
+    discard_failures: bool,
+    action: Action,
+    json: bool,
+    refresh_key: Option<String>,
+    cmd: Vec<OsString>,
+}
+
+fn strings(m: &ArgMatches, id: &str) -> Vec<OsString> {
+    m.get_many::<OsString>(id)
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default()
+}
+
+pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
+    let a = Args {
+        dir: m.get_one::<PathBuf>("dir").cloned(),
+        ttl: m.get_one::<u64>("ttl").copied().unwrap_or(DEFAULT_TTL),
+        stale: m.get_one::<u64>("stale").copied(),
+        key_cwd: m.get_flag("key-cwd"),
+        key_env: strings(m, "key-env"),
+        key_file: strings(m, "key-file"),
+        key_file_content: strings(m, "key-file-content"),
+        key_stdin: m.get_flag("key-stdin"),
+        scope: m.get_one::<OsString>("scope").cloned(),
+        discard_failures: m.get_flag("discard-failures"),
+        action: if m.get_flag("force") {
+            Action::Force
+        } else if m.get_flag("invalidate") {
+            Action::Invalidate
+        } else if m.get_flag("print-key") {
+            Action::PrintKey
+        } else {
+            Action::Run
+        },
+        json: m.get_flag("json"),
+        refresh_key: m.get_one::<String>("refresh-key").cloned(),
+        cmd: strings(m, "cmd"),
+    };
+    if let Some(s) = a.stale
+        && a.ttl > 0
+        && s >= a.ttl
+    {
+        return Err(Error::Validation(format!(
+            "--stale {s} must be less than the TTL ({}s)",
+            a.ttl
+        )));
+    }
+    let cache = ctx.cache(a.dir.as_deref())?;
+    let dir = cache.dir().to_path_buf();
+    let opts = Options {
+        ttl: a.ttl,
+        stale: a.stale,
+        discard_failures: a.discard_failures,
+        lock_timeout: ctx.cfg.lock_timeout,
+    };
+    ctx.metric = None;
+    if let Some(hex) = &a.refresh_key {
+        let key = RunKey::from_hex(hex)
+            .ok_or_else(|| Error::Validation(format!("--refresh-key '{hex}': not a key")))?;
+        let o = Memo::new(&cache, key).refresh(&a.cmd, &opts)?;
+        if o.source == memo::Source::Refreshed {
+            ctx.metric = Some(hit_ratio::REFRESH_OP);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    // --invalidate and --print-key name the same key, so they read it too.
+    let stdin = if a.key_stdin {
+        let mut v = Vec::new();
+        io::stdin()
+            .lock()
+            .read_to_end(&mut v)
+            .map_err(|e| Error::io("cannot read", "standard input", e))?;
+        Some(v)
+    } else {
+        None
+    };
+    let spec = key_spec(&a, stdin)?;
+    let key = memo::key::compute(&spec)?;
+    let memo = Memo::new(&cache, key);
+    let entry = memo.key().entry();
+    match a.action {
+        Action::PrintKey if a.json => {
+            let p = memo.peek(a.stale)?;
+            let v = serde_json::json!({
+                "key": entry,
+                "present": p.present,
+                "expired": p.expired,
+                "stale": p.stale,
+                "age": p.age,
+                "hits": p.hits,
+                "status": p.status,
+                "ran_at": p.ran_at,
+                "duration_ms": p.duration_ms,
+                "damaged": p.damaged,
+            });
+            write_stdout(format!("{v}\n").as_bytes())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Action::PrintKey => {
+            write_stdout(format!("{entry}\n").as_bytes())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Action::Invalidate => {
+            let had = memo.invalidate(ctx.cfg.lock_timeout)?;
+            if a.json {
+                let v = serde_json::json!({"key": entry, "invalidated": had});
+                write_stdout(format!("{v}\n").as_bytes())?;
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Action::Run | Action::Force => {}
+    }
+    let plan = refresh_plan(&a, &dir, memo.key());
+    let req = Request {
+        argv: &a.cmd,
+        stdin: spec.stdin.as_deref(),
+        force: a.action == Action::Force,
+        refresh: plan.as_ref(),
+    };
+    let outcome = if a.json {
+        memo.run(&req, &opts, &mut io::sink(), &mut io::sink())
+    } else {
+        let (mut out, mut err) = (dup(io::stdout().as_fd())?, dup(io::stderr().as_fd())?);
+        memo.run(&req, &opts, &mut out, &mut err)
+    }?;
+    ctx.metric = Some(if outcome.source.cached() {
+        hit_ratio::HIT_OP
+    } else {
+        hit_ratio::MISS_OP
+    });
+    if let Some(why) = &outcome.store_error {
+        ctx.note(format_args!("not cached: {why}"));
+    }
+    if let Some(why) = &outcome.damaged {
+        ctx.debug(format_args!("{why}: treated as a miss and rewritten"));
+    }
+    if a.json {
+        write_stdout(json_report(&entry, &outcome).as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    Ok(ExitCode::from(outcome.status.unwrap_or(0)))
+}
+
+fn key_spec(a: &Args, stdin: Option<Vec<u8>>) -> Result<KeySpec> {
+    let cwd = if a.key_cwd {
+        Some(
+            std::env::current_dir()
+                .map_err(|e| Error::io("cannot read", "the working directory", e))?,
+        )
+    } else {
+        None
+    };
+    let mut files: Vec<(PathBuf, FileMode)> = a
+        .key_file
+        .iter()
+        .map(|p| (PathBuf::from(p), FileMode::Identity))
+        .collect();
+    files.extend(
+        a.key_file_content
+            .iter()
+            .map(|p| (PathBuf::from(p), FileMode::Content)),
+    );
+    Ok(KeySpec {
+        argv: a.cmd.clone(),
+        cwd,
+        env: a
+            .key_env
+            .iter()
+            .map(|n| (n.clone(), config::user_var(n)))
+            .collect(),
+        files,
+        stdin,
+        scope: a.scope.clone(),
+    })
+}
+
+/// This program, re-run as the detached refresh of `key`.
+fn refresh_plan(a: &Args, dir: &std::path::Path, key: &RunKey) -> Option<RefreshPlan> {
+    a.stale?;
+    let exe = std::env::current_exe().ok()?;
+    let mut args: Vec<OsString> = vec!["cache-run".into(), "--dir".into(), dir.into()];
+    args.extend(["--ttl".into(), a.ttl.to_string().into()]);
+    if let Some(s) = a.stale {
+        args.extend(["--stale".into(), s.to_string().into()]);
+    }
+    if a.discard_failures {
+        args.push("--discard-failures".into());
+    }
+    args.extend(["--refresh-key".into(), key.hex.clone().into(), "--".into()]);
+    args.extend(a.cmd.iter().cloned());
+    Some(RefreshPlan { exe, args })
+}
+
+/// An unbuffered handle on fd 1 or 2, so chunks reach it in order and a
+/// plain hit can be copied by the kernel.
+fn dup(fd: std::os::fd::BorrowedFd<'_>) -> Result<File> {
+    fd.try_clone_to_owned()
+        .map(File::from)
+        .map_err(|e| Error::io("cannot duplicate", "standard output", e))
+}
+
+fn json_report(entry: &str, o: &Outcome) -> String {
+    let v = serde_json::json!({
+        "key": entry,
+        "source": o.source.name(),
+        "cached": o.source.cached(),
+        "status": o.status,
+        "age": o.age,
+        "hits": o.hits,
+        "stored": o.stored,
+        "refresh_started": o.refresh_started,
+        "ran_at": o.ran_at,
+        "duration_ms": o.duration_ms,
+        "stdout_bytes": o.stdout_bytes,
+        "stderr_bytes": o.stderr_bytes,
+        "damaged": o.damaged,
+        "store_error": o.store_error,
+    });
+    format!("{v}\n")
+}

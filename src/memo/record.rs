@@ -1,0 +1,378 @@
+//! The value of a cache-run entry: one recorded run, self-describing and
+//! checked before a single byte of it is replayed.
+//!
+//! Layout (docs/cache-run.md): a one-line JSON header, then the stdin that
+//! was fed to the command (with `--key-stdin`, so a refresh can feed it
+//! again), then the output. When the command wrote nothing to stderr the
+//! output is stdout's bytes as they are, so a hit is one zero-copy
+//! `io::copy` (copy_file_range/sendfile/splice) from the file to fd 1;
+//! otherwise it is a sequence of chunks `[tag: 1 stdout | 2 stderr][len: u32
+//! LE][bytes]` in the order they arrived. The header gives every length, so
+//! a truncated or padded file is recognised from its size alone (one fstat)
+//! and is a miss, never a partial replay.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+use serde::{Deserialize, Serialize};
+
+/// Which stream a chunk came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    fn tag(self) -> u8 {
+        match self {
+            Stream::Stdout => 1,
+            Stream::Stderr => 2,
+        }
+    }
+}
+
+/// The header line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Header {
+    /// Format version; also the marker that this value is a recorded run.
+    pub ffkit_run: u32,
+    /// A random id of this recording (the hit counter's generation).
+    pub id: u64,
+    /// Exit status, or 128+N for a death by signal N.
+    pub status: u8,
+    /// When the run started, epoch seconds.
+    pub ran_at: i64,
+    pub duration_ms: f64,
+    /// Whether stdin was part of the key (and is stored, `stdin` bytes).
+    pub key_stdin: bool,
+    pub stdin: u64,
+    pub stdout: u64,
+    pub stderr: u64,
+    /// Number of framed chunks (0 when the output is plain stdout).
+    pub chunks: u64,
+}
+
+const VERSION: u32 = 1;
+/// Bytes of framing per chunk: tag and length.
+const FRAME: u64 = 5;
+/// The first read of a hit: the header and, for small outputs, everything.
+const FIRST_READ: usize = 16 * 1024;
+
+impl Header {
+    /// Plain stdout, replayable zero-copy.
+    pub fn plain(&self) -> bool {
+        self.stderr == 0
+    }
+
+    fn output_len(&self) -> Option<u64> {
+        if self.plain() {
+            Some(self.stdout)
+        } else {
+            self.stdout
+                .checked_add(self.stderr)?
+                .checked_add(self.chunks.checked_mul(FRAME)?)
+        }
+    }
+}
+
+/// A finished run, as captured (chunks coalesced per stream).
+#[derive(Debug, Default)]
+pub struct Recording {
+    pub chunks: Vec<(Stream, Vec<u8>)>,
+    pub status: u8,
+    pub ran_at: i64,
+    pub duration_ms: f64,
+    /// The output went past the recording limit: `chunks` was dropped and
+    /// the run must not be stored (it was still passed through whole).
+    pub overflowed: bool,
+}
+
+impl Recording {
+    /// Appends output, merging with the previous chunk of the same stream.
+    pub fn push(&mut self, s: Stream, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        match self.chunks.last_mut() {
+            Some((last, buf)) if *last == s && buf.len() + bytes.len() <= u32::MAX as usize => {
+                buf.extend_from_slice(bytes)
+            }
+            _ => self.chunks.push((s, bytes.to_vec())),
+        }
+    }
+
+    fn total(&self, s: Stream) -> u64 {
+        self.chunks
+            .iter()
+            .filter(|(t, _)| *t == s)
+            .map(|(_, b)| b.len() as u64)
+            .sum()
+    }
+
+    /// The bytes of the value file, with the header for `id`.
+    pub fn encode(&self, id: u64, stdin: Option<&[u8]>) -> Vec<u8> {
+        let stderr = self.total(Stream::Stderr);
+        let plain = stderr == 0;
+        let h = Header {
+            ffkit_run: VERSION,
+            id,
+            status: self.status,
+            ran_at: self.ran_at,
+            duration_ms: self.duration_ms,
+            key_stdin: stdin.is_some(),
+            stdin: stdin.map_or(0, |s| s.len() as u64),
+            stdout: self.total(Stream::Stdout),
+            stderr,
+            chunks: if plain { 0 } else { self.chunks.len() as u64 },
+        };
+        let mut v = serde_json::to_vec(&h).unwrap_or_default();
+        v.push(b'\n');
+        v.extend_from_slice(stdin.unwrap_or_default());
+        for (s, b) in &self.chunks {
+            if !plain {
+                v.push(s.tag());
+                v.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            }
+            v.extend_from_slice(b);
+        }
+        v
+    }
+}
+
+/// An opened entry whose header and length have been checked.
+pub struct Stored {
+    pub header: Header,
+    file: File,
+    /// Bytes read so far, from offset 0 (header and maybe more).
+    first: Vec<u8>,
+    head_len: usize,
+    len: u64,
+}
+
+impl Stored {
+    /// Reads and checks the header against the file's size. `Err` says what
+    /// is damaged (the caller treats it as a miss).
+    pub fn open(mut file: File) -> Result<Stored, String> {
+        let len = file
+            .metadata()
+            .map_err(|e| format!("cannot stat: {e}"))?
+            .len();
+        let mut first = vec![0u8; FIRST_READ.min(len as usize)];
+        file.read_exact(&mut first)
+            .map_err(|e| format!("cannot read: {e}"))?;
+        let Some(nl) = memchr::memchr(b'\n', &first) else {
+            return Err("no header line".into());
+        };
+        let header: Header =
+            serde_json::from_slice(&first[..nl]).map_err(|e| format!("damaged header: {e}"))?;
+        if header.ffkit_run != VERSION {
+            return Err(format!("unknown format version {}", header.ffkit_run));
+        }
+        let head_len = nl + 1;
+        let want = header
+            .output_len()
+            .and_then(|o| o.checked_add(header.stdin))
+            .and_then(|b| b.checked_add(head_len as u64));
+        if want != Some(len) {
+            return Err(format!(
+                "{len} bytes on disk, the header describes {}",
+                want.map_or_else(|| "an impossible size".to_string(), |w| w.to_string())
+            ));
+        }
+        Ok(Stored {
+            header,
+            file,
+            first,
+            head_len,
+            len,
+        })
+    }
+
+    /// The value file's size.
+    pub fn file_len(&self) -> u64 {
+        self.len
+    }
+
+    /// Reads `len` bytes at `offset`, using what the first read already has.
+    fn read_at(&mut self, offset: u64, len: u64) -> io::Result<Vec<u8>> {
+        let end = offset + len;
+        if end <= self.first.len() as u64 {
+            return Ok(self.first[offset as usize..end as usize].to_vec());
+        }
+        self.file.seek(SeekFrom::Start(offset))?;
+        let mut v = vec![0u8; len as usize];
+        self.file.read_exact(&mut v)?;
+        Ok(v)
+    }
+
+    /// The stdin that was fed to the command.
+    pub fn stdin(&mut self) -> io::Result<Vec<u8>> {
+        self.read_at(self.head_len as u64, self.header.stdin)
+    }
+
+    /// Replays the output to `out` and `err` in the recorded order. Framed
+    /// output is read and checked whole before anything is written, so a
+    /// damaged entry is `Ok(Err(why))` with nothing replayed; write errors
+    /// (a closed pipe) are `Err`.
+    pub fn replay<O: Write, E: Write>(
+        mut self,
+        out: &mut O,
+        err: &mut E,
+    ) -> io::Result<Result<(), String>> {
+        let start = self.head_len as u64 + self.header.stdin;
+        if self.header.plain() {
+            let have = self.first.len() as u64;
+            if start + self.header.stdout <= have {
+                out.write_all(&self.first[start as usize..])?;
+            } else {
+                // Zero-copy where the kernel can: std's io::copy between
+                // files/pipes uses copy_file_range, sendfile or splice.
+                self.file.seek(SeekFrom::Start(start))?;
+                let n = io::copy(&mut (&self.file).take(self.header.stdout), out)?;
+                if n != self.header.stdout {
+                    return Ok(Err("shorter than its header says".into()));
+                }
+            }
+            out.flush()?;
+            return Ok(Ok(()));
+        }
+        let len = self.header.output_len().unwrap_or(0);
+        let body = match self.read_at(start, len) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(format!("cannot read: {e}"))),
+        };
+        let chunks = match parse_chunks(&body, &self.header) {
+            Ok(c) => c,
+            Err(why) => return Ok(Err(why)),
+        };
+        for (s, bytes) in chunks {
+            match s {
+                Stream::Stdout => {
+                    out.write_all(bytes)?;
+                    out.flush()?;
+                }
+                Stream::Stderr => {
+                    err.write_all(bytes)?;
+                    err.flush()?;
+                }
+            }
+        }
+        Ok(Ok(()))
+    }
+}
+
+/// Splits framed output, checking it against the header's totals.
+fn parse_chunks<'a>(mut body: &'a [u8], h: &Header) -> Result<Vec<(Stream, &'a [u8])>, String> {
+    let mut v = Vec::with_capacity(h.chunks.min(1 << 20) as usize);
+    let (mut out, mut err) = (0u64, 0u64);
+    while !body.is_empty() {
+        if body.len() < FRAME as usize {
+            return Err("a chunk header is cut short".into());
+        }
+        let s = match body[0] {
+            1 => Stream::Stdout,
+            2 => Stream::Stderr,
+            t => return Err(format!("unknown chunk tag {t}")),
+        };
+        let n = u32::from_le_bytes([body[1], body[2], body[3], body[4]]) as usize;
+        let rest = &body[FRAME as usize..];
+        if rest.len() < n {
+            return Err("a chunk is cut short".into());
+        }
+        match s {
+            Stream::Stdout => out += n as u64,
+            Stream::Stderr => err += n as u64,
+        }
+        v.push((s, &rest[..n]));
+        body = &rest[n..];
+    }
+    if v.len() as u64 != h.chunks || out != h.stdout || err != h.stderr {
+        return Err("chunks do not add up to the header's totals".into());
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recording(parts: &[(Stream, &str)]) -> Recording {
+        let mut r = Recording {
+            status: 3,
+            ran_at: 1000,
+            duration_ms: 1.5,
+            ..Recording::default()
+        };
+        for (s, b) in parts {
+            r.push(*s, b.as_bytes());
+        }
+        r
+    }
+
+    fn stored(bytes: &[u8]) -> Result<Stored, String> {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        f.seek(SeekFrom::Start(0)).unwrap();
+        Stored::open(f)
+    }
+
+    fn replay(bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let (mut o, mut e) = (Vec::new(), Vec::new());
+        stored(bytes)
+            .unwrap()
+            .replay(&mut o, &mut e)
+            .unwrap()
+            .unwrap();
+        (o, e)
+    }
+
+    #[test]
+    fn plain_and_framed_round_trip_in_order() {
+        let plain = recording(&[(Stream::Stdout, "a"), (Stream::Stdout, "b")]);
+        assert_eq!(plain.chunks.len(), 1, "same-stream chunks merge");
+        let v = plain.encode(7, None);
+        let s = stored(&v).unwrap();
+        assert!(s.header.plain());
+        assert_eq!((s.header.status, s.header.id), (3, 7));
+        assert_eq!(replay(&v), (b"ab".to_vec(), Vec::new()));
+
+        let mixed = recording(&[
+            (Stream::Stdout, "o1"),
+            (Stream::Stderr, "e1"),
+            (Stream::Stdout, "o2"),
+        ]);
+        let v = mixed.encode(1, Some(b"in"));
+        let mut s = stored(&v).unwrap();
+        assert_eq!(s.stdin().unwrap(), b"in");
+        assert_eq!(s.header.chunks, 3);
+        assert_eq!(replay(&v), (b"o1o2".to_vec(), b"e1".to_vec()));
+    }
+
+    #[test]
+    fn large_plain_output_is_copied_from_the_file() {
+        let big = "x".repeat(3 * FIRST_READ);
+        let v = recording(&[(Stream::Stdout, &big)]).encode(1, Some(b"stdin"));
+        assert_eq!(replay(&v).0, big.as_bytes());
+    }
+
+    #[test]
+    fn every_truncation_and_padding_is_refused_before_replay() {
+        let v = recording(&[(Stream::Stdout, "out"), (Stream::Stderr, "err")]).encode(1, None);
+        for cut in 0..v.len() {
+            assert!(stored(&v[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut padded = v.clone();
+        padded.push(b'x');
+        assert!(stored(&padded).is_err());
+        // A flipped tag keeps the size: the framing check catches it.
+        let mut bad = v.clone();
+        let nl = bad.iter().position(|&b| b == b'\n').unwrap();
+        bad[nl + 1] = 9;
+        let (mut o, mut e) = (Vec::new(), Vec::new());
+        let r = stored(&bad).unwrap().replay(&mut o, &mut e).unwrap();
+        assert!(r.is_err());
+        assert!(o.is_empty() && e.is_empty(), "nothing replayed");
+        assert!(stored(b"not a run\n").is_err());
+    }
+}

@@ -41,7 +41,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some());
     let miss = match cache.read(key)? {
         Lookup::Hit(mut f, _) => {
-            io::copy(&mut f, &mut io::stdout().lock())
+            io::copy(&mut f, &mut ctx.out)
                 .map_err(|e| Error::io("cannot write", "standard output", e))?;
             return Ok(ExitCode::SUCCESS);
         }

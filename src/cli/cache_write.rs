@@ -2,7 +2,6 @@
 
 use super::ExitCode;
 use std::ffi::OsString;
-use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -53,7 +52,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         .to_string();
     let dir = ctx.cache_dir(a.dir.as_deref())?;
     let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some());
-    let mut stdin = io::stdin().lock();
+    let mut stdin = ctx.stdin();
     let value = match a.value.as_deref() {
         Some(v) if v.as_bytes() != b"-" => Value::Bytes(v.as_bytes()),
         _ => Value::Reader(&mut stdin),

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Arg, ArgMatches, Command};
 
-use super::{Ctx, write_stdout};
+use super::Ctx;
 use crate::config::validate_developer;
 use crate::error::{Error, ExitKind, Result};
 
@@ -66,12 +66,12 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     };
     ctx.metric = None;
     let Some((email, file)) = a.lookup else {
-        write_stdout(WRAPPERS.as_bytes())?;
+        ctx.write_out(WRAPPERS.as_bytes())?;
         return Ok(ExitCode::SUCCESS);
     };
     match developer_for_email(&email, &file)? {
         Some(id) => {
-            write_stdout(format!("{id}\n").as_bytes())?;
+            ctx.write_out(format!("{id}\n").as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
         // "Nobody has this email" is an answer, not an error: no message.

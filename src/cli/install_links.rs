@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use super::{APPLETS, Applet, Ctx, quiet_arg, write_stdout};
+use super::{APPLETS, Applet, Ctx, quiet_arg};
 use crate::error::{Error, Result};
 use crate::fsutil;
 
@@ -282,7 +282,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             Some(p) => format!("; {} docs written under {}", t.docs_written, p.display()),
             None => String::new(),
         };
-        write_stdout(format!("{summary}{docs}\n").as_bytes())?;
+        ctx.write_out(format!("{summary}{docs}\n").as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)
 }

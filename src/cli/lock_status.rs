@@ -8,7 +8,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::{Value, json};
 
 use super::lock_acquire::{lock_dir_arg, session_arg};
-use super::{Ctx, json_arg, quiet_arg, write_stdout};
+use super::{Ctx, json_arg, quiet_arg};
 use crate::error::{Error, Result};
 use crate::lock::holder::{self, Holder, KIND_DOTLOCK};
 use crate::lock::kernel::{self, Probe};
@@ -84,9 +84,9 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         let mut out = serde_json::to_vec(&to_json(&a.target, &path, &st))
             .map_err(|e| Error::General(format!("cannot render JSON: {e}")))?;
         out.push(b'\n');
-        write_stdout(&out)?;
+        ctx.write_out(&out)?;
     } else {
-        write_stdout(to_text(&a.target, &st).as_bytes())?;
+        ctx.write_out(to_text(&a.target, &st).as_bytes())?;
     }
     Ok(code)
 }

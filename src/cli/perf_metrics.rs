@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use super::{Ctx, dir_arg, json_arg, write_stdout};
+use super::{Ctx, dir_arg, json_arg};
 use crate::error::{Error, Result};
 use crate::metrics::aggregate::{self, Filter, Report};
 use crate::metrics::check::{self, Status};
@@ -207,7 +207,7 @@ fn read_report(ctx: &Ctx, path: &Path, filter: Filter) -> Result<Report> {
     Ok(r)
 }
 
-fn report(ctx: &Ctx, path: &Path, filter: Filter, format: Format) -> Result<ExitCode> {
+fn report(ctx: &mut Ctx, path: &Path, filter: Filter, format: Format) -> Result<ExitCode> {
     let r = read_report(ctx, path, filter)?;
     let exporter: &dyn Exporter = match format {
         Format::Table => &Table,
@@ -217,7 +217,7 @@ fn report(ctx: &Ctx, path: &Path, filter: Filter, format: Format) -> Result<Exit
     if matches!(format, Format::Table) && r.ops.is_empty() {
         ctx.note(format_args!("no metrics in {}", path.display()));
     }
-    write_stdout(exporter.render(&r).as_bytes())?;
+    ctx.write_out(exporter.render(&r).as_bytes())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -315,7 +315,7 @@ fn time(m: &ArgMatches, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
-fn run_check(m: &ArgMatches, ctx: &Ctx, path: &Path, since: Option<i64>) -> Result<ExitCode> {
+fn run_check(m: &ArgMatches, ctx: &mut Ctx, path: &Path, since: Option<i64>) -> Result<ExitCode> {
     let rules = m
         .get_many::<String>("rules")
         .into_iter()
@@ -372,7 +372,7 @@ fn run_check(m: &ArgMatches, ctx: &Ctx, path: &Path, since: Option<i64>) -> Resu
             "ok": !failed && (allow_missing || !missing),
             "rules": outcomes,
         });
-        write_stdout(format!("{v}\n").as_bytes())?;
+        ctx.write_out(format!("{v}\n").as_bytes())?;
     }
     Ok(if failed {
         ExitCode::from(1)
@@ -383,7 +383,7 @@ fn run_check(m: &ArgMatches, ctx: &Ctx, path: &Path, since: Option<i64>) -> Resu
     })
 }
 
-fn cleanup(m: &ArgMatches, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
+fn cleanup(m: &ArgMatches, ctx: &mut Ctx, path: &Path) -> Result<ExitCode> {
     let keep_rows = m.get_one::<u64>("keep_rows").copied();
     let older_than = m.get_one::<Duration>("older_than").copied();
     let c = Cleanup {
@@ -398,7 +398,7 @@ fn cleanup(m: &ArgMatches, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
     if m.get_flag("json") {
         let text = serde_json::to_string(&rep)
             .map_err(|e| Error::General(format!("cannot encode the report: {e}")))?;
-        write_stdout(format!("{text}\n").as_bytes())?;
+        ctx.write_out(format!("{text}\n").as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,246 @@
+//! Locks the shell holds across calls: `acquire_critical_lock NAME` …
+//! `release_critical_lock NAME`, session locks, and `ffkit lock-acquire
+//! NAME` … `ffkit lock-release NAME` run in the builtin.
+//!
+//! Each lock is a kernel flock(2) on the lock file's own open file
+//! description, kept on a descriptor at 200 or above with close-on-exec (so
+//! a redirection such as `3>&-` on the command line can never be handed the
+//! lock's descriptor, and a command the shell runs does not inherit it).
+//! The table records the owning pid: a forked subshell (`( )`, `$( )`, a
+//! pipeline, `&`) has a copy of the table and of the descriptors, and must
+//! never unlock the parent's lock — an explicit unlock from the child would
+//! drop it for the parent too, since they share the open file description.
+//! The child ignores entries that are not its own. At release the
+//! descriptor's device and inode are compared with those recorded, so a
+//! descriptor the script closed and reused is never unlocked by mistake.
+//!
+//! Waiting polls with non-blocking tries on the `LOCK_BACKOFF_*` schedule
+//! (no timers, no signal handlers: this runs inside the user's shell), in
+//! slices of at most 50 ms, and gives up as soon as bash's handlers have
+//! flagged a signal (see `shell::pending_signal`).
+
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ffkit::config::Config;
+use ffkit::lock::backoff::{Schedule, Sleeps};
+use ffkit::lock::holder::{self, Holder, KIND_NAMED};
+use ffkit::lock::kernel;
+use ffkit::{Error, Result};
+use rustix::fs::FlockOperation;
+
+use crate::shell;
+
+/// The lowest descriptor a held lock may use.
+const MIN_FD: i32 = 200;
+/// The longest single sleep of a wait, so a signal that arrives just before
+/// a sleep starts is still noticed promptly.
+const SLICE: Duration = Duration::from_millis(50);
+
+struct Entry {
+    path: PathBuf,
+    fd: OwnedFd,
+    pid: rustix::process::Pid,
+    dev: u64,
+    ino: u64,
+}
+
+/// The table. bash is single-threaded and the builtin never forks while it
+/// holds the mutex, so a child's copy of the mutex is always unlocked.
+static TABLE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+fn table() -> MutexGuard<'static, Vec<Entry>> {
+    // A panic caught at the entry point must not make the table unusable.
+    TABLE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why an acquisition did not take the lock.
+pub enum NotTaken {
+    Failed(Error),
+    /// A signal arrived while waiting: return 128 + it.
+    Signal(i32),
+}
+
+impl From<Error> for NotTaken {
+    fn from(e: Error) -> Self {
+        NotTaken::Failed(e)
+    }
+}
+
+/// Takes the exclusive lock on `path` for this shell, waiting up to
+/// `timeout` (zero: do not wait). `command` goes into the holder record
+/// that `lock-status` shows.
+pub fn acquire(
+    path: &Path,
+    cfg: &Config,
+    timeout: Duration,
+    command: &str,
+) -> std::result::Result<(), NotTaken> {
+    let me = rustix::process::getpid();
+    if table().iter().any(|e| e.pid == me && e.path == path) {
+        return Err(
+            Error::Conflict(format!("{}: already held by this shell", path.display())).into(),
+        );
+    }
+    if let Some(dir) = path.parent() {
+        ffkit::fsutil::create_private_dir(dir)?;
+    }
+    let start = Instant::now();
+    let deadline = start.checked_add(timeout);
+    let mut sleeps = Sleeps::new(
+        Schedule::new(cfg.backoff, cfg.backoff_initial, cfg.backoff_max),
+        deadline,
+    );
+    let mut held_by_other = false;
+    loop {
+        let file = kernel::open_lock_file(path, true, ffkit::fsutil::FILE_MODE)
+            .map_err(|e| Error::io("cannot open the lock file", path, e))?;
+        let fd = rustix::io::fcntl_dupfd_cloexec(&file, MIN_FD)
+            .map_err(|e| Error::io("cannot keep the lock file open", path, e.into()))?;
+        drop(file);
+        loop {
+            match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => break,
+                Err(rustix::io::Errno::WOULDBLOCK) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(Error::io("cannot lock", path, e.into()).into()),
+            }
+            if !held_by_other {
+                held_by_other = true;
+                if cfg.debug {
+                    eprintln!("ffkit: debug: {}: held; waiting", path.display());
+                }
+            }
+            let Some(step) = sleeps.next_at(Instant::now()) else {
+                // One last try at the deadline.
+                if rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_ok() {
+                    break;
+                }
+                return Err(timed_out(path, timeout).into());
+            };
+            wait(step)?;
+        }
+        // The file may have been deleted (the documented emergency release)
+        // or replaced between open and lock: then this lock guards nothing.
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("cannot inspect", path, e.into()))?;
+        let current = std::fs::symlink_metadata(path).ok();
+        if current.is_some_and(|m| m.dev() == st.st_dev && m.ino() == st.st_ino) {
+            let f = File::from(fd);
+            // The record is written only while holding the lock exclusively.
+            let _ = holder::write_to(
+                &f,
+                &Holder::new(
+                    KIND_NAMED,
+                    me.as_raw_nonzero().get() as u32,
+                    Some(command.to_string()),
+                ),
+            );
+            table().push(Entry {
+                path: path.to_path_buf(),
+                fd: OwnedFd::from(f),
+                pid: me,
+                dev: st.st_dev,
+                ino: st.st_ino,
+            });
+            if cfg.debug {
+                eprintln!(
+                    "ffkit: debug: {}: locked (fd held by the shell)",
+                    path.display()
+                );
+            }
+            return Ok(());
+        }
+    }
+}
+
+fn timed_out(path: &Path, timeout: Duration) -> Error {
+    if timeout.is_zero() {
+        Error::Conflict(format!("{}: held by another process", path.display()))
+    } else {
+        Error::Timeout(format!(
+            "{}: still held after {}s (LOCK_TIMEOUT)",
+            path.display(),
+            timeout.as_secs_f64()
+        ))
+    }
+}
+
+/// Sleeps `total` in slices, returning early with the signal bash flagged.
+fn wait(total: Duration) -> std::result::Result<(), NotTaken> {
+    let end = Instant::now() + total;
+    loop {
+        if let Some(sig) = shell::pending_signal() {
+            return Err(NotTaken::Signal(sig));
+        }
+        let now = Instant::now();
+        if now >= end {
+            return Ok(());
+        }
+        let slice = (end - now).min(SLICE);
+        let ts = rustix::time::Timespec {
+            tv_sec: slice.as_secs() as i64,
+            tv_nsec: i64::from(slice.subsec_nanos()),
+        };
+        // EINTR is the point: bash's handlers have no SA_RESTART, so a
+        // signal ends the sleep at once and the flags are checked above.
+        let _ = rustix::thread::nanosleep(&ts);
+    }
+}
+
+/// Releases this shell's lock on `path`: clears the holder record, unlocks
+/// explicitly and closes the descriptor.
+pub fn release(path: &Path) -> Result<()> {
+    let me = rustix::process::getpid();
+    let mut t = table();
+    let Some(i) = t.iter().position(|e| e.path == path && e.pid == me) else {
+        if t.iter().any(|e| e.path == path) {
+            return Err(Error::Conflict(format!(
+                "{}: held by the parent shell, not by this subshell",
+                path.display()
+            )));
+        }
+        return Err(Error::NotFound(format!(
+            "{}: not held by this shell",
+            path.display()
+        )));
+    };
+    let e = t.swap_remove(i);
+    drop(t);
+    let st =
+        rustix::fs::fstat(&e.fd).map_err(|err| Error::io("cannot inspect", path, err.into()))?;
+    if st.st_dev != e.dev || st.st_ino != e.ino {
+        // Someone replaced the descriptor: it is not our lock any more.
+        std::mem::forget(e.fd);
+        return Err(Error::LockFailed(format!(
+            "{}: the lock's descriptor was closed or replaced by the script; the lock was already lost",
+            path.display()
+        )));
+    }
+    let f = File::from(e.fd);
+    let _ = holder::clear(&f);
+    rustix::fs::flock(f.as_fd(), FlockOperation::Unlock)
+        .map_err(|err| Error::io("cannot unlock", path, err.into()))?;
+    drop(f);
+    Ok(())
+}
+
+/// Drops the table entries a forked subshell inherited from its parent,
+/// closing its copies of their descriptors (a close never unlocks the
+/// parent's lock; only the explicit unlock would).
+pub fn forget_inherited() {
+    let me = rustix::process::getpid();
+    let mut t = table();
+    if t.iter().any(|e| e.pid != me) {
+        t.retain(|e| e.pid == me);
+    }
+}
+
+/// How many locks this shell holds (for tests and `--ffkit-held`).
+pub fn count() -> usize {
+    let me = rustix::process::getpid();
+    table().iter().filter(|e| e.pid == me).count()
+}

@@ -105,15 +105,15 @@ fn team_id(top: &Path) -> Option<String> {
     {
         return id.clone();
     }
-    let email = std::process::Command::new("git")
-        .arg("-C")
+    let mut git = std::process::Command::new("git");
+    git.arg("-C")
         .arg(top)
         .args(["config", "user.email"])
         .env_clear()
         .envs(shell::exported_env())
         .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .output()
+        .stderr(std::process::Stdio::null());
+    let email = shell::with_sigchld_blocked(|| git.output())
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())

@@ -377,7 +377,7 @@ fn spawn(argv: &[OsString]) -> u8 {
             None => cmd.env_remove(k),
         };
     }
-    match cmd.status() {
+    match shell::with_sigchld_blocked(|| cmd.status()) {
         Ok(st) => {
             use std::os::unix::process::ExitStatusExt;
             match (st.code(), st.signal()) {

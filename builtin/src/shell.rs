@@ -153,3 +153,28 @@ pub fn exported_env() -> Vec<(OsString, OsString)> {
     }
     out
 }
+
+/// Runs `f` (which starts and waits for a child process) with SIGCHLD
+/// blocked. bash's SIGCHLD handler reaps every child it sees
+/// (`waitpid(-1)`), so without this the child's status could be taken from
+/// under `std::process` (ECHILD). The child itself starts with an empty
+/// mask (std resets it); the pending SIGCHLD reaches bash on unblock, when
+/// there is nothing left to reap.
+pub fn with_sigchld_blocked<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: sigset_t is plain data that sigemptyset/sigaddset initialise;
+    // pthread_sigmask only changes this thread's mask, restored below.
+    let old = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    };
+    let r = f();
+    // SAFETY: restores the mask saved above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    r
+}

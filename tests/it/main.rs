@@ -4,6 +4,7 @@
 
 mod util;
 
+mod builtin;
 mod cache;
 mod hardening;
 mod help;

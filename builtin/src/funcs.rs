@@ -34,6 +34,8 @@ fn err(msg: impl std::fmt::Display) {
 struct Paths {
     ns: PathBuf,
     log: OsString,
+    /// The developer id of the caller's namespace, if any.
+    dev: Option<OsString>,
 }
 
 impl Paths {
@@ -75,7 +77,7 @@ fn paths(func: &str, dev: Option<&OsStr>) -> Result<Paths, u8> {
         }
         None => team_id(&top),
     };
-    let mut ns = match id {
+    let mut ns = match &id {
         Some(id) => top.join(".flowforge").join(format!("dev-{id}")),
         None => top.join(".flowforge"),
     };
@@ -91,7 +93,11 @@ fn paths(func: &str, dev: Option<&OsStr>) -> Result<Paths, u8> {
             .join(".flowforge")
             .join(format!("dev-{}", d.to_string_lossy()));
     }
-    Ok(Paths { ns, log })
+    Ok(Paths {
+        ns,
+        log,
+        dev: id.map(OsString::from),
+    })
 }
 
 fn team_id(top: &Path) -> Option<String> {
@@ -296,20 +302,15 @@ pub fn call(func: &str, a: &[OsString]) -> (u8, Vec<u8>) {
                 return (c, vec![]);
             }
             let p = paths!(None);
-            let mut f = OsString::from(arg(0).unwrap_or_default());
-            f.push(".lock");
-            let file = p.ns.join("locks").join(f);
-            (lock(func, &p, &file), vec![])
+            (lock(func, &p, &a[0], false, None), vec![])
         }
         "acquire_session_lock" | "release_session_lock" => {
             if let Err(c) = valid_name(arg(1), &format!("{func}: session_id")) {
                 return (c, vec![]);
             }
             let p = paths!(arg(0));
-            let mut f = OsString::from(arg(1).unwrap_or_default());
-            f.push(".lock");
-            let file = p.ns.join("sessions").join("locks").join(f);
-            (lock(func, &p, &file), vec![])
+            let dev = arg(0).filter(|d| !d.is_empty());
+            (lock(func, &p, &a[1], true, dev), vec![])
         }
         "record_performance_metric" => {
             if shell::var("CACHE_PERF_MONITORING").is_some_and(|v| v == "disabled") {
@@ -402,16 +403,18 @@ fn read(p: &Paths, key: &OsStr) -> (u8, Vec<u8>) {
 }
 
 /// Takes or drops a lock of the held-lock table, and records the timing the
-/// binary would have recorded (`lock_acquire` / `lock_release`).
-fn lock(func: &str, p: &Paths, file: &Path) -> u8 {
+/// binary would have recorded (`lock_acquire` / `lock_release`). The file is
+/// the library's one lock file for NAME (`lock::lock_dir`, as `ffkit
+/// lock-acquire NAME` resolves it), for the developer the wrapper resolved:
+/// the dev_id argument, FLOWFORGE_DEVELOPER, or the team-config lookup.
+fn lock(func: &str, p: &Paths, name: &OsStr, session: bool, dev: Option<&OsStr>) -> u8 {
     let start = Instant::now();
     let log = p.log.clone();
-    let cfg = match Config::from_lookup(|k| {
-        if k == "CACHE_PERF_METRICS" {
-            Some(log.clone())
-        } else {
-            shell::var(k)
-        }
+    let dev = dev.map(OsStr::to_os_string).or_else(|| p.dev.clone());
+    let cfg = match Config::from_lookup(|k| match k {
+        "CACHE_PERF_METRICS" => Some(log.clone()),
+        "FLOWFORGE_DEVELOPER" => dev.clone(),
+        _ => shell::var(k),
     }) {
         Ok(c) => c,
         Err(e) => {
@@ -419,9 +422,18 @@ fn lock(func: &str, p: &Paths, file: &Path) -> u8 {
             return e.exit_code();
         }
     };
+    let mut file_name = name.to_os_string();
+    file_name.push(".lock");
+    let file = match ffkit::lock::lock_dir(&cfg, None, session) {
+        Ok(d) => d.join(file_name),
+        Err(e) => {
+            err(format_args!("{func}: {e}"));
+            return e.exit_code();
+        }
+    };
     let acquiring = func.starts_with("acquire");
     let code = if acquiring {
-        match held::acquire(file, &cfg, cfg.lock_timeout, func) {
+        match held::acquire(&file, &cfg, cfg.lock_timeout, func) {
             Ok(()) => 0,
             Err(held::NotTaken::Signal(sig)) => (128 + sig) as u8,
             Err(held::NotTaken::Failed(e)) => {
@@ -430,7 +442,7 @@ fn lock(func: &str, p: &Paths, file: &Path) -> u8 {
             }
         }
     } else {
-        match held::release(file) {
+        match held::release(&file) {
             Ok(()) => 0,
             Err(e) => {
                 err(format_args!("{func}: {e}"));

@@ -20,7 +20,7 @@
 //! flagged a signal (see `shell::pending_signal`).
 
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use ffkit::config::Config;
 use ffkit::lock::backoff::{Schedule, Sleeps};
-use ffkit::lock::holder::{self, Holder, KIND_NAMED};
+use ffkit::lock::holder::{self, Holder, KIND_FD};
 use ffkit::lock::kernel;
 use ffkit::{Error, Result};
 use rustix::fs::FlockOperation;
@@ -129,16 +129,18 @@ pub fn acquire(
         let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("cannot inspect", path, e.into()))?;
         let current = std::fs::symlink_metadata(path).ok();
         if current.is_some_and(|m| m.dev() == st.st_dev && m.ino() == st.st_ino) {
+            let raw = fd.as_raw_fd();
             let f = File::from(fd);
-            // The record is written only while holding the lock exclusively.
-            let _ = holder::write_to(
-                &f,
-                &Holder::new(
-                    KIND_NAMED,
-                    me.as_raw_nonzero().get() as u32,
-                    Some(command.to_string()),
-                ),
+            // The record, as `lock-acquire --fd` writes it (the shell's pid
+            // and the descriptor, which `lock-status` checks), is written
+            // only while holding the lock exclusively.
+            let mut rec = Holder::new(
+                KIND_FD,
+                me.as_raw_nonzero().get() as u32,
+                Some(command.to_string()),
             );
+            rec.fd = Some(raw);
+            let _ = holder::write_to(&f, &rec);
             table().push(Entry {
                 path: path.to_path_buf(),
                 fd: OwnedFd::from(f),
@@ -237,6 +239,12 @@ pub fn forget_inherited() {
     if t.iter().any(|e| e.pid != me) {
         t.retain(|e| e.pid == me);
     }
+}
+
+/// Whether this shell holds `path` in the table.
+pub fn holds(path: &Path) -> bool {
+    let me = rustix::process::getpid();
+    table().iter().any(|e| e.pid == me && e.path == path)
 }
 
 /// How many locks this shell holds (for tests and `--ffkit-held`).

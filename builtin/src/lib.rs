@@ -150,6 +150,9 @@ fn dispatch(argv: Vec<OsString>) -> u8 {
     if let Some(code) = named_lock(&applet, &rest) {
         return code;
     }
+    if applet == b"lock-release" {
+        return spawn(&argv);
+    }
     let mut args = vec![OsString::from("ffkit"), OsString::from_vec(applet.clone())];
     args.extend(rest);
     let (code, out) = run_applet(args, &|k| shell::var(k), Input::Fd0);
@@ -340,6 +343,11 @@ fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
     };
     let file = dir.join(format!("{name}.lock"));
     if applet == b"lock-release" {
+        if !held::holds(&file) {
+            // Not this shell's: the binary answers (a lock another
+            // process took with `lock-acquire NAME`, or "not held").
+            return None;
+        }
         return Some(match held::release(&file) {
             Ok(()) => 0,
             Err(e) => fail(&e),

@@ -282,22 +282,26 @@ fn sixteen_scripts_mixing_the_builtin_and_lock_acquire_processes_count_exactly()
     for i in 0..16 {
         let body = match i % 4 {
             // The wrappers, through the builtin.
-            0 | 1 => format!(
+            0 => format!(
                 "for _ in $(seq 50); do acquire_critical_lock ctr; {incr}; release_critical_lock ctr; done"
             ),
             // The builtin's own `ffkit lock-acquire NAME` (the same file).
-            2 => format!(
+            1 => format!(
                 "for _ in $(seq 50); do ffkit lock-acquire ctr; {incr}; ffkit lock-release ctr; done"
             ),
-            // Separate ffkit processes taking the same file.
+            // Separate `ffkit lock-acquire NAME` processes on the same name.
+            2 => format!(
+                "for _ in $(seq 50); do \"$FF\" lock-acquire ctr; {incr}; \"$FF\" lock-release ctr; done"
+            ),
+            // And ffkit processes in command mode on the name's file.
             _ => format!(
-                "for _ in $(seq 50); do '{}' lock-acquire '{}' -c \"$INCR\"; done",
-                bin().display(),
+                "for _ in $(seq 50); do \"$FF\" lock-acquire '{}' -c \"$INCR\"; done",
                 file.display()
             ),
         };
         let mut c = r.bash(&body);
         c.env("INCR", &incr)
+            .env("FF", bin())
             .env("LOCK_TIMEOUT", "600")
             .env("LOCK_BACKOFF_INITIAL", "0.001")
             .env("LOCK_BACKOFF_MAX", "0.02")

@@ -60,7 +60,8 @@ run_mode() {
     local mode=$1
     (
         cd "$work/repo"
-        export FFKIT_BIN=$bin FLOWFORGE_DEVELOPER=bench FFKIT_BUILTIN=$mode
+        export FFKIT_BIN=$bin FLOWFORGE_DEVELOPER=bench
+        if [[ $mode == off ]]; then export FFKIT_BUILTIN=off; else unset FFKIT_BUILTIN; fi
         bash -c '
             set -euo pipefail
             . "$1"

@@ -412,3 +412,32 @@ fn the_shell_suite_passes_again_with_ffkit_builtin_off() {
     assert!(o.status.success(), "{s}\n{}", text(&o.stderr));
     assert!(!summary.contains(" 0 passed"), "{summary}");
 }
+
+#[test]
+fn install_links_prefix_installs_the_builtin_and_remove_takes_it_back() {
+    let r = Repo::new();
+    let prefix = r.tmp.path().join("prefix");
+    let links = r.tmp.path().join("links");
+    let run = |extra: &[&str]| {
+        let mut c = Command::new(bin());
+        c.args(["install-links", "-q", "--prefix"])
+            .arg(&prefix)
+            .arg("--dir")
+            .arg(&links)
+            .args(extra);
+        ok(&out(&mut c));
+    };
+    run(&[]);
+    let installed = prefix.join("lib/ffkit/libffkit_builtin.so");
+    assert_eq!(
+        fs::read(&installed).unwrap(),
+        fs::read(library(&bin())).unwrap()
+    );
+    assert_eq!(
+        fs::metadata(&installed).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    run(&[]);
+    run(&["--remove"]);
+    assert!(!installed.exists());
+}

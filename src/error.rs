@@ -179,16 +179,24 @@ pub fn io_kind(e: &io::Error) -> ExitKind {
     }
 }
 
-/// The reason text of an I/O error without std's "(os error N)" suffix.
+/// The reason text of an I/O error for a one-line message: std's text
+/// without its " (os error N)" suffix. The one place that strips it; every
+/// message about an I/O error goes through here.
+pub fn os_reason(e: &io::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(i) = s.find(" (os error") {
+        s.truncate(i);
+    }
+    s
+}
+
+/// [`os_reason`], naming ELOOP (an `O_NOFOLLOW` open of a symlink) as the
+/// refusal it is.
 fn io_reason(e: &io::Error) -> String {
     if e.raw_os_error() == Some(libc::ELOOP) {
         return "is a symbolic link (refused)".to_string();
     }
-    let s = e.to_string();
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
+    os_reason(e)
 }
 
 #[cfg(test)]
@@ -213,5 +221,14 @@ mod tests {
             e(libc::ENOSPC).to_string(),
             "cannot write /x: No space left on device"
         );
+    }
+
+    #[test]
+    fn os_reason_drops_only_the_os_error_suffix() {
+        let e = io::Error::from_raw_os_error(libc::ENOENT);
+        assert!(e.to_string().ends_with("(os error 2)"), "{e}");
+        assert_eq!(os_reason(&e), "No such file or directory");
+        let plain = io::Error::other("no suffix here");
+        assert_eq!(os_reason(&plain), "no suffix here");
     }
 }

@@ -35,6 +35,10 @@ use rustix::fs::FlockOperation;
 
 use crate::shell;
 
+/// Lock files are created 0600, whatever the umask, like the library's
+/// (the dir itself comes from `lock::lock_dir`, which creates it 0700).
+const FILE_MODE: u32 = 0o600;
+
 /// The lowest descriptor a held lock may use.
 const MIN_FD: i32 = 200;
 /// The longest single sleep of a wait, so a signal that arrives just before
@@ -86,9 +90,6 @@ pub fn acquire(
             Error::Conflict(format!("{}: already held by this shell", path.display())).into(),
         );
     }
-    if let Some(dir) = path.parent() {
-        ffkit::fsutil::create_private_dir(dir)?;
-    }
     let start = Instant::now();
     let deadline = start.checked_add(timeout);
     let mut sleeps = Sleeps::new(
@@ -97,7 +98,7 @@ pub fn acquire(
     );
     let mut held_by_other = false;
     loop {
-        let file = kernel::open_lock_file(path, true, ffkit::fsutil::FILE_MODE)
+        let file = kernel::open_lock_file(path, true, FILE_MODE)
             .map_err(|e| Error::io("cannot open the lock file", path, e))?;
         let fd = rustix::io::fcntl_dupfd_cloexec(&file, MIN_FD)
             .map_err(|e| Error::io("cannot keep the lock file open", path, e.into()))?;

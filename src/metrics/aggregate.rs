@@ -67,11 +67,6 @@ impl OpStats {
             .quantile(q)
             .map_or(0.0, |v| v.clamp(self.min, self.max))
     }
-
-    /// Whether the quantiles are exact (few values) or sketched.
-    pub fn exact(&self) -> bool {
-        self.quantiles.is_exact()
-    }
 }
 
 /// Everything one pass over the log found.
@@ -79,8 +74,6 @@ impl OpStats {
 pub struct Report {
     /// One entry per operation with rows, sorted by name.
     pub ops: Vec<OpStats>,
-    /// Well-formed rows read (before filtering).
-    pub rows: u64,
     pub malformed: u64,
 }
 
@@ -134,7 +127,6 @@ impl Aggregator {
         self.ops.sort_by(|a, b| a.op.cmp(&b.op));
         Report {
             ops: self.ops,
-            rows: counts.rows,
             malformed: counts.malformed,
         }
     }

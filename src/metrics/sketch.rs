@@ -76,7 +76,8 @@ impl Quantiles {
     }
 
     /// Whether the answers are exact.
-    pub fn is_exact(&self) -> bool {
+    #[cfg(test)]
+    fn is_exact(&self) -> bool {
         matches!(self, Quantiles::Exact { .. })
     }
 
@@ -136,12 +137,9 @@ impl LogSketch {
         }
     }
 
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
     /// Approximate heap bytes held.
-    pub fn heap_bytes(&self) -> usize {
+    #[cfg(test)]
+    fn heap_bytes(&self) -> usize {
         self.bins.capacity() * 8
     }
 

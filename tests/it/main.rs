@@ -6,6 +6,7 @@ mod util;
 
 mod builtin;
 mod cache;
+mod cache_hardening2;
 mod env;
 mod filesystem;
 mod help;
@@ -16,3 +17,4 @@ mod metrics;
 mod perf_regress;
 mod progress;
 mod shell;
+mod shell_vars;

@@ -390,8 +390,9 @@ fn forms_the_builtin_does_not_run_in_process_run_the_binary() {
     assert_eq!(ok(&o), "in child\n# shellcheck shell=bash\ncache-size\n");
 }
 
-/// The whole shell suite again, in a child run of this test binary, with
-/// FFKIT_BUILTIN=off: the fallback path keeps the same expectations.
+/// The whole shell suite (`shell::`, `shell_vars::`) again, in a child run
+/// of this test binary, with FFKIT_BUILTIN=off: the fallback path keeps the
+/// same expectations.
 #[test]
 fn the_shell_suite_passes_again_with_ffkit_builtin_off() {
     if std::env::var_os("FFKIT_BUILTIN").is_some() {
@@ -399,7 +400,7 @@ fn the_shell_suite_passes_again_with_ffkit_builtin_off() {
     }
     let me = std::env::current_exe().unwrap();
     let o = Command::new(me)
-        .args(["shell::", "--test-threads=2"])
+        .args(["shell::", "shell_vars::", "--test-threads=2"])
         .env("FFKIT_BUILTIN", "off")
         .output()
         .unwrap();

@@ -67,6 +67,9 @@ impl Repo {
             .env("HOME", self.tmp.path().join("home"))
             .env("FFKIT_BIN", ffkit)
             .env("FFKIT_LIB", lib())
+            // Loaded builtin, or FFKIT_BUILTIN=off in the second run of the
+            // suite (builtin::the_shell_suite_passes_again_with_ffkit_builtin_off).
+            .envs(std::env::var_os("FFKIT_BUILTIN").map(|v| ("FFKIT_BUILTIN", v)))
             .current_dir(self.root())
             .arg("-c")
             .arg(format!("set -euo pipefail\n. \"$FFKIT_LIB\"\n{script}"))

@@ -5,7 +5,7 @@
 #
 #     . /path/to/ffkit.bash          # or:  eval "$(ffkit init bash)"
 #
-# It defines the functions of CONTRACT.md section 3 with the old library's
+# It defines the old library's functions (docs/shell.md) with their
 # names, arguments, output and success/failure. See docs/shell.md.
 #
 # Sourcing this file defines functions and, in bash 4.4 or later, loads the

@@ -1,4 +1,5 @@
-//! The environment contract (CONTRACT.md §1 plus ffkit's own knobs), read and
+//! The environment (README "Environment variables": the old library's
+//! variables plus ffkit's own knobs), read and
 //! validated in one place, once per process.
 //!
 //! Nothing else in ffkit calls `std::env::var`. Every variable is parsed

@@ -2,8 +2,9 @@
 //!
 //! Every failure anywhere in the library becomes an [`Error`]; `main` prints
 //! it as one line and exits with [`Error::exit_code`]. The table in
-//! [`ExitKind::ALL`] is CONTRACT.md §4 verbatim; the man pages' EXIT STATUS
-//! section and the README table are generated from it, so they cannot drift.
+//! [`ExitKind::ALL`] is the old library's exit-code table verbatim; the man
+//! pages' EXIT STATUS section and the README's exit-code table are generated
+//! from it, so they cannot drift.
 
 use std::io;
 use std::path::{Path, PathBuf};

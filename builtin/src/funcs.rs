@@ -433,7 +433,7 @@ fn lock(func: &str, p: &Paths, name: &OsStr, session: bool, dev: Option<&OsStr>)
     };
     let acquiring = func.starts_with("acquire");
     let code = if acquiring {
-        match held::acquire(&file, &cfg, cfg.lock_timeout, func) {
+        match held::acquire(&file, &cfg, cfg.lock_timeout) {
             Ok(()) => 0,
             Err(held::NotTaken::Signal(sig)) => (128 + sig) as u8,
             Err(held::NotTaken::Failed(e)) => {

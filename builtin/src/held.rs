@@ -19,8 +19,7 @@
 //! slices of at most 50 ms, and gives up as soon as bash's handlers have
 //! flagged a signal (see `shell::pending_signal`).
 
-use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -28,10 +27,9 @@ use std::time::{Duration, Instant};
 
 use ffkit::config::Config;
 use ffkit::lock::backoff::{Schedule, Sleeps};
-use ffkit::lock::holder::{self, Holder, KIND_FD};
-use ffkit::lock::kernel;
+use ffkit::lock::kernel::{self, Method};
+use ffkit::lock::{Kind, Wait, fd};
 use ffkit::{Error, Result};
-use rustix::fs::FlockOperation;
 
 use crate::shell;
 
@@ -76,15 +74,15 @@ impl From<Error> for NotTaken {
 }
 
 /// Takes the exclusive lock on `path` for this shell, waiting up to
-/// `timeout` (zero: do not wait). `command` goes into the holder record
-/// that `lock-status` shows.
-pub fn acquire(
-    path: &Path,
-    cfg: &Config,
-    timeout: Duration,
-    command: &str,
-) -> std::result::Result<(), NotTaken> {
+/// `timeout` (zero: do not wait). The holder record names the shell's
+/// pid and the descriptor (its command line comes from /proc). Each try is the library's fd-mode
+/// acquisition (`lock::fd::acquire`, non-blocking: it checks the descriptor
+/// is on the name's file and writes the shell's holder record, as
+/// `lock-acquire --fd N NAME` does); between tries the builtin sleeps on
+/// the backoff schedule in slices, watching for signals.
+pub fn acquire(path: &Path, cfg: &Config, timeout: Duration) -> std::result::Result<(), NotTaken> {
     let me = rustix::process::getpid();
+    let owner = me.as_raw_nonzero().get() as u32;
     if table().iter().any(|e| e.pid == me && e.path == path) {
         return Err(
             Error::Conflict(format!("{}: already held by this shell", path.display())).into(),
@@ -96,62 +94,69 @@ pub fn acquire(
         Schedule::new(cfg.backoff, cfg.backoff_initial, cfg.backoff_max),
         deadline,
     );
-    let mut held_by_other = false;
+    let mut announced = false;
     loop {
         let file = kernel::open_lock_file(path, true, FILE_MODE)
             .map_err(|e| Error::io("cannot open the lock file", path, e))?;
         let fd = rustix::io::fcntl_dupfd_cloexec(&file, MIN_FD)
             .map_err(|e| Error::io("cannot keep the lock file open", path, e.into()))?;
         drop(file);
+        let raw = fd.as_raw_fd();
+        let try_once = || {
+            fd::acquire(
+                raw,
+                Kind::Exclusive,
+                Method::Flock,
+                Wait::NonBlocking,
+                Some(path),
+                owner,
+                &mut || {},
+            )
+        };
+        let mut replaced = false;
         loop {
-            match rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive) {
-                Ok(()) => break,
-                Err(rustix::io::Errno::WOULDBLOCK) => {}
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(Error::io("cannot lock", path, e.into()).into()),
+            match try_once() {
+                Ok(Ok(_)) => break,
+                Ok(Err(_)) => {}
+                // The file was deleted or replaced since it was opened:
+                // open the one the name has now.
+                Err(Error::Validation(_)) => {
+                    replaced = true;
+                    break;
+                }
+                Err(e) => return Err(e.into()),
             }
-            if !held_by_other {
-                held_by_other = true;
+            if !announced {
+                announced = true;
                 if cfg.debug {
                     eprintln!("ffkit: debug: {}: held; waiting", path.display());
                 }
             }
             let Some(step) = sleeps.next_at(Instant::now()) else {
-                // One last try at the deadline.
-                if rustix::fs::flock(&fd, FlockOperation::NonBlockingLockExclusive).is_ok() {
+                if let Ok(Ok(_)) = try_once() {
                     break;
                 }
                 return Err(timed_out(path, timeout).into());
             };
             wait(step)?;
         }
-        // The file may have been deleted (the documented emergency release)
-        // or replaced between open and lock: then this lock guards nothing.
+        if replaced {
+            continue;
+        }
+        // Deleted between the check and the lock: this lock guards nothing.
         let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("cannot inspect", path, e.into()))?;
         let current = std::fs::symlink_metadata(path).ok();
         if current.is_some_and(|m| m.dev() == st.st_dev && m.ino() == st.st_ino) {
-            let raw = fd.as_raw_fd();
-            let f = File::from(fd);
-            // The record, as `lock-acquire --fd` writes it (the shell's pid
-            // and the descriptor, which `lock-status` checks), is written
-            // only while holding the lock exclusively.
-            let mut rec = Holder::new(
-                KIND_FD,
-                me.as_raw_nonzero().get() as u32,
-                Some(command.to_string()),
-            );
-            rec.fd = Some(raw);
-            let _ = holder::write_to(&f, &rec);
             table().push(Entry {
                 path: path.to_path_buf(),
-                fd: OwnedFd::from(f),
+                fd,
                 pid: me,
                 dev: st.st_dev,
                 ino: st.st_ino,
             });
             if cfg.debug {
                 eprintln!(
-                    "ffkit: debug: {}: locked (fd held by the shell)",
+                    "ffkit: debug: {}: locked on descriptor {raw}, held by the shell",
                     path.display()
                 );
             }
@@ -213,9 +218,8 @@ pub fn release(path: &Path) -> Result<()> {
     };
     let e = t.swap_remove(i);
     drop(t);
-    let st =
-        rustix::fs::fstat(&e.fd).map_err(|err| Error::io("cannot inspect", path, err.into()))?;
-    if st.st_dev != e.dev || st.st_ino != e.ino {
+    let same = rustix::fs::fstat(&e.fd).is_ok_and(|st| st.st_dev == e.dev && st.st_ino == e.ino);
+    if !same {
         // Someone replaced the descriptor: it is not our lock any more.
         std::mem::forget(e.fd);
         return Err(Error::LockFailed(format!(
@@ -223,11 +227,18 @@ pub fn release(path: &Path) -> Result<()> {
             path.display()
         )));
     }
-    let f = File::from(e.fd);
-    let _ = holder::clear(&f);
-    rustix::fs::flock(f.as_fd(), FlockOperation::Unlock)
-        .map_err(|err| Error::io("cannot unlock", path, err.into()))?;
-    drop(f);
+    // Clears the shell's record while still exclusive, then unlocks.
+    let done = fd::release(e.fd.as_raw_fd(), None, me.as_raw_nonzero().get() as u32);
+    drop(e.fd);
+    match done? {
+        Ok(()) => {}
+        Err(fd::NotHeld::NoLock) => {
+            return Err(Error::LockFailed(format!(
+                "{}: the lock was already gone (its descriptor was unlocked by someone else)",
+                path.display()
+            )));
+        }
+    }
     Ok(())
 }
 
@@ -238,7 +249,16 @@ pub fn forget_inherited() {
     let me = rustix::process::getpid();
     let mut t = table();
     if t.iter().any(|e| e.pid != me) {
-        t.retain(|e| e.pid == me);
+        for e in std::mem::take(&mut *t) {
+            if e.pid == me {
+                t.push(e);
+            } else if !rustix::fs::fstat(&e.fd)
+                .is_ok_and(|st| st.st_dev == e.dev && st.st_ino == e.ino)
+            {
+                // The number now names something else of the script's.
+                std::mem::forget(e.fd);
+            }
+        }
     }
 }
 

@@ -354,13 +354,11 @@ fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
         });
     }
     let timeout = req.timeout.unwrap_or(cfg.lock_timeout);
-    Some(
-        match held::acquire(&file, &cfg, timeout, &format!("{prog} {name}")) {
-            Ok(()) => 0,
-            Err(held::NotTaken::Signal(sig)) => (128 + sig) as u8,
-            Err(held::NotTaken::Failed(e)) => fail(&e),
-        },
-    )
+    Some(match held::acquire(&file, &cfg, timeout) {
+        Ok(()) => 0,
+        Err(held::NotTaken::Signal(sig)) => (128 + sig) as u8,
+        Err(held::NotTaken::Failed(e)) => fail(&e),
+    })
 }
 
 /// Runs the real binary with the shell's environment: its exported

@@ -33,10 +33,11 @@ mod flock;
 pub mod init;
 pub mod install_links;
 mod lock_acquire;
+mod lock_args;
 mod lock_release;
 mod lock_status;
 mod perf_metrics;
-pub mod progress;
+pub(crate) mod progress;
 
 /// Whether and when `install-links` links an applet; it also picks the
 /// applet's man page name and whether it is listed.
@@ -318,7 +319,10 @@ impl Ctx {
             chosen.origin.describe()
         ));
         let dir = chosen.path.clone();
-        let cache = Cache::open(chosen, &self.cfg)?;
+        let cache = Cache::open(chosen, &self.cfg).inspect_err(|_| {
+            // A refused dir gets no row, neither in it nor in another log.
+            self.metric = None;
+        })?;
         self.metric_dir = Some(dir);
         let note = io::stderr().is_terminal().then(|| {
             let prog = self.prog.clone();
@@ -455,7 +459,7 @@ const fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 /// Looks an applet up by name.
-pub fn find(name: &str) -> Option<&'static Applet> {
+pub(crate) fn find(name: &str) -> Option<&'static Applet> {
     APPLETS.iter().find(|a| a.name == name)
 }
 
@@ -524,7 +528,7 @@ fn run_applet(
 
 /// Prints one error line and returns its exit code. A broken pipe on stdout
 /// is a quiet success, as `head` closing the pipe is not a failure.
-pub fn report(prog: &str, e: &Error) -> ExitCode {
+pub(crate) fn report(prog: &str, e: &Error) -> ExitCode {
     if let Error::Io { source, .. } = e
         && source.kind() == io::ErrorKind::BrokenPipe
     {
@@ -615,7 +619,7 @@ fn root(args: &[OsString], out: &mut Sink) -> ExitCode {
 }
 
 /// The EXIT STATUS text, generated from the error table.
-pub fn exit_status_text() -> String {
+pub(crate) fn exit_status_text() -> String {
     let mut s = String::from("Exit status:\n");
     for k in ExitKind::ALL {
         s.push_str(&format!(

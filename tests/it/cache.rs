@@ -1424,13 +1424,17 @@ fn signal(child: &std::process::Child, sig: Signal) {
     rustix::process::kill_process(pid, sig).expect("signal the child");
 }
 
+/// `n` batch lines `keyI:` + up to 49 `v`s.
+fn signal_batch(n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| format!("key{i}:{}\n", "v".repeat(i % 50)).into_bytes())
+        .collect()
+}
+
 #[test]
 fn sigint_and_sigterm_during_batches_and_evictions_leave_an_exact_index() {
     let w = World::new();
-    let mut input = Vec::new();
-    for i in 0..3000 {
-        input.extend_from_slice(format!("key{i}:{}\n", "v".repeat(i % 50)).as_bytes());
-    }
+    let input = signal_batch(3000);
     let mut rng = fastrand::Rng::with_seed(8);
     let mut killed = 0;
     for round in 0..16 {
@@ -1493,10 +1497,7 @@ fn sigint_and_sigterm_during_batches_and_evictions_leave_an_exact_index() {
 #[test]
 fn sigint_and_sigterm_aimed_at_an_evictions_commit_leave_an_exact_index() {
     let w = World::new();
-    let mut input = Vec::new();
-    for i in 0..1000 {
-        input.extend_from_slice(format!("key{i}:{}\n", "v".repeat(i % 50)).as_bytes());
-    }
+    let input = signal_batch(1000);
     // Evictions spend most of their time walking; aim the signals at the
     // commit by calibrating on one uninterrupted run.
     let mut batch = w.cmd("cache-batch");

@@ -8,8 +8,10 @@
 # It defines the old library's functions (docs/shell.md) with their
 # names, arguments, output and success/failure. See docs/shell.md.
 #
-# Sourcing this file only defines functions: it runs no command, prints
-# nothing, sets no variable and changes no shell option, trap or IFS.
+# Sourcing this file defines functions and, in bash 4.4 or later, loads the
+# ffkit bash builtin when one is found (see "The bash builtin" at the end
+# and docs/shell.md); it prints nothing, sets no variable and changes no
+# shell option, trap or IFS.
 # Private names start with _ffkit_. The few private globals (the held-lock
 # table and the cached team-config lookup) are created by the first call that
 # needs them, never by sourcing.
@@ -628,3 +630,96 @@ cache_command() {
         _ffkit_run "$_ffkit_log" cache-run --dir "$_ffkit_dir" -- "$@"
     fi
 }
+
+# ---------------------------------------------------------------------------
+# The bash builtin
+# ---------------------------------------------------------------------------
+
+# _ffkit_builtin_thin: with the builtin loaded, every function above becomes
+# one call into it; namespace and dir resolution, validation and the
+# held-lock table then live in Rust (builtin/src/funcs.rs), and the shell
+# code above is the fallback path.
+_ffkit_builtin_thin() {
+    get_cache_size() { builtin ffkit --fn get_cache_size "$@"; }
+    rebuild_size_index() { builtin ffkit --fn rebuild_size_index "$@"; }
+    write_cache_with_metadata() { builtin ffkit --fn write_cache_with_metadata "$@"; }
+    read_cache_with_ttl() { builtin ffkit --fn read_cache_with_ttl "$@"; }
+    batch_write_cache() { builtin ffkit --fn batch_write_cache "$@"; }
+    batch_read_cache() { builtin ffkit --fn batch_read_cache "$@"; }
+    enforce_cache_limits() { builtin ffkit --fn enforce_cache_limits "$@"; }
+    clear_developer_cache() { builtin ffkit --fn clear_developer_cache "$@"; }
+    cache_provider_data() { builtin ffkit --fn cache_provider_data "$@"; }
+    get_provider_cache() { builtin ffkit --fn get_provider_cache "$@"; }
+    cache_time_tracking() { builtin ffkit --fn cache_time_tracking "$@"; }
+    recover_time_tracking() { builtin ffkit --fn recover_time_tracking "$@"; }
+    acquire_critical_lock() { builtin ffkit --fn acquire_critical_lock "$@"; }
+    release_critical_lock() { builtin ffkit --fn release_critical_lock "$@"; }
+    acquire_session_lock() { builtin ffkit --fn acquire_session_lock "$@"; }
+    release_session_lock() { builtin ffkit --fn release_session_lock "$@"; }
+    record_performance_metric() { builtin ffkit --fn record_performance_metric "$@"; }
+    get_performance_metrics() { builtin ffkit --fn get_performance_metrics "$@"; }
+    cleanup_performance_metrics() { builtin ffkit --fn cleanup_performance_metrics "$@"; }
+}
+
+# _ffkit_builtin_load EXE BUILD_ID: loads the builtin `ffkit` into this bash
+# (4.4 or later) once, from FFKIT_BUILTIN=PATH, else next to the binary
+# (EXE, FFKIT_BIN or ffkit on PATH) or in its install prefix's lib/ffkit/.
+# FFKIT_BUILTIN=off, zsh, an older bash or no library found: nothing
+# happens and the functions run the binary. A library that is not the
+# binary's build (BUILD_ID, or `EXE init --build-id`) is unloaded again with
+# one line. Already loaded: never loaded twice (that would drop held locks),
+# only the thin functions are defined again. Messages go to fd 3.
+_ffkit_builtin_load() {
+    local _ffkit_exe=$1 _ffkit_id=$2 _ffkit_so='' _ffkit_c=''
+    if [[ -n ${ZSH_VERSION-} || -z ${BASH_VERSION-} ]]; then
+        return 0
+    fi
+    if [[ ${BASH_VERSINFO[0]} -lt 4 || (${BASH_VERSINFO[0]} -eq 4 && ${BASH_VERSINFO[1]} -lt 4) ]]; then
+        return 0
+    fi
+    if [ "${FFKIT_BUILTIN-}" = off ]; then
+        return 0
+    fi
+    if builtin ffkit --ffkit-loaded; then
+        _ffkit_builtin_thin
+        return 0
+    fi
+    [[ -n $_ffkit_exe ]] || _ffkit_exe=${FFKIT_BIN-}
+    if [[ -z $_ffkit_exe ]]; then
+        _ffkit_exe=$(type -P ffkit) || _ffkit_exe=''
+    fi
+    if [[ -n ${FFKIT_BUILTIN-} ]]; then
+        _ffkit_so=$FFKIT_BUILTIN
+        if [[ ! -f $_ffkit_so ]]; then
+            printf 'ffkit.bash: FFKIT_BUILTIN=%s: no such file; using the binary\n' "$_ffkit_so" >&3
+            return 0
+        fi
+    elif [[ -n $_ffkit_exe ]]; then
+        for _ffkit_c in "${_ffkit_exe%/*}/libffkit_builtin.so" "${_ffkit_exe%/*}/../lib/ffkit/libffkit_builtin.so"; do
+            if [[ -f $_ffkit_c ]]; then
+                _ffkit_so=$_ffkit_c
+                break
+            fi
+        done
+    fi
+    [[ -n $_ffkit_so ]] || return 0
+    if [[ -z $_ffkit_id && -n $_ffkit_exe ]]; then
+        # An empty environment: a bad setting (LOCK_TIMEOUT=abc) is for the
+        # functions to report, not a reason to skip the builtin.
+        _ffkit_id=$(command env -i "$_ffkit_exe" init --build-id </dev/null) || _ffkit_id=unknown
+    fi
+    if ! enable -f "$_ffkit_so" ffkit; then
+        printf 'ffkit.bash: cannot load the builtin %s; using the binary\n' "$_ffkit_so" >&3
+        return 0
+    fi
+    if ! builtin ffkit --ffkit-init "$_ffkit_exe" "$_ffkit_id"; then
+        enable -d ffkit || :
+        printf 'ffkit.bash: the builtin %s is not the build of %s; using the binary\n' "$_ffkit_so" "$_ffkit_exe" >&3
+        return 0
+    fi
+    _ffkit_builtin_thin
+}
+
+# Traces and bash's own messages of the loader go nowhere; its one-line
+# notes go to the caller's stderr through fd 3.
+{ _ffkit_builtin_load '' ''; } 3>&2 2>/dev/null

@@ -141,6 +141,7 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -l fcntl -d 'Use an o
 complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -l verbose -d 'Report the wait, how long getting the lock took and the command'
 complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s h -l help -d 'Print help'
 complete -c ffkit -n "__fish_ffkit_using_subcommand init" -l developer-for-email -d 'Print the developer id whose email is EMAIL in the team config FILE' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand init" -l build-id -d 'Print the build id the shell loader compares with the bash builtin\'s'
 complete -c ffkit -n "__fish_ffkit_using_subcommand init" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r

@@ -3,12 +3,12 @@
 
 use super::ExitCode;
 use std::fs;
-use std::io::{self, BufRead, Read};
+use std::io::{BufRead, Read};
 use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use super::{Ctx, dir_arg, ttl_arg, write_stdout};
+use super::{Ctx, dir_arg, ttl_arg};
 use crate::cache::batch::{self, Format};
 use crate::cache::{Cache, NewEntry, Value, key};
 use crate::error::{Error, Result};
@@ -104,14 +104,13 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         .with_progress(super::progress::for_call(m));
     if a.read {
         ctx.metric = Some("batch_read");
-        return read(&a, &cache);
+        return read(&a, &cache, ctx);
     }
     let input = match &a.file {
         Some(f) => fs::read(f).map_err(|e| Error::io("cannot read", f, e))?,
         None => {
             let mut v = Vec::new();
-            io::stdin()
-                .lock()
+            ctx.stdin()
                 .read_to_end(&mut v)
                 .map_err(|e| Error::io("cannot read", "standard input", e))?;
             v
@@ -155,12 +154,12 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     })
 }
 
-fn read(a: &Args, cache: &Cache) -> Result<ExitCode> {
+fn read(a: &Args, cache: &Cache, ctx: &mut Ctx) -> Result<ExitCode> {
     let keys = if a.keys.is_empty() {
         // Raw bytes, so a key that is not UTF-8 is a bad key (exit 2) named
         // by its line, not an I/O error.
         let mut keys = Vec::new();
-        for (i, line) in io::stdin().lock().split(b'\n').enumerate() {
+        for (i, line) in ctx.stdin().split(b'\n').enumerate() {
             let line = line.map_err(|e| Error::io("cannot read", "standard input", e))?;
             let line = line.strip_suffix(b"\r").unwrap_or(&line);
             if !line.is_empty() {
@@ -192,6 +191,6 @@ fn read(a: &Args, cache: &Cache) -> Result<ExitCode> {
             }
         }
     }
-    write_stdout(&out)?;
+    ctx.write_out(&out)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use super::{Ctx, dir_arg, json_arg, write_stdout};
+use super::{Ctx, dir_arg, json_arg};
 use crate::cache::EvictPolicy;
 use crate::error::{Error, Result};
 use crate::units;
@@ -104,7 +104,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     if a.json {
         let text = serde_json::to_string(&report)
             .map_err(|e| Error::General(format!("cannot encode the report: {e}")))?;
-        write_stdout(format!("{text}\n").as_bytes())?;
+        ctx.write_out(format!("{text}\n").as_bytes())?;
     } else if a.policy.dry_run {
         let mut out = String::new();
         for e in &report.removed {
@@ -118,7 +118,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
                     .unwrap_or_default()
             ));
         }
-        write_stdout(out.as_bytes())?;
+        ctx.write_out(out.as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -49,7 +49,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     ));
     let miss = match found {
         Lookup::Hit(mut f, _) => {
-            io::copy(&mut f, &mut io::stdout().lock())
+            io::copy(&mut f, &mut ctx.out)
                 .map_err(|e| Error::io("cannot write", "standard output", e))?;
             return Ok(ExitCode::SUCCESS);
         }

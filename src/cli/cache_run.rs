@@ -11,7 +11,7 @@ use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use super::{Ctx, dir_arg, json_arg, ttl_arg, write_stdout};
+use super::{Ctx, dir_arg, json_arg, ttl_arg};
 use crate::config;
 use crate::error::{Error, Result};
 use crate::memo::{self, FileMode, KeySpec, Memo, Options, Outcome, RefreshPlan, Request, RunKey};
@@ -228,18 +228,18 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
                 "duration_ms": p.duration_ms,
                 "damaged": p.damaged,
             });
-            write_stdout(format!("{v}\n").as_bytes())?;
+            ctx.write_out(format!("{v}\n").as_bytes())?;
             return Ok(ExitCode::SUCCESS);
         }
         Action::PrintKey => {
-            write_stdout(format!("{entry}\n").as_bytes())?;
+            ctx.write_out(format!("{entry}\n").as_bytes())?;
             return Ok(ExitCode::SUCCESS);
         }
         Action::Invalidate => {
             let had = memo.invalidate(ctx.cfg.lock_timeout)?;
             if a.json {
                 let v = serde_json::json!({"key": entry, "invalidated": had});
-                write_stdout(format!("{v}\n").as_bytes())?;
+                ctx.write_out(format!("{v}\n").as_bytes())?;
             }
             return Ok(ExitCode::SUCCESS);
         }
@@ -270,7 +270,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         ctx.debug(format_args!("{why}: treated as a miss and rewritten"));
     }
     if a.json {
-        write_stdout(json_report(&entry, &outcome).as_bytes())?;
+        ctx.write_out(json_report(&entry, &outcome).as_bytes())?;
         return Ok(ExitCode::SUCCESS);
     }
     Ok(ExitCode::from(outcome.status.unwrap_or(0)))

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::json;
 
-use super::{Ctx, dir_arg, json_arg, write_stdout};
+use super::{Ctx, dir_arg, json_arg};
 use crate::cache::{Source, Totals};
 use crate::error::{Error, Result};
 use crate::units::format_bytes;
@@ -78,22 +78,22 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     if a.rebuild {
         ctx.metric = Some("rebuild_size_index");
         let t = cache.rebuild()?;
-        return print(&a, t, Source::Walk, None).map(|()| ExitCode::SUCCESS);
+        return print(ctx, &a, t, Source::Walk, None).map(|()| ExitCode::SUCCESS);
     }
     if a.verify {
         let r = cache.verify(a.fix)?;
         if r.index == Some(r.walk) {
-            print(&a, r.walk, Source::Walk, None)?;
+            print(ctx, &a, r.walk, Source::Walk, None)?;
             return Ok(ExitCode::SUCCESS);
         }
         let drift = describe_drift(r.index, r.walk);
         if a.fix {
             ctx.note(format_args!("index fixed: {drift}"));
-            print(&a, r.walk, Source::Walk, Some(r.index))?;
+            print(ctx, &a, r.walk, Source::Walk, Some(r.index))?;
             return Ok(ExitCode::SUCCESS);
         }
         if a.json {
-            print(&a, r.walk, Source::Walk, Some(r.index))?;
+            print(ctx, &a, r.walk, Source::Walk, Some(r.index))?;
         }
         return Err(Error::Corruption(format!(
             "index drift in {}: {drift} (run with --verify --fix to repair)",
@@ -122,7 +122,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             }
         ));
     }
-    print(&a, report.totals, report.source, None)?;
+    print(ctx, &a, report.totals, report.source, None)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -144,7 +144,13 @@ fn describe_drift(index: Option<Totals>, walk: Totals) -> String {
     }
 }
 
-fn print(a: &Args, t: Totals, source: Source, index: Option<Option<Totals>>) -> Result<()> {
+fn print(
+    ctx: &mut Ctx,
+    a: &Args,
+    t: Totals,
+    source: Source,
+    index: Option<Option<Totals>>,
+) -> Result<()> {
     let text = if a.json {
         let mut v = json!({
             "bytes": t.bytes,
@@ -163,5 +169,5 @@ fn print(a: &Args, t: Totals, source: Source, index: Option<Option<Totals>>) -> 
     } else {
         format!("{}\n", t.bytes)
     };
-    write_stdout(text.as_bytes())
+    ctx.write_out(text.as_bytes())
 }

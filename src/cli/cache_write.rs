@@ -2,7 +2,6 @@
 
 use super::ExitCode;
 use std::ffi::OsString;
-use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -52,7 +51,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         .map_err(Error::Validation)?
         .to_string();
     let cache = ctx.cache(a.dir.as_deref())?;
-    let mut stdin = io::stdin().lock();
+    let mut stdin = ctx.stdin();
     let value = match a.value.as_deref() {
         Some(v) if v.as_bytes() != b"-" => Value::Bytes(v.as_bytes()),
         _ => Value::Reader(&mut stdin),

@@ -11,12 +11,39 @@ use std::path::PathBuf;
 
 use clap::{Arg, ArgMatches, Command};
 
-use super::{Ctx, write_stdout};
+use super::Ctx;
 use crate::config::validate_developer;
 use crate::error::{Error, ExitKind, Result};
 
 /// The one source of truth for the shell functions.
 pub const WRAPPERS: &str = include_str!("../../shell/ffkit.bash");
+
+/// The wrappers' last line, which loads the bash builtin. `init bash`
+/// prints it with this binary's path and build id filled in, so that
+/// `eval "$(target/release/ffkit init bash)"` finds the builtin that build
+/// made next to it and checks it is the same build.
+pub const LOAD_LINE: &str = "{ _ffkit_builtin_load '' ''; } 3>&2 2>/dev/null\n";
+
+/// The wrappers as `init SHELL` prints them.
+pub fn wrappers_for(exe: Option<&std::path::Path>) -> String {
+    match exe.and_then(|e| e.to_str()) {
+        Some(e) => WRAPPERS.replacen(
+            LOAD_LINE,
+            &format!(
+                "{{ _ffkit_builtin_load {} {}; }} 3>&2 2>/dev/null\n",
+                shell_quote(e),
+                shell_quote(&super::build_id())
+            ),
+            1,
+        ),
+        None => WRAPPERS.to_string(),
+    }
+}
+
+/// `s` in single quotes for sh.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
 
 /// Team config files are small; anything bigger is not one.
 const MAX_TEAM_CONFIG: u64 = 16 << 20;
@@ -35,8 +62,16 @@ pub fn command() -> Command {
             Arg::new("shell")
                 .value_name("SHELL")
                 .value_parser(["bash", "zsh"])
-                .required_unless_present("developer_for_email")
+                .required_unless_present_any(["developer_for_email", "build_id"])
                 .help("The shell to print the functions for"),
+        )
+        .arg(
+            Arg::new("build_id")
+                .long("build-id")
+                .action(clap::ArgAction::SetTrue)
+                .conflicts_with("shell")
+                .hide(true)
+                .help("Print the build id the shell loader compares with the bash builtin's"),
         )
         .arg(
             Arg::new("developer_for_email")
@@ -52,6 +87,7 @@ pub fn command() -> Command {
 
 struct Args {
     lookup: Option<(String, PathBuf)>,
+    build_id: bool,
 }
 
 pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
@@ -63,15 +99,25 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
                 [email, file] => Some((email.to_string_lossy().into_owned(), file.clone())),
                 _ => None,
             }),
+        build_id: m.get_flag("build_id"),
     };
     ctx.metric = None;
+    if a.build_id {
+        ctx.write_out(format!("{}\n", super::build_id()).as_bytes())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let Some((email, file)) = a.lookup else {
-        write_stdout(WRAPPERS.as_bytes())?;
+        // Only bash loads the builtin; zsh gets the file as it is.
+        let exe = match m.get_one::<String>("shell").map(String::as_str) {
+            Some("bash") => std::env::current_exe().ok(),
+            _ => None,
+        };
+        ctx.write_out(wrappers_for(exe.as_deref()).as_bytes())?;
         return Ok(ExitCode::SUCCESS);
     };
     match developer_for_email(&email, &file)? {
         Some(id) => {
-            write_stdout(format!("{id}\n").as_bytes())?;
+            ctx.write_out(format!("{id}\n").as_bytes())?;
             Ok(ExitCode::SUCCESS)
         }
         // "Nobody has this email" is an answer, not an error: no message.

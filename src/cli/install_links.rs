@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use super::{APPLETS, Applet, Ctx, quiet_arg, write_stdout};
+use super::{APPLETS, Applet, Ctx, quiet_arg};
 use crate::error::{Error, Result};
 use crate::fsutil;
 
@@ -73,8 +73,9 @@ pub fn command() -> Command {
              init and install-links are run as `ffkit init`, never linked. \
              --prefix P also installs the man pages into P/share/man/man1 and the bash, zsh and \
              fish completions into P/share/{bash-completion/completions,zsh/site-functions,\
-             fish/vendor_completions.d}. --remove undoes all of this, removing only ffkit's \
-             own links and files.",
+             fish/vendor_completions.d}, and the bash builtin the build left beside this binary \
+             (libffkit_builtin.so) into P/lib/ffkit. --remove undoes all of this, removing only \
+             ffkit's own links and files.",
         )
         .arg(
             Arg::new("dir")
@@ -199,6 +200,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         }
         if let Some(p) = &a.prefix {
             remove_docs(p, &mut t)?;
+            remove_builtin(&exe_dir, p, &mut t)?;
         }
     } else {
         let mut plan = Vec::new();
@@ -240,6 +242,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         }
         if let Some(p) = &a.prefix {
             install_docs(p, &names, &mut t)?;
+            install_builtin(&exe_dir, p, &mut t)?;
         }
     }
     for p in &t.skipped {
@@ -265,7 +268,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             Some(p) => format!("; {} docs written under {}", t.docs_written, p.display()),
             None => String::new(),
         };
-        write_stdout(format!("{summary}{docs}\n").as_bytes())?;
+        ctx.write_out(format!("{summary}{docs}\n").as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -392,6 +395,54 @@ fn install_docs(prefix: &Path, linked: &[&str], t: &mut Tally) -> Result<()> {
         }
         placed?;
         t.docs_written += 1;
+    }
+    Ok(())
+}
+
+/// The bash builtin, when the build that made this binary left one beside
+/// it (`cargo build --release`), goes to `P/lib/ffkit/` where the shell
+/// loader looks for it relative to a binary in `P/bin` (docs/shell.md).
+const BUILTIN_SO: &str = "libffkit_builtin.so";
+
+fn builtin_destination(prefix: &Path) -> PathBuf {
+    prefix.join("lib").join("ffkit").join(BUILTIN_SO)
+}
+
+fn install_builtin(exe_dir: &Path, prefix: &Path, t: &mut Tally) -> Result<()> {
+    let src = exe_dir.join(BUILTIN_SO);
+    let Ok(bytes) = fs::read(&src) else {
+        return Ok(());
+    };
+    let dest = builtin_destination(prefix);
+    if fs::read(&dest).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    let dir = dest.parent().unwrap_or(prefix);
+    fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
+    let (tmp, _) = fsutil::write_temp(dir, &bytes)?;
+    let placed = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
+        .map_err(|e| Error::io("cannot set the mode of", &tmp, e))
+        .and_then(|()| {
+            fs::rename(&tmp, &dest).map_err(|e| Error::io("cannot rename into", &dest, e))
+        });
+    if placed.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    placed?;
+    t.docs_written += 1;
+    Ok(())
+}
+
+/// Removes the installed builtin only when it is this build's.
+fn remove_builtin(exe_dir: &Path, prefix: &Path, t: &mut Tally) -> Result<()> {
+    let dest = builtin_destination(prefix);
+    match (fs::read(exe_dir.join(BUILTIN_SO)), fs::read(&dest)) {
+        (Ok(ours), Ok(old)) if ours == old => {
+            fsutil::remove_if_exists(&dest)?;
+            t.docs_removed += 1;
+        }
+        (_, Ok(_)) => t.skipped.push(dest),
+        _ => {}
     }
     Ok(())
 }

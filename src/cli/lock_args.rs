@@ -236,12 +236,13 @@ struct Front<'a> {
 impl Front<'_> {
     /// A --verbose line: on stdout for the persona (flock(1) 2.41+), on
     /// stderr for lock-acquire (which never writes stdout).
-    fn verbose_line(&self, msg: impl Display) {
+    fn verbose_line(&mut self, msg: impl Display) {
         if !self.verbose || self.quiet {
             return;
         }
         if self.persona {
-            let _ = super::write_stdout(format!("{}: {msg}\n", self.ctx.prog).as_bytes());
+            let line = format!("{}: {msg}\n", self.ctx.prog);
+            let _ = self.ctx.write_out(line.as_bytes());
         } else {
             self.ctx.note(msg);
         }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::lock_args::{lock_dir_arg, session_arg};
-use super::{Ctx, json_arg, quiet_arg, write_stdout};
+use super::{Ctx, json_arg, quiet_arg};
 use crate::error::{Error, Result};
 use crate::lock::{self, status};
 
@@ -71,9 +71,9 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         let mut out = serde_json::to_vec(&st.json(&a.target, &path))
             .map_err(|e| Error::General(format!("cannot render JSON: {e}")))?;
         out.push(b'\n');
-        write_stdout(&out)?;
+        ctx.write_out(&out)?;
     } else {
-        write_stdout(st.text(&a.target).as_bytes())?;
+        ctx.write_out(st.text(&a.target).as_bytes())?;
     }
     Ok(code)
 }

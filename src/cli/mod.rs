@@ -11,7 +11,7 @@
 //! `run` turns the matches into a plain args struct before any logic runs.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::os::fd::{AsRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -31,7 +31,7 @@ mod cache_size;
 mod cache_write;
 pub mod docs;
 mod flock;
-mod init;
+pub mod init;
 pub mod install_links;
 mod lock_acquire;
 mod lock_args;
@@ -214,6 +214,79 @@ pub struct Ctx {
     /// The duration to record instead of the whole run's (e.g. lock-acquire
     /// in command mode records the wait for the lock, not the command).
     pub metric_duration: Option<Duration>,
+    /// Where the applet's standard output goes.
+    pub out: Sink,
+    /// Where the applet's standard input comes from.
+    pub input: Input,
+}
+
+/// Where an applet's standard output goes: the process's stdout (the
+/// binary), or memory (the bash builtin, which writes it to descriptor 1
+/// once before returning, or assigns it to a shell variable for `-v VAR`).
+pub enum Sink {
+    Stdout,
+    Buffer(Vec<u8>),
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Stdout => io::stdout().lock().write(buf),
+            Sink::Buffer(v) => {
+                v.extend_from_slice(buf);
+                Ok(buf.len())
+            }
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Stdout => io::stdout().lock().write_all(buf),
+            Sink::Buffer(v) => {
+                v.extend_from_slice(buf);
+                Ok(())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Stdout => io::stdout().flush(),
+            Sink::Buffer(_) => Ok(()),
+        }
+    }
+}
+
+/// Where an applet's standard input comes from. `Stdin` is std's buffered
+/// handle (the binary). `Fd0` reads descriptor 0 through a buffer that lives
+/// only for the call: inside bash, bytes std's process-wide buffer kept
+/// from one call would otherwise be handed to the next call, which may have
+/// another standard input. `Bytes` is data the builtin already has (a
+/// wrapper's value argument).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    Stdin,
+    Fd0,
+    Bytes(Vec<u8>),
+}
+
+/// Descriptor 0, unbuffered.
+struct Fd0;
+
+impl Read for Fd0 {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
+            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+            if n >= 0 {
+                return Ok(n.unsigned_abs());
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+        }
+    }
 }
 
 impl Ctx {
@@ -226,6 +299,22 @@ impl Ctx {
     pub fn debug(&self, msg: impl std::fmt::Display) {
         if self.cfg.debug {
             self.note(format_args!("debug: {msg}"));
+        }
+    }
+
+    /// Writes `bytes` to the applet's standard output.
+    pub fn write_out(&mut self, bytes: &[u8]) -> Result<()> {
+        self.out
+            .write_all(bytes)
+            .map_err(|e| Error::io("cannot write", "standard output", e))
+    }
+
+    /// The applet's standard input.
+    pub fn stdin(&mut self) -> Box<dyn BufRead> {
+        match &mut self.input {
+            Input::Stdin => Box::new(io::stdin().lock()),
+            Input::Fd0 => Box::new(io::BufReader::new(Fd0)),
+            Input::Bytes(b) => Box::new(io::Cursor::new(std::mem::take(b))),
         }
     }
 
@@ -313,22 +402,70 @@ pub fn startup() {
 /// The whole program: picks the applet, runs it, prints any error as one
 /// line, and returns the exit code. `main` is this and nothing else.
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let start = Instant::now();
-    let mut args: Vec<OsString> = args.into_iter().collect();
+    run_with(
+        args.into_iter().collect(),
+        &|k| std::env::var_os(k),
+        &mut Sink::Stdout,
+        Input::Stdin,
+    )
+}
+
+/// What a call names: an applet and the name it prints in messages, or
+/// (`None`) the root command. `args` loses a leading `ffkit` when the applet
+/// is its first argument.
+pub fn pick(args: &mut Vec<OsString>) -> Option<(&'static Applet, String)> {
     if args.is_empty() {
         args.push(OsString::from("ffkit"));
     }
     let stem = file_stem(&args[0]);
-    let (applet, prog) = if let Some(a) = find(&stem) {
-        (a, stem.clone())
+    if let Some(a) = find(&stem) {
+        Some((a, stem))
     } else if let Some(a) = args.get(1).and_then(|s| s.to_str()).and_then(find) {
         args.remove(0);
-        (a, format!("ffkit {}", a.name))
+        Some((a, format!("ffkit {}", a.name)))
     } else {
-        return root(&args);
+        None
+    }
+}
+
+/// One call, the binary's or the bash builtin's: `env` looks variables up
+/// (the process environment, or the shell's own variables), `out` receives
+/// standard output, which is flushed before this returns.
+pub fn run_with(
+    mut args: Vec<OsString>,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    out: &mut Sink,
+    input: Input,
+) -> ExitCode {
+    let start = Instant::now();
+    let Some((applet, prog)) = pick(&mut args) else {
+        return root(&args, out);
     };
-    let code = run_applet(applet, &prog, &args, start);
-    flush_stdout(&prog, code)
+    let code = run_applet(applet, &prog, &args, start, env, out, input);
+    flush_out(&prog, code, out)
+}
+
+/// What identifies this build to the shell loader: the version and a
+/// fingerprint of the shell wrappers it embeds. The bash builtin and the
+/// binary each carry the one they were built with; the loader falls back to
+/// the binary when they differ (docs/shell.md, "The bash builtin").
+pub fn build_id() -> String {
+    format!(
+        "{}+{:016x}",
+        env!("CARGO_PKG_VERSION"),
+        fnv1a(init::WRAPPERS.as_bytes())
+    )
+}
+
+const fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut i = 0;
+    while i < bytes.len() {
+        h ^= bytes[i] as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        i += 1;
+    }
+    h
 }
 
 /// Looks an applet up by name.
@@ -351,12 +488,20 @@ pub fn applet_command(applet: &Applet, prog: &str) -> Command {
         .version(env!("CARGO_PKG_VERSION"))
 }
 
-fn run_applet(applet: &Applet, prog: &str, args: &[OsString], start: Instant) -> ExitCode {
+fn run_applet(
+    applet: &Applet,
+    prog: &str,
+    args: &[OsString],
+    start: Instant,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    out: &mut Sink,
+    input: Input,
+) -> ExitCode {
     let matches = match applet_command(applet, prog).try_get_matches_from(args) {
         Ok(m) => m,
-        Err(e) => return clap_exit(prog, e),
+        Err(e) => return clap_exit(prog, e, out),
     };
-    let cfg = match Config::from_env() {
+    let cfg = match Config::from_lookup(env) {
         Ok(c) => c,
         Err(e) => return report(prog, &e),
     };
@@ -366,8 +511,11 @@ fn run_applet(applet: &Applet, prog: &str, args: &[OsString], start: Instant) ->
         metric: applet.metric,
         metric_dir: None,
         metric_duration: None,
+        out: std::mem::replace(out, Sink::Buffer(Vec::new())),
+        input,
     };
     let result = (applet.run)(&matches, &mut ctx);
+    *out = std::mem::replace(&mut ctx.out, Sink::Buffer(Vec::new()));
     if let (true, Some(op)) = (ctx.cfg.perf_monitoring, ctx.metric) {
         let elapsed = ctx.metric_duration.unwrap_or_else(|| start.elapsed());
         match crate::metrics::record_self(&ctx.cfg, ctx.metric_dir.as_deref(), op, elapsed) {
@@ -402,8 +550,8 @@ pub(crate) fn report(prog: &str, e: &Error) -> ExitCode {
     ExitCode::from(e.exit_code())
 }
 
-fn flush_stdout(prog: &str, code: ExitCode) -> ExitCode {
-    match io::stdout().flush() {
+fn flush_out(prog: &str, code: ExitCode, out: &mut Sink) -> ExitCode {
+    match out.flush() {
         Ok(()) => code,
         Err(e) => report(prog, &Error::io("cannot write", "standard output", e)),
     }
@@ -411,11 +559,11 @@ fn flush_stdout(prog: &str, code: ExitCode) -> ExitCode {
 
 /// Help and version go to stdout with exit 0; every other clap error
 /// becomes one line on stderr with exit 2.
-fn clap_exit(prog: &str, e: clap::Error) -> ExitCode {
+fn clap_exit(prog: &str, e: clap::Error, out: &mut Sink) -> ExitCode {
     use clap::error::ErrorKind as K;
     match e.kind() {
         K::DisplayHelp | K::DisplayVersion => {
-            let _ = write!(io::stdout().lock(), "{}", e.render());
+            let _ = write!(out, "{}", e.render());
             ExitCode::SUCCESS
         }
         _ => {
@@ -460,13 +608,12 @@ pub fn root_command() -> Command {
         .after_help(exit_status_text())
 }
 
-fn root(args: &[OsString]) -> ExitCode {
+fn root(args: &[OsString], out: &mut Sink) -> ExitCode {
     let prog = "ffkit";
     let m = match root_command().try_get_matches_from(args) {
         Ok(m) => m,
-        Err(e) => return clap_exit(prog, e),
+        Err(e) => return clap_exit(prog, e, out),
     };
-    let mut out = io::stdout().lock();
     let written = if m.get_flag("list") {
         APPLETS
             .iter()
@@ -475,9 +622,8 @@ fn root(args: &[OsString]) -> ExitCode {
     } else {
         write!(out, "{}", root_command().render_help())
     };
-    drop(out);
     match written {
-        Ok(()) => flush_stdout(prog, ExitCode::SUCCESS),
+        Ok(()) => flush_out(prog, ExitCode::SUCCESS, out),
         Err(e) => report(prog, &Error::io("cannot write", "standard output", e)),
     }
 }
@@ -520,14 +666,6 @@ pub(crate) fn quiet_arg() -> Arg {
         .long("quiet")
         .action(ArgAction::SetTrue)
         .help("Print no message on stderr; answer by exit code")
-}
-
-/// Writes `bytes` to stdout, mapping failures (a closed pipe included).
-pub(crate) fn write_stdout(bytes: &[u8]) -> Result<()> {
-    io::stdout()
-        .lock()
-        .write_all(bytes)
-        .map_err(|e| Error::io("cannot write", "standard output", e))
 }
 
 /// The `KEY` positional (raw bytes; validated by the cache's key rule).

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use super::{Ctx, dir_arg, json_arg, write_stdout};
+use super::{Ctx, dir_arg, json_arg};
 use crate::error::{Error, Result};
 use crate::metrics::aggregate::{self, Filter, Report};
 use crate::metrics::check::{self, Status};
@@ -300,7 +300,7 @@ fn read_report(ctx: &Ctx, path: &Path, filter: Filter) -> Result<Report> {
 }
 
 fn report(
-    ctx: &Ctx,
+    ctx: &mut Ctx,
     path: &Path,
     filter: Filter,
     format: Format,
@@ -324,7 +324,7 @@ fn report(
     }
     match textfile {
         Some(dest) => export::write_file(dest, text.as_bytes())?,
-        None => write_stdout(text.as_bytes())?,
+        None => ctx.write_out(text.as_bytes())?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -493,7 +493,7 @@ fn time(m: &ArgMatches, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
     Ok(ExitCode::from(ended.code()))
 }
 
-fn run_check(m: &ArgMatches, ctx: &Ctx, path: &Path, since: Option<i64>) -> Result<ExitCode> {
+fn run_check(m: &ArgMatches, ctx: &mut Ctx, path: &Path, since: Option<i64>) -> Result<ExitCode> {
     let rules = m
         .get_many::<String>("rules")
         .into_iter()
@@ -550,7 +550,7 @@ fn run_check(m: &ArgMatches, ctx: &Ctx, path: &Path, since: Option<i64>) -> Resu
             "ok": !failed && (allow_missing || !missing),
             "rules": outcomes,
         });
-        write_stdout(format!("{v}\n").as_bytes())?;
+        ctx.write_out(format!("{v}\n").as_bytes())?;
     }
     Ok(if failed {
         ExitCode::from(1)
@@ -561,7 +561,7 @@ fn run_check(m: &ArgMatches, ctx: &Ctx, path: &Path, since: Option<i64>) -> Resu
     })
 }
 
-fn cleanup(m: &ArgMatches, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
+fn cleanup(m: &ArgMatches, ctx: &mut Ctx, path: &Path) -> Result<ExitCode> {
     let keep_rows = m.get_one::<u64>("keep_rows").copied();
     let older_than = m.get_one::<Duration>("older_than").copied();
     let c = Cleanup {
@@ -576,7 +576,7 @@ fn cleanup(m: &ArgMatches, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
     if m.get_flag("json") {
         let text = serde_json::to_string(&rep)
             .map_err(|e| Error::General(format!("cannot encode the report: {e}")))?;
-        write_stdout(format!("{text}\n").as_bytes())?;
+        ctx.write_out(format!("{text}\n").as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)
 }

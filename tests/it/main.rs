@@ -4,6 +4,7 @@
 
 mod util;
 
+mod builtin;
 mod cache;
 mod cache_hardening2;
 mod cache_run;

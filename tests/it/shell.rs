@@ -63,6 +63,7 @@ impl Repo {
             .env("FFKIT_BIN", bin())
             .env("FFKIT_LIB", lib())
             .current_dir(self.root())
+            .envs(builtin_mode())
             .arg("-c")
             .arg(format!("set -euo pipefail\n. \"$FFKIT_LIB\"\n{script}"))
             .arg(shell)
@@ -672,6 +673,16 @@ echo same
     assert_eq!(ok(&out), "same\n");
 }
 
+/// FFKIT_BUILTIN as this test run has it: the suite runs with the bash
+/// builtin loaded (found next to the binary) and again with
+/// FFKIT_BUILTIN=off (`builtin::the_shell_suite_passes_again_with_ffkit_builtin_off`).
+fn builtin_mode() -> Vec<(&'static str, std::ffi::OsString)> {
+    std::env::var_os("FFKIT_BUILTIN")
+        .map(|v| ("FFKIT_BUILTIN", v))
+        .into_iter()
+        .collect()
+}
+
 /// Runs `script` with `shell -c` in an empty environment (just PATH, HOME,
 /// FFKIT_BIN and FFKIT_LIB), so the script itself decides what is set.
 fn bare_shell(r: &Repo, shell: &str, script: &str) -> std::process::Output {
@@ -681,6 +692,7 @@ fn bare_shell(r: &Repo, shell: &str, script: &str) -> std::process::Output {
         .env("HOME", r.tmp.path().join("home"))
         .env("FFKIT_BIN", bin())
         .env("FFKIT_LIB", lib())
+        .envs(builtin_mode())
         .current_dir(r.root())
         .args(["-c", script])
         .output()
@@ -694,6 +706,7 @@ fn sourcing_prints_nothing_even_under_xtrace_and_init_prints_the_same_file() {
         let out = Command::new(shell)
             .env_clear()
             .env("FFKIT_LIB", lib())
+            .envs(builtin_mode())
             .args(["-c", "set -x; . \"$FFKIT_LIB\"; . \"$FFKIT_LIB\""])
             .output()
             .unwrap();
@@ -707,9 +720,21 @@ fn sourcing_prints_nothing_even_under_xtrace_and_init_prints_the_same_file() {
         );
         let printed = Command::new(bin()).args(["init", shell]).output().unwrap();
         assert!(printed.status.success());
-        assert_eq!(printed.stdout, fs::read(lib()).unwrap(), "{shell}");
+        // The same file; for bash, its last line names this binary and its
+        // build so the builtin beside it is found (docs/shell.md).
+        let file = fs::read_to_string(lib()).unwrap();
+        let printed = String::from_utf8(printed.stdout).unwrap();
+        let (head, tail) = file.rsplit_once("{ _ffkit_builtin_load '' ''; }").unwrap();
+        assert!(printed.starts_with(head), "{shell}");
+        if shell == "bash" {
+            assert!(printed.contains(&format!("_ffkit_builtin_load '{}' '", bin().display())));
+            assert!(printed.ends_with(tail));
+        } else {
+            assert_eq!(printed, file);
+        }
         let out = Command::new(shell)
             .env_clear()
+            .envs(builtin_mode())
             .env("PATH", "/usr/bin:/bin")
             .env("FFKIT_BIN", bin())
             .current_dir(r.root())

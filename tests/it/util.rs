@@ -21,9 +21,13 @@ use std::time::{Duration, Instant};
 pub use assert_cmd::prelude::*;
 use tempfile::TempDir;
 
-/// The ffkit binary under test.
+/// The ffkit binary under test. The bash builtin is built beside it first
+/// (see `builtin::library`), so every test that sources shell/ffkit.bash
+/// with this binary runs with the builtin loaded, unless FFKIT_BUILTIN=off.
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_ffkit"))
+    let b = PathBuf::from(env!("CARGO_BIN_EXE_ffkit"));
+    crate::builtin::library(&b);
+    b
 }
 
 /// A scratch world: a temp dir with a cache dir, HOME and a bin dir of

@@ -1,0 +1,462 @@
+//! The shell functions of docs/shell.md, in Rust: with the builtin loaded,
+//! each wrapper in shell/ffkit.bash is one line, `builtin ffkit --fn NAME
+//! "$@"`, and everything the fallback path does in shell — namespace and
+//! dir resolution, argument checks, the held-lock table — happens here, then
+//! the same applet code as the binary runs in-process.
+//!
+//! The rules are the fallback path's, line for line (shell/ffkit.bash is the
+//! reference): the namespace is `<top>/.flowforge/dev-<id>` for
+//! FLOWFORGE_DEVELOPER or the developer whose email in
+//! `<top>/.flowforge/team/config.json` is `git config user.email`, else
+//! `<top>/.flowforge`; `<top>` is the nearest ancestor holding `.git`; every
+//! row of one wrapper's operation goes to CACHE_PERF_METRICS, else the
+//! caller's namespace log.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use ffkit::cli::Input;
+use ffkit::config::Config;
+
+use crate::{held, run_applet, shell};
+
+/// The team-config lookup, once per repository per shell (the fallback
+/// path caches it the same way). A forked copy is still a correct answer.
+static TEAM: Mutex<Option<(PathBuf, Option<String>)>> = Mutex::new(None);
+
+fn err(msg: impl std::fmt::Display) {
+    eprintln!("ffkit.bash: {msg}");
+}
+
+struct Paths {
+    ns: PathBuf,
+    log: OsString,
+    /// The developer id of the caller's namespace, if any.
+    dev: Option<OsString>,
+}
+
+impl Paths {
+    fn dir(&self) -> OsString {
+        self.ns.join("cache").into_os_string()
+    }
+}
+
+fn valid_id(id: &OsStr) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0] != b'.'
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+}
+
+fn id_error(what: &str, v: &OsStr) {
+    err(format_args!(
+        "{what}='{}': expected letters, digits, '.', '_' or '-' (not leading '.'), at most 64",
+        v.to_string_lossy()
+    ));
+}
+
+/// `_ffkit_paths FUNCTION [DEV_ID]`.
+fn paths(func: &str, dev: Option<&OsStr>) -> Result<Paths, u8> {
+    let cwd = std::env::current_dir().map_err(|e| {
+        err(format_args!(
+            "{func}: cannot read the current directory: {e}"
+        ));
+        1u8
+    })?;
+    let top = ffkit::config::repo_root(&cwd).unwrap_or(&cwd).to_path_buf();
+    let id = match shell::var("FLOWFORGE_DEVELOPER").filter(|v| !v.is_empty()) {
+        Some(v) if valid_id(&v) => Some(v.to_string_lossy().into_owned()),
+        Some(v) => {
+            id_error("FLOWFORGE_DEVELOPER", &v);
+            return Err(12);
+        }
+        None => team_id(&top),
+    };
+    let mut ns = match &id {
+        Some(id) => top.join(".flowforge").join(format!("dev-{id}")),
+        None => top.join(".flowforge"),
+    };
+    let log = shell::var("CACHE_PERF_METRICS")
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| ns.join("cache").join(".perf-metrics.csv").into_os_string());
+    if let Some(d) = dev.filter(|d| !d.is_empty()) {
+        if !valid_id(d) {
+            id_error(&format!("{func}: dev_id"), d);
+            return Err(2);
+        }
+        ns = top
+            .join(".flowforge")
+            .join(format!("dev-{}", d.to_string_lossy()));
+    }
+    Ok(Paths {
+        ns,
+        log,
+        dev: id.map(OsString::from),
+    })
+}
+
+fn team_id(top: &Path) -> Option<String> {
+    let cfg = top.join(".flowforge").join("team").join("config.json");
+    if !cfg.is_file() {
+        return None;
+    }
+    let mut t = TEAM.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((cached_top, id)) = t.as_ref()
+        && cached_top == top
+    {
+        return id.clone();
+    }
+    let mut git = std::process::Command::new("git");
+    git.arg("-C")
+        .arg(top)
+        .args(["config", "user.email"])
+        .env_clear()
+        .envs(shell::exported_env())
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let email = shell::with_sigchld_blocked(|| git.output())
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let id = if email.is_empty() {
+        None
+    } else {
+        ffkit::cli::init::developer_for_email(&email, &cfg)
+            .ok()
+            .flatten()
+    };
+    *t = Some((top.to_path_buf(), id.clone()));
+    id
+}
+
+/// Runs an applet with the wrapper's metrics log; returns its status and
+/// what it printed.
+fn applet(log: &OsStr, argv: &[&OsStr], input: Input) -> (u8, Vec<u8>) {
+    let mut args: Vec<OsString> = vec![OsString::from("ffkit")];
+    args.extend(argv.iter().map(|a| a.to_os_string()));
+    let lookup = |k: &str| {
+        if k == "CACHE_PERF_METRICS" {
+            Some(log.to_os_string())
+        } else {
+            shell::var(k)
+        }
+    };
+    run_applet(args, &lookup, input)
+}
+
+fn os(s: &str) -> &OsStr {
+    OsStr::new(s)
+}
+
+fn usage(text: &str) -> u8 {
+    err(format_args!("usage: {text}"));
+    2
+}
+
+/// `_ffkit_valid_name VALUE WHAT`.
+fn valid_name(v: Option<&OsStr>, what: &str) -> Result<(), u8> {
+    let b = v.map(OsStr::as_bytes).unwrap_or_default();
+    if b.is_empty() || b[0] == b'.' || b.contains(&b'/') || b.iter().any(u8::is_ascii_control) {
+        err(format_args!(
+            "{what}='{}': expected a non-empty name without '/', control characters or a leading '.'",
+            String::from_utf8_lossy(b)
+        ));
+        return Err(2);
+    }
+    if String::from_utf8_lossy(b).chars().count() > 200 {
+        err(format_args!("{what}: longer than 200 characters"));
+        return Err(2);
+    }
+    Ok(())
+}
+
+/// One wrapper call: prints what the function prints and returns its status.
+pub fn call(func: &str, a: &[OsString]) -> (u8, Vec<u8>) {
+    let arg = |i: usize| a.get(i).map(OsString::as_os_str);
+    let none = (0u8, Vec::new());
+    macro_rules! paths {
+        ($dev:expr) => {
+            match paths(func, $dev) {
+                Ok(p) => p,
+                Err(c) => return (c, Vec::new()),
+            }
+        };
+    }
+    match func {
+        "get_cache_size" => {
+            let p = paths!(arg(0));
+            applet(
+                &p.log,
+                &[os("cache-size"), os("--dir"), &p.dir()],
+                Input::Fd0,
+            )
+        }
+        "rebuild_size_index" => {
+            let p = paths!(arg(0));
+            applet(
+                &p.log,
+                &[os("cache-size"), os("--dir"), &p.dir(), os("--rebuild")],
+                Input::Fd0,
+            )
+        }
+        "write_cache_with_metadata" => {
+            if a.len() < 2 {
+                return (
+                    usage("write_cache_with_metadata key value [ttl_seconds]"),
+                    vec![],
+                );
+            }
+            let p = paths!(None);
+            write(&p, &a[0], Some(&a[1]), ttl_or(arg(2), "0"))
+        }
+        "read_cache_with_ttl" => {
+            if a.is_empty() {
+                return (usage("read_cache_with_ttl key"), vec![]);
+            }
+            let p = paths!(None);
+            read(&p, &a[0])
+        }
+        "batch_write_cache" => {
+            let p = paths!(None);
+            let input = match arg(0) {
+                Some(b) => {
+                    let mut v = b.as_bytes().to_vec();
+                    v.push(b'\n');
+                    Input::Bytes(v)
+                }
+                None => Input::Fd0,
+            };
+            applet(&p.log, &[os("cache-batch"), os("--dir"), &p.dir()], input)
+        }
+        "batch_read_cache" => {
+            if a.is_empty() {
+                return none;
+            }
+            let p = paths!(None);
+            let dir = p.dir();
+            let mut argv = vec![os("cache-batch"), os("--read"), os("--dir"), &dir, os("--")];
+            argv.extend(a.iter().map(OsString::as_os_str));
+            applet(&p.log, &argv, Input::Fd0)
+        }
+        "enforce_cache_limits" => {
+            if a.len() < 2 || a[1].is_empty() {
+                return (usage("enforce_cache_limits dev_id max_bytes"), vec![]);
+            }
+            let p = paths!(arg(0));
+            applet(
+                &p.log,
+                &[
+                    os("cache-evict"),
+                    os("--dir"),
+                    &p.dir(),
+                    os("--max-bytes"),
+                    &a[1],
+                ],
+                Input::Fd0,
+            )
+        }
+        "clear_developer_cache" => {
+            let p = paths!(arg(0));
+            applet(
+                &p.log,
+                &[os("cache-evict"), os("--dir"), &p.dir(), os("--all")],
+                Input::Fd0,
+            )
+        }
+        "cache_provider_data" | "cache_time_tracking" => {
+            let (what, prefix, ttl) = if func == "cache_provider_data" {
+                ("provider", "provider_", "300")
+            } else {
+                ("session_id", "time_tracking_", "0")
+            };
+            if a.is_empty() {
+                return (usage(&format!("{func} {what} [data]")), vec![]);
+            }
+            let p = paths!(None);
+            let mut key = OsString::from(prefix);
+            key.push(&a[0]);
+            write(&p, &key, arg(1), os(ttl))
+        }
+        "get_provider_cache" | "recover_time_tracking" => {
+            let (what, prefix) = if func == "get_provider_cache" {
+                ("provider", "provider_")
+            } else {
+                ("session_id", "time_tracking_")
+            };
+            if a.is_empty() {
+                return (usage(&format!("{func} {what}")), vec![]);
+            }
+            let p = paths!(None);
+            let mut key = OsString::from(prefix);
+            key.push(&a[0]);
+            read(&p, &key)
+        }
+        "acquire_critical_lock" | "release_critical_lock" => {
+            if let Err(c) = valid_name(arg(0), &format!("{func}: name")) {
+                return (c, vec![]);
+            }
+            let p = paths!(None);
+            (lock(func, &p, &a[0], false, None), vec![])
+        }
+        "acquire_session_lock" | "release_session_lock" => {
+            if let Err(c) = valid_name(arg(1), &format!("{func}: session_id")) {
+                return (c, vec![]);
+            }
+            let p = paths!(arg(0));
+            let dev = arg(0).filter(|d| !d.is_empty());
+            (lock(func, &p, &a[1], true, dev), vec![])
+        }
+        "record_performance_metric" => {
+            if shell::var("CACHE_PERF_MONITORING").is_some_and(|v| v == "disabled") {
+                return none;
+            }
+            if a.len() < 3 {
+                return (
+                    usage("record_performance_metric operation start end"),
+                    vec![],
+                );
+            }
+            let p = paths!(None);
+            applet(
+                &p.log,
+                &[
+                    os("perf-metrics"),
+                    os("record"),
+                    os("--"),
+                    &a[0],
+                    &a[1],
+                    &a[2],
+                ],
+                Input::Fd0,
+            )
+        }
+        "get_performance_metrics" => {
+            let p = paths!(None);
+            applet(&p.log, &[os("perf-metrics"), os("--json")], Input::Fd0)
+        }
+        "cleanup_performance_metrics" => {
+            let p = paths!(None);
+            applet(&p.log, &[os("perf-metrics"), os("cleanup")], Input::Fd0)
+        }
+        _ => {
+            err(format_args!("ffkit --fn: no such function: {func}"));
+            (2, vec![])
+        }
+    }
+}
+
+fn ttl_or<'a>(v: Option<&'a OsStr>, default: &'a str) -> &'a OsStr {
+    v.filter(|t| !t.is_empty()).unwrap_or(OsStr::new(default))
+}
+
+/// Writes KEY: the value (a data argument, never a file name, so `-` is the
+/// value `-`), or standard input when there is no value argument.
+fn write(p: &Paths, key: &OsStr, value: Option<&OsStr>, ttl: &OsStr) -> (u8, Vec<u8>) {
+    let input = match value {
+        Some(v) => Input::Bytes(v.as_bytes().to_vec()),
+        None => Input::Fd0,
+    };
+    applet(
+        &p.log,
+        &[
+            os("cache-write"),
+            os("--dir"),
+            &p.dir(),
+            os("--ttl"),
+            ttl,
+            os("--"),
+            key,
+            os("-"),
+        ],
+        input,
+    )
+}
+
+/// Prints the value and one newline; a miss is status 1.
+fn read(p: &Paths, key: &OsStr) -> (u8, Vec<u8>) {
+    let (code, mut out) = applet(
+        &p.log,
+        &[
+            os("cache-read"),
+            os("--dir"),
+            &p.dir(),
+            os("-q"),
+            os("--"),
+            key,
+        ],
+        Input::Fd0,
+    );
+    match code {
+        0 => {
+            out.push(b'\n');
+            (0, out)
+        }
+        4 => (1, Vec::new()),
+        c => (c, out),
+    }
+}
+
+/// Takes or drops a lock of the held-lock table, and records the timing the
+/// binary would have recorded (`lock_acquire` / `lock_release`). The file is
+/// the library's one lock file for NAME (`lock::lock_dir`, as `ffkit
+/// lock-acquire NAME` resolves it), for the developer the wrapper resolved:
+/// the dev_id argument, FLOWFORGE_DEVELOPER, or the team-config lookup.
+fn lock(func: &str, p: &Paths, name: &OsStr, session: bool, dev: Option<&OsStr>) -> u8 {
+    let start = Instant::now();
+    let log = p.log.clone();
+    let dev = dev.map(OsStr::to_os_string).or_else(|| p.dev.clone());
+    let cfg = match Config::from_lookup(|k| match k {
+        "CACHE_PERF_METRICS" => Some(log.clone()),
+        "FLOWFORGE_DEVELOPER" => dev.clone(),
+        _ => shell::var(k),
+    }) {
+        Ok(c) => c,
+        Err(e) => {
+            err(format_args!("{func}: {e}"));
+            return e.exit_code();
+        }
+    };
+    let mut file_name = name.to_os_string();
+    file_name.push(".lock");
+    let file = match ffkit::lock::lock_dir(&cfg, None, session) {
+        Ok(d) => d.join(file_name),
+        Err(e) => {
+            err(format_args!("{func}: {e}"));
+            return e.exit_code();
+        }
+    };
+    let acquiring = func.starts_with("acquire");
+    let code = if acquiring {
+        match held::acquire(&file, &cfg, cfg.lock_timeout) {
+            Ok(()) => 0,
+            Err(held::NotTaken::Signal(sig)) => (128 + sig) as u8,
+            Err(held::NotTaken::Failed(e)) => {
+                err(format_args!("{func}: {e}"));
+                e.exit_code()
+            }
+        }
+    } else {
+        match held::release(&file) {
+            Ok(()) => 0,
+            Err(e) => {
+                err(format_args!("{func}: {e}"));
+                e.exit_code()
+            }
+        }
+    };
+    if code == 0 && cfg.perf_monitoring {
+        let op = if acquiring {
+            "lock_acquire"
+        } else {
+            "lock_release"
+        };
+        let _ = ffkit::metrics::record_self(&cfg, None, op, start.elapsed());
+    }
+    code
+}

@@ -1,0 +1,275 @@
+//! Locks the shell holds across calls: `acquire_critical_lock NAME` …
+//! `release_critical_lock NAME`, session locks, and `ffkit lock-acquire
+//! NAME` … `ffkit lock-release NAME` run in the builtin.
+//!
+//! Each lock is a kernel flock(2) on the lock file's own open file
+//! description, kept on a descriptor at 200 or above with close-on-exec (so
+//! a redirection such as `3>&-` on the command line can never be handed the
+//! lock's descriptor, and a command the shell runs does not inherit it).
+//! The table records the owning pid: a forked subshell (`( )`, `$( )`, a
+//! pipeline, `&`) has a copy of the table and of the descriptors, and must
+//! never unlock the parent's lock — an explicit unlock from the child would
+//! drop it for the parent too, since they share the open file description.
+//! The child ignores entries that are not its own. At release the
+//! descriptor's device and inode are compared with those recorded, so a
+//! descriptor the script closed and reused is never unlocked by mistake.
+//!
+//! Waiting polls with non-blocking tries on the `LOCK_BACKOFF_*` schedule
+//! (no timers, no signal handlers: this runs inside the user's shell), in
+//! slices of at most 50 ms, and gives up as soon as bash's handlers have
+//! flagged a signal (see `shell::pending_signal`).
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ffkit::config::Config;
+use ffkit::lock::backoff::{Schedule, Sleeps};
+use ffkit::lock::kernel::{self, Method};
+use ffkit::lock::{Kind, Wait, fd};
+use ffkit::{Error, Result};
+
+use crate::shell;
+
+/// Lock files are created 0600, whatever the umask, like the library's
+/// (the dir itself comes from `lock::lock_dir`, which creates it 0700).
+const FILE_MODE: u32 = 0o600;
+
+/// The lowest descriptor a held lock may use.
+const MIN_FD: i32 = 200;
+/// The longest single sleep of a wait, so a signal that arrives just before
+/// a sleep starts is still noticed promptly.
+const SLICE: Duration = Duration::from_millis(50);
+
+struct Entry {
+    path: PathBuf,
+    fd: OwnedFd,
+    pid: rustix::process::Pid,
+    dev: u64,
+    ino: u64,
+}
+
+/// The table. bash is single-threaded and the builtin never forks while it
+/// holds the mutex, so a child's copy of the mutex is always unlocked.
+static TABLE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+fn table() -> MutexGuard<'static, Vec<Entry>> {
+    // A panic caught at the entry point must not make the table unusable.
+    TABLE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why an acquisition did not take the lock.
+pub enum NotTaken {
+    Failed(Error),
+    /// A signal arrived while waiting: return 128 + it.
+    Signal(i32),
+}
+
+impl From<Error> for NotTaken {
+    fn from(e: Error) -> Self {
+        NotTaken::Failed(e)
+    }
+}
+
+/// Takes the exclusive lock on `path` for this shell, waiting up to
+/// `timeout` (zero: do not wait). The holder record names the shell's
+/// pid and the descriptor (its command line comes from /proc). Each try is the library's fd-mode
+/// acquisition (`lock::fd::acquire`, non-blocking: it checks the descriptor
+/// is on the name's file and writes the shell's holder record, as
+/// `lock-acquire --fd N NAME` does); between tries the builtin sleeps on
+/// the backoff schedule in slices, watching for signals.
+pub fn acquire(path: &Path, cfg: &Config, timeout: Duration) -> std::result::Result<(), NotTaken> {
+    let me = rustix::process::getpid();
+    let owner = me.as_raw_nonzero().get() as u32;
+    if table().iter().any(|e| e.pid == me && e.path == path) {
+        return Err(
+            Error::Conflict(format!("{}: already held by this shell", path.display())).into(),
+        );
+    }
+    let start = Instant::now();
+    let deadline = start.checked_add(timeout);
+    let mut sleeps = Sleeps::new(
+        Schedule::new(cfg.backoff, cfg.backoff_initial, cfg.backoff_max),
+        deadline,
+    );
+    let mut announced = false;
+    loop {
+        let file = kernel::open_lock_file(path, true, FILE_MODE)
+            .map_err(|e| Error::io("cannot open the lock file", path, e))?;
+        let fd = rustix::io::fcntl_dupfd_cloexec(&file, MIN_FD)
+            .map_err(|e| Error::io("cannot keep the lock file open", path, e.into()))?;
+        drop(file);
+        let raw = fd.as_raw_fd();
+        let try_once = || {
+            fd::acquire(
+                raw,
+                Kind::Exclusive,
+                Method::Flock,
+                Wait::NonBlocking,
+                Some(path),
+                owner,
+                &mut || {},
+            )
+        };
+        let mut replaced = false;
+        loop {
+            match try_once() {
+                Ok(Ok(_)) => break,
+                Ok(Err(_)) => {}
+                // The file was deleted or replaced since it was opened:
+                // open the one the name has now.
+                Err(Error::Validation(_)) => {
+                    replaced = true;
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            if !announced {
+                announced = true;
+                if cfg.debug {
+                    eprintln!("ffkit: debug: {}: held; waiting", path.display());
+                }
+            }
+            let Some(step) = sleeps.next_at(Instant::now()) else {
+                if let Ok(Ok(_)) = try_once() {
+                    break;
+                }
+                return Err(timed_out(path, timeout).into());
+            };
+            wait(step)?;
+        }
+        if replaced {
+            continue;
+        }
+        // Deleted between the check and the lock: this lock guards nothing.
+        let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("cannot inspect", path, e.into()))?;
+        let current = std::fs::symlink_metadata(path).ok();
+        if current.is_some_and(|m| m.dev() == st.st_dev && m.ino() == st.st_ino) {
+            table().push(Entry {
+                path: path.to_path_buf(),
+                fd,
+                pid: me,
+                dev: st.st_dev,
+                ino: st.st_ino,
+            });
+            if cfg.debug {
+                eprintln!(
+                    "ffkit: debug: {}: locked on descriptor {raw}, held by the shell",
+                    path.display()
+                );
+            }
+            return Ok(());
+        }
+    }
+}
+
+fn timed_out(path: &Path, timeout: Duration) -> Error {
+    if timeout.is_zero() {
+        Error::Conflict(format!("{}: held by another process", path.display()))
+    } else {
+        Error::Timeout(format!(
+            "{}: still held after {}s (LOCK_TIMEOUT)",
+            path.display(),
+            timeout.as_secs_f64()
+        ))
+    }
+}
+
+/// Sleeps `total` in slices, returning early with the signal bash flagged.
+fn wait(total: Duration) -> std::result::Result<(), NotTaken> {
+    let end = Instant::now() + total;
+    loop {
+        if let Some(sig) = shell::pending_signal() {
+            return Err(NotTaken::Signal(sig));
+        }
+        let now = Instant::now();
+        if now >= end {
+            return Ok(());
+        }
+        let slice = (end - now).min(SLICE);
+        let ts = rustix::time::Timespec {
+            tv_sec: slice.as_secs() as i64,
+            tv_nsec: i64::from(slice.subsec_nanos()),
+        };
+        // EINTR is the point: bash's handlers have no SA_RESTART, so a
+        // signal ends the sleep at once and the flags are checked above.
+        let _ = rustix::thread::nanosleep(&ts);
+    }
+}
+
+/// Releases this shell's lock on `path`: clears the holder record, unlocks
+/// explicitly and closes the descriptor.
+pub fn release(path: &Path) -> Result<()> {
+    let me = rustix::process::getpid();
+    let mut t = table();
+    let Some(i) = t.iter().position(|e| e.path == path && e.pid == me) else {
+        if t.iter().any(|e| e.path == path) {
+            return Err(Error::Conflict(format!(
+                "{}: held by the parent shell, not by this subshell",
+                path.display()
+            )));
+        }
+        return Err(Error::NotFound(format!(
+            "{}: not held by this shell",
+            path.display()
+        )));
+    };
+    let e = t.swap_remove(i);
+    drop(t);
+    let same = rustix::fs::fstat(&e.fd).is_ok_and(|st| st.st_dev == e.dev && st.st_ino == e.ino);
+    if !same {
+        // Someone replaced the descriptor: it is not our lock any more.
+        std::mem::forget(e.fd);
+        return Err(Error::LockFailed(format!(
+            "{}: the lock's descriptor was closed or replaced by the script; the lock was already lost",
+            path.display()
+        )));
+    }
+    // Clears the shell's record while still exclusive, then unlocks.
+    let done = fd::release(e.fd.as_raw_fd(), None, me.as_raw_nonzero().get() as u32);
+    drop(e.fd);
+    match done? {
+        Ok(()) => {}
+        Err(fd::NotHeld::NoLock) => {
+            return Err(Error::LockFailed(format!(
+                "{}: the lock was already gone (its descriptor was unlocked by someone else)",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Drops the table entries a forked subshell inherited from its parent,
+/// closing its copies of their descriptors (a close never unlocks the
+/// parent's lock; only the explicit unlock would).
+pub fn forget_inherited() {
+    let me = rustix::process::getpid();
+    let mut t = table();
+    if t.iter().any(|e| e.pid != me) {
+        for e in std::mem::take(&mut *t) {
+            if e.pid == me {
+                t.push(e);
+            } else if !rustix::fs::fstat(&e.fd)
+                .is_ok_and(|st| st.st_dev == e.dev && st.st_ino == e.ino)
+            {
+                // The number now names something else of the script's.
+                std::mem::forget(e.fd);
+            }
+        }
+    }
+}
+
+/// Whether this shell holds `path` in the table.
+pub fn holds(path: &Path) -> bool {
+    let me = rustix::process::getpid();
+    table().iter().any(|e| e.pid == me && e.path == path)
+}
+
+/// How many locks this shell holds (for tests and `--ffkit-held`).
+pub fn count() -> usize {
+    let me = rustix::process::getpid();
+    table().iter().filter(|e| e.pid == me).count()
+}

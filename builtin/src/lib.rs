@@ -1,0 +1,419 @@
+//! ffkit as a bash loadable builtin: `enable -f libffkit_builtin.so ffkit`
+//! gives the shell a builtin `ffkit` with the binary's interface, running
+//! the same library code in-process (docs/shell.md, "The bash builtin").
+//!
+//! - The fast paths run here: cache-size, cache-read, cache-write,
+//!   cache-batch, cache-evict, lock-status, perf-metrics (but `time`),
+//!   `lock-acquire NAME` / `lock-release NAME` (held by the shell, see
+//!   [`held`]), and the shell functions (`--fn NAME`, see [`funcs`]).
+//!   Everything else (command and descriptor modes of lock-acquire, init,
+//!   install-links, flock) starts the real binary, so `ffkit X` always works.
+//! - `-v VAR` right after the applet name (cache-read, cache-size,
+//!   perf-metrics) assigns the output to a shell variable instead of
+//!   printing it, like `printf -v`.
+//! - Nothing may take the shell down: every call runs under
+//!   `catch_unwind` (a panic prints one line and returns 70; the next call
+//!   works), the crate is built with unwinding (see the workspace
+//!   Cargo.toml), no bash function that can longjmp is ever called, waits
+//!   return 128+signal as soon as bash has flagged a signal, and the output
+//!   is written to descriptor 1 before the builtin returns.
+
+mod funcs;
+mod held;
+mod shell;
+
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bash_builtins::{Args, Builtin, builtin_metadata};
+use ffkit::cli::{Input, Sink};
+use ffkit::config::Config;
+
+builtin_metadata!(
+    name = "ffkit",
+    create = Ffkit::new,
+    short_doc = "ffkit APPLET [-v VAR] [ARGS...]",
+    long_doc = "
+        Run an ffkit applet inside the shell.
+
+        The same applets, arguments, output and exit codes as the ffkit
+        binary. cache-read, cache-size and perf-metrics accept -v VAR right
+        after the applet name to assign the output to VAR instead of
+        printing it. See ffkit --help and docs/shell.md.
+    ",
+);
+
+/// The status of a call that panicked (EX_SOFTWARE).
+const PANIC_STATUS: u8 = 70;
+
+/// The binary to run for what the builtin does not do in-process, as given
+/// by the loader (`--ffkit-init`). A forked copy is still right.
+static BINARY: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+struct Ffkit;
+
+impl Ffkit {
+    fn new() -> Ffkit {
+        // The one line a panic prints is ours (see `entry`): std's default
+        // hook would print several, and a backtrace hint.
+        std::panic::set_hook(Box::new(|_| {}));
+        Ffkit
+    }
+}
+
+impl Builtin for Ffkit {
+    fn call(&mut self, args: &mut Args) -> bash_builtins::Result<()> {
+        let argv: Vec<OsString> = args
+            .raw_arguments()
+            .map(|c| OsString::from_vec(c.to_bytes().to_vec()))
+            .collect();
+        match entry(argv) {
+            0 => Ok(()),
+            c => Err(bash_builtins::Error::ExitCode(c.into())),
+        }
+    }
+}
+
+/// One call, under `catch_unwind`.
+fn entry(argv: Vec<OsString>) -> u8 {
+    match catch_unwind(AssertUnwindSafe(|| dispatch(argv))) {
+        Ok(code) => code,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            let msg = msg.replace('\n', "\\n");
+            eprintln!("ffkit: internal error (the shell is unaffected; please report): {msg}");
+            PANIC_STATUS
+        }
+    }
+}
+
+fn dispatch(argv: Vec<OsString>) -> u8 {
+    held::forget_inherited();
+    let first = argv.first().map(|a| a.as_bytes()).unwrap_or_default();
+    match first {
+        b"--ffkit-loaded" => return 0,
+        b"--ffkit-build-id" => return emit(format!("{}\n", ffkit::cli::build_id()).into_bytes()),
+        b"--ffkit-init" => return init(&argv[1..]),
+        b"--ffkit-held" => return emit(format!("{}\n", held::count()).into_bytes()),
+        b"--ffkit-test-panic" => panic!("test-only panic requested with --ffkit-test-panic"),
+        b"--fn" => {
+            let Some(name) = argv.get(1).and_then(|n| n.to_str()) else {
+                eprintln!("ffkit --fn: expected a function name");
+                return 2;
+            };
+            let (code, out) = funcs::call(name, &argv[2..]);
+            return finish(code, out);
+        }
+        _ => {}
+    }
+    let applet = first.to_vec();
+    let mut rest: Vec<OsString> = argv.get(1..).unwrap_or_default().to_vec();
+    let mut var: Option<String> = None;
+    if rest.first().is_some_and(|a| a == "-v") {
+        let prog = String::from_utf8_lossy(&applet).into_owned();
+        if !matches!(
+            applet.as_slice(),
+            b"cache-read" | b"cache-size" | b"perf-metrics"
+        ) {
+            eprintln!("ffkit {prog}: -v VAR is for cache-read, cache-size and perf-metrics only");
+            return 2;
+        }
+        let Some(name) = rest.get(1).map(|n| n.to_string_lossy().into_owned()) else {
+            eprintln!("ffkit {prog}: -v: expected a variable name");
+            return 2;
+        };
+        if let Err(e) = shell::check_assignable(&name) {
+            eprintln!("ffkit {prog}: -v {name}: {}", assign_why(&e));
+            return 2;
+        }
+        var = Some(name);
+        rest.drain(..2);
+    }
+    if !in_process(&applet, &rest) {
+        if let Some(v) = &var {
+            eprintln!(
+                "ffkit {}: -v {v}: only the in-process forms can assign a variable",
+                String::from_utf8_lossy(&applet)
+            );
+            return 2;
+        }
+        return spawn(&argv);
+    }
+    if let Some(code) = named_lock(&applet, &rest) {
+        return code;
+    }
+    if applet == b"lock-release" {
+        return spawn(&argv);
+    }
+    let mut args = vec![OsString::from("ffkit"), OsString::from_vec(applet.clone())];
+    args.extend(rest);
+    let (code, out) = run_applet(args, &|k| shell::var(k), Input::Fd0);
+    match var {
+        None => finish(code, out),
+        Some(name) => {
+            if code != 0 {
+                // Like a failed `$(…)`: the variable keeps its old value.
+                return code;
+            }
+            let value = match applet.as_slice() {
+                b"cache-read" => &out[..],
+                _ => out.strip_suffix(b"\n").unwrap_or(&out),
+            };
+            match shell::assign(&name, value) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!(
+                        "ffkit {}: -v {name}: {}",
+                        String::from_utf8_lossy(&applet),
+                        assign_why(&e)
+                    );
+                    if e == shell::AssignError::Nul { 1 } else { 2 }
+                }
+            }
+        }
+    }
+}
+
+fn assign_why(e: &shell::AssignError) -> &'static str {
+    match e {
+        shell::AssignError::InvalidName => "not a valid identifier",
+        shell::AssignError::Readonly => "readonly variable",
+        shell::AssignError::Nul => "the value holds a NUL byte, which a shell variable cannot",
+    }
+}
+
+/// Runs one applet in-process; returns its status and its output.
+pub(crate) fn run_applet(
+    args: Vec<OsString>,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    input: Input,
+) -> (u8, Vec<u8>) {
+    let mut out = Sink::Buffer(Vec::new());
+    let code = ffkit::cli::run_with(args, env, &mut out, input).code();
+    match out {
+        Sink::Buffer(v) => (code, v),
+        Sink::Stdout => (code, Vec::new()),
+    }
+}
+
+/// Writes the output to descriptor 1, then returns the status.
+fn finish(code: u8, out: Vec<u8>) -> u8 {
+    match write_fd1(&out) {
+        Ok(()) => code,
+        // A closed pipe is a quiet success, as in the binary.
+        Err(rustix::io::Errno::PIPE) => code,
+        Err(e) => {
+            eprintln!("ffkit: cannot write standard output: {e}");
+            if code == 0 { 1 } else { code }
+        }
+    }
+}
+
+fn emit(out: Vec<u8>) -> u8 {
+    finish(0, out)
+}
+
+fn write_fd1(mut buf: &[u8]) -> Result<(), rustix::io::Errno> {
+    let fd = rustix::stdio::stdout();
+    while !buf.is_empty() {
+        match rustix::io::write(fd, buf) {
+            Ok(0) => return Err(rustix::io::Errno::IO),
+            Ok(n) => buf = &buf[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::AGAIN) => {
+                // A non-blocking stdout: wait until it takes more.
+                let _ = rustix::thread::nanosleep(&rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 1_000_000,
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// `--ffkit-init EXE BUILD_ID`: the loader's handshake. Records the binary
+/// and fails (status 1, no message: the loader prints the one line) when
+/// the binary's build differs from this library's.
+fn init(a: &[OsString]) -> u8 {
+    let (Some(exe), Some(id)) = (a.first(), a.get(1)) else {
+        return 2;
+    };
+    if !id.is_empty() && id.as_bytes() != ffkit::cli::build_id().as_bytes() {
+        return 1;
+    }
+    if !exe.is_empty() {
+        *BINARY.lock().unwrap_or_else(|p| p.into_inner()) = Some(PathBuf::from(exe));
+    }
+    0
+}
+
+/// Whether `applet ARGS` runs here rather than in the binary.
+fn in_process(applet: &[u8], rest: &[OsString]) -> bool {
+    match applet {
+        b"cache-size" | b"cache-read" | b"cache-write" | b"cache-batch" | b"cache-evict"
+        | b"lock-status" => true,
+        b"perf-metrics" => !rest.iter().any(|a| a == "time"),
+        b"lock-acquire" | b"lock-release" => named_request(applet, rest).is_some(),
+        // `ffkit --help`, `ffkit --list`, `ffkit --version`.
+        b"--help" | b"-h" | b"--list" | b"--version" | b"-V" => true,
+        _ => false,
+    }
+}
+
+/// `lock-acquire [--session] [-x] [-n | -w SECS] [--lock-dir DIR] NAME` or
+/// `lock-release [--session] [--lock-dir DIR] NAME`: a named lock the shell
+/// holds. Any other form (a path, a command, `--fd`, `--dotlock`, `-s`,
+/// `--owner`) is the binary's.
+struct Named {
+    name: OsString,
+    session: bool,
+    lock_dir: Option<PathBuf>,
+    timeout: Option<Duration>,
+}
+
+fn named_request(applet: &[u8], rest: &[OsString]) -> Option<Named> {
+    let acquire = applet == b"lock-acquire";
+    let mut n = Named {
+        name: OsString::new(),
+        session: false,
+        lock_dir: None,
+        timeout: None,
+    };
+    let mut it = rest.iter();
+    let mut name = None;
+    while let Some(a) = it.next() {
+        match a.as_bytes() {
+            b"--session" => n.session = true,
+            b"--lock-dir" => n.lock_dir = Some(PathBuf::from(it.next()?)),
+            b"-x" | b"--exclusive" if acquire => {}
+            b"-n" | b"--nonblock" if acquire => n.timeout = Some(Duration::ZERO),
+            b"-w" | b"--timeout" if acquire => {
+                let s = it.next()?.to_str()?;
+                n.timeout = Some(ffkit::units::parse_seconds(s).ok()?);
+            }
+            b if b.starts_with(b"-") => return None,
+            b if b.contains(&b'/') => return None,
+            _ if name.is_some() => return None,
+            _ => name = Some(a.clone()),
+        }
+    }
+    n.name = name?;
+    Some(n)
+}
+
+/// Runs a named lock-acquire/lock-release in the held-lock table.
+/// `None`: not such a request (or, for a release, a lock this shell does
+/// not hold in the table: the binary answers for the other kinds).
+fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
+    if applet != b"lock-acquire" && applet != b"lock-release" {
+        return None;
+    }
+    let req = named_request(applet, rest)?;
+    let prog = format!("ffkit {}", String::from_utf8_lossy(applet));
+    let fail = |e: &ffkit::Error| {
+        eprintln!("{prog}: {e}");
+        e.exit_code()
+    };
+    let cfg = match Config::from_lookup(shell::var) {
+        Ok(c) => c,
+        Err(e) => return Some(fail(&e)),
+    };
+    let name = match req.name.to_str().map(ffkit::lock::validate_name) {
+        Some(Ok(n)) => n.to_string(),
+        Some(Err(e)) => return Some(fail(&e)),
+        None => {
+            return Some(fail(&ffkit::Error::Validation(
+                "lock name: not valid UTF-8".into(),
+            )));
+        }
+    };
+    let dir = match ffkit::lock::lock_dir(&cfg, req.lock_dir.as_deref(), req.session) {
+        Ok(d) => d,
+        Err(e) => return Some(fail(&e)),
+    };
+    let file = dir.join(format!("{name}.lock"));
+    if applet == b"lock-release" {
+        if !held::holds(&file) {
+            // Not this shell's: the binary answers (a lock another
+            // process took with `lock-acquire NAME`, or "not held").
+            return None;
+        }
+        return Some(match held::release(&file) {
+            Ok(()) => 0,
+            Err(e) => fail(&e),
+        });
+    }
+    let timeout = req.timeout.unwrap_or(cfg.lock_timeout);
+    Some(match held::acquire(&file, &cfg, timeout) {
+        Ok(()) => 0,
+        Err(held::NotTaken::Signal(sig)) => (128 + sig) as u8,
+        Err(held::NotTaken::Failed(e)) => fail(&e),
+    })
+}
+
+/// Runs the real binary with the shell's environment: its exported
+/// variables, plus every variable ffkit reads as the shell has it, exported
+/// or not (unset ones removed), as the fallback wrappers pass them.
+fn spawn(argv: &[OsString]) -> u8 {
+    let Some(exe) = binary() else {
+        eprintln!(
+            "ffkit: the ffkit binary was not found (set FFKIT_BIN); the builtin cannot run this form"
+        );
+        return 127;
+    };
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(argv).env_clear().envs(shell::exported_env());
+    let names = ffkit::config::ENV_VARS
+        .iter()
+        .map(|v| v.name)
+        .chain(ffkit::config::HIDDEN_ENV_VARS.iter().copied());
+    for k in names {
+        match shell::var(k) {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    match shell::with_sigchld_blocked(|| cmd.status()) {
+        Ok(st) => {
+            use std::os::unix::process::ExitStatusExt;
+            match (st.code(), st.signal()) {
+                (Some(c), _) => c as u8,
+                (None, Some(s)) => (128 + s) as u8,
+                _ => 1,
+            }
+        }
+        Err(e) => {
+            eprintln!("ffkit: cannot run {}: {e}", exe.display());
+            126
+        }
+    }
+}
+
+/// The binary: the loader's, else FFKIT_BIN, else `ffkit` on the shell's PATH.
+fn binary() -> Option<PathBuf> {
+    if let Some(b) = BINARY.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+        return Some(b);
+    }
+    if let Some(b) = shell::var("FFKIT_BIN").filter(|b| !b.is_empty()) {
+        return Some(PathBuf::from(b));
+    }
+    let path = shell::var("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("ffkit"))
+        .find(|p| is_executable(p))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}

@@ -1,0 +1,180 @@
+//! The bash side of the builtin: the shell's own variables (read for the
+//! configuration, exported or not, and assigned for `-v VAR`), the
+//! signal flags bash's handlers set, and the environment bash would give a
+//! command it runs.
+//!
+//! bash exports these symbols to loadable builtins (its
+//! `examples/loadables` use the same ones). Nothing here calls back into
+//! bash code that could longjmp (`QUIT`, `throw_to_top_level`,
+//! `check_signals`): the builtin only reads flags and returns a status,
+//! and bash acts on the signal after the builtin returns.
+
+use std::ffi::{CStr, CString, OsString, c_char, c_int, c_void};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+
+/// The head of bash's `SHELL_VAR` (variables.h), as far as it is read.
+#[repr(C)]
+struct ShellVar {
+    name: *const c_char,
+    value: *mut c_char,
+    exportstr: *const c_char,
+    dynamic_value: *const c_void,
+    assign_func: *const c_void,
+    attributes: c_int,
+    context: c_int,
+}
+
+// Attribute bits from bash's variables.h.
+const ATT_READONLY: c_int = 0x000_0002;
+const ATT_ARRAY: c_int = 0x000_0004;
+const ATT_ASSOC: c_int = 0x000_0040;
+const ATT_INVISIBLE: c_int = 0x000_1000;
+const ATT_NOASSIGN: c_int = 0x000_4000;
+
+unsafe extern "C" {
+    fn find_variable(name: *const c_char) -> *mut ShellVar;
+    fn legal_identifier(name: *const c_char) -> c_int;
+    fn bind_variable(name: *const c_char, value: *const c_char, flags: c_int) -> *mut ShellVar;
+    fn maybe_make_export_env();
+    static export_env: *const *const c_char;
+    static interrupt_state: c_int;
+    static terminating_signal: c_int;
+    static trapped_signal_received: c_int;
+}
+
+/// The value of shell variable `name` (exported or not, a one-command
+/// assignment `VAR=x ffkit …` included), or `None` when it is unset, an
+/// array, or declared without a value.
+pub fn var(name: &str) -> Option<OsString> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: `c` is a valid C string; bash returns a pointer into its own
+    // variable table or null, valid until the next assignment, and the value
+    // is copied out at once.
+    unsafe {
+        let v = find_variable(c.as_ptr());
+        if v.is_null() {
+            return None;
+        }
+        let attrs = (*v).attributes;
+        if attrs & (ATT_ARRAY | ATT_ASSOC | ATT_INVISIBLE) != 0 || (*v).value.is_null() {
+            return None;
+        }
+        Some(OsString::from_vec(
+            CStr::from_ptr((*v).value).to_bytes().to_vec(),
+        ))
+    }
+}
+
+/// Why `-v VAR` could not assign.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AssignError {
+    InvalidName,
+    Readonly,
+    Nul,
+}
+
+/// Checks that `name` can be assigned, as `printf -v` does before it runs.
+pub fn check_assignable(name: &str) -> Result<(), AssignError> {
+    let c = CString::new(name).map_err(|_| AssignError::InvalidName)?;
+    // SAFETY: valid C string; both functions only read it and bash's tables.
+    unsafe {
+        if legal_identifier(c.as_ptr()) == 0 {
+            return Err(AssignError::InvalidName);
+        }
+        let v = find_variable(c.as_ptr());
+        if !v.is_null() && (*v).attributes & (ATT_READONLY | ATT_NOASSIGN) != 0 {
+            return Err(AssignError::Readonly);
+        }
+    }
+    Ok(())
+}
+
+/// Assigns `value` to shell variable `name` (after [`check_assignable`]).
+pub fn assign(name: &str, value: &[u8]) -> Result<(), AssignError> {
+    check_assignable(name)?;
+    let n = CString::new(name).map_err(|_| AssignError::InvalidName)?;
+    let v = CString::new(value).map_err(|_| AssignError::Nul)?;
+    // SAFETY: valid C strings; bash copies both.
+    let r = unsafe { bind_variable(n.as_ptr(), v.as_ptr(), 0) };
+    if r.is_null() {
+        Err(AssignError::Readonly)
+    } else {
+        Ok(())
+    }
+}
+
+/// The signal a wait must give up for: SIGINT when bash's handler set
+/// `interrupt_state`, a terminating signal (SIGTERM, SIGHUP …), or a signal
+/// the script traps. bash runs the trap or the default action once the
+/// builtin returns 128 + that signal.
+pub fn pending_signal() -> Option<c_int> {
+    // SAFETY: plain reads of `volatile sig_atomic_t` globals that bash's
+    // signal handlers write; a volatile read sees the handler's store.
+    let (int, term, trapped) = unsafe {
+        (
+            std::ptr::read_volatile(&raw const interrupt_state),
+            std::ptr::read_volatile(&raw const terminating_signal),
+            std::ptr::read_volatile(&raw const trapped_signal_received),
+        )
+    };
+    if term != 0 {
+        Some(term)
+    } else if int != 0 {
+        Some(libc::SIGINT)
+    } else if trapped != 0 {
+        Some(trapped)
+    } else {
+        None
+    }
+}
+
+/// The environment bash would give a command it runs now (its exported
+/// variables), as `NAME=value` entries.
+pub fn exported_env() -> Vec<(OsString, OsString)> {
+    let mut out = Vec::new();
+    // SAFETY: maybe_make_export_env rebuilds bash's `export_env`, a
+    // null-terminated array of C strings owned by bash; it is read at once.
+    unsafe {
+        maybe_make_export_env();
+        let mut p = export_env;
+        if p.is_null() {
+            return out;
+        }
+        while !(*p).is_null() {
+            let bytes = CStr::from_ptr(*p).to_bytes();
+            if let Some(eq) = bytes.iter().position(|&b| b == b'=') {
+                out.push((
+                    std::ffi::OsStr::from_bytes(&bytes[..eq]).to_os_string(),
+                    std::ffi::OsStr::from_bytes(&bytes[eq + 1..]).to_os_string(),
+                ));
+            }
+            p = p.add(1);
+        }
+    }
+    out
+}
+
+/// Runs `f` (which starts and waits for a child process) with SIGCHLD
+/// blocked. bash's SIGCHLD handler reaps every child it sees
+/// (`waitpid(-1)`), so without this the child's status could be taken from
+/// under `std::process` (ECHILD). The child itself starts with an empty
+/// mask (std resets it); the pending SIGCHLD reaches bash on unblock, when
+/// there is nothing left to reap.
+pub fn with_sigchld_blocked<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: sigset_t is plain data that sigemptyset/sigaddset initialise;
+    // pthread_sigmask only changes this thread's mask, restored below.
+    let old = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    };
+    let r = f();
+    // SAFETY: restores the mask saved above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    r
+}

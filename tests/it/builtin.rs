@@ -274,6 +274,9 @@ fn sixteen_scripts_mixing_the_builtin_and_lock_acquire_processes_count_exactly()
     let counter = r.tmp.path().join("counter");
     fs::write(&counter, "0\n").unwrap();
     let file = r.ns().join("locks/ctr.lock");
+    // Command mode on a path creates the file but, like flock(1), not its dir.
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::set_permissions(file.parent().unwrap(), fs::Permissions::from_mode(0o700)).unwrap();
     let incr = format!(
         "read -r n <'{c}'; echo $((n + 1)) >'{c}.tmp'; mv '{c}.tmp' '{c}'",
         c = counter.display()

@@ -15,6 +15,7 @@
 pub mod aggregate;
 pub mod check;
 pub mod export;
+pub mod http;
 pub mod log;
 pub mod read;
 pub mod series;

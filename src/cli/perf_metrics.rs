@@ -7,7 +7,7 @@
 
 use super::ExitCode;
 use std::ffi::OsString;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -157,7 +157,7 @@ pub fn command() -> Command {
                         .value_name("ADDR")
                         .default_value(serve::DEFAULT_LISTEN)
                         .value_parser(parse_listen)
-                        .help("Address to listen on: HOST:PORT, [IPv6]:PORT, or PORT for 127.0.0.1 (port 0: any free port)"),
+                        .help("Address to listen on: IP:PORT, [IPv6]:PORT, localhost:PORT, or PORT for 127.0.0.1 (port 0: any free port)"),
                 )
                 .arg(
                     Arg::new("refresh")
@@ -222,19 +222,17 @@ fn op_arg() -> Arg {
         .help("Only this operation (repeatable)")
 }
 
-/// `--listen`: `HOST:PORT`, `[V6]:PORT`, a bare port (loopback), or a name
-/// that resolves (`localhost:9464`).
+/// `--listen`: `IP:PORT`, `[V6]:PORT`, `localhost:PORT`, or a bare port
+/// (loopback). No name lookup: an address to listen on is a local one, and
+/// resolving names would link the resolver into every applet's start-up.
 fn parse_listen(s: &str) -> std::result::Result<SocketAddr, String> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(a);
     }
-    if let Ok(port) = s.parse::<u16>() {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    s.to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| format!("expected HOST:PORT, [IPv6]:PORT or PORT, got '{s}'"))
+    let port = s.strip_prefix("localhost:").unwrap_or(s);
+    port.parse::<u16>()
+        .map(|port| SocketAddr::from(([127, 0, 0, 1], port)))
+        .map_err(|_| format!("expected IP:PORT, [IPv6]:PORT, localhost:PORT or PORT, got '{s}'"))
 }
 
 fn ops_of(m: &ArgMatches) -> Vec<String> {

@@ -16,6 +16,7 @@ pub mod aggregate;
 pub mod check;
 pub mod export;
 pub mod hit_ratio;
+pub mod http;
 pub mod log;
 pub mod read;
 pub mod series;

@@ -11,14 +11,10 @@
 //! `HEAD` is answered like `GET` without a body; another method on these
 //! paths is 405, another path 404, a malformed query 400.
 //!
-//! The HTTP layer is `tiny_http`: synchronous, no runtime, nothing global
-//! until this module runs. It reads every connection in a thread of its own,
-//! so a client that sends half a request, or nothing, holds only that
-//! thread and never delays anyone else; the answers are made by a few
-//! worker threads here. The listening socket has a send timeout, which the
-//! sockets it accepts inherit, so a client that stops reading frees its
-//! worker within [`SEND_TIMEOUT`]; TCP keepalive closes connections whose
-//! peer vanished.
+//! The wire is [`super::http`]: one thread per connection (at most 128),
+//! read and write timeouts of 5 s, so a client that sends half a request,
+//! sends nothing, or stops reading never delays another, and is dropped
+//! after a few seconds.
 //!
 //! One pass over the log serves all three views. The result is kept per
 //! filter and reused while the log's identity, size and times are
@@ -27,22 +23,17 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::aggregate::{self, Filter, Report};
 use super::export::{Exporter, Html, Json, Prometheus, html::CSP};
+use super::http::{self, Request, Response as Reply};
 use crate::config::Config;
 use crate::error::{Error, Result};
 
 /// The default `--listen` address: loopback only.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
-
-/// A client that stops reading its answer frees the worker after this.
-pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Worker threads answering requests.
-pub const WORKERS: usize = 4;
 
 /// Reports kept (one per distinct filter and log state).
 const CACHE_ENTRIES: usize = 8;
@@ -66,7 +57,7 @@ pub struct Options {
 
 /// A bound server, not yet answering.
 pub struct Server {
-    http: Arc<tiny_http::Server>,
+    listener: TcpListener,
     addr: SocketAddr,
     state: Arc<State>,
 }
@@ -121,14 +112,11 @@ pub fn bind(opts: Options) -> Result<Server> {
             _ => Error::General(msg),
         }
     })?;
-    tune(&listener).map_err(|e| Error::General(format!("cannot configure the socket: {e}")))?;
     let addr = listener
         .local_addr()
         .map_err(|e| Error::General(format!("cannot read the listening address: {e}")))?;
-    let http = tiny_http::Server::from_listener(listener, None)
-        .map_err(|e| Error::General(format!("cannot start the HTTP server: {e}")))?;
     Ok(Server {
-        http: Arc::new(http),
+        listener,
         addr,
         state: Arc::new(State {
             log: opts.log,
@@ -140,71 +128,24 @@ pub fn bind(opts: Options) -> Result<Server> {
     })
 }
 
-/// Socket options the accepted sockets inherit from the listener (Linux
-/// copies them at accept): a send timeout, and keepalive probing after 30 s
-/// idle, every 10 s, 3 times, so a vanished peer's connection is closed.
-fn tune(l: &TcpListener) -> std::io::Result<()> {
-    use rustix::net::sockopt;
-    sockopt::set_socket_timeout(l, sockopt::Timeout::Send, Some(SEND_TIMEOUT))?;
-    sockopt::set_socket_keepalive(l, true)?;
-    sockopt::set_tcp_keepidle(l, Duration::from_secs(30))?;
-    sockopt::set_tcp_keepintvl(l, Duration::from_secs(10))?;
-    sockopt::set_tcp_keepcnt(l, 3)?;
-    Ok(())
-}
-
 impl Server {
     /// The address actually bound (the port chosen for `:0`).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Answers requests until the HTTP layer fails (it stops accepting, e.g.
-    /// out of file descriptors); returns that failure.
+    /// Answers requests until accepting fails for good (not for a lack
+    /// of descriptors, which is waited out); returns that failure.
     pub fn run(self) -> Result<()> {
-        let (done, finished) = mpsc::channel();
-        for _ in 0..WORKERS {
-            let (http, state, done) = (self.http.clone(), self.state.clone(), done.clone());
-            std::thread::Builder::new()
-                .name("ffkit-serve".into())
-                .spawn(move || {
-                    let err = loop {
-                        match http.recv() {
-                            Ok(rq) => state.handle(rq),
-                            Err(e) => break e,
-                        }
-                    };
-                    let _ = done.send(err);
-                })
-                .map_err(|e| Error::General(format!("cannot start a worker thread: {e}")))?;
-        }
-        drop(done);
-        match finished.recv() {
-            Ok(e) => Err(Error::General(format!("the HTTP server stopped: {e}"))),
-            Err(_) => Err(Error::General("the HTTP server stopped".into())),
-        }
-    }
-}
-
-/// An answer before it is put on the wire.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: Vec<u8>,
-    pub headers: Vec<(&'static str, String)>,
-}
-
-impl Reply {
-    fn text(status: u16, msg: impl Into<String>) -> Reply {
-        let mut body = msg.into();
-        body.push('\n');
-        Reply {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.into_bytes(),
-            headers: Vec::new(),
-        }
+        let state = self.state;
+        let e = http::serve(
+            &self.listener,
+            Arc::new(move |rq: &Request| state.answer(rq)),
+        );
+        Err(Error::General(format!(
+            "cannot accept connections on {}: {e}",
+            self.addr
+        )))
     }
 }
 
@@ -224,24 +165,8 @@ struct Query {
 }
 
 impl State {
-    fn handle(&self, rq: tiny_http::Request) {
-        let method = rq.method().as_str().to_string();
-        let reply = self.route(&method, rq.url());
-        let mut resp = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
-        let mut headers = vec![
-            ("Content-Type", reply.content_type.to_string()),
-            ("Cache-Control", "no-store".into()),
-            ("X-Content-Type-Options", "nosniff".into()),
-        ];
-        headers.extend(reply.headers);
-        for (k, v) in headers {
-            if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
-                resp.add_header(h);
-            }
-        }
-        // A client that went away (or stopped reading past the send timeout)
-        // gets nothing more; there is no one to tell.
-        let _ = rq.respond(resp);
+    fn answer(&self, rq: &Request) -> Reply {
+        self.route(&rq.method, &rq.target)
     }
 
     /// The answer to `METHOD target`; never panics, whatever the input.

@@ -287,9 +287,16 @@ fn serve_answers_bad_requests_with_4xx_and_keeps_serving() {
         let a = get(s.addr, q);
         assert_eq!(a.status, 400, "{q}: {}", a.text());
     }
-    // Not HTTP at all, and a request line without a version.
+    // Not HTTP at all, a request line without a version, another version,
+    // a head beyond the cap.
     assert_eq!(raw(s.addr, b"hello there\r\n\r\n").status, 400);
     assert_eq!(raw(s.addr, b"GET /\r\n\r\n").status, 400);
+    assert_eq!(raw(s.addr, b"GET / HTTP/2.0\r\n\r\n").status, 505);
+    let mut big = b"GET / HTTP/1.1\r\n".to_vec();
+    for i in 0..1000 {
+        big.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "y".repeat(20)).as_bytes());
+    }
+    assert_eq!(raw(s.addr, &big).status, 431);
     // A percent-encoded name is decoded like the CLI's --op.
     let a = get(s.addr, "/api/performance/metrics?op=op%5F1");
     assert!(a.text().starts_with("{\"op_1\""), "{}", a.text());
@@ -366,6 +373,24 @@ fn serve_is_not_blocked_by_half_sent_or_silent_clients() {
         assert_eq!(a.status, 200);
         assert_eq!(a.body, want);
     }
+    // The stuck ones are let go after the read timeout: half a request
+    // gets a 408, a silent connection is closed (the socket's own 60 s
+    // timeout would fail the test if the server held on).
+    let mut half = stuck.remove(1);
+    let mut rest = Vec::new();
+    half.read_to_end(&mut rest)
+        .expect("the server closes a half-sent request");
+    assert!(
+        rest.starts_with(b"HTTP/1.1 408 "),
+        "{}",
+        String::from_utf8_lossy(&rest)
+    );
+    let mut silent = stuck.pop().unwrap();
+    let mut rest = Vec::new();
+    silent
+        .read_to_end(&mut rest)
+        .expect("the server closes a silent connection");
+    assert!(rest.is_empty());
     // And a keep-alive client gets several answers on one connection.
     let mut c = connect(s.addr);
     for _ in 0..3 {

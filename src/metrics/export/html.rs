@@ -366,7 +366,9 @@ fn empty_svg(class: &str, text: &str) -> String {
 /// or, within one decade, 1-2-5 steps, or at worst the two ends.
 fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let mut t = Vec::new();
-    let (a, b) = (lo.log10().floor() as i32, hi.log10().ceil() as i32);
+    // ln / ln 10 rather than log10: one libm symbol fewer to bind at start-up.
+    let log10 = |v: f64| v.ln() / std::f64::consts::LN_10;
+    let (a, b) = (log10(lo).floor() as i32, log10(hi).ceil() as i32);
     for e in a..=b {
         let p = 10f64.powi(e);
         if p >= lo * 0.999 && p <= hi * 1.001 {

@@ -72,7 +72,10 @@ pub fn write_file(dest: &Path, bytes: &[u8]) -> Result<()> {
             Err(e) => return Err(Error::io("cannot create a temp file in", dir, e)),
         }
     };
-    let written = f.write_all(bytes).and_then(|()| f.sync_data());
+    // rustix's fdatasync is a plain system call (no libc symbol to bind).
+    let written = f
+        .write_all(bytes)
+        .and_then(|()| rustix::fs::fdatasync(&f).map_err(std::io::Error::from));
     drop(f);
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);

@@ -78,6 +78,7 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s w -l timeou
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s E -l conflict-exit-code -d 'Exit code when busy or timed out' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l owner -d 'Named mode: the process the lock belongs to (default: the caller)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l lock-dir -d 'Directory of named locks (default: FFKIT_LOCK_DIR, <namespace>/locks, or a per-user runtime dir)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s s -l shared -d 'Take a shared lock'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s x -l exclusive -d 'Take an exclusive lock (default)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s n -l nonblock -d 'Fail at once if the lock is held'
@@ -93,12 +94,14 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s h -l help -
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l fd -d 'Drop the lock on the caller\'s open descriptor N' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l owner -d 'Release as this owner pid (the one given to lock-acquire --owner)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l lock-dir -d 'Directory of named locks (default: FFKIT_LOCK_DIR, <namespace>/locks, or a per-user runtime dir)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l force -d 'Release even if the lock belongs to another owner'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l dotlock -d 'The lock is a dot-lock (detected from the file anyway)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l session -d 'NAME is a session lock: <namespace>/sessions/locks (or sessions/ in the lock dir)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -s q -l quiet -d 'Print no message on stderr; answer by exit code'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -l lock-dir -d 'Directory of named locks (default: FFKIT_LOCK_DIR, <namespace>/locks, or a per-user runtime dir)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -l dotlock -d 'Treat the file as a dot-lock (detected from its content anyway)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -l session -d 'NAME is a session lock: <namespace>/sessions/locks (or sessions/ in the lock dir)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -l json -d 'Print a JSON report'

@@ -87,6 +87,7 @@ pub fn command() -> Command {
         .arg(lock_dir_arg())
         .arg(session_arg())
         .arg(quiet_arg())
+        .arg(super::backend_arg())
 }
 
 /// The options lock-acquire shares with the flock persona.
@@ -262,7 +263,71 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         quiet: m.get_flag("quiet"),
         persona: false,
     };
+    if let Some(t) = super::backend_of(m, ctx)? {
+        return remote(req, &t, ctx);
+    }
     execute(req, ctx)
+}
+
+/// The request on a remote backend (docs/redis.md): command and named mode,
+/// exclusive only.
+fn remote(req: Request, t: &crate::backend::Target, ctx: &mut Ctx) -> Result<ExitCode> {
+    let unsupported = if req.fd.is_some() {
+        Some("--fd (a descriptor lock is local by nature)")
+    } else if req.dotlock {
+        Some("--dotlock")
+    } else if req.kind == Kind::Shared {
+        Some("-s/--shared")
+    } else if req.no_fork {
+        Some("-F/--no-fork (ffkit must stay to renew the lease)")
+    } else if req.inherit {
+        Some("--inherit")
+    } else {
+        None
+    };
+    if let Some(what) = unsupported {
+        return Err(Error::Validation(format!(
+            "{what} is not available with backend {} (use --backend local)",
+            t.label
+        )));
+    }
+    let Some(target) = req.target.clone() else {
+        return Err(Error::Validation(
+            "nothing to lock: give LOCKFILE -- CMD, -c CMD or NAME".into(),
+        ));
+    };
+    if req.unlock {
+        if req.program.is_some() {
+            return Err(Error::Validation(
+                "-u/--unlock takes NAME, not a command".into(),
+            ));
+        }
+        ctx.metric = Some("lock_release");
+        let rel = super::remote::Release {
+            target,
+            force: false,
+            owner: req.owner,
+            session: req.session,
+            quiet: req.quiet,
+        };
+        return super::remote::lock_release(t, rel, ctx);
+    }
+    let a = super::remote::Acquire {
+        target,
+        command_text: req.program.as_ref().map(program_text),
+        program: req.program,
+        wait: req.wait.start(),
+        timeout: match req.wait {
+            WaitSpec::Timeout(d) => Some(d),
+            _ => None,
+        },
+        conflict_code: req.conflict_code,
+        owner: req.owner,
+        session: req.session,
+        verbose: req.verbose,
+        quiet: req.quiet,
+    };
+    super::remote::lock_acquire(t, a, ctx)
 }
 
 /// Runs a request in the mode its arguments select.

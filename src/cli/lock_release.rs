@@ -52,6 +52,7 @@ pub fn command() -> Command {
         .arg(lock_dir_arg())
         .arg(session_arg())
         .arg(quiet_arg())
+        .arg(super::backend_arg().conflicts_with("fd"))
 }
 
 /// A named release request.
@@ -79,6 +80,16 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         dotlock: m.get_flag("dotlock"),
         quiet: m.get_flag("quiet"),
     };
+    if let Some(t) = super::backend_of(m, ctx)? {
+        let r = super::remote::Release {
+            target: rel.target,
+            force: rel.force,
+            owner: rel.owner,
+            session: rel.session,
+            quiet: rel.quiet,
+        };
+        return super::remote::lock_release(&t, r, ctx);
+    }
     release_named(&rel, ctx)
 }
 

@@ -12,4 +12,5 @@ mod lock;
 mod metrics;
 mod perf_regress;
 mod progress;
+mod redis;
 mod shell;

@@ -71,6 +71,7 @@ pub fn command() -> Command {
                 .requires("read")
                 .help("With --read: keys to print (default: one per line on standard input)"),
         )
+        .arg(super::backend_arg())
 }
 
 struct Args {
@@ -99,10 +100,20 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             .map(|v| v.cloned().collect())
             .unwrap_or_default(),
     };
-    let dir = ctx.cache_dir(a.dir.as_deref())?;
-    let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some())
-        .with_progress(super::progress::for_call(m));
+    let remote = super::backend_of(m, ctx)?;
+    if let Some(t) = &remote {
+        super::remote::no_dir(t, a.dir.as_deref())?;
+        if a.read {
+            return Err(Error::Validation(format!(
+                "--read is not available with backend {} yet; use cache-read per key",
+                t.label
+            )));
+        }
+    }
     if a.read {
+        let dir = ctx.cache_dir(a.dir.as_deref())?;
+        let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some())
+            .with_progress(super::progress::for_call(m));
         ctx.metric = Some("batch_read");
         return read(&a, &cache);
     }
@@ -137,7 +148,16 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             ttl: i.ttl.unwrap_or(a.ttl),
         })
         .collect::<Vec<_>>();
-    if !entries.is_empty() {
+    if let Some(t) = &remote {
+        let list: Vec<(&str, &[u8], u64)> = items
+            .iter()
+            .map(|i| (i.key.as_str(), &*i.value, i.ttl.unwrap_or(a.ttl)))
+            .collect();
+        super::remote::cache_batch(t, &list, ctx)?;
+    } else if !entries.is_empty() {
+        let dir = ctx.cache_dir(a.dir.as_deref())?;
+        let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some())
+            .with_progress(super::progress::for_call(m));
         cache.write(entries)?;
     }
     for b in &bad {

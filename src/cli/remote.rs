@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::{Ctx, ExitCode, write_stdout};
+use crate::backend::redis::cache::{self as rcache, RedisCache};
 use crate::backend::redis::conn::{Area, Conn};
 use crate::backend::redis::lock::{self as rlock, Keys, Record, RunEnd};
 use crate::backend::{Limits, Target};
@@ -330,4 +331,149 @@ pub fn lock_status(t: &Target, a: Status, ctx: &mut Ctx) -> Result<ExitCode> {
 fn rfc3339(epoch: f64) -> Option<String> {
     let t = jiff::Timestamp::from_second(epoch.floor() as i64).ok()?;
     Some(t.to_string())
+}
+
+/// The cache applets refuse `--dir` on a remote backend: it names a local
+/// cache, and silently ignoring it would write somewhere else.
+pub fn no_dir(t: &Target, dir: Option<&std::path::Path>) -> Result<()> {
+    match dir {
+        Some(d) => Err(Error::Validation(format!(
+            "--dir {}: names a local cache dir, but the backend is {} (use --backend local)",
+            d.display(),
+            t.label
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// `cache-write` on the remote backend; `value` `None` reads stdin.
+pub fn cache_write(
+    t: &Target,
+    key: &str,
+    value: Option<&[u8]>,
+    ttl: u64,
+    ctx: &Ctx,
+) -> Result<ExitCode> {
+    let owned;
+    let bytes = match value {
+        Some(v) => v,
+        None => {
+            owned = rcache::read_value(key, &mut std::io::stdin().lock())?;
+            &owned
+        }
+    };
+    let mut c = RedisCache::open(t, &ctx.cfg)?;
+    c.write(key, bytes, ttl)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cache-batch` (write mode) on the remote backend: all entries in one
+/// MULTI/EXEC transaction.
+pub fn cache_batch(t: &Target, items: &[(&str, &[u8], u64)], ctx: &Ctx) -> Result<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let mut c = RedisCache::open(t, &ctx.cfg)?;
+    c.write_many(items)
+}
+
+/// `cache-read` on the remote backend.
+pub fn cache_read(t: &Target, key: &str, quiet: bool, ctx: &Ctx) -> Result<ExitCode> {
+    let mut c = RedisCache::open(t, &ctx.cfg)?;
+    let miss = match c.read(key)? {
+        rcache::Lookup::Hit(v) => {
+            write_stdout(&v)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        rcache::Lookup::Missing => format!("{key}: no such entry"),
+        rcache::Lookup::Expired(at) => format!(
+            "{key}: expired {}",
+            jiff::Timestamp::from_second(at).map_or_else(|_| String::new(), |t| format!("at {t}"))
+        ),
+    };
+    if quiet {
+        return Ok(ExitCode::from(ExitKind::NotFound.code()));
+    }
+    Err(Error::NotFound(miss))
+}
+
+/// `cache-size` on the remote backend.
+pub struct Size {
+    pub verify: bool,
+    pub fix: bool,
+    pub rebuild: bool,
+    pub json: bool,
+    pub human: bool,
+}
+
+pub fn cache_size(t: &Target, a: Size, ctx: &mut Ctx) -> Result<ExitCode> {
+    let mut c = RedisCache::open(t, &ctx.cfg)?;
+    let print = |tot: rcache::Totals, source: &str, counted: Option<rcache::Totals>| {
+        let text = if a.json {
+            let mut v = json!({
+                "bytes": tot.bytes,
+                "entries": tot.entries,
+                "source": source,
+                "backend": t.label,
+            });
+            if let Some(i) = counted {
+                v["index_bytes"] = json!(i.bytes);
+                v["index_entries"] = json!(i.entries);
+                v["drift_bytes"] = json!(tot.bytes as i128 - i.bytes as i128);
+                v["drift_entries"] = json!(tot.entries as i128 - i.entries as i128);
+            }
+            format!("{v}\n")
+        } else if a.human {
+            format!("{}\n", crate::units::format_bytes(tot.bytes))
+        } else {
+            format!("{}\n", tot.bytes)
+        };
+        write_stdout(text.as_bytes())
+    };
+    if a.rebuild || a.verify {
+        if a.rebuild {
+            ctx.metric = Some("rebuild_size_index");
+        }
+        let v = c.verify(a.fix || a.rebuild)?;
+        if v.counted == v.recount || a.rebuild {
+            print(v.recount, "walk", None)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let drift = format!(
+            "counters say {} bytes in {} entries, the keys hold {} bytes in {} entries ({:+} bytes, {:+} entries)",
+            v.counted.bytes,
+            v.counted.entries,
+            v.recount.bytes,
+            v.recount.entries,
+            v.recount.bytes as i128 - v.counted.bytes as i128,
+            v.recount.entries as i128 - v.counted.entries as i128
+        );
+        if a.fix {
+            ctx.note(format_args!("counters fixed: {drift}"));
+            print(v.recount, "walk", Some(v.counted))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        if a.json {
+            print(v.recount, "walk", Some(v.counted))?;
+        }
+        return Err(Error::Corruption(format!(
+            "size drift in {} {}: {drift} (run with --verify --fix to repair)",
+            t.label,
+            c.prefix()
+        )));
+    }
+    print(c.size()?, "index", None)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cache-evict` on the remote backend.
+pub fn cache_evict(t: &Target, p: rcache::Policy, json: bool, ctx: &Ctx) -> Result<ExitCode> {
+    let mut c = RedisCache::open(t, &ctx.cfg)?;
+    let report = c.evict(&p)?;
+    if json {
+        let text = serde_json::to_string(&report)
+            .map_err(|e| Error::General(format!("cannot encode the report: {e}")))?;
+        write_stdout(format!("{text}\n").as_bytes())?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -13,4 +13,5 @@ mod metrics;
 mod perf_regress;
 mod progress;
 mod redis;
+mod redis_cache;
 mod shell;

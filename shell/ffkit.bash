@@ -174,13 +174,70 @@ _ffkit_index_read() {
     [[ -z $_ffkit_rest && ${#_ffkit_n} -le 19 ]]
 }
 
-# _ffkit_lock_take FUNCTION FILE: opens FILE on a new fd, takes the kernel
-# lock on it with `ffkit lock-acquire --fd` and records FILE -> fd in the
+# _ffkit_lock_file KIND NAME [DEV_ID]: sets _ffkit_file to the one lock file
+# of NAME, by the binary's own rule (docs/locks.md, "Lock dir"), and
+# _ffkit_dev to the developer id to hand the binary (empty: none), so that
+# the wrappers and `ffkit lock-acquire NAME` always lock the same file.
+# KIND is critical or session; DEV_ID (sessions) picks that developer.
+_ffkit_lock_file() {
+    local _ffkit_top='' _ffkit_ns='' _ffkit_base=''
+    _ffkit_dev=
+    if [[ -n ${3-} ]]; then
+        _ffkit_valid_id "$3" "$_ffkit_fn: dev_id" 2 || return
+    fi
+    if [[ -n ${FFKIT_LOCK_DIR-} ]]; then
+        _ffkit_base=$FFKIT_LOCK_DIR
+        [[ $1 == critical ]] || _ffkit_base=$_ffkit_base/sessions
+        _ffkit_file=${_ffkit_base%/}/$2.lock
+        _ffkit_dev=${3-}
+        return 0
+    fi
+    _ffkit_resolve_ns || return
+    if [[ -n ${3-} ]]; then
+        _ffkit_dev=$3
+        _ffkit_ns=${_ffkit_top%/}/.flowforge/dev-$3
+    elif [[ -n ${FLOWFORGE_DEVELOPER-} ]]; then
+        _ffkit_dev=$FLOWFORGE_DEVELOPER
+    elif [[ $_ffkit_ns != "${_ffkit_top%/}/.flowforge" ]]; then
+        _ffkit_dev=${_ffkit_team_id-}
+    elif [[ ! -e ${_ffkit_top%/}/.git && ! -L ${_ffkit_top%/}/.git ]]; then
+        # Outside a repository: the per-user runtime dir.
+        if [[ -n ${XDG_RUNTIME_DIR-} ]]; then
+            _ffkit_ns=${XDG_RUNTIME_DIR%/}/ffkit
+        else
+            _ffkit_ns=/tmp/ffkit-${UID-}
+        fi
+    fi
+    if [[ $1 == critical ]]; then
+        _ffkit_file=$_ffkit_ns/locks/$2.lock
+    else
+        _ffkit_file=$_ffkit_ns/sessions/locks/$2.lock
+    fi
+}
+
+# _ffkit_lock_call ARGS...: `ffkit lock-... ARGS` for the lock in
+# _ffkit_file, with the developer id the file was resolved for.
+_ffkit_lock_call() {
+    if [[ -n $_ffkit_dev ]]; then
+        FLOWFORGE_DEVELOPER=$_ffkit_dev _ffkit_run "$_ffkit_log" "$@" </dev/null
+    else
+        _ffkit_run "$_ffkit_log" "$@" </dev/null
+    fi
+}
+
+# _ffkit_lock_take FUNCTION KIND NAME [DEV_ID]: opens NAME's lock file on a
+# new fd, takes the kernel lock on it with `ffkit lock-acquire --fd N NAME`
+# (which checks the fd is on NAME's file and records this shell as the
+# holder, so `ffkit lock-status NAME` names it) and records file -> fd in the
 # held-lock table. The lock lives as long as the fd: until the matching
 # release, or until this shell (and any child that inherited the fd) exits.
+# The binary creates a missing dir and file (0700/0600 whatever the umask);
+# the shell only opens an existing file, read-only.
 _ffkit_lock_take() {
-    local _ffkit_file=$2 _ffkit_fd='' _ffkit_i=0 _ffkit_slot=-1 _ffkit_rc=0
-    local _ffkit_ldir=${2%/*}
+    local _ffkit_fn=$1 _ffkit_file='' _ffkit_dev='' _ffkit_fd='' _ffkit_i=0 _ffkit_slot=-1 _ffkit_rc=0
+    local _ffkit_sess=''
+    [[ $2 == critical ]] || _ffkit_sess=--session
+    _ffkit_lock_file "$2" "$3" "${4-}" || return
     if [[ -n ${_ffkit_lock_files+set} ]]; then
         while [[ $_ffkit_i -lt ${#_ffkit_lock_files[@]} ]]; do
             # `[ = ]` compares bytes; `[[ == ]]` would obey nocasematch.
@@ -195,38 +252,45 @@ _ffkit_lock_take() {
         done
     fi
     [[ $_ffkit_slot -ge 0 ]] || _ffkit_slot=$_ffkit_i
-    if [[ ! -d $_ffkit_ldir ]] && ! command mkdir -p -- "$_ffkit_ldir"; then
-        _ffkit_err "$1: cannot create the lock dir $_ffkit_ldir"
-        return 3
-    fi
     if [[ -L $_ffkit_file ]]; then
         _ffkit_err "$1: $_ffkit_file: is a symbolic link; refusing to lock through it"
         return 3
     fi
-    if ! { exec {_ffkit_fd}>>"$_ffkit_file"; } 2>/dev/null; then
+    if [[ ! -f $_ffkit_file ]]; then
+        _ffkit_lock_call lock-acquire --prepare ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || return
+    fi
+    if ! { exec {_ffkit_fd}<"$_ffkit_file"; } 2>/dev/null; then
         _ffkit_err "$1: cannot open the lock file $_ffkit_file"
         return 3
     fi
-    _ffkit_run "$_ffkit_log" lock-acquire --fd "$_ffkit_fd" </dev/null || _ffkit_rc=$?
+    if [[ ${FF_DEBUG-} == true ]]; then
+        _ffkit_lock_call lock-acquire --fd "$_ffkit_fd" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
+    else
+        _ffkit_lock_call lock-acquire --quiet-wait --fd "$_ffkit_fd" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
+    fi
     if [[ $_ffkit_rc -ne 0 ]]; then
-        exec {_ffkit_fd}>&-
+        exec {_ffkit_fd}<&-
         return "$_ffkit_rc"
     fi
     _ffkit_lock_files[_ffkit_slot]=$_ffkit_file
     _ffkit_lock_fds[_ffkit_slot]=$_ffkit_fd
 }
 
-# _ffkit_lock_drop FUNCTION FILE: releases a lock this shell holds on FILE
-# and closes its fd; fails with 4 when this shell does not hold it.
+# _ffkit_lock_drop FUNCTION KIND NAME [DEV_ID]: releases a lock this shell
+# holds on NAME's file and closes its fd; fails with 4 when this shell does
+# not hold it.
 _ffkit_lock_drop() {
-    local _ffkit_file=$2 _ffkit_fd='' _ffkit_i=0 _ffkit_rc=0
+    local _ffkit_fn=$1 _ffkit_file='' _ffkit_dev='' _ffkit_fd='' _ffkit_i=0 _ffkit_rc=0
+    local _ffkit_sess=''
+    [[ $2 == critical ]] || _ffkit_sess=--session
+    _ffkit_lock_file "$2" "$3" "${4-}" || return
     if [[ -n ${_ffkit_lock_files+set} ]]; then
         while [[ $_ffkit_i -lt ${#_ffkit_lock_files[@]} ]]; do
             if [ "${_ffkit_lock_files[_ffkit_i]}" = "$_ffkit_file" ]; then
                 _ffkit_fd=${_ffkit_lock_fds[_ffkit_i]}
-                _ffkit_run "$_ffkit_log" lock-release --fd "$_ffkit_fd" </dev/null || _ffkit_rc=$?
+                _ffkit_lock_call lock-release --fd "$_ffkit_fd" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
                 # Closing the fd releases the lock even if lock-release failed.
-                exec {_ffkit_fd}>&-
+                exec {_ffkit_fd}<&-
                 _ffkit_lock_files[_ffkit_i]=
                 _ffkit_lock_fds[_ffkit_i]=
                 return "$_ffkit_rc"
@@ -429,7 +493,7 @@ acquire_critical_lock() {
     _ffkit_valid_name "${1-}" 'acquire_critical_lock: name' || return
     local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
     _ffkit_paths acquire_critical_lock || return
-    _ffkit_lock_take acquire_critical_lock "$_ffkit_ns/locks/$1.lock"
+    _ffkit_lock_take acquire_critical_lock critical "$1"
 }
 
 # release_critical_lock name: releases a lock this shell took; fails (4)
@@ -440,7 +504,7 @@ release_critical_lock() {
     _ffkit_valid_name "${1-}" 'release_critical_lock: name' || return
     local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
     _ffkit_paths release_critical_lock || return
-    _ffkit_lock_drop release_critical_lock "$_ffkit_ns/locks/$1.lock"
+    _ffkit_lock_drop release_critical_lock critical "$1"
 }
 
 # acquire_session_lock dev_id session_id: takes the kernel lock
@@ -451,7 +515,7 @@ acquire_session_lock() {
     _ffkit_valid_name "${2-}" 'acquire_session_lock: session_id' || return
     local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
     _ffkit_paths acquire_session_lock "$1" || return
-    _ffkit_lock_take acquire_session_lock "$_ffkit_ns/sessions/locks/$2.lock"
+    _ffkit_lock_take acquire_session_lock session "$2" "$1"
 }
 
 # release_session_lock dev_id session_id: releases it; fails (4) when this
@@ -462,7 +526,7 @@ release_session_lock() {
     _ffkit_valid_name "${2-}" 'release_session_lock: session_id' || return
     local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
     _ffkit_paths release_session_lock "$1" || return
-    _ffkit_lock_drop release_session_lock "$_ffkit_ns/sessions/locks/$2.lock"
+    _ffkit_lock_drop release_session_lock session "$2" "$1"
 }
 
 # ---------------------------------------------------------------------------

@@ -78,12 +78,14 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -s n -l dry-run
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -l json -d 'Print a JSON report of what was (or would be) removed'
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s c -l command -d 'Run SHELLCMD with $SHELL -c (default /bin/sh) holding the lock' -r
-complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l fd -d 'Lock the caller\'s open descriptor N (fd mode)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l fd -d 'Lock the caller\'s open descriptor N (fd mode); with NAME, N must be open on NAME\'s lock file, whose record then names the caller' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s w -l timeout -d 'Give up after SECS (fractional; 0 = non-blocking)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s E -l conflict-exit-code -d 'Exit code when busy or timed out' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l owner -d 'Named mode: the process the lock belongs to (default: the caller)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l lock-dir -d 'Directory of named locks (default: FFKIT_LOCK_DIR, <namespace>/locks, or a per-user runtime dir)' -r -F
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l prepare -d 'Create NAME\'s lock dir (0700) and lock file (0600) and exit, taking nothing'
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l quiet-wait -d 'Never print the waiting line, even on a terminal (FF_DEBUG=true still does)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s s -l shared -d 'Take a shared lock'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s x -l exclusive -d 'Take an exclusive lock (default)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s n -l nonblock -d 'Fail at once if the lock is held'
@@ -96,7 +98,7 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l dotlock -d 
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l session -d 'NAME is a session lock: <namespace>/sessions/locks (or sessions/ in the lock dir)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s q -l quiet -d 'Print no message on stderr; answer by exit code'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l fd -d 'Drop the lock on the caller\'s open descriptor N' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l fd -d 'Drop the lock on the caller\'s open descriptor N (exit 4 if it holds none); with NAME, N must be open on NAME\'s lock file' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l owner -d 'Release as this owner pid (the one given to lock-acquire --owner)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l lock-dir -d 'Directory of named locks (default: FFKIT_LOCK_DIR, <namespace>/locks, or a per-user runtime dir)' -r -F
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)' -r

@@ -1,10 +1,12 @@
 complete -c lock-acquire -s c -l command -d 'Run SHELLCMD with $SHELL -c (default /bin/sh) holding the lock' -r
-complete -c lock-acquire -l fd -d 'Lock the caller\'s open descriptor N (fd mode)' -r
+complete -c lock-acquire -l fd -d 'Lock the caller\'s open descriptor N (fd mode); with NAME, N must be open on NAME\'s lock file, whose record then names the caller' -r
 complete -c lock-acquire -s w -l timeout -d 'Give up after SECS (fractional; 0 = non-blocking)' -r
 complete -c lock-acquire -s E -l conflict-exit-code -d 'Exit code when busy or timed out' -r
 complete -c lock-acquire -l owner -d 'Named mode: the process the lock belongs to (default: the caller)' -r
 complete -c lock-acquire -l lock-dir -d 'Directory of named locks (default: FFKIT_LOCK_DIR, <namespace>/locks, or a per-user runtime dir)' -r -F
 complete -c lock-acquire -l backend -d 'Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)' -r
+complete -c lock-acquire -l prepare -d 'Create NAME\'s lock dir (0700) and lock file (0600) and exit, taking nothing'
+complete -c lock-acquire -l quiet-wait -d 'Never print the waiting line, even on a terminal (FF_DEBUG=true still does)'
 complete -c lock-acquire -s s -l shared -d 'Take a shared lock'
 complete -c lock-acquire -s x -l exclusive -d 'Take an exclusive lock (default)'
 complete -c lock-acquire -s n -l nonblock -d 'Fail at once if the lock is held'

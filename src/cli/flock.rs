@@ -166,6 +166,8 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         session: false,
         verbose: m.get_flag("verbose"),
         quiet: false,
+        prepare: false,
+        quiet_wait: false,
         persona: true,
     };
     execute(req, ctx)

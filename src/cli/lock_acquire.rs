@@ -67,8 +67,22 @@ pub fn command() -> Command {
                 .long("fd")
                 .value_name("N")
                 .value_parser(clap::value_parser!(i32).range(0..))
-                .conflicts_with_all(["target", "cmd", "command", "dotlock"])
-                .help("Lock the caller's open descriptor N (fd mode)"),
+                .conflicts_with_all(["cmd", "command", "dotlock"])
+                .help("Lock the caller's open descriptor N (fd mode); with NAME, N must be open on NAME's lock file, whose record then names the caller"),
+        )
+        .arg(
+            Arg::new("prepare")
+                .long("prepare")
+                .action(ArgAction::SetTrue)
+                .requires("target")
+                .conflicts_with_all(["fd", "cmd", "command", "dotlock", "unlock"])
+                .help("Create NAME's lock dir (0700) and lock file (0600) and exit, taking nothing"),
+        )
+        .arg(
+            Arg::new("quiet_wait")
+                .long("quiet-wait")
+                .action(ArgAction::SetTrue)
+                .help("Never print the waiting line, even on a terminal (FF_DEBUG=true still does)"),
         )
         .args(common_lock_args())
         .arg(
@@ -202,6 +216,8 @@ pub(super) struct Request {
     pub session: bool,
     pub verbose: bool,
     pub quiet: bool,
+    pub prepare: bool,
+    pub quiet_wait: bool,
     /// flock(1) persona: conflicts exit 1 silently, no named mode, waits
     /// forever by default.
     pub persona: bool,
@@ -261,6 +277,8 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         session: m.get_flag("session"),
         verbose: m.get_flag("verbose"),
         quiet: m.get_flag("quiet"),
+        prepare: m.get_flag("prepare"),
+        quiet_wait: m.get_flag("quiet_wait"),
         persona: false,
     };
     if let Some(t) = super::backend_of(m, ctx)? {
@@ -333,13 +351,32 @@ fn remote(req: Request, t: &crate::backend::Target, ctx: &mut Ctx) -> Result<Exi
 /// Runs a request in the mode its arguments select.
 pub(super) fn execute(req: Request, ctx: &mut Ctx) -> Result<ExitCode> {
     if let Some(fd) = req.fd {
+        // flock FD: the target is the descriptor number itself.
+        let path = match (&req.target, req.persona) {
+            (Some(t), false) => Some(lock::resolve(
+                t,
+                &ctx.cfg,
+                req.lock_dir.as_deref(),
+                req.session,
+            )?),
+            _ => None,
+        };
         if req.unlock {
             if !req.persona {
                 ctx.metric = Some("lock_release");
             }
-            return unlock_fd(fd).map(|()| ExitCode::SUCCESS);
+            return unlock_fd(fd, path.as_deref(), owner_pid(&req), req.quiet);
         }
-        return fd_mode(&req, fd, ctx);
+        return fd_mode(&req, fd, path.as_deref(), ctx);
+    }
+    if req.prepare {
+        ctx.metric = None;
+        let target = req.target.as_deref().unwrap_or_default();
+        let path = lock::resolve(target, &ctx.cfg, req.lock_dir.as_deref(), req.session)?;
+        kernel::open_lock_file(&path, true, crate::fsutil::FILE_MODE)
+            .map_err(|e| Error::io("cannot open lock file", &path, e))?;
+        ctx.debug(format_args!("{target}: lock file {} ready", path.display()));
+        return Ok(ExitCode::SUCCESS);
     }
     let Some(target) = req.target.clone() else {
         return Err(Error::Validation(
@@ -375,16 +412,20 @@ pub(super) fn execute(req: Request, ctx: &mut Ctx) -> Result<ExitCode> {
     named_mode(&req, &target, ctx)
 }
 
-/// Drops the lock on the caller's descriptor `fd`.
-pub(super) fn unlock_fd(fd: RawFd) -> Result<()> {
-    kernel::unlock_fd(fd).map_err(|e| fd_error(fd, "cannot unlock", e))
-}
-
-fn fd_error(fd: RawFd, what: &str, e: std::io::Error) -> Error {
-    if e.raw_os_error() == Some(libc::EBADF) {
-        Error::Validation(format!("descriptor {fd}: not open"))
-    } else {
-        Error::LockFailed(format!("{what} descriptor {fd}: {e}"))
+/// Drops the lock on the caller's descriptor `fd` (open on `path` when a
+/// NAME was given): exit 4 when that descriptor holds no lock.
+pub(super) fn unlock_fd(
+    fd: RawFd,
+    path: Option<&Path>,
+    owner: u32,
+    quiet: bool,
+) -> Result<ExitCode> {
+    match lock::fd::release(fd, path, owner)? {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(lock::fd::NotHeld::NoLock) if quiet => Ok(ExitCode::from(ExitKind::NotFound.code())),
+        Err(lock::fd::NotHeld::NoLock) => {
+            Err(Error::NotFound(format!("{}: holds no lock", fd_label(fd))))
+        }
     }
 }
 
@@ -436,9 +477,17 @@ fn borrow_fd(fd: RawFd) -> ManuallyDrop<File> {
     ManuallyDrop::new(unsafe { File::from_raw_fd(fd) })
 }
 
-/// The one waiting line (unless quiet), on stderr.
+/// The one waiting line, on stderr: with `--verbose` or `FF_DEBUG=true`,
+/// or when stderr is a terminal (not with `-q`/`--quiet-wait`, nor for the
+/// flock persona, which is silent like flock(1)). Scripts and pipes see
+/// nothing by default.
 fn waiting_note(ctx: &Ctx, req: &Request, label: &str, holder: String) {
-    if !req.quiet && (!req.persona || req.verbose) {
+    use std::io::IsTerminal;
+    if req.quiet {
+        return;
+    }
+    let tty = !req.persona && !req.quiet_wait && std::io::stderr().is_terminal();
+    if tty || req.verbose || ctx.cfg.debug {
         ctx.note(format_args!("waiting for lock {label} ({holder})"));
     }
 }
@@ -489,14 +538,13 @@ fn took_note(ctx: &Ctx, req: &Request, waited: Duration) {
     }
 }
 
-fn fd_mode(req: &Request, fd: RawFd, ctx: &mut Ctx) -> Result<ExitCode> {
+fn fd_mode(req: &Request, fd: RawFd, path: Option<&Path>, ctx: &mut Ctx) -> Result<ExitCode> {
     let wait = req.wait.start();
     let mut on_wait = || {
         let f = borrow_fd(fd);
         waiting_note(ctx, req, &fd_label(fd), describe_file(&f));
     };
-    let got = kernel::lock_fd(fd, req.kind, wait, &mut on_wait)
-        .map_err(|e| fd_error(fd, "cannot lock", e))?;
+    let got = lock::fd::acquire(fd, req.kind, wait, path, owner_pid(req), &mut on_wait)?;
     match got {
         Ok(waited) => {
             took_note(ctx, req, waited);
@@ -668,9 +716,7 @@ fn program_text(p: &Program) -> String {
 
 /// The owner of a named lock: `--owner`, else our parent (the calling shell).
 fn owner_pid(req: &Request) -> u32 {
-    // SAFETY: getppid cannot fail.
-    req.owner
-        .unwrap_or_else(|| unsafe { libc::getppid() } as u32)
+    req.owner.unwrap_or_else(lock::parent_pid)
 }
 
 fn named_mode(req: &Request, target: &str, ctx: &mut Ctx) -> Result<ExitCode> {

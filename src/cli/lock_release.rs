@@ -33,8 +33,8 @@ pub fn command() -> Command {
                 .long("fd")
                 .value_name("N")
                 .value_parser(clap::value_parser!(i32).range(0..))
-                .conflicts_with_all(["target", "force", "owner", "dotlock"])
-                .help("Drop the lock on the caller's open descriptor N"),
+                .conflicts_with_all(["force", "dotlock"])
+                .help("Drop the lock on the caller's open descriptor N (exit 4 if it holds none); with NAME, N must be open on NAME's lock file"),
         )
         .arg(
             Arg::new("force")
@@ -68,8 +68,20 @@ pub(super) struct Release {
 
 pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     if let Some(fd) = m.get_one::<i32>("fd") {
-        unlock_fd(*fd)?;
-        return Ok(ExitCode::SUCCESS);
+        let path = match m.get_one::<String>("target") {
+            Some(t) => Some(lock::resolve(
+                t,
+                &ctx.cfg,
+                m.get_one::<PathBuf>("lock_dir").map(PathBuf::as_path),
+                m.get_flag("session"),
+            )?),
+            None => None,
+        };
+        let owner = match m.get_one::<u32>("owner") {
+            Some(&p) => p,
+            None => lock::parent_pid(),
+        };
+        return unlock_fd(*fd, path.as_deref(), owner, m.get_flag("quiet"));
     }
     let rel = Release {
         target: m.get_one::<String>("target").cloned().unwrap_or_default(),
@@ -111,7 +123,15 @@ pub(super) fn release_named(rel: &Release, ctx: &mut Ctx) -> Result<ExitCode> {
     // and the shells above it).
     let as_pids = match rel.owner {
         Some(p) => vec![p],
-        None => holder::ancestors(std::process::id()),
+        // The caller itself counts too: `sh -c 'ffkit lock-acquire n;
+        // ffkit lock-release n'` execs the last command in place of the
+        // shell, so the releasing process is the owner.
+        None => {
+            let me = std::process::id();
+            let mut v = vec![me];
+            v.extend(holder::ancestors(me));
+            v
+        }
     };
     let name = &rel.target;
     let is_dotlock = rel.dotlock

@@ -40,10 +40,16 @@ pub struct Holder {
     pub holder_pid: Option<u32>,
     #[serde(default)]
     pub holder_start: Option<u64>,
+    /// For descriptor-held kernel locks (`lock-acquire --fd N NAME`, the
+    /// shell wrappers): the owner's descriptor number holding the lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<i32>,
 }
 
 pub const KIND_NAMED: &str = "named";
 pub const KIND_DOTLOCK: &str = "dotlock";
+/// A kernel lock held through a descriptor of the owner itself (a shell).
+pub const KIND_FD: &str = "fd";
 
 impl Holder {
     /// A record for `pid` acquired now, on this host.
@@ -57,6 +63,21 @@ impl Holder {
             since: now_epoch(),
             holder_pid: None,
             holder_start: None,
+            fd: None,
+        }
+    }
+
+    /// Whether this record of a kernel lock on the file `(dev, ino)` still
+    /// names a live holder: a named lock's holder process, or an fd lock's
+    /// owner with a descriptor open on that very file. A record left behind
+    /// by a holder that was killed fails this test.
+    pub fn holds_kernel_lock(&self, dev: u64, ino: u64) -> bool {
+        match self.kind.as_str() {
+            KIND_NAMED => self
+                .holder_pid
+                .is_some_and(|h| same_process(h, self.holder_start)),
+            KIND_FD => same_process(self.pid, self.start) && has_open(self.pid, self.fd, dev, ino),
+            _ => false,
         }
     }
 
@@ -92,19 +113,21 @@ pub struct Who {
     pub command: Option<String>,
 }
 
-/// Who holds the kernel lock on the open file `f` (assumed held).
+/// Who holds the kernel lock on the open file `f` (assumed held): the
+/// record, when it still names a live holder of this very file (a record
+/// left by a killed holder is ignored), else the pid `/proc/locks` names.
 pub fn who_of_file(f: &File) -> Who {
-    if let Some(rec) = read_from(f).filter(|r| r.kind == KIND_NAMED) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = f.metadata() else {
+        return Who::default();
+    };
+    if let Some(rec) = read_from(f).filter(|r| r.holds_kernel_lock(m.dev(), m.ino())) {
         return Who {
             pid: Some(rec.pid),
             command: Some(rec.command.clone()),
             record: Some(rec),
         };
     }
-    let Ok(m) = f.metadata() else {
-        return Who::default();
-    };
-    use std::os::unix::fs::MetadataExt;
     let me = std::process::id();
     let pid = proc_locks_pids(m.dev(), m.ino())
         .into_iter()
@@ -162,16 +185,34 @@ pub fn now_epoch() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// This host's name (empty if it cannot be read).
+/// This host's name (the uname node name, as gethostname(2) returns it).
 pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is writable for its length.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return String::new();
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Whether process `pid` has a descriptor open on the file `(dev, ino)`:
+/// descriptor `fd` if known, else any of them. Reading another process's
+/// `/proc/PID/fd` needs the same user; when it cannot be read the answer
+/// is "yes" (the kernel already said the lock is held, and the pid and its
+/// start time are alive).
+fn has_open(pid: u32, fd: Option<i32>, dev: u64, ino: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let same =
+        |p: &std::path::Path| fs::metadata(p).is_ok_and(|m| m.dev() == dev && m.ino() == ino);
+    if let Some(fd) = fd {
+        let p = std::path::PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
+        return match fs::symlink_metadata(&p) {
+            Ok(_) => same(&p),
+            Err(e) => e.kind() == io::ErrorKind::PermissionDenied,
+        };
     }
-    let n = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..n]).into_owned()
+    match fs::read_dir(format!("/proc/{pid}/fd")) {
+        Ok(rd) => rd.flatten().any(|e| same(&e.path())),
+        Err(e) => e.kind() == io::ErrorKind::PermissionDenied,
+    }
 }
 
 /// The fields of `/proc/PID/stat` after the command name (which may hold

@@ -18,6 +18,7 @@
 
 pub mod backoff;
 pub mod dotlock;
+pub mod fd;
 pub mod holder;
 pub mod kernel;
 pub mod named;
@@ -77,12 +78,16 @@ pub enum Denied {
 /// The outcome of an acquisition: `Ok(waited)` or why not.
 pub type Acquired = std::result::Result<Duration, Denied>;
 
-/// Where named locks live: `explicit` (`--lock-dir`), else `FFKIT_LOCK_DIR`,
-/// else `<namespace>/locks` when `FLOWFORGE_DEVELOPER` is set, else
+/// Where named locks live (docs/locks.md, "Lock dir"): `explicit`
+/// (`--lock-dir`), else `FFKIT_LOCK_DIR`, else `<namespace>/locks` when
+/// `FLOWFORGE_DEVELOPER` is set, else `<repo>/.flowforge/locks` inside a git
+/// repository (the old library's legacy namespace), else
 /// `$XDG_RUNTIME_DIR/ffkit/locks`, else `/tmp/ffkit-<uid>/locks`. With
 /// `session`, session locks: `<namespace>/sessions/locks`, or `sessions/`
-/// inside the other dirs. The dir is created 0700; the per-user defaults
-/// must be owned by the user and not writable by others, else exit 3.
+/// inside the other dirs. The shell wrappers follow the very same rule, so
+/// a NAME is one file whichever way it is taken. The dir is created 0700;
+/// the per-user defaults must be owned by the user and not writable by
+/// others, else exit 3.
 pub fn lock_dir(cfg: &Config, explicit: Option<&Path>, session: bool) -> Result<PathBuf> {
     let chosen = explicit
         .map(Path::to_path_buf)
@@ -92,7 +97,16 @@ pub fn lock_dir(cfg: &Config, explicit: Option<&Path>, session: bool) -> Result<
         fsutil::create_private_dir(&d)?;
         return Ok(d);
     }
-    if let Some(ns) = cfg.namespace_dir()? {
+    let legacy = || -> Result<Option<PathBuf>> {
+        let cwd = std::env::current_dir()
+            .map_err(|e| Error::io("cannot read the current directory", ".", e))?;
+        Ok(crate::config::repo_root(&cwd).map(|r| r.join(".flowforge")))
+    };
+    let ns = match cfg.namespace_dir()? {
+        Some(ns) => Some(ns),
+        None => legacy()?,
+    };
+    if let Some(ns) = ns {
         let d = if session {
             ns.join("sessions").join("locks")
         } else {
@@ -101,8 +115,7 @@ pub fn lock_dir(cfg: &Config, explicit: Option<&Path>, session: bool) -> Result<
         fsutil::create_private_dir(&d)?;
         return Ok(d);
     }
-    // SAFETY: getuid cannot fail.
-    let uid = unsafe { libc::getuid() };
+    let uid = rustix::process::getuid().as_raw();
     let base = match cfg.runtime_dir() {
         Some(r) => r.join("ffkit"),
         None => PathBuf::from(format!("/tmp/ffkit-{uid}")),
@@ -164,9 +177,13 @@ pub fn validate_name(name: &str) -> Result<&str> {
     }
 }
 
+/// The file of a lock NAME: `<lock dir>/<NAME>.lock`, the old library's
+/// names for critical and session locks.
+pub const SUFFIX: &str = ".lock";
+
 /// `NAME|FILE`: an argument with a `/` is a path to a lock file; anything
-/// else is a name in the lock dir (resolved only then, so a path costs no
-/// lock-dir set-up).
+/// else is a name, whose one file is `<lock dir>/NAME.lock` (the dir is
+/// resolved only then, so a path costs no lock-dir set-up).
 pub fn resolve(
     arg: &str,
     cfg: &Config,
@@ -177,7 +194,12 @@ pub fn resolve(
         return Ok(PathBuf::from(arg));
     }
     let name = validate_name(arg)?;
-    Ok(lock_dir(cfg, explicit_dir, session)?.join(name))
+    Ok(lock_dir(cfg, explicit_dir, session)?.join(format!("{name}{SUFFIX}")))
+}
+
+/// This process's parent: the calling shell, the default owner of a lock.
+pub fn parent_pid() -> u32 {
+    rustix::process::getppid().map_or(1, |p| p.as_raw_nonzero().get() as u32)
 }
 
 /// Maps `EWOULDBLOCK`-style errno values to "held" for callers that probe.

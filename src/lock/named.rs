@@ -20,7 +20,7 @@ use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
 
-use super::holder::{self, Holder, KIND_NAMED};
+use super::holder::{self, Holder, KIND_FD, KIND_NAMED};
 use super::kernel::{self, Probe};
 use super::{Acquired, Kind, Wait};
 use crate::error::{Error, Result};
@@ -120,11 +120,18 @@ pub fn acquire(
             )));
         }
     };
-    // The same owner asking again would wait for itself until the timeout.
-    if let Some(rec) = holder::read_from(&f).filter(|r| r.kind == KIND_NAMED && r.pid == owner)
-        && rec
-            .holder_pid
-            .is_some_and(|h| holder::same_process(h, rec.holder_start))
+    // The same owner asking again (by name, or through the wrappers'
+    // descriptor) would wait for itself until the timeout.
+    let (dev, ino) = {
+        use std::os::unix::fs::MetadataExt;
+        let m = f
+            .metadata()
+            .map_err(|e| Error::io("cannot inspect", path, e))?;
+        (m.dev(), m.ino())
+    };
+    if let Some(rec) = holder::read_from(&f)
+        .filter(|r| (r.kind == KIND_NAMED || r.kind == KIND_FD) && r.pid == owner)
+        && rec.holds_kernel_lock(dev, ino)
         && !kernel::try_lock_fd(f.as_raw_fd(), Kind::Shared)
             .map_err(|e| Error::io("cannot probe", path, e))?
     {
@@ -297,6 +304,9 @@ pub fn release(path: &Path, who: &Releaser) -> Result<std::result::Result<Holder
     if kernel::probe_file(&f).map_err(|e| Error::io("cannot probe", path, e))? == Probe::Free {
         return Ok(Err(NotReleased::NotHeld { missing: false }));
     }
+    if let Some(rec) = holder::read_from(&f).filter(|r| r.kind == KIND_FD) {
+        return release_fd_held(&f, path, rec, who, writable);
+    }
     let Some(rec) = holder::read_from(&f).filter(|r| r.kind == KIND_NAMED) else {
         return Err(Error::LockFailed(format!(
             "{}: held, but not as a named lock (no holder record); it is released when its holder exits",
@@ -353,6 +363,57 @@ pub fn release(path: &Path, who: &Releaser) -> Result<std::result::Result<Holder
         let _ = holder::clear(&f);
         let _ = kernel::unlock_fd(f.as_raw_fd());
     }
+    Ok(Ok(rec))
+}
+
+/// `lock-release NAME` of a lock a shell holds through its own descriptor
+/// (the wrappers): the owner may release it; ffkit then duplicates that
+/// descriptor with pidfd_getfd(2) and unlocks the shared open file
+/// description, which drops the shell's lock. Where the kernel refuses
+/// (ptrace rules), the answer says how to release it instead.
+fn release_fd_held(
+    f: &File,
+    path: &Path,
+    rec: Holder,
+    who: &Releaser,
+    writable: bool,
+) -> Result<std::result::Result<Holder, NotReleased>> {
+    use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags};
+    use std::os::unix::fs::MetadataExt;
+    let m = f
+        .metadata()
+        .map_err(|e| Error::io("cannot inspect", path, e))?;
+    if !rec.holds_kernel_lock(m.dev(), m.ino()) {
+        return Err(Error::LockFailed(format!(
+            "{}: held, but its holder record is out of date; it is released when its holder exits",
+            path.display()
+        )));
+    }
+    if !who.may_release(&rec) {
+        return Ok(Err(NotReleased::NotOwner(rec)));
+    }
+    let how = || {
+        format!(
+            "{}: held through descriptor {} of pid {}; release it there (release_critical_lock, or close the descriptor)",
+            path.display(),
+            rec.fd.unwrap_or(-1),
+            rec.pid
+        )
+    };
+    let (Some(pid), Some(fd)) = (Pid::from_raw(rec.pid as i32), rec.fd) else {
+        return Err(Error::LockFailed(how()));
+    };
+    let dup = rustix::process::pidfd_open(pid, PidfdFlags::empty())
+        .and_then(|pfd| rustix::process::pidfd_getfd(&pfd, fd, PidfdGetfdFlags::empty()))
+        .map_err(|_| Error::LockFailed(how()))?;
+    let st = rustix::fs::fstat(&dup).map_err(|_| Error::LockFailed(how()))?;
+    if st.st_dev != m.dev() || st.st_ino != m.ino() {
+        return Err(Error::LockFailed(how()));
+    }
+    if writable {
+        let _ = holder::clear(f);
+    }
+    kernel::unlock_fd(dup.as_raw_fd()).map_err(|e| Error::io("cannot unlock", path, e))?;
     Ok(Ok(rec))
 }
 

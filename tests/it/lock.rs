@@ -3,7 +3,9 @@
 //! mode (oracle: the final count), holders killed with SIGKILL, the timeout
 //! window, the backoff schedule, ownership and status output.
 
+use std::fs;
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -149,14 +151,26 @@ fn flock_persona_counts_exactly_under_contention() {
     contention(&w, &format!("\"$FLOCK\" L -c '{INCR}' || exit 1"), &[], 2);
 }
 
-/// Starts a waiter and returns once it has printed its waiting line.
+/// Starts a waiter and returns once it has printed its waiting line
+/// (printed off a terminal only with FF_DEBUG=true or --verbose); the rest
+/// of its stderr is drained by a thread.
 fn start_waiter(mut c: Command) -> Child {
-    c.stdout(Stdio::null()).stderr(Stdio::piped());
+    c.env("FF_DEBUG", "true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut child = c.spawn().unwrap();
-    let mut line = String::new();
     let mut err = BufReader::new(child.stderr.take().unwrap());
-    err.read_line(&mut line).unwrap();
-    assert!(line.contains("waiting for lock"), "{line}");
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = err.read_line(&mut line).unwrap();
+        assert!(n > 0, "no waiting line: {seen}");
+        seen.push_str(&line);
+        if line.contains("waiting for lock") {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
     child
 }
 
@@ -292,8 +306,8 @@ fn timeout_exits_6_after_half_a_second() {
     let mut holder = holder.spawn().unwrap();
     until("holder", || held(&w, "./L"));
     for (args, env) in [
-        (vec!["-w", "0.5", "L", "--", "true"], None),
-        (vec!["L", "--", "true"], Some("0.5")),
+        (vec!["--verbose", "-w", "0.5", "L", "--", "true"], None),
+        (vec!["--verbose", "L", "--", "true"], Some("0.5")),
     ] {
         let mut c = ff(&w, "lock-acquire");
         c.args(&args);
@@ -455,7 +469,7 @@ fn symlink_at_lock_path_is_refused_and_nothing_is_created() {
         .assert()
         .code(3);
     std::fs::create_dir_all(lock_dir(&w)).unwrap();
-    std::os::unix::fs::symlink(&target, lock_dir(&w).join("N")).unwrap();
+    std::os::unix::fs::symlink(&target, lock_dir(&w).join("N.lock")).unwrap();
     ff(&w, "lock-acquire").arg("N").assert().code(3);
     ff(&w, "lock-acquire")
         .args(["--dotlock", "N"])
@@ -578,7 +592,7 @@ fn default_lock_dir_is_private_and_a_foreign_or_open_one_is_refused() {
     };
     let out = status(w.cmd("lock-status").arg("N"));
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
-    use std::os::unix::fs::PermissionsExt;
+
     let dir = run.join("ffkit").join("locks");
     let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700);
@@ -606,8 +620,8 @@ fn default_lock_dir_is_private_and_a_foreign_or_open_one_is_refused() {
     ns(false);
     ns(true);
     let base = w.path().join(".flowforge/dev-ada");
-    assert!(base.join("locks/S").is_file());
-    assert!(base.join("sessions/locks/S").is_file());
+    assert!(base.join("locks/S.lock").is_file());
+    assert!(base.join("sessions/locks/S.lock").is_file());
     for s in [false, true] {
         let mut c = w.cmd("lock-release");
         c.env("FLOWFORGE_DEVELOPER", "ada").arg("S");
@@ -630,4 +644,201 @@ fn named_lock_asked_again_by_its_owner_is_a_conflict_not_a_hang() {
         .stderr(predicates::str::contains("already held by this owner"));
     assert!(t0.elapsed() < Duration::from_secs(2));
     ff(&w, "lock-release").arg("N").assert().success();
+}
+
+// ---------------------------------------------------------------- hostile names and files
+// Bad names and options, planted symlinks and FIFOs, a hostile umask
+// (docs/hardening.md); bad environment values are in env.rs.
+
+/// [`ff`] without self-timing, so the lock dir is all a run may touch.
+fn lock_cmd(w: &World, applet: &str) -> Command {
+    let mut c = ff(w, applet);
+    c.env("CACHE_PERF_MONITORING", "disabled");
+    c
+}
+
+#[test]
+fn bad_lock_names_and_options_exit_2_and_create_nothing() {
+    let w = seeded();
+    fs::create_dir_all(w.path().join("locks")).unwrap();
+    let mut names: Vec<Vec<u8>> = [
+        &b""[..],
+        b".",
+        b"..",
+        b".hidden",
+        b"a\nb",
+        b"tab\tb",
+        b"\x7f",
+        b"\xff\xfe",
+    ]
+    .iter()
+    .map(|n| n.to_vec())
+    .collect();
+    names.push(vec![b'n'; 201]);
+    for n in &names {
+        let shown = String::from_utf8_lossy(n).escape_debug().to_string();
+        for (applet, pre) in [
+            ("lock-acquire", &["-n"][..]),
+            ("lock-acquire", &["-n", "--dotlock"][..]),
+            ("lock-release", &[][..]),
+            ("lock-release", &["--dotlock"][..]),
+            ("lock-status", &[][..]),
+        ] {
+            let mut c = lock_cmd(&w, applet);
+            c.args(pre).arg("--").arg(osb(n));
+            let before = outside_snapshot(&w);
+            let out = output_within(c, &shown);
+            let err = stderr_of(&out);
+            assert_eq!(
+                out.status.code(),
+                Some(2),
+                "{applet} {pre:?} '{shown}': {err}"
+            );
+            assert_eq!(stderr_lines(&out).len(), 1, "{err}");
+            assert!(!err.contains("panicked"), "{err}");
+            assert_eq!(
+                outside_snapshot(&w),
+                before,
+                "{applet} '{shown}' created files"
+            );
+        }
+    }
+    for args in [
+        &["-w", "abc", "x", "--", "true"][..],
+        &["-w=-1", "x", "--", "true"],
+        &["-w", "1e999", "x", "--", "true"],
+        &["-w", "99999999999999999999", "x", "--", "true"],
+        &["-w", "5x", "x", "--", "true"],
+        &["-E", "300", "x", "--", "true"],
+        &["--fd", "-1"],
+        &["--fd", "77"],
+        &["-s", "named-shared-is-refused"],
+    ] {
+        let mut c = lock_cmd(&w, "lock-acquire");
+        c.args(args);
+        let before = outside_snapshot(&w);
+        let out = output_within(c, &format!("{args:?}"));
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(stderr_lines(&out).len(), 1, "{err}");
+        assert_eq!(outside_snapshot(&w), before, "{args:?} created files");
+    }
+    assert_eq!(fs::read_dir(w.path().join("locks")).unwrap().count(), 0);
+}
+
+#[test]
+fn symlinked_and_fifo_lock_files_are_refused_without_blocking() {
+    let w = World::new();
+    let dir = w.path().join("locks");
+    fs::create_dir_all(&dir).unwrap();
+    let t = Target::new(&w, "lock-target", b"precious");
+    std::os::unix::fs::symlink(&t.path, dir.join("sym.lock")).unwrap();
+    std::os::unix::fs::symlink(w.path().join("outside/never"), dir.join("dangling.lock")).unwrap();
+    for name in ["sym", "dangling"] {
+        for (applet, args, code) in [
+            ("lock-acquire", &["-n"][..], 3),
+            ("lock-status", &[][..], 3),
+            ("lock-release", &[][..], 3),
+            ("lock-acquire", &["-n", "--dotlock"][..], 3),
+        ] {
+            let mut c = lock_cmd(&w, applet);
+            c.args(args).arg(name);
+            let out = output_within(c, name);
+            let err = stderr_of(&out);
+            assert_eq!(
+                out.status.code(),
+                Some(code),
+                "{applet} {args:?} {name}: {err}"
+            );
+            assert_eq!(stderr_lines(&out).len(), 1, "{err}");
+        }
+        // Command mode through a symlink path (flock(1) style) refuses too.
+        let mut c = lock_cmd(&w, "lock-acquire");
+        c.args(["-n"])
+            .arg(dir.join(format!("{name}.lock")))
+            .args(["--", "true"]);
+        let out = output_within(c, name);
+        assert_eq!(out.status.code(), Some(3), "{name}: {}", stderr_of(&out));
+    }
+    t.assert_untouched("lock symlink");
+    assert!(
+        !w.path().join("outside/never").exists(),
+        "dangling target created"
+    );
+    // FIFOs: before the fix, status/release (and command mode on a FIFO path)
+    // blocked forever in open(2).
+    mkfifo(&dir.join("ff.lock"));
+    for (applet, args) in [
+        ("lock-status", vec!["ff".to_string()]),
+        ("lock-release", vec!["ff".to_string()]),
+        ("lock-acquire", vec!["-n".into(), "ff".into()]),
+        (
+            "lock-status",
+            vec![dir.join("ff.lock").display().to_string()],
+        ),
+        (
+            "lock-acquire",
+            vec![
+                "-n".into(),
+                dir.join("ff.lock").display().to_string(),
+                "--".into(),
+                "true".into(),
+            ],
+        ),
+    ] {
+        let mut c = lock_cmd(&w, applet);
+        c.args(&args);
+        let out = output_within(c, &format!("{applet} {args:?}"));
+        assert!(!stderr_of(&out).contains("panicked"));
+        assert!(stderr_lines(&out).len() <= 1, "{}", stderr_of(&out));
+    }
+}
+
+#[test]
+fn new_lock_dirs_are_0700_and_named_lock_files_0600_whatever_the_umask() {
+    let w = World::new();
+    let dir = w.path().join("deep").join("locks");
+    let mut c = w.cmd("lock-acquire");
+    c.env("FFKIT_LOCK_DIR", &dir).args(["-n", "modes"]);
+    unsafe {
+        c.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let out = output_within(c, "named acquire");
+    let _held = Held(&w, dir.clone(), "modes");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    for d in [w.path().join("deep"), dir.clone()] {
+        let mode = fs::metadata(&d).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700, "{d:?}");
+    }
+    let mode = fs::symlink_metadata(dir.join("modes.lock"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    assert_eq!(mode, 0o600, "named lock file");
+}
+
+/// fuzz `sidecar`, crash-0d19648e: a holder record in serde's array form
+/// with a 127-digit `since`. Not an ffkit bug: serde_json (without its
+/// `float_roundtrip` feature) reads the re-serialised float one ulp off, so
+/// the round-trip invariant compares `since` within a few ulps; the record
+/// must still parse, re-serialise and compare equal otherwise.
+#[test]
+fn fuzz_regression_holder_record_with_a_huge_since_round_trips_within_an_ulp() {
+    use ffkit::lock::holder::Holder;
+    let input = format!("[\"\",0,0,\"\",\"\",{}0]", "5".repeat(122));
+    let h = Holder::parse(input.as_bytes()).expect("serde accepts the array form");
+    let again = Holder::parse(&h.to_line()).expect("own record parses");
+    assert!((again.since - h.since).abs() <= h.since.abs() * 4.0 * f64::EPSILON);
+    assert_eq!(
+        Holder {
+            since: h.since,
+            ..again
+        },
+        h
+    );
+    assert!(h.age() >= 0.0);
 }

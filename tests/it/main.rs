@@ -5,10 +5,12 @@
 mod util;
 
 mod cache;
-mod hardening;
+mod env;
+mod filesystem;
 mod help;
 mod install_links;
 mod lock;
+mod lock_identity;
 mod metrics;
 mod perf_regress;
 mod progress;

@@ -6,17 +6,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::thread;
 
 use crate::util::*;
 use predicates::prelude::*;
 use serde_json::Value;
-
-fn log_of(w: &World) -> PathBuf {
-    w.cache().join(".perf-metrics.csv")
-}
 
 fn metrics(w: &World) -> Command {
     w.cmd("perf-metrics")
@@ -45,13 +41,6 @@ fn rows(path: &Path) -> Vec<(i64, String, f64)> {
         .collect()
 }
 
-fn no_temp_files(dir: &Path) {
-    for e in fs::read_dir(dir).unwrap().flatten() {
-        let n = e.file_name().to_string_lossy().into_owned();
-        assert!(!n.starts_with(".tmp-"), "temp file left: {n}");
-    }
-}
-
 /// Runs `n` records per worker in `workers` threads, each spawning ffkit.
 fn spawn_records(w: &World, workers: usize, n: usize, env: &[(&str, &str)]) {
     thread::scope(|s| {
@@ -75,7 +64,7 @@ fn spawn_records(w: &World, workers: usize, n: usize, env: &[(&str, &str)]) {
 fn concurrent_records_from_16_processes_are_all_whole_rows() {
     let w = World::new();
     spawn_records(&w, 16, 1000, &[]);
-    let rows = rows(&log_of(&w));
+    let rows = rows(&w.metrics_log());
     assert_eq!(rows.len(), 16_000);
     let mut seen: HashMap<String, Vec<u32>> = HashMap::new();
     for (_, op, ms) in rows {
@@ -86,7 +75,7 @@ fn concurrent_records_from_16_processes_are_all_whole_rows() {
         v.sort_unstable();
         assert_eq!(v, (0..1000).collect::<Vec<_>>(), "{op}");
     }
-    no_temp_files(&w.cache());
+    assert_no_temps(&w.cache(), "metrics");
 }
 
 #[test]
@@ -94,7 +83,7 @@ fn automatic_trim_under_concurrent_appends_keeps_a_contiguous_newest_suffix() {
     let w = World::new();
     let cap = 2000u64;
     spawn_records(&w, 4, 150, &[("CACHE_PERF_MAX_BYTES", "2000")]);
-    let path = log_of(&w);
+    let path = w.metrics_log();
     assert!(fs::metadata(&path).unwrap().len() <= cap);
     let rows = rows(&path);
     assert!(!rows.is_empty());
@@ -117,14 +106,14 @@ fn automatic_trim_under_concurrent_appends_keeps_a_contiguous_newest_suffix() {
             assert_eq!(*v.last().unwrap(), 149);
         }
     }
-    no_temp_files(&w.cache());
+    assert_no_temps(&w.cache(), "metrics");
 }
 
 #[test]
 fn cleanup_racing_appenders_loses_only_rows_meant_to_go() {
     let w = World::new();
     fs::create_dir_all(w.cache()).unwrap();
-    let path = log_of(&w);
+    let path = w.metrics_log();
     let mut old = String::from("# timestamp,operation,duration_ms\n");
     for i in 0..5000 {
         old.push_str(&format!("1000,old,{i}\n"));
@@ -155,7 +144,7 @@ fn cleanup_racing_appenders_loses_only_rows_meant_to_go() {
         .success()
         .stdout("{\"kept\":10,\"removed\":440,\"malformed\":0}\n");
     assert_eq!(rows_after(&path), 10);
-    no_temp_files(&w.cache());
+    assert_no_temps(&w.cache(), "metrics");
 }
 
 fn rows_after(path: &Path) -> usize {
@@ -167,15 +156,15 @@ fn cleanup_without_options_keeps_the_newest_1000_rows() {
     let w = World::new();
     fs::create_dir_all(w.cache()).unwrap();
     let body: String = (0..1500).map(|i| format!("{i},op,{i}\n")).collect();
-    fs::write(log_of(&w), body).unwrap();
+    fs::write(w.metrics_log(), body).unwrap();
     metrics(&w).arg("cleanup").assert().success().stdout("");
-    let r = rows(&log_of(&w));
+    let r = rows(&w.metrics_log());
     assert_eq!(r.len(), 1000);
     assert_eq!(r[0].0, 500);
     // A missing log is nothing to clean.
     let w2 = World::new();
     metrics(&w2).arg("cleanup").assert().success();
-    assert!(!log_of(&w2).exists());
+    assert!(!w2.metrics_log().exists());
 }
 
 #[test]
@@ -204,7 +193,7 @@ fn disabled_monitoring_records_nothing_and_creates_no_file() {
         d(&mut c);
         c.assert().success();
     }
-    assert!(!log_of(&w).exists());
+    assert!(!w.metrics_log().exists());
     assert!(!elsewhere.exists() && !w.path().join("nodir").exists());
 }
 
@@ -215,7 +204,7 @@ fn perf_metrics_itself_is_not_timed() {
     metrics(&w).assert().success();
     metrics(&w).arg("--json").assert().success();
     metrics(&w).args(["check", "a:max<1s"]).assert().success();
-    assert_eq!(rows(&log_of(&w)).len(), 1);
+    assert_eq!(rows(&w.metrics_log()).len(), 1);
 }
 
 #[test]
@@ -238,7 +227,7 @@ fn self_timing_rows_use_the_old_operation_names() {
         .assert()
         .success();
     w.cmd("cache-evict").arg("--all").assert().success();
-    let ops: Vec<String> = rows(&log_of(&w)).into_iter().map(|r| r.1).collect();
+    let ops: Vec<String> = rows(&w.metrics_log()).into_iter().map(|r| r.1).collect();
     assert_eq!(
         ops,
         [
@@ -253,7 +242,7 @@ fn self_timing_rows_use_the_old_operation_names() {
         ]
     );
     // Sub-millisecond runs are recorded with fractional ms.
-    assert!(rows(&log_of(&w)).iter().all(|r| r.2 >= 0.0));
+    assert!(rows(&w.metrics_log()).iter().all(|r| r.2 >= 0.0));
     // CACHE_PERF_METRICS moves the log.
     let other = w.path().join("elsewhere.csv");
     w.cmd("cache-size")
@@ -290,7 +279,7 @@ fn record_forms_and_their_validation() {
     rec(&["e", "--start", "1", "--end", "4", "--unit", "s"])
         .assert()
         .success();
-    let r = rows(&log_of(&w));
+    let r = rows(&w.metrics_log());
     let ms: Vec<(String, f64)> = r.into_iter().map(|r| (r.1, r.2)).collect();
     assert_eq!(
         ms,
@@ -317,7 +306,7 @@ fn record_forms_and_their_validation() {
             .code(2)
             .stderr(predicate::str::contains("perf-metrics"));
     }
-    assert_eq!(rows(&log_of(&w)).len(), 5);
+    assert_eq!(rows(&w.metrics_log()).len(), 5);
 }
 
 #[test]
@@ -343,7 +332,7 @@ fn time_passes_on_the_status_and_records_the_wall_time() {
         .args(["time", "missing", "--", "/no/such/cmd"])
         .assert()
         .code(127);
-    let r = rows(&log_of(&w));
+    let r = rows(&w.metrics_log());
     assert_eq!(r.len(), 2);
     assert_eq!(r[0].1, "slow");
     assert!(r[0].2 >= 200.0 && r[0].2 < 5000.0, "{}", r[0].2);
@@ -385,7 +374,7 @@ fn generated_log(path: &Path, n: usize) -> usize {
 #[test]
 fn aggregation_matches_awk_and_a_sort_based_oracle() {
     let w = World::new();
-    let path = log_of(&w);
+    let path = w.metrics_log();
     let malformed = generated_log(&path, 60_000);
     let out = metrics(&w).arg("--json").output().unwrap();
     assert!(out.status.success());
@@ -482,7 +471,7 @@ fn comments_blank_and_malformed_rows_are_skipped_and_counted() {
     let w = World::new();
     fs::create_dir_all(w.cache()).unwrap();
     fs::write(
-        log_of(&w),
+        w.metrics_log(),
         "# timestamp,operation,duration_ms\n1,a,1\n\n# a comment\nnot a row\n2,a,3\r\n3,a,\n4,a,5,6\n5,a,0.5",
     )
     .unwrap();
@@ -496,7 +485,7 @@ fn comments_blank_and_malformed_rows_are_skipped_and_counted() {
         stderr_of(&out),
         format!(
             "ffkit perf-metrics: skipped 3 malformed rows in {}\n",
-            log_of(&w).display()
+            w.metrics_log().display()
         )
     );
     // The table has a header and one aligned row per operation.
@@ -659,7 +648,7 @@ fn prometheus_output_parses_and_escapes_labels() {
     let w = World::new();
     fs::create_dir_all(w.cache()).unwrap();
     fs::write(
-        log_of(&w),
+        w.metrics_log(),
         "1,write_cache,1\n2,write_cache,3\n3,we\"ird\\op,1500\n",
     )
     .unwrap();
@@ -682,4 +671,207 @@ fn prometheus_output_parses_and_escapes_labels() {
     assert_eq!(get(m, "write_cache", Some("0.5")), 0.001);
     assert_eq!(get(m, "write_cache", Some("0.99")), 0.003);
     assert_eq!(get(m, "we\"ird\\op", Some("0.95")), 1.5);
+}
+
+// ---------------------------------------------------------------- a damaged or hostile log
+// Damaged rows, bad arguments, a planted symlink or FIFO, a closed pipe
+// (docs/hardening.md, docs/metrics.md).
+
+#[test]
+fn a_symlinked_metrics_log_is_never_written_through() {
+    let w = seeded();
+    let t = Target::new(&w, "metrics", b"# precious\n");
+    plant(&w, ".perf-metrics.csv", &t.path);
+    let mut c = w.cmd("cache-write");
+    c.args(["k", "v"]);
+    check(&w, "write with symlinked default metrics log", c, b"", 0, 0);
+    t.assert_untouched("default log");
+    let link = w.path().join("outside").join("metrics-link");
+    std::os::unix::fs::symlink(&t.path, &link).unwrap();
+    let mut c = w.cmd("cache-write");
+    c.args(["k", "v"]).env("CACHE_PERF_METRICS", &link);
+    check(&w, "write with symlinked CACHE_PERF_METRICS", c, b"", 0, 0);
+    t.assert_untouched("CACHE_PERF_METRICS");
+}
+
+#[test]
+fn a_damaged_metrics_log_is_counted_not_fatal() {
+    let w = seeded();
+    let mut log = b"# timestamp,operation,duration_ms\n".to_vec();
+    let good = [
+        "1700000000,write_cache,0.5",
+        "1700000001,write_cache,1.5",
+        "1700000002.25,get_cache_size,2",
+    ];
+    let bad: Vec<Vec<u8>> = vec![
+        b"1,2".to_vec(),                                              // too few columns
+        b"1700000000,x,1,4".to_vec(),                                 // too many
+        b"1700000000".to_vec(),                                       // one column
+        b"1700000000,x,abc".to_vec(),                                 // non-numeric duration
+        b"1700000000,x,-1".to_vec(),                                  // negative
+        b"1700000000,x,inf".to_vec(),                                 // not finite
+        b"1700000000,x,nan".to_vec(),                                 //
+        b"1700000000,x,1e3".to_vec(),                                 // exponent
+        b"1700000000,x,".to_vec(),                                    // empty duration
+        b"abc,x,1".to_vec(),                                          // bad timestamp
+        b"-5,x,1".to_vec(),                                           //
+        b"99999999999999999999,x,1".to_vec(),                         // timestamp overflow
+        b",x,1".to_vec(),                                             //
+        b"1700000000,,1".to_vec(),                                    // empty operation
+        b"1700000000,\xff\xfe,1".to_vec(),                            // not UTF-8
+        b"1700000000,x\0y,1\0".to_vec(),                              // NUL bytes
+        vec![b'a'; 5 << 20],                                          // a 5 MiB line
+        [b"1700000000,x,".as_slice(), &vec![b'9'; 400_000]].concat(), // huge number
+    ];
+    for g in &good {
+        log.extend_from_slice(g.as_bytes());
+        log.push(b'\n');
+    }
+    for b in &bad {
+        log.extend_from_slice(b);
+        log.extend_from_slice(b"\r\n");
+    }
+    log.extend_from_slice(b"\n   \n# a comment\n1700000003,get_cache_size,1"); // no final newline
+    fs::write(w.metrics_log(), &log).unwrap();
+    for fmt in [&[][..], &["--json"], &["--prometheus"]] {
+        let mut c = w.cmd("perf-metrics");
+        c.args(fmt);
+        let out = check(&w, &format!("perf-metrics {fmt:?}"), c, b"", 0, 1);
+        let err = stderr_of(&out);
+        assert!(
+            err.contains(&format!("skipped {} malformed rows", bad.len())),
+            "{err}"
+        );
+        if fmt == ["--json"] {
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["write_cache"]["count"], 2);
+            assert_eq!(v["get_cache_size"]["count"], 2);
+            assert_eq!(v.as_object().unwrap().len(), 2, "{v}");
+        }
+    }
+    let mut c = w.cmd("perf-metrics");
+    c.args(["check", "write_cache:max<2ms", "get_cache_size:count>=2"]);
+    check(&w, "check over a damaged log", c, b"", 0, 1);
+    // cleanup drops the malformed rows and keeps the good ones (and comments).
+    let mut c = w.cmd("perf-metrics");
+    c.args(["cleanup", "--keep-rows", "100"]);
+    let before = outside_snapshot(&w);
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(!stderr_of(&out).contains("panicked"));
+    assert_eq!(outside_snapshot(&w), before);
+    let mut c = w.cmd("perf-metrics");
+    c.arg("--json");
+    let out = check(&w, "after cleanup", c, b"", 0, 0);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["write_cache"]["count"], 2);
+}
+
+#[test]
+fn bad_metrics_arguments_exit_2_and_leave_the_log_alone() {
+    let w = seeded();
+    fs::write(w.metrics_log(), b"1700000000,write_cache,1\n").unwrap();
+    let cases: &[&[&str]] = &[
+        &["record", "x", "-1"],
+        &["record", "x", "abc"],
+        &["record", "x", "1e999"],
+        &["record", "x", "5x"],
+        &["record", "x", "inf"],
+        &["record", "x", "nan"],
+        &["record", "a,b", "1"],
+        &["record", "a\nb", "1"],
+        &["record", "", "1"],
+        &["record", "x", "1", "2", "3"],
+        &["record", "x", "5", "1"],
+        &["record", "x", "1700000000", "1700000000000"],
+        &["record", "--unit", "fortnight", "x", "1", "2"],
+        &["--since", "5x"],
+        &["--since", "-1"],
+        &["--since", "99999999999999999999"],
+        &["cleanup", "--keep-rows", "-1"],
+        &["cleanup", "--older-than", "1e999"],
+        &["check", "x"],
+        &["check", "x:p0<1"],
+        &["check", "x:p101<1"],
+        &["check", "x:p95<-1"],
+        &["check", "x:count<1ms"],
+        &["check", "x:p95<1e3"],
+        &["check", "a,b:p95<1"],
+        &["check", "x:max<1yr"],
+        &["check", "x:p95"],
+    ];
+    for args in cases {
+        let mut c = w.cmd("perf-metrics");
+        c.args(*args);
+        check(&w, &format!("perf-metrics {args:?}"), c, b"", 2, 1);
+        assert_eq!(
+            fs::read(w.metrics_log()).unwrap(),
+            b"1700000000,write_cache,1\n"
+        );
+    }
+}
+
+#[test]
+fn perf_metrics_refuses_symlinked_and_non_file_logs() {
+    let w = seeded();
+    let t = Target::new(&w, "metrics", b"1700000000,x,1\n");
+    for planted in ["symlink", "fifo"] {
+        let log = w.metrics_log();
+        let _ = fs::remove_file(&log);
+        if planted == "symlink" {
+            std::os::unix::fs::symlink(&t.path, &log).unwrap();
+        } else {
+            mkfifo(&log);
+        }
+        let code = if planted == "symlink" { 3 } else { 1 };
+        for args in [
+            &[][..],
+            &["record", "y", "1"],
+            &["cleanup"],
+            &["check", "x:max<1"],
+        ] {
+            let mut c = w.cmd("perf-metrics");
+            c.args(args);
+            let out = output_within(c, &format!("{planted} {args:?}"));
+            let err = stderr_of(&out);
+            assert_eq!(out.status.code(), Some(code), "{planted} {args:?}: {err}");
+            assert_eq!(stderr_lines(&out).len(), 1, "{err}");
+            assert!(err.contains(".perf-metrics.csv"), "{err}");
+        }
+        t.assert_untouched(planted);
+    }
+}
+
+#[test]
+fn perf_metrics_into_a_closed_pipe_exits_quietly() {
+    let w = World::new();
+    fs::create_dir_all(w.cache()).unwrap();
+    let mut log = String::new();
+    for i in 0..5000 {
+        log.push_str(&format!("1700000000,op{i},1.5\n"));
+    }
+    fs::write(w.metrics_log(), log).unwrap();
+    for fmt in ["", "--json", "--prometheus"] {
+        let (code, err) = pipeline(&w, &format!("perf-metrics {fmt}"), "head -1");
+        assert_eq!(code, 0, "perf-metrics {fmt} | head -1: {err}");
+        assert!(err.is_empty(), "perf-metrics {fmt}: stderr {err:?}");
+    }
+}
+
+/// fuzz `metrics_row`, crash-d723536d: `record --unit s OP START END` with
+/// an END near f64::MAX wrote the row `…,op,inf`, which every reader then
+/// rejected as malformed. Now exit 2 and nothing written.
+#[test]
+fn fuzz_regression_record_of_an_overflowing_duration_is_refused() {
+    let w = seeded();
+    fs::write(w.metrics_log(), b"1700000000,write_cache,1\n").unwrap();
+    let end = "9".repeat(306);
+    let mut c = w.cmd("perf-metrics");
+    c.args(["record", "--unit", "s", "op", "888885555555555", &end]);
+    let out = check(&w, "overflowing record", c, b"", 2, 1);
+    assert!(stderr_of(&out).contains("too large"), "{}", stderr_of(&out));
+    assert_eq!(
+        fs::read(w.metrics_log()).unwrap(),
+        b"1700000000,write_cache,1\n"
+    );
 }

@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 
 use serde_json::{Value, json};
 
-use crate::util::bin;
+use crate::util::{bin, skip};
 
 const TOLERANCE_UP: f64 = 0.10;
 const STALE_DOWN: f64 = 0.30;
@@ -255,15 +255,15 @@ fn instructions(root: &Path, case: &Case) -> u64 {
 #[test]
 fn instruction_counts_stay_within_ten_percent_of_the_baseline() {
     if !valgrind_available() {
-        eprintln!(
-            "perf_regress: SKIPPED: valgrind not found (install it; .ci/run does) — \
-             the instruction-count regression check did not run"
+        return skip(
+            "perf_regress: valgrind not found (install it; .ci/run does): \
+             the instruction-count regression check did not run",
         );
-        return;
     }
     if !cfg!(debug_assertions) || !cfg!(target_arch = "x86_64") || !cfg!(target_os = "linux") {
-        eprintln!("perf_regress: SKIPPED: the baseline is for the {TARGET} test binary");
-        return;
+        return skip(&format!(
+            "perf_regress: the baseline is for the {TARGET} test binary"
+        ));
     }
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();

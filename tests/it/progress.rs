@@ -1,6 +1,7 @@
 //! Progress bars: drawn on stderr for big work when stderr is a terminal,
 //! never in a pipe and never with `-q`. The terminal is a real pty made by
-//! util-linux `script`; those tests are skipped where it is missing.
+//! util-linux `script`; where it is missing those tests print a `SKIP:`
+//! line (and fail on CI).
 
 use std::fs;
 use std::path::Path;
@@ -21,7 +22,7 @@ fn batch_file(w: &World) -> std::path::PathBuf {
 fn on_a_terminal(w: &World, args: &[&str]) -> Option<String> {
     let script = Path::new("/usr/bin/script");
     if !script.exists() {
-        eprintln!("skipped: util-linux script is not installed");
+        skip("util-linux script is not installed: no terminal to draw on (.ci/run installs it)");
         return None;
     }
     let quoted: Vec<String> = std::iter::once(bin().display().to_string())

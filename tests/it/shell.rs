@@ -1,10 +1,11 @@
-//! shell/ffkit.bash through real bash and real zsh: every CONTRACT §3
-//! function with hostile arguments under `set -euo pipefail`, state
-//! preservation, the environment contract, namespaces, the forkless hot
-//! paths, locks across concurrent scripts, `ffkit init`, and shellcheck.
+//! shell/ffkit.bash through real bash and real zsh: every wrapper function
+//! (docs/shell.md) with hostile arguments under `set -euo pipefail`, bad
+//! input answered with the README's exit codes and one line, state
+//! preservation, the environment, namespaces, the forkless hot paths, locks
+//! across concurrent scripts, `ffkit init`, and shellcheck.
 //!
 //! zsh and shellcheck are installed by `.ci/run`; where one is missing the
-//! tests that need it print why and return.
+//! tests that need it print a `SKIP:` line (and fail on CI).
 
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -13,17 +14,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::bin;
+use crate::util::*;
 
 fn lib() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("shell/ffkit.bash")
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool} >/dev/null 2>&1")])
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 /// The shells to run a test in: bash always, zsh when installed.
@@ -31,7 +25,7 @@ fn shells() -> Vec<&'static str> {
     if have("zsh") {
         vec!["bash", "zsh"]
     } else {
-        eprintln!("zsh not installed: skipping the zsh half of this test (.ci/run installs it)");
+        skip("zsh not installed: the zsh half of this test did not run (.ci/run installs it)");
         vec!["bash"]
     }
 }
@@ -126,10 +120,6 @@ fn ok(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Keys and values no quoting mistake survives.
@@ -237,7 +227,7 @@ fn read_cache_with_ttl_prints_the_value_then_one_newline_and_fails_when_expired(
             .output()
             .unwrap();
         assert_eq!(ok(&out), "a\n\n\nexpired=1\n", "{shell}");
-        assert_eq!(stderr(&out), "", "{shell}");
+        assert_eq!(stderr_of(&out), "", "{shell}");
     }
 }
 
@@ -301,12 +291,11 @@ fn namespace_comes_from_flowforge_developer_then_team_email_then_legacy() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(12), "{shell}");
-        assert_eq!(stderr(&out).lines().count(), 1);
-        assert!(stderr(&out).contains("FLOWFORGE_DEVELOPER"));
+        assert_eq!(stderr_of(&out).lines().count(), 1);
+        assert!(stderr_of(&out).contains("FLOWFORGE_DEVELOPER"));
     }
     if !have("git") {
-        eprintln!("git not installed: skipping the team-email namespace check");
-        return;
+        return skip("git not installed: the team-email namespace check did not run");
     }
     for shell in shells() {
         let r = Repo::new();
@@ -318,7 +307,7 @@ fn namespace_comes_from_flowforge_developer_then_team_email_then_legacy() {
                 .env("HOME", r.tmp.path().join("home"))
                 .output()
                 .unwrap();
-            assert!(s.status.success(), "{}", stderr(&s));
+            assert!(s.status.success(), "{}", stderr_of(&s));
         };
         git(&["init", "-q"]);
         git(&["config", "user.email", "Bob@Example.com"]);
@@ -510,7 +499,7 @@ fn every_function_fails_with_one_clear_line_when_the_binary_is_missing() {
                 .unwrap();
             assert_eq!(out.status.code(), Some(1), "{shell} {call}");
             assert_eq!(
-                stderr(&out),
+                stderr_of(&out),
                 "ffkit.bash: ffkit binary not found (set FFKIT_BIN)\n",
                 "{shell} {call}"
             );
@@ -522,7 +511,7 @@ fn every_function_fails_with_one_clear_line_when_the_binary_is_missing() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1));
-        assert!(stderr(&out).starts_with("ffkit.bash: ffkit binary not found (FFKIT_BIN="));
+        assert!(stderr_of(&out).starts_with("ffkit.bash: ffkit binary not found (FFKIT_BIN="));
         // Found on PATH instead.
         let dir = r.tmp.path().join("bin");
         fs::create_dir_all(&dir).unwrap();
@@ -540,6 +529,30 @@ fn every_function_fails_with_one_clear_line_when_the_binary_is_missing() {
     }
 }
 
+/// A wrapper call under a bad environment value: (variable, value, call).
+/// Exit 12 and one line naming the variable, in bash and zsh here, and
+/// with nothing written in `shell_wrappers_answer_bad_input_…`.
+const BAD_ENV_CALLS: &[(&str, &str, &str)] = &[
+    ("CACHE_SIZE_TRACKING", "on", "get_cache_size"),
+    (
+        "CACHE_SIZE_TRACKING",
+        "on",
+        "write_cache_with_metadata k v 0",
+    ),
+    (
+        "LOCK_BACKOFF_STRATEGY",
+        "fibonacci",
+        "write_cache_with_metadata k v 0",
+    ),
+    ("LOCK_TIMEOUT", "abc", "write_cache_with_metadata k v 1"),
+    ("CACHE_PERF_MONITORING", "yes", "read_cache_with_ttl k"),
+    ("CACHE_PERF_MONITORING", "yes", "get_performance_metrics"),
+    ("FLOWFORGE_DEVELOPER", "../evil", "get_cache_size"),
+    ("FLOWFORGE_DEVELOPER", "a b", "acquire_critical_lock l"),
+    ("FF_DEBUG", "1", "get_cache_size"),
+    ("FF_DEBUG", "1", "read_cache_with_ttl seed"),
+];
+
 #[test]
 fn environment_contract_values_are_honoured_and_bad_ones_fail_with_exit_12() {
     let good: &[(&str, &[&str])] = &[
@@ -549,24 +562,6 @@ fn environment_contract_values_are_honoured_and_bad_ones_fail_with_exit_12() {
         ("CACHE_PERF_MONITORING", &["enabled", "disabled"]),
         ("FLOWFORGE_DEVELOPER", &["alice", "a.b_c-1"]),
         ("FF_DEBUG", &["true", "false"]),
-    ];
-    let bad: &[(&str, &str, &str)] = &[
-        ("CACHE_SIZE_TRACKING", "on", "get_cache_size"),
-        (
-            "CACHE_SIZE_TRACKING",
-            "on",
-            "write_cache_with_metadata k v 0",
-        ),
-        (
-            "LOCK_BACKOFF_STRATEGY",
-            "fibonacci",
-            "write_cache_with_metadata k v 0",
-        ),
-        ("LOCK_TIMEOUT", "abc", "write_cache_with_metadata k v 0"),
-        ("CACHE_PERF_MONITORING", "yes", "read_cache_with_ttl k"),
-        ("FLOWFORGE_DEVELOPER", "../evil", "get_cache_size"),
-        ("FLOWFORGE_DEVELOPER", "a b", "acquire_critical_lock l"),
-        ("FF_DEBUG", "1", "get_cache_size"),
     ];
     for shell in shells() {
         let r = Repo::new();
@@ -596,7 +591,7 @@ fn environment_contract_values_are_honoured_and_bad_ones_fail_with_exit_12() {
             .output()
             .unwrap());
         assert!(!log2.exists());
-        for (var, v, call) in bad {
+        for (var, v, call) in BAD_ENV_CALLS {
             let out = r
                 .sh(shell, &format!("if {call}; then exit 9; else exit $?; fi"))
                 .env(var, v)
@@ -606,9 +601,9 @@ fn environment_contract_values_are_honoured_and_bad_ones_fail_with_exit_12() {
                 out.status.code(),
                 Some(12),
                 "{shell} {var}={v} {call}: {}",
-                stderr(&out)
+                stderr_of(&out)
             );
-            let err = stderr(&out);
+            let err = stderr_of(&out);
             assert_eq!(err.lines().count(), 1, "{shell} {var}={v}: {err}");
             assert!(err.contains(var), "{shell} {var}={v}: {err}");
         }
@@ -649,8 +644,7 @@ echo same
     let out = bare_shell(&r, "bash", bash);
     assert_eq!(ok(&out), "same\n");
     if !have("zsh") {
-        eprintln!("zsh not installed: skipping the zsh state check");
-        return;
+        return skip("zsh not installed: the zsh state check did not run");
     }
     let zsh = r#"
 setopt err_exit no_unset pipe_fail sh_word_split ksh_arrays
@@ -704,7 +698,7 @@ fn sourcing_prints_nothing_even_under_xtrace_and_init_prints_the_same_file() {
             .output()
             .unwrap();
         assert!(out.stdout.is_empty(), "{shell}");
-        let traced = stderr(&out);
+        let traced = stderr_of(&out);
         assert!(
             traced
                 .lines()
@@ -737,8 +731,7 @@ fn sourcing_prints_nothing_even_under_xtrace_and_init_prints_the_same_file() {
 #[test]
 fn shellcheck_is_clean_without_blanket_disables() {
     if !have("shellcheck") {
-        eprintln!("shellcheck not installed: skipping (.ci/run installs it)");
-        return;
+        return skip("shellcheck not installed: shell/ not checked (.ci/run installs it)");
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files: Vec<PathBuf> = fs::read_dir(root.join("shell"))
@@ -758,7 +751,7 @@ fn shellcheck_is_clean_without_blanket_disables() {
         out.status.success(),
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
-        stderr(&out)
+        stderr_of(&out)
     );
     for f in &files {
         for line in fs::read_to_string(f).unwrap().lines() {
@@ -814,7 +807,7 @@ if acquire_critical_lock '../x' 2>/dev/null; then echo 'BAD NAME'; else echo "ba
             ok(&out),
             "again=5\nother-got-B\nnot-held=4\nnever=4\nbad=2\n",
             "{shell}: {}",
-            stderr(&out)
+            stderr_of(&out)
         );
         assert!(r.root().join(".flowforge/locks/B.lock").is_file());
         assert!(r.root().join(".flowforge/locks/A b*$(x).lock").is_file());
@@ -870,7 +863,7 @@ fn a_lock_is_released_when_the_holding_script_is_killed() {
         .env("LOCK_TIMEOUT", "0.2")
         .output()
         .unwrap();
-    assert_eq!(busy.status.code(), Some(6), "{}", stderr(&busy));
+    assert_eq!(busy.status.code(), Some(6), "{}", stderr_of(&busy));
     holder.kill().unwrap();
     holder.wait().unwrap();
     let t = Instant::now();
@@ -922,7 +915,7 @@ get_cache_size >/dev/null
     }
     for (shell, k) in kids {
         let out = k.wait_with_output().unwrap();
-        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        assert!(out.status.success(), "{shell}: {}", stderr_of(&out));
     }
     assert_eq!(fs::read_to_string(&counter).unwrap(), "100\n");
     let out = ok(&r.sh("bash", "get_performance_metrics").output().unwrap());
@@ -936,4 +929,135 @@ get_cache_size >/dev/null
         .sh("bash", "cleanup_performance_metrics")
         .output()
         .unwrap());
+}
+
+// ---------------------------------------------------------------- bad input through the wrappers
+
+/// Runs `SCRIPT` in bash after sourcing shell/ffkit.bash, in a repository
+/// at `w.path()/repo` as developer `alice`; returns (status, stderr).
+fn wrapper(w: &World, script: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let repo = w.path().join("repo");
+    fs::create_dir_all(repo.join(".git")).unwrap();
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("shell/ffkit.bash");
+    let mut c = Command::new("bash");
+    w.isolate(&mut c);
+    c.env_remove("FFKIT_CACHE_DIR")
+        .env("FFKIT_BIN", bin())
+        .env("FLOWFORGE_DEVELOPER", "alice")
+        .current_dir(&repo)
+        .arg("-c")
+        .arg(format!(". '{}'\n{script}", lib.display()))
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = output_within(c, script);
+    (out.status.code().unwrap_or(-1), stderr_of(&out))
+}
+
+/// A wrapper call, its extra environment, and the expected status.
+type WrapperCase = (&'static str, &'static [(&'static str, &'static str)], i32);
+
+#[test]
+fn shell_wrappers_answer_bad_input_with_contract_codes_and_one_line() {
+    let w = World::new();
+    let ns = w.path().join("repo/.flowforge");
+    let (code, err) = wrapper(&w, "write_cache_with_metadata seed value 0", &[]);
+    assert_eq!(code, 0, "{err}");
+    let cache = ns.join("dev-alice/cache");
+    let snapshot = || {
+        let mut s = outside_snapshot(&w);
+        s.retain(|p, _| !p.starts_with(&ns));
+        s
+    };
+    let before = snapshot();
+    let cases: &[WrapperCase] = &[
+        ("write_cache_with_metadata ../x v 10", &[], 2),
+        ("write_cache_with_metadata '' v 10", &[], 2),
+        ("write_cache_with_metadata a/b v 10", &[], 2),
+        ("write_cache_with_metadata .hidden v 10", &[], 2),
+        ("write_cache_with_metadata x.meta v 10", &[], 2),
+        ("write_cache_with_metadata $'a\\nb' v 10", &[], 2),
+        ("write_cache_with_metadata k v -1", &[], 2),
+        ("write_cache_with_metadata k v abc", &[], 2),
+        ("write_cache_with_metadata k v 99999999999999999999", &[], 2),
+        ("read_cache_with_ttl ../x", &[], 2),
+        ("batch_write_cache nocolon", &[], 2),
+        ("batch_write_cache $'good:1\\n.bad:2'", &[], 2),
+        ("batch_read_cache .x", &[], 2),
+        ("enforce_cache_limits alice 10Q", &[], 2),
+        ("enforce_cache_limits alice -5M", &[], 2),
+        ("enforce_cache_limits ../evil 1M", &[], 2),
+        ("clear_developer_cache ../evil", &[], 2),
+        ("rebuild_size_index a/b", &[], 2),
+        ("record_performance_metric op abc 1", &[], 2),
+        ("record_performance_metric a,b 1 2", &[], 2),
+    ];
+    let env_cases = BAD_ENV_CALLS
+        .iter()
+        .map(|(var, val, call)| (*call, vec![(*var, *val)], 12));
+    let cases = cases
+        .iter()
+        .map(|(s, e, c)| (*s, e.to_vec(), *c))
+        .chain(env_cases);
+    for (script, env, code) in cases {
+        let (got, err) = wrapper(&w, script, &env);
+        assert_eq!(got, code, "{script} {env:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{script}: {err:?}");
+        assert!(!err.contains("panicked"), "{script}: {err}");
+        assert_index_exact(&cache, script);
+        assert_no_temps(&cache, script);
+        assert_eq!(
+            snapshot(),
+            before,
+            "{script}: files outside the namespace changed"
+        );
+    }
+    assert_eq!(oracle(&cache).1, 1, "nothing but the seed was written");
+    // The forkless size path never follows a planted symlink or FIFO.
+    let t = Target::new(&w, "index", b"12345\n");
+    let idx = cache.join(".size-index");
+    for planted in ["symlink", "fifo"] {
+        let _ = fs::remove_file(&idx);
+        if planted == "symlink" {
+            std::os::unix::fs::symlink(&t.path, &idx).unwrap();
+        } else {
+            mkfifo(&idx);
+        }
+        let repo = w.path().join("repo");
+        let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("shell/ffkit.bash");
+        let mut c = Command::new("bash");
+        w.isolate(&mut c);
+        c.env_remove("FFKIT_CACHE_DIR")
+            .env("FFKIT_BIN", bin())
+            .env("FLOWFORGE_DEVELOPER", "alice")
+            .current_dir(&repo)
+            .args(["-c", &format!(". '{}'\nget_cache_size", lib.display())]);
+        let out = output_within(c, planted);
+        assert!(out.status.success(), "{planted}: {}", stderr_of(&out));
+        assert_eq!(parse_u64(&out.stdout), oracle(&cache).0, "{planted}");
+        t.assert_untouched(planted);
+        assert_index_exact(&cache, planted);
+    }
+}
+
+#[test]
+fn init_team_config_lookup_never_blocks_on_a_fifo_and_refuses_bad_json() {
+    let w = World::new();
+    let fifo = w.path().join("team.fifo");
+    mkfifo(&fifo);
+    let bad = w.path().join("bad.json");
+    fs::write(&bad, b"{bad").unwrap();
+    for (file, code) in [(fifo, 1), (w.path().to_path_buf(), 1), (bad, 10)] {
+        let mut c = w.cmd("init");
+        c.arg("--developer-for-email").arg("a@b").arg(&file);
+        let out = output_within(c, "init lookup");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{file:?}: {}",
+            stderr_of(&out)
+        );
+        assert_eq!(stderr_lines(&out).len(), 1, "{}", stderr_of(&out));
+    }
 }

@@ -1,13 +1,22 @@
-//! Shared helpers for the integration tests: running ffkit (as a
-//! subcommand or through an applet symlink) in an isolated environment, and
-//! an independent oracle for the cache size.
+//! The one helper module of the integration tests: running ffkit (as a
+//! subcommand or through an applet symlink) in an isolated world, the
+//! independent oracle for the cache size and the exactness checks built on
+//! it, the hostile-filesystem fixtures (planted symlinks, FIFOs), the
+//! bad-input tables every layer shares, and the visible `SKIP:` line.
+//!
+//! A helper lives here as soon as two area files need it; one area's own
+//! helpers stay in its file.
 
 #![allow(dead_code)]
 
-use std::ffi::OsStr;
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
 use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub use assert_cmd::prelude::*;
 use tempfile::TempDir;
@@ -18,35 +27,20 @@ pub fn bin() -> PathBuf {
 }
 
 /// A scratch world: a temp dir with a cache dir, HOME and a bin dir of
-/// applet symlinks, and an environment with none of the contract's
-/// variables inherited from the caller.
+/// applet symlinks, and an environment with none of ffkit's variables
+/// inherited from the caller.
 pub struct World {
     pub tmp: TempDir,
 }
 
-const CONTRACT_VARS: &[&str] = &[
-    "CACHE_SIZE_TRACKING",
-    "LOCK_BACKOFF_STRATEGY",
-    "LOCK_TIMEOUT",
-    "LOCK_BACKOFF_INITIAL",
-    "LOCK_BACKOFF_MAX",
-    "LOCK_STALE_AFTER",
-    "CACHE_PERF_MONITORING",
-    "CACHE_PERF_METRICS",
-    "CACHE_PERF_MAX_BYTES",
-    "FLOWFORGE_DEVELOPER",
-    "FF_DEBUG",
-    "FFKIT_CACHE_DIR",
-    "FFKIT_LOCK_DIR",
-    "FFKIT_BACKEND",
-    "FFKIT_BACKEND_TIMEOUT",
-    "FFKIT_LOCK_LEASE",
-    "FFKIT_TEST_NOW",
-    "FFKIT_TEST_BACKOFF_TRACE",
-    "XDG_CACHE_HOME",
-    "XDG_RUNTIME_DIR",
-    "XDG_STATE_HOME",
-];
+/// Every variable ffkit reads: the documented ones (`config::ENV_VARS`, the
+/// README's environment table) and the hidden test hooks.
+pub fn ffkit_vars() -> impl Iterator<Item = &'static str> {
+    ffkit::config::ENV_VARS
+        .iter()
+        .map(|v| v.name)
+        .chain(ffkit::config::HIDDEN_ENV_VARS.iter().copied())
+}
 
 impl World {
     pub fn new() -> Self {
@@ -62,6 +56,11 @@ impl World {
     /// The cache dir every `cmd` uses (through FFKIT_CACHE_DIR).
     pub fn cache(&self) -> PathBuf {
         self.tmp.path().join("cache")
+    }
+
+    /// The default metrics log of the world's cache.
+    pub fn metrics_log(&self) -> PathBuf {
+        self.cache().join(".perf-metrics.csv")
     }
 
     /// `ffkit APPLET` with a clean environment.
@@ -85,8 +84,10 @@ impl World {
         c
     }
 
+    /// No ffkit variable inherited; HOME, the cache dir and the cwd in the
+    /// world.
     pub fn isolate(&self, c: &mut Command) {
-        for v in CONTRACT_VARS {
+        for v in ffkit_vars() {
             c.env_remove(v);
         }
         c.env("HOME", self.tmp.path().join("home"))
@@ -105,17 +106,37 @@ impl World {
     /// `cache-size` output as a number.
     pub fn size(&self) -> u64 {
         let out = self.cmd("cache-size").output().expect("run");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", stderr_of(&out));
         parse_u64(&out.stdout)
     }
 
     pub fn index(&self) -> Option<String> {
         fs::read_to_string(self.cache().join(".size-index")).ok()
     }
+
+    /// What `cache-size --json` says agrees with the oracle, and so do the
+    /// index files themselves ([`assert_index_exact`]).
+    pub fn assert_exact(&self) {
+        let (bytes, entries) = oracle(&self.cache());
+        let out = self
+            .cmd("cache-size")
+            .arg("--json")
+            .output()
+            .expect("run cache-size");
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+        assert_eq!(j["bytes"], bytes, "cache-size bytes vs oracle");
+        assert_eq!(j["entries"], entries, "cache-size entries vs oracle");
+        assert_index_exact(&self.cache(), "after cache-size --json");
+    }
+}
+
+/// A world with one entry, so the index and cache dir exist.
+pub fn seeded() -> World {
+    let w = World::new();
+    w.write("seed", "value");
+    fs::create_dir_all(w.path().join("bin")).expect("bin dir");
+    w
 }
 
 pub fn parse_u64(b: &[u8]) -> u64 {
@@ -148,12 +169,193 @@ pub fn oracle(dir: &Path) -> (u64, u64) {
     (bytes, entries)
 }
 
-pub fn stderr_of(out: &std::process::Output) -> String {
+/// The index files exist and agree with the independent oracle, and no
+/// journal is left behind.
+pub fn assert_index_exact(dir: &Path, what: &str) {
+    let (bytes, entries) = oracle(dir);
+    let read = |name: &str| {
+        fs::read_to_string(dir.join(name))
+            .unwrap_or_else(|e| panic!("{what}: cannot read {name} in {dir:?}: {e}"))
+    };
+    assert_eq!(
+        read(".size-index"),
+        format!("{bytes}\n"),
+        "{what}: .size-index vs oracle"
+    );
+    assert_eq!(
+        read(".entry-count"),
+        format!("{entries}\n"),
+        "{what}: .entry-count vs oracle"
+    );
+    assert!(
+        !dir.join(".journal").exists(),
+        "{what}: journal left behind"
+    );
+}
+
+/// No temp file is left behind (by a run that was not killed).
+pub fn assert_no_temps(dir: &Path, what: &str) {
+    let rd = fs::read_dir(dir).unwrap_or_else(|e| panic!("{what}: cannot list {dir:?}: {e}"));
+    for e in rd.flatten() {
+        let n = e.file_name();
+        assert!(
+            !n.as_bytes().starts_with(b".tmp-"),
+            "{what}: temp file {n:?} left behind"
+        );
+    }
+}
+
+/// Every file and dir under the world except the cache dir (and the bin dir
+/// of applet links), with its size: what "nothing created outside" compares.
+pub fn outside_snapshot(w: &World) -> BTreeMap<PathBuf, u64> {
+    fn walk(dir: &Path, skip: &[PathBuf], out: &mut BTreeMap<PathBuf, u64>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            if skip.contains(&p) {
+                continue;
+            }
+            let Ok(m) = fs::symlink_metadata(&p) else {
+                continue;
+            };
+            out.insert(p.clone(), if m.is_file() { m.len() } else { 0 });
+            if m.is_dir() {
+                walk(&p, skip, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(w.path(), &[w.cache(), w.path().join("bin")], &mut out);
+    out
+}
+
+// ---------------------------------------------------------------- output
+
+pub fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn stderr_lines(out: &Output) -> Vec<String> {
+    stderr_of(out).lines().map(String::from).collect()
 }
 
 pub fn os(s: &str) -> &OsStr {
     OsStr::new(s)
+}
+
+/// Bytes as an argument (keys that are not UTF-8).
+pub fn osb(b: &[u8]) -> OsString {
+    OsStr::from_bytes(b).to_os_string()
+}
+
+// ---------------------------------------------------------------- running
+
+/// Runs `cmd` (with `stdin`), and checks the code, the stderr line count,
+/// no panic, the index, no temp file left, and that nothing appeared
+/// outside the cache dir.
+pub fn check(
+    w: &World,
+    what: &str,
+    mut cmd: Command,
+    stdin: &[u8],
+    code: i32,
+    lines: usize,
+) -> Output {
+    let before = outside_snapshot(w);
+    let out = run_with_stdin(&mut cmd, stdin);
+    let err = stderr_of(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{what}: exit code; stderr: {err}"
+    );
+    assert!(!err.contains("panicked"), "{what}: panic: {err}");
+    assert_eq!(
+        stderr_lines(&out).len(),
+        lines,
+        "{what}: stderr lines: {err:?}"
+    );
+    assert_index_exact(&w.cache(), what);
+    assert_no_temps(&w.cache(), what);
+    assert_eq!(
+        outside_snapshot(w),
+        before,
+        "{what}: files outside the cache dir changed"
+    );
+    out
+}
+
+/// Runs `cmd` with `stdin` fed from a thread, capturing stdout and stderr.
+pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ffkit");
+    let mut si = child.stdin.take().expect("piped stdin");
+    let data = stdin.to_vec();
+    // A separate thread: the child may exit (or block on stdout) before
+    // reading everything.
+    let feeder = std::thread::spawn(move || {
+        let _ = si.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait");
+    let _ = feeder.join();
+    out
+}
+
+/// Runs `cmd`, killing it (and failing) if it takes longer than 60 s: a
+/// generous bound, since what it catches is a hang, not slowness.
+pub fn output_within(mut cmd: Command, what: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("try_wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: ffkit blocked");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().expect("wait")
+}
+
+/// Polls `cond` every few ms until it holds, failing after `secs`: the
+/// deadline is generous because a loaded machine is slow, not wrong.
+pub fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let give_up = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < give_up, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A pipeline `ffkit … | head …` under bash, returning ffkit's exit status
+/// and stderr.
+pub fn pipeline(w: &World, ffkit_args: &str, head: &str) -> (i32, String) {
+    let script = format!(
+        "set -o pipefail; \"$FFKIT\" {ffkit_args} 2>\"$ERRF\" | {head} >/dev/null; echo ${{PIPESTATUS[0]}}"
+    );
+    let errf = w.path().join("pipe-stderr");
+    let mut c = Command::new("bash");
+    w.isolate(&mut c);
+    let out = c
+        .args(["-c", &script])
+        .env("FFKIT", bin())
+        .env("ERRF", &errf)
+        .output()
+        .expect("run bash");
+    let code: i32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("bash printed ffkit's status");
+    (code, fs::read_to_string(&errf).unwrap_or_default())
 }
 
 /// `write_stdin` for a std `Command` (assert_cmd has it only on its own
@@ -170,3 +372,196 @@ impl WriteStdin for Command {
         c
     }
 }
+
+/// `Command` is not `Clone`; rebuild one from its parts.
+pub trait CloneCmd {
+    fn clone_cmd(&self) -> Command;
+}
+
+impl CloneCmd for Command {
+    fn clone_cmd(&self) -> Command {
+        let mut c = Command::new(self.get_program());
+        c.args(self.get_args());
+        for (k, v) in self.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        if let Some(d) = self.get_current_dir() {
+            c.current_dir(d);
+        }
+        c
+    }
+}
+
+/// Releases a named lock when dropped, so a failing assertion never leaves
+/// a holder process behind.
+pub struct Held<'a>(pub &'a World, pub PathBuf, pub &'a str);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        let mut c = self.0.cmd("lock-release");
+        c.env("FFKIT_LOCK_DIR", &self.1).args(["--force", self.2]);
+        let _ = c.output();
+    }
+}
+
+// ---------------------------------------------------------------- planted files
+
+/// A file outside the cache that a planted symlink points at.
+pub struct Target {
+    pub path: PathBuf,
+    pub content: Vec<u8>,
+}
+
+impl Target {
+    pub fn new(w: &World, name: &str, content: &[u8]) -> Self {
+        let dir = w.path().join("outside");
+        fs::create_dir_all(&dir).expect("outside dir");
+        let path = dir.join(name);
+        fs::write(&path, content).expect("target");
+        Target {
+            path,
+            content: content.to_vec(),
+        }
+    }
+
+    pub fn assert_untouched(&self, what: &str) {
+        assert_eq!(
+            fs::read(&self.path).expect("read target"),
+            self.content,
+            "{what}: target changed"
+        );
+    }
+}
+
+/// Replaces `name` in the cache dir by a symlink to `target`.
+pub fn plant(w: &World, name: &str, target: &Path) -> PathBuf {
+    let link = w.cache().join(name);
+    let _ = fs::remove_file(&link);
+    std::os::unix::fs::symlink(target, &link).expect("plant symlink");
+    link
+}
+
+pub fn is_symlink(p: &Path) -> bool {
+    fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+pub fn mkfifo(p: &Path) {
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).expect("no NUL in a temp path");
+    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+    assert_eq!(rc, 0, "mkfifo {p:?}");
+}
+
+// ---------------------------------------------------------------- skips
+
+/// Whether this run is CI's (`CI=true`), where every tool and facility a
+/// test needs is provided (`.ci/run`), so nothing may be skipped.
+pub fn on_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| v == "true" || v == "1")
+}
+
+/// A test that cannot run here says so on the real stderr (libtest captures
+/// `eprintln!`, not writes to the stream itself), and fails on CI.
+pub fn skip(why: &str) {
+    assert!(!on_ci(), "CI=true and this test cannot run: {why}");
+    let _ = writeln!(std::io::stderr(), "SKIP: {why}");
+}
+
+/// Whether `tool` is on PATH.
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool} >/dev/null 2>&1")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+// ---------------------------------------------------------------- bad input
+
+/// Keys every applet refuses with exit 2 ("invalid key"), whichever way
+/// they arrive (argument, batch line, jsonl, shell wrapper). A 251-byte key
+/// (one over the limit) is added by the tests that need it.
+pub const BAD_KEYS: &[&[u8]] = &[
+    b"",
+    b".",
+    b"..",
+    b"../x",
+    b"a/b",
+    b"/etc/passwd",
+    b".hidden",
+    b".size-index",
+    b".lock",
+    b"x.meta",
+    b"a\nb",
+    b"tab\there",
+    b"\xff\xfe",
+    b"ok\xc3",
+];
+
+/// Values `--ttl` (and the jsonl `ttl`, as text) refuses.
+pub const BAD_TTLS: &[&str] = &[
+    "-1",
+    "abc",
+    "1e999",
+    "99999999999999999999",
+    "5x",
+    "",
+    "1.5",
+    " ",
+];
+
+/// Values `--older-than` refuses.
+pub const BAD_DURATIONS: &[&str] = &[
+    "-1",
+    "abc",
+    "1e999",
+    "99999999999999999999",
+    "5x",
+    "",
+    "1e3s",
+    "99999999999999999999d",
+];
+
+/// Values `--max-bytes` refuses.
+pub const BAD_SIZES: &[&str] = &[
+    "10Q",
+    "-5M",
+    "",
+    "1.5G",
+    "99999999999999999999",
+    "20000000T",
+    "M",
+];
+
+/// Every variable ffkit reads (README's environment table) with a wrong
+/// value: exit 12 from every applet, naming the variable.
+pub const BAD_ENV: &[(&str, &[u8])] = &[
+    ("CACHE_SIZE_TRACKING", b"on"),
+    ("CACHE_SIZE_TRACKING", b"maybe"),
+    ("CACHE_SIZE_TRACKING", b"ENABLED"),
+    ("LOCK_BACKOFF_STRATEGY", b"fibonacci"),
+    ("LOCK_TIMEOUT", b"abc"),
+    ("LOCK_TIMEOUT", b"-1"),
+    ("LOCK_TIMEOUT", b"1e999"),
+    ("LOCK_TIMEOUT", b"99999999999999999999"),
+    ("LOCK_TIMEOUT", b"5x"),
+    ("LOCK_TIMEOUT", b"\xff"),
+    ("LOCK_TIMEOUT", b"1\n2"),
+    ("LOCK_BACKOFF_INITIAL", b"0"),
+    ("LOCK_BACKOFF_INITIAL", b"abc"),
+    ("LOCK_BACKOFF_MAX", b"0.01"),
+    ("LOCK_STALE_AFTER", b"5x"),
+    ("CACHE_PERF_MONITORING", b"yes"),
+    ("CACHE_PERF_MONITORING", b"on"),
+    ("CACHE_PERF_MAX_BYTES", b"10Q"),
+    ("CACHE_PERF_MAX_BYTES", b"-5M"),
+    ("FLOWFORGE_DEVELOPER", b"../evil"),
+    ("FLOWFORGE_DEVELOPER", b"a/b"),
+    ("FLOWFORGE_DEVELOPER", b".hidden"),
+    ("FLOWFORGE_DEVELOPER", b"a\nb"),
+    ("FF_DEBUG", b"1"),
+    ("FF_DEBUG", b"yes"),
+    ("FFKIT_TEST_NOW", b"abc"),
+];

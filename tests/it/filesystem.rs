@@ -1,0 +1,664 @@
+//! The cache applets (and the metrics log and lock dirs beside the cache)
+//! when the filesystem fights back: planted symlinks, FIFOs and directories
+//! where ffkit expects its own files, a hostile umask, a full disk, a
+//! read-only mount and permission denied. Each answers with one stderr
+//! line and its exit code (README's exit-code table), never writes through
+//! a link, never blocks, and leaves the size index exact
+//! (docs/hardening.md).
+//!
+//! The mount and permission tests need root (tmpfs, `setpriv`): elsewhere
+//! they print a `SKIP:` line, and fail on CI, which runs them as root.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::util::*;
+
+// ---------------------------------------------------------------- symlinks
+
+#[test]
+fn a_symlinked_entry_or_sidecar_is_never_read_or_written_through() {
+    let w = seeded();
+    let secret = Target::new(&w, "secret", b"SECRET");
+    let meta = Target::new(
+        &w,
+        "meta",
+        b"{\"key\":\"k\",\"created_at\":0,\"expires_at\":null,\"ttl\":0,\"size\":6}\n",
+    );
+    // Entry value is a symlink, sidecar regular.
+    w.write("k", "v");
+    plant(&w, "k", &secret.path);
+    w.cmd("cache-size").arg("--rebuild").assert().success();
+    let mut c = w.cmd("cache-read");
+    c.arg("k");
+    let out = check(&w, "read symlinked value", c, b"", 3, 1);
+    assert!(
+        stderr_of(&out).contains("symbolic link"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("SECRET"));
+    let mut c = w.cmd("cache-batch");
+    c.args(["--read", "k"]);
+    let out = check(&w, "batch read symlinked value", c, b"", 3, 1);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("SECRET"));
+    let mut c = w.cmd("cache-write");
+    c.args(["k", "new"]);
+    check(&w, "write over symlinked value", c, b"", 0, 0);
+    assert!(!is_symlink(&w.cache().join("k")));
+    secret.assert_untouched("write over value link");
+
+    // Sidecar is a symlink to a valid-looking sidecar.
+    plant(&w, "k.meta", &meta.path);
+    w.cmd("cache-size").arg("--rebuild").assert().success();
+    let mut c = w.cmd("cache-read");
+    c.arg("k");
+    check(&w, "read symlinked sidecar", c, b"", 3, 1);
+    let mut c = w.cmd("cache-write");
+    c.args(["k", "again"]);
+    check(&w, "write over symlinked sidecar", c, b"", 0, 0);
+    assert!(!is_symlink(&w.cache().join("k.meta")));
+    meta.assert_untouched("write over sidecar link");
+
+    // Eviction unlinks links, never their targets.
+    plant(&w, "k", &secret.path);
+    plant(&w, "k.meta", &meta.path);
+    plant(&w, "l", &secret.path);
+    w.cmd("cache-size").arg("--rebuild").assert().success();
+    for args in [&["--expired"][..], &["--max-bytes", "0"], &["--all"]] {
+        let mut c = w.cmd("cache-evict");
+        c.args(args);
+        check(&w, &format!("evict {args:?}"), c, b"", 0, 0);
+    }
+    secret.assert_untouched("evict");
+    meta.assert_untouched("evict");
+}
+
+#[test]
+fn symlinked_index_files_are_ignored_and_replaced_not_followed() {
+    let w = seeded();
+    for name in [".size-index", ".entry-count"] {
+        let t = Target::new(&w, name.trim_start_matches('.'), b"5\n");
+        plant(&w, name, &t.path);
+        let mut c = w.cmd("cache-size");
+        c.arg("--json");
+        let out = check(&w, name, c, b"", 0, 1);
+        assert!(
+            String::from_utf8_lossy(&out.stdout)
+                .contains(&format!("\"bytes\":{}", oracle(&w.cache()).0))
+        );
+        t.assert_untouched(name);
+        assert!(
+            !is_symlink(&w.cache().join(name)),
+            "{name} replaced by a file"
+        );
+        plant(&w, name, &t.path);
+        let mut c = w.cmd("cache-write");
+        c.args(["k", "v"]);
+        check(&w, &format!("{name} write"), c, b"", 0, 0);
+        t.assert_untouched(name);
+    }
+}
+
+#[test]
+fn a_symlinked_journal_is_not_read_through() {
+    let w = seeded();
+    w.write("victim", "keep me");
+    // A journal that, if followed, would delete "victim".
+    let j = serde_json::json!({
+        "before": {"bytes": 0, "entries": 0},
+        "records": [{"key": "victim", "old_bytes": 0, "old_entry": false, "value_tmp": null, "meta_tmp": null}]
+    });
+    let t = Target::new(&w, "journal", j.to_string().as_bytes());
+    plant(&w, ".journal", &t.path);
+    for (applet, args) in [("cache-size", &[][..]), ("cache-read", &["victim"][..])] {
+        let mut c = w.cmd(applet);
+        c.args(args);
+        let before = outside_snapshot(&w);
+        let out = c.output().unwrap();
+        assert!(!stderr_of(&out).contains("panicked"));
+        assert!(stderr_lines(&out).len() <= 1, "{}", stderr_of(&out));
+        assert_eq!(outside_snapshot(&w), before);
+        assert!(
+            w.cache().join("victim").exists(),
+            "{applet}: journal followed"
+        );
+        t.assert_untouched(applet);
+        plant(&w, ".journal", &t.path);
+    }
+    fs::remove_file(w.cache().join(".journal")).unwrap();
+    w.cmd("cache-read")
+        .arg("victim")
+        .assert()
+        .success()
+        .stdout("keep me");
+}
+
+#[test]
+fn a_symlinked_lock_file_is_refused_and_its_target_never_created() {
+    let w = seeded();
+    let t = Target::new(&w, "lock", b"precious");
+    let dangling = w.path().join("outside").join("never-created");
+    for target in [t.path.clone(), dangling.clone()] {
+        plant(&w, ".lock", &target);
+        for (applet, args, code) in [
+            ("cache-write", &["k", "v"][..], 3),
+            ("cache-batch", &[][..], 3),
+            ("cache-evict", &["--all"][..], 3),
+            ("cache-read", &["seed"][..], 3),
+        ] {
+            let mut c = w.cmd(applet);
+            c.args(args);
+            let out = check(
+                &w,
+                &format!("{applet} with .lock -> {target:?}"),
+                c,
+                b"k:v\n",
+                code,
+                1,
+            );
+            assert!(stderr_of(&out).contains(".lock"), "{}", stderr_of(&out));
+        }
+        assert!(!dangling.exists(), "dangling lock target created");
+        t.assert_untouched("lock");
+    }
+}
+
+#[test]
+fn planted_temp_file_symlinks_are_skipped() {
+    let w = seeded();
+    let t = Target::new(&w, "tmp-target", b"untouched");
+    let dir = std::ffi::CString::new(w.cache().as_os_str().as_bytes()).unwrap();
+    let target = std::ffi::CString::new(t.path.as_os_str().as_bytes()).unwrap();
+    let mut c = w.cmd("cache-batch");
+    // In the child, after fork and before exec (same pid), plant symlinks at
+    // the temp names ffkit will try first: `.tmp-<pid>-<n>`.
+    unsafe {
+        c.pre_exec(move || {
+            let pid = libc::getpid();
+            for n in 0..8u8 {
+                let mut buf = [0u8; 4096];
+                let d = dir.as_bytes();
+                let mut i = d.len();
+                buf[..i].copy_from_slice(d);
+                for b in b"/.tmp-" {
+                    buf[i] = *b;
+                    i += 1;
+                }
+                let mut digits = [0u8; 12];
+                let (mut p, mut nd) = (pid as u32, 0);
+                loop {
+                    digits[nd] = b'0' + (p % 10) as u8;
+                    nd += 1;
+                    p /= 10;
+                    if p == 0 {
+                        break;
+                    }
+                }
+                for k in (0..nd).rev() {
+                    buf[i] = digits[k];
+                    i += 1;
+                }
+                buf[i] = b'-';
+                buf[i + 1] = b'0' + n;
+                libc::symlink(target.as_ptr(), buf.as_ptr().cast());
+            }
+            Ok(())
+        });
+    }
+    let out = run_with_stdin(&mut c, b"a:1\nb:2\nc:3\n");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    t.assert_untouched("temp links");
+    for k in ["a", "b", "c"] {
+        assert!(!is_symlink(&w.cache().join(k)));
+    }
+    // The planted links are dot-files: not counted; the index is exact.
+    let (bytes, _) = oracle(&w.cache());
+    assert_eq!(w.index().unwrap(), format!("{bytes}\n"));
+}
+// ---------------------------------------------------------------- FIFOs and directories
+
+#[test]
+fn fifos_and_dirs_planted_in_the_cache_never_block_and_never_fake_success() {
+    let w = seeded();
+    let meta = fs::read(w.cache().join("seed.meta")).unwrap();
+    // A FIFO at a value, a sidecar: reads refuse at once (exit 1), never block.
+    mkfifo(&w.cache().join("f"));
+    fs::write(w.cache().join("f.meta"), &meta).unwrap();
+    mkfifo(&w.cache().join("g.meta"));
+    w.cmd("cache-size").arg("--rebuild").assert().success();
+    for (applet, args) in [
+        ("cache-read", &["f"][..]),
+        ("cache-read", &["g"][..]),
+        ("cache-batch", &["--read", "f"][..]),
+    ] {
+        let mut c = w.cmd(applet);
+        c.args(args);
+        let out = output_within(c, applet);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{applet} {args:?}: {}",
+            stderr_of(&out)
+        );
+        assert!(stderr_of(&out).contains("not a regular file"));
+        assert_eq!(stderr_lines(&out).len(), 1);
+    }
+    // Control files as FIFOs: the index and journal heal, the lock refuses.
+    for name in [".size-index", ".entry-count", ".journal"] {
+        let p = w.cache().join(name);
+        let _ = fs::remove_file(&p);
+        mkfifo(&p);
+        let mut c = w.cmd("cache-size");
+        c.arg("--json");
+        let out = output_within(c, name);
+        assert!(out.status.success(), "{name}: {}", stderr_of(&out));
+        assert_eq!(stderr_lines(&out).len(), 1, "{name}: one rebuild note");
+        assert_index_exact(&w.cache(), name);
+    }
+    let lock = w.cache().join(".lock");
+    fs::remove_file(&lock).unwrap();
+    mkfifo(&lock);
+    for (applet, args) in [
+        ("cache-read", &["seed"][..]),
+        ("cache-write", &["x", "1"][..]),
+    ] {
+        let mut c = w.cmd(applet);
+        c.args(args);
+        let out = output_within(c, applet);
+        assert_eq!(out.status.code(), Some(1), "{applet}: {}", stderr_of(&out));
+        assert!(stderr_of(&out).contains(".lock"));
+    }
+    fs::remove_file(&lock).unwrap();
+    // A FIFO metrics log neither blocks nor fails the applet.
+    let _ = fs::remove_file(w.cache().join(".perf-metrics.csv"));
+    mkfifo(&w.cache().join(".perf-metrics.csv"));
+    for _ in 0..3 {
+        let mut c = w.cmd("cache-read");
+        c.arg("seed");
+        let out = output_within(c, "fifo metrics log");
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}",
+            stderr_of(&out)
+        );
+    }
+    // A directory in the way of a write is an error, not a silent success.
+    fs::create_dir(w.cache().join("d")).unwrap();
+    fs::create_dir(w.cache().join("e.meta")).unwrap();
+    let mut c = w.cmd("cache-write");
+    c.args(["d", "v"]);
+    let out = check(&w, "dir at value", c, b"", 1, 1);
+    assert!(stderr_of(&out).contains("in the way"));
+    let out = check(
+        &w,
+        "dir at sidecar",
+        w.cmd("cache-batch"),
+        b"e:1\nok:2\n",
+        1,
+        1,
+    );
+    assert!(stderr_of(&out).contains("e.meta"));
+    w.cmd("cache-size").arg("--verify").assert().success();
+}
+// ---------------------------------------------------------------- modes
+
+#[test]
+fn new_dirs_are_0700_and_files_0600_whatever_the_umask() {
+    let w = World::new();
+    let dir = w.path().join("deep").join("er").join("cache");
+    let mut c = w.cmd("cache-write");
+    c.args(["k", "v"]).env("FFKIT_CACHE_DIR", &dir);
+    unsafe {
+        c.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let mut c = w.cmd("cache-batch");
+    c.env("FFKIT_CACHE_DIR", &dir);
+    unsafe {
+        c.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    assert!(run_with_stdin(&mut c, b"b:1\n").status.success());
+    for d in [w.path().join("deep"), w.path().join("deep/er"), dir.clone()] {
+        let mode = fs::metadata(&d).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o700, "{d:?}");
+    }
+    let mut names = vec![];
+    for e in fs::read_dir(&dir).unwrap().flatten() {
+        let mode = e.metadata().unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600, "{:?}", e.file_name());
+        names.push(e.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    for n in [
+        "k",
+        "k.meta",
+        ".size-index",
+        ".entry-count",
+        ".lock",
+        ".perf-metrics.csv",
+    ] {
+        assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+    }
+}
+// ---------------------------------------------------------------- mounts and permissions
+
+/// A tmpfs mounted for one test; unmounted (lazily) on drop.
+struct Mount(PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &Path, opts: &str) -> Option<Mount> {
+        fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Mount(at.to_path_buf()))
+    }
+    fn remount(&self, opts: &str) -> bool {
+        Command::new("mount")
+            .args(["-o", &format!("remount,{opts}")])
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_with_exit_8_and_leaves_nothing_half_written() {
+    let w = World::new();
+    let mnt = w.path().join("mnt");
+    let Some(_m) = Mount::tmpfs(&mnt, "size=512k,mode=0700") else {
+        return skip("cannot mount a tmpfs (needs root / CAP_SYS_ADMIN); full-disk test not run");
+    };
+    let cache = mnt.join("cache");
+    let cmd = |applet: &str| {
+        let mut c = w.cmd(applet);
+        c.env("FFKIT_CACHE_DIR", &cache)
+            .env("CACHE_PERF_MONITORING", "disabled");
+        c
+    };
+    let ok = |mut c: Command, stdin: &[u8]| {
+        let out = run_with_stdin(&mut c, stdin);
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    };
+    let mut c = cmd("cache-write");
+    c.args(["small", "1"]);
+    ok(c, b"");
+    // A value bigger than the whole disk: fails while writing the temp.
+    let mut c = cmd("cache-write");
+    c.arg("huge");
+    let out = run_with_stdin(&mut c, &vec![b'x'; 1 << 20]);
+    assert_eq!(out.status.code(), Some(8), "{}", stderr_of(&out));
+    assert_eq!(stderr_lines(&out).len(), 1, "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("No space left"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(!cache.join("huge").exists());
+    assert_index_exact(&cache, "huge write");
+
+    // A batch whose total does not fit: nothing of it becomes visible.
+    let mut input = Vec::new();
+    for i in 0..40 {
+        input.extend_from_slice(format!("b{i}:").as_bytes());
+        input.extend_from_slice(&[b'y'; 20_000]);
+        input.push(b'\n');
+    }
+    let mut c = cmd("cache-batch");
+    let out = run_with_stdin(&mut c, &input);
+    assert_eq!(out.status.code(), Some(8), "{}", stderr_of(&out));
+    assert_eq!(stderr_lines(&out).len(), 1, "{}", stderr_of(&out));
+    assert!(!cache.join("b0").exists(), "partial batch visible");
+    assert_index_exact(&cache, "batch");
+
+    // Fill the disk completely with a file outside the cache dir.
+    let filler = mnt.join("filler");
+    {
+        let mut f = fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    for (applet, args, stdin) in [
+        ("cache-write", &["k", "some value"][..], &b""[..]),
+        ("cache-batch", &[][..], b"k:v\nk2:v2\n"),
+    ] {
+        let mut c = cmd(applet);
+        c.args(args);
+        let out = run_with_stdin(&mut c, stdin);
+        assert_eq!(out.status.code(), Some(8), "{applet}: {}", stderr_of(&out));
+        assert_eq!(stderr_lines(&out).len(), 1, "{}", stderr_of(&out));
+        assert!(!cache.join("k").exists());
+        assert_index_exact(&cache, applet);
+    }
+    // Locks on a full disk: exit 8, and the lock is not left held.
+    let dotlock_path = mnt.join("locks/full").display().to_string();
+    fs::create_dir_all(mnt.join("locks")).unwrap();
+    for args in [
+        &["-n", "--dotlock", &dotlock_path, "--", "true"][..],
+        &["-n", "full"],
+    ] {
+        let mut c = cmd("lock-acquire");
+        c.args(args).env("FFKIT_LOCK_DIR", mnt.join("locks"));
+        let out = output_within(c, "lock on a full disk");
+        let _held = Held(&w, mnt.join("locks"), "full");
+        assert_eq!(out.status.code(), Some(8), "{args:?}: {}", stderr_of(&out));
+        assert_eq!(stderr_lines(&out).len(), 1, "{}", stderr_of(&out));
+        let mut c = cmd("lock-status");
+        c.arg("full").env("FFKIT_LOCK_DIR", mnt.join("locks"));
+        let out = output_within(c, "status");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !said.contains("held"),
+            "{args:?}: {said:?} {}",
+            stderr_of(&out)
+        );
+    }
+    // Reads and size still work on a full disk.
+    let mut c = cmd("cache-read");
+    c.arg("small");
+    let out = c.output().unwrap();
+    assert_eq!(out.stdout, b"1");
+    // With self-timing on, a full disk costs the row, never the read.
+    let log = cache.join(".perf-metrics.csv");
+    let mut c = cmd("cache-read");
+    c.arg("small").env("CACHE_PERF_MONITORING", "enabled");
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(out.stdout, b"1");
+    // Recording by hand says so: exit 8, and the log holds whole rows only.
+    let mut c = cmd("perf-metrics");
+    c.args(["record", "x", "1"])
+        .env("CACHE_PERF_MONITORING", "enabled");
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(8), "{}", stderr_of(&out));
+    assert_eq!(stderr_lines(&out).len(), 1, "{}", stderr_of(&out));
+    let rows = fs::read(&log).unwrap_or_default();
+    assert!(
+        rows.is_empty() || rows.ends_with(b"\n"),
+        "half a row: {rows:?}"
+    );
+    // Free space: the next write succeeds and the index is exact.
+    fs::remove_file(&filler).unwrap();
+    let mut c = cmd("cache-write");
+    c.args(["k", "after"]);
+    ok(c, b"");
+    ok(cmd("cache-batch"), b"k2:v2\n");
+    assert_index_exact(&cache, "after freeing");
+    let mut c = cmd("cache-size");
+    c.arg("--verify");
+    ok(c, b"");
+}
+
+#[test]
+fn a_read_only_cache_fails_writes_with_exit_3_naming_the_path() {
+    let w = World::new();
+    let mnt = w.path().join("ro");
+    let Some(m) = Mount::tmpfs(&mnt, "size=1m,mode=0700") else {
+        return skip("cannot mount a tmpfs (needs root / CAP_SYS_ADMIN); read-only test not run");
+    };
+    let cache = mnt.join("cache");
+    let cmd = |applet: &str| {
+        let mut c = w.cmd(applet);
+        c.env("FFKIT_CACHE_DIR", &cache)
+            .env("CACHE_PERF_MONITORING", "disabled");
+        c
+    };
+    assert!(
+        cmd("cache-write")
+            .args(["k", "v"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    if !m.remount("ro") {
+        return skip("cannot remount the tmpfs read-only");
+    }
+    for (applet, args, stdin) in [
+        ("cache-write", &["k2", "v"][..], &b""[..]),
+        ("cache-batch", &[][..], b"a:1\n"),
+        ("cache-evict", &["--all"][..], b""),
+        ("cache-size", &["--rebuild"][..], b""),
+    ] {
+        let mut c = cmd(applet);
+        c.args(args);
+        let out = run_with_stdin(&mut c, stdin);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(3), "{applet}: {err}");
+        assert_eq!(stderr_lines(&out).len(), 1, "{err}");
+        assert!(
+            err.contains(&*cache.to_string_lossy()),
+            "{applet}: path not named: {err}"
+        );
+        assert!(!err.contains("panicked"));
+    }
+    // The metrics log and lock dirs on the same read-only disk.
+    for (applet, args, env) in [
+        (
+            "perf-metrics",
+            &["record", "x", "1"][..],
+            ("CACHE_PERF_MONITORING", "enabled"),
+        ),
+        (
+            "lock-acquire",
+            &["-n", "ro-lock"][..],
+            ("FFKIT_LOCK_DIR", ""),
+        ),
+        (
+            "lock-acquire",
+            &["-n", "--dotlock", "ro-lock"][..],
+            ("FFKIT_LOCK_DIR", ""),
+        ),
+    ] {
+        let mut c = cmd(applet);
+        c.args(args).env("FFKIT_LOCK_DIR", mnt.join("locks"));
+        if !env.1.is_empty() {
+            c.env(env.0, env.1);
+        }
+        let out = output_within(c, applet);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(3), "{applet} {args:?}: {err}");
+        assert_eq!(stderr_lines(&out).len(), 1, "{err}");
+        assert!(
+            err.contains(&*mnt.to_string_lossy()),
+            "{applet}: path not named: {err}"
+        );
+    }
+    // Reading still works without being able to create anything.
+    let out = cmd("cache-read").arg("k").output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(out.stdout, b"v");
+    let out = cmd("cache-size").output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_index_exact(&cache, "read-only");
+}
+
+#[test]
+fn permission_denied_exits_3_naming_the_path() {
+    let w = World::new();
+    w.write("k", "v");
+    // Root ignores permission bits: run ffkit as nobody instead.
+    let probe = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        return skip("cannot drop privileges with setpriv; permission test not run");
+    }
+    // nobody can reach the binary and the world, but not the cache dir (0700, root's).
+    let mut p = w.path().to_path_buf();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    while let Some(parent) = p.parent() {
+        if fs::metadata(parent).is_ok_and(|m| m.mode() & 0o001 == 0) {
+            return skip("a parent of the temp dir is not searchable by other users");
+        }
+        p = parent.to_path_buf();
+    }
+    let as_nobody = |applet: &str, args: &[&str], dir: &Path| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin());
+        w.isolate(&mut c);
+        c.env("FFKIT_CACHE_DIR", dir)
+            .env("CACHE_PERF_MONITORING", "disabled");
+        c.arg(applet).args(args);
+        c.output().unwrap()
+    };
+    if !as_nobody("--version", &[], &w.cache()).status.success() {
+        return skip("nobody cannot execute the test binary");
+    }
+    for (applet, args) in [
+        ("cache-write", &["k2", "v"][..]),
+        ("cache-read", &["k"][..]),
+        ("cache-size", &["--rebuild"][..]),
+        ("cache-evict", &["--all"][..]),
+        ("cache-batch", &["--read", "k"][..]),
+    ] {
+        let out = as_nobody(applet, args, &w.cache());
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(3), "{applet}: {err}");
+        assert_eq!(stderr_lines(&out).len(), 1, "{err}");
+        assert!(
+            err.contains(&*w.cache().to_string_lossy()),
+            "{applet}: {err}"
+        );
+        assert!(err.contains("ermission denied"), "{applet}: {err}");
+    }
+    // A cache dir that cannot be created.
+    let locked = w.path().join("locked");
+    fs::create_dir(&locked).unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o555)).unwrap();
+    let out = as_nobody("cache-write", &["k", "v"], &locked.join("cache"));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("locked/cache"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_index_exact(&w.cache(), "permission");
+}

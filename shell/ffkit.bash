@@ -50,15 +50,48 @@ _ffkit_bin_check() {
     return 1
 }
 
+# Succeeds when FFKIT_BACKEND names a remote backend (docs/redis.md).
+_ffkit_remote() {
+    [[ -n ${FFKIT_BACKEND-} && ${FFKIT_BACKEND-} != local ]]
+}
+
 # _ffkit_run LOG ARGS...: runs the binary with ARGS, its metrics log set to
-# LOG (so every row of a wrapper-driven operation lands in one log).
+# LOG (so every row of a wrapper-driven operation lands in one log), and the
+# backend settings of this shell (exported or not). On a remote backend the
+# `--dir D` option is dropped: the cache is the namespace's on the server,
+# dev-<id> for D = .../dev-<id>/cache, else the default one.
 _ffkit_run() {
-    local _ffkit_l=$1
+    local _ffkit_l=$1 _ffkit_d=${FLOWFORGE_DEVELOPER-}
     shift
-    if [[ -n ${FFKIT_BIN-} ]]; then
-        CACHE_PERF_METRICS=$_ffkit_l "$FFKIT_BIN" "$@"
+    if _ffkit_remote; then
+        local _ffkit_a=() _ffkit_k=0
+        while [[ $# -gt 0 ]]; do
+            if [[ $1 == --dir && $_ffkit_k == 0 && $# -ge 2 ]]; then
+                case $2 in
+                    */dev-*/cache) _ffkit_d=${2%/cache} && _ffkit_d=${_ffkit_d##*/dev-} ;;
+                    *) _ffkit_d= ;;
+                esac
+                shift 2
+                continue
+            fi
+            [[ $1 != -- ]] || _ffkit_k=1
+            _ffkit_a+=("$1")
+            shift
+        done
+        set -- "${_ffkit_a[@]}"
+    fi
+    if ! _ffkit_remote; then
+        if [[ -n ${FFKIT_BIN-} ]]; then
+            CACHE_PERF_METRICS=$_ffkit_l "$FFKIT_BIN" "$@"
+        else
+            CACHE_PERF_METRICS=$_ffkit_l command ffkit "$@"
+        fi
+    elif [[ -n ${FFKIT_BIN-} ]]; then
+        FLOWFORGE_DEVELOPER=$_ffkit_d FFKIT_BACKEND=$FFKIT_BACKEND FFKIT_BACKEND_TIMEOUT=${FFKIT_BACKEND_TIMEOUT-} \
+            FFKIT_LOCK_LEASE=${FFKIT_LOCK_LEASE-} CACHE_PERF_METRICS=$_ffkit_l "$FFKIT_BIN" "$@"
     else
-        CACHE_PERF_METRICS=$_ffkit_l command ffkit "$@"
+        FLOWFORGE_DEVELOPER=$_ffkit_d FFKIT_BACKEND=$FFKIT_BACKEND FFKIT_BACKEND_TIMEOUT=${FFKIT_BACKEND_TIMEOUT-} \
+            FFKIT_LOCK_LEASE=${FFKIT_LOCK_LEASE-} CACHE_PERF_METRICS=$_ffkit_l command ffkit "$@"
     fi
 }
 
@@ -238,6 +271,12 @@ _ffkit_lock_take() {
     local _ffkit_sess=''
     [[ $2 == critical ]] || _ffkit_sess=--session
     _ffkit_lock_file "$2" "$3" "${4-}" || return
+    if _ffkit_remote; then
+        # A named pair owned by this shell (docs/redis.md): held until the
+        # release or this shell's exit.
+        _ffkit_lock_call lock-acquire --quiet-wait --owner "$$" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3"
+        return
+    fi
     if [[ -n ${_ffkit_lock_files+set} ]]; then
         while [[ $_ffkit_i -lt ${#_ffkit_lock_files[@]} ]]; do
             # `[ = ]` compares bytes; `[[ == ]]` would obey nocasematch.
@@ -284,6 +323,10 @@ _ffkit_lock_drop() {
     local _ffkit_sess=''
     [[ $2 == critical ]] || _ffkit_sess=--session
     _ffkit_lock_file "$2" "$3" "${4-}" || return
+    if _ffkit_remote; then
+        _ffkit_lock_call lock-release --owner "$$" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3"
+        return
+    fi
     if [[ -n ${_ffkit_lock_files+set} ]]; then
         while [[ $_ffkit_i -lt ${#_ffkit_lock_files[@]} ]]; do
             if [ "${_ffkit_lock_files[_ffkit_i]}" = "$_ffkit_file" ]; then
@@ -315,6 +358,7 @@ get_cache_size() {
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_ns='' _ffkit_n=''
     _ffkit_paths get_cache_size "${1-}" || return
+    _ffkit_remote ||
     case ${CACHE_SIZE_TRACKING-}/${FF_DEBUG-} in
         /false | enabled/false | / | enabled/)
             if _ffkit_index_read "$_ffkit_dir"; then

@@ -104,10 +104,8 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     if let Some(t) = &remote {
         super::remote::no_dir(t, a.dir.as_deref())?;
         if a.read {
-            return Err(Error::Validation(format!(
-                "--read is not available with backend {} yet; use cache-read per key",
-                t.label
-            )));
+            ctx.metric = Some("batch_read");
+            return read(&a, &mut |keys| super::remote::cache_read_many(t, keys, ctx));
         }
     }
     if a.read {
@@ -115,7 +113,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some())
             .with_progress(super::progress::for_call(m));
         ctx.metric = Some("batch_read");
-        return read(&a, &cache);
+        return read(&a, &mut |keys| cache.read_many(keys));
     }
     let input = match &a.file {
         Some(f) => fs::read(f).map_err(|e| Error::io("cannot read", f, e))?,
@@ -170,7 +168,10 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     })
 }
 
-fn read(a: &Args, cache: &Cache) -> Result<ExitCode> {
+/// Fetches the present, unexpired entries of some keys, in order.
+type Fetch<'a> = dyn FnMut(&[String]) -> Result<Vec<(String, Vec<u8>)>> + 'a;
+
+fn read(a: &Args, fetch: &mut Fetch<'_>) -> Result<ExitCode> {
     let keys = if a.keys.is_empty() {
         // Raw bytes, so a key that is not UTF-8 is a bad key (exit 2) named
         // by its line, not an I/O error.
@@ -192,7 +193,7 @@ fn read(a: &Args, cache: &Cache) -> Result<ExitCode> {
         key::validate_bytes(k.as_bytes()).map_err(Error::Validation)?;
     }
     let mut out = Vec::new();
-    for (k, v) in cache.read_many(&keys)? {
+    for (k, v) in fetch(&keys)? {
         match a.format {
             Format::Lines => {
                 out.extend_from_slice(k.as_bytes());

@@ -300,6 +300,8 @@ fn remote(req: Request, t: &crate::backend::Target, ctx: &mut Ctx) -> Result<Exi
         Some("-F/--no-fork (ffkit must stay to renew the lease)")
     } else if req.inherit {
         Some("--inherit")
+    } else if req.prepare {
+        Some("--prepare (there is no local lock file)")
     } else {
         None
     };
@@ -342,6 +344,11 @@ fn remote(req: Request, t: &crate::backend::Target, ctx: &mut Ctx) -> Result<Exi
         conflict_code: req.conflict_code,
         owner: req.owner,
         session: req.session,
+        note_wait: {
+            use std::io::IsTerminal;
+            let tty = !req.quiet_wait && std::io::stderr().is_terminal();
+            !req.quiet && (tty || req.verbose || ctx.cfg.debug)
+        },
         verbose: req.verbose,
         quiet: req.quiet,
     };

@@ -27,6 +27,9 @@ pub struct Acquire {
     pub conflict_code: Option<u8>,
     pub owner: Option<u32>,
     pub session: bool,
+    /// Print the one waiting line (as locally: on a terminal, with
+    /// --verbose or FF_DEBUG=true).
+    pub note_wait: bool,
     pub verbose: bool,
     pub quiet: bool,
 }
@@ -65,7 +68,7 @@ fn describe(r: Option<&Record>) -> String {
 
 pub fn lock_acquire(t: &Target, req: Acquire, ctx: &mut Ctx) -> Result<ExitCode> {
     let name = lock_name(&req.target)?.to_string();
-    let keys = Keys::new(&name, req.session);
+    let keys = Keys::new(&name, req.session, ctx.cfg.developer.as_deref());
     let limits = Limits::from_config(&ctx.cfg);
     let start = std::time::Instant::now();
     let owner = match (&req.program, req.owner) {
@@ -100,10 +103,10 @@ pub fn lock_acquire(t: &Target, req: Acquire, ctx: &mut Ctx) -> Result<ExitCode>
         ctx.cfg.backoff_max,
     );
     let got = {
-        let quiet = req.quiet;
+        let note = req.note_wait;
         let label = name.clone();
         let mut on_wait = |r: Option<&Record>| {
-            if !quiet {
+            if note {
                 ctx.note(format_args!("waiting for lock {label} ({})", describe(r)));
             }
         };
@@ -226,7 +229,7 @@ pub struct Release {
 
 pub fn lock_release(t: &Target, rel: Release, ctx: &mut Ctx) -> Result<ExitCode> {
     let name = lock_name(&rel.target)?.to_string();
-    let keys = Keys::new(&name, rel.session);
+    let keys = Keys::new(&name, rel.session, ctx.cfg.developer.as_deref());
     let mut conn = open(t, ctx)?;
     let as_pids = match rel.owner {
         Some(p) => vec![p],
@@ -269,7 +272,7 @@ pub struct Status {
 
 pub fn lock_status(t: &Target, a: Status, ctx: &mut Ctx) -> Result<ExitCode> {
     let name = lock_name(&a.target)?.to_string();
-    let keys = Keys::new(&name, a.session);
+    let keys = Keys::new(&name, a.session, ctx.cfg.developer.as_deref());
     let mut conn = open(t, ctx)?;
     let rec = rlock::status(&mut conn, &keys)?;
     let code = if rec.is_some() {
@@ -375,6 +378,18 @@ pub fn cache_batch(t: &Target, items: &[(&str, &[u8], u64)], ctx: &Ctx) -> Resul
     }
     let mut c = RedisCache::open(t, &ctx.cfg)?;
     c.write_many(items)
+}
+
+/// `cache-batch --read` on the remote backend: the hits among `keys`, in order.
+pub fn cache_read_many(t: &Target, keys: &[String], ctx: &Ctx) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut c = RedisCache::open(t, &ctx.cfg)?;
+    let mut out = Vec::new();
+    for k in keys {
+        if let rcache::Lookup::Hit(v) = c.read(k)? {
+            out.push((k.clone(), v));
+        }
+    }
+    Ok(out)
 }
 
 /// `cache-read` on the remote backend.

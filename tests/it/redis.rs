@@ -375,7 +375,14 @@ fn redis_waiter_is_woken_by_the_release_and_times_out_with_6() {
     let owner2 = Command::new("sleep").arg("120").spawn().unwrap();
     let mut waiter = ff(&w, &s, "lock-acquire");
     waiter
-        .args(["-w", "60", "--owner", &owner2.id().to_string(), "wk"])
+        .args([
+            "-w",
+            "60",
+            "--verbose",
+            "--owner",
+            &owner2.id().to_string(),
+            "wk",
+        ])
         .env("LOCK_BACKOFF_INITIAL", "30")
         .env("LOCK_BACKOFF_MAX", "30")
         .stderr(Stdio::piped());
@@ -529,4 +536,56 @@ fn redis_bad_urls_exit_12_and_unsupported_modes_exit_2() {
         .args(["--backend", "local", "free-one"])
         .assert()
         .code(1);
+}
+
+#[test]
+fn redis_shell_wrappers_follow_an_unexported_ffkit_backend() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let script = format!(
+        r#"set -e
+. "{src}/shell/ffkit.bash"
+FFKIT_BACKEND={url}
+FFKIT_BACKEND_TIMEOUT=0.5
+FFKIT_LOCK_LEASE=3
+write_cache_with_metadata k1 hello 0
+v=$(read_cache_with_ttl k1)
+[ "$v" = hello ] || {{ echo "read: $v" >&2; exit 1; }}
+[ "$(get_cache_size)" = 5 ] || {{ echo "size: $(get_cache_size)" >&2; exit 1; }}
+batch_write_cache $'b1:x\nb2:yy'
+[ "$(batch_read_cache b2 nope b1)" = $'b2:yy\nb1:x' ] || {{ echo "batch read" >&2; exit 1; }}
+FLOWFORGE_DEVELOPER=alice write_cache_with_metadata k2 abc 0
+acquire_critical_lock deploy
+echo "$$" > shell.pid
+rc=0; acquire_critical_lock deploy 2>/dev/null || rc=$?
+[ "$rc" = 5 ] || {{ echo "second acquire: $rc" >&2; exit 1; }}
+"$FFKIT_BIN" lock-status --backend "$FFKIT_BACKEND" deploy > status.txt
+release_critical_lock deploy
+rc=0; release_critical_lock deploy 2>/dev/null || rc=$?
+[ "$rc" = 4 ] || {{ echo "second release: $rc" >&2; exit 1; }}
+acquire_session_lock bob s1
+release_session_lock bob s1
+"#,
+        src = env!("CARGO_MANIFEST_DIR"),
+        url = s.url()
+    );
+    let mut c = Command::new("bash");
+    w.isolate(&mut c);
+    c.env("FFKIT_BIN", bin()).arg("-c").arg(&script);
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let shell_pid = std::fs::read_to_string(w.path().join("shell.pid")).unwrap();
+    let status = std::fs::read_to_string(w.path().join("status.txt")).unwrap();
+    assert!(
+        status.contains(&format!("by pid {}", shell_pid.trim())),
+        "{status}"
+    );
+    let v: Option<String> = s.query(redis::cmd("GET").arg("ffkit:cache:default:v:k1"));
+    assert_eq!(v.as_deref(), Some("hello"));
+    let v: Option<String> = s.query(redis::cmd("GET").arg("ffkit:cache:dev-alice:v:k2"));
+    assert_eq!(v.as_deref(), Some("abc"));
+    let fence: Option<u64> = s.query(redis::cmd("GET").arg("ffkit:lock:dev-bob/session/s1:fence"));
+    assert!(fence.is_some(), "the session lock lives in bob's namespace");
+    // Nothing was written locally.
+    assert!(!w.path().join(".flowforge/cache").exists());
 }

@@ -4,7 +4,8 @@
 //! counter bumped at every acquisition, and a wake-up list the release
 //! script pushes so waiters block in `BLPOP` instead of polling.
 //!
-//! Keys of the lock NAME (`session/NAME` for session locks):
+//! Keys of the lock NAME (`session/NAME` for session locks, both under
+//! `dev-ID/` with `FLOWFORGE_DEVELOPER=ID`):
 //! `ffkit:lock:NAME` (the token, with the lease as its expiry),
 //! `ffkit:lock:NAME:holder` (hash: host, pid, start, command, since, kind,
 //! token, fence, holder_pid, holder_start; same expiry), `ffkit:lock:NAME:fence`
@@ -47,13 +48,12 @@ pub struct Keys {
 }
 
 impl Keys {
-    /// The keys of lock `name`; `session` puts it among the session locks.
-    pub fn new(name: &str, session: bool) -> Keys {
-        let base = if session {
-            format!("ffkit:lock:session/{name}")
-        } else {
-            format!("ffkit:lock:{name}")
-        };
+    /// The keys of lock `name`; `developer` (`FLOWFORGE_DEVELOPER`) puts it
+    /// in that namespace, `session` among the session locks.
+    pub fn new(name: &str, session: bool, developer: Option<&str>) -> Keys {
+        let ns = developer.map_or_else(String::new, |d| format!("dev-{d}/"));
+        let kind = if session { "session/" } else { "" };
+        let base = format!("ffkit:lock:{ns}{kind}{name}");
         Keys {
             name: name.to_string(),
             holder: format!("{base}:holder"),

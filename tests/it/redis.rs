@@ -252,9 +252,14 @@ fn start_of(pid: u32) -> String {
 /// A command-mode holder whose command writes its pid to `pidfile` and
 /// sleeps; returns the ffkit child once the command runs.
 fn command_holder(w: &World, s: &Server, name: &str, pidfile: &Path) -> Child {
+    command_holder_running(w, s, name, pidfile, "exec sleep 60")
+}
+
+/// [`command_holder`] whose command runs `rest` after writing its pid.
+fn command_holder_running(w: &World, s: &Server, name: &str, pidfile: &Path, rest: &str) -> Child {
     let mut c = ff(w, s, "lock-acquire");
     c.args([name, "-c"])
-        .arg(format!("echo $$ > {}; exec sleep 60", pidfile.display()))
+        .arg(format!("echo $$ > {}; {rest}", pidfile.display()))
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let child = c.spawn().unwrap();
@@ -418,7 +423,19 @@ fn redis_killed_server_fails_every_call_within_the_timeout() {
     let Some(mut s) = Server::start() else { return };
     let w = World::new();
     let pidfile = w.path().join("cmd.pid");
-    let mut holder = command_holder(&w, &s, "dead", &pidfile);
+    let termfile = w.path().join("got-term");
+    // The command notes the SIGTERM that stops it (and would exit at once
+    // on it; the SIGKILL after the grace period is the fallback).
+    let mut holder = command_holder_running(
+        &w,
+        &s,
+        "dead",
+        &pidfile,
+        &format!(
+            "trap 'echo > {}; exit 0' TERM; while :; do sleep 0.1; done",
+            termfile.display()
+        ),
+    );
     let cmd_pid = pid_in(&pidfile);
     let cmd_start = start_of(cmd_pid);
     s.kill9();
@@ -432,6 +449,7 @@ fn redis_killed_server_fails_every_call_within_the_timeout() {
     assert_eq!(st.code(), Some(9), "{err}");
     assert!(err.contains("lease renewal failed"), "{err}");
     assert!(!running(cmd_pid, &cmd_start), "command still running");
+    assert!(termfile.exists(), "the command was sent SIGTERM first");
     for (applet, args, code) in [
         ("lock-acquire", vec!["x", "--", "true"], 9),
         ("lock-acquire", vec!["named"], 9),
@@ -588,4 +606,100 @@ release_session_lock bob s1
     assert!(fence.is_some(), "the session lock lives in bob's namespace");
     // Nothing was written locally.
     assert!(!w.path().join(".flowforge/cache").exists());
+}
+
+/// Whether util-linux `script` (a pseudo-terminal) is here; SKIP, or FAIL on CI.
+fn have_script() -> bool {
+    let ok = Command::new("script")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "script (util-linux) is missing on CI"
+        );
+        eprintln!("SKIP: script(1) not installed; the terminal test did not run");
+    }
+    ok
+}
+
+/// Runs `cmd` on a pseudo-terminal, feeding it `input` once `ready()`
+/// holds; returns (status, output).
+fn on_a_terminal(
+    w: &World,
+    s: &Server,
+    cmd: &str,
+    input: &[u8],
+    mut ready: impl FnMut() -> bool,
+) -> (Option<i32>, String) {
+    use std::io::{Read, Write};
+    let mut c = Command::new("script");
+    w.isolate(&mut c);
+    env(&mut c, s);
+    c.args(["-qec", cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    until("the command to own the terminal", 30, &mut ready);
+    child.stdin.as_mut().unwrap().write_all(input).unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    (child.wait().unwrap().code(), out)
+}
+
+/// Whether the process in `pidfile` runs `comm` and its process group is
+/// its terminal's foreground group (/proc/PID/stat fields 5 and 8).
+fn in_foreground(pidfile: &Path, comm: &str) -> bool {
+    let Ok(pid) = std::fs::read_to_string(pidfile) else {
+        return false;
+    };
+    let Ok(st) = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) else {
+        return false;
+    };
+    let (Some(open), Some(close)) = (st.find('('), st.rfind(')')) else {
+        return false;
+    };
+    let f: Vec<&str> = st[close + 1..].split_whitespace().collect();
+    &st[open + 1..close] == comm && f.len() > 5 && f[2] == f[5]
+}
+
+#[test]
+fn redis_command_mode_hands_the_terminal_to_the_command() {
+    let Some(s) = Server::start() else { return };
+    if !have_script() {
+        return;
+    }
+    let w = World::new();
+    let ff = bin().display().to_string();
+    let pidfile = w.path().join("tty.pid");
+    let p = pidfile.display().to_string();
+    // The command (in its own process group) gets the terminal and can read it...
+    let (code, out) = on_a_terminal(
+        &w,
+        &s,
+        &format!("{ff} lock-acquire t -- sh -c 'echo $$ > {p}; read x; echo got:$x'"),
+        b"hello\n",
+        || in_foreground(&pidfile, "sh"),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("got:hello"), "{out}");
+    std::fs::remove_file(&pidfile).unwrap();
+    // ...and gets the terminal's Ctrl-C; the lock is released after it.
+    let (code, out) = on_a_terminal(
+        &w,
+        &s,
+        &format!("{ff} lock-acquire t -- sh -c 'echo $$ > {p}; exec sleep 60'"),
+        b"\x03",
+        || in_foreground(&pidfile, "sleep"),
+    );
+    assert_eq!(code, Some(130), "{out}");
+    assert_eq!(status_json(&w, &s, "t")["state"], "free");
 }

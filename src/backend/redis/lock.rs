@@ -362,10 +362,24 @@ pub fn run_leased(
     let mut all = FORWARDED.to_vec();
     all.push(libc::SIGCHLD);
     let set = sigset(&all);
+    // SIGTTOU too: taking the terminal back from the background must not
+    // stop ffkit.
+    all.push(libc::SIGTTOU);
+    let blocked = sigset(&all);
     // SAFETY: blocks signals in this (only) thread so sigtimedwait receives
-    // them; std resets the mask in the spawned child.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    // them.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &blocked, std::ptr::null_mut()) };
+    let tty = foreground_tty();
     cmd.process_group(0);
+    // The command must not inherit the blocked mask (std keeps it), or it
+    // would never see the terminal's Ctrl-C nor the SIGTERM that stops it.
+    // SAFETY: pthread_sigmask is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &blocked, std::ptr::null_mut());
+            Ok(())
+        });
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -379,6 +393,13 @@ pub fn run_leased(
         }
     };
     let pgid = child.id();
+    if let (Some(t), Some(p)) = (&tty, Pid::from_raw(pgid as i32)) {
+        // The command's group gets the terminal, so it can read it and
+        // gets the terminal's Ctrl-C directly; continue it in case it was
+        // stopped reading before the hand-over.
+        let _ = rustix::termios::tcsetpgrp(t, p);
+        let _ = rustix::process::kill_process_group(p, Signal::CONT);
+    }
     let guard = spawn_guard(pgid, limits.lease / 6);
     let renew_every = limits.lease / 3;
     let mut last_ok = Instant::now();
@@ -451,9 +472,21 @@ pub fn run_leased(
         let _ = g.kill();
         let _ = g.wait();
     }
+    if let Some(t) = &tty {
+        let _ = rustix::termios::tcsetpgrp(t, rustix::process::getpgrp());
+    }
     // SAFETY: restores the signal mask blocked above.
-    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &blocked, std::ptr::null_mut()) };
     end
+}
+
+/// Standard input, when it is the terminal and ffkit's group is in its
+/// foreground (an interactive `lock-acquire NAME -- CMD`).
+fn foreground_tty() -> Option<std::io::Stdin> {
+    let stdin = std::io::stdin();
+    let fg = rustix::termios::isatty(&stdin)
+        && rustix::termios::tcgetpgrp(&stdin).ok() == Some(rustix::process::getpgrp());
+    fg.then_some(stdin)
 }
 
 /// One renewal, reconnecting once if the connection broke.
@@ -553,6 +586,16 @@ impl GuardChild {
 }
 
 fn guard(parent: OwnedFd, pgid: u32, grace: Duration) -> ! {
+    // SAFETY: the forked child lets go of the caller's stdio, so a pipe
+    // read by a `$(…)` ends with ffkit, not with the guard.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+        }
+    }
     wait_fd(parent.as_fd(), None);
     if let Some(p) = Pid::from_raw(pgid as i32) {
         let _ = rustix::process::kill_process_group(p, Signal::TERM);

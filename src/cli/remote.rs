@@ -235,15 +235,14 @@ pub fn lock_release(t: &Target, rel: Release, ctx: &mut Ctx) -> Result<ExitCode>
         Some(p) => vec![p],
         None => holder::ancestors(std::process::id()),
     };
-    let not_held = |ctx: &Ctx| {
-        let _ = ctx;
+    let not_held = || {
         if rel.quiet {
             return Ok(ExitCode::from(ExitKind::NotFound.code()));
         }
         Err(Error::NotFound(format!("{name}: not held")))
     };
     let Some(rec) = rlock::status(&mut conn, &keys)? else {
-        return not_held(ctx);
+        return not_held();
     };
     if !rel.force && !rec.owned_by(&as_pids) {
         if rel.quiet {
@@ -255,7 +254,8 @@ pub fn lock_release(t: &Target, rel: Release, ctx: &mut Ctx) -> Result<ExitCode>
         )));
     }
     if !rlock::release(&mut conn, &keys, &rec.token)? {
-        return not_held(ctx);
+        // Lapsed or released by someone else since we read it.
+        return not_held();
     }
     rlock::end_holder(&rec);
     ctx.debug(format_args!("{name}: released ({})", describe(Some(&rec))));

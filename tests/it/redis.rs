@@ -74,6 +74,9 @@ impl Server {
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(self.dir.path())
+            .arg("--unixsocket")
+            .arg(self.dir.path().join("redis.sock"))
+            .args(["--unixsocketperm", "700"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -97,6 +100,11 @@ impl Server {
 
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The same server through its unix socket.
+    pub fn unix_url(&self) -> String {
+        format!("unix://{}", self.dir.path().join("redis.sock").display())
     }
 
     fn client(&self) -> Option<redis::Connection> {
@@ -702,4 +710,25 @@ fn redis_command_mode_hands_the_terminal_to_the_command() {
     );
     assert_eq!(code, Some(130), "{out}");
     assert_eq!(status_json(&w, &s, "t")["state"], "free");
+}
+
+#[test]
+fn redis_over_a_unix_socket_and_a_database_number() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    for url in [s.unix_url(), format!("{}?db=3", s.unix_url())] {
+        let run = |applet: &str, args: &[&str]| {
+            let mut c = w.cmd(applet);
+            env(&mut c, &s);
+            c.env("FFKIT_BACKEND", &url).args(args).output().unwrap()
+        };
+        let out = run("lock-acquire", &["u", "-c", "echo $FFKIT_LOCK_FENCE"]);
+        assert!(out.status.success(), "{url}: {}", stderr_of(&out));
+        let out = run("cache-write", &["uk", "v"]);
+        assert!(out.status.success(), "{url}: {}", stderr_of(&out));
+        assert_eq!(run("cache-read", &["uk"]).stdout, b"v");
+    }
+    // db 0 and db 3 are separate caches.
+    let dbs: String = s.query(redis::cmd("INFO").arg("keyspace"));
+    assert!(dbs.contains("db0:") && dbs.contains("db3:"), "{dbs}");
 }

@@ -674,7 +674,17 @@ pub fn hold_named(
             holder::start_time(child).map_or_else(String::new, |s| s.to_string()),
         ),
     ];
-    extend(conn, keys, &held.token, limits.lease, &fields)?;
+    if let Err(e) = extend(conn, keys, &held.token, limits.lease, &fields) {
+        // Without its pid in the record nobody could end the holder: end it
+        // and give the lock back (it lapses with the lease otherwise).
+        // SAFETY: `child` is our own unreaped child, so its pid is ours.
+        unsafe {
+            libc::kill(child as libc::pid_t, libc::SIGKILL);
+            libc::waitpid(child as libc::pid_t, std::ptr::null_mut(), 0);
+        }
+        let _ = release(conn, keys, &held.token);
+        return Err(e);
+    }
     Ok(child)
 }
 

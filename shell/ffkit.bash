@@ -5,7 +5,7 @@
 #
 #     . /path/to/ffkit.bash          # or:  eval "$(ffkit init bash)"
 #
-# It defines the functions of CONTRACT.md section 3 with the old library's
+# It defines the old library's functions (docs/shell.md) with their
 # names, arguments, output and success/failure. See docs/shell.md.
 #
 # Sourcing this file only defines functions: it runs no command, prints
@@ -50,19 +50,29 @@ _ffkit_bin_check() {
     return 1
 }
 
+# _ffkit_run LOG ARGS...: runs the binary with ARGS, its metrics log set to
+# LOG (so every row of a wrapper-driven operation lands in one log).
+#
+# The old library was sourced, so it read plain shell variables, exported or
+# not. This is the one place that keeps that true: in a subshell (which the
+# binary replaces with exec, so it costs no extra process), every variable
+# the binary reads that is set in this shell is exported, whether the caller
+# exported it, set it without export, made it `local` in a function, or set
+# it for one call (`LOCK_TIMEOUT=1 acquire_critical_lock x`). An unset one
+# stays unset: `export NAME` on an unset name puts nothing in the
+# environment. The names are config::ENV_VARS, written here by
+# `cargo xtask gen` (a test fails when they drift); see docs/shell.md.
 # Succeeds when FFKIT_BACKEND names a remote backend (docs/redis.md).
 _ffkit_remote() {
     [[ -n ${FFKIT_BACKEND-} && ${FFKIT_BACKEND-} != local ]]
 }
 
-# _ffkit_run LOG ARGS...: runs the binary with ARGS, its metrics log set to
-# LOG (so every row of a wrapper-driven operation lands in one log), and the
-# backend settings of this shell (exported or not). On a remote backend the
-# `--dir D` option is dropped: the cache is the namespace's on the server,
-# dev-<id> for D = .../dev-<id>/cache, else the default one.
 _ffkit_run() {
-    local _ffkit_l=$1 _ffkit_d=${FLOWFORGE_DEVELOPER-}
+    local _ffkit_l=$1 _ffkit_d='' _ffkit_strip=0
     shift
+    # On a remote backend (docs/redis.md) the `--dir D` option is dropped:
+    # the cache is the namespace's on the server, dev-<id> for
+    # D = .../dev-<id>/cache, else the default one.
     if _ffkit_remote; then
         local _ffkit_a=() _ffkit_k=0
         while [[ $# -gt 0 ]]; do
@@ -71,6 +81,7 @@ _ffkit_run() {
                     */dev-*/cache) _ffkit_d=${2%/cache} && _ffkit_d=${_ffkit_d##*/dev-} ;;
                     *) _ffkit_d= ;;
                 esac
+                _ffkit_strip=1
                 shift 2
                 continue
             fi
@@ -80,19 +91,28 @@ _ffkit_run() {
         done
         set -- "${_ffkit_a[@]}"
     fi
-    if ! _ffkit_remote; then
-        if [[ -n ${FFKIT_BIN-} ]]; then
-            CACHE_PERF_METRICS=$_ffkit_l "$FFKIT_BIN" "$@"
+    (
+        # BEGIN GENERATED:env-forward
+        # From config::ENV_VARS by `cargo xtask gen`; do not edit.
+        export CACHE_SIZE_TRACKING LOCK_BACKOFF_STRATEGY LOCK_TIMEOUT \
+            CACHE_PERF_MONITORING CACHE_PERF_METRICS FLOWFORGE_DEVELOPER \
+            FF_DEBUG FFKIT_CACHE_DIR FFKIT_LOCK_DIR LOCK_BACKOFF_INITIAL \
+            LOCK_BACKOFF_MAX LOCK_STALE_AFTER CACHE_PERF_MAX_BYTES \
+            FFKIT_BACKEND FFKIT_BACKEND_TIMEOUT FFKIT_LOCK_LEASE \
+            XDG_CACHE_HOME XDG_RUNTIME_DIR SHELL HOME
+        # END GENERATED:env-forward
+        # shellcheck disable=SC2030 # -- meant for this subshell and the binary only
+        export CACHE_PERF_METRICS="$_ffkit_l"
+        if [[ $_ffkit_strip == 1 && -n ${FFKIT_BIN-} ]]; then
+            FLOWFORGE_DEVELOPER=$_ffkit_d exec "$FFKIT_BIN" "$@"
+        elif [[ $_ffkit_strip == 1 ]]; then
+            FLOWFORGE_DEVELOPER=$_ffkit_d exec ffkit "$@"
+        elif [[ -n ${FFKIT_BIN-} ]]; then
+            exec "$FFKIT_BIN" "$@"
         else
-            CACHE_PERF_METRICS=$_ffkit_l command ffkit "$@"
+            exec ffkit "$@"
         fi
-    elif [[ -n ${FFKIT_BIN-} ]]; then
-        FLOWFORGE_DEVELOPER=$_ffkit_d FFKIT_BACKEND=$FFKIT_BACKEND FFKIT_BACKEND_TIMEOUT=${FFKIT_BACKEND_TIMEOUT-} \
-            FFKIT_LOCK_LEASE=${FFKIT_LOCK_LEASE-} CACHE_PERF_METRICS=$_ffkit_l "$FFKIT_BIN" "$@"
-    else
-        FLOWFORGE_DEVELOPER=$_ffkit_d FFKIT_BACKEND=$FFKIT_BACKEND FFKIT_BACKEND_TIMEOUT=${FFKIT_BACKEND_TIMEOUT-} \
-            FFKIT_LOCK_LEASE=${FFKIT_LOCK_LEASE-} CACHE_PERF_METRICS=$_ffkit_l command ffkit "$@"
-    fi
+    )
 }
 
 # _ffkit_valid_id VALUE WHAT STATUS: a developer id becomes the path
@@ -180,6 +200,7 @@ _ffkit_resolve_ns() {
 _ffkit_paths() {
     local _ffkit_top=''
     _ffkit_resolve_ns || return
+    # shellcheck disable=SC2031 # -- the caller's own value; _ffkit_run sets it only in a subshell
     _ffkit_log=${CACHE_PERF_METRICS:-$_ffkit_ns/cache/.perf-metrics.csv}
     if [[ -n ${2-} ]]; then
         _ffkit_valid_id "$2" "$1: dev_id" 2 || return
@@ -392,7 +413,9 @@ write_cache_with_metadata() {
     _ffkit_paths write_cache_with_metadata || return
     # One argument may not exceed 128 KiB (Linux MAX_ARG_STRLEN); long values
     # go through a pipe instead (4 bytes per character covers any UTF-8).
-    if [[ ${#2} -gt 32000 ]]; then
+    # A value of `-` is data too: given as an argument, the binary would read
+    # standard input instead, so it goes through the pipe as well.
+    if [[ ${#2} -gt 32000 || "$2" == "-" ]]; then
         printf '%s' "$2" | _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" -
     else
         _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" "$2" </dev/null

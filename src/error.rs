@@ -2,8 +2,9 @@
 //!
 //! Every failure anywhere in the library becomes an [`Error`]; `main` prints
 //! it as one line and exits with [`Error::exit_code`]. The table in
-//! [`ExitKind::ALL`] is CONTRACT.md §4 verbatim; the man pages' EXIT STATUS
-//! section and the README table are generated from it, so they cannot drift.
+//! [`ExitKind::ALL`] is the old library's exit-code table verbatim; the man
+//! pages' EXIT STATUS section and the README's exit-code table are generated
+//! from it, so they cannot drift.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -179,16 +180,24 @@ pub fn io_kind(e: &io::Error) -> ExitKind {
     }
 }
 
-/// The reason text of an I/O error without std's "(os error N)" suffix.
+/// The reason text of an I/O error for a one-line message: std's text
+/// without its " (os error N)" suffix. The one place that strips it; every
+/// message about an I/O error goes through here.
+pub fn os_reason(e: &io::Error) -> String {
+    let mut s = e.to_string();
+    if let Some(i) = s.find(" (os error") {
+        s.truncate(i);
+    }
+    s
+}
+
+/// [`os_reason`], naming ELOOP (an `O_NOFOLLOW` open of a symlink) as the
+/// refusal it is.
 fn io_reason(e: &io::Error) -> String {
     if e.raw_os_error() == Some(libc::ELOOP) {
         return "is a symbolic link (refused)".to_string();
     }
-    let s = e.to_string();
-    match s.find(" (os error") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
+    os_reason(e)
 }
 
 #[cfg(test)]
@@ -213,5 +222,14 @@ mod tests {
             e(libc::ENOSPC).to_string(),
             "cannot write /x: No space left on device"
         );
+    }
+
+    #[test]
+    fn os_reason_drops_only_the_os_error_suffix() {
+        let e = io::Error::from_raw_os_error(libc::ENOENT);
+        assert!(e.to_string().ends_with("(os error 2)"), "{e}");
+        assert_eq!(os_reason(&e), "No such file or directory");
+        let plain = io::Error::other("no suffix here");
+        assert_eq!(os_reason(&plain), "no suffix here");
     }
 }

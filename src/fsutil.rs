@@ -9,11 +9,13 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use rustix::fs::{CWD, RenameFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+use rustix::process::Pid;
 
 use crate::error::{Error, Result};
 
@@ -158,26 +160,11 @@ pub fn replace_file(dest: &Path, bytes: &[u8]) -> Result<()> {
 /// is a plain rename. A directory is never displaced: if `dest` was one, the
 /// exchange is undone and the call fails with EISDIR, as rename would.
 pub fn install(from: &Path, dest: &Path) -> io::Result<()> {
-    let (Ok(f), Ok(d)) = (cstr(from), cstr(dest)) else {
-        return fs::rename(from, dest);
-    };
     let exchange = || {
-        // SAFETY: both are valid NUL-terminated paths; AT_FDCWD resolves them
-        // relative to the working directory, as rename(2) would.
-        let rc = unsafe {
-            libc::renameat2(
-                libc::AT_FDCWD,
-                f.as_ptr(),
-                libc::AT_FDCWD,
-                d.as_ptr(),
-                libc::RENAME_EXCHANGE,
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        // AT_FDCWD: both paths resolve relative to the working directory, as
+        // rename(2) would.
+        rustix::fs::renameat_with(CWD, from, CWD, dest, RenameFlags::EXCHANGE)
+            .map_err(io::Error::from)
     };
     match exchange() {
         Ok(()) => match fs::remove_file(from) {
@@ -204,10 +191,6 @@ pub fn install(from: &Path, dest: &Path) -> io::Result<()> {
     }
 }
 
-fn cstr(p: &Path) -> std::result::Result<std::ffi::CString, std::ffi::NulError> {
-    std::ffi::CString::new(p.as_os_str().as_bytes())
-}
-
 /// Removes a file; a file already gone is fine.
 pub fn remove_if_exists(path: &Path) -> Result<()> {
     match fs::remove_file(path) {
@@ -221,37 +204,32 @@ pub fn remove_if_exists(path: &Path) -> Result<()> {
 /// (`None` leaves that time unchanged), through its open descriptor.
 pub fn set_times(f: &File, atime: Option<i64>, mtime: Option<i64>) -> io::Result<()> {
     let spec = |t: Option<i64>| match t {
-        Some(s) => libc::timespec {
-            tv_sec: s as libc::time_t,
+        Some(s) => Timespec {
+            tv_sec: s,
             tv_nsec: 0,
         },
-        None => libc::timespec {
+        None => Timespec {
             tv_sec: 0,
-            tv_nsec: libc::UTIME_OMIT,
+            tv_nsec: rustix::fs::UTIME_OMIT,
         },
     };
-    let times = [spec(atime), spec(mtime)];
-    // SAFETY: `f` is an open descriptor and `times` points at two timespecs.
-    let rc = unsafe { libc::futimens(f.as_raw_fd(), times.as_ptr()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    let times = Timestamps {
+        last_access: spec(atime),
+        last_modification: spec(mtime),
+    };
+    rustix::fs::futimens(f, &times).map_err(io::Error::from)
 }
 
 /// Whether a process with this pid exists (signal 0 probe). A pid we may not
 /// signal (EPERM) exists.
 pub fn pid_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+    let Some(pid) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
         return false;
     };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: kill with signal 0 only checks for existence and permission.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    matches!(
+        rustix::process::test_kill_process(pid),
+        Ok(()) | Err(Errno::PERM)
+    )
 }
 
 #[cfg(test)]
@@ -275,9 +253,14 @@ mod tests {
     fn fifos_and_dirs_are_refused_without_blocking() {
         let d = tempfile::tempdir().unwrap();
         let fifo = d.path().join("fifo");
-        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: a valid C string path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        rustix::fs::mknodat(
+            CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
         for p in [&fifo, &d.path().to_path_buf()] {
             assert!(is_refused(&open_read(p).unwrap_err()), "{p:?}");
             assert!(is_refused(&open_read_noatime(p).unwrap_err()), "{p:?}");

@@ -17,7 +17,7 @@ pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod error;
-pub mod fsutil;
+pub(crate) mod fsutil;
 pub mod lock;
 pub mod metrics;
 pub mod units;

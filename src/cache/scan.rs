@@ -29,12 +29,6 @@ pub struct FileInfo {
     pub ino: u64,
 }
 
-impl FileInfo {
-    pub fn is_sidecar(&self) -> bool {
-        self.name.as_bytes().ends_with(b".meta")
-    }
-}
-
 #[derive(Debug, Default)]
 pub struct Scan {
     pub totals: Totals,
@@ -46,16 +40,12 @@ pub struct Scan {
 /// A temp file is stale when its writer is gone or it is a day old.
 const STALE_TEMP_SECS: i64 = 86_400;
 
-/// Walks `dir` (not following symlinks), keeping every counted file.
-pub fn scan(dir: &Path) -> Result<Scan> {
-    walk(dir, true, None)
-}
-
 /// Directory entries seen between two progress reports, which keeps the
 /// hook's cost out of the walk's profile.
 const PROGRESS_STEP: u64 = 1024;
 
-/// [`scan`], reporting the directory entries seen to `progress`.
+/// Walks `dir` (not following symlinks), keeping every counted file and
+/// reporting the directory entries seen to `progress`.
 pub fn scan_with(dir: &Path, progress: Option<&dyn Progress>) -> Result<Scan> {
     walk(dir, true, progress)
 }

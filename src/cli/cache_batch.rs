@@ -10,7 +10,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::{Ctx, dir_arg, ttl_arg, write_stdout};
 use crate::cache::batch::{self, Format};
-use crate::cache::{Cache, NewEntry, Value, key};
+use crate::cache::{NewEntry, Value, key};
 use crate::error::{Error, Result};
 
 /// The old `batch_write_cache` wrote every entry with a 300 s TTL.
@@ -109,8 +109,8 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         }
     }
     if a.read {
-        let dir = ctx.cache_dir(a.dir.as_deref())?;
-        let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some())
+        let cache = ctx
+            .cache(a.dir.as_deref())?
             .with_progress(super::progress::for_call(m));
         ctx.metric = Some("batch_read");
         return read(&a, &mut |keys| cache.read_many(keys));
@@ -153,10 +153,15 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             .collect();
         super::remote::cache_batch(t, &list, ctx)?;
     } else if !entries.is_empty() {
-        let dir = ctx.cache_dir(a.dir.as_deref())?;
-        let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some())
+        let cache = ctx
+            .cache(a.dir.as_deref())?
             .with_progress(super::progress::for_call(m));
-        cache.write(entries)?;
+        let n = entries.len();
+        let totals = cache.write(entries)?;
+        ctx.debug(format_args!(
+            "{n} entries written in one commit; index updated: {} bytes in {} entries",
+            totals.bytes, totals.entries
+        ));
     }
     for b in &bad {
         ctx.note(format_args!("line {}: {} (skipped)", b.line, b.why));

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::{Ctx, dir_arg, json_arg, write_stdout};
-use crate::cache::{Cache, EvictPolicy};
+use crate::cache::EvictPolicy;
 use crate::error::{Error, Result};
 use crate::units;
 
@@ -108,10 +108,23 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         };
         return super::remote::cache_evict(&t, rp, a.json, ctx);
     }
-    let dir = ctx.cache_dir(a.dir.as_deref())?;
-    let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some())
+    let cache = ctx
+        .cache(a.dir.as_deref())?
         .with_progress(super::progress::for_call(m));
     let report = cache.evict(&a.policy)?;
+    ctx.debug(format_args!(
+        "entries {}: {}; index {}: {} bytes in {} entries (before: {} bytes, walked under the lock)",
+        if a.policy.dry_run {
+            "that would go"
+        } else {
+            "evicted"
+        },
+        report.removed.len(),
+        if a.policy.dry_run { "unchanged" } else { "now" },
+        report.after.bytes,
+        report.after.entries,
+        report.before.bytes
+    ));
     if a.json {
         let text = serde_json::to_string(&report)
             .map_err(|e| Error::General(format!("cannot encode the report: {e}")))?;

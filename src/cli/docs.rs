@@ -11,15 +11,9 @@ use crate::cache::index::{COUNT_FILE, INDEX_FILE};
 use crate::cache::journal::JOURNAL_FILE;
 use crate::metrics::DEFAULT_LOG_NAME;
 
-/// The man page of an applet, without `.1`: its own name when it is
-/// linked by default (`cache-size.1`), else `ffkit-NAME` (`ffkit-init.1`,
-/// `ffkit-flock.1`), so ffkit never installs a page over a system tool's
-/// (flock(1)) or a generic name (init(1)).
+/// The man page of an applet, without `.1`: [`super::Applet::man_page`].
 pub fn man_page(a: &super::Applet) -> String {
-    match super::install_links::link_policy(a) {
-        super::install_links::LinkPolicy::Default => a.name.to_string(),
-        _ => format!("ffkit-{}", a.name),
-    }
+    a.man_page()
 }
 
 /// One example: a command line and what it does.
@@ -46,205 +40,202 @@ pub const ROOT_EXAMPLES: &[Example] = &[
     ),
 ];
 
-/// The examples of one applet, by name; empty for an applet not listed yet.
+/// The examples of one applet, by name (its row's `examples`); empty for a
+/// name that is no applet.
 pub fn examples(applet: &str) -> &'static [Example] {
-    EXAMPLES
-        .iter()
-        .find(|(name, _)| *name == applet)
-        .map_or(&[], |(_, e)| *e)
+    super::find(applet).map_or(&[], |a| a.examples)
 }
 
-/// Each applet's examples, keyed by applet name.
-pub const EXAMPLES: &[(&str, &[Example])] = &[
-    (
+// Each applet's examples, referenced by its row in `super::APPLETS`
+// (`Applet::examples`).
+
+/// `cache-size`.
+pub const CACHE_SIZE: &[Example] = &[
+    ex(
         "cache-size",
-        &[
-            ex(
-                "cache-size",
-                "Print the cache size in bytes, from the index in O(1).",
-            ),
-            ex("cache-size --human", "Print the size like 1.2 MiB."),
-            ex(
-                "cache-size --verify --fix",
-                "Walk the cache dir, compare with the index and repair any drift.",
-            ),
-            ex(
-                "CACHE_SIZE_TRACKING=disabled cache-size --json",
-                "Walk instead of reading the index and print bytes, entries and source as JSON.",
-            ),
-        ],
+        "Print the cache size in bytes, from the index in O(1).",
     ),
-    (
-        "cache-write",
-        &[
-            ex(
-                "cache-write provider:github '{\"rate\":5000}' --ttl 300",
-                "Write an entry that expires in five minutes.",
-            ),
-            ex(
-                "tar c src | cache-write src.tar",
-                "Write a binary value from standard input.",
-            ),
-        ],
+    ex("cache-size --human", "Print the size like 1.2 MiB."),
+    ex(
+        "cache-size --verify --fix",
+        "Walk the cache dir, compare with the index and repair any drift.",
     ),
-    (
-        "cache-read",
-        &[
-            ex(
-                "cache-read provider:github",
-                "Print the value, or exit 4 when missing or expired.",
-            ),
-            ex(
-                "if v=$(cache-read -q session-42); then echo \"$v\"; fi",
-                "Use the exit status as the answer, with no message on stderr.",
-            ),
-        ],
+    ex(
+        "CACHE_SIZE_TRACKING=disabled cache-size --json",
+        "Walk instead of reading the index and print bytes, entries and source as JSON.",
     ),
-    (
-        "cache-batch",
-        &[
-            ex(
-                "printf 'a:1\\nb:2\\n' | cache-batch",
-                "Write two entries (TTL 300 s) with one lock acquisition and one index update.",
-            ),
-            ex(
-                "cache-batch --file entries.jsonl --format jsonl",
-                "Write entries whose values need any bytes.",
-            ),
-            ex(
-                "cache-batch --read a b",
-                "Print 'key:value' for every present, unexpired key.",
-            ),
-        ],
+];
+
+/// `cache-write`.
+pub const CACHE_WRITE: &[Example] = &[
+    ex(
+        "cache-write provider:github '{\"rate\":5000}' --ttl 300",
+        "Write an entry that expires in five minutes.",
     ),
-    (
-        "cache-evict",
-        &[
-            ex(
-                "cache-evict --max-bytes 100M",
-                "Evict expired, then least recently used entries until the cache is at most 100 MiB.",
-            ),
-            ex(
-                "cache-evict --older-than 7d --dry-run --json",
-                "Report what would be removed, removing nothing.",
-            ),
-            ex(
-                "cache-evict --all",
-                "Empty the cache (the old clear_developer_cache).",
-            ),
-        ],
+    ex(
+        "tar c src | cache-write src.tar",
+        "Write a binary value from standard input.",
     ),
-    (
-        "lock-acquire",
-        &[
-            ex(
-                "lock-acquire deploy.lock -- make deploy",
-                "Run make holding the lock; exit with make's status.",
-            ),
-            ex(
-                "lock-acquire -n deploy.lock -c 'make deploy' || echo busy",
-                "Fail at once (exit 5) when someone else holds the lock.",
-            ),
-            ex(
-                "lock-acquire --session build && ... && lock-release --session build",
-                "Hold a named session lock across separate calls, as acquire_session_lock did.",
-            ),
-            ex(
-                "exec 9>>/tmp/my.lock; lock-acquire --fd 9 -w 2.5",
-                "Lock the shell's own descriptor, waiting at most 2.5 s (exit 6 on timeout).",
-            ),
-        ],
+];
+
+/// `cache-read`.
+pub const CACHE_READ: &[Example] = &[
+    ex(
+        "cache-read provider:github",
+        "Print the value, or exit 4 when missing or expired.",
     ),
-    (
-        "lock-release",
-        &[
-            ex(
-                "lock-release build",
-                "Release the named lock build taken by lock-acquire build.",
-            ),
-            ex(
-                "lock-release --fd 9",
-                "Drop the lock held on the shell's descriptor 9.",
-            ),
-            ex(
-                "lock-release --force stuck",
-                "Release a lock that belongs to another owner (emergency).",
-            ),
-        ],
+    ex(
+        "if v=$(cache-read -q session-42); then echo \"$v\"; fi",
+        "Use the exit status as the answer, with no message on stderr.",
     ),
-    (
-        "lock-status",
-        &[
-            ex(
-                "lock-status build",
-                "Print whether the named lock is held, and by whom.",
-            ),
-            ex(
-                "lock-status --json /var/lock/deploy.lock",
-                "Report a lock file's holder (pid, host, command, age) as JSON.",
-            ),
-        ],
+];
+
+/// `cache-batch`.
+pub const CACHE_BATCH: &[Example] = &[
+    ex(
+        "printf 'a:1\\nb:2\\n' | cache-batch",
+        "Write two entries (TTL 300 s) with one lock acquisition and one index update.",
     ),
-    (
-        "flock",
-        &[
-            ex(
-                "flock /tmp/my.lock make",
-                "util-linux flock(1) usage: run make holding the lock (after ffkit install-links --persona flock).",
-            ),
-            ex(
-                "flock -n -E 5 /tmp/my.lock -c 'echo got it'",
-                "Fail at once with exit 5 when the lock is busy.",
-            ),
-        ],
+    ex(
+        "cache-batch --file entries.jsonl --format jsonl",
+        "Write entries whose values need any bytes.",
     ),
-    (
-        "init",
-        &[
-            ex(
-                "eval \"$(ffkit init bash)\"",
-                "Define the old library's shell functions (get_cache_size, acquire_critical_lock, ...) on top of ffkit.",
-            ),
-            ex(
-                "ffkit init zsh >> ~/.zshrc",
-                "Keep the functions for every zsh session.",
-            ),
-        ],
+    ex(
+        "cache-batch --read a b",
+        "Print 'key:value' for every present, unexpired key.",
     ),
-    (
+];
+
+/// `cache-evict`.
+pub const CACHE_EVICT: &[Example] = &[
+    ex(
+        "cache-evict --max-bytes 100M",
+        "Evict expired, then least recently used entries until the cache is at most 100 MiB.",
+    ),
+    ex(
+        "cache-evict --older-than 7d --dry-run --json",
+        "Report what would be removed, removing nothing.",
+    ),
+    ex(
+        "cache-evict --all",
+        "Empty the cache (the old clear_developer_cache).",
+    ),
+];
+
+/// `lock-acquire`.
+pub const LOCK_ACQUIRE: &[Example] = &[
+    ex(
+        "lock-acquire deploy.lock -- make deploy",
+        "Run make holding the lock; exit with make's status.",
+    ),
+    ex(
+        "lock-acquire -n deploy.lock -c 'make deploy' || echo busy",
+        "Fail at once (exit 5) when someone else holds the lock.",
+    ),
+    ex(
+        "lock-acquire --session build && ... && lock-release --session build",
+        "Hold a named session lock across separate calls, as acquire_session_lock did.",
+    ),
+    ex(
+        "exec 9>>/tmp/my.lock; lock-acquire --fd 9 -w 2.5",
+        "Lock the shell's own descriptor, waiting at most 2.5 s (exit 6 on timeout).",
+    ),
+];
+
+/// `lock-release`.
+pub const LOCK_RELEASE: &[Example] = &[
+    ex(
+        "lock-release build",
+        "Release the named lock build taken by lock-acquire build.",
+    ),
+    ex(
+        "lock-release --fd 9",
+        "Drop the lock held on the shell's descriptor 9.",
+    ),
+    ex(
+        "lock-release --force stuck",
+        "Release a lock that belongs to another owner (emergency).",
+    ),
+];
+
+/// `lock-status`.
+pub const LOCK_STATUS: &[Example] = &[
+    ex(
+        "lock-status build",
+        "Print whether the named lock is held, and by whom.",
+    ),
+    ex(
+        "lock-status --json /var/lock/deploy.lock",
+        "Report a lock file's holder (pid, host, command, age) as JSON.",
+    ),
+];
+
+/// `flock`.
+pub const FLOCK: &[Example] = &[
+    ex(
+        "flock /tmp/my.lock make",
+        "util-linux flock(1) usage: run make holding the lock (after ffkit install-links --persona flock).",
+    ),
+    ex(
+        "flock -n -E 5 /tmp/my.lock -c 'echo got it'",
+        "Fail at once with exit 5 when the lock is busy.",
+    ),
+];
+
+/// `init`.
+pub const INIT: &[Example] = &[
+    ex(
+        "eval \"$(ffkit init bash)\"",
+        "Define the old library's shell functions (get_cache_size, acquire_critical_lock, ...) on top of ffkit.",
+    ),
+    ex(
+        "ffkit init zsh >> ~/.zshrc",
+        "Keep the functions for every zsh session.",
+    ),
+];
+
+/// `perf-metrics`.
+pub const PERF_METRICS: &[Example] = &[
+    ex(
         "perf-metrics",
-        &[
-            ex(
-                "perf-metrics",
-                "Per-operation count, total, avg, min, max, p50, p95, p99 as a table.",
-            ),
-            ex(
-                "perf-metrics --json --since 1h",
-                "The last hour as JSON, like get_performance_metrics.",
-            ),
-            ex(
-                "perf-metrics check 'get_cache_size:p95<10ms'",
-                "Fail when a health rule does not hold.",
-            ),
-            ex("perf-metrics cleanup", "Trim the log atomically."),
-        ],
+        "Per-operation count, total, avg, min, max, p50, p95, p99 as a table.",
     ),
-    (
-        "install-links",
-        &[
-            ex(
-                "ffkit install-links",
-                "Create the applet symlinks next to the ffkit binary.",
-            ),
-            ex(
-                "ffkit install-links --dir ~/bin --prefix ~/.local",
-                "Link the applets into ~/bin and install man pages and completions under ~/.local/share.",
-            ),
-            ex(
-                "ffkit install-links --remove --prefix ~/.local",
-                "Remove the links and files install-links placed.",
-            ),
-        ],
+    ex(
+        "perf-metrics --json --since 1h",
+        "The last hour as JSON, like get_performance_metrics.",
+    ),
+    ex(
+        "perf-metrics check 'get_cache_size:p95<10ms'",
+        "Fail when a health rule does not hold.",
+    ),
+    ex("perf-metrics cleanup", "Trim the log atomically."),
+    ex(
+        "perf-metrics serve",
+        "Serve JSON, Prometheus text and a live page on http://127.0.0.1:9464/.",
+    ),
+    ex(
+        "perf-metrics report --html metrics.html",
+        "Write the page as one static file, e.g. a CI artifact.",
+    ),
+    ex(
+        "perf-metrics --prometheus --textfile /var/lib/node_exporter/ffkit.prom",
+        "Feed node_exporter's textfile collector (atomic write).",
+    ),
+];
+
+/// `install-links`.
+pub const INSTALL_LINKS: &[Example] = &[
+    ex(
+        "ffkit install-links",
+        "Create the applet symlinks next to the ffkit binary.",
+    ),
+    ex(
+        "ffkit install-links --dir ~/bin --prefix ~/.local",
+        "Link the applets into ~/bin and install man pages and completions under ~/.local/share.",
+    ),
+    ex(
+        "ffkit install-links --remove --prefix ~/.local",
+        "Remove the links and files install-links placed.",
     ),
 ];
 
@@ -255,7 +246,8 @@ pub struct FileDoc {
     pub meaning: &'static str,
 }
 
-/// The files on disk (CONTRACT §2), named from the constants the code uses.
+/// The files on disk (README "Files on disk"), named from the constants the
+/// code uses.
 pub fn files() -> Vec<FileDoc> {
     let f = |path: String, meaning| FileDoc { path, meaning };
     vec![

@@ -31,33 +31,16 @@ use crate::fsutil;
 
 include!(concat!(env!("OUT_DIR"), "/embedded_docs.rs"));
 
-/// This applet manages links; a symlink named after it would be pointless.
+/// This applet manages links; a symlink named after it would be pointless
+/// (its row says `LinkPolicy::Never`, as `init`'s does: a symlink named
+/// `init` would be a confusing command of its own).
 const SELF: &str = "install-links";
 
-/// Applets that only make sense as `ffkit APPLET` (`ffkit init bash`): a
-/// symlink named `init` would be a confusing command of its own.
-const FFKIT_ONLY: &[&str] = &[SELF, "init"];
+pub use super::LinkPolicy;
 
-/// Whether an applet gets a symlink.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LinkPolicy {
-    /// Linked by every `install-links`.
-    Default,
-    /// A persona named after a system tool (an unlisted applet such as
-    /// `flock`): linked only with `--persona NAME`.
-    Persona,
-    /// Never linked: run it as `ffkit APPLET`.
-    Never,
-}
-
+/// An applet's link policy: its row's `link` in `super::APPLETS`.
 pub fn link_policy(a: &Applet) -> LinkPolicy {
-    if FFKIT_ONLY.contains(&a.name) {
-        LinkPolicy::Never
-    } else if a.listed {
-        LinkPolicy::Default
-    } else {
-        LinkPolicy::Persona
-    }
+    a.link
 }
 
 /// The applets linked by default.
@@ -380,8 +363,7 @@ fn wanted(name: &str, is_man: bool, linked: &[&str]) -> bool {
         return linked.contains(&name);
     }
     APPLETS.iter().any(|a| {
-        super::docs::man_page(a) == name
-            && (linked.contains(&a.name) || link_policy(a) == LinkPolicy::Never)
+        a.man_page() == name && (linked.contains(&a.name) || link_policy(a) == LinkPolicy::Never)
     })
 }
 

@@ -11,12 +11,15 @@
 //! `run` turns the matches into a plain args struct before any logic runs.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
+use std::os::fd::{AsRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
+use rustix::fs::{Mode, OFlags};
 
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::error::{Error, ExitKind, Result};
 
@@ -30,24 +33,61 @@ mod flock;
 mod init;
 pub mod install_links;
 mod lock_acquire;
+mod lock_args;
 mod lock_release;
 mod lock_status;
 mod perf_metrics;
-pub mod progress;
+pub(crate) mod progress;
 mod remote;
+
+/// Whether and when `install-links` links an applet; it also picks the
+/// applet's man page name and whether it is listed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkPolicy {
+    /// Listed (`--list`, root help) and linked by every `install-links`.
+    Default,
+    /// A persona named after a system tool (`flock`): unlisted, reached
+    /// only through a symlink of its name, which `install-links` makes only
+    /// with `--persona NAME`, so ffkit never shadows a system tool unless
+    /// asked to.
+    Persona,
+    /// Listed but never linked: run it as `ffkit APPLET` (`init`,
+    /// `install-links`). Its man page is `ffkit-NAME.1` and it has no
+    /// completions of its own (ffkit's cover it).
+    Never,
+}
 
 /// One applet: its name (the symlink name and the subcommand), its clap
 /// definition, its entry point, the operation name its own run is
-/// recorded under in the metrics log (CONTRACT §2), if any, and whether it
-/// is listed (`--list`, root help, default symlinks). An unlisted applet is a
-/// persona reached only through a symlink of its name (`flock`), so ffkit
-/// never shadows a system tool unless asked to.
+/// recorded under in the metrics log (docs/metrics.md), if any, its link
+/// policy and the examples of its man page.
 pub struct Applet {
     pub name: &'static str,
     pub command: fn() -> Command,
     pub run: fn(&ArgMatches, &mut Ctx) -> Result<ExitCode>,
     pub metric: Option<&'static str>,
-    pub listed: bool,
+    pub link: LinkPolicy,
+    /// The EXAMPLES section of its man page (`docs.rs`); a test in the
+    /// xtask crate fails when it is empty.
+    pub examples: &'static [docs::Example],
+}
+
+impl Applet {
+    /// Listed by `--list` and the root help: every applet but a persona.
+    pub fn listed(&self) -> bool {
+        self.link != LinkPolicy::Persona
+    }
+
+    /// The man page, without `.1`: its own name when it is linked by default
+    /// (`cache-size.1`), else `ffkit-NAME` (`ffkit-init.1`, `ffkit-flock.1`),
+    /// so ffkit never installs a page over a system tool's (flock(1)) or a
+    /// generic name (init(1)).
+    pub fn man_page(&self) -> String {
+        match self.link {
+            LinkPolicy::Default => self.name.to_string(),
+            LinkPolicy::Persona | LinkPolicy::Never => format!("ffkit-{}", self.name),
+        }
+    }
 }
 
 /// Every applet, in the order `--list` prints them.
@@ -57,70 +97,80 @@ pub static APPLETS: &[Applet] = &[
         command: cache_size::command,
         run: cache_size::run,
         metric: Some("get_cache_size"),
-        listed: true,
+        link: LinkPolicy::Default,
+        examples: docs::CACHE_SIZE,
     },
     Applet {
         name: "cache-write",
         command: cache_write::command,
         run: cache_write::run,
         metric: Some("write_cache"),
-        listed: true,
+        link: LinkPolicy::Default,
+        examples: docs::CACHE_WRITE,
     },
     Applet {
         name: "cache-read",
         command: cache_read::command,
         run: cache_read::run,
         metric: Some("read_cache"),
-        listed: true,
+        link: LinkPolicy::Default,
+        examples: docs::CACHE_READ,
     },
     Applet {
         name: "cache-batch",
         command: cache_batch::command,
         run: cache_batch::run,
         metric: Some("batch_write"),
-        listed: true,
+        link: LinkPolicy::Default,
+        examples: docs::CACHE_BATCH,
     },
     Applet {
         name: "cache-evict",
         command: cache_evict::command,
         run: cache_evict::run,
         metric: Some("enforce_cache_limits"),
-        listed: true,
+        link: LinkPolicy::Default,
+        examples: docs::CACHE_EVICT,
     },
     Applet {
         name: "lock-acquire",
         command: lock_acquire::command,
         run: lock_acquire::run,
         metric: Some("lock_acquire"),
-        listed: true,
+        link: LinkPolicy::Default,
+        examples: docs::LOCK_ACQUIRE,
     },
     Applet {
         name: "lock-release",
         command: lock_release::command,
         run: lock_release::run,
         metric: Some("lock_release"),
-        listed: true,
+        link: LinkPolicy::Default,
+        examples: docs::LOCK_RELEASE,
     },
     Applet {
         name: "lock-status",
         command: lock_status::command,
         run: lock_status::run,
         metric: None,
-        listed: true,
+        link: LinkPolicy::Default,
+        examples: docs::LOCK_STATUS,
     },
     Applet {
         name: "flock",
         command: flock::command,
         run: flock::run,
         metric: None,
-        listed: false,
+        link: LinkPolicy::Persona,
+        examples: docs::FLOCK,
     },
     Applet {
         name: "init",
         command: init::command,
         run: init::run,
         metric: None,
-        listed: true,
+        link: LinkPolicy::Never,
+        examples: docs::INIT,
     },
     Applet {
         name: "perf-metrics",
@@ -128,14 +178,16 @@ pub static APPLETS: &[Applet] = &[
         run: perf_metrics::run,
         // Reading or writing the log must not add rows of its own.
         metric: None,
-        listed: true,
+        link: LinkPolicy::Default,
+        examples: docs::PERF_METRICS,
     },
     Applet {
         name: "install-links",
         command: install_links::command,
         run: install_links::run,
         metric: None,
-        listed: true,
+        link: LinkPolicy::Never,
+        examples: docs::INSTALL_LINKS,
     },
 ];
 
@@ -168,11 +220,34 @@ impl Ctx {
         }
     }
 
-    /// The cache dir for `--dir` (if given), remembered for self-timing.
-    pub fn cache_dir(&mut self, explicit: Option<&Path>) -> Result<PathBuf> {
-        let dir = self.cfg.cache_dir(explicit)?;
-        self.metric_dir = Some(dir.clone());
-        Ok(dir)
+    /// The cache of every cache applet: the dir for `--dir` (if given),
+    /// checked (`Cache::open`), remembered for self-timing, with a note on
+    /// stderr when a wait for its lock starts and stderr is a terminal.
+    pub fn cache(&mut self, explicit: Option<&Path>) -> Result<Cache> {
+        let chosen = self.cfg.choose_cache_dir(explicit)?;
+        self.debug(format_args!(
+            "cache dir {} (from {})",
+            chosen.path.display(),
+            chosen.origin.describe()
+        ));
+        let dir = chosen.path.clone();
+        let cache = Cache::open(chosen, &self.cfg).inspect_err(|_| {
+            // A refused dir gets no row, neither in it nor in another log.
+            self.metric = None;
+        })?;
+        self.metric_dir = Some(dir);
+        let note = io::stderr().is_terminal().then(|| {
+            let prog = self.prog.clone();
+            Box::new(move |lock: &Path, timeout: Duration| {
+                let _ = writeln!(
+                    io::stderr().lock(),
+                    "{prog}: waiting for the cache lock {} (another process holds it; giving up after {} s, LOCK_TIMEOUT)",
+                    lock.display(),
+                    timeout.as_secs_f64()
+                );
+            }) as crate::cache::WaitNote
+        });
+        Ok(cache.with_wait_note(note))
     }
 }
 
@@ -208,24 +283,21 @@ impl From<ExitCode> for std::process::ExitCode {
 /// instead of a kill; and descriptors 0, 1 and 2 open (on `/dev/null` if the
 /// caller closed them), so a file ffkit opens can never become its stdout.
 pub fn startup() {
-    // SAFETY: plain libc calls with valid arguments; no Rust state involved.
+    // SAFETY: setting SIGPIPE's disposition to SIG_IGN installs no handler
+    // and touches no Rust state; no thread exists yet. Neither std nor rustix
+    // offers a safe way to set a disposition.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
-            fd,
-            events: 0,
-            revents: 0,
-        });
-        if libc::poll(fds.as_mut_ptr(), 3, 0) >= 0 {
-            for p in fds.iter().filter(|p| p.revents & libc::POLLNVAL != 0) {
-                let flags = if p.fd == 0 {
-                    libc::O_RDONLY
-                } else {
-                    libc::O_WRONLY
-                };
-                libc::open(c"/dev/null".as_ptr(), flags);
-            }
+    }
+    // open(2) returns the lowest free descriptor: while that is 0, 1 or 2 it
+    // fills a hole the caller left (and stays open, as stdin/stdout/stderr);
+    // the first one above 2 means there is none left and is closed again.
+    // Not close-on-exec, so the commands ffkit runs inherit it too.
+    while let Ok(fd) = rustix::fs::open(c"/dev/null", OFlags::RDWR, Mode::empty()) {
+        if fd.as_raw_fd() > 2 {
+            break;
         }
+        let _ = fd.into_raw_fd();
     }
 }
 
@@ -251,7 +323,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
 }
 
 /// Looks an applet up by name.
-pub fn find(name: &str) -> Option<&'static Applet> {
+pub(crate) fn find(name: &str) -> Option<&'static Applet> {
     APPLETS.iter().find(|a| a.name == name)
 }
 
@@ -287,15 +359,19 @@ fn run_applet(applet: &Applet, prog: &str, args: &[OsString], start: Instant) ->
         metric_duration: None,
     };
     let result = (applet.run)(&matches, &mut ctx);
-    if let (true, Some(op)) = (ctx.cfg.perf_monitoring, ctx.metric)
-        && let Err(e) = crate::metrics::record_self(
-            &ctx.cfg,
-            ctx.metric_dir.as_deref(),
-            op,
-            ctx.metric_duration.unwrap_or_else(|| start.elapsed()),
-        )
-    {
-        ctx.debug(format_args!("metrics not recorded: {e}"));
+    if let (true, Some(op)) = (ctx.cfg.perf_monitoring, ctx.metric) {
+        let elapsed = ctx.metric_duration.unwrap_or_else(|| start.elapsed());
+        match crate::metrics::record_self(&ctx.cfg, ctx.metric_dir.as_deref(), op, elapsed) {
+            Ok(Some(log)) => ctx.debug(format_args!(
+                "recorded {op} ({:.3} ms) in {}",
+                elapsed.as_secs_f64() * 1000.0,
+                log.display()
+            )),
+            Ok(None) => ctx.debug(format_args!(
+                "{op} not recorded: the metrics log's dir does not exist"
+            )),
+            Err(e) => ctx.debug(format_args!("metrics not recorded: {e}")),
+        }
     }
     match result {
         Ok(code) => code,
@@ -305,7 +381,7 @@ fn run_applet(applet: &Applet, prog: &str, args: &[OsString], start: Instant) ->
 
 /// Prints one error line and returns its exit code. A broken pipe on stdout
 /// is a quiet success, as `head` closing the pipe is not a failure.
-pub fn report(prog: &str, e: &Error) -> ExitCode {
+pub(crate) fn report(prog: &str, e: &Error) -> ExitCode {
     if let Error::Io { source, .. } = e
         && source.kind() == io::ErrorKind::BrokenPipe
     {
@@ -370,7 +446,7 @@ pub fn root_command() -> Command {
         .subcommands(
             APPLETS
                 .iter()
-                .map(|a| (a.command)().name(a.name).hide(!a.listed)),
+                .map(|a| (a.command)().name(a.name).hide(!a.listed())),
         )
         .after_help(exit_status_text())
 }
@@ -385,7 +461,7 @@ fn root(args: &[OsString]) -> ExitCode {
     let written = if m.get_flag("list") {
         APPLETS
             .iter()
-            .filter(|a| a.listed)
+            .filter(|a| a.listed())
             .try_for_each(|a| writeln!(out, "{}", a.name))
     } else {
         write!(out, "{}", root_command().render_help())
@@ -398,7 +474,7 @@ fn root(args: &[OsString]) -> ExitCode {
 }
 
 /// The EXIT STATUS text, generated from the error table.
-pub fn exit_status_text() -> String {
+pub(crate) fn exit_status_text() -> String {
     let mut s = String::from("Exit status:\n");
     for k in ExitKind::ALL {
         s.push_str(&format!(

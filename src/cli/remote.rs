@@ -175,6 +175,18 @@ pub fn lock_acquire(t: &Target, req: Acquire, ctx: &mut Ctx) -> Result<ExitCode>
     }
 }
 
+/// The command as the holder record shows it.
+pub fn program_text(p: &Program) -> String {
+    match p {
+        Program::Argv(v) => v
+            .iter()
+            .map(|s| s.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" "),
+        Program::Shell { text, .. } => text.to_string_lossy().into_owned(),
+    }
+}
+
 fn command_of(p: &Program) -> Option<std::process::Command> {
     match p {
         Program::Argv(v) => {
@@ -198,6 +210,7 @@ fn denied(ctx: &Ctx, req: &Acquire, name: &str, d: Denied, who: String) -> Resul
             format!("{name}: timed out after {}s, {who}", t.as_secs_f64())
         }
         (Denied::TimedOut, None) => format!("{name}: timed out, {who}"),
+        (Denied::Interrupted, _) => format!("{name}: interrupted"),
     };
     if let Some(code) = req.conflict_code {
         if !req.quiet {
@@ -209,12 +222,14 @@ fn denied(ctx: &Ctx, req: &Acquire, name: &str, d: Denied, who: String) -> Resul
         let k = match d {
             Denied::Busy => ExitKind::Conflict,
             Denied::TimedOut => ExitKind::Timeout,
+            Denied::Interrupted => ExitKind::General,
         };
         return Ok(ExitCode::from(k.code()));
     }
     Err(match d {
         Denied::Busy => Error::Conflict(msg),
         Denied::TimedOut => Error::Timeout(msg),
+        Denied::Interrupted => Error::General(msg),
     })
 }
 

@@ -1,9 +1,10 @@
-//! The CSV metrics log (CONTRACT §2): rows `timestamp,operation,duration_ms`.
+//! The CSV metrics log (docs/metrics.md): rows `timestamp,operation,duration_ms`.
 //!
 //! This module owns where the log lives, how rows are written ([`log`]),
 //! read ([`read`]) and aggregated ([`aggregate`], [`sketch`]), how reports are
-//! rendered ([`export`]) and health rules checked ([`check`]), and the
-//! self-timing every cache and lock applet does.
+//! rendered ([`export`]) and served over HTTP ([`serve`]), how health rules
+//! are checked ([`check`]), and the self-timing every cache and lock applet
+//! does.
 //!
 //! The default log is `<cache-dir>/.perf-metrics.csv` — one per cache dir, as
 //! the contract suggests, so each FlowForge namespace keeps its own numbers
@@ -16,6 +17,8 @@ pub mod check;
 pub mod export;
 pub mod log;
 pub mod read;
+pub mod series;
+pub mod serve;
 pub mod sketch;
 
 use std::path::{Path, PathBuf};
@@ -26,20 +29,6 @@ use crate::error::{Error, Result};
 
 /// File name of the default log inside a cache dir.
 pub const DEFAULT_LOG_NAME: &str = ".perf-metrics.csv";
-
-/// The operation names ffkit's own applets record (docs/metrics.md).
-pub const SELF_OPS: &[&str] = &[
-    "get_cache_size",
-    "rebuild_size_index",
-    "write_cache",
-    "read_cache",
-    "batch_write",
-    "batch_read",
-    "enforce_cache_limits",
-    "clear_developer_cache",
-    "lock_acquire",
-    "lock_release",
-];
 
 /// The log path: `CACHE_PERF_METRICS`, else the default in `cache_dir`, else
 /// in the default cache dir.
@@ -54,18 +43,19 @@ pub fn log_path(cfg: &Config, cache_dir: Option<&Path>) -> Result<PathBuf> {
 /// enabled, so a disabled monitor opens nothing. Self-timing never creates
 /// a directory: a size query or a rejected key must not create the cache
 /// dir just to log itself, so a run whose log dir does not exist yet is not
-/// recorded.
+/// recorded. Returns the log the row went to, if one was written.
 pub fn record_self(
     cfg: &Config,
     cache_dir: Option<&Path>,
     op: &str,
     elapsed: Duration,
-) -> Result<()> {
+) -> Result<Option<PathBuf>> {
     let path = log_path(cfg, cache_dir)?;
-    if !path.parent().is_some_and(Path::is_dir) {
-        return Ok(());
+    if !cfg.perf_monitoring || !path.parent().is_some_and(Path::is_dir) {
+        return Ok(None);
     }
-    record(cfg, &path, op, elapsed.as_secs_f64() * 1000.0)
+    record(cfg, &path, op, elapsed.as_secs_f64() * 1000.0)?;
+    Ok(Some(path))
 }
 
 /// Appends one row `now,op,ms` to `path` (trimming above the cap), or does

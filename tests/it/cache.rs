@@ -9,6 +9,7 @@ use std::thread;
 use std::time::Duration;
 
 use predicates::prelude::*;
+use rustix::process::Signal;
 use serde_json::Value as Json;
 
 use crate::util::*;
@@ -1081,6 +1082,38 @@ fn cache_dir_resolution_order() {
     assert_eq!(mode(&w.path().join("home/.cache/ffkit/k")), 0o600);
 }
 
+/// Descriptors 0-2 closed by the caller are reopened on /dev/null at
+/// start-up (`cli::startup`, src/main.rs): a file ffkit opens never becomes
+/// its stdout, and the commands it runs inherit all three on /dev/null.
+#[test]
+fn closed_standard_descriptors_are_reopened_on_dev_null() {
+    let w = World::new();
+    w.write("k", "value");
+    let script = r#"
+"$FF" cache-write k2 fresh <&- >&- 2>&- || exit 11
+"$FF" cache-read k <&- >&- 2>&- || exit 12
+"$FF" lock-acquire L -- sh -c 'for f in 0 1 2; do [ "$(readlink /proc/$$/fd/$f)" = /dev/null ] || exit 1; done' <&- >&- 2>&- || exit 13
+echo ok"#;
+    let mut c = Command::new("bash");
+    w.isolate(&mut c);
+    let out = c
+        .env("FF", bin())
+        .env("FFKIT_LOCK_DIR", w.path().join("locks"))
+        .args(["-c", script])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "ok\n",
+        "status {:?}: {}",
+        out.status,
+        stderr_of(&out)
+    );
+    assert_eq!(fs::read(w.cache().join("k")).unwrap(), b"value");
+    assert_eq!(fs::read(w.cache().join("k2")).unwrap(), b"fresh");
+    w.assert_exact();
+}
+
 #[test]
 fn multicall_list_version_help_and_renamed_binary() {
     let w = World::new();
@@ -1381,26 +1414,34 @@ fn writes_and_reads_stream_large_values() {
 
 // ---- signals and closed pipes ------------------------------------------------
 
-fn signal(child: &std::process::Child, sig: libc::c_int) {
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, sig);
-    }
+/// Signals a child this test spawned and has not yet waited for (so its pid
+/// cannot have been reused).
+fn signal(child: &std::process::Child, sig: Signal) {
+    let pid = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .expect("a child's pid");
+    rustix::process::kill_process(pid, sig).expect("signal the child");
+}
+
+/// `n` batch lines `keyI:` + up to 49 `v`s.
+fn signal_batch(n: usize) -> Vec<u8> {
+    (0..n)
+        .flat_map(|i| format!("key{i}:{}\n", "v".repeat(i % 50)).into_bytes())
+        .collect()
 }
 
 #[test]
 fn sigint_and_sigterm_during_batches_and_evictions_leave_an_exact_index() {
     let w = World::new();
-    let mut input = Vec::new();
-    for i in 0..3000 {
-        input.extend_from_slice(format!("key{i}:{}\n", "v".repeat(i % 50)).as_bytes());
-    }
+    let input = signal_batch(3000);
     let mut rng = fastrand::Rng::with_seed(8);
     let mut killed = 0;
     for round in 0..16 {
         let sig = if round % 2 == 0 {
-            libc::SIGINT
+            Signal::INT
         } else {
-            libc::SIGTERM
+            Signal::TERM
         };
         let mut c = if round % 4 < 2 {
             w.cmd("cache-batch")
@@ -1441,6 +1482,22 @@ fn sigint_and_sigterm_during_batches_and_evictions_leave_an_exact_index() {
         assert_index_exact(&w.cache(), &format!("round {round}"));
         w.cmd("cache-size").arg("--verify").assert().success();
     }
+    // Killed writers leave temp files (dot-files, never counted); the next
+    // walk (eviction, rebuild) removes those of dead processes.
+    w.cmd("cache-evict").arg("--expired").assert().success();
+    assert_no_temps(&w.cache(), "after the cleanup walk");
+    eprintln!("signals: {killed} of 16 runs were interrupted mid-way");
+}
+
+/// The second half of the signal test, in its own world so the two halves
+/// run side by side: signals aimed at an eviction's commit. 1,000 entries
+/// make the eviction long enough to aim at (the aim is calibrated on an
+/// uninterrupted run) while each refill costs a third of the 3,000-line
+/// batch above.
+#[test]
+fn sigint_and_sigterm_aimed_at_an_evictions_commit_leave_an_exact_index() {
+    let w = World::new();
+    let input = signal_batch(1000);
     // Evictions spend most of their time walking; aim the signals at the
     // commit by calibrating on one uninterrupted run.
     let mut batch = w.cmd("cache-batch");
@@ -1465,9 +1522,9 @@ fn sigint_and_sigterm_during_batches_and_evictions_leave_an_exact_index() {
         signal(
             &child,
             if round % 2 == 0 {
-                libc::SIGTERM
+                Signal::TERM
             } else {
-                libc::SIGINT
+                Signal::INT
             },
         );
         let status = child.wait().unwrap();
@@ -1479,11 +1536,8 @@ fn sigint_and_sigterm_during_batches_and_evictions_leave_an_exact_index() {
         w.cmd("cache-size").arg("--verify").assert().success();
     }
     eprintln!("signals: {mid_commit} of 10 evictions were killed mid-commit (journal left)");
-    // Killed writers leave temp files (dot-files, never counted); the next
-    // walk (eviction, rebuild) removes those of dead processes.
     w.cmd("cache-evict").arg("--expired").assert().success();
     assert_no_temps(&w.cache(), "after the cleanup walk");
-    eprintln!("signals: {killed} of 16 runs were interrupted mid-way");
 }
 
 #[test]

@@ -178,6 +178,8 @@ fn planted_temp_file_symlinks_are_skipped() {
     let mut c = w.cmd("cache-batch");
     // In the child, after fork and before exec (same pid), plant symlinks at
     // the temp names ffkit will try first: `.tmp-<pid>-<n>`.
+    // SAFETY: between fork and exec the closure only calls getpid(2) and
+    // symlink(2) (async-signal-safe) on stack buffers: no allocation, no lock.
     unsafe {
         c.pre_exec(move || {
             let pid = libc::getpid();
@@ -314,22 +316,12 @@ fn new_dirs_are_0700_and_files_0600_whatever_the_umask() {
     let dir = w.path().join("deep").join("er").join("cache");
     let mut c = w.cmd("cache-write");
     c.args(["k", "v"]).env("FFKIT_CACHE_DIR", &dir);
-    unsafe {
-        c.pre_exec(|| {
-            libc::umask(0);
-            Ok(())
-        });
-    }
+    with_umask_0(&mut c);
     let out = c.output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     let mut c = w.cmd("cache-batch");
     c.env("FFKIT_CACHE_DIR", &dir);
-    unsafe {
-        c.pre_exec(|| {
-            libc::umask(0);
-            Ok(())
-        });
-    }
+    with_umask_0(&mut c);
     assert!(run_with_stdin(&mut c, b"b:1\n").status.success());
     for d in [w.path().join("deep"), w.path().join("deep/er"), dir.clone()] {
         let mode = fs::metadata(&d).unwrap().permissions().mode() & 0o7777;

@@ -5,15 +5,19 @@
 mod util;
 
 mod cache;
+mod cache_hardening2;
 mod env;
 mod filesystem;
 mod help;
 mod install_links;
 mod lock;
+mod lock_holes;
 mod lock_identity;
 mod metrics;
 mod perf_regress;
 mod progress;
 mod redis;
 mod redis_cache;
+mod serve;
 mod shell;
+mod shell_vars;

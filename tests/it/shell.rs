@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-fn lib() -> PathBuf {
+pub(crate) fn lib() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("shell/ffkit.bash")
 }
 
 /// The shells to run a test in: bash always, zsh when installed.
-fn shells() -> Vec<&'static str> {
+pub(crate) fn shells() -> Vec<&'static str> {
     if have("zsh") {
         vec!["bash", "zsh"]
     } else {
@@ -31,30 +31,30 @@ fn shells() -> Vec<&'static str> {
 }
 
 /// A scratch repository (a dir holding `.git`) with HOME beside it.
-struct Repo {
-    tmp: tempfile::TempDir,
+pub(crate) struct Repo {
+    pub(crate) tmp: tempfile::TempDir,
 }
 
 impl Repo {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         fs::create_dir_all(tmp.path().join("repo/.git")).unwrap();
         fs::create_dir_all(tmp.path().join("home")).unwrap();
         Repo { tmp }
     }
 
-    fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.tmp.path().join("repo")
     }
 
     /// The legacy-mode cache dir.
-    fn cache(&self) -> PathBuf {
+    pub(crate) fn cache(&self) -> PathBuf {
         self.root().join(".flowforge/cache")
     }
 
     /// `SHELL -c 'set -euo pipefail; . LIB; SCRIPT' SHELL ARGS...` in the repo,
     /// with a clean environment: PATH without ffkit, FFKIT_BIN set.
-    fn sh(&self, shell: &str, script: &str) -> Command {
+    pub(crate) fn sh(&self, shell: &str, script: &str) -> Command {
         let mut c = Command::new(shell);
         c.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -111,7 +111,7 @@ fn stub_calls(log: &Path) -> Vec<Vec<Vec<u8>>> {
     calls
 }
 
-fn ok(out: &Output) -> String {
+pub(crate) fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
         "status {:?}\nstdout:\n{}\nstderr:\n{}",
@@ -933,12 +933,11 @@ get_cache_size >/dev/null
 
 // ---------------------------------------------------------------- bad input through the wrappers
 
-/// Runs `SCRIPT` in bash after sourcing shell/ffkit.bash, in a repository
-/// at `w.path()/repo` as developer `alice`; returns (status, stderr).
-fn wrapper(w: &World, script: &str, env: &[(&str, &str)]) -> (i32, String) {
+/// bash running `SCRIPT` after sourcing shell/ffkit.bash, in a repository
+/// at `w.path()/repo` as developer `alice`.
+fn wrapper_cmd(w: &World, script: &str) -> Command {
     let repo = w.path().join("repo");
     fs::create_dir_all(repo.join(".git")).unwrap();
-    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("shell/ffkit.bash");
     let mut c = Command::new("bash");
     w.isolate(&mut c);
     c.env_remove("FFKIT_CACHE_DIR")
@@ -946,8 +945,14 @@ fn wrapper(w: &World, script: &str, env: &[(&str, &str)]) -> (i32, String) {
         .env("FLOWFORGE_DEVELOPER", "alice")
         .current_dir(&repo)
         .arg("-c")
-        .arg(format!(". '{}'\n{script}", lib.display()))
+        .arg(format!(". '{}'\n{script}", lib().display()))
         .stdin(Stdio::null());
+    c
+}
+
+/// [`wrapper_cmd`] with extra environment; returns (status, stderr).
+fn wrapper(w: &World, script: &str, env: &[(&str, &str)]) -> (i32, String) {
+    let mut c = wrapper_cmd(w, script);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -1024,16 +1029,7 @@ fn shell_wrappers_answer_bad_input_with_contract_codes_and_one_line() {
         } else {
             mkfifo(&idx);
         }
-        let repo = w.path().join("repo");
-        let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("shell/ffkit.bash");
-        let mut c = Command::new("bash");
-        w.isolate(&mut c);
-        c.env_remove("FFKIT_CACHE_DIR")
-            .env("FFKIT_BIN", bin())
-            .env("FLOWFORGE_DEVELOPER", "alice")
-            .current_dir(&repo)
-            .args(["-c", &format!(". '{}'\nget_cache_size", lib.display())]);
-        let out = output_within(c, planted);
+        let out = output_within(wrapper_cmd(&w, "get_cache_size"), planted);
         assert!(out.status.success(), "{planted}: {}", stderr_of(&out));
         assert_eq!(parse_u64(&out.stdout), oracle(&cache).0, "{planted}");
         t.assert_untouched(planted);

@@ -395,6 +395,36 @@ impl CloneCmd for Command {
     }
 }
 
+/// Runs `c` with umask 0, to prove ffkit sets its modes itself.
+pub fn with_umask_0(c: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec; umask(2) is
+    // async-signal-safe, allocates nothing and cannot fail.
+    unsafe {
+        c.pre_exec(|| {
+            rustix::process::umask(rustix::fs::Mode::empty());
+            Ok(())
+        })
+    }
+}
+
+/// Spawns `c`, a process that takes a lock, prints `locked` and then waits
+/// on its stdin, and returns it once it holds the lock (close or write its
+/// stdin to let it go).
+pub fn spawn_locked(mut c: Command) -> std::process::Child {
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+    }
+    assert_eq!(line, "locked\n", "the holder did not take its lock");
+    child
+}
+
 /// Releases a named lock when dropped, so a failing assertion never leaves
 /// a holder process behind.
 pub struct Held<'a>(pub &'a World, pub PathBuf, pub &'a str);
@@ -449,10 +479,14 @@ pub fn is_symlink(p: &Path) -> bool {
 }
 
 pub fn mkfifo(p: &Path) {
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).expect("no NUL in a temp path");
-    // SAFETY: `c` is a valid NUL-terminated path that outlives the call.
-    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
-    assert_eq!(rc, 0, "mkfifo {p:?}");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        p,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap_or_else(|e| panic!("mkfifo {p:?}: {e}"));
 }
 
 // ---------------------------------------------------------------- skips

@@ -64,9 +64,35 @@ _ffkit_bin_check() {
 # stays unset: `export NAME` on an unset name puts nothing in the
 # environment. The names are config::ENV_VARS, written here by
 # `cargo xtask gen` (a test fails when they drift); see docs/shell.md.
+# Succeeds when FFKIT_BACKEND names a remote backend (docs/redis.md).
+_ffkit_remote() {
+    [[ -n ${FFKIT_BACKEND-} && ${FFKIT_BACKEND-} != local ]]
+}
+
 _ffkit_run() {
-    local _ffkit_l=$1
+    local _ffkit_l=$1 _ffkit_d='' _ffkit_strip=0
     shift
+    # On a remote backend (docs/redis.md) the `--dir D` option is dropped:
+    # the cache is the namespace's on the server, dev-<id> for
+    # D = .../dev-<id>/cache, else the default one.
+    if _ffkit_remote; then
+        local _ffkit_a=() _ffkit_k=0
+        while [[ $# -gt 0 ]]; do
+            if [[ $1 == --dir && $_ffkit_k == 0 && $# -ge 2 ]]; then
+                case $2 in
+                    */dev-*/cache) _ffkit_d=${2%/cache} && _ffkit_d=${_ffkit_d##*/dev-} ;;
+                    *) _ffkit_d= ;;
+                esac
+                _ffkit_strip=1
+                shift 2
+                continue
+            fi
+            [[ $1 != -- ]] || _ffkit_k=1
+            _ffkit_a+=("$1")
+            shift
+        done
+        set -- "${_ffkit_a[@]}"
+    fi
     (
         # BEGIN GENERATED:env-forward
         # From config::ENV_VARS by `cargo xtask gen`; do not edit.
@@ -74,11 +100,16 @@ _ffkit_run() {
             CACHE_PERF_MONITORING CACHE_PERF_METRICS FLOWFORGE_DEVELOPER \
             FF_DEBUG FFKIT_CACHE_DIR FFKIT_LOCK_DIR LOCK_BACKOFF_INITIAL \
             LOCK_BACKOFF_MAX LOCK_STALE_AFTER CACHE_PERF_MAX_BYTES \
+            FFKIT_BACKEND FFKIT_BACKEND_TIMEOUT FFKIT_LOCK_LEASE \
             XDG_CACHE_HOME XDG_RUNTIME_DIR SHELL HOME
         # END GENERATED:env-forward
         # shellcheck disable=SC2030 # -- meant for this subshell and the binary only
         export CACHE_PERF_METRICS="$_ffkit_l"
-        if [[ -n ${FFKIT_BIN-} ]]; then
+        if [[ $_ffkit_strip == 1 && -n ${FFKIT_BIN-} ]]; then
+            FLOWFORGE_DEVELOPER=$_ffkit_d exec "$FFKIT_BIN" "$@"
+        elif [[ $_ffkit_strip == 1 ]]; then
+            FLOWFORGE_DEVELOPER=$_ffkit_d exec ffkit "$@"
+        elif [[ -n ${FFKIT_BIN-} ]]; then
             exec "$FFKIT_BIN" "$@"
         else
             exec ffkit "$@"
@@ -263,6 +294,12 @@ _ffkit_lock_take() {
     local _ffkit_sess=''
     [[ $2 == critical ]] || _ffkit_sess=--session
     _ffkit_lock_file "$2" "$3" "${4-}" || return
+    if _ffkit_remote; then
+        # A named pair owned by this shell (docs/redis.md): held until the
+        # release or this shell's exit.
+        _ffkit_lock_call lock-acquire --quiet-wait --owner "$$" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3"
+        return
+    fi
     if [[ -n ${_ffkit_lock_files+set} ]]; then
         while [[ $_ffkit_i -lt ${#_ffkit_lock_files[@]} ]]; do
             # `[ = ]` compares bytes; `[[ == ]]` would obey nocasematch.
@@ -309,6 +346,10 @@ _ffkit_lock_drop() {
     local _ffkit_sess=''
     [[ $2 == critical ]] || _ffkit_sess=--session
     _ffkit_lock_file "$2" "$3" "${4-}" || return
+    if _ffkit_remote; then
+        _ffkit_lock_call lock-release --owner "$$" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3"
+        return
+    fi
     if [[ -n ${_ffkit_lock_files+set} ]]; then
         while [[ $_ffkit_i -lt ${#_ffkit_lock_files[@]} ]]; do
             if [ "${_ffkit_lock_files[_ffkit_i]}" = "$_ffkit_file" ]; then
@@ -340,6 +381,7 @@ get_cache_size() {
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_ns='' _ffkit_n=''
     _ffkit_paths get_cache_size "${1-}" || return
+    _ffkit_remote ||
     case ${CACHE_SIZE_TRACKING-}/${FF_DEBUG-} in
         /false | enabled/false | / | enabled/)
             if _ffkit_index_read "$_ffkit_dir"; then

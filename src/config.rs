@@ -59,6 +59,15 @@ pub struct Config {
     pub backoff_trace: bool,
     /// `SHELL`: runs `lock-acquire -c` / `flock -c` commands (default /bin/sh).
     pub shell: Option<PathBuf>,
+    /// `FFKIT_BACKEND`: where locks and the cache live; `None` (unset or
+    /// `local`) is the local files. Validated here (a bad URL exits 12).
+    pub backend: Option<crate::backend::Target>,
+    /// `FFKIT_BACKEND_TIMEOUT` (seconds, default 2): connect, read and write
+    /// timeout of every call to a remote backend.
+    pub backend_timeout: Duration,
+    /// `FFKIT_LOCK_LEASE` (seconds, default 30): how long a lock on a
+    /// remote backend outlives its last renewal.
+    pub lock_lease: Duration,
     home: Option<PathBuf>,
     xdg_cache_home: Option<PathBuf>,
     xdg_runtime_dir: Option<PathBuf>,
@@ -160,6 +169,24 @@ pub const ENV_VARS: &[EnvVar] = &[
         values: "size (10485760, 10M, 1G)",
         default: "10M",
         meaning: "the metrics log is trimmed when it grows above this",
+    },
+    EnvVar {
+        name: "FFKIT_BACKEND",
+        values: "local | redis://[user:pass@]host:port[/db] | unix:///path/redis.sock[?db=N]",
+        default: "local",
+        meaning: "where locks and the cache live: the local files, or a Redis server shared by many hosts (docs/redis.md); --backend overrides it",
+    },
+    EnvVar {
+        name: "FFKIT_BACKEND_TIMEOUT",
+        values: "seconds (fractional allowed, above 0)",
+        default: "2",
+        meaning: "connect, read and write timeout of every Redis call: a down, paused or slow server fails within it",
+    },
+    EnvVar {
+        name: "FFKIT_LOCK_LEASE",
+        values: "seconds (at least 3 x FFKIT_BACKEND_TIMEOUT)",
+        default: "30",
+        meaning: "Redis locks: the lease renewed every third of it while held; a dead holder's lock lapses within it",
     },
     EnvVar {
         name: "XDG_CACHE_HOME",
@@ -276,6 +303,25 @@ impl Config {
                 backoff_max.as_secs_f64()
             )));
         }
+        let backend = match text("FFKIT_BACKEND")? {
+            None => None,
+            Some(v) => crate::backend::Target::parse(&v)
+                .map_err(|e| Error::Config(format!("FFKIT_BACKEND: {e}")))?,
+        };
+        let backend_timeout = seconds("FFKIT_BACKEND_TIMEOUT", 2.0)?;
+        if backend_timeout.is_zero() {
+            return Err(Error::Config(
+                "FFKIT_BACKEND_TIMEOUT: must be above 0 (a call without a bound could hang)".into(),
+            ));
+        }
+        let lock_lease = seconds("FFKIT_LOCK_LEASE", 30.0)?;
+        if lock_lease < backend_timeout * 3 {
+            return Err(Error::Config(format!(
+                "FFKIT_LOCK_LEASE ({}s) must be at least 3 x FFKIT_BACKEND_TIMEOUT ({}s): a renewal must fit in a third of the lease",
+                lock_lease.as_secs_f64(),
+                backend_timeout.as_secs_f64()
+            )));
+        }
         Ok(Config {
             size_tracking: switch("CACHE_SIZE_TRACKING", true)?,
             backoff,
@@ -293,6 +339,9 @@ impl Config {
             now_override,
             backoff_trace: var("FFKIT_TEST_BACKOFF_TRACE").is_some(),
             shell: path("SHELL"),
+            backend,
+            backend_timeout,
+            lock_lease,
             home: path("HOME"),
             // The XDG spec: a relative value is invalid and ignored.
             xdg_cache_home: path("XDG_CACHE_HOME").filter(|p| p.is_absolute()),
@@ -520,6 +569,10 @@ mod tests {
             ("FF_DEBUG", "1"),
             ("LOCK_BACKOFF_INITIAL", "0"),
             ("LOCK_BACKOFF_MAX", "0.01"),
+            ("FFKIT_BACKEND", "http://example.com"),
+            ("FFKIT_BACKEND", "redis://host:notaport"),
+            ("FFKIT_BACKEND_TIMEOUT", "0"),
+            ("FFKIT_LOCK_LEASE", "1"),
         ] {
             let e = cfg(&[(k, v)]).unwrap_err();
             assert_eq!(e.exit_code(), 12, "{k}={v}");

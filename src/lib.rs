@@ -3,6 +3,7 @@
 //!
 //! - [`cli`]: the applet table, dispatch and the applets' argument handling —
 //!   the only part that knows clap or prints.
+//! - [`backend`]: local files or a shared Redis server for locks and the cache.
 //! - [`cache`]: entries, the exact incremental size index, crash repair,
 //!   eviction.
 //! - [`lock`]: kernel locks, named locks held across commands, dot-locks.
@@ -12,6 +13,7 @@
 //! - [`error`]: the one error type and the exit-code table.
 //! - [`units`], [`fsutil`]: shared parsers and careful file primitives.
 
+pub mod backend;
 pub mod cache;
 pub mod cli;
 pub mod config;

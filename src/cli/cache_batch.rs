@@ -10,7 +10,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::{Ctx, dir_arg, ttl_arg};
 use crate::cache::batch::{self, Format};
-use crate::cache::{Cache, NewEntry, Value, key};
+use crate::cache::{NewEntry, Value, key};
 use crate::error::{Error, Result};
 
 /// The old `batch_write_cache` wrote every entry with a 300 s TTL.
@@ -71,6 +71,7 @@ pub fn command() -> Command {
                 .requires("read")
                 .help("With --read: keys to print (default: one per line on standard input)"),
         )
+        .arg(super::backend_arg())
 }
 
 struct Args {
@@ -99,12 +100,22 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             .map(|v| v.cloned().collect())
             .unwrap_or_default(),
     };
-    let cache = ctx
-        .cache(a.dir.as_deref())?
-        .with_progress(super::progress::for_call(m));
+    let remote = super::backend_of(m, ctx)?;
+    if let Some(t) = &remote {
+        super::remote::no_dir(t, a.dir.as_deref())?;
+        if a.read {
+            ctx.metric = Some("batch_read");
+            return read(&a, ctx, &mut |keys, ctx| {
+                super::remote::cache_read_many(t, keys, ctx)
+            });
+        }
+    }
     if a.read {
+        let cache = ctx
+            .cache(a.dir.as_deref())?
+            .with_progress(super::progress::for_call(m));
         ctx.metric = Some("batch_read");
-        return read(&a, &cache, ctx);
+        return read(&a, ctx, &mut |keys, _| cache.read_many(keys));
     }
     let input = match &a.file {
         Some(f) => fs::read(f).map_err(|e| Error::io("cannot read", f, e))?,
@@ -136,7 +147,16 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             ttl: i.ttl.unwrap_or(a.ttl),
         })
         .collect::<Vec<_>>();
-    if !entries.is_empty() {
+    if let Some(t) = &remote {
+        let list: Vec<(&str, &[u8], u64)> = items
+            .iter()
+            .map(|i| (i.key.as_str(), &*i.value, i.ttl.unwrap_or(a.ttl)))
+            .collect();
+        super::remote::cache_batch(t, &list, ctx)?;
+    } else if !entries.is_empty() {
+        let cache = ctx
+            .cache(a.dir.as_deref())?
+            .with_progress(super::progress::for_call(m));
         let n = entries.len();
         let totals = cache.write(entries)?;
         ctx.debug(format_args!(
@@ -154,7 +174,11 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     })
 }
 
-fn read(a: &Args, cache: &Cache, ctx: &mut Ctx) -> Result<ExitCode> {
+/// Fetches the present, unexpired entries of some keys, in order (from the
+/// local cache or a remote backend).
+type Fetch<'a> = dyn FnMut(&[String], &mut Ctx) -> Result<Vec<(String, Vec<u8>)>> + 'a;
+
+fn read(a: &Args, ctx: &mut Ctx, fetch: &mut Fetch<'_>) -> Result<ExitCode> {
     let keys = if a.keys.is_empty() {
         // Raw bytes, so a key that is not UTF-8 is a bad key (exit 2) named
         // by its line, not an I/O error.
@@ -176,7 +200,7 @@ fn read(a: &Args, cache: &Cache, ctx: &mut Ctx) -> Result<ExitCode> {
         key::validate_bytes(k.as_bytes()).map_err(Error::Validation)?;
     }
     let mut out = Vec::new();
-    for (k, v) in cache.read_many(&keys)? {
+    for (k, v) in fetch(&keys, ctx)? {
         match a.format {
             Format::Lines => {
                 out.extend_from_slice(k.as_bytes());

@@ -59,6 +59,7 @@ pub fn command() -> Command {
                 .help("Print what would be evicted; remove nothing"),
         )
         .arg(json_arg().help("Print a JSON report of what was (or would be) removed"))
+        .arg(super::backend_arg())
 }
 
 struct Args {
@@ -83,6 +84,29 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     };
     if a.policy.all {
         ctx.metric = Some("clear_developer_cache");
+    }
+    if let Some(t) = super::backend_of(m, ctx)? {
+        super::remote::no_dir(&t, a.dir.as_deref())?;
+        let p = &a.policy;
+        let unsupported = if p.older_than.is_some() {
+            Some("--older-than")
+        } else if p.dry_run {
+            Some("--dry-run")
+        } else {
+            None
+        };
+        if let Some(what) = unsupported {
+            return Err(Error::Validation(format!(
+                "{what} is not available with backend {} yet (docs/redis.md)",
+                t.label
+            )));
+        }
+        let rp = crate::backend::redis::cache::Policy {
+            max_bytes: p.max_bytes,
+            expired: p.expired,
+            all: p.all,
+        };
+        return super::remote::cache_evict(&t, rp, a.json, ctx);
     }
     let cache = ctx
         .cache(a.dir.as_deref())?

@@ -22,6 +22,7 @@ pub fn command() -> Command {
         .arg(dir_arg())
         .arg(key_arg())
         .arg(quiet_arg())
+        .arg(super::backend_arg())
 }
 
 struct Args {
@@ -37,6 +38,10 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         quiet: m.get_flag("quiet"),
     };
     let key = key::validate(&a.key).map_err(Error::Validation)?;
+    if let Some(t) = super::backend_of(m, ctx)? {
+        super::remote::no_dir(&t, a.dir.as_deref())?;
+        return super::remote::cache_read(&t, key, a.quiet, ctx);
+    }
     let cache = ctx.cache(a.dir.as_deref())?;
     let found = cache.read(key)?;
     ctx.debug(format_args!(

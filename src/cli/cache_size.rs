@@ -52,6 +52,7 @@ pub fn command() -> Command {
                 .conflicts_with("json")
                 .help("Print the size like 1.2 MiB"),
         )
+        .arg(super::backend_arg())
 }
 
 struct Args {
@@ -72,6 +73,17 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         json: m.get_flag("json"),
         human: m.get_flag("human"),
     };
+    if let Some(t) = super::backend_of(m, ctx)? {
+        super::remote::no_dir(&t, a.dir.as_deref())?;
+        let r = super::remote::Size {
+            verify: a.verify,
+            fix: a.fix,
+            rebuild: a.rebuild,
+            json: a.json,
+            human: a.human,
+        };
+        return super::remote::cache_size(&t, r, ctx);
+    }
     let cache = ctx
         .cache(a.dir.as_deref())?
         .with_progress(super::progress::for_call(m));

@@ -31,6 +31,7 @@ pub fn command() -> Command {
         .arg(ttl_arg(
             "Seconds until the entry expires; 0 = never (default: never)",
         ))
+        .arg(super::backend_arg())
 }
 
 struct Args {
@@ -50,6 +51,11 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let key = key::validate(&a.key)
         .map_err(Error::Validation)?
         .to_string();
+    if let Some(t) = super::backend_of(m, ctx)? {
+        super::remote::no_dir(&t, a.dir.as_deref())?;
+        let v = a.value.as_deref().filter(|v| v.as_bytes() != b"-");
+        return super::remote::cache_write(&t, &key, v.map(|v| v.as_bytes()), a.ttl, ctx);
+    }
     let cache = ctx.cache(a.dir.as_deref())?;
     let mut stdin = ctx.stdin();
     let value = match a.value.as_deref() {

@@ -52,6 +52,7 @@ pub fn command() -> Command {
         .arg(lock_dir_arg())
         .arg(session_arg())
         .arg(quiet_arg())
+        .arg(super::backend_arg().conflicts_with("fd"))
 }
 
 struct Args {
@@ -76,6 +77,16 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         dotlock: m.get_flag("dotlock"),
         quiet: m.get_flag("quiet"),
     };
+    if let Some(t) = super::backend_of(m, ctx)? {
+        let r = super::remote::Release {
+            target: a.target.unwrap_or_default(),
+            force: a.force,
+            owner: a.owner,
+            session: a.session,
+            quiet: a.quiet,
+        };
+        return super::remote::lock_release(&t, r, ctx);
+    }
     if let Some(fd) = a.fd {
         let path = match &a.target {
             Some(t) => Some(lock::resolve(

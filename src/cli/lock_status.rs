@@ -36,6 +36,7 @@ pub fn command() -> Command {
         .arg(session_arg())
         .arg(json_arg())
         .arg(quiet_arg())
+        .arg(super::backend_arg())
 }
 
 struct Args {
@@ -56,6 +57,15 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         json: m.get_flag("json"),
         quiet: m.get_flag("quiet"),
     };
+    if let Some(t) = super::backend_of(m, ctx)? {
+        let s = super::remote::Status {
+            target: a.target,
+            session: a.session,
+            json: a.json,
+            quiet: a.quiet,
+        };
+        return super::remote::lock_status(&t, s, ctx);
+    }
     let path = lock::resolve(&a.target, &ctx.cfg, a.lock_dir.as_deref(), a.session)?;
     let is_name = !a.target.contains('/');
     let st = status::status(&path, a.dotlock, is_name, ctx.cfg.lock_stale_after)?;

@@ -39,6 +39,7 @@ mod lock_release;
 mod lock_status;
 mod perf_metrics;
 pub(crate) mod progress;
+mod remote;
 
 /// Whether and when `install-links` links an applet; it also picks the
 /// applet's man page name and whether it is listed.
@@ -649,6 +650,19 @@ pub(crate) fn dir_arg() -> Arg {
         .value_name("DIR")
         .value_parser(clap::value_parser!(PathBuf))
         .help("Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)")
+}
+
+/// `--backend URL`, shared by the lock and cache applets (docs/redis.md).
+pub(crate) fn backend_arg() -> Arg {
+    Arg::new("backend")
+        .long("backend")
+        .value_name("URL")
+        .help("Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)")
+}
+
+/// The backend this call uses: `--backend`, else `FFKIT_BACKEND`; `None` is local.
+pub(crate) fn backend_of(m: &ArgMatches, ctx: &Ctx) -> Result<Option<crate::backend::Target>> {
+    crate::backend::select(&ctx.cfg, m.get_one::<String>("backend").map(String::as_str))
 }
 
 /// `--json`, shared by applets with a machine-readable report.

@@ -18,6 +18,8 @@ mod lock_identity;
 mod metrics;
 mod perf_regress;
 mod progress;
+mod redis;
+mod redis_cache;
 mod serve;
 mod shell;
 mod shell_vars;

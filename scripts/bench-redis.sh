@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The Redis backend against the local one (BENCHMARKS.md, "Redis backend"):
+# uncontended lock + release (command mode and a named pair), cache write
+# and read, on a loopback redis-server this script starts (no persistence,
+# its own temp dir) and stops; then 8 x 50 locked increments on Redis
+# against the local kernel lock (scripts/bench-contend.sh).
+#
+# Usage: scripts/bench-redis.sh [FFKIT_BIN]   (default: target/release/ffkit)
+# Needs: hyperfine, redis-server, redis-cli, jq.
+set -euo pipefail
+bin=$(realpath "${1:-target/release/ffkit}")
+here=$(dirname "$(realpath "$0")")
+W=$(mktemp -d /tmp/ffkit-bench-redis.XXXXXX)
+out=${BENCH_OUT:-target/bench/redis}
+mkdir -p "$out"
+pid=
+cleanup() {
+  if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  rm -rf "$W"
+}
+trap cleanup EXIT
+for _ in $(seq 20); do
+  port=$((20000 + RANDOM % 20000))
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$W" \
+    >"$W/redis.log" 2>&1 &
+  pid=$!
+  for _ in $(seq 100); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && break
+    sleep 0.05
+  done
+  redis-cli -p "$port" ping >/dev/null 2>&1 && break
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  pid=
+done
+[[ -n $pid ]] || { echo "bench-redis.sh: cannot start redis-server" >&2; exit 1; }
+url=redis://127.0.0.1:$port
+export CACHE_PERF_MONITORING=enabled FFKIT_CACHE_DIR=$W/c FFKIT_LOCK_DIR=$W/locks
+R="env FFKIT_BACKEND=$url"
+echo "redis-server $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/') on $url; $(nproc) CPUs"
+
+"$bin" cache-write k v
+$R "$bin" cache-write k v
+
+run() { # NAME LOCAL REDIS
+  hyperfine -N --warmup 20 --runs "${RUNS:-300}" --export-json "$out/$1.json" \
+    -n local "$2" -n redis "$3" >/dev/null
+  jq -r --arg n "$1" '.results | "\($n): local \(.[0].median*1000 | . * 1000 | round / 1000) ms, redis \(.[1].median*1000 | . * 1000 | round / 1000) ms (\(.[1].median / .[0].median * 100 | round / 100)x)"' "$out/$1.json"
+}
+run lock-command "$bin lock-acquire $W/lk -- true" "$R $bin lock-acquire lk -- true"
+run lock-named-pair "sh -c '$bin lock-acquire n && $bin lock-release n'" \
+  "sh -c '$R $bin lock-acquire n && $R $bin lock-release n'"
+run cache-write "$bin cache-write k v" "$R $bin cache-write k v"
+run cache-read "$bin cache-read k" "$R $bin cache-read k"
+run cache-size "$bin cache-size" "$R $bin cache-size"
+
+# 8 x 50 contention: the local kernel lock against Redis (BLPOP wake-ups).
+hyperfine --warmup 1 --runs "${CONTEND_RUNS:-5}" --export-json "$out/contend.json" \
+  -n local "$here/bench-contend.sh ffkit $bin $W/ctr" \
+  -n redis "FFKIT_BACKEND=$url $here/bench-contend.sh ffkit $bin $W/rctr" >/dev/null
+jq -r '.results | "8x50 contention: local \(.[0].median*1000 | round) ms, redis \(.[1].median*1000 | round) ms (\(.[1].median / .[0].median * 100 | round / 100)x)"' "$out/contend.json"
+for t in ctr rctr; do
+  sort -n "$W/$t.waits" | awk -v t="$t" '{a[NR]=$1} END {
+    i = int(NR * 0.99 + 0.999); if (i < 1) i = 1
+    printf "p99 wait (%s): %d ms over %d increments\n", (t == "ctr" ? "local" : "redis"), a[i], NR }'
+done

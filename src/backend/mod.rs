@@ -1,0 +1,149 @@
+//! Where locks and the cache live: the local files (the default) or a Redis
+//! server shared by many hosts (docs/redis.md).
+//!
+//! This module owns the choice: `FFKIT_BACKEND` (parsed once in `config`)
+//! or an applet's `--backend URL`, and the validated [`Target`]. The Redis
+//! engine itself is [`redis`]: one connection per call with every timeout
+//! set, locks with leases and fencing counters, and a cache whose size is
+//! kept exact by Lua scripts.
+
+pub mod redis;
+
+use std::time::Duration;
+
+use ::redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// A validated remote backend address.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub(crate) info: ConnectionInfo,
+    /// The URL as messages show it: without the password.
+    pub label: String,
+}
+
+impl Target {
+    /// Parses a backend URL: `local` (→ `None`), `redis://[user:pass@]host:port[/db]`,
+    /// `unix:///path[?db=N]` or `redis+unix:///path`. `rediss://` (TLS) is
+    /// refused: this build carries no TLS stack (docs/redis.md says why).
+    pub fn parse(url: &str) -> std::result::Result<Option<Target>, String> {
+        let url = url.trim();
+        if url == "local" {
+            return Ok(None);
+        }
+        let scheme = url.split_once("://").map(|(s, _)| s);
+        match scheme {
+            Some("redis" | "unix" | "redis+unix") => {}
+            Some("rediss") => {
+                return Err(format!(
+                    "'{}': rediss:// (TLS) is not supported by this build; reach Redis over a \
+                     unix socket, a private network or an stunnel/ssh tunnel (docs/redis.md)",
+                    redact(url)
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "'{}': expected local, redis://host:port[/db] or unix:///path/to/redis.sock",
+                    redact(url)
+                ));
+            }
+        }
+        let info = url
+            .into_connection_info()
+            .map_err(|e| format!("'{}': {}", redact(url), e.to_string().trim()))?;
+        if let ConnectionAddr::Tcp(host, _) = info.addr()
+            && host.is_empty()
+        {
+            return Err(format!("'{}': no host", redact(url)));
+        }
+        // No `CLIENT SETINFO` after connecting: one round trip less per
+        // call, and nothing ffkit needs.
+        let settings = info.redis_settings().clone().set_skip_set_lib_name();
+        let info = info.set_redis_settings(settings);
+        Ok(Some(Target {
+            info,
+            label: redact(url),
+        }))
+    }
+}
+
+/// The URL with any password replaced by `***`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (auth_end, tail) = match rest.find('/') {
+        Some(i) => (i, &rest[i..]),
+        None => (rest.len(), ""),
+    };
+    let authority = &rest[..auth_end];
+    match authority.rsplit_once('@') {
+        Some((cred, host)) => {
+            let user = cred.split_once(':').map_or(cred, |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => url.to_string(),
+    }
+}
+
+/// The backend a call uses: `--backend URL` when given (`local` forces the
+/// local files), else `FFKIT_BACKEND`. `None` means the local files.
+pub fn select(cfg: &Config, flag: Option<&str>) -> Result<Option<Target>> {
+    match flag {
+        Some(u) => Target::parse(u).map_err(|e| Error::Config(format!("--backend: {e}"))),
+        None => Ok(cfg.backend.clone()),
+    }
+}
+
+/// The timeouts and lease a remote call runs with.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connect, read and write timeout of each call.
+    pub timeout: Duration,
+    /// Lock lease (renewed every third of it).
+    pub lease: Duration,
+}
+
+impl Limits {
+    pub fn from_config(cfg: &Config) -> Limits {
+        Limits {
+            timeout: cfg.backend_timeout,
+            lease: cfg.lock_lease,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert!(Target::parse("local").unwrap().is_none());
+        let t = Target::parse("redis://u:secret@127.0.0.1:6380/2")
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.label, "redis://u:***@127.0.0.1:6380/2");
+        assert!(!format!("{t:?}").is_empty());
+        assert!(Target::parse("unix:///run/redis.sock").unwrap().is_some());
+        assert!(
+            Target::parse("redis+unix:///run/redis.sock")
+                .unwrap()
+                .is_some()
+        );
+        for bad in [
+            "http://x",
+            "redis://h:port",
+            "rediss://h:1",
+            "nonsense",
+            "redis://",
+        ] {
+            let e = Target::parse(bad).unwrap_err();
+            assert!(!e.contains("secret"), "{e}");
+        }
+        let e = Target::parse("redis://u:secret@h:bad").unwrap_err();
+        assert!(!e.contains("secret"), "{e}");
+    }
+}

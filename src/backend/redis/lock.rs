@@ -1,0 +1,779 @@
+//! Locks on Redis (docs/redis.md, "Locks"): a lease taken with
+//! `SET key token NX PX lease`, released and renewed by Lua scripts that
+//! check the token, a holder record beside it for `lock-status`, a fencing
+//! counter bumped at every acquisition, and a wake-up list the release
+//! script pushes so waiters block in `BLPOP` instead of polling.
+//!
+//! Keys of the lock NAME (`session/NAME` for session locks, both under
+//! `dev-ID/` with `FLOWFORGE_DEVELOPER=ID`):
+//! `ffkit:lock:NAME` (the token, with the lease as its expiry),
+//! `ffkit:lock:NAME:holder` (hash: host, pid, start, command, since, kind,
+//! token, fence, holder_pid, holder_start; same expiry), `ffkit:lock:NAME:fence`
+//! (counter, never expires) and `ffkit:lock:NAME:wake` (list, short expiry).
+//!
+//! Holding: command mode renews from the running ffkit ([`run_leased`]);
+//! named pairs leave a holder process ([`hold_named`]) that renews and
+//! watches the owner, like the local named locks.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use redis::Script;
+use rustix::process::{Pid, PidfdFlags, Signal};
+
+use super::conn::{Area, Conn};
+use crate::backend::{Limits, Target};
+use crate::error::{Error, Result};
+use crate::lock::backoff::{Schedule, Sleeps};
+use crate::lock::holder;
+use crate::lock::{Denied, Wait};
+
+const ACQUIRE: &str = include_str!("lua/lock_acquire.lua");
+const RELEASE: &str = include_str!("lua/lock_release.lua");
+const EXTEND: &str = include_str!("lua/lock_extend.lua");
+
+/// How long a wake-up nobody took stays in the list.
+const WAKE_TTL_MS: u64 = 10_000;
+
+/// The keys of one lock.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    pub name: String,
+    lock: String,
+    holder: String,
+    fence: String,
+    wake: String,
+}
+
+impl Keys {
+    /// The keys of lock `name`; `developer` (`FLOWFORGE_DEVELOPER`) puts it
+    /// in that namespace, `session` among the session locks.
+    pub fn new(name: &str, session: bool, developer: Option<&str>) -> Keys {
+        let ns = developer.map_or_else(String::new, |d| format!("dev-{d}/"));
+        let kind = if session { "session/" } else { "" };
+        let base = format!("ffkit:lock:{ns}{kind}{name}");
+        Keys {
+            name: name.to_string(),
+            holder: format!("{base}:holder"),
+            fence: format!("{base}:fence"),
+            wake: format!("{base}:wake"),
+            lock: base,
+        }
+    }
+}
+
+/// The holder record, as `lock-status` shows it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Record {
+    /// `command` (held by a running ffkit) or `named` (a holder process).
+    pub kind: String,
+    pub host: String,
+    /// The owner: the process the lock belongs to.
+    pub pid: u32,
+    pub start: Option<u64>,
+    pub command: String,
+    /// Acquired at, epoch seconds.
+    pub since: f64,
+    pub token: String,
+    pub fence: u64,
+    /// The process renewing the lease (named pairs).
+    pub holder_pid: Option<u32>,
+    pub holder_start: Option<u64>,
+    /// Lease left, in milliseconds, when read.
+    pub lease_left_ms: i64,
+}
+
+impl Record {
+    /// A record for `pid` acquired now, on this host.
+    pub fn new(kind: &str, pid: u32, command: Option<String>) -> Record {
+        Record {
+            kind: kind.to_string(),
+            host: holder::hostname(),
+            pid,
+            start: holder::start_time(pid),
+            command: command.unwrap_or_else(|| holder::cmdline(pid).unwrap_or_default()),
+            since: holder::now_epoch(),
+            ..Record::default()
+        }
+    }
+
+    fn fields(&self) -> Vec<(String, String)> {
+        let mut v = vec![
+            ("kind".to_string(), self.kind.clone()),
+            ("host".to_string(), self.host.clone()),
+            ("pid".to_string(), self.pid.to_string()),
+            ("command".to_string(), self.command.clone()),
+            ("since".to_string(), format!("{:.6}", self.since)),
+        ];
+        if let Some(s) = self.start {
+            v.push(("start".to_string(), s.to_string()));
+        }
+        v
+    }
+
+    fn from_hash(h: &HashMap<String, String>, ttl: i64) -> Record {
+        let num = |k: &str| h.get(k).and_then(|v| v.parse::<u64>().ok());
+        Record {
+            kind: h.get("kind").cloned().unwrap_or_default(),
+            host: h.get("host").cloned().unwrap_or_default(),
+            pid: num("pid").and_then(|p| u32::try_from(p).ok()).unwrap_or(0),
+            start: num("start"),
+            command: h.get("command").cloned().unwrap_or_default(),
+            since: h
+                .get("since")
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0),
+            token: h.get("token").cloned().unwrap_or_default(),
+            fence: num("fence").unwrap_or(0),
+            holder_pid: num("holder_pid").and_then(|p| u32::try_from(p).ok()),
+            holder_start: num("holder_start"),
+            lease_left_ms: ttl,
+        }
+    }
+
+    /// Seconds since acquisition.
+    pub fn age(&self) -> f64 {
+        (holder::now_epoch() - self.since).max(0.0)
+    }
+
+    /// Whether this host's `pids` include the owner.
+    pub fn owned_by(&self, pids: &[u32]) -> bool {
+        self.host == holder::hostname() && pids.contains(&self.pid)
+    }
+}
+
+/// A lock just taken.
+#[derive(Clone, Debug)]
+pub struct Held {
+    pub token: String,
+    /// The fencing token: this acquisition's number in the lock's counter.
+    pub fence: u64,
+    pub waited: Duration,
+}
+
+/// A random 128-bit token in hex.
+pub fn new_token() -> Result<String> {
+    let mut b = [0u8; 16];
+    rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty())
+        .map_err(|e| Error::LockFailed(format!("cannot draw a random lock token: {e}")))?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+/// One attempt: `Ok(fence)` if taken, else `Err(lease left in ms)`.
+fn try_once(
+    conn: &mut Conn,
+    keys: &Keys,
+    token: &str,
+    lease: Duration,
+    rec: &Record,
+) -> Result<std::result::Result<u64, i64>> {
+    let script = Script::new(ACQUIRE);
+    let mut inv = script.key(&keys.lock);
+    inv.key(&keys.holder)
+        .key(&keys.fence)
+        .arg(token)
+        .arg(ms(lease));
+    for (k, v) in rec.fields() {
+        inv.arg(k).arg(v);
+    }
+    let (got, n): (i64, i64) = conn.call("cannot take lock", |c| inv.invoke(c))?;
+    Ok(if got == 1 {
+        Ok(u64::try_from(n).unwrap_or(0))
+    } else {
+        Err(n)
+    })
+}
+
+/// Takes lock `keys` for `rec`, waiting as `wait` says: between attempts it
+/// blocks on the wake-up list for at most one step of `schedule` (and never
+/// past the deadline or the holder's lease), so a missed wake-up costs at
+/// most one backoff step. `on_wait` is called once, with the holder, when
+/// the first attempt finds the lock busy.
+pub fn acquire(
+    conn: &mut Conn,
+    keys: &Keys,
+    rec: &Record,
+    lease: Duration,
+    wait: Wait,
+    schedule: Schedule,
+    on_wait: &mut dyn FnMut(Option<&Record>),
+) -> Result<std::result::Result<Held, Denied>> {
+    let start = Instant::now();
+    let token = new_token()?;
+    let deadline = match wait {
+        Wait::Until(d) => Some(d),
+        _ => None,
+    };
+    let mut sleeps = Sleeps::new(schedule, deadline);
+    let mut noted = false;
+    loop {
+        let left = match try_once(conn, keys, &token, lease, rec)? {
+            Ok(fence) => {
+                return Ok(Ok(Held {
+                    token,
+                    fence,
+                    waited: start.elapsed(),
+                }));
+            }
+            Err(left) => left,
+        };
+        if wait == Wait::NonBlocking {
+            return Ok(Err(Denied::Busy));
+        }
+        if !noted {
+            noted = true;
+            on_wait(status(conn, keys)?.as_ref());
+        }
+        let Some(mut step) = sleeps.next_at(Instant::now()) else {
+            return Ok(Err(Denied::TimedOut));
+        };
+        if left > 0 {
+            // A lease that lapses (its holder died) wakes nobody: retry then.
+            step = step.min(Duration::from_millis(left.unsigned_abs() + 1));
+        }
+        let secs = format!("{:.3}", step.as_secs_f64().max(0.001));
+        let wake = keys.wake.clone();
+        let _: Option<(String, String)> =
+            conn.call_blocking("cannot wait for lock", step, |c| {
+                redis::cmd("BLPOP").arg(&wake).arg(&secs).query(c)
+            })?;
+    }
+}
+
+/// Releases the lock if `token` still holds it; `false` when it did not.
+pub fn release(conn: &mut Conn, keys: &Keys, token: &str) -> Result<bool> {
+    let script = Script::new(RELEASE);
+    let mut inv = script.key(&keys.lock);
+    inv.key(&keys.holder)
+        .key(&keys.wake)
+        .arg(token)
+        .arg(WAKE_TTL_MS);
+    let n: i64 = conn.call("cannot release lock", |c| inv.invoke(c))?;
+    Ok(n == 1)
+}
+
+/// Renews the lease if `token` still holds the lock, adding `fields` to
+/// the holder record; `false` when the lock is no longer ours.
+pub fn extend(
+    conn: &mut Conn,
+    keys: &Keys,
+    token: &str,
+    lease: Duration,
+    fields: &[(&str, String)],
+) -> Result<bool> {
+    let script = Script::new(EXTEND);
+    let mut inv = script.key(&keys.lock);
+    inv.key(&keys.holder).arg(token).arg(ms(lease));
+    for (k, v) in fields {
+        inv.arg(*k).arg(v);
+    }
+    let n: i64 = conn.call("cannot renew lock", |c| inv.invoke(c))?;
+    Ok(n == 1)
+}
+
+/// The holder of lock `keys`, or `None` when it is free.
+pub fn status(conn: &mut Conn, keys: &Keys) -> Result<Option<Record>> {
+    let (token, ttl, h): (Option<String>, i64, HashMap<String, String>) =
+        conn.call("cannot read lock", |c| {
+            redis::pipe()
+                .cmd("GET")
+                .arg(&keys.lock)
+                .cmd("PTTL")
+                .arg(&keys.lock)
+                .cmd("HGETALL")
+                .arg(&keys.holder)
+                .query(c)
+        })?;
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    let mut r = Record::from_hash(&h, ttl);
+    if r.token != token {
+        // The record belongs to an earlier holder (or is missing): only the
+        // token is known for sure.
+        r = Record {
+            token,
+            lease_left_ms: ttl,
+            ..Record::default()
+        };
+    }
+    Ok(Some(r))
+}
+
+/// The signals command mode passes on to the command's process group.
+const FORWARDED: [i32; 4] = [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP];
+
+fn sigset(sigs: &[i32]) -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a local sigset_t.
+    unsafe {
+        let mut set = std::mem::zeroed::<libc::sigset_t>();
+        libc::sigemptyset(&mut set);
+        for &s in sigs {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Waits up to `d` for one of `set`'s (blocked) signals; `None` on timeout.
+fn wait_signal(set: &libc::sigset_t, d: Duration) -> Option<i32> {
+    let ts = libc::timespec {
+        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
+        tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
+    };
+    // SAFETY: a valid set and timespec; no siginfo wanted.
+    let rc = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    (rc > 0).then_some(rc)
+}
+
+/// How a leased command ended.
+#[derive(Debug)]
+pub enum RunEnd {
+    /// The command ended by itself (its status, or 128+signal), and whether
+    /// the lock was released (else it lapses with the lease).
+    Exited { status: u8, release: Result<bool> },
+    /// It could not be started (127/126).
+    NotStarted(u8, io::Error),
+    /// The lease could not be renewed: the command's process group was
+    /// stopped (SIGTERM, then SIGKILL). `status` is how it ended.
+    LeaseLost { why: String, status: u8 },
+}
+
+/// Runs `cmd` holding the lease `held` on `keys`: renews it every lease/3,
+/// and stops the command's process group (SIGTERM, then SIGKILL before the
+/// lease would lapse) when a renewal fails, so two holders never run at
+/// once. A guard process kills the group too if this process dies. The
+/// terminal's INT/QUIT and TERM/HUP sent to ffkit are passed on to the group.
+pub fn run_leased(
+    target: &Target,
+    limits: Limits,
+    mut conn: Conn,
+    keys: &Keys,
+    held: &Held,
+    mut cmd: std::process::Command,
+) -> RunEnd {
+    use std::os::unix::process::CommandExt;
+    let mut all = FORWARDED.to_vec();
+    all.push(libc::SIGCHLD);
+    let set = sigset(&all);
+    // SIGTTOU too: taking the terminal back from the background must not
+    // stop ffkit.
+    all.push(libc::SIGTTOU);
+    let blocked = sigset(&all);
+    // SAFETY: blocks signals in this (only) thread so sigtimedwait receives
+    // them.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &blocked, std::ptr::null_mut()) };
+    let tty = foreground_tty();
+    cmd.process_group(0);
+    // The command must not inherit the blocked mask (std keeps it), or it
+    // would never see the terminal's Ctrl-C nor the SIGTERM that stops it.
+    // SAFETY: pthread_sigmask is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::pthread_sigmask(libc::SIG_UNBLOCK, &blocked, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.kind() == io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            };
+            let _ = release(&mut conn, keys, &held.token);
+            return RunEnd::NotStarted(code, e);
+        }
+    };
+    let pgid = child.id();
+    if let (Some(t), Some(p)) = (&tty, Pid::from_raw(pgid as i32)) {
+        // The command's group gets the terminal, so it can read it and
+        // gets the terminal's Ctrl-C directly; continue it in case it was
+        // stopped reading before the hand-over.
+        let _ = rustix::termios::tcsetpgrp(t, p);
+        let _ = rustix::process::kill_process_group(p, Signal::CONT);
+    }
+    let guard = spawn_guard(pgid, limits.lease / 6);
+    let renew_every = limits.lease / 3;
+    let mut last_ok = Instant::now();
+    let mut conn = Some(conn);
+    let end = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => {
+                let status = crate::lock::run::status_code(st);
+                let release = match conn.as_mut() {
+                    Some(c) => release(c, keys, &held.token),
+                    None => Conn::open(target, limits.timeout, Area::Lock)
+                        .and_then(|mut c| release(&mut c, keys, &held.token)),
+                };
+                break RunEnd::Exited { status, release };
+            }
+            Ok(None) => {}
+            Err(e) => {
+                break stop_group(
+                    &mut child,
+                    pgid,
+                    last_ok,
+                    limits.lease,
+                    format!("cannot wait for the command: {e}"),
+                );
+            }
+        }
+        let next = last_ok + renew_every;
+        let now = Instant::now();
+        if now < next {
+            match wait_signal(&set, next - now) {
+                Some(libc::SIGCHLD) => continue,
+                Some(sig) => {
+                    if let Some(s) = Signal::from_named_raw(sig)
+                        && let Some(p) = Pid::from_raw(pgid as i32)
+                    {
+                        let _ = rustix::process::kill_process_group(p, s);
+                    }
+                    continue;
+                }
+                None => {
+                    if Instant::now() < next {
+                        continue;
+                    }
+                }
+            }
+        }
+        match renew(target, limits, &mut conn, keys, &held.token) {
+            Ok(true) => last_ok = Instant::now(),
+            Ok(false) => {
+                break stop_group(
+                    &mut child,
+                    pgid,
+                    last_ok,
+                    limits.lease,
+                    format!("lock {}: lease lost (expired or taken over)", keys.name),
+                );
+            }
+            Err(e) => {
+                break stop_group(
+                    &mut child,
+                    pgid,
+                    last_ok,
+                    limits.lease,
+                    format!("lock {}: lease renewal failed: {e}", keys.name),
+                );
+            }
+        }
+    };
+    if let Some(mut g) = guard {
+        let _ = g.kill();
+        let _ = g.wait();
+    }
+    if let Some(t) = &tty {
+        let _ = rustix::termios::tcsetpgrp(t, rustix::process::getpgrp());
+    }
+    // SAFETY: restores the signal mask blocked above.
+    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &blocked, std::ptr::null_mut()) };
+    end
+}
+
+/// Standard input, when it is the terminal and ffkit's group is in its
+/// foreground (an interactive `lock-acquire NAME -- CMD`).
+fn foreground_tty() -> Option<std::io::Stdin> {
+    let stdin = std::io::stdin();
+    let fg = rustix::termios::isatty(&stdin)
+        && rustix::termios::tcgetpgrp(&stdin).ok() == Some(rustix::process::getpgrp());
+    fg.then_some(stdin)
+}
+
+/// One renewal, reconnecting once if the connection broke.
+fn renew(
+    target: &Target,
+    limits: Limits,
+    conn: &mut Option<Conn>,
+    keys: &Keys,
+    token: &str,
+) -> Result<bool> {
+    if let Some(c) = conn.as_mut() {
+        match extend(c, keys, token, limits.lease, &[]) {
+            Ok(v) => return Ok(v),
+            Err(_) => *conn = None,
+        }
+    }
+    let mut c = Conn::open(target, limits.timeout, Area::Lock)?;
+    let v = extend(&mut c, keys, token, limits.lease, &[])?;
+    *conn = Some(c);
+    Ok(v)
+}
+
+/// Stops the command's group: SIGTERM, then SIGKILL after a grace period
+/// that ends before the lease (last renewed at `last_ok`) would lapse.
+fn stop_group(
+    child: &mut std::process::Child,
+    pgid: u32,
+    last_ok: Instant,
+    lease: Duration,
+    why: String,
+) -> RunEnd {
+    let Some(p) = Pid::from_raw(pgid as i32) else {
+        return RunEnd::LeaseLost { why, status: 1 };
+    };
+    let _ = rustix::process::kill_process_group(p, Signal::TERM);
+    let lapse = last_ok + lease;
+    let grace_end =
+        (Instant::now() + lease / 6).min(lapse.checked_sub(lease / 20).unwrap_or(lapse));
+    let status = loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            break Some(crate::lock::run::status_code(st));
+        }
+        if Instant::now() >= grace_end {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Whatever is left of the group (the command's children) goes too.
+    let _ = rustix::process::kill_process_group(p, Signal::KILL);
+    let status = match status {
+        Some(s) => s,
+        None => child.wait().map(crate::lock::run::status_code).unwrap_or(1),
+    };
+    RunEnd::LeaseLost { why, status }
+}
+
+/// Forks a guard that kills process group `pgid` (SIGTERM, then SIGKILL
+/// after `grace`) if this process dies first. Returned as a child handle to
+/// end it when the command is over.
+fn spawn_guard(pgid: u32, grace: Duration) -> Option<GuardChild> {
+    let me = Pid::from_raw(std::process::id() as i32)?;
+    let pidfd = rustix::process::pidfd_open(me, PidfdFlags::empty()).ok()?;
+    // SAFETY: ffkit is single-threaded here; the child runs plain syscalls
+    // and leaves through _exit.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return None;
+    }
+    if pid == 0 {
+        guard(pidfd, pgid, grace);
+    }
+    drop(pidfd);
+    Some(GuardChild { pid })
+}
+
+/// Our own forked guard process (never reaped elsewhere, so its pid is ours).
+struct GuardChild {
+    pid: libc::pid_t,
+}
+
+impl GuardChild {
+    fn kill(&mut self) -> io::Result<()> {
+        // SAFETY: our unreaped child: the pid cannot have been recycled.
+        let rc = unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    fn wait(&mut self) -> io::Result<()> {
+        // SAFETY: reaps our own child.
+        unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+        Ok(())
+    }
+}
+
+fn guard(parent: OwnedFd, pgid: u32, grace: Duration) -> ! {
+    // SAFETY: the forked child lets go of the caller's stdio, so a pipe
+    // read by a `$(…)` ends with ffkit, not with the guard.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+        }
+    }
+    wait_fd(parent.as_fd(), None);
+    if let Some(p) = Pid::from_raw(pgid as i32) {
+        let _ = rustix::process::kill_process_group(p, Signal::TERM);
+        let end = Instant::now() + grace;
+        while Instant::now() < end && rustix::process::test_kill_process_group(p).is_ok() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = rustix::process::kill_process_group(p, Signal::KILL);
+    }
+    // SAFETY: leaving the forked child without running the parent's destructors.
+    unsafe { libc::_exit(0) }
+}
+
+/// Waits until `fd` is readable (a pidfd: its process exited), up to `d`.
+fn wait_fd(fd: std::os::fd::BorrowedFd<'_>, d: Option<Duration>) -> bool {
+    let ts = d.map(|d| rustix::event::Timespec {
+        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(d.subsec_nanos()),
+    });
+    loop {
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        match rustix::event::poll(&mut fds, ts.as_ref()) {
+            Ok(n) => return n > 0,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Named pairs: forks the holder process that keeps lock `keys` for
+/// `owner`: it renews the lease every lease/3, releases the lock when the
+/// owner exits, and ends when the lease is lost or `lock-release` ends it.
+/// Returns the holder's pid.
+pub fn hold_named(
+    target: &Target,
+    limits: Limits,
+    conn: &mut Conn,
+    keys: &Keys,
+    held: &Held,
+    owner: u32,
+) -> Result<u32> {
+    let pid = Pid::from_raw(owner as i32)
+        .ok_or_else(|| Error::NotFound(format!("owner pid {owner}: no such process")))?;
+    let pidfd = match rustix::process::pidfd_open(pid, PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = release(conn, keys, &held.token);
+            return Err(if e == rustix::io::Errno::SRCH {
+                Error::NotFound(format!("owner pid {owner}: no such process"))
+            } else {
+                Error::LockFailed(format!("cannot watch owner pid {owner}: {e}"))
+            });
+        }
+    };
+    // SAFETY: ffkit is single-threaded here; the child leaves through _exit.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        let e = io::Error::last_os_error();
+        let _ = release(conn, keys, &held.token);
+        return Err(Error::LockFailed(format!(
+            "cannot start the holder process: {e}"
+        )));
+    }
+    if child == 0 {
+        holder_main(target, limits, keys, &held.token, pidfd);
+    }
+    drop(pidfd);
+    let child = child as u32;
+    let fields = [
+        ("holder_pid", child.to_string()),
+        (
+            "holder_start",
+            holder::start_time(child).map_or_else(String::new, |s| s.to_string()),
+        ),
+    ];
+    if let Err(e) = extend(conn, keys, &held.token, limits.lease, &fields) {
+        // Without its pid in the record nobody could end the holder: end it
+        // and give the lock back (it lapses with the lease otherwise).
+        // SAFETY: `child` is our own unreaped child, so its pid is ours.
+        unsafe {
+            libc::kill(child as libc::pid_t, libc::SIGKILL);
+            libc::waitpid(child as libc::pid_t, std::ptr::null_mut(), 0);
+        }
+        let _ = release(conn, keys, &held.token);
+        return Err(e);
+    }
+    Ok(child)
+}
+
+/// The named-pair holder process.
+fn holder_main(target: &Target, limits: Limits, keys: &Keys, token: &str, owner: OwnedFd) -> ! {
+    // SAFETY: the freshly forked single-threaded child: new session, stdio on
+    // /dev/null, terminal and pipe signals ignored.
+    unsafe {
+        libc::setsid();
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        if null >= 0 {
+            for fd in 0..3 {
+                libc::dup2(null, fd);
+            }
+            if null > 2 {
+                libc::close(null);
+            }
+        }
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    close_other_fds(&owner);
+    let every = limits.lease / 3;
+    let mut conn: Option<Conn> = None;
+    let mut last_ok = Instant::now();
+    loop {
+        let owner_gone = wait_fd(owner.as_fd(), Some(every));
+        if conn.is_none() {
+            conn = Conn::open(target, limits.timeout, Area::Lock).ok();
+        }
+        if owner_gone {
+            if let Some(c) = conn.as_mut() {
+                let _ = release(c, keys, token);
+            }
+            break;
+        }
+        let renewed = match conn.as_mut() {
+            Some(c) => extend(c, keys, token, limits.lease, &[]),
+            None => Err(Error::LockFailed("no connection".into())),
+        };
+        match renewed {
+            Ok(true) => last_ok = Instant::now(),
+            Ok(false) => break,
+            Err(_) => {
+                conn = None;
+                if last_ok.elapsed() >= limits.lease {
+                    break;
+                }
+            }
+        }
+    }
+    // SAFETY: leaving the forked child.
+    unsafe { libc::_exit(0) }
+}
+
+/// Closes every descriptor from 3 up except `keep` (the holder must not
+/// keep the caller's pipes open, or `$(lock-acquire …)` would never end).
+fn close_other_fds(keep: &OwnedFd) {
+    use std::os::fd::AsRawFd;
+    let k = keep.as_raw_fd();
+    let Ok(rd) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        if fd >= 3 && fd != k {
+            // SAFETY: closing an inherited descriptor this process never uses.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// Signals a named pair's holder process on this host to end, if the record
+/// names one that is still the same process.
+pub fn end_holder(rec: &Record) {
+    let (Some(hpid), true) = (rec.holder_pid, rec.host == holder::hostname()) else {
+        return;
+    };
+    let Some(p) = Pid::from_raw(hpid as i32) else {
+        return;
+    };
+    if let Ok(fd) = rustix::process::pidfd_open(p, PidfdFlags::empty())
+        && holder::same_process(hpid, rec.holder_start)
+    {
+        // The pidfd pins the process; the start time proves it is the holder.
+        let _ = rustix::process::pidfd_send_signal(&fd, Signal::TERM);
+    }
+}

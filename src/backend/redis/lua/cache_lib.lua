@@ -1,0 +1,44 @@
+-- Shared prelude of the cache scripts (prepended to each at build time).
+-- An entry KEY of the cache with prefix P is P..'v:'..KEY (the value) and
+-- P..'m:'..KEY (hash: key, created_at, expires_at (0 = never), ttl, size).
+-- P..'total' and P..'count' are the exact bytes of all values and the
+-- number of entries; every write, delete, eviction and expiry goes through
+-- these scripts, which adjust both in the same atomic step. Entries never
+-- use Redis's own key expiry (an expiring key would not adjust the total):
+-- P..'exp' (score expires_at) and P..'lru' (score last access) are sorted
+-- sets, and expired entries are dropped in bounded sweep steps.
+local P = ARGV[1]
+local TOTAL, COUNT, EXP, LRU = P .. 'total', P .. 'count', P .. 'exp', P .. 'lru'
+local function vkey(k) return P .. 'v:' .. k end
+local function mkey(k) return P .. 'm:' .. k end
+
+-- "now" in epoch seconds: the caller's override, else the server clock
+-- (one clock for every host of a fleet).
+local function now_of(arg)
+  if arg ~= nil and arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1])
+end
+
+-- Removes entry k; returns its value's bytes, or -1 if there was none.
+local function drop(k)
+  local size = redis.call('HGET', mkey(k), 'size')
+  redis.call('ZREM', EXP, k)
+  redis.call('ZREM', LRU, k)
+  if not size then
+    return -1
+  end
+  redis.call('DEL', vkey(k), mkey(k))
+  redis.call('DECRBY', TOTAL, size)
+  redis.call('DECR', COUNT)
+  return tonumber(size)
+end
+
+-- One bounded sweep step: drops at most n entries expired at now.
+local function sweep(now, n)
+  local ks = redis.call('ZRANGEBYSCORE', EXP, '-inf', now, 'LIMIT', 0, n)
+  for _, k in ipairs(ks) do
+    drop(k)
+  end
+  return ks
+end

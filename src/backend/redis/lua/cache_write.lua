@@ -1,0 +1,25 @@
+-- Writes entry ARGV[2] = ARGV[3] with TTL ARGV[4] seconds (0 = never),
+-- adjusting the total by the size difference, then sweeps one bounded step.
+-- ARGV: prefix, key, value, ttl, now (or '').
+local k, v, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
+local now = now_of(ARGV[5])
+local old = redis.call('HGET', mkey(k), 'size')
+local size = string.len(v)
+local exp = 0
+if ttl > 0 then exp = now + ttl end
+redis.call('SET', vkey(k), v)
+redis.call('HSET', mkey(k), 'key', k, 'created_at', now, 'expires_at', exp, 'ttl', ttl, 'size', size)
+if old then
+  redis.call('INCRBY', TOTAL, size - tonumber(old))
+else
+  redis.call('INCRBY', TOTAL, size)
+  redis.call('INCR', COUNT)
+end
+redis.call('ZADD', LRU, now, k)
+if ttl > 0 then
+  redis.call('ZADD', EXP, exp, k)
+else
+  redis.call('ZREM', EXP, k)
+end
+sweep(now, 16)
+return size

@@ -1,0 +1,9 @@
+//! The Redis backend (docs/redis.md): [`conn`] opens one connection per
+//! call with every timeout set and maps failures to exit codes; [`lock`]
+//! holds leased locks with fencing tokens; [`cache`] keeps entries whose
+//! total size Lua scripts keep exact. The Lua scripts live beside this file
+//! in `lua/` and are embedded at build time.
+
+pub mod cache;
+pub mod conn;
+pub mod lock;

@@ -1,0 +1,735 @@
+//! Locks on the Redis backend, against a real `redis-server` each test
+//! starts on a free loopback port (no persistence, its own temp dir) and
+//! kills at the end: exact counts under contention in command mode and
+//! with named pairs, fencing tokens, a SIGKILLed holder handing over within
+//! the lease, a server killed or paused mid-run failing every call within
+//! the timeout with the documented code, and a restart losing the locks.
+//! Without redis-server the tests print a SKIP line, and fail on CI.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// A redis-server this test owns.
+pub struct Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+/// Whether redis-server can run here; `false` prints a SKIP line, and on
+/// CI (`CI=true`) the test fails instead.
+pub fn available() -> bool {
+    let ok = Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "redis-server is missing on CI: .ci/run must install it (Debian package redis-server)"
+        );
+        eprintln!("SKIP: redis-server not installed; the Redis backend tests did not run");
+    }
+    ok
+}
+
+impl Server {
+    /// Starts a server on a free loopback port, or `None` (SKIP) without
+    /// redis-server.
+    pub fn start() -> Option<Server> {
+        if !available() {
+            return None;
+        }
+        let mut s = Server {
+            child: None,
+            port: 0,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        for _ in 0..20 {
+            s.port = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            if s.spawn() {
+                return Some(s);
+            }
+        }
+        panic!("could not start redis-server on a free port");
+    }
+
+    /// (Re)starts the server on its port; whether it came up.
+    pub fn spawn(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--unixsocket")
+            .arg(self.dir.path().join("redis.sock"))
+            .args(["--unixsocketperm", "700"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let give_up = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < give_up {
+            if let Some(c) = self.child.as_mut()
+                && let Ok(Some(_)) = c.try_wait()
+            {
+                self.child = None;
+                return false;
+            }
+            if self.ping() {
+                return true;
+            }
+            sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The same server through its unix socket.
+    pub fn unix_url(&self) -> String {
+        format!("unix://{}", self.dir.path().join("redis.sock").display())
+    }
+
+    fn client(&self) -> Option<redis::Connection> {
+        let c = redis::Client::open(self.url()).ok()?;
+        let con = c.get_connection_with_timeout(Duration::from_secs(2)).ok()?;
+        con.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        Some(con)
+    }
+
+    fn ping(&self) -> bool {
+        self.client()
+            .is_some_and(|mut c| redis::cmd("PING").query::<String>(&mut c).is_ok())
+    }
+
+    /// Runs one command on the server (the test's own oracle connection).
+    pub fn query<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
+        let mut c = self.client().expect("connect to the test server");
+        cmd.query(&mut c).expect("query the test server")
+    }
+
+    /// SIGKILLs the server (our own child) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The world's environment for the Redis backend with a test-sized lease
+/// (6 s) and a timeout (2 s) that a loaded 2-core machine still meets; the
+/// timeout tests shorten it.
+pub fn env(c: &mut Command, s: &Server) {
+    c.env("FFKIT_BACKEND", s.url())
+        .env("FFKIT_BACKEND_TIMEOUT", "2")
+        .env("FFKIT_LOCK_LEASE", "6")
+        .env("FFKIT_LOCK_DIR", "/nonexistent-local-lock-dir");
+}
+
+fn ff(w: &World, s: &Server, applet: &str) -> Command {
+    let mut c = w.cmd(applet);
+    env(&mut c, s);
+    c
+}
+
+fn bash(w: &World, s: &Server, script: &str) -> Command {
+    let mut c = Command::new("bash");
+    w.isolate(&mut c);
+    env(&mut c, s);
+    c.env("FF", bin()).arg("-c").arg(script);
+    c
+}
+
+const PROCS: usize = 16;
+const INCREMENTS: usize = 50;
+
+/// PROCS bash loops of INCREMENTS `body`s each, at once; every body must
+/// increment the counter file `c` under the lock. Returns the counter.
+fn contention(w: &World, s: &Server, body: &str) -> String {
+    std::fs::write(w.path().join("c"), "0\n").unwrap();
+    let script = format!("for i in $(seq {INCREMENTS}); do {body}; done");
+    let kids: Vec<Child> = (0..PROCS)
+        .map(|_| {
+            let mut c = bash(w, s, &script);
+            c.env("LOCK_TIMEOUT", "120")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    for k in kids {
+        let out = k.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    }
+    std::fs::read_to_string(w.path().join("c"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn redis_command_mode_counts_exactly_and_fences_grow() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    // Each command also logs its fencing token: under the lock the tokens
+    // must come out strictly increasing in the order the holders ran.
+    let body = "$FF lock-acquire -q cnt -c 'read n < c; echo $((n+1)) > c; echo $FFKIT_LOCK_FENCE >> fences'";
+    assert_eq!(contention(&w, &s, body), (PROCS * INCREMENTS).to_string());
+    let fences: Vec<u64> = std::fs::read_to_string(w.path().join("fences"))
+        .unwrap()
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(fences.len(), PROCS * INCREMENTS);
+    assert!(
+        fences.windows(2).all(|p| p[0] < p[1]),
+        "fencing tokens must grow with every acquisition"
+    );
+    // Every lock was released: nothing but the counter and a lapsing
+    // wake-up list remains.
+    let held: Option<String> = s.query(redis::cmd("GET").arg("ffkit:lock:cnt"));
+    assert_eq!(held, None);
+}
+
+#[test]
+fn redis_named_pairs_count_exactly() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let body =
+        "$FF lock-acquire -q pair && { read n < c; echo $((n+1)) > c; $FF lock-release pair; }";
+    assert_eq!(contention(&w, &s, body), (PROCS * INCREMENTS).to_string());
+    let held: Option<String> = s.query(redis::cmd("GET").arg("ffkit:lock:pair"));
+    assert_eq!(held, None, "every pair released");
+}
+
+fn status_json(w: &World, s: &Server, name: &str) -> serde_json::Value {
+    let out = ff(w, s, "lock-status")
+        .args(["--json", name])
+        .output()
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+}
+
+/// Waits up to `secs` for `cond`.
+fn until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+    let give_up = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < give_up, "timed out waiting for {what}");
+        sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether a process with this pid and /proc start time still runs.
+fn running(pid: u32, start: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
+        let rest = &st[st.rfind(')').unwrap() + 1..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f.get(19) == Some(&start) && f.first() != Some(&"Z")
+    })
+}
+
+fn start_of(pid: u32) -> String {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &st[st.rfind(')').unwrap() + 1..];
+    rest.split_whitespace().nth(19).unwrap().to_string()
+}
+
+/// A command-mode holder whose command writes its pid to `pidfile` and
+/// sleeps; returns the ffkit child once the command runs.
+fn command_holder(w: &World, s: &Server, name: &str, pidfile: &Path) -> Child {
+    command_holder_running(w, s, name, pidfile, "exec sleep 60")
+}
+
+/// [`command_holder`] whose command runs `rest` after writing its pid.
+fn command_holder_running(w: &World, s: &Server, name: &str, pidfile: &Path, rest: &str) -> Child {
+    let mut c = ff(w, s, "lock-acquire");
+    c.args([name, "-c"])
+        .arg(format!("echo $$ > {}; {rest}", pidfile.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    until("the command to start", 20, || {
+        std::fs::read_to_string(pidfile).is_ok_and(|t| t.ends_with('\n'))
+    });
+    child
+}
+
+fn pid_in(p: &Path) -> u32 {
+    std::fs::read_to_string(p).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn redis_sigkilled_command_holder_stops_its_command_and_hands_over_within_the_lease() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let pidfile = w.path().join("cmd.pid");
+    let mut holder = command_holder(&w, &s, "k", &pidfile);
+    let cmd_pid = pid_in(&pidfile);
+    let cmd_start = start_of(cmd_pid);
+    let t0 = Instant::now();
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    // The guard stops the command at once: two holders never run together.
+    until("the orphaned command to be stopped", 20, || {
+        !running(cmd_pid, &cmd_start)
+    });
+    let out = ff(&w, &s, "lock-acquire")
+        .args(["-w", "30", "k", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    // The lease (6 s) lapsed; generous bound for a loaded machine.
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn redis_sigkilled_named_holder_lapses_within_the_lease() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let mut owner = Command::new("sleep").arg("120").spawn().unwrap();
+    ff(&w, &s, "lock-acquire")
+        .args(["--owner", &owner.id().to_string(), "n"])
+        .assert()
+        .success();
+    let st = status_json(&w, &s, "n");
+    assert_eq!(st["state"], "held", "{st}");
+    assert_eq!(st["pid"], owner.id(), "{st}");
+    let hpid = st["holder_pid"].as_u64().unwrap() as u32;
+    let hstart = start_of(hpid);
+    // The holder is ours (started by our ffkit); the pidfd makes the kill
+    // race-free against pid reuse.
+    let pid = rustix::process::Pid::from_raw(hpid as i32).unwrap();
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap();
+    assert!(running(hpid, &hstart));
+    rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL).unwrap();
+    let t0 = Instant::now();
+    let out = ff(&w, &s, "lock-acquire")
+        .args(["-w", "30", "n", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    let _ = owner.kill();
+    let _ = owner.wait();
+}
+
+#[test]
+fn redis_named_lock_is_released_when_its_owner_dies() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let mut owner = Command::new("sleep").arg("120").spawn().unwrap();
+    ff(&w, &s, "lock-acquire")
+        .args(["--owner", &owner.id().to_string(), "o"])
+        .assert()
+        .success();
+    // Another owner may not release it; a second acquire by the same owner is refused.
+    ff(&w, &s, "lock-release").arg("o").assert().code(5);
+    ff(&w, &s, "lock-acquire")
+        .args(["--owner", &owner.id().to_string(), "o"])
+        .assert()
+        .code(5);
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    // The holder watches its owner through a pidfd and releases at once,
+    // well before the 6 s lease would lapse.
+    until("the lock to be released", 20, || {
+        status_json(&w, &s, "o")["state"] == "free"
+    });
+    let held: Option<String> = s.query(redis::cmd("GET").arg("ffkit:lock:o"));
+    assert_eq!(held, None);
+}
+
+#[test]
+fn redis_waiter_is_woken_by_the_release_and_times_out_with_6() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let owner = Command::new("sleep").arg("120").spawn().unwrap();
+    let o = owner.id().to_string();
+    ff(&w, &s, "lock-acquire")
+        .args(["--owner", &o, "wk"])
+        .assert()
+        .success();
+    let out = ff(&w, &s, "lock-acquire")
+        .args(["-w", "0.3", "wk", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("timed out"), "{}", stderr_of(&out));
+    ff(&w, &s, "lock-acquire")
+        .args(["-n", "wk", "--", "true"])
+        .assert()
+        .code(5);
+    // A named waiter with a 30 s backoff step gets the lock through the
+    // release's wake-up: it pops the wake-up list, which would otherwise
+    // still hold the release's entry (it lapses after 10 s).
+    let owner2 = Command::new("sleep").arg("120").spawn().unwrap();
+    let mut waiter = ff(&w, &s, "lock-acquire");
+    waiter
+        .args([
+            "-w",
+            "60",
+            "--verbose",
+            "--owner",
+            &owner2.id().to_string(),
+            "wk",
+        ])
+        .env("LOCK_BACKOFF_INITIAL", "30")
+        .env("LOCK_BACKOFF_MAX", "30")
+        .stderr(Stdio::piped());
+    let mut waiter = waiter.spawn().unwrap();
+    let mut err = BufReader::new(waiter.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("waiting for lock wk"), "{line}");
+    ff(&w, &s, "lock-release")
+        .args(["--owner", &o, "wk"])
+        .assert()
+        .success();
+    let st = waiter.wait().unwrap();
+    assert!(st.success());
+    let left: i64 = s.query(redis::cmd("LLEN").arg("ffkit:lock:wk:wake"));
+    assert_eq!(left, 0, "the waiter took the wake-up");
+    assert_eq!(status_json(&w, &s, "wk")["pid"], owner2.id());
+    for mut o in [owner, owner2] {
+        let _ = o.kill();
+        let _ = o.wait();
+    }
+}
+
+/// Runs `c` and returns (exit code, stderr, elapsed).
+fn timed(mut c: Command) -> (Option<i32>, String, Duration) {
+    let t0 = Instant::now();
+    let out = c.output().unwrap();
+    (out.status.code(), stderr_of(&out), t0.elapsed())
+}
+
+#[test]
+fn redis_killed_server_fails_every_call_within_the_timeout() {
+    let Some(mut s) = Server::start() else { return };
+    let w = World::new();
+    let pidfile = w.path().join("cmd.pid");
+    let termfile = w.path().join("got-term");
+    // The command notes the SIGTERM that stops it (and would exit at once
+    // on it; the SIGKILL after the grace period is the fallback).
+    let mut holder = command_holder_running(
+        &w,
+        &s,
+        "dead",
+        &pidfile,
+        &format!(
+            "trap 'echo > {}; exit 0' TERM; while :; do sleep 0.1; done",
+            termfile.display()
+        ),
+    );
+    let cmd_pid = pid_in(&pidfile);
+    let cmd_start = start_of(cmd_pid);
+    s.kill9();
+    // The running holder cannot renew: it stops its command and exits 9.
+    let err = BufReader::new(holder.stderr.take().unwrap())
+        .lines()
+        .map_while(|l| l.ok())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let st = holder.wait().unwrap();
+    assert_eq!(st.code(), Some(9), "{err}");
+    assert!(err.contains("lease renewal failed"), "{err}");
+    assert!(!running(cmd_pid, &cmd_start), "command still running");
+    assert!(termfile.exists(), "the command was sent SIGTERM first");
+    for (applet, args, code) in [
+        ("lock-acquire", vec!["x", "--", "true"], 9),
+        ("lock-acquire", vec!["named"], 9),
+        ("lock-release", vec!["named"], 9),
+        ("lock-status", vec!["x"], 9),
+    ] {
+        let mut c = ff(&w, &s, applet);
+        c.args(&args);
+        let (got, err, took) = timed(c);
+        assert_eq!(got, Some(code), "{applet} {args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains("backend redis://127.0.0.1"), "{err}");
+        assert!(took < Duration::from_secs(10), "{applet}: {took:?}");
+    }
+}
+
+#[test]
+fn redis_paused_server_times_out_instead_of_hanging() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let _: String = s.query(redis::cmd("CLIENT").arg("PAUSE").arg(30_000).arg("ALL"));
+    for (applet, args) in [
+        ("lock-status", vec!["p"]),
+        ("lock-acquire", vec!["p", "--", "true"]),
+    ] {
+        let mut c = ff(&w, &s, applet);
+        c.args(&args).env("FFKIT_BACKEND_TIMEOUT", "0.5");
+        let (got, err, took) = timed(c);
+        assert_eq!(got, Some(9), "{applet}: {err}");
+        assert!(err.contains("timed out after 0.5s"), "{err}");
+        assert!(took < Duration::from_secs(20), "{applet} hung: {took:?}");
+    }
+}
+
+#[test]
+fn redis_restart_without_persistence_loses_locks_and_fences_still_grow() {
+    let Some(mut s) = Server::start() else { return };
+    let w = World::new();
+    let fence = |w: &World, s: &Server| -> u64 {
+        let out = ff(w, s, "lock-acquire")
+            .args(["r", "-c", "echo $FFKIT_LOCK_FENCE"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        parse_u64(&out.stdout)
+    };
+    let before = fence(&w, &s);
+    let mut owner = Command::new("sleep").arg("120").spawn().unwrap();
+    ff(&w, &s, "lock-acquire")
+        .args(["--owner", &owner.id().to_string(), "r"])
+        .assert()
+        .success();
+    let hpid = status_json(&w, &s, "r")["holder_pid"].as_u64().unwrap() as u32;
+    let hstart = start_of(hpid);
+    s.kill9();
+    assert!(s.spawn(), "restart");
+    // Documented: the lock is gone with the restart and anyone may take it;
+    // the old holder's next renewal finds its token gone and it exits.
+    assert_eq!(status_json(&w, &s, "r")["state"], "free");
+    let after = fence(&w, &s);
+    assert!(after > before, "fence went back: {before} -> {after}");
+    until("the old holder to give up", 20, || !running(hpid, &hstart));
+    let _ = owner.kill();
+    let _ = owner.wait();
+}
+
+#[test]
+fn redis_bad_urls_exit_12_and_unsupported_modes_exit_2() {
+    let w = World::new();
+    for url in ["http://x", "redis://h:port", "rediss://h:6380"] {
+        let out = w
+            .cmd("lock-status")
+            .args(["--backend", url, "x"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(12), "{url}");
+        assert_eq!(stderr_of(&out).lines().count(), 1);
+        let out = w
+            .cmd("cache-size")
+            .env("FFKIT_BACKEND", url)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(12), "{url}");
+    }
+    for args in [
+        vec!["--fd", "0"],
+        vec!["--dotlock", "x", "--", "true"],
+        vec!["-s", "x", "--", "true"],
+    ] {
+        let out = w
+            .cmd("lock-acquire")
+            .args(["--backend", "redis://127.0.0.1:1"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr_of(&out));
+    }
+    // `--backend local` overrides FFKIT_BACKEND.
+    w.cmd("lock-status")
+        .env("FFKIT_BACKEND", "redis://127.0.0.1:1")
+        .env("FFKIT_LOCK_DIR", w.path().join("locks"))
+        .args(["--backend", "local", "free-one"])
+        .assert()
+        .code(1);
+}
+
+#[test]
+fn redis_shell_wrappers_follow_an_unexported_ffkit_backend() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let script = format!(
+        r#"set -e
+. "{src}/shell/ffkit.bash"
+FFKIT_BACKEND={url}
+FFKIT_BACKEND_TIMEOUT=2
+FFKIT_LOCK_LEASE=6
+write_cache_with_metadata k1 hello 0
+v=$(read_cache_with_ttl k1)
+[ "$v" = hello ] || {{ echo "read: $v" >&2; exit 1; }}
+[ "$(get_cache_size)" = 5 ] || {{ echo "size: $(get_cache_size)" >&2; exit 1; }}
+batch_write_cache $'b1:x\nb2:yy'
+[ "$(batch_read_cache b2 nope b1)" = $'b2:yy\nb1:x' ] || {{ echo "batch read" >&2; exit 1; }}
+FLOWFORGE_DEVELOPER=alice write_cache_with_metadata k2 abc 0
+acquire_critical_lock deploy
+echo "$$" > shell.pid
+rc=0; acquire_critical_lock deploy 2>/dev/null || rc=$?
+[ "$rc" = 5 ] || {{ echo "second acquire: $rc" >&2; exit 1; }}
+"$FFKIT_BIN" lock-status --backend "$FFKIT_BACKEND" deploy > status.txt
+release_critical_lock deploy
+rc=0; release_critical_lock deploy 2>/dev/null || rc=$?
+[ "$rc" = 4 ] || {{ echo "second release: $rc" >&2; exit 1; }}
+acquire_session_lock bob s1
+release_session_lock bob s1
+"#,
+        src = env!("CARGO_MANIFEST_DIR"),
+        url = s.url()
+    );
+    let mut c = Command::new("bash");
+    w.isolate(&mut c);
+    c.env("FFKIT_BIN", bin()).arg("-c").arg(&script);
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let shell_pid = std::fs::read_to_string(w.path().join("shell.pid")).unwrap();
+    let status = std::fs::read_to_string(w.path().join("status.txt")).unwrap();
+    assert!(
+        status.contains(&format!("by pid {}", shell_pid.trim())),
+        "{status}"
+    );
+    let v: Option<String> = s.query(redis::cmd("GET").arg("ffkit:cache:default:v:k1"));
+    assert_eq!(v.as_deref(), Some("hello"));
+    let v: Option<String> = s.query(redis::cmd("GET").arg("ffkit:cache:dev-alice:v:k2"));
+    assert_eq!(v.as_deref(), Some("abc"));
+    let fence: Option<u64> = s.query(redis::cmd("GET").arg("ffkit:lock:dev-bob/session/s1:fence"));
+    assert!(fence.is_some(), "the session lock lives in bob's namespace");
+    // Nothing was written locally.
+    assert!(!w.path().join(".flowforge/cache").exists());
+}
+
+/// Whether util-linux `script` (a pseudo-terminal) is here; SKIP, or FAIL on CI.
+fn have_script() -> bool {
+    let ok = Command::new("script")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "script (util-linux) is missing on CI"
+        );
+        eprintln!("SKIP: script(1) not installed; the terminal test did not run");
+    }
+    ok
+}
+
+/// Runs `cmd` on a pseudo-terminal, feeding it `input` once `ready()`
+/// holds; returns (status, output).
+fn on_a_terminal(
+    w: &World,
+    s: &Server,
+    cmd: &str,
+    input: &[u8],
+    mut ready: impl FnMut() -> bool,
+) -> (Option<i32>, String) {
+    use std::io::{Read, Write};
+    let mut c = Command::new("script");
+    w.isolate(&mut c);
+    env(&mut c, s);
+    c.args(["-qec", cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    until("the command to own the terminal", 30, &mut ready);
+    child.stdin.as_mut().unwrap().write_all(input).unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    (child.wait().unwrap().code(), out)
+}
+
+/// Whether the process in `pidfile` runs `comm` and its process group is
+/// its terminal's foreground group (/proc/PID/stat fields 5 and 8).
+fn in_foreground(pidfile: &Path, comm: &str) -> bool {
+    let Ok(pid) = std::fs::read_to_string(pidfile) else {
+        return false;
+    };
+    let Ok(st) = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())) else {
+        return false;
+    };
+    let (Some(open), Some(close)) = (st.find('('), st.rfind(')')) else {
+        return false;
+    };
+    let f: Vec<&str> = st[close + 1..].split_whitespace().collect();
+    &st[open + 1..close] == comm && f.len() > 5 && f[2] == f[5]
+}
+
+#[test]
+fn redis_command_mode_hands_the_terminal_to_the_command() {
+    let Some(s) = Server::start() else { return };
+    if !have_script() {
+        return;
+    }
+    let w = World::new();
+    let ff = bin().display().to_string();
+    let pidfile = w.path().join("tty.pid");
+    let p = pidfile.display().to_string();
+    // The command (in its own process group) gets the terminal and can read it...
+    let (code, out) = on_a_terminal(
+        &w,
+        &s,
+        &format!("{ff} lock-acquire t -- sh -c 'echo $$ > {p}; read x; echo got:$x'"),
+        b"hello\n",
+        || in_foreground(&pidfile, "sh"),
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("got:hello"), "{out}");
+    std::fs::remove_file(&pidfile).unwrap();
+    // ...and gets the terminal's Ctrl-C; the lock is released after it.
+    let (code, out) = on_a_terminal(
+        &w,
+        &s,
+        &format!("{ff} lock-acquire t -- sh -c 'echo $$ > {p}; exec sleep 60'"),
+        b"\x03",
+        || in_foreground(&pidfile, "sleep"),
+    );
+    assert_eq!(code, Some(130), "{out}");
+    assert_eq!(status_json(&w, &s, "t")["state"], "free");
+}
+
+#[test]
+fn redis_over_a_unix_socket_and_a_database_number() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    for url in [s.unix_url(), format!("{}?db=3", s.unix_url())] {
+        let run = |applet: &str, args: &[&str]| {
+            let mut c = w.cmd(applet);
+            env(&mut c, &s);
+            c.env("FFKIT_BACKEND", &url).args(args).output().unwrap()
+        };
+        let out = run("lock-acquire", &["u", "-c", "echo $FFKIT_LOCK_FENCE"]);
+        assert!(out.status.success(), "{url}: {}", stderr_of(&out));
+        let out = run("cache-write", &["uk", "v"]);
+        assert!(out.status.success(), "{url}: {}", stderr_of(&out));
+        assert_eq!(run("cache-read", &["uk"]).stdout, b"v");
+    }
+    // db 0 and db 3 are separate caches.
+    let dbs: String = s.query(redis::cmd("INFO").arg("keyspace"));
+    assert!(dbs.contains("db0:") && dbs.contains("db3:"), "{dbs}");
+}

@@ -1,0 +1,311 @@
+//! The cache on the Redis backend, against a real `redis-server`: entries,
+//! TTL and expiry, and the exact total. The oracle for exactness is the
+//! server itself: after 16 processes of random writes, batches, reads that
+//! expire entries and evictions, the total equals the sum of STRLEN over the
+//! value keys, and the count, the recency set and the metadata agree.
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+
+use crate::redis::{Server, env};
+use crate::util::*;
+
+const NS: &str = "ffkit:cache:default:";
+
+fn ff(w: &World, s: &Server, applet: &str) -> Command {
+    let mut c = w.cmd(applet);
+    env(&mut c, s);
+    c
+}
+
+/// Everything the server holds for the cache, recounted by the test.
+struct Recount {
+    bytes: u64,
+    values: u64,
+    metas: u64,
+    lru: u64,
+    meta_sizes_match: bool,
+}
+
+fn scan(s: &Server, pattern: &str) -> Vec<String> {
+    let mut cursor = 0u64;
+    let mut out = Vec::new();
+    loop {
+        let (next, keys): (u64, Vec<String>) = s.query(
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000),
+        );
+        out.extend(keys);
+        cursor = next;
+        if cursor == 0 {
+            return out;
+        }
+    }
+}
+
+fn recount(s: &Server) -> Recount {
+    let values = scan(s, &format!("{NS}v:*"));
+    let metas = scan(s, &format!("{NS}m:*"));
+    let mut bytes = 0;
+    let mut sizes = HashMap::new();
+    for v in &values {
+        let n: u64 = s.query(redis::cmd("STRLEN").arg(v));
+        bytes += n;
+        sizes.insert(v[NS.len() + 2..].to_string(), n);
+    }
+    let mut meta_sizes_match = metas.len() == values.len();
+    for m in &metas {
+        let size: Option<u64> = s.query(redis::cmd("HGET").arg(m).arg("size"));
+        meta_sizes_match &= size == sizes.get(&m[NS.len() + 2..]).copied();
+    }
+    let lru: u64 = s.query(redis::cmd("ZCARD").arg(format!("{NS}lru")));
+    Recount {
+        bytes,
+        values: values.len() as u64,
+        metas: metas.len() as u64,
+        lru,
+        meta_sizes_match,
+    }
+}
+
+fn counters(s: &Server) -> (u64, u64) {
+    let t: Option<u64> = s.query(redis::cmd("GET").arg(format!("{NS}total")));
+    let c: Option<u64> = s.query(redis::cmd("GET").arg(format!("{NS}count")));
+    (t.unwrap_or(0), c.unwrap_or(0))
+}
+
+#[test]
+fn redis_cache_write_read_expire_and_size() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    ff(&w, &s, "cache-write")
+        .args(["a", "hello"])
+        .assert()
+        .success();
+    ff(&w, &s, "cache-write")
+        .args(["b", "-", "--ttl", "100"])
+        .write_stdin("bin\0ary\n")
+        .assert()
+        .success();
+    let out = ff(&w, &s, "cache-read").arg("b").output().unwrap();
+    assert_eq!(out.stdout, b"bin\0ary\n");
+    assert_eq!(
+        parse_u64(&ff(&w, &s, "cache-size").output().unwrap().stdout),
+        13
+    );
+    // Overwrite adjusts by the difference.
+    ff(&w, &s, "cache-write")
+        .args(["a", "hi"])
+        .assert()
+        .success();
+    assert_eq!(counters(&s), (10, 2));
+    // Expired (as seen 200 s later): exit 4, and the entry and its bytes go.
+    let future = (jiff::Timestamp::now().as_second() + 200).to_string();
+    let out = ff(&w, &s, "cache-read")
+        .arg("b")
+        .env("FFKIT_TEST_NOW", &future)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(4));
+    assert!(
+        stderr_of(&out).contains("b: expired at"),
+        "{}",
+        stderr_of(&out)
+    );
+    assert_eq!(counters(&s), (2, 1));
+    ff(&w, &s, "cache-read").arg("b").assert().code(4);
+    ff(&w, &s, "cache-read")
+        .args(["-q", "nope"])
+        .assert()
+        .code(4);
+    // Batches are all or nothing.
+    ff(&w, &s, "cache-batch")
+        .write_stdin("x:1\ny:22\n")
+        .assert()
+        .success();
+    ff(&w, &s, "cache-batch")
+        .write_stdin("z:1\nno colon\n")
+        .assert()
+        .code(2);
+    assert_eq!(counters(&s), (5, 3));
+    // --dir is a local cache: refused rather than ignored.
+    ff(&w, &s, "cache-size")
+        .args(["--dir", "/tmp"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn redis_cache_evict_expired_then_lru_and_verify_reports_drift() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let now = jiff::Timestamp::now().as_second();
+    let at = |t: i64| t.to_string();
+    for (k, t) in [("old", now), ("mid", now + 1), ("new", now + 2)] {
+        ff(&w, &s, "cache-write")
+            .args([k, "0123456789"])
+            .env("FFKIT_TEST_NOW", at(t))
+            .assert()
+            .success();
+    }
+    ff(&w, &s, "cache-write")
+        .args(["ttl", "xx", "--ttl", "5"])
+        .env("FFKIT_TEST_NOW", at(now + 3))
+        .assert()
+        .success();
+    // At now+10 'ttl' is expired: it goes first, then LRU 'old' to fit 20.
+    let out = ff(&w, &s, "cache-evict")
+        .args(["--max-bytes", "20", "--json"])
+        .env("FFKIT_TEST_NOW", at(now + 10))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let removed: Vec<(&str, &str)> = r["removed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["key"].as_str().unwrap(), e["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(removed, [("ttl", "expired"), ("old", "lru")]);
+    assert_eq!(r["after"]["bytes"], 20);
+    assert_eq!(counters(&s), (20, 2));
+    ff(&w, &s, "cache-size").arg("--verify").assert().success();
+    // Damage the total behind ffkit's back: --verify exits 10, --fix repairs.
+    let _: () = s.query(redis::cmd("SET").arg(format!("{NS}total")).arg(99));
+    let out = ff(&w, &s, "cache-size").arg("--verify").output().unwrap();
+    assert_eq!(out.status.code(), Some(10));
+    assert!(stderr_of(&out).contains("-79 bytes"), "{}", stderr_of(&out));
+    ff(&w, &s, "cache-size")
+        .args(["--verify", "--fix"])
+        .assert()
+        .success();
+    assert_eq!(counters(&s), (20, 2));
+    ff(&w, &s, "cache-evict").arg("--all").assert().success();
+    assert_eq!(counters(&s), (0, 0));
+    assert_eq!(recount(&s).values, 0);
+}
+
+fn word(r: &mut fastrand::Rng, len: usize) -> String {
+    std::iter::repeat_with(|| r.alphanumeric())
+        .take(len)
+        .collect()
+}
+
+/// One worker's script: random writes (single, batched, with and without
+/// TTL), reads that expire entries, and evictions, 300 operations in all.
+fn worker_script(seed: u64) -> String {
+    let mut r = fastrand::Rng::with_seed(seed);
+    let mut sh = String::from("set -e\n");
+    let future = jiff::Timestamp::now().as_second() + 100_000;
+    let mut ops = 0;
+    while ops < 300 {
+        match r.u8(0..10) {
+            0..=4 => {
+                let n = r.usize(5..30);
+                let ttl = if r.bool() { 0 } else { r.u64(1..4) };
+                sh.push_str(&format!("$FF cache-batch --ttl {ttl} <<'EOF'\n"));
+                for _ in 0..n {
+                    let len = r.usize(0..200);
+                    let v = word(&mut r, len);
+                    sh.push_str(&format!("k{}:{v}\n", r.u8(0..80)));
+                }
+                sh.push_str("EOF\n");
+                ops += n;
+            }
+            5..=6 => {
+                let len = r.usize(0..500);
+                let v = word(&mut r, len);
+                sh.push_str(&format!(
+                    "$FF cache-write --ttl {} k{} '{v}' </dev/null\n",
+                    r.u64(0..3),
+                    r.u8(0..80)
+                ));
+                ops += 1;
+            }
+            7 => {
+                sh.push_str(&format!(
+                    "FFKIT_TEST_NOW={future} $FF cache-read -q k{} >/dev/null || true\n",
+                    r.u8(0..80)
+                ));
+                ops += 1;
+            }
+            8 => {
+                sh.push_str(&format!("$FF cache-evict --max-bytes {}\n", r.u64(0..8000)));
+                ops += 1;
+            }
+            _ => {
+                sh.push_str(&format!(
+                    "FFKIT_TEST_NOW={future} $FF cache-evict --expired\n"
+                ));
+                ops += 1;
+            }
+        }
+    }
+    sh
+}
+
+#[test]
+fn redis_cache_total_stays_exact_under_16_concurrent_writers_and_evictors() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let seed = fastrand::u64(..);
+    let kids: Vec<Child> = (0..16)
+        .map(|i| {
+            let path = w.path().join(format!("worker{i}.sh"));
+            std::fs::write(&path, worker_script(seed + i)).unwrap();
+            let mut c = Command::new("bash");
+            w.isolate(&mut c);
+            env(&mut c, &s);
+            c.env("FF", bin())
+                .env("CACHE_PERF_MONITORING", "disabled")
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    for k in kids {
+        let out = k.wait_with_output().unwrap();
+        assert!(out.status.success(), "seed {seed}: {}", stderr_of(&out));
+    }
+    let rc = recount(&s);
+    let (total, count) = counters(&s);
+    assert!(
+        rc.values > 0,
+        "seed {seed}: the run left no entries to check"
+    );
+    assert_eq!(total, rc.bytes, "seed {seed}: total != sum of STRLEN");
+    assert_eq!(count, rc.values, "seed {seed}: count != value keys");
+    assert_eq!(rc.metas, rc.values, "seed {seed}");
+    assert_eq!(rc.lru, rc.values, "seed {seed}");
+    assert!(rc.meta_sizes_match, "seed {seed}: a metadata size is wrong");
+    ff(&w, &s, "cache-size").arg("--verify").assert().success();
+}
+
+#[test]
+fn redis_cache_calls_fail_with_exit_1_when_the_server_is_gone() {
+    let Some(mut s) = Server::start() else { return };
+    let w = World::new();
+    ff(&w, &s, "cache-write")
+        .args(["a", "1"])
+        .assert()
+        .success();
+    s.kill9();
+    for args in [
+        vec!["cache-write", "a", "2"],
+        vec!["cache-read", "a"],
+        vec!["cache-size"],
+        vec!["cache-evict", "--expired"],
+    ] {
+        let out = ff(&w, &s, args[0]).args(&args[1..]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = stderr_of(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("backend redis://127.0.0.1"), "{err}");
+    }
+}

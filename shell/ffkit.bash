@@ -52,14 +52,36 @@ _ffkit_bin_check() {
 
 # _ffkit_run LOG ARGS...: runs the binary with ARGS, its metrics log set to
 # LOG (so every row of a wrapper-driven operation lands in one log).
+#
+# The old library was sourced, so it read plain shell variables, exported or
+# not. This is the one place that keeps that true: in a subshell (which the
+# binary replaces with exec, so it costs no extra process), every variable
+# the binary reads that is set in this shell is exported, whether the caller
+# exported it, set it without export, made it `local` in a function, or set
+# it for one call (`LOCK_TIMEOUT=1 acquire_critical_lock x`). An unset one
+# stays unset: `export NAME` on an unset name puts nothing in the
+# environment. The names are config::ENV_VARS, written here by
+# `cargo xtask gen` (a test fails when they drift); see docs/shell.md.
 _ffkit_run() {
     local _ffkit_l=$1
     shift
-    if [[ -n ${FFKIT_BIN-} ]]; then
-        CACHE_PERF_METRICS=$_ffkit_l "$FFKIT_BIN" "$@"
-    else
-        CACHE_PERF_METRICS=$_ffkit_l command ffkit "$@"
-    fi
+    (
+        # BEGIN GENERATED:env-forward
+        # From config::ENV_VARS by `cargo xtask gen`; do not edit.
+        export CACHE_SIZE_TRACKING LOCK_BACKOFF_STRATEGY LOCK_TIMEOUT \
+            CACHE_PERF_MONITORING CACHE_PERF_METRICS FLOWFORGE_DEVELOPER \
+            FF_DEBUG FFKIT_CACHE_DIR FFKIT_LOCK_DIR LOCK_BACKOFF_INITIAL \
+            LOCK_BACKOFF_MAX LOCK_STALE_AFTER CACHE_PERF_MAX_BYTES \
+            XDG_CACHE_HOME XDG_RUNTIME_DIR SHELL HOME
+        # END GENERATED:env-forward
+        # shellcheck disable=SC2030 # -- meant for this subshell and the binary only
+        export CACHE_PERF_METRICS="$_ffkit_l"
+        if [[ -n ${FFKIT_BIN-} ]]; then
+            exec "$FFKIT_BIN" "$@"
+        else
+            exec ffkit "$@"
+        fi
+    )
 }
 
 # _ffkit_valid_id VALUE WHAT STATUS: a developer id becomes the path
@@ -147,6 +169,7 @@ _ffkit_resolve_ns() {
 _ffkit_paths() {
     local _ffkit_top=''
     _ffkit_resolve_ns || return
+    # shellcheck disable=SC2031 # -- the caller's own value; _ffkit_run sets it only in a subshell
     _ffkit_log=${CACHE_PERF_METRICS:-$_ffkit_ns/cache/.perf-metrics.csv}
     if [[ -n ${2-} ]]; then
         _ffkit_valid_id "$2" "$1: dev_id" 2 || return
@@ -348,7 +371,9 @@ write_cache_with_metadata() {
     _ffkit_paths write_cache_with_metadata || return
     # One argument may not exceed 128 KiB (Linux MAX_ARG_STRLEN); long values
     # go through a pipe instead (4 bytes per character covers any UTF-8).
-    if [[ ${#2} -gt 32000 ]]; then
+    # A value of `-` is data too: given as an argument, the binary would read
+    # standard input instead, so it goes through the pipe as well.
+    if [[ ${#2} -gt 32000 || "$2" == "-" ]]; then
         printf '%s' "$2" | _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" -
     else
         _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" "$2" </dev/null

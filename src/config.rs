@@ -99,7 +99,7 @@ pub const ENV_VARS: &[EnvVar] = &[
         name: "LOCK_TIMEOUT",
         values: "seconds (fractional allowed)",
         default: "30",
-        meaning: "how long lock acquisition waits before giving up (exit 6)",
+        meaning: "how long lock acquisition, and a cache call waiting for the cache dir's lock, waits before giving up (exit 6)",
     },
     EnvVar {
         name: "CACHE_PERF_MONITORING",
@@ -111,7 +111,7 @@ pub const ENV_VARS: &[EnvVar] = &[
         name: "CACHE_PERF_METRICS",
         values: "path",
         default: "<cache-dir>/.perf-metrics.csv",
-        meaning: "the CSV metrics log (timestamp,operation,duration_ms)",
+        meaning: "the CSV metrics log (timestamp,operation,duration_ms); a relative path is relative to the current dir",
     },
     EnvVar {
         name: "FLOWFORGE_DEVELOPER",
@@ -165,7 +165,7 @@ pub const ENV_VARS: &[EnvVar] = &[
         name: "XDG_CACHE_HOME",
         values: "path",
         default: "$HOME/.cache",
-        meaning: "the default cache dir is $XDG_CACHE_HOME/ffkit",
+        meaning: "the default cache dir is $XDG_CACHE_HOME/ffkit; a relative value is ignored, as the XDG spec says",
     },
     EnvVar {
         name: "XDG_RUNTIME_DIR",
@@ -277,7 +277,7 @@ impl Config {
             lock_timeout: seconds("LOCK_TIMEOUT", 30.0)?,
             lock_stale_after: seconds("LOCK_STALE_AFTER", 300.0)?,
             perf_monitoring: switch("CACHE_PERF_MONITORING", true)?,
-            perf_metrics: path("CACHE_PERF_METRICS"),
+            perf_metrics: path("CACHE_PERF_METRICS").map(absolute),
             perf_max_bytes,
             developer,
             debug,
@@ -287,7 +287,8 @@ impl Config {
             backoff_trace: var("FFKIT_TEST_BACKOFF_TRACE").is_some(),
             shell: path("SHELL"),
             home: path("HOME"),
-            xdg_cache_home: path("XDG_CACHE_HOME"),
+            // The XDG spec: a relative value is invalid and ignored.
+            xdg_cache_home: path("XDG_CACHE_HOME").filter(|p| p.is_absolute()),
             xdg_runtime_dir: path("XDG_RUNTIME_DIR"),
         })
     }
@@ -296,6 +297,18 @@ impl Config {
     pub fn now(&self) -> i64 {
         self.now_override
             .unwrap_or_else(|| jiff::Timestamp::now().as_second())
+    }
+
+    /// The current time in epoch seconds rounded down and rounded up, read
+    /// once (both the test override when set): TTLs count from the second
+    /// rounded up, so an entry lives at least its TTL.
+    pub fn now_floor_ceil(&self) -> (i64, i64) {
+        if let Some(t) = self.now_override {
+            return (t, t);
+        }
+        let t = jiff::Timestamp::now();
+        let floor = t.as_second();
+        (floor, floor + i64::from(t.subsec_nanosecond() > 0))
     }
 
     /// The FlowForge namespace dir `<repo>/.flowforge/dev-<id>`, when
@@ -315,22 +328,29 @@ impl Config {
     /// The cache dir: `--dir`, else `FFKIT_CACHE_DIR`, else the namespace's
     /// `cache/`, else `${XDG_CACHE_HOME:-$HOME/.cache}/ffkit`.
     pub fn cache_dir(&self, explicit: Option<&Path>) -> Result<PathBuf> {
+        self.choose_cache_dir(explicit).map(|c| c.path)
+    }
+
+    /// [`Config::cache_dir`] and why that one: a dir the user named is
+    /// trusted more than one ffkit picks itself (see docs/cache.md).
+    pub fn choose_cache_dir(&self, explicit: Option<&Path>) -> Result<ChosenDir> {
+        let chosen = |path: PathBuf, origin| Ok(ChosenDir { path, origin });
         if let Some(d) = explicit {
-            return Ok(d.to_path_buf());
+            return chosen(d.to_path_buf(), DirOrigin::Flag);
         }
         if let Some(d) = &self.cache_dir {
-            return Ok(d.clone());
+            return chosen(d.clone(), DirOrigin::Env);
         }
         if let Some(ns) = self.namespace_dir()? {
-            return Ok(ns.join("cache"));
+            return chosen(ns.join("cache"), DirOrigin::Namespace);
         }
         if let Some(x) = &self.xdg_cache_home {
-            return Ok(x.join("ffkit"));
+            return chosen(x.join("ffkit"), DirOrigin::Xdg);
         }
         match &self.home {
-            Some(h) => Ok(h.join(".cache").join("ffkit")),
+            Some(h) => chosen(h.join(".cache").join("ffkit"), DirOrigin::Home),
             None => Err(Error::Config(
-                "cannot choose a cache dir: none of --dir, FFKIT_CACHE_DIR, FLOWFORGE_DEVELOPER, XDG_CACHE_HOME or HOME is set".into(),
+                "cannot choose a cache dir: none of --dir, FFKIT_CACHE_DIR, FLOWFORGE_DEVELOPER, XDG_CACHE_HOME (absolute) or HOME is set".into(),
             )),
         }
     }
@@ -339,6 +359,47 @@ impl Config {
     pub fn runtime_dir(&self) -> Option<&Path> {
         self.xdg_runtime_dir.as_deref()
     }
+}
+
+/// Where a cache dir came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirOrigin {
+    /// `--dir`.
+    Flag,
+    /// `FFKIT_CACHE_DIR`.
+    Env,
+    /// `FLOWFORGE_DEVELOPER`'s namespace.
+    Namespace,
+    /// `$XDG_CACHE_HOME/ffkit`.
+    Xdg,
+    /// `$HOME/.cache/ffkit`.
+    Home,
+}
+
+impl DirOrigin {
+    /// Whether the user named the dir (`--dir`, `FFKIT_CACHE_DIR`) rather
+    /// than ffkit picking it from a namespace or a default.
+    pub fn is_explicit(self) -> bool {
+        matches!(self, DirOrigin::Flag | DirOrigin::Env)
+    }
+
+    /// Why this dir, in words, for messages and debug lines.
+    pub fn describe(self) -> &'static str {
+        match self {
+            DirOrigin::Flag => "--dir",
+            DirOrigin::Env => "FFKIT_CACHE_DIR",
+            DirOrigin::Namespace => "the FLOWFORGE_DEVELOPER namespace",
+            DirOrigin::Xdg => "XDG_CACHE_HOME",
+            DirOrigin::Home => "the default under HOME",
+        }
+    }
+}
+
+/// A cache dir and why it was chosen.
+#[derive(Clone, Debug)]
+pub struct ChosenDir {
+    pub path: PathBuf,
+    pub origin: DirOrigin,
 }
 
 /// A developer id becomes a path component (`dev-<id>`), so it must be a
@@ -357,6 +418,17 @@ pub fn validate_developer(id: &str) -> Result<String> {
             "FLOWFORGE_DEVELOPER='{id}': expected letters, digits, '.', '_' or '-' (not leading '.'), at most 64"
         )))
     }
+}
+
+/// A relative path made absolute against the current dir, once, so that it
+/// means the same for every reader and writer of the process (a bare
+/// `CACHE_PERF_METRICS=perf.csv` is `./perf.csv`). Kept as given when the
+/// current dir cannot be read; opening it then resolves it the same way.
+fn absolute(p: PathBuf) -> PathBuf {
+    if p.is_absolute() {
+        return p;
+    }
+    std::env::current_dir().map_or(p.clone(), |cwd| cwd.join(&p))
 }
 
 /// The nearest ancestor of `start` (itself included) that holds `.git`.
@@ -409,6 +481,22 @@ mod tests {
         assert_eq!(c.cache_dir(None).unwrap(), PathBuf::from("/f"));
         let c = cfg(&[("HOME", "/h"), ("XDG_CACHE_HOME", "/x")]).unwrap();
         assert_eq!(c.cache_dir(None).unwrap(), PathBuf::from("/x/ffkit"));
+        assert_eq!(c.choose_cache_dir(None).unwrap().origin, DirOrigin::Xdg);
+    }
+
+    #[test]
+    fn a_relative_xdg_cache_home_is_ignored() {
+        let c = cfg(&[("HOME", "/h"), ("XDG_CACHE_HOME", "rel/x")]).unwrap();
+        let d = c.choose_cache_dir(None).unwrap();
+        assert_eq!(d.path, PathBuf::from("/h/.cache/ffkit"));
+        assert_eq!(d.origin, DirOrigin::Home);
+    }
+
+    #[test]
+    fn a_relative_metrics_log_is_relative_to_the_current_dir() {
+        let c = cfg(&[("CACHE_PERF_METRICS", "perf.csv")]).unwrap();
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(c.perf_metrics, Some(cwd.join("perf.csv")));
     }
 
     #[test]

@@ -17,8 +17,13 @@ pub struct Meta {
 }
 
 impl Meta {
-    pub fn new(key: &str, now: i64, ttl: u64, size: u64) -> Self {
-        let expires_at = (ttl > 0).then(|| now.saturating_add(ttl.min(i64::MAX as u64) as i64));
+    /// An entry written at `now` (whole seconds, rounded down) that expires
+    /// `ttl` seconds after `expiry_base` (now rounded up), so that it lives
+    /// at least `ttl` seconds: `--ttl 1` written at .97 s lives until the
+    /// second after next, not 0.03 s.
+    pub fn new(key: &str, now: i64, expiry_base: i64, ttl: u64, size: u64) -> Self {
+        let expires_at =
+            (ttl > 0).then(|| expiry_base.saturating_add(ttl.min(i64::MAX as u64) as i64));
         Meta {
             key: key.to_string(),
             created_at: now,
@@ -52,11 +57,14 @@ mod tests {
 
     #[test]
     fn round_trip_and_expiry() {
-        let m = Meta::new("k", 1000, 300, 5);
+        let m = Meta::new("k", 1000, 1000, 300, 5);
         assert_eq!(m.expires_at, Some(1300));
         assert!(!m.is_expired(1299) && m.is_expired(1300));
         assert_eq!(Meta::parse(&m.to_json()).unwrap(), m);
-        let never = Meta::new("k", 1000, 0, 5);
+        let never = Meta::new("k", 1000, 1001, 0, 5);
+        let rounded = Meta::new("k", 1000, 1001, 1, 5);
+        assert_eq!(rounded.created_at, 1000);
+        assert_eq!(rounded.expires_at, Some(1002));
         assert_eq!(never.expires_at, None);
         assert!(!never.is_expired(i64::MAX));
         let s = String::from_utf8(never.to_json()).unwrap();

@@ -22,6 +22,7 @@
 //! one `futimens` a minute, never a rewrite.
 
 pub mod batch;
+pub mod dir;
 pub mod entry;
 pub mod evict;
 pub mod index;
@@ -35,7 +36,9 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
+use crate::config::{ChosenDir, Config, DirOrigin};
 use crate::error::{Error, Result};
 use crate::fsutil;
 pub use entry::Meta;
@@ -49,13 +52,32 @@ pub const RECENCY_INTERVAL: i64 = 60;
 
 const LOCK_FILE: &str = ".lock";
 
+/// How long a wait for the dir lock goes on before it is announced.
+const WAIT_NOTE_AFTER: Duration = Duration::from_millis(500);
+
+/// Told once when a call starts waiting for the dir lock: the lock file
+/// and how long the wait may last (`LOCK_TIMEOUT`).
+pub type WaitNote = Box<dyn Fn(&Path, Duration)>;
+
 /// A cache directory and the clock ffkit reads it with.
 pub struct Cache {
     dir: PathBuf,
+    /// Why this dir: a dir ffkit picked itself is checked more strictly
+    /// than one the user named (see [`dir`]).
+    origin: DirOrigin,
+    /// "Now" in whole epoch seconds (rounded down): entries' `created_at`,
+    /// and the clock expiry is judged by.
     now: i64,
+    /// "Now" rounded up: expiry counts from here, so an entry lives at
+    /// least its TTL whatever the fraction of the second it was written at.
+    expiry_base: i64,
     /// Set the written files' times explicitly (only needed when the clock
     /// is overridden; otherwise the kernel's own times are "now").
     set_times: bool,
+    /// How long to wait for the dir lock (`LOCK_TIMEOUT`) before exit 6.
+    lock_timeout: Duration,
+    /// Who hears, once, that a call is waiting for the dir lock.
+    wait_note: Option<WaitNote>,
     /// Where long walks, evictions and batches report progress.
     progress: Option<Box<dyn Progress>>,
 }
@@ -122,13 +144,38 @@ struct Change {
 impl Cache {
     /// A cache at `dir`, with `now` in epoch seconds; `clock_overridden`
     /// says whether `now` is a test clock that file times must follow.
+    /// The dir counts as named by the user (`--dir`); the dir lock is
+    /// waited for up to 30 s. Applets use [`Cache::open`].
     pub fn new(dir: impl Into<PathBuf>, now: i64, clock_overridden: bool) -> Self {
         Cache {
             dir: dir.into(),
+            origin: DirOrigin::Flag,
             now,
+            expiry_base: now,
             set_times: clock_overridden,
+            lock_timeout: Duration::from_secs(30),
+            wait_note: None,
             progress: None,
         }
+    }
+
+    /// The cache every applet uses: the chosen dir, checked (a file there
+    /// is "not a directory", a dir others can write is refused: exit 3; see
+    /// [`dir`]), with the configuration's clock and `LOCK_TIMEOUT`.
+    pub fn open(chosen: ChosenDir, cfg: &Config) -> Result<Self> {
+        dir::check(&chosen.path, chosen.origin)?;
+        let (now, expiry_base) = cfg.now_floor_ceil();
+        let mut c = Cache::new(chosen.path, now, cfg.now_override.is_some());
+        c.origin = chosen.origin;
+        c.expiry_base = expiry_base;
+        c.lock_timeout = cfg.lock_timeout;
+        Ok(c)
+    }
+
+    /// Tells `note`, once per wait, that a call waits for the dir lock.
+    pub fn with_wait_note(mut self, note: Option<WaitNote>) -> Self {
+        self.wait_note = note;
+        self
     }
 
     /// Reports the progress of long work (walks, eviction, batches) to `p`.
@@ -169,9 +216,47 @@ impl Cache {
             },
             Err(e) => return Err(Error::io("cannot open lock file", &path, e)),
         };
-        let r = if exclusive { f.lock() } else { f.lock_shared() };
-        r.map_err(|e| Error::io("cannot lock", &path, e))?;
+        self.wait_for(&f, exclusive, &path)?;
         Ok(DirLock(Some(f)))
+    }
+
+    /// Takes the kernel lock on `f`, waiting at most `LOCK_TIMEOUT`: a
+    /// writer stopped (SIGSTOP, a debugger) in the middle of its commit must
+    /// not hang every reader forever. Changes hold the lock only for
+    /// renames and the index update, so the wait is polled with short
+    /// sleeps (1 ms doubling to 20 ms).
+    fn wait_for(&self, f: &File, exclusive: bool, path: &Path) -> Result<()> {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        let mut told = false;
+        loop {
+            let r = if exclusive {
+                f.try_lock()
+            } else {
+                f.try_lock_shared()
+            };
+            match r {
+                Ok(()) => return Ok(()),
+                Err(fs::TryLockError::WouldBlock) => {}
+                Err(fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", path, e)),
+            }
+            let waited = start.elapsed();
+            if waited >= self.lock_timeout {
+                return Err(Error::Timeout(format!(
+                    "cache lock {}: still held by another process after {:.1} s (LOCK_TIMEOUT); a writer may be stopped",
+                    path.display(),
+                    waited.as_secs_f64()
+                )));
+            }
+            if !told && waited >= WAIT_NOTE_AFTER {
+                told = true;
+                if let Some(note) = &self.wait_note {
+                    note(path, self.lock_timeout);
+                }
+            }
+            std::thread::sleep(pause.min(self.lock_timeout - waited));
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
     }
 
     /// Takes the exclusive lock and repairs whatever a crashed process left:
@@ -397,6 +482,8 @@ impl Cache {
     /// is visible and no temp file is left.
     pub fn write(&self, entries: Vec<NewEntry<'_>>) -> Result<Totals> {
         fsutil::create_private_dir(&self.dir)?;
+        // Again after the mkdir: someone may have made it in between.
+        dir::check(&self.dir, self.origin)?;
         let mut changes: Vec<Change> = Vec::with_capacity(entries.len());
         let mut seen: HashMap<String, usize> = HashMap::with_capacity(entries.len());
         let progress = self.progress().filter(|_| entries.len() > 1);
@@ -475,7 +562,7 @@ impl Cache {
             return Err(Error::io("cannot set times of", &vpath, e));
         }
         drop(vf);
-        let meta = Meta::new(&change.key, self.now, e.ttl, size);
+        let meta = Meta::new(&change.key, self.now, self.expiry_base, e.ttl, size);
         match fsutil::write_temp(&self.dir, &meta.to_json()) {
             Ok(m) => change.meta = Some(m),
             Err(err) => {
@@ -628,7 +715,15 @@ impl Cache {
     where
         F: FnOnce(&Self, Totals) -> Result<Vec<Evicted>>,
     {
-        let (_guard, before, _) = self.lock_and_repair()?;
+        let (_guard, indexed, _) = self.lock_and_repair()?;
+        // Eviction walks anyway, so it never trusts an index that drifted
+        // (a file dropped in or removed by hand): the totals are walked
+        // under the lock, and a drifted index is corrected before anything
+        // is removed, so the index after eviction is exact.
+        let before = scan::totals_with(&self.dir, None)?.totals;
+        if before != indexed {
+            index::write(&self.dir, before)?;
+        }
         let victims = plan(self, before)?;
         if victims.is_empty() || dry_run {
             return Ok((before, before, victims));

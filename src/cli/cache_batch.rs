@@ -99,8 +99,8 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             .map(|v| v.cloned().collect())
             .unwrap_or_default(),
     };
-    let dir = ctx.cache_dir(a.dir.as_deref())?;
-    let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some())
+    let cache = ctx
+        .cache(a.dir.as_deref())?
         .with_progress(super::progress::for_call(m));
     if a.read {
         ctx.metric = Some("batch_read");

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::{Ctx, dir_arg, json_arg, write_stdout};
-use crate::cache::{Cache, EvictPolicy};
+use crate::cache::EvictPolicy;
 use crate::error::{Error, Result};
 use crate::units;
 
@@ -84,8 +84,8 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     if a.policy.all {
         ctx.metric = Some("clear_developer_cache");
     }
-    let dir = ctx.cache_dir(a.dir.as_deref())?;
-    let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some())
+    let cache = ctx
+        .cache(a.dir.as_deref())?
         .with_progress(super::progress::for_call(m));
     let report = cache.evict(&a.policy)?;
     if a.json {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use clap::{ArgMatches, Command};
 
 use super::{Ctx, dir_arg, key_arg, quiet_arg};
-use crate::cache::{Cache, Lookup, key};
+use crate::cache::{Lookup, key};
 use crate::error::{Error, ExitKind, Result};
 
 pub fn command() -> Command {
@@ -37,9 +37,17 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         quiet: m.get_flag("quiet"),
     };
     let key = key::validate(&a.key).map_err(Error::Validation)?;
-    let dir = ctx.cache_dir(a.dir.as_deref())?;
-    let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some());
-    let miss = match cache.read(key)? {
+    let cache = ctx.cache(a.dir.as_deref())?;
+    let found = cache.read(key)?;
+    ctx.debug(format_args!(
+        "{key}: {}",
+        match &found {
+            Lookup::Hit(_, m) => format!("hit ({} bytes, expires {})", m.size, expiry(m)),
+            Lookup::Missing => "no such entry".into(),
+            Lookup::Expired(m) => format!("expired at {}", expiry(m)),
+        }
+    ));
+    let miss = match found {
         Lookup::Hit(mut f, _) => {
             io::copy(&mut f, &mut io::stdout().lock())
                 .map_err(|e| Error::io("cannot write", "standard output", e))?;
@@ -57,4 +65,10 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         return Ok(ExitCode::from(ExitKind::NotFound.code()));
     }
     Err(Error::NotFound(miss))
+}
+
+/// When an entry expires, for debug lines: epoch seconds, or "never".
+fn expiry(m: &crate::cache::Meta) -> String {
+    m.expires_at
+        .map_or_else(|| "never".into(), |t| t.to_string())
 }

@@ -8,7 +8,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use serde_json::json;
 
 use super::{Ctx, dir_arg, json_arg, write_stdout};
-use crate::cache::{Cache, Source, Totals};
+use crate::cache::{Source, Totals};
 use crate::error::{Error, Result};
 use crate::units::format_bytes;
 
@@ -72,8 +72,8 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         json: m.get_flag("json"),
         human: m.get_flag("human"),
     };
-    let dir = ctx.cache_dir(a.dir.as_deref())?;
-    let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some())
+    let cache = ctx
+        .cache(a.dir.as_deref())?
         .with_progress(super::progress::for_call(m));
     if a.rebuild {
         ctx.metric = Some("rebuild_size_index");
@@ -111,6 +111,15 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         ctx.note(format_args!(
             "size index {why} in {}: rebuilt by walking the cache dir",
             cache.dir().display()
+        ));
+    } else {
+        ctx.debug(format_args!(
+            "size {} bytes {}",
+            report.totals.bytes,
+            match report.source {
+                Source::Index => "read from the index .size-index",
+                Source::Walk => "by walking the dir (CACHE_SIZE_TRACKING=disabled)",
+            }
         ));
     }
     print(&a, report.totals, report.source, None)?;

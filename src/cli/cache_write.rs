@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::{Arg, ArgMatches, Command};
 
 use super::{Ctx, dir_arg, key_arg, ttl_arg};
-use crate::cache::{Cache, NewEntry, Value, key};
+use crate::cache::{NewEntry, Value, key};
 use crate::error::{Error, Result};
 
 pub fn command() -> Command {
@@ -51,17 +51,20 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let key = key::validate(&a.key)
         .map_err(Error::Validation)?
         .to_string();
-    let dir = ctx.cache_dir(a.dir.as_deref())?;
-    let cache = Cache::new(dir, ctx.cfg.now(), ctx.cfg.now_override.is_some());
+    let cache = ctx.cache(a.dir.as_deref())?;
     let mut stdin = io::stdin().lock();
     let value = match a.value.as_deref() {
         Some(v) if v.as_bytes() != b"-" => Value::Bytes(v.as_bytes()),
         _ => Value::Reader(&mut stdin),
     };
-    cache.write(vec![NewEntry {
-        key,
+    let totals = cache.write(vec![NewEntry {
+        key: key.clone(),
         value,
         ttl: a.ttl,
     }])?;
+    ctx.debug(format_args!(
+        "{key}: written (ttl {} s); index updated: {} bytes in {} entries",
+        a.ttl, totals.bytes, totals.entries
+    ));
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,7 @@
 //! `run` turns the matches into a plain args struct before any logic runs.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::os::fd::{AsRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use rustix::fs::{Mode, OFlags};
 
+use crate::cache::Cache;
 use crate::config::Config;
 use crate::error::{Error, ExitKind, Result};
 
@@ -217,11 +218,31 @@ impl Ctx {
         }
     }
 
-    /// The cache dir for `--dir` (if given), remembered for self-timing.
-    pub fn cache_dir(&mut self, explicit: Option<&Path>) -> Result<PathBuf> {
-        let dir = self.cfg.cache_dir(explicit)?;
-        self.metric_dir = Some(dir.clone());
-        Ok(dir)
+    /// The cache of every cache applet: the dir for `--dir` (if given),
+    /// checked (`Cache::open`), remembered for self-timing, with a note on
+    /// stderr when a wait for its lock starts and stderr is a terminal.
+    pub fn cache(&mut self, explicit: Option<&Path>) -> Result<Cache> {
+        let chosen = self.cfg.choose_cache_dir(explicit)?;
+        self.debug(format_args!(
+            "cache dir {} (from {})",
+            chosen.path.display(),
+            chosen.origin.describe()
+        ));
+        let dir = chosen.path.clone();
+        let cache = Cache::open(chosen, &self.cfg)?;
+        self.metric_dir = Some(dir);
+        let note = io::stderr().is_terminal().then(|| {
+            let prog = self.prog.clone();
+            Box::new(move |lock: &Path, timeout: Duration| {
+                let _ = writeln!(
+                    io::stderr().lock(),
+                    "{prog}: waiting for the cache lock {} (another process holds it; giving up after {} s, LOCK_TIMEOUT)",
+                    lock.display(),
+                    timeout.as_secs_f64()
+                );
+            }) as crate::cache::WaitNote
+        });
+        Ok(cache.with_wait_note(note))
     }
 }
 
@@ -333,15 +354,19 @@ fn run_applet(applet: &Applet, prog: &str, args: &[OsString], start: Instant) ->
         metric_duration: None,
     };
     let result = (applet.run)(&matches, &mut ctx);
-    if let (true, Some(op)) = (ctx.cfg.perf_monitoring, ctx.metric)
-        && let Err(e) = crate::metrics::record_self(
-            &ctx.cfg,
-            ctx.metric_dir.as_deref(),
-            op,
-            ctx.metric_duration.unwrap_or_else(|| start.elapsed()),
-        )
-    {
-        ctx.debug(format_args!("metrics not recorded: {e}"));
+    if let (true, Some(op)) = (ctx.cfg.perf_monitoring, ctx.metric) {
+        let elapsed = ctx.metric_duration.unwrap_or_else(|| start.elapsed());
+        match crate::metrics::record_self(&ctx.cfg, ctx.metric_dir.as_deref(), op, elapsed) {
+            Ok(Some(log)) => ctx.debug(format_args!(
+                "recorded {op} ({:.3} ms) in {}",
+                elapsed.as_secs_f64() * 1000.0,
+                log.display()
+            )),
+            Ok(None) => ctx.debug(format_args!(
+                "{op} not recorded: the metrics log's dir does not exist"
+            )),
+            Err(e) => ctx.debug(format_args!("metrics not recorded: {e}")),
+        }
     }
     match result {
         Ok(code) => code,

@@ -40,18 +40,19 @@ pub fn log_path(cfg: &Config, cache_dir: Option<&Path>) -> Result<PathBuf> {
 /// enabled, so a disabled monitor opens nothing. Self-timing never creates
 /// a directory: a size query or a rejected key must not create the cache
 /// dir just to log itself, so a run whose log dir does not exist yet is not
-/// recorded.
+/// recorded. Returns the log the row went to, if one was written.
 pub fn record_self(
     cfg: &Config,
     cache_dir: Option<&Path>,
     op: &str,
     elapsed: Duration,
-) -> Result<()> {
+) -> Result<Option<PathBuf>> {
     let path = log_path(cfg, cache_dir)?;
-    if !path.parent().is_some_and(Path::is_dir) {
-        return Ok(());
+    if !cfg.perf_monitoring || !path.parent().is_some_and(Path::is_dir) {
+        return Ok(None);
     }
-    record(cfg, &path, op, elapsed.as_secs_f64() * 1000.0)
+    record(cfg, &path, op, elapsed.as_secs_f64() * 1000.0)?;
+    Ok(Some(path))
 }
 
 /// Appends one row `now,op,ms` to `path` (trimming above the cap), or does

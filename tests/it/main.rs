@@ -5,6 +5,7 @@
 mod util;
 
 mod cache;
+mod cache_hardening2;
 mod env;
 mod filesystem;
 mod help;
@@ -15,3 +16,4 @@ mod metrics;
 mod perf_regress;
 mod progress;
 mod shell;
+mod shell_vars;

@@ -33,11 +33,12 @@ pub const README: &str = "README.md";
 /// Every generated file, relative to the workspace root, with its content.
 pub fn generate(root: &Path) -> io::Result<BTreeMap<PathBuf, Vec<u8>>> {
     let mut out = BTreeMap::new();
-    out.insert(PathBuf::from("man/ffkit.1"), root_page()?);
+    let date = release_date(root)?;
+    out.insert(PathBuf::from("man/ffkit.1"), root_page(&date)?);
     for a in APPLETS {
         out.insert(
             PathBuf::from(format!("man/{}.1", docs::man_page(a))),
-            applet_page(a)?,
+            applet_page(a, &date)?,
         );
     }
     // Completions for every name a symlink can have; `ffkit`'s cover the
@@ -58,7 +59,51 @@ pub fn generate(root: &Path) -> io::Result<BTreeMap<PathBuf, Vec<u8>>> {
     }
     let readme = fs::read_to_string(root.join(README))?;
     out.insert(PathBuf::from(README), fill_readme(&readme)?.into_bytes());
+    let wrappers = fs::read_to_string(root.join(WRAPPERS))?;
+    out.insert(
+        PathBuf::from(WRAPPERS),
+        fill_wrappers(&wrappers)?.into_bytes(),
+    );
     Ok(out)
+}
+
+/// The shell wrappers, whose list of forwarded variables is generated.
+pub const WRAPPERS: &str = "shell/ffkit.bash";
+
+/// Rewrites the wrappers' `env-forward` block: one `export` of every
+/// variable in [`ENV_VARS`], so `_ffkit_run` hands the binary exactly the
+/// variables it reads (set ones with the shell's value, unset ones not at
+/// all), and a knob added to the table reaches the shell functions too.
+pub fn fill_wrappers(text: &str) -> io::Result<String> {
+    const INDENT: &str = "        ";
+    let begin = "# BEGIN GENERATED:env-forward\n";
+    let end = format!("{INDENT}# END GENERATED:env-forward");
+    let (Some(b), Some(e)) = (text.find(begin), text.find(&end)) else {
+        return Err(io::Error::other(format!(
+            "{WRAPPERS} lacks the markers `# BEGIN GENERATED:env-forward` ... `{}`",
+            end.trim_start()
+        )));
+    };
+    if e < b {
+        return Err(io::Error::other(format!(
+            "{WRAPPERS}: the env-forward END marker precedes its BEGIN"
+        )));
+    }
+    let mut body = format!("{INDENT}# From config::ENV_VARS by `cargo xtask gen`; do not edit.\n");
+    let mut line = format!("{INDENT}export");
+    for v in ENV_VARS {
+        if line.len() + 1 + v.name.len() > 76 {
+            let _ = writeln!(body, "{line} \\");
+            line = format!("{INDENT}    {}", v.name);
+        } else {
+            line.push(' ');
+            line.push_str(v.name);
+        }
+    }
+    let _ = writeln!(body, "{line}");
+    let mut s = text.to_string();
+    s.replace_range(b + begin.len()..e, &body);
+    Ok(s)
 }
 
 /// Where a completion script lives in the repository; the layout mirrors
@@ -175,23 +220,248 @@ fn list_files(root: &Path, rel: &Path) -> io::Result<Vec<PathBuf>> {
 
 // ---------------------------------------------------------------- man pages
 
-fn man(cmd: Command, page: &str) -> Man {
+/// ffkit's version, as its binary reports it (`ffkit --version`), not this
+/// generator crate's.
+pub fn ffkit_version() -> String {
+    root_command()
+        .get_version()
+        .map(|v| v.to_string())
+        .unwrap_or_default()
+}
+
+/// The release date for the pages' `.TH` date slot:
+/// `[package.metadata.release] date = "YYYY-MM-DD"` in the ffkit package's
+/// Cargo.toml, bumped with the version (a date, unlike a build time, keeps
+/// the generated files reproducible).
+pub fn release_date(root: &Path) -> io::Result<String> {
+    let manifest = fs::read_to_string(root.join("Cargo.toml"))?;
+    let mut in_release = false;
+    for line in manifest.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_release = line == "[package.metadata.release]";
+            continue;
+        }
+        if let Some(v) = line.strip_prefix("date").map(str::trim_start)
+            && in_release
+            && let Some(v) = v.strip_prefix('=')
+        {
+            let d = v.trim().trim_matches('"');
+            if !is_date(d) {
+                return Err(io::Error::other(format!(
+                    "Cargo.toml: [package.metadata.release] date = {v}: expected \"YYYY-MM-DD\""
+                )));
+            }
+            return Ok(d.to_string());
+        }
+    }
+    Err(io::Error::other(
+        "Cargo.toml lacks [package.metadata.release] date = \"YYYY-MM-DD\" (the man pages' date)",
+    ))
+}
+
+fn is_date(d: &str) -> bool {
+    let parts: Vec<&str> = d.split('-').collect();
+    let num = |s: &str, len: usize| {
+        (s.len() == len && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u32>().ok())
+            .flatten()
+    };
+    match parts.as_slice() {
+        [y, m, day] => {
+            num(y, 4).is_some()
+                && num(m, 2).is_some_and(|m| (1..=12).contains(&m))
+                && num(day, 2).is_some_and(|d| (1..=31).contains(&d))
+        }
+        _ => false,
+    }
+}
+
+fn man(cmd: Command, page: &str, date: &str) -> Man {
     Man::new(cmd)
         .title(page.to_uppercase())
         .section("1")
-        .source(format!("ffkit {}", env!("CARGO_PKG_VERSION")))
+        .date(date)
+        .source(format!("ffkit {}", ffkit_version()))
         .manual("ffkit manual")
 }
 
-fn root_page() -> io::Result<Vec<u8>> {
+/// SYNOPSIS with every option's value names (`[--dir DIR]`), which
+/// clap_mangen's own synopsis leaves out. Written as roff directly so that
+/// an option and its value are joined by an unbreakable space (`\ `).
+fn synopsis(cmd: &Command, name: &str) -> Vec<u8> {
+    let esc = |t: &str| t.replace('\\', "\\e").replace('-', "\\-");
+    let mut cmd = cmd.clone();
+    cmd.build();
+    let values = |a: &clap::Arg| -> Vec<String> {
+        if !a.get_num_args().is_some_and(|r| r.takes_values()) {
+            return vec![];
+        }
+        let many = a.get_num_args().is_some_and(|r| r.max_values() > 1);
+        let names: Vec<String> = a
+            .get_value_names()
+            .map(|v| v.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_else(|| vec![a.get_id().as_str().to_uppercase()]);
+        match names.as_slice() {
+            [one] if many => vec![format!("{one}...")],
+            _ => names,
+        }
+    };
+    let mut line = format!(".SH SYNOPSIS\n\\fB{}\\fR", esc(name));
+    let bracket = |required: bool| if required { ("", "") } else { ("[", "]") };
+    // Options first, then positionals, as usage lines read.
+    let mut args: Vec<&clap::Arg> = cmd.get_arguments().filter(|a| !a.is_hide_set()).collect();
+    args.sort_by_key(|a| a.is_positional());
+    for a in args {
+        let (open, close) = bracket(a.is_required_set());
+        let vals: Vec<String> = values(a)
+            .iter()
+            .map(|v| format!("\\fI{}\\fR", esc(v)))
+            .collect();
+        if a.is_positional() {
+            let _ = write!(line, " {open}{}{close}", vals.join("\\ "));
+            continue;
+        }
+        let flag = match (a.get_short(), a.get_long()) {
+            (Some(s), Some(l)) => format!("-{s}|--{l}"),
+            (Some(s), None) => format!("-{s}"),
+            (None, Some(l)) => format!("--{l}"),
+            (None, None) => continue,
+        };
+        let _ = write!(line, " {open}\\fB{}\\fR", esc(&flag));
+        for v in vals {
+            let _ = write!(line, "\\ {v}");
+        }
+        line.push_str(close);
+    }
+    if cmd.has_subcommands() {
+        let fallback = if name == "ffkit" { "APPLET" } else { "COMMAND" };
+        let sub = cmd.get_subcommand_value_name().unwrap_or(fallback);
+        let (open, close) = bracket(cmd.is_subcommand_required_set());
+        let _ = write!(line, " {open}\\fI{}\\fR{close}", esc(sub));
+    }
+    line.push('\n');
+    line.into_bytes()
+}
+
+/// Tidies clap_mangen's roff so that `mandoc -T lint` is clean: a `.br`
+/// before or after a blank line is redundant; characters outside ASCII
+/// become `\[uXXXX]` escapes (portable roff); text lines longer than 80
+/// bytes are wrapped (roff fills text, so the output is the same) at a
+/// space, or, in a long word, with `\c` (which joins the next line without
+/// a space); never inside an escape, and never so that a line starts with
+/// `.` or `'` (a control line).
+pub fn tidy_roff(page: &str) -> String {
+    let page = page.replace(".br\n\n.br\n", ".sp\n");
+    let mut out = String::with_capacity(page.len() + page.len() / 40);
+    for line in page.lines() {
+        let line = line.trim_end_matches(' ');
+        let mut ascii = String::with_capacity(line.len());
+        for c in line.chars() {
+            if c.is_ascii() {
+                ascii.push(c);
+            } else {
+                let _ = write!(ascii, "\\[u{:04X}]", u32::from(c));
+            }
+        }
+        if ascii.len() <= 80 || ascii.starts_with('.') || ascii.starts_with('\'') {
+            out.push_str(&ascii);
+            out.push('\n');
+            continue;
+        }
+        wrap_text_line(&ascii, &mut out);
+    }
+    out
+}
+
+/// Splits one roff text line into atoms: an escape sequence or one byte.
+fn roff_atoms(line: &str) -> Vec<&str> {
+    let b = line.as_bytes();
+    let mut atoms = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let len = if b[i] != b'\\' || i + 1 >= b.len() {
+            1
+        } else {
+            // `\[name]`, `\f[..]`/`\*[..]`, `\(xx`, `\fB`/`\*x`, `\-`.
+            let tail = &b[i + 1..];
+            let bracket = |from: usize| {
+                tail[from..]
+                    .iter()
+                    .position(|&c| c == b']')
+                    .map_or(tail.len(), |p| from + p + 1)
+            };
+            1 + match tail {
+                [b'[', ..] => bracket(1),
+                [b'f' | b'*', b'[', ..] => bracket(2),
+                [b'f' | b'*', b'(', _, _, ..] => 4,
+                [b'(', _, _, ..] => 3,
+                [b'f' | b'*', _, ..] => 2,
+                _ => 1,
+            }
+            .min(tail.len())
+        };
+        atoms.push(&line[i..i + len]);
+        i += len;
+    }
+    atoms
+}
+
+/// Whether text ends a sentence: roff puts two spaces after a sentence
+/// that ends a line, so a line is never broken there.
+fn ends_sentence(text: &str) -> bool {
+    text.trim_end_matches([')', '"', '\'', ']', '*'])
+        .ends_with(['.', '?', '!', ':'])
+}
+
+fn wrap_text_line(line: &str, out: &mut String) {
+    // 78, so that a `\c` still fits in 80.
+    const LIMIT: usize = 78;
+    let starts_control = |s: &str| s.starts_with(['.', '\'', ' ']);
+    let mut cur = String::new();
+    // Byte offsets in `cur` of plain-space atoms (not `\ ` escapes).
+    let mut spaces: Vec<usize> = Vec::new();
+    for a in roff_atoms(line) {
+        if cur.len() + a.len() > LIMIT {
+            let at = spaces.iter().rev().copied().find(|&p| {
+                p > 0
+                    && p + 1 < cur.len()
+                    && !starts_control(&cur[p + 1..])
+                    && !ends_sentence(&cur[..p])
+            });
+            if let Some(p) = at {
+                out.push_str(&cur[..p]);
+                out.push('\n');
+                cur = cur[p + 1..].to_string();
+                spaces = spaces
+                    .iter()
+                    .filter(|&&q| q > p)
+                    .map(|&q| q - p - 1)
+                    .collect();
+            } else if !cur.is_empty() && !starts_control(a) {
+                out.push_str(&cur);
+                out.push_str("\\c\n");
+                cur.clear();
+                spaces.clear();
+            }
+        }
+        if a == " " {
+            spaces.push(cur.len());
+        }
+        cur.push_str(a);
+    }
+    out.push_str(&cur);
+    out.push('\n');
+}
+
+fn root_page(date: &str) -> io::Result<Vec<u8>> {
     // The root's after-help is the exit-status table, which the page
     // renders as its own section.
     let cmd = root_command().after_help(None::<&str>);
-    let m = man(cmd, "ffkit");
+    let m = man(cmd.clone(), "ffkit", date);
     let mut buf = Vec::new();
     m.render_title(&mut buf)?;
     m.render_name_section(&mut buf)?;
-    m.render_synopsis_section(&mut buf)?;
+    buf.extend_from_slice(&synopsis(&cmd, "ffkit"));
     m.render_description_section(&mut buf)?;
     m.render_options_section(&mut buf)?;
     // The applets are listed below, each with its own page; clap_mangen's
@@ -215,15 +485,16 @@ fn root_page() -> io::Result<Vec<u8>> {
         .collect();
     r.text([roman(refs.join(", "))]);
     buf.extend_from_slice(r.to_roff().as_bytes());
-    Ok(buf)
+    Ok(tidy_roff(&String::from_utf8_lossy(&buf)).into_bytes())
 }
 
-fn applet_page(a: &Applet) -> io::Result<Vec<u8>> {
-    let m = man(applet_command(a, &invoked(a)), &docs::man_page(a));
+fn applet_page(a: &Applet, date: &str) -> io::Result<Vec<u8>> {
+    let cmd = applet_command(a, &invoked(a));
+    let m = man(cmd.clone(), &docs::man_page(a), date);
     let mut buf = Vec::new();
     m.render_title(&mut buf)?;
     m.render_name_section(&mut buf)?;
-    m.render_synopsis_section(&mut buf)?;
+    buf.extend_from_slice(&synopsis(&cmd, &invoked(a)));
     m.render_description_section(&mut buf)?;
     let mut r = Roff::new();
     r.control("PP", []);
@@ -278,7 +549,7 @@ fn applet_page(a: &Applet) -> io::Result<Vec<u8>> {
     r.control("SH", ["SEE ALSO"]);
     r.text([roman("ffkit(1)")]);
     buf.extend_from_slice(r.to_roff().as_bytes());
-    Ok(buf)
+    Ok(tidy_roff(&String::from_utf8_lossy(&buf)).into_bytes())
 }
 
 fn common_sections(r: &mut Roff, examples: &[Example]) {
@@ -488,6 +759,86 @@ mod tests {
                 "{a}.1"
             );
         }
+    }
+
+    /// `mandoc -T lint` at its strictest level (style) finds nothing in any
+    /// committed page (the freshness test proves they are what `gen` makes).
+    #[test]
+    fn man_pages_are_mandoc_lint_clean() {
+        let root = workspace_root();
+        let mut pages: Vec<PathBuf> = list_files(&root, Path::new("man"))
+            .unwrap()
+            .into_iter()
+            .map(|p| root.join(p))
+            .collect();
+        pages.sort();
+        assert!(pages.len() > 5, "{pages:?}");
+        let out = match std::process::Command::new("mandoc")
+            .args(["-T", "lint", "-W", "style"])
+            .args(&pages)
+            .output()
+        {
+            Ok(out) => out,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("CI").is_none_or(|v| v != "true"),
+                    "mandoc is needed on CI: {e}"
+                );
+                eprintln!("SKIP: mandoc not installed ({e}); the man pages are not linted");
+                return;
+            }
+        };
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && said.is_empty(),
+            "mandoc -T lint:\n{said}"
+        );
+    }
+
+    /// The title line carries ffkit's version (not the generator's) and a
+    /// date in the date slot; the synopsis names option values.
+    #[test]
+    fn pages_have_the_real_version_a_date_and_value_names() {
+        let files = generate(&workspace_root()).unwrap();
+        let version = ffkit_version();
+        assert!(!version.is_empty() && version != "0.0.0", "{version}");
+        let date = release_date(&workspace_root()).unwrap();
+        for (path, page) in files.iter().filter(|(p, _)| p.starts_with("man")) {
+            let page = String::from_utf8_lossy(page);
+            let th = page.lines().find(|l| l.starts_with(".TH ")).unwrap();
+            assert!(
+                th.ends_with(&format!(" {date} \"ffkit {version}\" \"ffkit manual\"")),
+                "{}: {th}",
+                path.display()
+            );
+        }
+        let size = String::from_utf8_lossy(&files[&PathBuf::from("man/cache-size.1")]).into_owned();
+        assert!(size.contains("[\\fB\\-\\-dir\\fR\\ \\fIDIR\\fR]"), "{size}");
+        let write =
+            String::from_utf8_lossy(&files[&PathBuf::from("man/cache-write.1")]).into_owned();
+        assert!(
+            write.contains("\\fB\\-\\-ttl\\fR\\ \\fISECONDS\\fR")
+                && write.contains(" \\fIKEY\\fR "),
+            "{write}"
+        );
+    }
+
+    #[test]
+    fn long_roff_lines_wrap_without_changing_meaning() {
+        let long = format!("{} end. Next {}", "word ".repeat(20), "x".repeat(100));
+        let t = tidy_roff(&format!(".TP\n{long}\n"));
+        for l in t.lines() {
+            assert!(l.len() <= 80, "{l}");
+            assert!(!l.starts_with(['\'', ' ']), "{l}");
+        }
+        // No break after a sentence end; the long word is joined with \c.
+        assert!(!t.contains("end.\n"), "{t}");
+        assert!(t.contains("\\c\n"), "{t}");
+        assert_eq!(tidy_roff("a \u{2014} b\n"), "a \\[u2014] b\n");
     }
 
     #[test]

@@ -20,8 +20,14 @@ fn kernel_lock(c: &mut Criterion) {
     c.bench_function("lock/kernel_open_acquire_release", |b| {
         b.iter(|| {
             let f = kernel::open_lock_file(&path, false, 0o600).unwrap();
-            let got =
-                kernel::lock_fd(f.as_raw_fd(), Kind::Exclusive, Wait::Forever, &mut || {}).unwrap();
+            let got = kernel::lock_fd(
+                f.as_raw_fd(),
+                Kind::Exclusive,
+                kernel::Method::Flock,
+                Wait::Forever,
+                &mut || {},
+            )
+            .unwrap();
             assert!(got.is_ok());
             kernel::unlock_fd(f.as_raw_fd()).unwrap();
         })
@@ -29,8 +35,14 @@ fn kernel_lock(c: &mut Criterion) {
     let f = kernel::open_lock_file(&path, false, 0o600).unwrap();
     c.bench_function("lock/kernel_acquire_release_open_fd", |b| {
         b.iter(|| {
-            let got =
-                kernel::lock_fd(f.as_raw_fd(), Kind::Exclusive, Wait::Forever, &mut || {}).unwrap();
+            let got = kernel::lock_fd(
+                f.as_raw_fd(),
+                Kind::Exclusive,
+                kernel::Method::Flock,
+                Wait::Forever,
+                &mut || {},
+            )
+            .unwrap();
             assert!(got.is_ok());
             kernel::unlock_fd(f.as_raw_fd()).unwrap();
         })
@@ -56,8 +68,7 @@ fn dot_lock(c: &mut Criterion) {
                 Duration::from_secs(300),
                 Wait::NonBlocking,
                 schedule(),
-                &mut |_| {},
-                &mut |_| {},
+                &mut dotlock::Silent,
             )
             .unwrap() else {
                 panic!("the dot-lock is free in this benchmark")

@@ -138,7 +138,12 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         })
         .collect::<Vec<_>>();
     if !entries.is_empty() {
-        cache.write(entries)?;
+        let n = entries.len();
+        let totals = cache.write(entries)?;
+        ctx.debug(format_args!(
+            "{n} entries written in one commit; index updated: {} bytes in {} entries",
+            totals.bytes, totals.entries
+        ));
     }
     for b in &bad {
         ctx.note(format_args!("line {}: {} (skipped)", b.line, b.why));

@@ -88,6 +88,19 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         .cache(a.dir.as_deref())?
         .with_progress(super::progress::for_call(m));
     let report = cache.evict(&a.policy)?;
+    ctx.debug(format_args!(
+        "entries {}: {}; index {}: {} bytes in {} entries (before: {} bytes, walked under the lock)",
+        if a.policy.dry_run {
+            "that would go"
+        } else {
+            "evicted"
+        },
+        report.removed.len(),
+        if a.policy.dry_run { "unchanged" } else { "now" },
+        report.after.bytes,
+        report.after.entries,
+        report.before.bytes
+    ));
     if a.json {
         let text = serde_json::to_string(&report)
             .map_err(|e| Error::General(format!("cannot encode the report: {e}")))?;

@@ -209,6 +209,18 @@ pub const PERF_METRICS: &[Example] = &[
         "Fail when a health rule does not hold.",
     ),
     ex("perf-metrics cleanup", "Trim the log atomically."),
+    ex(
+        "perf-metrics serve",
+        "Serve JSON, Prometheus text and a live page on http://127.0.0.1:9464/.",
+    ),
+    ex(
+        "perf-metrics report --html metrics.html",
+        "Write the page as one static file, e.g. a CI artifact.",
+    ),
+    ex(
+        "perf-metrics --prometheus --textfile /var/lib/node_exporter/ffkit.prom",
+        "Feed node_exporter's textfile collector (atomic write).",
+    ),
 ];
 
 /// `install-links`.

@@ -1,20 +1,23 @@
 //! The flock(1) persona: ffkit invoked through a symlink named `flock`
-//! accepts util-linux flock's command line — `flock [OPTS] FILE CMD [ARGS]`,
-//! `flock [OPTS] FILE -c CMD`, `flock [OPTS] FD` — with its abbreviated long
-//! options (`--nonb`), its exit codes (1 on conflict or timeout, `-E`
-//! overrides; silent unless `--verbose`) and its waiting default (forever;
-//! LOCK_TIMEOUT does not apply). It runs on the same engine as
-//! `lock-acquire` (waits in the kernel, lock not inherited by background
-//! children unless `--inherit`... see docs/locks.md for the differences).
+//! accepts util-linux 2.42 flock's command line — `flock [OPTS] FILE CMD
+//! [ARGS]`, `flock [OPTS] FILE -c CMD`, `flock [OPTS] FD` — with its
+//! abbreviated long options (`--nonb`), `--fcntl` open file description
+//! locks with `--start`/`--length` ranges (either implies `--fcntl`), its
+//! exit codes (1 on conflict or timeout, `-E` overrides; silent unless
+//! `--verbose`, whose lines go to stdout) and its waiting default (forever;
+//! LOCK_TIMEOUT does not apply). Argument parsing only: it runs on the same
+//! front end and engine as `lock-acquire` (docs/locks.md lists the
+//! remaining differences).
 
 use super::ExitCode;
 use std::ffi::OsString;
 
-use clap::{Arg, ArgAction, ArgMatches, Command};
+use clap::{Arg, ArgMatches, Command};
 
 use super::Ctx;
-use super::lock_acquire::{Request, WaitSpec, execute, kind_and_wait, shell};
+use super::lock_args::{LockArgs, common_lock_args, execute, shell};
 use crate::error::{Error, Result};
+use crate::lock::WaitSpec;
 use crate::lock::run::Program;
 
 pub fn command() -> Command {
@@ -41,79 +44,7 @@ pub fn command() -> Command {
                 .value_parser(clap::value_parser!(OsString))
                 .help("Command and arguments, or -c COMMAND"),
         )
-        .arg(
-            Arg::new("shared")
-                .short('s')
-                .long("shared")
-                .action(ArgAction::SetTrue)
-                .help("Get a shared lock"),
-        )
-        .arg(
-            Arg::new("exclusive")
-                .short('x')
-                .short_alias('e')
-                .long("exclusive")
-                .action(ArgAction::SetTrue)
-                .help("Get an exclusive lock (default)"),
-        )
-        .arg(
-            Arg::new("unlock")
-                .short('u')
-                .long("unlock")
-                .action(ArgAction::SetTrue)
-                .help("Remove a lock"),
-        )
-        .arg(
-            Arg::new("nonblock")
-                .short('n')
-                .long("nonblock")
-                .alias("nb")
-                .action(ArgAction::SetTrue)
-                .help("Fail rather than wait"),
-        )
-        .arg(
-            Arg::new("timeout")
-                .short('w')
-                .long("timeout")
-                .alias("wait")
-                .value_name("SECS")
-                .value_parser(|s: &str| crate::units::parse_seconds(s))
-                .help("Wait for a limited amount of time"),
-        )
-        .arg(
-            Arg::new("conflict")
-                .short('E')
-                .long("conflict-exit-code")
-                .value_name("NUMBER")
-                .value_parser(clap::value_parser!(u8))
-                .help("Exit code after conflict or timeout"),
-        )
-        .arg(
-            Arg::new("close")
-                .short('o')
-                .long("close")
-                .action(ArgAction::SetTrue)
-                .help("Close file descriptor before running command"),
-        )
-        .arg(
-            Arg::new("no_fork")
-                .short('F')
-                .long("no-fork")
-                .action(ArgAction::SetTrue)
-                .help("Execute command without forking"),
-        )
-        .arg(
-            Arg::new("inherit")
-                .long("inherit")
-                .action(ArgAction::SetTrue)
-                .help("ffkit: let the command's children keep the lock"),
-        )
-        .arg(
-            Arg::new("verbose")
-                .long("verbose")
-                .action(ArgAction::SetTrue)
-                .help("Increase verbosity"),
-        )
+        .args(common_lock_args())
 }
 
 pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
@@ -148,27 +79,10 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     } else {
         None
     };
-    let (kind, wait) = kind_and_wait(m, WaitSpec::Forever);
-    let req = Request {
-        target: Some(target),
-        fd,
-        program,
-        kind,
-        unlock: m.get_flag("unlock"),
-        wait,
-        conflict_code: m.get_one::<u8>("conflict").copied(),
-        close: m.get_flag("close"),
-        no_fork: m.get_flag("no_fork"),
-        inherit: m.get_flag("inherit"),
-        dotlock: false,
-        owner: None,
-        lock_dir: None,
-        session: false,
-        verbose: m.get_flag("verbose"),
-        quiet: false,
-        prepare: false,
-        quiet_wait: false,
-        persona: true,
-    };
-    execute(req, ctx)
+    let mut a = LockArgs::from_common(m, WaitSpec::Forever);
+    a.target = Some(target);
+    a.fd = fd;
+    a.program = program;
+    a.persona = true;
+    execute(a, ctx)
 }

@@ -1,16 +1,16 @@
-//! `lock-release`: drop a named lock taken by `lock-acquire NAME` (kernel or
-//! dot-lock), or the lock on the caller's descriptor (`--fd N`).
+//! `lock-release`: drop a named lock taken by `lock-acquire NAME` or the
+//! wrappers (kernel or dot-lock), or the lock on the caller's descriptor
+//! (`--fd N`). Argument parsing only; the logic is `lock::release`.
 
 use super::ExitCode;
 use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use super::lock_acquire::{lock_dir_arg, owner_arg, session_arg, unlock_fd};
+use super::lock_args::{Releasing, lock_dir_arg, owner_arg, release_named, session_arg, unlock_fd};
 use super::{Ctx, quiet_arg};
-use crate::error::{Error, ExitKind, Result};
-use crate::lock::holder::{self, Holder, KIND_DOTLOCK};
-use crate::lock::{self, dotlock, named};
+use crate::error::Result;
+use crate::lock;
 
 pub fn command() -> Command {
     Command::new("lock-release")
@@ -54,36 +54,21 @@ pub fn command() -> Command {
         .arg(quiet_arg())
 }
 
-/// A named release request.
-pub(super) struct Release {
-    pub target: String,
-    pub force: bool,
-    pub owner: Option<u32>,
-    pub lock_dir: Option<PathBuf>,
-    pub session: bool,
-    pub dotlock: bool,
-    pub quiet: bool,
+struct Args {
+    target: Option<String>,
+    fd: Option<i32>,
+    force: bool,
+    owner: Option<u32>,
+    lock_dir: Option<PathBuf>,
+    session: bool,
+    dotlock: bool,
+    quiet: bool,
 }
 
 pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
-    if let Some(fd) = m.get_one::<i32>("fd") {
-        let path = match m.get_one::<String>("target") {
-            Some(t) => Some(lock::resolve(
-                t,
-                &ctx.cfg,
-                m.get_one::<PathBuf>("lock_dir").map(PathBuf::as_path),
-                m.get_flag("session"),
-            )?),
-            None => None,
-        };
-        let owner = match m.get_one::<u32>("owner") {
-            Some(&p) => p,
-            None => lock::parent_pid(),
-        };
-        return unlock_fd(*fd, path.as_deref(), owner, m.get_flag("quiet"));
-    }
-    let rel = Release {
-        target: m.get_one::<String>("target").cloned().unwrap_or_default(),
+    let a = Args {
+        target: m.get_one::<String>("target").cloned(),
+        fd: m.get_one::<i32>("fd").copied(),
         force: m.get_flag("force"),
         owner: m.get_one::<u32>("owner").copied(),
         lock_dir: m.get_one::<PathBuf>("lock_dir").cloned(),
@@ -91,79 +76,30 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         dotlock: m.get_flag("dotlock"),
         quiet: m.get_flag("quiet"),
     };
-    release_named(&rel, ctx)
-}
-
-fn owner_text(h: &Holder) -> String {
-    let mut s = format!("pid {}", h.pid);
-    if !h.command.is_empty() {
-        s.push_str(&format!(" ({})", h.command));
-    }
-    if h.host != holder::hostname() {
-        s.push_str(&format!(" on {}", h.host));
-    }
-    s
-}
-
-/// Releases a named lock, checking ownership.
-pub(super) fn release_named(rel: &Release, ctx: &mut Ctx) -> Result<ExitCode> {
-    let path = lock::resolve(&rel.target, &ctx.cfg, rel.lock_dir.as_deref(), rel.session)?;
-    // Whose release this is: --owner, else our ancestors (the calling shell
-    // and the shells above it).
-    let as_pids = match rel.owner {
-        Some(p) => vec![p],
-        // The caller itself counts too: `sh -c 'ffkit lock-acquire n;
-        // ffkit lock-release n'` execs the last command in place of the
-        // shell, so the releasing process is the owner.
-        None => {
-            let me = std::process::id();
-            let mut v = vec![me];
-            v.extend(holder::ancestors(me));
-            v
-        }
-    };
-    let name = &rel.target;
-    let is_dotlock = rel.dotlock
-        || dotlock::look(&path)?
-            .and_then(|s| s.holder)
-            .is_some_and(|h| h.kind == KIND_DOTLOCK);
-    let outcome: std::result::Result<Holder, (bool, Option<Holder>)> = if is_dotlock {
-        let may = |h: &Holder| rel.force || as_pids.contains(&h.pid);
-        match dotlock::release(&path, &may)? {
-            Ok(h) => Ok(h),
-            Err(dotlock::NotReleased::NotHeld) => Err((true, None)),
-            Err(dotlock::NotReleased::NotOwner(h)) => Err((false, Some(h))),
-        }
-    } else {
-        let who = named::Releaser {
-            as_pids,
-            force: rel.force,
+    if let Some(fd) = a.fd {
+        let path = match &a.target {
+            Some(t) => Some(lock::resolve(
+                t,
+                &ctx.cfg,
+                a.lock_dir.as_deref(),
+                a.session,
+            )?),
+            None => None,
         };
-        match named::release(&path, &who)? {
-            Ok(h) => Ok(h),
-            Err(named::NotReleased::NotHeld { .. }) => Err((true, None)),
-            Err(named::NotReleased::NotOwner(h)) => Err((false, Some(h))),
-        }
-    };
-    match outcome {
-        Ok(h) => {
-            ctx.debug(format_args!("{name}: released (owner {})", owner_text(&h)));
-            Ok(ExitCode::SUCCESS)
-        }
-        Err((true, _)) => {
-            if rel.quiet {
-                return Ok(ExitCode::from(ExitKind::NotFound.code()));
-            }
-            Err(Error::NotFound(format!("{name}: not held")))
-        }
-        Err((false, h)) => {
-            if rel.quiet {
-                return Ok(ExitCode::from(ExitKind::Conflict.code()));
-            }
-            let owner = h.as_ref().map_or_else(|| "someone else".into(), owner_text);
-            Err(Error::Conflict(format!(
-                "{name}: held by {owner}, not by you (use --force to release it anyway)"
-            )))
-        }
+        let owner = a.owner.unwrap_or_else(lock::parent_pid);
+        return unlock_fd(fd, path.as_deref(), owner, a.quiet);
     }
+    let target = a.target.unwrap_or_default();
+    release_named(
+        ctx,
+        &target,
+        &Releasing {
+            force: a.force,
+            owner: a.owner,
+            lock_dir: a.lock_dir.as_deref(),
+            session: a.session,
+            dotlock: a.dotlock,
+            quiet: a.quiet,
+        },
+    )
 }

@@ -1,18 +1,15 @@
-//! `lock-status`: is a lock held, and by whom. The kernel is asked first
-//! (a record left by a holder that died is never taken for a holder).
+//! `lock-status`: is a lock held, and by whom. Argument parsing and output
+//! only; the verdict is `lock::status`, the same one `lock-release` uses.
 
 use super::ExitCode;
 use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
-use serde_json::{Value, json};
 
-use super::lock_acquire::{lock_dir_arg, session_arg};
+use super::lock_args::{lock_dir_arg, session_arg};
 use super::{Ctx, json_arg, quiet_arg, write_stdout};
 use crate::error::{Error, Result};
-use crate::lock::holder::{self, Holder, KIND_DOTLOCK};
-use crate::lock::kernel::{self, Probe};
-use crate::lock::{self, dotlock};
+use crate::lock::{self, status};
 
 pub fn command() -> Command {
     Command::new("lock-status")
@@ -50,17 +47,6 @@ struct Args {
     quiet: bool,
 }
 
-/// What status found.
-struct Status {
-    held: bool,
-    kind: &'static str,
-    mode: Option<&'static str>,
-    pid: Option<u32>,
-    command: Option<String>,
-    record: Option<Holder>,
-    stale: bool,
-}
-
 pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let a = Args {
         target: m.get_one::<String>("target").cloned().unwrap_or_default(),
@@ -71,7 +57,8 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         quiet: m.get_flag("quiet"),
     };
     let path = lock::resolve(&a.target, &ctx.cfg, a.lock_dir.as_deref(), a.session)?;
-    let st = status(&path, a.dotlock, ctx)?;
+    let is_name = !a.target.contains('/');
+    let st = status::status(&path, a.dotlock, is_name, ctx.cfg.lock_stale_after)?;
     let code = if st.held {
         ExitCode::SUCCESS
     } else {
@@ -81,123 +68,12 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         return Ok(code);
     }
     if a.json {
-        let mut out = serde_json::to_vec(&to_json(&a.target, &path, &st))
+        let mut out = serde_json::to_vec(&st.json(&a.target, &path))
             .map_err(|e| Error::General(format!("cannot render JSON: {e}")))?;
         out.push(b'\n');
         write_stdout(&out)?;
     } else {
-        write_stdout(to_text(&a.target, &st).as_bytes())?;
+        write_stdout(st.text(&a.target).as_bytes())?;
     }
     Ok(code)
-}
-
-fn status(path: &std::path::Path, force_dot: bool, ctx: &Ctx) -> Result<Status> {
-    let seen = dotlock::look(path)?;
-    let dot_rec = seen
-        .as_ref()
-        .and_then(|s| s.holder.clone())
-        .filter(|h| h.kind == KIND_DOTLOCK);
-    if force_dot || dot_rec.is_some() {
-        let stale = seen
-            .as_ref()
-            .is_some_and(|s| s.is_stale(ctx.cfg.lock_stale_after));
-        return Ok(Status {
-            held: seen.is_some(),
-            kind: "dotlock",
-            mode: seen.as_ref().map(|_| "exclusive"),
-            pid: dot_rec.as_ref().map(|h| h.pid),
-            command: dot_rec.as_ref().map(|h| h.command.clone()),
-            record: dot_rec,
-            stale,
-        });
-    }
-    let f = match kernel::open_lock_file_existing(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(free("kernel"));
-        }
-        Err(e) => return Err(Error::io("cannot open lock file", path, e)),
-    };
-    let probe = kernel::probe_file(&f).map_err(|e| Error::io("cannot probe", path, e))?;
-    let exclusive = match probe {
-        Probe::Missing | Probe::Free => return Ok(free("kernel")),
-        Probe::Held { exclusive } => exclusive,
-    };
-    let who = holder::who_of_file(&f);
-    Ok(Status {
-        held: true,
-        kind: "kernel",
-        mode: Some(if exclusive { "exclusive" } else { "shared" }),
-        pid: who.pid,
-        command: who.command,
-        record: who.record,
-        stale: false,
-    })
-}
-
-fn free(kind: &'static str) -> Status {
-    Status {
-        held: false,
-        kind,
-        mode: None,
-        pid: None,
-        command: None,
-        record: None,
-        stale: false,
-    }
-}
-
-fn rfc3339(epoch: f64) -> Option<String> {
-    let t = jiff::Timestamp::from_second(epoch.floor() as i64).ok()?;
-    Some(t.to_string())
-}
-
-fn to_text(name: &str, st: &Status) -> String {
-    if !st.held {
-        return format!("{name}: free\n");
-    }
-    let mut s = format!("{name}: held ({}", st.mode.unwrap_or("exclusive"));
-    if st.kind == "dotlock" {
-        s.push_str(", dotlock");
-    }
-    s.push(')');
-    if let Some(pid) = st.pid {
-        s.push_str(&format!(" by pid {pid}"));
-    }
-    if let Some(r) = st.record.as_ref().filter(|r| !r.host.is_empty()) {
-        s.push_str(&format!(" on {}", r.host));
-    }
-    if let Some(c) = st.command.as_deref().filter(|c| !c.is_empty()) {
-        s.push_str(&format!(", command: {c}"));
-    }
-    if let Some(r) = &st.record {
-        if let Some(t) = rfc3339(r.since) {
-            s.push_str(&format!(", since {t}"));
-        }
-        s.push_str(&format!(" (age {:.1}s)", r.age()));
-    }
-    if st.stale {
-        s.push_str(", STALE (the next acquirer will remove it)");
-    }
-    s.push('\n');
-    s
-}
-
-fn to_json(name: &str, path: &std::path::Path, st: &Status) -> Value {
-    let r = st.record.as_ref();
-    json!({
-        "lock": name,
-        "path": path.to_string_lossy(),
-        "state": if st.held { "held" } else { "free" },
-        "kind": st.kind,
-        "mode": st.mode,
-        "pid": st.pid,
-        "host": r.map(|r| r.host.clone()),
-        "command": st.command,
-        "since": r.and_then(|r| rfc3339(r.since)),
-        "since_epoch": r.map(|r| r.since),
-        "age_seconds": r.map(|r| (r.age() * 1000.0).round() / 1000.0),
-        "holder_pid": r.and_then(|r| r.holder_pid),
-        "stale": st.stale,
-    })
 }

@@ -33,6 +33,7 @@ mod flock;
 mod init;
 pub mod install_links;
 mod lock_acquire;
+mod lock_args;
 mod lock_release;
 mod lock_status;
 mod perf_metrics;
@@ -229,7 +230,10 @@ impl Ctx {
             chosen.origin.describe()
         ));
         let dir = chosen.path.clone();
-        let cache = Cache::open(chosen, &self.cfg)?;
+        let cache = Cache::open(chosen, &self.cfg).inspect_err(|_| {
+            // A refused dir gets no row, neither in it nor in another log.
+            self.metric = None;
+        })?;
         self.metric_dir = Some(dir);
         let note = io::stderr().is_terminal().then(|| {
             let prog = self.prog.clone();

@@ -1,10 +1,13 @@
-//! `perf-metrics`: report, record, time, check and clean the CSV metrics log.
+//! `perf-metrics`: report, record, time, check, clean and serve the CSV
+//! metrics log.
 //!
-//! The report formats are the exporters of `metrics::export`; everything
-//! here is argument handling and printing.
+//! The report formats are the exporters of `metrics::export` and the HTTP
+//! server is `metrics::serve`; everything here is argument handling and
+//! printing.
 
 use super::ExitCode;
 use std::ffi::OsString;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -14,8 +17,9 @@ use super::{Ctx, dir_arg, json_arg, write_stdout};
 use crate::error::{Error, Result};
 use crate::metrics::aggregate::{self, Filter, Report};
 use crate::metrics::check::{self, Status};
-use crate::metrics::export::{Exporter, Json, Prometheus, Table, table::human_ms};
+use crate::metrics::export::{self, Exporter, Html, Json, Prometheus, Table, table::human_ms};
 use crate::metrics::log::{self, Cleanup};
+use crate::metrics::serve;
 use crate::metrics::{self, StampUnit};
 use crate::units;
 
@@ -56,12 +60,13 @@ pub fn command() -> Command {
                 .help("Print the Prometheus text exposition format (a summary per operation)"),
         )
         .arg(
-            Arg::new("op")
-                .long("op")
-                .value_name("NAME")
-                .action(ArgAction::Append)
-                .help("Only this operation (repeatable)"),
+            Arg::new("textfile")
+                .long("textfile")
+                .value_name("PATH")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("With --prometheus: write PATH atomically (temp file + rename) instead of stdout, for node_exporter's textfile collector"),
         )
+        .arg(op_arg())
         .subcommand(
             Command::new("record")
                 .about("Append one row: OP DURATION_MS, or OP START END / --start S --end E")
@@ -135,6 +140,54 @@ pub fn command() -> Command {
                 .arg(json_arg().help("Print the verdict of every rule as JSON")),
         )
         .subcommand(
+            Command::new("serve")
+                .about("Serve the metrics over HTTP: JSON, Prometheus text and a live page")
+                .long_about(
+                    "Serve the metrics log over HTTP until killed: GET /api/performance/metrics \
+                     (exactly perf-metrics --json), GET /metrics (Prometheus text) and GET / (a \
+                     self-contained page with a table and charts per operation that refreshes \
+                     itself), each taking ?since=DURATION and ?op=NAME (repeatable). Listens on \
+                     loopback unless --listen says otherwise. There is no authentication: anyone \
+                     who can connect can read the metrics. --since sets the filter of requests \
+                     that give none.",
+                )
+                .arg(
+                    Arg::new("listen")
+                        .long("listen")
+                        .value_name("ADDR")
+                        .default_value(serve::DEFAULT_LISTEN)
+                        .value_parser(parse_listen)
+                        .help("Address to listen on: HOST:PORT, [IPv6]:PORT, or PORT for 127.0.0.1 (port 0: any free port)"),
+                )
+                .arg(
+                    Arg::new("refresh")
+                        .long("refresh")
+                        .value_name("SECONDS")
+                        .default_value("10")
+                        .value_parser(clap::value_parser!(u32))
+                        .help("Seconds between the page's own refreshes (0: only its Refresh button)"),
+                ),
+        )
+        .subcommand(
+            Command::new("report")
+                .about("Write the metrics page as one static HTML file")
+                .long_about(
+                    "Write the page that perf-metrics serve shows (table, latency distribution and \
+                     p95 over time per operation) as one self-contained HTML file, atomically (a \
+                     temp file renamed over FILE), e.g. as a CI artifact. It loads nothing from \
+                     the network and has no script.",
+                )
+                .arg(
+                    Arg::new("html")
+                        .long("html")
+                        .value_name("FILE")
+                        .required(true)
+                        .value_parser(clap::value_parser!(PathBuf))
+                        .help("Write the page to FILE"),
+                )
+                .arg(op_arg()),
+        )
+        .subcommand(
             Command::new("cleanup")
                 .about("Trim the log atomically (default: keep the newest 1000 rows)")
                 .long_about(
@@ -161,6 +214,35 @@ pub fn command() -> Command {
         )
 }
 
+fn op_arg() -> Arg {
+    Arg::new("op")
+        .long("op")
+        .value_name("NAME")
+        .action(ArgAction::Append)
+        .help("Only this operation (repeatable)")
+}
+
+/// `--listen`: `HOST:PORT`, `[V6]:PORT`, a bare port (loopback), or a name
+/// that resolves (`localhost:9464`).
+fn parse_listen(s: &str) -> std::result::Result<SocketAddr, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("expected HOST:PORT, [IPv6]:PORT or PORT, got '{s}'"))
+}
+
+fn ops_of(m: &ArgMatches) -> Vec<String> {
+    m.get_many::<String>("op")
+        .map(|v| v.cloned().collect())
+        .unwrap_or_default()
+}
+
 enum Format {
     Table,
     Json,
@@ -177,6 +259,8 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         Some(("time", sm)) => time(sm, ctx, &path),
         Some(("check", sm)) => run_check(sm, ctx, &path, since),
         Some(("cleanup", sm)) => cleanup(sm, ctx, &path),
+        Some(("serve", sm)) => serve(sm, ctx, &path, since_text(sm)),
+        Some(("report", sm)) => html_report(sm, ctx, &path, since),
         _ => {
             let format = if m.get_flag("json") {
                 Format::Json
@@ -185,11 +269,19 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             } else {
                 Format::Table
             };
-            let ops = m
-                .get_many::<String>("op")
-                .map(|v| v.cloned().collect())
-                .unwrap_or_default();
-            report(ctx, &path, Filter { ops, since }, format)
+            let textfile = m.get_one::<PathBuf>("textfile").cloned();
+            // clap's `requires` counts the flag's default (false) as given.
+            if textfile.is_some() && !matches!(format, Format::Prometheus) {
+                return Err(Error::Usage(format!(
+                    "--textfile needs --prometheus (see '{} --help')",
+                    ctx.prog
+                )));
+            }
+            let filter = Filter {
+                ops: ops_of(m),
+                since,
+            };
+            report(ctx, &path, filter, format, textfile.as_deref())
         }
     }
 }
@@ -207,7 +299,13 @@ fn read_report(ctx: &Ctx, path: &Path, filter: Filter) -> Result<Report> {
     Ok(r)
 }
 
-fn report(ctx: &Ctx, path: &Path, filter: Filter, format: Format) -> Result<ExitCode> {
+fn report(
+    ctx: &Ctx,
+    path: &Path,
+    filter: Filter,
+    format: Format,
+    textfile: Option<&Path>,
+) -> Result<ExitCode> {
     let r = read_report(ctx, path, filter)?;
     let exporter: &dyn Exporter = match format {
         Format::Table => &Table,
@@ -217,8 +315,92 @@ fn report(ctx: &Ctx, path: &Path, filter: Filter, format: Format) -> Result<Exit
     if matches!(format, Format::Table) && r.ops.is_empty() {
         ctx.note(format_args!("no metrics in {}", path.display()));
     }
-    write_stdout(exporter.render(&r).as_bytes())?;
+    let text = exporter.render(&r);
+    match textfile {
+        Some(dest) => export::write_file(dest, text.as_bytes())?,
+        None => write_stdout(text.as_bytes())?,
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+struct ServeArgs {
+    listen: SocketAddr,
+    refresh: u32,
+}
+
+fn serve(m: &ArgMatches, ctx: &Ctx, path: &Path, since: Option<String>) -> Result<ExitCode> {
+    let a = ServeArgs {
+        listen: m
+            .get_one::<SocketAddr>("listen")
+            .copied()
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464))),
+        refresh: m.get_one::<u32>("refresh").copied().unwrap_or(10),
+    };
+    let server = serve::bind(serve::Options {
+        listen: a.listen,
+        log: path.to_path_buf(),
+        cfg: ctx.cfg.clone(),
+        refresh: a.refresh,
+        default_since: since,
+    })?;
+    let addr = server.local_addr();
+    if !addr.ip().is_loopback() {
+        ctx.note(format_args!(
+            "warning: {addr} is not a loopback address and the server has no authentication: \
+             anyone who can connect can read the metrics"
+        ));
+    }
+    ctx.note(format_args!(
+        "serving {} on http://{addr}/ (JSON: /api/performance/metrics, Prometheus: /metrics)",
+        path.display()
+    ));
+    server.run()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+struct HtmlArgs {
+    dest: PathBuf,
+    ops: Vec<String>,
+}
+
+fn html_report(m: &ArgMatches, ctx: &Ctx, path: &Path, since: Option<i64>) -> Result<ExitCode> {
+    let a = HtmlArgs {
+        dest: m.get_one::<PathBuf>("html").cloned().unwrap_or_default(),
+        ops: ops_of(m),
+    };
+    let mut filters = Vec::new();
+    if let Some(s) = since_text(m) {
+        filters.push(format!("since {s}"));
+    }
+    if !a.ops.is_empty() {
+        filters.push(format!("op {}", a.ops.join(", ")));
+    }
+    let filter = Filter { ops: a.ops, since };
+    let r = aggregate::aggregate_with_series(path, filter)?;
+    if r.malformed > 0 {
+        ctx.note(format_args!(
+            "skipped {} malformed row{} in {}",
+            r.malformed,
+            if r.malformed == 1 { "" } else { "s" },
+            path.display()
+        ));
+    }
+    let page = Html {
+        source: path.display().to_string(),
+        generated: ctx.cfg.now(),
+        filters: filters.join(" · "),
+        refresh: None,
+    }
+    .render(&r);
+    export::write_file(&a.dest, page.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `--since` text as typed (global, so it may sit on the subcommand).
+fn since_text(m: &ArgMatches) -> Option<String> {
+    m.get_raw("since")
+        .and_then(|mut v| v.next())
+        .map(|s| s.to_string_lossy().into_owned())
 }
 
 struct RecordArgs {
@@ -259,7 +441,7 @@ fn record(m: &ArgMatches, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
 }
 
 fn time(m: &ArgMatches, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
-    use std::os::unix::process::ExitStatusExt;
+    use crate::lock::run::{self, Ended, Options, Program};
     let op = m
         .get_one::<String>("operation")
         .cloned()
@@ -269,22 +451,26 @@ fn time(m: &ArgMatches, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
         .map(|v| v.cloned().collect())
         .unwrap_or_default();
     metrics::validate_op(&op)?;
-    let Some((prog, args)) = cmd.split_first() else {
+    if cmd.is_empty() {
         return Err(Error::Validation("time needs a command after --".into()));
-    };
+    }
+    let prog = Program::Argv(cmd);
     let start = Instant::now();
-    let mut child = match std::process::Command::new(prog).args(args).spawn() {
-        Ok(c) => c,
-        Err(e) => {
-            let code = if e.kind() == std::io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
+    // The crate's one child runner: 126/127, 128+signal, SIGINT/SIGQUIT
+    // left to the child (docs/locks.md, "Command mode").
+    let ended = run::run(&prog, Options::default());
+    let ended = match ended {
+        Ended::NotStarted(1, e) => {
+            return Err(Error::General(format!(
+                "cannot wait for {}: {e}",
+                prog.name()
+            )));
+        }
+        Ended::NotStarted(code, e) => {
             ctx.note(format_args!(
                 "cannot run {}: {}",
-                prog.to_string_lossy(),
-                Error::io("cannot run", prog, e)
+                prog.name(),
+                Error::io("cannot run", prog.name(), e)
                     .to_string()
                     .rsplit(": ")
                     .next()
@@ -292,27 +478,13 @@ fn time(m: &ArgMatches, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
             ));
             return Ok(ExitCode::from(code));
         }
+        ended => ended,
     };
-    // Like a shell waiting for a foreground job: ^C and ^\ go to the child
-    // (same process group); we stay to record its time and pass on its end.
-    // SAFETY: setting a signal disposition to SIG_IGN has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
-    }
-    let status = child
-        .wait()
-        .map_err(|e| Error::io("cannot wait for", prog, e))?;
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     if let Err(e) = metrics::record(&ctx.cfg, path, &op, ms) {
         ctx.note(format_args!("metric not recorded: {e}"));
     }
-    let code = match (status.code(), status.signal()) {
-        (Some(c), _) => c,
-        (None, Some(sig)) => 128 + sig,
-        (None, None) => 1,
-    };
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+    Ok(ExitCode::from(ended.code()))
 }
 
 fn run_check(m: &ArgMatches, ctx: &Ctx, path: &Path, since: Option<i64>) -> Result<ExitCode> {

@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 
 /// A break lock older than this was left by a crash and is removed.
-pub const BREAK_STALE: Duration = Duration::from_secs(10);
+pub(crate) const BREAK_STALE: Duration = Duration::from_secs(10);
 
 /// A dot-lock we hold: its path and the inode we linked.
 pub struct Held {
@@ -39,27 +39,76 @@ pub struct Held {
 }
 
 /// What is at a lock path now.
-pub struct Seen {
+pub(crate) struct Seen {
     pub holder: Option<Holder>,
     pub ino: u64,
     /// Seconds since the file was last modified.
     pub mtime_age: f64,
+    /// The file's size (a damaged record is not an empty file).
+    pub size: u64,
 }
 
 impl Seen {
-    /// Stale: the holder is on this host and gone, or the lock is older
-    /// than `stale_after` (by its record, or by mtime when unreadable).
-    pub fn is_stale(&self, stale_after: Duration) -> bool {
-        let limit = stale_after.as_secs_f64();
+    /// Stale (docs/locks.md, "`--dotlock`"): a holder on this host is
+    /// stale exactly when it is gone — its pid with its start time, and the
+    /// command it runs, if any — whatever its age; a live one never is.
+    /// Age counts only for a holder that cannot be checked (another host,
+    /// or an unreadable record), and it is the age of the file's mtime,
+    /// which a live command-mode holder refreshes (the heartbeat): "no
+    /// sign of life for `stale_after`", not "started long ago".
+    pub(crate) fn is_stale(&self, stale_after: Duration) -> bool {
         match &self.holder {
-            Some(h) => h.owner_gone() || h.age() > limit,
-            None => self.mtime_age > limit,
+            Some(h) if h.pid != 0 && h.host == holder::hostname() => h.owner_gone(),
+            _ => self.mtime_age > stale_after.as_secs_f64(),
         }
     }
 }
 
+/// The heartbeat period for a lock that counts as stale after `stale_after`
+/// without a sign of life: a quarter of it, between 1 ms and 60 s.
+pub(crate) fn heartbeat_every(stale_after: Duration) -> Duration {
+    (stale_after / 4).clamp(Duration::from_millis(1), Duration::from_secs(60))
+}
+
+/// Refreshes the mtime of our lock (if it is still the inode we linked), so
+/// a waiter elsewhere sees a sign of life.
+pub(crate) fn heartbeat(h: &Held) {
+    if let Ok(f) = super::kernel::open_lock_file_existing(&h.path)
+        && f.metadata().is_ok_and(|m| m.ino() == h.ino)
+    {
+        let now = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_OMIT,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: 0,
+                tv_nsec: rustix::fs::UTIME_NOW,
+            },
+        };
+        let _ = rustix::fs::futimens(&f, &now);
+    }
+}
+
+/// Rewrites our lock's record in place (same inode) to name the command
+/// that runs under it, so a holder killed while its command runs is not
+/// taken for gone: the lock stays until the command ends too.
+pub(crate) fn set_runner(h: &Held, rec: &Holder, pid: u32) {
+    let mut rec = rec.clone();
+    rec.holder_pid = Some(pid);
+    rec.holder_start = holder::start_time(pid);
+    if let Ok(f) = fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&h.path)
+        && f.metadata().is_ok_and(|m| m.ino() == h.ino)
+    {
+        let _ = holder::write_to(&f, &rec);
+    }
+}
+
 /// Reads the lock at `path`; `None` when there is none.
-pub fn look(path: &Path) -> Result<Option<Seen>> {
+pub(crate) fn look(path: &Path) -> Result<Option<Seen>> {
     let mut f = match super::kernel::open_lock_file_existing(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -75,6 +124,7 @@ pub fn look(path: &Path) -> Result<Option<Seen>> {
         holder: Holder::parse(&buf),
         ino: m.ino(),
         mtime_age,
+        size: m.len(),
     }))
 }
 
@@ -190,17 +240,30 @@ fn with_break_lock<T>(
     out.map(Some)
 }
 
+/// What a dot-lock acquisition reports while it works.
+pub trait Events {
+    /// Once, before the first sleep, with what holds the lock.
+    fn waiting(&mut self, _holder: Option<&Holder>) {}
+    /// Every sleep of the backoff schedule.
+    fn sleeping(&mut self, _d: Duration) {}
+    /// A stale lock was broken (removed); its record, if readable.
+    fn broke(&mut self, _holder: Option<&Holder>) {}
+}
+
+/// Hears nothing.
+pub struct Silent;
+
+impl Events for Silent {}
+
 /// Takes the dot-lock at `path` with record `rec`, polling on `schedule`
-/// until `wait` runs out. `on_wait` runs once before the first sleep with
-/// what is there; `on_sleep` sees every sleep.
+/// until `wait` runs out, reporting to `ev`.
 pub fn acquire(
     path: &Path,
     rec: &Holder,
     stale_after: Duration,
     wait: Wait,
     schedule: Schedule,
-    on_wait: &mut dyn FnMut(Option<&Holder>),
-    on_sleep: &mut dyn FnMut(Duration),
+    ev: &mut dyn Events,
 ) -> Result<std::result::Result<Held, Denied>> {
     let line = rec.to_line();
     let deadline = match wait {
@@ -223,12 +286,15 @@ pub fn acquire(
             // Re-judged under the break lock: only the very inode we saw,
             // and only if it is still stale.
             let judged = seen.ino;
-            with_break_lock(path, Duration::from_secs(2), || match look(path)? {
+            let broke = with_break_lock(path, Duration::from_secs(2), || match look(path)? {
                 Some(now) if now.ino == judged && now.is_stale(stale_after) => {
                     remove_if_same(path, judged)
                 }
                 _ => Ok(false),
             })?;
+            if broke == Some(true) {
+                ev.broke(seen.holder.as_ref());
+            }
             continue;
         }
         if wait == Wait::NonBlocking {
@@ -236,7 +302,7 @@ pub fn acquire(
         }
         if !announced {
             announced = true;
-            on_wait(seen.holder.as_ref());
+            ev.waiting(seen.holder.as_ref());
         }
         let Some(d) = sleeps.next_at(Instant::now()) else {
             return Ok(Err(Denied::TimedOut));
@@ -251,7 +317,7 @@ pub fn acquire(
                 None => Ok(Err(Denied::TimedOut)),
             };
         }
-        on_sleep(d);
+        ev.sleeping(d);
         std::thread::sleep(d);
     }
 }
@@ -272,14 +338,14 @@ pub fn release_held(h: &Held) -> Result<()> {
 }
 
 /// Why a named dot-lock release did nothing.
-pub enum NotReleased {
+pub(crate) enum NotReleased {
     NotHeld,
     NotOwner(Holder),
 }
 
 /// Releases a named dot-lock if `may(record)` allows; removal is of the
 /// inode whose record was checked, under the break lock.
-pub fn release(
+pub(crate) fn release(
     path: &Path,
     may: &dyn Fn(&Holder) -> bool,
 ) -> Result<std::result::Result<Holder, NotReleased>> {

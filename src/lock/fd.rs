@@ -25,18 +25,13 @@ use crate::error::{Error, Result};
 
 /// `fd` as a borrowed descriptor, or EBADF if it is not open.
 fn borrowed(fd: RawFd) -> io::Result<BorrowedFd<'static>> {
-    if fd < 0 {
-        return Err(io::Error::from_raw_os_error(libc::EBADF));
-    }
-    // SAFETY: the descriptor is only used for fcntl/fstat while this
-    // process runs; rustix reports EBADF for one that is not open.
-    let b = unsafe { BorrowedFd::borrow_raw(fd) };
+    let b = kernel::borrow(fd)?;
     rustix::io::fcntl_getfd(b)?;
     Ok(b)
 }
 
 /// The file `(dev, ino)` descriptor `fd` is open on.
-pub fn identity(fd: RawFd) -> io::Result<(u64, u64)> {
+pub(crate) fn identity(fd: RawFd) -> io::Result<(u64, u64)> {
     let st = rustix::fs::fstat(borrowed(fd)?)?;
     Ok((st.st_dev, st.st_ino))
 }
@@ -45,7 +40,7 @@ pub fn identity(fd: RawFd) -> io::Result<(u64, u64)> {
 /// OFD): `/proc/self/fdinfo/N` lists exactly the locks owned through that
 /// description, so another descriptor number, another file or another
 /// holder of the same file never counts.
-pub fn holds_lock(fd: RawFd) -> io::Result<bool> {
+pub(crate) fn holds_lock(fd: RawFd) -> io::Result<bool> {
     borrowed(fd)?;
     let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))?;
     Ok(info.lines().any(|l| l.starts_with("lock:")))
@@ -61,7 +56,7 @@ fn reopen(fd: RawFd) -> io::Result<File> {
 }
 
 /// Checks that `fd` is open on the lock file at `path`.
-pub fn check_same(fd: RawFd, path: &Path) -> Result<()> {
+pub(crate) fn check_same(fd: RawFd, path: &Path) -> Result<()> {
     let (dev, ino) = identity(fd).map_err(|e| fd_error(fd, "cannot inspect", e))?;
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.dev() == dev && m.ino() == ino => return Ok(()),
@@ -79,7 +74,7 @@ pub fn check_same(fd: RawFd, path: &Path) -> Result<()> {
 }
 
 /// The error for a descriptor: not open (exit 2) or the system's reason.
-pub fn fd_error(fd: RawFd, what: &str, e: io::Error) -> Error {
+pub(crate) fn fd_error(fd: RawFd, what: &str, e: io::Error) -> Error {
     if e.raw_os_error() == Some(libc::EBADF) {
         Error::Validation(format!("descriptor {fd}: not open"))
     } else {
@@ -93,6 +88,7 @@ pub fn fd_error(fd: RawFd, what: &str, e: io::Error) -> Error {
 pub fn acquire(
     fd: RawFd,
     kind: Kind,
+    method: kernel::Method,
     wait: Wait,
     path: Option<&Path>,
     owner: u32,
@@ -118,8 +114,8 @@ pub fn acquire(
             path.map(|p| p.display().to_string()).unwrap_or_default(),
         )));
     }
-    let got =
-        kernel::lock_fd(fd, kind, wait, on_wait).map_err(|e| fd_error(fd, "cannot lock", e))?;
+    let got = kernel::lock_fd(fd, kind, method, wait, on_wait)
+        .map_err(|e| fd_error(fd, "cannot lock", e))?;
     if got.is_ok()
         && kind == Kind::Exclusive
         && let Some(f) = &record
@@ -167,6 +163,9 @@ pub fn release(
     {
         let _ = holder::clear(&f);
     }
+    // Whichever kind it holds: flock, or an OFD lock (whole file).
     kernel::unlock_fd(fd).map_err(|e| fd_error(fd, "cannot unlock", e))?;
+    kernel::unlock_fd_with(fd, kernel::Method::Ofd { start: 0, len: 0 })
+        .map_err(|e| fd_error(fd, "cannot unlock", e))?;
     Ok(Ok(()))
 }

@@ -71,7 +71,7 @@ impl Holder {
     /// names a live holder: a named lock's holder process, or an fd lock's
     /// owner with a descriptor open on that very file. A record left behind
     /// by a holder that was killed fails this test.
-    pub fn holds_kernel_lock(&self, dev: u64, ino: u64) -> bool {
+    pub(crate) fn holds_kernel_lock(&self, dev: u64, ino: u64) -> bool {
         match self.kind.as_str() {
             KIND_NAMED => self
                 .holder_pid
@@ -97,26 +97,80 @@ impl Holder {
         (now_epoch() - self.since).max(0.0)
     }
 
-    /// Whether the owner is known to be gone: on this host, and its pid is
-    /// free or now names a process started at another time.
-    pub fn owner_gone(&self) -> bool {
-        self.host == hostname() && !same_process(self.pid, self.start)
+    /// Whether the owner is known to be gone: on this host, its pid is free
+    /// or now names a process started at another time, and so is the
+    /// command it runs under the lock (`holder_pid`), if any.
+    pub(crate) fn owner_gone(&self) -> bool {
+        self.host == hostname()
+            && !same_process(self.pid, self.start)
+            && !self
+                .holder_pid
+                .is_some_and(|h| same_process(h, self.holder_start))
+    }
+}
+
+/// RFC 3339 (UTC, whole seconds) of an epoch time.
+pub(crate) fn rfc3339(epoch: f64) -> Option<String> {
+    let t = jiff::Timestamp::from_second(epoch.floor() as i64).ok()?;
+    Some(t.to_string())
+}
+
+/// The one description of a holder, used by every message and by
+/// `lock-status`: `pid 4242 on build1, command: bash deploy.sh, since
+/// 2025-01-01T12:00:00Z (age 3.2s)`. A record with no pid (unreadable) is
+/// "an unknown holder".
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.pid == 0 {
+            return f.write_str("an unknown holder");
+        }
+        write!(f, "pid {}", self.pid)?;
+        if !self.host.is_empty() {
+            write!(f, " on {}", self.host)?;
+        }
+        if !self.command.is_empty() {
+            write!(f, ", command: {}", self.command)?;
+        }
+        if let Some(t) = rfc3339(self.since) {
+            write!(f, ", since {t}")?;
+        }
+        write!(f, " (age {:.1}s)", self.age())
     }
 }
 
 /// What can be said about a kernel lock's holder: the record of a named
 /// lock, else the pid `/proc/locks` names (if that process still exists).
 #[derive(Clone, Debug, Default)]
-pub struct Who {
+pub(crate) struct Who {
     pub record: Option<Holder>,
     pub pid: Option<u32>,
     pub command: Option<String>,
 }
 
+/// Like [`Holder`]'s: the record, else the pid and command `/proc/locks`
+/// gave, else "an unknown holder".
+impl std::fmt::Display for Who {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(r) = &self.record {
+            return r.fmt(f);
+        }
+        match self.pid {
+            Some(pid) => {
+                write!(f, "pid {pid}")?;
+                if let Some(c) = self.command.as_deref().filter(|c| !c.is_empty()) {
+                    write!(f, ", command: {c}")?;
+                }
+                Ok(())
+            }
+            None => f.write_str("an unknown holder"),
+        }
+    }
+}
+
 /// Who holds the kernel lock on the open file `f` (assumed held): the
 /// record, when it still names a live holder of this very file (a record
 /// left by a killed holder is ignored), else the pid `/proc/locks` names.
-pub fn who_of_file(f: &File) -> Who {
+pub(crate) fn who_of_file(f: &File) -> Who {
     use std::os::unix::fs::MetadataExt;
     let Ok(m) = f.metadata() else {
         return Who::default();
@@ -143,7 +197,7 @@ pub fn who_of_file(f: &File) -> Who {
 /// zombie counts as dead: it has closed its descriptors (and so dropped its
 /// locks) but may not be reaped yet — an orphaned holder process waits for
 /// init to reap it.
-pub fn same_process(pid: u32, start: Option<u64>) -> bool {
+pub(crate) fn same_process(pid: u32, start: Option<u64>) -> bool {
     match stat_fields(pid) {
         Some(f) => {
             let zombie = matches!(f.first().map(String::as_str), Some("Z" | "X"));
@@ -159,7 +213,7 @@ pub fn same_process(pid: u32, start: Option<u64>) -> bool {
 }
 
 /// Reads the record at the start of `f` (at most 8 KiB).
-pub fn read_from(f: &File) -> Option<Holder> {
+pub(crate) fn read_from(f: &File) -> Option<Holder> {
     let mut buf = vec![0u8; 8192];
     let n = f.read_at(&mut buf, 0).ok()?;
     Holder::parse(&buf[..n])
@@ -167,18 +221,18 @@ pub fn read_from(f: &File) -> Option<Holder> {
 
 /// Replaces the file's content with `h`. Call only while holding the lock
 /// exclusively.
-pub fn write_to(f: &File, h: &Holder) -> io::Result<()> {
+pub(crate) fn write_to(f: &File, h: &Holder) -> io::Result<()> {
     let line = h.to_line();
     f.write_all_at(&line, 0)?;
     f.set_len(line.len() as u64)
 }
 
 /// Empties the record. Call only while holding the lock exclusively.
-pub fn clear(f: &File) -> io::Result<()> {
+pub(crate) fn clear(f: &File) -> io::Result<()> {
     f.set_len(0)
 }
 
-pub fn now_epoch() -> f64 {
+pub(crate) fn now_epoch() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -186,7 +240,7 @@ pub fn now_epoch() -> f64 {
 }
 
 /// This host's name (the uname node name, as gethostname(2) returns it).
-pub fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     rustix::system::uname()
         .nodename()
         .to_string_lossy()
@@ -224,17 +278,17 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
 }
 
 /// The process's start time in clock ticks since boot (field 22).
-pub fn start_time(pid: u32) -> Option<u64> {
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
     stat_fields(pid)?.get(19)?.parse().ok()
 }
 
 /// The parent pid (field 4).
-pub fn parent_of(pid: u32) -> Option<u32> {
+pub(crate) fn parent_of(pid: u32) -> Option<u32> {
     stat_fields(pid)?.get(1)?.parse().ok()
 }
 
 /// `pid`'s ancestors, nearest first, ending before pid 1/0.
-pub fn ancestors(pid: u32) -> Vec<u32> {
+pub(crate) fn ancestors(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     let mut p = pid;
     while let Some(pp) = parent_of(p) {
@@ -249,7 +303,7 @@ pub fn ancestors(pid: u32) -> Vec<u32> {
 
 /// The command line of `pid`, arguments joined by spaces, control
 /// characters replaced, at most 200 characters.
-pub fn cmdline(pid: u32) -> Option<String> {
+pub(crate) fn cmdline(pid: u32) -> Option<String> {
     let mut raw = Vec::new();
     File::open(format!("/proc/{pid}/cmdline"))
         .ok()?
@@ -270,7 +324,7 @@ pub fn cmdline(pid: u32) -> Option<String> {
 /// Pids holding (not waiting for) a lock on the file with this device and
 /// inode, from `/proc/locks`. A flock's pid is the process that took it,
 /// which may since have exited while the descriptor lives on elsewhere.
-pub fn proc_locks_pids(dev: u64, ino: u64) -> Vec<u32> {
+pub(crate) fn proc_locks_pids(dev: u64, ino: u64) -> Vec<u32> {
     let Ok(text) = fs::read_to_string("/proc/locks") else {
         return Vec::new();
     };

@@ -10,50 +10,126 @@
 //! milliseconds after its first expiry, so an alarm that lands just before
 //! flock(2) is entered cannot leave us blocked forever.
 //!
-//! We call `libc::flock` rather than `File::lock` because fd mode locks a
+//! We call rustix's `flock` rather than `File::lock` because fd mode locks a
 //! descriptor we do not own, and because the EINTR from our alarm must reach
-//! us instead of being retried.
+//! us instead of being retried. [`lock_fd_polled`] is the in-process wait
+//! for a caller that may not touch signals or timers (the bash builtin).
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::io::{AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use rustix::fs::FlockOperation;
+
+use super::backoff::{Schedule, Sleeps};
 use super::{Acquired, Denied, Kind, Wait, holder, would_block};
 
-fn flock(fd: RawFd, op: libc::c_int) -> io::Result<()> {
-    // SAFETY: flock only reads its integer arguments; a bad fd is EBADF.
-    if unsafe { libc::flock(fd, op) } == 0 {
+/// Which kernel lock: flock(2) on the whole file (the default), or an open
+/// file description lock (fcntl `F_OFD_SETLK`, flock(1)'s `--fcntl`) on the
+/// byte range `start`, `len` (0: to the end of the file, growing with it).
+/// Both belong to the open file description, so both are inherited by
+/// children and dropped when the last descriptor closes; they do not
+/// conflict with each other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Method {
+    #[default]
+    Flock,
+    Ofd {
+        start: u64,
+        len: u64,
+    },
+}
+
+/// The caller's descriptor number as a borrowed descriptor.
+pub(crate) fn borrow(fd: RawFd) -> io::Result<BorrowedFd<'static>> {
+    if fd < 0 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: fd mode locks a descriptor number the caller handed us; it is
+    // only passed to system calls while this process runs, which report
+    // EBADF for one that is not open. No safe constructor exists for a
+    // number we did not open ourselves.
+    Ok(unsafe { BorrowedFd::borrow_raw(fd) })
+}
+
+/// One lock operation: `kind` (None: unlock), blocking or not.
+fn op(fd: RawFd, method: Method, kind: Option<Kind>, block: bool) -> io::Result<()> {
+    let b = borrow(fd)?;
+    match method {
+        Method::Flock => {
+            let o = match (kind, block) {
+                (Some(Kind::Shared), true) => FlockOperation::LockShared,
+                (Some(Kind::Shared), false) => FlockOperation::NonBlockingLockShared,
+                (Some(Kind::Exclusive), true) => FlockOperation::LockExclusive,
+                (Some(Kind::Exclusive), false) => FlockOperation::NonBlockingLockExclusive,
+                (None, _) => FlockOperation::Unlock,
+            };
+            rustix::fs::flock(b, o).map_err(io::Error::from)
+        }
+        Method::Ofd { start, len } => ofd(b, kind, block, start, len),
+    }
+}
+
+/// fcntl(F_OFD_SETLK[W]) on a byte range. rustix's `fcntl_lock` takes
+/// classic per-process POSIX locks on the whole file only, so this is the
+/// one raw call.
+fn ofd(
+    fd: BorrowedFd<'_>,
+    kind: Option<Kind>,
+    block: bool,
+    start: u64,
+    len: u64,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let too_big = |v: u64| i64::try_from(v).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
+    // SAFETY: a plain C struct, zero-initialised (l_pid must be 0 for OFD
+    // locks) and then filled in.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = match kind {
+        Some(Kind::Shared) => libc::F_RDLCK,
+        Some(Kind::Exclusive) => libc::F_WRLCK,
+        None => libc::F_UNLCK,
+    } as libc::c_short;
+    fl.l_whence = libc::SEEK_SET as libc::c_short;
+    fl.l_start = too_big(start)?;
+    fl.l_len = too_big(len)?;
+    let cmd = if block && kind.is_some() {
+        libc::F_OFD_SETLKW
+    } else {
+        libc::F_OFD_SETLK
+    };
+    // SAFETY: fcntl with a valid descriptor number and a pointer to a live,
+    // initialised struct flock; no safe wrapper takes OFD ranges.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), cmd, &fl) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
     }
 }
 
-fn op_of(kind: Kind) -> libc::c_int {
-    match kind {
-        Kind::Shared => libc::LOCK_SH,
-        Kind::Exclusive => libc::LOCK_EX,
-    }
+fn is_eintr(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::EINTR)
 }
 
-/// Takes `kind` on `fd`. `on_wait` runs once, just before blocking, so the
-/// caller can say whom it waits for. A timed-out or busy call never holds
-/// the lock afterwards (flock(2) interrupted by EINTR takes nothing).
+/// Takes `kind` on `fd` by `method`. `on_wait` runs once, just before
+/// blocking, so the caller can say whom it waits for. A timed-out or busy
+/// call never holds the lock afterwards (a lock call interrupted by EINTR
+/// takes nothing).
 pub fn lock_fd(
     fd: RawFd,
     kind: Kind,
+    method: Method,
     wait: Wait,
     on_wait: &mut dyn FnMut(),
 ) -> io::Result<Acquired> {
-    let op = op_of(kind);
     loop {
-        match flock(fd, op | libc::LOCK_NB) {
+        match op(fd, method, Some(kind), false) {
             Ok(()) => return Ok(Ok(Duration::ZERO)),
             Err(e) if would_block(&e) => break,
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) if is_eintr(&e) => continue,
             Err(e) => return Err(e),
         }
     }
@@ -66,9 +142,9 @@ pub fn lock_fd(
     let start = Instant::now();
     let Some(deadline) = deadline else {
         loop {
-            match flock(fd, op) {
+            match op(fd, method, Some(kind), true) {
                 Ok(()) => return Ok(Ok(start.elapsed())),
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) if is_eintr(&e) => continue,
                 Err(e) => return Err(e),
             }
         }
@@ -79,29 +155,86 @@ pub fn lock_fd(
         if now >= deadline {
             drop(alarm);
             // One last look: a lock freed exactly at the deadline is taken.
-            return match flock(fd, op | libc::LOCK_NB) {
+            return match op(fd, method, Some(kind), false) {
                 Ok(()) => Ok(Ok(start.elapsed())),
                 Err(e) if would_block(&e) => Ok(Err(Denied::TimedOut)),
                 Err(e) => Err(e),
             };
         }
         alarm.arm(deadline - now)?;
-        match flock(fd, op) {
+        match op(fd, method, Some(kind), true) {
             Ok(()) => return Ok(Ok(start.elapsed())),
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+            Err(e) if is_eintr(&e) => continue,
             Err(e) => return Err(e),
         }
     }
 }
 
-/// Drops whatever lock `fd`'s open file description holds.
+/// Takes `kind` on `fd` without blocking, signal handlers or timers, for a
+/// caller running inside someone else's process (the bash builtin): a
+/// non-blocking try, then more tries on the `LOCK_BACKOFF_STRATEGY`
+/// schedule until `deadline` (None: forever), asking `interrupted` between
+/// tries. `Denied::Interrupted` when it said yes.
+pub fn lock_fd_polled(
+    fd: RawFd,
+    kind: Kind,
+    method: Method,
+    deadline: Option<Instant>,
+    schedule: Schedule,
+    interrupted: &mut dyn FnMut() -> bool,
+    on_wait: &mut dyn FnMut(),
+) -> io::Result<Acquired> {
+    let start = Instant::now();
+    let mut sleeps = Sleeps::new(schedule, deadline);
+    let mut announced = false;
+    loop {
+        match op(fd, method, Some(kind), false) {
+            Ok(()) => return Ok(Ok(start.elapsed())),
+            Err(e) if would_block(&e) || is_eintr(&e) => {}
+            Err(e) => return Err(e),
+        }
+        if interrupted() {
+            return Ok(Err(Denied::Interrupted));
+        }
+        if deadline.is_some_and(|d| d <= start) {
+            return Ok(Err(Denied::Busy));
+        }
+        if !announced {
+            announced = true;
+            on_wait();
+        }
+        let Some(d) = sleeps.next_at(Instant::now()) else {
+            return Ok(Err(Denied::TimedOut));
+        };
+        if d.is_zero() {
+            return match op(fd, method, Some(kind), false) {
+                Ok(()) => Ok(Ok(start.elapsed())),
+                Err(e) if would_block(&e) => Ok(Err(Denied::TimedOut)),
+                Err(e) => Err(e),
+            };
+        }
+        // A signal cuts the sleep short (EINTR): the loop asks again.
+        let ts = rustix::thread::Timespec {
+            tv_sec: d.as_secs() as i64,
+            tv_nsec: i64::from(d.subsec_nanos()),
+        };
+        let _ = rustix::thread::nanosleep(&ts);
+    }
+}
+
+/// Drops whatever lock `fd`'s open file description holds by `method`.
+pub fn unlock_fd_with(fd: RawFd, method: Method) -> io::Result<()> {
+    op(fd, method, None, false)
+}
+
+/// Drops the flock(2) lock of `fd`'s open file description.
 pub fn unlock_fd(fd: RawFd) -> io::Result<()> {
-    flock(fd, libc::LOCK_UN)
+    unlock_fd_with(fd, Method::Flock)
 }
 
 /// Tries `kind` without waiting; `Ok(false)` when held by someone else.
-pub fn try_lock_fd(fd: RawFd, kind: Kind) -> io::Result<bool> {
-    match flock(fd, op_of(kind) | libc::LOCK_NB) {
+pub(crate) fn try_lock_fd(fd: RawFd, kind: Kind) -> io::Result<bool> {
+    match op(fd, Method::Flock, Some(kind), false) {
         Ok(()) => Ok(true),
         Err(e) if would_block(&e) => Ok(false),
         Err(e) => Err(e),
@@ -111,7 +244,8 @@ pub fn try_lock_fd(fd: RawFd, kind: Kind) -> io::Result<bool> {
 extern "C" fn on_alarm(_: libc::c_int) {}
 
 /// A SIGALRM handler without SA_RESTART plus an interval timer; dropping it
-/// disarms the timer and restores the previous disposition.
+/// disarms the timer and restores the previous disposition. rustix has no
+/// safe wrapper for sigaction or setitimer, so these stay raw.
 struct Alarm {
     old: libc::sigaction,
 }
@@ -126,7 +260,7 @@ impl Alarm {
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
-            sa.sa_flags = 0; // no SA_RESTART: the blocking flock must see EINTR
+            sa.sa_flags = 0; // no SA_RESTART: the blocking lock call must see EINTR
             libc::sigemptyset(&mut sa.sa_mask);
             let mut old: libc::sigaction = std::mem::zeroed();
             if libc::sigaction(libc::SIGALRM, &sa, &mut old) != 0 {
@@ -196,7 +330,7 @@ pub fn open_lock_file(path: &Path, write: bool, mode: u32) -> io::Result<File> {
 
 /// What the kernel says about a lock file right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Probe {
+pub(crate) enum Probe {
     /// No lock file at all.
     Missing,
     Free,
@@ -209,7 +343,7 @@ pub enum Probe {
 /// Asks the kernel, not any record: a shared probe fails only against an
 /// exclusive holder; when it succeeds, `/proc/locks` tells shared holders
 /// from none. The probe never creates the file.
-pub fn probe(path: &Path) -> io::Result<Probe> {
+pub(crate) fn probe(path: &Path) -> io::Result<Probe> {
     let f = match open_lock_file_existing(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Probe::Missing),
@@ -219,7 +353,7 @@ pub fn probe(path: &Path) -> io::Result<Probe> {
 }
 
 /// [`probe`] on an open file.
-pub fn probe_file(f: &File) -> io::Result<Probe> {
+pub(crate) fn probe_file(f: &File) -> io::Result<Probe> {
     if !try_lock_fd(f.as_raw_fd(), Kind::Shared)? {
         return Ok(Probe::Held { exclusive: true });
     }
@@ -233,7 +367,7 @@ pub fn probe_file(f: &File) -> io::Result<Probe> {
 }
 
 /// Opens an existing lock file read-only without following a symlink.
-pub fn open_lock_file_existing(path: &Path) -> io::Result<File> {
+pub(crate) fn open_lock_file_existing(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK)

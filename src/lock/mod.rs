@@ -10,19 +10,25 @@
 //! - [`backoff`]: the `LOCK_BACKOFF_STRATEGY` schedule (dot-locks only poll).
 //! - [`holder`]: who holds a lock: the record written into ffkit's own lock
 //!   files, process facts from `/proc`, and `/proc/locks`.
-//! - [`run`]: running a command while holding a lock.
+//! - [`fd`]: locks held through the caller's descriptor (the wrappers).
+//! - [`run`]: the crate's one child runner (command mode, `perf-metrics time`).
+//! - [`acquire`], [`release`], [`status`]: the three requests the applets
+//!   (and an in-process caller) make, whatever the mode.
 //!
 //! This module resolves lock names to paths. Nothing here knows clap or
 //! prints; waiting is reported through callbacks so the front end can print
 //! its one line.
 
+pub mod acquire;
 pub mod backoff;
 pub mod dotlock;
 pub mod fd;
 pub mod holder;
 pub mod kernel;
 pub mod named;
+pub mod release;
 pub mod run;
+pub mod status;
 
 use std::fs;
 use std::io;
@@ -66,6 +72,25 @@ impl Wait {
     }
 }
 
+/// How long to wait, before the clock starts (`-n`, `-w SECS`, forever).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum WaitSpec {
+    NonBlocking,
+    Timeout(Duration),
+    Forever,
+}
+
+impl WaitSpec {
+    /// The deadline, counted from now.
+    pub fn start(self) -> Wait {
+        match self {
+            WaitSpec::NonBlocking => Wait::NonBlocking,
+            WaitSpec::Timeout(t) => Wait::timeout(t),
+            WaitSpec::Forever => Wait::Forever,
+        }
+    }
+}
+
 /// Why a lock was not taken although nothing failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Denied {
@@ -73,6 +98,8 @@ pub enum Denied {
     Busy,
     /// Still held when the deadline passed.
     TimedOut,
+    /// The caller's "interrupted?" check said yes ([`kernel::lock_fd_polled`]).
+    Interrupted,
 }
 
 /// The outcome of an acquisition: `Ok(waited)` or why not.
@@ -203,6 +230,7 @@ pub fn parent_pid() -> u32 {
 }
 
 /// Maps `EWOULDBLOCK`-style errno values to "held" for callers that probe.
+/// (fcntl OFD locks answer EAGAIN or EACCES, flock EWOULDBLOCK = EAGAIN.)
 pub(crate) fn would_block(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EWOULDBLOCK))
+    matches!(e.raw_os_error(), Some(libc::EWOULDBLOCK | libc::EACCES))
 }

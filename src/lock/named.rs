@@ -15,10 +15,14 @@
 
 use std::fs::File;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions};
 
 use super::holder::{self, Holder, KIND_FD, KIND_NAMED};
 use super::kernel::{self, Probe};
@@ -26,66 +30,48 @@ use super::{Acquired, Kind, Wait};
 use crate::error::{Error, Result};
 use crate::fsutil::FILE_MODE;
 
-fn pidfd_open(pid: u32) -> io::Result<RawFd> {
-    // SAFETY: plain syscall with integer arguments.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(fd as RawFd)
-    }
+fn pid_of(pid: u32) -> io::Result<Pid> {
+    i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::ESRCH))
 }
 
-fn pidfd_signal(pidfd: RawFd, sig: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain syscall; a null siginfo is allowed.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd,
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    rustix::process::pidfd_open(pid_of(pid)?, PidfdFlags::empty()).map_err(io::Error::from)
 }
 
-/// Waits until the process behind `pidfd` exits, up to `ms` (-1: forever).
-/// Returns whether it exited.
-fn wait_pidfd(pidfd: RawFd, ms: libc::c_int) -> bool {
-    let mut p = libc::pollfd {
-        fd: pidfd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
+fn pidfd_signal(pidfd: &OwnedFd, sig: Signal) -> io::Result<()> {
+    rustix::process::pidfd_send_signal(pidfd, sig).map_err(io::Error::from)
+}
+
+/// Waits until the process behind `pidfd` exits, up to `timeout` (None:
+/// forever). Returns whether it exited.
+fn wait_pidfd(pidfd: &OwnedFd, timeout: Option<Duration>) -> bool {
+    let ts = timeout.map(|d| Timespec {
+        tv_sec: d.as_secs() as i64,
+        tv_nsec: i64::from(d.subsec_nanos()),
+    });
     loop {
-        // SAFETY: one valid pollfd.
-        let rc = unsafe { libc::poll(&mut p, 1, ms) };
-        if rc > 0 {
-            return true;
-        }
-        if rc == 0 {
-            return false;
-        }
-        if io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return false;
+        let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+        match rustix::event::poll(&mut fds, ts.as_ref()) {
+            Ok(0) => return false,
+            Ok(_) => return true,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return false,
         }
     }
 }
 
 /// How the holder learns that the owner died.
 enum Watch {
-    Pidfd(RawFd),
+    Pidfd(OwnedFd),
     /// No pidfd support: the owner's pid and start time, checked periodically.
     Poll(u32, Option<u64>),
 }
 
 /// A named lock just taken.
-pub struct Taken {
+pub(crate) struct Taken {
     pub waited: std::time::Duration,
     pub holder_pid: u32,
 }
@@ -94,7 +80,7 @@ pub struct Taken {
 /// by default) and leaves a holder process keeping it until `owner` exits or
 /// [`release`] is called. `command` overrides the owner's command line in
 /// the record.
-pub fn acquire(
+pub(crate) fn acquire(
     path: &Path,
     wait: Wait,
     owner: u32,
@@ -140,8 +126,14 @@ pub fn acquire(
             path.display()
         )));
     }
-    let got: Acquired = kernel::lock_fd(f.as_raw_fd(), Kind::Exclusive, wait, &mut || on_wait(&f))
-        .map_err(|e| Error::io("cannot lock", path, e))?;
+    let got: Acquired = kernel::lock_fd(
+        f.as_raw_fd(),
+        Kind::Exclusive,
+        kernel::Method::Flock,
+        wait,
+        &mut || on_wait(&f),
+    )
+    .map_err(|e| Error::io("cannot lock", path, e))?;
     let waited = match got {
         Ok(w) => w,
         Err(d) => return Ok(Err(d)),
@@ -160,10 +152,8 @@ pub fn acquire(
     if child == 0 {
         hold(f.as_raw_fd(), watch);
     }
-    if let Watch::Pidfd(fd) = watch {
-        // SAFETY: our copy of the pidfd; the child has its own.
-        unsafe { libc::close(fd) };
-    }
+    // Our copy of the pidfd (the child has its own) closes here.
+    drop(watch);
     let child = child as u32;
     rec.holder_pid = Some(child);
     rec.holder_start = holder::start_time(child);
@@ -173,10 +163,10 @@ pub fn acquire(
         // up (the lock belongs to the open file description we share with
         // the holder) and end the holder.
         let _ = kernel::unlock_fd(f.as_raw_fd());
-        // SAFETY: `child` is our own child process; we reap it.
-        unsafe {
-            libc::kill(child as libc::pid_t, libc::SIGKILL);
-            libc::waitpid(child as libc::pid_t, std::ptr::null_mut(), 0);
+        // `child` is our own, unreaped child: its pid cannot be reused yet.
+        if let Ok(p) = pid_of(child) {
+            let _ = rustix::process::kill_process(p, Signal::KILL);
+            let _ = rustix::process::waitpid(Some(p), WaitOptions::empty());
         }
         let _ = holder::clear(&f);
         return Err(Error::io("cannot write holder record", path, e));
@@ -189,37 +179,42 @@ pub fn acquire(
 
 /// The holder process: keep `lock_fd` open until the owner exits.
 fn hold(lock_fd: RawFd, watch: Watch) -> ! {
-    // SAFETY: we are the freshly forked single-threaded child; every call is
-    // a plain syscall on descriptors we own, and we leave through _exit.
+    let _ = rustix::process::setsid();
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = rustix::stdio::dup2_stdin(&null);
+        let _ = rustix::stdio::dup2_stdout(&null);
+        let _ = rustix::stdio::dup2_stderr(&null);
+    }
+    let mut keep = vec![lock_fd];
+    if let Watch::Pidfd(fd) = &watch {
+        keep.push(fd.as_raw_fd());
+    }
+    close_all_but(&keep);
+    // SAFETY: SIG_IGN dispositions in the freshly forked single-threaded
+    // child; rustix has no safe wrapper for signal dispositions. Terminal
+    // and pipe signals are not ours to die of.
     unsafe {
-        libc::setsid();
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            for fd in 0..3 {
-                libc::dup2(null, fd);
-            }
-        }
-        let mut keep = vec![lock_fd];
-        if let Watch::Pidfd(fd) = watch {
-            keep.push(fd);
-        }
-        close_all_but(&keep);
-        // Terminal and pipe signals are not ours to die of.
         libc::signal(libc::SIGHUP, libc::SIG_IGN);
         libc::signal(libc::SIGINT, libc::SIG_IGN);
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        match watch {
-            Watch::Pidfd(fd) => {
-                wait_pidfd(fd, -1);
-            }
-            Watch::Poll(pid, start) => {
-                while holder::same_process(pid, start) {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+    }
+    match &watch {
+        Watch::Pidfd(fd) => {
+            wait_pidfd(fd, None);
+        }
+        Watch::Poll(pid, start) => {
+            while holder::same_process(*pid, *start) {
+                std::thread::sleep(Duration::from_millis(100));
             }
         }
-        libc::_exit(0)
     }
+    // SAFETY: leaving the forked child without running the parent's
+    // destructors or atexit handlers.
+    unsafe { libc::_exit(0) }
 }
 
 /// Closes every descriptor from 3 up except those in `keep`.
@@ -236,7 +231,8 @@ fn close_all_but(keep: &[RawFd]) {
     }
     ranges.push((from, libc::c_uint::MAX));
     for (a, b) in ranges {
-        // SAFETY: close_range only closes descriptors.
+        // SAFETY: close_range only closes descriptors (those we will not
+        // use again); rustix has no wrapper for it.
         let rc = unsafe { libc::syscall(libc::SYS_close_range, a, b, 0) };
         if rc != 0 {
             // Old kernel: close what /proc says is open.
@@ -256,15 +252,17 @@ fn close_listed(keep: &[RawFd]) {
         .collect();
     for fd in fds {
         if fd >= 3 && !keep.contains(&fd) {
-            // SAFETY: closing a descriptor we will not use again.
-            unsafe { libc::close(fd) };
+            // SAFETY: closing a descriptor we will not use again (the
+            // holder process owns nothing else), by number: there is no
+            // owned handle for descriptors inherited across fork.
+            drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
         }
     }
 }
 
 /// Who asks for a release: the pids whose ownership counts (`--owner`, or
 /// the caller's ancestors), and whether to override ownership.
-pub struct Releaser {
+pub(crate) struct Releaser {
     pub as_pids: Vec<u32>,
     pub force: bool,
 }
@@ -277,16 +275,19 @@ impl Releaser {
 
 /// Why a release did nothing.
 #[derive(Debug)]
-pub enum NotReleased {
-    /// The lock is not held (`Missing`: no lock file at all).
-    NotHeld { missing: bool },
+pub(crate) enum NotReleased {
+    /// The lock is not held (or there is no lock file at all).
+    NotHeld,
     /// Held by another owner, given here.
     NotOwner(Holder),
 }
 
 /// Releases the named lock at `path`: ends its holder process and waits
 /// for it, then clears the record if the lock is still free.
-pub fn release(path: &Path, who: &Releaser) -> Result<std::result::Result<Holder, NotReleased>> {
+pub(crate) fn release(
+    path: &Path,
+    who: &Releaser,
+) -> Result<std::result::Result<Holder, NotReleased>> {
     // Writable if we may (to tidy the record), else read-only.
     let opened = match open_existing_rw(path) {
         Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
@@ -297,12 +298,12 @@ pub fn release(path: &Path, who: &Releaser) -> Result<std::result::Result<Holder
     let (f, writable) = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(Err(NotReleased::NotHeld { missing: true }));
+            return Ok(Err(NotReleased::NotHeld));
         }
         Err(e) => return Err(Error::io("cannot open lock file", path, e)),
     };
     if kernel::probe_file(&f).map_err(|e| Error::io("cannot probe", path, e))? == Probe::Free {
-        return Ok(Err(NotReleased::NotHeld { missing: false }));
+        return Ok(Err(NotReleased::NotHeld));
     }
     if let Some(rec) = holder::read_from(&f).filter(|r| r.kind == KIND_FD) {
         return release_fd_held(&f, path, rec, who, writable);
@@ -326,9 +327,11 @@ pub fn release(path: &Path, who: &Releaser) -> Result<std::result::Result<Holder
         Ok(fd) => Some(fd),
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => None,
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-            if holder::same_process(hpid, rec.holder_start) {
-                // SAFETY: plain kill; the start time was just verified.
-                unsafe { libc::kill(hpid as libc::pid_t, libc::SIGTERM) };
+            if holder::same_process(hpid, rec.holder_start)
+                && let Ok(p) = pid_of(hpid)
+            {
+                // The start time was just verified (no pidfd to pin it).
+                let _ = rustix::process::kill_process(p, Signal::TERM);
             }
             for _ in 0..200 {
                 if !holder::same_process(hpid, rec.holder_start) {
@@ -348,14 +351,12 @@ pub fn release(path: &Path, who: &Releaser) -> Result<std::result::Result<Holder
         // The pidfd pins the process; the start time proves it is the holder
         // and not a recycled pid.
         if holder::same_process(hpid, rec.holder_start) {
-            let _ = pidfd_signal(fd, libc::SIGTERM);
-            if !wait_pidfd(fd, 2000) {
-                let _ = pidfd_signal(fd, libc::SIGKILL);
-                wait_pidfd(fd, 2000);
+            let _ = pidfd_signal(&fd, Signal::TERM);
+            if !wait_pidfd(&fd, Some(Duration::from_secs(2))) {
+                let _ = pidfd_signal(&fd, Signal::KILL);
+                wait_pidfd(&fd, Some(Duration::from_secs(2)));
             }
         }
-        // SAFETY: our pidfd.
-        unsafe { libc::close(fd) };
     }
     // Tidy the record, but only while the lock is ours for an instant: a
     // waiter that got it first has written its own record.

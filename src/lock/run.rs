@@ -1,18 +1,22 @@
-//! Running a command while holding a lock (command mode).
+//! Running a child command as a shell runs a foreground job: the one
+//! child-running helper of the crate, used by command-mode locks
+//! (`lock-acquire FILE -- CMD`) and by `perf-metrics time`.
 //!
-//! The lock's descriptor is close-on-exec unless the caller asks to
-//! `inherit` it, so by default the lock ends when the command ends even if
-//! the command left a background child behind; with `inherit` the command
-//! and its children share the lock (flock(1)'s behaviour). While the
-//! command runs, ffkit ignores the terminal's SIGINT/SIGQUIT (the command
-//! gets them and decides), so a Ctrl-C cannot drop the lock under a command
-//! that survives it.
+//! - Exit status: the command's own, 128+N when killed by signal N, 127
+//!   when it is not found, 126 when it cannot be executed (docs/locks.md,
+//!   "Command mode").
+//! - While it runs, ffkit ignores SIGINT/SIGQUIT (the child gets them from
+//!   the terminal and decides), so a Ctrl-C cannot make ffkit drop a lock
+//!   or a measurement under a command that survives it.
+//! - A caller may ask for a heartbeat: a callback run every so often while
+//!   the child runs (dot-locks refresh their mtime with it). The wait is a
+//!   poll(2) on a pidfd of the child, so no thread and no signal is used.
 
 use std::ffi::OsString;
 use std::io;
-use std::os::unix::io::RawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::Command;
+use std::time::Duration;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -50,6 +54,18 @@ impl Program {
             Program::Shell { shell, .. } => shell.to_string_lossy().into_owned(),
         }
     }
+
+    /// The whole command line, for holder records.
+    pub fn text(&self) -> String {
+        match self {
+            Program::Argv(v) => v
+                .iter()
+                .map(|s| s.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" "),
+            Program::Shell { text, .. } => text.to_string_lossy().into_owned(),
+        }
+    }
 }
 
 /// How a run ended.
@@ -62,24 +78,22 @@ pub enum Ended {
     NotStarted(u8, io::Error),
 }
 
-/// Lets `fd` survive exec (or not).
-pub fn set_inherit(fd: RawFd, inherit: bool) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor with integer arguments.
-    unsafe {
-        let flags = libc::fcntl(fd, libc::F_GETFD);
-        if flags < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let new = if inherit {
-            flags & !libc::FD_CLOEXEC
-        } else {
-            flags | libc::FD_CLOEXEC
-        };
-        if new != flags && libc::fcntl(fd, libc::F_SETFD, new) < 0 {
-            return Err(io::Error::last_os_error());
+impl Ended {
+    /// The exit code a shell would report.
+    pub fn code(&self) -> u8 {
+        match self {
+            Ended::Status(c) | Ended::NotStarted(c, _) => *c,
         }
     }
-    Ok(())
+}
+
+/// Options of [`run`].
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Called once with the child's pid right after it started.
+    pub on_spawn: Option<&'a mut dyn FnMut(u32)>,
+    /// Called every `.0` while the child runs.
+    pub heartbeat: Option<(Duration, &'a mut dyn FnMut())>,
 }
 
 fn not_started(e: io::Error) -> Ended {
@@ -91,8 +105,8 @@ fn not_started(e: io::Error) -> Ended {
     Ended::NotStarted(code, e)
 }
 
-/// Runs `prog` and waits for it.
-pub fn run(prog: &Program) -> Ended {
+/// Runs `prog` and waits for it (see the module doc).
+pub fn run(prog: &Program, opts: Options<'_>) -> Ended {
     let Some(mut cmd) = prog.command() else {
         return not_started(io::Error::from(io::ErrorKind::NotFound));
     };
@@ -100,15 +114,59 @@ pub fn run(prog: &Program) -> Ended {
         Ok(c) => c,
         Err(e) => return not_started(e),
     };
-    // SAFETY: setting signal dispositions to SIG_IGN; after the spawn, so
-    // the command keeps the defaults.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    ignore_terminal_signals();
+    if let Some(f) = opts.on_spawn {
+        f(child.id());
+    }
+    if let Some((every, beat)) = opts.heartbeat {
+        wait_beating(child.id(), every, beat);
     }
     match child.wait() {
         Ok(st) => Ended::Status(status_code(st)),
         Err(e) => Ended::NotStarted(1, e),
+    }
+}
+
+/// Like a shell waiting for a foreground job: ^C and ^\ go to the child
+/// (same process group); we stay to pass on its end. After the spawn, so
+/// the child keeps the default dispositions.
+fn ignore_terminal_signals() {
+    // SAFETY: setting a disposition to SIG_IGN has no preconditions; rustix
+    // has no safe wrapper for signal dispositions.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
+    }
+}
+
+/// Sleeps in poll(2) on a pidfd of `pid` until it exits, calling `beat`
+/// every `every`. Without pidfd support, beats on a plain sleep until the
+/// process is gone (it stays a zombie until reaped, so its pid is ours).
+fn wait_beating(pid: u32, every: Duration, beat: &mut dyn FnMut()) {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    let Some(p) = rustix::process::Pid::from_raw(pid as i32) else {
+        return;
+    };
+    let ts = Timespec {
+        tv_sec: every.as_secs() as i64,
+        tv_nsec: i64::from(every.subsec_nanos()),
+    };
+    match rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()) {
+        Ok(pidfd) => loop {
+            let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
+            match rustix::event::poll(&mut fds, Some(&ts)) {
+                Ok(0) => beat(),
+                Ok(_) => return,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => return,
+            }
+        },
+        Err(_) => {
+            while super::holder::same_process(pid, super::holder::start_time(pid)) {
+                std::thread::sleep(every);
+                beat();
+            }
+        }
     }
 }
 
@@ -121,7 +179,7 @@ pub fn exec(prog: &Program) -> Ended {
 }
 
 /// The shell's convention: the exit code, or 128 + the signal number.
-pub fn status_code(st: std::process::ExitStatus) -> u8 {
+pub(crate) fn status_code(st: std::process::ExitStatus) -> u8 {
     if let Some(c) = st.code() {
         return (c & 0xff) as u8;
     }
@@ -129,4 +187,19 @@ pub fn status_code(st: std::process::ExitStatus) -> u8 {
         Some(s) => (128 + s).min(255) as u8,
         None => 1,
     }
+}
+
+/// Lets the descriptor survive exec (or not).
+pub(crate) fn set_inherit(fd: std::os::unix::io::BorrowedFd<'_>, inherit: bool) -> io::Result<()> {
+    use rustix::io::FdFlags;
+    let flags = rustix::io::fcntl_getfd(fd)?;
+    let new = if inherit {
+        flags - FdFlags::CLOEXEC
+    } else {
+        flags | FdFlags::CLOEXEC
+    };
+    if new != flags {
+        rustix::io::fcntl_setfd(fd, new)?;
+    }
+    Ok(())
 }

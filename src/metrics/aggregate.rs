@@ -3,12 +3,14 @@
 //!
 //! Memory is bounded by the number of distinct operations, not rows: each
 //! keeps a handful of numbers plus its [`Quantiles`] (at most 64 KiB exact,
-//! then a ~20 KiB sketch).
+//! then a ~20 KiB sketch). With [`Aggregator::with_series`] each also keeps
+//! its p95 over time ([`super::series`]) for the HTML report.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use super::read::{self, ScanCounts};
+use super::series::{Point, TimeBuckets, Timeline};
 use super::sketch::Quantiles;
 use crate::error::Result;
 
@@ -31,6 +33,8 @@ pub struct OpStats {
     pub min: f64,
     pub max: f64,
     quantiles: Quantiles,
+    /// Time buckets, filled only when the aggregator tracks series.
+    series: TimeBuckets,
 }
 
 impl OpStats {
@@ -42,6 +46,7 @@ impl OpStats {
             min: f64::INFINITY,
             max: 0.0,
             quantiles: Quantiles::default(),
+            series: TimeBuckets::default(),
         }
     }
 
@@ -67,6 +72,18 @@ impl OpStats {
             .quantile(q)
             .map_or(0.0, |v| v.clamp(self.min, self.max))
     }
+
+    /// The distribution as ascending `(value ms, count)` pairs (exact values,
+    /// or sketch buckets).
+    pub fn distribution(&self) -> Vec<(f64, u64)> {
+        self.quantiles.buckets()
+    }
+
+    /// The p95 series on the report's [`Timeline`] (empty unless the
+    /// aggregator tracked series).
+    pub fn series(&self, timeline: &Timeline) -> Vec<Point> {
+        self.series.points(timeline.width)
+    }
 }
 
 /// Everything one pass over the log found.
@@ -75,6 +92,9 @@ pub struct Report {
     /// One entry per operation with rows, sorted by name.
     pub ops: Vec<OpStats>,
     pub malformed: u64,
+    /// The time axis of the per-operation series: `Some` when the aggregator
+    /// tracked series and at least one row counted.
+    pub timeline: Option<Timeline>,
 }
 
 impl Report {
@@ -92,6 +112,8 @@ pub struct Aggregator {
     filter: Filter,
     index: HashMap<Box<str>, usize>,
     ops: Vec<OpStats>,
+    track_series: bool,
+    timeline: Option<Timeline>,
 }
 
 impl Aggregator {
@@ -100,6 +122,12 @@ impl Aggregator {
             filter,
             ..Default::default()
         }
+    }
+
+    /// Also keeps each operation's p95 over time (for the HTML report).
+    pub fn with_series(mut self) -> Self {
+        self.track_series = true;
+        self
     }
 
     pub fn add(&mut self, timestamp: i64, op: &str, ms: f64) {
@@ -118,6 +146,18 @@ impl Aggregator {
             }
         };
         self.ops[i].add(ms);
+        if self.track_series {
+            let tl = self
+                .timeline
+                .get_or_insert_with(|| Timeline::starting_at(timestamp));
+            let (key, doublings) = tl.observe(timestamp);
+            for _ in 0..doublings {
+                for s in &mut self.ops {
+                    s.series.coarsen();
+                }
+            }
+            self.ops[i].series.add(key, ms);
+        }
     }
 
     pub fn finish(mut self, counts: ScanCounts) -> Report {
@@ -128,13 +168,22 @@ impl Aggregator {
         Report {
             ops: self.ops,
             malformed: counts.malformed,
+            timeline: self.timeline,
         }
     }
 }
 
 /// Reads the log at `path` and aggregates it.
 pub fn aggregate(path: &Path, filter: Filter) -> Result<Report> {
-    let mut agg = Aggregator::new(filter);
+    run(path, Aggregator::new(filter))
+}
+
+/// Reads the log at `path` and aggregates it with per-operation series.
+pub fn aggregate_with_series(path: &Path, filter: Filter) -> Result<Report> {
+    run(path, Aggregator::new(filter).with_series())
+}
+
+fn run(path: &Path, mut agg: Aggregator) -> Result<Report> {
     let counts = read::scan(path, |r| agg.add(r.timestamp, r.op, r.ms))?;
     Ok(agg.finish(counts))
 }
@@ -168,5 +217,25 @@ mod tests {
         assert_eq!(b.quantile(0.5), 2.0);
         assert_eq!(b.quantile(0.99), 4.0);
         assert!(r.get("c").is_none());
+        assert!(r.timeline.is_none());
+    }
+
+    #[test]
+    fn series_follow_their_operation_through_the_sort() {
+        let mut a = Aggregator::new(Filter::default()).with_series();
+        a.add(10, "zz", 9.0);
+        a.add(10, "aa", 1.0);
+        a.add(12, "aa", 2.0);
+        let r = a.finish(ScanCounts::default());
+        let tl = r.timeline.unwrap();
+        assert_eq!((tl.from, tl.to), (10, 12));
+        let aa = r.ops[0].series(&tl);
+        assert_eq!(r.ops[0].op, "aa");
+        assert_eq!(
+            aa.iter().map(|p| (p.start, p.count)).collect::<Vec<_>>(),
+            [(10, 1), (12, 1)]
+        );
+        assert_eq!(r.ops[1].series(&tl)[0].p95, 9.0);
+        assert_eq!(r.ops[0].distribution(), [(1.0, 1), (2.0, 1)]);
     }
 }

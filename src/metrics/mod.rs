@@ -2,8 +2,9 @@
 //!
 //! This module owns where the log lives, how rows are written ([`log`]),
 //! read ([`read`]) and aggregated ([`aggregate`], [`sketch`]), how reports are
-//! rendered ([`export`]) and health rules checked ([`check`]), and the
-//! self-timing every cache and lock applet does.
+//! rendered ([`export`]) and served over HTTP ([`serve`]), how health rules
+//! are checked ([`check`]), and the self-timing every cache and lock applet
+//! does.
 //!
 //! The default log is `<cache-dir>/.perf-metrics.csv` — one per cache dir, as
 //! the contract suggests, so each FlowForge namespace keeps its own numbers
@@ -16,6 +17,8 @@ pub mod check;
 pub mod export;
 pub mod log;
 pub mod read;
+pub mod series;
+pub mod serve;
 pub mod sketch;
 
 use std::path::{Path, PathBuf};

@@ -75,6 +75,23 @@ impl Quantiles {
         }
     }
 
+    /// The distribution as `(value, count)` pairs in ascending value order:
+    /// each exact value once, or each sketch bucket's representative value.
+    /// Call [`finish`](Self::finish) first; this is what the HTML report's
+    /// distribution chart bins.
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        match self {
+            Quantiles::Exact { values, sorted } => {
+                let mut v = values.clone();
+                if !*sorted {
+                    v.sort_unstable_by(f64::total_cmp);
+                }
+                v.into_iter().map(|x| (x, 1)).collect()
+            }
+            Quantiles::Sketch(s) => s.buckets(),
+        }
+    }
+
     /// Whether the answers are exact.
     #[cfg(test)]
     fn is_exact(&self) -> bool {
@@ -126,7 +143,14 @@ impl Default for LogSketch {
 
 impl LogSketch {
     pub fn new() -> Self {
-        let gamma = (1.0 + ALPHA) / (1.0 - ALPHA);
+        Self::with_alpha(ALPHA)
+    }
+
+    /// A sketch of relative accuracy `alpha` (0 < alpha < 1): coarser sketches
+    /// are smaller; the time series of the HTML report keeps one per time
+    /// bucket at 2 %.
+    pub fn with_alpha(alpha: f64) -> Self {
+        let gamma = (1.0 + alpha) / (1.0 - alpha);
         LogSketch {
             ln_gamma: gamma.ln(),
             gamma,
@@ -141,6 +165,11 @@ impl LogSketch {
     #[cfg(test)]
     fn heap_bytes(&self) -> usize {
         self.bins.capacity() * 8
+    }
+
+    /// Values added (zeros included).
+    pub fn count(&self) -> u64 {
+        self.count
     }
 
     pub fn add(&mut self, v: f64) {
@@ -166,6 +195,54 @@ impl LogSketch {
         self.bins[(i - self.offset) as usize] += 1;
     }
 
+    /// Adds every value of `other`, which must have the same accuracy (the
+    /// bucket indexes are only comparable then); a sketch of another accuracy
+    /// is ignored rather than merged wrongly.
+    pub fn merge(&mut self, other: &LogSketch) {
+        if other.ln_gamma.to_bits() != self.ln_gamma.to_bits() {
+            return;
+        }
+        self.count += other.count;
+        self.zeros += other.zeros;
+        if other.bins.is_empty() {
+            return;
+        }
+        if self.bins.is_empty() {
+            self.offset = other.offset;
+            self.bins = other.bins.clone();
+            return;
+        }
+        let lo = self.offset.min(other.offset);
+        let hi = (self.offset + self.bins.len() as i32).max(other.offset + other.bins.len() as i32);
+        let mut nb = vec![0u64; (hi - lo) as usize];
+        for (src, off) in [(&self.bins, self.offset), (&other.bins, other.offset)] {
+            for (k, &c) in src.iter().enumerate() {
+                nb[(off - lo) as usize + k] += c;
+            }
+        }
+        self.bins = nb;
+        self.offset = lo;
+    }
+
+    /// `(representative value, count)` of every non-empty bucket, ascending;
+    /// values counted as zero come first as `(0, n)`.
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        let mut v = Vec::new();
+        if self.zeros > 0 {
+            v.push((0.0, self.zeros));
+        }
+        for (k, &c) in self.bins.iter().enumerate() {
+            if c > 0 {
+                v.push((self.value_of(self.offset + k as i32), c));
+            }
+        }
+        v
+    }
+
+    fn value_of(&self, i: i32) -> f64 {
+        2.0 * (i as f64 * self.ln_gamma).exp() / (self.gamma + 1.0)
+    }
+
     pub fn quantile(&self, q: f64) -> Option<f64> {
         if self.count == 0 {
             return None;
@@ -178,8 +255,7 @@ impl LogSketch {
         for (k, &c) in self.bins.iter().enumerate() {
             seen += c;
             if seen >= r {
-                let i = self.offset + k as i32;
-                return Some(2.0 * (i as f64 * self.ln_gamma).exp() / (self.gamma + 1.0));
+                return Some(self.value_of(self.offset + k as i32));
             }
         }
         None
@@ -234,6 +310,38 @@ mod tests {
                 "p{p}: got {got}, want {want}"
             );
         }
+    }
+
+    #[test]
+    fn merged_sketches_answer_like_one_sketch_of_all_values() {
+        let mut rng = fastrand::Rng::with_seed(11);
+        let values: Vec<f64> = (0..20_000)
+            .map(|_| 10f64.powf(rng.f64() * 5.0 - 2.0))
+            .collect();
+        let mut whole = LogSketch::with_alpha(0.02);
+        let (mut a, mut b) = (LogSketch::with_alpha(0.02), LogSketch::with_alpha(0.02));
+        for (i, &v) in values.iter().enumerate() {
+            whole.add(v);
+            if i % 3 == 0 { a.add(v) } else { b.add(v) }
+        }
+        a.add(0.0);
+        whole.add(0.0);
+        a.merge(&b);
+        assert_eq!(a.count(), whole.count());
+        for q in [0.01, 0.5, 0.95, 0.99, 1.0] {
+            assert_eq!(a.quantile(q), whole.quantile(q), "q{q}");
+        }
+        assert_eq!(a.buckets(), whole.buckets());
+        assert_eq!(a.buckets()[0], (0.0, 1));
+        // Another accuracy is refused, not merged into the wrong buckets.
+        let before = a.count();
+        a.merge(&LogSketch::new());
+        a.merge(&{
+            let mut s = LogSketch::new();
+            s.add(1.0);
+            s
+        });
+        assert_eq!(a.count(), before);
     }
 
     #[test]

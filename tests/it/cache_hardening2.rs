@@ -6,7 +6,7 @@
 //! oracle is `util::oracle`, a walk made without ffkit.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -215,7 +215,11 @@ fn a_picked_cache_dir_must_be_ours_and_not_a_symlink() {
             .assert()
             .success();
     } else {
-        skip("not root: the part with a dir owned by another user did not run");
+        // Not a missing tool (CI may run unprivileged): say so, do not fail.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIP (part): not root, so no dir owned by another user to check it is refused"
+        );
     }
 }
 
@@ -288,39 +292,16 @@ fn lock_holder(w: &World) -> Child {
     fs::create_dir_all(w.cache()).unwrap();
     let mut c = Command::new("bash");
     w.isolate(&mut c);
-    let mut child = c
-        .arg("-c")
-        .arg("exec 9>>\"$FFKIT_CACHE_DIR/.lock\" && flock 9 && echo locked && read -r x")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "locked\n", "flock (util-linux) is needed");
-    child
+    c.arg("-c")
+        .arg("exec 9>>\"$FFKIT_CACHE_DIR/.lock\" && flock 9 && echo locked && read -r x");
+    spawn_locked(c)
 }
 
-/// Runs `c` to its end, or kills it (our own child) after `limit`.
-fn finish_within(mut c: Command, limit: Duration) -> (std::process::Output, Duration) {
+/// Runs `c` to its end (failing on a hang) and says how long it took.
+fn timed(c: Command, what: &str) -> (std::process::Output, Duration) {
     let t0 = Instant::now();
-    let mut child = c
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    while child.try_wait().unwrap().is_none() {
-        if t0.elapsed() > limit {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("still waiting after {limit:?}: {}", stderr_of(&out));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let took = t0.elapsed();
-    (child.wait_with_output().unwrap(), took)
+    let out = output_within(c, what);
+    (out, t0.elapsed())
 }
 
 #[test]
@@ -332,7 +313,7 @@ fn a_reader_behind_a_stopped_writer_follows_lock_timeout() {
     for args in [vec!["cache-read", "k"], vec!["cache-write", "k2", "v"]] {
         let mut c = w.cmd(args[0]);
         c.args(&args[1..]).env("LOCK_TIMEOUT", "1");
-        let (out, took) = finish_within(c, Duration::from_secs(20));
+        let (out, took) = timed(c, "a reader behind a held dir lock");
         let err = stderr_of(&out);
         assert_eq!(out.status.code(), Some(6), "{args:?}: {err}");
         assert!(err.contains("LOCK_TIMEOUT"), "{err}");
@@ -352,7 +333,7 @@ fn a_reader_behind_a_stopped_writer_follows_lock_timeout() {
             &format!("'{}' cache-read k", bin().display()),
             "/dev/null",
         ]);
-        let (out, _) = finish_within(c, Duration::from_secs(20));
+        let (out, _) = timed(c, "a reader on a terminal behind a held dir lock");
         let text = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
             text.matches("waiting for the cache lock").count(),
@@ -361,7 +342,7 @@ fn a_reader_behind_a_stopped_writer_follows_lock_timeout() {
         );
         assert!(text.contains("LOCK_TIMEOUT"), "{text}");
     } else {
-        skip("util-linux script not installed: the terminal part did not run");
+        skip("util-linux script not installed: the terminal note is not checked");
     }
     if let Some(mut i) = holder.stdin.take() {
         let _ = i.write_all(b"\n");
@@ -432,6 +413,11 @@ fn ff_debug_says_which_dir_the_index_and_where_rows_go() {
     assert!(size.contains("read from the index"), "{size}");
     let size = run(&["cache-size", "--dir", &cache]);
     assert!(size.contains("(from --dir)"), "{size}");
+    let evict = run(&["cache-evict", "--all"]);
+    assert!(
+        evict.contains("entries evicted: 1; index now: 0 bytes"),
+        "{evict}"
+    );
 }
 
 /// The real thing: a batch writer stopped (SIGSTOP) while its journal is
@@ -470,7 +456,7 @@ fn a_reader_behind_a_writer_stopped_mid_commit_gives_up() {
         if stopped && journal.exists() {
             let mut c = w.cmd("cache-read");
             c.arg("k").env("LOCK_TIMEOUT", "1");
-            let (out, _) = finish_within(c, Duration::from_secs(20));
+            let (out, _) = timed(c, "a reader behind a stopped writer");
             kill_process(pid, Signal::CONT).unwrap();
             let status = writer.wait().unwrap();
             assert_eq!(out.status.code(), Some(6), "{}", stderr_of(&out));

@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use crate::util::*;
 
-fn lib() -> PathBuf {
+pub(crate) fn lib() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("shell/ffkit.bash")
 }
 
 /// The shells to run a test in: bash always, zsh when installed.
-fn shells() -> Vec<&'static str> {
+pub(crate) fn shells() -> Vec<&'static str> {
     if have("zsh") {
         vec!["bash", "zsh"]
     } else {
@@ -31,30 +31,30 @@ fn shells() -> Vec<&'static str> {
 }
 
 /// A scratch repository (a dir holding `.git`) with HOME beside it.
-struct Repo {
-    tmp: tempfile::TempDir,
+pub(crate) struct Repo {
+    pub(crate) tmp: tempfile::TempDir,
 }
 
 impl Repo {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         fs::create_dir_all(tmp.path().join("repo/.git")).unwrap();
         fs::create_dir_all(tmp.path().join("home")).unwrap();
         Repo { tmp }
     }
 
-    fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.tmp.path().join("repo")
     }
 
     /// The legacy-mode cache dir.
-    fn cache(&self) -> PathBuf {
+    pub(crate) fn cache(&self) -> PathBuf {
         self.root().join(".flowforge/cache")
     }
 
     /// `SHELL -c 'set -euo pipefail; . LIB; SCRIPT' SHELL ARGS...` in the repo,
     /// with a clean environment: PATH without ffkit, FFKIT_BIN set.
-    fn sh(&self, shell: &str, script: &str) -> Command {
+    pub(crate) fn sh(&self, shell: &str, script: &str) -> Command {
         let mut c = Command::new(shell);
         c.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -111,7 +111,7 @@ fn stub_calls(log: &Path) -> Vec<Vec<Vec<u8>>> {
     calls
 }
 
-fn ok(out: &Output) -> String {
+pub(crate) fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
         "status {:?}\nstdout:\n{}\nstderr:\n{}",

@@ -5,77 +5,24 @@
 //! a value is data. Real bash and zsh, under `set -euo pipefail`.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 use ffkit::config::ENV_VARS;
 
-use crate::util::{bin, skip};
-
-fn lib() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("shell/ffkit.bash")
-}
-
-/// bash, and zsh (which CI installs: missing there, the test fails).
-fn shells() -> Vec<&'static str> {
-    let zsh = Command::new("zsh")
-        .args(["-c", "true"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if zsh {
-        return vec!["bash", "zsh"];
-    }
-    skip("zsh not installed: only the bash half of this test runs (.ci/run installs it)");
-    vec!["bash"]
-}
-
-/// A repository (a dir with `.git`) with HOME beside it.
-struct Repo {
-    tmp: tempfile::TempDir,
-}
+use crate::shell::{Repo, ok, shells};
+use crate::util::spawn_locked;
 
 impl Repo {
-    fn new() -> Self {
-        let tmp = tempfile::tempdir().unwrap();
-        fs::create_dir_all(tmp.path().join("repo/.git")).unwrap();
-        fs::create_dir_all(tmp.path().join("home")).unwrap();
-        Repo { tmp }
-    }
-
-    fn root(&self) -> PathBuf {
-        self.tmp.path().join("repo")
-    }
-
-    fn cache(&self) -> PathBuf {
-        self.root().join(".flowforge/cache")
-    }
-
-    /// `SHELL -c 'set -euo pipefail; . LIB; SCRIPT'` in an environment with
-    /// nothing but PATH, HOME, FFKIT_BIN and FFKIT_LIB: every other variable
-    /// the script uses, it sets itself (and so does not export).
-    fn sh(&self, shell: &str, ffkit: &Path, script: &str) -> Command {
-        let mut c = Command::new(shell);
-        c.env_clear()
-            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-            .env("HOME", self.tmp.path().join("home"))
-            .env("FFKIT_BIN", ffkit)
-            .env("FFKIT_LIB", lib())
-            .current_dir(self.root())
-            .arg("-c")
-            .arg(format!("set -euo pipefail\n. \"$FFKIT_LIB\"\n{script}"))
-            .stdin(Stdio::null());
-        c
-    }
-
     fn run(&self, shell: &str, script: &str) -> Output {
-        self.sh(shell, &bin(), script).output().unwrap()
+        self.sh(shell, script).output().unwrap()
     }
 
-    /// A stand-in binary that appends its environment (NUL-separated, one
-    /// call per file `env.N`) and exits 0.
+    /// A stand-in binary that writes its environment (NUL-separated) to
+    /// `envs/env.N` for its N-th call and exits 0.
     fn env_stub(&self) -> (PathBuf, PathBuf) {
         let dir = self.tmp.path().join("envs");
         fs::create_dir_all(&dir).unwrap();
@@ -107,15 +54,21 @@ fn value_of<'a>(env: &'a [String], name: &str) -> Option<&'a str> {
         .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
 }
 
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The names `_ffkit_run` exports are exactly config::ENV_VARS, in order
+/// (`cargo xtask gen` writes them; this says plainly what drifted).
+#[test]
+fn the_forwarded_list_is_config_env_vars() {
+    let text = fs::read_to_string(crate::shell::lib()).unwrap();
+    let begin = text.find("# BEGIN GENERATED:env-forward").unwrap();
+    let end = text.find("# END GENERATED:env-forward").unwrap();
+    let block = &text[begin..end];
+    let export = block.find("export ").unwrap();
+    let names: Vec<&str> = block[export + "export ".len()..]
+        .split_whitespace()
+        .filter(|w| *w != "\\")
+        .collect();
+    let want: Vec<&str> = ENV_VARS.iter().map(|v| v.name).collect();
+    assert_eq!(names, want, "run `cargo xtask gen`");
 }
 
 /// Every variable of config::ENV_VARS, set without export, reaches the
@@ -142,7 +95,11 @@ fn every_env_var_set_in_the_shell_reaches_the_binary_and_unset_ones_do_not() {
              LOCK_TIMEOUT=9 get_performance_metrics\n\
              echo \"after: ${LOCK_TIMEOUT-unset}\"\n",
         );
-        let out = r.sh(shell, &stub, &script).output().unwrap();
+        let out = r
+            .sh(shell, &script)
+            .env("FFKIT_BIN", &stub)
+            .output()
+            .unwrap();
         assert_eq!(ok(&out), "after: unset\n", "{shell}");
 
         let set = call_env(&dir, 0);
@@ -261,22 +218,10 @@ fn unexported_monitoring_disabled_records_nothing() {
 /// A shell that holds the critical lock `name` (through the wrappers) until
 /// its stdin closes; returned once the lock is held.
 fn holder(r: &Repo, name: &str) -> Child {
-    let mut c = r.sh(
+    spawn_locked(r.sh(
         "bash",
-        &bin(),
         &format!("acquire_critical_lock {name}\necho locked\nread -r x || :"),
-    );
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "locked\n");
-    child
+    ))
 }
 
 /// `LOCK_TIMEOUT=1.5` without export: acquire_critical_lock gives up with
@@ -329,5 +274,49 @@ fn a_dash_value_is_data() {
         );
         assert_eq!(ok(&out), "[-][-][-][-]", "{shell}");
         assert_eq!(fs::read(r.cache().join("k")).unwrap(), b"-");
+    }
+}
+
+/// `CACHE_PERF_METRICS=perf.csv` (a bare name, not exported) is ./perf.csv
+/// for every function: the cache functions' own rows, record_performance_metric
+/// and get_performance_metrics all use the same file.
+#[test]
+fn a_relative_metrics_log_in_the_shell_is_relative_to_the_current_dir() {
+    for shell in shells() {
+        let r = Repo::new();
+        let out = r.run(
+            shell,
+            "CACHE_PERF_METRICS=perf.csv\n\
+             write_cache_with_metadata k v\n\
+             record_performance_metric my_op 100 250\n\
+             get_performance_metrics",
+        );
+        let json: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+        assert_eq!(json["write_cache"]["count"], 1, "{shell}: {json}");
+        assert_eq!(json["my_op"]["count"], 1, "{shell}: {json}");
+        let rows = fs::read_to_string(r.root().join("perf.csv")).unwrap();
+        assert!(
+            rows.contains(",write_cache,") && rows.contains(",my_op,"),
+            "{rows}"
+        );
+    }
+}
+
+/// `FF_DEBUG=true` (not exported) reaches the binary: the size comes from
+/// it, with its debug lines, instead of the silent forkless read.
+#[test]
+fn unexported_ff_debug_gives_the_binary_debug_lines() {
+    for shell in shells() {
+        let r = Repo::new();
+        let out = r.run(
+            shell,
+            "write_cache_with_metadata k v\nFF_DEBUG=true\nget_cache_size >/dev/null",
+        );
+        ok(&out);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("ffkit cache-size: debug: cache dir") && err.contains("(from --dir)"),
+            "{shell}: {err}"
+        );
     }
 }

@@ -408,6 +408,23 @@ pub fn with_umask_0(c: &mut Command) -> &mut Command {
     }
 }
 
+/// Spawns `c`, a process that takes a lock, prints `locked` and then waits
+/// on its stdin, and returns it once it holds the lock (close or write its
+/// stdin to let it go).
+pub fn spawn_locked(mut c: Command) -> std::process::Child {
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+    }
+    assert_eq!(line, "locked\n", "the holder did not take its lock");
+    child
+}
+
 /// Releases a named lock when dropped, so a failing assertion never leaves
 /// a holder process behind.
 pub struct Held<'a>(pub &'a World, pub PathBuf, pub &'a str);

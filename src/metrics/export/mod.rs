@@ -8,16 +8,27 @@
 //!   as the old `get_performance_metrics` printed them.
 //! - [`Prometheus`]: the text exposition format, one summary series per
 //!   operation, in seconds as Prometheus conventions ask.
+//! - [`Html`]: the self-contained page of `perf-metrics serve` and
+//!   `perf-metrics report --html` (table and inline SVG charts).
 
+pub mod html;
 mod json;
 mod prometheus;
 pub mod table;
 
+pub use html::Html;
 pub use json::Json;
 pub use prometheus::Prometheus;
 pub use table::Table;
 
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
 use super::aggregate::Report;
+use crate::error::{Error, Result};
+use crate::fsutil;
 
 /// The percentiles every report shows.
 pub const QUANTILES: [(f64, &str); 3] = [(0.5, "p50"), (0.95, "p95"), (0.99, "p99")];
@@ -33,4 +44,42 @@ pub trait Exporter {
 /// with at most three decimals (`0.123`).
 pub fn json_ms(ms: f64) -> String {
     super::log::format_ms(ms)
+}
+
+/// Writes a report to `dest` atomically: a temp file beside it, renamed
+/// over it, so a reader (node_exporter's textfile collector, a browser, a
+/// CI upload) sees the old file or the new one, never a partial one. The
+/// temp name starts with a dot and does not end in `.prom`, so the textfile
+/// collector never reads it. The file is created like any file a shell
+/// redirect makes (0666 less the umask): other users, node_exporter among
+/// them, may need to read it.
+pub fn write_file(dest: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let (tmp, mut f) = loop {
+        let tmp = fsutil::temp_path(dir);
+        match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o666)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)
+        {
+            Ok(f) => break (tmp, f),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io("cannot create a temp file in", dir, e)),
+        }
+    };
+    let written = f.write_all(bytes).and_then(|()| f.sync_data());
+    drop(f);
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("cannot write", &tmp, e));
+    }
+    fsutil::install(&tmp, dest).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io("cannot rename into", dest, e)
+    })
 }

@@ -1,0 +1,75 @@
+//! `lock::release`: drop a named lock (kernel lock held by a holder
+//! process or by the owner's descriptor, or a dot-lock), checking that the
+//! caller owns it (docs/locks.md, "Named pairs across separate commands").
+//!
+//! The owner is the process the lock was taken for; the releaser counts as
+//! the owner when its own pid is the owner (a shell that ran `exec ffkit
+//! lock-release`, as `sh -c '...; ffkit lock-release n'` does for its last
+//! command) or any of its ancestors is (the calling shell, a subshell of
+//! it, a `$(...)`), or when it passes the same `--owner PID`.
+
+use std::path::Path;
+
+use super::holder::{self, Holder};
+use super::status::{self, Backend};
+use super::{dotlock, named};
+use crate::error::Result;
+
+/// A named release request.
+pub struct Release<'a> {
+    pub path: &'a Path,
+    /// Release whoever owns it.
+    pub force: bool,
+    /// The pids whose ownership counts (see [`releasers`]).
+    pub as_pids: Vec<u32>,
+    /// `--dotlock` given.
+    pub dotlock: bool,
+    /// The target is a NAME in the lock dir (not a path).
+    pub is_name: bool,
+}
+
+/// How a release ended.
+#[derive(Debug)]
+pub enum Released {
+    /// Released; the record of the holder it had.
+    Done(Holder),
+    /// Not held (or no lock file at all).
+    NotHeld,
+    /// Held by another owner (an unknown one for a damaged dot-lock).
+    NotOwner(Holder),
+}
+
+/// Whose release this is: `--owner PID`, else this process and its
+/// ancestors (nearest first).
+pub fn releasers(owner: Option<u32>) -> Vec<u32> {
+    match owner {
+        Some(p) => vec![p],
+        None => {
+            let me = std::process::id();
+            let mut v = vec![me];
+            v.extend(holder::ancestors(me));
+            v
+        }
+    }
+}
+
+/// Releases the lock at `r.path`.
+pub fn release(r: &Release<'_>) -> Result<Released> {
+    if status::detect(r.path, r.dotlock, r.is_name)? == Backend::Dotlock {
+        let may = |h: &Holder| r.force || (h.pid != 0 && r.as_pids.contains(&h.pid));
+        return Ok(match dotlock::release(r.path, &may)? {
+            Ok(h) => Released::Done(h),
+            Err(dotlock::NotReleased::NotHeld) => Released::NotHeld,
+            Err(dotlock::NotReleased::NotOwner(h)) => Released::NotOwner(h),
+        });
+    }
+    let who = named::Releaser {
+        as_pids: r.as_pids.clone(),
+        force: r.force,
+    };
+    Ok(match named::release(r.path, &who)? {
+        Ok(h) => Released::Done(h),
+        Err(named::NotReleased::NotHeld) => Released::NotHeld,
+        Err(named::NotReleased::NotOwner(h)) => Released::NotOwner(h),
+    })
+}

@@ -1,0 +1,165 @@
+//! `lock::status`: is a lock held, and by whom — one verdict for every
+//! applet. The kernel is asked first for kernel locks (a record left by a
+//! holder that died is never taken for a holder); a dot-lock is held while
+//! its file exists, and a dot-lock whose record cannot be read is "held by
+//! an unknown holder", broken only by the stale rules or `--force`
+//! (docs/locks.md, "`--dotlock`").
+
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use super::dotlock;
+use super::holder::{self, Holder, KIND_DOTLOCK};
+use super::kernel::{self, Probe};
+use crate::error::{Error, Result};
+
+/// Which kind of lock a file is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Kernel,
+    Dotlock,
+}
+
+/// Decides, in one place, whether the file at `path` is a dot-lock: when
+/// the caller says so (`--dotlock`), when its record says so, or — for a
+/// NAME in the lock dir, whose files are all ffkit's — when it holds
+/// something that is not a record while no kernel lock is held on it (a
+/// damaged dot-lock). Anything else is a kernel lock file.
+pub fn detect(path: &Path, hint: bool, is_name: bool) -> Result<Backend> {
+    if hint {
+        return Ok(Backend::Dotlock);
+    }
+    let Some(seen) = dotlock::look(path)? else {
+        return Ok(Backend::Kernel);
+    };
+    match &seen.holder {
+        Some(h) if h.kind == KIND_DOTLOCK => Ok(Backend::Dotlock),
+        Some(_) => Ok(Backend::Kernel),
+        None if is_name && seen.size > 0 => {
+            let probe = kernel::probe(path).map_err(|e| Error::io("cannot probe", path, e))?;
+            Ok(if probe == Probe::Free {
+                Backend::Dotlock
+            } else {
+                Backend::Kernel
+            })
+        }
+        None => Ok(Backend::Kernel),
+    }
+}
+
+/// What status found.
+#[derive(Clone, Debug)]
+pub struct Status {
+    pub held: bool,
+    pub backend: Backend,
+    /// `exclusive` or `shared` when held.
+    pub mode: Option<&'static str>,
+    pub pid: Option<u32>,
+    pub command: Option<String>,
+    pub record: Option<Holder>,
+    /// The holder as [`Holder`]/[`holder::Who`] describe it.
+    pub holder: String,
+    /// Dot-locks: the next acquirer will break it.
+    pub stale: bool,
+}
+
+fn free(backend: Backend) -> Status {
+    Status {
+        held: false,
+        backend,
+        mode: None,
+        pid: None,
+        command: None,
+        record: None,
+        holder: String::new(),
+        stale: false,
+    }
+}
+
+/// The status of the lock at `path` (see [`detect`] for `hint`, `is_name`).
+pub fn status(
+    path: &Path,
+    hint: bool,
+    is_name: bool,
+    stale_after: std::time::Duration,
+) -> Result<Status> {
+    if detect(path, hint, is_name)? == Backend::Dotlock {
+        let Some(seen) = dotlock::look(path)? else {
+            return Ok(free(Backend::Dotlock));
+        };
+        let stale = seen.is_stale(stale_after);
+        let rec = seen.holder.clone().filter(|h| h.kind == KIND_DOTLOCK);
+        return Ok(Status {
+            held: true,
+            backend: Backend::Dotlock,
+            mode: Some("exclusive"),
+            pid: rec.as_ref().map(|h| h.pid),
+            command: rec.as_ref().map(|h| h.command.clone()),
+            holder: rec.clone().unwrap_or_default().to_string(),
+            record: rec,
+            stale,
+        });
+    }
+    let f = match kernel::open_lock_file_existing(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(free(Backend::Kernel)),
+        Err(e) => return Err(Error::io("cannot open lock file", path, e)),
+    };
+    let exclusive = match kernel::probe_file(&f).map_err(|e| Error::io("cannot probe", path, e))? {
+        Probe::Missing | Probe::Free => return Ok(free(Backend::Kernel)),
+        Probe::Held { exclusive } => exclusive,
+    };
+    let who = holder::who_of_file(&f);
+    Ok(Status {
+        held: true,
+        backend: Backend::Kernel,
+        mode: Some(if exclusive { "exclusive" } else { "shared" }),
+        pid: who.pid,
+        command: who.command.clone(),
+        holder: who.to_string(),
+        record: who.record,
+        stale: false,
+    })
+}
+
+impl Status {
+    /// `NAME: free` or `NAME: held (exclusive) by pid 4242 on build1,
+    /// command: …, since … (age 3.2s)`, with a newline.
+    pub fn text(&self, name: &str) -> String {
+        if !self.held {
+            return format!("{name}: free\n");
+        }
+        let mut s = format!("{name}: held ({}", self.mode.unwrap_or("exclusive"));
+        if self.backend == Backend::Dotlock {
+            s.push_str(", dotlock");
+        }
+        s.push_str(&format!(") by {}", self.holder));
+        if self.stale {
+            s.push_str(", STALE (the next acquirer will remove it)");
+        }
+        s.push('\n');
+        s
+    }
+
+    /// The `--json` object (docs/locks.md, "`lock-status`").
+    pub fn json(&self, name: &str, path: &Path) -> Value {
+        let r = self.record.as_ref();
+        json!({
+            "lock": name,
+            "path": path.to_string_lossy(),
+            "state": if self.held { "held" } else { "free" },
+            "kind": match self.backend { Backend::Kernel => "kernel", Backend::Dotlock => "dotlock" },
+            "mode": self.mode,
+            "pid": self.pid,
+            "host": r.map(|r| r.host.clone()),
+            "command": self.command,
+            "since": r.and_then(|r| holder::rfc3339(r.since)),
+            "since_epoch": r.map(|r| r.since),
+            "age_seconds": r.map(|r| (r.age() * 1000.0).round() / 1000.0),
+            "holder_pid": r.and_then(|r| r.holder_pid),
+            "holder_kind": r.map(|r| r.kind.clone()),
+            "stale": self.stale,
+        })
+    }
+}

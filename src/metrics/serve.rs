@@ -1,0 +1,487 @@
+//! `perf-metrics serve`: the metrics log over HTTP (docs/metrics.md,
+//! "Serving the metrics").
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /api/performance/metrics` | exactly `perf-metrics --json` |
+//! | `GET /metrics` | exactly `perf-metrics --prometheus` |
+//! | `GET /` | the HTML page ([`Html`]), refreshing itself |
+//!
+//! each with the filters `?since=DURATION` and `?op=NAME` (repeatable).
+//! `HEAD` is answered like `GET` without a body; another method on these
+//! paths is 405, another path 404, a malformed query 400.
+//!
+//! The HTTP layer is `tiny_http`: synchronous, no runtime, nothing global
+//! until this module runs. It reads every connection in a thread of its own,
+//! so a client that sends half a request, or nothing, holds only that
+//! thread and never delays anyone else; the answers are made by a few
+//! worker threads here. The listening socket has a send timeout, which the
+//! sockets it accepts inherit, so a client that stops reading frees its
+//! worker within [`SEND_TIMEOUT`]; TCP keepalive closes connections whose
+//! peer vanished.
+//!
+//! One pass over the log serves all three views. The result is kept per
+//! filter and reused while the log's identity, size and times are
+//! unchanged, and concurrent requests for the same data wait for the one
+//! pass in progress instead of each reading a 10-million-row log.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::Duration;
+
+use super::aggregate::{self, Filter, Report};
+use super::export::{Exporter, Html, Json, Prometheus, html::CSP};
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// The default `--listen` address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
+
+/// A client that stops reading its answer frees the worker after this.
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Worker threads answering requests.
+pub const WORKERS: usize = 4;
+
+/// Reports kept (one per distinct filter and log state).
+const CACHE_ENTRIES: usize = 8;
+
+/// The paths the server answers, for the 404 text.
+const PATHS: &str = "/, /api/performance/metrics, /metrics";
+
+/// How to serve.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub listen: SocketAddr,
+    /// The metrics log.
+    pub log: PathBuf,
+    /// For `now()` (the `since` filter) and nothing else.
+    pub cfg: Config,
+    /// Seconds between the page's own refreshes (0: only by the button).
+    pub refresh: u32,
+    /// The `since` of requests that give none (`--since`), as typed.
+    pub default_since: Option<String>,
+}
+
+/// A bound server, not yet answering.
+pub struct Server {
+    http: Arc<tiny_http::Server>,
+    addr: SocketAddr,
+    state: Arc<State>,
+}
+
+struct State {
+    log: PathBuf,
+    cfg: Config,
+    refresh: u32,
+    default_since: Option<(String, Duration)>,
+    cache: Mutex<Vec<(Key, Arc<OnceLock<Snapshot>>)>>,
+}
+
+/// A report, or why there is none (the text of a 500).
+type Snapshot = std::result::Result<Arc<Report>, String>;
+
+/// What makes a cached report still right: the filter and the log's state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Key {
+    ops: Vec<String>,
+    since: Option<i64>,
+    file: Option<(u64, u64, u64, i64, i64, i64, i64)>,
+}
+
+fn file_state(path: &Path) -> Option<(u64, u64, u64, i64, i64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((
+        m.dev(),
+        m.ino(),
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    ))
+}
+
+/// Binds the listening socket. Nothing is answered until [`Server::run`].
+pub fn bind(opts: Options) -> Result<Server> {
+    let default_since = match opts.default_since {
+        Some(s) => {
+            let d = crate::units::parse_duration(&s).map_err(Error::Validation)?;
+            Some((s, d))
+        }
+        None => None,
+    };
+    let listener = TcpListener::bind(opts.listen).map_err(|e| {
+        let msg = format!("cannot listen on {}: {}", opts.listen, e);
+        match e.kind() {
+            std::io::ErrorKind::AddrInUse => Error::Conflict(msg),
+            std::io::ErrorKind::PermissionDenied => Error::Permission(msg),
+            _ => Error::General(msg),
+        }
+    })?;
+    tune(&listener).map_err(|e| Error::General(format!("cannot configure the socket: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::General(format!("cannot read the listening address: {e}")))?;
+    let http = tiny_http::Server::from_listener(listener, None)
+        .map_err(|e| Error::General(format!("cannot start the HTTP server: {e}")))?;
+    Ok(Server {
+        http: Arc::new(http),
+        addr,
+        state: Arc::new(State {
+            log: opts.log,
+            cfg: opts.cfg,
+            refresh: opts.refresh,
+            default_since,
+            cache: Mutex::new(Vec::new()),
+        }),
+    })
+}
+
+/// Socket options the accepted sockets inherit from the listener (Linux
+/// copies them at accept): a send timeout, and keepalive probing after 30 s
+/// idle, every 10 s, 3 times, so a vanished peer's connection is closed.
+fn tune(l: &TcpListener) -> std::io::Result<()> {
+    use rustix::net::sockopt;
+    sockopt::set_socket_timeout(l, sockopt::Timeout::Send, Some(SEND_TIMEOUT))?;
+    sockopt::set_socket_keepalive(l, true)?;
+    sockopt::set_tcp_keepidle(l, Duration::from_secs(30))?;
+    sockopt::set_tcp_keepintvl(l, Duration::from_secs(10))?;
+    sockopt::set_tcp_keepcnt(l, 3)?;
+    Ok(())
+}
+
+impl Server {
+    /// The address actually bound (the port chosen for `:0`).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Answers requests until the HTTP layer fails (it stops accepting, e.g.
+    /// out of file descriptors); returns that failure.
+    pub fn run(self) -> Result<()> {
+        let (done, finished) = mpsc::channel();
+        for _ in 0..WORKERS {
+            let (http, state, done) = (self.http.clone(), self.state.clone(), done.clone());
+            std::thread::Builder::new()
+                .name("ffkit-serve".into())
+                .spawn(move || {
+                    let err = loop {
+                        match http.recv() {
+                            Ok(rq) => state.handle(rq),
+                            Err(e) => break e,
+                        }
+                    };
+                    let _ = done.send(err);
+                })
+                .map_err(|e| Error::General(format!("cannot start a worker thread: {e}")))?;
+        }
+        drop(done);
+        match finished.recv() {
+            Ok(e) => Err(Error::General(format!("the HTTP server stopped: {e}"))),
+            Err(_) => Err(Error::General("the HTTP server stopped".into())),
+        }
+    }
+}
+
+/// An answer before it is put on the wire.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    fn text(status: u16, msg: impl Into<String>) -> Reply {
+        let mut body = msg.into();
+        body.push('\n');
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into_bytes(),
+            headers: Vec::new(),
+        }
+    }
+}
+
+/// What a request asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum View {
+    Page,
+    Json,
+    Prometheus,
+}
+
+/// The query of a request, validated.
+#[derive(Debug, Default, PartialEq)]
+struct Query {
+    since: Option<(String, Duration)>,
+    ops: Vec<String>,
+}
+
+impl State {
+    fn handle(&self, rq: tiny_http::Request) {
+        let method = rq.method().as_str().to_string();
+        let reply = self.route(&method, rq.url());
+        let mut resp = tiny_http::Response::from_data(reply.body).with_status_code(reply.status);
+        let mut headers = vec![
+            ("Content-Type", reply.content_type.to_string()),
+            ("Cache-Control", "no-store".into()),
+            ("X-Content-Type-Options", "nosniff".into()),
+        ];
+        headers.extend(reply.headers);
+        for (k, v) in headers {
+            if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
+                resp.add_header(h);
+            }
+        }
+        // A client that went away (or stopped reading past the send timeout)
+        // gets nothing more; there is no one to tell.
+        let _ = rq.respond(resp);
+    }
+
+    /// The answer to `METHOD target`; never panics, whatever the input.
+    fn route(&self, method: &str, target: &str) -> Reply {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, q),
+            None => (target, ""),
+        };
+        if !path.starts_with('/') {
+            return Reply::text(400, format!("bad request target '{target}'"));
+        }
+        let view = match path {
+            "/" | "/index.html" => View::Page,
+            "/api/performance/metrics" => View::Json,
+            "/metrics" => View::Prometheus,
+            _ => return Reply::text(404, format!("not found: {path} (try {PATHS})")),
+        };
+        if method != "GET" && method != "HEAD" {
+            let mut r = Reply::text(405, format!("method {method} not allowed: use GET or HEAD"));
+            r.headers.push(("Allow", "GET, HEAD".into()));
+            return r;
+        }
+        let mut q = match parse_query(query) {
+            Ok(q) => q,
+            Err(msg) => return Reply::text(400, msg),
+        };
+        if q.since.is_none() {
+            q.since.clone_from(&self.default_since);
+        }
+        let since = q
+            .since
+            .as_ref()
+            .map(|(_, d)| self.cfg.now() - d.as_secs() as i64);
+        let report = match self.report(q.ops.clone(), since) {
+            Ok(r) => r,
+            Err(msg) => return Reply::text(500, msg),
+        };
+        let (content_type, body) = match view {
+            View::Json => ("application/json", Json.render(&report)),
+            View::Prometheus => (
+                "text/plain; version=0.0.4; charset=utf-8",
+                Prometheus.render(&report),
+            ),
+            View::Page => (
+                "text/html; charset=utf-8",
+                Html {
+                    source: self.log.display().to_string(),
+                    generated: self.cfg.now(),
+                    filters: describe(&q),
+                    refresh: Some(self.refresh),
+                }
+                .render(&report),
+            ),
+        };
+        let mut r = Reply {
+            status: 200,
+            content_type,
+            body: body.into_bytes(),
+            headers: Vec::new(),
+        };
+        if view == View::Page {
+            r.headers.push(("Content-Security-Policy", CSP.into()));
+        }
+        if report.malformed > 0 {
+            r.headers
+                .push(("X-Ffkit-Malformed-Rows", report.malformed.to_string()));
+        }
+        r
+    }
+
+    /// The report for a filter: cached while the log is unchanged; one pass
+    /// at a time per key, the others wait for it.
+    fn report(&self, ops: Vec<String>, since: Option<i64>) -> Snapshot {
+        let key = Key {
+            ops,
+            since,
+            file: file_state(&self.log),
+        };
+        let cell = {
+            let mut cache = match self.cache.lock() {
+                Ok(c) => c,
+                // A worker that panicked mid-update left nothing half-done
+                // that matters: the list only holds finished or pending cells.
+                Err(p) => p.into_inner(),
+            };
+            match cache.iter().find(|(k, _)| *k == key) {
+                Some((_, c)) => c.clone(),
+                None => {
+                    if cache.len() >= CACHE_ENTRIES {
+                        cache.remove(0);
+                    }
+                    let c = Arc::new(OnceLock::new());
+                    cache.push((key.clone(), c.clone()));
+                    c
+                }
+            }
+        };
+        let snap = cell
+            .get_or_init(|| {
+                aggregate::aggregate_with_series(
+                    &self.log,
+                    Filter {
+                        ops: key.ops.clone(),
+                        since: key.since,
+                    },
+                )
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+            })
+            .clone();
+        if snap.is_err() {
+            // Do not keep a failure: the next request tries again.
+            if let Ok(mut cache) = self.cache.lock() {
+                cache.retain(|(k, c)| !(k == &key && Arc::ptr_eq(c, &cell)));
+            }
+        }
+        snap
+    }
+}
+
+/// The filters as the page's header says them.
+fn describe(q: &Query) -> String {
+    let mut parts = Vec::new();
+    if let Some((s, _)) = &q.since {
+        parts.push(format!("since {s}"));
+    }
+    if !q.ops.is_empty() {
+        parts.push(format!("op {}", q.ops.join(", ")));
+    }
+    parts.join(" · ")
+}
+
+fn parse_query(query: &str) -> std::result::Result<Query, String> {
+    let mut q = Query::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (decode(k)?, decode(v)?);
+        match k.as_str() {
+            "since" => {
+                if q.since.is_some() {
+                    return Err("'since' given twice".into());
+                }
+                let d =
+                    crate::units::parse_duration(&v).map_err(|e| format!("bad 'since': {e}"))?;
+                q.since = Some((v, d));
+            }
+            "op" => {
+                if v.is_empty() {
+                    return Err("empty 'op'".into());
+                }
+                q.ops.push(v);
+            }
+            _ => {
+                return Err(format!(
+                    "unknown query parameter '{k}' (expected since, op)"
+                ));
+            }
+        }
+    }
+    Ok(q)
+}
+
+/// Percent-decoding of a query component (`+` is a space); invalid escapes
+/// and non-UTF-8 results are errors.
+fn decode(s: &str) -> std::result::Result<String, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (
+                    b.get(i + 1).and_then(|&c| hex(c)),
+                    b.get(i + 2).and_then(|&c| hex(c)),
+                ) {
+                    (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
+                    _ => return Err(format!("bad percent-encoding in '{s}'")),
+                }
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| format!("query is not UTF-8: '{s}'"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(log: &Path) -> State {
+        let cfg = Config::from_lookup(|k| (k == "FFKIT_TEST_NOW").then(|| "1000".into())).unwrap();
+        State {
+            log: log.to_path_buf(),
+            cfg,
+            refresh: 10,
+            default_since: None,
+            cache: Mutex::new(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn queries() {
+        assert_eq!(decode("a%3Ab+c").unwrap(), "a:b c");
+        assert!(decode("%zz").is_err() && decode("%4").is_err() && decode("%ff").is_err());
+        let q = parse_query("since=1h&op=a&op=b%2Cc").unwrap();
+        assert_eq!(q.since.unwrap().1, Duration::from_secs(3600));
+        assert_eq!(q.ops, ["a", "b,c"]);
+        for bad in ["since=abc", "since=1h&since=2h", "op=", "x=1", "since"] {
+            assert!(parse_query(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_query("").unwrap(), Query::default());
+    }
+
+    #[test]
+    fn routes_and_status_codes() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log.csv");
+        std::fs::write(&log, "990,a,1\n995,b,2\n100,a,50\nbad\n").unwrap();
+        let s = state(&log);
+        let r = s.route("GET", "/api/performance/metrics?since=20s");
+        assert_eq!(r.status, 200);
+        let body = String::from_utf8(r.body).unwrap();
+        assert!(
+            body.contains("\"a\": {\"count\": 1,") && body.contains("\"b\""),
+            "{body}"
+        );
+        assert_eq!(r.headers, [("X-Ffkit-Malformed-Rows", "1".to_string())]);
+        assert_eq!(s.route("GET", "/metrics?op=b").status, 200);
+        assert_eq!(s.route("HEAD", "/").status, 200);
+        assert_eq!(s.route("GET", "/nope").status, 404);
+        assert_eq!(s.route("POST", "/metrics").status, 405);
+        assert_eq!(s.route("GET", "/?since=soon").status, 400);
+        assert_eq!(s.route("GET", "*").status, 400);
+        // The cache follows the log: a new row shows up.
+        std::fs::write(&log, "990,a,1\n995,b,2\n996,c,3\n").unwrap();
+        let body = String::from_utf8(s.route("GET", "/api/performance/metrics").body).unwrap();
+        assert!(body.contains("\"c\""), "{body}");
+    }
+}

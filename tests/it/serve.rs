@@ -1,0 +1,638 @@
+//! `perf-metrics serve`, `report --html` and `--prometheus --textfile`:
+//! a real server on a free loopback port (port 0, the bound address read
+//! from its stderr line), spoken to over raw TCP; the page loaded in
+//! headless chromium; the files checked on disk.
+//!
+//! The oracle for every HTTP answer is the CLI itself: the body of
+//! `/api/performance/metrics` must equal `perf-metrics --json` with the same
+//! filters, byte for byte, and `/metrics` must equal `--prometheus`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+use std::{fs, thread};
+
+use crate::util::*;
+
+/// The fixed "now" of every server and CLI call here.
+const NOW: i64 = 1_700_010_000;
+
+/// A log of `ops` operations, rows spread over the 10,000 s before NOW,
+/// with a malformed row and a comment.
+fn write_log(path: &Path, ops: usize, rows: usize) {
+    let mut s = String::from("# timestamp,operation,duration_ms\n");
+    for i in 0..rows {
+        let op = i % ops;
+        let ts = NOW - 10_000 + (i as i64 * 10_000 / rows as i64);
+        let ms = (op + 1) as f64 * 0.05 * (1.0 + (i % 37) as f64 / 10.0);
+        s.push_str(&format!("{ts},op_{op},{ms:.3}\n"));
+    }
+    s.push_str("garbage line\n");
+    fs::write(path, s).unwrap();
+}
+
+/// `ffkit perf-metrics …` against the log, at NOW.
+fn pm(w: &World, log: &Path) -> Command {
+    let mut c = w.cmd("perf-metrics");
+    c.env("CACHE_PERF_METRICS", log)
+        .env("FFKIT_TEST_NOW", NOW.to_string());
+    c
+}
+
+/// A running `perf-metrics serve`, killed (it is our child) on drop.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(w: &World, log: &Path, extra: &[&str]) -> Server {
+        let mut child = pm(w, log)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        // The first line names the address; a failure to bind ends the
+        // output instead, and the test fails with what it said.
+        let line = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                panic!("serve did not report its address: {line:?}")
+            });
+        // Keep draining stderr so the server never blocks on a full pipe.
+        thread::spawn(move || for _ in lines {});
+        Server { child, addr }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One parsed HTTP answer.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    // Generous: a loaded 2-core machine; a hang shows up as a failure.
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s
+}
+
+/// Sends raw bytes as one request on a fresh connection and reads the
+/// whole answer (the request asks the server to close).
+fn raw(addr: SocketAddr, request: &[u8]) -> Answer {
+    let mut s = connect(addr);
+    s.write_all(request).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).expect("read answer");
+    parse(&buf)
+}
+
+fn request(addr: SocketAddr, method: &str, target: &str) -> Answer {
+    raw(
+        addr,
+        format!("{method} {target} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn get(addr: SocketAddr, target: &str) -> Answer {
+    request(addr, "GET", target)
+}
+
+fn parse(buf: &[u8]) -> Answer {
+    let end = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(buf)));
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: buf[end + 4..].to_vec(),
+    }
+}
+
+fn cli_out(c: &mut Command) -> Vec<u8> {
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    out.stdout
+}
+
+/// Whether `tool` runs; on CI (`CI=true`) a missing tool fails the test.
+fn have(tool: &str, arg: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg(arg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{tool} is required on CI (.ci/run installs it)"
+        );
+        eprintln!("SKIP: {tool} not found; this check did not run");
+    }
+    ok
+}
+
+#[test]
+fn serve_api_is_exactly_the_cli_json_and_prometheus_with_the_same_filters() {
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 4, 3000);
+    let s = Server::start(&w, &log, &[]);
+    for (query, args) in [
+        ("", vec![]),
+        ("?since=1h", vec!["--since", "1h"]),
+        ("?op=op_1&op=op_3", vec!["--op", "op_1", "--op", "op_3"]),
+        ("?since=30m&op=op_2", vec!["--since", "30m", "--op", "op_2"]),
+        ("?op=missing", vec!["--op", "missing"]),
+    ] {
+        let a = get(s.addr, &format!("/api/performance/metrics{query}"));
+        assert_eq!(a.status, 200, "{query}: {}", a.text());
+        assert_eq!(a.header("Content-Type"), Some("application/json"));
+        let want = cli_out(pm(&w, &log).arg("--json").args(&args));
+        assert_eq!(a.text(), String::from_utf8_lossy(&want), "{query}");
+        let a = get(s.addr, &format!("/metrics{query}"));
+        assert_eq!(a.status, 200);
+        assert!(
+            a.header("Content-Type")
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4")
+        );
+        let want = cli_out(pm(&w, &log).arg("--prometheus").args(&args));
+        assert_eq!(a.text(), String::from_utf8_lossy(&want), "{query}");
+    }
+    // The malformed row is announced, as the CLI's note does.
+    let a = get(s.addr, "/api/performance/metrics");
+    assert_eq!(a.header("X-Ffkit-Malformed-Rows"), Some("1"));
+    // New rows show up in the next answer (the cache follows the log).
+    let before = get(s.addr, "/api/performance/metrics").text();
+    pm(&w, &log)
+        .args(["record", "fresh_op", "2.5"])
+        .assert()
+        .success();
+    let after = get(s.addr, "/api/performance/metrics").text();
+    assert_ne!(before, after);
+    assert_eq!(
+        after,
+        String::from_utf8_lossy(&cli_out(pm(&w, &log).arg("--json")))
+    );
+    assert!(
+        after.contains("\"fresh_op\": {\"count\": 1, \"total\": 2.5,"),
+        "{after}"
+    );
+}
+
+#[test]
+fn serve_metrics_pass_promtool_check_metrics() {
+    if !have("promtool", "--version") {
+        return;
+    }
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 3, 500);
+    // An operation name that needs escaping in a label (a hand-edited log).
+    fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(format!("{},we\"ird\\op,1.5\n", NOW - 5).as_bytes())
+        .unwrap();
+    let s = Server::start(&w, &log, &[]);
+    let body = get(s.addr, "/metrics").body;
+    let mut p = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    p.stdin.take().unwrap().write_all(&body).unwrap();
+    let out = p.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&body)
+    );
+}
+
+#[test]
+fn serve_answers_bad_requests_with_4xx_and_keeps_serving() {
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 2, 100);
+    let s = Server::start(&w, &log, &[]);
+    assert_eq!(get(s.addr, "/nope").status, 404);
+    assert_eq!(get(s.addr, "/api/performance").status, 404);
+    let a = request(s.addr, "POST", "/api/performance/metrics");
+    assert_eq!(a.status, 405);
+    assert_eq!(a.header("Allow"), Some("GET, HEAD"));
+    assert_eq!(request(s.addr, "DELETE", "/").status, 405);
+    for q in [
+        "/?since=soon",
+        "/metrics?since=",
+        "/api/performance/metrics?since=1h&since=2h",
+        "/api/performance/metrics?op=",
+        "/api/performance/metrics?colour=red",
+        "/api/performance/metrics?op=%zz",
+        "/api/performance/metrics?op=%ff",
+    ] {
+        let a = get(s.addr, q);
+        assert_eq!(a.status, 400, "{q}: {}", a.text());
+    }
+    // Not HTTP at all, and a request line without a version.
+    assert_eq!(raw(s.addr, b"hello there\r\n\r\n").status, 400);
+    assert_eq!(raw(s.addr, b"GET /\r\n\r\n").status, 400);
+    // A percent-encoded name is decoded like the CLI's --op.
+    let a = get(s.addr, "/api/performance/metrics?op=op%5F1");
+    assert!(a.text().starts_with("{\"op_1\""), "{}", a.text());
+    // HEAD: the headers of GET, no body.
+    let a = request(s.addr, "HEAD", "/");
+    assert_eq!(a.status, 200);
+    assert!(a.body.is_empty());
+    assert!(a.header("Content-Security-Policy").is_some());
+    // Still alive and right after all that.
+    let a = get(s.addr, "/api/performance/metrics");
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, cli_out(pm(&w, &log).arg("--json")));
+}
+
+#[test]
+fn serve_answers_fifty_concurrent_clients_alike() {
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 5, 20_000);
+    let want = cli_out(pm(&w, &log).arg("--json"));
+    let s = Server::start(&w, &log, &[]);
+    let addr = s.addr;
+    let gate = Arc::new(Barrier::new(50));
+    let clients: Vec<_> = (0..50)
+        .map(|i| {
+            let gate = gate.clone();
+            thread::spawn(move || {
+                gate.wait();
+                let path = match i % 3 {
+                    0 => "/api/performance/metrics",
+                    1 => "/metrics",
+                    _ => "/",
+                };
+                (path, get(addr, path))
+            })
+        })
+        .collect();
+    for c in clients {
+        let (path, a) = c.join().unwrap();
+        assert_eq!(a.status, 200, "{path}");
+        if path == "/api/performance/metrics" {
+            assert_eq!(a.body, want);
+        } else if path == "/" {
+            assert_eq!(a.text().matches("<svg class=\"chart dist\"").count(), 5);
+        }
+    }
+}
+
+#[test]
+fn serve_is_not_blocked_by_half_sent_or_silent_clients() {
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 2, 200);
+    let s = Server::start(&w, &log, &[]);
+    // More stuck clients than the server has workers: connections that sent
+    // half a request line, headers without the blank line, a body shorter
+    // than its Content-Length, or nothing at all.
+    let mut stuck = Vec::new();
+    for i in 0..12 {
+        let mut c = connect(s.addr);
+        let part: &[u8] = match i % 4 {
+            0 => b"GET /api/perf",
+            1 => b"GET /metrics HTTP/1.1\r\nHost: x\r\n",
+            2 => b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc",
+            _ => b"",
+        };
+        c.write_all(part).unwrap();
+        stuck.push(c);
+    }
+    // Everyone else is answered, repeatedly, while they hang on.
+    let want = cli_out(pm(&w, &log).arg("--json"));
+    for _ in 0..5 {
+        let a = get(s.addr, "/api/performance/metrics");
+        assert_eq!(a.status, 200);
+        assert_eq!(a.body, want);
+    }
+    // And a keep-alive client gets several answers on one connection.
+    let mut c = connect(s.addr);
+    for _ in 0..3 {
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let a = read_one(&mut c);
+        assert_eq!(a.status, 200);
+    }
+    drop(stuck);
+}
+
+/// Reads one answer with a Content-Length from a kept-alive connection.
+fn read_one(c: &mut TcpStream) -> Answer {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        assert_eq!(c.read(&mut byte).unwrap(), 1, "connection closed early");
+        buf.push(byte[0]);
+    }
+    let mut a = parse(&buf);
+    let n: usize = a.header("Content-Length").unwrap().parse().unwrap();
+    let mut body = vec![0u8; n];
+    c.read_exact(&mut body).unwrap();
+    a.body = body;
+    a
+}
+
+#[test]
+fn serve_refuses_a_busy_port_and_a_bad_listen_address() {
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 1, 10);
+    let s = Server::start(&w, &log, &[]);
+    let out = pm(&w, &log)
+        .args(["serve", "--listen", &s.addr.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr_of(&out));
+    assert!(
+        stderr_of(&out).contains("cannot listen on"),
+        "{}",
+        stderr_of(&out)
+    );
+    for bad in ["nowhere:x", "1.2.3.4", "99999"] {
+        pm(&w, &log)
+            .args(["serve", "--listen", bad])
+            .assert()
+            .code(2);
+    }
+    pm(&w, &log)
+        .args(["serve", "--listen", "127.0.0.1:0", "--since", "soon"])
+        .assert()
+        .code(2);
+}
+
+/// Headless chromium as the brief's flags say, in a fresh profile dir.
+fn chromium(profile: &Path) -> Command {
+    // Under coreutils' timeout: a browser that hangs fails the test instead
+    // of stalling the suite.
+    let mut c = Command::new("timeout");
+    c.args(["-k", "10", "120", "chromium"]);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--enable-logging=stderr",
+        "--v=0",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    c
+}
+
+/// Loads `url`, lets `budget_ms` of virtual time pass (timers included),
+/// and returns the DOM and the console lines chromium logged.
+fn load(w: &World, url: &str, budget_ms: u32) -> (String, Vec<String>) {
+    let profile = tempfile::tempdir_in(w.path()).unwrap();
+    let mut c = chromium(profile.path());
+    // A budget of 0 makes chromium wait forever: no flag then.
+    if budget_ms > 0 {
+        c.arg(format!("--virtual-time-budget={budget_ms}"));
+    }
+    let out = c
+        .arg("--dump-dom")
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run chromium");
+    assert!(out.status.success(), "chromium: {}", stderr_of(&out));
+    let console = stderr_of(&out)
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(str::to_string)
+        .collect();
+    (String::from_utf8_lossy(&out.stdout).into_owned(), console)
+}
+
+#[test]
+fn the_page_loads_in_headless_chromium_without_console_errors_and_draws_every_operation() {
+    if !have("chromium", "--version") {
+        return;
+    }
+    let w = World::new();
+    // The console check can fail: a page that logs is caught.
+    let bad = w.path().join("bad.html");
+    fs::write(
+        &bad,
+        "<!DOCTYPE html><title>x</title><script>nope();</script>",
+    )
+    .unwrap();
+    let (_, console) = load(&w, &format!("file://{}", bad.display()), 0);
+    assert!(
+        console.iter().any(|l| l.contains("nope is not defined")),
+        "the console detector saw nothing: {console:?}"
+    );
+
+    let log = w.path().join("log.csv");
+    write_log(&log, 6, 5000);
+    let s = Server::start(&w, &log, &["--refresh", "1"]);
+    // Served: the charts are there, and after a few (virtual) seconds the
+    // page has refreshed itself from the server, still without errors.
+    let (dom, console) = load(&w, &format!("http://{}/", s.addr), 3500);
+    assert!(console.is_empty(), "console: {console:?}");
+    assert_eq!(dom.matches("<svg class=\"chart dist\"").count(), 6, "{dom}");
+    assert_eq!(dom.matches("<svg class=\"chart series\"").count(), 6);
+    assert_eq!(dom.matches("<article class=\"op\"").count(), 6);
+    assert!(dom.contains("class=\"bar\"") && dom.contains("<polyline class=\"line\""));
+    assert!(
+        dom.contains("<span id=\"status\" role=\"status\">updated"),
+        "the page did not refresh itself"
+    );
+    // A filter in the URL carries through (and through the refresh).
+    let (dom, console) = load(&w, &format!("http://{}/?op=op_2&op=op_4", s.addr), 0);
+    assert!(console.is_empty(), "console: {console:?}");
+    assert_eq!(dom.matches("<svg class=\"chart dist\"").count(), 2);
+
+    // The static report: same charts, no script, no errors from file://.
+    let page = w.path().join("report.html");
+    pm(&w, &log)
+        .args(["report", "--html"])
+        .arg(&page)
+        .assert()
+        .success();
+    let (dom, console) = load(&w, &format!("file://{}", page.display()), 0);
+    assert!(console.is_empty(), "console: {console:?}");
+    assert_eq!(dom.matches("<svg class=\"chart dist\"").count(), 6);
+}
+
+#[test]
+fn report_html_writes_one_self_contained_file_atomically() {
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 3, 900);
+    let out_dir = w.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    let page = out_dir.join("metrics.html");
+    fs::write(&page, "old").unwrap();
+    pm(&w, &log)
+        .args(["report", "--since", "2h", "--html"])
+        .arg(&page)
+        .assert()
+        .success()
+        .stdout("");
+    let html = fs::read_to_string(&page).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert_eq!(html.matches("<svg class=\"chart dist\"").count(), 3);
+    assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
+    assert!(html.contains("since 2h"));
+    // Nothing but the page is left in its dir (no temp file).
+    let names: Vec<PathBuf> = fs::read_dir(&out_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(names, std::slice::from_ref(&page));
+    // --op narrows it; a missing dir is exit 4 and creates nothing.
+    pm(&w, &log)
+        .args(["report", "--op", "op_0", "--html"])
+        .arg(&page)
+        .assert()
+        .success();
+    assert_eq!(
+        fs::read_to_string(&page)
+            .unwrap()
+            .matches("<svg class=\"chart dist\"")
+            .count(),
+        1
+    );
+    pm(&w, &log)
+        .args(["report", "--html"])
+        .arg(w.path().join("no/such/dir/x.html"))
+        .assert()
+        .code(4);
+    pm(&w, &log).arg("report").assert().code(2);
+}
+
+#[test]
+fn prometheus_textfile_is_written_atomically_and_readable_like_any_file() {
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 2, 50);
+    let dir = w.path().join("textfile");
+    fs::create_dir(&dir).unwrap();
+    let prom = dir.join("ffkit.prom");
+    pm(&w, &log)
+        .args(["--prometheus", "--textfile"])
+        .arg(&prom)
+        .assert()
+        .success()
+        .stdout("");
+    let want = cli_out(pm(&w, &log).arg("--prometheus"));
+    assert_eq!(fs::read(&prom).unwrap(), want);
+    // The mode a plain file created in the same place gets (umask applied).
+    use std::os::unix::fs::PermissionsExt;
+    let plain = w.path().join("plain");
+    fs::write(&plain, "").unwrap();
+    assert_eq!(
+        fs::metadata(&prom).unwrap().permissions().mode() & 0o777,
+        fs::metadata(&plain).unwrap().permissions().mode() & 0o777
+    );
+    // Rewritten in place (a new inode: readers never see a partial file).
+    use std::os::unix::fs::MetadataExt;
+    let ino = fs::metadata(&prom).unwrap().ino();
+    pm(&w, &log)
+        .args(["record", "another", "1"])
+        .assert()
+        .success();
+    pm(&w, &log)
+        .args(["--prometheus", "--textfile"])
+        .arg(&prom)
+        .assert()
+        .success();
+    assert_ne!(fs::metadata(&prom).unwrap().ino(), ino);
+    assert!(
+        fs::read_to_string(&prom)
+            .unwrap()
+            .contains("operation=\"another\"")
+    );
+    let names: Vec<_> = fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(names.len(), 1, "a temp file was left behind");
+    // --textfile needs --prometheus.
+    pm(&w, &log)
+        .args(["--json", "--textfile"])
+        .arg(&prom)
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn serve_page_of_a_big_log_stays_small() {
+    // 300,000 rows: the page's size depends on operations, not rows (the
+    // time is measured in docs/metrics.md, not asserted).
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 4, 300_000);
+    let s = Server::start(&w, &log, &[]);
+    let t = Instant::now();
+    let a = get(s.addr, "/");
+    let b = get(s.addr, "/");
+    assert_eq!(a.status, 200);
+    assert!(a.body.len() < 200_000, "{} bytes", a.body.len());
+    assert_eq!(a.body, b.body);
+    eprintln!(
+        "serve: two page loads of a 300k-row log took {:?}",
+        t.elapsed()
+    );
+}

@@ -52,6 +52,11 @@ _ffkit_bin_check() {
     return 1
 }
 
+# Succeeds when FFKIT_BACKEND names a remote backend (docs/redis.md).
+_ffkit_remote() {
+    [[ -n ${FFKIT_BACKEND-} && ${FFKIT_BACKEND-} != local ]]
+}
+
 # _ffkit_run LOG ARGS...: runs the binary with ARGS, its metrics log set to
 # LOG (so every row of a wrapper-driven operation lands in one log).
 #
@@ -64,11 +69,6 @@ _ffkit_bin_check() {
 # stays unset: `export NAME` on an unset name puts nothing in the
 # environment. The names are config::ENV_VARS, written here by
 # `cargo xtask gen` (a test fails when they drift); see docs/shell.md.
-# Succeeds when FFKIT_BACKEND names a remote backend (docs/redis.md).
-_ffkit_remote() {
-    [[ -n ${FFKIT_BACKEND-} && ${FFKIT_BACKEND-} != local ]]
-}
-
 _ffkit_run() {
     local _ffkit_l=$1 _ffkit_d='' _ffkit_strip=0
     shift
@@ -658,10 +658,10 @@ cache_command() {
         _ffkit_err 'usage: cache_command [OPTIONS] -- CMD [ARGS...]'
         return 2
     fi
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns='' _ffkit_a='' _ffkit_sep=0
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns='' _ffkit_arg='' _ffkit_sep=0
     _ffkit_paths cache_command || return
-    for _ffkit_a in "$@"; do
-        if [ "$_ffkit_a" = -- ]; then
+    for _ffkit_arg in "$@"; do
+        if [ "$_ffkit_arg" = -- ]; then
             _ffkit_sep=1
             break
         fi

@@ -680,27 +680,27 @@ cache_command() {
 # _ffkit_builtin_thin: with the builtin loaded, every function above becomes
 # one call into it; namespace and dir resolution, validation and the
 # held-lock table then live in Rust (builtin/src/funcs.rs), and the shell
-# code above is the fallback path.
+# code above is the fallback path. The builtin runs the local backend only:
+# with FFKIT_BACKEND naming a server (set in this shell, exported or not;
+# docs/redis.md) a call takes the fallback path, kept as _ffkit_sh_NAME.
+# Called right after the file (re)defined the fallback functions.
 _ffkit_builtin_thin() {
-    get_cache_size() { builtin ffkit --fn get_cache_size "$@"; }
-    rebuild_size_index() { builtin ffkit --fn rebuild_size_index "$@"; }
-    write_cache_with_metadata() { builtin ffkit --fn write_cache_with_metadata "$@"; }
-    read_cache_with_ttl() { builtin ffkit --fn read_cache_with_ttl "$@"; }
-    batch_write_cache() { builtin ffkit --fn batch_write_cache "$@"; }
-    batch_read_cache() { builtin ffkit --fn batch_read_cache "$@"; }
-    enforce_cache_limits() { builtin ffkit --fn enforce_cache_limits "$@"; }
-    clear_developer_cache() { builtin ffkit --fn clear_developer_cache "$@"; }
-    cache_provider_data() { builtin ffkit --fn cache_provider_data "$@"; }
-    get_provider_cache() { builtin ffkit --fn get_provider_cache "$@"; }
-    cache_time_tracking() { builtin ffkit --fn cache_time_tracking "$@"; }
-    recover_time_tracking() { builtin ffkit --fn recover_time_tracking "$@"; }
-    acquire_critical_lock() { builtin ffkit --fn acquire_critical_lock "$@"; }
-    release_critical_lock() { builtin ffkit --fn release_critical_lock "$@"; }
-    acquire_session_lock() { builtin ffkit --fn acquire_session_lock "$@"; }
-    release_session_lock() { builtin ffkit --fn release_session_lock "$@"; }
-    record_performance_metric() { builtin ffkit --fn record_performance_metric "$@"; }
-    get_performance_metrics() { builtin ffkit --fn get_performance_metrics "$@"; }
-    cleanup_performance_metrics() { builtin ffkit --fn cleanup_performance_metrics "$@"; }
+    local _ffkit_f=''
+    for _ffkit_f in get_cache_size rebuild_size_index write_cache_with_metadata \
+        read_cache_with_ttl batch_write_cache batch_read_cache enforce_cache_limits \
+        clear_developer_cache cache_provider_data get_provider_cache \
+        cache_time_tracking recover_time_tracking acquire_critical_lock \
+        release_critical_lock acquire_session_lock release_session_lock \
+        record_performance_metric get_performance_metrics cleanup_performance_metrics; do
+        eval "_ffkit_sh_$(declare -f "$_ffkit_f")"
+        eval "$_ffkit_f() {
+            if [[ -n \${FFKIT_BACKEND-} && \$FFKIT_BACKEND != local ]]; then
+                _ffkit_sh_$_ffkit_f \"\$@\"
+            else
+                builtin ffkit --fn $_ffkit_f \"\$@\"
+            fi
+        }"
+    done
 }
 
 # _ffkit_builtin_load EXE BUILD_ID: loads the builtin `ffkit` into this bash

@@ -128,8 +128,19 @@ pub fn acquire(path: &Path, cfg: &Config, timeout: Duration) -> std::result::Res
             }
             if !announced {
                 announced = true;
+                // The binary's waiting line (lock_args), which the wrappers
+                // print only with FF_DEBUG=true (docs/locks.md).
                 if cfg.debug {
-                    eprintln!("ffkit: debug: {}: held; waiting", path.display());
+                    let holder = fd
+                        .try_clone()
+                        .map(|d| {
+                            ffkit::lock::holder::describe_kernel_holder(&std::fs::File::from(d))
+                        })
+                        .unwrap_or_else(|_| "an unknown holder".into());
+                    eprintln!(
+                        "ffkit: waiting for lock {} (held by {holder})",
+                        path.display()
+                    );
                 }
             }
             let Some(step) = sleeps.next_at(Instant::now()) else {

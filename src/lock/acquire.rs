@@ -178,10 +178,6 @@ pub fn acquire(req: &Request, rep: &mut dyn Report) -> Result<Outcome> {
 }
 
 /// Who holds the kernel lock at `path` (or the descriptor), as text.
-fn kernel_holder(f: &std::fs::File) -> String {
-    holder::who_of_file(f).to_string()
-}
-
 fn command(req: &Request, path: &Path, program: &Program, rep: &mut dyn Report) -> Result<Outcome> {
     // An exclusive OFD lock needs a writable descriptor (flock(1) reopens
     // read-write for it too); flock(2) is happy with a read-only one.
@@ -190,7 +186,7 @@ fn command(req: &Request, path: &Path, program: &Program, rep: &mut dyn Report) 
         .map_err(|e| Error::io("cannot open lock file", path, e))?;
     let fd = f.as_raw_fd();
     let got = kernel::lock_fd(fd, req.kind, req.method, req.wait.start(), &mut || {
-        rep.waiting(&req.label, &kernel_holder(&f))
+        rep.waiting(&req.label, &holder::describe_kernel_holder(&f))
     })
     .map_err(|e| Error::io("cannot lock", path, e))?;
     let waited = match got {
@@ -198,7 +194,7 @@ fn command(req: &Request, path: &Path, program: &Program, rep: &mut dyn Report) 
         Err(why) => {
             return Ok(Outcome::Denied {
                 why,
-                holder: kernel_holder(&f),
+                holder: holder::describe_kernel_holder(&f),
             });
         }
     };
@@ -308,9 +304,9 @@ fn dotlock_command(
 fn fd_mode(req: &Request, fd: RawFd, path: Option<&Path>, rep: &mut dyn Report) -> Result<Outcome> {
     let label = fd_label(fd);
     let who = || match path.map(kernel::open_lock_file_existing) {
-        Some(Ok(f)) => kernel_holder(&f),
+        Some(Ok(f)) => holder::describe_kernel_holder(&f),
         _ => match std::fs::File::open(format!("/proc/self/fd/{fd}")) {
-            Ok(f) => kernel_holder(&f),
+            Ok(f) => holder::describe_kernel_holder(&f),
             Err(_) => Holder::default().to_string(),
         },
     };
@@ -390,7 +386,7 @@ fn dotlock_named(req: &Request, path: &Path, rep: &mut dyn Report) -> Result<Out
 fn named_mode(req: &Request, path: &Path, rep: &mut dyn Report) -> Result<Outcome> {
     let owner = req.owner;
     let got = named::acquire(path, req.wait.start(), owner, None, &mut |f| {
-        rep.waiting(&req.label, &kernel_holder(f))
+        rep.waiting(&req.label, &holder::describe_kernel_holder(f))
     })?;
     match got {
         Ok(t) => {
@@ -406,7 +402,7 @@ fn named_mode(req: &Request, path: &Path, rep: &mut dyn Report) -> Result<Outcom
         }
         Err(why) => {
             let holder = match kernel::open_lock_file_existing(path) {
-                Ok(f) => kernel_holder(&f),
+                Ok(f) => holder::describe_kernel_holder(&f),
                 Err(_) => Holder::default().to_string(),
             };
             Ok(Outcome::Denied { why, holder })

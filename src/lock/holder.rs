@@ -167,6 +167,12 @@ impl std::fmt::Display for Who {
     }
 }
 
+/// The waiting line's description of who holds the kernel lock on `f`
+/// (the binary's and the bash builtin's, so the two print the same words).
+pub fn describe_kernel_holder(f: &File) -> String {
+    who_of_file(f).to_string()
+}
+
 /// Who holds the kernel lock on the open file `f` (assumed held): the
 /// record, when it still names a live holder of this very file (a record
 /// left by a killed holder is ignored), else the pid `/proc/locks` names.

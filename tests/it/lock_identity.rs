@@ -226,8 +226,8 @@ fn a_descriptor_on_another_file_is_refused_for_a_name() {
     .stderr(predicates::str::contains("not on the lock file"));
 }
 
-/// issue 12's umask item: the wrappers' dirs and files get the binary's
-/// modes whatever the umask.
+/// Lock dirs and files the wrappers create get the binary's
+/// modes (0700/0600) whatever the umask (docs/locks.md).
 #[test]
 fn wrapper_lock_dirs_and_files_are_private_whatever_the_umask() {
     use std::os::unix::fs::PermissionsExt;

@@ -216,8 +216,7 @@ fn init_and_source_load_the_builtin_once_and_off_zsh_and_a_mismatch_fall_back() 
         ]));
         assert_eq!(ok(&o), "none\nz\n");
     } else {
-        assert!(std::env::var_os("CI").is_none(), "zsh missing on CI");
-        eprintln!("SKIP: zsh not installed; the zsh fallback half did not run");
+        crate::util::skip("zsh not installed: the zsh fallback half did not run");
     }
 }
 

@@ -690,10 +690,8 @@ fn cache_command_wrapper_memoizes_in_the_namespace_cache() {
     let mut shells = vec!["bash"];
     if have_zsh {
         shells.push("zsh");
-    } else if std::env::var_os("CI").is_some_and(|v| v == "true") {
-        panic!("zsh is not installed (CI installs it)");
     } else {
-        eprintln!("SKIP: zsh not installed: only the bash half of cache_command's test runs");
+        crate::util::skip("zsh not installed: only the bash half of cache_command's test runs");
     }
     for shell in shells {
         let tmp = tempfile::tempdir().unwrap();

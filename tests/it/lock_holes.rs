@@ -80,17 +80,7 @@ fn kill_group(c: &mut Child) {
 
 /// Whether a tool is installed; on CI a missing one fails the test.
 fn have(tool: &str) -> bool {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(std::env::var_os("CI").is_none(), "{tool} is required on CI");
-        eprintln!("SKIP: {tool} not installed");
-    }
-    ok
+    crate::util::need(tool, "this check")
 }
 
 // -- Hole 2: a live dot-lock holder is never stale ---------------------------

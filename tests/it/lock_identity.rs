@@ -292,14 +292,7 @@ fn wrappers_and_named_binary_locks_mixed_count_exactly() {
 /// terminal (where the binary alone would print it).
 #[test]
 fn wrappers_print_the_waiting_line_only_with_ff_debug() {
-    let have_script = Command::new("sh")
-        .args(["-c", "command -v script"])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have_script {
-        assert!(std::env::var_os("CI").is_none(), "script is required on CI");
-        eprintln!("SKIP: script (util-linux) not installed");
+    if !crate::util::need("script", "the waiting-line test") {
         return;
     }
     let w = repo();

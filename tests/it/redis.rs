@@ -25,20 +25,7 @@ pub struct Server {
 /// Whether redis-server can run here; `false` prints a SKIP line, and on
 /// CI (`CI=true`) the test fails instead.
 pub fn available() -> bool {
-    let ok = Command::new("redis-server")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "redis-server is missing on CI: .ci/run must install it (Debian package redis-server)"
-        );
-        eprintln!("SKIP: redis-server not installed; the Redis backend tests did not run");
-    }
-    ok
+    crate::util::need("redis-server", "the Redis backend tests")
 }
 
 impl Server {
@@ -619,20 +606,7 @@ release_session_lock bob s1
 
 /// Whether util-linux `script` (a pseudo-terminal) is here; SKIP, or FAIL on CI.
 fn have_script() -> bool {
-    let ok = Command::new("script")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "script (util-linux) is missing on CI"
-        );
-        eprintln!("SKIP: script(1) not installed; the terminal test did not run");
-    }
-    ok
+    crate::util::need("script", "the terminal test")
 }
 
 /// Runs `cmd` on a pseudo-terminal, feeding it `input` once `ready()`

@@ -162,21 +162,8 @@ fn cli_out(c: &mut Command) -> Vec<u8> {
 }
 
 /// Whether `tool` runs; on CI (`CI=true`) a missing tool fails the test.
-fn have(tool: &str, arg: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg(arg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is required on CI (.ci/run installs it)"
-        );
-        eprintln!("SKIP: {tool} not found; this check did not run");
-    }
-    ok
+fn have(tool: &str) -> bool {
+    crate::util::need(tool, "this check")
 }
 
 #[test]
@@ -230,7 +217,7 @@ fn serve_api_is_exactly_the_cli_json_and_prometheus_with_the_same_filters() {
 
 #[test]
 fn serve_metrics_pass_promtool_check_metrics() {
-    if !have("promtool", "--version") {
+    if !have("promtool") {
         return;
     }
     let w = World::new();
@@ -494,7 +481,7 @@ fn load(w: &World, url: &str, budget_ms: u32) -> (String, Vec<String>) {
 
 #[test]
 fn the_page_loads_in_headless_chromium_without_console_errors_and_draws_every_operation() {
-    if !have("chromium", "--version") {
+    if !have("chromium") {
         return;
     }
     let w = World::new();

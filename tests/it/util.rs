@@ -25,9 +25,28 @@ use tempfile::TempDir;
 /// (see `builtin::library`), so every test that sources shell/ffkit.bash
 /// with this binary runs with the builtin loaded, unless FFKIT_BUILTIN=off.
 pub fn bin() -> PathBuf {
+    default_interrupts();
     let b = PathBuf::from(env!("CARGO_BIN_EXE_ffkit"));
     crate::builtin::library(&b);
     b
+}
+
+/// SIGINT and SIGQUIT back to their default action in this test process,
+/// once, so every process a test starts inherits the default: a test suite
+/// started as a background job of a non-interactive shell (`cmd &`, as a CI
+/// runner may) inherits them ignored, and then a SIGINT a test sends to
+/// ffkit, bash or a command does nothing and bash cannot trap it.
+fn default_interrupts() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for sig in [libc::SIGINT, libc::SIGQUIT] {
+            // SAFETY: setting a disposition to SIG_DFL installs no handler
+            // and touches no Rust state; libtest itself handles no signal.
+            unsafe {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+    });
 }
 
 /// A scratch world: a temp dir with a cache dir, HOME and a bin dir of
@@ -48,6 +67,7 @@ pub fn ffkit_vars() -> impl Iterator<Item = &'static str> {
 
 impl World {
     pub fn new() -> Self {
+        default_interrupts();
         let tmp = tempfile::tempdir().expect("tempdir");
         fs::create_dir_all(tmp.path().join("home")).expect("home");
         World { tmp }
@@ -514,6 +534,16 @@ pub fn have(tool: &str) -> bool {
         .args(["-c", &format!("command -v {tool} >/dev/null 2>&1")])
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Whether `tool` is on PATH; if not, a visible [`skip`] line saying what
+/// did not run (and a failure on CI, which installs every tool).
+pub fn need(tool: &str, what: &str) -> bool {
+    let ok = have(tool);
+    if !ok {
+        skip(&format!("{tool} not installed: {what} did not run"));
+    }
+    ok
 }
 
 // ---------------------------------------------------------------- bad input

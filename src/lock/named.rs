@@ -179,29 +179,11 @@ pub(crate) fn acquire(
 
 /// The holder process: keep `lock_fd` open until the owner exits.
 fn hold(lock_fd: RawFd, watch: Watch) -> ! {
-    let _ = rustix::process::setsid();
-    if let Ok(null) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/null")
-    {
-        let _ = rustix::stdio::dup2_stdin(&null);
-        let _ = rustix::stdio::dup2_stdout(&null);
-        let _ = rustix::stdio::dup2_stderr(&null);
-    }
     let mut keep = vec![lock_fd];
     if let Watch::Pidfd(fd) = &watch {
         keep.push(fd.as_raw_fd());
     }
-    close_all_but(&keep);
-    // SAFETY: SIG_IGN dispositions in the freshly forked single-threaded
-    // child; rustix has no safe wrapper for signal dispositions. Terminal
-    // and pipe signals are not ours to die of.
-    unsafe {
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
+    detach_holder(&keep);
     match &watch {
         Watch::Pidfd(fd) => {
             wait_pidfd(fd, None);
@@ -215,6 +197,39 @@ fn hold(lock_fd: RawFd, watch: Watch) -> ! {
     // SAFETY: leaving the forked child without running the parent's
     // destructors or atexit handlers.
     unsafe { libc::_exit(0) }
+}
+
+/// Makes a freshly forked holder process independent of its caller: its own
+/// session, stdio on /dev/null (so a `$(lock-acquire …)` that started it
+/// ends with the caller), every other descriptor but `keep` closed, and
+/// terminal and pipe signals ignored. The local named holder and the Redis
+/// lease holder (`backend::redis::lock`) both start this way.
+pub(crate) fn detach_holder(keep: &[RawFd]) {
+    let _ = rustix::process::setsid();
+    stdio_to_dev_null();
+    close_all_but(keep);
+    // SAFETY: SIG_IGN dispositions in the freshly forked single-threaded
+    // child; rustix has no safe wrapper for signal dispositions. Terminal
+    // and pipe signals are not ours to die of.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        libc::signal(libc::SIGINT, libc::SIG_IGN);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// Points descriptors 0, 1 and 2 at /dev/null (a forked helper lets go of
+/// the caller's terminal and pipes).
+pub(crate) fn stdio_to_dev_null() {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        let _ = rustix::stdio::dup2_stdin(&null);
+        let _ = rustix::stdio::dup2_stdout(&null);
+        let _ = rustix::stdio::dup2_stderr(&null);
+    }
 }
 
 /// Closes every descriptor from 3 up except those in `keep`.

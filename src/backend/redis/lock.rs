@@ -569,33 +569,33 @@ struct GuardChild {
 
 impl GuardChild {
     fn kill(&mut self) -> io::Result<()> {
-        // SAFETY: our unreaped child: the pid cannot have been recycled.
-        let rc = unsafe { libc::kill(self.pid, libc::SIGKILL) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        // Our unreaped child: the pid cannot have been recycled.
+        kill_own_child(self.pid)
     }
 
     fn wait(&mut self) -> io::Result<()> {
-        // SAFETY: reaps our own child.
-        unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+        reap_own_child(self.pid);
         Ok(())
     }
 }
 
-fn guard(parent: OwnedFd, pgid: u32, grace: Duration) -> ! {
-    // SAFETY: the forked child lets go of the caller's stdio, so a pipe
-    // read by a `$(…)` ends with ffkit, not with the guard.
-    unsafe {
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            for fd in 0..3 {
-                libc::dup2(null, fd);
-            }
-        }
+/// SIGKILL to our own unreaped child (its pid cannot have been recycled).
+fn kill_own_child(pid: libc::pid_t) -> io::Result<()> {
+    let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    rustix::process::kill_process(pid, Signal::KILL).map_err(io::Error::from)
+}
+
+/// Reaps our own child.
+fn reap_own_child(pid: libc::pid_t) {
+    if let Some(pid) = Pid::from_raw(pid) {
+        let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
     }
+}
+
+fn guard(parent: OwnedFd, pgid: u32, grace: Duration) -> ! {
+    // The guard lets go of the caller's stdio, so a pipe read by a `$(…)`
+    // ends with ffkit, not with the guard.
+    crate::lock::named::stdio_to_dev_null();
     wait_fd(parent.as_fd(), None);
     if let Some(p) = Pid::from_raw(pgid as i32) {
         let _ = rustix::process::kill_process_group(p, Signal::TERM);
@@ -677,11 +677,9 @@ pub fn hold_named(
     if let Err(e) = extend(conn, keys, &held.token, limits.lease, &fields) {
         // Without its pid in the record nobody could end the holder: end it
         // and give the lock back (it lapses with the lease otherwise).
-        // SAFETY: `child` is our own unreaped child, so its pid is ours.
-        unsafe {
-            libc::kill(child as libc::pid_t, libc::SIGKILL);
-            libc::waitpid(child as libc::pid_t, std::ptr::null_mut(), 0);
-        }
+        // `child` is our own unreaped child, so its pid is ours.
+        let _ = kill_own_child(child as libc::pid_t);
+        reap_own_child(child as libc::pid_t);
         let _ = release(conn, keys, &held.token);
         return Err(e);
     }
@@ -690,24 +688,10 @@ pub fn hold_named(
 
 /// The named-pair holder process.
 fn holder_main(target: &Target, limits: Limits, keys: &Keys, token: &str, owner: OwnedFd) -> ! {
-    // SAFETY: the freshly forked single-threaded child: new session, stdio on
-    // /dev/null, terminal and pipe signals ignored.
-    unsafe {
-        libc::setsid();
-        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-        if null >= 0 {
-            for fd in 0..3 {
-                libc::dup2(null, fd);
-            }
-            if null > 2 {
-                libc::close(null);
-            }
-        }
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
-    close_other_fds(&owner);
+    // The freshly forked child: its own session, stdio on /dev/null, no
+    // descriptor of the caller's but the owner's pidfd, terminal and pipe
+    // signals ignored — like the local named holder.
+    crate::lock::named::detach_holder(&[std::os::fd::AsRawFd::as_raw_fd(&owner)]);
     let every = limits.lease / 3;
     let mut conn: Option<Conn> = None;
     let mut last_ok = Instant::now();
@@ -739,26 +723,6 @@ fn holder_main(target: &Target, limits: Limits, keys: &Keys, token: &str, owner:
     }
     // SAFETY: leaving the forked child.
     unsafe { libc::_exit(0) }
-}
-
-/// Closes every descriptor from 3 up except `keep` (the holder must not
-/// keep the caller's pipes open, or `$(lock-acquire …)` would never end).
-fn close_other_fds(keep: &OwnedFd) {
-    use std::os::fd::AsRawFd;
-    let k = keep.as_raw_fd();
-    let Ok(rd) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    let fds: Vec<i32> = rd
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in fds {
-        if fd >= 3 && fd != k {
-            // SAFETY: closing an inherited descriptor this process never uses.
-            unsafe { libc::close(fd) };
-        }
-    }
 }
 
 /// Signals a named pair's holder process on this host to end, if the record

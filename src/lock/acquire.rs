@@ -225,6 +225,27 @@ fn command(req: &Request, path: &Path, program: &Program, rep: &mut dyn Report) 
     Ok(Outcome::Ran(ended))
 }
 
+/// One dot-lock acquisition for `req`, its events reported to `rep` (command
+/// mode and named pairs take the lock the same way).
+fn take_dotlock(
+    req: &Request,
+    path: &Path,
+    rec: &Holder,
+    rep: &mut dyn Report,
+) -> Result<std::result::Result<dotlock::Held, Denied>> {
+    dotlock::acquire(
+        path,
+        rec,
+        req.stale_after,
+        req.wait.start(),
+        req.schedule(),
+        &mut DotEvents {
+            label: &req.label,
+            rep,
+        },
+    )
+}
+
 /// Forwards dot-lock events to the front end's [`Report`].
 struct DotEvents<'a> {
     label: &'a str,
@@ -268,17 +289,7 @@ fn dotlock_command(
         std::process::id(),
         Some(program.text()),
     );
-    let got = dotlock::acquire(
-        path,
-        &rec,
-        req.stale_after,
-        req.wait.start(),
-        req.schedule(),
-        &mut DotEvents {
-            label: &req.label,
-            rep,
-        },
-    )?;
+    let got = take_dotlock(req, path, &rec, rep)?;
     let held = match got {
         Ok(h) => h,
         Err(why) => return dot_denied(path, why),
@@ -358,17 +369,7 @@ fn dotlock_named(req: &Request, path: &Path, rep: &mut dyn Report) -> Result<Out
             "owner pid {owner}: no such process"
         )));
     }
-    let got = dotlock::acquire(
-        path,
-        &rec,
-        req.stale_after,
-        req.wait.start(),
-        req.schedule(),
-        &mut DotEvents {
-            label: &req.label,
-            rep,
-        },
-    )?;
+    let got = take_dotlock(req, path, &rec, rep)?;
     match got {
         Ok(_) => {
             let waited = start.elapsed();

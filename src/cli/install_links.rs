@@ -378,24 +378,30 @@ fn install_docs(prefix: &Path, linked: &[&str], t: &mut Tally) -> Result<()> {
         if !wanted(name, is_man, linked) {
             continue;
         }
-        let dest = prefix.join(dest);
-        if fs::read(&dest).is_ok_and(|old| old == *bytes) {
-            continue;
-        }
-        let dir = dest.parent().unwrap_or(prefix);
-        fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
-        let (tmp, _) = fsutil::write_temp(dir, bytes)?;
-        let placed = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644))
-            .map_err(|e| Error::io("cannot set the mode of", &tmp, e))
-            .and_then(|()| {
-                fs::rename(&tmp, &dest).map_err(|e| Error::io("cannot rename into", &dest, e))
-            });
-        if placed.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        placed?;
-        t.docs_written += 1;
+        place(&prefix.join(dest), prefix, bytes, 0o644, t)?;
     }
+    Ok(())
+}
+
+/// Puts `bytes` at `dest` with `mode`, whole (temp file and rename), unless
+/// it already holds exactly them; counts what it wrote.
+fn place(dest: &Path, prefix: &Path, bytes: &[u8], mode: u32, t: &mut Tally) -> Result<()> {
+    if fs::read(dest).is_ok_and(|old| old == bytes) {
+        return Ok(());
+    }
+    let dir = dest.parent().unwrap_or(prefix);
+    fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
+    let (tmp, _) = fsutil::write_temp(dir, bytes)?;
+    let placed = fs::set_permissions(&tmp, fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("cannot set the mode of", &tmp, e))
+        .and_then(|()| {
+            fs::rename(&tmp, dest).map_err(|e| Error::io("cannot rename into", dest, e))
+        });
+    if placed.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    placed?;
+    t.docs_written += 1;
     Ok(())
 }
 
@@ -413,24 +419,7 @@ fn install_builtin(exe_dir: &Path, prefix: &Path, t: &mut Tally) -> Result<()> {
     let Ok(bytes) = fs::read(&src) else {
         return Ok(());
     };
-    let dest = builtin_destination(prefix);
-    if fs::read(&dest).is_ok_and(|old| old == bytes) {
-        return Ok(());
-    }
-    let dir = dest.parent().unwrap_or(prefix);
-    fs::create_dir_all(dir).map_err(|e| Error::io("cannot create", dir, e))?;
-    let (tmp, _) = fsutil::write_temp(dir, &bytes)?;
-    let placed = fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755))
-        .map_err(|e| Error::io("cannot set the mode of", &tmp, e))
-        .and_then(|()| {
-            fs::rename(&tmp, &dest).map_err(|e| Error::io("cannot rename into", &dest, e))
-        });
-    if placed.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    placed?;
-    t.docs_written += 1;
-    Ok(())
+    place(&builtin_destination(prefix), prefix, &bytes, 0o755, t)
 }
 
 /// Removes the installed builtin only when it is this build's.

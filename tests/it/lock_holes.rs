@@ -85,19 +85,27 @@ fn have(tool: &str) -> bool {
 
 // -- Hole 2: a live dot-lock holder is never stale ---------------------------
 
-#[test]
-fn a_live_dotlock_holder_is_never_broken_whatever_its_age() {
-    let w = World::new();
+/// A `lock-acquire --dotlock ./L` holder (its own process group) whose
+/// command waits until something is written to the returned FIFO; returned
+/// once `L` exists.
+fn dotlock_holder_until_gate(w: &World, stale_after: &str) -> (PathBuf, Child) {
     let gate = w.path().join("gate");
     mkfifo(&gate);
-    let mut holder = ff(&w, "lock-acquire");
+    let mut holder = ff(w, "lock-acquire");
     holder
-        .env("LOCK_STALE_AFTER", "0.2")
+        .env("LOCK_STALE_AFTER", stale_after)
         .args(["--dotlock", "./L", "--", "sh", "-c"])
         .arg(format!("read x < '{}'", gate.display()))
         .process_group(0);
-    let mut holder = holder.spawn().unwrap();
+    let holder = holder.spawn().unwrap();
     until("dot-lock", || w.path().join("L").exists());
+    (gate, holder)
+}
+
+#[test]
+fn a_live_dotlock_holder_is_never_broken_whatever_its_age() {
+    let w = World::new();
+    let (gate, mut holder) = dotlock_holder_until_gate(&w, "0.2");
     // Far older than LOCK_STALE_AFTER, and the holder is alive: not stale.
     sleep(Duration::from_millis(600));
     for _ in 0..3 {
@@ -148,16 +156,7 @@ fn a_live_dotlock_holder_is_never_broken_whatever_its_age() {
 #[test]
 fn a_running_dotlock_holder_refreshes_its_mtime() {
     let w = World::new();
-    let gate = w.path().join("gate");
-    mkfifo(&gate);
-    let mut holder = ff(&w, "lock-acquire");
-    holder
-        .env("LOCK_STALE_AFTER", "0.4")
-        .args(["--dotlock", "./L", "--", "sh", "-c"])
-        .arg(format!("read x < '{}'", gate.display()))
-        .process_group(0);
-    let mut holder = holder.spawn().unwrap();
-    until("dot-lock", || w.path().join("L").exists());
+    let (gate, mut holder) = dotlock_holder_until_gate(&w, "0.4");
     let mtime = || {
         std::fs::metadata(w.path().join("L"))
             .and_then(|m| m.modified())

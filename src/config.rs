@@ -372,13 +372,17 @@ impl Config {
     /// ancestor of the current dir holding `.git` (found without running
     /// git), or the current dir outside a repository.
     pub fn namespace_dir(&self) -> Result<Option<PathBuf>> {
-        let Some(id) = &self.developer else {
+        if self.developer.is_none() {
             return Ok(None);
-        };
-        let cwd = std::env::current_dir()
-            .map_err(|e| Error::io("cannot read the current directory", ".", e))?;
-        let root = repo_root(&cwd).unwrap_or(&cwd);
-        Ok(Some(root.join(".flowforge").join(format!("dev-{id}"))))
+        }
+        Ok(self.namespace_dir_in(&current_dir()?))
+    }
+
+    /// [`Config::namespace_dir`] for a current dir the caller already read.
+    pub fn namespace_dir_in(&self, cwd: &Path) -> Option<PathBuf> {
+        let id = self.developer.as_ref()?;
+        let root = repo_root(cwd).unwrap_or(cwd);
+        Some(root.join(".flowforge").join(format!("dev-{id}")))
     }
 
     /// The cache dir: `--dir`, else `FFKIT_CACHE_DIR`, else the namespace's
@@ -485,6 +489,11 @@ fn absolute(p: PathBuf) -> PathBuf {
         return p;
     }
     std::env::current_dir().map_or(p.clone(), |cwd| cwd.join(&p))
+}
+
+/// The current dir.
+pub fn current_dir() -> Result<PathBuf> {
+    std::env::current_dir().map_err(|e| Error::io("cannot read the current directory", ".", e))
 }
 
 /// The nearest ancestor of `start` (itself included) that holds `.git`.

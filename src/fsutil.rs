@@ -26,6 +26,11 @@ pub const FILE_MODE: u32 = 0o600;
 
 /// Creates `dir` and its missing parents with mode 0700.
 pub fn create_private_dir(dir: &Path) -> Result<()> {
+    // Usually it exists: one stat then, instead of mkdir's EEXIST and the
+    // stat that follows it. (Both follow symlinks, as `mkdir -p` does.)
+    if fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return Ok(());
+    }
     DirBuilder::new()
         .recursive(true)
         .mode(DIR_MODE)
@@ -144,6 +149,25 @@ pub fn replace_file(dest: &Path, bytes: &[u8]) -> Result<()> {
     let dir = dest.parent().unwrap_or(Path::new("."));
     let (tmp, _) = write_temp(dir, bytes)?;
     install(&tmp, dest).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io("cannot rename into", dest, e)
+    })
+}
+
+/// [`replace_file`] for a `dest` known to be absent (the caller holds the
+/// lock that guards it and just looked): the temp file goes in with a plain
+/// rename, as no exchange is possible, and its inode is not needed. Still
+/// whole or not at all for readers; an unexpected file at `dest` is
+/// replaced, as by `replace_file`.
+pub fn place_new_file(dest: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = dest.parent().unwrap_or(Path::new("."));
+    let (tmp, mut f) = create_temp(dir)?;
+    if let Err(e) = f.write_all(bytes) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("cannot write", &tmp, e));
+    }
+    drop(f);
+    fs::rename(&tmp, dest).map_err(|e| {
         let _ = fs::remove_file(&tmp);
         Error::io("cannot rename into", dest, e)
     })

@@ -32,6 +32,8 @@ fn err(msg: impl std::fmt::Display) {
 }
 
 struct Paths {
+    /// The current dir, read once per call.
+    cwd: PathBuf,
     ns: PathBuf,
     log: OsString,
     /// The developer id of the caller's namespace, if any.
@@ -94,6 +96,7 @@ fn paths(func: &str, dev: Option<&OsStr>) -> Result<Paths, u8> {
             .join(format!("dev-{}", d.to_string_lossy()));
     }
     Ok(Paths {
+        cwd,
         ns,
         log,
         dev: id.map(OsString::from),
@@ -424,7 +427,7 @@ fn lock(func: &str, p: &Paths, name: &OsStr, session: bool, dev: Option<&OsStr>)
     };
     let mut file_name = name.to_os_string();
     file_name.push(".lock");
-    let file = match ffkit::lock::lock_dir(&cfg, None, session) {
+    let file = match ffkit::lock::lock_dir_in(&cfg, None, session, Some(&p.cwd)) {
         Ok(d) => d.join(file_name),
         Err(e) => {
             err(format_args!("{func}: {e}"));

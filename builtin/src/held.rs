@@ -14,10 +14,11 @@
 //! descriptor's device and inode are compared with those recorded, so a
 //! descriptor the script closed and reused is never unlocked by mistake.
 //!
-//! Waiting polls with non-blocking tries on the `LOCK_BACKOFF_*` schedule
-//! (no timers, no signal handlers: this runs inside the user's shell), in
-//! slices of at most 50 ms, and gives up as soon as bash's handlers have
-//! flagged a signal (see `shell::pending_signal`).
+//! Waiting is the library's one in-process wait (`lock::fd::acquire_polled`:
+//! non-blocking tries on the `LOCK_BACKOFF_*` schedule, no timers, no signal
+//! handlers, since this runs inside the user's shell, in sleeps of at most
+//! 50 ms), which gives up as soon as bash's handlers have flagged a signal
+//! (see `shell::pending_signal`).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -26,9 +27,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ffkit::config::Config;
-use ffkit::lock::backoff::{Schedule, Sleeps};
+use ffkit::lock::backoff::Schedule;
+use ffkit::lock::holder::{Holder, KIND_FD};
 use ffkit::lock::kernel::{self, Method};
-use ffkit::lock::{Kind, Wait, fd};
+use ffkit::lock::{Denied, Kind, fd};
 use ffkit::{Error, Result};
 
 use crate::shell;
@@ -39,9 +41,6 @@ const FILE_MODE: u32 = 0o600;
 
 /// The lowest descriptor a held lock may use.
 const MIN_FD: i32 = 200;
-/// The longest single sleep of a wait, so a signal that arrives just before
-/// a sleep starts is still noticed promptly.
-const SLICE: Duration = Duration::from_millis(50);
 
 struct Entry {
     path: PathBuf,
@@ -73,13 +72,29 @@ impl From<Error> for NotTaken {
     }
 }
 
+/// The shell's holder record (pid, start time, host, command line): the
+/// same for every lock a shell takes, so read from /proc once per shell
+/// process (a forked subshell, another pid, reads its own).
+static OWNER: Mutex<Option<Holder>> = Mutex::new(None);
+
+fn owner_record(owner: u32) -> Holder {
+    let mut o = OWNER.lock().unwrap_or_else(|p| p.into_inner());
+    match o.as_ref() {
+        Some(h) if h.pid == owner => h.clone(),
+        _ => {
+            let h = Holder::new(KIND_FD, owner, None);
+            *o = Some(h.clone());
+            h
+        }
+    }
+}
+
 /// Takes the exclusive lock on `path` for this shell, waiting up to
-/// `timeout` (zero: do not wait). The holder record names the shell's
-/// pid and the descriptor (its command line comes from /proc). Each try is the library's fd-mode
-/// acquisition (`lock::fd::acquire`, non-blocking: it checks the descriptor
-/// is on the name's file and writes the shell's holder record, as
-/// `lock-acquire --fd N NAME` does); between tries the builtin sleeps on
-/// the backoff schedule in slices, watching for signals.
+/// `timeout` (zero: do not wait). The library's in-process acquisition
+/// (`lock::fd::acquire_polled`) does the tries, the `LOCK_BACKOFF_*`
+/// schedule in slices of at most 50 ms, and the shell's holder record (its
+/// pid and the descriptor, so `lock-status` names the shell); a signal
+/// bash has flagged (`shell::pending_signal`) ends the wait.
 pub fn acquire(path: &Path, cfg: &Config, timeout: Duration) -> std::result::Result<(), NotTaken> {
     let me = rustix::process::getpid();
     let owner = me.as_raw_nonzero().get() as u32;
@@ -88,13 +103,8 @@ pub fn acquire(path: &Path, cfg: &Config, timeout: Duration) -> std::result::Res
             Error::Conflict(format!("{}: already held by this shell", path.display())).into(),
         );
     }
-    let start = Instant::now();
-    let deadline = start.checked_add(timeout);
-    let mut sleeps = Sleeps::new(
-        Schedule::new(cfg.backoff, cfg.backoff_initial, cfg.backoff_max),
-        deadline,
-    );
-    let mut announced = false;
+    let deadline = Instant::now().checked_add(timeout);
+    let record = owner_record(owner);
     loop {
         let file = kernel::open_lock_file(path, true, FILE_MODE)
             .map_err(|e| Error::io("cannot open the lock file", path, e))?;
@@ -102,32 +112,20 @@ pub fn acquire(path: &Path, cfg: &Config, timeout: Duration) -> std::result::Res
             .map_err(|e| Error::io("cannot keep the lock file open", path, e.into()))?;
         drop(file);
         let raw = fd.as_raw_fd();
-        let try_once = || {
-            fd::acquire(
-                raw,
-                Kind::Exclusive,
-                Method::Flock,
-                Wait::NonBlocking,
-                Some(path),
-                owner,
-                &mut || {},
-            )
-        };
-        let mut replaced = false;
-        loop {
-            match try_once() {
-                Ok(Ok(_)) => break,
-                Ok(Err(_)) => {}
-                // The file was deleted or replaced since it was opened:
-                // open the one the name has now.
-                Err(Error::Validation(_)) => {
-                    replaced = true;
-                    break;
-                }
-                Err(e) => return Err(e.into()),
-            }
-            if !announced {
-                announced = true;
+        let mut signal = None;
+        let got = fd::acquire_polled(
+            raw,
+            Kind::Exclusive,
+            Method::Flock,
+            deadline,
+            Schedule::new(cfg.backoff, cfg.backoff_initial, cfg.backoff_max),
+            path,
+            Some(&record),
+            &mut || {
+                signal = shell::pending_signal();
+                signal.is_some()
+            },
+            &mut || {
                 // The binary's waiting line (lock_args), which the wrappers
                 // print only with FF_DEBUG=true (docs/locks.md).
                 if cfg.debug {
@@ -142,19 +140,18 @@ pub fn acquire(path: &Path, cfg: &Config, timeout: Duration) -> std::result::Res
                         path.display()
                     );
                 }
+            },
+        )?;
+        match got {
+            Ok(_) => {}
+            Err(Denied::Interrupted) => {
+                return Err(NotTaken::Signal(signal.unwrap_or(libc::SIGINT)));
             }
-            let Some(step) = sleeps.next_at(Instant::now()) else {
-                if let Ok(Ok(_)) = try_once() {
-                    break;
-                }
-                return Err(timed_out(path, timeout).into());
-            };
-            wait(step)?;
+            Err(Denied::Busy | Denied::TimedOut) => return Err(timed_out(path, timeout).into()),
         }
-        if replaced {
-            continue;
-        }
-        // Deleted between the check and the lock: this lock guards nothing.
+        // Deleted or replaced between the open and the lock (an emergency
+        // `rm`): this lock guards nothing; closing `fd` drops it, and the
+        // file the name has now is tried, within the same deadline.
         let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("cannot inspect", path, e.into()))?;
         let current = std::fs::symlink_metadata(path).ok();
         if current.is_some_and(|m| m.dev() == st.st_dev && m.ino() == st.st_ino) {
@@ -188,28 +185,6 @@ fn timed_out(path: &Path, timeout: Duration) -> Error {
     }
 }
 
-/// Sleeps `total` in slices, returning early with the signal bash flagged.
-fn wait(total: Duration) -> std::result::Result<(), NotTaken> {
-    let end = Instant::now() + total;
-    loop {
-        if let Some(sig) = shell::pending_signal() {
-            return Err(NotTaken::Signal(sig));
-        }
-        let now = Instant::now();
-        if now >= end {
-            return Ok(());
-        }
-        let slice = (end - now).min(SLICE);
-        let ts = rustix::time::Timespec {
-            tv_sec: slice.as_secs() as i64,
-            tv_nsec: i64::from(slice.subsec_nanos()),
-        };
-        // EINTR is the point: bash's handlers have no SA_RESTART, so a
-        // signal ends the sleep at once and the flags are checked above.
-        let _ = rustix::thread::nanosleep(&ts);
-    }
-}
-
 /// Releases this shell's lock on `path`: clears the holder record, unlocks
 /// explicitly and closes the descriptor.
 pub fn release(path: &Path) -> Result<()> {
@@ -239,7 +214,11 @@ pub fn release(path: &Path) -> Result<()> {
         )));
     }
     // Clears the shell's record while still exclusive, then unlocks.
-    let done = fd::release(e.fd.as_raw_fd(), None, me.as_raw_nonzero().get() as u32);
+    let done = fd::release_polled(
+        e.fd.as_raw_fd(),
+        Method::Flock,
+        me.as_raw_nonzero().get() as u32,
+    );
     drop(e.fd);
     match done? {
         Ok(()) => {}

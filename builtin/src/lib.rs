@@ -61,6 +61,9 @@ impl Ffkit {
         // The one line a panic prints is ours (see `entry`): std's default
         // hook would print several, and a backtrace hint.
         std::panic::set_hook(Box::new(|_| {}));
+        // Thousands of rows over the shell's life: keep the metrics log
+        // open between them (docs/metrics.md; re-verified on every append).
+        ffkit::metrics::log::keep_descriptor_open();
         Ffkit
     }
 }

@@ -46,7 +46,17 @@ unsafe extern "C" {
 /// assignment `VAR=x ffkit …` included), or `None` when it is unset, an
 /// array, or declared without a value.
 pub fn var(name: &str) -> Option<OsString> {
-    let c = CString::new(name).ok()?;
+    // Every call reads a dozen or more variables: their names are short,
+    // so they are made C strings on the stack, not in an allocation.
+    let mut buf = [0u8; 64];
+    let heap;
+    let c: &CStr = if name.len() < buf.len() && !name.as_bytes().contains(&0) {
+        buf[..name.len()].copy_from_slice(name.as_bytes());
+        CStr::from_bytes_until_nul(&buf).ok()?
+    } else {
+        heap = CString::new(name).ok()?;
+        &heap
+    };
     // SAFETY: `c` is a valid C string; bash returns a pointer into its own
     // variable table or null, valid until the next assignment, and the value
     // is copied out at once.

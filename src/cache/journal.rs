@@ -50,11 +50,13 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Writes the journal into `dir` by rename: it exists whole or not at all.
+    /// Writes the journal into `dir` by rename: it exists whole or not at
+    /// all. The caller holds the cache's exclusive lock and has just found
+    /// no journal there ([`Journal::read`]), so the rename places a new name.
     pub fn write(&self, dir: &Path) -> Result<()> {
         let bytes = serde_json::to_vec(self)
             .map_err(|e| Error::General(format!("cannot encode the journal: {e}")))?;
-        fsutil::replace_file(&dir.join(JOURNAL_FILE), &bytes)
+        fsutil::place_new_file(&dir.join(JOURNAL_FILE), &bytes)
     }
 
     /// Reads a left-over journal: `Ok(None)` when there is none, `Err` with a

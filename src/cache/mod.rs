@@ -65,6 +65,9 @@ pub struct Cache {
     /// Why this dir: a dir ffkit picked itself is checked more strictly
     /// than one the user named (see [`dir`]).
     origin: DirOrigin,
+    /// The dir existed and passed [`dir::check`] when this cache was opened
+    /// (a writer then neither creates nor checks it again).
+    checked: bool,
     /// "Now" in whole epoch seconds (rounded down): entries' `created_at`,
     /// and the clock expiry is judged by.
     now: i64,
@@ -150,6 +153,7 @@ impl Cache {
         Cache {
             dir: dir.into(),
             origin: DirOrigin::Flag,
+            checked: false,
             now,
             expiry_base: now,
             set_times: clock_overridden,
@@ -163,10 +167,11 @@ impl Cache {
     /// is "not a directory", a dir others can write is refused: exit 3; see
     /// [`dir`]), with the configuration's clock and `LOCK_TIMEOUT`.
     pub fn open(chosen: ChosenDir, cfg: &Config) -> Result<Self> {
-        dir::check(&chosen.path, chosen.origin)?;
+        let checked = dir::check(&chosen.path, chosen.origin)?;
         let (now, expiry_base) = cfg.now_floor_ceil();
         let mut c = Cache::new(chosen.path, now, cfg.now_override.is_some());
         c.origin = chosen.origin;
+        c.checked = checked;
         c.expiry_base = expiry_base;
         c.lock_timeout = cfg.lock_timeout;
         Ok(c)
@@ -317,7 +322,13 @@ impl Cache {
                 .saturating_add(now_bytes);
             t.entries = t.entries - u64::from(r.old_entry).min(t.entries) + u64::from(now_entry);
         }
-        index::write(&self.dir, t)?;
+        if fresh {
+            // The files hold `before` (read or written under this lock).
+            index::write_changed(&self.dir, j.before, t)?;
+        } else {
+            // A crashed writer may have written part of its index.
+            index::write(&self.dir, t)?;
+        }
         Journal::remove(&self.dir)?;
         Ok((t, failed))
     }
@@ -481,9 +492,11 @@ impl Cache {
     /// once. A key given twice keeps its last value. On failure nothing new
     /// is visible and no temp file is left.
     pub fn write(&self, entries: Vec<NewEntry<'_>>) -> Result<Totals> {
-        fsutil::create_private_dir(&self.dir)?;
-        // Again after the mkdir: someone may have made it in between.
-        dir::check(&self.dir, self.origin)?;
+        if !self.checked {
+            fsutil::create_private_dir(&self.dir)?;
+            // Again after the mkdir: someone may have made it in between.
+            dir::check(&self.dir, self.origin)?;
+        }
         let mut changes: Vec<Change> = Vec::with_capacity(entries.len());
         let mut seen: HashMap<String, usize> = HashMap::with_capacity(entries.len());
         let progress = self.progress().filter(|_| entries.len() > 1);

@@ -335,18 +335,20 @@ impl Ctx {
             self.metric = None;
         })?;
         self.metric_dir = Some(dir);
-        let note = io::stderr().is_terminal().then(|| {
-            let prog = self.prog.clone();
-            Box::new(move |lock: &Path, timeout: Duration| {
+        // Whether stderr is a terminal is asked only when a wait is long
+        // enough to announce, not on every call.
+        let prog = self.prog.clone();
+        let note = Box::new(move |lock: &Path, timeout: Duration| {
+            if io::stderr().is_terminal() {
                 let _ = writeln!(
                     io::stderr().lock(),
                     "{prog}: waiting for the cache lock {} (another process holds it; giving up after {} s, LOCK_TIMEOUT)",
                     lock.display(),
                     timeout.as_secs_f64()
                 );
-            }) as crate::cache::WaitNote
-        });
-        Ok(cache.with_wait_note(note))
+            }
+        }) as crate::cache::WaitNote;
+        Ok(cache.with_wait_note(Some(note)))
     }
 }
 
@@ -489,8 +491,36 @@ pub fn applet_command(applet: &Applet, prog: &str) -> Command {
         .version(env!("CARGO_PKG_VERSION"))
 }
 
+/// The applets' clap definitions built so far in this process, by applet
+/// and the name it was invoked as. Building a `Command` costs more than
+/// parsing with it, and a long-lived caller (the bash builtin) parses
+/// thousands of calls; a `Command` is immutable once built, so a forked
+/// copy is as good as the original.
+static COMMANDS: std::sync::Mutex<Vec<(&'static str, String, Command)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Parses `args` with the applet's definition, built once per process.
+fn parse(
+    applet: &'static Applet,
+    prog: &str,
+    args: &[OsString],
+) -> clap::error::Result<ArgMatches> {
+    let mut cache = COMMANDS.lock().unwrap_or_else(|p| p.into_inner());
+    let i = match cache
+        .iter()
+        .position(|(name, p, _)| *name == applet.name && p == prog)
+    {
+        Some(i) => i,
+        None => {
+            cache.push((applet.name, prog.to_string(), applet_command(applet, prog)));
+            cache.len() - 1
+        }
+    };
+    cache[i].2.try_get_matches_from_mut(args)
+}
+
 fn run_applet(
-    applet: &Applet,
+    applet: &'static Applet,
     prog: &str,
     args: &[OsString],
     start: Instant,
@@ -498,7 +528,7 @@ fn run_applet(
     out: &mut Sink,
     input: Input,
 ) -> ExitCode {
-    let matches = match applet_command(applet, prog).try_get_matches_from(args) {
+    let matches = match parse(applet, prog, args) {
         Ok(m) => m,
         Err(e) => return clap_exit(prog, e, out),
     };

@@ -42,8 +42,49 @@ pub(crate) fn identity(fd: RawFd) -> io::Result<(u64, u64)> {
 /// holder of the same file never counts.
 pub(crate) fn holds_lock(fd: RawFd) -> io::Result<bool> {
     borrowed(fd)?;
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))?;
-    Ok(info.lines().any(|l| l.starts_with("lock:")))
+    fdinfo_lists_a_lock(fd)
+}
+
+/// [`holds_lock`] for a descriptor known to be open.
+fn fdinfo_lists_a_lock(fd: RawFd) -> io::Result<bool> {
+    let path = format!("/proc/self/fdinfo/{fd}");
+    let info = rustix::fs::open(
+        path.as_str(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    // A few hundred bytes, read straight into the stack; a "lock:" line
+    // split across two reads is kept whole by carrying the tail over.
+    let mut buf = [0u8; 2048];
+    let mut have = 0;
+    loop {
+        let n = match rustix::io::read(&info, &mut buf[have..]) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let end = have + n;
+        if buf[..end]
+            .split(|&b| b == b'\n')
+            .any(|l| l.starts_with(b"lock:"))
+        {
+            return Ok(true);
+        }
+        if n == 0 {
+            return Ok(false);
+        }
+        // Keep the last, possibly partial, line for the next read.
+        let tail = buf[..end]
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        buf.copy_within(tail..end, 0);
+        have = end - tail;
+        if have == buf.len() {
+            // One line longer than the buffer is no "lock:" line.
+            have = 0;
+        }
+    }
 }
 
 /// Our own read-write descriptor on the file behind `fd`, for the record.
@@ -100,10 +141,21 @@ pub fn acquire(
 }
 
 /// [`acquire`] for a caller inside another program's process (the bash
-/// builtin, whose `owner` is the shell itself, `std::process::id()`): the
+/// builtin, whose owner is the shell itself), on a descriptor the caller
+/// opened itself, read-write and without O_APPEND, on the lock file: the
 /// wait installs no signal handler or timer — non-blocking tries on
-/// `schedule` until `deadline`, asking `interrupted` between tries (see
-/// [`kernel::lock_fd_polled`]).
+/// `schedule` until `deadline`, asking `interrupted` between tries and
+/// between sleeps of at most [`kernel::POLL_SLICE`] (see
+/// [`kernel::lock_fd_polled`]). An exclusive lock gets `record` (its `since`
+/// and `fd` are set here), written through the caller's descriptor itself.
+/// `path` is the lock file, for messages.
+///
+/// The caller opened the path just before, so no identity check is made
+/// here; it checks after locking that the path still names the file it
+/// locked (a lock file deleted by hand meanwhile). The same-owner check
+/// (the owner already holding the lock through another descriptor, which
+/// would wait for itself) is made only when the first try finds the lock
+/// held: a free lock is held by nobody.
 #[allow(clippy::too_many_arguments)]
 pub fn acquire_polled(
     fd: RawFd,
@@ -111,16 +163,47 @@ pub fn acquire_polled(
     method: kernel::Method,
     deadline: Option<std::time::Instant>,
     schedule: super::backoff::Schedule,
-    path: Option<&Path>,
-    owner: u32,
+    path: &Path,
+    record: Option<&Holder>,
     interrupted: &mut dyn FnMut() -> bool,
     on_wait: &mut dyn FnMut(),
 ) -> Result<Acquired> {
-    let mut schedule = Some(schedule);
-    acquire_with(fd, kind, path, owner, &mut || match schedule.take() {
-        Some(s) => kernel::lock_fd_polled(fd, kind, method, deadline, s, interrupted, on_wait),
-        None => Err(io::Error::from_raw_os_error(libc::EINVAL)),
-    })
+    // Just opened by the caller: a closed one fails the lock call itself.
+    let b = kernel::borrow(fd).map_err(|e| fd_error(fd, "cannot lock", e))?;
+    let free =
+        kernel::try_lock_fd_with(fd, kind, method).map_err(|e| fd_error(fd, "cannot lock", e))?;
+    let got = if free {
+        Ok(std::time::Duration::ZERO)
+    } else {
+        if let Some(mine) = record
+            && let Some(rec) = holder::read_from(b)
+            && rec.pid == mine.pid
+            && !(rec.kind == KIND_FD && rec.fd == Some(fd))
+            && let Ok((dev, ino)) = identity(fd)
+            && rec.holds_kernel_lock(dev, ino)
+        {
+            return Err(Error::Conflict(format!(
+                "{}: already held by this owner (pid {}); release it first",
+                path.display(),
+                mine.pid
+            )));
+        }
+        kernel::lock_fd_polled(fd, kind, method, deadline, schedule, interrupted, on_wait)
+            .map_err(|e| fd_error(fd, "cannot lock", e))?
+    };
+    if got.is_ok()
+        && kind == Kind::Exclusive
+        && let Some(mine) = record
+    {
+        let mut rec = mine.clone();
+        rec.since = holder::now_epoch();
+        rec.fd = Some(fd);
+        if let Err(e) = holder::write_to(b, &rec) {
+            let _ = kernel::unlock_fd_with(fd, method);
+            return Err(Error::io("cannot write holder record", path, e));
+        }
+    }
+    Ok(got)
 }
 
 /// The identity check, the same-owner check and the record around `lock`.
@@ -206,6 +289,31 @@ pub fn release(
     Ok(Ok(()))
 }
 
+/// [`release`] for the descriptor [`acquire_polled`] locked (the caller
+/// knows it is open on the lock file, having checked device and inode with
+/// fstat just before): checks
+/// the lock is still held through it ([`NotHeld`] otherwise), clears
+/// `owner`'s record through it while still exclusive, and unlocks `method`.
+pub fn release_polled(
+    fd: RawFd,
+    method: kernel::Method,
+    owner: u32,
+) -> Result<std::result::Result<(), NotHeld>> {
+    let b = kernel::borrow(fd).map_err(|e| fd_error(fd, "cannot inspect", e))?;
+    if !fdinfo_lists_a_lock(fd).map_err(|e| fd_error(fd, "cannot inspect", e))? {
+        return Ok(Err(NotHeld::NoLock));
+    }
+    if let Some(rec) = holder::read_from(b)
+        && rec.kind == KIND_FD
+        && rec.pid == owner
+        && rec.fd == Some(fd)
+    {
+        let _ = holder::clear(b);
+    }
+    kernel::unlock_fd_with(fd, method).map_err(|e| fd_error(fd, "cannot unlock", e))?;
+    Ok(Ok(()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,31 +324,37 @@ mod tests {
     /// The builtin's path: a descriptor of this very process (the "shell"),
     /// locked without signals, gets a record naming this process and the
     /// descriptor; its release clears the record and refuses a second time.
+    /// A second descriptor of the same owner on the held file is refused at
+    /// once instead of waiting for itself.
     #[test]
     fn polled_descriptor_lock_records_the_calling_process() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("n.lock");
-        std::fs::write(&p, "").unwrap();
-        let f = File::open(&p).unwrap();
+        let open = || kernel::open_lock_file(&p, true, 0o600).unwrap();
+        let f = open();
         let me = std::process::id();
+        let schedule = || {
+            super::super::backoff::Schedule::new(
+                BackoffStrategy::Linear,
+                Duration::from_millis(1),
+                Duration::from_millis(1),
+            )
+        };
+        let mine = Holder::new(KIND_FD, me, None);
         let got = acquire_polled(
             f.as_raw_fd(),
             Kind::Exclusive,
             kernel::Method::Flock,
             None,
-            super::super::backoff::Schedule::new(
-                BackoffStrategy::Linear,
-                Duration::from_millis(1),
-                Duration::from_millis(1),
-            ),
-            Some(&p),
-            me,
+            schedule(),
+            &p,
+            Some(&mine),
             &mut || false,
             &mut || {},
         )
         .unwrap();
         assert!(got.is_ok());
-        let rec = holder::read_from(&File::open(&p).unwrap()).unwrap();
+        let rec = holder::read_from(File::open(&p).unwrap()).unwrap();
         assert_eq!(
             (rec.kind.as_str(), rec.pid, rec.fd),
             (KIND_FD, me, Some(f.as_raw_fd()))
@@ -248,10 +362,27 @@ mod tests {
         let m = std::fs::metadata(&p).unwrap();
         assert!(rec.holds_kernel_lock(m.dev(), m.ino()));
         assert!(holds_lock(f.as_raw_fd()).unwrap());
-        assert_eq!(release(f.as_raw_fd(), Some(&p), me).unwrap(), Ok(()));
+        let g = open();
+        let again = acquire_polled(
+            g.as_raw_fd(),
+            Kind::Exclusive,
+            kernel::Method::Flock,
+            None,
+            schedule(),
+            &p,
+            Some(&mine),
+            &mut || false,
+            &mut || {},
+        );
+        assert_eq!(again.unwrap_err().exit_code(), 5);
+        assert!(!holds_lock(g.as_raw_fd()).unwrap());
+        assert_eq!(
+            release_polled(f.as_raw_fd(), kernel::Method::Flock, me).unwrap(),
+            Ok(())
+        );
         assert_eq!(std::fs::read(&p).unwrap(), b"");
         assert_eq!(
-            release(f.as_raw_fd(), Some(&p), me).unwrap(),
+            release_polled(f.as_raw_fd(), kernel::Method::Flock, me).unwrap(),
             Err(NotHeld::NoLock)
         );
     }

@@ -16,7 +16,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::unix::fs::FileExt;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -219,23 +219,56 @@ pub(crate) fn same_process(pid: u32, start: Option<u64>) -> bool {
 }
 
 /// Reads the record at the start of `f` (at most 8 KiB).
-pub(crate) fn read_from(f: &File) -> Option<Holder> {
-    let mut buf = vec![0u8; 8192];
-    let n = f.read_at(&mut buf, 0).ok()?;
-    Holder::parse(&buf[..n])
+pub(crate) fn read_from(f: impl AsFd) -> Option<Holder> {
+    let fd = f.as_fd();
+    // Records are a few hundred bytes: one read into the stack, a second,
+    // larger one only for a record with a long command line.
+    let mut small = [0u8; 1024];
+    let n = pread_full(fd, &mut small)?;
+    if n < small.len() {
+        return Holder::parse(&small[..n]);
+    }
+    let mut big = vec![0u8; 8192];
+    let n = pread_full(fd, &mut big)?;
+    Holder::parse(&big[..n])
+}
+
+/// Reads from offset 0 until `buf` is full or the file ends.
+fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Option<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match rustix::io::pread(fd, &mut buf[n..], n as u64) {
+            Ok(0) => break,
+            // A short read of a regular file is its end.
+            Ok(k) if n + k < buf.len() => return Some(n + k),
+            Ok(k) => n += k,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return None,
+        }
+    }
+    Some(n)
 }
 
 /// Replaces the file's content with `h`. Call only while holding the lock
-/// exclusively.
-pub(crate) fn write_to(f: &File, h: &Holder) -> io::Result<()> {
+/// exclusively, on a descriptor opened without O_APPEND.
+pub(crate) fn write_to(f: impl AsFd, h: &Holder) -> io::Result<()> {
+    let fd = f.as_fd();
     let line = h.to_line();
-    f.write_all_at(&line, 0)?;
-    f.set_len(line.len() as u64)
+    let mut done = 0;
+    while done < line.len() {
+        match rustix::io::pwrite(fd, &line[done..], done as u64) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => done += k,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    rustix::fs::ftruncate(fd, line.len() as u64).map_err(io::Error::from)
 }
 
 /// Empties the record. Call only while holding the lock exclusively.
-pub(crate) fn clear(f: &File) -> io::Result<()> {
-    f.set_len(0)
+pub(crate) fn clear(f: impl AsFd) -> io::Result<()> {
+    rustix::fs::ftruncate(f.as_fd(), 0).map_err(io::Error::from)
 }
 
 pub(crate) fn now_epoch() -> f64 {

@@ -174,8 +174,9 @@ pub fn lock_fd(
 /// Takes `kind` on `fd` without blocking, signal handlers or timers, for a
 /// caller running inside someone else's process (the bash builtin): a
 /// non-blocking try, then more tries on the `LOCK_BACKOFF_STRATEGY`
-/// schedule until `deadline` (None: forever), asking `interrupted` between
-/// tries. `Denied::Interrupted` when it said yes.
+/// schedule until `deadline` (None: forever), sleeping in slices of at most
+/// [`POLL_SLICE`] and asking `interrupted` before each slice.
+/// `Denied::Interrupted` when it said yes.
 pub fn lock_fd_polled(
     fd: RawFd,
     kind: Kind,
@@ -214,10 +215,34 @@ pub fn lock_fd_polled(
                 Err(e) => Err(e),
             };
         }
-        // A signal cuts the sleep short (EINTR): the loop asks again.
+        if sleep_unless(d, interrupted) {
+            return Ok(Err(Denied::Interrupted));
+        }
+    }
+}
+
+/// The longest single sleep of a polled wait: a signal that lands just
+/// before a sleep starts (so it cannot cut it short) is still seen within
+/// this long.
+pub const POLL_SLICE: Duration = Duration::from_millis(50);
+
+/// Sleeps `total` in slices of at most [`POLL_SLICE`], asking `interrupted`
+/// before each; true when it said yes. A signal also cuts a slice short
+/// (EINTR: the callers' shells install their handlers without SA_RESTART).
+fn sleep_unless(total: Duration, interrupted: &mut dyn FnMut() -> bool) -> bool {
+    let end = Instant::now() + total;
+    loop {
+        if interrupted() {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= end {
+            return false;
+        }
+        let slice = (end - now).min(POLL_SLICE);
         let ts = rustix::thread::Timespec {
-            tv_sec: d.as_secs() as i64,
-            tv_nsec: i64::from(d.subsec_nanos()),
+            tv_sec: slice.as_secs() as i64,
+            tv_nsec: i64::from(slice.subsec_nanos()),
         };
         let _ = rustix::thread::nanosleep(&ts);
     }
@@ -235,10 +260,18 @@ pub fn unlock_fd(fd: RawFd) -> io::Result<()> {
 
 /// Tries `kind` without waiting; `Ok(false)` when held by someone else.
 pub(crate) fn try_lock_fd(fd: RawFd, kind: Kind) -> io::Result<bool> {
-    match op(fd, Method::Flock, Some(kind), false) {
-        Ok(()) => Ok(true),
-        Err(e) if would_block(&e) => Ok(false),
-        Err(e) => Err(e),
+    try_lock_fd_with(fd, kind, Method::Flock)
+}
+
+/// [`try_lock_fd`] by `method`; an EINTR is tried again.
+pub(crate) fn try_lock_fd_with(fd: RawFd, kind: Kind, method: Method) -> io::Result<bool> {
+    loop {
+        match op(fd, method, Some(kind), false) {
+            Ok(()) => return Ok(true),
+            Err(e) if would_block(&e) => return Ok(false),
+            Err(e) if is_eintr(&e) => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -420,6 +453,38 @@ mod tests {
         assert_eq!(got, Err(Denied::Interrupted));
         assert_eq!(asked, 4, "asked between every try");
         assert_eq!(waited, 1, "the waiting report comes once");
+    }
+
+    /// A long backoff step is slept in slices: an interruption flagged
+    /// while sleeping (by a signal handler that cannot cut the sleep short,
+    /// here a clock) ends the wait within a slice, not at the step's end.
+    #[test]
+    fn polled_wait_sees_an_interruption_within_a_slice_of_a_long_step() {
+        let (_d, a, b) = two_opens();
+        assert!(try_lock_fd(a.as_raw_fd(), Kind::Exclusive).unwrap());
+        let long = Schedule::new(
+            BackoffStrategy::Exponential,
+            Duration::from_secs(20),
+            Duration::from_secs(20),
+        );
+        let start = Instant::now();
+        let got = lock_fd_polled(
+            b.as_raw_fd(),
+            Kind::Exclusive,
+            Method::Flock,
+            None,
+            long,
+            &mut || start.elapsed() >= Duration::from_millis(100),
+            &mut || {},
+        )
+        .unwrap();
+        assert_eq!(got, Err(Denied::Interrupted));
+        // Without slices this would sleep the whole 20 s step.
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]

@@ -116,6 +116,17 @@ pub type Acquired = std::result::Result<Duration, Denied>;
 /// the per-user defaults must be owned by the user and not writable by
 /// others, else exit 3.
 pub fn lock_dir(cfg: &Config, explicit: Option<&Path>, session: bool) -> Result<PathBuf> {
+    lock_dir_in(cfg, explicit, session, None)
+}
+
+/// [`lock_dir`] with the current dir the caller already read (`None`: read
+/// it here if needed).
+pub fn lock_dir_in(
+    cfg: &Config,
+    explicit: Option<&Path>,
+    session: bool,
+    cwd: Option<&Path>,
+) -> Result<PathBuf> {
     let chosen = explicit
         .map(Path::to_path_buf)
         .or_else(|| cfg.lock_dir.clone());
@@ -124,14 +135,17 @@ pub fn lock_dir(cfg: &Config, explicit: Option<&Path>, session: bool) -> Result<
         fsutil::create_private_dir(&d)?;
         return Ok(d);
     }
-    let legacy = || -> Result<Option<PathBuf>> {
-        let cwd = std::env::current_dir()
-            .map_err(|e| Error::io("cannot read the current directory", ".", e))?;
-        Ok(crate::config::repo_root(&cwd).map(|r| r.join(".flowforge")))
+    let read;
+    let cwd = match cwd {
+        Some(c) => c,
+        None => {
+            read = crate::config::current_dir()?;
+            &read
+        }
     };
-    let ns = match cfg.namespace_dir()? {
+    let ns = match cfg.namespace_dir_in(cwd) {
         Some(ns) => Some(ns),
-        None => legacy()?,
+        None => crate::config::repo_root(cwd).map(|r| r.join(".flowforge")),
     };
     if let Some(ns) = ns {
         let d = if session {

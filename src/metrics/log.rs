@@ -19,11 +19,24 @@
 //! Writers that append without the lock (a plain `echo >> log` of an old
 //! script) can lose a row that lands during a trim's copy; ffkit's own
 //! writers and the shell wrappers always lock.
+//!
+//! - **Kept descriptor** (a long-lived process: the bash builtin, see
+//!   [`keep_descriptor_open`]): the appender's descriptor stays open across
+//!   appends, at 200 or above with close-on-exec, keyed by path, device,
+//!   inode and pid. Each append re-verifies it (fstat: still our file at that
+//!   descriptor number; after the shared lock, stat: still the file at the
+//!   path) and otherwise reopens, so a trim or cleanup (new inode), a path
+//!   change, a fork (another pid) or a script that closed or reused the
+//!   number is followed exactly as the open-per-append path follows it.
+//!   Cost: fstat, flock, stat, write, unlock.
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::read::{self, Line};
 use crate::error::{Error, Result};
@@ -73,8 +86,43 @@ fn still_current(path: &Path, meta: &fs::Metadata) -> bool {
 /// and trims the log when it grew above `max_bytes` (0: never trim).
 pub fn append(path: &Path, timestamp: i64, op: &str, ms: f64, max_bytes: u64) -> Result<()> {
     let row = format_row(timestamp, op, ms);
+    let size = match append_kept(path, row.as_bytes())? {
+        Some(size) => size,
+        None => append_opening(path, row.as_bytes())?,
+    };
+    trim_if_above(path, size, max_bytes)
+}
+
+/// [`append`] through the kept descriptor only: `Ok(false)`, having done
+/// nothing, when no valid kept descriptor is open on `path` (the caller then
+/// decides whether the log may be created).
+pub fn append_if_kept(
+    path: &Path,
+    timestamp: i64,
+    op: &str,
+    ms: f64,
+    max_bytes: u64,
+) -> Result<bool> {
+    let row = format_row(timestamp, op, ms);
+    match append_kept(path, row.as_bytes())? {
+        Some(size) => trim_if_above(path, size, max_bytes).map(|()| true),
+        None => Ok(false),
+    }
+}
+
+fn trim_if_above(path: &Path, size: u64, max_bytes: u64) -> Result<()> {
+    if max_bytes > 0 && size > max_bytes {
+        trim(path, max_bytes)?;
+    }
+    Ok(())
+}
+
+/// Opens the log, appends `row` under the shared lock (following a file a
+/// trim replaced meanwhile) and returns the size after it. With
+/// [`keep_descriptor_open`], the descriptor is kept for the next append.
+fn append_opening(path: &Path, row: &[u8]) -> Result<u64> {
     let mut reopens = 0;
-    let size = loop {
+    loop {
         let f = open_append(path)?;
         f.lock_shared()
             .map_err(|e| Error::io("cannot lock", path, e))?;
@@ -91,13 +139,140 @@ pub fn append(path: &Path, timestamp: i64, op: &str, ms: f64, max_bytes: u64) ->
             }
             continue;
         }
-        (&f).write_all(row.as_bytes())
+        (&f).write_all(row)
             .map_err(|e| Error::io("cannot append to", path, e))?;
-        break meta.len() + row.len() as u64;
-        // `f` closes here, which releases the shared lock.
+        if KEEP.load(Ordering::Relaxed) {
+            let _ = f.unlock();
+            keep(path, f, &meta);
+        }
+        return Ok(meta.len() + row.len() as u64);
+        // Otherwise `f` closes here, which releases the shared lock.
+    }
+}
+
+/// Whether appenders keep their descriptor open (see the module doc).
+static KEEP: AtomicBool = AtomicBool::new(false);
+
+/// The kept descriptor. Only a process that called [`keep_descriptor_open`]
+/// ever fills it; a forked child's copy names its parent's pid and is
+/// dropped on first use.
+static KEPT: Mutex<Option<Kept>> = Mutex::new(None);
+
+/// The lowest number a kept descriptor may use, far above the ones scripts
+/// redirect (`exec 3>file`), like the builtin's held locks.
+const KEPT_MIN_FD: i32 = 200;
+
+struct Kept {
+    path: PathBuf,
+    fd: OwnedFd,
+    dev: u64,
+    ino: u64,
+    pid: rustix::process::Pid,
+}
+
+/// Makes this process keep the metrics log open across appends: for a
+/// process that appends many rows over its life (the bash builtin). The
+/// binary appends once and exits, and never calls this.
+pub fn keep_descriptor_open() {
+    KEEP.store(true, Ordering::Relaxed);
+}
+
+fn kept() -> std::sync::MutexGuard<'static, Option<Kept>> {
+    KEPT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Keeps `f` (just used to append to `path`, whose identity is `meta`).
+fn keep(path: &Path, f: File, meta: &fs::Metadata) {
+    let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&f, KEPT_MIN_FD) else {
+        return;
     };
-    if max_bytes > 0 && size > max_bytes {
-        trim(path, max_bytes)?;
+    drop(f);
+    let old = kept().replace(Kept {
+        path: path.to_path_buf(),
+        fd,
+        dev: meta.dev(),
+        ino: meta.ino(),
+        pid: rustix::process::getpid(),
+    });
+    if let Some(old) = old {
+        forget_kept(old);
+    }
+}
+
+/// Drops a kept descriptor: closes it when the number still names our file,
+/// else leaves the number alone (the script closed or reused it).
+fn forget_kept(k: Kept) {
+    let ours = rustix::fs::fstat(&k.fd).is_ok_and(|st| st.st_dev == k.dev && st.st_ino == k.ino);
+    if ours {
+        drop(k.fd);
+    } else {
+        std::mem::forget(k.fd);
+    }
+}
+
+/// Appends `row` through the kept descriptor when one is valid for `path`;
+/// returns the log's size after it, or `None` (nothing written) when there is
+/// none: never kept, another path, another process, or no longer the file
+/// at `path` (then it is dropped).
+fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
+    if !KEEP.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    let mut slot = kept();
+    let Some(k) = slot.as_ref() else {
+        return Ok(None);
+    };
+    if k.path != path || k.pid != rustix::process::getpid() {
+        if let Some(k) = slot.take() {
+            forget_kept(k);
+        }
+        return Ok(None);
+    }
+    // Still our file at that number (a script may have closed or reused it).
+    let size = match rustix::fs::fstat(&k.fd) {
+        Ok(st) if st.st_dev == k.dev && st.st_ino == k.ino => st.st_size as u64,
+        _ => {
+            if let Some(k) = slot.take() {
+                std::mem::forget(k.fd);
+            }
+            return Ok(None);
+        }
+    };
+    let fd = k.fd.as_fd();
+    rustix::fs::flock(fd, rustix::fs::FlockOperation::LockShared)
+        .map_err(|e| Error::io("cannot lock", path, e.into()))?;
+    // Still the file at the path (a trim renames a new one over it).
+    let current = fs::symlink_metadata(path).is_ok_and(|m| m.dev() == k.dev && m.ino() == k.ino);
+    if !current {
+        let _ = rustix::fs::flock(fd, rustix::fs::FlockOperation::Unlock);
+        if let Some(k) = slot.take() {
+            drop(k.fd);
+        }
+        return Ok(None);
+    }
+    let written = write_all_fd(fd, row);
+    let _ = rustix::fs::flock(fd, rustix::fs::FlockOperation::Unlock);
+    match written {
+        Ok(()) => Ok(Some(size + row.len() as u64)),
+        Err(e) => {
+            if let Some(k) = slot.take() {
+                drop(k.fd);
+            }
+            Err(Error::io("cannot append to", path, e))
+        }
+    }
+}
+
+/// One row in one `write(2)` on the O_APPEND descriptor (a short write of a
+/// regular file is continued).
+fn write_all_fd(fd: std::os::fd::BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match rustix::io::write(fd, buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
@@ -284,6 +459,7 @@ mod tests {
 
     #[test]
     fn trim_keeps_header_and_newest_whole_rows() {
+        let _s = serial();
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("log.csv");
         fs::write(&p, "# timestamp,operation,duration_ms\n").unwrap();
@@ -306,8 +482,49 @@ mod tests {
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
     }
 
+    /// Serialises the tests that append: the kept descriptor is one slot
+    /// per process.
+    static SERIAL: Mutex<()> = Mutex::new(());
+
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The kept descriptor is used, follows a trim (new inode at the
+    /// path), a path change and a removed file, and never writes a row twice
+    /// or into the replaced file.
+    #[test]
+    fn a_kept_descriptor_follows_trims_and_path_changes() {
+        let _s = serial();
+        keep_descriptor_open();
+        let d = tempfile::tempdir().unwrap();
+        let (p, q) = (d.path().join("a.csv"), d.path().join("b.csv"));
+        append(&p, 1, "a", 1.0, 0).unwrap();
+        let old = fs::metadata(&p).unwrap().ino();
+        assert!(append_if_kept(&p, 2, "a", 2.0, 0).unwrap());
+        // Another path: not kept for it, nothing written anywhere.
+        assert!(!append_if_kept(&q, 3, "b", 3.0, 0).unwrap());
+        assert!(!q.exists());
+        append(&p, 4, "a", 4.0, 0).unwrap();
+        for i in 0..400 {
+            append(&p, 10 + i, "a", 1.0, 0).unwrap();
+        }
+        assert!(trim(&p, 1000).unwrap());
+        assert_ne!(fs::metadata(&p).unwrap().ino(), old);
+        append(&p, 999, "a", 9.0, 0).unwrap();
+        assert!(append_if_kept(&p, 1000, "a", 9.5, 0).unwrap());
+        let text = fs::read_to_string(&p).unwrap();
+        assert!(text.ends_with("409,a,1\n999,a,9\n1000,a,9.5\n"), "{text}");
+        assert!(text.len() < 1000, "{}", text.len());
+        fs::remove_file(&p).unwrap();
+        // The kept file was removed: nothing through it, and no file made.
+        assert!(!append_if_kept(&p, 1001, "a", 1.0, 0).unwrap());
+        assert!(!p.exists());
+    }
+
     #[test]
     fn automatic_trim_bounds_the_file() {
+        let _s = serial();
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("sub").join("log.csv");
         for i in 0..2000 {

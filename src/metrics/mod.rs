@@ -53,10 +53,19 @@ pub fn record_self(
     elapsed: Duration,
 ) -> Result<Option<PathBuf>> {
     let path = log_path(cfg, cache_dir)?;
-    if !cfg.perf_monitoring || !path.parent().is_some_and(Path::is_dir) {
+    if !cfg.perf_monitoring {
         return Ok(None);
     }
-    record(cfg, &path, op, elapsed.as_secs_f64() * 1000.0)?;
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    // A descriptor kept open on the log (the bash builtin) proves its dir
+    // exists; otherwise look before the append could create it.
+    if log::append_if_kept(&path, cfg.now(), op, ms, cfg.perf_max_bytes)? {
+        return Ok(Some(path));
+    }
+    if !path.parent().is_some_and(Path::is_dir) {
+        return Ok(None);
+    }
+    record(cfg, &path, op, ms)?;
     Ok(Some(path))
 }
 

@@ -682,7 +682,9 @@ cache_command() {
 # held-lock table then live in Rust (builtin/src/funcs.rs), and the shell
 # code above is the fallback path. The builtin runs the local backend only:
 # with FFKIT_BACKEND naming a server (set in this shell, exported or not;
-# docs/redis.md) a call takes the fallback path, kept as _ffkit_sh_NAME.
+# docs/redis.md) it does nothing and returns 200, and the call takes the
+# fallback path, kept as _ffkit_sh_NAME. The test is in the builtin, not in
+# the function, because a `[[ ]]` per call costs a sizeable part of a call.
 # Called right after the file (re)defined the fallback functions.
 _ffkit_builtin_thin() {
     local _ffkit_f=''
@@ -694,13 +696,22 @@ _ffkit_builtin_thin() {
         record_performance_metric get_performance_metrics cleanup_performance_metrics; do
         eval "_ffkit_sh_$(declare -f "$_ffkit_f")"
         eval "$_ffkit_f() {
-            if [[ -n \${FFKIT_BACKEND-} && \$FFKIT_BACKEND != local ]]; then
-                _ffkit_sh_$_ffkit_f \"\$@\"
-            else
-                builtin ffkit --fn $_ffkit_f \"\$@\"
-            fi
+            builtin ffkit --fn $_ffkit_f \"\$@\" || _ffkit_builtin_rc \$? $_ffkit_f \"\$@\"
         }"
     done
+}
+
+# _ffkit_builtin_rc STATUS FUNCTION ARGS...: after a failed builtin call,
+# the fallback path when the builtin answered 200 (a remote FFKIT_BACKEND),
+# else the builtin's status.
+_ffkit_builtin_rc() {
+    if [[ $1 == 200 ]]; then
+        local _ffkit_fn=$2
+        shift 2
+        "_ffkit_sh_$_ffkit_fn" "$@"
+    else
+        return "$1"
+    fi
 }
 
 # _ffkit_builtin_load EXE BUILD_ID: loads the builtin `ffkit` into this bash

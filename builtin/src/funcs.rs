@@ -179,8 +179,24 @@ fn valid_name(v: Option<&OsStr>, what: &str) -> Result<(), u8> {
     Ok(())
 }
 
+/// The status that sends a wrapper to its fallback shell code
+/// (`_ffkit_builtin_rc` in shell/ffkit.bash): FFKIT_BACKEND names a remote
+/// backend, which the builtin does not run. No other call returns it (exit
+/// codes stop at 127, signals at 128 + 64).
+pub const USE_FALLBACK: u8 = 200;
+
+/// Whether the calling shell asks for a remote backend (FFKIT_BACKEND set,
+/// exported or not, to anything but empty or `local`).
+fn remote_backend() -> bool {
+    shell::var("FFKIT_BACKEND").is_some_and(|v| !v.is_empty() && v != "local")
+}
+
 /// One wrapper call: prints what the function prints and returns its status.
 pub fn call(func: &str, a: &[OsString]) -> (u8, Vec<u8>) {
+    // Before anything is read (standard input included) or done.
+    if remote_backend() {
+        return (USE_FALLBACK, Vec::new());
+    }
     let arg = |i: usize| a.get(i).map(OsString::as_os_str);
     let none = (0u8, Vec::new());
     macro_rules! paths {
@@ -427,14 +443,15 @@ fn lock(func: &str, p: &Paths, name: &OsStr, session: bool, dev: Option<&OsStr>)
     };
     let mut file_name = name.to_os_string();
     file_name.push(".lock");
-    let file = match ffkit::lock::lock_dir_in(&cfg, None, session, Some(&p.cwd)) {
+    let acquiring = func.starts_with("acquire");
+    // A release only looks the file up in the held-lock table.
+    let file = match ffkit::lock::lock_dir_in(&cfg, None, session, Some(&p.cwd), acquiring) {
         Ok(d) => d.join(file_name),
         Err(e) => {
             err(format_args!("{func}: {e}"));
             return e.exit_code();
         }
     };
-    let acquiring = func.starts_with("acquire");
     let code = if acquiring {
         match held::acquire(&file, &cfg, cfg.lock_timeout) {
             Ok(()) => 0,

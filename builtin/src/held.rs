@@ -214,17 +214,13 @@ pub fn release(path: &Path) -> Result<()> {
         )));
     }
     // Clears the shell's record while still exclusive, then unlocks.
-    let done = fd::release_polled(
-        e.fd.as_raw_fd(),
-        Method::Flock,
-        me.as_raw_nonzero().get() as u32,
-    );
+    let done = fd::release_polled(e.fd.as_raw_fd(), Method::Flock);
     drop(e.fd);
     match done? {
         Ok(()) => {}
         Err(fd::NotHeld::NoLock) => {
             return Err(Error::LockFailed(format!(
-                "{}: the lock was already gone (its descriptor was unlocked by someone else)",
+                "{}: the lock was already gone (its descriptor was unlocked behind the shell's back, and another process holds it now)",
                 path.display()
             )));
         }

@@ -50,9 +50,10 @@ pub fn var(name: &str) -> Option<OsString> {
     // so they are made C strings on the stack, not in an allocation.
     let mut buf = [0u8; 64];
     let heap;
-    let c: &CStr = if name.len() < buf.len() && !name.as_bytes().contains(&0) {
+    let c: &CStr = if name.len() < buf.len() {
         buf[..name.len()].copy_from_slice(name.as_bytes());
-        CStr::from_bytes_until_nul(&buf).ok()?
+        // Refuses a name holding a NUL.
+        CStr::from_bytes_with_nul(&buf[..=name.len()]).ok()?
     } else {
         heap = CString::new(name).ok()?;
         &heap

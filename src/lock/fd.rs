@@ -198,7 +198,7 @@ pub fn acquire_polled(
         let mut rec = mine.clone();
         rec.since = holder::now_epoch();
         rec.fd = Some(fd);
-        if let Err(e) = holder::write_to(b, &rec) {
+        if let Err(e) = holder::write_over(b, &rec) {
             let _ = kernel::unlock_fd_with(fd, method);
             return Err(Error::io("cannot write holder record", path, e));
         }
@@ -291,25 +291,24 @@ pub fn release(
 
 /// [`release`] for the descriptor [`acquire_polled`] locked (the caller
 /// knows it is open on the lock file, having checked device and inode with
-/// fstat just before): checks
-/// the lock is still held through it ([`NotHeld`] otherwise), clears
-/// `owner`'s record through it while still exclusive, and unlocks `method`.
+/// fstat just before). It first re-asserts the exclusive lock without
+/// waiting — a no-op on the description that holds it — so the record is
+/// cleared only while this description really holds the file exclusively:
+/// when another process holds it now (ours was unlocked behind our back),
+/// nothing is touched and the answer is [`NotHeld`]. Then the record is
+/// cleared (only an exclusive holder ever writes it, so it is the one
+/// [`acquire_polled`] wrote) and `method` unlocked.
 pub fn release_polled(
     fd: RawFd,
     method: kernel::Method,
-    owner: u32,
 ) -> Result<std::result::Result<(), NotHeld>> {
     let b = kernel::borrow(fd).map_err(|e| fd_error(fd, "cannot inspect", e))?;
-    if !fdinfo_lists_a_lock(fd).map_err(|e| fd_error(fd, "cannot inspect", e))? {
+    if !kernel::try_lock_fd_with(fd, Kind::Exclusive, method)
+        .map_err(|e| fd_error(fd, "cannot inspect", e))?
+    {
         return Ok(Err(NotHeld::NoLock));
     }
-    if let Some(rec) = holder::read_from(b)
-        && rec.kind == KIND_FD
-        && rec.pid == owner
-        && rec.fd == Some(fd)
-    {
-        let _ = holder::clear(b);
-    }
+    let _ = holder::clear(b);
     kernel::unlock_fd_with(fd, method).map_err(|e| fd_error(fd, "cannot unlock", e))?;
     Ok(Ok(()))
 }
@@ -376,14 +375,22 @@ mod tests {
         );
         assert_eq!(again.unwrap_err().exit_code(), 5);
         assert!(!holds_lock(g.as_raw_fd()).unwrap());
+        // Another description takes it after ours was unlocked behind our
+        // back: the release touches nothing of the new holder's.
+        kernel::unlock_fd(f.as_raw_fd()).unwrap();
+        assert!(kernel::try_lock_fd(g.as_raw_fd(), Kind::Exclusive).unwrap());
         assert_eq!(
-            release_polled(f.as_raw_fd(), kernel::Method::Flock, me).unwrap(),
+            release_polled(f.as_raw_fd(), kernel::Method::Flock).unwrap(),
+            Err(NotHeld::NoLock)
+        );
+        assert!(!std::fs::read(&p).unwrap().is_empty());
+        kernel::unlock_fd(g.as_raw_fd()).unwrap();
+        assert!(kernel::try_lock_fd(f.as_raw_fd(), Kind::Exclusive).unwrap());
+        assert_eq!(
+            release_polled(f.as_raw_fd(), kernel::Method::Flock).unwrap(),
             Ok(())
         );
         assert_eq!(std::fs::read(&p).unwrap(), b"");
-        assert_eq!(
-            release_polled(f.as_raw_fd(), kernel::Method::Flock, me).unwrap(),
-            Err(NotHeld::NoLock)
-        );
+        assert!(kernel::try_lock_fd(g.as_raw_fd(), Kind::Exclusive).unwrap());
     }
 }

@@ -116,23 +116,34 @@ pub type Acquired = std::result::Result<Duration, Denied>;
 /// the per-user defaults must be owned by the user and not writable by
 /// others, else exit 3.
 pub fn lock_dir(cfg: &Config, explicit: Option<&Path>, session: bool) -> Result<PathBuf> {
-    lock_dir_in(cfg, explicit, session, None)
+    lock_dir_in(cfg, explicit, session, None, true)
 }
 
 /// [`lock_dir`] with the current dir the caller already read (`None`: read
-/// it here if needed).
+/// it here if needed). With `create` false the dir is only named, neither
+/// created nor checked: for a caller that looks a lock up in its own table
+/// of locks it took (through this very function, creating) and touches no
+/// file by that name.
 pub fn lock_dir_in(
     cfg: &Config,
     explicit: Option<&Path>,
     session: bool,
     cwd: Option<&Path>,
+    create: bool,
 ) -> Result<PathBuf> {
+    let make = |d: &Path| {
+        if create {
+            fsutil::create_private_dir(d)
+        } else {
+            Ok(())
+        }
+    };
     let chosen = explicit
         .map(Path::to_path_buf)
         .or_else(|| cfg.lock_dir.clone());
     if let Some(d) = chosen {
         let d = if session { d.join("sessions") } else { d };
-        fsutil::create_private_dir(&d)?;
+        make(&d)?;
         return Ok(d);
     }
     let read;
@@ -153,7 +164,7 @@ pub fn lock_dir_in(
         } else {
             ns.join("locks")
         };
-        fsutil::create_private_dir(&d)?;
+        make(&d)?;
         return Ok(d);
     }
     let uid = rustix::process::getuid().as_raw();
@@ -161,15 +172,17 @@ pub fn lock_dir_in(
         Some(r) => r.join("ffkit"),
         None => PathBuf::from(format!("/tmp/ffkit-{uid}")),
     };
-    fsutil::create_private_dir(&base)?;
-    check_private(&base, uid)?;
     let d = if session {
         base.join("sessions").join("locks")
     } else {
         base.join("locks")
     };
-    fsutil::create_private_dir(&d)?;
-    check_private(&d, uid)?;
+    if create {
+        fsutil::create_private_dir(&base)?;
+        check_private(&base, uid)?;
+        fsutil::create_private_dir(&d)?;
+        check_private(&d, uid)?;
+    }
     Ok(d)
 }
 

@@ -241,6 +241,47 @@ fn v_var_assigns_like_printf_v_and_refuses_readonly_and_bad_names() {
     );
 }
 
+/// The metrics log stays open across calls (docs/metrics.md, "kept
+/// descriptor") and is re-verified on every row: a script that reuses the
+/// descriptor's number for its own file gets no row in it, a log renamed
+/// away (rotation) is left and a new one started at the path, a subshell
+/// appends through its own descriptor, and commands do not inherit it.
+#[test]
+fn the_kept_metrics_log_follows_a_reused_number_a_rotation_and_a_subshell() {
+    let r = Repo::new();
+    let log = r.ns().join("cache/.perf-metrics.csv");
+    let o = out(&mut r.bash(&format!(
+        "record_performance_metric op 1 2\n\
+         kept=''; for fd in /proc/$$/fd/*; do if [ \"$(readlink \"$fd\")\" = '{log}' ]; then kept=${{fd##*/}}; fi; done\n\
+         echo \"kept=$kept\"\n\
+         ls -l /proc/self/fd | grep -c perf-metrics || echo not-inherited\n\
+         eval \"exec $kept>other\"\n\
+         record_performance_metric op 1 3\n\
+         mv '{log}' '{log}.1'\n\
+         record_performance_metric op 1 4\n\
+         ( record_performance_metric op 1 5 )\n\
+         record_performance_metric op 1 6\n\
+         echo \"other=$(wc -c <other)\"",
+        log = log.display()
+    )));
+    let s = ok(&o);
+    let lines: Vec<&str> = s.lines().collect();
+    let fd: u32 = lines[0].strip_prefix("kept=").unwrap().parse().unwrap();
+    assert!(fd >= 200, "{s}");
+    assert_eq!(&lines[1..], ["0", "not-inherited", "other=0"], "{s}");
+    let durations = |p: &Path| -> Vec<String> {
+        fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| l.rsplit(',').next().unwrap().to_string())
+            .collect()
+    };
+    let mut rotated = PathBuf::from(&log);
+    rotated.set_extension("csv.1");
+    assert_eq!(durations(&rotated), ["1", "2"]);
+    assert_eq!(durations(&log), ["3", "4", "5"]);
+}
+
 #[test]
 fn a_subshell_never_unlocks_the_parents_lock_and_the_fd_is_high_and_cloexec() {
     let r = Repo::new();

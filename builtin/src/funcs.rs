@@ -21,7 +21,8 @@ use std::time::Instant;
 use ffkit::cli::Input;
 use ffkit::config::Config;
 
-use crate::{held, run_applet, shell};
+use crate::{held, run_applet, run_direct, shell};
+use ffkit::cli::Direct;
 
 /// The team-config lookup, once per repository per shell (the fallback
 /// path caches it the same way). A forked copy is still a correct answer.
@@ -153,6 +154,19 @@ fn applet(log: &OsStr, argv: &[&OsStr], input: Input) -> (u8, Vec<u8>) {
     run_applet(args, &lookup, input)
 }
 
+/// [`applet`] for a call already in its parts (`cli::Direct`: the same
+/// run without an argument list to parse; see docs/shell.md).
+fn direct(log: &OsStr, call: Direct, input: Input) -> (u8, Vec<u8>) {
+    let lookup = |k: &str| {
+        if k == "CACHE_PERF_METRICS" {
+            Some(log.to_os_string())
+        } else {
+            shell::var(k)
+        }
+    };
+    run_direct(call, &lookup, input)
+}
+
 fn os(s: &str) -> &OsStr {
     OsStr::new(s)
 }
@@ -210,11 +224,8 @@ pub fn call(func: &str, a: &[OsString]) -> (u8, Vec<u8>) {
     match func {
         "get_cache_size" => {
             let p = paths!(arg(0));
-            applet(
-                &p.log,
-                &[os("cache-size"), os("--dir"), &p.dir()],
-                Input::Fd0,
-            )
+            let dir = PathBuf::from(p.dir());
+            direct(&p.log, Direct::CacheSize { dir }, Input::Fd0)
         }
         "rebuild_size_index" => {
             let p = paths!(arg(0));
@@ -342,6 +353,13 @@ pub fn call(func: &str, a: &[OsString]) -> (u8, Vec<u8>) {
                 );
             }
             let p = paths!(None);
+            if let (Some(op), Some(start), Some(end)) =
+                (a[0].to_str(), a[1].to_str(), a[2].to_str())
+            {
+                let (op, start, end) = (op.to_string(), start.to_string(), end.to_string());
+                return direct(&p.log, Direct::PerfRecord { op, start, end }, Input::Fd0);
+            }
+            // Not UTF-8: clap's words for it.
             applet(
                 &p.log,
                 &[
@@ -381,6 +399,18 @@ fn write(p: &Paths, key: &OsStr, value: Option<&OsStr>, ttl: &OsStr) -> (u8, Vec
         Some(v) => Input::Bytes(v.as_bytes().to_vec()),
         None => Input::Fd0,
     };
+    if let Some(ttl) = ttl
+        .to_str()
+        .and_then(|t| ffkit::units::parse_whole_seconds(t).ok())
+    {
+        let call = Direct::CacheWrite {
+            dir: PathBuf::from(p.dir()),
+            ttl,
+            key: key.to_os_string(),
+        };
+        return direct(&p.log, call, input);
+    }
+    // A TTL clap refuses: clap's words for it.
     applet(
         &p.log,
         &[
@@ -399,18 +429,12 @@ fn write(p: &Paths, key: &OsStr, value: Option<&OsStr>, ttl: &OsStr) -> (u8, Vec
 
 /// Prints the value and one newline; a miss is status 1.
 fn read(p: &Paths, key: &OsStr) -> (u8, Vec<u8>) {
-    let (code, mut out) = applet(
-        &p.log,
-        &[
-            os("cache-read"),
-            os("--dir"),
-            &p.dir(),
-            os("-q"),
-            os("--"),
-            key,
-        ],
-        Input::Fd0,
-    );
+    let call = Direct::CacheRead {
+        dir: PathBuf::from(p.dir()),
+        key: key.to_os_string(),
+        quiet: true,
+    };
+    let (code, mut out) = direct(&p.log, call, Input::Fd0);
     match code {
         0 => {
             out.push(b'\n');

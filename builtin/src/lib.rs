@@ -207,6 +207,21 @@ pub(crate) fn run_applet(
     }
 }
 
+/// Runs an already parsed call (`cli::Direct`) in-process; returns its
+/// status and its output.
+pub(crate) fn run_direct(
+    call: ffkit::cli::Direct,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    input: Input,
+) -> (u8, Vec<u8>) {
+    let mut out = Sink::Buffer(Vec::new());
+    let code = ffkit::cli::run_direct(call, env, &mut out, input).code();
+    match out {
+        Sink::Buffer(v) => (code, v),
+        Sink::Stdout => (code, Vec::new()),
+    }
+}
+
 /// Writes the output to descriptor 1, then returns the status.
 fn finish(code: u8, out: Vec<u8>) -> u8 {
     match write_fd1(&out) {

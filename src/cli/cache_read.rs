@@ -37,8 +37,22 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         key: m.get_one::<OsString>("key").cloned().unwrap_or_default(),
         quiet: m.get_flag("quiet"),
     };
+    exec(a, m.get_one::<String>("backend").map(String::as_str), ctx)
+}
+
+/// `cache-read --dir DIR [-q] -- KEY`, already parsed (`cli::Direct`).
+pub(super) fn direct(dir: PathBuf, key: OsString, quiet: bool, ctx: &mut Ctx) -> Result<ExitCode> {
+    let a = Args {
+        dir: Some(dir),
+        key,
+        quiet,
+    };
+    exec(a, None, ctx)
+}
+
+fn exec(a: Args, backend: Option<&str>, ctx: &mut Ctx) -> Result<ExitCode> {
     let key = key::validate(&a.key).map_err(Error::Validation)?;
-    if let Some(t) = super::backend_of(m, ctx)? {
+    if let Some(t) = crate::backend::select(&ctx.cfg, backend)? {
         super::remote::no_dir(&t, a.dir.as_deref())?;
         return super::remote::cache_read(&t, key, a.quiet, ctx);
     }

@@ -73,7 +73,30 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         json: m.get_flag("json"),
         human: m.get_flag("human"),
     };
-    if let Some(t) = super::backend_of(m, ctx)? {
+    let backend = m.get_one::<String>("backend").map(String::as_str);
+    exec(&a, backend, super::progress::for_call(m), ctx)
+}
+
+/// `cache-size --dir DIR`, already parsed (`cli::Direct`).
+pub(super) fn direct(dir: PathBuf, ctx: &mut Ctx) -> Result<ExitCode> {
+    let a = Args {
+        dir: Some(dir),
+        rebuild: false,
+        verify: false,
+        fix: false,
+        json: false,
+        human: false,
+    };
+    exec(&a, None, super::progress::unless_quiet(false), ctx)
+}
+
+fn exec(
+    a: &Args,
+    backend: Option<&str>,
+    progress: Option<Box<dyn crate::cache::Progress>>,
+    ctx: &mut Ctx,
+) -> Result<ExitCode> {
+    if let Some(t) = crate::backend::select(&ctx.cfg, backend)? {
         super::remote::no_dir(&t, a.dir.as_deref())?;
         let r = super::remote::Size {
             verify: a.verify,
@@ -84,28 +107,26 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         };
         return super::remote::cache_size(&t, r, ctx);
     }
-    let cache = ctx
-        .cache(a.dir.as_deref())?
-        .with_progress(super::progress::for_call(m));
+    let cache = ctx.cache(a.dir.as_deref())?.with_progress(progress);
     if a.rebuild {
         ctx.metric = Some("rebuild_size_index");
         let t = cache.rebuild()?;
-        return print(ctx, &a, t, Source::Walk, None).map(|()| ExitCode::SUCCESS);
+        return print(ctx, a, t, Source::Walk, None).map(|()| ExitCode::SUCCESS);
     }
     if a.verify {
         let r = cache.verify(a.fix)?;
         if r.index == Some(r.walk) {
-            print(ctx, &a, r.walk, Source::Walk, None)?;
+            print(ctx, a, r.walk, Source::Walk, None)?;
             return Ok(ExitCode::SUCCESS);
         }
         let drift = describe_drift(r.index, r.walk);
         if a.fix {
             ctx.note(format_args!("index fixed: {drift}"));
-            print(ctx, &a, r.walk, Source::Walk, Some(r.index))?;
+            print(ctx, a, r.walk, Source::Walk, Some(r.index))?;
             return Ok(ExitCode::SUCCESS);
         }
         if a.json {
-            print(ctx, &a, r.walk, Source::Walk, Some(r.index))?;
+            print(ctx, a, r.walk, Source::Walk, Some(r.index))?;
         }
         return Err(Error::Corruption(format!(
             "index drift in {}: {drift} (run with --verify --fix to repair)",
@@ -134,7 +155,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             }
         ));
     }
-    print(ctx, &a, report.totals, report.source, None)?;
+    print(ctx, a, report.totals, report.source, None)?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -48,10 +48,26 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         value: m.get_one::<OsString>("value").cloned(),
         ttl: m.get_one::<u64>("ttl").copied().unwrap_or(0),
     };
+    exec(a, m.get_one::<String>("backend").map(String::as_str), ctx)
+}
+
+/// `cache-write --dir DIR --ttl TTL -- KEY -` (the value from standard
+/// input), already parsed (`cli::Direct`).
+pub(super) fn direct(dir: PathBuf, ttl: u64, key: OsString, ctx: &mut Ctx) -> Result<ExitCode> {
+    let a = Args {
+        dir: Some(dir),
+        key,
+        value: None,
+        ttl,
+    };
+    exec(a, None, ctx)
+}
+
+fn exec(a: Args, backend: Option<&str>, ctx: &mut Ctx) -> Result<ExitCode> {
     let key = key::validate(&a.key)
         .map_err(Error::Validation)?
         .to_string();
-    if let Some(t) = super::backend_of(m, ctx)? {
+    if let Some(t) = crate::backend::select(&ctx.cfg, backend)? {
         super::remote::no_dir(&t, a.dir.as_deref())?;
         let v = a.value.as_deref().filter(|v| v.as_bytes() != b"-");
         return super::remote::cache_write(&t, &key, v.map(|v| v.as_bytes()), a.ttl, ctx);

@@ -532,6 +532,91 @@ fn run_applet(
         Ok(m) => m,
         Err(e) => return clap_exit(prog, e, out),
     };
+    run_parsed(applet, prog, start, env, out, input, &mut |ctx| {
+        (applet.run)(&matches, ctx)
+    })
+}
+
+/// One of the calls the bash builtin's shell functions make most, in its
+/// parts. [`run_direct`] runs it exactly as `ffkit APPLET ARGS` would
+/// (configuration, output, error line, exit code, self-timing row), but
+/// without building and parsing an argument list, which costs more than
+/// the rest of such a call. The caller passes only values that parse (a
+/// TTL that [`crate::units::parse_whole_seconds`] accepts, UTF-8 text);
+/// anything else goes through [`run_with`], so clap words the error.
+pub enum Direct {
+    /// `cache-size --dir DIR`.
+    CacheSize { dir: PathBuf },
+    /// `cache-read --dir DIR [-q] -- KEY`.
+    CacheRead {
+        dir: PathBuf,
+        key: OsString,
+        quiet: bool,
+    },
+    /// `cache-write --dir DIR --ttl TTL -- KEY -`: the value is the input.
+    CacheWrite {
+        dir: PathBuf,
+        ttl: u64,
+        key: OsString,
+    },
+    /// `perf-metrics record -- OP START END`.
+    PerfRecord {
+        op: String,
+        start: String,
+        end: String,
+    },
+}
+
+/// Runs a [`Direct`] call; see [`run_with`] for `env`, `out` and `input`.
+pub fn run_direct(
+    call: Direct,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    out: &mut Sink,
+    input: Input,
+) -> ExitCode {
+    let start = Instant::now();
+    let name = match &call {
+        Direct::CacheSize { .. } => "cache-size",
+        Direct::CacheRead { .. } => "cache-read",
+        Direct::CacheWrite { .. } => "cache-write",
+        Direct::PerfRecord { .. } => "perf-metrics",
+    };
+    let Some(applet) = find(name) else {
+        return ExitCode::FAILURE;
+    };
+    let prog = format!("ffkit {name}");
+    let mut call = Some(call);
+    let code = run_parsed(
+        applet,
+        &prog,
+        start,
+        env,
+        out,
+        input,
+        &mut |ctx| match call.take() {
+            Some(Direct::CacheSize { dir }) => cache_size::direct(dir, ctx),
+            Some(Direct::CacheRead { dir, key, quiet }) => cache_read::direct(dir, key, quiet, ctx),
+            Some(Direct::CacheWrite { dir, ttl, key }) => cache_write::direct(dir, ttl, key, ctx),
+            Some(Direct::PerfRecord { op, start, end }) => {
+                perf_metrics::record_direct(op, start, end, ctx)
+            }
+            None => Ok(ExitCode::FAILURE),
+        },
+    );
+    flush_out(&prog, code, out)
+}
+
+/// The part of a call after its arguments are parsed: the configuration,
+/// the applet's run (`body`), the self-timing row and the error line.
+fn run_parsed(
+    applet: &'static Applet,
+    prog: &str,
+    start: Instant,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    out: &mut Sink,
+    input: Input,
+    body: &mut dyn FnMut(&mut Ctx) -> Result<ExitCode>,
+) -> ExitCode {
     let cfg = match Config::from_lookup(env) {
         Ok(c) => c,
         Err(e) => return report(prog, &e),
@@ -545,7 +630,7 @@ fn run_applet(
         out: std::mem::replace(out, Sink::Buffer(Vec::new())),
         input,
     };
-    let result = (applet.run)(&matches, &mut ctx);
+    let result = body(&mut ctx);
     *out = std::mem::replace(&mut ctx.out, Sink::Buffer(Vec::new()));
     if let (true, Some(op)) = (ctx.cfg.perf_monitoring, ctx.metric) {
         let elapsed = ctx.metric_duration.unwrap_or_else(|| start.elapsed());

@@ -429,6 +429,23 @@ fn record(m: &ArgMatches, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
         end: m.get_one::<String>("end").cloned(),
         unit: StampUnit::parse(m.get_one::<String>("unit").map_or("auto", String::as_str))?,
     };
+    record_args(a, ctx, path)
+}
+
+/// `perf-metrics record -- OP START END`, already parsed (`cli::Direct`).
+pub(super) fn record_direct(op: String, start: String, end: String, ctx: &Ctx) -> Result<ExitCode> {
+    let path = metrics::log_path(&ctx.cfg, None)?;
+    let a = RecordArgs {
+        op,
+        values: vec![start, end],
+        start: None,
+        end: None,
+        unit: None,
+    };
+    record_args(a, ctx, &path)
+}
+
+fn record_args(a: RecordArgs, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
     metrics::validate_op(&a.op)?;
     let values: Vec<&str> = a.values.iter().map(String::as_str).collect();
     let ms = match (&values[..], a.start.as_deref(), a.end.as_deref()) {

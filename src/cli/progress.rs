@@ -27,7 +27,11 @@ pub const COUNTED_MIN: u64 = 10_000;
 /// A bar for this call, or `None` when stderr is not a terminal or the
 /// applet's `-q` was given.
 pub fn for_call(m: &ArgMatches) -> Option<Box<dyn Progress>> {
-    let quiet = matches!(m.try_get_one::<bool>("quiet"), Ok(Some(true)));
+    unless_quiet(matches!(m.try_get_one::<bool>("quiet"), Ok(Some(true))))
+}
+
+/// [`for_call`] for a call whose `-q` is `quiet`.
+pub fn unless_quiet(quiet: bool) -> Option<Box<dyn Progress>> {
     if quiet || !std::io::stderr().is_terminal() {
         return None;
     }

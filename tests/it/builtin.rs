@@ -282,6 +282,36 @@ fn the_kept_metrics_log_follows_a_reused_number_a_rotation_and_a_subshell() {
     assert_eq!(durations(&log), ["3", "4", "5"]);
 }
 
+/// The applets' clap definitions are built once per shell and parse every
+/// later call alike: help, an error and a good call, each twice, answer as
+/// the binary does.
+#[test]
+fn repeated_calls_parse_alike_with_the_definitions_built_once() {
+    let r = Repo::new();
+    let o = out(&mut r.bash(
+        "for i in 1 2; do ffkit cache-size --help >help$i; done\n\
+         for i in 1 2; do ffkit cache-size --bogus 2>err$i || echo \"st=$?\"; done\n\
+         ffkit cache-write k vv; for i in 1 2; do ffkit cache-size --json; done\n\
+         cmp help1 help2 && cmp err1 err2 && echo same",
+    ));
+    let s = ok(&o);
+    assert_eq!(s.lines().filter(|l| *l == "st=2").count(), 2, "{s}");
+    assert!(s.ends_with("same\n"), "{s}");
+    let sizes: Vec<&str> = s.lines().filter(|l| l.starts_with('{')).collect();
+    assert_eq!(sizes.len(), 2, "{s}");
+    assert_eq!(sizes[0], sizes[1]);
+    let bin_help = Command::new(bin())
+        .args(["cache-size", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(fs::read(r.root().join("help1")).unwrap(), bin_help.stdout);
+    let bin_err = Command::new(bin())
+        .args(["cache-size", "--bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(fs::read(r.root().join("err1")).unwrap(), bin_err.stderr);
+}
+
 #[test]
 fn a_subshell_never_unlocks_the_parents_lock_and_the_fd_is_high_and_cloexec() {
     let r = Repo::new();

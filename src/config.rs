@@ -375,14 +375,13 @@ impl Config {
         if self.developer.is_none() {
             return Ok(None);
         }
-        Ok(self.namespace_dir_in(&current_dir()?))
+        Ok(self.namespace_dir_in(&Here::now()?))
     }
 
-    /// [`Config::namespace_dir`] for a current dir the caller already read.
-    pub fn namespace_dir_in(&self, cwd: &Path) -> Option<PathBuf> {
+    /// [`Config::namespace_dir`] for a place the caller already looked up.
+    pub fn namespace_dir_in(&self, here: &Here) -> Option<PathBuf> {
         let id = self.developer.as_ref()?;
-        let root = repo_root(cwd).unwrap_or(cwd);
-        Some(root.join(".flowforge").join(format!("dev-{id}")))
+        Some(here.top().join(".flowforge").join(format!("dev-{id}")))
     }
 
     /// The cache dir: `--dir`, else `FFKIT_CACHE_DIR`, else the namespace's
@@ -494,6 +493,32 @@ fn absolute(p: PathBuf) -> PathBuf {
 /// The current dir.
 pub fn current_dir() -> Result<PathBuf> {
     std::env::current_dir().map_err(|e| Error::io("cannot read the current directory", ".", e))
+}
+
+/// Where a call runs: the current dir and the repository root above it
+/// (the nearest ancestor holding `.git`), looked up once per call.
+#[derive(Clone, Debug)]
+pub struct Here {
+    pub cwd: PathBuf,
+    pub root: Option<PathBuf>,
+}
+
+impl Here {
+    /// Reads the current dir and finds the repository root.
+    pub fn now() -> Result<Here> {
+        Ok(Here::at(current_dir()?))
+    }
+
+    /// The place of a current dir the caller read.
+    pub fn at(cwd: PathBuf) -> Here {
+        let root = repo_root(&cwd).map(Path::to_path_buf);
+        Here { cwd, root }
+    }
+
+    /// The repository root, or the current dir outside a repository.
+    pub fn top(&self) -> &Path {
+        self.root.as_deref().unwrap_or(&self.cwd)
+    }
 }
 
 /// The nearest ancestor of `start` (itself included) that holds `.git`.

@@ -33,8 +33,8 @@ fn err(msg: impl std::fmt::Display) {
 }
 
 struct Paths {
-    /// The current dir, read once per call.
-    cwd: PathBuf,
+    /// The current dir and the repository root, looked up once per call.
+    here: ffkit::config::Here,
     ns: PathBuf,
     log: OsString,
     /// The developer id of the caller's namespace, if any.
@@ -71,7 +71,8 @@ fn paths(func: &str, dev: Option<&OsStr>) -> Result<Paths, u8> {
         ));
         1u8
     })?;
-    let top = ffkit::config::repo_root(&cwd).unwrap_or(&cwd).to_path_buf();
+    let here = ffkit::config::Here::at(cwd);
+    let top = here.top().to_path_buf();
     let id = match shell::var("FLOWFORGE_DEVELOPER").filter(|v| !v.is_empty()) {
         Some(v) if valid_id(&v) => Some(v.to_string_lossy().into_owned()),
         Some(v) => {
@@ -97,7 +98,7 @@ fn paths(func: &str, dev: Option<&OsStr>) -> Result<Paths, u8> {
             .join(format!("dev-{}", d.to_string_lossy()));
     }
     Ok(Paths {
-        cwd,
+        here,
         ns,
         log,
         dev: id.map(OsString::from),
@@ -469,7 +470,7 @@ fn lock(func: &str, p: &Paths, name: &OsStr, session: bool, dev: Option<&OsStr>)
     file_name.push(".lock");
     let acquiring = func.starts_with("acquire");
     // A release only looks the file up in the held-lock table.
-    let file = match ffkit::lock::lock_dir_in(&cfg, None, session, Some(&p.cwd), acquiring) {
+    let file = match ffkit::lock::lock_dir_in(&cfg, None, session, Some(&p.here), acquiring) {
         Ok(d) => d.join(file_name),
         Err(e) => {
             err(format_args!("{func}: {e}"));

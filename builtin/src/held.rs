@@ -91,12 +91,13 @@ fn owner_record(owner: u32) -> Holder {
 
 /// Takes the exclusive lock on `path` for this shell, waiting up to
 /// `timeout` (zero: do not wait). The library's in-process acquisition
-/// (`lock::fd::acquire_polled`) does the tries, the `LOCK_BACKOFF_*`
-/// schedule in slices of at most 50 ms, and the shell's holder record (its
-/// pid and the descriptor, so `lock-status` names the shell); a signal
-/// bash has flagged (`shell::pending_signal`) ends the wait.
+/// (`lock::fd::acquire_polled`) does the tries and the `LOCK_BACKOFF_*`
+/// schedule in slices of at most 50 ms; a signal bash has flagged
+/// (`shell::pending_signal`) ends the wait. Once the file is checked, the
+/// shell's holder record (its pid and the descriptor, so `lock-status`
+/// names the shell) is written into it.
 pub fn acquire(path: &Path, cfg: &Config, timeout: Duration) -> std::result::Result<(), NotTaken> {
-    let me = rustix::process::getpid();
+    let me = crate::caller_pid();
     let owner = me.as_raw_nonzero().get() as u32;
     if table().iter().any(|e| e.pid == me && e.path == path) {
         return Err(
@@ -155,6 +156,7 @@ pub fn acquire(path: &Path, cfg: &Config, timeout: Duration) -> std::result::Res
         let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("cannot inspect", path, e.into()))?;
         let current = std::fs::symlink_metadata(path).ok();
         if current.is_some_and(|m| m.dev() == st.st_dev && m.ino() == st.st_ino) {
+            fd::write_record(raw, Method::Flock, &record, st.st_size as u64, path)?;
             table().push(Entry {
                 path: path.to_path_buf(),
                 fd,
@@ -188,7 +190,7 @@ fn timed_out(path: &Path, timeout: Duration) -> Error {
 /// Releases this shell's lock on `path`: clears the holder record, unlocks
 /// explicitly and closes the descriptor.
 pub fn release(path: &Path) -> Result<()> {
-    let me = rustix::process::getpid();
+    let me = crate::caller_pid();
     let mut t = table();
     let Some(i) = t.iter().position(|e| e.path == path && e.pid == me) else {
         if t.iter().any(|e| e.path == path) {
@@ -232,7 +234,7 @@ pub fn release(path: &Path) -> Result<()> {
 /// closing its copies of their descriptors (a close never unlocks the
 /// parent's lock; only the explicit unlock would).
 pub fn forget_inherited() {
-    let me = rustix::process::getpid();
+    let me = crate::caller_pid();
     let mut t = table();
     if t.iter().any(|e| e.pid != me) {
         for e in std::mem::take(&mut *t) {
@@ -250,12 +252,12 @@ pub fn forget_inherited() {
 
 /// Whether this shell holds `path` in the table.
 pub fn holds(path: &Path) -> bool {
-    let me = rustix::process::getpid();
+    let me = crate::caller_pid();
     table().iter().any(|e| e.pid == me && e.path == path)
 }
 
 /// How many locks this shell holds (for tests and `--ffkit-held`).
 pub fn count() -> usize {
-    let me = rustix::process::getpid();
+    let me = crate::caller_pid();
     table().iter().filter(|e| e.pid == me).count()
 }

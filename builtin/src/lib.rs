@@ -98,7 +98,24 @@ fn entry(argv: Vec<OsString>) -> u8 {
     }
 }
 
+/// The shell's pid for this call, read once on entry (a forked subshell
+/// is a new pid; see `dispatch`).
+static CALLER_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+pub(crate) fn caller_pid() -> rustix::process::Pid {
+    rustix::process::Pid::from_raw(CALLER_PID.load(std::sync::atomic::Ordering::Relaxed))
+        .unwrap_or_else(rustix::process::getpid)
+}
+
 fn dispatch(argv: Vec<OsString>) -> u8 {
+    // Before anything else: every later pid check of this call (the
+    // held-lock table, the kept metrics log) uses it.
+    let me = rustix::process::getpid();
+    CALLER_PID.store(
+        me.as_raw_nonzero().get(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    ffkit::metrics::log::set_caller_pid(me);
     held::forget_inherited();
     let first = argv.first().map(|a| a.as_bytes()).unwrap_or_default();
     match first {

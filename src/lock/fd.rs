@@ -146,8 +146,8 @@ pub fn acquire(
 /// wait installs no signal handler or timer — non-blocking tries on
 /// `schedule` until `deadline`, asking `interrupted` between tries and
 /// between sleeps of at most [`kernel::POLL_SLICE`] (see
-/// [`kernel::lock_fd_polled`]). An exclusive lock gets `record` (its `since`
-/// and `fd` are set here), written through the caller's descriptor itself.
+/// [`kernel::lock_fd_polled`]). `record` is the owner's holder record; the
+/// caller writes it with [`write_record`] once it has checked the file.
 /// `path` is the lock file, for messages.
 ///
 /// The caller opened the path just before, so no identity check is made
@@ -191,19 +191,29 @@ pub fn acquire_polled(
         kernel::lock_fd_polled(fd, kind, method, deadline, schedule, interrupted, on_wait)
             .map_err(|e| fd_error(fd, "cannot lock", e))?
     };
-    if got.is_ok()
-        && kind == Kind::Exclusive
-        && let Some(mine) = record
-    {
-        let mut rec = mine.clone();
-        rec.since = holder::now_epoch();
-        rec.fd = Some(fd);
-        if let Err(e) = holder::write_over(b, &rec) {
-            let _ = kernel::unlock_fd_with(fd, method);
-            return Err(Error::io("cannot write holder record", path, e));
-        }
-    }
     Ok(got)
+}
+
+/// Writes `owner`'s record (acquired now, through descriptor `fd`) into the
+/// lock file [`acquire_polled`] just locked exclusively, whose current length
+/// the caller read (its fstat after locking): the old content is truncated
+/// only when it is longer, and a released lock's file is empty. On failure
+/// the lock is dropped (`method`).
+pub fn write_record(
+    fd: RawFd,
+    method: kernel::Method,
+    owner: &Holder,
+    old_len: u64,
+    path: &Path,
+) -> Result<()> {
+    let b = kernel::borrow(fd).map_err(|e| fd_error(fd, "cannot write to", e))?;
+    let mut rec = owner.clone();
+    rec.since = holder::now_epoch();
+    rec.fd = Some(fd);
+    holder::write_over(b, &rec, old_len).map_err(|e| {
+        let _ = kernel::unlock_fd_with(fd, method);
+        Error::io("cannot write holder record", path, e)
+    })
 }
 
 /// The identity check, the same-owner check and the record around `lock`.
@@ -353,6 +363,8 @@ mod tests {
         )
         .unwrap();
         assert!(got.is_ok());
+        let len = f.metadata().unwrap().len();
+        write_record(f.as_raw_fd(), kernel::Method::Flock, &mine, len, &p).unwrap();
         let rec = holder::read_from(File::open(&p).unwrap()).unwrap();
         assert_eq!(
             (rec.kind.as_str(), rec.pid, rec.fd),

@@ -266,13 +266,13 @@ pub(crate) fn write_to(f: impl AsFd, h: &Holder) -> io::Result<()> {
     rustix::fs::ftruncate(fd, line.len() as u64).map_err(io::Error::from)
 }
 
-/// [`write_to`] that truncates only a longer old record: one fstat instead
-/// of an ftruncate (a metadata change) on every acquisition, as a released
-/// lock's file is empty. Call only while holding the lock exclusively.
-pub(crate) fn write_over(f: impl AsFd, h: &Holder) -> io::Result<()> {
+/// [`write_to`] over content `old` bytes long (the caller's fstat), which
+/// is truncated only when longer: no ftruncate, a metadata change, on every
+/// acquisition, as a released lock's file is empty. Call only while holding
+/// the lock exclusively.
+pub(crate) fn write_over(f: impl AsFd, h: &Holder, old: u64) -> io::Result<()> {
     let fd = f.as_fd();
     let line = h.to_line();
-    let old = rustix::fs::fstat(fd)?.st_size as u64;
     let mut done = 0;
     while done < line.len() {
         match rustix::io::pwrite(fd, &line[done..], done as u64) {

@@ -119,8 +119,8 @@ pub fn lock_dir(cfg: &Config, explicit: Option<&Path>, session: bool) -> Result<
     lock_dir_in(cfg, explicit, session, None, true)
 }
 
-/// [`lock_dir`] with the current dir the caller already read (`None`: read
-/// it here if needed). With `create` false the dir is only named, neither
+/// [`lock_dir`] with the place the caller already looked up (`None`: look
+/// it up here if needed). With `create` false the dir is only named, neither
 /// created nor checked: for a caller that looks a lock up in its own table
 /// of locks it took (through this very function, creating) and touches no
 /// file by that name.
@@ -128,7 +128,7 @@ pub fn lock_dir_in(
     cfg: &Config,
     explicit: Option<&Path>,
     session: bool,
-    cwd: Option<&Path>,
+    here: Option<&crate::config::Here>,
     create: bool,
 ) -> Result<PathBuf> {
     let make = |d: &Path| {
@@ -147,16 +147,16 @@ pub fn lock_dir_in(
         return Ok(d);
     }
     let read;
-    let cwd = match cwd {
-        Some(c) => c,
+    let here = match here {
+        Some(h) => h,
         None => {
-            read = crate::config::current_dir()?;
+            read = crate::config::Here::now()?;
             &read
         }
     };
-    let ns = match cfg.namespace_dir_in(cwd) {
+    let ns = match cfg.namespace_dir_in(here) {
         Some(ns) => Some(ns),
-        None => crate::config::repo_root(cwd).map(|r| r.join(".flowforge")),
+        None => here.root.as_ref().map(|r| r.join(".flowforge")),
     };
     if let Some(ns) = ns {
         let d = if session {

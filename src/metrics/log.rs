@@ -177,6 +177,24 @@ pub fn keep_descriptor_open() {
     KEEP.store(true, Ordering::Relaxed);
 }
 
+/// The pid of the process making the current call, as its caller already
+/// read it (the bash builtin reads it once on every entry, and a forked
+/// shell makes no append before its first entry); 0: ask the kernel.
+static CALLER_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Tells the appender the pid of the process making the calls that follow
+/// (see [`CALLER_PID`]): one getpid fewer per row.
+pub fn set_caller_pid(pid: rustix::process::Pid) {
+    CALLER_PID.store(pid.as_raw_nonzero().get(), Ordering::Relaxed);
+}
+
+fn my_pid() -> rustix::process::Pid {
+    match rustix::process::Pid::from_raw(CALLER_PID.load(Ordering::Relaxed)) {
+        Some(p) => p,
+        None => rustix::process::getpid(),
+    }
+}
+
 fn kept() -> std::sync::MutexGuard<'static, Option<Kept>> {
     KEPT.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -192,7 +210,7 @@ fn keep(path: &Path, f: File, meta: &fs::Metadata) {
         fd,
         dev: meta.dev(),
         ino: meta.ino(),
-        pid: rustix::process::getpid(),
+        pid: my_pid(),
     });
     if let Some(old) = old {
         forget_kept(old);
@@ -222,7 +240,7 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
     let Some(k) = slot.as_ref() else {
         return Ok(None);
     };
-    if k.path != path || k.pid != rustix::process::getpid() {
+    if k.path != path || k.pid != my_pid() {
         if let Some(k) = slot.take() {
             forget_kept(k);
         }

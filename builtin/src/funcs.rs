@@ -458,6 +458,12 @@ fn lock(func: &str, p: &Paths, name: &OsStr, session: bool, dev: Option<&OsStr>)
     let cfg = match Config::from_lookup(|k| match k {
         "CACHE_PERF_METRICS" => Some(log.clone()),
         "FLOWFORGE_DEVELOPER" => dev.clone(),
+        // Read only what a lock call uses or can refuse: these are paths
+        // (never a bad value) that only the cache dir, commands and test
+        // traces need, none of which a lock call has.
+        "FFKIT_CACHE_DIR" | "HOME" | "XDG_CACHE_HOME" | "SHELL" | "FFKIT_TEST_BACKOFF_TRACE" => {
+            None
+        }
         _ => shell::var(k),
     }) {
         Ok(c) => c,
@@ -469,16 +475,25 @@ fn lock(func: &str, p: &Paths, name: &OsStr, session: bool, dev: Option<&OsStr>)
     let mut file_name = name.to_os_string();
     file_name.push(".lock");
     let acquiring = func.starts_with("acquire");
-    // A release only looks the file up in the held-lock table.
-    let file = match ffkit::lock::lock_dir_in(&cfg, None, session, Some(&p.here), acquiring) {
+    // A release only looks the file up in the held-lock table. An
+    // acquisition sets the dir up first only where that includes a check
+    // (a per-user default dir); otherwise the lock file is opened first and
+    // the dir made only when it is missing (`mkdir -p` of an existing dir
+    // does nothing else).
+    let checked = ffkit::lock::lock_dir_is_checked(&cfg, None, &p.here);
+    let setup = |create| ffkit::lock::lock_dir_in(&cfg, None, session, Some(&p.here), create);
+    let file = match setup(acquiring && checked) {
         Ok(d) => d.join(file_name),
         Err(e) => {
             err(format_args!("{func}: {e}"));
             return e.exit_code();
         }
     };
+    let make_dir = || setup(true).map(drop);
     let code = if acquiring {
-        match held::acquire(&file, &cfg, cfg.lock_timeout) {
+        let make_dir: Option<&dyn Fn() -> ffkit::Result<()>> =
+            if checked { None } else { Some(&make_dir) };
+        match held::acquire(&file, &cfg, cfg.lock_timeout, make_dir) {
             Ok(()) => 0,
             Err(held::NotTaken::Signal(sig)) => (128 + sig) as u8,
             Err(held::NotTaken::Failed(e)) => {

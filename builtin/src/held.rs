@@ -96,7 +96,16 @@ fn owner_record(owner: u32) -> Holder {
 /// (`shell::pending_signal`) ends the wait. Once the file is checked, the
 /// shell's holder record (its pid and the descriptor, so `lock-status`
 /// names the shell) is written into it.
-pub fn acquire(path: &Path, cfg: &Config, timeout: Duration) -> std::result::Result<(), NotTaken> {
+///
+/// `make_dir`, when given, sets up the lock file's dir, which the caller
+/// has not done yet: it runs when the file cannot be opened (the dir is
+/// missing, or is not one), and the open is tried again.
+pub fn acquire(
+    path: &Path,
+    cfg: &Config,
+    timeout: Duration,
+    make_dir: Option<&dyn Fn() -> Result<()>>,
+) -> std::result::Result<(), NotTaken> {
     let me = crate::caller_pid();
     let owner = me.as_raw_nonzero().get() as u32;
     if table().iter().any(|e| e.pid == me && e.path == path) {
@@ -107,8 +116,16 @@ pub fn acquire(path: &Path, cfg: &Config, timeout: Duration) -> std::result::Res
     let deadline = Instant::now().checked_add(timeout);
     let record = owner_record(owner);
     loop {
-        let file = kernel::open_lock_file(path, true, FILE_MODE)
-            .map_err(|e| Error::io("cannot open the lock file", path, e))?;
+        let file = match (kernel::open_lock_file(path, true, FILE_MODE), make_dir) {
+            // Whatever the error, the set-up runs first, so a bad dir (a
+            // file in its place, say) fails as the set-up words it.
+            (Err(_), Some(make)) => {
+                make()?;
+                kernel::open_lock_file(path, true, FILE_MODE)
+            }
+            (r, _) => r,
+        }
+        .map_err(|e| Error::io("cannot open the lock file", path, e))?;
         let fd = rustix::io::fcntl_dupfd_cloexec(&file, MIN_FD)
             .map_err(|e| Error::io("cannot keep the lock file open", path, e.into()))?;
         drop(file);

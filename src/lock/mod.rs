@@ -186,6 +186,18 @@ pub fn lock_dir_in(
     Ok(d)
 }
 
+/// Whether [`lock_dir_in`] picks a per-user default dir in a shared place,
+/// which it checks (owner, mode) on every call: a caller that would open
+/// a lock file first and set the dir up only when it is missing must not
+/// do that for such a dir.
+pub fn lock_dir_is_checked(
+    cfg: &Config,
+    explicit: Option<&Path>,
+    here: &crate::config::Here,
+) -> bool {
+    explicit.is_none() && cfg.lock_dir.is_none() && cfg.developer.is_none() && here.root.is_none()
+}
+
 /// A per-user dir in a shared place must be a real directory of ours that
 /// nobody else can write, or another user could plant or swap lock files.
 fn check_private(dir: &Path, uid: u32) -> Result<()> {

@@ -146,10 +146,11 @@ fn applet(log: &OsStr, argv: &[&OsStr], input: Input) -> (u8, Vec<u8>) {
     let mut args: Vec<OsString> = vec![OsString::from("ffkit")];
     args.extend(argv.iter().map(|a| a.to_os_string()));
     let lookup = |k: &str| {
-        if k == "CACHE_PERF_METRICS" {
-            Some(log.to_os_string())
-        } else {
-            shell::var(k)
+        match k {
+            "CACHE_PERF_METRICS" => Some(log.to_os_string()),
+            // `call` found it unset, empty or `local`: all mean local.
+            "FFKIT_BACKEND" => None,
+            _ => shell::var(k),
         }
     };
     run_applet(args, &lookup, input)
@@ -159,10 +160,11 @@ fn applet(log: &OsStr, argv: &[&OsStr], input: Input) -> (u8, Vec<u8>) {
 /// run without an argument list to parse; see docs/shell.md).
 fn direct(log: &OsStr, call: Direct, input: Input) -> (u8, Vec<u8>) {
     let lookup = |k: &str| {
-        if k == "CACHE_PERF_METRICS" {
-            Some(log.to_os_string())
-        } else {
-            shell::var(k)
+        match k {
+            "CACHE_PERF_METRICS" => Some(log.to_os_string()),
+            // `call` found it unset, empty or `local`: all mean local.
+            "FFKIT_BACKEND" => None,
+            _ => shell::var(k),
         }
     };
     run_direct(call, &lookup, input)
@@ -458,6 +460,8 @@ fn lock(func: &str, p: &Paths, name: &OsStr, session: bool, dev: Option<&OsStr>)
     let cfg = match Config::from_lookup(|k| match k {
         "CACHE_PERF_METRICS" => Some(log.clone()),
         "FLOWFORGE_DEVELOPER" => dev.clone(),
+        // `call` found it unset, empty or `local`: all mean local.
+        "FFKIT_BACKEND" => None,
         // Read only what a lock call uses or can refuse: these are paths
         // (never a bad value) that only the cache dir, commands and test
         // traces need, none of which a lock call has.

@@ -444,3 +444,62 @@ fn install_links_prefix_installs_the_builtin_and_remove_takes_it_back() {
     run(&["--remove"]);
     assert!(!installed.exists());
 }
+
+/// README's first command ends in `ffkit install-links --bin --prefix P`
+/// (`cargo xtask install`): afterwards a new bash with only `P/bin` on PATH
+/// that runs `eval "$(ffkit init bash)"` has the builtin, and `--remove`
+/// takes the whole install back.
+#[test]
+fn install_links_bin_is_a_whole_install_a_new_bash_loads_as_a_builtin() {
+    let r = Repo::new();
+    library(&bin());
+    let prefix = r.tmp.path().join("prefix");
+    let run = |exe: &Path, extra: &[&str]| {
+        let mut c = Command::new(exe);
+        c.args(["install-links", "-q", "--bin", "--prefix"])
+            .arg(&prefix)
+            .args(extra);
+        ok(&out(&mut c));
+    };
+    run(&bin(), &[]);
+    let installed = prefix.join("bin/ffkit");
+    assert_eq!(fs::read(&installed).unwrap(), fs::read(bin()).unwrap());
+    assert_eq!(
+        fs::metadata(&installed).unwrap().permissions().mode() & 0o777,
+        0o755
+    );
+    assert_eq!(
+        fs::read_link(prefix.join("bin/cache-size")).unwrap(),
+        Path::new("ffkit")
+    );
+    assert!(prefix.join("lib/ffkit/libffkit_builtin.so").is_file());
+    assert!(prefix.join("share/man/man1/ffkit.1").is_file());
+    // Idempotent, also when the installed copy runs it.
+    run(&installed, &[]);
+
+    let mut c = r.bare("bash");
+    c.env_remove("FFKIT_BIN")
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", prefix.join("bin").display()),
+        )
+        .args([
+            "--norc",
+            "--noprofile",
+            "-c",
+            r#"eval "$(ffkit init bash)"; type -t ffkit; write_cache_with_metadata k vv 0; get_cache_size"#,
+        ]);
+    let said = ok(&out(&mut c));
+    let size = said.strip_prefix("builtin\n").map(str::trim);
+    assert!(
+        size.and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n > 0),
+        "{said:?}"
+    );
+
+    run(&bin(), &["--remove"]);
+    assert!(!installed.exists());
+    assert!(!prefix.join("bin/cache-size").exists());
+    assert!(!prefix.join("lib/ffkit/libffkit_builtin.so").exists());
+    assert!(!prefix.join("share/man/man1/ffkit.1").exists());
+}

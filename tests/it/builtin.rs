@@ -2,7 +2,7 @@
 //! real bash processes: loading (init, source, never twice, off, zsh,
 //! a build mismatch), `-v VAR`, the held-lock table (subshells, fds >= 200,
 //! close-on-exec), a 16-process counter oracle mixing the builtin with
-//! `ffkit lock-acquire` processes, SIGKILL of a holder, SIGINT to a waiting
+//! `ffkit lock-acquire` processes, SIGKILL of a holder, SIGINT and SIGTERM to a waiting
 //! shell, an injected panic, and the whole shell suite again with
 //! FFKIT_BUILTIN=off.
 
@@ -341,12 +341,24 @@ fn sigkill_of_a_holding_shell_frees_its_lock() {
 
 #[test]
 fn sigint_to_a_shell_waiting_in_the_builtin_returns_130_and_the_shell_survives() {
+    signal_to_a_waiting_shell(libc::SIGINT, "INT", 130);
+}
+
+#[test]
+fn sigterm_to_a_shell_waiting_in_the_builtin_returns_143_and_the_shell_survives() {
+    signal_to_a_waiting_shell(libc::SIGTERM, "TERM", 143);
+}
+
+/// A script trapping `trap_name` waits in the builtin for a held lock; the
+/// signal ends the wait with `code`, the trap runs, and the shell goes on
+/// using the builtin.
+fn signal_to_a_waiting_shell(sig: i32, trap_name: &str, code: i32) {
     let r = Repo::new();
     let blocker = r.ns().join("locks/block.lock");
     let _block = hold(&blocker);
     let marker = r.tmp.path().join("waiting");
     let mut c = r.bash(&format!(
-        "trap 'echo trapped' INT\n: >'{}'\n\
+        "trap 'echo trapped' {trap_name}\n: >'{}'\n\
          rc=0; LOCK_TIMEOUT=600 acquire_critical_lock block || rc=$?\n\
          echo \"rc=$rc\"; write_cache_with_metadata after ok 0; read_cache_with_ttl after",
         marker.display()
@@ -357,11 +369,11 @@ fn sigint_to_a_shell_waiting_in_the_builtin_returns_130_and_the_shell_survives()
     // Let it get into the wait proper.
     std::thread::sleep(Duration::from_millis(200));
     let sent = Instant::now();
-    signal(&child, libc::SIGINT);
+    signal(&child, sig);
     let o = child.wait_with_output().unwrap();
     let took = sent.elapsed();
-    eprintln!("SIGINT to a shell waiting in the builtin: returned in {took:?}");
-    assert_eq!(ok(&o), "trapped\nrc=130\nok\n");
+    eprintln!("SIG{trap_name} to a shell waiting in the builtin: returned in {took:?}");
+    assert_eq!(ok(&o), format!("trapped\nrc={code}\nok\n"));
     // Far below LOCK_TIMEOUT (600 s) and any backoff step; the 100 ms goal
     // is measured, not asserted, on a shared machine.
     assert!(took < Duration::from_secs(20), "{took:?}");

@@ -3,7 +3,7 @@
 //! a build mismatch), `-v VAR`, the held-lock table (subshells, fds >= 200,
 //! close-on-exec), a 16-process counter oracle mixing the builtin with
 //! `ffkit lock-acquire` processes, SIGKILL of a holder, SIGINT and SIGTERM to a waiting
-//! shell, an injected panic, and the whole shell suite again with
+//! shell (and Ctrl-C at an interactive bash on a pty), an injected panic, and the whole shell suite again with
 //! FFKIT_BUILTIN=off.
 
 use std::fs;
@@ -514,4 +514,73 @@ fn install_links_bin_is_a_whole_install_a_new_bash_loads_as_a_builtin() {
     assert!(!prefix.join("bin/cache-size").exists());
     assert!(!prefix.join("lib/ffkit/libffkit_builtin.so").exists());
     assert!(!prefix.join("share/man/man1/ffkit.1").exists());
+}
+
+/// Ctrl-C typed at an interactive bash (on a pseudo-terminal, through
+/// `script`) while it waits in the builtin: the wait ends, bash is back at
+/// its prompt with `$?` 130, and the builtin keeps working.
+#[test]
+fn ctrl_c_at_an_interactive_bash_waiting_in_the_builtin_returns_to_the_prompt() {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Mutex};
+    if !crate::util::need(
+        "script",
+        "Ctrl-C at an interactive bash waiting in the builtin",
+    ) {
+        return;
+    }
+    let r = Repo::new();
+    let _block = hold(&r.ns().join("locks/block.lock"));
+    let mut c = r.bare("script");
+    c.env("TERM", "dumb")
+        .args(["-qfec", "bash --norc --noprofile -i", "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut output = child.stdout.take().unwrap();
+    let reader = {
+        let seen = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = output.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        })
+    };
+    let after = |mark: &str, from: usize| {
+        let s = text(&seen.lock().unwrap());
+        s.get(from..)
+            .and_then(|t| t.find(mark))
+            .map(|i| from + i + mark.len())
+    };
+    writeln!(
+        input,
+        ". \"$FFKIT_LIB\"; PS1='ready> '; type -t ffkit\n\
+         FF_DEBUG=true LOCK_TIMEOUT=600 acquire_critical_lock block; echo \"ne\"\"ver\""
+    )
+    .unwrap();
+    let mut at = 0;
+    until("the builtin to wait for the lock", || {
+        after("waiting for lock", 0).map(|i| at = i).is_some()
+    });
+    input.write_all(b"\x03").unwrap();
+    until("the prompt after Ctrl-C", || after("ready> ", at).is_some());
+    writeln!(
+        input,
+        "echo alive=$?; write_cache_with_metadata k v 0 && read_cache_with_ttl k\nexit"
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    reader.join().unwrap();
+    let s = text(&seen.lock().unwrap()).replace('\r', "");
+    assert!(status.success(), "{s}");
+    assert!(s.contains("builtin\n"), "{s}");
+    assert!(s.contains("alive=130\nv\n"), "{s}");
+    assert!(!s.contains("never\n"), "{s}");
 }

@@ -17,11 +17,29 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 
 /// A validated remote backend address.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Target {
     pub(crate) info: ConnectionInfo,
+    /// The URL as given (with any password): only ever handed to a child
+    /// ffkit through its environment (cache-run's detached refresh).
+    pub(crate) url: String,
     /// The URL as messages show it: without the password.
     pub label: String,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("label", &self.label)
+            .finish()
+    }
+}
+
+impl Target {
+    /// The URL with its password, for a child ffkit's `FFKIT_BACKEND`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
 }
 
 impl Target {
@@ -64,6 +82,7 @@ impl Target {
         let info = info.set_redis_settings(settings);
         Ok(Some(Target {
             info,
+            url: url.to_string(),
             label: redact(url),
         }))
     }

@@ -20,6 +20,7 @@ mod perf_regress;
 mod progress;
 mod redis;
 mod redis_cache;
+mod redis_run;
 mod serve;
 mod shell;
 mod shell_vars;

@@ -64,6 +64,112 @@ impl Keys {
     }
 }
 
+impl Keys {
+    /// The keys of a lock living beside other data: `base` and its
+    /// `:holder` and `:wake`, with a fencing counter shared by all such
+    /// locks (`fence`), so that nothing outlives the lock but that one
+    /// counter (cache-run's per-key locks, docs/redis.md).
+    pub fn beside(name: &str, base: String, fence: String) -> Keys {
+        Keys {
+            name: name.to_string(),
+            holder: format!("{base}:holder"),
+            fence,
+            wake: format!("{base}:wake"),
+            lock: base,
+        }
+    }
+}
+
+/// A lock held by a background thread that renews its lease every lease/3
+/// on its own connection until the `Lease` is dropped, which releases the
+/// lock (and wakes a waiter). For work that runs in this process (cache-run's
+/// miss); command mode uses [`run_leased`] instead.
+pub struct Lease {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Lease {
+    /// Starts renewing `held` on `keys` (the thread opens its own
+    /// connection at once, while the caller goes on). `Err` if no thread
+    /// can be started: the caller still holds the lock and must release it.
+    pub fn start(
+        target: &Target,
+        limits: Limits,
+        area: Area,
+        keys: &Keys,
+        held: &Held,
+    ) -> io::Result<Lease> {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = lost.clone();
+        let (target, keys, token) = (target.clone(), keys.clone(), held.token.clone());
+        let thread = std::thread::Builder::new()
+            .name("ffkit-lease".into())
+            .spawn(move || {
+                let mut conn = Conn::open(&target, limits.timeout, area).ok();
+                let every = limits.lease / 3;
+                let mut last_ok = Instant::now();
+                let mut ours = true;
+                loop {
+                    let stop = !matches!(
+                        rx.recv_timeout(every),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    );
+                    if conn.is_none() {
+                        conn = Conn::open(&target, limits.timeout, area).ok();
+                    }
+                    if stop {
+                        if let (Some(c), true) = (conn.as_mut(), ours) {
+                            let _ = release(c, &keys, &token);
+                        }
+                        return;
+                    }
+                    if !ours {
+                        continue;
+                    }
+                    let renewed = match conn.as_mut() {
+                        Some(c) => extend(c, &keys, &token, limits.lease, &[]),
+                        None => Err(Error::General("no connection".into())),
+                    };
+                    match renewed {
+                        Ok(true) => last_ok = Instant::now(),
+                        Ok(false) => ours = false,
+                        Err(_) => {
+                            conn = None;
+                            ours = last_ok.elapsed() < limits.lease;
+                        }
+                    }
+                    if !ours {
+                        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })?;
+        Ok(Lease {
+            stop: Some(tx),
+            thread: Some(thread),
+            lost,
+        })
+    }
+
+    /// Whether the lease was lost (lapsed or taken over) while held.
+    pub fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // Closing the channel wakes the thread, which releases the lock
+        // (one script call, bounded by the backend timeout).
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The holder record, as `lock-status` shows it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Record {

@@ -6,9 +6,11 @@
 -- these scripts, which adjust both in the same atomic step. Entries never
 -- use Redis's own key expiry (an expiring key would not adjust the total):
 -- P..'exp' (score expires_at) and P..'lru' (score last access) are sorted
--- sets, and expired entries are dropped in bounded sweep steps.
+-- sets, and expired entries are dropped in bounded sweep steps. P..'crt'
+-- (score created_at) orders entries by age for `cache-evict --older-than`.
 local P = ARGV[1]
 local TOTAL, COUNT, EXP, LRU = P .. 'total', P .. 'count', P .. 'exp', P .. 'lru'
+local CRT = P .. 'crt'
 local function vkey(k) return P .. 'v:' .. k end
 local function mkey(k) return P .. 'm:' .. k end
 
@@ -25,6 +27,7 @@ local function drop(k)
   local size = redis.call('HGET', mkey(k), 'size')
   redis.call('ZREM', EXP, k)
   redis.call('ZREM', LRU, k)
+  redis.call('ZREM', CRT, k)
   if not size then
     return -1
   end

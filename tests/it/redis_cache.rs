@@ -320,3 +320,78 @@ fn redis_cache_calls_fail_with_exit_1_when_the_server_is_gone() {
         assert!(err.contains("backend redis://127.0.0.1"), "{err}");
     }
 }
+
+#[test]
+fn redis_cache_verify_is_exact_while_writers_and_evictors_run() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    ff(&w, &s, "cache-write")
+        .args(["seed", "x"])
+        .assert()
+        .success();
+    // Drift planted behind ffkit's back: the counters say 1234 bytes and
+    // one entry more than the keys hold. Writers adjust the counters by
+    // their exact changes, so the drift stays exactly that while they run.
+    let _: () = s.query(redis::cmd("INCRBY").arg(format!("{NS}total")).arg(1234));
+    let _: () = s.query(redis::cmd("INCRBY").arg(format!("{NS}count")).arg(1));
+    let seed = fastrand::u64(..);
+    let mut kids: Vec<Child> = (0..6)
+        .map(|i| {
+            let path = w.path().join(format!("worker{i}.sh"));
+            std::fs::write(&path, worker_script(seed + i)).unwrap();
+            let mut c = Command::new("bash");
+            w.isolate(&mut c);
+            env(&mut c, &s);
+            c.env("FF", bin())
+                .env("CACHE_PERF_MONITORING", "disabled")
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    let mut verifies = 0;
+    let mut fixed = false;
+    while verifies < 3 || kids.iter_mut().any(|k| k.try_wait().unwrap().is_none()) {
+        if !fixed && verifies >= 6 {
+            // Repair while they run: by the drift, not by a stale recount.
+            ff(&w, &s, "cache-size")
+                .args(["--verify", "--fix"])
+                .assert()
+                .success();
+            fixed = true;
+            continue;
+        }
+        let out = ff(&w, &s, "cache-size")
+            .args(["--verify", "--json"])
+            .output()
+            .unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}: {}", stderr_of(&out)));
+        if fixed {
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "seed {seed}: {j} {}",
+                stderr_of(&out)
+            );
+        } else {
+            assert_eq!(out.status.code(), Some(10), "seed {seed}: {j}");
+            assert_eq!(j["drift_bytes"], -1234, "seed {seed}: {j}");
+            assert_eq!(j["drift_entries"], -1, "seed {seed}: {j}");
+        }
+        verifies += 1;
+    }
+    for k in kids {
+        let out = k.wait_with_output().unwrap();
+        assert!(out.status.success(), "seed {seed}: {}", stderr_of(&out));
+    }
+    assert!(
+        fixed,
+        "seed {seed}: the writers ended before the fix ({verifies} verifies)"
+    );
+    let rc = recount(&s);
+    assert_eq!(counters(&s), (rc.bytes, rc.values), "seed {seed}");
+    let left: u64 = s.query(redis::cmd("EXISTS").arg(format!("{NS}verifying")));
+    assert_eq!(left, 0, "no verify stays registered");
+}

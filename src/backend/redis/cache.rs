@@ -35,6 +35,10 @@ const DELETE: &str = concat!(
     include_str!("lua/cache_lib.lua"),
     include_str!("lua/cache_delete.lua")
 );
+const VERIFY: &str = concat!(
+    include_str!("lua/cache_lib.lua"),
+    include_str!("lua/cache_verify.lua")
+);
 const FIX: &str = concat!(
     include_str!("lua/cache_lib.lua"),
     include_str!("lua/cache_fix.lua")
@@ -297,13 +301,57 @@ impl RedisCache {
     }
 
     /// Recounts the value keys (SCAN + STRLEN, in batches) and compares
-    /// with the counters; `fix` stores the recount. Exact on a quiet cache;
-    /// concurrent writers can make it report drift that is not there.
+    /// with the counters; `fix` corrects them by the drift. Exact under
+    /// concurrent writers too: while it runs, every write and drop notes its
+    /// key for this verify (`cache_verify.lua`), and the last step measures
+    /// those keys again in the same atomic step that reads the counters.
     pub fn verify(&mut self, fix: bool) -> Result<Verify> {
-        let counted = self.size()?;
+        let mut tries = 0;
+        let (counted, recount) = loop {
+            tries += 1;
+            if let Some(v) = self.verify_once()? {
+                break v;
+            }
+            if tries == 3 {
+                return Err(Error::General(format!(
+                    "{}: the recount kept falling behind its 60 s window; try again",
+                    self.prefix
+                )));
+            }
+        };
+        if fix && recount != counted {
+            let script = Script::new(FIX);
+            let mut inv = script.prepare_invoke();
+            inv.arg(&self.prefix)
+                .arg(recount.bytes as i128 - counted.bytes as i128)
+                .arg(recount.entries as i128 - counted.entries as i128);
+            let _: i64 = self.conn.call("cannot fix size", |c| inv.invoke(c))?;
+        }
+        Ok(Verify { counted, recount })
+    }
+
+    /// One verify step of `cache_verify.lua`.
+    fn verify_step(&mut self, mode: &str, id: &str) -> Result<Vec<redis::Value>> {
+        let script = Script::new(VERIFY);
+        let mut inv = script.prepare_invoke();
+        inv.arg(&self.prefix).arg(mode).arg(id);
+        let v: redis::Value = self.conn.call("cannot verify", |c| inv.invoke(c))?;
+        Ok(match v {
+            redis::Value::Array(items) => items,
+            other => vec![other],
+        })
+    }
+
+    /// One recount: `(counters, recount)` at one instant, or `None` if the
+    /// registration lapsed (a scan slower than 60 s between two batches).
+    fn verify_once(&mut self) -> Result<Option<(Totals, Totals)>> {
+        let id = super::lock::new_token()?;
+        self.verify_step("begin", &id)?;
         let pattern = format!("{}v:*", self.prefix);
+        let strip = format!("{}v:", self.prefix);
         let mut cursor: u64 = 0;
-        let mut recount = Totals::default();
+        // SCAN can return a key twice (a rehash under writers): by name.
+        let mut seen: std::collections::HashMap<Vec<u8>, u64> = std::collections::HashMap::new();
         loop {
             let (next, keys): (u64, Vec<Vec<u8>>) = self.conn.call("cannot scan", |c| {
                 redis::cmd("SCAN")
@@ -320,23 +368,48 @@ impl RedisCache {
                     p.cmd("STRLEN").arg(k);
                 }
                 let lens: Vec<u64> = self.conn.call("cannot measure", |c| p.query(c))?;
-                recount.entries += lens.len() as u64;
-                recount.bytes += lens.iter().sum::<u64>();
+                for (k, n) in keys.into_iter().zip(lens) {
+                    let name = k.strip_prefix(strip.as_bytes()).unwrap_or(&k).to_vec();
+                    seen.insert(name, n);
+                }
             }
             cursor = next;
             if cursor == 0 {
                 break;
             }
+            self.verify_step("renew", &id)?;
         }
-        if fix && recount != counted {
-            let script = Script::new(FIX);
-            let mut inv = script.prepare_invoke();
-            inv.arg(&self.prefix)
-                .arg(recount.bytes)
-                .arg(recount.entries);
-            let _: i64 = self.conn.call("cannot fix size", |c| inv.invoke(c))?;
+        let v = self.verify_step("end", &id)?;
+        let int = |i: usize| {
+            v.get(i)
+                .and_then(|x| redis::from_redis_value_ref::<i64>(x).ok())
+                .unwrap_or(0)
+        };
+        if int(0) != 1 {
+            return Ok(None);
         }
-        Ok(Verify { counted, recount })
+        let counted = Totals {
+            bytes: int(1).max(0) as u64,
+            entries: int(2).max(0) as u64,
+        };
+        for t in v.get(3..).unwrap_or_default().chunks(2) {
+            if let [k, n] = t {
+                let k = redis::from_redis_value_ref::<Vec<u8>>(k).unwrap_or_default();
+                match redis::from_redis_value_ref::<i64>(n) {
+                    Ok(n) if n >= 0 => {
+                        seen.insert(k, n as u64);
+                    }
+                    _ => {
+                        seen.remove(&k);
+                    }
+                }
+            }
+        }
+        let recount = Totals {
+            bytes: seen.values().sum(),
+            entries: seen.len() as u64,
+        };
+        Ok(Some((counted, recount)))
     }
 
     /// Evicts in bounded steps until the policy is met (with `dry_run`:

@@ -7,6 +7,7 @@ local old = redis.call('HGET', mkey(k), 'size')
 local size = string.len(v)
 local exp = 0
 if ttl > 0 then exp = now + ttl end
+touch(k)
 redis.call('SET', vkey(k), v)
 -- A rewrite is a new recording: its replay count (cache-run) starts again.
 redis.call('HDEL', mkey(k), 'hits')

@@ -26,6 +26,11 @@ pub fn library(bin: &Path) -> PathBuf {
             let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
             c.args(["build", "-q", "-p", "ffkit-builtin"])
                 .current_dir(env!("CARGO_MANIFEST_DIR"));
+            // The same features as this test run's ffkit, so the library
+            // built for it is reused, not compiled again.
+            if cfg!(feature = "tls") {
+                c.args(["--features", "ffkit/tls"]);
+            }
             if dir.file_name().is_some_and(|n| n == "release") {
                 c.arg("--release");
             }

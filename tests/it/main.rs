@@ -21,6 +21,7 @@ mod progress;
 mod redis;
 mod redis_cache;
 mod redis_run;
+mod redis_tls;
 mod serve;
 mod shell;
 mod shell_vars;

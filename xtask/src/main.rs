@@ -1,6 +1,6 @@
 //! `cargo xtask gen [--check]`: regenerate (or check) man/, completions/
 //! and the README tables. See the library for what is generated.
-//! `cargo xtask install [--prefix P]`: build and install (xtask::install).
+//! `cargo xtask install [--prefix P] [--features F]`: build and install (xtask::install).
 
 use std::process::ExitCode;
 
@@ -42,7 +42,9 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!("usage: cargo xtask gen [--check] | cargo xtask install [--prefix P]");
+            eprintln!(
+                "usage: cargo xtask gen [--check] | cargo xtask install [--prefix P] [--features F]"
+            );
             ExitCode::from(2)
         }
     }

@@ -208,6 +208,7 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -l prefix -d 
 complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -l persona -d 'Also link the persona applet NAME (e.g. flock), shadowing the system tool' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -s f -l force -d 'Replace files in the way that are not ffkit\'s links'
 complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -l remove -d 'Remove ffkit\'s links (and, with --prefix, its man pages and completions)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -l bin -d 'Also copy this binary to PREFIX/bin/ffkit and link there'
 complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -s q -l quiet -d 'Print no summary'
 complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand help; and not __fish_seen_subcommand_from cache-size cache-write cache-read cache-batch cache-evict cache-run lock-acquire lock-release lock-status flock init perf-metrics install-links help" -f -a "cache-size" -d 'Print the cache size in bytes (O(1) from the size index)'

@@ -101,6 +101,16 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         .cache(a.dir.as_deref())?
         .with_progress(super::progress::for_call(m));
     let report = cache.evict(&a.policy)?;
+    if !a.policy.dry_run {
+        // cache-run's per-key files of keys that have no entry any more.
+        match crate::memo::store::prune_local(&cache) {
+            Ok(0) => {}
+            Ok(n) => ctx.debug(format_args!(
+                "cache-run files of {n} keys without an entry removed"
+            )),
+            Err(e) => ctx.debug(format_args!("cache-run files not pruned: {e}")),
+        }
+    }
     ctx.debug(format_args!(
         "entries {}: {}; index {}: {} bytes in {} entries (before: {} bytes, walked under the lock)",
         if a.policy.dry_run {

@@ -183,7 +183,9 @@ impl Store<'_> {
         }
     }
 
-    /// Removes the entry; whether there was one.
+    /// Removes the entry; whether there was one. The caller holds the
+    /// key's lock, so locally the key's lock file goes too (a waiter that
+    /// opened it takes the new one, see [`lock_local`]): nothing is left.
     pub fn remove(&self, key: &RunKey) -> Result<bool> {
         let entry = key.entry();
         match self {
@@ -191,6 +193,7 @@ impl Store<'_> {
                 let had = c.dir().join(&entry).exists();
                 c.remove(&[entry])?;
                 let _ = fs::remove_file(side_file(c, key, "hits"));
+                let _ = fs::remove_file(side_file(c, key, "lock"));
                 Ok(had)
             }
             Store::Redis(r) => Ok(r.cache()?.delete(&entry)?.is_some()),
@@ -221,7 +224,7 @@ impl Store<'_> {
     pub fn hits(&self, key: &RunKey, id: u64, counted: Option<u64>) -> u64 {
         match (self, counted) {
             (_, Some(n)) => n,
-            (Store::Local(c), None) => match open_hits(&side_file(c, key, "hits"), false) {
+            (Store::Local(c), None) => match open_side(&side_file(c, key, "hits"), false) {
                 Ok(f) => match read_counter(&f) {
                     (g, n) if g == id => n,
                     _ => 0,
@@ -266,39 +269,119 @@ fn side_file(c: &Cache, key: &RunKey, ext: &str) -> PathBuf {
 fn lock_local(c: &Cache, key: &RunKey, wait: Option<Duration>) -> Result<Option<Guard>> {
     fsutil::create_private_dir(&c.dir().join(RUN_DIR))?;
     let path = side_file(c, key, "lock");
-    let f =
-        fsutil::open_rw_create(&path).map_err(|e| Error::io("cannot open lock file", &path, e))?;
-    match f.try_lock() {
-        Ok(()) => return Ok(Some(Guard::File(f))),
-        Err(TryLockError::WouldBlock) => {}
-        Err(TryLockError::Error(e)) => {
-            return Err(Error::LockFailed(format!(
-                "cannot lock {}: {e}",
-                path.display()
-            )));
+    let deadline = wait.map(|t| (t, Wait::timeout(t)));
+    loop {
+        let f = fsutil::open_rw_create(&path)
+            .map_err(|e| Error::io("cannot open lock file", &path, e))?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let Some((t, until)) = deadline else {
+                    return Ok(None);
+                };
+                match lock::kernel::lock_fd(
+                    f.as_raw_fd(),
+                    Kind::Exclusive,
+                    lock::kernel::Method::Flock,
+                    until,
+                    &mut || {},
+                ) {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => {
+                        return Err(Error::Timeout(format!(
+                            "another run of this command still holds {} after {}s (LOCK_TIMEOUT)",
+                            path.display(),
+                            t.as_secs_f64()
+                        )));
+                    }
+                    Err(e) => {
+                        return Err(Error::LockFailed(format!(
+                            "cannot lock {}: {e}",
+                            path.display()
+                        )));
+                    }
+                }
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(Error::LockFailed(format!(
+                    "cannot lock {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+        // An eviction prunes the lock files of keys without an entry
+        // (`prune_local`), unlinking them while it holds them: a file this
+        // call opened before that guards nothing, so take the one the name
+        // leads to now.
+        if still_named(&f, &path) {
+            return Ok(Some(Guard::File(f)));
         }
     }
-    let Some(t) = wait else {
-        return Ok(None);
-    };
-    match lock::kernel::lock_fd(
-        f.as_raw_fd(),
-        Kind::Exclusive,
-        lock::kernel::Method::Flock,
-        Wait::timeout(t),
-        &mut || {},
-    ) {
-        Ok(Ok(_)) => Ok(Some(Guard::File(f))),
-        Ok(Err(_)) => Err(Error::Timeout(format!(
-            "another run of this command still holds {} after {}s (LOCK_TIMEOUT)",
-            path.display(),
-            t.as_secs_f64()
-        ))),
-        Err(e) => Err(Error::LockFailed(format!(
-            "cannot lock {}: {e}",
-            path.display()
-        ))),
+}
+
+/// Whether `path` still leads to the file `f` has open.
+fn still_named(f: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
+}
+
+/// Removes the `.cache-run/` files of keys that have no entry any more (a
+/// key evicted or invalidated): each lock file only while holding it and
+/// after looking at the entry again, so a run in progress keeps its lock
+/// and a run that just stored keeps its files; a process that opened the
+/// file before it went notices ([`lock_local`]). Returns how many keys'
+/// files went. Best effort per key: a file that cannot be locked or removed
+/// is left for the next eviction.
+pub fn prune_local(c: &Cache) -> Result<usize> {
+    let dir = c.dir().join(RUN_DIR);
+    let list = match fs::read_dir(&dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io("cannot list", &dir, e)),
+    };
+    let has_entry = |key: &RunKey| fs::symlink_metadata(c.dir().join(key.entry())).is_ok();
+    let mut pruned = 0;
+    for e in list.flatten() {
+        let name = e.file_name();
+        let Some((key, ext)) = name
+            .to_str()
+            .and_then(|n| n.rsplit_once('.'))
+            .and_then(|(hex, ext)| RunKey::from_hex(hex).map(|k| (k, ext)))
+        else {
+            continue;
+        };
+        let lock_path = side_file(c, &key, "lock");
+        match ext {
+            "lock" => {
+                if has_entry(&key) {
+                    continue;
+                }
+                let Ok(f) = open_side(&lock_path, false) else {
+                    continue;
+                };
+                if f.try_lock().is_err() || !still_named(&f, &lock_path) || has_entry(&key) {
+                    continue;
+                }
+                let _ = fs::remove_file(side_file(c, &key, "hits"));
+                if fs::remove_file(&lock_path).is_ok() {
+                    pruned += 1;
+                }
+            }
+            // A counter whose lock file is gone already (removed by hand).
+            "hits"
+                if !has_entry(&key)
+                    && fs::symlink_metadata(&lock_path).is_err()
+                    && fs::remove_file(e.path()).is_ok() =>
+            {
+                pruned += 1;
+            }
+            _ => {}
+        }
+    }
+    Ok(pruned)
 }
 
 fn lock_remote(r: &Remote, key: &RunKey, wait: Option<Duration>) -> Result<Option<Guard>> {
@@ -354,7 +437,7 @@ fn lock_remote(r: &Remote, key: &RunKey, wait: Option<Duration>) -> Result<Optio
 fn count_local_hit(c: &Cache, key: &RunKey, id: u64, reset: bool) -> u64 {
     let path = side_file(c, key, "hits");
     let update = || -> io::Result<u64> {
-        let f = open_hits(&path, true)?;
+        let f = open_side(&path, true)?;
         f.lock()?;
         let (gen_, n) = read_counter(&f);
         let n = if reset {
@@ -373,7 +456,7 @@ fn count_local_hit(c: &Cache, key: &RunKey, id: u64, reset: bool) -> u64 {
     update().unwrap_or(0)
 }
 
-fn open_hits(path: &Path, create: bool) -> io::Result<File> {
+fn open_side(path: &Path, create: bool) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .write(create)

@@ -6,7 +6,7 @@ mod util;
 
 mod builtin;
 mod cache;
-mod cache_hardening2;
+mod cache_rules;
 mod cache_run;
 mod env;
 mod filesystem;

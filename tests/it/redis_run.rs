@@ -338,7 +338,7 @@ fn redis_cache_run_sigkill_of_the_miss_hands_over_within_the_lease() {
 }
 
 #[test]
-fn redis_cache_run_without_a_server_still_runs_the_command_uncached() {
+fn redis_cache_run_without_a_server_or_with_a_paused_one_still_runs_the_command_uncached() {
     let Some(mut s) = Server::start() else { return };
     let w = World::new();
     s.kill9();
@@ -359,6 +359,31 @@ fn redis_cache_run_without_a_server_still_runs_the_command_uncached() {
         "{err}"
     );
     assert_eq!(runs(&w), 1);
+    // A paused server: the look times out within FFKIT_BACKEND_TIMEOUT and
+    // the command still runs, uncached, instead of the call hanging.
+    let Some(p) = Server::start() else { return };
+    let _: String = p.query(redis::cmd("CLIENT").arg("PAUSE").arg(30_000).arg("ALL"));
+    let t = Instant::now();
+    let o = run(&w, Side::Redis(&p), &[], "echo run >> runs; echo hi")
+        .env("FFKIT_BACKEND_TIMEOUT", "0.5")
+        .env("FFKIT_LOCK_LEASE", "2")
+        .output()
+        .unwrap();
+    assert_eq!(
+        (o.status.code(), o.stdout.as_slice()),
+        (Some(0), &b"hi\n"[..])
+    );
+    let err = stderr_of(&o);
+    assert!(
+        err.contains("not cached") && err.contains("timed out after 0.5s"),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "hung: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(runs(&w), 2);
     // --dir names a local cache: refused, as on every cache applet.
     run(&w, Side::Redis(&s), &["--dir", "/tmp"], "true")
         .assert()

@@ -80,10 +80,6 @@ impl Remote {
         }
     }
 
-    pub fn target(&self) -> &Target {
-        &self.target
-    }
-
     /// The connection, opened on first use.
     fn cache(&self) -> Result<RefMut<'_, RedisCache>> {
         let mut slot = self.cache.borrow_mut();

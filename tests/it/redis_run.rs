@@ -338,7 +338,7 @@ fn redis_cache_run_sigkill_of_the_miss_hands_over_within_the_lease() {
 }
 
 #[test]
-fn redis_cache_run_without_a_server_still_runs_the_command_uncached() {
+fn redis_cache_run_without_a_server_or_with_a_paused_one_still_runs_the_command_uncached() {
     let Some(mut s) = Server::start() else { return };
     let w = World::new();
     s.kill9();
@@ -359,6 +359,31 @@ fn redis_cache_run_without_a_server_still_runs_the_command_uncached() {
         "{err}"
     );
     assert_eq!(runs(&w), 1);
+    // A paused server: the look times out within FFKIT_BACKEND_TIMEOUT and
+    // the command still runs, uncached, instead of the call hanging.
+    let Some(p) = Server::start() else { return };
+    let _: String = p.query(redis::cmd("CLIENT").arg("PAUSE").arg(30_000).arg("ALL"));
+    let t = Instant::now();
+    let o = run(&w, Side::Redis(&p), &[], "echo run >> runs; echo hi")
+        .env("FFKIT_BACKEND_TIMEOUT", "0.5")
+        .env("FFKIT_LOCK_LEASE", "2")
+        .output()
+        .unwrap();
+    assert_eq!(
+        (o.status.code(), o.stdout.as_slice()),
+        (Some(0), &b"hi\n"[..])
+    );
+    let err = stderr_of(&o);
+    assert!(
+        err.contains("not cached") && err.contains("timed out after 0.5s"),
+        "{err}"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "hung: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(runs(&w), 2);
     // --dir names a local cache: refused, as on every cache applet.
     run(&w, Side::Redis(&s), &["--dir", "/tmp"], "true")
         .assert()
@@ -508,4 +533,53 @@ fn redis_cache_evict_older_than_and_dry_run_match_the_local_cache() {
         "would evict a (10 bytes, older-than)\nwould evict b (20 bytes, older-than)\nwould evict c (30 bytes, older-than)\n"
     );
     cmd(&w, Side::Redis(&s), "cache-evict").assert().code(2);
+}
+
+#[test]
+fn redis_cache_run_renews_its_lease_while_a_long_miss_runs() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let side = Side::Redis(&s);
+    let script = "echo run >> runs; i=0; while [ ! -e go ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done; echo done";
+    let key = String::from_utf8(
+        run(&w, side, &["--print-key"], script)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let lock = format!(
+        "ffkit:cache:default:run-lock:{}",
+        key.trim().strip_prefix("run-").unwrap()
+    );
+    let started = Instant::now();
+    let leader = spawn_piped(run(&w, side, &[], script));
+    assert!(wait_for(|| runs(&w) == 1), "the command never started");
+    let waiter = spawn_piped(run(&w, side, &[], script));
+    // The 6 s lease (tests' FFKIT_LOCK_LEASE) is renewed every 2 s: watch
+    // its time to live go up twice, and outlast the first lease by a second.
+    let (mut last, mut renewals) = (i64::MAX, 0);
+    let renewed = wait_for(|| {
+        let ttl: i64 = s.query(redis::cmd("PTTL").arg(&lock));
+        if ttl > last {
+            renewals += 1;
+        }
+        last = ttl;
+        renewals >= 2 && started.elapsed() > Duration::from_secs(7)
+    });
+    assert!(
+        renewed,
+        "the lease was not renewed ({renewals} renewals seen)"
+    );
+    assert_eq!(runs(&w), 1, "the waiter did not take over a renewed lease");
+    fs::write(w.path().join("go"), "").unwrap();
+    for c in [leader, waiter] {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        assert_eq!(o.stdout, b"done\n");
+    }
+    assert_eq!(runs(&w), 1);
+    let gone: i64 = s.query(redis::cmd("EXISTS").arg(&lock));
+    assert_eq!(gone, 0, "released once stored");
+    assert_total_exact(&s);
 }

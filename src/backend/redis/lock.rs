@@ -655,17 +655,15 @@ fn stop_group(
 fn spawn_guard(pgid: u32, grace: Duration) -> Option<GuardChild> {
     let me = Pid::from_raw(std::process::id() as i32)?;
     let pidfd = rustix::process::pidfd_open(me, PidfdFlags::empty()).ok()?;
-    // SAFETY: ffkit is single-threaded here; the child runs plain syscalls
-    // and leaves through _exit.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return None;
-    }
-    if pid == 0 {
-        guard(pidfd, pgid, grace);
-    }
+    let pid = match crate::lock::named::fork_helper() {
+        Ok(Some(pid)) => pid,
+        Ok(None) => guard(pidfd, pgid, grace),
+        Err(_) => return None,
+    };
     drop(pidfd);
-    Some(GuardChild { pid })
+    Some(GuardChild {
+        pid: pid as libc::pid_t,
+    })
 }
 
 /// Our own forked guard process (never reaped elsewhere, so its pid is ours).
@@ -711,8 +709,7 @@ fn guard(parent: OwnedFd, pgid: u32, grace: Duration) -> ! {
         }
         let _ = rustix::process::kill_process_group(p, Signal::KILL);
     }
-    // SAFETY: leaving the forked child without running the parent's destructors.
-    unsafe { libc::_exit(0) }
+    crate::lock::named::exit_helper()
 }
 
 /// Waits until `fd` is readable (a pidfd: its process exited), up to `d`.
@@ -759,20 +756,17 @@ pub fn hold_named(
             });
         }
     };
-    // SAFETY: ffkit is single-threaded here; the child leaves through _exit.
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        let e = io::Error::last_os_error();
-        let _ = release(conn, keys, &held.token);
-        return Err(Error::LockFailed(format!(
-            "cannot start the holder process: {e}"
-        )));
-    }
-    if child == 0 {
-        holder_main(target, limits, keys, &held.token, pidfd);
-    }
+    let child = match crate::lock::named::fork_helper() {
+        Ok(Some(pid)) => pid,
+        Ok(None) => holder_main(target, limits, keys, &held.token, pidfd),
+        Err(e) => {
+            let _ = release(conn, keys, &held.token);
+            return Err(Error::LockFailed(format!(
+                "cannot start the holder process: {e}"
+            )));
+        }
+    };
     drop(pidfd);
-    let child = child as u32;
     let fields = [
         ("holder_pid", child.to_string()),
         (
@@ -827,8 +821,7 @@ fn holder_main(target: &Target, limits: Limits, keys: &Keys, token: &str, owner:
             }
         }
     }
-    // SAFETY: leaving the forked child.
-    unsafe { libc::_exit(0) }
+    crate::lock::named::exit_helper()
 }
 
 /// Signals a named pair's holder process on this host to end, if the record

@@ -14,37 +14,33 @@ use ffkit::lock::backoff::Schedule;
 use ffkit::lock::holder::Holder;
 use ffkit::lock::{Kind, Wait, dotlock, kernel};
 
+/// One uncontended exclusive flock and its unlock on `f`.
+fn lock_unlock(f: &std::fs::File) {
+    let got = kernel::lock_fd(
+        f.as_raw_fd(),
+        Kind::Exclusive,
+        kernel::Method::Flock,
+        Wait::Forever,
+        &mut || {},
+    )
+    .unwrap();
+    assert!(got.is_ok());
+    kernel::unlock_fd(f.as_raw_fd()).unwrap();
+}
+
 fn kernel_lock(c: &mut Criterion) {
     let d = tempfile::tempdir().unwrap();
     let path = d.path().join("L");
     c.bench_function("lock/kernel_open_acquire_release", |b| {
         b.iter(|| {
             let f = kernel::open_lock_file(&path, false, 0o600).unwrap();
-            let got = kernel::lock_fd(
-                f.as_raw_fd(),
-                Kind::Exclusive,
-                kernel::Method::Flock,
-                Wait::Forever,
-                &mut || {},
-            )
-            .unwrap();
-            assert!(got.is_ok());
-            kernel::unlock_fd(f.as_raw_fd()).unwrap();
+            lock_unlock(&f);
         })
     });
     let f = kernel::open_lock_file(&path, false, 0o600).unwrap();
     c.bench_function("lock/kernel_acquire_release_open_fd", |b| {
         b.iter(|| {
-            let got = kernel::lock_fd(
-                f.as_raw_fd(),
-                Kind::Exclusive,
-                kernel::Method::Flock,
-                Wait::Forever,
-                &mut || {},
-            )
-            .unwrap();
-            assert!(got.is_ok());
-            kernel::unlock_fd(f.as_raw_fd()).unwrap();
+            lock_unlock(&f);
         })
     });
 }

@@ -49,30 +49,15 @@ head -c 10485760 /dev/urandom >"$W/f10m"
 printf 'hello\n' | "$BIN" cache-write --dir "$W/c" small
 # Prime every entry once (the first call is the miss).
 for cmd in "echo hello" "cat $W/f1m" "cat $W/f10m"; do
-  # shellcheck disable=SC2086 # word splitting of the command is intended
+  # shellcheck disable=SC2086 # -- word splitting of the command is intended
   "$BIN" cache-run $C --ttl 0 -- $cmd >/dev/null
-  # shellcheck disable=SC2086
+  # shellcheck disable=SC2086 # -- the same, for bkt
   [[ -z $BKT ]] || "$BKT" $B -- $cmd >/dev/null
 done
 
 ROWS=()
-compare() { # NAME [hyperfine options...] -- LABEL=CMD...
-  local name=$1
-  shift
-  local opts=()
-  while [[ $1 != -- ]]; do opts+=("$1"); shift; done
-  shift
-  local args=()
-  for pair in "$@"; do
-    [[ -n ${pair#*=} ]] || continue
-    args+=(-n "${pair%%=*}" "${pair#*=}")
-  done
-  log "hyperfine: $name"
-  nice -n 5 hyperfine --style basic "${opts[@]}" \
-    --export-json "$OUT/$name.json" --export-markdown "$OUT/$name.md" \
-    "${args[@]}" >>"$OUT/hyperfine.log" 2>&1
-}
-median() { jq -r --arg l "$2" '.results[] | select(.command == $l) | .median' "$OUT/$1.json"; }
+# shellcheck source=scripts/hyperfine-lib.sh
+source "$ROOT/scripts/hyperfine-lib.sh"
 show() { local s=${1//"$BIN"/ffkit}; s=${s//"$BKT"/bkt}; s=${s//"$W"/\$W}; printf '%s' "${s//|/\\|}"; }
 row() { # WHAT NAME LABEL_A CMD_A LABEL_B CMD_B GOAL
   [[ -n $4 && -n $6 ]] || { ROWS+=("| $1 | SKIPPED: bkt not installed | | | | | | |"); return; }

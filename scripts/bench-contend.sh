@@ -13,7 +13,7 @@ echo 0 >"$counter"
 : >"$waits"
 : >"$lock"
 # $1 = EPOCHREALTIME before the lock tool started; runs holding the lock.
-# shellcheck disable=SC2016 # expanded by the inner bash, on purpose
+# shellcheck disable=SC2016 # -- expanded by the inner bash, on purpose
 body='now=$EPOCHREALTIME; n=$(<"$2"); echo $((n + 1)) >"$2"
       echo "$(( (${now/./} - ${1/./}) / 1000 ))" >>"$3"'
 worker() {

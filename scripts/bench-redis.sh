@@ -53,6 +53,12 @@ run lock-named-pair "sh -c '$bin lock-acquire n && $bin lock-release n'" \
 run cache-write "$bin cache-write k v" "$R $bin cache-write k v"
 run cache-read "$bin cache-read k" "$R $bin cache-read k"
 run cache-size "$bin cache-size" "$R $bin cache-size"
+# cache-run: a hit (one read, replay), and a miss (--force: take the
+# per-key lock, run the command, store, release).
+"$bin" cache-run --ttl 0 -- true
+$R "$bin" cache-run --ttl 0 -- true
+run cache-run-hit "$bin cache-run --ttl 0 -- true" "$R $bin cache-run --ttl 0 -- true"
+run cache-run-miss "$bin cache-run --force -- true" "$R $bin cache-run --force -- true"
 
 # 8 x 50 contention: the local kernel lock against Redis (BLPOP wake-ups).
 hyperfine --warmup 1 --runs "${CONTEND_RUNS:-5}" --export-json "$out/contend.json" \

@@ -73,22 +73,8 @@ mk_cache "$W/c10k" "$W/in10k"
 ROWS=()
 # Each `compare` call is one hyperfine invocation; results land in
 # $OUT/NAME.{json,md}. Commands are given as NAME=COMMAND pairs.
-compare() { # NAME [hyperfine options...] -- LABEL=CMD...
-  local name=$1
-  shift
-  local opts=()
-  while [[ $1 != -- ]]; do opts+=("$1"); shift; done
-  shift
-  local args=()
-  for pair in "$@"; do args+=(-n "${pair%%=*}" "${pair#*=}"); done
-  log "hyperfine: $name"
-  nice -n 5 hyperfine --style basic "${opts[@]}" \
-    --export-json "$OUT/$name.json" --export-markdown "$OUT/$name.md" \
-    "${args[@]}" >>"$OUT/hyperfine.log" 2>&1
-}
-median() { # NAME LABEL -> seconds
-  jq -r --arg l "$2" '.results[] | select(.command == $l) | .median' "$OUT/$1.json"
-}
+# shellcheck source=scripts/hyperfine-lib.sh
+source "$ROOT/scripts/hyperfine-lib.sh"
 cpu() { # NAME LABEL -> mean user + system seconds
   jq -r --arg l "$2" '.results[] | select(.command == $l) | .user + .system' "$OUT/$1.json"
 }
@@ -222,7 +208,7 @@ gen_rows() { # COUNT FILE
 }
 if has perf-metrics; then
   gen_rows "$NROWS" "$W/rows1m.csv"
-  # shellcheck disable=SC2016 # a jq program, not shell
+  # shellcheck disable=SC2016 # -- a jq program, not shell
   JQ_FILTER='reduce (inputs | split(",") | select(length == 3)) as $r ({}; .[$r[1]] |= (.count += 1 | .total += ($r[2] | tonumber))) | map_values(.avg = .total / .count)'
   printf '%s\n' "$JQ_FILTER" >"$W/agg.jq"
   C_PM="$BIN perf-metrics --json"

@@ -68,6 +68,9 @@ pub struct Config {
     /// `FFKIT_LOCK_LEASE` (seconds, default 30): how long a lock on a
     /// remote backend outlives its last renewal.
     pub lock_lease: Duration,
+    /// `FFKIT_BACKEND_CA`: the CA (PEM) a `rediss://` server's certificate
+    /// is checked against; unset: the system's roots.
+    pub backend_ca: Option<PathBuf>,
     home: Option<PathBuf>,
     xdg_cache_home: Option<PathBuf>,
     xdg_runtime_dir: Option<PathBuf>,
@@ -172,7 +175,7 @@ pub const ENV_VARS: &[EnvVar] = &[
     },
     EnvVar {
         name: "FFKIT_BACKEND",
-        values: "local | redis://[user:pass@]host:port[/db] | unix:///path/redis.sock[?db=N]",
+        values: "local | redis://[user:pass@]host:port[/db] | rediss://… (tls feature) | unix:///path/redis.sock[?db=N]",
         default: "local",
         meaning: "where locks and the cache live: the local files, or a Redis server shared by many hosts (docs/redis.md); --backend overrides it",
     },
@@ -181,6 +184,12 @@ pub const ENV_VARS: &[EnvVar] = &[
         values: "seconds (fractional allowed, above 0)",
         default: "2",
         meaning: "connect, read and write timeout of every Redis call: a down, paused or slow server fails within it",
+    },
+    EnvVar {
+        name: "FFKIT_BACKEND_CA",
+        values: "path of a PEM file",
+        default: "",
+        meaning: "rediss:// (a build with the tls feature): the CA that signed the server's certificate; unset: the system's roots",
     },
     EnvVar {
         name: "FFKIT_LOCK_LEASE",
@@ -303,10 +312,12 @@ impl Config {
                 backoff_max.as_secs_f64()
             )));
         }
+        let backend_ca = path("FFKIT_BACKEND_CA").map(absolute);
         let backend = match text("FFKIT_BACKEND")? {
             None => None,
             Some(v) => crate::backend::Target::parse(&v)
-                .map_err(|e| Error::Config(format!("FFKIT_BACKEND: {e}")))?,
+                .map_err(|e| Error::Config(format!("FFKIT_BACKEND: {e}")))?
+                .map(|t| t.with_ca(backend_ca.clone())),
         };
         let backend_timeout = seconds("FFKIT_BACKEND_TIMEOUT", 2.0)?;
         if backend_timeout.is_zero() {
@@ -342,6 +353,7 @@ impl Config {
             backend,
             backend_timeout,
             lock_lease,
+            backend_ca,
             home: path("HOME"),
             // The XDG spec: a relative value is invalid and ignored.
             xdg_cache_home: path("XDG_CACHE_HOME").filter(|p| p.is_absolute()),

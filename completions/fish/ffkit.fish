@@ -79,6 +79,7 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -s n -l dry-run
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -l json -d 'Print a JSON report of what was (or would be) removed'
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-run" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-run" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-run" -l ttl -d 'Seconds until the entry expires; 0 = never (default: 60)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-run" -l stale -d 'A hit older than this is replayed and refreshed in the background (less than the TTL)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-run" -l key-env -d 'Add variable NAME\'s value to the key; unset differs from empty (repeatable)' -r
@@ -207,6 +208,7 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -l prefix -d 
 complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -l persona -d 'Also link the persona applet NAME (e.g. flock), shadowing the system tool' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -s f -l force -d 'Replace files in the way that are not ffkit\'s links'
 complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -l remove -d 'Remove ffkit\'s links (and, with --prefix, its man pages and completions)'
+complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -l bin -d 'Also copy this binary to PREFIX/bin/ffkit and link there'
 complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -s q -l quiet -d 'Print no summary'
 complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand help; and not __fish_seen_subcommand_from cache-size cache-write cache-read cache-batch cache-evict cache-run lock-acquire lock-release lock-status flock init perf-metrics install-links help" -f -a "cache-size" -d 'Print the cache size in bytes (O(1) from the size index)'

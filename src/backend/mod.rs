@@ -9,6 +9,7 @@
 
 pub mod redis;
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ::redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
@@ -17,17 +18,39 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 
 /// A validated remote backend address.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Target {
     pub(crate) info: ConnectionInfo,
+    /// The URL as given (with any password): only ever handed to a child
+    /// ffkit through its environment (cache-run's detached refresh).
+    pub(crate) url: String,
     /// The URL as messages show it: without the password.
     pub label: String,
+    /// `FFKIT_BACKEND_CA`: the PEM file of the CA that signed a `rediss://`
+    /// server's certificate (else the system's roots).
+    pub(crate) ca: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("label", &self.label)
+            .finish()
+    }
+}
+
+impl Target {
+    /// The URL with its password, for a child ffkit's `FFKIT_BACKEND`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
 }
 
 impl Target {
     /// Parses a backend URL: `local` (→ `None`), `redis://[user:pass@]host:port[/db]`,
-    /// `unix:///path[?db=N]` or `redis+unix:///path`. `rediss://` (TLS) is
-    /// refused: this build carries no TLS stack (docs/redis.md says why).
+    /// `unix:///path[?db=N]`, `redis+unix:///path`, and `rediss://…` (TLS)
+    /// when this build has the `tls` feature; without it `rediss://` is
+    /// refused with one line saying how to get it (docs/redis.md).
     pub fn parse(url: &str) -> std::result::Result<Option<Target>, String> {
         let url = url.trim();
         if url == "local" {
@@ -36,16 +59,19 @@ impl Target {
         let scheme = url.split_once("://").map(|(s, _)| s);
         match scheme {
             Some("redis" | "unix" | "redis+unix") => {}
+            Some("rediss") if cfg!(feature = "tls") => {}
             Some("rediss") => {
                 return Err(format!(
-                    "'{}': rediss:// (TLS) is not supported by this build; reach Redis over a \
-                     unix socket, a private network or an stunnel/ssh tunnel (docs/redis.md)",
+                    "'{}': this ffkit was built without TLS; build it with `--features tls` for \
+                     rediss://, or reach Redis over a unix socket, a private network or a tunnel \
+                     (docs/redis.md)",
                     redact(url)
                 ));
             }
             _ => {
                 return Err(format!(
-                    "'{}': expected local, redis://host:port[/db] or unix:///path/to/redis.sock",
+                    "'{}': expected local, redis://host:port[/db], rediss://host:port[/db] or \
+                     unix:///path/to/redis.sock",
                     redact(url)
                 ));
             }
@@ -53,7 +79,7 @@ impl Target {
         let info = url
             .into_connection_info()
             .map_err(|e| format!("'{}': {}", redact(url), e.to_string().trim()))?;
-        if let ConnectionAddr::Tcp(host, _) = info.addr()
+        if let ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } = info.addr()
             && host.is_empty()
         {
             return Err(format!("'{}': no host", redact(url)));
@@ -64,8 +90,21 @@ impl Target {
         let info = info.set_redis_settings(settings);
         Ok(Some(Target {
             info,
+            url: url.to_string(),
             label: redact(url),
+            ca: None,
         }))
+    }
+
+    /// The target with `FFKIT_BACKEND_CA` (used by `rediss://` only).
+    pub fn with_ca(mut self, ca: Option<PathBuf>) -> Target {
+        self.ca = ca;
+        self
+    }
+
+    /// Whether the connection is TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.info.addr(), ConnectionAddr::TcpTls { .. })
     }
 }
 
@@ -92,7 +131,9 @@ fn redact(url: &str) -> String {
 /// local files), else `FFKIT_BACKEND`. `None` means the local files.
 pub fn select(cfg: &Config, flag: Option<&str>) -> Result<Option<Target>> {
     match flag {
-        Some(u) => Target::parse(u).map_err(|e| Error::Config(format!("--backend: {e}"))),
+        Some(u) => Target::parse(u)
+            .map(|t| t.map(|t| t.with_ca(cfg.backend_ca.clone())))
+            .map_err(|e| Error::Config(format!("--backend: {e}"))),
         None => Ok(cfg.backend.clone()),
     }
 }
@@ -133,13 +174,15 @@ mod tests {
                 .unwrap()
                 .is_some()
         );
-        for bad in [
-            "http://x",
-            "redis://h:port",
-            "rediss://h:1",
-            "nonsense",
-            "redis://",
-        ] {
+        let tls = Target::parse("rediss://u:secret@h:6380");
+        if cfg!(feature = "tls") {
+            assert!(tls.unwrap().unwrap().is_tls());
+        } else {
+            let e = tls.unwrap_err();
+            assert!(e.contains("--features tls") && !e.contains("secret"), "{e}");
+        }
+        assert!(!Target::parse("redis://h:1").unwrap().unwrap().is_tls());
+        for bad in ["http://x", "redis://h:port", "nonsense", "redis://"] {
             let e = Target::parse(bad).unwrap_err();
             assert!(!e.contains("secret"), "{e}");
         }

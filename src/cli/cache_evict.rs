@@ -88,23 +88,12 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     if let Some(t) = super::backend_of(m, ctx)? {
         super::remote::no_dir(&t, a.dir.as_deref())?;
         let p = &a.policy;
-        let unsupported = if p.older_than.is_some() {
-            Some("--older-than")
-        } else if p.dry_run {
-            Some("--dry-run")
-        } else {
-            None
-        };
-        if let Some(what) = unsupported {
-            return Err(Error::Validation(format!(
-                "{what} is not available with backend {} yet (docs/redis.md)",
-                t.label
-            )));
-        }
         let rp = crate::backend::redis::cache::Policy {
             max_bytes: p.max_bytes,
             expired: p.expired,
+            older_than: p.older_than,
             all: p.all,
+            dry_run: p.dry_run,
         };
         return super::remote::cache_evict(&t, rp, a.json, ctx);
     }
@@ -112,6 +101,16 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         .cache(a.dir.as_deref())?
         .with_progress(super::progress::for_call(m));
     let report = cache.evict(&a.policy)?;
+    if !a.policy.dry_run {
+        // cache-run's per-key files of keys that have no entry any more.
+        match crate::memo::store::prune_local(&cache) {
+            Ok(0) => {}
+            Ok(n) => ctx.debug(format_args!(
+                "cache-run files of {n} keys without an entry removed"
+            )),
+            Err(e) => ctx.debug(format_args!("cache-run files not pruned: {e}")),
+        }
+    }
     ctx.debug(format_args!(
         "entries {}: {}; index {}: {} bytes in {} entries (before: {} bytes, walked under the lock)",
         if a.policy.dry_run {

@@ -14,7 +14,9 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use super::{Ctx, dir_arg, json_arg, ttl_arg};
 use crate::config;
 use crate::error::{Error, Result};
-use crate::memo::{self, FileMode, KeySpec, Memo, Options, Outcome, RefreshPlan, Request, RunKey};
+use crate::memo::{
+    self, FileMode, KeySpec, Memo, Options, Outcome, RefreshPlan, Remote, Request, RunKey, Store,
+};
 use crate::metrics::hit_ratio;
 
 /// The TTL when `--ttl` is not given.
@@ -49,6 +51,7 @@ pub fn command() -> Command {
              found is 4, not executable 3.",
         )
         .arg(dir_arg())
+        .arg(super::backend_arg())
         .arg(ttl_arg(
             "Seconds until the entry expires; 0 = never (default: 60)",
         ))
@@ -180,8 +183,20 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             a.ttl
         )));
     }
-    let cache = ctx.cache(a.dir.as_deref())?;
-    let dir = cache.dir().to_path_buf();
+    let remote = super::backend_of(m, ctx)?;
+    let local;
+    let (store, whence) = match remote {
+        Some(t) => {
+            super::remote::no_dir(&t, a.dir.as_deref())?;
+            let whence = Whence::Backend(t.url().to_string());
+            (Store::Redis(Box::new(Remote::new(t, &ctx.cfg))), whence)
+        }
+        None => {
+            local = ctx.cache(a.dir.as_deref())?;
+            let whence = Whence::Dir(local.dir().to_path_buf());
+            (Store::Local(&local), whence)
+        }
+    };
     let opts = Options {
         ttl: a.ttl,
         stale: a.stale,
@@ -192,7 +207,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     if let Some(hex) = &a.refresh_key {
         let key = RunKey::from_hex(hex)
             .ok_or_else(|| Error::Validation(format!("--refresh-key '{hex}': not a key")))?;
-        let o = Memo::new(&cache, key).refresh(&a.cmd, &opts)?;
+        let o = Memo::new(store, key).refresh(&a.cmd, &opts)?;
         if o.source == memo::Source::Refreshed {
             ctx.metric = Some(hit_ratio::REFRESH_OP);
         }
@@ -211,7 +226,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     };
     let spec = key_spec(&a, stdin)?;
     let key = memo::key::compute(&spec)?;
-    let memo = Memo::new(&cache, key);
+    let memo = Memo::new(store, key);
     let entry = memo.key().entry();
     match a.action {
         Action::PrintKey if a.json => {
@@ -245,7 +260,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         }
         Action::Run | Action::Force => {}
     }
-    let plan = refresh_plan(&a, &dir, memo.key());
+    let plan = refresh_plan(&a, &whence, memo.key());
     let req = Request {
         argv: &a.cmd,
         stdin: spec.stdin.as_deref(),
@@ -309,11 +324,31 @@ fn key_spec(a: &Args, stdin: Option<Vec<u8>>) -> Result<KeySpec> {
     })
 }
 
-/// This program, re-run as the detached refresh of `key`.
-fn refresh_plan(a: &Args, dir: &std::path::Path, key: &RunKey) -> Option<RefreshPlan> {
+/// Where this call's cache is, for the detached refresh.
+enum Whence {
+    Dir(PathBuf),
+    /// The backend URL (with any password: it goes into the child's
+    /// environment, never its argv).
+    Backend(String),
+}
+
+/// This program, re-run as the detached refresh of `key`, on the same cache.
+fn refresh_plan(a: &Args, whence: &Whence, key: &RunKey) -> Option<RefreshPlan> {
     a.stale?;
     let exe = std::env::current_exe().ok()?;
-    let mut args: Vec<OsString> = vec!["cache-run".into(), "--dir".into(), dir.into()];
+    let mut args: Vec<OsString> = vec!["cache-run".into()];
+    let mut env = Vec::new();
+    match whence {
+        Whence::Dir(dir) => {
+            args.extend([
+                "--backend".into(),
+                "local".into(),
+                "--dir".into(),
+                dir.into(),
+            ]);
+        }
+        Whence::Backend(url) => env.push(("FFKIT_BACKEND".into(), url.into())),
+    }
     args.extend(["--ttl".into(), a.ttl.to_string().into()]);
     if let Some(s) = a.stale {
         args.extend(["--stale".into(), s.to_string().into()]);
@@ -323,7 +358,7 @@ fn refresh_plan(a: &Args, dir: &std::path::Path, key: &RunKey) -> Option<Refresh
     }
     args.extend(["--refresh-key".into(), key.hex.clone().into(), "--".into()]);
     args.extend(a.cmd.iter().cloned());
-    Some(RefreshPlan { exe, args })
+    Some(RefreshPlan { exe, args, env })
 }
 
 /// An unbuffered handle on fd 1 or 2, so chunks reach it in order and a

@@ -101,6 +101,10 @@ pub const CACHE_RUN: &[Example] = &[
         "cache-run --print-key --json -- gh api rate_limit",
         "Show the entry's key, age, hits and status without running anything.",
     ),
+    ex(
+        "cache-run --backend redis://cache.ci:6379 --ttl 600 -- ./fetch-deps.sh",
+        "Share the answer across a fleet: runners missing at once run it once, on any host.",
+    ),
 ];
 
 /// `cache-read`.

@@ -74,7 +74,9 @@ pub fn command() -> Command {
              --prefix P also installs the man pages into P/share/man/man1 and the bash, zsh and \
              fish completions into P/share/{bash-completion/completions,zsh/site-functions,\
              fish/vendor_completions.d}, and the bash builtin the build left beside this binary \
-             (libffkit_builtin.so) into P/lib/ffkit. --remove undoes all of this, removing only \
+             (libffkit_builtin.so) into P/lib/ffkit. --bin (with --prefix) first copies this \
+             binary to P/bin/ffkit and links there: a whole install from a build directory \
+             (`cargo xtask install` runs it). --remove undoes all of this, removing only \
              ffkit's own links and files.",
         )
         .arg(
@@ -106,6 +108,13 @@ pub fn command() -> Command {
                 .help("Also install man pages and completions under PREFIX/share"),
         )
         .arg(
+            Arg::new("bin")
+                .long("bin")
+                .action(ArgAction::SetTrue)
+                .requires("prefix")
+                .help("Also copy this binary to PREFIX/bin/ffkit and link there"),
+        )
+        .arg(
             Arg::new("persona")
                 .long("persona")
                 .value_name("NAME")
@@ -120,6 +129,9 @@ struct Args {
     force: bool,
     remove: bool,
     prefix: Option<PathBuf>,
+    /// Copy the running binary to `prefix/bin/ffkit` (or, with `remove`,
+    /// remove it there when it is this build).
+    bin: bool,
     personas: Vec<String>,
     quiet: bool,
 }
@@ -143,8 +155,8 @@ struct Tally {
     unchanged: usize,
     removed: usize,
     skipped: Vec<PathBuf>,
-    docs_written: usize,
-    docs_removed: usize,
+    files_written: usize,
+    files_removed: usize,
 }
 
 pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
@@ -153,6 +165,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         force: m.get_flag("force"),
         remove: m.get_flag("remove"),
         prefix: m.get_one::<PathBuf>("prefix").cloned(),
+        bin: m.get_flag("bin"),
         personas: m
             .get_many::<String>("persona")
             .map(|v| v.cloned().collect())
@@ -172,8 +185,21 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             )));
         }
     }
-    let exe = std::env::current_exe()
+    let running = std::env::current_exe()
         .map_err(|e| Error::io("cannot locate the running binary", "/proc/self/exe", e))?;
+    // Where the build left the builtin (beside the running binary).
+    let build_dir = running.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let mut t = Tally::default();
+    // The binary the links point at: the running one, or with --bin its
+    // copy in PREFIX/bin.
+    let exe = match (&a.prefix, a.bin) {
+        (Some(p), true) => p.join("bin").join("ffkit"),
+        _ => running.clone(),
+    };
+    if let (Some(p), true) = (&a.prefix, a.bin && !a.remove) {
+        let bytes = fs::read(&running).map_err(|e| Error::io("cannot read", &running, e))?;
+        place(&exe, p, &bytes, 0o755, &mut t)?;
+    }
     let exe_dir = exe.parent().unwrap_or(Path::new("/")).to_path_buf();
     let dir = a.dir.clone().unwrap_or_else(|| exe_dir.clone());
     // Next to the binary the link is relative, so the pair can be moved together.
@@ -185,7 +211,6 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         exe.clone()
     };
     let names = linked_names(&a.personas);
-    let mut t = Tally::default();
     if a.remove {
         for name in &names_for_removal() {
             let path = dir.join(name);
@@ -200,7 +225,10 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         }
         if let Some(p) = &a.prefix {
             remove_docs(p, &mut t)?;
-            remove_builtin(&exe_dir, p, &mut t)?;
+            remove_builtin(&build_dir, p, &mut t)?;
+            if a.bin {
+                remove_if_same(&exe, &running, &mut t)?;
+            }
         }
     } else {
         let mut plan = Vec::new();
@@ -242,11 +270,14 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         }
         if let Some(p) = &a.prefix {
             install_docs(p, &names, &mut t)?;
-            install_builtin(&exe_dir, p, &mut t)?;
+            install_builtin(&build_dir, p, &mut t)?;
         }
     }
     for p in &t.skipped {
-        ctx.note(format_args!("left {} alone: not ffkit's link", p.display()));
+        ctx.note(format_args!(
+            "left {} alone: not ffkit's link or this build's file",
+            p.display()
+        ));
     }
     if !a.quiet {
         let summary = if a.remove {
@@ -263,9 +294,9 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         };
         let docs = match &a.prefix {
             Some(p) if a.remove => {
-                format!("; removed {} docs under {}", t.docs_removed, p.display())
+                format!("; removed {} files under {}", t.files_removed, p.display())
             }
-            Some(p) => format!("; {} docs written under {}", t.docs_written, p.display()),
+            Some(p) => format!("; {} files written under {}", t.files_written, p.display()),
             None => String::new(),
         };
         ctx.write_out(format!("{summary}{docs}\n").as_bytes())?;
@@ -401,7 +432,7 @@ fn place(dest: &Path, prefix: &Path, bytes: &[u8], mode: u32, t: &mut Tally) -> 
         let _ = fs::remove_file(&tmp);
     }
     placed?;
-    t.docs_written += 1;
+    t.files_written += 1;
     Ok(())
 }
 
@@ -423,14 +454,19 @@ fn install_builtin(exe_dir: &Path, prefix: &Path, t: &mut Tally) -> Result<()> {
 }
 
 /// Removes the installed builtin only when it is this build's.
-fn remove_builtin(exe_dir: &Path, prefix: &Path, t: &mut Tally) -> Result<()> {
-    let dest = builtin_destination(prefix);
-    match (fs::read(exe_dir.join(BUILTIN_SO)), fs::read(&dest)) {
+fn remove_builtin(build_dir: &Path, prefix: &Path, t: &mut Tally) -> Result<()> {
+    remove_if_same(&builtin_destination(prefix), &build_dir.join(BUILTIN_SO), t)
+}
+
+/// Removes the installed file `dest` only when its content is `ours`'s
+/// (this build's); another build's file is left alone and named.
+fn remove_if_same(dest: &Path, ours: &Path, t: &mut Tally) -> Result<()> {
+    match (fs::read(ours), fs::read(dest)) {
         (Ok(ours), Ok(old)) if ours == old => {
-            fsutil::remove_if_exists(&dest)?;
-            t.docs_removed += 1;
+            fsutil::remove_if_exists(dest)?;
+            t.files_removed += 1;
         }
-        (_, Ok(_)) => t.skipped.push(dest),
+        (_, Ok(_)) => t.skipped.push(dest.to_path_buf()),
         _ => {}
     }
     Ok(())
@@ -445,7 +481,7 @@ fn remove_docs(prefix: &Path, t: &mut Tally) -> Result<()> {
         match fs::read(&dest) {
             Ok(old) if old == *bytes => {
                 fsutil::remove_if_exists(&dest)?;
-                t.docs_removed += 1;
+                t.files_removed += 1;
             }
             Ok(_) => t.skipped.push(dest),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

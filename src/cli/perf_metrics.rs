@@ -284,16 +284,20 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     }
 }
 
-fn read_report(ctx: &Ctx, path: &Path, filter: Filter) -> Result<Report> {
-    let r = aggregate::aggregate(path, filter)?;
-    if r.malformed > 0 {
+/// The one note about rows the aggregation skipped.
+fn note_malformed(ctx: &Ctx, malformed: u64, path: &Path) {
+    if malformed > 0 {
         ctx.note(format_args!(
-            "skipped {} malformed row{} in {}",
-            r.malformed,
-            if r.malformed == 1 { "" } else { "s" },
+            "skipped {malformed} malformed row{} in {}",
+            if malformed == 1 { "" } else { "s" },
             path.display()
         ));
     }
+}
+
+fn read_report(ctx: &Ctx, path: &Path, filter: Filter) -> Result<Report> {
+    let r = aggregate::aggregate(path, filter)?;
+    note_malformed(ctx, r.malformed, path);
     Ok(r)
 }
 
@@ -381,14 +385,7 @@ fn html_report(m: &ArgMatches, ctx: &Ctx, path: &Path, since: Option<i64>) -> Re
     }
     let filter = Filter { ops: a.ops, since };
     let r = aggregate::aggregate_with_series(path, filter)?;
-    if r.malformed > 0 {
-        ctx.note(format_args!(
-            "skipped {} malformed row{} in {}",
-            r.malformed,
-            if r.malformed == 1 { "" } else { "s" },
-            path.display()
-        ));
-    }
+    note_malformed(ctx, r.malformed, path);
     let page = Html {
         source: path.display().to_string(),
         generated: ctx.cfg.now(),

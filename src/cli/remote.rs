@@ -498,11 +498,25 @@ pub fn cache_size(t: &Target, a: Size, ctx: &mut Ctx) -> Result<ExitCode> {
 /// `cache-evict` on the remote backend.
 pub fn cache_evict(t: &Target, p: rcache::Policy, json: bool, ctx: &mut Ctx) -> Result<ExitCode> {
     let mut c = RedisCache::open(t, &ctx.cfg)?;
+    if !(p.all || p.expired || p.older_than.is_some() || p.max_bytes.is_some()) {
+        return Err(Error::Validation(
+            "nothing to evict: give --max-bytes, --expired, --older-than or --all".into(),
+        ));
+    }
     let report = c.evict(&p)?;
     if json {
         let text = serde_json::to_string(&report)
             .map_err(|e| Error::General(format!("cannot encode the report: {e}")))?;
         ctx.write_out(format!("{text}\n").as_bytes())?;
+    } else if p.dry_run {
+        let mut out = String::new();
+        for e in &report.removed {
+            out.push_str(&format!(
+                "would evict {} ({} bytes, {})\n",
+                e.key, e.bytes, e.reason
+            ));
+        }
+        ctx.write_out(out.as_bytes())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -140,21 +140,17 @@ pub(crate) fn acquire(
     };
     let mut rec = Holder::new(KIND_NAMED, owner, command);
     rec.start = owner_start;
-    // SAFETY: ffkit is single-threaded here (no thread was ever spawned), so
-    // the child may run ordinary code; it leaves only through _exit.
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        let e = io::Error::last_os_error();
-        return Err(Error::LockFailed(format!(
-            "cannot start the holder process: {e}"
-        )));
-    }
-    if child == 0 {
-        hold(f.as_raw_fd(), watch);
-    }
+    let child = match fork_helper() {
+        Ok(Some(pid)) => pid,
+        Ok(None) => hold(f.as_raw_fd(), watch),
+        Err(e) => {
+            return Err(Error::LockFailed(format!(
+                "cannot start the holder process: {e}"
+            )));
+        }
+    };
     // Our copy of the pidfd (the child has its own) closes here.
     drop(watch);
-    let child = child as u32;
     rec.holder_pid = Some(child);
     rec.holder_start = holder::start_time(child);
     if let Err(e) = holder::write_to(&f, &rec) {
@@ -194,8 +190,43 @@ fn hold(lock_fd: RawFd, watch: Watch) -> ! {
             }
         }
     }
-    // SAFETY: leaving the forked child without running the parent's
-    // destructors or atexit handlers.
+    exit_helper()
+}
+
+/// Forks a helper process (the local named holder; the Redis lease holder
+/// and command-mode guard): `Some(pid)` in the parent, `None` in the child,
+/// which must leave through [`exit_helper`]. Refused unless this process
+/// has exactly one thread (read from /proc), because only then may the
+/// child run ordinary code (allocate, lock) after fork.
+pub(crate) fn fork_helper() -> io::Result<Option<u32>> {
+    if threads() != Some(1) {
+        return Err(io::Error::other(
+            "ffkit is not single-threaded here; a helper process cannot be forked",
+        ));
+    }
+    // SAFETY: the process is single-threaded (checked above; nothing in it
+    // starts a thread concurrently), so no lock is held by a thread the
+    // child lacks; the child leaves through `exit_helper`.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        p if p < 0 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        p => Ok(Some(p as u32)),
+    }
+}
+
+/// This process's thread count (`Threads:` in /proc/self/status).
+fn threads() -> Option<u32> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Ends a child of [`fork_helper`] without running the parent's
+/// destructors or atexit handlers (which belong to the parent).
+pub(crate) fn exit_helper() -> ! {
+    // SAFETY: _exit ends the process at once; nothing is left to unwind.
     unsafe { libc::_exit(0) }
 }
 

@@ -7,40 +7,40 @@
 //!   output (plain stdout, or stdout/stderr chunks in arrival order).
 //! - [`capture`]: running the command of a miss and recording it.
 //!
-//! An entry is written through [`Cache::write`] like every other one, so it
-//! is a value file plus a `KEY.meta` sidecar, counted in the exact size
-//! index, removed by eviction and subject to its TTL.
+//! - [`store`]: where the entry and the per-key lock live — the local cache
+//!   dir or the Redis backend; the only place the two differ.
 //!
-//! Single-flight: a miss takes a per-key kernel lock (flock) on
-//! `.cache-run/<hex>.lock` inside the cache dir — a dot-dir, so it never
-//! counts toward the size — waiting up to `LOCK_TIMEOUT`, then looks again:
-//! if another process stored the answer meanwhile it is replayed, otherwise
+//! Locally an entry is written through `Cache::write` like every other
+//! one, so it is a value file plus a `KEY.meta` sidecar, counted in the
+//! exact size index, removed by eviction and subject to its TTL; on Redis it
+//! goes through the backend's cache scripts and counts in its exact total.
+//!
+//! Single-flight: a miss takes the per-key lock — locally `flock` on
+//! `.cache-run/<hex>.lock` inside the cache dir (a dot-dir, so it never
+//! counts toward the size), on Redis a leased lock renewed while the
+//! command runs — waiting up to `LOCK_TIMEOUT`, then looks again: if
+//! another process stored the answer meanwhile it is replayed, otherwise
 //! this process runs the command and stores it before unlocking. The lock
-//! descriptor is close-on-exec, so the command never inherits it: if the
-//! running process dies (even SIGKILL), the kernel frees the lock, the next
-//! waiter finds no entry (a write is all-or-nothing) and runs the command.
-//! A hit never takes that lock. Hits are counted in `.cache-run/<hex>.hits`
-//! (generation id and count, under a brief flock of that file).
+//! is never inherited by the command: if the running process dies (even
+//! SIGKILL), the kernel frees the flock (the Redis lease lapses within
+//! `FFKIT_LOCK_LEASE`), the next waiter finds no entry (a write is
+//! all-or-nothing) and runs the command. A hit never takes that lock.
 
 pub mod capture;
 pub mod key;
 pub mod record;
+pub mod store;
 
 use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::cache::{Cache, Lookup, Meta, NewEntry, Value};
 use crate::error::{Error, Result};
-use crate::fsutil;
-use crate::lock::{self, Kind, Wait};
 pub use key::{FileMode, KeySpec, RunKey};
 use record::{Recording, Stored};
+pub use store::{Guard, Look, Remote, Store};
 
 /// The dot-dir in the cache dir holding the per-key lock and hit files.
 pub const RUN_DIR: &str = ".cache-run";
@@ -58,11 +58,14 @@ pub struct Options {
     pub lock_timeout: Duration,
 }
 
-/// How to start the detached refresh: this program and its arguments.
+/// How to start the detached refresh: this program, its arguments and the
+/// variables it needs beyond the inherited ones (a `--backend` URL, which
+/// stays out of argv so `ps` never shows its password).
 #[derive(Clone, Debug)]
 pub struct RefreshPlan {
     pub exe: PathBuf,
     pub args: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
 }
 
 /// What a call asks for.
@@ -177,94 +180,44 @@ pub struct Peek {
 
 /// The lookup of one key.
 enum Found {
-    Hit(Box<Stored>, Meta),
+    /// A checked entry, its age, and the replay count its look made (Redis).
+    Hit(Box<Stored>, i64, Option<u64>),
     Miss(Option<String>),
 }
 
-/// One key in one cache.
+/// One key in one cache (local or remote: [`Store`]).
 pub struct Memo<'a> {
-    cache: &'a Cache,
+    store: Store<'a>,
     key: RunKey,
 }
 
 impl<'a> Memo<'a> {
-    pub fn new(cache: &'a Cache, key: RunKey) -> Self {
-        Memo { cache, key }
+    pub fn new(store: Store<'a>, key: RunKey) -> Self {
+        Memo { store, key }
     }
 
     pub fn key(&self) -> &RunKey {
         &self.key
     }
 
-    fn run_dir(&self) -> PathBuf {
-        self.cache.dir().join(RUN_DIR)
-    }
-
-    fn side_file(&self, ext: &str) -> PathBuf {
-        self.run_dir().join(format!("{}.{ext}", self.key.hex))
-    }
-
     /// The entry, if present, unexpired and intact. A damaged sidecar or
-    /// value is a miss that says why.
-    fn lookup(&self) -> Result<Found> {
+    /// value is a miss that says why. `replay`: a hit will be replayed.
+    fn lookup(&self, replay: bool) -> Result<Found> {
         let entry = self.key.entry();
-        match self.cache.read(&entry) {
-            Ok(Lookup::Hit(file, meta)) => match Stored::open(file) {
-                Ok(s) if s.header_matches(&meta) => Ok(Found::Hit(Box::new(s), meta)),
-                Ok(_) => Ok(Found::Miss(Some(format!(
-                    "{entry}: value and sidecar disagree"
-                )))),
-                Err(why) => Ok(Found::Miss(Some(format!("{entry}: {why}")))),
-            },
-            Ok(Lookup::Missing | Lookup::Expired(_)) => Ok(Found::Miss(None)),
-            Err(Error::Corruption(why)) => Ok(Found::Miss(Some(why))),
-            Err(e) => Err(e),
-        }
+        Ok(match self.store.look(&self.key, replay, false)? {
+            Look::Hit {
+                body: Ok(s),
+                age,
+                hits,
+            } => Found::Hit(Box::new(s), age, hits),
+            Look::Hit { body: Err(why), .. } => Found::Miss(Some(format!("{entry}: {why}"))),
+            Look::Expired { .. } | Look::Missing => Found::Miss(None),
+            Look::Damaged(why) => Found::Miss(Some(why)),
+        })
     }
 
-    fn age(&self, meta: &Meta) -> i64 {
-        (self.cache.now() - meta.created_at).max(0)
-    }
-
-    /// Takes the per-key lock: at once if free; else waits up to `wait`
-    /// (`None`: not at all, and returns `None`).
-    fn lock(&self, wait: Option<Duration>) -> Result<Option<File>> {
-        let dir = self.run_dir();
-        fsutil::create_private_dir(&dir)?;
-        let path = self.side_file("lock");
-        let f = fsutil::open_rw_create(&path)
-            .map_err(|e| Error::io("cannot open lock file", &path, e))?;
-        match f.try_lock() {
-            Ok(()) => return Ok(Some(f)),
-            Err(TryLockError::WouldBlock) => {}
-            Err(TryLockError::Error(e)) => {
-                return Err(Error::LockFailed(format!(
-                    "cannot lock {}: {e}",
-                    path.display()
-                )));
-            }
-        }
-        let Some(t) = wait else {
-            return Ok(None);
-        };
-        match lock::kernel::lock_fd(
-            f.as_raw_fd(),
-            Kind::Exclusive,
-            lock::kernel::Method::Flock,
-            Wait::timeout(t),
-            &mut || {},
-        ) {
-            Ok(Ok(_)) => Ok(Some(f)),
-            Ok(Err(_)) => Err(Error::Timeout(format!(
-                "another run of this command still holds {} after {}s (LOCK_TIMEOUT)",
-                path.display(),
-                t.as_secs_f64()
-            ))),
-            Err(e) => Err(Error::LockFailed(format!(
-                "cannot lock {}: {e}",
-                path.display()
-            ))),
-        }
+    fn lock(&self, wait: Option<Duration>) -> Result<Option<Guard>> {
+        self.store.lock(&self.key, wait)
     }
 
     /// Serves a call: a hit is replayed (and may start a refresh); a miss
@@ -278,33 +231,53 @@ impl<'a> Memo<'a> {
     ) -> Result<Outcome> {
         let mut damaged = None;
         if !req.force {
-            match self.lookup()? {
-                Found::Hit(s, meta) => match self.replay(*s, &meta, Source::Hit, out, err)? {
-                    Ok(mut o) => {
-                        if let (Some(stale), Some(plan)) = (opts.stale, req.refresh)
-                            && o.age > stale as i64
-                        {
-                            o.refresh_started = self.spawn_refresh(plan);
+            let found = match self.lookup(true) {
+                Ok(f) => f,
+                // A remote cache that cannot be reached (down, paused,
+                // timing out): the command still runs, uncached.
+                Err(e) if self.store.is_remote() => {
+                    return self.run_uncached(req, out, err, None, e);
+                }
+                Err(e) => return Err(e),
+            };
+            match found {
+                Found::Hit(s, age, hits) => {
+                    match self.replay(*s, age, hits, Source::Hit, out, err)? {
+                        Ok(mut o) => {
+                            if let (Some(stale), Some(plan)) = (opts.stale, req.refresh)
+                                && o.age > stale as i64
+                            {
+                                o.refresh_started = self.spawn_refresh(plan);
+                            }
+                            return Ok(o);
                         }
-                        return Ok(o);
+                        Err(why) => damaged = Some(why),
                     }
-                    Err(why) => damaged = Some(why),
-                },
+                }
                 Found::Miss(why) => damaged = why,
             }
         }
         let guard = match self.lock(Some(opts.lock_timeout)) {
             Ok(g) => g,
             Err(e @ Error::Timeout(_)) => return Err(e),
-            // The cache dir cannot hold the lock (read-only, not a dir):
-            // the command still runs, uncached, rather than the call failing.
+            // The cache cannot hold the lock (a read-only or misplaced dir,
+            // a backend gone meanwhile): the command still runs, uncached,
+            // rather than the call failing.
             Err(e) => return self.run_uncached(req, out, err, damaged, e),
         };
         if !req.force {
-            match self.lookup()? {
-                Found::Hit(s, meta) => {
+            let found = match self.lookup(true) {
+                Ok(f) => f,
+                Err(e) if self.store.is_remote() => {
                     drop(guard);
-                    match self.replay(*s, &meta, Source::Shared, out, err)? {
+                    return self.run_uncached(req, out, err, damaged, e);
+                }
+                Err(e) => return Err(e),
+            };
+            match found {
+                Found::Hit(s, age, hits) => {
+                    drop(guard);
+                    match self.replay(*s, age, hits, Source::Shared, out, err)? {
                         Ok(o) => return Ok(o),
                         Err(why) => {
                             damaged.get_or_insert(why);
@@ -335,7 +308,7 @@ impl<'a> Memo<'a> {
         damaged: Option<String>,
         why: Error,
     ) -> Result<Outcome> {
-        let rec = capture::run(req.argv, req.stdin, self.cache.now(), 0, out, err)?;
+        let rec = capture::run(req.argv, req.stdin, self.store.now(), 0, out, err)?;
         let mut o = Outcome::new(Source::Ran);
         o.damaged = damaged;
         o.status = Some(rec.status);
@@ -353,13 +326,13 @@ impl<'a> Memo<'a> {
         opts: &Options,
         out: &mut O,
         err: &mut E,
-        guard: Option<File>,
+        guard: Option<Guard>,
         damaged: Option<String>,
     ) -> Result<Outcome> {
         let rec = capture::run(
             argv,
             stdin,
-            self.cache.now(),
+            self.store.now(),
             capture::MAX_RECORDED,
             out,
             err,
@@ -375,8 +348,8 @@ impl<'a> Memo<'a> {
             return Ok(o);
         }
         // The command ran and its output was passed through: a cache that
-        // cannot take the entry (full disk, read-only dir) must not turn
-        // that into a failure of the call.
+        // cannot take the entry (full disk, read-only dir, a backend gone)
+        // must not turn that into a failure of the call.
         match self.store(&rec, stdin, opts) {
             Ok(stored) => o.stored = stored,
             Err(e) => o.store_error = Some(e.to_string()),
@@ -401,12 +374,7 @@ impl<'a> Memo<'a> {
         }
         let id = fresh_id(&self.key);
         let bytes = rec.encode(id, stdin);
-        self.cache.write(vec![NewEntry {
-            key: self.key.entry(),
-            value: Value::Bytes(&bytes),
-            ttl: opts.ttl,
-        }])?;
-        self.count_hit(id, true);
+        self.store.write(&self.key, &bytes, opts.ttl, id)?;
         Ok(true)
     }
 
@@ -415,32 +383,33 @@ impl<'a> Memo<'a> {
     fn replay<O: Write, E: Write>(
         &self,
         s: Stored,
-        meta: &Meta,
+        age: i64,
+        counted: Option<u64>,
         source: Source,
         out: &mut O,
         err: &mut E,
     ) -> Result<std::result::Result<Outcome, String>> {
         let mut o = Outcome::new(source);
         o.describe(&s.header);
-        o.age = self.age(meta);
+        o.age = age;
         let id = s.header.id;
         match s.replay(out, err) {
             Ok(Ok(())) => {}
             Ok(Err(why)) => return Ok(Err(format!("{}: {why}", self.key.entry()))),
             Err(e) => return Err(Error::io("cannot write", "the replayed output", e)),
         }
-        o.hits = self.count_hit(id, false);
+        o.hits = self.store.count_hit(&self.key, id, counted);
         Ok(Ok(o))
     }
 
     /// Starts the detached refresh unless a run of this key is under way.
     fn spawn_refresh(&self, plan: &RefreshPlan) -> bool {
-        match self.lock(None) {
-            Ok(Some(f)) => drop(f),
-            _ => return false,
+        if self.store.busy(&self.key) {
+            return false;
         }
         Command::new(&plan.exe)
             .args(&plan.args)
+            .envs(plan.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -459,18 +428,18 @@ impl<'a> Memo<'a> {
         let Some(guard) = self.lock(None)? else {
             return Ok(Outcome::new(Source::Skipped));
         };
-        let (mut stored, meta) = match self.lookup()? {
-            Found::Hit(s, m) => (s, m),
+        let (mut stored, age) = match self.lookup(false)? {
+            Found::Hit(s, age, _) => (s, age),
             Found::Miss(_) => return Ok(Outcome::new(Source::Skipped)),
         };
-        if opts.stale.is_none_or(|s| self.age(&meta) <= s as i64) {
+        if opts.stale.is_none_or(|s| age <= s as i64) {
             return Ok(Outcome::new(Source::Skipped));
         }
         let stdin = if stored.header.key_stdin {
             Some(
                 stored
                     .stdin()
-                    .map_err(|e| Error::io("cannot read", self.cache.dir(), e))?,
+                    .map_err(|e| Error::io("cannot read", "the stored stdin", e))?,
             )
         } else {
             None
@@ -491,18 +460,14 @@ impl<'a> Memo<'a> {
     /// Drops the entry (after any run of the key in progress has stored its
     /// answer). Returns whether there was one.
     pub fn invalidate(&self, timeout: Duration) -> Result<bool> {
-        let entry = self.key.entry();
-        if !self.cache.dir().is_dir() {
+        if !self.store.may_hold() {
             return Ok(false);
         }
         let _guard = self.lock(Some(timeout))?;
-        let had = self.cache.dir().join(&entry).exists();
-        self.cache.remove(&[entry])?;
-        let _ = fs::remove_file(self.side_file("hits"));
-        Ok(had)
+        self.store.remove(&self.key)
     }
 
-    /// The entry's state, running nothing.
+    /// The entry's state, running nothing and changing nothing.
     pub fn peek(&self, stale: Option<u64>) -> Result<Peek> {
         let mut p = Peek {
             present: false,
@@ -515,92 +480,29 @@ impl<'a> Memo<'a> {
             duration_ms: None,
             damaged: None,
         };
-        match self.cache.read(&self.key.entry()) {
-            Ok(Lookup::Hit(file, meta)) => {
-                p.age = Some(self.age(&meta));
-                match Stored::open(file) {
+        match self.store.look(&self.key, false, true)? {
+            Look::Hit { body, age, hits } => {
+                p.age = Some(age);
+                match body {
                     Ok(s) => {
                         p.present = true;
-                        p.stale = stale.is_some_and(|st| self.age(&meta) > st as i64);
+                        p.stale = stale.is_some_and(|st| age > st as i64);
                         p.status = Some(s.header.status);
                         p.ran_at = Some(s.header.ran_at);
                         p.duration_ms = Some(s.header.duration_ms);
-                        p.hits = self.read_hits(s.header.id);
+                        p.hits = self.store.hits(&self.key, s.header.id, hits);
                     }
                     Err(why) => p.damaged = Some(why),
                 }
             }
-            Ok(Lookup::Expired(meta)) => {
+            Look::Expired { age } => {
                 p.expired = true;
-                p.age = Some(self.age(&meta));
+                p.age = Some(age);
             }
-            Ok(Lookup::Missing) => {}
-            Err(Error::Corruption(why)) => p.damaged = Some(why),
-            Err(e) => return Err(e),
+            Look::Missing => {}
+            Look::Damaged(why) => p.damaged = Some(why),
         }
         Ok(p)
-    }
-
-    /// Counts a replay of generation `id` (or, with `reset`, starts a new
-    /// generation at 0). Best effort: a count is a hint, never a failure.
-    fn count_hit(&self, id: u64, reset: bool) -> u64 {
-        let path = self.side_file("hits");
-        let update = || -> io::Result<u64> {
-            let f = open_hits(&path, true)?;
-            f.lock()?;
-            let (gen_, n) = read_counter(&f);
-            let n = if reset {
-                0
-            } else if gen_ == id {
-                n + 1
-            } else {
-                1
-            };
-            let mut b = [0u8; 16];
-            b[..8].copy_from_slice(&id.to_le_bytes());
-            b[8..].copy_from_slice(&n.to_le_bytes());
-            f.write_all_at(&b, 0)?;
-            Ok(n)
-        };
-        update().unwrap_or(0)
-    }
-
-    fn read_hits(&self, id: u64) -> u64 {
-        match open_hits(&self.side_file("hits"), false) {
-            Ok(f) => match read_counter(&f) {
-                (g, n) if g == id => n,
-                _ => 0,
-            },
-            Err(_) => 0,
-        }
-    }
-}
-
-impl Stored {
-    /// The sidecar's size is the value file's (both written by one commit).
-    fn header_matches(&self, meta: &Meta) -> bool {
-        self.file_len() == meta.size
-    }
-}
-
-fn open_hits(path: &Path, create: bool) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(create)
-        .create(create)
-        .mode(fsutil::FILE_MODE)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-}
-
-fn read_counter(f: &File) -> (u64, u64) {
-    let mut b = [0u8; 16];
-    match f.read_exact_at(&mut b, 0) {
-        Ok(()) => (
-            u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
-            u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]),
-        ),
-        Err(_) => (0, 0),
     }
 }
 

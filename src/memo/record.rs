@@ -140,10 +140,12 @@ impl Recording {
     }
 }
 
-/// An opened entry whose header and length have been checked.
+/// An opened entry whose header and length have been checked: a value
+/// file (local cache), or a value already in memory (the Redis backend).
 pub struct Stored {
     pub header: Header,
-    file: File,
+    /// `None` when the whole value is in `first`.
+    file: Option<File>,
     /// Bytes read so far, from offset 0 (header and maybe more).
     first: Vec<u8>,
     head_len: usize,
@@ -161,6 +163,16 @@ impl Stored {
         let mut first = vec![0u8; FIRST_READ.min(len as usize)];
         file.read_exact(&mut first)
             .map_err(|e| format!("cannot read: {e}"))?;
+        Stored::parse(Some(file), first, len)
+    }
+
+    /// Checks a value read whole into memory (from the Redis backend).
+    pub fn from_bytes(value: Vec<u8>) -> Result<Stored, String> {
+        let len = value.len() as u64;
+        Stored::parse(None, value, len)
+    }
+
+    fn parse(file: Option<File>, first: Vec<u8>, len: u64) -> Result<Stored, String> {
         let Some(nl) = memchr::memchr(b'\n', &first) else {
             return Err("no header line".into());
         };
@@ -200,10 +212,19 @@ impl Stored {
         if end <= self.first.len() as u64 {
             return Ok(self.first[offset as usize..end as usize].to_vec());
         }
-        self.file.seek(SeekFrom::Start(offset))?;
+        let f = self.file_mut()?;
+        f.seek(SeekFrom::Start(offset))?;
         let mut v = vec![0u8; len as usize];
-        self.file.read_exact(&mut v)?;
+        f.read_exact(&mut v)?;
         Ok(v)
+    }
+
+    /// The value file; an in-memory value is whole in `first`, so asking
+    /// for more than it holds means it is shorter than its header says.
+    fn file_mut(&mut self) -> io::Result<&mut File> {
+        self.file
+            .as_mut()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
     }
 
     /// The stdin that was fed to the command.
@@ -228,8 +249,10 @@ impl Stored {
             } else {
                 // Zero-copy where the kernel can: std's io::copy between
                 // files/pipes uses copy_file_range, sendfile or splice.
-                self.file.seek(SeekFrom::Start(start))?;
-                let n = io::copy(&mut (&self.file).take(self.header.stdout), out)?;
+                let stdout = self.header.stdout;
+                let f = self.file_mut()?;
+                f.seek(SeekFrom::Start(start))?;
+                let n = io::copy(&mut (&*f).take(stdout), out)?;
                 if n != self.header.stdout {
                     return Ok(Err("shorter than its header says".into()));
                 }
@@ -314,7 +337,37 @@ mod tests {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(bytes).unwrap();
         f.seek(SeekFrom::Start(0)).unwrap();
-        Stored::open(f)
+        let from_file = Stored::open(f);
+        // The in-memory form (Redis) accepts and refuses exactly the same.
+        let from_bytes = Stored::from_bytes(bytes.to_vec());
+        assert_eq!(
+            from_file
+                .as_ref()
+                .map(|s| s.header.clone())
+                .map_err(Clone::clone),
+            from_bytes
+                .as_ref()
+                .map(|s| s.header.clone())
+                .map_err(Clone::clone)
+        );
+        from_file
+    }
+
+    #[test]
+    fn an_in_memory_value_replays_like_the_file() {
+        let big = "y".repeat(3 * FIRST_READ);
+        for v in [
+            recording(&[(Stream::Stdout, &big)]).encode(1, Some(b"in")),
+            recording(&[(Stream::Stdout, "o"), (Stream::Stderr, &big)]).encode(2, None),
+        ] {
+            let (mut o, mut e) = (Vec::new(), Vec::new());
+            Stored::from_bytes(v.clone())
+                .unwrap()
+                .replay(&mut o, &mut e)
+                .unwrap()
+                .unwrap();
+            assert_eq!((o, e), replay(&v));
+        }
     }
 
     fn replay(bytes: &[u8]) -> (Vec<u8>, Vec<u8>) {

@@ -1479,7 +1479,13 @@ fn sigint_and_sigterm_during_batches_and_evictions_leave_an_exact_index() {
         // The next call rolls any journal forward; the index is exact.
         let size = w.size();
         assert_eq!(size, oracle(&w.cache()).0, "round {round}");
-        assert_index_exact(&w.cache(), &format!("round {round}"));
+        if w.cache().is_dir() {
+            assert_index_exact(&w.cache(), &format!("round {round}"));
+        } else {
+            // Stopped (on a loaded machine) before it made the cache dir: a
+            // size query never creates one, so there is no index to check.
+            assert_eq!(size, 0, "round {round}");
+        }
         w.cmd("cache-size").arg("--verify").assert().success();
     }
     // Killed writers leave temp files (dot-files, never counted); the next

@@ -779,3 +779,119 @@ fn a_cache_dir_that_cannot_hold_the_lock_still_runs_the_command_uncached() {
     }
     assert_eq!(oracle(&w.cache()), (0, 0));
 }
+
+// ---- the per-key files ------------------------------------------------------
+
+fn run_dir_files(w: &World) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(w.cache().join(".cache-run"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn eviction_and_invalidate_leave_no_cache_run_files_but_a_running_miss_keeps_its_lock() {
+    let w = World::new();
+    let done: Vec<String> = (0..3).map(|i| format!("echo done{i}")).collect();
+    for s in &done {
+        run(&w, &["--ttl", "0"], s).assert().success();
+    }
+    // A hit creates the hit counter too.
+    run(&w, &["--ttl", "0"], &done[0])
+        .assert()
+        .success()
+        .stdout("done0\n");
+    assert!(run_dir_files(&w).iter().any(|f| f.ends_with(".hits")));
+    let slow = "echo run >> runs; i=0; while [ ! -e go ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done; echo slow";
+    let leader = spawn_piped(run(&w, &["--ttl", "0"], slow));
+    assert!(wait_for(|| runs(&w) == 1), "the slow miss never started");
+    let lock = lock_file(&w, &key_of(&w, &["--ttl", "0"], slow));
+
+    w.cmd("cache-evict").arg("--all").assert().success();
+    let name = lock.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(
+        run_dir_files(&w),
+        [name],
+        "only the running miss's lock is left"
+    );
+    // Single flight still holds for the running key.
+    let waiter = spawn_piped(run(&w, &["--ttl", "0"], slow));
+    assert!(
+        wait_for(|| blocked_on(&lock) == 1),
+        "the second run did not wait"
+    );
+    fs::write(w.path().join("go"), "").unwrap();
+    for c in [leader, waiter] {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "slow\n");
+    }
+    assert_eq!(runs(&w), 1);
+    // Evicted keys run again and work as before.
+    run(&w, &["--ttl", "0"], &done[1])
+        .assert()
+        .success()
+        .stdout("done1\n");
+    let keys: std::collections::BTreeSet<String> = run_dir_files(&w)
+        .iter()
+        .filter_map(|f| f.split_once('.').map(|(k, _)| k.to_string()))
+        .collect();
+    assert_eq!(keys.len(), 2, "{:?}", run_dir_files(&w));
+    for s in [slow, done[1].as_str()] {
+        run(&w, &["--invalidate"], s).assert().success();
+    }
+    assert_eq!(run_dir_files(&w), Vec::<String>::new());
+    assert_exact(&w);
+}
+
+/// Evictions pruning lock files race with misses opening them: two runs of
+/// one key never overlap (each run marks itself with `mkdir`, which fails
+/// if another run of that key is inside).
+#[test]
+fn single_flight_holds_while_evictions_prune_the_lock_files() {
+    let w = World::new();
+    let worker = |k: usize| {
+        let script = format!(
+            "mkdir in{k} 2>/dev/null || echo overlap >> overlaps; echo run >> runs; sleep 0.005; rmdir in{k}; echo k{k}"
+        );
+        let mut c = Command::new("bash");
+        c.env("FF", bin())
+            .env("S", script)
+            .args([
+                "-c",
+                "for i in $(seq 25); do \"$FF\" cache-run --ttl 0 -- sh -c \"$S\" >/dev/null || exit 1; done",
+            ]);
+        w.isolate(&mut c);
+        c.spawn().unwrap()
+    };
+    let mut evictor = {
+        let mut c = Command::new("bash");
+        c.env("FF", bin()).args([
+            "-c",
+            "while [ ! -e stop ]; do \"$FF\" cache-evict --all || exit 1; done",
+        ]);
+        w.isolate(&mut c);
+        c.spawn().unwrap()
+    };
+    let workers: Vec<Child> = (0..8).map(|i| worker(i % 2)).collect();
+    for mut c in workers {
+        assert!(c.wait().unwrap().success());
+    }
+    fs::write(w.path().join("stop"), "").unwrap();
+    assert!(evictor.wait().unwrap().success());
+    assert!(
+        !w.path().join("overlaps").exists(),
+        "two runs of one key overlapped"
+    );
+    assert!(
+        runs(&w) > 2,
+        "the evictions never made a miss: {}",
+        runs(&w)
+    );
+    assert_exact(&w);
+}

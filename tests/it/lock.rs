@@ -269,18 +269,7 @@ fn named_owner_shell(w: &World) -> Child {
 /// A bash that runs `take` (which takes a lock), says so, and then waits on
 /// its stdin; returned once the lock is held.
 fn locked_shell(w: &World, take: &str) -> Child {
-    let mut c = bash(w, &format!("{take} && echo locked; read x"));
-    let mut c = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(c.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "locked\n");
-    c
+    spawn_locked(bash(w, &format!("{take} && echo locked; read x")))
 }
 
 #[test]

@@ -6,7 +6,6 @@
 //! Proven with real bash processes sourcing the wrappers and real ffkit
 //! processes; the oracle for exclusion is a counter file.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -46,18 +45,8 @@ fn ffkit(w: &World, env: &[(&str, &str)], applet: &str) -> Command {
 /// A bash that took `take` through the wrappers and waits on its stdin.
 fn holding_shell(w: &World, env: &[(&str, &str)], take: &str) -> Child {
     let mut c = wrapped(w, env, &format!("{take} && echo locked; read x || true"));
-    let mut c = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(c.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "locked\n", "the shell did not take its lock");
-    c
+    c.stderr(Stdio::inherit());
+    spawn_locked(c)
 }
 
 fn status(w: &World, env: &[(&str, &str)], args: &[&str]) -> serde_json::Value {
@@ -141,16 +130,7 @@ fn wrappers_and_binary_take_one_kernel_lock_per_name_in_every_lock_dir_mode() {
         "acquire_critical_lock deploy && echo locked; read x || true",
     );
     c.current_dir(&outside);
-    let mut sh = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(sh.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "locked\n");
+    let sh = spawn_locked(c);
     assert!(run.join("ffkit/locks/deploy.lock").is_file());
     env_out.push(("LOCK_TIMEOUT", "0"));
     let mut c = ffkit(&w, &env_out, "lock-acquire");

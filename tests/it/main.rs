@@ -6,7 +6,7 @@ mod util;
 
 mod builtin;
 mod cache;
-mod cache_hardening2;
+mod cache_rules;
 mod cache_run;
 mod env;
 mod filesystem;
@@ -20,6 +20,8 @@ mod perf_regress;
 mod progress;
 mod redis;
 mod redis_cache;
+mod redis_run;
+mod redis_tls;
 mod serve;
 mod shell;
 mod shell_vars;

@@ -2,7 +2,8 @@
 //!
 //! Wall time on a shared machine is noise, so this runs a few key ffkit
 //! invocations under `valgrind --tool=callgrind` and compares each one's
-//! total instruction count (Ir) with `tests/perf-baseline.json`. More than
+//! total instruction count (Ir) with `tests/perf-baseline.json` (or, in a
+//! `tls` build, `tests/perf-baseline-tls.json`). More than
 //! +10% fails; more than 30% fewer only warns (the baseline is probably
 //! stale: bless it to lock the gain in). Every invocation runs with a
 //! cleared, fixed environment (`FFKIT_TEST_NOW`, monitoring disabled except
@@ -10,7 +11,9 @@
 //! time, so counts repeat to well under 1%.
 //!
 //! Update the baseline on purpose with
-//! `FFKIT_BLESS_PERF=1 cargo test --test it perf_regress`.
+//! `FFKIT_BLESS_PERF=1 cargo test --test it perf_regress` (and, for the
+//! `tls` build that CI tests, `tests/perf-baseline-tls.json`, with
+//! `--all-features`).
 //! Skipped (with a message) where valgrind is absent, in release test builds
 //! and on other targets: the counts are those of the debug binary that
 //! `cargo test` builds on x86_64 Linux.
@@ -29,8 +32,15 @@ const STALE_DOWN: f64 = 0.30;
 const TARGET: &str = "x86_64-linux-debug";
 const NOW: &str = "1700000000";
 
+/// One baseline per feature set: a `tls` build links rustls and ring,
+/// whose relocation alone costs every start-up more (docs/redis.md, "TLS").
 fn baseline_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/perf-baseline.json")
+    let name = if cfg!(feature = "tls") {
+        "tests/perf-baseline-tls.json"
+    } else {
+        "tests/perf-baseline.json"
+    };
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(name)
 }
 
 fn valgrind_available() -> bool {
@@ -350,7 +360,8 @@ fn instruction_counts_stay_within_ten_percent_of_the_baseline() {
     assert!(
         failures.is_empty(),
         "instruction-count regression:\n  {}\nIf the extra work is intended, update the baseline on purpose:\n  \
-         FFKIT_BLESS_PERF=1 cargo test --test it perf_regress\nand commit tests/perf-baseline.json.",
-        failures.join("\n  ")
+         FFKIT_BLESS_PERF=1 cargo test --test it perf_regress\nand commit {}.",
+        failures.join("\n  "),
+        baseline_path().display()
     );
 }

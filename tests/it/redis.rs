@@ -19,7 +19,18 @@ use crate::util::*;
 pub struct Server {
     child: Option<Child>,
     pub port: u16,
+    /// A second port speaking TLS (`start_tls`), with its CA and server
+    /// certificate in `dir`.
+    pub tls_port: Option<u16>,
     pub dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Whether redis-server can run here; `false` prints a SKIP line, and on
@@ -32,20 +43,33 @@ impl Server {
     /// Starts a server on a free loopback port, or `None` (SKIP) without
     /// redis-server.
     pub fn start() -> Option<Server> {
-        if !available() {
+        Self::start_with(false)
+    }
+
+    /// A server that also speaks TLS on `tls_port`, for `localhost`, with
+    /// a certificate signed by a CA made here with `openssl` (`ca()`), or
+    /// `None` (SKIP) without redis-server or openssl.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub fn start_tls() -> Option<Server> {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Option<Server> {
+        if !available() || (tls && !crate::util::need("openssl", "the rediss:// tests")) {
             return None;
         }
         let mut s = Server {
             child: None,
             port: 0,
+            tls_port: None,
             dir: tempfile::tempdir().unwrap(),
         };
+        if tls {
+            make_certs(s.dir.path());
+        }
         for _ in 0..20 {
-            s.port = TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            s.port = free_port();
+            s.tls_port = tls.then(free_port);
             if s.spawn() {
                 return Some(s);
             }
@@ -53,9 +77,32 @@ impl Server {
         panic!("could not start redis-server on a free port");
     }
 
+    /// The CA that signed the TLS port's certificate.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub fn ca(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The TLS port's URL.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
+    pub fn tls_url(&self) -> String {
+        format!("rediss://localhost:{}", self.tls_port.unwrap_or(0))
+    }
+
     /// (Re)starts the server on its port; whether it came up.
     pub fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
+        let mut c = Command::new("redis-server");
+        if let Some(p) = self.tls_port {
+            let d = self.dir.path();
+            c.args(["--tls-port", &p.to_string(), "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(d.join("server.pem"))
+                .arg("--tls-key-file")
+                .arg(d.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(d.join("ca.pem"));
+        }
+        let child = c
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -119,6 +166,37 @@ impl Server {
             let _ = c.wait();
         }
     }
+}
+
+/// A CA and a server certificate for `localhost` and 127.0.0.1 it signed,
+/// in `dir` (ca.pem, server.pem, server.key).
+fn make_certs(dir: &Path) {
+    let openssl = |args: &str| {
+        let o = Command::new("openssl")
+            .args(args.split_whitespace())
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "openssl {args:?}: {}", stderr_of(&o));
+    };
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let args = |rest: &str| format!("req {ec} {rest}");
+    openssl(&args(
+        "-x509 -days 2 -keyout ca.key -out ca.pem -subj /CN=ffkit-test-ca",
+    ));
+    openssl(&args(
+        "-keyout server.key -out server.csr -subj /CN=localhost",
+    ));
+    std::fs::write(
+        dir.join("ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(
+        "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem \
+         -days 2 -extfile ext",
+    );
 }
 
 impl Drop for Server {
@@ -515,7 +593,12 @@ fn redis_restart_without_persistence_loses_locks_and_fences_still_grow() {
 #[test]
 fn redis_bad_urls_exit_12_and_unsupported_modes_exit_2() {
     let w = World::new();
-    for url in ["http://x", "redis://h:port", "rediss://h:6380"] {
+    // rediss:// is a bad URL only in a build without TLS (redis_tls.rs).
+    let tls_refused = (!cfg!(feature = "tls")).then_some("rediss://h:6380");
+    for url in ["http://x", "redis://h:port"]
+        .into_iter()
+        .chain(tls_refused)
+    {
         let out = w
             .cmd("lock-status")
             .args(["--backend", url, "x"])

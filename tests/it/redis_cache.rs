@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use crate::redis::{Server, env};
 use crate::util::*;
 
-const NS: &str = "ffkit:cache:default:";
+pub const NS: &str = "ffkit:cache:default:";
 
 fn ff(w: &World, s: &Server, applet: &str) -> Command {
     let mut c = w.cmd(applet);
@@ -19,12 +19,13 @@ fn ff(w: &World, s: &Server, applet: &str) -> Command {
 }
 
 /// Everything the server holds for the cache, recounted by the test.
-struct Recount {
-    bytes: u64,
-    values: u64,
-    metas: u64,
-    lru: u64,
-    meta_sizes_match: bool,
+pub struct Recount {
+    pub bytes: u64,
+    pub values: u64,
+    pub metas: u64,
+    pub lru: u64,
+    pub crt: u64,
+    pub meta_sizes_match: bool,
 }
 
 fn scan(s: &Server, pattern: &str) -> Vec<String> {
@@ -47,7 +48,7 @@ fn scan(s: &Server, pattern: &str) -> Vec<String> {
     }
 }
 
-fn recount(s: &Server) -> Recount {
+pub fn recount(s: &Server) -> Recount {
     let values = scan(s, &format!("{NS}v:*"));
     let metas = scan(s, &format!("{NS}m:*"));
     let mut bytes = 0;
@@ -63,16 +64,18 @@ fn recount(s: &Server) -> Recount {
         meta_sizes_match &= size == sizes.get(&m[NS.len() + 2..]).copied();
     }
     let lru: u64 = s.query(redis::cmd("ZCARD").arg(format!("{NS}lru")));
+    let crt: u64 = s.query(redis::cmd("ZCARD").arg(format!("{NS}crt")));
     Recount {
         bytes,
         values: values.len() as u64,
         metas: metas.len() as u64,
         lru,
+        crt,
         meta_sizes_match,
     }
 }
 
-fn counters(s: &Server) -> (u64, u64) {
+pub fn counters(s: &Server) -> (u64, u64) {
     let t: Option<u64> = s.query(redis::cmd("GET").arg(format!("{NS}total")));
     let c: Option<u64> = s.query(redis::cmd("GET").arg(format!("{NS}count")));
     (t.unwrap_or(0), c.unwrap_or(0))
@@ -235,7 +238,14 @@ fn worker_script(seed: u64) -> String {
                 ops += 1;
             }
             8 => {
-                sh.push_str(&format!("$FF cache-evict --max-bytes {}\n", r.u64(0..8000)));
+                match r.u8(0..3) {
+                    0 => sh.push_str(&format!("$FF cache-evict --max-bytes {}\n", r.u64(0..8000))),
+                    1 => sh.push_str(&format!("$FF cache-evict --older-than {}s\n", r.u64(1..4))),
+                    _ => sh.push_str(&format!(
+                        "$FF cache-evict --dry-run --max-bytes {} >/dev/null\n",
+                        r.u64(0..8000)
+                    )),
+                }
                 ops += 1;
             }
             _ => {
@@ -283,6 +293,7 @@ fn redis_cache_total_stays_exact_under_16_concurrent_writers_and_evictors() {
     assert_eq!(count, rc.values, "seed {seed}: count != value keys");
     assert_eq!(rc.metas, rc.values, "seed {seed}");
     assert_eq!(rc.lru, rc.values, "seed {seed}");
+    assert_eq!(rc.crt, rc.values, "seed {seed}: the creation-time set");
     assert!(rc.meta_sizes_match, "seed {seed}: a metadata size is wrong");
     ff(&w, &s, "cache-size").arg("--verify").assert().success();
 }
@@ -308,4 +319,79 @@ fn redis_cache_calls_fail_with_exit_1_when_the_server_is_gone() {
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains("backend redis://127.0.0.1"), "{err}");
     }
+}
+
+#[test]
+fn redis_cache_verify_is_exact_while_writers_and_evictors_run() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    ff(&w, &s, "cache-write")
+        .args(["seed", "x"])
+        .assert()
+        .success();
+    // Drift planted behind ffkit's back: the counters say 1234 bytes and
+    // one entry more than the keys hold. Writers adjust the counters by
+    // their exact changes, so the drift stays exactly that while they run.
+    let _: () = s.query(redis::cmd("INCRBY").arg(format!("{NS}total")).arg(1234));
+    let _: () = s.query(redis::cmd("INCRBY").arg(format!("{NS}count")).arg(1));
+    let seed = fastrand::u64(..);
+    let mut kids: Vec<Child> = (0..6)
+        .map(|i| {
+            let path = w.path().join(format!("worker{i}.sh"));
+            std::fs::write(&path, worker_script(seed + i)).unwrap();
+            let mut c = Command::new("bash");
+            w.isolate(&mut c);
+            env(&mut c, &s);
+            c.env("FF", bin())
+                .env("CACHE_PERF_MONITORING", "disabled")
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    let mut verifies = 0;
+    let mut fixed = false;
+    while verifies < 3 || kids.iter_mut().any(|k| k.try_wait().unwrap().is_none()) {
+        if !fixed && verifies >= 6 {
+            // Repair while they run: by the drift, not by a stale recount.
+            ff(&w, &s, "cache-size")
+                .args(["--verify", "--fix"])
+                .assert()
+                .success();
+            fixed = true;
+            continue;
+        }
+        let out = ff(&w, &s, "cache-size")
+            .args(["--verify", "--json"])
+            .output()
+            .unwrap();
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}: {}", stderr_of(&out)));
+        if fixed {
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "seed {seed}: {j} {}",
+                stderr_of(&out)
+            );
+        } else {
+            assert_eq!(out.status.code(), Some(10), "seed {seed}: {j}");
+            assert_eq!(j["drift_bytes"], -1234, "seed {seed}: {j}");
+            assert_eq!(j["drift_entries"], -1, "seed {seed}: {j}");
+        }
+        verifies += 1;
+    }
+    for k in kids {
+        let out = k.wait_with_output().unwrap();
+        assert!(out.status.success(), "seed {seed}: {}", stderr_of(&out));
+    }
+    assert!(
+        fixed,
+        "seed {seed}: the writers ended before the fix ({verifies} verifies)"
+    );
+    let rc = recount(&s);
+    assert_eq!(counters(&s), (rc.bytes, rc.values), "seed {seed}");
+    let left: u64 = s.query(redis::cmd("EXISTS").arg(format!("{NS}verifying")));
+    assert_eq!(left, 0, "no verify stays registered");
 }

@@ -5,7 +5,8 @@
 //! Everything is produced in memory by [`generate`]; `gen` writes what
 //! differs and deletes generated files that no longer belong, `--check`
 //! only compares. These crates (clap_mangen, clap_complete) live here so the
-//! ffkit binary never links them.
+//! ffkit binary never links them. [`install`] is README's install from a
+//! clone.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,6 +23,8 @@ use ffkit::cli::install_links::{LinkPolicy, link_policy};
 use ffkit::cli::{APPLETS, Applet, applet_command, root_command};
 use ffkit::config::ENV_VARS;
 use ffkit::error::ExitKind;
+
+pub mod install;
 
 /// The directories whose every file is generated (stray files are stale).
 pub const GENERATED_DIRS: &[&str] = &["man", "completions"];

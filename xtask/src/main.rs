@@ -1,5 +1,6 @@
 //! `cargo xtask gen [--check]`: regenerate (or check) man/, completions/
 //! and the README tables. See the library for what is generated.
+//! `cargo xtask install [--prefix P] [--features F]`: build and install (xtask::install).
 
 use std::process::ExitCode;
 
@@ -33,8 +34,17 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        ["install", ..] => match xtask::install::run(&root, &args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("xtask install: {e}");
+                ExitCode::FAILURE
+            }
+        },
         _ => {
-            eprintln!("usage: cargo xtask gen [--check]");
+            eprintln!(
+                "usage: cargo xtask gen [--check] | cargo xtask install [--prefix P] [--features F]"
+            );
             ExitCode::from(2)
         }
     }

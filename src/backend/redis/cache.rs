@@ -31,6 +31,14 @@ const EVICT: &str = concat!(
     include_str!("lua/cache_lib.lua"),
     include_str!("lua/cache_evict.lua")
 );
+const DELETE: &str = concat!(
+    include_str!("lua/cache_lib.lua"),
+    include_str!("lua/cache_delete.lua")
+);
+const VERIFY: &str = concat!(
+    include_str!("lua/cache_lib.lua"),
+    include_str!("lua/cache_verify.lua")
+);
 const FIX: &str = concat!(
     include_str!("lua/cache_lib.lua"),
     include_str!("lua/cache_fix.lua")
@@ -58,12 +66,49 @@ pub enum Lookup {
     Expired(i64),
 }
 
+/// How a read treats the entry it finds (`cache_read.lua`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadMode {
+    /// `cache-read`: a hit refreshes recency, an expired entry is dropped.
+    Plain,
+    /// A `cache-run` replay: as `Plain`, and the replay is counted.
+    Hit,
+    /// Look only: no recency, no expiry, no count.
+    Peek,
+}
+
+impl ReadMode {
+    fn arg(self) -> &'static str {
+        match self {
+            ReadMode::Plain => "",
+            ReadMode::Hit => "hit",
+            ReadMode::Peek => "peek",
+        }
+    }
+}
+
+/// A read with the entry's metadata and the clock it was judged by.
+#[derive(Debug)]
+pub struct Found {
+    pub lookup: Lookup,
+    /// The entry's `created_at` (0 when missing).
+    pub created_at: i64,
+    /// "Now" as the script saw it (the server clock, or `FFKIT_TEST_NOW`).
+    pub now: i64,
+    /// Counted replays of this recording (cache-run).
+    pub hits: u64,
+}
+
 /// What to evict.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Policy {
     pub max_bytes: Option<u64>,
     pub expired: bool,
+    /// Entries created this many seconds ago or earlier.
+    pub older_than: Option<u64>,
     pub all: bool,
+    /// Report what would go; remove nothing.
+    pub dry_run: bool,
 }
 
 /// One evicted entry.
@@ -74,9 +119,10 @@ pub struct Evicted {
     pub reason: String,
 }
 
-/// What an eviction did.
+/// What an eviction did (or, with `dry_run`, would do).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Report {
+    pub dry_run: bool,
     pub before: TotalsJson,
     pub after: TotalsJson,
     pub removed: Vec<Evicted>,
@@ -186,22 +232,56 @@ impl RedisCache {
     }
 
     pub fn read(&mut self, key: &str) -> Result<Lookup> {
+        Ok(self.read_with(key, ReadMode::Plain)?.lookup)
+    }
+
+    /// Reads one entry with its metadata, as `mode` says.
+    pub fn read_with(&mut self, key: &str, mode: ReadMode) -> Result<Found> {
         let script = Script::new(READ);
         let mut inv = script.prepare_invoke();
-        inv.arg(&self.prefix).arg(key).arg(now_arg(self.now));
+        inv.arg(&self.prefix)
+            .arg(key)
+            .arg(now_arg(self.now))
+            .arg(mode.arg());
         let v: Vec<redis::Value> = self.conn.call("cannot read entry", |c| inv.invoke(c))?;
-        let tag = v
-            .first()
-            .and_then(|x| redis::from_redis_value_ref::<i64>(x).ok());
-        Ok(match (tag, v.get(1)) {
+        let int = |i: usize| {
+            v.get(i)
+                .and_then(|x| redis::from_redis_value_ref::<i64>(x).ok())
+        };
+        let lookup = match (int(0), v.get(1)) {
             (Some(1), Some(val)) => {
                 Lookup::Hit(redis::from_redis_value_ref::<Vec<u8>>(val).unwrap_or_default())
             }
-            (Some(2), Some(e)) => {
-                Lookup::Expired(redis::from_redis_value_ref::<i64>(e).unwrap_or(0))
-            }
+            (Some(2), Some(_)) => Lookup::Expired(int(1).unwrap_or(0)),
             _ => Lookup::Missing,
+        };
+        let now = int(3).or(self.now).unwrap_or(0);
+        Ok(Found {
+            lookup,
+            created_at: int(2).unwrap_or(0),
+            now,
+            hits: int(4).map_or(0, |h| h.max(0) as u64),
         })
+    }
+
+    /// Removes one entry through the script that adjusts the total; its
+    /// value's bytes, or `None` if there was none.
+    pub fn delete(&mut self, key: &str) -> Result<Option<u64>> {
+        let script = Script::new(DELETE);
+        let mut inv = script.prepare_invoke();
+        inv.arg(&self.prefix).arg(key);
+        let n: i64 = self.conn.call("cannot delete entry", |c| inv.invoke(c))?;
+        Ok(u64::try_from(n).ok())
+    }
+
+    /// The connection, for the cache-run lock beside the entries.
+    pub fn conn(&mut self) -> &mut Conn {
+        &mut self.conn
+    }
+
+    /// `FFKIT_TEST_NOW`, if set.
+    pub fn now_override(&self) -> Option<i64> {
+        self.now
     }
 
     /// The counters (O(1)).
@@ -221,13 +301,57 @@ impl RedisCache {
     }
 
     /// Recounts the value keys (SCAN + STRLEN, in batches) and compares
-    /// with the counters; `fix` stores the recount. Exact on a quiet cache;
-    /// concurrent writers can make it report drift that is not there.
+    /// with the counters; `fix` corrects them by the drift. Exact under
+    /// concurrent writers too: while it runs, every write and drop notes its
+    /// key for this verify (`cache_verify.lua`), and the last step measures
+    /// those keys again in the same atomic step that reads the counters.
     pub fn verify(&mut self, fix: bool) -> Result<Verify> {
-        let counted = self.size()?;
+        let mut tries = 0;
+        let (counted, recount) = loop {
+            tries += 1;
+            if let Some(v) = self.verify_once()? {
+                break v;
+            }
+            if tries == 3 {
+                return Err(Error::General(format!(
+                    "{}: the recount kept falling behind its 60 s window; try again",
+                    self.prefix
+                )));
+            }
+        };
+        if fix && recount != counted {
+            let script = Script::new(FIX);
+            let mut inv = script.prepare_invoke();
+            inv.arg(&self.prefix)
+                .arg(recount.bytes as i128 - counted.bytes as i128)
+                .arg(recount.entries as i128 - counted.entries as i128);
+            let _: i64 = self.conn.call("cannot fix size", |c| inv.invoke(c))?;
+        }
+        Ok(Verify { counted, recount })
+    }
+
+    /// One verify step of `cache_verify.lua`.
+    fn verify_step(&mut self, mode: &str, id: &str) -> Result<Vec<redis::Value>> {
+        let script = Script::new(VERIFY);
+        let mut inv = script.prepare_invoke();
+        inv.arg(&self.prefix).arg(mode).arg(id);
+        let v: redis::Value = self.conn.call("cannot verify", |c| inv.invoke(c))?;
+        Ok(match v {
+            redis::Value::Array(items) => items,
+            other => vec![other],
+        })
+    }
+
+    /// One recount: `(counters, recount)` at one instant, or `None` if the
+    /// registration lapsed (a scan slower than 60 s between two batches).
+    fn verify_once(&mut self) -> Result<Option<(Totals, Totals)>> {
+        let id = super::lock::new_token()?;
+        self.verify_step("begin", &id)?;
         let pattern = format!("{}v:*", self.prefix);
+        let strip = format!("{}v:", self.prefix);
         let mut cursor: u64 = 0;
-        let mut recount = Totals::default();
+        // SCAN can return a key twice (a rehash under writers): by name.
+        let mut seen: std::collections::HashMap<Vec<u8>, u64> = std::collections::HashMap::new();
         loop {
             let (next, keys): (u64, Vec<Vec<u8>>) = self.conn.call("cannot scan", |c| {
                 redis::cmd("SCAN")
@@ -244,27 +368,56 @@ impl RedisCache {
                     p.cmd("STRLEN").arg(k);
                 }
                 let lens: Vec<u64> = self.conn.call("cannot measure", |c| p.query(c))?;
-                recount.entries += lens.len() as u64;
-                recount.bytes += lens.iter().sum::<u64>();
+                for (k, n) in keys.into_iter().zip(lens) {
+                    let name = k.strip_prefix(strip.as_bytes()).unwrap_or(&k).to_vec();
+                    seen.insert(name, n);
+                }
             }
             cursor = next;
             if cursor == 0 {
                 break;
             }
+            self.verify_step("renew", &id)?;
         }
-        if fix && recount != counted {
-            let script = Script::new(FIX);
-            let mut inv = script.prepare_invoke();
-            inv.arg(&self.prefix)
-                .arg(recount.bytes)
-                .arg(recount.entries);
-            let _: i64 = self.conn.call("cannot fix size", |c| inv.invoke(c))?;
+        let v = self.verify_step("end", &id)?;
+        let int = |i: usize| {
+            v.get(i)
+                .and_then(|x| redis::from_redis_value_ref::<i64>(x).ok())
+                .unwrap_or(0)
+        };
+        if int(0) != 1 {
+            return Ok(None);
         }
-        Ok(Verify { counted, recount })
+        let counted = Totals {
+            bytes: int(1).max(0) as u64,
+            entries: int(2).max(0) as u64,
+        };
+        for t in v.get(3..).unwrap_or_default().chunks(2) {
+            if let [k, n] = t {
+                let k = redis::from_redis_value_ref::<Vec<u8>>(k).unwrap_or_default();
+                match redis::from_redis_value_ref::<i64>(n) {
+                    Ok(n) if n >= 0 => {
+                        seen.insert(k, n as u64);
+                    }
+                    _ => {
+                        seen.remove(&k);
+                    }
+                }
+            }
+        }
+        let recount = Totals {
+            bytes: seen.values().sum(),
+            entries: seen.len() as u64,
+        };
+        Ok(Some((counted, recount)))
     }
 
-    /// Evicts in bounded steps until the policy is met.
+    /// Evicts in bounded steps until the policy is met (with `dry_run`:
+    /// works out what would go, in read-only batches).
     pub fn evict(&mut self, p: &Policy) -> Result<Report> {
+        if p.dry_run {
+            return self.plan_eviction(p);
+        }
         let before = self.size()?;
         let script = Script::new(EVICT);
         let mut removed = Vec::new();
@@ -279,7 +432,11 @@ impl RedisCache {
                 )
                 .arg(u8::from(p.expired))
                 .arg(u8::from(p.all))
-                .arg(EVICT_STEP);
+                .arg(EVICT_STEP)
+                .arg(
+                    p.older_than
+                        .map_or(-1, |d| i64::try_from(d).unwrap_or(i64::MAX)),
+                );
             let v: Vec<redis::Value> = self.conn.call("cannot evict", |c| inv.invoke(c))?;
             steps += 1;
             let done = v
@@ -301,9 +458,142 @@ impl RedisCache {
         }
         let after = self.size()?;
         Ok(Report {
+            dry_run: false,
             before: before.into(),
             after: after.into(),
             removed,
+            steps,
+        })
+    }
+}
+
+/// Members read per round trip by a dry run.
+const PLAN_BATCH: usize = 256;
+
+/// Where a dry run reads its candidates from, in the order a real
+/// eviction takes them (`cache_evict.lua`).
+enum Range {
+    /// Members scored at most this (expiry or creation time).
+    UpTo(&'static str, i64),
+    /// Every member, lowest score first (recency).
+    All(&'static str),
+}
+
+impl RedisCache {
+    /// The server's clock, unless `FFKIT_TEST_NOW` replaces it.
+    fn clock(&mut self) -> Result<i64> {
+        if let Some(n) = self.now {
+            return Ok(n);
+        }
+        let (s, _): (i64, i64) = self.conn.call("cannot read the server clock", |c| {
+            redis::cmd("TIME").query(c)
+        })?;
+        Ok(s)
+    }
+
+    /// One batch of `range`'s members from `offset`, with their values'
+    /// sizes (members whose entry vanished meanwhile are left out).
+    fn batch(&mut self, range: &Range, offset: usize) -> Result<(Vec<(String, u64)>, bool)> {
+        let cmd = match range {
+            Range::UpTo(set, max) => {
+                let mut c = redis::cmd("ZRANGEBYSCORE");
+                c.arg(format!("{}{set}", self.prefix))
+                    .arg("-inf")
+                    .arg(*max)
+                    .arg("LIMIT")
+                    .arg(offset)
+                    .arg(PLAN_BATCH);
+                c
+            }
+            Range::All(set) => {
+                let mut c = redis::cmd("ZRANGE");
+                c.arg(format!("{}{set}", self.prefix))
+                    .arg(offset)
+                    .arg(offset + PLAN_BATCH - 1);
+                c
+            }
+        };
+        let keys: Vec<String> = self.conn.call("cannot plan eviction", |c| cmd.query(c))?;
+        let more = keys.len() == PLAN_BATCH;
+        if keys.is_empty() {
+            return Ok((Vec::new(), false));
+        }
+        let mut p = redis::pipe();
+        for k in &keys {
+            p.cmd("HGET")
+                .arg(format!("{}m:{k}", self.prefix))
+                .arg("size");
+        }
+        let sizes: Vec<Option<u64>> = self.conn.call("cannot plan eviction", |c| p.query(c))?;
+        let found = keys
+            .into_iter()
+            .zip(sizes)
+            .filter_map(|(k, s)| s.map(|s| (k, s)))
+            .collect();
+        Ok((found, more))
+    }
+
+    /// `--dry-run`: what [`RedisCache::evict`] would remove now, worked out
+    /// with read-only batches (nothing is locked or changed, so writers
+    /// running meanwhile can make the real eviction differ).
+    fn plan_eviction(&mut self, p: &Policy) -> Result<Report> {
+        let before = self.size()?;
+        let now = self.clock()?;
+        let mut chosen: Vec<Evicted> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut bytes = before.bytes;
+        let mut steps = 0;
+        let mut passes: Vec<(Range, &str)> = Vec::new();
+        if p.expired || p.max_bytes.is_some() {
+            passes.push((Range::UpTo("exp", now), "expired"));
+        }
+        if let Some(d) = p.older_than {
+            let cut = now.saturating_sub(i64::try_from(d).unwrap_or(i64::MAX));
+            passes.push((Range::UpTo("crt", cut), "older-than"));
+        }
+        if p.all {
+            passes.push((Range::All("lru"), "all"));
+        } else if p.max_bytes.is_some() {
+            passes.push((Range::All("lru"), "lru"));
+        }
+        for (range, reason) in &passes {
+            let lru = *reason == "lru";
+            let mut offset = 0;
+            'pass: loop {
+                if lru && p.max_bytes.is_some_and(|m| bytes <= m) {
+                    break;
+                }
+                let (batch, more) = self.batch(range, offset)?;
+                steps += 1;
+                offset += PLAN_BATCH;
+                for (k, size) in batch {
+                    if lru && p.max_bytes.is_some_and(|m| bytes <= m) {
+                        break 'pass;
+                    }
+                    if !seen.insert(k.clone()) {
+                        continue;
+                    }
+                    bytes = bytes.saturating_sub(size);
+                    chosen.push(Evicted {
+                        key: k,
+                        bytes: size,
+                        reason: (*reason).to_string(),
+                    });
+                }
+                if !more {
+                    break;
+                }
+            }
+        }
+        let after = Totals {
+            bytes,
+            entries: before.entries.saturating_sub(chosen.len() as u64),
+        };
+        Ok(Report {
+            dry_run: true,
+            before: before.into(),
+            after: after.into(),
+            removed: chosen,
             steps,
         })
     }

@@ -30,11 +30,38 @@ pub struct Conn {
     area: Area,
 }
 
+/// A `rediss://` client that trusts the CA in `ca` (PEM) instead of the
+/// system's roots. A CA file that cannot be read or parsed is a
+/// configuration error (exit 12), not a server failure.
+#[cfg(feature = "tls")]
+fn tls_client(target: &Target, ca: &std::path::Path) -> crate::Result<Client> {
+    let bad = |why: String| Error::Config(format!("FFKIT_BACKEND_CA={}: {why}", ca.display()));
+    let pem = std::fs::read(ca).map_err(|e| bad(crate::error::os_reason(&e)))?;
+    let certs = redis::TlsCertificates {
+        client_tls: None,
+        root_cert: Some(pem),
+    };
+    Client::build_with_tls(target.info.clone(), certs).map_err(|e| bad(e.to_string()))
+}
+
+/// Without the `tls` feature no target is TLS (`Target::parse` refuses
+/// `rediss://`), so this is never reached.
+#[cfg(not(feature = "tls"))]
+fn tls_client(target: &Target, _ca: &std::path::Path) -> crate::Result<Client> {
+    Err(Error::Config(format!(
+        "{}: this ffkit was built without TLS",
+        target.label
+    )))
+}
+
 impl Conn {
     /// Connects with `timeout` for connect, read and write.
     pub fn open(target: &Target, timeout: Duration, area: Area) -> crate::Result<Conn> {
         let fail = |e: RedisError| failure(area, &target.label, "cannot connect", timeout, &e);
-        let client = Client::open(target.info.clone()).map_err(fail)?;
+        let client = match &target.ca {
+            Some(ca) if target.is_tls() => tls_client(target, ca)?,
+            _ => Client::open(target.info.clone()).map_err(fail)?,
+        };
         let con = client.get_connection_with_timeout(timeout).map_err(fail)?;
         con.set_read_timeout(Some(timeout)).map_err(fail)?;
         con.set_write_timeout(Some(timeout)).map_err(fail)?;

@@ -64,6 +64,112 @@ impl Keys {
     }
 }
 
+impl Keys {
+    /// The keys of a lock living beside other data: `base` and its
+    /// `:holder` and `:wake`, with a fencing counter shared by all such
+    /// locks (`fence`), so that nothing outlives the lock but that one
+    /// counter (cache-run's per-key locks, docs/redis.md).
+    pub fn beside(name: &str, base: String, fence: String) -> Keys {
+        Keys {
+            name: name.to_string(),
+            holder: format!("{base}:holder"),
+            fence,
+            wake: format!("{base}:wake"),
+            lock: base,
+        }
+    }
+}
+
+/// A lock held by a background thread that renews its lease every lease/3
+/// on its own connection until the `Lease` is dropped, which releases the
+/// lock (and wakes a waiter). For work that runs in this process (cache-run's
+/// miss); command mode uses [`run_leased`] instead.
+pub struct Lease {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Lease {
+    /// Starts renewing `held` on `keys` (the thread opens its own
+    /// connection at once, while the caller goes on). `Err` if no thread
+    /// can be started: the caller still holds the lock and must release it.
+    pub fn start(
+        target: &Target,
+        limits: Limits,
+        area: Area,
+        keys: &Keys,
+        held: &Held,
+    ) -> io::Result<Lease> {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = lost.clone();
+        let (target, keys, token) = (target.clone(), keys.clone(), held.token.clone());
+        let thread = std::thread::Builder::new()
+            .name("ffkit-lease".into())
+            .spawn(move || {
+                let mut conn = Conn::open(&target, limits.timeout, area).ok();
+                let every = limits.lease / 3;
+                let mut last_ok = Instant::now();
+                let mut ours = true;
+                loop {
+                    let stop = !matches!(
+                        rx.recv_timeout(every),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    );
+                    if conn.is_none() {
+                        conn = Conn::open(&target, limits.timeout, area).ok();
+                    }
+                    if stop {
+                        if let (Some(c), true) = (conn.as_mut(), ours) {
+                            let _ = release(c, &keys, &token);
+                        }
+                        return;
+                    }
+                    if !ours {
+                        continue;
+                    }
+                    let renewed = match conn.as_mut() {
+                        Some(c) => extend(c, &keys, &token, limits.lease, &[]),
+                        None => Err(Error::General("no connection".into())),
+                    };
+                    match renewed {
+                        Ok(true) => last_ok = Instant::now(),
+                        Ok(false) => ours = false,
+                        Err(_) => {
+                            conn = None;
+                            ours = last_ok.elapsed() < limits.lease;
+                        }
+                    }
+                    if !ours {
+                        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            })?;
+        Ok(Lease {
+            stop: Some(tx),
+            thread: Some(thread),
+            lost,
+        })
+    }
+
+    /// Whether the lease was lost (lapsed or taken over) while held.
+    pub fn lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        // Closing the channel wakes the thread, which releases the lock
+        // (one script call, bounded by the backend timeout).
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The holder record, as `lock-status` shows it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Record {
@@ -549,17 +655,15 @@ fn stop_group(
 fn spawn_guard(pgid: u32, grace: Duration) -> Option<GuardChild> {
     let me = Pid::from_raw(std::process::id() as i32)?;
     let pidfd = rustix::process::pidfd_open(me, PidfdFlags::empty()).ok()?;
-    // SAFETY: ffkit is single-threaded here; the child runs plain syscalls
-    // and leaves through _exit.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return None;
-    }
-    if pid == 0 {
-        guard(pidfd, pgid, grace);
-    }
+    let pid = match crate::lock::named::fork_helper() {
+        Ok(Some(pid)) => pid,
+        Ok(None) => guard(pidfd, pgid, grace),
+        Err(_) => return None,
+    };
     drop(pidfd);
-    Some(GuardChild { pid })
+    Some(GuardChild {
+        pid: pid as libc::pid_t,
+    })
 }
 
 /// Our own forked guard process (never reaped elsewhere, so its pid is ours).
@@ -605,8 +709,7 @@ fn guard(parent: OwnedFd, pgid: u32, grace: Duration) -> ! {
         }
         let _ = rustix::process::kill_process_group(p, Signal::KILL);
     }
-    // SAFETY: leaving the forked child without running the parent's destructors.
-    unsafe { libc::_exit(0) }
+    crate::lock::named::exit_helper()
 }
 
 /// Waits until `fd` is readable (a pidfd: its process exited), up to `d`.
@@ -653,20 +756,17 @@ pub fn hold_named(
             });
         }
     };
-    // SAFETY: ffkit is single-threaded here; the child leaves through _exit.
-    let child = unsafe { libc::fork() };
-    if child < 0 {
-        let e = io::Error::last_os_error();
-        let _ = release(conn, keys, &held.token);
-        return Err(Error::LockFailed(format!(
-            "cannot start the holder process: {e}"
-        )));
-    }
-    if child == 0 {
-        holder_main(target, limits, keys, &held.token, pidfd);
-    }
+    let child = match crate::lock::named::fork_helper() {
+        Ok(Some(pid)) => pid,
+        Ok(None) => holder_main(target, limits, keys, &held.token, pidfd),
+        Err(e) => {
+            let _ = release(conn, keys, &held.token);
+            return Err(Error::LockFailed(format!(
+                "cannot start the holder process: {e}"
+            )));
+        }
+    };
     drop(pidfd);
-    let child = child as u32;
     let fields = [
         ("holder_pid", child.to_string()),
         (
@@ -721,8 +821,7 @@ fn holder_main(target: &Target, limits: Limits, keys: &Keys, token: &str, owner:
             }
         }
     }
-    // SAFETY: leaving the forked child.
-    unsafe { libc::_exit(0) }
+    crate::lock::named::exit_helper()
 }
 
 /// Signals a named pair's holder process on this host to end, if the record

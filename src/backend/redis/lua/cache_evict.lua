@@ -1,13 +1,16 @@
 -- One bounded eviction step (a long script would block the whole server):
 -- removes at most ARGV[6] entries: expired ones first (with --expired or
--- --max-bytes), then every entry (--all) or the least recently used (ties
--- by key) while the total is above --max-bytes.
--- ARGV: prefix, now (or ''), max_bytes (-1 = none), expired (0/1), all (0/1), step.
+-- --max-bytes), then those created ARGV[7] seconds ago or earlier
+-- (--older-than), then every entry (--all) or the least recently used
+-- (ties by key) while the total is above --max-bytes.
+-- ARGV: prefix, now (or ''), max_bytes (-1 = none), expired (0/1), all (0/1),
+-- step, older_than seconds (-1 = none).
 -- Returns {done, key1, bytes1, reason1, key2, ...}.
 local now = now_of(ARGV[2])
 local max = tonumber(ARGV[3])
 local want_expired, all = ARGV[4] == '1', ARGV[5] == '1'
 local budget = tonumber(ARGV[6])
+local older = tonumber(ARGV[7] or '-1')
 local out = {0}
 local function take(k, reason)
   local s = drop(k)
@@ -21,6 +24,11 @@ end
 if want_expired or max >= 0 then
   local ks = redis.call('ZRANGEBYSCORE', EXP, '-inf', now, 'LIMIT', 0, budget)
   for _, k in ipairs(ks) do take(k, 'expired') end
+  if budget <= 0 then return out end
+end
+if older >= 0 then
+  local ks = redis.call('ZRANGEBYSCORE', CRT, '-inf', now - older, 'LIMIT', 0, budget)
+  for _, k in ipairs(ks) do take(k, 'older-than') end
   if budget <= 0 then return out end
 end
 if all then

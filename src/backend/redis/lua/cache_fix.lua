@@ -1,6 +1,8 @@
--- Sets the total and the entry count to recomputed values (cache-size
--- --verify --fix / --rebuild).
--- ARGV: prefix, bytes, entries.
-redis.call('SET', TOTAL, ARGV[2])
-redis.call('SET', COUNT, ARGV[3])
+-- Corrects the total and the entry count by the drift a verify measured
+-- (cache-size --verify --fix / --rebuild): adding the difference, rather
+-- than setting the recount, stays right when writers changed the totals
+-- since the measurement (each adjusted them by its own exact change).
+-- ARGV: prefix, bytes delta, entries delta.
+redis.call('INCRBY', TOTAL, ARGV[2])
+redis.call('INCRBY', COUNT, ARGV[3])
 return 1

@@ -6,9 +6,15 @@
 -- these scripts, which adjust both in the same atomic step. Entries never
 -- use Redis's own key expiry (an expiring key would not adjust the total):
 -- P..'exp' (score expires_at) and P..'lru' (score last access) are sorted
--- sets, and expired entries are dropped in bounded sweep steps.
+-- sets, and expired entries are dropped in bounded sweep steps. P..'crt'
+-- (score created_at) orders entries by age for `cache-evict --older-than`.
 local P = ARGV[1]
 local TOTAL, COUNT, EXP, LRU = P .. 'total', P .. 'count', P .. 'exp', P .. 'lru'
+local CRT = P .. 'crt'
+-- P..'verifying' (score: deadline, server clock) names the `cache-size
+-- --verify` runs under way; each has a set P..'touched:'..ID of the entries
+-- changed since it started, so its recount can be exact under writers.
+local VERIFYING = P .. 'verifying'
 local function vkey(k) return P .. 'v:' .. k end
 local function mkey(k) return P .. 'm:' .. k end
 
@@ -20,11 +26,25 @@ local function now_of(arg)
   return tonumber(t[1])
 end
 
+-- Notes that entry k changes, for every verify under way (one EXISTS when
+-- none is: the common case).
+local function touch(k)
+  if redis.call('EXISTS', VERIFYING) == 0 then
+    return
+  end
+  redis.call('ZREMRANGEBYSCORE', VERIFYING, '-inf', tonumber(redis.call('TIME')[1]))
+  for _, id in ipairs(redis.call('ZRANGE', VERIFYING, 0, -1)) do
+    redis.call('SADD', P .. 'touched:' .. id, k)
+  end
+end
+
 -- Removes entry k; returns its value's bytes, or -1 if there was none.
 local function drop(k)
+  touch(k)
   local size = redis.call('HGET', mkey(k), 'size')
   redis.call('ZREM', EXP, k)
   redis.call('ZREM', LRU, k)
+  redis.call('ZREM', CRT, k)
   if not size then
     return -1
   end

@@ -1,17 +1,27 @@
--- Reads entry ARGV[2]: {1, value} on a hit (and refreshes its recency),
--- {2, expires_at} when expired (and drops it, adjusting the total), {0}
--- when missing.
--- ARGV: prefix, key, now (or '').
+-- Reads entry ARGV[2]: {1, value, created_at, now, hits} on a hit (and
+-- refreshes its recency), {2, expires_at, created_at, now} when expired
+-- (and drops it, adjusting the total), {0} when missing.
+-- ARGV: prefix, key, now (or ''), mode: '' (cache-read), 'hit' (cache-run
+-- replays it: count the replay in the metadata's `hits`, which a rewrite
+-- clears) or 'peek' (change nothing: no recency, no expiry, no count).
 local k = ARGV[2]
 local now = now_of(ARGV[3])
-local e = redis.call('HGET', mkey(k), 'expires_at')
-if not e then
+local mode = ARGV[4] or ''
+local m = redis.call('HMGET', mkey(k), 'expires_at', 'created_at', 'hits')
+if not m[1] then
   return {0}
 end
-e = tonumber(e)
+local e = tonumber(m[1])
+local created = tonumber(m[2]) or 0
 if e > 0 and e <= now then
-  drop(k)
-  return {2, e}
+  if mode ~= 'peek' then drop(k) end
+  return {2, e, created, now}
 end
-redis.call('ZADD', LRU, now, k)
-return {1, redis.call('GET', vkey(k))}
+local hits = tonumber(m[3]) or 0
+if mode == 'hit' then
+  hits = redis.call('HINCRBY', mkey(k), 'hits', 1)
+end
+if mode ~= 'peek' then
+  redis.call('ZADD', LRU, now, k)
+end
+return {1, redis.call('GET', vkey(k)), created, now, hits}

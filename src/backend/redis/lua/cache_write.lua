@@ -7,7 +7,10 @@ local old = redis.call('HGET', mkey(k), 'size')
 local size = string.len(v)
 local exp = 0
 if ttl > 0 then exp = now + ttl end
+touch(k)
 redis.call('SET', vkey(k), v)
+-- A rewrite is a new recording: its replay count (cache-run) starts again.
+redis.call('HDEL', mkey(k), 'hits')
 redis.call('HSET', mkey(k), 'key', k, 'created_at', now, 'expires_at', exp, 'ttl', ttl, 'size', size)
 if old then
   redis.call('INCRBY', TOTAL, size - tonumber(old))
@@ -16,6 +19,7 @@ else
   redis.call('INCR', COUNT)
 end
 redis.call('ZADD', LRU, now, k)
+redis.call('ZADD', CRT, now, k)
 if ttl > 0 then
   redis.call('ZADD', EXP, exp, k)
 else

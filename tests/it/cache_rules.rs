@@ -1,4 +1,4 @@
-//! The cache's second hardening pass (docs/cache.md): eviction from the
+//! The cache's drop-in rules (docs/cache.md): eviction from the
 //! walk's totals with an exact index afterwards, the cache dir's ownership
 //! and mode rules, `--dir FILE`, relative `XDG_CACHE_HOME`, TTLs that last
 //! at least their length, a dir lock that follows `LOCK_TIMEOUT`, a relative

@@ -1,0 +1,474 @@
+//! Where cache-run keeps its entries and takes its per-key lock: the local
+//! cache dir, or the Redis backend (docs/cache-run.md, "On Redis"). This is
+//! the whole difference between the two; the flow (look, lock, look again,
+//! run, store, replay, refresh) is `Memo`'s and the same for both.
+//!
+//! - Local: the entry goes through [`Cache`] (value file + sidecar, exact
+//!   size index); the lock is `flock(2)` on `.cache-run/<hex>.lock`; replays
+//!   are counted in `.cache-run/<hex>.hits`.
+//! - Redis: the entry goes through the backend's cache scripts (the value
+//!   key counts in the Lua-kept total, like any `cache-write`); the lock is
+//!   a leased Redis lock beside the entries (`…run-lock:<hex>`), renewed by
+//!   a background thread while the command runs and waited for on its
+//!   wake-up list; replays are counted in the entry's metadata hash, which
+//!   a rewrite clears.
+
+use std::cell::{RefCell, RefMut};
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::RUN_DIR;
+use super::key::RunKey;
+use super::record::Stored;
+use crate::backend::redis::cache::{self as rcache, ReadMode, RedisCache};
+use crate::backend::redis::conn::Area;
+use crate::backend::redis::lock::{self as rlock, Keys, Lease, Record};
+use crate::backend::{Limits, Target};
+use crate::cache::{Cache, Lookup, NewEntry, Value};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::lock::{self, Denied, Kind, Wait, backoff::Schedule};
+
+/// The entries and the per-key lock of one cache.
+pub enum Store<'a> {
+    Local(&'a Cache),
+    Redis(Box<Remote>),
+}
+
+/// The Redis side: one connection, opened at first use (so a server that is
+/// down is found by the first look, where the call can still run uncached).
+pub struct Remote {
+    target: Target,
+    cfg: Config,
+    cache: RefCell<Option<RedisCache>>,
+}
+
+/// A held per-key lock; dropping it releases the lock.
+pub enum Guard {
+    File(#[allow(dead_code)] File),
+    Lease(#[allow(dead_code)] Lease),
+}
+
+/// One look at an entry.
+pub enum Look {
+    Hit {
+        /// The checked value, or why it is damaged.
+        body: std::result::Result<Stored, String>,
+        age: i64,
+        /// Replays counted by the look itself (Redis); `None`: count after.
+        hits: Option<u64>,
+    },
+    Expired {
+        age: i64,
+    },
+    Missing,
+    /// The metadata is damaged (a miss that says why).
+    Damaged(String),
+}
+
+impl Remote {
+    pub fn new(target: Target, cfg: &Config) -> Remote {
+        Remote {
+            target,
+            cfg: cfg.clone(),
+            cache: RefCell::new(None),
+        }
+    }
+
+    /// The connection, opened on first use.
+    fn cache(&self) -> Result<RefMut<'_, RedisCache>> {
+        let mut slot = self.cache.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(RedisCache::open(&self.target, &self.cfg)?);
+        }
+        RefMut::filter_map(slot, Option::as_mut)
+            .map_err(|_| Error::General("the backend connection is gone".into()))
+    }
+
+    fn keys(&self, key: &RunKey) -> Keys {
+        let p = rcache::prefix(&self.cfg);
+        Keys::beside(
+            &key.entry(),
+            format!("{p}run-lock:{}", key.hex),
+            format!("{p}run-fence"),
+        )
+    }
+}
+
+impl Store<'_> {
+    /// Whether the entries live on a remote backend.
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Store::Redis(_))
+    }
+
+    /// "Now" for a new recording's `ran_at`.
+    pub fn now(&self) -> i64 {
+        match self {
+            Store::Local(c) => c.now(),
+            Store::Redis(r) => r.cfg.now(),
+        }
+    }
+
+    /// Looks the entry up; `replay` says a hit will be replayed (Redis
+    /// counts it in the same step), `peek` changes nothing.
+    pub fn look(&self, key: &RunKey, replay: bool, peek: bool) -> Result<Look> {
+        let entry = key.entry();
+        match self {
+            Store::Local(c) => match c.read(&entry) {
+                Ok(Lookup::Hit(file, meta)) => Ok(Look::Hit {
+                    body: Stored::open(file).and_then(|s| {
+                        // The sidecar's size is the value file's (one commit).
+                        if s.file_len() == meta.size {
+                            Ok(s)
+                        } else {
+                            Err("value and sidecar disagree".into())
+                        }
+                    }),
+                    age: (c.now() - meta.created_at).max(0),
+                    hits: None,
+                }),
+                Ok(Lookup::Expired(meta)) => Ok(Look::Expired {
+                    age: (c.now() - meta.created_at).max(0),
+                }),
+                Ok(Lookup::Missing) => Ok(Look::Missing),
+                Err(Error::Corruption(why)) => Ok(Look::Damaged(why)),
+                Err(e) => Err(e),
+            },
+            Store::Redis(r) => {
+                let mode = if peek {
+                    ReadMode::Peek
+                } else if replay {
+                    ReadMode::Hit
+                } else {
+                    ReadMode::Plain
+                };
+                let f = r.cache()?.read_with(&entry, mode)?;
+                let age = (f.now - f.created_at).max(0);
+                Ok(match f.lookup {
+                    rcache::Lookup::Hit(v) => Look::Hit {
+                        body: Stored::from_bytes(v),
+                        age,
+                        hits: Some(f.hits),
+                    },
+                    rcache::Lookup::Expired(_) => Look::Expired { age },
+                    rcache::Lookup::Missing => Look::Missing,
+                })
+            }
+        }
+    }
+
+    /// Stores a recording (generation `id`) as the entry; its replay count
+    /// starts again at 0.
+    pub fn write(&self, key: &RunKey, bytes: &[u8], ttl: u64, id: u64) -> Result<()> {
+        match self {
+            Store::Local(c) => {
+                c.write(vec![NewEntry {
+                    key: key.entry(),
+                    value: Value::Bytes(bytes),
+                    ttl,
+                }])?;
+                count_local_hit(c, key, id, true);
+                Ok(())
+            }
+            Store::Redis(r) => r.cache()?.write(&key.entry(), bytes, ttl),
+        }
+    }
+
+    /// Removes the entry; whether there was one. The caller holds the
+    /// key's lock, so locally the key's lock file goes too (a waiter that
+    /// opened it takes the new one, see [`lock_local`]): nothing is left.
+    pub fn remove(&self, key: &RunKey) -> Result<bool> {
+        let entry = key.entry();
+        match self {
+            Store::Local(c) => {
+                let had = c.dir().join(&entry).exists();
+                c.remove(&[entry])?;
+                let _ = fs::remove_file(side_file(c, key, "hits"));
+                let _ = fs::remove_file(side_file(c, key, "lock"));
+                Ok(had)
+            }
+            Store::Redis(r) => Ok(r.cache()?.delete(&entry)?.is_some()),
+        }
+    }
+
+    /// Whether there can be an entry at all (a local cache dir that does
+    /// not exist has none, and is not created just to say so).
+    pub fn may_hold(&self) -> bool {
+        match self {
+            Store::Local(c) => c.dir().is_dir(),
+            Store::Redis(_) => true,
+        }
+    }
+
+    /// Counts a replay of generation `id` and returns the count; `counted`
+    /// is the count the look already made (Redis).
+    pub fn count_hit(&self, key: &RunKey, id: u64, counted: Option<u64>) -> u64 {
+        match (self, counted) {
+            (_, Some(n)) => n,
+            (Store::Local(c), None) => count_local_hit(c, key, id, false),
+            (Store::Redis(_), None) => 0,
+        }
+    }
+
+    /// The replay count of generation `id` without counting (local; Redis
+    /// reports it with the look).
+    pub fn hits(&self, key: &RunKey, id: u64, counted: Option<u64>) -> u64 {
+        match (self, counted) {
+            (_, Some(n)) => n,
+            (Store::Local(c), None) => match open_side(&side_file(c, key, "hits"), false) {
+                Ok(f) => match read_counter(&f) {
+                    (g, n) if g == id => n,
+                    _ => 0,
+                },
+                Err(_) => 0,
+            },
+            (Store::Redis(_), None) => 0,
+        }
+    }
+
+    /// Takes the per-key lock: at once if free; else waits up to `wait`
+    /// (`None`: not at all, and returns `None`). Waiting past `wait` is
+    /// [`Error::Timeout`].
+    pub fn lock(&self, key: &RunKey, wait: Option<Duration>) -> Result<Option<Guard>> {
+        match self {
+            Store::Local(c) => lock_local(c, key, wait),
+            Store::Redis(r) => lock_remote(r, key, wait),
+        }
+    }
+
+    /// Whether a run of this key holds the lock right now (a stale hit
+    /// starts a refresh only when none does).
+    pub fn busy(&self, key: &RunKey) -> bool {
+        match self {
+            Store::Local(_) => !matches!(self.lock(key, None), Ok(Some(_))),
+            Store::Redis(r) => {
+                let keys = r.keys(key);
+                let Ok(mut c) = r.cache() else { return true };
+                match rlock::status(c.conn(), &keys) {
+                    Ok(held) => held.is_some(),
+                    Err(_) => true,
+                }
+            }
+        }
+    }
+}
+
+fn side_file(c: &Cache, key: &RunKey, ext: &str) -> PathBuf {
+    c.dir().join(RUN_DIR).join(format!("{}.{ext}", key.hex))
+}
+
+fn lock_local(c: &Cache, key: &RunKey, wait: Option<Duration>) -> Result<Option<Guard>> {
+    fsutil::create_private_dir(&c.dir().join(RUN_DIR))?;
+    let path = side_file(c, key, "lock");
+    let deadline = wait.map(|t| (t, Wait::timeout(t)));
+    loop {
+        let f = fsutil::open_rw_create(&path)
+            .map_err(|e| Error::io("cannot open lock file", &path, e))?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let Some((t, until)) = deadline else {
+                    return Ok(None);
+                };
+                match lock::kernel::lock_fd(
+                    f.as_raw_fd(),
+                    Kind::Exclusive,
+                    lock::kernel::Method::Flock,
+                    until,
+                    &mut || {},
+                ) {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => {
+                        return Err(Error::Timeout(format!(
+                            "another run of this command still holds {} after {}s (LOCK_TIMEOUT)",
+                            path.display(),
+                            t.as_secs_f64()
+                        )));
+                    }
+                    Err(e) => {
+                        return Err(Error::LockFailed(format!(
+                            "cannot lock {}: {e}",
+                            path.display()
+                        )));
+                    }
+                }
+            }
+            Err(TryLockError::Error(e)) => {
+                return Err(Error::LockFailed(format!(
+                    "cannot lock {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+        // An eviction prunes the lock files of keys without an entry
+        // (`prune_local`), unlinking them while it holds them: a file this
+        // call opened before that guards nothing, so take the one the name
+        // leads to now.
+        if still_named(&f, &path) {
+            return Ok(Some(Guard::File(f)));
+        }
+    }
+}
+
+/// Whether `path` still leads to the file `f` has open.
+fn still_named(f: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (f.metadata(), fs::symlink_metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+/// Removes the `.cache-run/` files of keys that have no entry any more (a
+/// key evicted or invalidated): each lock file only while holding it and
+/// after looking at the entry again, so a run in progress keeps its lock
+/// and a run that just stored keeps its files; a process that opened the
+/// file before it went notices ([`lock_local`]). Returns how many keys'
+/// files went. Best effort per key: a file that cannot be locked or removed
+/// is left for the next eviction.
+pub fn prune_local(c: &Cache) -> Result<usize> {
+    let dir = c.dir().join(RUN_DIR);
+    let list = match fs::read_dir(&dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(Error::io("cannot list", &dir, e)),
+    };
+    let has_entry = |key: &RunKey| fs::symlink_metadata(c.dir().join(key.entry())).is_ok();
+    let mut pruned = 0;
+    for e in list.flatten() {
+        let name = e.file_name();
+        let Some((key, ext)) = name
+            .to_str()
+            .and_then(|n| n.rsplit_once('.'))
+            .and_then(|(hex, ext)| RunKey::from_hex(hex).map(|k| (k, ext)))
+        else {
+            continue;
+        };
+        let lock_path = side_file(c, &key, "lock");
+        match ext {
+            "lock" => {
+                if has_entry(&key) {
+                    continue;
+                }
+                let Ok(f) = open_side(&lock_path, false) else {
+                    continue;
+                };
+                if f.try_lock().is_err() || !still_named(&f, &lock_path) || has_entry(&key) {
+                    continue;
+                }
+                let _ = fs::remove_file(side_file(c, &key, "hits"));
+                if fs::remove_file(&lock_path).is_ok() {
+                    pruned += 1;
+                }
+            }
+            // A counter whose lock file is gone already (removed by hand).
+            "hits"
+                if !has_entry(&key)
+                    && fs::symlink_metadata(&lock_path).is_err()
+                    && fs::remove_file(e.path()).is_ok() =>
+            {
+                pruned += 1;
+            }
+            _ => {}
+        }
+    }
+    Ok(pruned)
+}
+
+fn lock_remote(r: &Remote, key: &RunKey, wait: Option<Duration>) -> Result<Option<Guard>> {
+    let keys = r.keys(key);
+    let limits = Limits::from_config(&r.cfg);
+    let rec = Record::new(
+        "cache-run",
+        std::process::id(),
+        Some(format!("cache-run {}", key.entry())),
+    );
+    let how = wait.map_or(Wait::NonBlocking, Wait::timeout);
+    let got = {
+        let mut c = r.cache()?;
+        rlock::acquire(
+            c.conn(),
+            &keys,
+            &rec,
+            limits.lease,
+            how,
+            Schedule::new(r.cfg.backoff, r.cfg.backoff_initial, r.cfg.backoff_max),
+            &mut |_| {},
+        )?
+    };
+    let held = match got {
+        Ok(h) => h,
+        Err(Denied::Busy | Denied::TimedOut | Denied::Interrupted) => {
+            let Some(t) = wait else {
+                return Ok(None);
+            };
+            return Err(Error::Timeout(format!(
+                "another run of this command still holds {} on {} after {}s (LOCK_TIMEOUT)",
+                keys.name,
+                r.target.label,
+                t.as_secs_f64()
+            )));
+        }
+    };
+    match Lease::start(&r.target, limits, Area::Cache, &keys, &held) {
+        Ok(l) => Ok(Some(Guard::Lease(l))),
+        Err(e) => {
+            let mut c = r.cache()?;
+            let _ = rlock::release(c.conn(), &keys, &held.token);
+            Err(Error::General(format!(
+                "cannot start the thread renewing the lock of {}: {e}",
+                keys.name
+            )))
+        }
+    }
+}
+
+/// Counts a replay of generation `id` (or, with `reset`, starts a new
+/// generation at 0). Best effort: a count is a hint, never a failure.
+fn count_local_hit(c: &Cache, key: &RunKey, id: u64, reset: bool) -> u64 {
+    let path = side_file(c, key, "hits");
+    let update = || -> io::Result<u64> {
+        let f = open_side(&path, true)?;
+        f.lock()?;
+        let (gen_, n) = read_counter(&f);
+        let n = if reset {
+            0
+        } else if gen_ == id {
+            n + 1
+        } else {
+            1
+        };
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&id.to_le_bytes());
+        b[8..].copy_from_slice(&n.to_le_bytes());
+        f.write_all_at(&b, 0)?;
+        Ok(n)
+    };
+    update().unwrap_or(0)
+}
+
+fn open_side(path: &Path, create: bool) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(create)
+        .create(create)
+        .mode(fsutil::FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+fn read_counter(f: &File) -> (u64, u64) {
+    let mut b = [0u8; 16];
+    match f.read_exact_at(&mut b, 0) {
+        Ok(()) => (
+            u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]),
+        ),
+        Err(_) => (0, 0),
+    }
+}

@@ -1,0 +1,115 @@
+//! `rediss://`: with the `tls` feature, the lock and cache applets against a
+//! real redis-server speaking TLS with a CA and a certificate made by
+//! `openssl` (`FFKIT_BACKEND_CA`), the same data as its plain port, and the
+//! failures — a server whose certificate nothing trusts, a CA file that is
+//! missing — as one line with the documented exit code. Without the
+//! feature, `rediss://` is refused with exit 12 saying how to get it.
+
+use crate::util::*;
+
+#[cfg(feature = "tls")]
+mod with_tls {
+    use super::*;
+    use crate::redis::Server;
+    use predicates::str::contains;
+    use std::process::Command;
+
+    fn ff(w: &World, s: &Server, applet: &str) -> Command {
+        let mut c = w.cmd(applet);
+        crate::redis::env(&mut c, s);
+        c.env("FFKIT_BACKEND", s.tls_url())
+            .env("FFKIT_BACKEND_CA", s.ca());
+        c
+    }
+
+    #[test]
+    fn rediss_with_the_ca_runs_locks_and_the_cache_on_the_same_server() {
+        let Some(s) = Server::start_tls() else {
+            return;
+        };
+        let w = World::new();
+        ff(&w, &s, "cache-write")
+            .args(["k", "hello"])
+            .assert()
+            .success();
+        ff(&w, &s, "cache-read")
+            .arg("k")
+            .assert()
+            .success()
+            .stdout("hello");
+        ff(&w, &s, "cache-size").assert().success().stdout("5\n");
+        // The plain port sees what went through TLS.
+        ff(&w, &s, "cache-read")
+            .args(["--backend", &s.url(), "k"])
+            .assert()
+            .success()
+            .stdout("hello");
+        let out = ff(&w, &s, "lock-acquire")
+            .args(["deploy", "--", "sh", "-c", "echo $FFKIT_LOCK_FENCE"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        assert!(parse_u64(&out.stdout) > 0, "a fencing token");
+        ff(&w, &s, "lock-acquire").arg("pair").assert().success();
+        ff(&w, &s, "lock-status")
+            .arg("pair")
+            .assert()
+            .code(0)
+            .stdout(contains("held"));
+        ff(&w, &s, "lock-release").arg("pair").assert().success();
+        ff(&w, &s, "lock-status").arg("pair").assert().code(1);
+    }
+
+    #[test]
+    fn an_untrusted_certificate_and_a_missing_ca_fail_with_one_line() {
+        let Some(s) = Server::start_tls() else {
+            return;
+        };
+        let w = World::new();
+        // No FFKIT_BACKEND_CA: the system's roots do not know the test CA.
+        for (applet, args, code) in [
+            ("cache-read", &["k"][..], 1),
+            ("lock-status", &["L"][..], 9),
+        ] {
+            let out = ff(&w, &s, applet)
+                .env_remove("FFKIT_BACKEND_CA")
+                .args(args)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(code), "{}", stderr_of(&out));
+            let lines = stderr_lines(&out);
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert!(
+                lines[0].contains(&s.tls_url()) && lines[0].contains("certificate"),
+                "{lines:?}"
+            );
+        }
+        let out = ff(&w, &s, "cache-read")
+            .env("FFKIT_BACKEND_CA", w.path().join("no-such-ca.pem"))
+            .arg("k")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(12), "{}", stderr_of(&out));
+        let lines = stderr_lines(&out);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("FFKIT_BACKEND_CA="), "{lines:?}");
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+#[test]
+fn rediss_is_refused_by_a_build_without_tls() {
+    let w = World::new();
+    let out = w
+        .cmd("cache-size")
+        .env("FFKIT_BACKEND", "rediss://u:secret@localhost:6380")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(12));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("--features tls") && !lines[0].contains("secret"),
+        "{lines:?}"
+    );
+}

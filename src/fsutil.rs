@@ -154,23 +154,14 @@ pub fn replace_file(dest: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// [`replace_file`] for a `dest` known to be absent (the caller holds the
-/// lock that guards it and just looked): the temp file goes in with a plain
-/// rename, as no exchange is possible, and its inode is not needed. Still
-/// whole or not at all for readers; an unexpected file at `dest` is
-/// replaced, as by `replace_file`.
-pub fn place_new_file(dest: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = dest.parent().unwrap_or(Path::new("."));
-    let (tmp, mut f) = create_temp(dir)?;
-    if let Err(e) = f.write_all(bytes) {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io("cannot write", &tmp, e));
-    }
-    drop(f);
-    fs::rename(&tmp, dest).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        Error::io("cannot rename into", dest, e)
-    })
+/// Creates a new file at `path` (O_EXCL, O_NOFOLLOW, 0600) for writing.
+pub fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
 }
 
 /// Moves the file `from` to `dest`, atomically replacing whatever is there.

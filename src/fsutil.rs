@@ -75,14 +75,22 @@ fn regular(f: File) -> io::Result<File> {
 /// Opens an existing file for reading without following a symlink and,
 /// where the kernel allows it (we own the file), without updating its access
 /// time: ffkit sets access times itself, as its LRU recency.
-pub fn open_read_noatime(path: &Path) -> io::Result<File> {
-    match OpenOptions::new()
+/// Returns the metadata its regular-file check read too (the caller's
+/// access time, for recency, without another fstat).
+pub fn open_read_noatime_meta(path: &Path) -> io::Result<(File, fs::Metadata)> {
+    let f = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NOATIME | libc::O_NONBLOCK)
         .open(path)
     {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open_read(path),
-        r => regular(r?),
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open_read(path)?,
+        r => r?,
+    };
+    let m = f.metadata()?;
+    if m.file_type().is_file() {
+        Ok((f, m))
+    } else {
+        Err(not_regular())
     }
 }
 
@@ -278,12 +286,12 @@ mod tests {
         .unwrap();
         for p in [&fifo, &d.path().to_path_buf()] {
             assert!(is_refused(&open_read(p).unwrap_err()), "{p:?}");
-            assert!(is_refused(&open_read_noatime(p).unwrap_err()), "{p:?}");
+            assert!(is_refused(&open_read_noatime_meta(p).unwrap_err()), "{p:?}");
         }
         assert!(is_refused(&open_rw_create(&fifo).unwrap_err()));
         let f = d.path().join("f");
         fs::write(&f, b"x").unwrap();
-        assert!(open_read(&f).is_ok() && open_read_noatime(&f).is_ok());
+        assert!(open_read(&f).is_ok() && open_read_noatime_meta(&f).is_ok());
         assert!(open_rw_create(&f).is_ok());
     }
 

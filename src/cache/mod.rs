@@ -209,6 +209,13 @@ impl Cache {
         self.dir.is_dir()
     }
 
+    /// [`Cache::exists`] for a caller whose answer does not change if the
+    /// dir vanished just after it passed its check at open: a dir checked
+    /// then is not looked at again.
+    fn exists_checked(&self) -> bool {
+        self.checked || self.exists()
+    }
+
     /// Takes the cache's kernel lock. A reader that cannot create `.lock`
     /// (read-only cache) goes on without it: nobody can be writing there.
     fn lock(&self, exclusive: bool) -> Result<DirLock> {
@@ -431,7 +438,8 @@ impl Cache {
     /// Only the byte total, from the index file alone (the `cache-size`
     /// fast path: no entry-count read). Falls back to [`Cache::size`].
     pub fn size_bytes(&self) -> Result<SizeReport> {
-        if self.exists()
+        // A vanished dir reads no index and falls back to `size`, which looks.
+        if self.exists_checked()
             && !journal::present(&self.dir)
             && let Some(b) = index::read_number(&self.path(index::INDEX_FILE))?
         {
@@ -639,20 +647,21 @@ impl Cache {
     /// Looks one key up. Expired entries are reported, not removed (eviction
     /// removes them). A hit refreshes recency at most once per interval.
     pub fn read(&self, key: &str) -> Result<Lookup> {
-        if !self.exists() {
+        // A vanished dir finds no sidecar: missing either way.
+        if !self.exists_checked() {
             return Ok(Lookup::Missing);
         }
         let found = {
             let _guard = self.read_lock()?;
             self.open_entry(key)?
         };
-        let Some((file, meta)) = found else {
+        let Some((file, meta, atime)) = found else {
             return Ok(Lookup::Missing);
         };
         if meta.is_expired(self.now) {
             return Ok(Lookup::Expired(meta));
         }
-        self.touch(&file);
+        self.touch(&file, atime);
         Ok(Lookup::Hit(file, meta))
     }
 
@@ -666,16 +675,16 @@ impl Cache {
         {
             let _guard = self.read_lock()?;
             for k in keys {
-                if let Some((f, m)) = self.open_entry(k)?
+                if let Some((f, m, atime)) = self.open_entry(k)?
                     && !m.is_expired(self.now)
                 {
-                    files.push((k.clone(), f));
+                    files.push((k.clone(), f, atime));
                 }
             }
         }
         let mut out = Vec::with_capacity(files.len());
-        for (k, mut f) in files {
-            self.touch(&f);
+        for (k, mut f, atime) in files {
+            self.touch(&f, atime);
             let mut v = Vec::new();
             f.read_to_end(&mut v)
                 .map_err(|e| Error::io("cannot read", self.path(&k), e))?;
@@ -698,12 +707,17 @@ impl Cache {
     /// Opens `KEY.meta` and `KEY` (lock held). A value without a sidecar,
     /// or a sidecar without a value, is missing; a damaged sidecar is
     /// corruption (eviction removes such entries).
-    fn open_entry(&self, key: &str) -> Result<Option<(File, Meta)>> {
+    fn open_entry(&self, key: &str) -> Result<Option<(File, Meta, i64)>> {
         let meta_path = self.path(&format!("{key}.meta"));
         let meta_bytes = match fsutil::open_read(&meta_path) {
             Ok(mut f) => {
-                let mut b = Vec::with_capacity(256);
-                f.read_to_end(&mut b)
+                // Through `take`: std's read_to_end for a File first asks
+                // fstat and lseek for a size hint, two system calls more
+                // than reading a sidecar of a few dozen bytes takes.
+                let mut b = Vec::with_capacity(512);
+                Read::by_ref(&mut f)
+                    .take(u64::MAX)
+                    .read_to_end(&mut b)
                     .map_err(|e| Error::io("cannot read", &meta_path, e))?;
                 b
             }
@@ -717,8 +731,9 @@ impl Cache {
             ))
         })?;
         let value_path = self.path(key);
-        match fsutil::open_read_noatime(&value_path) {
-            Ok(f) => Ok(Some((f, meta))),
+        match fsutil::open_read_noatime_meta(&value_path) {
+            // The access time, from the open's own check, for `touch`.
+            Ok((f, m)) => Ok(Some((f, meta, m.atime()))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("cannot open", &value_path, e)),
         }
@@ -726,10 +741,8 @@ impl Cache {
 
     /// Sets the value's access time to now if it is older than the interval.
     /// Best effort: recency is a hint, a read never fails because of it.
-    fn touch(&self, f: &File) {
-        if let Ok(m) = f.metadata()
-            && (m.atime() < self.now - RECENCY_INTERVAL || m.atime() > self.now + RECENCY_INTERVAL)
-        {
+    fn touch(&self, f: &File, atime: i64) {
+        if atime < self.now - RECENCY_INTERVAL || atime > self.now + RECENCY_INTERVAL {
             let _ = fsutil::set_times(f, Some(self.now), None);
         }
     }

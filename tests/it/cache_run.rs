@@ -29,17 +29,17 @@ fn run(w: &World, args: &[&str], script: &str) -> Command {
     c
 }
 
-fn runs(w: &World) -> usize {
+pub(crate) fn runs(w: &World) -> usize {
     fs::read_to_string(w.path().join("runs")).map_or(0, |s| s.lines().count())
 }
 
-fn json(out: &[u8]) -> Json {
+pub(crate) fn json(out: &[u8]) -> Json {
     serde_json::from_slice(out)
         .unwrap_or_else(|e| panic!("JSON output ({e}): {}", String::from_utf8_lossy(out)))
 }
 
 /// Polls `cond` until it holds; false at the deadline.
-fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + DEADLINE;
     while Instant::now() < end {
         if cond() {
@@ -92,7 +92,7 @@ fn metric_count(w: &World, op: &str) -> u64 {
     json(&out.stdout)[op]["count"].as_u64().unwrap_or(0)
 }
 
-fn spawn_piped(mut c: Command) -> Child {
+pub(crate) fn spawn_piped(mut c: Command) -> Child {
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -7,18 +7,17 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Output, Stdio};
-use std::thread;
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
+use crate::cache_run::{json, runs, spawn_piped, wait_for};
 use crate::redis::{Server, env};
 use crate::redis_cache::{counters, recount};
 use crate::util::*;
 
 const NOW: i64 = 1_800_000_000;
-const DEADLINE: Duration = Duration::from_secs(60);
 
 /// A backend for one side of a comparison: the local files, or the server.
 #[derive(Clone, Copy)]
@@ -39,34 +38,6 @@ fn run(w: &World, side: Side<'_>, args: &[&str], script: &str) -> Command {
     let mut c = cmd(w, side, "cache-run");
     c.args(args).args(["--", "sh", "-c", script]);
     c
-}
-
-fn runs(w: &World) -> usize {
-    fs::read_to_string(w.path().join("runs")).map_or(0, |s| s.lines().count())
-}
-
-fn json(out: &[u8]) -> Json {
-    serde_json::from_slice(out)
-        .unwrap_or_else(|e| panic!("JSON output ({e}): {}", String::from_utf8_lossy(out)))
-}
-
-fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + DEADLINE;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
-fn spawn_piped(mut c: Command) -> Child {
-    c.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
 }
 
 /// The server's counters equal its own recount (sum of STRLEN over the

@@ -252,18 +252,7 @@ fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Option<usize> {
 /// Replaces the file's content with `h`. Call only while holding the lock
 /// exclusively, on a descriptor opened without O_APPEND.
 pub(crate) fn write_to(f: impl AsFd, h: &Holder) -> io::Result<()> {
-    let fd = f.as_fd();
-    let line = h.to_line();
-    let mut done = 0;
-    while done < line.len() {
-        match rustix::io::pwrite(fd, &line[done..], done as u64) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(k) => done += k,
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    rustix::fs::ftruncate(fd, line.len() as u64).map_err(io::Error::from)
+    write_over(f, h, u64::MAX)
 }
 
 /// [`write_to`] over content `old` bytes long (the caller's fstat), which

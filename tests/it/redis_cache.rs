@@ -259,18 +259,15 @@ fn worker_script(seed: u64) -> String {
     sh
 }
 
-#[test]
-fn redis_cache_total_stays_exact_under_16_concurrent_writers_and_evictors() {
-    let Some(s) = Server::start() else { return };
-    let w = World::new();
-    let seed = fastrand::u64(..);
-    let kids: Vec<Child> = (0..16)
+/// `n` bash processes each running `worker_script(seed + i)` on the server.
+fn workers(w: &World, s: &Server, n: u64, seed: u64) -> Vec<Child> {
+    (0..n)
         .map(|i| {
             let path = w.path().join(format!("worker{i}.sh"));
             std::fs::write(&path, worker_script(seed + i)).unwrap();
             let mut c = Command::new("bash");
             w.isolate(&mut c);
-            env(&mut c, &s);
+            env(&mut c, s);
             c.env("FF", bin())
                 .env("CACHE_PERF_MONITORING", "disabled")
                 .arg(&path)
@@ -278,7 +275,15 @@ fn redis_cache_total_stays_exact_under_16_concurrent_writers_and_evictors() {
                 .stderr(Stdio::piped());
             c.spawn().unwrap()
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn redis_cache_total_stays_exact_under_16_concurrent_writers_and_evictors() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let seed = fastrand::u64(..);
+    let kids = workers(&w, &s, 16, seed);
     for k in kids {
         let out = k.wait_with_output().unwrap();
         assert!(out.status.success(), "seed {seed}: {}", stderr_of(&out));
@@ -335,21 +340,7 @@ fn redis_cache_verify_is_exact_while_writers_and_evictors_run() {
     let _: () = s.query(redis::cmd("INCRBY").arg(format!("{NS}total")).arg(1234));
     let _: () = s.query(redis::cmd("INCRBY").arg(format!("{NS}count")).arg(1));
     let seed = fastrand::u64(..);
-    let mut kids: Vec<Child> = (0..6)
-        .map(|i| {
-            let path = w.path().join(format!("worker{i}.sh"));
-            std::fs::write(&path, worker_script(seed + i)).unwrap();
-            let mut c = Command::new("bash");
-            w.isolate(&mut c);
-            env(&mut c, &s);
-            c.env("FF", bin())
-                .env("CACHE_PERF_MONITORING", "disabled")
-                .arg(&path)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            c.spawn().unwrap()
-        })
-        .collect();
+    let mut kids = workers(&w, &s, 6, seed);
     let mut verifies = 0;
     let mut fixed = false;
     while verifies < 3 || kids.iter_mut().any(|k| k.try_wait().unwrap().is_none()) {

@@ -178,7 +178,7 @@ fn remote(a: LockArgs, t: &crate::backend::Target, ctx: &mut Ctx) -> Result<Exit
     };
     let req = super::remote::Acquire {
         target,
-        command_text: a.program.as_ref().map(super::remote::program_text),
+        command_text: a.program.as_ref().map(Program::text),
         program: a.program,
         wait: a.wait.start(),
         timeout: match a.wait {

@@ -175,18 +175,6 @@ pub fn lock_acquire(t: &Target, req: Acquire, ctx: &mut Ctx) -> Result<ExitCode>
     }
 }
 
-/// The command as the holder record shows it.
-pub fn program_text(p: &Program) -> String {
-    match p {
-        Program::Argv(v) => v
-            .iter()
-            .map(|s| s.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" "),
-        Program::Shell { text, .. } => text.to_string_lossy().into_owned(),
-    }
-}
-
 fn command_of(p: &Program) -> Option<std::process::Command> {
     match p {
         Program::Argv(v) => {

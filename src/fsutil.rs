@@ -162,6 +162,16 @@ pub fn replace_file(dest: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Creates a new file at `path` (O_EXCL, O_NOFOLLOW, 0600) for writing.
+pub fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
 /// Moves the file `from` to `dest`, atomically replacing whatever is there.
 ///
 /// A plain `rename(2)` over an existing file makes ext4 flush the new file's

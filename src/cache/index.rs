@@ -79,6 +79,28 @@ pub fn write(dir: &Path, t: Totals) -> Result<()> {
     fsutil::replace_file(&dir.join(INDEX_FILE), format!("{}\n", t.bytes).as_bytes())
 }
 
+/// [`write`] for a change from `before`, the totals both files hold now
+/// (read or written under the cache's lock, which is still held): a file
+/// whose number did not change is left alone rather than replaced by an
+/// identical copy (an overwrite keeps the entry count; a value of the same
+/// size keeps the bytes). Not for a roll-forward: a crashed writer may have
+/// replaced one file already.
+pub fn write_changed(dir: &Path, before: Totals, after: Totals) -> Result<()> {
+    if after.entries != before.entries {
+        fsutil::replace_file(
+            &dir.join(COUNT_FILE),
+            format!("{}\n", after.entries).as_bytes(),
+        )?;
+    }
+    if after.bytes != before.bytes {
+        fsutil::replace_file(
+            &dir.join(INDEX_FILE),
+            format!("{}\n", after.bytes).as_bytes(),
+        )?;
+    }
+    Ok(())
+}
+
 /// Whether an index file exists at all (for the "missing" vs "invalid" note).
 pub fn exists(dir: &Path) -> bool {
     fs::symlink_metadata(dir.join(INDEX_FILE)).is_ok()

@@ -1,7 +1,7 @@
 //! The intent journal that makes the index crash-proof.
 //!
 //! Every change to the cache (a write, a batch, an eviction) runs under the
-//! cache's exclusive lock as: write `.journal` (by rename) naming the index
+//! cache's exclusive lock as: write `.journal` (a new file, one write) naming the index
 //! totals before the change and, per key, the bytes the index counted for it
 //! and the temp files that will replace it; apply the renames/unlinks; write
 //! the new index; remove `.journal`. A process killed anywhere in between
@@ -13,7 +13,7 @@
 //! full walk, and does not care at which step the process died.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -50,21 +50,45 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Writes the journal into `dir` by rename: it exists whole or not at all.
+    /// Writes the journal into `dir`: a new file (O_EXCL, no symlink
+    /// followed) filled by one `write`, so it is whole, or empty if the
+    /// writer was killed between creating and filling it — and an empty
+    /// journal means nothing was changed yet, as the renames start only
+    /// after this returns ([`Journal::read`] removes it). The caller holds the
+    /// cache's exclusive lock and has just found no journal there; should one
+    /// appear anyway (not ffkit's), it is replaced by rename instead.
     pub fn write(&self, dir: &Path) -> Result<()> {
         let bytes = serde_json::to_vec(self)
             .map_err(|e| Error::General(format!("cannot encode the journal: {e}")))?;
-        fsutil::replace_file(&dir.join(JOURNAL_FILE), &bytes)
+        let path = dir.join(JOURNAL_FILE);
+        match fsutil::create_new(&path) {
+            Ok(mut f) => f.write_all(&bytes).map_err(|e| {
+                let _ = fs::remove_file(&path);
+                Error::io("cannot write", &path, e)
+            }),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                fsutil::replace_file(&path, &bytes)
+            }
+            Err(e) => Err(Error::io("cannot create", &path, e)),
+        }
     }
 
     /// Reads a left-over journal: `Ok(None)` when there is none, `Err` with a
     /// reason when it is damaged (the caller then rebuilds by walking).
     /// A symlink (or FIFO, dir...) planted at `.journal` is never followed:
     /// it counts as damaged.
+    ///
+    /// An empty journal (its writer was killed before it wrote a byte, so
+    /// before it changed anything) is removed and counts as none. Call only
+    /// under the cache's exclusive lock.
     pub fn read(dir: &Path) -> Result<Option<std::result::Result<Journal, String>>> {
         let path = dir.join(JOURNAL_FILE);
         let mut b = Vec::new();
         match fsutil::open_read(&path).and_then(|mut f| f.read_to_end(&mut b)) {
+            Ok(0) => {
+                Journal::remove(dir)?;
+                Ok(None)
+            }
             Ok(_) => Ok(Some(
                 serde_json::from_slice(&b).map_err(|e| format!("damaged journal: {e}")),
             )),
@@ -105,6 +129,28 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A journal is a new file written whole; an empty one (its writer was
+    /// killed after creating it, before changing anything) counts as none
+    /// and is removed.
+    #[test]
+    fn a_journal_is_written_whole_and_an_empty_one_is_none() {
+        let d = tempfile::tempdir().unwrap();
+        let j = Journal {
+            before: Totals {
+                bytes: 7,
+                entries: 1,
+            },
+            records: vec![],
+        };
+        j.write(d.path()).unwrap();
+        let back = Journal::read(d.path()).unwrap().unwrap().unwrap();
+        assert_eq!(back.before, j.before);
+        Journal::remove(d.path()).unwrap();
+        fs::write(d.path().join(JOURNAL_FILE), b"").unwrap();
+        assert!(Journal::read(d.path()).unwrap().is_none());
+        assert!(!present(d.path()));
+    }
 
     #[test]
     fn a_symlinked_journal_is_damaged_not_followed() {

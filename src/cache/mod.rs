@@ -329,7 +329,13 @@ impl Cache {
                 .saturating_add(now_bytes);
             t.entries = t.entries - u64::from(r.old_entry).min(t.entries) + u64::from(now_entry);
         }
-        index::write(&self.dir, t)?;
+        if fresh {
+            // The files hold `before` (read or written under this lock).
+            index::write_changed(&self.dir, j.before, t)?;
+        } else {
+            // A crashed writer may have written part of its index.
+            index::write(&self.dir, t)?;
+        }
         Journal::remove(&self.dir)?;
         Ok((t, failed))
     }

@@ -123,13 +123,7 @@ pub fn temp_path(dir: &Path) -> PathBuf {
 pub fn create_temp(dir: &Path) -> Result<(PathBuf, File)> {
     loop {
         let path = temp_path(dir);
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-        {
+        match create_new(&path) {
             Ok(f) => return Ok((path, f)),
             // A stale temp of an earlier process with our pid: pick the next name.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,

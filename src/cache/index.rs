@@ -75,28 +75,21 @@ pub fn read(dir: &Path) -> Result<Option<Totals>> {
 /// Writes both files, each by rename: count first, so the contract's
 /// `.size-index` is the last word.
 pub fn write(dir: &Path, t: Totals) -> Result<()> {
-    fsutil::replace_file(&dir.join(COUNT_FILE), format!("{}\n", t.entries).as_bytes())?;
-    fsutil::replace_file(&dir.join(INDEX_FILE), format!("{}\n", t.bytes).as_bytes())
+    write_changed(dir, None, t)
 }
 
-/// [`write`] for a change from `before`, the totals both files hold now
-/// (read or written under the cache's lock, which is still held): a file
-/// whose number did not change is left alone rather than replaced by an
-/// identical copy (an overwrite keeps the entry count; a value of the same
-/// size keeps the bytes). Not for a roll-forward: a crashed writer may have
-/// replaced one file already.
-pub fn write_changed(dir: &Path, before: Totals, after: Totals) -> Result<()> {
-    if after.entries != before.entries {
-        fsutil::replace_file(
-            &dir.join(COUNT_FILE),
-            format!("{}\n", after.entries).as_bytes(),
-        )?;
+/// [`write`] for a change from `held`, the totals both files hold now (read
+/// or written under the cache's lock, which is still held): a file whose
+/// number did not change is left alone rather than replaced by an identical
+/// copy (an overwrite keeps the entry count; a value of the same size keeps
+/// the bytes). `None` writes both, as a roll-forward must: a crashed writer
+/// may have replaced one file already.
+pub fn write_changed(dir: &Path, held: Option<Totals>, t: Totals) -> Result<()> {
+    if held.is_none_or(|h| h.entries != t.entries) {
+        fsutil::replace_file(&dir.join(COUNT_FILE), format!("{}\n", t.entries).as_bytes())?;
     }
-    if after.bytes != before.bytes {
-        fsutil::replace_file(
-            &dir.join(INDEX_FILE),
-            format!("{}\n", after.bytes).as_bytes(),
-        )?;
+    if held.is_none_or(|h| h.bytes != t.bytes) {
+        fsutil::replace_file(&dir.join(INDEX_FILE), format!("{}\n", t.bytes).as_bytes())?;
     }
     Ok(())
 }
@@ -109,6 +102,31 @@ pub fn exists(dir: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file whose number did not change keeps its inode (no copy renamed
+    /// over it); one that changed, or any with no held totals, is replaced.
+    #[test]
+    fn only_changed_files_are_replaced_unless_nothing_is_held() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let ino = |name| fs::metadata(d.path().join(name)).unwrap().ino();
+        let t = Totals {
+            bytes: 10,
+            entries: 2,
+        };
+        write(d.path(), t).unwrap();
+        let (count, bytes) = (ino(COUNT_FILE), ino(INDEX_FILE));
+        let t2 = Totals { bytes: 12, ..t };
+        write_changed(d.path(), Some(t), t2).unwrap();
+        assert_eq!(ino(COUNT_FILE), count);
+        assert_ne!(ino(INDEX_FILE), bytes);
+        assert_eq!(read(d.path()).unwrap(), Some(t2));
+        let bytes = ino(INDEX_FILE);
+        write_changed(d.path(), None, t2).unwrap();
+        assert_ne!(ino(COUNT_FILE), count);
+        assert_ne!(ino(INDEX_FILE), bytes);
+        assert_eq!(read(d.path()).unwrap(), Some(t2));
+    }
 
     #[test]
     fn parses_only_canonical_numbers() {

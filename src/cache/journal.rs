@@ -1,10 +1,10 @@
 //! The intent journal that makes the index crash-proof.
 //!
 //! Every change to the cache (a write, a batch, an eviction) runs under the
-//! cache's exclusive lock as: write `.journal` (a new file, one write) naming the index
-//! totals before the change and, per key, the bytes the index counted for it
-//! and the temp files that will replace it; apply the renames/unlinks; write
-//! the new index; remove `.journal`. A process killed anywhere in between
+//! cache's exclusive lock as: write `.journal` (a new file, one write)
+//! naming the index totals before the change and, per key, the bytes the
+//! index counted for it and the temp files that will replace it; apply the
+//! renames/unlinks; write the new index; remove `.journal`. A process killed anywhere in between
 //! leaves `.journal` behind, and the next call *rolls it forward*: it
 //! installs the temp files not yet installed (told apart by inode number,
 //! since an install exchanges names), then sets the index to

@@ -329,13 +329,10 @@ impl Cache {
                 .saturating_add(now_bytes);
             t.entries = t.entries - u64::from(r.old_entry).min(t.entries) + u64::from(now_entry);
         }
-        if fresh {
-            // The files hold `before` (read or written under this lock).
-            index::write_changed(&self.dir, j.before, t)?;
-        } else {
-            // A crashed writer may have written part of its index.
-            index::write(&self.dir, t)?;
-        }
+        // On the first attempt the files hold `before` (read or written
+        // under this lock); after a crash both are written, since the
+        // crashed writer may have replaced one already.
+        index::write_changed(&self.dir, fresh.then_some(j.before), t)?;
         Journal::remove(&self.dir)?;
         Ok((t, failed))
     }

@@ -17,6 +17,13 @@ use crate::util::bin;
 
 /// Builds the builtin beside `bin` once per test run (`cargo test` does not
 /// build a cdylib it has no test for) and returns its path.
+///
+/// The build asks for the lib, bins and tests of the whole workspace, as
+/// README's `cargo test --workspace` does, so cargo resolves the same
+/// features (dev-dependencies and xtask's included) and reuses every crate
+/// this run already compiled: only the builtin itself is compiled and
+/// linked, once. `cargo build -p ffkit-builtin` would compile the library
+/// again with other features.
 pub fn library(bin: &Path) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
@@ -24,12 +31,33 @@ pub fn library(bin: &Path) -> PathBuf {
             let dir = bin.parent().unwrap().to_path_buf();
             let so = dir.join("libffkit_builtin.so");
             let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
-            c.args(["build", "-q", "-p", "ffkit-builtin"])
+            c.args(["build", "-q", "--workspace", "--lib", "--bins", "--tests"])
                 .current_dir(env!("CARGO_MANIFEST_DIR"));
-            // The same features as this test run's ffkit, so the library
-            // built for it is reused, not compiled again.
+            // As from a shell: without what cargo sets for a running test.
+            // Build scripts track some of it (ring's reads
+            // CARGO_MANIFEST_DIR), and a value they did not see before would
+            // rebuild them and everything above, this test binary included.
+            for (k, _) in std::env::vars_os() {
+                let k = k.to_string_lossy();
+                if k.starts_with("CARGO_PKG_")
+                    || k.starts_with("CARGO_BIN_EXE_")
+                    || [
+                        "CARGO_MANIFEST_DIR",
+                        "CARGO_MANIFEST_PATH",
+                        "CARGO_CRATE_NAME",
+                        "CARGO_BIN_NAME",
+                        "CARGO_PRIMARY_PACKAGE",
+                        "CARGO_TARGET_TMPDIR",
+                        "OUT_DIR",
+                    ]
+                    .contains(&&*k)
+                {
+                    c.env_remove(&*k);
+                }
+            }
+            // `tls` is the workspace's only feature.
             if cfg!(feature = "tls") {
-                c.args(["--features", "ffkit/tls"]);
+                c.arg("--all-features");
             }
             if dir.file_name().is_some_and(|n| n == "release") {
                 c.arg("--release");
@@ -37,7 +65,7 @@ pub fn library(bin: &Path) -> PathBuf {
             let st = c.status().expect("cargo runs");
             assert!(
                 st.success() && so.is_file(),
-                "cargo build -p ffkit-builtin failed or made no {}",
+                "cargo build of the builtin failed or made no {}",
                 so.display()
             );
             so

@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,8 @@ pub struct Server {
     /// certificate in `dir`.
     pub tls_port: Option<u16>,
     pub dir: tempfile::TempDir,
+    /// The test's own oracle connection, made on first use (see `query`).
+    oracle: Mutex<Option<redis::Connection>>,
 }
 
 fn free_port() -> u16 {
@@ -63,6 +66,7 @@ impl Server {
             port: 0,
             tls_port: None,
             dir: tempfile::tempdir().unwrap(),
+            oracle: Mutex::new(None),
         };
         if tls {
             make_certs(s.dir.path());
@@ -141,22 +145,51 @@ impl Server {
         format!("unix://{}", self.dir.path().join("redis.sock").display())
     }
 
-    fn client(&self) -> Option<redis::Connection> {
-        let c = redis::Client::open(self.url()).ok()?;
-        let con = c.get_connection_with_timeout(Duration::from_secs(2)).ok()?;
-        con.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        Some(con)
+    fn client(&self) -> redis::RedisResult<redis::Connection> {
+        let c = redis::Client::open(self.url())?;
+        let con = c.get_connection_with_timeout(Duration::from_secs(2))?;
+        con.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Ok(con)
     }
 
     fn ping(&self) -> bool {
         self.client()
-            .is_some_and(|mut c| redis::cmd("PING").query::<String>(&mut c).is_ok())
+            .is_ok_and(|mut c| redis::cmd("PING").query::<String>(&mut c).is_ok())
     }
 
-    /// Runs one command on the server (the test's own oracle connection).
+    /// A new connection, tried again for up to 20 s: a loaded machine may
+    /// drop a SYN or be slow to accept, and the test must not fail for it.
+    fn connect(&self) -> redis::Connection {
+        let give_up = Instant::now() + Duration::from_secs(20);
+        loop {
+            match self.client() {
+                Ok(c) => return c,
+                Err(e) if Instant::now() >= give_up => {
+                    panic!("cannot connect to the test server on {}: {e}", self.url())
+                }
+                Err(_) => sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Runs one command on the server through the test's own oracle
+    /// connection, kept across calls. A connection the server dropped (it
+    /// was killed and started again) is replaced and the command sent once
+    /// more: it never reached the server.
     pub fn query<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
-        let mut c = self.client().expect("connect to the test server");
-        cmd.query(&mut c).expect("query the test server")
+        let mut held = self.oracle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut fresh = held.is_none();
+        loop {
+            let con = held.get_or_insert_with(|| self.connect());
+            match cmd.query(con) {
+                Ok(v) => return v,
+                Err(e) if !fresh && e.is_connection_dropped() => {
+                    *held = None;
+                    fresh = true;
+                }
+                Err(e) => panic!("query the test server: {e}"),
+            }
+        }
     }
 
     /// SIGKILLs the server (our own child) and reaps it.

@@ -18,7 +18,7 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::os::unix::io::{AsRawFd, BorrowedFd, RawFd};
+use std::os::unix::io::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -109,6 +109,38 @@ fn ofd(
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// Whether another open file description holds a fcntl-family lock (OFD,
+/// as `--fcntl` takes, or a classic POSIX lock) on any byte of `fd`'s file,
+/// and of which kind: `F_OFD_GETLK` reports a lock that would conflict
+/// with the one asked for. A shared request conflicts only with an
+/// exclusive holder; an exclusive one with any.
+fn fcntl_holder(fd: BorrowedFd<'_>) -> io::Result<Option<Kind>> {
+    for (ask, found) in [
+        (libc::F_RDLCK, Kind::Exclusive),
+        (libc::F_WRLCK, Kind::Shared),
+    ] {
+        let mut fl = libc::flock {
+            l_type: ask as libc::c_short,
+            l_whence: libc::SEEK_SET as libc::c_short,
+            l_start: 0,
+            // The whole file, however long it grows.
+            l_len: 0,
+            // Must be 0 for OFD locks.
+            l_pid: 0,
+        };
+        // SAFETY: fcntl with a valid descriptor number and a pointer to a
+        // live, initialised struct flock it may write; no safe wrapper asks
+        // F_OFD_GETLK.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if i32::from(fl.l_type) != libc::F_UNLCK {
+            return Ok(Some(found));
+        }
+    }
+    Ok(None)
 }
 
 fn is_eintr(e: &io::Error) -> bool {
@@ -374,8 +406,9 @@ pub(crate) enum Probe {
     },
 }
 
-/// Asks the kernel, not any record: a shared probe fails only against an
-/// exclusive holder; when it succeeds, `/proc/locks` tells shared holders
+/// Asks the kernel, not any record: a shared flock(2) probe fails only
+/// against an exclusive holder; fcntl-family locks, which flock(2) does not
+/// see, are asked for apart; then `/proc/locks` tells shared flock holders
 /// from none. The probe never creates the file.
 pub(crate) fn probe(path: &Path) -> io::Result<Probe> {
     let f = match open_lock_file_existing(path) {
@@ -392,6 +425,11 @@ pub(crate) fn probe_file(f: &File) -> io::Result<Probe> {
         return Ok(Probe::Held { exclusive: true });
     }
     unlock_fd(f.as_raw_fd())?;
+    if let Some(kind) = fcntl_holder(f.as_fd())? {
+        return Ok(Probe::Held {
+            exclusive: kind == Kind::Exclusive,
+        });
+    }
     let m = f.metadata()?;
     if holder::proc_locks_pids(m.dev(), m.ino()).is_empty() {
         Ok(Probe::Free)

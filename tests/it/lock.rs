@@ -366,6 +366,39 @@ fn timeout_exits_6_after_half_a_second() {
     kill_group(&mut holder);
 }
 
+/// `lock-status` sees fcntl-family locks too (`--fcntl` takes OFD locks,
+/// which flock(2) does not see): held exclusive, held shared, then free.
+#[test]
+fn lock_status_sees_fcntl_locks_exclusive_and_shared() {
+    let w = World::new();
+    for (mode, said) in [(None, "held (exclusive)"), (Some("-s"), "held (shared)")] {
+        let ready = w.path().join("ready");
+        let _ = fs::remove_file(&ready);
+        let mut holder = ff(&w, "lock-acquire");
+        holder
+            .arg("--fcntl")
+            .args(mode)
+            .args(["./L", "--", "sh", "-c", "touch ready; sleep 30"]);
+        let mut holder = holder.process_group(0).spawn().unwrap();
+        wait_until("the holder's command", 60, || ready.exists());
+        let out = ff(&w, "lock-status").arg("./L").output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.starts_with(&format!("./L: {said}")), "{text}");
+        kill_group(&mut holder);
+    }
+    // The group's sh and sleep, which share the locked description, may
+    // still be exiting after the kill: free once the last of them is gone.
+    wait_until("the lock to be free", 60, || {
+        ff(&w, "lock-status")
+            .args(["-q", "./L"])
+            .status()
+            .unwrap()
+            .code()
+            == Some(1)
+    });
+}
+
 #[test]
 fn busy_is_5_and_conflict_exit_code_overrides() {
     let w = World::new();

@@ -145,29 +145,24 @@ fn team_id(top: &Path) -> Option<String> {
 fn applet(log: &OsStr, argv: &[&OsStr], input: Input) -> (u8, Vec<u8>) {
     let mut args: Vec<OsString> = vec![OsString::from("ffkit")];
     args.extend(argv.iter().map(|a| a.to_os_string()));
-    let lookup = |k: &str| {
-        match k {
-            "CACHE_PERF_METRICS" => Some(log.to_os_string()),
-            // `call` found it unset, empty or `local`: all mean local.
-            "FFKIT_BACKEND" => None,
-            _ => shell::var(k),
-        }
-    };
-    run_applet(args, &lookup, input)
+    run_applet(args, &shell_env(log), input)
 }
 
 /// [`applet`] for a call already in its parts (`cli::Direct`: the same
 /// run without an argument list to parse; see docs/shell.md).
 fn direct(log: &OsStr, call: Direct, input: Input) -> (u8, Vec<u8>) {
-    let lookup = |k: &str| {
-        match k {
-            "CACHE_PERF_METRICS" => Some(log.to_os_string()),
-            // `call` found it unset, empty or `local`: all mean local.
-            "FFKIT_BACKEND" => None,
-            _ => shell::var(k),
-        }
-    };
-    run_direct(call, &lookup, input)
+    run_direct(call, &shell_env(log), input)
+}
+
+/// The variables an in-process call reads: the shell's, with the metrics
+/// log `call` resolved and its backend local.
+fn shell_env(log: &OsStr) -> impl Fn(&str) -> Option<OsString> + '_ {
+    move |k| match k {
+        "CACHE_PERF_METRICS" => Some(log.to_os_string()),
+        // `call` found it unset, empty or `local`: all mean local.
+        "FFKIT_BACKEND" => None,
+        _ => shell::var(k),
+    }
 }
 
 fn os(s: &str) -> &OsStr {

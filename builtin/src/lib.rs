@@ -216,12 +216,7 @@ pub(crate) fn run_applet(
     env: &dyn Fn(&str) -> Option<OsString>,
     input: Input,
 ) -> (u8, Vec<u8>) {
-    let mut out = Sink::Buffer(Vec::new());
-    let code = ffkit::cli::run_with(args, env, &mut out, input).code();
-    match out {
-        Sink::Buffer(v) => (code, v),
-        Sink::Stdout => (code, Vec::new()),
-    }
+    captured(|out| ffkit::cli::run_with(args, env, out, input).code())
 }
 
 /// Runs an already parsed call (`cli::Direct`) in-process; returns its
@@ -231,8 +226,13 @@ pub(crate) fn run_direct(
     env: &dyn Fn(&str) -> Option<OsString>,
     input: Input,
 ) -> (u8, Vec<u8>) {
+    captured(|out| ffkit::cli::run_direct(call, env, out, input).code())
+}
+
+/// `run`'s status and what it wrote, given a buffer to write into.
+fn captured(run: impl FnOnce(&mut Sink) -> u8) -> (u8, Vec<u8>) {
     let mut out = Sink::Buffer(Vec::new());
-    let code = ffkit::cli::run_direct(call, env, &mut out, input).code();
+    let code = run(&mut out);
     match out {
         Sink::Buffer(v) => (code, v),
         Sink::Stdout => (code, Vec::new()),

@@ -350,18 +350,21 @@ mod tests {
             )
         };
         let mine = Holder::new(KIND_FD, me, None);
-        let got = acquire_polled(
-            f.as_raw_fd(),
-            Kind::Exclusive,
-            kernel::Method::Flock,
-            None,
-            schedule(),
-            &p,
-            Some(&mine),
-            &mut || false,
-            &mut || {},
-        )
-        .unwrap();
+        // Both takes differ only in the descriptor.
+        let take = |fd| {
+            acquire_polled(
+                fd,
+                Kind::Exclusive,
+                kernel::Method::Flock,
+                None,
+                schedule(),
+                &p,
+                Some(&mine),
+                &mut || false,
+                &mut || {},
+            )
+        };
+        let got = take(f.as_raw_fd()).unwrap();
         assert!(got.is_ok());
         let len = f.metadata().unwrap().len();
         write_record(f.as_raw_fd(), kernel::Method::Flock, &mine, len, &p).unwrap();
@@ -374,17 +377,7 @@ mod tests {
         assert!(rec.holds_kernel_lock(m.dev(), m.ino()));
         assert!(holds_lock(f.as_raw_fd()).unwrap());
         let g = open();
-        let again = acquire_polled(
-            g.as_raw_fd(),
-            Kind::Exclusive,
-            kernel::Method::Flock,
-            None,
-            schedule(),
-            &p,
-            Some(&mine),
-            &mut || false,
-            &mut || {},
-        );
+        let again = take(g.as_raw_fd());
         assert_eq!(again.unwrap_err().exit_code(), 5);
         assert!(!holds_lock(g.as_raw_fd()).unwrap());
         // Another description takes it after ours was unlocked behind our

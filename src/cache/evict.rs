@@ -1,7 +1,8 @@
 //! Eviction: which entries go, in which order, and the hard size limit.
 //!
 //! Selection: `--all` takes everything; `--expired` takes expired entries
-//! and garbage (damaged sidecars, sidecars without a value); `--older-than`
+//! and garbage (damaged sidecars, sidecars without a value, values whose
+//! size is not their sidecar's); `--older-than`
 //! takes entries created before the cut-off. Then `--max-bytes` takes, in
 //! order, garbage and expired entries (by key), then the least recently used
 //! (value access time, ties by key), until the size fits.
@@ -40,7 +41,8 @@ pub struct EvictPolicy {
 pub enum Reason {
     /// `--all`.
     All,
-    /// A damaged sidecar or a sidecar without its value.
+    /// A damaged sidecar, a sidecar without its value, or a value whose
+    /// size is not its sidecar's.
     Garbage,
     Expired,
     OlderThan,
@@ -186,7 +188,12 @@ fn candidates(cache: &Cache, policy: &EvictPolicy) -> Result<Vec<(Candidate, Opt
         }
         if need_meta && c.sidecar.is_some() {
             match read_meta(cache, &c.key) {
-                Some(Ok(m)) => c.meta = Some(m),
+                // A value whose size is not its sidecar's was damaged
+                // behind ffkit's back: garbage, as a read calls it.
+                Some(Ok(m)) => {
+                    c.damaged = c.value.as_ref().is_some_and(|v| v.size != m.size);
+                    c.meta = Some(m);
+                }
                 Some(Err(())) => c.damaged = true,
                 None => c.sidecar = None,
             }

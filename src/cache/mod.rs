@@ -729,6 +729,18 @@ impl Cache {
         })?;
         let value_path = self.path(key);
         match fsutil::open_read_noatime_meta(&value_path) {
+            // The size and access time come from the open's own fstat: the
+            // integrity check costs no extra system call on the hit path.
+            // Both files are of one commit (opened under the lock, never
+            // modified in place), so a value whose size is not the
+            // sidecar's was damaged behind ffkit's back (a truncation, a
+            // partial copy): never returned as good.
+            Ok((_, m)) if m.len() != meta.size => Err(Error::Corruption(format!(
+                "{}: the value is {} bytes but its sidecar says {} (damaged; cache-evict --expired removes it)",
+                value_path.display(),
+                m.len(),
+                meta.size
+            ))),
             // The access time, from the open's own check, for `touch`.
             Ok((f, m)) => Ok(Some((f, meta, m.atime()))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),

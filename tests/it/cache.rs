@@ -213,6 +213,72 @@ fn damaged_sidecar_is_exit_10_and_evict_expired_removes_it() {
     w.assert_exact();
 }
 
+/// A value cut short behind ffkit's back (its sidecar says 10 bytes, the
+/// file has 3) is never printed as good: exit 10 and one line, through the
+/// binary, the shell function and the builtin alike (they share the
+/// library's check), and `cache-evict --expired` removes it as garbage.
+#[test]
+fn a_value_whose_size_is_not_its_sidecars_is_exit_10_never_returned() {
+    let w = World::new();
+    w.write("k", "0123456789");
+    let cut = |dir: &std::path::Path| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("k"))
+            .unwrap()
+            .set_len(3)
+            .unwrap();
+    };
+    cut(&w.cache());
+    w.cmd("cache-size").arg("--rebuild").assert().success();
+    let mut c = w.cmd("cache-read");
+    c.arg("k");
+    let out = check(&w, "cut value", c, b"", 10, 1);
+    assert!(out.stdout.is_empty(), "{:?}", out.stdout);
+    assert!(
+        stderr_of(&out).contains("sidecar says 10"),
+        "{}",
+        stderr_of(&out)
+    );
+    let mut c = w.cmd("cache-batch");
+    c.args(["--read", "k"]);
+    let out = check(&w, "cut value, batch read", c, b"", 10, 1);
+    assert!(out.stdout.is_empty(), "{:?}", out.stdout);
+
+    // The shell function, without and with the builtin.
+    let repo = w.path().join("repo");
+    fs::create_dir_all(repo.join(".git")).unwrap();
+    let so = super::builtin::library(&bin());
+    for builtin in [None, Some(&so)] {
+        let mut c = Command::new("bash");
+        w.isolate(&mut c);
+        c.env("FFKIT_BIN", bin())
+            .env(
+                "FFKIT_LIB",
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("shell/ffkit.bash"),
+            )
+            .env("FLOWFORGE_DEVELOPER", "alice")
+            .env("FFKIT_BUILTIN", builtin.map_or("off".into(), |p| p.clone().into_os_string()))
+            .current_dir(&repo)
+            .args([
+                "-c",
+                ". \"$FFKIT_LIB\"; echo \"$(type -t ffkit)\"; write_cache_with_metadata k 0123456789 0 || exit 9; \
+                 truncate -s 3 .flowforge/dev-alice/cache/k; v=$(read_cache_with_ttl k); echo \"rc=$? [$v]\"",
+            ]);
+        let out = c.output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        let loaded = if builtin.is_some() { "builtin\n" } else { "\n" };
+        assert_eq!(said, format!("{loaded}rc=10 []\n"), "{}", stderr_of(&out));
+        assert_eq!(stderr_lines(&out).len(), 1, "{}", stderr_of(&out));
+    }
+
+    let mut c = w.cmd("cache-evict");
+    c.args(["--expired", "--json"]);
+    let out = check(&w, "evict the cut value", c, b"", 0, 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("garbage"));
+    assert!(!w.cache().join("k").exists() && !w.cache().join("k.meta").exists());
+}
+
 /// [`BAD_KEYS`] and the two over-long keys (251 bytes: one over the limit).
 fn bad_keys() -> Vec<Vec<u8>> {
     let mut keys: Vec<Vec<u8>> = BAD_KEYS.iter().map(|k| k.to_vec()).collect();

@@ -468,6 +468,7 @@ impl Cache {
     }
 
     /// Walks and compares with the index; with `fix`, rewrites the index.
+    /// Removes the temp files of dead writers on the way, as every walk does.
     pub fn verify(&self, fix: bool) -> Result<VerifyReport> {
         if !self.exists() {
             return Ok(VerifyReport {
@@ -482,6 +483,19 @@ impl Cache {
             None => index::read(&self.dir)?,
         };
         let s = scan::totals_with(&self.dir, self.progress())?;
+        s.remove_stale_temps(&self.dir);
+        // No index at all over nothing to count (a dir that is new or was
+        // emptied by hand): the size is 0, as for a dir that does not exist,
+        // not drift. An index that exists but is invalid is still reported.
+        let index = match index {
+            None if s.totals == Totals::default()
+                && !index::exists(&self.dir)
+                && fs::symlink_metadata(self.path(index::COUNT_FILE)).is_err() =>
+            {
+                Some(s.totals)
+            }
+            i => i,
+        };
         if fix && index != Some(s.totals) {
             index::write(&self.dir, s.totals)?;
             Journal::remove(&self.dir)?;

@@ -1451,6 +1451,45 @@ fn a_journal_left_by_a_crash_is_rolled_forward() {
     w.assert_exact();
 }
 
+/// `--verify` removes the temp files of dead writers (docs/cache.md) and
+/// leaves a live writer's; on a dir with nothing in it (new, or emptied by
+/// hand, index files included) it answers 0, not drift.
+#[test]
+fn verify_removes_dead_writers_temps_keeps_live_ones_and_an_empty_dir_is_0() {
+    let w = World::new();
+    fs::create_dir(w.cache()).unwrap();
+    fs::set_permissions(w.cache(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let empty = |what: &str, args: &[&str]| {
+        let out = w.cmd("cache-size").args(args).output().unwrap();
+        assert!(out.status.success(), "{what}: {}", stderr_of(&out));
+        assert!(out.stderr.is_empty(), "{what}: {}", stderr_of(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(empty("a new dir", &["--verify"]), "0\n");
+    w.write("k", "v");
+    let mut dead = Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    let mut live = Command::new("sleep").arg("600").spawn().unwrap();
+    let dead_tmp = w.cache().join(format!(".tmp-{dead_pid}-0"));
+    let live_tmp = w.cache().join(format!(".tmp-{}-0", live.id()));
+    fs::write(&dead_tmp, "half a value").unwrap();
+    fs::write(&live_tmp, "in flight").unwrap();
+    let out = w.cmd("cache-size").arg("--verify").output().unwrap();
+    let live_kept = live_tmp.exists();
+    let _ = live.kill();
+    let _ = live.wait();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(!dead_tmp.exists(), "a dead writer's temp is left");
+    assert!(live_kept, "a live writer's temp was removed");
+    // Emptied by hand, index files included: 0 again, not drift.
+    for f in fs::read_dir(w.cache()).unwrap() {
+        fs::remove_file(f.unwrap().path()).unwrap();
+    }
+    let said = empty("an emptied dir", &["--verify", "--json"]);
+    assert!(said.contains("\"bytes\":0"), "{said}");
+}
+
 #[test]
 fn a_damaged_journal_is_repaired_once_and_removed() {
     let w = seeded();

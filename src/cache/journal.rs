@@ -9,8 +9,15 @@
 //! installs the temp files not yet installed (told apart by inode number,
 //! since an install exchanges names), then sets the index to
 //! `before − Σ old sizes + Σ sizes now on disk` for just the journaled keys.
-//! Repair therefore costs time proportional to the change in flight, never a
+//! Repair therefore costs time proportional to the change in flight, not a
 //! full walk, and does not care at which step the process died.
+//!
+//! On a full disk a journal with content cannot be written, and that is
+//! exactly when space must be freed. A removal then marks itself with an
+//! empty `.journal` ([`mark_unknown`]: an inode, no data block) before it
+//! unlinks anything; an empty journal means "the index is unknown", and the
+//! next call walks to repair it. Exact either way, a walk's cost only for a
+//! removal that was killed on a full disk.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -78,17 +85,16 @@ impl Journal {
     /// A symlink (or FIFO, dir...) planted at `.journal` is never followed:
     /// it counts as damaged.
     ///
-    /// An empty journal (its writer was killed before it wrote a byte, so
-    /// before it changed anything) is removed and counts as none. Call only
-    /// under the cache's exclusive lock.
+    /// An empty journal says only that a change may be in flight — a
+    /// removal with no room for its journal ([`mark_unknown`]), or a writer
+    /// killed between creating its journal and filling it — so, like a
+    /// damaged one, it is an `Err`: the caller walks. Call only under the
+    /// cache's exclusive lock.
     pub fn read(dir: &Path) -> Result<Option<std::result::Result<Journal, String>>> {
         let path = dir.join(JOURNAL_FILE);
         let mut b = Vec::new();
         match fsutil::open_read(&path).and_then(|mut f| f.read_to_end(&mut b)) {
-            Ok(0) => {
-                Journal::remove(dir)?;
-                Ok(None)
-            }
+            Ok(0) => Ok(Some(Err(INTERRUPTED.to_string()))),
             Ok(_) => Ok(Some(
                 serde_json::from_slice(&b).map_err(|e| format!("damaged journal: {e}")),
             )),
@@ -102,6 +108,31 @@ impl Journal {
 
     pub fn remove(dir: &Path) -> Result<()> {
         fsutil::remove_if_exists(&dir.join(JOURNAL_FILE))
+    }
+}
+
+/// Why an empty journal is walked over: what `cache-size` says it rebuilt.
+pub const INTERRUPTED: &str = "unknown after an interrupted change (empty journal)";
+
+/// Leaves an empty `.journal` in `dir`: "a change is in flight, its size is
+/// unknown: walk". It needs an inode but no data block, so a removal can
+/// mark itself on a full disk, where a journal with content cannot be
+/// written; a journal already there (one a repair could not finish for
+/// want of space, its renames done) is cut to nothing, which frees blocks.
+/// No symlink is followed and only a regular file is accepted.
+pub fn mark_unknown(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(dir.join(JOURNAL_FILE))?;
+    if f.metadata()?.file_type().is_file() {
+        Ok(())
+    } else {
+        Err(fsutil::not_regular())
     }
 }
 
@@ -130,11 +161,10 @@ impl Record {
 mod tests {
     use super::*;
 
-    /// A journal is a new file written whole; an empty one (its writer was
-    /// killed after creating it, before changing anything) counts as none
-    /// and is removed.
+    /// A journal is a new file written whole; an empty one (a removal's
+    /// mark, or a writer killed after creating it) says "walk".
     #[test]
-    fn a_journal_is_written_whole_and_an_empty_one_is_none() {
+    fn a_journal_is_written_whole_and_an_empty_one_means_walk() {
         let d = tempfile::tempdir().unwrap();
         let j = Journal {
             before: Totals {
@@ -148,8 +178,15 @@ mod tests {
         assert_eq!(back.before, j.before);
         Journal::remove(d.path()).unwrap();
         fs::write(d.path().join(JOURNAL_FILE), b"").unwrap();
-        assert!(Journal::read(d.path()).unwrap().is_none());
+        assert!(matches!(Journal::read(d.path()), Ok(Some(Err(_)))));
+        j.write(d.path()).unwrap();
+        mark_unknown(d.path()).unwrap();
+        assert!(matches!(Journal::read(d.path()), Ok(Some(Err(_)))));
+        Journal::remove(d.path()).unwrap();
         assert!(!present(d.path()));
+        std::os::unix::fs::symlink("elsewhere", d.path().join(JOURNAL_FILE)).unwrap();
+        assert!(mark_unknown(d.path()).is_err());
+        assert!(!d.path().join("elsewhere").exists());
     }
 
     #[test]

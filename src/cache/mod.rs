@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::config::{ChosenDir, Config, DirOrigin};
-use crate::error::{Error, Result};
+use crate::error::{Error, ExitKind, Result};
 use crate::fsutil;
 pub use entry::Meta;
 pub use evict::{EvictPolicy, EvictReport, Evicted, Reason};
@@ -271,34 +271,50 @@ impl Cache {
         }
     }
 
-    /// Takes the exclusive lock and repairs whatever a crashed process left:
-    /// after this, the index is valid and exact (as far as ffkit's own
-    /// changes go). Returns the lock and the current totals.
-    fn lock_and_repair(&self) -> Result<(DirLock, Totals, Option<&'static str>)> {
+    /// Takes the exclusive lock and repairs whatever a crashed process left.
+    /// Returns the lock, the current totals (exact, as far as ffkit's own
+    /// changes go), why the index was rebuilt, if it was, and whether the
+    /// index files hold the totals. They do not only when the disk is too
+    /// full to write them: the repair is then left for the next call (its
+    /// journal stays), the totals are still exact, and the caller must
+    /// write both files (`held: None`) at the end of its change.
+    fn lock_and_repair(&self) -> Result<Repaired> {
         let guard = self.lock(true)?;
         let mut rebuilt = None;
-        let totals = match Journal::read(&self.dir)? {
-            Some(Ok(j)) => self.roll_forward(&j)?,
-            Some(Err(_damaged)) => {
-                rebuilt = Some("damaged journal");
-                let t = self.rebuild_locked()?;
-                // Or every later call would walk again.
-                Journal::remove(&self.dir)?;
-                t
+        let (totals, persisted) = match Journal::read(&self.dir)? {
+            Some(Ok(j)) if j.records.iter().all(Record::is_sane) => {
+                let (t, _) = self.apply_journal(&j, false)?;
+                (t, self.settle(t)?)
             }
-            None => match index::read(&self.dir)? {
-                Some(t) => t,
-                None => {
-                    rebuilt = Some(if index::exists(&self.dir) {
-                        "invalid"
-                    } else {
-                        "missing"
-                    });
-                    self.rebuild_locked()?
-                }
-            },
+            // Damaged, tampered with, or empty: walk (and remove it, or
+            // every later call would walk again).
+            found => {
+                rebuilt = Some(match found {
+                    Some(Err(why)) if why == journal::INTERRUPTED => journal::INTERRUPTED,
+                    Some(_) => "damaged journal",
+                    None => match index::read(&self.dir)? {
+                        Some(t) => {
+                            return Ok(Repaired {
+                                guard,
+                                totals: t,
+                                rebuilt: None,
+                                persisted: true,
+                            });
+                        }
+                        None if index::exists(&self.dir) => "invalid",
+                        None => "missing",
+                    },
+                });
+                let t = self.walk_locked()?;
+                (t, self.settle(t)?)
+            }
         };
-        Ok((guard, totals, rebuilt))
+        Ok(Repaired {
+            guard,
+            totals,
+            rebuilt,
+            persisted,
+        })
     }
 
     /// Finishes a journaled change (see [`journal`]); lock held. Each
@@ -307,15 +323,36 @@ impl Cache {
     /// old entry stays whole, or the key ends up without a sidecar (missing),
     /// and the index counts exactly what is on disk for the key.
     fn roll_forward(&self, j: &Journal) -> Result<Totals> {
-        self.finish(j, false).map(|(t, _)| t)
+        if !j.records.iter().all(Record::is_sane) {
+            return self.rebuild_locked();
+        }
+        let (t, _) = self.apply_journal(j, false)?;
+        self.persist(index::read(&self.dir)?, t)?;
+        Ok(t)
     }
 
-    /// Applies a journal (first attempt when `fresh`) and writes the index.
-    /// Also returns the first file that could not be installed.
-    fn finish(&self, j: &Journal, fresh: bool) -> Result<(Totals, Option<PathBuf>)> {
-        if !j.records.iter().all(Record::is_sane) {
-            return Ok((self.rebuild_locked()?, None));
-        }
+    /// A repair's end: writes the index files for `t` where they hold
+    /// another number (read now: a crashed writer may have replaced one
+    /// already), and removes the journal. Whether that was done: not when
+    /// the disk is too full to write them (the journal then stays for the
+    /// next call). A repair that changes no number needs no space.
+    fn settle(&self, t: Totals) -> Result<bool> {
+        let held = index::read(&self.dir)?;
+        spared(self.persist(held, t))
+    }
+
+    /// The end of every change: writes the index files for `t` (only those
+    /// whose number differs from `held`, the totals they hold now; `None`
+    /// writes both) and removes the journal.
+    fn persist(&self, held: Option<Totals>, t: Totals) -> Result<()> {
+        index::write_changed(&self.dir, held, t)?;
+        Journal::remove(&self.dir)
+    }
+
+    /// Applies a journal's records (the first attempt when `fresh`) and
+    /// measures the keys: the totals after it, and the first file that could
+    /// not be installed. Writes nothing else.
+    fn apply_journal(&self, j: &Journal, fresh: bool) -> Result<(Totals, Option<PathBuf>)> {
         let mut t = j.before;
         let mut failed = None;
         for r in &j.records {
@@ -329,11 +366,6 @@ impl Cache {
                 .saturating_add(now_bytes);
             t.entries = t.entries - u64::from(r.old_entry).min(t.entries) + u64::from(now_entry);
         }
-        // On the first attempt the files hold `before` (read or written
-        // under this lock); after a crash both are written, since the
-        // crashed writer may have replaced one already.
-        index::write_changed(&self.dir, fresh.then_some(j.before), t)?;
-        Journal::remove(&self.dir)?;
         Ok((t, failed))
     }
 
@@ -385,9 +417,15 @@ impl Cache {
 
     /// Walks the directory and rewrites the index; lock held.
     fn rebuild_locked(&self) -> Result<Totals> {
+        let t = self.walk_locked()?;
+        index::write(&self.dir, t)?;
+        Ok(t)
+    }
+
+    /// Walks the directory (removing dead writers' temps); lock held.
+    fn walk_locked(&self) -> Result<Totals> {
         let s = scan::totals_with(&self.dir, self.progress())?;
         s.remove_stale_temps(&self.dir);
-        index::write(&self.dir, s.totals)?;
         Ok(s.totals)
     }
 
@@ -424,11 +462,11 @@ impl Cache {
                 rebuilt: None,
             });
         }
-        let (_guard, totals, rebuilt) = self.lock_and_repair()?;
+        let r = self.lock_and_repair()?;
         Ok(SizeReport {
-            totals,
+            totals: r.totals,
             source: Source::Index,
-            rebuilt,
+            rebuilt: r.rebuilt,
         })
     }
 
@@ -479,6 +517,13 @@ impl Cache {
         let _guard = self.lock(true)?;
         let index = match Journal::read(&self.dir)? {
             Some(Ok(j)) => Some(self.roll_forward(&j)?),
+            // A removal interrupted on a full disk: its repair is a walk,
+            // not drift.
+            Some(Err(why)) if why == journal::INTERRUPTED => {
+                let t = self.walk_locked()?;
+                self.persist(None, t)?;
+                Some(t)
+            }
             Some(Err(_)) => None,
             None => index::read(&self.dir)?,
         };
@@ -542,8 +587,8 @@ impl Cache {
             if let Some(p) = progress {
                 p.finish();
             }
-            let (_guard, totals, _) = self.lock_and_repair()?;
-            self.commit(totals, &changes)
+            let r = self.lock_and_repair()?;
+            self.commit(r.totals, r.held(), &changes)
         })();
         if result.is_err() {
             changes.iter().for_each(discard);
@@ -557,7 +602,7 @@ impl Cache {
         if !self.exists() {
             return Ok(Totals::default());
         }
-        let (_guard, before, _) = self.lock_and_repair()?;
+        let r = self.lock_and_repair()?;
         let changes: Vec<Change> = keys
             .iter()
             .map(|k| Change {
@@ -566,7 +611,7 @@ impl Cache {
                 meta: None,
             })
             .collect();
-        self.commit(before, &changes)
+        self.commit(r.totals, r.held(), &changes)
     }
 
     /// Writes one entry's value and sidecar to temp files.
@@ -625,7 +670,10 @@ impl Cache {
 
     /// Applies prepared changes under the exclusive lock: journal first,
     /// then the same roll-forward a later call would do after a crash.
-    fn commit(&self, before: Totals, changes: &[Change]) -> Result<Totals> {
+    /// `held` is what the index files hold now (`None`: unknown, write both).
+    /// Removals go on when the disk is too full for the journal: see
+    /// [`Cache::remove_unjournaled`].
+    fn commit(&self, before: Totals, held: Option<Totals>, changes: &[Change]) -> Result<Totals> {
         let mut records = Vec::with_capacity(changes.len());
         for c in changes {
             let (old_bytes, old_entry) = self.key_usage(&c.key)?;
@@ -640,19 +688,46 @@ impl Cache {
             });
         }
         let j = Journal { before, records };
-        j.write(&self.dir)?;
+        if let Err(e) = j.write(&self.dir) {
+            let removal = changes
+                .iter()
+                .all(|c| c.value.is_none() && c.meta.is_none());
+            if removal && e.kind() == ExitKind::DiskSpace {
+                return self.remove_unjournaled(&j);
+            }
+            return Err(e);
+        }
         // From here on the journal is the truth: if this fails, the next
         // call rolls it forward.
         // Renames are applied best effort (so repair cannot wedge); a writer
         // still must not report success for an entry that was not placed,
         // e.g. because a directory sits at its name.
-        match self.finish(&j, true)? {
-            (t, None) => Ok(t),
-            (_, Some(path)) => Err(Error::General(format!(
+        let (t, failed) = self.apply_journal(&j, true)?;
+        self.persist(held, t)?;
+        match failed {
+            None => Ok(t),
+            Some(path) => Err(Error::General(format!(
                 "cannot write {}: something other than a regular file is in the way",
                 path.display()
             ))),
         }
+    }
+
+    /// Removes the keys of `j` (removals only) on a disk too full for the
+    /// journal, which is exactly when space must be freed: marks the change
+    /// with an empty journal (an inode, no data block; where even that
+    /// cannot be made, by removing `.size-index`, which says the same),
+    /// unlinks, then writes the index in the space just freed and removes
+    /// the mark. A kill anywhere leaves the mark, and the next call walks:
+    /// exact either way. An index that still cannot be written is left to
+    /// that walk; the removal itself succeeded.
+    fn remove_unjournaled(&self, j: &Journal) -> Result<Totals> {
+        if journal::mark_unknown(&self.dir).is_err() {
+            fsutil::remove_if_exists(&self.path(index::INDEX_FILE))?;
+        }
+        let (t, _) = self.apply_journal(j, true)?;
+        spared(self.persist(None, t))?;
+        Ok(t)
     }
 
     /// Looks one key up. Expired entries are reported, not removed (eviction
@@ -709,8 +784,7 @@ impl Cache {
         let guard = self.lock(false)?;
         if journal::present(&self.dir) {
             drop(guard);
-            let (guard, _, _) = self.lock_and_repair()?;
-            return Ok(guard);
+            return Ok(self.lock_and_repair()?.guard);
         }
         Ok(guard)
     }
@@ -782,17 +856,21 @@ impl Cache {
     where
         F: FnOnce(&Self, Totals) -> Result<Vec<Evicted>>,
     {
-        let (_guard, indexed, _) = self.lock_and_repair()?;
+        let r = self.lock_and_repair()?;
         // Eviction walks anyway, so it never trusts an index that drifted
         // (a file dropped in or removed by hand): the totals are walked
-        // under the lock, and a drifted index is corrected before anything
-        // is removed, so the index after eviction is exact.
+        // under the lock, and a drifted index is corrected by the commit
+        // (or here, when nothing is removed), so the index after eviction
+        // is exact. Nothing is written before the removals: on a full disk
+        // the index can be written only in the space they free.
         let before = scan::totals_with(&self.dir, None)?.totals;
-        if before != indexed {
-            index::write(&self.dir, before)?;
-        }
+        let held = r.held().filter(|&h| h == before);
         let victims = plan(self, before)?;
         if victims.is_empty() || dry_run {
+            if held.is_none() {
+                // Out of space: left for the next call, which walks again.
+                spared(self.persist(None, before))?;
+            }
             return Ok((before, before, victims));
         }
         let changes: Vec<Change> = victims
@@ -803,8 +881,36 @@ impl Cache {
                 meta: None,
             })
             .collect();
-        let after = self.commit(before, &changes)?;
+        let after = self.commit(before, held, &changes)?;
         Ok((before, after, victims))
+    }
+}
+
+/// What [`Cache::lock_and_repair`] leaves: the lock held, and the totals.
+struct Repaired {
+    guard: DirLock,
+    totals: Totals,
+    /// Why the index was rebuilt by a walk, if it was.
+    rebuilt: Option<&'static str>,
+    /// Whether the index files hold `totals` (not when the disk was full).
+    persisted: bool,
+}
+
+impl Repaired {
+    /// What the index files hold, for [`index::write_changed`].
+    fn held(&self) -> Option<Totals> {
+        self.persisted.then_some(self.totals)
+    }
+}
+
+/// `Ok(true)` when `r` succeeded, `Ok(false)` when it failed for want of
+/// space (what could not be written is left for the next call to repair),
+/// other errors as they are.
+fn spared(r: Result<()>) -> Result<bool> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ExitKind::DiskSpace => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

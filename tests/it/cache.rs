@@ -1458,7 +1458,11 @@ fn a_journal_left_by_a_crash_is_rolled_forward() {
 fn verify_removes_dead_writers_temps_keeps_live_ones_and_an_empty_dir_is_0() {
     let w = World::new();
     fs::create_dir(w.cache()).unwrap();
-    fs::set_permissions(w.cache(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    fs::set_permissions(
+        w.cache(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
     let empty = |what: &str, args: &[&str]| {
         let out = w.cmd("cache-size").args(args).output().unwrap();
         assert!(out.status.success(), "{what}: {}", stderr_of(&out));

@@ -507,6 +507,143 @@ fn a_full_disk_fails_with_exit_8_and_leaves_nothing_half_written() {
     ok(c, b"");
 }
 
+/// Appends zeros to `filler` until the file system is full.
+fn fill(filler: &Path) {
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(filler)
+        .unwrap();
+    let chunk = vec![0u8; 4096];
+    while f.write_all(&chunk).is_ok() {}
+}
+
+/// Removing needs no new block: on a file system at 100 % (where no
+/// journal with content can be written) eviction by size, `--all` and
+/// `cache-run --invalidate` remove what they should, exit 0, and leave the
+/// index exact; evictions SIGKILLed there leave it exact after the next
+/// call's repair.
+#[test]
+fn a_full_disk_can_be_cleaned_and_the_index_stays_exact() {
+    let w = World::new();
+    let mnt = w.path().join("mnt");
+    let Some(_m) = Mount::tmpfs(&mnt, "size=4m,mode=0700") else {
+        return skip(
+            "cannot mount a tmpfs (needs root / CAP_SYS_ADMIN); full-disk eviction not run",
+        );
+    };
+    let cache = mnt.join("cache");
+    let filler = mnt.join("filler");
+    let cmd = |applet: &str| {
+        let mut c = w.cmd(applet);
+        c.env("FFKIT_CACHE_DIR", &cache)
+            .env("CACHE_PERF_MONITORING", "disabled");
+        c
+    };
+    let ok = |what: &str, mut c: Command, stdin: &[u8]| {
+        let out = run_with_stdin(&mut c, stdin);
+        assert!(out.status.success(), "{what}: {}", stderr_of(&out));
+        assert!(out.stderr.is_empty(), "{what}: {}", stderr_of(&out));
+        out
+    };
+    // 300 entries (two pages each): an eviction long enough to aim at.
+    let batch: Vec<u8> = (0..300)
+        .flat_map(|i| format!("k{i}:{}\n", "v".repeat(1000)).into_bytes())
+        .collect();
+    ok("batch", cmd("cache-batch"), &batch);
+    let mut c = cmd("cache-run");
+    c.args(["--", "echo", "hi"]);
+    ok("cache-run", c, b"");
+    // A remover killed after unlinking `gone` (100 bytes), before writing
+    // the index: its repair frees nothing and cannot write the index for
+    // want of space; the calls below go on regardless, and the journal
+    // stays for the next call.
+    let (bytes, entries) = oracle(&cache);
+    fs::write(cache.join(".size-index"), format!("{}\n", bytes + 100)).unwrap();
+    fs::write(cache.join(".entry-count"), format!("{}\n", entries + 1)).unwrap();
+    let journal = serde_json::json!({
+        "before": {"bytes": bytes + 100, "entries": entries + 1},
+        "records": [{"key":"gone","old_bytes":100,"old_entry":true,"value_tmp":null,"meta_tmp":null}]
+    });
+    fs::write(cache.join(".journal"), journal.to_string()).unwrap();
+    fill(&filler);
+    let mut c = cmd("cache-write");
+    c.args(["k", "v"]);
+    let out = run_with_stdin(&mut c, b"");
+    assert_eq!(out.status.code(), Some(8), "not full: {}", stderr_of(&out));
+    let mut c = cmd("cache-read");
+    c.arg("k1");
+    assert_eq!(ok("read on a full disk", c, b"").stdout.len(), 1000);
+    assert!(cache.join(".journal").exists(), "the disk was not full");
+
+    let mut c = cmd("cache-evict");
+    c.args(["--max-bytes", "50000"]);
+    ok("evict --max-bytes on a full disk", c, b"");
+    assert_index_exact(&cache, "evict --max-bytes");
+    assert!(oracle(&cache).0 <= 50_000);
+    fill(&filler);
+    let entries = oracle(&cache).1;
+    let mut c = cmd("cache-run");
+    c.args(["--invalidate", "--", "echo", "hi"]);
+    ok("cache-run --invalidate on a full disk", c, b"");
+    assert_index_exact(&cache, "cache-run --invalidate");
+    assert!(
+        oracle(&cache).1 < entries,
+        "the run's entry was not removed"
+    );
+    fs::write(&filler, b"").unwrap();
+    ok("refill", cmd("cache-batch"), &batch);
+    fill(&filler);
+    let mut c = cmd("cache-evict");
+    c.arg("--all");
+    let t0 = std::time::Instant::now();
+    ok("evict --all on a full disk", c, b"");
+    // Aims the kills below: the time of a whole run.
+    let whole = t0.elapsed();
+    assert_index_exact(&cache, "evict --all");
+    assert_eq!(oracle(&cache), (0, 0));
+
+    // Killed while removing on a full disk: exact after the next call.
+    let mut mid = 0;
+    for round in 0..8u32 {
+        fs::write(&filler, b"").unwrap();
+        let mut c = cmd("cache-evict");
+        c.arg("--all");
+        ok("empty before the refill", c, b"");
+        ok("refill", cmd("cache-batch"), &batch);
+        fill(&filler);
+        let mut c = cmd("cache-evict");
+        c.arg("--all").stderr(Stdio::null());
+        let mut child = c.spawn().unwrap();
+        // From the walk to the end of the commit.
+        std::thread::sleep(whole.mul_f64(0.3 + 0.1 * f64::from(round)));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        if status.code().is_none()
+            && fs::metadata(cache.join(".journal")).is_ok_and(|m| m.len() == 0)
+        {
+            mid += 1;
+        }
+        // Its note, when it repairs: one line.
+        let out = cmd("cache-size").output().unwrap();
+        assert!(out.status.success(), "round {round}: {}", stderr_of(&out));
+        assert!(stderr_lines(&out).len() <= 1, "{}", stderr_of(&out));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            oracle(&cache).0.to_string(),
+            "round {round}"
+        );
+        assert_index_exact(&cache, &format!("killed eviction, round {round}"));
+        assert!(!cache.join(".journal").exists(), "round {round}");
+    }
+    eprintln!("full disk: {mid} of 8 evictions were killed mid-removal (empty journal left)");
+
+    fs::remove_file(&filler).unwrap();
+    let mut c = cmd("cache-size");
+    c.arg("--verify");
+    ok("verify", c, b"");
+}
+
 #[test]
 fn a_read_only_cache_fails_writes_with_exit_3_naming_the_path() {
     let w = World::new();

@@ -144,7 +144,9 @@ pub fn command() -> Command {
                 .about("Serve the metrics over HTTP: JSON, Prometheus text and a live page")
                 .long_about(
                     "Serve the metrics log over HTTP until killed: GET /api/performance/metrics \
-                     (exactly perf-metrics --json), GET /metrics (Prometheus text) and GET / (a \
+                     (the numbers of perf-metrics --json as {\"operations\": [{\"name\", …}], \
+                     \"totalTime\": …}, readable from any origin: CORS), GET /metrics (Prometheus \
+                     text, CORS too) and GET / (a \
                      self-contained page with a table and charts per operation that refreshes \
                      itself), each taking ?since=DURATION and ?op=NAME (repeatable). Listens on \
                      loopback unless --listen says otherwise. There is no authentication: anyone \

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::aggregate::{self, Filter, Report};
-use super::export::{Exporter, Html, Json, Prometheus, html::CSP};
+use super::export::{ApiJson, Exporter, Html, Prometheus, html::CSP};
 use super::http::{self, Request, Response as Reply};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -166,11 +166,27 @@ struct Query {
 
 impl State {
     fn answer(&self, rq: &Request) -> Reply {
-        self.route(&rq.method, &rq.target)
+        let asked = rq.header("access-control-request-headers");
+        self.route(&rq.method, &rq.target, asked)
     }
 
     /// The answer to `METHOD target`; never panics, whatever the input.
-    fn route(&self, method: &str, target: &str) -> Reply {
+    /// The data paths answer CORS: every answer, errors included, carries
+    /// `Access-Control-Allow-Origin: *`, and `OPTIONS` (a preflight, with
+    /// `asked` its `Access-Control-Request-Headers`) is 204.
+    fn route(&self, method: &str, target: &str, asked: Option<&str>) -> Reply {
+        let mut r = self.route_inner(method, target, asked);
+        if r.status != 404 && is_data_path(target) {
+            r.headers.push(("Access-Control-Allow-Origin", "*".into()));
+            r.headers.push((
+                "Access-Control-Expose-Headers",
+                "X-Ffkit-Malformed-Rows".into(),
+            ));
+        }
+        r
+    }
+
+    fn route_inner(&self, method: &str, target: &str, asked: Option<&str>) -> Reply {
         let (path, query) = match target.split_once('?') {
             Some((p, q)) => (p, q),
             None => (target, ""),
@@ -184,9 +200,18 @@ impl State {
             "/metrics" => View::Prometheus,
             _ => return Reply::text(404, format!("not found: {path} (try {PATHS})")),
         };
+        let cors = view != View::Page;
+        if cors && method == "OPTIONS" {
+            return preflight(asked);
+        }
         if method != "GET" && method != "HEAD" {
-            let mut r = Reply::text(405, format!("method {method} not allowed: use GET or HEAD"));
-            r.headers.push(("Allow", "GET, HEAD".into()));
+            let allow = if cors {
+                "GET, HEAD, OPTIONS"
+            } else {
+                "GET, HEAD"
+            };
+            let mut r = Reply::text(405, format!("method {method} not allowed: use {allow}"));
+            r.headers.push(("Allow", allow.into()));
             return r;
         }
         let mut q = match parse_query(query) {
@@ -205,7 +230,7 @@ impl State {
             Err(msg) => return Reply::text(500, msg),
         };
         let (content_type, body) = match view {
-            View::Json => ("application/json", Json.render(&report)),
+            View::Json => ("application/json", ApiJson.render(&report)),
             View::Prometheus => (
                 "text/plain; version=0.0.4; charset=utf-8",
                 Prometheus.render(&report),
@@ -285,6 +310,36 @@ impl State {
         }
         snap
     }
+}
+
+/// Whether a target is one of the data paths, which answer CORS.
+fn is_data_path(target: &str) -> bool {
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    matches!(path, "/api/performance/metrics" | "/metrics")
+}
+
+/// The answer to a CORS preflight: any origin may GET, with the headers it
+/// asked for when they are a list of header names (anything else is left
+/// out, and the browser refuses the request it meant to send).
+fn preflight(asked: Option<&str>) -> Reply {
+    let mut r = Reply::text(204, "");
+    r.body.clear();
+    r.headers
+        .push(("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS".into()));
+    if let Some(list) = asked {
+        let names = list.split(',').map(str::trim).filter(|n| !n.is_empty());
+        let ok = names.clone().all(|n| {
+            n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        });
+        let names: Vec<&str> = names.collect();
+        if ok && !names.is_empty() {
+            r.headers
+                .push(("Access-Control-Allow-Headers", names.join(", ")));
+        }
+    }
+    r.headers.push(("Access-Control-Max-Age", "600".into()));
+    r
 }
 
 /// The filters as the page's header says them.
@@ -390,23 +445,52 @@ mod tests {
         let log = dir.path().join("log.csv");
         std::fs::write(&log, "990,a,1\n995,b,2\n100,a,50\nbad\n").unwrap();
         let s = state(&log);
-        let r = s.route("GET", "/api/performance/metrics?since=20s");
+        let r = s.route("GET", "/api/performance/metrics?since=20s", None);
         assert_eq!(r.status, 200);
         let body = String::from_utf8(r.body).unwrap();
         assert!(
-            body.contains("\"a\": {\"count\": 1,") && body.contains("\"b\""),
+            body.contains("{\"name\": \"a\", \"count\": 1,") && body.contains("\"b\""),
             "{body}"
         );
-        assert_eq!(r.headers, [("X-Ffkit-Malformed-Rows", "1".to_string())]);
-        assert_eq!(s.route("GET", "/metrics?op=b").status, 200);
-        assert_eq!(s.route("HEAD", "/").status, 200);
-        assert_eq!(s.route("GET", "/nope").status, 404);
-        assert_eq!(s.route("POST", "/metrics").status, 405);
-        assert_eq!(s.route("GET", "/?since=soon").status, 400);
-        assert_eq!(s.route("GET", "*").status, 400);
+        assert!(
+            r.headers
+                .contains(&("X-Ffkit-Malformed-Rows", "1".to_string()))
+                && r.headers
+                    .contains(&("Access-Control-Allow-Origin", "*".to_string())),
+            "{:?}",
+            r.headers
+        );
+        // A preflight: 204, the methods, the headers asked for when they
+        // are names; the page answers no CORS.
+        let p = s.route("OPTIONS", "/metrics", Some("X-Custom, content-type"));
+        assert_eq!(p.status, 204);
+        assert!(p.headers.contains(&(
+            "Access-Control-Allow-Headers",
+            "X-Custom, content-type".to_string()
+        )));
+        assert!(
+            p.headers
+                .contains(&("Access-Control-Allow-Origin", "*".to_string()))
+        );
+        let p = s.route("OPTIONS", "/api/performance/metrics", Some("a b"));
+        assert!(
+            p.headers
+                .iter()
+                .all(|h| h.0 != "Access-Control-Allow-Headers")
+        );
+        let p = s.route("OPTIONS", "/", None);
+        assert_eq!(p.status, 405);
+        assert!(p.headers.iter().all(|h| !h.0.starts_with("Access-Control")));
+        assert_eq!(s.route("GET", "/metrics?op=b", None).status, 200);
+        assert_eq!(s.route("HEAD", "/", None).status, 200);
+        assert_eq!(s.route("GET", "/nope", None).status, 404);
+        assert_eq!(s.route("POST", "/metrics", None).status, 405);
+        assert_eq!(s.route("GET", "/?since=soon", None).status, 400);
+        assert_eq!(s.route("GET", "*", None).status, 400);
         // The cache follows the log: a new row shows up.
         std::fs::write(&log, "990,a,1\n995,b,2\n996,c,3\n").unwrap();
-        let body = String::from_utf8(s.route("GET", "/api/performance/metrics").body).unwrap();
+        let body =
+            String::from_utf8(s.route("GET", "/api/performance/metrics", None).body).unwrap();
         assert!(body.contains("\"c\""), "{body}");
     }
 }

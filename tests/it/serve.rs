@@ -4,8 +4,9 @@
 //! headless chromium; the files checked on disk.
 //!
 //! The oracle for every HTTP answer is the CLI itself: the body of
-//! `/api/performance/metrics` must equal `perf-metrics --json` with the same
-//! filters, byte for byte, and `/metrics` must equal `--prometheus`.
+//! `/api/performance/metrics` must hold the numbers of `perf-metrics --json`
+//! with the same filters, in the seed's shape (an `operations` array), and
+//! `/metrics` must equal `--prometheus` byte for byte.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -182,8 +183,9 @@ fn serve_api_is_exactly_the_cli_json_and_prometheus_with_the_same_filters() {
         let a = get(s.addr, &format!("/api/performance/metrics{query}"));
         assert_eq!(a.status, 200, "{query}: {}", a.text());
         assert_eq!(a.header("Content-Type"), Some("application/json"));
+        assert_eq!(a.header("Access-Control-Allow-Origin"), Some("*"));
         let want = cli_out(pm(&w, &log).arg("--json").args(&args));
-        assert_eq!(a.text(), String::from_utf8_lossy(&want), "{query}");
+        assert_seed_shape_of(&a.body, &want, query);
         let a = get(s.addr, &format!("/metrics{query}"));
         assert_eq!(a.status, 200);
         assert!(
@@ -205,14 +207,58 @@ fn serve_api_is_exactly_the_cli_json_and_prometheus_with_the_same_filters() {
         .success();
     let after = get(s.addr, "/api/performance/metrics").text();
     assert_ne!(before, after);
-    assert_eq!(
-        after,
-        String::from_utf8_lossy(&cli_out(pm(&w, &log).arg("--json")))
-    );
+    assert_seed_shape_of(after.as_bytes(), &cli_out(pm(&w, &log).arg("--json")), "");
     assert!(
-        after.contains("\"fresh_op\": {\"count\": 1, \"total\": 2.5,"),
+        after.contains("{\"name\": \"fresh_op\", \"count\": 1, \"avg\": 2.5,"),
         "{after}"
     );
+}
+
+/// Checks that `api` is the seed's shape of the CLI's `--json` output `cli`
+/// (`perf-metrics --json` keeps the contract's shape, keyed by operation):
+/// `{"operations": [{"name", "count", "avg", "min", "max", "total", "p50",
+/// "p95", "p99"}, …], "totalTime": Σ total, "avgWorktreeCreation": …}`.
+fn assert_seed_shape_of(api: &[u8], cli: &[u8], what: &str) {
+    use serde_json::Value;
+    // The seed's key order, as written (serde_json's map sorts keys).
+    let text = String::from_utf8_lossy(api);
+    let order = "\", \"count\": ";
+    let order2 = ", \"avg\": ";
+    assert!(
+        text.matches("{\"name\": \"").count() == text.matches(order).count(),
+        "{what}: {text}"
+    );
+    assert!(
+        text.matches(order).count() == text.matches(order2).count(),
+        "{what}: {text}"
+    );
+    let api: Value = serde_json::from_slice(api).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let cli: serde_json::Map<String, Value> = serde_json::from_slice(cli).unwrap();
+    let ops = api["operations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no operations array: {api}"));
+    assert_eq!(ops.len(), cli.len(), "{what}");
+    let mut total = 0.0;
+    for (op, (name, want)) in ops.iter().zip(&cli) {
+        assert_eq!(op["name"], name.as_str(), "{what}");
+        let mut keys: Vec<&str> = op.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut want_keys = [
+            "name", "count", "avg", "min", "max", "total", "p50", "p95", "p99",
+        ];
+        want_keys.sort_unstable();
+        assert_eq!(keys, want_keys, "{what}");
+        for k in ["count", "avg", "min", "max", "total", "p50", "p95", "p99"] {
+            assert_eq!(op[k], want[k], "{what}: {name}.{k}");
+        }
+        total += want["total"].as_f64().unwrap();
+    }
+    let got = api["totalTime"].as_f64().unwrap();
+    assert!(
+        (got - total).abs() < 0.002 * cli.len().max(1) as f64,
+        "{what}: {got} vs {total}"
+    );
+    assert!(api["avgWorktreeCreation"].is_null(), "{what}");
 }
 
 #[test]
@@ -260,7 +306,7 @@ fn serve_answers_bad_requests_with_4xx_and_keeps_serving() {
     assert_eq!(get(s.addr, "/api/performance").status, 404);
     let a = request(s.addr, "POST", "/api/performance/metrics");
     assert_eq!(a.status, 405);
-    assert_eq!(a.header("Allow"), Some("GET, HEAD"));
+    assert_eq!(a.header("Allow"), Some("GET, HEAD, OPTIONS"));
     assert_eq!(request(s.addr, "DELETE", "/").status, 405);
     for q in [
         "/?since=soon",
@@ -286,7 +332,12 @@ fn serve_answers_bad_requests_with_4xx_and_keeps_serving() {
     assert_eq!(raw(s.addr, &big).status, 431);
     // A percent-encoded name is decoded like the CLI's --op.
     let a = get(s.addr, "/api/performance/metrics?op=op%5F1");
-    assert!(a.text().starts_with("{\"op_1\""), "{}", a.text());
+    assert!(
+        a.text()
+            .starts_with("{\"operations\": [{\"name\": \"op_1\""),
+        "{}",
+        a.text()
+    );
     // HEAD: the headers of GET, no body.
     let a = request(s.addr, "HEAD", "/");
     assert_eq!(a.status, 200);
@@ -295,7 +346,92 @@ fn serve_answers_bad_requests_with_4xx_and_keeps_serving() {
     // Still alive and right after all that.
     let a = get(s.addr, "/api/performance/metrics");
     assert_eq!(a.status, 200);
-    assert_eq!(a.body, cli_out(pm(&w, &log).arg("--json")));
+    assert_seed_shape_of(&a.body, &cli_out(pm(&w, &log).arg("--json")), "after");
+}
+
+/// Sends `bytes` without closing our side and reads the answer: the server
+/// must answer on what it has, not on a timeout or our EOF.
+fn answer_to_partial(addr: SocketAddr, bytes: &[u8]) -> Answer {
+    let mut c = connect(addr);
+    c.write_all(bytes).unwrap();
+    let mut buf = Vec::new();
+    let _ = c.read_to_end(&mut buf);
+    parse(&buf)
+}
+
+#[test]
+fn serve_caps_request_heads_at_16_kib_and_refuses_non_http_bytes_at_once() {
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 2, 100);
+    let s = Server::start(&w, &log, &[]);
+    // A head of exactly 16 KiB, its blank line included, is answered; one
+    // byte more is 431 (the cap was 16 KiB on paper and up to 20 in fact).
+    let head = |n: usize| {
+        let mut h =
+            b"GET /api/performance/metrics HTTP/1.1\r\nConnection: close\r\nX-Pad: ".to_vec();
+        h.resize(n - 4, b'p');
+        h.extend_from_slice(b"\r\n\r\n");
+        h
+    };
+    let a = raw(s.addr, &head(16 * 1024));
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(raw(s.addr, &head(16 * 1024 + 1)).status, 431);
+    assert_eq!(raw(s.addr, &head(18 * 1024)).status, 431);
+    // The start of a TLS ClientHello, no newline, connection kept open: a
+    // 400 on these bytes, not a 408 when the read timeout ends.
+    let hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\x8a\x9b";
+    let a = answer_to_partial(s.addr, hello);
+    assert_eq!(a.status, 400, "{}", a.text());
+    // A half-sent request is still waited for (and timed out, 408).
+    let a = answer_to_partial(s.addr, b"GET / HTTP/1.1\r\nHost: x");
+    assert_eq!(a.status, 408);
+}
+
+#[test]
+fn serve_api_answers_cors_preflights_and_gets_from_any_origin() {
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 2, 100);
+    let s = Server::start(&w, &log, &[]);
+    let a = raw(
+        s.addr,
+        b"OPTIONS /api/performance/metrics HTTP/1.1\r\nHost: x\r\nOrigin: http://dash.example:3000\r\n\
+          Access-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: x-requested-with, authorization\r\n\
+          Connection: close\r\n\r\n",
+    );
+    assert_eq!(a.status, 204, "{}", a.text());
+    assert!(a.body.is_empty() && a.header("Content-Length").is_none());
+    assert_eq!(a.header("Access-Control-Allow-Origin"), Some("*"));
+    assert_eq!(
+        a.header("Access-Control-Allow-Methods"),
+        Some("GET, HEAD, OPTIONS")
+    );
+    assert_eq!(
+        a.header("Access-Control-Allow-Headers"),
+        Some("x-requested-with, authorization")
+    );
+    for path in [
+        "/api/performance/metrics",
+        "/metrics",
+        "/metrics?since=nope",
+    ] {
+        let a = raw(
+            s.addr,
+            format!(
+                "GET {path} HTTP/1.1\r\nOrigin: http://dash.example\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        assert_eq!(a.header("Access-Control-Allow-Origin"), Some("*"), "{path}");
+    }
+    // The page itself is not for other origins.
+    assert_eq!(request(s.addr, "OPTIONS", "/").status, 405);
+    assert!(
+        get(s.addr, "/")
+            .header("Access-Control-Allow-Origin")
+            .is_none()
+    );
 }
 
 #[test]
@@ -325,7 +461,7 @@ fn serve_answers_fifty_concurrent_clients_alike() {
         let (path, a) = c.join().unwrap();
         assert_eq!(a.status, 200, "{path}");
         if path == "/api/performance/metrics" {
-            assert_eq!(a.body, want);
+            assert_seed_shape_of(&a.body, &want, path);
         } else if path == "/" {
             assert_eq!(a.text().matches("<svg class=\"chart dist\"").count(), 5);
         }
@@ -358,7 +494,7 @@ fn serve_is_not_blocked_by_half_sent_or_silent_clients() {
     for _ in 0..5 {
         let a = get(s.addr, "/api/performance/metrics");
         assert_eq!(a.status, 200);
-        assert_eq!(a.body, want);
+        assert_seed_shape_of(&a.body, &want, "beside stuck clients");
     }
     // The stuck ones are let go after the read timeout: half a request
     // gets a 408, a silent connection is closed (the socket's own 60 s

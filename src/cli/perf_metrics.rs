@@ -280,6 +280,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             let filter = Filter {
                 ops: ops_of(m),
                 since,
+                until: None,
             };
             report(ctx, &path, filter, format, textfile.as_deref())
         }
@@ -385,7 +386,11 @@ fn html_report(m: &ArgMatches, ctx: &Ctx, path: &Path, since: Option<i64>) -> Re
     if !a.ops.is_empty() {
         filters.push(format!("op {}", a.ops.join(", ")));
     }
-    let filter = Filter { ops: a.ops, since };
+    let filter = Filter {
+        ops: a.ops,
+        since,
+        until: None,
+    };
     let r = aggregate::aggregate_with_series(path, filter)?;
     note_malformed(ctx, r.malformed, path);
     let page = Html {
@@ -393,6 +398,7 @@ fn html_report(m: &ArgMatches, ctx: &Ctx, path: &Path, since: Option<i64>) -> Re
         generated: ctx.cfg.now(),
         filters: filters.join(" · "),
         refresh: None,
+        query: Default::default(),
     }
     .render(&r);
     export::write_file(&a.dest, page.as_bytes())?;
@@ -522,6 +528,7 @@ fn run_check(m: &ArgMatches, ctx: &mut Ctx, path: &Path, since: Option<i64>) -> 
         Filter {
             ops: Vec::new(),
             since,
+            until: None,
         },
     )?;
     let outcomes = check::evaluate(&r, &rules);

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::aggregate::{self, Filter, Report};
-use super::export::{ApiJson, Exporter, Html, Prometheus, html::CSP};
+use super::export::{ApiJson, Exporter, Html, Prometheus, html::CSP, html::PageQuery};
 use super::http::{self, Request, Response as Reply};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -78,6 +78,7 @@ type Snapshot = std::result::Result<Arc<Report>, String>;
 struct Key {
     ops: Vec<String>,
     since: Option<i64>,
+    until: Option<i64>,
     file: Option<(u64, u64, u64, i64, i64, i64, i64)>,
 }
 
@@ -161,6 +162,9 @@ enum View {
 #[derive(Debug, Default, PartialEq)]
 struct Query {
     since: Option<(String, Duration)>,
+    /// An absolute range, epoch seconds (the page's zoom).
+    from: Option<i64>,
+    to: Option<i64>,
     ops: Vec<String>,
 }
 
@@ -198,6 +202,13 @@ impl State {
             "/" | "/index.html" => View::Page,
             "/api/performance/metrics" => View::Json,
             "/metrics" => View::Prometheus,
+            // A browser pointed at /metrics asks for it: nothing, not a 404
+            // on its console.
+            "/favicon.ico" if method == "GET" || method == "HEAD" => {
+                let mut r = Reply::text(204, "");
+                r.body.clear();
+                return r;
+            }
             _ => return Reply::text(404, format!("not found: {path} (try {PATHS})")),
         };
         let cors = view != View::Page;
@@ -218,14 +229,14 @@ impl State {
             Ok(q) => q,
             Err(msg) => return Reply::text(400, msg),
         };
-        if q.since.is_none() {
+        if q.since.is_none() && q.from.is_none() && q.to.is_none() {
             q.since.clone_from(&self.default_since);
         }
-        let since = q
-            .since
-            .as_ref()
-            .map(|(_, d)| self.cfg.now() - d.as_secs() as i64);
-        let report = match self.report(q.ops.clone(), since) {
+        let since = match (&q.since, q.from) {
+            (Some((_, d)), _) => Some(self.cfg.now() - d.as_secs() as i64),
+            (None, from) => from,
+        };
+        let report = match self.report(q.ops.clone(), since, q.to) {
             Ok(r) => r,
             Err(msg) => return Reply::text(500, msg),
         };
@@ -242,6 +253,12 @@ impl State {
                     generated: self.cfg.now(),
                     filters: describe(&q),
                     refresh: Some(self.refresh),
+                    query: PageQuery {
+                        since: q.since.as_ref().map(|(s, _)| s.clone()),
+                        from: q.from,
+                        to: q.to,
+                        ops: q.ops.clone(),
+                    },
                 }
                 .render(&report),
             ),
@@ -264,10 +281,11 @@ impl State {
 
     /// The report for a filter: cached while the log is unchanged; one pass
     /// at a time per key, the others wait for it.
-    fn report(&self, ops: Vec<String>, since: Option<i64>) -> Snapshot {
+    fn report(&self, ops: Vec<String>, since: Option<i64>, until: Option<i64>) -> Snapshot {
         let key = Key {
             ops,
             since,
+            until,
             file: file_state(&self.log),
         };
         let cell = {
@@ -296,6 +314,7 @@ impl State {
                     Filter {
                         ops: key.ops.clone(),
                         since: key.since,
+                        until: key.until,
                     },
                 )
                 .map(Arc::new)
@@ -348,6 +367,18 @@ fn describe(q: &Query) -> String {
     if let Some((s, _)) = &q.since {
         parts.push(format!("since {s}"));
     }
+    let utc = |t: i64| {
+        jiff::Timestamp::from_second(t).map_or_else(
+            |_| t.to_string(),
+            |ts| ts.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        )
+    };
+    match (q.from, q.to) {
+        (Some(a), Some(b)) => parts.push(format!("from {} to {}", utc(a), utc(b))),
+        (Some(a), None) => parts.push(format!("from {}", utc(a))),
+        (None, Some(b)) => parts.push(format!("to {}", utc(b))),
+        (None, None) => {}
+    }
     if !q.ops.is_empty() {
         parts.push(format!("op {}", q.ops.join(", ")));
     }
@@ -374,12 +405,32 @@ fn parse_query(query: &str) -> std::result::Result<Query, String> {
                 }
                 q.ops.push(v);
             }
+            "from" | "to" => {
+                let slot = if k == "from" { &mut q.from } else { &mut q.to };
+                if slot.is_some() {
+                    return Err(format!("'{k}' given twice"));
+                }
+                let t = v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|t| (0..=253_402_300_799).contains(t))
+                    .ok_or_else(|| format!("bad '{k}': '{v}' is not an epoch second"))?;
+                *slot = Some(t);
+            }
             _ => {
                 return Err(format!(
-                    "unknown query parameter '{k}' (expected since, op)"
+                    "unknown query parameter '{k}' (expected since, from, to, op)"
                 ));
             }
         }
+    }
+    if q.since.is_some() && (q.from.is_some() || q.to.is_some()) {
+        return Err("'since' and 'from'/'to' exclude each other".into());
+    }
+    if let (Some(a), Some(b)) = (q.from, q.to)
+        && a > b
+    {
+        return Err("'from' is after 'to'".into());
     }
     Ok(q)
 }
@@ -433,7 +484,20 @@ mod tests {
         let q = parse_query("since=1h&op=a&op=b%2Cc").unwrap();
         assert_eq!(q.since.unwrap().1, Duration::from_secs(3600));
         assert_eq!(q.ops, ["a", "b,c"]);
-        for bad in ["since=abc", "since=1h&since=2h", "op=", "x=1", "since"] {
+        let q = parse_query("from=100&to=200&op=a").unwrap();
+        assert_eq!((q.from, q.to), (Some(100), Some(200)));
+        for bad in [
+            "since=abc",
+            "since=1h&since=2h",
+            "op=",
+            "x=1",
+            "since",
+            "from=1&from=2",
+            "from=x",
+            "to=-5",
+            "from=9&to=8",
+            "since=1h&from=5",
+        ] {
             assert!(parse_query(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_query("").unwrap(), Query::default());

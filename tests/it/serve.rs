@@ -644,7 +644,7 @@ fn the_page_loads_in_headless_chromium_without_console_errors_and_draws_every_op
     assert_eq!(dom.matches("<svg class=\"chart dist\"").count(), 6, "{dom}");
     assert_eq!(dom.matches("<svg class=\"chart series\"").count(), 6);
     assert_eq!(dom.matches("<article class=\"op\"").count(), 6);
-    assert!(dom.contains("class=\"bar\"") && dom.contains("<polyline class=\"line\""));
+    assert!(dom.contains("class=\"bar\"") && dom.contains("<polyline class=\"line m-p99\""));
     assert!(
         dom.contains("<span id=\"status\" role=\"status\">updated"),
         "the page did not refresh itself"
@@ -654,7 +654,7 @@ fn the_page_loads_in_headless_chromium_without_console_errors_and_draws_every_op
     assert!(console.is_empty(), "console: {console:?}");
     assert_eq!(dom.matches("<svg class=\"chart dist\"").count(), 2);
 
-    // The static report: same charts, no script, no errors from file://.
+    // The static report: same charts, no errors from file://.
     let page = w.path().join("report.html");
     pm(&w, &log)
         .args(["report", "--html"])
@@ -684,7 +684,23 @@ fn report_html_writes_one_self_contained_file_atomically() {
     let html = fs::read_to_string(&page).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert_eq!(html.matches("<svg class=\"chart dist\"").count(), 3);
-    assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    // One script, and the CSP lets exactly that one run (by its hash).
+    assert_eq!(html.matches("<script").count(), 1);
+    let csp = html
+        .split("http-equiv=\"Content-Security-Policy\" content=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap();
+    let script_src = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("script-src"))
+        .unwrap();
+    assert!(
+        script_src.starts_with("script-src 'sha256-") && !script_src.contains("unsafe"),
+        "{csp}"
+    );
     assert!(html.contains("since 2h"));
     // Nothing but the page is left in its dir (no temp file).
     let names: Vec<PathBuf> = fs::read_dir(&out_dir)
@@ -783,4 +799,445 @@ fn serve_page_of_a_big_log_stays_small() {
         "serve: two page loads of a 300k-row log took {:?}",
         t.elapsed()
     );
+}
+
+// ------------------------------------------------------- chromium over CDP
+
+/// Headless chromium driven over the DevTools protocol on a pipe
+/// (`--remote-debugging-pipe`: it reads commands on fd 3 and writes answers
+/// and events on fd 4, each a JSON text ended by a NUL), with one page.
+/// Console messages, uncaught exceptions and log entries of level warning
+/// or error (a CSP violation is one) are collected in `console`.
+struct Browser {
+    child: Child,
+    tx: fs::File,
+    rx: BufReader<fs::File>,
+    next: u64,
+    session: String,
+    console: Vec<String>,
+    _profile: tempfile::TempDir,
+}
+
+/// A pipe whose two ends are close-on-exec and numbered above 100 (so
+/// that placing them at 3 and 4 in the child cannot clobber one another).
+fn cdp_pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array we own.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let high = |fd: i32| {
+        // SAFETY: fd is ours and open; F_DUPFD_CLOEXEC returns a new one.
+        let h = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100) };
+        assert!(h >= 100);
+        // SAFETY: both are open descriptors owned by nobody else.
+        unsafe {
+            libc::close(fd);
+            OwnedFd::from_raw_fd(h)
+        }
+    };
+    (high(fds[0]), high(fds[1]))
+}
+
+impl Browser {
+    /// Starts chromium (under coreutils' timeout: a hung browser fails the
+    /// test instead of stalling the suite) and opens one page.
+    fn launch(w: &World) -> Browser {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let profile = tempfile::tempdir_in(w.path()).unwrap();
+        let (to_chrome_r, to_chrome_w) = cdp_pipe();
+        let (from_chrome_r, from_chrome_w) = cdp_pipe();
+        let (r3, w4) = (to_chrome_r.as_raw_fd(), from_chrome_w.as_raw_fd());
+        let mut c = Command::new("timeout");
+        c.args(["-k", "10", "120", "chromium"]).args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--remote-debugging-pipe",
+        ]);
+        c.arg(format!("--user-data-dir={}", profile.path().display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: between fork and exec only dup2, async-signal-safe; the
+        // copies at 3 and 4 are not close-on-exec, the originals are.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::dup2(r3, 3) < 0 || libc::dup2(w4, 4) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = c.spawn().expect("spawn chromium");
+        drop((to_chrome_r, from_chrome_w));
+        let mut b = Browser {
+            child,
+            tx: fs::File::from(to_chrome_w),
+            rx: BufReader::new(fs::File::from(from_chrome_r)),
+            next: 0,
+            session: String::new(),
+            console: Vec::new(),
+            _profile: profile,
+        };
+        let target = b.call_on(
+            None,
+            "Target.createTarget",
+            serde_json::json!({"url": "about:blank"}),
+        );
+        let id = target["targetId"].as_str().expect("targetId").to_string();
+        let attached = b.call_on(
+            None,
+            "Target.attachToTarget",
+            serde_json::json!({"targetId": id, "flatten": true}),
+        );
+        b.session = attached["sessionId"]
+            .as_str()
+            .expect("sessionId")
+            .to_string();
+        for domain in ["Page.enable", "Runtime.enable", "Log.enable"] {
+            b.call(domain, serde_json::json!({}));
+        }
+        b
+    }
+
+    /// Reads the next message; notes console lines.
+    fn read(&mut self) -> serde_json::Value {
+        let mut buf = Vec::new();
+        let n = self.rx.read_until(0, &mut buf).expect("read from chromium");
+        assert!(n > 0, "chromium closed its pipe");
+        buf.pop();
+        let v: serde_json::Value = serde_json::from_slice(&buf).expect("CDP JSON");
+        let p = &v["params"];
+        match v["method"].as_str() {
+            Some("Runtime.consoleAPICalled") => {
+                let args: Vec<String> = p["args"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| a["value"].to_string())
+                    .collect();
+                self.console
+                    .push(format!("console.{}: {}", p["type"], args.join(" ")));
+            }
+            Some("Runtime.exceptionThrown") => {
+                let d = &p["exceptionDetails"];
+                self.console.push(format!(
+                    "uncaught: {} {}",
+                    d["text"], d["exception"]["description"]
+                ));
+            }
+            Some("Log.entryAdded") => {
+                let e = &p["entry"];
+                if matches!(e["level"].as_str(), Some("error" | "warning")) {
+                    self.console
+                        .push(format!("log {}: {}", e["level"], e["text"]));
+                }
+            }
+            _ => {}
+        }
+        v
+    }
+
+    fn call_on(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: serde_json::Value,
+    ) -> serde_json::Value {
+        self.next += 1;
+        let id = self.next;
+        let mut msg = serde_json::json!({"id": id, "method": method, "params": params});
+        if let Some(s) = session {
+            msg["sessionId"] = s.into();
+        }
+        let mut bytes = serde_json::to_vec(&msg).unwrap();
+        bytes.push(0);
+        self.tx.write_all(&bytes).expect("write to chromium");
+        loop {
+            let v = self.read();
+            if v["id"].as_u64() == Some(id) {
+                assert!(v.get("error").is_none(), "{method}: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// A command to the page.
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        let s = self.session.clone();
+        self.call_on(Some(&s), method, params)
+    }
+
+    /// Waits for an event of the page.
+    fn wait_for(&mut self, event: &str) -> serde_json::Value {
+        loop {
+            let v = self.read();
+            if v["method"] == event {
+                return v["params"].clone();
+            }
+        }
+    }
+
+    /// Loads `url` in a viewport of `width` × `height` CSS pixels (a phone's
+    /// when `mobile`: the viewport meta tag applies) and waits for its load.
+    fn open(&mut self, url: &str, width: u32, height: u32, mobile: bool) {
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            serde_json::json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}),
+        );
+        self.call("Page.navigate", serde_json::json!({"url": url}));
+        self.wait_for("Page.loadEventFired");
+    }
+
+    /// Evaluates `js` in the page (awaiting a promise) and returns its value.
+    fn eval(&mut self, js: &str) -> serde_json::Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({"expression": js, "returnByValue": true, "awaitPromise": true}),
+        );
+        assert!(r.get("exceptionDetails").is_none(), "{js}: {r}");
+        r["result"]["value"].clone()
+    }
+
+    /// A mouse drag from `a` to `b` (page coordinates).
+    fn drag(&mut self, a: (f64, f64), b: (f64, f64)) {
+        let ev = |t: &str, (x, y): (f64, f64), buttons: u8| serde_json::json!({"type": t, "x": x, "y": y, "button": "left", "buttons": buttons, "clickCount": 1});
+        self.call("Input.dispatchMouseEvent", ev("mouseMoved", a, 0));
+        self.call("Input.dispatchMouseEvent", ev("mousePressed", a, 1));
+        let mid = ((a.0 + b.0) / 2.0, (a.1 + b.1) / 2.0);
+        self.call("Input.dispatchMouseEvent", ev("mouseMoved", mid, 1));
+        self.call("Input.dispatchMouseEvent", ev("mouseMoved", b, 1));
+        self.call("Input.dispatchMouseEvent", ev("mouseReleased", b, 0));
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the layout probe measures in a loaded page: horizontal overflow,
+/// the smallest text as rendered (an SVG's text scaled by its viewBox),
+/// table cells out of view, the charts drawn.
+const PROBE: &str = r#"(() => {
+  const de = document.documentElement;
+  let min = 1e9, where = '';
+  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n; (n = walk.nextNode());) {
+    if (!n.textContent.trim()) continue;
+    const el = n.parentElement;
+    if (el.closest('[hidden], title, script, style')) continue;
+    const r = el.getBoundingClientRect();
+    if (!r.width || !r.height) continue;
+    let size = parseFloat(getComputedStyle(el).fontSize);
+    const svg = el.closest('svg');
+    if (svg) size *= svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+    if (size < min) { min = size; where = el.tagName + ' ' + n.textContent.trim().slice(0, 40); }
+  }
+  const out = [];
+  for (const td of document.querySelectorAll('td')) {
+    const r = td.getBoundingClientRect();
+    if (r.left < -0.5 || r.right > innerWidth + 0.5) out.push(td.textContent);
+  }
+  const n = (sel) => document.querySelectorAll(sel).length;
+  return {scroll: de.scrollWidth, inner: innerWidth, minFont: min, where, out,
+          dist: n('svg.dist'), series: n('svg.series'), rate: n('svg.rate'),
+          cards: n('article.op'), local: n('time[data-t] + span.local')};
+})()"#;
+
+/// Loads `url` at a phone's 390×844 and a desktop's 1280×900 and checks
+/// the layout: no horizontal scroll, no text under 12 px, every number of
+/// the table in view, `ops` operations drawn, local times added, and not a
+/// console message.
+fn check_layout(b: &mut Browser, url: &str, ops: u64) {
+    for (w, h, mobile) in [(390, 844, true), (1280, 900, false)] {
+        b.console.clear();
+        b.open(url, w, h, mobile);
+        let m = b.eval(PROBE);
+        let what = format!("{url} at {w}x{h}: {m}");
+        assert_eq!(m["inner"], w, "{what}");
+        assert!(
+            m["scroll"].as_u64() <= m["inner"].as_u64(),
+            "horizontal scroll: {what}"
+        );
+        assert!(
+            m["minFont"].as_f64().unwrap() >= 12.0,
+            "text under 12 px: {what}"
+        );
+        assert_eq!(
+            m["out"].as_array().map(Vec::len),
+            Some(0),
+            "cells out of view: {what}"
+        );
+        for k in ["dist", "series", "rate", "cards"] {
+            assert_eq!(m[k].as_u64(), Some(ops), "{k}: {what}");
+        }
+        assert!(m["local"].as_u64() >= Some(2), "no local times: {what}");
+        assert!(b.console.is_empty(), "console: {:?} ({what})", b.console);
+    }
+}
+
+/// A log like write_log's, plus an operation with a very long name.
+fn write_page_log(path: &Path) {
+    write_log(path, 5, 3000);
+    let long = format!("ffkit.pipeline:{}", "very_long_operation_name_".repeat(4));
+    let mut f = fs::OpenOptions::new().append(true).open(path).unwrap();
+    for i in 0..50 {
+        writeln!(
+            f,
+            "{},{long},{}",
+            NOW - 5000 + i * 60,
+            1.5 + i as f64 / 10.0
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn the_page_fits_a_phone_and_a_desktop_in_chromium_served_and_static() {
+    if !have("chromium") {
+        return;
+    }
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_page_log(&log);
+    let mut b = Browser::launch(&w);
+    // The detector can fail: a page that throws, and one whose inline
+    // script the CSP refuses, are both caught.
+    let bad = w.path().join("bad.html");
+    fs::write(
+        &bad,
+        "<!DOCTYPE html><meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'sha256-AAAA'\">\
+         <title>x</title><script>nope();</script>",
+    )
+    .unwrap();
+    b.open(&format!("file://{}", bad.display()), 390, 844, true);
+    assert!(
+        b.console
+            .iter()
+            .any(|l| l.contains("Content Security Policy")),
+        "the console detector saw nothing: {:?}",
+        b.console
+    );
+    let s = Server::start(&w, &log, &["--refresh", "0"]);
+    check_layout(&mut b, &format!("http://{}/", s.addr), 6);
+    let page = w.path().join("report.html");
+    pm(&w, &log)
+        .args(["report", "--html"])
+        .arg(&page)
+        .assert()
+        .success();
+    check_layout(&mut b, &format!("file://{}", page.display()), 6);
+}
+
+#[test]
+fn the_page_filters_operations_and_zooms_by_dragging_across_a_time_chart() {
+    if !have("chromium") {
+        return;
+    }
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_page_log(&log);
+    let s = Server::start(&w, &log, &["--refresh", "0"]);
+    let mut b = Browser::launch(&w);
+    b.open(&format!("http://{}/", s.addr), 1280, 900, false);
+    // The filter hides the other operations' rows and cards as one types.
+    let shown = b.eval(
+        "(() => { const f = document.getElementById('filter'); f.value = 'op_1, pipeline';
+           f.dispatchEvent(new Event('input'));
+           const vis = (s) => [...document.querySelectorAll(s)].filter((e) => !e.hidden).length;
+           return [vis('article.op'), vis('tbody tr'), document.getElementById('shown').textContent]; })()",
+    );
+    assert_eq!(shown, serde_json::json!([2, 2, "2 of 6 shown"]));
+    // A range preset is a link to the same page with ?since=.
+    let href = b.eval("document.querySelector('nav.range a').getAttribute('href')");
+    assert_eq!(href, "?since=5m");
+    // Drag from 25 % to 75 % of the first latency chart's plot: the page
+    // asks the server for that range, and shows it.
+    let geo = b.eval(
+        "(() => { const s = document.querySelector('svg.series'); s.scrollIntoView();
+           const r = s.getBoundingClientRect(), d = s.dataset, k = r.width / s.viewBox.baseVal.width;
+           return [r.left + k * Number(d.x0), r.left + k * Number(d.x1), r.top + r.height / 2,
+                   Number(d.t0), Number(d.t1)]; })()",
+    );
+    let g: Vec<f64> = geo
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let (xa, xb) = (g[0] + (g[1] - g[0]) * 0.25, g[0] + (g[1] - g[0]) * 0.75);
+    b.drag((xa, g[2]), (xb, g[2]));
+    b.wait_for("Page.loadEventFired");
+    let search = b.eval("location.search");
+    let q: Vec<i64> = search
+        .as_str()
+        .unwrap()
+        .trim_start_matches('?')
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(_, v)| v.parse().unwrap())
+        .collect();
+    let (t0, t1) = (g[3], g[4]);
+    let want = (t0 + (t1 - t0) * 0.25, t0 + (t1 - t0) * 0.75);
+    // A pixel is worth (t1 - t0) / plot width seconds.
+    let slack = (t1 - t0) / (g[1] - g[0]) * 3.0;
+    assert_eq!(q.len(), 2, "{search}");
+    assert!(
+        (q[0] as f64 - want.0).abs() <= slack && (q[1] as f64 - want.1).abs() <= slack,
+        "{search} vs {want:?}"
+    );
+    // The zoomed page's data is that range: its rows are the CLI's count
+    // over the same window.
+    let meta = b.eval("document.getElementById('meta').textContent");
+    assert!(meta.as_str().unwrap().contains("from 2023-"), "{meta}");
+    let rows = b.eval(
+        "[...document.querySelectorAll('tbody td[data-label=Count]')].reduce((a, td) => a + Number(td.textContent.replace(/\\s/g, '')), 0)",
+    );
+    let raw = fs::read_to_string(&log).unwrap();
+    let want_rows = raw
+        .lines()
+        .filter_map(|l| l.split(',').next()?.parse::<i64>().ok())
+        .filter(|t| *t >= q[0] && *t <= q[1])
+        .count();
+    assert_eq!(rows.as_u64(), Some(want_rows as u64));
+    assert!(b.console.is_empty(), "{:?}", b.console);
+}
+
+#[test]
+fn a_dashboard_on_another_origin_reads_the_api_like_vibetrees() {
+    if !have("chromium") {
+        return;
+    }
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 3, 300);
+    let s = Server::start(&w, &log, &[]);
+    let mut b = Browser::launch(&w);
+    // The dashboard's origin is http://localhost:PORT; the API's is
+    // http://127.0.0.1:PORT: another origin. A custom header makes the
+    // browser send a preflight first.
+    b.open(
+        &format!("http://localhost:{}/metrics", s.addr.port()),
+        1280,
+        900,
+        false,
+    );
+    let got = b.eval(&format!(
+        "fetch('http://{}/api/performance/metrics', {{headers: {{'X-Requested-With': 'vibetrees'}}}})
+           .then((r) => r.json())
+           .then((data) => data.operations.map((op) => op.name + ':' + op.count).join(' ') + ' total ' + (data.totalTime > 0))",
+        s.addr
+    ));
+    assert_eq!(got, "op_0:100 op_1:100 op_2:100 total true");
+    assert!(b.console.is_empty(), "{:?}", b.console);
 }

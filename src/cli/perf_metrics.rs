@@ -148,7 +148,8 @@ pub fn command() -> Command {
                      \"totalTime\": …}, readable from any origin: CORS), GET /metrics (Prometheus \
                      text, CORS too) and GET / (a \
                      self-contained page with a table and charts per operation that refreshes \
-                     itself), each taking ?since=DURATION and ?op=NAME (repeatable). Listens on \
+                     itself, fits a phone, and picks and zooms its time range), each taking \
+                     ?since=DURATION or ?from=EPOCH&to=EPOCH, and ?op=NAME (repeatable). Listens on \
                      loopback unless --listen says otherwise. There is no authentication: anyone \
                      who can connect can read the metrics. --since sets the filter of requests \
                      that give none.",
@@ -174,10 +175,12 @@ pub fn command() -> Command {
             Command::new("report")
                 .about("Write the metrics page as one static HTML file")
                 .long_about(
-                    "Write the page that perf-metrics serve shows (table, latency distribution and \
-                     p95 over time per operation) as one self-contained HTML file, atomically (a \
-                     temp file renamed over FILE), e.g. as a CI artifact. It loads nothing from \
-                     the network and has no script.",
+                    "Write the page that perf-metrics serve shows (table; per operation the latency \
+                     distribution, p50/p95/p99 and the rate over time) as one self-contained HTML \
+                     file, atomically (a temp file renamed over FILE), e.g. as a CI artifact. It \
+                     loads nothing from the network; its one script (the operation filter, local \
+                     times) is the only one its Content-Security-Policy lets run. Its time range \
+                     is --since's.",
                 )
                 .arg(
                     Arg::new("html")

@@ -249,6 +249,7 @@ h2{font-size:15px;margin:0 0 2px;font-family:ui-monospace,SFMono-Regular,Menlo,C
 #meta{color:var(--muted);margin:4px 0 8px;font-size:13px}
 #meta code{font-size:12px}
 .local{color:var(--muted)}
+#shown:empty,#status:empty{display:none}
 .controls{display:flex;flex-wrap:wrap;gap:8px 14px;align-items:center;font-size:13px;color:var(--muted);margin:6px 0}
 .controls button,.controls input[type=search],.range a{font:inherit;font-size:13px;padding:4px 10px;border:1px solid var(--line);border-radius:6px;background:var(--card);color:var(--fg)}
 .controls button{cursor:pointer}
@@ -1011,35 +1012,56 @@ fn y_axis(o: &mut String, ticks: &[f64], top: f64, label: impl Fn(f64) -> String
     }
 }
 
-/// A bucket's numbers, as its tooltip says them.
-fn bucket_title(p: &Point, width: i64) -> String {
-    format!(
-        "{} + {}: {} row{} ({}) · p50 {} · p95 {} · p99 {}",
-        when(p.start),
-        span(width),
-        count(p.count),
-        if p.count == 1 { "" } else { "s" },
-        rate(p.count, width),
-        human_ms(p.p50),
-        human_ms(p.p95),
-        human_ms(p.p99)
-    )
+/// A bucket's start as its tooltip says it: to the minute unless buckets
+/// are shorter.
+fn bucket_when(t: i64, width: i64) -> String {
+    let fmt = if width < 60 {
+        "%Y-%m-%d %H:%M:%S"
+    } else {
+        "%Y-%m-%d %H:%M"
+    };
+    jiff::Timestamp::from_second(t)
+        .map_or_else(|_| t.to_string(), |ts| ts.strftime(fmt).to_string())
+}
+
+/// A bucket's numbers, as its tooltip says them: in the latency chart its
+/// percentiles, in the rate chart its rows and rate.
+fn bucket_title(p: &Point, width: i64, latency: bool) -> String {
+    let when = bucket_when(p.start, width);
+    if latency {
+        format!(
+            "{when} UTC +{}: p50 {} · p95 {} · p99 {} ({} row{})",
+            span(width),
+            human_ms(p.p50),
+            human_ms(p.p95),
+            human_ms(p.p99),
+            count(p.count),
+            if p.count == 1 { "" } else { "s" },
+        )
+    } else {
+        format!(
+            "{when} UTC +{}: {} row{} ({})",
+            span(width),
+            count(p.count),
+            if p.count == 1 { "" } else { "s" },
+            rate(p.count, width)
+        )
+    }
 }
 
 /// A transparent column per bucket over the plot, carrying its tooltip.
-fn hover_columns(o: &mut String, tl: &Timeline, points: &[Point]) {
+fn hover_columns(o: &mut String, tl: &Timeline, points: &[Point], latency: bool) {
     let (start, end) = time_range(tl);
     let (x0, x1, y0, y1) = (LEFT, W - RIGHT, H - BOTTOM, TOP);
-    let bw = (x1 - x0) * tl.width as f64 / (end - start).max(1) as f64;
+    let bw = f(((x1 - x0) * tl.width as f64 / (end - start).max(1) as f64).max(1.0));
+    let h = f(y0 - y1);
     for p in points {
         let x = x0 + (x1 - x0) * (p.start - start) as f64 / (end - start).max(1) as f64;
         let _ = write!(
             o,
-            "<rect class=\"hover\" x=\"{}\" y=\"{y1}\" width=\"{}\" height=\"{}\"><title>{}</title></rect>",
+            "<rect class=\"hover\" x=\"{}\" y=\"{y1}\" width=\"{bw}\" height=\"{h}\"><title>{}</title></rect>",
             f(x),
-            f(bw.max(1.0)),
-            f(y0 - y1),
-            escape(&bucket_title(p, tl.width))
+            escape(&bucket_title(p, tl.width, latency))
         );
     }
 }
@@ -1093,7 +1115,7 @@ fn latency_svg(op: &str, tl: &Timeline, points: &[Point]) -> String {
             );
         }
     }
-    hover_columns(&mut o, tl, points);
+    hover_columns(&mut o, tl, points, true);
     o.push_str("</svg>");
     o
 }
@@ -1127,7 +1149,7 @@ fn rate_svg(op: &str, tl: &Timeline, points: &[Point]) -> String {
             f(h)
         );
     }
-    hover_columns(&mut o, tl, points);
+    hover_columns(&mut o, tl, points, false);
     o.push_str("</svg>");
     o
 }

@@ -229,9 +229,6 @@ fn read_head(s: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<(Request, bo
                 }
                 Ok(None) if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
                 Ok(None) => {}
-                Err(HeadError::Bad(_, _)) if buf.len() > MAX_HEAD => {
-                    return Err(HeadError::TooLarge);
-                }
                 Err(e) => return Err(e),
             }
         }

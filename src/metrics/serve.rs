@@ -551,6 +551,26 @@ mod tests {
         assert_eq!(s.route("POST", "/metrics", None).status, 405);
         assert_eq!(s.route("GET", "/?since=soon", None).status, 400);
         assert_eq!(s.route("GET", "*", None).status, 400);
+        // Every range preset of the page is a query the server takes, and
+        // so is a zoom.
+        for p in crate::metrics::export::html::PRESETS {
+            // "All" links to `?`.
+            let target = if p.is_empty() {
+                "/?".to_string()
+            } else {
+                format!("/?since={p}")
+            };
+            assert_eq!(s.route("GET", &target, None).status, 200, "{p}");
+        }
+        let r = s.route("GET", "/?from=990&to=995&op=a", None);
+        assert_eq!(r.status, 200);
+        let page = String::from_utf8(r.body).unwrap();
+        assert!(
+            page.contains("1 row ")
+                && page.contains("from 1970-01-01 00:16:30 UTC to 1970-01-01 00:16:35 UTC"),
+            "{page}"
+        );
+        assert_eq!(s.route("GET", "/favicon.ico", None).status, 204);
         // The cache follows the log: a new row shows up.
         std::fs::write(&log, "990,a,1\n995,b,2\n996,c,3\n").unwrap();
         let body =

@@ -234,7 +234,7 @@ const TICK_STEPS: [i64; 22] = [
 ];
 
 /// The range presets of a served page.
-const PRESETS: [&str; 8] = ["5m", "15m", "1h", "6h", "24h", "7d", "30d", ""];
+pub(crate) const PRESETS: [&str; 8] = ["5m", "15m", "1h", "6h", "24h", "7d", "30d", ""];
 
 const STYLE: &str = r#"
 :root{color-scheme:light dark;--bg:#f7f8fa;--card:#fff;--fg:#1d2330;--muted:#5d6778;--line:#d9dde5;--grid:#eceef2;--accent:#3b6fd8;--accent2:#8fb0ee;--p50:#2f9e62;--p95:#d9822b;--p99:#c23b3b;--warn:#8a5a00;--warnbg:#fff4d6}

@@ -144,9 +144,12 @@ pub fn command() -> Command {
                 .about("Serve the metrics over HTTP: JSON, Prometheus text and a live page")
                 .long_about(
                     "Serve the metrics log over HTTP until killed: GET /api/performance/metrics \
-                     (exactly perf-metrics --json), GET /metrics (Prometheus text) and GET / (a \
+                     (the numbers of perf-metrics --json as {\"operations\": [{\"name\", …}], \
+                     \"totalTime\": …}, readable from any origin: CORS), GET /metrics (Prometheus \
+                     text, CORS too) and GET / (a \
                      self-contained page with a table and charts per operation that refreshes \
-                     itself), each taking ?since=DURATION and ?op=NAME (repeatable). Listens on \
+                     itself, fits a phone, and picks and zooms its time range), each taking \
+                     ?since=DURATION or ?from=EPOCH&to=EPOCH, and ?op=NAME (repeatable). Listens on \
                      loopback unless --listen says otherwise. There is no authentication: anyone \
                      who can connect can read the metrics. --since sets the filter of requests \
                      that give none.",
@@ -172,10 +175,12 @@ pub fn command() -> Command {
             Command::new("report")
                 .about("Write the metrics page as one static HTML file")
                 .long_about(
-                    "Write the page that perf-metrics serve shows (table, latency distribution and \
-                     p95 over time per operation) as one self-contained HTML file, atomically (a \
-                     temp file renamed over FILE), e.g. as a CI artifact. It loads nothing from \
-                     the network and has no script.",
+                    "Write the page that perf-metrics serve shows (table; per operation the latency \
+                     distribution, p50/p95/p99 and the rate over time) as one self-contained HTML \
+                     file, atomically (a temp file renamed over FILE), e.g. as a CI artifact. It \
+                     loads nothing from the network; its one script (the operation filter, local \
+                     times) is the only one its Content-Security-Policy lets run. Its time range \
+                     is --since's.",
                 )
                 .arg(
                     Arg::new("html")
@@ -278,6 +283,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             let filter = Filter {
                 ops: ops_of(m),
                 since,
+                until: None,
             };
             report(ctx, &path, filter, format, textfile.as_deref())
         }
@@ -383,7 +389,11 @@ fn html_report(m: &ArgMatches, ctx: &Ctx, path: &Path, since: Option<i64>) -> Re
     if !a.ops.is_empty() {
         filters.push(format!("op {}", a.ops.join(", ")));
     }
-    let filter = Filter { ops: a.ops, since };
+    let filter = Filter {
+        ops: a.ops,
+        since,
+        until: None,
+    };
     let r = aggregate::aggregate_with_series(path, filter)?;
     note_malformed(ctx, r.malformed, path);
     let page = Html {
@@ -391,6 +401,7 @@ fn html_report(m: &ArgMatches, ctx: &Ctx, path: &Path, since: Option<i64>) -> Re
         generated: ctx.cfg.now(),
         filters: filters.join(" · "),
         refresh: None,
+        query: Default::default(),
     }
     .render(&r);
     export::write_file(&a.dest, page.as_bytes())?;
@@ -520,6 +531,7 @@ fn run_check(m: &ArgMatches, ctx: &mut Ctx, path: &Path, since: Option<i64>) -> 
         Filter {
             ops: Vec::new(),
             since,
+            until: None,
         },
     )?;
     let outcomes = check::evaluate(&r, &rules);

@@ -4,7 +4,7 @@
 //! Memory is bounded by the number of distinct operations, not rows: each
 //! keeps a handful of numbers plus its [`Quantiles`] (at most 64 KiB exact,
 //! then a ~20 KiB sketch). With [`Aggregator::with_series`] each also keeps
-//! its p95 over time ([`super::series`]) for the HTML report.
+//! its p50/p95/p99 and row count over time ([`super::series`]) for the HTML report.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -21,6 +21,8 @@ pub struct Filter {
     pub ops: Vec<String>,
     /// Only rows with a timestamp at or after this epoch second.
     pub since: Option<i64>,
+    /// Only rows with a timestamp at or before this epoch second.
+    pub until: Option<i64>,
 }
 
 /// The running numbers of one operation.
@@ -79,7 +81,7 @@ impl OpStats {
         self.quantiles.buckets()
     }
 
-    /// The p95 series on the report's [`Timeline`] (empty unless the
+    /// The latency and rate series on the report's [`Timeline`] (empty unless the
     /// aggregator tracked series).
     pub fn series(&self, timeline: &Timeline) -> Vec<Point> {
         self.series.points(timeline.width)
@@ -124,14 +126,16 @@ impl Aggregator {
         }
     }
 
-    /// Also keeps each operation's p95 over time (for the HTML report).
+    /// Also keeps each operation's percentiles and rate over time (for the HTML report).
     pub fn with_series(mut self) -> Self {
         self.track_series = true;
         self
     }
 
     pub fn add(&mut self, timestamp: i64, op: &str, ms: f64) {
-        if self.filter.since.is_some_and(|s| timestamp < s) {
+        if self.filter.since.is_some_and(|s| timestamp < s)
+            || self.filter.until.is_some_and(|u| timestamp > u)
+        {
             return;
         }
         let i = match self.index.get(op) {
@@ -150,10 +154,10 @@ impl Aggregator {
             let tl = self
                 .timeline
                 .get_or_insert_with(|| Timeline::starting_at(timestamp));
-            let (key, doublings) = tl.observe(timestamp);
-            for _ in 0..doublings {
+            let (key, factor) = tl.observe(timestamp);
+            if factor > 1 {
                 for s in &mut self.ops {
-                    s.series.coarsen();
+                    s.series.coarsen(factor);
                 }
             }
             self.ops[i].series.add(key, ms);
@@ -197,6 +201,7 @@ mod tests {
         let mut a = Aggregator::new(Filter {
             ops: vec!["b".into(), "a".into()],
             since: Some(100),
+            until: None,
         });
         a.add(100, "b", 2.0);
         a.add(150, "b", 4.0);

@@ -8,7 +8,9 @@
 //! (or dropped, if it sent nothing) after [`READ_TIMEOUT`]; one that stops
 //! reading its answer is dropped after [`WRITE_TIMEOUT`]; neither ever
 //! delays another connection, and a full house answers 503 at once instead
-//! of queueing. Request heads are capped at [`MAX_HEAD`] bytes (431 beyond).
+//! of queueing. Request heads are capped at [`MAX_HEAD`] bytes (431 beyond)
+//! and parsed with httparse as they arrive, so bytes that cannot start an
+//! HTTP request (a TLS ClientHello) are answered 400 at once.
 //! Bodies are never read: every path is GET or HEAD, so a request that
 //! announces a body is answered and its connection closed.
 //!
@@ -45,6 +47,19 @@ pub struct Request {
     pub target: String,
     /// Whether the connection may carry another request after this one.
     pub keep_alive: bool,
+    /// The header fields: names in lower case, values trimmed (bytes that
+    /// are not UTF-8 replaced).
+    pub headers: Vec<(String, String)>,
+}
+
+impl Request {
+    /// The value of the first field named `name` (lower case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// One answer.
@@ -135,7 +150,7 @@ fn connection(mut s: TcpStream, handler: &Handler) {
     let _ = s.set_nodelay(true);
     let mut buf = Vec::with_capacity(1024);
     loop {
-        let head = match read_head(&mut s, &mut buf) {
+        let (req, has_body) = match read_head(&mut s, &mut buf) {
             Ok(Some(h)) => h,
             // Closed or idle before a request began: nothing to say.
             Ok(None) | Err(HeadError::Io) => return,
@@ -145,10 +160,9 @@ fn connection(mut s: TcpStream, handler: &Handler) {
             Err(HeadError::TooLarge) => {
                 return close_with(s, &Response::text(431, "request head too large"));
             }
-        };
-        let (req, has_body) = match parse_head(&head) {
-            Ok(r) => r,
-            Err((status, msg)) => return close_with(s, &Response::text(status, msg)),
+            Err(HeadError::Bad(status, msg)) => {
+                return close_with(s, &Response::text(status, msg));
+            }
         };
         let resp = handler(&req);
         // The body of a request is never read, so after one the next
@@ -184,24 +198,39 @@ fn close_with(mut s: TcpStream, r: &Response) {
 enum HeadError {
     /// The client stopped mid-request.
     Timeout,
+    /// The head passed [`MAX_HEAD`] bytes, or [`MAX_HEADERS`] fields.
     TooLarge,
     /// Closed mid-request, or a socket error.
     Io,
+    /// Not a request this server takes: the status and text to answer.
+    Bad(u16, String),
 }
 
-/// Reads up to the blank line ending a request head. `buf` keeps bytes read
-/// past it (a pipelined next request). `Ok(None)`: the connection closed or
-/// stayed idle before a request began.
-fn read_head(s: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, HeadError> {
+/// Header fields a head may have (beyond: 431).
+pub const MAX_HEADERS: usize = 128;
+
+/// Reads one request head. `buf` keeps bytes read past it (a pipelined
+/// next request). `Ok(None)`: the connection closed or stayed idle before
+/// a request began.
+///
+/// The bytes are parsed after every read, so a first line that cannot be
+/// HTTP (a TLS ClientHello: a non-token byte where the method is) is
+/// answered 400 as soon as it arrives, not after the read timeout. The
+/// head, its ending blank line included, may be [`MAX_HEAD`] bytes long.
+fn read_head(s: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<(Request, bool)>, HeadError> {
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some((end, sep)) = head_end(buf) {
-            let head = buf[..end].to_vec();
-            buf.drain(..end + sep);
-            return Ok(Some(head));
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(HeadError::TooLarge);
+        if !buf.is_empty() {
+            match parse_head(buf) {
+                Ok(Some((_, _, len))) if len > MAX_HEAD => return Err(HeadError::TooLarge),
+                Ok(Some((req, body, len))) => {
+                    buf.drain(..len);
+                    return Ok(Some((req, body)));
+                }
+                Ok(None) if buf.len() >= MAX_HEAD => return Err(HeadError::TooLarge),
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
         }
         match s.read(&mut chunk) {
             Ok(0) if buf.is_empty() => return Ok(None),
@@ -225,69 +254,55 @@ fn read_head(s: &mut impl Read, buf: &mut Vec<u8>) -> Result<Option<Vec<u8>>, He
     }
 }
 
-/// Where the head ends: the offset of the blank line and its length
-/// (`\r\n\r\n`, or `\n\n` from a lenient client).
-fn head_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let crlf = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| (i, 4));
-    let lf = buf.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
-        (a, b) => a.or(b),
-    }
-}
-
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-}
-
-/// Parses a request head; the error is the status and text to answer.
-/// Returns the request and whether it announced a body.
-fn parse_head(head: &[u8]) -> Result<(Request, bool), (u16, String)> {
-    let bad = |m: &str| (400, m.to_string());
-    let text = std::str::from_utf8(head).map_err(|_| bad("request head is not UTF-8"))?;
-    // Leading blank lines before a request line are allowed (RFC 9112 2.2).
-    let mut lines = text
-        .split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .skip_while(|l| l.is_empty());
-    let line = lines.next().ok_or_else(|| bad("empty request"))?;
-    let parts: Vec<&str> = line.split(' ').collect();
-    let [method, target, version] = parts[..] else {
+/// Parses the bytes of a request head so far (httparse): `Ok(None)` while
+/// they may still become one, else the request, whether it announced a
+/// body, and the head's length with its ending blank line. Lines may end
+/// in `\r\n` or `\n`; blank lines before the request line are skipped
+/// (RFC 9112 2.2).
+fn parse_head(bytes: &[u8]) -> Result<Option<(Request, bool, usize)>, HeadError> {
+    let bad = |m: &str| HeadError::Bad(400, m.to_string());
+    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut rq = httparse::Request::new(&mut fields);
+    let len = match rq.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
+        Err(httparse::Error::Version) => {
+            // `GET / HTTP/2.0`: HTTP, but not a version served here.
+            let line = bytes
+                .split(|&b| b == b'\n')
+                .find(|l| !l.trim_ascii().is_empty());
+            let v = line.and_then(|l| l.rsplit(|&b| b == b' ').next());
+            return Err(match v.map(|v| String::from_utf8_lossy(v.trim_ascii())) {
+                Some(v) if v.starts_with("HTTP/") && line.is_some_and(|l| l.len() > v.len()) => {
+                    HeadError::Bad(505, format!("{v} is not supported: use HTTP/1.1"))
+                }
+                _ => bad("malformed HTTP version"),
+            });
+        }
+        Err(httparse::Error::Token) => return Err(bad("malformed request line")),
+        Err(httparse::Error::HeaderName) => return Err(bad("malformed header name")),
+        Err(httparse::Error::HeaderValue) => return Err(bad("malformed header value")),
+        Err(_) => return Err(bad("malformed request head")),
+    };
+    let (Some(method), Some(target), Some(minor)) = (rq.method, rq.path, rq.version) else {
         return Err(bad("malformed request line"));
     };
-    if !is_token(method) {
-        return Err(bad("malformed method"));
-    }
+    // httparse lets bytes above 0x7f through; a target is ASCII (RFC 3986).
     if target.is_empty() || !target.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(bad("malformed request target"));
     }
-    let http10 = match version {
-        "HTTP/1.1" => false,
-        "HTTP/1.0" => true,
-        v if v.starts_with("HTTP/") => {
-            return Err((505, format!("{v} is not supported: use HTTP/1.1")));
-        }
-        _ => return Err(bad("malformed HTTP version")),
-    };
+    let http10 = minor == 0;
     let (mut close, mut keep, mut has_body) = (false, false, false);
-    for l in lines.filter(|l| !l.is_empty()) {
-        let Some((name, value)) = l.split_once(':') else {
-            return Err(bad("malformed header line"));
-        };
-        if !is_token(name) {
-            return Err(bad("malformed header name"));
-        }
-        let value = value.trim().to_ascii_lowercase();
-        match name.to_ascii_lowercase().as_str() {
+    let mut headers = Vec::with_capacity(rq.headers.len());
+    for h in rq.headers.iter() {
+        let name = h.name.to_ascii_lowercase();
+        let value = String::from_utf8_lossy(h.value).trim().to_string();
+        match name.as_str() {
             "connection" => {
                 for t in value.split(',').map(str::trim) {
-                    close |= t == "close";
-                    keep |= t == "keep-alive";
+                    close |= t.eq_ignore_ascii_case("close");
+                    keep |= t.eq_ignore_ascii_case("keep-alive");
                 }
             }
             "content-length" => match value.parse::<u64>() {
@@ -297,21 +312,25 @@ fn parse_head(head: &[u8]) -> Result<(Request, bool), (u16, String)> {
             "transfer-encoding" => has_body = true,
             _ => {}
         }
+        headers.push((name, value));
     }
     let keep_alive = !close && (!http10 || keep);
-    Ok((
+    Ok(Some((
         Request {
             method: method.to_string(),
             target: target.to_string(),
             keep_alive,
+            headers,
         },
         has_body,
-    ))
+        len,
+    )))
 }
 
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        204 => "No Content",
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
@@ -331,15 +350,19 @@ fn write_response(
     head_only: bool,
     keep_alive: bool,
 ) -> io::Result<()> {
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nDate: {}\r\n",
-        r.status,
-        reason(r.status),
-        r.content_type,
-        r.body.len(),
+    let mut out = format!("HTTP/1.1 {} {}\r\n", r.status, reason(r.status));
+    // A 204 has neither (RFC 9110 8.6, 15.3.5).
+    if r.status != 204 {
+        out.push_str(&format!(
+            "Content-Type: {}\r\nContent-Length: {}\r\n",
+            r.content_type,
+            r.body.len()
+        ));
+    }
+    out.push_str(&format!(
+        "Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nDate: {}\r\n",
         jiff::Timestamp::now().strftime("%a, %d %b %Y %H:%M:%S GMT")
-    );
+    ));
     for (k, v) in &r.headers {
         // Values are ours, but never let one end the head early.
         if !v.contains(['\r', '\n']) {
@@ -352,7 +375,7 @@ fn write_response(
         "Connection: close\r\n\r\n"
     });
     let mut bytes = out.into_bytes();
-    if !head_only {
+    if !head_only && r.status != 204 {
         bytes.extend_from_slice(&r.body);
     }
     s.write_all(&bytes)?;
@@ -363,74 +386,151 @@ fn write_response(
 mod tests {
     use super::*;
 
+    /// A complete head, parsed.
+    fn head(b: &[u8]) -> (Request, bool) {
+        let (r, body, len) = parse_head(b).unwrap().unwrap();
+        assert_eq!(len, b.len());
+        (r, body)
+    }
+
+    fn status(b: &[u8]) -> u16 {
+        match parse_head(b) {
+            Err(HeadError::Bad(s, _)) => s,
+            Err(HeadError::TooLarge) => 431,
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(b)),
+        }
+    }
+
     #[test]
     fn heads() {
-        let (r, body) = parse_head(b"GET /x?a=1 HTTP/1.1\r\nHost: h\r\n").unwrap();
+        let (r, body) = head(b"GET /x?a=1 HTTP/1.1\r\nHost: h\r\nOrigin: http://o\r\n\r\n");
         assert_eq!(
             (r.method.as_str(), r.target.as_str(), r.keep_alive, body),
             ("GET", "/x?a=1", true, false)
         );
-        let (r, _) = parse_head(b"GET / HTTP/1.0").unwrap();
+        assert_eq!(r.header("origin"), Some("http://o"));
+        let (r, _) = head(b"GET / HTTP/1.0\r\n\r\n");
         assert!(!r.keep_alive);
-        let (r, _) = parse_head(b"GET / HTTP/1.0\r\nConnection: Keep-Alive").unwrap();
+        let (r, _) = head(b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
         assert!(r.keep_alive);
-        let (r, _) = parse_head(b"GET / HTTP/1.1\r\nConnection: close").unwrap();
+        let (r, _) = head(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
         assert!(!r.keep_alive);
-        assert!(
-            parse_head(b"POST / HTTP/1.1\r\nContent-Length: 3")
-                .unwrap()
-                .1
-        );
-        assert!(
-            parse_head(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked")
-                .unwrap()
-                .1
-        );
-        assert!(parse_head(b"\r\nGET / HTTP/1.1").is_ok());
+        assert!(head(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\n").1);
+        assert!(head(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").1);
+        head(b"\r\nGET / HTTP/1.1\r\n\r\n");
+        head(b"GET / HTTP/1.1\nHost: h\n\n");
         for bad in [
-            &b"hello there"[..],
-            b"GET /",
-            b"GET  / HTTP/1.1",
-            b"GET / HTTP/1.1 x",
-            b"G(T / HTTP/1.1",
-            b"GET /\x01 HTTP/1.1",
-            b"GET / FTP/1.0",
-            b"GET / HTTP/1.1\r\nno colon",
-            b"GET / HTTP/1.1\r\nBad Name: x",
-            b"GET / HTTP/1.1\r\nContent-Length: -1",
-            b"GET / HTTP/1.1\xff",
+            &b"hello there\r\n\r\n"[..],
+            b"GET /\r\n\r\n",
+            b"GET  / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1 x\r\n\r\n",
+            b"G(T / HTTP/1.1\r\n\r\n",
+            b"GET /\x01 HTTP/1.1\r\n\r\n",
+            b"GET /\xc3\xa9 HTTP/1.1\r\n\r\n",
+            b"GET / FTP/1.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+            b"GET / HTTP/1.1\xff\r\n\r\n",
         ] {
-            assert_eq!(
-                parse_head(bad).unwrap_err().0,
-                400,
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+            assert_eq!(status(bad), 400, "{:?}", String::from_utf8_lossy(bad));
         }
-        assert_eq!(parse_head(b"GET / HTTP/2.0").unwrap_err().0, 505);
+        assert_eq!(status(b"GET / HTTP/2.0\r\n\r\n"), 505);
+        // Too many fields is a head too large.
+        let many = format!(
+            "GET / HTTP/1.1\r\n{}\r\n",
+            "a: b\r\n".repeat(MAX_HEADERS + 1)
+        );
+        assert_eq!(status(many.as_bytes()), 431);
     }
 
     #[test]
-    fn reading_heads_keeps_pipelined_bytes_and_caps_the_size() {
+    fn a_first_line_that_cannot_be_http_is_refused_before_its_end() {
+        // Partial heads that may still become requests wait for more.
+        for partial in [&b"G"[..], b"GET", b"GET /x", b"GET /x HTTP/1.", b"\r\nGE"] {
+            assert!(matches!(parse_head(partial), Ok(None)), "{partial:?}");
+        }
+        // (`SSH-2.0-OpenSSH_9.6` could still be a method: it waits.)
+        assert!(matches!(parse_head(b"SSH-2.0-OpenSSH_9.6"), Ok(None)));
+        // A TLS ClientHello's first bytes, binary: 400 at once.
+        for junk in [
+            &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+            b"\x00\x00",
+            b"GET /x\x01",
+        ] {
+            assert_eq!(status(junk), 400, "{junk:?}");
+        }
+    }
+
+    /// A reader that hands out its bytes, then fails as a read timeout
+    /// does: what a client that stops sending looks like.
+    struct Stalls<'a>(&'a [u8]);
+
+    impl Read for Stalls<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            if self.0.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = out.len().min(self.0.len());
+            out[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn reading_heads_keeps_pipelined_bytes_and_caps_the_size_at_max_head() {
         let mut buf = Vec::new();
         let mut src: &[u8] = b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\n\nGET /c";
         assert_eq!(
-            read_head(&mut src, &mut buf).unwrap().unwrap(),
-            b"GET /a HTTP/1.1"
+            read_head(&mut src, &mut buf).unwrap().unwrap().0.target,
+            "/a"
         );
         assert_eq!(
-            read_head(&mut src, &mut buf).unwrap().unwrap(),
-            b"GET /b HTTP/1.1"
+            read_head(&mut src, &mut buf).unwrap().unwrap().0.target,
+            "/b"
         );
         // Closed mid-request.
         assert_eq!(read_head(&mut src, &mut buf), Err(HeadError::Io));
         let mut empty: &[u8] = b"";
         assert_eq!(read_head(&mut empty, &mut Vec::new()), Ok(None));
+        // A head of exactly MAX_HEAD bytes (its blank line included) is
+        // read; one byte more is 431, whatever follows it.
+        let sized = |n: usize| {
+            let pre = b"GET / HTTP/1.1\r\nX-Pad: ".to_vec();
+            let mut h = pre.clone();
+            h.resize(n - 4, b'a');
+            h.extend_from_slice(b"\r\n\r\n");
+            assert_eq!(h.len(), n);
+            h
+        };
+        let ok = sized(MAX_HEAD);
+        let (r, _) = read_head(&mut &ok[..], &mut Vec::new()).unwrap().unwrap();
+        assert_eq!(r.header("x-pad").map(str::len), Some(MAX_HEAD - 4 - 23));
+        let mut over = sized(MAX_HEAD + 1);
+        over.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            read_head(&mut &over[..], &mut Vec::new()),
+            Err(HeadError::TooLarge)
+        );
+        // Without an end in sight, too.
         let huge = vec![b'a'; MAX_HEAD + 10_000];
         assert_eq!(
             read_head(&mut &huge[..], &mut Vec::new()),
             Err(HeadError::TooLarge)
         );
+        // A half-sent head that stalls is a timeout; a junk one is not
+        // waited for.
+        let mut half = Stalls(b"GET / HTTP/1.1\r\nHost");
+        assert_eq!(
+            read_head(&mut half, &mut Vec::new()),
+            Err(HeadError::Timeout)
+        );
+        let mut hello = Stalls(b"\x16\x03\x01\x00\xa5\x01");
+        assert!(matches!(
+            read_head(&mut hello, &mut Vec::new()),
+            Err(HeadError::Bad(400, _))
+        ));
     }
 
     #[test]

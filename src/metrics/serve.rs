@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::aggregate::{self, Filter, Report};
-use super::export::{Exporter, Html, Json, Prometheus, html::CSP};
+use super::export::{ApiJson, Exporter, Html, Prometheus, html::CSP, html::PageQuery};
 use super::http::{self, Request, Response as Reply};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -78,6 +78,7 @@ type Snapshot = std::result::Result<Arc<Report>, String>;
 struct Key {
     ops: Vec<String>,
     since: Option<i64>,
+    until: Option<i64>,
     file: Option<(u64, u64, u64, i64, i64, i64, i64)>,
 }
 
@@ -161,16 +162,35 @@ enum View {
 #[derive(Debug, Default, PartialEq)]
 struct Query {
     since: Option<(String, Duration)>,
+    /// An absolute range, epoch seconds (the page's zoom).
+    from: Option<i64>,
+    to: Option<i64>,
     ops: Vec<String>,
 }
 
 impl State {
     fn answer(&self, rq: &Request) -> Reply {
-        self.route(&rq.method, &rq.target)
+        let asked = rq.header("access-control-request-headers");
+        self.route(&rq.method, &rq.target, asked)
     }
 
     /// The answer to `METHOD target`; never panics, whatever the input.
-    fn route(&self, method: &str, target: &str) -> Reply {
+    /// The data paths answer CORS: every answer, errors included, carries
+    /// `Access-Control-Allow-Origin: *`, and `OPTIONS` (a preflight, with
+    /// `asked` its `Access-Control-Request-Headers`) is 204.
+    fn route(&self, method: &str, target: &str, asked: Option<&str>) -> Reply {
+        let mut r = self.route_inner(method, target, asked);
+        if r.status != 404 && is_data_path(target) {
+            r.headers.push(("Access-Control-Allow-Origin", "*".into()));
+            r.headers.push((
+                "Access-Control-Expose-Headers",
+                "X-Ffkit-Malformed-Rows".into(),
+            ));
+        }
+        r
+    }
+
+    fn route_inner(&self, method: &str, target: &str, asked: Option<&str>) -> Reply {
         let (path, query) = match target.split_once('?') {
             Some((p, q)) => (p, q),
             None => (target, ""),
@@ -182,30 +202,46 @@ impl State {
             "/" | "/index.html" => View::Page,
             "/api/performance/metrics" => View::Json,
             "/metrics" => View::Prometheus,
+            // A browser pointed at /metrics asks for it: nothing, not a 404
+            // on its console.
+            "/favicon.ico" if method == "GET" || method == "HEAD" => {
+                let mut r = Reply::text(204, "");
+                r.body.clear();
+                return r;
+            }
             _ => return Reply::text(404, format!("not found: {path} (try {PATHS})")),
         };
+        let cors = view != View::Page;
+        if cors && method == "OPTIONS" {
+            return preflight(asked);
+        }
         if method != "GET" && method != "HEAD" {
-            let mut r = Reply::text(405, format!("method {method} not allowed: use GET or HEAD"));
-            r.headers.push(("Allow", "GET, HEAD".into()));
+            let allow = if cors {
+                "GET, HEAD, OPTIONS"
+            } else {
+                "GET, HEAD"
+            };
+            let mut r = Reply::text(405, format!("method {method} not allowed: use {allow}"));
+            r.headers.push(("Allow", allow.into()));
             return r;
         }
         let mut q = match parse_query(query) {
             Ok(q) => q,
             Err(msg) => return Reply::text(400, msg),
         };
-        if q.since.is_none() {
+        if q.since.is_none() && q.from.is_none() && q.to.is_none() {
             q.since.clone_from(&self.default_since);
         }
-        let since = q
-            .since
-            .as_ref()
-            .map(|(_, d)| self.cfg.now() - d.as_secs() as i64);
-        let report = match self.report(q.ops.clone(), since) {
+        let since = match (&q.since, q.from) {
+            (Some((_, d)), _) => Some(self.cfg.now() - d.as_secs() as i64),
+            (None, from) => from,
+        };
+        let report = match self.report(q.ops.clone(), since, q.to) {
             Ok(r) => r,
             Err(msg) => return Reply::text(500, msg),
         };
         let (content_type, body) = match view {
-            View::Json => ("application/json", Json.render(&report)),
+            View::Json => ("application/json", ApiJson.render(&report)),
             View::Prometheus => (
                 "text/plain; version=0.0.4; charset=utf-8",
                 Prometheus.render(&report),
@@ -217,6 +253,12 @@ impl State {
                     generated: self.cfg.now(),
                     filters: describe(&q),
                     refresh: Some(self.refresh),
+                    query: PageQuery {
+                        since: q.since.as_ref().map(|(s, _)| s.clone()),
+                        from: q.from,
+                        to: q.to,
+                        ops: q.ops.clone(),
+                    },
                 }
                 .render(&report),
             ),
@@ -239,10 +281,11 @@ impl State {
 
     /// The report for a filter: cached while the log is unchanged; one pass
     /// at a time per key, the others wait for it.
-    fn report(&self, ops: Vec<String>, since: Option<i64>) -> Snapshot {
+    fn report(&self, ops: Vec<String>, since: Option<i64>, until: Option<i64>) -> Snapshot {
         let key = Key {
             ops,
             since,
+            until,
             file: file_state(&self.log),
         };
         let cell = {
@@ -271,6 +314,7 @@ impl State {
                     Filter {
                         ops: key.ops.clone(),
                         since: key.since,
+                        until: key.until,
                     },
                 )
                 .map(Arc::new)
@@ -287,11 +331,53 @@ impl State {
     }
 }
 
+/// Whether a target is one of the data paths, which answer CORS.
+fn is_data_path(target: &str) -> bool {
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    matches!(path, "/api/performance/metrics" | "/metrics")
+}
+
+/// The answer to a CORS preflight: any origin may GET, with the headers it
+/// asked for when they are a list of header names (anything else is left
+/// out, and the browser refuses the request it meant to send).
+fn preflight(asked: Option<&str>) -> Reply {
+    let mut r = Reply::text(204, "");
+    r.body.clear();
+    r.headers
+        .push(("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS".into()));
+    if let Some(list) = asked {
+        let names = list.split(',').map(str::trim).filter(|n| !n.is_empty());
+        let ok = names.clone().all(|n| {
+            n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        });
+        let names: Vec<&str> = names.collect();
+        if ok && !names.is_empty() {
+            r.headers
+                .push(("Access-Control-Allow-Headers", names.join(", ")));
+        }
+    }
+    r.headers.push(("Access-Control-Max-Age", "600".into()));
+    r
+}
+
 /// The filters as the page's header says them.
 fn describe(q: &Query) -> String {
     let mut parts = Vec::new();
     if let Some((s, _)) = &q.since {
         parts.push(format!("since {s}"));
+    }
+    let utc = |t: i64| {
+        jiff::Timestamp::from_second(t).map_or_else(
+            |_| t.to_string(),
+            |ts| ts.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        )
+    };
+    match (q.from, q.to) {
+        (Some(a), Some(b)) => parts.push(format!("from {} to {}", utc(a), utc(b))),
+        (Some(a), None) => parts.push(format!("from {}", utc(a))),
+        (None, Some(b)) => parts.push(format!("to {}", utc(b))),
+        (None, None) => {}
     }
     if !q.ops.is_empty() {
         parts.push(format!("op {}", q.ops.join(", ")));
@@ -319,12 +405,32 @@ fn parse_query(query: &str) -> std::result::Result<Query, String> {
                 }
                 q.ops.push(v);
             }
+            "from" | "to" => {
+                let slot = if k == "from" { &mut q.from } else { &mut q.to };
+                if slot.is_some() {
+                    return Err(format!("'{k}' given twice"));
+                }
+                let t = v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|t| (0..=253_402_300_799).contains(t))
+                    .ok_or_else(|| format!("bad '{k}': '{v}' is not an epoch second"))?;
+                *slot = Some(t);
+            }
             _ => {
                 return Err(format!(
-                    "unknown query parameter '{k}' (expected since, op)"
+                    "unknown query parameter '{k}' (expected since, from, to, op)"
                 ));
             }
         }
+    }
+    if q.since.is_some() && (q.from.is_some() || q.to.is_some()) {
+        return Err("'since' and 'from'/'to' exclude each other".into());
+    }
+    if let (Some(a), Some(b)) = (q.from, q.to)
+        && a > b
+    {
+        return Err("'from' is after 'to'".into());
     }
     Ok(q)
 }
@@ -378,7 +484,20 @@ mod tests {
         let q = parse_query("since=1h&op=a&op=b%2Cc").unwrap();
         assert_eq!(q.since.unwrap().1, Duration::from_secs(3600));
         assert_eq!(q.ops, ["a", "b,c"]);
-        for bad in ["since=abc", "since=1h&since=2h", "op=", "x=1", "since"] {
+        let q = parse_query("from=100&to=200&op=a").unwrap();
+        assert_eq!((q.from, q.to), (Some(100), Some(200)));
+        for bad in [
+            "since=abc",
+            "since=1h&since=2h",
+            "op=",
+            "x=1",
+            "since",
+            "from=1&from=2",
+            "from=x",
+            "to=-5",
+            "from=9&to=8",
+            "since=1h&from=5",
+        ] {
             assert!(parse_query(bad).is_err(), "{bad}");
         }
         assert_eq!(parse_query("").unwrap(), Query::default());
@@ -390,23 +509,72 @@ mod tests {
         let log = dir.path().join("log.csv");
         std::fs::write(&log, "990,a,1\n995,b,2\n100,a,50\nbad\n").unwrap();
         let s = state(&log);
-        let r = s.route("GET", "/api/performance/metrics?since=20s");
+        let r = s.route("GET", "/api/performance/metrics?since=20s", None);
         assert_eq!(r.status, 200);
         let body = String::from_utf8(r.body).unwrap();
         assert!(
-            body.contains("\"a\": {\"count\": 1,") && body.contains("\"b\""),
+            body.contains("{\"name\": \"a\", \"count\": 1,") && body.contains("\"b\""),
             "{body}"
         );
-        assert_eq!(r.headers, [("X-Ffkit-Malformed-Rows", "1".to_string())]);
-        assert_eq!(s.route("GET", "/metrics?op=b").status, 200);
-        assert_eq!(s.route("HEAD", "/").status, 200);
-        assert_eq!(s.route("GET", "/nope").status, 404);
-        assert_eq!(s.route("POST", "/metrics").status, 405);
-        assert_eq!(s.route("GET", "/?since=soon").status, 400);
-        assert_eq!(s.route("GET", "*").status, 400);
+        assert!(
+            r.headers
+                .contains(&("X-Ffkit-Malformed-Rows", "1".to_string()))
+                && r.headers
+                    .contains(&("Access-Control-Allow-Origin", "*".to_string())),
+            "{:?}",
+            r.headers
+        );
+        // A preflight: 204, the methods, the headers asked for when they
+        // are names; the page answers no CORS.
+        let p = s.route("OPTIONS", "/metrics", Some("X-Custom, content-type"));
+        assert_eq!(p.status, 204);
+        assert!(p.headers.contains(&(
+            "Access-Control-Allow-Headers",
+            "X-Custom, content-type".to_string()
+        )));
+        assert!(
+            p.headers
+                .contains(&("Access-Control-Allow-Origin", "*".to_string()))
+        );
+        let p = s.route("OPTIONS", "/api/performance/metrics", Some("a b"));
+        assert!(
+            p.headers
+                .iter()
+                .all(|h| h.0 != "Access-Control-Allow-Headers")
+        );
+        let p = s.route("OPTIONS", "/", None);
+        assert_eq!(p.status, 405);
+        assert!(p.headers.iter().all(|h| !h.0.starts_with("Access-Control")));
+        assert_eq!(s.route("GET", "/metrics?op=b", None).status, 200);
+        assert_eq!(s.route("HEAD", "/", None).status, 200);
+        assert_eq!(s.route("GET", "/nope", None).status, 404);
+        assert_eq!(s.route("POST", "/metrics", None).status, 405);
+        assert_eq!(s.route("GET", "/?since=soon", None).status, 400);
+        assert_eq!(s.route("GET", "*", None).status, 400);
+        // Every range preset of the page is a query the server takes, and
+        // so is a zoom.
+        for p in crate::metrics::export::html::PRESETS {
+            // "All" links to `?`.
+            let target = if p.is_empty() {
+                "/?".to_string()
+            } else {
+                format!("/?since={p}")
+            };
+            assert_eq!(s.route("GET", &target, None).status, 200, "{p}");
+        }
+        let r = s.route("GET", "/?from=990&to=995&op=a", None);
+        assert_eq!(r.status, 200);
+        let page = String::from_utf8(r.body).unwrap();
+        assert!(
+            page.contains("1 row ")
+                && page.contains("from 1970-01-01 00:16:30 UTC to 1970-01-01 00:16:35 UTC"),
+            "{page}"
+        );
+        assert_eq!(s.route("GET", "/favicon.ico", None).status, 204);
         // The cache follows the log: a new row shows up.
         std::fs::write(&log, "990,a,1\n995,b,2\n996,c,3\n").unwrap();
-        let body = String::from_utf8(s.route("GET", "/api/performance/metrics").body).unwrap();
+        let body =
+            String::from_utf8(s.route("GET", "/api/performance/metrics", None).body).unwrap();
         assert!(body.contains("\"c\""), "{body}");
     }
 }

@@ -4,8 +4,9 @@
 //! headless chromium; the files checked on disk.
 //!
 //! The oracle for every HTTP answer is the CLI itself: the body of
-//! `/api/performance/metrics` must equal `perf-metrics --json` with the same
-//! filters, byte for byte, and `/metrics` must equal `--prometheus`.
+//! `/api/performance/metrics` must hold the numbers of `perf-metrics --json`
+//! with the same filters, in the seed's shape (an `operations` array), and
+//! `/metrics` must equal `--prometheus` byte for byte.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -182,8 +183,9 @@ fn serve_api_is_exactly_the_cli_json_and_prometheus_with_the_same_filters() {
         let a = get(s.addr, &format!("/api/performance/metrics{query}"));
         assert_eq!(a.status, 200, "{query}: {}", a.text());
         assert_eq!(a.header("Content-Type"), Some("application/json"));
+        assert_eq!(a.header("Access-Control-Allow-Origin"), Some("*"));
         let want = cli_out(pm(&w, &log).arg("--json").args(&args));
-        assert_eq!(a.text(), String::from_utf8_lossy(&want), "{query}");
+        assert_seed_shape_of(&a.body, &want, query);
         let a = get(s.addr, &format!("/metrics{query}"));
         assert_eq!(a.status, 200);
         assert!(
@@ -205,14 +207,58 @@ fn serve_api_is_exactly_the_cli_json_and_prometheus_with_the_same_filters() {
         .success();
     let after = get(s.addr, "/api/performance/metrics").text();
     assert_ne!(before, after);
-    assert_eq!(
-        after,
-        String::from_utf8_lossy(&cli_out(pm(&w, &log).arg("--json")))
-    );
+    assert_seed_shape_of(after.as_bytes(), &cli_out(pm(&w, &log).arg("--json")), "");
     assert!(
-        after.contains("\"fresh_op\": {\"count\": 1, \"total\": 2.5,"),
+        after.contains("{\"name\": \"fresh_op\", \"count\": 1, \"avg\": 2.5,"),
         "{after}"
     );
+}
+
+/// Checks that `api` is the seed's shape of the CLI's `--json` output `cli`
+/// (`perf-metrics --json` keeps the contract's shape, keyed by operation):
+/// `{"operations": [{"name", "count", "avg", "min", "max", "total", "p50",
+/// "p95", "p99"}, …], "totalTime": Σ total, "avgWorktreeCreation": …}`.
+fn assert_seed_shape_of(api: &[u8], cli: &[u8], what: &str) {
+    use serde_json::Value;
+    // The seed's key order, as written (serde_json's map sorts keys).
+    let text = String::from_utf8_lossy(api);
+    let order = "\", \"count\": ";
+    let order2 = ", \"avg\": ";
+    assert!(
+        text.matches("{\"name\": \"").count() == text.matches(order).count(),
+        "{what}: {text}"
+    );
+    assert!(
+        text.matches(order).count() == text.matches(order2).count(),
+        "{what}: {text}"
+    );
+    let api: Value = serde_json::from_slice(api).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let cli: serde_json::Map<String, Value> = serde_json::from_slice(cli).unwrap();
+    let ops = api["operations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{what}: no operations array: {api}"));
+    assert_eq!(ops.len(), cli.len(), "{what}");
+    let mut total = 0.0;
+    for (op, (name, want)) in ops.iter().zip(&cli) {
+        assert_eq!(op["name"], name.as_str(), "{what}");
+        let mut keys: Vec<&str> = op.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut want_keys = [
+            "name", "count", "avg", "min", "max", "total", "p50", "p95", "p99",
+        ];
+        want_keys.sort_unstable();
+        assert_eq!(keys, want_keys, "{what}");
+        for k in ["count", "avg", "min", "max", "total", "p50", "p95", "p99"] {
+            assert_eq!(op[k], want[k], "{what}: {name}.{k}");
+        }
+        total += want["total"].as_f64().unwrap();
+    }
+    let got = api["totalTime"].as_f64().unwrap();
+    assert!(
+        (got - total).abs() < 0.002 * cli.len().max(1) as f64,
+        "{what}: {got} vs {total}"
+    );
+    assert!(api["avgWorktreeCreation"].is_null(), "{what}");
 }
 
 #[test]
@@ -260,7 +306,7 @@ fn serve_answers_bad_requests_with_4xx_and_keeps_serving() {
     assert_eq!(get(s.addr, "/api/performance").status, 404);
     let a = request(s.addr, "POST", "/api/performance/metrics");
     assert_eq!(a.status, 405);
-    assert_eq!(a.header("Allow"), Some("GET, HEAD"));
+    assert_eq!(a.header("Allow"), Some("GET, HEAD, OPTIONS"));
     assert_eq!(request(s.addr, "DELETE", "/").status, 405);
     for q in [
         "/?since=soon",
@@ -286,7 +332,12 @@ fn serve_answers_bad_requests_with_4xx_and_keeps_serving() {
     assert_eq!(raw(s.addr, &big).status, 431);
     // A percent-encoded name is decoded like the CLI's --op.
     let a = get(s.addr, "/api/performance/metrics?op=op%5F1");
-    assert!(a.text().starts_with("{\"op_1\""), "{}", a.text());
+    assert!(
+        a.text()
+            .starts_with("{\"operations\": [{\"name\": \"op_1\""),
+        "{}",
+        a.text()
+    );
     // HEAD: the headers of GET, no body.
     let a = request(s.addr, "HEAD", "/");
     assert_eq!(a.status, 200);
@@ -295,7 +346,92 @@ fn serve_answers_bad_requests_with_4xx_and_keeps_serving() {
     // Still alive and right after all that.
     let a = get(s.addr, "/api/performance/metrics");
     assert_eq!(a.status, 200);
-    assert_eq!(a.body, cli_out(pm(&w, &log).arg("--json")));
+    assert_seed_shape_of(&a.body, &cli_out(pm(&w, &log).arg("--json")), "after");
+}
+
+/// Sends `bytes` without closing our side and reads the answer: the server
+/// must answer on what it has, not on a timeout or our EOF.
+fn answer_to_partial(addr: SocketAddr, bytes: &[u8]) -> Answer {
+    let mut c = connect(addr);
+    c.write_all(bytes).unwrap();
+    let mut buf = Vec::new();
+    let _ = c.read_to_end(&mut buf);
+    parse(&buf)
+}
+
+#[test]
+fn serve_caps_request_heads_at_16_kib_and_refuses_non_http_bytes_at_once() {
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 2, 100);
+    let s = Server::start(&w, &log, &[]);
+    // A head of exactly 16 KiB, its blank line included, is answered; one
+    // byte more is 431 (the cap was 16 KiB on paper and up to 20 in fact).
+    let head = |n: usize| {
+        let mut h =
+            b"GET /api/performance/metrics HTTP/1.1\r\nConnection: close\r\nX-Pad: ".to_vec();
+        h.resize(n - 4, b'p');
+        h.extend_from_slice(b"\r\n\r\n");
+        h
+    };
+    let a = raw(s.addr, &head(16 * 1024));
+    assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(raw(s.addr, &head(16 * 1024 + 1)).status, 431);
+    assert_eq!(raw(s.addr, &head(18 * 1024)).status, 431);
+    // The start of a TLS ClientHello, no newline, connection kept open: a
+    // 400 on these bytes, not a 408 when the read timeout ends.
+    let hello = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\x8a\x9b";
+    let a = answer_to_partial(s.addr, hello);
+    assert_eq!(a.status, 400, "{}", a.text());
+    // A half-sent request is still waited for (and timed out, 408).
+    let a = answer_to_partial(s.addr, b"GET / HTTP/1.1\r\nHost: x");
+    assert_eq!(a.status, 408);
+}
+
+#[test]
+fn serve_api_answers_cors_preflights_and_gets_from_any_origin() {
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 2, 100);
+    let s = Server::start(&w, &log, &[]);
+    let a = raw(
+        s.addr,
+        b"OPTIONS /api/performance/metrics HTTP/1.1\r\nHost: x\r\nOrigin: http://dash.example:3000\r\n\
+          Access-Control-Request-Method: GET\r\nAccess-Control-Request-Headers: x-requested-with, authorization\r\n\
+          Connection: close\r\n\r\n",
+    );
+    assert_eq!(a.status, 204, "{}", a.text());
+    assert!(a.body.is_empty() && a.header("Content-Length").is_none());
+    assert_eq!(a.header("Access-Control-Allow-Origin"), Some("*"));
+    assert_eq!(
+        a.header("Access-Control-Allow-Methods"),
+        Some("GET, HEAD, OPTIONS")
+    );
+    assert_eq!(
+        a.header("Access-Control-Allow-Headers"),
+        Some("x-requested-with, authorization")
+    );
+    for path in [
+        "/api/performance/metrics",
+        "/metrics",
+        "/metrics?since=nope",
+    ] {
+        let a = raw(
+            s.addr,
+            format!(
+                "GET {path} HTTP/1.1\r\nOrigin: http://dash.example\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        assert_eq!(a.header("Access-Control-Allow-Origin"), Some("*"), "{path}");
+    }
+    // The page itself is not for other origins.
+    assert_eq!(request(s.addr, "OPTIONS", "/").status, 405);
+    assert!(
+        get(s.addr, "/")
+            .header("Access-Control-Allow-Origin")
+            .is_none()
+    );
 }
 
 #[test]
@@ -325,7 +461,7 @@ fn serve_answers_fifty_concurrent_clients_alike() {
         let (path, a) = c.join().unwrap();
         assert_eq!(a.status, 200, "{path}");
         if path == "/api/performance/metrics" {
-            assert_eq!(a.body, want);
+            assert_seed_shape_of(&a.body, &want, path);
         } else if path == "/" {
             assert_eq!(a.text().matches("<svg class=\"chart dist\"").count(), 5);
         }
@@ -358,7 +494,7 @@ fn serve_is_not_blocked_by_half_sent_or_silent_clients() {
     for _ in 0..5 {
         let a = get(s.addr, "/api/performance/metrics");
         assert_eq!(a.status, 200);
-        assert_eq!(a.body, want);
+        assert_seed_shape_of(&a.body, &want, "beside stuck clients");
     }
     // The stuck ones are let go after the read timeout: half a request
     // gets a 408, a silent connection is closed (the socket's own 60 s
@@ -508,7 +644,7 @@ fn the_page_loads_in_headless_chromium_without_console_errors_and_draws_every_op
     assert_eq!(dom.matches("<svg class=\"chart dist\"").count(), 6, "{dom}");
     assert_eq!(dom.matches("<svg class=\"chart series\"").count(), 6);
     assert_eq!(dom.matches("<article class=\"op\"").count(), 6);
-    assert!(dom.contains("class=\"bar\"") && dom.contains("<polyline class=\"line\""));
+    assert!(dom.contains("class=\"bar\"") && dom.contains("<polyline class=\"line m-p99\""));
     assert!(
         dom.contains("<span id=\"status\" role=\"status\">updated"),
         "the page did not refresh itself"
@@ -518,7 +654,7 @@ fn the_page_loads_in_headless_chromium_without_console_errors_and_draws_every_op
     assert!(console.is_empty(), "console: {console:?}");
     assert_eq!(dom.matches("<svg class=\"chart dist\"").count(), 2);
 
-    // The static report: same charts, no script, no errors from file://.
+    // The static report: same charts, no errors from file://.
     let page = w.path().join("report.html");
     pm(&w, &log)
         .args(["report", "--html"])
@@ -548,7 +684,23 @@ fn report_html_writes_one_self_contained_file_atomically() {
     let html = fs::read_to_string(&page).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>"));
     assert_eq!(html.matches("<svg class=\"chart dist\"").count(), 3);
-    assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"));
+    assert!(!html.contains("http://") && !html.contains("https://"));
+    // One script, and the CSP lets exactly that one run (by its hash).
+    assert_eq!(html.matches("<script").count(), 1);
+    let csp = html
+        .split("http-equiv=\"Content-Security-Policy\" content=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap();
+    let script_src = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("script-src"))
+        .unwrap();
+    assert!(
+        script_src.starts_with("script-src 'sha256-") && !script_src.contains("unsafe"),
+        "{csp}"
+    );
     assert!(html.contains("since 2h"));
     // Nothing but the page is left in its dir (no temp file).
     let names: Vec<PathBuf> = fs::read_dir(&out_dir)
@@ -647,4 +799,445 @@ fn serve_page_of_a_big_log_stays_small() {
         "serve: two page loads of a 300k-row log took {:?}",
         t.elapsed()
     );
+}
+
+// ------------------------------------------------------- chromium over CDP
+
+/// Headless chromium driven over the DevTools protocol on a pipe
+/// (`--remote-debugging-pipe`: it reads commands on fd 3 and writes answers
+/// and events on fd 4, each a JSON text ended by a NUL), with one page.
+/// Console messages, uncaught exceptions and log entries of level warning
+/// or error (a CSP violation is one) are collected in `console`.
+struct Browser {
+    child: Child,
+    tx: fs::File,
+    rx: BufReader<fs::File>,
+    next: u64,
+    session: String,
+    console: Vec<String>,
+    _profile: tempfile::TempDir,
+}
+
+/// A pipe whose two ends are close-on-exec and numbered above 100 (so
+/// that placing them at 3 and 4 in the child cannot clobber one another).
+fn cdp_pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array we own.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    let high = |fd: i32| {
+        // SAFETY: fd is ours and open; F_DUPFD_CLOEXEC returns a new one.
+        let h = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 100) };
+        assert!(h >= 100);
+        // SAFETY: both are open descriptors owned by nobody else.
+        unsafe {
+            libc::close(fd);
+            OwnedFd::from_raw_fd(h)
+        }
+    };
+    (high(fds[0]), high(fds[1]))
+}
+
+impl Browser {
+    /// Starts chromium (under coreutils' timeout: a hung browser fails the
+    /// test instead of stalling the suite) and opens one page.
+    fn launch(w: &World) -> Browser {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let profile = tempfile::tempdir_in(w.path()).unwrap();
+        let (to_chrome_r, to_chrome_w) = cdp_pipe();
+        let (from_chrome_r, from_chrome_w) = cdp_pipe();
+        let (r3, w4) = (to_chrome_r.as_raw_fd(), from_chrome_w.as_raw_fd());
+        let mut c = Command::new("timeout");
+        c.args(["-k", "10", "120", "chromium"]).args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--remote-debugging-pipe",
+        ]);
+        c.arg(format!("--user-data-dir={}", profile.path().display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        // SAFETY: between fork and exec only dup2, async-signal-safe; the
+        // copies at 3 and 4 are not close-on-exec, the originals are.
+        unsafe {
+            c.pre_exec(move || {
+                if libc::dup2(r3, 3) < 0 || libc::dup2(w4, 4) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = c.spawn().expect("spawn chromium");
+        drop((to_chrome_r, from_chrome_w));
+        let mut b = Browser {
+            child,
+            tx: fs::File::from(to_chrome_w),
+            rx: BufReader::new(fs::File::from(from_chrome_r)),
+            next: 0,
+            session: String::new(),
+            console: Vec::new(),
+            _profile: profile,
+        };
+        let target = b.call_on(
+            None,
+            "Target.createTarget",
+            serde_json::json!({"url": "about:blank"}),
+        );
+        let id = target["targetId"].as_str().expect("targetId").to_string();
+        let attached = b.call_on(
+            None,
+            "Target.attachToTarget",
+            serde_json::json!({"targetId": id, "flatten": true}),
+        );
+        b.session = attached["sessionId"]
+            .as_str()
+            .expect("sessionId")
+            .to_string();
+        for domain in ["Page.enable", "Runtime.enable", "Log.enable"] {
+            b.call(domain, serde_json::json!({}));
+        }
+        b
+    }
+
+    /// Reads the next message; notes console lines.
+    fn read(&mut self) -> serde_json::Value {
+        let mut buf = Vec::new();
+        let n = self.rx.read_until(0, &mut buf).expect("read from chromium");
+        assert!(n > 0, "chromium closed its pipe");
+        buf.pop();
+        let v: serde_json::Value = serde_json::from_slice(&buf).expect("CDP JSON");
+        let p = &v["params"];
+        match v["method"].as_str() {
+            Some("Runtime.consoleAPICalled") => {
+                let args: Vec<String> = p["args"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| a["value"].to_string())
+                    .collect();
+                self.console
+                    .push(format!("console.{}: {}", p["type"], args.join(" ")));
+            }
+            Some("Runtime.exceptionThrown") => {
+                let d = &p["exceptionDetails"];
+                self.console.push(format!(
+                    "uncaught: {} {}",
+                    d["text"], d["exception"]["description"]
+                ));
+            }
+            Some("Log.entryAdded") => {
+                let e = &p["entry"];
+                if matches!(e["level"].as_str(), Some("error" | "warning")) {
+                    self.console
+                        .push(format!("log {}: {}", e["level"], e["text"]));
+                }
+            }
+            _ => {}
+        }
+        v
+    }
+
+    fn call_on(
+        &mut self,
+        session: Option<&str>,
+        method: &str,
+        params: serde_json::Value,
+    ) -> serde_json::Value {
+        self.next += 1;
+        let id = self.next;
+        let mut msg = serde_json::json!({"id": id, "method": method, "params": params});
+        if let Some(s) = session {
+            msg["sessionId"] = s.into();
+        }
+        let mut bytes = serde_json::to_vec(&msg).unwrap();
+        bytes.push(0);
+        self.tx.write_all(&bytes).expect("write to chromium");
+        loop {
+            let v = self.read();
+            if v["id"].as_u64() == Some(id) {
+                assert!(v.get("error").is_none(), "{method}: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// A command to the page.
+    fn call(&mut self, method: &str, params: serde_json::Value) -> serde_json::Value {
+        let s = self.session.clone();
+        self.call_on(Some(&s), method, params)
+    }
+
+    /// Waits for an event of the page.
+    fn wait_for(&mut self, event: &str) -> serde_json::Value {
+        loop {
+            let v = self.read();
+            if v["method"] == event {
+                return v["params"].clone();
+            }
+        }
+    }
+
+    /// Loads `url` in a viewport of `width` × `height` CSS pixels (a phone's
+    /// when `mobile`: the viewport meta tag applies) and waits for its load.
+    fn open(&mut self, url: &str, width: u32, height: u32, mobile: bool) {
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            serde_json::json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}),
+        );
+        self.call("Page.navigate", serde_json::json!({"url": url}));
+        self.wait_for("Page.loadEventFired");
+    }
+
+    /// Evaluates `js` in the page (awaiting a promise) and returns its value.
+    fn eval(&mut self, js: &str) -> serde_json::Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({"expression": js, "returnByValue": true, "awaitPromise": true}),
+        );
+        assert!(r.get("exceptionDetails").is_none(), "{js}: {r}");
+        r["result"]["value"].clone()
+    }
+
+    /// A mouse drag from `a` to `b` (page coordinates).
+    fn drag(&mut self, a: (f64, f64), b: (f64, f64)) {
+        let ev = |t: &str, (x, y): (f64, f64), buttons: u8| serde_json::json!({"type": t, "x": x, "y": y, "button": "left", "buttons": buttons, "clickCount": 1});
+        self.call("Input.dispatchMouseEvent", ev("mouseMoved", a, 0));
+        self.call("Input.dispatchMouseEvent", ev("mousePressed", a, 1));
+        let mid = ((a.0 + b.0) / 2.0, (a.1 + b.1) / 2.0);
+        self.call("Input.dispatchMouseEvent", ev("mouseMoved", mid, 1));
+        self.call("Input.dispatchMouseEvent", ev("mouseMoved", b, 1));
+        self.call("Input.dispatchMouseEvent", ev("mouseReleased", b, 0));
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the layout probe measures in a loaded page: horizontal overflow,
+/// the smallest text as rendered (an SVG's text scaled by its viewBox),
+/// table cells out of view, the charts drawn.
+const PROBE: &str = r#"(() => {
+  const de = document.documentElement;
+  let min = 1e9, where = '';
+  const walk = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let n; (n = walk.nextNode());) {
+    if (!n.textContent.trim()) continue;
+    const el = n.parentElement;
+    if (el.closest('[hidden], title, script, style')) continue;
+    const r = el.getBoundingClientRect();
+    if (!r.width || !r.height) continue;
+    let size = parseFloat(getComputedStyle(el).fontSize);
+    const svg = el.closest('svg');
+    if (svg) size *= svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+    if (size < min) { min = size; where = el.tagName + ' ' + n.textContent.trim().slice(0, 40); }
+  }
+  const out = [];
+  for (const td of document.querySelectorAll('td')) {
+    const r = td.getBoundingClientRect();
+    if (r.left < -0.5 || r.right > innerWidth + 0.5) out.push(td.textContent);
+  }
+  const n = (sel) => document.querySelectorAll(sel).length;
+  return {scroll: de.scrollWidth, inner: innerWidth, minFont: min, where, out,
+          dist: n('svg.dist'), series: n('svg.series'), rate: n('svg.rate'),
+          cards: n('article.op'), local: n('time[data-t] + span.local')};
+})()"#;
+
+/// Loads `url` at a phone's 390×844 and a desktop's 1280×900 and checks
+/// the layout: no horizontal scroll, no text under 12 px, every number of
+/// the table in view, `ops` operations drawn, local times added, and not a
+/// console message.
+fn check_layout(b: &mut Browser, url: &str, ops: u64) {
+    for (w, h, mobile) in [(390, 844, true), (1280, 900, false)] {
+        b.console.clear();
+        b.open(url, w, h, mobile);
+        let m = b.eval(PROBE);
+        let what = format!("{url} at {w}x{h}: {m}");
+        assert_eq!(m["inner"], w, "{what}");
+        assert!(
+            m["scroll"].as_u64() <= m["inner"].as_u64(),
+            "horizontal scroll: {what}"
+        );
+        assert!(
+            m["minFont"].as_f64().unwrap() >= 12.0,
+            "text under 12 px: {what}"
+        );
+        assert_eq!(
+            m["out"].as_array().map(Vec::len),
+            Some(0),
+            "cells out of view: {what}"
+        );
+        for k in ["dist", "series", "rate", "cards"] {
+            assert_eq!(m[k].as_u64(), Some(ops), "{k}: {what}");
+        }
+        assert!(m["local"].as_u64() >= Some(2), "no local times: {what}");
+        assert!(b.console.is_empty(), "console: {:?} ({what})", b.console);
+    }
+}
+
+/// A log like write_log's, plus an operation with a very long name.
+fn write_page_log(path: &Path) {
+    write_log(path, 5, 3000);
+    let long = format!("ffkit.pipeline:{}", "very_long_operation_name_".repeat(4));
+    let mut f = fs::OpenOptions::new().append(true).open(path).unwrap();
+    for i in 0..50 {
+        writeln!(
+            f,
+            "{},{long},{}",
+            NOW - 5000 + i * 60,
+            1.5 + i as f64 / 10.0
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn the_page_fits_a_phone_and_a_desktop_in_chromium_served_and_static() {
+    if !have("chromium") {
+        return;
+    }
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_page_log(&log);
+    let mut b = Browser::launch(&w);
+    // The detector can fail: a page that throws, and one whose inline
+    // script the CSP refuses, are both caught.
+    let bad = w.path().join("bad.html");
+    fs::write(
+        &bad,
+        "<!DOCTYPE html><meta http-equiv=\"Content-Security-Policy\" content=\"script-src 'sha256-AAAA'\">\
+         <title>x</title><script>nope();</script>",
+    )
+    .unwrap();
+    b.open(&format!("file://{}", bad.display()), 390, 844, true);
+    assert!(
+        b.console
+            .iter()
+            .any(|l| l.contains("Content Security Policy")),
+        "the console detector saw nothing: {:?}",
+        b.console
+    );
+    let s = Server::start(&w, &log, &["--refresh", "0"]);
+    check_layout(&mut b, &format!("http://{}/", s.addr), 6);
+    let page = w.path().join("report.html");
+    pm(&w, &log)
+        .args(["report", "--html"])
+        .arg(&page)
+        .assert()
+        .success();
+    check_layout(&mut b, &format!("file://{}", page.display()), 6);
+}
+
+#[test]
+fn the_page_filters_operations_and_zooms_by_dragging_across_a_time_chart() {
+    if !have("chromium") {
+        return;
+    }
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_page_log(&log);
+    let s = Server::start(&w, &log, &["--refresh", "0"]);
+    let mut b = Browser::launch(&w);
+    b.open(&format!("http://{}/", s.addr), 1280, 900, false);
+    // The filter hides the other operations' rows and cards as one types.
+    let shown = b.eval(
+        "(() => { const f = document.getElementById('filter'); f.value = 'op_1, pipeline';
+           f.dispatchEvent(new Event('input'));
+           const vis = (s) => [...document.querySelectorAll(s)].filter((e) => !e.hidden).length;
+           return [vis('article.op'), vis('tbody tr'), document.getElementById('shown').textContent]; })()",
+    );
+    assert_eq!(shown, serde_json::json!([2, 2, "2 of 6 shown"]));
+    // A range preset is a link to the same page with ?since=.
+    let href = b.eval("document.querySelector('nav.range a').getAttribute('href')");
+    assert_eq!(href, "?since=5m");
+    // Drag from 25 % to 75 % of the first latency chart's plot: the page
+    // asks the server for that range, and shows it.
+    let geo = b.eval(
+        "(() => { const s = document.querySelector('svg.series'); s.scrollIntoView();
+           const r = s.getBoundingClientRect(), d = s.dataset, k = r.width / s.viewBox.baseVal.width;
+           return [r.left + k * Number(d.x0), r.left + k * Number(d.x1), r.top + r.height / 2,
+                   Number(d.t0), Number(d.t1)]; })()",
+    );
+    let g: Vec<f64> = geo
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    let (xa, xb) = (g[0] + (g[1] - g[0]) * 0.25, g[0] + (g[1] - g[0]) * 0.75);
+    b.drag((xa, g[2]), (xb, g[2]));
+    b.wait_for("Page.loadEventFired");
+    let search = b.eval("location.search");
+    let q: Vec<i64> = search
+        .as_str()
+        .unwrap()
+        .trim_start_matches('?')
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(_, v)| v.parse().unwrap())
+        .collect();
+    let (t0, t1) = (g[3], g[4]);
+    let want = (t0 + (t1 - t0) * 0.25, t0 + (t1 - t0) * 0.75);
+    // A pixel is worth (t1 - t0) / plot width seconds.
+    let slack = (t1 - t0) / (g[1] - g[0]) * 3.0;
+    assert_eq!(q.len(), 2, "{search}");
+    assert!(
+        (q[0] as f64 - want.0).abs() <= slack && (q[1] as f64 - want.1).abs() <= slack,
+        "{search} vs {want:?}"
+    );
+    // The zoomed page's data is that range: its rows are the CLI's count
+    // over the same window.
+    let meta = b.eval("document.getElementById('meta').textContent");
+    assert!(meta.as_str().unwrap().contains("from 2023-"), "{meta}");
+    let rows = b.eval(
+        "[...document.querySelectorAll('tbody td[data-label=Count]')].reduce((a, td) => a + Number(td.textContent.replace(/\\s/g, '')), 0)",
+    );
+    let raw = fs::read_to_string(&log).unwrap();
+    let want_rows = raw
+        .lines()
+        .filter_map(|l| l.split(',').next()?.parse::<i64>().ok())
+        .filter(|t| *t >= q[0] && *t <= q[1])
+        .count();
+    assert_eq!(rows.as_u64(), Some(want_rows as u64));
+    assert!(b.console.is_empty(), "{:?}", b.console);
+}
+
+#[test]
+fn a_dashboard_on_another_origin_reads_the_api_like_vibetrees() {
+    if !have("chromium") {
+        return;
+    }
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 3, 300);
+    let s = Server::start(&w, &log, &[]);
+    let mut b = Browser::launch(&w);
+    // The dashboard's origin is http://localhost:PORT; the API's is
+    // http://127.0.0.1:PORT: another origin. A custom header makes the
+    // browser send a preflight first.
+    b.open(
+        &format!("http://localhost:{}/metrics", s.addr.port()),
+        1280,
+        900,
+        false,
+    );
+    let got = b.eval(&format!(
+        "fetch('http://{}/api/performance/metrics', {{headers: {{'X-Requested-With': 'vibetrees'}}}})
+           .then((r) => r.json())
+           .then((data) => data.operations.map((op) => op.name + ':' + op.count).join(' ') + ' total ' + (data.totalTime > 0))",
+        s.addr
+    ));
+    assert_eq!(got, "op_0:100 op_1:100 op_2:100 total true");
+    assert!(b.console.is_empty(), "{:?}", b.console);
 }

@@ -2,18 +2,25 @@
 //! --html`: one self-contained document (docs/metrics.md, "The page").
 //!
 //! Everything is in the one file the exporter returns: the styles, the
-//! charts, and (for a served page) a few lines of script that refresh it.
-//! No fonts, scripts or styles are fetched from anywhere, and a
-//! Content-Security-Policy meta tag says so to the browser. The charts are
-//! inline SVG drawn here, from the aggregated [`Report`], so the page's size
-//! depends on the number of operations, never on the rows of the log: a
-//! 10-million-row log makes the same few tens of kilobytes as a small one,
-//! and the page reads (with its tooltips) even with scripts disabled.
+//! charts and one script ([`SCRIPT`], the same in both). No fonts, scripts
+//! or styles are fetched from anywhere, and a Content-Security-Policy
+//! ([`CSP`]) says so to the browser: the only script it lets run is that
+//! one, by its SHA-256. The charts are inline SVG drawn here, from the
+//! aggregated [`Report`], so the page's size depends on the number of
+//! operations, never on the rows of the log, and the page reads (with its
+//! tooltips) even with scripts disabled.
 //!
-//! Per operation: a row of the summary table (count, total, avg, min, p50,
-//! p95, p99, max), a latency distribution (a histogram over 40 logarithmic
-//! bins from min to max, with the p50/p95/p99 marked) and the p95 over the
-//! log's span, on a time axis shared by every operation.
+//! Per operation: a row of the summary table (count, rate, total, avg, min,
+//! p50, p95, p99, max), a latency distribution (a histogram over 40
+//! logarithmic bins from min to max, with the p50/p95/p99 marked), the p50,
+//! p95 and p99 over time and the rate over time, on a time axis shared by
+//! every operation, ticked at round times.
+//!
+//! The page fits a phone: below 700 px the table turns into one card per
+//! operation, the charts stack, and every text stays at 12 px or more (the
+//! charts' viewBox is sized so that their text does too). A served page
+//! also has the time range controls (presets, zoom out and in, drag across
+//! a time chart to zoom) that ask the server for another range.
 
 use std::fmt::Write as _;
 
@@ -22,7 +29,7 @@ use super::{Exporter, QUANTILES};
 use crate::metrics::aggregate::{OpStats, Report};
 use crate::metrics::series::{Point, Timeline};
 
-/// The page's settings: where its data came from and whether it refreshes.
+/// The page's settings: where its data came from and whether it is served.
 #[derive(Clone, Debug, Default)]
 pub struct Html {
     /// The log the report was read from, shown in the header.
@@ -31,83 +38,107 @@ pub struct Html {
     pub generated: i64,
     /// The filters in force as a reader would say them (`since 1h`), or empty.
     pub filters: String,
-    /// A served page reloads its data every this many seconds; a static
-    /// report (`None`) carries no script at all.
+    /// A served page reloads its data every this many seconds (0: only by
+    /// its button); a static report (`None`) has no refresh and no range
+    /// controls (there is no server to ask).
     pub refresh: Option<u32>,
+    /// The query of a served page, for its range controls.
+    pub query: PageQuery,
 }
 
-/// What the page allows itself: inline styles and scripts, requests back to
-/// where it came from (the refresh), images from `data:` (the empty favicon
-/// that spares the browser a request). Nothing external can load.
-pub const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; \
-                       connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'";
+/// The filters of a served page's request, as the range links rebuild them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PageQuery {
+    /// `since` as typed (`1h`).
+    pub since: Option<String>,
+    /// An absolute range in epoch seconds (`from`, `to`): a zoom.
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub ops: Vec<String>,
+}
 
-/// Width and height of every chart (SVG user units; scaled by CSS).
-const W: f64 = 520.0;
-const H: f64 = 190.0;
-const LEFT: f64 = 56.0;
-const RIGHT: f64 = 14.0;
-const TOP: f64 = 30.0;
-const BOTTOM: f64 = 30.0;
-
-/// Bins of the distribution chart.
-const BINS: usize = 40;
-
-const STYLE: &str = r#"
-:root{color-scheme:light dark;--bg:#f7f8fa;--card:#fff;--fg:#1d2330;--muted:#5d6778;--line:#d9dde5;--grid:#eceef2;--accent:#3b6fd8;--accent2:#8fb0ee;--p50:#2f9e62;--p95:#d9822b;--p99:#c23b3b;--warn:#8a5a00;--warnbg:#fff4d6}
-@media (prefers-color-scheme:dark){:root{--bg:#14171c;--card:#1c2027;--fg:#e4e7ec;--muted:#9aa3b2;--line:#343a45;--grid:#262b33;--accent:#6d9bf1;--accent2:#34528a;--p50:#4cc586;--p95:#f0a050;--p99:#ef6b6b;--warn:#f3cf7a;--warnbg:#3a3020}}
-*{box-sizing:border-box}
-body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
-header{padding:18px 28px 10px;display:flex;flex-wrap:wrap;gap:8px 24px;align-items:baseline;justify-content:space-between}
-h1{font-size:20px;margin:0;font-weight:650}
-h2{font-size:15px;margin:0 0 2px;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;word-break:break-all}
-#meta{color:var(--muted);margin:4px 0 0;font-size:13px}
-#meta code{font-size:12px}
-.controls{display:flex;gap:12px;align-items:center;font-size:13px;color:var(--muted)}
-.controls button{font:inherit;padding:4px 12px;border:1px solid var(--line);border-radius:6px;background:var(--card);color:var(--fg);cursor:pointer}
-.controls button:hover{border-color:var(--accent)}
-main{padding:0 28px 28px}
-.warn{background:var(--warnbg);color:var(--warn);padding:8px 12px;border-radius:6px;margin:0 0 14px}
-.empty{padding:40px;text-align:center;color:var(--muted);background:var(--card);border:1px solid var(--line);border-radius:10px}
-.tablewrap{overflow-x:auto;background:var(--card);border:1px solid var(--line);border-radius:10px;margin-bottom:22px}
-table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
-th,td{padding:7px 14px;text-align:right;white-space:nowrap;border-bottom:1px solid var(--grid)}
-th{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);font-weight:600}
-th:first-child,td:first-child{text-align:left}
-tr:last-child td{border-bottom:0}
-td a{color:var(--accent);text-decoration:none;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
-td a:hover{text-decoration:underline}
-.ops{display:grid;grid-template-columns:repeat(auto-fill,minmax(560px,1fr));gap:18px}
-.op{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:14px 16px 8px}
-.op .stats{color:var(--muted);font-size:12.5px;margin:0 0 6px}
-.charts{display:grid;grid-template-columns:1fr;gap:2px}
-figure{margin:0}
-figcaption{font-size:11px;text-transform:uppercase;letter-spacing:.05em;color:var(--muted);margin:10px 0 0;font-weight:600}
-svg.chart{width:100%;height:auto;display:block;font-size:10.5px;font-family:system-ui,sans-serif}
-svg .axis{stroke:var(--line);stroke-width:1}
-svg .grid{stroke:var(--grid);stroke-width:1}
-svg .bar{fill:var(--accent)}
-svg .bar:hover{fill:var(--accent2)}
-svg text{fill:var(--muted)}
-svg .mark{stroke-width:1.5;stroke-dasharray:4 3}
-svg .m-p50{stroke:var(--p50)} tspan.m-p50{fill:var(--p50)}
-svg .m-p95{stroke:var(--p95)} tspan.m-p95{fill:var(--p95)}
-svg .m-p99{stroke:var(--p99)} tspan.m-p99{fill:var(--p99)}
-svg .line{fill:none;stroke:var(--p95);stroke-width:1.8;stroke-linejoin:round}
-svg .dot{fill:var(--p95)}
-svg .dot:hover{r:4}
-footer{color:var(--muted);font-size:12px;padding:0 28px 24px}
-"#;
-
-/// The refresh script of a served page: re-fetches the page itself (same
-/// query) and swaps in its header line and main part, so filters, scroll
-/// position and the checkbox survive; a failed refresh says so and keeps
-/// the last data on screen.
-const SCRIPT: &str = r#"
+/// The page's one script: the operation filter, local times beside UTC,
+/// and on a served page the drag-to-zoom and the refresh (re-fetches the
+/// page itself with the same query and swaps in its header line and main
+/// part, keeping the scroll position and the filter; a failed refresh says
+/// so and keeps the last data on screen). Its SHA-256 is in [`CSP`].
+pub const SCRIPT: &str = r#"
 (() => {
+  'use strict';
+  const $ = (id) => document.getElementById(id);
+  const fmt = new Intl.DateTimeFormat(undefined, {year: 'numeric', month: '2-digit',
+    day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit', timeZoneName: 'short'});
+  function localTimes() {
+    for (const t of document.querySelectorAll('time[data-t]')) {
+      if (t.dataset.done) continue;
+      t.dataset.done = '1';
+      const s = document.createElement('span');
+      s.className = 'local';
+      s.textContent = ' (' + fmt.format(new Date(Number(t.dataset.t) * 1000)) + ')';
+      t.after(s);
+    }
+  }
+  const filter = $('filter');
+  function applyFilter() {
+    const words = filter.value.toLowerCase().split(/[\s,]+/).filter(Boolean);
+    let shown = 0, all = 0;
+    for (const el of document.querySelectorAll('[data-op]')) {
+      const ok = !words.length || words.some((w) => el.dataset.op.toLowerCase().includes(w));
+      el.hidden = !ok;
+      if (el.tagName === 'ARTICLE') { all++; if (ok) shown++; }
+    }
+    $('shown').textContent = words.length ? shown + ' of ' + all + ' shown' : '';
+  }
+  filter.addEventListener('input', applyFilter);
+  const served = 'refresh' in document.body.dataset;
+  // Drag across a time chart (mouse or finger) to zoom to that range.
+  let drag = null;
+  function plotX(svg, ev) {
+    const r = svg.getBoundingClientRect(), vb = svg.viewBox.baseVal;
+    return (ev.clientX - r.left) * vb.width / r.width;
+  }
+  document.addEventListener('pointerdown', (ev) => {
+    const svg = ev.target.closest && ev.target.closest('svg[data-t0]');
+    if (!served || !svg || ev.button !== 0) return;
+    const x = plotX(svg, ev), d = svg.dataset;
+    if (x < Number(d.x0) || x > Number(d.x1)) return;
+    const sel = document.createElementNS(svg.namespaceURI, 'rect');
+    sel.setAttribute('class', 'sel');
+    sel.setAttribute('y', d.y1);
+    sel.setAttribute('height', Number(d.y0) - Number(d.y1));
+    svg.appendChild(sel);
+    drag = {svg, x, sel};
+    svg.setPointerCapture(ev.pointerId);
+    ev.preventDefault();
+  });
+  document.addEventListener('pointermove', (ev) => {
+    if (!drag) return;
+    const d = drag.svg.dataset;
+    const x = Math.min(Math.max(plotX(drag.svg, ev), Number(d.x0)), Number(d.x1));
+    drag.sel.setAttribute('x', Math.min(x, drag.x));
+    drag.sel.setAttribute('width', Math.abs(x - drag.x));
+    drag.to = x;
+  });
+  document.addEventListener('pointerup', () => {
+    if (!drag) return;
+    const {svg, x, sel, to} = drag;
+    drag = null;
+    sel.remove();
+    if (to === undefined || Math.abs(to - x) < 4) return;
+    const d = svg.dataset, t0 = Number(d.t0), t1 = Number(d.t1);
+    const at = (v) => Math.round(t0 + (t1 - t0) * (v - Number(d.x0)) / (Number(d.x1) - Number(d.x0)));
+    const u = new URL(location.href);
+    u.searchParams.delete('since');
+    u.searchParams.set('from', at(Math.min(x, to)));
+    u.searchParams.set('to', Math.max(at(Math.max(x, to)), at(Math.min(x, to)) + 1));
+    location.assign(u.href);
+  });
+  localTimes();
+  applyFilter();
+  if (!served) return;
   const every = Number(document.body.dataset.refresh) * 1000;
-  const status = document.getElementById('status');
-  const auto = document.getElementById('auto');
+  const status = $('status');
+  const auto = $('auto');
   let timer = null, busy = false;
   async function refresh() {
     if (busy) return;
@@ -117,10 +148,12 @@ const SCRIPT: &str = r#"
       if (!r.ok) throw new Error(r.status + ' ' + r.statusText);
       const doc = new DOMParser().parseFromString(await r.text(), 'text/html');
       for (const id of ['meta', 'main']) {
-        const fresh = doc.getElementById(id), old = document.getElementById(id);
+        const fresh = doc.getElementById(id), old = $(id);
         if (fresh && old) old.replaceWith(fresh);
       }
       document.title = doc.title;
+      localTimes();
+      applyFilter();
       status.textContent = 'updated ' + new Date().toLocaleTimeString();
     } catch (e) {
       status.textContent = 'refresh failed: ' + e.message;
@@ -132,10 +165,147 @@ const SCRIPT: &str = r#"
     clearInterval(timer);
     timer = auto.checked && every > 0 ? setInterval(refresh, every) : null;
   }
-  document.getElementById('refresh').addEventListener('click', refresh);
+  $('refresh').addEventListener('click', refresh);
   auto.addEventListener('change', schedule);
   schedule();
 })();
+"#;
+
+/// The SHA-256 of [`SCRIPT`], base64, as CSP wants it (the unit test
+/// `the_csp_allows_exactly_the_script_the_page_has` checks it, and says the
+/// right one when the script changes).
+macro_rules! script_sha256 {
+    () => {
+        "sha256-kOmRW6oqx9kh9byi39UGLNQ6xXNyTbSR0bquaiJtLCU="
+    };
+}
+pub const SCRIPT_SHA256: &str = script_sha256!();
+
+/// What the page allows itself: its inline styles, its one script (by
+/// hash: nothing injected would run), requests back to where it came from
+/// (the refresh), images from `data:` (the empty favicon that spares the
+/// browser a request), links and forms to itself. Nothing external loads.
+pub const CSP: &str = concat!(
+    "default-src 'none'; style-src 'unsafe-inline'; script-src '",
+    script_sha256!(),
+    "'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'self'"
+);
+
+/// Width and height of every chart (SVG user units; scaled by CSS). Small
+/// on purpose: at [`FONT`] units the text is 12 px or more wherever the
+/// layout puts a chart (at least 340 px wide; a phone's 390 px screen
+/// leaves it 348).
+const W: f64 = 360.0;
+const H: f64 = 196.0;
+const LEFT: f64 = 58.0;
+const RIGHT: f64 = 10.0;
+const TOP: f64 = 12.0;
+const BOTTOM: f64 = 26.0;
+/// The charts' font size in user units.
+const FONT: f64 = 13.0;
+
+/// Bins of the distribution chart.
+const BINS: usize = 40;
+
+/// Steps of the time axis' ticks, in seconds: round times.
+const TICK_STEPS: [i64; 22] = [
+    1,
+    2,
+    5,
+    10,
+    15,
+    30,
+    60,
+    2 * 60,
+    5 * 60,
+    10 * 60,
+    15 * 60,
+    30 * 60,
+    3600,
+    2 * 3600,
+    3 * 3600,
+    6 * 3600,
+    12 * 3600,
+    86_400,
+    2 * 86_400,
+    7 * 86_400,
+    14 * 86_400,
+    28 * 86_400,
+];
+
+/// The range presets of a served page.
+pub(crate) const PRESETS: [&str; 8] = ["5m", "15m", "1h", "6h", "24h", "7d", "30d", ""];
+
+const STYLE: &str = r#"
+:root{color-scheme:light dark;--bg:#f7f8fa;--card:#fff;--fg:#1d2330;--muted:#5d6778;--line:#d9dde5;--grid:#eceef2;--accent:#3b6fd8;--accent2:#8fb0ee;--p50:#2f9e62;--p95:#d9822b;--p99:#c23b3b;--warn:#8a5a00;--warnbg:#fff4d6}
+@media (prefers-color-scheme:dark){:root{--bg:#14171c;--card:#1c2027;--fg:#e4e7ec;--muted:#9aa3b2;--line:#343a45;--grid:#262b33;--accent:#6d9bf1;--accent2:#34528a;--p50:#4cc586;--p95:#f0a050;--p99:#ef6b6b;--warn:#f3cf7a;--warnbg:#3a3020}}
+*{box-sizing:border-box}
+[hidden]{display:none!important}
+html{-webkit-text-size-adjust:100%;text-size-adjust:100%}
+body{margin:0;background:var(--bg);color:var(--fg);font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif;overflow-wrap:anywhere}
+header{padding:16px 24px 8px}
+h1{font-size:20px;margin:0;font-weight:650}
+h2{font-size:15px;margin:0 0 2px;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow-wrap:anywhere}
+#meta{color:var(--muted);margin:4px 0 8px;font-size:13px}
+#meta code{font-size:12px}
+.local{color:var(--muted)}
+#shown:empty,#status:empty{display:none}
+.controls{display:flex;flex-wrap:wrap;gap:8px 14px;align-items:center;font-size:13px;color:var(--muted);margin:6px 0}
+.controls button,.controls input[type=search],.range a{font:inherit;font-size:13px;padding:4px 10px;border:1px solid var(--line);border-radius:6px;background:var(--card);color:var(--fg)}
+.controls button{cursor:pointer}
+.controls button:hover,.range a:hover{border-color:var(--accent)}
+.controls input[type=search]{min-width:0;width:16em;max-width:100%}
+.range{display:flex;flex-wrap:wrap;gap:4px;align-items:center}
+.range a{text-decoration:none;padding:3px 8px}
+.range a[aria-current]{border-color:var(--accent);color:var(--accent);font-weight:600}
+main{padding:0 24px 24px}
+.warn{background:var(--warnbg);color:var(--warn);padding:8px 12px;border-radius:6px;margin:0 0 14px}
+.empty{padding:40px 16px;text-align:center;color:var(--muted);background:var(--card);border:1px solid var(--line);border-radius:10px}
+.tablewrap{background:var(--card);border:1px solid var(--line);border-radius:10px;margin-bottom:20px}
+table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums;table-layout:auto}
+th,td{padding:7px 12px;text-align:right;white-space:nowrap;border-bottom:1px solid var(--grid)}
+th{font-size:12px;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);font-weight:600}
+th:first-child,td:first-child{text-align:left}
+td.name{max-width:0;width:30%;overflow:hidden;text-overflow:ellipsis}
+td.name a{color:var(--accent);text-decoration:none;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
+td.name a:hover{text-decoration:underline}
+tr:last-child td{border-bottom:0}
+.ops{display:grid;grid-template-columns:1fr;gap:16px}
+.op{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:12px 16px 10px;min-width:0}
+.op .stats{color:var(--muted);font-size:13px;margin:0 0 4px}
+.charts{display:grid;grid-template-columns:repeat(auto-fit,minmax(340px,1fr));gap:4px 16px}
+figure{margin:0;min-width:0}
+figcaption{font-size:12px;color:var(--muted);margin:8px 0 2px;font-weight:600}
+figcaption .k{font-weight:700}
+.c-p50{color:var(--p50)} .c-p95{color:var(--p95)} .c-p99{color:var(--p99)}
+svg.chart{width:100%;height:auto;display:block;font-size:13px;font-family:system-ui,sans-serif;touch-action:pan-y}
+body[data-refresh] svg[data-t0]{cursor:crosshair}
+svg .axis{stroke:var(--line);stroke-width:1}
+svg .grid{stroke:var(--grid);stroke-width:1}
+svg .bar{fill:var(--accent)}
+svg .bar:hover{fill:var(--accent2)}
+svg text{fill:var(--muted)}
+svg .mark{stroke-width:1.5;stroke-dasharray:4 3}
+svg .m-p50{stroke:var(--p50)} svg .m-p95{stroke:var(--p95)} svg .m-p99{stroke:var(--p99)}
+svg .line{fill:none;stroke-width:1.8;stroke-linejoin:round}
+svg .hover{fill:transparent}
+svg .hover:hover{fill:var(--grid);fill-opacity:.6}
+svg .sel{fill:var(--accent);fill-opacity:.18}
+footer{color:var(--muted);font-size:12px;padding:0 24px 24px}
+@media (max-width:700px){
+header{padding:12px 10px 6px}
+main{padding:0 10px 16px}
+footer{padding:0 10px 16px}
+.op{padding:10px 10px 8px}
+.controls input[type=search]{width:100%}
+table,tbody,tr,td{display:block;width:auto}
+thead{display:none}
+tr{display:grid;grid-template-columns:repeat(3,minmax(0,1fr));gap:2px 8px;padding:8px 10px;border-bottom:1px solid var(--grid)}
+tr:last-child{border-bottom:0}
+td{padding:0;border:0;text-align:left;white-space:normal}
+td.name{grid-column:1/-1;max-width:none;width:auto;overflow:visible;margin-bottom:2px}
+td[data-label]::before{content:attr(data-label);display:block;font-size:12px;color:var(--muted);text-transform:uppercase;letter-spacing:.04em}
+}
 "#;
 
 /// Escapes text for HTML content and attribute values.
@@ -154,15 +324,32 @@ pub fn escape(s: &str) -> String {
     o
 }
 
+/// Percent-encodes a query component (everything but RFC 3986's unreserved
+/// characters).
+fn encode(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            o.push(b as char);
+        } else {
+            let _ = write!(o, "%{b:02X}");
+        }
+    }
+    o
+}
+
 /// An epoch second as `2026-12-01 09:15:40 UTC`.
 fn when(t: i64) -> String {
     match jiff::Timestamp::from_second(t) {
-        Ok(ts) => {
-            let s = ts.to_string();
-            format!("{} UTC", s.trim_end_matches('Z').replacen('T', " ", 1))
-        }
+        Ok(ts) => ts.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
         Err(_) => t.to_string(),
     }
+}
+
+/// An epoch second as a `<time>` the script adds the local time to.
+fn time_el(t: i64) -> String {
+    let iso = jiff::Timestamp::from_second(t).map_or_else(|_| t.to_string(), |ts| ts.to_string());
+    format!("<time datetime=\"{iso}\" data-t=\"{t}\">{}</time>", when(t))
 }
 
 /// A span of seconds as `3h 12m`, `45s`, `2d 4h`.
@@ -170,8 +357,11 @@ fn span(secs: i64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
     match (d, h, m) {
         (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) if s == 0 => format!("{m}m"),
         (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, 0) => format!("{h}h"),
         (0, _, _) => format!("{h}h {m}m"),
+        (_, 0, _) => format!("{d}d"),
         _ => format!("{d}d {h}h"),
     }
 }
@@ -189,15 +379,127 @@ fn count(n: u64) -> String {
     o
 }
 
+/// A rate of `n` rows over `secs` seconds in the unit that reads best:
+/// `12/s`, `3.5/min`, `2/h`.
+fn rate(n: u64, secs: i64) -> String {
+    let per_s = n as f64 / secs.max(1) as f64;
+    let (v, unit) = rate_unit(per_s);
+    format!("{}/{unit}", short(per_s * v))
+}
+
+/// The unit for rates up to `per_s` rows a second: its factor from per
+/// second and its name.
+fn rate_unit(per_s: f64) -> (f64, &'static str) {
+    if per_s >= 1.0 {
+        (1.0, "s")
+    } else if per_s * 60.0 >= 1.0 {
+        (60.0, "min")
+    } else {
+        (3600.0, "h")
+    }
+}
+
+/// A number with up to three significant digits and no trailing zeros.
+fn short(v: f64) -> String {
+    let s = if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    };
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// A duration for an axis label: [`human_ms`] without trailing zeros.
+fn tick_ms(ms: f64) -> String {
+    let h = human_ms(ms);
+    match h.split_once(' ') {
+        Some((num, unit)) if num.contains('.') => {
+            format!("{} {unit}", num.trim_end_matches('0').trim_end_matches('.'))
+        }
+        _ => h,
+    }
+}
+
 /// SVG coordinates with one decimal.
 fn f(v: f64) -> String {
     format!("{v:.1}")
 }
 
+/// Linear ticks from 0 to at least `top`: 1-2-5 steps, at most five.
+/// Returns the ticks and the axis' top (the last tick).
+fn nice_ticks(top: f64) -> (Vec<f64>, f64) {
+    if top <= 0.0 || !top.is_finite() {
+        return (vec![0.0, 1.0], 1.0);
+    }
+    let raw = top / 4.0;
+    let mag = 10f64.powi((raw.ln() / std::f64::consts::LN_10).floor() as i32);
+    let step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * mag)
+        .find(|&s| s >= raw)
+        .unwrap_or(10.0 * mag);
+    let n = (top / step - 1e-9).ceil().max(1.0) as usize;
+    let ticks: Vec<f64> = (0..=n).map(|i| i as f64 * step).collect();
+    let last = ticks.last().copied().unwrap_or(top);
+    (ticks, last)
+}
+
+/// Ticks of a time axis over `[start, end]` at round times (multiples of a
+/// step of [`TICK_STEPS`], UTC) no closer than a label's width, and the
+/// label format of that step.
+fn time_ticks(start: i64, end: i64) -> (Vec<i64>, &'static str) {
+    let secs = (end - start).max(1);
+    let plot = W - LEFT - RIGHT;
+    let step = TICK_STEPS
+        .iter()
+        .copied()
+        .find(|&st| {
+            // A label is about 0.6 em a character, plus a gap.
+            let chars = if st < 60 { 8.0 } else { 5.5 };
+            plot * st as f64 / secs as f64 >= chars * FONT * 0.6 + 14.0
+        })
+        .unwrap_or_else(|| {
+            // Beyond four weeks: whole multiples of 28 days.
+            let weeks4 = 28 * 86_400;
+            weeks4 * (secs / weeks4 / 3 + 1)
+        });
+    let first = start.div_euclid(step) * step;
+    let first = if first < start { first + step } else { first };
+    let ticks = (0..)
+        .map(|i| first + i * step)
+        .take_while(|&t| t <= end)
+        .collect();
+    let fmt = if step < 60 {
+        "%H:%M:%S"
+    } else if step < 86_400 {
+        "%H:%M"
+    } else {
+        "%b %d"
+    };
+    (ticks, fmt)
+}
+
+/// A tick's label: the step's format, or the date at midnight.
+fn tick_label(t: i64, fmt: &str) -> String {
+    let Ok(ts) = jiff::Timestamp::from_second(t) else {
+        return t.to_string();
+    };
+    if fmt != "%b %d" && t.rem_euclid(86_400) == 0 {
+        return ts.strftime("%b %d").to_string();
+    }
+    ts.strftime(fmt).to_string()
+}
+
 impl Exporter for Html {
     fn render(&self, report: &Report) -> String {
         let n = report.ops.len();
-        let mut o = String::with_capacity(8192 + n * 12_000);
+        let mut o = String::with_capacity(10_000 + n * 24_000);
         let title = if n == 1 {
             "ffkit metrics — 1 operation".to_string()
         } else {
@@ -219,18 +521,32 @@ impl Exporter for Html {
             }
             None => o.push_str("<body>\n"),
         }
-        o.push_str("<header>\n<div>\n<h1>ffkit performance metrics</h1>\n");
+        o.push_str("<header>\n<h1>ffkit performance metrics</h1>\n");
         self.meta(&mut o, report);
-        o.push_str("</div>\n");
-        if let Some(s) = self.refresh {
-            let _ = writeln!(
-                o,
-                "<div class=\"controls\"><button id=\"refresh\" type=\"button\">Refresh</button>\
-                 <label><input type=\"checkbox\" id=\"auto\" checked> every {s} s</label>\
-                 <span id=\"status\" role=\"status\"></span></div>"
-            );
+        if self.refresh.is_some() {
+            self.range_controls(&mut o, report);
         }
-        o.push_str("</header>\n<main id=\"main\">\n");
+        o.push_str(
+            "<div class=\"controls\"><input type=\"search\" id=\"filter\" \
+             placeholder=\"Filter operations\" aria-label=\"Filter operations\" autocomplete=\"off\">\
+             <span id=\"shown\" role=\"status\"></span>",
+        );
+        if let Some(s) = self.refresh {
+            let every = if s == 0 {
+                String::new()
+            } else {
+                format!("<label><input type=\"checkbox\" id=\"auto\" checked> every {s} s</label>")
+            };
+            let _ = write!(
+                o,
+                "<button id=\"refresh\" type=\"button\">Refresh</button>{every}\
+                 <span id=\"status\" role=\"status\"></span>"
+            );
+            if s == 0 {
+                o.push_str("<input type=\"checkbox\" id=\"auto\" hidden>");
+            }
+        }
+        o.push_str("</div>\n</header>\n<main id=\"main\">\n");
         if report.malformed > 0 {
             let _ = writeln!(
                 o,
@@ -261,12 +577,14 @@ impl Exporter for Html {
         o.push_str("</main>\n");
         o.push_str(
             "<footer>Durations are wall times recorded by ffkit; percentiles are nearest-rank \
-             (exact up to 8,192 rows per operation, within 0.5 % beyond). Hover a bar or a point \
-             for its numbers.</footer>\n",
+             (exact up to 8,192 rows per operation, within 0.5 % beyond; per time bucket within \
+             2 %). Times on the axes are UTC. Hover or tap a bar or a bucket for its numbers",
         );
         if self.refresh.is_some() {
-            let _ = writeln!(o, "<script>{SCRIPT}</script>");
+            o.push_str("; drag across a time chart to zoom in");
         }
+        o.push_str(".</footer>\n");
+        let _ = writeln!(o, "<script>{SCRIPT}</script>");
         o.push_str("</body>\n</html>\n");
         o
     }
@@ -286,41 +604,116 @@ impl Html {
             let _ = write!(
                 o,
                 " from {} to {} ({})",
-                when(tl.from),
-                when(tl.to),
+                time_el(tl.from),
+                time_el(tl.to),
                 span(tl.to - tl.from)
             );
         }
         if !self.filters.is_empty() {
             let _ = write!(o, " · {}", escape(&self.filters));
         }
-        let _ = writeln!(o, " · generated {}</p>", when(self.generated));
+        let _ = writeln!(o, " · generated {}</p>", time_el(self.generated));
+    }
+
+    /// The link to this page with another range (the operations kept).
+    fn href(&self, since: Option<&str>, range: Option<(i64, i64)>) -> String {
+        let mut parts = Vec::new();
+        if let Some(s) = since.filter(|s| !s.is_empty()) {
+            parts.push(format!("since={}", encode(s)));
+        }
+        if let Some((a, b)) = range {
+            parts.push(format!("from={a}&to={b}"));
+        }
+        for op in &self.query.ops {
+            parts.push(format!("op={}", encode(op)));
+        }
+        if parts.is_empty() {
+            "?".to_string()
+        } else {
+            escape(&format!("?{}", parts.join("&")))
+        }
+    }
+
+    /// Range presets (last 5 minutes … all), and, for a zoomed range,
+    /// zoom out (twice as long, same centre), zoom in (half) and back.
+    fn range_controls(&self, o: &mut String, report: &Report) {
+        let q = &self.query;
+        o.push_str("<nav class=\"range\" aria-label=\"Time range\">");
+        let zoomed = q.from.is_some() || q.to.is_some();
+        for p in PRESETS {
+            let current = !zoomed && q.since.as_deref().unwrap_or("") == p;
+            let _ = write!(
+                o,
+                "<a href=\"{}\"{}>{}</a>",
+                self.href(Some(p), None),
+                if current {
+                    " aria-current=\"page\""
+                } else {
+                    ""
+                },
+                if p.is_empty() {
+                    "All".to_string()
+                } else {
+                    format!("Last {p}")
+                }
+            );
+        }
+        // The range on screen: the zoom, else the data's.
+        let shown = match (q.from, q.to, report.timeline) {
+            (Some(a), Some(b), _) => Some((a, b)),
+            (a, b, Some(tl)) => Some((a.unwrap_or(tl.from), b.unwrap_or(tl.to))),
+            (Some(a), None, None) => Some((a, self.generated)),
+            (None, Some(b), None) => Some((b - 3600, b)),
+            _ => None,
+        };
+        if let Some((a, b)) = shown {
+            let len = (b - a).max(2);
+            let mid = a + len / 2;
+            let _ = write!(
+                o,
+                "<a href=\"{}\" title=\"Zoom out: twice the range\">Zoom out</a>\
+                 <a href=\"{}\" title=\"Zoom in: half the range, same centre\">Zoom in</a>",
+                self.href(None, Some((mid - len, mid + len))),
+                self.href(None, Some((mid - len / 4, mid + len / 4)))
+            );
+        }
+        o.push_str("</nav>\n");
     }
 }
 
 fn summary_table(o: &mut String, report: &Report) {
+    let secs = report
+        .timeline
+        .map_or(1, |tl| (tl.to - tl.from + tl.width).max(1));
     o.push_str(
         "<div class=\"tablewrap\"><table>\n<thead><tr><th>Operation</th><th>Count</th>\
-         <th>Total</th><th>Avg</th><th>Min</th>",
+         <th>Rate</th><th>Total</th><th>Avg</th><th>Min</th>",
     );
     for (_, label) in QUANTILES {
         let _ = write!(o, "<th>{label}</th>");
     }
     o.push_str("<th>Max</th></tr></thead>\n<tbody>\n");
     for (i, s) in report.ops.iter().enumerate() {
+        let name = escape(&s.op);
         let _ = write!(
             o,
-            "<tr><td><a href=\"#op-{i}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>",
-            escape(&s.op),
+            "<tr data-op=\"{name}\"><td class=\"name\"><a href=\"#op-{i}\" title=\"{name}\">{name}</a></td>\
+             <td data-label=\"Count\">{}</td><td data-label=\"Rate\">{}</td>\
+             <td data-label=\"Total\">{}</td><td data-label=\"Avg\">{}</td><td data-label=\"Min\">{}</td>",
             count(s.count),
+            rate(s.count, secs),
             human_ms(s.total),
             human_ms(s.avg()),
             human_ms(s.min)
         );
-        for (q, _) in QUANTILES {
-            let _ = write!(o, "<td>{}</td>", human_ms(s.quantile(q)));
+        for (q, label) in QUANTILES {
+            let _ = write!(
+                o,
+                "<td data-label=\"{label}\">{}</td>",
+                human_ms(s.quantile(q))
+            );
         }
-        let _ = writeln!(o, "<td>{}</td></tr>", human_ms(s.max));
+        let _ = writeln!(o, "<td data-label=\"Max\">{}</td></tr>", human_ms(s.max));
     }
     o.push_str("</tbody>\n</table></div>\n");
 }
@@ -330,26 +723,49 @@ fn op_card(o: &mut String, i: usize, s: &OpStats, timeline: Option<&Timeline>) {
     let _ = write!(
         o,
         "<article class=\"op\" id=\"op-{i}\" data-op=\"{name}\">\n<h2>{name}</h2>\n\
-         <p class=\"stats\">{} rows · avg {} · p95 {} · max {}</p>\n<div class=\"charts\">\n",
+         <p class=\"stats\">{} rows · avg {} · max {}</p>\n<div class=\"charts\">\n",
         count(s.count),
         human_ms(s.avg()),
-        human_ms(s.quantile(0.95)),
         human_ms(s.max)
     );
+    let mut legend = String::new();
+    for (q, label) in QUANTILES {
+        let _ = write!(
+            legend,
+            " · <span class=\"c-{label}\"><span class=\"k\">{label}</span> {}</span>",
+            human_ms(s.quantile(q))
+        );
+    }
     let _ = writeln!(
         o,
-        "<figure><figcaption>Latency distribution (log scale)</figcaption>{}</figure>",
+        "<figure><figcaption>Latency distribution{legend}</figcaption>{}</figure>",
         distribution_svg(s)
     );
-    let points = timeline.map(|tl| (tl, s.series(tl)));
-    let _ = writeln!(
-        o,
-        "<figure><figcaption>p95 over the log's span</figcaption>{}</figure>",
-        match &points {
-            Some((tl, p)) => series_svg(&s.op, tl, p),
-            None => empty_svg("series", "no time series"),
+    match timeline {
+        Some(tl) => {
+            let points = s.series(tl);
+            let _ = writeln!(
+                o,
+                "<figure><figcaption>Latency over time · <span class=\"c-p50\">p50</span> \
+                 <span class=\"c-p95\">p95</span> <span class=\"c-p99\">p99</span> · {} buckets</figcaption>{}</figure>",
+                span(tl.width),
+                latency_svg(&s.op, tl, &points)
+            );
+            let _ = writeln!(
+                o,
+                "<figure><figcaption>Rate · rows per {}</figcaption>{}</figure>",
+                rate_unit(max_rate(tl, &points)).1,
+                rate_svg(&s.op, tl, &points)
+            );
         }
-    );
+        None => {
+            let _ = writeln!(
+                o,
+                "<figure><figcaption>Over time</figcaption>{}</figure>",
+                empty_svg("series", "no time series")
+            );
+        }
+    }
     o.push_str("</div>\n</article>\n");
 }
 
@@ -363,7 +779,8 @@ fn empty_svg(class: &str, text: &str) -> String {
 }
 
 /// Ticks for a log axis over `[lo, hi]` (lo > 0): the powers of ten inside,
-/// or, within one decade, 1-2-5 steps, or at worst the two ends.
+/// or, within one decade, 1-2-5 steps, or at worst the two ends; thinned
+/// to at most four labels.
 fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     let mut t = Vec::new();
     // ln / ln 10 rather than log10: one libm symbol fewer to bind at start-up.
@@ -388,6 +805,9 @@ fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
     }
     if t.len() < 2 {
         t = vec![lo, hi];
+    }
+    while t.len() > 4 {
+        t = t.into_iter().step_by(2).collect();
     }
     t
 }
@@ -442,35 +862,39 @@ fn distribution_svg(s: &OpStats) -> String {
         bins[bin_of(v)] += c;
     }
     let peak = bins.iter().copied().max().unwrap_or(1).max(1);
-    // Grid and axes.
-    for t in log_ticks(alo, ahi) {
+    let ticks = log_ticks(alo, ahi);
+    let last = ticks.len().saturating_sub(1);
+    for (k, t) in ticks.into_iter().enumerate() {
         let x = xpos(t);
+        // The end labels stay inside the chart.
+        let anchor = match k {
+            0 if x - x0 < 20.0 => "start",
+            k if k == last && x1 - x < 20.0 => "end",
+            _ => "middle",
+        };
         let _ = write!(
             o,
             "<line class=\"grid\" x1=\"{x}\" y1=\"{y1}\" x2=\"{x}\" y2=\"{y0}\"/>\
-             <text x=\"{x}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
-            f(y0 + 16.0),
-            human_ms(t),
+             <text x=\"{x}\" y=\"{}\" text-anchor=\"{anchor}\">{}</text>",
+            f(y0 + FONT + 3.0),
+            tick_ms(t),
             x = f(x)
         );
     }
     let _ = write!(
         o,
         "<line class=\"axis\" x1=\"{x0}\" y1=\"{y0}\" x2=\"{x1}\" y2=\"{y0}\"/>\
+         <line class=\"grid\" x1=\"{x0}\" y1=\"{y1}\" x2=\"{x1}\" y2=\"{y1}\"/>\
          <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\
          <text x=\"{}\" y=\"{}\" text-anchor=\"end\">0</text>\
          <text x=\"{}\" y=\"{}\" text-anchor=\"end\">rows</text>",
         f(x0 - 6.0),
-        f(y1 + 4.0),
+        f(y1 + FONT * 0.35),
         count(peak),
         f(x0 - 6.0),
         f(y0),
         f(x0 - 6.0),
-        f(y1 - 10.0),
-    );
-    let _ = write!(
-        o,
-        "<line class=\"grid\" x1=\"{x0}\" y1=\"{y1}\" x2=\"{x1}\" y2=\"{y1}\"/>"
+        f((y0 + y1) / 2.0 + FONT * 0.35),
     );
     let bw = (x1 - x0) / BINS as f64;
     for (k, &c) in bins.iter().enumerate() {
@@ -503,10 +927,9 @@ fn distribution_svg(s: &OpStats) -> String {
             if c == 1 { "" } else { "s" }
         );
     }
-    // Percentile markers, named in a legend along the top.
-    let mut legend = String::new();
-    for (k, (q, label)) in QUANTILES.iter().enumerate() {
-        let v = s.quantile(*q);
+    // Percentile markers (named in the caption, in their colours).
+    for (q, label) in QUANTILES {
+        let v = s.quantile(q);
         let x = if degenerate {
             x0 + bw * (BINS / 2) as f64 + bw / 2.0
         } else {
@@ -519,95 +942,214 @@ fn distribution_svg(s: &OpStats) -> String {
             human_ms(v),
             x = f(x)
         );
-        let _ = write!(
-            legend,
-            "<tspan class=\"m-{label}\" dx=\"{}\">\u{25AE} {label} {}</tspan>",
-            if k == 0 { 0 } else { 12 },
-            human_ms(v)
-        );
     }
-    let _ = write!(
-        o,
-        "<text x=\"{x1}\" y=\"{}\" text-anchor=\"end\">{legend}</text>",
-        f(y1 - 12.0)
-    );
     o.push_str("</svg>");
     o
 }
 
-/// The p95 series of one operation over the shared timeline: a line through
-/// the buckets with rows (broken where buckets are empty), a dot per bucket.
-fn series_svg(op: &str, tl: &Timeline, points: &[Point]) -> String {
-    let mut o = format!(
-        "<svg class=\"chart series\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"p95 over time of {}\">",
-        escape(op)
-    );
-    let (x0, x1, y0, y1) = (LEFT, W - RIGHT, H - BOTTOM, TOP - 8.0);
+/// The time axis of the charts over time: the bucket-aligned range of the
+/// timeline.
+fn time_range(tl: &Timeline) -> (i64, i64) {
     let start = tl.from.div_euclid(tl.width) * tl.width;
     let end = (tl.to.div_euclid(tl.width) + 1) * tl.width;
-    let xpos = |t: f64| x0 + (x1 - x0) * (t - start as f64) / (end - start).max(1) as f64;
-    let top = points.iter().map(|p| p.p95).fold(0.0, f64::max);
-    let top = if top > 0.0 { top * 1.1 } else { 1.0 };
-    let ypos = |v: f64| y0 - (y0 - y1) * v / top;
-    for frac in [0.0, 0.5, 1.0] {
-        let v = top * frac;
-        let y = ypos(v);
+    (start, end)
+}
+
+/// The opening tag of a chart over time: its time range and plot area as
+/// data attributes, for the drag-to-zoom.
+fn time_svg_open(class: &str, label: &str, op: &str, tl: &Timeline) -> String {
+    let (start, end) = time_range(tl);
+    format!(
+        "<svg class=\"chart {class}\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"{label} of {}\" \
+         data-t0=\"{start}\" data-t1=\"{end}\" data-x0=\"{LEFT}\" data-x1=\"{}\" data-y0=\"{}\" data-y1=\"{TOP}\">",
+        escape(op),
+        W - RIGHT,
+        H - BOTTOM
+    )
+}
+
+/// The x axis of a time chart: round-time ticks with grid lines.
+fn time_axis(o: &mut String, tl: &Timeline) {
+    let (start, end) = time_range(tl);
+    let (x0, x1, y0, y1) = (LEFT, W - RIGHT, H - BOTTOM, TOP);
+    let xpos = |t: i64| x0 + (x1 - x0) * (t - start) as f64 / (end - start).max(1) as f64;
+    let (ticks, fmt) = time_ticks(start, end);
+    for t in ticks {
+        let x = xpos(t);
+        let anchor = if x - x0 < 18.0 {
+            "start"
+        } else if x1 - x < 18.0 {
+            "end"
+        } else {
+            "middle"
+        };
+        let _ = write!(
+            o,
+            "<line class=\"grid\" x1=\"{x}\" y1=\"{y1}\" x2=\"{x}\" y2=\"{y0}\"/>\
+             <text x=\"{x}\" y=\"{}\" text-anchor=\"{anchor}\">{}</text>",
+            f(y0 + FONT + 3.0),
+            tick_label(t, fmt),
+            x = f(x)
+        );
+    }
+}
+
+/// The y axis of a chart: grid lines at `ticks` (0 first), labelled.
+fn y_axis(o: &mut String, ticks: &[f64], top: f64, label: impl Fn(f64) -> String) {
+    let (x0, x1, y0, y1) = (LEFT, W - RIGHT, H - BOTTOM, TOP);
+    for &v in ticks {
+        let y = y0 - (y0 - y1) * v / top;
         let _ = write!(
             o,
             "<line class=\"{}\" x1=\"{x0}\" y1=\"{y}\" x2=\"{x1}\" y2=\"{y}\"/>\
              <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
-            if frac == 0.0 { "axis" } else { "grid" },
+            if v == 0.0 { "axis" } else { "grid" },
             f(x0 - 6.0),
-            f(y + 3.5),
-            human_ms(v),
+            f(y + FONT * 0.35),
+            label(v),
             y = f(y)
         );
     }
-    let _ = write!(
-        o,
-        "<text x=\"{x0}\" y=\"{}\">{}</text>\
-         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{} · buckets of {}</text>\
-         <text x=\"{x1}\" y=\"{}\" text-anchor=\"end\">{}</text>",
-        f(y0 + 16.0),
-        escape(&when(start)),
-        f((x0 + x1) / 2.0),
-        f(y0 + 16.0),
-        span(end - start),
-        span(tl.width),
-        f(y0 + 16.0),
-        escape(&when(end)),
-    );
-    // Segments of consecutive buckets.
-    let mut segment: Vec<String> = Vec::new();
-    let mut prev: Option<i64> = None;
-    let flush = |seg: &mut Vec<String>, o: &mut String| {
-        if seg.len() > 1 {
-            let _ = write!(o, "<polyline class=\"line\" points=\"{}\"/>", seg.join(" "));
-        }
-        seg.clear();
+}
+
+/// A bucket's start as its tooltip says it: to the minute unless buckets
+/// are shorter.
+fn bucket_when(t: i64, width: i64) -> String {
+    let fmt = if width < 60 {
+        "%Y-%m-%d %H:%M:%S"
+    } else {
+        "%Y-%m-%d %H:%M"
     };
-    for p in points {
-        if prev.is_some_and(|t| p.start - t > tl.width) {
-            flush(&mut segment, &mut o);
-        }
-        let x = xpos(p.start as f64 + tl.width as f64 / 2.0);
-        segment.push(format!("{},{}", f(x), f(ypos(p.p95))));
-        prev = Some(p.start);
+    jiff::Timestamp::from_second(t)
+        .map_or_else(|_| t.to_string(), |ts| ts.strftime(fmt).to_string())
+}
+
+/// A bucket's numbers, as its tooltip says them: in the latency chart its
+/// percentiles, in the rate chart its rows and rate.
+fn bucket_title(p: &Point, width: i64, latency: bool) -> String {
+    let when = bucket_when(p.start, width);
+    if latency {
+        format!(
+            "{when} UTC +{}: p50 {} · p95 {} · p99 {} ({} row{})",
+            span(width),
+            human_ms(p.p50),
+            human_ms(p.p95),
+            human_ms(p.p99),
+            count(p.count),
+            if p.count == 1 { "" } else { "s" },
+        )
+    } else {
+        format!(
+            "{when} UTC +{}: {} row{} ({})",
+            span(width),
+            count(p.count),
+            if p.count == 1 { "" } else { "s" },
+            rate(p.count, width)
+        )
     }
-    flush(&mut segment, &mut o);
+}
+
+/// A transparent column per bucket over the plot, carrying its tooltip.
+fn hover_columns(o: &mut String, tl: &Timeline, points: &[Point], latency: bool) {
+    let (start, end) = time_range(tl);
+    let (x0, x1, y0, y1) = (LEFT, W - RIGHT, H - BOTTOM, TOP);
+    let bw = f(((x1 - x0) * tl.width as f64 / (end - start).max(1) as f64).max(1.0));
+    let h = f(y0 - y1);
     for p in points {
-        let x = xpos(p.start as f64 + tl.width as f64 / 2.0);
+        let x = x0 + (x1 - x0) * (p.start - start) as f64 / (end - start).max(1) as f64;
         let _ = write!(
             o,
-            "<circle class=\"dot\" cx=\"{}\" cy=\"{}\" r=\"1.8\"><title>{}: p95 {} over {} row{}</title></circle>",
+            "<rect class=\"hover\" x=\"{}\" y=\"{y1}\" width=\"{bw}\" height=\"{h}\"><title>{}</title></rect>",
             f(x),
-            f(ypos(p.p95)),
-            escape(&when(p.start)),
-            human_ms(p.p95),
-            count(p.count),
-            if p.count == 1 { "" } else { "s" }
+            escape(&bucket_title(p, tl.width, latency))
         );
     }
+}
+
+/// p50, p95 and p99 of one operation over the shared timeline: a line each
+/// through the buckets with rows (broken where buckets are empty).
+fn latency_svg(op: &str, tl: &Timeline, points: &[Point]) -> String {
+    let mut o = time_svg_open("series", "latency over time", op, tl);
+    let (start, end) = time_range(tl);
+    let (x0, x1, y0, y1) = (LEFT, W - RIGHT, H - BOTTOM, TOP);
+    let (ticks, top) = nice_ticks(points.iter().map(|p| p.p99).fold(0.0, f64::max));
+    y_axis(&mut o, &ticks, top, tick_ms);
+    time_axis(&mut o, tl);
+    let xpos = |t: f64| x0 + (x1 - x0) * (t - start as f64) / (end - start).max(1) as f64;
+    let ypos = |v: f64| y0 - (y0 - y1) * v / top;
+    let get = |p: &Point, label: &str| match label {
+        "p50" => p.p50,
+        "p95" => p.p95,
+        _ => p.p99,
+    };
+    // Runs of consecutive buckets: a line through their centres; a bucket
+    // alone, a dash across its width.
+    let mut runs: Vec<&[Point]> = Vec::new();
+    let mut from = 0;
+    for k in 1..=points.len() {
+        if k == points.len() || points[k].start - points[k - 1].start > tl.width {
+            runs.push(&points[from..k]);
+            from = k;
+        }
+    }
+    for (_, label) in QUANTILES {
+        for run in &runs {
+            let pts: Vec<String> = if let [p] = run {
+                let y = f(ypos(get(p, label)));
+                vec![
+                    format!("{},{y}", f(xpos(p.start as f64))),
+                    format!("{},{y}", f(xpos((p.start + tl.width) as f64))),
+                ]
+            } else {
+                run.iter()
+                    .map(|p| {
+                        let x = xpos(p.start as f64 + tl.width as f64 / 2.0);
+                        format!("{},{}", f(x), f(ypos(get(p, label))))
+                    })
+                    .collect()
+            };
+            let _ = write!(
+                o,
+                "<polyline class=\"line m-{label}\" points=\"{}\"/>",
+                pts.join(" ")
+            );
+        }
+    }
+    hover_columns(&mut o, tl, points, true);
+    o.push_str("</svg>");
+    o
+}
+
+/// The highest rate of a series, rows a second.
+fn max_rate(tl: &Timeline, points: &[Point]) -> f64 {
+    points.iter().map(|p| p.count).max().unwrap_or(0) as f64 / tl.width as f64
+}
+
+/// Rows per second (or minute, or hour) of one operation over the shared
+/// timeline: a bar per bucket.
+fn rate_svg(op: &str, tl: &Timeline, points: &[Point]) -> String {
+    let mut o = time_svg_open("rate", "rate over time", op, tl);
+    let (start, end) = time_range(tl);
+    let (x0, x1, y0, y1) = (LEFT, W - RIGHT, H - BOTTOM, TOP);
+    let (factor, _) = rate_unit(max_rate(tl, points));
+    let (ticks, top) = nice_ticks(max_rate(tl, points) * factor);
+    y_axis(&mut o, &ticks, top, short);
+    time_axis(&mut o, tl);
+    let bw = (x1 - x0) * tl.width as f64 / (end - start).max(1) as f64;
+    for p in points {
+        let v = p.count as f64 / tl.width as f64 * factor;
+        let h = ((y0 - y1) * v / top).max(1.0);
+        let x = x0 + (x1 - x0) * (p.start - start) as f64 / (end - start).max(1) as f64;
+        let _ = write!(
+            o,
+            "<rect class=\"bar\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\"/>",
+            f(x + bw * 0.1),
+            f(y0 - h),
+            f((bw * 0.8).max(1.0)),
+            f(h)
+        );
+    }
+    hover_columns(&mut o, tl, points, false);
     o.push_str("</svg>");
     o
 }
@@ -638,6 +1180,7 @@ mod tests {
             generated: 1_700_000_000,
             filters: String::new(),
             refresh,
+            query: PageQuery::default(),
         }
         .render(r)
     }
@@ -660,8 +1203,16 @@ mod tests {
         assert_eq!(html.matches("<article class=\"op\"").count(), 3);
         // Bars carry their counts; every operation's rows are in its bars.
         assert!(html.contains("class=\"bar\""));
-        assert!(html.contains("<polyline class=\"line\""));
+        for q in ["p50", "p95", "p99"] {
+            assert!(
+                html.contains(&format!("<polyline class=\"line m-{q}\"")),
+                "{q}"
+            );
+        }
+        assert_eq!(html.matches("<svg class=\"chart rate\"").count(), 3);
         assert!(html.contains("data-refresh=\"10\"") && html.contains("<script>"));
+        // A served page has the range controls.
+        assert!(html.contains("<nav class=\"range\"") && html.contains(">Last 5m</a>"));
         // Nothing is loaded from elsewhere.
         for bad in ["http://", "https://", "src=", "@import", "url("] {
             assert!(!html.contains(bad), "{bad}");
@@ -669,14 +1220,17 @@ mod tests {
     }
 
     #[test]
-    fn a_static_report_has_no_script_and_names_are_escaped() {
+    fn a_static_report_has_no_refresh_or_range_and_names_are_escaped() {
         let r = report(&[(1, "<b>&\"x'", 1.0)], true);
         let html = page(&r, None);
-        assert!(!html.contains("<script"));
+        assert!(!html.contains("<body data-refresh") && !html.contains("id=\"refresh\""));
+        assert!(!html.contains("<nav class=\"range\""));
+        assert!(html.contains("id=\"filter\""));
         assert!(!html.contains("<b>"));
         assert!(html.contains("&lt;b&gt;&amp;&quot;x&#39;"));
         // A single value draws one bar, not a NaN.
-        assert_eq!(html.matches("class=\"bar\"").count(), 1);
+        // (and one in the rate chart)
+        assert_eq!(html.matches("class=\"bar\"").count(), 2);
         assert!(!html.contains("NaN") && !html.contains("inf"));
     }
 
@@ -706,6 +1260,80 @@ mod tests {
         assert!(html.contains("no time series"));
     }
 
+    /// Standard base64 with padding, for the CSP hash.
+    fn base64(bytes: &[u8]) -> String {
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut o = String::new();
+        for c in bytes.chunks(3) {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            for k in 0..4 {
+                if k <= c.len() {
+                    o.push(A[(n >> (18 - 6 * k) & 63) as usize] as char);
+                } else {
+                    o.push('=');
+                }
+            }
+        }
+        o
+    }
+
+    #[test]
+    fn the_csp_allows_exactly_the_script_the_page_has() {
+        use sha2::Digest;
+        assert_eq!(base64(b"ab"), "YWI=");
+        let want = format!(
+            "sha256-{}",
+            base64(&sha2::Sha256::digest(SCRIPT.as_bytes()))
+        );
+        assert_eq!(SCRIPT_SHA256, want, "update script_sha256!()");
+        assert!(CSP.contains(&format!("script-src '{want}';")), "{CSP}");
+        assert!(!CSP.contains("unsafe-inline'; connect") && !CSP.contains("script-src 'unsafe"));
+        // Both pages carry exactly that one script, byte for byte, and no
+        // inline handler attribute.
+        let r = report(&[(1, "a", 1.0), (5, "b", 2.0)], true);
+        for html in [page(&r, None), page(&r, Some(10))] {
+            let scripts: Vec<&str> = html
+                .split("<script>")
+                .skip(1)
+                .map(|s| s.split("</script>").next().unwrap_or(""))
+                .collect();
+            assert_eq!(scripts, [SCRIPT]);
+            assert!(!html.contains(" onclick=") && !html.contains(" onload="));
+            assert!(html.contains(&format!("content=\"{CSP}\"")));
+        }
+    }
+
+    #[test]
+    fn time_axes_tick_at_round_times_and_y_axes_at_round_values() {
+        // 2023-11-14 22:13:20 UTC to 25 min later: ticks every 5 or 10
+        // minutes, on the minute.
+        let (t, fmt) = time_ticks(1_700_000_000, 1_700_001_500);
+        assert!(t.len() >= 2 && t.len() <= 6, "{t:?}");
+        let step = t[1] - t[0];
+        assert!([300, 600].contains(&step), "{step}");
+        assert!(t.iter().all(|x| x % step == 0));
+        assert_eq!((fmt, tick_label(t[0], fmt).as_str()), ("%H:%M", "22:15"));
+        // A week: daily ticks labelled by date.
+        let (t, fmt) = time_ticks(1_700_000_000, 1_700_000_000 + 7 * 86_400);
+        assert!(t.iter().all(|x| x % 86_400 == 0) && fmt == "%b %d", "{t:?}");
+        assert_eq!(tick_label(t[0], fmt), "Nov 15");
+        // Seconds.
+        let (t, fmt) = time_ticks(1_700_000_000, 1_700_000_030);
+        assert!(t.iter().all(|x| x % 5 == 0) && fmt == "%H:%M:%S", "{t:?}");
+        // Midnight shows the date.
+        assert_eq!(tick_label(1_699_920_000, "%H:%M"), "Nov 14");
+        let (t, top) = nice_ticks(17.3);
+        assert_eq!((t, top), (vec![0.0, 5.0, 10.0, 15.0, 20.0], 20.0));
+        assert_eq!(nice_ticks(0.9).1, 1.0);
+        assert_eq!(tick_ms(2.0), "2 ms");
+        assert_eq!(tick_ms(2.5), "2.5 ms");
+        assert_eq!(rate(120, 60), "2/s");
+        assert_eq!(rate(3, 60), "3/min");
+        assert_eq!(rate(1, 7200), "0.5/h");
+    }
+
     #[test]
     fn helpers() {
         assert_eq!(count(10_000_000), "10\u{2009}000\u{2009}000");
@@ -713,7 +1341,7 @@ mod tests {
         assert_eq!(span(45), "45s");
         assert_eq!(span(3 * 3600 + 12 * 60), "3h 12m");
         assert_eq!(when(1_700_000_000), "2023-11-14 22:13:20 UTC");
-        assert_eq!(log_ticks(0.001, 1000.0).len(), 7);
+        assert_eq!(log_ticks(0.001, 1000.0), vec![0.001, 0.1, 10.0, 1000.0]);
         assert_eq!(log_ticks(2.0, 9.0), vec![2.0, 5.0]);
     }
 }

@@ -17,7 +17,7 @@ mod prometheus;
 pub mod table;
 
 pub use html::Html;
-pub use json::Json;
+pub use json::{ApiJson, Json};
 pub use prometheus::Prometheus;
 pub use table::Table;
 

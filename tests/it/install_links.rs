@@ -222,8 +222,22 @@ fn prefix_places_the_committed_man_pages_and_completions_and_remove_takes_them_b
             .join("bash-completion/completions/install-links")
             .exists()
     );
-    // A persona is not installed unless asked: no flock page or completion.
-    assert!(!share.join("man/man1/ffkit-flock.1").exists());
+    // Every page ffkit(1) names is installed, the persona's ffkit-flock.1
+    // too (its name shadows nothing); but no flock.1 and no flock
+    // completion, which would replace the system tool's.
+    let root_page = fs::read_to_string(share.join("man/man1/ffkit.1")).unwrap();
+    let see_also = root_page.rsplit(".SH \"SEE ALSO\"").next().unwrap();
+    for page in see_also.split(|c: char| c == ',' || c.is_whitespace()) {
+        let Some(name) = page.strip_suffix("(1)") else {
+            continue;
+        };
+        let name = name.replace("\\-", "-");
+        assert!(
+            share.join(format!("man/man1/{name}.1")).exists(),
+            "ffkit(1) names {name}(1), which is not installed"
+        );
+    }
+    assert!(see_also.contains("ffkit\\-flock(1)"), "{see_also}");
     assert!(!share.join("man/man1/flock.1").exists());
     assert!(!share.join("bash-completion/completions/flock").exists());
 
@@ -281,4 +295,31 @@ fn a_persona_is_linked_only_when_asked() {
     // --remove takes personas too.
     install(&w, &dir).arg("--remove").assert().success();
     assert!(fs::symlink_metadata(dir.join("flock")).is_err());
+}
+
+#[test]
+fn prefix_puts_the_links_in_its_bin_dir_personas_too() {
+    let w = World::new();
+    let prefix = w.path().join("usr");
+    w.cmd("install-links")
+        .args(["--persona", "flock", "--prefix"])
+        .arg(&prefix)
+        .assert()
+        .success();
+    for name in linked().into_iter().chain(["flock"]) {
+        let link = prefix.join("bin").join(name);
+        let target = fs::read_link(&link).unwrap_or_else(|e| panic!("{}: {e}", link.display()));
+        assert_eq!(
+            fs::canonicalize(prefix.join("bin").join(&target)).unwrap(),
+            fs::canonicalize(bin()).unwrap(),
+            "{name}"
+        );
+    }
+    w.cmd("install-links")
+        .args(["--remove", "--prefix"])
+        .arg(&prefix)
+        .assert()
+        .success();
+    assert!(fs::symlink_metadata(prefix.join("bin/flock")).is_err());
+    assert!(fs::symlink_metadata(prefix.join("bin/cache-size")).is_err());
 }

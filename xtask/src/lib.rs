@@ -57,6 +57,9 @@ pub fn generate(root: &Path) -> io::Result<BTreeMap<PathBuf, Vec<u8>>> {
         for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
             let mut buf = Vec::new();
             clap_complete::generate(shell, &mut cmd.clone(), &name, &mut buf);
+            if shell == Shell::Bash {
+                buf = bash_arms_fixed(&name, &buf);
+            }
             out.insert(completion_path(shell, &name), buf);
         }
     }
@@ -107,6 +110,23 @@ pub fn fill_wrappers(text: &str) -> io::Result<String> {
     let mut s = text.to_string();
     s.replace_range(b + begin.len()..e, &body);
     Ok(s)
+}
+
+/// clap_complete's bash script for a name with a `-` (`perf-metrics`)
+/// names its subcommands two ways: the loop over the words builds
+/// `perf__metrics__subcmd__serve` (the `-` of the name as `__`) while the
+/// case arms that complete options read `perf__subcmd__metrics__subcmd__serve`
+/// (every `-` as `__subcmd__`), so nothing after a subcommand completed.
+/// The arms are renamed to what the loop builds.
+pub fn bash_arms_fixed(name: &str, script: &[u8]) -> Vec<u8> {
+    const SEP: &str = "__subcmd__";
+    if !name.contains('-') {
+        return script.to_vec();
+    }
+    let text = String::from_utf8_lossy(script);
+    let wrong = format!("{}{SEP}", name.replace('-', SEP));
+    let right = format!("{}{SEP}", name.replace('-', "__"));
+    text.replace(&wrong, &right).into_bytes()
 }
 
 /// Where a completion script lives in the repository; the layout mirrors

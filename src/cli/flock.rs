@@ -615,10 +615,13 @@ fn locked(o: &Opts, what: What, ctx: &mut Ctx) -> Answer {
     };
     // The file is opened before the timer is set up (flock(1) opens it
     // while reading its arguments), so its failure comes first.
-    let write = o.fcntl && o.op == Op::Lock(Kind::Exclusive);
+    let exclusive_ofd = o.fcntl && o.op == Op::Lock(Kind::Exclusive);
+    let dir = file.as_ref().is_some_and(|f| f.is_dir());
+    // A directory opens read-only (flock(1) too drops O_CREAT and the
+    // write mode an exclusive OFD lock wants when the open says EISDIR).
     let opened = match &file {
         Some(f) => Some(
-            kernel::open_lock_file(f, write, 0o666)
+            kernel::open_lock_file(f, exclusive_ofd && !dir, 0o666)
                 .map_err(|e| Dialect::flock_failure(&Error::io("cannot open lock file", f, e)))?,
         ),
         None => None,
@@ -660,11 +663,25 @@ fn locked(o: &Opts, what: What, ctx: &mut Ctx) -> Answer {
         return unlock(o, opened, fd, method, program, ctx);
     }
     drop(opened);
+    // An exclusive OFD lock on a read-only descriptor is EBADF; flock(1)
+    // then reopens read-write, which a directory refuses, and reports that
+    // reopen's EISDIR (or the access check's EACCES): 65.
+    if let (true, true, Some(f)) = (dir, exclusive_ofd, &file) {
+        let rw = rustix::fs::access(
+            f,
+            rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
+        );
+        let why = if rw.is_ok() {
+            "Is a directory"
+        } else {
+            "Permission denied"
+        };
+        return Err((sysexits::EX_DATAERR, format!("{}: {why}", f.display())));
+    }
     let kind = match o.op {
         Op::Lock(k) => k,
         Op::Unlock => Kind::Exclusive,
     };
-    let dir = file.as_ref().is_some_and(|f| f.is_dir());
     let a = LockArgs {
         target: file.as_ref().map(|f| f.to_string_lossy().into_owned()),
         fd,
@@ -687,29 +704,7 @@ fn locked(o: &Opts, what: What, ctx: &mut Ctx) -> Answer {
         quiet_wait: true,
         dialect: Dialect::Flock,
     };
-    execute(a, ctx).map_err(|e| {
-        let (code, mut msg) = Dialect::flock_failure(&e);
-        // flock(1) retries an exclusive OFD lock refused on its read-only
-        // descriptor (EBADF) by reopening read-write; a directory cannot be
-        // opened so, and that reopen's EISDIR (or the access check's
-        // EACCES) is what it reports.
-        if dir
-            && let (Error::Io { source, path, .. }, Some(f)) = (&e, &file)
-            && source.raw_os_error() == Some(libc::EBADF)
-        {
-            let rw = rustix::fs::access(
-                f,
-                rustix::fs::Access::READ_OK | rustix::fs::Access::WRITE_OK,
-            );
-            let why = if rw.is_ok() {
-                "Is a directory"
-            } else {
-                "Permission denied"
-            };
-            msg = format!("{}: {why}", path.display());
-        }
-        (code, msg)
-    })
+    execute(a, ctx).map_err(|e| Dialect::flock_failure(&e))
 }
 
 /// `-u`: drops the lock of the descriptor (flock FD), or opens the file and

@@ -568,7 +568,18 @@ fn applet_page(a: &Applet, date: &str) -> io::Result<Vec<u8>> {
         m.render_extra_section(&mut buf)?;
     }
     let mut r = Roff::new();
-    common_sections(&mut r, docs::examples(a.name));
+    if link_policy(a) == LinkPolicy::Persona {
+        // A persona answers with the exit codes of the tool it stands in for.
+        r.control("SH", ["EXIT STATUS"]);
+        for (code, name, meaning) in docs::FLOCK_EXIT_STATUS {
+            r.control("TP", []);
+            r.text([bold(code.to_string()), roman(format!(" ({name})"))]);
+            r.text([roman(*meaning)]);
+        }
+        rest_of_common_sections(&mut r, docs::examples(a.name));
+    } else {
+        common_sections(&mut r, docs::examples(a.name));
+    }
     r.control("SH", ["SEE ALSO"]);
     r.text([roman("ffkit(1)")]);
     buf.extend_from_slice(r.to_roff().as_bytes());
@@ -585,6 +596,11 @@ fn common_sections(r: &mut Roff, examples: &[Example]) {
         ]);
         r.text([roman(k.meaning())]);
     }
+    rest_of_common_sections(r, examples);
+}
+
+/// The sections after EXIT STATUS: ENVIRONMENT, FILES, EXAMPLES.
+fn rest_of_common_sections(r: &mut Roff, examples: &[Example]) {
     r.control("SH", ["ENVIRONMENT"]);
     r.text([roman(
         "Every variable is validated at start-up: an unknown value is a configuration \
@@ -777,10 +793,13 @@ mod tests {
                     "{a}.1 lacks {section}"
                 );
             }
-            assert!(
-                page.contains("FF_ERROR_CONFIG") && page.contains("LOCK_TIMEOUT"),
-                "{a}.1"
-            );
+            // ffkit's exit codes, but the persona's page has flock(1)'s.
+            let codes = if a == "ffkit-flock" {
+                page.contains("EX_USAGE") && !page.contains("FF_ERROR_CONFIG")
+            } else {
+                page.contains("FF_ERROR_CONFIG")
+            };
+            assert!(codes && page.contains("LOCK_TIMEOUT"), "{a}.1");
         }
     }
 

@@ -93,7 +93,7 @@ impl Timeout {
     /// (negative, not a number, beyond time_t): flock(1) exits 71 then.
     fn duration(self) -> Option<Duration> {
         // time_t is 64-bit: a larger value converts to i64::MIN on x86-64.
-        let valid = self.sec >= 0.0 && self.sec < 9.223_372_036_854_775_807e18 && self.usec >= 0.0;
+        let valid = self.sec >= 0.0 && self.sec < i64::MAX as f64 && self.usec >= 0.0;
         valid.then(|| {
             let sec = self.sec as u64;
             Duration::from_secs(sec).saturating_add(Duration::from_micros(self.usec as u64))

@@ -129,8 +129,9 @@ done
 
 /// zsh: a real interactive zsh in a pseudo-terminal (zsh/zpty) with the
 /// committed completion files on fpath and compinit run; each case is typed
-/// followed by TAB, and a compadd wrapper prints every candidate the
-/// completion functions add, then `<END>`.
+/// followed by TAB (a widget that completes, then prints `<COMPLETED>`), and
+/// a compadd wrapper prints every candidate the completion functions add;
+/// then `<END>`.
 const ZSH_HARNESS: &str = r#"
 zmodload zsh/zpty || exit 3
 zpty z zsh -f -i
@@ -139,13 +140,22 @@ zpty -w z 'autoload -Uz compinit; compinit -u -D'
 zpty -w z 'PROMPT= ; RPROMPT= ; unsetopt zle_bracketed_paste 2>/dev/null'
 zpty -w z 'zstyle ":completion:*" list-grouped false; zstyle ":completion:*" insert-tab false'
 zpty -w z 'compadd () { if [[ ${@[1,(i)(-|--)]} == *-(O|A|D)\ * ]]; then builtin compadd "$@"; return $?; fi; typeset -a __hits __dscr; if (( $@[(I)-d] )); then __dscr=( "${(@P)${@[$(( $@[(i)-d] + 1 ))]}}" ); fi; builtin compadd -A __hits -D __dscr "$@"; (( $#__hits )) || return 1; print -r -- "<HIT>"${^__hits}; }'
-zpty -w z 'bindkey "^I" complete-word; zstyle ":completion:*" completer _complete'
+zpty -w z 'zstyle ":completion:*" completer _complete'
+zpty -w z '_h_tab() { zle complete-word; print -r -- "<COMPLETED>"; }; zle -N _h_tab; bindkey "^I" _h_tab'
 zpty -w z 'print -r -- "<READY>"'
 zpty -r z line '*<READY>*'
 n=0
 while IFS= read -r case; do
     n=$(( n + 1 ))
     zpty -n -w z "$case"$'\t'
+    # Nothing more is typed until the completion has run: typeahead would
+    # make zle cut it short.
+    out=
+    while zpty -r z chunk; do
+        out+=$chunk
+        [[ $out == *'<COMPLETED>'* ]] && break
+    done
+    print -r -- "$out" | grep -ao '<HIT>[^[:space:]]*' | sed 's/<HIT>//'
     zpty -w z $'\C-u'
     zpty -w z "print -r -- '<DONE'$n'>'"
     out=
@@ -153,7 +163,6 @@ while IFS= read -r case; do
         out+=$chunk
         [[ $out == *$'\n<DONE'$n'>'* ]] && break
     done
-    print -r -- "$out" | grep -ao '<HIT>[^[:space:]]*' | sed 's/<HIT>//'
     print -r -- '<END>'
 done
 zpty -d z

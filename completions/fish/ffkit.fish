@@ -139,6 +139,7 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s w -l timeout -d 'G
 complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s E -l conflict-exit-code -d 'Exit code when busy or timed out' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -l start -d 'First byte of an OFD lock\'s range (default 0; implies --fcntl)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -l length -d 'Bytes in an OFD lock\'s range (default 0: to the end of the file; implies --fcntl)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s c -l command -d 'After FILE: run COMMAND through $SHELL -c (flock FILE -c COMMAND)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s s -l shared -d 'Take a shared lock'
 complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s x -l exclusive -d 'Take an exclusive lock (default)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s n -l nonblock -d 'Fail at once if the lock is held'
@@ -203,7 +204,7 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_see
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from help" -f -a "report" -d 'Write the metrics page as one static HTML file'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from help" -f -a "cleanup" -d 'Trim the log atomically (default: keep the newest 1000 rows)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -l dir -d 'Where to create the links (default: the directory of the ffkit binary)' -r -F
+complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -l dir -d 'Where to create the links (default: PREFIX/bin with --prefix, else the directory of the ffkit binary)' -r -F
 complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -l prefix -d 'Also install man pages and completions under PREFIX/share' -r -F
 complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -l persona -d 'Also link the persona applet NAME (e.g. flock), shadowing the system tool' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand install-links" -s f -l force -d 'Replace files in the way that are not ffkit\'s links'

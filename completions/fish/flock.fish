@@ -2,6 +2,7 @@ complete -c flock -s w -l timeout -d 'Give up after SECS (fractional; 0 = non-bl
 complete -c flock -s E -l conflict-exit-code -d 'Exit code when busy or timed out' -r
 complete -c flock -l start -d 'First byte of an OFD lock\'s range (default 0; implies --fcntl)' -r
 complete -c flock -l length -d 'Bytes in an OFD lock\'s range (default 0: to the end of the file; implies --fcntl)' -r
+complete -c flock -s c -l command -d 'After FILE: run COMMAND through $SHELL -c (flock FILE -c COMMAND)' -r
 complete -c flock -s s -l shared -d 'Take a shared lock'
 complete -c flock -s x -l exclusive -d 'Take an exclusive lock (default)'
 complete -c flock -s n -l nonblock -d 'Fail at once if the lock is held'

@@ -211,6 +211,50 @@ pub const FLOCK: &[Example] = &[
     ),
 ];
 
+/// The flock persona's EXIT STATUS: util-linux flock(1)'s codes (sysexits),
+/// not ffkit's table.
+pub const FLOCK_EXIT_STATUS: &[(u8, &str, &str)] = {
+    use super::lock_args::sysexits::*;
+    &[
+        (
+            0,
+            "EX_OK",
+            "the lock was taken (descriptor mode) or released (-u); in command mode the command's own status, 128+N when a signal N killed it",
+        ),
+        (
+            1,
+            "conflict",
+            "the lock was busy (-n, -w 0) or still held when the -w timeout ran out; -E N replaces 1",
+        ),
+        (EX_USAGE, "EX_USAGE", "bad arguments or options"),
+        (
+            EX_DATAERR,
+            "EX_DATAERR",
+            "the lock could not be taken: the descriptor is not open, or the system refused the lock",
+        ),
+        (
+            EX_NOINPUT,
+            "EX_NOINPUT",
+            "the lock file could not be opened (a missing directory, an empty name, a symbolic link, no permission)",
+        ),
+        (
+            EX_UNAVAILABLE,
+            "EX_UNAVAILABLE",
+            "the command could not be run (not found, not executable)",
+        ),
+        (
+            EX_OSERR,
+            "EX_OSERR",
+            "the -w timeout cannot be armed (negative, infinite, not a number) or the system ran out of memory or descriptors",
+        ),
+        (
+            EX_CANTCREAT,
+            "EX_CANTCREAT",
+            "the lock file could not be created (read-only or full file system)",
+        ),
+    ]
+};
+
 /// `init`.
 pub const INIT: &[Example] = &[
     ex(

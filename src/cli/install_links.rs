@@ -71,7 +71,8 @@ pub fn command() -> Command {
              a conflict (exit 5, nothing changed) unless --force; a directory is never replaced. \
              Personas named after system tools (flock) are linked only with --persona; \
              init and install-links are run as `ffkit init`, never linked. \
-             --prefix P also installs the man pages into P/share/man/man1 and the bash, zsh and \
+             --prefix P puts the links in P/bin (unless --dir) and also installs the man pages \
+             into P/share/man/man1 and the bash, zsh and \
              fish completions into P/share/{bash-completion/completions,zsh/site-functions,\
              fish/vendor_completions.d}, and the bash builtin the build left beside this binary \
              (libffkit_builtin.so) into P/lib/ffkit. --bin (with --prefix) first copies this \
@@ -84,7 +85,7 @@ pub fn command() -> Command {
                 .long("dir")
                 .value_name("DIR")
                 .value_parser(clap::value_parser!(PathBuf))
-                .help("Where to create the links (default: the directory of the ffkit binary)"),
+                .help("Where to create the links (default: PREFIX/bin with --prefix, else the directory of the ffkit binary)"),
         )
         .arg(
             Arg::new("force")
@@ -201,7 +202,14 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         place(&exe, p, &bytes, 0o755, &mut t)?;
     }
     let exe_dir = exe.parent().unwrap_or(Path::new("/")).to_path_buf();
-    let dir = a.dir.clone().unwrap_or_else(|| exe_dir.clone());
+    // The links go in --dir, else in PREFIX/bin with --prefix (an install
+    // under a prefix puts its commands there, wherever the binary is), else
+    // beside the binary.
+    let dir = match (&a.dir, &a.prefix) {
+        (Some(d), _) => d.clone(),
+        (None, Some(p)) => p.join("bin"),
+        (None, None) => exe_dir.clone(),
+    };
     // Next to the binary the link is relative, so the pair can be moved together.
     let target: PathBuf = if same_dir(&dir, &exe_dir) {
         exe.file_name()
@@ -386,9 +394,11 @@ fn doc_destination(rel: &str) -> Option<(&str, bool, PathBuf)> {
     Some((name, is_man, Path::new(dest).join(file)))
 }
 
-/// The man pages of ffkit, of the linked applets and of the ffkit-only
-/// ones (`ffkit-init.1`); a persona's page (`ffkit-flock.1`) only with its
-/// link. Completions of `ffkit` and of the linked names only.
+/// The man pages of ffkit, of the linked applets and of the others
+/// (`ffkit-init.1`, and a persona's `ffkit-flock.1`, whose name shadows no
+/// system page, so every page `ffkit(1)` names is installed). Completions
+/// of `ffkit` and of the linked names only: a persona's (`flock`) would
+/// replace the system tool's.
 fn wanted(name: &str, is_man: bool, linked: &[&str]) -> bool {
     if name == "ffkit" {
         return true;
@@ -397,7 +407,7 @@ fn wanted(name: &str, is_man: bool, linked: &[&str]) -> bool {
         return linked.contains(&name);
     }
     APPLETS.iter().any(|a| {
-        a.man_page() == name && (linked.contains(&a.name) || link_policy(a) == LinkPolicy::Never)
+        a.man_page() == name && (linked.contains(&a.name) || link_policy(a) != LinkPolicy::Default)
     })
 }
 

@@ -171,11 +171,9 @@ fn remote(a: LockArgs, t: &crate::backend::Target, ctx: &mut Ctx) -> Result<Exit
         };
         return super::remote::lock_release(t, rel, ctx);
     }
-    let note_wait = {
-        use std::io::IsTerminal;
-        let tty = !a.quiet_wait && std::io::stderr().is_terminal();
-        !a.quiet && (tty || a.verbose || ctx.cfg.debug)
-    };
+    let note_wait = a
+        .dialect
+        .says_waiting(a.quiet, a.quiet_wait, a.verbose, ctx.cfg.debug);
     let req = super::remote::Acquire {
         target,
         command_text: a.program.as_ref().map(Program::text),

@@ -182,9 +182,121 @@ pub(super) struct LockArgs {
     pub quiet: bool,
     pub prepare: bool,
     pub quiet_wait: bool,
-    /// flock(1) persona: conflicts exit 1 silently, no named mode, waits
-    /// forever by default, --verbose lines on stdout.
-    pub persona: bool,
+    /// Whose rules the answers follow: ffkit's or flock(1)'s.
+    pub dialect: Dialect,
+}
+
+/// The exit codes of flock(1) (util-linux, from sysexits.h) that the flock
+/// dialect answers with.
+pub(super) mod sysexits {
+    pub const EX_USAGE: u8 = 64;
+    pub const EX_DATAERR: u8 = 65;
+    pub const EX_NOINPUT: u8 = 66;
+    pub const EX_UNAVAILABLE: u8 = 69;
+    pub const EX_OSERR: u8 = 71;
+    pub const EX_CANTCREAT: u8 = 73;
+}
+
+/// Whose rules a lock request's answers follow (docs/locks.md, "The flock
+/// persona"): `lock-acquire`'s own contract, or util-linux flock(1) 2.42's
+/// for the persona. The dialect owns every difference: exit codes (busy,
+/// timeout, a command that cannot start, failures), where `--verbose` lines
+/// go, whether the waiting line is printed, and the option conflicts; the
+/// front end is arguments plus one call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Dialect {
+    Ffkit,
+    Flock,
+}
+
+impl Dialect {
+    /// `--verbose` lines: on stdout for flock(1) (2.41+ prints them there),
+    /// on stderr for lock-acquire (which never writes stdout).
+    pub fn verbose_on_stdout(self) -> bool {
+        self == Dialect::Flock
+    }
+
+    /// Whether stdout's `--verbose` lines wait for the end of the run:
+    /// flock(1) prints them with stdio, whose buffer a pipe or file gets
+    /// when flock exits (after the command's own output; never with `-F`,
+    /// whose exec discards it), a terminal at once.
+    pub fn defers_verbose(self) -> bool {
+        use std::io::IsTerminal;
+        self.verbose_on_stdout() && !std::io::stdout().is_terminal()
+    }
+
+    /// The one waiting line: printed with `--verbose` or `FF_DEBUG=true`, or
+    /// when stderr is a terminal (not with `--quiet-wait`); flock(1) never
+    /// prints one (only `FF_DEBUG=true` does). `quiet` (`-q`) silences it.
+    pub fn says_waiting(self, quiet: bool, quiet_wait: bool, verbose: bool, debug: bool) -> bool {
+        use std::io::IsTerminal;
+        if quiet {
+            return false;
+        }
+        match self {
+            Dialect::Flock => debug,
+            Dialect::Ffkit => debug || verbose || (!quiet_wait && std::io::stderr().is_terminal()),
+        }
+    }
+
+    /// Options that cannot go together: flock(1) refuses `-F` with `-o`
+    /// (lock-acquire lets `-F` win, as it always has).
+    pub fn conflicts(self, close: bool, no_fork: bool) -> Option<&'static str> {
+        (self == Dialect::Flock && close && no_fork)
+            .then_some("the --no-fork and --close options are incompatible")
+    }
+
+    /// A command that could not be started: lock-acquire's 127/126 (as a
+    /// shell) with `cannot run NAME: why`; flock(1)'s `failed to execute
+    /// NAME: why` and 69 (EX_UNAVAILABLE; 71 when memory ran out).
+    pub fn not_started(self, name: &str, code: u8, e: &std::io::Error) -> (u8, String) {
+        let why = crate::error::os_reason(e);
+        match self {
+            Dialect::Ffkit => (code, format!("cannot run {name}: {why}")),
+            Dialect::Flock => (
+                if e.raw_os_error() == Some(libc::ENOMEM) {
+                    sysexits::EX_OSERR
+                } else {
+                    sysexits::EX_UNAVAILABLE
+                },
+                format!("failed to execute {name}: {why}"),
+            ),
+        }
+    }
+
+    /// flock(1)'s exit code and message for an error (lock-acquire reports
+    /// errors through [`crate::cli::report`] instead): an unopenable lock
+    /// file 66 (71 out of memory or descriptors, 73 read-only or full file
+    /// system), a failed lock 65 (71 for ENOLCK/ENOMEM), a usage error 64.
+    /// The two I/O cases are told apart by the words `lock::acquire` uses
+    /// for them (the persona's differential test pins both).
+    pub fn flock_failure(e: &Error) -> (u8, String) {
+        use sysexits::*;
+        match e {
+            Error::Io { what, path, source } => {
+                let errno = source.raw_os_error().unwrap_or(0);
+                let why = crate::error::os_reason(source);
+                if *what == "cannot open lock file" {
+                    let code = match errno {
+                        libc::ENOMEM | libc::EMFILE | libc::ENFILE => EX_OSERR,
+                        libc::EROFS | libc::ENOSPC => EX_CANTCREAT,
+                        _ => EX_NOINPUT,
+                    };
+                    (code, format!("{what} {}: {why}", path.display()))
+                } else if *what == "cannot lock" {
+                    let code = match errno {
+                        libc::ENOLCK | libc::ENOMEM => EX_OSERR,
+                        _ => EX_DATAERR,
+                    };
+                    (code, format!("{}: {why}", path.display()))
+                } else {
+                    (EX_OSERR, e.to_string())
+                }
+            }
+            Error::Usage(m) | Error::Validation(m) => (EX_USAGE, m.clone()),
+            other => (EX_DATAERR, other.to_string()),
+        }
+    }
 }
 
 impl LockArgs {
@@ -211,7 +323,7 @@ impl LockArgs {
             quiet: false,
             prepare: false,
             quiet_wait: false,
-            persona: false,
+            dialect: Dialect::Ffkit,
         }
     }
 
@@ -229,20 +341,26 @@ struct Front<'a> {
     ctx: &'a mut Ctx,
     quiet: bool,
     verbose: bool,
-    persona: bool,
+    dialect: Dialect,
     quiet_wait: bool,
+    /// Deferred `--verbose` lines ([`Dialect::defers_verbose`]).
+    pending: Option<Vec<u8>>,
 }
 
 impl Front<'_> {
-    /// A --verbose line: on stdout for the persona (flock(1) 2.41+), on
-    /// stderr for lock-acquire (which never writes stdout).
+    /// A --verbose line, where the dialect puts it.
     fn verbose_line(&mut self, msg: impl Display) {
         if !self.verbose || self.quiet {
             return;
         }
-        if self.persona {
+        if self.dialect.verbose_on_stdout() {
             let line = format!("{}: {msg}\n", self.ctx.prog);
-            let _ = self.ctx.write_out(line.as_bytes());
+            match &mut self.pending {
+                Some(p) => p.extend_from_slice(line.as_bytes()),
+                None => {
+                    let _ = self.ctx.write_out(line.as_bytes());
+                }
+            }
         } else {
             self.ctx.note(msg);
         }
@@ -250,16 +368,15 @@ impl Front<'_> {
 }
 
 impl Report for Front<'_> {
-    /// The one waiting line, on stderr: with `--verbose` or `FF_DEBUG=true`,
-    /// or when stderr is a terminal (not with `-q`/`--quiet-wait`, nor for
-    /// the persona, silent like flock(1)). Scripts see nothing by default.
+    /// The one waiting line, on stderr, when the dialect says so
+    /// ([`Dialect::says_waiting`]). Scripts see nothing by default.
     fn waiting(&mut self, label: &str, holder: &dyn Display) {
-        use std::io::IsTerminal;
-        if self.quiet {
-            return;
-        }
-        let tty = !self.persona && !self.quiet_wait && std::io::stderr().is_terminal();
-        if tty || (self.verbose && !self.persona) || self.ctx.cfg.debug {
+        if self.dialect.says_waiting(
+            self.quiet,
+            self.quiet_wait,
+            self.verbose,
+            self.ctx.cfg.debug,
+        ) {
             self.ctx
                 .note(format_args!("waiting for lock {label} (held by {holder})"));
         }
@@ -298,6 +415,9 @@ impl Report for Front<'_> {
 
     /// Writes the self-timing row before an exec replaces this process.
     fn before_exec(&mut self) {
+        if let Some(p) = &mut self.pending {
+            p.clear();
+        }
         let ctx = &mut *self.ctx;
         if let (true, Some(op), Some(d)) =
             (ctx.cfg.perf_monitoring, ctx.metric, ctx.metric_duration)
@@ -318,12 +438,12 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
     }
     let mode = if let Some(fd) = a.fd {
         // flock FD: the target is the descriptor number itself.
-        let path = match (&a.target, a.persona) {
-            (Some(t), false) => Some(a.resolve(t, ctx)?),
+        let path = match (&a.target, a.dialect) {
+            (Some(t), Dialect::Ffkit) => Some(a.resolve(t, ctx)?),
             _ => None,
         };
         if a.unlock {
-            if !a.persona {
+            if a.dialect == Dialect::Ffkit {
                 ctx.metric = Some("lock_release");
             }
             return unlock_fd(fd, path.as_deref(), owner, a.quiet);
@@ -360,7 +480,7 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
                     program,
                 }
             }
-            None if a.persona => {
+            None if a.dialect == Dialect::Flock => {
                 return Err(Error::Validation(format!(
                     "{target}: a command is required (flock FILE CMD, flock FILE -c CMD or flock FD)"
                 )));
@@ -399,6 +519,7 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
         inherit: a.inherit,
         close: a.close,
         no_fork: a.no_fork,
+        interruptible: a.dialect == Dialect::Flock,
         owner,
         stale_after: ctx.cfg.lock_stale_after,
         backoff: (
@@ -407,16 +528,22 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
             ctx.cfg.backoff_max,
         ),
     };
-    let outcome = {
+    let (outcome, pending) = {
         let mut front = Front {
             ctx: &mut *ctx,
             quiet: a.quiet,
             verbose: a.verbose,
-            persona: a.persona,
+            dialect: a.dialect,
             quiet_wait: a.quiet_wait,
+            pending: a.dialect.defers_verbose().then(Vec::new),
         };
-        acquire::acquire(&req, &mut front)?
+        let outcome = acquire::acquire(&req, &mut front);
+        (outcome, front.pending)
     };
+    if let Some(p) = pending {
+        let _ = ctx.write_out(&p);
+    }
+    let outcome = outcome?;
     match outcome {
         Outcome::Taken { .. } => Ok(ExitCode::SUCCESS),
         Outcome::Denied { why, holder } => denied(ctx, &a, &label, why, &holder),
@@ -426,14 +553,8 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
                 Mode::Command { program, .. } => program.name(),
                 _ => String::new(),
             };
-            ctx.note(format_args!(
-                "cannot run {name}: {}",
-                Error::io("cannot run", &name, e)
-                    .to_string()
-                    .rsplit(": ")
-                    .next()
-                    .unwrap_or("failed")
-            ));
+            let (code, msg) = a.dialect.not_started(&name, code, &e);
+            ctx.note(msg);
             Ok(ExitCode::from(code))
         }
     }
@@ -454,7 +575,7 @@ fn denied(ctx: &Ctx, a: &LockArgs, label: &str, d: Denied, holder: &str) -> Resu
         (Denied::TimedOut, _) => format!("{label}: timed out, held by {holder}"),
         (Denied::Interrupted, _) => format!("{label}: interrupted"),
     };
-    if a.persona {
+    if a.dialect == Dialect::Flock {
         if a.verbose {
             ctx.note(match d {
                 Denied::TimedOut => "timeout while waiting to get lock",

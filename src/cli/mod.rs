@@ -528,6 +528,14 @@ fn run_applet(
     out: &mut Sink,
     input: Input,
 ) -> ExitCode {
+    // A persona parses its command line as the tool it stands in for does
+    // (flock: getopt_long's rules and sysexits codes), not with clap, whose
+    // definition serves its help, man page and completions.
+    if applet.link == LinkPolicy::Persona && applet.name == "flock" {
+        return run_parsed(applet, prog, start, env, out, input, &mut |ctx| {
+            flock::run_argv(args, ctx)
+        });
+    }
     let matches = match parse(applet, prog, args) {
         Ok(m) => m,
         Err(e) => return clap_exit(prog, e, out),

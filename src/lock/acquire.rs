@@ -55,6 +55,10 @@ pub struct Request {
     pub close: bool,
     /// Command mode: exec the command in place (`-F`).
     pub no_fork: bool,
+    /// Command mode: a ^C (SIGINT, SIGQUIT) while the command runs ends
+    /// the caller too, as it ends flock(1); otherwise the caller ignores
+    /// them and passes on how the command ended ([`run::Options`]).
+    pub interruptible: bool,
     /// The process the lock belongs to (named and fd mode).
     pub owner: u32,
     /// `LOCK_STALE_AFTER` (dot-locks).
@@ -218,7 +222,13 @@ fn command(req: &Request, path: &Path, program: &Program, rep: &mut dyn Report) 
         rep.before_exec();
         return Ok(Outcome::Ran(run::exec(program)));
     }
-    let ended = run::run(program, Options::default());
+    let ended = run::run(
+        program,
+        Options {
+            interruptible: req.interruptible,
+            ..Options::default()
+        },
+    );
     if pass && !req.inherit {
         kernel::unlock_fd_with(fd, req.method).map_err(|e| Error::io("cannot unlock", path, e))?;
     }
@@ -306,6 +316,7 @@ fn dotlock_command(
             heartbeat: Some((dotlock::heartbeat_every(req.stale_after), &mut || {
                 dotlock::heartbeat(&held)
             })),
+            interruptible: req.interruptible,
         },
     );
     dotlock::release_held(&held)?;

@@ -94,6 +94,9 @@ pub struct Options<'a> {
     pub on_spawn: Option<&'a mut dyn FnMut(u32)>,
     /// Called every `.0` while the child runs.
     pub heartbeat: Option<(Duration, &'a mut dyn FnMut())>,
+    /// Keep SIGINT/SIGQUIT's dispositions while the child runs, so a ^C
+    /// ends this process too, as it ends flock(1) (the persona).
+    pub interruptible: bool,
 }
 
 fn not_started(e: io::Error) -> Ended {
@@ -114,7 +117,9 @@ pub fn run(prog: &Program, opts: Options<'_>) -> Ended {
         Ok(c) => c,
         Err(e) => return not_started(e),
     };
-    ignore_terminal_signals();
+    if !opts.interruptible {
+        ignore_terminal_signals();
+    }
     if let Some(f) = opts.on_spawn {
         f(child.id());
     }

@@ -222,8 +222,22 @@ fn prefix_places_the_committed_man_pages_and_completions_and_remove_takes_them_b
             .join("bash-completion/completions/install-links")
             .exists()
     );
-    // A persona is not installed unless asked: no flock page or completion.
-    assert!(!share.join("man/man1/ffkit-flock.1").exists());
+    // Every page ffkit(1) names is installed, the persona's ffkit-flock.1
+    // too (its name shadows nothing); but no flock.1 and no flock
+    // completion, which would replace the system tool's.
+    let root_page = fs::read_to_string(share.join("man/man1/ffkit.1")).unwrap();
+    let see_also = root_page.rsplit(".SH \"SEE ALSO\"").next().unwrap();
+    for page in see_also.split(|c: char| c == ',' || c.is_whitespace()) {
+        let Some(name) = page.strip_suffix("(1)") else {
+            continue;
+        };
+        let name = name.replace("\\-", "-");
+        assert!(
+            share.join(format!("man/man1/{name}.1")).exists(),
+            "ffkit(1) names {name}(1), which is not installed"
+        );
+    }
+    assert!(see_also.contains("ffkit\\-flock(1)"), "{see_also}");
     assert!(!share.join("man/man1/flock.1").exists());
     assert!(!share.join("bash-completion/completions/flock").exists());
 
@@ -281,4 +295,165 @@ fn a_persona_is_linked_only_when_asked() {
     // --remove takes personas too.
     install(&w, &dir).arg("--remove").assert().success();
     assert!(fs::symlink_metadata(dir.join("flock")).is_err());
+}
+
+#[test]
+fn prefix_puts_the_links_in_its_bin_dir_personas_too() {
+    let w = World::new();
+    let prefix = w.path().join("usr");
+    w.cmd("install-links")
+        .args(["--persona", "flock", "--prefix"])
+        .arg(&prefix)
+        .assert()
+        .success();
+    for name in linked().into_iter().chain(["flock"]) {
+        let link = prefix.join("bin").join(name);
+        let target = fs::read_link(&link).unwrap_or_else(|e| panic!("{}: {e}", link.display()));
+        assert_eq!(
+            fs::canonicalize(prefix.join("bin").join(&target)).unwrap(),
+            fs::canonicalize(bin()).unwrap(),
+            "{name}"
+        );
+    }
+    w.cmd("install-links")
+        .args(["--remove", "--prefix"])
+        .arg(&prefix)
+        .assert()
+        .success();
+    assert!(fs::symlink_metadata(prefix.join("bin/flock")).is_err());
+    assert!(fs::symlink_metadata(prefix.join("bin/cache-size")).is_err());
+}
+
+/// The Debian package (`scripts/build-deb.sh`, from this test build's
+/// binary and builtin): unpacked into a scratch root, its binary runs, its
+/// links point at it, `man -l` renders its gzipped pages, the shell loader
+/// finds its builtin in /usr/lib/ffkit, and the completions are in Debian's
+/// places. (`.ci/run` builds the release package and runs lintian on it.)
+#[test]
+fn the_debian_package_unpacks_and_runs_from_a_scratch_root() {
+    use std::process::Command;
+    if !need("dpkg-deb", "the Debian package test")
+        || !need("dpkg-shlibdeps", "the Debian package test")
+    {
+        return;
+    }
+    let w = World::new();
+    let lib = crate::builtin::library(&bin());
+    let out_dir = w.path().join("deb");
+    let out = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-deb.sh"))
+        .arg("--bin")
+        .arg(bin())
+        .arg("--builtin")
+        .arg(&lib)
+        .arg("--out")
+        .arg(&out_dir)
+        .args(["--compress", "gzip"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "build-deb: {}", stderr_of(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let deb = PathBuf::from(stdout.lines().last().unwrap());
+    assert!(deb.starts_with(&out_dir) && deb.is_file(), "{stdout}");
+
+    let field = |f: &str| {
+        let o = Command::new("dpkg-deb")
+            .arg("-f")
+            .arg(&deb)
+            .arg(f)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(field("Package"), "ffkit");
+    assert_eq!(field("Version"), format!("{}-1", env!("CARGO_PKG_VERSION")));
+    assert!(field("Depends").contains("libc6"), "{}", field("Depends"));
+
+    let root = w.path().join("root");
+    let x = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(x.status.success(), "{}", stderr_of(&x));
+    let usr = root.join("usr");
+    let ffkit = usr.join("bin/ffkit");
+
+    // The binary and its links.
+    let mut c = Command::new(&ffkit);
+    w.isolate(&mut c);
+    let v = c.arg("--version").output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&v.stdout),
+        format!("ffkit {}\n", env!("CARGO_PKG_VERSION"))
+    );
+    for name in linked() {
+        assert_eq!(
+            fs::read_link(usr.join("bin").join(name)).unwrap(),
+            Path::new("ffkit"),
+            "{name}"
+        );
+    }
+    // Never util-linux's flock, nor its completions.
+    assert!(fs::symlink_metadata(usr.join("bin/flock")).is_err());
+    assert!(!usr.join("share/bash-completion/completions/flock").exists());
+
+    // Every page, gzipped, each one ffkit(1) names among them; man renders one.
+    let man1 = usr.join("share/man/man1");
+    let pages: Vec<String> = fs::read_dir(&man1)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(pages.iter().all(|p| p.ends_with(".1.gz")), "{pages:?}");
+    for a in ffkit::cli::APPLETS {
+        assert!(
+            pages.contains(&format!("{}.1.gz", a.man_page())),
+            "{} not in {pages:?}",
+            a.man_page()
+        );
+    }
+    if need("man", "man -l of the packaged page") {
+        let m = Command::new("man")
+            .arg("-l")
+            .arg(man1.join("ffkit.1.gz"))
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "80")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&m.stdout);
+        assert!(
+            m.status.success() && text.contains("SEE ALSO") && text.contains("ffkit-flock(1)"),
+            "{text}"
+        );
+    }
+
+    // Completions in Debian's places.
+    for f in [
+        "share/bash-completion/completions/ffkit",
+        "share/bash-completion/completions/perf-metrics",
+        "share/zsh/vendor-completions/_ffkit",
+        "share/zsh/vendor-completions/_cache-size",
+        "share/fish/vendor_completions.d/ffkit.fish",
+    ] {
+        assert!(usr.join(f).is_file(), "{f}");
+    }
+    assert!(!usr.join("share/zsh/site-functions").exists());
+    assert!(usr.join("share/doc/ffkit/copyright").is_file());
+    assert!(usr.join("share/doc/ffkit/changelog.Debian.gz").is_file());
+
+    // The builtin, found by the loader beside the packaged binary.
+    assert!(usr.join("lib/ffkit/libffkit_builtin.so").is_file());
+    let mut b = Command::new("bash");
+    w.isolate(&mut b);
+    b.arg("-c")
+        .arg(r#"eval "$("$1" init bash)" && type -t ffkit && ffkit cache-write k v && ffkit cache-read k"#)
+        .arg("bash")
+        .arg(&ffkit);
+    let o = b.output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "builtin\nv",
+        "{}",
+        stderr_of(&o)
+    );
 }

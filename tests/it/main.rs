@@ -10,6 +10,7 @@ mod cache_rules;
 mod cache_run;
 mod env;
 mod filesystem;
+mod flock_compat;
 mod help;
 mod install_links;
 mod lock;

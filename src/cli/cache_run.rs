@@ -274,7 +274,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         // One channel for the command when its output goes to one file
         // (`2>&1`, a terminal): the order is then exact.
         shape: if a.json {
-            Shape::Split
+            Shape::Quiet
         } else {
             Shape::of(io::stdout().as_fd(), io::stderr().as_fd())
         },

@@ -59,6 +59,9 @@ const QUEUE: usize = 4096;
 pub enum Shape {
     Split,
     Merged,
+    /// The output is not shown (`--json`): run as `Split`, and any
+    /// recording fits.
+    Quiet,
 }
 
 impl Shape {
@@ -137,7 +140,7 @@ where
             cmd.stdout(w.try_clone().map_err(pipe_err)?).stderr(w);
             Some(r)
         }
-        Shape::Split => {
+        Shape::Split | Shape::Quiet => {
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
             None
         }

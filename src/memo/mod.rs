@@ -401,7 +401,9 @@ impl<'a> Memo<'a> {
         out: &mut O,
         err: &mut E,
     ) -> Result<Outcome> {
-        let merged = req.shape == Shape::Merged;
+        // Which recordings this caller can take: a merged one only when its
+        // own stdout and stderr are one file, or nothing is shown.
+        let merged = req.shape != Shape::Split;
         let mut damaged = None;
         if !req.force {
             let found = match self.lookup(true, merged) {

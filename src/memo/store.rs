@@ -167,6 +167,12 @@ impl Store<'_> {
     pub fn write(&self, key: &RunKey, value: &mut dyn Read, ttl: u64, id: u64) -> Result<()> {
         match self {
             Store::Local(c) => {
+                // A directory (or other non-file) at the entry's name or its
+                // sidecar's is damage in our own namespace: it goes, never
+                // followed, and the entry takes its place.
+                for name in [key.entry(), format!("{}.meta", key.entry())] {
+                    clear_non_regular_dir(&c.dir().join(name));
+                }
                 c.write(vec![NewEntry {
                     key: key.entry(),
                     value: Value::Reader(value),
@@ -379,6 +385,14 @@ pub fn clear_non_regular(path: &Path) -> bool {
         Ok(m) if m.is_dir() => fs::remove_dir_all(path).is_ok(),
         Ok(m) if !m.is_file() => fs::remove_file(path).is_ok(),
         _ => false,
+    }
+}
+
+/// Removes a directory at `path` (symlinks and FIFOs the cache's rename
+/// replaces by itself).
+fn clear_non_regular_dir(path: &Path) {
+    if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        let _ = fs::remove_dir_all(path);
     }
 }
 

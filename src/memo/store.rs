@@ -137,6 +137,12 @@ impl Store<'_> {
                 }),
                 Ok(Lookup::Missing) => Ok(Look::Missing),
                 Err(Error::Corruption(why)) => Ok(Look::Damaged(why)),
+                // A symlink, FIFO or directory at the value's or the
+                // sidecar's name: damage in our own namespace, a miss
+                // (the write replaces it).
+                Err(e) if entry_names(c, key).iter().any(|p| non_regular(p)) => {
+                    Ok(Look::Damaged(e.to_string()))
+                }
                 Err(e) => Err(e),
             },
             Store::Redis(r) => {
@@ -170,8 +176,8 @@ impl Store<'_> {
                 // A directory (or other non-file) at the entry's name or its
                 // sidecar's is damage in our own namespace: it goes, never
                 // followed, and the entry takes its place.
-                for name in [key.entry(), format!("{}.meta", key.entry())] {
-                    clear_non_regular_dir(&c.dir().join(name));
+                for p in entry_names(c, key) {
+                    clear_non_regular(&p);
                 }
                 c.write(vec![NewEntry {
                     key: key.entry(),
@@ -388,12 +394,15 @@ pub fn clear_non_regular(path: &Path) -> bool {
     }
 }
 
-/// Removes a directory at `path` (symlinks and FIFOs the cache's rename
-/// replaces by itself).
-fn clear_non_regular_dir(path: &Path) {
-    if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
-        let _ = fs::remove_dir_all(path);
-    }
+/// The value's and the sidecar's paths of `key`'s entry.
+fn entry_names(c: &Cache, key: &RunKey) -> [PathBuf; 2] {
+    let e = key.entry();
+    [c.dir().join(&e), c.dir().join(format!("{e}.meta"))]
+}
+
+/// Whether something other than a regular file is at `path`.
+fn non_regular(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| !m.is_file())
 }
 
 /// Whether `path` still leads to the file `f` has open.

@@ -1131,7 +1131,7 @@ fn a_hit_never_waits_for_a_locked_hit_counter() {
 }
 
 #[test]
-fn a_symlink_fifo_or_directory_at_the_entry_or_its_lock_is_a_miss_that_is_replaced() {
+fn a_symlink_fifo_or_directory_at_the_entry_its_sidecar_or_its_lock_is_a_miss_that_is_replaced() {
     let w = World::new();
     let script = "echo run >> runs; echo out";
     let key = key_of(&w, &[], script);
@@ -1139,12 +1139,13 @@ fn a_symlink_fifo_or_directory_at_the_entry_or_its_lock_is_a_miss_that_is_replac
     fs::write(&outside, "keep").unwrap();
     let mut expect = 0;
     for kind in ["symlink", "fifo", "dir"] {
-        for at in ["entry", "lock"] {
+        for at in ["entry", "sidecar", "lock"] {
             let what = format!("{kind} at the {at}");
             run(&w, &["--invalidate"], script).assert().success();
             fs::create_dir_all(w.cache().join(".cache-run")).unwrap();
             let p = match at {
                 "entry" => w.cache().join(&key),
+                "sidecar" => w.cache().join(format!("{key}.meta")),
                 _ => lock_file(&w, &key),
             };
             match kind {

@@ -26,7 +26,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -48,9 +48,32 @@ pub fn status_code(s: std::process::ExitStatus) -> u8 {
 /// beyond it the output is still passed through, but not cached.
 pub const MAX_RECORDED: u64 = 256 << 20;
 
-/// Chunks (of up to 64 KiB) waiting for a slow reader before the capture
-/// waits too: 256 MiB, as much as a recording holds.
-const QUEUE: usize = 4096;
+/// Bytes waiting for a slow reader before the capture waits too: 256 MiB,
+/// as much as a recording holds. Counted in bytes, not chunks, so a
+/// command printing many short lines never makes the run wait for a
+/// stalled caller below that.
+const QUEUE_BYTES: u64 = 256 << 20;
+
+/// The pass-through's queue: chunks and how many bytes they hold.
+struct Queue {
+    tx: mpsc::Sender<(Stream, Vec<u8>)>,
+    bytes: std::sync::Arc<AtomicU64>,
+}
+
+impl Queue {
+    fn send(&self, s: Stream, b: &[u8]) {
+        self.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+        // The pass-through thread only ends after this side hangs up, so a
+        // failed send cannot happen; nothing to do if it did.
+        if self.tx.send((s, b.to_vec())).is_err() {
+            return;
+        }
+        // Backpressure past the bound (a reader that does not read).
+        while self.bytes.load(Ordering::Relaxed) > QUEUE_BYTES {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
 
 /// How the command's output reaches it: two pipes, or one pipe for both
 /// streams (the caller's stdout and stderr are one open file: `2>&1`, one
@@ -164,11 +187,16 @@ where
     };
     let gone = [AtomicBool::new(false), AtomicBool::new(false)];
     std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::sync_channel::<(Stream, Vec<u8>)>(QUEUE);
+        let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
+        let bytes = std::sync::Arc::new(AtomicU64::new(0));
+        let queue = Queue {
+            tx,
+            bytes: bytes.clone(),
+        };
         let gone = &gone;
-        let writer = scope.spawn(move || deliver(rx, out, err, gone));
-        let pumped = pump(Pipes { so, se, si }, feed, &mut rec, limit, &tx, gone);
-        drop(tx);
+        let writer = scope.spawn(move || deliver(rx, &bytes, out, err, gone));
+        let pumped = pump(Pipes { so, se, si }, feed, &mut rec, limit, &queue, gone);
+        drop(queue);
         // Reap the child whatever happened, so no zombie outlives us.
         let status = child
             .wait()
@@ -224,6 +252,7 @@ fn spawn_error(name: &str, e: io::Error) -> Error {
 /// more; the chunks are still drained so the capture never waits for it.
 fn deliver<O: Write, E: Write>(
     rx: mpsc::Receiver<(Stream, Vec<u8>)>,
+    queued: &AtomicU64,
     out: &mut O,
     err: &mut E,
     gone: &[AtomicBool; 2],
@@ -231,6 +260,7 @@ fn deliver<O: Write, E: Write>(
     let mut d = Delivery::default();
     let mut dead = [false, false];
     for (s, bytes) in rx {
+        queued.fetch_sub(bytes.len() as u64, Ordering::Relaxed);
         let i = s.index();
         if dead[i] {
             continue;
@@ -263,7 +293,7 @@ fn pump(
     mut input: &[u8],
     rec: &mut Recording,
     limit: u64,
-    tx: &mpsc::SyncSender<(Stream, Vec<u8>)>,
+    tx: &Queue,
     gone: &[AtomicBool; 2],
 ) -> io::Result<()> {
     let Pipes {
@@ -337,7 +367,7 @@ fn drain<R: Read>(
     rec: &mut Recording,
     recorded: &mut u64,
     limit: u64,
-    tx: &mpsc::SyncSender<(Stream, Vec<u8>)>,
+    tx: &Queue,
 ) -> io::Result<bool> {
     loop {
         match p.read(buf) {
@@ -351,9 +381,7 @@ fn drain<R: Read>(
                 if !rec.overflowed {
                     rec.push(s, &buf[..n]);
                 }
-                // The pass-through thread only ends after this side hangs
-                // up, so a failed send cannot happen; nothing to do if it did.
-                let _ = tx.send((s, buf[..n].to_vec()));
+                tx.send(s, &buf[..n]);
                 return Ok(true);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -717,7 +717,14 @@ impl<'a> Memo<'a> {
         if !self.store.may_hold() {
             return Ok(false);
         }
-        let _guard = self.lock(Some(timeout))?;
+        // A lock file that cannot be made for want of space is held by
+        // nobody: removing needs no lock then, and must work exactly when
+        // space is needed (the removal itself is the cache engine's).
+        let _guard = match self.lock(Some(timeout)) {
+            Ok(g) => g,
+            Err(e) if !self.store.is_remote() && e.exit_code() == 8 => None,
+            Err(e) => return Err(e),
+        };
         self.store.remove(&self.key)
     }
 

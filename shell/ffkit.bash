@@ -647,9 +647,11 @@ cleanup_performance_metrics() {
 # cache_command [OPTIONS] -- CMD [ARGS...]: runs CMD once and replays its
 # stdout, stderr (in their order) and exit status from the namespace's cache
 # until the TTL ends (default 60 s; --ttl, --stale, --key-env, --key-stdin,
-# ... as `ffkit cache-run --help` lists). Without `--` every argument is the
-# command: `cache_command gh api rate_limit`. Exits with CMD's status; ffkit's
-# own failures use its exit codes (never 126/127). See docs/cache-run.md.
+# ... as `ffkit cache-run --help` lists). A call whose first argument is not
+# an option is all command, `--` included: `cache_command gh api rate_limit`,
+# `cache_command git log -- f`. With options first, the first `--` ends them.
+# Exits with CMD's status; ffkit's own failures use its exit codes (never
+# 126/127). See docs/cache-run.md.
 # Standard input is passed on (used only with --key-stdin).
 cache_command() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
@@ -658,19 +660,12 @@ cache_command() {
         _ffkit_err 'usage: cache_command [OPTIONS] -- CMD [ARGS...]'
         return 2
     fi
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns='' _ffkit_arg='' _ffkit_sep=0
+    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
     _ffkit_paths cache_command || return
-    for _ffkit_arg in "$@"; do
-        if [ "$_ffkit_arg" = -- ]; then
-            _ffkit_sep=1
-            break
-        fi
-    done
-    if [[ $_ffkit_sep -eq 1 ]]; then
-        _ffkit_run "$_ffkit_log" cache-run --dir "$_ffkit_dir" "$@"
-    else
-        _ffkit_run "$_ffkit_log" cache-run --dir "$_ffkit_dir" -- "$@"
-    fi
+    case $1 in
+        -*) _ffkit_run "$_ffkit_log" cache-run --dir "$_ffkit_dir" "$@" ;;
+        *) _ffkit_run "$_ffkit_log" cache-run --dir "$_ffkit_dir" -- "$@" ;;
+    esac
 }
 
 # ---------------------------------------------------------------------------

@@ -5,7 +5,7 @@
 use super::ExitCode;
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 
@@ -15,7 +15,8 @@ use super::{Ctx, dir_arg, json_arg, ttl_arg};
 use crate::config;
 use crate::error::{Error, Result};
 use crate::memo::{
-    self, FileMode, KeySpec, Memo, Options, Outcome, RefreshPlan, Remote, Request, RunKey, Store,
+    self, FileMode, KeySpec, Memo, Options, Outcome, RefreshPlan, Remote, Request, RunKey, Shape,
+    Store,
 };
 use crate::metrics::hit_ratio;
 
@@ -213,18 +214,24 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    // --invalidate and --print-key name the same key, so they read it too.
-    let stdin = if a.key_stdin {
-        let mut v = Vec::new();
-        io::stdin()
-            .lock()
-            .read_to_end(&mut v)
-            .map_err(|e| Error::io("cannot read", "standard input", e))?;
-        Some(v)
-    } else {
+    // --invalidate and --print-key name the same key, so they read it too
+    // (hashed only); a run spools it beside the entries, never in memory.
+    let mut spool = None;
+    let stdin_hash = if !a.key_stdin {
         None
+    } else if matches!(a.action, Action::Run | Action::Force) {
+        let dir = match &whence {
+            Whence::Dir(d) => Some(d.join(memo::RUN_DIR)),
+            Whence::Backend(_) => None,
+        };
+        let s = memo::Spool::read(&mut io::stdin().lock(), dir.as_deref())?;
+        let h = s.info.hash;
+        spool = Some(s);
+        Some(h)
+    } else {
+        Some(memo::Spool::hash(&mut io::stdin().lock())?)
     };
-    let spec = key_spec(&a, stdin)?;
+    let spec = key_spec(&a, stdin_hash)?;
     let key = memo::key::compute(&spec)?;
     let memo = Memo::new(store, key);
     let entry = memo.key().entry();
@@ -263,7 +270,14 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let plan = refresh_plan(&a, &whence, memo.key());
     let req = Request {
         argv: &a.cmd,
-        stdin: spec.stdin.as_deref(),
+        stdin: spool.as_ref(),
+        // One channel for the command when its output goes to one file
+        // (`2>&1`, a terminal): the order is then exact.
+        shape: if a.json {
+            Shape::Quiet
+        } else {
+            Shape::of(io::stdout().as_fd(), io::stderr().as_fd())
+        },
         force: a.action == Action::Force,
         refresh: plan.as_ref(),
     };
@@ -291,7 +305,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     Ok(ExitCode::from(outcome.status.unwrap_or(0)))
 }
 
-fn key_spec(a: &Args, stdin: Option<Vec<u8>>) -> Result<KeySpec> {
+fn key_spec(a: &Args, stdin: Option<[u8; 32]>) -> Result<KeySpec> {
     let cwd = if a.key_cwd {
         Some(
             std::env::current_dir()

@@ -1,18 +1,33 @@
-//! Running the command of a miss: stdout and stderr as two pipes, read with
-//! poll(2) in this one thread in the order they become readable, recorded as
-//! tagged chunks and passed through to the caller's own stdout and stderr
-//! as they arrive (so a slow miss shows its progress). Stdin is `/dev/null`
-//! unless the caller hands bytes to feed (`--key-stdin`); those are written
-//! through a non-blocking pipe from the same poll loop, so a command that
-//! writes much before reading cannot deadlock us.
+//! Running the command of a miss. Its stdout and stderr are two pipes (one
+//! pipe for both when the caller's stdout and stderr are one file, so the
+//! order is exact: [`Shape`]), read with poll(2) in this thread in the order
+//! they become readable and recorded as tagged chunks. The chunks are also
+//! handed to a second thread that passes them through to the caller's own
+//! stdout and stderr (so a slow miss shows its progress): a caller whose
+//! reader is slow never holds the run back, so the run is recorded, stored
+//! and its lock released at the command's pace, and the caller catches up
+//! afterwards ([`run`]'s `after`).
 //!
-//! A sink that fails (the reader of our stdout went away) stops receiving
-//! but the capture goes on: the entry is still recorded whole.
+//! A reader of the caller's output that goes away (EPIPE) is passed on as a
+//! pipe would: the capture pipe of that stream is closed, so the command's
+//! next write to it gets SIGPIPE, and the recording is marked cut (never
+//! stored). Any other write error (a full disk, `/dev/full`) stops the
+//! pass-through but not the capture, and is returned so the call fails.
+//!
+//! Stdin is `/dev/null`, a spooled file (`--key-stdin`), or bytes written
+//! through a non-blocking pipe from the same poll loop (the detached
+//! refresh), so a command that writes much before reading cannot deadlock
+//! us. The command gets `SIGTERM` if the thread that started it dies
+//! (`PR_SET_PDEATHSIG`), so a killed ffkit does not leave it running.
 
 use std::ffi::OsString;
+use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, Stdio};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use rustix::event::{PollFd, PollFlags, poll};
@@ -33,44 +48,193 @@ pub fn status_code(s: std::process::ExitStatus) -> u8 {
 /// beyond it the output is still passed through, but not cached.
 pub const MAX_RECORDED: u64 = 256 << 20;
 
-/// Runs `argv`, forwarding output to `out`/`err` and recording up to
-/// `limit` bytes of it.
-pub fn run<O: Write, E: Write>(
+/// Bytes waiting for a slow reader before the capture waits too: 256 MiB,
+/// as much as a recording holds. Counted in bytes, not chunks, so a
+/// command printing many short lines never makes the run wait for a
+/// stalled caller below that.
+const QUEUE_BYTES: u64 = 256 << 20;
+
+/// The pass-through's queue: chunks and how many bytes they hold.
+struct Queue {
+    tx: mpsc::Sender<(Stream, Vec<u8>)>,
+    bytes: std::sync::Arc<AtomicU64>,
+}
+
+impl Queue {
+    fn send(&self, s: Stream, b: &[u8]) {
+        self.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
+        // The pass-through thread only ends after this side hangs up, so a
+        // failed send cannot happen; nothing to do if it did.
+        if self.tx.send((s, b.to_vec())).is_err() {
+            return;
+        }
+        // Backpressure past the bound (a reader that does not read).
+        while self.bytes.load(Ordering::Relaxed) > QUEUE_BYTES {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+}
+
+/// How the command's output reaches it: two pipes, or one pipe for both
+/// streams (the caller's stdout and stderr are one open file: `2>&1`, one
+/// terminal), so their order is exact and everything is recorded as stdout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shape {
+    Split,
+    Merged,
+    /// The output is not shown (`--json`): run as `Split`, and any
+    /// recording fits.
+    Quiet,
+}
+
+impl Shape {
+    /// `Merged` when the two descriptors lead to the same file (device and
+    /// inode: a pipe, a terminal, a file opened once and dup'ed).
+    pub fn of(out: BorrowedFd<'_>, err: BorrowedFd<'_>) -> Shape {
+        match (rustix::fs::fstat(out), rustix::fs::fstat(err)) {
+            (Ok(a), Ok(b)) if a.st_dev == b.st_dev && a.st_ino == b.st_ino => Shape::Merged,
+            _ => Shape::Split,
+        }
+    }
+}
+
+/// What the command reads.
+pub enum Input<'a> {
+    /// `/dev/null`.
+    Null,
+    /// These bytes, through a pipe.
+    Bytes(&'a [u8]),
+    /// This file (a spool of the caller's stdin), from its current offset.
+    File(File),
+}
+
+/// What became of the pass-through to the caller.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// The caller's reader went away (EPIPE).
+    pub gone: bool,
+    /// The first other write error: output the caller did not get.
+    pub error: Option<io::Error>,
+}
+
+/// Runs `argv`, recording up to `limit` bytes of its output and passing it
+/// through to `out`/`err`. `after` is called once the command has ended,
+/// with its recording, while the pass-through may still be catching up (the
+/// place to store it and release the lock); its result is returned with the
+/// recording and what became of the pass-through.
+#[allow(clippy::too_many_arguments)]
+pub fn run<O, E, T>(
     argv: &[OsString],
-    stdin: Option<&[u8]>,
+    input: Input<'_>,
     now: i64,
     limit: u64,
+    shape: Shape,
     out: &mut O,
     err: &mut E,
-) -> Result<Recording> {
+    after: impl FnOnce(&Recording) -> T,
+) -> Result<(Recording, T, Delivery)>
+where
+    O: Write + Send,
+    E: Write + Send,
+{
     let (prog, args) = argv
         .split_first()
         .ok_or_else(|| Error::Validation("no command given".into()))?;
     let name = prog.to_string_lossy();
     let mut cmd = Command::new(prog);
-    cmd.args(args)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(args);
+    let mut feed: &[u8] = &[];
+    match input {
+        Input::Null => {
+            cmd.stdin(Stdio::null());
+        }
+        Input::Bytes(b) => {
+            feed = b;
+            cmd.stdin(Stdio::piped());
+        }
+        Input::File(f) => {
+            cmd.stdin(Stdio::from(f));
+        }
+    }
+    let pipe_err = |e: io::Error| Error::General(format!("cannot create a pipe: {e}"));
+    let merged = match shape {
+        Shape::Merged => {
+            let (r, w) = io::pipe().map_err(pipe_err)?;
+            cmd.stdout(w.try_clone().map_err(pipe_err)?).stderr(w);
+            Some(r)
+        }
+        Shape::Split | Shape::Quiet => {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            None
+        }
+    };
+    die_with_parent(&mut cmd);
     let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| spawn_error(&name, e))?;
+    let spawned = cmd.spawn();
+    // The command holds the write end of a merged pipe: drop ours, or its
+    // end of file never comes.
+    drop(cmd);
+    let mut child = spawned.map_err(|e| spawn_error(&name, e))?;
+    let so: Option<File> = match merged {
+        Some(r) => Some(File::from(OwnedFd::from(r))),
+        None => child.stdout.take().map(|p| File::from(OwnedFd::from(p))),
+    };
+    let se: Option<File> = child.stderr.take().map(|p| File::from(OwnedFd::from(p)));
+    let si: Option<File> = child.stdin.take().map(|p| File::from(OwnedFd::from(p)));
     let mut rec = Recording {
         ran_at: now,
         ..Recording::default()
     };
-    let pumped = pump(&mut child, stdin, &mut rec, limit, out, err);
-    // Reap the child whatever happened, so no zombie outlives us.
-    let status = child
-        .wait()
-        .map_err(|e| Error::General(format!("cannot wait for '{name}': {e}")))?;
-    pumped.map_err(|e| Error::General(format!("cannot read the output of '{name}': {e}")))?;
-    rec.status = status_code(status);
-    rec.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    Ok(rec)
+    let gone = [AtomicBool::new(false), AtomicBool::new(false)];
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<(Stream, Vec<u8>)>();
+        let bytes = std::sync::Arc::new(AtomicU64::new(0));
+        let queue = Queue {
+            tx,
+            bytes: bytes.clone(),
+        };
+        let gone = &gone;
+        let writer = scope.spawn(move || deliver(rx, &bytes, out, err, gone));
+        let pumped = pump(Pipes { so, se, si }, feed, &mut rec, limit, &queue, gone);
+        drop(queue);
+        // Reap the child whatever happened, so no zombie outlives us.
+        let status = child
+            .wait()
+            .map_err(|e| Error::General(format!("cannot wait for '{name}': {e}")));
+        let finished = (|| {
+            let status = status?;
+            pumped
+                .map_err(|e| Error::General(format!("cannot read the output of '{name}': {e}")))?;
+            rec.status = status_code(status);
+            rec.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+            Ok(())
+        })();
+        let t = finished.map(|()| after(&rec));
+        let delivery = writer.join().unwrap_or_else(|_| Delivery {
+            gone: false,
+            error: Some(io::Error::other("the output thread failed")),
+        });
+        t.map(|t| (std::mem::take(&mut rec), t, delivery))
+    })
+}
+
+/// `PR_SET_PDEATHSIG`: the command gets SIGTERM when the thread that
+/// started it ends (ffkit killed, even by SIGKILL), as it would get SIGPIPE
+/// from a pipeline whose reader died, but also while it writes nothing.
+fn die_with_parent(cmd: &mut Command) {
+    let parent = rustix::process::getpid();
+    // SAFETY: runs between fork and exec in the child; prctl and getppid
+    // are async-signal-safe system calls and nothing is allocated.
+    unsafe {
+        cmd.pre_exec(move || {
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+            // The parent died before the prctl: do not run orphaned.
+            if rustix::process::getppid() != Some(parent) {
+                return Err(io::Error::other("ffkit went away"));
+            }
+            Ok(())
+        });
+    }
 }
 
 /// ffkit's own codes, never 126/127 (which belong to the command).
@@ -83,47 +247,82 @@ fn spawn_error(name: &str, e: io::Error) -> Error {
     }
 }
 
-/// A destination that stops on its first failure.
-struct Sink<'a, W: Write> {
-    w: &'a mut W,
-    ok: bool,
-}
-
-impl<W: Write> Sink<'_, W> {
-    fn send(&mut self, b: &[u8]) {
-        if self.ok {
-            self.ok = self.w.write_all(b).and_then(|()| self.w.flush()).is_ok();
-        }
-    }
-}
-
-fn pump<O: Write, E: Write>(
-    child: &mut Child,
-    stdin: Option<&[u8]>,
-    rec: &mut Recording,
-    limit: u64,
+/// The pass-through thread: writes each chunk to its stream in arrival
+/// order. A stream whose reader went away, or that failed, gets nothing
+/// more; the chunks are still drained so the capture never waits for it.
+fn deliver<O: Write, E: Write>(
+    rx: mpsc::Receiver<(Stream, Vec<u8>)>,
+    queued: &AtomicU64,
     out: &mut O,
     err: &mut E,
+    gone: &[AtomicBool; 2],
+) -> Delivery {
+    let mut d = Delivery::default();
+    let mut dead = [false, false];
+    for (s, bytes) in rx {
+        queued.fetch_sub(bytes.len() as u64, Ordering::Relaxed);
+        let i = s.index();
+        if dead[i] {
+            continue;
+        }
+        let w: &mut dyn Write = match s {
+            Stream::Stdout => out,
+            Stream::Stderr => err,
+        };
+        if let Err(e) = w.write_all(&bytes).and_then(|()| w.flush()) {
+            dead[i] = true;
+            if e.kind() == io::ErrorKind::BrokenPipe {
+                d.gone = true;
+                gone[i].store(true, Ordering::Relaxed);
+            } else if d.error.is_none() {
+                d.error = Some(e);
+            }
+        }
+    }
+    d
+}
+
+struct Pipes {
+    so: Option<File>,
+    se: Option<File>,
+    si: Option<File>,
+}
+
+fn pump(
+    p: Pipes,
+    mut input: &[u8],
+    rec: &mut Recording,
+    limit: u64,
+    tx: &Queue,
+    gone: &[AtomicBool; 2],
 ) -> io::Result<()> {
+    let Pipes {
+        mut so,
+        mut se,
+        mut si,
+    } = p;
     let mut recorded = 0u64;
-    let mut so = child.stdout.take();
-    let mut se = child.stderr.take();
-    let mut si = child.stdin.take();
-    let mut input = stdin.unwrap_or_default();
     if let Some(p) = &si {
         rustix::fs::fcntl_setfl(p, rustix::fs::OFlags::NONBLOCK)?;
     }
     if input.is_empty() {
         si = None; // EOF for the command at once
     }
-    let mut sinks = (Sink { w: out, ok: true }, Sink { w: err, ok: true });
     let mut buf = vec![0u8; 64 * 1024];
-    while so.is_some() || se.is_some() {
-        let mut fds = Vec::with_capacity(3);
-        if let Some(p) = &so {
-            fds.push(PollFd::new(p, PollFlags::IN));
+    loop {
+        // The caller's reader of a stream went away: close ours, so the
+        // command's next write to it fails as it would in a pipeline.
+        for (i, pipe) in [&mut so, &mut se].into_iter().enumerate() {
+            if pipe.is_some() && gone[i].load(Ordering::Relaxed) {
+                *pipe = None;
+                rec.cut = true;
+            }
         }
-        if let Some(p) = &se {
+        if so.is_none() && se.is_none() {
+            return Ok(());
+        }
+        let mut fds = Vec::with_capacity(3);
+        for p in [&so, &se].into_iter().flatten() {
             fds.push(PollFd::new(p, PollFlags::IN));
         }
         if let Some(p) = &si {
@@ -136,44 +335,17 @@ fn pump<O: Write, E: Write>(
         }
         let ready: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
         drop(fds);
-        let mut i = 0;
-        if so.is_some() {
-            if ready[i]
-                && let Some(p) = so.as_mut()
-                && !drain(
-                    p,
-                    &mut buf,
-                    Stream::Stdout,
-                    rec,
-                    &mut recorded,
-                    limit,
-                    &mut sinks.0,
-                )?
+        let mut ready = ready.into_iter();
+        for (s, pipe) in [(Stream::Stdout, &mut so), (Stream::Stderr, &mut se)] {
+            if let Some(p) = pipe.as_mut()
+                && ready.next() == Some(true)
+                && !drain(p, &mut buf, s, rec, &mut recorded, limit, tx)?
             {
-                so = None;
+                *pipe = None;
             }
-            i += 1;
         }
-        if se.is_some() {
-            if ready[i]
-                && let Some(p) = se.as_mut()
-                && !drain(
-                    p,
-                    &mut buf,
-                    Stream::Stderr,
-                    rec,
-                    &mut recorded,
-                    limit,
-                    &mut sinks.1,
-                )?
-            {
-                se = None;
-            }
-            i += 1;
-        }
-        if si.is_some() && ready[i] {
-            let p = si.as_mut().map(|p| p.write(input));
-            match p {
+        if si.is_some() && ready.next() == Some(true) {
+            match si.as_mut().map(|p| p.write(input)) {
                 Some(Ok(n)) => input = &input[n..],
                 Some(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Some(Err(e)) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -185,19 +357,17 @@ fn pump<O: Write, E: Write>(
             }
         }
     }
-    Ok(())
 }
 
 /// One read from a ready pipe; `false` at end of file.
-#[allow(clippy::too_many_arguments)]
-fn drain<R: Read, W: Write>(
+fn drain<R: Read>(
     p: &mut R,
     buf: &mut [u8],
     s: Stream,
     rec: &mut Recording,
     recorded: &mut u64,
     limit: u64,
-    sink: &mut Sink<'_, W>,
+    tx: &Queue,
 ) -> io::Result<bool> {
     loop {
         match p.read(buf) {
@@ -211,7 +381,7 @@ fn drain<R: Read, W: Write>(
                 if !rec.overflowed {
                     rec.push(s, &buf[..n]);
                 }
-                sink.send(&buf[..n]);
+                tx.send(s, &buf[..n]);
                 return Ok(true);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -228,29 +398,28 @@ mod tests {
         ["sh", "-c", script].map(OsString::from).to_vec()
     }
 
+    fn cap(script: &str, limit: u64) -> Result<(Recording, Vec<u8>, Vec<u8>)> {
+        let (mut o, mut e) = (Vec::new(), Vec::new());
+        let (r, (), d) = run(
+            &sh(script),
+            Input::Null,
+            0,
+            limit,
+            Shape::Split,
+            &mut o,
+            &mut e,
+            |_| (),
+        )?;
+        assert!(!d.gone && d.error.is_none());
+        Ok((r, o, e))
+    }
+
     #[test]
     fn output_past_the_limit_is_passed_through_but_not_recorded() {
-        let (mut o, mut e) = (Vec::new(), Vec::new());
-        let r = run(
-            &sh("head -c 1000 /dev/zero; echo x >&2"),
-            None,
-            0,
-            100,
-            &mut o,
-            &mut e,
-        )
-        .unwrap();
+        let (r, o, e) = cap("head -c 1000 /dev/zero; echo x >&2", 100).unwrap();
         assert!(r.overflowed && r.chunks.is_empty());
         assert_eq!((o.len(), e.as_slice()), (1000, &b"x\n"[..]));
-        let r = run(
-            &sh("printf ab; printf c >&2; printf d"),
-            None,
-            0,
-            100,
-            &mut o,
-            &mut e,
-        )
-        .unwrap();
+        let (r, _, _) = cap("printf ab; printf c >&2; printf d", 100).unwrap();
         assert!(!r.overflowed);
         assert_eq!(r.status, 0);
         // (Their order across the two pipes is only known when the command
@@ -269,25 +438,56 @@ mod tests {
     }
 
     #[test]
-    fn statuses_and_spawn_errors() {
+    fn one_channel_keeps_the_exact_order() {
         let (mut o, mut e) = (Vec::new(), Vec::new());
-        let r = run(&sh("exit 9"), None, 0, 100, &mut o, &mut e).unwrap();
-        assert_eq!(r.status, 9);
-        // SIGTERM: a SIGINT may be ignored by inheritance (a background job
-        // of a non-interactive shell), and then `kill -INT $$` does nothing.
-        let r = run(&sh("kill -TERM $$"), None, 0, 100, &mut o, &mut e).unwrap();
-        assert_eq!(r.status, 143);
-        let err = run(
-            &[OsString::from("/nonexistent/ffkit-x")],
-            None,
+        let (r, (), _) = run(
+            &sh("for i in 1 2 3; do echo o$i; echo e$i >&2; done"),
+            Input::Null,
             0,
-            100,
+            1000,
+            Shape::Merged,
             &mut o,
             &mut e,
+            |_| (),
+        )
+        .unwrap();
+        assert_eq!(o, b"o1\ne1\no2\ne2\no3\ne3\n");
+        assert!(e.is_empty());
+        assert_eq!(r.chunks.len(), 1);
+    }
+
+    #[test]
+    fn statuses_and_spawn_errors() {
+        assert_eq!(cap("exit 9", 100).unwrap().0.status, 9);
+        // SIGTERM: a SIGINT may be ignored by inheritance (a background job
+        // of a non-interactive shell), and then `kill -INT $$` does nothing.
+        assert_eq!(cap("kill -TERM $$", 100).unwrap().0.status, 143);
+        let (mut o, mut e) = (Vec::new(), Vec::new());
+        let err = run(
+            &[OsString::from("/nonexistent/ffkit-x")],
+            Input::Null,
+            0,
+            100,
+            Shape::Split,
+            &mut o,
+            &mut e,
+            |_| (),
         )
         .err()
         .unwrap();
         assert_eq!(err.exit_code(), 4);
-        assert!(run(&[], None, 0, 100, &mut o, &mut e).is_err());
+        assert!(
+            run(
+                &[],
+                Input::Null,
+                0,
+                100,
+                Shape::Split,
+                &mut o,
+                &mut e,
+                |_| ()
+            )
+            .is_err()
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -39,8 +39,9 @@ pub struct KeySpec {
     /// Variable name and its value at call time (`None`: unset).
     pub env: Vec<(OsString, Option<OsString>)>,
     pub files: Vec<(PathBuf, FileMode)>,
-    /// The bytes read from stdin with `--key-stdin`.
-    pub stdin: Option<Vec<u8>>,
+    /// The BLAKE3 hash of the bytes read from stdin with `--key-stdin`
+    /// (hashed as they were read: [`super::Spool`]).
+    pub stdin: Option<[u8; 32]>,
     pub scope: Option<OsString>,
 }
 
@@ -104,8 +105,8 @@ pub fn compute(spec: &KeySpec) -> Result<RunKey> {
         e.field(b'f', path.as_os_str().as_bytes());
         file_state(&mut e, path, *mode)?;
     }
-    if let Some(input) = &spec.stdin {
-        e.field(b'i', blake3::hash(input).as_bytes());
+    if let Some(hash) = &spec.stdin {
+        e.field(b'i', hash);
     }
     if let Some(scope) = &spec.scope {
         e.field(b'S', scope.as_bytes());
@@ -133,9 +134,28 @@ fn file_state(e: &mut Enc, path: &Path, mode: FileMode) -> Result<()> {
             e.number(b'D', meta.dev());
         }
         FileMode::Content => {
+            // Only a regular file has a content that stays put: a FIFO
+            // would block (and be consumed), a device never end. Refused
+            // with exit 2 rather than read with a bound.
+            if !meta.is_file() {
+                return Err(Error::Validation(format!(
+                    "--key-file-content {}: not a regular file",
+                    path.display()
+                )));
+            }
             let mut h = blake3::Hasher::new();
-            let mut f =
-                fs::File::open(path).map_err(|err| Error::io("cannot open key file", path, err))?;
+            let mut f = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(path)
+                .map_err(|err| Error::io("cannot open key file", path, err))?;
+            // Swapped for a FIFO between the stat and the open.
+            if !f.metadata().is_ok_and(|m| m.is_file()) {
+                return Err(Error::Validation(format!(
+                    "--key-file-content {}: not a regular file",
+                    path.display()
+                )));
+            }
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 match f.read(&mut buf) {
@@ -187,7 +207,7 @@ mod tests {
         let mut scope = argv(&["x"]);
         scope.scope = Some("V".into());
         let mut stdin = argv(&["x"]);
-        stdin.stdin = Some(Vec::new());
+        stdin.stdin = Some(*blake3::hash(b"").as_bytes());
         let keys = [&unset, &empty, &scope, &stdin, &argv(&["x"])].map(|s| compute(s).unwrap());
         for (i, a) in keys.iter().enumerate() {
             for b in &keys[i + 1..] {

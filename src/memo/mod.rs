@@ -32,14 +32,18 @@ pub mod record;
 pub mod store;
 
 use std::ffi::OsString;
-use std::io::{self, Write};
-use std::path::PathBuf;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+pub use capture::Shape;
+use capture::{Delivery, Input};
 pub use key::{FileMode, KeySpec, RunKey};
-use record::{Recording, Stored};
+use record::{Recording, StdinInfo, Stored};
 pub use store::{Guard, Look, Remote, Store};
 
 /// The dot-dir in the cache dir holding the per-key lock and hit files.
@@ -68,15 +72,180 @@ pub struct RefreshPlan {
     pub env: Vec<(OsString, OsString)>,
 }
 
+/// The caller's stdin (`--key-stdin`), hashed while it was copied to an
+/// unnamed temp file: never held in memory, fed to the command from the
+/// file and copied into the entry from it.
+pub struct Spool {
+    file: File,
+    pub info: StdinInfo,
+}
+
+impl Spool {
+    /// Copies `r` to end of file into an unnamed temp file in `dir` (on
+    /// Redis, `None`: an anonymous memory file, as the value is sent whole
+    /// from memory anyway), hashing it on the way.
+    pub fn read(r: &mut dyn Read, dir: Option<&Path>) -> Result<Spool> {
+        let file = match dir {
+            Some(d) => temp_file(d)?,
+            None => memory_file()?,
+        };
+        let info = copy_hashed(r, Some(&file))?;
+        Ok(Spool { file, info })
+    }
+
+    /// Only the hash of `r` (`--print-key`, `--invalidate`: the key, not
+    /// the bytes).
+    pub fn hash(r: &mut dyn Read) -> Result<[u8; 32]> {
+        Ok(copy_hashed(r, None)?.hash)
+    }
+}
+
+fn copy_hashed(r: &mut dyn Read, to: Option<&File>) -> Result<StdinInfo> {
+    let mut h = blake3::Hasher::new();
+    let mut len = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("cannot read", "standard input", e)),
+        };
+        h.update(&buf[..n]);
+        if let Some(f) = to {
+            f.write_all_at(&buf[..n], len)
+                .map_err(|e| Error::io("cannot write", "the spool of standard input", e))?;
+        }
+        len += n as u64;
+    }
+    Ok(StdinInfo {
+        len,
+        hash: *h.finalize().as_bytes(),
+    })
+}
+
+fn memory_file() -> Result<File> {
+    rustix::fs::memfd_create("ffkit-stdin", rustix::fs::MemfdFlags::CLOEXEC)
+        .map(File::from)
+        .map_err(|e| Error::io("cannot create", "a memory file", e.into()))
+}
+
+/// An unnamed file in `dir` (O_TMPFILE), else in memory.
+fn temp_file(dir: &Path) -> Result<File> {
+    use rustix::fs::{Mode, OFlags};
+    let made = crate::fsutil::create_private_dir(dir).ok().and_then(|()| {
+        rustix::fs::open(
+            dir,
+            OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .ok()
+    });
+    match made {
+        Some(fd) => Ok(File::from(fd)),
+        None => memory_file(),
+    }
+}
+
+/// Reads a file from `off` to `end` with pread, leaving its offset alone
+/// (the command reads the same open file).
+struct Pread<'a> {
+    f: &'a File,
+    off: u64,
+    end: u64,
+}
+
+impl Read for Pread<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min((self.end - self.off) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.f.read_at(&mut buf[..want], self.off)?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.off += n as u64;
+        Ok(n)
+    }
+}
+
+/// What a run is fed: nothing, the caller's spooled stdin, or a stored
+/// stdin (the refresh).
+#[derive(Clone, Copy)]
+enum Fed<'a> {
+    Null,
+    Spool(&'a Spool),
+    Bytes(&'a [u8]),
+}
+
+impl Fed<'_> {
+    fn input(&self) -> Result<Input<'_>> {
+        Ok(match self {
+            Fed::Null => Input::Null,
+            Fed::Bytes(b) => Input::Bytes(b),
+            Fed::Spool(s) => {
+                let f = s
+                    .file
+                    .try_clone()
+                    .map_err(|e| Error::io("cannot reopen", "the spool of standard input", e))?;
+                // The command reads its own description from the start.
+                let f = reopen_at_start(f)?;
+                Input::File(f)
+            }
+        })
+    }
+
+    fn info(&self) -> Option<StdinInfo> {
+        match self {
+            Fed::Null => None,
+            Fed::Spool(s) => Some(s.info),
+            Fed::Bytes(b) => Some(StdinInfo {
+                len: b.len() as u64,
+                hash: *blake3::hash(b).as_bytes(),
+            }),
+        }
+    }
+
+    fn reader(&self) -> Box<dyn Read + '_> {
+        match self {
+            Fed::Null => Box::new(io::empty()),
+            Fed::Bytes(b) => Box::new(*b),
+            Fed::Spool(s) => Box::new(Pread {
+                f: &s.file,
+                off: 0,
+                end: s.info.len,
+            }),
+        }
+    }
+}
+
+/// A dup shares its offset: rewind it (nothing else reads it meanwhile).
+fn reopen_at_start(mut f: File) -> Result<File> {
+    use std::io::Seek;
+    f.seek(io::SeekFrom::Start(0))
+        .map_err(|e| Error::io("cannot rewind", "the spool of standard input", e))?;
+    Ok(f)
+}
+
 /// What a call asks for.
 pub struct Request<'a> {
     pub argv: &'a [OsString],
-    /// Bytes to feed the command (`--key-stdin`); `None`: /dev/null.
-    pub stdin: Option<&'a [u8]>,
+    /// The caller's stdin to feed the command (`--key-stdin`); `None`:
+    /// /dev/null.
+    pub stdin: Option<&'a Spool>,
+    /// Whether the caller's stdout and stderr are one file.
+    pub shape: Shape,
     /// Run and store even if an entry is there (`--force`).
     pub force: bool,
     /// Where stale hits start a refresh.
     pub refresh: Option<&'a RefreshPlan>,
+}
+
+impl Request<'_> {
+    fn fed(&self) -> Fed<'_> {
+        self.stdin.map_or(Fed::Null, Fed::Spool)
+    }
 }
 
 /// Where the answer came from.
@@ -200,11 +369,14 @@ impl<'a> Memo<'a> {
         &self.key
     }
 
-    /// The entry, if present, unexpired and intact. A damaged sidecar or
-    /// value is a miss that says why. `replay`: a hit will be replayed.
-    fn lookup(&self, replay: bool) -> Result<Found> {
+    /// The entry, if present, unexpired, intact and of a shape the caller
+    /// can take (`merged`: its stdout and stderr are one file). A damaged
+    /// sidecar or value is a miss that says why. `replay`: a hit will be
+    /// replayed.
+    fn lookup(&self, replay: bool, merged: bool) -> Result<Found> {
         let entry = self.key.entry();
         Ok(match self.store.look(&self.key, replay, false)? {
+            Look::Hit { body: Ok(s), .. } if !s.fits(merged) => Found::Miss(None),
             Look::Hit {
                 body: Ok(s),
                 age,
@@ -222,16 +394,19 @@ impl<'a> Memo<'a> {
 
     /// Serves a call: a hit is replayed (and may start a refresh); a miss
     /// runs the command once per key across processes and stores it.
-    pub fn run<O: Write, E: Write>(
+    pub fn run<O: Write + Send, E: Write + Send>(
         &self,
         req: &Request<'_>,
         opts: &Options,
         out: &mut O,
         err: &mut E,
     ) -> Result<Outcome> {
+        // Which recordings this caller can take: a merged one only when its
+        // own stdout and stderr are one file, or nothing is shown.
+        let merged = req.shape != Shape::Split;
         let mut damaged = None;
         if !req.force {
-            let found = match self.lookup(true) {
+            let found = match self.lookup(true, merged) {
                 Ok(f) => f,
                 // A remote cache that cannot be reached (down, paused,
                 // timing out): the command still runs, uncached.
@@ -242,7 +417,7 @@ impl<'a> Memo<'a> {
             };
             match found {
                 Found::Hit(s, age, hits) => {
-                    match self.replay(*s, age, hits, Source::Hit, out, err)? {
+                    match self.replay(*s, age, Some(hits), Source::Hit, out, err)? {
                         Ok(mut o) => {
                             if let (Some(stale), Some(plan)) = (opts.stale, req.refresh)
                                 && o.age > stale as i64
@@ -257,6 +432,9 @@ impl<'a> Memo<'a> {
                 Found::Miss(why) => damaged = why,
             }
         }
+        // The last failure handed to waiters before we (maybe) wait: one
+        // that appears while we wait is the run we waited for.
+        let failed_before = self.store.failure_id(&self.key);
         let guard = match self.lock(Some(opts.lock_timeout)) {
             Ok(g) => g,
             Err(e @ Error::Timeout(_)) => return Err(e),
@@ -266,7 +444,7 @@ impl<'a> Memo<'a> {
             Err(e) => return self.run_uncached(req, out, err, damaged, e),
         };
         if !req.force {
-            let found = match self.lookup(true) {
+            let found = match self.lookup(true, merged) {
                 Ok(f) => f,
                 Err(e) if self.store.is_remote() => {
                     drop(guard);
@@ -274,33 +452,56 @@ impl<'a> Memo<'a> {
                 }
                 Err(e) => return Err(e),
             };
-            match found {
-                Found::Hit(s, age, hits) => {
-                    drop(guard);
-                    match self.replay(*s, age, hits, Source::Shared, out, err)? {
-                        Ok(o) => return Ok(o),
-                        Err(why) => {
-                            damaged.get_or_insert(why);
-                            // Damaged between two looks: run it ourselves.
-                            let guard = self.lock(Some(opts.lock_timeout))?;
-                            return self.run_and_store(
-                                req.argv, req.stdin, opts, out, err, guard, damaged,
-                            );
-                        }
-                    }
-                }
+            let shared = match found {
+                Found::Hit(s, age, hits) => Some((*s, age, Some(hits))),
                 Found::Miss(why) => {
                     if damaged.is_none() {
                         damaged = why;
                     }
+                    // The run we waited for failed and was not stored
+                    // (--discard-failures): its result is ours too.
+                    self.store
+                        .failure(&self.key)
+                        .filter(|f| Some(f.header.id) != failed_before && f.fits(merged))
+                        .map(|f| (f, 0, None))
+                }
+            };
+            if let Some((s, age, hits)) = shared {
+                drop(guard);
+                match self.replay(s, age, hits, Source::Shared, out, err)? {
+                    Ok(o) => return Ok(o),
+                    Err(why) => {
+                        damaged.get_or_insert(why);
+                        // Damaged between two looks: run it ourselves.
+                        let guard = self.lock(Some(opts.lock_timeout))?;
+                        return self.run_and_store(
+                            req.argv,
+                            req.fed(),
+                            req.shape,
+                            opts,
+                            out,
+                            err,
+                            guard,
+                            damaged,
+                        );
+                    }
                 }
             }
         }
-        self.run_and_store(req.argv, req.stdin, opts, out, err, guard, damaged)
+        self.run_and_store(
+            req.argv,
+            req.fed(),
+            req.shape,
+            opts,
+            out,
+            err,
+            guard,
+            damaged,
+        )
     }
 
     /// Runs without the per-key lock and stores nothing; `why` says why.
-    fn run_uncached<O: Write, E: Write>(
+    fn run_uncached<O: Write + Send, E: Write + Send>(
         &self,
         req: &Request<'_>,
         out: &mut O,
@@ -308,83 +509,100 @@ impl<'a> Memo<'a> {
         damaged: Option<String>,
         why: Error,
     ) -> Result<Outcome> {
-        let rec = capture::run(req.argv, req.stdin, self.store.now(), 0, out, err)?;
+        let fed = req.fed();
+        let (rec, (), delivery) = capture::run(
+            req.argv,
+            fed.input()?,
+            self.store.now(),
+            0,
+            req.shape,
+            out,
+            err,
+            |_| (),
+        )?;
         let mut o = Outcome::new(Source::Ran);
         o.damaged = damaged;
-        o.status = Some(rec.status);
-        o.ran_at = Some(rec.ran_at);
-        o.duration_ms = Some(rec.duration_ms);
         o.store_error = Some(why.to_string());
-        Ok(o)
+        finish(o, &rec, delivery)
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn run_and_store<O: Write, E: Write>(
+    fn run_and_store<O: Write + Send, E: Write + Send>(
         &self,
         argv: &[OsString],
-        stdin: Option<&[u8]>,
+        fed: Fed<'_>,
+        shape: Shape,
         opts: &Options,
         out: &mut O,
         err: &mut E,
         guard: Option<Guard>,
         damaged: Option<String>,
     ) -> Result<Outcome> {
-        let rec = capture::run(
+        let mut guard = guard;
+        let (rec, stored, delivery) = capture::run(
             argv,
-            stdin,
+            fed.input()?,
             self.store.now(),
             capture::MAX_RECORDED,
+            shape,
             out,
             err,
+            |rec| {
+                // Stored (or handed to waiters) and unlocked at the
+                // command's pace, while the caller's reader catches up.
+                let r = if rec.overflowed {
+                    Err(format!(
+                        "the output is larger than {} MiB",
+                        capture::MAX_RECORDED >> 20
+                    ))
+                } else if rec.cut {
+                    // The caller's reader went away and the command was
+                    // stopped as a pipe would: its output may be cut short.
+                    Ok(false)
+                } else {
+                    // A cache that cannot take the entry (full disk,
+                    // read-only dir, a backend gone) must not turn a run
+                    // that worked into a failure of the call.
+                    self.store(rec, fed, shape == Shape::Merged, opts)
+                        .map_err(|e| e.to_string())
+                };
+                drop(guard.take());
+                r
+            },
         )?;
         let mut o = Outcome::new(Source::Ran);
         o.damaged = damaged;
-        if rec.overflowed {
-            o.store_error = Some(format!(
-                "the output is larger than {} MiB",
-                capture::MAX_RECORDED >> 20
-            ));
-            o.status = Some(rec.status);
-            return Ok(o);
+        match stored {
+            Ok(s) => o.stored = s,
+            Err(e) => o.store_error = Some(e),
         }
-        // The command ran and its output was passed through: a cache that
-        // cannot take the entry (full disk, read-only dir, a backend gone)
-        // must not turn that into a failure of the call.
-        match self.store(&rec, stdin, opts) {
-            Ok(stored) => o.stored = stored,
-            Err(e) => o.store_error = Some(e.to_string()),
-        }
-        drop(guard);
-        o.status = Some(rec.status);
-        o.ran_at = Some(rec.ran_at);
-        o.duration_ms = Some(rec.duration_ms);
-        for (s, b) in &rec.chunks {
-            match s {
-                record::Stream::Stdout => o.stdout_bytes += b.len() as u64,
-                record::Stream::Stderr => o.stderr_bytes += b.len() as u64,
-            }
-        }
-        Ok(o)
+        finish(o, &rec, delivery)
     }
 
-    /// Writes the recording unless it failed and failures are discarded.
-    fn store(&self, rec: &Recording, stdin: Option<&[u8]>, opts: &Options) -> Result<bool> {
+    /// Writes the recording; a failure with `--discard-failures` is not
+    /// stored but handed to the waiters of this run.
+    fn store(&self, rec: &Recording, fed: Fed<'_>, merged: bool, opts: &Options) -> Result<bool> {
+        let id = fresh_id(&self.key);
+        let (head, body) = rec.encode_parts(id, fed.info(), merged);
+        let mut value = head.as_slice().chain(fed.reader()).chain(body.as_slice());
         if rec.status != 0 && opts.discard_failures {
+            self.store.put_failure(&self.key, &mut value);
             return Ok(false);
         }
-        let id = fresh_id(&self.key);
-        let bytes = rec.encode(id, stdin);
-        self.store.write(&self.key, &bytes, opts.ttl, id)?;
+        self.store.write(&self.key, &mut value, opts.ttl, id)?;
         Ok(true)
     }
 
     /// Replays a checked entry; `Ok(Err(why))` if its body turned out damaged
-    /// (nothing was written then).
+    /// (nothing was written then). A reader that goes away (EPIPE) ends the
+    /// replay, and the call still answers the stored status, as the command
+    /// would have. `count`: the look's own count (Redis), `Some(None)` to
+    /// count it locally, `None` not to count (a failure handed to waiters).
     fn replay<O: Write, E: Write>(
         &self,
         s: Stored,
         age: i64,
-        counted: Option<u64>,
+        count: Option<Option<u64>>,
         source: Source,
         out: &mut O,
         err: &mut E,
@@ -396,31 +614,58 @@ impl<'a> Memo<'a> {
         match s.replay(out, err) {
             Ok(Ok(())) => {}
             Ok(Err(why)) => return Ok(Err(format!("{}: {why}", self.key.entry()))),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
             Err(e) => return Err(Error::io("cannot write", "the replayed output", e)),
         }
-        o.hits = self.store.count_hit(&self.key, id, counted);
+        if let Some(counted) = count {
+            o.hits = self.store.count_hit(&self.key, id, counted);
+        }
         Ok(Ok(o))
     }
 
     /// Starts the detached refresh unless a run of this key is under way.
+    /// It gets none of our descriptors but 0-2 (all `/dev/null`): a pipe a
+    /// caller passed us as fd 3 must not wait for the refresh.
     fn spawn_refresh(&self, plan: &RefreshPlan) -> bool {
+        use std::os::unix::process::CommandExt;
         if self.store.busy(&self.key) {
             return false;
         }
-        Command::new(&plan.exe)
-            .args(&plan.args)
+        let mut cmd = Command::new(&plan.exe);
+        cmd.args(&plan.args)
             .envs(plan.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .is_ok()
+            .stderr(Stdio::null());
+        // SAFETY: runs between fork and exec; close_range(2) is a system
+        // call, async-signal-safe, and allocates nothing. Marking every fd
+        // from 3 up close-on-exec (rather than closing them) keeps std's
+        // own exec-error pipe working.
+        unsafe {
+            cmd.pre_exec(|| {
+                let r = libc::syscall(
+                    libc::SYS_close_range,
+                    3u32,
+                    u32::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                );
+                if r != 0 {
+                    // Older kernels: mark them one by one.
+                    for fd in 3..1024 {
+                        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                    }
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn().is_ok()
     }
 
     /// The body of the detached refresh: in its own session, with the
     /// per-key lock taken without waiting (another run or refresh of the key
     /// means there is nothing to do), and only while the entry is still
-    /// there and still stale. The stored stdin is fed again.
+    /// there and still stale. The stored stdin is fed again, and the
+    /// entry's shape (one channel or two) is kept.
     pub fn refresh(&self, argv: &[OsString], opts: &Options) -> Result<Outcome> {
         // Not a session leader already (we were just spawned), so this
         // succeeds; failing it would only keep us in the caller's session.
@@ -428,7 +673,7 @@ impl<'a> Memo<'a> {
         let Some(guard) = self.lock(None)? else {
             return Ok(Outcome::new(Source::Skipped));
         };
-        let (mut stored, age) = match self.lookup(false)? {
+        let (mut stored, age) = match self.lookup(false, true)? {
             Found::Hit(s, age, _) => (s, age),
             Found::Miss(_) => return Ok(Outcome::new(Source::Skipped)),
         };
@@ -436,17 +681,26 @@ impl<'a> Memo<'a> {
             return Ok(Outcome::new(Source::Skipped));
         }
         let stdin = if stored.header.key_stdin {
-            Some(
-                stored
-                    .stdin()
-                    .map_err(|e| Error::io("cannot read", "the stored stdin", e))?,
-            )
+            match stored
+                .stdin()
+                .map_err(|e| Error::io("cannot read", "the stored stdin", e))?
+            {
+                Ok(v) => Some(v),
+                // Damaged: the next call is a miss and runs it.
+                Err(_) => return Ok(Outcome::new(Source::Skipped)),
+            }
         } else {
             None
         };
+        let shape = if stored.header.merged {
+            Shape::Merged
+        } else {
+            Shape::Split
+        };
         let mut o = self.run_and_store(
             argv,
-            stdin.as_deref(),
+            stdin.as_deref().map_or(Fed::Null, Fed::Bytes),
+            shape,
             opts,
             &mut io::sink(),
             &mut io::sink(),
@@ -463,7 +717,14 @@ impl<'a> Memo<'a> {
         if !self.store.may_hold() {
             return Ok(false);
         }
-        let _guard = self.lock(Some(timeout))?;
+        // A lock file that cannot be made for want of space is held by
+        // nobody: removing needs no lock then, and must work exactly when
+        // space is needed (the removal itself is the cache engine's).
+        let _guard = match self.lock(Some(timeout)) {
+            Ok(g) => g,
+            Err(e) if !self.store.is_remote() && e.exit_code() == 8 => None,
+            Err(e) => return Err(e),
+        };
         self.store.remove(&self.key)
     }
 
@@ -504,6 +765,26 @@ impl<'a> Memo<'a> {
         }
         Ok(p)
     }
+}
+
+/// The outcome of a run, from its recording and what became of the
+/// pass-through: output the caller did not get (a full disk, `/dev/full`)
+/// fails the call, even though the run may be stored; a reader that went
+/// away (EPIPE) does not.
+fn finish(mut o: Outcome, rec: &Recording, delivery: Delivery) -> Result<Outcome> {
+    if let Some(e) = delivery.error {
+        return Err(Error::io("cannot write", "the command's output", e));
+    }
+    o.status = Some(rec.status);
+    o.ran_at = Some(rec.ran_at);
+    o.duration_ms = Some(rec.duration_ms);
+    for (s, b) in &rec.chunks {
+        match s {
+            record::Stream::Stdout => o.stdout_bytes += b.len() as u64,
+            record::Stream::Stderr => o.stderr_bytes += b.len() as u64,
+        }
+    }
+    Ok(o)
 }
 
 /// An id no other recording of this key has: hashed from the key, the

@@ -9,7 +9,10 @@
 //! otherwise it is a sequence of chunks `[tag: 1 stdout | 2 stderr][len: u32
 //! LE][bytes]` in the order they arrived. The header gives every length, so
 //! a truncated or padded file is recognised from its size alone (one fstat)
-//! and is a miss, never a partial replay.
+//! and is a miss, never a partial replay. The header also carries the
+//! BLAKE3 hash of the output (and of the stored stdin): a hit reads the
+//! output into memory once, checks the hash and only then writes it, so a
+//! same-length corruption is a miss too, never wrong bytes.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -24,6 +27,14 @@ pub enum Stream {
 }
 
 impl Stream {
+    /// 0 for stdout, 1 for stderr.
+    pub fn index(self) -> usize {
+        match self {
+            Stream::Stdout => 0,
+            Stream::Stderr => 1,
+        }
+    }
+
     fn tag(self) -> u8 {
         match self {
             Stream::Stdout => 1,
@@ -51,9 +62,18 @@ pub struct Header {
     pub stderr: u64,
     /// Number of framed chunks (0 when the output is plain stdout).
     pub chunks: u64,
+    /// The command saw one channel for stdout and stderr (the caller's were
+    /// one file): everything is recorded as stdout, in its exact order.
+    pub merged: bool,
+    /// BLAKE3 (hex) of the output bytes as stored (plain or framed).
+    pub hash: String,
+    /// BLAKE3 (hex) of the stored stdin (empty without `--key-stdin`).
+    pub stdin_hash: String,
 }
 
-const VERSION: u32 = 1;
+/// Version 2 added `merged` and the hashes; a version-1 entry is a miss
+/// (it is rewritten by its next call).
+const VERSION: u32 = 2;
 /// Bytes of framing per chunk: tag and length.
 const FRAME: u64 = 5;
 /// The first read of a hit: the header and, for small outputs, everything.
@@ -86,6 +106,17 @@ pub struct Recording {
     /// The output went past the recording limit: `chunks` was dropped and
     /// the run must not be stored (it was still passed through whole).
     pub overflowed: bool,
+    /// A reader of the caller's output went away and the command's pipe was
+    /// closed: the output may be cut short, so it is never stored.
+    pub cut: bool,
+}
+
+/// The stdin stored in an entry: its length and BLAKE3 hash (the bytes
+/// come from the caller: a spool file, or memory).
+#[derive(Clone, Copy, Debug)]
+pub struct StdinInfo {
+    pub len: u64,
+    pub hash: [u8; 32],
 }
 
 impl Recording {
@@ -110,10 +141,24 @@ impl Recording {
             .sum()
     }
 
-    /// The bytes of the value file, with the header for `id`.
-    pub fn encode(&self, id: u64, stdin: Option<&[u8]>) -> Vec<u8> {
+    /// The value file's parts for recording `id`: the header line, then
+    /// (the caller puts the stdin described by `stdin` here) the output.
+    pub fn encode_parts(
+        &self,
+        id: u64,
+        stdin: Option<StdinInfo>,
+        merged: bool,
+    ) -> (Vec<u8>, Vec<u8>) {
         let stderr = self.total(Stream::Stderr);
         let plain = stderr == 0;
+        let mut body = Vec::new();
+        for (s, b) in &self.chunks {
+            if !plain {
+                body.push(s.tag());
+                body.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            }
+            body.extend_from_slice(b);
+        }
         let h = Header {
             ffkit_run: VERSION,
             id,
@@ -121,21 +166,30 @@ impl Recording {
             ran_at: self.ran_at,
             duration_ms: self.duration_ms,
             key_stdin: stdin.is_some(),
-            stdin: stdin.map_or(0, |s| s.len() as u64),
+            stdin: stdin.map_or(0, |s| s.len),
             stdout: self.total(Stream::Stdout),
             stderr,
             chunks: if plain { 0 } else { self.chunks.len() as u64 },
+            merged,
+            hash: blake3::hash(&body).to_hex().to_string(),
+            stdin_hash: stdin.map_or_else(String::new, |s| {
+                blake3::Hash::from_bytes(s.hash).to_hex().to_string()
+            }),
         };
-        let mut v = serde_json::to_vec(&h).unwrap_or_default();
-        v.push(b'\n');
+        let mut head = serde_json::to_vec(&h).unwrap_or_default();
+        head.push(b'\n');
+        (head, body)
+    }
+
+    /// The bytes of the value file, with the header for `id`.
+    pub fn encode(&self, id: u64, stdin: Option<&[u8]>, merged: bool) -> Vec<u8> {
+        let info = stdin.map(|s| StdinInfo {
+            len: s.len() as u64,
+            hash: *blake3::hash(s).as_bytes(),
+        });
+        let (mut v, body) = self.encode_parts(id, info, merged);
         v.extend_from_slice(stdin.unwrap_or_default());
-        for (s, b) in &self.chunks {
-            if !plain {
-                v.push(s.tag());
-                v.extend_from_slice(&(b.len() as u32).to_le_bytes());
-            }
-            v.extend_from_slice(b);
-        }
+        v.extend_from_slice(&body);
         v
     }
 }
@@ -227,44 +281,60 @@ impl Stored {
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
     }
 
-    /// The stdin that was fed to the command.
-    pub fn stdin(&mut self) -> io::Result<Vec<u8>> {
-        self.read_at(self.head_len as u64, self.header.stdin)
+    /// The stdin that was fed to the command, checked against its hash
+    /// (`Ok(Err(why))`: damaged).
+    pub fn stdin(&mut self) -> io::Result<Result<Vec<u8>, String>> {
+        let v = self.read_at(self.head_len as u64, self.header.stdin)?;
+        if blake3::hash(&v).to_hex().as_str() != self.header.stdin_hash {
+            return Ok(Err("the stored stdin does not match its hash".into()));
+        }
+        Ok(Ok(v))
     }
 
-    /// Replays the output to `out` and `err` in the recorded order. Framed
-    /// output is read and checked whole before anything is written, so a
-    /// damaged entry is `Ok(Err(why))` with nothing replayed; write errors
-    /// (a closed pipe) are `Err`.
+    /// Whether this recording may be replayed to a caller of `merged`
+    /// shape: a merged recording holds stderr's bytes as stdout, so it is
+    /// wrong for a caller whose stdout and stderr differ.
+    pub fn fits(&self, merged: bool) -> bool {
+        merged || !self.header.merged
+    }
+
+    /// The output, read whole and checked against the header's hash before
+    /// a byte of it is written: one read (no separate checking pass), the
+    /// hash at memory speed. `Ok(Err(why))`: damaged.
+    fn checked_output(&mut self) -> io::Result<Result<Vec<u8>, String>> {
+        let start = self.head_len as u64 + self.header.stdin;
+        let len = self.header.output_len().unwrap_or(0);
+        let body = match self.read_at(start, len) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Ok(Err("shorter than its header says".into()));
+            }
+            Err(e) => return Err(e),
+        };
+        if blake3::hash(&body).to_hex().as_str() != self.header.hash {
+            return Ok(Err("the output does not match its hash".into()));
+        }
+        Ok(Ok(body))
+    }
+
+    /// Replays the output to `out` and `err` in the recorded order. The
+    /// output is read and checked whole (size, framing, hash) before
+    /// anything is written, so a damaged entry is `Ok(Err(why))` with
+    /// nothing replayed; write errors (a closed pipe) are `Err`.
     pub fn replay<O: Write, E: Write>(
         mut self,
         out: &mut O,
         err: &mut E,
     ) -> io::Result<Result<(), String>> {
-        let start = self.head_len as u64 + self.header.stdin;
+        let body = match self.checked_output()? {
+            Ok(b) => b,
+            Err(why) => return Ok(Err(why)),
+        };
         if self.header.plain() {
-            let have = self.first.len() as u64;
-            if start + self.header.stdout <= have {
-                out.write_all(&self.first[start as usize..])?;
-            } else {
-                // Zero-copy where the kernel can: std's io::copy between
-                // files/pipes uses copy_file_range, sendfile or splice.
-                let stdout = self.header.stdout;
-                let f = self.file_mut()?;
-                f.seek(SeekFrom::Start(start))?;
-                let n = io::copy(&mut (&*f).take(stdout), out)?;
-                if n != self.header.stdout {
-                    return Ok(Err("shorter than its header says".into()));
-                }
-            }
+            out.write_all(&body)?;
             out.flush()?;
             return Ok(Ok(()));
         }
-        let len = self.header.output_len().unwrap_or(0);
-        let body = match self.read_at(start, len) {
-            Ok(b) => b,
-            Err(e) => return Ok(Err(format!("cannot read: {e}"))),
-        };
         let chunks = match parse_chunks(&body, &self.header) {
             Ok(c) => c,
             Err(why) => return Ok(Err(why)),
@@ -357,8 +427,8 @@ mod tests {
     fn an_in_memory_value_replays_like_the_file() {
         let big = "y".repeat(3 * FIRST_READ);
         for v in [
-            recording(&[(Stream::Stdout, &big)]).encode(1, Some(b"in")),
-            recording(&[(Stream::Stdout, "o"), (Stream::Stderr, &big)]).encode(2, None),
+            recording(&[(Stream::Stdout, &big)]).encode(1, Some(b"in"), false),
+            recording(&[(Stream::Stdout, "o"), (Stream::Stderr, &big)]).encode(2, None, false),
         ] {
             let (mut o, mut e) = (Vec::new(), Vec::new());
             Stored::from_bytes(v.clone())
@@ -384,7 +454,7 @@ mod tests {
     fn plain_and_framed_round_trip_in_order() {
         let plain = recording(&[(Stream::Stdout, "a"), (Stream::Stdout, "b")]);
         assert_eq!(plain.chunks.len(), 1, "same-stream chunks merge");
-        let v = plain.encode(7, None);
+        let v = plain.encode(7, None, false);
         let s = stored(&v).unwrap();
         assert!(s.header.plain());
         assert_eq!((s.header.status, s.header.id), (3, 7));
@@ -395,9 +465,9 @@ mod tests {
             (Stream::Stderr, "e1"),
             (Stream::Stdout, "o2"),
         ]);
-        let v = mixed.encode(1, Some(b"in"));
+        let v = mixed.encode(1, Some(b"in"), false);
         let mut s = stored(&v).unwrap();
-        assert_eq!(s.stdin().unwrap(), b"in");
+        assert_eq!(s.stdin().unwrap().unwrap(), b"in");
         assert_eq!(s.header.chunks, 3);
         assert_eq!(replay(&v), (b"o1o2".to_vec(), b"e1".to_vec()));
     }
@@ -405,13 +475,14 @@ mod tests {
     #[test]
     fn large_plain_output_is_copied_from_the_file() {
         let big = "x".repeat(3 * FIRST_READ);
-        let v = recording(&[(Stream::Stdout, &big)]).encode(1, Some(b"stdin"));
+        let v = recording(&[(Stream::Stdout, &big)]).encode(1, Some(b"stdin"), false);
         assert_eq!(replay(&v).0, big.as_bytes());
     }
 
     #[test]
     fn every_truncation_and_padding_is_refused_before_replay() {
-        let v = recording(&[(Stream::Stdout, "out"), (Stream::Stderr, "err")]).encode(1, None);
+        let v =
+            recording(&[(Stream::Stdout, "out"), (Stream::Stderr, "err")]).encode(1, None, false);
         for cut in 0..v.len() {
             assert!(stored(&v[..cut]).is_err(), "cut at {cut}");
         }

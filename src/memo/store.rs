@@ -15,7 +15,7 @@
 
 use std::cell::{RefCell, RefMut};
 use std::fs::{self, File, OpenOptions, TryLockError};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -137,6 +137,12 @@ impl Store<'_> {
                 }),
                 Ok(Lookup::Missing) => Ok(Look::Missing),
                 Err(Error::Corruption(why)) => Ok(Look::Damaged(why)),
+                // A symlink, FIFO or directory at the value's or the
+                // sidecar's name: damage in our own namespace, a miss
+                // (the write replaces it).
+                Err(e) if entry_names(c, key).iter().any(|p| non_regular(p)) => {
+                    Ok(Look::Damaged(e.to_string()))
+                }
                 Err(e) => Err(e),
             },
             Store::Redis(r) => {
@@ -163,19 +169,70 @@ impl Store<'_> {
     }
 
     /// Stores a recording (generation `id`) as the entry; its replay count
-    /// starts again at 0.
-    pub fn write(&self, key: &RunKey, bytes: &[u8], ttl: u64, id: u64) -> Result<()> {
+    /// starts again at 0, and an older failure handed to waiters goes.
+    pub fn write(&self, key: &RunKey, value: &mut dyn Read, ttl: u64, id: u64) -> Result<()> {
         match self {
             Store::Local(c) => {
+                // A directory (or other non-file) at the entry's name or its
+                // sidecar's is damage in our own namespace: it goes, never
+                // followed, and the entry takes its place.
+                for p in entry_names(c, key) {
+                    clear_non_regular(&p);
+                }
                 c.write(vec![NewEntry {
                     key: key.entry(),
-                    value: Value::Bytes(bytes),
+                    value: Value::Reader(value),
                     ttl,
                 }])?;
                 count_local_hit(c, key, id, true);
+                let _ = fs::remove_file(side_file(c, key, "failed"));
                 Ok(())
             }
-            Store::Redis(r) => r.cache()?.write(&key.entry(), bytes, ttl),
+            Store::Redis(r) => {
+                // The backend sends a value whole from memory anyway.
+                let mut bytes = Vec::new();
+                value
+                    .read_to_end(&mut bytes)
+                    .map_err(|e| Error::io("cannot read", "the spool of standard input", e))?;
+                r.cache()?.write(&key.entry(), &bytes, ttl)
+            }
+        }
+    }
+
+    /// The id of the last failure handed to waiters (locally:
+    /// `.cache-run/<hex>.failed`, written only with --discard-failures).
+    pub fn failure_id(&self, key: &RunKey) -> Option<u64> {
+        self.failure(key).map(|s| s.header.id)
+    }
+
+    /// The last failure handed to waiters, checked like an entry. Redis
+    /// keeps none: its waiters run the command themselves.
+    pub fn failure(&self, key: &RunKey) -> Option<Stored> {
+        match self {
+            Store::Local(c) => {
+                let f = open_side(&side_file(c, key, "failed"), false).ok()?;
+                if !f.metadata().ok()?.file_type().is_file() {
+                    return None;
+                }
+                Stored::open(f).ok()
+            }
+            Store::Redis(_) => None,
+        }
+    }
+
+    /// Hands a failed run (not stored: --discard-failures) to the waiters
+    /// of the key's lock, which the caller holds. Best effort: without it
+    /// the waiters run the command themselves.
+    pub fn put_failure(&self, key: &RunKey, value: &mut dyn Read) {
+        let Store::Local(c) = self else { return };
+        let dir = c.dir().join(RUN_DIR);
+        let Ok((tmp, mut f)) = fsutil::create_temp(&dir) else {
+            return;
+        };
+        let ok = io::copy(value, &mut f).is_ok()
+            && fs::rename(&tmp, side_file(c, key, "failed")).is_ok();
+        if !ok {
+            let _ = fs::remove_file(&tmp);
         }
     }
 
@@ -189,6 +246,7 @@ impl Store<'_> {
                 let had = c.dir().join(&entry).exists();
                 c.remove(&[entry])?;
                 let _ = fs::remove_file(side_file(c, key, "hits"));
+                let _ = fs::remove_file(side_file(c, key, "failed"));
                 let _ = fs::remove_file(side_file(c, key, "lock"));
                 Ok(had)
             }
@@ -266,9 +324,20 @@ fn lock_local(c: &Cache, key: &RunKey, wait: Option<Duration>) -> Result<Option<
     fsutil::create_private_dir(&c.dir().join(RUN_DIR))?;
     let path = side_file(c, key, "lock");
     let deadline = wait.map(|t| (t, Wait::timeout(t)));
+    let mut cleared = 0;
     loop {
-        let f = fsutil::open_rw_create(&path)
-            .map_err(|e| Error::io("cannot open lock file", &path, e))?;
+        let f = match fsutil::open_rw_create(&path) {
+            Ok(f) => f,
+            // A symlink, FIFO or directory in the lock file's place is no
+            // lock anybody holds (ours are regular files): it goes, never
+            // followed, and the lock file is made again.
+            Err(e) if cleared < 3 && clear_non_regular(&path) => {
+                let _ = e;
+                cleared += 1;
+                continue;
+            }
+            Err(e) => return Err(Error::io("cannot open lock file", &path, e)),
+        };
         match f.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -313,6 +382,27 @@ fn lock_local(c: &Cache, key: &RunKey, wait: Option<Duration>) -> Result<Option<
             return Ok(Some(Guard::File(f)));
         }
     }
+}
+
+/// Removes what is at `path` if it is not a regular file (a symlink itself,
+/// not its target; a directory with its content); whether it did.
+pub fn clear_non_regular(path: &Path) -> bool {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).is_ok(),
+        Ok(m) if !m.is_file() => fs::remove_file(path).is_ok(),
+        _ => false,
+    }
+}
+
+/// The value's and the sidecar's paths of `key`'s entry.
+fn entry_names(c: &Cache, key: &RunKey) -> [PathBuf; 2] {
+    let e = key.entry();
+    [c.dir().join(&e), c.dir().join(format!("{e}.meta"))]
+}
+
+/// Whether something other than a regular file is at `path`.
+fn non_regular(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| !m.is_file())
 }
 
 /// Whether `path` still leads to the file `f` has open.
@@ -362,12 +452,13 @@ pub fn prune_local(c: &Cache) -> Result<usize> {
                     continue;
                 }
                 let _ = fs::remove_file(side_file(c, &key, "hits"));
+                let _ = fs::remove_file(side_file(c, &key, "failed"));
                 if fs::remove_file(&lock_path).is_ok() {
                     pruned += 1;
                 }
             }
             // A counter whose lock file is gone already (removed by hand).
-            "hits"
+            "hits" | "failed"
                 if !has_entry(&key)
                     && fs::symlink_metadata(&lock_path).is_err()
                     && fs::remove_file(e.path()).is_ok() =>
@@ -429,12 +520,17 @@ fn lock_remote(r: &Remote, key: &RunKey, wait: Option<Duration>) -> Result<Optio
 }
 
 /// Counts a replay of generation `id` (or, with `reset`, starts a new
-/// generation at 0). Best effort: a count is a hint, never a failure.
+/// generation at 0). Best effort: a count is a hint, never a failure, and
+/// never a wait: with the counter locked elsewhere (another hit, or one
+/// stopped by SIGSTOP) this replay goes uncounted and 0 is returned.
 fn count_local_hit(c: &Cache, key: &RunKey, id: u64, reset: bool) -> u64 {
     let path = side_file(c, key, "hits");
     let update = || -> io::Result<u64> {
         let f = open_side(&path, true)?;
-        f.lock()?;
+        if !f.metadata()?.file_type().is_file() {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        f.try_lock().map_err(io::Error::from)?;
         let (gen_, n) = read_counter(&f);
         let n = if reset {
             0
@@ -458,7 +554,7 @@ fn open_side(path: &Path, create: bool) -> io::Result<File> {
         .write(create)
         .create(create)
         .mode(fsutil::FILE_MODE)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
 }
 

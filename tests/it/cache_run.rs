@@ -736,17 +736,46 @@ fn cache_command_wrapper_memoizes_in_the_namespace_cache() {
     }
 }
 
+/// A small tmpfs for one test (root only), unmounted lazily on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        fs::create_dir_all(at).unwrap();
+        Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+            .then(|| Tmpfs(at.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 #[test]
 fn a_run_that_cannot_be_stored_still_prints_and_exits_with_the_commands_status() {
     let w = World::new();
-    let script = "echo run >> runs; echo out; exit 4";
-    let key = key_of(&w, &[], script);
-    // A directory where the entry's value file would go: the write fails.
-    fs::create_dir_all(w.cache().join(&key)).unwrap();
+    // A cache dir on a full file system: the entry cannot be written.
+    let Some(_m) = Tmpfs::mount(&w.cache(), "64k") else {
+        return skip("cannot mount a tmpfs (needs root): store-failure test not run");
+    };
+    let script = "echo run >> runs; head -c 300000 /dev/zero | tr '\\0' x; exit 4";
     for n in 1..=2 {
         let o = run(&w, &[], script).output().unwrap();
         assert_eq!(o.status.code(), Some(4), "{}", stderr_of(&o));
-        assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+        assert_eq!(o.stdout, vec![b'x'; 300_000]);
         let err = stderr_of(&o);
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.contains("not cached"), "{err}");
@@ -756,6 +785,22 @@ fn a_run_that_cannot_be_stored_still_prints_and_exits_with_the_commands_status()
     assert_eq!(j["stored"], false);
     assert!(j["store_error"].is_string());
     assert_exact(&w);
+}
+
+#[test]
+fn a_miss_whose_output_file_fills_up_fails_with_exit_8() {
+    let w = World::new();
+    let mnt = w.path().join("small");
+    let Some(_m) = Tmpfs::mount(&mnt, "1m") else {
+        return skip("cannot mount a tmpfs (needs root): full-output test not run");
+    };
+    let out = mnt.join("out");
+    let mut c = run(&w, &[], "echo run >> runs; head -c 3000000 /dev/zero");
+    c.stdout(fs::File::create(&out).unwrap());
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(8), "{}", stderr_of(&o));
+    assert_eq!(stderr_of(&o).lines().count(), 1, "{}", stderr_of(&o));
+    assert!(fs::metadata(&out).unwrap().len() < 3_000_000);
 }
 
 #[test]
@@ -894,4 +939,385 @@ fn single_flight_holds_while_evictions_prune_the_lock_files() {
         runs(&w)
     );
     assert_exact(&w);
+}
+
+// ---- output that reaches the caller, or says it did not --------------------
+
+/// `bash -c SCRIPT` in the world, with `$FF` the binary, killed (and the
+/// test failed) if it has not ended within 60 s.
+fn bash_within(w: &World, script: &str, what: &str) -> Output {
+    let mut c = Command::new("bash");
+    w.isolate(&mut c);
+    c.env("FF", bin()).args(["-c", script]);
+    output_within(c, what)
+}
+
+/// The command's status as `bash -c SCRIPT` printed it last on stdout.
+fn last_number(o: &Output) -> i32 {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .last()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no status: {o:?}"))
+}
+
+#[test]
+fn a_miss_that_cannot_write_its_output_fails_with_exit_8_like_the_hit() {
+    let w = World::new();
+    let script = "echo run >> runs; echo hi";
+    for what in ["miss", "hit"] {
+        let mut c = run(&w, &[], script);
+        c.stdout(fs::File::create("/dev/full").unwrap());
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(8), "{what}: {}", stderr_of(&o));
+        let err = stderr_of(&o);
+        assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        assert!(err.contains("No space left"), "{what}: {err}");
+    }
+    // The run itself was whole, so it was stored: the second call was a hit.
+    assert_eq!(runs(&w), 1);
+    assert_exact(&w);
+}
+
+#[test]
+fn a_reader_that_closes_early_sees_the_commands_status_on_the_miss_and_the_hit() {
+    let w = World::new();
+    let s = "cache-run -- sh -c 'echo run >> runs; seq 1 200000; exit 3'";
+    // The miss: seq dies of SIGPIPE as in a pipeline (or had finished),
+    // sh exits 3 either way.
+    let (code, err) = pipeline(&w, s, "head -1");
+    assert_eq!((code, err.as_str()), (3, ""));
+    // Stored whole by a reader that reads it all...
+    let (code, _) = pipeline(&w, s, "cat");
+    assert_eq!(code, 3);
+    let ran = runs(&w);
+    // ...the hit answers the stored status too, not 0.
+    let (code, err) = pipeline(&w, s, "head -1");
+    assert_eq!((code, err.as_str()), (3, ""));
+    assert_eq!(runs(&w), ran, "a hit");
+}
+
+#[test]
+fn a_miss_whose_reader_goes_away_stops_the_command_and_stores_nothing() {
+    let w = World::new();
+    let o = bash_within(
+        &w,
+        "set -o pipefail; \"$FF\" cache-run -- yes | head -1 >/dev/null; echo ${PIPESTATUS[0]}",
+        "cache-run -- yes | head -1",
+    );
+    assert_eq!(last_number(&o), 141, "{}", stderr_of(&o));
+    let j = json(
+        &w.cmd("cache-run")
+            .args(["--print-key", "--json", "--", "yes"])
+            .output()
+            .unwrap()
+            .stdout,
+    );
+    assert_eq!(j["present"], false, "nothing cut short is stored");
+    assert_exact(&w);
+}
+
+#[test]
+fn a_stalled_reader_of_the_miss_blocks_nobody_else() {
+    let w = World::new();
+    let script = "echo run >> runs; head -c 1000000 /dev/zero";
+    // The leader's stdout is a pipe nobody reads yet: its 1 MB cannot pass.
+    let mut leader = spawn_piped(run(&w, &[], script));
+    // The run is stored (and its lock freed) at the command's pace anyway.
+    let present = wait_for(|| {
+        let o = run(&w, &["--print-key", "--json"], script)
+            .output()
+            .unwrap();
+        json(&o.stdout)["present"] == true
+    });
+    let other = run(&w, &[], script)
+        .env("LOCK_TIMEOUT", "60")
+        .output()
+        .unwrap();
+    let mut out = Vec::new();
+    leader.stdout.take().unwrap().read_to_end(&mut out).unwrap();
+    assert!(leader.wait().unwrap().success());
+    assert!(present, "the stalled caller kept the run from being stored");
+    assert!(other.status.success(), "{}", stderr_of(&other));
+    assert_eq!((out.len(), other.stdout.len()), (1_000_000, 1_000_000));
+    assert_eq!(runs(&w), 1);
+}
+
+#[test]
+fn stdout_and_stderr_on_one_file_keep_their_exact_order_and_the_shape_is_never_wrong() {
+    let w = World::new();
+    let script = "echo run >> runs; for i in 1 2 3; do echo o$i; echo e$i >&2; done";
+    let merged = |w: &World| {
+        let (mut r, wr) = std::io::pipe().unwrap();
+        let mut c = run(w, &[], script);
+        c.stdout(wr.try_clone().unwrap()).stderr(wr);
+        let status = c.status().unwrap();
+        drop(c);
+        let mut both = String::new();
+        r.read_to_string(&mut both).unwrap();
+        assert!(status.success());
+        both
+    };
+    let exact = "o1\ne1\no2\ne2\no3\ne3\n";
+    assert_eq!(merged(&w), exact, "the miss");
+    assert_eq!(merged(&w), exact, "the hit");
+    assert_eq!(runs(&w), 1);
+    // A caller with two files never gets stderr's lines on stdout: the
+    // one-channel recording is a miss for it, run again on two pipes.
+    let o = run(&w, &[], script).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "o1\no2\no3\n");
+    assert_eq!(stderr_of(&o), "e1\ne2\ne3\n");
+    assert_eq!(runs(&w), 2);
+    // ...and that recording fits both kinds of caller from then on.
+    let both = merged(&w);
+    let mut lines: Vec<&str> = both.lines().collect();
+    lines.sort_unstable();
+    assert_eq!(lines, ["e1", "e2", "e3", "o1", "o2", "o3"]);
+    assert_eq!(runs(&w), 2);
+}
+
+#[test]
+fn waiters_of_a_failed_run_with_discard_failures_get_its_result_not_a_run_each() {
+    let w = World::new();
+    let script = "echo run >> runs; i=0; while [ ! -e go ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done; echo failed; echo why >&2; exit 5";
+    let args = ["--discard-failures"];
+    let children: Vec<Child> = (0..8)
+        .map(|_| spawn_piped(run(&w, &args, script)))
+        .collect();
+    assert!(wait_for(|| runs(&w) == 1), "the command never started");
+    let lock = lock_file(&w, &key_of(&w, &args, script));
+    let all_waiting = wait_for(|| blocked_on(&lock) == 7);
+    fs::write(w.path().join("go"), "").unwrap();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(5), "{}", stderr_of(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "failed\n");
+        assert_eq!(stderr_of(&o), "why\n");
+    }
+    assert!(all_waiting, "7 waiters never showed up in /proc/locks");
+    assert_eq!(runs(&w), 1, "one run for 8 callers");
+    // The failure was not stored: the next call runs again.
+    run(&w, &args, script).assert().code(5);
+    assert_eq!(runs(&w), 2);
+    // Nothing of it is left once the key is gone.
+    run(&w, &["--invalidate"], script).assert().success();
+    assert_eq!(run_dir_files(&w), Vec::<String>::new());
+    assert_exact(&w);
+}
+
+#[test]
+fn a_hit_never_waits_for_a_locked_hit_counter() {
+    let w = World::new();
+    if !need("flock", "holding the hit counter's lock") {
+        return;
+    }
+    let script = "echo run >> runs; echo out";
+    run(&w, &[], script).assert().success();
+    run(&w, &[], script).assert().success().stdout("out\n");
+    let key = key_of(&w, &[], script);
+    let hits = lock_file(&w, &key).with_extension("hits");
+    assert!(hits.exists());
+    // Another process holds the counter (a hit stopped by SIGSTOP would).
+    let mut c = Command::new("flock");
+    c.arg(&hits)
+        .args(["sh", "-c", "echo locked; read x || true"]);
+    let mut holder = spawn_locked(c);
+    let o = output_within(run(&w, &[], script), "a hit with its counter locked");
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    assert_eq!(runs(&w), 1);
+}
+
+#[test]
+fn a_symlink_fifo_or_directory_at_the_entry_its_sidecar_or_its_lock_is_a_miss_that_is_replaced() {
+    let w = World::new();
+    let script = "echo run >> runs; echo out";
+    let key = key_of(&w, &[], script);
+    let outside = w.path().join("outside");
+    fs::write(&outside, "keep").unwrap();
+    let mut expect = 0;
+    for kind in ["symlink", "fifo", "dir"] {
+        for at in ["entry", "sidecar", "lock"] {
+            let what = format!("{kind} at the {at}");
+            run(&w, &["--invalidate"], script).assert().success();
+            fs::create_dir_all(w.cache().join(".cache-run")).unwrap();
+            let p = match at {
+                "entry" => w.cache().join(&key),
+                "sidecar" => w.cache().join(format!("{key}.meta")),
+                _ => lock_file(&w, &key),
+            };
+            match kind {
+                "symlink" => std::os::unix::fs::symlink(&outside, &p).unwrap(),
+                "fifo" => mkfifo(&p),
+                _ => fs::create_dir_all(p.join("sub")).unwrap(),
+            }
+            let o = output_within(run(&w, &[], script), &what);
+            expect += 1;
+            assert!(o.status.success(), "{what}: {}", stderr_of(&o));
+            assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n", "{what}");
+            assert_eq!(stderr_of(&o), "", "{what}");
+            assert_eq!(runs(&w), expect, "{what}: the command ran");
+            // Replaced by a real entry: the next call is a hit.
+            run(&w, &[], script).assert().success().stdout("out\n");
+            assert_eq!(runs(&w), expect, "{what}: stored");
+            assert_eq!(fs::read_to_string(&outside).unwrap(), "keep", "{what}");
+            assert_exact(&w);
+        }
+    }
+}
+
+#[test]
+fn a_same_length_corruption_is_a_miss_never_wrong_bytes() {
+    let w = World::new();
+    let script = "echo run >> runs; echo hello world";
+    run(&w, &[], script).assert().success();
+    let value = w.cache().join(key_of(&w, &[], script));
+    let mut bytes = fs::read(&value).unwrap();
+    let at = bytes
+        .windows(5)
+        .rposition(|b| b == b"hello")
+        .expect("the output is in the value");
+    bytes[at] = b'J';
+    // Same size, same inode: the sidecar still agrees.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&value)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+        .unwrap();
+    let o = run(&w, &[], script).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "hello world\n");
+    assert_eq!(runs(&w), 2, "the damaged entry was a miss");
+    run(&w, &[], script)
+        .assert()
+        .success()
+        .stdout("hello world\n");
+    assert_eq!(runs(&w), 2, "and was rewritten");
+    assert_exact(&w);
+}
+
+#[test]
+fn the_detached_refresh_keeps_none_of_the_callers_descriptors() {
+    let w = World::new();
+    fs::write(w.path().join("version"), "v1\n").unwrap();
+    let script = "echo run >> runs; if [ -e slow ]; then i=0; while [ ! -e go ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done; fi; cat version";
+    let args = ["--ttl", "3600", "--stale", "60"];
+    run(&w, &args, script)
+        .env("FFKIT_TEST_NOW", NOW.to_string())
+        .assert()
+        .success();
+    fs::write(w.path().join("slow"), "").unwrap();
+    let mut c = Command::new("bash");
+    w.isolate(&mut c);
+    c.env("FF", bin())
+        .env("S", script)
+        .env("FFKIT_TEST_NOW", (NOW + 100).to_string())
+        .args([
+            "-c",
+            "(\"$FF\" cache-run --ttl 3600 --stale 60 -- sh -c \"$S\" 3>&1 >/dev/null) | cat",
+        ]);
+    let mut pipeline = c.stdout(Stdio::null()).spawn().unwrap();
+    // The caller's pipe (fd 3) must close when ffkit exits, not when the
+    // refresh (blocked on `go`) does.
+    let ended = wait_for(|| pipeline.try_wait().unwrap().is_some());
+    let refreshing = wait_for(|| runs(&w) == 2);
+    fs::write(w.path().join("go"), "").unwrap();
+    let needle = w.cache().to_string_lossy().into_owned();
+    assert!(
+        wait_for(|| processes_with(&needle) == 0),
+        "refresh still running"
+    );
+    let _ = pipeline.wait();
+    assert!(ended, "the pipeline waited for the refresh");
+    assert!(refreshing, "no refresh started");
+}
+
+// ---- the shell wrapper's separator ------------------------------------------
+
+#[test]
+fn cache_command_takes_a_later_double_dash_as_part_of_the_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    fs::create_dir_all(root.join("repo/.git")).unwrap();
+    fs::create_dir_all(root.join("home")).unwrap();
+    let script = r#"
+        cache_command sh -c 'echo "[$*]"' x a -- f
+        cache_command --ttl 5 -- sh -c 'echo "[$*]"' x b -- g
+        cache_command -- sh -c 'echo "[$*]"' x c -- h
+    "#;
+    let o = wrapper(root, "bash", script).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "[a -- f]\n[b -- g]\n[c -- h]\n"
+    );
+}
+
+// ---- input, key files and the command's lifetime ----------------------------
+
+#[test]
+fn key_file_content_refuses_a_fifo_instead_of_hanging() {
+    let w = World::new();
+    let fifo = w.path().join("fifo");
+    mkfifo(&fifo);
+    let mut c = w.cmd("cache-run");
+    c.arg("--key-file-content")
+        .arg(&fifo)
+        .args(["--", "sh", "-c", "echo run >> runs"]);
+    let o = output_within(c, "--key-file-content on a FIFO");
+    assert_eq!(o.status.code(), Some(2), "{}", stderr_of(&o));
+    let err = stderr_of(&o);
+    assert!(
+        err.contains("not a regular file") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert_eq!(runs(&w), 0);
+}
+
+#[test]
+fn key_stdin_is_not_held_in_memory() {
+    let w = World::new();
+    // The command reports ffkit's peak memory once it has read its input.
+    let script = "cat > /dev/null; grep VmHWM /proc/$PPID/status | tr -dc 0-9";
+    let input = vec![b'x'; 64 << 20];
+    let o = run_with_stdin(&mut run(&w, &["--key-stdin"], script), &input);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let kib = parse_u64(&o.stdout);
+    assert!(
+        kib > 0 && kib < 48 << 10,
+        "ffkit's peak: {kib} KiB for 64 MiB of stdin"
+    );
+    // The spooled input was stored: a hit replays without reading it again.
+    let o = run_with_stdin(&mut run(&w, &["--key-stdin"], script), &input);
+    assert_eq!(parse_u64(&o.stdout), kib);
+}
+
+#[test]
+fn a_killed_ffkit_does_not_leave_the_command_running() {
+    let w = World::new();
+    let mut ff = spawn_piped(run(&w, &[], "echo $$ > pid; exec sleep 300"));
+    let pid_file = w.path().join("pid");
+    let pid = || {
+        fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+    };
+    assert!(wait_for(|| pid().is_some()), "the command never started");
+    let pid = pid().unwrap();
+    let ours = |p: u32| {
+        fs::read_to_string(format!("/proc/{p}/cmdline"))
+            .is_ok_and(|c| c.contains("sleep") && c.contains("300"))
+    };
+    assert!(ours(pid));
+    ff.kill().unwrap();
+    ff.wait().unwrap();
+    // Gone (or a zombie waiting for its new parent) once ffkit is.
+    let gone = wait_for(|| {
+        !ours(pid)
+            || fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map_or(true, |s| s.split_whitespace().nth(2) == Some("Z"))
+    });
+    assert!(gone, "the command outlived ffkit");
 }

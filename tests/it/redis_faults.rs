@@ -135,7 +135,8 @@ fn redis_timed_out_acquire_leaves_no_lock_behind() {
         .success();
     let sleeper = s.stall_with(redis::cmd("DEBUG").arg("SLEEP").arg(2).clone());
     let mut c = ff(&w, &s, "lock-acquire");
-    c.args(["-n", "dl"]).env("FFKIT_BACKEND_TIMEOUT", "0.3");
+    c.args(["-n", "dl", "--", "true"])
+        .env("FFKIT_BACKEND_TIMEOUT", "0.3");
     let (code, _, err, _) = bounded(c, b"", Duration::from_secs(20));
     assert_eq!(code, Some(9), "{err}");
     sleeper.join().unwrap();

@@ -321,6 +321,23 @@ impl Conn {
         r.map_err(|e| self.fail(what, &e))
     }
 
+    /// Runs `source` with `EVAL` (no `EVALSHA` first): one request that
+    /// runs whenever it reaches the server, even if it times out here and
+    /// the server had never seen the script (an `EVALSHA` would then be
+    /// refused with NOSCRIPT when the server gets to it).
+    pub fn eval_source<T: FromRedisValue>(
+        &mut self,
+        what: &str,
+        source: &str,
+        nkeys: usize,
+        add: impl Fn(&mut Cmd),
+    ) -> crate::Result<T> {
+        let mut c = redis::cmd("EVAL");
+        c.arg(source).arg(nkeys);
+        add(&mut c);
+        self.cmd(what, &c)
+    }
+
     pub fn label(&self) -> &str {
         &self.target.label
     }

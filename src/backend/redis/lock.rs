@@ -368,11 +368,10 @@ fn cancel(conn: &mut Conn, keys: &Keys, token: &str, lease: Duration) {
     if conn.reconnect().is_err() {
         return;
     }
-    let script = Script::new(CANCEL);
     let marker = format!("{}{token}", keys.cancel);
     // A marker outlives any acquisition that could still arrive: ten leases.
     let keep = ms(lease.saturating_mul(10)).max(60_000);
-    let _: Result<i64> = conn.eval("cannot cancel", &script, CANCEL, 4, |c| {
+    let _: Result<i64> = conn.eval_source("cannot cancel", CANCEL, 4, |c| {
         c.arg(&keys.lock)
             .arg(&keys.holder)
             .arg(&keys.wake)

@@ -389,10 +389,11 @@ fn cancel(conn: &mut Conn, keys: &Keys, token: &str, lease: Duration) {
 /// the first attempt finds the lock busy.
 ///
 /// A failed or uncertain attempt never leaves the lock behind: the token
-/// is cancelled ([`cancel`]) before the error is returned. A waiter (`-w`)
-/// rides out a server blip: a failure while waiting is tried again, on a
-/// new connection and with the same token, until the deadline (without
-/// one: for one lease), and only then returned.
+/// is cancelled ([`cancel`]) before the error is returned. A waiter (the
+/// first attempt found the lock busy) rides out a server blip: a failure
+/// while waiting is tried again, on a new connection and with the same
+/// token, until the deadline (without one: for one lease), and only then
+/// returned.
 pub fn acquire(
     conn: &mut Conn,
     keys: &Keys,
@@ -444,7 +445,9 @@ pub fn acquire(
         let since = *failing_since.get_or_insert(sent);
         let retry_until = deadline.unwrap_or(since + lease);
         let pause = (conn.timeout() / 4).max(Duration::from_millis(20));
-        if wait == Wait::NonBlocking || Instant::now() + pause >= retry_until {
+        // Only a waiter rides out a blip: a call whose first attempt got no
+        // answer fails within its timeout, as every other call does.
+        if !noted || Instant::now() + pause >= retry_until {
             cancel(conn, keys, &token, lease);
             return Err(outcome);
         }

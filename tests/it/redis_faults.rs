@@ -360,3 +360,44 @@ fn redis_holder_cut_off_at_the_minimum_lease_stops_its_command_before_it_lapses(
     assert_eq!(st.code(), Some(9), "{err}");
     assert!(err.contains("lease renewal failed"), "{err}");
 }
+
+#[test]
+fn redis_out_of_memory_and_noauth_are_one_short_line() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    // A batch the server refuses line by line (out of memory): one line
+    // saying why once, not the refusal repeated 300 times.
+    let _: String = s.query(redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("1"));
+    let out = ff(&w, &s, "cache-batch")
+        .write_stdin(batch_input("oom"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("OOM") && lines[0].len() < 500, "{lines:?}");
+    let _: String = s.query(redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("0"));
+    // A server that wants a password, asked without one (the oracle's own
+    // connection stays authenticated).
+    let _: String = s.query(
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg("s3cretpw"),
+    );
+    for (applet, args, code) in [
+        ("cache-batch", vec![], 1),
+        ("cache-size", vec![], 1),
+        ("lock-status", vec!["x"], 9),
+    ] {
+        let out = ff(&w, &s, applet)
+            .args(&args)
+            .write_stdin(batch_input("auth"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{}", stderr_of(&out));
+        let lines = stderr_lines(&out);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("requires a password"), "{applet}: {lines:?}");
+    }
+}

@@ -1017,3 +1017,56 @@ pub fn end_holder(rec: &Record) {
         let _ = rustix::process::pidfd_send_signal(&fd, Signal::TERM);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_two_locks_share_a_key() {
+        let names = [
+            "deploy",
+            "deploy:fence",
+            "deploy:holder",
+            "deploy:wake",
+            "deploy:cancel:00",
+            "deploy}",
+            "{deploy}",
+            "deploy}:fence",
+            "session/deploy",
+            "dev-a/deploy",
+            "dev-a/session/deploy",
+            "/tmp/deploy.lock",
+            "%2Ftmp%2Fdeploy.lock",
+            "a%",
+            "a%25",
+        ];
+        let mut seen: HashMap<String, String> = HashMap::new();
+        for name in names {
+            for session in [false, true] {
+                for dev in [None, Some("a"), Some("a/session"), Some("a}")] {
+                    let k = Keys::new(name, session, dev);
+                    let who = format!("{name:?} session={session} dev={dev:?}");
+                    for key in [&k.lock, &k.holder, &k.fence, &k.wake] {
+                        if let Some(other) = seen.insert(key.clone(), who.clone()) {
+                            panic!("{key} belongs to both {other} and {who}");
+                        }
+                    }
+                    // One hash tag for every key of the lock: one slot.
+                    let tag = |s: &str| s[s.find('{').unwrap()..=s.find('}').unwrap()].to_string();
+                    assert!(
+                        [&k.holder, &k.fence, &k.wake, &k.cancel]
+                            .iter()
+                            .all(|x| tag(x) == tag(&k.lock)),
+                        "{k:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(Keys::new("deploy", false, None).lock, "ffkit:lock:{deploy}");
+        assert_eq!(
+            Keys::new("s1", true, Some("bob")).fence,
+            "ffkit:lock:{dev-bob/session/s1}:fence"
+        );
+    }
+}

@@ -78,16 +78,14 @@ impl Target {
                 ));
             }
         }
-        let info = url
-            .into_connection_info()
-            .map_err(|e| {
-                let why = e.to_string();
-                let mut why = why.trim().to_string();
-                for s in secrets(url) {
-                    why = why.replace(s.as_str(), "***");
-                }
-                format!("'{}': {why}", redact(url))
-            })?;
+        let info = url.into_connection_info().map_err(|e| {
+            let why = e.to_string();
+            let mut why = why.trim().to_string();
+            for s in secrets(url) {
+                why = why.replace(s.as_str(), "***");
+            }
+            format!("'{}': {why}", redact(url))
+        })?;
         if let ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } = info.addr()
             && host.is_empty()
         {
@@ -293,9 +291,18 @@ mod tests {
             ("redis://u:s3cret@h:6379/2", "redis://u:***@h:6379/2"),
             ("redis://:s3cret@h:6379", "redis://:***@h:6379"),
             ("redis://u:s3/c?r@et@h:1", "redis://u:***@h:1"),
-            ("unix:///run/r.sock?pass=s3cret&db=2", "unix:///run/r.sock?pass=***&db=2"),
-            ("redis+unix:///r.sock?db=1&password=s3cret", "redis+unix:///r.sock?db=1&password=***"),
-            ("redis://h:1/0?PASSWORD=s3cret", "redis://h:1/0?PASSWORD=***"),
+            (
+                "unix:///run/r.sock?pass=s3cret&db=2",
+                "unix:///run/r.sock?pass=***&db=2",
+            ),
+            (
+                "redis+unix:///r.sock?db=1&password=s3cret",
+                "redis+unix:///r.sock?db=1&password=***",
+            ),
+            (
+                "redis://h:1/0?PASSWORD=s3cret",
+                "redis://h:1/0?PASSWORD=***",
+            ),
             ("redis://u:s%33cret@h:1", "redis://u:***@h:1"),
             ("redis://user@h:1", "redis://user@h:1"),
         ] {
@@ -308,7 +315,11 @@ mod tests {
                 ca: None,
             };
             let msg = t.scrub(&format!("error: {url} said s3cret, s3/c?r@et"));
-            let leaked = if url.contains("s3/c") { "c?r@et" } else { "s3cret" };
+            let leaked = if url.contains("s3/c") {
+                "c?r@et"
+            } else {
+                "s3cret"
+            };
             assert!(!url.contains(leaked) || !msg.contains(leaked), "{msg}");
         }
         assert!(secrets("redis://u:s%33cret@h:1").contains(&"s3cret".to_string()));

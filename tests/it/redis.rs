@@ -226,8 +226,7 @@ impl Server {
     pub fn quiesce(&self) {
         until("the other clients to be gone", 30, || {
             let info: String = self.query(redis::cmd("INFO").arg("clients"));
-            info.lines()
-                .any(|l| l.trim() == "connected_clients:1")
+            info.lines().any(|l| l.trim() == "connected_clients:1")
         });
     }
 
@@ -281,7 +280,11 @@ impl Proxy {
                     continue;
                 };
                 for (from, to, replies) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap(), false),
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        false,
+                    ),
                     (server, client, true),
                 ] {
                     let st = st.clone();
@@ -307,9 +310,14 @@ impl Proxy {
     /// lets `reply_bytes` more bytes of replies through, then no more
     /// (requests still reach the server).
     pub fn cut_after(&self, request_bytes: usize, reply_bytes: usize) {
-        self.state.sent.store(0, std::sync::atomic::Ordering::SeqCst);
-        *self.state.cut.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((request_bytes, reply_bytes));
+        self.state
+            .sent
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+        *self
+            .state
+            .cut
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((request_bytes, reply_bytes));
     }
 }
 
@@ -333,13 +341,19 @@ fn pump(
 ) {
     use std::io::{Read, Write};
     use std::sync::atomic::Ordering::SeqCst;
-    from.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    from.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
     let mut buf = vec![0u8; 64 << 10];
     while !st.stop.load(SeqCst) {
         let n = match from.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 continue;
             }
             Err(_) => break,
@@ -881,7 +895,8 @@ release_session_lock bob s1
     assert_eq!(v.as_deref(), Some("hello"));
     let v: Option<String> = s.query(redis::cmd("GET").arg("ffkit:cache:dev-alice:v:k2"));
     assert_eq!(v.as_deref(), Some("abc"));
-    let fence: Option<u64> = s.query(redis::cmd("GET").arg("ffkit:lock:{dev-bob/session/s1}:fence"));
+    let fence: Option<u64> =
+        s.query(redis::cmd("GET").arg("ffkit:lock:{dev-bob/session/s1}:fence"));
     assert!(fence.is_some(), "the session lock lives in bob's namespace");
     // Nothing was written locally.
     assert!(!w.path().join(".flowforge/cache").exists());

@@ -23,7 +23,11 @@ fn ff(w: &World, s: &Server, applet: &str) -> Command {
 
 /// Runs `c` to its end, or kills it (our own child) after `limit` and
 /// fails: (exit code, stdout, stderr, elapsed).
-fn bounded(mut c: Command, stdin: &[u8], limit: Duration) -> (Option<i32>, String, String, Duration) {
+fn bounded(
+    mut c: Command,
+    stdin: &[u8],
+    limit: Duration,
+) -> (Option<i32>, String, String, Duration) {
     use std::io::Write;
     let t0 = Instant::now();
     let mut child = c
@@ -195,7 +199,12 @@ fn redis_lock_names_cannot_reach_another_locks_keys() {
         .success();
     // deploy's own keys are not locks of other names, and taking those
     // leaves deploy's record and counter alone.
-    for name in ["deploy:fence", "deploy:holder", "deploy:wake", "session/deploy"] {
+    for name in [
+        "deploy:fence",
+        "deploy:holder",
+        "deploy:wake",
+        "session/deploy",
+    ] {
         let out = ff(&w, &s, "lock-acquire")
             .args(["-n", name, "-c", "echo $FFKIT_LOCK_FENCE"])
             .output()
@@ -331,7 +340,10 @@ fn redis_holder_cut_off_at_the_minimum_lease_stops_its_command_before_it_lapses(
     )
     .unwrap();
     let died = std::thread::spawn(move || {
-        let mut fds = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::IN)];
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
         let _ = rustix::event::poll(&mut fds, None);
         Instant::now()
     });
@@ -375,7 +387,10 @@ fn redis_out_of_memory_and_noauth_are_one_short_line() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     let lines = stderr_lines(&out);
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("OOM") && lines[0].len() < 500, "{lines:?}");
+    assert!(
+        lines[0].contains("OOM") && lines[0].len() < 500,
+        "{lines:?}"
+    );
     let _: String = s.query(redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("0"));
     // A server that wants a password, asked without one (the oracle's own
     // connection stays authenticated).
@@ -398,6 +413,9 @@ fn redis_out_of_memory_and_noauth_are_one_short_line() {
         assert_eq!(out.status.code(), Some(code), "{}", stderr_of(&out));
         let lines = stderr_lines(&out);
         assert_eq!(lines.len(), 1, "{lines:?}");
-        assert!(lines[0].contains("requires a password"), "{applet}: {lines:?}");
+        assert!(
+            lines[0].contains("requires a password"),
+            "{applet}: {lines:?}"
+        );
     }
 }

@@ -99,7 +99,10 @@ mod with_tls {
         )
         .unwrap();
         for ca in [garbage, empty, broken, s.dir.path().join("server.key")] {
-            for (applet, args) in [("cache-write", &["k", "v"][..]), ("lock-status", &["L"][..])] {
+            for (applet, args) in [
+                ("cache-write", &["k", "v"][..]),
+                ("lock-status", &["L"][..]),
+            ] {
                 let out = ff(&w, &s, applet)
                     .env("FFKIT_BACKEND_CA", &ca)
                     .args(args)

@@ -194,9 +194,11 @@ impl RedisCache {
         let script = Script::new(WRITE);
         let now = now_arg(self.now);
         let prefix = &self.prefix;
-        let _: i64 = self.conn.eval("cannot write entry", &script, WRITE, 0, |c| {
-            c.arg(prefix).arg(key).arg(value).arg(ttl).arg(&now);
-        })?;
+        let _: i64 = self
+            .conn
+            .eval("cannot write entry", &script, WRITE, 0, |c| {
+                c.arg(prefix).arg(key).arg(value).arg(ttl).arg(&now);
+            })?;
         Ok(())
     }
 
@@ -265,9 +267,11 @@ impl RedisCache {
     pub fn delete(&mut self, key: &str) -> Result<Option<u64>> {
         let script = Script::new(DELETE);
         let prefix = &self.prefix;
-        let n: i64 = self.conn.eval("cannot delete entry", &script, DELETE, 0, |c| {
-            c.arg(prefix).arg(key);
-        })?;
+        let n: i64 = self
+            .conn
+            .eval("cannot delete entry", &script, DELETE, 0, |c| {
+                c.arg(prefix).arg(key);
+            })?;
         Ok(u64::try_from(n).ok())
     }
 

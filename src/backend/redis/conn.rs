@@ -71,7 +71,8 @@ fn tls_client(target: &Target, ca: &std::path::Path) -> crate::Result<Client> {
         client_tls: None,
         root_cert: Some(pem),
     };
-    Client::build_with_tls(target.info.clone(), certs).map_err(|e| bad(target.scrub(&e.to_string())))
+    Client::build_with_tls(target.info.clone(), certs)
+        .map_err(|e| bad(target.scrub(&e.to_string())))
 }
 
 /// Without the `tls` feature no target is TLS (`Target::parse` refuses
@@ -94,12 +95,22 @@ fn timed_out() -> RedisError {
 impl Conn {
     /// Connects with `timeout` for connect, read and write.
     pub fn open(target: &Target, timeout: Duration, area: Area) -> crate::Result<Conn> {
+        Conn::open_until(target, timeout, area, None)
+    }
+
+    /// [`Conn::open`] with every wait, the connect's too, ending by `cap`.
+    pub fn open_until(
+        target: &Target,
+        timeout: Duration,
+        area: Area,
+        cap: Option<Instant>,
+    ) -> crate::Result<Conn> {
         let mut c = Conn {
             con: None,
             target: target.clone(),
             timeout,
             area,
-            cap: None,
+            cap,
             broken: None,
         };
         c.connect()?;
@@ -232,9 +243,9 @@ impl Conn {
     /// A pipeline: its replies as one array (a transaction: what `EXEC`
     /// returned), read against one deadline.
     pub fn pipe<T: FromRedisValue>(&mut self, what: &str, p: &Pipeline) -> crate::Result<T> {
-        let r = self.pipe_values(p).and_then(|v| {
-            redis::from_redis_value(Value::Array(v)).map_err(RedisError::from)
-        });
+        let r = self
+            .pipe_values(p)
+            .and_then(|v| redis::from_redis_value(Value::Array(v)).map_err(RedisError::from));
         r.map_err(|e| self.fail(what, &e))
     }
 

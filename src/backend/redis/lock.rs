@@ -534,7 +534,10 @@ pub fn extend(
 ) -> Result<bool> {
     let script = Script::new(EXTEND);
     let n: i64 = conn.eval("cannot renew lock", &script, EXTEND, 2, |c| {
-        c.arg(&keys.lock).arg(&keys.holder).arg(token).arg(ms(lease));
+        c.arg(&keys.lock)
+            .arg(&keys.holder)
+            .arg(token)
+            .arg(ms(lease));
         for (k, v) in fields {
             c.arg(*k).arg(v);
         }
@@ -777,11 +780,12 @@ fn renew(
 ) -> Result<bool> {
     let c = match conn {
         Some(c) => c,
-        None => {
-            let mut c = Conn::open(target, limits.timeout, Area::Lock)?;
-            c.set_cap(Some(cap));
-            conn.insert(c)
-        }
+        None => conn.insert(Conn::open_until(
+            target,
+            limits.timeout,
+            Area::Lock,
+            Some(cap),
+        )?),
     };
     c.set_cap(Some(cap));
     extend(c, keys, token, limits.lease, &[])
@@ -789,12 +793,7 @@ fn renew(
 
 /// Stops the command's group: SIGTERM, then SIGKILL at `kill_at` at the
 /// latest (before the lease can lapse).
-fn stop_group(
-    child: &mut std::process::Child,
-    pgid: u32,
-    kill_at: Instant,
-    why: String,
-) -> RunEnd {
+fn stop_group(child: &mut std::process::Child, pgid: u32, kill_at: Instant, why: String) -> RunEnd {
     let Some(p) = Pid::from_raw(pgid as i32) else {
         return RunEnd::LeaseLost { why, status: 1 };
     };

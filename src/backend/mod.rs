@@ -24,8 +24,10 @@ pub struct Target {
     /// The URL as given (with any password): only ever handed to a child
     /// ffkit through its environment (cache-run's detached refresh).
     pub(crate) url: String,
-    /// The URL as messages show it: without the password.
+    /// The URL as messages show it: without any credential.
     pub label: String,
+    /// The URL's credentials, scrubbed from every message ([`Target::scrub`]).
+    secrets: Vec<String>,
     /// `FFKIT_BACKEND_CA`: the PEM file of the CA that signed a `rediss://`
     /// server's certificate (else the system's roots).
     pub(crate) ca: Option<PathBuf>,
@@ -76,9 +78,14 @@ impl Target {
                 ));
             }
         }
-        let info = url
-            .into_connection_info()
-            .map_err(|e| format!("'{}': {}", redact(url), e.to_string().trim()))?;
+        let info = url.into_connection_info().map_err(|e| {
+            let why = e.to_string();
+            let mut why = why.trim().to_string();
+            for s in secrets(url) {
+                why = why.replace(s.as_str(), "***");
+            }
+            format!("'{}': {why}", redact(url))
+        })?;
         if let ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } = info.addr()
             && host.is_empty()
         {
@@ -92,6 +99,7 @@ impl Target {
             info,
             url: url.to_string(),
             label: redact(url),
+            secrets: secrets(url),
             ca: None,
         }))
     }
@@ -102,29 +110,116 @@ impl Target {
         self
     }
 
+    /// `text` with every credential of the URL replaced by `***`.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut t = text.to_string();
+        for s in &self.secrets {
+            t = t.replace(s.as_str(), "***");
+        }
+        t
+    }
+
     /// Whether the connection is TLS (`rediss://`).
     pub fn is_tls(&self) -> bool {
         matches!(self.info.addr(), ConnectionAddr::TcpTls { .. })
     }
 }
 
-/// The URL with any password replaced by `***`.
+/// Query parameters of a backend URL that carry a credential.
+const SECRET_PARAMS: [&str; 4] = ["pass", "password", "passwd", "pwd"];
+
+/// The URL with every credential replaced by `***`: the password of
+/// `user:password@` (everything before the last `@` but the user name, so
+/// a password holding `/`, `?` or `@` does not leak either) and the value
+/// of a `pass=`/`password=` query parameter (`unix:///path?pass=…`).
 fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (auth_end, tail) = match rest.find('/') {
-        Some(i) => (i, &rest[i..]),
-        None => (rest.len(), ""),
-    };
-    let authority = &rest[..auth_end];
-    match authority.rsplit_once('@') {
-        Some((cred, host)) => {
-            let user = cred.split_once(':').map_or(cred, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}{tail}")
+    let rest = match rest.rsplit_once('@') {
+        Some((cred, tail)) => {
+            let user = match cred.split_once(':') {
+                Some((u, _)) if !u.contains(['/', '?', '#']) => u,
+                Some(_) => "",
+                None if cred.contains(['/', '?', '#']) => "",
+                // `user@host` with no password: nothing secret.
+                None => return format!("{scheme}://{cred}@{}", redact_query(tail)),
+            };
+            format!("{user}:***@{}", redact_query(tail))
         }
-        None => url.to_string(),
+        None => redact_query(rest),
+    };
+    format!("{scheme}://{rest}")
+}
+
+/// `s` with the values of the credential query parameters replaced.
+fn redact_query(s: &str) -> String {
+    let Some((head, query)) = s.split_once('?') else {
+        return s.to_string();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) if is_secret_param(k) => format!("{k}=***"),
+            _ => kv.to_string(),
+        })
+        .collect();
+    format!("{head}?{}", params.join("&"))
+}
+
+fn is_secret_param(k: &str) -> bool {
+    SECRET_PARAMS.iter().any(|p| k.eq_ignore_ascii_case(p))
+}
+
+/// The credentials in `url`, as written and percent-decoded, for scrubbing
+/// messages (a library error could quote them).
+fn secrets(url: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let Some((_, rest)) = url.split_once("://") else {
+        return out;
+    };
+    if let Some((cred, _)) = rest.rsplit_once('@')
+        && let Some((_, password)) = cred.split_once(':')
+    {
+        out.push(password.to_string());
+        out.push(cred.to_string());
     }
+    if let Some((_, query)) = rest.split_once('?') {
+        for kv in query.split('&') {
+            if let Some((k, v)) = kv.split_once('=')
+                && is_secret_param(k)
+            {
+                out.push(v.to_string());
+            }
+        }
+    }
+    let decoded: Vec<String> = out.iter().map(|s| percent_decode(s)).collect();
+    out.extend(decoded);
+    out.retain(|s| !s.is_empty());
+    // Longest first, so a password is replaced before a part of it.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out.dedup();
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The backend a call uses: `--backend URL` when given (`local` forces the
@@ -188,5 +283,45 @@ mod tests {
         }
         let e = Target::parse("redis://u:secret@h:bad").unwrap_err();
         assert!(!e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn no_credential_is_shown_in_any_url_form() {
+        for (url, shown) in [
+            ("redis://u:s3cret@h:6379/2", "redis://u:***@h:6379/2"),
+            ("redis://:s3cret@h:6379", "redis://:***@h:6379"),
+            ("redis://u:s3/c?r@et@h:1", "redis://u:***@h:1"),
+            (
+                "unix:///run/r.sock?pass=s3cret&db=2",
+                "unix:///run/r.sock?pass=***&db=2",
+            ),
+            (
+                "redis+unix:///r.sock?db=1&password=s3cret",
+                "redis+unix:///r.sock?db=1&password=***",
+            ),
+            (
+                "redis://h:1/0?PASSWORD=s3cret",
+                "redis://h:1/0?PASSWORD=***",
+            ),
+            ("redis://u:s%33cret@h:1", "redis://u:***@h:1"),
+            ("redis://user@h:1", "redis://user@h:1"),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+            let t = Target {
+                info: "redis://h:1".into_connection_info().unwrap(),
+                url: url.into(),
+                label: redact(url),
+                secrets: secrets(url),
+                ca: None,
+            };
+            let msg = t.scrub(&format!("error: {url} said s3cret, s3/c?r@et"));
+            let leaked = if url.contains("s3/c") {
+                "c?r@et"
+            } else {
+                "s3cret"
+            };
+            assert!(!url.contains(leaked) || !msg.contains(leaked), "{msg}");
+        }
+        assert!(secrets("redis://u:s%33cret@h:1").contains(&"s3cret".to_string()));
     }
 }

@@ -110,6 +110,7 @@ impl Server {
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(["--enable-debug-command", "local"])
             .arg("--dir")
             .arg(self.dir.path())
             .arg("--unixsocket")
@@ -192,6 +193,43 @@ impl Server {
         }
     }
 
+    /// Runs `cmd` on a connection of its own in a thread (a command that
+    /// blocks the server, like DEBUG SLEEP), and returns once the server
+    /// has stopped answering: a probe's PING no longer gets a reply within
+    /// 50 ms. The thread ends when the command is answered.
+    pub fn stall_with(&self, cmd: redis::Cmd) -> std::thread::JoinHandle<()> {
+        let mut con = self.connect();
+        let t = std::thread::spawn(move || {
+            con.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+            let _: redis::Value = cmd.query(&mut con).unwrap();
+        });
+        let give_up = Instant::now() + Duration::from_secs(20);
+        loop {
+            // The client's connect sends a command too (CLIENT SETINFO).
+            let answered = redis::Client::open(self.url())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(50)))
+                .and_then(|mut c| {
+                    c.set_read_timeout(Some(Duration::from_millis(50)))?;
+                    redis::cmd("PING").query::<String>(&mut c)
+                });
+            if answered.as_ref().is_err_and(|e| e.is_timeout()) {
+                return t;
+            }
+            assert!(Instant::now() < give_up, "the server never stalled");
+            sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits until the test's oracle connection is the server's only
+    /// client: every command other clients sent (queued behind a stall,
+    /// say) has run by then.
+    pub fn quiesce(&self) {
+        until("the other clients to be gone", 30, || {
+            let info: String = self.query(redis::cmd("INFO").arg("clients"));
+            info.lines().any(|l| l.trim() == "connected_clients:1")
+        });
+    }
+
     /// SIGKILLs the server (our own child) and reaps it.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -199,6 +237,149 @@ impl Server {
             let _ = c.wait();
         }
     }
+}
+
+/// A fault tool: a TCP relay on a loopback port to the test server, in
+/// threads of the test process, that can be told to stop forwarding —
+/// everything at once ([`Proxy::blackhole`], a network partition: no data
+/// either way, new connections accepted and then ignored), or the
+/// server's replies partway through a request ([`Proxy::cut_after`], a
+/// server that stops answering mid-call).
+pub struct Proxy {
+    pub port: u16,
+    state: std::sync::Arc<ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    stop: std::sync::atomic::AtomicBool,
+    blackhole: std::sync::atomic::AtomicBool,
+    /// Client-to-server bytes relayed since the last `cut_after`.
+    sent: std::sync::atomic::AtomicUsize,
+    /// `(trigger, allowance)`: once `sent` exceeds trigger, relay at most
+    /// allowance more reply bytes, then none.
+    cut: Mutex<Option<(usize, usize)>>,
+}
+
+impl Proxy {
+    /// A relay to `server`'s port, forwarding everything until told otherwise.
+    pub fn start(server: &Server) -> Proxy {
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream = server.port;
+        let state = Arc::new(ProxyState::default());
+        let st = state.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if st.stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                for (from, to, replies) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        false,
+                    ),
+                    (server, client, true),
+                ] {
+                    let st = st.clone();
+                    std::thread::spawn(move || pump(from, to, replies, &st));
+                }
+            }
+        });
+        Proxy { port, state }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops forwarding anything, on every connection, old and new.
+    pub fn blackhole(&self) {
+        self.state
+            .blackhole
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Once the clients have sent more than `request_bytes` from now on,
+    /// lets `reply_bytes` more bytes of replies through, then no more
+    /// (requests still reach the server).
+    pub fn cut_after(&self, request_bytes: usize, reply_bytes: usize) {
+        self.state
+            .sent
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+        *self
+            .state
+            .cut
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((request_bytes, reply_bytes));
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.state
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes the accepting thread, which then sees `stop`.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Relays `from` to `to` until either side closes or the proxy stops,
+/// dropping what the proxy's state says must not pass.
+fn pump(
+    mut from: std::net::TcpStream,
+    mut to: std::net::TcpStream,
+    replies: bool,
+    st: &ProxyState,
+) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering::SeqCst;
+    from.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = vec![0u8; 64 << 10];
+    while !st.stop.load(SeqCst) {
+        let n = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(_) => break,
+        };
+        if st.blackhole.load(SeqCst) {
+            continue;
+        }
+        let pass = if replies {
+            let mut cut = st.cut.lock().unwrap_or_else(PoisonError::into_inner);
+            match cut.as_mut() {
+                Some((trigger, allowance)) if st.sent.load(SeqCst) > *trigger => {
+                    let pass = n.min(*allowance);
+                    *allowance -= pass;
+                    pass
+                }
+                _ => n,
+            }
+        } else {
+            st.sent.fetch_add(n, SeqCst);
+            n
+        };
+        if to.write_all(&buf[..pass]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
 }
 
 /// A CA and a server certificate for `localhost` and 127.0.0.1 it signed,
@@ -309,7 +490,7 @@ fn redis_command_mode_counts_exactly_and_fences_grow() {
     );
     // Every lock was released: nothing but the counter and a lapsing
     // wake-up list remains.
-    let held: Option<String> = s.query(redis::cmd("GET").arg("ffkit:lock:cnt"));
+    let held: Option<String> = s.query(redis::cmd("GET").arg("ffkit:lock:{cnt}"));
     assert_eq!(held, None);
 }
 
@@ -320,7 +501,7 @@ fn redis_named_pairs_count_exactly() {
     let body =
         "$FF lock-acquire -q pair && { read n < c; echo $((n+1)) > c; $FF lock-release pair; }";
     assert_eq!(contention(&w, &s, body), (PROCS * INCREMENTS).to_string());
-    let held: Option<String> = s.query(redis::cmd("GET").arg("ffkit:lock:pair"));
+    let held: Option<String> = s.query(redis::cmd("GET").arg("ffkit:lock:{pair}"));
     assert_eq!(held, None, "every pair released");
 }
 
@@ -457,7 +638,7 @@ fn redis_named_lock_is_released_when_its_owner_dies() {
     until("the lock to be released", 20, || {
         status_json(&w, &s, "o")["state"] == "free"
     });
-    let held: Option<String> = s.query(redis::cmd("GET").arg("ffkit:lock:o"));
+    let held: Option<String> = s.query(redis::cmd("GET").arg("ffkit:lock:{o}"));
     assert_eq!(held, None);
 }
 
@@ -509,7 +690,7 @@ fn redis_waiter_is_woken_by_the_release_and_times_out_with_6() {
         .success();
     let st = waiter.wait().unwrap();
     assert!(st.success());
-    let left: i64 = s.query(redis::cmd("LLEN").arg("ffkit:lock:wk:wake"));
+    let left: i64 = s.query(redis::cmd("LLEN").arg("ffkit:lock:{wk}:wake"));
     assert_eq!(left, 0, "the waiter took the wake-up");
     assert_eq!(status_json(&w, &s, "wk")["pid"], owner2.id());
     for mut o in [owner, owner2] {
@@ -714,7 +895,8 @@ release_session_lock bob s1
     assert_eq!(v.as_deref(), Some("hello"));
     let v: Option<String> = s.query(redis::cmd("GET").arg("ffkit:cache:dev-alice:v:k2"));
     assert_eq!(v.as_deref(), Some("abc"));
-    let fence: Option<u64> = s.query(redis::cmd("GET").arg("ffkit:lock:dev-bob/session/s1:fence"));
+    let fence: Option<u64> =
+        s.query(redis::cmd("GET").arg("ffkit:lock:{dev-bob/session/s1}:fence"));
     assert!(fence.is_some(), "the session lock lives in bob's namespace");
     // Nothing was written locally.
     assert!(!w.path().join(".flowforge/cache").exists());

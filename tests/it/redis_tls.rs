@@ -80,9 +80,39 @@ mod with_tls {
             let lines = stderr_lines(&out);
             assert_eq!(lines.len(), 1, "{lines:?}");
             assert!(
-                lines[0].contains(&s.tls_url()) && lines[0].contains("certificate"),
+                lines[0].contains(&s.tls_url())
+                    && lines[0].contains("cannot connect")
+                    && lines[0].contains("certificate"),
                 "{lines:?}"
             );
+        }
+        // A CA file that holds no certificate is a configuration error,
+        // whatever the applet: garbage, an empty file, a private key.
+        let garbage = w.path().join("garbage.pem");
+        std::fs::write(&garbage, "this is not a certificate\n").unwrap();
+        let empty = w.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let broken = w.path().join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        for ca in [garbage, empty, broken, s.dir.path().join("server.key")] {
+            for (applet, args) in [
+                ("cache-write", &["k", "v"][..]),
+                ("lock-status", &["L"][..]),
+            ] {
+                let out = ff(&w, &s, applet)
+                    .env("FFKIT_BACKEND_CA", &ca)
+                    .args(args)
+                    .output()
+                    .unwrap();
+                assert_eq!(out.status.code(), Some(12), "{ca:?}: {}", stderr_of(&out));
+                let lines = stderr_lines(&out);
+                assert_eq!(lines.len(), 1, "{lines:?}");
+                assert!(lines[0].contains("FFKIT_BACKEND_CA="), "{lines:?}");
+            }
         }
         let out = ff(&w, &s, "cache-read")
             .env("FFKIT_BACKEND_CA", w.path().join("no-such-ca.pem"))

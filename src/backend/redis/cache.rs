@@ -192,13 +192,13 @@ impl RedisCache {
             return Err(too_big(key));
         }
         let script = Script::new(WRITE);
-        let mut inv = script.prepare_invoke();
-        inv.arg(&self.prefix)
-            .arg(key)
-            .arg(value)
-            .arg(ttl)
-            .arg(now_arg(self.now));
-        let _: i64 = self.conn.call("cannot write entry", |c| inv.invoke(c))?;
+        let now = now_arg(self.now);
+        let prefix = &self.prefix;
+        let _: i64 = self
+            .conn
+            .eval("cannot write entry", &script, WRITE, 0, |c| {
+                c.arg(prefix).arg(key).arg(value).arg(ttl).arg(&now);
+            })?;
         Ok(())
     }
 
@@ -209,9 +209,9 @@ impl RedisCache {
             return Err(too_big(k));
         }
         let script = Script::new(WRITE);
-        let sha: String = self.conn.call("cannot load script", |c| {
-            redis::cmd("SCRIPT").arg("LOAD").arg(WRITE).query(c)
-        })?;
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(WRITE);
+        let sha: String = self.conn.cmd("cannot load script", &load)?;
         debug_assert_eq!(sha, script.get_hash());
         let now = now_arg(self.now);
         let mut p = redis::pipe();
@@ -224,10 +224,9 @@ impl RedisCache {
                 .arg(*k)
                 .arg(*v)
                 .arg(*ttl)
-                .arg(&now)
-                .ignore();
+                .arg(&now);
         }
-        let () = self.conn.call("cannot write entries", |c| p.query(c))?;
+        let _: Vec<redis::Value> = self.conn.pipe("cannot write entries", &p)?;
         Ok(())
     }
 
@@ -238,12 +237,11 @@ impl RedisCache {
     /// Reads one entry with its metadata, as `mode` says.
     pub fn read_with(&mut self, key: &str, mode: ReadMode) -> Result<Found> {
         let script = Script::new(READ);
-        let mut inv = script.prepare_invoke();
-        inv.arg(&self.prefix)
-            .arg(key)
-            .arg(now_arg(self.now))
-            .arg(mode.arg());
-        let v: Vec<redis::Value> = self.conn.call("cannot read entry", |c| inv.invoke(c))?;
+        let now = now_arg(self.now);
+        let prefix = &self.prefix;
+        let v: Vec<redis::Value> = self.conn.eval("cannot read entry", &script, READ, 0, |c| {
+            c.arg(prefix).arg(key).arg(&now).arg(mode.arg());
+        })?;
         let int = |i: usize| {
             v.get(i)
                 .and_then(|x| redis::from_redis_value_ref::<i64>(x).ok())
@@ -268,9 +266,12 @@ impl RedisCache {
     /// value's bytes, or `None` if there was none.
     pub fn delete(&mut self, key: &str) -> Result<Option<u64>> {
         let script = Script::new(DELETE);
-        let mut inv = script.prepare_invoke();
-        inv.arg(&self.prefix).arg(key);
-        let n: i64 = self.conn.call("cannot delete entry", |c| inv.invoke(c))?;
+        let prefix = &self.prefix;
+        let n: i64 = self
+            .conn
+            .eval("cannot delete entry", &script, DELETE, 0, |c| {
+                c.arg(prefix).arg(key);
+            })?;
         Ok(u64::try_from(n).ok())
     }
 
@@ -286,14 +287,12 @@ impl RedisCache {
 
     /// The counters (O(1)).
     pub fn size(&mut self) -> Result<Totals> {
-        let (b, n): (Option<i64>, Option<i64>) = self.conn.call("cannot read size", |c| {
-            redis::pipe()
-                .cmd("GET")
-                .arg(format!("{}total", self.prefix))
-                .cmd("GET")
-                .arg(format!("{}count", self.prefix))
-                .query(c)
-        })?;
+        let mut p = redis::pipe();
+        p.cmd("GET")
+            .arg(format!("{}total", self.prefix))
+            .cmd("GET")
+            .arg(format!("{}count", self.prefix));
+        let (b, n): (Option<i64>, Option<i64>) = self.conn.pipe("cannot read size", &p)?;
         Ok(Totals {
             bytes: b.unwrap_or(0).max(0) as u64,
             entries: n.unwrap_or(0).max(0) as u64,
@@ -321,11 +320,12 @@ impl RedisCache {
         };
         if fix && recount != counted {
             let script = Script::new(FIX);
-            let mut inv = script.prepare_invoke();
-            inv.arg(&self.prefix)
-                .arg(recount.bytes as i128 - counted.bytes as i128)
-                .arg(recount.entries as i128 - counted.entries as i128);
-            let _: i64 = self.conn.call("cannot fix size", |c| inv.invoke(c))?;
+            let prefix = &self.prefix;
+            let _: i64 = self.conn.eval("cannot fix size", &script, FIX, 0, |c| {
+                c.arg(prefix)
+                    .arg((recount.bytes as i128 - counted.bytes as i128).to_string())
+                    .arg((recount.entries as i128 - counted.entries as i128).to_string());
+            })?;
         }
         Ok(Verify { counted, recount })
     }
@@ -333,9 +333,10 @@ impl RedisCache {
     /// One verify step of `cache_verify.lua`.
     fn verify_step(&mut self, mode: &str, id: &str) -> Result<Vec<redis::Value>> {
         let script = Script::new(VERIFY);
-        let mut inv = script.prepare_invoke();
-        inv.arg(&self.prefix).arg(mode).arg(id);
-        let v: redis::Value = self.conn.call("cannot verify", |c| inv.invoke(c))?;
+        let prefix = &self.prefix;
+        let v: redis::Value = self.conn.eval("cannot verify", &script, VERIFY, 0, |c| {
+            c.arg(prefix).arg(mode).arg(id);
+        })?;
         Ok(match v {
             redis::Value::Array(items) => items,
             other => vec![other],
@@ -353,21 +354,19 @@ impl RedisCache {
         // SCAN can return a key twice (a rehash under writers): by name.
         let mut seen: std::collections::HashMap<Vec<u8>, u64> = std::collections::HashMap::new();
         loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = self.conn.call("cannot scan", |c| {
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query(c)
-            })?;
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.conn.cmd("cannot scan", &scan)?;
             if !keys.is_empty() {
                 let mut p = redis::pipe();
                 for k in &keys {
                     p.cmd("STRLEN").arg(k);
                 }
-                let lens: Vec<u64> = self.conn.call("cannot measure", |c| p.query(c))?;
+                let lens: Vec<u64> = self.conn.pipe("cannot measure", &p)?;
                 for (k, n) in keys.into_iter().zip(lens) {
                     let name = k.strip_prefix(strip.as_bytes()).unwrap_or(&k).to_vec();
                     seen.insert(name, n);
@@ -422,22 +421,24 @@ impl RedisCache {
         let script = Script::new(EVICT);
         let mut removed = Vec::new();
         let mut steps = 0;
+        let now = now_arg(self.now);
+        let max = p
+            .max_bytes
+            .map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX));
+        let older = p
+            .older_than
+            .map_or(-1, |d| i64::try_from(d).unwrap_or(i64::MAX));
         loop {
-            let mut inv = script.prepare_invoke();
-            inv.arg(&self.prefix)
-                .arg(now_arg(self.now))
-                .arg(
-                    p.max_bytes
-                        .map_or(-1, |m| i64::try_from(m).unwrap_or(i64::MAX)),
-                )
-                .arg(u8::from(p.expired))
-                .arg(u8::from(p.all))
-                .arg(EVICT_STEP)
-                .arg(
-                    p.older_than
-                        .map_or(-1, |d| i64::try_from(d).unwrap_or(i64::MAX)),
-                );
-            let v: Vec<redis::Value> = self.conn.call("cannot evict", |c| inv.invoke(c))?;
+            let prefix = &self.prefix;
+            let v: Vec<redis::Value> = self.conn.eval("cannot evict", &script, EVICT, 0, |c| {
+                c.arg(prefix)
+                    .arg(&now)
+                    .arg(max)
+                    .arg(u8::from(p.expired))
+                    .arg(u8::from(p.all))
+                    .arg(EVICT_STEP)
+                    .arg(older);
+            })?;
             steps += 1;
             let done = v
                 .first()
@@ -485,9 +486,9 @@ impl RedisCache {
         if let Some(n) = self.now {
             return Ok(n);
         }
-        let (s, _): (i64, i64) = self.conn.call("cannot read the server clock", |c| {
-            redis::cmd("TIME").query(c)
-        })?;
+        let (s, _): (i64, i64) = self
+            .conn
+            .cmd("cannot read the server clock", &redis::cmd("TIME"))?;
         Ok(s)
     }
 
@@ -513,7 +514,7 @@ impl RedisCache {
                 c
             }
         };
-        let keys: Vec<String> = self.conn.call("cannot plan eviction", |c| cmd.query(c))?;
+        let keys: Vec<String> = self.conn.cmd("cannot plan eviction", &cmd)?;
         let more = keys.len() == PLAN_BATCH;
         if keys.is_empty() {
             return Ok((Vec::new(), false));
@@ -524,7 +525,7 @@ impl RedisCache {
                 .arg(format!("{}m:{k}", self.prefix))
                 .arg("size");
         }
-        let sizes: Vec<Option<u64>> = self.conn.call("cannot plan eviction", |c| p.query(c))?;
+        let sizes: Vec<Option<u64>> = self.conn.pipe("cannot plan eviction", &p)?;
         let found = keys
             .into_iter()
             .zip(sizes)

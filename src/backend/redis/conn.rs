@@ -1,16 +1,27 @@
-//! One connection to the Redis backend with every timeout set, and the
+//! One connection to the Redis backend with every wait bounded, and the
 //! mapping of Redis failures to ffkit's one-line errors.
 //!
-//! The connect timeout covers the TCP connect and the handshake; read and
-//! write timeouts are set on the socket before the first command, so a
-//! server that is down, paused (`CLIENT PAUSE`) or slow makes the call fail
-//! within `FFKIT_BACKEND_TIMEOUT`, never hang. A failure is a lock failure
-//! (exit 9) for the lock applets and a general failure (exit 1, like a local
-//! I/O error) for the cache applets (docs/redis.md, "Failures").
+//! **One deadline per request.** A request — one command, one script call
+//! or one pipeline of many commands — has one deadline,
+//! `FFKIT_BACKEND_TIMEOUT` after it is sent, for *all* its replies: before
+//! each reply the socket's read timeout is set to the time left, so a
+//! server that stops answering halfway through a pipeline of 300 replies
+//! costs one timeout, not 300 (the `redis` crate's own pipeline reading
+//! waits a full timeout per reply). The first timeout or broken read
+//! **drops the connection**: replies still in flight could otherwise be
+//! taken for the answers to later requests, and every later request on it
+//! fails at once with the same error. The connect timeout covers the TCP
+//! connect and the handshake (a TLS handshake is forced there, so its
+//! failures say "cannot connect").
+//!
+//! A failure is a lock failure (exit 9) for the lock applets and a general
+//! failure (exit 1, like a local I/O error) for the cache applets
+//! (docs/redis.md, "Timeouts and failures"). No message ever shows a
+//! credential of the URL ([`Target::scrub`]).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use redis::{Client, Connection, RedisError};
+use redis::{Client, Cmd, Connection, FromRedisValue, Pipeline, RedisError, Script, Value};
 
 use crate::backend::Target;
 use crate::error::Error;
@@ -24,24 +35,44 @@ pub enum Area {
 
 /// An open connection and what its errors are reported as.
 pub struct Conn {
-    pub(crate) con: Connection,
-    label: String,
+    con: Option<Connection>,
+    target: Target,
     timeout: Duration,
     area: Area,
+    /// A bound on every request's deadline (command mode's renewals must
+    /// end before the command has to be stopped), if any.
+    cap: Option<Instant>,
+    /// Why the connection was dropped (a timeout or a broken read), if it was.
+    broken: Option<RedisError>,
 }
 
 /// A `rediss://` client that trusts the CA in `ca` (PEM) instead of the
-/// system's roots. A CA file that cannot be read or parsed is a
-/// configuration error (exit 12), not a server failure.
+/// system's roots. A CA file that cannot be read or holds no certificate
+/// (garbage, empty, a private key) is a configuration error (exit 12)
+/// naming the variable, not a server failure.
 #[cfg(feature = "tls")]
 fn tls_client(target: &Target, ca: &std::path::Path) -> crate::Result<Client> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
     let bad = |why: String| Error::Config(format!("FFKIT_BACKEND_CA={}: {why}", ca.display()));
     let pem = std::fs::read(ca).map_err(|e| bad(crate::error::os_reason(&e)))?;
+    let mut n = 0;
+    for c in CertificateDer::pem_slice_iter(&pem) {
+        c.map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
+        n += 1;
+    }
+    if n == 0 {
+        return Err(bad(
+            "no certificate in it (expected the PEM file of the CA that signed the server's \
+             certificate: -----BEGIN CERTIFICATE-----)"
+                .into(),
+        ));
+    }
     let certs = redis::TlsCertificates {
         client_tls: None,
         root_cert: Some(pem),
     };
-    Client::build_with_tls(target.info.clone(), certs).map_err(|e| bad(e.to_string()))
+    Client::build_with_tls(target.info.clone(), certs)
+        .map_err(|e| bad(target.scrub(&e.to_string())))
 }
 
 /// Without the `tls` feature no target is TLS (`Target::parse` refuses
@@ -54,73 +85,287 @@ fn tls_client(target: &Target, _ca: &std::path::Path) -> crate::Result<Client> {
     )))
 }
 
+fn timed_out() -> RedisError {
+    RedisError::from(std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        "timed out",
+    ))
+}
+
 impl Conn {
     /// Connects with `timeout` for connect, read and write.
     pub fn open(target: &Target, timeout: Duration, area: Area) -> crate::Result<Conn> {
-        let fail = |e: RedisError| failure(area, &target.label, "cannot connect", timeout, &e);
-        let client = match &target.ca {
-            Some(ca) if target.is_tls() => tls_client(target, ca)?,
-            _ => Client::open(target.info.clone()).map_err(fail)?,
-        };
-        let con = client.get_connection_with_timeout(timeout).map_err(fail)?;
-        con.set_read_timeout(Some(timeout)).map_err(fail)?;
-        con.set_write_timeout(Some(timeout)).map_err(fail)?;
-        Ok(Conn {
-            con,
-            label: target.label.clone(),
+        Conn::open_until(target, timeout, area, None)
+    }
+
+    /// [`Conn::open`] with every wait, the connect's too, ending by `cap`.
+    pub fn open_until(
+        target: &Target,
+        timeout: Duration,
+        area: Area,
+        cap: Option<Instant>,
+    ) -> crate::Result<Conn> {
+        let mut c = Conn {
+            con: None,
+            target: target.clone(),
             timeout,
             area,
-        })
+            cap,
+            broken: None,
+        };
+        c.connect()?;
+        Ok(c)
+    }
+
+    /// (Re)connects, replacing a dropped connection.
+    pub fn reconnect(&mut self) -> crate::Result<()> {
+        self.con = None;
+        self.broken = None;
+        self.connect()
+    }
+
+    fn connect(&mut self) -> crate::Result<()> {
+        let what = "cannot connect";
+        let timeout = match self.cap {
+            Some(cap) => self
+                .timeout
+                .min(cap.saturating_duration_since(Instant::now())),
+            None => self.timeout,
+        };
+        if timeout.is_zero() {
+            return Err(self.fail(what, &timed_out()));
+        }
+        let client = match &self.target.ca {
+            Some(ca) if self.target.is_tls() => tls_client(&self.target, ca)?,
+            _ => Client::open(self.target.info.clone()).map_err(|e| self.fail(what, &e))?,
+        };
+        let con = client
+            .get_connection_with_timeout(timeout)
+            .map_err(|e| self.fail(what, &e))?;
+        self.con = Some(con);
+        if self.target.is_tls() {
+            // rustls shakes hands on the first write: make that happen
+            // here, so a certificate that does not verify is "cannot
+            // connect", not a failure of whatever came first.
+            let _: String = self.cmd(what, &redis::cmd("PING"))?;
+        }
+        Ok(())
+    }
+
+    /// Bounds every later request's deadline by `cap` (`None`: no bound
+    /// beyond the timeout).
+    pub fn set_cap(&mut self, cap: Option<Instant>) {
+        self.cap = cap;
     }
 
     /// The error for a failed call doing `what`.
     pub fn fail(&self, what: &str, e: &RedisError) -> Error {
-        failure(self.area, &self.label, what, self.timeout, e)
+        failure(self.area, &self.target, what, self.timeout, e)
     }
 
-    /// Runs `f` on the connection, mapping its failure.
-    pub fn call<T>(
+    /// Sends `packed` (`replies` commands) and reads their replies against
+    /// one deadline: the timeout from when the request is sent (plus
+    /// `extra`, the wait a blocking command asked the server for, and a
+    /// second per 64 MiB sent, the server's own work on a large value), or
+    /// the cap if sooner. Sending makes progress or fails within the
+    /// timeout (a large value is the call's own work). The first failure
+    /// drops the connection.
+    fn request(
+        &mut self,
+        packed: &[u8],
+        replies: usize,
+        extra: Duration,
+    ) -> redis::RedisResult<Vec<Value>> {
+        if let Some(e) = &self.broken {
+            return Err(e.clone());
+        }
+        let r = self.exchange(packed, replies, extra);
+        // Replies come back as values (a server's error reply too): an
+        // `Err` here is the socket or the protocol, and the stream can no
+        // longer be trusted.
+        if let Err(e) = &r {
+            self.broken = Some(e.clone());
+            self.con = None;
+        }
+        r
+    }
+
+    fn exchange(
+        &mut self,
+        packed: &[u8],
+        replies: usize,
+        extra: Duration,
+    ) -> redis::RedisResult<Vec<Value>> {
+        let (timeout, cap) = (self.timeout, self.cap);
+        let con = self.con.as_mut().ok_or_else(|| {
+            RedisError::from(std::io::Error::from(std::io::ErrorKind::NotConnected))
+        })?;
+        let left = |d: Instant| {
+            let l = d.saturating_duration_since(Instant::now());
+            (!l.is_zero()).then_some(l).ok_or_else(timed_out)
+        };
+        let capped = |d: Instant| cap.map_or(d, |c| c.min(d));
+        con.set_write_timeout(Some(left(capped(Instant::now() + timeout))?))?;
+        con.send_packed_command(packed)?;
+        let work = Duration::from_secs_f64(packed.len() as f64 / (64u64 << 20) as f64);
+        let deadline = capped(Instant::now() + timeout + extra + work);
+        let mut out = Vec::with_capacity(replies);
+        while out.len() < replies {
+            con.set_read_timeout(Some(left(deadline)?))?;
+            match con.recv_response()? {
+                Value::Push { .. } => continue,
+                v => out.push(v),
+            }
+        }
+        Ok(out)
+    }
+
+    /// One command.
+    pub fn cmd<T: FromRedisValue>(&mut self, what: &str, cmd: &Cmd) -> crate::Result<T> {
+        self.cmd_waiting(what, cmd, Duration::ZERO)
+    }
+
+    /// A blocking command that may legitimately wait `wait` on the server
+    /// (BLPOP): its deadline is stretched by `wait`, never more.
+    pub fn cmd_waiting<T: FromRedisValue>(
         &mut self,
         what: &str,
-        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+        cmd: &Cmd,
+        wait: Duration,
     ) -> crate::Result<T> {
-        match f(&mut self.con) {
-            Ok(v) => Ok(v),
-            Err(e) => Err(self.fail(what, &e)),
+        let r = self
+            .request(&cmd.get_packed_command(), 1, wait)
+            .and_then(|mut v| v.pop().unwrap_or(Value::Nil).extract_error())
+            .and_then(|v| redis::from_redis_value(v).map_err(RedisError::from));
+        r.map_err(|e| self.fail(what, &e))
+    }
+
+    /// A pipeline: its replies as one array (a transaction: what `EXEC`
+    /// returned), read against one deadline.
+    pub fn pipe<T: FromRedisValue>(&mut self, what: &str, p: &Pipeline) -> crate::Result<T> {
+        let r = self
+            .pipe_values(p)
+            .and_then(|v| redis::from_redis_value(Value::Array(v)).map_err(RedisError::from));
+        r.map_err(|e| self.fail(what, &e))
+    }
+
+    fn pipe_values(&mut self, p: &Pipeline) -> redis::RedisResult<Vec<Value>> {
+        let tx = p.is_transaction();
+        let n = p.len() + if tx { 2 } else { 0 };
+        let mut v = self.request(&p.get_packed_pipeline(), n, Duration::ZERO)?;
+        if !tx {
+            return Value::Array(v).extract_error().map(|a| match a {
+                Value::Array(items) => items,
+                other => vec![other],
+            });
+        }
+        // MULTI's OK, one QUEUED per command, then EXEC's array. A command
+        // the server refused to queue aborts the transaction: say why once
+        // (an out-of-memory batch would otherwise repeat it per line).
+        let exec = v.pop().unwrap_or(Value::Nil);
+        let refused: Vec<_> = v
+            .into_iter()
+            .filter_map(|x| match x {
+                Value::ServerError(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        if let Some(first) = refused.first() {
+            let detail = format!(
+                "{}{}",
+                first.details().unwrap_or_default(),
+                if refused.len() > 1 {
+                    format!(" (and {} more commands refused)", refused.len() - 1)
+                } else {
+                    String::new()
+                }
+            );
+            return Err(RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort),
+                "transaction aborted",
+                format!("{} {detail}", first.code()),
+            )));
+        }
+        match exec.extract_error()? {
+            Value::Array(items) => Value::Array(items).extract_error().map(|a| match a {
+                Value::Array(items) => items,
+                other => vec![other],
+            }),
+            Value::Nil => Err(RedisError::from((
+                redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort),
+                "transaction aborted",
+            ))),
+            other => Ok(vec![other]),
         }
     }
 
-    /// Runs a blocking command that may legitimately wait `wait` on the
-    /// server (BLPOP): the read timeout is stretched by `wait` for this call
-    /// only.
-    pub fn call_blocking<T>(
+    /// Runs `script` with `nkeys` keys and then the arguments that `add`
+    /// appends: `EVALSHA`, and `EVAL` if the server does not have it
+    /// cached (two requests, each with its deadline).
+    pub fn eval<T: FromRedisValue>(
         &mut self,
         what: &str,
-        wait: Duration,
-        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+        script: &Script,
+        source: &str,
+        nkeys: usize,
+        add: impl Fn(&mut Cmd),
     ) -> crate::Result<T> {
-        let stretched = self.timeout + wait;
-        self.con
-            .set_read_timeout(Some(stretched))
-            .map_err(|e| self.fail(what, &e))?;
-        let r = f(&mut self.con);
-        let reset = self.con.set_read_timeout(Some(self.timeout));
-        let v = r.map_err(|e| self.fail(what, &e))?;
-        reset.map_err(|e| self.fail(what, &e))?;
-        Ok(v)
+        let mut c = redis::cmd("EVALSHA");
+        c.arg(script.get_hash()).arg(nkeys);
+        add(&mut c);
+        let first = self
+            .request(&c.get_packed_command(), 1, Duration::ZERO)
+            .map(|mut v| v.pop().unwrap_or(Value::Nil));
+        let v = match first {
+            Ok(Value::ServerError(e)) if e.code() == "NOSCRIPT" => {
+                let mut c = redis::cmd("EVAL");
+                c.arg(source).arg(nkeys);
+                add(&mut c);
+                self.request(&c.get_packed_command(), 1, Duration::ZERO)
+                    .map(|mut v| v.pop().unwrap_or(Value::Nil))
+            }
+            other => other,
+        };
+        let r = v
+            .and_then(Value::extract_error)
+            .and_then(|v| redis::from_redis_value(v).map_err(RedisError::from));
+        r.map_err(|e| self.fail(what, &e))
+    }
+
+    /// Runs `source` with `EVAL` (no `EVALSHA` first): one request that
+    /// runs whenever it reaches the server, even if it times out here and
+    /// the server had never seen the script (an `EVALSHA` would then be
+    /// refused with NOSCRIPT when the server gets to it).
+    pub fn eval_source<T: FromRedisValue>(
+        &mut self,
+        what: &str,
+        source: &str,
+        nkeys: usize,
+        add: impl Fn(&mut Cmd),
+    ) -> crate::Result<T> {
+        let mut c = redis::cmd("EVAL");
+        c.arg(source).arg(nkeys);
+        add(&mut c);
+        self.cmd(what, &c)
     }
 
     pub fn label(&self) -> &str {
-        &self.label
+        &self.target.label
     }
 
     pub fn timeout(&self) -> Duration {
         self.timeout
     }
+
+    /// The target this connection was opened on.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
 }
 
 /// "redis://h:p: cannot connect: timed out after 2s" as the area's error.
-fn failure(area: Area, label: &str, what: &str, timeout: Duration, e: &RedisError) -> Error {
+fn failure(area: Area, target: &Target, what: &str, timeout: Duration, e: &RedisError) -> Error {
+    let text = e.to_string();
     let why = if e.is_timeout() {
         format!(
             "timed out after {}s (FFKIT_BACKEND_TIMEOUT)",
@@ -128,18 +373,27 @@ fn failure(area: Area, label: &str, what: &str, timeout: Duration, e: &RedisErro
         )
     } else if e.is_connection_refusal() {
         "connection refused (is the server running?)".to_string()
+    } else if text.contains("NOAUTH") || text.contains("unauthenticated") {
+        "the server requires a password (NOAUTH): give it in the URL, \
+         redis://user:password@host:port"
+            .to_string()
     } else if e.is_connection_dropped() {
         "connection lost".to_string()
     } else {
-        one_line(&e.to_string())
+        one_line(&text)
     };
-    let msg = format!("backend {label}: {what}: {why}");
+    let msg = target.scrub(&format!("backend {}: {what}: {why}", target.label));
     match area {
         Area::Lock => Error::LockFailed(msg),
         Area::Cache => Error::General(msg),
     }
 }
 
+/// One line of at most 300 characters.
 fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let line = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    match line.char_indices().nth(300) {
+        Some((i, _)) => format!("{}…", &line[..i]),
+        None => line,
+    }
 }

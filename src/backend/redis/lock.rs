@@ -4,12 +4,14 @@
 //! counter bumped at every acquisition, and a wake-up list the release
 //! script pushes so waiters block in `BLPOP` instead of polling.
 //!
-//! Keys of the lock NAME (`session/NAME` for session locks, both under
-//! `dev-ID/` with `FLOWFORGE_DEVELOPER=ID`):
-//! `ffkit:lock:NAME` (the token, with the lease as its expiry),
-//! `ffkit:lock:NAME:holder` (hash: host, pid, start, command, since, kind,
-//! token, fence, holder_pid, holder_start; same expiry), `ffkit:lock:NAME:fence`
-//! (counter, never expires) and `ffkit:lock:NAME:wake` (list, short expiry).
+//! Keys of the lock NAME, with S its scope (`[dev-ID/][session/]NAME`,
+//! each part escaped so no `/`, `{`, `}` or `%` is left in it: see
+//! [`Keys::new`]): `ffkit:lock:{S}` (the token, with the lease as its
+//! expiry), `ffkit:lock:{S}:holder` (hash: host, pid, start, command,
+//! since, kind, token, fence, holder_pid, holder_start; same expiry),
+//! `ffkit:lock:{S}:fence` (counter, never expires), `ffkit:lock:{S}:wake`
+//! (list, short expiry) and `ffkit:lock:{S}:cancel:TOKEN` (an acquisition
+//! given up, for a while). No name reaches another name's keys.
 //!
 //! Holding: command mode renews from the running ffkit ([`run_leased`]);
 //! named pairs leave a holder process ([`hold_named`]) that renews and
@@ -33,6 +35,7 @@ use crate::lock::{Denied, Wait};
 const ACQUIRE: &str = include_str!("lua/lock_acquire.lua");
 const RELEASE: &str = include_str!("lua/lock_release.lua");
 const EXTEND: &str = include_str!("lua/lock_extend.lua");
+const CANCEL: &str = include_str!("lua/lock_cancel.lua");
 
 /// How long a wake-up nobody took stays in the list.
 const WAKE_TTL_MS: u64 = 10_000;
@@ -45,22 +48,63 @@ pub struct Keys {
     holder: String,
     fence: String,
     wake: String,
+    /// Prefix of the cancelled-acquisition markers (`…:cancel:TOKEN`).
+    cancel: String,
+}
+
+/// `s` with `%`, `/`, `{` and `}` percent-escaped: what is left can be
+/// joined with `/` and put between `{` `}` without any ambiguity.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            '{' => out.push_str("%7B"),
+            '}' => out.push_str("%7D"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl Keys {
     /// The keys of lock `name`; `developer` (`FLOWFORGE_DEVELOPER`) puts it
     /// in that namespace, `session` among the session locks.
+    ///
+    /// The mapping is injective: the scope `[dev-ID/][session/]NAME` is
+    /// made of escaped parts (no `/`, `{` or `}` inside one), so it splits
+    /// back into exactly one (developer, session, name); it sits between
+    /// `{` and `}` (also a Redis Cluster hash tag: every key of a lock is
+    /// on one slot) and the fixed suffixes follow the `}`. So the lock
+    /// `deploy:fence` is `ffkit:lock:{deploy:fence}`, never
+    /// `ffkit:lock:{deploy}:fence`, and the command-mode LOCKFILE
+    /// `session/x` is not the session lock `x`.
     pub fn new(name: &str, session: bool, developer: Option<&str>) -> Keys {
-        let ns = developer.map_or_else(String::new, |d| format!("dev-{d}/"));
-        let kind = if session { "session/" } else { "" };
-        let base = format!("ffkit:lock:{ns}{kind}{name}");
+        let mut scope = String::new();
+        if let Some(d) = developer {
+            scope.push_str("dev-");
+            scope.push_str(&escape(d));
+            scope.push('/');
+        }
+        if session {
+            scope.push_str("session/");
+        }
+        scope.push_str(&escape(name));
+        let base = format!("ffkit:lock:{{{scope}}}");
         Keys {
             name: name.to_string(),
             holder: format!("{base}:holder"),
             fence: format!("{base}:fence"),
             wake: format!("{base}:wake"),
+            cancel: format!("{base}:cancel:"),
             lock: base,
         }
+    }
+
+    /// The lock's own key (the token), for tests and messages.
+    pub fn lock_key(&self) -> &str {
+        &self.lock
     }
 }
 
@@ -75,6 +119,7 @@ impl Keys {
             holder: format!("{base}:holder"),
             fence,
             wake: format!("{base}:wake"),
+            cancel: format!("{base}:cancel:"),
             lock: base,
         }
     }
@@ -257,6 +302,9 @@ pub struct Held {
     /// The fencing token: this acquisition's number in the lock's counter.
     pub fence: u64,
     pub waited: Duration,
+    /// When the acquisition that took it was sent: its lease runs from
+    /// (no later than) here.
+    pub sent: Instant,
 }
 
 /// A random 128-bit token in hex.
@@ -271,29 +319,67 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
-/// One attempt: `Ok(fence)` if taken, else `Err(lease left in ms)`.
+/// What one acquisition attempt found.
+enum Attempt {
+    Taken(u64),
+    /// Busy, with the holder's lease left in ms.
+    Busy(i64),
+    /// This token's acquisition was cancelled (see [`cancel`]).
+    Cancelled,
+}
+
+/// One attempt with `token` (an attempt repeated with the same token after
+/// an uncertain first one finds the lock its own and gets its fence).
 fn try_once(
     conn: &mut Conn,
     keys: &Keys,
     token: &str,
     lease: Duration,
     rec: &Record,
-) -> Result<std::result::Result<u64, i64>> {
+) -> Result<Attempt> {
     let script = Script::new(ACQUIRE);
-    let mut inv = script.key(&keys.lock);
-    inv.key(&keys.holder)
-        .key(&keys.fence)
-        .arg(token)
-        .arg(ms(lease));
-    for (k, v) in rec.fields() {
-        inv.arg(k).arg(v);
-    }
-    let (got, n): (i64, i64) = conn.call("cannot take lock", |c| inv.invoke(c))?;
-    Ok(if got == 1 {
-        Ok(u64::try_from(n).unwrap_or(0))
-    } else {
-        Err(n)
+    let cancel = format!("{}{token}", keys.cancel);
+    let fields = rec.fields();
+    let (got, n): (i64, i64) = conn.eval("cannot take lock", &script, ACQUIRE, 4, |c| {
+        c.arg(&keys.lock)
+            .arg(&keys.holder)
+            .arg(&keys.fence)
+            .arg(&cancel)
+            .arg(token)
+            .arg(ms(lease));
+        for (k, v) in &fields {
+            c.arg(k).arg(v);
+        }
+    })?;
+    Ok(match got {
+        1 => Attempt::Taken(u64::try_from(n).unwrap_or(0)),
+        0 => Attempt::Busy(n),
+        _ => Attempt::Cancelled,
     })
+}
+
+/// Gives up `token`'s acquisition whose outcome is unknown (its reply
+/// timed out or the connection broke): on a fresh connection, marks the
+/// token cancelled so the acquisition can no longer take the lock, and
+/// releases it if it already did. Best effort, one timeout at most: if the
+/// server cannot be reached either, a lock taken meanwhile lapses with its
+/// lease (nobody renews it).
+fn cancel(conn: &mut Conn, keys: &Keys, token: &str, lease: Duration) {
+    if conn.reconnect().is_err() {
+        return;
+    }
+    let marker = format!("{}{token}", keys.cancel);
+    // A marker outlives any acquisition that could still arrive: ten leases.
+    let keep = ms(lease.saturating_mul(10)).max(60_000);
+    let _: Result<i64> = conn.eval_source("cannot cancel", CANCEL, 4, |c| {
+        c.arg(&keys.lock)
+            .arg(&keys.holder)
+            .arg(&keys.wake)
+            .arg(&marker)
+            .arg(token)
+            .arg(WAKE_TTL_MS)
+            .arg(keep);
+    });
 }
 
 /// Takes lock `keys` for `rec`, waiting as `wait` says: between attempts it
@@ -301,6 +387,13 @@ fn try_once(
 /// past the deadline or the holder's lease), so a missed wake-up costs at
 /// most one backoff step. `on_wait` is called once, with the holder, when
 /// the first attempt finds the lock busy.
+///
+/// A failed or uncertain attempt never leaves the lock behind: the token
+/// is cancelled ([`cancel`]) before the error is returned. A waiter (the
+/// first attempt found the lock busy) rides out a server blip: a failure
+/// while waiting is tried again, on a new connection and with the same
+/// token, until the deadline (without one: for one lease), and only then
+/// returned.
 pub fn acquire(
     conn: &mut Conn,
     keys: &Keys,
@@ -318,49 +411,115 @@ pub fn acquire(
     };
     let mut sleeps = Sleeps::new(schedule, deadline);
     let mut noted = false;
+    let mut failing_since: Option<Instant> = None;
     loop {
-        let left = match try_once(conn, keys, &token, lease, rec)? {
-            Ok(fence) => {
+        let sent = Instant::now();
+        let step = waiting_step(
+            conn,
+            keys,
+            &token,
+            lease,
+            rec,
+            wait,
+            &mut sleeps,
+            &mut noted,
+            on_wait,
+        );
+        let outcome = match step {
+            Ok(Step::Done(Ok((fence, sent)))) => {
                 return Ok(Ok(Held {
                     token,
                     fence,
                     waited: start.elapsed(),
+                    sent,
                 }));
             }
-            Err(left) => left,
+            Ok(Step::Done(Err(d))) => return Ok(Err(d)),
+            Ok(Step::Again) => {
+                failing_since = None;
+                continue;
+            }
+            Err(e) => e,
         };
-        if wait == Wait::NonBlocking {
-            return Ok(Err(Denied::Busy));
+        // A failure: the acquisition may have gone through.
+        let since = *failing_since.get_or_insert(sent);
+        let retry_until = deadline.unwrap_or(since + lease);
+        let pause = (conn.timeout() / 4).max(Duration::from_millis(20));
+        // Only a waiter rides out a blip: a call whose first attempt got no
+        // answer fails within its timeout, as every other call does.
+        if !noted || Instant::now() + pause >= retry_until {
+            cancel(conn, keys, &token, lease);
+            return Err(outcome);
         }
-        if !noted {
-            noted = true;
-            on_wait(status(conn, keys)?.as_ref());
-        }
-        let Some(mut step) = sleeps.next_at(Instant::now()) else {
-            return Ok(Err(Denied::TimedOut));
-        };
-        if left > 0 {
-            // A lease that lapses (its holder died) wakes nobody: retry then.
-            step = step.min(Duration::from_millis(left.unsigned_abs() + 1));
-        }
-        let secs = format!("{:.3}", step.as_secs_f64().max(0.001));
-        let wake = keys.wake.clone();
-        let _: Option<(String, String)> =
-            conn.call_blocking("cannot wait for lock", step, |c| {
-                redis::cmd("BLPOP").arg(&wake).arg(&secs).query(c)
-            })?;
+        std::thread::sleep(pause);
+        // A server still away fails this at once or within one timeout,
+        // and the loop comes back here.
+        let _ = conn.reconnect();
     }
+}
+
+/// What one round of [`acquire`] ended with.
+enum Step {
+    /// Taken (fence, when it was sent) or denied.
+    Done(std::result::Result<(u64, Instant), Denied>),
+    /// Woken or a backoff step passed: try again.
+    Again,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn waiting_step(
+    conn: &mut Conn,
+    keys: &Keys,
+    token: &str,
+    lease: Duration,
+    rec: &Record,
+    wait: Wait,
+    sleeps: &mut Sleeps,
+    noted: &mut bool,
+    on_wait: &mut dyn FnMut(Option<&Record>),
+) -> Result<Step> {
+    let sent = Instant::now();
+    let left = match try_once(conn, keys, token, lease, rec)? {
+        Attempt::Taken(fence) => return Ok(Step::Done(Ok((fence, sent)))),
+        Attempt::Cancelled => {
+            return Err(Error::LockFailed(format!(
+                "lock {}: this acquisition was cancelled",
+                keys.name
+            )));
+        }
+        Attempt::Busy(left) => left,
+    };
+    if wait == Wait::NonBlocking {
+        return Ok(Step::Done(Err(Denied::Busy)));
+    }
+    if !*noted {
+        *noted = true;
+        on_wait(status(conn, keys)?.as_ref());
+    }
+    let Some(mut step) = sleeps.next_at(Instant::now()) else {
+        return Ok(Step::Done(Err(Denied::TimedOut)));
+    };
+    if left > 0 {
+        // A lease that lapses (its holder died) wakes nobody: retry then.
+        step = step.min(Duration::from_millis(left.unsigned_abs() + 1));
+    }
+    let secs = format!("{:.3}", step.as_secs_f64().max(0.001));
+    let mut blpop = redis::cmd("BLPOP");
+    blpop.arg(&keys.wake).arg(&secs);
+    let _: Option<(String, String)> = conn.cmd_waiting("cannot wait for lock", &blpop, step)?;
+    Ok(Step::Again)
 }
 
 /// Releases the lock if `token` still holds it; `false` when it did not.
 pub fn release(conn: &mut Conn, keys: &Keys, token: &str) -> Result<bool> {
     let script = Script::new(RELEASE);
-    let mut inv = script.key(&keys.lock);
-    inv.key(&keys.holder)
-        .key(&keys.wake)
-        .arg(token)
-        .arg(WAKE_TTL_MS);
-    let n: i64 = conn.call("cannot release lock", |c| inv.invoke(c))?;
+    let n: i64 = conn.eval("cannot release lock", &script, RELEASE, 3, |c| {
+        c.arg(&keys.lock)
+            .arg(&keys.holder)
+            .arg(&keys.wake)
+            .arg(token)
+            .arg(WAKE_TTL_MS);
+    })?;
     Ok(n == 1)
 }
 
@@ -374,28 +533,29 @@ pub fn extend(
     fields: &[(&str, String)],
 ) -> Result<bool> {
     let script = Script::new(EXTEND);
-    let mut inv = script.key(&keys.lock);
-    inv.key(&keys.holder).arg(token).arg(ms(lease));
-    for (k, v) in fields {
-        inv.arg(*k).arg(v);
-    }
-    let n: i64 = conn.call("cannot renew lock", |c| inv.invoke(c))?;
+    let n: i64 = conn.eval("cannot renew lock", &script, EXTEND, 2, |c| {
+        c.arg(&keys.lock)
+            .arg(&keys.holder)
+            .arg(token)
+            .arg(ms(lease));
+        for (k, v) in fields {
+            c.arg(*k).arg(v);
+        }
+    })?;
     Ok(n == 1)
 }
 
 /// The holder of lock `keys`, or `None` when it is free.
 pub fn status(conn: &mut Conn, keys: &Keys) -> Result<Option<Record>> {
+    let mut p = redis::pipe();
+    p.cmd("GET")
+        .arg(&keys.lock)
+        .cmd("PTTL")
+        .arg(&keys.lock)
+        .cmd("HGETALL")
+        .arg(&keys.holder);
     let (token, ttl, h): (Option<String>, i64, HashMap<String, String>) =
-        conn.call("cannot read lock", |c| {
-            redis::pipe()
-                .cmd("GET")
-                .arg(&keys.lock)
-                .cmd("PTTL")
-                .arg(&keys.lock)
-                .cmd("HGETALL")
-                .arg(&keys.holder)
-                .query(c)
-        })?;
+        conn.pipe("cannot read lock", &p)?;
     let Some(token) = token else {
         return Ok(None);
     };
@@ -507,15 +667,26 @@ pub fn run_leased(
         let _ = rustix::process::kill_process_group(p, Signal::CONT);
     }
     let guard = spawn_guard(pgid, limits.lease / 6);
-    let renew_every = limits.lease / 3;
-    let mut last_ok = Instant::now();
+    let lease = limits.lease;
+    // The lease runs from when the last successful renewal (or the
+    // acquisition) was sent: it lapses on the server no later than
+    // `base + lease`. Renew at a third; if renewals keep failing, SIGTERM
+    // at two thirds and SIGKILL at five sixths, so the command is gone a
+    // sixth of the lease before anyone else can take the lock.
+    let mut base = held.sent;
+    let mut next = base + lease / 3;
+    let mut last_err: Option<Error> = None;
+    let retry_pause = (lease / 30).max(Duration::from_millis(10));
     let mut conn = Some(conn);
     let end = loop {
         match child.try_wait() {
             Ok(Some(st)) => {
                 let status = crate::lock::run::status_code(st);
                 let release = match conn.as_mut() {
-                    Some(c) => release(c, keys, &held.token),
+                    Some(c) => {
+                        c.set_cap(None);
+                        release(c, keys, &held.token)
+                    }
                     None => Conn::open(target, limits.timeout, Area::Lock)
                         .and_then(|mut c| release(&mut c, keys, &held.token)),
                 };
@@ -526,18 +697,24 @@ pub fn run_leased(
                 break stop_group(
                     &mut child,
                     pgid,
-                    last_ok,
-                    limits.lease,
+                    base + lease * 5 / 6,
                     format!("cannot wait for the command: {e}"),
                 );
             }
         }
-        let next = last_ok + renew_every;
+        let term_at = base + lease * 2 / 3;
         let now = Instant::now();
-        if now < next {
-            match wait_signal(&set, next - now) {
-                Some(libc::SIGCHLD) => continue,
-                Some(sig) => {
+        if now >= term_at {
+            let why = match last_err.take() {
+                Some(e) => format!("lock {}: lease renewal failed: {e}", keys.name),
+                None => format!("lock {}: lease renewal failed", keys.name),
+            };
+            break stop_group(&mut child, pgid, base + lease * 5 / 6, why);
+        }
+        let due = next.min(term_at);
+        if now < due {
+            match wait_signal(&set, due - now) {
+                Some(sig) if sig != libc::SIGCHLD => {
                     if let Some(s) = Signal::from_named_raw(sig)
                         && let Some(p) = Pid::from_raw(pgid as i32)
                     {
@@ -545,32 +722,28 @@ pub fn run_leased(
                     }
                     continue;
                 }
-                None => {
-                    if Instant::now() < next {
-                        continue;
-                    }
-                }
+                _ => continue,
             }
         }
-        match renew(target, limits, &mut conn, keys, &held.token) {
-            Ok(true) => last_ok = Instant::now(),
+        let sent = Instant::now();
+        match renew(target, limits, &mut conn, keys, &held.token, term_at) {
+            Ok(true) => {
+                base = sent;
+                next = base + lease / 3;
+                last_err = None;
+            }
             Ok(false) => {
-                break stop_group(
+                // Someone else may hold it already: no grace at all.
+                break kill_group(
                     &mut child,
                     pgid,
-                    last_ok,
-                    limits.lease,
                     format!("lock {}: lease lost (expired or taken over)", keys.name),
                 );
             }
             Err(e) => {
-                break stop_group(
-                    &mut child,
-                    pgid,
-                    last_ok,
-                    limits.lease,
-                    format!("lock {}: lease renewal failed: {e}", keys.name),
-                );
+                conn = None;
+                last_err = Some(e);
+                next = Instant::now() + retry_pause;
             }
         }
     };
@@ -595,50 +768,44 @@ fn foreground_tty() -> Option<std::io::Stdin> {
     fg.then_some(stdin)
 }
 
-/// One renewal, reconnecting once if the connection broke.
+/// One renewal attempt, on a new connection if the last one broke, ending
+/// by `cap` whatever the server does.
 fn renew(
     target: &Target,
     limits: Limits,
     conn: &mut Option<Conn>,
     keys: &Keys,
     token: &str,
+    cap: Instant,
 ) -> Result<bool> {
-    if let Some(c) = conn.as_mut() {
-        match extend(c, keys, token, limits.lease, &[]) {
-            Ok(v) => return Ok(v),
-            Err(_) => *conn = None,
-        }
-    }
-    let mut c = Conn::open(target, limits.timeout, Area::Lock)?;
-    let v = extend(&mut c, keys, token, limits.lease, &[])?;
-    *conn = Some(c);
-    Ok(v)
+    let c = match conn {
+        Some(c) => c,
+        None => conn.insert(Conn::open_until(
+            target,
+            limits.timeout,
+            Area::Lock,
+            Some(cap),
+        )?),
+    };
+    c.set_cap(Some(cap));
+    extend(c, keys, token, limits.lease, &[])
 }
 
-/// Stops the command's group: SIGTERM, then SIGKILL after a grace period
-/// that ends before the lease (last renewed at `last_ok`) would lapse.
-fn stop_group(
-    child: &mut std::process::Child,
-    pgid: u32,
-    last_ok: Instant,
-    lease: Duration,
-    why: String,
-) -> RunEnd {
+/// Stops the command's group: SIGTERM, then SIGKILL at `kill_at` at the
+/// latest (before the lease can lapse).
+fn stop_group(child: &mut std::process::Child, pgid: u32, kill_at: Instant, why: String) -> RunEnd {
     let Some(p) = Pid::from_raw(pgid as i32) else {
         return RunEnd::LeaseLost { why, status: 1 };
     };
     let _ = rustix::process::kill_process_group(p, Signal::TERM);
-    let lapse = last_ok + lease;
-    let grace_end =
-        (Instant::now() + lease / 6).min(lapse.checked_sub(lease / 20).unwrap_or(lapse));
     let status = loop {
         if let Ok(Some(st)) = child.try_wait() {
             break Some(crate::lock::run::status_code(st));
         }
-        if Instant::now() >= grace_end {
+        if Instant::now() >= kill_at {
             break None;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(5));
     };
     // Whatever is left of the group (the command's children) goes too.
     let _ = rustix::process::kill_process_group(p, Signal::KILL);
@@ -646,6 +813,15 @@ fn stop_group(
         Some(s) => s,
         None => child.wait().map(crate::lock::run::status_code).unwrap_or(1),
     };
+    RunEnd::LeaseLost { why, status }
+}
+
+/// SIGKILLs the command's group at once (the lease is known lost).
+fn kill_group(child: &mut std::process::Child, pgid: u32, why: String) -> RunEnd {
+    if let Some(p) = Pid::from_raw(pgid as i32) {
+        let _ = rustix::process::kill_process_group(p, Signal::KILL);
+    }
+    let status = child.wait().map(crate::lock::run::status_code).unwrap_or(1);
     RunEnd::LeaseLost { why, status }
 }
 
@@ -838,5 +1014,58 @@ pub fn end_holder(rec: &Record) {
     {
         // The pidfd pins the process; the start time proves it is the holder.
         let _ = rustix::process::pidfd_send_signal(&fd, Signal::TERM);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_two_locks_share_a_key() {
+        let names = [
+            "deploy",
+            "deploy:fence",
+            "deploy:holder",
+            "deploy:wake",
+            "deploy:cancel:00",
+            "deploy}",
+            "{deploy}",
+            "deploy}:fence",
+            "session/deploy",
+            "dev-a/deploy",
+            "dev-a/session/deploy",
+            "/tmp/deploy.lock",
+            "%2Ftmp%2Fdeploy.lock",
+            "a%",
+            "a%25",
+        ];
+        let mut seen: HashMap<String, String> = HashMap::new();
+        for name in names {
+            for session in [false, true] {
+                for dev in [None, Some("a"), Some("a/session"), Some("a}")] {
+                    let k = Keys::new(name, session, dev);
+                    let who = format!("{name:?} session={session} dev={dev:?}");
+                    for key in [&k.lock, &k.holder, &k.fence, &k.wake] {
+                        if let Some(other) = seen.insert(key.clone(), who.clone()) {
+                            panic!("{key} belongs to both {other} and {who}");
+                        }
+                    }
+                    // One hash tag for every key of the lock: one slot.
+                    let tag = |s: &str| s[s.find('{').unwrap()..=s.find('}').unwrap()].to_string();
+                    assert!(
+                        [&k.holder, &k.fence, &k.wake, &k.cancel]
+                            .iter()
+                            .all(|x| tag(x) == tag(&k.lock)),
+                        "{k:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(Keys::new("deploy", false, None).lock, "ffkit:lock:{deploy}");
+        assert_eq!(
+            Keys::new("s1", true, Some("bob")).fence,
+            "ffkit:lock:{dev-bob/session/s1}:fence"
+        );
     }
 }

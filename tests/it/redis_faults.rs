@@ -1,0 +1,421 @@
+//! The Redis backend under faults (docs/redis.md, "Timeouts and failures",
+//! "Locks"), against a real redis-server and the fault tools of
+//! `redis.rs`: a black-hole proxy that stops relaying mid-call, CLIENT
+//! PAUSE, DEBUG SLEEP, kill -9 and a restart from a dump. Every call is
+//! bounded by its timeout, a given-up acquisition leaves no lock behind,
+//! lock names cannot reach each other's keys, credentials never show,
+//! fencing tokens survive a restore, and a holder cut off from the server
+//! stops its command before its lease can lapse. Small timeouts
+//! (0.2–0.5 s) keep the file fast.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::redis::{Proxy, Server, env};
+use crate::util::*;
+
+fn ff(w: &World, s: &Server, applet: &str) -> Command {
+    let mut c = w.cmd(applet);
+    env(&mut c, s);
+    c
+}
+
+/// Runs `c` to its end, or kills it (our own child) after `limit` and
+/// fails: (exit code, stdout, stderr, elapsed).
+fn bounded(
+    mut c: Command,
+    stdin: &[u8],
+    limit: Duration,
+) -> (Option<i32>, String, String, Duration) {
+    use std::io::Write;
+    let t0 = Instant::now();
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut si = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let feeder = std::thread::spawn(move || {
+        let _ = si.write_all(&data);
+    });
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running after {limit:?}: the call is not bounded by its timeout");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = t0.elapsed();
+    let _ = feeder.join();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr_of(&out),
+        took,
+    )
+}
+
+const ENTRIES: usize = 300;
+
+fn batch_input(tag: &str) -> String {
+    (0..ENTRIES)
+        .map(|i| format!("entry-with-a-longish-name-{tag}-{i:04}:value number {i}\n"))
+        .collect()
+}
+
+#[test]
+fn redis_calls_cut_off_midway_return_within_a_small_multiple_of_the_timeout() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    ff(&w, &s, "cache-batch")
+        .write_stdin(batch_input("a"))
+        .assert()
+        .success();
+    // The server stops answering in the middle of each call's big request
+    // (300 writes in one transaction, 300 STRLENs, 256 HGETs): the old
+    // client waited a full timeout per reply still due (300 x T).
+    let t = 0.2;
+    for (what, args, stdin) in [
+        ("cache-batch", vec![], batch_input("b")),
+        ("cache-size", vec!["--verify"], String::new()),
+        ("cache-evict", vec!["--dry-run", "--all"], String::new()),
+    ] {
+        let p = Proxy::start(&s);
+        p.cut_after(8000, 40);
+        let mut c = ff(&w, &s, what);
+        c.args(&args)
+            .env("FFKIT_BACKEND", p.url())
+            .env("FFKIT_BACKEND_TIMEOUT", t.to_string());
+        let (code, _, err, took) = bounded(c, stdin.as_bytes(), Duration::from_secs(20));
+        assert_eq!(code, Some(1), "{what}: {err}");
+        assert!(err.contains("timed out after 0.2s"), "{what}: {err}");
+        assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        assert!(
+            took < Duration::from_secs(3),
+            "{what} took {took:?} at FFKIT_BACKEND_TIMEOUT={t}"
+        );
+    }
+}
+
+#[test]
+fn redis_paused_server_costs_one_timeout_per_call_not_one_per_reply() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let _: String = s.query(redis::cmd("CLIENT").arg("PAUSE").arg(8000).arg("ALL"));
+    // cache-size reads two counters, lock-status three keys, in one
+    // round trip each: one deadline for all the replies. A failed
+    // acquisition takes two: itself and its cancellation.
+    for (applet, args, code, timeouts) in [
+        ("cache-size", vec![], 1, 1),
+        ("lock-status", vec!["p"], 9, 1),
+        ("lock-acquire", vec!["-n", "p", "--", "true"], 9, 2),
+    ] {
+        let mut c = ff(&w, &s, applet);
+        c.args(&args).env("FFKIT_BACKEND_TIMEOUT", "0.5");
+        let (got, _, err, took) = bounded(c, b"", Duration::from_secs(20));
+        assert_eq!(got, Some(code), "{applet}: {err}");
+        assert!(err.contains("timed out after 0.5s"), "{err}");
+        assert!(
+            took < Duration::from_millis(500 * timeouts + 450),
+            "{applet} took {took:?} for {timeouts} timeout(s) of 0.5 s"
+        );
+    }
+}
+
+#[test]
+fn redis_timed_out_acquire_leaves_no_lock_behind() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    // The acquire script is cached on the server, so the stalled call's
+    // EVALSHA would take the lock when the server wakes up.
+    ff(&w, &s, "lock-acquire")
+        .args(["-n", "warm", "--", "true"])
+        .assert()
+        .success();
+    let sleeper = s.stall_with(redis::cmd("DEBUG").arg("SLEEP").arg(2).clone());
+    let mut c = ff(&w, &s, "lock-acquire");
+    c.args(["-n", "dl", "--", "true"])
+        .env("FFKIT_BACKEND_TIMEOUT", "0.3");
+    let (code, _, err, _) = bounded(c, b"", Duration::from_secs(20));
+    assert_eq!(code, Some(9), "{err}");
+    sleeper.join().unwrap();
+    // Every queued command has run: the acquisition, and its cancellation.
+    s.quiesce();
+    let held: Option<String> = s.query(redis::cmd("GET").arg("ffkit:lock:{dl}"));
+    assert_eq!(held, None, "a lock held by a call that exited 9");
+    ff(&w, &s, "lock-acquire")
+        .args(["-n", "dl", "--", "true"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn redis_waiter_rides_out_a_server_restart_within_its_wait() {
+    let Some(mut s) = Server::start() else { return };
+    let w = World::new();
+    let mut owner = Command::new("sleep").arg("120").spawn().unwrap();
+    ff(&w, &s, "lock-acquire")
+        .args(["--owner", &owner.id().to_string(), "blip"])
+        .assert()
+        .success();
+    let mut waiter = ff(&w, &s, "lock-acquire");
+    waiter
+        .args(["--verbose", "-w", "30", "blip", "--", "true"])
+        .env("FFKIT_BACKEND_TIMEOUT", "0.3")
+        .env("FFKIT_LOCK_LEASE", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut waiter = waiter.spawn().unwrap();
+    let mut err = BufReader::new(waiter.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("waiting for lock blip"), "{line}");
+    // The server goes away mid-wait and comes back without the lock.
+    s.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(s.spawn(), "restart");
+    let st = waiter.wait().unwrap();
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+    assert_eq!(st.code(), Some(0), "{rest}");
+    let _ = owner.kill();
+    let _ = owner.wait();
+}
+
+#[test]
+fn redis_lock_names_cannot_reach_another_locks_keys() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let mut owner = Command::new("sleep").arg("120").spawn().unwrap();
+    let o = owner.id().to_string();
+    ff(&w, &s, "lock-acquire")
+        .args(["--owner", &o, "deploy"])
+        .assert()
+        .success();
+    // deploy's own keys are not locks of other names, and taking those
+    // leaves deploy's record and counter alone.
+    for name in [
+        "deploy:fence",
+        "deploy:holder",
+        "deploy:wake",
+        "session/deploy",
+    ] {
+        let out = ff(&w, &s, "lock-acquire")
+            .args(["-n", name, "-c", "echo $FFKIT_LOCK_FENCE"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", stderr_of(&out));
+    }
+    let st = ff(&w, &s, "lock-status")
+        .args(["--json", "deploy"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["state"], "held", "{v}");
+    assert_eq!(v["pid"].as_u64(), Some(u64::from(owner.id())), "{v}");
+    // A session lock and a command-mode path spelled like it are two locks.
+    ff(&w, &s, "lock-acquire")
+        .args(["--owner", &o, "--session", "x"])
+        .assert()
+        .success();
+    ff(&w, &s, "lock-acquire")
+        .args(["-n", "session/x", "--", "true"])
+        .assert()
+        .success();
+    let _ = owner.kill();
+    let _ = owner.wait();
+}
+
+#[test]
+fn redis_credentials_never_show_in_errors_or_json() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let sock = s.dir.path().join("redis.sock");
+    let urls = [
+        format!("unix://{}?pass=s3cretpw", sock.display()),
+        format!("redis+unix://{}?db=0&password=s3cretpw", sock.display()),
+        format!("redis://u:s3cretpw@127.0.0.1:{}", s.port),
+        format!("redis://:s3cretpw@127.0.0.1:{}", s.port),
+        format!("redis://127.0.0.1:{}/0?password=s3cretpw", s.port),
+    ];
+    for url in &urls {
+        for (applet, args) in [
+            ("lock-status", vec!["--json", "x"]),
+            ("cache-size", vec!["--json"]),
+            ("lock-acquire", vec!["-n", "x", "--", "true"]),
+            ("cache-write", vec!["k", "v"]),
+        ] {
+            for how in ["env", "flag"] {
+                let mut c = ff(&w, &s, applet);
+                if how == "env" {
+                    c.env("FFKIT_BACKEND", url);
+                } else {
+                    c.args(["--backend", url]);
+                }
+                let out = c.args(&args).output().unwrap();
+                let all = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    stderr_of(&out)
+                );
+                assert!(!all.contains("s3cretpw"), "{applet} {url} ({how}): {all}");
+            }
+        }
+    }
+}
+
+#[test]
+fn redis_fencing_tokens_grow_across_a_restore_from_a_dump() {
+    let Some(mut s) = Server::start() else { return };
+    let w = World::new();
+    let fence = |s: &Server| -> u64 {
+        let out = ff(&w, s, "lock-acquire")
+            .args(["f", "-c", "echo $FFKIT_LOCK_FENCE"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        parse_u64(&out.stdout)
+    };
+    fence(&s);
+    let _: String = s.query(&mut redis::cmd("SAVE"));
+    let lost: Vec<u64> = (0..3).map(|_| fence(&s)).collect();
+    assert!(lost.windows(2).all(|p| p[0] < p[1]), "{lost:?}");
+    // kill -9 and a restart from the dump taken before the three: the
+    // counter is back where it was, the tokens must not be.
+    s.kill9();
+    assert!(s.spawn(), "restart from the dump");
+    let next: Vec<u64> = (0..3).map(|_| fence(&s)).collect();
+    let last = lost[2];
+    assert!(
+        next.iter().all(|&n| n > last) && next.windows(2).all(|p| p[0] < p[1]),
+        "tokens after the restore {next:?} must all be above {last}"
+    );
+}
+
+/// The pid a command wrote to `path`, once it has.
+fn pid_from(path: &std::path::Path) -> u32 {
+    let give_up = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(t) = std::fs::read_to_string(path)
+            && t.ends_with('\n')
+        {
+            return t.trim().parse().unwrap();
+        }
+        assert!(Instant::now() < give_up, "the command never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn redis_holder_cut_off_at_the_minimum_lease_stops_its_command_before_it_lapses() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let p = Proxy::start(&s);
+    let pidfile = w.path().join("cmd.pid");
+    // T = 0.2 s and the smallest lease allowed, 3 x T.
+    let mut holder: Child = ff(&w, &s, "lock-acquire")
+        .env("FFKIT_BACKEND", p.url())
+        .env("FFKIT_BACKEND_TIMEOUT", "0.2")
+        .env("FFKIT_LOCK_LEASE", "0.6")
+        .args(["cut", "-c"])
+        .arg(format!(
+            "echo $$ > {}.tmp && mv {0}.tmp {0}; trap '' TERM; exec sleep 60",
+            pidfile.display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = pid_from(&pidfile);
+    // A pidfd on the command (alive: it sleeps until stopped) tells when
+    // it is gone; nothing is ever sent to it from here.
+    let fd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid as i32).unwrap(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .unwrap();
+    let died = std::thread::spawn(move || {
+        let mut fds = [rustix::event::PollFd::new(
+            &fd,
+            rustix::event::PollFlags::IN,
+        )];
+        let _ = rustix::event::poll(&mut fds, None);
+        Instant::now()
+    });
+    p.blackhole();
+    // The server's view: when the lease lapses and the lock is free.
+    let give_up = Instant::now() + Duration::from_secs(20);
+    let lapsed = loop {
+        let held: Option<String> = s.query(redis::cmd("GET").arg("ffkit:lock:{cut}"));
+        if held.is_none() {
+            break Instant::now();
+        }
+        assert!(Instant::now() < give_up, "the lease never lapsed");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    let died = died.join().unwrap();
+    // It ignores SIGTERM: SIGKILL must come a sixth of the lease (100 ms)
+    // before the lapse; 70 ms of that is left for a loaded machine.
+    assert!(
+        died + Duration::from_millis(30) < lapsed,
+        "the command outlived its lease: died {:?} after the lapse",
+        died.saturating_duration_since(lapsed)
+    );
+    let st = holder.wait().unwrap();
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(holder.stderr.as_mut().unwrap(), &mut err);
+    assert_eq!(st.code(), Some(9), "{err}");
+    assert!(err.contains("lease renewal failed"), "{err}");
+}
+
+#[test]
+fn redis_out_of_memory_and_noauth_are_one_short_line() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    // A batch the server refuses line by line (out of memory): one line
+    // saying why once, not the refusal repeated 300 times.
+    let _: String = s.query(redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("1"));
+    let out = ff(&w, &s, "cache-batch")
+        .write_stdin(batch_input("oom"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let lines = stderr_lines(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains("OOM") && lines[0].len() < 500,
+        "{lines:?}"
+    );
+    let _: String = s.query(redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("0"));
+    // A server that wants a password, asked without one (the oracle's own
+    // connection stays authenticated).
+    let _: String = s.query(
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("requirepass")
+            .arg("s3cretpw"),
+    );
+    for (applet, args, code) in [
+        ("cache-batch", vec![], 1),
+        ("cache-size", vec![], 1),
+        ("lock-status", vec!["x"], 9),
+    ] {
+        let out = ff(&w, &s, applet)
+            .args(&args)
+            .write_stdin(batch_input("auth"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(code), "{}", stderr_of(&out));
+        let lines = stderr_lines(&out);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains("requires a password"),
+            "{applet}: {lines:?}"
+        );
+    }
+}

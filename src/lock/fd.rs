@@ -114,10 +114,31 @@ pub(crate) fn check_same(fd: RawFd, path: &Path) -> Result<()> {
     )))
 }
 
-/// The error for a descriptor: not open (exit 2) or the system's reason.
+/// The error for a descriptor: not open, or open in a mode the lock cannot
+/// use (exit 2), or the system's reason.
+///
+/// The kernel answers EBADF both for a number that is not open and for an
+/// fcntl lock whose type the descriptor's mode does not allow (an exclusive
+/// OFD lock needs a writable descriptor, a shared one a readable one), so
+/// the descriptor is looked at again to say which.
 pub(crate) fn fd_error(fd: RawFd, what: &str, e: io::Error) -> Error {
     if e.raw_os_error() == Some(libc::EBADF) {
-        Error::Validation(format!("descriptor {fd}: not open"))
+        let mode = kernel::borrow(fd)
+            .ok()
+            .and_then(|b| rustix::fs::fcntl_getfl(b).ok())
+            .map(|fl| fl & rustix::fs::OFlags::RWMODE);
+        match mode {
+            None => Error::Validation(format!("descriptor {fd}: not open")),
+            Some(m) if m == rustix::fs::OFlags::RDONLY => Error::Validation(format!(
+                "descriptor {fd} is open read-only: an exclusive fcntl lock needs a descriptor open for writing (e.g. {fd}>>FILE or {fd}<>FILE)"
+            )),
+            Some(m) if m == rustix::fs::OFlags::WRONLY => Error::Validation(format!(
+                "descriptor {fd} is open write-only: a shared fcntl lock needs a descriptor open for reading (e.g. {fd}<FILE or {fd}<>FILE)"
+            )),
+            Some(_) => Error::Validation(format!(
+                "descriptor {fd}: the kernel refused it for this lock ({e})"
+            )),
+        }
     } else {
         Error::LockFailed(format!("{what} descriptor {fd}: {e}"))
     }
@@ -143,10 +164,9 @@ pub fn acquire(
 /// [`acquire`] for a caller inside another program's process (the bash
 /// builtin, whose owner is the shell itself), on a descriptor the caller
 /// opened itself, read-write and without O_APPEND, on the lock file: the
-/// wait installs no signal handler or timer — non-blocking tries on
-/// `schedule` until `deadline`, asking `interrupted` between tries and
-/// between sleeps of at most [`kernel::POLL_SLICE`] (see
-/// [`kernel::lock_fd_polled`]). `record` is the owner's holder record; the
+/// wait installs no signal handler or timer and still waits in the kernel
+/// until `deadline`, asking `interrupted` at least every
+/// [`kernel::POLL_SLICE`] (see [`kernel::lock_fd_in_process`]). `record` is the owner's holder record; the
 /// caller writes it with [`write_record`] once it has checked the file.
 /// `path` is the lock file, for messages.
 ///
@@ -162,7 +182,6 @@ pub fn acquire_polled(
     kind: Kind,
     method: kernel::Method,
     deadline: Option<std::time::Instant>,
-    schedule: super::backoff::Schedule,
     path: &Path,
     record: Option<&Holder>,
     interrupted: &mut dyn FnMut() -> bool,
@@ -188,7 +207,7 @@ pub fn acquire_polled(
                 mine.pid
             )));
         }
-        kernel::lock_fd_polled(fd, kind, method, deadline, schedule, interrupted, on_wait)
+        kernel::lock_fd_in_process(fd, kind, method, deadline, interrupted, on_wait)
             .map_err(|e| fd_error(fd, "cannot lock", e))?
     };
     Ok(got)
@@ -326,7 +345,6 @@ pub fn release_polled(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BackoffStrategy;
     use std::os::unix::io::AsRawFd;
     use std::time::Duration;
 
@@ -342,13 +360,6 @@ mod tests {
         let open = || kernel::open_lock_file(&p, true, 0o600).unwrap();
         let f = open();
         let me = std::process::id();
-        let schedule = || {
-            super::super::backoff::Schedule::new(
-                BackoffStrategy::Linear,
-                Duration::from_millis(1),
-                Duration::from_millis(1),
-            )
-        };
         let mine = Holder::new(KIND_FD, me, None);
         // Both takes differ only in the descriptor.
         let take = |fd| {
@@ -357,7 +368,6 @@ mod tests {
                 Kind::Exclusive,
                 kernel::Method::Flock,
                 None,
-                schedule(),
                 &p,
                 Some(&mine),
                 &mut || false,

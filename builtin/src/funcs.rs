@@ -105,6 +105,15 @@ fn paths(func: &str, dev: Option<&OsStr>) -> Result<Paths, u8> {
     })
 }
 
+/// The team config's developer for the current dir's repository (cached as
+/// [`team_id`]), for `ffkit lock-acquire NAME` in the shell without
+/// FLOWFORGE_DEVELOPER: the same lock file as `acquire_critical_lock NAME`.
+pub fn team_developer_here() -> Option<OsString> {
+    let here = ffkit::config::Here::at(std::env::current_dir().ok()?);
+    here.root.as_ref()?;
+    team_id(here.top()).map(OsString::from)
+}
+
 fn team_id(top: &Path) -> Option<String> {
     let cfg = top.join(".flowforge").join("team").join("config.json");
     if !cfg.is_file() {

@@ -373,7 +373,13 @@ fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
         eprintln!("{prog}: {e}");
         e.exit_code()
     };
-    let cfg = match Config::from_lookup(shell::var) {
+    let cfg = match Config::from_lookup(|k| match k {
+        // Without it, the team config's developer, as the functions do.
+        "FLOWFORGE_DEVELOPER" => shell::var(k)
+            .filter(|v| !v.is_empty())
+            .or_else(funcs::team_developer_here),
+        _ => shell::var(k),
+    }) {
         Ok(c) => c,
         Err(e) => return Some(fail(&e)),
     };

@@ -346,7 +346,6 @@ pub fn release_polled(
 mod tests {
     use super::*;
     use std::os::unix::io::AsRawFd;
-    use std::time::Duration;
 
     /// The builtin's path: a descriptor of this very process (the "shell"),
     /// locked without signals, gets a record naming this process and the

@@ -280,11 +280,13 @@ pub fn lock_fd_in_process(
 /// handed over by the kernel at once, whatever the slice.
 pub const POLL_SLICE: Duration = Duration::from_millis(50);
 
-/// SIGCHLD blocked in this thread while it lives.
-struct SigchldBlocked(rustix::process::Pid, libc::sigset_t);
+/// SIGCHLD blocked in this thread while it lives: a caller running inside
+/// a shell (the builtin) must not let the shell's SIGCHLD handler reap a
+/// child of ours first.
+pub(crate) struct SigchldBlocked(rustix::process::Pid, libc::sigset_t);
 
 impl SigchldBlocked {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         // SAFETY: sigset_t is plain data initialised by sigemptyset;
         // pthread_sigmask changes only this thread's mask, restored on drop.
         let old = unsafe {

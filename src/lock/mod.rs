@@ -12,6 +12,7 @@
 //!   files, process facts from `/proc`, and `/proc/locks`.
 //! - [`fd`]: locks held through the caller's descriptor (the wrappers).
 //! - [`run`]: the crate's one child runner (command mode, `perf-metrics time`).
+//! - [`team`]: the team config's developer for the caller's email.
 //! - [`acquire`], [`release`], [`status`]: the three requests the applets
 //!   (and an in-process caller) make, whatever the mode.
 //!
@@ -29,6 +30,7 @@ pub mod named;
 pub mod release;
 pub mod run;
 pub mod status;
+pub mod team;
 
 use std::fs;
 use std::io;
@@ -156,7 +158,12 @@ pub fn lock_dir_in(
     };
     let ns = match cfg.namespace_dir_in(here) {
         Some(ns) => Some(ns),
-        None => here.root.as_ref().map(|r| r.join(".flowforge")),
+        // Without FLOWFORGE_DEVELOPER, the team config's developer for the
+        // caller's email, as the shell functions resolve it.
+        None => here.root.as_ref().map(|r| match team::team_developer(r) {
+            Some(id) => r.join(".flowforge").join(format!("dev-{id}")),
+            None => r.join(".flowforge"),
+        }),
     };
     if let Some(ns) = ns {
         let d = if session {

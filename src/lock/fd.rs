@@ -157,8 +157,37 @@ pub fn acquire(
     on_wait: &mut dyn FnMut(),
 ) -> Result<Acquired> {
     acquire_with(fd, kind, path, owner, &mut || {
-        kernel::lock_fd(fd, kind, method, wait, on_wait)
+        let mut owner_gone = false;
+        let got = kernel::lock_fd(fd, kind, method, wait, &mut || {
+            // A NAME's lock is for the owner; when ffkit waits for it as the
+            // owner's command (the wrappers), it dies with the owner, so a
+            // shell killed while waiting (SIGTERM, SIGHUP) leaves no waiter
+            // that could take the lock later.
+            if path.is_some() {
+                owner_gone = !die_with_parent(owner);
+            }
+            if !owner_gone {
+                on_wait();
+            }
+        });
+        if owner_gone {
+            if matches!(got, Ok(Ok(_))) {
+                let _ = kernel::unlock_fd_with(fd, method);
+            }
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        got
     })
+}
+
+/// Asks for SIGKILL when the parent exits, if the parent is `owner`; false
+/// when the owner turns out gone already (the parent changed).
+fn die_with_parent(owner: u32) -> bool {
+    if super::parent_pid() != owner {
+        return true;
+    }
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    super::parent_pid() == owner
 }
 
 /// [`acquire`] for a caller inside another program's process (the bash

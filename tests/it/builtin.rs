@@ -908,7 +908,7 @@ fn a_trapped_usr1_or_chld_does_not_end_a_wait() {
             path,
             &format!(
                 "trap 'echo usr1' USR1; trap 'echo chld >&2' CHLD\n\
-                 me=$$; ( until [ \"$(wc -w </proc/$me/task/$me/children)\" -ge 2 ]; do sleep 0.01; done\n\
+                 me=$$; ( while [ \"$(wc -w </proc/$me/task/$me/children)\" -lt 2 ]; do sleep 0.01; done\n\
                    kill -USR1 $me; : >'{sent}' ) &\n\
                  rc=0; LOCK_TIMEOUT=600 acquire_critical_lock s || rc=$?; echo \"rc=$rc\"",
                 sent = sent.display()
@@ -1098,5 +1098,37 @@ fn with_a_team_config_lock_acquire_and_the_function_lock_one_file() {
         );
         c.env_remove("FLOWFORGE_DEVELOPER");
         assert_eq!(ok(&out(&mut c)), "function=5\nt.lock\n", "{path}");
+    }
+}
+
+/// Item 9: SIGTERM or SIGHUP to a fallback shell waiting in
+/// `acquire_critical_lock` leaves no `ffkit lock-acquire --fd` waiter
+/// behind (it would take the lock later, for nobody).
+#[test]
+fn a_killed_fallback_shell_leaves_no_waiter_behind() {
+    let r = Repo::new();
+    for (sig, name) in [(libc::SIGTERM, "orphan-term"), (libc::SIGHUP, "orphan-hup")] {
+        let _block = hold(&r.ns().join(format!("locks/{name}.lock")));
+        let mut c = r.on(
+            "fallback",
+            &format!("LOCK_TIMEOUT=600 acquire_critical_lock {name}"),
+        );
+        let mut child = c.spawn().unwrap();
+        let waiters = || {
+            fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter(|e| {
+                    fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                        c.split(|&b| b == 0).any(|a| a == name.as_bytes())
+                            && c.windows(12).any(|w| w == b"lock-acquire")
+                    })
+                })
+                .count()
+        };
+        until("the binary to wait", || waiters() > 0);
+        signal(&child, sig);
+        let _ = child.wait();
+        until("no waiter left", || waiters() == 0);
     }
 }

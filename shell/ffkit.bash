@@ -133,8 +133,11 @@ _ffkit_valid_id() {
     return "$3"
 }
 
-# _ffkit_valid_name VALUE WHAT: a lock or session name becomes a file name.
+# _ffkit_valid_name VALUE WHAT: a lock or session name becomes a file name:
+# the library's rule (lock::validate_name), counted in bytes as the file
+# system counts them (LC_ALL=C makes ${#1} a byte count).
 _ffkit_valid_name() {
+    local LC_ALL=C
     case $1 in
         '' | .* | */* | *[[:cntrl:]]*)
             _ffkit_err "$2='$1': expected a non-empty name without '/', control characters or a leading '.'"
@@ -142,7 +145,7 @@ _ffkit_valid_name() {
             ;;
     esac
     if [[ ${#1} -gt 200 ]]; then
-        _ffkit_err "$2: longer than 200 characters"
+        _ffkit_err "$2: longer than 200 bytes"
         return 2
     fi
 }
@@ -281,6 +284,45 @@ _ffkit_lock_call() {
     fi
 }
 
+# Sets _ffkit_pid to this shell's own pid: a subshell's, not $$ (bash:
+# BASHPID; zsh: sysparams[pid] from zsh/system, else $$).
+_ffkit_mypid() {
+    if [[ -n ${BASHPID-} ]]; then
+        _ffkit_pid=$BASHPID
+    elif [[ -n ${ZSH_VERSION-} ]] && zmodload -F zsh/system p:sysparams 2>/dev/null; then
+        # shellcheck disable=SC2154 # -- zsh/system's parameter
+        _ffkit_pid=${sysparams[pid]}
+    else
+        _ffkit_pid=$$
+    fi
+}
+
+# Drops the held-lock table entries a subshell inherited from the shell that
+# took them (each entry records its owner's pid), closing this subshell's
+# copies of their fds: a close never unlocks the owner's lock (only an
+# explicit unlock would, which is why a subshell must never call
+# lock-release --fd on them). Sets _ffkit_inherited to FILE when FILE was
+# one of them. Only the shell that took a lock releases it (docs/shell.md).
+_ffkit_lock_forget_inherited() {
+    local _ffkit_j=0 _ffkit_cfd='' _ffkit_pid=''
+    _ffkit_inherited=
+    [[ -n ${_ffkit_lock_files+set} ]] || return 0
+    _ffkit_mypid
+    while [[ $_ffkit_j -lt ${#_ffkit_lock_files[@]} ]]; do
+        if [[ -n ${_ffkit_lock_files[_ffkit_j]} && ${_ffkit_lock_pids[_ffkit_j]-} != "$_ffkit_pid" ]]; then
+            if [ "${_ffkit_lock_files[_ffkit_j]}" = "$1" ]; then
+                _ffkit_inherited=$1
+            fi
+            _ffkit_cfd=${_ffkit_lock_fds[_ffkit_j]}
+            { exec {_ffkit_cfd}<&-; } 2>/dev/null || :
+            _ffkit_lock_files[_ffkit_j]=
+            _ffkit_lock_fds[_ffkit_j]=
+            _ffkit_lock_pids[_ffkit_j]=
+        fi
+        _ffkit_j=$((_ffkit_j + 1))
+    done
+}
+
 # _ffkit_lock_take FUNCTION KIND NAME [DEV_ID]: opens NAME's lock file on a
 # new fd, takes the kernel lock on it with `ffkit lock-acquire --fd N NAME`
 # (which checks the fd is on NAME's file and records this shell as the
@@ -291,7 +333,7 @@ _ffkit_lock_call() {
 # the shell only opens an existing file, read-only.
 _ffkit_lock_take() {
     local _ffkit_fn=$1 _ffkit_file='' _ffkit_dev='' _ffkit_fd='' _ffkit_i=0 _ffkit_slot=-1 _ffkit_rc=0
-    local _ffkit_sess=''
+    local _ffkit_sess='' _ffkit_pid='' _ffkit_inherited=''
     [[ $2 == critical ]] || _ffkit_sess=--session
     _ffkit_lock_file "$2" "$3" "${4-}" || return
     if _ffkit_remote; then
@@ -300,6 +342,7 @@ _ffkit_lock_take() {
         _ffkit_lock_call lock-acquire --quiet-wait --owner "$$" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3"
         return
     fi
+    _ffkit_lock_forget_inherited "$_ffkit_file"
     if [[ -n ${_ffkit_lock_files+set} ]]; then
         while [[ $_ffkit_i -lt ${#_ffkit_lock_files[@]} ]]; do
             # `[ = ]` compares bytes; `[[ == ]]` would obey nocasematch.
@@ -334,8 +377,10 @@ _ffkit_lock_take() {
         exec {_ffkit_fd}<&-
         return "$_ffkit_rc"
     fi
+    _ffkit_mypid
     _ffkit_lock_files[_ffkit_slot]=$_ffkit_file
     _ffkit_lock_fds[_ffkit_slot]=$_ffkit_fd
+    _ffkit_lock_pids[_ffkit_slot]=$_ffkit_pid
 }
 
 # _ffkit_lock_drop FUNCTION KIND NAME [DEV_ID]: releases a lock this shell
@@ -343,12 +388,17 @@ _ffkit_lock_take() {
 # not hold it.
 _ffkit_lock_drop() {
     local _ffkit_fn=$1 _ffkit_file='' _ffkit_dev='' _ffkit_fd='' _ffkit_i=0 _ffkit_rc=0
-    local _ffkit_sess=''
+    local _ffkit_sess='' _ffkit_inherited=''
     [[ $2 == critical ]] || _ffkit_sess=--session
     _ffkit_lock_file "$2" "$3" "${4-}" || return
     if _ffkit_remote; then
         _ffkit_lock_call lock-release --owner "$$" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3"
         return
+    fi
+    _ffkit_lock_forget_inherited "$_ffkit_file"
+    if [[ -n $_ffkit_inherited ]]; then
+        _ffkit_err "$1: $_ffkit_file: not held by this shell (its parent shell holds it; only that shell can release it)"
+        return 4
     fi
     if [[ -n ${_ffkit_lock_files+set} ]]; then
         while [[ $_ffkit_i -lt ${#_ffkit_lock_files[@]} ]]; do
@@ -359,6 +409,7 @@ _ffkit_lock_drop() {
                 exec {_ffkit_fd}<&-
                 _ffkit_lock_files[_ffkit_i]=
                 _ffkit_lock_fds[_ffkit_i]=
+                _ffkit_lock_pids[_ffkit_i]=
                 return "$_ffkit_rc"
             fi
             _ffkit_i=$((_ffkit_i + 1))

@@ -105,6 +105,15 @@ fn paths(func: &str, dev: Option<&OsStr>) -> Result<Paths, u8> {
     })
 }
 
+/// The team config's developer for the current dir's repository (cached as
+/// [`team_id`]), for `ffkit lock-acquire NAME` in the shell without
+/// FLOWFORGE_DEVELOPER: the same lock file as `acquire_critical_lock NAME`.
+pub fn team_developer_here() -> Option<OsString> {
+    let here = ffkit::config::Here::at(std::env::current_dir().ok()?);
+    here.root.as_ref()?;
+    team_id(here.top()).map(OsString::from)
+}
+
 fn team_id(top: &Path) -> Option<String> {
     let cfg = top.join(".flowforge").join("team").join("config.json");
     if !cfg.is_file() {
@@ -174,22 +183,20 @@ fn usage(text: &str) -> u8 {
     2
 }
 
-/// `_ffkit_valid_name VALUE WHAT`.
-fn valid_name(v: Option<&OsStr>, what: &str) -> Result<(), u8> {
-    let b = v.map(OsStr::as_bytes).unwrap_or_default();
-    if b.is_empty() || b[0] == b'.' || b.contains(&b'/') || b.iter().any(u8::is_ascii_control) {
-        err(format_args!(
-            "{what}='{}': expected a non-empty name without '/', control characters or a leading '.'",
-            String::from_utf8_lossy(b)
-        ));
-        return Err(2);
-    }
-    if String::from_utf8_lossy(b).chars().count() > 200 {
-        err(format_args!("{what}: longer than 200 characters"));
-        return Err(2);
-    }
-    Ok(())
+/// `_ffkit_valid_name VALUE WHAT`: the library's one rule for lock names
+/// (`lock::validate_name_bytes`, counted in bytes).
+/// The only way to make a [`LockName`], which [`lock`] requires.
+fn valid_name<'a>(v: Option<&'a OsStr>, what: &str) -> Result<LockName<'a>, u8> {
+    let v = v.unwrap_or_default();
+    ffkit::lock::validate_name_bytes(v.as_bytes()).map_err(|e| {
+        err(format_args!("{what}: {e}"));
+        e.exit_code()
+    })?;
+    Ok(LockName(v))
 }
+
+/// A lock or session name that passed [`valid_name`].
+struct LockName<'a>(&'a OsStr);
 
 /// The status that sends a wrapper to its fallback shell code
 /// (`_ffkit_builtin_rc` in shell/ffkit.bash): FFKIT_BACKEND names a remote
@@ -326,19 +333,21 @@ pub fn call(func: &str, a: &[OsString]) -> (u8, Vec<u8>) {
             read(&p, &key)
         }
         "acquire_critical_lock" | "release_critical_lock" => {
-            if let Err(c) = valid_name(arg(0), &format!("{func}: name")) {
-                return (c, vec![]);
-            }
+            let name = match valid_name(arg(0), &format!("{func}: name")) {
+                Ok(n) => n,
+                Err(c) => return (c, vec![]),
+            };
             let p = paths!(None);
-            (lock(func, &p, &a[0], false, None), vec![])
+            (lock(func, &p, name, false, None), vec![])
         }
         "acquire_session_lock" | "release_session_lock" => {
-            if let Err(c) = valid_name(arg(1), &format!("{func}: session_id")) {
-                return (c, vec![]);
-            }
+            let name = match valid_name(arg(1), &format!("{func}: session_id")) {
+                Ok(n) => n,
+                Err(c) => return (c, vec![]),
+            };
             let p = paths!(arg(0));
             let dev = arg(0).filter(|d| !d.is_empty());
-            (lock(func, &p, &a[1], true, dev), vec![])
+            (lock(func, &p, name, true, dev), vec![])
         }
         "record_performance_metric" => {
             if shell::var("CACHE_PERF_MONITORING").is_some_and(|v| v == "disabled") {
@@ -448,7 +457,7 @@ fn read(p: &Paths, key: &OsStr) -> (u8, Vec<u8>) {
 /// the library's one lock file for NAME (`lock::lock_dir`, as `ffkit
 /// lock-acquire NAME` resolves it), for the developer the wrapper resolved:
 /// the dev_id argument, FLOWFORGE_DEVELOPER, or the team-config lookup.
-fn lock(func: &str, p: &Paths, name: &OsStr, session: bool, dev: Option<&OsStr>) -> u8 {
+fn lock(func: &str, p: &Paths, name: LockName<'_>, session: bool, dev: Option<&OsStr>) -> u8 {
     let start = Instant::now();
     let log = p.log.clone();
     let dev = dev.map(OsStr::to_os_string).or_else(|| p.dev.clone());
@@ -471,7 +480,7 @@ fn lock(func: &str, p: &Paths, name: &OsStr, session: bool, dev: Option<&OsStr>)
             return e.exit_code();
         }
     };
-    let mut file_name = name.to_os_string();
+    let mut file_name = name.0.to_os_string();
     file_name.push(".lock");
     let acquiring = func.starts_with("acquire");
     // A release only looks the file up in the held-lock table. An

@@ -3,22 +3,32 @@
 //! NAME` … `ffkit lock-release NAME` run in the builtin.
 //!
 //! Each lock is a kernel flock(2) on the lock file's own open file
-//! description, kept on a descriptor at 200 or above with close-on-exec (so
-//! a redirection such as `3>&-` on the command line can never be handed the
-//! lock's descriptor, and a command the shell runs does not inherit it).
-//! The table records the owning pid: a forked subshell (`( )`, `$( )`, a
-//! pipeline, `&`) has a copy of the table and of the descriptors, and must
-//! never unlock the parent's lock — an explicit unlock from the child would
-//! drop it for the parent too, since they share the open file description.
-//! The child ignores entries that are not its own. At release the
-//! descriptor's device and inode are compared with those recorded, so a
-//! descriptor the script closed and reused is never unlocked by mistake.
+//! description, kept on a descriptor of the shell at the top of its range:
+//! the highest free number below the soft `RLIMIT_NOFILE`, capped at 1024
+//! (so 1023, 1022 … normally; 199 … under `ulimit -n 200`). Scripts use low
+//! numbers (`exec 9>f`, `exec 200>f`) and bash allocates its own
+//! (`{var}>f`, saved descriptors) upwards from 10, so neither meets them.
+//! The descriptors are *not* close-on-exec: bash treats a descriptor of 10
+//! or more with close-on-exec as one of its own saved copies and undoes a
+//! script's redirection onto it, and `exec prog` keeps the lock, as the
+//! fallback's and the old library's do. Instead every fork of the shell
+//! closes them in the child (`pthread_atfork`): a subshell, `$( )`, a
+//! pipeline stage, `&` or a command bash starts never carries the shell's
+//! lock descriptors, so a killed shell frees its locks at once, whatever
+//! its children do, and no child can unlock them.
 //!
-//! Waiting is the library's one in-process wait (`lock::fd::acquire_polled`:
-//! non-blocking tries on the `LOCK_BACKOFF_*` schedule, no timers, no signal
-//! handlers, since this runs inside the user's shell, in sleeps of at most
-//! 50 ms), which gives up as soon as bash's handlers have flagged a signal
-//! (see `shell::pending_signal`).
+//! The table records the owning pid: a forked subshell has a copy of the
+//! table (not of the descriptors) and ignores entries that are not its own.
+//! At release the descriptor's device and inode are compared with those
+//! recorded, so a descriptor the script closed and reused is never
+//! unlocked by mistake.
+//!
+//! Waiting is the library's in-process kernel wait
+//! (`lock::fd::acquire_polled` over `lock::kernel::lock_fd_in_process`: no
+//! timers, no signal handlers in the shell), which gives up when bash's
+//! handlers have flagged SIGINT, SIGTERM, SIGHUP, SIGQUIT or a terminating
+//! signal (see `shell::wait_ending_signal`); other trapped signals (CHLD,
+//! USR1, WINCH …) do not end it, and their traps run once it is over.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -27,7 +37,6 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ffkit::config::Config;
-use ffkit::lock::backoff::Schedule;
 use ffkit::lock::holder::{Holder, KIND_FD};
 use ffkit::lock::kernel::{self, Method};
 use ffkit::lock::{Denied, Kind, fd};
@@ -39,8 +48,87 @@ use crate::shell;
 /// (the dir itself comes from `lock::lock_dir`, which creates it 0700).
 const FILE_MODE: u32 = 0o600;
 
-/// The lowest descriptor a held lock may use.
-const MIN_FD: i32 = 200;
+/// The lowest descriptor a held lock may use (below it: the script's and
+/// bash's), and the highest number ever used (a soft limit in the millions
+/// must not make every fork copy a descriptor table that large).
+const MIN_FD: i32 = 10;
+const FD_CEILING: u64 = 1024;
+
+/// The lock descriptors of this process, for the fork handler: a child
+/// closes every one of them (lock-free: the handler runs in a new child).
+static FORK_CLOSES: [std::sync::atomic::AtomicI32; 256] =
+    [const { std::sync::atomic::AtomicI32::new(-1) }; 256];
+
+extern "C" fn close_in_child() {
+    for slot in &FORK_CLOSES {
+        let fd = slot.swap(-1, std::sync::atomic::Ordering::Relaxed);
+        if fd >= 0 {
+            // SAFETY: closing a descriptor number this process's parent
+            // registered as a lock descriptor; in the child nothing else
+            // owns it (its table entry is forgotten, never closed again).
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// Registers the fork handler once per process (a loaded library's handler
+/// is unregistered by glibc when the library is unloaded).
+fn register_fork_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a child handler that only makes close(2) calls
+        // and atomic stores.
+        unsafe { libc::pthread_atfork(None, None, Some(close_in_child)) };
+    });
+}
+
+fn fork_closes(fd: i32) -> bool {
+    FORK_CLOSES.iter().any(|s| {
+        s.compare_exchange(
+            -1,
+            fd,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        )
+        .is_ok()
+    })
+}
+
+fn fork_keeps(fd: i32) {
+    for s in &FORK_CLOSES {
+        let _ = s.compare_exchange(
+            fd,
+            -1,
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+/// A new descriptor for `file` at the top of the shell's range: the highest
+/// free number below min(soft RLIMIT_NOFILE, 1024), not close-on-exec.
+fn high_fd(file: &std::fs::File) -> std::io::Result<OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(FD_CEILING);
+    let top = i32::try_from(soft.min(FD_CEILING)).unwrap_or(1024);
+    for n in (MIN_FD..top).rev() {
+        // SAFETY: F_GETFD only asks whether the number is open.
+        if unsafe { libc::fcntl(n, libc::F_GETFD) } != -1 {
+            continue;
+        }
+        // SAFETY: duplicates our own open file to the lowest free number
+        // >= n, which is n (just seen free; bash is single-threaded).
+        let got = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_DUPFD, n) };
+        if got < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `got` was just created by F_DUPFD and is owned by nobody else.
+        return Ok(unsafe { OwnedFd::from_raw_fd(got) });
+    }
+    Err(std::io::Error::from_raw_os_error(libc::EMFILE))
+}
 
 struct Entry {
     path: PathBuf,
@@ -91,9 +179,9 @@ fn owner_record(owner: u32) -> Holder {
 
 /// Takes the exclusive lock on `path` for this shell, waiting up to
 /// `timeout` (zero: do not wait). The library's in-process acquisition
-/// (`lock::fd::acquire_polled`) does the tries and the `LOCK_BACKOFF_*`
-/// schedule in slices of at most 50 ms; a signal bash has flagged
-/// (`shell::pending_signal`) ends the wait. Once the file is checked, the
+/// (`lock::fd::acquire_polled`) waits in the kernel; SIGINT, SIGTERM,
+/// SIGHUP, SIGQUIT or a terminating signal bash has flagged
+/// (`shell::wait_ending_signal`) ends the wait. Once the file is checked, the
 /// shell's holder record (its pid and the descriptor, so `lock-status`
 /// names the shell) is written into it.
 ///
@@ -126,8 +214,9 @@ pub fn acquire(
             (r, _) => r,
         }
         .map_err(|e| Error::io("cannot open the lock file", path, e))?;
-        let fd = rustix::io::fcntl_dupfd_cloexec(&file, MIN_FD)
-            .map_err(|e| Error::io("cannot keep the lock file open", path, e.into()))?;
+        register_fork_handler();
+        let fd =
+            high_fd(&file).map_err(|e| Error::io("cannot keep the lock file open", path, e))?;
         drop(file);
         let raw = fd.as_raw_fd();
         let mut signal = None;
@@ -136,11 +225,10 @@ pub fn acquire(
             Kind::Exclusive,
             Method::Flock,
             deadline,
-            Schedule::new(cfg.backoff, cfg.backoff_initial, cfg.backoff_max),
             path,
             Some(&record),
             &mut || {
-                signal = shell::pending_signal();
+                signal = shell::wait_ending_signal();
                 signal.is_some()
             },
             &mut || {
@@ -173,7 +261,19 @@ pub fn acquire(
         let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("cannot inspect", path, e.into()))?;
         let current = std::fs::symlink_metadata(path).ok();
         if current.is_some_and(|m| m.dev() == st.st_dev && m.ino() == st.st_ino) {
-            fd::write_record(raw, Method::Flock, &record, st.st_size as u64, path)?;
+            // Registered only now: the helper child that waited for the
+            // lock (a fork of the shell) had to keep this descriptor.
+            if !fork_closes(raw) {
+                return Err(Error::LockFailed(format!(
+                    "{}: this shell holds 256 locks already",
+                    path.display()
+                ))
+                .into());
+            }
+            if let Err(e) = fd::write_record(raw, Method::Flock, &record, st.st_size as u64, path) {
+                fork_keeps(raw);
+                return Err(e.into());
+            }
             table().push(Entry {
                 path: path.to_path_buf(),
                 fd,
@@ -223,6 +323,7 @@ pub fn release(path: &Path) -> Result<()> {
     };
     let e = t.swap_remove(i);
     drop(t);
+    fork_keeps(e.fd.as_raw_fd());
     let same = rustix::fs::fstat(&e.fd).is_ok_and(|st| st.st_dev == e.dev && st.st_ino == e.ino);
     if !same {
         // Someone replaced the descriptor: it is not our lock any more.
@@ -247,9 +348,9 @@ pub fn release(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Drops the table entries a forked subshell inherited from its parent,
-/// closing its copies of their descriptors (a close never unlocks the
-/// parent's lock; only the explicit unlock would).
+/// Drops the table entries a forked subshell inherited from its parent.
+/// Their descriptors were closed by the fork handler, and the numbers may
+/// name something of the script's by now: they are forgotten, never closed.
 pub fn forget_inherited() {
     let me = crate::caller_pid();
     let mut t = table();
@@ -257,10 +358,7 @@ pub fn forget_inherited() {
         for e in std::mem::take(&mut *t) {
             if e.pid == me {
                 t.push(e);
-            } else if !rustix::fs::fstat(&e.fd)
-                .is_ok_and(|st| st.st_dev == e.dev && st.st_ino == e.ino)
-            {
-                // The number now names something else of the script's.
+            } else {
                 std::mem::forget(e.fd);
             }
         }

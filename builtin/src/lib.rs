@@ -167,6 +167,20 @@ fn dispatch(argv: Vec<OsString>) -> u8 {
         }
         return spawn(&argv);
     }
+    if applet == b"lock-acquire" && shell::in_subshell() {
+        // In `$( )`, `( )`, a pipeline stage or `&`, a lock held here would
+        // end with this subshell. The binary run there (bash execs it)
+        // would hold it for its parent, the process that forked this
+        // subshell: so does this (docs/shell.md, "Locks held by the shell").
+        let ppid = rustix::process::getppid().map_or(1, |p| p.as_raw_nonzero().get());
+        let mut a = vec![
+            OsString::from("lock-acquire"),
+            OsString::from("--owner"),
+            OsString::from(ppid.to_string()),
+        ];
+        a.extend(rest);
+        return spawn(&a);
+    }
     if let Some(code) = named_lock(&applet, &rest) {
         return code;
     }
@@ -359,7 +373,13 @@ fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
         eprintln!("{prog}: {e}");
         e.exit_code()
     };
-    let cfg = match Config::from_lookup(shell::var) {
+    let cfg = match Config::from_lookup(|k| match k {
+        // Without it, the team config's developer, as the functions do.
+        "FLOWFORGE_DEVELOPER" => shell::var(k)
+            .filter(|v| !v.is_empty())
+            .or_else(funcs::team_developer_here),
+        _ => shell::var(k),
+    }) {
         Ok(c) => c,
         Err(e) => return Some(fail(&e)),
     };

@@ -1,6 +1,6 @@
 //! The bash side of the builtin: the shell's own variables (read for the
 //! configuration, exported or not, and assigned for `-v VAR`), the
-//! signal flags bash's handlers set, and the environment bash would give a
+//! signal flags bash's handlers set, `$$`, and the environment bash would give a
 //! command it runs.
 //!
 //! bash exports these symbols to loadable builtins (its
@@ -39,7 +39,8 @@ unsafe extern "C" {
     static export_env: *const *const c_char;
     static interrupt_state: c_int;
     static terminating_signal: c_int;
-    static trapped_signal_received: c_int;
+    static pending_traps: [c_int; 0];
+    static dollar_dollar_pid: libc::pid_t;
 }
 
 /// The value of shell variable `name` (exported or not, a one-command
@@ -114,29 +115,38 @@ pub fn assign(name: &str, value: &[u8]) -> Result<(), AssignError> {
     }
 }
 
-/// The signal a wait must give up for: SIGINT when bash's handler set
-/// `interrupt_state`, a terminating signal (SIGTERM, SIGHUP …), or a signal
-/// the script traps. bash runs the trap or the default action once the
-/// builtin returns 128 + that signal.
-pub fn pending_signal() -> Option<c_int> {
-    // SAFETY: plain reads of `volatile sig_atomic_t` globals that bash's
-    // signal handlers write; a volatile read sees the handler's store.
-    let (int, term, trapped) = unsafe {
-        (
-            std::ptr::read_volatile(&raw const interrupt_state),
-            std::ptr::read_volatile(&raw const terminating_signal),
-            std::ptr::read_volatile(&raw const trapped_signal_received),
-        )
-    };
-    if term != 0 {
-        Some(term)
-    } else if int != 0 {
-        Some(libc::SIGINT)
-    } else if trapped != 0 {
-        Some(trapped)
-    } else {
-        None
+/// The signal a lock wait must give up for: SIGINT when bash's handler set
+/// `interrupt_state`, a terminating signal (SIGTERM, SIGHUP … untrapped),
+/// or SIGINT, SIGTERM, SIGHUP or SIGQUIT caught by a trap. bash runs the
+/// trap or the default action once the builtin returns 128 + that signal.
+/// Any other trapped signal (CHLD, USR1, WINCH, ALRM …) lets the script go
+/// on: the wait continues and bash runs its trap when the builtin returns,
+/// as it does for a foreground command (docs/shell.md).
+pub fn wait_ending_signal() -> Option<c_int> {
+    // SAFETY: plain reads of `volatile sig_atomic_t` globals, and of
+    // `pending_traps[sig]` (an int array of NSIG entries, 65 on Linux),
+    // that bash's signal handlers write; a volatile read sees the store.
+    unsafe {
+        let term = std::ptr::read_volatile(&raw const terminating_signal);
+        if term != 0 {
+            return Some(term);
+        }
+        if std::ptr::read_volatile(&raw const interrupt_state) != 0 {
+            return Some(libc::SIGINT);
+        }
+        let traps = (&raw const pending_traps).cast::<c_int>();
+        [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT]
+            .into_iter()
+            .find(|&sig| std::ptr::read_volatile(traps.add(sig as usize)) != 0)
     }
+}
+
+/// Whether this call runs in a forked subshell of the shell (`( )`, `$( )`,
+/// a pipeline stage, `&`): its pid is not the shell's `$$`.
+pub fn in_subshell() -> bool {
+    // SAFETY: a plain read of bash's `$$`, set once at start-up.
+    let shell = unsafe { std::ptr::read_volatile(&raw const dollar_dollar_pid) };
+    shell > 0 && rustix::process::getpid().as_raw_nonzero().get() != shell
 }
 
 /// The environment bash would give a command it runs now (its exported

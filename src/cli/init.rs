@@ -12,8 +12,7 @@ use std::path::PathBuf;
 use clap::{Arg, ArgMatches, Command};
 
 use super::Ctx;
-use crate::config::validate_developer;
-use crate::error::{Error, ExitKind, Result};
+use crate::error::{ExitKind, Result};
 
 /// The one source of truth for the shell functions.
 pub const WRAPPERS: &str = include_str!("../../shell/ffkit.bash");
@@ -46,7 +45,6 @@ fn shell_quote(s: &str) -> String {
 }
 
 /// Team config files are small; anything bigger is not one.
-const MAX_TEAM_CONFIG: u64 = 16 << 20;
 
 pub fn command() -> Command {
     Command::new("init")
@@ -125,80 +123,4 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     }
 }
 
-/// The id of the first developer (in id order) in `team.developers` whose
-/// `email` equals `email`, ignoring ASCII case and surrounding blanks.
-pub fn developer_for_email(email: &str, file: &std::path::Path) -> Result<Option<String>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    // O_NONBLOCK and a file-type check: a FIFO must not hang the lookup.
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(file)
-        .and_then(|f| match f.metadata()?.is_file() {
-            true => Ok(f),
-            false => Err(crate::fsutil::not_regular()),
-        })
-        .map_err(|e| Error::io("cannot read", file, e))?;
-    let mut text = String::new();
-    f.take(MAX_TEAM_CONFIG)
-        .read_to_string(&mut text)
-        .map_err(|e| Error::io("cannot read", file, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Corruption(format!("{}: not valid JSON: {e}", file.display())))?;
-    let want = email.trim();
-    let Some(devs) = v
-        .get("team")
-        .and_then(|t| t.get("developers"))
-        .and_then(|d| d.as_object())
-    else {
-        return Ok(None);
-    };
-    for (id, dev) in devs {
-        let matches = dev
-            .get("email")
-            .and_then(|e| e.as_str())
-            .is_some_and(|e| e.trim().eq_ignore_ascii_case(want));
-        if matches {
-            return validate_developer(id)
-                .map(Some)
-                .map_err(|e| Error::Config(format!("{}: team.developers: {e}", file.display())));
-        }
-    }
-    Ok(None)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_developer_by_email_ignoring_case() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("config.json");
-        std::fs::write(
-            &f,
-            r#"{"team":{"developers":{"bob":{"email":"b@x.io"},"alice":{"email":"Alice@X.io "}}}}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            developer_for_email("alice@x.io", &f).unwrap().as_deref(),
-            Some("alice")
-        );
-        assert_eq!(
-            developer_for_email("b@x.io", &f).unwrap().as_deref(),
-            Some("bob")
-        );
-        assert_eq!(developer_for_email("c@x.io", &f).unwrap(), None);
-    }
-
-    #[test]
-    fn rejects_ids_that_are_not_plain_names_and_bad_json() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("config.json");
-        std::fs::write(&f, r#"{"team":{"developers":{"../x":{"email":"e@x"}}}}"#).unwrap();
-        assert_eq!(developer_for_email("e@x", &f).unwrap_err().exit_code(), 12);
-        std::fs::write(&f, "{").unwrap();
-        assert_eq!(developer_for_email("e@x", &f).unwrap_err().exit_code(), 10);
-    }
-}
+pub use crate::lock::team::developer_for_email;

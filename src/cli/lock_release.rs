@@ -18,8 +18,9 @@ pub fn command() -> Command {
         .long_about(
             "Release the named lock NAME taken by lock-acquire NAME: its holder process is ended \
              and the lock is free when this returns. Only the owner (the process that called \
-             lock-acquire, or one of its descendants, or --owner PID) may release it; anyone \
-             else gets exit 5 unless --force. A lock that is not held exits 4. With --fd N, \
+             lock-acquire, run as its command, or --owner PID) may release it: from a \
+             subshell, pipeline stage or child script of the owner the answer is exit 4, \
+             from anyone else exit 5, unless --force. A lock that is not held exits 4. With --fd N, \
              drops the lock on the caller's open descriptor N.",
         )
         .arg(

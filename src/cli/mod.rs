@@ -627,6 +627,14 @@ fn run_parsed(
 ) -> ExitCode {
     let cfg = match Config::from_lookup(env) {
         Ok(c) => c,
+        // `init` reads no setting: it must print the functions whatever the
+        // environment holds, so that each function, once defined, reports a
+        // bad value itself (exit 12, one line) instead of every call being
+        // "command not found" (docs/shell.md, "Bad settings").
+        Err(_) if applet.name == "init" => match Config::from_lookup(&|_: &str| None) {
+            Ok(c) => c,
+            Err(e) => return report(prog, &e),
+        },
         Err(e) => return report(prog, &e),
     };
     let mut ctx = Ctx {

@@ -114,10 +114,31 @@ pub(crate) fn check_same(fd: RawFd, path: &Path) -> Result<()> {
     )))
 }
 
-/// The error for a descriptor: not open (exit 2) or the system's reason.
+/// The error for a descriptor: not open, or open in a mode the lock cannot
+/// use (exit 2), or the system's reason.
+///
+/// The kernel answers EBADF both for a number that is not open and for an
+/// fcntl lock whose type the descriptor's mode does not allow (an exclusive
+/// OFD lock needs a writable descriptor, a shared one a readable one), so
+/// the descriptor is looked at again to say which.
 pub(crate) fn fd_error(fd: RawFd, what: &str, e: io::Error) -> Error {
     if e.raw_os_error() == Some(libc::EBADF) {
-        Error::Validation(format!("descriptor {fd}: not open"))
+        let mode = kernel::borrow(fd)
+            .ok()
+            .and_then(|b| rustix::fs::fcntl_getfl(b).ok())
+            .map(|fl| fl & rustix::fs::OFlags::RWMODE);
+        match mode {
+            None => Error::Validation(format!("descriptor {fd}: not open")),
+            Some(m) if m == rustix::fs::OFlags::RDONLY => Error::Validation(format!(
+                "descriptor {fd} is open read-only: an exclusive fcntl lock needs a descriptor open for writing (e.g. {fd}>>FILE or {fd}<>FILE)"
+            )),
+            Some(m) if m == rustix::fs::OFlags::WRONLY => Error::Validation(format!(
+                "descriptor {fd} is open write-only: a shared fcntl lock needs a descriptor open for reading (e.g. {fd}<FILE or {fd}<>FILE)"
+            )),
+            Some(_) => Error::Validation(format!(
+                "descriptor {fd}: the kernel refused it for this lock ({e})"
+            )),
+        }
     } else {
         Error::LockFailed(format!("{what} descriptor {fd}: {e}"))
     }
@@ -136,17 +157,45 @@ pub fn acquire(
     on_wait: &mut dyn FnMut(),
 ) -> Result<Acquired> {
     acquire_with(fd, kind, path, owner, &mut || {
-        kernel::lock_fd(fd, kind, method, wait, on_wait)
+        let mut owner_gone = false;
+        let got = kernel::lock_fd(fd, kind, method, wait, &mut || {
+            // A NAME's lock is for the owner; when ffkit waits for it as the
+            // owner's command (the wrappers), it dies with the owner, so a
+            // shell killed while waiting (SIGTERM, SIGHUP) leaves no waiter
+            // that could take the lock later.
+            if path.is_some() {
+                owner_gone = !die_with_parent(owner);
+            }
+            if !owner_gone {
+                on_wait();
+            }
+        });
+        if owner_gone {
+            if matches!(got, Ok(Ok(_))) {
+                let _ = kernel::unlock_fd_with(fd, method);
+            }
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        got
     })
+}
+
+/// Asks for SIGKILL when the parent exits, if the parent is `owner`; false
+/// when the owner turns out gone already (the parent changed).
+fn die_with_parent(owner: u32) -> bool {
+    if super::parent_pid() != owner {
+        return true;
+    }
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    super::parent_pid() == owner
 }
 
 /// [`acquire`] for a caller inside another program's process (the bash
 /// builtin, whose owner is the shell itself), on a descriptor the caller
 /// opened itself, read-write and without O_APPEND, on the lock file: the
-/// wait installs no signal handler or timer — non-blocking tries on
-/// `schedule` until `deadline`, asking `interrupted` between tries and
-/// between sleeps of at most [`kernel::POLL_SLICE`] (see
-/// [`kernel::lock_fd_polled`]). `record` is the owner's holder record; the
+/// wait installs no signal handler or timer and still waits in the kernel
+/// until `deadline`, asking `interrupted` at least every
+/// [`kernel::POLL_SLICE`] (see [`kernel::lock_fd_in_process`]). `record` is the owner's holder record; the
 /// caller writes it with [`write_record`] once it has checked the file.
 /// `path` is the lock file, for messages.
 ///
@@ -162,7 +211,6 @@ pub fn acquire_polled(
     kind: Kind,
     method: kernel::Method,
     deadline: Option<std::time::Instant>,
-    schedule: super::backoff::Schedule,
     path: &Path,
     record: Option<&Holder>,
     interrupted: &mut dyn FnMut() -> bool,
@@ -188,7 +236,7 @@ pub fn acquire_polled(
                 mine.pid
             )));
         }
-        kernel::lock_fd_polled(fd, kind, method, deadline, schedule, interrupted, on_wait)
+        kernel::lock_fd_in_process(fd, kind, method, deadline, interrupted, on_wait)
             .map_err(|e| fd_error(fd, "cannot lock", e))?
     };
     Ok(got)
@@ -326,9 +374,7 @@ pub fn release_polled(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BackoffStrategy;
     use std::os::unix::io::AsRawFd;
-    use std::time::Duration;
 
     /// The builtin's path: a descriptor of this very process (the "shell"),
     /// locked without signals, gets a record naming this process and the
@@ -342,13 +388,6 @@ mod tests {
         let open = || kernel::open_lock_file(&p, true, 0o600).unwrap();
         let f = open();
         let me = std::process::id();
-        let schedule = || {
-            super::super::backoff::Schedule::new(
-                BackoffStrategy::Linear,
-                Duration::from_millis(1),
-                Duration::from_millis(1),
-            )
-        };
         let mine = Holder::new(KIND_FD, me, None);
         // Both takes differ only in the descriptor.
         let take = |fd| {
@@ -357,7 +396,6 @@ mod tests {
                 Kind::Exclusive,
                 kernel::Method::Flock,
                 None,
-                schedule(),
                 &p,
                 Some(&mine),
                 &mut || false,

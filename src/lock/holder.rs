@@ -309,7 +309,11 @@ fn has_open(pid: u32, fd: Option<i32>, dev: u64, ino: u64) -> bool {
     if let Some(fd) = fd {
         let p = std::path::PathBuf::from(format!("/proc/{pid}/fd/{fd}"));
         return match fs::symlink_metadata(&p) {
-            Ok(_) => same(&p),
+            // Open on the file is not enough: the descriptor may have been
+            // unlocked (`flock -u 9`) while another process took the lock.
+            // `/proc/PID/fdinfo/N` lists exactly the locks its open file
+            // description holds.
+            Ok(_) => same(&p) && fdinfo_lists_a_lock(pid, fd).unwrap_or(true),
             Err(e) => e.kind() == io::ErrorKind::PermissionDenied,
         };
     }
@@ -317,6 +321,13 @@ fn has_open(pid: u32, fd: Option<i32>, dev: u64, ino: u64) -> bool {
         Ok(rd) => rd.flatten().any(|e| same(&e.path())),
         Err(e) => e.kind() == io::ErrorKind::PermissionDenied,
     }
+}
+
+/// Whether `/proc/PID/fdinfo/FD` lists a lock (a `lock:` line); `None`
+/// when it cannot be read (another user's process).
+fn fdinfo_lists_a_lock(pid: u32, fd: i32) -> Option<bool> {
+    let info = fs::read(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    Some(info.split(|&b| b == b'\n').any(|l| l.starts_with(b"lock:")))
 }
 
 /// The fields of `/proc/PID/stat` after the command name (which may hold

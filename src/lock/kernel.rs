@@ -12,8 +12,9 @@
 //!
 //! We call rustix's `flock` rather than `File::lock` because fd mode locks a
 //! descriptor we do not own, and because the EINTR from our alarm must reach
-//! us instead of being retried. [`lock_fd_polled`] is the in-process wait
-//! for a caller that may not touch signals or timers (the bash builtin).
+//! us instead of being retried. [`lock_fd_in_process`] is the in-process
+//! wait for a caller that may not touch signals or timers (the bash
+//! builtin): it waits in the kernel too, through a helper child process.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -24,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use rustix::fs::FlockOperation;
 
-use super::backoff::{Schedule, Sleeps};
 use super::{Acquired, Denied, Kind, Wait, holder, would_block};
 
 /// Which kernel lock: flock(2) on the whole file (the default), or an open
@@ -203,80 +203,251 @@ pub fn lock_fd(
     }
 }
 
-/// Takes `kind` on `fd` without blocking, signal handlers or timers, for a
-/// caller running inside someone else's process (the bash builtin): a
-/// non-blocking try, then more tries on the `LOCK_BACKOFF_STRATEGY`
-/// schedule until `deadline` (None: forever), sleeping in slices of at most
-/// [`POLL_SLICE`] and asking `interrupted` before each slice.
-/// `Denied::Interrupted` when it said yes.
-pub fn lock_fd_polled(
+/// Takes `kind` on `fd` for a caller running inside someone else's process
+/// (the bash builtin), which may not install signal handlers or timers
+/// there: a non-blocking try, then a wait **in the kernel** by a helper
+/// child process. The child is forked with the caller's descriptor, so it
+/// shares the open file description, and blocks in flock(2) (or
+/// `F_OFD_SETLKW`) on it: the lock it gets belongs to that description,
+/// hence to the caller, the moment the holder lets go. The caller meanwhile
+/// waits on a pipe from the child, in slices of at most [`POLL_SLICE`],
+/// asking `interrupted` between them (a signal also cuts a slice short).
+/// On the deadline or an interruption the child is killed (SIGKILL) and
+/// reaped before this returns, so no waiter outlives the call; a lock the
+/// child got just before is kept on a timeout (it came in time) and dropped
+/// on an interruption. The child dies with the caller (`PR_SET_PDEATHSIG`),
+/// starts with the default action for SIGINT, SIGTERM, SIGHUP and SIGQUIT,
+/// and SIGCHLD is blocked in the caller while it lives (so a shell's own
+/// SIGCHLD handler cannot reap it first; its trap runs after the wait).
+/// `deadline` None: forever. `Denied::Interrupted` when `interrupted` said
+/// yes. Classic POSIX (per-process) locks cannot be taken this way; only
+/// [`Method::Flock`] and [`Method::Ofd`] exist here.
+pub fn lock_fd_in_process(
     fd: RawFd,
     kind: Kind,
     method: Method,
     deadline: Option<Instant>,
-    schedule: Schedule,
     interrupted: &mut dyn FnMut() -> bool,
     on_wait: &mut dyn FnMut(),
 ) -> io::Result<Acquired> {
     let start = Instant::now();
-    let mut sleeps = Sleeps::new(schedule, deadline);
-    let mut announced = false;
     loop {
         match op(fd, method, Some(kind), false) {
-            Ok(()) => return Ok(Ok(start.elapsed())),
-            Err(e) if would_block(&e) || is_eintr(&e) => {}
+            Ok(()) => return Ok(Ok(Duration::ZERO)),
+            Err(e) if would_block(&e) => break,
+            Err(e) if is_eintr(&e) => continue,
             Err(e) => return Err(e),
         }
-        if interrupted() {
-            return Ok(Err(Denied::Interrupted));
-        }
-        if deadline.is_some_and(|d| d <= start) {
-            return Ok(Err(Denied::Busy));
-        }
-        if !announced {
-            announced = true;
-            on_wait();
-        }
-        let Some(d) = sleeps.next_at(Instant::now()) else {
-            return Ok(Err(Denied::TimedOut));
+    }
+    if interrupted() {
+        return Ok(Err(Denied::Interrupted));
+    }
+    if deadline.is_some_and(|d| d <= start) {
+        return Ok(Err(Denied::Busy));
+    }
+    on_wait();
+    let _chld = SigchldBlocked::new();
+    let waiter = Waiter::start(fd, kind, method)?;
+    loop {
+        let slice = match deadline {
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return match waiter.stop()? {
+                        Some(()) => Ok(Ok(start.elapsed())),
+                        None => Ok(Err(Denied::TimedOut)),
+                    };
+                }
+                (d - now).min(POLL_SLICE)
+            }
+            None => POLL_SLICE,
         };
-        if d.is_zero() {
-            return match op(fd, method, Some(kind), false) {
-                Ok(()) => Ok(Ok(start.elapsed())),
-                Err(e) if would_block(&e) => Ok(Err(Denied::TimedOut)),
-                Err(e) => Err(e),
-            };
+        if let Some(r) = waiter.wait(slice)? {
+            return r.map(|()| Ok(start.elapsed()));
         }
-        if sleep_unless(d, interrupted) {
+        if interrupted() {
+            if waiter.stop()?.is_some() {
+                let _ = op(fd, method, None, false);
+            }
             return Ok(Err(Denied::Interrupted));
         }
     }
 }
 
-/// The longest single sleep of a polled wait: a signal that lands just
-/// before a sleep starts (so it cannot cut it short) is still seen within
-/// this long.
+/// The longest single wait of [`lock_fd_in_process`] between two looks at
+/// `interrupted`: a signal that lands just before a wait starts (so it
+/// cannot cut it short) is still seen within this long. The lock itself is
+/// handed over by the kernel at once, whatever the slice.
 pub const POLL_SLICE: Duration = Duration::from_millis(50);
 
-/// Sleeps `total` in slices of at most [`POLL_SLICE`], asking `interrupted`
-/// before each; true when it said yes. A signal also cuts a slice short
-/// (EINTR: the callers' shells install their handlers without SA_RESTART).
-fn sleep_unless(total: Duration, interrupted: &mut dyn FnMut() -> bool) -> bool {
-    let end = Instant::now() + total;
-    loop {
-        if interrupted() {
-            return true;
+/// SIGCHLD blocked in this thread while it lives: a caller running inside
+/// a shell (the builtin) must not let the shell's SIGCHLD handler reap a
+/// child of ours first.
+pub(crate) struct SigchldBlocked(rustix::process::Pid, libc::sigset_t);
+
+impl SigchldBlocked {
+    pub(crate) fn new() -> Self {
+        // SAFETY: sigset_t is plain data initialised by sigemptyset;
+        // pthread_sigmask changes only this thread's mask, restored on drop.
+        let old = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGCHLD);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+            old
+        };
+        SigchldBlocked(rustix::process::getpid(), old)
+    }
+}
+
+impl Drop for SigchldBlocked {
+    fn drop(&mut self) {
+        // A forked child never returns through here (it `_exit`s).
+        if rustix::process::getpid() == self.0 {
+            // SAFETY: restores the mask saved in `new`.
+            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.1, std::ptr::null_mut()) };
         }
-        let now = Instant::now();
-        if now >= end {
-            return false;
+    }
+}
+
+/// The helper child of [`lock_fd_in_process`], blocked in the kernel on the
+/// caller's open file description, and the read end of its pipe: one byte
+/// `1` when it has the lock, or `e` and the errno of its failure.
+struct Waiter {
+    pid: libc::pid_t,
+    from: std::os::fd::OwnedFd,
+    reaped: std::cell::Cell<bool>,
+}
+
+impl Waiter {
+    fn start(fd: RawFd, kind: Kind, method: Method) -> io::Result<Waiter> {
+        let (from, to) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let parent = rustix::process::getpid().as_raw_nonzero().get();
+        let to_raw = to.as_raw_fd();
+        // SAFETY: the child only makes raw system calls (sigaction,
+        // sigprocmask, prctl, getppid, flock/fcntl, write, _exit) and touches
+        // no lock, allocator or Rust runtime state, so forking a process with
+        // other threads (a test harness) is sound.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
         }
-        let slice = (end - now).min(POLL_SLICE);
-        let ts = rustix::thread::Timespec {
+        if pid == 0 {
+            // SAFETY: as above; the child never returns from this block.
+            unsafe {
+                for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
+                    libc::signal(sig, libc::SIG_DFL);
+                }
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                if libc::getppid() != parent {
+                    libc::_exit(3);
+                }
+                let msg: [u8; 5] = loop {
+                    match op(fd, method, Some(kind), true) {
+                        Ok(()) => break [b'1', 0, 0, 0, 0],
+                        Err(e) if is_eintr(&e) => continue,
+                        Err(e) => {
+                            let n = e.raw_os_error().unwrap_or(libc::EIO).to_ne_bytes();
+                            break [b'e', n[0], n[1], n[2], n[3]];
+                        }
+                    }
+                };
+                libc::write(to_raw, msg.as_ptr().cast(), msg.len());
+                libc::_exit(0);
+            }
+        }
+        drop(to);
+        Ok(Waiter {
+            pid,
+            from,
+            reaped: std::cell::Cell::new(false),
+        })
+    }
+
+    /// Waits up to `slice` for the child's answer: `Some(Ok(()))` when it
+    /// has the lock, `Some(Err)` when it failed, `None` when nothing came
+    /// yet (or a signal cut the wait short).
+    fn wait(&self, slice: Duration) -> io::Result<Option<io::Result<()>>> {
+        use rustix::event::{PollFd, PollFlags, poll};
+        let ts = rustix::event::Timespec {
             tv_sec: slice.as_secs() as i64,
             tv_nsec: i64::from(slice.subsec_nanos()),
         };
-        let _ = rustix::thread::nanosleep(&ts);
+        let mut fds = [PollFd::new(&self.from, PollFlags::IN)];
+        match poll(&mut fds, Some(&ts)) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let got = self.answer()?;
+        self.reap();
+        Ok(Some(match got {
+            Some(r) => r,
+            None => Err(io::Error::other(
+                "the lock's waiting helper process ended without an answer",
+            )),
+        }))
+    }
+
+    /// The child's message, once it has written it or ended.
+    fn answer(&self) -> io::Result<Option<io::Result<()>>> {
+        let mut buf = [0u8; 5];
+        let mut have = 0;
+        while have < buf.len() {
+            match rustix::io::read(&self.from, &mut buf[have..]) {
+                Ok(0) => break,
+                Ok(n) => have += n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            if buf[0] == b'1' {
+                return Ok(Some(Ok(())));
+            }
+        }
+        Ok(match (have, buf[0]) {
+            (5, b'e') => Some(Err(io::Error::from_raw_os_error(i32::from_ne_bytes([
+                buf[1], buf[2], buf[3], buf[4],
+            ])))),
+            _ => None,
+        })
+    }
+
+    /// Kills and reaps the child; `Some(())` when it had got the lock first.
+    fn stop(&self) -> io::Result<Option<()>> {
+        // SAFETY: our own child, not yet reaped (so the pid is not reused).
+        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        self.reap();
+        Ok(match self.answer()? {
+            Some(Ok(())) => Some(()),
+            _ => None,
+        })
+    }
+
+    fn reap(&self) {
+        if self.reaped.replace(true) {
+            return;
+        }
+        loop {
+            let mut st = 0;
+            // SAFETY: waits for our own child only.
+            let r = unsafe { libc::waitpid(self.pid, &mut st, 0) };
+            if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        if !self.reaped.get() {
+            let _ = self.stop();
+        }
     }
 }
 
@@ -449,15 +620,6 @@ pub(crate) fn open_lock_file_existing(path: &Path) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BackoffStrategy;
-
-    fn schedule() -> Schedule {
-        Schedule::new(
-            BackoffStrategy::Exponential,
-            Duration::from_millis(1),
-            Duration::from_millis(5),
-        )
-    }
 
     /// Two open file descriptions of one file: flock(2) makes them conflict
     /// inside one process, so the in-process wait can be tested here.
@@ -470,17 +632,16 @@ mod tests {
     }
 
     #[test]
-    fn polled_wait_stops_when_the_caller_says_interrupted() {
+    fn in_process_wait_stops_when_the_caller_says_interrupted_and_holds_nothing() {
         let (_d, a, b) = two_opens();
         assert!(try_lock_fd(a.as_raw_fd(), Kind::Exclusive).unwrap());
         let mut asked = 0;
         let mut waited = 0;
-        let got = lock_fd_polled(
+        let got = lock_fd_in_process(
             b.as_raw_fd(),
             Kind::Exclusive,
             Method::Flock,
             None,
-            schedule(),
             &mut || {
                 asked += 1;
                 asked > 3
@@ -489,77 +650,55 @@ mod tests {
         )
         .unwrap();
         assert_eq!(got, Err(Denied::Interrupted));
-        assert_eq!(asked, 4, "asked between every try");
+        assert_eq!(asked, 4, "asked between every slice");
         assert_eq!(waited, 1, "the waiting report comes once");
-    }
-
-    /// A long backoff step is slept in slices: an interruption flagged
-    /// while sleeping (by a signal handler that cannot cut the sleep short,
-    /// here a clock) ends the wait within a slice, not at the step's end.
-    #[test]
-    fn polled_wait_sees_an_interruption_within_a_slice_of_a_long_step() {
-        let (_d, a, b) = two_opens();
+        unlock_fd(a.as_raw_fd()).unwrap();
+        // The killed helper left nothing behind on b's description.
         assert!(try_lock_fd(a.as_raw_fd(), Kind::Exclusive).unwrap());
-        let long = Schedule::new(
-            BackoffStrategy::Exponential,
-            Duration::from_secs(20),
-            Duration::from_secs(20),
-        );
-        let start = Instant::now();
-        let got = lock_fd_polled(
-            b.as_raw_fd(),
-            Kind::Exclusive,
-            Method::Flock,
-            None,
-            long,
-            &mut || start.elapsed() >= Duration::from_millis(100),
-            &mut || {},
-        )
-        .unwrap();
-        assert_eq!(got, Err(Denied::Interrupted));
-        // Without slices this would sleep the whole 20 s step.
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{:?}",
-            start.elapsed()
-        );
     }
 
+    /// The wait is in the kernel: a lock freed by another thread is handed
+    /// over at once, far within one slice of a schedule the old polled wait
+    /// would have slept (it slept up to LOCK_BACKOFF_MAX between tries).
     #[test]
-    fn polled_wait_times_out_and_takes_a_freed_lock() {
+    fn in_process_wait_times_out_and_takes_a_freed_lock_at_once() {
         let (_d, a, b) = two_opens();
         assert!(try_lock_fd(a.as_raw_fd(), Kind::Exclusive).unwrap());
         let soon = Instant::now() + Duration::from_millis(30);
-        let got = lock_fd_polled(
+        let got = lock_fd_in_process(
             b.as_raw_fd(),
             Kind::Exclusive,
             Method::Flock,
             Some(soon),
-            schedule(),
             &mut || false,
             &mut || {},
         )
         .unwrap();
         assert_eq!(got, Err(Denied::TimedOut));
         assert!(Instant::now() >= soon);
-        // Freed by another thread while we poll: taken, no signal involved.
+        assert!(try_lock_fd(b.as_raw_fd(), Kind::Shared).is_ok_and(|g| !g));
         let fd = a.as_raw_fd();
+        let (tx, rx) = std::sync::mpsc::channel();
         let t = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(20));
+            let at = Instant::now();
             unlock_fd(fd).unwrap();
+            tx.send(at).unwrap();
         });
-        let got = lock_fd_polled(
+        let got = lock_fd_in_process(
             b.as_raw_fd(),
             Kind::Exclusive,
             Method::Flock,
             Some(Instant::now() + Duration::from_secs(60)),
-            schedule(),
             &mut || false,
             &mut || {},
         )
         .unwrap();
+        let done = Instant::now();
         t.join().unwrap();
         assert!(got.is_ok());
+        let freed = rx.recv().unwrap();
+        eprintln!("handed over in {:?}", done - freed);
         assert!(!try_lock_fd(a.as_raw_fd(), Kind::Exclusive).unwrap());
     }
 

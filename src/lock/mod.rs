@@ -12,6 +12,7 @@
 //!   files, process facts from `/proc`, and `/proc/locks`.
 //! - [`fd`]: locks held through the caller's descriptor (the wrappers).
 //! - [`run`]: the crate's one child runner (command mode, `perf-metrics time`).
+//! - [`team`]: the team config's developer for the caller's email.
 //! - [`acquire`], [`release`], [`status`]: the three requests the applets
 //!   (and an in-process caller) make, whatever the mode.
 //!
@@ -29,6 +30,7 @@ pub mod named;
 pub mod release;
 pub mod run;
 pub mod status;
+pub mod team;
 
 use std::fs;
 use std::io;
@@ -98,7 +100,7 @@ pub enum Denied {
     Busy,
     /// Still held when the deadline passed.
     TimedOut,
-    /// The caller's "interrupted?" check said yes ([`kernel::lock_fd_polled`]).
+    /// The caller's "interrupted?" check said yes ([`kernel::lock_fd_in_process`]).
     Interrupted,
 }
 
@@ -156,7 +158,12 @@ pub fn lock_dir_in(
     };
     let ns = match cfg.namespace_dir_in(here) {
         Some(ns) => Some(ns),
-        None => here.root.as_ref().map(|r| r.join(".flowforge")),
+        // Without FLOWFORGE_DEVELOPER, the team config's developer for the
+        // caller's email, as the shell functions resolve it.
+        None => here.root.as_ref().map(|r| match team::team_developer(r) {
+            Some(id) => r.join(".flowforge").join(format!("dev-{id}")),
+            None => r.join(".flowforge"),
+        }),
     };
     if let Some(ns) = ns {
         let d = if session {
@@ -227,18 +234,26 @@ fn check_private(dir: &Path, uid: u32) -> Result<()> {
 
 /// A lock name is one plain path component: no `/`, no control characters,
 /// not empty, not starting with `.` (ffkit's temp and break files are
-/// dot-files), at most 200 bytes.
+/// dot-files), at most 200 bytes (bytes, as the file system counts them:
+/// 101 "é" are 202 bytes and refused). The one rule for the binary, the
+/// bash builtin and (in shell, byte for byte) the fallback functions.
 pub fn validate_name(name: &str) -> Result<&str> {
+    validate_name_bytes(name.as_bytes())?;
+    Ok(name)
+}
+
+/// [`validate_name`] for a name that may not be UTF-8 (a shell argument).
+pub fn validate_name_bytes(name: &[u8]) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 200
-        && !name.starts_with('.')
-        && !name.bytes().any(|b| b == b'/' || b.is_ascii_control());
+        && name[0] != b'.'
+        && !name.iter().any(|&b| b == b'/' || b.is_ascii_control());
     if ok {
-        Ok(name)
+        Ok(())
     } else {
         Err(Error::Validation(format!(
             "lock name '{}': expected one plain name (no '/', control characters or leading '.', at most 200 bytes)",
-            name.escape_debug()
+            String::from_utf8_lossy(name).escape_debug()
         )))
     }
 }

@@ -5,8 +5,11 @@
 //! The owner is the process the lock was taken for; the releaser counts as
 //! the owner when its own pid is the owner (a shell that ran `exec ffkit
 //! lock-release`, as `sh -c '...; ffkit lock-release n'` does for its last
-//! command) or any of its ancestors is (the calling shell, a subshell of
-//! it, a `$(...)`), or when it passes the same `--owner PID`.
+//! command) or its parent is (the owning shell ran it as a command), or
+//! when it passes the same `--owner PID`. A releaser further down — run
+//! from a subshell, a pipeline stage or a child script of the owner — is
+//! refused with exit 4 and changes nothing: only the shell that took a lock
+//! releases it (docs/locks.md, "Who may release").
 
 use std::path::Path;
 
@@ -39,37 +42,54 @@ pub enum Released {
     NotOwner(Holder),
 }
 
-/// Whose release this is: `--owner PID`, else this process and its
-/// ancestors (nearest first).
+/// Whose release this is: `--owner PID`, else this process and its parent.
 pub fn releasers(owner: Option<u32>) -> Vec<u32> {
     match owner {
         Some(p) => vec![p],
-        None => {
-            let me = std::process::id();
-            let mut v = vec![me];
-            v.extend(holder::ancestors(me));
-            v
-        }
+        None => vec![std::process::id(), super::parent_pid()],
     }
+}
+
+/// A lock owned by an ancestor further up than the parent (the releaser
+/// runs in a subshell, a pipeline stage or a child script of the owner):
+/// the error that refuses it.
+fn descendant(r: &Release<'_>, h: &Holder) -> Option<crate::Error> {
+    if h.pid == 0 || r.force || r.as_pids.contains(&h.pid) {
+        return None;
+    }
+    if !holder::ancestors(std::process::id()).contains(&h.pid) {
+        return None;
+    }
+    Some(crate::Error::NotFound(format!(
+        "{}: held by pid {}, a shell this process runs under, not by the process that runs this release (a subshell, $( ), pipeline stage or child script cannot release its shell's lock; release it in that shell)",
+        r.path.display(),
+        h.pid
+    )))
 }
 
 /// Releases the lock at `r.path`.
 pub fn release(r: &Release<'_>) -> Result<Released> {
     if status::detect(r.path, r.dotlock, r.is_name)? == Backend::Dotlock {
         let may = |h: &Holder| r.force || (h.pid != 0 && r.as_pids.contains(&h.pid));
-        return Ok(match dotlock::release(r.path, &may)? {
-            Ok(h) => Released::Done(h),
-            Err(dotlock::NotReleased::NotHeld) => Released::NotHeld,
-            Err(dotlock::NotReleased::NotOwner(h)) => Released::NotOwner(h),
-        });
+        return match dotlock::release(r.path, &may)? {
+            Ok(h) => Ok(Released::Done(h)),
+            Err(dotlock::NotReleased::NotHeld) => Ok(Released::NotHeld),
+            Err(dotlock::NotReleased::NotOwner(h)) => match descendant(r, &h) {
+                Some(e) => Err(e),
+                None => Ok(Released::NotOwner(h)),
+            },
+        };
     }
     let who = named::Releaser {
         as_pids: r.as_pids.clone(),
         force: r.force,
     };
-    Ok(match named::release(r.path, &who)? {
-        Ok(h) => Released::Done(h),
-        Err(named::NotReleased::NotHeld) => Released::NotHeld,
-        Err(named::NotReleased::NotOwner(h)) => Released::NotOwner(h),
-    })
+    match named::release(r.path, &who)? {
+        Ok(h) => Ok(Released::Done(h)),
+        Err(named::NotReleased::NotHeld) => Ok(Released::NotHeld),
+        Err(named::NotReleased::NotOwner(h)) => match descendant(r, &h) {
+            Some(e) => Err(e),
+            None => Ok(Released::NotOwner(h)),
+        },
+    }
 }

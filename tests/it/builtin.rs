@@ -688,3 +688,447 @@ fn ctrl_c_at_an_interactive_bash_waiting_in_the_builtin_returns_to_the_prompt() 
     assert!(s.contains("alive=130\nv\n"), "{s}");
     assert!(!s.contains("never\n"), "{s}");
 }
+
+// ---------------------------------------------------------------------------
+// Locks on the shell path, in both paths (issue 23): each test runs its
+// script with the builtin loaded and again with FFKIT_BUILTIN=off.
+// ---------------------------------------------------------------------------
+
+/// The two ways the shell functions run.
+const PATHS: [&str; 2] = ["builtin", "fallback"];
+
+impl Repo {
+    /// `bash -c SCRIPT` under `set -euo pipefail` with the library sourced,
+    /// on `path` ("builtin": the builtin must be loaded, exit 99 otherwise;
+    /// "fallback": FFKIT_BUILTIN=off), with `ffkit` on PATH for the
+    /// fallback's own `ffkit …` commands.
+    fn on(&self, path: &str, script: &str) -> Command {
+        let mut c = if path == "builtin" {
+            self.bash(script)
+        } else {
+            let mut c = self.bare("bash");
+            c.env("FFKIT_BUILTIN", "off").arg("-c").arg(format!(
+                "set -euo pipefail\n. \"$FFKIT_LIB\"\n\
+                 [ \"$(type -t ffkit)\" = file ] || {{ echo 'builtin loaded' >&2; exit 99; }}\n{script}"
+            ));
+            c
+        };
+        c.env(
+            "PATH",
+            format!(
+                "{}:/usr/local/bin:/usr/bin:/bin",
+                bin().parent().unwrap().display()
+            ),
+        );
+        c
+    }
+}
+
+/// Item 1: only the shell that took a lock releases it. A subshell, a
+/// `$( )`, a pipeline stage or a child script gets 4 and the lock stays
+/// held, for the functions and for `ffkit lock-release` (run where bash
+/// forks for it: the builtin knows it is in a subshell; the binary sees a
+/// parent that is not the owner). A plain command of the owning shell
+/// still releases.
+#[test]
+fn a_subshell_pipeline_or_child_script_never_releases_the_shells_lock() {
+    let r = Repo::new();
+    let child = r.tmp.path().join("child.sh");
+    fs::write(
+        &child,
+        ". \"$FFKIT_LIB\"; rc=0; release_critical_lock x 2>/dev/null || rc=$?; echo \"script-fn=$rc\"\n\
+         rc=0; ffkit lock-release x 2>/dev/null || rc=$?; echo \"script-ffkit=$rc\"\n",
+    )
+    .unwrap();
+    for path in PATHS {
+        let file = r.ns().join("locks/x.lock");
+        let o = out(&mut r.on(
+            path,
+            &format!(
+                "held() {{ ffkit lock-status -q x && echo held || echo FREE; }}\n\
+                 acquire_critical_lock x\n\
+                 ( rc=0; release_critical_lock x 2>/dev/null || rc=$?; echo \"sub-fn=$rc\" ); held\n\
+                 echo \"subst-fn=$(rc=0; release_critical_lock x 2>/dev/null || rc=$?; echo $rc)\"; held\n\
+                 true | {{ rc=0; release_critical_lock x 2>/dev/null || rc=$?; echo \"pipe-fn=$rc\"; }}; held\n\
+                 ( rc=0; ffkit lock-release x 2>/dev/null || rc=$?; echo \"sub-ffkit=$rc\"; : ); held\n\
+                 bash '{child}'; held\n\
+                 ffkit lock-release x; echo released; held",
+                child = child.display()
+            ),
+        ));
+        assert_eq!(
+            ok(&o),
+            "sub-fn=4\nheld\nsubst-fn=4\nheld\npipe-fn=4\nheld\nsub-ffkit=4\nheld\n\
+             script-fn=4\nscript-ffkit=4\nheld\nreleased\nFREE\n",
+            "{path}: {}",
+            text(&o.stderr)
+        );
+        assert!(free(&file), "{path}");
+    }
+    // `( ffkit lock-release x )` alone: the builtin runs in the subshell and
+    // knows it (bash would have exec'd the binary there; docs/locks.md).
+    let o = out(&mut r.bash(
+        "acquire_critical_lock y; rc=0; ( ffkit lock-release y ) 2>/dev/null || rc=$?; echo \"rc=$rc\"\n\
+         ffkit lock-status -q y && echo held",
+    ));
+    assert_eq!(ok(&o), "rc=4\nheld\n");
+}
+
+/// Item 2: a bad exported setting does not stop `ffkit init bash` from
+/// printing the functions; each call then fails with 12 and one line.
+#[test]
+fn init_prints_the_functions_with_a_bad_setting_and_each_call_fails_12() {
+    let r = Repo::new();
+    for (var, val) in [
+        ("FF_DEBUG", "yes"),
+        ("LOCK_TIMEOUT", "abc"),
+        ("CACHE_SIZE_TRACKING", "bogus"),
+    ] {
+        for builtin in ["", "off"] {
+            let script = format!(
+                "eval \"$('{}' init bash)\"; echo \"init=$?\"; type -t get_cache_size\n\
+                 rc=0; get_cache_size 2>err || rc=$?; echo \"size=$rc $(wc -l <err)\"\n\
+                 rc=0; acquire_critical_lock l 2>err || rc=$?; echo \"lock=$rc $(wc -l <err)\"",
+                bin().display()
+            );
+            let o = out(r
+                .bare("bash")
+                .env(var, val)
+                .env("FFKIT_BUILTIN", builtin)
+                .args(["-c", &script]));
+            assert_eq!(
+                ok(&o),
+                "init=0\nfunction\nsize=12 1\nlock=12 1\n",
+                "{var}={val} FFKIT_BUILTIN={builtin}: {}",
+                text(&o.stderr)
+            );
+        }
+    }
+}
+
+/// Item 3: `$(ffkit lock-acquire Q)`, `ffkit lock-acquire Q | cat` and
+/// `( ffkit lock-acquire Q )` hold the lock for the shell, as the binary
+/// does, until the shell releases it.
+#[test]
+fn lock_acquire_in_a_subshell_holds_the_lock_for_the_shell() {
+    let r = Repo::new();
+    for path in PATHS {
+        let o = out(&mut r.on(
+            path,
+            "held() { ffkit lock-status -q \"$1\" && echo \"$1 held\" || echo \"$1 FREE\"; }\n\
+             x=$(ffkit lock-acquire q1); held q1\n\
+             ffkit lock-acquire q2 | cat; held q2\n\
+             ( ffkit lock-acquire q3 ); held q3\n\
+             ffkit lock-status q1 | grep -q \"pid $$ \" && echo owner-is-shell\n\
+             for q in q1 q2 q3; do ffkit lock-release $q; held $q; done",
+        ));
+        assert_eq!(
+            ok(&o),
+            "q1 held\nq2 held\nq3 held\nowner-is-shell\nq1 FREE\nq2 FREE\nq3 FREE\n",
+            "{path}: {}",
+            text(&o.stderr)
+        );
+    }
+}
+
+/// Item 4: the builtin's descriptors never meet the script's: `exec
+/// 200>f; flock -n 200` works while a lock is held, writes to fd 200 land
+/// in f (not in the lock file), and `ulimit -n 200` still locks.
+#[test]
+fn the_scripts_descriptors_and_a_low_ulimit_do_not_meet_the_lock_descriptors() {
+    if !crate::util::need("flock", "util-linux flock(1) on a script descriptor") {
+        return;
+    }
+    let r = Repo::new();
+    let f = r.tmp.path().join("mine");
+    for path in PATHS {
+        let _ = fs::remove_file(&f);
+        let o = out(&mut r.on(
+            path,
+            &format!(
+                "acquire_critical_lock a\n\
+                 exec 200>'{f}'; flock -n 200; echo \"flock=$?\"\n\
+                 echo data >&200; cat '{f}'\n\
+                 ffkit lock-status a | grep -q \"pid $$ \" && echo record-intact\n\
+                 release_critical_lock a\n\
+                 (ulimit -n 200; acquire_critical_lock u; echo \"low-ulimit=$?\"; release_critical_lock u)",
+                f = f.display()
+            ),
+        ));
+        assert_eq!(
+            ok(&o),
+            "flock=0\ndata\nrecord-intact\nlow-ulimit=0\n",
+            "{path}: {}",
+            text(&o.stderr)
+        );
+    }
+}
+
+/// Item 5: the builtin waits in the kernel, so two flock(1) processes
+/// taking the lock in a loop do not starve it: it gets in well within
+/// LOCK_TIMEOUT=5 (the old backoff poll timed out, exit 6).
+#[test]
+fn a_waiting_shell_is_not_starved_by_flock_loopers() {
+    if !crate::util::need("flock", "util-linux flock(1) loopers") {
+        return;
+    }
+    let r = Repo::new();
+    let file = r.ns().join("locks/v.lock");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    for path in PATHS {
+        let o = out(&mut r.on(
+            path,
+            &format!(
+                "loop() {{ while :; do flock '{f}' sleep 0.005; done; }}\n\
+                 loop & l1=$!; loop & l2=$!\n\
+                 until ! flock -n '{f}' true; do :; done\n\
+                 rc=0; s=$EPOCHREALTIME; LOCK_TIMEOUT=5 acquire_critical_lock v || rc=$?; e=$EPOCHREALTIME\n\
+                 kill $l1 $l2; wait $l1 $l2 || :\n\
+                 echo \"rc=$rc\"; echo \"took ${{s}} ${{e}}\" >&2",
+                f = file.display()
+            ),
+        ));
+        eprintln!("{path}: {}", text(&o.stderr).trim());
+        assert_eq!(ok(&o), "rc=0\n", "{path}");
+    }
+}
+
+/// Item 6: a trapped signal that lets the script go on (USR1, CHLD) runs
+/// its trap and the wait continues until the lock is free.
+#[test]
+fn a_trapped_usr1_or_chld_does_not_end_a_wait() {
+    let r = Repo::new();
+    let blocker = r.ns().join("locks/s.lock");
+    for path in PATHS {
+        let hold_it = hold(&blocker);
+        let sent = r.tmp.path().join(format!("sent-{path}"));
+        // The sender waits until the shell has a child besides itself (the
+        // waiter: the builtin's helper or the binary), then signals.
+        let mut c = r.on(
+            path,
+            &format!(
+                "trap 'echo usr1' USR1; trap 'echo chld >&2' CHLD\n\
+                 me=$$; ( while [ \"$(wc -w </proc/$me/task/$me/children)\" -lt 2 ]; do sleep 0.01; done\n\
+                   kill -USR1 $me; : >'{sent}' ) &\n\
+                 rc=0; LOCK_TIMEOUT=600 acquire_critical_lock s || rc=$?; echo \"rc=$rc\"",
+                sent = sent.display()
+            ),
+        );
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = c.spawn().unwrap();
+        until("USR1 to be sent", || sent.exists());
+        // Still waiting after the trap: the lock is ours to hand over.
+        drop(hold_it);
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(ok(&o), "usr1\nrc=0\n", "{path}: {}", text(&o.stderr));
+    }
+}
+
+/// Item 7: children never carry the builtin's lock descriptors, so a
+/// killed shell frees its lock at once although a pipeline stage it forked
+/// lives on.
+#[test]
+fn sigkill_of_a_holder_with_a_live_pipeline_frees_its_lock_at_once() {
+    let r = Repo::new();
+    let file = r.ns().join("locks/p.lock");
+    let marker = r.tmp.path().join("held");
+    let mut c = r.bash(&format!(
+        "acquire_critical_lock p; : >'{}'; sleep 60 | while read -r l; do :; done",
+        marker.display()
+    ));
+    let mut child = c.spawn().unwrap();
+    until("the shell to hold p", || marker.exists());
+    until("the pipeline to start", || {
+        fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id()))
+            .is_ok_and(|s| s.split_whitespace().count() >= 2)
+    });
+    assert!(!free(&file));
+    signal(&child, libc::SIGKILL);
+    let _ = child.wait();
+    // Well before the 60 s sleep ends (which kept it before).
+    let end = Instant::now() + Duration::from_secs(20);
+    while !free(&file) {
+        assert!(
+            Instant::now() < end,
+            "p still held by the dead shell's children"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Item 8: a descriptor holder that unlocked its descriptor (`flock -u`)
+/// while keeping the file open is not named as the holder any more.
+#[test]
+fn lock_status_does_not_name_a_recorded_shell_that_no_longer_holds_the_lock() {
+    if !crate::util::need("flock", "flock -u on the fallback's descriptor") {
+        return;
+    }
+    let r = Repo::new();
+    let o = out(&mut r.on(
+        "fallback",
+        &format!(
+            "acquire_critical_lock w; f='{}'\n\
+             for fd in /proc/$$/fd/*; do [ \"$(readlink \"$fd\")\" != \"$f\" ] || n=${{fd##*/}}; done\n\
+             flock -u \"$n\"; flock \"$f\" ffkit lock-status w",
+            r.ns().join("locks/w.lock").display()
+        ),
+    ));
+    let s = ok(&o);
+    assert!(s.starts_with("w: held"), "{s}");
+    assert!(s.contains("command: flock "), "{s}");
+}
+
+/// Item 10: `acquire_critical_lock L; exec prog` keeps the lock for prog
+/// (the same process) on both paths, and it is free once prog ends.
+#[test]
+fn exec_after_acquire_keeps_the_lock_for_the_new_program() {
+    let r = Repo::new();
+    let file = r.ns().join("locks/e.lock");
+    for path in PATHS {
+        let (m, g) = (
+            r.tmp.path().join(format!("m-{path}")),
+            r.tmp.path().join(format!("g-{path}")),
+        );
+        let mut c = r.on(
+            path,
+            &format!(
+                "acquire_critical_lock e; exec sh -c ': >\"$1\"; while [ ! -e \"$2\" ]; do sleep 0.01; done' sh '{}' '{}'",
+                m.display(),
+                g.display()
+            ),
+        );
+        let mut child = c.spawn().unwrap();
+        until("prog to run", || m.exists());
+        assert!(!free(&file), "{path}: the lock was dropped by exec");
+        fs::write(&g, "").unwrap();
+        assert!(child.wait().unwrap().success());
+        until("e to be free after prog", || free(&file));
+    }
+}
+
+/// Issue 22's drift: one table of bad and edge lock names, through the
+/// builtin, the fallback and the binary: the same answer (0 or 2) on all
+/// three, names counted in bytes.
+#[test]
+fn one_table_of_lock_names_gets_one_answer_on_every_path() {
+    let r = Repo::new();
+    let e100 = "é".repeat(100);
+    let e101 = "é".repeat(101);
+    let a200 = "a".repeat(200);
+    let a201 = "a".repeat(201);
+    let names: &[(&str, i32)] = &[
+        ("plain", 0),
+        ("sp ace*?[x]", 0),
+        ("é", 0),
+        (&e100, 0),
+        (&a200, 0),
+        ("-dash", 0),
+        (&e101, 2),
+        (&a201, 2),
+        ("", 2),
+        ("a/b", 2),
+        ("..", 2),
+        (".hidden", 2),
+        ("tab\tx", 2),
+        ("nl\nx", 2),
+        ("del\x7fx", 2),
+    ];
+    let script = "for n in \"$@\"; do rc=0; acquire_critical_lock \"$n\" 2>/dev/null || rc=$?\n\
+                  [ $rc != 0 ] || release_critical_lock \"$n\"; echo $rc; done";
+    for path in PATHS {
+        let mut c = r.on(path, script);
+        c.arg("bash").args(names.iter().map(|(n, _)| n));
+        let got = ok(&out(&mut c));
+        let want: String = names.iter().map(|(_, c)| format!("{c}\n")).collect();
+        assert_eq!(got, want, "{path}: {names:?}");
+    }
+    // The binary's named pair, run from a shell (the owner) in the repo;
+    // an argument with a `/` is a path there, not a name (docs/locks.md).
+    let names: Vec<(&str, i32)> = names
+        .iter()
+        .copied()
+        .filter(|(n, _)| !n.contains('/'))
+        .collect();
+    let mut c = r.bare("bash");
+    c.arg("-c")
+        .arg(
+            "for n in \"$@\"; do rc=0; \"$FFKIT_BIN\" lock-acquire -n -- \"$n\" 2>/dev/null || rc=$?\n\
+             [ $rc != 0 ] || \"$FFKIT_BIN\" lock-release -- \"$n\"; echo $rc; done",
+        )
+        .arg("bash")
+        .args(names.iter().map(|(n, _)| n));
+    let want: String = names.iter().map(|(_, c)| format!("{c}\n")).collect();
+    assert_eq!(ok(&out(&mut c)), want, "binary: {names:?}");
+    assert!(
+        fs::read_dir(r.ns().join("locks"))
+            .unwrap()
+            .flatten()
+            .all(|e| e.file_name().to_string_lossy().ends_with(".lock")),
+        "only NAME.lock files in the lock dir"
+    );
+}
+
+/// Issue 22's drift: with a team config and no FLOWFORGE_DEVELOPER,
+/// `ffkit lock-acquire NAME` in the shell and `acquire_critical_lock NAME`
+/// lock the same file (the developer's), on both paths.
+#[test]
+fn with_a_team_config_lock_acquire_and_the_function_lock_one_file() {
+    if !crate::util::need("git", "the team config's email lookup") {
+        return;
+    }
+    let r = Repo::new();
+    let root = r.root();
+    fs::create_dir_all(root.join(".flowforge/team")).unwrap();
+    fs::write(
+        root.join(".flowforge/team/config.json"),
+        r#"{"team":{"developers":{"carol":{"email":"carol@example.invalid"}}}}"#,
+    )
+    .unwrap();
+    fs::write(
+        r.tmp.path().join("home/.gitconfig"),
+        "[user]\n\temail = carol@example.invalid\n",
+    )
+    .unwrap();
+    for path in PATHS {
+        let mut c = r.on(
+            path,
+            "ffkit lock-acquire t\n\
+             rc=0; acquire_critical_lock t 2>/dev/null || rc=$?; echo \"function=$rc\"\n\
+             ls .flowforge/dev-carol/locks; ffkit lock-release t",
+        );
+        c.env_remove("FLOWFORGE_DEVELOPER");
+        assert_eq!(ok(&out(&mut c)), "function=5\nt.lock\n", "{path}");
+    }
+}
+
+/// Item 9: SIGTERM or SIGHUP to a fallback shell waiting in
+/// `acquire_critical_lock` leaves no `ffkit lock-acquire --fd` waiter
+/// behind (it would take the lock later, for nobody).
+#[test]
+fn a_killed_fallback_shell_leaves_no_waiter_behind() {
+    let r = Repo::new();
+    for (sig, name) in [(libc::SIGTERM, "orphan-term"), (libc::SIGHUP, "orphan-hup")] {
+        let _block = hold(&r.ns().join(format!("locks/{name}.lock")));
+        let mut c = r.on(
+            "fallback",
+            &format!("LOCK_TIMEOUT=600 acquire_critical_lock {name}"),
+        );
+        let mut child = c.spawn().unwrap();
+        let waiters = || {
+            fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter(|e| {
+                    fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                        c.split(|&b| b == 0).any(|a| a == name.as_bytes())
+                            && c.windows(12).any(|w| w == b"lock-acquire")
+                    })
+                })
+                .count()
+        };
+        until("the binary to wait", || waiters() > 0);
+        signal(&child, sig);
+        let _ = child.wait();
+        until("no waiter left", || waiters() == 0);
+    }
+}

@@ -488,3 +488,26 @@ fn flock_persona_fcntl_ranges_and_verbose_on_stdout() {
     drop(g);
     assert!(holder.wait().unwrap().success());
 }
+
+/// A descriptor open read-only cannot carry an exclusive fcntl lock: the
+/// error says the mode is wrong, not that the descriptor is not open.
+#[test]
+fn fcntl_exclusive_on_a_read_only_descriptor_says_the_mode() {
+    let w = World::new();
+    let f = w.path().join("ro.lock");
+    std::fs::write(&f, "").unwrap();
+    let o = sh(
+        &w,
+        "bash",
+        &format!(
+            "exec 9<'{}'; \"$FF\" lock-acquire --fcntl -x -n --fd 9",
+            f.display()
+        ),
+    )
+    .output()
+    .unwrap();
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("read-only") && !e.contains("not open"), "{e}");
+    assert_eq!(e.lines().count(), 1, "{e}");
+}

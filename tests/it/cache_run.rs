@@ -1074,6 +1074,20 @@ fn stdout_and_stderr_on_one_file_keep_their_exact_order_and_the_shape_is_never_w
     lines.sort_unstable();
     assert_eq!(lines, ["e1", "e2", "e3", "o1", "o2", "o3"]);
     assert_eq!(runs(&w), 2);
+    // A warm-up into /dev/null (`>/dev/null 2>&1`, cron) shows nothing, so
+    // it records two pipes, which every later caller can take.
+    let quiet = format!("{script}; echo quiet");
+    let mut c = run(&w, &[], &quiet);
+    let null = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    c.stdout(null.try_clone().unwrap()).stderr(null);
+    assert!(c.status().unwrap().success());
+    let o = run(&w, &[], &quiet).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "o1\no2\no3\nquiet\n");
+    assert_eq!(stderr_of(&o), "e1\ne2\ne3\n");
+    assert_eq!(runs(&w), 3, "the split caller got a hit");
 }
 
 #[test]

@@ -353,8 +353,8 @@ pub fn files() -> Vec<FileDoc> {
             "the kernel lock that serializes index updates",
         ),
         f(
-            format!("<cache-dir>/{RUN_DIR}/<hash>.lock, <hash>.hits"),
-            "cache-run's per-key single-flight lock and hit counter (dot-dir: never counted)",
+            format!("<cache-dir>/{RUN_DIR}/<hash>.lock, <hash>.hits, <hash>.failed"),
+            "cache-run's per-key single-flight lock, hit counter and the last failure handed to waiters (--discard-failures) (dot-dir: never counted)",
         ),
         f(
             format!("<cache-dir>/{DEFAULT_LOG_NAME}"),

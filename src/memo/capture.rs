@@ -89,10 +89,21 @@ pub enum Shape {
 
 impl Shape {
     /// `Merged` when the two descriptors lead to the same file (device and
-    /// inode: a pipe, a terminal, a file opened once and dup'ed).
+    /// inode: a pipe, a terminal, a file opened once and dup'ed); `Quiet`
+    /// when that file is `/dev/null` (`>/dev/null 2>&1` shows nothing, so it
+    /// should record what fits every later caller).
     pub fn of(out: BorrowedFd<'_>, err: BorrowedFd<'_>) -> Shape {
         match (rustix::fs::fstat(out), rustix::fs::fstat(err)) {
-            (Ok(a), Ok(b)) if a.st_dev == b.st_dev && a.st_ino == b.st_ino => Shape::Merged,
+            (Ok(a), Ok(b)) if a.st_dev == b.st_dev && a.st_ino == b.st_ino => {
+                let chr = rustix::fs::FileType::from_raw_mode(a.st_mode)
+                    == rustix::fs::FileType::CharacterDevice;
+                let rdev = a.st_rdev;
+                if chr && rustix::fs::major(rdev) == 1 && rustix::fs::minor(rdev) == 3 {
+                    Shape::Quiet
+                } else {
+                    Shape::Merged
+                }
+            }
             _ => Shape::Split,
         }
     }

@@ -190,7 +190,7 @@ impl Fed<'_> {
                     .try_clone()
                     .map_err(|e| Error::io("cannot reopen", "the spool of standard input", e))?;
                 // The command reads its own description from the start.
-                let f = reopen_at_start(f)?;
+                let f = rewound(f)?;
                 Input::File(f)
             }
         })
@@ -221,7 +221,7 @@ impl Fed<'_> {
 }
 
 /// A dup shares its offset: rewind it (nothing else reads it meanwhile).
-fn reopen_at_start(mut f: File) -> Result<File> {
+fn rewound(mut f: File) -> Result<File> {
     use std::io::Seek;
     f.seek(io::SeekFrom::Start(0))
         .map_err(|e| Error::io("cannot rewind", "the spool of standard input", e))?;

@@ -499,4 +499,29 @@ mod tests {
         assert!(o.is_empty() && e.is_empty(), "nothing replayed");
         assert!(stored(b"not a run\n").is_err());
     }
+
+    #[test]
+    fn a_same_length_corruption_fails_the_hash_before_a_byte_is_written() {
+        let big = "y".repeat(3 * FIRST_READ);
+        for v in [
+            recording(&[(Stream::Stdout, "hello world")]).encode(1, None, false),
+            recording(&[(Stream::Stdout, &big)]).encode(1, None, false),
+            recording(&[(Stream::Stdout, "hello"), (Stream::Stderr, "world")])
+                .encode(1, None, true),
+        ] {
+            let mut bad = v.clone();
+            let last = bad.len() - 1;
+            bad[last] ^= 0x20;
+            let (mut o, mut e) = (Vec::new(), Vec::new());
+            let r = stored(&bad).unwrap().replay(&mut o, &mut e).unwrap();
+            assert!(r.is_err(), "a flipped last byte");
+            assert!(o.is_empty() && e.is_empty(), "nothing replayed");
+        }
+        let v = recording(&[(Stream::Stdout, "o")]).encode(1, Some(b"input"), false);
+        let mut bad = v.clone();
+        let at = bad.windows(5).position(|w| w == b"input").unwrap();
+        bad[at] = b'I';
+        assert!(stored(&bad).unwrap().stdin().unwrap().is_err());
+        assert_eq!(stored(&v).unwrap().stdin().unwrap().unwrap(), b"input");
+    }
 }

@@ -570,9 +570,15 @@ fn ttl_expiry_makes_a_miss() {
 fn sigkill_of_the_running_miss_hands_over_to_a_waiter_and_nothing_partial_is_replayed() {
     let w = World::new();
     // The first run prints half its output and blocks; later runs finish.
-    let script = "first=1; [ -e runs ] && first=0; echo run >> runs; echo partial; \
-                  if [ $first = 1 ]; then i=0; while [ ! -e release ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done; fi; \
-                  echo complete";
+    // The world's path marks this test's processes (other tests, and other
+    // checkouts, run the same script).
+    let marker = format!(": {};", w.path().display());
+    let script = format!(
+        "{marker} first=1; [ -e runs ] && first=0; echo run >> runs; echo partial; \
+         if [ $first = 1 ]; then i=0; while [ ! -e release ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done; fi; \
+         echo complete"
+    );
+    let script = script.as_str();
     let mut leader = spawn_piped(run(&w, &[], script));
     let mut lout = BufReader::new(leader.stdout.take().unwrap());
     let mut line = String::new();
@@ -600,9 +606,10 @@ fn sigkill_of_the_running_miss_hands_over_to_a_waiter_and_nothing_partial_is_rep
         .stdout("partial\ncomplete\n");
     assert_eq!(runs(&w), 2);
     assert_exact(&w);
-    // Let the orphaned first command end (it is not ours to signal).
+    // The first command got SIGTERM with its ffkit (PR_SET_PDEATHSIG);
+    // `release` lets it end in any case (it is not ours to signal).
     fs::write(w.path().join("release"), "").unwrap();
-    assert!(wait_for(|| processes_with("[ ! -e release ]") == 0));
+    assert!(wait_for(|| processes_with(&marker) == 0));
 }
 
 // ---- the other actions ------------------------------------------------------
@@ -1074,6 +1081,20 @@ fn stdout_and_stderr_on_one_file_keep_their_exact_order_and_the_shape_is_never_w
     lines.sort_unstable();
     assert_eq!(lines, ["e1", "e2", "e3", "o1", "o2", "o3"]);
     assert_eq!(runs(&w), 2);
+    // A warm-up into /dev/null (`>/dev/null 2>&1`, cron) shows nothing, so
+    // it records two pipes, which every later caller can take.
+    let quiet = format!("{script}; echo quiet");
+    let mut c = run(&w, &[], &quiet);
+    let null = fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .unwrap();
+    c.stdout(null.try_clone().unwrap()).stderr(null);
+    assert!(c.status().unwrap().success());
+    let o = run(&w, &[], &quiet).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "o1\no2\no3\nquiet\n");
+    assert_eq!(stderr_of(&o), "e1\ne2\ne3\n");
+    assert_eq!(runs(&w), 3, "the split caller got a hit");
 }
 
 #[test]

@@ -418,4 +418,27 @@ fn redis_out_of_memory_and_noauth_are_one_short_line() {
             "{applet}: {lines:?}"
         );
     }
+    // With the password (and a database: AUTH and SELECT go as one
+    // request when connecting) it works, and the data is in database 1.
+    let url = format!("redis://:s3cretpw@127.0.0.1:{}/1", s.port);
+    ff(&w, &s, "cache-write")
+        .env("FFKIT_BACKEND", &url)
+        .args(["authed", "yes"])
+        .assert()
+        .success();
+    ff(&w, &s, "cache-read")
+        .env("FFKIT_BACKEND", &url)
+        .arg("authed")
+        .assert()
+        .success()
+        .stdout("yes");
+    let mut db1 = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_connection_with_timeout(Duration::from_secs(10))
+        .unwrap();
+    let v: Option<String> = redis::cmd("GET")
+        .arg("ffkit:cache:default:v:authed")
+        .query(&mut db1)
+        .unwrap();
+    assert_eq!(v.as_deref(), Some("yes"));
 }

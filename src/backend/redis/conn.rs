@@ -10,9 +10,10 @@
 //! waits a full timeout per reply). The first timeout or broken read
 //! **drops the connection**: replies still in flight could otherwise be
 //! taken for the answers to later requests, and every later request on it
-//! fails at once with the same error. The connect timeout covers the TCP
-//! connect and the handshake (a TLS handshake is forced there, so its
-//! failures say "cannot connect").
+//! fails at once with the same error. Connecting is the TCP connect (one
+//! timeout), then one request for the handshake: the TLS handshake, AUTH
+//! and SELECT (a TLS handshake is forced there, so its failures say
+//! "cannot connect").
 //!
 //! A failure is a lock failure (exit 9) for the lock applets and a general
 //! failure (exit 1, like a local I/O error) for the cache applets
@@ -51,7 +52,11 @@ pub struct Conn {
 /// (garbage, empty, a private key) is a configuration error (exit 12)
 /// naming the variable, not a server failure.
 #[cfg(feature = "tls")]
-fn tls_client(target: &Target, ca: &std::path::Path) -> crate::Result<Client> {
+fn tls_client(
+    target: &Target,
+    info: redis::ConnectionInfo,
+    ca: &std::path::Path,
+) -> crate::Result<Client> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
     let bad = |why: String| Error::Config(format!("FFKIT_BACKEND_CA={}: {why}", ca.display()));
     let pem = std::fs::read(ca).map_err(|e| bad(crate::error::os_reason(&e)))?;
@@ -71,14 +76,17 @@ fn tls_client(target: &Target, ca: &std::path::Path) -> crate::Result<Client> {
         client_tls: None,
         root_cert: Some(pem),
     };
-    Client::build_with_tls(target.info.clone(), certs)
-        .map_err(|e| bad(target.scrub(&e.to_string())))
+    Client::build_with_tls(info, certs).map_err(|e| bad(target.scrub(&e.to_string())))
 }
 
 /// Without the `tls` feature no target is TLS (`Target::parse` refuses
 /// `rediss://`), so this is never reached.
 #[cfg(not(feature = "tls"))]
-fn tls_client(target: &Target, _ca: &std::path::Path) -> crate::Result<Client> {
+fn tls_client(
+    target: &Target,
+    _info: redis::ConnectionInfo,
+    _ca: &std::path::Path,
+) -> crate::Result<Client> {
     Err(Error::Config(format!(
         "{}: this ffkit was built without TLS",
         target.label
@@ -135,19 +143,47 @@ impl Conn {
         if timeout.is_zero() {
             return Err(self.fail(what, &timed_out()));
         }
+        // The `redis` crate would send AUTH and SELECT one by one, each
+        // with the time left: they go below as one request instead, with
+        // one deadline.
+        let settings = self.target.info.redis_settings();
+        let (user, password, db) = (
+            settings.username().map(str::to_string),
+            settings.password().map(str::to_string),
+            settings.db(),
+        );
+        let bare = self
+            .target
+            .info
+            .clone()
+            .set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name());
         let client = match &self.target.ca {
-            Some(ca) if self.target.is_tls() => tls_client(&self.target, ca)?,
-            _ => Client::open(self.target.info.clone()).map_err(|e| self.fail(what, &e))?,
+            Some(ca) if self.target.is_tls() => tls_client(&self.target, bare, ca)?,
+            _ => Client::open(bare).map_err(|e| self.fail(what, &e))?,
         };
         let con = client
             .get_connection_with_timeout(timeout)
             .map_err(|e| self.fail(what, &e))?;
         self.con = Some(con);
-        if self.target.is_tls() {
+        let mut setup = redis::pipe();
+        if let Some(pw) = password {
+            let auth = setup.cmd("AUTH");
+            if let Some(u) = user {
+                auth.arg(u);
+            }
+            auth.arg(pw);
+        }
+        if db != 0 {
+            setup.cmd("SELECT").arg(db);
+        }
+        if setup.is_empty() && self.target.is_tls() {
             // rustls shakes hands on the first write: make that happen
             // here, so a certificate that does not verify is "cannot
             // connect", not a failure of whatever came first.
-            let _: String = self.cmd(what, &redis::cmd("PING"))?;
+            setup.cmd("PING");
+        }
+        if !setup.is_empty() {
+            let _: Vec<Value> = self.pipe(what, &setup)?;
         }
         Ok(())
     }

@@ -704,7 +704,19 @@ fn locked(o: &Opts, what: What, ctx: &mut Ctx) -> Answer {
         quiet_wait: true,
         dialect: Dialect::Flock,
     };
-    execute(a, ctx).map_err(|e| Dialect::flock_failure(&e))
+    execute(a, ctx).map_err(|e| match (fd, &e) {
+        // The descriptor is open (checked above), so the lock call's EBADF
+        // (an OFD lock the descriptor's mode does not allow) is what
+        // `lock::fd` calls "not open": flock(1) says `N: Bad file descriptor`.
+        (Some(fd), Error::Validation(m)) if m.ends_with("not open") => (
+            sysexits::EX_DATAERR,
+            format!(
+                "{fd}: {}",
+                crate::error::os_reason(&std::io::Error::from_raw_os_error(libc::EBADF))
+            ),
+        ),
+        _ => Dialect::flock_failure(&e),
+    })
 }
 
 /// `-u`: drops the lock of the descriptor (flock FD), or opens the file and

@@ -197,6 +197,17 @@ const CASES: &[Case] = &[
         "flock: .: Is a directory\n",
     ),
     v242(&["--fcntl", "-s", ".", "true"], 0, "", ""),
+    Case {
+        // A shared OFD lock needs a readable descriptor; 9 is write-only.
+        args: &["--fcntl", "-s", "9"],
+        setup: Setup::Fd9,
+        v242: Some((65, "", "flock: 9: Bad file descriptor\n")),
+    },
+    Case {
+        args: &["--fcntl", "9"],
+        setup: Setup::Fd9,
+        v242: Some((0, "", "")),
+    },
     v242(
         &["--start", "-1", "f", "true"],
         64,

@@ -181,10 +181,11 @@ pub fn acquire(
 }
 
 /// Asks for SIGKILL when the parent exits, if the parent is `owner`; false
-/// when the owner turns out gone already (the parent changed).
+/// when the owner is gone already (it exited before or meanwhile). An owner
+/// that is not the parent (`--owner PID`) is only checked to be alive.
 fn die_with_parent(owner: u32) -> bool {
     if super::parent_pid() != owner {
-        return true;
+        return crate::fsutil::pid_alive(owner);
     }
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     super::parent_pid() == owner

@@ -105,6 +105,27 @@ fn fork_keeps(fd: i32) {
     }
 }
 
+/// Runs `f` (which starts a child process with `std::process`, whose
+/// posix_spawn does not run fork handlers) with the lock descriptors marked
+/// close-on-exec, so the child never gets them either; cleared again after.
+pub fn with_locks_closed_on_exec<T>(f: impl FnOnce() -> T) -> T {
+    let fds: Vec<i32> = FORK_CLOSES
+        .iter()
+        .map(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+        .filter(|&fd| fd >= 0)
+        .collect();
+    let set = |on: bool| {
+        for &fd in &fds {
+            // SAFETY: flag changes on this process's own lock descriptors.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, if on { libc::FD_CLOEXEC } else { 0 }) };
+        }
+    };
+    set(true);
+    let r = f();
+    set(false);
+    r
+}
+
 /// A new descriptor for `file` at the top of the shell's range: the highest
 /// free number below min(soft RLIMIT_NOFILE, 1024), not close-on-exec.
 fn high_fd(file: &std::fs::File) -> std::io::Result<OwnedFd> {

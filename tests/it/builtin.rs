@@ -346,7 +346,7 @@ fn repeated_calls_parse_alike_with_the_definitions_built_once() {
 }
 
 #[test]
-fn a_subshell_never_unlocks_the_parents_lock_and_the_fd_is_high_and_cloexec() {
+fn a_subshell_never_unlocks_the_parents_lock_and_the_fd_is_high_and_not_inherited() {
     let r = Repo::new();
     let file = r.ns().join("locks/x.lock");
     let o = out(&mut r.bash(&format!(
@@ -1236,4 +1236,22 @@ fn sixteen_scripts_on_every_path_with_sigkilled_holders_count_exactly() {
     assert_eq!(fs::read_to_string(&counter).unwrap(), "800\n");
     assert!(!d.join("violations").exists(), "two holders at once");
     assert!(free(&file));
+}
+
+/// Item 7: no child gets the builtin's lock descriptors: not a command bash
+/// forks, and not the binary the builtin starts itself (`std::process`
+/// spawns without fork handlers; the descriptors are close-on-exec for the
+/// spawn only).
+#[test]
+fn no_child_of_the_shell_or_of_the_builtin_carries_a_lock_descriptor() {
+    let r = Repo::new();
+    let other = r.tmp.path().join("other.lock");
+    let o = out(&mut r.bash(&format!(
+        "acquire_critical_lock c\n\
+         ls -l /proc/self/fd | grep -c c.lock || :\n\
+         ffkit lock-acquire '{}' -c 'ls -l /proc/self/fd | grep -c c.lock || :'\n\
+         ls -l /proc/$$/fd | grep -c c.lock",
+        other.display()
+    )));
+    assert_eq!(ok(&o), "0\n0\n1\n");
 }

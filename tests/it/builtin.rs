@@ -1,7 +1,8 @@
 //! The bash builtin (builtin/, docs/shell.md "The bash builtin") through
 //! real bash processes: loading (init, source, never twice, off, zsh,
-//! a build mismatch), `-v VAR`, the held-lock table (subshells, fds >= 200,
-//! close-on-exec), a 16-process counter oracle mixing the builtin with
+//! a build mismatch), `-v VAR`, the held-lock table (subshells, fds at the
+//! top of the range and absent from every child), the shell-path lock rules
+//! in both paths (`PATHS`), a 16-process counter oracle mixing the builtin with
 //! `ffkit lock-acquire` processes, SIGKILL of a holder, SIGINT and SIGTERM to a waiting
 //! shell (and Ctrl-C at an interactive bash on a pty), an injected panic, and the whole shell suite again with
 //! FFKIT_BUILTIN=off.

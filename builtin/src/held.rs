@@ -24,7 +24,7 @@
 //! unlocked by mistake.
 //!
 //! Waiting is the library's in-process kernel wait
-//! (`lock::fd::acquire_polled` over `lock::kernel::lock_fd_in_process`: no
+//! (`lock::fd::acquire_in_process` over `lock::kernel::lock_fd_in_process`: no
 //! timers, no signal handlers in the shell), which gives up when bash's
 //! handlers have flagged SIGINT, SIGTERM, SIGHUP, SIGQUIT or a terminating
 //! signal (see `shell::wait_ending_signal`); other trapped signals (CHLD,
@@ -105,6 +105,27 @@ fn fork_keeps(fd: i32) {
     }
 }
 
+/// Runs `f` (which starts a child process with `std::process`, whose
+/// posix_spawn does not run fork handlers) with the lock descriptors marked
+/// close-on-exec, so the child never gets them either; cleared again after.
+pub fn with_locks_closed_on_exec<T>(f: impl FnOnce() -> T) -> T {
+    let fds: Vec<i32> = FORK_CLOSES
+        .iter()
+        .map(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+        .filter(|&fd| fd >= 0)
+        .collect();
+    let set = |on: bool| {
+        for &fd in &fds {
+            // SAFETY: flag changes on this process's own lock descriptors.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, if on { libc::FD_CLOEXEC } else { 0 }) };
+        }
+    };
+    set(true);
+    let r = f();
+    set(false);
+    r
+}
+
 /// A new descriptor for `file` at the top of the shell's range: the highest
 /// free number below min(soft RLIMIT_NOFILE, 1024), not close-on-exec.
 fn high_fd(file: &std::fs::File) -> std::io::Result<OwnedFd> {
@@ -179,7 +200,7 @@ fn owner_record(owner: u32) -> Holder {
 
 /// Takes the exclusive lock on `path` for this shell, waiting up to
 /// `timeout` (zero: do not wait). The library's in-process acquisition
-/// (`lock::fd::acquire_polled`) waits in the kernel; SIGINT, SIGTERM,
+/// (`lock::fd::acquire_in_process`) waits in the kernel; SIGINT, SIGTERM,
 /// SIGHUP, SIGQUIT or a terminating signal bash has flagged
 /// (`shell::wait_ending_signal`) ends the wait. Once the file is checked, the
 /// shell's holder record (its pid and the descriptor, so `lock-status`
@@ -220,7 +241,7 @@ pub fn acquire(
         drop(file);
         let raw = fd.as_raw_fd();
         let mut signal = None;
-        let got = fd::acquire_polled(
+        let got = fd::acquire_in_process(
             raw,
             Kind::Exclusive,
             Method::Flock,
@@ -334,7 +355,7 @@ pub fn release(path: &Path) -> Result<()> {
         )));
     }
     // Clears the shell's record while still exclusive, then unlocks.
-    let done = fd::release_polled(e.fd.as_raw_fd(), Method::Flock);
+    let done = fd::release_in_process(e.fd.as_raw_fd(), Method::Flock);
     drop(e.fd);
     match done? {
         Ok(()) => {}

@@ -44,8 +44,6 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
-/// Team config files are small; anything bigger is not one.
-
 pub fn command() -> Command {
     Command::new("init")
         .about("Print the FlowForge shell functions for eval \"$(ffkit init bash)\"")

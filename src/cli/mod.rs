@@ -631,7 +631,7 @@ fn run_parsed(
         // environment holds, so that each function, once defined, reports a
         // bad value itself (exit 12, one line) instead of every call being
         // "command not found" (docs/shell.md, "Bad settings").
-        Err(_) if applet.name == "init" => match Config::from_lookup(&|_: &str| None) {
+        Err(_) if applet.name == "init" => match Config::from_lookup(|_: &str| None) {
             Ok(c) => c,
             Err(e) => return report(prog, &e),
         },

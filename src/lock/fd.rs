@@ -181,10 +181,11 @@ pub fn acquire(
 }
 
 /// Asks for SIGKILL when the parent exits, if the parent is `owner`; false
-/// when the owner turns out gone already (the parent changed).
+/// when the owner is gone already (it exited before or meanwhile). An owner
+/// that is not the parent (`--owner PID`) is only checked to be alive.
 fn die_with_parent(owner: u32) -> bool {
     if super::parent_pid() != owner {
-        return true;
+        return crate::fsutil::pid_alive(owner);
     }
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     super::parent_pid() == owner
@@ -206,7 +207,7 @@ fn die_with_parent(owner: u32) -> bool {
 /// would wait for itself) is made only when the first try finds the lock
 /// held: a free lock is held by nobody.
 #[allow(clippy::too_many_arguments)]
-pub fn acquire_polled(
+pub fn acquire_in_process(
     fd: RawFd,
     kind: Kind,
     method: kernel::Method,
@@ -243,7 +244,7 @@ pub fn acquire_polled(
 }
 
 /// Writes `owner`'s record (acquired now, through descriptor `fd`) into the
-/// lock file [`acquire_polled`] just locked exclusively, whose current length
+/// lock file [`acquire_in_process`] just locked exclusively, whose current length
 /// the caller read (its fstat after locking): the old content is truncated
 /// only when it is longer, and a released lock's file is empty. On failure
 /// the lock is dropped (`method`).
@@ -347,7 +348,7 @@ pub fn release(
     Ok(Ok(()))
 }
 
-/// [`release`] for the descriptor [`acquire_polled`] locked (the caller
+/// [`release`] for the descriptor [`acquire_in_process`] locked (the caller
 /// knows it is open on the lock file, having checked device and inode with
 /// fstat just before). It first re-asserts the exclusive lock without
 /// waiting — a no-op on the description that holds it — so the record is
@@ -355,8 +356,8 @@ pub fn release(
 /// when another process holds it now (ours was unlocked behind our back),
 /// nothing is touched and the answer is [`NotHeld`]. Then the record is
 /// cleared (only an exclusive holder ever writes it, so it is the one
-/// [`acquire_polled`] wrote) and `method` unlocked.
-pub fn release_polled(
+/// [`acquire_in_process`] wrote) and `method` unlocked.
+pub fn release_in_process(
     fd: RawFd,
     method: kernel::Method,
 ) -> Result<std::result::Result<(), NotHeld>> {
@@ -391,7 +392,7 @@ mod tests {
         let mine = Holder::new(KIND_FD, me, None);
         // Both takes differ only in the descriptor.
         let take = |fd| {
-            acquire_polled(
+            acquire_in_process(
                 fd,
                 Kind::Exclusive,
                 kernel::Method::Flock,
@@ -423,14 +424,14 @@ mod tests {
         kernel::unlock_fd(f.as_raw_fd()).unwrap();
         assert!(kernel::try_lock_fd(g.as_raw_fd(), Kind::Exclusive).unwrap());
         assert_eq!(
-            release_polled(f.as_raw_fd(), kernel::Method::Flock).unwrap(),
+            release_in_process(f.as_raw_fd(), kernel::Method::Flock).unwrap(),
             Err(NotHeld::NoLock)
         );
         assert!(!std::fs::read(&p).unwrap().is_empty());
         kernel::unlock_fd(g.as_raw_fd()).unwrap();
         assert!(kernel::try_lock_fd(f.as_raw_fd(), Kind::Exclusive).unwrap());
         assert_eq!(
-            release_polled(f.as_raw_fd(), kernel::Method::Flock).unwrap(),
+            release_in_process(f.as_raw_fd(), kernel::Method::Flock).unwrap(),
             Ok(())
         );
         assert_eq!(std::fs::read(&p).unwrap(), b"");

@@ -1,7 +1,8 @@
 //! The bash builtin (builtin/, docs/shell.md "The bash builtin") through
 //! real bash processes: loading (init, source, never twice, off, zsh,
-//! a build mismatch), `-v VAR`, the held-lock table (subshells, fds >= 200,
-//! close-on-exec), a 16-process counter oracle mixing the builtin with
+//! a build mismatch), `-v VAR`, the held-lock table (subshells, fds at the
+//! top of the range and absent from every child), the shell-path lock rules
+//! in both paths (`PATHS`), a 16-process counter oracle mixing the builtin with
 //! `ffkit lock-acquire` processes, SIGKILL of a holder, SIGINT and SIGTERM to a waiting
 //! shell (and Ctrl-C at an interactive bash on a pty), an injected panic, and the whole shell suite again with
 //! FFKIT_BUILTIN=off.
@@ -346,7 +347,7 @@ fn repeated_calls_parse_alike_with_the_definitions_built_once() {
 }
 
 #[test]
-fn a_subshell_never_unlocks_the_parents_lock_and_the_fd_is_high_and_cloexec() {
+fn a_subshell_never_unlocks_the_parents_lock_and_the_fd_is_high_and_not_inherited() {
     let r = Repo::new();
     let file = r.ns().join("locks/x.lock");
     let o = out(&mut r.bash(&format!(
@@ -1126,9 +1127,132 @@ fn a_killed_fallback_shell_leaves_no_waiter_behind() {
                 })
                 .count()
         };
-        until("the binary to wait", || waiters() > 0);
+        // Blocked in flock(2) (a waiter "->" on the file in /proc/locks):
+        // past the point where it asked to die with the shell.
+        let ino = {
+            use std::os::unix::fs::MetadataExt;
+            fs::metadata(r.ns().join(format!("locks/{name}.lock")))
+                .unwrap()
+                .ino()
+        };
+        until("the binary to wait", || {
+            waiters() > 0
+                && fs::read_to_string("/proc/locks").is_ok_and(|l| {
+                    l.lines()
+                        .any(|l| l.contains("->") && l.contains(&format!(":{ino} ")))
+                })
+        });
         signal(&child, sig);
         let _ = child.wait();
         until("no waiter left", || waiters() == 0);
     }
+}
+
+/// Sixteen scripts × 50 locked increments, mixing every way in: the
+/// functions with the builtin and with FFKIT_BUILTIN=off, the builtin's
+/// `ffkit lock-acquire NAME`, the binary's named pair, the flock persona
+/// and util-linux flock(1) in command mode on the name's file; meanwhile
+/// holders on both paths are SIGKILLed while they hold the lock (after
+/// `exec sleep`, which keeps it). An enter/exit oracle (a directory only
+/// one holder may create) would expose two holders; the counter is exact.
+#[test]
+fn sixteen_scripts_on_every_path_with_sigkilled_holders_count_exactly() {
+    if !crate::util::need("flock", "util-linux flock(1) in the mix") {
+        return;
+    }
+    let r = Repo::new();
+    let d = r.tmp.path().to_path_buf();
+    let counter = d.join("counter");
+    fs::write(&counter, "0\n").unwrap();
+    let file = r.ns().join("locks/ctr.lock");
+    fs::create_dir_all(file.parent().unwrap()).unwrap();
+    fs::set_permissions(file.parent().unwrap(), fs::Permissions::from_mode(0o700)).unwrap();
+    let persona = d.join("flock");
+    std::os::unix::fs::symlink(bin(), &persona).unwrap();
+    let incr = format!(
+        "mkdir '{d}/in' 2>/dev/null || echo two >>'{d}/violations'; \
+         read -r n <'{c}'; echo $((n + 1)) >'{c}.tmp'; mv '{c}.tmp' '{c}'; rmdir '{d}/in'",
+        d = d.display(),
+        c = counter.display()
+    );
+    let f = file.display();
+    let mut kids = Vec::new();
+    for i in 0..16 {
+        let (path, body) = match i % 6 {
+            0 | 1 => (
+                PATHS[i % 2],
+                format!(
+                    "for _ in $(seq 50); do acquire_critical_lock ctr; {incr}; release_critical_lock ctr; done"
+                ),
+            ),
+            2 => (
+                "builtin",
+                format!(
+                    "for _ in $(seq 50); do ffkit lock-acquire ctr; {incr}; ffkit lock-release ctr; done"
+                ),
+            ),
+            3 => (
+                "fallback",
+                format!(
+                    "for _ in $(seq 50); do \"$FFKIT_BIN\" lock-acquire ctr; {incr}; \"$FFKIT_BIN\" lock-release ctr; done"
+                ),
+            ),
+            4 => (
+                "fallback",
+                format!(
+                    "for _ in $(seq 50); do '{}' '{f}' -c \"$INCR\"; done",
+                    persona.display()
+                ),
+            ),
+            _ => (
+                "fallback",
+                format!("for _ in $(seq 50); do flock '{f}' -c \"$INCR\"; done"),
+            ),
+        };
+        let mut c = r.on(path, &body);
+        c.env("INCR", &incr)
+            .env("LOCK_TIMEOUT", "600")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        kids.push(c.spawn().unwrap());
+    }
+    // Holders killed while they hold the lock: the others must get it at once.
+    for k in 0..4 {
+        let ready = d.join(format!("ready-{k}"));
+        let mut h = r.on(
+            PATHS[k % 2],
+            &format!(
+                "LOCK_TIMEOUT=600 acquire_critical_lock ctr; : >'{}'; exec sleep 600",
+                ready.display()
+            ),
+        );
+        let mut h = h.spawn().unwrap();
+        until("a holder to hold the lock", || ready.exists());
+        signal(&h, libc::SIGKILL);
+        let _ = h.wait();
+    }
+    for k in kids {
+        ok(&k.wait_with_output().unwrap());
+    }
+    assert_eq!(fs::read_to_string(&counter).unwrap(), "800\n");
+    assert!(!d.join("violations").exists(), "two holders at once");
+    assert!(free(&file));
+}
+
+/// Item 7: no child gets the builtin's lock descriptors: not a command bash
+/// forks, and not the binary the builtin starts itself (`std::process`
+/// spawns without fork handlers; the descriptors are close-on-exec for the
+/// spawn only).
+#[test]
+fn no_child_of_the_shell_or_of_the_builtin_carries_a_lock_descriptor() {
+    let r = Repo::new();
+    let other = r.tmp.path().join("other.lock");
+    let o = out(&mut r.bash(&format!(
+        "acquire_critical_lock c\n\
+         ls -l /proc/self/fd | grep -c c.lock || :\n\
+         ffkit lock-acquire '{}' -c 'ls -l /proc/self/fd | grep -c c.lock || :'\n\
+         ls -l /proc/$$/fd | grep -c c.lock",
+        other.display()
+    )));
+    assert_eq!(ok(&o), "0\n0\n1\n");
 }

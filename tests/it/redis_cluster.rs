@@ -395,3 +395,54 @@ fn redis_cluster_cache_run_concurrent_misses_run_the_command_once() {
     assert!(blocked, "the waiters never blocked on the server");
     assert_eq!(runs(&w), 1, "exactly one execution");
 }
+
+#[test]
+fn redis_cluster_a_paused_master_fails_each_call_within_about_one_timeout() {
+    let Some(c) = Cluster::start() else { return };
+    let w = World::new();
+    // A namespace whose master is not the seed: the seed keeps answering
+    // (the slot map), the namespace's master does not.
+    let dev = (0..)
+        .map(|i| format!("d{i}"))
+        .find(|d| c.owner(&format!("ffkit:cache:{{dev-{d}}}:total")) != c.ports[0])
+        .unwrap();
+    let owner = c.owner(&format!("ffkit:cache:{{dev-{dev}}}:total"));
+    let lines: String = (0..300).map(|i| format!("k{i}:value{i}\n")).collect();
+    let batch = |w: &World| {
+        let mut b = w.cmd("cache-batch");
+        c.env(&mut b);
+        b.env("FLOWFORGE_DEVELOPER", &dev)
+            .env("FFKIT_BACKEND_TIMEOUT", "0.3");
+        b.write_stdin(lines.clone())
+    };
+    batch(&w).assert().success();
+    let _: String = c.on(
+        owner,
+        redis::cmd("CLIENT").arg("PAUSE").arg(30_000).arg("ALL"),
+    );
+    let mut calls = vec![("cache-batch", batch(&w))];
+    for args in [
+        &["cache-size"][..],
+        &["cache-size", "--verify"],
+        &["cache-evict", "--dry-run", "--all"],
+    ] {
+        let mut a = w.cmd(args[0]);
+        c.env(&mut a);
+        a.args(&args[1..])
+            .env("FLOWFORGE_DEVELOPER", &dev)
+            .env("FFKIT_BACKEND_TIMEOUT", "0.3");
+        calls.push((args[0], assert_cmd::Command::from_std(a)));
+    }
+    for (what, mut cmd) in calls {
+        let t0 = Instant::now();
+        let out = cmd.output().unwrap();
+        let took = t0.elapsed();
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(1), "{what}: {err}");
+        assert!(err.contains("timed out after 0.3s"), "{what}: {err}");
+        assert_eq!(err.lines().count(), 1, "{what}: one line: {err}");
+        // Two connects, the slot map and one request: about one timeout
+        // of waiting (a 300-reply pipeline waited 300 before).
+        assert!(took < Duration::from_secs(3), "{what} took {took:?}");
+    }
+}

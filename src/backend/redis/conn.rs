@@ -258,19 +258,44 @@ impl Conn {
         }
         self.con = None;
         self.broken = None;
-        // connect_node words its failure for a message; the request's own
-        // error (below) says what failed.
-        self.connect_node(Some(addr)).map_err(|e| {
-            RedisError::from((
-                redis::ErrorKind::Io,
-                "cannot connect to the cluster node",
-                e.to_string(),
-            ))
-        })
+        // A cluster is never TLS (no CA to load): a plain client. Its
+        // failure is the request's (a timeout says so, a refusal too).
+        let client = Client::open(self.bare_info(Some(&addr)))?;
+        self.node = Some(addr);
+        self.connect_with(&client)
     }
 
+    /// Connects to the target (`addr`: to that cluster node), with the
+    /// failure worded for a message: a CA file that cannot be used is a
+    /// configuration error (exit 12), the rest "cannot connect".
     fn connect_node(&mut self, addr: Option<ConnectionAddr>) -> crate::Result<()> {
         let what = "cannot connect";
+        let bare = self.bare_info(addr.as_ref());
+        let client = match &self.target.ca {
+            Some(ca) if self.target.is_tls() => tls_client(&self.target, bare, ca)?,
+            _ => Client::open(bare).map_err(|e| self.fail(what, &e))?,
+        };
+        self.node = addr;
+        self.connect_with(&client).map_err(|e| self.fail(what, &e))
+    }
+
+    /// The target's address (or `addr`) without the credentials and the
+    /// database: those go in the handshake request ([`Conn::connect_with`]).
+    fn bare_info(&self, addr: Option<&ConnectionAddr>) -> redis::ConnectionInfo {
+        let bare = self
+            .target
+            .info
+            .clone()
+            .set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name());
+        match addr {
+            Some(a) => bare.set_addr(a.clone()),
+            None => bare,
+        }
+    }
+
+    /// The TCP connect (one timeout, within the cap), then the handshake
+    /// as one request with one deadline.
+    fn connect_with(&mut self, client: &Client) -> redis::RedisResult<()> {
         let timeout = match self.cap {
             Some(cap) => self
                 .timeout
@@ -278,44 +303,23 @@ impl Conn {
             None => self.timeout,
         };
         if timeout.is_zero() {
-            return Err(self.fail(what, &timed_out()));
+            return Err(timed_out());
         }
+        self.con = Some(client.get_connection_with_timeout(timeout)?);
         // The `redis` crate would send AUTH and SELECT one by one, each
         // with the time left: they go below as one request instead, with
         // one deadline.
         let settings = self.target.info.redis_settings();
-        let (user, password, db) = (
-            settings.username().map(str::to_string),
-            settings.password().map(str::to_string),
-            settings.db(),
-        );
-        let mut bare = self
-            .target
-            .info
-            .clone()
-            .set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name());
-        if let Some(a) = &addr {
-            bare = bare.set_addr(a.clone());
-        }
-        self.node = addr;
-        let client = match &self.target.ca {
-            Some(ca) if self.target.is_tls() => tls_client(&self.target, bare, ca)?,
-            _ => Client::open(bare).map_err(|e| self.fail(what, &e))?,
-        };
-        let con = client
-            .get_connection_with_timeout(timeout)
-            .map_err(|e| self.fail(what, &e))?;
-        self.con = Some(con);
         let mut setup = redis::pipe();
-        if let Some(pw) = password {
+        if let Some(pw) = settings.password() {
             let auth = setup.cmd("AUTH");
-            if let Some(u) = user {
+            if let Some(u) = settings.username() {
                 auth.arg(u);
             }
             auth.arg(pw);
         }
-        if db != 0 {
-            setup.cmd("SELECT").arg(db);
+        if settings.db() != 0 {
+            setup.cmd("SELECT").arg(settings.db());
         }
         if setup.is_empty() && self.target.is_tls() {
             // rustls shakes hands on the first write: make that happen
@@ -325,8 +329,7 @@ impl Conn {
         }
         if !setup.is_empty() {
             // On this node, whatever its slots.
-            self.pipe_values(Route::Here, &setup)
-                .map_err(|e| self.fail(what, &e))?;
+            self.pipe_values(Route::Here, &setup)?;
         }
         Ok(())
     }
@@ -688,6 +691,26 @@ mod tests {
             key_slot(b"ffkit:lock:{deploy}:fence"),
             key_slot(b"ffkit:lock:{deploy}")
         );
+    }
+
+    #[test]
+    fn moved_replies_name_the_new_master() {
+        let reply = |s: &str| redis::parse_redis_value(s.as_bytes()).unwrap();
+        let v = [
+            reply("+QUEUED\r\n"),
+            reply("-MOVED 3999 127.0.0.1:6381\r\n"),
+        ];
+        assert_eq!(
+            moved(&v),
+            Some((3999, ConnectionAddr::Tcp("127.0.0.1".into(), 6381)))
+        );
+        let v6 = [reply("-MOVED 7 [::1]:7000\r\n")];
+        assert_eq!(
+            moved(&v6),
+            Some((7, ConnectionAddr::Tcp("::1".into(), 7000)))
+        );
+        assert_eq!(moved(&[reply("-ERR MOVED nothing\r\n")]), None);
+        assert_eq!(moved(&[reply("-ASK 1 h:1\r\n")]), None);
     }
 
     #[test]

@@ -35,8 +35,12 @@ fn free_pair() -> u16 {
     }
 }
 
+/// Every node requires this password, so every call's handshake (AUTH on
+/// each node it reaches) is tested too, and no message may show it.
+const PASS: &str = "s3cret-pw";
+
 fn connect(port: u16) -> redis::RedisResult<redis::Connection> {
-    let c = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    let c = redis::Client::open(format!("redis://:{PASS}@127.0.0.1:{port}"))?;
     let con = c.get_connection_with_timeout(Duration::from_secs(2))?;
     con.set_read_timeout(Some(Duration::from_secs(5)))?;
     Ok(con)
@@ -66,6 +70,7 @@ impl Cluster {
             let child = Command::new("redis-server")
                 .args(["--port", &p.to_string(), "--bind", "127.0.0.1"])
                 .args(["--cluster-enabled", "yes"])
+                .args(["--requirepass", PASS, "--masterauth", PASS])
                 .arg("--cluster-config-file")
                 .arg(dir.path().join(format!("nodes-{p}.conf")))
                 .args(["--save", "", "--appendonly", "no"])
@@ -89,6 +94,7 @@ impl Cluster {
             .arg("create")
             .args(c.ports.iter().map(|p| format!("127.0.0.1:{p}")))
             .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .env("REDISCLI_AUTH", PASS)
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -108,7 +114,7 @@ impl Cluster {
 
     /// The first node only: every other node is found through its slot map.
     fn url(&self) -> String {
-        format!("redis+cluster://127.0.0.1:{}", self.ports[0])
+        format!("redis+cluster://:{PASS}@127.0.0.1:{}", self.ports[0])
     }
 
     /// The port of the master holding `key`'s slot.
@@ -440,6 +446,10 @@ fn redis_cluster_a_paused_master_fails_each_call_within_about_one_timeout() {
         let err = stderr_of(&out);
         assert_eq!(out.status.code(), Some(1), "{what}: {err}");
         assert!(err.contains("timed out after 0.3s"), "{what}: {err}");
+        assert!(
+            err.contains("backend redis+cluster://:***@127.0.0.1") && !err.contains(PASS),
+            "{what}: {err}"
+        );
         assert_eq!(err.lines().count(), 1, "{what}: one line: {err}");
         // Two connects, the slot map and one request: about one timeout
         // of waiting (a 300-reply pipeline waited 300 before).

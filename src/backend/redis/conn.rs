@@ -19,7 +19,7 @@
 //! node at a time, not the crate's `ClusterConnection` (one read timeout
 //! per reply, its own sleeps and retries, no `MULTI`/`EXEC` pipelines):
 //! the first seed that answers gives the slot map (`CLUSTER SLOTS`), and
-//! each request goes to the master of its key's slot ([`cmd_key`]; keyless
+//! each request goes to the master of its key's slot (`cmd_key`; keyless
 //! ones to the home key's, [`Conn::set_home`]), connecting to it if needed;
 //! a `MOVED` reply sends the request once more to the node it names. Every
 //! key one script touches shares a hash tag, so it is on that one node.

@@ -6,7 +6,9 @@
 //! command mode and as named pairs, on a lock whose slot is *not* on the
 //! seed), the cache's exact total equals
 //! a recount over every node after concurrent writers and evictors, and
-//! cache-run's N concurrent misses run the command once. The servers are
+//! cache-run's N concurrent misses run the command once, a paused master
+//! fails each call within about one timeout, and a holder whose lock's slot
+//! moves to another master follows it by the `MOVED` reply. The servers are
 //! our own children, killed at the end. Without redis-server or redis-cli
 //! the tests print a SKIP line, and fail on CI.
 
@@ -462,4 +464,120 @@ fn redis_cluster_a_paused_master_fails_each_call_within_about_one_timeout() {
         // of waiting (a 300-reply pipeline waited 300 before).
         assert!(took < Duration::from_secs(3), "{what} took {took:?}");
     }
+}
+
+/// `total_connections_received` of node `port` (this query's own included).
+fn connections(c: &Cluster, port: u16) -> u64 {
+    let info: String = c.on(port, redis::cmd("INFO").arg("stats"));
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_connections_received:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn redis_cluster_a_holder_follows_its_lock_to_a_new_master_by_the_moved_reply() {
+    let Some(c) = Cluster::start() else { return };
+    let w = World::new();
+    let seed = c.ports[0];
+    let name = (0..)
+        .map(|i| format!("mv{i}"))
+        .find(|n| c.owner(&format!("ffkit:lock:{{{n}}}")) != seed)
+        .unwrap();
+    let key = format!("ffkit:lock:{{{name}}}");
+    let from = c.owner(&key);
+    let to = *c.ports.iter().find(|&&p| p != seed && p != from).unwrap();
+    // A command-mode holder: it renews every 2 s (lease 6 s) on the
+    // connection it took the lock with, to `from`.
+    let mut hold = w.cmd("lock-acquire");
+    c.env(&mut hold);
+    hold.args([
+        name.as_str(),
+        "--",
+        "sh",
+        "-c",
+        "echo up > up; while [ ! -e go ]; do sleep 0.02; done",
+    ]);
+    let holder = spawn_piped(hold);
+    assert!(
+        wait_for(|| w.path().join("up").exists()),
+        "the holder never ran"
+    );
+    // Right after a renewal (the next is 2 s away, so none can meet the
+    // slot half moved), move the lock's slot, keys and all, to `to` (what a
+    // resharding or a failover does), telling only the two masters: the
+    // seed is not asked.
+    let pttl = |p: u16| -> i64 { c.on(p, redis::cmd("PTTL").arg(&key)) };
+    let before = pttl(from);
+    assert!(
+        wait_for(|| pttl(from) > before),
+        "no renewal on the first master"
+    );
+    let slot: u16 = c.on(from, redis::cmd("CLUSTER").arg("KEYSLOT").arg(&key));
+    let id = |p: u16| -> String { c.on(p, redis::cmd("CLUSTER").arg("MYID")) };
+    let (from_id, to_id) = (id(from), id(to));
+    let _: () = c.on(
+        to,
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("IMPORTING")
+            .arg(&from_id),
+    );
+    let _: () = c.on(
+        from,
+        redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("MIGRATING")
+            .arg(&to_id),
+    );
+    let keys: Vec<String> = c.on(
+        from,
+        redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(100),
+    );
+    assert!(keys.contains(&key), "{keys:?}");
+    let _: String = c.on(
+        from,
+        redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(to)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("AUTH")
+            .arg(PASS)
+            .arg("KEYS")
+            .arg(&keys),
+    );
+    for p in [to, from] {
+        let _: () = c.on(
+            p,
+            redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg("NODE")
+                .arg(&to_id),
+        );
+    }
+    let seen = connections(&c, seed);
+    let first = pttl(to);
+    assert!(first > 0, "the lock moved with its lease: {first}");
+    // The next renewal reaches `from`, is answered MOVED, and is sent to
+    // `to`: the lease there is extended.
+    assert!(
+        wait_for(|| pttl(to) > first),
+        "the lease was never renewed on the new master"
+    );
+    // Through the redirect, not through a new connection and a fresh slot
+    // map from the seed (what a failed renewal's retry would do).
+    assert_eq!(connections(&c, seed), seen + 1, "the seed was asked again");
+    std::fs::write(w.path().join("go"), "").unwrap();
+    let out = holder.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let held: Option<String> = c.on(to, redis::cmd("GET").arg(&key));
+    assert_eq!(held, None, "released on the new master");
 }

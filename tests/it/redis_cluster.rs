@@ -4,9 +4,9 @@
 //! first node as the only seed, so that every call has to route by slot.
 //! Locks exclude (processes × locked increments against a counter file, in
 //! command mode and as named pairs, on a lock whose slot is *not* on the
-//! seed), the cache's exact total equals
-//! a recount over every node after concurrent writers and evictors, and
-//! cache-run's N concurrent misses run the command once, a paused master
+//! seed), the cache's exact total equals a recount over every node after
+//! concurrent writers and evictors, cache-run's N concurrent misses run
+//! the command once, a paused master
 //! fails each call within about one timeout, and a holder whose lock's slot
 //! moves to another master follows it by the `MOVED` reply. The servers are
 //! our own children, killed at the end. Without redis-server or redis-cli

@@ -175,7 +175,7 @@ pub const ENV_VARS: &[EnvVar] = &[
     },
     EnvVar {
         name: "FFKIT_BACKEND",
-        values: "local | redis://[user:pass@]host:port[/db] | rediss://… (tls feature) | unix:///path/redis.sock[?db=N]",
+        values: "local | redis://[user:pass@]host:port[/db] | rediss://… (tls feature) | unix:///path/redis.sock[?db=N] | redis+cluster://host:port[,host:port…]",
         default: "local",
         meaning: "where locks and the cache live: the local files, or a Redis server shared by many hosts (docs/redis.md); --backend overrides it",
     },

@@ -1,5 +1,5 @@
 complete -c cache-run -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
-complete -c cache-run -l backend -d 'Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)' -r
+complete -c cache-run -l backend -d 'Where locks and the cache live: local, redis://host:port[/db], unix:///path or redis+cluster://host:port[,host:port…] (default: FFKIT_BACKEND, else local)' -r
 complete -c cache-run -l ttl -d 'Seconds until the entry expires; 0 = never (default: 60)' -r
 complete -c cache-run -l stale -d 'A hit older than this is replayed and refreshed in the background (less than the TTL)' -r
 complete -c cache-run -l key-env -d 'Add variable NAME\'s value to the key; unset differs from empty (repeatable)' -r

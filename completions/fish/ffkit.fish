@@ -42,7 +42,7 @@ complete -c ffkit -n "__fish_ffkit_needs_command" -f -a "perf-metrics" -d 'Repor
 complete -c ffkit -n "__fish_ffkit_needs_command" -f -a "install-links" -d 'Create the applet symlinks, and optionally install man pages and completions'
 complete -c ffkit -n "__fish_ffkit_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-size" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
-complete -c ffkit -n "__fish_ffkit_using_subcommand cache-size" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-size" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db], unix:///path or redis+cluster://host:port[,host:port…] (default: FFKIT_BACKEND, else local)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-size" -s q -l quiet -d 'Draw no progress bar on stderr'
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-size" -l rebuild -d 'Recompute the index by walking the cache dir, and rewrite it'
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-size" -l verify -d 'Walk and compare with the index; exit 10 on drift'
@@ -52,10 +52,10 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand cache-size" -s H -l human -d
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-size" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-write" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-write" -l ttl -d 'Seconds until the entry expires; 0 = never (default: never)' -r
-complete -c ffkit -n "__fish_ffkit_using_subcommand cache-write" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-write" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db], unix:///path or redis+cluster://host:port[,host:port…] (default: FFKIT_BACKEND, else local)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-write" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-read" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
-complete -c ffkit -n "__fish_ffkit_using_subcommand cache-read" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-read" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db], unix:///path or redis+cluster://host:port[,host:port…] (default: FFKIT_BACKEND, else local)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-read" -s q -l quiet -d 'Print no message on stderr; answer by exit code'
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-read" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
@@ -63,7 +63,7 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -s f -l file -d
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -l format -d 'Input (and --read output) format' -r -f -a "lines\t''
 jsonl\t''"
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -l ttl -d 'TTL in seconds for every entry; 0 = never (default: 300)' -r
-complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db], unix:///path or redis+cluster://host:port[,host:port…] (default: FFKIT_BACKEND, else local)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -s q -l quiet -d 'Draw no progress bar on stderr'
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -s k -l keep-going -d 'Write the good lines even if some are bad (still exit 2)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -l read -d 'Read mode: print the entries for the given keys'
@@ -71,7 +71,7 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -s h -l help -d
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -l max-bytes -d 'Evict until the cache is at most SIZE (104857600, 100M, 1G)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -l older-than -d 'Evict entries created more than DURATION ago (90s, 5m, 2h, 7d)' -r
-complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db], unix:///path or redis+cluster://host:port[,host:port…] (default: FFKIT_BACKEND, else local)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -s q -l quiet -d 'Draw no progress bar on stderr'
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -l expired -d 'Evict expired entries'
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -l all -d 'Evict every entry (clear the cache)'
@@ -79,7 +79,7 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -s n -l dry-run
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -l json -d 'Print a JSON report of what was (or would be) removed'
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-evict" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-run" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
-complete -c ffkit -n "__fish_ffkit_using_subcommand cache-run" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand cache-run" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db], unix:///path or redis+cluster://host:port[,host:port…] (default: FFKIT_BACKEND, else local)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-run" -l ttl -d 'Seconds until the entry expires; 0 = never (default: 60)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-run" -l stale -d 'A hit older than this is replayed and refreshed in the background (less than the TTL)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-run" -l key-env -d 'Add variable NAME\'s value to the key; unset differs from empty (repeatable)' -r
@@ -103,7 +103,7 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l start -d 'F
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l length -d 'Bytes in an OFD lock\'s range (default 0: to the end of the file; implies --fcntl)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l owner -d 'Named mode: the process the lock belongs to (default: the caller)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l lock-dir -d 'Directory of named locks (default: FFKIT_LOCK_DIR, <namespace>/locks, or a per-user runtime dir)' -r -F
-complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db], unix:///path or redis+cluster://host:port[,host:port…] (default: FFKIT_BACKEND, else local)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l prepare -d 'Create NAME\'s lock dir (0700) and lock file (0600) and exit, taking nothing'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -l quiet-wait -d 'Never print the waiting line, even on a terminal (FF_DEBUG=true still does)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s s -l shared -d 'Take a shared lock'
@@ -122,14 +122,14 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand lock-acquire" -s h -l help -
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l fd -d 'Drop the lock on the caller\'s open descriptor N (exit 4 if it holds none); with NAME, N must be open on NAME\'s lock file' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l owner -d 'Release as this owner pid (the one given to lock-acquire --owner)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l lock-dir -d 'Directory of named locks (default: FFKIT_LOCK_DIR, <namespace>/locks, or a per-user runtime dir)' -r -F
-complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db], unix:///path or redis+cluster://host:port[,host:port…] (default: FFKIT_BACKEND, else local)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l force -d 'Release even if the lock belongs to another owner'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l dotlock -d 'The lock is a dot-lock (detected from the file anyway)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l session -d 'NAME is a session lock: <namespace>/sessions/locks (or sessions/ in the lock dir)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -s q -l quiet -d 'Print no message on stderr; answer by exit code'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -l lock-dir -d 'Directory of named locks (default: FFKIT_LOCK_DIR, <namespace>/locks, or a per-user runtime dir)' -r -F
-complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db], unix:///path or redis+cluster://host:port[,host:port…] (default: FFKIT_BACKEND, else local)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -l dotlock -d 'Treat the file as a dot-lock (detected from its content anyway)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -l session -d 'NAME is a session lock: <namespace>/sessions/locks (or sessions/ in the lock dir)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-status" -l json -d 'Print a JSON report'

@@ -6,7 +6,7 @@ complete -c lock-acquire -l start -d 'First byte of an OFD lock\'s range (defaul
 complete -c lock-acquire -l length -d 'Bytes in an OFD lock\'s range (default 0: to the end of the file; implies --fcntl)' -r
 complete -c lock-acquire -l owner -d 'Named mode: the process the lock belongs to (default: the caller)' -r
 complete -c lock-acquire -l lock-dir -d 'Directory of named locks (default: FFKIT_LOCK_DIR, <namespace>/locks, or a per-user runtime dir)' -r -F
-complete -c lock-acquire -l backend -d 'Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)' -r
+complete -c lock-acquire -l backend -d 'Where locks and the cache live: local, redis://host:port[/db], unix:///path or redis+cluster://host:port[,host:port…] (default: FFKIT_BACKEND, else local)' -r
 complete -c lock-acquire -l prepare -d 'Create NAME\'s lock dir (0700) and lock file (0600) and exit, taking nothing'
 complete -c lock-acquire -l quiet-wait -d 'Never print the waiting line, even on a terminal (FF_DEBUG=true still does)'
 complete -c lock-acquire -s s -l shared -d 'Take a shared lock'

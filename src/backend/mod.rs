@@ -31,6 +31,10 @@ pub struct Target {
     /// `FFKIT_BACKEND_CA`: the PEM file of the CA that signed a `rediss://`
     /// server's certificate (else the system's roots).
     pub(crate) ca: Option<PathBuf>,
+    /// `redis+cluster://`: the seed nodes, tried in order for the slot map
+    /// (empty: one server). `info` then holds the first seed and the
+    /// credentials every node is sent.
+    pub(crate) seeds: Vec<ConnectionAddr>,
 }
 
 impl std::fmt::Debug for Target {
@@ -50,9 +54,11 @@ impl Target {
 
 impl Target {
     /// Parses a backend URL: `local` (→ `None`), `redis://[user:pass@]host:port[/db]`,
-    /// `unix:///path[?db=N]`, `redis+unix:///path`, and `rediss://…` (TLS)
-    /// when this build has the `tls` feature; without it `rediss://` is
-    /// refused with one line saying how to get it (docs/redis.md).
+    /// `unix:///path[?db=N]`, `redis+unix:///path`,
+    /// `redis+cluster://[user:pass@]host:port[,host:port…]` (a Redis
+    /// Cluster, by its seed nodes), and `rediss://…` (TLS) when this build
+    /// has the `tls` feature; without it `rediss://` is refused with one
+    /// line saying how to get it (docs/redis.md).
     pub fn parse(url: &str) -> std::result::Result<Option<Target>, String> {
         let url = url.trim();
         if url == "local" {
@@ -60,6 +66,7 @@ impl Target {
         }
         let scheme = url.split_once("://").map(|(s, _)| s);
         match scheme {
+            Some("redis+cluster") => return parse_cluster(url).map(Some),
             Some("redis" | "unix" | "redis+unix") => {}
             Some("rediss") if cfg!(feature = "tls") => {}
             Some("rediss") => {
@@ -72,8 +79,8 @@ impl Target {
             }
             _ => {
                 return Err(format!(
-                    "'{}': expected local, redis://host:port[/db], rediss://host:port[/db] or \
-                     unix:///path/to/redis.sock",
+                    "'{}': expected local, redis://host:port[/db], rediss://host:port[/db], \
+                     unix:///path/to/redis.sock or redis+cluster://host:port[,host:port…]",
                     redact(url)
                 ));
             }
@@ -101,7 +108,13 @@ impl Target {
             label: redact(url),
             secrets: secrets(url),
             ca: None,
+            seeds: Vec::new(),
         }))
+    }
+
+    /// Whether this is a Redis Cluster (`redis+cluster://`).
+    pub fn is_cluster(&self) -> bool {
+        !self.seeds.is_empty()
     }
 
     /// The target with `FFKIT_BACKEND_CA` (used by `rediss://` only).
@@ -123,6 +136,71 @@ impl Target {
     pub fn is_tls(&self) -> bool {
         matches!(self.info.addr(), ConnectionAddr::TcpTls { .. })
     }
+}
+
+/// `redis+cluster://[user:pass@]host:port[,host:port…]`: each seed is
+/// parsed as `redis://[user:pass@]host:port` (one parser for hosts, ports
+/// and percent-escaped passwords); a cluster has only database 0, so a
+/// path other than `/` or `/0` is refused, and so is a query.
+fn parse_cluster(url: &str) -> std::result::Result<Target, String> {
+    let bad = |why: &str| format!("'{}': {why}", redact(url));
+    let rest = url.split_once("://").map_or("", |(_, r)| r);
+    let (cred, rest) = match rest.rsplit_once('@') {
+        Some((c, r)) => (Some(c), r),
+        None => (None, rest),
+    };
+    if rest.contains(['?', '#']) {
+        return Err(bad("a cluster URL takes no query"));
+    }
+    let (hosts, path) = match rest.split_once('/') {
+        Some((h, p)) => (h, p),
+        None => (rest, ""),
+    };
+    if !matches!(path, "" | "0") {
+        return Err(bad(
+            "a Redis Cluster has only database 0 (keep fleets apart with another cluster)",
+        ));
+    }
+    let mut seeds = Vec::new();
+    let mut first = None;
+    for hp in hosts.split(',') {
+        let hp = hp.trim();
+        if hp.is_empty() {
+            return Err(bad("an empty host in the seed list"));
+        }
+        let one = match cred {
+            Some(c) => format!("redis://{c}@{hp}"),
+            None => format!("redis://{hp}"),
+        };
+        let info = one.as_str().into_connection_info().map_err(|e| {
+            let mut why = e.to_string().trim().to_string();
+            for s in secrets(url) {
+                why = why.replace(s.as_str(), "***");
+            }
+            bad(&format!("{hp}: {why}"))
+        })?;
+        match info.addr() {
+            ConnectionAddr::Tcp(host, _) if !host.is_empty() => {}
+            _ => return Err(bad(&format!("{hp}: expected host:port"))),
+        }
+        if !hp.contains(':') || hp.ends_with(']') {
+            return Err(bad(&format!("{hp}: expected host:port")));
+        }
+        seeds.push(info.addr().clone());
+        first.get_or_insert(info);
+    }
+    let Some(info) = first else {
+        return Err(bad("no host"));
+    };
+    let settings = info.redis_settings().clone().set_skip_set_lib_name();
+    Ok(Target {
+        info: info.set_redis_settings(settings),
+        url: url.to_string(),
+        label: redact(url),
+        secrets: secrets(url),
+        ca: None,
+        seeds,
+    })
 }
 
 /// Query parameters of a backend URL that carry a credential.
@@ -286,6 +364,35 @@ mod tests {
     }
 
     #[test]
+    fn cluster_urls() {
+        let t = Target::parse("redis+cluster://u:s3cret@127.0.0.1:7001,127.0.0.1:7002,[::1]:7003")
+            .unwrap()
+            .unwrap();
+        assert!(t.is_cluster() && !t.is_tls());
+        assert_eq!(t.seeds.len(), 3);
+        assert_eq!(
+            t.label,
+            "redis+cluster://u:***@127.0.0.1:7001,127.0.0.1:7002,[::1]:7003"
+        );
+        assert_eq!(t.info.redis_settings().password(), Some("s3cret"));
+        assert!(matches!(&t.seeds[2], ConnectionAddr::Tcp(h, 7003) if h == "::1"));
+        let one = Target::parse("redis+cluster://h:1/0").unwrap().unwrap();
+        assert_eq!(one.seeds.len(), 1);
+        assert!(!Target::parse("redis://h:1").unwrap().unwrap().is_cluster());
+        for bad in [
+            "redis+cluster://",
+            "redis+cluster://h:1,,h:2",
+            "redis+cluster://h:1/2",
+            "redis+cluster://h",
+            "redis+cluster://u:s3cret@h:1?db=2",
+            "redis+cluster://u:s3cret@h:x,h:2",
+        ] {
+            let e = Target::parse(bad).unwrap_err();
+            assert!(!e.contains("s3cret"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn no_credential_is_shown_in_any_url_form() {
         for (url, shown) in [
             ("redis://u:s3cret@h:6379/2", "redis://u:***@h:6379/2"),
@@ -313,6 +420,7 @@ mod tests {
                 label: redact(url),
                 secrets: secrets(url),
                 ca: None,
+                seeds: Vec::new(),
             };
             let msg = t.scrub(&format!("error: {url} said s3cret, s3/c?r@et"));
             let leaked = if url.contains("s3/c") {

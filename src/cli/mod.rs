@@ -788,7 +788,7 @@ pub(crate) fn backend_arg() -> Arg {
     Arg::new("backend")
         .long("backend")
         .value_name("URL")
-        .help("Where locks and the cache live: local, redis://host:port[/db] or unix:///path (default: FFKIT_BACKEND, else local)")
+        .help("Where locks and the cache live: local, redis://host:port[/db], unix:///path or redis+cluster://host:port[,host:port…] (default: FFKIT_BACKEND, else local)")
 }
 
 /// The backend this call uses: `--backend`, else `FFKIT_BACKEND`; `None` is local.

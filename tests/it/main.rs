@@ -21,6 +21,7 @@ mod perf_regress;
 mod progress;
 mod redis;
 mod redis_cache;
+mod redis_cluster;
 mod redis_faults;
 mod redis_run;
 mod redis_tls;

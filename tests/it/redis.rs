@@ -891,9 +891,9 @@ release_session_lock bob s1
         status.contains(&format!("by pid {}", shell_pid.trim())),
         "{status}"
     );
-    let v: Option<String> = s.query(redis::cmd("GET").arg("ffkit:cache:default:v:k1"));
+    let v: Option<String> = s.query(redis::cmd("GET").arg("ffkit:cache:{default}:v:k1"));
     assert_eq!(v.as_deref(), Some("hello"));
-    let v: Option<String> = s.query(redis::cmd("GET").arg("ffkit:cache:dev-alice:v:k2"));
+    let v: Option<String> = s.query(redis::cmd("GET").arg("ffkit:cache:{dev-alice}:v:k2"));
     assert_eq!(v.as_deref(), Some("abc"));
     let fence: Option<u64> =
         s.query(redis::cmd("GET").arg("ffkit:lock:{dev-bob/session/s1}:fence"));

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use crate::redis::{Server, env};
 use crate::util::*;
 
-pub const NS: &str = "ffkit:cache:default:";
+pub const NS: &str = "ffkit:cache:{default}:";
 
 fn ff(w: &World, s: &Server, applet: &str) -> Command {
     let mut c = w.cmd(applet);

@@ -437,7 +437,7 @@ fn redis_out_of_memory_and_noauth_are_one_short_line() {
         .get_connection_with_timeout(Duration::from_secs(10))
         .unwrap();
     let v: Option<String> = redis::cmd("GET")
-        .arg("ffkit:cache:default:v:authed")
+        .arg("ffkit:cache:{default}:v:authed")
         .query(&mut db1)
         .unwrap();
     assert_eq!(v.as_deref(), Some("yes"));

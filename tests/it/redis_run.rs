@@ -520,7 +520,7 @@ fn redis_cache_run_renews_its_lease_while_a_long_miss_runs() {
     )
     .unwrap();
     let lock = format!(
-        "ffkit:cache:default:run-lock:{}",
+        "ffkit:cache:{{default}}:run-lock:{}",
         key.trim().strip_prefix("run-").unwrap()
     );
     let started = Instant::now();

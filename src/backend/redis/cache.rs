@@ -7,8 +7,11 @@
 //! every write, on the read that finds them, and in `cache-evict`, whose
 //! steps are bounded too so no script blocks the server for long.
 //!
-//! Keys: `ffkit:cache:NS:` + `v:KEY`, `m:KEY`, `total`, `count`, `exp`,
+//! Keys: `ffkit:cache:{NS}:` + `v:KEY`, `m:KEY`, `total`, `count`, `exp`,
 //! `lru`, where NS is `dev-ID` with `FLOWFORGE_DEVELOPER`, else `default`.
+//! `{NS}` is a Redis Cluster hash tag: a namespace lives on one slot, so
+//! the scripts (which declare `…total` as their key, for the routing) can
+//! touch all of its keys in one atomic step.
 
 use std::io::Read;
 
@@ -163,8 +166,8 @@ pub struct RedisCache {
 /// The key prefix of the namespace `cfg` selects.
 pub fn prefix(cfg: &Config) -> String {
     match &cfg.developer {
-        Some(id) => format!("ffkit:cache:dev-{id}:"),
-        None => "ffkit:cache:default:".to_string(),
+        Some(id) => format!("ffkit:cache:{{dev-{id}}}:"),
+        None => "ffkit:cache:{default}:".to_string(),
     }
 }
 
@@ -174,9 +177,14 @@ fn now_arg(now: Option<i64>) -> String {
 
 impl RedisCache {
     pub fn open(target: &Target, cfg: &Config) -> Result<RedisCache> {
+        let prefix = prefix(cfg);
+        let mut conn = Conn::open(target, cfg.backend_timeout, Area::Cache)?;
+        // On a cluster, the namespace's node: the scripts `SCRIPT LOAD`
+        // loads run there, and `TIME` is its clock.
+        conn.set_home(&prefix);
         Ok(RedisCache {
-            conn: Conn::open(target, cfg.backend_timeout, Area::Cache)?,
-            prefix: prefix(cfg),
+            conn,
+            prefix,
             now: cfg.now_override,
         })
     }
@@ -196,8 +204,13 @@ impl RedisCache {
         let prefix = &self.prefix;
         let _: i64 = self
             .conn
-            .eval("cannot write entry", &script, WRITE, 0, |c| {
-                c.arg(prefix).arg(key).arg(value).arg(ttl).arg(&now);
+            .eval("cannot write entry", &script, WRITE, 1, |c| {
+                c.arg(format!("{prefix}total"))
+                    .arg(prefix)
+                    .arg(key)
+                    .arg(value)
+                    .arg(ttl)
+                    .arg(&now);
             })?;
         Ok(())
     }
@@ -219,7 +232,8 @@ impl RedisCache {
         for (k, v, ttl) in items {
             p.cmd("EVALSHA")
                 .arg(&sha)
-                .arg(0)
+                .arg(1)
+                .arg(format!("{}total", self.prefix))
                 .arg(&self.prefix)
                 .arg(*k)
                 .arg(*v)
@@ -239,8 +253,12 @@ impl RedisCache {
         let script = Script::new(READ);
         let now = now_arg(self.now);
         let prefix = &self.prefix;
-        let v: Vec<redis::Value> = self.conn.eval("cannot read entry", &script, READ, 0, |c| {
-            c.arg(prefix).arg(key).arg(&now).arg(mode.arg());
+        let v: Vec<redis::Value> = self.conn.eval("cannot read entry", &script, READ, 1, |c| {
+            c.arg(format!("{prefix}total"))
+                .arg(prefix)
+                .arg(key)
+                .arg(&now)
+                .arg(mode.arg());
         })?;
         let int = |i: usize| {
             v.get(i)
@@ -269,8 +287,8 @@ impl RedisCache {
         let prefix = &self.prefix;
         let n: i64 = self
             .conn
-            .eval("cannot delete entry", &script, DELETE, 0, |c| {
-                c.arg(prefix).arg(key);
+            .eval("cannot delete entry", &script, DELETE, 1, |c| {
+                c.arg(format!("{prefix}total")).arg(prefix).arg(key);
             })?;
         Ok(u64::try_from(n).ok())
     }
@@ -321,8 +339,9 @@ impl RedisCache {
         if fix && recount != counted {
             let script = Script::new(FIX);
             let prefix = &self.prefix;
-            let _: i64 = self.conn.eval("cannot fix size", &script, FIX, 0, |c| {
-                c.arg(prefix)
+            let _: i64 = self.conn.eval("cannot fix size", &script, FIX, 1, |c| {
+                c.arg(format!("{prefix}total"))
+                    .arg(prefix)
                     .arg((recount.bytes as i128 - counted.bytes as i128).to_string())
                     .arg((recount.entries as i128 - counted.entries as i128).to_string());
             })?;
@@ -334,8 +353,11 @@ impl RedisCache {
     fn verify_step(&mut self, mode: &str, id: &str) -> Result<Vec<redis::Value>> {
         let script = Script::new(VERIFY);
         let prefix = &self.prefix;
-        let v: redis::Value = self.conn.eval("cannot verify", &script, VERIFY, 0, |c| {
-            c.arg(prefix).arg(mode).arg(id);
+        let v: redis::Value = self.conn.eval("cannot verify", &script, VERIFY, 1, |c| {
+            c.arg(format!("{prefix}total"))
+                .arg(prefix)
+                .arg(mode)
+                .arg(id);
         })?;
         Ok(match v {
             redis::Value::Array(items) => items,
@@ -430,8 +452,9 @@ impl RedisCache {
             .map_or(-1, |d| i64::try_from(d).unwrap_or(i64::MAX));
         loop {
             let prefix = &self.prefix;
-            let v: Vec<redis::Value> = self.conn.eval("cannot evict", &script, EVICT, 0, |c| {
-                c.arg(prefix)
+            let v: Vec<redis::Value> = self.conn.eval("cannot evict", &script, EVICT, 1, |c| {
+                c.arg(format!("{prefix}total"))
+                    .arg(prefix)
                     .arg(&now)
                     .arg(max)
                     .arg(u8::from(p.expired))

@@ -15,6 +15,15 @@
 //! and SELECT (a TLS handshake is forced there, so its failures say
 //! "cannot connect").
 //!
+//! **A Redis Cluster** (`redis+cluster://`) is the same machinery on one
+//! node at a time, not the crate's `ClusterConnection` (one read timeout
+//! per reply, its own sleeps and retries, no `MULTI`/`EXEC` pipelines):
+//! the first seed that answers gives the slot map (`CLUSTER SLOTS`), and
+//! each request goes to the master of its key's slot (`cmd_key`; keyless
+//! ones to the home key's, [`Conn::set_home`]), connecting to it if needed;
+//! a `MOVED` reply sends the request once more to the node it names. Every
+//! key one script touches shares a hash tag, so it is on that one node.
+//!
 //! A failure is a lock failure (exit 9) for the lock applets and a general
 //! failure (exit 1, like a local I/O error) for the cache applets
 //! (docs/redis.md, "Timeouts and failures"). No message ever shows a
@@ -22,7 +31,9 @@
 
 use std::time::{Duration, Instant};
 
-use redis::{Client, Cmd, Connection, FromRedisValue, Pipeline, RedisError, Script, Value};
+use redis::{
+    Client, Cmd, Connection, ConnectionAddr, FromRedisValue, Pipeline, RedisError, Script, Value,
+};
 
 use crate::backend::Target;
 use crate::error::Error;
@@ -37,6 +48,12 @@ pub enum Area {
 /// An open connection and what its errors are reported as.
 pub struct Conn {
     con: Option<Connection>,
+    /// On a cluster: the node `con` is connected to, the slot map (ranges
+    /// of slots and their master), and the key that keyless commands
+    /// (`TIME`, `SCRIPT LOAD`) are routed by ([`Conn::set_home`]).
+    node: Option<ConnectionAddr>,
+    slots: Vec<(u16, u16, ConnectionAddr)>,
+    home: Option<Vec<u8>>,
     target: Target,
     timeout: Duration,
     area: Area,
@@ -115,6 +132,9 @@ impl Conn {
     ) -> crate::Result<Conn> {
         let mut c = Conn {
             con: None,
+            node: None,
+            slots: Vec::new(),
+            home: None,
             target: target.clone(),
             timeout,
             area,
@@ -133,7 +153,158 @@ impl Conn {
     }
 
     fn connect(&mut self) -> crate::Result<()> {
+        if !self.target.is_cluster() {
+            return self.connect_node(None);
+        }
+        // A cluster: the first seed that answers gives the slot map.
+        let mut last = None;
+        for seed in self.target.seeds.clone() {
+            match self
+                .connect_node(Some(seed))
+                .and_then(|()| self.load_slots())
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            self.con = None;
+            self.broken = None;
+        }
+        Err(last.unwrap_or_else(|| self.fail("cannot connect", &timed_out())))
+    }
+
+    /// `CLUSTER SLOTS` from the connected node: the master of every range.
+    fn load_slots(&mut self) -> crate::Result<()> {
+        let what = "cannot read the cluster's slot map";
+        let packed = redis::cmd("CLUSTER").arg("SLOTS").get_packed_command();
+        let v = self
+            .request(Route::Here, &packed, 1, Duration::ZERO)
+            .and_then(|mut v| v.pop().unwrap_or(Value::Nil).extract_error())
+            .map_err(|e| self.fail(what, &e))?;
+        let here = match &self.node {
+            Some(ConnectionAddr::Tcp(h, _)) => h.clone(),
+            _ => String::new(),
+        };
+        let mut slots = Vec::new();
+        if let Value::Array(ranges) = v {
+            for r in ranges {
+                let Value::Array(r) = r else { continue };
+                let (Some(Value::Int(a)), Some(Value::Int(b)), Some(Value::Array(m))) =
+                    (r.first(), r.get(1), r.get(2))
+                else {
+                    continue;
+                };
+                let host = match m.first() {
+                    Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
+                    Some(Value::SimpleString(h)) => h.clone(),
+                    _ => continue,
+                };
+                // "" or "?": the node does not know its own address; it
+                // is the one asked.
+                let host = if host.is_empty() || host == "?" {
+                    here.clone()
+                } else {
+                    host
+                };
+                let (Some(Value::Int(port)), Ok(a), Ok(b)) =
+                    (m.get(1), u16::try_from(*a), u16::try_from(*b))
+                else {
+                    continue;
+                };
+                let Ok(port) = u16::try_from(*port) else {
+                    continue;
+                };
+                slots.push((a, b, ConnectionAddr::Tcp(host, port)));
+            }
+        }
+        if slots.is_empty() {
+            return Err(self.fail(
+                what,
+                &RedisError::from((
+                    redis::ErrorKind::Client,
+                    "no slot is served (is the cluster created?)",
+                )),
+            ));
+        }
+        self.slots = slots;
+        Ok(())
+    }
+
+    /// On a cluster, routes keyless commands (`TIME`, `SCRIPT LOAD`) to
+    /// the node of `key`'s slot: a cache's namespace, whose scripts must be
+    /// loaded where they run.
+    pub fn set_home(&mut self, key: &str) {
+        self.home = Some(key.as_bytes().to_vec());
+    }
+
+    /// On a cluster, makes `con` the master of `key`'s slot (the home key's
+    /// if `key` is `None`), connecting to it if it is another node. A
+    /// single server: nothing.
+    fn route(&mut self, key: Option<&[u8]>) -> redis::RedisResult<()> {
+        if !self.target.is_cluster() {
+            return Ok(());
+        }
+        let Some(key) = key.or(self.home.as_deref()) else {
+            return Ok(());
+        };
+        let slot = key_slot(key);
+        let Some(addr) = self
+            .slots
+            .iter()
+            .find(|(a, b, _)| (*a..=*b).contains(&slot))
+            .map(|(_, _, n)| n.clone())
+        else {
+            // Not in the map: the node we have answers MOVED if it is not
+            // its slot.
+            return Ok(());
+        };
+        self.go_to(addr)
+    }
+
+    /// Connects to the cluster node `addr` unless `con` already is it.
+    fn go_to(&mut self, addr: ConnectionAddr) -> redis::RedisResult<()> {
+        if self.con.is_some() && self.node.as_ref() == Some(&addr) {
+            return Ok(());
+        }
+        self.con = None;
+        self.broken = None;
+        // A cluster is never TLS (no CA to load): a plain client. Its
+        // failure is the request's (a timeout says so, a refusal too).
+        let client = Client::open(self.bare_info(Some(&addr)))?;
+        self.node = Some(addr);
+        self.connect_with(&client)
+    }
+
+    /// Connects to the target (`addr`: to that cluster node), with the
+    /// failure worded for a message: a CA file that cannot be used is a
+    /// configuration error (exit 12), the rest "cannot connect".
+    fn connect_node(&mut self, addr: Option<ConnectionAddr>) -> crate::Result<()> {
         let what = "cannot connect";
+        let bare = self.bare_info(addr.as_ref());
+        let client = match &self.target.ca {
+            Some(ca) if self.target.is_tls() => tls_client(&self.target, bare, ca)?,
+            _ => Client::open(bare).map_err(|e| self.fail(what, &e))?,
+        };
+        self.node = addr;
+        self.connect_with(&client).map_err(|e| self.fail(what, &e))
+    }
+
+    /// The target's address (or `addr`) without the credentials and the
+    /// database: those go in the handshake request ([`Conn::connect_with`]).
+    fn bare_info(&self, addr: Option<&ConnectionAddr>) -> redis::ConnectionInfo {
+        let bare = self
+            .target
+            .info
+            .clone()
+            .set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name());
+        match addr {
+            Some(a) => bare.set_addr(a.clone()),
+            None => bare,
+        }
+    }
+
+    /// The TCP connect (one timeout, within the cap), then the handshake
+    /// as one request with one deadline.
+    fn connect_with(&mut self, client: &Client) -> redis::RedisResult<()> {
         let timeout = match self.cap {
             Some(cap) => self
                 .timeout
@@ -141,40 +312,23 @@ impl Conn {
             None => self.timeout,
         };
         if timeout.is_zero() {
-            return Err(self.fail(what, &timed_out()));
+            return Err(timed_out());
         }
+        self.con = Some(client.get_connection_with_timeout(timeout)?);
         // The `redis` crate would send AUTH and SELECT one by one, each
         // with the time left: they go below as one request instead, with
         // one deadline.
         let settings = self.target.info.redis_settings();
-        let (user, password, db) = (
-            settings.username().map(str::to_string),
-            settings.password().map(str::to_string),
-            settings.db(),
-        );
-        let bare = self
-            .target
-            .info
-            .clone()
-            .set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name());
-        let client = match &self.target.ca {
-            Some(ca) if self.target.is_tls() => tls_client(&self.target, bare, ca)?,
-            _ => Client::open(bare).map_err(|e| self.fail(what, &e))?,
-        };
-        let con = client
-            .get_connection_with_timeout(timeout)
-            .map_err(|e| self.fail(what, &e))?;
-        self.con = Some(con);
         let mut setup = redis::pipe();
-        if let Some(pw) = password {
+        if let Some(pw) = settings.password() {
             let auth = setup.cmd("AUTH");
-            if let Some(u) = user {
+            if let Some(u) = settings.username() {
                 auth.arg(u);
             }
             auth.arg(pw);
         }
-        if db != 0 {
-            setup.cmd("SELECT").arg(db);
+        if settings.db() != 0 {
+            setup.cmd("SELECT").arg(settings.db());
         }
         if setup.is_empty() && self.target.is_tls() {
             // rustls shakes hands on the first write: make that happen
@@ -183,7 +337,8 @@ impl Conn {
             setup.cmd("PING");
         }
         if !setup.is_empty() {
-            let _: Vec<Value> = self.pipe(what, &setup)?;
+            // On this node, whatever its slots.
+            self.pipe_values(Route::Here, &setup)?;
         }
         Ok(())
     }
@@ -208,6 +363,7 @@ impl Conn {
     /// drops the connection.
     fn request(
         &mut self,
+        route: Route<'_>,
         packed: &[u8],
         replies: usize,
         extra: Duration,
@@ -215,7 +371,22 @@ impl Conn {
         if let Some(e) = &self.broken {
             return Err(e.clone());
         }
-        let r = self.exchange(packed, replies, extra);
+        let r = match route {
+            Route::Here => self.exchange(packed, replies, extra),
+            Route::Key(key) => self.route(key).and_then(|()| {
+                let v = self.exchange(packed, replies, extra)?;
+                // A slot that moved (a failover, a resharding) since the
+                // map was read: once more on the node the reply names.
+                match moved(&v) {
+                    Some((slot, addr)) => {
+                        self.slots.insert(0, (slot, slot, addr.clone()));
+                        self.go_to(addr)?;
+                        self.exchange(packed, replies, extra)
+                    }
+                    None => Ok(v),
+                }
+            }),
+        };
         // Replies come back as values (a server's error reply too): an
         // `Err` here is the socket or the protocol, and the stream can no
         // longer be trusted.
@@ -270,7 +441,7 @@ impl Conn {
         wait: Duration,
     ) -> crate::Result<T> {
         let r = self
-            .request(&cmd.get_packed_command(), 1, wait)
+            .request(Route::Key(cmd_key(cmd)), &cmd.get_packed_command(), 1, wait)
             .and_then(|mut v| v.pop().unwrap_or(Value::Nil).extract_error())
             .and_then(|v| redis::from_redis_value(v).map_err(RedisError::from));
         r.map_err(|e| self.fail(what, &e))
@@ -279,16 +450,17 @@ impl Conn {
     /// A pipeline: its replies as one array (a transaction: what `EXEC`
     /// returned), read against one deadline.
     pub fn pipe<T: FromRedisValue>(&mut self, what: &str, p: &Pipeline) -> crate::Result<T> {
+        let key = p.cmd_iter().find_map(cmd_key);
         let r = self
-            .pipe_values(p)
+            .pipe_values(Route::Key(key), p)
             .and_then(|v| redis::from_redis_value(Value::Array(v)).map_err(RedisError::from));
         r.map_err(|e| self.fail(what, &e))
     }
 
-    fn pipe_values(&mut self, p: &Pipeline) -> redis::RedisResult<Vec<Value>> {
+    fn pipe_values(&mut self, route: Route<'_>, p: &Pipeline) -> redis::RedisResult<Vec<Value>> {
         let tx = p.is_transaction();
         let n = p.len() + if tx { 2 } else { 0 };
-        let mut v = self.request(&p.get_packed_pipeline(), n, Duration::ZERO)?;
+        let mut v = self.request(route, &p.get_packed_pipeline(), n, Duration::ZERO)?;
         if !tx {
             return Value::Array(v).extract_error().map(|a| match a {
                 Value::Array(items) => items,
@@ -349,15 +521,16 @@ impl Conn {
         let mut c = redis::cmd("EVALSHA");
         c.arg(script.get_hash()).arg(nkeys);
         add(&mut c);
+        let key = cmd_key(&c);
         let first = self
-            .request(&c.get_packed_command(), 1, Duration::ZERO)
+            .request(Route::Key(key), &c.get_packed_command(), 1, Duration::ZERO)
             .map(|mut v| v.pop().unwrap_or(Value::Nil));
         let v = match first {
             Ok(Value::ServerError(e)) if e.code() == "NOSCRIPT" => {
                 let mut c = redis::cmd("EVAL");
                 c.arg(source).arg(nkeys);
                 add(&mut c);
-                self.request(&c.get_packed_command(), 1, Duration::ZERO)
+                self.request(Route::Key(key), &c.get_packed_command(), 1, Duration::ZERO)
                     .map(|mut v| v.pop().unwrap_or(Value::Nil))
             }
             other => other,
@@ -399,6 +572,83 @@ impl Conn {
     }
 }
 
+/// Where a request goes: the connected node as it is (the handshake), or,
+/// on a cluster, the master of the key's slot (none: the home key's).
+#[derive(Clone, Copy)]
+enum Route<'a> {
+    Here,
+    Key(Option<&'a [u8]>),
+}
+
+/// The key a command is routed by on a cluster: the first declared key of
+/// a script, the pattern of a `SCAN … MATCH` (all of a namespace's keys
+/// share its hash tag), or the first argument of a keyed command; `None`
+/// for keyless ones (`TIME`, `PING`, `SCRIPT`, `AUTH`, `CLUSTER`).
+fn cmd_key(cmd: &Cmd) -> Option<&[u8]> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .filter_map(|a| match a {
+            redis::Arg::Simple(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    let name = args.first()?.to_ascii_uppercase();
+    match name.as_slice() {
+        b"EVAL" | b"EVALSHA" => {
+            let n: usize = std::str::from_utf8(args.get(2)?).ok()?.parse().ok()?;
+            if n == 0 { None } else { args.get(3).copied() }
+        }
+        b"SCAN" => args
+            .iter()
+            .position(|a| a.eq_ignore_ascii_case(b"MATCH"))
+            .and_then(|i| args.get(i + 1).copied()),
+        b"TIME" | b"PING" | b"SCRIPT" | b"AUTH" | b"SELECT" | b"CLUSTER" | b"MULTI" | b"EXEC" => {
+            None
+        }
+        _ => args.get(1).copied(),
+    }
+}
+
+/// A `MOVED slot host:port` reply among `v`: the slot and its new master.
+fn moved(v: &[Value]) -> Option<(u16, ConnectionAddr)> {
+    v.iter().find_map(|x| match x {
+        Value::ServerError(e) if e.code() == "MOVED" => {
+            let mut it = e.details()?.split_whitespace();
+            let slot = it.next()?.parse().ok()?;
+            let (host, port) = it.next()?.rsplit_once(':')?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Some((
+                slot,
+                ConnectionAddr::Tcp(host.to_string(), port.parse().ok()?),
+            ))
+        }
+        _ => None,
+    })
+}
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag —
+/// the part between the first `{` and the next `}`, if not empty — or of
+/// the whole key, modulo 16384.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&c| c == b'{').and_then(|i| {
+        let rest = &key[i + 1..];
+        let j = rest.iter().position(|&c| c == b'}')?;
+        (j > 0).then(|| &rest[..j])
+    });
+    let mut crc: u16 = 0;
+    for &b in tagged.unwrap_or(key) {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
 /// "redis://h:p: cannot connect: timed out after 2s" as the area's error.
 fn failure(area: Area, target: &Target, what: &str, timeout: Duration, e: &RedisError) -> Error {
     let text = e.to_string();
@@ -431,5 +681,64 @@ fn one_line(s: &str) -> String {
     match line.char_indices().nth(300) {
         Some((i, _)) => format!("{}…", &line[..i]),
         None => line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_slots_are_redis_cluster_slots() {
+        // Values of `CLUSTER KEYSLOT` on Redis 7.
+        assert_eq!(key_slot(b"123456789"), 12739);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+        assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
+        assert_eq!(
+            key_slot(b"ffkit:lock:{deploy}:fence"),
+            key_slot(b"ffkit:lock:{deploy}")
+        );
+    }
+
+    #[test]
+    fn moved_replies_name_the_new_master() {
+        let reply = |s: &str| redis::parse_redis_value(s.as_bytes()).unwrap();
+        let v = [
+            reply("+QUEUED\r\n"),
+            reply("-MOVED 3999 127.0.0.1:6381\r\n"),
+        ];
+        assert_eq!(
+            moved(&v),
+            Some((3999, ConnectionAddr::Tcp("127.0.0.1".into(), 6381)))
+        );
+        let v6 = [reply("-MOVED 7 [::1]:7000\r\n")];
+        assert_eq!(
+            moved(&v6),
+            Some((7, ConnectionAddr::Tcp("::1".into(), 7000)))
+        );
+        assert_eq!(moved(&[reply("-ERR MOVED nothing\r\n")]), None);
+        assert_eq!(moved(&[reply("-ASK 1 h:1\r\n")]), None);
+    }
+
+    #[test]
+    fn commands_route_by_their_key() {
+        let mut c = redis::cmd("EVALSHA");
+        c.arg("abc").arg(2).arg("k1").arg("k2").arg("a");
+        assert_eq!(cmd_key(&c), Some(&b"k1"[..]));
+        let mut c = redis::cmd("EVAL");
+        c.arg("src").arg(0).arg("a");
+        assert_eq!(cmd_key(&c), None);
+        let mut c = redis::cmd("SCAN");
+        c.arg(0).arg("MATCH").arg("p{x}:v:*").arg("COUNT").arg(10);
+        assert_eq!(cmd_key(&c), Some(&b"p{x}:v:*"[..]));
+        assert_eq!(cmd_key(&redis::cmd("TIME")), None);
+        let mut c = redis::cmd("SCRIPT");
+        c.arg("LOAD").arg("x");
+        assert_eq!(cmd_key(&c), None);
+        let mut c = redis::cmd("GET");
+        c.arg("k");
+        assert_eq!(cmd_key(&c), Some(&b"k"[..]));
     }
 }

@@ -51,6 +51,21 @@ pub fn open_read(path: &Path) -> io::Result<File> {
     )
 }
 
+/// [`open_read`] that also returns the file's size, from the fstat its
+/// regular-file check makes anyway.
+pub fn open_read_len(path: &Path) -> io::Result<(File, u64)> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    let m = f.metadata()?;
+    if m.file_type().is_file() {
+        Ok((f, m.len()))
+    } else {
+        Err(not_regular())
+    }
+}
+
 /// The error for a path that exists but is not a regular file.
 pub fn not_regular() -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")
@@ -146,10 +161,17 @@ pub fn write_temp(dir: &Path, bytes: &[u8]) -> Result<(PathBuf, u64)> {
 }
 
 /// Replaces `dest` with `bytes` atomically: a reader sees the old content or
-/// the new, never a partial file.
+/// the new, never a partial file. A new file is renamed over it (no file is
+/// ever modified in place: a reader may hold the old one open), without
+/// [`write_temp`]'s fstat, as no inode number is needed here.
 pub fn replace_file(dest: &Path, bytes: &[u8]) -> Result<()> {
     let dir = dest.parent().unwrap_or(Path::new("."));
-    let (tmp, _) = write_temp(dir, bytes)?;
+    let (tmp, mut f) = create_temp(dir)?;
+    if let Err(e) = f.write_all(bytes) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("cannot write", &tmp, e));
+    }
+    drop(f);
     install(&tmp, dest).map_err(|e| {
         let _ = fs::remove_file(&tmp);
         Error::io("cannot rename into", dest, e)
@@ -205,6 +227,19 @@ pub fn install(from: &Path, dest: &Path) -> io::Result<()> {
             fs::rename(from, dest)
         }
         Err(e) => Err(e),
+    }
+}
+
+/// [`install`] for a `dest` that was not there a moment ago (the caller
+/// looked under the cache's lock): `renameat2(RENAME_NOREPLACE)`, one call,
+/// where `install` would first try an exchange that fails with ENOENT. If
+/// something is there after all (EEXIST), or the file system has no
+/// `renameat2` flags (EINVAL, ENOSYS), it is [`install`] as before.
+pub fn install_new(from: &Path, dest: &Path) -> io::Result<()> {
+    match rustix::fs::renameat_with(CWD, from, CWD, dest, RenameFlags::NOREPLACE) {
+        Ok(()) => Ok(()),
+        Err(Errno::EXIST | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => install(from, dest),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -303,6 +338,18 @@ mod tests {
         fs::create_dir(&dir).unwrap();
         let (t3, _) = write_temp(d.path(), b"x").unwrap();
         assert!(install(&t3, &dir).is_err());
+        assert!(dir.is_dir() && t3.is_file(), "nothing moved");
+        // install_new: a new name in one rename; a file or a directory
+        // found there after all is handled as install would.
+        let (t4, _) = write_temp(d.path(), b"4").unwrap();
+        let fresh = d.path().join("fresh");
+        install_new(&t4, &fresh).unwrap();
+        assert_eq!(fs::read(&fresh).unwrap(), b"4");
+        let (t5, _) = write_temp(d.path(), b"5").unwrap();
+        install_new(&t5, &fresh).unwrap();
+        assert_eq!(fs::read(&fresh).unwrap(), b"5");
+        assert!(!t5.exists(), "the old file is gone");
+        assert!(install_new(&t3, &dir).is_err());
         assert!(dir.is_dir() && t3.is_file(), "nothing moved");
     }
 

@@ -40,16 +40,23 @@ pub fn parse_number(content: &[u8]) -> Option<u64> {
 
 /// Reads one index file: `Ok(None)` when it is missing or invalid.
 pub fn read_number(path: &Path) -> Result<Option<u64>> {
-    let mut f = match fsutil::open_read(path) {
+    // The open's fstat gives the length: a valid file is read by one
+    // `read` (no second one to find its end).
+    let (mut f, len) = match fsutil::open_read_len(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         // A symlink (or FIFO, dir...) planted at the index is as good as no index.
         Err(e) if fsutil::is_refused(&e) => return Ok(None),
         Err(e) => return Err(Error::io("cannot read", path, e)),
     };
+    // ffkit never writes these files in place, so the length is the
+    // content's: anything as long as the buffer is too long to be valid.
     let mut buf = [0u8; 32];
+    if len >= buf.len() as u64 {
+        return Ok(None);
+    }
     let mut n = 0;
-    while n < buf.len() {
+    while (n as u64) < len {
         match f.read(&mut buf[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
@@ -57,11 +64,7 @@ pub fn read_number(path: &Path) -> Result<Option<u64>> {
             Err(e) => return Err(Error::io("cannot read", path, e)),
         }
     }
-    Ok(if n == buf.len() {
-        None
-    } else {
-        parse_number(&buf[..n])
-    })
+    Ok(parse_number(&buf[..n]))
 }
 
 /// Reads both files; `None` unless both are valid.

@@ -142,6 +142,21 @@ struct Change {
     value: Option<(PathBuf, u64)>,
     /// The temp file that becomes `KEY.meta`, and its inode.
     meta: Option<(PathBuf, u64)>,
+    /// Bytes of both temp files together (0 for a removal).
+    bytes: u64,
+}
+
+/// What a commit knows of one key before its first attempt: which of the
+/// two names were free when it looked (under the lock it still holds), so
+/// a new name takes one `rename` rather than a failed exchange first; and
+/// what the key will count once both temp files are in place, so a
+/// successful install needs no `stat` to measure it.
+#[derive(Clone, Copy)]
+struct Fresh {
+    value_free: bool,
+    meta_free: bool,
+    /// `None` for a removal (measured after it, as a roll-forward does).
+    bytes: Option<u64>,
 }
 
 impl Cache {
@@ -283,7 +298,7 @@ impl Cache {
         let mut rebuilt = None;
         let (totals, persisted) = match Journal::read(&self.dir)? {
             Some(Ok(j)) if j.records.iter().all(Record::is_sane) => {
-                let (t, _) = self.apply_journal(&j, false)?;
+                let (t, _) = self.apply_journal(&j, None)?;
                 (t, self.settle(t)?)
             }
             // Damaged, tampered with, or empty: walk (and remove it, or
@@ -326,7 +341,7 @@ impl Cache {
         if !j.records.iter().all(Record::is_sane) {
             return self.rebuild_locked();
         }
-        let (t, _) = self.apply_journal(j, false)?;
+        let (t, _) = self.apply_journal(j, None)?;
         self.persist(index::read(&self.dir)?, t)?;
         Ok(t)
     }
@@ -349,17 +364,33 @@ impl Cache {
         Journal::remove(&self.dir)
     }
 
-    /// Applies a journal's records (the first attempt when `fresh`) and
-    /// measures the keys: the totals after it, and the first file that could
-    /// not be installed. Writes nothing else.
-    fn apply_journal(&self, j: &Journal, fresh: bool) -> Result<(Totals, Option<PathBuf>)> {
+    /// Applies a journal's records and measures the keys: the totals after
+    /// it, and the first file that could not be installed. Writes nothing
+    /// else. `fresh` (one per record) is the commit's first attempt, with
+    /// what it knows; `None` is a roll-forward after a crash, which knows
+    /// nothing and measures every key.
+    fn apply_journal(
+        &self,
+        j: &Journal,
+        fresh: Option<&[Fresh]>,
+    ) -> Result<(Totals, Option<PathBuf>)> {
         let mut t = j.before;
         let mut failed = None;
-        for r in &j.records {
-            if let Some(path) = self.apply(r, fresh) {
-                failed.get_or_insert(path);
-            }
-            let (now_bytes, now_entry) = self.key_usage(&r.key)?;
+        for (i, r) in j.records.iter().enumerate() {
+            let known = fresh.and_then(|f| f.get(i)).copied();
+            let installed = match self.apply(r, known) {
+                Some(path) => {
+                    failed.get_or_insert(path);
+                    false
+                }
+                None => true,
+            };
+            // Both of this commit's temp files are in place, under the lock
+            // it holds since it looked: the key counts their bytes.
+            let (now_bytes, now_entry) = match known.and_then(|k| k.bytes) {
+                Some(b) if installed => (b, true),
+                _ => self.key_usage(&r.key)?,
+            };
             t.bytes = t
                 .bytes
                 .saturating_sub(r.old_bytes)
@@ -370,13 +401,14 @@ impl Cache {
     }
 
     /// Applies one record: installs its temp files, or removes the entry.
-    /// `fresh` says nothing of it can have happened yet (the first attempt);
-    /// otherwise a destination that already has the temp file's inode was
+    /// `fresh` says nothing of it can have happened yet (the first attempt)
+    /// and which names were free; otherwise a destination that already has
+    /// the temp file's inode was
     /// installed before a crash, and the temp name, if still there, holds
     /// the replaced old file (see [`fsutil::install`]). Returns the
     /// destination that could not be installed, if any (removals always
     /// count as done).
-    fn apply(&self, r: &Record, fresh: bool) -> Option<PathBuf> {
+    fn apply(&self, r: &Record, fresh: Option<Fresh>) -> Option<PathBuf> {
         let value = self.path(&r.key);
         let meta = self.path(&format!("{}.meta", r.key));
         let (Some(vt), Some(mt)) = (&r.value_tmp, &r.meta_tmp) else {
@@ -385,21 +417,25 @@ impl Cache {
             return None;
         };
         let (vt, mt) = (self.path(vt), self.path(mt));
-        let install = |tmp: &Path, ino: u64, dest: &Path| {
-            let done = !fresh && fs::symlink_metadata(dest).is_ok_and(|m| m.ino() == ino);
+        let install = |tmp: &Path, ino: u64, dest: &Path, free: bool| {
+            if free {
+                return fsutil::install_new(tmp, dest).is_ok();
+            }
+            let done = fresh.is_none() && fs::symlink_metadata(dest).is_ok_and(|m| m.ino() == ino);
             if done {
                 let _ = fs::remove_file(tmp);
                 return true;
             }
             fsutil::install(tmp, dest).is_ok()
         };
-        if !install(&vt, r.value_ino, &value) {
+        let (value_free, meta_free) = fresh.map_or((false, false), |f| (f.value_free, f.meta_free));
+        if !install(&vt, r.value_ino, &value, value_free) {
             // The old entry stays as it was.
             let _ = fs::remove_file(&vt);
             let _ = fs::remove_file(&mt);
             return Some(value);
         }
-        if !install(&mt, r.meta_ino, &meta) {
+        if !install(&mt, r.meta_ino, &meta, meta_free) {
             // Never pair the new value with the old sidecar.
             let _ = fs::remove_file(&mt);
             let _ = fs::remove_file(&meta);
@@ -410,9 +446,21 @@ impl Cache {
 
     /// Bytes counted for `KEY` + `KEY.meta` now, and whether `KEY` is an entry.
     fn key_usage(&self, key: &str) -> Result<(u64, bool)> {
+        let (bytes, entry, _) = self.key_state(key)?;
+        Ok((bytes, entry))
+    }
+
+    /// [`Cache::key_usage`], and whether each name (value, sidecar) is free:
+    /// nothing at all there, not even a directory or a symlink.
+    fn key_state(&self, key: &str) -> Result<(u64, bool, (bool, bool))> {
         let v = regular_size(&self.path(key))?;
         let m = regular_size(&self.path(&format!("{key}.meta")))?;
-        Ok((v.unwrap_or(0) + m.unwrap_or(0), v.is_some()))
+        let free = |s: &Found| matches!(s, Found::Nothing);
+        Ok((
+            v.size() + m.size(),
+            matches!(v, Found::File(_)),
+            (free(&v), free(&m)),
+        ))
     }
 
     /// Walks the directory and rewrites the index; lock held.
@@ -609,6 +657,7 @@ impl Cache {
                 key: k.clone(),
                 value: None,
                 meta: None,
+                bytes: 0,
             })
             .collect();
         self.commit(r.totals, r.held(), &changes)
@@ -621,6 +670,7 @@ impl Cache {
             key: e.key,
             value: Some((vpath.clone(), 0)),
             meta: None,
+            bytes: 0,
         };
         let written = match e.value {
             Value::Bytes(b) => vf.write_all(b).map(|()| b.len() as u64),
@@ -658,7 +708,9 @@ impl Cache {
         }
         drop(vf);
         let meta = Meta::new(&change.key, self.now, self.expiry_base, e.ttl, size);
-        match fsutil::write_temp(&self.dir, &meta.to_json()) {
+        let meta_json = meta.to_json();
+        change.bytes = size.saturating_add(meta_json.len() as u64);
+        match fsutil::write_temp(&self.dir, &meta_json) {
             Ok(m) => change.meta = Some(m),
             Err(err) => {
                 discard(&change);
@@ -675,8 +727,14 @@ impl Cache {
     /// [`Cache::remove_unjournaled`].
     fn commit(&self, before: Totals, held: Option<Totals>, changes: &[Change]) -> Result<Totals> {
         let mut records = Vec::with_capacity(changes.len());
+        let mut fresh = Vec::with_capacity(changes.len());
         for c in changes {
-            let (old_bytes, old_entry) = self.key_usage(&c.key)?;
+            let (old_bytes, old_entry, (value_free, meta_free)) = self.key_state(&c.key)?;
+            fresh.push(Fresh {
+                value_free,
+                meta_free,
+                bytes: c.value.is_some().then_some(c.bytes),
+            });
             records.push(Record {
                 key: c.key.clone(),
                 old_bytes,
@@ -702,7 +760,7 @@ impl Cache {
         // Renames are applied best effort (so repair cannot wedge); a writer
         // still must not report success for an entry that was not placed,
         // e.g. because a directory sits at its name.
-        let (t, failed) = self.apply_journal(&j, true)?;
+        let (t, failed) = self.apply_journal(&j, Some(&fresh))?;
         self.persist(held, t)?;
         match failed {
             None => Ok(t),
@@ -725,7 +783,8 @@ impl Cache {
         if journal::mark_unknown(&self.dir).is_err() {
             fsutil::remove_if_exists(&self.path(index::INDEX_FILE))?;
         }
-        let (t, _) = self.apply_journal(j, true)?;
+        // Removals only: they are measured after, known or not.
+        let (t, _) = self.apply_journal(j, None)?;
         spared(self.persist(None, t))?;
         Ok(t)
     }
@@ -879,6 +938,7 @@ impl Cache {
                 key: v.key.clone(),
                 value: None,
                 meta: None,
+                bytes: 0,
             })
             .collect();
         let after = self.commit(before, held, &changes)?;
@@ -926,13 +986,30 @@ impl Read for ReadSide<'_> {
     }
 }
 
-/// Size of a regular file (not following symlinks); `None` if absent or not
-/// a regular file.
-fn regular_size(path: &Path) -> Result<Option<u64>> {
+/// What is at a name (not following symlinks).
+enum Found {
+    /// A regular file, of this size.
+    File(u64),
+    /// Something that is not a regular file (a directory, a symlink...).
+    Other,
+    Nothing,
+}
+
+impl Found {
+    /// The bytes it counts toward the cache size.
+    fn size(&self) -> u64 {
+        match self {
+            Found::File(n) => *n,
+            _ => 0,
+        }
+    }
+}
+
+fn regular_size(path: &Path) -> Result<Found> {
     match fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_file() => Ok(Some(m.len())),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Ok(m) if m.file_type().is_file() => Ok(Found::File(m.len())),
+        Ok(_) => Ok(Found::Other),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Found::Nothing),
         Err(e) => Err(Error::io("cannot stat", path, e)),
     }
 }

@@ -1699,3 +1699,55 @@ fn a_closed_stdout_pipe_exits_quietly() {
         assert!(err.is_empty(), "{what}: stderr {err:?}");
     }
 }
+
+/// A write of a new key installs each of its two files by one rename
+/// (`RENAME_NOREPLACE`: the exchange used over an existing name fails with
+/// ENOENT on a new one, then a plain rename followed) and does not `stat`
+/// them again once installed (the commit knows their sizes). Traced with
+/// strace; an overwrite is checked the same way (one exchange per file).
+#[test]
+fn a_new_key_is_installed_by_one_rename_per_file_and_not_measured_again() {
+    if !need("strace", "the system calls of a write") {
+        return;
+    }
+    let w = World::new();
+    w.write("old", "v");
+    let trace = |key: &str| {
+        let log = w.path().join(format!("trace-{key}"));
+        let mut c = Command::new("strace");
+        w.isolate(&mut c);
+        c.args(["-f", "-qq", "-o"])
+            .arg(&log)
+            .args(["-e", "trace=%file,%stat", "--"])
+            .arg(bin())
+            .args(["cache-write", key, "value"]);
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        fs::read_to_string(&log).unwrap()
+    };
+    for (key, call) in [("new", "RENAME_NOREPLACE"), ("old", "RENAME_EXCHANGE")] {
+        let t = trace(key);
+        let names = [format!("/{key}\""), format!("/{key}.meta\"")];
+        let on_entry = |l: &str| names.iter().any(|n| l.contains(n.as_str()));
+        let renames: Vec<&str> = t.lines().filter(|l| l.contains("rename")).collect();
+        assert!(
+            renames.iter().all(|l| !l.contains("= -1")),
+            "a failed rename: {renames:#?}"
+        );
+        let installs: Vec<&&str> = renames.iter().filter(|l| on_entry(l)).collect();
+        assert_eq!(installs.len(), 2, "{renames:#?}");
+        assert!(installs.iter().all(|l| l.contains(call)), "{installs:#?}");
+        let measured: Vec<&str> = t
+            .lines()
+            .skip_while(|l| !(l.contains("rename") && l.contains(names[1].as_str())))
+            .filter(|l| l.contains("stat") && on_entry(l))
+            .collect();
+        assert!(measured.is_empty(), "stat after the install: {measured:#?}");
+    }
+    w.cmd("cache-read")
+        .arg("new")
+        .assert()
+        .success()
+        .stdout("value");
+    w.assert_exact();
+}

@@ -853,7 +853,7 @@ fn eviction_and_invalidate_leave_no_cache_run_files_but_a_running_miss_keeps_its
     for s in &done {
         run(&w, &["--ttl", "0"], s).assert().success();
     }
-    // A hit creates the hit counter too.
+    // The store creates the hit counter.
     run(&w, &["--ttl", "0"], &done[0])
         .assert()
         .success()

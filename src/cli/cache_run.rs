@@ -470,3 +470,44 @@ fn json_report(entry: &str, o: &Outcome) -> String {
     });
     format!("{v}\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast(v: &[&str]) -> Option<(Option<PathBuf>, u64, Vec<OsString>)> {
+        let args: Vec<OsString> = std::iter::once("cache-run")
+            .chain(v.iter().copied())
+            .map(OsString::from)
+            .collect();
+        fast_args(&args).map(|a| (a.dir, a.ttl, a.cmd))
+    }
+
+    #[test]
+    fn only_the_usual_forms_skip_clap() {
+        let cmd = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            fast(&["--", "echo", "--"]),
+            Some((None, DEFAULT_TTL, cmd(&["echo", "--"])))
+        );
+        assert_eq!(
+            fast(&["--ttl", "5", "--dir", "d", "--", "x"]),
+            Some((Some("d".into()), 5, cmd(&["x"])))
+        );
+        for v in [
+            &["--"][..],
+            &["echo"],
+            &["--dir", "d"],
+            &["--dir", "", "--", "x"],
+            &["--dir", "-d", "--", "x"],
+            &["--dir", "--", "x"],
+            &["--ttl", "x", "--", "x"],
+            &["--ttl", "1", "--ttl", "1", "--", "x"],
+            &["--dir=d", "--", "x"],
+            &["--json", "--", "x"],
+            &["--stale", "1", "--", "x"],
+        ] {
+            assert!(fast(v).is_none(), "{v:?}");
+        }
+    }
+}

@@ -1342,3 +1342,49 @@ fn a_killed_ffkit_does_not_leave_the_command_running() {
     });
     assert!(gone, "the command outlived ffkit");
 }
+
+/// The usual calls skip clap (`[--dir D] [--ttl N] -- CMD`); they must mean
+/// what clap's parse means (one entry, one run), and every other form,
+/// including values clap refuses, still gets clap's exit 2.
+#[test]
+fn the_parser_without_clap_agrees_with_clap() {
+    let w = World::new();
+    let dir = w.cache().display().to_string();
+    let script = "echo run >> runs; echo out";
+    let sh = ["--", "sh", "-c", script];
+    // The fast form runs it; clap's spellings of the same options hit it.
+    for (i, opts) in [
+        vec!["--dir", &dir, "--ttl", "100"],
+        vec![&format!("--dir={dir}"), "--ttl=100"],
+        vec!["--ttl", "100", "--dir", &dir, "--scope", ""],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let o = w.cmd("cache-run").args(opts).args(sh).output().unwrap();
+        assert!(o.status.success(), "{opts:?}: {}", stderr_of(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n", "{opts:?}");
+        // --scope "" is a key of its own: the third form runs once more.
+        assert_eq!(runs(&w), if i < 2 { 1 } else { 2 }, "{opts:?}");
+    }
+    let report = w
+        .cmd("cache-run")
+        .args(["--dir", &dir, "--ttl", "100", "--json"])
+        .args(sh)
+        .output()
+        .unwrap();
+    assert_eq!(json(&report.stdout)["source"], "hit");
+    for bad in [
+        vec!["--dir", "", "--", "echo", "x"],
+        vec!["--dir", "-x", "--", "echo", "x"],
+        vec!["--ttl", "soon", "--", "echo", "x"],
+        vec!["--ttl", "-1", "--", "echo", "x"],
+        vec!["--ttl", "1", "--ttl", "2", "--", "echo", "x"],
+        vec!["--dir", &dir, "--"],
+    ] {
+        let o = w.cmd("cache-run").args(&bad).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr_of(&o));
+        assert!(!stderr_of(&o).is_empty(), "{bad:?}: says why");
+    }
+    assert_eq!(runs(&w), 2);
+}

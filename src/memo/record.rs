@@ -79,7 +79,7 @@ const FRAME: u64 = 5;
 const FIRST_READ: usize = 16 * 1024;
 
 impl Header {
-    /// Plain stdout, replayable zero-copy.
+    /// Plain stdout: replayed without framing, a large one in two passes.
     pub fn plain(&self) -> bool {
         self.stderr == 0
     }

@@ -1388,3 +1388,35 @@ fn the_parser_without_clap_agrees_with_clap() {
     }
     assert_eq!(runs(&w), 2);
 }
+
+/// A plain output larger than the first read and than the replay's buffer
+/// (two passes through 128 KiB): replayed whole, and a byte flipped deep in
+/// it is a miss with nothing of the damaged entry written.
+#[test]
+fn a_large_hit_is_checked_whole_before_a_byte_is_written() {
+    let w = World::new();
+    let data: Vec<u8> = (0..400_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(w.path().join("data"), &data).unwrap();
+    let script = "echo run >> runs; cat data";
+    run(&w, &[], script).assert().success();
+    let o = run(&w, &[], script).output().unwrap();
+    assert!(o.stdout == data, "the hit replays the output whole");
+    assert_eq!(runs(&w), 1);
+    let value = w.cache().join(key_of(&w, &[], script));
+    let mut bytes = fs::read(&value).unwrap();
+    let at = bytes.len() - data.len() + 300_000;
+    bytes[at] ^= 1;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&value)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+        .unwrap();
+    let o = run(&w, &[], script).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert!(
+        o.stdout == data,
+        "the miss's output only, never damaged bytes"
+    );
+    assert_eq!(runs(&w), 2, "the damaged entry was a miss");
+    assert_exact(&w);
+}

@@ -4,9 +4,7 @@
 
 use super::ExitCode;
 use std::ffi::OsString;
-use std::fs::File;
 use std::io;
-use std::os::fd::AsFd;
 use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
@@ -127,8 +125,9 @@ enum Action {
     PrintKey,
 }
 
-struct Args {
+pub struct Args {
     dir: Option<PathBuf>,
+    backend: Option<String>,
     ttl: u64,
     stale: Option<u64>,
     key_cwd: bool,
@@ -150,9 +149,68 @@ fn strings(m: &ArgMatches, id: &str) -> Vec<OsString> {
         .unwrap_or_default()
 }
 
+/// The common calls, parsed without clap: `[--dir DIR] [--ttl SECONDS] --
+/// CMD...` (what `cache_command` sends), each option at most once, with a
+/// value clap would take as it is. A cache-run hit is otherwise as cheap as
+/// a `cache-read`, and building and running this applet's clap parser costs
+/// more than the rest of the hit (docs/cache-run.md, "Speed"). `None`:
+/// anything else, which clap parses (and words any error).
+pub fn fast_args(args: &[OsString]) -> Option<Args> {
+    let mut dir = None;
+    let mut ttl = None;
+    let mut i = 1;
+    loop {
+        let flag = args.get(i)?.to_str()?;
+        if flag == "--" {
+            break;
+        }
+        let value = args.get(i + 1)?;
+        match flag {
+            // clap refuses an empty path and takes `-x` for an option.
+            "--dir" if dir.is_none() && !value.is_empty() => {
+                if value.as_encoded_bytes().starts_with(b"-") {
+                    return None;
+                }
+                dir = Some(PathBuf::from(value));
+            }
+            "--ttl" if ttl.is_none() => {
+                ttl = Some(crate::units::parse_whole_seconds(value.to_str()?).ok()?);
+            }
+            _ => return None,
+        }
+        i += 2;
+    }
+    let cmd = args.get(i + 1..)?.to_vec();
+    if cmd.is_empty() {
+        return None;
+    }
+    Some(Args {
+        dir,
+        backend: None,
+        ttl: ttl.unwrap_or(DEFAULT_TTL),
+        stale: None,
+        key_cwd: false,
+        key_env: Vec::new(),
+        key_file: Vec::new(),
+        key_file_content: Vec::new(),
+        key_stdin: false,
+        scope: None,
+        discard_failures: false,
+        action: Action::Run,
+        json: false,
+        refresh_key: None,
+        cmd,
+    })
+}
+
 pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
-    let a = Args {
+    run_args(args_of(m), ctx)
+}
+
+fn args_of(m: &ArgMatches) -> Args {
+    Args {
         dir: m.get_one::<PathBuf>("dir").cloned(),
+        backend: m.get_one::<String>("backend").cloned(),
         ttl: m.get_one::<u64>("ttl").copied().unwrap_or(DEFAULT_TTL),
         stale: m.get_one::<u64>("stale").copied(),
         key_cwd: m.get_flag("key-cwd"),
@@ -174,7 +232,11 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         json: m.get_flag("json"),
         refresh_key: m.get_one::<String>("refresh-key").cloned(),
         cmd: strings(m, "cmd"),
-    };
+    }
+}
+
+/// One call, its arguments parsed (by clap or [`fast_args`]).
+pub fn run_args(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
     if let Some(s) = a.stale
         && a.ttl > 0
         && s >= a.ttl
@@ -184,7 +246,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             a.ttl
         )));
     }
-    let remote = super::backend_of(m, ctx)?;
+    let remote = crate::backend::select(&ctx.cfg, a.backend.as_deref())?;
     let local;
     let (store, whence) = match remote {
         Some(t) => {
@@ -273,18 +335,18 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         stdin: spool.as_ref(),
         // One channel for the command when its output goes to one file
         // (`2>&1`, a terminal): the order is then exact.
-        shape: if a.json {
-            Shape::Quiet
+        shape: memo::ShapeOf::new(if a.json {
+            || Shape::Quiet
         } else {
-            Shape::of(io::stdout().as_fd(), io::stderr().as_fd())
-        },
+            || Shape::of(rustix::stdio::stdout(), rustix::stdio::stderr())
+        }),
         force: a.action == Action::Force,
         refresh: plan.as_ref(),
     };
     let outcome = if a.json {
         memo.run(&req, &opts, &mut io::sink(), &mut io::sink())
     } else {
-        let (mut out, mut err) = (dup(io::stdout().as_fd())?, dup(io::stderr().as_fd())?);
+        let (mut out, mut err) = (Raw(rustix::stdio::stdout()), Raw(rustix::stdio::stderr()));
         memo.run(&req, &opts, &mut out, &mut err)
     }?;
     ctx.metric = Some(if outcome.source.cached() {
@@ -375,12 +437,18 @@ fn refresh_plan(a: &Args, whence: &Whence, key: &RunKey) -> Option<RefreshPlan> 
     Some(RefreshPlan { exe, args, env })
 }
 
-/// An unbuffered handle on fd 1 or 2, so chunks reach it in order and a
-/// plain hit can be copied by the kernel.
-fn dup(fd: std::os::fd::BorrowedFd<'_>) -> Result<File> {
-    fd.try_clone_to_owned()
-        .map(File::from)
-        .map_err(|e| Error::io("cannot duplicate", "standard output", e))
+/// Fd 1 or 2, written unbuffered (so chunks reach it in the recorded
+/// order) and without a `dup` of its own: two system calls fewer per hit.
+struct Raw(std::os::fd::BorrowedFd<'static>);
+
+impl io::Write for Raw {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        Ok(rustix::io::write(self.0, buf)?)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 fn json_report(entry: &str, o: &Outcome) -> String {
@@ -401,4 +469,45 @@ fn json_report(entry: &str, o: &Outcome) -> String {
         "store_error": o.store_error,
     });
     format!("{v}\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast(v: &[&str]) -> Option<(Option<PathBuf>, u64, Vec<OsString>)> {
+        let args: Vec<OsString> = std::iter::once("cache-run")
+            .chain(v.iter().copied())
+            .map(OsString::from)
+            .collect();
+        fast_args(&args).map(|a| (a.dir, a.ttl, a.cmd))
+    }
+
+    #[test]
+    fn only_the_usual_forms_skip_clap() {
+        let cmd = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            fast(&["--", "echo", "--"]),
+            Some((None, DEFAULT_TTL, cmd(&["echo", "--"])))
+        );
+        assert_eq!(
+            fast(&["--ttl", "5", "--dir", "d", "--", "x"]),
+            Some((Some("d".into()), 5, cmd(&["x"])))
+        );
+        for v in [
+            &["--"][..],
+            &["echo"],
+            &["--dir", "d"],
+            &["--dir", "", "--", "x"],
+            &["--dir", "-d", "--", "x"],
+            &["--dir", "--", "x"],
+            &["--ttl", "x", "--", "x"],
+            &["--ttl", "1", "--ttl", "1", "--", "x"],
+            &["--dir=d", "--", "x"],
+            &["--json", "--", "x"],
+            &["--stale", "1", "--", "x"],
+        ] {
+            assert!(fast(v).is_none(), "{v:?}");
+        }
+    }
 }

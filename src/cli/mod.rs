@@ -536,6 +536,25 @@ fn run_applet(
             flock::run_argv(args, ctx)
         });
     }
+    // cache-run's usual calls skip clap: on a hit, its parser would cost
+    // more than the rest of the call (docs/cache-run.md, "Speed").
+    if applet.name == "cache-run"
+        && let Some(a) = cache_run::fast_args(args)
+    {
+        let mut a = Some(a);
+        return run_parsed(
+            applet,
+            prog,
+            start,
+            env,
+            out,
+            input,
+            &mut |ctx| match a.take() {
+                Some(a) => cache_run::run_args(a, ctx),
+                None => Ok(ExitCode::FAILURE),
+            },
+        );
+    }
     let matches = match parse(applet, prog, args) {
         Ok(m) => m,
         Err(e) => return clap_exit(prog, e, out),

@@ -228,6 +228,26 @@ fn rewound(mut f: File) -> Result<File> {
     Ok(f)
 }
 
+/// The caller's [`Shape`], found (two `fstat` calls) the first time it
+/// is asked for.
+pub struct ShapeOf {
+    find: fn() -> Shape,
+    known: std::cell::OnceCell<Shape>,
+}
+
+impl ShapeOf {
+    pub fn new(find: fn() -> Shape) -> ShapeOf {
+        ShapeOf {
+            find,
+            known: std::cell::OnceCell::new(),
+        }
+    }
+
+    pub fn get(&self) -> Shape {
+        *self.known.get_or_init(self.find)
+    }
+}
+
 /// What a call asks for.
 pub struct Request<'a> {
     pub argv: &'a [OsString],
@@ -235,7 +255,7 @@ pub struct Request<'a> {
     /// /dev/null.
     pub stdin: Option<&'a Spool>,
     /// Whether the caller's stdout and stderr are one file.
-    pub shape: Shape,
+    pub shape: ShapeOf,
     /// Run and store even if an entry is there (`--force`).
     pub force: bool,
     /// Where stale hits start a refresh.
@@ -373,7 +393,7 @@ impl<'a> Memo<'a> {
     /// can take (`merged`: its stdout and stderr are one file). A damaged
     /// sidecar or value is a miss that says why. `replay`: a hit will be
     /// replayed.
-    fn lookup(&self, replay: bool, merged: bool) -> Result<Found> {
+    fn lookup(&self, replay: bool, merged: &dyn Fn() -> bool) -> Result<Found> {
         let entry = self.key.entry();
         Ok(match self.store.look(&self.key, replay, false)? {
             Look::Hit { body: Ok(s), .. } if !s.fits(merged) => Found::Miss(None),
@@ -403,10 +423,12 @@ impl<'a> Memo<'a> {
     ) -> Result<Outcome> {
         // Which recordings this caller can take: a merged one only when its
         // own stdout and stderr are one file, or nothing is shown.
-        let merged = req.shape != Shape::Split;
+        // Asked only of a merged recording (a two-pipe one fits every
+        // caller), so most hits never look at the caller's descriptors.
+        let merged = || req.shape.get() != Shape::Split;
         let mut damaged = None;
         if !req.force {
-            let found = match self.lookup(true, merged) {
+            let found = match self.lookup(true, &merged) {
                 Ok(f) => f,
                 // A remote cache that cannot be reached (down, paused,
                 // timing out): the command still runs, uncached.
@@ -444,7 +466,7 @@ impl<'a> Memo<'a> {
             Err(e) => return self.run_uncached(req, out, err, damaged, e),
         };
         if !req.force {
-            let found = match self.lookup(true, merged) {
+            let found = match self.lookup(true, &merged) {
                 Ok(f) => f,
                 Err(e) if self.store.is_remote() => {
                     drop(guard);
@@ -477,7 +499,7 @@ impl<'a> Memo<'a> {
                         return self.run_and_store(
                             req.argv,
                             req.fed(),
-                            req.shape,
+                            req.shape.get(),
                             opts,
                             out,
                             err,
@@ -491,7 +513,7 @@ impl<'a> Memo<'a> {
         self.run_and_store(
             req.argv,
             req.fed(),
-            req.shape,
+            req.shape.get(),
             opts,
             out,
             err,
@@ -515,7 +537,7 @@ impl<'a> Memo<'a> {
             fed.input()?,
             self.store.now(),
             0,
-            req.shape,
+            req.shape.get(),
             out,
             err,
             |_| (),
@@ -673,7 +695,7 @@ impl<'a> Memo<'a> {
         let Some(guard) = self.lock(None)? else {
             return Ok(Outcome::new(Source::Skipped));
         };
-        let (mut stored, age) = match self.lookup(false, true)? {
+        let (mut stored, age) = match self.lookup(false, &|| true)? {
             Found::Hit(s, age, _) => (s, age),
             Found::Miss(_) => return Ok(Outcome::new(Source::Skipped)),
         };

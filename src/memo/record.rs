@@ -4,14 +4,13 @@
 //! Layout (docs/cache-run.md): a one-line JSON header, then the stdin that
 //! was fed to the command (with `--key-stdin`, so a refresh can feed it
 //! again), then the output. When the command wrote nothing to stderr the
-//! output is stdout's bytes as they are, so a hit is one zero-copy
-//! `io::copy` (copy_file_range/sendfile/splice) from the file to fd 1;
-//! otherwise it is a sequence of chunks `[tag: 1 stdout | 2 stderr][len: u32
+//! output is stdout's bytes as they are; otherwise it is a sequence of chunks `[tag: 1 stdout | 2 stderr][len: u32
 //! LE][bytes]` in the order they arrived. The header gives every length, so
 //! a truncated or padded file is recognised from its size alone (one fstat)
 //! and is a miss, never a partial replay. The header also carries the
-//! BLAKE3 hash of the output (and of the stored stdin): a hit reads the
-//! output into memory once, checks the hash and only then writes it, so a
+//! BLAKE3 hash of the output (and of the stored stdin): a hit checks the
+//! hash before it writes a byte (a small or framed output read into memory
+//! once; a larger plain one in two passes through a 128 KiB buffer), so a
 //! same-length corruption is a miss too, never wrong bytes.
 
 use std::fs::File;
@@ -80,7 +79,7 @@ const FRAME: u64 = 5;
 const FIRST_READ: usize = 16 * 1024;
 
 impl Header {
-    /// Plain stdout, replayable zero-copy.
+    /// Plain stdout: replayed without framing, a large one in two passes.
     pub fn plain(&self) -> bool {
         self.stderr == 0
     }
@@ -294,8 +293,9 @@ impl Stored {
     /// Whether this recording may be replayed to a caller of `merged`
     /// shape: a merged recording holds stderr's bytes as stdout, so it is
     /// wrong for a caller whose stdout and stderr differ.
-    pub fn fits(&self, merged: bool) -> bool {
-        merged || !self.header.merged
+    /// `merged` is asked only of a merged recording.
+    pub fn fits(&self, merged: impl FnOnce() -> bool) -> bool {
+        !self.header.merged || merged()
     }
 
     /// The output, read whole and checked against the header's hash before
@@ -326,6 +326,14 @@ impl Stored {
         out: &mut O,
         err: &mut E,
     ) -> io::Result<Result<(), String>> {
+        let start = self.head_len as u64 + self.header.stdin;
+        let len = self.header.output_len().unwrap_or(0);
+        if self.header.plain()
+            && start + len > self.first.len() as u64
+            && let Some(file) = &self.file
+        {
+            return replay_in_passes(file, start, len, &self.header.hash, out);
+        }
         let body = match self.checked_output()? {
             Ok(b) => b,
             Err(why) => return Ok(Err(why)),
@@ -353,6 +361,59 @@ impl Stored {
         }
         Ok(Ok(()))
     }
+}
+
+/// The buffer of a plain output that the first read did not hold whole.
+const PASS_BUF: usize = 128 * 1024;
+
+/// Replays a plain output that the first read did not hold: one pass
+/// reads it and checks its hash, a second one reads it again and writes
+/// it, both through one 128 KiB buffer. Nothing is written before the
+/// whole output is known to be good, and the output is never held whole:
+/// a 10 MB buffer costs the kernel more (zeroed pages, a fault per page)
+/// than reading the file twice from the page cache (docs/cache-run.md,
+/// "Hits"). An entry is never changed in place (a rewrite renames a new
+/// file over the name; this one stays as it was), so the second pass reads
+/// what the first checked; a file cut short between the passes by someone
+/// else ends the replay with an error, never with other bytes.
+fn replay_in_passes<O: Write>(
+    file: &File,
+    start: u64,
+    len: u64,
+    hash: &str,
+    out: &mut O,
+) -> io::Result<Result<(), String>> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; PASS_BUF.min(len as usize)];
+    let mut hasher = blake3::Hasher::new();
+    let mut done = 0;
+    while done < len {
+        let n = buf.len().min((len - done) as usize);
+        match file.read_exact_at(&mut buf[..n], start + done) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                return Ok(Err("shorter than its header says".into()));
+            }
+            Err(e) => return Err(e),
+        }
+        hasher.update(&buf[..n]);
+        done += n as u64;
+    }
+    if hasher.finalize().to_hex().as_str() != hash {
+        return Ok(Err("the output does not match its hash".into()));
+    }
+    let mut done = 0;
+    while done < len {
+        let n = buf.len().min((len - done) as usize);
+        file.read_exact_at(&mut buf[..n], start + done)
+            .map_err(|e| {
+                io::Error::other(format!("the entry changed while it was replayed: {e}"))
+            })?;
+        out.write_all(&buf[..n])?;
+        done += n as u64;
+    }
+    out.flush()?;
+    Ok(Ok(()))
 }
 
 /// Splits framed output, checking it against the header's totals.
@@ -477,6 +538,49 @@ mod tests {
         let big = "x".repeat(3 * FIRST_READ);
         let v = recording(&[(Stream::Stdout, &big)]).encode(1, Some(b"stdin"), false);
         assert_eq!(replay(&v).0, big.as_bytes());
+    }
+
+    /// Records the largest single write.
+    struct Widest(Vec<u8>, usize);
+
+    impl Write for Widest {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.1 = self.1.max(b.len());
+            self.0.extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_large_plain_hit_is_checked_then_written_through_a_bounded_buffer() {
+        let big: Vec<u8> = (0..PASS_BUF * 5 / 2).map(|i| (i % 251) as u8).collect();
+        let mut r = recording(&[]);
+        r.push(Stream::Stdout, &big);
+        let v = r.encode(1, Some(b"stdin"), false);
+        let mut o = Widest(Vec::new(), 0);
+        stored(&v)
+            .unwrap()
+            .replay(&mut o, &mut Vec::new())
+            .unwrap()
+            .unwrap();
+        assert!(o.0 == big, "the output replayed whole");
+        assert!(o.1 <= PASS_BUF, "never held whole: widest write {}", o.1);
+        // A flipped byte in any pass-sized piece: nothing written.
+        for at in [0, PASS_BUF + 7, big.len() - 1] {
+            let mut bad = v.clone();
+            let i = v.len() - big.len() + at;
+            bad[i] ^= 1;
+            let mut o = Widest(Vec::new(), 0);
+            let r = stored(&bad)
+                .unwrap()
+                .replay(&mut o, &mut Vec::new())
+                .unwrap();
+            assert!(r.is_err(), "a flipped byte at {at}");
+            assert!(o.0.is_empty(), "nothing replayed");
+        }
     }
 
     #[test]

@@ -210,7 +210,7 @@ impl Store<'_> {
     pub fn failure(&self, key: &RunKey) -> Option<Stored> {
         match self {
             Store::Local(c) => {
-                let f = open_side(&side_file(c, key, "failed"), false).ok()?;
+                let f = open_side(&side_file(c, key, "failed"), false, false).ok()?;
                 if !f.metadata().ok()?.file_type().is_file() {
                     return None;
                 }
@@ -278,7 +278,7 @@ impl Store<'_> {
     pub fn hits(&self, key: &RunKey, id: u64, counted: Option<u64>) -> u64 {
         match (self, counted) {
             (_, Some(n)) => n,
-            (Store::Local(c), None) => match open_side(&side_file(c, key, "hits"), false) {
+            (Store::Local(c), None) => match open_side(&side_file(c, key, "hits"), false, false) {
                 Ok(f) => match read_counter(&f) {
                     (g, n) if g == id => n,
                     _ => 0,
@@ -445,7 +445,7 @@ pub fn prune_local(c: &Cache) -> Result<usize> {
                 if has_entry(&key) {
                     continue;
                 }
-                let Ok(f) = open_side(&lock_path, false) else {
+                let Ok(f) = open_side(&lock_path, false, false) else {
                     continue;
                 };
                 if f.try_lock().is_err() || !still_named(&f, &lock_path) || has_entry(&key) {
@@ -521,23 +521,28 @@ fn lock_remote(r: &Remote, key: &RunKey, wait: Option<Duration>) -> Result<Optio
 
 /// Counts a replay of generation `id` (or, with `reset`, starts a new
 /// generation at 0). Best effort: a count is a hint, never a failure, and
-/// never a wait: with the counter locked elsewhere (another hit, or one
-/// stopped by SIGSTOP) this replay goes uncounted and 0 is returned.
+/// never a wait. A replay is four system calls (open, read, write, close)
+/// and takes no lock: two replays in the same instant may count once, and
+/// a replay that races a rewrite may leave the old generation's id (the
+/// new one then reads 0), so `hits` is a lower bound under contention. A
+/// counter that is missing (removed by hand) is not created by a replay;
+/// the next recording makes it again.
 fn count_local_hit(c: &Cache, key: &RunKey, id: u64, reset: bool) -> u64 {
     let path = side_file(c, key, "hits");
     let update = || -> io::Result<u64> {
-        let f = open_side(&path, true)?;
-        if !f.metadata()?.file_type().is_file() {
-            return Err(io::ErrorKind::InvalidInput.into());
-        }
-        f.try_lock().map_err(io::Error::from)?;
-        let (gen_, n) = read_counter(&f);
+        let f = open_side(&path, reset, true)?;
         let n = if reset {
+            // Only the store makes the file; a replay's open cannot create
+            // one, and fails on a directory in its place.
+            if !f.metadata()?.file_type().is_file() {
+                return Err(io::ErrorKind::InvalidInput.into());
+            }
             0
-        } else if gen_ == id {
-            n + 1
         } else {
-            1
+            match read_counter(&f) {
+                (g, n) if g == id => n + 1,
+                _ => 1,
+            }
         };
         let mut b = [0u8; 16];
         b[..8].copy_from_slice(&id.to_le_bytes());
@@ -548,10 +553,10 @@ fn count_local_hit(c: &Cache, key: &RunKey, id: u64, reset: bool) -> u64 {
     update().unwrap_or(0)
 }
 
-fn open_side(path: &Path, create: bool) -> io::Result<File> {
+fn open_side(path: &Path, create: bool, write: bool) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
-        .write(create)
+        .write(write || create)
         .create(create)
         .mode(fsutil::FILE_MODE)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)

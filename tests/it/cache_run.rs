@@ -853,7 +853,7 @@ fn eviction_and_invalidate_leave_no_cache_run_files_but_a_running_miss_keeps_its
     for s in &done {
         run(&w, &["--ttl", "0"], s).assert().success();
     }
-    // A hit creates the hit counter too.
+    // The store creates the hit counter.
     run(&w, &["--ttl", "0"], &done[0])
         .assert()
         .success()
@@ -1341,4 +1341,82 @@ fn a_killed_ffkit_does_not_leave_the_command_running() {
                 .map_or(true, |s| s.split_whitespace().nth(2) == Some("Z"))
     });
     assert!(gone, "the command outlived ffkit");
+}
+
+/// The usual calls skip clap (`[--dir D] [--ttl N] -- CMD`); they must mean
+/// what clap's parse means (one entry, one run), and every other form,
+/// including values clap refuses, still gets clap's exit 2.
+#[test]
+fn the_parser_without_clap_agrees_with_clap() {
+    let w = World::new();
+    let dir = w.cache().display().to_string();
+    let script = "echo run >> runs; echo out";
+    let sh = ["--", "sh", "-c", script];
+    // The fast form runs it; clap's spellings of the same options hit it.
+    for (i, opts) in [
+        vec!["--dir", &dir, "--ttl", "100"],
+        vec![&format!("--dir={dir}"), "--ttl=100"],
+        vec!["--ttl", "100", "--dir", &dir, "--scope", ""],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let o = w.cmd("cache-run").args(opts).args(sh).output().unwrap();
+        assert!(o.status.success(), "{opts:?}: {}", stderr_of(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n", "{opts:?}");
+        // --scope "" is a key of its own: the third form runs once more.
+        assert_eq!(runs(&w), if i < 2 { 1 } else { 2 }, "{opts:?}");
+    }
+    let report = w
+        .cmd("cache-run")
+        .args(["--dir", &dir, "--ttl", "100", "--json"])
+        .args(sh)
+        .output()
+        .unwrap();
+    assert_eq!(json(&report.stdout)["source"], "hit");
+    for bad in [
+        vec!["--dir", "", "--", "echo", "x"],
+        vec!["--dir", "-x", "--", "echo", "x"],
+        vec!["--ttl", "soon", "--", "echo", "x"],
+        vec!["--ttl", "-1", "--", "echo", "x"],
+        vec!["--ttl", "1", "--ttl", "2", "--", "echo", "x"],
+        vec!["--dir", &dir, "--"],
+    ] {
+        let o = w.cmd("cache-run").args(&bad).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr_of(&o));
+        assert!(!stderr_of(&o).is_empty(), "{bad:?}: says why");
+    }
+    assert_eq!(runs(&w), 2);
+}
+
+/// A plain output larger than the first read and than the replay's buffer
+/// (two passes through 128 KiB): replayed whole, and a byte flipped deep in
+/// it is a miss with nothing of the damaged entry written.
+#[test]
+fn a_large_hit_is_checked_whole_before_a_byte_is_written() {
+    let w = World::new();
+    let data: Vec<u8> = (0..400_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(w.path().join("data"), &data).unwrap();
+    let script = "echo run >> runs; cat data";
+    run(&w, &[], script).assert().success();
+    let o = run(&w, &[], script).output().unwrap();
+    assert!(o.stdout == data, "the hit replays the output whole");
+    assert_eq!(runs(&w), 1);
+    let value = w.cache().join(key_of(&w, &[], script));
+    let mut bytes = fs::read(&value).unwrap();
+    let at = bytes.len() - data.len() + 300_000;
+    bytes[at] ^= 1;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&value)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+        .unwrap();
+    let o = run(&w, &[], script).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert!(
+        o.stdout == data,
+        "the miss's output only, never damaged bytes"
+    );
+    assert_eq!(runs(&w), 2, "the damaged entry was a miss");
+    assert_exact(&w);
 }

@@ -111,6 +111,24 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             Err(e) => ctx.debug(format_args!("cache-run files not pruned: {e}")),
         }
     }
+    // cache-run's output blobs that no entry uses any more (mark and sweep;
+    // with --dry-run, only counted).
+    match crate::memo::output::sweep(&cache, a.policy.dry_run) {
+        Ok(s) if s.busy => ctx.debug(format_args!(
+            "output store busy (a store or restore runs): not swept this time"
+        )),
+        Ok(s) => ctx.debug(format_args!(
+            "output blobs {}: {} ({} bytes)",
+            if a.policy.dry_run {
+                "that would go"
+            } else {
+                "swept"
+            },
+            s.blobs,
+            s.bytes
+        )),
+        Err(e) => ctx.debug(format_args!("output store not swept: {e}")),
+    }
     ctx.debug(format_args!(
         "entries {}: {}; index {}: {} bytes in {} entries (before: {} bytes, walked under the lock)",
         if a.policy.dry_run {

@@ -133,7 +133,8 @@ fn store_blobs(dir: &Path, s: &mut Scan) -> Result<()> {
         let de = de.map_err(|e| Error::io("cannot list", &store, e))?;
         let name = de.file_name();
         if name.as_bytes().starts_with(fsutil::TEMP_PREFIX.as_bytes()) {
-            s.temps.push(Path::new(STORE_DIR).join(&name).into_os_string());
+            s.temps
+                .push(Path::new(STORE_DIR).join(&name).into_os_string());
             continue;
         }
         if !is_fan_dir(name.as_bytes()) || !de.file_type().is_ok_and(|t| t.is_dir()) {

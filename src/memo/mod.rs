@@ -661,10 +661,7 @@ impl<'a> Memo<'a> {
                 // A failure handed to waiters has none.
                 _ if s.header.status != 0 => {}
                 _ => {
-                    return Ok(Err(format!(
-                        "{}: no stored outputs",
-                        self.key.entry()
-                    )));
+                    return Ok(Err(format!("{}: no stored outputs", self.key.entry())));
                 }
             }
         }

@@ -88,12 +88,22 @@ pub struct Node {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "k", rename_all = "lowercase")]
 pub enum Kind {
-    Dir { mode: u32 },
-    File { mode: u32, size: u64, blob: String },
+    Dir {
+        mode: u32,
+    },
+    File {
+        mode: u32,
+        size: u64,
+        blob: String,
+    },
     /// A hard link to the file at node index `to` of the same root.
-    Hardlink { to: usize },
+    Hardlink {
+        to: usize,
+    },
     /// Stored verbatim, never followed.
-    Symlink { target: String },
+    Symlink {
+        target: String,
+    },
 }
 
 /// Checks `--output` paths before anything runs: relative, inside the
@@ -126,7 +136,12 @@ fn normal(p: &Path) -> PathBuf {
 }
 
 fn check_path(p: &Path) -> Result<()> {
-    let bad = |why: &str| Err(Error::Validation(format!("--output {}: {why}", p.display())));
+    let bad = |why: &str| {
+        Err(Error::Validation(format!(
+            "--output {}: {why}",
+            p.display()
+        )))
+    };
     if p.as_os_str().is_empty() {
         return bad("empty");
     }
@@ -254,6 +269,10 @@ pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
             name: manifest.clone(),
             size: bytes.len() as u64,
         });
+    }
+    if pending.0.is_empty() {
+        // Every blob was there already: no change to count.
+        return Ok(Stored { manifest, _gc: gc });
     }
     c.store_change(|| {
         let mut added = 0i64;
@@ -576,15 +595,17 @@ fn build_at(
                     }
                     Err(e) => return Err(Error::io("cannot open", &bp, e)),
                 };
-                let len = src.metadata().map_err(|e| Error::io("cannot stat", &bp, e))?;
+                let len = src
+                    .metadata()
+                    .map_err(|e| Error::io("cannot stat", &bp, e))?;
                 if len.len() != *size {
                     return damaged(format!("blob {blob} has the wrong size"));
                 }
                 if link {
                     fs::hard_link(&bp, &dest).map_err(|e| Error::io("cannot link", &dest, e))?;
                 } else {
-                    let mut f =
-                        fsutil::create_new(&dest).map_err(|e| Error::io("cannot create", &dest, e))?;
+                    let mut f = fsutil::create_new(&dest)
+                        .map_err(|e| Error::io("cannot create", &dest, e))?;
                     clone_or_copy(&src, &mut f).map_err(|e| Error::io("cannot write", &dest, e))?;
                     f.set_permissions(fs::Permissions::from_mode(*mode))
                         .map_err(|e| Error::io("cannot chmod", &dest, e))?;

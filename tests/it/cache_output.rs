@@ -23,9 +23,19 @@ use crate::util::*;
 /// One path of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Item {
-    Dir { mode: u32, mtime: (i64, i64) },
-    File { mode: u32, mtime: (i64, i64), content: Vec<u8>, group: String },
-    Symlink { target: PathBuf },
+    Dir {
+        mode: u32,
+        mtime: (i64, i64),
+    },
+    File {
+        mode: u32,
+        mtime: (i64, i64),
+        content: Vec<u8>,
+        group: String,
+    },
+    Symlink {
+        target: PathBuf,
+    },
 }
 
 /// Every path under `root` (not following symlinks), independently of
@@ -119,7 +129,11 @@ fn assert_exact_with_store(w: &World, what: &str) {
     assert_eq!(j["bytes"], bytes, "{what}: cache-size bytes");
     let read = |n: &str| fs::read_to_string(w.cache().join(n)).unwrap_or_default();
     assert_eq!(read(".size-index"), format!("{bytes}\n"), "{what}: bytes");
-    assert_eq!(read(".entry-count"), format!("{entries}\n"), "{what}: entries");
+    assert_eq!(
+        read(".entry-count"),
+        format!("{entries}\n"),
+        "{what}: entries"
+    );
     assert!(!w.cache().join(".journal").exists(), "{what}: journal left");
     let o = w.cmd("cache-size").arg("--verify").output().unwrap();
     assert!(o.status.success(), "{what}: verify: {}", stderr_of(&o));
@@ -165,7 +179,15 @@ fn generate(root: &Path, n: usize) {
     // mtimes: every file a distinct one, with nanoseconds.
     let c = Command::new("find")
         .arg(root)
-        .args(["-exec", "touch", "-h", "-d", "2021-03-04 05:06:07.123456789", "{}", "+"])
+        .args([
+            "-exec",
+            "touch",
+            "-h",
+            "-d",
+            "2021-03-04 05:06:07.123456789",
+            "{}",
+            "+",
+        ])
         .status()
         .unwrap();
     assert!(c.success());
@@ -209,7 +231,11 @@ fn a_generated_tree_is_restored_byte_exact_and_replaces_what_stood_there() {
     assert_exact_with_store(&w, "after the store");
     // Blobs: one per distinct (content, exec bit), /etc never read.
     let store = blobs(&w.cache());
-    assert!(store.len() < 2000, "duplicates share a blob: {}", store.len());
+    assert!(
+        store.len() < 2000,
+        "duplicates share a blob: {}",
+        store.len()
+    );
     // What stood at the path goes: another tree with other files.
     remove_tree(&w.path().join("out"));
     fs::create_dir_all(w.path().join("out/stray/deeper")).unwrap();
@@ -243,7 +269,12 @@ fn a_generated_tree_is_restored_byte_exact_and_replaces_what_stood_there() {
     assert_eq!(got.len(), want.len());
     for (p, item) in &want {
         match (item, &got[p]) {
-            (Item::File { content: a, .. }, Item::File { content: b, mode, .. }) => {
+            (
+                Item::File { content: a, .. },
+                Item::File {
+                    content: b, mode, ..
+                },
+            ) => {
                 assert_eq!(a, b, "{p}");
                 assert_eq!(mode & 0o222, 0, "{p}: read-only with --link");
             }
@@ -251,7 +282,11 @@ fn a_generated_tree_is_restored_byte_exact_and_replaces_what_stood_there() {
         }
     }
     let m = fs::metadata(w.path().join("out/big")).unwrap();
-    assert!(m.nlink() >= 4, "big is linked from the store: {}", m.nlink());
+    assert!(
+        m.nlink() >= 4,
+        "big is linked from the store: {}",
+        m.nlink()
+    );
     assert_eq!(runs(&w), 1);
     assert_exact_with_store(&w, "after --link");
 }
@@ -294,7 +329,9 @@ fn eight_concurrent_misses_run_once_and_each_restores_its_own_dir() {
         let d = w.path().join(format!("wt{i}"));
         fs::create_dir(&d).unwrap();
         let mut c = run(&w, &["--output", "out"], &script);
-        c.current_dir(&d).stdout(Stdio::piped()).stderr(Stdio::piped());
+        c.current_dir(&d)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         kids.push((d, c.spawn().unwrap()));
     }
     for (d, k) in kids {
@@ -315,7 +352,11 @@ fn eight_concurrent_misses_run_once_and_each_restores_its_own_dir() {
 /// Spawns `c` and SIGKILLs it as soon as `cond` holds (polled without a
 /// sleep); whether it was caught before it ended.
 fn kill_when(mut c: Command, mut cond: impl FnMut() -> bool) -> bool {
-    let mut child = c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let end = Instant::now() + Duration::from_secs(60);
     loop {
         if cond() {
@@ -346,7 +387,9 @@ fn sigkill_during_store_and_restore_never_leaves_half_a_tree_and_the_index_stays
     let mut caught_store = 0;
     for _ in 0..3 {
         remove_tree(&w.path().join("out"));
-        if kill_when(run(&w, &["--output", "out", "--force"], COPY), || store_tmp(&w)) {
+        if kill_when(run(&w, &["--output", "out", "--force"], COPY), || {
+            store_tmp(&w)
+        }) {
             caught_store += 1;
         }
         assert_exact_with_store(&w, "after a store was killed");
@@ -365,8 +408,11 @@ fn sigkill_during_store_and_restore_never_leaves_half_a_tree_and_the_index_stays
         let old = snapshot(&w.path().join("out"));
         let building = || {
             fs::read_dir(w.path()).is_ok_and(|rd| {
-                rd.flatten()
-                    .any(|e| e.file_name().to_string_lossy().starts_with(".ffkit-restore-"))
+                rd.flatten().any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(".ffkit-restore-")
+                })
             })
         };
         if kill_when(run(&w, &["--output", "out"], COPY), building) {
@@ -383,7 +429,11 @@ fn sigkill_during_store_and_restore_never_leaves_half_a_tree_and_the_index_stays
     let left: Vec<_> = fs::read_dir(w.path())
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".ffkit-restore-"))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".ffkit-restore-")
+        })
         .collect();
     assert!(left.is_empty(), "dead builds are removed");
     eprintln!("killed mid-store {caught_store}/3, mid-restore {caught_restore}/3");
@@ -395,18 +445,30 @@ fn eviction_frees_exactly_the_blobs_no_other_entry_uses() {
     let make = |extra: &str| {
         format!("mkdir -p out; printf shared > out/shared; printf '{extra}' > out/own")
     };
-    ok(&mut run(&w, &["--output", "out", "--scope", "a"], &make("only in a")));
+    ok(&mut run(
+        &w,
+        &["--output", "out", "--scope", "a"],
+        &make("only in a"),
+    ));
     let after_a = blobs(&w.cache());
-    ok(&mut run(&w, &["--output", "out", "--scope", "b"], &make("only in b")));
+    ok(&mut run(
+        &w,
+        &["--output", "out", "--scope", "b"],
+        &make("only in b"),
+    ));
     let after_b = blobs(&w.cache());
     // a: shared + own + manifest; b adds its own file and manifest.
     assert_eq!(after_a.len(), 3);
     assert_eq!(after_b.len(), 5);
     assert_exact_with_store(&w, "two entries");
     // Dropping a frees a's own blob and manifest, nothing of b's.
-    let o = run(&w, &["--output", "out", "--scope", "a", "--invalidate"], &make("only in a"))
-        .output()
-        .unwrap();
+    let o = run(
+        &w,
+        &["--output", "out", "--scope", "a", "--invalidate"],
+        &make("only in a"),
+    )
+    .output()
+    .unwrap();
     assert!(o.status.success(), "{}", stderr_of(&o));
     let after_inv = blobs(&w.cache());
     let gone: BTreeSet<_> = after_b.difference(&after_inv).cloned().collect();
@@ -417,10 +479,21 @@ fn eviction_frees_exactly_the_blobs_no_other_entry_uses() {
     assert_exact_with_store(&w, "after --invalidate");
     // b still restores whole.
     fs::remove_dir_all(w.path().join("out")).unwrap();
-    ok(&mut run(&w, &["--output", "out", "--scope", "b"], &make("only in b")));
-    assert_eq!(fs::read_to_string(w.path().join("out/own")).unwrap(), "only in b");
+    ok(&mut run(
+        &w,
+        &["--output", "out", "--scope", "b"],
+        &make("only in b"),
+    ));
+    assert_eq!(
+        fs::read_to_string(w.path().join("out/own")).unwrap(),
+        "only in b"
+    );
     // A dry run says what would go and removes nothing.
-    let o = w.cmd("cache-evict").args(["--all", "--dry-run"]).output().unwrap();
+    let o = w
+        .cmd("cache-evict")
+        .args(["--all", "--dry-run"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr_of(&o));
     assert_eq!(blobs(&w.cache()), after_inv);
     // Evicting everything frees every blob.
@@ -436,13 +509,19 @@ fn hostile_trees_and_paths_are_refused_or_stored_safely() {
     fs::create_dir(w.path().join("real")).unwrap();
     symlink("real", w.path().join("via")).unwrap();
     for bad in ["/tmp/x", "../x", "a/../../x", ".", "via/out"] {
-        let o = run(&w, &["--output", bad], "echo run >> runs").output().unwrap();
+        let o = run(&w, &["--output", bad], "echo run >> runs")
+            .output()
+            .unwrap();
         assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr_of(&o));
         assert_eq!(stderr_lines(&o).len(), 1, "{bad}: {}", stderr_of(&o));
     }
-    let o = run(&w, &["--output", "a", "--output", "a/b"], "echo run >> runs")
-        .output()
-        .unwrap();
+    let o = run(
+        &w,
+        &["--output", "a", "--output", "a/b"],
+        "echo run >> runs",
+    )
+    .output()
+    .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr_of(&o));
     assert_eq!(runs(&w), 0, "nothing ran");
     // A FIFO in the tree: the run's output and status pass, nothing stored.
@@ -453,7 +532,10 @@ fn hostile_trees_and_paths_are_refused_or_stored_safely() {
     let err = stderr_of(&o);
     assert!(err.contains("not cached") && err.contains("FIFO"), "{err}");
     assert_eq!(stderr_lines(&o).len(), 1, "{err}");
-    assert!(blobs(&w.cache()).is_empty(), "no blob of a refused tree is left");
+    assert!(
+        blobs(&w.cache()).is_empty(),
+        "no blob of a refused tree is left"
+    );
     assert_exact_with_store(&w, "after the FIFO");
     // A symlink to /etc: stored as a link, never followed.
     let etc = "echo run >> runs; mkdir -p e; ln -s /etc e/etc; ln -s /etc/passwd e/pw";
@@ -465,8 +547,14 @@ fn hostile_trees_and_paths_are_refused_or_stored_safely() {
     assert!(store_bytes < 4096, "only a manifest: {store_bytes}");
     fs::remove_dir_all(w.path().join("e")).unwrap();
     ok(&mut run(&w, &["--output", "e"], etc));
-    assert_eq!(fs::read_link(w.path().join("e/etc")).unwrap(), Path::new("/etc"));
-    assert_eq!(fs::read_link(w.path().join("e/pw")).unwrap(), Path::new("/etc/passwd"));
+    assert_eq!(
+        fs::read_link(w.path().join("e/etc")).unwrap(),
+        Path::new("/etc")
+    );
+    assert_eq!(
+        fs::read_link(w.path().join("e/pw")).unwrap(),
+        Path::new("/etc/passwd")
+    );
     // A failed run is not stored: the next call runs again.
     let failing = "echo run >> runs; mkdir -p g; echo half > g/x; exit 3";
     let n = runs(&w);
@@ -476,7 +564,9 @@ fn hostile_trees_and_paths_are_refused_or_stored_safely() {
     }
     assert_eq!(runs(&w), n + 2);
     // The output missing after the command: not cached, one line.
-    let o = run(&w, &["--output", "never"], "echo run >> runs").output().unwrap();
+    let o = run(&w, &["--output", "never"], "echo run >> runs")
+        .output()
+        .unwrap();
     assert!(o.status.success());
     assert!(stderr_of(&o).contains("not cached"), "{}", stderr_of(&o));
 }
@@ -486,7 +576,14 @@ fn output_on_redis_is_refused_with_one_line() {
     let w = World::new();
     let o = w
         .cmd("cache-run")
-        .args(["--backend", "redis://127.0.0.1:1", "--output", "out", "--", "true"])
+        .args([
+            "--backend",
+            "redis://127.0.0.1:1",
+            "--output",
+            "out",
+            "--",
+            "true",
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr_of(&o));
@@ -529,6 +626,10 @@ fn cache_command_output_works_through_the_wrapper_with_and_without_the_builtin()
             "{builtin}"
         );
         let runs = fs::read_to_string(root.join("repo/runs")).unwrap();
-        assert_eq!(runs.lines().count(), 1, "{builtin}: the second call is a hit");
+        assert_eq!(
+            runs.lines().count(),
+            1,
+            "{builtin}: the second call is a hit"
+        );
     }
 }

@@ -6,8 +6,8 @@ mod util;
 
 mod builtin;
 mod cache;
-mod cache_rules;
 mod cache_output;
+mod cache_rules;
 mod cache_run;
 mod env;
 mod filesystem;

@@ -94,6 +94,10 @@ pub const CACHE_RUN: &[Example] = &[
         "Make stdin part of the key and feed it to the command.",
     ),
     ex(
+        "cache-run --ttl 0 --key-file-content package-lock.json --output node_modules -- npm ci",
+        "Store node_modules with the entry; a hit restores it (copy-on-write where possible) instead of running npm.",
+    ),
+    ex(
         "cache-run --invalidate -- gh api rate_limit",
         "Drop the entry, so the next call runs the command again.",
     ),

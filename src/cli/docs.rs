@@ -361,6 +361,10 @@ pub fn files() -> Vec<FileDoc> {
             "cache-run's per-key single-flight lock and hit counter (dot-dir: never counted)",
         ),
         f(
+            "<cache-dir>/.store/XX/<blake3>".into(),
+            "cache-run --output's content-addressed blobs and manifests, read-only (counted once each; swept when no entry uses them)",
+        ),
+        f(
             format!("<cache-dir>/{DEFAULT_LOG_NAME}"),
             "the default metrics log (CSV timestamp,operation,duration_ms) unless CACHE_PERF_METRICS is set",
         ),

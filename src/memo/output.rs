@@ -863,3 +863,89 @@ impl<R: Read> ReadLine for io::BufReader<R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(p: &str, kind: Kind) -> Node {
+        Node {
+            p: p.into(),
+            kind,
+            mtime: 0,
+            nsec: 0,
+        }
+    }
+
+    #[test]
+    fn blob_names_never_leave_the_store() {
+        let s = Path::new("/s");
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            blob_path(s, &hex),
+            Some(s.join("ab").join(&hex[2..])),
+            "a plain blob"
+        );
+        assert!(
+            blob_path(s, &format!("{hex}x")).is_some(),
+            "an executable one"
+        );
+        for bad in [
+            "../../etc/passwd",
+            "",
+            "ab",
+            &hex.to_uppercase(),
+            &format!("{hex}y"),
+        ] {
+            assert_eq!(blob_path(s, bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_hostile_manifest_never_writes_through_a_symlink_or_out_of_the_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        let store = d.path().join("store");
+        fs::create_dir(&store).unwrap();
+        let dir = || Kind::Dir { mode: 0o755 };
+        let link = || Kind::Symlink {
+            target: victim.to_string_lossy().into_owned(),
+        };
+        let hostile = [
+            // A directory node under a symlink the manifest made.
+            vec![node("", dir()), node("l", link()), node("l/evil", dir())],
+            // `..` and an empty name.
+            vec![node("", dir()), node("a", dir()), node("a/..", dir())],
+            vec![node("", dir()), node("../x", dir())],
+            vec![node("", dir()), node("a//b", dir())],
+            // A hard link to a later node, or to a non-file.
+            vec![node("", dir()), node("h", Kind::Hardlink { to: 0 })],
+            // A root that is not the path itself.
+            vec![node("x", dir())],
+        ];
+        for (i, nodes) in hostile.into_iter().enumerate() {
+            let root = Root {
+                path: "out".into(),
+                nodes,
+            };
+            let tmp = d.path().join(format!("t{i}"));
+            let r = build_at(&store, &root, &tmp, false).unwrap();
+            assert!(r.is_err(), "case {i} is damage");
+            assert_eq!(fs::read_dir(&victim).unwrap().count(), 0, "case {i}");
+            assert!(!d.path().join("x").exists(), "case {i}");
+        }
+    }
+
+    #[test]
+    fn paths_outside_or_through_symlinks_are_refused() {
+        for bad in ["/abs", "..", "a/../b", ".", "./", ""] {
+            assert!(
+                check_paths(&[PathBuf::from(bad)]).is_err(),
+                "{bad:?} is refused"
+            );
+        }
+        assert!(check_paths(&[PathBuf::from("a"), PathBuf::from("./a/b")]).is_err());
+        assert!(check_paths(&[PathBuf::from("nonexistent/deeper/x")]).is_ok());
+    }
+}

@@ -744,8 +744,9 @@ pub struct Swept {
 /// Mark and sweep: removes the blobs no entry's manifest names. Marks with
 /// the store held exclusively (no store or restore in flight, so no entry
 /// can start using a blob meanwhile), removes under the cache lock through
-/// [`Cache::store_change`].
-pub fn sweep(c: &Cache, dry_run: bool) -> Result<Swept> {
+/// [`Cache::store_change`]. `gone`: entries to count as removed already
+/// (a dry run's victims, so it says what the real one would sweep).
+pub fn sweep(c: &Cache, dry_run: bool, gone: &[String]) -> Result<Swept> {
     let store = store_dir(c);
     if !fs::symlink_metadata(&store).is_ok_and(|m| m.is_dir()) {
         return Ok(Swept::default());
@@ -756,7 +757,7 @@ pub fn sweep(c: &Cache, dry_run: bool) -> Result<Swept> {
             ..Swept::default()
         });
     };
-    let live = mark(c, &store)?;
+    let live = mark(c, &store, gone)?;
     let mut dead = Vec::new();
     for fan in fs::read_dir(&store).map_err(|e| Error::io("cannot list", &store, e))? {
         let fan = fan.map_err(|e| Error::io("cannot list", &store, e))?;
@@ -807,7 +808,7 @@ pub fn sweep(c: &Cache, dry_run: bool) -> Result<Swept> {
 
 /// The blobs some entry uses: each `run-*` entry's manifest and what it
 /// names. A damaged entry or manifest keeps nothing (its hit is a miss).
-fn mark(c: &Cache, store: &Path) -> Result<HashSet<String>> {
+fn mark(c: &Cache, store: &Path, gone: &[String]) -> Result<HashSet<String>> {
     #[derive(Deserialize)]
     struct Head {
         outputs: Option<String>,
@@ -818,7 +819,7 @@ fn mark(c: &Cache, store: &Path) -> Result<HashSet<String>> {
         let de = de.map_err(|e| Error::io("cannot list", dir, e))?;
         let name = de.file_name();
         let Some(n) = name.to_str() else { continue };
-        if !n.starts_with("run-") || n.ends_with(".meta") {
+        if !n.starts_with("run-") || n.ends_with(".meta") || gone.iter().any(|g| g == n) {
             continue;
         }
         let Ok(f) = fsutil::open_read(&de.path()) else {

@@ -247,7 +247,7 @@ impl Store<'_> {
                 c.remove(&[entry])?;
                 // The output blobs only this entry used (best effort: a
                 // busy store leaves them to the next sweep, still counted).
-                let _ = super::output::sweep(c, false);
+                let _ = super::output::sweep(c, false, &[]);
                 let _ = fs::remove_file(side_file(c, key, "hits"));
                 let _ = fs::remove_file(side_file(c, key, "failed"));
                 let _ = fs::remove_file(side_file(c, key, "lock"));

@@ -495,7 +495,24 @@ fn eviction_frees_exactly_the_blobs_no_other_entry_uses() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr_of(&o));
-    assert_eq!(blobs(&w.cache()), after_inv);
+    let b_bytes: u64 = after_inv
+        .iter()
+        .map(|b| fs::metadata(b).unwrap().len())
+        .sum();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.ends_with(&format!("would sweep 3 output blobs ({b_bytes} bytes)\n")),
+        "{text}"
+    );
+    let o = w
+        .cmd("cache-evict")
+        .args(["--all", "--dry-run", "--json"])
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["output_blobs"]["blobs"], 3, "{j}");
+    assert_eq!(j["output_blobs"]["bytes"], b_bytes, "{j}");
+    assert_eq!(blobs(&w.cache()), after_inv, "a dry run removes nothing");
     // Evicting everything frees every blob.
     w.cmd("cache-evict").arg("--all").assert().success();
     assert!(blobs(&w.cache()).is_empty(), "{:?}", blobs(&w.cache()));

@@ -222,7 +222,6 @@ pub struct Stored {
 struct NewBlob {
     tmp: PathBuf,
     name: String,
-    size: u64,
 }
 
 /// Temp blobs not renamed into place are removed when this goes.
@@ -267,7 +266,6 @@ pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
         pending.0.push(NewBlob {
             tmp,
             name: manifest.clone(),
-            size: bytes.len() as u64,
         });
     }
     if pending.0.is_empty() {
@@ -286,8 +284,12 @@ pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
             if let Some(parent) = dest.parent() {
                 fsutil::create_private_dir(parent)?;
             }
+            // Measured now: the bytes the walk will find.
+            let size = fs::symlink_metadata(&b.tmp)
+                .map_err(|e| Error::io("cannot stat", &b.tmp, e))?
+                .len();
             fs::rename(&b.tmp, &dest).map_err(|e| Error::io("cannot install", &dest, e))?;
-            added += b.size as i64;
+            added += size as i64;
         }
         Ok(added)
     })?;
@@ -436,7 +438,6 @@ fn put_blob(
     let blob = NewBlob {
         tmp,
         name: name.clone(),
-        size: src.metadata().map(|m| m.len()).unwrap_or(0),
     };
     let tmp = blob.tmp.clone();
     pending.0.push(blob);

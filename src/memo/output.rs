@@ -826,8 +826,9 @@ fn mark(c: &Cache, store: &Path, gone: &[String]) -> Result<HashSet<String>> {
         let Ok(f) = fsutil::open_read(&de.path()) else {
             continue;
         };
+        // The header line (a header is far below 1 MiB).
         let mut line = Vec::new();
-        let _ = io::BufReader::new(f.take(1 << 20)).read_until_newline(&mut line);
+        let _ = io::BufRead::read_until(&mut io::BufReader::new(f.take(1 << 20)), b'\n', &mut line);
         let Ok(h) = serde_json::from_slice::<Head>(&line) else {
             continue;
         };
@@ -849,21 +850,6 @@ fn mark(c: &Cache, store: &Path, gone: &[String]) -> Result<HashSet<String>> {
         }
     }
     Ok(live)
-}
-
-trait ReadLine {
-    fn read_until_newline(&mut self, buf: &mut Vec<u8>) -> io::Result<usize>;
-}
-
-impl<R: Read> ReadLine for io::BufReader<R> {
-    fn read_until_newline(&mut self, buf: &mut Vec<u8>) -> io::Result<usize> {
-        use io::BufRead;
-        let n = self.read_until(b'\n', buf)?;
-        if buf.last() == Some(&b'\n') {
-            buf.pop();
-        }
-        Ok(n)
-    }
 }
 
 #[cfg(test)]

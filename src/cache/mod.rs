@@ -6,7 +6,10 @@
 //! with `.` — values, sidecars, and any stray file a person dropped there.
 //! Dot-files are ffkit's own (`.size-index`, `.entry-count`, `.lock`,
 //! `.journal`, `.tmp-*`, `.perf-metrics.csv`) and never count. An "entry" is
-//! such a file whose name does not end in `.meta`.
+//! such a file whose name does not end in `.meta`. One exception: the blobs
+//! of cache-run's output store, `.store/XX/…` (see `memo::output`), count
+//! toward the bytes (not the entries), once each however many entries use
+//! them.
 //!
 //! Concurrency: `.lock` is a kernel lock (flock). Changes take it exclusive,
 //! but only for the renames and the index update; values are written to temp
@@ -661,6 +664,39 @@ impl Cache {
             })
             .collect();
         self.commit(r.totals, r.held(), &changes)
+    }
+
+    /// A change to the output store (`.store/`, see `memo::output`): `f`
+    /// runs under the exclusive lock, renames or unlinks blobs, and returns
+    /// the bytes it added (positive) or freed (negative); the index moves by
+    /// exactly that. Crash-safe: an empty journal ([`journal::mark_unknown`])
+    /// marks the change before `f` touches anything, so a process killed in
+    /// between leaves "unknown", and the next call walks (the walk counts
+    /// the store). If `f` fails, the index is set from a walk.
+    pub fn store_change<F>(&self, f: F) -> Result<Totals>
+    where
+        F: FnOnce() -> Result<i64>,
+    {
+        let r = self.lock_and_repair()?;
+        journal::mark_unknown(&self.dir)
+            .map_err(|e| Error::io("cannot write", self.path(journal::JOURNAL_FILE), e))?;
+        match f() {
+            Ok(delta) => {
+                let mut t = r.totals;
+                t.bytes = if delta < 0 {
+                    t.bytes.saturating_sub(delta.unsigned_abs())
+                } else {
+                    t.bytes.saturating_add(delta as u64)
+                };
+                self.persist(r.held(), t)?;
+                Ok(t)
+            }
+            Err(e) => {
+                let t = self.walk_locked()?;
+                self.persist(None, t)?;
+                Err(e)
+            }
+        }
     }
 
     /// Writes one entry's value and sidecar to temp files.

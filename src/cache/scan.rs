@@ -3,7 +3,8 @@
 //!
 //! The cache is one flat directory (keys cannot contain `/`), so this is a
 //! single `readdir` plus one `fstatat` per regular file — what `du -sb` does,
-//! minus its recursion. Subdirectories, symlinks and other non-regular files
+//! minus its recursion — and, for cache-run's output store, the same over
+//! `.store/XX/` (bytes only: a blob is no entry). Subdirectories, symlinks and other non-regular files
 //! are not the cache's and are neither counted nor followed.
 
 use std::ffi::OsString;
@@ -106,10 +107,66 @@ fn walk(dir: &Path, keep_files: bool, progress: Option<&dyn Progress>) -> Result
             });
         }
     }
+    store_blobs(dir, &mut s)?;
     if let Some(p) = progress {
         p.finish();
     }
     Ok(s)
+}
+
+/// The directory of cache-run's output store (its blobs count toward the
+/// bytes: see `memo::output`).
+pub const STORE_DIR: &str = ".store";
+
+/// Adds the store's blobs to the bytes: every regular file in a two-hex-digit
+/// directory of `.store/` (its temps, `.store/.tmp-*`, are listed for
+/// cleanup, never counted). Not followed: symlinks and anything else.
+fn store_blobs(dir: &Path, s: &mut Scan) -> Result<()> {
+    let store = dir.join(STORE_DIR);
+    let rd = match fs::read_dir(&store) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => return Ok(()),
+        Err(e) => return Err(Error::io("cannot list", &store, e)),
+    };
+    for de in rd {
+        let de = de.map_err(|e| Error::io("cannot list", &store, e))?;
+        let name = de.file_name();
+        if name.as_bytes().starts_with(fsutil::TEMP_PREFIX.as_bytes()) {
+            s.temps
+                .push(Path::new(STORE_DIR).join(&name).into_os_string());
+            continue;
+        }
+        if !is_fan_dir(name.as_bytes()) || !de.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let sub = de.path();
+        let rd = match fs::read_dir(&sub) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("cannot list", &sub, e)),
+        };
+        for b in rd {
+            let b = b.map_err(|e| Error::io("cannot list", &sub, e))?;
+            if !b.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
+            match b.metadata() {
+                Ok(m) => s.totals.bytes += m.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("cannot stat", b.path(), e)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A store fan-out directory's name: two lowercase hex digits.
+pub fn is_fan_dir(name: &[u8]) -> bool {
+    name.len() == 2
+        && name
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 impl Scan {
@@ -119,8 +176,10 @@ impl Scan {
         let now = jiff::Timestamp::now().as_second();
         let me = std::process::id();
         for t in &self.temps {
-            let pid = t
-                .to_str()
+            // A store temp is listed as `.store/.tmp-…`: its own name counts.
+            let pid = Path::new(t)
+                .file_name()
+                .and_then(|n| n.to_str())
                 .and_then(|n| n.strip_prefix(fsutil::TEMP_PREFIX))
                 .and_then(|r| r.split('-').next())
                 .and_then(|p| p.parse::<u32>().ok());

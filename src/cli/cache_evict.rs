@@ -111,6 +111,31 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             Err(e) => ctx.debug(format_args!("cache-run files not pruned: {e}")),
         }
     }
+    // cache-run's output blobs that no entry uses any more (mark and sweep;
+    // with --dry-run, only counted).
+    let gone: Vec<String> = report.removed.iter().map(|e| e.key.clone()).collect();
+    let swept = match crate::memo::output::sweep(&cache, a.policy.dry_run, &gone) {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.debug(format_args!("output store not swept: {e}"));
+            Default::default()
+        }
+    };
+    match swept {
+        s if s.busy => ctx.debug(format_args!(
+            "output store busy (a store or restore runs): not swept this time"
+        )),
+        s => ctx.debug(format_args!(
+            "output blobs {}: {} ({} bytes)",
+            if a.policy.dry_run {
+                "that would go"
+            } else {
+                "swept"
+            },
+            s.blobs,
+            s.bytes
+        )),
+    }
     ctx.debug(format_args!(
         "entries {}: {}; index {}: {} bytes in {} entries (before: {} bytes, walked under the lock)",
         if a.policy.dry_run {
@@ -125,8 +150,19 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         report.before.bytes
     ));
     if a.json {
-        let text = serde_json::to_string(&report)
+        let mut v = serde_json::to_value(&report)
             .map_err(|e| Error::General(format!("cannot encode the report: {e}")))?;
+        // cache-run's output blobs, only where there were any to sweep (the
+        // report of a cache without outputs is unchanged).
+        if (swept.blobs > 0 || swept.busy)
+            && let Some(o) = v.as_object_mut()
+        {
+            o.insert(
+                "output_blobs".into(),
+                serde_json::json!({"blobs": swept.blobs, "bytes": swept.bytes, "busy": swept.busy}),
+            );
+        }
+        let text = v.to_string();
         ctx.write_out(format!("{text}\n").as_bytes())?;
     } else if a.policy.dry_run {
         let mut out = String::new();
@@ -139,6 +175,12 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))
                     .unwrap_or_default()
+            ));
+        }
+        if swept.blobs > 0 {
+            out.push_str(&format!(
+                "would sweep {} output blobs ({} bytes)\n",
+                swept.blobs, swept.bytes
             ));
         }
         ctx.write_out(out.as_bytes())?;

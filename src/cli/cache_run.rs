@@ -89,6 +89,21 @@ pub fn command() -> Command {
                 .value_parser(clap::value_parser!(OsString))
                 .help("Add STR to the key (e.g. a project or a version)"),
         )
+        .arg(
+            many(
+                "output",
+                "PATH",
+                "Store PATH (a file or a whole tree, relative, inside the working directory) with the entry and restore it on a hit (repeatable; local backend)",
+            )
+            .conflicts_with("stale"),
+        )
+        .arg(
+            flag(
+                "link",
+                "Restore --output files as hard links to the store (fastest; restored files are read-only)",
+            )
+            .requires("output"),
+        )
         .arg(flag(
             "discard-failures",
             "Do not store a run that exits non-zero",
@@ -137,6 +152,8 @@ pub struct Args {
     key_stdin: bool,
     scope: Option<OsString>,
     discard_failures: bool,
+    outputs: Vec<OsString>,
+    link: bool,
     action: Action,
     json: bool,
     refresh_key: Option<String>,
@@ -220,6 +237,8 @@ fn args_of(m: &ArgMatches) -> Args {
         key_stdin: m.get_flag("key-stdin"),
         scope: m.get_one::<OsString>("scope").cloned(),
         discard_failures: m.get_flag("discard-failures"),
+        outputs: strings(m, "output"),
+        link: m.get_flag("link"),
         action: if m.get_flag("force") {
             Action::Force
         } else if m.get_flag("invalidate") {
@@ -295,7 +314,10 @@ pub fn run_args(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
     };
     let spec = key_spec(&a, stdin_hash)?;
     let key = memo::key::compute(&spec)?;
-    let memo = Memo::new(store, key);
+    let memo = Memo::new(store, key).with_outputs(memo::output::Outputs {
+        paths: a.outputs.iter().map(PathBuf::from).collect(),
+        link: a.link,
+    });
     let entry = memo.key().entry();
     match a.action {
         Action::PrintKey if a.json => {
@@ -397,6 +419,7 @@ fn key_spec(a: &Args, stdin: Option<[u8; 32]>) -> Result<KeySpec> {
         files,
         stdin,
         scope: a.scope.clone(),
+        outputs: a.outputs.iter().map(PathBuf::from).collect(),
     })
 }
 

@@ -94,6 +94,10 @@ pub const CACHE_RUN: &[Example] = &[
         "Make stdin part of the key and feed it to the command.",
     ),
     ex(
+        "cache-run --ttl 0 --key-file-content package-lock.json --output node_modules -- npm ci",
+        "Store node_modules with the entry; a hit restores it (copy-on-write where possible) instead of running npm.",
+    ),
+    ex(
         "cache-run --invalidate -- gh api rate_limit",
         "Drop the entry, so the next call runs the command again.",
     ),
@@ -355,6 +359,10 @@ pub fn files() -> Vec<FileDoc> {
         f(
             format!("<cache-dir>/{RUN_DIR}/<hash>.lock, <hash>.hits, <hash>.failed"),
             "cache-run's per-key single-flight lock, hit counter and the last failure handed to waiters (--discard-failures) (dot-dir: never counted)",
+        ),
+        f(
+            "<cache-dir>/.store/XX/<blake3>".into(),
+            "cache-run --output's content-addressed blobs and manifests, read-only (counted once each; swept when no entry uses them)",
         ),
         f(
             format!("<cache-dir>/{DEFAULT_LOG_NAME}"),

@@ -43,6 +43,9 @@ pub struct KeySpec {
     /// (hashed as they were read: [`super::Spool`]).
     pub stdin: Option<[u8; 32]>,
     pub scope: Option<OsString>,
+    /// `--output` paths, as given: an entry with stored outputs is only
+    /// ever a hit for a call that restores the same paths.
+    pub outputs: Vec<PathBuf>,
 }
 
 /// A computed key: the hash, as the 64-digit hex used in file names.
@@ -110,6 +113,9 @@ pub fn compute(spec: &KeySpec) -> Result<RunKey> {
     }
     if let Some(scope) = &spec.scope {
         e.field(b'S', scope.as_bytes());
+    }
+    for p in &spec.outputs {
+        e.field(b'o', p.as_os_str().as_bytes());
     }
     Ok(RunKey {
         hex: e.0.finalize().to_hex().to_string(),

@@ -7,6 +7,8 @@
 //!   output (plain stdout, or stdout/stderr chunks in arrival order).
 //! - [`capture`]: running the command of a miss and recording it.
 //!
+//! - [`output`]: `--output`: the files a run produced, stored as
+//!   content-addressed blobs with a manifest, restored on a hit.
 //! - [`store`]: where the entry and the per-key lock live — the local cache
 //!   dir or the Redis backend; the only place the two differ.
 //!
@@ -28,6 +30,7 @@
 
 pub mod capture;
 pub mod key;
+pub mod output;
 pub mod record;
 pub mod store;
 
@@ -378,11 +381,23 @@ enum Found {
 pub struct Memo<'a> {
     store: Store<'a>,
     key: RunKey,
+    outputs: output::Outputs,
 }
 
 impl<'a> Memo<'a> {
     pub fn new(store: Store<'a>, key: RunKey) -> Self {
-        Memo { store, key }
+        Memo {
+            store,
+            key,
+            outputs: output::Outputs::default(),
+        }
+    }
+
+    /// Stores and restores these `--output` paths with the entry (local
+    /// backend only).
+    pub fn with_outputs(mut self, outputs: output::Outputs) -> Self {
+        self.outputs = outputs;
+        self
     }
 
     pub fn key(&self) -> &RunKey {
@@ -427,6 +442,14 @@ impl<'a> Memo<'a> {
         // caller), so most hits never look at the caller's descriptors.
         let merged = || req.shape.get() != Shape::Split;
         let mut damaged = None;
+        if !self.outputs.is_empty() {
+            if self.store.is_remote() {
+                return Err(Error::Validation(
+                    "--output needs the local backend (FFKIT_BACKEND=local): outputs are not stored on Redis".into(),
+                ));
+            }
+            output::check_paths(&self.outputs.paths)?;
+        }
         if !req.force {
             let found = match self.lookup(true, &merged) {
                 Ok(f) => f,
@@ -605,13 +628,28 @@ impl<'a> Memo<'a> {
     /// stored but handed to the waiters of this run.
     fn store(&self, rec: &Recording, fed: Fed<'_>, merged: bool, opts: &Options) -> Result<bool> {
         let id = fresh_id(&self.key);
-        let (head, body) = rec.encode_parts(id, fed.info(), merged);
+        // With --output a failed run is never stored: its outputs are
+        // whatever it left half done.
+        let discard = rec.status != 0 && (opts.discard_failures || !self.outputs.is_empty());
+        // The outputs first: the store stays held (no sweep) until the
+        // entry naming their manifest is committed.
+        let outputs = match (&self.store, discard || self.outputs.is_empty()) {
+            (Store::Local(c), false) => Some(output::store(c, &self.outputs.paths)?),
+            _ => None,
+        };
+        let (head, body) = rec.encode_parts(
+            id,
+            fed.info(),
+            merged,
+            outputs.as_ref().map(|o| o.manifest.clone()),
+        );
         let mut value = head.as_slice().chain(fed.reader()).chain(body.as_slice());
-        if rec.status != 0 && opts.discard_failures {
+        if discard {
             self.store.put_failure(&self.key, &mut value);
             return Ok(false);
         }
         self.store.write(&self.key, &mut value, opts.ttl, id)?;
+        drop(outputs);
         Ok(true)
     }
 
@@ -633,6 +671,22 @@ impl<'a> Memo<'a> {
         o.describe(&s.header);
         o.age = age;
         let id = s.header.id;
+        // The outputs before the output: a restore that finds the stored
+        // outputs damaged is a miss, and nothing has been written yet.
+        if !self.outputs.is_empty() {
+            match (&s.header.outputs, &self.store) {
+                (Some(m), Store::Local(c)) => {
+                    if let Err(why) = output::restore(c, m, &self.outputs)? {
+                        return Ok(Err(format!("{}: {why}", self.key.entry())));
+                    }
+                }
+                // A failure handed to waiters has none.
+                _ if s.header.status != 0 => {}
+                _ => {
+                    return Ok(Err(format!("{}: no stored outputs", self.key.entry())));
+                }
+            }
+        }
         match s.replay(out, err) {
             Ok(Ok(())) => {}
             Ok(Err(why)) => return Ok(Err(format!("{}: {why}", self.key.entry()))),

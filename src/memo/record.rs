@@ -68,6 +68,10 @@ pub struct Header {
     pub hash: String,
     /// BLAKE3 (hex) of the stored stdin (empty without `--key-stdin`).
     pub stdin_hash: String,
+    /// `--output`: the name of the manifest of the stored outputs in the
+    /// output store (`memo::output`); absent without `--output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<String>,
 }
 
 /// Version 2 added `merged` and the hashes; a version-1 entry is a miss
@@ -147,6 +151,7 @@ impl Recording {
         id: u64,
         stdin: Option<StdinInfo>,
         merged: bool,
+        outputs: Option<String>,
     ) -> (Vec<u8>, Vec<u8>) {
         let stderr = self.total(Stream::Stderr);
         let plain = stderr == 0;
@@ -174,6 +179,7 @@ impl Recording {
             stdin_hash: stdin.map_or_else(String::new, |s| {
                 blake3::Hash::from_bytes(s.hash).to_hex().to_string()
             }),
+            outputs,
         };
         let mut head = serde_json::to_vec(&h).unwrap_or_default();
         head.push(b'\n');
@@ -186,7 +192,7 @@ impl Recording {
             len: s.len() as u64,
             hash: *blake3::hash(s).as_bytes(),
         });
-        let (mut v, body) = self.encode_parts(id, info, merged);
+        let (mut v, body) = self.encode_parts(id, info, merged, None);
         v.extend_from_slice(stdin.unwrap_or_default());
         v.extend_from_slice(&body);
         v

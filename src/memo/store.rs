@@ -245,6 +245,9 @@ impl Store<'_> {
             Store::Local(c) => {
                 let had = c.dir().join(&entry).exists();
                 c.remove(&[entry])?;
+                // The output blobs only this entry used (best effort: a
+                // busy store leaves them to the next sweep, still counted).
+                let _ = super::output::sweep(c, false, &[]);
                 let _ = fs::remove_file(side_file(c, key, "hits"));
                 let _ = fs::remove_file(side_file(c, key, "failed"));
                 let _ = fs::remove_file(side_file(c, key, "lock"));

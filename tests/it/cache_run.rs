@@ -673,7 +673,7 @@ fn force_invalidate_print_key_and_json_in_both_forms() {
 
 /// `bash -c` (and zsh when installed) sourcing shell/ffkit.bash in a
 /// scratch repository, with a clean environment and FFKIT_BIN set.
-fn wrapper(root: &Path, shell: &str, script: &str) -> Command {
+pub(crate) fn wrapper(root: &Path, shell: &str, script: &str) -> Command {
     let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("shell/ffkit.bash");
     let mut c = Command::new(shell);
     c.env_clear()

@@ -6,6 +6,7 @@ mod util;
 
 mod builtin;
 mod cache;
+mod cache_output;
 mod cache_rules;
 mod cache_run;
 mod env;

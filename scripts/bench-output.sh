@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# cache-run --output against cp -a, cp -al and a .tar.zst (docs/cache-run.md,
+# "Outputs"): restoring a node_modules-shaped tree from the store.
+#
+# Builds the release binary, generates a tree (FILES files in nested
+# package dirs, sizes spread like a node_modules: many small files, a few
+# large ones, ~15% duplicate contents), stores it once, then runs hyperfine
+# pairs (each exported as JSON and markdown under OUT) and prints a table of
+# median ratios with the goals of issue 26. Every restore starts from an
+# absent target (`--prepare 'rm -rf out; sync'`), like a fresh worktree;
+# the sync keeps one command's write-back out of the next one's time (on a
+# loaded disk it otherwise swings single times several-fold). The "store"
+# rows time the whole miss: the command (`cp -a`) plus storing its output.
+#
+# Usage: scripts/bench-output.sh [OUT]   (OUT defaults to target/bench/output)
+# Env:   FILES  files in the tree (default 30000; ~250 MB at the default)
+#        RUNS   hyperfine runs per command (default 5)
+#        BENCH_DIR  where the tree and cache go (default: a temp dir; pick one
+#                   on the file system to measure, e.g. an XFS/btrfs mount
+#                   for reflink restores)
+# Needs: cargo, hyperfine, jq, awk; zstd and tar for the .tar.zst row.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${1:-$ROOT/target/bench/output}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+FILES=${FILES:-30000}
+RUNS=${RUNS:-5}
+
+for tool in cargo hyperfine jq awk; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "bench-output.sh: $tool is required" >&2; exit 1; }
+done
+
+log() { printf 'bench-output.sh: %s\n' "$*" >&2; }
+# shellcheck source=scripts/hyperfine-lib.sh
+. "$ROOT/scripts/hyperfine-lib.sh"
+
+log "building release"
+cargo build --release --quiet --bin ffkit
+BIN=$ROOT/target/release/ffkit
+
+W=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/ffkit-bench-output.XXXXXX")
+cleanup() { chmod -R u+w "$W" 2>/dev/null || true; rm -rf "$W"; }
+trap cleanup EXIT
+cd "$W"
+
+log "generating $FILES files"
+awk -v n="$FILES" 'BEGIN {
+  srand(26)
+  base = "abcdefghijklmnopqrstuvwxyz0123456789;\n"
+  while (length(base) < 130000) base = base base
+  for (i = 0; i < n; i++) {
+    pkg = int(i / 40); d = "tree/pkg" pkg "/lib" (i % 3)
+    if (!(d in made)) { system("mkdir -p " d); made[d] = 1 }
+    r = rand()
+    size = r < 0.6 ? int(rand() * 2000) : r < 0.95 ? int(rand() * 16000) : int(rand() * 120000)
+    f = d "/f" i ".js"
+    if (i % 7 == 0) { printf "module.exports = 1;\n" > f }
+    else { printf "%d%s\n", i, substr(base, 1, size) > f }
+    close(f)
+  }
+}'
+du -sh tree >&2
+
+C=$W/cache
+STORE=("$BIN" cache-run --dir "$C" --ttl 0 --output out -- cp -a tree out)
+log "storing once"
+"${STORE[@]}" >/dev/null
+rm -rf out
+
+q() { printf '%q ' "$@"; }
+compare copy --runs "$RUNS" --prepare 'rm -rf out; sync' -- \
+  "cp -a=cp -a tree out" \
+  "restore=$(q "${STORE[@]}")"
+compare link --runs "$RUNS" --prepare 'chmod -R u+w out 2>/dev/null; rm -rf out; sync' -- \
+  "cp -al=cp -al tree out" \
+  "restore --link=$(q "$BIN" cache-run --dir "$C" --ttl 0 --output out --link -- cp -a tree out)"
+TARZ=
+if command -v zstd >/dev/null 2>&1; then
+  tar -cf - tree | zstd -q -o tree.tar.zst
+  TARZ="tar --zstd -xf tree.tar.zst --transform s/^tree/out/"
+fi
+compare untar --runs "$RUNS" --prepare 'chmod -R u+w out 2>/dev/null; rm -rf out; sync' -- \
+  "untar=$TARZ" \
+  "restore --link=$(q "$BIN" cache-run --dir "$C" --ttl 0 --output out --link -- cp -a tree out)"
+compare store --runs "$RUNS" --prepare "rm -rf out $(q "$C"); sync" -- \
+  "cp -a=cp -a tree out" \
+  "store (empty store)=$(q "${STORE[@]}")"
+compare restore-force --runs "$RUNS" --prepare 'rm -rf out; sync' -- \
+  "cp -a=cp -a tree out" \
+  "store (blobs present)=$(q "$BIN" cache-run --dir "$C" --ttl 0 --force --output out -- cp -a tree out)"
+
+ratio() { awk -v a="$(median "$1" "$2")" -v b="$(median "$1" "$3")" 'BEGIN { printf "%.2f", a / b }'; }
+echo "| comparison | ratio (median) | goal |"
+echo "| --- | --- | --- |"
+echo "| restore / cp -a | $(ratio copy restore "cp -a") | <= 1.2 (ext4) |"
+echo "| restore --link / cp -al | $(ratio link "restore --link" "cp -al") | <= 1.5 |"
+if [[ -n $TARZ ]]; then
+  echo "| restore --link / untar .tar.zst | $(ratio untar "restore --link" untar) | <= 0.2 |"
+else
+  echo "| restore --link / untar .tar.zst | SKIPPED (no zstd) | <= 0.2 |"
+fi
+echo "| store, empty store / cp -a | $(ratio store "store (empty store)" "cp -a") | <= 2 |"
+echo "| store, blobs present / cp -a | $(ratio restore-force "store (blobs present)" "cp -a") | far less than 2 |"
+echo
+echo "$FILES files, $RUNS runs each; raw results in $OUT"

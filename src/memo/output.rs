@@ -1,0 +1,939 @@
+//! `cache-run --output PATH`: the files a command produces, stored with its
+//! entry and restored on a hit (docs/cache-run.md, "Outputs").
+//!
+//! - The store: `.store/` in the cache dir holds content-addressed blobs,
+//!   `.store/XX/REST` where `XXREST` is the BLAKE3 hex of the content (plus
+//!   `x` for an executable file: a blob's mode is `0444`, or `0555` with
+//!   `x`, so `--link` keeps the execute bit). One file per content however
+//!   many entries use it; written to `.store/.tmp-*` and renamed into place
+//!   under the cache lock, so a crash never leaves half a blob under a
+//!   final name.
+//! - The manifest: one JSON blob per run (paths, kinds, modes, mtimes, blob
+//!   names, symlink targets verbatim, hard-link groups), named in the
+//!   entry's header (`outputs`), so an entry and its outputs are one commit.
+//! - Accounting: a blob's bytes count in the index when it is renamed into
+//!   place and stop counting when it is swept ([`sweep`]), both through
+//!   [`Cache::store_change`] (crash-safe: an interrupted change leaves an
+//!   empty journal, i.e. "walk"); the walk counts the store too.
+//! - Mark and sweep: under an exclusive `flock` of `.store/.gc-lock`, which
+//!   every store (from its first blob look-up to its entry's commit) and
+//!   every restore hold shared; a sweep that finds it busy is skipped and
+//!   left to the next one.
+//! - Restore: each tree is built aside (a `.ffkit-restore-*` sibling of the
+//!   path, same directory, same file system) and swapped in with
+//!   `renameat2(RENAME_EXCHANGE)`, so the path holds the old tree or the
+//!   new one, never half of either; the old one is then removed.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cache::Cache;
+use crate::cache::scan::{STORE_DIR, is_fan_dir};
+use crate::error::{Error, Result};
+use crate::fsutil;
+
+/// Held shared by stores and restores, exclusive by a sweep.
+const GC_LOCK: &str = ".gc-lock";
+/// The prefix of a tree being built beside its path.
+const RESTORE_PREFIX: &str = ".ffkit-restore-";
+/// The manifest format.
+const VERSION: u32 = 1;
+
+/// The `--output` paths of a call and how to restore them.
+#[derive(Clone, Debug, Default)]
+pub struct Outputs {
+    pub paths: Vec<PathBuf>,
+    /// Restore by hard links to the store's blobs (`--link`).
+    pub link: bool,
+}
+
+impl Outputs {
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+}
+
+/// What a run stored: one tree (or file, or symlink) per `--output` path.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Manifest {
+    pub ffkit_outputs: u32,
+    pub roots: Vec<Root>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Root {
+    /// The path as given (relative to the working directory).
+    pub path: String,
+    /// Pre-order: a directory before what it holds; `nodes[0]` (`p == ""`)
+    /// is the path itself.
+    pub nodes: Vec<Node>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Node {
+    /// Relative to the root, `/`-separated; `""` for the root.
+    pub p: String,
+    #[serde(flatten)]
+    pub kind: Kind,
+    /// Modification time: seconds and nanoseconds.
+    pub mtime: i64,
+    pub nsec: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "lowercase")]
+pub enum Kind {
+    Dir {
+        mode: u32,
+    },
+    File {
+        mode: u32,
+        size: u64,
+        blob: String,
+    },
+    /// A hard link to the file at node index `to` of the same root.
+    Hardlink {
+        to: usize,
+    },
+    /// Stored verbatim, never followed.
+    Symlink {
+        target: String,
+    },
+}
+
+/// Checks `--output` paths before anything runs: relative, inside the
+/// working directory (no `..`, not `.` itself), not through a symlink, and
+/// none inside another. [`Error::Validation`] (exit 2) otherwise.
+pub fn check_paths(paths: &[PathBuf]) -> Result<()> {
+    for p in paths {
+        check_path(p)?;
+    }
+    for (i, a) in paths.iter().enumerate() {
+        for b in &paths[i + 1..] {
+            let (a, b) = (normal(a), normal(b));
+            if a.starts_with(&b) || b.starts_with(&a) {
+                return Err(Error::Validation(format!(
+                    "--output {} and --output {} overlap",
+                    a.display(),
+                    b.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The path without `.` components.
+fn normal(p: &Path) -> PathBuf {
+    p.components()
+        .filter(|c| matches!(c, Component::Normal(_)))
+        .collect()
+}
+
+fn check_path(p: &Path) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::Validation(format!(
+            "--output {}: {why}",
+            p.display()
+        )))
+    };
+    if p.as_os_str().is_empty() {
+        return bad("empty");
+    }
+    if p.is_absolute() {
+        return bad("must be relative to the working directory");
+    }
+    if p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return bad("must not contain '..'");
+    }
+    let n = normal(p);
+    if n.as_os_str().is_empty() {
+        return bad("must name something inside the working directory");
+    }
+    if n.to_str().is_none() {
+        return bad("not UTF-8");
+    }
+    // Every directory on the way must be a real one (or not exist yet).
+    let mut at = PathBuf::new();
+    let parts: Vec<_> = n.components().collect();
+    for c in &parts[..parts.len() - 1] {
+        at.push(c);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return bad(&format!("{} is a symlink", at.display()));
+            }
+            Ok(m) if !m.is_dir() => return bad(&format!("{} is not a directory", at.display())),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+            Err(e) => return Err(Error::io("cannot stat", &at, e)),
+        }
+    }
+    Ok(())
+}
+
+fn store_dir(c: &Cache) -> PathBuf {
+    c.dir().join(STORE_DIR)
+}
+
+/// The blob's path, for a name this module could have made (a manifest
+/// is data: a name that could leave `.store/` is damage).
+fn blob_path(store: &Path, name: &str) -> Option<PathBuf> {
+    let hex = name.strip_suffix('x').unwrap_or(name);
+    let ok = hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    ok.then(|| store.join(&name[..2]).join(&name[2..]))
+}
+
+/// Takes `.store/.gc-lock`: shared (waits; sweeps are short) or exclusive
+/// (only tried: `None` when busy).
+fn gc_lock(store: &Path, exclusive: bool) -> Result<Option<File>> {
+    fsutil::create_private_dir(store)?;
+    let path = store.join(GC_LOCK);
+    let f = fsutil::open_rw_create(&path).map_err(|e| Error::io("cannot open", &path, e))?;
+    if exclusive {
+        return match f.try_lock() {
+            Ok(()) => Ok(Some(f)),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", &path, e)),
+        };
+    }
+    f.lock_shared()
+        .map_err(|e| Error::io("cannot lock", &path, e))?;
+    Ok(Some(f))
+}
+
+/// A stored set of outputs whose entry is not written yet: holds the store
+/// shared (no sweep can take its blobs) until dropped after the entry's
+/// commit.
+pub struct Stored {
+    /// The manifest's blob name, for the entry's header.
+    pub manifest: String,
+    _gc: Option<File>,
+}
+
+/// A blob written to a temp file, waiting for its rename.
+struct NewBlob {
+    tmp: PathBuf,
+    name: String,
+}
+
+/// Temp blobs not renamed into place are removed when this goes.
+struct Pending(Vec<NewBlob>);
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        for b in &self.0 {
+            let _ = fs::remove_file(&b.tmp);
+        }
+    }
+}
+
+/// Stores the trees at `paths` (after a successful run) and returns the
+/// manifest's name with the store held. `Err` says why not (the run is then
+/// not cached): a FIFO, socket or device in a tree, a name that is not
+/// UTF-8, a path missing, an I/O error.
+pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
+    check_paths(paths)?;
+    let store = store_dir(c);
+    let gc = gc_lock(&store, false)?;
+    let mut pending = Pending(Vec::new());
+    let mut names = HashSet::new();
+    let mut roots = Vec::new();
+    for p in paths {
+        let nodes = walk(p, &store, &mut pending, &mut names)?;
+        roots.push(Root {
+            path: normal(p).to_string_lossy().into_owned(),
+            nodes,
+        });
+    }
+    let m = Manifest {
+        ffkit_outputs: VERSION,
+        roots,
+    };
+    let bytes = serde_json::to_vec(&m)
+        .map_err(|e| Error::General(format!("cannot encode the output manifest: {e}")))?;
+    let manifest = blake3::hash(&bytes).to_hex().to_string();
+    if !names.contains(&manifest) && !blob_exists(&store, &manifest) {
+        let (tmp, _) = fsutil::write_temp(&store, &bytes)?;
+        set_mode(&tmp, 0o444)?;
+        pending.0.push(NewBlob {
+            tmp,
+            name: manifest.clone(),
+        });
+    }
+    if pending.0.is_empty() {
+        // Every blob was there already: no change to count.
+        return Ok(Stored { manifest, _gc: gc });
+    }
+    c.store_change(|| {
+        let mut added = 0i64;
+        for b in &pending.0 {
+            let Some(dest) = blob_path(&store, &b.name) else {
+                continue;
+            };
+            if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file()) {
+                continue; // stored meanwhile by another run: ours goes
+            }
+            if let Some(parent) = dest.parent() {
+                fsutil::create_private_dir(parent)?;
+            }
+            // Measured now: the bytes the walk will find.
+            let size = fs::symlink_metadata(&b.tmp)
+                .map_err(|e| Error::io("cannot stat", &b.tmp, e))?
+                .len();
+            fs::rename(&b.tmp, &dest).map_err(|e| Error::io("cannot install", &dest, e))?;
+            added += size as i64;
+        }
+        Ok(added)
+    })?;
+    drop(pending);
+    Ok(Stored { manifest, _gc: gc })
+}
+
+fn blob_exists(store: &Path, name: &str) -> bool {
+    blob_path(store, name).is_some_and(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+}
+
+fn set_mode(p: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(p, fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("cannot chmod", p, e))
+}
+
+/// Walks one output (never following a symlink), writing the blobs the
+/// store lacks to temp files.
+fn walk(
+    root: &Path,
+    store: &Path,
+    pending: &mut Pending,
+    names: &mut HashSet<String>,
+) -> Result<Vec<Node>> {
+    let mut nodes = Vec::new();
+    let mut inodes: HashMap<(u64, u64), usize> = HashMap::new();
+    // (path on disk, relative name)
+    let mut stack = vec![(root.to_path_buf(), String::new())];
+    while let Some((path, rel)) = stack.pop() {
+        let m = match fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && rel.is_empty() => {
+                return Err(Error::General(format!(
+                    "--output {}: not there after the command",
+                    root.display()
+                )));
+            }
+            Err(e) => return Err(Error::io("cannot stat", &path, e)),
+        };
+        let ft = m.file_type();
+        let (mtime, nsec) = (m.mtime(), m.mtime_nsec() as u32);
+        let kind = if ft.is_dir() {
+            let mut children = Vec::new();
+            for de in fs::read_dir(&path).map_err(|e| Error::io("cannot list", &path, e))? {
+                let de = de.map_err(|e| Error::io("cannot list", &path, e))?;
+                let name = de.file_name();
+                let Some(n) = name.to_str() else {
+                    return Err(Error::General(format!(
+                        "{}: a name that is not UTF-8 cannot be stored",
+                        de.path().display()
+                    )));
+                };
+                let r = if rel.is_empty() {
+                    n.to_string()
+                } else {
+                    format!("{rel}/{n}")
+                };
+                children.push((de.path(), r));
+            }
+            // Pre-order, by name: the stack pops the smallest first.
+            children.sort_by(|a, b| b.1.cmp(&a.1));
+            stack.extend(children);
+            Kind::Dir {
+                mode: m.mode() & 0o7777,
+            }
+        } else if ft.is_symlink() {
+            let t = fs::read_link(&path).map_err(|e| Error::io("cannot read link", &path, e))?;
+            let Some(target) = t.to_str() else {
+                return Err(Error::General(format!(
+                    "{}: a symlink target that is not UTF-8 cannot be stored",
+                    path.display()
+                )));
+            };
+            Kind::Symlink {
+                target: target.to_string(),
+            }
+        } else if ft.is_file() {
+            let id = (m.dev(), m.ino());
+            match inodes.get(&id) {
+                Some(&to) if m.nlink() > 1 => Kind::Hardlink { to },
+                _ => {
+                    if m.nlink() > 1 {
+                        inodes.insert(id, nodes.len());
+                    }
+                    let blob = put_blob(&path, m.mode(), store, pending, names)?;
+                    Kind::File {
+                        mode: m.mode() & 0o7777,
+                        size: m.len(),
+                        blob,
+                    }
+                }
+            }
+        } else {
+            use std::os::unix::fs::FileTypeExt;
+            let what = if ft.is_fifo() {
+                "a FIFO"
+            } else if ft.is_socket() {
+                "a socket"
+            } else {
+                "a device"
+            };
+            return Err(Error::General(format!(
+                "{}: {what} cannot be stored",
+                path.display()
+            )));
+        };
+        nodes.push(Node {
+            p: rel,
+            kind,
+            mtime,
+            nsec,
+        });
+    }
+    Ok(nodes)
+}
+
+/// Hashes a regular file and, if the store lacks its blob, copies it to a
+/// temp file there (a clone where the file system can). Returns the name.
+fn put_blob(
+    path: &Path,
+    mode: u32,
+    store: &Path,
+    pending: &mut Pending,
+    names: &mut HashSet<String>,
+) -> Result<String> {
+    let open = || {
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| Error::io("cannot open", path, e))
+    };
+    let mut f = open()?;
+    let mut h = blake3::Hasher::new();
+    io::copy(&mut f, &mut h).map_err(|e| Error::io("cannot read", path, e))?;
+    let mut name = h.finalize().to_hex().to_string();
+    let exec = mode & 0o111 != 0;
+    if exec {
+        name.push('x');
+    }
+    if names.contains(&name) || blob_exists(store, &name) {
+        return Ok(name);
+    }
+    let (tmp, mut t) = fsutil::create_temp(store)?;
+    let src = open()?;
+    let blob = NewBlob {
+        tmp,
+        name: name.clone(),
+    };
+    let tmp = blob.tmp.clone();
+    pending.0.push(blob);
+    clone_or_copy(&src, &mut t).map_err(|e| Error::io("cannot write", &tmp, e))?;
+    set_mode(&tmp, if exec { 0o555 } else { 0o444 })?;
+    names.insert(name.clone());
+    Ok(name)
+}
+
+/// Copies `src` (at offset 0) into the empty `dst`: FICLONE (a shared
+/// extent, copy-on-write) where the file system has it, else a copy
+/// (`copy_file_range` through `io::copy`).
+fn clone_or_copy(src: &File, dst: &mut File) -> io::Result<()> {
+    if rustix::fs::ioctl_ficlone(&*dst, src).is_ok() {
+        return Ok(());
+    }
+    let mut s = src;
+    io::copy(&mut s, dst)?;
+    Ok(())
+}
+
+/// Restores the outputs of manifest `name` at `out.paths`. `Ok(Err(why))`:
+/// the stored outputs are damaged (a missing or wrong-sized blob, a bad
+/// manifest) and nothing was changed at the paths: the caller treats it as
+/// a miss. `Err`: the restore itself failed (a path that cannot be written).
+pub fn restore(c: &Cache, name: &str, out: &Outputs) -> Result<std::result::Result<(), String>> {
+    check_paths(&out.paths)?;
+    let store = store_dir(c);
+    let _gc = gc_lock(&store, false)?;
+    let Some(mpath) = blob_path(&store, name) else {
+        return Ok(Err(format!("bad manifest name {name}")));
+    };
+    let bytes = match fs::read(&mpath) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Ok(Err("the output manifest is gone".into()));
+        }
+        Err(e) => return Err(Error::io("cannot read", &mpath, e)),
+    };
+    if blake3::hash(&bytes).to_hex().as_str() != name {
+        return Ok(Err("the output manifest is damaged".into()));
+    }
+    let m: Manifest = match serde_json::from_slice(&bytes) {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(format!("the output manifest is damaged: {e}"))),
+    };
+    if m.ffkit_outputs != VERSION || m.roots.len() != out.paths.len() {
+        return Ok(Err("the output manifest does not fit".into()));
+    }
+    // Build every tree aside first; swap them in only when all are whole.
+    let mut built = Vec::new();
+    for (root, path) in m.roots.iter().zip(&out.paths) {
+        if root.path != normal(path).to_string_lossy() {
+            discard_all(&built);
+            return Ok(Err("the output manifest names other paths".into()));
+        }
+        match build(&store, root, path, out.link) {
+            Ok(Ok(tmp)) => built.push((tmp, path.clone())),
+            Ok(Err(why)) => {
+                discard_all(&built);
+                return Ok(Err(why));
+            }
+            Err(e) => {
+                discard_all(&built);
+                return Err(e);
+            }
+        }
+    }
+    for (i, (tmp, path)) in built.iter().enumerate() {
+        if let Err(e) = swap_in(tmp, path) {
+            discard_all(&built[i..]);
+            return Err(e);
+        }
+    }
+    Ok(Ok(()))
+}
+
+fn discard_all(built: &[(PathBuf, PathBuf)]) {
+    for (tmp, _) in built {
+        remove_tree(tmp);
+    }
+}
+
+/// Builds one root beside `path`; returns where.
+fn build(
+    store: &Path,
+    root: &Root,
+    path: &Path,
+    link: bool,
+) -> Result<std::result::Result<PathBuf, String>> {
+    let path = normal(path);
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
+    remove_dead_builds(&parent);
+    let tmp = parent.join(format!(
+        "{RESTORE_PREFIX}{}-{}",
+        std::process::id(),
+        fsutil::temp_path(Path::new(""))
+            .to_string_lossy()
+            .trim_start_matches(fsutil::TEMP_PREFIX)
+    ));
+    match build_at(store, root, &tmp, link) {
+        Ok(Ok(())) => Ok(Ok(tmp)),
+        other => {
+            remove_tree(&tmp);
+            other.map(|r| r.map(|()| tmp.clone()))
+        }
+    }
+}
+
+fn build_at(
+    store: &Path,
+    root: &Root,
+    tmp: &Path,
+    link: bool,
+) -> Result<std::result::Result<(), String>> {
+    let damaged = |why: String| Ok(Err(format!("stored output {}: {why}", root.path)));
+    let mut dirs: HashSet<&str> = HashSet::new();
+    let mut dir_nodes = Vec::new();
+    for (i, n) in root.nodes.iter().enumerate() {
+        // Only a directory this restore made may hold what comes next: a
+        // manifest (data) never leads a write through a symlink or out of
+        // the tree.
+        let ok = if i == 0 {
+            n.p.is_empty()
+        } else {
+            let parent = n.p.rsplit_once('/').map_or("", |(d, _)| d);
+            let leaf = n.p.rsplit('/').next().unwrap_or("");
+            dirs.contains(parent) && !leaf.is_empty() && leaf != "." && leaf != ".."
+        };
+        if !ok {
+            return damaged(format!("bad node {:?}", n.p));
+        }
+        let dest = if n.p.is_empty() {
+            tmp.to_path_buf()
+        } else {
+            tmp.join(&n.p)
+        };
+        match &n.kind {
+            Kind::Dir { .. } => {
+                fs::create_dir(&dest).map_err(|e| Error::io("cannot create", &dest, e))?;
+                dirs.insert(&n.p);
+                dir_nodes.push(n);
+            }
+            Kind::File { mode, size, blob } => {
+                let Some(bp) = blob_path(store, blob) else {
+                    return damaged(format!("bad blob name {blob}"));
+                };
+                let src = match fsutil::open_read(&bp) {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        return damaged(format!("blob {blob} is gone"));
+                    }
+                    Err(e) => return Err(Error::io("cannot open", &bp, e)),
+                };
+                let len = src
+                    .metadata()
+                    .map_err(|e| Error::io("cannot stat", &bp, e))?;
+                if len.len() != *size {
+                    return damaged(format!("blob {blob} has the wrong size"));
+                }
+                if link {
+                    fs::hard_link(&bp, &dest).map_err(|e| Error::io("cannot link", &dest, e))?;
+                } else {
+                    let mut f = fsutil::create_new(&dest)
+                        .map_err(|e| Error::io("cannot create", &dest, e))?;
+                    clone_or_copy(&src, &mut f).map_err(|e| Error::io("cannot write", &dest, e))?;
+                    f.set_permissions(fs::Permissions::from_mode(*mode))
+                        .map_err(|e| Error::io("cannot chmod", &dest, e))?;
+                    set_mtime(&dest, n.mtime, n.nsec)
+                        .map_err(|e| Error::io("cannot set the time of", &dest, e))?;
+                }
+            }
+            Kind::Hardlink { to } => {
+                let first = match root.nodes.get(*to) {
+                    Some(f) if *to < i && matches!(f.kind, Kind::File { .. }) => f,
+                    _ => return damaged(format!("bad hard link {:?}", n.p)),
+                };
+                fs::hard_link(tmp.join(&first.p), &dest)
+                    .map_err(|e| Error::io("cannot link", &dest, e))?;
+            }
+            Kind::Symlink { target } => {
+                std::os::unix::fs::symlink(target, &dest)
+                    .map_err(|e| Error::io("cannot create", &dest, e))?;
+                let _ = set_mtime(&dest, n.mtime, n.nsec);
+            }
+        }
+    }
+    // Directories last, deepest first: their modes (maybe read-only) and
+    // mtimes, which making their content changed.
+    for n in dir_nodes.iter().rev() {
+        let dest = if n.p.is_empty() {
+            tmp.to_path_buf()
+        } else {
+            tmp.join(&n.p)
+        };
+        if let Kind::Dir { mode } = n.kind {
+            set_mode(&dest, mode)?;
+        }
+        set_mtime(&dest, n.mtime, n.nsec)
+            .map_err(|e| Error::io("cannot set the time of", &dest, e))?;
+    }
+    Ok(Ok(()))
+}
+
+/// Sets a path's mtime (not following a symlink); the atime is left alone.
+fn set_mtime(p: &Path, sec: i64, nsec: u32) -> io::Result<()> {
+    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_OMIT};
+    let times = Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: sec,
+            tv_nsec: nsec.into(),
+        },
+    };
+    rustix::fs::utimensat(CWD, p, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from)
+}
+
+/// Puts the tree at `tmp` at `path` in one step, replacing what stood there
+/// (exchanged, then removed).
+fn swap_in(tmp: &Path, path: &Path) -> Result<()> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    loop {
+        match renameat_with(CWD, tmp, CWD, path, RenameFlags::EXCHANGE) {
+            Ok(()) => {
+                // The old tree is at `tmp` now.
+                remove_tree(tmp);
+                return Ok(());
+            }
+            Err(e) if e == rustix::io::Errno::NOENT => {
+                match renameat_with(CWD, tmp, CWD, path, RenameFlags::NOREPLACE) {
+                    Ok(()) => return Ok(()),
+                    // Made meanwhile: exchange with it.
+                    Err(e) if e == rustix::io::Errno::EXIST => continue,
+                    Err(e) => return Err(Error::io("cannot rename", path, e.into())),
+                }
+            }
+            Err(e) => {
+                remove_tree(tmp);
+                return Err(Error::io("cannot replace", path, e.into()));
+            }
+        }
+    }
+}
+
+/// Removes a file or a whole tree (never following a symlink), making
+/// read-only directories writable first where needed. Best effort.
+fn remove_tree(p: &Path) {
+    let Ok(m) = fs::symlink_metadata(p) else {
+        return;
+    };
+    if !m.is_dir() {
+        let _ = fs::remove_file(p);
+        return;
+    }
+    if fs::remove_dir_all(p).is_ok() {
+        return;
+    }
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        if fs::symlink_metadata(&d).is_ok_and(|m| m.is_dir()) {
+            let _ = fs::set_permissions(&d, fs::Permissions::from_mode(0o700));
+            if let Ok(rd) = fs::read_dir(&d) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    let _ = fs::remove_dir_all(p);
+}
+
+/// Removes trees a killed restore left beside its path (its pid is gone).
+fn remove_dead_builds(parent: &Path) {
+    let Ok(rd) = fs::read_dir(parent) else { return };
+    for de in rd.flatten() {
+        let name = de.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(RESTORE_PREFIX))
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !fsutil::pid_alive(pid) {
+            remove_tree(&de.path());
+        }
+    }
+}
+
+/// What a sweep removed (or, dry, would remove).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub blobs: u64,
+    pub bytes: u64,
+    /// A store or restore held the store: nothing was swept this time.
+    pub busy: bool,
+}
+
+/// Mark and sweep: removes the blobs no entry's manifest names. Marks with
+/// the store held exclusively (no store or restore in flight, so no entry
+/// can start using a blob meanwhile), removes under the cache lock through
+/// [`Cache::store_change`]. `gone`: entries to count as removed already
+/// (a dry run's victims, so it says what the real one would sweep).
+pub fn sweep(c: &Cache, dry_run: bool, gone: &[String]) -> Result<Swept> {
+    let store = store_dir(c);
+    if !fs::symlink_metadata(&store).is_ok_and(|m| m.is_dir()) {
+        return Ok(Swept::default());
+    }
+    let Some(_gc) = gc_lock(&store, true)? else {
+        return Ok(Swept {
+            busy: true,
+            ..Swept::default()
+        });
+    };
+    let live = mark(c, &store, gone)?;
+    let mut dead = Vec::new();
+    for fan in fs::read_dir(&store).map_err(|e| Error::io("cannot list", &store, e))? {
+        let fan = fan.map_err(|e| Error::io("cannot list", &store, e))?;
+        let fname = fan.file_name();
+        let Some(prefix) = fname.to_str().filter(|n| is_fan_dir(n.as_bytes())) else {
+            continue;
+        };
+        if !fan.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Ok(rd) = fs::read_dir(fan.path()) else {
+            continue;
+        };
+        for b in rd.flatten() {
+            let Ok(m) = b.metadata() else { continue };
+            if !m.is_file() {
+                continue;
+            }
+            let name = format!("{prefix}{}", b.file_name().to_string_lossy());
+            if !live.contains(&name) {
+                dead.push((b.path(), m.len()));
+            }
+        }
+    }
+    let mut s = Swept::default();
+    if dry_run {
+        s.blobs = dead.len() as u64;
+        s.bytes = dead.iter().map(|d| d.1).sum();
+        return Ok(s);
+    }
+    c.store_change(|| {
+        let mut freed = 0i64;
+        for (p, _) in &dead {
+            // Measured now, under the lock: the bytes the index counts.
+            let Ok(m) = fs::symlink_metadata(p) else {
+                continue;
+            };
+            if m.is_file() && fs::remove_file(p).is_ok() {
+                s.blobs += 1;
+                s.bytes += m.len();
+                freed += m.len() as i64;
+            }
+        }
+        Ok(-freed)
+    })?;
+    Ok(s)
+}
+
+/// The blobs some entry uses: each `run-*` entry's manifest and what it
+/// names. A damaged entry or manifest keeps nothing (its hit is a miss).
+fn mark(c: &Cache, store: &Path, gone: &[String]) -> Result<HashSet<String>> {
+    #[derive(Deserialize)]
+    struct Head {
+        outputs: Option<String>,
+    }
+    let mut live = HashSet::new();
+    let dir = c.dir();
+    for de in fs::read_dir(dir).map_err(|e| Error::io("cannot list", dir, e))? {
+        let de = de.map_err(|e| Error::io("cannot list", dir, e))?;
+        let name = de.file_name();
+        let Some(n) = name.to_str() else { continue };
+        if !n.starts_with("run-") || n.ends_with(".meta") || gone.iter().any(|g| g == n) {
+            continue;
+        }
+        let Ok(f) = fsutil::open_read(&de.path()) else {
+            continue;
+        };
+        // The header line (a header is far below 1 MiB).
+        let mut line = Vec::new();
+        let _ = io::BufRead::read_until(&mut io::BufReader::new(f.take(1 << 20)), b'\n', &mut line);
+        let Ok(h) = serde_json::from_slice::<Head>(&line) else {
+            continue;
+        };
+        let Some(m) = h.outputs else { continue };
+        let Some(mp) = blob_path(store, &m) else {
+            continue;
+        };
+        live.insert(m);
+        let Ok(bytes) = fs::read(&mp) else { continue };
+        let Ok(man) = serde_json::from_slice::<Manifest>(&bytes) else {
+            continue;
+        };
+        for r in man.roots {
+            for node in r.nodes {
+                if let Kind::File { blob, .. } = node.kind {
+                    live.insert(blob);
+                }
+            }
+        }
+    }
+    Ok(live)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(p: &str, kind: Kind) -> Node {
+        Node {
+            p: p.into(),
+            kind,
+            mtime: 0,
+            nsec: 0,
+        }
+    }
+
+    #[test]
+    fn blob_names_never_leave_the_store() {
+        let s = Path::new("/s");
+        let hex = "ab".repeat(32);
+        assert_eq!(
+            blob_path(s, &hex),
+            Some(s.join("ab").join(&hex[2..])),
+            "a plain blob"
+        );
+        assert!(
+            blob_path(s, &format!("{hex}x")).is_some(),
+            "an executable one"
+        );
+        for bad in [
+            "../../etc/passwd",
+            "",
+            "ab",
+            &hex.to_uppercase(),
+            &format!("{hex}y"),
+        ] {
+            assert_eq!(blob_path(s, bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_hostile_manifest_never_writes_through_a_symlink_or_out_of_the_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        fs::create_dir(&victim).unwrap();
+        let store = d.path().join("store");
+        fs::create_dir(&store).unwrap();
+        let dir = || Kind::Dir { mode: 0o755 };
+        let link = || Kind::Symlink {
+            target: victim.to_string_lossy().into_owned(),
+        };
+        let hostile = [
+            // A directory node under a symlink the manifest made.
+            vec![node("", dir()), node("l", link()), node("l/evil", dir())],
+            // `..` and an empty name.
+            vec![node("", dir()), node("a", dir()), node("a/..", dir())],
+            vec![node("", dir()), node("../x", dir())],
+            vec![node("", dir()), node("a//b", dir())],
+            // A hard link to a later node, or to a non-file.
+            vec![node("", dir()), node("h", Kind::Hardlink { to: 0 })],
+            // A root that is not the path itself.
+            vec![node("x", dir())],
+        ];
+        for (i, nodes) in hostile.into_iter().enumerate() {
+            let root = Root {
+                path: "out".into(),
+                nodes,
+            };
+            let tmp = d.path().join(format!("t{i}"));
+            let r = build_at(&store, &root, &tmp, false).unwrap();
+            assert!(r.is_err(), "case {i} is damage");
+            assert_eq!(fs::read_dir(&victim).unwrap().count(), 0, "case {i}");
+            assert!(!d.path().join("x").exists(), "case {i}");
+        }
+    }
+
+    #[test]
+    fn paths_outside_or_through_symlinks_are_refused() {
+        for bad in ["/abs", "..", "a/../b", ".", "./", ""] {
+            assert!(
+                check_paths(&[PathBuf::from(bad)]).is_err(),
+                "{bad:?} is refused"
+            );
+        }
+        assert!(check_paths(&[PathBuf::from("a"), PathBuf::from("./a/b")]).is_err());
+        assert!(check_paths(&[PathBuf::from("nonexistent/deeper/x")]).is_ok());
+    }
+}

@@ -1,0 +1,652 @@
+//! cache-run --output: byte-exact restore of a generated tree (nested,
+//! symlinks in and out of the tree, hard links, modes, mtimes, a name with
+//! a newline) against an independent snapshot, edits of restored files,
+//! 8 concurrent misses, SIGKILL during store and restore, eviction of
+//! exactly the unshared blobs, hostile trees and paths, the Redis refusal
+//! and the shell wrapper.
+//!
+//! The oracles are computed here without ffkit: a snapshot of a tree is
+//! every path with its kind, mode, mtime (ns), content or link target and
+//! hard-link group (by inode); the size oracle is the engine's (top-level
+//! files) plus every regular file under `.store/XX/`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::cache_run::{runs, wrapper};
+use crate::util::*;
+
+/// One path of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Item {
+    Dir {
+        mode: u32,
+        mtime: (i64, i64),
+    },
+    File {
+        mode: u32,
+        mtime: (i64, i64),
+        content: Vec<u8>,
+        group: String,
+    },
+    Symlink {
+        target: PathBuf,
+    },
+}
+
+/// Every path under `root` (not following symlinks), independently of
+/// ffkit: hard links grouped by inode under the first path of the group.
+fn snapshot(root: &Path) -> BTreeMap<String, Item> {
+    let mut out = BTreeMap::new();
+    let mut groups: BTreeMap<u64, String> = BTreeMap::new();
+    let mut paths = vec![String::new()];
+    let mut all = Vec::new();
+    while let Some(rel) = paths.pop() {
+        let p = if rel.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(&rel)
+        };
+        let m = fs::symlink_metadata(&p).unwrap();
+        if m.is_dir() {
+            for e in fs::read_dir(&p).unwrap().flatten() {
+                let n = e.file_name().into_string().unwrap();
+                paths.push(if rel.is_empty() {
+                    n
+                } else {
+                    format!("{rel}/{n}")
+                });
+            }
+        }
+        all.push((rel, p, m));
+    }
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    for (rel, p, m) in all {
+        let mtime = (m.mtime(), m.mtime_nsec());
+        let item = if m.file_type().is_symlink() {
+            Item::Symlink {
+                target: fs::read_link(&p).unwrap(),
+            }
+        } else if m.is_dir() {
+            Item::Dir {
+                mode: m.mode() & 0o7777,
+                mtime,
+            }
+        } else {
+            let group = groups.entry(m.ino()).or_insert_with(|| rel.clone()).clone();
+            Item::File {
+                mode: m.mode() & 0o7777,
+                mtime,
+                content: fs::read(&p).unwrap(),
+                group,
+            }
+        };
+        out.insert(rel, item);
+    }
+    out
+}
+
+/// Bytes of the engine's oracle plus every blob in `.store/XX/`.
+fn oracle_with_store(cache: &Path) -> (u64, u64) {
+    let (mut bytes, entries) = oracle(cache);
+    for b in blobs(cache) {
+        bytes += fs::symlink_metadata(&b).unwrap().len();
+    }
+    (bytes, entries)
+}
+
+fn blobs(cache: &Path) -> BTreeSet<PathBuf> {
+    let mut out = BTreeSet::new();
+    let Ok(rd) = fs::read_dir(cache.join(".store")) else {
+        return out;
+    };
+    for fan in rd.flatten() {
+        let n = fan.file_name().into_string().unwrap();
+        if n.len() != 2 || !fan.file_type().unwrap().is_dir() {
+            continue;
+        }
+        for b in fs::read_dir(fan.path()).unwrap().flatten() {
+            if b.file_type().unwrap().is_file() {
+                out.insert(b.path());
+            }
+        }
+    }
+    out
+}
+
+/// The index files agree with the oracle (store included), no journal is
+/// left, and `cache-size --verify` agrees too.
+fn assert_exact_with_store(w: &World, what: &str) {
+    // A size query first: it repairs what a killed process left.
+    let o = w.cmd("cache-size").arg("--json").output().unwrap();
+    assert!(o.status.success(), "{what}: cache-size: {}", stderr_of(&o));
+    let (bytes, entries) = oracle_with_store(&w.cache());
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["bytes"], bytes, "{what}: cache-size bytes");
+    let read = |n: &str| fs::read_to_string(w.cache().join(n)).unwrap_or_default();
+    assert_eq!(read(".size-index"), format!("{bytes}\n"), "{what}: bytes");
+    assert_eq!(
+        read(".entry-count"),
+        format!("{entries}\n"),
+        "{what}: entries"
+    );
+    assert!(!w.cache().join(".journal").exists(), "{what}: journal left");
+    let o = w.cmd("cache-size").arg("--verify").output().unwrap();
+    assert!(o.status.success(), "{what}: verify: {}", stderr_of(&o));
+}
+
+/// Generates a tree of about `n` files under `root`: nested dirs, files of
+/// varied sizes and modes, duplicate contents (shared blobs), hard links,
+/// symlinks inside and out of the tree, a name with a newline, a read-only
+/// directory, set mtimes.
+fn generate(root: &Path, n: usize) {
+    fs::create_dir_all(root).unwrap();
+    for i in 0..n {
+        let d = root.join(format!("d{}/e{}", i % 17, i % 5));
+        fs::create_dir_all(&d).unwrap();
+        let f = d.join(format!("f{i}"));
+        // Every 7th file has the content of another: shared blobs.
+        let body = if i % 7 == 0 {
+            b"duplicate content\n".to_vec()
+        } else {
+            format!("file {i}\n").repeat(i % 50 + 1).into_bytes()
+        };
+        fs::write(&f, body).unwrap();
+        let mode = match i % 3 {
+            0 => 0o644,
+            1 => 0o755,
+            _ => 0o600,
+        };
+        fs::set_permissions(&f, fs::Permissions::from_mode(mode)).unwrap();
+    }
+    fs::write(root.join("big"), vec![7u8; 300_000]).unwrap();
+    fs::hard_link(root.join("big"), root.join("d0/big-link")).unwrap();
+    fs::hard_link(root.join("big"), root.join("d1/big-link2")).unwrap();
+    fs::write(root.join("new\nline name"), "newline\n").unwrap();
+    fs::write(root.join("empty"), "").unwrap();
+    symlink("d0/e0/f0", root.join("in-tree")).unwrap();
+    symlink("/etc", root.join("to-etc")).unwrap();
+    symlink("../../../outside", root.join("d2/out")).unwrap();
+    symlink("dangling-target", root.join("dangling")).unwrap();
+    let ro = root.join("ro");
+    fs::create_dir(&ro).unwrap();
+    fs::write(ro.join("inside"), "ro\n").unwrap();
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+    // mtimes: every file a distinct one, with nanoseconds.
+    let c = Command::new("find")
+        .arg(root)
+        .args([
+            "-exec",
+            "touch",
+            "-h",
+            "-d",
+            "2021-03-04 05:06:07.123456789",
+            "{}",
+            "+",
+        ])
+        .status()
+        .unwrap();
+    assert!(c.success());
+}
+
+/// `ffkit cache-run ARGS -- sh -c SCRIPT` in the world.
+fn run(w: &World, args: &[&str], script: &str) -> Command {
+    let mut c = w.cmd("cache-run");
+    c.args(args).args(["--", "sh", "-c", script]);
+    c
+}
+
+fn ok(c: &mut Command) -> String {
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The script that "builds" `out` from `src` and counts its runs.
+const COPY: &str = "echo run >> runs; cp -a src out; echo built";
+
+fn remove_tree(p: &Path) {
+    if fs::symlink_metadata(p).is_err() {
+        return;
+    }
+    Command::new("chmod")
+        .args(["-R", "u+rwx"])
+        .arg(p)
+        .status()
+        .unwrap();
+    fs::remove_dir_all(p).unwrap();
+}
+
+#[test]
+fn a_generated_tree_is_restored_byte_exact_and_replaces_what_stood_there() {
+    let w = World::new();
+    generate(&w.path().join("src"), 2000);
+    assert_eq!(ok(&mut run(&w, &["--output", "out"], COPY)), "built\n");
+    let want = snapshot(&w.path().join("out"));
+    assert!(want.len() > 2000, "{}", want.len());
+    assert_exact_with_store(&w, "after the store");
+    // Blobs: one per distinct (content, exec bit), /etc never read.
+    let store = blobs(&w.cache());
+    assert!(
+        store.len() < 2000,
+        "duplicates share a blob: {}",
+        store.len()
+    );
+    // What stood at the path goes: another tree with other files.
+    remove_tree(&w.path().join("out"));
+    fs::create_dir_all(w.path().join("out/stray/deeper")).unwrap();
+    fs::write(w.path().join("out/stray/deeper/x"), "x").unwrap();
+    assert_eq!(ok(&mut run(&w, &["--output", "out"], COPY)), "built\n");
+    assert_eq!(runs(&w), 1, "the second call is a hit");
+    assert_eq!(snapshot(&w.path().join("out")), want);
+    // Nothing is left beside it.
+    let siblings: Vec<_> = fs::read_dir(w.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".ffkit"))
+        .collect();
+    assert!(siblings.is_empty(), "{siblings:?}");
+    // A file in place of the tree is replaced too; so is nothing at all.
+    remove_tree(&w.path().join("out"));
+    fs::write(w.path().join("out"), "a file").unwrap();
+    ok(&mut run(&w, &["--output", "out"], COPY));
+    assert_eq!(snapshot(&w.path().join("out")), want);
+    remove_tree(&w.path().join("out"));
+    ok(&mut run(&w, &["--output", "out"], COPY));
+    assert_eq!(snapshot(&w.path().join("out")), want);
+    assert_eq!(runs(&w), 1);
+    assert_exact_with_store(&w, "after the hits");
+
+    // --link: same content and tree, files are hard links into the store.
+    remove_tree(&w.path().join("out"));
+    ok(&mut run(&w, &["--output", "out", "--link"], COPY));
+    let got = snapshot(&w.path().join("out"));
+    assert_eq!(got.len(), want.len());
+    for (p, item) in &want {
+        match (item, &got[p]) {
+            (
+                Item::File { content: a, .. },
+                Item::File {
+                    content: b, mode, ..
+                },
+            ) => {
+                assert_eq!(a, b, "{p}");
+                assert_eq!(mode & 0o222, 0, "{p}: read-only with --link");
+            }
+            (a, b) => assert_eq!(a, b, "{p}"),
+        }
+    }
+    let m = fs::metadata(w.path().join("out/big")).unwrap();
+    assert!(
+        m.nlink() >= 4,
+        "big is linked from the store: {}",
+        m.nlink()
+    );
+    assert_eq!(runs(&w), 1);
+    assert_exact_with_store(&w, "after --link");
+}
+
+#[test]
+fn an_edit_of_a_restored_file_never_changes_the_cache() {
+    let w = World::new();
+    let script = "echo run >> runs; mkdir -p out/a; printf original > out/a/f; chmod 640 out/a/f";
+    ok(&mut run(&w, &["--output", "out"], script));
+    let want = snapshot(&w.path().join("out"));
+    fs::remove_dir_all(w.path().join("out")).unwrap();
+    ok(&mut run(&w, &["--output", "out"], script));
+    // Edit in place (same inode), append, chmod.
+    fs::write(w.path().join("out/a/f"), "EDITED").unwrap();
+    fs::set_permissions(w.path().join("out/a/f"), fs::Permissions::from_mode(0o777)).unwrap();
+    let before = blobs(&w.cache())
+        .into_iter()
+        .map(|b| (fs::read(&b).unwrap(), b))
+        .collect::<Vec<_>>();
+    ok(&mut run(&w, &["--output", "out"], script));
+    assert_eq!(snapshot(&w.path().join("out")), want, "the original again");
+    let after = blobs(&w.cache())
+        .into_iter()
+        .map(|b| (fs::read(&b).unwrap(), b))
+        .collect::<Vec<_>>();
+    assert_eq!(before, after, "the store is untouched");
+    assert_eq!(runs(&w), 1);
+}
+
+#[test]
+fn eight_concurrent_misses_run_once_and_each_restores_its_own_dir() {
+    let w = World::new();
+    let runs_file = w.path().join("runs");
+    let script = format!(
+        "echo run >> '{}'; mkdir out; i=0; while [ $i -lt 200 ]; do echo $i > out/f$i; i=$((i+1)); done; echo done",
+        runs_file.display()
+    );
+    let mut kids = Vec::new();
+    for i in 0..8 {
+        let d = w.path().join(format!("wt{i}"));
+        fs::create_dir(&d).unwrap();
+        let mut c = run(&w, &["--output", "out"], &script);
+        c.current_dir(&d)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        kids.push((d, c.spawn().unwrap()));
+    }
+    for (d, k) in kids {
+        let o = k.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "done\n");
+        for i in 0..200 {
+            assert_eq!(
+                fs::read_to_string(d.join(format!("out/f{i}"))).unwrap(),
+                format!("{i}\n")
+            );
+        }
+    }
+    assert_eq!(runs(&w), 1, "one run for 8 concurrent misses");
+    assert_exact_with_store(&w, "after 8 misses");
+}
+
+/// Spawns `c` and SIGKILLs it as soon as `cond` holds (polled without a
+/// sleep); whether it was caught before it ended.
+fn kill_when(mut c: Command, mut cond: impl FnMut() -> bool) -> bool {
+    let mut child = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        if cond() {
+            let caught = child.try_wait().unwrap().is_none();
+            let _ = child.kill();
+            let _ = child.wait();
+            return caught;
+        }
+        if child.try_wait().unwrap().is_some() || Instant::now() > end {
+            return false;
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn sigkill_during_store_and_restore_never_leaves_half_a_tree_and_the_index_stays_exact() {
+    let w = World::new();
+    generate(&w.path().join("src"), 1500);
+    let store_tmp = |w: &World| {
+        fs::read_dir(w.cache().join(".store")).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        })
+    };
+    // Store: killed while blobs are being written. The entry is absent or
+    // whole, the index exact after a repair.
+    let mut caught_store = 0;
+    for _ in 0..3 {
+        remove_tree(&w.path().join("out"));
+        if kill_when(run(&w, &["--output", "out", "--force"], COPY), || {
+            store_tmp(&w)
+        }) {
+            caught_store += 1;
+        }
+        assert_exact_with_store(&w, "after a store was killed");
+    }
+    remove_tree(&w.path().join("out"));
+    ok(&mut run(&w, &["--output", "out"], COPY));
+    let want = snapshot(&w.path().join("out"));
+    let runs_before = runs(&w);
+    // Restore: killed while the tree is built aside. The path holds the old
+    // tree or the whole new one, never a part.
+    let mut caught_restore = 0;
+    for _ in 0..3 {
+        remove_tree(&w.path().join("out"));
+        fs::create_dir_all(w.path().join("out/old")).unwrap();
+        fs::write(w.path().join("out/old/marker"), "old").unwrap();
+        let old = snapshot(&w.path().join("out"));
+        let building = || {
+            fs::read_dir(w.path()).is_ok_and(|rd| {
+                rd.flatten().any(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with(".ffkit-restore-")
+                })
+            })
+        };
+        if kill_when(run(&w, &["--output", "out"], COPY), building) {
+            caught_restore += 1;
+        }
+        let now = snapshot(&w.path().join("out"));
+        assert!(now == old || now == want, "half a tree at the path");
+        assert_exact_with_store(&w, "after a restore was killed");
+    }
+    // The next restore is whole and removes what the killed ones left.
+    ok(&mut run(&w, &["--output", "out"], COPY));
+    assert_eq!(snapshot(&w.path().join("out")), want);
+    assert_eq!(runs(&w), runs_before, "restores ran nothing");
+    let left: Vec<_> = fs::read_dir(w.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".ffkit-restore-")
+        })
+        .collect();
+    assert!(left.is_empty(), "dead builds are removed");
+    eprintln!("killed mid-store {caught_store}/3, mid-restore {caught_restore}/3");
+}
+
+#[test]
+fn eviction_frees_exactly_the_blobs_no_other_entry_uses() {
+    let w = World::new();
+    let make = |extra: &str| {
+        format!("mkdir -p out; printf shared > out/shared; printf '{extra}' > out/own")
+    };
+    ok(&mut run(
+        &w,
+        &["--output", "out", "--scope", "a"],
+        &make("only in a"),
+    ));
+    let after_a = blobs(&w.cache());
+    ok(&mut run(
+        &w,
+        &["--output", "out", "--scope", "b"],
+        &make("only in b"),
+    ));
+    let after_b = blobs(&w.cache());
+    // a: shared + own + manifest; b adds its own file and manifest.
+    assert_eq!(after_a.len(), 3);
+    assert_eq!(after_b.len(), 5);
+    assert_exact_with_store(&w, "two entries");
+    // Dropping a frees a's own blob and manifest, nothing of b's.
+    let o = run(
+        &w,
+        &["--output", "out", "--scope", "a", "--invalidate"],
+        &make("only in a"),
+    )
+    .output()
+    .unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let after_inv = blobs(&w.cache());
+    let gone: BTreeSet<_> = after_b.difference(&after_inv).cloned().collect();
+    let a_only: BTreeSet<_> = after_a.difference(&after_b).cloned().collect();
+    assert!(a_only.is_empty());
+    assert_eq!(gone.len(), 2, "a's own file and manifest: {gone:?}");
+    assert!(gone.is_subset(&after_a));
+    assert_exact_with_store(&w, "after --invalidate");
+    // b still restores whole.
+    fs::remove_dir_all(w.path().join("out")).unwrap();
+    ok(&mut run(
+        &w,
+        &["--output", "out", "--scope", "b"],
+        &make("only in b"),
+    ));
+    assert_eq!(
+        fs::read_to_string(w.path().join("out/own")).unwrap(),
+        "only in b"
+    );
+    // A dry run says what would go and removes nothing.
+    let o = w
+        .cmd("cache-evict")
+        .args(["--all", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let b_bytes: u64 = after_inv
+        .iter()
+        .map(|b| fs::metadata(b).unwrap().len())
+        .sum();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.ends_with(&format!("would sweep 3 output blobs ({b_bytes} bytes)\n")),
+        "{text}"
+    );
+    let o = w
+        .cmd("cache-evict")
+        .args(["--all", "--dry-run", "--json"])
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["output_blobs"]["blobs"], 3, "{j}");
+    assert_eq!(j["output_blobs"]["bytes"], b_bytes, "{j}");
+    assert_eq!(blobs(&w.cache()), after_inv, "a dry run removes nothing");
+    // Evicting everything frees every blob.
+    w.cmd("cache-evict").arg("--all").assert().success();
+    assert!(blobs(&w.cache()).is_empty(), "{:?}", blobs(&w.cache()));
+    assert_exact_with_store(&w, "after cache-evict --all");
+}
+
+#[test]
+fn hostile_trees_and_paths_are_refused_or_stored_safely() {
+    let w = World::new();
+    // Paths: refused with one line and exit 2, before anything runs.
+    fs::create_dir(w.path().join("real")).unwrap();
+    symlink("real", w.path().join("via")).unwrap();
+    for bad in ["/tmp/x", "../x", "a/../../x", ".", "via/out"] {
+        let o = run(&w, &["--output", bad], "echo run >> runs")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr_of(&o));
+        assert_eq!(stderr_lines(&o).len(), 1, "{bad}: {}", stderr_of(&o));
+    }
+    let o = run(
+        &w,
+        &["--output", "a", "--output", "a/b"],
+        "echo run >> runs",
+    )
+    .output()
+    .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr_of(&o));
+    assert_eq!(runs(&w), 0, "nothing ran");
+    // A FIFO in the tree: the run's output and status pass, nothing stored.
+    let fifo = "echo run >> runs; mkdir -p f; mkfifo f/pipe; echo made";
+    let o = run(&w, &["--output", "f"], fifo).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n");
+    let err = stderr_of(&o);
+    assert!(err.contains("not cached") && err.contains("FIFO"), "{err}");
+    assert_eq!(stderr_lines(&o).len(), 1, "{err}");
+    assert!(
+        blobs(&w.cache()).is_empty(),
+        "no blob of a refused tree is left"
+    );
+    assert_exact_with_store(&w, "after the FIFO");
+    // A symlink to /etc: stored as a link, never followed.
+    let etc = "echo run >> runs; mkdir -p e; ln -s /etc e/etc; ln -s /etc/passwd e/pw";
+    ok(&mut run(&w, &["--output", "e"], etc));
+    let store_bytes: u64 = blobs(&w.cache())
+        .iter()
+        .map(|b| fs::metadata(b).unwrap().len())
+        .sum();
+    assert!(store_bytes < 4096, "only a manifest: {store_bytes}");
+    fs::remove_dir_all(w.path().join("e")).unwrap();
+    ok(&mut run(&w, &["--output", "e"], etc));
+    assert_eq!(
+        fs::read_link(w.path().join("e/etc")).unwrap(),
+        Path::new("/etc")
+    );
+    assert_eq!(
+        fs::read_link(w.path().join("e/pw")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    // A failed run is not stored: the next call runs again.
+    let failing = "echo run >> runs; mkdir -p g; echo half > g/x; exit 3";
+    let n = runs(&w);
+    for _ in 0..2 {
+        let o = run(&w, &["--output", "g"], failing).output().unwrap();
+        assert_eq!(o.status.code(), Some(3));
+    }
+    assert_eq!(runs(&w), n + 2);
+    // The output missing after the command: not cached, one line.
+    let o = run(&w, &["--output", "never"], "echo run >> runs")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(stderr_of(&o).contains("not cached"), "{}", stderr_of(&o));
+}
+
+#[test]
+fn output_on_redis_is_refused_with_one_line() {
+    let w = World::new();
+    let o = w
+        .cmd("cache-run")
+        .args([
+            "--backend",
+            "redis://127.0.0.1:1",
+            "--output",
+            "out",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr_of(&o));
+    assert_eq!(stderr_lines(&o).len(), 1, "{}", stderr_of(&o));
+    assert!(stderr_of(&o).contains("local backend"), "{}", stderr_of(&o));
+    // --stale cannot go with --output (a background refresh would have
+    // nowhere to restore to); --link needs --output.
+    for args in [
+        &["--output", "out", "--stale", "5", "--", "true"][..],
+        &["--link", "--", "true"][..],
+    ] {
+        let o = w.cmd("cache-run").args(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr_of(&o));
+    }
+}
+
+#[test]
+fn cache_command_output_works_through_the_wrapper_with_and_without_the_builtin() {
+    for builtin in ["on", "off"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fs::create_dir_all(root.join("repo/.git")).unwrap();
+        fs::create_dir_all(root.join("home")).unwrap();
+        let script = r#"
+            c='echo run >> runs; mkdir -p node_modules/.bin; echo "module" > node_modules/m.js; echo installed'
+            cache_command --output node_modules -- sh -c "$c"
+            rm -rf node_modules
+            cache_command --output node_modules -- sh -c "$c"
+            cat node_modules/m.js
+        "#;
+        let mut c = wrapper(root, "bash", script);
+        if builtin == "off" {
+            c.env("FFKIT_BUILTIN", "off");
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{builtin}: {}", stderr_of(&o));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "installed\ninstalled\nmodule\n",
+            "{builtin}"
+        );
+        let runs = fs::read_to_string(root.join("repo/runs")).unwrap();
+        assert_eq!(
+            runs.lines().count(),
+            1,
+            "{builtin}: the second call is a hit"
+        );
+    }
+}

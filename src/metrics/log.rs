@@ -26,10 +26,11 @@
 //!   ([`crate::hostfd`]: the highest free number below min(soft
 //!   `RLIMIT_NOFILE`, 1024), not close-on-exec, closed in every forked
 //!   child), keyed by path, device, inode and pid. A script's
-//!   `exec 200>f` or a low `ulimit -n` never meets it; `exec prog` leaves it
-//!   open in the new program, like a held lock's. Each append re-verifies it (fstat: still our file at that
-//!   descriptor number; after the shared lock, stat: still the file at the
-//!   path) and otherwise reopens, so a trim or cleanup (new inode), a path
+//!   `exec 200>f` or a low `ulimit -n` never meets it; `exec prog` leaves
+//!   it open in the new program, like a held lock's. Each append
+//!   re-verifies it (fstat: still our file at that descriptor number; after
+//!   the shared lock, stat: still the file at the path) and otherwise
+//!   reopens, so a trim or cleanup (new inode), a path
 //!   change, a fork (another pid) or a script that closed or reused the
 //!   number is followed exactly as the open-per-append path follows it.
 //!   Cost: fstat, flock, stat, write, unlock.

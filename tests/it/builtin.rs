@@ -1221,6 +1221,15 @@ fn sixteen_scripts_on_every_path_with_sigkilled_holders_count_exactly() {
     let persona = d.join("flock");
     std::os::unix::fs::symlink(bin(), &persona).unwrap();
     let stop = d.join("stop");
+    // Written when the kills are over, or when this test fails before that
+    // (so the scripts never loop on after it).
+    struct Stop(PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = fs::write(&self.0, "");
+        }
+    }
+    let stop_guard = Stop(stop.clone());
     let incr = format!(
         "mkdir '{d}/in' 2>/dev/null || echo two >>'{d}/violations'; \
          read -r n <'{c}'; echo $((n + 1)) >'{c}.tmp'; mv '{c}.tmp' '{c}'; rmdir '{d}/in'",
@@ -1284,7 +1293,7 @@ fn sixteen_scripts_on_every_path_with_sigkilled_holders_count_exactly() {
         signal(&h, libc::SIGKILL);
         let _ = h.wait();
     }
-    fs::write(&stop, "").unwrap();
+    drop(stop_guard);
     let mut total = 0;
     for k in kids {
         let s = ok(&k.wait_with_output().unwrap());

@@ -12,6 +12,7 @@
 //! - [`config`]: the environment contract, parsed once.
 //! - [`error`]: the one error type and the exit-code table.
 //! - [`units`], [`fsutil`]: shared parsers and careful file primitives.
+//! - [`hostfd`]: where a long-lived host (the bash builtin) keeps its descriptors.
 
 pub mod backend;
 pub mod cache;
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub(crate) mod fsutil;
+pub mod hostfd;
 pub mod lock;
 pub mod memo;
 pub mod metrics;

@@ -3,19 +3,16 @@
 //! NAME` … `ffkit lock-release NAME` run in the builtin.
 //!
 //! Each lock is a kernel flock(2) on the lock file's own open file
-//! description, kept on a descriptor of the shell at the top of its range:
-//! the highest free number below the soft `RLIMIT_NOFILE`, capped at 1024
-//! (so 1023, 1022 … normally; 199 … under `ulimit -n 200`). Scripts use low
-//! numbers (`exec 9>f`, `exec 200>f`) and bash allocates its own
-//! (`{var}>f`, saved descriptors) upwards from 10, so neither meets them.
-//! The descriptors are *not* close-on-exec: bash treats a descriptor of 10
-//! or more with close-on-exec as one of its own saved copies and undoes a
-//! script's redirection onto it, and `exec prog` keeps the lock, as the
-//! fallback's and the old library's do. Instead every fork of the shell
-//! closes them in the child (`pthread_atfork`): a subshell, `$( )`, a
-//! pipeline stage, `&` or a command bash starts never carries the shell's
-//! lock descriptors, so a killed shell frees its locks at once, whatever
-//! its children do, and no child can unlock them.
+//! description, kept on a descriptor of the shell placed by
+//! `ffkit::hostfd` (the one rule for every descriptor the builtin keeps):
+//! at the top of the shell's range, below min(soft `RLIMIT_NOFILE`, 1024),
+//! where scripts' and bash's own numbers never meet it, *not* close-on-exec
+//! (bash would take it for one of its saved copies, and `exec prog` keeps
+//! the lock, as the fallback's and the old library's do), and closed in
+//! every forked child: a subshell, `$( )`, a pipeline stage, `&` or a
+//! command bash starts never carries the shell's lock descriptors, so a
+//! killed shell frees its locks at once, whatever its children do, and no
+//! child can unlock them.
 //!
 //! The table records the owning pid: a forked subshell has a copy of the
 //! table (not of the descriptors) and ignores entries that are not its own.
@@ -37,6 +34,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ffkit::config::Config;
+use ffkit::hostfd;
 use ffkit::lock::holder::{Holder, KIND_FD};
 use ffkit::lock::kernel::{self, Method};
 use ffkit::lock::{Denied, Kind, fd};
@@ -47,109 +45,6 @@ use crate::shell;
 /// Lock files are created 0600, whatever the umask, like the library's
 /// (the dir itself comes from `lock::lock_dir`, which creates it 0700).
 const FILE_MODE: u32 = 0o600;
-
-/// The lowest descriptor a held lock may use (below it: the script's and
-/// bash's), and the highest number ever used (a soft limit in the millions
-/// must not make every fork copy a descriptor table that large).
-const MIN_FD: i32 = 10;
-const FD_CEILING: u64 = 1024;
-
-/// The lock descriptors of this process, for the fork handler: a child
-/// closes every one of them (lock-free: the handler runs in a new child).
-static FORK_CLOSES: [std::sync::atomic::AtomicI32; 256] =
-    [const { std::sync::atomic::AtomicI32::new(-1) }; 256];
-
-extern "C" fn close_in_child() {
-    for slot in &FORK_CLOSES {
-        let fd = slot.swap(-1, std::sync::atomic::Ordering::Relaxed);
-        if fd >= 0 {
-            // SAFETY: closing a descriptor number this process's parent
-            // registered as a lock descriptor; in the child nothing else
-            // owns it (its table entry is forgotten, never closed again).
-            unsafe { libc::close(fd) };
-        }
-    }
-}
-
-/// Registers the fork handler once per process (a loaded library's handler
-/// is unregistered by glibc when the library is unloaded).
-fn register_fork_handler() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: registers a child handler that only makes close(2) calls
-        // and atomic stores.
-        unsafe { libc::pthread_atfork(None, None, Some(close_in_child)) };
-    });
-}
-
-fn fork_closes(fd: i32) -> bool {
-    FORK_CLOSES.iter().any(|s| {
-        s.compare_exchange(
-            -1,
-            fd,
-            std::sync::atomic::Ordering::Relaxed,
-            std::sync::atomic::Ordering::Relaxed,
-        )
-        .is_ok()
-    })
-}
-
-fn fork_keeps(fd: i32) {
-    for s in &FORK_CLOSES {
-        let _ = s.compare_exchange(
-            fd,
-            -1,
-            std::sync::atomic::Ordering::Relaxed,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-    }
-}
-
-/// Runs `f` (which starts a child process with `std::process`, whose
-/// posix_spawn does not run fork handlers) with the lock descriptors marked
-/// close-on-exec, so the child never gets them either; cleared again after.
-pub fn with_locks_closed_on_exec<T>(f: impl FnOnce() -> T) -> T {
-    let fds: Vec<i32> = FORK_CLOSES
-        .iter()
-        .map(|s| s.load(std::sync::atomic::Ordering::Relaxed))
-        .filter(|&fd| fd >= 0)
-        .collect();
-    let set = |on: bool| {
-        for &fd in &fds {
-            // SAFETY: flag changes on this process's own lock descriptors.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, if on { libc::FD_CLOEXEC } else { 0 }) };
-        }
-    };
-    set(true);
-    let r = f();
-    set(false);
-    r
-}
-
-/// A new descriptor for `file` at the top of the shell's range: the highest
-/// free number below min(soft RLIMIT_NOFILE, 1024), not close-on-exec.
-fn high_fd(file: &std::fs::File) -> std::io::Result<OwnedFd> {
-    use std::os::fd::FromRawFd;
-    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(FD_CEILING);
-    let top = i32::try_from(soft.min(FD_CEILING)).unwrap_or(1024);
-    for n in (MIN_FD..top).rev() {
-        // SAFETY: F_GETFD only asks whether the number is open.
-        if unsafe { libc::fcntl(n, libc::F_GETFD) } != -1 {
-            continue;
-        }
-        // SAFETY: duplicates our own open file to the lowest free number
-        // >= n, which is n (just seen free; bash is single-threaded).
-        let got = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_DUPFD, n) };
-        if got < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `got` was just created by F_DUPFD and is owned by nobody else.
-        return Ok(unsafe { OwnedFd::from_raw_fd(got) });
-    }
-    Err(std::io::Error::from_raw_os_error(libc::EMFILE))
-}
 
 struct Entry {
     path: PathBuf,
@@ -235,9 +130,8 @@ pub fn acquire(
             (r, _) => r,
         }
         .map_err(|e| Error::io("cannot open the lock file", path, e))?;
-        register_fork_handler();
-        let fd =
-            high_fd(&file).map_err(|e| Error::io("cannot keep the lock file open", path, e))?;
+        let fd = hostfd::high_fd(&file)
+            .map_err(|e| Error::io("cannot keep the lock file open", path, e))?;
         drop(file);
         let raw = fd.as_raw_fd();
         let mut signal = None;
@@ -284,7 +178,7 @@ pub fn acquire(
         if current.is_some_and(|m| m.dev() == st.st_dev && m.ino() == st.st_ino) {
             // Registered only now: the helper child that waited for the
             // lock (a fork of the shell) had to keep this descriptor.
-            if !fork_closes(raw) {
+            if !hostfd::fork_closes(raw) {
                 return Err(Error::LockFailed(format!(
                     "{}: this shell holds 256 locks already",
                     path.display()
@@ -292,7 +186,7 @@ pub fn acquire(
                 .into());
             }
             if let Err(e) = fd::write_record(raw, Method::Flock, &record, st.st_size as u64, path) {
-                fork_keeps(raw);
+                hostfd::fork_keeps(raw);
                 return Err(e.into());
             }
             table().push(Entry {
@@ -344,7 +238,7 @@ pub fn release(path: &Path) -> Result<()> {
     };
     let e = t.swap_remove(i);
     drop(t);
-    fork_keeps(e.fd.as_raw_fd());
+    hostfd::fork_keeps(e.fd.as_raw_fd());
     let same = rustix::fs::fstat(&e.fd).is_ok_and(|st| st.st_dev == e.dev && st.st_ino == e.ino);
     if !same {
         // Someone replaced the descriptor: it is not our lock any more.

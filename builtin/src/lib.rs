@@ -438,7 +438,7 @@ fn spawn(argv: &[OsString]) -> u8 {
             None => cmd.env_remove(k),
         };
     }
-    match shell::with_sigchld_blocked(|| held::with_locks_closed_on_exec(|| cmd.status())) {
+    match shell::with_sigchld_blocked(|| ffkit::hostfd::with_closed_on_exec(|| cmd.status())) {
         Ok(st) => {
             use std::os::unix::process::ExitStatusExt;
             match (st.code(), st.signal()) {

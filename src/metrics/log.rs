@@ -22,17 +22,22 @@
 //!
 //! - **Kept descriptor** (a long-lived process: the bash builtin, see
 //!   [`keep_descriptor_open`]): the appender's descriptor stays open across
-//!   appends, at 200 or above with close-on-exec, keyed by path, device,
-//!   inode and pid. Each append re-verifies it (fstat: still our file at that
-//!   descriptor number; after the shared lock, stat: still the file at the
-//!   path) and otherwise reopens, so a trim or cleanup (new inode), a path
+//!   appends, placed as the builtin's lock descriptors are
+//!   ([`crate::hostfd`]: the highest free number below min(soft
+//!   `RLIMIT_NOFILE`, 1024), not close-on-exec, closed in every forked
+//!   child), keyed by path, device, inode and pid. A script's
+//!   `exec 200>f` or a low `ulimit -n` never meets it; `exec prog` leaves
+//!   it open in the new program, like a held lock's. Each append
+//!   re-verifies it (fstat: still our file at that descriptor number; after
+//!   the shared lock, stat: still the file at the path) and otherwise
+//!   reopens, so a trim or cleanup (new inode), a path
 //!   change, a fork (another pid) or a script that closed or reused the
 //!   number is followed exactly as the open-per-append path follows it.
 //!   Cost: fstat, flock, stat, write, unlock.
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -158,10 +163,6 @@ static KEEP: AtomicBool = AtomicBool::new(false);
 /// dropped on first use.
 static KEPT: Mutex<Option<Kept>> = Mutex::new(None);
 
-/// The lowest number a kept descriptor may use, far above the ones scripts
-/// redirect (`exec 3>file`), like the builtin's held locks.
-const KEPT_MIN_FD: i32 = 200;
-
 struct Kept {
     path: PathBuf,
     fd: OwnedFd,
@@ -201,10 +202,13 @@ fn kept() -> std::sync::MutexGuard<'static, Option<Kept>> {
 
 /// Keeps `f` (just used to append to `path`, whose identity is `meta`).
 fn keep(path: &Path, f: File, meta: &fs::Metadata) {
-    let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&f, KEPT_MIN_FD) else {
+    let Ok(fd) = crate::hostfd::high_fd(&f) else {
         return;
     };
     drop(f);
+    if !crate::hostfd::fork_closes(fd.as_raw_fd()) {
+        return;
+    }
     let old = kept().replace(Kept {
         path: path.to_path_buf(),
         fd,
@@ -220,6 +224,7 @@ fn keep(path: &Path, f: File, meta: &fs::Metadata) {
 /// Drops a kept descriptor: closes it when the number still names our file,
 /// else leaves the number alone (the script closed or reused it).
 fn forget_kept(k: Kept) {
+    crate::hostfd::fork_keeps(k.fd.as_raw_fd());
     let ours = rustix::fs::fstat(&k.fd).is_ok_and(|st| st.st_dev == k.dev && st.st_ino == k.ino);
     if ours {
         drop(k.fd);
@@ -251,6 +256,7 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
         Ok(st) if st.st_dev == k.dev && st.st_ino == k.ino => st.st_size as u64,
         _ => {
             if let Some(k) = slot.take() {
+                crate::hostfd::fork_keeps(k.fd.as_raw_fd());
                 std::mem::forget(k.fd);
             }
             return Ok(None);
@@ -264,6 +270,7 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
     if !current {
         let _ = rustix::fs::flock(fd, rustix::fs::FlockOperation::Unlock);
         if let Some(k) = slot.take() {
+            crate::hostfd::fork_keeps(k.fd.as_raw_fd());
             drop(k.fd);
         }
         return Ok(None);
@@ -274,6 +281,7 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
         Ok(()) => Ok(Some(size + row.len() as u64)),
         Err(e) => {
             if let Some(k) = slot.take() {
+                crate::hostfd::fork_keeps(k.fd.as_raw_fd());
                 drop(k.fd);
             }
             Err(Error::io("cannot append to", path, e))

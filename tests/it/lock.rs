@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::util::*;
 
 const PROCS: usize = 16;
-const INCREMENTS: usize = 50;
+const INCREMENTS: usize = 15;
 
 fn lock_dir(w: &World) -> PathBuf {
     w.path().join("locks")

@@ -1,0 +1,121 @@
+//! Descriptors a long-lived host process keeps across calls (the bash
+//! builtin: its held locks and its kept metrics log), placed where a
+//! script's own descriptors never meet them.
+//!
+//! - **Where**: the highest free number below min(soft `RLIMIT_NOFILE`,
+//!   1024) (so 1023, 1022 … normally; 199 … under `ulimit -n 200`). Scripts
+//!   use low numbers (`exec 9>f`, `exec 200>f`) and bash allocates its own
+//!   (`{var}>f`, saved descriptors) upwards from 10, so neither meets them.
+//!   The cap keeps a soft limit in the millions from making every fork copy
+//!   a descriptor table that large.
+//! - **Not close-on-exec**: bash treats a descriptor of 10 or more with
+//!   close-on-exec as one of its own saved copies and undoes a script's
+//!   redirection onto it (`exec 200>f` silently reverted).
+//! - **Closed in every forked child** instead ([`fork_closes`], a
+//!   `pthread_atfork` child handler): a subshell, `$( )`, a pipeline stage,
+//!   `&` or a command bash starts never carries them; a child started with
+//!   `std::process` (posix_spawn runs no fork handlers) is started inside
+//!   [`with_closed_on_exec`].
+//!
+//! The owner unregisters a descriptor ([`fork_keeps`]) before it closes it
+//! or learns the script reused its number, so a child never closes a
+//! descriptor of the script's.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// The lowest number used (below it: the script's and bash's first ones).
+const MIN_FD: i32 = 10;
+/// The highest number ever used, whatever the soft limit.
+const FD_CEILING: u64 = 1024;
+
+/// The registered descriptors of this process, for the fork handler: a
+/// child closes every one of them (lock-free: the handler runs in a new
+/// child).
+static FORK_CLOSES: [AtomicI32; 256] = [const { AtomicI32::new(-1) }; 256];
+
+extern "C" fn close_in_child() {
+    for slot in &FORK_CLOSES {
+        let fd = slot.swap(-1, Ordering::Relaxed);
+        if fd >= 0 {
+            // SAFETY: closing a descriptor number this process's parent
+            // registered as its own; in the child nothing else owns it (its
+            // owner's record is forgotten, never closed again).
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+/// Registers the fork handler once per process (a loaded library's handler
+/// is unregistered by glibc when the library is unloaded).
+fn register_fork_handler() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: registers a child handler that only makes close(2) calls
+        // and atomic stores.
+        unsafe { libc::pthread_atfork(None, None, Some(close_in_child)) };
+    });
+}
+
+/// A new descriptor for `file` at the top of the range (see the module
+/// doc), not close-on-exec and not yet registered with [`fork_closes`].
+pub fn high_fd(file: &impl AsRawFd) -> std::io::Result<OwnedFd> {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(FD_CEILING);
+    let top = i32::try_from(soft.min(FD_CEILING)).unwrap_or(1024);
+    for n in (MIN_FD..top).rev() {
+        // SAFETY: F_GETFD only asks whether the number is open.
+        if unsafe { libc::fcntl(n, libc::F_GETFD) } != -1 {
+            continue;
+        }
+        // SAFETY: duplicates our own open file to the lowest free number
+        // >= n, which is n (just seen free; the host is single-threaded).
+        let got = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_DUPFD, n) };
+        if got < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: `got` was just created by F_DUPFD and is owned by nobody else.
+        return Ok(unsafe { OwnedFd::from_raw_fd(got) });
+    }
+    Err(std::io::Error::from_raw_os_error(libc::EMFILE))
+}
+
+/// Makes every forked child close `fd`; false when 256 are registered
+/// already (the caller then does not keep it).
+pub fn fork_closes(fd: i32) -> bool {
+    register_fork_handler();
+    FORK_CLOSES.iter().any(|s| {
+        s.compare_exchange(-1, fd, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    })
+}
+
+/// Undoes [`fork_closes`] for `fd` (about to be closed, or no longer ours).
+pub fn fork_keeps(fd: i32) {
+    for s in &FORK_CLOSES {
+        let _ = s.compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed);
+    }
+}
+
+/// Runs `f` (which starts a child process with `std::process`, whose
+/// posix_spawn does not run fork handlers) with the registered descriptors
+/// marked close-on-exec, so the child never gets them either; cleared
+/// again after.
+pub fn with_closed_on_exec<T>(f: impl FnOnce() -> T) -> T {
+    let fds: Vec<i32> = FORK_CLOSES
+        .iter()
+        .map(|s| s.load(Ordering::Relaxed))
+        .filter(|&fd| fd >= 0)
+        .collect();
+    let set = |on: bool| {
+        for &fd in &fds {
+            // SAFETY: flag changes on this process's own registered descriptors.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, if on { libc::FD_CLOEXEC } else { 0 }) };
+        }
+    };
+    set(true);
+    let r = f();
+    set(false);
+    r
+}

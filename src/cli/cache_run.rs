@@ -213,6 +213,8 @@ pub fn fast_args(args: &[OsString]) -> Option<Args> {
         key_stdin: false,
         scope: None,
         discard_failures: false,
+        outputs: Vec::new(),
+        link: false,
         action: Action::Run,
         json: false,
         refresh_key: None,

@@ -707,8 +707,9 @@ fn locked(o: &Opts, what: What, ctx: &mut Ctx) -> Answer {
     execute(a, ctx).map_err(|e| match (fd, &e) {
         // The descriptor is open (checked above), so the lock call's EBADF
         // (an OFD lock the descriptor's mode does not allow) is what
-        // `lock::fd` calls "not open": flock(1) says `N: Bad file descriptor`.
-        (Some(fd), Error::Validation(m)) if m.ends_with("not open") => (
+        // `lock::fd::fd_error` explains as "descriptor N: not open" or "…
+        // open read-only/write-only": flock(1) says `N: Bad file descriptor`.
+        (Some(fd), Error::Validation(m)) if m.starts_with(&format!("descriptor {fd}")) => (
             sysexits::EX_DATAERR,
             format!(
                 "{fd}: {}",

@@ -53,6 +53,17 @@ run lock-named-pair "sh -c '$bin lock-acquire n && $bin lock-release n'" \
 run cache-write "$bin cache-write k v" "$R $bin cache-write k v"
 run cache-read "$bin cache-read k" "$R $bin cache-read k"
 run cache-size "$bin cache-size" "$R $bin cache-size"
+# Issue 24's floor: a minimal C client, one process start and one round
+# trip (scripts/ref_redis_roundtrip.c), against ffkit's call on Redis.
+cc -O2 -o "$W/floor" "$here/ref_redis_roundtrip.c"
+floor() { # NAME FLOOR-WORDS FFKIT-CALL
+  hyperfine -N --warmup 20 --runs "${RUNS:-300}" --export-json "$out/floor-$1.json" \
+    -n floor "$W/floor $port $2" -n ffkit "$3" >/dev/null
+  jq -r --arg n "$1" '.results | "\($n) vs the C floor: floor \(.[0].median*1000 | . * 1000 | round / 1000) ms, ffkit \(.[1].median*1000 | . * 1000 | round / 1000) ms (\(.[1].median / .[0].median * 100 | round / 100)x)"' "$out/floor-$1.json"
+}
+floor cache-read "GET x" "$R $bin cache-read k"
+floor cache-write "SET x v" "$R $bin cache-write k v"
+floor lock-round "SET x v" "$R $bin lock-acquire lk -- true"
 # cache-run: a hit (one read, replay), and a miss (--force: take the
 # per-key lock, run the command, store, release).
 "$bin" cache-run --ttl 0 -- true

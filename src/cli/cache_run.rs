@@ -307,12 +307,12 @@ pub fn run_args(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
             Whence::Dir(d) => Some(d.join(memo::RUN_DIR)),
             Whence::Backend(_) => None,
         };
-        let s = memo::Spool::read(&mut io::stdin().lock(), dir.as_deref())?;
+        let s = memo::Spool::read(&mut ctx.stdin(), dir.as_deref())?;
         let h = s.info.hash;
         spool = Some(s);
         Some(h)
     } else {
-        Some(memo::Spool::hash(&mut io::stdin().lock())?)
+        Some(memo::Spool::hash(&mut ctx.stdin())?)
     };
     let spec = key_spec(&a, stdin_hash)?;
     let key = memo::key::compute(&spec)?;

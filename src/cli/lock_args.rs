@@ -221,8 +221,7 @@ impl Dialect {
     /// when flock exits (after the command's own output; never with `-F`,
     /// whose exec discards it), a terminal at once.
     pub fn defers_verbose(self) -> bool {
-        use std::io::IsTerminal;
-        self.verbose_on_stdout() && !std::io::stdout().is_terminal()
+        self.verbose_on_stdout() && !rustix::termios::isatty(rustix::stdio::stdout())
     }
 
     /// The one waiting line: printed with `--verbose` or `FF_DEBUG=true`, or

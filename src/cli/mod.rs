@@ -229,6 +229,8 @@ pub enum Sink {
     Buffer(Vec<u8>),
 }
 
+// The one writer of the process's standard output (clippy.toml).
+#[allow(clippy::disallowed_methods)]
 impl Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
@@ -310,7 +312,8 @@ impl Ctx {
             .map_err(|e| Error::io("cannot write", "standard output", e))
     }
 
-    /// The applet's standard input.
+    /// The applet's standard input (the one reader of it: clippy.toml).
+    #[allow(clippy::disallowed_methods)]
     pub fn stdin(&mut self) -> Box<dyn BufRead> {
         match &mut self.input {
             Input::Stdin => Box::new(io::stdin().lock()),

@@ -358,13 +358,13 @@ pub fn cache_write(
     key: &str,
     value: Option<&[u8]>,
     ttl: u64,
-    ctx: &Ctx,
+    ctx: &mut Ctx,
 ) -> Result<ExitCode> {
     let owned;
     let bytes = match value {
         Some(v) => v,
         None => {
-            owned = rcache::read_value(key, &mut std::io::stdin().lock())?;
+            owned = rcache::read_value(key, &mut ctx.stdin())?;
             &owned
         }
     };

@@ -760,7 +760,9 @@ pub fn run_leased(
 }
 
 /// Standard input, when it is the terminal and ffkit's group is in its
-/// foreground (an interactive `lock-acquire NAME -- CMD`).
+/// foreground (an interactive `lock-acquire NAME -- CMD`). Only the
+/// terminal's process group is asked and set through it; nothing is read.
+#[allow(clippy::disallowed_methods)]
 fn foreground_tty() -> Option<std::io::Stdin> {
     let stdin = std::io::stdin();
     let fg = rustix::termios::isatty(&stdin)

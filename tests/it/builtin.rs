@@ -457,6 +457,20 @@ fn sigterm_to_a_shell_waiting_in_the_builtin_returns_143_and_the_shell_survives(
 /// A script trapping `trap_name` waits in the builtin for a held lock; the
 /// signal ends the wait with `code`, the trap runs, and the shell goes on
 /// using the builtin.
+/// Whether /proc/locks lists a request blocked on `path` (a `->` line
+/// naming its inode): someone waits for it in the kernel.
+fn blocked_on(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ino) = fs::metadata(path).map(|m| m.ino()) else {
+        return false;
+    };
+    let needle = format!(":{ino} ");
+    fs::read_to_string("/proc/locks").is_ok_and(|l| {
+        l.lines()
+            .any(|line| line.contains(" -> ") && line.contains(&needle))
+    })
+}
+
 fn signal_to_a_waiting_shell(sig: i32, trap_name: &str, code: i32) {
     let r = Repo::new();
     let blocker = r.ns().join("locks/block.lock");
@@ -471,8 +485,10 @@ fn signal_to_a_waiting_shell(sig: i32, trap_name: &str, code: i32) {
     c.stdout(Stdio::piped()).stderr(Stdio::piped());
     let child = c.spawn().unwrap();
     until("the shell to wait", || marker.exists());
-    // Let it get into the wait proper.
-    std::thread::sleep(Duration::from_millis(200));
+    // In the wait proper: the kernel lists a blocked request on the file.
+    until("a blocked lock request on the file", || {
+        blocked_on(&blocker)
+    });
     let sent = Instant::now();
     signal(&child, sig);
     let o = child.wait_with_output().unwrap();

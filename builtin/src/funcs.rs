@@ -520,9 +520,9 @@ fn lock(func: &str, p: &Paths, name: LockName<'_>, session: bool, dev: Option<&O
     };
     if code == 0 && cfg.perf_monitoring {
         let op = if acquiring {
-            "lock_acquire"
+            ffkit::metrics::Op::LockAcquire
         } else {
-            "lock_release"
+            ffkit::metrics::Op::LockRelease
         };
         let _ = ffkit::metrics::record_self(&cfg, None, op, start.elapsed());
     }

@@ -2,6 +2,7 @@
 //! acquisition and one index update, or read many keys at once.
 
 use super::ExitCode;
+use crate::metrics::Op;
 use std::fs;
 use std::io::{BufRead, Read};
 use std::path::PathBuf;
@@ -104,7 +105,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     if let Some(t) = &remote {
         super::remote::no_dir(t, a.dir.as_deref())?;
         if a.read {
-            ctx.metric = Some("batch_read");
+            ctx.metric = Some(Op::BatchRead);
             return read(&a, ctx, &mut |keys, ctx| {
                 super::remote::cache_read_many(t, keys, ctx)
             });
@@ -114,7 +115,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         let cache = ctx
             .cache(a.dir.as_deref())?
             .with_progress(super::progress::for_call(m));
-        ctx.metric = Some("batch_read");
+        ctx.metric = Some(Op::BatchRead);
         return read(&a, ctx, &mut |keys, _| cache.read_many(keys));
     }
     let input = match &a.file {

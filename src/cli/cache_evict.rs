@@ -2,6 +2,7 @@
 //! the cache fits, or clear it.
 
 use super::ExitCode;
+use crate::metrics::Op;
 use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
@@ -83,7 +84,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         json: m.get_flag("json"),
     };
     if a.policy.all {
-        ctx.metric = Some("clear_developer_cache");
+        ctx.metric = Some(Op::ClearDeveloperCache);
     }
     if let Some(t) = super::backend_of(m, ctx)? {
         super::remote::no_dir(&t, a.dir.as_deref())?;

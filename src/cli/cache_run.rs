@@ -3,6 +3,7 @@
 //! only; the logic is `memo`.
 
 use super::ExitCode;
+use crate::metrics::Op;
 use std::ffi::OsString;
 use std::io;
 use std::path::PathBuf;
@@ -16,7 +17,6 @@ use crate::memo::{
     self, FileMode, KeySpec, Memo, Options, Outcome, RefreshPlan, Remote, Request, RunKey, Shape,
     Store,
 };
-use crate::metrics::hit_ratio;
 
 /// The TTL when `--ttl` is not given.
 pub const DEFAULT_TTL: u64 = 60;
@@ -293,7 +293,7 @@ pub fn run_args(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
             .ok_or_else(|| Error::Validation(format!("--refresh-key '{hex}': not a key")))?;
         let o = Memo::new(store, key).refresh(&a.cmd, &opts)?;
         if o.source == memo::Source::Refreshed {
-            ctx.metric = Some(hit_ratio::REFRESH_OP);
+            ctx.metric = Some(Op::CacheRunRefresh);
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -374,9 +374,9 @@ pub fn run_args(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
         memo.run(&req, &opts, &mut out, &mut err)
     }?;
     ctx.metric = Some(if outcome.source.cached() {
-        hit_ratio::HIT_OP
+        Op::CacheRunHit
     } else {
-        hit_ratio::MISS_OP
+        Op::CacheRunMiss
     });
     if let Some(why) = &outcome.store_error {
         ctx.note(format_args!("not cached: {why}"));

@@ -2,6 +2,7 @@
 //! walk; rebuild and verify the index.
 
 use super::ExitCode;
+use crate::metrics::Op;
 use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
@@ -109,7 +110,7 @@ fn exec(
     }
     let cache = ctx.cache(a.dir.as_deref())?.with_progress(progress);
     if a.rebuild {
-        ctx.metric = Some("rebuild_size_index");
+        ctx.metric = Some(Op::RebuildSizeIndex);
         let t = cache.rebuild()?;
         return print(ctx, a, t, Source::Walk, None).map(|()| ExitCode::SUCCESS);
     }

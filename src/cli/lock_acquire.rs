@@ -6,6 +6,7 @@
 //! `lock::acquire`.
 
 use super::ExitCode;
+use crate::metrics::Op;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -161,7 +162,7 @@ fn remote(a: LockArgs, t: &crate::backend::Target, ctx: &mut Ctx) -> Result<Exit
                 "-u/--unlock takes NAME, not a command".into(),
             ));
         }
-        ctx.metric = Some("lock_release");
+        ctx.metric = Some(Op::LockRelease);
         let rel = super::remote::Release {
             target,
             force: false,

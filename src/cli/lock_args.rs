@@ -5,6 +5,7 @@
 //! what [`Report`] hears and maps the [`Outcome`] to an exit code
 //! (docs/locks.md, "Exit codes").
 
+use crate::metrics::Op;
 use std::ffi::OsString;
 use std::fmt::Display;
 use std::os::unix::io::RawFd;
@@ -443,7 +444,7 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
         };
         if a.unlock {
             if a.dialect == Dialect::Ffkit {
-                ctx.metric = Some("lock_release");
+                ctx.metric = Some(Op::LockRelease);
             }
             return unlock_fd(fd, path.as_deref(), owner, a.quiet);
         }
@@ -485,7 +486,7 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
                 )));
             }
             None if a.unlock => {
-                ctx.metric = Some("lock_release");
+                ctx.metric = Some(Op::LockRelease);
                 return release_named(
                     ctx,
                     &target,

@@ -10,6 +10,7 @@
 //! Each applet module exposes `command()` (its clap definition) and `run()`;
 //! `run` turns the matches into a plain args struct before any logic runs.
 
+use crate::metrics::Op;
 use std::ffi::{OsStr, OsString};
 use std::io::{self, BufRead, IsTerminal, Read, Write};
 use std::os::fd::{AsRawFd, IntoRawFd};
@@ -66,7 +67,7 @@ pub struct Applet {
     pub name: &'static str,
     pub command: fn() -> Command,
     pub run: fn(&ArgMatches, &mut Ctx) -> Result<ExitCode>,
-    pub metric: Option<&'static str>,
+    pub metric: Option<crate::metrics::Op>,
     pub link: LinkPolicy,
     /// The EXAMPLES section of its man page (`docs.rs`); a test in the
     /// xtask crate fails when it is empty.
@@ -97,7 +98,7 @@ pub static APPLETS: &[Applet] = &[
         name: "cache-size",
         command: cache_size::command,
         run: cache_size::run,
-        metric: Some("get_cache_size"),
+        metric: Some(Op::GetCacheSize),
         link: LinkPolicy::Default,
         examples: docs::CACHE_SIZE,
     },
@@ -105,7 +106,7 @@ pub static APPLETS: &[Applet] = &[
         name: "cache-write",
         command: cache_write::command,
         run: cache_write::run,
-        metric: Some("write_cache"),
+        metric: Some(Op::WriteCache),
         link: LinkPolicy::Default,
         examples: docs::CACHE_WRITE,
     },
@@ -113,7 +114,7 @@ pub static APPLETS: &[Applet] = &[
         name: "cache-read",
         command: cache_read::command,
         run: cache_read::run,
-        metric: Some("read_cache"),
+        metric: Some(Op::ReadCache),
         link: LinkPolicy::Default,
         examples: docs::CACHE_READ,
     },
@@ -121,7 +122,7 @@ pub static APPLETS: &[Applet] = &[
         name: "cache-batch",
         command: cache_batch::command,
         run: cache_batch::run,
-        metric: Some("batch_write"),
+        metric: Some(Op::BatchWrite),
         link: LinkPolicy::Default,
         examples: docs::CACHE_BATCH,
     },
@@ -129,7 +130,7 @@ pub static APPLETS: &[Applet] = &[
         name: "cache-evict",
         command: cache_evict::command,
         run: cache_evict::run,
-        metric: Some("enforce_cache_limits"),
+        metric: Some(Op::EnforceCacheLimits),
         link: LinkPolicy::Default,
         examples: docs::CACHE_EVICT,
     },
@@ -146,7 +147,7 @@ pub static APPLETS: &[Applet] = &[
         name: "lock-acquire",
         command: lock_acquire::command,
         run: lock_acquire::run,
-        metric: Some("lock_acquire"),
+        metric: Some(Op::LockAcquire),
         link: LinkPolicy::Default,
         examples: docs::LOCK_ACQUIRE,
     },
@@ -154,7 +155,7 @@ pub static APPLETS: &[Applet] = &[
         name: "lock-release",
         command: lock_release::command,
         run: lock_release::run,
-        metric: Some("lock_release"),
+        metric: Some(Op::LockRelease),
         link: LinkPolicy::Default,
         examples: docs::LOCK_RELEASE,
     },
@@ -209,7 +210,7 @@ pub struct Ctx {
     pub cfg: Config,
     /// The operation name recorded for this run; an applet may change it
     /// (e.g. `cache-batch --read` records `batch_read`) or clear it.
-    pub metric: Option<&'static str>,
+    pub metric: Option<crate::metrics::Op>,
     /// The cache dir whose default metrics log receives this run's row.
     pub metric_dir: Option<PathBuf>,
     /// The duration to record instead of the whole run's (e.g. lock-acquire

@@ -3,6 +3,7 @@
 //! of the plain requests below and hands over at one dispatch point; the
 //! logic lives in `backend::redis`, this module only words the outcome.
 
+use crate::metrics::Op;
 use std::time::Duration;
 
 use serde_json::json;
@@ -449,7 +450,7 @@ pub fn cache_size(t: &Target, a: Size, ctx: &mut Ctx) -> Result<ExitCode> {
     };
     if a.rebuild || a.verify {
         if a.rebuild {
-            ctx.metric = Some("rebuild_size_index");
+            ctx.metric = Some(Op::RebuildSizeIndex);
         }
         let v = c.verify(a.fix || a.rebuild)?;
         if v.counted == v.recount || a.rebuild {

@@ -8,9 +8,9 @@ use std::fmt;
 
 use super::aggregate::Report;
 
-pub const HIT_OP: &str = "cache_run_hit";
-pub const MISS_OP: &str = "cache_run_miss";
-pub const REFRESH_OP: &str = "cache_run_refresh";
+pub const HIT_OP: &str = super::Op::CacheRunHit.as_str();
+pub const MISS_OP: &str = super::Op::CacheRunMiss.as_str();
+pub const REFRESH_OP: &str = super::Op::CacheRunRefresh.as_str();
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HitRatio {

@@ -29,6 +29,54 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
+/// The operations ffkit records its own runs under: the contract's names
+/// (the old library's `record_performance_metric` rows) and cache-run's.
+/// Written once here; the applet table, the lock front end, the builtin and
+/// the hit-ratio report name them through this type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    GetCacheSize,
+    RebuildSizeIndex,
+    WriteCache,
+    ReadCache,
+    BatchWrite,
+    BatchRead,
+    EnforceCacheLimits,
+    ClearDeveloperCache,
+    LockAcquire,
+    LockRelease,
+    CacheRunHit,
+    CacheRunMiss,
+    CacheRunRefresh,
+}
+
+impl Op {
+    /// The name in the log's `operation` column.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Op::GetCacheSize => "get_cache_size",
+            Op::RebuildSizeIndex => "rebuild_size_index",
+            Op::WriteCache => "write_cache",
+            Op::ReadCache => "read_cache",
+            Op::BatchWrite => "batch_write",
+            Op::BatchRead => "batch_read",
+            Op::EnforceCacheLimits => "enforce_cache_limits",
+            Op::ClearDeveloperCache => "clear_developer_cache",
+            Op::LockAcquire => "lock_acquire",
+            Op::LockRelease => "lock_release",
+            Op::CacheRunHit => "cache_run_hit",
+            Op::CacheRunMiss => "cache_run_miss",
+            Op::CacheRunRefresh => "cache_run_refresh",
+        }
+    }
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// File name of the default log inside a cache dir.
 pub const DEFAULT_LOG_NAME: &str = ".perf-metrics.csv";
 
@@ -49,9 +97,10 @@ pub fn log_path(cfg: &Config, cache_dir: Option<&Path>) -> Result<PathBuf> {
 pub fn record_self(
     cfg: &Config,
     cache_dir: Option<&Path>,
-    op: &str,
+    op: Op,
     elapsed: Duration,
 ) -> Result<Option<PathBuf>> {
+    let op = op.as_str();
     let path = log_path(cfg, cache_dir)?;
     if !cfg.perf_monitoring {
         return Ok(None);

@@ -481,7 +481,7 @@ fn lock(func: &str, p: &Paths, name: LockName<'_>, session: bool, dev: Option<&O
         }
     };
     let mut file_name = name.0.to_os_string();
-    file_name.push(".lock");
+    file_name.push(ffkit::lock::SUFFIX);
     let acquiring = func.starts_with("acquire");
     // A release only looks the file up in the held-lock table. An
     // acquisition sets the dir up first only where that includes a check

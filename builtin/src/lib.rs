@@ -351,7 +351,7 @@ fn named_request(applet: &[u8], rest: &[OsString]) -> Option<Named> {
                 n.timeout = Some(ffkit::units::parse_seconds(s).ok()?);
             }
             b if b.starts_with(b"-") => return None,
-            b if b.contains(&b'/') => return None,
+            _ if ffkit::lock::names_a_path(a) => return None,
             _ if name.is_some() => return None,
             _ => name = Some(a.clone()),
         }

@@ -642,7 +642,7 @@ pub(super) fn release_named(ctx: &mut Ctx, name: &str, r: &Releasing<'_>) -> Res
         force: r.force,
         as_pids: release::releasers(r.owner),
         dotlock: r.dotlock,
-        is_name: !name.contains('/'),
+        is_name: !lock::names_a_path(name),
     };
     match release::release(&rel)? {
         Released::Done(h) => {

@@ -67,7 +67,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         return super::remote::lock_status(&t, s, ctx);
     }
     let path = lock::resolve(&a.target, &ctx.cfg, a.lock_dir.as_deref(), a.session)?;
-    let is_name = !a.target.contains('/');
+    let is_name = !lock::names_a_path(&a.target);
     let st = status::status(&path, a.dotlock, is_name, ctx.cfg.lock_stale_after)?;
     let code = if st.held {
         ExitCode::SUCCESS

@@ -38,7 +38,7 @@ pub struct Acquire {
 /// The lock name of a target: a NAME is checked like a local lock name; a
 /// path (command mode's LOCKFILE) is used verbatim as the name.
 fn lock_name(target: &str) -> Result<&str> {
-    if target.contains('/') {
+    if crate::lock::names_a_path(target) {
         return Ok(target);
     }
     crate::lock::validate_name(target)

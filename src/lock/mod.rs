@@ -262,6 +262,14 @@ pub fn validate_name_bytes(name: &[u8]) -> Result<()> {
 /// names for critical and session locks.
 pub const SUFFIX: &str = ".lock";
 
+/// The one `NAME|FILE` rule of every lock applet, the builtin and the
+/// Redis lock names: an argument with a `/` is a path to a lock file,
+/// anything else a NAME.
+pub fn names_a_path(arg: impl AsRef<std::ffi::OsStr>) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    arg.as_ref().as_bytes().contains(&b'/')
+}
+
 /// `NAME|FILE`: an argument with a `/` is a path to a lock file; anything
 /// else is a name, whose one file is `<lock dir>/NAME.lock` (the dir is
 /// resolved only then, so a path costs no lock-dir set-up).
@@ -271,7 +279,7 @@ pub fn resolve(
     explicit_dir: Option<&Path>,
     session: bool,
 ) -> Result<PathBuf> {
-    if arg.contains('/') {
+    if names_a_path(arg) {
         return Ok(PathBuf::from(arg));
     }
     let name = validate_name(arg)?;

@@ -669,19 +669,26 @@ impl Cache {
     /// A change to the output store (`.store/`, see `memo::output`): `f`
     /// runs under the exclusive lock, renames or unlinks blobs, and returns
     /// the bytes it added (positive) or freed (negative); the index moves by
-    /// exactly that. Crash-safe: an empty journal ([`journal::mark_unknown`])
+    /// exactly that. `Ok(None)`: `f` replaced a blob someone damaged by
+    /// hand, so what the index counted for it is unknown, and the index is
+    /// set from a walk instead. Crash-safe: an empty journal ([`journal::mark_unknown`])
     /// marks the change before `f` touches anything, so a process killed in
     /// between leaves "unknown", and the next call walks (the walk counts
     /// the store). If `f` fails, the index is set from a walk.
     pub fn store_change<F>(&self, f: F) -> Result<Totals>
     where
-        F: FnOnce() -> Result<i64>,
+        F: FnOnce() -> Result<Option<i64>>,
     {
         let r = self.lock_and_repair()?;
         journal::mark_unknown(&self.dir)
             .map_err(|e| Error::io("cannot write", self.path(journal::JOURNAL_FILE), e))?;
         match f() {
-            Ok(delta) => {
+            Ok(None) => {
+                let t = self.walk_locked()?;
+                self.persist(None, t)?;
+                Ok(t)
+            }
+            Ok(Some(delta)) => {
                 let mut t = r.totals;
                 t.bytes = if delta < 0 {
                     t.bytes.saturating_sub(delta.unsigned_abs())

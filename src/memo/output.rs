@@ -260,7 +260,7 @@ pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
     let bytes = serde_json::to_vec(&m)
         .map_err(|e| Error::General(format!("cannot encode the output manifest: {e}")))?;
     let manifest = blake3::hash(&bytes).to_hex().to_string();
-    if !names.contains(&manifest) && !blob_exists(&store, &manifest) {
+    if !names.contains(&manifest) && !blob_exists(&store, &manifest, bytes.len() as u64) {
         let (tmp, _) = fsutil::write_temp(&store, &bytes)?;
         set_mode(&tmp, 0o444)?;
         pending.0.push(NewBlob {
@@ -274,31 +274,39 @@ pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
     }
     c.store_change(|| {
         let mut added = 0i64;
+        let mut repaired = false;
         for b in &pending.0 {
             let Some(dest) = blob_path(&store, &b.name) else {
                 continue;
             };
-            if fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file()) {
-                continue; // stored meanwhile by another run: ours goes
-            }
-            if let Some(parent) = dest.parent() {
-                fsutil::create_private_dir(parent)?;
-            }
             // Measured now: the bytes the walk will find.
             let size = fs::symlink_metadata(&b.tmp)
                 .map_err(|e| Error::io("cannot stat", &b.tmp, e))?
                 .len();
+            match fs::symlink_metadata(&dest) {
+                // Stored meanwhile by another run: ours goes.
+                Ok(m) if m.is_file() && m.len() == size => continue,
+                // Damaged by hand (cut short, grown, replaced): ours
+                // replaces it, and the index is recounted.
+                Ok(_) => repaired = true,
+                Err(_) => added += size as i64,
+            }
+            if let Some(parent) = dest.parent() {
+                fsutil::create_private_dir(parent)?;
+            }
             fs::rename(&b.tmp, &dest).map_err(|e| Error::io("cannot install", &dest, e))?;
-            added += size as i64;
         }
-        Ok(added)
+        Ok((!repaired).then_some(added))
     })?;
     drop(pending);
     Ok(Stored { manifest, _gc: gc })
 }
 
-fn blob_exists(store: &Path, name: &str) -> bool {
-    blob_path(store, name).is_some_and(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_file()))
+/// Whether the store has blob `name` whole: a file of the `len` bytes its
+/// content has (a blob damaged by hand is stored again, not trusted).
+fn blob_exists(store: &Path, name: &str, len: u64) -> bool {
+    blob_path(store, name)
+        .is_some_and(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.len() == len))
 }
 
 fn set_mode(p: &Path, mode: u32) -> Result<()> {
@@ -424,13 +432,13 @@ fn put_blob(
     };
     let mut f = open()?;
     let mut h = blake3::Hasher::new();
-    io::copy(&mut f, &mut h).map_err(|e| Error::io("cannot read", path, e))?;
+    let len = io::copy(&mut f, &mut h).map_err(|e| Error::io("cannot read", path, e))?;
     let mut name = h.finalize().to_hex().to_string();
     let exec = mode & 0o111 != 0;
     if exec {
         name.push('x');
     }
-    if names.contains(&name) || blob_exists(store, &name) {
+    if names.contains(&name) || blob_exists(store, &name, len) {
         return Ok(name);
     }
     let (tmp, mut t) = fsutil::create_temp(store)?;
@@ -802,7 +810,7 @@ pub fn sweep(c: &Cache, dry_run: bool, gone: &[String]) -> Result<Swept> {
                 freed += m.len() as i64;
             }
         }
-        Ok(-freed)
+        Ok(Some(-freed))
     })?;
     Ok(s)
 }

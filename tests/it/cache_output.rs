@@ -317,6 +317,31 @@ fn an_edit_of_a_restored_file_never_changes_the_cache() {
 }
 
 #[test]
+fn a_blob_damaged_by_hand_is_stored_again_and_the_next_call_is_a_hit() {
+    let w = World::new();
+    let script = "echo run >> runs; mkdir -p out; printf hello-blob > out/f";
+    ok(&mut run(&w, &["--output", "out"], script));
+    // The one blob holding hello-blob, cut short (the manifest is the other).
+    let blob = blobs(&w.cache())
+        .into_iter()
+        .find(|b| fs::read(b).unwrap() == b"hello-blob")
+        .unwrap();
+    let f = fs::OpenOptions::new().write(true).open(&blob).unwrap();
+    f.set_len(3).unwrap();
+    drop(f);
+    // Damage is a miss: the command runs and the blob is stored again ...
+    ok(&mut run(&w, &["--output", "out"], script));
+    assert_eq!(runs(&w), 2);
+    assert_eq!(fs::read(&blob).unwrap(), b"hello-blob");
+    assert_exact_with_store(&w, "after the repair");
+    // ... so the next call is a hit that restores the right bytes.
+    fs::remove_dir_all(w.path().join("out")).unwrap();
+    ok(&mut run(&w, &["--output", "out"], script));
+    assert_eq!(runs(&w), 2, "a hit again");
+    assert_eq!(fs::read(w.path().join("out/f")).unwrap(), b"hello-blob");
+}
+
+#[test]
 fn eight_concurrent_misses_run_once_and_each_restores_its_own_dir() {
     let w = World::new();
     let runs_file = w.path().join("runs");

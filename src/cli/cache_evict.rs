@@ -101,7 +101,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let cache = ctx
         .cache(a.dir.as_deref())?
         .with_progress(super::progress::for_call(m));
-    let report = cache.evict(&a.policy)?;
+    let mut report = cache.evict(&a.policy)?;
     if !a.policy.dry_run {
         // cache-run's per-key files of keys that have no entry any more.
         match crate::memo::store::prune_local(&cache) {
@@ -122,6 +122,8 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             Default::default()
         }
     };
+    // What is left (or would be) counts the sweep too.
+    report.after.bytes = report.after.bytes.saturating_sub(swept.bytes);
     match swept {
         s if s.busy => ctx.debug(format_args!(
             "output store busy (a store or restore runs): not swept this time"

@@ -537,9 +537,20 @@ fn eviction_frees_exactly_the_blobs_no_other_entry_uses() {
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["output_blobs"]["blobs"], 3, "{j}");
     assert_eq!(j["output_blobs"]["bytes"], b_bytes, "{j}");
+    assert_eq!(
+        j["after"]["bytes"], 0,
+        "what would be left, sweep included: {j}"
+    );
     assert_eq!(blobs(&w.cache()), after_inv, "a dry run removes nothing");
-    // Evicting everything frees every blob.
-    w.cmd("cache-evict").arg("--all").assert().success();
+    // Evicting everything frees every blob, and the report says so.
+    let o = w
+        .cmd("cache-evict")
+        .args(["--all", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["after"]["bytes"], 0, "what is left, sweep included: {j}");
     assert!(blobs(&w.cache()).is_empty(), "{:?}", blobs(&w.cache()));
     assert_exact_with_store(&w, "after cache-evict --all");
 }

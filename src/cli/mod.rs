@@ -296,7 +296,7 @@ impl Read for Fd0 {
 impl Ctx {
     /// One line on stderr, prefixed with the program name.
     pub fn note(&self, msg: impl std::fmt::Display) {
-        let _ = writeln!(io::stderr().lock(), "{}: {msg}", self.prog);
+        let _ = writeln!(io::stderr().lock(), "{}: {}", self.prog, one_line(&msg));
     }
 
     /// A debug line on stderr when `FF_DEBUG=true`.
@@ -693,15 +693,18 @@ fn run_parsed(
 
 /// Prints one error line and returns its exit code. A broken pipe on stdout
 /// is a quiet success, as `head` closing the pipe is not a failure.
+/// One line, whatever the message quotes (a value or path with a newline).
+fn one_line(msg: &impl std::fmt::Display) -> String {
+    msg.to_string().replace('\n', "\\n").replace('\r', "\\r")
+}
+
 pub(crate) fn report(prog: &str, e: &Error) -> ExitCode {
     if let Error::Io { source, .. } = e
         && source.kind() == io::ErrorKind::BrokenPipe
     {
         return ExitCode::SUCCESS;
     }
-    // One line, whatever the message quotes (a value or path with a newline).
-    let msg = e.to_string().replace('\n', "\\n").replace('\r', "\\r");
-    let _ = writeln!(io::stderr().lock(), "{prog}: {msg}");
+    let _ = writeln!(io::stderr().lock(), "{prog}: {}", one_line(e));
     ExitCode::from(e.exit_code())
 }
 

@@ -577,8 +577,9 @@ fn hostile_trees_and_paths_are_refused_or_stored_safely() {
     .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", stderr_of(&o));
     assert_eq!(runs(&w), 0, "nothing ran");
-    // A FIFO in the tree: the run's output and status pass, nothing stored.
-    let fifo = "echo run >> runs; mkdir -p f; mkfifo f/pipe; echo made";
+    // A FIFO in the tree (its name with a newline: the note stays one
+    // line): the run's output and status pass, nothing stored.
+    let fifo = "echo run >> runs; mkdir -p f; mkfifo 'f/pi\npe'; echo made";
     let o = run(&w, &["--output", "f"], fifo).output().unwrap();
     assert!(o.status.success(), "{}", stderr_of(&o));
     assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n");

@@ -5,7 +5,8 @@
 //! Small on purpose and synchronous: one thread per connection, at most
 //! [`MAX_CONNECTIONS`] at a time, each socket with a read and a write
 //! timeout. A client that sends half a request, or nothing, is answered 408
-//! (or dropped, if it sent nothing) after [`READ_TIMEOUT`]; one that stops
+//! (or dropped, if it sent nothing) [`READ_TIMEOUT`] after the head began,
+//! however it trickles its bytes (one deadline per head); one that stops
 //! reading its answer is dropped after [`WRITE_TIMEOUT`]; neither ever
 //! delays another connection, and a full house answers 503 at once instead
 //! of queueing. Request heads are capped at [`MAX_HEAD`] bytes (431 beyond)
@@ -24,7 +25,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A connection that sends nothing (or half a request) for this long is
 /// closed; a keep-alive connection idle this long too.
@@ -150,7 +151,13 @@ fn connection(mut s: TcpStream, handler: &Handler) {
     let _ = s.set_nodelay(true);
     let mut buf = Vec::with_capacity(1024);
     loop {
-        let (req, has_body) = match read_head(&mut s, &mut buf) {
+        // One deadline for the whole head, not one per read: a client that
+        // trickles a header line every few seconds is still cut off.
+        let mut within = Deadline {
+            s: &s,
+            until: Instant::now() + READ_TIMEOUT,
+        };
+        let (req, has_body) = match read_head(&mut within, &mut buf) {
             Ok(Some(h)) => h,
             // Closed or idle before a request began: nothing to say.
             Ok(None) | Err(HeadError::Io) => return,
@@ -171,6 +178,24 @@ fn connection(mut s: TcpStream, handler: &Handler) {
         if write_response(&mut s, &resp, req.method == "HEAD", keep).is_err() || !keep {
             return;
         }
+    }
+}
+
+/// Reads from the stream until one instant: each read waits at most what
+/// is left (then a `TimedOut` error, as a socket read timeout gives).
+struct Deadline<'a> {
+    s: &'a TcpStream,
+    until: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.s.set_read_timeout(Some(left))?;
+        (&mut &*self.s).read(buf)
     }
 }
 

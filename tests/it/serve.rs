@@ -389,6 +389,42 @@ fn serve_caps_request_heads_at_16_kib_and_refuses_non_http_bytes_at_once() {
 }
 
 #[test]
+fn serve_cuts_off_a_head_trickled_a_line_at_a_time() {
+    use std::io::{Read, Write};
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 2, 100);
+    let s = Server::start(&w, &log, &[]);
+    // Slowloris: one header line every 500 ms, each read well within the
+    // 5 s read timeout. The head as a whole gets 5 s: 408, then closed.
+    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+    c.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+    let start = std::time::Instant::now();
+    let mut lines = 0;
+    // Bounded: 60 lines (30 s) at most; the server must answer long before.
+    while lines < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        if c.write_all(format!("X-Drip-{lines}: 1\r\n").as_bytes())
+            .is_err()
+        {
+            break;
+        }
+        lines += 1;
+        c.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 64];
+        let answered =
+            matches!(c.read(&mut b), Ok(n) if n > 0 && b[..n].starts_with(b"HTTP/1.1 408"));
+        c.set_nonblocking(false).unwrap();
+        if answered {
+            break;
+        }
+    }
+    let took = start.elapsed();
+    eprintln!("a trickled head was cut off after {took:?} ({lines} lines)");
+    assert!(lines < 60, "never answered while it trickled for 30 s");
+}
+
+#[test]
 fn serve_api_answers_cors_preflights_and_gets_from_any_origin() {
     let w = World::new();
     let log = w.path().join("log.csv");

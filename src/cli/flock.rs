@@ -608,9 +608,11 @@ fn locked(o: &Opts, what: What, ctx: &mut Ctx) -> Answer {
         },
     };
     let (file, fd, program) = match what {
-        What::Command { file, program: p } => {
-            (Some(PathBuf::from(file)), None, Some(program(p, ctx)))
-        }
+        What::Command { file, program: p } => (
+            Some(follow(PathBuf::from(file))),
+            None,
+            Some(program(p, ctx)),
+        ),
         What::Fd(fd) => (None, Some(fd), None),
     };
     // The file is opened before the timer is set up (flock(1) opens it
@@ -718,6 +720,17 @@ fn locked(o: &Opts, what: What, ctx: &mut Ctx) -> Answer {
         ),
         _ => Dialect::flock_failure(&e),
     })
+}
+
+/// flock(1) opens its path as given, following a symlink (`flock /var/lock
+/// CMD`, where /var/lock is a link to /run/lock); ffkit's own opens refuse
+/// one (`O_NOFOLLOW`), so the persona resolves a symlink to its target
+/// first. A dangling one is left as it is, and refused.
+fn follow(file: PathBuf) -> PathBuf {
+    match std::fs::symlink_metadata(&file) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(&file).unwrap_or(file),
+        _ => file,
+    }
 }
 
 /// `-u`: drops the lock of the descriptor (flock FD), or opens the file and

@@ -70,6 +70,10 @@ const fn v242(
 }
 
 const CASES: &[Case] = &[
+    // A symlink at the lock path is followed: to a dir, a file, a held file.
+    c(&["ldir", "true"]),
+    c(&["-s", "lfile", "true"]),
+    c(&["-n", "lheld", "true"]),
     // The last of -s/-x/-u wins; -u with a command unlocks nothing and runs it.
     c(&["-s", "-x", "f", "true"]),
     c(&["-x", "-s", "f", "true"]),
@@ -244,6 +248,11 @@ fn scratch(w: &World) -> (std::path::PathBuf, File, File) {
         .open(dir.join("fifo"))
         .unwrap();
     let held = File::create(dir.join("held")).unwrap();
+    // Symlinks at the lock path, followed as flock(1) follows them.
+    fs::create_dir_all(dir.join("sub")).unwrap();
+    std::os::unix::fs::symlink("sub", dir.join("ldir")).unwrap();
+    std::os::unix::fs::symlink("held", dir.join("lheld")).unwrap();
+    std::os::unix::fs::symlink("noexec", dir.join("lfile")).unwrap();
     rustix::fs::flock(&held, rustix::fs::FlockOperation::NonBlockingLockExclusive).unwrap();
     (dir, held, writer)
 }

@@ -69,6 +69,32 @@ fn batch_input(tag: &str) -> String {
 }
 
 #[test]
+fn redis_a_large_batch_that_the_server_stores_is_not_reported_as_timed_out() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    // 60,000 lines in one transaction: the EXEC's answer comes after the
+    // server ran every write, far later than T = 0.2 s (it exited 1 with
+    // "timed out" although everything was stored).
+    let n = 60_000;
+    let input: String = (0..n)
+        .map(|i| format!("big-{i}:vvvvvvvvvvvvvvvvvvvv\n"))
+        .collect();
+    let (code, _, err, _) = bounded(
+        {
+            let mut c = ff(&w, &s, "cache-batch");
+            c.env("FFKIT_BACKEND_TIMEOUT", "0.2");
+            c
+        },
+        input.as_bytes(),
+        Duration::from_secs(120),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let o = ff(&w, &s, "cache-size").arg("--json").output().unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["entries"], n, "{j}");
+}
+
+#[test]
 fn redis_calls_cut_off_midway_return_within_a_small_multiple_of_the_timeout() {
     let Some(s) = Server::start() else { return };
     let w = World::new();

@@ -414,8 +414,8 @@ impl Conn {
         let capped = |d: Instant| cap.map_or(d, |c| c.min(d));
         con.set_write_timeout(Some(left(capped(Instant::now() + timeout))?))?;
         con.send_packed_command(packed)?;
-        let work = Duration::from_secs_f64(packed.len() as f64 / (64u64 << 20) as f64);
-        let deadline = capped(Instant::now() + timeout + extra + work);
+        let deadline =
+            capped(Instant::now() + timeout + extra + server_work(packed.len(), replies));
         let mut out = Vec::with_capacity(replies);
         while out.len() < replies {
             con.set_read_timeout(Some(left(deadline)?))?;
@@ -741,4 +741,14 @@ mod tests {
         c.arg("k");
         assert_eq!(cmd_key(&c), Some(&b"k"[..]));
     }
+}
+
+/// The server's own work on one request, added to its deadline: a second
+/// per 64 MiB sent (a script storing a large value), and 50 µs per reply
+/// (a transaction's EXEC answers once every command in it has run: 200,000
+/// cache writes keep a server busy for seconds, silently). Far above what a
+/// server takes (a few µs a command), so only a stalled one times out.
+fn server_work(bytes: usize, replies: usize) -> Duration {
+    Duration::from_secs_f64(bytes as f64 / (64u64 << 20) as f64)
+        + Duration::from_micros(50).saturating_mul(u32::try_from(replies).unwrap_or(u32::MAX))
 }

@@ -28,7 +28,11 @@
 
 # One error line on stderr.
 _ffkit_err() {
-    printf 'ffkit.bash: %s\n' "$1" >&2
+    # One line, whatever the message quotes (a name with a newline or tab),
+    # escaped as the binary escapes it.
+    local m=${1//$'\n'/\\n}
+    m=${m//$'\r'/\\r}
+    printf 'ffkit.bash: %s\n' "${m//$'\t'/\\t}" >&2
 }
 
 # Succeeds when the binary can be run: FFKIT_BIN if set, else ffkit on PATH.

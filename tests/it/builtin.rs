@@ -1092,13 +1092,18 @@ fn one_table_of_lock_names_gets_one_answer_on_every_path() {
         ("nl\nx", 2),
         ("del\x7fx", 2),
     ];
-    let script = "for n in \"$@\"; do rc=0; acquire_critical_lock \"$n\" 2>/dev/null || rc=$?\n\
-                  [ $rc != 0 ] || release_critical_lock \"$n\"; echo $rc; done";
+    // Each refusal is one line on stderr, whatever control characters the
+    // name holds.
+    let script = "for n in \"$@\"; do rc=0; acquire_critical_lock \"$n\" 2>err || rc=$?\n\
+                  [ $rc != 0 ] || release_critical_lock \"$n\"; echo $rc $(wc -l <err); done";
     for path in PATHS {
         let mut c = r.on(path, script);
         c.arg("bash").args(names.iter().map(|(n, _)| n));
         let got = ok(&out(&mut c));
-        let want: String = names.iter().map(|(_, c)| format!("{c}\n")).collect();
+        let want: String = names
+            .iter()
+            .map(|(_, c)| format!("{c} {}\n", i32::from(*c != 0)))
+            .collect();
         assert_eq!(got, want, "{path}: {names:?}");
     }
     // The binary's named pair, run from a shell (the owner) in the repo;

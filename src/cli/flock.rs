@@ -114,7 +114,9 @@ struct Opts {
     fcntl: bool,
     start: u64,
     length: u64,
-    /// ffkit's extension: the command's children keep the lock.
+    /// The command's children keep the lock: always, as in flock(1)
+    /// (`--inherit`, lock-acquire's extension, is accepted and changes
+    /// nothing).
     inherit: bool,
 }
 
@@ -196,7 +198,7 @@ fn parse(args: &[OsString]) -> Parsed {
         fcntl: false,
         start: 0,
         length: 0,
-        inherit: false,
+        inherit: true,
     };
     let mut i = 0;
     while i < args.len() {

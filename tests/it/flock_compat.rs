@@ -392,3 +392,36 @@ fn flock_persona_dies_of_ctrl_c_as_util_linux_does() {
         assert_eq!(seen[0], seen[1], "{script}: util-linux, then ffkit");
     }
 }
+
+/// flock(1)'s command and everything it leaves running share the locked
+/// open file description, so a background child keeps the lock after the
+/// command exits; the persona keeps it the same way.
+#[test]
+fn a_background_child_of_the_command_keeps_the_lock_as_with_util_linux() {
+    if !Path::new(UL).exists() {
+        skip("util-linux flock not installed: the background-child comparison did not run");
+        return;
+    }
+    let w = World::new();
+    let persona = w.link("flock").get_program().to_owned();
+    let (dir, _held, _writer) = scratch(&w);
+    for (i, program) in [Path::new(UL), Path::new(&persona)].into_iter().enumerate() {
+        let mut c = Command::new("bash");
+        c.arg("-c")
+            .arg(
+                "(exec -a flock \"$0\" bg$1 sh -c 'sleep 30 <&- >&- 2>&- & echo $! > pid$1'); \
+                 rc=0; (exec -a flock \"$0\" -n bg$1 true) || rc=$?; kill \"$(cat pid$1)\"; echo $rc",
+            )
+            .arg(program)
+            .arg(i.to_string());
+        w.isolate(&mut c);
+        c.current_dir(&dir).stdin(Stdio::null());
+        let o = output_within(c, "a background child");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "1\n",
+            "{}: -n on a lock a background child keeps",
+            program.display()
+        );
+    }
+}

@@ -684,6 +684,16 @@ fn one_line(s: &str) -> String {
     }
 }
 
+/// The server's own work on one request, added to its deadline: a second
+/// per 64 MiB sent (a script storing a large value), and 50 µs per reply
+/// (a transaction's EXEC answers once every command in it has run: 200,000
+/// cache writes keep a server busy for seconds, silently). Far above what a
+/// server takes (a few µs a command), so only a stalled one times out.
+fn server_work(bytes: usize, replies: usize) -> Duration {
+    Duration::from_secs_f64(bytes as f64 / (64u64 << 20) as f64)
+        + Duration::from_micros(50).saturating_mul(u32::try_from(replies).unwrap_or(u32::MAX))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -741,14 +751,4 @@ mod tests {
         c.arg("k");
         assert_eq!(cmd_key(&c), Some(&b"k"[..]));
     }
-}
-
-/// The server's own work on one request, added to its deadline: a second
-/// per 64 MiB sent (a script storing a large value), and 50 µs per reply
-/// (a transaction's EXEC answers once every command in it has run: 200,000
-/// cache writes keep a server busy for seconds, silently). Far above what a
-/// server takes (a few µs a command), so only a stalled one times out.
-fn server_work(bytes: usize, replies: usize) -> Duration {
-    Duration::from_secs_f64(bytes as f64 / (64u64 << 20) as f64)
-        + Duration::from_micros(50).saturating_mul(u32::try_from(replies).unwrap_or(u32::MAX))
 }

@@ -605,25 +605,24 @@ fn serve_refuses_a_busy_port_and_a_bad_listen_address() {
         .code(2);
 }
 
-/// Headless chromium as the brief's flags say, in a fresh profile dir.
+/// Headless chromium with the flags this machine needs (no network
+/// beyond loopback), in the fresh profile dir `profile`, under coreutils'
+/// timeout: a browser that hangs fails the test instead of stalling the
+/// suite.
 fn chromium(profile: &Path) -> Command {
-    // Under coreutils' timeout: a browser that hangs fails the test instead
-    // of stalling the suite.
     let mut c = Command::new("timeout");
-    c.args(["-k", "10", "120", "chromium"]);
-    c.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--enable-logging=stderr",
-        "--v=0",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()));
+    c.args(["-k", "10", "120", "chromium"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()));
     c
 }
 
@@ -632,6 +631,7 @@ fn chromium(profile: &Path) -> Command {
 fn load(w: &World, url: &str, budget_ms: u32) -> (String, Vec<String>) {
     let profile = tempfile::tempdir_in(w.path()).unwrap();
     let mut c = chromium(profile.path());
+    c.args(["--enable-logging=stderr", "--v=0"]);
     // A budget of 0 makes chromium wait forever: no flag then.
     if budget_ms > 0 {
         c.arg(format!("--virtual-time-budget={budget_ms}"));
@@ -884,20 +884,8 @@ impl Browser {
         let (to_chrome_r, to_chrome_w) = cdp_pipe();
         let (from_chrome_r, from_chrome_w) = cdp_pipe();
         let (r3, w4) = (to_chrome_r.as_raw_fd(), from_chrome_w.as_raw_fd());
-        let mut c = Command::new("timeout");
-        c.args(["-k", "10", "120", "chromium"]).args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--remote-debugging-pipe",
-        ]);
-        c.arg(format!("--user-data-dir={}", profile.path().display()))
+        let mut c = chromium(profile.path());
+        c.args(["--hide-scrollbars", "--remote-debugging-pipe"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

@@ -621,6 +621,21 @@ fn locked(o: &Opts, what: What, ctx: &mut Ctx) -> Answer {
     // while reading its arguments), so its failure comes first.
     let exclusive_ofd = o.fcntl && o.op == Op::Lock(Kind::Exclusive);
     let dir = file.as_ref().is_some_and(|f| f.is_dir());
+    // flock(1) opens a FIFO without O_NONBLOCK, so it waits there for a
+    // writer (before any timer); the persona does too, then locks it as
+    // any file (ffkit's own opens never block on one).
+    let _fifo =
+        match &file {
+            Some(f)
+                if std::fs::symlink_metadata(f)
+                    .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type())) =>
+            {
+                Some(std::fs::File::open(f).map_err(|e| {
+                    Dialect::flock_failure(&Error::io("cannot open lock file", f, e))
+                })?)
+            }
+            _ => None,
+        };
     // A directory opens read-only (flock(1) too drops O_CREAT and the
     // write mode an exclusive OFD lock wants when the open says EISDIR).
     let opened = match &file {

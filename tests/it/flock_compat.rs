@@ -409,7 +409,7 @@ fn a_background_child_of_the_command_keeps_the_lock_as_with_util_linux() {
         let mut c = Command::new("bash");
         c.arg("-c")
             .arg(
-                "(exec -a flock \"$0\" bg$1 sh -c 'sleep 30 <&- >&- 2>&- & echo $! > pid$1'); \
+                "(exec -a flock \"$0\" bg$1 sh -c 'sleep 5 <&- >&- 2>&- & echo $! > pid$1'); \
                  rc=0; (exec -a flock \"$0\" -n bg$1 true) || rc=$?; kill \"$(cat pid$1)\"; echo $rc",
             )
             .arg(program)
@@ -423,5 +423,30 @@ fn a_background_child_of_the_command_keeps_the_lock_as_with_util_linux() {
             "{}: -n on a lock a background child keeps",
             program.display()
         );
+    }
+}
+
+/// A FIFO with no writer: flock(1)'s open waits for one, and so does the
+/// persona's (both still waiting when coreutils' timeout ends them: 124).
+#[test]
+fn a_fifo_without_a_writer_waits_in_open_as_with_util_linux() {
+    if !Path::new(UL).exists() {
+        skip("util-linux flock not installed: the FIFO comparison did not run");
+        return;
+    }
+    let w = World::new();
+    let persona = w.link("flock").get_program().to_owned();
+    let dir = w.path().join("fifo-scratch");
+    fs::create_dir_all(&dir).unwrap();
+    mkfifo(&dir.join("lonely"));
+    for program in [Path::new(UL), Path::new(&persona)] {
+        let mut c = Command::new("timeout");
+        c.args(["0.5", "bash", "-c", "exec -a flock \"$0\" lonely echo ran"])
+            .arg(program);
+        w.isolate(&mut c);
+        c.current_dir(&dir).stdin(Stdio::null());
+        let o = output_within(c, "a FIFO without a writer");
+        assert_eq!(o.status.code(), Some(124), "{}: {o:?}", program.display());
+        assert!(o.stdout.is_empty(), "{}: {o:?}", program.display());
     }
 }

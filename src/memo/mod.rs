@@ -480,7 +480,7 @@ impl<'a> Memo<'a> {
         // The last failure handed to waiters before we (maybe) wait: one
         // that appears while we wait is the run we waited for.
         let failed_before = self.store.failure_id(&self.key);
-        let guard = match self.lock(Some(opts.lock_timeout)) {
+        let mut guard = match self.lock(Some(opts.lock_timeout)) {
             Ok(g) => g,
             Err(e @ Error::Timeout(_)) => return Err(e),
             // The cache cannot hold the lock (a read-only or misplaced dir,
@@ -518,17 +518,7 @@ impl<'a> Memo<'a> {
                     Err(why) => {
                         damaged.get_or_insert(why);
                         // Damaged between two looks: run it ourselves.
-                        let guard = self.lock(Some(opts.lock_timeout))?;
-                        return self.run_and_store(
-                            req.argv,
-                            req.fed(),
-                            req.shape.get(),
-                            opts,
-                            out,
-                            err,
-                            guard,
-                            damaged,
-                        );
+                        guard = self.lock(Some(opts.lock_timeout))?;
                     }
                 }
             }

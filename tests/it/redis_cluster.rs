@@ -204,6 +204,26 @@ fn bash(w: &World, c: &Cluster, script: &str) -> Command {
     b
 }
 
+/// A command-mode holder of lock `name` whose command runs until the file
+/// `go` appears in the world; returned once the command is up.
+fn hold_until_go(w: &World, c: &Cluster, name: &str) -> Child {
+    let mut hold = w.cmd("lock-acquire");
+    c.env(&mut hold);
+    hold.args([
+        name,
+        "--",
+        "sh",
+        "-c",
+        "echo up > up; while [ ! -e go ]; do sleep 0.02; done",
+    ]);
+    let holder = spawn_piped(hold);
+    assert!(
+        wait_for(|| w.path().join("up").exists()),
+        "the holder never ran"
+    );
+    holder
+}
+
 fn wait_all(kids: Vec<Child>) {
     for k in kids {
         let out = k.wait_with_output().unwrap();
@@ -263,20 +283,7 @@ fn redis_cluster_locks_exclude_and_fences_grow_on_a_slot_off_the_seed() {
     let held: Option<String> = c.on(owner, redis::cmd("GET").arg(&key));
     assert_eq!(held, None);
     // lock-status finds a holder through the seed too.
-    let mut hold = w.cmd("lock-acquire");
-    c.env(&mut hold);
-    hold.args([
-        name.as_str(),
-        "--",
-        "sh",
-        "-c",
-        "echo up > up; while [ ! -e go ]; do sleep 0.02; done",
-    ]);
-    let holder = spawn_piped(hold);
-    assert!(
-        wait_for(|| w.path().join("up").exists()),
-        "the holder never ran"
-    );
+    let holder = hold_until_go(&w, &c, &name);
     let mut st = w.cmd("lock-status");
     c.env(&mut st);
     let out = st.args(["--json", name.as_str()]).output().unwrap();
@@ -489,20 +496,7 @@ fn redis_cluster_a_holder_follows_its_lock_to_a_new_master_by_the_moved_reply() 
     let to = *c.ports.iter().find(|&&p| p != seed && p != from).unwrap();
     // A command-mode holder: it renews every 2 s (lease 6 s) on the
     // connection it took the lock with, to `from`.
-    let mut hold = w.cmd("lock-acquire");
-    c.env(&mut hold);
-    hold.args([
-        name.as_str(),
-        "--",
-        "sh",
-        "-c",
-        "echo up > up; while [ ! -e go ]; do sleep 0.02; done",
-    ]);
-    let holder = spawn_piped(hold);
-    assert!(
-        wait_for(|| w.path().join("up").exists()),
-        "the holder never ran"
-    );
+    let holder = hold_until_go(&w, &c, &name);
     // Right after a renewal (the next is 2 s away, so none can meet the
     // slot half moved), move the lock's slot, keys and all, to `to` (what a
     // resharding or a failover does), telling only the two masters: the

@@ -1,29 +1,16 @@
 //! ffkit: FlowForge's cache, lock and metrics helpers as one native
-//! multicall binary.
+//! multicall binary. This crate is the front end; the logic is the core
+//! crate, `ffkit-core` (crates/ffkit-core), re-exported here so every way
+//! in names one library.
 //!
 //! - [`cli`]: the applet table, dispatch and the applets' argument handling —
 //!   the only part that knows clap or prints.
-//! - [`backend`]: local files or a shared Redis server for locks and the cache.
-//! - [`cache`]: entries, the exact incremental size index, crash repair,
-//!   eviction.
-//! - [`lock`]: kernel locks, named locks held across commands, dot-locks.
-//! - [`memo`]: `cache-run`, a command's output memoized as a cache entry.
-//! - [`metrics`]: the CSV metrics log.
-//! - [`config`]: the environment contract, parsed once.
-//! - [`error`]: the one error type and the exit-code table.
-//! - [`units`], [`fsutil`]: shared parsers and careful file primitives.
-//! - [`hostfd`]: where a long-lived host (the bash builtin) keeps its descriptors.
+//! - the core ([`ffkit_core`]): [`backend`], [`cache`], [`lock`], [`memo`],
+//!   [`metrics`], [`config`], [`error`], [`units`], [`fsutil`], [`hostfd`]. It never
+//!   parses argv, never prints and never exits; the compiler keeps it so
+//!   (it depends on neither clap nor a terminal crate).
 
-pub mod backend;
-pub mod cache;
 pub mod cli;
-pub mod config;
-pub mod error;
-pub(crate) mod fsutil;
-pub mod hostfd;
-pub mod lock;
-pub mod memo;
-pub mod metrics;
-pub mod units;
 
-pub use error::{Error, ExitKind, Result};
+pub use ffkit_core::{Error, ExitKind, Result};
+pub use ffkit_core::{backend, cache, config, error, fsutil, hostfd, lock, memo, metrics, units};

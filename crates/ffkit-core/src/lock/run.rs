@@ -195,7 +195,7 @@ pub(crate) fn status_code(st: std::process::ExitStatus) -> u8 {
 }
 
 /// Lets the descriptor survive exec (or not).
-pub(crate) fn set_inherit(fd: std::os::unix::io::BorrowedFd<'_>, inherit: bool) -> io::Result<()> {
+pub fn set_inherit(fd: std::os::unix::io::BorrowedFd<'_>, inherit: bool) -> io::Result<()> {
     use rustix::io::FdFlags;
     let flags = rustix::io::fcntl_getfd(fd)?;
     let new = if inherit {

@@ -46,7 +46,7 @@ impl Exporter for Json {
 pub struct ApiJson;
 
 /// The operation whose avg is the seed's `avgWorktreeCreation`.
-pub const WORKTREE_OP: &str = "create-worktree-total";
+pub(crate) const WORKTREE_OP: &str = "create-worktree-total";
 
 impl Exporter for ApiJson {
     fn render(&self, report: &Report) -> String {

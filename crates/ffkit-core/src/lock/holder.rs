@@ -349,7 +349,7 @@ pub(crate) fn parent_of(pid: u32) -> Option<u32> {
 }
 
 /// `pid`'s ancestors, nearest first, ending before pid 1/0.
-pub(crate) fn ancestors(pid: u32) -> Vec<u32> {
+pub fn ancestors(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     let mut p = pid;
     while let Some(pp) = parent_of(p) {

@@ -9,10 +9,10 @@ use crate::metrics::aggregate::Report;
 
 pub struct Prometheus;
 
-pub const METRIC: &str = "ffkit_operation_duration_seconds";
+pub(crate) const METRIC: &str = "ffkit_operation_duration_seconds";
 
 /// Escapes a label value: backslash, double quote and newline.
-pub fn escape_label(v: &str) -> String {
+pub(crate) fn escape_label(v: &str) -> String {
     let mut s = String::with_capacity(v.len());
     for c in v.chars() {
         match c {

@@ -44,7 +44,7 @@ pub enum Method {
 }
 
 /// The caller's descriptor number as a borrowed descriptor.
-pub(crate) fn borrow(fd: RawFd) -> io::Result<BorrowedFd<'static>> {
+pub fn borrow(fd: RawFd) -> io::Result<BorrowedFd<'static>> {
     if fd < 0 {
         return Err(io::Error::from_raw_os_error(libc::EBADF));
     }
@@ -697,8 +697,9 @@ mod tests {
         let done = Instant::now();
         t.join().unwrap();
         assert!(got.is_ok());
-        let freed = rx.recv().unwrap();
-        eprintln!("handed over in {:?}", done - freed);
+        // Handed over after the holder let go (the latency itself is
+        // scripts/bench-handover.sh's business, not a timed assertion).
+        assert!(done >= rx.recv().unwrap());
         assert!(!try_lock_fd(a.as_raw_fd(), Kind::Exclusive).unwrap());
     }
 

@@ -172,7 +172,13 @@ fn strings(m: &ArgMatches, id: &str) -> Vec<OsString> {
 /// a `cache-read`, and building and running this applet's clap parser costs
 /// more than the rest of the hit (docs/cache-run.md, "Speed"). `None`:
 /// anything else, which clap parses (and words any error).
-pub fn fast_args(args: &[OsString]) -> Option<Args> {
+/// The applet table's fast path ([`super::Argv::Fast`]): the calls
+/// [`fast_args`] reads, ready to run.
+pub(super) fn fast(args: &[OsString]) -> Option<super::Parsed> {
+    fast_args(args).map(|a| Box::new(move |ctx: &mut Ctx| run_args(a, ctx)) as super::Parsed)
+}
+
+fn fast_args(args: &[OsString]) -> Option<Args> {
     let mut dir = None;
     let mut ttl = None;
     let mut i = 1;

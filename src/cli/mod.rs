@@ -59,13 +59,32 @@ pub enum LinkPolicy {
     Never,
 }
 
+/// A call an applet's own parser has already read: run it.
+pub type Parsed = Box<dyn FnOnce(&mut Ctx) -> Result<ExitCode>>;
+
+/// How an applet's command line is read. The clap definition serves its
+/// help, man page and completions in every case.
+#[derive(Clone, Copy)]
+pub enum Argv {
+    /// clap parses it (almost every applet).
+    Clap,
+    /// The applet parses its own command line as the tool it stands in for
+    /// does (the flock persona: getopt_long's rules and sysexits codes).
+    Own(fn(&[OsString], &mut Ctx) -> Result<ExitCode>),
+    /// A hand parser takes the applet's usual calls, where clap would cost
+    /// more than the rest of the call (cache-run's hit: docs/cache-run.md,
+    /// "Speed"); anything it does not take (`None`) goes to clap.
+    Fast(fn(&[OsString]) -> Option<Parsed>),
+}
+
 /// One applet: its name (the symlink name and the subcommand), its clap
-/// definition, its entry point, the operation name its own run is
-/// recorded under in the metrics log (docs/metrics.md), if any, its link
-/// policy and the examples of its man page.
+/// definition, how its argv is read, its entry point, the operation name
+/// its own run is recorded under in the metrics log (docs/metrics.md), if
+/// any, its link policy and the examples of its man page.
 pub struct Applet {
     pub name: &'static str,
     pub command: fn() -> Command,
+    pub argv: Argv,
     pub run: fn(&ArgMatches, &mut Ctx) -> Result<ExitCode>,
     pub metric: Option<crate::metrics::Op>,
     pub link: LinkPolicy,
@@ -97,6 +116,7 @@ pub static APPLETS: &[Applet] = &[
     Applet {
         name: "cache-size",
         command: cache_size::command,
+        argv: Argv::Clap,
         run: cache_size::run,
         metric: Some(Op::GetCacheSize),
         link: LinkPolicy::Default,
@@ -105,6 +125,7 @@ pub static APPLETS: &[Applet] = &[
     Applet {
         name: "cache-write",
         command: cache_write::command,
+        argv: Argv::Clap,
         run: cache_write::run,
         metric: Some(Op::WriteCache),
         link: LinkPolicy::Default,
@@ -113,6 +134,7 @@ pub static APPLETS: &[Applet] = &[
     Applet {
         name: "cache-read",
         command: cache_read::command,
+        argv: Argv::Clap,
         run: cache_read::run,
         metric: Some(Op::ReadCache),
         link: LinkPolicy::Default,
@@ -121,6 +143,7 @@ pub static APPLETS: &[Applet] = &[
     Applet {
         name: "cache-batch",
         command: cache_batch::command,
+        argv: Argv::Clap,
         run: cache_batch::run,
         metric: Some(Op::BatchWrite),
         link: LinkPolicy::Default,
@@ -129,6 +152,7 @@ pub static APPLETS: &[Applet] = &[
     Applet {
         name: "cache-evict",
         command: cache_evict::command,
+        argv: Argv::Clap,
         run: cache_evict::run,
         metric: Some(Op::EnforceCacheLimits),
         link: LinkPolicy::Default,
@@ -137,6 +161,7 @@ pub static APPLETS: &[Applet] = &[
     Applet {
         name: "cache-run",
         command: cache_run::command,
+        argv: Argv::Fast(cache_run::fast),
         run: cache_run::run,
         // Set per call: cache_run_hit, cache_run_miss or cache_run_refresh.
         metric: None,
@@ -146,6 +171,7 @@ pub static APPLETS: &[Applet] = &[
     Applet {
         name: "lock-acquire",
         command: lock_acquire::command,
+        argv: Argv::Clap,
         run: lock_acquire::run,
         metric: Some(Op::LockAcquire),
         link: LinkPolicy::Default,
@@ -154,6 +180,7 @@ pub static APPLETS: &[Applet] = &[
     Applet {
         name: "lock-release",
         command: lock_release::command,
+        argv: Argv::Clap,
         run: lock_release::run,
         metric: Some(Op::LockRelease),
         link: LinkPolicy::Default,
@@ -162,6 +189,7 @@ pub static APPLETS: &[Applet] = &[
     Applet {
         name: "lock-status",
         command: lock_status::command,
+        argv: Argv::Clap,
         run: lock_status::run,
         metric: None,
         link: LinkPolicy::Default,
@@ -170,6 +198,7 @@ pub static APPLETS: &[Applet] = &[
     Applet {
         name: "flock",
         command: flock::command,
+        argv: Argv::Own(flock::run_argv),
         run: flock::run,
         metric: None,
         link: LinkPolicy::Persona,
@@ -178,6 +207,7 @@ pub static APPLETS: &[Applet] = &[
     Applet {
         name: "init",
         command: init::command,
+        argv: Argv::Clap,
         run: init::run,
         metric: None,
         link: LinkPolicy::Never,
@@ -186,6 +216,7 @@ pub static APPLETS: &[Applet] = &[
     Applet {
         name: "perf-metrics",
         command: perf_metrics::command,
+        argv: Argv::Clap,
         run: perf_metrics::run,
         // Reading or writing the log must not add rows of its own.
         metric: None,
@@ -195,6 +226,7 @@ pub static APPLETS: &[Applet] = &[
     Applet {
         name: "install-links",
         command: install_links::command,
+        argv: Argv::Clap,
         run: install_links::run,
         metric: None,
         link: LinkPolicy::Never,
@@ -532,20 +564,17 @@ fn run_applet(
     out: &mut Sink,
     input: Input,
 ) -> ExitCode {
-    // A persona parses its command line as the tool it stands in for does
-    // (flock: getopt_long's rules and sysexits codes), not with clap, whose
-    // definition serves its help, man page and completions.
-    if applet.link == LinkPolicy::Persona && applet.name == "flock" {
-        return run_parsed(applet, prog, start, env, out, input, &mut |ctx| {
-            flock::run_argv(args, ctx)
-        });
-    }
-    // cache-run's usual calls skip clap: on a hit, its parser would cost
-    // more than the rest of the call (docs/cache-run.md, "Speed").
-    if applet.name == "cache-run"
-        && let Some(a) = cache_run::fast_args(args)
-    {
-        let mut a = Some(a);
+    let parsed = match applet.argv {
+        Argv::Clap => None,
+        Argv::Own(run) => {
+            return run_parsed(applet, prog, start, env, out, input, &mut |ctx| {
+                run(args, ctx)
+            });
+        }
+        Argv::Fast(parse) => parse(args),
+    };
+    if let Some(run) = parsed {
+        let mut run = Some(run);
         return run_parsed(
             applet,
             prog,
@@ -553,8 +582,8 @@ fn run_applet(
             env,
             out,
             input,
-            &mut |ctx| match a.take() {
-                Some(a) => cache_run::run_args(a, ctx),
+            &mut |ctx| match run.take() {
+                Some(run) => run(ctx),
                 None => Ok(ExitCode::FAILURE),
             },
         );

@@ -158,7 +158,6 @@ impl Target {
 }
 
 impl Target {
-
     /// The target with `FFKIT_BACKEND_CA` (used by `rediss://` only).
     pub fn with_ca(mut self, ca: Option<PathBuf>) -> Target {
         self.ca = ca;
@@ -382,17 +381,11 @@ mod tests {
     #[test]
     fn urls() {
         assert!(parse("local").unwrap().is_none());
-        let t = parse("redis://u:secret@127.0.0.1:6380/2")
-            .unwrap()
-            .unwrap();
+        let t = parse("redis://u:secret@127.0.0.1:6380/2").unwrap().unwrap();
         assert_eq!(t.label, "redis://u:***@127.0.0.1:6380/2");
         assert!(!format!("{t:?}").is_empty());
         assert!(parse("unix:///run/redis.sock").unwrap().is_some());
-        assert!(
-            parse("redis+unix:///run/redis.sock")
-                .unwrap()
-                .is_some()
-        );
+        assert!(parse("redis+unix:///run/redis.sock").unwrap().is_some());
         let tls = parse("rediss://u:secret@h:6380");
         if cfg!(feature = "tls") {
             assert!(tls.unwrap().unwrap().is_tls());

@@ -118,8 +118,7 @@ pub trait RunStore {
     fn delete(&self, entry: &str) -> Result<bool>;
     /// Takes the per-key lock of `hex` (`None`: do not wait); the guard
     /// releases it when dropped. `Ok(None)`: busy without a wait.
-    fn lock(&self, entry: &str, hex: &str, wait: Option<Duration>)
-    -> Result<Option<Box<dyn Any>>>;
+    fn lock(&self, entry: &str, hex: &str, wait: Option<Duration>) -> Result<Option<Box<dyn Any>>>;
     /// Whether a run of `hex` holds its lock now (true when unsure).
     fn busy(&self, entry: &str, hex: &str) -> bool;
 }

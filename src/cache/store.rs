@@ -21,7 +21,7 @@ use crate::memo::output::Swept;
 /// The cache of one call.
 pub enum Store {
     Local(Cache),
-    Remote(Remote),
+    Remote(Box<Remote>),
 }
 
 /// A remote cache, connected at first use.
@@ -96,11 +96,11 @@ impl Store {
                 target.label
             )));
         }
-        Ok(Some(Store::Remote(Remote {
+        Ok(Some(Store::Remote(Box::new(Remote {
             target,
             cfg: cfg.clone(),
             conn: None,
-        })))
+        }))))
     }
 
     /// Where the cache is, for messages: the dir, or the backend URL and
@@ -270,7 +270,10 @@ impl Store {
     /// Evicts by `policy` (refused when it asks for nothing), then tidies
     /// what only the local files have.
     pub fn evict(&mut self, policy: &EvictPolicy) -> Result<EvictDone> {
-        if !policy.all && !policy.expired && policy.older_than.is_none() && policy.max_bytes.is_none()
+        if !policy.all
+            && !policy.expired
+            && policy.older_than.is_none()
+            && policy.max_bytes.is_none()
         {
             return Err(Error::Validation(
                 "nothing to evict: give --max-bytes, --expired, --older-than or --all".into(),

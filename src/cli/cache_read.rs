@@ -61,7 +61,8 @@ fn exec(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
     ctx.debug(format_args!(
         "{key}: {}",
         match &found {
-            Found::Hit(_, Some(m)) => format!("hit ({} bytes, expires {})", m.size, expiry(m.expires_at)),
+            Found::Hit(_, Some(m)) =>
+                format!("hit ({} bytes, expires {})", m.size, expiry(m.expires_at)),
             Found::Hit(Body::Bytes(v), None) => format!("hit ({} bytes)", v.len()),
             Found::Hit(Body::File(_), None) => "hit".into(),
             Found::Missing => "no such entry".into(),

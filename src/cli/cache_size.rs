@@ -109,7 +109,9 @@ fn exec(
     if a.rebuild {
         ctx.metric = Some(Op::RebuildSizeIndex);
         let t = store.rebuild()?;
-        return out.print(ctx, t, Source::Walk, None).map(|()| ExitCode::SUCCESS);
+        return out
+            .print(ctx, t, Source::Walk, None)
+            .map(|()| ExitCode::SUCCESS);
     }
     if a.verify {
         let r = store.verify(a.fix)?;

@@ -392,7 +392,10 @@ impl Report for Front<'_> {
             "lock {label}: taken by {how} after {:.6}s",
             waited.as_secs_f64()
         ));
-        let fence = self.fence.map(|f| format!(" (fence {f})")).unwrap_or_default();
+        let fence = self
+            .fence
+            .map(|f| format!(" (fence {f})"))
+            .unwrap_or_default();
         self.verbose_line(format_args!(
             "getting lock took {}.{:06} seconds{fence}",
             waited.as_secs(),

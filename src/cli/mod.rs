@@ -356,7 +356,11 @@ impl Ctx {
     /// The cache of this call: the remote backend `--backend` (else
     /// `FFKIT_BACKEND`) names, else the local dir opened as [`Ctx::cache`]
     /// opens it (`cache::Store` decides; the applet never asks which).
-    pub fn store(&mut self, dir: Option<&Path>, backend: Option<&str>) -> Result<crate::cache::Store> {
+    pub fn store(
+        &mut self,
+        dir: Option<&Path>,
+        backend: Option<&str>,
+    ) -> Result<crate::cache::Store> {
         if let Some(s) = crate::cache::Store::remote(&self.cfg, backend, dir)? {
             return Ok(s);
         }

@@ -136,7 +136,8 @@ impl Locks {
         };
         let name = remote_name(target)?;
         let may = |h: &Holder| {
-            r.force || (h.pid != 0 && h.host == super::holder::hostname() && as_pids.contains(&h.pid))
+            r.force
+                || (h.pid != 0 && h.host == super::holder::hostname() && as_pids.contains(&h.pid))
         };
         match driver(t)?.lock_release(t, &self.cfg, name, r.session, &may)? {
             Released::NotOwner(h) => match release::descendant(name, &as_pids, r.force, &h) {
@@ -177,6 +178,9 @@ fn remote_name(target: &str) -> Result<&str> {
 /// The installed driver of a target (a target is only ever made by one).
 fn driver(t: &Target) -> Result<&'static dyn backend::remote::Driver> {
     backend::remote::driver().ok_or_else(|| {
-        Error::Config(format!("backend {}: no remote backend in this program", t.label))
+        Error::Config(format!(
+            "backend {}: no remote backend in this program",
+            t.label
+        ))
     })
 }

@@ -78,10 +78,12 @@ pub fn release(r: &Release<'_>) -> Result<Released> {
         return match dotlock::release(r.path, &may)? {
             Ok(h) => Ok(Released::Done(h)),
             Err(dotlock::NotReleased::NotHeld) => Ok(Released::NotHeld),
-            Err(dotlock::NotReleased::NotOwner(h)) => match descendant(&r.path.display().to_string(), &r.as_pids, r.force, &h) {
-                Some(e) => Err(e),
-                None => Ok(Released::NotOwner(h)),
-            },
+            Err(dotlock::NotReleased::NotOwner(h)) => {
+                match descendant(&r.path.display().to_string(), &r.as_pids, r.force, &h) {
+                    Some(e) => Err(e),
+                    None => Ok(Released::NotOwner(h)),
+                }
+            }
         };
     }
     let who = named::Releaser {
@@ -91,9 +93,11 @@ pub fn release(r: &Release<'_>) -> Result<Released> {
     match named::release(r.path, &who)? {
         Ok(h) => Ok(Released::Done(h)),
         Err(named::NotReleased::NotHeld) => Ok(Released::NotHeld),
-        Err(named::NotReleased::NotOwner(h)) => match descendant(&r.path.display().to_string(), &r.as_pids, r.force, &h) {
-            Some(e) => Err(e),
-            None => Ok(Released::NotOwner(h)),
-        },
+        Err(named::NotReleased::NotOwner(h)) => {
+            match descendant(&r.path.display().to_string(), &r.as_pids, r.force, &h) {
+                Some(e) => Err(e),
+                None => Ok(Released::NotOwner(h)),
+            }
+        }
     }
 }

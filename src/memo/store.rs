@@ -274,9 +274,7 @@ impl Store<'_> {
     pub fn lock(&self, key: &RunKey, wait: Option<Duration>) -> Result<Option<Guard>> {
         match self {
             Store::Local(c) => lock_local(c, key, wait),
-            Store::Remote(r) => Ok(r
-                .lock(&key.entry(), &key.hex, wait)?
-                .map(Guard::Remote)),
+            Store::Remote(r) => Ok(r.lock(&key.entry(), &key.hex, wait)?.map(Guard::Remote)),
         }
     }
 

@@ -149,15 +149,16 @@ impl Backend {
         match self {
             Backend::Local => vec![
                 ("FFKIT_BACKEND".into(), "local".into()),
-                ("FFKIT_LOCK_DIR".into(), w.path().join("locks").display().to_string()),
+                (
+                    "FFKIT_LOCK_DIR".into(),
+                    w.path().join("locks").display().to_string(),
+                ),
             ],
             Backend::Redis(s) => {
                 let mut c = Command::new("true");
                 crate::redis::env(&mut c, s);
                 c.get_envs()
-                    .filter_map(|(k, v)| {
-                        Some((k.to_str()?.to_string(), v?.to_str()?.to_string()))
-                    })
+                    .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string())))
                     .collect()
             }
         }
@@ -175,12 +176,11 @@ impl Backend {
         match self {
             Backend::Local => {
                 let f = fs::File::open(w.path().join("locks").join(format!("{name}.lock")));
-                f.is_ok_and(|f| {
-                    matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock))
-                })
+                f.is_ok_and(|f| matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)))
             }
             Backend::Redis(s) => {
-                let v: Option<String> = s.query(redis::cmd("GET").arg(format!("ffkit:lock:{{{name}}}")));
+                let v: Option<String> =
+                    s.query(redis::cmd("GET").arg(format!("ffkit:lock:{{{name}}}")));
                 v.is_some()
             }
         }
@@ -237,40 +237,44 @@ fn lock_status_and_release_answer_alike_on_every_backend() {
         assert_eq!(held["pid"], owner.id(), "{name}: {held}");
         assert_eq!(held["holder_kind"], "named", "{name}: {held}");
         assert!(held["holder_pid"].is_u64(), "{name}: {held}");
-        assert!(held["since"].is_string() && held["age_seconds"].is_number(), "{name}: {held}");
+        assert!(
+            held["since"].is_string() && held["age_seconds"].is_number(),
+            "{name}: {held}"
+        );
         assert_eq!(held["stale"], false, "{name}: {held}");
         let o = held.as_object().unwrap();
         match b {
             Backend::Local => {
                 assert_eq!(held["kind"], "kernel", "{held}");
-                assert!(held["path"].as_str().unwrap().ends_with("/S.lock"), "{held}");
+                assert!(
+                    held["path"].as_str().unwrap().ends_with("/S.lock"),
+                    "{held}"
+                );
                 for absent in ["backend", "fence", "lease_left_seconds"] {
                     assert!(!o.contains_key(absent), "local has no {absent}: {held}");
                 }
             }
             Backend::Redis(_) => {
                 assert_eq!(held["kind"], "redis", "{held}");
-                assert!(held["fence"].is_u64() && held["lease_left_seconds"].is_number(), "{held}");
-                assert!(held["backend"].as_str().unwrap().starts_with("redis://"), "{held}");
+                assert!(
+                    held["fence"].is_u64() && held["lease_left_seconds"].is_number(),
+                    "{held}"
+                );
+                assert!(
+                    held["backend"].as_str().unwrap().starts_with("redis://"),
+                    "{held}"
+                );
                 assert!(!o.contains_key("path"), "redis has no path: {held}");
             }
         }
-        let text = b
-            .cmd(&w, "lock-status")
-            .arg("S")
-            .output()
-            .unwrap();
+        let text = b.cmd(&w, "lock-status").arg("S").output().unwrap();
         let text = String::from_utf8_lossy(&text.stdout).into_owned();
         assert!(
             text.starts_with("S: held (exclusive") && text.contains(&format!(") by pid {pid} on ")),
             "{name}: {text}"
         );
         // Someone else's lock: exit 5 with the holder named; not held: 4.
-        let out = b
-            .cmd(&w, "lock-release")
-            .arg("S")
-            .output()
-            .unwrap();
+        let out = b.cmd(&w, "lock-release").arg("S").output().unwrap();
         assert_eq!(out.status.code(), Some(5), "{name}: {}", stderr_of(&out));
         assert!(
             stderr_of(&out).contains(&format!("S: held by pid {pid} on ")),
@@ -288,7 +292,11 @@ fn lock_status_and_release_answer_alike_on_every_backend() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(4), "{name}: {}", stderr_of(&out));
-        assert!(stderr_of(&out).contains("S: not held"), "{name}: {}", stderr_of(&out));
+        assert!(
+            stderr_of(&out).contains("S: not held"),
+            "{name}: {}",
+            stderr_of(&out)
+        );
         let _ = owner.kill();
         let _ = owner.wait();
     }

@@ -12,9 +12,7 @@ use std::time::Duration;
 use super::cache::{self as rcache, ReadMode, RedisCache};
 use super::conn::{Area, Conn};
 use super::lock::{self as rlock, Keys, Lease, Record, RunEnd};
-use crate::backend::remote::{
-    Driver, LookMode, RemoteCache, RemoteLookup, RunFound, RunStore,
-};
+use crate::backend::remote::{Driver, LookMode, RemoteCache, RemoteLookup, RunFound, RunStore};
 use crate::backend::{Limits, Target};
 use crate::cache::{EvictPolicy, EvictReport, Evicted, Reason, Totals};
 use crate::config::Config;
@@ -79,7 +77,11 @@ impl Driver for Redis {
             Mode::Command { program, .. } => Some(program),
             _ => None,
         };
-        let kind = if program.is_some() { "command" } else { "named" };
+        let kind = if program.is_some() {
+            "command"
+        } else {
+            "named"
+        };
         let rec = Record::new(kind, owner, program.map(|p| p.text()));
         let mut conn = Conn::open(t, cfg.backend_timeout, Area::Lock)?;
         if program.is_none()
@@ -352,12 +354,7 @@ impl RunStore for RunRemote {
         Ok(self.cache()?.delete(entry)?.is_some())
     }
 
-    fn lock(
-        &self,
-        entry: &str,
-        hex: &str,
-        wait: Option<Duration>,
-    ) -> Result<Option<Box<dyn Any>>> {
+    fn lock(&self, entry: &str, hex: &str, wait: Option<Duration>) -> Result<Option<Box<dyn Any>>> {
         let keys = self.keys(entry, hex);
         let limits = Limits::from_config(&self.cfg);
         let rec = Record::new(
@@ -374,7 +371,11 @@ impl RunStore for RunRemote {
                 &rec,
                 limits.lease,
                 how,
-                Schedule::new(self.cfg.backoff, self.cfg.backoff_initial, self.cfg.backoff_max),
+                Schedule::new(
+                    self.cfg.backoff,
+                    self.cfg.backoff_initial,
+                    self.cfg.backoff_max,
+                ),
                 &mut |_| {},
             )?
         };

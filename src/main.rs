@@ -10,6 +10,11 @@
 //! that ffkit answers quietly) and file descriptors 0-2 guaranteed open.
 //! Arguments still come from `std::env::args_os` (glibc hands them to std
 //! before `main`), and the front end flushes stdout itself before returning.
+//!
+//! The binary, and only the binary, installs the Redis backend (cargo
+//! feature `redis`): the library reaches it only through this installed
+//! driver, so the bash builtin, which installs none, does not link the
+//! Redis client (docs/architecture.md, "The backend seam").
 
 #![no_main]
 
@@ -19,5 +24,7 @@ extern "C" fn main(
     _argv: *const *const std::ffi::c_char,
 ) -> std::ffi::c_int {
     ffkit::cli::startup();
+    #[cfg(feature = "redis")]
+    ffkit::backend::remote::install(&ffkit::backend::redis::DRIVER);
     ffkit::cli::main(std::env::args_os()).code().into()
 }

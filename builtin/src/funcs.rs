@@ -206,7 +206,7 @@ pub const USE_FALLBACK: u8 = 200;
 
 /// Whether the calling shell asks for a remote backend (FFKIT_BACKEND set,
 /// exported or not, to anything but empty or `local`).
-fn remote_backend() -> bool {
+pub(crate) fn remote_backend() -> bool {
     shell::var("FFKIT_BACKEND").is_some_and(|v| !v.is_empty() && v != "local")
 }
 

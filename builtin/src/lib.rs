@@ -189,7 +189,16 @@ fn dispatch(argv: Vec<OsString>) -> u8 {
     }
     let mut args = vec![OsString::from("ffkit"), OsString::from_vec(applet.clone())];
     args.extend(rest);
-    let (code, out) = run_applet(args, &|k| shell::var(k), Input::Fd0);
+    // In-process calls are local by construction (`in_process`): a
+    // FFKIT_BACKEND that `--backend local` overrides is not even parsed.
+    let (code, out) = run_applet(
+        args,
+        &|k| match k {
+            "FFKIT_BACKEND" => None,
+            _ => shell::var(k),
+        },
+        Input::Fd0,
+    );
     match var {
         None => finish(code, out),
         Some(name) => {
@@ -306,8 +315,14 @@ fn init(a: &[OsString]) -> u8 {
     0
 }
 
-/// Whether `applet ARGS` runs here rather than in the binary.
+/// Whether `applet ARGS` runs here rather than in the binary. A call on a
+/// remote backend (`--backend URL`, or FFKIT_BACKEND in the shell) is the
+/// binary's: this library installs no remote driver, so the Redis client
+/// is not linked into it (docs/shell.md, "On a Redis backend").
 fn in_process(applet: &[u8], rest: &[OsString]) -> bool {
+    if remote_requested(rest) {
+        return false;
+    }
     match applet {
         b"cache-size" | b"cache-read" | b"cache-write" | b"cache-batch" | b"cache-evict"
         | b"lock-status" => true,
@@ -316,6 +331,27 @@ fn in_process(applet: &[u8], rest: &[OsString]) -> bool {
         // `ffkit --help`, `ffkit --list`, `ffkit --version`.
         b"--help" | b"-h" | b"--list" | b"--version" | b"-V" => true,
         _ => false,
+    }
+}
+
+/// Whether the call names a remote backend: `--backend URL` (or
+/// `--backend=URL`) other than `local`, else FFKIT_BACKEND in the shell.
+fn remote_requested(rest: &[OsString]) -> bool {
+    let mut flag = None;
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        if a == "--" {
+            break;
+        }
+        if a == "--backend" {
+            flag = it.next().map(|v| v.as_bytes().to_vec());
+        } else if let Some(v) = a.as_bytes().strip_prefix(b"--backend=") {
+            flag = Some(v.to_vec());
+        }
+    }
+    match flag {
+        Some(v) => v.trim_ascii() != b"local",
+        None => funcs::remote_backend(),
     }
 }
 
@@ -378,6 +414,8 @@ fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
         "FLOWFORGE_DEVELOPER" => shell::var(k)
             .filter(|v| !v.is_empty())
             .or_else(funcs::team_developer_here),
+        // Only ever local here (`in_process`).
+        "FFKIT_BACKEND" => None,
         _ => shell::var(k),
     }) {
         Ok(c) => c,

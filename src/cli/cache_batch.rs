@@ -11,7 +11,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::{Ctx, dir_arg, ttl_arg};
 use crate::cache::batch::{self, Format};
-use crate::cache::{NewEntry, Value, key};
+use crate::cache::{NewEntry, Store, Value, key};
 use crate::error::{Error, Result};
 
 /// The old `batch_write_cache` wrote every entry with a 300 s TTL.
@@ -83,6 +83,7 @@ struct Args {
     keep_going: bool,
     read: bool,
     keys: Vec<String>,
+    backend: Option<String>,
 }
 
 pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
@@ -100,23 +101,14 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             .get_many::<String>("keys")
             .map(|v| v.cloned().collect())
             .unwrap_or_default(),
+        backend: super::backend_flag(m),
     };
-    let remote = super::backend_of(m, ctx)?;
-    if let Some(t) = &remote {
-        super::remote::no_dir(t, a.dir.as_deref())?;
-        if a.read {
-            ctx.metric = Some(Op::BatchRead);
-            return read(&a, ctx, &mut |keys, ctx| {
-                super::remote::cache_read_many(t, keys, ctx)
-            });
-        }
-    }
     if a.read {
-        let cache = ctx
-            .cache(a.dir.as_deref())?
+        let mut store = ctx
+            .store(a.dir.as_deref(), a.backend.as_deref())?
             .with_progress(super::progress::for_call(m));
         ctx.metric = Some(Op::BatchRead);
-        return read(&a, ctx, &mut |keys, _| cache.read_many(keys));
+        return read(&a, ctx, &mut store);
     }
     let input = match &a.file {
         Some(f) => fs::read(f).map_err(|e| Error::io("cannot read", f, e))?,
@@ -148,22 +140,17 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             ttl: i.ttl.unwrap_or(a.ttl),
         })
         .collect::<Vec<_>>();
-    if let Some(t) = &remote {
-        let list: Vec<(&str, &[u8], u64)> = items
-            .iter()
-            .map(|i| (i.key.as_str(), &*i.value, i.ttl.unwrap_or(a.ttl)))
-            .collect();
-        super::remote::cache_batch(t, &list, ctx)?;
-    } else if !entries.is_empty() {
-        let cache = ctx
-            .cache(a.dir.as_deref())?
+    if !entries.is_empty() {
+        let mut store = ctx
+            .store(a.dir.as_deref(), a.backend.as_deref())?
             .with_progress(super::progress::for_call(m));
         let n = entries.len();
-        let totals = cache.write(entries)?;
-        ctx.debug(format_args!(
-            "{n} entries written in one commit; index updated: {} bytes in {} entries",
-            totals.bytes, totals.entries
-        ));
+        if let Some(totals) = store.write(entries)? {
+            ctx.debug(format_args!(
+                "{n} entries written in one commit; index updated: {} bytes in {} entries",
+                totals.bytes, totals.entries
+            ));
+        }
     }
     for b in &bad {
         ctx.note(format_args!("line {}: {} (skipped)", b.line, b.why));
@@ -175,11 +162,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     })
 }
 
-/// Fetches the present, unexpired entries of some keys, in order (from the
-/// local cache or a remote backend).
-type Fetch<'a> = dyn FnMut(&[String], &mut Ctx) -> Result<Vec<(String, Vec<u8>)>> + 'a;
-
-fn read(a: &Args, ctx: &mut Ctx, fetch: &mut Fetch<'_>) -> Result<ExitCode> {
+fn read(a: &Args, ctx: &mut Ctx, store: &mut Store) -> Result<ExitCode> {
     let keys = if a.keys.is_empty() {
         // Raw bytes, so a key that is not UTF-8 is a bad key (exit 2) named
         // by its line, not an I/O error.
@@ -201,7 +184,7 @@ fn read(a: &Args, ctx: &mut Ctx, fetch: &mut Fetch<'_>) -> Result<ExitCode> {
         key::validate_bytes(k.as_bytes()).map_err(Error::Validation)?;
     }
     let mut out = Vec::new();
-    for (k, v) in fetch(&keys, ctx)? {
+    for (k, v) in store.read_many(&keys)? {
         match a.format {
             Format::Lines => {
                 out.extend_from_slice(k.as_bytes());

@@ -67,6 +67,7 @@ struct Args {
     dir: Option<PathBuf>,
     policy: EvictPolicy,
     json: bool,
+    backend: Option<String>,
 }
 
 pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
@@ -82,48 +83,31 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             dry_run: m.get_flag("dry_run"),
         },
         json: m.get_flag("json"),
+        backend: super::backend_flag(m),
     };
     if a.policy.all {
         ctx.metric = Some(Op::ClearDeveloperCache);
     }
-    if let Some(t) = super::backend_of(m, ctx)? {
-        super::remote::no_dir(&t, a.dir.as_deref())?;
-        let p = &a.policy;
-        let rp = crate::backend::redis::cache::Policy {
-            max_bytes: p.max_bytes,
-            expired: p.expired,
-            older_than: p.older_than,
-            all: p.all,
-            dry_run: p.dry_run,
-        };
-        return super::remote::cache_evict(&t, rp, a.json, ctx);
-    }
-    let cache = ctx
-        .cache(a.dir.as_deref())?
+    let mut store = ctx
+        .store(a.dir.as_deref(), a.backend.as_deref())?
         .with_progress(super::progress::for_call(m));
-    let mut report = cache.evict(&a.policy)?;
-    if !a.policy.dry_run {
-        // cache-run's per-key files of keys that have no entry any more.
-        match crate::memo::store::prune_local(&cache) {
-            Ok(0) => {}
-            Ok(n) => ctx.debug(format_args!(
-                "cache-run files of {n} keys without an entry removed"
-            )),
-            Err(e) => ctx.debug(format_args!("cache-run files not pruned: {e}")),
-        }
+    let done = store.evict(&a.policy)?;
+    let report = done.report;
+    match done.pruned {
+        None | Some(Ok(0)) => {}
+        Some(Ok(n)) => ctx.debug(format_args!(
+            "cache-run files of {n} keys without an entry removed"
+        )),
+        Some(Err(e)) => ctx.debug(format_args!("cache-run files not pruned: {e}")),
     }
-    // cache-run's output blobs that no entry uses any more (mark and sweep;
-    // with --dry-run, only counted).
-    let gone: Vec<String> = report.removed.iter().map(|e| e.key.clone()).collect();
-    let swept = match crate::memo::output::sweep(&cache, a.policy.dry_run, &gone) {
-        Ok(s) => s,
-        Err(e) => {
+    let swept = match done.swept {
+        None => Default::default(),
+        Some(Ok(s)) => s,
+        Some(Err(e)) => {
             ctx.debug(format_args!("output store not swept: {e}"));
             Default::default()
         }
     };
-    // What is left (or would be) counts the sweep too.
-    report.after.bytes = report.after.bytes.saturating_sub(swept.bytes);
     match swept {
         s if s.busy => ctx.debug(format_args!(
             "output store busy (a store or restore runs): not swept this time"

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use clap::{ArgMatches, Command};
 
 use super::{Ctx, dir_arg, key_arg, quiet_arg};
-use crate::cache::{Lookup, key};
+use crate::cache::key;
+use crate::cache::store::{Body, Found};
 use crate::error::{Error, ExitKind, Result};
 
 pub fn command() -> Command {
@@ -29,6 +30,7 @@ struct Args {
     dir: Option<PathBuf>,
     key: OsString,
     quiet: bool,
+    backend: Option<String>,
 }
 
 pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
@@ -36,8 +38,9 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         dir: m.get_one::<PathBuf>("dir").cloned(),
         key: m.get_one::<OsString>("key").cloned().unwrap_or_default(),
         quiet: m.get_flag("quiet"),
+        backend: super::backend_flag(m),
     };
-    exec(a, m.get_one::<String>("backend").map(String::as_str), ctx)
+    exec(a, ctx)
 }
 
 /// `cache-read --dir DIR [-q] -- KEY`, already parsed (`cli::Direct`).
@@ -46,37 +49,40 @@ pub(super) fn direct(dir: PathBuf, key: OsString, quiet: bool, ctx: &mut Ctx) ->
         dir: Some(dir),
         key,
         quiet,
+        backend: None,
     };
-    exec(a, None, ctx)
+    exec(a, ctx)
 }
 
-fn exec(a: Args, backend: Option<&str>, ctx: &mut Ctx) -> Result<ExitCode> {
+fn exec(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
     let key = key::validate(&a.key).map_err(Error::Validation)?;
-    if let Some(t) = crate::backend::select(&ctx.cfg, backend)? {
-        super::remote::no_dir(&t, a.dir.as_deref())?;
-        return super::remote::cache_read(&t, key, a.quiet, ctx);
-    }
-    let cache = ctx.cache(a.dir.as_deref())?;
-    let found = cache.read(key)?;
+    let mut store = ctx.store(a.dir.as_deref(), a.backend.as_deref())?;
+    let found = store.read(key)?;
     ctx.debug(format_args!(
         "{key}: {}",
         match &found {
-            Lookup::Hit(_, m) => format!("hit ({} bytes, expires {})", m.size, expiry(m)),
-            Lookup::Missing => "no such entry".into(),
-            Lookup::Expired(m) => format!("expired at {}", expiry(m)),
+            Found::Hit(_, Some(m)) =>
+                format!("hit ({} bytes, expires {})", m.size, expiry(m.expires_at)),
+            Found::Hit(Body::Bytes(v), None) => format!("hit ({} bytes)", v.len()),
+            Found::Hit(Body::File(_), None) => "hit".into(),
+            Found::Missing => "no such entry".into(),
+            Found::Expired(at) => format!("expired at {}", expiry(*at)),
         }
     ));
     let miss = match found {
-        Lookup::Hit(mut f, _) => {
+        Found::Hit(Body::File(mut f), _) => {
             io::copy(&mut f, &mut ctx.out)
                 .map_err(|e| Error::io("cannot write", "standard output", e))?;
             return Ok(ExitCode::SUCCESS);
         }
-        Lookup::Missing => format!("{key}: no such entry"),
-        Lookup::Expired(m) => format!(
+        Found::Hit(Body::Bytes(v), _) => {
+            ctx.write_out(&v)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Found::Missing => format!("{key}: no such entry"),
+        Found::Expired(at) => format!(
             "{key}: expired {}",
-            m.expires_at
-                .and_then(|t| jiff::Timestamp::from_second(t).ok())
+            at.and_then(|t| jiff::Timestamp::from_second(t).ok())
                 .map_or_else(String::new, |t| format!("at {t}"))
         ),
     };
@@ -87,7 +93,6 @@ fn exec(a: Args, backend: Option<&str>, ctx: &mut Ctx) -> Result<ExitCode> {
 }
 
 /// When an entry expires, for debug lines: epoch seconds, or "never".
-fn expiry(m: &crate::cache::Meta) -> String {
-    m.expires_at
-        .map_or_else(|| "never".into(), |t| t.to_string())
+fn expiry(at: Option<i64>) -> String {
+    at.map_or_else(|| "never".into(), |t| t.to_string())
 }

@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::{Ctx, dir_arg, json_arg, ttl_arg};
+use crate::cache::store::Reopen;
 use crate::config;
 use crate::error::{Error, Result};
 use crate::memo::{
-    self, FileMode, KeySpec, Memo, Options, Outcome, RefreshPlan, Remote, Request, RunKey, Shape,
-    Store,
+    self, FileMode, KeySpec, Memo, Options, Outcome, RefreshPlan, Request, RunKey, Shape,
 };
 
 /// The TTL when `--ttl` is not given.
@@ -273,20 +273,9 @@ pub fn run_args(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
             a.ttl
         )));
     }
-    let remote = crate::backend::select(&ctx.cfg, a.backend.as_deref())?;
-    let local;
-    let (store, whence) = match remote {
-        Some(t) => {
-            super::remote::no_dir(&t, a.dir.as_deref())?;
-            let whence = Whence::Backend(t.url().to_string());
-            (Store::Redis(Box::new(Remote::new(t, &ctx.cfg))), whence)
-        }
-        None => {
-            local = ctx.cache(a.dir.as_deref())?;
-            let whence = Whence::Dir(local.dir().to_path_buf());
-            (Store::Local(&local), whence)
-        }
-    };
+    let cache = ctx.store(a.dir.as_deref(), a.backend.as_deref())?;
+    let whence = cache.reopen();
+    let store = cache.run_store()?;
     let opts = Options {
         ttl: a.ttl,
         stale: a.stale,
@@ -309,10 +298,7 @@ pub fn run_args(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
     let stdin_hash = if !a.key_stdin {
         None
     } else if matches!(a.action, Action::Run | Action::Force) {
-        let dir = match &whence {
-            Whence::Dir(d) => Some(d.join(memo::RUN_DIR)),
-            Whence::Backend(_) => None,
-        };
+        let dir = cache.dir().map(|d| d.join(memo::RUN_DIR));
         let s = memo::Spool::read(&mut ctx.stdin(), dir.as_deref())?;
         let h = s.info.hash;
         spool = Some(s);
@@ -431,31 +417,13 @@ fn key_spec(a: &Args, stdin: Option<[u8; 32]>) -> Result<KeySpec> {
     })
 }
 
-/// Where this call's cache is, for the detached refresh.
-enum Whence {
-    Dir(PathBuf),
-    /// The backend URL (with any password: it goes into the child's
-    /// environment, never its argv).
-    Backend(String),
-}
-
 /// This program, re-run as the detached refresh of `key`, on the same cache.
-fn refresh_plan(a: &Args, whence: &Whence, key: &RunKey) -> Option<RefreshPlan> {
+fn refresh_plan(a: &Args, whence: &Reopen, key: &RunKey) -> Option<RefreshPlan> {
     a.stale?;
     let exe = std::env::current_exe().ok()?;
     let mut args: Vec<OsString> = vec!["cache-run".into()];
-    let mut env = Vec::new();
-    match whence {
-        Whence::Dir(dir) => {
-            args.extend([
-                "--backend".into(),
-                "local".into(),
-                "--dir".into(),
-                dir.into(),
-            ]);
-        }
-        Whence::Backend(url) => env.push(("FFKIT_BACKEND".into(), url.into())),
-    }
+    args.extend(whence.args.iter().cloned());
+    let env = whence.env.clone();
     args.extend(["--ttl".into(), a.ttl.to_string().into()]);
     if let Some(s) = a.stale {
         args.extend(["--stale".into(), s.to_string().into()]);

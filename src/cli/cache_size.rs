@@ -63,6 +63,7 @@ struct Args {
     fix: bool,
     json: bool,
     human: bool,
+    backend: Option<String>,
 }
 
 pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
@@ -73,9 +74,9 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         fix: m.get_flag("fix"),
         json: m.get_flag("json"),
         human: m.get_flag("human"),
+        backend: super::backend_flag(m),
     };
-    let backend = m.get_one::<String>("backend").map(String::as_str);
-    exec(&a, backend, super::progress::for_call(m), ctx)
+    exec(&a, super::progress::for_call(m), ctx)
 }
 
 /// `cache-size --dir DIR`, already parsed (`cli::Direct`).
@@ -87,76 +88,68 @@ pub(super) fn direct(dir: PathBuf, ctx: &mut Ctx) -> Result<ExitCode> {
         fix: false,
         json: false,
         human: false,
+        backend: None,
     };
-    exec(&a, None, super::progress::unless_quiet(false), ctx)
+    exec(&a, super::progress::unless_quiet(false), ctx)
 }
 
 fn exec(
     a: &Args,
-    backend: Option<&str>,
     progress: Option<Box<dyn crate::cache::Progress>>,
     ctx: &mut Ctx,
 ) -> Result<ExitCode> {
-    if let Some(t) = crate::backend::select(&ctx.cfg, backend)? {
-        super::remote::no_dir(&t, a.dir.as_deref())?;
-        let r = super::remote::Size {
-            verify: a.verify,
-            fix: a.fix,
-            rebuild: a.rebuild,
-            json: a.json,
-            human: a.human,
-        };
-        return super::remote::cache_size(&t, r, ctx);
-    }
-    let cache = ctx.cache(a.dir.as_deref())?.with_progress(progress);
+    let mut store = ctx
+        .store(a.dir.as_deref(), a.backend.as_deref())?
+        .with_progress(progress);
+    let backend = store.backend_label().map(str::to_string);
+    let out = Out {
+        a,
+        backend: backend.as_deref(),
+    };
     if a.rebuild {
         ctx.metric = Some(Op::RebuildSizeIndex);
-        let t = cache.rebuild()?;
-        return print(ctx, a, t, Source::Walk, None).map(|()| ExitCode::SUCCESS);
+        let t = store.rebuild()?;
+        return out
+            .print(ctx, t, Source::Walk, None)
+            .map(|()| ExitCode::SUCCESS);
     }
     if a.verify {
-        let r = cache.verify(a.fix)?;
+        let r = store.verify(a.fix)?;
         if r.index == Some(r.walk) {
-            print(ctx, a, r.walk, Source::Walk, None)?;
+            out.print(ctx, r.walk, Source::Walk, None)?;
             return Ok(ExitCode::SUCCESS);
         }
         let drift = describe_drift(r.index, r.walk);
         if a.fix {
             ctx.note(format_args!("index fixed: {drift}"));
-            print(ctx, a, r.walk, Source::Walk, Some(r.index))?;
+            out.print(ctx, r.walk, Source::Walk, Some(r.index))?;
             return Ok(ExitCode::SUCCESS);
         }
         if a.json {
-            print(ctx, a, r.walk, Source::Walk, Some(r.index))?;
+            out.print(ctx, r.walk, Source::Walk, Some(r.index))?;
         }
         return Err(Error::Corruption(format!(
             "index drift in {}: {drift} (run with --verify --fix to repair)",
-            cache.dir().display()
+            store.place()?
         )));
     }
-    let report = if !ctx.cfg.size_tracking {
-        cache.size(false)?
-    } else if a.json {
-        cache.size(true)?
-    } else {
-        cache.size_bytes()?
-    };
+    let report = store.size(ctx.cfg.size_tracking, a.json)?;
     if let Some(why) = report.rebuilt {
         ctx.note(format_args!(
             "size index {why} in {}: rebuilt by walking the cache dir",
-            cache.dir().display()
+            store.place()?
         ));
     } else {
         ctx.debug(format_args!(
             "size {} bytes {}",
             report.totals.bytes,
             match report.source {
-                Source::Index => "read from the index .size-index",
+                Source::Index => "read from the index",
                 Source::Walk => "by walking the dir (CACHE_SIZE_TRACKING=disabled)",
             }
         ));
     }
-    print(ctx, a, report.totals, report.source, None)?;
+    out.print(ctx, report.totals, report.source, None)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -178,30 +171,43 @@ fn describe_drift(index: Option<Totals>, walk: Totals) -> String {
     }
 }
 
-fn print(
-    ctx: &mut Ctx,
-    a: &Args,
-    t: Totals,
-    source: Source,
-    index: Option<Option<Totals>>,
-) -> Result<()> {
-    let text = if a.json {
-        let mut v = json!({
-            "bytes": t.bytes,
-            "entries": t.entries,
-            "source": match source { Source::Index => "index", Source::Walk => "walk" },
-        });
-        if let Some(idx) = index {
-            v["index_bytes"] = json!(idx.map(|i| i.bytes));
-            v["index_entries"] = json!(idx.map(|i| i.entries));
-            v["drift_bytes"] = json!(idx.map(|i| t.bytes as i128 - i.bytes as i128));
-            v["drift_entries"] = json!(idx.map(|i| t.entries as i128 - i.entries as i128));
-        }
-        format!("{v}\n")
-    } else if a.human {
-        format!("{}\n", format_bytes(t.bytes))
-    } else {
-        format!("{}\n", t.bytes)
-    };
-    ctx.write_out(text.as_bytes())
+/// How the answer is printed.
+struct Out<'a> {
+    a: &'a Args,
+    /// A remote backend's URL (`backend` in `--json`).
+    backend: Option<&'a str>,
+}
+
+impl Out<'_> {
+    fn print(
+        &self,
+        ctx: &mut Ctx,
+        t: Totals,
+        source: Source,
+        index: Option<Option<Totals>>,
+    ) -> Result<()> {
+        let a = self.a;
+        let text = if a.json {
+            let mut v = json!({
+                "bytes": t.bytes,
+                "entries": t.entries,
+                "source": match source { Source::Index => "index", Source::Walk => "walk" },
+            });
+            if let Some(b) = self.backend {
+                v["backend"] = json!(b);
+            }
+            if let Some(idx) = index {
+                v["index_bytes"] = json!(idx.map(|i| i.bytes));
+                v["index_entries"] = json!(idx.map(|i| i.entries));
+                v["drift_bytes"] = json!(idx.map(|i| t.bytes as i128 - i.bytes as i128));
+                v["drift_entries"] = json!(idx.map(|i| t.entries as i128 - i.entries as i128));
+            }
+            format!("{v}\n")
+        } else if a.human {
+            format!("{}\n", format_bytes(t.bytes))
+        } else {
+            format!("{}\n", t.bytes)
+        };
+        ctx.write_out(text.as_bytes())
+    }
 }

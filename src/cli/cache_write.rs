@@ -39,6 +39,7 @@ struct Args {
     key: OsString,
     value: Option<OsString>,
     ttl: u64,
+    backend: Option<String>,
 }
 
 pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
@@ -47,8 +48,9 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         key: m.get_one::<OsString>("key").cloned().unwrap_or_default(),
         value: m.get_one::<OsString>("value").cloned(),
         ttl: m.get_one::<u64>("ttl").copied().unwrap_or(0),
+        backend: super::backend_flag(m),
     };
-    exec(a, m.get_one::<String>("backend").map(String::as_str), ctx)
+    exec(a, ctx)
 }
 
 /// `cache-write --dir DIR --ttl TTL -- KEY -` (the value from standard
@@ -59,33 +61,31 @@ pub(super) fn direct(dir: PathBuf, ttl: u64, key: OsString, ctx: &mut Ctx) -> Re
         key,
         value: None,
         ttl,
+        backend: None,
     };
-    exec(a, None, ctx)
+    exec(a, ctx)
 }
 
-fn exec(a: Args, backend: Option<&str>, ctx: &mut Ctx) -> Result<ExitCode> {
+fn exec(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
     let key = key::validate(&a.key)
         .map_err(Error::Validation)?
         .to_string();
-    if let Some(t) = crate::backend::select(&ctx.cfg, backend)? {
-        super::remote::no_dir(&t, a.dir.as_deref())?;
-        let v = a.value.as_deref().filter(|v| v.as_bytes() != b"-");
-        return super::remote::cache_write(&t, &key, v.map(|v| v.as_bytes()), a.ttl, ctx);
-    }
-    let cache = ctx.cache(a.dir.as_deref())?;
+    let mut store = ctx.store(a.dir.as_deref(), a.backend.as_deref())?;
     let mut stdin = ctx.stdin();
     let value = match a.value.as_deref() {
         Some(v) if v.as_bytes() != b"-" => Value::Bytes(v.as_bytes()),
         _ => Value::Reader(&mut stdin),
     };
-    let totals = cache.write(vec![NewEntry {
+    let totals = store.write(vec![NewEntry {
         key: key.clone(),
         value,
         ttl: a.ttl,
     }])?;
-    ctx.debug(format_args!(
-        "{key}: written (ttl {} s); index updated: {} bytes in {} entries",
-        a.ttl, totals.bytes, totals.entries
-    ));
+    if let Some(t) = totals {
+        ctx.debug(format_args!(
+            "{key}: written (ttl {} s); index updated: {} bytes in {} entries",
+            a.ttl, t.bytes, t.entries
+        ));
+    }
     Ok(ExitCode::SUCCESS)
 }

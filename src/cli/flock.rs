@@ -722,6 +722,8 @@ fn locked(o: &Opts, what: What, ctx: &mut Ctx) -> Answer {
         prepare: false,
         quiet_wait: true,
         dialect: Dialect::Flock,
+        // flock(1) locks files: never a remote backend.
+        backend: Some("local".into()),
     };
     execute(a, ctx).map_err(|e| match (fd, &e) {
         // The descriptor is open (checked above), so the lock call's EBADF

@@ -6,7 +6,6 @@
 //! `lock::acquire`.
 
 use super::ExitCode;
-use crate::metrics::Op;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -120,76 +119,6 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     a.quiet = m.get_flag("quiet");
     a.prepare = m.get_flag("prepare");
     a.quiet_wait = m.get_flag("quiet_wait");
-    if let Some(t) = super::backend_of(m, ctx)? {
-        return remote(a, &t, ctx);
-    }
+    a.backend = super::backend_flag(m);
     execute(a, ctx)
-}
-
-/// The request on a remote backend (docs/redis.md): command and named mode,
-/// exclusive only.
-fn remote(a: LockArgs, t: &crate::backend::Target, ctx: &mut Ctx) -> Result<ExitCode> {
-    use crate::error::Error;
-    let unsupported = if a.fd.is_some() {
-        Some("--fd (a descriptor lock is local by nature)")
-    } else if a.dotlock {
-        Some("--dotlock")
-    } else if a.kind == crate::lock::Kind::Shared {
-        Some("-s/--shared")
-    } else if a.no_fork {
-        Some("-F/--no-fork (ffkit must stay to renew the lease)")
-    } else if a.inherit {
-        Some("--inherit")
-    } else if a.prepare {
-        Some("--prepare (there is no local lock file)")
-    } else {
-        None
-    };
-    if let Some(what) = unsupported {
-        return Err(Error::Validation(format!(
-            "{what} is not available with backend {} (use --backend local)",
-            t.label
-        )));
-    }
-    let Some(target) = a.target.clone() else {
-        return Err(Error::Validation(
-            "nothing to lock: give LOCKFILE -- CMD, -c CMD or NAME".into(),
-        ));
-    };
-    if a.unlock {
-        if a.program.is_some() {
-            return Err(Error::Validation(
-                "-u/--unlock takes NAME, not a command".into(),
-            ));
-        }
-        ctx.metric = Some(Op::LockRelease);
-        let rel = super::remote::Release {
-            target,
-            force: false,
-            owner: a.owner,
-            session: a.session,
-            quiet: a.quiet,
-        };
-        return super::remote::lock_release(t, rel, ctx);
-    }
-    let note_wait = a
-        .dialect
-        .says_waiting(a.quiet, a.quiet_wait, a.verbose, ctx.cfg.debug);
-    let req = super::remote::Acquire {
-        target,
-        command_text: a.program.as_ref().map(Program::text),
-        program: a.program,
-        wait: a.wait.start(),
-        timeout: match a.wait {
-            WaitSpec::Timeout(d) => Some(d),
-            _ => None,
-        },
-        conflict_code: a.conflict_code,
-        owner: a.owner,
-        session: a.session,
-        note_wait,
-        verbose: a.verbose,
-        quiet: a.quiet,
-    };
-    super::remote::lock_acquire(t, req, ctx)
 }

@@ -18,9 +18,9 @@ use super::{Ctx, ExitCode};
 use crate::error::{Error, ExitKind, Result};
 use crate::lock::acquire::{self, Mode, Outcome, Report};
 use crate::lock::kernel::Method;
-use crate::lock::release::{self, Released};
+use crate::lock::release::Released;
 use crate::lock::run::{Ended, Program};
-use crate::lock::{self, Denied, Kind, WaitSpec};
+use crate::lock::{self, Denied, Kind, LocalOnly, Locks, WaitSpec};
 
 /// The options lock-acquire shares with the flock persona (flock(1) 2.42's
 /// spellings: `-e` for `-x`, `--nb`, `--wait`).
@@ -185,6 +185,8 @@ pub(super) struct LockArgs {
     pub quiet_wait: bool,
     /// Whose rules the answers follow: ffkit's or flock(1)'s.
     pub dialect: Dialect,
+    /// `--backend` (the library picks: `lock::Locks`).
+    pub backend: Option<String>,
 }
 
 /// The exit codes of flock(1) (util-linux, from sysexits.h) that the flock
@@ -324,15 +326,8 @@ impl LockArgs {
             prepare: false,
             quiet_wait: false,
             dialect: Dialect::Ffkit,
+            backend: None,
         }
-    }
-
-    fn resolve(&self, target: &str, ctx: &Ctx) -> Result<PathBuf> {
-        lock::resolve(target, &ctx.cfg, self.lock_dir.as_deref(), self.session)
-    }
-
-    fn owner(&self) -> u32 {
-        self.owner.unwrap_or_else(lock::parent_pid)
     }
 }
 
@@ -345,6 +340,8 @@ struct Front<'a> {
     quiet_wait: bool,
     /// Deferred `--verbose` lines ([`Dialect::defers_verbose`]).
     pending: Option<Vec<u8>>,
+    /// A remote lock's fencing token, for the verbose line.
+    fence: Option<u64>,
 }
 
 impl Front<'_> {
@@ -395,11 +392,23 @@ impl Report for Front<'_> {
             "lock {label}: taken by {how} after {:.6}s",
             waited.as_secs_f64()
         ));
+        let fence = self
+            .fence
+            .map(|f| format!(" (fence {f})"))
+            .unwrap_or_default();
         self.verbose_line(format_args!(
-            "getting lock took {}.{:06} seconds",
+            "getting lock took {}.{:06} seconds{fence}",
             waited.as_secs(),
             waited.subsec_micros()
         ));
+    }
+
+    fn fence(&mut self, fence: u64) {
+        self.fence = Some(fence);
+    }
+
+    fn notice(&mut self, msg: &dyn Display) {
+        self.ctx.note(msg);
     }
 
     fn sleeping(&mut self, d: Duration) {
@@ -428,18 +437,29 @@ impl Report for Front<'_> {
     }
 }
 
-/// Runs a request in the mode its arguments select.
+/// Runs a request in the mode its arguments select, on the backend
+/// `lock::Locks` picks.
 pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
-    let owner = a.owner();
+    let locks = Locks::new(&ctx.cfg, a.backend.as_deref())?;
+    locks.check(LocalOnly {
+        fd: a.fd.is_some(),
+        dotlock: a.dotlock,
+        shared: a.kind == Kind::Shared,
+        no_fork: a.no_fork,
+        inherit: a.inherit,
+        prepare: a.prepare,
+    })?;
+    let owner = a.owner.unwrap_or_else(lock::parent_pid);
     if a.prepare && a.fd.is_some() {
         return Err(Error::Validation(
             "--prepare takes a NAME, not a descriptor".into(),
         ));
     }
+    let resolve = |t: &str| locks.resolve(t, a.lock_dir.as_deref(), a.session);
     let mode = if let Some(fd) = a.fd {
         // flock FD: the target is the descriptor number itself.
         let path = match (&a.target, a.dialect) {
-            (Some(t), Dialect::Ffkit) => Some(a.resolve(t, ctx)?),
+            (Some(t), Dialect::Ffkit) => Some(resolve(t)?),
             _ => None,
         };
         if a.unlock {
@@ -462,7 +482,7 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
                 ));
             }
             ctx.metric = None;
-            let path = a.resolve(&target, ctx)?;
+            let path = resolve(&target)?;
             lock::kernel::open_lock_file(&path, true, crate::fsutil::FILE_MODE)
                 .map_err(|e| Error::io("cannot open lock file", &path, e))?;
             ctx.debug(format_args!("{target}: lock file {} ready", path.display()));
@@ -489,19 +509,20 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
                 ctx.metric = Some(Op::LockRelease);
                 return release_named(
                     ctx,
+                    &locks,
                     &target,
-                    &Releasing {
+                    &lock::Releasing {
                         force: false,
                         owner: a.owner,
                         lock_dir: a.lock_dir.as_deref(),
                         session: a.session,
                         dotlock: a.dotlock,
-                        quiet: a.quiet,
                     },
+                    a.quiet,
                 );
             }
             None => Mode::Named {
-                path: a.resolve(&target, ctx)?,
+                path: resolve(&target)?,
             },
         }
     };
@@ -536,8 +557,9 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
             dialect: a.dialect,
             quiet_wait: a.quiet_wait,
             pending: a.dialect.defers_verbose().then(Vec::new),
+            fence: None,
         };
-        let outcome = acquire::acquire(&req, &mut front);
+        let outcome = locks.acquire(&req, a.session, &mut front);
         (outcome, front.pending)
     };
     if let Some(p) = pending {
@@ -623,35 +645,23 @@ pub(super) fn unlock_fd(
     }
 }
 
-/// How a named release was asked for.
-pub(super) struct Releasing<'a> {
-    pub force: bool,
-    pub owner: Option<u32>,
-    pub lock_dir: Option<&'a Path>,
-    pub session: bool,
-    pub dotlock: bool,
-    pub quiet: bool,
-}
-
 /// Releases a named lock, checking ownership; the messages and exit codes
-/// of `lock-release NAME` and `lock-acquire -u NAME`.
-pub(super) fn release_named(ctx: &mut Ctx, name: &str, r: &Releasing<'_>) -> Result<ExitCode> {
-    let path = lock::resolve(name, &ctx.cfg, r.lock_dir, r.session)?;
-    let rel = release::Release {
-        path: &path,
-        force: r.force,
-        as_pids: release::releasers(r.owner),
-        dotlock: r.dotlock,
-        is_name: !lock::names_a_path(name),
-    };
-    match release::release(&rel)? {
+/// of `lock-release NAME` and `lock-acquire -u NAME`, whatever the backend.
+pub(super) fn release_named(
+    ctx: &mut Ctx,
+    locks: &Locks,
+    name: &str,
+    r: &lock::Releasing<'_>,
+    quiet: bool,
+) -> Result<ExitCode> {
+    match locks.release(name, r)? {
         Released::Done(h) => {
             ctx.debug(format_args!("lock {name}: released (it was held by {h})"));
             Ok(ExitCode::SUCCESS)
         }
-        Released::NotHeld if r.quiet => Ok(ExitCode::from(ExitKind::NotFound.code())),
+        Released::NotHeld if quiet => Ok(ExitCode::from(ExitKind::NotFound.code())),
         Released::NotHeld => Err(Error::NotFound(format!("{name}: not held"))),
-        Released::NotOwner(_) if r.quiet => Ok(ExitCode::from(ExitKind::Conflict.code())),
+        Released::NotOwner(_) if quiet => Ok(ExitCode::from(ExitKind::Conflict.code())),
         Released::NotOwner(h) => Err(Error::Conflict(format!(
             "{name}: held by {h}, not by you (use --force to release it anyway)"
         ))),

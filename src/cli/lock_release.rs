@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
-use super::lock_args::{Releasing, lock_dir_arg, owner_arg, release_named, session_arg, unlock_fd};
+use super::lock_args::{lock_dir_arg, owner_arg, release_named, session_arg, unlock_fd};
 use super::{Ctx, quiet_arg};
 use crate::error::Result;
 use crate::lock;
@@ -65,6 +65,7 @@ struct Args {
     session: bool,
     dotlock: bool,
     quiet: bool,
+    backend: Option<String>,
 }
 
 pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
@@ -77,17 +78,13 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         session: m.get_flag("session"),
         dotlock: m.get_flag("dotlock"),
         quiet: m.get_flag("quiet"),
+        backend: super::backend_flag(m),
     };
-    if let Some(t) = super::backend_of(m, ctx)? {
-        let r = super::remote::Release {
-            target: a.target.unwrap_or_default(),
-            force: a.force,
-            owner: a.owner,
-            session: a.session,
-            quiet: a.quiet,
-        };
-        return super::remote::lock_release(&t, r, ctx);
-    }
+    let locks = lock::Locks::new(&ctx.cfg, a.backend.as_deref())?;
+    locks.check(lock::LocalOnly {
+        fd: a.fd.is_some(),
+        ..Default::default()
+    })?;
     if let Some(fd) = a.fd {
         let path = match &a.target {
             Some(t) => Some(lock::resolve(
@@ -104,14 +101,15 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let target = a.target.unwrap_or_default();
     release_named(
         ctx,
+        &locks,
         &target,
-        &Releasing {
+        &lock::Releasing {
             force: a.force,
             owner: a.owner,
             lock_dir: a.lock_dir.as_deref(),
             session: a.session,
             dotlock: a.dotlock,
-            quiet: a.quiet,
         },
+        a.quiet,
     )
 }

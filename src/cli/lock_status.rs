@@ -9,7 +9,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use super::lock_args::{lock_dir_arg, session_arg};
 use super::{Ctx, json_arg, quiet_arg};
 use crate::error::{Error, Result};
-use crate::lock::{self, status};
+use crate::lock;
 
 pub fn command() -> Command {
     Command::new("lock-status")
@@ -46,6 +46,7 @@ struct Args {
     session: bool,
     json: bool,
     quiet: bool,
+    backend: Option<String>,
 }
 
 pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
@@ -56,19 +57,10 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         session: m.get_flag("session"),
         json: m.get_flag("json"),
         quiet: m.get_flag("quiet"),
+        backend: super::backend_flag(m),
     };
-    if let Some(t) = super::backend_of(m, ctx)? {
-        let s = super::remote::Status {
-            target: a.target,
-            session: a.session,
-            json: a.json,
-            quiet: a.quiet,
-        };
-        return super::remote::lock_status(&t, s, ctx);
-    }
-    let path = lock::resolve(&a.target, &ctx.cfg, a.lock_dir.as_deref(), a.session)?;
-    let is_name = !lock::names_a_path(&a.target);
-    let st = status::status(&path, a.dotlock, is_name, ctx.cfg.lock_stale_after)?;
+    let locks = lock::Locks::new(&ctx.cfg, a.backend.as_deref())?;
+    let st = locks.status(&a.target, a.dotlock, a.lock_dir.as_deref(), a.session)?;
     let code = if st.held {
         ExitCode::SUCCESS
     } else {
@@ -78,7 +70,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         return Ok(code);
     }
     if a.json {
-        let mut out = serde_json::to_vec(&st.json(&a.target, &path))
+        let mut out = serde_json::to_vec(&st.json(&a.target))
             .map_err(|e| Error::General(format!("cannot render JSON: {e}")))?;
         out.push(b'\n');
         ctx.write_out(&out)?;

@@ -40,8 +40,6 @@ mod lock_release;
 mod lock_status;
 mod perf_metrics;
 pub(crate) mod progress;
-mod remote;
-
 /// Whether and when `install-links` links an applet; it also picks the
 /// applet's man page name and whether it is listed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -385,6 +383,20 @@ impl Ctx {
             }
         }) as crate::cache::WaitNote;
         Ok(cache.with_wait_note(Some(note)))
+    }
+
+    /// The cache of this call: the remote backend `--backend` (else
+    /// `FFKIT_BACKEND`) names, else the local dir opened as [`Ctx::cache`]
+    /// opens it (`cache::Store` decides; the applet never asks which).
+    pub fn store(
+        &mut self,
+        dir: Option<&Path>,
+        backend: Option<&str>,
+    ) -> Result<crate::cache::Store> {
+        if let Some(s) = crate::cache::Store::remote(&self.cfg, backend, dir)? {
+            return Ok(s);
+        }
+        Ok(crate::cache::Store::Local(self.cache(dir)?))
     }
 }
 
@@ -846,9 +858,10 @@ pub(crate) fn backend_arg() -> Arg {
         .help("Where locks and the cache live: local, redis://host:port[/db], unix:///path or redis+cluster://host:port[,host:port…] (default: FFKIT_BACKEND, else local)")
 }
 
-/// The backend this call uses: `--backend`, else `FFKIT_BACKEND`; `None` is local.
-pub(crate) fn backend_of(m: &ArgMatches, ctx: &Ctx) -> Result<Option<crate::backend::Target>> {
-    crate::backend::select(&ctx.cfg, m.get_one::<String>("backend").map(String::as_str))
+/// The `--backend` an applet was given, for its args struct (the library
+/// picks the backend: `lock::Locks`, `cache::Store`).
+pub(crate) fn backend_flag(m: &ArgMatches) -> Option<String> {
+    m.get_one::<String>("backend").cloned()
 }
 
 /// `--json`, shared by applets with a machine-readable report.

@@ -56,7 +56,7 @@ pub fn library(bin: &Path) -> PathBuf {
                     c.env_remove(&*k);
                 }
             }
-            // `tls` is the workspace's only feature.
+            // `tls` is the workspace's only feature off by default.
             if cfg!(feature = "tls") {
                 c.arg("--all-features");
             }
@@ -252,6 +252,37 @@ fn init_and_source_load_the_builtin_once_and_off_zsh_and_a_mismatch_fall_back() 
     } else {
         crate::util::skip("zsh not installed: the zsh fallback half did not run");
     }
+}
+
+/// The builtin links no Redis client (docs/architecture.md, "The backend
+/// seam"): a call on a remote backend — `--backend URL`, or FFKIT_BACKEND
+/// in the shell, exported or not — runs in the binary and works; the
+/// in-process library (no driver) would refuse the URL with exit 12.
+/// `--backend local` overrides the shell's FFKIT_BACKEND in-process.
+#[test]
+fn remote_backend_calls_run_in_the_binary() {
+    let Some(s) = crate::redis::Server::start() else {
+        return;
+    };
+    let r = Repo::new();
+    let o = out(r
+        .bash(
+            "ffkit cache-write --backend \"$URL\" k remote-v\n\
+             ffkit cache-read --backend=\"$URL\" k; echo\n\
+             FFKIT_BACKEND=$URL\n\
+             ffkit cache-read k; echo\n\
+             rc=0; ffkit lock-status free-one || rc=$?; echo \"status=$rc\"\n\
+             ffkit cache-write --backend local k local-v\n\
+             ffkit cache-read --backend local k; echo",
+        )
+        .env("URL", s.url())
+        .env("FFKIT_BACKEND_TIMEOUT", "2"));
+    assert_eq!(
+        ok(&o),
+        "remote-v\nremote-v\nfree-one: free\nstatus=1\nlocal-v\n",
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 #[test]

@@ -122,12 +122,118 @@ fn fd_mode_counts_exactly_under_contention() {
 }
 
 #[test]
-fn named_pairs_count_exactly_under_contention() {
-    let w = World::new();
-    let body =
-        format!("\"$FF\" lock-acquire N || exit 1; {INCR}; \"$FF\" lock-release N || exit 1");
-    contention(&w, &body, &[], 1);
-    assert!(!held(&w, "N"));
+fn named_pairs_count_exactly_under_contention_on_every_backend() {
+    for b in Backend::all() {
+        let w = World::new();
+        let mut env = b.env(&w);
+        env.push(("LOCK_TIMEOUT".into(), "120".into()));
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let body =
+            format!("\"$FF\" lock-acquire N || exit 1; {INCR}; \"$FF\" lock-release N || exit 1");
+        contention(&w, &body, &env, 1);
+        assert!(!b.held(&w, "N"), "{}: every pair released", b.name());
+    }
+}
+
+/// `lock-status` answers in one schema on every backend: the same fields
+/// and words, a field absent (never null) where the backend has no such
+/// thing; ownership and exit codes of `lock-release` are the same too.
+#[test]
+fn lock_status_and_release_answer_alike_on_every_backend() {
+    for b in Backend::all() {
+        let name = b.name();
+        let w = World::new();
+        let status = |target: &str| {
+            let out = b
+                .cmd(&w, "lock-status")
+                .args(["--json", target])
+                .output()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+                .unwrap_or_else(|e| panic!("{name}: {e}: {}", stderr_of(&out)));
+            (out.status.code(), v)
+        };
+        let (code, free) = status("S");
+        assert_eq!(code, Some(1), "{name}: {free}");
+        assert_eq!(free["state"], "free", "{name}: {free}");
+        assert!(free["pid"].is_null(), "{name}: {free}");
+        let mut owner = Command::new("sleep").arg("60").spawn().unwrap();
+        let pid = owner.id().to_string();
+        b.cmd(&w, "lock-acquire")
+            .args(["--owner", &pid, "S"])
+            .assert()
+            .success();
+        assert!(b.held(&w, "S"), "{name}: the oracle sees it held");
+        let (code, held) = status("S");
+        assert_eq!(code, Some(0), "{name}: {held}");
+        assert_eq!(held["state"], "held", "{name}: {held}");
+        assert_eq!(held["mode"], "exclusive", "{name}: {held}");
+        assert_eq!(held["pid"], owner.id(), "{name}: {held}");
+        assert_eq!(held["holder_kind"], "named", "{name}: {held}");
+        assert!(held["holder_pid"].is_u64(), "{name}: {held}");
+        assert!(
+            held["since"].is_string() && held["age_seconds"].is_number(),
+            "{name}: {held}"
+        );
+        assert_eq!(held["stale"], false, "{name}: {held}");
+        let o = held.as_object().unwrap();
+        match b {
+            Backend::Local => {
+                assert_eq!(held["kind"], "kernel", "{held}");
+                assert!(
+                    held["path"].as_str().unwrap().ends_with("/S.lock"),
+                    "{held}"
+                );
+                for absent in ["backend", "fence", "lease_left_seconds"] {
+                    assert!(!o.contains_key(absent), "local has no {absent}: {held}");
+                }
+            }
+            Backend::Redis(_) => {
+                assert_eq!(held["kind"], "redis", "{held}");
+                assert!(
+                    held["fence"].is_u64() && held["lease_left_seconds"].is_number(),
+                    "{held}"
+                );
+                assert!(
+                    held["backend"].as_str().unwrap().starts_with("redis://"),
+                    "{held}"
+                );
+                assert!(!o.contains_key("path"), "redis has no path: {held}");
+            }
+        }
+        let text = b.cmd(&w, "lock-status").arg("S").output().unwrap();
+        let text = String::from_utf8_lossy(&text.stdout).into_owned();
+        assert!(
+            text.starts_with("S: held (exclusive") && text.contains(&format!(") by pid {pid} on ")),
+            "{name}: {text}"
+        );
+        // Someone else's lock: exit 5 with the holder named; not held: 4.
+        let out = b.cmd(&w, "lock-release").arg("S").output().unwrap();
+        assert_eq!(out.status.code(), Some(5), "{name}: {}", stderr_of(&out));
+        assert!(
+            stderr_of(&out).contains(&format!("S: held by pid {pid} on ")),
+            "{name}: {}",
+            stderr_of(&out)
+        );
+        b.cmd(&w, "lock-release")
+            .args(["--owner", &pid, "S"])
+            .assert()
+            .success();
+        assert!(!b.held(&w, "S"), "{name}: released");
+        let out = b
+            .cmd(&w, "lock-release")
+            .args(["--owner", &pid, "S"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(4), "{name}: {}", stderr_of(&out));
+        assert!(
+            stderr_of(&out).contains("S: not held"),
+            "{name}: {}",
+            stderr_of(&out)
+        );
+        let _ = owner.kill();
+        let _ = owner.wait();
+    }
 }
 
 #[test]

@@ -494,16 +494,8 @@ fn redis_command_mode_counts_exactly_and_fences_grow() {
     assert_eq!(held, None);
 }
 
-#[test]
-fn redis_named_pairs_count_exactly() {
-    let Some(s) = Server::start() else { return };
-    let w = World::new();
-    let body =
-        "$FF lock-acquire -q pair && { read n < c; echo $((n+1)) > c; $FF lock-release pair; }";
-    assert_eq!(contention(&w, &s, body), (PROCS * INCREMENTS).to_string());
-    let held: Option<String> = s.query(redis::cmd("GET").arg("ffkit:lock:{pair}"));
-    assert_eq!(held, None, "every pair released");
-}
+// Named pairs under contention: one body for every backend,
+// lock.rs `named_pairs_count_exactly_under_contention_on_every_backend`.
 
 fn status_json(w: &World, s: &Server, name: &str) -> serde_json::Value {
     let out = ff(w, s, "lock-status")

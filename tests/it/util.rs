@@ -633,3 +633,69 @@ pub const BAD_ENV: &[(&str, &[u8])] = &[
     ("FF_DEBUG", b"yes"),
     ("FFKIT_TEST_NOW", b"abc"),
 ];
+
+/// A backend the shared lock and cache tests run on: the local files, and a Redis
+/// server when redis-server is installed (else `Server::start` prints a
+/// SKIP line). One test body runs on each, with the backend's environment.
+pub enum Backend {
+    Local,
+    Redis(crate::redis::Server),
+}
+
+impl Backend {
+    pub fn all() -> Vec<Backend> {
+        let mut v = vec![Backend::Local];
+        v.extend(crate::redis::Server::start().map(Backend::Redis));
+        v
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Local => "local",
+            Backend::Redis(_) => "redis",
+        }
+    }
+
+    /// The variables that select it (the Redis one: `redis::env`'s, whose
+    /// lock dir does not exist: no local file may be used).
+    pub fn env(&self, w: &World) -> Vec<(String, String)> {
+        match self {
+            Backend::Local => vec![
+                ("FFKIT_BACKEND".into(), "local".into()),
+                (
+                    "FFKIT_LOCK_DIR".into(),
+                    w.path().join("locks").display().to_string(),
+                ),
+            ],
+            Backend::Redis(s) => {
+                let mut c = Command::new("true");
+                crate::redis::env(&mut c, s);
+                c.get_envs()
+                    .filter_map(|(k, v)| Some((k.to_str()?.to_string(), v?.to_str()?.to_string())))
+                    .collect()
+            }
+        }
+    }
+
+    pub fn cmd(&self, w: &World, applet: &str) -> Command {
+        let mut c = w.cmd(applet);
+        c.envs(self.env(w));
+        c
+    }
+
+    /// Whether the lock NAME is held, asked independently of `lock-status`:
+    /// the kernel (a probe in the lock dir) or the server's key.
+    pub fn held(&self, w: &World, name: &str) -> bool {
+        match self {
+            Backend::Local => {
+                let f = fs::File::open(w.path().join("locks").join(format!("{name}.lock")));
+                f.is_ok_and(|f| matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)))
+            }
+            Backend::Redis(s) => {
+                let v: Option<String> =
+                    s.query(redis::cmd("GET").arg(format!("ffkit:lock:{{{name}}}")));
+                v.is_some()
+            }
+        }
+    }
+}

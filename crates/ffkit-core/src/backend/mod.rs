@@ -2,16 +2,29 @@
 //! server shared by many hosts (docs/redis.md).
 //!
 //! This module owns the choice: `FFKIT_BACKEND` (parsed once in `config`)
-//! or an applet's `--backend URL`, and the validated [`Target`]. The Redis
-//! engine itself is [`redis`]: one connection per call with every timeout
-//! set, locks with leases and fencing counters, and a cache whose size is
-//! kept exact by Lua scripts.
+//! or an applet's `--backend URL`, and the validated [`Target`]. The front
+//! end never sees it: it hands the `--backend` flag to one of the seam
+//! types, [`crate::lock::Locks`], [`crate::cache::Store`] or
+//! [`crate::memo::Store`], which pick the local files or the remote
+//! [`remote::Driver`] and return the same report types for both
+//! (docs/architecture.md, "The backend seam").
+//!
+//! The Redis engine itself is [`redis`] (cargo feature `redis`): one
+//! connection per call with every timeout set, locks with leases and
+//! fencing counters, and a cache whose size is kept exact by Lua scripts.
+//! It is reached only through the driver the binary installs
+//! ([`remote::install`]), never called by name from the rest of the
+//! library, so a program that does not install it (the bash builtin) does
+//! not link the Redis client.
 
+#[cfg(feature = "redis")]
 pub mod redis;
+pub mod remote;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[cfg(feature = "redis")]
 use ::redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo};
 
 use crate::config::Config;
@@ -20,6 +33,7 @@ use crate::error::{Error, Result};
 /// A validated remote backend address.
 #[derive(Clone)]
 pub struct Target {
+    #[cfg(feature = "redis")]
     pub(crate) info: ConnectionInfo,
     /// The URL as given (with any password): only ever handed to a child
     /// ffkit through its environment (cache-run's detached refresh).
@@ -34,6 +48,7 @@ pub struct Target {
     /// `redis+cluster://`: the seed nodes, tried in order for the slot map
     /// (empty: one server). `info` then holds the first seed and the
     /// credentials every node is sent.
+    #[cfg(feature = "redis")]
     pub(crate) seeds: Vec<ConnectionAddr>,
 }
 
@@ -53,20 +68,39 @@ impl Target {
 }
 
 impl Target {
-    /// Parses a backend URL: `local` (→ `None`), `redis://[user:pass@]host:port[/db]`,
+    /// Parses a backend URL: `local` (→ `None`), else whatever the
+    /// installed remote driver accepts ([`remote::Driver::parse`]; the
+    /// Redis one: [`Target::parse_redis`]). Without a driver every other
+    /// URL is refused.
+    pub fn parse(url: &str) -> std::result::Result<Option<Target>, String> {
+        if url.trim() == "local" {
+            return Ok(None);
+        }
+        match remote::driver() {
+            Some(d) => d.parse(url.trim()).map(Some),
+            None => Err(format!(
+                "'{}': this program has no remote backend (the bash builtin hands remote \
+                 calls to the ffkit binary; a binary built without the `redis` feature has \
+                 none); use local",
+                redact(url.trim())
+            )),
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Target {
+    /// Parses a Redis URL: `redis://[user:pass@]host:port[/db]`,
     /// `unix:///path[?db=N]`, `redis+unix:///path`,
     /// `redis+cluster://[user:pass@]host:port[,host:port…]` (a Redis
     /// Cluster, by its seed nodes), and `rediss://…` (TLS) when this build
     /// has the `tls` feature; without it `rediss://` is refused with one
     /// line saying how to get it (docs/redis.md).
-    pub fn parse(url: &str) -> std::result::Result<Option<Target>, String> {
+    pub(crate) fn parse_redis(url: &str) -> std::result::Result<Target, String> {
         let url = url.trim();
-        if url == "local" {
-            return Ok(None);
-        }
         let scheme = url.split_once("://").map(|(s, _)| s);
         match scheme {
-            Some("redis+cluster") => return parse_cluster(url).map(Some),
+            Some("redis+cluster") => return parse_cluster(url),
             Some("redis" | "unix" | "redis+unix") => {}
             Some("rediss") if cfg!(feature = "tls") => {}
             Some("rediss") => {
@@ -102,14 +136,14 @@ impl Target {
         // call, and nothing ffkit needs.
         let settings = info.redis_settings().clone().set_skip_set_lib_name();
         let info = info.set_redis_settings(settings);
-        Ok(Some(Target {
+        Ok(Target {
             info,
             url: url.to_string(),
             label: redact(url),
             secrets: secrets(url),
             ca: None,
             seeds: Vec::new(),
-        }))
+        })
     }
 
     /// Whether this is a Redis Cluster (`redis+cluster://`).
@@ -117,6 +151,13 @@ impl Target {
         !self.seeds.is_empty()
     }
 
+    /// Whether the connection is TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        matches!(self.info.addr(), ConnectionAddr::TcpTls { .. })
+    }
+}
+
+impl Target {
     /// The target with `FFKIT_BACKEND_CA` (used by `rediss://` only).
     pub fn with_ca(mut self, ca: Option<PathBuf>) -> Target {
         self.ca = ca;
@@ -131,17 +172,13 @@ impl Target {
         }
         t
     }
-
-    /// Whether the connection is TLS (`rediss://`).
-    pub fn is_tls(&self) -> bool {
-        matches!(self.info.addr(), ConnectionAddr::TcpTls { .. })
-    }
 }
 
 /// `redis+cluster://[user:pass@]host:port[,host:port…]`: each seed is
 /// parsed as `redis://[user:pass@]host:port` (one parser for hosts, ports
 /// and percent-escaped passwords); a cluster has only database 0, so a
 /// path other than `/` or `/0` is refused, and so is a query.
+#[cfg(feature = "redis")]
 fn parse_cluster(url: &str) -> std::result::Result<Target, String> {
     let bad = |why: &str| format!("'{}': {why}", redact(url));
     let rest = url.split_once("://").map_or("", |(_, r)| r);
@@ -251,6 +288,7 @@ fn is_secret_param(k: &str) -> bool {
 
 /// The credentials in `url`, as written and percent-decoded, for scrubbing
 /// messages (a library error could quote them).
+#[cfg(feature = "redis")]
 fn secrets(url: &str) -> Vec<String> {
     let mut out = Vec::new();
     let Some((_, rest)) = url.split_once("://") else {
@@ -280,6 +318,7 @@ fn secrets(url: &str) -> Vec<String> {
     out
 }
 
+#[cfg(feature = "redis")]
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -329,43 +368,43 @@ impl Limits {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "redis"))]
 mod tests {
     use super::*;
 
+    /// The parse the binary runs (with the Redis driver installed).
+    fn parse(url: &str) -> std::result::Result<Option<Target>, String> {
+        remote::install(&redis::DRIVER);
+        Target::parse(url)
+    }
+
     #[test]
     fn urls() {
-        assert!(Target::parse("local").unwrap().is_none());
-        let t = Target::parse("redis://u:secret@127.0.0.1:6380/2")
-            .unwrap()
-            .unwrap();
+        assert!(parse("local").unwrap().is_none());
+        let t = parse("redis://u:secret@127.0.0.1:6380/2").unwrap().unwrap();
         assert_eq!(t.label, "redis://u:***@127.0.0.1:6380/2");
         assert!(!format!("{t:?}").is_empty());
-        assert!(Target::parse("unix:///run/redis.sock").unwrap().is_some());
-        assert!(
-            Target::parse("redis+unix:///run/redis.sock")
-                .unwrap()
-                .is_some()
-        );
-        let tls = Target::parse("rediss://u:secret@h:6380");
+        assert!(parse("unix:///run/redis.sock").unwrap().is_some());
+        assert!(parse("redis+unix:///run/redis.sock").unwrap().is_some());
+        let tls = parse("rediss://u:secret@h:6380");
         if cfg!(feature = "tls") {
             assert!(tls.unwrap().unwrap().is_tls());
         } else {
             let e = tls.unwrap_err();
             assert!(e.contains("--features tls") && !e.contains("secret"), "{e}");
         }
-        assert!(!Target::parse("redis://h:1").unwrap().unwrap().is_tls());
+        assert!(!parse("redis://h:1").unwrap().unwrap().is_tls());
         for bad in ["http://x", "redis://h:port", "nonsense", "redis://"] {
-            let e = Target::parse(bad).unwrap_err();
+            let e = parse(bad).unwrap_err();
             assert!(!e.contains("secret"), "{e}");
         }
-        let e = Target::parse("redis://u:secret@h:bad").unwrap_err();
+        let e = parse("redis://u:secret@h:bad").unwrap_err();
         assert!(!e.contains("secret"), "{e}");
     }
 
     #[test]
     fn cluster_urls() {
-        let t = Target::parse("redis+cluster://u:s3cret@127.0.0.1:7001,127.0.0.1:7002,[::1]:7003")
+        let t = parse("redis+cluster://u:s3cret@127.0.0.1:7001,127.0.0.1:7002,[::1]:7003")
             .unwrap()
             .unwrap();
         assert!(t.is_cluster() && !t.is_tls());
@@ -376,9 +415,9 @@ mod tests {
         );
         assert_eq!(t.info.redis_settings().password(), Some("s3cret"));
         assert!(matches!(&t.seeds[2], ConnectionAddr::Tcp(h, 7003) if h == "::1"));
-        let one = Target::parse("redis+cluster://h:1/0").unwrap().unwrap();
+        let one = parse("redis+cluster://h:1/0").unwrap().unwrap();
         assert_eq!(one.seeds.len(), 1);
-        assert!(!Target::parse("redis://h:1").unwrap().unwrap().is_cluster());
+        assert!(!parse("redis://h:1").unwrap().unwrap().is_cluster());
         for bad in [
             "redis+cluster://",
             "redis+cluster://h:1,,h:2",
@@ -387,7 +426,7 @@ mod tests {
             "redis+cluster://u:s3cret@h:1?db=2",
             "redis+cluster://u:s3cret@h:x,h:2",
         ] {
-            let e = Target::parse(bad).unwrap_err();
+            let e = parse(bad).unwrap_err();
             assert!(!e.contains("s3cret"), "{bad}: {e}");
         }
     }

@@ -63,6 +63,9 @@ pub struct EvictReport {
     pub before: Totals,
     pub after: Totals,
     pub removed: Vec<Evicted>,
+    /// Script calls a remote eviction took (absent for the local files).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u32>,
 }
 
 /// One key as seen by the walk.
@@ -108,6 +111,7 @@ pub fn run(cache: &Cache, policy: &EvictPolicy) -> Result<EvictReport> {
             before: Totals::default(),
             after: Totals::default(),
             removed: vec![],
+            steps: None,
         });
     }
     let mut report: Option<EvictReport> = None;
@@ -121,6 +125,7 @@ pub fn run(cache: &Cache, policy: &EvictPolicy) -> Result<EvictReport> {
             before,
             after,
             removed: vec![],
+            steps: None,
         });
         r.after = if policy.dry_run {
             simulate(before, &removed)

@@ -33,6 +33,7 @@ pub mod journal;
 pub mod key;
 pub mod progress;
 pub mod scan;
+pub mod store;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -49,6 +50,7 @@ pub use evict::{EvictPolicy, EvictReport, Evicted, Reason};
 pub use index::Totals;
 use journal::{Journal, Record};
 pub use progress::Progress;
+pub use store::Store;
 
 /// Seconds between two recency updates of the same entry.
 pub const RECENCY_INTERVAL: i64 = 60;

@@ -82,6 +82,11 @@ pub trait Report {
     fn executing(&mut self, _program: &Program) {}
     /// `-F`: about to exec (nothing runs after this in our process).
     fn before_exec(&mut self) {}
+    /// A remote lock: its fencing token, just before [`Report::taken`].
+    fn fence(&mut self, _fence: u64) {}
+    /// Something the caller must hear although the request did not fail
+    /// (a remote lease that lapsed or could not be released).
+    fn notice(&mut self, _msg: &dyn Display) {}
 }
 
 /// The result of a request that did not fail.
@@ -374,12 +379,8 @@ pub fn fd_label(fd: RawFd) -> String {
 fn dotlock_named(req: &Request, path: &Path, rep: &mut dyn Report) -> Result<Outcome> {
     let owner = req.owner;
     let start = Instant::now();
+    super::owner_alive(owner)?;
     let rec = Holder::new(holder::KIND_DOTLOCK, owner, None);
-    if rec.start.is_none() && !crate::fsutil::pid_alive(owner) {
-        return Err(Error::NotFound(format!(
-            "owner pid {owner}: no such process"
-        )));
-    }
     let got = take_dotlock(req, path, &rec, rep)?;
     match got {
         Ok(_) => {

@@ -14,7 +14,9 @@
 //! - [`run`]: the crate's one child runner (command mode, `perf-metrics time`).
 //! - [`team`]: the team config's developer for the caller's email.
 //! - [`acquire`], [`release`], [`status`]: the three requests the applets
-//!   (and an in-process caller) make, whatever the mode.
+//!   (and an in-process caller) make, whatever the mode, on the local files.
+//! - [`locks`]: [`Locks`], the one type the applets call: the local files
+//!   or a remote backend, the same report types for both.
 //!
 //! This module resolves lock names to paths. Nothing here knows clap or
 //! prints; waiting is reported through callbacks so the front end can print
@@ -26,6 +28,7 @@ pub mod dotlock;
 pub mod fd;
 pub mod holder;
 pub mod kernel;
+pub mod locks;
 pub mod named;
 pub mod release;
 pub mod run;
@@ -41,6 +44,8 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fsutil;
+
+pub use locks::{LocalOnly, Locks, Releasing};
 
 /// Shared (many readers) or exclusive (one holder).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,6 +290,21 @@ pub fn resolve(
     let name = validate_name(arg)?;
     Ok(lock_dir(cfg, explicit_dir, session)?.join(format!("{name}{SUFFIX}")))
 }
+
+/// Refuses an owner that does not exist (named mode, every backend): a
+/// lock held for nobody would never be released.
+pub(crate) fn owner_alive(owner: u32) -> Result<()> {
+    if holder::start_time(owner).is_none() && !fsutil::pid_alive(owner) {
+        return Err(Error::NotFound(format!(
+            "owner pid {owner}: no such process"
+        )));
+    }
+    Ok(())
+}
+
+/// The variable that hands a command run under a remote lock its fencing
+/// token (docs/redis.md, "Fencing tokens").
+pub const FENCE_VAR: &str = "FFKIT_LOCK_FENCE";
 
 /// This process's parent: the calling shell, the default owner of a lock.
 pub fn parent_pid() -> u32 {

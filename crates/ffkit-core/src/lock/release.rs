@@ -53,8 +53,13 @@ pub fn releasers(owner: Option<u32>) -> Vec<u32> {
 /// A lock owned by an ancestor further up than the parent (the releaser
 /// runs in a subshell, a pipeline stage or a child script of the owner):
 /// the error that refuses it.
-fn descendant(r: &Release<'_>, h: &Holder) -> Option<crate::Error> {
-    if h.pid == 0 || r.force || r.as_pids.contains(&h.pid) {
+pub(crate) fn descendant(
+    label: &str,
+    as_pids: &[u32],
+    force: bool,
+    h: &Holder,
+) -> Option<crate::Error> {
+    if h.pid == 0 || force || as_pids.contains(&h.pid) {
         return None;
     }
     if !holder::ancestors(std::process::id()).contains(&h.pid) {
@@ -62,8 +67,7 @@ fn descendant(r: &Release<'_>, h: &Holder) -> Option<crate::Error> {
     }
     Some(crate::Error::NotFound(format!(
         "{}: held by pid {}, a shell this process runs under, not by the process that runs this release (a subshell, $( ), pipeline stage or child script cannot release its shell's lock; release it in that shell)",
-        r.path.display(),
-        h.pid
+        label, h.pid
     )))
 }
 
@@ -74,10 +78,12 @@ pub fn release(r: &Release<'_>) -> Result<Released> {
         return match dotlock::release(r.path, &may)? {
             Ok(h) => Ok(Released::Done(h)),
             Err(dotlock::NotReleased::NotHeld) => Ok(Released::NotHeld),
-            Err(dotlock::NotReleased::NotOwner(h)) => match descendant(r, &h) {
-                Some(e) => Err(e),
-                None => Ok(Released::NotOwner(h)),
-            },
+            Err(dotlock::NotReleased::NotOwner(h)) => {
+                match descendant(&r.path.display().to_string(), &r.as_pids, r.force, &h) {
+                    Some(e) => Err(e),
+                    None => Ok(Released::NotOwner(h)),
+                }
+            }
         };
     }
     let who = named::Releaser {
@@ -87,9 +93,11 @@ pub fn release(r: &Release<'_>) -> Result<Released> {
     match named::release(r.path, &who)? {
         Ok(h) => Ok(Released::Done(h)),
         Err(named::NotReleased::NotHeld) => Ok(Released::NotHeld),
-        Err(named::NotReleased::NotOwner(h)) => match descendant(r, &h) {
-            Some(e) => Err(e),
-            None => Ok(Released::NotOwner(h)),
-        },
+        Err(named::NotReleased::NotOwner(h)) => {
+            match descendant(&r.path.display().to_string(), &r.as_pids, r.force, &h) {
+                Some(e) => Err(e),
+                None => Ok(Released::NotOwner(h)),
+            }
+        }
     }
 }

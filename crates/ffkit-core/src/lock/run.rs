@@ -28,7 +28,9 @@ pub enum Program {
 }
 
 impl Program {
-    fn command(&self) -> Option<Command> {
+    /// The process to start (`None`: an empty argv). The one place a
+    /// [`Program`] becomes a [`Command`], for every backend.
+    pub(crate) fn command(&self) -> Option<Command> {
         match self {
             Program::Argv(v) => {
                 let (first, rest) = v.split_first()?;

@@ -4,8 +4,13 @@
 //! its file exists, and a dot-lock whose record cannot be read is "held by
 //! an unknown holder", broken only by the stale rules or `--force`
 //! (docs/locks.md, "`--dotlock`").
+//!
+//! [`Status`] is also what a remote backend answers ([`super::Locks`]):
+//! one text form and one `--json` schema for every backend, a field absent
+//! where a backend has no such thing (`path` on Redis; `backend`, `fence`
+//! and `lease_left_seconds` on the local files).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
@@ -14,11 +19,12 @@ use super::holder::{self, Holder, KIND_DOTLOCK};
 use super::kernel::{self, Probe};
 use crate::error::{Error, Result};
 
-/// Which kind of lock a file is.
+/// Which kind of lock a file is (or `Remote`: a lock on a remote backend).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Kernel,
     Dotlock,
+    Remote,
 }
 
 /// Decides, in one place, whether the file at `path` is a dot-lock: when
@@ -62,6 +68,21 @@ pub struct Status {
     pub holder: String,
     /// Dot-locks: the next acquirer will break it.
     pub stale: bool,
+    /// The lock file (local backends).
+    pub path: Option<PathBuf>,
+    /// A remote lock: where it lives and its lease.
+    pub remote: Option<RemoteFacts>,
+}
+
+/// What only a remote lock has.
+#[derive(Clone, Debug, Default)]
+pub struct RemoteFacts {
+    /// The backend URL, without credentials.
+    pub label: String,
+    /// The holder's fencing token (when held by a known holder).
+    pub fence: Option<u64>,
+    /// Seconds of lease left (when held).
+    pub lease_left: Option<f64>,
 }
 
 fn free(backend: Backend) -> Status {
@@ -74,11 +95,57 @@ fn free(backend: Backend) -> Status {
         record: None,
         holder: String::new(),
         stale: false,
+        path: None,
+        remote: None,
+    }
+}
+
+impl Status {
+    /// A remote lock's status: held by `record` (its pid 0: an unknown
+    /// holder) or free.
+    pub fn remote(label: &str, record: Option<(Holder, u64, f64)>) -> Status {
+        let Some((h, fence, lease_left)) = record else {
+            return Status {
+                remote: Some(RemoteFacts {
+                    label: label.to_string(),
+                    ..RemoteFacts::default()
+                }),
+                ..free(Backend::Remote)
+            };
+        };
+        let known = (h.pid != 0).then_some(h);
+        Status {
+            held: true,
+            backend: Backend::Remote,
+            mode: Some("exclusive"),
+            pid: known.as_ref().map(|h| h.pid),
+            command: known.as_ref().map(|h| h.command.clone()),
+            holder: known.clone().unwrap_or_default().to_string(),
+            remote: Some(RemoteFacts {
+                label: label.to_string(),
+                fence: known.as_ref().map(|_| fence),
+                lease_left: Some(lease_left),
+            }),
+            record: known,
+            stale: false,
+            path: None,
+        }
     }
 }
 
 /// The status of the lock at `path` (see [`detect`] for `hint`, `is_name`).
 pub fn status(
+    path: &Path,
+    hint: bool,
+    is_name: bool,
+    stale_after: std::time::Duration,
+) -> Result<Status> {
+    let mut st = local_status(path, hint, is_name, stale_after)?;
+    st.path = Some(path.to_path_buf());
+    Ok(st)
+}
+
+fn local_status(
     path: &Path,
     hint: bool,
     is_name: bool,
@@ -99,6 +166,8 @@ pub fn status(
             holder: rec.clone().unwrap_or_default().to_string(),
             record: rec,
             stale,
+            path: None,
+            remote: None,
         });
     }
     let f = match kernel::open_lock_file_existing(path) {
@@ -120,6 +189,8 @@ pub fn status(
         holder: who.to_string(),
         record: who.record,
         stale: false,
+        path: None,
+        remote: None,
     })
 }
 
@@ -131,25 +202,41 @@ impl Status {
             return format!("{name}: free\n");
         }
         let mut s = format!("{name}: held ({}", self.mode.unwrap_or("exclusive"));
-        if self.backend == Backend::Dotlock {
-            s.push_str(", dotlock");
+        match self.backend {
+            Backend::Dotlock => s.push_str(", dotlock"),
+            Backend::Remote => s.push_str(", redis"),
+            Backend::Kernel => {}
         }
         s.push_str(&format!(") by {}", self.holder));
         if self.stale {
             s.push_str(", STALE (the next acquirer will remove it)");
         }
+        if let Some(r) = &self.remote {
+            if let Some(f) = r.fence {
+                s.push_str(&format!(", fence {f}"));
+            }
+            if let Some(l) = r.lease_left {
+                s.push_str(&format!(", lease {:.1}s left", l.max(0.0)));
+            }
+        }
         s.push('\n');
         s
     }
 
-    /// The `--json` object (docs/locks.md, "`lock-status`").
-    pub fn json(&self, name: &str, path: &Path) -> Value {
+    /// The `--json` object (docs/locks.md, "`lock-status`"): one schema
+    /// for every backend, a field absent where the backend has no such
+    /// thing (`path` on a remote backend; `backend`, `fence` and
+    /// `lease_left_seconds` on the local files).
+    pub fn json(&self, name: &str) -> Value {
         let r = self.record.as_ref();
-        json!({
+        let mut v = json!({
             "lock": name,
-            "path": path.to_string_lossy(),
             "state": if self.held { "held" } else { "free" },
-            "kind": match self.backend { Backend::Kernel => "kernel", Backend::Dotlock => "dotlock" },
+            "kind": match self.backend {
+                Backend::Kernel => "kernel",
+                Backend::Dotlock => "dotlock",
+                Backend::Remote => "redis",
+            },
             "mode": self.mode,
             "pid": self.pid,
             "host": r.map(|r| r.host.clone()),
@@ -160,6 +247,17 @@ impl Status {
             "holder_pid": r.and_then(|r| r.holder_pid),
             "holder_kind": r.map(|r| r.kind.clone()),
             "stale": self.stale,
-        })
+        });
+        if let Some(o) = v.as_object_mut() {
+            if let Some(p) = &self.path {
+                o.insert("path".into(), json!(p.to_string_lossy()));
+            }
+            if let Some(rf) = &self.remote {
+                o.insert("backend".into(), json!(rf.label));
+                o.insert("fence".into(), json!(rf.fence));
+                o.insert("lease_left_seconds".into(), json!(rf.lease_left));
+            }
+        }
+        v
     }
 }

@@ -47,7 +47,7 @@ pub use capture::Shape;
 use capture::{Delivery, Input};
 pub use key::{FileMode, KeySpec, RunKey};
 use record::{Recording, StdinInfo, Stored};
-pub use store::{Guard, Look, Remote, Store};
+pub use store::{Guard, Look, Store};
 
 /// The dot-dir in the cache dir holding the per-key lock and hit files.
 pub const RUN_DIR: &str = ".cache-run";

@@ -6,14 +6,13 @@
 //! - Local: the entry goes through [`Cache`] (value file + sidecar, exact
 //!   size index); the lock is `flock(2)` on `.cache-run/<hex>.lock`; replays
 //!   are counted in `.cache-run/<hex>.hits`.
-//! - Redis: the entry goes through the backend's cache scripts (the value
-//!   key counts in the Lua-kept total, like any `cache-write`); the lock is
-//!   a leased Redis lock beside the entries (`…run-lock:<hex>`), renewed by
-//!   a background thread while the command runs and waited for on its
-//!   wake-up list; replays are counted in the entry's metadata hash, which
-//!   a rewrite clears.
+//! - Remote: the backend's [`RunStore`] (the Redis one: the entry goes
+//!   through the backend's cache scripts, counting in the Lua-kept total
+//!   like any `cache-write`; the lock is a leased Redis lock beside the
+//!   entries, `…run-lock:<hex>`, renewed by a background thread while the
+//!   command runs and waited for on its wake-up list; replays are counted
+//!   in the entry's metadata hash, which a rewrite clears).
 
-use std::cell::{RefCell, RefMut};
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -24,34 +23,25 @@ use std::time::Duration;
 use super::RUN_DIR;
 use super::key::RunKey;
 use super::record::Stored;
-use crate::backend::redis::cache::{self as rcache, ReadMode, RedisCache};
-use crate::backend::redis::conn::Area;
-use crate::backend::redis::lock::{self as rlock, Keys, Lease, Record};
-use crate::backend::{Limits, Target};
+use crate::backend::Target;
+use crate::backend::remote::{LookMode, RemoteLookup, RunStore};
 use crate::cache::{Cache, Lookup, NewEntry, Value};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::lock::{self, Denied, Kind, Wait, backoff::Schedule};
+use crate::lock::{self, Kind, Wait};
 
 /// The entries and the per-key lock of one cache.
 pub enum Store<'a> {
     Local(&'a Cache),
-    Redis(Box<Remote>),
-}
-
-/// The Redis side: one connection, opened at first use (so a server that is
-/// down is found by the first look, where the call can still run uncached).
-pub struct Remote {
-    target: Target,
-    cfg: Config,
-    cache: RefCell<Option<RedisCache>>,
+    Remote(Box<dyn RunStore>),
 }
 
 /// A held per-key lock; dropping it releases the lock.
 pub enum Guard {
     File(#[allow(dead_code)] File),
-    Lease(#[allow(dead_code)] Lease),
+    /// A remote backend's lock (its lease renewal ends with it).
+    Remote(#[allow(dead_code)] Box<dyn std::any::Any>),
 }
 
 /// One look at an entry.
@@ -71,46 +61,32 @@ pub enum Look {
     Damaged(String),
 }
 
-impl Remote {
-    pub fn new(target: Target, cfg: &Config) -> Remote {
-        Remote {
-            target,
-            cfg: cfg.clone(),
-            cache: RefCell::new(None),
-        }
-    }
-
-    /// The connection, opened on first use.
-    fn cache(&self) -> Result<RefMut<'_, RedisCache>> {
-        let mut slot = self.cache.borrow_mut();
-        if slot.is_none() {
-            *slot = Some(RedisCache::open(&self.target, &self.cfg)?);
-        }
-        RefMut::filter_map(slot, Option::as_mut)
-            .map_err(|_| Error::General("the backend connection is gone".into()))
-    }
-
-    fn keys(&self, key: &RunKey) -> Keys {
-        let p = rcache::prefix(&self.cfg);
-        Keys::beside(
-            &key.entry(),
-            format!("{p}run-lock:{}", key.hex),
-            format!("{p}run-fence"),
-        )
+impl Store<'_> {
+    /// cache-run's store on the remote backend `target` (connected at
+    /// first use, so a server that is down is found by the first look,
+    /// where the call can still run uncached).
+    pub fn remote(target: &Target, cfg: &Config) -> Result<Store<'static>> {
+        let d = crate::backend::remote::driver().ok_or_else(|| {
+            Error::Config(format!(
+                "backend {}: no remote backend in this program",
+                target.label
+            ))
+        })?;
+        Ok(Store::Remote(d.run_store(target, cfg)))
     }
 }
 
 impl Store<'_> {
     /// Whether the entries live on a remote backend.
     pub fn is_remote(&self) -> bool {
-        matches!(self, Store::Redis(_))
+        matches!(self, Store::Remote(_))
     }
 
     /// "Now" for a new recording's `ran_at`.
     pub fn now(&self) -> i64 {
         match self {
             Store::Local(c) => c.now(),
-            Store::Redis(r) => r.cfg.now(),
+            Store::Remote(r) => r.now(),
         }
     }
 
@@ -145,24 +121,24 @@ impl Store<'_> {
                 }
                 Err(e) => Err(e),
             },
-            Store::Redis(r) => {
+            Store::Remote(r) => {
                 let mode = if peek {
-                    ReadMode::Peek
+                    LookMode::Peek
                 } else if replay {
-                    ReadMode::Hit
+                    LookMode::Hit
                 } else {
-                    ReadMode::Plain
+                    LookMode::Plain
                 };
-                let f = r.cache()?.read_with(&entry, mode)?;
-                let age = (f.now - f.created_at).max(0);
+                let f = r.look(&entry, mode)?;
+                let age = f.age;
                 Ok(match f.lookup {
-                    rcache::Lookup::Hit(v) => Look::Hit {
+                    RemoteLookup::Hit(v) => Look::Hit {
                         body: Stored::from_bytes(v),
                         age,
                         hits: Some(f.hits),
                     },
-                    rcache::Lookup::Expired(_) => Look::Expired { age },
-                    rcache::Lookup::Missing => Look::Missing,
+                    RemoteLookup::Expired(_) => Look::Expired { age },
+                    RemoteLookup::Missing => Look::Missing,
                 })
             }
         }
@@ -188,13 +164,13 @@ impl Store<'_> {
                 let _ = fs::remove_file(side_file(c, key, "failed"));
                 Ok(())
             }
-            Store::Redis(r) => {
+            Store::Remote(r) => {
                 // The backend sends a value whole from memory anyway.
                 let mut bytes = Vec::new();
                 value
                     .read_to_end(&mut bytes)
                     .map_err(|e| Error::io("cannot read", "the spool of standard input", e))?;
-                r.cache()?.write(&key.entry(), &bytes, ttl)
+                r.write(&key.entry(), &bytes, ttl)
             }
         }
     }
@@ -216,7 +192,7 @@ impl Store<'_> {
                 }
                 Stored::open(f).ok()
             }
-            Store::Redis(_) => None,
+            Store::Remote(_) => None,
         }
     }
 
@@ -253,7 +229,7 @@ impl Store<'_> {
                 let _ = fs::remove_file(side_file(c, key, "lock"));
                 Ok(had)
             }
-            Store::Redis(r) => Ok(r.cache()?.delete(&entry)?.is_some()),
+            Store::Remote(r) => r.delete(&entry),
         }
     }
 
@@ -262,7 +238,7 @@ impl Store<'_> {
     pub fn may_hold(&self) -> bool {
         match self {
             Store::Local(c) => c.dir().is_dir(),
-            Store::Redis(_) => true,
+            Store::Remote(_) => true,
         }
     }
 
@@ -272,7 +248,7 @@ impl Store<'_> {
         match (self, counted) {
             (_, Some(n)) => n,
             (Store::Local(c), None) => count_local_hit(c, key, id, false),
-            (Store::Redis(_), None) => 0,
+            (Store::Remote(_), None) => 0,
         }
     }
 
@@ -288,7 +264,7 @@ impl Store<'_> {
                 },
                 Err(_) => 0,
             },
-            (Store::Redis(_), None) => 0,
+            (Store::Remote(_), None) => 0,
         }
     }
 
@@ -298,7 +274,7 @@ impl Store<'_> {
     pub fn lock(&self, key: &RunKey, wait: Option<Duration>) -> Result<Option<Guard>> {
         match self {
             Store::Local(c) => lock_local(c, key, wait),
-            Store::Redis(r) => lock_remote(r, key, wait),
+            Store::Remote(r) => Ok(r.lock(&key.entry(), &key.hex, wait)?.map(Guard::Remote)),
         }
     }
 
@@ -307,14 +283,7 @@ impl Store<'_> {
     pub fn busy(&self, key: &RunKey) -> bool {
         match self {
             Store::Local(_) => !matches!(self.lock(key, None), Ok(Some(_))),
-            Store::Redis(r) => {
-                let keys = r.keys(key);
-                let Ok(mut c) = r.cache() else { return true };
-                match rlock::status(c.conn(), &keys) {
-                    Ok(held) => held.is_some(),
-                    Err(_) => true,
-                }
-            }
+            Store::Remote(r) => r.busy(&key.entry(), &key.hex),
         }
     }
 }
@@ -472,54 +441,6 @@ pub fn prune_local(c: &Cache) -> Result<usize> {
         }
     }
     Ok(pruned)
-}
-
-fn lock_remote(r: &Remote, key: &RunKey, wait: Option<Duration>) -> Result<Option<Guard>> {
-    let keys = r.keys(key);
-    let limits = Limits::from_config(&r.cfg);
-    let rec = Record::new(
-        "cache-run",
-        std::process::id(),
-        Some(format!("cache-run {}", key.entry())),
-    );
-    let how = wait.map_or(Wait::NonBlocking, Wait::timeout);
-    let got = {
-        let mut c = r.cache()?;
-        rlock::acquire(
-            c.conn(),
-            &keys,
-            &rec,
-            limits.lease,
-            how,
-            Schedule::new(r.cfg.backoff, r.cfg.backoff_initial, r.cfg.backoff_max),
-            &mut |_| {},
-        )?
-    };
-    let held = match got {
-        Ok(h) => h,
-        Err(Denied::Busy | Denied::TimedOut | Denied::Interrupted) => {
-            let Some(t) = wait else {
-                return Ok(None);
-            };
-            return Err(Error::Timeout(format!(
-                "another run of this command still holds {} on {} after {}s (LOCK_TIMEOUT)",
-                keys.name,
-                r.target.label,
-                t.as_secs_f64()
-            )));
-        }
-    };
-    match Lease::start(&r.target, limits, Area::Cache, &keys, &held) {
-        Ok(l) => Ok(Some(Guard::Lease(l))),
-        Err(e) => {
-            let mut c = r.cache()?;
-            let _ = rlock::release(c.conn(), &keys, &held.token);
-            Err(Error::General(format!(
-                "cannot start the thread renewing the lock of {}: {e}",
-                keys.name
-            )))
-        }
-    }
 }
 
 /// Counts a replay of generation `id` (or, with `reset`, starts a new

@@ -189,6 +189,11 @@ impl RedisCache {
         })
     }
 
+    /// The backend URL (without credentials), for messages.
+    pub fn label(&self) -> &str {
+        self.conn.label()
+    }
+
     /// The namespace prefix, for messages.
     pub fn prefix(&self) -> &str {
         &self.prefix

@@ -22,7 +22,8 @@ impl Repo {
     }
 
     /// A stand-in binary that writes its environment (NUL-separated) to
-    /// `envs/env.N` for its N-th call and exits 0.
+    /// `envs/env.N` for its N-th call and exits 0; the fallback's namespace
+    /// question (`init --resolve`) goes to the real binary, unrecorded.
     fn env_stub(&self) -> (PathBuf, PathBuf) {
         let dir = self.tmp.path().join("envs");
         fs::create_dir_all(&dir).unwrap();
@@ -30,8 +31,10 @@ impl Repo {
         fs::write(
             &stub,
             format!(
-                "#!/bin/sh\nn=$(ls '{d}' | wc -l)\nexec /usr/bin/env -0 >'{d}/env.'\"$n\"\n",
-                d = dir.display()
+                "#!/bin/sh\nif [ \"$1\" = init ]; then case $2 in --resolve=*) exec '{bin}' \"$@\";; esac; fi\n\
+                 n=$(ls '{d}' | wc -l)\nexec /usr/bin/env -0 >'{d}/env.'\"$n\"\n",
+                d = dir.display(),
+                bin = crate::util::bin().display()
             ),
         )
         .unwrap();

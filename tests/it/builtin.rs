@@ -1221,6 +1221,75 @@ fn with_a_team_config_lock_acquire_and_the_function_lock_one_file() {
     }
 }
 
+/// Issue 22's drift: in a current dir reached through a symbolic link, the
+/// fallback found the top by walking `$PWD` (the link's path, with no `.git`
+/// above it) while the binary and the builtin walk the real path. Now one
+/// rule on every path: the cache entry and the lock land in the repository's
+/// namespace, and a separate binary process sees the lock.
+#[test]
+fn a_current_dir_behind_a_symlink_is_the_same_namespace_on_every_path() {
+    let r = Repo::new();
+    fs::create_dir_all(r.root().join("sub")).unwrap();
+    let link = r.tmp.path().join("link");
+    std::os::unix::fs::symlink(r.root().join("sub"), &link).unwrap();
+    let zsh = Command::new("zsh").arg("-c").arg("true").status().is_ok();
+    if !zsh {
+        crate::util::skip("zsh not installed: the zsh fallback did not run");
+    }
+    let script = "cd \"$LINK\"; write_cache_with_metadata \"k-$P\" v 0; acquire_critical_lock \"l-$P\"\n\
+                  rc=0; \"$FFKIT_BIN\" lock-acquire -n \"l-$P\" 2>/dev/null || rc=$?; echo \"binary=$rc\"\n\
+                  release_critical_lock \"l-$P\"";
+    for path in PATHS.iter().copied().chain(zsh.then_some("zsh")) {
+        let mut c = if path == "zsh" {
+            let mut c = r.bare("zsh");
+            c.arg("-c")
+                .arg(format!("set -euo pipefail\n. \"$FFKIT_LIB\"\n{script}"));
+            c
+        } else {
+            r.on(path, script)
+        };
+        c.env("LINK", &link).env("P", path);
+        assert_eq!(ok(&out(&mut c)), "binary=5\n", "{path}");
+        assert!(r.ns().join(format!("cache/k-{path}")).is_file(), "{path}");
+        assert!(r.ns().join(format!("locks/l-{path}.lock")).is_file(), "{path}");
+        assert!(
+            !r.root().join("sub/.flowforge").exists(),
+            "{path}: a namespace under the link's own dir"
+        );
+    }
+}
+
+/// The fallback keeps the binary's namespace answer while its inputs are
+/// unchanged, and asks again when the team config appears or goes away;
+/// the builtin sees the same at once. Both land where the binary does.
+#[test]
+fn the_namespace_follows_a_team_config_that_appears_and_goes() {
+    if !crate::util::need("git", "the team config's email lookup") {
+        return;
+    }
+    let r = Repo::new();
+    fs::write(
+        r.tmp.path().join("home/.gitconfig"),
+        "[user]\n\temail = dan@example.invalid\n",
+    )
+    .unwrap();
+    let script = "write_cache_with_metadata \"a-$P\" v 0\n\
+                  mkdir -p .flowforge/team\n\
+                  echo '{\"team\":{\"developers\":{\"dan\":{\"email\":\"dan@example.invalid\"}}}}' >.flowforge/team/config.json\n\
+                  write_cache_with_metadata \"b-$P\" v 0\n\
+                  rm .flowforge/team/config.json\n\
+                  write_cache_with_metadata \"c-$P\" v 0";
+    for path in PATHS {
+        let mut c = r.on(path, script);
+        c.env_remove("FLOWFORGE_DEVELOPER").env("P", path);
+        ok(&out(&mut c));
+        let ff = r.root().join(".flowforge");
+        assert!(ff.join(format!("cache/a-{path}")).is_file(), "{path}: legacy first");
+        assert!(ff.join(format!("dev-dan/cache/b-{path}")).is_file(), "{path}: then dan's");
+        assert!(ff.join(format!("cache/c-{path}")).is_file(), "{path}: legacy again");
+    }
+}
+
 /// Item 9: SIGTERM or SIGHUP to a fallback shell waiting in
 /// `acquire_critical_lock` leaves no `ffkit lock-acquire --fd` waiter
 /// behind (it would take the lock later, for nobody).

@@ -108,8 +108,10 @@ fn every_env_var_set_in_the_shell_reaches_the_binary_and_unset_ones_do_not() {
         let set = call_env(&dir, 0);
         for v in ENV_VARS {
             let want = if v.name == "CACHE_PERF_METRICS" {
-                // The wrappers' log: the shell's CACHE_PERF_METRICS.
-                "v-CACHE_PERF_METRICS".to_string()
+                // The wrappers' log: the shell's CACHE_PERF_METRICS, made
+                // absolute against the current dir by the binary's
+                // namespace answer (`init --resolve`), as the binary would.
+                r.root().join("v-CACHE_PERF_METRICS").display().to_string()
             } else {
                 format!("v-{}", v.name)
             };

@@ -71,7 +71,10 @@ pub fn validate_developer(id: &str) -> Result<String> {
     if is_plain_id(id.as_bytes()) {
         Ok(id.to_string())
     } else {
-        Err(Error::Config(id_message("FLOWFORGE_DEVELOPER", id.as_bytes())))
+        Err(Error::Config(id_message(
+            "FLOWFORGE_DEVELOPER",
+            id.as_bytes(),
+        )))
     }
 }
 
@@ -479,7 +482,10 @@ mod tests {
         let rt = cfg(&[("XDG_RUNTIME_DIR", "/run/user/7")]);
         let d = outside.lock_dir(&rt, None, false);
         assert_eq!(d.dir, Path::new("/run/user/7/ffkit/locks"));
-        assert_eq!(d.shared_base.as_deref(), Some(Path::new("/run/user/7/ffkit")));
+        assert_eq!(
+            d.shared_base.as_deref(),
+            Some(Path::new("/run/user/7/ffkit"))
+        );
     }
 
     #[test]

@@ -424,7 +424,11 @@ fn lock(func: &str, p: &Paths, name: LockName<'_>, session: bool) -> u8 {
         // (never a bad value) that only the cache dir, commands and test
         // traces need, none of which a lock call has; the namespace is
         // resolved already.
-        "FFKIT_CACHE_DIR" | "HOME" | "XDG_CACHE_HOME" | "SHELL" | "FFKIT_TEST_BACKOFF_TRACE"
+        "FFKIT_CACHE_DIR"
+        | "HOME"
+        | "XDG_CACHE_HOME"
+        | "SHELL"
+        | "FFKIT_TEST_BACKOFF_TRACE"
         | "FLOWFORGE_DEVELOPER" => None,
         _ => shell::var(k),
     }) {

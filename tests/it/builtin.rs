@@ -1170,7 +1170,11 @@ fn one_table_of_lock_names_gets_one_answer_on_every_path() {
             "only NAME.lock files in {dir}: {files:?}"
         );
         let valid = names.iter().filter(|(_, c)| *c == 0).count();
-        assert_eq!(files.len(), valid, "one file per valid name in {dir}: {files:?}");
+        assert_eq!(
+            files.len(),
+            valid,
+            "one file per valid name in {dir}: {files:?}"
+        );
     }
     assert!(
         !r.root().join(".flowforge/dev-alice/abs.lock").exists()
@@ -1251,7 +1255,10 @@ fn a_current_dir_behind_a_symlink_is_the_same_namespace_on_every_path() {
         c.env("LINK", &link).env("P", path);
         assert_eq!(ok(&out(&mut c)), "binary=5\n", "{path}");
         assert!(r.ns().join(format!("cache/k-{path}")).is_file(), "{path}");
-        assert!(r.ns().join(format!("locks/l-{path}.lock")).is_file(), "{path}");
+        assert!(
+            r.ns().join(format!("locks/l-{path}.lock")).is_file(),
+            "{path}"
+        );
         assert!(
             !r.root().join("sub/.flowforge").exists(),
             "{path}: a namespace under the link's own dir"
@@ -1284,9 +1291,18 @@ fn the_namespace_follows_a_team_config_that_appears_and_goes() {
         c.env_remove("FLOWFORGE_DEVELOPER").env("P", path);
         ok(&out(&mut c));
         let ff = r.root().join(".flowforge");
-        assert!(ff.join(format!("cache/a-{path}")).is_file(), "{path}: legacy first");
-        assert!(ff.join(format!("dev-dan/cache/b-{path}")).is_file(), "{path}: then dan's");
-        assert!(ff.join(format!("cache/c-{path}")).is_file(), "{path}: legacy again");
+        assert!(
+            ff.join(format!("cache/a-{path}")).is_file(),
+            "{path}: legacy first"
+        );
+        assert!(
+            ff.join(format!("dev-dan/cache/b-{path}")).is_file(),
+            "{path}: then dan's"
+        );
+        assert!(
+            ff.join(format!("cache/c-{path}")).is_file(),
+            "{path}: legacy again"
+        );
     }
 }
 

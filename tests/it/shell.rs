@@ -381,7 +381,11 @@ fn get_cache_size_reads_a_valid_index_without_starting_a_process() {
         // its inputs do not change (docs/shell.md, "Hot paths without
         // processes"), and again when one does.
         // (The builtin is not found beside the stub: the fallback runs.)
-        assert_eq!(resolve_calls(&r), resolved + 1, "{shell}: one question per shell");
+        assert_eq!(
+            resolve_calls(&r),
+            resolved + 1,
+            "{shell}: one question per shell"
+        );
         let resolved = resolve_calls(&r);
         run(
             "get_cache_size; get_cache_size; FLOWFORGE_DEVELOPER=bob get_cache_size; get_cache_size\n\

@@ -13,7 +13,7 @@
 # and docs/shell.md); it prints nothing, sets no variable and changes no
 # shell option, trap or IFS.
 # Private names start with _ffkit_. The few private globals (the held-lock
-# table and the cached team-config lookup) are created by the first call that
+# table and the cached namespace answers) are created by the first call that
 # needs them, never by sourcing.
 #
 # Every function starts with the same line: in zsh it makes the function's
@@ -77,16 +77,13 @@ _ffkit_run() {
     local _ffkit_l=$1 _ffkit_d='' _ffkit_strip=0
     shift
     # On a remote backend (docs/redis.md) the `--dir D` option is dropped:
-    # the cache is the namespace's on the server, dev-<id> for
-    # D = .../dev-<id>/cache, else the default one.
+    # the cache is the namespace's on the server, that of D's developer
+    # (_ffkit_dev, which _ffkit_ns set with D), else the default one.
     if _ffkit_remote; then
         local _ffkit_a=() _ffkit_k=0
         while [[ $# -gt 0 ]]; do
             if [[ $1 == --dir && $_ffkit_k == 0 && $# -ge 2 ]]; then
-                case $2 in
-                    */dev-*/cache) _ffkit_d=${2%/cache} && _ffkit_d=${_ffkit_d##*/dev-} ;;
-                    *) _ffkit_d= ;;
-                esac
+                _ffkit_d=${_ffkit_dev-}
                 _ffkit_strip=1
                 shift 2
                 continue
@@ -121,101 +118,57 @@ _ffkit_run() {
     )
 }
 
-# _ffkit_valid_id VALUE WHAT STATUS: a developer id becomes the path
-# component dev-<id>, so it must be the binary's plain name: ASCII letters,
-# digits, '.', '_', '-', not starting with '.', at most 64 bytes.
-_ffkit_valid_id() {
-    case $1 in
-        '' | .* | *[!A-Za-z0-9._-]*) ;;
-        *)
-            if [[ ${#1} -le 64 ]]; then
-                return 0
-            fi
-            ;;
-    esac
-    _ffkit_err "$2='$1': expected letters, digits, '.', '_' or '-' (not leading '.'), at most 64"
-    return "$3"
-}
-
-# _ffkit_valid_name VALUE WHAT: a lock or session name becomes a file name:
-# the library's rule (lock::validate_name), counted in bytes as the file
-# system counts them (LC_ALL=C makes ${#1} a byte count).
-_ffkit_valid_name() {
-    local LC_ALL=C
-    case $1 in
-        '' | .* | */* | *[[:cntrl:]]*)
-            _ffkit_err "$2='$1': expected a non-empty name without '/', control characters or a leading '.'"
-            return 2
-            ;;
-    esac
-    if [[ ${#1} -gt 200 ]]; then
-        _ffkit_err "$2: longer than 200 bytes"
-        return 2
-    fi
-}
-
-# Sets _ffkit_top: the nearest ancestor of $PWD holding .git (what the binary
-# uses too), else $PWD. Builtins only.
-_ffkit_find_top() {
-    local _ffkit_d=$PWD
-    while :; do
-        if [[ -e ${_ffkit_d%/}/.git || -L ${_ffkit_d%/}/.git ]]; then
-            _ffkit_top=$_ffkit_d
-            return 0
-        fi
-        case $_ffkit_d in
-            '' | /) break ;;
-        esac
-        _ffkit_d=${_ffkit_d%/*}
-        [[ -n $_ffkit_d ]] || _ffkit_d=/
-    done
-    _ffkit_top=$PWD
-}
-
-# Sets _ffkit_top and _ffkit_ns, the namespace root: <top>/.flowforge/dev-<id>
-# for FLOWFORGE_DEVELOPER, else for the developer whose email in
-# <top>/.flowforge/team/config.json is `git config user.email` (looked up
-# once per repository per shell), else <top>/.flowforge (legacy mode).
-_ffkit_resolve_ns() {
-    local _ffkit_id='' _ffkit_cfg='' _ffkit_email=''
-    _ffkit_find_top
-    if [[ -n ${FLOWFORGE_DEVELOPER-} ]]; then
-        _ffkit_valid_id "$FLOWFORGE_DEVELOPER" FLOWFORGE_DEVELOPER 12 || return
-        _ffkit_id=$FLOWFORGE_DEVELOPER
-    else
-        _ffkit_cfg=${_ffkit_top%/}/.flowforge/team/config.json
-        if [[ -f $_ffkit_cfg ]]; then
-            if [ "${_ffkit_team_top-}" != "$_ffkit_top" ] || [ -z "${_ffkit_team_top+set}" ]; then
-                _ffkit_email=$(command git -C "$_ffkit_top" config user.email 2>/dev/null </dev/null) || _ffkit_email=
-                _ffkit_team_id=
-                if [[ -n $_ffkit_email ]]; then
-                    _ffkit_team_id=$(_ffkit_run '' init --developer-for-email "$_ffkit_email" "$_ffkit_cfg" </dev/null) || _ffkit_team_id=
-                fi
-                _ffkit_team_top=$_ffkit_top
-            fi
-            _ffkit_id=${_ffkit_team_id-}
-        fi
-    fi
-    if [[ -n $_ffkit_id ]]; then
-        _ffkit_ns=${_ffkit_top%/}/.flowforge/dev-$_ffkit_id
-    else
-        _ffkit_ns=${_ffkit_top%/}/.flowforge
-    fi
-}
-
-# _ffkit_paths FUNCTION [DEV_ID]: sets _ffkit_dir (the cache dir: DEV_ID's if
-# given, else the namespace's), _ffkit_ns (DEV_ID's namespace root if given)
-# and _ffkit_log (CACHE_PERF_METRICS, else the caller's namespace log).
-_ffkit_paths() {
-    local _ffkit_top=''
-    _ffkit_resolve_ns || return
+# _ffkit_ns FUNCTION DEV_ID [critical|session NAME]: sets _ffkit_dir (the
+# cache dir: DEV_ID's namespace's, or the caller's for an empty DEV_ID),
+# _ffkit_log (CACHE_PERF_METRICS, else the caller's namespace log),
+# _ffkit_dev (that namespace's developer id, empty in legacy mode) and, for
+# a lock, _ffkit_file (NAME's lock file). The shell derives none of it: the
+# binary answers (`ffkit init --resolve`, by the library's namespace rules:
+# docs/shell.md, "Namespace"), once per shell for each set of inputs (the
+# current dir, DEV_ID, the lock, the variables the namespace reads), kept
+# while the team config it consulted neither appears nor goes away. A
+# repeated call starts no process. Bad input: the binary's one line and
+# status (2 for a name or DEV_ID, 12 for FLOWFORGE_DEVELOPER).
+_ffkit_ns() {
+    local _ffkit_k='' _ffkit_w='' _ffkit_v='' _ffkit_i=0 _ffkit_rc=0 _ffkit_t=0
+    local _ffkit_team='' _ffkit_team_seen=''
     # shellcheck disable=SC2031 # -- the caller's own value; _ffkit_run sets it only in a subshell
-    _ffkit_log=${CACHE_PERF_METRICS:-$_ffkit_ns/cache/.perf-metrics.csv}
-    if [[ -n ${2-} ]]; then
-        _ffkit_valid_id "$2" "$1: dev_id" 2 || return
-        _ffkit_ns=${_ffkit_top%/}/.flowforge/dev-$2
+    local _ffkit_m=${CACHE_PERF_METRICS-}
+    for _ffkit_w in "$PWD" "${@:2}" "${FLOWFORGE_DEVELOPER-}" "${FFKIT_LOCK_DIR-}" \
+        "$_ffkit_m" "${XDG_RUNTIME_DIR-}" "${HOME-}"; do
+        _ffkit_k="$_ffkit_k${#_ffkit_w}:$_ffkit_w;"
+    done
+    if [[ -n ${_ffkit_ns_keys+set} ]]; then
+        while [[ $_ffkit_i -lt ${#_ffkit_ns_keys[@]} ]]; do
+            # `[ = ]` compares bytes; `[[ == ]]` would obey nocasematch.
+            if [ "${_ffkit_ns_keys[_ffkit_i]}" = "$_ffkit_k" ]; then
+                eval "${_ffkit_ns_vals[_ffkit_i]}"
+                [[ ! -f $_ffkit_team ]] || _ffkit_t=1
+                if [[ -z $_ffkit_team || $_ffkit_t == "$_ffkit_team_seen" ]]; then
+                    return 0
+                fi
+                break
+            fi
+            _ffkit_i=$((_ffkit_i + 1))
+        done
     fi
-    _ffkit_dir=$_ffkit_ns/cache
+    if [[ $# -ge 4 ]]; then
+        _ffkit_v=$(_ffkit_run "$_ffkit_m" init --resolve="$1" --dev-id="$2" "--$3=$4" </dev/null) || _ffkit_rc=$?
+    else
+        _ffkit_v=$(_ffkit_run "$_ffkit_m" init --resolve="$1" --dev-id="${2-}" </dev/null) || _ffkit_rc=$?
+    fi
+    if [[ $_ffkit_rc -ne 0 ]]; then
+        [[ -z $_ffkit_v ]] || _ffkit_err "$_ffkit_v"
+        return "$_ffkit_rc"
+    fi
+    eval "$_ffkit_v"
+    if [[ -z ${_ffkit_ns_keys+set} || $_ffkit_i -ge 64 ]]; then
+        _ffkit_ns_keys=()
+        _ffkit_ns_vals=()
+        _ffkit_i=0
+    fi
+    _ffkit_ns_keys[_ffkit_i]=$_ffkit_k
+    _ffkit_ns_vals[_ffkit_i]=$_ffkit_v
 }
 
 # Sets _ffkit_n to the size in <dir>/.size-index when it is a valid index
@@ -237,49 +190,9 @@ _ffkit_index_read() {
     [[ -z $_ffkit_rest && ${#_ffkit_n} -le 19 ]]
 }
 
-# _ffkit_lock_file KIND NAME [DEV_ID]: sets _ffkit_file to the one lock file
-# of NAME, by the binary's own rule (docs/locks.md, "Lock dir"), and
-# _ffkit_dev to the developer id to hand the binary (empty: none), so that
-# the wrappers and `ffkit lock-acquire NAME` always lock the same file.
-# KIND is critical or session; DEV_ID (sessions) picks that developer.
-_ffkit_lock_file() {
-    local _ffkit_top='' _ffkit_ns='' _ffkit_base=''
-    _ffkit_dev=
-    if [[ -n ${3-} ]]; then
-        _ffkit_valid_id "$3" "$_ffkit_fn: dev_id" 2 || return
-    fi
-    if [[ -n ${FFKIT_LOCK_DIR-} ]]; then
-        _ffkit_base=$FFKIT_LOCK_DIR
-        [[ $1 == critical ]] || _ffkit_base=$_ffkit_base/sessions
-        _ffkit_file=${_ffkit_base%/}/$2.lock
-        _ffkit_dev=${3-}
-        return 0
-    fi
-    _ffkit_resolve_ns || return
-    if [[ -n ${3-} ]]; then
-        _ffkit_dev=$3
-        _ffkit_ns=${_ffkit_top%/}/.flowforge/dev-$3
-    elif [[ -n ${FLOWFORGE_DEVELOPER-} ]]; then
-        _ffkit_dev=$FLOWFORGE_DEVELOPER
-    elif [[ $_ffkit_ns != "${_ffkit_top%/}/.flowforge" ]]; then
-        _ffkit_dev=${_ffkit_team_id-}
-    elif [[ ! -e ${_ffkit_top%/}/.git && ! -L ${_ffkit_top%/}/.git ]]; then
-        # Outside a repository: the per-user runtime dir.
-        if [[ -n ${XDG_RUNTIME_DIR-} ]]; then
-            _ffkit_ns=${XDG_RUNTIME_DIR%/}/ffkit
-        else
-            _ffkit_ns=/tmp/ffkit-${UID-}
-        fi
-    fi
-    if [[ $1 == critical ]]; then
-        _ffkit_file=$_ffkit_ns/locks/$2.lock
-    else
-        _ffkit_file=$_ffkit_ns/sessions/locks/$2.lock
-    fi
-}
-
 # _ffkit_lock_call ARGS...: `ffkit lock-... ARGS` for the lock in
-# _ffkit_file, with the developer id the file was resolved for.
+# _ffkit_file, with the developer id the file was resolved for (so the
+# binary, which checks the descriptor is on NAME's file, names the same one).
 _ffkit_lock_call() {
     if [[ -n $_ffkit_dev ]]; then
         FLOWFORGE_DEVELOPER=$_ffkit_dev _ffkit_run "$_ffkit_log" "$@" </dev/null
@@ -327,7 +240,8 @@ _ffkit_lock_forget_inherited() {
     done
 }
 
-# _ffkit_lock_take FUNCTION KIND NAME [DEV_ID]: opens NAME's lock file on a
+# _ffkit_lock_take FUNCTION KIND NAME: opens NAME's lock file (_ffkit_file,
+# from _ffkit_ns) on a
 # new fd, takes the kernel lock on it with `ffkit lock-acquire --fd N NAME`
 # (which checks the fd is on NAME's file and records this shell as the
 # holder, so `ffkit lock-status NAME` names it) and records file -> fd in the
@@ -336,10 +250,9 @@ _ffkit_lock_forget_inherited() {
 # The binary creates a missing dir and file (0700/0600 whatever the umask);
 # the shell only opens an existing file, read-only.
 _ffkit_lock_take() {
-    local _ffkit_fn=$1 _ffkit_file='' _ffkit_dev='' _ffkit_fd='' _ffkit_i=0 _ffkit_slot=-1 _ffkit_rc=0
+    local _ffkit_fd='' _ffkit_i=0 _ffkit_slot=-1 _ffkit_rc=0
     local _ffkit_sess='' _ffkit_pid='' _ffkit_inherited=''
     [[ $2 == critical ]] || _ffkit_sess=--session
-    _ffkit_lock_file "$2" "$3" "${4-}" || return
     if _ffkit_remote; then
         # A named pair owned by this shell (docs/redis.md): held until the
         # release or this shell's exit.
@@ -387,14 +300,13 @@ _ffkit_lock_take() {
     _ffkit_lock_pids[_ffkit_slot]=$_ffkit_pid
 }
 
-# _ffkit_lock_drop FUNCTION KIND NAME [DEV_ID]: releases a lock this shell
+# _ffkit_lock_drop FUNCTION KIND NAME: releases a lock this shell
 # holds on NAME's file and closes its fd; fails with 4 when this shell does
 # not hold it.
 _ffkit_lock_drop() {
-    local _ffkit_fn=$1 _ffkit_file='' _ffkit_dev='' _ffkit_fd='' _ffkit_i=0 _ffkit_rc=0
+    local _ffkit_fd='' _ffkit_i=0 _ffkit_rc=0
     local _ffkit_sess='' _ffkit_inherited=''
     [[ $2 == critical ]] || _ffkit_sess=--session
-    _ffkit_lock_file "$2" "$3" "${4-}" || return
     if _ffkit_remote; then
         _ffkit_lock_call lock-release --owner "$$" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3"
         return
@@ -434,8 +346,8 @@ _ffkit_lock_drop() {
 get_cache_size() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns='' _ffkit_n=''
-    _ffkit_paths get_cache_size "${1-}" || return
+    local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_n=''
+    _ffkit_ns get_cache_size "${1-}" || return
     _ffkit_remote ||
     case ${CACHE_SIZE_TRACKING-}/${FF_DEBUG-} in
         /false | enabled/false | / | enabled/)
@@ -452,8 +364,8 @@ get_cache_size() {
 rebuild_size_index() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
-    _ffkit_paths rebuild_size_index "${1-}" || return
+    local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
+    _ffkit_ns rebuild_size_index "${1-}" || return
     _ffkit_run "$_ffkit_log" cache-size --dir "$_ffkit_dir" --rebuild </dev/null
 }
 
@@ -466,8 +378,8 @@ write_cache_with_metadata() {
         _ffkit_err 'usage: write_cache_with_metadata key value [ttl_seconds]'
         return 2
     fi
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
-    _ffkit_paths write_cache_with_metadata || return
+    local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
+    _ffkit_ns write_cache_with_metadata '' || return
     # One argument may not exceed 128 KiB (Linux MAX_ARG_STRLEN); long values
     # go through a pipe instead (4 bytes per character covers any UTF-8).
     # A value of `-` is data too: given as an argument, the binary would read
@@ -490,8 +402,8 @@ read_cache_with_ttl() {
         _ffkit_err 'usage: read_cache_with_ttl key'
         return 2
     fi
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns='' _ffkit_rc=0
-    _ffkit_paths read_cache_with_ttl || return
+    local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_rc=0
+    _ffkit_ns read_cache_with_ttl '' || return
     _ffkit_run "$_ffkit_log" cache-read --dir "$_ffkit_dir" -q -- "$1" </dev/null || _ffkit_rc=$?
     case $_ffkit_rc in
         0) printf '\n' ;;
@@ -505,8 +417,8 @@ read_cache_with_ttl() {
 batch_write_cache() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
-    _ffkit_paths batch_write_cache || return
+    local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
+    _ffkit_ns batch_write_cache '' || return
     if [[ $# -gt 0 ]]; then
         _ffkit_run "$_ffkit_log" cache-batch --dir "$_ffkit_dir" <<<"$1"
     else
@@ -520,8 +432,8 @@ batch_read_cache() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
     [[ $# -gt 0 ]] || return 0
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
-    _ffkit_paths batch_read_cache || return
+    local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
+    _ffkit_ns batch_read_cache '' || return
     _ffkit_run "$_ffkit_log" cache-batch --read --dir "$_ffkit_dir" -- "$@" </dev/null
 }
 
@@ -534,8 +446,8 @@ enforce_cache_limits() {
         _ffkit_err 'usage: enforce_cache_limits dev_id max_bytes'
         return 2
     fi
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
-    _ffkit_paths enforce_cache_limits "$1" || return
+    local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
+    _ffkit_ns enforce_cache_limits "$1" || return
     _ffkit_run "$_ffkit_log" cache-evict --dir "$_ffkit_dir" --max-bytes "$2" </dev/null
 }
 
@@ -543,8 +455,8 @@ enforce_cache_limits() {
 clear_developer_cache() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
-    _ffkit_paths clear_developer_cache "${1-}" || return
+    local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
+    _ffkit_ns clear_developer_cache "${1-}" || return
     _ffkit_run "$_ffkit_log" cache-evict --dir "$_ffkit_dir" --all </dev/null
 }
 
@@ -555,8 +467,8 @@ _ffkit_store_as() {
         write_cache_with_metadata "$2" "$4" "$3"
         return
     fi
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
-    _ffkit_paths "$1" || return
+    local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
+    _ffkit_ns "$1" '' || return
     _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl "$3" -- "$2" -
 }
 
@@ -614,9 +526,8 @@ recover_time_tracking() {
 acquire_critical_lock() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
-    _ffkit_valid_name "${1-}" 'acquire_critical_lock: name' || return
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
-    _ffkit_paths acquire_critical_lock || return
+    local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
+    _ffkit_ns acquire_critical_lock '' critical "${1-}" || return
     _ffkit_lock_take acquire_critical_lock critical "$1"
 }
 
@@ -625,9 +536,8 @@ acquire_critical_lock() {
 release_critical_lock() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
-    _ffkit_valid_name "${1-}" 'release_critical_lock: name' || return
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
-    _ffkit_paths release_critical_lock || return
+    local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
+    _ffkit_ns release_critical_lock '' critical "${1-}" || return
     _ffkit_lock_drop release_critical_lock critical "$1"
 }
 
@@ -636,10 +546,9 @@ release_critical_lock() {
 acquire_session_lock() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
-    _ffkit_valid_name "${2-}" 'acquire_session_lock: session_id' || return
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
-    _ffkit_paths acquire_session_lock "$1" || return
-    _ffkit_lock_take acquire_session_lock session "$2" "$1"
+    local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
+    _ffkit_ns acquire_session_lock "${1-}" session "${2-}" || return
+    _ffkit_lock_take acquire_session_lock session "$2"
 }
 
 # release_session_lock dev_id session_id: releases it; fails (4) when this
@@ -647,10 +556,9 @@ acquire_session_lock() {
 release_session_lock() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
-    _ffkit_valid_name "${2-}" 'release_session_lock: session_id' || return
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
-    _ffkit_paths release_session_lock "$1" || return
-    _ffkit_lock_drop release_session_lock session "$2" "$1"
+    local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
+    _ffkit_ns release_session_lock "${1-}" session "${2-}" || return
+    _ffkit_lock_drop release_session_lock session "$2"
 }
 
 # ---------------------------------------------------------------------------
@@ -672,8 +580,8 @@ record_performance_metric() {
         _ffkit_err 'usage: record_performance_metric operation start end'
         return 2
     fi
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
-    _ffkit_paths record_performance_metric || return
+    local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
+    _ffkit_ns record_performance_metric '' || return
     _ffkit_run "$_ffkit_log" perf-metrics record -- "$1" "$2" "$3" </dev/null
 }
 
@@ -681,8 +589,8 @@ record_performance_metric() {
 get_performance_metrics() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
-    _ffkit_paths get_performance_metrics || return
+    local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
+    _ffkit_ns get_performance_metrics '' || return
     _ffkit_run "$_ffkit_log" perf-metrics --json </dev/null
 }
 
@@ -690,8 +598,8 @@ get_performance_metrics() {
 cleanup_performance_metrics() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
-    _ffkit_paths cleanup_performance_metrics || return
+    local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
+    _ffkit_ns cleanup_performance_metrics '' || return
     _ffkit_run "$_ffkit_log" perf-metrics cleanup </dev/null
 }
 
@@ -715,8 +623,8 @@ cache_command() {
         _ffkit_err 'usage: cache_command [OPTIONS] -- CMD [ARGS...]'
         return 2
     fi
-    local _ffkit_dir='' _ffkit_log='' _ffkit_ns=''
-    _ffkit_paths cache_command || return
+    local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
+    _ffkit_ns cache_command '' || return
     case $1 in
         -*) _ffkit_run "$_ffkit_log" cache-run --dir "$_ffkit_dir" "$@" ;;
         *) _ffkit_run "$_ffkit_log" cache-run --dir "$_ffkit_dir" -- "$@" ;;

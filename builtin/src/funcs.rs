@@ -4,13 +4,11 @@
 //! dir resolution, argument checks, the held-lock table — happens here, then
 //! the same applet code as the binary runs in-process.
 //!
-//! The rules are the fallback path's, line for line (shell/ffkit.bash is the
-//! reference): the namespace is `<top>/.flowforge/dev-<id>` for
-//! FLOWFORGE_DEVELOPER or the developer whose email in
-//! `<top>/.flowforge/team/config.json` is `git config user.email`, else
-//! `<top>/.flowforge`; `<top>` is the nearest ancestor holding `.git`; every
-//! row of one wrapper's operation goes to CACHE_PERF_METRICS, else the
-//! caller's namespace log.
+//! The namespace (cache dir, lock dir, lock files, metrics log, name
+//! rules) is `ffkit::namespace`'s, as for the binary and the fallback
+//! path (which asks the binary, `ffkit init --resolve`); this file adds
+//! only the shell's side: its variables, its git environment and the cached
+//! team lookup.
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
@@ -20,47 +18,43 @@ use std::time::Instant;
 
 use ffkit::cli::Input;
 use ffkit::config::Config;
+use ffkit::namespace::{self, Here, Namespace};
 
 use crate::{held, run_applet, run_direct, shell};
 use ffkit::cli::Direct;
 
-/// The team-config lookup, once per repository per shell (the fallback
-/// path caches it the same way). A forked copy is still a correct answer.
-static TEAM: Mutex<Option<(PathBuf, Option<String>)>> = Mutex::new(None);
+/// The team-config lookup, per repository top, good while the team
+/// config's identity (`namespace::team_config_identity`) is unchanged. A
+/// forked copy is still a correct answer.
+type TeamKey = (PathBuf, (u64, u64, u64, i64, i64));
+static TEAM: Mutex<Option<(TeamKey, Option<String>)>> = Mutex::new(None);
 
 fn err(msg: impl std::fmt::Display) {
     eprintln!("ffkit.bash: {msg}");
 }
 
 struct Paths {
-    /// The current dir and the repository root, looked up once per call.
-    here: ffkit::config::Here,
-    ns: PathBuf,
+    /// The namespace the call works in: the `dev_id` argument's, else the
+    /// caller's.
+    ns: Namespace,
+    /// The caller's metrics log.
     log: OsString,
-    /// The developer id of the caller's namespace, if any.
-    dev: Option<OsString>,
 }
 
 impl Paths {
     fn dir(&self) -> OsString {
-        self.ns.join("cache").into_os_string()
+        self.ns.cache_dir().into_os_string()
     }
 }
 
-fn valid_id(id: &OsStr) -> bool {
-    let b = id.as_bytes();
-    !b.is_empty()
-        && b.len() <= 64
-        && b[0] != b'.'
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
-}
-
-fn id_error(what: &str, v: &OsStr) {
-    err(format_args!(
-        "{what}='{}': expected letters, digits, '.', '_' or '-' (not leading '.'), at most 64",
-        v.to_string_lossy()
-    ));
+/// The caller's namespace: FLOWFORGE_DEVELOPER (a bad one: exit 12), else
+/// the team config's developer, else legacy.
+pub fn caller_namespace(here: &Here) -> Result<Namespace, ffkit::Error> {
+    let dev = match shell::var("FLOWFORGE_DEVELOPER").filter(|v| !v.is_empty()) {
+        Some(v) => Some(namespace::validate_developer(&v.to_string_lossy())?),
+        None => None,
+    };
+    Ok(Namespace::resolve(dev.as_deref(), here, team_id))
 }
 
 /// `_ffkit_paths FUNCTION [DEV_ID]`.
@@ -71,81 +65,44 @@ fn paths(func: &str, dev: Option<&OsStr>) -> Result<Paths, u8> {
         ));
         1u8
     })?;
-    let here = ffkit::config::Here::at(cwd);
-    let top = here.top().to_path_buf();
-    let id = match shell::var("FLOWFORGE_DEVELOPER").filter(|v| !v.is_empty()) {
-        Some(v) if valid_id(&v) => Some(v.to_string_lossy().into_owned()),
-        Some(v) => {
-            id_error("FLOWFORGE_DEVELOPER", &v);
-            return Err(12);
-        }
-        None => team_id(&top),
-    };
-    let mut ns = match &id {
-        Some(id) => top.join(".flowforge").join(format!("dev-{id}")),
-        None => top.join(".flowforge"),
-    };
-    let log = shell::var("CACHE_PERF_METRICS")
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| ns.join("cache").join(".perf-metrics.csv").into_os_string());
+    let here = Here::at(cwd);
+    let mut ns = caller_namespace(&here).map_err(|e| {
+        err(&e);
+        e.exit_code()
+    })?;
+    let setting = shell::var("CACHE_PERF_METRICS").filter(|v| !v.is_empty());
+    let log = ns
+        .metrics_log(setting.as_deref().map(Path::new))
+        .into_os_string();
     if let Some(d) = dev.filter(|d| !d.is_empty()) {
-        if !valid_id(d) {
-            id_error(&format!("{func}: dev_id"), d);
-            return Err(2);
-        }
-        ns = top
-            .join(".flowforge")
-            .join(format!("dev-{}", d.to_string_lossy()));
+        let id = namespace::validate_developer_arg(d, &format!("{func}: dev_id")).map_err(|e| {
+            err(&e);
+            e.exit_code()
+        })?;
+        ns = ns.for_developer(id);
     }
-    Ok(Paths {
-        here,
-        ns,
-        log,
-        dev: id.map(OsString::from),
-    })
+    Ok(Paths { ns, log })
 }
 
-/// The team config's developer for the current dir's repository (cached as
-/// [`team_id`]), for `ffkit lock-acquire NAME` in the shell without
-/// FLOWFORGE_DEVELOPER: the same lock file as `acquire_critical_lock NAME`.
-pub fn team_developer_here() -> Option<OsString> {
-    let here = ffkit::config::Here::at(std::env::current_dir().ok()?);
-    here.root.as_ref()?;
-    team_id(here.top()).map(OsString::from)
-}
-
+/// `namespace::team_developer` with the shell's exported environment for
+/// git, cached while the team config's identity is unchanged.
 fn team_id(top: &Path) -> Option<String> {
-    let cfg = top.join(".flowforge").join("team").join("config.json");
-    if !cfg.is_file() {
-        return None;
-    }
+    let key = (top.to_path_buf(), namespace::team_config_identity(top)?);
     let mut t = TEAM.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some((cached_top, id)) = t.as_ref()
-        && cached_top == top
+    if let Some((k, id)) = t.as_ref()
+        && *k == key
     {
         return id.clone();
     }
-    let mut git = std::process::Command::new("git");
-    git.arg("-C")
-        .arg(top)
-        .args(["config", "user.email"])
-        .env_clear()
-        .envs(shell::exported_env())
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let email = shell::with_sigchld_blocked(|| git.output())
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let id = if email.is_empty() {
-        None
-    } else {
-        ffkit::cli::init::developer_for_email(&email, &cfg)
-            .ok()
-            .flatten()
-    };
-    *t = Some((top.to_path_buf(), id.clone()));
+    let id = namespace::team_developer(top, |top| {
+        let mut git = std::process::Command::new("git");
+        git.arg("-C")
+            .arg(top)
+            .env_clear()
+            .envs(shell::exported_env());
+        shell::with_sigchld_blocked(|| namespace::email_of(git))
+    });
+    *t = Some((key, id.clone()));
     id
 }
 
@@ -184,11 +141,11 @@ fn usage(text: &str) -> u8 {
 }
 
 /// `_ffkit_valid_name VALUE WHAT`: the library's one rule for lock names
-/// (`lock::validate_name_bytes`, counted in bytes).
+/// (`namespace::validate_name_bytes`, counted in bytes).
 /// The only way to make a [`LockName`], which [`lock`] requires.
 fn valid_name<'a>(v: Option<&'a OsStr>, what: &str) -> Result<LockName<'a>, u8> {
     let v = v.unwrap_or_default();
-    ffkit::lock::validate_name_bytes(v.as_bytes()).map_err(|e| {
+    namespace::validate_name_bytes(v.as_bytes()).map_err(|e| {
         err(format_args!("{what}: {e}"));
         e.exit_code()
     })?;
@@ -338,7 +295,7 @@ pub fn call(func: &str, a: &[OsString]) -> (u8, Vec<u8>) {
                 Err(c) => return (c, vec![]),
             };
             let p = paths!(None);
-            (lock(func, &p, name, false, None), vec![])
+            (lock(func, &p, name, false), vec![])
         }
         "acquire_session_lock" | "release_session_lock" => {
             let name = match valid_name(arg(1), &format!("{func}: session_id")) {
@@ -346,8 +303,7 @@ pub fn call(func: &str, a: &[OsString]) -> (u8, Vec<u8>) {
                 Err(c) => return (c, vec![]),
             };
             let p = paths!(arg(0));
-            let dev = arg(0).filter(|d| !d.is_empty());
-            (lock(func, &p, name, true, dev), vec![])
+            (lock(func, &p, name, true), vec![])
         }
         "record_performance_metric" => {
             if shell::var("CACHE_PERF_MONITORING").is_some_and(|v| v == "disabled") {
@@ -454,24 +410,26 @@ fn read(p: &Paths, key: &OsStr) -> (u8, Vec<u8>) {
 
 /// Takes or drops a lock of the held-lock table, and records the timing the
 /// binary would have recorded (`lock_acquire` / `lock_release`). The file is
-/// the library's one lock file for NAME (`lock::lock_dir`, as `ffkit
-/// lock-acquire NAME` resolves it), for the developer the wrapper resolved:
-/// the dev_id argument, FLOWFORGE_DEVELOPER, or the team-config lookup.
-fn lock(func: &str, p: &Paths, name: LockName<'_>, session: bool, dev: Option<&OsStr>) -> u8 {
+/// the namespace's one lock file for NAME (`Namespace::lock_dir`, as `ffkit
+/// lock-acquire NAME` resolves it) in the namespace the wrapper resolved:
+/// the dev_id argument's, FLOWFORGE_DEVELOPER's, or the team config's.
+fn lock(func: &str, p: &Paths, name: LockName<'_>, session: bool) -> u8 {
     let start = Instant::now();
     let log = p.log.clone();
-    let dev = dev.map(OsStr::to_os_string).or_else(|| p.dev.clone());
     let cfg = match Config::from_lookup(|k| match k {
         "CACHE_PERF_METRICS" => Some(log.clone()),
-        "FLOWFORGE_DEVELOPER" => dev.clone(),
         // `call` found it unset, empty or `local`: all mean local.
         "FFKIT_BACKEND" => None,
         // Read only what a lock call uses or can refuse: these are paths
         // (never a bad value) that only the cache dir, commands and test
-        // traces need, none of which a lock call has.
-        "FFKIT_CACHE_DIR" | "HOME" | "XDG_CACHE_HOME" | "SHELL" | "FFKIT_TEST_BACKOFF_TRACE" => {
-            None
-        }
+        // traces need, none of which a lock call has; the namespace is
+        // resolved already.
+        "FFKIT_CACHE_DIR"
+        | "HOME"
+        | "XDG_CACHE_HOME"
+        | "SHELL"
+        | "FFKIT_TEST_BACKOFF_TRACE"
+        | "FLOWFORGE_DEVELOPER" => None,
         _ => shell::var(k),
     }) {
         Ok(c) => c,
@@ -480,24 +438,29 @@ fn lock(func: &str, p: &Paths, name: LockName<'_>, session: bool, dev: Option<&O
             return e.exit_code();
         }
     };
-    let mut file_name = name.0.to_os_string();
-    file_name.push(ffkit::lock::SUFFIX);
     let acquiring = func.starts_with("acquire");
-    // A release only looks the file up in the held-lock table. An
-    // acquisition sets the dir up first only where that includes a check
-    // (a per-user default dir); otherwise the lock file is opened first and
-    // the dir made only when it is missing (`mkdir -p` of an existing dir
-    // does nothing else).
-    let checked = ffkit::lock::lock_dir_is_checked(&cfg, None, &p.here);
-    let setup = |create| ffkit::lock::lock_dir_in(&cfg, None, session, Some(&p.here), create);
-    let file = match setup(acquiring && checked) {
-        Ok(d) => d.join(file_name),
+    let dir = p.ns.lock_dir(&cfg, None, session);
+    let file = match namespace::lock_file(&dir.dir, name.0) {
+        Ok(f) => f,
         Err(e) => {
             err(format_args!("{func}: {e}"));
             return e.exit_code();
         }
     };
-    let make_dir = || setup(true).map(drop);
+    // A release only looks the file up in the held-lock table. An
+    // acquisition sets the dir up first only where that includes a check
+    // (a per-user default dir); otherwise the lock file is opened first and
+    // the dir made only when it is missing (`mkdir -p` of an existing dir
+    // does nothing else).
+    let checked = dir.shared_base.is_some();
+    if acquiring
+        && checked
+        && let Err(e) = ffkit::lock::make_lock_dir(&dir)
+    {
+        err(format_args!("{func}: {e}"));
+        return e.exit_code();
+    }
+    let make_dir = || ffkit::lock::make_lock_dir(&dir);
     let code = if acquiring {
         let make_dir: Option<&dyn Fn() -> ffkit::Result<()>> =
             if checked { None } else { Some(&make_dir) };

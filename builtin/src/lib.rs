@@ -410,10 +410,6 @@ fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
         e.exit_code()
     };
     let cfg = match Config::from_lookup(|k| match k {
-        // Without it, the team config's developer, as the functions do.
-        "FLOWFORGE_DEVELOPER" => shell::var(k)
-            .filter(|v| !v.is_empty())
-            .or_else(funcs::team_developer_here),
         // Only ever local here (`in_process`).
         "FFKIT_BACKEND" => None,
         _ => shell::var(k),
@@ -421,20 +417,35 @@ fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
         Ok(c) => c,
         Err(e) => return Some(fail(&e)),
     };
-    let name = match req.name.to_str().map(ffkit::lock::validate_name) {
-        Some(Ok(n)) => n.to_string(),
+    // The name first: a bad one sets nothing up. Not UTF-8: refused, as
+    // the binary's argument parser refuses it.
+    match req.name.to_str().map(ffkit::namespace::validate_name) {
+        Some(Ok(_)) => {}
         Some(Err(e)) => return Some(fail(&e)),
         None => {
             return Some(fail(&ffkit::Error::Validation(
                 "lock name: not valid UTF-8".into(),
             )));
         }
+    }
+    // The namespace as the functions resolve it (the team config's
+    // developer without FLOWFORGE_DEVELOPER), resolved only when no dir is
+    // named.
+    let dir = if req.lock_dir.is_some() || cfg.lock_dir.is_some() {
+        ffkit::namespace::lock_dir(&cfg, req.lock_dir.as_deref(), req.session, None)
+    } else {
+        ffkit::namespace::Here::now().and_then(|here| {
+            let ns = funcs::caller_namespace(&here)?;
+            Ok(ns.lock_dir(&cfg, None, req.session))
+        })
     };
-    let dir = match ffkit::lock::lock_dir(&cfg, req.lock_dir.as_deref(), req.session) {
-        Ok(d) => d,
+    let file = match dir.and_then(|d| {
+        ffkit::lock::make_lock_dir(&d)?;
+        ffkit::namespace::lock_file(&d.dir, &req.name)
+    }) {
+        Ok(f) => f,
         Err(e) => return Some(fail(&e)),
     };
-    let file = dir.join(format!("{name}.lock"));
     if applet == b"lock-release" {
         if !held::holds(&file) {
             // Not this shell's: the binary answers (a lock another

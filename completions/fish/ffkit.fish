@@ -152,6 +152,10 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -l inherit -d 'Let th
 complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -l fcntl -d 'Use an open file description lock (fcntl F_OFD_SETLK) instead of flock(2)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -l verbose -d 'Report the wait, how long getting the lock took and the command'
 complete -c ffkit -n "__fish_ffkit_using_subcommand flock" -s h -l help -d 'Print help'
+complete -c ffkit -n "__fish_ffkit_using_subcommand init" -l resolve -d 'Print the namespace of shell function FUNCTION as shell assignments' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand init" -l dev-id -d 'With --resolve: the dev_id argument (empty: the caller\'s namespace)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand init" -l critical -d 'With --resolve: also the file of critical lock NAME' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand init" -l session -d 'With --resolve: also the file of session lock SESSION_ID' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand init" -l developer-for-email -d 'Print the developer id whose email is EMAIL in the team config FILE' -r -F
 complete -c ffkit -n "__fish_ffkit_using_subcommand init" -l build-id -d 'Print the build id the shell loader compares with the bash builtin\'s'
 complete -c ffkit -n "__fish_ffkit_using_subcommand init" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -250,6 +250,9 @@ pub struct Ctx {
     pub out: Sink,
     /// Where the applet's standard input comes from.
     pub input: Input,
+    /// `init` only (it runs whatever the environment holds): the error of
+    /// the namespace's own settings, which `init --resolve` reports.
+    pub namespace_error: Option<Error>,
 }
 
 /// Where an applet's standard output goes: the process's stdout (the
@@ -689,16 +692,33 @@ fn run_parsed(
     input: Input,
     body: &mut dyn FnMut(&mut Ctx) -> Result<ExitCode>,
 ) -> ExitCode {
+    let mut namespace_error = None;
     let cfg = match Config::from_lookup(env) {
         Ok(c) => c,
         // `init` reads no setting: it must print the functions whatever the
         // environment holds, so that each function, once defined, reports a
         // bad value itself (exit 12, one line) instead of every call being
         // "command not found" (docs/shell.md, "Bad settings").
-        Err(_) if applet.name == "init" => match Config::from_lookup(|_: &str| None) {
-            Ok(c) => c,
-            Err(e) => return report(prog, &e),
-        },
+        // `init --resolve` needs the namespace's settings: those alone, as
+        // the shell has them, when they parse.
+        Err(_) if applet.name == "init" => {
+            let only = |k: &str| {
+                crate::namespace::SETTINGS
+                    .contains(&k)
+                    .then(|| env(k))
+                    .flatten()
+            };
+            match Config::from_lookup(only) {
+                Ok(c) => c,
+                Err(e) => {
+                    namespace_error = Some(e);
+                    match Config::from_lookup(|_: &str| None) {
+                        Ok(c) => c,
+                        Err(e) => return report(prog, &e),
+                    }
+                }
+            }
+        }
         Err(e) => return report(prog, &e),
     };
     let mut ctx = Ctx {
@@ -709,6 +729,7 @@ fn run_parsed(
         metric_duration: None,
         out: std::mem::replace(out, Sink::Buffer(Vec::new())),
         input,
+        namespace_error,
     };
     let result = body(&mut ctx);
     *out = std::mem::replace(&mut ctx.out, Sink::Buffer(Vec::new()));

@@ -1097,8 +1097,10 @@ fn exec_after_acquire_keeps_the_lock_for_the_new_program() {
 }
 
 /// Issue 22's drift: one table of bad and edge lock names, through the
-/// builtin, the fallback and the binary: the same answer (0 or 2) on all
-/// three, names counted in bytes.
+/// builtin, the fallback (bash and zsh, where it asks the binary's
+/// namespace rules, `ffkit init --resolve`) and the binary: the same answer
+/// (0 or 2) on every path, for critical and session locks, names counted
+/// in bytes.
 #[test]
 fn one_table_of_lock_names_gets_one_answer_on_every_path() {
     let r = Repo::new();
@@ -1106,36 +1108,65 @@ fn one_table_of_lock_names_gets_one_answer_on_every_path() {
     let e101 = "é".repeat(101);
     let a200 = "a".repeat(200);
     let a201 = "a".repeat(201);
+    // 200 bytes in 101 characters; 201 bytes in 101 and in 200 characters.
+    let e99aa = format!("{}aa", "é".repeat(99));
+    let e100a = format!("{e100}a");
+    let a199e = format!("{}é", "a".repeat(199));
     let names: &[(&str, i32)] = &[
         ("plain", 0),
         ("sp ace*?[x]", 0),
         ("é", 0),
         (&e100, 0),
+        (&e99aa, 0),
         (&a200, 0),
         ("-dash", 0),
+        ("a..b", 0),
+        ("x.", 0),
+        ("$(echo x)'\"", 0),
         (&e101, 2),
+        (&e100a, 2),
+        (&a199e, 2),
         (&a201, 2),
         ("", 2),
         ("a/b", 2),
+        ("/abs", 2),
         ("..", 2),
+        (".", 2),
         (".hidden", 2),
         ("tab\tx", 2),
         ("nl\nx", 2),
+        ("cr\rx", 2),
+        ("esc\x1bx", 2),
         ("del\x7fx", 2),
     ];
     // Each refusal is one line on stderr, whatever control characters the
-    // name holds.
+    // name holds; a session id gets the same answer as a name.
     let script = "for n in \"$@\"; do rc=0; acquire_critical_lock \"$n\" 2>err || rc=$?\n\
-                  [ $rc != 0 ] || release_critical_lock \"$n\"; echo $rc $(wc -l <err); done";
-    for path in PATHS {
-        let mut c = r.on(path, script);
-        c.arg("bash").args(names.iter().map(|(n, _)| n));
-        let got = ok(&out(&mut c));
-        let want: String = names
-            .iter()
-            .map(|(_, c)| format!("{c} {}\n", i32::from(*c != 0)))
-            .collect();
-        assert_eq!(got, want, "{path}: {names:?}");
+                  [ $rc != 0 ] || release_critical_lock \"$n\"; echo $rc $(wc -l <err)\n\
+                  rc=0; acquire_session_lock '' \"$n\" 2>err || rc=$?\n\
+                  [ $rc != 0 ] || release_session_lock '' \"$n\"; echo $rc $(wc -l <err); done";
+    let want: String = names
+        .iter()
+        .map(|(_, c)| format!("{c} {}\n", i32::from(*c != 0)).repeat(2))
+        .collect();
+    let zsh = Command::new("zsh").arg("-c").arg("true").status().is_ok();
+    if !zsh {
+        crate::util::skip("zsh not installed: the zsh fallback did not run the table");
+    }
+    for path in PATHS.iter().copied().chain(zsh.then_some("zsh")) {
+        let mut c = if path == "zsh" {
+            let mut c = r.bare("zsh");
+            c.arg("-c")
+                .arg(format!("set -euo pipefail\n. \"$FFKIT_LIB\"\n{script}"));
+            c.arg("zsh");
+            c
+        } else {
+            let mut c = r.on(path, script);
+            c.arg("bash");
+            c
+        };
+        c.args(names.iter().map(|(n, _)| n));
+        assert_eq!(ok(&out(&mut c)), want, "{path}: {names:?}");
     }
     // The binary's named pair, run from a shell (the owner) in the repo;
     // an argument with a `/` is a path there, not a name (docs/locks.md).
@@ -1147,25 +1178,46 @@ fn one_table_of_lock_names_gets_one_answer_on_every_path() {
     let mut c = r.bare("bash");
     c.arg("-c")
         .arg(
-            "for n in \"$@\"; do rc=0; \"$FFKIT_BIN\" lock-acquire -n -- \"$n\" 2>/dev/null || rc=$?\n\
-             [ $rc != 0 ] || \"$FFKIT_BIN\" lock-release -- \"$n\"; echo $rc; done",
+            "for s in '' --session; do for n in \"$@\"; do rc=0\n\
+             \"$FFKIT_BIN\" lock-acquire $s -n -- \"$n\" 2>/dev/null || rc=$?\n\
+             [ $rc != 0 ] || \"$FFKIT_BIN\" lock-release $s -- \"$n\"; echo $rc; done; done",
         )
         .arg("bash")
         .args(names.iter().map(|(n, _)| n));
-    let want: String = names.iter().map(|(_, c)| format!("{c}\n")).collect();
+    let want: String = names
+        .iter()
+        .map(|(_, c)| format!("{c}\n"))
+        .collect::<String>()
+        .repeat(2);
     assert_eq!(ok(&out(&mut c)), want, "binary: {names:?}");
-    assert!(
-        fs::read_dir(r.ns().join("locks"))
+    for dir in ["locks", "sessions/locks"] {
+        let files: Vec<String> = fs::read_dir(r.ns().join(dir))
             .unwrap()
             .flatten()
-            .all(|e| e.file_name().to_string_lossy().ends_with(".lock")),
-        "only NAME.lock files in the lock dir"
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            files.iter().all(|f| f.ends_with(".lock")),
+            "only NAME.lock files in {dir}: {files:?}"
+        );
+        let valid = names.iter().filter(|(_, c)| *c == 0).count();
+        assert_eq!(
+            files.len(),
+            valid,
+            "one file per valid name in {dir}: {files:?}"
+        );
+    }
+    assert!(
+        !r.root().join(".flowforge/dev-alice/abs.lock").exists()
+            && !r.root().join(".flowforge/dev-alice/locks/a").exists(),
+        "a name with a '/' reached the file system"
     );
 }
 
 /// Issue 22's drift: with a team config and no FLOWFORGE_DEVELOPER,
-/// `ffkit lock-acquire NAME` in the shell and `acquire_critical_lock NAME`
-/// lock the same file (the developer's), on both paths.
+/// `ffkit lock-acquire NAME` in the shell, `acquire_critical_lock NAME` and
+/// a separate binary process lock the same file (the developer's), critical
+/// and session locks, on both paths.
 #[test]
 fn with_a_team_config_lock_acquire_and_the_function_lock_one_file() {
     if !crate::util::need("git", "the team config's email lookup") {
@@ -1189,10 +1241,99 @@ fn with_a_team_config_lock_acquire_and_the_function_lock_one_file() {
             path,
             "ffkit lock-acquire t\n\
              rc=0; acquire_critical_lock t 2>/dev/null || rc=$?; echo \"function=$rc\"\n\
-             ls .flowforge/dev-carol/locks; ffkit lock-release t",
+             \"$FFKIT_BIN\" lock-status t | head -n 1 | cut -c 1-7\n\
+             ls .flowforge/dev-carol/locks; ffkit lock-release t\n\
+             acquire_session_lock '' s\n\
+             rc=0; \"$FFKIT_BIN\" lock-acquire --session -n s 2>/dev/null || rc=$?; echo \"binary=$rc\"\n\
+             release_session_lock '' s; ls .flowforge/dev-carol/sessions/locks",
         );
         c.env_remove("FLOWFORGE_DEVELOPER");
-        assert_eq!(ok(&out(&mut c)), "function=5\nt.lock\n", "{path}");
+        assert_eq!(
+            ok(&out(&mut c)),
+            "function=5\nt: held\nt.lock\nbinary=5\ns.lock\n",
+            "{path}"
+        );
+    }
+}
+
+/// Issue 22's drift: in a current dir reached through a symbolic link, the
+/// fallback found the top by walking `$PWD` (the link's path, with no `.git`
+/// above it) while the binary and the builtin walk the real path. Now one
+/// rule on every path: the cache entry and the lock land in the repository's
+/// namespace, and a separate binary process sees the lock.
+#[test]
+fn a_current_dir_behind_a_symlink_is_the_same_namespace_on_every_path() {
+    let r = Repo::new();
+    fs::create_dir_all(r.root().join("sub")).unwrap();
+    let link = r.tmp.path().join("link");
+    std::os::unix::fs::symlink(r.root().join("sub"), &link).unwrap();
+    let zsh = Command::new("zsh").arg("-c").arg("true").status().is_ok();
+    if !zsh {
+        crate::util::skip("zsh not installed: the zsh fallback did not run");
+    }
+    let script = "cd \"$LINK\"; write_cache_with_metadata \"k-$P\" v 0; acquire_critical_lock \"l-$P\"\n\
+                  rc=0; \"$FFKIT_BIN\" lock-acquire -n \"l-$P\" 2>/dev/null || rc=$?; echo \"binary=$rc\"\n\
+                  release_critical_lock \"l-$P\"";
+    for path in PATHS.iter().copied().chain(zsh.then_some("zsh")) {
+        let mut c = if path == "zsh" {
+            let mut c = r.bare("zsh");
+            c.arg("-c")
+                .arg(format!("set -euo pipefail\n. \"$FFKIT_LIB\"\n{script}"));
+            c
+        } else {
+            r.on(path, script)
+        };
+        c.env("LINK", &link).env("P", path);
+        assert_eq!(ok(&out(&mut c)), "binary=5\n", "{path}");
+        assert!(r.ns().join(format!("cache/k-{path}")).is_file(), "{path}");
+        assert!(
+            r.ns().join(format!("locks/l-{path}.lock")).is_file(),
+            "{path}"
+        );
+        assert!(
+            !r.root().join("sub/.flowforge").exists(),
+            "{path}: a namespace under the link's own dir"
+        );
+    }
+}
+
+/// The fallback keeps the binary's namespace answer while its inputs are
+/// unchanged, and asks again when the team config appears or goes away;
+/// the builtin sees the same at once. Both land where the binary does.
+#[test]
+fn the_namespace_follows_a_team_config_that_appears_and_goes() {
+    if !crate::util::need("git", "the team config's email lookup") {
+        return;
+    }
+    let r = Repo::new();
+    fs::write(
+        r.tmp.path().join("home/.gitconfig"),
+        "[user]\n\temail = dan@example.invalid\n",
+    )
+    .unwrap();
+    let script = "write_cache_with_metadata \"a-$P\" v 0\n\
+                  mkdir -p .flowforge/team\n\
+                  echo '{\"team\":{\"developers\":{\"dan\":{\"email\":\"dan@example.invalid\"}}}}' >.flowforge/team/config.json\n\
+                  write_cache_with_metadata \"b-$P\" v 0\n\
+                  rm .flowforge/team/config.json\n\
+                  write_cache_with_metadata \"c-$P\" v 0";
+    for path in PATHS {
+        let mut c = r.on(path, script);
+        c.env_remove("FLOWFORGE_DEVELOPER").env("P", path);
+        ok(&out(&mut c));
+        let ff = r.root().join(".flowforge");
+        assert!(
+            ff.join(format!("cache/a-{path}")).is_file(),
+            "{path}: legacy first"
+        );
+        assert!(
+            ff.join(format!("dev-dan/cache/b-{path}")).is_file(),
+            "{path}: then dan's"
+        );
+        assert!(
+            ff.join(format!("cache/c-{path}")).is_file(),
+            "{path}: legacy again"
+        );
     }
 }
 

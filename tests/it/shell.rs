@@ -36,6 +36,11 @@ pub(crate) struct Repo {
 }
 
 impl Repo {
+    /// Where [`Repo::stub`] counts the namespace questions.
+    fn resolve_log(&self) -> PathBuf {
+        self.tmp.path().join("resolve.log")
+    }
+
     pub(crate) fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
         fs::create_dir_all(tmp.path().join("repo/.git")).unwrap();
@@ -73,16 +78,20 @@ impl Repo {
 
     /// A stand-in for the binary that logs each call's argv (NUL-separated,
     /// one call per `\0\n` record) and then runs the real one, except for
-    /// `perf-metrics`, which it answers itself with exit 0.
+    /// `perf-metrics`, which it answers itself with exit 0. The namespace
+    /// questions of the fallback path (`init --resolve`) are counted apart,
+    /// one line each in `resolve_calls`.
     fn stub(&self) -> (PathBuf, PathBuf) {
         let stub = self.tmp.path().join("stub-ffkit");
         let log = self.tmp.path().join("stub.log");
         fs::write(
             &stub,
             format!(
-                "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\0' \"$a\"; done >>'{log}'\nprintf '\\n' >>'{log}'\n\
+                "#!/bin/sh\nif [ \"$1\" = init ]; then case $2 in --resolve=*) echo >>'{res}'; exec '{bin}' \"$@\";; esac; fi\n\
+                 for a in \"$@\"; do printf '%s\\0' \"$a\"; done >>'{log}'\nprintf '\\n' >>'{log}'\n\
                  [ \"$1\" = perf-metrics ] && exit 0\nexec '{bin}' \"$@\"\n",
                 log = log.display(),
+                res = self.resolve_log().display(),
                 bin = bin().display()
             ),
         )
@@ -90,6 +99,11 @@ impl Repo {
         fs::set_permissions(&stub, fs::Permissions::from_mode(0o755)).unwrap();
         (stub, log)
     }
+}
+
+/// How many `init --resolve` calls the stub saw.
+fn resolve_calls(r: &Repo) -> usize {
+    fs::read_to_string(r.resolve_log()).map_or(0, |t| t.lines().count())
 }
 
 /// The calls a stub logged: each one's argv.
@@ -354,6 +368,7 @@ fn get_cache_size_reads_a_valid_index_without_starting_a_process() {
         };
         run("write_cache_with_metadata k hello 0", &[]);
         let before = stub_calls(&log).len();
+        let resolved = resolve_calls(&r);
         let sizes = run("for i in 1 2 3 4 5; do get_cache_size; done", &[]);
         let want = crate::util::oracle(&r.cache()).0;
         assert_eq!(sizes, format!("{want}\n").repeat(5), "{shell}");
@@ -361,6 +376,26 @@ fn get_cache_size_reads_a_valid_index_without_starting_a_process() {
             stub_calls(&log).len(),
             before,
             "{shell}: the binary was started"
+        );
+        // The namespace is the binary's answer, asked once per shell while
+        // its inputs do not change (docs/shell.md, "Hot paths without
+        // processes"), and again when one does.
+        // (The builtin is not found beside the stub: the fallback runs.)
+        assert_eq!(
+            resolve_calls(&r),
+            resolved + 1,
+            "{shell}: one question per shell"
+        );
+        let resolved = resolve_calls(&r);
+        run(
+            "get_cache_size; get_cache_size; FLOWFORGE_DEVELOPER=bob get_cache_size; get_cache_size\n\
+             cd .flowforge; get_cache_size; cd ..; get_cache_size",
+            &[],
+        );
+        assert_eq!(
+            resolve_calls(&r),
+            resolved + 3,
+            "{shell}: asked again for a new developer and a new dir only"
         );
         for (label, bad) in [
             ("junk", "12x\n"),

@@ -22,7 +22,8 @@ impl Repo {
     }
 
     /// A stand-in binary that writes its environment (NUL-separated) to
-    /// `envs/env.N` for its N-th call and exits 0.
+    /// `envs/env.N` for its N-th call and exits 0; the fallback's namespace
+    /// question (`init --resolve`) goes to the real binary, unrecorded.
     fn env_stub(&self) -> (PathBuf, PathBuf) {
         let dir = self.tmp.path().join("envs");
         fs::create_dir_all(&dir).unwrap();
@@ -30,8 +31,10 @@ impl Repo {
         fs::write(
             &stub,
             format!(
-                "#!/bin/sh\nn=$(ls '{d}' | wc -l)\nexec /usr/bin/env -0 >'{d}/env.'\"$n\"\n",
-                d = dir.display()
+                "#!/bin/sh\nif [ \"$1\" = init ]; then case $2 in --resolve=*) exec '{bin}' \"$@\";; esac; fi\n\
+                 n=$(ls '{d}' | wc -l)\nexec /usr/bin/env -0 >'{d}/env.'\"$n\"\n",
+                d = dir.display(),
+                bin = crate::util::bin().display()
             ),
         )
         .unwrap();
@@ -105,8 +108,10 @@ fn every_env_var_set_in_the_shell_reaches_the_binary_and_unset_ones_do_not() {
         let set = call_env(&dir, 0);
         for v in ENV_VARS {
             let want = if v.name == "CACHE_PERF_METRICS" {
-                // The wrappers' log: the shell's CACHE_PERF_METRICS.
-                "v-CACHE_PERF_METRICS".to_string()
+                // The wrappers' log: the shell's CACHE_PERF_METRICS, made
+                // absolute against the current dir by the binary's
+                // namespace answer (`init --resolve`), as the binary would.
+                r.root().join("v-CACHE_PERF_METRICS").display().to_string()
             } else {
                 format!("v-{}", v.name)
             };

@@ -14,6 +14,8 @@ use std::time::Duration;
 use crate::error::{Error, Result};
 use crate::units;
 
+pub use crate::namespace::{Here, current_dir, repo_root, validate_developer};
+
 /// How a polling lock waits between attempts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackoffStrategy {
@@ -380,9 +382,7 @@ impl Config {
     }
 
     /// The FlowForge namespace dir `<repo>/.flowforge/dev-<id>`, when
-    /// `FLOWFORGE_DEVELOPER` is set. The repository root is the nearest
-    /// ancestor of the current dir holding `.git` (found without running
-    /// git), or the current dir outside a repository.
+    /// `FLOWFORGE_DEVELOPER` is set (the rule is [`crate::namespace`]'s).
     pub fn namespace_dir(&self) -> Result<Option<PathBuf>> {
         if self.developer.is_none() {
             return Ok(None);
@@ -392,8 +392,8 @@ impl Config {
 
     /// [`Config::namespace_dir`] for a place the caller already looked up.
     pub fn namespace_dir_in(&self, here: &Here) -> Option<PathBuf> {
-        let id = self.developer.as_ref()?;
-        Some(here.top().join(".flowforge").join(format!("dev-{id}")))
+        self.developer.as_ref()?;
+        Some(crate::namespace::Namespace::of_setting(self, here).root())
     }
 
     /// The cache dir: `--dir`, else `FFKIT_CACHE_DIR`, else the namespace's
@@ -412,8 +412,9 @@ impl Config {
         if let Some(d) = &self.cache_dir {
             return chosen(d.clone(), DirOrigin::Env);
         }
-        if let Some(ns) = self.namespace_dir()? {
-            return chosen(ns.join("cache"), DirOrigin::Namespace);
+        if self.developer.is_some() {
+            let ns = crate::namespace::Namespace::of_setting(self, &Here::now()?);
+            return chosen(ns.cache_dir(), DirOrigin::Namespace);
         }
         if let Some(x) = &self.xdg_cache_home {
             return chosen(x.join("ffkit"), DirOrigin::Xdg);
@@ -473,24 +474,6 @@ pub struct ChosenDir {
     pub origin: DirOrigin,
 }
 
-/// A developer id becomes a path component (`dev-<id>`), so it must be a
-/// plain name: letters, digits, `.`, `_`, `-`, not starting with `.`, at most
-/// 64 bytes.
-pub fn validate_developer(id: &str) -> Result<String> {
-    let ok = id.len() <= 64
-        && !id.starts_with('.')
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(id.to_string())
-    } else {
-        Err(Error::Config(format!(
-            "FLOWFORGE_DEVELOPER='{id}': expected letters, digits, '.', '_' or '-' (not leading '.'), at most 64"
-        )))
-    }
-}
-
 /// A relative path made absolute against the current dir, once, so that it
 /// means the same for every reader and writer of the process (a bare
 /// `CACHE_PERF_METRICS=perf.csv` is `./perf.csv`). Kept as given when the
@@ -500,44 +483,6 @@ fn absolute(p: PathBuf) -> PathBuf {
         return p;
     }
     std::env::current_dir().map_or(p.clone(), |cwd| cwd.join(&p))
-}
-
-/// The current dir.
-pub fn current_dir() -> Result<PathBuf> {
-    std::env::current_dir().map_err(|e| Error::io("cannot read the current directory", ".", e))
-}
-
-/// Where a call runs: the current dir and the repository root above it
-/// (the nearest ancestor holding `.git`), looked up once per call.
-#[derive(Clone, Debug)]
-pub struct Here {
-    pub cwd: PathBuf,
-    pub root: Option<PathBuf>,
-}
-
-impl Here {
-    /// Reads the current dir and finds the repository root.
-    pub fn now() -> Result<Here> {
-        Ok(Here::at(current_dir()?))
-    }
-
-    /// The place of a current dir the caller read.
-    pub fn at(cwd: PathBuf) -> Here {
-        let root = repo_root(&cwd).map(Path::to_path_buf);
-        Here { cwd, root }
-    }
-
-    /// The repository root, or the current dir outside a repository.
-    pub fn top(&self) -> &Path {
-        self.root.as_deref().unwrap_or(&self.cwd)
-    }
-}
-
-/// The nearest ancestor of `start` (itself included) that holds `.git`.
-pub fn repo_root(start: &Path) -> Option<&Path> {
-    start
-        .ancestors()
-        .find(|d| d.join(OsStr::new(".git")).symlink_metadata().is_ok())
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@
 //! - [`memo`]: `cache-run`, a command's output memoized as a cache entry.
 //! - [`metrics`]: the CSV metrics log.
 //! - [`config`]: the environment contract, parsed once.
+//! - [`namespace`]: every rule that turns the environment and the current
+//!   dir into a path (cache dir, lock dir, lock file, metrics log, names).
 //! - [`error`]: the one error type and the exit-code table.
 //! - [`units`], [`fsutil`]: shared parsers and careful file primitives.
 //! - [`hostfd`]: where a long-lived host (the bash builtin) keeps its descriptors.
@@ -23,6 +25,7 @@ pub mod hostfd;
 pub mod lock;
 pub mod memo;
 pub mod metrics;
+pub mod namespace;
 pub mod units;
 
 pub use error::{Error, ExitKind, Result};

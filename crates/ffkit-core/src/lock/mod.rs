@@ -12,13 +12,12 @@
 //!   files, process facts from `/proc`, and `/proc/locks`.
 //! - [`fd`]: locks held through the caller's descriptor (the wrappers).
 //! - [`run`]: the crate's one child runner (command mode, `perf-metrics time`).
-//! - [`team`]: the team config's developer for the caller's email.
 //! - [`acquire`], [`release`], [`status`]: the three requests the applets
 //!   (and an in-process caller) make, whatever the mode, on the local files.
 //! - [`locks`]: [`Locks`], the one type the applets call: the local files
 //!   or a remote backend, the same report types for both.
 //!
-//! This module resolves lock names to paths. Nothing here knows clap or
+//! Lock names and dirs are [`crate::namespace`]'s rules. Nothing here knows clap or
 //! prints; waiting is reported through callbacks so the front end can print
 //! its one line.
 
@@ -33,7 +32,6 @@ pub mod named;
 pub mod release;
 pub mod run;
 pub mod status;
-pub mod team;
 
 use std::fs;
 use std::io;
@@ -112,25 +110,16 @@ pub enum Denied {
 /// The outcome of an acquisition: `Ok(waited)` or why not.
 pub type Acquired = std::result::Result<Duration, Denied>;
 
-/// Where named locks live (docs/locks.md, "Lock dir"): `explicit`
-/// (`--lock-dir`), else `FFKIT_LOCK_DIR`, else `<namespace>/locks` when
-/// `FLOWFORGE_DEVELOPER` is set, else `<repo>/.flowforge/locks` inside a git
-/// repository (the old library's legacy namespace), else
-/// `$XDG_RUNTIME_DIR/ffkit/locks`, else `/tmp/ffkit-<uid>/locks`. With
-/// `session`, session locks: `<namespace>/sessions/locks`, or `sessions/`
-/// inside the other dirs. The shell wrappers follow the very same rule, so
-/// a NAME is one file whichever way it is taken. The dir is created 0700;
-/// the per-user defaults must be owned by the user and not writable by
-/// others, else exit 3.
+/// Where named locks live: [`crate::namespace::Namespace::lock_dir`]'s rule
+/// (docs/locks.md, "Lock dir"), the dir created 0700; the per-user defaults
+/// must be owned by the user and not writable by others, else exit 3.
 pub fn lock_dir(cfg: &Config, explicit: Option<&Path>, session: bool) -> Result<PathBuf> {
     lock_dir_in(cfg, explicit, session, None, true)
 }
 
 /// [`lock_dir`] with the place the caller already looked up (`None`: look
 /// it up here if needed). With `create` false the dir is only named, neither
-/// created nor checked: for a caller that looks a lock up in its own table
-/// of locks it took (through this very function, creating) and touches no
-/// file by that name.
+/// created nor checked.
 pub fn lock_dir_in(
     cfg: &Config,
     explicit: Option<&Path>,
@@ -138,76 +127,24 @@ pub fn lock_dir_in(
     here: Option<&crate::config::Here>,
     create: bool,
 ) -> Result<PathBuf> {
-    let make = |d: &Path| {
-        if create {
-            fsutil::create_private_dir(d)
-        } else {
-            Ok(())
-        }
-    };
-    let chosen = explicit
-        .map(Path::to_path_buf)
-        .or_else(|| cfg.lock_dir.clone());
-    if let Some(d) = chosen {
-        let d = if session { d.join("sessions") } else { d };
-        make(&d)?;
-        return Ok(d);
-    }
-    let read;
-    let here = match here {
-        Some(h) => h,
-        None => {
-            read = crate::config::Here::now()?;
-            &read
-        }
-    };
-    let ns = match cfg.namespace_dir_in(here) {
-        Some(ns) => Some(ns),
-        // Without FLOWFORGE_DEVELOPER, the team config's developer for the
-        // caller's email, as the shell functions resolve it.
-        None => here.root.as_ref().map(|r| match team::team_developer(r) {
-            Some(id) => r.join(".flowforge").join(format!("dev-{id}")),
-            None => r.join(".flowforge"),
-        }),
-    };
-    if let Some(ns) = ns {
-        let d = if session {
-            ns.join("sessions").join("locks")
-        } else {
-            ns.join("locks")
-        };
-        make(&d)?;
-        return Ok(d);
-    }
-    let uid = rustix::process::getuid().as_raw();
-    let base = match cfg.runtime_dir() {
-        Some(r) => r.join("ffkit"),
-        None => PathBuf::from(format!("/tmp/ffkit-{uid}")),
-    };
-    let d = if session {
-        base.join("sessions").join("locks")
-    } else {
-        base.join("locks")
-    };
+    let d = crate::namespace::lock_dir(cfg, explicit, session, here)?;
     if create {
-        fsutil::create_private_dir(&base)?;
-        check_private(&base, uid)?;
-        fsutil::create_private_dir(&d)?;
-        check_private(&d, uid)?;
+        make_lock_dir(&d)?;
     }
-    Ok(d)
+    Ok(d.dir)
 }
 
-/// Whether [`lock_dir_in`] picks a per-user default dir in a shared place,
-/// which it checks (owner, mode) on every call: a caller that would open
-/// a lock file first and set the dir up only when it is missing must not
-/// do that for such a dir.
-pub fn lock_dir_is_checked(
-    cfg: &Config,
-    explicit: Option<&Path>,
-    here: &crate::config::Here,
-) -> bool {
-    explicit.is_none() && cfg.lock_dir.is_none() && cfg.developer.is_none() && here.root.is_none()
+/// Creates a lock dir (0700) and, for a per-user default in a shared
+/// place, checks it and its base are ours and private.
+pub fn make_lock_dir(d: &LockDir) -> Result<()> {
+    let Some(base) = &d.shared_base else {
+        return fsutil::create_private_dir(&d.dir);
+    };
+    let uid = rustix::process::getuid().as_raw();
+    fsutil::create_private_dir(base)?;
+    check_private(base, uid)?;
+    fsutil::create_private_dir(&d.dir)?;
+    check_private(&d.dir, uid)
 }
 
 /// A per-user dir in a shared place must be a real directory of ours that
@@ -237,35 +174,7 @@ fn check_private(dir: &Path, uid: u32) -> Result<()> {
     Ok(())
 }
 
-/// A lock name is one plain path component: no `/`, no control characters,
-/// not empty, not starting with `.` (ffkit's temp and break files are
-/// dot-files), at most 200 bytes (bytes, as the file system counts them:
-/// 101 "é" are 202 bytes and refused). The one rule for the binary, the
-/// bash builtin and (in shell, byte for byte) the fallback functions.
-pub fn validate_name(name: &str) -> Result<&str> {
-    validate_name_bytes(name.as_bytes())?;
-    Ok(name)
-}
-
-/// [`validate_name`] for a name that may not be UTF-8 (a shell argument).
-pub fn validate_name_bytes(name: &[u8]) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
-        && name[0] != b'.'
-        && !name.iter().any(|&b| b == b'/' || b.is_ascii_control());
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Validation(format!(
-            "lock name '{}': expected one plain name (no '/', control characters or leading '.', at most 200 bytes)",
-            String::from_utf8_lossy(name).escape_debug()
-        )))
-    }
-}
-
-/// The file of a lock NAME: `<lock dir>/<NAME>.lock`, the old library's
-/// names for critical and session locks.
-pub const SUFFIX: &str = ".lock";
+pub use crate::namespace::{LOCK_SUFFIX as SUFFIX, LockDir, validate_name, validate_name_bytes};
 
 /// The one `NAME|FILE` rule of every lock applet, the builtin and the
 /// Redis lock names: an argument with a `/` is a path to a lock file,
@@ -287,8 +196,10 @@ pub fn resolve(
     if names_a_path(arg) {
         return Ok(PathBuf::from(arg));
     }
-    let name = validate_name(arg)?;
-    Ok(lock_dir(cfg, explicit_dir, session)?.join(format!("{name}{SUFFIX}")))
+    // The name first: a bad one sets nothing up.
+    validate_name(arg)?;
+    let dir = lock_dir(cfg, explicit_dir, session)?;
+    crate::namespace::lock_file(&dir, arg.as_ref())
 }
 
 /// Refuses an owner that does not exist (named mode, every backend): a

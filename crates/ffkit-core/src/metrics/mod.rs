@@ -78,7 +78,7 @@ impl std::fmt::Display for Op {
 }
 
 /// File name of the default log inside a cache dir.
-pub const DEFAULT_LOG_NAME: &str = ".perf-metrics.csv";
+pub const DEFAULT_LOG_NAME: &str = crate::namespace::METRICS_LOG;
 
 /// The log path: `CACHE_PERF_METRICS`, else the default in `cache_dir`, else
 /// in the default cache dir.

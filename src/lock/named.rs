@@ -131,6 +131,7 @@ pub(crate) fn acquire(
         Kind::Exclusive,
         kernel::Method::Flock,
         wait,
+        &mut || false,
         &mut || on_wait(&f),
     )
     .map_err(|e| Error::io("cannot lock", path, e))?;

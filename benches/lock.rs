@@ -21,6 +21,7 @@ fn lock_unlock(f: &std::fs::File) {
         Kind::Exclusive,
         kernel::Method::Flock,
         Wait::Forever,
+        &mut || false,
         &mut || {},
     )
     .unwrap();

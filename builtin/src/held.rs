@@ -21,7 +21,7 @@
 //! unlocked by mistake.
 //!
 //! Waiting is the library's in-process kernel wait
-//! (`lock::fd::acquire_in_process` over `lock::kernel::lock_fd_in_process`: no
+//! (`lock::fd::acquire_in_process` over `lock::kernel::lock_fd`: no
 //! timers, no signal handlers in the shell), which gives up when bash's
 //! handlers have flagged SIGINT, SIGTERM, SIGHUP, SIGQUIT or a terminating
 //! signal (see `shell::wait_ending_signal`); other trapped signals (CHLD,

@@ -313,14 +313,10 @@ struct Fd0;
 impl Read for Fd0 {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            // SAFETY: `buf` is valid for `buf.len()` bytes of writes.
-            let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
-            if n >= 0 {
-                return Ok(n.unsigned_abs());
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+            match rustix::io::read(rustix::stdio::stdin(), &mut *buf) {
+                Ok(n) => return Ok(n),
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -435,12 +431,8 @@ impl From<ExitCode> for std::process::ExitCode {
 /// instead of a kill; and descriptors 0, 1 and 2 open (on `/dev/null` if the
 /// caller closed them), so a file ffkit opens can never become its stdout.
 pub fn startup() {
-    // SAFETY: setting SIGPIPE's disposition to SIG_IGN installs no handler
-    // and touches no Rust state; no thread exists yet. Neither std nor rustix
-    // offers a safe way to set a disposition.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
+    // No thread exists yet.
+    crate::fsutil::ignore_signals(&[libc::SIGPIPE]);
     // open(2) returns the lowest free descriptor: while that is 0, 1 or 2 it
     // fills a hole the caller left (and stays open, as stdin/stdout/stderr);
     // the first one above 2 means there is none left and is closed again.

@@ -304,6 +304,36 @@ fn timed(c: Command, what: &str) -> (std::process::Output, Duration) {
     (out, t0.elapsed())
 }
 
+/// The dir lock waits in the kernel (the crate's one wait): a writer behind
+/// a held `.lock` shows in /proc/locks as blocked on it (the old wait
+/// polled `try_lock` and never did), and gets the lock once it is freed.
+#[test]
+fn a_writer_behind_the_dir_lock_waits_in_the_kernel_and_gets_it() {
+    let w = World::new();
+    w.write("k", "v");
+    let mut holder = lock_holder(&w);
+    let lock = w.cache().join(".lock");
+    let mut c = w.cmd("cache-write");
+    c.args(["k2", "v2"]).env("LOCK_TIMEOUT", "60");
+    let writer = c
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the writer blocked in flock(2) on .lock", 30, || {
+        crate::cache_run::blocked_on(&lock) > 0
+    });
+    if let Some(mut i) = holder.stdin.take() {
+        let _ = i.write_all(b"\n");
+    }
+    assert!(holder.wait().unwrap().success());
+    let out = writer.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let read = w.cmd("cache-read").arg("k2").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&read.stdout).trim_end(), "v2");
+    w.assert_exact();
+}
+
 #[test]
 fn a_reader_behind_a_stopped_writer_follows_lock_timeout() {
     let w = World::new();

@@ -51,7 +51,7 @@ pub(crate) fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// How many processes are blocked in flock(2) on `path` (from /proc/locks).
-fn blocked_on(path: &Path) -> usize {
+pub(crate) fn blocked_on(path: &Path) -> usize {
     let Ok(m) = fs::metadata(path) else {
         return 0;
     };

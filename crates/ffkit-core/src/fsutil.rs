@@ -359,3 +359,63 @@ mod tests {
         assert!(!pid_alive(0));
     }
 }
+
+/// Sets each of `sigs` to be ignored (SIG_IGN): no handler is installed,
+/// so this is safe in a freshly forked child too.
+pub fn ignore_signals(sigs: &[libc::c_int]) {
+    for &sig in sigs {
+        // SAFETY: setting a disposition to SIG_IGN has no preconditions and
+        // installs no handler; neither std nor rustix offers a safe way to
+        // set a disposition.
+        unsafe { libc::signal(sig, libc::SIG_IGN) };
+    }
+}
+
+/// What a child started with `std::process` does between fork and exec.
+#[derive(Clone, Copy, Debug)]
+pub enum BeforeExec {
+    /// `PR_SET_PDEATHSIG` with this signal, checked against the parent
+    /// dying first (then the exec is refused).
+    DieWithParent(rustix::process::Signal),
+    /// Every descriptor from 3 up marked close-on-exec (rather than closed,
+    /// which keeps std's own exec-error pipe working).
+    CloseFrom3,
+}
+
+/// Arranges `what` in `cmd`'s child, between fork and exec: the one
+/// `pre_exec` of the crate.
+pub fn before_exec(cmd: &mut std::process::Command, what: BeforeExec) {
+    use std::os::unix::process::CommandExt;
+    let parent = rustix::process::getpid();
+    // SAFETY: the closure runs between fork and exec in the child and makes
+    // only async-signal-safe system calls (prctl, getppid, close_range,
+    // fcntl); it allocates nothing (the error is a static message).
+    unsafe {
+        cmd.pre_exec(move || {
+            match what {
+                BeforeExec::DieWithParent(sig) => {
+                    rustix::process::set_parent_process_death_signal(Some(sig))?;
+                    // The parent died before the prctl: do not run orphaned.
+                    if rustix::process::getppid() != Some(parent) {
+                        return Err(io::Error::other("ffkit went away"));
+                    }
+                }
+                BeforeExec::CloseFrom3 => {
+                    let r = libc::syscall(
+                        libc::SYS_close_range,
+                        3u32,
+                        u32::MAX,
+                        libc::CLOSE_RANGE_CLOEXEC,
+                    );
+                    if r != 0 {
+                        // Older kernels: mark them one by one.
+                        for fd in 3..1024 {
+                            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        });
+    }
+}

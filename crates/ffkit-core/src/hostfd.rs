@@ -21,7 +21,7 @@
 //! or learns the script reused its number, so a child never closes a
 //! descriptor of the script's.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The lowest number used (below it: the script's and bash's first ones).
@@ -59,24 +59,26 @@ fn register_fork_handler() {
 
 /// A new descriptor for `file` at the top of the range (see the module
 /// doc), not close-on-exec and not yet registered with [`fork_closes`].
-pub fn high_fd(file: &impl AsRawFd) -> std::io::Result<OwnedFd> {
+pub fn high_fd(file: &impl AsFd) -> std::io::Result<OwnedFd> {
     let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .unwrap_or(FD_CEILING);
     let top = i32::try_from(soft.min(FD_CEILING)).unwrap_or(1024);
+    let file = file.as_fd();
     for n in (MIN_FD..top).rev() {
-        // SAFETY: F_GETFD only asks whether the number is open.
-        if unsafe { libc::fcntl(n, libc::F_GETFD) } != -1 {
+        // The lowest free number >= n: n itself when it is free (the host
+        // is single-threaded); a higher one (or none below the limit)
+        // means n is taken: the copy closes again here and the next lower
+        // number is tried.
+        let Ok(got) = rustix::io::fcntl_dupfd_cloexec(file, n) else {
+            continue;
+        };
+        if got.as_raw_fd() != n {
             continue;
         }
-        // SAFETY: duplicates our own open file to the lowest free number
-        // >= n, which is n (just seen free; the host is single-threaded).
-        let got = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_DUPFD, n) };
-        if got < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: `got` was just created by F_DUPFD and is owned by nobody else.
-        return Ok(unsafe { OwnedFd::from_raw_fd(got) });
+        // Not close-on-exec (see the module doc).
+        rustix::io::fcntl_setfd(&got, rustix::io::FdFlags::empty())?;
+        return Ok(got);
     }
     Err(std::io::Error::from_raw_os_error(libc::EMFILE))
 }
@@ -110,8 +112,15 @@ pub fn with_closed_on_exec<T>(f: impl FnOnce() -> T) -> T {
         .collect();
     let set = |on: bool| {
         for &fd in &fds {
-            // SAFETY: flag changes on this process's own registered descriptors.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, if on { libc::FD_CLOEXEC } else { 0 }) };
+            // Flag changes on this process's own registered descriptors.
+            if let Ok(b) = crate::lock::kernel::borrow(fd) {
+                let flags = if on {
+                    rustix::io::FdFlags::CLOEXEC
+                } else {
+                    rustix::io::FdFlags::empty()
+                };
+                let _ = rustix::io::fcntl_setfd(b, flags);
+            }
         }
     };
     set(true);

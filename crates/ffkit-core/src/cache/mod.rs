@@ -254,40 +254,51 @@ impl Cache {
 
     /// Takes the kernel lock on `f`, waiting at most `LOCK_TIMEOUT`: a
     /// writer stopped (SIGSTOP, a debugger) in the middle of its commit must
-    /// not hang every reader forever. Changes hold the lock only for
-    /// renames and the index update, so the wait is polled with short
-    /// sleeps (1 ms doubling to 20 ms).
+    /// not hang every reader forever. The wait is the crate's one kernel
+    /// wait ([`crate::lock::kernel::lock_fd`]): a free lock is one
+    /// non-blocking try, a held one is handed over by the kernel the moment
+    /// it is released. The wait note comes after `WAIT_NOTE_AFTER`.
     fn wait_for(&self, f: &File, exclusive: bool, path: &Path) -> Result<()> {
+        use crate::lock::{Denied, Kind, Wait, kernel};
+        use std::os::fd::AsRawFd;
         let start = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        let mut told = false;
-        loop {
-            let r = if exclusive {
-                f.try_lock()
-            } else {
-                f.try_lock_shared()
-            };
-            match r {
-                Ok(()) => return Ok(()),
-                Err(fs::TryLockError::WouldBlock) => {}
-                Err(fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock", path, e)),
+        let kind = if exclusive {
+            Kind::Exclusive
+        } else {
+            Kind::Shared
+        };
+        let end = start.checked_add(self.lock_timeout);
+        let until = |d: Option<Instant>| d.map_or(Wait::Forever, Wait::Until);
+        let take = |w: Wait| {
+            kernel::lock_fd(
+                f.as_raw_fd(),
+                kind,
+                kernel::Method::Flock,
+                w,
+                &mut || false,
+                &mut || {},
+            )
+            .map_err(|e| Error::io("cannot lock", path, e))
+        };
+        let mut got = Err(Denied::TimedOut);
+        if let Some(note) = &self.wait_note
+            && self.lock_timeout > WAIT_NOTE_AFTER
+        {
+            got = take(Wait::Until(start + WAIT_NOTE_AFTER))?;
+            if got.is_err() {
+                note(path, self.lock_timeout);
             }
-            let waited = start.elapsed();
-            if waited >= self.lock_timeout {
-                return Err(Error::Timeout(format!(
-                    "cache lock {}: still held by another process after {:.1} s (LOCK_TIMEOUT); a writer may be stopped",
-                    path.display(),
-                    waited.as_secs_f64()
-                )));
-            }
-            if !told && waited >= WAIT_NOTE_AFTER {
-                told = true;
-                if let Some(note) = &self.wait_note {
-                    note(path, self.lock_timeout);
-                }
-            }
-            std::thread::sleep(pause.min(self.lock_timeout - waited));
-            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+        if got.is_err() {
+            got = take(until(end))?;
+        }
+        match got {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Error::Timeout(format!(
+                "cache lock {}: still held by another process after {:.1} s (LOCK_TIMEOUT); a writer may be stopped",
+                path.display(),
+                start.elapsed().as_secs_f64()
+            ))),
         }
     }
 

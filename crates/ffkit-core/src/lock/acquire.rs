@@ -194,9 +194,14 @@ fn command(req: &Request, path: &Path, program: &Program, rep: &mut dyn Report) 
     let f = kernel::open_lock_file(path, write, COMMAND_LOCK_MODE)
         .map_err(|e| Error::io("cannot open lock file", path, e))?;
     let fd = f.as_raw_fd();
-    let got = kernel::lock_fd(fd, req.kind, req.method, req.wait.start(), &mut || {
-        rep.waiting(&req.label, &holder::describe_kernel_holder(&f))
-    })
+    let got = kernel::lock_fd(
+        fd,
+        req.kind,
+        req.method,
+        req.wait.start(),
+        &mut || false,
+        &mut || rep.waiting(&req.label, &holder::describe_kernel_holder(&f)),
+    )
     .map_err(|e| Error::io("cannot lock", path, e))?;
     let waited = match got {
         Ok(w) => w,

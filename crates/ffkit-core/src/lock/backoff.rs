@@ -1,44 +1,36 @@
 //! The `LOCK_BACKOFF_STRATEGY` schedule for locks that must poll
 //! (dot-locks): `exponential` sleeps `LOCK_BACKOFF_INITIAL` (0.1 s) and
 //! doubles up to `LOCK_BACKOFF_MAX` (2.0 s) — 0.1, 0.2, 0.4, 0.8, 1.6, 2.0,
-//! 2.0 … — and `linear` sleeps a fixed 0.5 s. Built from backon's builders,
-//! used as plain duration iterators (no async runtime, no jitter). The last
-//! sleep before a deadline is shortened to land on it ([`Sleeps`]).
+//! 2.0 … — and `linear` sleeps a fixed 0.5 s. A plain iterator of
+//! durations, doubled in integer nanoseconds (exact, no rounding), no
+//! jitter. The last sleep before a deadline is shortened to land on it
+//! ([`Sleeps`]).
 
 use std::time::{Duration, Instant};
-
-use backon::{
-    BackoffBuilder, ConstantBackoff, ConstantBuilder, ExponentialBackoff, ExponentialBuilder,
-};
 
 use crate::config::BackoffStrategy;
 
 /// The linear strategy's fixed sleep.
 pub const LINEAR_STEP: Duration = Duration::from_millis(500);
 
-/// An endless schedule of sleeps.
-pub enum Schedule {
-    Exponential(ExponentialBackoff),
-    Linear(ConstantBackoff),
+/// An endless schedule of sleeps: the next one, and the cap it doubles
+/// up to (equal to it for a constant schedule).
+pub struct Schedule {
+    next: Duration,
+    max: Duration,
 }
 
 impl Schedule {
     pub fn new(strategy: BackoffStrategy, initial: Duration, max: Duration) -> Schedule {
         match strategy {
-            BackoffStrategy::Exponential => Schedule::Exponential(
-                ExponentialBuilder::default()
-                    .with_min_delay(initial)
-                    .with_max_delay(max)
-                    .with_factor(2.0)
-                    .without_max_times()
-                    .build(),
-            ),
-            BackoffStrategy::Linear => Schedule::Linear(
-                ConstantBuilder::default()
-                    .with_delay(LINEAR_STEP)
-                    .without_max_times()
-                    .build(),
-            ),
+            BackoffStrategy::Exponential => Schedule {
+                next: initial.min(max),
+                max,
+            },
+            BackoffStrategy::Linear => Schedule {
+                next: LINEAR_STEP,
+                max: LINEAR_STEP,
+            },
         }
     }
 }
@@ -47,13 +39,9 @@ impl Iterator for Schedule {
     type Item = Duration;
 
     fn next(&mut self) -> Option<Duration> {
-        let d = match self {
-            Schedule::Exponential(b) => b.next(),
-            Schedule::Linear(b) => b.next(),
-        }?;
-        // backon doubles in f32; round to the microsecond so 0.1 doubles to
-        // exactly 0.2 rather than 0.200000003.
-        Some(Duration::from_micros(((d.as_nanos() + 500) / 1000) as u64))
+        let d = self.next;
+        self.next = d.saturating_mul(2).min(self.max);
+        Some(d)
     }
 }
 

@@ -158,7 +158,7 @@ pub fn acquire(
 ) -> Result<Acquired> {
     acquire_with(fd, kind, path, owner, &mut || {
         let mut owner_gone = false;
-        let got = kernel::lock_fd(fd, kind, method, wait, &mut || {
+        let got = kernel::lock_fd(fd, kind, method, wait, &mut || false, &mut || {
             // A NAME's lock is for the owner; when ffkit waits for it as the
             // owner's command (the wrappers), it dies with the owner, so a
             // shell killed while waiting (SIGTERM, SIGHUP) leaves no waiter
@@ -196,7 +196,7 @@ fn die_with_parent(owner: u32) -> bool {
 /// opened itself, read-write and without O_APPEND, on the lock file: the
 /// wait installs no signal handler or timer and still waits in the kernel
 /// until `deadline`, asking `interrupted` at least every
-/// [`kernel::POLL_SLICE`] (see [`kernel::lock_fd_in_process`]). `record` is the owner's holder record; the
+/// [`kernel::POLL_SLICE`] (see [`kernel::lock_fd`]). `record` is the owner's holder record; the
 /// caller writes it with [`write_record`] once it has checked the file.
 /// `path` is the lock file, for messages.
 ///
@@ -237,7 +237,8 @@ pub fn acquire_in_process(
                 mine.pid
             )));
         }
-        kernel::lock_fd_in_process(fd, kind, method, deadline, interrupted, on_wait)
+        let wait = deadline.map_or(super::Wait::Forever, super::Wait::Until);
+        kernel::lock_fd(fd, kind, method, wait, interrupted, on_wait)
             .map_err(|e| fd_error(fd, "cannot lock", e))?
     };
     Ok(got)

@@ -1,20 +1,21 @@
-//! flock(2) locks that wait in the kernel, with a monotonic deadline.
+//! flock(2) and OFD locks that wait in the kernel, with a monotonic
+//! deadline: [`lock_fd`] is the one wait of the crate (named locks, fd
+//! mode, the flock persona, the cache lock, cache-run's per-key lock and
+//! the bash builtin).
 //!
-//! A free lock costs one non-blocking flock call and nothing else: no
-//! signal set-up, no timer, no thread. Only when the lock is held does the
-//! caller block in flock(2) itself, so the kernel hands the lock over the
-//! moment it is released (no polling). A deadline is enforced the way
-//! util-linux flock(1) does it — SIGALRM from an interval timer interrupts
-//! the blocking call (EINTR) — with two fixes: the remaining time is always
-//! recomputed from the monotonic clock, and the timer keeps firing every few
-//! milliseconds after its first expiry, so an alarm that lands just before
-//! flock(2) is entered cannot leave us blocked forever.
+//! A free lock costs one non-blocking lock call and nothing else: no
+//! process, no signal set-up, no timer. Only when the lock is held does a
+//! helper child, forked with the caller's descriptor, block in flock(2) (or
+//! `F_OFD_SETLKW`) on the shared open file description, so the kernel
+//! hands the lock over the moment it is released (no polling), and the lock
+//! the child gets is the caller's. The caller waits for the child's answer
+//! in poll(2) with the deadline as its timeout, and kills and reaps the
+//! child on the deadline or an interruption. No SIGALRM, no interval timer
+//! and no signal handler is installed, so the same wait serves a process
+//! of ours and the bash builtin inside someone else's process.
 //!
 //! We call rustix's `flock` rather than `File::lock` because fd mode locks a
-//! descriptor we do not own, and because the EINTR from our alarm must reach
-//! us instead of being retried. [`lock_fd_in_process`] is the in-process
-//! wait for a caller that may not touch signals or timers (the bash
-//! builtin): it waits in the kernel too, through a helper child process.
+//! descriptor we do not own.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -73,9 +74,7 @@ fn op(fd: RawFd, method: Method, kind: Option<Kind>, block: bool) -> io::Result<
     }
 }
 
-/// fcntl(F_OFD_SETLK[W]) on a byte range. rustix's `fcntl_lock` takes
-/// classic per-process POSIX locks on the whole file only, so this is the
-/// one raw call.
+/// fcntl(F_OFD_SETLK[W]) on a byte range.
 fn ofd(
     fd: BorrowedFd<'_>,
     kind: Option<Kind>,
@@ -83,7 +82,6 @@ fn ofd(
     start: u64,
     len: u64,
 ) -> io::Result<()> {
-    use std::os::fd::AsRawFd as _;
     let too_big = |v: u64| i64::try_from(v).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
     let fl = libc::flock {
         l_type: match kind {
@@ -102,9 +100,17 @@ fn ofd(
     } else {
         libc::F_OFD_SETLK
     };
-    // SAFETY: fcntl with a valid descriptor number and a pointer to a live,
-    // initialised struct flock; no safe wrapper takes OFD ranges.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), cmd, &fl) } == 0 {
+    let mut fl = fl;
+    fcntl_lock(fd, cmd, &mut fl)
+}
+
+/// fcntl(`cmd`) with a struct flock (set, or asked for and filled in).
+/// rustix's `fcntl_lock` takes only classic whole-file locks and has no
+/// GETLK, so this is the one raw call.
+fn fcntl_lock(fd: BorrowedFd<'_>, cmd: libc::c_int, fl: &mut libc::flock) -> io::Result<()> {
+    // SAFETY: fcntl with an open descriptor and a pointer to a live,
+    // initialised struct flock it may write.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), cmd, fl as *mut libc::flock) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())
@@ -130,12 +136,7 @@ fn fcntl_holder(fd: BorrowedFd<'_>) -> io::Result<Option<Kind>> {
             // Must be 0 for OFD locks.
             l_pid: 0,
         };
-        // SAFETY: fcntl with a valid descriptor number and a pointer to a
-        // live, initialised struct flock it may write; no safe wrapper asks
-        // F_OFD_GETLK.
-        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_GETLK, &mut fl) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        fcntl_lock(fd, libc::F_OFD_GETLK, &mut fl)?;
         if i32::from(fl.l_type) != libc::F_UNLCK {
             return Ok(Some(found));
         }
@@ -147,103 +148,46 @@ fn is_eintr(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EINTR)
 }
 
-/// Takes `kind` on `fd` by `method`. `on_wait` runs once, just before
-/// blocking, so the caller can say whom it waits for. A timed-out or busy
-/// call never holds the lock afterwards (a lock call interrupted by EINTR
-/// takes nothing).
+/// Takes `kind` on `fd` by `method`, waiting until `wait` says stop: a
+/// non-blocking try, then a wait **in the kernel** by a helper child
+/// process. The child is forked with the caller's descriptor, so it shares
+/// the open file description, and blocks in flock(2) (or `F_OFD_SETLKW`)
+/// on it: the lock it gets belongs to that description, hence to the
+/// caller, the moment the holder lets go. The caller meanwhile waits on a
+/// pipe from the child, in slices of at most [`POLL_SLICE`], asking
+/// `interrupted` between them (a signal also cuts a slice short). On the
+/// deadline or an interruption the child is killed (SIGKILL) and reaped
+/// before this returns, so no waiter outlives the call; a lock the child
+/// got just before is kept on a timeout (it came in time) and dropped on an
+/// interruption. The child dies with the caller (`PR_SET_PDEATHSIG`),
+/// starts with the default action for SIGINT, SIGTERM, SIGHUP and SIGQUIT,
+/// and SIGCHLD is blocked in the caller while it lives (so a shell's own
+/// SIGCHLD handler cannot reap it first; its trap runs after the wait).
+/// `on_wait` runs once, just before the child starts, so the caller can
+/// say whom it waits for. `Denied::Interrupted` when `interrupted` said
+/// yes; a timed-out, busy or interrupted call never holds the lock
+/// afterwards. Classic POSIX (per-process) locks cannot be taken this way;
+/// only [`Method::Flock`] and [`Method::Ofd`] exist here.
 pub fn lock_fd(
     fd: RawFd,
     kind: Kind,
     method: Method,
     wait: Wait,
-    on_wait: &mut dyn FnMut(),
-) -> io::Result<Acquired> {
-    loop {
-        match op(fd, method, Some(kind), false) {
-            Ok(()) => return Ok(Ok(Duration::ZERO)),
-            Err(e) if would_block(&e) => break,
-            Err(e) if is_eintr(&e) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    let deadline = match wait {
-        Wait::NonBlocking => return Ok(Err(Denied::Busy)),
-        Wait::Until(d) => Some(d),
-        Wait::Forever => None,
-    };
-    on_wait();
-    let start = Instant::now();
-    let Some(deadline) = deadline else {
-        loop {
-            match op(fd, method, Some(kind), true) {
-                Ok(()) => return Ok(Ok(start.elapsed())),
-                Err(e) if is_eintr(&e) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    };
-    let alarm = Alarm::install()?;
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            drop(alarm);
-            // One last look: a lock freed exactly at the deadline is taken.
-            return match op(fd, method, Some(kind), false) {
-                Ok(()) => Ok(Ok(start.elapsed())),
-                Err(e) if would_block(&e) => Ok(Err(Denied::TimedOut)),
-                Err(e) => Err(e),
-            };
-        }
-        alarm.arm(deadline - now)?;
-        match op(fd, method, Some(kind), true) {
-            Ok(()) => return Ok(Ok(start.elapsed())),
-            Err(e) if is_eintr(&e) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Takes `kind` on `fd` for a caller running inside someone else's process
-/// (the bash builtin), which may not install signal handlers or timers
-/// there: a non-blocking try, then a wait **in the kernel** by a helper
-/// child process. The child is forked with the caller's descriptor, so it
-/// shares the open file description, and blocks in flock(2) (or
-/// `F_OFD_SETLKW`) on it: the lock it gets belongs to that description,
-/// hence to the caller, the moment the holder lets go. The caller meanwhile
-/// waits on a pipe from the child, in slices of at most [`POLL_SLICE`],
-/// asking `interrupted` between them (a signal also cuts a slice short).
-/// On the deadline or an interruption the child is killed (SIGKILL) and
-/// reaped before this returns, so no waiter outlives the call; a lock the
-/// child got just before is kept on a timeout (it came in time) and dropped
-/// on an interruption. The child dies with the caller (`PR_SET_PDEATHSIG`),
-/// starts with the default action for SIGINT, SIGTERM, SIGHUP and SIGQUIT,
-/// and SIGCHLD is blocked in the caller while it lives (so a shell's own
-/// SIGCHLD handler cannot reap it first; its trap runs after the wait).
-/// `deadline` None: forever. `Denied::Interrupted` when `interrupted` said
-/// yes. Classic POSIX (per-process) locks cannot be taken this way; only
-/// [`Method::Flock`] and [`Method::Ofd`] exist here.
-pub fn lock_fd_in_process(
-    fd: RawFd,
-    kind: Kind,
-    method: Method,
-    deadline: Option<Instant>,
     interrupted: &mut dyn FnMut() -> bool,
     on_wait: &mut dyn FnMut(),
 ) -> io::Result<Acquired> {
-    let start = Instant::now();
-    loop {
-        match op(fd, method, Some(kind), false) {
-            Ok(()) => return Ok(Ok(Duration::ZERO)),
-            Err(e) if would_block(&e) => break,
-            Err(e) if is_eintr(&e) => continue,
-            Err(e) => return Err(e),
-        }
+    if try_lock_fd_with(fd, kind, method)? {
+        return Ok(Ok(Duration::ZERO));
     }
+    let start = Instant::now();
+    let deadline = match wait {
+        Wait::NonBlocking => return Ok(Err(Denied::Busy)),
+        Wait::Until(d) if d <= start => return Ok(Err(Denied::TimedOut)),
+        Wait::Until(d) => Some(d),
+        Wait::Forever => None,
+    };
     if interrupted() {
         return Ok(Err(Denied::Interrupted));
-    }
-    if deadline.is_some_and(|d| d <= start) {
-        return Ok(Err(Denied::Busy));
     }
     on_wait();
     let _chld = SigchldBlocked::new();
@@ -274,7 +218,7 @@ pub fn lock_fd_in_process(
     }
 }
 
-/// The longest single wait of [`lock_fd_in_process`] between two looks at
+/// The longest single wait of [`lock_fd`] between two looks at
 /// `interrupted`: a signal that lands just before a wait starts (so it
 /// cannot cut it short) is still seen within this long. The lock itself is
 /// handed over by the kernel at once, whatever the slice.
@@ -287,17 +231,7 @@ pub(crate) struct SigchldBlocked(rustix::process::Pid, libc::sigset_t);
 
 impl SigchldBlocked {
     pub(crate) fn new() -> Self {
-        // SAFETY: sigset_t is plain data initialised by sigemptyset;
-        // pthread_sigmask changes only this thread's mask, restored on drop.
-        let old = unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            let mut old: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGCHLD);
-            libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-            old
-        };
-        SigchldBlocked(rustix::process::getpid(), old)
+        SigchldBlocked(rustix::process::getpid(), sigchld_mask(None))
     }
 }
 
@@ -305,17 +239,35 @@ impl Drop for SigchldBlocked {
     fn drop(&mut self) {
         // A forked child never returns through here (it `_exit`s).
         if rustix::process::getpid() == self.0 {
-            // SAFETY: restores the mask saved in `new`.
-            unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.1, std::ptr::null_mut()) };
+            sigchld_mask(Some(&self.1));
         }
     }
 }
 
-/// The helper child of [`lock_fd_in_process`], blocked in the kernel on the
+/// Blocks SIGCHLD in this thread (`restore` None) or sets the mask back to
+/// `restore`; returns the mask before.
+fn sigchld_mask(restore: Option<&libc::sigset_t>) -> libc::sigset_t {
+    // SAFETY: zeroed sigset_t values are valid plain data, filled in by
+    // sigemptyset/sigaddset; pthread_sigmask changes only this thread's
+    // mask and gets pointers to live values. rustix has no safe wrapper.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        match restore {
+            Some(r) => libc::pthread_sigmask(libc::SIG_SETMASK, r, &mut old),
+            None => libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old),
+        };
+        old
+    }
+}
+
+/// The helper child of [`lock_fd`], blocked in the kernel on the
 /// caller's open file description, and the read end of its pipe: one byte
 /// `1` when it has the lock, or `e` and the errno of its failure.
 struct Waiter {
-    pid: libc::pid_t,
+    pid: rustix::process::Pid,
     from: std::os::fd::OwnedFd,
     reaped: std::cell::Cell<bool>,
 }
@@ -325,17 +277,14 @@ impl Waiter {
         let (from, to) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         let parent = rustix::process::getpid().as_raw_nonzero().get();
         let to_raw = to.as_raw_fd();
-        // SAFETY: the child only makes raw system calls (sigaction,
-        // sigprocmask, prctl, getppid, flock/fcntl, write, _exit) and touches
+        // SAFETY: fork, and in the child only raw system calls (signal,
+        // sigprocmask, prctl, getppid, flock/fcntl, write, _exit) that touch
         // no lock, allocator or Rust runtime state, so forking a process with
-        // other threads (a test harness) is sound.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        if pid == 0 {
-            // SAFETY: as above; the child never returns from this block.
-            unsafe {
+        // other threads (a test harness) is sound; the child never leaves
+        // this block. No safe fork exists.
+        let pid = unsafe {
+            let pid = libc::fork();
+            if pid == 0 {
                 for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
                     libc::signal(sig, libc::SIG_DFL);
                 }
@@ -359,7 +308,11 @@ impl Waiter {
                 libc::write(to_raw, msg.as_ptr().cast(), msg.len());
                 libc::_exit(0);
             }
-        }
+            pid
+        };
+        let Some(pid) = rustix::process::Pid::from_raw(pid) else {
+            return Err(io::Error::last_os_error());
+        };
         drop(to);
         Ok(Waiter {
             pid,
@@ -419,8 +372,8 @@ impl Waiter {
 
     /// Kills and reaps the child; `Some(())` when it had got the lock first.
     fn stop(&self) -> io::Result<Option<()>> {
-        // SAFETY: our own child, not yet reaped (so the pid is not reused).
-        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        // Our own child, not yet reaped (so the pid is not reused).
+        let _ = rustix::process::kill_process(self.pid, rustix::process::Signal::KILL);
         self.reap();
         Ok(match self.answer()? {
             Some(Ok(())) => Some(()),
@@ -432,13 +385,10 @@ impl Waiter {
         if self.reaped.replace(true) {
             return;
         }
-        loop {
-            let mut st = 0;
-            // SAFETY: waits for our own child only.
-            let r = unsafe { libc::waitpid(self.pid, &mut st, 0) };
-            if r >= 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-                return;
-            }
+        // Waits for our own child only.
+        while let Err(rustix::io::Errno::INTR) =
+            rustix::process::waitpid(Some(self.pid), rustix::process::WaitOptions::empty())
+        {
         }
     }
 }
@@ -474,65 +424,6 @@ pub(crate) fn try_lock_fd_with(fd: RawFd, kind: Kind, method: Method) -> io::Res
             Err(e) if would_block(&e) => return Ok(false),
             Err(e) if is_eintr(&e) => {}
             Err(e) => return Err(e),
-        }
-    }
-}
-
-extern "C" fn on_alarm(_: libc::c_int) {}
-
-/// A SIGALRM handler without SA_RESTART plus an interval timer; dropping it
-/// disarms the timer and restores the previous disposition. rustix has no
-/// safe wrapper for sigaction or setitimer, so these stay raw.
-struct Alarm {
-    old: libc::sigaction,
-}
-
-/// After the first expiry the timer re-fires this often (see module doc).
-const REFIRE: Duration = Duration::from_millis(2);
-
-impl Alarm {
-    fn install() -> io::Result<Alarm> {
-        // SAFETY: plain C structs, zero-initialised then filled in; the
-        // handler does nothing, so it is async-signal-safe.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_alarm as extern "C" fn(libc::c_int) as usize;
-            sa.sa_flags = 0; // no SA_RESTART: the blocking lock call must see EINTR
-            libc::sigemptyset(&mut sa.sa_mask);
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(libc::SIGALRM, &sa, &mut old) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(Alarm { old })
-        }
-    }
-
-    fn arm(&self, first: Duration) -> io::Result<()> {
-        let tv = |d: Duration| libc::timeval {
-            tv_sec: d.as_secs() as libc::time_t,
-            tv_usec: d.subsec_micros().max(if d.as_secs() == 0 { 1 } else { 0 })
-                as libc::suseconds_t,
-        };
-        let it = libc::itimerval {
-            it_interval: tv(REFIRE),
-            it_value: tv(first),
-        };
-        // SAFETY: `it` is a valid itimerval; the old value is not wanted.
-        if unsafe { libc::setitimer(libc::ITIMER_REAL, &it, std::ptr::null_mut()) } == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-}
-
-impl Drop for Alarm {
-    fn drop(&mut self) {
-        // SAFETY: a zero itimerval disarms; `old` came from sigaction.
-        unsafe {
-            let zero: libc::itimerval = std::mem::zeroed();
-            libc::setitimer(libc::ITIMER_REAL, &zero, std::ptr::null_mut());
-            libc::sigaction(libc::SIGALRM, &self.old, std::ptr::null_mut());
         }
     }
 }
@@ -637,11 +528,11 @@ mod tests {
         assert!(try_lock_fd(a.as_raw_fd(), Kind::Exclusive).unwrap());
         let mut asked = 0;
         let mut waited = 0;
-        let got = lock_fd_in_process(
+        let got = lock_fd(
             b.as_raw_fd(),
             Kind::Exclusive,
             Method::Flock,
-            None,
+            Wait::Forever,
             &mut || {
                 asked += 1;
                 asked > 3
@@ -665,11 +556,11 @@ mod tests {
         let (_d, a, b) = two_opens();
         assert!(try_lock_fd(a.as_raw_fd(), Kind::Exclusive).unwrap());
         let soon = Instant::now() + Duration::from_millis(30);
-        let got = lock_fd_in_process(
+        let got = lock_fd(
             b.as_raw_fd(),
             Kind::Exclusive,
             Method::Flock,
-            Some(soon),
+            Wait::Until(soon),
             &mut || false,
             &mut || {},
         )
@@ -685,11 +576,11 @@ mod tests {
             unlock_fd(fd).unwrap();
             tx.send(at).unwrap();
         });
-        let got = lock_fd_in_process(
+        let got = lock_fd(
             b.as_raw_fd(),
             Kind::Exclusive,
             Method::Flock,
-            Some(Instant::now() + Duration::from_secs(60)),
+            Wait::Until(Instant::now() + Duration::from_secs(60)),
             &mut || false,
             &mut || {},
         )
@@ -713,6 +604,7 @@ mod tests {
                 Kind::Exclusive,
                 m,
                 Wait::NonBlocking,
+                &mut || false,
                 &mut || {},
             )
             .unwrap()

@@ -103,7 +103,7 @@ pub enum Denied {
     Busy,
     /// Still held when the deadline passed.
     TimedOut,
-    /// The caller's "interrupted?" check said yes ([`kernel::lock_fd_in_process`]).
+    /// The caller's "interrupted?" check said yes ([`kernel::lock_fd`]).
     Interrupted,
 }
 

@@ -131,6 +131,7 @@ pub(crate) fn acquire(
         Kind::Exclusive,
         kernel::Method::Flock,
         wait,
+        &mut || false,
         &mut || on_wait(&f),
     )
     .map_err(|e| Error::io("cannot lock", path, e))?;
@@ -239,14 +240,8 @@ pub(crate) fn detach_holder(keep: &[RawFd]) {
     let _ = rustix::process::setsid();
     stdio_to_dev_null();
     close_all_but(keep);
-    // SAFETY: SIG_IGN dispositions in the freshly forked single-threaded
-    // child; rustix has no safe wrapper for signal dispositions. Terminal
-    // and pipe signals are not ours to die of.
-    unsafe {
-        libc::signal(libc::SIGHUP, libc::SIG_IGN);
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-    }
+    // Terminal and pipe signals are not ours to die of.
+    crate::fsutil::ignore_signals(&[libc::SIGHUP, libc::SIGINT, libc::SIGPIPE]);
 }
 
 /// Points descriptors 0, 1 and 2 at /dev/null (a forked helper lets go of
@@ -276,34 +271,34 @@ fn close_all_but(keep: &[RawFd]) {
         from = k as libc::c_uint + 1;
     }
     ranges.push((from, libc::c_uint::MAX));
-    for (a, b) in ranges {
-        // SAFETY: close_range only closes descriptors (those we will not
-        // use again); rustix has no wrapper for it.
-        let rc = unsafe { libc::syscall(libc::SYS_close_range, a, b, 0) };
-        if rc != 0 {
-            // Old kernel: close what /proc says is open.
-            close_listed(&keep);
-            return;
+    // SAFETY: only closes descriptors, those this holder process will not
+    // use again (it owns nothing but `keep`), by number: there is no owned
+    // handle for descriptors inherited across fork, and rustix has no
+    // close_range.
+    unsafe {
+        for (a, b) in ranges {
+            if libc::syscall(libc::SYS_close_range, a, b, 0) != 0 {
+                // Old kernel: close what /proc says is open.
+                for fd in listed_fds() {
+                    if fd >= 3 && !keep.contains(&fd) {
+                        libc::close(fd);
+                    }
+                }
+                return;
+            }
         }
     }
 }
 
-fn close_listed(keep: &[RawFd]) {
-    let Ok(rd) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    let fds: Vec<RawFd> = rd
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
-    for fd in fds {
-        if fd >= 3 && !keep.contains(&fd) {
-            // SAFETY: closing a descriptor we will not use again (the
-            // holder process owns nothing else), by number: there is no
-            // owned handle for descriptors inherited across fork.
-            drop(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
-        }
-    }
+/// The descriptors /proc says this process has open.
+fn listed_fds() -> Vec<RawFd> {
+    std::fs::read_dir("/proc/self/fd")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Who asks for a release: the pids whose ownership counts (`--owner`, or

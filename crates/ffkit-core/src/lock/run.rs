@@ -138,12 +138,7 @@ pub fn run(prog: &Program, opts: Options<'_>) -> Ended {
 /// (same process group); we stay to pass on its end. After the spawn, so
 /// the child keeps the default dispositions.
 fn ignore_terminal_signals() {
-    // SAFETY: setting a disposition to SIG_IGN has no preconditions; rustix
-    // has no safe wrapper for signal dispositions.
-    unsafe {
-        libc::signal(libc::SIGINT, libc::SIG_IGN);
-        libc::signal(libc::SIGQUIT, libc::SIG_IGN);
-    }
+    crate::fsutil::ignore_signals(&[libc::SIGINT, libc::SIGQUIT]);
 }
 
 /// Sleeps in poll(2) on a pidfd of `pid` until it exits, calling `beat`

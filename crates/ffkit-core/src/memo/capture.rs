@@ -24,7 +24,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -233,19 +233,10 @@ where
 /// started it ends (ffkit killed, even by SIGKILL), as it would get SIGPIPE
 /// from a pipeline whose reader died, but also while it writes nothing.
 fn die_with_parent(cmd: &mut Command) {
-    let parent = rustix::process::getpid();
-    // SAFETY: runs between fork and exec in the child; prctl and getppid
-    // are async-signal-safe system calls and nothing is allocated.
-    unsafe {
-        cmd.pre_exec(move || {
-            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
-            // The parent died before the prctl: do not run orphaned.
-            if rustix::process::getppid() != Some(parent) {
-                return Err(io::Error::other("ffkit went away"));
-            }
-            Ok(())
-        });
-    }
+    crate::fsutil::before_exec(
+        cmd,
+        crate::fsutil::BeforeExec::DieWithParent(rustix::process::Signal::TERM),
+    );
 }
 
 /// ffkit's own codes, never 126/127 (which belong to the command).

@@ -693,7 +693,6 @@ impl<'a> Memo<'a> {
     /// It gets none of our descriptors but 0-2 (all `/dev/null`): a pipe a
     /// caller passed us as fd 3 must not wait for the refresh.
     fn spawn_refresh(&self, plan: &RefreshPlan) -> bool {
-        use std::os::unix::process::CommandExt;
         if self.store.busy(&self.key) {
             return false;
         }
@@ -703,27 +702,9 @@ impl<'a> Memo<'a> {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: runs between fork and exec; close_range(2) is a system
-        // call, async-signal-safe, and allocates nothing. Marking every fd
-        // from 3 up close-on-exec (rather than closing them) keeps std's
-        // own exec-error pipe working.
-        unsafe {
-            cmd.pre_exec(|| {
-                let r = libc::syscall(
-                    libc::SYS_close_range,
-                    3u32,
-                    u32::MAX,
-                    libc::CLOSE_RANGE_CLOEXEC,
-                );
-                if r != 0 {
-                    // Older kernels: mark them one by one.
-                    for fd in 3..1024 {
-                        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-                    }
-                }
-                Ok(())
-            });
-        }
+        // None of our descriptors but 0-2: a pipe a caller passed us as fd
+        // 3 must not wait for the refresh.
+        crate::fsutil::before_exec(&mut cmd, crate::fsutil::BeforeExec::CloseFrom3);
         cmd.spawn().is_ok()
     }
 

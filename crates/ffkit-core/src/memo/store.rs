@@ -321,6 +321,7 @@ fn lock_local(c: &Cache, key: &RunKey, wait: Option<Duration>) -> Result<Option<
                     Kind::Exclusive,
                     lock::kernel::Method::Flock,
                     until,
+                    &mut || false,
                     &mut || {},
                 ) {
                     Ok(Ok(_)) => {}

@@ -22,20 +22,24 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use redis::Script;
 use rustix::process::{Pid, PidfdFlags, Signal};
 
 use super::conn::{Area, Conn};
+use super::script::Lua;
 use crate::backend::{Limits, Target};
 use crate::error::{Error, Result};
 use crate::lock::backoff::{Schedule, Sleeps};
 use crate::lock::holder;
 use crate::lock::{Denied, Wait};
 
-const ACQUIRE: &str = include_str!("lua/lock_acquire.lua");
-const RELEASE: &str = include_str!("lua/lock_release.lua");
-const EXTEND: &str = include_str!("lua/lock_extend.lua");
-const CANCEL: &str = include_str!("lua/lock_cancel.lua");
+const ACQUIRE: Lua = Lua::new(include_str!("lua/lock_acquire.lua"));
+const RELEASE: Lua = Lua::new(include_str!("lua/lock_release.lua"));
+const EXTEND: Lua = Lua::new(include_str!("lua/lock_extend.lua"));
+const CANCEL: Lua = Lua::new(include_str!("lua/lock_cancel.lua"));
+
+/// Every lock script (for the digest test in `script`).
+#[cfg(test)]
+pub(super) const SCRIPTS: &[&Lua] = &[&ACQUIRE, &RELEASE, &EXTEND, &CANCEL];
 
 /// How long a wake-up nobody took stays in the list.
 const WAKE_TTL_MS: u64 = 10_000;
@@ -337,10 +341,9 @@ fn try_once(
     lease: Duration,
     rec: &Record,
 ) -> Result<Attempt> {
-    let script = Script::new(ACQUIRE);
     let cancel = format!("{}{token}", keys.cancel);
     let fields = rec.fields();
-    let (got, n): (i64, i64) = conn.eval("cannot take lock", &script, ACQUIRE, 4, |c| {
+    let (got, n): (i64, i64) = conn.eval("cannot take lock", &ACQUIRE, 4, |c| {
         c.arg(&keys.lock)
             .arg(&keys.holder)
             .arg(&keys.fence)
@@ -371,7 +374,7 @@ fn cancel(conn: &mut Conn, keys: &Keys, token: &str, lease: Duration) {
     let marker = format!("{}{token}", keys.cancel);
     // A marker outlives any acquisition that could still arrive: ten leases.
     let keep = ms(lease.saturating_mul(10)).max(60_000);
-    let _: Result<i64> = conn.eval_source("cannot cancel", CANCEL, 4, |c| {
+    let _: Result<i64> = conn.eval_source("cannot cancel", CANCEL.source(), 4, |c| {
         c.arg(&keys.lock)
             .arg(&keys.holder)
             .arg(&keys.wake)
@@ -512,8 +515,7 @@ fn waiting_step(
 
 /// Releases the lock if `token` still holds it; `false` when it did not.
 pub fn release(conn: &mut Conn, keys: &Keys, token: &str) -> Result<bool> {
-    let script = Script::new(RELEASE);
-    let n: i64 = conn.eval("cannot release lock", &script, RELEASE, 3, |c| {
+    let n: i64 = conn.eval("cannot release lock", &RELEASE, 3, |c| {
         c.arg(&keys.lock)
             .arg(&keys.holder)
             .arg(&keys.wake)
@@ -532,8 +534,7 @@ pub fn extend(
     lease: Duration,
     fields: &[(&str, String)],
 ) -> Result<bool> {
-    let script = Script::new(EXTEND);
-    let n: i64 = conn.eval("cannot renew lock", &script, EXTEND, 2, |c| {
+    let n: i64 = conn.eval("cannot renew lock", &EXTEND, 2, |c| {
         c.arg(&keys.lock)
             .arg(&keys.holder)
             .arg(token)

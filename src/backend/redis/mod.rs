@@ -7,3 +7,4 @@
 pub mod cache;
 pub mod conn;
 pub mod lock;
+pub mod script;

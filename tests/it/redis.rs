@@ -1005,3 +1005,60 @@ fn redis_over_a_unix_socket_and_a_database_number() {
     let dbs: String = s.query(redis::cmd("INFO").arg("keyspace"));
     assert!(dbs.contains("db0:") && dbs.contains("db3:"), "{dbs}");
 }
+
+/// The `SigBlk:` and `SigIgn:` lines of a `grep` of /proc/self/status.
+fn sig_lines(out: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("SigBlk:") || l.starts_with("SigIgn:"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn redis_command_mode_starts_the_command_as_the_caller_would_and_passes_term_on() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    // ffkit catches INT, QUIT, TERM, HUP and CHLD while the command runs
+    // and blocks them between its waits: the command starts with the
+    // mask and the dispositions a direct start from here would give it.
+    let probe = ["grep", "-E", "^Sig(Blk|Ign):", "/proc/self/status"];
+    let mut direct = Command::new(probe[0]);
+    w.isolate(&mut direct);
+    let direct = direct.args(&probe[1..]).output().unwrap();
+    let via = ff(&w, &s, "lock-acquire")
+        .arg("sig")
+        .arg("--")
+        .args(probe)
+        .output()
+        .unwrap();
+    assert!(via.status.success(), "{}", stderr_of(&via));
+    assert_eq!(
+        sig_lines(&via).len(),
+        2,
+        "{}",
+        String::from_utf8_lossy(&via.stdout)
+    );
+    assert_eq!(sig_lines(&via), sig_lines(&direct));
+    // A SIGTERM sent to ffkit reaches the command's process group; the
+    // command's status is ffkit's and the lock is released.
+    let pidfile = w.path().join("cmd.pid");
+    let termfile = w.path().join("got-term");
+    let mut holder = command_holder_running(
+        &w,
+        &s,
+        "sig",
+        &pidfile,
+        &format!(
+            "trap 'echo > {}; exit 7' TERM; while :; do sleep 0.05; done",
+            termfile.display()
+        ),
+    );
+    let pid = rustix::process::Pid::from_raw(holder.id() as i32).unwrap();
+    // Our own unreaped child: the pid cannot have been recycled.
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let st = holder.wait().unwrap();
+    assert_eq!(st.code(), Some(7));
+    assert!(termfile.exists(), "the command got the SIGTERM");
+    assert_eq!(status_json(&w, &s, "sig")["state"], "free");
+}

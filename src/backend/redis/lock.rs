@@ -26,6 +26,7 @@ use rustix::process::{Pid, PidfdFlags, Signal};
 
 use super::conn::{Area, Conn};
 use super::script::Lua;
+use super::signals::Relay;
 use crate::backend::{Limits, Target};
 use crate::error::{Error, Result};
 use crate::lock::backoff::{Schedule, Sleeps};
@@ -576,29 +577,6 @@ pub fn status(conn: &mut Conn, keys: &Keys) -> Result<Option<Record>> {
 /// The signals command mode passes on to the command's process group.
 const FORWARDED: [i32; 4] = [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP];
 
-fn sigset(sigs: &[i32]) -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise and fill a local sigset_t.
-    unsafe {
-        let mut set = std::mem::zeroed::<libc::sigset_t>();
-        libc::sigemptyset(&mut set);
-        for &s in sigs {
-            libc::sigaddset(&mut set, s);
-        }
-        set
-    }
-}
-
-/// Waits up to `d` for one of `set`'s (blocked) signals; `None` on timeout.
-fn wait_signal(set: &libc::sigset_t, d: Duration) -> Option<i32> {
-    let ts = libc::timespec {
-        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
-    };
-    // SAFETY: a valid set and timespec; no siginfo wanted.
-    let rc = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
-    (rc > 0).then_some(rc)
-}
-
 /// How a leased command ended.
 #[derive(Debug)]
 pub enum RunEnd {
@@ -626,27 +604,17 @@ pub fn run_leased(
     mut cmd: std::process::Command,
 ) -> RunEnd {
     use std::os::unix::process::CommandExt;
-    let mut all = FORWARDED.to_vec();
-    all.push(libc::SIGCHLD);
-    let set = sigset(&all);
-    // SIGTTOU too: taking the terminal back from the background must not
-    // stop ffkit.
-    all.push(libc::SIGTTOU);
-    let blocked = sigset(&all);
-    // SAFETY: blocks signals in this (only) thread so sigtimedwait receives
-    // them.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &blocked, std::ptr::null_mut()) };
+    // Caught, not blocked, while the command starts: it starts with the
+    // caller's mask, through posix_spawn (signals.rs).
+    let relay = match Relay::catch(&[&FORWARDED[..], &[libc::SIGCHLD]].concat()) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = release(&mut conn, keys, &held.token);
+            return RunEnd::NotStarted(126, e);
+        }
+    };
     let tty = foreground_tty();
     cmd.process_group(0);
-    // The command must not inherit the blocked mask (std keeps it), or it
-    // would never see the terminal's Ctrl-C nor the SIGTERM that stops it.
-    // SAFETY: pthread_sigmask is async-signal-safe, as pre_exec requires.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::pthread_sigmask(libc::SIG_UNBLOCK, &blocked, std::ptr::null_mut());
-            Ok(())
-        });
-    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -659,6 +627,7 @@ pub fn run_leased(
             return RunEnd::NotStarted(code, e);
         }
     };
+    relay.block();
     let pgid = child.id();
     if let (Some(t), Some(p)) = (&tty, Pid::from_raw(pgid as i32)) {
         // The command's group gets the terminal, so it can read it and
@@ -714,7 +683,7 @@ pub fn run_leased(
         }
         let due = next.min(term_at);
         if now < due {
-            match wait_signal(&set, due - now) {
+            match relay.wait(due - now) {
                 Some(sig) if sig != libc::SIGCHLD => {
                     if let Some(s) = Signal::from_named_raw(sig)
                         && let Some(p) = Pid::from_raw(pgid as i32)
@@ -755,8 +724,7 @@ pub fn run_leased(
     if let Some(t) = &tty {
         let _ = rustix::termios::tcsetpgrp(t, rustix::process::getpgrp());
     }
-    // SAFETY: restores the signal mask blocked above.
-    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &blocked, std::ptr::null_mut()) };
+    drop(relay);
     end
 }
 

@@ -2,9 +2,11 @@
 //! call with every timeout set and maps failures to exit codes; [`lock`]
 //! holds leased locks with fencing tokens; [`cache`] keeps entries whose
 //! total size Lua scripts keep exact. The Lua scripts live beside this file
-//! in `lua/` and are embedded at build time.
+//! in `lua/` and are embedded at build time, with their SHA-1 ([`script`]);
+//! `signals` relays the signals command mode forwards to its command.
 
 pub mod cache;
 pub mod conn;
 pub mod lock;
 pub mod script;
+mod signals;

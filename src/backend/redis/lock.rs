@@ -636,7 +636,7 @@ pub fn run_leased(
         let _ = rustix::termios::tcsetpgrp(t, p);
         let _ = rustix::process::kill_process_group(p, Signal::CONT);
     }
-    let guard = spawn_guard(pgid, limits.lease / 6);
+    let guard = super::guard::spawn(pgid, limits.lease / 6);
     let lease = limits.lease;
     // The lease runs from when the last successful renewal (or the
     // acquisition) was sent: it lapses on the server no later than
@@ -717,9 +717,8 @@ pub fn run_leased(
             }
         }
     };
-    if let Some(mut g) = guard {
-        let _ = g.kill();
-        let _ = g.wait();
+    if let Some(g) = guard {
+        g.end();
     }
     if let Some(t) = &tty {
         let _ = rustix::termios::tcsetpgrp(t, rustix::process::getpgrp());
@@ -796,40 +795,6 @@ fn kill_group(child: &mut std::process::Child, pgid: u32, why: String) -> RunEnd
     RunEnd::LeaseLost { why, status }
 }
 
-/// Forks a guard that kills process group `pgid` (SIGTERM, then SIGKILL
-/// after `grace`) if this process dies first. Returned as a child handle to
-/// end it when the command is over.
-fn spawn_guard(pgid: u32, grace: Duration) -> Option<GuardChild> {
-    let me = Pid::from_raw(std::process::id() as i32)?;
-    let pidfd = rustix::process::pidfd_open(me, PidfdFlags::empty()).ok()?;
-    let pid = match crate::lock::named::fork_helper() {
-        Ok(Some(pid)) => pid,
-        Ok(None) => guard(pidfd, pgid, grace),
-        Err(_) => return None,
-    };
-    drop(pidfd);
-    Some(GuardChild {
-        pid: pid as libc::pid_t,
-    })
-}
-
-/// Our own forked guard process (never reaped elsewhere, so its pid is ours).
-struct GuardChild {
-    pid: libc::pid_t,
-}
-
-impl GuardChild {
-    fn kill(&mut self) -> io::Result<()> {
-        // Our unreaped child: the pid cannot have been recycled.
-        kill_own_child(self.pid)
-    }
-
-    fn wait(&mut self) -> io::Result<()> {
-        reap_own_child(self.pid);
-        Ok(())
-    }
-}
-
 /// SIGKILL to our own unreaped child (its pid cannot have been recycled).
 fn kill_own_child(pid: libc::pid_t) -> io::Result<()> {
     let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -841,22 +806,6 @@ fn reap_own_child(pid: libc::pid_t) {
     if let Some(pid) = Pid::from_raw(pid) {
         let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
     }
-}
-
-fn guard(parent: OwnedFd, pgid: u32, grace: Duration) -> ! {
-    // The guard lets go of the caller's stdio, so a pipe read by a `$(…)`
-    // ends with ffkit, not with the guard.
-    crate::lock::named::stdio_to_dev_null();
-    wait_fd(parent.as_fd(), None);
-    if let Some(p) = Pid::from_raw(pgid as i32) {
-        let _ = rustix::process::kill_process_group(p, Signal::TERM);
-        let end = Instant::now() + grace;
-        while Instant::now() < end && rustix::process::test_kill_process_group(p).is_ok() {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = rustix::process::kill_process_group(p, Signal::KILL);
-    }
-    crate::lock::named::exit_helper()
 }
 
 /// Waits until `fd` is readable (a pidfd: its process exited), up to `d`.

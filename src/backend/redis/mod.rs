@@ -7,6 +7,7 @@
 
 pub mod cache;
 pub mod conn;
+mod guard;
 pub mod lock;
 pub mod script;
 mod signals;

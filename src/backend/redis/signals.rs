@@ -73,7 +73,16 @@ impl Relay {
     pub fn catch(sigs: &[i32]) -> io::Result<Relay> {
         use rustix::pipe::{PipeFlags, pipe_with};
         let (r, w) = pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK)?;
-        PIPE_W.store(w.as_raw_fd(), Ordering::Relaxed);
+        // Dispositions are process-wide: one relay at a time (command mode
+        // runs one command; the bash builtin never gets here).
+        if PIPE_W
+            .compare_exchange(-1, w.as_raw_fd(), Ordering::SeqCst, Ordering::SeqCst)
+            .is_err()
+        {
+            return Err(io::Error::other(
+                "signals are already relayed in this process",
+            ));
+        }
         let mut relay = Relay {
             r,
             _w: w,

@@ -1062,3 +1062,71 @@ fn redis_command_mode_starts_the_command_as_the_caller_would_and_passes_term_on(
     assert!(termfile.exists(), "the command got the SIGTERM");
     assert_eq!(status_json(&w, &s, "sig")["state"], "free");
 }
+
+/// A `MONITOR` connection: every command the server runs, in order.
+struct Monitor(BufReader<std::net::TcpStream>, u32);
+
+impl Monitor {
+    fn new(s: &Server) -> Monitor {
+        use std::io::Write;
+        let mut t = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        t.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        t.write_all(b"MONITOR\r\n").unwrap();
+        let mut m = Monitor(BufReader::new(t), 0);
+        let mut ok = String::new();
+        m.0.read_line(&mut ok).unwrap();
+        assert_eq!(ok.trim(), "+OK");
+        m
+    }
+
+    /// The commands clients sent (not those scripts ran) since the last
+    /// call, by name: read up to a sentinel the oracle sends now.
+    fn sent(&mut self, s: &Server) -> Vec<String> {
+        self.1 += 1;
+        let mark = format!("ffkit-test-mark-{}", self.1);
+        let _: String = s.query(redis::cmd("ECHO").arg(&mark));
+        let mut out = Vec::new();
+        loop {
+            let mut l = String::new();
+            assert!(self.0.read_line(&mut l).unwrap() > 0, "MONITOR ended");
+            if l.contains(&mark) {
+                return out;
+            }
+            // +1733333333.123456 [0 127.0.0.1:5555] "EVALSHA" "…" …
+            if l.contains(" lua] ") {
+                continue;
+            }
+            if let Some(name) = l.split('"').nth(1) {
+                out.push(name.to_ascii_uppercase());
+            }
+        }
+    }
+}
+
+#[test]
+fn redis_a_warm_call_is_one_command_per_round_trip() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let mut m = Monitor::new(&s);
+    let mut run = |applet: &str, args: &[&str]| {
+        m.sent(&s);
+        let out = ff(&w, &s, applet).args(args).output().unwrap();
+        assert!(out.status.success(), "{applet}: {}", stderr_of(&out));
+        m.sent(&s)
+    };
+    // Cold: the script is not cached on the server yet, so EVALSHA is
+    // refused and EVAL follows (once per script and server start).
+    let _: String = s.query(redis::cmd("SCRIPT").arg("FLUSH"));
+    assert_eq!(run("cache-write", &["k", "v"]), ["EVALSHA", "EVAL"]);
+    // Warm: one command per round trip, nothing at connect (no HELLO,
+    // CLIENT SETINFO, AUTH or SELECT without a password or database).
+    assert_eq!(run("cache-write", &["k", "v"]), ["EVALSHA"]);
+    run("cache-read", &["k"]);
+    assert_eq!(run("cache-read", &["k"]), ["EVALSHA"]);
+    run("lock-acquire", &["l", "--", "true"]);
+    // A lock round: the acquire and the release.
+    assert_eq!(
+        run("lock-acquire", &["l", "--", "true"]),
+        ["EVALSHA", "EVALSHA"]
+    );
+}

@@ -1,7 +1,7 @@
 /* The floor for one Redis call from a shell (issue 24's latency goal): one
  * process start, one loopback TCP connect, one command sent as RESP, one
  * reply read; no parsing beyond "a reply arrived". Used by
- * scripts/bench-redis-floor.sh; never a dependency of ffkit.
+ * scripts/bench-redis.sh; never a dependency of ffkit.
  *   cc -O2 -o ref_redis_roundtrip scripts/ref_redis_roundtrip.c
  *   ref_redis_roundtrip PORT 'GET' 'key'          (any command, its words)
  */

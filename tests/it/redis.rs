@@ -997,3 +997,128 @@ fn redis_over_a_unix_socket_and_a_database_number() {
     let dbs: String = s.query(redis::cmd("INFO").arg("keyspace"));
     assert!(dbs.contains("db0:") && dbs.contains("db3:"), "{dbs}");
 }
+
+/// The `SigBlk:` and `SigIgn:` lines of a `grep` of /proc/self/status.
+fn sig_lines(out: &std::process::Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with("SigBlk:") || l.starts_with("SigIgn:"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn redis_command_mode_starts_the_command_as_the_caller_would_and_passes_term_on() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    // ffkit catches INT, QUIT, TERM, HUP and CHLD while the command runs
+    // and blocks them between its waits: the command starts with the
+    // mask and the dispositions a direct start from here would give it.
+    let probe = ["grep", "-E", "^Sig(Blk|Ign):", "/proc/self/status"];
+    let mut direct = Command::new(probe[0]);
+    w.isolate(&mut direct);
+    let direct = direct.args(&probe[1..]).output().unwrap();
+    let via = ff(&w, &s, "lock-acquire")
+        .arg("sig")
+        .arg("--")
+        .args(probe)
+        .output()
+        .unwrap();
+    assert!(via.status.success(), "{}", stderr_of(&via));
+    assert_eq!(
+        sig_lines(&via).len(),
+        2,
+        "{}",
+        String::from_utf8_lossy(&via.stdout)
+    );
+    assert_eq!(sig_lines(&via), sig_lines(&direct));
+    // A SIGTERM sent to ffkit reaches the command's process group; the
+    // command's status is ffkit's and the lock is released.
+    let pidfile = w.path().join("cmd.pid");
+    let termfile = w.path().join("got-term");
+    let mut holder = command_holder_running(
+        &w,
+        &s,
+        "sig",
+        &pidfile,
+        &format!(
+            "trap 'echo > {}; exit 7' TERM; while :; do sleep 0.05; done",
+            termfile.display()
+        ),
+    );
+    let pid = rustix::process::Pid::from_raw(holder.id() as i32).unwrap();
+    // Our own unreaped child: the pid cannot have been recycled.
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let st = holder.wait().unwrap();
+    assert_eq!(st.code(), Some(7));
+    assert!(termfile.exists(), "the command got the SIGTERM");
+    assert_eq!(status_json(&w, &s, "sig")["state"], "free");
+}
+
+/// A `MONITOR` connection: every command the server runs, in order.
+struct Monitor(BufReader<std::net::TcpStream>, u32);
+
+impl Monitor {
+    fn new(s: &Server) -> Monitor {
+        use std::io::Write;
+        let mut t = std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+        t.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        t.write_all(b"MONITOR\r\n").unwrap();
+        let mut m = Monitor(BufReader::new(t), 0);
+        let mut ok = String::new();
+        m.0.read_line(&mut ok).unwrap();
+        assert_eq!(ok.trim(), "+OK");
+        m
+    }
+
+    /// The commands clients sent (not those scripts ran) since the last
+    /// call, by name: read up to a sentinel the oracle sends now.
+    fn sent(&mut self, s: &Server) -> Vec<String> {
+        self.1 += 1;
+        let mark = format!("ffkit-test-mark-{}", self.1);
+        let _: String = s.query(redis::cmd("ECHO").arg(&mark));
+        let mut out = Vec::new();
+        loop {
+            let mut l = String::new();
+            assert!(self.0.read_line(&mut l).unwrap() > 0, "MONITOR ended");
+            if l.contains(&mark) {
+                return out;
+            }
+            // +1733333333.123456 [0 127.0.0.1:5555] "EVALSHA" "…" …
+            if l.contains(" lua] ") {
+                continue;
+            }
+            if let Some(name) = l.split('"').nth(1) {
+                out.push(name.to_ascii_uppercase());
+            }
+        }
+    }
+}
+
+#[test]
+fn redis_a_warm_call_is_one_command_per_round_trip() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let mut m = Monitor::new(&s);
+    let mut run = |applet: &str, args: &[&str]| {
+        m.sent(&s);
+        let out = ff(&w, &s, applet).args(args).output().unwrap();
+        assert!(out.status.success(), "{applet}: {}", stderr_of(&out));
+        m.sent(&s)
+    };
+    // Cold: the script is not cached on the server yet, so EVALSHA is
+    // refused and EVAL follows (once per script and server start).
+    let _: String = s.query(redis::cmd("SCRIPT").arg("FLUSH"));
+    assert_eq!(run("cache-write", &["k", "v"]), ["EVALSHA", "EVAL"]);
+    // Warm: one command per round trip, nothing at connect (no HELLO,
+    // CLIENT SETINFO, AUTH or SELECT without a password or database).
+    assert_eq!(run("cache-write", &["k", "v"]), ["EVALSHA"]);
+    run("cache-read", &["k"]);
+    assert_eq!(run("cache-read", &["k"]), ["EVALSHA"]);
+    run("lock-acquire", &["l", "--", "true"]);
+    // A lock round: the acquire and the release.
+    assert_eq!(
+        run("lock-acquire", &["l", "--", "true"]),
+        ["EVALSHA", "EVALSHA"]
+    );
+}

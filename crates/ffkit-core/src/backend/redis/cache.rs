@@ -15,37 +15,40 @@
 
 use std::io::Read;
 
-use redis::Script;
-
 use super::conn::{Area, Conn};
+use super::script::Lua;
 use crate::backend::Target;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
-const WRITE: &str = concat!(
+const WRITE: Lua = Lua::new(concat!(
     include_str!("lua/cache_lib.lua"),
     include_str!("lua/cache_write.lua")
-);
-const READ: &str = concat!(
+));
+const READ: Lua = Lua::new(concat!(
     include_str!("lua/cache_lib.lua"),
     include_str!("lua/cache_read.lua")
-);
-const EVICT: &str = concat!(
+));
+const EVICT: Lua = Lua::new(concat!(
     include_str!("lua/cache_lib.lua"),
     include_str!("lua/cache_evict.lua")
-);
-const DELETE: &str = concat!(
+));
+const DELETE: Lua = Lua::new(concat!(
     include_str!("lua/cache_lib.lua"),
     include_str!("lua/cache_delete.lua")
-);
-const VERIFY: &str = concat!(
+));
+const VERIFY: Lua = Lua::new(concat!(
     include_str!("lua/cache_lib.lua"),
     include_str!("lua/cache_verify.lua")
-);
-const FIX: &str = concat!(
+));
+const FIX: Lua = Lua::new(concat!(
     include_str!("lua/cache_lib.lua"),
     include_str!("lua/cache_fix.lua")
-);
+));
+
+/// Every cache script (for the digest test in `script`).
+#[cfg(test)]
+pub(super) const SCRIPTS: &[&Lua] = &[&WRITE, &READ, &EVICT, &DELETE, &VERIFY, &FIX];
 
 /// Redis refuses strings above 512 MiB (`proto-max-bulk-len`).
 pub const MAX_VALUE: u64 = 512 << 20;
@@ -204,19 +207,16 @@ impl RedisCache {
         if value.len() as u64 > MAX_VALUE {
             return Err(too_big(key));
         }
-        let script = Script::new(WRITE);
         let now = now_arg(self.now);
         let prefix = &self.prefix;
-        let _: i64 = self
-            .conn
-            .eval("cannot write entry", &script, WRITE, 1, |c| {
-                c.arg(format!("{prefix}total"))
-                    .arg(prefix)
-                    .arg(key)
-                    .arg(value)
-                    .arg(ttl)
-                    .arg(&now);
-            })?;
+        let _: i64 = self.conn.eval("cannot write entry", &WRITE, 1, |c| {
+            c.arg(format!("{prefix}total"))
+                .arg(prefix)
+                .arg(key)
+                .arg(value)
+                .arg(ttl)
+                .arg(&now);
+        })?;
         Ok(())
     }
 
@@ -226,11 +226,10 @@ impl RedisCache {
         if let Some((k, _, _)) = items.iter().find(|(_, v, _)| v.len() as u64 > MAX_VALUE) {
             return Err(too_big(k));
         }
-        let script = Script::new(WRITE);
         let mut load = redis::cmd("SCRIPT");
-        load.arg("LOAD").arg(WRITE);
+        load.arg("LOAD").arg(WRITE.source());
         let sha: String = self.conn.cmd("cannot load script", &load)?;
-        debug_assert_eq!(sha, script.get_hash());
+        debug_assert_eq!(sha.as_bytes(), WRITE.sha());
         let now = now_arg(self.now);
         let mut p = redis::pipe();
         p.atomic();
@@ -255,10 +254,9 @@ impl RedisCache {
 
     /// Reads one entry with its metadata, as `mode` says.
     pub fn read_with(&mut self, key: &str, mode: ReadMode) -> Result<Found> {
-        let script = Script::new(READ);
         let now = now_arg(self.now);
         let prefix = &self.prefix;
-        let v: Vec<redis::Value> = self.conn.eval("cannot read entry", &script, READ, 1, |c| {
+        let v: Vec<redis::Value> = self.conn.eval("cannot read entry", &READ, 1, |c| {
             c.arg(format!("{prefix}total"))
                 .arg(prefix)
                 .arg(key)
@@ -288,13 +286,10 @@ impl RedisCache {
     /// Removes one entry through the script that adjusts the total; its
     /// value's bytes, or `None` if there was none.
     pub fn delete(&mut self, key: &str) -> Result<Option<u64>> {
-        let script = Script::new(DELETE);
         let prefix = &self.prefix;
-        let n: i64 = self
-            .conn
-            .eval("cannot delete entry", &script, DELETE, 1, |c| {
-                c.arg(format!("{prefix}total")).arg(prefix).arg(key);
-            })?;
+        let n: i64 = self.conn.eval("cannot delete entry", &DELETE, 1, |c| {
+            c.arg(format!("{prefix}total")).arg(prefix).arg(key);
+        })?;
         Ok(u64::try_from(n).ok())
     }
 
@@ -342,9 +337,8 @@ impl RedisCache {
             }
         };
         if fix && recount != counted {
-            let script = Script::new(FIX);
             let prefix = &self.prefix;
-            let _: i64 = self.conn.eval("cannot fix size", &script, FIX, 1, |c| {
+            let _: i64 = self.conn.eval("cannot fix size", &FIX, 1, |c| {
                 c.arg(format!("{prefix}total"))
                     .arg(prefix)
                     .arg((recount.bytes as i128 - counted.bytes as i128).to_string())
@@ -356,9 +350,8 @@ impl RedisCache {
 
     /// One verify step of `cache_verify.lua`.
     fn verify_step(&mut self, mode: &str, id: &str) -> Result<Vec<redis::Value>> {
-        let script = Script::new(VERIFY);
         let prefix = &self.prefix;
-        let v: redis::Value = self.conn.eval("cannot verify", &script, VERIFY, 1, |c| {
+        let v: redis::Value = self.conn.eval("cannot verify", &VERIFY, 1, |c| {
             c.arg(format!("{prefix}total"))
                 .arg(prefix)
                 .arg(mode)
@@ -445,7 +438,6 @@ impl RedisCache {
             return self.plan_eviction(p);
         }
         let before = self.size()?;
-        let script = Script::new(EVICT);
         let mut removed = Vec::new();
         let mut steps = 0;
         let now = now_arg(self.now);
@@ -457,7 +449,7 @@ impl RedisCache {
             .map_or(-1, |d| i64::try_from(d).unwrap_or(i64::MAX));
         loop {
             let prefix = &self.prefix;
-            let v: Vec<redis::Value> = self.conn.eval("cannot evict", &script, EVICT, 1, |c| {
+            let v: Vec<redis::Value> = self.conn.eval("cannot evict", &EVICT, 1, |c| {
                 c.arg(format!("{prefix}total"))
                     .arg(prefix)
                     .arg(&now)

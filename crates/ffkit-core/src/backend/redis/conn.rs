@@ -31,10 +31,9 @@
 
 use std::time::{Duration, Instant};
 
-use redis::{
-    Client, Cmd, Connection, ConnectionAddr, FromRedisValue, Pipeline, RedisError, Script, Value,
-};
+use redis::{Client, Cmd, Connection, ConnectionAddr, FromRedisValue, Pipeline, RedisError, Value};
 
+use super::script::Lua;
 use crate::backend::Target;
 use crate::error::Error;
 
@@ -508,18 +507,18 @@ impl Conn {
     }
 
     /// Runs `script` with `nkeys` keys and then the arguments that `add`
-    /// appends: `EVALSHA`, and `EVAL` if the server does not have it
-    /// cached (two requests, each with its deadline).
+    /// appends: `EVALSHA` with the digest computed at build time, and
+    /// `EVAL` if the server does not have it cached (two requests, each
+    /// with its deadline; once per script and server start).
     pub fn eval<T: FromRedisValue>(
         &mut self,
         what: &str,
-        script: &Script,
-        source: &str,
+        script: &Lua,
         nkeys: usize,
         add: impl Fn(&mut Cmd),
     ) -> crate::Result<T> {
         let mut c = redis::cmd("EVALSHA");
-        c.arg(script.get_hash()).arg(nkeys);
+        c.arg(script.sha()).arg(nkeys);
         add(&mut c);
         let key = cmd_key(&c);
         let first = self
@@ -528,7 +527,7 @@ impl Conn {
         let v = match first {
             Ok(Value::ServerError(e)) if e.code() == "NOSCRIPT" => {
                 let mut c = redis::cmd("EVAL");
-                c.arg(source).arg(nkeys);
+                c.arg(script.source()).arg(nkeys);
                 add(&mut c);
                 self.request(Route::Key(key), &c.get_packed_command(), 1, Duration::ZERO)
                     .map(|mut v| v.pop().unwrap_or(Value::Nil))

@@ -22,20 +22,25 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use redis::Script;
 use rustix::process::{Pid, PidfdFlags, Signal};
 
 use super::conn::{Area, Conn};
+use super::script::Lua;
+use super::signals::Relay;
 use crate::backend::{Limits, Target};
 use crate::error::{Error, Result};
 use crate::lock::backoff::{Schedule, Sleeps};
 use crate::lock::holder;
 use crate::lock::{Denied, Wait};
 
-const ACQUIRE: &str = include_str!("lua/lock_acquire.lua");
-const RELEASE: &str = include_str!("lua/lock_release.lua");
-const EXTEND: &str = include_str!("lua/lock_extend.lua");
-const CANCEL: &str = include_str!("lua/lock_cancel.lua");
+const ACQUIRE: Lua = Lua::new(include_str!("lua/lock_acquire.lua"));
+const RELEASE: Lua = Lua::new(include_str!("lua/lock_release.lua"));
+const EXTEND: Lua = Lua::new(include_str!("lua/lock_extend.lua"));
+const CANCEL: Lua = Lua::new(include_str!("lua/lock_cancel.lua"));
+
+/// Every lock script (for the digest test in `script`).
+#[cfg(test)]
+pub(super) const SCRIPTS: &[&Lua] = &[&ACQUIRE, &RELEASE, &EXTEND, &CANCEL];
 
 /// How long a wake-up nobody took stays in the list.
 const WAKE_TTL_MS: u64 = 10_000;
@@ -337,10 +342,9 @@ fn try_once(
     lease: Duration,
     rec: &Record,
 ) -> Result<Attempt> {
-    let script = Script::new(ACQUIRE);
     let cancel = format!("{}{token}", keys.cancel);
     let fields = rec.fields();
-    let (got, n): (i64, i64) = conn.eval("cannot take lock", &script, ACQUIRE, 4, |c| {
+    let (got, n): (i64, i64) = conn.eval("cannot take lock", &ACQUIRE, 4, |c| {
         c.arg(&keys.lock)
             .arg(&keys.holder)
             .arg(&keys.fence)
@@ -371,7 +375,7 @@ fn cancel(conn: &mut Conn, keys: &Keys, token: &str, lease: Duration) {
     let marker = format!("{}{token}", keys.cancel);
     // A marker outlives any acquisition that could still arrive: ten leases.
     let keep = ms(lease.saturating_mul(10)).max(60_000);
-    let _: Result<i64> = conn.eval_source("cannot cancel", CANCEL, 4, |c| {
+    let _: Result<i64> = conn.eval_source("cannot cancel", CANCEL.source(), 4, |c| {
         c.arg(&keys.lock)
             .arg(&keys.holder)
             .arg(&keys.wake)
@@ -512,8 +516,7 @@ fn waiting_step(
 
 /// Releases the lock if `token` still holds it; `false` when it did not.
 pub fn release(conn: &mut Conn, keys: &Keys, token: &str) -> Result<bool> {
-    let script = Script::new(RELEASE);
-    let n: i64 = conn.eval("cannot release lock", &script, RELEASE, 3, |c| {
+    let n: i64 = conn.eval("cannot release lock", &RELEASE, 3, |c| {
         c.arg(&keys.lock)
             .arg(&keys.holder)
             .arg(&keys.wake)
@@ -532,8 +535,7 @@ pub fn extend(
     lease: Duration,
     fields: &[(&str, String)],
 ) -> Result<bool> {
-    let script = Script::new(EXTEND);
-    let n: i64 = conn.eval("cannot renew lock", &script, EXTEND, 2, |c| {
+    let n: i64 = conn.eval("cannot renew lock", &EXTEND, 2, |c| {
         c.arg(&keys.lock)
             .arg(&keys.holder)
             .arg(token)
@@ -575,29 +577,6 @@ pub fn status(conn: &mut Conn, keys: &Keys) -> Result<Option<Record>> {
 /// The signals command mode passes on to the command's process group.
 const FORWARDED: [i32; 4] = [libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGHUP];
 
-fn sigset(sigs: &[i32]) -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise and fill a local sigset_t.
-    unsafe {
-        let mut set = std::mem::zeroed::<libc::sigset_t>();
-        libc::sigemptyset(&mut set);
-        for &s in sigs {
-            libc::sigaddset(&mut set, s);
-        }
-        set
-    }
-}
-
-/// Waits up to `d` for one of `set`'s (blocked) signals; `None` on timeout.
-fn wait_signal(set: &libc::sigset_t, d: Duration) -> Option<i32> {
-    let ts = libc::timespec {
-        tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
-        tv_nsec: libc::c_long::from(d.subsec_nanos() as i32),
-    };
-    // SAFETY: a valid set and timespec; no siginfo wanted.
-    let rc = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
-    (rc > 0).then_some(rc)
-}
-
 /// How a leased command ended.
 #[derive(Debug)]
 pub enum RunEnd {
@@ -625,27 +604,17 @@ pub fn run_leased(
     mut cmd: std::process::Command,
 ) -> RunEnd {
     use std::os::unix::process::CommandExt;
-    let mut all = FORWARDED.to_vec();
-    all.push(libc::SIGCHLD);
-    let set = sigset(&all);
-    // SIGTTOU too: taking the terminal back from the background must not
-    // stop ffkit.
-    all.push(libc::SIGTTOU);
-    let blocked = sigset(&all);
-    // SAFETY: blocks signals in this (only) thread so sigtimedwait receives
-    // them.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &blocked, std::ptr::null_mut()) };
+    // Caught, not blocked, while the command starts: it starts with the
+    // caller's mask, through posix_spawn (signals.rs).
+    let relay = match Relay::catch(&[&FORWARDED[..], &[libc::SIGCHLD]].concat()) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = release(&mut conn, keys, &held.token);
+            return RunEnd::NotStarted(126, e);
+        }
+    };
     let tty = foreground_tty();
     cmd.process_group(0);
-    // The command must not inherit the blocked mask (std keeps it), or it
-    // would never see the terminal's Ctrl-C nor the SIGTERM that stops it.
-    // SAFETY: pthread_sigmask is async-signal-safe, as pre_exec requires.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::pthread_sigmask(libc::SIG_UNBLOCK, &blocked, std::ptr::null_mut());
-            Ok(())
-        });
-    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -658,6 +627,7 @@ pub fn run_leased(
             return RunEnd::NotStarted(code, e);
         }
     };
+    relay.block();
     let pgid = child.id();
     if let (Some(t), Some(p)) = (&tty, Pid::from_raw(pgid as i32)) {
         // The command's group gets the terminal, so it can read it and
@@ -666,7 +636,7 @@ pub fn run_leased(
         let _ = rustix::termios::tcsetpgrp(t, p);
         let _ = rustix::process::kill_process_group(p, Signal::CONT);
     }
-    let guard = spawn_guard(pgid, limits.lease / 6);
+    let guard = super::guard::spawn(pgid, limits.lease / 6);
     let lease = limits.lease;
     // The lease runs from when the last successful renewal (or the
     // acquisition) was sent: it lapses on the server no later than
@@ -713,7 +683,7 @@ pub fn run_leased(
         }
         let due = next.min(term_at);
         if now < due {
-            match wait_signal(&set, due - now) {
+            match relay.wait(due - now) {
                 Some(sig) if sig != libc::SIGCHLD => {
                     if let Some(s) = Signal::from_named_raw(sig)
                         && let Some(p) = Pid::from_raw(pgid as i32)
@@ -747,15 +717,13 @@ pub fn run_leased(
             }
         }
     };
-    if let Some(mut g) = guard {
-        let _ = g.kill();
-        let _ = g.wait();
+    if let Some(g) = guard {
+        g.end();
     }
     if let Some(t) = &tty {
         let _ = rustix::termios::tcsetpgrp(t, rustix::process::getpgrp());
     }
-    // SAFETY: restores the signal mask blocked above.
-    unsafe { libc::pthread_sigmask(libc::SIG_UNBLOCK, &blocked, std::ptr::null_mut()) };
+    drop(relay);
     end
 }
 
@@ -827,40 +795,6 @@ fn kill_group(child: &mut std::process::Child, pgid: u32, why: String) -> RunEnd
     RunEnd::LeaseLost { why, status }
 }
 
-/// Forks a guard that kills process group `pgid` (SIGTERM, then SIGKILL
-/// after `grace`) if this process dies first. Returned as a child handle to
-/// end it when the command is over.
-fn spawn_guard(pgid: u32, grace: Duration) -> Option<GuardChild> {
-    let me = Pid::from_raw(std::process::id() as i32)?;
-    let pidfd = rustix::process::pidfd_open(me, PidfdFlags::empty()).ok()?;
-    let pid = match crate::lock::named::fork_helper() {
-        Ok(Some(pid)) => pid,
-        Ok(None) => guard(pidfd, pgid, grace),
-        Err(_) => return None,
-    };
-    drop(pidfd);
-    Some(GuardChild {
-        pid: pid as libc::pid_t,
-    })
-}
-
-/// Our own forked guard process (never reaped elsewhere, so its pid is ours).
-struct GuardChild {
-    pid: libc::pid_t,
-}
-
-impl GuardChild {
-    fn kill(&mut self) -> io::Result<()> {
-        // Our unreaped child: the pid cannot have been recycled.
-        kill_own_child(self.pid)
-    }
-
-    fn wait(&mut self) -> io::Result<()> {
-        reap_own_child(self.pid);
-        Ok(())
-    }
-}
-
 /// SIGKILL to our own unreaped child (its pid cannot have been recycled).
 fn kill_own_child(pid: libc::pid_t) -> io::Result<()> {
     let pid = Pid::from_raw(pid).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -872,22 +806,6 @@ fn reap_own_child(pid: libc::pid_t) {
     if let Some(pid) = Pid::from_raw(pid) {
         let _ = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty());
     }
-}
-
-fn guard(parent: OwnedFd, pgid: u32, grace: Duration) -> ! {
-    // The guard lets go of the caller's stdio, so a pipe read by a `$(…)`
-    // ends with ffkit, not with the guard.
-    crate::lock::named::stdio_to_dev_null();
-    wait_fd(parent.as_fd(), None);
-    if let Some(p) = Pid::from_raw(pgid as i32) {
-        let _ = rustix::process::kill_process_group(p, Signal::TERM);
-        let end = Instant::now() + grace;
-        while Instant::now() < end && rustix::process::test_kill_process_group(p).is_ok() {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = rustix::process::kill_process_group(p, Signal::KILL);
-    }
-    crate::lock::named::exit_helper()
 }
 
 /// Waits until `fd` is readable (a pidfd: its process exited), up to `d`.

@@ -144,8 +144,8 @@ pub fn open(path: &Path, mode: u32) -> io::Result<(File, bool)> {
 pub fn prepare(rule: Rule, path: &Path, mode: u32, owner: u32) -> io::Result<()> {
     let (f, created) = rule.open(path, mode)?;
     if created && rule.follow {
-        let mut rec = super::holder::Holder::new(super::holder::KIND_FD, owner, None);
-        rec.fd = None;
+        // Its own kind: no holder check ever takes it for a holder.
+        let rec = super::holder::Holder::new("prepared", owner, None);
         super::holder::write_to(&f, &rec)?;
     }
     Ok(())

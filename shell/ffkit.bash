@@ -100,9 +100,10 @@ _ffkit_run() {
         export CACHE_SIZE_TRACKING LOCK_BACKOFF_STRATEGY LOCK_TIMEOUT \
             CACHE_PERF_MONITORING CACHE_PERF_METRICS FLOWFORGE_DEVELOPER \
             FF_DEBUG FFKIT_CACHE_DIR FFKIT_LOCK_DIR LOCK_BACKOFF_INITIAL \
-            LOCK_BACKOFF_MAX LOCK_STALE_AFTER CACHE_PERF_MAX_BYTES \
-            FFKIT_BACKEND FFKIT_BACKEND_TIMEOUT FFKIT_BACKEND_CA \
-            FFKIT_LOCK_LEASE XDG_CACHE_HOME XDG_RUNTIME_DIR SHELL HOME
+            LOCK_BACKOFF_MAX LOCK_STALE_AFTER LOCK_OLD_LIBRARY \
+            CACHE_PERF_MAX_BYTES FFKIT_BACKEND FFKIT_BACKEND_TIMEOUT \
+            FFKIT_BACKEND_CA FFKIT_LOCK_LEASE XDG_CACHE_HOME XDG_RUNTIME_DIR \
+            SHELL HOME
         # END GENERATED:env-forward
         # shellcheck disable=SC2030 # -- meant for this subshell and the binary only
         export CACHE_PERF_METRICS="$_ffkit_l"
@@ -278,22 +279,33 @@ _ffkit_lock_take() {
         _ffkit_err "$1: $_ffkit_file: is a symbolic link; refusing to lock through it"
         return 3
     fi
-    if [[ ! -f $_ffkit_file ]]; then
-        _ffkit_lock_call lock-acquire --prepare ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || return
-    fi
-    if ! { exec {_ffkit_fd}<"$_ffkit_file"; } 2>/dev/null; then
-        _ffkit_err "$1: cannot open the lock file $_ffkit_file"
-        return 3
-    fi
-    if [[ ${FF_DEBUG-} == true ]]; then
-        _ffkit_lock_call lock-acquire --fd "$_ffkit_fd" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
-    else
-        _ffkit_lock_call lock-acquire --quiet-wait --fd "$_ffkit_fd" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
-    fi
-    if [[ $_ffkit_rc -ne 0 ]]; then
+    # A release deletes the file (the old library's protocol, docs/locks.md,
+    # "Sharing names with the old library"): when the file opened here was
+    # deleted or replaced before the lock was taken, the binary answers 2
+    # (silently with --quiet-wait) and the name's file is opened again.
+    while :; do
+        if [[ ! -f $_ffkit_file ]]; then
+            _ffkit_lock_call lock-acquire --prepare ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || return
+        fi
+        if ! { exec {_ffkit_fd}<"$_ffkit_file"; } 2>/dev/null; then
+            [[ -e $_ffkit_file || -L $_ffkit_file ]] || continue
+            _ffkit_err "$1: cannot open the lock file $_ffkit_file"
+            return 3
+        fi
+        _ffkit_rc=0
+        if [[ ${FF_DEBUG-} == true ]]; then
+            _ffkit_lock_call lock-acquire --fd "$_ffkit_fd" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
+        else
+            _ffkit_lock_call lock-acquire --quiet-wait --fd "$_ffkit_fd" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
+        fi
+        [[ $_ffkit_rc -eq 0 ]] && break
+        if [[ $_ffkit_rc -eq 2 && ! /dev/fd/$_ffkit_fd -ef $_ffkit_file ]]; then
+            exec {_ffkit_fd}<&-
+            continue
+        fi
         exec {_ffkit_fd}<&-
         return "$_ffkit_rc"
-    fi
+    done
     _ffkit_mypid
     _ffkit_lock_files[_ffkit_slot]=$_ffkit_file
     _ffkit_lock_fds[_ffkit_slot]=$_ffkit_fd

@@ -28,7 +28,6 @@
 //! USR1, WINCH …) do not end it, and their traps run once it is over.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -36,8 +35,8 @@ use std::time::{Duration, Instant};
 use ffkit::config::Config;
 use ffkit::hostfd;
 use ffkit::lock::holder::{Holder, KIND_FD};
-use ffkit::lock::kernel::{self, Method};
-use ffkit::lock::{Denied, Kind, fd};
+use ffkit::lock::kernel::Method;
+use ffkit::lock::{Denied, Kind, Wait, compat, fd};
 use ffkit::{Error, Result};
 
 use crate::shell;
@@ -52,6 +51,8 @@ struct Entry {
     pid: rustix::process::Pid,
     dev: u64,
     ino: u64,
+    /// `LOCK_OLD_LIBRARY=present` when taken: the release deletes the file.
+    follow: bool,
 }
 
 /// The table. bash is single-threaded and the builtin never forks while it
@@ -119,13 +120,23 @@ pub fn acquire(
     }
     let deadline = Instant::now().checked_add(timeout);
     let record = owner_record(owner);
+    let rule = compat::Rule::of(cfg);
+    let mut pause = compat::Pause::new(
+        match deadline {
+            _ if timeout.is_zero() => Wait::NonBlocking,
+            Some(d) => Wait::Until(d),
+            None => Wait::Forever,
+        },
+        rule.backoff,
+    );
+    let mut said_waiting = false;
     loop {
-        let file = match (kernel::open_lock_file(path, true, FILE_MODE), make_dir) {
+        let (file, created) = match (rule.open(path, FILE_MODE), make_dir) {
             // Whatever the error, the set-up runs first, so a bad dir (a
             // file in its place, say) fails as the set-up words it.
             (Err(_), Some(make)) => {
                 make()?;
-                kernel::open_lock_file(path, true, FILE_MODE)
+                rule.open(path, FILE_MODE)
             }
             (r, _) => r,
         }
@@ -149,7 +160,7 @@ pub fn acquire(
             &mut || {
                 // The binary's waiting line (lock_args), which the wrappers
                 // print only with FF_DEBUG=true (docs/locks.md).
-                if cfg.debug {
+                if cfg.debug && !said_waiting {
                     let holder = fd
                         .try_clone()
                         .map(|d| {
@@ -161,6 +172,7 @@ pub fn acquire(
                         path.display()
                     );
                 }
+                said_waiting = true;
             },
         )?;
         match got {
@@ -170,12 +182,41 @@ pub fn acquire(
             }
             Err(Denied::Busy | Denied::TimedOut) => return Err(timed_out(path, timeout).into()),
         }
-        // Deleted or replaced between the open and the lock (an emergency
-        // `rm`): this lock guards nothing; closing `fd` drops it, and the
-        // file the name has now is tried, within the same deadline.
-        let st = rustix::fs::fstat(&fd).map_err(|e| Error::io("cannot inspect", path, e.into()))?;
-        let current = std::fs::symlink_metadata(path).ok();
-        if current.is_some_and(|m| m.dev() == st.st_dev && m.ino() == st.st_ino) {
+        // The old library's file protocol (`lock::compat`): deleted or
+        // replaced between the open and the lock (a release, or an
+        // emergency `rm`), this lock guards nothing: closing `fd` drops it,
+        // and the file the name has now is tried, within the same deadline.
+        // Held by the old library: closing `fd` drops the kernel lock, and
+        // a backoff step later the name is tried again.
+        let verdict = compat::check(&fd, path, created, rule.follow)
+            .map_err(|e| Error::io("cannot inspect", path, e))?;
+        if let compat::Verdict::OldLibrary(pid) = verdict {
+            drop(fd);
+            if cfg.debug && !said_waiting {
+                eprintln!(
+                    "ffkit: waiting for lock {} (held by {})",
+                    path.display(),
+                    compat::describe(pid)
+                );
+            }
+            said_waiting = true;
+            let mut signal = None;
+            match pause.sleep(&mut || {
+                signal = shell::wait_ending_signal();
+                signal.is_some()
+            }) {
+                Ok(()) => continue,
+                Err(Denied::Interrupted) => {
+                    return Err(NotTaken::Signal(signal.unwrap_or(libc::SIGINT)));
+                }
+                Err(Denied::Busy | Denied::TimedOut) => {
+                    return Err(timed_out(path, timeout).into());
+                }
+            }
+        }
+        if verdict == compat::Verdict::Ours {
+            let st =
+                rustix::fs::fstat(&fd).map_err(|e| Error::io("cannot inspect", path, e.into()))?;
             // Registered only now: the helper child that waited for the
             // lock (a fork of the shell) had to keep this descriptor.
             if !hostfd::fork_closes(raw) {
@@ -195,6 +236,7 @@ pub fn acquire(
                 pid: me,
                 dev: st.st_dev,
                 ino: st.st_ino,
+                follow: rule.follow,
             });
             if cfg.debug {
                 eprintln!(
@@ -219,8 +261,9 @@ fn timed_out(path: &Path, timeout: Duration) -> Error {
     }
 }
 
-/// Releases this shell's lock on `path`: clears the holder record, unlocks
-/// explicitly and closes the descriptor.
+/// Releases this shell's lock on `path`: clears the holder record (with
+/// `LOCK_OLD_LIBRARY=present`, deletes the file instead, the old library's
+/// release: `lock::compat`), unlocks explicitly and closes the descriptor.
 pub fn release(path: &Path) -> Result<()> {
     let me = crate::caller_pid();
     let mut t = table();
@@ -248,8 +291,9 @@ pub fn release(path: &Path) -> Result<()> {
             path.display()
         )));
     }
-    // Clears the shell's record while still exclusive, then unlocks.
-    let done = fd::release_in_process(e.fd.as_raw_fd(), Method::Flock);
+    // Clears the record (or deletes the file) while still exclusive, then
+    // unlocks.
+    let done = fd::release_in_process(e.fd.as_raw_fd(), Method::Flock, e.follow.then_some(path));
     drop(e.fd);
     match done? {
         Ok(()) => {}

@@ -466,7 +466,8 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
             if a.dialect == Dialect::Ffkit {
                 ctx.metric = Some(Op::LockRelease);
             }
-            return unlock_fd(fd, path.as_deref(), owner, a.quiet);
+            let delete = deletes_at_release(a.target.as_deref(), &ctx.cfg);
+            return unlock_fd(fd, delete, path.as_deref(), owner, a.quiet);
         }
         Mode::Fd { fd, path }
     } else {
@@ -483,8 +484,13 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
             }
             ctx.metric = None;
             let path = resolve(&target)?;
-            lock::kernel::open_lock_file(&path, true, crate::fsutil::FILE_MODE)
-                .map_err(|e| Error::io("cannot open lock file", &path, e))?;
+            if lock::names_a_path(&target) {
+                lock::kernel::open_lock_file(&path, true, crate::fsutil::FILE_MODE).map(drop)
+            } else {
+                let rule = lock::compat::Rule::of(&ctx.cfg);
+                lock::compat::prepare(rule, &path, crate::fsutil::FILE_MODE, owner)
+            }
+            .map_err(|e| Error::io("cannot open lock file", &path, e))?;
             ctx.debug(format_args!("{target}: lock file {} ready", path.display()));
             return Ok(ExitCode::SUCCESS);
         }
@@ -548,6 +554,7 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
             ctx.cfg.backoff_initial,
             ctx.cfg.backoff_max,
         ),
+        old_library: ctx.cfg.old_library,
     };
     let (outcome, pending) = {
         let mut front = Front {
@@ -565,7 +572,21 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
     if let Some(p) = pending {
         let _ = ctx.write_out(&p);
     }
-    let outcome = outcome?;
+    let outcome = match outcome {
+        // The wrappers (--quiet-wait) open a NAME's file again and retry
+        // when the one they opened was deleted or replaced (released)
+        // before the lock was taken (shell/ffkit.bash, lock::compat): an
+        // answer, not an error to print.
+        Err(e)
+            if a.quiet_wait
+                && e.exit_code() == ExitKind::Validation.code()
+                && let Mode::Fd { fd, path: Some(p) } = &req.mode
+                && !lock::compat::fd_names(*fd, p) =>
+        {
+            return Ok(ExitCode::from(ExitKind::Validation.code()));
+        }
+        r => r?,
+    };
     match outcome {
         Outcome::Taken { .. } => Ok(ExitCode::SUCCESS),
         Outcome::Denied { why, holder } => denied(ctx, &a, &label, why, &holder),
@@ -627,15 +648,24 @@ fn denied(ctx: &Ctx, a: &LockArgs, label: &str, d: Denied, holder: &str) -> Resu
     })
 }
 
+/// Whether a release of `target` deletes its lock file: a NAME's, with
+/// `LOCK_OLD_LIBRARY=present` (the old library's file protocol,
+/// `lock::compat`).
+pub(super) fn deletes_at_release(target: Option<&str>, cfg: &crate::config::Config) -> bool {
+    cfg.old_library && target.is_some_and(|t| !lock::names_a_path(t))
+}
+
 /// Drops the lock on the caller's descriptor `fd` (open on `path` when a
-/// NAME was given): exit 4 when that descriptor holds no lock.
+/// NAME was given; `delete`: see [`deletes_at_release`]): exit 4 when that
+/// descriptor holds no lock.
 pub(super) fn unlock_fd(
     fd: RawFd,
+    delete: bool,
     path: Option<&Path>,
     owner: u32,
     quiet: bool,
 ) -> Result<ExitCode> {
-    match lock::fd::release(fd, path, owner)? {
+    match lock::fd::release(fd, path, owner, delete)? {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(lock::fd::NotHeld::NoLock) if quiet => Ok(ExitCode::from(ExitKind::NotFound.code())),
         Err(lock::fd::NotHeld::NoLock) => Err(Error::NotFound(format!(

@@ -96,7 +96,8 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             None => None,
         };
         let owner = a.owner.unwrap_or_else(lock::parent_pid);
-        return unlock_fd(fd, path.as_deref(), owner, a.quiet);
+        let delete = super::lock_args::deletes_at_release(a.target.as_deref(), &ctx.cfg);
+        return unlock_fd(fd, delete, path.as_deref(), owner, a.quiet);
     }
     let target = a.target.unwrap_or_default();
     release_named(

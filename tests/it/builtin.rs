@@ -1516,3 +1516,194 @@ fn no_child_of_the_shell_or_of_the_builtin_carries_a_lock_descriptor() {
     )));
     assert_eq!(ok(&o), "0\n0\n1\n");
 }
+
+/// The old library's lock functions, emulated (tests/oldlib.bash).
+fn oldlib() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oldlib.bash")
+}
+
+/// `bash -c` with the old library's emulation sourced.
+fn old(r: &Repo, script: &str) -> Command {
+    let mut c = r.bare("bash");
+    c.arg("-c")
+        .arg(format!("set -u\n. '{}'\n{script}", oldlib().display()));
+    c
+}
+
+/// Item 11: the old library holds a name (its file, its pid, fresh): every
+/// ffkit path — the functions with the builtin and the fallback, the
+/// binary's named pair — answers 5 to a non-blocking try and leaves the old
+/// library's record alone, and a waiting one gets in once the old library
+/// deletes its file.
+#[test]
+fn old_library_holder_excludes_every_ffkit_path_until_it_deletes_its_file() {
+    let r = Repo::new();
+    let d = r.tmp.path().to_path_buf();
+    let file = r.ns().join("locks/n.lock");
+    let go = d.join("go");
+    let ready = d.join("ready");
+    let mut holder = old(
+        &r,
+        &format!(
+            "old_acquire_lock '{f}'; : >'{ready}'; while [ ! -e '{go}' ]; do sleep 0.01; done; old_release_lock '{f}'",
+            f = file.display(),
+            ready = ready.display(),
+            go = go.display()
+        ),
+    )
+    .spawn()
+    .unwrap();
+    until("the old library to hold n", || ready.exists());
+    let rec = fs::read_to_string(&file).unwrap();
+    for path in PATHS {
+        for how in [
+            "LOCK_TIMEOUT=0 acquire_critical_lock n",
+            "\"$FFKIT_BIN\" lock-acquire -n n",
+        ] {
+            let o = out(&mut r.on(path, &format!("rc=0; {how} || rc=$?; echo $rc")));
+            assert_eq!(ok(&o).trim(), "5", "{path}: {how}: {}", text(&o.stderr));
+        }
+    }
+    assert_eq!(
+        fs::read_to_string(&file).unwrap(),
+        rec,
+        "the record was touched"
+    );
+    let waiters: Vec<Child> = PATHS
+        .iter()
+        .map(|p| {
+            let mut c = r.on(
+                p,
+                "LOCK_TIMEOUT=120 acquire_critical_lock n; echo got; release_critical_lock n",
+            );
+            c.stdout(Stdio::piped()).stderr(Stdio::piped());
+            c.spawn().unwrap()
+        })
+        .collect();
+    fs::write(&go, "").unwrap();
+    assert!(holder.wait().unwrap().success());
+    for w in waiters {
+        assert_eq!(ok(&w.wait_with_output().unwrap()).trim(), "got");
+    }
+}
+
+/// Item 11, the other way: while an ffkit path holds a name, the old
+/// library waits (its exclusive create fails on ffkit's fresh file) and
+/// times out; with LOCK_OLD_LIBRARY=present, ffkit's release deletes the
+/// file and a waiting old library gets in within its backoff (without it,
+/// only once the file is 5 minutes old).
+#[test]
+fn ffkit_holder_excludes_the_old_library_which_gets_in_once_ffkit_releases() {
+    let r = Repo::new();
+    let d = r.tmp.path().to_path_buf();
+    let file = r.ns().join("locks/m.lock");
+    for (i, path) in PATHS.iter().enumerate() {
+        let go = d.join(format!("go-{i}"));
+        let ready = d.join(format!("ready-{i}"));
+        let mut c = r.on(
+            path,
+            &format!(
+                "acquire_critical_lock m; : >'{}'; while [ ! -e '{}' ]; do sleep 0.01; done; release_critical_lock m",
+                ready.display(),
+                go.display()
+            ),
+        );
+        c.env("LOCK_OLD_LIBRARY", "present");
+        let mut h = c.spawn().unwrap();
+        until("ffkit to hold m", || ready.exists());
+        let o = out(&mut old(
+            &r,
+            &format!("LOCK_TIMEOUT=1 old_acquire_lock '{}'", file.display()),
+        ));
+        assert_eq!(o.status.code(), Some(6), "{path}: the old library got in");
+        let start = Instant::now();
+        let w = old(
+            &r,
+            &format!(
+                "LOCK_TIMEOUT=60 old_acquire_lock '{f}' && old_release_lock '{f}'",
+                f = file.display()
+            ),
+        )
+        .spawn()
+        .unwrap();
+        fs::write(&go, "").unwrap();
+        assert!(h.wait().unwrap().success());
+        assert!(w.wait_with_output().unwrap().status.success(), "{path}");
+        assert!(start.elapsed() < Duration::from_secs(50), "{path}");
+    }
+}
+
+/// Item 11: a mixed counter oracle on one name with LOCK_OLD_LIBRARY=present:
+/// the old library (two scripts), the functions with the builtin and with
+/// the fallback, the builtin's `ffkit lock-acquire NAME` and the binary's
+/// named pair. An enter/exit oracle (a directory only one holder may
+/// create) would expose two holders; the counter is exact.
+#[test]
+fn old_library_and_every_ffkit_path_count_exactly_on_one_name() {
+    let r = Repo::new();
+    let d = r.tmp.path().to_path_buf();
+    let counter = d.join("counter");
+    fs::write(&counter, "0\n").unwrap();
+    let file = r.ns().join("locks/ctr.lock");
+    let incr = format!(
+        "{{ mkdir '{d}/in' 2>/dev/null || echo two >>'{d}/violations'; }}; \
+         read -r n <'{c}'; echo $((n + 1)) >'{c}.tmp'; mv '{c}.tmp' '{c}'; rmdir '{d}/in'",
+        d = d.display(),
+        c = counter.display()
+    );
+    let f = file.display();
+    let mut kids = Vec::new();
+    let mut total = 0;
+    for i in 0..6 {
+        let (n, mut c) = match i {
+            0 | 1 => (
+                5,
+                old(
+                    &r,
+                    &format!(
+                        "for _ in 1 2 3 4 5; do old_acquire_lock '{f}' || exit 1; {incr}; old_release_lock '{f}'; done"
+                    ),
+                ),
+            ),
+            2 | 3 => (
+                15,
+                r.on(
+                    PATHS[i % 2],
+                    &format!(
+                        "for _ in $(seq 15); do acquire_critical_lock ctr; {incr}; release_critical_lock ctr; done"
+                    ),
+                ),
+            ),
+            4 => (
+                15,
+                r.on(
+                    "builtin",
+                    &format!(
+                        "for _ in $(seq 15); do ffkit lock-acquire ctr; {incr}; ffkit lock-release ctr; done"
+                    ),
+                ),
+            ),
+            _ => (
+                15,
+                r.on(
+                    "fallback",
+                    &format!(
+                        "for _ in $(seq 15); do \"$FFKIT_BIN\" lock-acquire ctr; {incr}; \"$FFKIT_BIN\" lock-release ctr; done"
+                    ),
+                ),
+            ),
+        };
+        total += n;
+        c.env("LOCK_OLD_LIBRARY", "present")
+            .env("LOCK_TIMEOUT", "600")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        kids.push(c.spawn().unwrap());
+    }
+    for k in kids {
+        ok(&k.wait_with_output().unwrap());
+    }
+    assert!(!d.join("violations").exists(), "two holders at once");
+    assert_eq!(fs::read_to_string(&counter).unwrap(), format!("{total}\n"));
+    assert!(!file.exists(), "a released name's file is deleted");
+}

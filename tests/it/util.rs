@@ -621,6 +621,7 @@ pub const BAD_ENV: &[(&str, &[u8])] = &[
     ("LOCK_BACKOFF_INITIAL", b"abc"),
     ("LOCK_BACKOFF_MAX", b"0.01"),
     ("LOCK_STALE_AFTER", b"5x"),
+    ("LOCK_OLD_LIBRARY", b"yes"),
     ("CACHE_PERF_MONITORING", b"yes"),
     ("CACHE_PERF_MONITORING", b"on"),
     ("CACHE_PERF_MAX_BYTES", b"10Q"),

@@ -40,6 +40,9 @@ pub struct Config {
     pub lock_timeout: Duration,
     /// `LOCK_STALE_AFTER` (seconds, default 300): age after which a dotlock is stale.
     pub lock_stale_after: Duration,
+    /// `LOCK_OLD_LIBRARY`: `present` (true) makes a NAME's kernel lock
+    /// follow the old library's file protocol too (`lock::compat`).
+    pub old_library: bool,
     /// `CACHE_PERF_MONITORING`: applets append their own timings.
     pub perf_monitoring: bool,
     /// `CACHE_PERF_METRICS`: the metrics log; default `<cache-dir>/.perf-metrics.csv`.
@@ -170,6 +173,12 @@ pub const ENV_VARS: &[EnvVar] = &[
         meaning: "age after which a lock whose holder cannot be checked counts as stale",
     },
     EnvVar {
+        name: "LOCK_OLD_LIBRARY",
+        values: "absent | present",
+        default: "absent",
+        meaning: "present: the old bash library may take the same lock names (a migration): ffkit's release deletes a NAME's lock file, as the old library's does (docs/locks.md)",
+    },
+    EnvVar {
         name: "CACHE_PERF_MAX_BYTES",
         values: "size (10485760, 10M, 1G)",
         default: "10M",
@@ -290,6 +299,15 @@ impl Config {
                 )));
             }
         };
+        let old_library = match text("LOCK_OLD_LIBRARY")?.as_deref() {
+            None | Some("absent") => false,
+            Some("present") => true,
+            Some(v) => {
+                return Err(Error::Config(format!(
+                    "LOCK_OLD_LIBRARY='{v}': expected 'absent' or 'present'"
+                )));
+            }
+        };
         let developer = match text("FLOWFORGE_DEVELOPER")? {
             None => None,
             Some(id) => Some(validate_developer(&id)?),
@@ -342,6 +360,7 @@ impl Config {
             backoff_max,
             lock_timeout: seconds("LOCK_TIMEOUT", 30.0)?,
             lock_stale_after: seconds("LOCK_STALE_AFTER", 300.0)?,
+            old_library,
             perf_monitoring: switch("CACHE_PERF_MONITORING", true)?,
             perf_metrics: path("CACHE_PERF_METRICS").map(absolute),
             perf_max_bytes,

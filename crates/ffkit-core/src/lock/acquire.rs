@@ -65,6 +65,9 @@ pub struct Request {
     pub stale_after: Duration,
     /// `LOCK_BACKOFF_STRATEGY`, `LOCK_BACKOFF_INITIAL`, `LOCK_BACKOFF_MAX`.
     pub backoff: (BackoffStrategy, Duration, Duration),
+    /// `LOCK_OLD_LIBRARY=present`: a NAME's lock follows the old
+    /// library's file protocol too ([`super::compat::Rule::follow`]).
+    pub old_library: bool,
 }
 
 /// What an acquisition tells its front end while it works. Every method
@@ -157,6 +160,13 @@ impl Request {
 
     fn schedule(&self) -> Schedule {
         Schedule::new(self.backoff.0, self.backoff.1, self.backoff.2)
+    }
+
+    fn compat_rule(&self) -> super::compat::Rule {
+        super::compat::Rule {
+            follow: self.old_library,
+            backoff: self.backoff,
+        }
     }
 
     fn method_text(&self) -> &'static str {
@@ -349,6 +359,8 @@ fn fd_mode(req: &Request, fd: RawFd, path: Option<&Path>, rep: &mut dyn Report) 
         req.wait.start(),
         path,
         req.owner,
+        // A NAME's file follows the old library's file protocol (`compat`).
+        (!super::names_a_path(&req.label)).then_some(req.compat_rule()),
         &mut || rep.waiting(&label, &who()),
     )?;
     match got {
@@ -403,7 +415,9 @@ fn dotlock_named(req: &Request, path: &Path, rep: &mut dyn Report) -> Result<Out
 
 fn named_mode(req: &Request, path: &Path, rep: &mut dyn Report) -> Result<Outcome> {
     let owner = req.owner;
-    let got = named::acquire(path, req.wait.start(), owner, None, &mut |f| {
+    // A NAME's file follows the old library's file protocol (`compat`).
+    let compat = (!super::names_a_path(&req.label)).then_some(req.compat_rule());
+    let got = named::acquire(path, req.wait.start(), owner, None, compat, &mut |f| {
         rep.waiting(&req.label, &holder::describe_kernel_holder(f))
     })?;
     match got {

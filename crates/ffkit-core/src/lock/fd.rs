@@ -16,11 +16,12 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::os::unix::io::{BorrowedFd, RawFd};
+use std::os::unix::io::{AsFd, BorrowedFd, RawFd};
 use std::path::Path;
 
 use super::holder::{self, Holder, KIND_FD};
-use super::{Acquired, Kind, Wait, kernel};
+use super::{Acquired, Kind, Wait, compat, kernel};
+
 use crate::error::{Error, Result};
 
 /// `fd` as a borrowed descriptor, or EBADF if it is not open.
@@ -146,7 +147,12 @@ pub(crate) fn fd_error(fd: RawFd, what: &str, e: io::Error) -> Error {
 
 /// Takes `kind` on the caller's descriptor `fd`. With `path` (a NAME's lock
 /// file), `fd` must be open on it, and an exclusive lock gets `owner`'s
-/// record. `on_wait` runs once before blocking.
+/// record; with `compat` (`path` is a NAME's file) it
+/// follows the old library's file protocol ([`compat`]: a file
+/// the old library holds is waited for with the `backoff` schedule; a file
+/// deleted or replaced while waiting is an error, exit 2, after which the
+/// caller opens the path again). `on_wait` runs once before blocking.
+#[allow(clippy::too_many_arguments)]
 pub fn acquire(
     fd: RawFd,
     kind: Kind,
@@ -154,30 +160,41 @@ pub fn acquire(
     wait: Wait,
     path: Option<&Path>,
     owner: u32,
+    compat: Option<compat::Rule>,
     on_wait: &mut dyn FnMut(),
 ) -> Result<Acquired> {
-    acquire_with(fd, kind, path, owner, &mut || {
-        let mut owner_gone = false;
-        let got = kernel::lock_fd(fd, kind, method, wait, &mut || false, &mut || {
-            // A NAME's lock is for the owner; when ffkit waits for it as the
-            // owner's command (the wrappers), it dies with the owner, so a
-            // shell killed while waiting (SIGTERM, SIGHUP) leaves no waiter
-            // that could take the lock later.
-            if path.is_some() {
-                owner_gone = !die_with_parent(owner);
+    let mut pause = compat.map(|r| (compat::Pause::new(wait, r.backoff), r.follow));
+    let on_wait = std::cell::RefCell::new(on_wait);
+    acquire_with(
+        fd,
+        kind,
+        path,
+        owner,
+        pause.as_mut().map(|(p, f)| (p, *f)),
+        &mut || (on_wait.borrow_mut())(),
+        &mut || {
+            let mut owner_gone = false;
+            let got = kernel::lock_fd(fd, kind, method, wait, &mut || false, &mut || {
+                // A NAME's lock is for the owner; when ffkit waits for it as the
+                // owner's command (the wrappers), it dies with the owner, so a
+                // shell killed while waiting (SIGTERM, SIGHUP) leaves no waiter
+                // that could take the lock later.
+                if path.is_some() {
+                    owner_gone = !die_with_parent(owner);
+                }
+                if !owner_gone {
+                    (on_wait.borrow_mut())();
+                }
+            });
+            if owner_gone {
+                if matches!(got, Ok(Ok(_))) {
+                    let _ = kernel::unlock_fd_with(fd, method);
+                }
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
-            if !owner_gone {
-                on_wait();
-            }
-        });
-        if owner_gone {
-            if matches!(got, Ok(Ok(_))) {
-                let _ = kernel::unlock_fd_with(fd, method);
-            }
-            return Err(io::Error::from_raw_os_error(libc::ESRCH));
-        }
-        got
-    })
+            got
+        },
+    )
 }
 
 /// Asks for SIGKILL when the parent exits, if the parent is `owner`; false
@@ -272,6 +289,8 @@ fn acquire_with(
     kind: Kind,
     path: Option<&Path>,
     owner: u32,
+    mut pause: Option<(&mut compat::Pause, bool)>,
+    on_wait: &mut dyn FnMut(),
     lock: &mut dyn FnMut() -> io::Result<Acquired>,
 ) -> Result<Acquired> {
     let record = match path {
@@ -294,7 +313,39 @@ fn acquire_with(
             path.map(|p| p.display().to_string()).unwrap_or_default(),
         )));
     }
-    let got = lock().map_err(|e| fd_error(fd, "cannot lock", e))?;
+    let mut got = lock().map_err(|e| fd_error(fd, "cannot lock", e))?;
+    // A NAME's file: the old library's file protocol (`compat`).
+    if let (Some(p), Kind::Exclusive, true) = (path, kind, pause.is_some()) {
+        let mut said_waiting = false;
+        while got.is_ok() {
+            let follow = pause.as_ref().is_some_and(|(_, f)| *f);
+            let b = borrowed(fd).map_err(|e| fd_error(fd, "cannot inspect", e))?;
+            let verdict = compat::check(b, p, false, follow)
+                .map_err(|e| Error::io("cannot inspect", p, e))?;
+            match verdict {
+                compat::Verdict::Ours => break,
+                compat::Verdict::Replaced => {
+                    let _ = kernel::unlock_fd(fd);
+                    return Err(Error::Validation(format!(
+                        "descriptor {fd}: the lock file {} was deleted or replaced (released) while waiting; open it again and retry",
+                        p.display()
+                    )));
+                }
+                compat::Verdict::OldLibrary(_) => {
+                    let _ = kernel::unlock_fd(fd);
+                    if !said_waiting {
+                        on_wait();
+                        said_waiting = true;
+                    }
+                    if let Some(Err(d)) = pause.as_mut().map(|(p, _)| p.sleep(&mut || false)) {
+                        got = Err(d);
+                        break;
+                    }
+                    got = lock().map_err(|e| fd_error(fd, "cannot lock", e))?;
+                }
+            }
+        }
+    }
     if got.is_ok()
         && kind == Kind::Exclusive
         && let Some(f) = &record
@@ -313,6 +364,19 @@ fn acquire_with(
     Ok(got)
 }
 
+/// At release, while the lock is still held exclusively through `f`: a
+/// NAME's lock file (`path`) is deleted, the old library's release
+/// ([`super::compat::remove`]); otherwise, or if that fails, the record is
+/// cleared.
+pub(crate) fn clear_or_remove(f: impl AsFd, path: Option<&Path>) {
+    if let Some(p) = path
+        && let Ok(true) = super::compat::remove(&f, p)
+    {
+        return;
+    }
+    let _ = holder::clear(f);
+}
+
 /// Why an fd release did nothing.
 #[derive(Debug, PartialEq, Eq)]
 pub enum NotHeld {
@@ -322,11 +386,14 @@ pub enum NotHeld {
 
 /// Releases the lock held through the caller's descriptor `fd` (checked: a
 /// descriptor holding no lock is [`NotHeld`]); with `path`, `fd` must be
-/// open on it. Clears `owner`'s record first, while still exclusive.
+/// open on it. Clears `owner`'s record first, while still exclusive; with
+/// `compat` (`path` is a NAME's file) deletes the file instead, the old
+/// library's release ([`compat::remove`]).
 pub fn release(
     fd: RawFd,
     path: Option<&Path>,
     owner: u32,
+    compat: bool,
 ) -> Result<std::result::Result<(), NotHeld>> {
     if let Some(p) = path {
         check_same(fd, p)?;
@@ -340,7 +407,7 @@ pub fn release(
         && rec.pid == owner
         && rec.fd == Some(fd)
     {
-        let _ = holder::clear(&f);
+        clear_or_remove(&f, path.filter(|_| compat));
     }
     // Whichever kind it holds: flock, or an OFD lock (whole file).
     kernel::unlock_fd(fd).map_err(|e| fd_error(fd, "cannot unlock", e))?;
@@ -357,10 +424,13 @@ pub fn release(
 /// when another process holds it now (ours was unlocked behind our back),
 /// nothing is touched and the answer is [`NotHeld`]. Then the record is
 /// cleared (only an exclusive holder ever writes it, so it is the one
-/// [`acquire_in_process`] wrote) and `method` unlocked.
+/// [`acquire_in_process`] wrote) and `method` unlocked. With `path` (a
+/// NAME's lock file), the file is deleted instead of cleared
+/// ([`super::compat::remove`]).
 pub fn release_in_process(
     fd: RawFd,
     method: kernel::Method,
+    path: Option<&Path>,
 ) -> Result<std::result::Result<(), NotHeld>> {
     let b = kernel::borrow(fd).map_err(|e| fd_error(fd, "cannot inspect", e))?;
     if !kernel::try_lock_fd_with(fd, Kind::Exclusive, method)
@@ -368,7 +438,7 @@ pub fn release_in_process(
     {
         return Ok(Err(NotHeld::NoLock));
     }
-    let _ = holder::clear(b);
+    clear_or_remove(b, path);
     kernel::unlock_fd_with(fd, method).map_err(|e| fd_error(fd, "cannot unlock", e))?;
     Ok(Ok(()))
 }
@@ -425,14 +495,14 @@ mod tests {
         kernel::unlock_fd(f.as_raw_fd()).unwrap();
         assert!(kernel::try_lock_fd(g.as_raw_fd(), Kind::Exclusive).unwrap());
         assert_eq!(
-            release_in_process(f.as_raw_fd(), kernel::Method::Flock).unwrap(),
+            release_in_process(f.as_raw_fd(), kernel::Method::Flock, None).unwrap(),
             Err(NotHeld::NoLock)
         );
         assert!(!std::fs::read(&p).unwrap().is_empty());
         kernel::unlock_fd(g.as_raw_fd()).unwrap();
         assert!(kernel::try_lock_fd(f.as_raw_fd(), Kind::Exclusive).unwrap());
         assert_eq!(
-            release_in_process(f.as_raw_fd(), kernel::Method::Flock).unwrap(),
+            release_in_process(f.as_raw_fd(), kernel::Method::Flock, None).unwrap(),
             Ok(())
         );
         assert_eq!(std::fs::read(&p).unwrap(), b"");

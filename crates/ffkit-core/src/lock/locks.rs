@@ -132,6 +132,7 @@ impl Locks {
                 as_pids,
                 dotlock: r.dotlock,
                 is_name: !names_a_path(target),
+                old_library: self.cfg.old_library,
             });
         };
         let name = remote_name(target)?;

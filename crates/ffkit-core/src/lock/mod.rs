@@ -6,6 +6,8 @@
 //!   deadline, and the kernel probe `lock-status` trusts.
 //! - [`named`]: `lock-acquire NAME` … `lock-release NAME`: a small holder
 //!   process keeps the lock and watches its owner.
+//! - [`compat`]: sharing a NAME's lock file with the old bash library (the
+//!   rule at every acquire and release point of a NAME's kernel lock).
 //! - [`dotlock`]: the link(2) method with race-free stale-lock removal.
 //! - [`backoff`]: the `LOCK_BACKOFF_STRATEGY` schedule (dot-locks only poll).
 //! - [`holder`]: who holds a lock: the record written into ffkit's own lock
@@ -23,6 +25,7 @@
 
 pub mod acquire;
 pub mod backoff;
+pub mod compat;
 pub mod dotlock;
 pub mod fd;
 pub mod holder;

@@ -85,10 +85,9 @@ pub(crate) fn acquire(
     wait: Wait,
     owner: u32,
     command: Option<String>,
+    compat: Option<super::compat::Rule>,
     on_wait: &mut dyn FnMut(&File),
 ) -> Result<std::result::Result<Taken, super::Denied>> {
-    let f = kernel::open_lock_file(path, true, FILE_MODE)
-        .map_err(|e| Error::io("cannot open lock file", path, e))?;
     let owner_start = holder::start_time(owner);
     // Pin the owner before locking, so an owner that is already gone is an
     // error rather than a lock nobody will ever release.
@@ -106,44 +105,86 @@ pub(crate) fn acquire(
             )));
         }
     };
-    // The same owner asking again (by name, or through the wrappers'
-    // descriptor) would wait for itself until the timeout.
-    let (dev, ino) = {
-        use std::os::unix::fs::MetadataExt;
-        let m = f
-            .metadata()
-            .map_err(|e| Error::io("cannot inspect", path, e))?;
-        (m.dev(), m.ino())
-    };
-    if let Some(rec) = holder::read_from(&f)
-        .filter(|r| (r.kind == KIND_NAMED || r.kind == KIND_FD) && r.pid == owner)
-        && rec.holds_kernel_lock(dev, ino)
-        && !kernel::try_lock_fd(f.as_raw_fd(), Kind::Shared)
-            .map_err(|e| Error::io("cannot probe", path, e))?
-    {
-        return Err(Error::Conflict(format!(
-            "{}: already held by this owner (pid {owner}); release it first",
-            path.display()
-        )));
-    }
-    let got: Acquired = kernel::lock_fd(
-        f.as_raw_fd(),
-        Kind::Exclusive,
-        kernel::Method::Flock,
-        wait,
-        &mut || false,
-        &mut || on_wait(&f),
-    )
-    .map_err(|e| Error::io("cannot lock", path, e))?;
-    let waited = match got {
-        Ok(w) => w,
-        Err(d) => return Ok(Err(d)),
+    let mut pause = compat.map(|r| super::compat::Pause::new(wait, r.backoff));
+    let mut said_waiting = false;
+    let (f, waited) = loop {
+        let (f, created) = match compat {
+            Some(r) => r.open(path, FILE_MODE),
+            None => kernel::open_lock_file(path, true, FILE_MODE).map(|f| (f, false)),
+        }
+        .map_err(|e| Error::io("cannot open lock file", path, e))?;
+        // The same owner asking again (by name, or through the wrappers'
+        // descriptor) would wait for itself until the timeout.
+        let (dev, ino) = {
+            use std::os::unix::fs::MetadataExt;
+            let m = f
+                .metadata()
+                .map_err(|e| Error::io("cannot inspect", path, e))?;
+            (m.dev(), m.ino())
+        };
+        if let Some(rec) = holder::read_from(&f)
+            .filter(|r| (r.kind == KIND_NAMED || r.kind == KIND_FD) && r.pid == owner)
+            && rec.holds_kernel_lock(dev, ino)
+            && !kernel::try_lock_fd(f.as_raw_fd(), Kind::Shared)
+                .map_err(|e| Error::io("cannot probe", path, e))?
+        {
+            return Err(Error::Conflict(format!(
+                "{}: already held by this owner (pid {owner}); release it first",
+                path.display()
+            )));
+        }
+        let got: Acquired = kernel::lock_fd(
+            f.as_raw_fd(),
+            Kind::Exclusive,
+            kernel::Method::Flock,
+            pause.as_ref().map_or(wait, super::compat::Pause::wait),
+            &mut || false,
+            &mut || {
+                if !said_waiting {
+                    on_wait(&f);
+                }
+                said_waiting = true;
+            },
+        )
+        .map_err(|e| Error::io("cannot lock", path, e))?;
+        let waited = match got {
+            Ok(w) => w,
+            Err(d) => return Ok(Err(d)),
+        };
+        let Some(pause) = pause.as_mut() else {
+            break (f, waited);
+        };
+        // The old library's file protocol (`compat`): a file deleted or
+        // replaced meanwhile is opened again; one the old library holds is
+        // given up (closing `f` drops the lock) and tried again a backoff
+        // step later.
+        let follow = compat.is_some_and(|r| r.follow);
+        match super::compat::check(&f, path, created, follow)
+            .map_err(|e| Error::io("cannot inspect", path, e))?
+        {
+            super::compat::Verdict::Ours => break (f, waited),
+            super::compat::Verdict::Replaced => {}
+            super::compat::Verdict::OldLibrary(_) => {
+                if !said_waiting {
+                    on_wait(&f);
+                    said_waiting = true;
+                }
+                drop(f);
+                if let Err(d) = pause.sleep(&mut || false) {
+                    return Ok(Err(d));
+                }
+            }
+        }
     };
     let mut rec = Holder::new(KIND_NAMED, owner, command);
     rec.start = owner_start;
     let child = match fork_helper() {
         Ok(Some(pid)) => pid,
-        Ok(None) => hold(f.as_raw_fd(), watch),
+        Ok(None) => hold(
+            f.as_raw_fd(),
+            watch,
+            compat.filter(|r| r.follow).map(|_| path),
+        ),
         Err(e) => {
             return Err(Error::LockFailed(format!(
                 "cannot start the holder process: {e}"
@@ -174,8 +215,11 @@ pub(crate) fn acquire(
     }))
 }
 
-/// The holder process: keep `lock_fd` open until the owner exits.
-fn hold(lock_fd: RawFd, watch: Watch) -> ! {
+/// The holder process: keep `lock_fd` open until the owner exits. With
+/// `path` (a NAME's lock file), the file is then deleted while the lock is
+/// still held, the old library's release ([`super::compat::remove`]), so a
+/// dead owner's lock is free for the old library at once too.
+fn hold(lock_fd: RawFd, watch: Watch, path: Option<&Path>) -> ! {
     let mut keep = vec![lock_fd];
     if let Watch::Pidfd(fd) = &watch {
         keep.push(fd.as_raw_fd());
@@ -190,6 +234,9 @@ fn hold(lock_fd: RawFd, watch: Watch) -> ! {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+    }
+    if let (Some(p), Ok(fd)) = (path, kernel::borrow(lock_fd)) {
+        let _ = super::compat::remove(fd, p);
     }
     exit_helper()
 }
@@ -324,10 +371,13 @@ pub(crate) enum NotReleased {
 }
 
 /// Releases the named lock at `path`: ends its holder process and waits
-/// for it, then clears the record if the lock is still free.
+/// for it, then clears the record if the lock is still free (with
+/// `compat`, a NAME's file: deletes the file instead, the old library's
+/// release, [`super::compat::remove`]).
 pub(crate) fn release(
     path: &Path,
     who: &Releaser,
+    compat: bool,
 ) -> Result<std::result::Result<Holder, NotReleased>> {
     // Writable if we may (to tidy the record), else read-only.
     let opened = match open_existing_rw(path) {
@@ -347,7 +397,7 @@ pub(crate) fn release(
         return Ok(Err(NotReleased::NotHeld));
     }
     if let Some(rec) = holder::read_from(&f).filter(|r| r.kind == KIND_FD) {
-        return release_fd_held(&f, path, rec, who, writable);
+        return release_fd_held(&f, path, rec, who, writable, compat);
     }
     let Some(rec) = holder::read_from(&f).filter(|r| r.kind == KIND_NAMED) else {
         return Err(Error::LockFailed(format!(
@@ -401,8 +451,11 @@ pub(crate) fn release(
     }
     // Tidy the record, but only while the lock is ours for an instant: a
     // waiter that got it first has written its own record.
-    if writable && kernel::try_lock_fd(f.as_raw_fd(), Kind::Exclusive).unwrap_or(false) {
-        let _ = holder::clear(&f);
+    if kernel::try_lock_fd(f.as_raw_fd(), Kind::Exclusive).unwrap_or(false) {
+        let removed = compat && matches!(super::compat::remove(&f, path), Ok(true));
+        if writable && !removed {
+            let _ = holder::clear(&f);
+        }
         let _ = kernel::unlock_fd(f.as_raw_fd());
     }
     Ok(Ok(rec))
@@ -419,6 +472,7 @@ fn release_fd_held(
     rec: Holder,
     who: &Releaser,
     writable: bool,
+    compat: bool,
 ) -> Result<std::result::Result<Holder, NotReleased>> {
     use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags};
     use std::os::unix::fs::MetadataExt;
@@ -452,7 +506,8 @@ fn release_fd_held(
     if st.st_dev != m.dev() || st.st_ino != m.ino() {
         return Err(Error::LockFailed(how()));
     }
-    if writable {
+    let removed = compat && matches!(super::compat::remove(&dup, path), Ok(true));
+    if writable && !removed {
         let _ = holder::clear(f);
     }
     kernel::unlock_fd(dup.as_raw_fd()).map_err(|e| Error::io("cannot unlock", path, e))?;

@@ -29,6 +29,9 @@ pub struct Release<'a> {
     pub dotlock: bool,
     /// The target is a NAME in the lock dir (not a path).
     pub is_name: bool,
+    /// `LOCK_OLD_LIBRARY=present`: a NAME's file is deleted at release
+    /// (the old library's file protocol, [`super::compat`]).
+    pub old_library: bool,
 }
 
 /// How a release ended.
@@ -90,7 +93,7 @@ pub fn release(r: &Release<'_>) -> Result<Released> {
         as_pids: r.as_pids.clone(),
         force: r.force,
     };
-    match named::release(r.path, &who)? {
+    match named::release(r.path, &who, r.is_name && r.old_library)? {
         Ok(h) => Ok(Released::Done(h)),
         Err(named::NotReleased::NotHeld) => Ok(Released::NotHeld),
         Err(named::NotReleased::NotOwner(h)) => {

@@ -1,0 +1,368 @@
+//! Sharing a NAME's lock file with the old bash library (docs/locks.md,
+//! "Sharing names with the old library"): the one rule every kernel lock on
+//! a NAME follows at its acquire and release points — the binary's named
+//! pairs ([`super::named`]), fd mode with a NAME (the wrappers,
+//! [`super::fd`]) and the bash builtin — so a fleet that migrates script
+//! by script never has two holders of one name.
+//!
+//! The old library takes `<dir>/NAME.lock` by creating it exclusively
+//! (`set -C; echo $$ >FILE`), treats a file whose mtime is older than
+//! [`OLD_STALE_AFTER`] as stale (deletes it, then tries again), and
+//! releases by deleting the file. Two rules, chosen by `LOCK_OLD_LIBRARY`:
+//!
+//! - always: after taking the kernel lock, [`check`] makes sure the path
+//!   still names the locked file (a file deleted or replaced meanwhile, by
+//!   an emergency `rm` or the old library breaking a stale lock, guards
+//!   nothing: open the path again) and that the old library does not hold
+//!   it (its record, a pid, written less than [`OLD_STALE_AFTER`] ago by a
+//!   live process): then the caller unlocks, sleeps a backoff step and
+//!   tries again within its deadline ([`Pause`]). ffkit's own record,
+//!   written at every acquisition, keeps a held file's mtime fresh, so the
+//!   old library sees ffkit's lock held. A NAME's file stays in place, so
+//!   flock(1) on it keeps working.
+//! - `LOCK_OLD_LIBRARY=present` ([`Rule::follow`]) also follows the old
+//!   library's file protocol, so the old library gets a name ffkit
+//!   released at once: a missing file is created exclusively ([`open`]),
+//!   an empty file ffkit did not create counts as an old-library writer
+//!   between its create and its `echo` for [`CREATE_GRACE`], and release
+//!   deletes the file while the lock is still held ([`remove`]). A file
+//!   deleted at release strands whoever waits on it without this module's
+//!   re-check: util-linux flock(1) on a NAME's file is not for that mode.
+//!
+//! The flock(1) persona, command mode and `--fd N` without a NAME keep
+//! flock(1)'s semantics and never come here.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::backoff::{Schedule, Sleeps};
+use super::{Denied, Wait, kernel};
+use crate::config::BackoffStrategy;
+
+/// The old library's stale rule: a lock file whose mtime is older than
+/// this is broken (deleted) by the old library.
+pub const OLD_STALE_AFTER: Duration = Duration::from_secs(300);
+
+/// How long an empty lock file ffkit did not create counts as an old
+/// library writer between its exclusive create and its `echo $$`.
+pub const CREATE_GRACE: Duration = Duration::from_secs(2);
+
+/// How a NAME's kernel lock treats the old library's lock files.
+#[derive(Clone, Copy, Debug)]
+pub struct Rule {
+    /// `LOCK_OLD_LIBRARY=present`: follow its file protocol too (create
+    /// exclusively, delete at release).
+    pub follow: bool,
+    /// `LOCK_BACKOFF_STRATEGY`, `LOCK_BACKOFF_INITIAL`, `LOCK_BACKOFF_MAX`:
+    /// the pauses while the old library holds the lock.
+    pub backoff: (BackoffStrategy, Duration, Duration),
+}
+
+impl Rule {
+    /// The rule `cfg` selects.
+    pub fn of(cfg: &crate::config::Config) -> Rule {
+        Rule {
+            follow: cfg.old_library,
+            backoff: (cfg.backoff, cfg.backoff_initial, cfg.backoff_max),
+        }
+    }
+
+    /// Opens the lock file at `path` read-write: [`open`] when following
+    /// the old library's protocol, else created if missing as before
+    /// (`created` is then false: the file is never deleted, so an empty
+    /// one is a released lock, not a writer's).
+    pub fn open(&self, path: &Path, mode: u32) -> io::Result<(File, bool)> {
+        if self.follow {
+            open(path, mode)
+        } else {
+            kernel::open_lock_file(path, true, mode).map(|f| (f, false))
+        }
+    }
+}
+
+/// What [`check`] found on a file whose kernel lock the caller just took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The path names the locked file and the old library does not hold
+    /// it: the lock is the caller's.
+    Ours,
+    /// The path no longer names the locked file (deleted by a release, by
+    /// the old library breaking a stale lock, or by hand): unlock, open the
+    /// path again, retry.
+    Replaced,
+    /// The old library holds it: its pid, or `None` for an empty file just
+    /// created by someone else. Unlock, pause, retry.
+    OldLibrary(Option<u32>),
+}
+
+fn flags() -> i32 {
+    libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC
+}
+
+/// Opens (read-write) a NAME's lock file at `path`, creating it
+/// exclusively (mode `mode`) when it is missing: `(file, created)`, where
+/// `created` says this call made the file (so an empty content is its own
+/// and not an old-library writer's).
+pub fn open(path: &Path, mode: u32) -> io::Result<(File, bool)> {
+    // Two rounds at most per change of the file: a file deleted between
+    // the failed create and the open is created on the next round.
+    loop {
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .custom_flags(flags())
+            .open(path)
+        {
+            Ok(f) => return Ok((f, true)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(flags())
+            .open(path)
+        {
+            Ok(f) => return Ok((f, false)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Creates a NAME's lock file for a caller that locks it later through
+/// another process (the wrappers' `lock-acquire --prepare`, then `--fd`):
+/// a file it creates gets `owner`'s record at once, so the locker does not
+/// take the empty file for an old-library writer's ([`check`]), and the
+/// old library sees it held (fresh) meanwhile.
+pub fn prepare(rule: Rule, path: &Path, mode: u32, owner: u32) -> io::Result<()> {
+    let (f, created) = rule.open(path, mode)?;
+    if created && rule.follow {
+        // Its own kind: no holder check ever takes it for a holder.
+        let rec = super::holder::Holder::new("prepared", owner, None);
+        super::holder::write_to(&f, &rec)?;
+    }
+    Ok(())
+}
+
+/// Whether `path` still names the file open on `fd`.
+fn names(fd: impl AsFd, path: &Path) -> io::Result<Option<rustix::fs::Stat>> {
+    let st = rustix::fs::fstat(&fd)?;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.dev() == st.st_dev && m.ino() == st.st_ino => Ok(Some(st)),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `path` names the file open on the caller's descriptor `fd`
+/// (false when `fd` is not open).
+pub fn fd_names(fd: std::os::fd::RawFd, path: &Path) -> bool {
+    kernel::borrow(fd).is_ok_and(|b| matches!(names(b, path), Ok(Some(_))))
+}
+
+/// The rule, right after the caller took the exclusive kernel lock on
+/// `fd`, open (readable) on the lock file at `path`. `created`: the
+/// caller's [`open`] created the file. `follow`: [`Rule::follow`] (only
+/// then is an empty file an old-library writer's).
+pub fn check(fd: impl AsFd, path: &Path, created: bool, follow: bool) -> io::Result<Verdict> {
+    let Some(st) = names(&fd, path)? else {
+        return Ok(Verdict::Replaced);
+    };
+    if created {
+        return Ok(Verdict::Ours);
+    }
+    let mtime = UNIX_EPOCH
+        + Duration::new(
+            u64::try_from(st.st_mtime).unwrap_or(0),
+            u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+        );
+    // A file from the future counts as fresh.
+    let age = SystemTime::now()
+        .duration_since(mtime)
+        .unwrap_or(Duration::ZERO);
+    let mut buf = [0u8; 24];
+    let n = loop {
+        match rustix::io::pread(&fd, &mut buf, 0) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if n == 0 {
+        return Ok(if follow && age < CREATE_GRACE {
+            Verdict::OldLibrary(None)
+        } else {
+            Verdict::Ours
+        });
+    }
+    Ok(match old_pid(&buf[..n]) {
+        Some(pid) if age < OLD_STALE_AFTER && crate::fsutil::pid_alive(pid) => {
+            Verdict::OldLibrary(Some(pid))
+        }
+        // ffkit's own record (its holder is gone: the kernel lock was
+        // free), a stale or dead old-library record, or anything else.
+        _ => Verdict::Ours,
+    })
+}
+
+/// The old library's record: the holder's pid and a newline, nothing else
+/// (`bytes` is at most the buffer [`check`] reads: a longer file is not one).
+fn old_pid(bytes: &[u8]) -> Option<u32> {
+    if bytes.len() >= 24 {
+        return None;
+    }
+    let t = bytes.trim_ascii();
+    if t.is_empty() || t.len() > 10 {
+        return None;
+    }
+    if !t.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(t)
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|&p: &u32| p > 0)
+}
+
+/// At release, while the caller still holds the lock on `fd`: deletes the
+/// lock file if `path` still names it (the old library's release, so its
+/// next try creates the file). A path that names another file now (the old
+/// library broke the lock, or someone deleted it) is left alone. Returns
+/// whether the file was deleted.
+pub fn remove(fd: impl AsFd, path: &Path) -> io::Result<bool> {
+    if names(&fd, path)?.is_none() {
+        return Ok(false);
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The pauses between tries while the old library holds a lock: the
+/// `LOCK_BACKOFF_STRATEGY` schedule, capped by the deadline, slept in
+/// slices of at most [`kernel::POLL_SLICE`] so a caller's "interrupted?"
+/// check is asked often.
+pub struct Pause {
+    sleeps: Sleeps,
+    wait: Wait,
+}
+
+impl Pause {
+    pub fn new(wait: Wait, backoff: (BackoffStrategy, Duration, Duration)) -> Pause {
+        let deadline = match wait {
+            Wait::Until(d) => Some(d),
+            Wait::NonBlocking => Some(Instant::now()),
+            Wait::Forever => None,
+        };
+        Pause {
+            sleeps: Sleeps::new(Schedule::new(backoff.0, backoff.1, backoff.2), deadline),
+            wait,
+        }
+    }
+
+    /// Sleeps one backoff step; `Err` when the deadline has passed (or the
+    /// request was non-blocking), or `interrupted` said yes.
+    pub fn sleep(&mut self, interrupted: &mut dyn FnMut() -> bool) -> Result<(), Denied> {
+        let Some(step) = self.sleeps.next_at(Instant::now()) else {
+            return Err(match self.wait {
+                Wait::NonBlocking => Denied::Busy,
+                _ => Denied::TimedOut,
+            });
+        };
+        let until = Instant::now() + step;
+        loop {
+            if interrupted() {
+                return Err(Denied::Interrupted);
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Ok(());
+            }
+            std::thread::sleep((until - now).min(kernel::POLL_SLICE));
+        }
+    }
+
+    /// What is left of the wait, for the next kernel lock call.
+    pub fn wait(&self) -> Wait {
+        self.wait
+    }
+}
+
+/// How the old library's holder is named in messages.
+pub fn describe(pid: Option<u32>) -> String {
+    match pid {
+        Some(p) => format!("pid {p} (the old library's lock file)"),
+        None => "a lock file being created (the old library)".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn old_library_records_are_a_pid_and_nothing_else() {
+        assert_eq!(old_pid(b"1234\n"), Some(1234));
+        assert_eq!(old_pid(b" 7 \n"), Some(7));
+        assert_eq!(old_pid(b"0\n"), None);
+        assert_eq!(old_pid(b"12a\n"), None);
+        assert_eq!(old_pid(b"{\"pid\":12}\n"), None);
+        assert_eq!(old_pid(b"99999999999\n"), None);
+        assert_eq!(old_pid(b"1111111111111111111111 1"), None);
+    }
+
+    /// The verdicts on one file: ours when created, the old library's for
+    /// a fresh live pid or a fresh empty file, ours again once the record
+    /// is stale (mtime 301 s back) or its pid is gone, replaced once the
+    /// path names another file; and release deletes only the locked file.
+    #[test]
+    fn verdicts_follow_the_old_librarys_rules() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("n.lock");
+        let (f, created) = open(&p, 0o600).unwrap();
+        assert!(created);
+        assert_eq!(check(&f, &p, true, true).unwrap(), Verdict::Ours);
+        let (g, created) = open(&p, 0o600).unwrap();
+        assert!(!created);
+        assert_eq!(
+            check(&g, &p, false, true).unwrap(),
+            Verdict::OldLibrary(None)
+        );
+        assert_eq!(check(&g, &p, false, false).unwrap(), Verdict::Ours);
+        let me = std::process::id();
+        writeln!(&f, "{me}").unwrap();
+        assert_eq!(
+            check(&g, &p, false, true).unwrap(),
+            Verdict::OldLibrary(Some(me))
+        );
+        assert_eq!(
+            check(&g, &p, false, false).unwrap(),
+            Verdict::OldLibrary(Some(me))
+        );
+        let old = SystemTime::now() - Duration::from_secs(301);
+        f.set_modified(old).unwrap();
+        assert_eq!(check(&g, &p, false, true).unwrap(), Verdict::Ours);
+        f.set_len(0).unwrap();
+        f.set_modified(old).unwrap();
+        assert_eq!(check(&g, &p, false, true).unwrap(), Verdict::Ours);
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(check(&g, &p, false, true).unwrap(), Verdict::Replaced);
+        let (h, _) = open(&p, 0o600).unwrap();
+        assert!(!remove(&g, &p).unwrap());
+        assert!(p.exists());
+        assert!(remove(&h, &p).unwrap());
+        assert!(!p.exists());
+    }
+}

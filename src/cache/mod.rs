@@ -56,6 +56,10 @@ pub const RECENCY_INTERVAL: i64 = 60;
 
 const LOCK_FILE: &str = ".lock";
 
+/// Most bytes of a sidecar read: ffkit's are a few hundred at most (a key is
+/// at most 250 bytes); a longer one is damaged and fails to parse.
+const MAX_SIDECAR: u64 = 64 * 1024;
+
 /// How long a wait for the dir lock goes on before it is announced.
 const WAIT_NOTE_AFTER: Duration = Duration::from_millis(500);
 
@@ -996,14 +1000,15 @@ impl Cache {
     /// corruption (eviction removes such entries).
     fn open_entry(&self, key: &str) -> Result<Option<(File, Meta, i64)>> {
         let meta_path = self.path(&format!("{key}.meta"));
-        let meta_bytes = match fsutil::open_read(&meta_path) {
-            Ok(mut f) => {
-                // Through `take`: std's read_to_end for a File first asks
-                // fstat and lseek for a size hint, two system calls more
-                // than reading a sidecar of a few dozen bytes takes.
-                let mut b = Vec::with_capacity(512);
+        let meta_bytes = match fsutil::open_read_len(&meta_path) {
+            Ok((mut f, len)) => {
+                // The length from the open's own fstat (files are never
+                // written in place): one `read` of exactly that, not a
+                // second one to find the end. Through `take`: std's
+                // read_to_end for a File would ask fstat and lseek again.
+                let mut b = Vec::with_capacity(len.min(MAX_SIDECAR) as usize + 1);
                 Read::by_ref(&mut f)
-                    .take(u64::MAX)
+                    .take(len.min(MAX_SIDECAR))
                     .read_to_end(&mut b)
                     .map_err(|e| Error::io("cannot read", &meta_path, e))?;
                 b

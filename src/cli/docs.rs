@@ -350,11 +350,11 @@ pub fn files() -> Vec<FileDoc> {
         ),
         f(
             format!("<cache-dir>/{JOURNAL_FILE}"),
-            "the change in flight; a crashed writer's change is repaired from it by the next call",
+            "empty: a removal on a full disk marks itself with it (the next call walks); an older ffkit's journal",
         ),
         f(
             "<cache-dir>/.lock".into(),
-            "the kernel lock that serializes index updates",
+            "the kernel lock that serializes index updates; while a change is in flight (or after a writer was killed in one) it holds the change's journal, from which the next call repairs the index; empty otherwise",
         ),
         f(
             format!("<cache-dir>/{RUN_DIR}/<hash>.lock, <hash>.hits, <hash>.failed"),

@@ -134,7 +134,7 @@ fn assert_exact_with_store(w: &World, what: &str) {
         format!("{entries}\n"),
         "{what}: entries"
     );
-    assert!(!w.cache().join(".journal").exists(), "{what}: journal left");
+    assert!(!journal_left(&w.cache()), "{what}: journal left");
     let o = w.cmd("cache-size").arg("--verify").output().unwrap();
     assert!(o.status.success(), "{what}: verify: {}", stderr_of(&o));
 }

@@ -460,7 +460,7 @@ fn a_reader_behind_a_writer_stopped_mid_commit_gives_up() {
     let w = World::new();
     w.write("k", "v");
     let batch: String = (0..4_000).map(|i| format!("b{i}:v\n")).collect();
-    let journal = w.cache().join(".journal");
+    let cache = w.cache();
     for _attempt in 0..10 {
         let mut writer = w
             .cmd("cache-batch")
@@ -476,14 +476,14 @@ fn a_reader_behind_a_writer_stopped_mid_commit_gives_up() {
         let mut stopped = false;
         // Our own child, not yet waited for: its pid cannot be reused.
         while writer.try_wait().unwrap().is_none() {
-            if journal.exists() {
+            if journal_left(&cache) {
                 kill_process(pid, Signal::STOP).unwrap();
                 stopped = true;
                 break;
             }
             std::thread::sleep(Duration::from_micros(200));
         }
-        if stopped && journal.exists() {
+        if stopped && journal_left(&cache) {
             let mut c = w.cmd("cache-read");
             c.arg("k").env("LOCK_TIMEOUT", "1");
             let (out, _) = timed(c, "a reader behind a stopped writer");

@@ -211,10 +211,14 @@ pub fn assert_index_exact(dir: &Path, what: &str) {
         format!("{entries}\n"),
         "{what}: .entry-count vs oracle"
     );
-    assert!(
-        !dir.join(".journal").exists(),
-        "{what}: journal left behind"
-    );
+    assert!(!journal_left(dir), "{what}: journal left behind");
+}
+
+/// Whether a change's journal is left in the cache dir `dir`: in `.lock`
+/// (not empty), or a `.journal` file (docs/cache.md, "Concurrency and
+/// crashes").
+pub fn journal_left(dir: &Path) -> bool {
+    dir.join(".journal").exists() || fs::metadata(dir.join(".lock")).is_ok_and(|m| m.len() > 0)
 }
 
 /// No temp file is left behind (by a run that was not killed).

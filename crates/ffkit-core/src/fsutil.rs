@@ -112,6 +112,13 @@ pub fn open_read_noatime_meta(path: &Path) -> io::Result<(File, fs::Metadata)> {
 /// Opens (creating if needed, never truncating) a file for reading and
 /// appending, without following a symlink.
 pub fn open_rw_create(path: &Path) -> io::Result<File> {
+    open_rw_create_unchecked(path).and_then(regular)
+}
+
+/// [`open_rw_create`] without the regular-file check, for a caller that
+/// makes its own `fstat` later (a lock file, checked once it is locked).
+/// A FIFO opens (O_NONBLOCK) and must be refused by that check.
+pub fn open_rw_create_unchecked(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
         .append(true)
@@ -119,7 +126,17 @@ pub fn open_rw_create(path: &Path) -> io::Result<File> {
         .mode(FILE_MODE)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
-        .and_then(regular)
+}
+
+/// The length of `f` if it is a regular file (one `fstat`), else the
+/// "not a regular file" error.
+pub fn regular_len(f: &File) -> io::Result<u64> {
+    let m = f.metadata()?;
+    if m.file_type().is_file() {
+        Ok(m.len())
+    } else {
+        Err(not_regular())
+    }
 }
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);

@@ -1,16 +1,28 @@
 //! The intent journal that makes the index crash-proof.
 //!
 //! Every change to the cache (a write, a batch, an eviction) runs under the
-//! cache's exclusive lock as: write `.journal` (a new file, one write)
+//! cache's exclusive lock as: write the journal into the lock file `.lock`
+//! itself (one `write` into the empty file whose descriptor holds the lock)
 //! naming the index totals before the change and, per key, the bytes the
 //! index counted for it and the temp files that will replace it; apply the
-//! renames/unlinks; write the new index; remove `.journal`. A process killed anywhere in between
-//! leaves `.journal` behind, and the next call *rolls it forward*: it
+//! renames/unlinks; write the new index; cut `.lock` back to empty. A
+//! process killed anywhere in between leaves a non-empty `.lock`, and the
+//! next call, which learns the length from the `fstat` it makes of `.lock`
+//! after taking the lock anyway, *rolls it forward*: it
 //! installs the temp files not yet installed (told apart by inode number,
 //! since an install exchanges names), then sets the index to
 //! `before − Σ old sizes + Σ sizes now on disk` for just the journaled keys.
 //! Repair therefore costs time proportional to the change in flight, not a
 //! full walk, and does not care at which step the process died.
+//!
+//! The journal lives in `.lock` rather than in a file of its own because a
+//! new file costs an inode allocation, the most expensive step of a write
+//! on ext4 (and the floor a write of a new key pays twice anyway, for the
+//! value and its sidecar): the lock file is opened by every change already,
+//! and a `write` plus an `ftruncate` into it allocate nothing but, briefly, a
+//! delayed-allocation page that the truncate drops before write-back.
+//! `.journal`, a file, is still read (and removed) when present: it is the
+//! mark below, or the journal an older ffkit left.
 //!
 //! On a full disk a journal with content cannot be written, and that is
 //! exactly when space must be freed. A removal then marks itself with an
@@ -19,7 +31,7 @@
 //! next call walks to repair it. Exact either way, a walk's cost only for a
 //! removal that was killed on a full disk.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::Path;
 
@@ -111,6 +123,54 @@ impl Journal {
     }
 }
 
+/// Writes `j` into the lock file `lock`, empty and held exclusively: one
+/// `write` (an O_APPEND descriptor, so at offset 0), whole or, if the writer
+/// is killed inside it, a prefix that does not parse (a damaged journal: the
+/// next call walks). On failure (a full disk) the file is cut back to
+/// empty, so nothing is left that looks like a change in flight.
+/// Returns the bytes written.
+pub fn write_into(j: &Journal, lock: &File, path: &Path) -> Result<u64> {
+    let bytes = serde_json::to_vec(j)
+        .map_err(|e| Error::General(format!("cannot encode the journal: {e}")))?;
+    let mut w = lock;
+    match w.write_all(&bytes) {
+        Ok(()) => Ok(bytes.len() as u64),
+        Err(e) => {
+            let _ = lock.set_len(0);
+            Err(Error::io("cannot write the journal into", path, e))
+        }
+    }
+}
+
+/// Reads the journal held in the lock file, `len` bytes long (the length its
+/// holder found after taking the lock): as [`Journal::read`] does for
+/// `.journal`. Call only under the cache's exclusive lock.
+pub fn read_from(lock: &File, len: u64) -> Result<std::result::Result<Journal, String>> {
+    use std::os::unix::fs::FileExt;
+    let mut b = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).min(MAX_LEN)];
+    let mut n = 0;
+    while n < b.len() {
+        match lock.read_at(&mut b[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Ok(Err(format!("the journal cannot be read: {e}"))),
+        }
+    }
+    b.truncate(n);
+    Ok(serde_json::from_slice(&b).map_err(|e| format!("damaged journal: {e}")))
+}
+
+/// Longest journal read back from `.lock` (a batch of 100,000 long keys is
+/// far below); anything longer was not written by ffkit and does not parse.
+const MAX_LEN: usize = 1 << 30;
+
+/// Cuts the lock file back to empty: the change it journaled is complete.
+pub fn clear(lock: &File, path: &Path) -> Result<()> {
+    lock.set_len(0)
+        .map_err(|e| Error::io("cannot clear the journal in", path, e))
+}
+
 /// Why an empty journal is walked over: what `cache-size` says it rebuilt.
 pub const INTERRUPTED: &str = "unknown after an interrupted change (empty journal)";
 
@@ -136,7 +196,8 @@ pub fn mark_unknown(dir: &Path) -> io::Result<()> {
     }
 }
 
-/// Whether a journal is present (one failed open on the fast path).
+/// Whether a `.journal` file is present (one failed `stat` on the fast
+/// path). The journal in `.lock` is told by the lock file's length.
 pub fn present(dir: &Path) -> bool {
     fs::symlink_metadata(dir.join(JOURNAL_FILE)).is_ok()
 }

@@ -35,6 +35,7 @@ pub mod progress;
 pub mod scan;
 pub mod store;
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -56,6 +57,10 @@ pub use store::Store;
 pub const RECENCY_INTERVAL: i64 = 60;
 
 const LOCK_FILE: &str = ".lock";
+
+/// Most bytes of a sidecar read: ffkit's are a few hundred at most (a key is
+/// at most 250 bytes); a longer one is damaged and fails to parse.
+const MAX_SIDECAR: u64 = 64 * 1024;
 
 /// How long a wait for the dir lock goes on before it is announced.
 const WAIT_NOTE_AFTER: Duration = Duration::from_millis(500);
@@ -136,8 +141,30 @@ pub enum Lookup {
     Expired(Meta),
 }
 
-/// Held while a kernel lock on `.lock` is held; dropping releases it.
-struct DirLock(#[allow(dead_code)] Option<File>);
+/// The cache's kernel lock on `.lock`, held while this lives (dropping
+/// closes the descriptor, which releases it). The lock file also carries the
+/// journal of a change in flight (see [`journal`]).
+struct DirLock {
+    /// `None`: a reader of a cache it cannot lock (read-only), going on
+    /// without (nobody can be writing there).
+    file: Option<File>,
+    /// `.lock`'s length, read once the lock was held, then as the holder
+    /// left it: not 0 while a journal is in it.
+    journal_len: Cell<u64>,
+    /// Whether a `.journal` file may be there (found, or made by
+    /// [`journal::mark_unknown`]); the end of the change removes it.
+    marked: Cell<bool>,
+}
+
+impl DirLock {
+    fn none() -> Self {
+        DirLock {
+            file: None,
+            journal_len: Cell::new(0),
+            marked: Cell::new(false),
+        }
+    }
+}
 
 /// A prepared replacement of one key, before it is committed.
 struct Change {
@@ -238,18 +265,78 @@ impl Cache {
 
     /// Takes the cache's kernel lock. A reader that cannot create `.lock`
     /// (read-only cache) goes on without it: nobody can be writing there.
+    ///
+    /// The regular-file check's `fstat` comes after the lock is taken: the
+    /// length it reads then is the journal's (a change in flight, or one a
+    /// killed holder left), which no one else can change while it is held.
     fn lock(&self, exclusive: bool) -> Result<DirLock> {
         let path = self.path(LOCK_FILE);
-        let f = match fsutil::open_rw_create(&path) {
-            Ok(f) => f,
+        let (f, fallback) = match fsutil::open_rw_create_unchecked(&path) {
+            Ok(f) => (f, false),
             Err(e) if !exclusive && !fsutil::is_refused(&e) => match fsutil::open_read(&path) {
-                Ok(f) => f,
-                Err(_) => return Ok(DirLock(None)),
+                Ok(f) => (f, true),
+                Err(_) => return Ok(DirLock::none()),
             },
             Err(e) => return Err(Error::io("cannot open lock file", &path, e)),
         };
         self.wait_for(&f, exclusive, &path)?;
-        Ok(DirLock(Some(f)))
+        let len = match fsutil::regular_len(&f) {
+            Ok(len) => len,
+            // Read-only: the lock is a courtesy; nothing can be repaired.
+            Err(_) if fallback => return Ok(DirLock::none()),
+            Err(e) => return Err(Error::io("cannot open lock file", &path, e)),
+        };
+        Ok(DirLock {
+            file: Some(f),
+            journal_len: Cell::new(if fallback { 0 } else { len }),
+            marked: Cell::new(false),
+        })
+    }
+
+    /// The journal of a crashed change, if one is pending (lock held
+    /// exclusively): the one in `.lock`, else a `.journal` file (the empty
+    /// mark of [`journal::mark_unknown`], or an older ffkit's journal).
+    fn pending_journal(&self, g: &DirLock) -> Result<Option<std::result::Result<Journal, String>>> {
+        if let Some(f) = &g.file
+            && g.journal_len.get() > 0
+        {
+            return journal::read_from(f, g.journal_len.get()).map(Some);
+        }
+        let j = Journal::read(&self.dir)?;
+        if j.is_some() {
+            g.marked.set(true);
+        }
+        Ok(j)
+    }
+
+    /// Ends a journaled change: cuts `.lock` back to empty if it holds a
+    /// journal, and removes a `.journal` file if one may be there.
+    fn end_journal(&self, g: &DirLock) -> Result<()> {
+        if let Some(f) = &g.file
+            && g.journal_len.get() > 0
+        {
+            journal::clear(f, &self.path(LOCK_FILE))?;
+            g.journal_len.set(0);
+        }
+        if g.marked.get() {
+            Journal::remove(&self.dir)?;
+            g.marked.set(false);
+        }
+        Ok(())
+    }
+
+    /// Marks a change whose size will be unknown until it ends (see
+    /// [`journal::mark_unknown`]).
+    fn mark_unknown(&self, g: &DirLock) -> io::Result<()> {
+        g.marked.set(true);
+        journal::mark_unknown(&self.dir)
+    }
+
+    /// Whether a journal is pending, looked at without the lock (the
+    /// `cache-size` fast path): a `.journal` file, or a non-empty `.lock`.
+    fn journal_pending_unlocked(&self) -> bool {
+        journal::present(&self.dir)
+            || fs::symlink_metadata(self.path(LOCK_FILE)).is_ok_and(|m| m.len() > 0)
     }
 
     /// Takes the kernel lock on `f`, waiting at most `LOCK_TIMEOUT`: a
@@ -312,10 +399,10 @@ impl Cache {
     fn lock_and_repair(&self) -> Result<Repaired> {
         let guard = self.lock(true)?;
         let mut rebuilt = None;
-        let (totals, persisted) = match Journal::read(&self.dir)? {
+        let (totals, persisted) = match self.pending_journal(&guard)? {
             Some(Ok(j)) if j.records.iter().all(Record::is_sane) => {
                 let (t, _) = self.apply_journal(&j, None)?;
-                (t, self.settle(t)?)
+                (t, self.settle(&guard, t)?)
             }
             // Damaged, tampered with, or empty: walk (and remove it, or
             // every later call would walk again).
@@ -337,7 +424,7 @@ impl Cache {
                     },
                 });
                 let t = self.walk_locked()?;
-                (t, self.settle(t)?)
+                (t, self.settle(&guard, t)?)
             }
         };
         Ok(Repaired {
@@ -353,12 +440,12 @@ impl Cache {
     /// fails (a directory planted at a key, say) cannot wedge the cache: the
     /// old entry stays whole, or the key ends up without a sidecar (missing),
     /// and the index counts exactly what is on disk for the key.
-    fn roll_forward(&self, j: &Journal) -> Result<Totals> {
+    fn roll_forward(&self, g: &DirLock, j: &Journal) -> Result<Totals> {
         if !j.records.iter().all(Record::is_sane) {
             return self.rebuild_locked();
         }
         let (t, _) = self.apply_journal(j, None)?;
-        self.persist(index::read(&self.dir)?, t)?;
+        self.persist(g, index::read(&self.dir)?, t)?;
         Ok(t)
     }
 
@@ -367,17 +454,17 @@ impl Cache {
     /// already), and removes the journal. Whether that was done: not when
     /// the disk is too full to write them (the journal then stays for the
     /// next call). A repair that changes no number needs no space.
-    fn settle(&self, t: Totals) -> Result<bool> {
+    fn settle(&self, g: &DirLock, t: Totals) -> Result<bool> {
         let held = index::read(&self.dir)?;
-        spared(self.persist(held, t))
+        spared(self.persist(g, held, t))
     }
 
     /// The end of every change: writes the index files for `t` (only those
     /// whose number differs from `held`, the totals they hold now; `None`
     /// writes both) and removes the journal.
-    fn persist(&self, held: Option<Totals>, t: Totals) -> Result<()> {
+    fn persist(&self, g: &DirLock, held: Option<Totals>, t: Totals) -> Result<()> {
         index::write_changed(&self.dir, held, t)?;
-        Journal::remove(&self.dir)
+        self.end_journal(g)
     }
 
     /// Applies a journal's records and measures the keys: the totals after
@@ -517,7 +604,7 @@ impl Cache {
                 rebuilt: None,
             });
         }
-        if !journal::present(&self.dir)
+        if !self.journal_pending_unlocked()
             && let Some(t) = index::read(&self.dir)?
         {
             return Ok(SizeReport {
@@ -539,7 +626,7 @@ impl Cache {
     pub fn size_bytes(&self) -> Result<SizeReport> {
         // A vanished dir reads no index and falls back to `size`, which looks.
         if self.exists_checked()
-            && !journal::present(&self.dir)
+            && !self.journal_pending_unlocked()
             && let Some(b) = index::read_number(&self.path(index::INDEX_FILE))?
         {
             let totals = Totals {
@@ -560,12 +647,13 @@ impl Cache {
         if !self.exists() {
             return Ok(Totals::default());
         }
-        let _guard = self.lock(true)?;
+        let guard = self.lock(true)?;
         // A journal's temp files must be renamed, not counted as strays.
-        if let Some(Ok(j)) = Journal::read(&self.dir)? {
-            self.roll_forward(&j)?;
+        if let Some(Ok(j)) = self.pending_journal(&guard)? {
+            self.roll_forward(&guard, &j)?;
         }
-        Journal::remove(&self.dir)?;
+        guard.marked.set(true);
+        self.end_journal(&guard)?;
         self.rebuild_locked()
     }
 
@@ -578,14 +666,14 @@ impl Cache {
                 walk: Totals::default(),
             });
         }
-        let _guard = self.lock(true)?;
-        let index = match Journal::read(&self.dir)? {
-            Some(Ok(j)) => Some(self.roll_forward(&j)?),
+        let guard = self.lock(true)?;
+        let index = match self.pending_journal(&guard)? {
+            Some(Ok(j)) => Some(self.roll_forward(&guard, &j)?),
             // A removal interrupted on a full disk: its repair is a walk,
             // not drift.
             Some(Err(why)) if why == journal::INTERRUPTED => {
                 let t = self.walk_locked()?;
-                self.persist(None, t)?;
+                self.persist(&guard, None, t)?;
                 Some(t)
             }
             Some(Err(_)) => None,
@@ -607,7 +695,8 @@ impl Cache {
         };
         if fix && index != Some(s.totals) {
             index::write(&self.dir, s.totals)?;
-            Journal::remove(&self.dir)?;
+            guard.marked.set(true);
+            self.end_journal(&guard)?;
         }
         Ok(VerifyReport {
             index,
@@ -652,7 +741,7 @@ impl Cache {
                 p.finish();
             }
             let r = self.lock_and_repair()?;
-            self.commit(r.totals, r.held(), &changes)
+            self.commit(&r.guard, r.totals, r.held(), &changes)
         })();
         if result.is_err() {
             changes.iter().for_each(discard);
@@ -676,7 +765,7 @@ impl Cache {
                 bytes: 0,
             })
             .collect();
-        self.commit(r.totals, r.held(), &changes)
+        self.commit(&r.guard, r.totals, r.held(), &changes)
     }
 
     /// A change to the output store (`.store/`, see `memo::output`): `f`
@@ -693,12 +782,12 @@ impl Cache {
         F: FnOnce() -> Result<Option<i64>>,
     {
         let r = self.lock_and_repair()?;
-        journal::mark_unknown(&self.dir)
+        self.mark_unknown(&r.guard)
             .map_err(|e| Error::io("cannot write", self.path(journal::JOURNAL_FILE), e))?;
         match f() {
             Ok(None) => {
                 let t = self.walk_locked()?;
-                self.persist(None, t)?;
+                self.persist(&r.guard, None, t)?;
                 Ok(t)
             }
             Ok(Some(delta)) => {
@@ -708,12 +797,12 @@ impl Cache {
                 } else {
                     t.bytes.saturating_add(delta as u64)
                 };
-                self.persist(r.held(), t)?;
+                self.persist(&r.guard, r.held(), t)?;
                 Ok(t)
             }
             Err(e) => {
                 let t = self.walk_locked()?;
-                self.persist(None, t)?;
+                self.persist(&r.guard, None, t)?;
                 Err(e)
             }
         }
@@ -781,7 +870,13 @@ impl Cache {
     /// `held` is what the index files hold now (`None`: unknown, write both).
     /// Removals go on when the disk is too full for the journal: see
     /// [`Cache::remove_unjournaled`].
-    fn commit(&self, before: Totals, held: Option<Totals>, changes: &[Change]) -> Result<Totals> {
+    fn commit(
+        &self,
+        g: &DirLock,
+        before: Totals,
+        held: Option<Totals>,
+        changes: &[Change],
+    ) -> Result<Totals> {
         let mut records = Vec::with_capacity(changes.len());
         let mut fresh = Vec::with_capacity(changes.len());
         for c in changes {
@@ -802,12 +897,21 @@ impl Cache {
             });
         }
         let j = Journal { before, records };
-        if let Err(e) = j.write(&self.dir) {
+        // Into `.lock` (the lock's own descriptor, empty: a pending journal
+        // was repaired when the lock was taken); a `.journal` file only for
+        // a reader's lock, which a commit never holds.
+        let written = match &g.file {
+            Some(f) => journal::write_into(&j, f, &self.path(LOCK_FILE)).map(|n| {
+                g.journal_len.set(n);
+            }),
+            None => j.write(&self.dir).map(|()| g.marked.set(true)),
+        };
+        if let Err(e) = written {
             let removal = changes
                 .iter()
                 .all(|c| c.value.is_none() && c.meta.is_none());
             if removal && e.kind() == ExitKind::DiskSpace {
-                return self.remove_unjournaled(&j);
+                return self.remove_unjournaled(g, &j);
             }
             return Err(e);
         }
@@ -817,7 +921,7 @@ impl Cache {
         // still must not report success for an entry that was not placed,
         // e.g. because a directory sits at its name.
         let (t, failed) = self.apply_journal(&j, Some(&fresh))?;
-        self.persist(held, t)?;
+        self.persist(g, held, t)?;
         match failed {
             None => Ok(t),
             Some(path) => Err(Error::General(format!(
@@ -835,13 +939,13 @@ impl Cache {
     /// the mark. A kill anywhere leaves the mark, and the next call walks:
     /// exact either way. An index that still cannot be written is left to
     /// that walk; the removal itself succeeded.
-    fn remove_unjournaled(&self, j: &Journal) -> Result<Totals> {
-        if journal::mark_unknown(&self.dir).is_err() {
+    fn remove_unjournaled(&self, g: &DirLock, j: &Journal) -> Result<Totals> {
+        if self.mark_unknown(g).is_err() {
             fsutil::remove_if_exists(&self.path(index::INDEX_FILE))?;
         }
         // Removals only: they are measured after, known or not.
         let (t, _) = self.apply_journal(j, None)?;
-        spared(self.persist(None, t))?;
+        spared(self.persist(g, None, t))?;
         Ok(t)
     }
 
@@ -897,7 +1001,7 @@ impl Cache {
     /// The shared lock, after repairing a crashed change if one is pending.
     fn read_lock(&self) -> Result<DirLock> {
         let guard = self.lock(false)?;
-        if journal::present(&self.dir) {
+        if guard.journal_len.get() > 0 || journal::present(&self.dir) {
             drop(guard);
             return Ok(self.lock_and_repair()?.guard);
         }
@@ -909,14 +1013,15 @@ impl Cache {
     /// corruption (eviction removes such entries).
     fn open_entry(&self, key: &str) -> Result<Option<(File, Meta, i64)>> {
         let meta_path = self.path(&format!("{key}.meta"));
-        let meta_bytes = match fsutil::open_read(&meta_path) {
-            Ok(mut f) => {
-                // Through `take`: std's read_to_end for a File first asks
-                // fstat and lseek for a size hint, two system calls more
-                // than reading a sidecar of a few dozen bytes takes.
-                let mut b = Vec::with_capacity(512);
+        let meta_bytes = match fsutil::open_read_len(&meta_path) {
+            Ok((mut f, len)) => {
+                // The length from the open's own fstat (files are never
+                // written in place): one `read` of exactly that, not a
+                // second one to find the end. Through `take`: std's
+                // read_to_end for a File would ask fstat and lseek again.
+                let mut b = Vec::with_capacity(len.min(MAX_SIDECAR) as usize + 1);
                 Read::by_ref(&mut f)
-                    .take(u64::MAX)
+                    .take(len.min(MAX_SIDECAR))
                     .read_to_end(&mut b)
                     .map_err(|e| Error::io("cannot read", &meta_path, e))?;
                 b
@@ -984,7 +1089,7 @@ impl Cache {
         if victims.is_empty() || dry_run {
             if held.is_none() {
                 // Out of space: left for the next call, which walks again.
-                spared(self.persist(None, before))?;
+                spared(self.persist(&r.guard, None, before))?;
             }
             return Ok((before, before, victims));
         }
@@ -997,7 +1102,7 @@ impl Cache {
                 bytes: 0,
             })
             .collect();
-        let after = self.commit(before, held, &changes)?;
+        let after = self.commit(&r.guard, before, held, &changes)?;
         Ok((before, after, victims))
     }
 }

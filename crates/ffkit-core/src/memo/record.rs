@@ -214,11 +214,18 @@ pub struct Stored {
 impl Stored {
     /// Reads and checks the header against the file's size. `Err` says what
     /// is damaged (the caller treats it as a miss).
-    pub fn open(mut file: File) -> Result<Stored, String> {
+    pub fn open(file: File) -> Result<Stored, String> {
         let len = file
             .metadata()
             .map_err(|e| format!("cannot stat: {e}"))?
             .len();
+        Stored::open_len(file, len)
+    }
+
+    /// [`Stored::open`] for a file whose length the caller has from its own
+    /// `fstat` (the cache's hit, which checked it against the sidecar): no
+    /// second one.
+    pub fn open_len(mut file: File, len: u64) -> Result<Stored, String> {
         let mut first = vec![0u8; FIRST_READ.min(len as usize)];
         file.read_exact(&mut first)
             .map_err(|e| format!("cannot read: {e}"))?;

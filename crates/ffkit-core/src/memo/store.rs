@@ -96,15 +96,11 @@ impl Store<'_> {
         let entry = key.entry();
         match self {
             Store::Local(c) => match c.read(&entry) {
+                // The cache checked the value file's length (its open's
+                // fstat) against the sidecar's size: a hit's value is
+                // `meta.size` bytes long, and is not measured again.
                 Ok(Lookup::Hit(file, meta)) => Ok(Look::Hit {
-                    body: Stored::open(file).and_then(|s| {
-                        // The sidecar's size is the value file's (one commit).
-                        if s.file_len() == meta.size {
-                            Ok(s)
-                        } else {
-                            Err("value and sidecar disagree".into())
-                        }
-                    }),
+                    body: Stored::open_len(file, meta.size),
                     age: (c.now() - meta.created_at).max(0),
                     hits: None,
                 }),

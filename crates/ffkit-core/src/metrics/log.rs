@@ -5,7 +5,8 @@
 //!   `flock` on the descriptor while it writes, and after locking checks that
 //!   its descriptor is still the file at the path (same device and inode); if
 //!   a trim replaced the file meanwhile it reopens. Cost: open, flock, fstat,
-//!   stat, write, close.
+//!   stat, write, close (and no `stat` of the directory first for self-timing,
+//!   which must not create it: the open's ENOENT says it is missing).
 //! - **Trim / cleanup**: rewrite under an *exclusive* `flock` on the current
 //!   file: copy the rows to keep into a temp file beside it and rename it over
 //!   the path before unlocking. An appender either wrote before the trimmer
@@ -69,14 +70,21 @@ pub fn format_row(timestamp: i64, op: &str, ms: f64) -> String {
 /// means something keeps replacing the file).
 const MAX_REOPENS: u32 = 64;
 
-fn open_append(path: &Path) -> Result<File> {
-    match fsutil::open_rw_create(path) {
-        Ok(f) => Ok(f),
+/// Opens the log for appending, creating it, and its directory when
+/// `mkdir` says so (`Ok(None)`: the directory does not exist and `mkdir` is
+/// false). Not checked to be a regular file: the caller's `fstat`, after
+/// its lock, does that.
+fn open_append(path: &Path, mkdir: bool) -> Result<Option<File>> {
+    match fsutil::open_rw_create_unchecked(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !mkdir => Ok(None),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 fsutil::create_private_dir(dir)?;
             }
-            fsutil::open_rw_create(path).map_err(|e| Error::io("cannot open", path, e))
+            fsutil::open_rw_create_unchecked(path)
+                .map(Some)
+                .map_err(|e| Error::io("cannot open", path, e))
         }
         Err(e) => Err(Error::io("cannot open", path, e)),
     }
@@ -93,9 +101,33 @@ pub fn append(path: &Path, timestamp: i64, op: &str, ms: f64, max_bytes: u64) ->
     let row = format_row(timestamp, op, ms);
     let size = match append_kept(path, row.as_bytes())? {
         Some(size) => size,
-        None => append_opening(path, row.as_bytes())?,
+        None => match append_opening(path, row.as_bytes(), true)? {
+            Some(size) => size,
+            None => return Err(Error::General(format!("cannot open {}", path.display()))),
+        },
     };
     trim_if_above(path, size, max_bytes)
+}
+
+/// [`append`] into a log whose directory exists: `Ok(false)`, having done
+/// nothing, when it does not (learnt from the open itself, so no `stat` of
+/// the directory first). For self-timing, which never creates a directory.
+pub fn append_in_existing_dir(
+    path: &Path,
+    timestamp: i64,
+    op: &str,
+    ms: f64,
+    max_bytes: u64,
+) -> Result<bool> {
+    let row = format_row(timestamp, op, ms);
+    let size = match append_kept(path, row.as_bytes())? {
+        Some(size) => size,
+        None => match append_opening(path, row.as_bytes(), false)? {
+            Some(size) => size,
+            None => return Ok(false),
+        },
+    };
+    trim_if_above(path, size, max_bytes).map(|()| true)
 }
 
 /// [`append`] through the kept descriptor only: `Ok(false)`, having done
@@ -123,17 +155,25 @@ fn trim_if_above(path: &Path, size: u64, max_bytes: u64) -> Result<()> {
 }
 
 /// Opens the log, appends `row` under the shared lock (following a file a
-/// trim replaced meanwhile) and returns the size after it. With
-/// [`keep_descriptor_open`], the descriptor is kept for the next append.
-fn append_opening(path: &Path, row: &[u8]) -> Result<u64> {
+/// trim replaced meanwhile) and returns the size after it (`None`: no
+/// directory, and `mkdir` false). With [`keep_descriptor_open`], the
+/// descriptor is kept for the next append.
+fn append_opening(path: &Path, row: &[u8], mkdir: bool) -> Result<Option<u64>> {
     let mut reopens = 0;
     loop {
-        let f = open_append(path)?;
+        let Some(f) = open_append(path, mkdir)? else {
+            return Ok(None);
+        };
         f.lock_shared()
             .map_err(|e| Error::io("cannot lock", path, e))?;
+        // One fstat, under the lock: a regular file (a FIFO opens, and is
+        // refused here), its identity and its size.
         let meta = f
             .metadata()
             .map_err(|e| Error::io("cannot stat", path, e))?;
+        if !meta.file_type().is_file() {
+            return Err(Error::io("cannot open", path, fsutil::not_regular()));
+        }
         if !still_current(path, &meta) {
             reopens += 1;
             if reopens > MAX_REOPENS {
@@ -150,7 +190,7 @@ fn append_opening(path: &Path, row: &[u8]) -> Result<u64> {
             let _ = f.unlock();
             keep(path, f, &meta);
         }
-        return Ok(meta.len() + row.len() as u64);
+        return Ok(Some(meta.len() + row.len() as u64));
         // Otherwise `f` closes here, which releases the shared lock.
     }
 }

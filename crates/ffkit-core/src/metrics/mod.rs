@@ -106,16 +106,13 @@ pub fn record_self(
         return Ok(None);
     }
     let ms = elapsed.as_secs_f64() * 1000.0;
-    // A descriptor kept open on the log (the bash builtin) proves its dir
-    // exists; otherwise look before the append could create it.
-    if log::append_if_kept(&path, cfg.now(), op, ms, cfg.perf_max_bytes)? {
-        return Ok(Some(path));
-    }
-    if !path.parent().is_some_and(Path::is_dir) {
+    // A log named without a directory is not recorded (as before: it
+    // would be written wherever the caller stands).
+    if path.parent().is_none_or(|d| d.as_os_str().is_empty()) {
         return Ok(None);
     }
-    record(cfg, &path, op, ms)?;
-    Ok(Some(path))
+    let kept = log::append_in_existing_dir(&path, cfg.now(), op, ms, cfg.perf_max_bytes)?;
+    Ok(kept.then_some(path))
 }
 
 /// Appends one row `now,op,ms` to `path` (trimming above the cap), or does

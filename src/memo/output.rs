@@ -475,6 +475,9 @@ pub fn restore(c: &Cache, name: &str, out: &Outputs) -> Result<std::result::Resu
     check_paths(&out.paths)?;
     let store = store_dir(c);
     let _gc = gc_lock(&store, false)?;
+    // One restore at a time into a directory (any key, any process): the
+    // lock of the directory that holds each path, until every tree is in.
+    let _dirs = lock_parents(&out.paths)?;
     let Some(mpath) = blob_path(&store, name) else {
         return Ok(Err(format!("bad manifest name {name}")));
     };
@@ -529,6 +532,47 @@ fn discard_all(built: &[(PathBuf, PathBuf)]) {
     }
 }
 
+/// The directory that holds `path` (`.` for a name in the working one).
+fn parent_of(path: &Path) -> PathBuf {
+    let path = normal(path);
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Takes an exclusive `flock` of the directory holding each path (made if
+/// missing), in one order (device, inode) so that two restores of
+/// overlapping sets never wait for each other in a circle. Two spellings of
+/// one directory are one lock: the kernel locks the inode. Released when
+/// the files are dropped.
+fn lock_parents(paths: &[PathBuf]) -> Result<Vec<File>> {
+    let mut dirs: Vec<((u64, u64), PathBuf, File)> = Vec::new();
+    for p in paths {
+        let parent = parent_of(p);
+        fs::create_dir_all(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&parent)
+            .map_err(|e| Error::io("cannot open", &parent, e))?;
+        let m = f
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", &parent, e))?;
+        let id = (m.dev(), m.ino());
+        if !dirs.iter().any(|(d, _, _)| *d == id) {
+            dirs.push((id, parent, f));
+        }
+    }
+    dirs.sort_by_key(|(id, _, _)| *id);
+    let mut held = Vec::with_capacity(dirs.len());
+    for (_, parent, f) in dirs {
+        f.lock().map_err(|e| Error::io("cannot lock", &parent, e))?;
+        held.push(f);
+    }
+    Ok(held)
+}
+
 /// Builds one root beside `path`; returns where.
 fn build(
     store: &Path,
@@ -536,11 +580,7 @@ fn build(
     path: &Path,
     link: bool,
 ) -> Result<std::result::Result<PathBuf, String>> {
-    let path = normal(path);
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let parent = parent_of(path);
     fs::create_dir_all(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
     remove_dead_builds(&parent);
     let tmp = parent.join(format!(

@@ -687,3 +687,94 @@ fn cache_command_output_works_through_the_wrapper_with_and_without_the_builtin()
         );
     }
 }
+
+#[test]
+fn restores_into_one_directory_run_one_after_another_and_into_others_in_parallel() {
+    let w = World::new();
+    let src = w.path().join("src");
+    generate(&src, 400);
+    let script = format!(
+        "echo run >> '{}'; cp -a '{}' out; echo built",
+        w.path().join("runs").display(),
+        src.display()
+    );
+    let dir = |n: &str| {
+        let d = w.path().join(n);
+        fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let restore = |d: &Path| {
+        let mut c = run(&w, &["--output", "out"], &script);
+        c.current_dir(d)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    // The entry, made in a third directory.
+    let o = restore(&dir("first")).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let want = snapshot(&dir("first").join("out"));
+    let (same, other) = (dir("same"), dir("other"));
+    if !need("flock", "the same-directory restore test") {
+        return;
+    }
+    // Another process holds the directory `same` (as a restore into it
+    // would): restores into `same` wait, one into `other` does not.
+    let ready = w.path().join("held");
+    let mut holder = Command::new("flock")
+        .arg(&same)
+        .args([
+            "sh",
+            "-c",
+            "echo > \"$0\"; read x; exit 0",
+            ready.to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the holder", 60, || ready.exists());
+    let waiting: Vec<_> = (0..3).map(|_| restore(&same).spawn().unwrap()).collect();
+    let o = output_within(restore(&other), "a restore into another directory");
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(snapshot(&other.join("out")), want);
+    let siblings = |d: &Path| {
+        fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".ffkit-restore-")
+            })
+            .count()
+    };
+    assert!(
+        !same.join("out").exists() && siblings(&same) == 0,
+        "a restore into the held directory did not wait"
+    );
+    let mut waiting = waiting;
+    for k in &mut waiting {
+        assert!(k.try_wait().unwrap().is_none(), "a restore did not wait");
+    }
+    // Released: the three run one after another, never two trees being
+    // built beside `out` at once.
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    let mut most = 0;
+    let end = Instant::now() + Duration::from_secs(120);
+    while waiting.iter_mut().any(|k| k.try_wait().unwrap().is_none()) {
+        most = most.max(siblings(&same));
+        assert!(Instant::now() < end, "the restores hang");
+        std::thread::yield_now();
+    }
+    for k in waiting {
+        let o = k.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "built\n");
+    }
+    assert!(most <= 1, "{most} trees were built beside one path at once");
+    assert_eq!(snapshot(&same.join("out")), want);
+    assert_eq!(siblings(&same), 0);
+    assert_eq!(runs(&w), 1, "restores ran nothing");
+}

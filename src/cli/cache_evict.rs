@@ -101,7 +101,9 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let cache = ctx
         .cache(a.dir.as_deref())?
         .with_progress(super::progress::for_call(m));
-    let mut report = cache.evict(&a.policy)?;
+    // cache-run's output blobs are planned with and swept in each round
+    // (mark and sweep; with --dry-run, only counted).
+    let report = crate::memo::output::evict(&cache, &a.policy)?;
     if !a.policy.dry_run {
         // cache-run's per-key files of keys that have no entry any more.
         match crate::memo::store::prune_local(&cache) {
@@ -112,18 +114,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             Err(e) => ctx.debug(format_args!("cache-run files not pruned: {e}")),
         }
     }
-    // cache-run's output blobs that no entry uses any more (mark and sweep;
-    // with --dry-run, only counted).
-    let gone: Vec<String> = report.removed.iter().map(|e| e.key.clone()).collect();
-    let swept = match crate::memo::output::sweep(&cache, a.policy.dry_run, &gone) {
-        Ok(s) => s,
-        Err(e) => {
-            ctx.debug(format_args!("output store not swept: {e}"));
-            Default::default()
-        }
-    };
-    // What is left (or would be) counts the sweep too.
-    report.after.bytes = report.after.bytes.saturating_sub(swept.bytes);
+    let swept = report.swept;
     match swept {
         s if s.busy => ctx.debug(format_args!(
             "output store busy (a store or restore runs): not swept this time"
@@ -170,14 +161,18 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     } else if a.policy.dry_run {
         let mut out = String::new();
         for e in &report.removed {
+            let reason = serde_json::to_value(e.reason)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            let blobs = if e.blobs > 0 {
+                format!(", and {} output blobs of {} bytes", e.blobs, e.blob_bytes)
+            } else {
+                String::new()
+            };
             out.push_str(&format!(
-                "would evict {} ({} bytes, {})\n",
-                e.key,
-                e.bytes,
-                serde_json::to_value(e.reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default()
+                "would evict {} ({} bytes, {reason}{blobs})\n",
+                e.key, e.bytes
             ));
         }
         if swept.blobs > 0 {

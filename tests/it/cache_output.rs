@@ -778,3 +778,160 @@ fn restores_into_one_directory_run_one_after_another_and_into_others_in_parallel
     assert_eq!(siblings(&same), 0);
     assert_eq!(runs(&w), 1, "restores ran nothing");
 }
+
+/// The `run-*` entries (value names) in the cache.
+fn entries(w: &World) -> BTreeSet<String> {
+    let Ok(rd) = fs::read_dir(w.cache()) else {
+        return BTreeSet::new();
+    };
+    rd.flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("run-") && !n.ends_with(".meta"))
+        .collect()
+}
+
+#[test]
+fn evict_max_bytes_plans_with_the_blobs_an_entry_frees_and_dry_run_shows_them() {
+    let w = World::new();
+    let len = |p: &Path| fs::symlink_metadata(p).map_or(0, |m| m.len());
+    // Three entries, oldest first: "shared" is in all three, "ab" in a and
+    // b, each has a file of its own. Per entry, from the walk: its new
+    // value, its new blobs.
+    let mut made = Vec::new();
+    for (scope, files) in [
+        (
+            "a",
+            "printf shared > out/s; printf ab-content > out/ab; printf only-a > out/own",
+        ),
+        (
+            "b",
+            "printf shared > out/s; printf ab-content > out/ab; printf only-b-longer > out/own",
+        ),
+        (
+            "c",
+            "printf shared > out/s; printf only-c-much-longer-still > out/own",
+        ),
+    ] {
+        let (e0, b0) = (entries(&w), blobs(&w.cache()));
+        let _ = fs::remove_dir_all(w.path().join("out"));
+        ok(&mut run(
+            &w,
+            &["--output", "out", "--scope", scope],
+            &format!("echo run >> runs; mkdir out; {files}"),
+        ));
+        let e: Vec<_> = entries(&w).difference(&e0).cloned().collect();
+        assert_eq!(e.len(), 1, "{scope}: one new entry");
+        let new: BTreeSet<_> = blobs(&w.cache()).difference(&b0).cloned().collect();
+        made.push((e[0].clone(), new));
+    }
+    let blob = |content: &str| {
+        blobs(&w.cache())
+            .into_iter()
+            .find(|b| fs::read(b).unwrap() == content.as_bytes())
+            .unwrap()
+    };
+    let (ab, shared) = (blob("ab-content"), blob("shared"));
+    assert!(made[0].1.contains(&ab) && made[0].1.contains(&shared));
+    // A blob no entry uses (left by hand): the sweep frees it whatever goes.
+    let orphan_dir = w.cache().join(".store/00");
+    fs::create_dir_all(&orphan_dir).unwrap();
+    fs::write(orphan_dir.join("1".repeat(62)), "an orphan blob").unwrap();
+    let orphan = len(&orphan_dir.join("1".repeat(62)));
+    // LRU: a, then b, then c.
+    for (i, (e, _)) in made.iter().enumerate() {
+        let t = format!("2020-01-0{} 00:00:00", i + 1);
+        let st = Command::new("touch")
+            .args(["-a", "-d", &t])
+            .arg(w.cache().join(e))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    // The oracle: what each entry frees when it goes in this order (its own
+    // files, and the blobs no later entry uses: "ab" goes with b).
+    let own = |e: &str| len(&w.cache().join(e)) + len(&w.cache().join(format!("{e}.meta")));
+    let sum = |s: &BTreeSet<PathBuf>| s.iter().map(|b| len(b)).sum::<u64>();
+    let (total, _) = oracle_with_store(&w.cache());
+    let a_blobs: BTreeSet<_> = made[0]
+        .1
+        .iter()
+        .filter(|b| **b != ab && **b != shared)
+        .cloned()
+        .collect();
+    let mut b_blobs = made[1].1.clone();
+    b_blobs.insert(ab.clone());
+    let frees_a = own(&made[0].0) + sum(&a_blobs);
+    let frees_b = own(&made[1].0) + sum(&b_blobs);
+    assert_eq!(
+        (a_blobs.len(), b_blobs.len()),
+        (2, 3),
+        "own file + manifest (+ ab)"
+    );
+    let evict = |limit: u64, dry: bool| {
+        let mut c = w.cmd("cache-evict");
+        c.args(["--max-bytes", &limit.to_string()]);
+        if dry {
+            c.arg("--dry-run");
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // Exactly a's share over the limit: a alone goes.
+    let limit = total - orphan - frees_a;
+    assert_eq!(
+        evict(limit, true),
+        format!(
+            "would evict {} ({} bytes, lru, and 2 output blobs of {} bytes)\n\
+             would sweep 3 output blobs ({} bytes)\n",
+            made[0].0,
+            own(&made[0].0),
+            sum(&a_blobs),
+            sum(&a_blobs) + orphan
+        )
+    );
+    // One byte less: b goes too, "ab" with it, counted once.
+    let limit = total - orphan - frees_a - frees_b;
+    let text = evict(limit, true);
+    assert_eq!(
+        text,
+        format!(
+            "would evict {} ({} bytes, lru, and 2 output blobs of {} bytes)\n\
+             would evict {} ({} bytes, lru, and 3 output blobs of {} bytes)\n\
+             would sweep 6 output blobs ({} bytes)\n",
+            made[0].0,
+            own(&made[0].0),
+            sum(&a_blobs),
+            made[1].0,
+            own(&made[1].0),
+            sum(&b_blobs),
+            sum(&a_blobs) + sum(&b_blobs) + orphan
+        )
+    );
+    let o = w
+        .cmd("cache-evict")
+        .args(["--max-bytes", &limit.to_string(), "--dry-run", "--json"])
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["after"]["bytes"], limit, "{j}");
+    assert_eq!(j["removed"][1]["blob_bytes"], sum(&b_blobs), "{j}");
+    // The real one removes exactly that: c and its blobs stay.
+    evict(limit, false);
+    assert_eq!(entries(&w), BTreeSet::from([made[2].0.clone()]));
+    let left: BTreeSet<_> = made[2].1.iter().cloned().chain([shared]).collect();
+    assert_eq!(blobs(&w.cache()), left);
+    assert_eq!(oracle_with_store(&w.cache()).0, limit);
+    assert_exact_with_store(&w, "after --max-bytes");
+    let _ = fs::remove_dir_all(w.path().join("out"));
+    ok(&mut run(
+        &w,
+        &["--output", "out", "--scope", "c"],
+        "echo run >> runs; mkdir out; printf shared > out/s; printf only-c-much-longer-still > out/own",
+    ));
+    assert_eq!(
+        fs::read_to_string(w.path().join("out/own")).unwrap(),
+        "only-c-much-longer-still"
+    );
+    assert_eq!(runs(&w), 3, "c was a hit");
+}

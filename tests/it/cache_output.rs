@@ -5,7 +5,9 @@
 //! exactly the unshared blobs, hostile trees and paths, the Redis refusal
 //! and the shell wrapper.
 //!
-//! The oracles are computed here without ffkit: a snapshot of a tree is
+//! The oracles are computed here without ffkit: the generator's own record
+//! of the tree it made (sha256, mode, link target, hard-link group) is
+//! compared with a manifest walked from the restored tree; a snapshot of a tree is
 //! every path with its kind, mode, mtime (ns), content or link target and
 //! hard-link group (by inode); the size oracle is the engine's (top-level
 //! files) plus every regular file under `.store/XX/`.
@@ -139,58 +141,239 @@ fn assert_exact_with_store(w: &World, what: &str) {
     assert!(o.status.success(), "{what}: verify: {}", stderr_of(&o));
 }
 
-/// Generates a tree of about `n` files under `root`: nested dirs, files of
-/// varied sizes and modes, duplicate contents (shared blobs), hard links,
-/// symlinks inside and out of the tree, a name with a newline, a read-only
-/// directory, set mtimes.
-fn generate(root: &Path, n: usize) {
-    fs::create_dir_all(root).unwrap();
-    for i in 0..n {
-        let d = root.join(format!("d{}/e{}", i % 17, i % 5));
-        fs::create_dir_all(&d).unwrap();
-        let f = d.join(format!("f{i}"));
-        // Every 7th file has the content of another: shared blobs.
-        let body = if i % 7 == 0 {
-            b"duplicate content\n".to_vec()
+/// One path of the generator's own record of a tree: what it made, not
+/// what is on the disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Want {
+    Dir {
+        mode: u32,
+    },
+    File {
+        sha256: String,
+        mode: u32,
+        group: String,
+    },
+    Symlink {
+        target: PathBuf,
+    },
+}
+
+fn sha256(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// The manifest of a tree on disk, by a walk of its own (sha256, mode,
+/// link target; a hard-link group is named by its smallest path).
+fn manifest(root: &Path) -> BTreeMap<String, Want> {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut todo = vec![String::new()];
+    while let Some(rel) = todo.pop() {
+        let p = if rel.is_empty() {
+            root.to_path_buf()
         } else {
-            format!("file {i}\n").repeat(i % 50 + 1).into_bytes()
+            root.join(&rel)
         };
-        fs::write(&f, body).unwrap();
-        let mode = match i % 3 {
-            0 => 0o644,
-            1 => 0o755,
-            _ => 0o600,
+        let m = fs::symlink_metadata(&p).unwrap();
+        let w = if m.file_type().is_symlink() {
+            Want::Symlink {
+                target: fs::read_link(&p).unwrap(),
+            }
+        } else if m.is_dir() {
+            for e in fs::read_dir(&p).unwrap().flatten() {
+                let n = e.file_name().into_string().unwrap();
+                todo.push(if rel.is_empty() {
+                    n
+                } else {
+                    format!("{rel}/{n}")
+                });
+            }
+            Want::Dir {
+                mode: m.mode() & 0o7777,
+            }
+        } else {
+            inodes.entry(m.ino()).or_default().push(rel.clone());
+            Want::File {
+                sha256: sha256(&fs::read(&p).unwrap()),
+                mode: m.mode() & 0o7777,
+                group: String::new(),
+            }
         };
-        fs::set_permissions(&f, fs::Permissions::from_mode(mode)).unwrap();
+        out.insert(rel, w);
     }
-    fs::write(root.join("big"), vec![7u8; 300_000]).unwrap();
-    fs::hard_link(root.join("big"), root.join("d0/big-link")).unwrap();
-    fs::hard_link(root.join("big"), root.join("d1/big-link2")).unwrap();
-    fs::write(root.join("new\nline name"), "newline\n").unwrap();
-    fs::write(root.join("empty"), "").unwrap();
-    symlink("d0/e0/f0", root.join("in-tree")).unwrap();
-    symlink("/etc", root.join("to-etc")).unwrap();
-    symlink("../../../outside", root.join("d2/out")).unwrap();
-    symlink("dangling-target", root.join("dangling")).unwrap();
-    let ro = root.join("ro");
-    fs::create_dir(&ro).unwrap();
-    fs::write(ro.join("inside"), "ro\n").unwrap();
-    fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
-    // mtimes: every file a distinct one, with nanoseconds.
-    let c = Command::new("find")
-        .arg(root)
-        .args([
-            "-exec",
-            "touch",
-            "-h",
-            "-d",
-            "2021-03-04 05:06:07.123456789",
-            "{}",
-            "+",
-        ])
-        .status()
-        .unwrap();
-    assert!(c.success());
+    for paths in inodes.values() {
+        let first = paths.iter().min().unwrap().clone();
+        for p in paths {
+            if let Some(Want::File { group, .. }) = out.get_mut(p) {
+                *group = first.clone();
+            }
+        }
+    }
+    out
+}
+
+/// Generates a tree of `n` regular files under `root`, all in this process
+/// (no process per file), and returns its record: nested directories (up
+/// to 4 deep, some named with a newline, read-only, sticky, group-only),
+/// files of varied sizes and modes (set-uid included), duplicate contents
+/// (shared blobs), empty files, hard-link groups across directories,
+/// symlinks into the tree, out of it (`/etc`, `../..`) and dangling, names
+/// with newlines, and a distinct nanosecond mtime on every file and
+/// directory.
+fn generate(root: &Path, n: usize) -> BTreeMap<String, Want> {
+    let mut want = BTreeMap::new();
+    let mut dirs: Vec<(String, u32)> = vec![(String::new(), 0o755)];
+    let mut links: Vec<(String, String)> = Vec::new();
+    fs::create_dir_all(root).unwrap();
+    let dir_mode = |i: usize| match i % 11 {
+        3 => 0o750,
+        7 => 0o1777,
+        9 => 0o555,
+        _ => 0o755,
+    };
+    let mkdir = |rel: String, mode: u32, dirs: &mut Vec<(String, u32)>| {
+        if !dirs.iter().any(|(d, _)| *d == rel) {
+            fs::create_dir(root.join(&rel)).unwrap();
+            dirs.push((rel, mode));
+        }
+    };
+    let file_modes = [0o644, 0o755, 0o600, 0o444, 0o4755, 0o640, 0o700];
+    for i in 0..n {
+        // d{0..16}/e{0..4}[/g{0..2}[/h{0..1}]]; one directory name with a newline.
+        let a = if i % 17 == 16 {
+            "nl\ndir".to_string()
+        } else {
+            format!("d{}", i % 17)
+        };
+        let mut rel = a;
+        mkdir(rel.clone(), dir_mode(i % 17), &mut dirs);
+        rel = format!("{rel}/e{}", i % 5);
+        mkdir(rel.clone(), dir_mode(i % 5 + 1), &mut dirs);
+        if i % 3 != 0 {
+            rel = format!("{rel}/g{}", i % 3);
+            mkdir(rel.clone(), 0o755, &mut dirs);
+            if i % 4 == 0 {
+                rel = format!("{rel}/h{}", i % 2);
+                mkdir(rel.clone(), 0o711, &mut dirs);
+            }
+        }
+        let name = if i % 500 == 3 {
+            format!("f{i}\nsecond line")
+        } else {
+            format!("f{i}")
+        };
+        let path = format!("{rel}/{name}");
+        let body: Vec<u8> = match i {
+            _ if i % 7 == 0 => b"duplicate content\n".to_vec(),
+            _ if i % 101 == 0 => Vec::new(),
+            _ if i % 997 == 0 => (0..200_000u32).map(|x| (x * 31 + i as u32) as u8).collect(),
+            _ => format!("file {i}\n").repeat(i % 50 + 1).into_bytes(),
+        };
+        fs::write(root.join(&path), &body).unwrap();
+        let mode = file_modes[i % file_modes.len()];
+        fs::set_permissions(root.join(&path), fs::Permissions::from_mode(mode)).unwrap();
+        want.insert(
+            path.clone(),
+            Want::File {
+                sha256: sha256(&body),
+                mode,
+                group: path.clone(),
+            },
+        );
+        // Hard links: another name in another directory (and a third).
+        if i % 250 == 5 {
+            let l = format!("d{}/link-of-{i}", (i + 1) % 16);
+            mkdir(
+                format!("d{}", (i + 1) % 16),
+                dir_mode((i + 1) % 16),
+                &mut dirs,
+            );
+            fs::hard_link(root.join(&path), root.join(&l)).unwrap();
+            links.push((path.clone(), l.clone()));
+            if i % 500 == 5 {
+                let l2 = format!("{rel}/second-link-of-{i}");
+                fs::hard_link(root.join(&path), root.join(&l2)).unwrap();
+                links.push((path.clone(), l2));
+            }
+        }
+        // Symlinks beside it: into the tree, out of it, dangling.
+        if i % 300 == 7 {
+            for (k, target) in [
+                ("in", name.clone()),
+                ("up", "../..".to_string()),
+                ("etc", "/etc/passwd".to_string()),
+                ("out", "../../../../../outside".to_string()),
+                ("dangling", format!("gone-{i}")),
+            ] {
+                let l = format!("{rel}/{k}-{i}");
+                symlink(&target, root.join(&l)).unwrap();
+                want.insert(
+                    l,
+                    Want::Symlink {
+                        target: target.into(),
+                    },
+                );
+            }
+        }
+    }
+    // Hard-link groups: every name of one file, named by its smallest path.
+    for (orig, link) in &links {
+        let first = links
+            .iter()
+            .filter(|(o, _)| o == orig)
+            .map(|(_, l)| l)
+            .chain([orig])
+            .min()
+            .unwrap()
+            .clone();
+        for p in [orig, link] {
+            let Some(Want::File { sha256, mode, .. }) = want.get(orig).cloned() else {
+                unreachable!()
+            };
+            want.insert(
+                p.clone(),
+                Want::File {
+                    sha256,
+                    mode,
+                    group: first.clone(),
+                },
+            );
+        }
+    }
+    // mtimes (files, then directories deepest first), then directory modes.
+    let t = |i: usize| {
+        std::time::UNIX_EPOCH
+            + Duration::new(1_600_000_000 + i as u64, (i as u32 * 7919) % 1_000_000_000)
+    };
+    let files: Vec<String> = want
+        .iter()
+        .filter(|(_, w)| matches!(w, Want::File { .. }))
+        .map(|(p, _)| p.clone())
+        .collect();
+    for (i, p) in files.iter().enumerate() {
+        fs::File::open(root.join(p))
+            .unwrap()
+            .set_modified(t(i))
+            .unwrap();
+    }
+    dirs.sort_by_key(|(d, _)| {
+        std::cmp::Reverse(d.matches('/').count() + usize::from(!d.is_empty()))
+    });
+    for (i, (d, mode)) in dirs.iter().enumerate() {
+        let p = if d.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(d)
+        };
+        fs::File::open(&p).unwrap().set_modified(t(n + i)).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).unwrap();
+        want.insert(d.clone(), Want::Dir { mode: *mode });
+    }
+    want
 }
 
 /// `ffkit cache-run ARGS -- sh -c SCRIPT` in the world.
@@ -221,18 +404,65 @@ fn remove_tree(p: &Path) {
     fs::remove_dir_all(p).unwrap();
 }
 
+/// The tree at `root` is `record` (the generator's manifest) and `snap`
+/// (mtimes and contents); the first difference is named, not a dump of
+/// 10,000 paths.
+fn assert_tree(
+    root: &Path,
+    record: &BTreeMap<String, Want>,
+    snap: &BTreeMap<String, Item>,
+    what: &str,
+) {
+    let got = manifest(root);
+    let keys: BTreeSet<&String> = got.keys().chain(record.keys()).collect();
+    for k in keys {
+        assert_eq!(
+            got.get(k),
+            record.get(k),
+            "{what}: {k:?} against the manifest"
+        );
+    }
+    let got = snapshot(root);
+    let keys: BTreeSet<&String> = got.keys().chain(snap.keys()).collect();
+    for k in keys {
+        assert_eq!(
+            got.get(k),
+            snap.get(k),
+            "{what}: {k:?} against the snapshot"
+        );
+    }
+}
+
 #[test]
 fn a_generated_tree_is_restored_byte_exact_and_replaces_what_stood_there() {
     let w = World::new();
-    generate(&w.path().join("src"), 2000);
+    let t0 = Instant::now();
+    let record = generate(&w.path().join("src"), 10_000);
+    let generated = t0.elapsed();
     assert_eq!(ok(&mut run(&w, &["--output", "out"], COPY)), "built\n");
+    let stored = t0.elapsed();
     let want = snapshot(&w.path().join("out"));
-    assert!(want.len() > 2000, "{}", want.len());
+    assert_tree(&w.path().join("out"), &record, &want, "the command's tree");
+    assert!(want.len() > 10_000, "{}", want.len());
+    assert!(
+        record
+            .values()
+            .filter(|w| matches!(w, Want::Symlink { .. }))
+            .count()
+            > 100
+            && record.keys().filter(|p| p.contains('\n')).count() > 500
+            && record
+                .iter()
+                .filter(|(p, w)| matches!(w, Want::File { group, .. } if group != *p))
+                .count()
+                > 40,
+        "the tree has symlinks, names with newlines and hard links"
+    );
     assert_exact_with_store(&w, "after the store");
     // Blobs: one per distinct (content, exec bit), /etc never read.
     let store = blobs(&w.cache());
     assert!(
-        store.len() < 2000,
+        store.len() < 10_000,
         "duplicates share a blob: {}",
         store.len()
     );
@@ -240,9 +470,15 @@ fn a_generated_tree_is_restored_byte_exact_and_replaces_what_stood_there() {
     remove_tree(&w.path().join("out"));
     fs::create_dir_all(w.path().join("out/stray/deeper")).unwrap();
     fs::write(w.path().join("out/stray/deeper/x"), "x").unwrap();
+    let t1 = Instant::now();
     assert_eq!(ok(&mut run(&w, &["--output", "out"], COPY)), "built\n");
+    let restored = t1.elapsed();
     assert_eq!(runs(&w), 1, "the second call is a hit");
-    assert_eq!(snapshot(&w.path().join("out")), want);
+    assert_tree(&w.path().join("out"), &record, &want, "the restored tree");
+    eprintln!(
+        "10,000 files: generated in {generated:?}, run and stored in {:?}, restored in {restored:?}",
+        stored - generated
+    );
     // Nothing is left beside it.
     let siblings: Vec<_> = fs::read_dir(w.path())
         .unwrap()
@@ -281,10 +517,10 @@ fn a_generated_tree_is_restored_byte_exact_and_replaces_what_stood_there() {
             (a, b) => assert_eq!(a, b, "{p}"),
         }
     }
-    let m = fs::metadata(w.path().join("out/big")).unwrap();
+    let m = fs::metadata(w.path().join("out/d0/e0/f0")).unwrap();
     assert!(
-        m.nlink() >= 4,
-        "big is linked from the store: {}",
+        m.nlink() >= 3,
+        "a duplicate is linked from the store: {}",
         m.nlink()
     );
     assert_eq!(runs(&w), 1);

@@ -1171,3 +1171,181 @@ fn evict_max_bytes_plans_with_the_blobs_an_entry_frees_and_dry_run_shows_them() 
     );
     assert_eq!(runs(&w), 3, "c was a hit");
 }
+
+/// An XFS file system with reflink on a loop device, mounted under a temp
+/// dir; unmounted, detached and removed on every path (Drop).
+struct XfsLoop {
+    _tmp: tempfile::TempDir,
+    dev: Option<String>,
+    mnt: PathBuf,
+    mounted: bool,
+}
+
+impl XfsLoop {
+    /// `None` (with a visible SKIP line) where this cannot be made: not
+    /// root, no mkfs.xfs, no free loop device, mounting not allowed.
+    fn new() -> Option<XfsLoop> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            skip("not root: the reflink restore test needs a loop mount");
+            return None;
+        }
+        let what = "the reflink restore test";
+        if !need("mkfs.xfs", what) || !need("filefrag", what) || !need("strace", what) {
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let img = tmp.path().join("xfs.img");
+        let mnt = tmp.path().join("mnt");
+        fs::create_dir(&mnt).unwrap();
+        let mut me = XfsLoop {
+            _tmp: tmp,
+            dev: None,
+            mnt,
+            mounted: false,
+        };
+        // 320 MiB, sparse: XFS's smallest.
+        fs::File::create(&img).unwrap().set_len(320 << 20).unwrap();
+        let quiet = |c: &mut Command| {
+            c.stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+                .unwrap()
+        };
+        let o = quiet(
+            Command::new("mkfs.xfs")
+                .args(["-q", "-m", "reflink=1"])
+                .arg(&img),
+        );
+        if !o.status.success() {
+            skip(&format!("mkfs.xfs failed: {}", stderr_of(&o).trim()));
+            return None;
+        }
+        let o = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            skip(&format!("no loop device: {}", stderr_of(&o).trim()));
+            return None;
+        }
+        let dev = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        me.dev = Some(dev.clone());
+        let o = quiet(Command::new("mount").arg(&dev).arg(&me.mnt));
+        if !o.status.success() {
+            skip(&format!(
+                "cannot mount a loop device: {}",
+                stderr_of(&o).trim()
+            ));
+            return None;
+        }
+        me.mounted = true;
+        Some(me)
+    }
+}
+
+impl Drop for XfsLoop {
+    fn drop(&mut self) {
+        if self.mounted {
+            let ok = Command::new("umount")
+                .arg(&self.mnt)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                // Busy (a process of a failed test still in it): detach lazily.
+                let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+            }
+        }
+        if let Some(dev) = &self.dev {
+            let _ = Command::new("losetup").arg("-d").arg(dev).status();
+        }
+    }
+}
+
+/// Whether every extent of `p` is shared (filefrag's `shared` flag).
+fn all_extents_shared(p: &Path) -> bool {
+    let o = Command::new("filefrag").arg("-v").arg(p).output().unwrap();
+    assert!(o.status.success(), "filefrag: {}", stderr_of(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let extents: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .split(':')
+                .next()
+                .is_some_and(|n| n.trim().parse::<u32>().is_ok())
+        })
+        .collect();
+    !extents.is_empty() && extents.iter().all(|l| l.contains("shared"))
+}
+
+#[test]
+fn on_a_reflink_file_system_store_and_restore_clone_and_stay_byte_exact() {
+    let Some(fs_) = XfsLoop::new() else { return };
+    let w = World::new();
+    let (cache, work) = (fs_.mnt.join("cache"), fs_.mnt.join("work"));
+    fs::create_dir_all(&work).unwrap();
+    let script = "echo run >> runs; mkdir -p out/sub; \
+        head -c 3000000 /dev/urandom > out/big; head -c 700000 /dev/urandom > out/sub/mid; \
+        chmod 751 out/sub/mid; printf small > out/small; ln -s big out/link; ln out/big out/sub/hard";
+    let call = || {
+        let mut c = run(&w, &["--output", "out"], script);
+        c.current_dir(&work).env("FFKIT_CACHE_DIR", &cache);
+        c
+    };
+    ok(&mut call());
+    // The store cloned the command's files: they share their extents.
+    assert!(
+        all_extents_shared(&work.join("out/big")),
+        "big was not cloned into the store"
+    );
+    assert!(all_extents_shared(&work.join("out/sub/mid")));
+    let want = snapshot(&work.join("out"));
+    remove_tree(&work.join("out"));
+    // The restore under strace: each regular file is one FICLONE that
+    // succeeds (copy_file_range may reflink on XFS too, so the extents
+    // alone would not tell).
+    let trace = w.path().join("trace");
+    let mut c = Command::new("strace");
+    w.isolate(&mut c);
+    c.args(["-f", "-qq", "-e", "trace=ioctl", "-o"])
+        .arg(&trace)
+        .arg(bin())
+        .args(["cache-run", "--output", "out", "--", "sh", "-c", script])
+        .current_dir(&work)
+        .env("FFKIT_CACHE_DIR", &cache);
+    ok(&mut c);
+    let clones = fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("FICLONE") && l.trim_end().ends_with("= 0"))
+        .count();
+    assert_eq!(clones, 3, "big, sub/mid and small restored by FICLONE");
+    assert_eq!(
+        fs::read_to_string(work.join("runs"))
+            .unwrap()
+            .lines()
+            .count(),
+        1,
+        "a hit"
+    );
+    let got = snapshot(&work.join("out"));
+    for (k, v) in &want {
+        assert_eq!(got.get(k), Some(v), "{k}");
+    }
+    assert_eq!(got.len(), want.len());
+    // The restore cloned them from the store (FICLONE): shared extents, no
+    // data written.
+    for f in ["out/big", "out/sub/mid"] {
+        assert!(
+            all_extents_shared(&work.join(f)),
+            "{f} was copied, not cloned"
+        );
+    }
+    // A write to a clone never reaches the store (copy on write).
+    fs::write(work.join("out/big"), "edited").unwrap();
+    remove_tree(&work.join("out"));
+    ok(&mut call());
+    assert_eq!(snapshot(&work.join("out")), want, "the store is intact");
+}

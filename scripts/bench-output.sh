@@ -5,8 +5,10 @@
 # Builds the release binary, generates a tree (FILES files in nested
 # package dirs, sizes spread like a node_modules: many small files, a few
 # large ones, ~15% duplicate contents), stores it once, then runs hyperfine
-# pairs (each exported as JSON and markdown under OUT) and prints a table of
-# median ratios with the goals of issue 26. Every restore starts from an
+# pairs and prints a table of median ratios with the goals of issue 26. The
+# two commands of a pair alternate (A B, B A, A B, ...: one hyperfine run
+# each, exported as JSON under OUT), so a swing of the disk's write-back
+# hits both alike. Every restore starts from an
 # absent target (`--prepare 'rm -rf out; sync'`), like a fresh worktree;
 # the sync keeps one command's write-back out of the next one's time (on a
 # loaded disk it otherwise swings single times several-fold). The "store"
@@ -16,9 +18,12 @@
 # Env:   FILES  files in the tree (default 30000; ~250 MB at the default)
 #        RUNS   hyperfine runs per command (default 5)
 #        BENCH_DIR  where the tree and cache go (default: a temp dir; pick one
-#                   on the file system to measure, e.g. an XFS/btrfs mount
-#                   for reflink restores)
-# Needs: cargo, hyperfine, jq, awk; zstd and tar for the .tar.zst row.
+#                   on the file system to measure)
+#        REFLINK=0  skip the reflink row (by default, as root with mkfs.xfs
+#                   and a free loop device, it runs on an XFS reflink=1 loop
+#                   image made, mounted and removed here)
+# Needs: cargo, hyperfine, jq, awk; zstd and tar for the .tar.zst row
+# (bench-only: not in .ci/run); mkfs.xfs (xfsprogs) for the reflink row.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -42,9 +47,39 @@ cargo build --release --quiet --bin ffkit
 BIN=$ROOT/target/release/ffkit
 
 W=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/ffkit-bench-output.XXXXXX")
-cleanup() { chmod -R u+w "$W" 2>/dev/null || true; rm -rf "$W"; }
+MNT="" LOOP=""
+cleanup() {
+  cd /
+  if [[ -n $MNT ]]; then umount "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true; fi
+  if [[ -n $LOOP ]]; then losetup -d "$LOOP" 2>/dev/null || true; fi
+  chmod -R u+w "$W" 2>/dev/null || true
+  rm -rf "$W"
+}
 trap cleanup EXIT
 cd "$W"
+
+# alternate NAME PREPARE LABEL_A CMD_A LABEL_B CMD_B: RUNS runs of each, in
+# alternating order, one hyperfine run at a time; $OUT/NAME.json holds each
+# label's times and median as `compare` would (`median` reads it).
+alternate() {
+  local name=$1 prep=$2 la=$3 ca=$4 lb=$5 cb=$6 i
+  log "hyperfine (alternating): $name"
+  rm -f "$OUT/$name".*.json
+  for ((i = 0; i < RUNS; i++)); do
+    local order=(a b)
+    ((i % 2)) && order=(b a)
+    for x in "${order[@]}"; do
+      local l=$la c=$ca
+      [[ $x == b ]] && l=$lb c=$cb
+      nice -n 5 hyperfine --style basic --runs 1 --prepare "$prep" -n "$l" \
+        --export-json "$OUT/$name.$x.$i.json" "$c" >>"$OUT/hyperfine.log" 2>&1
+    done
+  done
+  jq -s '{results: (map(.results[0]) | group_by(.command) | map({command: .[0].command,
+      times: map(.mean), median: (map(.mean) | sort | .[length / 2 | floor])}))}' \
+    "$OUT/$name".*.json >"$OUT/$name.json"
+  rm -f "$OUT/$name".*.json
+}
 
 log "generating $FILES files"
 awk -v n="$FILES" 'BEGIN {
@@ -71,26 +106,50 @@ log "storing once"
 rm -rf out
 
 q() { printf '%q ' "$@"; }
-compare copy --runs "$RUNS" --prepare 'rm -rf out; sync' -- \
-  "cp -a=cp -a tree out" \
-  "restore=$(q "${STORE[@]}")"
-compare link --runs "$RUNS" --prepare 'chmod -R u+w out 2>/dev/null; rm -rf out; sync' -- \
-  "cp -al=cp -al tree out" \
-  "restore --link=$(q "$BIN" cache-run --dir "$C" --ttl 0 --output out --link -- cp -a tree out)"
+RESTORE=("$BIN" cache-run --dir "$C" --ttl 0 --output out --link -- cp -a tree out)
+alternate copy 'rm -rf out; sync' \
+  "cp -a" "cp -a tree out" \
+  restore "$(q "${STORE[@]}")"
+alternate link 'chmod -R u+w out 2>/dev/null; rm -rf out; sync' \
+  "cp -al" "cp -al tree out" \
+  "restore --link" "$(q "${RESTORE[@]}")"
 TARZ=
 if command -v zstd >/dev/null 2>&1; then
   tar -cf - tree | zstd -q -o tree.tar.zst
   TARZ="tar --zstd -xf tree.tar.zst --transform s/^tree/out/"
+  alternate untar 'chmod -R u+w out 2>/dev/null; rm -rf out; sync' \
+    untar "$TARZ" \
+    "restore --link" "$(q "${RESTORE[@]}")"
 fi
-compare untar --runs "$RUNS" --prepare 'chmod -R u+w out 2>/dev/null; rm -rf out; sync' -- \
-  "untar=$TARZ" \
-  "restore --link=$(q "$BIN" cache-run --dir "$C" --ttl 0 --output out --link -- cp -a tree out)"
-compare store --runs "$RUNS" --prepare "rm -rf out $(q "$C"); sync" -- \
-  "cp -a=cp -a tree out" \
-  "store (empty store)=$(q "${STORE[@]}")"
-compare restore-force --runs "$RUNS" --prepare 'rm -rf out; sync' -- \
-  "cp -a=cp -a tree out" \
-  "store (blobs present)=$(q "$BIN" cache-run --dir "$C" --ttl 0 --force --output out -- cp -a tree out)"
+alternate store "rm -rf out $(q "$C"); sync" \
+  "cp -a" "cp -a tree out" \
+  "store (empty store)" "$(q "${STORE[@]}")"
+alternate restore-force 'rm -rf out; sync' \
+  "cp -a" "cp -a tree out" \
+  "store (blobs present)" "$(q "$BIN" cache-run --dir "$C" --ttl 0 --force --output out -- cp -a tree out)"
+
+# Reflink: the tree and a store on an XFS reflink=1 loop image.
+REFLINK_ROW="SKIPPED (REFLINK=0)"
+if [[ ${REFLINK:-1} != 0 ]]; then
+  REFLINK_ROW="SKIPPED (needs root, mkfs.xfs and a loop device)"
+  if [[ $(id -u) == 0 ]] && command -v mkfs.xfs >/dev/null 2>&1; then
+    truncate -s 3G "$W/xfs.img"
+    if mkfs.xfs -q -m reflink=1 "$W/xfs.img" && LOOP=$(losetup -f --show "$W/xfs.img") &&
+      mkdir -p "$W/xfs" && mount "$LOOP" "$W/xfs"; then
+      MNT=$W/xfs
+      cp -a tree "$MNT/tree"
+      cd "$MNT"
+      CX=$MNT/cache
+      "$BIN" cache-run --dir "$CX" --ttl 0 --output out -- cp -a tree out >/dev/null
+      rm -rf out
+      alternate reflink 'rm -rf out; sync' \
+        "cp -a" "cp -a tree out" \
+        "restore (reflink)" "$(q "$BIN" cache-run --dir "$CX" --ttl 0 --output out -- cp -a tree out)"
+      REFLINK_ROW=
+      cd "$W"
+    fi
+  fi
+fi
 
 ratio() { awk -v a="$(median "$1" "$2")" -v b="$(median "$1" "$3")" 'BEGIN { printf "%.2f", a / b }'; }
 echo "| comparison | ratio (median) | goal |"
@@ -104,5 +163,14 @@ else
 fi
 echo "| store, empty store / cp -a | $(ratio store "store (empty store)" "cp -a") | <= 2 |"
 echo "| store, blobs present / cp -a | $(ratio restore-force "store (blobs present)" "cp -a") | far less than 2 |"
+if [[ -z $REFLINK_ROW ]]; then
+  echo "| restore (reflink, XFS) / cp -a there | $(ratio reflink "restore (reflink)" "cp -a") | <= 0.3 |"
+else
+  echo "| restore (reflink, XFS) / cp -a there | $REFLINK_ROW | <= 0.3 |"
+fi
 echo
-echo "$FILES files, $RUNS runs each; raw results in $OUT"
+echo "medians: $(for n in copy link untar store restore-force reflink; do
+  [[ -f $OUT/$n.json ]] && jq -r --arg n "$n" '.results[] | "\($n)/\(.command) \(.median * 1000 | floor) ms;"' "$OUT/$n.json"
+done | tr '\n' ' ')"
+echo
+echo "$FILES files ($(du -sh tree | cut -f1)), $RUNS runs each, alternating; raw results in $OUT"

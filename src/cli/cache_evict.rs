@@ -154,14 +154,18 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     } else if a.policy.dry_run {
         let mut out = String::new();
         for e in &report.removed {
+            let reason = serde_json::to_value(e.reason)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            let blobs = if e.blobs > 0 {
+                format!(", and {} output blobs of {} bytes", e.blobs, e.blob_bytes)
+            } else {
+                String::new()
+            };
             out.push_str(&format!(
-                "would evict {} ({} bytes, {})\n",
-                e.key,
-                e.bytes,
-                serde_json::to_value(e.reason)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default()
+                "would evict {} ({} bytes, {reason}{blobs})\n",
+                e.key, e.bytes
             ));
         }
         if swept.blobs > 0 {

@@ -5,7 +5,9 @@
 //! exactly the unshared blobs, hostile trees and paths, the Redis refusal
 //! and the shell wrapper.
 //!
-//! The oracles are computed here without ffkit: a snapshot of a tree is
+//! The oracles are computed here without ffkit: the generator's own record
+//! of the tree it made (sha256, mode, link target, hard-link group) is
+//! compared with a manifest walked from the restored tree; a snapshot of a tree is
 //! every path with its kind, mode, mtime (ns), content or link target and
 //! hard-link group (by inode); the size oracle is the engine's (top-level
 //! files) plus every regular file under `.store/XX/`.
@@ -139,58 +141,239 @@ fn assert_exact_with_store(w: &World, what: &str) {
     assert!(o.status.success(), "{what}: verify: {}", stderr_of(&o));
 }
 
-/// Generates a tree of about `n` files under `root`: nested dirs, files of
-/// varied sizes and modes, duplicate contents (shared blobs), hard links,
-/// symlinks inside and out of the tree, a name with a newline, a read-only
-/// directory, set mtimes.
-fn generate(root: &Path, n: usize) {
-    fs::create_dir_all(root).unwrap();
-    for i in 0..n {
-        let d = root.join(format!("d{}/e{}", i % 17, i % 5));
-        fs::create_dir_all(&d).unwrap();
-        let f = d.join(format!("f{i}"));
-        // Every 7th file has the content of another: shared blobs.
-        let body = if i % 7 == 0 {
-            b"duplicate content\n".to_vec()
+/// One path of the generator's own record of a tree: what it made, not
+/// what is on the disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Want {
+    Dir {
+        mode: u32,
+    },
+    File {
+        sha256: String,
+        mode: u32,
+        group: String,
+    },
+    Symlink {
+        target: PathBuf,
+    },
+}
+
+fn sha256(b: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(b)
+        .iter()
+        .map(|x| format!("{x:02x}"))
+        .collect()
+}
+
+/// The manifest of a tree on disk, by a walk of its own (sha256, mode,
+/// link target; a hard-link group is named by its smallest path).
+fn manifest(root: &Path) -> BTreeMap<String, Want> {
+    let mut out = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    let mut todo = vec![String::new()];
+    while let Some(rel) = todo.pop() {
+        let p = if rel.is_empty() {
+            root.to_path_buf()
         } else {
-            format!("file {i}\n").repeat(i % 50 + 1).into_bytes()
+            root.join(&rel)
         };
-        fs::write(&f, body).unwrap();
-        let mode = match i % 3 {
-            0 => 0o644,
-            1 => 0o755,
-            _ => 0o600,
+        let m = fs::symlink_metadata(&p).unwrap();
+        let w = if m.file_type().is_symlink() {
+            Want::Symlink {
+                target: fs::read_link(&p).unwrap(),
+            }
+        } else if m.is_dir() {
+            for e in fs::read_dir(&p).unwrap().flatten() {
+                let n = e.file_name().into_string().unwrap();
+                todo.push(if rel.is_empty() {
+                    n
+                } else {
+                    format!("{rel}/{n}")
+                });
+            }
+            Want::Dir {
+                mode: m.mode() & 0o7777,
+            }
+        } else {
+            inodes.entry(m.ino()).or_default().push(rel.clone());
+            Want::File {
+                sha256: sha256(&fs::read(&p).unwrap()),
+                mode: m.mode() & 0o7777,
+                group: String::new(),
+            }
         };
-        fs::set_permissions(&f, fs::Permissions::from_mode(mode)).unwrap();
+        out.insert(rel, w);
     }
-    fs::write(root.join("big"), vec![7u8; 300_000]).unwrap();
-    fs::hard_link(root.join("big"), root.join("d0/big-link")).unwrap();
-    fs::hard_link(root.join("big"), root.join("d1/big-link2")).unwrap();
-    fs::write(root.join("new\nline name"), "newline\n").unwrap();
-    fs::write(root.join("empty"), "").unwrap();
-    symlink("d0/e0/f0", root.join("in-tree")).unwrap();
-    symlink("/etc", root.join("to-etc")).unwrap();
-    symlink("../../../outside", root.join("d2/out")).unwrap();
-    symlink("dangling-target", root.join("dangling")).unwrap();
-    let ro = root.join("ro");
-    fs::create_dir(&ro).unwrap();
-    fs::write(ro.join("inside"), "ro\n").unwrap();
-    fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
-    // mtimes: every file a distinct one, with nanoseconds.
-    let c = Command::new("find")
-        .arg(root)
-        .args([
-            "-exec",
-            "touch",
-            "-h",
-            "-d",
-            "2021-03-04 05:06:07.123456789",
-            "{}",
-            "+",
-        ])
-        .status()
-        .unwrap();
-    assert!(c.success());
+    for paths in inodes.values() {
+        let first = paths.iter().min().unwrap().clone();
+        for p in paths {
+            if let Some(Want::File { group, .. }) = out.get_mut(p) {
+                *group = first.clone();
+            }
+        }
+    }
+    out
+}
+
+/// Generates a tree of `n` regular files under `root`, all in this process
+/// (no process per file), and returns its record: nested directories (up
+/// to 4 deep, some named with a newline, read-only, sticky, group-only),
+/// files of varied sizes and modes (set-uid included), duplicate contents
+/// (shared blobs), empty files, hard-link groups across directories,
+/// symlinks into the tree, out of it (`/etc`, `../..`) and dangling, names
+/// with newlines, and a distinct nanosecond mtime on every file and
+/// directory.
+fn generate(root: &Path, n: usize) -> BTreeMap<String, Want> {
+    let mut want = BTreeMap::new();
+    let mut dirs: Vec<(String, u32)> = vec![(String::new(), 0o755)];
+    let mut links: Vec<(String, String)> = Vec::new();
+    fs::create_dir_all(root).unwrap();
+    let dir_mode = |i: usize| match i % 11 {
+        3 => 0o750,
+        7 => 0o1777,
+        9 => 0o555,
+        _ => 0o755,
+    };
+    let mkdir = |rel: String, mode: u32, dirs: &mut Vec<(String, u32)>| {
+        if !dirs.iter().any(|(d, _)| *d == rel) {
+            fs::create_dir(root.join(&rel)).unwrap();
+            dirs.push((rel, mode));
+        }
+    };
+    let file_modes = [0o644, 0o755, 0o600, 0o444, 0o4755, 0o640, 0o700];
+    for i in 0..n {
+        // d{0..16}/e{0..4}[/g{0..2}[/h{0..1}]]; one directory name with a newline.
+        let a = if i % 17 == 16 {
+            "nl\ndir".to_string()
+        } else {
+            format!("d{}", i % 17)
+        };
+        let mut rel = a;
+        mkdir(rel.clone(), dir_mode(i % 17), &mut dirs);
+        rel = format!("{rel}/e{}", i % 5);
+        mkdir(rel.clone(), dir_mode(i % 5 + 1), &mut dirs);
+        if i % 3 != 0 {
+            rel = format!("{rel}/g{}", i % 3);
+            mkdir(rel.clone(), 0o755, &mut dirs);
+            if i % 4 == 0 {
+                rel = format!("{rel}/h{}", i % 2);
+                mkdir(rel.clone(), 0o711, &mut dirs);
+            }
+        }
+        let name = if i % 500 == 3 {
+            format!("f{i}\nsecond line")
+        } else {
+            format!("f{i}")
+        };
+        let path = format!("{rel}/{name}");
+        let body: Vec<u8> = match i {
+            _ if i % 7 == 0 => b"duplicate content\n".to_vec(),
+            _ if i % 101 == 0 => Vec::new(),
+            _ if i % 997 == 0 => (0..200_000u32).map(|x| (x * 31 + i as u32) as u8).collect(),
+            _ => format!("file {i}\n").repeat(i % 50 + 1).into_bytes(),
+        };
+        fs::write(root.join(&path), &body).unwrap();
+        let mode = file_modes[i % file_modes.len()];
+        fs::set_permissions(root.join(&path), fs::Permissions::from_mode(mode)).unwrap();
+        want.insert(
+            path.clone(),
+            Want::File {
+                sha256: sha256(&body),
+                mode,
+                group: path.clone(),
+            },
+        );
+        // Hard links: another name in another directory (and a third).
+        if i % 250 == 5 {
+            let l = format!("d{}/link-of-{i}", (i + 1) % 16);
+            mkdir(
+                format!("d{}", (i + 1) % 16),
+                dir_mode((i + 1) % 16),
+                &mut dirs,
+            );
+            fs::hard_link(root.join(&path), root.join(&l)).unwrap();
+            links.push((path.clone(), l.clone()));
+            if i % 500 == 5 {
+                let l2 = format!("{rel}/second-link-of-{i}");
+                fs::hard_link(root.join(&path), root.join(&l2)).unwrap();
+                links.push((path.clone(), l2));
+            }
+        }
+        // Symlinks beside it: into the tree, out of it, dangling.
+        if i % 300 == 7 {
+            for (k, target) in [
+                ("in", name.clone()),
+                ("up", "../..".to_string()),
+                ("etc", "/etc/passwd".to_string()),
+                ("out", "../../../../../outside".to_string()),
+                ("dangling", format!("gone-{i}")),
+            ] {
+                let l = format!("{rel}/{k}-{i}");
+                symlink(&target, root.join(&l)).unwrap();
+                want.insert(
+                    l,
+                    Want::Symlink {
+                        target: target.into(),
+                    },
+                );
+            }
+        }
+    }
+    // Hard-link groups: every name of one file, named by its smallest path.
+    for (orig, link) in &links {
+        let first = links
+            .iter()
+            .filter(|(o, _)| o == orig)
+            .map(|(_, l)| l)
+            .chain([orig])
+            .min()
+            .unwrap()
+            .clone();
+        for p in [orig, link] {
+            let Some(Want::File { sha256, mode, .. }) = want.get(orig).cloned() else {
+                unreachable!()
+            };
+            want.insert(
+                p.clone(),
+                Want::File {
+                    sha256,
+                    mode,
+                    group: first.clone(),
+                },
+            );
+        }
+    }
+    // mtimes (files, then directories deepest first), then directory modes.
+    let t = |i: usize| {
+        std::time::UNIX_EPOCH
+            + Duration::new(1_600_000_000 + i as u64, (i as u32 * 7919) % 1_000_000_000)
+    };
+    let files: Vec<String> = want
+        .iter()
+        .filter(|(_, w)| matches!(w, Want::File { .. }))
+        .map(|(p, _)| p.clone())
+        .collect();
+    for (i, p) in files.iter().enumerate() {
+        fs::File::open(root.join(p))
+            .unwrap()
+            .set_modified(t(i))
+            .unwrap();
+    }
+    dirs.sort_by_key(|(d, _)| {
+        std::cmp::Reverse(d.matches('/').count() + usize::from(!d.is_empty()))
+    });
+    for (i, (d, mode)) in dirs.iter().enumerate() {
+        let p = if d.is_empty() {
+            root.to_path_buf()
+        } else {
+            root.join(d)
+        };
+        fs::File::open(&p).unwrap().set_modified(t(n + i)).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(*mode)).unwrap();
+        want.insert(d.clone(), Want::Dir { mode: *mode });
+    }
+    want
 }
 
 /// `ffkit cache-run ARGS -- sh -c SCRIPT` in the world.
@@ -221,18 +404,65 @@ fn remove_tree(p: &Path) {
     fs::remove_dir_all(p).unwrap();
 }
 
+/// The tree at `root` is `record` (the generator's manifest) and `snap`
+/// (mtimes and contents); the first difference is named, not a dump of
+/// 10,000 paths.
+fn assert_tree(
+    root: &Path,
+    record: &BTreeMap<String, Want>,
+    snap: &BTreeMap<String, Item>,
+    what: &str,
+) {
+    let got = manifest(root);
+    let keys: BTreeSet<&String> = got.keys().chain(record.keys()).collect();
+    for k in keys {
+        assert_eq!(
+            got.get(k),
+            record.get(k),
+            "{what}: {k:?} against the manifest"
+        );
+    }
+    let got = snapshot(root);
+    let keys: BTreeSet<&String> = got.keys().chain(snap.keys()).collect();
+    for k in keys {
+        assert_eq!(
+            got.get(k),
+            snap.get(k),
+            "{what}: {k:?} against the snapshot"
+        );
+    }
+}
+
 #[test]
 fn a_generated_tree_is_restored_byte_exact_and_replaces_what_stood_there() {
     let w = World::new();
-    generate(&w.path().join("src"), 2000);
+    let t0 = Instant::now();
+    let record = generate(&w.path().join("src"), 10_000);
+    let generated = t0.elapsed();
     assert_eq!(ok(&mut run(&w, &["--output", "out"], COPY)), "built\n");
+    let stored = t0.elapsed();
     let want = snapshot(&w.path().join("out"));
-    assert!(want.len() > 2000, "{}", want.len());
+    assert_tree(&w.path().join("out"), &record, &want, "the command's tree");
+    assert!(want.len() > 10_000, "{}", want.len());
+    assert!(
+        record
+            .values()
+            .filter(|w| matches!(w, Want::Symlink { .. }))
+            .count()
+            > 100
+            && record.keys().filter(|p| p.contains('\n')).count() > 500
+            && record
+                .iter()
+                .filter(|(p, w)| matches!(w, Want::File { group, .. } if group != *p))
+                .count()
+                > 40,
+        "the tree has symlinks, names with newlines and hard links"
+    );
     assert_exact_with_store(&w, "after the store");
     // Blobs: one per distinct (content, exec bit), /etc never read.
     let store = blobs(&w.cache());
     assert!(
-        store.len() < 2000,
+        store.len() < 10_000,
         "duplicates share a blob: {}",
         store.len()
     );
@@ -240,9 +470,15 @@ fn a_generated_tree_is_restored_byte_exact_and_replaces_what_stood_there() {
     remove_tree(&w.path().join("out"));
     fs::create_dir_all(w.path().join("out/stray/deeper")).unwrap();
     fs::write(w.path().join("out/stray/deeper/x"), "x").unwrap();
+    let t1 = Instant::now();
     assert_eq!(ok(&mut run(&w, &["--output", "out"], COPY)), "built\n");
+    let restored = t1.elapsed();
     assert_eq!(runs(&w), 1, "the second call is a hit");
-    assert_eq!(snapshot(&w.path().join("out")), want);
+    assert_tree(&w.path().join("out"), &record, &want, "the restored tree");
+    eprintln!(
+        "10,000 files: generated in {generated:?}, run and stored in {:?}, restored in {restored:?}",
+        stored - generated
+    );
     // Nothing is left beside it.
     let siblings: Vec<_> = fs::read_dir(w.path())
         .unwrap()
@@ -281,10 +517,10 @@ fn a_generated_tree_is_restored_byte_exact_and_replaces_what_stood_there() {
             (a, b) => assert_eq!(a, b, "{p}"),
         }
     }
-    let m = fs::metadata(w.path().join("out/big")).unwrap();
+    let m = fs::metadata(w.path().join("out/d0/e0/f0")).unwrap();
     assert!(
-        m.nlink() >= 4,
-        "big is linked from the store: {}",
+        m.nlink() >= 3,
+        "a duplicate is linked from the store: {}",
         m.nlink()
     );
     assert_eq!(runs(&w), 1);
@@ -686,4 +922,430 @@ fn cache_command_output_works_through_the_wrapper_with_and_without_the_builtin()
             "{builtin}: the second call is a hit"
         );
     }
+}
+
+#[test]
+fn restores_into_one_directory_run_one_after_another_and_into_others_in_parallel() {
+    let w = World::new();
+    let src = w.path().join("src");
+    generate(&src, 400);
+    let script = format!(
+        "echo run >> '{}'; cp -a '{}' out; echo built",
+        w.path().join("runs").display(),
+        src.display()
+    );
+    let dir = |n: &str| {
+        let d = w.path().join(n);
+        fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let restore = |d: &Path| {
+        let mut c = run(&w, &["--output", "out"], &script);
+        c.current_dir(d)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    // The entry, made in a third directory.
+    let o = restore(&dir("first")).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let want = snapshot(&dir("first").join("out"));
+    let (same, other) = (dir("same"), dir("other"));
+    if !need("flock", "the same-directory restore test") {
+        return;
+    }
+    // Another process holds the directory `same` (as a restore into it
+    // would): restores into `same` wait, one into `other` does not.
+    let ready = w.path().join("held");
+    let mut holder = Command::new("flock")
+        .arg(&same)
+        .args([
+            "sh",
+            "-c",
+            "echo > \"$0\"; read x; exit 0",
+            ready.to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the holder", 60, || ready.exists());
+    let waiting: Vec<_> = (0..3).map(|_| restore(&same).spawn().unwrap()).collect();
+    let o = output_within(restore(&other), "a restore into another directory");
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(snapshot(&other.join("out")), want);
+    let siblings = |d: &Path| {
+        fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".ffkit-restore-")
+            })
+            .count()
+    };
+    assert!(
+        !same.join("out").exists() && siblings(&same) == 0,
+        "a restore into the held directory did not wait"
+    );
+    let mut waiting = waiting;
+    for k in &mut waiting {
+        assert!(k.try_wait().unwrap().is_none(), "a restore did not wait");
+    }
+    // Released: the three run one after another, never two trees being
+    // built beside `out` at once.
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    let mut most = 0;
+    let end = Instant::now() + Duration::from_secs(120);
+    while waiting.iter_mut().any(|k| k.try_wait().unwrap().is_none()) {
+        most = most.max(siblings(&same));
+        assert!(Instant::now() < end, "the restores hang");
+        std::thread::yield_now();
+    }
+    for k in waiting {
+        let o = k.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "built\n");
+    }
+    assert!(most <= 1, "{most} trees were built beside one path at once");
+    assert_eq!(snapshot(&same.join("out")), want);
+    assert_eq!(siblings(&same), 0);
+    assert_eq!(runs(&w), 1, "restores ran nothing");
+}
+
+/// The `run-*` entries (value names) in the cache.
+fn entries(w: &World) -> BTreeSet<String> {
+    let Ok(rd) = fs::read_dir(w.cache()) else {
+        return BTreeSet::new();
+    };
+    rd.flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("run-") && !n.ends_with(".meta"))
+        .collect()
+}
+
+#[test]
+fn evict_max_bytes_plans_with_the_blobs_an_entry_frees_and_dry_run_shows_them() {
+    let w = World::new();
+    let len = |p: &Path| fs::symlink_metadata(p).map_or(0, |m| m.len());
+    // Three entries, oldest first: "shared" is in all three, "ab" in a and
+    // b, each has a file of its own. Per entry, from the walk: its new
+    // value, its new blobs.
+    let mut made = Vec::new();
+    for (scope, files) in [
+        (
+            "a",
+            "printf shared > out/s; printf ab-content > out/ab; printf only-a > out/own",
+        ),
+        (
+            "b",
+            "printf shared > out/s; printf ab-content > out/ab; printf only-b-longer > out/own",
+        ),
+        (
+            "c",
+            "printf shared > out/s; printf only-c-much-longer-still > out/own",
+        ),
+    ] {
+        let (e0, b0) = (entries(&w), blobs(&w.cache()));
+        let _ = fs::remove_dir_all(w.path().join("out"));
+        ok(&mut run(
+            &w,
+            &["--output", "out", "--scope", scope],
+            &format!("echo run >> runs; mkdir out; {files}"),
+        ));
+        let e: Vec<_> = entries(&w).difference(&e0).cloned().collect();
+        assert_eq!(e.len(), 1, "{scope}: one new entry");
+        let new: BTreeSet<_> = blobs(&w.cache()).difference(&b0).cloned().collect();
+        made.push((e[0].clone(), new));
+    }
+    let blob = |content: &str| {
+        blobs(&w.cache())
+            .into_iter()
+            .find(|b| fs::read(b).unwrap() == content.as_bytes())
+            .unwrap()
+    };
+    let (ab, shared) = (blob("ab-content"), blob("shared"));
+    assert!(made[0].1.contains(&ab) && made[0].1.contains(&shared));
+    // A blob no entry uses (left by hand): the sweep frees it whatever goes.
+    let orphan_dir = w.cache().join(".store/00");
+    fs::create_dir_all(&orphan_dir).unwrap();
+    fs::write(orphan_dir.join("1".repeat(62)), "an orphan blob").unwrap();
+    let orphan = len(&orphan_dir.join("1".repeat(62)));
+    // LRU: a, then b, then c.
+    for (i, (e, _)) in made.iter().enumerate() {
+        let t = format!("2020-01-0{} 00:00:00", i + 1);
+        let st = Command::new("touch")
+            .args(["-a", "-d", &t])
+            .arg(w.cache().join(e))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    // The oracle: what each entry frees when it goes in this order (its own
+    // files, and the blobs no later entry uses: "ab" goes with b).
+    let own = |e: &str| len(&w.cache().join(e)) + len(&w.cache().join(format!("{e}.meta")));
+    let sum = |s: &BTreeSet<PathBuf>| s.iter().map(|b| len(b)).sum::<u64>();
+    let (total, _) = oracle_with_store(&w.cache());
+    let a_blobs: BTreeSet<_> = made[0]
+        .1
+        .iter()
+        .filter(|b| **b != ab && **b != shared)
+        .cloned()
+        .collect();
+    let mut b_blobs = made[1].1.clone();
+    b_blobs.insert(ab.clone());
+    let frees_a = own(&made[0].0) + sum(&a_blobs);
+    let frees_b = own(&made[1].0) + sum(&b_blobs);
+    assert_eq!(
+        (a_blobs.len(), b_blobs.len()),
+        (2, 3),
+        "own file + manifest (+ ab)"
+    );
+    let evict = |limit: u64, dry: bool| {
+        let mut c = w.cmd("cache-evict");
+        c.args(["--max-bytes", &limit.to_string()]);
+        if dry {
+            c.arg("--dry-run");
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    // Exactly a's share over the limit: a alone goes.
+    let limit = total - orphan - frees_a;
+    assert_eq!(
+        evict(limit, true),
+        format!(
+            "would evict {} ({} bytes, lru, and 2 output blobs of {} bytes)\n\
+             would sweep 3 output blobs ({} bytes)\n",
+            made[0].0,
+            own(&made[0].0),
+            sum(&a_blobs),
+            sum(&a_blobs) + orphan
+        )
+    );
+    // One byte less: b goes too, "ab" with it, counted once.
+    let limit = total - orphan - frees_a - frees_b;
+    let text = evict(limit, true);
+    assert_eq!(
+        text,
+        format!(
+            "would evict {} ({} bytes, lru, and 2 output blobs of {} bytes)\n\
+             would evict {} ({} bytes, lru, and 3 output blobs of {} bytes)\n\
+             would sweep 6 output blobs ({} bytes)\n",
+            made[0].0,
+            own(&made[0].0),
+            sum(&a_blobs),
+            made[1].0,
+            own(&made[1].0),
+            sum(&b_blobs),
+            sum(&a_blobs) + sum(&b_blobs) + orphan
+        )
+    );
+    let o = w
+        .cmd("cache-evict")
+        .args(["--max-bytes", &limit.to_string(), "--dry-run", "--json"])
+        .output()
+        .unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["after"]["bytes"], limit, "{j}");
+    assert_eq!(j["removed"][1]["blob_bytes"], sum(&b_blobs), "{j}");
+    // The real one removes exactly that: c and its blobs stay.
+    evict(limit, false);
+    assert_eq!(entries(&w), BTreeSet::from([made[2].0.clone()]));
+    let left: BTreeSet<_> = made[2].1.iter().cloned().chain([shared]).collect();
+    assert_eq!(blobs(&w.cache()), left);
+    assert_eq!(oracle_with_store(&w.cache()).0, limit);
+    assert_exact_with_store(&w, "after --max-bytes");
+    let _ = fs::remove_dir_all(w.path().join("out"));
+    ok(&mut run(
+        &w,
+        &["--output", "out", "--scope", "c"],
+        "echo run >> runs; mkdir out; printf shared > out/s; printf only-c-much-longer-still > out/own",
+    ));
+    assert_eq!(
+        fs::read_to_string(w.path().join("out/own")).unwrap(),
+        "only-c-much-longer-still"
+    );
+    assert_eq!(runs(&w), 3, "c was a hit");
+}
+
+/// An XFS file system with reflink on a loop device, mounted under a temp
+/// dir; unmounted, detached and removed on every path (Drop).
+struct XfsLoop {
+    _tmp: tempfile::TempDir,
+    dev: Option<String>,
+    mnt: PathBuf,
+    mounted: bool,
+}
+
+impl XfsLoop {
+    /// `None` (with a visible SKIP line) where this cannot be made: not
+    /// root, no mkfs.xfs, no free loop device, mounting not allowed.
+    fn new() -> Option<XfsLoop> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            skip("not root: the reflink restore test needs a loop mount");
+            return None;
+        }
+        let what = "the reflink restore test";
+        if !need("mkfs.xfs", what) || !need("filefrag", what) || !need("strace", what) {
+            return None;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let img = tmp.path().join("xfs.img");
+        let mnt = tmp.path().join("mnt");
+        fs::create_dir(&mnt).unwrap();
+        let mut me = XfsLoop {
+            _tmp: tmp,
+            dev: None,
+            mnt,
+            mounted: false,
+        };
+        // 320 MiB, sparse: XFS's smallest.
+        fs::File::create(&img).unwrap().set_len(320 << 20).unwrap();
+        let quiet = |c: &mut Command| {
+            c.stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+                .unwrap()
+        };
+        let o = quiet(
+            Command::new("mkfs.xfs")
+                .args(["-q", "-m", "reflink=1"])
+                .arg(&img),
+        );
+        if !o.status.success() {
+            skip(&format!("mkfs.xfs failed: {}", stderr_of(&o).trim()));
+            return None;
+        }
+        let o = Command::new("losetup")
+            .args(["-f", "--show"])
+            .arg(&img)
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            skip(&format!("no loop device: {}", stderr_of(&o).trim()));
+            return None;
+        }
+        let dev = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        me.dev = Some(dev.clone());
+        let o = quiet(Command::new("mount").arg(&dev).arg(&me.mnt));
+        if !o.status.success() {
+            skip(&format!(
+                "cannot mount a loop device: {}",
+                stderr_of(&o).trim()
+            ));
+            return None;
+        }
+        me.mounted = true;
+        Some(me)
+    }
+}
+
+impl Drop for XfsLoop {
+    fn drop(&mut self) {
+        if self.mounted {
+            let ok = Command::new("umount")
+                .arg(&self.mnt)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                // Busy (a process of a failed test still in it): detach lazily.
+                let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+            }
+        }
+        if let Some(dev) = &self.dev {
+            let _ = Command::new("losetup").arg("-d").arg(dev).status();
+        }
+    }
+}
+
+/// Whether every extent of `p` is shared (filefrag's `shared` flag).
+fn all_extents_shared(p: &Path) -> bool {
+    let o = Command::new("filefrag").arg("-v").arg(p).output().unwrap();
+    assert!(o.status.success(), "filefrag: {}", stderr_of(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let extents: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .split(':')
+                .next()
+                .is_some_and(|n| n.trim().parse::<u32>().is_ok())
+        })
+        .collect();
+    !extents.is_empty() && extents.iter().all(|l| l.contains("shared"))
+}
+
+#[test]
+fn on_a_reflink_file_system_store_and_restore_clone_and_stay_byte_exact() {
+    let Some(fs_) = XfsLoop::new() else { return };
+    let w = World::new();
+    let (cache, work) = (fs_.mnt.join("cache"), fs_.mnt.join("work"));
+    fs::create_dir_all(&work).unwrap();
+    let script = "echo run >> runs; mkdir -p out/sub; \
+        head -c 3000000 /dev/urandom > out/big; head -c 700000 /dev/urandom > out/sub/mid; \
+        chmod 751 out/sub/mid; printf small > out/small; ln -s big out/link; ln out/big out/sub/hard";
+    let call = || {
+        let mut c = run(&w, &["--output", "out"], script);
+        c.current_dir(&work).env("FFKIT_CACHE_DIR", &cache);
+        c
+    };
+    ok(&mut call());
+    // The store cloned the command's files: they share their extents.
+    assert!(
+        all_extents_shared(&work.join("out/big")),
+        "big was not cloned into the store"
+    );
+    assert!(all_extents_shared(&work.join("out/sub/mid")));
+    let want = snapshot(&work.join("out"));
+    remove_tree(&work.join("out"));
+    // The restore under strace: each regular file is one FICLONE that
+    // succeeds (copy_file_range may reflink on XFS too, so the extents
+    // alone would not tell).
+    let trace = w.path().join("trace");
+    let mut c = Command::new("strace");
+    w.isolate(&mut c);
+    c.args(["-f", "-qq", "-e", "trace=ioctl", "-o"])
+        .arg(&trace)
+        .arg(bin())
+        .args(["cache-run", "--output", "out", "--", "sh", "-c", script])
+        .current_dir(&work)
+        .env("FFKIT_CACHE_DIR", &cache);
+    ok(&mut c);
+    let clones = fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("FICLONE") && l.trim_end().ends_with("= 0"))
+        .count();
+    assert_eq!(clones, 3, "big, sub/mid and small restored by FICLONE");
+    assert_eq!(
+        fs::read_to_string(work.join("runs"))
+            .unwrap()
+            .lines()
+            .count(),
+        1,
+        "a hit"
+    );
+    let got = snapshot(&work.join("out"));
+    for (k, v) in &want {
+        assert_eq!(got.get(k), Some(v), "{k}");
+    }
+    assert_eq!(got.len(), want.len());
+    // The restore cloned them from the store (FICLONE): shared extents, no
+    // data written.
+    for f in ["out/big", "out/sub/mid"] {
+        assert!(
+            all_extents_shared(&work.join(f)),
+            "{f} was copied, not cloned"
+        );
+    }
+    // A write to a clone never reaches the store (copy on write).
+    fs::write(work.join("out/big"), "edited").unwrap();
+    remove_tree(&work.join("out"));
+    ok(&mut call());
+    assert_eq!(snapshot(&work.join("out")), want, "the store is intact");
 }

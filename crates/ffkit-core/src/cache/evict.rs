@@ -7,6 +7,13 @@
 //! order, garbage and expired entries (by key), then the least recently used
 //! (value access time, ties by key), until the size fits.
 //!
+//! Objects entries share (cache-run's output blobs, [`Shared`]): what an
+//! entry frees is its own files plus the shared objects no remaining entry
+//! uses (a blob shared by two victims counts once, with the second); the
+//! objects no entry uses at all are freed by the sweep whatever goes, so
+//! the plan starts from the total without them. The sweep runs in each
+//! round, before the fit is checked.
+//!
 //! The directory is read without the lock; the decision is made under the
 //! exclusive lock from the exact index and each victim's current files. An
 //! entry rewritten since the walk is fresh and is skipped, and a second
@@ -14,7 +21,7 @@
 //! enforcers never remove more than the excess plus one entry. If writers
 //! added entries meanwhile and the cache still does not fit, it walks again.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 
@@ -53,8 +60,19 @@ pub enum Reason {
 #[derive(Clone, Debug, Serialize)]
 pub struct Evicted {
     pub key: String,
+    /// The entry's own files (value and sidecar).
     pub bytes: u64,
     pub reason: Reason,
+    /// Shared objects (output blobs) that go with it: the ones no entry
+    /// left uses. Not in the report when there are none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub blobs: u64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub blob_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Serialize)]
@@ -66,6 +84,84 @@ pub struct EvictReport {
     /// Script calls a remote eviction took (absent for the local files).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steps: Option<u32>,
+    /// What the sweeps of [`Shared`] objects removed (or would).
+    #[serde(skip)]
+    pub swept: Swept,
+}
+
+/// What a sweep of shared objects removed (or, dry, would remove).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub blobs: u64,
+    pub bytes: u64,
+    /// The store was in use: nothing was swept this time.
+    pub busy: bool,
+}
+
+/// Objects entries share beyond their own files, which go when no entry
+/// uses them (cache-run's output blobs: `memo::output`).
+pub trait Shared {
+    /// Every object with its bytes, and the objects each key uses.
+    fn census(&self, cache: &Cache) -> Result<Census>;
+    /// Removes the objects no entry uses, counting `gone` as removed
+    /// already (dry: only counts them).
+    fn sweep(&self, cache: &Cache, dry_run: bool, gone: &[String]) -> Result<Swept>;
+}
+
+/// The shared objects at one moment: [`Shared::census`].
+#[derive(Debug, Default)]
+pub struct Census {
+    /// Object name -> bytes.
+    pub sizes: HashMap<String, u64>,
+    /// Key -> the objects it uses (each once).
+    pub uses: HashMap<String, Vec<String>>,
+}
+
+/// How many planned-to-stay keys use each object, for the plan.
+struct Users<'a> {
+    census: &'a Census,
+    count: HashMap<&'a str, usize>,
+}
+
+impl<'a> Users<'a> {
+    fn new(census: &'a Census) -> Self {
+        let mut count: HashMap<&str, usize> =
+            census.sizes.keys().map(|k| (k.as_str(), 0)).collect();
+        for objs in census.uses.values() {
+            for o in objs {
+                if let Some(n) = count.get_mut(o.as_str()) {
+                    *n += 1;
+                }
+            }
+        }
+        Users { census, count }
+    }
+
+    /// The bytes of the objects no key uses: the sweep frees them anyway.
+    fn unused_bytes(&self) -> u64 {
+        self.count
+            .iter()
+            .filter(|(_, n)| **n == 0)
+            .map(|(o, _)| self.census.sizes[*o])
+            .sum()
+    }
+
+    /// `key` goes: the objects (count, bytes) it was the last user of.
+    fn release(&mut self, key: &str) -> (u64, u64) {
+        let (mut n, mut bytes) = (0, 0);
+        for o in self.census.uses.get(key).into_iter().flatten() {
+            if let Some(c) = self.count.get_mut(o.as_str())
+                && *c > 0
+            {
+                *c -= 1;
+                if *c == 0 {
+                    n += 1;
+                    bytes += self.census.sizes[o.as_str()];
+                }
+            }
+        }
+        (n, bytes)
+    }
 }
 
 /// One key as seen by the walk.
@@ -99,7 +195,11 @@ impl Candidate {
 /// The number of walks before giving up on writers that outpace eviction.
 const MAX_ROUNDS: usize = 8;
 
-pub fn run(cache: &Cache, policy: &EvictPolicy) -> Result<EvictReport> {
+pub fn run(
+    cache: &Cache,
+    policy: &EvictPolicy,
+    shared: Option<&dyn Shared>,
+) -> Result<EvictReport> {
     if !policy.all && !policy.expired && policy.older_than.is_none() && policy.max_bytes.is_none() {
         return Err(Error::Validation(
             "nothing to evict: give --max-bytes, --expired, --older-than or --all".into(),
@@ -112,13 +212,20 @@ pub fn run(cache: &Cache, policy: &EvictPolicy) -> Result<EvictReport> {
             after: Totals::default(),
             removed: vec![],
             steps: None,
+            swept: Swept::default(),
         });
     }
     let mut report: Option<EvictReport> = None;
     for _ in 0..MAX_ROUNDS {
         let order = candidates(cache, policy)?;
-        let (before, after, removed) =
-            cache.remove_keys(policy.dry_run, |c, before| plan(c, policy, before, &order))?;
+        let census = match shared {
+            Some(s) => s.census(cache)?,
+            None => Census::default(),
+        };
+        let mut users = Users::new(&census);
+        let (before, after, removed) = cache.remove_keys(policy.dry_run, |c, before| {
+            plan(c, policy, before, &order, &mut users)
+        })?;
         let progress = !removed.is_empty();
         let r = report.get_or_insert(EvictReport {
             dry_run: policy.dry_run,
@@ -126,6 +233,7 @@ pub fn run(cache: &Cache, policy: &EvictPolicy) -> Result<EvictReport> {
             after,
             removed: vec![],
             steps: None,
+            swept: Swept::default(),
         });
         r.after = if policy.dry_run {
             simulate(before, &removed)
@@ -133,6 +241,27 @@ pub fn run(cache: &Cache, policy: &EvictPolicy) -> Result<EvictReport> {
             after
         };
         r.removed.extend(removed);
+        // The objects no entry uses now (or would): swept before the fit
+        // is judged, so a round never evicts for bytes a sweep frees.
+        if let Some(s) = shared {
+            let gone: Vec<String> = r.removed.iter().map(|e| e.key.clone()).collect();
+            let swept = s.sweep(
+                cache,
+                policy.dry_run,
+                if policy.dry_run { &gone } else { &[] },
+            )?;
+            r.after.bytes = r.after.bytes.saturating_sub(swept.bytes);
+            if policy.dry_run {
+                r.swept = swept;
+            } else {
+                r.swept.blobs += swept.blobs;
+                r.swept.bytes += swept.bytes;
+                r.swept.busy |= swept.busy;
+            }
+            if swept.busy {
+                break; // nothing more to learn this time
+            }
+        }
         let fits = policy.max_bytes.is_none_or(|m| r.after.bytes <= m);
         if fits || !progress || policy.dry_run {
             break;
@@ -259,8 +388,10 @@ fn plan(
     policy: &EvictPolicy,
     before: Totals,
     order: &[(Candidate, Option<Reason>)],
+    users: &mut Users,
 ) -> Result<Vec<Evicted>> {
-    let mut bytes = before.bytes;
+    // Shared objects no entry uses go with the sweep whatever is evicted.
+    let mut bytes = before.bytes.saturating_sub(users.unused_bytes());
     let mut out = Vec::new();
     for (c, reason) in order {
         let reason = match reason {
@@ -286,11 +417,14 @@ fn plan(
         if !present(c.key.clone()) && !present(format!("{}.meta", c.key)) {
             continue; // already gone
         }
-        bytes = bytes.saturating_sub(now_bytes);
+        let (blobs, blob_bytes) = users.release(&c.key);
+        bytes = bytes.saturating_sub(now_bytes + blob_bytes);
         out.push(Evicted {
             key: c.key.clone(),
             bytes: now_bytes,
             reason,
+            blobs,
+            blob_bytes,
         });
     }
     Ok(out)

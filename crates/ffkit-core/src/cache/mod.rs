@@ -47,7 +47,7 @@ use crate::config::{ChosenDir, Config, DirOrigin};
 use crate::error::{Error, ExitKind, Result};
 use crate::fsutil;
 pub use entry::Meta;
-pub use evict::{EvictPolicy, EvictReport, Evicted, Reason};
+pub use evict::{Census, EvictPolicy, EvictReport, Evicted, Reason, Shared, Swept};
 pub use index::Totals;
 use journal::{Journal, Record};
 pub use progress::Progress;
@@ -1066,7 +1066,13 @@ impl Cache {
 
     /// Removes entries by `policy`; see [`evict`].
     pub fn evict(&self, policy: &EvictPolicy) -> Result<EvictReport> {
-        evict::run(self, policy)
+        evict::run(self, policy, None)
+    }
+
+    /// [`Cache::evict`] planning with (and sweeping) objects entries share:
+    /// see [`Shared`].
+    pub fn evict_with(&self, policy: &EvictPolicy, shared: &dyn Shared) -> Result<EvictReport> {
+        evict::run(self, policy, Some(shared))
     }
 
     /// Removes keys (value and sidecar) under one exclusive lock: the

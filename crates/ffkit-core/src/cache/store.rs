@@ -289,17 +289,12 @@ impl Store {
             }
             Store::Local(c) => c,
         };
-        let mut report = c.evict(policy)?;
+        // cache-run's output blobs are planned with and swept in each round
+        // (mark and sweep; with --dry-run, only counted).
+        let report = crate::memo::output::evict(c, policy)?;
         // cache-run's per-key files of keys that have no entry any more.
         let pruned = (!policy.dry_run).then(|| crate::memo::store::prune_local(c));
-        // cache-run's output blobs that no entry uses any more (mark and
-        // sweep; with --dry-run, only counted).
-        let gone: Vec<String> = report.removed.iter().map(|e| e.key.clone()).collect();
-        let swept = crate::memo::output::sweep(c, policy.dry_run, &gone);
-        if let Ok(s) = &swept {
-            // What is left (or would be) counts the sweep too.
-            report.after.bytes = report.after.bytes.saturating_sub(s.bytes);
-        }
+        let swept = Ok(report.swept);
         Ok(EvictDone {
             report,
             pruned,

@@ -191,21 +191,33 @@ fn blob_path(store: &Path, name: &str) -> Option<PathBuf> {
     ok.then(|| store.join(&name[..2]).join(&name[2..]))
 }
 
-/// Takes `.store/.gc-lock`: shared (waits; sweeps are short) or exclusive
-/// (only tried: `None` when busy).
-fn gc_lock(store: &Path, exclusive: bool) -> Result<Option<File>> {
+/// How [`gc_lock`] takes `.store/.gc-lock`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lock {
+    /// Shared, waiting (sweeps are short): a store or a restore.
+    Shared,
+    /// Exclusive, only tried (`None` when busy): a sweep after a write.
+    Try,
+    /// Exclusive, waiting: eviction's sweep.
+    Wait,
+}
+
+fn gc_lock(store: &Path, how: Lock) -> Result<Option<File>> {
     fsutil::create_private_dir(store)?;
     let path = store.join(GC_LOCK);
     let f = fsutil::open_rw_create(&path).map_err(|e| Error::io("cannot open", &path, e))?;
-    if exclusive {
-        return match f.try_lock() {
-            Ok(()) => Ok(Some(f)),
-            Err(fs::TryLockError::WouldBlock) => Ok(None),
-            Err(fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", &path, e)),
-        };
-    }
-    f.lock_shared()
-        .map_err(|e| Error::io("cannot lock", &path, e))?;
+    let r = match how {
+        Lock::Shared => f.lock_shared(),
+        Lock::Wait => f.lock(),
+        Lock::Try => {
+            return match f.try_lock() {
+                Ok(()) => Ok(Some(f)),
+                Err(fs::TryLockError::WouldBlock) => Ok(None),
+                Err(fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", &path, e)),
+            };
+        }
+    };
+    r.map_err(|e| Error::io("cannot lock", &path, e))?;
     Ok(Some(f))
 }
 
@@ -242,7 +254,7 @@ impl Drop for Pending {
 pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
     check_paths(paths)?;
     let store = store_dir(c);
-    let gc = gc_lock(&store, false)?;
+    let gc = gc_lock(&store, Lock::Shared)?;
     let mut pending = Pending(Vec::new());
     let mut names = HashSet::new();
     let mut roots = Vec::new();
@@ -474,7 +486,10 @@ fn clone_or_copy(src: &File, dst: &mut File) -> io::Result<()> {
 pub fn restore(c: &Cache, name: &str, out: &Outputs) -> Result<std::result::Result<(), String>> {
     check_paths(&out.paths)?;
     let store = store_dir(c);
-    let _gc = gc_lock(&store, false)?;
+    let _gc = gc_lock(&store, Lock::Shared)?;
+    // One restore at a time into a directory (any key, any process): the
+    // lock of the directory that holds each path, until every tree is in.
+    let _dirs = lock_parents(&out.paths)?;
     let Some(mpath) = blob_path(&store, name) else {
         return Ok(Err(format!("bad manifest name {name}")));
     };
@@ -529,6 +544,47 @@ fn discard_all(built: &[(PathBuf, PathBuf)]) {
     }
 }
 
+/// The directory that holds `path` (`.` for a name in the working one).
+fn parent_of(path: &Path) -> PathBuf {
+    let path = normal(path);
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Takes an exclusive `flock` of the directory holding each path (made if
+/// missing), in one order (device, inode) so that two restores of
+/// overlapping sets never wait for each other in a circle. Two spellings of
+/// one directory are one lock: the kernel locks the inode. Released when
+/// the files are dropped.
+fn lock_parents(paths: &[PathBuf]) -> Result<Vec<File>> {
+    let mut dirs: Vec<((u64, u64), PathBuf, File)> = Vec::new();
+    for p in paths {
+        let parent = parent_of(p);
+        fs::create_dir_all(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&parent)
+            .map_err(|e| Error::io("cannot open", &parent, e))?;
+        let m = f
+            .metadata()
+            .map_err(|e| Error::io("cannot stat", &parent, e))?;
+        let id = (m.dev(), m.ino());
+        if !dirs.iter().any(|(d, _, _)| *d == id) {
+            dirs.push((id, parent, f));
+        }
+    }
+    dirs.sort_by_key(|(id, _, _)| *id);
+    let mut held = Vec::with_capacity(dirs.len());
+    for (_, parent, f) in dirs {
+        f.lock().map_err(|e| Error::io("cannot lock", &parent, e))?;
+        held.push(f);
+    }
+    Ok(held)
+}
+
 /// Builds one root beside `path`; returns where.
 fn build(
     store: &Path,
@@ -536,11 +592,7 @@ fn build(
     path: &Path,
     link: bool,
 ) -> Result<std::result::Result<PathBuf, String>> {
-    let path = normal(path);
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let parent = parent_of(path);
     fs::create_dir_all(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
     remove_dead_builds(&parent);
     let tmp = parent.join(format!(
@@ -741,60 +793,77 @@ fn remove_dead_builds(parent: &Path) {
     }
 }
 
-/// What a sweep removed (or, dry, would remove).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Swept {
-    pub blobs: u64,
-    pub bytes: u64,
-    /// A store or restore held the store: nothing was swept this time.
-    pub busy: bool,
+pub use crate::cache::Swept;
+
+/// `cache-evict` with the output store: plans with the blobs (what an entry
+/// frees is the blobs no other entry uses) and sweeps in each round.
+pub fn evict(c: &Cache, policy: &crate::cache::EvictPolicy) -> Result<crate::cache::EvictReport> {
+    c.evict_with(policy, &OutputStore)
+}
+
+/// The output store as eviction sees it ([`crate::cache::Shared`]).
+struct OutputStore;
+
+impl crate::cache::Shared for OutputStore {
+    fn census(&self, c: &Cache) -> Result<crate::cache::Census> {
+        let store = store_dir(c);
+        if !fs::symlink_metadata(&store).is_ok_and(|m| m.is_dir()) {
+            return Ok(crate::cache::Census::default());
+        }
+        let uses = entry_uses(c, &store)?;
+        let sizes = list_blobs(&store)?
+            .into_iter()
+            .map(|(name, _, len)| (name, len))
+            .collect();
+        Ok(crate::cache::Census { sizes, uses })
+    }
+
+    fn sweep(&self, c: &Cache, dry_run: bool, gone: &[String]) -> Result<Swept> {
+        // Eviction waits for the stores and restores in flight: a skipped
+        // sweep would leave it judging the fit with bytes about to go.
+        sweep_with(c, dry_run, gone, true)
+    }
 }
 
 /// Mark and sweep: removes the blobs no entry's manifest names. Marks with
 /// the store held exclusively (no store or restore in flight, so no entry
 /// can start using a blob meanwhile), removes under the cache lock through
 /// [`Cache::store_change`]. `gone`: entries to count as removed already
-/// (a dry run's victims, so it says what the real one would sweep).
+/// (a dry run's victims, so it says what the real one would sweep). Skipped
+/// (`busy`) when a store or restore holds the store.
 pub fn sweep(c: &Cache, dry_run: bool, gone: &[String]) -> Result<Swept> {
+    sweep_with(c, dry_run, gone, false)
+}
+
+fn sweep_with(c: &Cache, dry_run: bool, gone: &[String], wait: bool) -> Result<Swept> {
     let store = store_dir(c);
     if !fs::symlink_metadata(&store).is_ok_and(|m| m.is_dir()) {
         return Ok(Swept::default());
     }
-    let Some(_gc) = gc_lock(&store, true)? else {
+    let Some(_gc) = gc_lock(&store, if wait { Lock::Wait } else { Lock::Try })? else {
         return Ok(Swept {
             busy: true,
             ..Swept::default()
         });
     };
-    let live = mark(c, &store, gone)?;
-    let mut dead = Vec::new();
-    for fan in fs::read_dir(&store).map_err(|e| Error::io("cannot list", &store, e))? {
-        let fan = fan.map_err(|e| Error::io("cannot list", &store, e))?;
-        let fname = fan.file_name();
-        let Some(prefix) = fname.to_str().filter(|n| is_fan_dir(n.as_bytes())) else {
-            continue;
-        };
-        if !fan.file_type().is_ok_and(|t| t.is_dir()) {
-            continue;
-        }
-        let Ok(rd) = fs::read_dir(fan.path()) else {
-            continue;
-        };
-        for b in rd.flatten() {
-            let Ok(m) = b.metadata() else { continue };
-            if !m.is_file() {
-                continue;
-            }
-            let name = format!("{prefix}{}", b.file_name().to_string_lossy());
-            if !live.contains(&name) {
-                dead.push((b.path(), m.len()));
-            }
-        }
-    }
+    let uses = entry_uses(c, &store)?;
+    let live: HashSet<&str> = uses
+        .iter()
+        .filter(|(k, _)| !gone.contains(k))
+        .flat_map(|(_, v)| v.iter().map(String::as_str))
+        .collect();
+    let dead: Vec<(PathBuf, u64)> = list_blobs(&store)?
+        .into_iter()
+        .filter(|(name, _, _)| !live.contains(name.as_str()))
+        .map(|(_, p, len)| (p, len))
+        .collect();
     let mut s = Swept::default();
     if dry_run {
         s.blobs = dead.len() as u64;
         s.bytes = dead.iter().map(|d| d.1).sum();
+        return Ok(s);
+    }
+    if dead.is_empty() {
         return Ok(s);
     }
     c.store_change(|| {
@@ -815,23 +884,52 @@ pub fn sweep(c: &Cache, dry_run: bool, gone: &[String]) -> Result<Swept> {
     Ok(s)
 }
 
-/// The blobs some entry uses: each `run-*` entry's manifest and what it
-/// names. A damaged entry or manifest keeps nothing (its hit is a miss).
-fn mark(c: &Cache, store: &Path, gone: &[String]) -> Result<HashSet<String>> {
+/// Every blob in the store: (name, path, bytes).
+fn list_blobs(store: &Path) -> Result<Vec<(String, PathBuf, u64)>> {
+    let mut out = Vec::new();
+    for fan in fs::read_dir(store).map_err(|e| Error::io("cannot list", store, e))? {
+        let fan = fan.map_err(|e| Error::io("cannot list", store, e))?;
+        let fname = fan.file_name();
+        let Some(prefix) = fname.to_str().filter(|n| is_fan_dir(n.as_bytes())) else {
+            continue;
+        };
+        if !fan.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let Ok(rd) = fs::read_dir(fan.path()) else {
+            continue;
+        };
+        for b in rd.flatten() {
+            let Ok(m) = b.metadata() else { continue };
+            if m.is_file() {
+                let name = format!("{prefix}{}", b.file_name().to_string_lossy());
+                out.push((name, b.path(), m.len()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The blobs each `run-*` entry uses: its manifest and what that names
+/// (each once). A damaged entry or manifest uses nothing (its hit is a
+/// miss).
+fn entry_uses(c: &Cache, store: &Path) -> Result<HashMap<String, Vec<String>>> {
     #[derive(Deserialize)]
     struct Head {
         outputs: Option<String>,
     }
-    let mut live = HashSet::new();
+    let mut uses = HashMap::new();
     let dir = c.dir();
     for de in fs::read_dir(dir).map_err(|e| Error::io("cannot list", dir, e))? {
         let de = de.map_err(|e| Error::io("cannot list", dir, e))?;
         let name = de.file_name();
         let Some(n) = name.to_str() else { continue };
-        if !n.starts_with("run-") || n.ends_with(".meta") || gone.iter().any(|g| g == n) {
+        if !n.starts_with("run-") || n.ends_with(".meta") {
             continue;
         }
-        let Ok(f) = fsutil::open_read(&de.path()) else {
+        // Without touching its atime: eviction's LRU order is by atime
+        // (the engine opens it so too; a read on relatime would bump it).
+        let Ok((f, _)) = fsutil::open_read_noatime_meta(&de.path()) else {
             continue;
         };
         // The header line (a header is far below 1 MiB).
@@ -844,20 +942,24 @@ fn mark(c: &Cache, store: &Path, gone: &[String]) -> Result<HashSet<String>> {
         let Some(mp) = blob_path(store, &m) else {
             continue;
         };
-        live.insert(m);
-        let Ok(bytes) = fs::read(&mp) else { continue };
-        let Ok(man) = serde_json::from_slice::<Manifest>(&bytes) else {
-            continue;
-        };
-        for r in man.roots {
-            for node in r.nodes {
-                if let Kind::File { blob, .. } = node.kind {
-                    live.insert(blob);
+        let mut blobs = vec![m.clone()];
+        let mut seen = HashSet::from([m]);
+        if let Ok(bytes) = fs::read(&mp)
+            && let Ok(man) = serde_json::from_slice::<Manifest>(&bytes)
+        {
+            for r in man.roots {
+                for node in r.nodes {
+                    if let Kind::File { blob, .. } = node.kind
+                        && seen.insert(blob.clone())
+                    {
+                        blobs.push(blob);
+                    }
                 }
             }
         }
+        uses.insert(n.to_string(), blobs);
     }
-    Ok(live)
+    Ok(uses)
 }
 
 #[cfg(test)]

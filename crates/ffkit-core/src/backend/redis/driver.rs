@@ -282,9 +282,13 @@ impl RemoteCache for RedisCache {
                     },
                     key: e.key,
                     bytes: e.bytes,
+                    // No output store on Redis (cache-run --output is local).
+                    blobs: 0,
+                    blob_bytes: 0,
                 })
                 .collect(),
             steps: Some(r.steps),
+            swept: Default::default(),
         })
     }
 }

@@ -216,9 +216,11 @@ pub fn assert_index_exact(dir: &Path, what: &str) {
 
 /// Whether a change's journal is left in the cache dir `dir`: in `.lock`
 /// (not empty), or a `.journal` file (docs/cache.md, "Concurrency and
-/// crashes").
+/// crashes"). Only a regular `.lock` can hold one: a link planted there
+/// (the hardening tests) is refused by ffkit, whatever it points to.
 pub fn journal_left(dir: &Path) -> bool {
-    dir.join(".journal").exists() || fs::metadata(dir.join(".lock")).is_ok_and(|m| m.len() > 0)
+    dir.join(".journal").exists()
+        || fs::symlink_metadata(dir.join(".lock")).is_ok_and(|m| m.is_file() && m.len() > 0)
 }
 
 /// No temp file is left behind (by a run that was not killed).

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::util::bin;
+use crate::util::{bin, until};
 
 /// Builds the builtin beside `bin` once per test run (`cargo test` does not
 /// build a cdylib it has no test for) and returns its path.
@@ -143,15 +143,6 @@ fn ok(o: &Output) -> String {
         text(&o.stderr)
     );
     text(&o.stdout)
-}
-
-/// Waits (generously: the machine may be loaded) until `cond` holds.
-fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -1036,14 +1027,9 @@ fn sigkill_of_a_holder_with_a_live_pipeline_frees_its_lock_at_once() {
     signal(&child, libc::SIGKILL);
     let _ = child.wait();
     // Well before the 60 s sleep ends (which kept it before).
-    let end = Instant::now() + Duration::from_secs(20);
-    while !free(&file) {
-        assert!(
-            Instant::now() < end,
-            "p still held by the dead shell's children"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    crate::util::wait_until("p freed though the dead shell's children live", 20, || {
+        free(&file)
+    });
 }
 
 /// Item 8: a descriptor holder that unlocked its descriptor (`flock -u`)

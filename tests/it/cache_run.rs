@@ -12,15 +12,12 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::thread;
-use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
 use crate::util::*;
 
 const NOW: i64 = 1_800_000_000;
-const DEADLINE: Duration = Duration::from_secs(60);
 
 /// `ffkit cache-run ARGS -- sh -c SCRIPT`.
 fn run(w: &World, args: &[&str], script: &str) -> Command {
@@ -36,18 +33,6 @@ pub(crate) fn runs(w: &World) -> usize {
 pub(crate) fn json(out: &[u8]) -> Json {
     serde_json::from_slice(out)
         .unwrap_or_else(|e| panic!("JSON output ({e}): {}", String::from_utf8_lossy(out)))
-}
-
-/// Polls `cond` until it holds; false at the deadline.
-pub(crate) fn wait_for(mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + DEADLINE;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 /// How many processes are blocked in flock(2) on `path` (from /proc/locks).
@@ -121,9 +106,9 @@ fn sixteen_concurrent_misses_run_the_command_once_and_print_the_same() {
         .collect();
     // The leader is running; wait (bounded) until the other 15 block on the
     // per-key lock, so the test really is 16 overlapping misses.
-    assert!(wait_for(|| runs(&w) == 1), "the command never started");
+    assert!(eventually(|| runs(&w) == 1), "the command never started");
     let lock = lock_file(&w, &key_of(&w, &["--ttl", "600"], script));
-    let all_waiting = wait_for(|| blocked_on(&lock) == 15);
+    let all_waiting = eventually(|| blocked_on(&lock) == 15);
     fs::write(w.path().join("go"), "").unwrap();
     let outs: Vec<Output> = children
         .into_iter()
@@ -153,7 +138,7 @@ fn a_waiter_gives_up_after_lock_timeout_with_exit_6() {
     let w = World::new();
     let script = "echo run >> runs; i=0; while [ ! -e go ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done; echo done";
     let leader = spawn_piped(run(&w, &[], script));
-    assert!(wait_for(|| runs(&w) == 1));
+    assert!(eventually(|| runs(&w) == 1));
     let out = run(&w, &[], script)
         .env("LOCK_TIMEOUT", "0.3")
         .output()
@@ -477,11 +462,11 @@ fn sixteen_concurrent_stale_hits_start_one_refresh_and_never_wait() {
     }
     assert!(!w.path().join("go").exists());
     // One refresh is running (blocked on `go`), detached from the hits.
-    assert!(wait_for(|| runs(&w) == 2), "the refresh never started");
+    assert!(eventually(|| runs(&w) == 2), "the refresh never started");
     fs::write(w.path().join("go"), "").unwrap();
     let needle = w.cache().to_string_lossy().into_owned();
     assert!(
-        wait_for(|| processes_with(&needle) == 0),
+        eventually(|| processes_with(&needle) == 0),
         "refreshers still running"
     );
     assert_eq!(runs(&w), 2, "one refresh for 16 stale hits");
@@ -586,7 +571,7 @@ fn sigkill_of_the_running_miss_hands_over_to_a_waiter_and_nothing_partial_is_rep
     assert_eq!(line, "partial\n");
     let lock = lock_file(&w, &key_of(&w, &[], script));
     let waiters: Vec<Child> = (0..3).map(|_| spawn_piped(run(&w, &[], script))).collect();
-    let all_waiting = wait_for(|| blocked_on(&lock) == 3);
+    let all_waiting = eventually(|| blocked_on(&lock) == 3);
     leader.kill().unwrap();
     assert!(!leader.wait().unwrap().success());
     for c in waiters {
@@ -609,7 +594,7 @@ fn sigkill_of_the_running_miss_hands_over_to_a_waiter_and_nothing_partial_is_rep
     // The first command got SIGTERM with its ffkit (PR_SET_PDEATHSIG);
     // `release` lets it end in any case (it is not ours to signal).
     fs::write(w.path().join("release"), "").unwrap();
-    assert!(wait_for(|| processes_with(&marker) == 0));
+    assert!(eventually(|| processes_with(&marker) == 0));
 }
 
 // ---- the other actions ------------------------------------------------------
@@ -861,7 +846,7 @@ fn eviction_and_invalidate_leave_no_cache_run_files_but_a_running_miss_keeps_its
     assert!(run_dir_files(&w).iter().any(|f| f.ends_with(".hits")));
     let slow = "echo run >> runs; i=0; while [ ! -e go ] && [ $i -lt 3000 ]; do sleep 0.02; i=$((i+1)); done; echo slow";
     let leader = spawn_piped(run(&w, &["--ttl", "0"], slow));
-    assert!(wait_for(|| runs(&w) == 1), "the slow miss never started");
+    assert!(eventually(|| runs(&w) == 1), "the slow miss never started");
     let lock = lock_file(&w, &key_of(&w, &["--ttl", "0"], slow));
 
     w.cmd("cache-evict").arg("--all").assert().success();
@@ -874,7 +859,7 @@ fn eviction_and_invalidate_leave_no_cache_run_files_but_a_running_miss_keeps_its
     // Single flight still holds for the running key.
     let waiter = spawn_piped(run(&w, &["--ttl", "0"], slow));
     assert!(
-        wait_for(|| blocked_on(&lock) == 1),
+        eventually(|| blocked_on(&lock) == 1),
         "the second run did not wait"
     );
     fs::write(w.path().join("go"), "").unwrap();
@@ -1031,7 +1016,7 @@ fn a_stalled_reader_of_the_miss_blocks_nobody_else() {
     // The leader's stdout is a pipe nobody reads yet: its 1 MB cannot pass.
     let mut leader = spawn_piped(run(&w, &[], script));
     // The run is stored (and its lock freed) at the command's pace anyway.
-    let present = wait_for(|| {
+    let present = eventually(|| {
         let o = run(&w, &["--print-key", "--json"], script)
             .output()
             .unwrap();
@@ -1105,9 +1090,9 @@ fn waiters_of_a_failed_run_with_discard_failures_get_its_result_not_a_run_each()
     let children: Vec<Child> = (0..8)
         .map(|_| spawn_piped(run(&w, &args, script)))
         .collect();
-    assert!(wait_for(|| runs(&w) == 1), "the command never started");
+    assert!(eventually(|| runs(&w) == 1), "the command never started");
     let lock = lock_file(&w, &key_of(&w, &args, script));
-    let all_waiting = wait_for(|| blocked_on(&lock) == 7);
+    let all_waiting = eventually(|| blocked_on(&lock) == 7);
     fs::write(w.path().join("go"), "").unwrap();
     for c in children {
         let o = c.wait_with_output().unwrap();
@@ -1242,12 +1227,12 @@ fn the_detached_refresh_keeps_none_of_the_callers_descriptors() {
     let mut pipeline = c.stdout(Stdio::null()).spawn().unwrap();
     // The caller's pipe (fd 3) must close when ffkit exits, not when the
     // refresh (blocked on `go`) does.
-    let ended = wait_for(|| pipeline.try_wait().unwrap().is_some());
-    let refreshing = wait_for(|| runs(&w) == 2);
+    let ended = eventually(|| pipeline.try_wait().unwrap().is_some());
+    let refreshing = eventually(|| runs(&w) == 2);
     fs::write(w.path().join("go"), "").unwrap();
     let needle = w.cache().to_string_lossy().into_owned();
     assert!(
-        wait_for(|| processes_with(&needle) == 0),
+        eventually(|| processes_with(&needle) == 0),
         "refresh still running"
     );
     let _ = pipeline.wait();
@@ -1325,7 +1310,7 @@ fn a_killed_ffkit_does_not_leave_the_command_running() {
             .ok()
             .and_then(|s| s.trim().parse::<u32>().ok())
     };
-    assert!(wait_for(|| pid().is_some()), "the command never started");
+    assert!(eventually(|| pid().is_some()), "the command never started");
     let pid = pid().unwrap();
     let ours = |p: u32| {
         fs::read_to_string(format!("/proc/{p}/cmdline"))
@@ -1335,7 +1320,7 @@ fn a_killed_ffkit_does_not_leave_the_command_running() {
     ff.kill().unwrap();
     ff.wait().unwrap();
     // Gone (or a zombie waiting for its new parent) once ffkit is.
-    let gone = wait_for(|| {
+    let gone = eventually(|| {
         !ours(pid)
             || fs::read_to_string(format!("/proc/{pid}/stat"))
                 .map_or(true, |s| s.split_whitespace().nth(2) == Some("Z"))

@@ -12,7 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::util::*;
 
@@ -36,15 +36,6 @@ fn sh(w: &World, shell: &str, script: &str) -> Command {
         .arg("-c")
         .arg(script);
     c
-}
-
-/// Polls `cond` for up to 20 s (a loaded 2-core machine is slow).
-fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let give_up = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < give_up, "timed out waiting for {what}");
-        sleep(Duration::from_millis(10));
-    }
 }
 
 fn code(c: &mut Command) -> Option<i32> {

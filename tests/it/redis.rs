@@ -224,7 +224,7 @@ impl Server {
     /// client: every command other clients sent (queued behind a stall,
     /// say) has run by then.
     pub fn quiesce(&self) {
-        until("the other clients to be gone", 30, || {
+        wait_until("the other clients to be gone", 30, || {
             let info: String = self.query(redis::cmd("INFO").arg("clients"));
             info.lines().any(|l| l.trim() == "connected_clients:1")
         });
@@ -505,15 +505,6 @@ fn status_json(w: &World, s: &Server, name: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
 }
 
-/// Waits up to `secs` for `cond`.
-fn until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
-    let give_up = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < give_up, "timed out waiting for {what}");
-        sleep(Duration::from_millis(20));
-    }
-}
-
 /// Whether a process with this pid and /proc start time still runs.
 fn running(pid: u32, start: &str) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|st| {
@@ -543,7 +534,7 @@ fn command_holder_running(w: &World, s: &Server, name: &str, pidfile: &Path, res
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let child = c.spawn().unwrap();
-    until("the command to start", 20, || {
+    wait_until("the command to start", 20, || {
         std::fs::read_to_string(pidfile).is_ok_and(|t| t.ends_with('\n'))
     });
     child
@@ -565,7 +556,7 @@ fn redis_sigkilled_command_holder_stops_its_command_and_hands_over_within_the_le
     holder.kill().unwrap();
     holder.wait().unwrap();
     // The guard stops the command at once: two holders never run together.
-    until("the orphaned command to be stopped", 20, || {
+    wait_until("the orphaned command to be stopped", 20, || {
         !running(cmd_pid, &cmd_start)
     });
     let out = ff(&w, &s, "lock-acquire")
@@ -627,7 +618,7 @@ fn redis_named_lock_is_released_when_its_owner_dies() {
     owner.wait().unwrap();
     // The holder watches its owner through a pidfd and releases at once,
     // well before the 6 s lease would lapse.
-    until("the lock to be released", 20, || {
+    wait_until("the lock to be released", 20, || {
         status_json(&w, &s, "o")["state"] == "free"
     });
     let held: Option<String> = s.query(redis::cmd("GET").arg("ffkit:lock:{o}"));
@@ -791,7 +782,7 @@ fn redis_restart_without_persistence_loses_locks_and_fences_still_grow() {
     assert_eq!(status_json(&w, &s, "r")["state"], "free");
     let after = fence(&w, &s);
     assert!(after > before, "fence went back: {before} -> {after}");
-    until("the old holder to give up", 20, || !running(hpid, &hstart));
+    wait_until("the old holder to give up", 20, || !running(hpid, &hstart));
     let _ = owner.kill();
     let _ = owner.wait();
 }
@@ -916,7 +907,7 @@ fn on_a_terminal(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
     let mut child = c.spawn().unwrap();
-    until("the command to own the terminal", 30, &mut ready);
+    wait_until("the command to own the terminal", 30, &mut ready);
     child.stdin.as_mut().unwrap().write_all(input).unwrap();
     let mut out = String::new();
     child

@@ -14,10 +14,9 @@
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Output, Stdio};
-use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::cache_run::{runs, spawn_piped, wait_for};
+use crate::cache_run::{runs, spawn_piped};
 use crate::util::*;
 
 /// A three-master cluster this test owns.
@@ -47,14 +46,6 @@ fn connect(port: u16) -> redis::RedisResult<redis::Connection> {
     let con = c.get_connection_with_timeout(Duration::from_secs(2))?;
     con.set_read_timeout(Some(Duration::from_secs(5)))?;
     Ok(con)
-}
-
-fn until(what: &str, mut cond: impl FnMut() -> bool) {
-    let give_up = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < give_up, "timed out waiting for {what}");
-        sleep(Duration::from_millis(50));
-    }
 }
 
 impl Cluster {
@@ -218,7 +209,7 @@ fn hold_until_go(w: &World, c: &Cluster, name: &str) -> Child {
     ]);
     let holder = spawn_piped(hold);
     assert!(
-        wait_for(|| w.path().join("up").exists()),
+        eventually(|| w.path().join("up").exists()),
         "the holder never ran"
     );
     holder
@@ -394,11 +385,11 @@ fn redis_cluster_cache_run_concurrent_misses_run_the_command_once() {
             spawn_piped(r)
         })
         .collect();
-    assert!(wait_for(|| runs(&w) == 1), "the command never started");
+    assert!(eventually(|| runs(&w) == 1), "the command never started");
     // Every waiter is blocked on the run lock's wake-up list on the
     // namespace's master before the leader finishes.
     let owner = c.owner("ffkit:cache:{default}:total");
-    let blocked = wait_for(|| {
+    let blocked = eventually(|| {
         let info: String = c.on(owner, redis::cmd("INFO").arg("clients"));
         info.lines()
             .find_map(|l| l.strip_prefix("blocked_clients:"))
@@ -504,7 +495,7 @@ fn redis_cluster_a_holder_follows_its_lock_to_a_new_master_by_the_moved_reply() 
     let pttl = |p: u16| -> i64 { c.on(p, redis::cmd("PTTL").arg(&key)) };
     let before = pttl(from);
     assert!(
-        wait_for(|| pttl(from) > before),
+        eventually(|| pttl(from) > before),
         "no renewal on the first master"
     );
     let slot: u16 = c.on(from, redis::cmd("CLUSTER").arg("KEYSLOT").arg(&key));
@@ -563,7 +554,7 @@ fn redis_cluster_a_holder_follows_its_lock_to_a_new_master_by_the_moved_reply() 
     // The next renewal reaches `from`, is answered MOVED, and is sent to
     // `to`: the lease there is extended.
     assert!(
-        wait_for(|| pttl(to) > first),
+        eventually(|| pttl(to) > first),
         "the lease was never renewed on the new master"
     );
     // Through the redirect, not through a new connection and a fresh slot

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value as Json;
 
-use crate::cache_run::{json, runs, spawn_piped, wait_for};
+use crate::cache_run::{json, runs, spawn_piped};
 use crate::redis::{Server, env};
 use crate::redis_cache::{counters, recount};
 use crate::util::*;
@@ -203,10 +203,10 @@ fn redis_cache_run_stale_hit_refreshes_in_the_background_once() {
     fs::write(w.path().join("version"), "v2\n").unwrap();
     let o = at(NOW + 100);
     assert_eq!(o.stdout, b"v1\n", "a stale hit replays the old answer");
-    assert!(wait_for(|| runs(&w) == 2), "the refresh never ran");
+    assert!(eventually(|| runs(&w) == 2), "the refresh never ran");
     // The refresh stores its answer (the value changes on the server).
     assert!(
-        wait_for(|| at(NOW + 100).stdout == b"v2\n"),
+        eventually(|| at(NOW + 100).stdout == b"v2\n"),
         "the refreshed answer never arrived"
     );
     assert_eq!(runs(&w), 2, "one refresh");
@@ -234,10 +234,10 @@ fn redis_cache_run_ten_concurrent_misses_run_the_command_once() {
             spawn_piped(c)
         })
         .collect();
-    assert!(wait_for(|| runs(&w) == 1), "the command never started");
+    assert!(eventually(|| runs(&w) == 1), "the command never started");
     // The leader holds two connections (the cache and its lease renewer),
     // each waiter one: all 9 waiters are waiting on the server's lock.
-    let all_waiting = wait_for(|| clients(&s) >= base + 11);
+    let all_waiting = eventually(|| clients(&s) >= base + 11);
     fs::write(w.path().join("go"), "").unwrap();
     let outs: Vec<Output> = children
         .into_iter()
@@ -280,7 +280,7 @@ fn redis_cache_run_sigkill_of_the_miss_hands_over_within_the_lease() {
             spawn_piped(c)
         })
         .collect();
-    let all_waiting = wait_for(|| clients(&s) >= base + 3);
+    let all_waiting = eventually(|| clients(&s) >= base + 3);
     // Our own child: SIGKILL takes its lease renewer with it.
     leader.kill().unwrap();
     let killed = Instant::now();
@@ -525,12 +525,12 @@ fn redis_cache_run_renews_its_lease_while_a_long_miss_runs() {
     );
     let started = Instant::now();
     let leader = spawn_piped(run(&w, side, &[], script));
-    assert!(wait_for(|| runs(&w) == 1), "the command never started");
+    assert!(eventually(|| runs(&w) == 1), "the command never started");
     let waiter = spawn_piped(run(&w, side, &[], script));
     // The 6 s lease (tests' FFKIT_LOCK_LEASE) is renewed every 2 s: watch
     // its time to live go up twice, and outlast the first lease by a second.
     let (mut last, mut renewals) = (i64::MAX, 0);
-    let renewed = wait_for(|| {
+    let renewed = eventually(|| {
         let ttl: i64 = s.query(redis::cmd("PTTL").arg(&lock));
         if ttl > last {
             renewals += 1;

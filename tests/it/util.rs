@@ -356,8 +356,30 @@ pub fn output_within(mut cmd: Command, what: &str) -> Output {
     child.wait_with_output().expect("wait")
 }
 
-/// Polls `cond` every few ms until it holds, failing after `secs`: the
-/// deadline is generous because a loaded machine is slow, not wrong.
+/// The one deadline of a wait in the tests: generous, because a loaded
+/// 2-core machine is slow, not wrong. What it catches is a hang.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Polls `cond` until it holds, failing after [`DEADLINE`].
+pub fn until(what: &str, cond: impl FnMut() -> bool) {
+    wait_until(what, DEADLINE.as_secs(), cond);
+}
+
+/// Polls `cond` until it holds: false at [`DEADLINE`] (for a test that
+/// words its own failure).
+pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + DEADLINE;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    cond()
+}
+
+/// Polls `cond` every few ms until it holds, failing after `secs` (a
+/// test that expects an answer sooner than [`DEADLINE`]).
 pub fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     let give_up = Instant::now() + Duration::from_secs(secs);
     while !cond() {

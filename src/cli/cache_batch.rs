@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 /// The old `batch_write_cache` wrote every entry with a 300 s TTL.
 const DEFAULT_TTL: u64 = 300;
 
-pub fn command() -> Command {
+pub(super) fn command() -> Command {
     Command::new("cache-batch")
         .about("Write many entries at once (key:value lines or JSON lines), or read many")
         .long_about(
@@ -86,7 +86,7 @@ struct Args {
     backend: Option<String>,
 }
 
-pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
+pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let a = Args {
         dir: m.get_one::<PathBuf>("dir").cloned(),
         file: m.get_one::<PathBuf>("file").cloned(),

@@ -12,7 +12,7 @@ use crate::cache::EvictPolicy;
 use crate::error::{Error, Result};
 use crate::units;
 
-pub fn command() -> Command {
+pub(super) fn command() -> Command {
     Command::new("cache-evict")
         .about("Evict expired, old or least recently used entries until the cache fits")
         .long_about(
@@ -70,7 +70,7 @@ struct Args {
     backend: Option<String>,
 }
 
-pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
+pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let a = Args {
         dir: m.get_one::<PathBuf>("dir").cloned(),
         policy: EvictPolicy {

@@ -12,7 +12,7 @@ use crate::cache::key;
 use crate::cache::store::{Body, Found};
 use crate::error::{Error, ExitKind, Result};
 
-pub fn command() -> Command {
+pub(super) fn command() -> Command {
     Command::new("cache-read")
         .about("Print a cache entry's value if present and not expired (exit 4 otherwise)")
         .long_about(
@@ -33,7 +33,7 @@ struct Args {
     backend: Option<String>,
 }
 
-pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
+pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let a = Args {
         dir: m.get_one::<PathBuf>("dir").cloned(),
         key: m.get_one::<OsString>("key").cloned().unwrap_or_default(),

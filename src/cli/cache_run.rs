@@ -19,9 +19,9 @@ use crate::memo::{
 };
 
 /// The TTL when `--ttl` is not given.
-pub const DEFAULT_TTL: u64 = 60;
+pub(super) const DEFAULT_TTL: u64 = 60;
 
-pub fn command() -> Command {
+pub(super) fn command() -> Command {
     let flag = |long: &'static str, help: &'static str| {
         Arg::new(long)
             .long(long)
@@ -140,7 +140,7 @@ enum Action {
     PrintKey,
 }
 
-pub struct Args {
+pub(super) struct Args {
     dir: Option<PathBuf>,
     backend: Option<String>,
     ttl: u64,
@@ -228,7 +228,7 @@ fn fast_args(args: &[OsString]) -> Option<Args> {
     })
 }
 
-pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
+pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     run_args(args_of(m), ctx)
 }
 
@@ -263,7 +263,7 @@ fn args_of(m: &ArgMatches) -> Args {
 }
 
 /// One call, its arguments parsed (by clap or [`fast_args`]).
-pub fn run_args(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
+pub(super) fn run_args(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
     if let Some(s) = a.stale
         && a.ttl > 0
         && s >= a.ttl

@@ -13,7 +13,7 @@ use crate::cache::{Source, Totals};
 use crate::error::{Error, Result};
 use crate::units::format_bytes;
 
-pub fn command() -> Command {
+pub(super) fn command() -> Command {
     Command::new("cache-size")
         .about("Print the cache size in bytes (O(1) from the size index)")
         .long_about(
@@ -66,7 +66,7 @@ struct Args {
     backend: Option<String>,
 }
 
-pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
+pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let a = Args {
         dir: m.get_one::<PathBuf>("dir").cloned(),
         rebuild: m.get_flag("rebuild"),

@@ -11,7 +11,7 @@ use super::{Ctx, dir_arg, key_arg, ttl_arg};
 use crate::cache::{NewEntry, Value, key};
 use crate::error::{Error, Result};
 
-pub fn command() -> Command {
+pub(super) fn command() -> Command {
     Command::new("cache-write")
         .about("Write a cache entry (value and metadata) atomically")
         .long_about(
@@ -42,7 +42,7 @@ struct Args {
     backend: Option<String>,
 }
 
-pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
+pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let a = Args {
         dir: m.get_one::<PathBuf>("dir").cloned(),
         key: m.get_one::<OsString>("key").cloned().unwrap_or_default(),

@@ -25,7 +25,7 @@ use crate::lock::kernel::{self, Method};
 use crate::lock::run::{self, Ended, Program};
 use crate::lock::{Kind, WaitSpec};
 
-pub fn command() -> Command {
+pub(super) fn command() -> Command {
     Command::new("flock")
         .about("Manage locks from shell scripts (util-linux flock(1) compatible)")
         .override_usage(
@@ -62,7 +62,7 @@ pub fn command() -> Command {
 
 /// Never called: the persona parses its own command line ([`run_argv`]);
 /// `cli::run_applet` sends it there before clap sees it.
-pub fn run(_: &ArgMatches, _: &mut Ctx) -> Result<ExitCode> {
+pub(super) fn run(_: &ArgMatches, _: &mut Ctx) -> Result<ExitCode> {
     Err(Error::General(
         "the flock persona parses its own command line".into(),
     ))
@@ -550,7 +550,7 @@ fn parse_size(arg: &OsStr) -> std::result::Result<u64, NumError> {
 
 /// The persona's whole run, from its arguments (`args[0]` is the name it
 /// was invoked as).
-pub fn run_argv(args: &[OsString], ctx: &mut Ctx) -> Result<ExitCode> {
+pub(super) fn run_argv(args: &[OsString], ctx: &mut Ctx) -> Result<ExitCode> {
     // A drop-in for flock(1) records no metrics of its own.
     ctx.metric = None;
     let (o, what) = match parse(args.get(1..).unwrap_or_default()) {

@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::lock::WaitSpec;
 use crate::lock::run::Program;
 
-pub fn command() -> Command {
+pub(super) fn command() -> Command {
     Command::new("lock-acquire")
         .about("Take a lock: run a command under it, lock a descriptor, or hold a named lock")
         .long_about(
@@ -98,7 +98,7 @@ pub fn command() -> Command {
         .arg(super::backend_arg())
 }
 
-pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
+pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let program = if let Some(text) = m.get_one::<OsString>("command") {
         Some(Program::Shell {
             shell: shell(ctx),

@@ -192,12 +192,12 @@ pub(super) struct LockArgs {
 /// The exit codes of flock(1) (util-linux, from sysexits.h) that the flock
 /// dialect answers with.
 pub(super) mod sysexits {
-    pub const EX_USAGE: u8 = 64;
-    pub const EX_DATAERR: u8 = 65;
-    pub const EX_NOINPUT: u8 = 66;
-    pub const EX_UNAVAILABLE: u8 = 69;
-    pub const EX_OSERR: u8 = 71;
-    pub const EX_CANTCREAT: u8 = 73;
+    pub(crate) const EX_USAGE: u8 = 64;
+    pub(crate) const EX_DATAERR: u8 = 65;
+    pub(crate) const EX_NOINPUT: u8 = 66;
+    pub(crate) const EX_UNAVAILABLE: u8 = 69;
+    pub(crate) const EX_OSERR: u8 = 71;
+    pub(crate) const EX_CANTCREAT: u8 = 73;
 }
 
 /// Whose rules a lock request's answers follow (docs/locks.md, "The flock
@@ -215,7 +215,7 @@ pub(super) enum Dialect {
 impl Dialect {
     /// `--verbose` lines: on stdout for flock(1) (2.41+ prints them there),
     /// on stderr for lock-acquire (which never writes stdout).
-    pub fn verbose_on_stdout(self) -> bool {
+    pub(super) fn verbose_on_stdout(self) -> bool {
         self == Dialect::Flock
     }
 
@@ -223,14 +223,20 @@ impl Dialect {
     /// flock(1) prints them with stdio, whose buffer a pipe or file gets
     /// when flock exits (after the command's own output; never with `-F`,
     /// whose exec discards it), a terminal at once.
-    pub fn defers_verbose(self) -> bool {
+    pub(super) fn defers_verbose(self) -> bool {
         self.verbose_on_stdout() && !rustix::termios::isatty(rustix::stdio::stdout())
     }
 
     /// The one waiting line: printed with `--verbose` or `FF_DEBUG=true`, or
     /// when stderr is a terminal (not with `--quiet-wait`); flock(1) never
     /// prints one (only `FF_DEBUG=true` does). `quiet` (`-q`) silences it.
-    pub fn says_waiting(self, quiet: bool, quiet_wait: bool, verbose: bool, debug: bool) -> bool {
+    pub(super) fn says_waiting(
+        self,
+        quiet: bool,
+        quiet_wait: bool,
+        verbose: bool,
+        debug: bool,
+    ) -> bool {
         use std::io::IsTerminal;
         if quiet {
             return false;
@@ -243,7 +249,7 @@ impl Dialect {
 
     /// Options that cannot go together: flock(1) refuses `-F` with `-o`
     /// (lock-acquire lets `-F` win, as it always has).
-    pub fn conflicts(self, close: bool, no_fork: bool) -> Option<&'static str> {
+    pub(super) fn conflicts(self, close: bool, no_fork: bool) -> Option<&'static str> {
         (self == Dialect::Flock && close && no_fork)
             .then_some("the --no-fork and --close options are incompatible")
     }
@@ -251,7 +257,7 @@ impl Dialect {
     /// A command that could not be started: lock-acquire's 127/126 (as a
     /// shell) with `cannot run NAME: why`; flock(1)'s `failed to execute
     /// NAME: why` and 69 (EX_UNAVAILABLE; 71 when memory ran out).
-    pub fn not_started(self, name: &str, code: u8, e: &std::io::Error) -> (u8, String) {
+    pub(super) fn not_started(self, name: &str, code: u8, e: &std::io::Error) -> (u8, String) {
         let why = crate::error::os_reason(e);
         match self {
             Dialect::Ffkit => (code, format!("cannot run {name}: {why}")),
@@ -272,7 +278,7 @@ impl Dialect {
     /// system), a failed lock 65 (71 for ENOLCK/ENOMEM), a usage error 64.
     /// The two I/O cases are told apart by the words `lock::acquire` uses
     /// for them (the persona's differential test pins both).
-    pub fn flock_failure(e: &Error) -> (u8, String) {
+    pub(super) fn flock_failure(e: &Error) -> (u8, String) {
         use sysexits::*;
         match e {
             Error::Io { what, path, source } => {

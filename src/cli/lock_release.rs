@@ -12,7 +12,7 @@ use super::{Ctx, quiet_arg};
 use crate::error::Result;
 use crate::lock;
 
-pub fn command() -> Command {
+pub(super) fn command() -> Command {
     Command::new("lock-release")
         .about("Release a named lock (lock-release NAME) or a descriptor's lock (--fd N)")
         .long_about(
@@ -68,7 +68,7 @@ struct Args {
     backend: Option<String>,
 }
 
-pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
+pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let a = Args {
         target: m.get_one::<String>("target").cloned(),
         fd: m.get_one::<i32>("fd").copied(),

@@ -11,7 +11,7 @@ use super::{Ctx, json_arg, quiet_arg};
 use crate::error::{Error, Result};
 use crate::lock;
 
-pub fn command() -> Command {
+pub(super) fn command() -> Command {
     Command::new("lock-status")
         .about("Show who holds a lock (exit 0 held, 1 free)")
         .long_about(
@@ -49,7 +49,7 @@ struct Args {
     backend: Option<String>,
 }
 
-pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
+pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let a = Args {
         target: m.get_one::<String>("target").cloned().unwrap_or_default(),
         dotlock: m.get_flag("dotlock"),

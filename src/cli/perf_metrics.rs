@@ -25,7 +25,7 @@ use crate::units;
 
 /// Rows `cleanup` keeps when given no limit (the old library's
 /// `cleanup_performance_metrics` took no arguments).
-pub const DEFAULT_KEEP_ROWS: u64 = 1000;
+pub(super) const DEFAULT_KEEP_ROWS: u64 = 1000;
 
 fn since_arg() -> Arg {
     Arg::new("since")
@@ -36,7 +36,7 @@ fn since_arg() -> Arg {
         .help("Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)")
 }
 
-pub fn command() -> Command {
+pub(super) fn command() -> Command {
     Command::new("perf-metrics")
         .about("Report, record, time and check operation timings in the metrics log")
         .long_about(
@@ -252,7 +252,7 @@ enum Format {
     Prometheus,
 }
 
-pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
+pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let dir = m.get_one::<PathBuf>("dir").cloned();
     let since = m.get_one::<Duration>("since").copied();
     let path = metrics::log_path(&ctx.cfg, dir.as_deref())?;

@@ -20,18 +20,18 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::cache::Progress;
 
 /// Directory entries a walk must pass before its spinner shows.
-pub const WALK_MIN: u64 = 100_000;
+pub(crate) const WALK_MIN: u64 = 100_000;
 /// Items a counted phase must have for its bar to show.
-pub const COUNTED_MIN: u64 = 10_000;
+pub(crate) const COUNTED_MIN: u64 = 10_000;
 
 /// A bar for this call, or `None` when stderr is not a terminal or the
 /// applet's `-q` was given.
-pub fn for_call(m: &ArgMatches) -> Option<Box<dyn Progress>> {
+pub(crate) fn for_call(m: &ArgMatches) -> Option<Box<dyn Progress>> {
     unless_quiet(matches!(m.try_get_one::<bool>("quiet"), Ok(Some(true))))
 }
 
 /// [`for_call`] for a call whose `-q` is `quiet`.
-pub fn unless_quiet(quiet: bool) -> Option<Box<dyn Progress>> {
+pub(crate) fn unless_quiet(quiet: bool) -> Option<Box<dyn Progress>> {
     if quiet || !std::io::stderr().is_terminal() {
         return None;
     }

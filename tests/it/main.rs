@@ -1,6 +1,8 @@
 //! The one integration-test binary: a module per area.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+// A test binary has no API: `pub` here means "shared between modules".
+#![allow(unreachable_pub)]
 
 mod util;
 

@@ -453,7 +453,7 @@ fn put_blob(
     if names.contains(&name) || blob_exists(store, &name, len) {
         return Ok(name);
     }
-    let (tmp, mut t) = fsutil::create_temp(store)?;
+    let (tmp, t) = fsutil::create_temp(store)?;
     let src = open()?;
     let blob = NewBlob {
         tmp,
@@ -461,21 +461,53 @@ fn put_blob(
     };
     let tmp = blob.tmp.clone();
     pending.0.push(blob);
-    clone_or_copy(&src, &mut t).map_err(|e| Error::io("cannot write", &tmp, e))?;
+    clone_or_copy(&src, &t, len, &mut true).map_err(|e| Error::io("cannot write", &tmp, e))?;
     set_mode(&tmp, if exec { 0o555 } else { 0o444 })?;
     names.insert(name.clone());
     Ok(name)
 }
 
-/// Copies `src` (at offset 0) into the empty `dst`: FICLONE (a shared
-/// extent, copy-on-write) where the file system has it, else a copy
-/// (`copy_file_range` through `io::copy`).
-fn clone_or_copy(src: &File, dst: &mut File) -> io::Result<()> {
-    if rustix::fs::ioctl_ficlone(&*dst, src).is_ok() {
-        return Ok(());
+/// Copies the `len` bytes of `src` (at offset 0) into the empty `dst`:
+/// FICLONE (a shared extent, copy-on-write) while the file system takes it,
+/// else `copy_file_range` (itself a clone or an in-kernel copy). `clones`
+/// starts true and turns false at the first refusal, so a tree on a file
+/// system without clones pays one failed ioctl, not one per file.
+fn clone_or_copy(src: &File, dst: &File, len: u64, clones: &mut bool) -> io::Result<()> {
+    if *clones {
+        match rustix::fs::ioctl_ficlone(dst, src) {
+            Ok(()) => return Ok(()),
+            Err(e) if e == rustix::io::Errno::BADF => return Err(e.into()),
+            Err(_) => *clones = false,
+        }
     }
-    let mut s = src;
-    io::copy(&mut s, dst)?;
+    let mut left = len;
+    while left > 0 {
+        let chunk = usize::try_from(left).unwrap_or(usize::MAX).min(1 << 30);
+        match rustix::fs::copy_file_range(src, None, dst, None, chunk) {
+            Ok(0) => break,
+            Ok(n) => left -= n as u64,
+            Err(rustix::io::Errno::INTR) => {}
+            // No in-kernel copy here (an old kernel, across file systems
+            // on some): read and write.
+            Err(rustix::io::Errno::XDEV | rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL) => {
+                let mut s = src;
+                let mut d = dst;
+                std::io::Seek::seek(&mut s, io::SeekFrom::Start(len - left))?;
+                std::io::Seek::seek(&mut d, io::SeekFrom::Start(len - left))?;
+                io::copy(&mut s, &mut d)?;
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if left > 0 {
+        // The blob shrank under us: the caller checked its size, so this is
+        // damage, not a short file to pass as good.
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the blob is shorter than its record",
+        ));
+    }
     Ok(())
 }
 
@@ -618,6 +650,7 @@ fn build_at(
     link: bool,
 ) -> Result<std::result::Result<(), String>> {
     let damaged = |why: String| Ok(Err(format!("stored output {}: {why}", root.path)));
+    let mut clones = true;
     let mut dirs: HashSet<&str> = HashSet::new();
     let mut dir_nodes = Vec::new();
     for (i, n) in root.nodes.iter().enumerate() {
@@ -665,13 +698,15 @@ fn build_at(
                 if link {
                     fs::hard_link(&bp, &dest).map_err(|e| Error::io("cannot link", &dest, e))?;
                 } else {
-                    let mut f = fsutil::create_new(&dest)
+                    let f = fsutil::create_new(&dest)
                         .map_err(|e| Error::io("cannot create", &dest, e))?;
-                    clone_or_copy(&src, &mut f).map_err(|e| Error::io("cannot write", &dest, e))?;
+                    clone_or_copy(&src, &f, *size, &mut clones)
+                        .map_err(|e| Error::io("cannot write", &dest, e))?;
                     f.set_permissions(fs::Permissions::from_mode(*mode))
                         .map_err(|e| Error::io("cannot chmod", &dest, e))?;
-                    set_mtime(&dest, n.mtime, n.nsec)
-                        .map_err(|e| Error::io("cannot set the time of", &dest, e))?;
+                    // On the descriptor: no second walk of the path.
+                    rustix::fs::futimens(&f, &mtime_only(n.mtime, n.nsec))
+                        .map_err(|e| Error::io("cannot set the time of", &dest, e.into()))?;
                 }
             }
             Kind::Hardlink { to } => {
@@ -706,10 +741,10 @@ fn build_at(
     Ok(Ok(()))
 }
 
-/// Sets a path's mtime (not following a symlink); the atime is left alone.
-fn set_mtime(p: &Path, sec: i64, nsec: u32) -> io::Result<()> {
-    use rustix::fs::{AtFlags, CWD, Timespec, Timestamps, UTIME_OMIT};
-    let times = Timestamps {
+/// Timestamps that set the mtime and leave the atime alone.
+fn mtime_only(sec: i64, nsec: u32) -> rustix::fs::Timestamps {
+    use rustix::fs::{Timespec, UTIME_OMIT};
+    rustix::fs::Timestamps {
         last_access: Timespec {
             tv_sec: 0,
             tv_nsec: UTIME_OMIT,
@@ -718,8 +753,14 @@ fn set_mtime(p: &Path, sec: i64, nsec: u32) -> io::Result<()> {
             tv_sec: sec,
             tv_nsec: nsec.into(),
         },
-    };
-    rustix::fs::utimensat(CWD, p, &times, AtFlags::SYMLINK_NOFOLLOW).map_err(io::Error::from)
+    }
+}
+
+/// Sets a path's mtime (not following a symlink); the atime is left alone.
+fn set_mtime(p: &Path, sec: i64, nsec: u32) -> io::Result<()> {
+    use rustix::fs::{AtFlags, CWD};
+    rustix::fs::utimensat(CWD, p, &mtime_only(sec, nsec), AtFlags::SYMLINK_NOFOLLOW)
+        .map_err(io::Error::from)
 }
 
 /// Puts the tree at `tmp` at `path` in one step, replacing what stood there

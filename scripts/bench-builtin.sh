@@ -7,6 +7,8 @@
 #   scripts/bench-builtin.sh            # N=10000 (fallback path: N/10)
 #   N=1000 scripts/bench-builtin.sh     # quicker
 #   RSS_CALLS=1000000 scripts/bench-builtin.sh   # RSS before/after that many calls
+#   STRACE=1 scripts/bench-builtin.sh   # also: system calls per acquire+release
+#                                       # pair (strace -f -c of 10 vs 210 pairs)
 #
 # Needs a release build: cargo build --release (builds the builtin too), cc.
 set -euo pipefail
@@ -125,3 +127,22 @@ printf '| \x60write_cache_with_metadata\x60 | %s | %s× raw | ≤ 1.5× | %s |\n
 read -r rss_a rss_b <<<"$rss"
 echo
 echo "RSS of the shell: $rss_a kB after 1,000 calls, $rss_b kB after $RSS_CALLS more pairs of calls"
+
+# System calls per uncontended pair, as the bench loop makes them (the
+# metrics log exists): the difference between 210 and 10 pairs, / 200.
+if [[ ${STRACE-} == 1 ]] && command -v strace >/dev/null; then
+    pairs_calls() {
+        (
+            cd "$work/repo"
+            # shellcheck disable=SC2016 # -- expanded by the inner bash
+            FFKIT_BIN=$bin FLOWFORGE_DEVELOPER=bench strace -f -c -o "$work/strace.$1" bash -c '
+                . "$1"; write_cache_with_metadata k v 0
+                for ((i = 0; i < $2; i++)); do acquire_critical_lock L; release_critical_lock L; done
+            ' bash "$root/shell/ffkit.bash" "$1" >/dev/null
+            awk '$NF == "total" { print $4 }' "$work/strace.$1"
+        )
+    }
+    a=$(pairs_calls 10)
+    b=$(pairs_calls 210)
+    echo "system calls per acquire+release pair: $(((b - a) / 200))"
+fi

@@ -143,10 +143,12 @@ fn usage(text: &str) -> u8 {
 /// `_ffkit_valid_name VALUE WHAT`: the library's one rule for lock names
 /// (`namespace::validate_name_bytes`, counted in bytes).
 /// The only way to make a [`LockName`], which [`lock`] requires.
-fn valid_name<'a>(v: Option<&'a OsStr>, what: &str) -> Result<LockName<'a>, u8> {
+/// `what` names the argument of `func` (its message is built only on
+/// failure).
+fn valid_name<'a>(v: Option<&'a OsStr>, func: &str, what: &str) -> Result<LockName<'a>, u8> {
     let v = v.unwrap_or_default();
     namespace::validate_name_bytes(v.as_bytes()).map_err(|e| {
-        err(format_args!("{what}: {e}"));
+        err(format_args!("{func}: {what}: {e}"));
         e.exit_code()
     })?;
     Ok(LockName(v))
@@ -290,7 +292,7 @@ pub fn call(func: &str, a: &[OsString]) -> (u8, Vec<u8>) {
             read(&p, &key)
         }
         "acquire_critical_lock" | "release_critical_lock" => {
-            let name = match valid_name(arg(0), &format!("{func}: name")) {
+            let name = match valid_name(arg(0), func, "name") {
                 Ok(n) => n,
                 Err(c) => return (c, vec![]),
             };
@@ -298,7 +300,7 @@ pub fn call(func: &str, a: &[OsString]) -> (u8, Vec<u8>) {
             (lock(func, &p, name, false), vec![])
         }
         "acquire_session_lock" | "release_session_lock" => {
-            let name = match valid_name(arg(1), &format!("{func}: session_id")) {
+            let name = match valid_name(arg(1), func, "session_id") {
                 Ok(n) => n,
                 Err(c) => return (c, vec![]),
             };

@@ -18,7 +18,9 @@
 //! table (not of the descriptors) and ignores entries that are not its own.
 //! At release the descriptor's device and inode are compared with those
 //! recorded, so a descriptor the script closed and reused is never
-//! unlocked by mistake.
+//! unlocked by mistake. A released lock's descriptor is kept open,
+//! unlocked, for the next acquisition of the same file ([`Idle`]: no open,
+//! no placement), under the same placement and fork rules.
 //!
 //! Waiting is the library's in-process kernel wait
 //! (`lock::fd::acquire_in_process` over `lock::kernel::lock_fd`: no
@@ -62,6 +64,96 @@ static TABLE: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 fn table() -> MutexGuard<'static, Vec<Entry>> {
     // A panic caught at the entry point must not make the table unusable.
     TABLE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A released lock's descriptor, kept open (unlocked) for the next
+/// acquisition of the same file, which then needs no open and no
+/// placement: placed, registered and closed in forked children like a held
+/// one. Checked before it is used again (device and inode: a script that
+/// redirected onto its number makes it not ours), and after locking like a
+/// new one (`lock::compat`: a file deleted or replaced meanwhile is left
+/// for the path's new file).
+struct Idle {
+    path: PathBuf,
+    fd: OwnedFd,
+    pid: rustix::process::Pid,
+    dev: u64,
+    ino: u64,
+}
+
+/// At most this many per shell: a script looping over a few names reuses
+/// them; one using many names keeps only the last few open.
+const IDLE_MAX: usize = 4;
+
+/// The kept descriptors, oldest first (same rules as [`TABLE`]).
+static IDLE: Mutex<Vec<Idle>> = Mutex::new(Vec::new());
+
+fn idle() -> MutexGuard<'static, Vec<Idle>> {
+    IDLE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// This shell's kept descriptor for `path`, unregistered (the helper child
+/// of a wait must keep it, as a new one), if it is still open on the file
+/// it was kept for.
+fn take_idle(path: &Path, me: rustix::process::Pid) -> Option<OwnedFd> {
+    let mut t = idle();
+    let i = t.iter().position(|e| e.pid == me && e.path == path)?;
+    let e = t.remove(i);
+    drop(t);
+    hostfd::fork_keeps(e.fd.as_raw_fd());
+    match rustix::fs::fstat(&e.fd) {
+        Ok(st) if st.st_dev == e.dev && st.st_ino == e.ino => Some(e.fd),
+        // Closed or reused by the script: the number is not ours.
+        _ => {
+            std::mem::forget(e.fd);
+            None
+        }
+    }
+}
+
+/// Keeps a released lock's descriptor (see [`Idle`]); the oldest beyond
+/// [`IDLE_MAX`] is closed.
+fn keep_idle(e: Entry) {
+    let mut t = idle();
+    if t.len() >= IDLE_MAX {
+        close_idle(t.remove(0));
+    }
+    if hostfd::fork_closes(e.fd.as_raw_fd()) {
+        t.push(Idle {
+            path: e.path,
+            fd: e.fd,
+            pid: e.pid,
+            dev: e.dev,
+            ino: e.ino,
+        });
+    }
+}
+
+/// Closes a kept descriptor, unless the script closed or reused its number.
+fn close_idle(e: Idle) {
+    hostfd::fork_keeps(e.fd.as_raw_fd());
+    if rustix::fs::fstat(&e.fd).is_ok_and(|st| st.st_dev == e.dev && st.st_ino == e.ino) {
+        drop(e.fd);
+    } else {
+        std::mem::forget(e.fd);
+    }
+}
+
+/// Registers a newly held descriptor with `hostfd::fork_closes`, closing
+/// kept ones to make room if needed; false when 256 are held.
+fn register(raw: i32) -> bool {
+    loop {
+        if hostfd::fork_closes(raw) {
+            return true;
+        }
+        let Some(old) = ({
+            let mut t = idle();
+            (!t.is_empty()).then(|| t.remove(0))
+        }) else {
+            return false;
+        };
+        close_idle(old);
+    }
 }
 
 /// Why an acquisition did not take the lock.
@@ -130,20 +222,27 @@ pub fn acquire(
         rule.backoff,
     );
     let mut said_waiting = false;
+    let mut kept = take_idle(path, me);
     loop {
-        let (file, created) = match (rule.open(path, FILE_MODE), make_dir) {
-            // Whatever the error, the set-up runs first, so a bad dir (a
-            // file in its place, say) fails as the set-up words it.
-            (Err(_), Some(make)) => {
-                make()?;
-                rule.open(path, FILE_MODE)
+        let (fd, created) = match kept.take() {
+            Some(fd) => (fd, false),
+            None => {
+                let (file, created) = match (rule.open(path, FILE_MODE), make_dir) {
+                    // Whatever the error, the set-up runs first, so a bad
+                    // dir (a file in its place, say) fails as the set-up
+                    // words it.
+                    (Err(_), Some(make)) => {
+                        make()?;
+                        rule.open(path, FILE_MODE)
+                    }
+                    (r, _) => r,
+                }
+                .map_err(|e| Error::io("cannot open the lock file", path, e))?;
+                let fd = hostfd::high_fd(&file)
+                    .map_err(|e| Error::io("cannot keep the lock file open", path, e))?;
+                (fd, created)
             }
-            (r, _) => r,
-        }
-        .map_err(|e| Error::io("cannot open the lock file", path, e))?;
-        let fd = hostfd::high_fd(&file)
-            .map_err(|e| Error::io("cannot keep the lock file open", path, e))?;
-        drop(file);
+        };
         let raw = fd.as_raw_fd();
         let mut signal = None;
         let got = fd::acquire_in_process(
@@ -188,7 +287,7 @@ pub fn acquire(
         // and the file the name has now is tried, within the same deadline.
         // Held by the old library: closing `fd` drops the kernel lock, and
         // a backoff step later the name is tried again.
-        let verdict = compat::check(&fd, path, created, rule.follow)
+        let (verdict, st) = compat::check_stat(&fd, path, created, rule.follow)
             .map_err(|e| Error::io("cannot inspect", path, e))?;
         if let compat::Verdict::OldLibrary(pid) = verdict {
             drop(fd);
@@ -215,11 +314,9 @@ pub fn acquire(
             }
         }
         if verdict == compat::Verdict::Ours {
-            let st =
-                rustix::fs::fstat(&fd).map_err(|e| Error::io("cannot inspect", path, e.into()))?;
             // Registered only now: the helper child that waited for the
             // lock (a fork of the shell) had to keep this descriptor.
-            if !hostfd::fork_closes(raw) {
+            if !register(raw) {
                 return Err(Error::LockFailed(format!(
                     "{}: this shell holds 256 locks already",
                     path.display()
@@ -294,9 +391,11 @@ pub fn release(path: &Path) -> Result<()> {
     // Clears the record (or deletes the file) while still exclusive, then
     // unlocks.
     let done = fd::release_in_process(e.fd.as_raw_fd(), Method::Flock, e.follow.then_some(path));
-    drop(e.fd);
     match done? {
-        Ok(()) => {}
+        // The file stays (it was not deleted): its descriptor is kept for
+        // the next acquisition.
+        Ok(()) if !e.follow => keep_idle(e),
+        Ok(()) => drop(e.fd),
         Err(fd::NotHeld::NoLock) => {
             return Err(Error::LockFailed(format!(
                 "{}: the lock was already gone (its descriptor was unlocked behind the shell's back, and another process holds it now)",
@@ -317,6 +416,17 @@ pub fn forget_inherited() {
         for e in std::mem::take(&mut *t) {
             if e.pid == me {
                 t.push(e);
+            } else {
+                std::mem::forget(e.fd);
+            }
+        }
+    }
+    drop(t);
+    let mut k = idle();
+    if k.iter().any(|e| e.pid != me) {
+        for e in std::mem::take(&mut *k) {
+            if e.pid == me {
+                k.push(e);
             } else {
                 std::mem::forget(e.fd);
             }

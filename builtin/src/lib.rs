@@ -64,8 +64,29 @@ impl Ffkit {
         // Thousands of rows over the shell's life: keep the metrics log
         // open between them (docs/metrics.md; re-verified on every append).
         ffkit::metrics::log::keep_descriptor_open();
+        track_pid();
         Ffkit
     }
+}
+
+/// Reads the shell's pid once, and again in every forked child (a
+/// `pthread_atfork` child handler: bash forks with fork(3), which runs it),
+/// so a call learns whether it runs in a forked subshell without a getpid
+/// system call.
+fn track_pid() {
+    extern "C" fn in_child() {
+        CALLER_PID.store(
+            rustix::process::getpid().as_raw_nonzero().get(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        in_child();
+        // SAFETY: registers a child handler that makes one getpid(2) call
+        // and one atomic store, both async-signal-safe.
+        unsafe { libc::pthread_atfork(None, None, Some(in_child)) };
+    });
 }
 
 impl Builtin for Ffkit {
@@ -98,8 +119,8 @@ fn entry(argv: Vec<OsString>) -> u8 {
     }
 }
 
-/// The shell's pid for this call, read once on entry (a forked subshell
-/// is a new pid; see `dispatch`).
+/// The pid of the process the builtin runs in: the shell's, or a forked
+/// subshell's (kept current by [`track_pid`]); 0 before the first.
 static CALLER_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 pub(crate) fn caller_pid() -> rustix::process::Pid {
@@ -110,11 +131,7 @@ pub(crate) fn caller_pid() -> rustix::process::Pid {
 fn dispatch(argv: Vec<OsString>) -> u8 {
     // Before anything else: every later pid check of this call (the
     // held-lock table, the kept metrics log) uses it.
-    let me = rustix::process::getpid();
-    CALLER_PID.store(
-        me.as_raw_nonzero().get(),
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    let me = caller_pid();
     ffkit::metrics::log::set_caller_pid(me);
     held::forget_inherited();
     let first = argv.first().map(|a| a.as_bytes()).unwrap_or_default();

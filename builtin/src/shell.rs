@@ -146,7 +146,7 @@ pub fn wait_ending_signal() -> Option<c_int> {
 pub fn in_subshell() -> bool {
     // SAFETY: a plain read of bash's `$$`, set once at start-up.
     let shell = unsafe { std::ptr::read_volatile(&raw const dollar_dollar_pid) };
-    shell > 0 && rustix::process::getpid().as_raw_nonzero().get() != shell
+    shell > 0 && crate::caller_pid().as_raw_nonzero().get() != shell
 }
 
 /// The environment bash would give a command it runs now (its exported

@@ -66,6 +66,11 @@ pub fn high_fd(file: &impl AsFd) -> std::io::Result<OwnedFd> {
     let top = i32::try_from(soft.min(FD_CEILING)).unwrap_or(1024);
     let file = file.as_fd();
     for n in (MIN_FD..top).rev() {
+        // A registered number is one of ours, open (the kept metrics log
+        // sits at the top): not free, and no system call to learn it.
+        if registered(n) {
+            continue;
+        }
         // The lowest free number >= n: n itself when it is free (the host
         // is single-threaded); a higher one (or none below the limit)
         // means n is taken: the copy closes again here and the next lower
@@ -81,6 +86,11 @@ pub fn high_fd(file: &impl AsFd) -> std::io::Result<OwnedFd> {
         return Ok(got);
     }
     Err(std::io::Error::from_raw_os_error(libc::EMFILE))
+}
+
+/// Whether `fd` is registered with [`fork_closes`].
+fn registered(fd: i32) -> bool {
+    FORK_CLOSES.iter().any(|s| s.load(Ordering::Relaxed) == fd)
 }
 
 /// Makes every forked child close `fd`; false when 256 are registered

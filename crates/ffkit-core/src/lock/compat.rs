@@ -154,10 +154,14 @@ pub fn prepare(rule: Rule, path: &Path, mode: u32, owner: u32) -> io::Result<()>
 /// Whether `path` still names the file open on `fd`.
 fn names(fd: impl AsFd, path: &Path) -> io::Result<Option<rustix::fs::Stat>> {
     let st = rustix::fs::fstat(&fd)?;
+    Ok(names_file(&st, path)?.then_some(st))
+}
+
+/// Whether `path` names the file whose status is `st`.
+fn names_file(st: &rustix::fs::Stat, path: &Path) -> io::Result<bool> {
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.dev() == st.st_dev && m.ino() == st.st_ino => Ok(Some(st)),
-        Ok(_) => Ok(None),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Ok(m) => Ok(m.dev() == st.st_dev && m.ino() == st.st_ino),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
         Err(e) => Err(e),
     }
 }
@@ -173,11 +177,25 @@ pub fn fd_names(fd: std::os::fd::RawFd, path: &Path) -> bool {
 /// caller's [`open`] created the file. `follow`: [`Rule::follow`] (only
 /// then is an empty file an old-library writer's).
 pub fn check(fd: impl AsFd, path: &Path, created: bool, follow: bool) -> io::Result<Verdict> {
-    let Some(st) = names(&fd, path)? else {
-        return Ok(Verdict::Replaced);
-    };
+    check_stat(fd, path, created, follow).map(|(v, _)| v)
+}
+
+/// [`check`], also returning the locked file's status as read for the
+/// check (its fstat, after the lock was taken), for a caller that needs
+/// its identity or length (the holder record's write) and so makes no
+/// second fstat.
+pub fn check_stat(
+    fd: impl AsFd,
+    path: &Path,
+    created: bool,
+    follow: bool,
+) -> io::Result<(Verdict, rustix::fs::Stat)> {
+    let st = rustix::fs::fstat(&fd)?;
+    if !names_file(&st, path)? {
+        return Ok((Verdict::Replaced, st));
+    }
     if created {
-        return Ok(Verdict::Ours);
+        return Ok((Verdict::Ours, st));
     }
     let mtime = UNIX_EPOCH
         + Duration::new(
@@ -189,28 +207,37 @@ pub fn check(fd: impl AsFd, path: &Path, created: bool, follow: bool) -> io::Res
         .duration_since(mtime)
         .unwrap_or(Duration::ZERO);
     let mut buf = [0u8; 24];
-    let n = loop {
-        match rustix::io::pread(&fd, &mut buf, 0) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
+    // An empty file (a released lock's, the common case) has nothing to
+    // read: its length was read with the lock held, and the old library
+    // never writes into a file it did not create.
+    let n = if st.st_size == 0 {
+        0
+    } else {
+        loop {
+            match rustix::io::pread(&fd, &mut buf, 0) {
+                Ok(n) => break n,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
     };
     if n == 0 {
-        return Ok(if follow && age < CREATE_GRACE {
+        let v = if follow && age < CREATE_GRACE {
             Verdict::OldLibrary(None)
         } else {
             Verdict::Ours
-        });
+        };
+        return Ok((v, st));
     }
-    Ok(match old_pid(&buf[..n]) {
+    let v = match old_pid(&buf[..n]) {
         Some(pid) if age < OLD_STALE_AFTER && crate::fsutil::pid_alive(pid) => {
             Verdict::OldLibrary(Some(pid))
         }
         // ffkit's own record (its holder is gone: the kernel lock was
         // free), a stale or dead old-library record, or anything else.
         _ => Verdict::Ours,
-    })
+    };
+    Ok((v, st))
 }
 
 /// The old library's record: the holder's pid and a newline, nothing else

@@ -94,7 +94,19 @@ _ffkit_run() {
         done
         set -- "${_ffkit_a[@]}"
     fi
-    (
+    ( _ffkit_exec "$_ffkit_l" "$_ffkit_strip" "$_ffkit_d" "$@" )
+}
+
+# _ffkit_exec LOG STRIP DEV ARGS...: exports the variables _ffkit_run
+# describes, LOG as the metrics log (STRIP=1: FLOWFORGE_DEVELOPER=DEV, the
+# remote backend's namespace), and execs the binary with ARGS. It replaces
+# the process it runs in, so it runs only in one started for it:
+# _ffkit_run's subshell, or an asynchronous command (_ffkit_lock_on_fd),
+# where the binary is then the shell's own child.
+_ffkit_exec() {
+    local _ffkit_l=$1 _ffkit_s=$2 _ffkit_d=$3
+    shift 3
+    {
         # BEGIN GENERATED:env-forward
         # From config::ENV_VARS by `cargo xtask gen`; do not edit.
         export CACHE_SIZE_TRACKING LOCK_BACKOFF_STRATEGY LOCK_TIMEOUT \
@@ -105,18 +117,18 @@ _ffkit_run() {
             FFKIT_BACKEND_CA FFKIT_LOCK_LEASE XDG_CACHE_HOME XDG_RUNTIME_DIR \
             SHELL HOME
         # END GENERATED:env-forward
-        # shellcheck disable=SC2030 # -- meant for this subshell and the binary only
-        export CACHE_PERF_METRICS="$_ffkit_l"
-        if [[ $_ffkit_strip == 1 && -n ${FFKIT_BIN-} ]]; then
-            FLOWFORGE_DEVELOPER=$_ffkit_d exec "$FFKIT_BIN" "$@"
-        elif [[ $_ffkit_strip == 1 ]]; then
-            FLOWFORGE_DEVELOPER=$_ffkit_d exec ffkit "$@"
-        elif [[ -n ${FFKIT_BIN-} ]]; then
-            exec "$FFKIT_BIN" "$@"
-        else
-            exec ffkit "$@"
-        fi
-    )
+    }
+    # shellcheck disable=SC2030 # -- meant for this process and the binary only
+    export CACHE_PERF_METRICS="$_ffkit_l"
+    if [[ $_ffkit_s == 1 && -n ${FFKIT_BIN-} ]]; then
+        FLOWFORGE_DEVELOPER=$_ffkit_d exec "$FFKIT_BIN" "$@"
+    elif [[ $_ffkit_s == 1 ]]; then
+        FLOWFORGE_DEVELOPER=$_ffkit_d exec ffkit "$@"
+    elif [[ -n ${FFKIT_BIN-} ]]; then
+        exec "$FFKIT_BIN" "$@"
+    else
+        exec ffkit "$@"
+    fi
 }
 
 # _ffkit_ns FUNCTION DEV_ID [critical|session NAME]: sets _ffkit_dir (the
@@ -293,11 +305,7 @@ _ffkit_lock_take() {
             return 3
         fi
         _ffkit_rc=0
-        if [[ ${FF_DEBUG-} == true ]]; then
-            _ffkit_lock_call lock-acquire --fd "$_ffkit_fd" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
-        else
-            _ffkit_lock_call lock-acquire --quiet-wait --fd "$_ffkit_fd" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
-        fi
+        _ffkit_lock_on_fd "$_ffkit_fd" "$3" || _ffkit_rc=$?
         [[ $_ffkit_rc -eq 0 ]] && break
         if [[ $_ffkit_rc -eq 2 && ! /dev/fd/$_ffkit_fd -ef $_ffkit_file ]]; then
             exec {_ffkit_fd}<&-
@@ -310,6 +318,64 @@ _ffkit_lock_take() {
     _ffkit_lock_files[_ffkit_slot]=$_ffkit_file
     _ffkit_lock_fds[_ffkit_slot]=$_ffkit_fd
     _ffkit_lock_pids[_ffkit_slot]=$_ffkit_pid
+}
+
+# _ffkit_lock_on_fd FD NAME: takes NAME's kernel lock on this shell's FD
+# (`ffkit lock-acquire --fd FD NAME`, which checks FD is on _ffkit_file),
+# waiting up to LOCK_TIMEOUT. A signal that ends a wait (SIGINT, SIGTERM,
+# SIGHUP, SIGQUIT, as with the builtin: docs/shell.md) ends it at once,
+# also when sent to this shell alone: bash holds back such a signal while
+# a foreground command runs, until the command exits, but its `wait`
+# builtin is interrupted by it. So, in bash without job control, a lock
+# found busy (by a first, non-blocking call: a free lock costs one
+# foreground process and leaves `$!` alone) is waited for by a waiter
+# started as an asynchronous command and `wait`ed for here: an untrapped
+# signal ends the shell (the waiter, its child, dies with it:
+# PR_SET_PDEATHSIG); after a trap that lets the script go on, the waiter is
+# killed and reaped and 128 + the signal returned, and the caller closes FD
+# (a lock the waiter got just before is dropped with it). Other trapped
+# signals (CHLD, USR1 ...) run their trap and the wait goes on. With job
+# control (`set -m`) or in zsh the waiter runs in the foreground, as a
+# terminal's Ctrl-C reaches it there.
+_ffkit_lock_on_fd() {
+    local _ffkit_q=--quiet-wait _ffkit_w='' _ffkit_st=0
+    # FF_DEBUG=true: the binary's waiting line too.
+    [[ ${FF_DEBUG-} != true ]] || _ffkit_q=
+    if [[ -z ${BASH_VERSION-} || $- == *m* ]]; then
+        _ffkit_lock_call lock-acquire ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2"
+        return
+    fi
+    # Busy: 75, silently (-q -E 75); any other answer is the answer.
+    _ffkit_lock_call lock-acquire -n -q -E 75 ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" || _ffkit_st=$?
+    [[ $_ffkit_st == 75 ]] || return "$_ffkit_st"
+    if [[ -n $_ffkit_dev ]]; then
+        FLOWFORGE_DEVELOPER=$_ffkit_dev _ffkit_exec "$_ffkit_log" 0 '' lock-acquire ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
+    else
+        _ffkit_exec "$_ffkit_log" 0 '' lock-acquire ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
+    fi
+    _ffkit_w=$!
+    while :; do
+        _ffkit_st=0
+        wait "$_ffkit_w" || _ffkit_st=$?
+        # Above 128 with the waiter still there: a trapped signal
+        # interrupted `wait` (its trap has run).
+        if [[ $_ffkit_st -gt 128 ]] && kill -0 "$_ffkit_w" 2>/dev/null; then
+            case $_ffkit_st in
+                129 | 130 | 131 | 143)
+                    kill -KILL "$_ffkit_w" 2>/dev/null || :
+                    wait "$_ffkit_w" 2>/dev/null || :
+                    return "$_ffkit_st"
+                    ;;
+            esac
+            continue
+        fi
+        # The waiter's own status (bash keeps it for a second `wait`).
+        if [[ $_ffkit_st -gt 128 ]]; then
+            _ffkit_st=0
+            wait "$_ffkit_w" 2>/dev/null || _ffkit_st=$?
+        fi
+        return "$_ffkit_st"
+    done
 }
 
 # _ffkit_lock_drop FUNCTION KIND NAME: releases a lock this shell

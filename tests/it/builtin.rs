@@ -1375,6 +1375,148 @@ fn a_killed_fallback_shell_leaves_no_waiter_behind() {
     });
 }
 
+/// Item 9: SIGINT sent to a shell waiting in `acquire_critical_lock` — to
+/// the shell alone, not its process group (`kill -INT PID`), with job
+/// control off as in any script — ends the wait promptly on both paths.
+/// With a trap, the call returns 130 after the trap ran and the script goes
+/// on; without one, the shell dies of SIGINT. Either way no waiter is left
+/// (no child of the shell, no `ffkit lock-acquire` for the name) and
+/// nobody takes the lock once its holder lets go. Before, the fallback
+/// held the signal back until the lock or the timeout (600 s here).
+#[test]
+fn sigint_to_the_waiting_shell_alone_ends_the_wait_on_both_paths() {
+    let r = Repo::new();
+    std::thread::scope(|s| {
+        for path in PATHS {
+            for trapped in [true, false] {
+                let r = &r;
+                s.spawn(move || sigint_to_a_waiting_shell_alone(r, path, trapped));
+            }
+        }
+    });
+}
+
+/// Processes now running whose parent is `pid`, or whose command line
+/// names `lock-acquire` and `name`.
+fn waiters_of(pid: u32, name: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so after the
+        // last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .unwrap_or("");
+        let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let names = cmd.split(|&b| b == 0).any(|a| a == name.as_bytes())
+            && cmd.windows(12).any(|w| w == b"lock-acquire");
+        if state != "Z" && (ppid == Some(pid) || names) {
+            found.push(String::from_utf8_lossy(&cmd).replace('\0', " "));
+        }
+    }
+    found
+}
+
+fn sigint_to_a_waiting_shell_alone(r: &Repo, path: &str, trapped: bool) {
+    let name = format!("int-{path}-{}", if trapped { "trap" } else { "plain" });
+    let file = r.ns().join(format!("locks/{name}.lock"));
+    let block = hold(&file);
+    let d = r.tmp.path().join(&name);
+    fs::create_dir_all(&d).unwrap();
+    let fifo = d.join("go");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (waiting, after) = (d.join("waiting"), d.join("after"));
+    let mut c = r.on(
+        path,
+        &format!(
+            "set +m\n{trap}: >'{w}'\n\
+             rc=0; LOCK_TIMEOUT=600 acquire_critical_lock {name} || rc=$?\n\
+             echo \"rc=$rc\"; : >'{a}'\n\
+             read -r _ <'{f}'; echo on",
+            trap = if trapped {
+                "trap 'echo trapped' INT\n"
+            } else {
+                ""
+            },
+            w = waiting.display(),
+            a = after.display(),
+            f = fifo.display()
+        ),
+    );
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    // Killed if the test fails before it ends.
+    struct Kill(Option<Child>);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            if let Some(c) = self.0.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut guard = Kill(Some(c.spawn().unwrap()));
+    let child = guard.0.as_mut().unwrap();
+    let pid = child.id();
+    until("the shell to start waiting", || waiting.exists());
+    // In the wait proper: a request blocked on the file (the builtin's
+    // helper child, or the fallback's binary).
+    until("a blocked lock request on the file", || blocked_on(&file));
+    let sent = Instant::now();
+    signal(child, libc::SIGINT);
+    let prompt = crate::util::eventually(|| after.exists() || child.try_wait().unwrap().is_some());
+    let took = sent.elapsed();
+    assert!(
+        prompt,
+        "{path}, trapped={trapped}: SIGINT to the shell did not end its wait"
+    );
+    eprintln!("{path}, trapped={trapped}: SIGINT ended the wait in {took:?}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    if trapped {
+        // The script goes on (blocked reading the fifo, no child of its
+        // own): nothing may wait for the lock on its behalf.
+        assert!(
+            crate::util::eventually(|| waiters_of(pid, &name).is_empty()),
+            "{path}: a waiter was left: {:?}",
+            waiters_of(pid, &name)
+        );
+    } else {
+        let st = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(st.signal(), Some(libc::SIGINT), "{path}: {st:?}");
+        assert!(
+            crate::util::eventually(|| waiters_of(pid, &name).is_empty()),
+            "{path}: a waiter was left: {:?}",
+            waiters_of(pid, &name)
+        );
+    }
+    // Nobody waits for it in the kernel either; once the holder lets go it
+    // is free (polled: a child another test thread is starting may carry
+    // this process's descriptor until its exec).
+    assert!(!blocked_on(&file), "{path}: someone still waits for it");
+    drop(block);
+    until("the lock to be free after its holder let go", || {
+        free(&file)
+    });
+    if trapped {
+        fs::write(&fifo, "\n").unwrap();
+        let o = guard.0.take().unwrap().wait_with_output().unwrap();
+        assert_eq!(ok(&o), "trapped\nrc=130\non\n", "{path}");
+    }
+}
+
 /// Sixteen scripts of locked increments, mixing every way in: the
 /// functions with the builtin and with FFKIT_BUILTIN=off, the builtin's
 /// `ffkit lock-acquire NAME`, the binary's named pair, the flock persona

@@ -1375,6 +1375,40 @@ fn a_killed_fallback_shell_leaves_no_waiter_behind() {
     });
 }
 
+/// A released lock's descriptor is kept (unlocked) for the next
+/// acquisition of the name, and is never trusted blindly: a lock file
+/// deleted meanwhile is not locked through it (the name's new file is),
+/// and a script that redirected onto its number keeps its own file
+/// unlocked, untouched and open.
+#[test]
+fn a_kept_descriptor_is_checked_before_it_is_used_again() {
+    let r = Repo::new();
+    let f = r.ns().join("locks/x.lock");
+    let other = r.tmp.path().join("other");
+    let o = out(&mut r.bash(&format!(
+        "f='{f}'; o='{o}'; b='{bin}'\n\
+         kept() {{ n=''; for fd in /proc/$$/fd/*; do [ \"$(readlink \"$fd\")\" != \"$f\" ] || n=${{fd##*/}}; done; }}\n\
+         acquire_critical_lock x; release_critical_lock x\n\
+         kept; echo \"kept=${{n:+yes}}\"; \"$b\" lock-acquire -n \"$f\" -- true && echo unlocked\n\
+         rm \"$f\"; acquire_critical_lock x; [ -e \"$f\" ] && echo recreated\n\
+         \"$b\" lock-acquire -n \"$f\" -- true 2>/dev/null || echo new-file-held\n\
+         release_critical_lock x; kept\n\
+         echo data >\"$o\"; eval \"exec $n>>\\\"\\$o\\\"\"\n\
+         acquire_critical_lock x\n\
+         \"$b\" lock-acquire -n \"$o\" -- true && echo other-free\n\
+         \"$b\" lock-acquire -n \"$f\" -- true 2>/dev/null || echo x-held\n\
+         release_critical_lock x; echo more >&\"$n\"; cat \"$o\"",
+        f = f.display(),
+        o = other.display(),
+        bin = bin().display()
+    )));
+    assert_eq!(
+        ok(&o),
+        "kept=yes\nunlocked\nrecreated\nnew-file-held\nother-free\nx-held\ndata\nmore\n"
+    );
+    assert!(free(&f));
+}
+
 /// Item 9: SIGINT sent to a shell waiting in `acquire_critical_lock` — to
 /// the shell alone, not its process group (`kill -INT PID`), with job
 /// control off as in any script — ends the wait promptly on both paths.

@@ -40,7 +40,7 @@ export CACHE_PERF_MONITORING=enabled FFKIT_CACHE_DIR=$W/c FFKIT_LOCK_DIR=$W/lock
 # `env` in front would be a second process start (about 1 ms here) that the C
 # floor does not pay, half of what used to be reported as ffkit's cost.
 R="--backend $url"
-echo "redis-server $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/') on $url; $(nproc) CPUs"
+echo "redis-server $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/') on $url; $(nproc) CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 "$bin" cache-write k v
 "$bin" cache-write --backend "$url" k v
@@ -67,6 +67,49 @@ floor() { # NAME FLOOR-WORDS FFKIT-CALL
 floor cache-read "GET x" "$bin cache-read $R k"
 floor cache-write "SET x v" "$bin cache-write $R k v"
 floor lock-round "SET x v" "$bin lock-acquire $R lk -- true"
+# The honest minimum of a lock round, in C: one process start, one connect,
+# an acquire (one round trip), posix_spawnp of the command, wait, a release
+# (one round trip). Against the floor it says what a lock round cannot go
+# below; against it, what ffkit adds.
+cat >"$W/lockround.c" <<'C'
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <spawn.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+extern char **environ;
+static int rt(int s, const char *req) {
+    char buf[512];
+    ssize_t n = (ssize_t)strlen(req);
+    if (write(s, req, n) != n) return 1;
+    ssize_t r = read(s, buf, sizeof buf);
+    return r <= 0 || buf[0] == '-';
+}
+int main(int argc, char **argv) {
+    if (argc < 3) return 2;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[1]))};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) != 0) return 1;
+    if (rt(s, "*6\r\n$3\r\nSET\r\n$2\r\nlx\r\n$1\r\nv\r\n$2\r\nNX\r\n$2\r\nPX\r\n$5\r\n30000\r\n")) return 1;
+    pid_t pid;
+    if (posix_spawnp(&pid, argv[2], NULL, NULL, argv + 2, environ) != 0) return 127;
+    int st;
+    if (waitpid(pid, &st, 0) != pid) return 1;
+    if (rt(s, "*2\r\n$3\r\nDEL\r\n$2\r\nlx\r\n")) return 1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+}
+C
+cc -O2 -o "$W/lockround" "$W/lockround.c"
+hyperfine -N --warmup 20 --runs "${RUNS:-300}" --export-json "$out/floor-lock-round-c.json" \
+  -n floor "$W/floor $port SET x v" -n c-round "$W/lockround $port true" \
+  -n ffkit "$bin lock-acquire $R lk -- true" >/dev/null
+jq -r '.results | "lock round in C (the honest minimum) vs the C floor: \(.[1].median / .[0].median * 100 | round / 100)x; ffkit vs that round: \(.[2].median / .[1].median * 100 | round / 100)x"' \
+  "$out/floor-lock-round-c.json"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
 # cache-run: a hit (one read, replay), and a miss (--force: take the
 # per-key lock, run the command, store, release).
 "$bin" cache-run --ttl 0 -- true

@@ -636,7 +636,7 @@ pub fn run_leased(
         let _ = rustix::termios::tcsetpgrp(t, p);
         let _ = rustix::process::kill_process_group(p, Signal::CONT);
     }
-    let guard = super::guard::spawn(pgid, limits.lease / 6);
+    let mut guard = super::guard::spawn(pgid, limits.lease / 6);
     let lease = limits.lease;
     // The lease runs from when the last successful renewal (or the
     // acquisition) was sent: it lapses on the server no later than
@@ -652,6 +652,11 @@ pub fn run_leased(
         match child.try_wait() {
             Ok(Some(st)) => {
                 let status = crate::lock::run::status_code(st);
+                // The command is over: the guard goes now, while the
+                // release is on its way (it is reaped below).
+                if let Some(g) = &mut guard {
+                    g.stop();
+                }
                 let release = match conn.as_mut() {
                     Some(c) => {
                         c.set_cap(None);

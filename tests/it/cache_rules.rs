@@ -457,6 +457,31 @@ fn ff_debug_says_which_dir_the_index_and_where_rows_go() {
     );
 }
 
+/// A `cache-run` hit takes no lock either (docs/cache-run.md, "Hits"): it
+/// is replayed at once beside a held dir lock, where it used to wait for
+/// the shared lock and give up with exit 6.
+#[test]
+fn a_cache_run_hit_is_replayed_beside_a_held_dir_lock() {
+    let w = World::new();
+    let call = || {
+        let mut c = w.cmd("cache-run");
+        c.args(["--ttl", "0", "--", "echo", "hi"])
+            .env("LOCK_TIMEOUT", "1");
+        c
+    };
+    let first = output_within(call(), "the miss");
+    assert!(first.status.success(), "{}", stderr_of(&first));
+    let mut holder = lock_holder(&w);
+    let out = output_within(call(), "a hit beside a held dir lock");
+    if let Some(mut i) = holder.stdin.take() {
+        let _ = i.write_all(b"\n");
+    }
+    assert!(holder.wait().unwrap().success());
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(out.stdout, b"hi\n");
+    assert!(out.stderr.is_empty(), "{}", stderr_of(&out));
+}
+
 /// The real thing: a batch writer stopped (SIGSTOP) while its journal is
 /// out, i.e. in the middle of its commit under the exclusive lock. A hit
 /// of another key is answered at once (a hit takes no lock); a reader that

@@ -160,7 +160,7 @@ fn a_symlinked_lock_file_is_refused_and_its_target_never_created() {
             ("cache-write", &["k", "v"][..], 3),
             ("cache-batch", &[][..], 3),
             ("cache-evict", &["--all"][..], 3),
-            ("cache-read", &["seed"][..], 3),
+            ("cache-read", &["nokey"][..], 3),
         ] {
             let mut c = w.cmd(applet);
             c.args(args);
@@ -174,6 +174,10 @@ fn a_symlinked_lock_file_is_refused_and_its_target_never_created() {
             );
             assert!(stderr_of(&out).contains(".lock"), "{}", stderr_of(&out));
         }
+        // A hit takes no lock: served without looking at `.lock`.
+        let mut c = w.cmd("cache-read");
+        c.arg("seed");
+        check(&w, &format!("a hit with .lock -> {target:?}"), c, b"", 0, 0);
         assert!(!dangling.exists(), "dangling lock target created");
         t.assert_untouched("lock");
     }
@@ -354,13 +358,7 @@ fn new_dirs_are_0700_and_files_0600_whatever_the_umask() {
         names.push(e.file_name().to_string_lossy().into_owned());
     }
     names.sort();
-    for n in [
-        "k",
-        "k.meta",
-        ".size-index",
-        ".lock",
-        ".perf-metrics.csv",
-    ] {
+    for n in ["k", "k.meta", ".size-index", ".lock", ".perf-metrics.csv"] {
         assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
     }
 }

@@ -1006,7 +1006,11 @@ impl Cache {
         let written = match &g.file {
             Some(f) => {
                 let rec = index::COUNT_RECORD_LEN as u64;
-                let prefix = g.count.get().is_none().then(|| index::format_count(before.entries));
+                let prefix = g
+                    .count
+                    .get()
+                    .is_none()
+                    .then(|| index::format_count(before.entries));
                 let at = if prefix.is_some() { 0 } else { rec };
                 journal::write_into(&j, f, at, prefix.as_deref(), &self.path(LOCK_FILE)).map(|n| {
                     if prefix.is_some() {

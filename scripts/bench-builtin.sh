@@ -14,8 +14,10 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin=$root/target/release/ffkit
-so=$root/target/release/libffkit_builtin.so
+# BIN and SO name another build (its libffkit_builtin.so must sit beside
+# its ffkit, where shell/ffkit.bash looks for it), for an A/B run.
+bin=${BIN:-$root/target/release/ffkit}
+so=${SO:-$root/target/release/libffkit_builtin.so}
 [[ -x $bin && -f $so ]] || { echo "run cargo build --release first" >&2; exit 1; }
 N=${N:-10000}
 NB=$((N / 10))

@@ -24,12 +24,13 @@
 #
 #   cargo build --release && scripts/bench-write.sh      # 5 rounds of N=2000 (binary: N/4)
 #   ROUNDS=3 N=500 scripts/bench-write.sh                # quicker
+#   BIN=old/ffkit SO=old/libffkit_builtin.so scripts/bench-write.sh   # another build
 # Needs: a release build (binary and builtin), cc, bash.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin=$root/target/release/ffkit
-so=$root/target/release/libffkit_builtin.so
+bin=${BIN:-$root/target/release/ffkit}
+so=${SO:-$root/target/release/libffkit_builtin.so}
 [[ -x $bin && -f $so ]] || { echo "run cargo build --release first" >&2; exit 1; }
 N=${N:-2000}
 NB=$((N / 4))

@@ -70,8 +70,12 @@ fn exec(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
         }
     ));
     let miss = match found {
-        Found::Hit(Body::File(mut f), _) => {
-            io::copy(&mut f, &mut ctx.out)
+        Found::Hit(Body::File(f), m) => {
+            // The value's length is its sidecar's size (checked against the
+            // open's fstat): reading exactly that spares the empty `read`
+            // that would find the end.
+            let len = m.map_or(u64::MAX, |m| m.size);
+            io::copy(&mut io::Read::take(f, len), &mut ctx.out)
                 .map_err(|e| Error::io("cannot write", "standard output", e))?;
             return Ok(ExitCode::SUCCESS);
         }

@@ -345,16 +345,16 @@ pub fn files() -> Vec<FileDoc> {
             "the total bytes of values and sidecars as one decimal number and a newline; replaced by rename, safe to cat",
         ),
         f(
-            format!("<cache-dir>/{COUNT_FILE}"),
-            "the number of entries, kept beside the size index",
-        ),
-        f(
             format!("<cache-dir>/{JOURNAL_FILE}"),
             "empty: a removal on a full disk marks itself with it (the next call walks); an older ffkit's journal",
         ),
         f(
+            format!("<cache-dir>/{COUNT_FILE}"),
+            "an older ffkit's entry count: read while .lock has no count record, then folded into it and removed",
+        ),
+        f(
             "<cache-dir>/.lock".into(),
-            "the kernel lock that serializes index updates; while a change is in flight (or after a writer was killed in one) it holds the change's journal, from which the next call repairs the index; empty otherwise",
+            "the kernel lock that serializes index updates; starts with the number of entries, a fixed-width record rewritten in place under the lock (entries= and 20 digits); while a change is in flight (or after a writer was killed in one) the change's journal follows it, from which the next call repairs the index",
         ),
         f(
             format!("<cache-dir>/{RUN_DIR}/<hash>.lock, <hash>.hits, <hash>.failed"),

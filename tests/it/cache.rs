@@ -741,8 +741,9 @@ fn a_damaged_index_is_rebuilt_with_one_note() {
         assert_eq!(parse_u64(&out.stdout), oracle(&w.cache()).0, "{what}");
         // The next call is quiet again.
         check(&w, what, w.cmd("cache-size"), b"", 0, 0);
-        // The entry count is validated by the --json path.
-        fs::write(w.cache().join(".entry-count"), content).unwrap();
+        // The entry count (the record that starts `.lock`) is validated by
+        // the --json path: a record that does not parse is no record.
+        fs::write(w.cache().join(".lock"), content).unwrap();
         let mut c = w.cmd("cache-size");
         c.arg("--json");
         check(&w, &format!("{what} count"), c, b"", 0, 1);
@@ -1420,12 +1421,48 @@ fn concurrent_enforcers_never_over_evict() {
     w.assert_exact();
 }
 
+/// A cache an older ffkit left keeps its entry count in `.entry-count`
+/// (and `.lock` empty): it is read as it is (no walk: a count made wrong
+/// on purpose here is taken), the first change folds it into the record
+/// at the start of `.lock` and removes the file, and `--verify` / `--fix`
+/// see and mend the drift exactly.
+#[test]
+fn an_older_entry_count_file_is_folded_into_the_lock_record() {
+    let w = World::new();
+    w.write("a", "1");
+    w.write("b", "22");
+    let dir = w.cache();
+    let (bytes, entries) = oracle(&dir);
+    fs::write(dir.join(".lock"), b"").unwrap();
+    fs::write(dir.join(".entry-count"), format!("{}\n", entries + 5)).unwrap();
+    let out = w.cmd("cache-size").arg("--json").output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(out.stderr.is_empty(), "no rebuild: {}", stderr_of(&out));
+    let j: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["entries"], entries + 5, "{j}");
+    assert_eq!(j["bytes"], bytes, "{j}");
+    let out = w.cmd("cache-write").args(["c", "333"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(!dir.join(".entry-count").exists(), "not folded");
+    assert_eq!(entry_count(&dir), Some(entries + 6));
+    assert!(!journal_left(&dir));
+    let mut c = w.cmd("cache-size");
+    c.arg("--verify");
+    let out = c.output().unwrap();
+    assert_eq!(out.status.code(), Some(10), "{}", stderr_of(&out));
+    let mut c = w.cmd("cache-size");
+    c.args(["--verify", "--fix"]);
+    c.output().unwrap();
+    w.assert_exact();
+}
+
 /// A writer killed after journaling and writing its temp files: the next
 /// call rolls the change forward, whether the journal is where ffkit writes
-/// it now (in `.lock`) or a `.journal` file (an older ffkit's).
+/// it now (in `.lock`, after the entry-count record), at the start of a
+/// `.lock` without a record, or a `.journal` file (older ffkits').
 #[test]
 fn a_journal_left_by_a_crash_is_rolled_forward() {
-    for place in [".lock", ".journal"] {
+    for place in [".lock after its record", ".lock", ".journal"] {
         journal_left_in_is_rolled_forward(place);
     }
 }
@@ -1449,7 +1486,17 @@ fn journal_left_in_is_rolled_forward(place: &str) {
             {"key":"gone","old_bytes":gone_bytes,"old_entry":true,"value_tmp":null,"meta_tmp":null}
         ]
     });
-    fs::write(dir.join(place), journal.to_string()).unwrap();
+    match place.strip_suffix(" after its record") {
+        Some(file) => {
+            assert_eq!(entry_count(&dir), Some(2), "{place}");
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(dir.join(file))
+                .unwrap();
+            f.write_all(journal.to_string().as_bytes()).unwrap();
+        }
+        None => fs::write(dir.join(place), journal.to_string()).unwrap(),
+    }
     w.cmd("cache-read")
         .arg("new")
         .assert()
@@ -1460,10 +1507,11 @@ fn journal_left_in_is_rolled_forward(place: &str) {
     w.assert_exact();
 }
 
-/// A write of a new key creates four files, the floor's two (value and
-/// sidecar) and the two index files' replacements: its journal goes into
-/// the `.lock` it holds, not into a fifth, new file (an inode allocation,
-/// the costliest step of a write on ext4). Traced with strace.
+/// A write of a new key creates three files, the floor's two (value and
+/// sidecar) and `.size-index`'s replacement: its journal and the entry
+/// count go into the `.lock` it holds, not into new files (an inode
+/// allocation is the costliest step of a write on ext4; the count's own
+/// `.entry-count` made a fourth). Traced with strace.
 #[test]
 fn a_write_of_a_new_key_creates_no_journal_file() {
     if !need("strace", "the system calls of a write") {
@@ -1486,8 +1534,9 @@ fn a_write_of_a_new_key_creates_no_journal_file() {
         .lines()
         .filter(|l| l.contains("O_CREAT") && l.contains("O_EXCL") && !l.contains("= -1"))
         .collect();
-    assert_eq!(created.len(), 4, "{created:#?}");
+    assert_eq!(created.len(), 3, "{created:#?}");
     assert!(!t.contains("/.journal\", O_WRONLY"), "{t}");
+    assert!(!t.contains(".entry-count"), "{t}");
     assert!(!journal_left(&w.cache()));
     w.cmd("cache-read")
         .arg("new")

@@ -131,11 +131,7 @@ fn assert_exact_with_store(w: &World, what: &str) {
     assert_eq!(j["bytes"], bytes, "{what}: cache-size bytes");
     let read = |n: &str| fs::read_to_string(w.cache().join(n)).unwrap_or_default();
     assert_eq!(read(".size-index"), format!("{bytes}\n"), "{what}: bytes");
-    assert_eq!(
-        read(".entry-count"),
-        format!("{entries}\n"),
-        "{what}: entries"
-    );
+    assert_eq!(entry_count(&w.cache()), Some(entries), "{what}: entries");
     assert!(!journal_left(&w.cache()), "{what}: journal left");
     let o = w.cmd("cache-size").arg("--verify").output().unwrap();
     assert!(o.status.success(), "{what}: verify: {}", stderr_of(&o));

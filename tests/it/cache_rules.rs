@@ -89,8 +89,7 @@ fn evict_all_after_drift_leaves_an_exact_empty_index() {
     assert_eq!(oracle(&w.cache()), (0, 0));
     assert_eq!(r["after"]["bytes"], 0, "{r}");
     assert_eq!(index_bytes(&w), 0);
-    let entries = fs::read_to_string(w.cache().join(".entry-count")).unwrap_or_default();
-    assert_eq!(entries.trim(), "0");
+    assert_eq!(entry_count(&w.cache()), Some(0));
 }
 
 /// Every cache applet, given a file as its dir: "not a directory", exit 3.
@@ -339,8 +338,16 @@ fn a_reader_behind_a_stopped_writer_follows_lock_timeout() {
     let w = World::new();
     w.write("k", "v");
     let mut holder = lock_holder(&w);
-    // A reader wants the lock shared, a writer exclusive: both give up.
-    for args in [vec!["cache-read", "k"], vec!["cache-write", "k2", "v"]] {
+    // A hit takes no lock (docs/cache.md, "Concurrency and crashes"): it
+    // is answered at once, the lock held or not.
+    let mut c = w.cmd("cache-read");
+    c.arg("k").env("LOCK_TIMEOUT", "60");
+    let out = output_within(c, "a hit beside a held dir lock");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(out.stdout, b"v");
+    // Anything else is looked at under the lock: a reader wants it shared,
+    // a writer exclusive: both give up.
+    for args in [vec!["cache-read", "nokey"], vec!["cache-write", "k2", "v"]] {
         let mut c = w.cmd(args[0]);
         c.args(&args[1..]).env("LOCK_TIMEOUT", "1");
         let (out, took) = timed(c, "a reader behind a held dir lock");
@@ -360,7 +367,7 @@ fn a_reader_behind_a_stopped_writer_follows_lock_timeout() {
         w.isolate(&mut c);
         c.env("LOCK_TIMEOUT", "1.5").args([
             "-qec",
-            &format!("'{}' cache-read k", bin().display()),
+            &format!("'{}' cache-read nokey", bin().display()),
             "/dev/null",
         ]);
         let (out, _) = timed(c, "a reader on a terminal behind a held dir lock");
@@ -450,10 +457,36 @@ fn ff_debug_says_which_dir_the_index_and_where_rows_go() {
     );
 }
 
+/// A `cache-run` hit takes no lock either (docs/cache-run.md, "Hits"): it
+/// is replayed at once beside a held dir lock, where it used to wait for
+/// the shared lock and give up with exit 6.
+#[test]
+fn a_cache_run_hit_is_replayed_beside_a_held_dir_lock() {
+    let w = World::new();
+    let call = || {
+        let mut c = w.cmd("cache-run");
+        c.args(["--ttl", "0", "--", "echo", "hi"])
+            .env("LOCK_TIMEOUT", "1");
+        c
+    };
+    let first = output_within(call(), "the miss");
+    assert!(first.status.success(), "{}", stderr_of(&first));
+    let mut holder = lock_holder(&w);
+    let out = output_within(call(), "a hit beside a held dir lock");
+    if let Some(mut i) = holder.stdin.take() {
+        let _ = i.write_all(b"\n");
+    }
+    assert!(holder.wait().unwrap().success());
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(out.stdout, b"hi\n");
+    assert!(out.stderr.is_empty(), "{}", stderr_of(&out));
+}
+
 /// The real thing: a batch writer stopped (SIGSTOP) while its journal is
-/// out, i.e. in the middle of its commit under the exclusive lock. A reader
-/// gives up after LOCK_TIMEOUT instead of hanging; the writer, continued,
-/// finishes its batch.
+/// out, i.e. in the middle of its commit under the exclusive lock. A hit
+/// of another key is answered at once (a hit takes no lock); a reader that
+/// needs the lock (a missing key) gives up after LOCK_TIMEOUT instead of
+/// hanging; the writer, continued, finishes its batch.
 #[test]
 fn a_reader_behind_a_writer_stopped_mid_commit_gives_up() {
     use rustix::process::{Pid, Signal, kill_process};
@@ -485,9 +518,14 @@ fn a_reader_behind_a_writer_stopped_mid_commit_gives_up() {
         }
         if stopped && journal_left(&cache) {
             let mut c = w.cmd("cache-read");
-            c.arg("k").env("LOCK_TIMEOUT", "1");
+            c.arg("k").env("LOCK_TIMEOUT", "60");
+            let hit = output_within(c, "a hit beside a stopped writer");
+            let mut c = w.cmd("cache-read");
+            c.arg("nokey").env("LOCK_TIMEOUT", "1");
             let (out, _) = timed(c, "a reader behind a stopped writer");
             kill_process(pid, Signal::CONT).unwrap();
+            assert!(hit.status.success(), "{}", stderr_of(&hit));
+            assert_eq!(hit.stdout, b"v");
             let status = writer.wait().unwrap();
             assert_eq!(out.status.code(), Some(6), "{}", stderr_of(&out));
             assert!(stderr_of(&out).contains("LOCK_TIMEOUT"));

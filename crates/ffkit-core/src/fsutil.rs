@@ -128,6 +128,21 @@ pub fn open_rw_create_unchecked(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// [`open_rw_create_unchecked`] without `O_APPEND`, for a file written at
+/// explicit offsets (`pwrite`): the cache's `.lock`, whose first bytes are
+/// the entry-count record, rewritten in place under the lock (on Linux a
+/// `pwrite` on an `O_APPEND` descriptor appends whatever the offset).
+pub fn open_rw_create_at(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+}
+
 /// The length of `f` if it is a regular file (one `fstat`), else the
 /// "not a regular file" error.
 pub fn regular_len(f: &File) -> io::Result<u64> {

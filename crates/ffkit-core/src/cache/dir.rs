@@ -51,8 +51,12 @@ pub fn check(dir: &Path, origin: DirOrigin) -> Result<bool> {
             origin.describe()
         )));
     }
-    let uid = rustix::process::getuid().as_raw();
-    if !origin.is_explicit() && m.uid() != uid {
+    // Asked only where it matters (a dir ffkit picked): a system call
+    // less on every call with `--dir` or FFKIT_CACHE_DIR.
+    if !origin.is_explicit()
+        && let uid = rustix::process::getuid().as_raw()
+        && m.uid() != uid
+    {
         return Err(Error::Permission(format!(
             "cache dir {} (from {}): owned by uid {}, not by you (uid {uid}); refused ({how})",
             dir.display(),

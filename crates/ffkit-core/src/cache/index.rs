@@ -1,10 +1,22 @@
-//! The size index: `.size-index` (total bytes, the contract's file that old
-//! scripts `cat`) and `.entry-count` (number of entries), each one decimal
-//! number and a newline, always replaced whole by rename.
+//! The size index: `.size-index`, the total bytes (the contract's file that
+//! old scripts `cat`: one decimal number and a newline, always replaced
+//! whole by rename, so a reader without the lock never sees half of it),
+//! and the entry count, ffkit's own number, kept as a fixed-width record at
+//! the start of the lock file `.lock` ([`COUNT_RECORD_LEN`] bytes,
+//! `entries=` and 20 zero-padded digits and a newline), rewritten in place
+//! by one `pwrite` under the cache's exclusive lock and read under its
+//! lock (shared or exclusive), so no reader sees it half-written.
 //!
-//! Anything else in those files (missing, empty, text, a sign, leading
+//! Why the count moved there: a file of its own (`.entry-count`, still
+//! read once from an older cache and then removed) had to be replaced by
+//! rename as `.size-index` is, which made a write of a new key create one
+//! more file (a temp, then an exchange and an unlink), and file creation is
+//! the dearest step of a write. The lock file is open and locked by every
+//! change anyway; the change's journal follows the record in it.
+//!
+//! Anything else in `.size-index` (missing, empty, text, a sign, leading
 //! zeros, no trailing newline, more than fits in 64 bits) is "invalid" and
-//! makes the caller rebuild by walking.
+//! makes the caller rebuild by walking; so is a record that does not parse.
 
 use std::fs;
 use std::io::{self, Read};
@@ -16,7 +28,27 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 
 pub const INDEX_FILE: &str = ".size-index";
+/// Where an older ffkit kept the entry count: read when `.lock` holds no
+/// record yet, then removed once the record holds the count.
 pub const COUNT_FILE: &str = ".entry-count";
+
+/// Bytes of the entry-count record at the start of `.lock`.
+pub const COUNT_RECORD_LEN: usize = COUNT_TAG.len() + 20 + 1;
+const COUNT_TAG: &[u8] = b"entries=";
+
+/// The record for `n` entries: `entries=00000000000000000042\n`.
+pub fn format_count(n: u64) -> Vec<u8> {
+    format!("entries={n:020}\n").into_bytes()
+}
+
+/// Parses a record: exactly the tag, 20 digits and a newline.
+pub fn parse_count(b: &[u8]) -> Option<u64> {
+    let digits = b.strip_prefix(COUNT_TAG)?.strip_suffix(b"\n")?;
+    if digits.len() != 20 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
 
 /// What the index accounts for: bytes of every entry and sidecar file, and
 /// the number of entries (value files).
@@ -67,34 +99,9 @@ pub fn read_number(path: &Path) -> Result<Option<u64>> {
     Ok(parse_number(&buf[..n]))
 }
 
-/// Reads both files; `None` unless both are valid.
-pub fn read(dir: &Path) -> Result<Option<Totals>> {
-    let Some(bytes) = read_number(&dir.join(INDEX_FILE))? else {
-        return Ok(None);
-    };
-    Ok(read_number(&dir.join(COUNT_FILE))?.map(|entries| Totals { bytes, entries }))
-}
-
-/// Writes both files, each by rename: count first, so the contract's
-/// `.size-index` is the last word.
-pub fn write(dir: &Path, t: Totals) -> Result<()> {
-    write_changed(dir, None, t)
-}
-
-/// [`write`] for a change from `held`, the totals both files hold now (read
-/// or written under the cache's lock, which is still held): a file whose
-/// number did not change is left alone rather than replaced by an identical
-/// copy (an overwrite keeps the entry count; a value of the same size keeps
-/// the bytes). `None` writes both, as a roll-forward must: a crashed writer
-/// may have replaced one file already.
-pub fn write_changed(dir: &Path, held: Option<Totals>, t: Totals) -> Result<()> {
-    if held.is_none_or(|h| h.entries != t.entries) {
-        fsutil::replace_file(&dir.join(COUNT_FILE), format!("{}\n", t.entries).as_bytes())?;
-    }
-    if held.is_none_or(|h| h.bytes != t.bytes) {
-        fsutil::replace_file(&dir.join(INDEX_FILE), format!("{}\n", t.bytes).as_bytes())?;
-    }
-    Ok(())
+/// Replaces `.size-index` with `bytes` (a new file renamed over it).
+pub fn write_bytes(dir: &Path, bytes: u64) -> Result<()> {
+    fsutil::replace_file(&dir.join(INDEX_FILE), format!("{bytes}\n").as_bytes())
 }
 
 /// Whether an index file exists at all (for the "missing" vs "invalid" note).
@@ -106,29 +113,24 @@ pub fn exists(dir: &Path) -> bool {
 mod tests {
     use super::*;
 
-    /// A file whose number did not change keeps its inode (no copy renamed
-    /// over it); one that changed, or any with no held totals, is replaced.
+    /// The record is fixed-width and round-trips; anything else is no record.
     #[test]
-    fn only_changed_files_are_replaced_unless_nothing_is_held() {
-        use std::os::unix::fs::MetadataExt;
-        let d = tempfile::tempdir().unwrap();
-        let ino = |name| fs::metadata(d.path().join(name)).unwrap().ino();
-        let t = Totals {
-            bytes: 10,
-            entries: 2,
-        };
-        write(d.path(), t).unwrap();
-        let (count, bytes) = (ino(COUNT_FILE), ino(INDEX_FILE));
-        let t2 = Totals { bytes: 12, ..t };
-        write_changed(d.path(), Some(t), t2).unwrap();
-        assert_eq!(ino(COUNT_FILE), count);
-        assert_ne!(ino(INDEX_FILE), bytes);
-        assert_eq!(read(d.path()).unwrap(), Some(t2));
-        let bytes = ino(INDEX_FILE);
-        write_changed(d.path(), None, t2).unwrap();
-        assert_ne!(ino(COUNT_FILE), count);
-        assert_ne!(ino(INDEX_FILE), bytes);
-        assert_eq!(read(d.path()).unwrap(), Some(t2));
+    fn the_count_record_is_fixed_width_and_strict() {
+        for n in [0, 42, u64::MAX] {
+            let r = format_count(n);
+            assert_eq!(r.len(), COUNT_RECORD_LEN);
+            assert_eq!(parse_count(&r), Some(n));
+        }
+        for bad in [
+            &b""[..],
+            b"entries=42\n",
+            b"entries=0000000000000000004x\n",
+            b"entries=00000000000000000042",
+            b"{\"before\":{\"bytes\":0,\"entries\":0},\"records\":[]}",
+            b"entries=99999999999999999999\n",
+        ] {
+            assert_eq!(parse_count(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

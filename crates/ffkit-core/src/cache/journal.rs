@@ -2,11 +2,12 @@
 //!
 //! Every change to the cache (a write, a batch, an eviction) runs under the
 //! cache's exclusive lock as: write the journal into the lock file `.lock`
-//! itself (one `write` into the empty file whose descriptor holds the lock)
+//! itself (one `pwrite` just after the entry-count record that starts the
+//! file, see [`super::index`], through the descriptor that holds the lock)
 //! naming the index totals before the change and, per key, the bytes the
 //! index counted for it and the temp files that will replace it; apply the
-//! renames/unlinks; write the new index; cut `.lock` back to empty. A
-//! process killed anywhere in between leaves a non-empty `.lock`, and the
+//! renames/unlinks; write the new index; cut `.lock` back to the record. A
+//! process killed anywhere in between leaves a longer `.lock`, and the
 //! next call, which learns the length from the `fstat` it makes of `.lock`
 //! after taking the lock anyway, *rolls it forward*: it
 //! installs the temp files not yet installed (told apart by inode number,
@@ -19,10 +20,11 @@
 //! new file costs an inode allocation, the most expensive step of a write
 //! on ext4 (and the floor a write of a new key pays twice anyway, for the
 //! value and its sidecar): the lock file is opened by every change already,
-//! and a `write` plus an `ftruncate` into it allocate nothing but, briefly, a
-//! delayed-allocation page that the truncate drops before write-back.
-//! `.journal`, a file, is still read (and removed) when present: it is the
-//! mark below, or the journal an older ffkit left.
+//! and a `pwrite` plus an `ftruncate` into it allocate no inode (the
+//! record's one block is the file's for good). `.journal`, a file, is still
+//! read (and removed) when present: it is the mark below, or the journal an
+//! older ffkit left; so is a journal at the very start of `.lock` (no record
+//! before it), as the ffkit before the record wrote it.
 //!
 //! On a full disk a journal with content cannot be written, and that is
 //! exactly when space must be freed. A removal then marks itself with an
@@ -123,34 +125,43 @@ impl Journal {
     }
 }
 
-/// Writes `j` into the lock file `lock`, empty and held exclusively: one
-/// `write` (an O_APPEND descriptor, so at offset 0), whole or, if the writer
-/// is killed inside it, a prefix that does not parse (a damaged journal: the
-/// next call walks). On failure (a full disk) the file is cut back to
-/// empty, so nothing is left that looks like a change in flight.
-/// Returns the bytes written.
-pub fn write_into(j: &Journal, lock: &File, path: &Path) -> Result<u64> {
-    let bytes = serde_json::to_vec(j)
+/// Writes `j` into the lock file `lock`, held exclusively, at `at` (just
+/// after the entry-count record; `prefix` is that record when the file
+/// has none yet, written with the journal, both then at offset 0): one
+/// `pwrite`, whole or, if the writer is killed inside it, a prefix that
+/// does not parse (a damaged journal: the next call walks). On failure (a
+/// full disk) the file is cut back to `at`, so nothing is left that looks
+/// like a change in flight. Returns the journal's bytes (without `prefix`).
+pub fn write_into(
+    j: &Journal,
+    lock: &File,
+    at: u64,
+    prefix: Option<&[u8]>,
+    path: &Path,
+) -> Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut bytes = prefix.map(<[u8]>::to_vec).unwrap_or_default();
+    let head = bytes.len();
+    serde_json::to_writer(&mut bytes, j)
         .map_err(|e| Error::General(format!("cannot encode the journal: {e}")))?;
-    let mut w = lock;
-    match w.write_all(&bytes) {
-        Ok(()) => Ok(bytes.len() as u64),
+    match lock.write_all_at(&bytes, at) {
+        Ok(()) => Ok((bytes.len() - head) as u64),
         Err(e) => {
-            let _ = lock.set_len(0);
+            let _ = lock.set_len(at);
             Err(Error::io("cannot write the journal into", path, e))
         }
     }
 }
 
-/// Reads the journal held in the lock file, `len` bytes long (the length its
+/// Reads the journal held in the lock file: `len` bytes from `at` (what its
 /// holder found after taking the lock): as [`Journal::read`] does for
 /// `.journal`. Call only under the cache's exclusive lock.
-pub fn read_from(lock: &File, len: u64) -> Result<std::result::Result<Journal, String>> {
+pub fn read_from(lock: &File, at: u64, len: u64) -> Result<std::result::Result<Journal, String>> {
     use std::os::unix::fs::FileExt;
     let mut b = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX).min(MAX_LEN)];
     let mut n = 0;
     while n < b.len() {
-        match lock.read_at(&mut b[n..], n as u64) {
+        match lock.read_at(&mut b[n..], at + n as u64) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -165,9 +176,10 @@ pub fn read_from(lock: &File, len: u64) -> Result<std::result::Result<Journal, S
 /// far below); anything longer was not written by ffkit and does not parse.
 const MAX_LEN: usize = 1 << 30;
 
-/// Cuts the lock file back to empty: the change it journaled is complete.
-pub fn clear(lock: &File, path: &Path) -> Result<()> {
-    lock.set_len(0)
+/// Cuts the lock file back to `keep` bytes (the entry-count record, or
+/// nothing in a file without one): the change it journaled is complete.
+pub fn clear(lock: &File, keep: u64, path: &Path) -> Result<()> {
+    lock.set_len(keep)
         .map_err(|e| Error::io("cannot clear the journal in", path, e))
 }
 

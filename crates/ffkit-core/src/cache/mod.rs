@@ -4,8 +4,9 @@
 //! What counts toward the size, for the index and for a walk alike: every
 //! regular file at the top level of the cache dir whose name does not start
 //! with `.` — values, sidecars, and any stray file a person dropped there.
-//! Dot-files are ffkit's own (`.size-index`, `.entry-count`, `.lock`,
-//! `.journal`, `.tmp-*`, `.perf-metrics.csv`) and never count. An "entry" is
+//! Dot-files are ffkit's own (`.size-index`, `.lock`, which starts with the
+//! entry count, `.journal`, `.tmp-*`, `.perf-metrics.csv`, an older ffkit's
+//! `.entry-count`) and never count. An "entry" is
 //! such a file whose name does not end in `.meta`. One exception: the blobs
 //! of cache-run's output store, `.store/XX/…` (see `memo::output`), count
 //! toward the bytes (not the entries), once each however many entries use
@@ -148,9 +149,20 @@ struct DirLock {
     /// `None`: a reader of a cache it cannot lock (read-only), going on
     /// without (nobody can be writing there).
     file: Option<File>,
-    /// `.lock`'s length, read once the lock was held, then as the holder
-    /// left it: not 0 while a journal is in it.
+    /// The entry count of the record that starts `.lock` (see [`index`]),
+    /// as read once the lock was held, then as the holder left it; `None`:
+    /// no valid record (a new file, or an older ffkit's), or not read (a
+    /// reader's lock: [`Cache::load_count`] reads it on demand).
+    count: Cell<Option<u64>>,
+    /// Where the journal starts in `.lock`: after the record, or at 0 in
+    /// a file without one (an older ffkit's journal).
+    journal_at: Cell<u64>,
+    /// The journal's length in `.lock`, read once the lock was held, then
+    /// as the holder left it: not 0 while a journal is in it.
     journal_len: Cell<u64>,
+    /// No record was found: an older ffkit's `.entry-count` file may be
+    /// there, to be removed once the record holds the count.
+    legacy: Cell<bool>,
     /// Whether a `.journal` file may be there (found, or made by
     /// [`journal::mark_unknown`]); the end of the change removes it.
     marked: Cell<bool>,
@@ -160,7 +172,10 @@ impl DirLock {
     fn none() -> Self {
         DirLock {
             file: None,
+            count: Cell::new(None),
+            journal_at: Cell::new(0),
             journal_len: Cell::new(0),
+            legacy: Cell::new(false),
             marked: Cell::new(false),
         }
     }
@@ -267,11 +282,14 @@ impl Cache {
     /// (read-only cache) goes on without it: nobody can be writing there.
     ///
     /// The regular-file check's `fstat` comes after the lock is taken: the
-    /// length it reads then is the journal's (a change in flight, or one a
-    /// killed holder left), which no one else can change while it is held.
+    /// length it reads then is the record's and the journal's (a change in
+    /// flight, or one a killed holder left), which no one else can change
+    /// while it is held. An exclusive holder reads the record (one
+    /// `pread`); a reader learns from the length alone whether a journal is
+    /// there (the record has a fixed length).
     fn lock(&self, exclusive: bool) -> Result<DirLock> {
         let path = self.path(LOCK_FILE);
-        let (f, fallback) = match fsutil::open_rw_create_unchecked(&path) {
+        let (f, fallback) = match fsutil::open_rw_create_at(&path) {
             Ok(f) => (f, false),
             Err(e) if !exclusive && !fsutil::is_refused(&e) => match fsutil::open_read(&path) {
                 Ok(f) => (f, true),
@@ -286,11 +304,62 @@ impl Cache {
             Err(_) if fallback => return Ok(DirLock::none()),
             Err(e) => return Err(Error::io("cannot open lock file", &path, e)),
         };
+        let rec = index::COUNT_RECORD_LEN as u64;
+        let (count, at, journal) = if fallback {
+            (None, 0, 0)
+        } else if exclusive {
+            read_record(&f, len)
+        } else if len == rec {
+            (None, rec, 0)
+        } else {
+            (None, 0, len)
+        };
         Ok(DirLock {
             file: Some(f),
-            journal_len: Cell::new(if fallback { 0 } else { len }),
+            count: Cell::new(count),
+            journal_at: Cell::new(at),
+            journal_len: Cell::new(journal),
+            legacy: Cell::new(exclusive && count.is_none()),
             marked: Cell::new(false),
         })
+    }
+
+    /// Reads the record of a reader's lock (held shared: no writer is
+    /// changing it), for the callers that need the entry count.
+    fn load_count(&self, g: &DirLock) {
+        if let Some(f) = &g.file
+            && let Ok(m) = f.metadata()
+        {
+            g.count.set(read_record(f, m.len()).0);
+        }
+    }
+
+    /// The index under the lock `g`: `.size-index` and the record's count
+    /// (or, in a cache whose `.lock` has no record yet, an older ffkit's
+    /// `.entry-count`, which the next change folds into the record).
+    /// `None` unless both are valid.
+    fn read_index(&self, g: &DirLock) -> Result<Option<Totals>> {
+        let Some(bytes) = index::read_number(&self.path(index::INDEX_FILE))? else {
+            return Ok(None);
+        };
+        let entries = match g.count.get() {
+            Some(n) => Some(n),
+            None => index::read_number(&self.path(index::COUNT_FILE))?,
+        };
+        Ok(entries.map(|entries| Totals { bytes, entries }))
+    }
+
+    /// Sets the record to `n` entries: one `pwrite` at the start of
+    /// `.lock` (lock held exclusively).
+    fn write_count(&self, g: &DirLock, n: u64) -> Result<()> {
+        use std::os::unix::fs::FileExt;
+        let Some(f) = &g.file else {
+            return Ok(());
+        };
+        f.write_all_at(&index::format_count(n), 0)
+            .map_err(|e| Error::io("cannot write the entry count into", self.path(LOCK_FILE), e))?;
+        g.count.set(Some(n));
+        Ok(())
     }
 
     /// The journal of a crashed change, if one is pending (lock held
@@ -300,7 +369,7 @@ impl Cache {
         if let Some(f) = &g.file
             && g.journal_len.get() > 0
         {
-            return journal::read_from(f, g.journal_len.get()).map(Some);
+            return journal::read_from(f, g.journal_at.get(), g.journal_len.get()).map(Some);
         }
         let j = Journal::read(&self.dir)?;
         if j.is_some() {
@@ -309,13 +378,20 @@ impl Cache {
         Ok(j)
     }
 
-    /// Ends a journaled change: cuts `.lock` back to empty if it holds a
-    /// journal, and removes a `.journal` file if one may be there.
+    /// Ends a journaled change: cuts `.lock` back to its record (or to
+    /// empty, without one) if it holds a journal, and removes a `.journal`
+    /// file if one may be there.
     fn end_journal(&self, g: &DirLock) -> Result<()> {
         if let Some(f) = &g.file
             && g.journal_len.get() > 0
         {
-            journal::clear(f, &self.path(LOCK_FILE))?;
+            let keep = if g.count.get().is_some() {
+                index::COUNT_RECORD_LEN as u64
+            } else {
+                0
+            };
+            journal::clear(f, keep, &self.path(LOCK_FILE))?;
+            g.journal_at.set(keep);
             g.journal_len.set(0);
         }
         if g.marked.get() {
@@ -333,10 +409,12 @@ impl Cache {
     }
 
     /// Whether a journal is pending, looked at without the lock (the
-    /// `cache-size` fast path): a `.journal` file, or a non-empty `.lock`.
+    /// `cache-size` fast path): a `.journal` file, or a `.lock` that is
+    /// neither empty nor exactly its record.
     fn journal_pending_unlocked(&self) -> bool {
         journal::present(&self.dir)
-            || fs::symlink_metadata(self.path(LOCK_FILE)).is_ok_and(|m| m.len() > 0)
+            || fs::symlink_metadata(self.path(LOCK_FILE))
+                .is_ok_and(|m| m.len() > 0 && m.len() != index::COUNT_RECORD_LEN as u64)
     }
 
     /// Takes the kernel lock on `f`, waiting at most `LOCK_TIMEOUT`: a
@@ -410,7 +488,7 @@ impl Cache {
                 rebuilt = Some(match found {
                     Some(Err(why)) if why == journal::INTERRUPTED => journal::INTERRUPTED,
                     Some(_) => "damaged journal",
-                    None => match index::read(&self.dir)? {
+                    None => match self.read_index(&guard)? {
                         Some(t) => {
                             return Ok(Repaired {
                                 guard,
@@ -442,10 +520,10 @@ impl Cache {
     /// and the index counts exactly what is on disk for the key.
     fn roll_forward(&self, g: &DirLock, j: &Journal) -> Result<Totals> {
         if !j.records.iter().all(Record::is_sane) {
-            return self.rebuild_locked();
+            return self.rebuild_locked(g);
         }
         let (t, _) = self.apply_journal(j, None)?;
-        self.persist(g, index::read(&self.dir)?, t)?;
+        self.persist(g, self.read_index(g)?, t)?;
         Ok(t)
     }
 
@@ -455,15 +533,29 @@ impl Cache {
     /// the disk is too full to write them (the journal then stays for the
     /// next call). A repair that changes no number needs no space.
     fn settle(&self, g: &DirLock, t: Totals) -> Result<bool> {
-        let held = index::read(&self.dir)?;
+        let held = self.read_index(g)?;
         spared(self.persist(g, held, t))
     }
 
-    /// The end of every change: writes the index files for `t` (only those
-    /// whose number differs from `held`, the totals they hold now; `None`
-    /// writes both) and removes the journal.
+    /// The end of every change: writes the index for `t` and removes the
+    /// journal. The record in `.lock` is rewritten (one `pwrite`) when it
+    /// does not hold `t`'s count, or is missing; `.size-index` is replaced
+    /// only when `held` (the totals the index holds now, read or written
+    /// under this lock; `None`: unknown, as after a crash, when a crashed
+    /// writer may have replaced it already) has other bytes. The record
+    /// first, so the contract's `.size-index` is the last word. An older
+    /// ffkit's `.entry-count` goes once the record holds the count.
     fn persist(&self, g: &DirLock, held: Option<Totals>, t: Totals) -> Result<()> {
-        index::write_changed(&self.dir, held, t)?;
+        if g.count.get() != Some(t.entries) {
+            self.write_count(g, t.entries)?;
+        }
+        if held.is_none_or(|h| h.bytes != t.bytes) {
+            index::write_bytes(&self.dir, t.bytes)?;
+        }
+        if g.legacy.get() {
+            fsutil::remove_if_exists(&self.path(index::COUNT_FILE))?;
+            g.legacy.set(false);
+        }
         self.end_journal(g)
     }
 
@@ -567,9 +659,10 @@ impl Cache {
     }
 
     /// Walks the directory and rewrites the index; lock held.
-    fn rebuild_locked(&self) -> Result<Totals> {
+    fn rebuild_locked(&self, g: &DirLock) -> Result<Totals> {
         let t = self.walk_locked()?;
-        index::write(&self.dir, t)?;
+        g.legacy.set(true);
+        self.persist(g, None, t)?;
         Ok(t)
     }
 
@@ -604,14 +697,21 @@ impl Cache {
                 rebuilt: None,
             });
         }
-        if !self.journal_pending_unlocked()
-            && let Some(t) = index::read(&self.dir)?
-        {
-            return Ok(SizeReport {
-                totals: t,
-                source: Source::Index,
-                rebuilt: None,
-            });
+        // The count is read under the shared lock (it is rewritten in
+        // place, by a writer holding it exclusively); a pending journal
+        // shows in `.lock`'s length, learnt by the lock's own `fstat`.
+        if !journal::present(&self.dir) {
+            let g = self.lock(false)?;
+            if g.journal_len.get() == 0 {
+                self.load_count(&g);
+                if let Some(t) = self.read_index(&g)? {
+                    return Ok(SizeReport {
+                        totals: t,
+                        source: Source::Index,
+                        rebuilt: None,
+                    });
+                }
+            }
         }
         let r = self.lock_and_repair()?;
         Ok(SizeReport {
@@ -654,7 +754,7 @@ impl Cache {
         }
         guard.marked.set(true);
         self.end_journal(&guard)?;
-        self.rebuild_locked()
+        self.rebuild_locked(&guard)
     }
 
     /// Walks and compares with the index; with `fix`, rewrites the index.
@@ -677,7 +777,7 @@ impl Cache {
                 Some(t)
             }
             Some(Err(_)) => None,
-            None => index::read(&self.dir)?,
+            None => self.read_index(&guard)?,
         };
         let s = scan::totals_with(&self.dir, self.progress())?;
         s.remove_stale_temps(&self.dir);
@@ -687,6 +787,7 @@ impl Cache {
         let index = match index {
             None if s.totals == Totals::default()
                 && !index::exists(&self.dir)
+                && guard.count.get().is_none()
                 && fs::symlink_metadata(self.path(index::COUNT_FILE)).is_err() =>
             {
                 Some(s.totals)
@@ -694,9 +795,8 @@ impl Cache {
             i => i,
         };
         if fix && index != Some(s.totals) {
-            index::write(&self.dir, s.totals)?;
             guard.marked.set(true);
-            self.end_journal(&guard)?;
+            self.persist(&guard, None, s.totals)?;
         }
         Ok(VerifyReport {
             index,
@@ -900,10 +1000,26 @@ impl Cache {
         // Into `.lock` (the lock's own descriptor, empty: a pending journal
         // was repaired when the lock was taken); a `.journal` file only for
         // a reader's lock, which a commit never holds.
+        // After the record; with the record itself (before's count) into a
+        // `.lock` that has none yet, which is then empty (any journal
+        // found there was repaired, and its end wrote the record).
         let written = match &g.file {
-            Some(f) => journal::write_into(&j, f, &self.path(LOCK_FILE)).map(|n| {
-                g.journal_len.set(n);
-            }),
+            Some(f) => {
+                let rec = index::COUNT_RECORD_LEN as u64;
+                let prefix = g
+                    .count
+                    .get()
+                    .is_none()
+                    .then(|| index::format_count(before.entries));
+                let at = if prefix.is_some() { 0 } else { rec };
+                journal::write_into(&j, f, at, prefix.as_deref(), &self.path(LOCK_FILE)).map(|n| {
+                    if prefix.is_some() {
+                        g.count.set(Some(before.entries));
+                    }
+                    g.journal_at.set(rec);
+                    g.journal_len.set(n);
+                })
+            }
             None => j.write(&self.dir).map(|()| g.marked.set(true)),
         };
         if let Err(e) = written {
@@ -951,8 +1067,28 @@ impl Cache {
 
     /// Looks one key up. Expired entries are reported, not removed (eviction
     /// removes them). A hit refreshes recency at most once per interval.
+    ///
+    /// A hit is first looked for without the dir lock
+    /// ([`Cache::read_unlocked`]): files are never changed in place, so the
+    /// value opened is one whole generation, and its size is checked
+    /// against the sidecar's. Anything but a good hit (missing, expired,
+    /// damaged, or a sidecar and value of two generations, caught by that
+    /// size check) is looked at again under the lock, which also repairs a
+    /// crashed change first, so it is answered exactly as before.
     pub fn read(&self, key: &str) -> Result<Lookup> {
         // A vanished dir finds no sidecar: missing either way.
+        if !self.exists_checked() {
+            return Ok(Lookup::Missing);
+        }
+        if let Ok(hit @ Lookup::Hit(..)) = self.read_unlocked(key) {
+            return Ok(hit);
+        }
+        self.read_locked(key)
+    }
+
+    /// [`Cache::read`] under the shared lock only (after repairing a
+    /// crashed change, if one is pending).
+    pub fn read_locked(&self, key: &str) -> Result<Lookup> {
         if !self.exists_checked() {
             return Ok(Lookup::Missing);
         }
@@ -996,6 +1132,28 @@ impl Cache {
             out.push((k, v));
         }
         Ok(out)
+    }
+
+    /// [`Cache::read`] without the dir lock and without repairing a crashed
+    /// change: two opens and no more. For a caller that takes nothing but
+    /// a good hit from it, asking [`Cache::read_locked`] otherwise. A
+    /// sidecar and a value of two generations (a writer renaming between
+    /// the two opens, or one killed between its renames: a value is always
+    /// installed before its sidecar) then either fail the size check
+    /// (sizes differ: asked again under the lock, never reported as
+    /// damage) or pair a whole value with its predecessor's sidecar, whose
+    /// expiry is no later than its own: never wrong or mixed bytes.
+    /// (cache-run's record also checks its own lengths and hash.) Saves
+    /// the lock (open, flock, fstat, close) and the `.journal` stat of a hit.
+    pub fn read_unlocked(&self, key: &str) -> Result<Lookup> {
+        let Some((file, meta, atime)) = self.open_entry(key)? else {
+            return Ok(Lookup::Missing);
+        };
+        if meta.is_expired(self.now) {
+            return Ok(Lookup::Expired(meta));
+        }
+        self.touch(&file, atime);
+        Ok(Lookup::Hit(file, meta))
     }
 
     /// The shared lock, after repairing a crashed change if one is pending.
@@ -1124,7 +1282,7 @@ struct Repaired {
 }
 
 impl Repaired {
-    /// What the index files hold, for [`index::write_changed`].
+    /// What the index holds, for [`Cache::persist`].
     fn held(&self) -> Option<Totals> {
         self.persisted.then_some(self.totals)
     }
@@ -1170,6 +1328,23 @@ impl Found {
             _ => 0,
         }
     }
+}
+
+/// What `.lock`, `len` bytes long, holds: the record's entry count (`None`:
+/// no valid record), where a journal starts and how long it is. One
+/// `pread` of the record; a file without one (empty, or an older ffkit's
+/// journal from offset 0) is all journal.
+fn read_record(f: &File, len: u64) -> (Option<u64>, u64, u64) {
+    use std::os::unix::fs::FileExt;
+    const REC: usize = index::COUNT_RECORD_LEN;
+    let mut b = [0u8; REC];
+    if len >= REC as u64
+        && f.read_exact_at(&mut b, 0).is_ok()
+        && let Some(n) = index::parse_count(&b)
+    {
+        return (Some(n), REC as u64, len - REC as u64);
+    }
+    (None, 0, len)
 }
 
 fn regular_size(path: &Path) -> Result<Found> {

@@ -95,7 +95,24 @@ impl Store<'_> {
     pub fn look(&self, key: &RunKey, replay: bool, peek: bool) -> Result<Look> {
         let entry = key.entry();
         match self {
-            Store::Local(c) => match c.read(&entry) {
+            // A hit first without the cache's lock: a good one (its record
+            // checks its own lengths; the hash is checked before the
+            // replay writes) is all a hit needs. Anything else (missing,
+            // expired, damaged, or a sidecar of another generation) is
+            // looked at again under the lock, which also repairs a crashed
+            // change, so it is answered exactly as before.
+            Store::Local(c)
+                if !peek
+                    && let Ok(Lookup::Hit(file, meta)) = c.read_unlocked(&entry)
+                    && let Ok(body) = Stored::open_len(file, meta.size) =>
+            {
+                Ok(Look::Hit {
+                    body: Ok(body),
+                    age: (c.now() - meta.created_at).max(0),
+                    hits: None,
+                })
+            }
+            Store::Local(c) => match c.read_locked(&entry) {
                 // The cache checked the value file's length (its open's
                 // fstat) against the sidecar's size: a hit's value is
                 // `meta.size` bytes long, and is not measured again.

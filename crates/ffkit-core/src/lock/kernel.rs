@@ -148,10 +148,11 @@ fn is_eintr(e: &io::Error) -> bool {
 /// deadline or an interruption the child is killed (SIGKILL) and reaped
 /// before this returns, so no waiter outlives the call; a lock the child
 /// got just before is kept on a timeout (it came in time) and dropped on an
-/// interruption. The child dies with the caller (`PR_SET_PDEATHSIG`),
+/// interruption. The child dies with the caller (`PR_SET_PDEATHSIG`) and
 /// blocks every signal (no handler of the caller's runs in it; only our
-/// SIGKILL ends it early), and SIGCHLD is blocked in the caller while it lives (so a shell's own
-/// SIGCHLD handler cannot reap it first; its trap runs after the wait).
+/// SIGKILL ends it early), and SIGCHLD is blocked in the caller while it
+/// lives (so a shell's own SIGCHLD handler cannot reap it first; its trap
+/// runs after the wait).
 /// `on_wait` runs once, just before the child starts, so the caller can
 /// say whom it waits for. `Denied::Interrupted` when `interrupted` said
 /// yes; a timed-out, busy or interrupted call never holds the lock

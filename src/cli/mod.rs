@@ -446,10 +446,23 @@ pub fn startup() {
 }
 
 /// The whole program: picks the applet, runs it, prints any error as one
-/// line, and returns the exit code. `main` is this and nothing else.
+/// line, and returns the exit code. `main` is this and nothing else. The
+/// binary also serves as a named lock's holder: `lock-acquire NAME`
+/// re-executes it with [`crate::lock::named::HOLDER_ARG`].
 pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let args: Vec<OsString> = args.into_iter().collect();
+    crate::lock::named::this_binary_serves_holders();
+    if args
+        .get(1)
+        .is_some_and(|a| a == crate::lock::named::HOLDER_ARG)
+    {
+        return match crate::lock::named::serve_holder(&args[2..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => report("ffkit", &e),
+        };
+    }
     run_with(
-        args.into_iter().collect(),
+        args,
         &|k| std::env::var_os(k),
         &mut Sink::Stdout,
         Input::Stdin,

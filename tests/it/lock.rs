@@ -414,6 +414,71 @@ fn named_lock_is_free_within_1s_after_its_owner_shell_dies() {
     assert!(!held(&w, "N"));
 }
 
+/// The named holder is the binary re-executed with the lock (its command
+/// line is the holder form, not a forked copy of `lock-acquire`), in a
+/// session of its own, ignoring SIGHUP, SIGINT and SIGPIPE, and it keeps
+/// nothing of its caller's: stdio on /dev/null, the lock file and a pidfd
+/// of the owner, and nothing else (the shell's fd 7 on a file and fd 8 on
+/// its stdin pipe stay behind).
+#[test]
+fn named_holder_is_the_binary_re_executed_keeping_only_its_lock_and_its_owner() {
+    let w = World::new();
+    let mut owner = locked_shell(&w, "exec 7>extra 8<&0; \"$FF\" lock-acquire N");
+    let st = status_json(&w, "N");
+    let hp = st["holder_pid"].as_u64().unwrap();
+    let cmdline = fs::read(format!("/proc/{hp}/cmdline")).unwrap();
+    let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+    assert_eq!(
+        args.get(1).copied(),
+        Some(&b"--ffkit-lock-holder"[..]),
+        "{}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    let stat = fs::read_to_string(format!("/proc/{hp}/stat")).unwrap();
+    let after_comm: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    // state ppid pgrp session: the holder leads its own session.
+    assert_eq!(after_comm[3], hp.to_string(), "{stat}");
+    let status = fs::read_to_string(format!("/proc/{hp}/status")).unwrap();
+    let ign = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigIgn:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGPIPE] {
+        assert!(
+            ign & (1 << (sig - 1)) != 0,
+            "signal {sig} not ignored: {ign:x}"
+        );
+    }
+    let fds = || -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(format!("/proc/{hp}/fd"))
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                let t = fs::read_link(e.path()).unwrap_or_default();
+                format!("{}={}", e.file_name().to_string_lossy(), t.display())
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let settled = |v: &[String]| {
+        let null = v.iter().filter(|f| f.ends_with("=/dev/null")).count();
+        let lock = v.iter().filter(|f| f.ends_with("/N.lock")).count();
+        let pidfd = v.iter().filter(|f| f.ends_with("[pidfd]")).count();
+        v.len() == 5 && null == 3 && lock == 1 && pidfd == 1
+    };
+    assert!(eventually(|| settled(&fds())), "{:?}", fds());
+    kill(owner.id());
+    let _ = owner.wait();
+    until("the holder exits with its owner", || !held(&w, "N"));
+}
+
 #[test]
 fn killed_dotlock_holder_is_detected_at_once() {
     let w = World::new();

@@ -412,6 +412,10 @@ pub enum BeforeExec {
     /// Every descriptor from 3 up marked close-on-exec (rather than closed,
     /// which keeps std's own exec-error pipe working).
     CloseFrom3,
+    /// A named lock's holder (`lock::named`): a session of its own, SIGHUP,
+    /// SIGINT and SIGPIPE ignored (an ignored disposition survives exec),
+    /// and [`BeforeExec::CloseFrom3`] but for `keep`, which it inherits.
+    Holder { keep: [std::os::fd::RawFd; 2] },
 }
 
 /// Arranges `what` in `cmd`'s child, between fork and exec: the one
@@ -420,10 +424,25 @@ pub fn before_exec(cmd: &mut std::process::Command, what: BeforeExec) {
     use std::os::unix::process::CommandExt;
     let parent = rustix::process::getpid();
     // SAFETY: the closure runs between fork and exec in the child and makes
-    // only async-signal-safe system calls (prctl, getppid, close_range,
-    // fcntl); it allocates nothing (the error is a static message).
+    // only async-signal-safe system calls (prctl, getppid, setsid, signal,
+    // close_range, fcntl); it allocates nothing (the error is a static
+    // message).
     unsafe {
         cmd.pre_exec(move || {
+            let cloexec_from_3 = || {
+                let r = libc::syscall(
+                    libc::SYS_close_range,
+                    3u32,
+                    u32::MAX,
+                    libc::CLOSE_RANGE_CLOEXEC,
+                );
+                if r != 0 {
+                    // Older kernels: mark them one by one.
+                    for fd in 3..1024 {
+                        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                    }
+                }
+            };
             match what {
                 BeforeExec::DieWithParent(sig) => {
                     rustix::process::set_parent_process_death_signal(Some(sig))?;
@@ -432,18 +451,16 @@ pub fn before_exec(cmd: &mut std::process::Command, what: BeforeExec) {
                         return Err(io::Error::other("ffkit went away"));
                     }
                 }
-                BeforeExec::CloseFrom3 => {
-                    let r = libc::syscall(
-                        libc::SYS_close_range,
-                        3u32,
-                        u32::MAX,
-                        libc::CLOSE_RANGE_CLOEXEC,
-                    );
-                    if r != 0 {
-                        // Older kernels: mark them one by one.
-                        for fd in 3..1024 {
-                            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-                        }
+                BeforeExec::CloseFrom3 => cloexec_from_3(),
+                BeforeExec::Holder { keep } => {
+                    // A fresh child leads no process group, so this succeeds.
+                    let _ = rustix::process::setsid();
+                    for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGPIPE] {
+                        libc::signal(sig, libc::SIG_IGN);
+                    }
+                    cloexec_from_3();
+                    for fd in keep {
+                        libc::fcntl(fd, libc::F_SETFD, 0);
                     }
                 }
             }

@@ -38,10 +38,10 @@ extern "C" fn close_in_child() {
     for slot in &FORK_CLOSES {
         let fd = slot.swap(-1, Ordering::Relaxed);
         if fd >= 0 {
-            // SAFETY: closing a descriptor number this process's parent
-            // registered as its own; in the child nothing else owns it (its
-            // owner's record is forgotten, never closed again).
-            unsafe { libc::close(fd) };
+            // The parent registered it as its own; in the child nothing
+            // else owns it (its owner's record is forgotten, never closed
+            // again).
+            crate::rawfd::close_unowned(fd, fd);
         }
     }
 }
@@ -123,7 +123,7 @@ pub fn with_closed_on_exec<T>(f: impl FnOnce() -> T) -> T {
     let set = |on: bool| {
         for &fd in &fds {
             // Flag changes on this process's own registered descriptors.
-            if let Ok(b) = crate::lock::kernel::borrow(fd) {
+            if let Ok(b) = crate::rawfd::borrow(fd) {
                 let flags = if on {
                     rustix::io::FdFlags::CLOEXEC
                 } else {

@@ -15,6 +15,7 @@
 //! - [`error`]: the one error type and the exit-code table.
 //! - [`units`], [`fsutil`]: shared parsers and careful file primitives.
 //! - [`hostfd`]: where a long-lived host (the bash builtin) keeps its descriptors.
+//! - [`rawfd`]: descriptors known only by number (borrowed, or closed in a child).
 
 pub mod backend;
 pub mod cache;
@@ -26,6 +27,7 @@ pub mod lock;
 pub mod memo;
 pub mod metrics;
 pub mod namespace;
+pub mod rawfd;
 pub mod units;
 
 pub use error::{Error, ExitKind, Result};

@@ -24,6 +24,7 @@ use std::os::unix::io::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use rustix::fs::FlockOperation;
 
 use super::{Acquired, Denied, Kind, Wait, holder, would_block};
@@ -44,17 +45,9 @@ pub enum Method {
     },
 }
 
-/// The caller's descriptor number as a borrowed descriptor.
-pub fn borrow(fd: RawFd) -> io::Result<BorrowedFd<'static>> {
-    if fd < 0 {
-        return Err(io::Error::from_raw_os_error(libc::EBADF));
-    }
-    // SAFETY: fd mode locks a descriptor number the caller handed us; it is
-    // only passed to system calls while this process runs, which report
-    // EBADF for one that is not open. No safe constructor exists for a
-    // number we did not open ourselves.
-    Ok(unsafe { BorrowedFd::borrow_raw(fd) })
-}
+/// The caller's descriptor number as a borrowed descriptor
+/// ([`crate::rawfd`], the one place that makes one).
+pub use crate::rawfd::borrow;
 
 /// One lock operation: `kind` (None: unlock), blocking or not.
 fn op(fd: RawFd, method: Method, kind: Option<Kind>, block: bool) -> io::Result<()> {
@@ -74,7 +67,10 @@ fn op(fd: RawFd, method: Method, kind: Option<Kind>, block: bool) -> io::Result<
     }
 }
 
-/// fcntl(F_OFD_SETLK[W]) on a byte range.
+/// fcntl(F_OFD_SETLK[W]) on a byte range. Through nix: rustix's
+/// `fcntl_lock` takes only classic (per-process) whole-file locks, which a
+/// waiting child would take for itself, not for the caller, and has no
+/// GETLK.
 fn ofd(
     fd: BorrowedFd<'_>,
     kind: Option<Kind>,
@@ -82,39 +78,40 @@ fn ofd(
     start: u64,
     len: u64,
 ) -> io::Result<()> {
+    use nix::fcntl::FcntlArg;
     let too_big = |v: u64| i64::try_from(v).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL));
-    let fl = libc::flock {
-        l_type: match kind {
+    let fl = flock(
+        match kind {
             Some(Kind::Shared) => libc::F_RDLCK,
             Some(Kind::Exclusive) => libc::F_WRLCK,
             None => libc::F_UNLCK,
-        } as libc::c_short,
-        l_whence: libc::SEEK_SET as libc::c_short,
-        l_start: too_big(start)?,
-        l_len: too_big(len)?,
-        // Must be 0 for OFD locks.
-        l_pid: 0,
-    };
-    let cmd = if block && kind.is_some() {
-        libc::F_OFD_SETLKW
+        },
+        too_big(start)?,
+        too_big(len)?,
+    );
+    let arg = if block && kind.is_some() {
+        FcntlArg::F_OFD_SETLKW(&fl)
     } else {
-        libc::F_OFD_SETLK
+        FcntlArg::F_OFD_SETLK(&fl)
     };
-    let mut fl = fl;
-    fcntl_lock(fd, cmd, &mut fl)
+    nix::fcntl::fcntl(fd, arg).map(drop).map_err(errno)
 }
 
-/// fcntl(`cmd`) with a struct flock (set, or asked for and filled in).
-/// rustix's `fcntl_lock` takes only classic whole-file locks and has no
-/// GETLK, so this is the one raw call.
-fn fcntl_lock(fd: BorrowedFd<'_>, cmd: libc::c_int, fl: &mut libc::flock) -> io::Result<()> {
-    // SAFETY: fcntl with an open descriptor and a pointer to a live,
-    // initialised struct flock it may write.
-    if unsafe { libc::fcntl(fd.as_raw_fd(), cmd, fl as *mut libc::flock) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+/// A struct flock of `l_type` on `len` bytes from `start` (0: to the end of
+/// the file, however long it grows).
+fn flock(l_type: libc::c_int, start: i64, len: i64) -> libc::flock {
+    libc::flock {
+        l_type: l_type as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: start,
+        l_len: len,
+        // Must be 0 for OFD locks.
+        l_pid: 0,
     }
+}
+
+fn errno(e: nix::errno::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
 }
 
 /// Whether another open file description holds a fcntl-family lock (OFD,
@@ -127,16 +124,8 @@ fn fcntl_holder(fd: BorrowedFd<'_>) -> io::Result<Option<Kind>> {
         (libc::F_RDLCK, Kind::Exclusive),
         (libc::F_WRLCK, Kind::Shared),
     ] {
-        let mut fl = libc::flock {
-            l_type: ask as libc::c_short,
-            l_whence: libc::SEEK_SET as libc::c_short,
-            l_start: 0,
-            // The whole file, however long it grows.
-            l_len: 0,
-            // Must be 0 for OFD locks.
-            l_pid: 0,
-        };
-        fcntl_lock(fd, libc::F_OFD_GETLK, &mut fl)?;
+        let mut fl = flock(ask, 0, 0);
+        nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_OFD_GETLK(&mut fl)).map_err(errno)?;
         if i32::from(fl.l_type) != libc::F_UNLCK {
             return Ok(Some(found));
         }
@@ -159,10 +148,11 @@ fn is_eintr(e: &io::Error) -> bool {
 /// deadline or an interruption the child is killed (SIGKILL) and reaped
 /// before this returns, so no waiter outlives the call; a lock the child
 /// got just before is kept on a timeout (it came in time) and dropped on an
-/// interruption. The child dies with the caller (`PR_SET_PDEATHSIG`),
-/// starts with the default action for SIGINT, SIGTERM, SIGHUP and SIGQUIT,
-/// and SIGCHLD is blocked in the caller while it lives (so a shell's own
-/// SIGCHLD handler cannot reap it first; its trap runs after the wait).
+/// interruption. The child dies with the caller (`PR_SET_PDEATHSIG`) and
+/// blocks every signal (no handler of the caller's runs in it; only our
+/// SIGKILL ends it early), and SIGCHLD is blocked in the caller while it
+/// lives (so a shell's own SIGCHLD handler cannot reap it first; its trap
+/// runs after the wait).
 /// `on_wait` runs once, just before the child starts, so the caller can
 /// say whom it waits for. `Denied::Interrupted` when `interrupted` said
 /// yes; a timed-out, busy or interrupted call never holds the lock
@@ -227,11 +217,16 @@ pub const POLL_SLICE: Duration = Duration::from_millis(50);
 /// SIGCHLD blocked in this thread while it lives: a caller running inside
 /// a shell (the builtin) must not let the shell's SIGCHLD handler reap a
 /// child of ours first.
-pub(crate) struct SigchldBlocked(rustix::process::Pid, libc::sigset_t);
+pub(crate) struct SigchldBlocked(rustix::process::Pid, SigSet);
 
 impl SigchldBlocked {
     pub(crate) fn new() -> Self {
-        SigchldBlocked(rustix::process::getpid(), sigchld_mask(None))
+        let mut chld = SigSet::empty();
+        chld.add(Signal::SIGCHLD);
+        let mut old = SigSet::empty();
+        // Cannot fail with a valid `how`.
+        let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&chld), Some(&mut old));
+        SigchldBlocked(rustix::process::getpid(), old)
     }
 }
 
@@ -239,28 +234,41 @@ impl Drop for SigchldBlocked {
     fn drop(&mut self) {
         // A forked child never returns through here (it `_exit`s).
         if rustix::process::getpid() == self.0 {
-            sigchld_mask(Some(&self.1));
+            let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.1), None);
         }
     }
 }
 
-/// Blocks SIGCHLD in this thread (`restore` None) or sets the mask back to
-/// `restore`; returns the mask before.
-fn sigchld_mask(restore: Option<&libc::sigset_t>) -> libc::sigset_t {
-    // SAFETY: zeroed sigset_t values are valid plain data, filled in by
-    // sigemptyset/sigaddset; pthread_sigmask changes only this thread's
-    // mask and gets pointers to live values. rustix has no safe wrapper.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        match restore {
-            Some(r) => libc::pthread_sigmask(libc::SIG_SETMASK, r, &mut old),
-            None => libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old),
-        };
-        old
+/// The body of [`Waiter`]'s child, between fork and `_exit`: raw system
+/// calls only, no allocation (it may be a copy of a process with other
+/// threads). Every signal is blocked, so no handler of the caller's (a
+/// shell's) ever runs in it; it ends by itself once it has answered, or by
+/// SIGKILL: from the caller, or on the caller's death (`PR_SET_PDEATHSIG`).
+/// Returns its exit status.
+fn waiter_child(
+    fd: RawFd,
+    kind: Kind,
+    method: Method,
+    parent: rustix::process::Pid,
+    to: &std::os::fd::OwnedFd,
+) -> i32 {
+    let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), None);
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    if rustix::process::getppid() != Some(parent) {
+        return 3;
     }
+    let msg: [u8; 5] = loop {
+        match op(fd, method, Some(kind), true) {
+            Ok(()) => break [b'1', 0, 0, 0, 0],
+            Err(e) if is_eintr(&e) => continue,
+            Err(e) => {
+                let n = e.raw_os_error().unwrap_or(libc::EIO).to_ne_bytes();
+                break [b'e', n[0], n[1], n[2], n[3]];
+            }
+        }
+    };
+    let _ = rustix::io::write(to, &msg);
+    0
 }
 
 /// The helper child of [`lock_fd`], blocked in the kernel on the
@@ -275,38 +283,16 @@ struct Waiter {
 impl Waiter {
     fn start(fd: RawFd, kind: Kind, method: Method) -> io::Result<Waiter> {
         let (from, to) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
-        let parent = rustix::process::getpid().as_raw_nonzero().get();
-        let to_raw = to.as_raw_fd();
-        // SAFETY: fork, and in the child only raw system calls (signal,
-        // sigprocmask, prctl, getppid, flock/fcntl, write, _exit) that touch
-        // no lock, allocator or Rust runtime state, so forking a process with
-        // other threads (a test harness) is sound; the child never leaves
-        // this block. No safe fork exists.
+        let parent = rustix::process::getpid();
+        // SAFETY: the child runs only `waiter_child`, which makes raw system
+        // calls and allocates nothing (see there), then _exit(2)s: it
+        // touches no lock, allocator or Rust runtime state another thread
+        // may have held at the fork, so forking a process with other
+        // threads (a test harness) is sound. No safe fork exists.
         let pid = unsafe {
             let pid = libc::fork();
             if pid == 0 {
-                for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
-                    libc::signal(sig, libc::SIG_DFL);
-                }
-                let mut none: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut none);
-                libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                if libc::getppid() != parent {
-                    libc::_exit(3);
-                }
-                let msg: [u8; 5] = loop {
-                    match op(fd, method, Some(kind), true) {
-                        Ok(()) => break [b'1', 0, 0, 0, 0],
-                        Err(e) if is_eintr(&e) => continue,
-                        Err(e) => {
-                            let n = e.raw_os_error().unwrap_or(libc::EIO).to_ne_bytes();
-                            break [b'e', n[0], n[1], n[2], n[3]];
-                        }
-                    }
-                };
-                libc::write(to_raw, msg.as_ptr().cast(), msg.len());
-                libc::_exit(0);
+                libc::_exit(waiter_child(fd, kind, method, parent, &to));
             }
             pid
         };

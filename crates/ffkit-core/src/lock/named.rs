@@ -1,28 +1,35 @@
 //! Named locks held across separate commands: `lock-acquire NAME` …
 //! `lock-release NAME`, with no descriptor for the caller to keep.
 //!
-//! `lock-acquire` takes the kernel lock, then forks a tiny holder process
-//! that inherits the locked descriptor (flock belongs to the open file
-//! description, so parent and child share it) and exits at once. The holder
-//! starts a new session (a Ctrl-C in the owner's terminal does not drop the
-//! lock), drops every other descriptor (so `$(lock-acquire …)` and pipes see
-//! EOF), and sleeps in poll(2) on a pidfd of the owner: when the owner dies
-//! the holder exits and the kernel frees the lock — at once, no polling, no
-//! cleanup. `lock-release` verifies the caller owns the lock, signals the
+//! `lock-acquire` takes the kernel lock, then starts a tiny holder process
+//! and exits at once: the ffkit binary re-executed ([`HOLDER_ARG`],
+//! [`serve_holder`]) with the locked descriptor and a pidfd of the owner
+//! inherited (flock belongs to the open file description, so both processes
+//! share the lock), as cache-run starts its detached refresh. The holder
+//! starts in a new session (a Ctrl-C in the owner's terminal does not drop
+//! the lock), with stdio on /dev/null and no other descriptor of the
+//! caller's (so `$(lock-acquire …)` and pipes see EOF), and sleeps in
+//! poll(2) on the pidfd: when the owner dies the holder exits and the
+//! kernel frees the lock — at once, no polling, no cleanup. `lock-release` verifies the caller owns the lock, signals the
 //! holder through a pidfd (so a recycled pid can never be hit) and waits for
 //! it to exit. Kernels without pidfd (before 5.3) fall back to checking the
 //! owner every 100 ms.
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::io::AsRawFd;
+#[cfg(feature = "redis")]
+use std::os::unix::io::RawFd;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rustix::event::{PollFd, PollFlags, Timespec};
-use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions};
+use rustix::process::{Pid, PidfdFlags, Signal};
 
 use super::holder::{self, Holder, KIND_FD, KIND_NAMED};
 use super::kernel::{self, Probe};
@@ -47,13 +54,13 @@ fn pidfd_signal(pidfd: &OwnedFd, sig: Signal) -> io::Result<()> {
 
 /// Waits until the process behind `pidfd` exits, up to `timeout` (None:
 /// forever). Returns whether it exited.
-fn wait_pidfd(pidfd: &OwnedFd, timeout: Option<Duration>) -> bool {
+fn wait_pidfd(pidfd: impl AsFd, timeout: Option<Duration>) -> bool {
     let ts = timeout.map(|d| Timespec {
         tv_sec: d.as_secs() as i64,
         tv_nsec: i64::from(d.subsec_nanos()),
     });
     loop {
-        let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+        let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
         match rustix::event::poll(&mut fds, ts.as_ref()) {
             Ok(0) => return false,
             Ok(_) => return true,
@@ -178,74 +185,133 @@ pub(crate) fn acquire(
     };
     let mut rec = Holder::new(KIND_NAMED, owner, command);
     rec.start = owner_start;
-    let child = match fork_helper() {
-        Ok(Some(pid)) => pid,
-        Ok(None) => hold(
-            f.as_raw_fd(),
-            watch,
-            compat.filter(|r| r.follow).map(|_| path),
-        ),
-        Err(e) => {
-            return Err(Error::LockFailed(format!(
-                "cannot start the holder process: {e}"
-            )));
-        }
-    };
-    // Our copy of the pidfd (the child has its own) closes here.
+    let mut child = start_holder(&f, &watch, compat.filter(|r| r.follow).map(|_| path))
+        .map_err(|e| Error::LockFailed(format!("cannot start the holder process: {e}")))?;
+    // Our copy of the pidfd (the holder has its own) closes here.
     drop(watch);
-    rec.holder_pid = Some(child);
-    rec.holder_start = holder::start_time(child);
+    let child_pid = child.id();
+    rec.holder_pid = Some(child_pid);
+    rec.holder_start = holder::start_time(child_pid);
     if let Err(e) = holder::write_to(&f, &rec) {
         // Without its record the lock can be neither shown nor released by
         // name, and the holder would keep it until the owner exits: give it
         // up (the lock belongs to the open file description we share with
-        // the holder) and end the holder.
+        // the holder) and end the holder (our own, unreaped child).
         let _ = kernel::unlock_fd(f.as_raw_fd());
-        // `child` is our own, unreaped child: its pid cannot be reused yet.
-        if let Ok(p) = pid_of(child) {
-            let _ = rustix::process::kill_process(p, Signal::KILL);
-            let _ = rustix::process::waitpid(Some(p), WaitOptions::empty());
-        }
+        let _ = child.kill();
+        let _ = child.wait();
         let _ = holder::clear(&f);
         return Err(Error::io("cannot write holder record", path, e));
     }
     Ok(Ok(Taken {
         waited,
-        holder_pid: child,
+        holder_pid: child_pid,
     }))
 }
 
-/// The holder process: keep `lock_fd` open until the owner exits. With
-/// `path` (a NAME's lock file), the file is then deleted while the lock is
-/// still held, the old library's release ([`super::compat::remove`]), so a
-/// dead owner's lock is free for the old library at once too.
-fn hold(lock_fd: RawFd, watch: Watch, path: Option<&Path>) -> ! {
-    let mut keep = vec![lock_fd];
-    if let Watch::Pidfd(fd) = &watch {
-        keep.push(fd.as_raw_fd());
+/// The first argument that makes the ffkit binary a named lock's holder:
+/// `ffkit --ffkit-lock-holder LOCK_FD WATCH [PATH]`, started by
+/// [`acquire`] only ([`serve_holder`] reads it). WATCH is `pidfd:N` (a
+/// pidfd of the owner, inherited) or `pid:PID:START` (no pidfd support:
+/// the owner's pid and start time, `-` when unknown).
+pub const HOLDER_ARG: &str = "--ffkit-lock-holder";
+
+/// Set by the ffkit binary ([`this_binary_serves_holders`]): only then is
+/// `/proc/self/exe` a program that understands [`HOLDER_ARG`] (the bash
+/// builtin runs inside bash, and hands these forms to the binary).
+static BINARY_SERVES_HOLDERS: AtomicBool = AtomicBool::new(false);
+
+/// Says that this process is the ffkit binary, whose entry point hands
+/// [`HOLDER_ARG`] to [`serve_holder`]: named locks may start their holder
+/// by re-executing it.
+pub fn this_binary_serves_holders() {
+    BINARY_SERVES_HOLDERS.store(true, Ordering::Relaxed);
+}
+
+/// Starts the holder of the lock on `f`: this binary, re-executed as
+/// `/proc/self/exe` (the very build running, even if the file on disk was
+/// replaced since), inheriting `f` and the owner's pidfd and nothing else
+/// of ours or our caller's ([`crate::fsutil::BeforeExec::Holder`]).
+fn start_holder(f: &File, watch: &Watch, remove: Option<&Path>) -> io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    if !BINARY_SERVES_HOLDERS.load(Ordering::Relaxed) {
+        return Err(io::Error::other(
+            "only the ffkit binary can start a named lock's holder",
+        ));
     }
-    detach_holder(&keep);
-    match &watch {
+    let lock = f.as_raw_fd();
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg0("ffkit").arg(HOLDER_ARG).arg(lock.to_string());
+    let keep = match watch {
         Watch::Pidfd(fd) => {
-            wait_pidfd(fd, None);
+            cmd.arg(format!("pidfd:{}", fd.as_raw_fd()));
+            [lock, fd.as_raw_fd()]
         }
         Watch::Poll(pid, start) => {
-            while holder::same_process(*pid, *start) {
+            let start = start.map_or_else(|| "-".to_string(), |s| s.to_string());
+            cmd.arg(format!("pid:{pid}:{start}"));
+            [lock, lock]
+        }
+    };
+    if let Some(p) = remove {
+        cmd.arg(p);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    crate::fsutil::before_exec(&mut cmd, crate::fsutil::BeforeExec::Holder { keep });
+    cmd.spawn()
+}
+
+/// The holder process ([`HOLDER_ARG`]; `args` are the arguments after it):
+/// keeps the inherited lock descriptor open until the owner exits. With
+/// PATH (a NAME's lock file), the file is then deleted while the lock is
+/// still held, the old library's release ([`super::compat::remove`]), so a
+/// dead owner's lock is free for the old library at once too. Its session,
+/// signals and descriptors were set up before the exec ([`start_holder`]).
+/// The arguments are [`acquire`]'s private protocol, not a user interface.
+pub fn serve_holder(args: &[OsString]) -> Result<()> {
+    let bad = || {
+        Error::Validation(format!(
+            "{HOLDER_ARG}: bad arguments (lock-acquire starts the holder; it is not run by hand)"
+        ))
+    };
+    let text = |i: usize| args.get(i).and_then(|a| a.to_str()).ok_or_else(bad);
+    let number = |s: &str| s.parse::<i32>().map_err(|_| bad());
+    if args.len() > 3 {
+        return Err(bad());
+    }
+    let lock = kernel::borrow(number(text(0)?)?).map_err(|_| bad())?;
+    let remove = args.get(2).map(Path::new);
+    match text(1)?.split(':').collect::<Vec<_>>().as_slice() {
+        ["pidfd", n] => {
+            let pidfd = kernel::borrow(number(n)?).map_err(|_| bad())?;
+            wait_pidfd(pidfd, None);
+        }
+        ["pid", pid, start] => {
+            let pid = u32::try_from(number(pid)?).map_err(|_| bad())?;
+            let start = match *start {
+                "-" => None,
+                s => Some(s.parse::<u64>().map_err(|_| bad())?),
+            };
+            while holder::same_process(pid, start) {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
+        _ => return Err(bad()),
     }
-    if let (Some(p), Ok(fd)) = (path, kernel::borrow(lock_fd)) {
-        let _ = super::compat::remove(fd, p);
+    if let Some(p) = remove {
+        let _ = super::compat::remove(lock, p);
     }
-    exit_helper()
+    Ok(())
 }
 
-/// Forks a helper process (the local named holder; the Redis lease holder
-/// and command-mode guard): `Some(pid)` in the parent, `None` in the child,
+/// Forks a helper process (the Redis lease holder,
+/// `backend::redis::lock`): `Some(pid)` in the parent, `None` in the child,
 /// which must leave through [`exit_helper`]. Refused unless this process
 /// has exactly one thread (read from /proc), because only then may the
 /// child run ordinary code (allocate, lock) after fork.
+#[cfg(feature = "redis")]
 pub(crate) fn fork_helper() -> io::Result<Option<u32>> {
     if threads() != Some(1) {
         return Err(io::Error::other(
@@ -264,6 +330,7 @@ pub(crate) fn fork_helper() -> io::Result<Option<u32>> {
 }
 
 /// This process's thread count (`Threads:` in /proc/self/status).
+#[cfg(feature = "redis")]
 fn threads() -> Option<u32> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     s.lines()
@@ -273,6 +340,7 @@ fn threads() -> Option<u32> {
 
 /// Ends a child of [`fork_helper`] without running the parent's
 /// destructors or atexit handlers (which belong to the parent).
+#[cfg(feature = "redis")]
 pub(crate) fn exit_helper() -> ! {
     // SAFETY: _exit ends the process at once; nothing is left to unwind.
     unsafe { libc::_exit(0) }
@@ -281,8 +349,10 @@ pub(crate) fn exit_helper() -> ! {
 /// Makes a freshly forked holder process independent of its caller: its own
 /// session, stdio on /dev/null (so a `$(lock-acquire …)` that started it
 /// ends with the caller), every other descriptor but `keep` closed, and
-/// terminal and pipe signals ignored. The local named holder and the Redis
-/// lease holder (`backend::redis::lock`) both start this way.
+/// terminal and pipe signals ignored: what [`start_holder`] arranges for
+/// the local named holder, for the Redis lease holder
+/// (`backend::redis::lock`), which is forked.
+#[cfg(feature = "redis")]
 pub(crate) fn detach_holder(keep: &[RawFd]) {
     let _ = rustix::process::setsid();
     stdio_to_dev_null();
@@ -293,6 +363,7 @@ pub(crate) fn detach_holder(keep: &[RawFd]) {
 
 /// Points descriptors 0, 1 and 2 at /dev/null (a forked helper lets go of
 /// the caller's terminal and pipes).
+#[cfg(feature = "redis")]
 pub(crate) fn stdio_to_dev_null() {
     if let Ok(null) = std::fs::OpenOptions::new()
         .read(true)
@@ -306,6 +377,7 @@ pub(crate) fn stdio_to_dev_null() {
 }
 
 /// Closes every descriptor from 3 up except those in `keep`.
+#[cfg(feature = "redis")]
 fn close_all_but(keep: &[RawFd]) {
     let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&fd| fd >= 3).collect();
     keep.sort_unstable();
@@ -318,26 +390,24 @@ fn close_all_but(keep: &[RawFd]) {
         from = k as libc::c_uint + 1;
     }
     ranges.push((from, libc::c_uint::MAX));
-    // SAFETY: only closes descriptors, those this holder process will not
-    // use again (it owns nothing but `keep`), by number: there is no owned
-    // handle for descriptors inherited across fork, and rustix has no
-    // close_range.
-    unsafe {
-        for (a, b) in ranges {
-            if libc::syscall(libc::SYS_close_range, a, b, 0) != 0 {
-                // Old kernel: close what /proc says is open.
-                for fd in listed_fds() {
-                    if fd >= 3 && !keep.contains(&fd) {
-                        libc::close(fd);
-                    }
+    for (a, b) in ranges {
+        // Numbers above i32::MAX are no descriptors: the range ends there.
+        let b = b.min(i32::MAX as libc::c_uint);
+        // The holder owns nothing but `keep`: the rest is its caller's.
+        if !crate::rawfd::close_unowned(a as RawFd, b as RawFd) {
+            // Old kernel: close what /proc says is open.
+            for fd in listed_fds() {
+                if fd >= 3 && !keep.contains(&fd) {
+                    crate::rawfd::close_unowned(fd, fd);
                 }
-                return;
             }
+            return;
         }
     }
 }
 
 /// The descriptors /proc says this process has open.
+#[cfg(feature = "redis")]
 fn listed_fds() -> Vec<RawFd> {
     std::fs::read_dir("/proc/self/fd")
         .map(|rd| {

@@ -373,9 +373,14 @@ fn generate(root: &Path, n: usize) -> BTreeMap<String, Want> {
 }
 
 /// `ffkit cache-run ARGS -- sh -c SCRIPT` in the world.
+/// Entries never expire here (`--ttl 0`): on a loaded machine a 10,000-file
+/// test outlasts the default 60 s, and a hit turning into a miss by expiry
+/// is not what these tests look at.
 fn run(w: &World, args: &[&str], script: &str) -> Command {
     let mut c = w.cmd("cache-run");
-    c.args(args).args(["--", "sh", "-c", script]);
+    c.args(["--ttl", "0"])
+        .args(args)
+        .args(["--", "sh", "-c", script]);
     c
 }
 
@@ -571,6 +576,145 @@ fn a_blob_damaged_by_hand_is_stored_again_and_the_next_call_is_a_hit() {
     ok(&mut run(&w, &["--output", "out"], script));
     assert_eq!(runs(&w), 2, "a hit again");
     assert_eq!(fs::read(w.path().join("out/f")).unwrap(), b"hello-blob");
+}
+
+/// 2,000 files in 50 directories: above the size from which a restore
+/// makes files on a pool of threads.
+const WIDE: &str = "echo run >> runs; for d in $(seq 1 50); do mkdir -p out/d$d; \
+    for f in $(seq 1 40); do echo $d.$f > out/d$d/f$f; done; done";
+
+#[test]
+fn a_large_tree_is_made_by_a_bounded_pool_of_threads_paying_one_refused_clone_at_most() {
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("SKIP: strace is not installed");
+        return;
+    }
+    let w = World::new();
+    ok(&mut run(&w, &["--output", "out"], WIDE));
+    let want = snapshot(&w.path().join("out"));
+    remove_tree(&w.path().join("out"));
+    let trace = w.path().join("trace");
+    let mut c = Command::new("strace");
+    w.isolate(&mut c);
+    c.args(["-f", "-qq", "-e", "trace=openat,ioctl", "-o"])
+        .arg(&trace)
+        .arg(bin())
+        .args([
+            "cache-run",
+            "--ttl",
+            "0",
+            "--output",
+            "out",
+            "--",
+            "sh",
+            "-c",
+            WIDE,
+        ])
+        .current_dir(w.path());
+    ok(&mut c);
+    assert_eq!(runs(&w), 1, "a hit");
+    assert_eq!(snapshot(&w.path().join("out")), want, "restored exactly");
+    let text = fs::read_to_string(&trace).unwrap();
+    // `PID openat(..., O_WRONLY|O_CREAT|O_EXCL|..., 0600) = FD`: the files
+    // the restore made, by the thread that made each.
+    let mut by_thread: BTreeMap<&str, usize> = BTreeMap::new();
+    for l in text.lines() {
+        if l.contains("openat(") && l.contains("O_CREAT|O_EXCL") && !l.contains("= -1") {
+            let tid = l.split_whitespace().next().unwrap();
+            *by_thread.entry(tid).or_default() += 1;
+        }
+    }
+    assert!(
+        by_thread.values().sum::<usize>() >= 2000,
+        "every file created: {by_thread:?}"
+    );
+    assert!(
+        (2..=8).contains(&by_thread.len()),
+        "made by 2 to 8 threads: {by_thread:?}"
+    );
+    // No FICLONE refused per file or per thread: one probe per tree.
+    let refused = text
+        .lines()
+        .filter(|l| l.contains("FICLONE") && l.contains("= -1"))
+        .count();
+    assert!(refused <= 1, "{refused} refused FICLONEs");
+}
+
+#[test]
+fn a_damaged_blob_midway_through_a_parallel_restore_is_a_miss_and_leaves_nothing_beside() {
+    let w = World::new();
+    ok(&mut run(&w, &["--output", "out"], WIDE));
+    let want = snapshot(&w.path().join("out"));
+    // The blob of one file deep in the tree goes.
+    let blob = blobs(&w.cache())
+        .into_iter()
+        .find(|b| fs::read(b).unwrap() == b"37.21\n")
+        .unwrap();
+    fs::remove_file(&blob).unwrap();
+    fs::write(w.path().join("out/d1/f1"), "edited").unwrap();
+    ok(&mut run(&w, &["--output", "out"], WIDE));
+    assert_eq!(runs(&w), 2, "damage is a miss: the command ran again");
+    let got = snapshot(&w.path().join("out"));
+    assert!(got.keys().eq(want.keys()), "the command's tree");
+    assert_eq!(fs::read(w.path().join("out/d1/f1")).unwrap(), b"1.1\n");
+    let beside: Vec<_> = fs::read_dir(w.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| n.starts_with(".ffkit"))
+        .collect();
+    assert!(
+        beside.is_empty(),
+        "nothing left beside the path: {beside:?}"
+    );
+    assert!(blob.exists(), "stored again");
+    remove_tree(&w.path().join("out"));
+    ok(&mut run(&w, &["--output", "out"], WIDE));
+    assert_eq!(runs(&w), 2, "a hit again");
+    assert_eq!(fs::read(w.path().join("out/d37/f21")).unwrap(), b"37.21\n");
+    assert_eq!(snapshot(&w.path().join("out")).len(), want.len());
+}
+
+#[test]
+fn a_copy_restore_leaves_the_access_times_of_the_blobs_alone() {
+    use std::fs::FileTimes;
+    let w = World::new();
+    let old = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    let set_old = |p: &Path| {
+        fs::File::open(p)
+            .unwrap()
+            .set_times(FileTimes::new().set_accessed(old))
+            .unwrap()
+    };
+    let atime = |p: &Path| fs::metadata(p).unwrap().accessed().unwrap();
+    // Where reads never update atimes (noatime), there is nothing to see.
+    let probe = w.path().join("probe");
+    fs::write(&probe, "x").unwrap();
+    set_old(&probe);
+    fs::read(&probe).unwrap();
+    if atime(&probe) == old {
+        eprintln!("SKIP: this file system does not update access times on read");
+        return;
+    }
+    let script = "echo run >> runs; mkdir -p out/sub; printf a > out/a; printf bb > out/sub/b";
+    ok(&mut run(&w, &["--output", "out"], script));
+    let store = blobs(&w.cache());
+    assert_eq!(store.len(), 3, "two files and the manifest");
+    for b in &store {
+        set_old(b);
+    }
+    remove_tree(&w.path().join("out"));
+    ok(&mut run(&w, &["--output", "out"], script));
+    assert_eq!(runs(&w), 1, "a hit");
+    assert_eq!(fs::read(w.path().join("out/sub/b")).unwrap(), b"bb");
+    for b in &store {
+        assert_eq!(
+            atime(b),
+            old,
+            "{} was read with its atime updated",
+            b.display()
+        );
+    }
 }
 
 #[test]
@@ -1308,7 +1452,17 @@ fn on_a_reflink_file_system_store_and_restore_clone_and_stay_byte_exact() {
     c.args(["-f", "-qq", "-e", "trace=ioctl", "-o"])
         .arg(&trace)
         .arg(bin())
-        .args(["cache-run", "--output", "out", "--", "sh", "-c", script])
+        .args([
+            "cache-run",
+            "--ttl",
+            "0",
+            "--output",
+            "out",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
         .current_dir(&work)
         .env("FFKIT_CACHE_DIR", &cache);
     ok(&mut c);

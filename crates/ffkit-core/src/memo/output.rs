@@ -22,13 +22,17 @@
 //! - Restore: each tree is built aside (a `.ffkit-restore-*` sibling of the
 //!   path, same directory, same file system) and swapped in with
 //!   `renameat2(RENAME_EXCHANGE)`, so the path holds the old tree or the
-//!   new one, never half of either; the old one is then removed.
+//!   new one, never half of either; the old one is then removed. A large
+//!   tree's files are made by a bounded pool of threads ([`WORKERS`]), a
+//!   directory at a time, after the whole manifest was checked.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -461,7 +465,8 @@ fn put_blob(
     };
     let tmp = blob.tmp.clone();
     pending.0.push(blob);
-    clone_or_copy(&src, &t, len, &mut true).map_err(|e| Error::io("cannot write", &tmp, e))?;
+    clone_or_copy(&src, &t, len, &AtomicBool::new(true))
+        .map_err(|e| Error::io("cannot write", &tmp, e))?;
     set_mode(&tmp, if exec { 0o555 } else { 0o444 })?;
     names.insert(name.clone());
     Ok(name)
@@ -470,14 +475,15 @@ fn put_blob(
 /// Copies the `len` bytes of `src` (at offset 0) into the empty `dst`:
 /// FICLONE (a shared extent, copy-on-write) while the file system takes it,
 /// else `copy_file_range` (itself a clone or an in-kernel copy). `clones`
-/// starts true and turns false at the first refusal, so a tree on a file
-/// system without clones pays one failed ioctl, not one per file.
-fn clone_or_copy(src: &File, dst: &File, len: u64, clones: &mut bool) -> io::Result<()> {
-    if *clones {
+/// starts true and turns false at the first refusal (shared by a
+/// restore's threads), so a tree on a file system without clones pays one
+/// failed ioctl, not one per file.
+fn clone_or_copy(src: &File, dst: &File, len: u64, clones: &AtomicBool) -> io::Result<()> {
+    if clones.load(Ordering::Relaxed) {
         match rustix::fs::ioctl_ficlone(dst, src) {
             Ok(()) => return Ok(()),
             Err(e) if e == rustix::io::Errno::BADF => return Err(e.into()),
-            Err(_) => *clones = false,
+            Err(_) => clones.store(false, Ordering::Relaxed),
         }
     }
     let mut left = len;
@@ -525,7 +531,11 @@ pub fn restore(c: &Cache, name: &str, out: &Outputs) -> Result<std::result::Resu
     let Some(mpath) = blob_path(&store, name) else {
         return Ok(Err(format!("bad manifest name {name}")));
     };
-    let bytes = match fs::read(&mpath) {
+    // Like every blob a restore reads: without touching its atime.
+    let bytes = match fsutil::open_read_noatime_meta(&mpath).and_then(|(mut f, m)| {
+        let mut b = Vec::with_capacity(usize::try_from(m.len()).unwrap_or(0));
+        f.read_to_end(&mut b).map(|_| b)
+    }) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Ok(Err("the output manifest is gone".into()));
@@ -643,6 +653,106 @@ fn build(
     }
 }
 
+/// Threads that make a tree's files. A restore waits on the file system
+/// per file (the create, the copy and the close wait on the journal and on
+/// allocation, not on a CPU), so a few threads overlap those waits even on
+/// one core, where `cp -a` makes one file after another. Bounded, so one
+/// restore never floods a shared machine.
+const WORKERS: usize = 8;
+/// A tree of fewer files is made by the calling thread alone: starting
+/// threads would cost more than they overlap.
+const PARALLEL_FROM: usize = 512;
+
+/// Why making part of a tree stopped: damage in the store or the manifest
+/// (the hit is a miss), or an error of the restore itself.
+enum Fail {
+    Damaged(String),
+    Err(Error),
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Self {
+        Fail::Err(e)
+    }
+}
+
+/// A root's nodes sorted by what makes them, every one checked against the
+/// manifest's rules before anything is written.
+struct Plan {
+    /// Directory nodes, pre-order (a parent before what it holds).
+    dirs: Vec<usize>,
+    /// File and symlink nodes, by the directory node that holds them; only
+    /// directories that hold any.
+    groups: Vec<(usize, Vec<usize>)>,
+    /// Hard-link nodes: made once every file is.
+    links: Vec<usize>,
+    /// Regular files in `groups`.
+    files: usize,
+}
+
+/// Checks a root's nodes: `nodes[0]` is the path itself, and every other
+/// node is a plain name inside a directory node before it, so a manifest
+/// (data) never leads a write through a symlink or out of the tree; a hard
+/// link names a file before it.
+fn plan(root: &Root) -> std::result::Result<Plan, String> {
+    let mut plan = Plan {
+        dirs: Vec::new(),
+        groups: Vec::new(),
+        links: Vec::new(),
+        files: 0,
+    };
+    // A directory's relative path -> its slot in `groups`.
+    let mut at: HashMap<&str, usize> = HashMap::new();
+    for (i, n) in root.nodes.iter().enumerate() {
+        let bad = || format!("bad node {:?}", n.p);
+        let slot = if i == 0 {
+            if !n.p.is_empty() {
+                return Err(bad());
+            }
+            None
+        } else {
+            let (parent, leaf) = n.p.rsplit_once('/').unwrap_or(("", &n.p));
+            if leaf.is_empty() || leaf == "." || leaf == ".." {
+                return Err(bad());
+            }
+            Some(*at.get(parent).ok_or_else(bad)?)
+        };
+        match &n.kind {
+            Kind::Dir { .. } => {
+                at.insert(&n.p, plan.groups.len());
+                plan.groups.push((i, Vec::new()));
+                plan.dirs.push(i);
+            }
+            Kind::File { .. } | Kind::Symlink { .. } => {
+                if matches!(n.kind, Kind::File { .. }) {
+                    plan.files += 1;
+                }
+                // The path itself as a file or symlink: made alone, first.
+                if let Some(g) = slot {
+                    plan.groups[g].1.push(i);
+                }
+            }
+            Kind::Hardlink { to } => match root.nodes.get(*to) {
+                Some(f) if *to < i && i > 0 && matches!(f.kind, Kind::File { .. }) => {
+                    plan.links.push(i)
+                }
+                _ => return Err(format!("bad hard link {:?}", n.p)),
+            },
+        }
+    }
+    plan.groups.retain(|(_, nodes)| !nodes.is_empty());
+    Ok(plan)
+}
+
+/// Where node `n` of a root goes when the root is built at `tmp`.
+fn dest_of(tmp: &Path, n: &Node) -> PathBuf {
+    if n.p.is_empty() {
+        tmp.to_path_buf()
+    } else {
+        tmp.join(&n.p)
+    }
+}
+
 fn build_at(
     store: &Path,
     root: &Root,
@@ -650,88 +760,96 @@ fn build_at(
     link: bool,
 ) -> Result<std::result::Result<(), String>> {
     let damaged = |why: String| Ok(Err(format!("stored output {}: {why}", root.path)));
-    let mut clones = true;
-    let mut dirs: HashSet<&str> = HashSet::new();
-    let mut dir_nodes = Vec::new();
-    for (i, n) in root.nodes.iter().enumerate() {
-        // Only a directory this restore made may hold what comes next: a
-        // manifest (data) never leads a write through a symlink or out of
-        // the tree.
-        let ok = if i == 0 {
-            n.p.is_empty()
-        } else {
-            let parent = n.p.rsplit_once('/').map_or("", |(d, _)| d);
-            let leaf = n.p.rsplit('/').next().unwrap_or("");
-            dirs.contains(parent) && !leaf.is_empty() && leaf != "." && leaf != ".."
+    let plan = match plan(root) {
+        Ok(p) => p,
+        Err(why) => return damaged(why),
+    };
+    // `clones` starts true and turns false at the first FICLONE refused.
+    let clones = AtomicBool::new(true);
+    let run = |r: std::result::Result<usize, Fail>| match r {
+        Ok(_) => Ok(Ok(())),
+        Err(Fail::Damaged(why)) => damaged(why),
+        Err(Fail::Err(e)) => Err(e),
+    };
+    // The path itself as a file or symlink.
+    if let Some(n) = root.nodes.first()
+        && !matches!(n.kind, Kind::Dir { .. })
+    {
+        let parent = match tmp.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
         };
-        if !ok {
-            return damaged(format!("bad node {:?}", n.p));
-        }
-        let dest = if n.p.is_empty() {
-            tmp.to_path_buf()
-        } else {
-            tmp.join(&n.p)
-        };
-        match &n.kind {
-            Kind::Dir { .. } => {
-                fs::create_dir(&dest).map_err(|e| Error::io("cannot create", &dest, e))?;
-                dirs.insert(&n.p);
-                dir_nodes.push(n);
-            }
-            Kind::File { mode, size, blob } => {
-                let Some(bp) = blob_path(store, blob) else {
-                    return damaged(format!("bad blob name {blob}"));
-                };
-                let src = match fsutil::open_read(&bp) {
-                    Ok(f) => f,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        return damaged(format!("blob {blob} is gone"));
+        let leaf = tmp.file_name().unwrap_or_default();
+        return run(make_group(store, root, parent, &[(0, leaf)], link, &clones));
+    }
+    // Directories, parents first.
+    for &i in &plan.dirs {
+        let dest = dest_of(tmp, &root.nodes[i]);
+        fs::create_dir(&dest).map_err(|e| Error::io("cannot create", &dest, e))?;
+    }
+    // Files and symlinks, a directory at a time: the calling thread alone
+    // until the first file has shown whether this file system clones (so
+    // a tree without clones pays one refused FICLONE, not one per
+    // thread), then a pool.
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let failed: Mutex<Option<Fail>> = Mutex::new(None);
+    let work = |until_one_file: bool| {
+        let mut made = 0;
+        while !stop.load(Ordering::Relaxed) && (!until_one_file || made == 0) {
+            let Some((d, nodes)) = plan.groups.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                break;
+            };
+            let dir = dest_of(tmp, &root.nodes[*d]);
+            let leaves: Vec<(usize, &std::ffi::OsStr)> = nodes
+                .iter()
+                .map(|&i| {
+                    let p = root.nodes[i].p.as_str();
+                    (i, std::ffi::OsStr::new(p.rsplit('/').next().unwrap_or(p)))
+                })
+                .collect();
+            match make_group(store, root, &dir, &leaves, link, &clones) {
+                Ok(n) => made += n,
+                Err(f) => {
+                    stop.store(true, Ordering::Relaxed);
+                    if let Ok(mut first) = failed.lock() {
+                        first.get_or_insert(f);
                     }
-                    Err(e) => return Err(Error::io("cannot open", &bp, e)),
-                };
-                let len = src
-                    .metadata()
-                    .map_err(|e| Error::io("cannot stat", &bp, e))?;
-                if len.len() != *size {
-                    return damaged(format!("blob {blob} has the wrong size"));
-                }
-                if link {
-                    fs::hard_link(&bp, &dest).map_err(|e| Error::io("cannot link", &dest, e))?;
-                } else {
-                    let f = fsutil::create_new(&dest)
-                        .map_err(|e| Error::io("cannot create", &dest, e))?;
-                    clone_or_copy(&src, &f, *size, &mut clones)
-                        .map_err(|e| Error::io("cannot write", &dest, e))?;
-                    f.set_permissions(fs::Permissions::from_mode(*mode))
-                        .map_err(|e| Error::io("cannot chmod", &dest, e))?;
-                    // On the descriptor: no second walk of the path.
-                    rustix::fs::futimens(&f, &mtime_only(n.mtime, n.nsec))
-                        .map_err(|e| Error::io("cannot set the time of", &dest, e.into()))?;
+                    break;
                 }
             }
-            Kind::Hardlink { to } => {
-                let first = match root.nodes.get(*to) {
-                    Some(f) if *to < i && matches!(f.kind, Kind::File { .. }) => f,
-                    _ => return damaged(format!("bad hard link {:?}", n.p)),
-                };
-                fs::hard_link(tmp.join(&first.p), &dest)
-                    .map_err(|e| Error::io("cannot link", &dest, e))?;
+        }
+    };
+    if !link {
+        work(true);
+    }
+    if plan.files >= PARALLEL_FROM {
+        std::thread::scope(|s| {
+            for _ in 1..WORKERS {
+                s.spawn(|| work(false));
             }
-            Kind::Symlink { target } => {
-                std::os::unix::fs::symlink(target, &dest)
-                    .map_err(|e| Error::io("cannot create", &dest, e))?;
-                let _ = set_mtime(&dest, n.mtime, n.nsec);
-            }
+            work(false);
+        });
+    } else {
+        work(false);
+    }
+    if let Some(f) = failed.into_inner().ok().flatten() {
+        return run(Err(f));
+    }
+    // Hard links, to the files made above.
+    for &i in &plan.links {
+        let n = &root.nodes[i];
+        if let Kind::Hardlink { to } = n.kind {
+            let dest = dest_of(tmp, n);
+            fs::hard_link(dest_of(tmp, &root.nodes[to]), &dest)
+                .map_err(|e| Error::io("cannot link", &dest, e))?;
         }
     }
     // Directories last, deepest first: their modes (maybe read-only) and
     // mtimes, which making their content changed.
-    for n in dir_nodes.iter().rev() {
-        let dest = if n.p.is_empty() {
-            tmp.to_path_buf()
-        } else {
-            tmp.join(&n.p)
-        };
+    for &i in plan.dirs.iter().rev() {
+        let n = &root.nodes[i];
+        let dest = dest_of(tmp, n);
         if let Kind::Dir { mode } = n.kind {
             set_mode(&dest, mode)?;
         }
@@ -739,6 +857,103 @@ fn build_at(
             .map_err(|e| Error::io("cannot set the time of", &dest, e))?;
     }
     Ok(Ok(()))
+}
+
+/// Makes the files and symlinks `nodes` (node index, name) of `root` in
+/// the directory `dir`, by names relative to one descriptor of it (no path
+/// walked per file, none followed). Returns how many regular files it made.
+fn make_group(
+    store: &Path,
+    root: &Root,
+    dir: &Path,
+    nodes: &[(usize, &std::ffi::OsStr)],
+    link: bool,
+    clones: &AtomicBool,
+) -> std::result::Result<usize, Fail> {
+    use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+    let damaged = |why: String| Err(Fail::Damaged(why));
+    let dfd = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::io("cannot open", dir, e.into()))?;
+    let mut made = 0;
+    for &(i, leaf) in nodes {
+        let n = &root.nodes[i];
+        let dest = || dir.join(leaf);
+        match &n.kind {
+            Kind::File { mode, size, blob } => {
+                let Some(bp) = blob_path(store, blob) else {
+                    return damaged(format!("bad blob name {blob}"));
+                };
+                if link {
+                    // One stat, not an open: the size is all a restore checks.
+                    let m = match fs::symlink_metadata(&bp) {
+                        Ok(m) => m,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            return damaged(format!("blob {blob} is gone"));
+                        }
+                        Err(e) => return Err(Error::io("cannot stat", &bp, e).into()),
+                    };
+                    if !m.is_file() {
+                        return Err(Error::io("cannot open", &bp, fsutil::not_regular()).into());
+                    }
+                    if m.len() != *size {
+                        return damaged(format!("blob {blob} has the wrong size"));
+                    }
+                    rustix::fs::linkat(CWD, &bp, &dfd, leaf, AtFlags::empty())
+                        .map_err(|e| Error::io("cannot link", dest(), e.into()))?;
+                } else {
+                    // Without O_NOATIME a day's first restore would dirty
+                    // every blob's inode just to note that it was read.
+                    let (src, m) = match fsutil::open_read_noatime_meta(&bp) {
+                        Ok(f) => f,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            return damaged(format!("blob {blob} is gone"));
+                        }
+                        Err(e) => return Err(Error::io("cannot open", &bp, e).into()),
+                    };
+                    if m.len() != *size {
+                        return damaged(format!("blob {blob} has the wrong size"));
+                    }
+                    let f = rustix::fs::openat(
+                        &dfd,
+                        leaf,
+                        OFlags::WRONLY
+                            | OFlags::CREATE
+                            | OFlags::EXCL
+                            | OFlags::NOFOLLOW
+                            | OFlags::CLOEXEC,
+                        Mode::from_raw_mode(fsutil::FILE_MODE),
+                    )
+                    .map(File::from)
+                    .map_err(|e| Error::io("cannot create", dest(), e.into()))?;
+                    clone_or_copy(&src, &f, *size, clones)
+                        .map_err(|e| Error::io("cannot write", dest(), e))?;
+                    rustix::fs::fchmod(&f, Mode::from_raw_mode(*mode))
+                        .map_err(|e| Error::io("cannot chmod", dest(), e.into()))?;
+                    // On the descriptor: no second walk of the path.
+                    rustix::fs::futimens(&f, &mtime_only(n.mtime, n.nsec))
+                        .map_err(|e| Error::io("cannot set the time of", dest(), e.into()))?;
+                }
+                made += 1;
+            }
+            Kind::Symlink { target } => {
+                rustix::fs::symlinkat(target.as_str(), &dfd, leaf)
+                    .map_err(|e| Error::io("cannot create", dest(), e.into()))?;
+                let _ = rustix::fs::utimensat(
+                    &dfd,
+                    leaf,
+                    &mtime_only(n.mtime, n.nsec),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                );
+            }
+            // Planned elsewhere.
+            Kind::Dir { .. } | Kind::Hardlink { .. } => {}
+        }
+    }
+    Ok(made)
 }
 
 /// Timestamps that set the mtime and leave the atime alone.

@@ -244,6 +244,14 @@ impl Cache {
         &self.dir
     }
 
+    /// How long a call may wait for a lock (`LOCK_TIMEOUT`), from now: for
+    /// the locks beside the cache lock (cache-run's output store).
+    pub(crate) fn lock_deadline(&self) -> crate::lock::Wait {
+        Instant::now()
+            .checked_add(self.lock_timeout)
+            .map_or(crate::lock::Wait::Forever, crate::lock::Wait::Until)
+    }
+
     pub fn now(&self) -> i64 {
         self.now
     }

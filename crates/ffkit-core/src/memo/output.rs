@@ -36,6 +36,7 @@ use crate::cache::Cache;
 use crate::cache::scan::{STORE_DIR, is_fan_dir};
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::lock::{Kind as LockKind, Wait, kernel};
 
 /// Held shared by stores and restores, exclusive by a sweep.
 const GC_LOCK: &str = ".gc-lock";
@@ -151,6 +152,18 @@ fn check_path(p: &Path) -> Result<()> {
     if p.components().any(|c| matches!(c, Component::ParentDir)) {
         return bad("must not contain '..'");
     }
+    // `components()` drops a `.` inside or at the end (`out/.`, `d/./`),
+    // but the name given is what a restore swaps: a `.` there can never
+    // be exchanged (EBUSY), so every hit would fail. A leading `./` is
+    // harmless (`./node_modules`).
+    let raw = p.as_os_str().as_encoded_bytes();
+    if raw
+        .split(|&b| b == b'/')
+        .skip_while(|c| *c == b".")
+        .any(|c| c == b".")
+    {
+        return bad("must not contain '.' (but at the start)");
+    }
     let n = normal(p);
     if n.as_os_str().is_empty() {
         return bad("must name something inside the working directory");
@@ -158,10 +171,17 @@ fn check_path(p: &Path) -> Result<()> {
     if n.to_str().is_none() {
         return bad("not UTF-8");
     }
-    // Every directory on the way must be a real one (or not exist yet).
+    // Every directory on the way must be a real one (or not exist yet);
+    // with a trailing slash the last name is one of them too (`via/`
+    // resolves through a symlink `via`).
     let mut at = PathBuf::new();
     let parts: Vec<_> = n.components().collect();
-    for c in &parts[..parts.len() - 1] {
+    let dirs = if raw.ends_with(b"/") {
+        &parts[..]
+    } else {
+        &parts[..parts.len() - 1]
+    };
+    for c in dirs {
         at.push(c);
         match fs::symlink_metadata(&at) {
             Ok(m) if m.file_type().is_symlink() => {
@@ -191,34 +211,82 @@ fn blob_path(store: &Path, name: &str) -> Option<PathBuf> {
     ok.then(|| store.join(&name[..2]).join(&name[2..]))
 }
 
-/// How [`gc_lock`] takes `.store/.gc-lock`.
+/// How [`gc_lock`] takes `.store/.gc-lock`. No wait is without bound
+/// (`LOCK_TIMEOUT`): a stopped sweep, store or restore (SIGSTOP, a
+/// debugger) must not hang every other call.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Lock {
-    /// Shared, waiting (sweeps are short): a store or a restore.
-    Shared,
+    /// Shared, waiting until the deadline (sweeps are short), then
+    /// [`Error::Timeout`]: a store or a restore.
+    Shared(Wait),
     /// Exclusive, only tried (`None` when busy): a sweep after a write.
     Try,
-    /// Exclusive, waiting: eviction's sweep.
-    Wait,
+    /// Exclusive, waiting until the deadline (`None` then: the sweep is
+    /// skipped): eviction's sweep.
+    Wait(Wait),
 }
 
 fn gc_lock(store: &Path, how: Lock) -> Result<Option<File>> {
-    fsutil::create_private_dir(store)?;
     let path = store.join(GC_LOCK);
-    let f = fsutil::open_rw_create(&path).map_err(|e| Error::io("cannot open", &path, e))?;
-    let r = match how {
-        Lock::Shared => f.lock_shared(),
-        Lock::Wait => f.lock(),
-        Lock::Try => {
-            return match f.try_lock() {
-                Ok(()) => Ok(Some(f)),
-                Err(fs::TryLockError::WouldBlock) => Ok(None),
-                Err(fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", &path, e)),
-            };
+    let f = match fsutil::open_rw_create(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fsutil::create_private_dir(store)?;
+            fsutil::open_rw_create(&path).map_err(|e| Error::io("cannot open", &path, e))?
         }
+        // A read-only cache (a read-only mount): a store or sweep fails
+        // later on its own, but a restore or a dry run only reads. The
+        // lock is taken on a read-only descriptor (flock needs no write
+        // access), so a sweep through a writable view of the same files
+        // still waits for it; with no lock file nothing ever stored here.
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
+            match fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&path)
+            {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::io("cannot open", &path, e)),
+            }
+        }
+        Err(e) => return Err(Error::io("cannot open", &path, e)),
     };
-    r.map_err(|e| Error::io("cannot lock", &path, e))?;
-    Ok(Some(f))
+    let (kind, until) = match how {
+        Lock::Shared(w) => (LockKind::Shared, w),
+        Lock::Try => (LockKind::Exclusive, Wait::NonBlocking),
+        Lock::Wait(w) => (LockKind::Exclusive, w),
+    };
+    let start = std::time::Instant::now();
+    if wait_lock(&f, kind, until, &path)? {
+        return Ok(Some(f));
+    }
+    match how {
+        Lock::Shared(_) => Err(Error::Timeout(format!(
+            "output store {}: still held by a sweep after {:.1} s (LOCK_TIMEOUT); it may be stopped",
+            path.display(),
+            start.elapsed().as_secs_f64()
+        ))),
+        Lock::Try | Lock::Wait(_) => Ok(None),
+    }
+}
+
+/// Takes `kind` on `f` through the crate's one kernel wait
+/// ([`crate::lock::kernel::lock_fd`]); `false` when `until` passed first.
+fn wait_lock(f: &File, kind: LockKind, until: Wait, path: &Path) -> Result<bool> {
+    use std::os::fd::AsRawFd;
+    match kernel::lock_fd(
+        f.as_raw_fd(),
+        kind,
+        kernel::Method::Flock,
+        until,
+        &mut || false,
+        &mut || {},
+    ) {
+        Ok(Ok(_)) => Ok(true),
+        Ok(Err(_)) => Ok(false),
+        Err(e) => Err(Error::io("cannot lock", path, e)),
+    }
 }
 
 /// A stored set of outputs whose entry is not written yet: holds the store
@@ -254,7 +322,7 @@ impl Drop for Pending {
 pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
     check_paths(paths)?;
     let store = store_dir(c);
-    let gc = gc_lock(&store, Lock::Shared)?;
+    let gc = gc_lock(&store, Lock::Shared(c.lock_deadline()))?;
     let mut pending = Pending(Vec::new());
     let mut names = HashSet::new();
     let mut roots = Vec::new();
@@ -518,10 +586,11 @@ fn clone_or_copy(src: &File, dst: &File, len: u64, clones: &mut bool) -> io::Res
 pub fn restore(c: &Cache, name: &str, out: &Outputs) -> Result<std::result::Result<(), String>> {
     check_paths(&out.paths)?;
     let store = store_dir(c);
-    let _gc = gc_lock(&store, Lock::Shared)?;
+    let until = c.lock_deadline();
+    let _gc = gc_lock(&store, Lock::Shared(until))?;
     // One restore at a time into a directory (any key, any process): the
     // lock of the directory that holds each path, until every tree is in.
-    let _dirs = lock_parents(&out.paths)?;
+    let _dirs = lock_parents(&out.paths, until)?;
     let Some(mpath) = blob_path(&store, name) else {
         return Ok(Err(format!("bad manifest name {name}")));
     };
@@ -590,7 +659,8 @@ fn parent_of(path: &Path) -> PathBuf {
 /// overlapping sets never wait for each other in a circle. Two spellings of
 /// one directory are one lock: the kernel locks the inode. Released when
 /// the files are dropped.
-fn lock_parents(paths: &[PathBuf]) -> Result<Vec<File>> {
+/// Waits at most until `until` (`LOCK_TIMEOUT`), then [`Error::Timeout`].
+fn lock_parents(paths: &[PathBuf], until: Wait) -> Result<Vec<File>> {
     let mut dirs: Vec<((u64, u64), PathBuf, File)> = Vec::new();
     for p in paths {
         let parent = parent_of(p);
@@ -611,7 +681,14 @@ fn lock_parents(paths: &[PathBuf]) -> Result<Vec<File>> {
     dirs.sort_by_key(|(id, _, _)| *id);
     let mut held = Vec::with_capacity(dirs.len());
     for (_, parent, f) in dirs {
-        f.lock().map_err(|e| Error::io("cannot lock", &parent, e))?;
+        let start = std::time::Instant::now();
+        if !wait_lock(&f, LockKind::Exclusive, until, &parent)? {
+            return Err(Error::Timeout(format!(
+                "restore into {}: the directory is still locked by another process after {:.1} s (LOCK_TIMEOUT)",
+                parent.display(),
+                start.elapsed().as_secs_f64()
+            )));
+        }
         held.push(f);
     }
     Ok(held)
@@ -839,11 +916,20 @@ pub use crate::cache::Swept;
 /// `cache-evict` with the output store: plans with the blobs (what an entry
 /// frees is the blobs no other entry uses) and sweeps in each round.
 pub fn evict(c: &Cache, policy: &crate::cache::EvictPolicy) -> Result<crate::cache::EvictReport> {
-    c.evict_with(policy, &OutputStore)
+    c.evict_with(
+        policy,
+        &OutputStore {
+            until: c.lock_deadline(),
+        },
+    )
 }
 
 /// The output store as eviction sees it ([`crate::cache::Shared`]).
-struct OutputStore;
+struct OutputStore {
+    /// The end of the sweeps' waits: one `LOCK_TIMEOUT` for the whole
+    /// eviction, however many rounds.
+    until: Wait,
+}
 
 impl crate::cache::Shared for OutputStore {
     fn census(&self, c: &Cache) -> Result<crate::cache::Census> {
@@ -861,8 +947,10 @@ impl crate::cache::Shared for OutputStore {
 
     fn sweep(&self, c: &Cache, dry_run: bool, gone: &[String]) -> Result<Swept> {
         // Eviction waits for the stores and restores in flight: a skipped
-        // sweep would leave it judging the fit with bytes about to go.
-        sweep_with(c, dry_run, gone, true)
+        // sweep would leave it judging the fit with bytes about to go. But
+        // only until LOCK_TIMEOUT: one stopped restore must not hang it;
+        // the sweep is then skipped (`busy`), its blobs stay counted.
+        sweep_with(c, dry_run, gone, Lock::Wait(self.until))
     }
 }
 
@@ -873,15 +961,15 @@ impl crate::cache::Shared for OutputStore {
 /// (a dry run's victims, so it says what the real one would sweep). Skipped
 /// (`busy`) when a store or restore holds the store.
 pub fn sweep(c: &Cache, dry_run: bool, gone: &[String]) -> Result<Swept> {
-    sweep_with(c, dry_run, gone, false)
+    sweep_with(c, dry_run, gone, Lock::Try)
 }
 
-fn sweep_with(c: &Cache, dry_run: bool, gone: &[String], wait: bool) -> Result<Swept> {
+fn sweep_with(c: &Cache, dry_run: bool, gone: &[String], how: Lock) -> Result<Swept> {
     let store = store_dir(c);
     if !fs::symlink_metadata(&store).is_ok_and(|m| m.is_dir()) {
         return Ok(Swept::default());
     }
-    let Some(_gc) = gc_lock(&store, if wait { Lock::Wait } else { Lock::Try })? else {
+    let Some(_gc) = gc_lock(&store, how)? else {
         return Ok(Swept {
             busy: true,
             ..Swept::default()
@@ -1078,7 +1166,9 @@ mod tests {
 
     #[test]
     fn paths_outside_or_through_symlinks_are_refused() {
-        for bad in ["/abs", "..", "a/../b", ".", "./", ""] {
+        for bad in [
+            "/abs", "..", "a/../b", ".", "./", "", "out/.", "d/./", "a/./b", "./a/.",
+        ] {
             assert!(
                 check_paths(&[PathBuf::from(bad)]).is_err(),
                 "{bad:?} is refused"
@@ -1086,5 +1176,6 @@ mod tests {
         }
         assert!(check_paths(&[PathBuf::from("a"), PathBuf::from("./a/b")]).is_err());
         assert!(check_paths(&[PathBuf::from("nonexistent/deeper/x")]).is_ok());
+        assert!(check_paths(&[PathBuf::from("./nonexistent/x/")]).is_ok());
     }
 }

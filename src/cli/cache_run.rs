@@ -373,6 +373,12 @@ pub(super) fn run_args(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
     if let Some(why) = &outcome.store_error {
         ctx.note(format_args!("not cached: {why}"));
     }
+    for p in &outcome.left_behind {
+        ctx.note(format_args!(
+            "{}: the replaced tree could not be removed; left behind",
+            p.display()
+        ));
+    }
     if let Some(why) = &outcome.damaged {
         ctx.debug(format_args!("{why}: treated as a miss and rewritten"));
     }

@@ -1103,6 +1103,52 @@ fn a_held_store_or_directory_is_waited_for_at_most_lock_timeout() {
     assert_exact_with_store(&w, "after the sweeps");
 }
 
+#[test]
+fn an_old_tree_that_cannot_be_removed_is_named_on_stderr() {
+    let w = World::new();
+    fs::create_dir(w.path().join("src")).unwrap();
+    fs::write(w.path().join("src/f"), "data").unwrap();
+    let call = || {
+        run(&w, &["--ttl", "0", "--output", "out"], COPY)
+            .output()
+            .unwrap()
+    };
+    let o = call();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let pinned = w.path().join("out/f");
+    let chattr = |flag: &str, p: &Path| {
+        Command::new("chattr")
+            .arg(flag)
+            .arg(p)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !chattr("+i", &pinned) {
+        println!("SKIP: chattr +i not possible here (needs root and a file system with it)");
+        return;
+    }
+    let o = call();
+    let left: Vec<PathBuf> = fs::read_dir(w.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains(".ffkit-restore-"))
+        .collect();
+    for p in &left {
+        chattr("-i", &p.join("f"));
+    }
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(o.stdout, b"built\n");
+    assert_eq!(left.len(), 1, "{left:?}");
+    let err = stderr_of(&o);
+    let name = left[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(err.contains(&name) && err.contains("left behind"), "{err}");
+    assert_eq!(stderr_lines(&o).len(), 1, "{err}");
+    assert_eq!(fs::read_to_string(w.path().join("out/f")).unwrap(), "data");
+    assert_eq!(runs(&w), 1);
+}
+
 /// The `run-*` entries (value names) in the cache.
 fn entries(w: &World) -> BTreeSet<String> {
     let Ok(rd) = fs::read_dir(w.cache()) else {

@@ -579,11 +579,17 @@ fn clone_or_copy(src: &File, dst: &File, len: u64, clones: &mut bool) -> io::Res
     Ok(())
 }
 
-/// Restores the outputs of manifest `name` at `out.paths`. `Ok(Err(why))`:
+/// Restores the outputs of manifest `name` at `out.paths`; `Ok(Ok(left))`
+/// names the old trees that could not be removed once swapped out (an
+/// immutable file in them), left where they are. `Ok(Err(why))`:
 /// the stored outputs are damaged (a missing or wrong-sized blob, a bad
 /// manifest) and nothing was changed at the paths: the caller treats it as
 /// a miss. `Err`: the restore itself failed (a path that cannot be written).
-pub fn restore(c: &Cache, name: &str, out: &Outputs) -> Result<std::result::Result<(), String>> {
+pub fn restore(
+    c: &Cache,
+    name: &str,
+    out: &Outputs,
+) -> Result<std::result::Result<Vec<PathBuf>, String>> {
     check_paths(&out.paths)?;
     let store = store_dir(c);
     let until = c.lock_deadline();
@@ -630,13 +636,18 @@ pub fn restore(c: &Cache, name: &str, out: &Outputs) -> Result<std::result::Resu
             }
         }
     }
+    let mut left = Vec::new();
     for (i, (tmp, path)) in built.iter().enumerate() {
-        if let Err(e) = swap_in(tmp, path) {
-            discard_all(&built[i..]);
-            return Err(e);
+        match swap_in(tmp, path) {
+            Ok(true) => {}
+            Ok(false) => left.push(tmp.clone()),
+            Err(e) => {
+                discard_all(&built[i..]);
+                return Err(e);
+            }
         }
     }
-    Ok(Ok(()))
+    Ok(Ok(left))
 }
 
 fn discard_all(built: &[(PathBuf, PathBuf)]) {
@@ -841,19 +852,19 @@ fn set_mtime(p: &Path, sec: i64, nsec: u32) -> io::Result<()> {
 }
 
 /// Puts the tree at `tmp` at `path` in one step, replacing what stood there
-/// (exchanged, then removed).
-fn swap_in(tmp: &Path, path: &Path) -> Result<()> {
+/// (exchanged, then removed). `false`: the old tree, now at `tmp`, could
+/// not be removed (whole or in part).
+fn swap_in(tmp: &Path, path: &Path) -> Result<bool> {
     use rustix::fs::{CWD, RenameFlags, renameat_with};
     loop {
         match renameat_with(CWD, tmp, CWD, path, RenameFlags::EXCHANGE) {
             Ok(()) => {
                 // The old tree is at `tmp` now.
-                remove_tree(tmp);
-                return Ok(());
+                return Ok(remove_tree(tmp));
             }
             Err(e) if e == rustix::io::Errno::NOENT => {
                 match renameat_with(CWD, tmp, CWD, path, RenameFlags::NOREPLACE) {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => return Ok(true),
                     // Made meanwhile: exchange with it.
                     Err(e) if e == rustix::io::Errno::EXIST => continue,
                     Err(e) => return Err(Error::io("cannot rename", path, e.into())),
@@ -868,17 +879,17 @@ fn swap_in(tmp: &Path, path: &Path) -> Result<()> {
 }
 
 /// Removes a file or a whole tree (never following a symlink), making
-/// read-only directories writable first where needed. Best effort.
-fn remove_tree(p: &Path) {
+/// read-only directories writable first where needed. Best effort;
+/// whether nothing is left at `p`.
+fn remove_tree(p: &Path) -> bool {
     let Ok(m) = fs::symlink_metadata(p) else {
-        return;
+        return true;
     };
     if !m.is_dir() {
-        let _ = fs::remove_file(p);
-        return;
+        return fs::remove_file(p).is_ok();
     }
     if fs::remove_dir_all(p).is_ok() {
-        return;
+        return true;
     }
     let mut stack = vec![p.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -889,7 +900,7 @@ fn remove_tree(p: &Path) {
             }
         }
     }
-    let _ = fs::remove_dir_all(p);
+    fs::remove_dir_all(p).is_ok()
 }
 
 /// Removes trees a killed restore left beside its path (its pid is gone).

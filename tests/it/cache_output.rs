@@ -1149,6 +1149,38 @@ fn an_old_tree_that_cannot_be_removed_is_named_on_stderr() {
     assert_eq!(runs(&w), 1);
 }
 
+#[test]
+fn a_symlinked_store_is_never_written_through_or_counted() {
+    let w = World::new();
+    w.write("k", "v");
+    let elsewhere = w.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    symlink(&elsewhere, w.cache().join(".store")).unwrap();
+    fs::create_dir(w.path().join("src")).unwrap();
+    fs::write(w.path().join("src/f"), "data").unwrap();
+    let o = run(&w, &["--ttl", "0", "--output", "out"], COPY)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(o.stdout, b"built\n");
+    let err = stderr_of(&o);
+    assert!(
+        err.contains("not cached") && err.contains("symlink"),
+        "{err}"
+    );
+    assert_eq!(stderr_lines(&o).len(), 1, "{err}");
+    assert_eq!(
+        fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "written through"
+    );
+    let o = w.cmd("cache-size").arg("--verify").output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let o = w.cmd("cache-evict").arg("--all").output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(w.size(), 0);
+}
+
 /// The `run-*` entries (value names) in the cache.
 fn entries(w: &World) -> BTreeSet<String> {
     let Ok(rd) = fs::read_dir(w.cache()) else {

@@ -227,6 +227,14 @@ enum Lock {
 }
 
 fn gc_lock(store: &Path, how: Lock) -> Result<Option<File>> {
+    // Nothing in the cache dir is used through a symlink: a store written
+    // through one would be counted by nobody and swept by nobody.
+    if fs::symlink_metadata(store).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(Error::Permission(format!(
+            "{}: a symlink; the output store is never used through one",
+            store.display()
+        )));
+    }
     let path = store.join(GC_LOCK);
     let f = match fsutil::open_rw_create(&path) {
         Ok(f) => f,

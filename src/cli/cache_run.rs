@@ -273,6 +273,16 @@ pub(super) fn run_args(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
             a.ttl
         )));
     }
+    // A name no variable can have would key nothing but its own spelling.
+    if let Some(bad) = a.key_env.iter().find(|n| {
+        let b = n.as_encoded_bytes();
+        b.is_empty() || b.contains(&b'=') || b.contains(&0)
+    }) {
+        return Err(Error::Validation(format!(
+            "--key-env '{}': not a variable name (empty, or with '=')",
+            bad.to_string_lossy()
+        )));
+    }
     let cache = ctx.store(a.dir.as_deref(), a.backend.as_deref())?;
     let whence = cache.reopen();
     let store = cache.run_store()?;
@@ -372,6 +382,12 @@ pub(super) fn run_args(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
     });
     if let Some(why) = &outcome.store_error {
         ctx.note(format_args!("not cached: {why}"));
+    }
+    for p in &outcome.left_behind {
+        ctx.note(format_args!(
+            "{}: the replaced tree could not be removed; left behind",
+            p.display()
+        ));
     }
     if let Some(why) = &outcome.damaged {
         ctx.debug(format_args!("{why}: treated as a miss and rewritten"));

@@ -787,10 +787,11 @@ fn flush_out(prog: &str, code: ExitCode, out: &mut Sink) -> ExitCode {
 fn clap_exit(prog: &str, e: clap::Error, out: &mut Sink) -> ExitCode {
     use clap::error::ErrorKind as K;
     match e.kind() {
-        K::DisplayHelp | K::DisplayVersion => {
-            let _ = write!(out, "{}", e.render());
-            ExitCode::SUCCESS
-        }
+        // Lost output is an error like any other write's (`>/dev/full`: 8).
+        K::DisplayHelp | K::DisplayVersion => match write!(out, "{}", e.render()) {
+            Ok(()) => flush_out(prog, ExitCode::SUCCESS, out),
+            Err(e) => report(prog, &Error::io("cannot write", "standard output", e)),
+        },
         _ => {
             // clap's message may span lines (a list of missing arguments);
             // the contract wants one line, so join everything before "Usage:".

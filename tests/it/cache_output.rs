@@ -937,7 +937,20 @@ fn hostile_trees_and_paths_are_refused_or_stored_safely() {
     // Paths: refused with one line and exit 2, before anything runs.
     fs::create_dir(w.path().join("real")).unwrap();
     symlink("real", w.path().join("via")).unwrap();
-    for bad in ["/tmp/x", "../x", "a/../../x", ".", "via/out"] {
+    // A `.` after the first name (every hit would fail to swap it) and a
+    // trailing slash through a symlink (it would store what `real` holds).
+    for bad in [
+        "/tmp/x",
+        "../x",
+        "a/../../x",
+        ".",
+        "via/out",
+        "out/.",
+        "d/./",
+        "a/./b",
+        "via/",
+        "via//",
+    ] {
         let o = run(&w, &["--output", bad], "echo run >> runs")
             .output()
             .unwrap();
@@ -1153,6 +1166,159 @@ fn restores_into_one_directory_run_one_after_another_and_into_others_in_parallel
     assert_eq!(snapshot(&same.join("out")), want);
     assert_eq!(siblings(&same), 0);
     assert_eq!(runs(&w), 1, "restores ran nothing");
+}
+
+/// A process holding `flock [-s] PATH` (as a stopped restore or sweep
+/// would) until its stdin is closed.
+fn hold(w: &World, path: &Path, shared: bool) -> std::process::Child {
+    let ready = w.path().join("held");
+    let _ = fs::remove_file(&ready);
+    let mut c = Command::new("flock");
+    if shared {
+        c.arg("-s");
+    }
+    let child = c
+        .arg(path)
+        .args([
+            "sh",
+            "-c",
+            "echo > \"$0\"; read x; exit 0",
+            ready.to_str().unwrap(),
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the holder", 60, || ready.exists());
+    child
+}
+
+fn release(mut holder: std::process::Child) {
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+}
+
+#[test]
+fn a_held_store_or_directory_is_waited_for_at_most_lock_timeout() {
+    if !need("flock", "the LOCK_TIMEOUT test of --output") {
+        return;
+    }
+    let w = World::new();
+    fs::create_dir(w.path().join("src")).unwrap();
+    fs::write(w.path().join("src/f"), "data").unwrap();
+    ok(&mut run(&w, &["--ttl", "0", "--output", "out"], COPY));
+    let gc = w.cache().join(".store/.gc-lock");
+    let hit = || {
+        let mut c = run(&w, &["--ttl", "0", "--output", "out"], COPY);
+        c.env("LOCK_TIMEOUT", "1");
+        c
+    };
+    // Another restore into the working directory, stopped: exit 6 after
+    // LOCK_TIMEOUT, nothing run.
+    let h = hold(&w, w.path(), false);
+    let o = output_within(hit(), "a restore into a held directory");
+    release(h);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr_of(&o));
+    assert_eq!(stderr_lines(&o).len(), 1, "{}", stderr_of(&o));
+    assert!(stderr_of(&o).contains("LOCK_TIMEOUT"), "{}", stderr_of(&o));
+    // A stopped sweep: the same.
+    let h = hold(&w, &gc, false);
+    let o = output_within(hit(), "a restore beside a stopped sweep");
+    release(h);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr_of(&o));
+    assert_eq!(runs(&w), 1, "nothing ran again");
+    // A stopped restore (the store held shared): eviction skips the sweep
+    // after LOCK_TIMEOUT, evicts, and the blobs stay for the next one.
+    let h = hold(&w, &gc, true);
+    for args in [&["--max-bytes", "1"][..], &["--all"][..]] {
+        let mut c = w.cmd("cache-evict");
+        c.args(args).env("LOCK_TIMEOUT", "1");
+        let o = output_within(c, "cache-evict beside a stopped restore");
+        assert!(o.status.success(), "{args:?}: {}", stderr_of(&o));
+    }
+    assert!(!blobs(&w.cache()).is_empty(), "the sweep was skipped");
+    release(h);
+    let o = w.cmd("cache-evict").arg("--all").output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert!(blobs(&w.cache()).is_empty(), "swept once free");
+    assert_exact_with_store(&w, "after the sweeps");
+}
+
+#[test]
+fn an_old_tree_that_cannot_be_removed_is_named_on_stderr() {
+    let w = World::new();
+    fs::create_dir(w.path().join("src")).unwrap();
+    fs::write(w.path().join("src/f"), "data").unwrap();
+    let call = || {
+        run(&w, &["--ttl", "0", "--output", "out"], COPY)
+            .output()
+            .unwrap()
+    };
+    let o = call();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let pinned = w.path().join("out/f");
+    let chattr = |flag: &str, p: &Path| {
+        Command::new("chattr")
+            .arg(flag)
+            .arg(p)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !chattr("+i", &pinned) {
+        println!("SKIP: chattr +i not possible here (needs root and a file system with it)");
+        return;
+    }
+    let o = call();
+    let left: Vec<PathBuf> = fs::read_dir(w.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains(".ffkit-restore-"))
+        .collect();
+    for p in &left {
+        chattr("-i", &p.join("f"));
+    }
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(o.stdout, b"built\n");
+    assert_eq!(left.len(), 1, "{left:?}");
+    let err = stderr_of(&o);
+    let name = left[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(err.contains(&name) && err.contains("left behind"), "{err}");
+    assert_eq!(stderr_lines(&o).len(), 1, "{err}");
+    assert_eq!(fs::read_to_string(w.path().join("out/f")).unwrap(), "data");
+    assert_eq!(runs(&w), 1);
+}
+
+#[test]
+fn a_symlinked_store_is_never_written_through_or_counted() {
+    let w = World::new();
+    w.write("k", "v");
+    let elsewhere = w.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    symlink(&elsewhere, w.cache().join(".store")).unwrap();
+    fs::create_dir(w.path().join("src")).unwrap();
+    fs::write(w.path().join("src/f"), "data").unwrap();
+    let o = run(&w, &["--ttl", "0", "--output", "out"], COPY)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(o.stdout, b"built\n");
+    let err = stderr_of(&o);
+    assert!(
+        err.contains("not cached") && err.contains("symlink"),
+        "{err}"
+    );
+    assert_eq!(stderr_lines(&o).len(), 1, "{err}");
+    assert_eq!(
+        fs::read_dir(&elsewhere).unwrap().count(),
+        0,
+        "written through"
+    );
+    let o = w.cmd("cache-size").arg("--verify").output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let o = w.cmd("cache-evict").arg("--all").output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(w.size(), 0);
 }
 
 /// The `run-*` entries (value names) in the cache.

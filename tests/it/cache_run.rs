@@ -1405,3 +1405,45 @@ fn a_large_hit_is_checked_whole_before_a_byte_is_written() {
     assert_eq!(runs(&w), 2, "the damaged entry was a miss");
     assert_exact(&w);
 }
+
+#[test]
+fn a_key_env_that_cannot_name_a_variable_is_refused_before_anything_runs() {
+    let w = World::new();
+    for bad in ["", "A=B", "="] {
+        let o = w
+            .cmd("cache-run")
+            .args(["--key-env", bad, "--", "sh", "-c", "echo run >> runs"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr_of(&o));
+        assert_eq!(stderr_lines(&o).len(), 1, "{}", stderr_of(&o));
+    }
+    assert_eq!(runs(&w), 0);
+    let o = w
+        .cmd("cache-run")
+        .args(["--key-env", "HOME", "--", "true"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+}
+
+#[test]
+fn help_and_version_into_a_full_device_exit_8() {
+    if !Path::new("/dev/full").exists() {
+        println!("SKIP: no /dev/full");
+        return;
+    }
+    for args in [
+        &["--help"][..],
+        &["--version"][..],
+        &["cache-run", "--help"][..],
+    ] {
+        let o = Command::new(bin())
+            .args(args)
+            .stdout(fs::File::create("/dev/full").unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(8), "{args:?}: {}", stderr_of(&o));
+        assert_eq!(stderr_lines(&o).len(), 1, "{}", stderr_of(&o));
+    }
+}

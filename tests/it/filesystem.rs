@@ -746,6 +746,82 @@ fn a_read_only_cache_fails_writes_with_exit_3_naming_the_path() {
 }
 
 #[test]
+fn a_read_only_cache_still_restores_outputs_sizes_verifies_and_plans() {
+    let w = World::new();
+    let mnt = w.path().join("ro");
+    let Some(m) = Mount::tmpfs(&mnt, "size=1m,mode=0700") else {
+        return skip(
+            "cannot mount a tmpfs (needs root / CAP_SYS_ADMIN); read-only --output test not run",
+        );
+    };
+    let cache = mnt.join("cache");
+    let proj = w.path().join("proj");
+    fs::create_dir_all(proj.join("src")).unwrap();
+    fs::write(proj.join("src/f"), "data").unwrap();
+    let cmd = |applet: &str| {
+        let mut c = w.cmd(applet);
+        c.env("FFKIT_CACHE_DIR", &cache)
+            .env("CACHE_PERF_MONITORING", "disabled")
+            .current_dir(&proj);
+        c
+    };
+    let hit = || {
+        let mut c = cmd("cache-run");
+        c.args(["--ttl", "0", "--output", "out", "--", "sh", "-c"])
+            .arg("echo run >> runs; cp -a src out; echo built");
+        c.output().unwrap()
+    };
+    let o = hit();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    if !m.remount("ro") {
+        return skip("cannot remount the tmpfs read-only");
+    }
+    fs::remove_dir_all(proj.join("out")).unwrap();
+    let o = hit();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(o.stdout, b"built\n");
+    assert_eq!(fs::read_to_string(proj.join("out/f")).unwrap(), "data");
+    assert_eq!(
+        fs::read_to_string(proj.join("runs")).unwrap(),
+        "run\n",
+        "a hit"
+    );
+    let (bytes, _) = oracle(&cache);
+    let store: u64 = walkdir(&cache.join(".store"));
+    for args in [&["--verify"][..], &[][..]] {
+        let o = cmd("cache-size").args(args).output().unwrap();
+        assert!(o.status.success(), "cache-size {args:?}: {}", stderr_of(&o));
+    }
+    let o = cmd("cache-evict")
+        .args(["--dry-run", "--all"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("would evict run-"));
+    // A crash journal that cannot be rolled forward: the size is walked.
+    assert!(m.remount("rw"));
+    fs::write(cache.join(".lock"), "not a journal").unwrap();
+    assert!(m.remount("ro"));
+    let o = cmd("cache-size").output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(parse_u64(&o.stdout), bytes + store);
+}
+
+/// The bytes of the regular files under `dir` (the output store).
+fn walkdir(dir: &Path) -> u64 {
+    let mut n = 0;
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        let m = fs::symlink_metadata(e.path()).unwrap();
+        if m.is_dir() {
+            n += walkdir(&e.path());
+        } else if m.is_file() && e.file_name() != ".gc-lock" {
+            n += m.len();
+        }
+    }
+    n
+}
+
+#[test]
 fn permission_denied_exits_3_naming_the_path() {
     let w = World::new();
     w.write("k", "v");

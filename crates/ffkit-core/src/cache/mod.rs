@@ -259,6 +259,14 @@ impl Cache {
         &self.dir
     }
 
+    /// How long a call may wait for a lock (`LOCK_TIMEOUT`), from now: for
+    /// the locks beside the cache lock (cache-run's output store).
+    pub(crate) fn lock_deadline(&self) -> crate::lock::Wait {
+        Instant::now()
+            .checked_add(self.lock_timeout)
+            .map_or(crate::lock::Wait::Forever, crate::lock::Wait::Until)
+    }
+
     pub fn now(&self) -> i64 {
         self.now
     }
@@ -713,7 +721,21 @@ impl Cache {
                 }
             }
         }
-        let r = self.lock_and_repair()?;
+        let r = match self.lock_and_repair() {
+            Ok(r) => r,
+            // A read-only cache whose index cannot be trusted (a crash
+            // journal that cannot be rolled forward, no index): the size
+            // is walked, nothing is repaired.
+            Err(e) if read_only(&e) => {
+                let s = scan::totals_with(&self.dir, self.progress())?;
+                return Ok(SizeReport {
+                    totals: s.totals,
+                    source: Source::Walk,
+                    rebuilt: None,
+                });
+            }
+            Err(e) => return Err(e),
+        };
         Ok(SizeReport {
             totals: r.totals,
             source: Source::Index,
@@ -766,7 +788,22 @@ impl Cache {
                 walk: Totals::default(),
             });
         }
-        let guard = self.lock(true)?;
+        let guard = match self.lock(true) {
+            Ok(g) => g,
+            // A read-only cache: nothing can be repaired, so the index as
+            // it is (none while a crash journal says it is not the size)
+            // against a walk.
+            Err(e) if !fix && read_only(&e) => {
+                let index = if self.journal_pending_unlocked() {
+                    None
+                } else {
+                    index::read(&self.dir)?
+                };
+                let walk = scan::totals_with(&self.dir, self.progress())?.totals;
+                return Ok(VerifyReport { index, walk });
+            }
+            Err(e) => return Err(e),
+        };
         let index = match self.pending_journal(&guard)? {
             Some(Ok(j)) => Some(self.roll_forward(&guard, &j)?),
             // A removal interrupted on a full disk: its repair is a walk,
@@ -1240,7 +1277,17 @@ impl Cache {
     where
         F: FnOnce(&Self, Totals) -> Result<Vec<Evicted>>,
     {
-        let r = self.lock_and_repair()?;
+        let r = match self.lock_and_repair() {
+            Ok(r) => r,
+            // A dry run on a read-only cache: planned from a walk, as the
+            // real one would be.
+            Err(e) if dry_run && read_only(&e) => {
+                let before = scan::totals_with(&self.dir, None)?.totals;
+                let victims = plan(self, before)?;
+                return Ok((before, before, victims));
+            }
+            Err(e) => return Err(e),
+        };
         // Eviction walks anyway, so it never trusts an index that drifted
         // (a file dropped in or removed by hand): the totals are walked
         // under the lock, and a drifted index is corrected by the commit
@@ -1269,6 +1316,12 @@ impl Cache {
         let after = self.commit(&r.guard, before, held, &changes)?;
         Ok((before, after, victims))
     }
+}
+
+/// Whether `e` is the cache being read-only (a read-only mount): a call
+/// that only reads then answers from what it can read.
+fn read_only(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. } if source.raw_os_error() == Some(libc::EROFS))
 }
 
 /// What [`Cache::lock_and_repair`] leaves: the lock held, and the totals.

@@ -123,6 +123,11 @@ pub const STORE_DIR: &str = ".store";
 /// cleanup, never counted). Not followed: symlinks and anything else.
 fn store_blobs(dir: &Path, s: &mut Scan) -> Result<()> {
     let store = dir.join(STORE_DIR);
+    // A symlink in its place is not the store (memo::output refuses to
+    // use one): its target is never counted.
+    if fs::symlink_metadata(&store).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Ok(());
+    }
     let rd = match fs::read_dir(&store) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

@@ -323,6 +323,9 @@ pub struct Outcome {
     /// Set when the run could not be stored: why (the call still succeeds
     /// with the command's status).
     pub store_error: Option<String>,
+    /// `--output`: old trees swapped out by the restore that could not be
+    /// removed (an immutable file in them), left where they are.
+    pub left_behind: Vec<std::path::PathBuf>,
     pub ran_at: Option<i64>,
     pub duration_ms: Option<f64>,
     pub stdout_bytes: u64,
@@ -340,6 +343,7 @@ impl Outcome {
             refresh_started: false,
             damaged: None,
             store_error: None,
+            left_behind: Vec::new(),
             ran_at: None,
             duration_ms: None,
             stdout_bytes: 0,
@@ -665,11 +669,10 @@ impl<'a> Memo<'a> {
         // outputs damaged is a miss, and nothing has been written yet.
         if !self.outputs.is_empty() {
             match (&s.header.outputs, &self.store) {
-                (Some(m), Store::Local(c)) => {
-                    if let Err(why) = output::restore(c, m, &self.outputs)? {
-                        return Ok(Err(format!("{}: {why}", self.key.entry())));
-                    }
-                }
+                (Some(m), Store::Local(c)) => match output::restore(c, m, &self.outputs)? {
+                    Ok(left) => o.left_behind = left,
+                    Err(why) => return Ok(Err(format!("{}: {why}", self.key.entry()))),
+                },
                 // A failure handed to waiters has none.
                 _ if s.header.status != 0 => {}
                 _ => {

@@ -40,6 +40,7 @@ use crate::cache::Cache;
 use crate::cache::scan::{STORE_DIR, is_fan_dir};
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::lock::{Kind as LockKind, Wait, kernel};
 
 /// Held shared by stores and restores, exclusive by a sweep.
 const GC_LOCK: &str = ".gc-lock";
@@ -155,6 +156,18 @@ fn check_path(p: &Path) -> Result<()> {
     if p.components().any(|c| matches!(c, Component::ParentDir)) {
         return bad("must not contain '..'");
     }
+    // `components()` drops a `.` inside or at the end (`out/.`, `d/./`),
+    // but the name given is what a restore swaps: a `.` there can never
+    // be exchanged (EBUSY), so every hit would fail. A leading `./` is
+    // harmless (`./node_modules`).
+    let raw = p.as_os_str().as_encoded_bytes();
+    if raw
+        .split(|&b| b == b'/')
+        .skip_while(|c| *c == b".")
+        .any(|c| c == b".")
+    {
+        return bad("must not contain '.' (but at the start)");
+    }
     let n = normal(p);
     if n.as_os_str().is_empty() {
         return bad("must name something inside the working directory");
@@ -162,10 +175,17 @@ fn check_path(p: &Path) -> Result<()> {
     if n.to_str().is_none() {
         return bad("not UTF-8");
     }
-    // Every directory on the way must be a real one (or not exist yet).
+    // Every directory on the way must be a real one (or not exist yet);
+    // with a trailing slash the last name is one of them too (`via/`
+    // resolves through a symlink `via`).
     let mut at = PathBuf::new();
     let parts: Vec<_> = n.components().collect();
-    for c in &parts[..parts.len() - 1] {
+    let dirs = if raw.ends_with(b"/") {
+        &parts[..]
+    } else {
+        &parts[..parts.len() - 1]
+    };
+    for c in dirs {
         at.push(c);
         match fs::symlink_metadata(&at) {
             Ok(m) if m.file_type().is_symlink() => {
@@ -195,34 +215,90 @@ fn blob_path(store: &Path, name: &str) -> Option<PathBuf> {
     ok.then(|| store.join(&name[..2]).join(&name[2..]))
 }
 
-/// How [`gc_lock`] takes `.store/.gc-lock`.
+/// How [`gc_lock`] takes `.store/.gc-lock`. No wait is without bound
+/// (`LOCK_TIMEOUT`): a stopped sweep, store or restore (SIGSTOP, a
+/// debugger) must not hang every other call.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Lock {
-    /// Shared, waiting (sweeps are short): a store or a restore.
-    Shared,
+    /// Shared, waiting until the deadline (sweeps are short), then
+    /// [`Error::Timeout`]: a store or a restore.
+    Shared(Wait),
     /// Exclusive, only tried (`None` when busy): a sweep after a write.
     Try,
-    /// Exclusive, waiting: eviction's sweep.
-    Wait,
+    /// Exclusive, waiting until the deadline (`None` then: the sweep is
+    /// skipped): eviction's sweep.
+    Wait(Wait),
 }
 
 fn gc_lock(store: &Path, how: Lock) -> Result<Option<File>> {
-    fsutil::create_private_dir(store)?;
+    // Nothing in the cache dir is used through a symlink: a store written
+    // through one would be counted by nobody and swept by nobody.
+    if fs::symlink_metadata(store).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(Error::Permission(format!(
+            "{}: a symlink; the output store is never used through one",
+            store.display()
+        )));
+    }
     let path = store.join(GC_LOCK);
-    let f = fsutil::open_rw_create(&path).map_err(|e| Error::io("cannot open", &path, e))?;
-    let r = match how {
-        Lock::Shared => f.lock_shared(),
-        Lock::Wait => f.lock(),
-        Lock::Try => {
-            return match f.try_lock() {
-                Ok(()) => Ok(Some(f)),
-                Err(fs::TryLockError::WouldBlock) => Ok(None),
-                Err(fs::TryLockError::Error(e)) => Err(Error::io("cannot lock", &path, e)),
-            };
+    let f = match fsutil::open_rw_create(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fsutil::create_private_dir(store)?;
+            fsutil::open_rw_create(&path).map_err(|e| Error::io("cannot open", &path, e))?
         }
+        // A read-only cache (a read-only mount): a store or sweep fails
+        // later on its own, but a restore or a dry run only reads. The
+        // lock is taken on a read-only descriptor (flock needs no write
+        // access), so a sweep through a writable view of the same files
+        // still waits for it; with no lock file nothing ever stored here.
+        Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
+            match fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&path)
+            {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(Error::io("cannot open", &path, e)),
+            }
+        }
+        Err(e) => return Err(Error::io("cannot open", &path, e)),
     };
-    r.map_err(|e| Error::io("cannot lock", &path, e))?;
-    Ok(Some(f))
+    let (kind, until) = match how {
+        Lock::Shared(w) => (LockKind::Shared, w),
+        Lock::Try => (LockKind::Exclusive, Wait::NonBlocking),
+        Lock::Wait(w) => (LockKind::Exclusive, w),
+    };
+    let start = std::time::Instant::now();
+    if wait_lock(&f, kind, until, &path)? {
+        return Ok(Some(f));
+    }
+    match how {
+        Lock::Shared(_) => Err(Error::Timeout(format!(
+            "output store {}: still held by a sweep after {:.1} s (LOCK_TIMEOUT); it may be stopped",
+            path.display(),
+            start.elapsed().as_secs_f64()
+        ))),
+        Lock::Try | Lock::Wait(_) => Ok(None),
+    }
+}
+
+/// Takes `kind` on `f` through the crate's one kernel wait
+/// ([`crate::lock::kernel::lock_fd`]); `false` when `until` passed first.
+fn wait_lock(f: &File, kind: LockKind, until: Wait, path: &Path) -> Result<bool> {
+    use std::os::fd::AsRawFd;
+    match kernel::lock_fd(
+        f.as_raw_fd(),
+        kind,
+        kernel::Method::Flock,
+        until,
+        &mut || false,
+        &mut || {},
+    ) {
+        Ok(Ok(_)) => Ok(true),
+        Ok(Err(_)) => Ok(false),
+        Err(e) => Err(Error::io("cannot lock", path, e)),
+    }
 }
 
 /// A stored set of outputs whose entry is not written yet: holds the store
@@ -258,7 +334,7 @@ impl Drop for Pending {
 pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
     check_paths(paths)?;
     let store = store_dir(c);
-    let gc = gc_lock(&store, Lock::Shared)?;
+    let gc = gc_lock(&store, Lock::Shared(c.lock_deadline()))?;
     let mut pending = Pending(Vec::new());
     let mut names = HashSet::new();
     let mut roots = Vec::new();
@@ -517,17 +593,24 @@ fn clone_or_copy(src: &File, dst: &File, len: u64, clones: &AtomicBool) -> io::R
     Ok(())
 }
 
-/// Restores the outputs of manifest `name` at `out.paths`. `Ok(Err(why))`:
+/// Restores the outputs of manifest `name` at `out.paths`; `Ok(Ok(left))`
+/// names the old trees that could not be removed once swapped out (an
+/// immutable file in them), left where they are. `Ok(Err(why))`:
 /// the stored outputs are damaged (a missing or wrong-sized blob, a bad
 /// manifest) and nothing was changed at the paths: the caller treats it as
 /// a miss. `Err`: the restore itself failed (a path that cannot be written).
-pub fn restore(c: &Cache, name: &str, out: &Outputs) -> Result<std::result::Result<(), String>> {
+pub fn restore(
+    c: &Cache,
+    name: &str,
+    out: &Outputs,
+) -> Result<std::result::Result<Vec<PathBuf>, String>> {
     check_paths(&out.paths)?;
     let store = store_dir(c);
-    let _gc = gc_lock(&store, Lock::Shared)?;
+    let until = c.lock_deadline();
+    let _gc = gc_lock(&store, Lock::Shared(until))?;
     // One restore at a time into a directory (any key, any process): the
     // lock of the directory that holds each path, until every tree is in.
-    let _dirs = lock_parents(&out.paths)?;
+    let _dirs = lock_parents(&out.paths, until)?;
     let Some(mpath) = blob_path(&store, name) else {
         return Ok(Err(format!("bad manifest name {name}")));
     };
@@ -571,13 +654,18 @@ pub fn restore(c: &Cache, name: &str, out: &Outputs) -> Result<std::result::Resu
             }
         }
     }
+    let mut left = Vec::new();
     for (i, (tmp, path)) in built.iter().enumerate() {
-        if let Err(e) = swap_in(tmp, path) {
-            discard_all(&built[i..]);
-            return Err(e);
+        match swap_in(tmp, path) {
+            Ok(true) => {}
+            Ok(false) => left.push(tmp.clone()),
+            Err(e) => {
+                discard_all(&built[i..]);
+                return Err(e);
+            }
         }
     }
-    Ok(Ok(()))
+    Ok(Ok(left))
 }
 
 fn discard_all(built: &[(PathBuf, PathBuf)]) {
@@ -600,7 +688,8 @@ fn parent_of(path: &Path) -> PathBuf {
 /// overlapping sets never wait for each other in a circle. Two spellings of
 /// one directory are one lock: the kernel locks the inode. Released when
 /// the files are dropped.
-fn lock_parents(paths: &[PathBuf]) -> Result<Vec<File>> {
+/// Waits at most until `until` (`LOCK_TIMEOUT`), then [`Error::Timeout`].
+fn lock_parents(paths: &[PathBuf], until: Wait) -> Result<Vec<File>> {
     let mut dirs: Vec<((u64, u64), PathBuf, File)> = Vec::new();
     for p in paths {
         let parent = parent_of(p);
@@ -621,7 +710,14 @@ fn lock_parents(paths: &[PathBuf]) -> Result<Vec<File>> {
     dirs.sort_by_key(|(id, _, _)| *id);
     let mut held = Vec::with_capacity(dirs.len());
     for (_, parent, f) in dirs {
-        f.lock().map_err(|e| Error::io("cannot lock", &parent, e))?;
+        let start = std::time::Instant::now();
+        if !wait_lock(&f, LockKind::Exclusive, until, &parent)? {
+            return Err(Error::Timeout(format!(
+                "restore into {}: the directory is still locked by another process after {:.1} s (LOCK_TIMEOUT)",
+                parent.display(),
+                start.elapsed().as_secs_f64()
+            )));
+        }
         held.push(f);
     }
     Ok(held)
@@ -979,19 +1075,19 @@ fn set_mtime(p: &Path, sec: i64, nsec: u32) -> io::Result<()> {
 }
 
 /// Puts the tree at `tmp` at `path` in one step, replacing what stood there
-/// (exchanged, then removed).
-fn swap_in(tmp: &Path, path: &Path) -> Result<()> {
+/// (exchanged, then removed). `false`: the old tree, now at `tmp`, could
+/// not be removed (whole or in part).
+fn swap_in(tmp: &Path, path: &Path) -> Result<bool> {
     use rustix::fs::{CWD, RenameFlags, renameat_with};
     loop {
         match renameat_with(CWD, tmp, CWD, path, RenameFlags::EXCHANGE) {
             Ok(()) => {
                 // The old tree is at `tmp` now.
-                remove_tree(tmp);
-                return Ok(());
+                return Ok(remove_tree(tmp));
             }
             Err(e) if e == rustix::io::Errno::NOENT => {
                 match renameat_with(CWD, tmp, CWD, path, RenameFlags::NOREPLACE) {
-                    Ok(()) => return Ok(()),
+                    Ok(()) => return Ok(true),
                     // Made meanwhile: exchange with it.
                     Err(e) if e == rustix::io::Errno::EXIST => continue,
                     Err(e) => return Err(Error::io("cannot rename", path, e.into())),
@@ -1006,17 +1102,17 @@ fn swap_in(tmp: &Path, path: &Path) -> Result<()> {
 }
 
 /// Removes a file or a whole tree (never following a symlink), making
-/// read-only directories writable first where needed. Best effort.
-fn remove_tree(p: &Path) {
+/// read-only directories writable first where needed. Best effort;
+/// whether nothing is left at `p`.
+fn remove_tree(p: &Path) -> bool {
     let Ok(m) = fs::symlink_metadata(p) else {
-        return;
+        return true;
     };
     if !m.is_dir() {
-        let _ = fs::remove_file(p);
-        return;
+        return fs::remove_file(p).is_ok();
     }
     if fs::remove_dir_all(p).is_ok() {
-        return;
+        return true;
     }
     let mut stack = vec![p.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -1027,7 +1123,7 @@ fn remove_tree(p: &Path) {
             }
         }
     }
-    let _ = fs::remove_dir_all(p);
+    fs::remove_dir_all(p).is_ok()
 }
 
 /// Removes trees a killed restore left beside its path (its pid is gone).
@@ -1054,11 +1150,20 @@ pub use crate::cache::Swept;
 /// `cache-evict` with the output store: plans with the blobs (what an entry
 /// frees is the blobs no other entry uses) and sweeps in each round.
 pub fn evict(c: &Cache, policy: &crate::cache::EvictPolicy) -> Result<crate::cache::EvictReport> {
-    c.evict_with(policy, &OutputStore)
+    c.evict_with(
+        policy,
+        &OutputStore {
+            until: c.lock_deadline(),
+        },
+    )
 }
 
 /// The output store as eviction sees it ([`crate::cache::Shared`]).
-struct OutputStore;
+struct OutputStore {
+    /// The end of the sweeps' waits: one `LOCK_TIMEOUT` for the whole
+    /// eviction, however many rounds.
+    until: Wait,
+}
 
 impl crate::cache::Shared for OutputStore {
     fn census(&self, c: &Cache) -> Result<crate::cache::Census> {
@@ -1076,8 +1181,10 @@ impl crate::cache::Shared for OutputStore {
 
     fn sweep(&self, c: &Cache, dry_run: bool, gone: &[String]) -> Result<Swept> {
         // Eviction waits for the stores and restores in flight: a skipped
-        // sweep would leave it judging the fit with bytes about to go.
-        sweep_with(c, dry_run, gone, true)
+        // sweep would leave it judging the fit with bytes about to go. But
+        // only until LOCK_TIMEOUT: one stopped restore must not hang it;
+        // the sweep is then skipped (`busy`), its blobs stay counted.
+        sweep_with(c, dry_run, gone, Lock::Wait(self.until))
     }
 }
 
@@ -1088,15 +1195,15 @@ impl crate::cache::Shared for OutputStore {
 /// (a dry run's victims, so it says what the real one would sweep). Skipped
 /// (`busy`) when a store or restore holds the store.
 pub fn sweep(c: &Cache, dry_run: bool, gone: &[String]) -> Result<Swept> {
-    sweep_with(c, dry_run, gone, false)
+    sweep_with(c, dry_run, gone, Lock::Try)
 }
 
-fn sweep_with(c: &Cache, dry_run: bool, gone: &[String], wait: bool) -> Result<Swept> {
+fn sweep_with(c: &Cache, dry_run: bool, gone: &[String], how: Lock) -> Result<Swept> {
     let store = store_dir(c);
     if !fs::symlink_metadata(&store).is_ok_and(|m| m.is_dir()) {
         return Ok(Swept::default());
     }
-    let Some(_gc) = gc_lock(&store, if wait { Lock::Wait } else { Lock::Try })? else {
+    let Some(_gc) = gc_lock(&store, how)? else {
         return Ok(Swept {
             busy: true,
             ..Swept::default()
@@ -1293,7 +1400,9 @@ mod tests {
 
     #[test]
     fn paths_outside_or_through_symlinks_are_refused() {
-        for bad in ["/abs", "..", "a/../b", ".", "./", ""] {
+        for bad in [
+            "/abs", "..", "a/../b", ".", "./", "", "out/.", "d/./", "a/./b", "./a/.",
+        ] {
             assert!(
                 check_paths(&[PathBuf::from(bad)]).is_err(),
                 "{bad:?} is refused"
@@ -1301,5 +1410,6 @@ mod tests {
         }
         assert!(check_paths(&[PathBuf::from("a"), PathBuf::from("./a/b")]).is_err());
         assert!(check_paths(&[PathBuf::from("nonexistent/deeper/x")]).is_ok());
+        assert!(check_paths(&[PathBuf::from("./nonexistent/x/")]).is_ok());
     }
 }

@@ -125,37 +125,39 @@ _ffkit_run() {
 # _ffkit_dev (that namespace's developer id, empty in legacy mode) and, for
 # a lock, _ffkit_file (NAME's lock file). The shell derives none of it: the
 # binary answers (`ffkit init --resolve`, by the library's namespace rules:
-# docs/shell.md, "Namespace"), once for each set of inputs (DEV_ID, the
-# lock, the variables the namespace reads), kept while the team config it
-# consulted neither appears nor goes away. The answers hold for one current
-# dir: `$PWD` and the dir the kernel named when the binary answered
-# (_ffkit_ns_cwd); a cd elsewhere, or `$PWD` naming another dir now (a
-# `current` symlink flipped, the repository renamed), drops them all, with
-# two stats (`-ef`) and no process. A repeated call starts no process.
+# docs/shell.md, "Namespace"), once for each set of inputs (`$PWD`,
+# DEV_ID, the lock, the variables the namespace reads), kept while `.` is
+# the dir the kernel named when the binary answered (_ffkit_cwd: a
+# `current` symlink flipped or the repository renamed under the same
+# `$PWD` is asked again; `-ef`, two stats) and while the team config it
+# consulted neither appears, goes away nor changes its text (read with a
+# builtin). A repeated call starts no process.
 # Bad input: the binary's one line and status (2 for a name or DEV_ID, 12
 # for FLOWFORGE_DEVELOPER).
 _ffkit_ns() {
     local _ffkit_k='' _ffkit_w='' _ffkit_v='' _ffkit_i=0 _ffkit_rc=0 _ffkit_t=0
-    local _ffkit_team='' _ffkit_team_seen='' _ffkit_cwd=''
+    local _ffkit_team='' _ffkit_team_seen='' _ffkit_cwd='' _ffkit_c=''
     # shellcheck disable=SC2031 # -- the caller's own value; _ffkit_run sets it only in a subshell
     local _ffkit_m=${CACHE_PERF_METRICS-}
-    for _ffkit_w in "${@:2}" "${FLOWFORGE_DEVELOPER-}" "${FFKIT_LOCK_DIR-}" \
+    for _ffkit_w in "$PWD" "${@:2}" "${FLOWFORGE_DEVELOPER-}" "${FFKIT_LOCK_DIR-}" \
         "$_ffkit_m" "${XDG_RUNTIME_DIR-}" "${HOME-}"; do
         _ffkit_k="$_ffkit_k${#_ffkit_w}:$_ffkit_w;"
     done
-    # `[ = ]` compares bytes; `[[ == ]]` would obey nocasematch.
-    if [[ -n ${_ffkit_ns_keys+set} ]] && { [ "$PWD" != "${_ffkit_ns_pwd-}" ] || [[ ! . -ef ${_ffkit_ns_cwd-} ]]; }; then
-        _ffkit_ns_keys=()
-        _ffkit_ns_vals=()
-    fi
     if [[ -n ${_ffkit_ns_keys+set} ]]; then
         while [[ $_ffkit_i -lt ${#_ffkit_ns_keys[@]} ]]; do
             # `[ = ]` compares bytes; `[[ == ]]` would obey nocasematch.
             if [ "${_ffkit_ns_keys[_ffkit_i]}" = "$_ffkit_k" ]; then
                 eval "${_ffkit_ns_vals[_ffkit_i]}"
+                # `$PWD` naming another dir now (a `current` symlink
+                # flipped, the repository renamed): asked again.
+                [[ . -ef $_ffkit_cwd ]] || break
                 [[ ! -f $_ffkit_team ]] || _ffkit_t=1
                 if [[ -z $_ffkit_team || $_ffkit_t == "$_ffkit_team_seen" ]]; then
-                    return 0
+                    [[ $_ffkit_t == 1 ]] || return 0
+                    # An edit of the team config: its text, read with a
+                    # builtin, is what the answer was given for.
+                    _ffkit_team_text
+                    [ "$_ffkit_c" != "${_ffkit_ns_tc[_ffkit_i]-}" ] || return 0
                 fi
                 break
             fi
@@ -172,15 +174,24 @@ _ffkit_ns() {
         return "$_ffkit_rc"
     fi
     eval "$_ffkit_v"
-    if [[ -z ${_ffkit_ns_keys+set} || $_ffkit_i -ge 64 || ${#_ffkit_ns_keys[@]} -eq 0 ]]; then
+    if [[ -z ${_ffkit_ns_keys+set} || $_ffkit_i -ge 64 ]]; then
         _ffkit_ns_keys=()
         _ffkit_ns_vals=()
+        _ffkit_ns_tc=()
         _ffkit_i=0
-        _ffkit_ns_pwd=$PWD
-        _ffkit_ns_cwd=$_ffkit_cwd
     fi
+    _ffkit_c=
+    [[ ! -f $_ffkit_team ]] || _ffkit_team_text
     _ffkit_ns_keys[_ffkit_i]=$_ffkit_k
     _ffkit_ns_vals[_ffkit_i]=$_ffkit_v
+    _ffkit_ns_tc[_ffkit_i]=$_ffkit_c
+}
+
+# Sets _ffkit_c to the text of the team config _ffkit_team (a regular
+# file: the caller checked), read with a builtin, no process.
+_ffkit_team_text() {
+    _ffkit_c=
+    { IFS= read -r -d '' _ffkit_c || :; } <"$_ffkit_team" 2>/dev/null || :
 }
 
 # Sets _ffkit_n to the size in <dir>/.size-index when it is a valid index
@@ -335,11 +346,15 @@ _ffkit_lock_take() {
         fi
         _ffkit_rc=0
         if [[ ${FF_DEBUG-} == true ]]; then
-            _ffkit_lock_call lock-acquire ${_ffkit_wt:+-w} ${_ffkit_wt:+"$_ffkit_wt"} --fd "$_ffkit_fd" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
+            _ffkit_lock_call lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} --fd "$_ffkit_fd" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
         else
-            _ffkit_lock_call lock-acquire ${_ffkit_wt:+-w} ${_ffkit_wt:+"$_ffkit_wt"} --quiet-wait --fd "$_ffkit_fd" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
+            _ffkit_lock_call lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} --quiet-wait --fd "$_ffkit_fd" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
         fi
         [[ $_ffkit_rc -eq 0 ]] && break
+        # A retry's -w is what was left: the line names the whole timeout.
+        if [[ $_ffkit_rc -eq 6 && -n $_ffkit_wt ]]; then
+            _ffkit_err "$1: $3: timed out after ${LOCK_TIMEOUT:-30}s (LOCK_TIMEOUT)"
+        fi
         if [[ $_ffkit_rc -eq 2 && ! /dev/fd/$_ffkit_fd -ef $_ffkit_file ]]; then
             exec {_ffkit_fd}<&-
             continue

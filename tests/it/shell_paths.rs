@@ -205,12 +205,13 @@ fn a_home_change_moves_the_function_and_lock_status_together() {
         }
         let script = "acquire_critical_lock k; release_critical_lock k\n\
              HOME=$T/h2; acquire_critical_lock k\n\
-             ffkit lock-status --json k | grep -o 'dev-[a-z]*/locks/k.lock'";
+             ffkit lock-status --json k | grep -o 'dev-[a-z]*/locks/k.lock'\n\
+             ffkit lock-status -q k && echo held || echo FREE";
         let mut c = sh(way, &t.join("h1"), &repo, script);
         c.env("T", t);
         let o = output_within(c, way);
         let (out, err) = text(&o);
-        assert_eq!(out, "dev-bob/locks/k.lock\n", "{way}: {err}");
+        assert_eq!(out, "dev-bob/locks/k.lock\nheld\n", "{way}: {err}");
         assert!(
             repo.join(".flowforge/dev-alice/locks/k.lock").is_file(),
             "{way}"

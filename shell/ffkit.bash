@@ -137,14 +137,18 @@ _ffkit_exec() {
 # _ffkit_dev (that namespace's developer id, empty in legacy mode) and, for
 # a lock, _ffkit_file (NAME's lock file). The shell derives none of it: the
 # binary answers (`ffkit init --resolve`, by the library's namespace rules:
-# docs/shell.md, "Namespace"), once per shell for each set of inputs (the
-# current dir, DEV_ID, the lock, the variables the namespace reads), kept
-# while the team config it consulted neither appears nor goes away. A
-# repeated call starts no process. Bad input: the binary's one line and
-# status (2 for a name or DEV_ID, 12 for FLOWFORGE_DEVELOPER).
+# docs/shell.md, "Namespace"), once for each set of inputs (`$PWD`,
+# DEV_ID, the lock, the variables the namespace reads), kept while `.` is
+# the dir the kernel named when the binary answered (_ffkit_cwd: a
+# `current` symlink flipped or the repository renamed under the same
+# `$PWD` is asked again; `-ef`, two stats) and while the team config it
+# consulted neither appears, goes away nor changes its text (read with a
+# builtin). A repeated call starts no process.
+# Bad input: the binary's one line and status (2 for a name or DEV_ID, 12
+# for FLOWFORGE_DEVELOPER).
 _ffkit_ns() {
     local _ffkit_k='' _ffkit_w='' _ffkit_v='' _ffkit_i=0 _ffkit_rc=0 _ffkit_t=0
-    local _ffkit_team='' _ffkit_team_seen=''
+    local _ffkit_team='' _ffkit_team_seen='' _ffkit_cwd='' _ffkit_c=''
     # shellcheck disable=SC2031 # -- the caller's own value; _ffkit_run sets it only in a subshell
     local _ffkit_m=${CACHE_PERF_METRICS-}
     for _ffkit_w in "$PWD" "${@:2}" "${FLOWFORGE_DEVELOPER-}" "${FFKIT_LOCK_DIR-}" \
@@ -156,9 +160,16 @@ _ffkit_ns() {
             # `[ = ]` compares bytes; `[[ == ]]` would obey nocasematch.
             if [ "${_ffkit_ns_keys[_ffkit_i]}" = "$_ffkit_k" ]; then
                 eval "${_ffkit_ns_vals[_ffkit_i]}"
+                # `$PWD` naming another dir now (a `current` symlink
+                # flipped, the repository renamed): asked again.
+                [[ . -ef $_ffkit_cwd ]] || break
                 [[ ! -f $_ffkit_team ]] || _ffkit_t=1
                 if [[ -z $_ffkit_team || $_ffkit_t == "$_ffkit_team_seen" ]]; then
-                    return 0
+                    [[ $_ffkit_t == 1 ]] || return 0
+                    # An edit of the team config: its text, read with a
+                    # builtin, is what the answer was given for.
+                    _ffkit_team_text
+                    [ "$_ffkit_c" != "${_ffkit_ns_tc[_ffkit_i]-}" ] || return 0
                 fi
                 break
             fi
@@ -178,10 +189,21 @@ _ffkit_ns() {
     if [[ -z ${_ffkit_ns_keys+set} || $_ffkit_i -ge 64 ]]; then
         _ffkit_ns_keys=()
         _ffkit_ns_vals=()
+        _ffkit_ns_tc=()
         _ffkit_i=0
     fi
+    _ffkit_c=
+    [[ ! -f $_ffkit_team ]] || _ffkit_team_text
     _ffkit_ns_keys[_ffkit_i]=$_ffkit_k
     _ffkit_ns_vals[_ffkit_i]=$_ffkit_v
+    _ffkit_ns_tc[_ffkit_i]=$_ffkit_c
+}
+
+# Sets _ffkit_c to the text of the team config _ffkit_team (a regular
+# file: the caller checked), read with a builtin, no process.
+_ffkit_team_text() {
+    _ffkit_c=
+    { IFS= read -r -d '' _ffkit_c || :; } <"$_ffkit_team" 2>/dev/null || :
 }
 
 # Sets _ffkit_n to the size in <dir>/.size-index when it is a valid index
@@ -265,6 +287,7 @@ _ffkit_lock_forget_inherited() {
 _ffkit_lock_take() {
     local _ffkit_fd='' _ffkit_i=0 _ffkit_slot=-1 _ffkit_rc=0
     local _ffkit_sess='' _ffkit_pid='' _ffkit_inherited=''
+    local _ffkit_total='' _ffkit_t0='' _ffkit_now='' _ffkit_wt='' _ffkit_again=''
     [[ $2 == critical ]] || _ffkit_sess=--session
     if _ffkit_remote; then
         # A named pair owned by this shell (docs/redis.md): held until the
@@ -277,8 +300,21 @@ _ffkit_lock_take() {
         while [[ $_ffkit_i -lt ${#_ffkit_lock_files[@]} ]]; do
             # `[ = ]` compares bytes; `[[ == ]]` would obey nocasematch.
             if [ "${_ffkit_lock_files[_ffkit_i]}" = "$_ffkit_file" ]; then
-                _ffkit_err "$1: $_ffkit_file: already held by this shell"
-                return 5
+                # The table can be stale: `ffkit lock-release NAME`, a plain
+                # command of this shell, may have unlocked it (as in the
+                # builtin, where both share one table). Only a descriptor
+                # still on the file and holding a lock means "held".
+                _ffkit_fd=${_ffkit_lock_fds[_ffkit_i]}
+                if [[ /dev/fd/$_ffkit_fd -ef $_ffkit_file ]]; then
+                    if _ffkit_fd_locked "$_ffkit_fd"; then
+                        _ffkit_err "$1: $_ffkit_file: already held by this shell"
+                        return 5
+                    fi
+                    exec {_ffkit_fd}<&-
+                fi
+                _ffkit_lock_files[_ffkit_i]=
+                _ffkit_lock_fds[_ffkit_i]=
+                _ffkit_lock_pids[_ffkit_i]=
             fi
             if [[ -z ${_ffkit_lock_files[_ffkit_i]} && $_ffkit_slot -lt 0 ]]; then
                 _ffkit_slot=$_ffkit_i
@@ -294,8 +330,24 @@ _ffkit_lock_take() {
     # A release deletes the file (the old library's protocol, docs/locks.md,
     # "Sharing names with the old library"): when the file opened here was
     # deleted or replaced before the lock was taken, the binary answers 2
-    # (silently with --quiet-wait) and the name's file is opened again.
+    # (silently with --quiet-wait) and the name's file is opened again,
+    # within the same LOCK_TIMEOUT: each retry gets what is left (-w).
+    _ffkit_lock_budget
     while :; do
+        if [[ -n $_ffkit_again ]] && ! _ffkit_lock_left; then
+            if [[ $_ffkit_total == 0 ]]; then
+                _ffkit_err "$1: $3: busy (its lock file was replaced meanwhile)"
+                return 5
+            fi
+            _ffkit_err "$1: $3: timed out after ${LOCK_TIMEOUT:-30}s (its lock file was replaced while waiting)"
+            return 6
+        fi
+        _ffkit_again=1
+        if [[ -e $_ffkit_file && ! -f $_ffkit_file ]]; then
+            # A FIFO or device would block the open below, or is no lock.
+            _ffkit_err "$1: $_ffkit_file: not a regular file; refusing to lock it"
+            return 3
+        fi
         if [[ ! -f $_ffkit_file ]]; then
             _ffkit_lock_call lock-acquire --prepare ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || return
         fi
@@ -307,6 +359,10 @@ _ffkit_lock_take() {
         _ffkit_rc=0
         _ffkit_lock_on_fd "$_ffkit_fd" "$3" || _ffkit_rc=$?
         [[ $_ffkit_rc -eq 0 ]] && break
+        # A retry's -w is what was left: the line names the whole timeout.
+        if [[ $_ffkit_rc -eq 6 && -n $_ffkit_wt ]]; then
+            _ffkit_err "$1: $3: timed out after ${LOCK_TIMEOUT:-30}s (LOCK_TIMEOUT)"
+        fi
         if [[ $_ffkit_rc -eq 2 && ! /dev/fd/$_ffkit_fd -ef $_ffkit_file ]]; then
             exec {_ffkit_fd}<&-
             continue
@@ -342,16 +398,16 @@ _ffkit_lock_on_fd() {
     # FF_DEBUG=true: the binary's waiting line too.
     [[ ${FF_DEBUG-} != true ]] || _ffkit_q=
     if [[ -z ${BASH_VERSION-} || $- == *m* ]]; then
-        _ffkit_lock_call lock-acquire ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2"
+        _ffkit_lock_call lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2"
         return
     fi
     # Busy: 75, silently (-q -E 75); any other answer is the answer.
     _ffkit_lock_call lock-acquire -n -q -E 75 ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" || _ffkit_st=$?
     [[ $_ffkit_st == 75 ]] || return "$_ffkit_st"
     if [[ -n $_ffkit_dev ]]; then
-        FLOWFORGE_DEVELOPER=$_ffkit_dev _ffkit_exec "$_ffkit_log" 0 '' lock-acquire ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
+        FLOWFORGE_DEVELOPER=$_ffkit_dev _ffkit_exec "$_ffkit_log" 0 '' lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
     else
-        _ffkit_exec "$_ffkit_log" 0 '' lock-acquire ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
+        _ffkit_exec "$_ffkit_log" 0 '' lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
     fi
     _ffkit_w=$!
     while :; do
@@ -376,6 +432,65 @@ _ffkit_lock_on_fd() {
         fi
         return "$_ffkit_st"
     done
+}
+
+# Succeeds when descriptor $1 of this shell holds a lock (flock or OFD):
+# /proc/self/fdinfo/N lists the locks of its open file description, read
+# with builtins (the redirection is this shell's own). Without /proc it
+# cannot tell and says yes.
+_ffkit_fd_locked() {
+    local _ffkit_l=''
+    [[ -d /proc/self/fdinfo ]] || return 0
+    [[ -e /proc/self/fdinfo/$1 ]] || return 1
+    while IFS= read -r _ffkit_l; do
+        [[ $_ffkit_l != lock:* ]] || return 0
+    done </proc/self/fdinfo/"$1"
+    return 1
+}
+
+# Sets _ffkit_now to the time in microseconds (bash 5's EPOCHREALTIME,
+# zsh/datetime's epochtime, else whole seconds of SECONDS), no process.
+_ffkit_now_us() {
+    if [[ -z ${ZSH_VERSION-} && -n ${EPOCHREALTIME-} ]]; then
+        _ffkit_now=${EPOCHREALTIME//[!0-9]/}
+    elif [[ -n ${ZSH_VERSION-} ]] && zmodload -F zsh/datetime p:epochtime 2>/dev/null; then
+        # shellcheck disable=SC2154 # -- zsh/datetime's parameter
+        _ffkit_now=$((epochtime[0] * 1000000 + epochtime[1] / 1000))
+    else
+        _ffkit_now=$((SECONDS * 1000000))
+    fi
+}
+
+# Sets _ffkit_total to LOCK_TIMEOUT in microseconds (empty when it is not a
+# plain number of seconds: the binary then reports it, exit 12) and
+# _ffkit_t0 to now: the one deadline of an acquisition.
+_ffkit_lock_budget() {
+    local _ffkit_s=${LOCK_TIMEOUT:-30} _ffkit_f=''
+    _ffkit_s=${_ffkit_s//[[:space:]]/}
+    _ffkit_total=
+    _ffkit_now_us
+    _ffkit_t0=$_ffkit_now
+    case $_ffkit_s in
+        '' | . | *[!0-9.]* | *.*.*) return 0 ;;
+    esac
+    [[ $_ffkit_s != *.* ]] || _ffkit_f=${_ffkit_s#*.}
+    _ffkit_s=${_ffkit_s%%.*}
+    _ffkit_f=${_ffkit_f}000000
+    [[ ${#_ffkit_s} -le 12 ]] || _ffkit_s=999999999999
+    _ffkit_total=$((10#${_ffkit_s:-0} * 1000000 + 10#${_ffkit_f:0:6}))
+}
+
+# Sets _ffkit_wt to the seconds left of _ffkit_total since _ffkit_t0, for
+# `lock-acquire -w`; fails when none are left. 0 stays 0 (non-blocking).
+_ffkit_lock_left() {
+    local _ffkit_l=0 _ffkit_f=''
+    [[ -n $_ffkit_total ]] || return 0
+    [[ $_ffkit_total != 0 ]] || { _ffkit_wt=0; return 1; }
+    _ffkit_now_us
+    _ffkit_l=$((_ffkit_total - (_ffkit_now - _ffkit_t0)))
+    [[ $_ffkit_l -gt 0 ]] || return 1
+    _ffkit_f=00000$((_ffkit_l % 1000000))
+    _ffkit_wt=$((_ffkit_l / 1000000)).${_ffkit_f:${#_ffkit_f}-6}
 }
 
 # _ffkit_lock_drop FUNCTION KIND NAME: releases a lock this shell
@@ -409,8 +524,14 @@ _ffkit_lock_drop() {
             _ffkit_i=$((_ffkit_i + 1))
         done
     fi
-    _ffkit_err "$1: $_ffkit_file: not held by this shell"
-    return 4
+    # Not in the table: a lock this shell took with `ffkit lock-acquire
+    # NAME` (a named pair) is released as `ffkit lock-release NAME` would,
+    # as the builtin does (one table there for both).
+    _ffkit_lock_call lock-release -q ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
+    if [[ $_ffkit_rc -eq 4 ]]; then
+        _ffkit_err "$1: $_ffkit_file: not held by this shell"
+    fi
+    return "$_ffkit_rc"
 }
 
 # ---------------------------------------------------------------------------

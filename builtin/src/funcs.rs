@@ -23,14 +23,17 @@ use ffkit::namespace::{self, Here, Namespace};
 use crate::{held, run_applet, run_direct, shell};
 use ffkit::cli::Direct;
 
-/// The team-config lookup, per repository top, good while the team
-/// config's identity (`namespace::team_config_identity`) is unchanged. A
-/// forked copy is still a correct answer.
-type TeamKey = (PathBuf, (u64, u64, u64, i64, i64));
+/// The team-config lookup, per repository top, good while everything it
+/// reads is unchanged: the team config's identity
+/// (`namespace::team_config_identity`) and what `git config user.email`
+/// reads ([`git_inputs`]). A forked copy is still a correct answer.
+type TeamKey = (PathBuf, (u64, u64, u64, i64, i64), Vec<u8>);
 static TEAM: Mutex<Option<(TeamKey, Option<String>)>> = Mutex::new(None);
 
+/// One line on stderr, escaped as the binary escapes its messages (a
+/// value with a newline stays on the line).
 fn err(msg: impl std::fmt::Display) {
-    eprintln!("ffkit.bash: {msg}");
+    eprintln!("ffkit.bash: {}", ffkit::cli::one_line(&msg));
 }
 
 struct Paths {
@@ -59,11 +62,11 @@ pub fn caller_namespace(here: &Here) -> Result<Namespace, ffkit::Error> {
 
 /// `_ffkit_paths FUNCTION [DEV_ID]`.
 fn paths(func: &str, dev: Option<&OsStr>) -> Result<Paths, u8> {
-    let cwd = std::env::current_dir().map_err(|e| {
-        err(format_args!(
-            "{func}: cannot read the current directory: {e}"
-        ));
-        1u8
+    // The library's error, so a deleted current dir is exit 4 on every
+    // path (the binary, the fallback).
+    let cwd = namespace::current_dir().map_err(|e| {
+        err(format_args!("{func}: {e}"));
+        e.exit_code()
     })?;
     let here = Here::at(cwd);
     let mut ns = caller_namespace(&here).map_err(|e| {
@@ -87,7 +90,9 @@ fn paths(func: &str, dev: Option<&OsStr>) -> Result<Paths, u8> {
 /// `namespace::team_developer` with the shell's exported environment for
 /// git, cached while the team config's identity is unchanged.
 fn team_id(top: &Path) -> Option<String> {
-    let key = (top.to_path_buf(), namespace::team_config_identity(top)?);
+    let team = namespace::team_config_identity(top)?;
+    let env = shell::exported_env();
+    let key = (top.to_path_buf(), team, git_inputs(top, &env));
     let mut t = TEAM.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((k, id)) = t.as_ref()
         && *k == key
@@ -96,14 +101,79 @@ fn team_id(top: &Path) -> Option<String> {
     }
     let id = namespace::team_developer(top, |top| {
         let mut git = std::process::Command::new("git");
-        git.arg("-C")
-            .arg(top)
-            .env_clear()
-            .envs(shell::exported_env());
+        git.arg("-C").arg(top).env_clear().envs(env);
         shell::with_sigchld_blocked(|| namespace::email_of(git))
     });
     *t = Some((key, id.clone()));
     id
+}
+
+/// What `git config user.email` in `top` reads besides the team config,
+/// as bytes to compare: the exported variables git consults (`HOME`,
+/// `XDG_CONFIG_HOME`, `GIT_*`) and the identity (device, inode, size,
+/// change and modification times) of each config file it reads: the
+/// repository's (through a worktree's `.git` file too), the user's two,
+/// `GIT_CONFIG_GLOBAL`/`GIT_CONFIG_SYSTEM`, `/etc/gitconfig`. So a HOME
+/// change or an edited `user.email` is seen at once, and the functions and
+/// the builtin's own `ffkit lock-status` name one developer. Files a
+/// config `include`s are not followed.
+fn git_inputs(top: &Path, env: &[(OsString, OsString)]) -> Vec<u8> {
+    use std::os::unix::fs::MetadataExt;
+    let mut key = Vec::new();
+    let var = |k: &str| {
+        env.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| PathBuf::from(v))
+    };
+    for (k, v) in env {
+        let k = k.as_bytes();
+        if k == b"HOME" || k == b"XDG_CONFIG_HOME" || k.starts_with(b"GIT_") {
+            key.extend_from_slice(k);
+            key.push(b'=');
+            key.extend_from_slice(v.as_bytes());
+            key.push(0);
+        }
+    }
+    let dot_git = top.join(".git");
+    let mut files = vec![dot_git.join("config")];
+    // A linked worktree or submodule: `.git` is a file naming the git dir,
+    // whose `commondir` names the shared one holding the config.
+    if let Ok(text) = std::fs::read(&dot_git)
+        && let Some(rest) = text.strip_prefix(b"gitdir:")
+    {
+        let gitdir = top.join(OsStr::from_bytes(rest.trim_ascii()));
+        files.push(gitdir.join("config"));
+        files.push(gitdir.join("config.worktree"));
+        if let Ok(common) = std::fs::read(gitdir.join("commondir")) {
+            files.push(
+                gitdir
+                    .join(OsStr::from_bytes(common.trim_ascii()))
+                    .join("config"),
+            );
+        }
+    }
+    if let Some(home) = var("HOME") {
+        files.push(home.join(".gitconfig"));
+        files.push(home.join(".config/git/config"));
+    }
+    files.extend(var("XDG_CONFIG_HOME").map(|x| x.join("git/config")));
+    files.extend(var("GIT_CONFIG_GLOBAL"));
+    files.extend(var("GIT_CONFIG_SYSTEM"));
+    files.push(PathBuf::from("/etc/gitconfig"));
+    for f in files {
+        match std::fs::metadata(&f) {
+            Ok(m) => {
+                for n in [m.dev(), m.ino(), m.size()] {
+                    key.extend_from_slice(&n.to_le_bytes());
+                }
+                for n in [m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec()] {
+                    key.extend_from_slice(&n.to_le_bytes());
+                }
+            }
+            Err(_) => key.push(b'-'),
+        }
+    }
+    key
 }
 
 /// Runs an applet with the wrapper's metrics log; returns its status and

@@ -216,6 +216,8 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
 /// `_ffkit_log` (the caller's metrics log), `_ffkit_dev` (the developer id
 /// of that namespace, empty in legacy mode), `_ffkit_file` (with a lock:
 /// its file), and what the shell checks to keep the answer:
+/// `_ffkit_cwd` (the current dir as the kernel names it, symbolic links
+/// resolved: the answer holds while `.` is still that dir),
 /// `_ffkit_team` (the team config consulted, empty with
 /// FLOWFORGE_DEVELOPER) and `_ffkit_team_seen` (1 when it existed).
 /// Errors in the order the builtin checks: the name, FLOWFORGE_DEVELOPER,
@@ -257,6 +259,7 @@ fn resolve(r: &Resolve, ctx: &Ctx) -> Result<Vec<u8>> {
         let file = namespace::lock_file(&dir.dir, name)?;
         set("_ffkit_file", file.as_os_str().as_bytes());
     }
+    set("_ffkit_cwd", here.cwd.as_os_str().as_bytes());
     set("_ffkit_team", team.as_os_str().as_bytes());
     let seen = !team.as_os_str().is_empty() && team.is_file();
     set("_ffkit_team_seen", if seen { b"1" } else { b"0" });

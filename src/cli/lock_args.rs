@@ -582,12 +582,15 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
         // The wrappers (--quiet-wait) open a NAME's file again and retry
         // when the one they opened was deleted or replaced (released)
         // before the lock was taken (shell/ffkit.bash, lock::compat): an
-        // answer, not an error to print.
+        // answer, not an error to print. A descriptor on a file that still
+        // has a name is another file: the wrappers and ffkit disagree on
+        // where NAME lives, which is said (one line).
         Err(e)
             if a.quiet_wait
                 && e.exit_code() == ExitKind::Validation.code()
                 && let Mode::Fd { fd, path: Some(p) } = &req.mode
-                && !lock::compat::fd_names(*fd, p) =>
+                && !lock::compat::fd_names(*fd, p)
+                && lock::compat::fd_unlinked(*fd) =>
         {
             return Ok(ExitCode::from(ExitKind::Validation.code()));
         }

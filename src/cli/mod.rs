@@ -761,7 +761,7 @@ fn run_parsed(
 /// Prints one error line and returns its exit code. A broken pipe on stdout
 /// is a quiet success, as `head` closing the pipe is not a failure.
 /// One line, whatever the message quotes (a value or path with a newline).
-fn one_line(msg: &impl std::fmt::Display) -> String {
+pub fn one_line(msg: &impl std::fmt::Display) -> String {
     msg.to_string().replace('\n', "\\n").replace('\r', "\\r")
 }
 

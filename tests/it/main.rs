@@ -30,4 +30,5 @@ mod redis_run;
 mod redis_tls;
 mod serve;
 mod shell;
+mod shell_paths;
 mod shell_vars;

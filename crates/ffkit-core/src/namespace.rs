@@ -100,15 +100,18 @@ pub fn validate_name(name: &str) -> Result<&str> {
 
 /// [`validate_name`] for a name that may not be UTF-8 (a shell argument).
 pub fn validate_name_bytes(name: &[u8]) -> Result<()> {
+    // UTF-8 too: the binary's arguments are text, so a name it cannot take
+    // must not be a name the builtin takes.
     let ok = !name.is_empty()
         && name.len() <= 200
         && name[0] != b'.'
-        && !name.iter().any(|&b| b == b'/' || b.is_ascii_control());
+        && !name.iter().any(|&b| b == b'/' || b.is_ascii_control())
+        && std::str::from_utf8(name).is_ok();
     if ok {
         Ok(())
     } else {
         Err(Error::Validation(format!(
-            "lock name '{}': expected one plain name (no '/', control characters or leading '.', at most 200 bytes)",
+            "lock name '{}': expected one plain name (UTF-8, no '/', control characters or leading '.', at most 200 bytes)",
             String::from_utf8_lossy(name).escape_debug()
         )))
     }

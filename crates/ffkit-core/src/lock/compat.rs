@@ -76,11 +76,13 @@ impl Rule {
     /// (`created` is then false: the file is never deleted, so an empty
     /// one is a released lock, not a writer's).
     pub fn open(&self, path: &Path, mode: u32) -> io::Result<(File, bool)> {
-        if self.follow {
-            open(path, mode)
+        let (f, created) = if self.follow {
+            open(path, mode)?
         } else {
-            kernel::open_lock_file(path, true, mode).map(|f| (f, false))
-        }
+            (kernel::open_lock_file(path, true, mode)?, false)
+        };
+        regular(&f)?;
+        Ok((f, created))
     }
 }
 
@@ -97,6 +99,21 @@ pub enum Verdict {
     /// The old library holds it: its pid, or `None` for an empty file just
     /// created by someone else. Unlock, pause, retry.
     OldLibrary(Option<u32>),
+}
+
+/// A NAME's lock file must be a regular file: a FIFO or a device planted
+/// at the path is refused (exit 3, as a symbolic link is), never read or
+/// waited on.
+pub fn regular(f: impl AsFd) -> io::Result<()> {
+    let st = rustix::fs::fstat(f)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            "not a regular file (refused)",
+        ))
+    }
 }
 
 fn flags() -> i32 {
@@ -170,6 +187,16 @@ fn names_file(st: &rustix::fs::Stat, path: &Path) -> io::Result<bool> {
 /// (false when `fd` is not open).
 pub fn fd_names(fd: std::os::fd::RawFd, path: &Path) -> bool {
     kernel::borrow(fd).is_ok_and(|b| matches!(names(b, path), Ok(Some(_))))
+}
+
+/// Whether descriptor `fd` is open on a file that no longer has a name (it
+/// was deleted, or replaced by a rename): a released lock file, not
+/// another file.
+pub fn fd_unlinked(fd: std::os::fd::RawFd) -> bool {
+    kernel::borrow(fd)
+        .ok()
+        .and_then(|b| rustix::fs::fstat(b).ok())
+        .is_some_and(|st| st.st_nlink == 0)
 }
 
 /// The rule, right after the caller took the exclusive kernel lock on

@@ -115,6 +115,21 @@ pub(crate) fn check_same(fd: RawFd, path: &Path) -> Result<()> {
     )))
 }
 
+/// Before anything is taken on a NAME's descriptor: the file must be a
+/// regular file (exit 3, [`compat::regular`]) and the descriptor readable
+/// (exit 2), since the old library's rule reads the locked file through it.
+fn check_name_fd(fd: RawFd, path: &Path) -> Result<()> {
+    let b = borrowed(fd).map_err(|e| fd_error(fd, "cannot inspect", e))?;
+    compat::regular(b).map_err(|e| Error::io("cannot lock", path, e))?;
+    let mode = rustix::fs::fcntl_getfl(b).map_err(|e| fd_error(fd, "cannot inspect", e.into()))?;
+    if mode & rustix::fs::OFlags::RWMODE == rustix::fs::OFlags::WRONLY {
+        return Err(Error::Validation(format!(
+            "descriptor {fd} is open write-only: a NAME's lock needs a descriptor open for reading (e.g. {fd}<FILE or {fd}<>FILE)"
+        )));
+    }
+    Ok(())
+}
+
 /// The error for a descriptor: not open, or open in a mode the lock cannot
 /// use (exit 2), or the system's reason.
 ///
@@ -296,6 +311,7 @@ fn acquire_with(
     let record = match path {
         Some(p) => {
             check_same(fd, p)?;
+            check_name_fd(fd, p)?;
             reopen(fd).ok()
         }
         None => None,
@@ -320,8 +336,11 @@ fn acquire_with(
         while got.is_ok() {
             let follow = pause.as_ref().is_some_and(|(_, f)| *f);
             let b = borrowed(fd).map_err(|e| fd_error(fd, "cannot inspect", e))?;
-            let verdict = compat::check(b, p, false, follow)
-                .map_err(|e| Error::io("cannot inspect", p, e))?;
+            // An error here must not leave the lock taken.
+            let verdict = compat::check(b, p, false, follow).map_err(|e| {
+                let _ = kernel::unlock_fd(fd);
+                Error::io("cannot inspect", p, e)
+            })?;
             match verdict {
                 compat::Verdict::Ours => break,
                 compat::Verdict::Replaced => {

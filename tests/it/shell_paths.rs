@@ -1,0 +1,361 @@
+//! The shell functions' lock and namespace paths against a user who moves
+//! things under them, on every way in (the builtin, the fallback in bash
+//! and in zsh, the binary): a `current` symlink flipped and a repository
+//! renamed under the same `$PWD`, a lock file replaced again and again
+//! while a fallback waits (one LOCK_TIMEOUT for the whole call), a
+//! write-only descriptor and a FIFO at a NAME's path, the held-lock table
+//! after `ffkit lock-release`/`lock-acquire` typed in the shell, a HOME or
+//! team-config change, and the one name rule (docs/shell.md, "Namespace"
+//! and "Locks"; docs/locks.md).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Instant;
+
+use crate::util::{bin, output_within, until};
+
+fn lib() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("shell/ffkit.bash")
+}
+
+fn zsh() -> bool {
+    let ok = crate::util::have("zsh");
+    if !ok {
+        crate::util::skip("zsh not installed: the zsh fallback did not run");
+    }
+    ok
+}
+
+/// The ways in a test runs its script: "builtin" (bash with the builtin
+/// loaded: exit 99 otherwise), "fallback" (bash, FFKIT_BUILTIN=off) and,
+/// where installed, "zsh".
+fn ways() -> Vec<&'static str> {
+    crate::builtin::library(&bin());
+    let mut w = vec!["builtin", "fallback"];
+    if zsh() {
+        w.push("zsh");
+    }
+    w
+}
+
+/// `SHELL -c SCRIPT` with the library sourced, in `dir`, HOME=`home`, no
+/// FLOWFORGE_DEVELOPER, and `ffkit` on PATH.
+fn sh(way: &str, home: &Path, dir: &Path, script: &str) -> Command {
+    let (shell, check) = match way {
+        "builtin" => (
+            "bash",
+            "[ \"$(type -t ffkit)\" = builtin ] || { echo 'builtin not loaded' >&2; exit 99; }\n",
+        ),
+        "fallback" => (
+            "bash",
+            "[ \"$(type -t ffkit)\" = file ] || { echo 'builtin loaded' >&2; exit 99; }\n",
+        ),
+        _ => ("zsh", ""),
+    };
+    let mut c = Command::new(shell);
+    c.env_clear()
+        .env(
+            "PATH",
+            format!(
+                "{}:/usr/local/bin:/usr/bin:/bin",
+                bin().parent().unwrap().display()
+            ),
+        )
+        .env("HOME", home)
+        .env("FFKIT_BIN", bin())
+        .env("FFKIT_LIB", lib())
+        .env("LANG", "C.UTF-8")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .arg("-c")
+        .arg(format!(". \"$FFKIT_LIB\"\n{check}{script}"));
+    if way == "fallback" {
+        c.env("FFKIT_BUILTIN", "off");
+    }
+    c
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn git_init(dir: &Path) {
+    fs::create_dir_all(dir.join(".git")).unwrap();
+}
+
+/// Issue 1: the fallback's namespace answers were keyed on `$PWD`; with a
+/// `current` symlink flipped to another release (or the repository renamed
+/// while the shell sits in it), `LOCK_TIMEOUT=1 acquire_critical_lock`
+/// returned 2 without a word, or spun forever creating the binary's file.
+/// Now the lock is the one of the dir the kernel names, on every way in,
+/// and `lock-status` names the same file.
+#[test]
+fn the_namespace_follows_a_flipped_symlink_and_a_renamed_repository() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        for v in ["v1", "v2", "v3"] {
+            git_init(&t.join(v));
+        }
+        std::os::unix::fs::symlink("v1", t.join("current")).unwrap();
+        git_init(&t.join("repo"));
+        fs::create_dir_all(t.join("repo/sub")).unwrap();
+        let script = "flip() { ln -sfn \"$1\" \"$T/current.new\" && mv -T \"$T/current.new\" \"$T/current\"; cd \"$T/current\"; }\n\
+             cd \"$T/current\"; acquire_critical_lock deploy; echo \"v1=$?\"; release_critical_lock deploy\n\
+             flip v2; rc=0; LOCK_TIMEOUT=1 acquire_critical_lock deploy || rc=$?; echo \"v2=$rc\"\n\
+             rc=0; release_critical_lock deploy || rc=$?; echo \"rel=$rc\"\n\
+             rm -rf \"$T/v1\"; flip v3; rc=0; LOCK_TIMEOUT=1 acquire_critical_lock deploy || rc=$?; echo \"v3=$rc\"\n\
+             ffkit lock-status -q deploy && echo held; release_critical_lock deploy\n\
+             cd \"$T/repo/sub\"; acquire_critical_lock x; release_critical_lock x\n\
+             mv \"$T/repo\" \"$T/moved\"; rc=0; LOCK_TIMEOUT=1 acquire_critical_lock x || rc=$?; echo \"moved=$rc\"\n\
+             ffkit lock-status -q x && echo held; release_critical_lock x";
+        let mut c = sh(way, &t.join("v1"), t, script);
+        c.env("T", t);
+        let o = output_within(c, way);
+        let (out, err) = text(&o);
+        assert_eq!(
+            out, "v1=0\nv2=0\nrel=0\nv3=0\nheld\nmoved=0\nheld\n",
+            "{way}: {err}"
+        );
+        for v in ["v2", "v3"] {
+            assert!(
+                t.join(v).join(".flowforge/locks/deploy.lock").is_file(),
+                "{way}: {v}"
+            );
+        }
+        assert!(t.join("moved/.flowforge/locks/x.lock").is_file(), "{way}");
+    }
+}
+
+/// Issue 6: docs/shell.md says an edit of the team config is seen after a
+/// `cd` elsewhere; the fallback kept its answer for the dir, so `cd ..; cd
+/// sub` still used the old developer. Every way in now follows the edit.
+#[test]
+fn an_edited_team_config_is_seen_after_a_cd_elsewhere() {
+    if !crate::util::need("git", "the team config's email lookup") {
+        return;
+    }
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let repo = t.join("repo");
+        git_init(&repo);
+        fs::create_dir_all(repo.join("sub")).unwrap();
+        fs::create_dir_all(repo.join(".flowforge/team")).unwrap();
+        fs::write(
+            t.join(".gitconfig"),
+            "[user]\n\temail = a@example.invalid\n",
+        )
+        .unwrap();
+        let cfg = |id: &str| {
+            format!(
+                "{{\"team\":{{\"developers\":{{\"{id}\":{{\"email\":\"a@example.invalid\"}}}}}}}}"
+            )
+        };
+        fs::write(repo.join(".flowforge/team/config.json"), cfg("alice")).unwrap();
+        let script = format!(
+            "cd sub; acquire_critical_lock k; release_critical_lock k\n\
+             printf '%s' '{}' >../.flowforge/team/config.json\n\
+             cd ..; cd sub; acquire_critical_lock k; release_critical_lock k",
+            cfg("bob")
+        );
+        let o = output_within(sh(way, t, &repo, &script), way);
+        assert!(o.status.success(), "{way}: {}", text(&o).1);
+        for id in ["alice", "bob"] {
+            assert!(
+                repo.join(format!(".flowforge/dev-{id}/locks/k.lock"))
+                    .is_file(),
+                "{way}: {id}"
+            );
+        }
+    }
+}
+
+/// Issue 5: the builtin kept its team lookup while the team config was
+/// unchanged, so after `HOME=$H2` (another user.email) its
+/// `acquire_critical_lock` still used the first developer while its own
+/// `ffkit lock-status` asked git again. Every way in agrees now.
+#[test]
+fn a_home_change_moves_the_function_and_lock_status_together() {
+    if !crate::util::need("git", "the team config's email lookup") {
+        return;
+    }
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let repo = t.join("repo");
+        git_init(&repo);
+        fs::create_dir_all(repo.join(".flowforge/team")).unwrap();
+        fs::write(
+            repo.join(".flowforge/team/config.json"),
+            "{\"team\":{\"developers\":{\"alice\":{\"email\":\"a@x.invalid\"},\"bob\":{\"email\":\"b@x.invalid\"}}}}",
+        )
+        .unwrap();
+        for (h, e) in [("h1", "a@x.invalid"), ("h2", "b@x.invalid")] {
+            fs::create_dir_all(t.join(h)).unwrap();
+            fs::write(
+                t.join(h).join(".gitconfig"),
+                format!("[user]\n\temail = {e}\n"),
+            )
+            .unwrap();
+        }
+        let script = "acquire_critical_lock k; release_critical_lock k\n\
+             HOME=$T/h2; acquire_critical_lock k\n\
+             ffkit lock-status --json k | grep -o 'dev-[a-z]*/locks/k.lock'\n\
+             ffkit lock-status -q k && echo held || echo FREE";
+        let mut c = sh(way, &t.join("h1"), &repo, script);
+        c.env("T", t);
+        let o = output_within(c, way);
+        let (out, err) = text(&o);
+        assert_eq!(out, "dev-bob/locks/k.lock\nheld\n", "{way}: {err}");
+        assert!(
+            repo.join(".flowforge/dev-alice/locks/k.lock").is_file(),
+            "{way}"
+        );
+    }
+}
+
+/// Issue 2: a fallback retry (the lock file replaced while waiting, the
+/// old library's release) started a fresh LOCK_TIMEOUT, so a name whose
+/// file is replaced every 0.2 s kept the caller waiting as long as that
+/// went on. Now the whole call has one deadline: exit 6, one line, soon
+/// after LOCK_TIMEOUT, while the file is still being replaced.
+#[test]
+fn a_lock_file_replaced_again_and_again_does_not_extend_lock_timeout() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let locks = t.join(".flowforge/locks");
+        fs::create_dir_all(&locks).unwrap();
+        let file = locks.join("ch.lock");
+        // Holds a new file before letting the old one go, 400 times: a
+        // waiter is woken on the old file, finds it replaced, and meets
+        // the new one held.
+        let replacer = "B=$FFKIT_BIN F=$LOCKF\n\
+             exec 8<>\"$F.n\"; \"$B\" lock-acquire -n --fd 8 || exit 1; mv -f \"$F.n\" \"$F\"; : >\"$F.ready\"\n\
+             for i in $(seq 400); do sleep 0.2\n\
+             exec 9<>\"$F.n\"; \"$B\" lock-acquire -n --fd 9 || exit 1; mv -f \"$F.n\" \"$F\"\n\
+             exec 8<&- 8<&9 9<&-; done";
+        let mut r = Command::new("bash");
+        r.args(["-c", replacer])
+            .env("FFKIT_BIN", bin())
+            .env("LOCKF", &file)
+            .stdin(Stdio::null());
+        let mut replacing = r.spawn().unwrap();
+        until("the replacer to hold the file", || {
+            locks.join("ch.lock.ready").exists()
+        });
+        let start = Instant::now();
+        let mut c = sh(
+            way,
+            t,
+            t,
+            "rc=0; LOCK_TIMEOUT=2 acquire_critical_lock ch || rc=$?; echo \"rc=$rc\"",
+        );
+        let o = c.output().unwrap();
+        let took = start.elapsed();
+        let still = replacing.try_wait().unwrap().is_none();
+        let _ = replacing.kill();
+        let _ = replacing.wait();
+        let (out, err) = text(&o);
+        assert!(still, "{way}: the replacer stopped first ({took:?})");
+        assert_eq!(out, "rc=6\n", "{way}: {err}");
+        assert_eq!(err.lines().count(), 1, "{way}: {err}");
+        assert!(err.contains("after 2s"), "{way}: {err}");
+        // LOCK_TIMEOUT=2; the replacer goes on for 80 s or more.
+        assert!(took.as_secs() < 30, "{way}: {took:?}");
+    }
+}
+
+/// Issue 3: `ffkit lock-acquire --fd N NAME` on a write-only descriptor
+/// failed with exit 1 after taking the lock, and left it taken; a FIFO at
+/// a NAME's path hung the fallback in its open and was exit 1 elsewhere.
+/// Both are refused before anything is taken, with the documented codes:
+/// 2 for the descriptor, 3 for a lock file that is not a regular file.
+#[test]
+fn a_write_only_descriptor_and_a_fifo_are_refused_before_anything_is_taken() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    git_init(t);
+    let o = output_within(
+        sh(
+            "fallback",
+            t,
+            t,
+            "ffkit lock-acquire --prepare w\n\
+             exec 7>>.flowforge/locks/w.lock; rc=0; ffkit lock-acquire --fd 7 w || rc=$?; echo \"wo=$rc\"\n\
+             ffkit lock-status -q w && echo HELD || echo free",
+        ),
+        "write-only",
+    );
+    let (out, err) = text(&o);
+    assert_eq!(out, "wo=2\nfree\n", "{err}");
+    assert!(err.contains("write-only"), "{err}");
+    crate::util::mkfifo(&t.join(".flowforge/locks/f.lock"));
+    let script = "rc=0; acquire_critical_lock f 2>err || rc=$?; echo \"fn=$rc $(wc -l <err)\"\n\
+                  rc=0; ffkit lock-acquire -n f 2>err || rc=$?; echo \"named=$rc $(wc -l <err)\"";
+    for way in ways() {
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(out, "fn=3 1\nnamed=3 1\n", "{way}: {err}");
+    }
+}
+
+/// Issue 4: the fallback's held-lock table went stale: after
+/// `acquire_critical_lock x; ffkit lock-release x` (a plain command of the
+/// owning shell may release) the next `acquire_critical_lock x` said
+/// "already held" (5), and `ffkit lock-acquire y; release_critical_lock y`
+/// was 4. The fallback now answers as the builtin does.
+#[test]
+fn the_held_lock_table_agrees_with_ffkit_lock_acquire_and_release() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    git_init(t);
+    let script = "acquire_critical_lock x; ffkit lock-release x\n\
+         rc=0; acquire_critical_lock x || rc=$?; echo \"again=$rc\"\n\
+         rc=0; acquire_critical_lock x 2>/dev/null || rc=$?; echo \"twice=$rc\"\n\
+         release_critical_lock x; ffkit lock-status -q x && echo HELD || echo free\n\
+         ffkit lock-acquire y; rc=0; release_critical_lock y || rc=$?; echo \"y=$rc\"\n\
+         ffkit lock-status -q y && echo HELD || echo free\n\
+         rc=0; release_critical_lock z 2>/dev/null || rc=$?; echo \"z=$rc\"";
+    for way in ways() {
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(
+            out, "again=0\ntwice=5\nfree\ny=0\nfree\nz=4\n",
+            "{way}: {err}"
+        );
+    }
+}
+
+/// Issue 7: one name rule and one kind of error line on every way in: a
+/// name that is not UTF-8 is refused (2) by the builtin as by the binary;
+/// a FLOWFORGE_DEVELOPER with a newline is one error line; a deleted
+/// current dir is 4.
+#[test]
+fn names_bad_ids_and_a_deleted_current_dir_get_one_answer_everywhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    git_init(t);
+    fs::create_dir_all(t.join("gone")).unwrap();
+    let script = "rc=0; acquire_critical_lock $'\\xff\\xfe' 2>err || rc=$?; echo \"name=$rc $(wc -l <err)\"\n\
+         rc=0; FLOWFORGE_DEVELOPER=$'x\\ny' acquire_critical_lock a 2>err || rc=$?; echo \"dev=$rc $(wc -l <err)\"\n\
+         cd gone; rmdir ../gone; rc=0; acquire_critical_lock q 2>../err || rc=$?; echo \"gone=$rc $(wc -l <../err)\"";
+    for way in ways() {
+        let _ = fs::create_dir_all(t.join("gone"));
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(out, "name=2 1\ndev=12 1\ngone=4 1\n", "{way}: {err}");
+    }
+    assert!(
+        !t.join(".flowforge/locks")
+            .read_dir()
+            .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_str().is_none()))),
+        "a lock file for the bad name"
+    );
+}

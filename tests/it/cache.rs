@@ -1697,9 +1697,13 @@ fn sigint_and_sigterm_during_batches_and_evictions_leave_an_exact_index() {
         w.cmd("cache-size").arg("--verify").assert().success();
     }
     // Killed writers leave temp files (dot-files, never counted); the next
-    // walk (eviction, rebuild) removes those of dead processes.
+    // walk (eviction, rebuild) removes those of dead processes. On a loaded
+    // machine every run may be stopped before it made the cache dir (an
+    // eviction never creates one): then there is nothing to leave behind.
     w.cmd("cache-evict").arg("--expired").assert().success();
-    assert_no_temps(&w.cache(), "after the cleanup walk");
+    if w.cache().is_dir() {
+        assert_no_temps(&w.cache(), "after the cleanup walk");
+    }
     eprintln!("signals: {killed} of 16 runs were interrupted mid-way");
 }
 

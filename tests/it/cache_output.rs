@@ -1205,10 +1205,10 @@ fn a_held_store_or_directory_is_waited_for_at_most_lock_timeout() {
     let w = World::new();
     fs::create_dir(w.path().join("src")).unwrap();
     fs::write(w.path().join("src/f"), "data").unwrap();
-    ok(&mut run(&w, &["--ttl", "0", "--output", "out"], COPY));
+    ok(&mut run(&w, &["--output", "out"], COPY));
     let gc = w.cache().join(".store/.gc-lock");
     let hit = || {
-        let mut c = run(&w, &["--ttl", "0", "--output", "out"], COPY);
+        let mut c = run(&w, &["--output", "out"], COPY);
         c.env("LOCK_TIMEOUT", "1");
         c
     };
@@ -1249,7 +1249,7 @@ fn an_old_tree_that_cannot_be_removed_is_named_on_stderr() {
     fs::create_dir(w.path().join("src")).unwrap();
     fs::write(w.path().join("src/f"), "data").unwrap();
     let call = || {
-        run(&w, &["--ttl", "0", "--output", "out"], COPY)
+        run(&w, &["--output", "out"], COPY)
             .output()
             .unwrap()
     };
@@ -1298,7 +1298,7 @@ fn a_symlinked_store_is_never_written_through_or_counted() {
     symlink(&elsewhere, w.cache().join(".store")).unwrap();
     fs::create_dir(w.path().join("src")).unwrap();
     fs::write(w.path().join("src/f"), "data").unwrap();
-    let o = run(&w, &["--ttl", "0", "--output", "out"], COPY)
+    let o = run(&w, &["--output", "out"], COPY)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stderr_of(&o));

@@ -347,10 +347,24 @@ impl Cache {
     /// `.entry-count`, which the next change folds into the record).
     /// `None` unless both are valid.
     fn read_index(&self, g: &DirLock) -> Result<Option<Totals>> {
+        self.read_index_with(g.count.get())
+    }
+
+    /// The index of a cache nothing can change (a read-only mount), read
+    /// without the lock: the record from `.lock` opened read-only.
+    fn read_index_unlocked(&self) -> Result<Option<Totals>> {
+        let count = File::open(self.path(LOCK_FILE))
+            .ok()
+            .and_then(|f| read_record(&f, f.metadata().ok()?.len()).0);
+        self.read_index_with(count)
+    }
+
+    /// `.size-index` with the record's `count` (else `.entry-count`).
+    fn read_index_with(&self, count: Option<u64>) -> Result<Option<Totals>> {
         let Some(bytes) = index::read_number(&self.path(index::INDEX_FILE))? else {
             return Ok(None);
         };
-        let entries = match g.count.get() {
+        let entries = match count {
             Some(n) => Some(n),
             None => index::read_number(&self.path(index::COUNT_FILE))?,
         };
@@ -797,7 +811,7 @@ impl Cache {
                 let index = if self.journal_pending_unlocked() {
                     None
                 } else {
-                    index::read(&self.dir)?
+                    self.read_index_unlocked()?
                 };
                 let walk = scan::totals_with(&self.dir, self.progress())?.totals;
                 return Ok(VerifyReport { index, walk });

@@ -1248,11 +1248,7 @@ fn an_old_tree_that_cannot_be_removed_is_named_on_stderr() {
     let w = World::new();
     fs::create_dir(w.path().join("src")).unwrap();
     fs::write(w.path().join("src/f"), "data").unwrap();
-    let call = || {
-        run(&w, &["--output", "out"], COPY)
-            .output()
-            .unwrap()
-    };
+    let call = || run(&w, &["--output", "out"], COPY).output().unwrap();
     let o = call();
     assert!(o.status.success(), "{}", stderr_of(&o));
     let pinned = w.path().join("out/f");
@@ -1298,9 +1294,7 @@ fn a_symlinked_store_is_never_written_through_or_counted() {
     symlink(&elsewhere, w.cache().join(".store")).unwrap();
     fs::create_dir(w.path().join("src")).unwrap();
     fs::write(w.path().join("src/f"), "data").unwrap();
-    let o = run(&w, &["--output", "out"], COPY)
-        .output()
-        .unwrap();
+    let o = run(&w, &["--output", "out"], COPY).output().unwrap();
     assert!(o.status.success(), "{}", stderr_of(&o));
     assert_eq!(o.stdout, b"built\n");
     let err = stderr_of(&o);

@@ -384,6 +384,29 @@ fn run(w: &World, args: &[&str], script: &str) -> Command {
     c
 }
 
+/// `run`'s `--output out` call of `sh -c SCRIPT` under `strace -f -e
+/// trace=FILTER -o TRACE`, in the world's dir.
+fn traced_run(w: &World, filter: &str, trace: &Path, script: &str) -> Command {
+    let mut c = Command::new("strace");
+    w.isolate(&mut c);
+    c.args(["-f", "-qq", "-e", &format!("trace={filter}"), "-o"])
+        .arg(trace)
+        .arg(bin())
+        .args([
+            "cache-run",
+            "--ttl",
+            "0",
+            "--output",
+            "out",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .current_dir(w.path());
+    c
+}
+
 fn ok(c: &mut Command) -> String {
     let o = c.output().unwrap();
     assert!(o.status.success(), "{}", stderr_of(&o));
@@ -594,24 +617,7 @@ fn a_large_tree_is_made_by_a_bounded_pool_of_threads_paying_one_refused_clone_at
     let want = snapshot(&w.path().join("out"));
     remove_tree(&w.path().join("out"));
     let trace = w.path().join("trace");
-    let mut c = Command::new("strace");
-    w.isolate(&mut c);
-    c.args(["-f", "-qq", "-e", "trace=openat,ioctl", "-o"])
-        .arg(&trace)
-        .arg(bin())
-        .args([
-            "cache-run",
-            "--ttl",
-            "0",
-            "--output",
-            "out",
-            "--",
-            "sh",
-            "-c",
-            WIDE,
-        ])
-        .current_dir(w.path());
-    ok(&mut c);
+    ok(&mut traced_run(&w, "openat,ioctl", &trace, WIDE));
     assert_eq!(runs(&w), 1, "a hit");
     assert_eq!(snapshot(&w.path().join("out")), want, "restored exactly");
     let text = fs::read_to_string(&trace).unwrap();
@@ -1607,24 +1613,8 @@ fn on_a_reflink_file_system_store_and_restore_clone_and_stay_byte_exact() {
     // succeeds (copy_file_range may reflink on XFS too, so the extents
     // alone would not tell).
     let trace = w.path().join("trace");
-    let mut c = Command::new("strace");
-    w.isolate(&mut c);
-    c.args(["-f", "-qq", "-e", "trace=ioctl", "-o"])
-        .arg(&trace)
-        .arg(bin())
-        .args([
-            "cache-run",
-            "--ttl",
-            "0",
-            "--output",
-            "out",
-            "--",
-            "sh",
-            "-c",
-            script,
-        ])
-        .current_dir(&work)
-        .env("FFKIT_CACHE_DIR", &cache);
+    let mut c = traced_run(&w, "ioctl", &trace, script);
+    c.current_dir(&work).env("FFKIT_CACHE_DIR", &cache);
     ok(&mut c);
     let clones = fs::read_to_string(&trace)
         .unwrap()

@@ -1465,13 +1465,7 @@ fn sigint_to_a_waiting_shell_alone(r: &Repo, path: &str, trapped: bool) {
     let d = r.tmp.path().join(&name);
     fs::create_dir_all(&d).unwrap();
     let fifo = d.join("go");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    crate::util::mkfifo(&fifo);
     let (waiting, after) = (d.join("waiting"), d.join("after"));
     let mut c = r.on(
         path,

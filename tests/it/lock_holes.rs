@@ -9,7 +9,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::Duration;
@@ -46,13 +46,6 @@ fn code(c: &mut Command) -> Option<i32> {
         .code()
 }
 
-fn mkfifo(p: &Path) {
-    assert!(
-        Command::new("mkfifo").arg(p).status().unwrap().success(),
-        "mkfifo"
-    );
-}
-
 fn pid(c: &Child) -> rustix::process::Pid {
     rustix::process::Pid::from_raw(c.id() as i32).unwrap()
 }
@@ -81,7 +74,7 @@ fn have(tool: &str) -> bool {
 /// once `L` exists.
 fn dotlock_holder_until_gate(w: &World, stale_after: &str) -> (PathBuf, Child) {
     let gate = w.path().join("gate");
-    mkfifo(&gate);
+    crate::util::mkfifo(&gate);
     let mut holder = ff(w, "lock-acquire");
     holder
         .env("LOCK_STALE_AFTER", stale_after)
@@ -203,7 +196,7 @@ fn killing_ffkit_in_command_mode_keeps_the_lock_while_the_command_runs() {
     let w = World::new();
     let gate = w.path().join("gate");
     let ran = w.path().join("ran");
-    mkfifo(&gate);
+    crate::util::mkfifo(&gate);
     let mut holder = ff(&w, "lock-acquire");
     holder
         .args(["CL", "--", "sh", "-c"])
@@ -332,7 +325,7 @@ fn a_damaged_dotlock_has_one_verdict_everywhere() {
 fn the_waiting_line_is_printed_only_on_a_terminal_or_when_asked() {
     let w = World::new();
     let gate = w.path().join("gate");
-    mkfifo(&gate);
+    crate::util::mkfifo(&gate);
     let mut holder = ff(&w, "lock-acquire");
     holder
         .args(["./L", "--", "sh", "-c"])
@@ -422,7 +415,7 @@ fn ff_debug_says_how_a_lock_was_taken() {
 fn flock_persona_fcntl_ranges_and_verbose_on_stdout() {
     let w = World::new();
     let gate = w.path().join("gate");
-    mkfifo(&gate);
+    crate::util::mkfifo(&gate);
     // Hold bytes 0..10 with an OFD lock.
     let mut holder = sh(
         &w,

@@ -889,13 +889,7 @@ if acquire_critical_lock '../x' 2>/dev/null; then echo 'BAD NAME'; else echo "ba
 fn a_lock_is_released_when_the_holding_script_is_killed() {
     let r = Repo::new();
     let fifo = r.tmp.path().join("fifo");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
+    crate::util::mkfifo(&fifo);
     let ready = r.tmp.path().join("ready");
     // The holder blocks in the shell itself (opening a FIFO nobody writes),
     // so no child process shares the lock's fd.

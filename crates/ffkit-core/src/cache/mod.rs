@@ -446,7 +446,7 @@ impl Cache {
     /// non-blocking try, a held one is handed over by the kernel the moment
     /// it is released. The wait note comes after `WAIT_NOTE_AFTER`.
     fn wait_for(&self, f: &File, exclusive: bool, path: &Path) -> Result<()> {
-        use crate::lock::{Denied, Kind, Wait, kernel};
+        use crate::lock::{Kind, Wait, kernel};
         use std::os::fd::AsRawFd;
         let start = Instant::now();
         let kind = if exclusive {
@@ -457,36 +457,29 @@ impl Cache {
         let end = start.checked_add(self.lock_timeout);
         let until = |d: Option<Instant>| d.map_or(Wait::Forever, Wait::Until);
         let take = |w: Wait| {
-            kernel::lock_fd(
-                f.as_raw_fd(),
-                kind,
-                kernel::Method::Flock,
-                w,
-                &mut || false,
-                &mut || {},
-            )
-            .map_err(|e| Error::io("cannot lock", path, e))
+            kernel::flock_until(f.as_raw_fd(), kind, w)
+                .map_err(|e| Error::io("cannot lock", path, e))
         };
-        let mut got = Err(Denied::TimedOut);
+        let mut got = false;
         if let Some(note) = &self.wait_note
             && self.lock_timeout > WAIT_NOTE_AFTER
         {
             got = take(Wait::Until(start + WAIT_NOTE_AFTER))?;
-            if got.is_err() {
+            if !got {
                 note(path, self.lock_timeout);
             }
         }
-        if got.is_err() {
+        if !got {
             got = take(until(end))?;
         }
-        match got {
-            Ok(_) => Ok(()),
-            Err(_) => Err(Error::Timeout(format!(
-                "cache lock {}: still held by another process after {:.1} s (LOCK_TIMEOUT); a writer may be stopped",
-                path.display(),
-                start.elapsed().as_secs_f64()
-            ))),
+        if got {
+            return Ok(());
         }
+        Err(Error::Timeout(format!(
+            "cache lock {}: still held by another process after {:.1} s (LOCK_TIMEOUT); a writer may be stopped",
+            path.display(),
+            start.elapsed().as_secs_f64()
+        )))
     }
 
     /// Takes the exclusive lock and repairs whatever a crashed process left.

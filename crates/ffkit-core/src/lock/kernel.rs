@@ -137,6 +137,14 @@ fn is_eintr(e: &io::Error) -> bool {
     e.raw_os_error() == Some(libc::EINTR)
 }
 
+/// [`lock_fd`] as a plain `flock` with a deadline, for the core's own lock
+/// files (the cache dir, cache-run's keys, the output store): nothing
+/// interrupts the wait and nobody is told of it. `Ok(false)` when `until`
+/// passed first.
+pub fn flock_until(fd: RawFd, kind: Kind, until: Wait) -> io::Result<bool> {
+    lock_fd(fd, kind, Method::Flock, until, &mut || false, &mut || {}).map(|got| got.is_ok())
+}
+
 /// Takes `kind` on `fd` by `method`, waiting until `wait` says stop: a
 /// non-blocking try, then a wait **in the kernel** by a helper child
 /// process. The child is forked with the caller's descriptor, so it shares

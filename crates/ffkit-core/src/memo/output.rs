@@ -283,22 +283,10 @@ fn gc_lock(store: &Path, how: Lock) -> Result<Option<File>> {
     }
 }
 
-/// Takes `kind` on `f` through the crate's one kernel wait
-/// ([`crate::lock::kernel::lock_fd`]); `false` when `until` passed first.
+/// Takes `kind` on `f`, waiting until `until`; `false` when it passed first.
 fn wait_lock(f: &File, kind: LockKind, until: Wait, path: &Path) -> Result<bool> {
     use std::os::fd::AsRawFd;
-    match kernel::lock_fd(
-        f.as_raw_fd(),
-        kind,
-        kernel::Method::Flock,
-        until,
-        &mut || false,
-        &mut || {},
-    ) {
-        Ok(Ok(_)) => Ok(true),
-        Ok(Err(_)) => Ok(false),
-        Err(e) => Err(Error::io("cannot lock", path, e)),
-    }
+    kernel::flock_until(f.as_raw_fd(), kind, until).map_err(|e| Error::io("cannot lock", path, e))
 }
 
 /// A stored set of outputs whose entry is not written yet: holds the store

@@ -329,16 +329,9 @@ fn lock_local(c: &Cache, key: &RunKey, wait: Option<Duration>) -> Result<Option<
                 let Some((t, until)) = deadline else {
                     return Ok(None);
                 };
-                match lock::kernel::lock_fd(
-                    f.as_raw_fd(),
-                    Kind::Exclusive,
-                    lock::kernel::Method::Flock,
-                    until,
-                    &mut || false,
-                    &mut || {},
-                ) {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(_)) => {
+                match lock::kernel::flock_until(f.as_raw_fd(), Kind::Exclusive, until) {
+                    Ok(true) => {}
+                    Ok(false) => {
                         return Err(Error::Timeout(format!(
                             "another run of this command still holds {} after {}s (LOCK_TIMEOUT)",
                             path.display(),

@@ -386,3 +386,99 @@ fn redis_cache_verify_is_exact_while_writers_and_evictors_run() {
     let left: u64 = s.query(redis::cmd("EXISTS").arg(format!("{NS}verifying")));
     assert_eq!(left, 0, "no verify stays registered");
 }
+
+/// A value changed behind ffkit's back (truncated, replaced, its recorded
+/// size or expiry rewritten, its value key gone) is never returned as
+/// good: `cache-read` exits 10 with one line, as the local backend does
+/// for a value whose length is not its sidecar's size, and `cache-batch`
+/// fails the same way. The read that finds the damage drops the entry, so
+/// the total is exact again and the next read is a plain miss.
+#[test]
+fn redis_cache_read_of_a_damaged_value_exits_10_and_drops_it() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let damages: [(&str, fn(&Server, &str)); 5] = [
+        ("truncated", |s, k| {
+            s.query::<()>(redis::cmd("SET").arg(format!("{NS}v:{k}")).arg("012"));
+        }),
+        ("grown", |s, k| {
+            s.query::<()>(
+                redis::cmd("SETRANGE")
+                    .arg(format!("{NS}v:{k}"))
+                    .arg(10)
+                    .arg("xyz"),
+            );
+        }),
+        ("size rewritten", |s, k| {
+            s.query::<()>(
+                redis::cmd("HSET")
+                    .arg(format!("{NS}m:{k}"))
+                    .arg("size")
+                    .arg(7),
+            );
+        }),
+        ("size not a number", |s, k| {
+            s.query::<()>(
+                redis::cmd("HSET")
+                    .arg(format!("{NS}m:{k}"))
+                    .arg("size")
+                    .arg("ten"),
+            );
+        }),
+        ("value key gone", |s, k| {
+            s.query::<()>(redis::cmd("DEL").arg(format!("{NS}v:{k}")));
+        }),
+    ];
+    for (what, damage) in damages {
+        for applet in ["cache-batch", "cache-read"] {
+            ff(&w, &s, "cache-write")
+                .args(["k", "0123456789"])
+                .assert()
+                .success();
+            ff(&w, &s, "cache-write")
+                .args(["other", "fine"])
+                .assert()
+                .success();
+            damage(&s, "k");
+            let mut c = ff(&w, &s, applet);
+            if applet == "cache-batch" {
+                c.args(["--read", "other", "k"]);
+            } else {
+                c.arg("k");
+            }
+            let o = c.output().unwrap();
+            assert_eq!(
+                o.status.code(),
+                Some(10),
+                "{what}, {applet}: {}",
+                stderr_of(&o)
+            );
+            assert!(o.stdout.is_empty(), "{what}, {applet}: bytes printed");
+            let err = stderr_of(&o);
+            assert_eq!(err.lines().count(), 1, "{what}, {applet}: {err}");
+            assert!(
+                err.starts_with(&format!("ffkit {applet}: redis://"))
+                    && err.contains(&format!("{NS}v:k: "))
+                    && err.contains("(damaged; removed)"),
+                "{what}, {applet}: {err}"
+            );
+        }
+        // Dropped in the same step: a miss now, the other entry untouched,
+        // and the total the sum of what is left (the damaged value's
+        // recorded size went with it).
+        ff(&w, &s, "cache-read").arg("k").assert().code(4);
+        ff(&w, &s, "cache-read")
+            .arg("other")
+            .assert()
+            .success()
+            .stdout("fine");
+        if !what.starts_with("size") {
+            let rc = recount(&s);
+            assert_eq!(counters(&s), (rc.bytes, rc.values), "{what}");
+        }
+        ff(&w, &s, "cache-size")
+            .args(["--verify", "--fix"])
+            .output()
+            .unwrap();
+    }
+}

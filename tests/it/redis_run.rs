@@ -14,7 +14,7 @@ use serde_json::Value as Json;
 
 use crate::cache_run::{json, runs, spawn_piped};
 use crate::redis::{Server, env};
-use crate::redis_cache::{counters, recount};
+use crate::redis_cache::{NS, counters, recount};
 use crate::util::*;
 
 const NOW: i64 = 1_800_000_000;
@@ -552,5 +552,77 @@ fn redis_cache_run_renews_its_lease_while_a_long_miss_runs() {
     assert_eq!(runs(&w), 1);
     let gone: i64 = s.query(redis::cmd("EXISTS").arg(&lock));
     assert_eq!(gone, 0, "released once stored");
+    assert_total_exact(&s);
+}
+
+/// A cache-run entry whose value no longer matches the size recorded with
+/// it (a truncation, or the record's size rewritten behind ffkit's back)
+/// is a miss on Redis as it is locally: the command runs again, its own
+/// output is printed (never the stored bytes), one note with FF_DEBUG,
+/// the damaged entry is not counted as a replay, and the rewrite is a
+/// plain hit again with the total exact.
+#[test]
+fn redis_cache_run_damaged_entry_is_a_miss_that_is_rewritten() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let side = Side::Redis(&s);
+    let script = "echo run >> runs; echo hello; echo world";
+    run(&w, side, &[], script).assert().success();
+    let entries: Vec<String> = s.query(redis::cmd("KEYS").arg(format!("{NS}m:*")));
+    let [meta] = &entries[..] else {
+        panic!("one entry: {entries:?}")
+    };
+    let value = format!("{NS}v:{}", &meta[NS.len() + 2..]);
+    let len: u64 = s.query(redis::cmd("STRLEN").arg(&value));
+    let damages: [(&str, Box<dyn Fn()>); 2] = [
+        (
+            "size rewritten",
+            Box::new(|| {
+                s.query::<()>(redis::cmd("HSET").arg(meta).arg("size").arg(len + 1));
+            }),
+        ),
+        (
+            "truncated",
+            Box::new(|| {
+                s.query::<()>(redis::cmd("SETRANGE").arg(&value).arg(0).arg("x"));
+                let v: Vec<u8> = s.query(redis::cmd("GET").arg(&value));
+                s.query::<()>(redis::cmd("SET").arg(&value).arg(&v[..v.len() - 1]));
+            }),
+        ),
+    ];
+    for (what, damage) in &damages {
+        damage();
+        let before = runs(&w);
+        let o = run(&w, side, &[], script)
+            .env("FF_DEBUG", "true")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{what}: {}", stderr_of(&o));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "hello\nworld\n",
+            "{what}"
+        );
+        let notes = stderr_of(&o)
+            .lines()
+            .filter(|l| l.contains("treated as a miss") && l.contains("damaged"))
+            .count();
+        assert_eq!(notes, 1, "{what}: {}", stderr_of(&o));
+        assert_eq!(runs(&w), before + 1, "{what}: the damaged entry was a miss");
+        // Rewritten whole: a plain hit, counted from 0 again.
+        let o = run(&w, side, &[], script).output().unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "hello\nworld\n",
+            "{what}"
+        );
+        assert_eq!(runs(&w), before + 1, "{what}");
+        let hits: Option<u64> = s.query(redis::cmd("HGET").arg(meta).arg("hits"));
+        assert_eq!(hits, Some(1), "{what}");
+    }
+    cmd(&w, side, "cache-size")
+        .args(["--verify", "--fix"])
+        .output()
+        .unwrap();
     assert_total_exact(&s);
 }

@@ -142,7 +142,13 @@ impl Store<'_> {
                 } else {
                     LookMode::Plain
                 };
-                let f = r.look(&entry, mode)?;
+                // The read checks the value's length against its recorded
+                // size in the same step: damage is a miss, as locally.
+                let f = match r.look(&entry, mode) {
+                    Ok(f) => f,
+                    Err(Error::Corruption(why)) => return Ok(Look::Damaged(why)),
+                    Err(e) => return Err(e),
+                };
                 let age = f.age;
                 Ok(match f.lookup {
                     RemoteLookup::Hit(v) => Look::Hit {

@@ -272,6 +272,9 @@ impl RedisCache {
                 Lookup::Hit(redis::from_redis_value_ref::<Vec<u8>>(val).unwrap_or_default())
             }
             (Some(2), Some(_)) => Lookup::Expired(int(1).unwrap_or(0)),
+            (Some(3), _) => {
+                return Err(self.damaged(key, int(1).unwrap_or(-1), int(2).unwrap_or(-1), mode));
+            }
             _ => Lookup::Missing,
         };
         let now = int(3).or(self.now).unwrap_or(0);
@@ -281,6 +284,31 @@ impl RedisCache {
             now,
             hits: int(4).map_or(0, |h| h.max(0) as u64),
         })
+    }
+
+    /// The error for an entry `cache_read.lua` found damaged: the value's
+    /// length (-1: no value key) is not the size recorded with it (-1: no
+    /// usable size or expiry). The same [`Error::Corruption`] (exit 10) as
+    /// a local value whose length is not its sidecar's size; cache-run
+    /// takes it as a miss.
+    fn damaged(&self, key: &str, recorded: i64, len: i64, mode: ReadMode) -> Error {
+        let what = match (recorded, len) {
+            (_, -1) => "the value is missing".to_string(),
+            (-1, n) => {
+                format!("the value is {n} bytes but its record has no usable size or expiry")
+            }
+            (r, n) => format!("the value is {n} bytes but its record says {r}"),
+        };
+        let then = if mode == ReadMode::Peek {
+            "damaged; the next read removes it"
+        } else {
+            "damaged; removed"
+        };
+        Error::Corruption(format!(
+            "{} {}v:{key}: {what} ({then})",
+            self.conn.label(),
+            self.prefix
+        ))
     }
 
     /// Removes one entry through the script that adjusts the total; its

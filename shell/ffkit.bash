@@ -307,7 +307,9 @@ _ffkit_lock_take() {
                 _ffkit_fd=${_ffkit_lock_fds[_ffkit_i]}
                 if [[ /dev/fd/$_ffkit_fd -ef $_ffkit_file ]]; then
                     if _ffkit_fd_locked "$_ffkit_fd"; then
-                        _ffkit_err "$1: $_ffkit_file: already held by this shell"
+                        # The binary's and the builtin's words (lock::already_held).
+                        _ffkit_mypid
+                        _ffkit_err "$1: $_ffkit_file: already held by this owner (pid $_ffkit_pid); release it first"
                         return 5
                     fi
                     exec {_ffkit_fd}<&-

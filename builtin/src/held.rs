@@ -38,7 +38,7 @@ use ffkit::config::Config;
 use ffkit::hostfd;
 use ffkit::lock::holder::{Holder, KIND_FD};
 use ffkit::lock::kernel::Method;
-use ffkit::lock::{Denied, Kind, Wait, compat, fd};
+use ffkit::lock::{Denied, Kind, Wait, WaitSpec, compat, fd};
 use ffkit::{Error, Result};
 
 use crate::shell;
@@ -199,6 +199,7 @@ fn owner_record(owner: u32) -> Holder {
 /// missing, or is not one), and the open is tried again.
 pub fn acquire(
     path: &Path,
+    label: &str,
     cfg: &Config,
     timeout: Duration,
     make_dir: Option<&dyn Fn() -> Result<()>>,
@@ -206,9 +207,7 @@ pub fn acquire(
     let me = crate::caller_pid();
     let owner = me.as_raw_nonzero().get() as u32;
     if table().iter().any(|e| e.pid == me && e.path == path) {
-        return Err(
-            Error::Conflict(format!("{}: already held by this shell", path.display())).into(),
-        );
+        return Err(ffkit::lock::already_held(path.display(), owner).into());
     }
     let deadline = Instant::now().checked_add(timeout);
     let record = owner_record(owner);
@@ -279,7 +278,13 @@ pub fn acquire(
             Err(Denied::Interrupted) => {
                 return Err(NotTaken::Signal(signal.unwrap_or(libc::SIGINT)));
             }
-            Err(Denied::Busy | Denied::TimedOut) => return Err(timed_out(path, timeout).into()),
+            Err(Denied::Busy | Denied::TimedOut) => {
+                let holder = fd
+                    .try_clone()
+                    .map(|d| ffkit::lock::holder::describe_kernel_holder(&std::fs::File::from(d)))
+                    .unwrap_or_else(|_| "an unknown holder".into());
+                return Err(denied(label, timeout, &holder).into());
+            }
         }
         // The old library's file protocol (`lock::compat`): deleted or
         // replaced between the open and the lock (a release, or an
@@ -309,7 +314,7 @@ pub fn acquire(
                     return Err(NotTaken::Signal(signal.unwrap_or(libc::SIGINT)));
                 }
                 Err(Denied::Busy | Denied::TimedOut) => {
-                    return Err(timed_out(path, timeout).into());
+                    return Err(denied(label, timeout, &compat::describe(pid)).into());
                 }
             }
         }
@@ -346,15 +351,13 @@ pub fn acquire(
     }
 }
 
-fn timed_out(path: &Path, timeout: Duration) -> Error {
+/// Not taken within `timeout` (zero: at once): the binary's line for the
+/// same failure, written once in the core (`Denied::error`).
+fn denied(label: &str, timeout: Duration, holder: &str) -> Error {
     if timeout.is_zero() {
-        Error::Conflict(format!("{}: held by another process", path.display()))
+        Denied::Busy.error(label, WaitSpec::NonBlocking, holder)
     } else {
-        Error::Timeout(format!(
-            "{}: still held after {}s (LOCK_TIMEOUT)",
-            path.display(),
-            timeout.as_secs_f64()
-        ))
+        Denied::TimedOut.error(label, WaitSpec::Timeout(timeout), holder)
     }
 }
 

@@ -616,17 +616,10 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
 /// or -E N, with one line unless quiet. flock persona: exit 1, silent
 /// unless --verbose, as flock(1).
 fn denied(ctx: &Ctx, a: &LockArgs, label: &str, d: Denied, holder: &str) -> Result<ExitCode> {
-    let msg = match (d, a.wait) {
-        (Denied::Busy, _) => format!("{label}: busy, held by {holder}"),
-        (Denied::TimedOut, WaitSpec::Timeout(t)) => {
-            format!(
-                "{label}: timed out after {}s, held by {holder}",
-                t.as_secs_f64()
-            )
-        }
-        (Denied::TimedOut, _) => format!("{label}: timed out, held by {holder}"),
-        (Denied::Interrupted, _) => format!("{label}: interrupted"),
-    };
+    // One line per failure, written once in the core (the builtin's
+    // `lock-acquire` and lock functions print the same).
+    let err = d.error(label, a.wait, holder);
+    let msg = err.to_string();
     if a.dialect == Dialect::Flock {
         if a.verbose {
             ctx.note(match d {
@@ -642,19 +635,10 @@ fn denied(ctx: &Ctx, a: &LockArgs, label: &str, d: Denied, holder: &str) -> Resu
         }
         return Ok(ExitCode::from(code));
     }
-    let kind = match d {
-        Denied::Busy => ExitKind::Conflict,
-        Denied::TimedOut => ExitKind::Timeout,
-        Denied::Interrupted => ExitKind::General,
-    };
     if a.quiet {
-        return Ok(ExitCode::from(kind.code()));
+        return Ok(ExitCode::from(err.exit_code()));
     }
-    Err(match d {
-        Denied::Busy => Error::Conflict(msg),
-        Denied::TimedOut => Error::Timeout(msg),
-        Denied::Interrupted => Error::General(msg),
-    })
+    Err(err)
 }
 
 /// Whether a release of `target` deletes its lock file: a NAME's, with

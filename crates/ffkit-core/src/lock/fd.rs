@@ -263,11 +263,7 @@ pub fn acquire_in_process(
             && let Ok((dev, ino)) = identity(fd)
             && rec.holds_kernel_lock(dev, ino)
         {
-            return Err(Error::Conflict(format!(
-                "{}: already held by this owner (pid {}); release it first",
-                path.display(),
-                mine.pid
-            )));
+            return Err(super::already_held(path.display(), mine.pid));
         }
         let wait = deadline.map_or(super::Wait::Forever, super::Wait::Until);
         kernel::lock_fd(fd, kind, method, wait, interrupted, on_wait)
@@ -324,10 +320,10 @@ fn acquire_with(
         && rec.holds_kernel_lock(dev, ino)
     {
         // The same owner through another descriptor would wait for itself.
-        return Err(Error::Conflict(format!(
-            "{}: already held by this owner (pid {owner}); release it first",
+        return Err(super::already_held(
             path.map(|p| p.display().to_string()).unwrap_or_default(),
-        )));
+            owner,
+        ));
     }
     let mut got = lock().map_err(|e| fd_error(fd, "cannot lock", e))?;
     // A NAME's file: the old library's file protocol (`compat`).

@@ -110,6 +110,36 @@ pub enum Denied {
     Interrupted,
 }
 
+impl Denied {
+    /// The one error (and its one line) for a lock that was not taken,
+    /// whatever path asked: the binary's `lock-acquire`, the bash builtin's
+    /// `ffkit lock-acquire` and its lock functions (docs/locks.md,
+    /// "Messages"). `label` is what the caller named (a NAME as given, a
+    /// path, `fd N`); `wait` the wait it asked for; `holder` who holds the
+    /// lock ([`holder::describe_kernel_holder`]). Busy is exit 5 (conflict),
+    /// a timeout 6, an interruption 1.
+    pub fn error(self, label: &str, wait: WaitSpec, holder: &str) -> Error {
+        match (self, wait) {
+            (Denied::Busy, _) => Error::Conflict(format!("{label}: busy, held by {holder}")),
+            (Denied::TimedOut, WaitSpec::Timeout(t)) => Error::Timeout(format!(
+                "{label}: timed out after {}s, held by {holder}",
+                t.as_secs_f64()
+            )),
+            (Denied::TimedOut, _) => Error::Timeout(format!("{label}: timed out, held by {holder}")),
+            (Denied::Interrupted, _) => Error::General(format!("{label}: interrupted")),
+        }
+    }
+}
+
+/// The one error for an acquisition by the owner that already holds the
+/// lock (it would wait for itself), on every path: exit 5. `what` names
+/// the lock (its file, or a Redis lock's name), `owner` the holder's pid.
+pub fn already_held(what: impl std::fmt::Display, owner: u32) -> Error {
+    Error::Conflict(format!(
+        "{what}: already held by this owner (pid {owner}); release it first"
+    ))
+}
+
 /// The outcome of an acquisition: `Ok(waited)` or why not.
 pub type Acquired = std::result::Result<Duration, Denied>;
 

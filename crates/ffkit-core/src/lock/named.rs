@@ -135,10 +135,7 @@ pub(crate) fn acquire(
             && !kernel::try_lock_fd(f.as_raw_fd(), Kind::Shared)
                 .map_err(|e| Error::io("cannot probe", path, e))?
         {
-            return Err(Error::Conflict(format!(
-                "{}: already held by this owner (pid {owner}); release it first",
-                path.display()
-            )));
+            return Err(super::already_held(path.display(), owner));
         }
         let got: Acquired = kernel::lock_fd(
             f.as_raw_fd(),

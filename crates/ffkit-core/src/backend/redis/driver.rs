@@ -89,9 +89,7 @@ impl Driver for Redis {
             && r.owned_by(&[owner])
             && r.kind == "named"
         {
-            return Err(Error::Conflict(format!(
-                "{name}: already held by this owner (pid {owner}); release it first"
-            )));
+            return Err(crate::lock::already_held(name, owner));
         }
         let schedule = Schedule::new(req.backoff.0, req.backoff.1, req.backoff.2);
         let got = {

@@ -536,7 +536,13 @@ fn lock(func: &str, p: &Paths, name: LockName<'_>, session: bool) -> u8 {
     let code = if acquiring {
         let make_dir: Option<&dyn Fn() -> ffkit::Result<()>> =
             if checked { None } else { Some(&make_dir) };
-        match held::acquire(&file, &name.0.to_string_lossy(), &cfg, cfg.lock_timeout, make_dir) {
+        match held::acquire(
+            &file,
+            &name.0.to_string_lossy(),
+            &cfg,
+            cfg.lock_timeout,
+            make_dir,
+        ) {
             Ok(()) => 0,
             Err(held::NotTaken::Signal(sig)) => (128 + sig) as u8,
             Err(held::NotTaken::Failed(e)) => {

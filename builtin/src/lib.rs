@@ -475,11 +475,13 @@ fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
         });
     }
     let timeout = req.timeout.unwrap_or(cfg.lock_timeout);
-    Some(match held::acquire(&file, &req.name.to_string_lossy(), &cfg, timeout, None) {
-        Ok(()) => 0,
-        Err(held::NotTaken::Signal(sig)) => (128 + sig) as u8,
-        Err(held::NotTaken::Failed(e)) => fail(&e),
-    })
+    Some(
+        match held::acquire(&file, &req.name.to_string_lossy(), &cfg, timeout, None) {
+            Ok(()) => 0,
+            Err(held::NotTaken::Signal(sig)) => (128 + sig) as u8,
+            Err(held::NotTaken::Failed(e)) => fail(&e),
+        },
+    )
 }
 
 /// Runs the real binary with the shell's environment: its exported

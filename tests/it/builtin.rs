@@ -1863,3 +1863,149 @@ fn old_library_and_every_ffkit_path_count_exactly_on_one_name() {
     assert_eq!(fs::read_to_string(&counter).unwrap(), format!("{total}\n"));
     assert!(!file.exists(), "a released name's file is deleted");
 }
+
+/// One line per failure (docs/locks.md, "Messages"): the same failing
+/// acquisition says the same thing after the program-name prefix
+/// (`ffkit lock-acquire: `, `ffkit.bash: FUNC: `) through the binary, the
+/// builtin's `ffkit lock-acquire`, and the lock functions with the builtin
+/// and with FFKIT_BUILTIN=off: busy (exit 5), timed out (6), and already
+/// held by the same owner (5). Before, the builtin said `PATH: held by
+/// another process`, `PATH: still held after 1s (LOCK_TIMEOUT)` and
+/// `already held by this shell`.
+#[test]
+fn a_failing_acquisition_prints_the_same_line_on_every_path() {
+    use std::io::BufRead;
+    let r = Repo::new();
+    // The holder: a shell that takes x and s1, says so, and waits for its
+    // standard input to close.
+    let mut holder = r
+        .bare("bash")
+        .arg("-c")
+        .arg(". \"$FFKIT_LIB\"; acquire_critical_lock x; acquire_session_lock '' s1; echo ready; read -r _ || :")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    std::io::BufReader::new(holder.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready, "ready\n");
+    let hpid = holder.id();
+    // (call, exit, what the line says after the prefix, owner-pid free)
+    let calls: &[(&str, i32, String)] = &[
+        (
+            "ffkit lock-acquire -n x",
+            5,
+            format!("x: busy, held by pid {hpid} "),
+        ),
+        (
+            "ffkit lock-acquire -w 1 x",
+            6,
+            format!("x: timed out after 1s, held by pid {hpid} "),
+        ),
+        (
+            "ffkit lock-acquire --session -n s1",
+            5,
+            format!("s1: busy, held by pid {hpid} "),
+        ),
+        (
+            "ffkit lock-acquire q; ffkit lock-acquire q",
+            5,
+            "q.lock: already held by this owner (pid _); release it first".into(),
+        ),
+        (
+            "LOCK_TIMEOUT=0 acquire_critical_lock x",
+            5,
+            format!("x: busy, held by pid {hpid} "),
+        ),
+        (
+            "LOCK_TIMEOUT=1 acquire_critical_lock x",
+            6,
+            format!("x: timed out after 1s, held by pid {hpid} "),
+        ),
+        (
+            "LOCK_TIMEOUT=1 acquire_session_lock '' s1",
+            6,
+            format!("s1: timed out after 1s, held by pid {hpid} "),
+        ),
+        (
+            "acquire_critical_lock z; acquire_critical_lock z",
+            5,
+            "z.lock: already held by this owner (pid _); release it first".into(),
+        ),
+    ];
+    let script = "for c in \"$@\"; do rc=0; eval \"$c\" 2>err || rc=$?; \
+                  echo \"$rc $(wc -l <err) $(cat err)\"; done";
+    // The line minus its prefix, with what differs between two calls
+    // (the holder's age, an owner's own pid) blanked.
+    let norm = |l: &str| -> String {
+        let l = l
+            .strip_prefix("ffkit lock-acquire: ")
+            .or_else(|| {
+                l.strip_prefix("ffkit.bash: ")
+                    .and_then(|m| m.split_once(": ").map(|(_, rest)| rest))
+            })
+            .unwrap_or_else(|| panic!("no known prefix: {l}"));
+        let mut out = String::new();
+        let mut rest = l;
+        for (open, close) in [("(age ", ")"), ("(pid ", ")")] {
+            if let Some(i) = rest.find(open)
+                && let Some(j) = rest[i..].find(close)
+            {
+                out.push_str(&rest[..i + open.len()]);
+                out.push('_');
+                rest = &rest[i + j..];
+            }
+        }
+        out.push_str(rest);
+        out
+    };
+    let mut answers: Vec<(String, Vec<String>)> = Vec::new();
+    for path in PATHS.iter().copied().chain(["binary"]) {
+        let mut c = if path == "binary" {
+            let mut c = r.bare("bash");
+            c.arg("-c")
+                .arg(format!("ffkit() {{ \"$FFKIT_BIN\" \"$@\"; }}\n{script}"));
+            c
+        } else {
+            r.on(path, script)
+        };
+        c.arg("bash");
+        let mine: Vec<&(&str, i32, String)> = calls
+            .iter()
+            .filter(|(call, _, _)| path != "binary" || call.starts_with("ffkit "))
+            .collect();
+        c.args(mine.iter().map(|(call, _, _)| call));
+        let o = out(&mut c);
+        let text = ok(&o);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), mine.len(), "{path}: {text}");
+        let mut got = Vec::new();
+        for ((call, code, want), l) in mine.iter().zip(lines) {
+            let (rc, rest) = l.split_once(' ').unwrap();
+            let (n, line) = rest.split_once(' ').unwrap_or((rest, ""));
+            assert_eq!(rc, code.to_string(), "{path}: {call}: {l}");
+            assert_eq!(n, "1", "{path}: {call}: one line: {l}");
+            let line = norm(line);
+            assert!(line.contains(want.as_str()), "{path}: {call}: {line}");
+            got.push(format!("{call} -> {line}"));
+        }
+        answers.push((path.to_string(), got));
+    }
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+    // Every path's line for a call is the same (the binary ran only the
+    // `ffkit …` calls: compared with theirs).
+    let (first, rest) = answers.split_first().unwrap();
+    for (path, got) in rest {
+        for g in got {
+            assert!(
+                first.1.contains(g),
+                "{path} differs from {}: {g}\n{:#?}",
+                first.0,
+                first.1
+            );
+        }
+    }
+}

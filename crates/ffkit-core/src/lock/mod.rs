@@ -125,7 +125,9 @@ impl Denied {
                 "{label}: timed out after {}s, held by {holder}",
                 t.as_secs_f64()
             )),
-            (Denied::TimedOut, _) => Error::Timeout(format!("{label}: timed out, held by {holder}")),
+            (Denied::TimedOut, _) => {
+                Error::Timeout(format!("{label}: timed out, held by {holder}"))
+            }
             (Denied::Interrupted, _) => Error::General(format!("{label}: interrupted")),
         }
     }

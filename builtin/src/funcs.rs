@@ -57,6 +57,16 @@ pub fn caller_namespace(here: &Here) -> Result<Namespace, ffkit::Error> {
         Some(v) => Some(namespace::validate_developer(&v.to_string_lossy())?),
         None => None,
     };
+    if dev.is_none() && shell::var("FF_DEBUG").is_some_and(|v| v == "true") {
+        // The binary's debug line for a team config it cannot use
+        // (`cli::note_team_config`): the rule and the words are the core's.
+        if let Some(problem) = namespace::team_config_problem(here.top()) {
+            err(format_args!(
+                "debug: {}",
+                namespace::team_config_note(&problem)
+            ));
+        }
+    }
     Ok(Namespace::resolve(dev.as_deref(), here, team_id))
 }
 

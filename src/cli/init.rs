@@ -232,6 +232,7 @@ fn resolve(r: &Resolve, ctx: &Ctx) -> Result<Vec<u8>> {
     if let Some(e) = &ctx.namespace_error {
         return Err(Error::Config(e.to_string()));
     }
+    super::note_team_config(ctx);
     let cfg = &ctx.cfg;
     let here = Here::now()?;
     let mut ns = Namespace::of(cfg, &here);

@@ -461,6 +461,14 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
             "--prepare takes a NAME, not a descriptor".into(),
         ));
     }
+    if a.fd.is_none()
+        && !a.prepare
+        && a.dialect == Dialect::Ffkit
+        && a.lock_dir.is_none()
+        && a.target.as_deref().is_some_and(|t| !lock::names_a_path(t))
+    {
+        super::note_team_config(ctx);
+    }
     let resolve = |t: &str| locks.resolve(t, a.lock_dir.as_deref(), a.session);
     let mode = if let Some(fd) = a.fd {
         // flock FD: the target is the descriptor number itself.

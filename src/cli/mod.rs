@@ -687,6 +687,25 @@ pub fn run_direct(
 }
 
 /// The part of a call after its arguments are parsed: the configuration,
+/// With `FF_DEBUG=true`, one debug line naming a team config that exists
+/// but cannot be used (the core's [`crate::namespace::team_config_problem`]),
+/// for a call whose namespace it decides (a named lock's `lock-acquire`,
+/// `lock-release`, `lock-status`; `init --resolve` for the fallback
+/// functions; not the fallback's own `--prepare` and `--fd` calls, which
+/// follow its `init --resolve`) when neither `FLOWFORGE_DEVELOPER` nor
+/// `FFKIT_LOCK_DIR` makes it moot. The call still falls back to the legacy
+/// namespace, its exit unchanged (docs/shell.md, "Namespace").
+pub(crate) fn note_team_config(ctx: &Ctx) {
+    if !ctx.cfg.debug || ctx.cfg.developer.is_some() || ctx.cfg.lock_dir.is_some() {
+        return;
+    }
+    if let Ok(here) = crate::namespace::Here::now()
+        && let Some(problem) = crate::namespace::team_config_problem(here.top())
+    {
+        ctx.debug(crate::namespace::team_config_note(&problem));
+    }
+}
+
 /// the applet's run (`body`), the self-timing row and the error line.
 fn run_parsed(
     applet: &'static Applet,
@@ -736,6 +755,9 @@ fn run_parsed(
         input,
         namespace_error,
     };
+    if matches!(applet.name, "lock-release" | "lock-status") {
+        note_team_config(&ctx);
+    }
     let result = body(&mut ctx);
     *out = std::mem::replace(&mut ctx.out, Sink::Buffer(Vec::new()));
     if let (true, Some(op)) = (ctx.cfg.perf_monitoring, ctx.metric) {

@@ -2009,3 +2009,82 @@ fn a_failing_acquisition_prints_the_same_line_on_every_path() {
         }
     }
 }
+
+/// A team config that exists but cannot be used (malformed JSON, no
+/// `team.developers` object) still means the legacy namespace, exit
+/// unchanged (docs/shell.md, "Namespace"); with FF_DEBUG=true every path
+/// (the binary, the builtin's `ffkit lock-acquire` and functions, the
+/// fallback functions) names the file and what is wrong in one debug line,
+/// and without it says nothing. Before, nothing on any path said why.
+#[test]
+fn a_malformed_team_config_is_named_in_one_debug_line_on_every_path() {
+    if !crate::util::need("git", "the team config's email lookup") {
+        return;
+    }
+    let r = Repo::new();
+    let root = r.root();
+    fs::create_dir_all(root.join(".flowforge/team")).unwrap();
+    fs::write(
+        r.tmp.path().join("home/.gitconfig"),
+        "[user]\n\temail = carol@example.invalid\n",
+    )
+    .unwrap();
+    let config = root.join(".flowforge/team/config.json");
+    for (text, what) in [
+        (
+            r#"{"team":{"developers":{"carol":{"email":"carol@example.invalid"}}"#,
+            "not valid JSON",
+        ),
+        (r#"{"team":{"devs":{}}}"#, "no team.developers object"),
+    ] {
+        fs::write(&config, text).unwrap();
+        let want = format!(
+            "debug: team config ignored, legacy namespace: {}: {what}",
+            config.display()
+        );
+        let script = "ffkit lock-acquire -n t 2>err; echo \"rc=$? $(grep -c 'team config' err)\"\n\
+                      ls .flowforge/locks; ffkit lock-release t 2>/dev/null\n\
+                      acquire_critical_lock f 2>err; echo \"rc=$? $(grep -c 'team config' err)\"\n\
+                      cat err; ls .flowforge/locks; release_critical_lock f 2>/dev/null";
+        for path in PATHS.iter().copied().chain(["binary"]) {
+            for debug in ["true", "false"] {
+                let mut c = if path == "binary" {
+                    let mut c = r.bare("bash");
+                    c.arg("-c").arg(
+                        "\"$FFKIT_BIN\" lock-acquire -n t 2>err; echo \"rc=$? $(grep -c 'team config' err)\"\n\
+                         cat err; ls .flowforge/locks",
+                    );
+                    c
+                } else {
+                    r.on(path, script)
+                };
+                c.env_remove("FLOWFORGE_DEVELOPER").env("FF_DEBUG", debug);
+                let text = ok(&out(&mut c));
+                let n = if debug == "true" { 1 } else { 0 };
+                let rc = format!("rc=0 {n}\n");
+                assert!(text.starts_with(&rc), "{path}, FF_DEBUG={debug}: {text}");
+                // The legacy namespace's lock dir, never dev-carol's.
+                assert!(text.contains("t.lock\n"), "{path}: {text}");
+                assert!(!root.join(".flowforge/dev-carol").exists(), "{path}");
+                let lines: Vec<&str> = text.lines().filter(|l| l.contains("team config")).collect();
+                assert_eq!(lines.len(), n, "{path}, FF_DEBUG={debug}: {text}");
+                if let Some(l) = lines.first() {
+                    assert!(l.contains(&want), "{path}: {l}\nwant {want}");
+                    assert!(
+                        l.starts_with("ffkit lock-acquire: debug: ")
+                            || l.starts_with("ffkit.bash: debug: ")
+                            || l.starts_with("ffkit init: debug: "),
+                        "{path}: {l}"
+                    );
+                }
+                if path != "binary" {
+                    assert!(
+                        text.contains(&format!("rc=0 {n}\nt.lock\nrc=0 {n}\n")),
+                        "{path}, FF_DEBUG={debug}: {text}"
+                    );
+                }
+                let _ = fs::remove_dir_all(root.join(".flowforge/locks"));
+            }
+        }
+    }
+}

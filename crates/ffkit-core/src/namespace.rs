@@ -188,12 +188,12 @@ pub fn team_config_identity(top: &Path) -> Option<(u64, u64, u64, i64, i64)> {
         .then(|| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
-/// The id of the first developer (in id order) in `team.developers` whose
-/// `email` equals `email`, ignoring ASCII case and surrounding blanks.
-pub fn developer_for_email(email: &str, file: &Path) -> Result<Option<String>> {
+/// The team config `file`, read (a FIFO must not hang it: O_NONBLOCK and a
+/// file-type check; at most [`MAX_TEAM_CONFIG`] bytes) and parsed.
+/// Malformed JSON is [`Error::Corruption`].
+fn read_team_config(file: &Path) -> Result<serde_json::Value> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    // O_NONBLOCK and a file-type check: a FIFO must not hang the lookup.
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -207,14 +207,24 @@ pub fn developer_for_email(email: &str, file: &Path) -> Result<Option<String>> {
     f.take(MAX_TEAM_CONFIG)
         .read_to_string(&mut text)
         .map_err(|e| Error::io("cannot read", file, e))?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Corruption(format!("{}: not valid JSON: {e}", file.display())))?;
-    let want = email.trim();
-    let Some(devs) = v
-        .get("team")
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Corruption(format!("{}: not valid JSON: {e}", file.display())))
+}
+
+/// The `team.developers` object of a parsed team config (`None`: absent or
+/// not an object, so nobody is named).
+fn developers(v: &serde_json::Value) -> Option<&serde_json::Map<String, serde_json::Value>> {
+    v.get("team")
         .and_then(|t| t.get("developers"))
         .and_then(|d| d.as_object())
-    else {
+}
+
+/// The id of the first developer (in id order) in `team.developers` whose
+/// `email` equals `email`, ignoring ASCII case and surrounding blanks.
+pub fn developer_for_email(email: &str, file: &Path) -> Result<Option<String>> {
+    let v = read_team_config(file)?;
+    let want = email.trim();
+    let Some(devs) = developers(&v) else {
         return Ok(None);
     };
     for (id, dev) in devs {
@@ -229,6 +239,33 @@ pub fn developer_for_email(email: &str, file: &Path) -> Result<Option<String>> {
         }
     }
     Ok(None)
+}
+
+/// Why the team config under `top` cannot be used, if one is there and
+/// cannot (unreadable, not valid JSON, no `team.developers` object): the
+/// caller is then in the legacy namespace, as docs/shell.md ("Namespace")
+/// says, and the front end names the problem in one debug line
+/// ([`team_config_note`]). `None`: no team config, or a usable one. Reads
+/// the file again; the front ends ask only with `FF_DEBUG=true`.
+pub fn team_config_problem(top: &Path) -> Option<Error> {
+    let file = team_config(top);
+    if std::fs::symlink_metadata(&file).is_err() {
+        return None;
+    }
+    match read_team_config(&file) {
+        Err(e) => Some(e),
+        Ok(v) if developers(&v).is_none() => Some(Error::Corruption(format!(
+            "{}: no team.developers object",
+            file.display()
+        ))),
+        Ok(_) => None,
+    }
+}
+
+/// The debug line's text for a team config that is not used (one rule for
+/// the binary and the builtin; each adds its own prefix).
+pub fn team_config_note(problem: &Error) -> String {
+    format!("team config ignored, legacy namespace: {problem}")
 }
 
 /// `git config user.email` in `top` (one `git` process, SIGCHLD blocked),

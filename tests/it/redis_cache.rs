@@ -387,6 +387,9 @@ fn redis_cache_verify_is_exact_while_writers_and_evictors_run() {
     assert_eq!(left, 0, "no verify stays registered");
 }
 
+/// A change made behind ffkit's back to entry KEY on the server.
+type Damage = fn(&Server, &str);
+
 /// A value changed behind ffkit's back (truncated, replaced, its recorded
 /// size or expiry rewritten, its value key gone) is never returned as
 /// good: `cache-read` exits 10 with one line, as the local backend does
@@ -397,7 +400,7 @@ fn redis_cache_verify_is_exact_while_writers_and_evictors_run() {
 fn redis_cache_read_of_a_damaged_value_exits_10_and_drops_it() {
     let Some(s) = Server::start() else { return };
     let w = World::new();
-    let damages: [(&str, fn(&Server, &str)); 5] = [
+    let damages: [(&str, Damage); 5] = [
         ("truncated", |s, k| {
             s.query::<()>(redis::cmd("SET").arg(format!("{NS}v:{k}")).arg("012"));
         }),

@@ -574,7 +574,8 @@ fn redis_cache_run_damaged_entry_is_a_miss_that_is_rewritten() {
     };
     let value = format!("{NS}v:{}", &meta[NS.len() + 2..]);
     let len: u64 = s.query(redis::cmd("STRLEN").arg(&value));
-    let damages: [(&str, Box<dyn Fn()>); 2] = [
+    type Damage<'a> = Box<dyn Fn() + 'a>;
+    let damages: [(&str, Damage<'_>); 2] = [
         (
             "size rewritten",
             Box::new(|| {

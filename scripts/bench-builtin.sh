@@ -10,15 +10,15 @@
 #   STRACE=1 scripts/bench-builtin.sh   # also: system calls per acquire+release
 #                                       # pair (strace -f -c of 10 vs 210 pairs)
 #
-# Needs a release build: cargo build --release (builds the builtin too), cc.
+# Needs the shipped build: cargo xtask dist (the binary and the builtin), cc.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 # BIN and SO name another build (its libffkit_builtin.so must sit beside
 # its ffkit, where shell/ffkit.bash looks for it), for an A/B run.
-bin=${BIN:-$root/target/release/ffkit}
-so=${SO:-$root/target/release/libffkit_builtin.so}
-[[ -x $bin && -f $so ]] || { echo "run cargo build --release first" >&2; exit 1; }
+bin=${BIN:-$root/target/dist/ffkit}
+so=${SO:-$root/target/dist/libffkit_builtin.so}
+[[ -x $bin && -f $so ]] || { echo "run cargo xtask dist first" >&2; exit 1; }
 N=${N:-10000}
 NB=$((N / 10))
 RSS_CALLS=${RSS_CALLS:-1000000}

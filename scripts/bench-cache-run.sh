@@ -2,7 +2,7 @@
 # cache-run side by side with cache-read, cat, bkt and the bare command
 # (BENCHMARKS.md, section "cache-run").
 #
-# Builds the release binary, creates fixtures in a temp dir, runs hyperfine
+# Builds the shipped binary (`cargo xtask dist`), creates fixtures in a temp dir, runs hyperfine
 # (each comparison exported as JSON and markdown under OUT) and prints one
 # markdown table of ratios (medians) with the exact commands and the goals.
 #
@@ -32,9 +32,9 @@ fi
 
 log() { printf 'bench-cache-run.sh: %s\n' "$*" >&2; }
 
-log "building release"
-cargo build --release --quiet
-BIN=$ROOT/target/release/ffkit
+log "building the shipped binary (cargo xtask dist: static-pie, DEVELOPERS.md)"
+CARGO_TERM_QUIET=true cargo xtask dist
+BIN=$ROOT/target/dist/ffkit
 
 W=$(mktemp -d "${TMPDIR:-/tmp}/ffkit-bench-run.XXXXXX")
 cleanup() { rm -rf "$W"; }

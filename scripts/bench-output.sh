@@ -2,13 +2,13 @@
 # cache-run --output against cp -a, cp -al and a .tar.zst (docs/cache-run.md,
 # "Outputs"): restoring a node_modules-shaped tree from the store.
 #
-# Builds the release binary, generates a tree (FILES files in nested
-# package dirs, sizes spread like a node_modules: many small files, a few
-# large ones, ~15% duplicate contents), stores it once, then runs hyperfine
-# pairs and prints a table of median ratios with the goals of issue 26. The
-# two commands of a pair alternate (A B, B A, A B, ...: one hyperfine run
-# each, exported as JSON under OUT), so a swing of the disk's write-back
-# hits both alike. Every restore starts from an
+# Builds the shipped binary (`cargo xtask dist`), generates a tree (FILES
+# files in nested package dirs, sizes spread like a node_modules: many small
+# files, a few large ones, ~15% duplicate contents), stores it once, then
+# runs hyperfine pairs and prints a table of median ratios with the goals of
+# issue 26. The two commands of a pair alternate (A B, B A, A B, ...: one
+# hyperfine run each, exported as JSON under OUT), so a swing of the disk's
+# write-back hits both alike. Every restore starts from an
 # absent target (`--prepare 'rm -rf out; sync'`), like a fresh worktree;
 # the sync keeps one command's write-back out of the next one's time (on a
 # loaded disk it otherwise swings single times several-fold). The "store"
@@ -44,9 +44,9 @@ log() { printf 'bench-output.sh: %s\n' "$*" >&2; }
 # shellcheck source=scripts/hyperfine-lib.sh
 . "$ROOT/scripts/hyperfine-lib.sh"
 
-log "building release"
-cargo build --release --quiet --bin ffkit
-BIN=$ROOT/target/release/ffkit
+log "building the shipped binary (cargo xtask dist: static-pie, DEVELOPERS.md)"
+CARGO_TERM_QUIET=true cargo xtask dist
+BIN=$ROOT/target/dist/ffkit
 
 W=$(mktemp -d "${BENCH_DIR:-${TMPDIR:-/tmp}}/ffkit-bench-output.XXXXXX")
 MNT="" LOOP=""

@@ -5,10 +5,11 @@
 # its own temp dir) and stops; then 8 x 50 locked increments on Redis
 # against the local kernel lock (scripts/bench-contend.sh).
 #
-# Usage: scripts/bench-redis.sh [FFKIT_BIN]   (default: target/release/ffkit)
+# Usage: scripts/bench-redis.sh [FFKIT_BIN]   (default: target/dist/ffkit, `cargo xtask dist`)
 # Needs: hyperfine, redis-server, redis-cli, jq.
 set -euo pipefail
-bin=$(realpath "${1:-target/release/ffkit}")
+bin=$(realpath "${1:-target/dist/ffkit}")
+[[ -x $bin ]] || { echo "bench-redis.sh: no $bin: run cargo xtask dist first" >&2; exit 1; }
 here=$(dirname "$(realpath "$0")")
 W=$(mktemp -d /tmp/ffkit-bench-redis.XXXXXX)
 out=${BENCH_OUT:-target/bench/redis}

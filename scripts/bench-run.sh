@@ -38,9 +38,9 @@ fi
 
 log() { printf 'bench-run.sh: %s\n' "$*" >&2; }
 
-log "building release"
-cargo build --release --quiet
-BIN=$ROOT/target/release/ffkit
+log "building the shipped binary (cargo xtask dist: static-pie, DEVELOPERS.md)"
+CARGO_TERM_QUIET=true cargo xtask dist
+BIN=$ROOT/target/dist/ffkit
 
 W=$(mktemp -d "${TMPDIR:-/tmp}/ffkit-bench-run.XXXXXX")
 cleanup() { rm -rf "$W"; }

@@ -22,16 +22,16 @@
 # CACHE_PERF_MONITORING is left at its default (enabled) unless
 # MONITORING=disabled is given: a user's write appends its self-timing row.
 #
-#   cargo build --release && scripts/bench-write.sh      # 5 rounds of N=2000 (binary: N/4)
+#   cargo xtask dist && scripts/bench-write.sh           # 5 rounds of N=2000 (binary: N/4)
 #   ROUNDS=3 N=500 scripts/bench-write.sh                # quicker
 #   BIN=old/ffkit SO=old/libffkit_builtin.so scripts/bench-write.sh   # another build
-# Needs: a release build (binary and builtin), cc, bash.
+# Needs: the shipped build (`cargo xtask dist`: binary and builtin), cc, bash.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin=${BIN:-$root/target/release/ffkit}
-so=${SO:-$root/target/release/libffkit_builtin.so}
-[[ -x $bin && -f $so ]] || { echo "run cargo build --release first" >&2; exit 1; }
+bin=${BIN:-$root/target/dist/ffkit}
+so=${SO:-$root/target/dist/libffkit_builtin.so}
+[[ -x $bin && -f $so ]] || { echo "run cargo xtask dist first" >&2; exit 1; }
 N=${N:-2000}
 NB=$((N / 4))
 ROUNDS=${ROUNDS:-5}

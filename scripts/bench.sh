@@ -2,7 +2,7 @@
 # Whole-process benchmarks of ffkit against the tools it replaces or
 # competes with (cat, du, /bin/true, a raw C program, flock(1), jq).
 #
-# Builds the release binary, creates fixtures in a temp dir, runs hyperfine
+# Builds the shipped binary (`cargo xtask dist`), creates fixtures in a temp dir, runs hyperfine
 # (each comparison exported as JSON and markdown under OUT), and prints one
 # markdown table of ratios (ffkit time / baseline time, medians) with the
 # exact commands and the goals from the issues.
@@ -34,9 +34,9 @@ NROWS_BIG=$((10000000 / SCALE))
 
 log() { printf 'bench.sh: %s\n' "$*" >&2; }
 
-log "building release"
-cargo build --release --quiet
-BIN=$ROOT/target/release/ffkit
+log "building the shipped binary (cargo xtask dist: static-pie, DEVELOPERS.md)"
+CARGO_TERM_QUIET=true cargo xtask dist
+BIN=$ROOT/target/dist/ffkit
 
 W=${BENCH_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/ffkit-bench.XXXXXX")}
 mkdir -p "$W"
@@ -253,7 +253,7 @@ if has perf-metrics; then
   rm -f "$W/rows10m.csv"
 fi
 strip -o "$W/ffkit.stripped" "$BIN"
-ROWS+=("| binary size (stripped release) | \`strip target/release/ffkit\` | | | | $(stat -c %s "$W/ffkit.stripped") bytes | | - | - |")
+ROWS+=("| binary size (stripped, static-pie) | \`strip target/dist/ffkit\` | | | | $(stat -c %s "$W/ffkit.stripped") bytes | | - | - |")
 
 # ---- shell wrapper ----------------------------------------------------------
 if [[ -f shell/ffkit.bash ]]; then

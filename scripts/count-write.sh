@@ -5,7 +5,7 @@
 # the machine is, so a change can be judged on a busy machine; the wall
 # clock is scripts/bench-write.sh's, on a quiet one.
 #
-#   scripts/count-write.sh                       # target/release/ffkit + builtin
+#   scripts/count-write.sh                       # target/dist/ffkit + builtin
 #   scripts/count-write.sh OLD_BIN OLD_SO        # another build, to compare
 #   MONITORING=disabled scripts/count-write.sh   # without the metrics row
 #
@@ -19,10 +19,10 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-bin=${1:-$root/target/release/ffkit}
-so=${2:-$root/target/release/libffkit_builtin.so}
+bin=${1:-$root/target/dist/ffkit}
+so=${2:-$root/target/dist/libffkit_builtin.so}
 N=${N:-100}
-[[ -x $bin && -f $so ]] || { echo "run cargo build --release first (or name a binary and a builtin)" >&2; exit 1; }
+[[ -x $bin && -f $so ]] || { echo "run cargo xtask dist first (or name a binary and a builtin)" >&2; exit 1; }
 export CACHE_PERF_MONITORING=${MONITORING:-enabled}
 work=$(mktemp -d "${TMPDIR:-/tmp}/ffkit-count-write.XXXXXX")
 trap 'rm -rf "$work"' EXIT

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use crate::util::{bin, until};
 
 /// Builds the builtin beside `bin` once per test run (`cargo test` does not
-/// build a cdylib it has no test for) and returns its path.
+/// build a cdylib it has no test for) and returns its path. With
+/// `FFKIT_TEST_BIN` (`util::test_bin`) nothing is built: the builtin must
+/// already be beside that binary, as `cargo xtask dist` leaves it.
 ///
 /// The build asks for the lib, bins and tests of the whole workspace, as
 /// README's `cargo test --workspace` does, so cargo resolves the same
@@ -31,6 +33,14 @@ pub fn library(bin: &Path) -> PathBuf {
         .get_or_init(|| {
             let dir = bin.parent().unwrap().to_path_buf();
             let so = dir.join("libffkit_builtin.so");
+            if crate::util::test_bin().is_some() {
+                assert!(
+                    so.is_file(),
+                    "FFKIT_TEST_BIN: no {} beside the binary (cargo xtask dist builds both)",
+                    so.display()
+                );
+                return so;
+            }
             let mut c = Command::new(option_env!("CARGO").unwrap_or("cargo"));
             c.args(["build", "-q", "--workspace", "--lib", "--bins", "--tests"])
                 .current_dir(env!("CARGO_MANIFEST_DIR"));

@@ -15,6 +15,7 @@ mod env;
 mod filesystem;
 mod flock_compat;
 mod help;
+mod host_names;
 mod install_links;
 mod lock;
 mod lock_holes;

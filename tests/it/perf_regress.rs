@@ -14,9 +14,10 @@
 //! `FFKIT_BLESS_PERF=1 cargo test --test it perf_regress` (and, for the
 //! `tls` build that CI tests, `tests/perf-baseline-tls.json`, with
 //! `--all-features`).
-//! Skipped (with a message) where valgrind is absent, in release test builds
-//! and on other targets: the counts are those of the debug binary that
-//! `cargo test` builds on x86_64 Linux.
+//! Skipped (with a message) where valgrind is absent, in release test builds,
+//! with `FFKIT_TEST_BIN` (another build under test; `.ci/run` leaves this
+//! file out of that pass) and on other targets: the counts are those of the
+//! debug binary that `cargo test` builds on x86_64 Linux.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -294,9 +295,14 @@ fn instruction_counts_stay_within_ten_percent_of_the_baseline() {
              the instruction-count regression check did not run",
         );
     }
-    if !cfg!(debug_assertions) || !cfg!(target_arch = "x86_64") || !cfg!(target_os = "linux") {
+    if !cfg!(debug_assertions)
+        || !cfg!(target_arch = "x86_64")
+        || !cfg!(target_os = "linux")
+        || crate::util::test_bin().is_some()
+    {
         return skip(&format!(
-            "perf_regress: the baseline is for the {TARGET} test binary"
+            "perf_regress: the baseline is for the {TARGET} binary cargo builds for the test \
+             run (not FFKIT_TEST_BIN's)"
         ));
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -375,9 +381,14 @@ fn a_small_cache_run_hit_costs_no_more_than_a_cache_read_of_the_same_bytes() {
     if !valgrind_available() {
         return skip("perf_regress: valgrind not found: the cache-run hit check did not run");
     }
-    if !cfg!(debug_assertions) || !cfg!(target_arch = "x86_64") || !cfg!(target_os = "linux") {
+    if !cfg!(debug_assertions)
+        || !cfg!(target_arch = "x86_64")
+        || !cfg!(target_os = "linux")
+        || crate::util::test_bin().is_some()
+    {
         return skip(&format!(
-            "perf_regress: the cache-run hit check is for the {TARGET} test binary"
+            "perf_regress: the cache-run hit check is for the {TARGET} binary cargo builds for \
+             the test run (not FFKIT_TEST_BIN's)"
         ));
     }
     let tmp = tempfile::tempdir().unwrap();

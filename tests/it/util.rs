@@ -21,14 +21,31 @@ use std::time::{Duration, Instant};
 pub use assert_cmd::prelude::*;
 use tempfile::TempDir;
 
-/// The ffkit binary under test. The bash builtin is built beside it first
-/// (see `builtin::library`), so every test that sources shell/ffkit.bash
-/// with this binary runs with the builtin loaded, unless FFKIT_BUILTIN=off.
+/// The ffkit binary under test: `FFKIT_TEST_BIN` when set (an absolute
+/// path, with its `libffkit_builtin.so` beside it: `.ci/run` tests the
+/// shipped `target/dist/ffkit` so; DEVELOPERS.md, "Tests"), else the one
+/// cargo built for this test run. The bash builtin is built beside that
+/// first (see `builtin::library`), so every test that sources
+/// shell/ffkit.bash with this binary runs with the builtin loaded, unless
+/// FFKIT_BUILTIN=off.
 pub fn bin() -> PathBuf {
     default_interrupts();
-    let b = PathBuf::from(env!("CARGO_BIN_EXE_ffkit"));
+    let b = test_bin().unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ffkit")));
     crate::builtin::library(&b);
     b
+}
+
+/// `FFKIT_TEST_BIN`: a build made elsewhere to test instead of cargo's
+/// (nothing is built then). It must be absolute, since tests run ffkit from
+/// scratch directories; a bad value fails every test with one message.
+pub fn test_bin() -> Option<PathBuf> {
+    let b = PathBuf::from(std::env::var_os("FFKIT_TEST_BIN").filter(|v| !v.is_empty())?);
+    assert!(
+        b.is_absolute() && b.is_file(),
+        "FFKIT_TEST_BIN={}: not an absolute path to a file",
+        b.display()
+    );
+    Some(b)
 }
 
 /// SIGINT and SIGQUIT back to their default action in this test process,

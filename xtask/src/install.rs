@@ -1,10 +1,11 @@
 //! `cargo xtask install [--prefix P] [--features F]`: README's one-command install from a
 //! clone. `cargo install` places only binaries, never the bash builtin (a
-//! cdylib), so this builds the workspace in release (the binary and
-//! `libffkit_builtin.so`) and lets that binary install itself:
-//! `ffkit install-links --bin --prefix P` copies it to `P/bin/ffkit`, links
-//! the applets there and puts the builtin in `P/lib/ffkit`, the man pages
-//! and completions under `P/share` (docs/shell.md, "Loading").
+//! cdylib), so this makes the shipped build (`cargo xtask dist`: the
+//! static-pie binary and `libffkit_builtin.so` in `TARGET/dist`) and lets
+//! that binary install itself: `ffkit install-links --bin --prefix P`
+//! copies it to `P/bin/ffkit`, links the applets there and puts the builtin
+//! in `P/lib/ffkit`, the man pages and completions under `P/share`
+//! (docs/shell.md, "Loading").
 //!
 //! The default prefix is cargo's own (`$CARGO_HOME`, else `~/.cargo`), so
 //! `ffkit` lands in the `bin/` that `cargo install` uses and is on PATH
@@ -57,36 +58,27 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<OsString>) -> Result<
     Ok(Opts { prefix, features })
 }
 
-/// The two steps: the release build, then the built binary's own install.
-pub fn commands(root: &Path, target_dir: Option<OsString>, opts: &Opts) -> [Command; 2] {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut build = Command::new(cargo);
-    // The workspace's default members: the binary and the builtin.
-    build.args(["build", "--release"]).current_dir(root);
-    if let Some(f) = &opts.features {
-        build.args(["--features", f]);
-    }
-    let target = target_dir
-        .filter(|d| !d.is_empty())
-        .map(|d| root.join(d))
-        .unwrap_or_else(|| root.join("target"));
-    let mut place = Command::new(target.join("release").join("ffkit"));
+/// The second step: the built binary installs itself (and the builtin
+/// beside it) into the prefix.
+pub fn place(dist: &Path, opts: &Opts) -> Command {
+    let mut place = Command::new(dist.join("ffkit"));
     place
         .args(["install-links", "--bin", "--prefix"])
         .arg(&opts.prefix);
-    [build, place]
+    place
 }
 
-/// Runs both steps, stopping at the first that fails.
+/// The shipped build (`cargo xtask dist`), then the built binary's own
+/// install, stopping at the first that fails.
 pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let opts = parse(args, |k| std::env::var_os(k))?;
-    for mut c in commands(root, std::env::var_os("CARGO_TARGET_DIR"), &opts) {
-        let st = c
-            .status()
-            .map_err(|e: io::Error| format!("cannot run {:?}: {e}", c.get_program()))?;
-        if !st.success() {
-            return Err(format!("{:?} failed ({st})", c.get_program()));
-        }
+    let dist = crate::dist::run(root, opts.features.as_deref())?;
+    let mut c = place(&dist, &opts);
+    let st = c
+        .status()
+        .map_err(|e: io::Error| format!("cannot run {:?}: {e}", c.get_program()))?;
+    if !st.success() {
+        return Err(format!("{:?} failed ({st})", c.get_program()));
     }
     Ok(())
 }
@@ -130,21 +122,21 @@ mod tests {
     }
 
     #[test]
-    fn the_built_binary_installs_itself_from_the_target_dir() {
+    fn the_dist_binary_installs_itself_from_the_target_dir() {
         let args = |c: &Command| -> Vec<String> {
             c.get_args()
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect()
         };
         let opts = parse(&strings(&["--features", "tls", "--prefix", "/p"]), env(&[])).unwrap();
-        let [build, place] = commands(Path::new("/w"), Some("t".into()), &opts);
-        assert_eq!(args(&build), ["build", "--release", "--features", "tls"]);
-        assert_eq!(build.get_current_dir(), Some(Path::new("/w")));
-        assert_eq!(place.get_program(), "/w/t/release/ffkit");
-        assert_eq!(args(&place), ["install-links", "--bin", "--prefix", "/p"]);
+        assert_eq!(opts.features.as_deref(), Some("tls"));
+        let dist = crate::dist::out_dir(Path::new("/w"), Some("t".into()));
+        let c = place(&dist, &opts);
+        assert_eq!(c.get_program(), "/w/t/dist/ffkit");
+        assert_eq!(args(&c), ["install-links", "--bin", "--prefix", "/p"]);
         let opts = parse(&strings(&["--prefix", "/p"]), env(&[])).unwrap();
-        let [build, place] = commands(Path::new("/w"), None, &opts);
-        assert_eq!(args(&build), ["build", "--release"]);
-        assert_eq!(place.get_program(), "/w/target/release/ffkit");
+        assert_eq!(opts.features, None);
+        let dist = crate::dist::out_dir(Path::new("/w"), None);
+        assert_eq!(place(&dist, &opts).get_program(), "/w/target/dist/ffkit");
     }
 }

@@ -5,8 +5,9 @@
 //! Everything is produced in memory by [`generate`]; `gen` writes what
 //! differs and deletes generated files that no longer belong, `--check`
 //! only compares. These crates (clap_mangen, clap_complete) live here so the
-//! ffkit binary never links them. [`install`] is README's install from a
-//! clone.
+//! ffkit binary never links them. [`dist`] is the shipped build (the
+//! static-pie binary and the builtin); [`install`] is README's install from
+//! a clone.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -24,6 +25,7 @@ use ffkit::cli::{APPLETS, Applet, applet_command, root_command};
 use ffkit::config::ENV_VARS;
 use ffkit::error::ExitKind;
 
+pub mod dist;
 pub mod install;
 
 /// The directories whose every file is generated (stray files are stale).

@@ -1,5 +1,6 @@
 //! `cargo xtask gen [--check]`: regenerate (or check) man/, completions/
 //! and the README tables. See the library for what is generated.
+//! `cargo xtask dist [--features F]`: the shipped build in target/dist (xtask::dist).
 //! `cargo xtask install [--prefix P] [--features F]`: build and install (xtask::install).
 
 use std::process::ExitCode;
@@ -34,6 +35,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        ["dist", ..] => match xtask::dist::parse(&args[1..])
+            .and_then(|f| xtask::dist::run(&root, f.as_deref()))
+        {
+            Ok(dir) => {
+                eprintln!("xtask dist: {}", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("xtask dist: {e}");
+                ExitCode::FAILURE
+            }
+        },
         ["install", ..] => match xtask::install::run(&root, &args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -43,7 +56,8 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: cargo xtask gen [--check] | cargo xtask install [--prefix P] [--features F]"
+                "usage: cargo xtask gen [--check] | cargo xtask dist [--features F] | \
+                 cargo xtask install [--prefix P] [--features F]"
             );
             ExitCode::from(2)
         }

@@ -1,0 +1,282 @@
+//! `cargo xtask dist [--features F]`: the shipped build, the one every
+//! installer, package and benchmark uses (DEVELOPERS.md, "The shipped
+//! build"). It makes two files in `TARGET/dist/`:
+//!
+//! - `ffkit`, linked **static-pie**: glibc is linked in and the binary has
+//!   no program interpreter, so a start pays no dynamic loader (no
+//!   libgcc_s/libm/libc to map, no symbol relocations), while the kernel
+//!   still loads it at a random address (ASLR). It is
+//!   `cargo rustc --profile dist -p ffkit --bin ffkit -- -C
+//!   target-feature=+crt-static`: the flag reaches the binary's crate alone.
+//!   It cannot go in RUSTFLAGS or `.cargo/config.toml`, where it would also
+//!   reach the builtin (a cdylib, which a static target cannot produce)
+//!   and, without `--target`, the proc-macros; the libc that std links is
+//!   chosen at the final link, so the precompiled std follows the flag.
+//! - `libffkit_builtin.so`, the bash builtin, an ordinary cdylib (bash
+//!   loads it), built with the binary's features so both parse the same
+//!   settings the same way (`cargo build --release` unifies them so too).
+//!
+//! The `dist` profile inherits `release` (Cargo.toml) and has a directory of
+//! its own, so a dist build and `cargo build --release` never relink each
+//! other's binary. After the build the binary's ELF header is checked:
+//! a position-independent executable without an interpreter, or an error.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const USAGE: &str = "usage: cargo xtask dist [--features F]";
+
+/// `--features F`, or `None`.
+pub fn parse(args: &[String]) -> Result<Option<String>, String> {
+    match args {
+        [] => Ok(None),
+        [flag, f] if flag == "--features" && !f.is_empty() => Ok(Some(f.clone())),
+        _ => Err(USAGE.to_string()),
+    }
+}
+
+/// `TARGET/dist`: `CARGO_TARGET_DIR` (relative to the workspace) or
+/// `target`, as cargo places it.
+pub fn out_dir(root: &Path, target_dir: Option<OsString>) -> PathBuf {
+    target_dir
+        .filter(|d| !d.is_empty())
+        .map(|d| root.join(d))
+        .unwrap_or_else(|| root.join("target"))
+        .join("dist")
+}
+
+/// The binary's features as the builtin's: `tls` is `ffkit/tls`, and the
+/// binary's default `redis` is named, since the builtin depends on ffkit
+/// without default features (a workspace build unifies `redis` on too).
+fn builtin_features(features: Option<&str>) -> String {
+    let mut v = vec!["ffkit/redis".to_string()];
+    for f in features
+        .unwrap_or("")
+        .split([',', ' '])
+        .filter(|f| !f.is_empty())
+    {
+        let f = if f.contains('/') {
+            f.to_string()
+        } else {
+            format!("ffkit/{f}")
+        };
+        if !v.contains(&f) {
+            v.push(f);
+        }
+    }
+    v.join(",")
+}
+
+/// The two builds: the static-pie binary, then the builtin.
+pub fn commands(root: &Path, features: Option<&str>) -> [Command; 2] {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut bin = Command::new(&cargo);
+    bin.args(["rustc", "--profile", "dist", "-p", "ffkit"])
+        .args(["--bin", "ffkit"])
+        .current_dir(root);
+    if let Some(f) = features {
+        bin.args(["--features", f]);
+    }
+    bin.args(["--", "-C", "target-feature=+crt-static"]);
+    let mut lib = Command::new(&cargo);
+    lib.args(["build", "--profile", "dist", "-p", "ffkit-builtin"])
+        .args(["--features", &builtin_features(features)])
+        .current_dir(root);
+    [bin, lib]
+}
+
+/// How an ELF executable is linked, from its header and program headers.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Linking {
+    /// `ET_DYN` without `PT_INTERP`: loaded by the kernel alone, anywhere.
+    StaticPie,
+    /// Has a `PT_INTERP`: the dynamic loader runs first.
+    Dynamic,
+    /// `ET_EXEC` without an interpreter: static, at a fixed address.
+    StaticFixed,
+}
+
+/// Reads the linking of a 64-bit little-endian ELF executable (x86_64,
+/// aarch64, riscv64: the targets ffkit is built for).
+pub fn linking(elf: &[u8]) -> Result<Linking, String> {
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8).map(|b| {
+            let mut a = [0; 8];
+            a.copy_from_slice(b);
+            u64::from_le_bytes(a)
+        })
+    };
+    if elf.get(..6) != Some(b"\x7fELF\x02\x01") {
+        return Err("not a 64-bit little-endian ELF file".into());
+    }
+    let short = || "truncated ELF header".to_string();
+    let e_type = u16_at(16).ok_or_else(short)?;
+    let phoff = usize::try_from(u64_at(32).ok_or_else(short)?).map_err(|_| short())?;
+    let phentsize = usize::from(u16_at(54).ok_or_else(short)?);
+    let phnum = usize::from(u16_at(56).ok_or_else(short)?);
+    let mut interp = false;
+    for i in 0..phnum {
+        let p_type = phentsize
+            .checked_mul(i)
+            .and_then(|o| o.checked_add(phoff))
+            .and_then(u32_at)
+            .ok_or_else(|| "truncated program headers".to_string())?;
+        // PT_INTERP
+        interp |= p_type == 3;
+    }
+    match (e_type, interp) {
+        (_, true) => Ok(Linking::Dynamic),
+        // ET_DYN
+        (3, false) => Ok(Linking::StaticPie),
+        // ET_EXEC
+        (2, false) => Ok(Linking::StaticFixed),
+        (t, false) => Err(format!("not an executable (e_type {t})")),
+    }
+}
+
+/// Builds both files and checks the binary; returns `TARGET/dist`.
+pub fn run(root: &Path, features: Option<&str>) -> Result<PathBuf, String> {
+    for mut c in commands(root, features) {
+        let st = c
+            .status()
+            .map_err(|e| format!("cannot run {:?}: {e}", c.get_program()))?;
+        if !st.success() {
+            return Err(format!("{:?} failed ({st})", c.get_program()));
+        }
+    }
+    let dir = out_dir(root, std::env::var_os("CARGO_TARGET_DIR"));
+    let exe = dir.join("ffkit");
+    let elf = fs::read(&exe).map_err(|e| format!("{}: {e}", exe.display()))?;
+    match linking(&elf).map_err(|e| format!("{}: {e}", exe.display()))? {
+        Linking::StaticPie => {}
+        other => {
+            return Err(format!(
+                "{}: linked {other:?}, not static-pie (does this target's libc \
+                 support +crt-static? glibc needs its static libc.a: libc6-dev)",
+                exe.display()
+            ));
+        }
+    }
+    let so = dir.join("libffkit_builtin.so");
+    if !so.is_file() {
+        return Err(format!("{}: not built", so.display()));
+    }
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn args(c: &Command) -> Vec<String> {
+        c.get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn dist_takes_only_features() {
+        assert_eq!(parse(&[]), Ok(None));
+        assert_eq!(
+            parse(&strings(&["--features", "tls"])),
+            Ok(Some("tls".into()))
+        );
+        for bad in [
+            &["--features"][..],
+            &["--features", ""],
+            &["--release"],
+            &["--features", "tls", "x"],
+        ] {
+            assert!(parse(&strings(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_binary_is_linked_static_and_the_builtin_gets_its_features() {
+        let [bin, lib] = commands(Path::new("/w"), Some("tls"));
+        assert_eq!(
+            args(&bin),
+            [
+                "rustc",
+                "--profile",
+                "dist",
+                "-p",
+                "ffkit",
+                "--bin",
+                "ffkit",
+                "--features",
+                "tls",
+                "--",
+                "-C",
+                "target-feature=+crt-static"
+            ]
+        );
+        assert_eq!(bin.get_current_dir(), Some(Path::new("/w")));
+        assert_eq!(
+            args(&lib),
+            [
+                "build",
+                "--profile",
+                "dist",
+                "-p",
+                "ffkit-builtin",
+                "--features",
+                "ffkit/redis,ffkit/tls"
+            ]
+        );
+        let [bin, lib] = commands(Path::new("/w"), None);
+        assert!(!args(&bin).contains(&"--features".to_string()));
+        assert_eq!(args(&lib)[5..], ["--features", "ffkit/redis"]);
+        assert_eq!(
+            builtin_features(Some("tls, redis")),
+            "ffkit/redis,ffkit/tls"
+        );
+    }
+
+    #[test]
+    fn the_dist_dir_follows_cargo_target_dir() {
+        let root = Path::new("/w");
+        assert_eq!(out_dir(root, None), Path::new("/w/target/dist"));
+        assert_eq!(out_dir(root, Some("".into())), Path::new("/w/target/dist"));
+        assert_eq!(out_dir(root, Some("t".into())), Path::new("/w/t/dist"));
+        assert_eq!(out_dir(root, Some("/abs".into())), Path::new("/abs/dist"));
+    }
+
+    /// A minimal ELF64 header with one program header of type `p_type`.
+    fn elf(e_type: u16, p_type: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 64 + 56];
+        b[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        b[16..18].copy_from_slice(&e_type.to_le_bytes());
+        b[32..40].copy_from_slice(&64u64.to_le_bytes());
+        b[54..56].copy_from_slice(&56u16.to_le_bytes());
+        b[56..58].copy_from_slice(&1u16.to_le_bytes());
+        b[64..68].copy_from_slice(&p_type.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn the_elf_check_tells_static_pie_from_dynamic_and_fixed() {
+        // PT_LOAD = 1, PT_INTERP = 3.
+        assert_eq!(linking(&elf(3, 1)), Ok(Linking::StaticPie));
+        assert_eq!(linking(&elf(3, 3)), Ok(Linking::Dynamic));
+        assert_eq!(linking(&elf(2, 1)), Ok(Linking::StaticFixed));
+        assert!(linking(&elf(1, 1)).is_err());
+        assert!(linking(b"#!/bin/sh\n").is_err());
+        assert!(linking(&elf(3, 1)[..66]).is_err());
+        assert!(linking(&elf(3, 1)[..40]).is_err());
+        // This test binary is an ordinary, dynamically linked one.
+        let me = fs::read("/proc/self/exe").unwrap();
+        assert_eq!(linking(&me), Ok(Linking::Dynamic));
+    }
+}

@@ -52,6 +52,11 @@ pub fn library(bin: &Path) -> PathBuf {
                         "OUT_DIR",
                     ]
                     .contains(&&*k)
+                    // Lets a test binary run with `-Z unstable-options`
+                    // (`--report-time`); a build that saw it would rebuild
+                    // every crate whose build script watches it, this test
+                    // binary included.
+                    || k == "RUSTC_BOOTSTRAP"
                 {
                     c.env_remove(&*k);
                 }

@@ -1589,6 +1589,75 @@ fn verify_removes_dead_writers_temps_keeps_live_ones_and_an_empty_dir_is_0() {
     assert!(said.contains("\"bytes\":0"), "{said}");
 }
 
+/// A walk that cleans up temps (`--verify`, an eviction) probes each writer
+/// once, not each of its temps, and stats no temp of a writer that is gone:
+/// a batch in flight owns two temps per line, and an eviction walks up to
+/// eight times (it sent a kill(2) and a stat per temp per walk). The
+/// outcome is the same: the dead writer's temps go, the live one's stay.
+/// Traced with strace.
+#[test]
+fn a_walk_probes_each_writer_once_not_each_of_its_temps() {
+    if !need("strace", "the system calls of a walk") {
+        return;
+    }
+    let mut dead = Command::new("true").spawn().unwrap();
+    let dead_pid = dead.id();
+    dead.wait().unwrap();
+    // Our own child, killed however the test ends.
+    struct Live(std::process::Child);
+    impl Drop for Live {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let live = Live(Command::new("sleep").arg("600").spawn().unwrap());
+    let live_pid = live.0.id();
+    let temps = 100;
+    for (what, args) in [
+        ("cache-size", &["--verify"][..]),
+        ("cache-evict", &["--max-bytes", "0"][..]),
+    ] {
+        let w = seeded();
+        let name = |pid: u32, i: usize| w.cache().join(format!(".tmp-{pid}-{i}"));
+        for i in 0..temps {
+            fs::write(name(dead_pid, i), "half a value").unwrap();
+            fs::write(name(live_pid, i), "in flight").unwrap();
+        }
+        let log = w.path().join("trace");
+        let mut c = Command::new("strace");
+        w.isolate(&mut c);
+        c.args(["-f", "-qq", "-o"])
+            .arg(&log)
+            .args(["-e", "trace=kill,%stat", "--"])
+            .arg(bin())
+            .arg(what)
+            .args(args);
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{what}: {}", stderr_of(&out));
+        let t = fs::read_to_string(&log).unwrap();
+        let kills = t.lines().filter(|l| l.contains("kill(")).count();
+        assert_eq!(kills, 2, "{what}: one probe per writer:\n{t}");
+        let dead_prefix = format!(".tmp-{dead_pid}-");
+        assert!(
+            !t.lines()
+                .any(|l| l.contains("stat") && l.contains(&dead_prefix)),
+            "{what}: a gone writer's temp was stat'ed:\n{t}"
+        );
+        for i in 0..temps {
+            assert!(
+                !name(dead_pid, i).exists(),
+                "{what}: a dead writer's temp is left"
+            );
+            assert!(
+                name(live_pid, i).exists(),
+                "{what}: a live writer's temp was removed"
+            );
+        }
+    }
+    drop(live);
+}
+
 #[test]
 fn a_damaged_journal_is_repaired_once_and_removed() {
     let w = seeded();

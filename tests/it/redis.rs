@@ -259,6 +259,11 @@ struct ProxyState {
     /// `(trigger, allowance)`: once `sent` exceeds trigger, relay at most
     /// allowance more reply bytes, then none.
     cut: Mutex<Option<(usize, usize)>>,
+    /// `(trigger, hold)`: once `sent` exceeds trigger, every reply byte is
+    /// held until `hold` after the last request byte went through.
+    hold: Mutex<Option<(usize, Duration)>>,
+    /// When the last request byte past the hold's trigger was relayed.
+    last_request: Mutex<Option<Instant>>,
 }
 
 impl Proxy {
@@ -321,6 +326,57 @@ impl Proxy {
     }
 }
 
+impl Proxy {
+    /// Once the clients have sent more than `request_bytes` from now on,
+    /// holds every reply until `hold` after the client sent the last
+    /// request byte: a reply then comes at least `hold` after its request
+    /// was sent, however fast the server is, and no later than that or the
+    /// server's own answer, whichever is last.
+    pub fn hold_replies_after(&self, request_bytes: usize, hold: Duration) {
+        self.state
+            .sent
+            .store(0, std::sync::atomic::Ordering::SeqCst);
+        *self
+            .state
+            .last_request
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        *self
+            .state
+            .hold
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some((request_bytes, hold));
+    }
+}
+
+impl ProxyState {
+    /// The hold, once its trigger is crossed.
+    fn holding(&self) -> Option<Duration> {
+        let hold = *self.hold.lock().unwrap_or_else(PoisonError::into_inner);
+        hold.filter(|(trigger, _)| self.sent.load(std::sync::atomic::Ordering::SeqCst) > *trigger)
+            .map(|(_, d)| d)
+    }
+
+    /// Waits until `hold` after the last request byte relayed (which may
+    /// move while waiting: a reply to an earlier part of a request still
+    /// being sent is held with the rest).
+    fn wait_out(&self, hold: Duration) {
+        loop {
+            let last = *self
+                .last_request
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let left = last.map_or(Duration::from_millis(10), |t| {
+                (t + hold).saturating_duration_since(Instant::now())
+            });
+            if left.is_zero() || self.stop.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            sleep(left.min(Duration::from_millis(50)));
+        }
+    }
+}
+
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.state
@@ -332,17 +388,25 @@ impl Drop for Proxy {
 }
 
 /// Relays `from` to `to` until either side closes or the proxy stops,
-/// dropping what the proxy's state says must not pass.
-fn pump(
-    mut from: std::net::TcpStream,
-    mut to: std::net::TcpStream,
-    replies: bool,
-    st: &ProxyState,
-) {
+/// dropping what the proxy's state says must not pass. What is read is
+/// queued for a writer of its own, so a slow receiver never delays the
+/// reading: a request's bytes are seen (`last_request`) when the client
+/// has sent them, not when the server has taken them.
+fn pump(mut from: std::net::TcpStream, to: std::net::TcpStream, replies: bool, st: &ProxyState) {
     use std::io::{Read, Write};
     use std::sync::atomic::Ordering::SeqCst;
     from.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let writer = std::thread::spawn(move || {
+        let mut to = to;
+        for chunk in rx {
+            if to.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
     let mut buf = vec![0u8; 64 << 10];
     while !st.stop.load(SeqCst) {
         let n = match from.read(&mut buf) {
@@ -362,6 +426,9 @@ fn pump(
             continue;
         }
         let pass = if replies {
+            if let Some(hold) = st.holding() {
+                st.wait_out(hold);
+            }
             let mut cut = st.cut.lock().unwrap_or_else(PoisonError::into_inner);
             match cut.as_mut() {
                 Some((trigger, allowance)) if st.sent.load(SeqCst) > *trigger => {
@@ -373,13 +440,19 @@ fn pump(
             }
         } else {
             st.sent.fetch_add(n, SeqCst);
+            if st.holding().is_some() {
+                *st.last_request
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+            }
             n
         };
-        if to.write_all(&buf[..pass]).is_err() {
+        if tx.send(buf[..pass].to_vec()).is_err() {
             break;
         }
     }
-    let _ = to.shutdown(std::net::Shutdown::Both);
+    drop(tx);
+    let _ = writer.join();
 }
 
 /// A CA and a server certificate for `localhost` and 127.0.0.1 it signed,

@@ -7,6 +7,7 @@
 //! `.store/XX/` (bytes only: a blob is no entry). Subdirectories, symlinks and other non-regular files
 //! are not the cache's and are neither counted nor followed.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -180,6 +181,12 @@ impl Scan {
     pub fn remove_stale_temps(&self, dir: &Path) {
         let now = jiff::Timestamp::now().as_second();
         let me = std::process::id();
+        // One kill(2) per writer, not per temp: a batch in flight owns two
+        // temps per line, and eviction walks up to eight times. A pid found
+        // gone stays gone for this list: every temp in it was made before
+        // the walk, so its maker had exited by the probe, and a process
+        // given the same pid later made none of them.
+        let mut alive: BTreeMap<u32, bool> = BTreeMap::new();
         for t in &self.temps {
             // A store temp is listed as `.store/.tmp-…`: its own name counts.
             let pid = Path::new(t)
@@ -195,8 +202,10 @@ impl Scan {
                 continue;
             }
             let path = dir.join(t);
-            let old = fs::symlink_metadata(&path).is_ok_and(|m| now - m.mtime() > STALE_TEMP_SECS);
-            if old || pid.is_none_or(|p| !fsutil::pid_alive(p)) {
+            // A dead writer's temp goes whatever its age: no stat for it.
+            let dead = pid.is_none_or(|p| !*alive.entry(p).or_insert_with(|| fsutil::pid_alive(p)));
+            if dead || fs::symlink_metadata(&path).is_ok_and(|m| now - m.mtime() > STALE_TEMP_SECS)
+            {
                 let _ = fs::remove_file(&path);
             }
         }

@@ -62,7 +62,20 @@ pub struct Record {
     pub meta_tmp: Option<String>,
     #[serde(default)]
     pub meta_ino: u64,
+    /// The two temp files are unnamed (`O_TMPFILE`; both temp names are
+    /// then [`UNNAMED_TMP`]) and are linked at the key's two names, which
+    /// were both free: a roll-forward cannot install them (they died with
+    /// their writer) and takes a half-linked pair back instead (see
+    /// `Cache::apply_unnamed`). Written only when set, so a journal of
+    /// named temps reads as an older ffkit wrote it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unnamed: bool,
 }
+
+/// The temp name a journal gives an unnamed temp file: a name ffkit never
+/// creates (its temps are `.tmp-PID-N`), so an older ffkit rolling such a
+/// journal forward finds nothing to install and measures the key.
+pub const UNNAMED_TMP: &str = ".tmp-unnamed";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Journal {

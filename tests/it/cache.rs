@@ -1538,7 +1538,12 @@ fn a_half_linked_new_key_is_taken_back_after_a_crash() {
             .unwrap();
         f.write_all(journal.to_string().as_bytes()).unwrap();
         let out = w.cmd("cache-read").arg("new").output().unwrap();
-        assert_eq!(out.status.code(), Some(4), "ours={ours}: {}", stderr_of(&out));
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "ours={ours}: {}",
+            stderr_of(&out)
+        );
         assert_eq!(dir.join("new").exists(), !ours, "ours={ours}");
         assert!(!journal_left(&dir), "ours={ours}");
         w.assert_exact();

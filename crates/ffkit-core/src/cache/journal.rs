@@ -14,7 +14,9 @@
 //! since an install exchanges names), then sets the index to
 //! `before − Σ old sizes + Σ sizes now on disk` for just the journaled keys.
 //! Repair therefore costs time proportional to the change in flight, not a
-//! full walk, and does not care at which step the process died.
+//! full walk, and does not care at which step the process died. A new
+//! key's unnamed temp files ([`Record::unnamed`]) cannot be installed
+//! after their writer died; a pair half linked is taken back instead.
 //!
 //! The journal lives in `.lock` rather than in a file of its own because a
 //! new file costs an inode allocation, the most expensive step of a write

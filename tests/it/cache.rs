@@ -1507,43 +1507,159 @@ fn journal_left_in_is_rolled_forward(place: &str) {
     w.assert_exact();
 }
 
+/// A writer of a new key killed between linking its unnamed value and its
+/// sidecar (simulated: the value at its name, the journal in `.lock`
+/// saying both temps were unnamed) is taken back by the next call: the
+/// half-linked value (the journal's inode) is removed, the key is missing
+/// as before the write, and the index is exact. A file at the name with
+/// another inode is not ours and stays.
+#[test]
+fn a_half_linked_new_key_is_taken_back_after_a_crash() {
+    use std::os::unix::fs::MetadataExt;
+    for ours in [true, false] {
+        let w = World::new();
+        w.write("keep", "1");
+        let dir = w.cache();
+        let idx_before = w.size();
+        fs::write(dir.join("new"), "new value").unwrap();
+        let ino = fs::metadata(dir.join("new")).unwrap().ino();
+        let journal = serde_json::json!({
+            "before": {"bytes": idx_before, "entries": 1},
+            "records": [
+                {"key":"new","old_bytes":0,"old_entry":false,
+                 "value_tmp":".tmp-unnamed","value_ino": if ours { ino } else { ino + 1 },
+                 "meta_tmp":".tmp-unnamed","meta_ino":ino + 2,"unnamed":true}
+            ]
+        });
+        assert_eq!(entry_count(&dir), Some(1));
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join(".lock"))
+            .unwrap();
+        f.write_all(journal.to_string().as_bytes()).unwrap();
+        let out = w.cmd("cache-read").arg("new").output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(4),
+            "ours={ours}: {}",
+            stderr_of(&out)
+        );
+        assert_eq!(dir.join("new").exists(), !ours, "ours={ours}");
+        assert!(!journal_left(&dir), "ours={ours}");
+        w.assert_exact();
+    }
+}
+
+/// Writers of new keys SIGKILLed at random moments leave no temp file of
+/// a value or sidecar (theirs are unnamed: the kernel frees them with the
+/// process) and never half an entry (a value without its sidecar, or the
+/// reverse); the index is exact after the next call. Only the index's own
+/// named temp (a number, or empty) can be left, for the next walk to remove.
+#[test]
+fn writers_of_new_keys_killed_at_random_leave_no_temp_and_no_half_entry() {
+    let w = World::new();
+    w.write("seed", "1");
+    let value = "v".repeat(5000);
+    let mut rng = fastrand::Rng::with_seed(27);
+    let (mut kills, mut round) = (0, 0);
+    while kills < 40 {
+        round += 1;
+        let mut children: Vec<_> = (0..4)
+            .map(|i| {
+                w.cmd("cache-write")
+                    .args([format!("n{round}x{i}").as_str(), value.as_str()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        thread::sleep(Duration::from_micros(rng.u64(0..4000)));
+        for c in &mut children {
+            if c.try_wait().unwrap().is_none() {
+                let _ = c.kill();
+                kills += 1;
+            }
+            c.wait().unwrap();
+        }
+        assert!(round < 2000, "could not kill enough writers mid-run");
+    }
+    let repaired = w.cmd("cache-size").output().unwrap();
+    assert!(repaired.status.success(), "{}", stderr_of(&repaired));
+    let dir = w.cache();
+    for e in fs::read_dir(&dir).unwrap() {
+        let e = e.unwrap();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".tmp-") {
+            let t = fs::read_to_string(e.path()).unwrap_or_default();
+            // The index's temp: a number, or empty (killed before its write).
+            assert!(
+                t.is_empty() || t.trim().parse::<u64>().is_ok(),
+                "a value or sidecar temp left: {name}: {:?}",
+                &t[..t.len().min(40)]
+            );
+        } else if !name.starts_with('.') {
+            let pair = match name.strip_suffix(".meta") {
+                Some(k) => k.to_string(),
+                None => format!("{name}.meta"),
+            };
+            assert!(dir.join(&pair).exists(), "{name} without {pair}");
+        }
+    }
+    w.assert_exact();
+    w.cmd("cache-size").arg("--verify").assert().success();
+}
+
 /// A write of a new key creates three files, the floor's two (value and
 /// sidecar) and `.size-index`'s replacement: its journal and the entry
 /// count go into the `.lock` it holds, not into new files (an inode
 /// allocation is the costliest step of a write on ext4; the count's own
-/// `.entry-count` made a fourth). Traced with strace.
+/// `.entry-count` made a fourth). The value and sidecar are unnamed
+/// (`O_TMPFILE`), so the only named temp file is the index's; with
+/// `O_TMPFILE` refused (the hidden `FFKIT_TEST_NO_TMPFILE`) all three are
+/// named temps, as before. Traced with strace.
 #[test]
 fn a_write_of_a_new_key_creates_no_journal_file() {
     if !need("strace", "the system calls of a write") {
         return;
     }
-    let w = World::new();
-    w.write("old", "v");
-    let log = w.path().join("trace");
-    let mut c = Command::new("strace");
-    w.isolate(&mut c);
-    c.args(["-f", "-qq", "-o"])
-        .arg(&log)
-        .args(["-e", "trace=%file", "--"])
-        .arg(bin())
-        .args(["cache-write", "new", "value"]);
-    let out = c.output().unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    let t = fs::read_to_string(&log).unwrap();
-    let created: Vec<&str> = t
-        .lines()
-        .filter(|l| l.contains("O_CREAT") && l.contains("O_EXCL") && !l.contains("= -1"))
-        .collect();
-    assert_eq!(created.len(), 3, "{created:#?}");
-    assert!(!t.contains("/.journal\", O_WRONLY"), "{t}");
-    assert!(!t.contains(".entry-count"), "{t}");
-    assert!(!journal_left(&w.cache()));
-    w.cmd("cache-read")
-        .arg("new")
-        .assert()
-        .success()
-        .stdout("value");
-    w.assert_exact();
+    for (named, unnamed, no_tmpfile) in [(1, 2, false), (3, 0, true)] {
+        let w = World::new();
+        w.write("old", "v");
+        let log = w.path().join("trace");
+        let mut c = Command::new("strace");
+        w.isolate(&mut c);
+        if no_tmpfile {
+            c.env("FFKIT_TEST_NO_TMPFILE", "1");
+        }
+        c.args(["-f", "-qq", "-o"])
+            .arg(&log)
+            .args(["-e", "trace=%file", "--"])
+            .arg(bin())
+            .args(["cache-write", "new", "value"]);
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        let t = fs::read_to_string(&log).unwrap();
+        let created: Vec<&str> = t
+            .lines()
+            .filter(|l| l.contains("O_CREAT") && l.contains("O_EXCL") && !l.contains("= -1"))
+            .collect();
+        assert_eq!(created.len(), named, "{created:#?}");
+        let tmpfiles: Vec<&str> = t
+            .lines()
+            .filter(|l| l.contains("O_TMPFILE") && !l.contains("= -1"))
+            .collect();
+        assert_eq!(tmpfiles.len(), unnamed, "{tmpfiles:#?}");
+        assert!(!t.contains("/.journal\", O_WRONLY"), "{t}");
+        assert!(!t.contains(".entry-count"), "{t}");
+        assert!(!journal_left(&w.cache()));
+        w.cmd("cache-read")
+            .arg("new")
+            .assert()
+            .success()
+            .stdout("value");
+        w.assert_exact();
+    }
 }
 
 /// `--verify` removes the temp files of dead writers (docs/cache.md) and
@@ -1868,22 +1984,33 @@ fn a_closed_stdout_pipe_exits_quietly() {
     }
 }
 
-/// A write of a new key installs each of its two files by one rename
-/// (`RENAME_NOREPLACE`: the exchange used over an existing name fails with
-/// ENOENT on a new one, then a plain rename followed) and does not `stat`
-/// them again once installed (the commit knows their sizes). Traced with
-/// strace; an overwrite is checked the same way (one exchange per file).
+/// A write of a new key installs each of its two files by one call: a
+/// `linkat` of its unnamed temp file (`O_TMPFILE`), or, where that is
+/// refused (`FFKIT_TEST_NO_TMPFILE`), one rename (`RENAME_NOREPLACE`: the
+/// exchange used over an existing name fails with ENOENT on a new one,
+/// then a plain rename followed), and does not `stat` them again once
+/// installed (the commit knows their sizes). Traced with strace; an
+/// overwrite is checked the same way (one exchange per file).
 #[test]
 fn a_new_key_is_installed_by_one_rename_per_file_and_not_measured_again() {
     if !need("strace", "the system calls of a write") {
         return;
     }
+    for no_tmpfile in [false, true] {
+        new_key_installs(no_tmpfile);
+    }
+}
+
+fn new_key_installs(no_tmpfile: bool) {
     let w = World::new();
     w.write("old", "v");
     let trace = |key: &str| {
         let log = w.path().join(format!("trace-{key}"));
         let mut c = Command::new("strace");
         w.isolate(&mut c);
+        if no_tmpfile {
+            c.env("FFKIT_TEST_NO_TMPFILE", "1");
+        }
         c.args(["-f", "-qq", "-o"])
             .arg(&log)
             .args(["-e", "trace=%file,%stat", "--"])
@@ -1893,21 +2020,29 @@ fn a_new_key_is_installed_by_one_rename_per_file_and_not_measured_again() {
         assert!(out.status.success(), "{}", stderr_of(&out));
         fs::read_to_string(&log).unwrap()
     };
-    for (key, call) in [("new", "RENAME_NOREPLACE"), ("old", "RENAME_EXCHANGE")] {
+    let new_call = if no_tmpfile {
+        "RENAME_NOREPLACE"
+    } else {
+        "linkat("
+    };
+    for (key, call) in [("new", new_call), ("old", "RENAME_EXCHANGE")] {
         let t = trace(key);
         let names = [format!("/{key}\""), format!("/{key}.meta\"")];
         let on_entry = |l: &str| names.iter().any(|n| l.contains(n.as_str()));
-        let renames: Vec<&str> = t.lines().filter(|l| l.contains("rename")).collect();
+        let renames: Vec<&str> = t
+            .lines()
+            .filter(|l| l.contains("rename") || l.contains("linkat("))
+            .collect();
         assert!(
             renames.iter().all(|l| !l.contains("= -1")),
-            "a failed rename: {renames:#?}"
+            "a failed rename or link: {renames:#?}"
         );
         let installs: Vec<&&str> = renames.iter().filter(|l| on_entry(l)).collect();
         assert_eq!(installs.len(), 2, "{renames:#?}");
         assert!(installs.iter().all(|l| l.contains(call)), "{installs:#?}");
         let measured: Vec<&str> = t
             .lines()
-            .skip_while(|l| !(l.contains("rename") && l.contains(names[1].as_str())))
+            .skip_while(|l| !(l.contains(call) && l.contains(names[1].as_str())))
             .filter(|l| l.contains("stat") && on_entry(l))
             .collect();
         assert!(measured.is_empty(), "stat after the install: {measured:#?}");

@@ -62,6 +62,9 @@ pub struct Config {
     pub now_override: Option<i64>,
     /// `FFKIT_TEST_BACKOFF_TRACE` (test-only, hidden): log every backoff sleep to stderr.
     pub backoff_trace: bool,
+    /// `FFKIT_TEST_NO_TMPFILE` (test-only, hidden): a cache write makes
+    /// named temp files, as where `O_TMPFILE` is missing (docs/cache.md).
+    pub no_tmpfile: bool,
     /// `SHELL`: runs `lock-acquire -c` / `flock -c` commands (default /bin/sh).
     pub shell: Option<PathBuf>,
     /// `FFKIT_BACKEND`: where locks and the cache live; `None` (unset or
@@ -236,7 +239,11 @@ pub const ENV_VARS: &[EnvVar] = &[
 
 /// Variables [`Config::from_lookup`] reads that are deliberately missing
 /// from [`ENV_VARS`]: hidden, test-only hooks.
-pub const HIDDEN_ENV_VARS: &[&str] = &["FFKIT_TEST_NOW", "FFKIT_TEST_BACKOFF_TRACE"];
+pub const HIDDEN_ENV_VARS: &[&str] = &[
+    "FFKIT_TEST_NOW",
+    "FFKIT_TEST_BACKOFF_TRACE",
+    "FFKIT_TEST_NO_TMPFILE",
+];
 
 /// The raw value of a variable the user names (`cache-run --key-env NAME`):
 /// part of a cache key, not a setting, so it is neither parsed nor listed in
@@ -370,6 +377,7 @@ impl Config {
             lock_dir: path("FFKIT_LOCK_DIR"),
             now_override,
             backoff_trace: var("FFKIT_TEST_BACKOFF_TRACE").is_some(),
+            no_tmpfile: var("FFKIT_TEST_NO_TMPFILE").is_some(),
             shell: path("SHELL"),
             backend,
             backend_timeout,

@@ -14,7 +14,9 @@
 //! since an install exchanges names), then sets the index to
 //! `before − Σ old sizes + Σ sizes now on disk` for just the journaled keys.
 //! Repair therefore costs time proportional to the change in flight, not a
-//! full walk, and does not care at which step the process died.
+//! full walk, and does not care at which step the process died. A new
+//! key's unnamed temp files ([`Record::unnamed`]) cannot be installed
+//! after their writer died; a pair half linked is taken back instead.
 //!
 //! The journal lives in `.lock` rather than in a file of its own because a
 //! new file costs an inode allocation, the most expensive step of a write
@@ -62,7 +64,20 @@ pub struct Record {
     pub meta_tmp: Option<String>,
     #[serde(default)]
     pub meta_ino: u64,
+    /// The two temp files are unnamed (`O_TMPFILE`; both temp names are
+    /// then [`UNNAMED_TMP`]) and are linked at the key's two names, which
+    /// were both free: a roll-forward cannot install them (they died with
+    /// their writer) and takes a half-linked pair back instead (see
+    /// `Cache::apply_unnamed`). Written only when set, so a journal of
+    /// named temps reads as an older ffkit wrote it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unnamed: bool,
 }
+
+/// The temp name a journal gives an unnamed temp file: a name ffkit never
+/// creates (its temps are `.tmp-PID-N`), so an older ffkit rolling such a
+/// journal forward finds nothing to install and measures the key.
+pub const UNNAMED_TMP: &str = ".tmp-unnamed";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Journal {

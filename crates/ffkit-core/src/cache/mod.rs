@@ -94,6 +94,9 @@ pub struct Cache {
     wait_note: Option<WaitNote>,
     /// Where long walks, evictions and batches report progress.
     progress: Option<Box<dyn Progress>>,
+    /// A write of a few keys makes its temp files unnamed (`O_TMPFILE`)
+    /// where it can; off only for the tests of the named fallback.
+    unnamed_temps: bool,
 }
 
 /// Where a size came from.
@@ -186,12 +189,37 @@ struct Change {
     key: String,
     /// The temp file that becomes `KEY`, and its inode; `None` with `meta`
     /// also `None` means "remove the entry".
-    value: Option<(PathBuf, u64)>,
+    value: Option<(Temp, u64)>,
     /// The temp file that becomes `KEY.meta`, and its inode.
-    meta: Option<(PathBuf, u64)>,
+    meta: Option<(Temp, u64)>,
     /// Bytes of both temp files together (0 for a removal).
     bytes: u64,
 }
+
+/// A temp file of a prepared change.
+enum Temp {
+    /// A name in the cache dir (`.tmp-PID-N`), renamed into place.
+    Named(PathBuf),
+    /// An unnamed file (`O_TMPFILE`), held open until the commit links it
+    /// at its key, or, for a key that is there already, at a temp name.
+    Unnamed(File),
+}
+
+impl Temp {
+    /// The name the journal gives it: its file name, or
+    /// [`journal::UNNAMED_TMP`] for an unnamed file.
+    fn journal_name(&self) -> Option<String> {
+        match self {
+            Temp::Named(p) => file_name(p),
+            Temp::Unnamed(_) => Some(journal::UNNAMED_TMP.to_string()),
+        }
+    }
+}
+
+/// Most keys one write makes unnamed temp files for: each is an open
+/// descriptor until the commit (two per key), so a batch of thousands
+/// makes named ones, which it closes as it goes.
+const UNNAMED_MAX: usize = 8;
 
 /// What a commit knows of one key before its first attempt: which of the
 /// two names were free when it looked (under the lock it still holds), so
@@ -222,6 +250,7 @@ impl Cache {
             lock_timeout: Duration::from_secs(30),
             wait_note: None,
             progress: None,
+            unnamed_temps: true,
         }
     }
 
@@ -236,6 +265,7 @@ impl Cache {
         c.checked = checked;
         c.expiry_base = expiry_base;
         c.lock_timeout = cfg.lock_timeout;
+        c.unnamed_temps = !cfg.no_tmpfile;
         Ok(c)
     }
 
@@ -582,13 +612,19 @@ impl Cache {
     fn apply_journal(
         &self,
         j: &Journal,
-        fresh: Option<&[Fresh]>,
+        fresh: Option<(&[Fresh], &[Change])>,
     ) -> Result<(Totals, Option<PathBuf>)> {
         let mut t = j.before;
         let mut failed = None;
         for (i, r) in j.records.iter().enumerate() {
-            let known = fresh.and_then(|f| f.get(i)).copied();
-            let installed = match self.apply(r, known) {
+            let known = fresh.and_then(|(f, _)| f.get(i)).copied();
+            let change = fresh.and_then(|(_, c)| c.get(i));
+            let applied = if r.unnamed {
+                self.apply_unnamed(r, change)
+            } else {
+                self.apply(r, known)
+            };
+            let installed = match applied {
                 Some(path) => {
                     failed.get_or_insert(path);
                     false
@@ -652,6 +688,65 @@ impl Cache {
             return Some(meta);
         }
         None
+    }
+
+    /// Applies a record of unnamed temp files ([`Record::unnamed`]: both
+    /// names were free under the lock). The first attempt (`change`, which
+    /// holds the open files) links them, value first; a name taken after
+    /// all (EEXIST: not by ffkit, which holds the lock) is replaced the
+    /// renaming way. After a crash the unnamed files died with their
+    /// writer: the key has both (the write is done), neither (it never
+    /// happened), or a half, which is taken back: a file at either name
+    /// with the journal's inode number is ours and removed, so the key is
+    /// as it was before the write, free. Returns the destination that
+    /// could not be installed, if any (its pair taken back too).
+    fn apply_unnamed(&self, r: &Record, change: Option<&Change>) -> Option<PathBuf> {
+        let value = self.path(&r.key);
+        let meta = self.path(&format!("{}.meta", r.key));
+        let ours = |p: &Path, ino: u64| {
+            fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file() && m.ino() == ino)
+        };
+        let files = change.and_then(|c| match (&c.value, &c.meta) {
+            (Some((Temp::Unnamed(v), _)), Some((Temp::Unnamed(m), _))) => Some((v, m)),
+            _ => None,
+        });
+        let Some((vf, mf)) = files else {
+            if ours(&value, r.value_ino) != ours(&meta, r.meta_ino) {
+                let _ = fs::remove_file(if ours(&value, r.value_ino) {
+                    &value
+                } else {
+                    &meta
+                });
+            }
+            return None;
+        };
+        if self.link_in_place(vf, &value).is_err() {
+            return Some(value);
+        }
+        if self.link_in_place(mf, &meta).is_err() {
+            // Never leave the new value without its sidecar.
+            if ours(&value, r.value_ino) {
+                let _ = fs::remove_file(&value);
+            }
+            return Some(meta);
+        }
+        None
+    }
+
+    /// Links the unnamed file `f` at `dest`, found free under the lock; if
+    /// something is there after all, replaces it the renaming way (a temp
+    /// name, then [`fsutil::install`], which never displaces a directory).
+    fn link_in_place(&self, f: &File, dest: &Path) -> Result<()> {
+        match fsutil::link_unnamed(f, dest) {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let tmp = fsutil::name_unnamed(f, &self.dir)?;
+                fsutil::install(&tmp, dest).map_err(|e| {
+                    let _ = fs::remove_file(&tmp);
+                    Error::io("cannot rename into", dest, e)
+                })
+            }
+            r => r.map_err(|e| Error::io("cannot link", dest, e)),
+        }
     }
 
     /// Bytes counted for `KEY` + `KEY.meta` now, and whether `KEY` is an entry.
@@ -861,12 +956,13 @@ impl Cache {
         let mut changes: Vec<Change> = Vec::with_capacity(entries.len());
         let mut seen: HashMap<String, usize> = HashMap::with_capacity(entries.len());
         let progress = self.progress().filter(|_| entries.len() > 1);
+        let unnamed = self.unnamed_temps && entries.len() <= UNNAMED_MAX;
         if let Some(p) = progress {
             p.start("writing", Some(entries.len() as u64));
         }
         let result = (|| {
             for e in entries {
-                let change = self.prepare(e)?;
+                let change = self.prepare(e, unnamed)?;
                 if let Some(p) = progress {
                     p.advance(1);
                 }
@@ -885,7 +981,7 @@ impl Cache {
                 p.finish();
             }
             let r = self.lock_and_repair()?;
-            self.commit(&r.guard, r.totals, r.held(), &changes)
+            self.commit(&r.guard, r.totals, r.held(), &mut changes)
         })();
         if result.is_err() {
             changes.iter().for_each(discard);
@@ -900,7 +996,7 @@ impl Cache {
             return Ok(Totals::default());
         }
         let r = self.lock_and_repair()?;
-        let changes: Vec<Change> = keys
+        let mut changes: Vec<Change> = keys
             .iter()
             .map(|k| Change {
                 key: k.clone(),
@@ -909,7 +1005,7 @@ impl Cache {
                 bytes: 0,
             })
             .collect();
-        self.commit(&r.guard, r.totals, r.held(), &changes)
+        self.commit(&r.guard, r.totals, r.held(), &mut changes)
     }
 
     /// A change to the output store (`.store/`, see `memo::output`): `f`
@@ -952,14 +1048,16 @@ impl Cache {
         }
     }
 
-    /// Writes one entry's value and sidecar to temp files.
-    fn prepare(&self, e: NewEntry<'_>) -> Result<Change> {
-        let (vpath, mut vf) = fsutil::create_temp(&self.dir)?;
-        let mut change = Change {
-            key: e.key,
-            value: Some((vpath.clone(), 0)),
-            meta: None,
-            bytes: 0,
+    /// Writes one entry's value and sidecar to temp files: unnamed ones
+    /// (`O_TMPFILE`) with `unnamed`, where the file system has them, else
+    /// named ones.
+    fn prepare(&self, e: NewEntry<'_>, unnamed: bool) -> Result<Change> {
+        let (mut vf, vname) = self.new_temp(unnamed)?;
+        let shown = vname.clone().unwrap_or_else(|| self.dir.clone());
+        let drop_named = || {
+            if let Some(p) = &vname {
+                let _ = fs::remove_file(p);
+            }
         };
         let written = match e.value {
             Value::Bytes(b) => vf.write_all(b).map(|()| b.len() as u64),
@@ -972,34 +1070,48 @@ impl Cache {
                 };
                 match io::copy(&mut src, &mut vf) {
                     Err(e) if src.failed => {
-                        discard(&change);
+                        drop_named();
                         return Err(Error::io("cannot read", "the value to write", e));
                     }
                     copied => copied,
                 }
             }
         };
-        let size = match written.and_then(|n| Ok((n, vf.metadata()?.ino()))) {
-            Ok((n, ino)) => {
-                change.value = Some((vpath.clone(), ino));
-                n
-            }
+        let (size, ino) = match written.and_then(|n| Ok((n, vf.metadata()?.ino()))) {
+            Ok(v) => v,
             Err(e) => {
-                discard(&change);
-                return Err(Error::io("cannot write", &vpath, e));
+                drop_named();
+                return Err(Error::io("cannot write", &shown, e));
             }
         };
         if self.set_times
             && let Err(e) = fsutil::set_times(&vf, Some(self.now), Some(self.now))
         {
-            discard(&change);
-            return Err(Error::io("cannot set times of", &vpath, e));
+            drop_named();
+            return Err(Error::io("cannot set times of", &shown, e));
         }
-        drop(vf);
+        let vtemp = match vname {
+            Some(p) => Temp::Named(p),
+            None => Temp::Unnamed(vf),
+        };
+        let mut change = Change {
+            key: e.key,
+            value: Some((vtemp, ino)),
+            meta: None,
+            bytes: 0,
+        };
         let meta = Meta::new(&change.key, self.now, self.expiry_base, e.ttl, size);
         let meta_json = meta.to_json();
         change.bytes = size.saturating_add(meta_json.len() as u64);
-        match fsutil::write_temp(&self.dir, &meta_json) {
+        let meta_temp = if unnamed {
+            self.unnamed_with(&meta_json)
+        } else {
+            None
+        };
+        match meta_temp.map_or_else(
+            || fsutil::write_temp(&self.dir, &meta_json).map(|(p, ino)| (Temp::Named(p), ino)),
+            Ok,
+        ) {
             Ok(m) => change.meta = Some(m),
             Err(err) => {
                 discard(&change);
@@ -1007,6 +1119,36 @@ impl Cache {
             }
         }
         Ok(change)
+    }
+
+    /// A new temp file for a value: unnamed (no path) with `unnamed` where
+    /// the file system has `O_TMPFILE`, else named.
+    fn new_temp(&self, unnamed: bool) -> Result<(File, Option<PathBuf>)> {
+        if unnamed && let Some(f) = fsutil::create_unnamed(&self.dir) {
+            return Ok((f, None));
+        }
+        let (p, f) = fsutil::create_temp(&self.dir)?;
+        Ok((f, Some(p)))
+    }
+
+    /// An unnamed temp file holding `bytes`, and its inode; `None` where
+    /// one cannot be made or filled (the caller then makes a named one,
+    /// which reports the error, if any, in its own words).
+    fn unnamed_with(&self, bytes: &[u8]) -> Option<(Temp, u64)> {
+        let mut f = fsutil::create_unnamed(&self.dir)?;
+        let ino = f.write_all(bytes).and_then(|()| f.metadata()).ok()?.ino();
+        Some((Temp::Unnamed(f), ino))
+    }
+
+    /// Gives a change's unnamed temp files temp names, for a key whose
+    /// names are taken (replaced by exchange, which needs a name).
+    fn name_temps(&self, c: &mut Change) -> Result<()> {
+        for t in [&mut c.value, &mut c.meta].into_iter().flatten() {
+            if let Temp::Unnamed(f) = &t.0 {
+                t.0 = Temp::Named(fsutil::name_unnamed(f, &self.dir)?);
+            }
+        }
+        Ok(())
     }
 
     /// Applies prepared changes under the exclusive lock: journal first,
@@ -1019,12 +1161,23 @@ impl Cache {
         g: &DirLock,
         before: Totals,
         held: Option<Totals>,
-        changes: &[Change],
+        changes: &mut [Change],
     ) -> Result<Totals> {
         let mut records = Vec::with_capacity(changes.len());
         let mut fresh = Vec::with_capacity(changes.len());
-        for c in changes {
+        for c in changes.iter_mut() {
             let (old_bytes, old_entry, (value_free, meta_free)) = self.key_state(&c.key)?;
+            // Unnamed temp files are linked at the key's two names when
+            // both are free (a new key); otherwise they get temp names now,
+            // before the journal names them, and go the renaming way.
+            let both_unnamed = matches!(
+                (&c.value, &c.meta),
+                (Some((Temp::Unnamed(_), _)), Some((Temp::Unnamed(_), _)))
+            );
+            let linked = both_unnamed && value_free && meta_free;
+            if !linked {
+                self.name_temps(c)?;
+            }
             fresh.push(Fresh {
                 value_free,
                 meta_free,
@@ -1034,10 +1187,11 @@ impl Cache {
                 key: c.key.clone(),
                 old_bytes,
                 old_entry,
-                value_tmp: c.value.as_ref().and_then(|(p, _)| file_name(p)),
+                value_tmp: c.value.as_ref().and_then(|(t, _)| t.journal_name()),
                 value_ino: c.value.as_ref().map_or(0, |v| v.1),
-                meta_tmp: c.meta.as_ref().and_then(|(p, _)| file_name(p)),
+                meta_tmp: c.meta.as_ref().and_then(|(t, _)| t.journal_name()),
                 meta_ino: c.meta.as_ref().map_or(0, |m| m.1),
+                unnamed: linked,
             });
         }
         let j = Journal { before, records };
@@ -1080,7 +1234,7 @@ impl Cache {
         // Renames are applied best effort (so repair cannot wedge); a writer
         // still must not report success for an entry that was not placed,
         // e.g. because a directory sits at its name.
-        let (t, failed) = self.apply_journal(&j, Some(&fresh))?;
+        let (t, failed) = self.apply_journal(&j, Some((&fresh, changes)))?;
         self.persist(g, held, t)?;
         match failed {
             None => Ok(t),
@@ -1311,7 +1465,7 @@ impl Cache {
             }
             return Ok((before, before, victims));
         }
-        let changes: Vec<Change> = victims
+        let mut changes: Vec<Change> = victims
             .iter()
             .map(|v| Change {
                 key: v.key.clone(),
@@ -1320,7 +1474,7 @@ impl Cache {
                 bytes: 0,
             })
             .collect();
-        let after = self.commit(&r.guard, before, held, &changes)?;
+        let after = self.commit(&r.guard, before, held, &mut changes)?;
         Ok((before, after, victims))
     }
 }
@@ -1423,6 +1577,9 @@ fn file_name(p: &Path) -> Option<String> {
 /// Removes a prepared change's temp files.
 fn discard(c: &Change) {
     for (t, _) in [&c.value, &c.meta].into_iter().flatten() {
-        let _ = fs::remove_file(t);
+        // An unnamed file goes when its descriptor closes.
+        if let Temp::Named(p) = t {
+            let _ = fs::remove_file(p);
+        }
     }
 }

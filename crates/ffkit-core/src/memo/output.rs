@@ -25,6 +25,8 @@
 //!   new one, never half of either; the old one is then removed. A large
 //!   tree's files are made by a bounded pool of threads ([`WORKERS`]), a
 //!   directory at a time, after the whole manifest was checked.
+//!   A file under [`CLONE_FROM`] bytes is copied (one read, one write);
+//!   a larger one is cloned (FICLONE) where the file system can.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};

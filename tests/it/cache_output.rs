@@ -646,6 +646,90 @@ fn a_large_tree_is_made_by_a_bounded_pool_of_threads_paying_one_refused_clone_at
     assert!(refused <= 1, "{refused} refused FICLONEs");
 }
 
+/// Files either side of the size from which a restore clones, with modes
+/// a umask keeps (0444, 0755), strips (0666 under 022) and set-id bits.
+const SIZES: &str = "echo run >> runs; mkdir out; : > out/empty; printf x > out/one; \
+    head -c 16383 /dev/urandom > out/below; head -c 16384 /dev/urandom > out/at; \
+    head -c 100000 /dev/urandom > out/big; chmod 444 out/one; chmod 755 out/below; \
+    chmod 666 out/empty; chmod 4755 out/at";
+
+/// `traced_run` under `umask MASK` (the restore creates files with their
+/// mode where the umask keeps it).
+fn traced_run_umask(w: &World, mask: &str, filter: &str, trace: &Path) -> Command {
+    let inner = traced_run(w, filter, trace, SIZES);
+    let mut c = Command::new("sh");
+    w.isolate(&mut c);
+    c.arg("-c")
+        .arg(format!("umask {mask} && exec \"$@\""))
+        .arg("sh")
+        .arg(inner.get_program())
+        .args(inner.get_args())
+        .current_dir(w.path());
+    c
+}
+
+#[test]
+fn files_either_side_of_16_kib_are_restored_byte_exact_the_small_ones_by_one_write_without_fchmod()
+{
+    if Command::new("strace").arg("-V").output().is_err() {
+        eprintln!("SKIP: strace is not installed");
+        return;
+    }
+    let w = World::new();
+    let trace = w.path().join("trace");
+    ok(&mut traced_run_umask(&w, "022", "fchmod", &trace));
+    let want = snapshot(&w.path().join("out"));
+    assert_eq!(
+        want.get("at")
+            .map(|i| matches!(i, Item::File { mode: 0o4755, .. })),
+        Some(true),
+        "the set-uid bit was stored"
+    );
+    for mask in ["022", "077"] {
+        remove_tree(&w.path().join("out"));
+        ok(&mut traced_run_umask(
+            &w,
+            mask,
+            "fchmod,write,copy_file_range,ioctl",
+            &trace,
+        ));
+        assert_eq!(runs(&w), 1, "a hit");
+        assert_eq!(snapshot(&w.path().join("out")), want, "umask {mask}");
+        let text = fs::read_to_string(&trace).unwrap();
+        // strace pads before ` = RESULT`.
+        let count = |what: &str, ends: &str| {
+            text.lines()
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .filter(|l| l.contains(what) && l.ends_with(ends))
+                .count()
+        };
+        // Below 16 KiB: one write of the bytes read; from 16 KiB: a clone
+        // or an in-kernel copy, never a write from here.
+        assert_eq!(count("write(", ", 1) = 1"), 1, "one: {text}");
+        assert_eq!(count("write(", ", 16383) = 16383"), 1, "below: {text}");
+        assert_eq!(count("write(", "= 16384") + count("write(", "= 100000"), 0);
+        let cloned_or_copied = |n: &str| {
+            count("copy_file_range(", &format!("= {n}"))
+                + text
+                    .lines()
+                    .filter(|l| l.contains("FICLONE") && l.trim_end().ends_with("= 0"))
+                    .count()
+        };
+        assert!(
+            cloned_or_copied("16384") + cloned_or_copied("100000") >= 2,
+            "{text}"
+        );
+        // fchmod only for the modes creation cannot give: under 022 the
+        // set-uid file and the 0666 one; under 077 every one.
+        let fchmods = count("fchmod(", "= 0");
+        if mask == "022" {
+            assert_eq!(fchmods, 2, "at (4755) and empty (0666): {text}");
+        } else {
+            assert_eq!(fchmods, 5, "every file (077 strips every mode): {text}");
+        }
+    }
+}
+
 #[test]
 fn a_damaged_blob_midway_through_a_parallel_restore_is_a_miss_and_leaves_nothing_beside() {
     let w = World::new();
@@ -1594,7 +1678,8 @@ fn on_a_reflink_file_system_store_and_restore_clone_and_stay_byte_exact() {
     fs::create_dir_all(&work).unwrap();
     let script = "echo run >> runs; mkdir -p out/sub; \
         head -c 3000000 /dev/urandom > out/big; head -c 700000 /dev/urandom > out/sub/mid; \
-        chmod 751 out/sub/mid; printf small > out/small; ln -s big out/link; ln out/big out/sub/hard";
+        chmod 751 out/sub/mid; printf small > out/small; ln -s big out/link; ln out/big out/sub/hard; \
+        head -c 16383 /dev/urandom > out/below; head -c 16384 /dev/urandom > out/at";
     let call = || {
         let mut c = run(&w, &["--output", "out"], script);
         c.current_dir(&work).env("FFKIT_CACHE_DIR", &cache);
@@ -1609,19 +1694,31 @@ fn on_a_reflink_file_system_store_and_restore_clone_and_stay_byte_exact() {
     assert!(all_extents_shared(&work.join("out/sub/mid")));
     let want = snapshot(&work.join("out"));
     remove_tree(&work.join("out"));
-    // The restore under strace: each regular file is one FICLONE that
-    // succeeds (copy_file_range may reflink on XFS too, so the extents
-    // alone would not tell).
+    // The restore under strace: each regular file of 16 KiB or more is one
+    // FICLONE that succeeds (copy_file_range may reflink on XFS too, so
+    // the extents alone would not tell); a smaller one is one write of its
+    // bytes (on XFS a clone costs more than copying a small file).
     let trace = w.path().join("trace");
-    let mut c = traced_run(&w, "ioctl", &trace, script);
+    let mut c = traced_run(&w, "ioctl,write", &trace, script);
     c.current_dir(&work).env("FFKIT_CACHE_DIR", &cache);
     ok(&mut c);
-    let clones = fs::read_to_string(&trace)
-        .unwrap()
+    let text = fs::read_to_string(&trace).unwrap();
+    let clones = text
         .lines()
         .filter(|l| l.contains("FICLONE") && l.trim_end().ends_with("= 0"))
         .count();
-    assert_eq!(clones, 3, "big, sub/mid and small restored by FICLONE");
+    assert_eq!(
+        clones, 3,
+        "big, sub/mid and at (16 KiB) restored by FICLONE"
+    );
+    let written = |n: usize| {
+        text.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|l| l.contains("write(") && l.ends_with(&format!(", {n}) = {n}")))
+            .count()
+    };
+    assert_eq!(written(5), 1, "small copied: {text}");
+    assert_eq!(written(16383), 1, "below (16 KiB - 1) copied: {text}");
     assert_eq!(
         fs::read_to_string(work.join("runs"))
             .unwrap()
@@ -1637,12 +1734,16 @@ fn on_a_reflink_file_system_store_and_restore_clone_and_stay_byte_exact() {
     assert_eq!(got.len(), want.len());
     // The restore cloned them from the store (FICLONE): shared extents, no
     // data written.
-    for f in ["out/big", "out/sub/mid"] {
+    for f in ["out/big", "out/sub/mid", "out/at"] {
         assert!(
             all_extents_shared(&work.join(f)),
             "{f} was copied, not cloned"
         );
     }
+    assert!(
+        !all_extents_shared(&work.join("out/below")),
+        "below was cloned, not copied"
+    );
     // A write to a clone never reaches the store (copy on write).
     fs::write(work.join("out/big"), "edited").unwrap();
     remove_tree(&work.join("out"));

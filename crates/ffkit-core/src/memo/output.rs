@@ -25,14 +25,17 @@
 //!   new one, never half of either; the old one is then removed. A large
 //!   tree's files are made by a bounded pool of threads ([`WORKERS`]), a
 //!   directory at a time, after the whole manifest was checked.
+//!   A file under [`CLONE_FROM`] bytes is copied (one read, one write);
+//!   a larger one is cloned (FICLONE) where the file system can.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -746,6 +749,15 @@ const WORKERS: usize = 8;
 /// A tree of fewer files is made by the calling thread alone: starting
 /// threads would cost more than they overlap.
 const PARALLEL_FROM: usize = 512;
+/// Files of fewer bytes are restored by a copy (one read of the blob, one
+/// write), never cloned. On XFS a FICLONE is a transaction that updates the
+/// refcount btree: measured on an XFS reflink loop image, a clone cost
+/// ~20 µs of system time per file whatever its size, a copy ~11 µs up to
+/// 8 KiB, ~18 µs at 16 KiB and ~33 µs at 64 KiB (BENCHMARKS.md, "cache-run
+/// --output"). Below this size most of a `node_modules` lies (~8 KiB on
+/// average); above it a clone also saves the data's space and its
+/// write-back.
+const CLONE_FROM: u64 = 16 * 1024;
 
 /// Why making part of a tree stopped: damage in the store or the manifest
 /// (the hit is a miss), or an error of the restore itself.
@@ -844,12 +856,10 @@ fn build_at(
     link: bool,
 ) -> Result<std::result::Result<(), String>> {
     let damaged = |why: String| Ok(Err(format!("stored output {}: {why}", root.path)));
-    let plan = match plan(root) {
+    let mut plan = match plan(root) {
         Ok(p) => p,
         Err(why) => return damaged(why),
     };
-    // `clones` starts true and turns false at the first FICLONE refused.
-    let clones = AtomicBool::new(true);
     let run = |r: std::result::Result<usize, Fail>| match r {
         Ok(_) => Ok(Ok(())),
         Err(Fail::Damaged(why)) => damaged(why),
@@ -863,24 +873,41 @@ fn build_at(
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
+        let maker = Maker::new(store, root, link, parent);
         let leaf = tmp.file_name().unwrap_or_default();
-        return run(make_group(store, root, parent, &[(0, leaf)], link, &clones));
+        return run(maker.make_group(parent, &[(0, leaf)], &mut Vec::new()));
     }
     // Directories, parents first.
     for &i in &plan.dirs {
         let dest = dest_of(tmp, &root.nodes[i]);
         fs::create_dir(&dest).map_err(|e| Error::io("cannot create", &dest, e))?;
     }
-    // Files and symlinks, a directory at a time: the calling thread alone
-    // until the first file has shown whether this file system clones (so
-    // a tree without clones pays one refused FICLONE, not one per
-    // thread), then a pool.
+    let maker = Maker::new(store, root, link, tmp);
+    // Files and symlinks, a directory at a time. The directory of the
+    // first file that would be cloned goes first, made by the calling
+    // thread alone: it shows whether this file system clones, so a tree
+    // without clones pays one refused FICLONE, not one per thread. Then a
+    // pool.
+    let probe = (!link)
+        .then(|| {
+            plan.groups
+                .iter()
+                .position(|(_, nodes)| nodes.iter().any(|&i| maker.clones_size(&root.nodes[i])))
+        })
+        .flatten();
+    if let Some(p) = probe {
+        plan.groups.swap(0, p);
+    }
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let failed: Mutex<Option<Fail>> = Mutex::new(None);
-    let work = |until_one_file: bool| {
-        let mut made = 0;
-        while !stop.load(Ordering::Relaxed) && (!until_one_file || made == 0) {
+    let work = |only_one: bool| {
+        // Each thread's buffer for the files it copies.
+        let mut buf = Vec::new();
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
             let Some((d, nodes)) = plan.groups.get(next.fetch_add(1, Ordering::Relaxed)) else {
                 break;
             };
@@ -892,19 +919,19 @@ fn build_at(
                     (i, std::ffi::OsStr::new(p.rsplit('/').next().unwrap_or(p)))
                 })
                 .collect();
-            match make_group(store, root, &dir, &leaves, link, &clones) {
-                Ok(n) => made += n,
-                Err(f) => {
-                    stop.store(true, Ordering::Relaxed);
-                    if let Ok(mut first) = failed.lock() {
-                        first.get_or_insert(f);
-                    }
-                    break;
+            if let Err(f) = maker.make_group(&dir, &leaves, &mut buf) {
+                stop.store(true, Ordering::Relaxed);
+                if let Ok(mut first) = failed.lock() {
+                    first.get_or_insert(f);
                 }
+                break;
+            }
+            if only_one {
+                break;
             }
         }
     };
-    if !link {
+    if probe.is_some() {
         work(true);
     }
     if plan.files >= PARALLEL_FROM {
@@ -943,64 +970,156 @@ fn build_at(
     Ok(Ok(()))
 }
 
-/// Makes the files and symlinks `nodes` (node index, name) of `root` in
-/// the directory `dir`, by names relative to one descriptor of it (no path
-/// walked per file, none followed). Returns how many regular files it made.
-fn make_group(
-    store: &Path,
-    root: &Root,
-    dir: &Path,
-    nodes: &[(usize, &std::ffi::OsStr)],
+/// What the threads making one root's files share.
+struct Maker<'a> {
+    store: &'a Path,
+    root: &'a Root,
     link: bool,
-    clones: &AtomicBool,
-) -> std::result::Result<usize, Fail> {
-    use rustix::fs::{AtFlags, CWD, Mode, OFlags};
-    let damaged = |why: String| Err(Fail::Damaged(why));
-    let dfd = rustix::fs::open(
-        dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| Error::io("cannot open", dir, e.into()))?;
-    let mut made = 0;
-    for &(i, leaf) in nodes {
-        let n = &root.nodes[i];
-        let dest = || dir.join(leaf);
-        match &n.kind {
-            Kind::File { mode, size, blob } => {
-                let Some(bp) = blob_path(store, blob) else {
-                    return damaged(format!("bad blob name {blob}"));
-                };
-                if link {
-                    // One stat, not an open: the size is all a restore checks.
-                    let m = match fs::symlink_metadata(&bp) {
-                        Ok(m) => m,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                            return damaged(format!("blob {blob} is gone"));
-                        }
-                        Err(e) => return Err(Error::io("cannot stat", &bp, e).into()),
+    /// Starts true and turns false at the first FICLONE refused.
+    clones: AtomicBool,
+    /// The process's umask, when known and when nothing else decides the
+    /// mode of a new file in the tree (no default ACL): a file whose mode
+    /// survives it is created with that mode, no `fchmod`.
+    umask: Option<u32>,
+    /// The store's fan directories (`.store/XX`), each opened once per
+    /// root: a blob is opened by its name in one, not by a path walked
+    /// from the root of the file system. `None`: it could not be opened;
+    /// the blob's open by path then says why.
+    fans: Vec<OnceLock<Option<OwnedFd>>>,
+}
+
+impl<'a> Maker<'a> {
+    fn new(store: &'a Path, root: &'a Root, link: bool, tree: &Path) -> Self {
+        Maker {
+            store,
+            root,
+            link,
+            clones: AtomicBool::new(true),
+            umask: if link { None } else { creation_umask(tree) },
+            fans: (0..256).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    /// Whether node `n` is a file a restore would try to clone.
+    fn clones_size(&self, n: &Node) -> bool {
+        matches!(n.kind, Kind::File { size, .. } if size >= CLONE_FROM)
+    }
+
+    /// Opens blob `name` (checked by [`blob_path`]) for reading: relative to
+    /// its fan directory's descriptor, without following a symlink, without
+    /// touching its atime where the kernel allows it.
+    fn open_blob(&self, name: &str, bp: &Path) -> io::Result<File> {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+        let fan = usize::from_str_radix(&name[..2], 16)
+            .ok()
+            .and_then(|i| self.fans.get(i))
+            .and_then(|slot| {
+                slot.get_or_init(|| {
+                    rustix::fs::open(
+                        self.store.join(&name[..2]),
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .ok()
+                })
+                .as_ref()
+            });
+        let open = |flags| match fan {
+            Some(fd) => rustix::fs::openat(fd, &name[2..], flags, Mode::empty()),
+            None => rustix::fs::open(bp, flags, Mode::empty()),
+        };
+        match open(flags | OFlags::NOATIME) {
+            Err(rustix::io::Errno::PERM) => open(flags),
+            r => r,
+        }
+        .map(File::from)
+        .map_err(io::Error::from)
+    }
+
+    /// Makes the files and symlinks `nodes` (node index, name) of the root
+    /// in the directory `dir`, by names relative to one descriptor of it
+    /// (no path walked per file, none followed). Returns how many regular
+    /// files it made. `buf`: the thread's buffer for copies.
+    ///
+    /// A file below [`CLONE_FROM`] bytes: open the blob, one read (which
+    /// checks its size: no fstat), create the file with its mode where the
+    /// umask keeps it (no fchmod), one write, `futimens`, two closes. A
+    /// larger one: open, fstat (the size), create, FICLONE or
+    /// `copy_file_range`, `futimens`, closes; `fchmod` only for a mode the
+    /// umask or a clone would change (set-id bits).
+    fn make_group(
+        &self,
+        dir: &Path,
+        nodes: &[(usize, &std::ffi::OsStr)],
+        buf: &mut Vec<u8>,
+    ) -> std::result::Result<usize, Fail> {
+        use rustix::fs::{AtFlags, CWD, Mode, OFlags};
+        let damaged = |why: String| Err(Fail::Damaged(why));
+        let dfd = rustix::fs::open(
+            dir,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::io("cannot open", dir, e.into()))?;
+        let mut made = 0;
+        for &(i, leaf) in nodes {
+            let n = &self.root.nodes[i];
+            let dest = || dir.join(leaf);
+            match &n.kind {
+                Kind::File { mode, size, blob } => {
+                    let Some(bp) = blob_path(self.store, blob) else {
+                        return damaged(format!("bad blob name {blob}"));
                     };
-                    if !m.is_file() {
-                        return Err(Error::io("cannot open", &bp, fsutil::not_regular()).into());
+                    if self.link {
+                        // One stat, not an open: the size is all a restore checks.
+                        let m = match fs::symlink_metadata(&bp) {
+                            Ok(m) => m,
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                                return damaged(format!("blob {blob} is gone"));
+                            }
+                            Err(e) => return Err(Error::io("cannot stat", &bp, e).into()),
+                        };
+                        if !m.is_file() {
+                            return Err(Error::io("cannot open", &bp, fsutil::not_regular()).into());
+                        }
+                        if m.len() != *size {
+                            return damaged(format!("blob {blob} has the wrong size"));
+                        }
+                        rustix::fs::linkat(CWD, &bp, &dfd, leaf, AtFlags::empty())
+                            .map_err(|e| Error::io("cannot link", dest(), e.into()))?;
+                        made += 1;
+                        continue;
                     }
-                    if m.len() != *size {
-                        return damaged(format!("blob {blob} has the wrong size"));
-                    }
-                    rustix::fs::linkat(CWD, &bp, &dfd, leaf, AtFlags::empty())
-                        .map_err(|e| Error::io("cannot link", dest(), e.into()))?;
-                } else {
                     // Without O_NOATIME a day's first restore would dirty
                     // every blob's inode just to note that it was read.
-                    let (src, m) = match fsutil::open_read_noatime_meta(&bp) {
+                    let src = match self.open_blob(blob, &bp) {
                         Ok(f) => f,
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {
                             return damaged(format!("blob {blob} is gone"));
                         }
                         Err(e) => return Err(Error::io("cannot open", &bp, e).into()),
                     };
-                    if m.len() != *size {
-                        return damaged(format!("blob {blob} has the wrong size"));
+                    let small = *size < CLONE_FROM;
+                    if small {
+                        match read_exact_len(&src, *size, buf) {
+                            Ok(true) => {}
+                            Ok(false) => return damaged(format!("blob {blob} has the wrong size")),
+                            Err(e) => return Err(Error::io("cannot read", &bp, e).into()),
+                        }
+                    } else {
+                        match fsutil::regular_len(&src) {
+                            Ok(len) if len == *size => {}
+                            Ok(_) => return damaged(format!("blob {blob} has the wrong size")),
+                            Err(e) => return Err(Error::io("cannot open", &bp, e).into()),
+                        }
                     }
+                    // Created with its mode where the umask keeps it (and no
+                    // set-id bit, which a write or clone would clear).
+                    let at_create = self
+                        .umask
+                        .filter(|u| mode & 0o7000 == 0 && mode & u == 0)
+                        .map(|_| *mode);
                     let f = rustix::fs::openat(
                         &dfd,
                         leaf,
@@ -1009,35 +1128,105 @@ fn make_group(
                             | OFlags::EXCL
                             | OFlags::NOFOLLOW
                             | OFlags::CLOEXEC,
-                        Mode::from_raw_mode(fsutil::FILE_MODE),
+                        Mode::from_raw_mode(at_create.unwrap_or(fsutil::FILE_MODE)),
                     )
                     .map(File::from)
                     .map_err(|e| Error::io("cannot create", dest(), e.into()))?;
-                    clone_or_copy(&src, &f, *size, clones)
-                        .map_err(|e| Error::io("cannot write", dest(), e))?;
-                    rustix::fs::fchmod(&f, Mode::from_raw_mode(*mode))
-                        .map_err(|e| Error::io("cannot chmod", dest(), e.into()))?;
+                    if small {
+                        // `buf` holds exactly the blob (read_exact_len).
+                        write_all(&f, buf).map_err(|e| Error::io("cannot write", dest(), e))?;
+                    } else {
+                        clone_or_copy(&src, &f, *size, &self.clones)
+                            .map_err(|e| Error::io("cannot write", dest(), e))?;
+                    }
+                    drop(src);
+                    if at_create.is_none() {
+                        rustix::fs::fchmod(&f, Mode::from_raw_mode(*mode))
+                            .map_err(|e| Error::io("cannot chmod", dest(), e.into()))?;
+                    }
                     // On the descriptor: no second walk of the path.
                     rustix::fs::futimens(&f, &mtime_only(n.mtime, n.nsec))
                         .map_err(|e| Error::io("cannot set the time of", dest(), e.into()))?;
+                    made += 1;
                 }
-                made += 1;
+                Kind::Symlink { target } => {
+                    rustix::fs::symlinkat(target.as_str(), &dfd, leaf)
+                        .map_err(|e| Error::io("cannot create", dest(), e.into()))?;
+                    let _ = rustix::fs::utimensat(
+                        &dfd,
+                        leaf,
+                        &mtime_only(n.mtime, n.nsec),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    );
+                }
+                // Planned elsewhere.
+                Kind::Dir { .. } | Kind::Hardlink { .. } => {}
             }
-            Kind::Symlink { target } => {
-                rustix::fs::symlinkat(target.as_str(), &dfd, leaf)
-                    .map_err(|e| Error::io("cannot create", dest(), e.into()))?;
-                let _ = rustix::fs::utimensat(
-                    &dfd,
-                    leaf,
-                    &mtime_only(n.mtime, n.nsec),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                );
+        }
+        Ok(made)
+    }
+}
+
+/// Reads all of `src` into `buf` if it holds exactly `len` bytes: `false`
+/// when it holds fewer or more. A read that returns less than asked of a
+/// regular file is its end, so a file of the right length takes one read
+/// (asking for one byte more), not a read and an fstat. A directory fails
+/// (EISDIR); a FIFO or device holds what it gives, and is damage unless that
+/// is exactly the recorded content's length.
+fn read_exact_len(src: &File, len: u64, buf: &mut Vec<u8>) -> io::Result<bool> {
+    let Ok(len) = usize::try_from(len) else {
+        return Ok(false);
+    };
+    buf.clear();
+    buf.resize(len + 1, 0);
+    let mut got = 0;
+    loop {
+        match rustix::io::read(src, &mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                got += n;
+                if got > len {
+                    return Ok(false);
+                }
+                if got == len {
+                    // Short of the one byte more: the end.
+                    break;
+                }
             }
-            // Planned elsewhere.
-            Kind::Dir { .. } | Kind::Hardlink { .. } => {}
+            Err(rustix::io::Errno::INTR) => {}
+            Err(rustix::io::Errno::ISDIR) => return Err(fsutil::not_regular()),
+            Err(e) => return Err(e.into()),
         }
     }
-    Ok(made)
+    buf.truncate(got);
+    Ok(got == len)
+}
+
+fn write_all(f: &File, mut b: &[u8]) -> io::Result<()> {
+    while !b.is_empty() {
+        match rustix::io::write(f, b) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => b = &b[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The umask new files in `tree` get, when it alone decides: read from
+/// `/proc/self/status` (reading it with `umask(2)` would set it, racing
+/// other threads), and `None` when that is not there or `tree` has a default
+/// ACL (which replaces the umask for what is made in it).
+fn creation_umask(tree: &Path) -> Option<u32> {
+    let mut acl = [0u8; 0];
+    match rustix::fs::getxattr(tree, "system.posix_acl_default", &mut acl) {
+        Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => {}
+        _ => return None,
+    }
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let v = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(v.trim(), 8).ok()
 }
 
 /// Timestamps that set the mtime and leave the atime alone.

@@ -1,6 +1,6 @@
 //! The shell functions of docs/shell.md, in Rust: with the builtin loaded,
-//! each wrapper in shell/ffkit.bash is one line, `builtin ffkit --fn NAME
-//! "$@"`, and everything the fallback path does in shell — namespace and
+//! each wrapper in shell/ffkit.bash is one line, `_ffkit_fn_NAME "$@"` (a
+//! builtin per function, the same call as `ffkit --fn NAME "$@"`), and everything the fallback path does in shell — namespace and
 //! dir resolution, argument checks, the held-lock table — happens here, then
 //! the same applet code as the binary runs in-process.
 //!

@@ -5,7 +5,8 @@
 //! - The fast paths run here: cache-size, cache-read, cache-write,
 //!   cache-batch, cache-evict, lock-status, perf-metrics (but `time`),
 //!   `lock-acquire NAME` / `lock-release NAME` (held by the shell, see
-//!   [`held`]), and the shell functions (`--fn NAME`, see [`funcs`]).
+//!   [`held`]), and the shell functions (`--fn NAME`, or the builtin
+//!   `_ffkit_fn_NAME` of each; see [`funcs`]).
 //!   Everything else (command and descriptor modes of lock-acquire, init,
 //!   install-links, flock) starts the real binary, so `ffkit X` always works.
 //! - `-v VAR` right after the applet name (cache-read, cache-size,

@@ -844,32 +844,40 @@ cache_command() {
 # docs/redis.md) it does nothing and returns 200, and the call takes the
 # fallback path, kept as _ffkit_sh_NAME. The test is in the builtin, not in
 # the function, because a `[[ ]]` per call costs a sizeable part of a call.
-# Called right after the file (re)defined the fallback functions.
+# Called by _ffkit_builtin_load (its _ffkit_fns), right after the file
+# (re)defined the fallback functions.
 _ffkit_builtin_thin() {
     local _ffkit_f=''
-    for _ffkit_f in get_cache_size rebuild_size_index write_cache_with_metadata \
-        read_cache_with_ttl batch_write_cache batch_read_cache enforce_cache_limits \
-        clear_developer_cache cache_provider_data get_provider_cache \
-        cache_time_tracking recover_time_tracking acquire_critical_lock \
-        release_critical_lock acquire_session_lock release_session_lock \
-        record_performance_metric get_performance_metrics cleanup_performance_metrics; do
+    for _ffkit_f in "${_ffkit_fns[@]}"; do
         eval "_ffkit_sh_$(declare -f "$_ffkit_f")"
-        eval "$_ffkit_f() {
-            builtin ffkit --fn $_ffkit_f \"\$@\" || _ffkit_builtin_rc \$? $_ffkit_f \"\$@\"
-        }"
+        # The function's own builtin (`enable -f` loaded it with ffkit)
+        # when there is one: two words fewer per call than
+        # `builtin ffkit --fn NAME`, which a library loaded by an older
+        # build of this file still gets.
+        if enable "_ffkit_fn_$_ffkit_f" 2>/dev/null; then
+            eval "$_ffkit_f() {
+                _ffkit_fn_$_ffkit_f \"\$@\" || _ffkit_builtin_rc $_ffkit_f \"\$@\"
+            }"
+        else
+            eval "$_ffkit_f() {
+                builtin ffkit --fn $_ffkit_f \"\$@\" || _ffkit_builtin_rc $_ffkit_f \"\$@\"
+            }"
+        fi
     done
 }
 
-# _ffkit_builtin_rc STATUS FUNCTION ARGS...: after a failed builtin call,
-# the fallback path when the builtin answered 200 (a remote FFKIT_BACKEND),
-# else the builtin's status.
+# _ffkit_builtin_rc FUNCTION ARGS...: right after a failed builtin call
+# (`|| _ffkit_builtin_rc …`, so `$?` on entry is the builtin's status: one
+# word fewer in every function's body), the fallback path when the builtin
+# answered 200 (a remote FFKIT_BACKEND), else the builtin's status.
 _ffkit_builtin_rc() {
-    if [[ $1 == 200 ]]; then
-        local _ffkit_fn=$2
-        shift 2
+    local _ffkit_rc=$?
+    if [[ $_ffkit_rc == 200 ]]; then
+        local _ffkit_fn=$1
+        shift
         "_ffkit_sh_$_ffkit_fn" "$@"
     else
-        return "$1"
+        return "$_ffkit_rc"
     fi
 }
 
@@ -883,6 +891,15 @@ _ffkit_builtin_rc() {
 # only the thin functions are defined again. Messages go to fd 3.
 _ffkit_builtin_load() {
     local _ffkit_exe=$1 _ffkit_id=$2 _ffkit_so='' _ffkit_c=''
+    # The functions the builtin runs; each has a builtin _ffkit_fn_NAME
+    # (builtin/src/lib.rs), loaded with `ffkit` and read by
+    # _ffkit_builtin_thin.
+    local _ffkit_fns=(get_cache_size rebuild_size_index write_cache_with_metadata
+        read_cache_with_ttl batch_write_cache batch_read_cache enforce_cache_limits
+        clear_developer_cache cache_provider_data get_provider_cache
+        cache_time_tracking recover_time_tracking acquire_critical_lock
+        release_critical_lock acquire_session_lock release_session_lock
+        record_performance_metric get_performance_metrics cleanup_performance_metrics)
     if [[ -n ${ZSH_VERSION-} || -z ${BASH_VERSION-} ]]; then
         return 0
     fi
@@ -920,12 +937,12 @@ _ffkit_builtin_load() {
         # functions to report, not a reason to skip the builtin.
         _ffkit_id=$(command env -i "$_ffkit_exe" init --build-id </dev/null) || _ffkit_id=unknown
     fi
-    if ! enable -f "$_ffkit_so" ffkit; then
+    if ! enable -f "$_ffkit_so" ffkit "${_ffkit_fns[@]/#/_ffkit_fn_}"; then
         printf 'ffkit.bash: cannot load the builtin %s; using the binary\n' "$_ffkit_so" >&3
         return 0
     fi
     if ! builtin ffkit --ffkit-init "$_ffkit_exe" "$_ffkit_id"; then
-        enable -d ffkit || :
+        enable -d ffkit "${_ffkit_fns[@]/#/_ffkit_fn_}" || :
         printf 'ffkit.bash: the builtin %s is not the build of %s; using the binary\n' "$_ffkit_so" "$_ffkit_exe" >&3
         return 0
     fi

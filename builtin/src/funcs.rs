@@ -1,6 +1,6 @@
 //! The shell functions of docs/shell.md, in Rust: with the builtin loaded,
-//! each wrapper in shell/ffkit.bash is one line, `builtin ffkit --fn NAME
-//! "$@"`, and everything the fallback path does in shell — namespace and
+//! each wrapper in shell/ffkit.bash is one line, `_ffkit_fn_NAME "$@"` (a
+//! builtin per function, the same call as `ffkit --fn NAME "$@"`), and everything the fallback path does in shell — namespace and
 //! dir resolution, argument checks, the held-lock table — happens here, then
 //! the same applet code as the binary runs in-process.
 //!
@@ -376,16 +376,14 @@ pub fn call(func: &str, a: &[OsString]) -> (u8, Vec<u8>) {
                 Ok(n) => n,
                 Err(c) => return (c, vec![]),
             };
-            let p = paths!(None);
-            (lock(func, &p, name, false), vec![])
+            (lock(func, None, name, false), vec![])
         }
         "acquire_session_lock" | "release_session_lock" => {
             let name = match valid_name(arg(1), func, "session_id") {
                 Ok(n) => n,
                 Err(c) => return (c, vec![]),
             };
-            let p = paths!(arg(0));
-            (lock(func, &p, name, true), vec![])
+            (lock(func, arg(0), name, true), vec![])
         }
         "record_performance_metric" => {
             if shell::var("CACHE_PERF_MONITORING").is_some_and(|v| v == "disabled") {
@@ -490,16 +488,147 @@ fn read(p: &Paths, key: &OsStr) -> (u8, Vec<u8>) {
     }
 }
 
+/// The files of the shell's recent lock calls: the metrics log, the lock
+/// dir and the lock file that the namespace rules gave for the inputs they
+/// read, reused while every input is the same, so a pair of calls does not
+/// build the same paths again (BENCHMARKS.md, "Issue 23: the builtin's lock
+/// pair"). The inputs are read on every call: the current dir (getcwd), the
+/// repository root (the `.git` stats of `Here::at`, so a `.git` created or
+/// removed is seen at once), the namespace (FLOWFORGE_DEVELOPER or the team
+/// config), the dev_id argument, CACHE_PERF_METRICS, FFKIT_LOCK_DIR,
+/// XDG_RUNTIME_DIR, the kind and the name. A forked copy is still right.
+struct LockPaths {
+    cwd: PathBuf,
+    ns: Namespace,
+    dev: Option<String>,
+    setting: Option<OsString>,
+    lock_dir: Option<PathBuf>,
+    runtime_dir: Option<PathBuf>,
+    session: bool,
+    name: OsString,
+    log: PathBuf,
+    dir: namespace::LockDir,
+    file: PathBuf,
+}
+
+/// At most this many: a script's few lock names.
+const LOCK_PATHS_KEPT: usize = 8;
+static LOCK_PATHS: Mutex<Vec<LockPaths>> = Mutex::new(Vec::new());
+
+/// What [`LockPaths`] is looked up by, as this call read it.
+struct LockInputs<'a> {
+    here: &'a Here,
+    ns: &'a Namespace,
+    dev: Option<&'a str>,
+    setting: Option<&'a OsStr>,
+    cfg: &'a Config,
+    session: bool,
+    name: &'a OsStr,
+}
+
+impl LockPaths {
+    fn matches(&self, i: &LockInputs<'_>) -> bool {
+        self.session == i.session
+            && self.name.as_os_str() == i.name
+            && self.cwd.as_os_str() == i.here.cwd.as_os_str()
+            && self.ns == *i.ns
+            && self.dev.as_deref() == i.dev
+            && self.setting.as_deref() == i.setting
+            && self.lock_dir.as_deref().map(Path::as_os_str)
+                == i.cfg.lock_dir.as_deref().map(Path::as_os_str)
+            && self.runtime_dir.as_deref().map(Path::as_os_str)
+                == i.cfg.runtime_dir().map(Path::as_os_str)
+    }
+
+    /// The namespace rules for these inputs (`Namespace::metrics_log`,
+    /// `Namespace::lock_dir`, `namespace::lock_file`).
+    fn build(i: &LockInputs<'_>) -> Result<LockPaths, ffkit::Error> {
+        let log = i.ns.metrics_log(i.setting.map(Path::new));
+        // A relative CACHE_PERF_METRICS is relative to the current dir, as
+        // the configuration reads it.
+        let log = if log.is_absolute() {
+            log
+        } else {
+            i.here.cwd.join(log)
+        };
+        let target = match i.dev {
+            Some(d) => i.ns.for_developer(d),
+            None => i.ns.clone(),
+        };
+        let dir = target.lock_dir(i.cfg, None, i.session);
+        let file = namespace::lock_file(&dir.dir, i.name)?;
+        Ok(LockPaths {
+            cwd: i.here.cwd.clone(),
+            ns: i.ns.clone(),
+            dev: i.dev.map(str::to_string),
+            setting: i.setting.map(OsStr::to_os_string),
+            lock_dir: i.cfg.lock_dir.clone(),
+            runtime_dir: i.cfg.runtime_dir().map(Path::to_path_buf),
+            session: i.session,
+            name: i.name.to_os_string(),
+            log,
+            dir,
+            file,
+        })
+    }
+}
+
+/// The metrics log, lock dir and lock file for `i`: the kept ones when
+/// every input is the same, else built and kept.
+fn lock_paths(i: &LockInputs<'_>) -> Result<(PathBuf, namespace::LockDir, PathBuf), ffkit::Error> {
+    let mut kept = LOCK_PATHS.lock().unwrap_or_else(|p| p.into_inner());
+    let at = match kept.iter().position(|k| k.matches(i)) {
+        Some(at) => at,
+        None => {
+            if kept.len() >= LOCK_PATHS_KEPT {
+                kept.remove(0);
+            }
+            kept.push(LockPaths::build(i)?);
+            kept.len() - 1
+        }
+    };
+    let k = &kept[at];
+    Ok((k.log.clone(), k.dir.clone(), k.file.clone()))
+}
+
 /// Takes or drops a lock of the held-lock table, and records the timing the
 /// binary would have recorded (`lock_acquire` / `lock_release`). The file is
 /// the namespace's one lock file for NAME (`Namespace::lock_dir`, as `ffkit
 /// lock-acquire NAME` resolves it) in the namespace the wrapper resolved:
 /// the dev_id argument's, FLOWFORGE_DEVELOPER's, or the team config's.
-fn lock(func: &str, p: &Paths, name: LockName<'_>, session: bool) -> u8 {
+fn lock(func: &str, dev: Option<&OsStr>, name: LockName<'_>, session: bool) -> u8 {
     let start = Instant::now();
-    let log = p.log.clone();
-    let cfg = match Config::from_lookup(|k| match k {
-        "CACHE_PERF_METRICS" => Some(log.clone()),
+    let fail = |e: ffkit::Error| {
+        err(format_args!("{func}: {e}"));
+        e.exit_code()
+    };
+    // As `paths` reads them, in its order (so the same error wins).
+    let cwd = match namespace::current_dir() {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let here = Here::at(cwd);
+    let ns = match caller_namespace(&here) {
+        Ok(ns) => ns,
+        Err(e) => {
+            err(&e);
+            return e.exit_code();
+        }
+    };
+    let setting = shell::var("CACHE_PERF_METRICS").filter(|v| !v.is_empty());
+    let dev = match dev.filter(|d| !d.is_empty()) {
+        Some(d) => match namespace::validate_developer_arg(d, &format!("{func}: dev_id")) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                err(&e);
+                return e.exit_code();
+            }
+        },
+        None => None,
+    };
+    let mut cfg = match Config::from_lookup(|k| match k {
+        // The log is resolved with the paths below.
+        "CACHE_PERF_METRICS" => None,
         // `call` found it unset, empty or `local`: all mean local.
         "FFKIT_BACKEND" => None,
         // Read only what a lock call uses or can refuse: these are paths
@@ -515,20 +644,23 @@ fn lock(func: &str, p: &Paths, name: LockName<'_>, session: bool) -> u8 {
         _ => shell::var(k),
     }) {
         Ok(c) => c,
-        Err(e) => {
-            err(format_args!("{func}: {e}"));
-            return e.exit_code();
-        }
+        Err(e) => return fail(e),
     };
+    let inputs = LockInputs {
+        here: &here,
+        ns: &ns,
+        dev,
+        setting: setting.as_deref(),
+        cfg: &cfg,
+        session,
+        name: name.0,
+    };
+    let (log, dir, file) = match lock_paths(&inputs) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    cfg.perf_metrics = Some(log);
     let acquiring = func.starts_with("acquire");
-    let dir = p.ns.lock_dir(&cfg, None, session);
-    let file = match namespace::lock_file(&dir.dir, name.0) {
-        Ok(f) => f,
-        Err(e) => {
-            err(format_args!("{func}: {e}"));
-            return e.exit_code();
-        }
-    };
     // A release only looks the file up in the held-lock table. An
     // acquisition sets the dir up first only where that includes a check
     // (a per-user default dir); otherwise the lock file is opened first and

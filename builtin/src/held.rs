@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use ffkit::config::Config;
 use ffkit::hostfd;
-use ffkit::lock::holder::{Holder, KIND_FD};
+use ffkit::lock::holder::{Holder, KIND_FD, RecordLine};
 use ffkit::lock::kernel::Method;
 use ffkit::lock::{Denied, Kind, Wait, WaitSpec, compat, fd};
 use ffkit::{Error, Result};
@@ -172,14 +172,19 @@ impl From<Error> for NotTaken {
 /// The shell's holder record (pid, start time, host, command line): the
 /// same for every lock a shell takes, so read from /proc once per shell
 /// process (a forked subshell, another pid, reads its own).
-static OWNER: Mutex<Option<Holder>> = Mutex::new(None);
+/// Kept with its line made once (`RecordLine`): the record is serialized
+/// per shell, not per lock.
+type Owner = std::sync::Arc<(Holder, RecordLine)>;
+static OWNER: Mutex<Option<Owner>> = Mutex::new(None);
 
-fn owner_record(owner: u32) -> Holder {
+fn owner_record(owner: u32) -> Owner {
     let mut o = OWNER.lock().unwrap_or_else(|p| p.into_inner());
     match o.as_ref() {
-        Some(h) if h.pid == owner => h.clone(),
+        Some(h) if h.0.pid == owner => h.clone(),
         _ => {
             let h = Holder::new(KIND_FD, owner, None);
+            let line = h.record_line();
+            let h = std::sync::Arc::new((h, line));
             *o = Some(h.clone());
             h
         }
@@ -210,7 +215,8 @@ pub fn acquire(
         return Err(ffkit::lock::already_held(path.display(), owner).into());
     }
     let deadline = Instant::now().checked_add(timeout);
-    let record = owner_record(owner);
+    let owner_rec = owner_record(owner);
+    let (record, record_line) = (&owner_rec.0, &owner_rec.1);
     let rule = compat::Rule::of(cfg);
     let mut pause = compat::Pause::new(
         match deadline {
@@ -250,7 +256,7 @@ pub fn acquire(
             Method::Flock,
             deadline,
             path,
-            Some(&record),
+            Some(record),
             &mut || {
                 signal = shell::wait_ending_signal();
                 signal.is_some()
@@ -328,7 +334,9 @@ pub fn acquire(
                 ))
                 .into());
             }
-            if let Err(e) = fd::write_record(raw, Method::Flock, &record, st.st_size as u64, path) {
+            if let Err(e) =
+                fd::write_record_line(raw, Method::Flock, record_line, st.st_size as u64, path)
+            {
                 hostfd::fork_keeps(raw);
                 return Err(e.into());
             }

@@ -5,7 +5,8 @@
 //! - The fast paths run here: cache-size, cache-read, cache-write,
 //!   cache-batch, cache-evict, lock-status, perf-metrics (but `time`),
 //!   `lock-acquire NAME` / `lock-release NAME` (held by the shell, see
-//!   [`held`]), and the shell functions (`--fn NAME`, see [`funcs`]).
+//!   [`held`]), and the shell functions (`--fn NAME`, or the builtin
+//!   `_ffkit_fn_NAME` of each; see [`funcs`]).
 //!   Everything else (command and descriptor modes of lock-acquire, init,
 //!   install-links, flock) starts the real binary, so `ffkit X` always works.
 //! - `-v VAR` right after the applet name (cache-read, cache-size,
@@ -58,6 +59,16 @@ struct Ffkit;
 
 impl Ffkit {
     fn new() -> Ffkit {
+        setup();
+        Ffkit
+    }
+}
+
+/// What every builtin of this library needs before its first call, done
+/// once whichever of them bash loads first.
+fn setup() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
         // The one line a panic prints is ours (see `entry`): std's default
         // hook would print several, and a backtrace hint.
         std::panic::set_hook(Box::new(|_| {}));
@@ -65,8 +76,72 @@ impl Ffkit {
         // open between them (docs/metrics.md; re-verified on every append).
         ffkit::metrics::log::keep_descriptor_open();
         track_pid();
-        Ffkit
+    });
+}
+
+/// One builtin per shell function, `_ffkit_fn_NAME ARGS...`, the same call
+/// as `ffkit --fn NAME ARGS...`: the function's body names it directly, so
+/// bash expands two words fewer and skips `builtin`'s own lookup per call,
+/// and the builtin parses no `--fn NAME` (a third of what bash spends on a
+/// call of the functions; BENCHMARKS.md, "Issue 23: the builtin's lock
+/// pair"). The functions stay shell functions (shell/ffkit.bash,
+/// `_ffkit_builtin_thin`); `enable -f` loads these with `ffkit`.
+struct ShellFn(&'static str);
+
+impl Builtin for ShellFn {
+    fn call(&mut self, args: &mut Args) -> bash_builtins::Result<()> {
+        let func = self.0;
+        let argv: Vec<OsString> = args
+            .raw_arguments()
+            .map(|c| OsString::from_vec(c.to_bytes().to_vec()))
+            .collect();
+        match entry(move || call_fn(func, &argv)) {
+            0 => Ok(()),
+            c => Err(bash_builtins::Error::ExitCode(c.into())),
+        }
     }
+}
+
+/// `builtin_metadata!` for each function's builtin (a module each: the
+/// macro's items are named after the builtin).
+macro_rules! shell_fn_builtins {
+    ($($module:ident $func:literal $builtin:literal;)*) => {
+        $(mod $module {
+            use super::*;
+            builtin_metadata!(
+                name = $builtin,
+                create = new,
+                short_doc = "ffkit's shell function of the same name without the prefix",
+                long_doc = "Called by the shell function; see docs/shell.md.",
+            );
+            fn new() -> ShellFn {
+                setup();
+                ShellFn($func)
+            }
+        })*
+    };
+}
+
+shell_fn_builtins! {
+    fn_get_cache_size "get_cache_size" "_ffkit_fn_get_cache_size";
+    fn_rebuild_size_index "rebuild_size_index" "_ffkit_fn_rebuild_size_index";
+    fn_write_cache_with_metadata "write_cache_with_metadata" "_ffkit_fn_write_cache_with_metadata";
+    fn_read_cache_with_ttl "read_cache_with_ttl" "_ffkit_fn_read_cache_with_ttl";
+    fn_batch_write_cache "batch_write_cache" "_ffkit_fn_batch_write_cache";
+    fn_batch_read_cache "batch_read_cache" "_ffkit_fn_batch_read_cache";
+    fn_enforce_cache_limits "enforce_cache_limits" "_ffkit_fn_enforce_cache_limits";
+    fn_clear_developer_cache "clear_developer_cache" "_ffkit_fn_clear_developer_cache";
+    fn_cache_provider_data "cache_provider_data" "_ffkit_fn_cache_provider_data";
+    fn_get_provider_cache "get_provider_cache" "_ffkit_fn_get_provider_cache";
+    fn_cache_time_tracking "cache_time_tracking" "_ffkit_fn_cache_time_tracking";
+    fn_recover_time_tracking "recover_time_tracking" "_ffkit_fn_recover_time_tracking";
+    fn_acquire_critical_lock "acquire_critical_lock" "_ffkit_fn_acquire_critical_lock";
+    fn_release_critical_lock "release_critical_lock" "_ffkit_fn_release_critical_lock";
+    fn_acquire_session_lock "acquire_session_lock" "_ffkit_fn_acquire_session_lock";
+    fn_release_session_lock "release_session_lock" "_ffkit_fn_release_session_lock";
+    fn_record_performance_metric "record_performance_metric" "_ffkit_fn_record_performance_metric";
+    fn_get_performance_metrics "get_performance_metrics" "_ffkit_fn_get_performance_metrics";
+    fn_cleanup_performance_metrics "cleanup_performance_metrics" "_ffkit_fn_cleanup_performance_metrics";
 }
 
 /// Reads the shell's pid once, and again in every forked child (a
@@ -95,7 +170,7 @@ impl Builtin for Ffkit {
             .raw_arguments()
             .map(|c| OsString::from_vec(c.to_bytes().to_vec()))
             .collect();
-        match entry(argv) {
+        match entry(move || dispatch(argv)) {
             0 => Ok(()),
             c => Err(bash_builtins::Error::ExitCode(c.into())),
         }
@@ -103,8 +178,8 @@ impl Builtin for Ffkit {
 }
 
 /// One call, under `catch_unwind`.
-fn entry(argv: Vec<OsString>) -> u8 {
-    match catch_unwind(AssertUnwindSafe(|| dispatch(argv))) {
+fn entry(call: impl FnOnce() -> u8) -> u8 {
+    match catch_unwind(AssertUnwindSafe(call)) {
         Ok(code) => code,
         Err(payload) => {
             let msg = payload
@@ -128,12 +203,22 @@ pub(crate) fn caller_pid() -> rustix::process::Pid {
         .unwrap_or_else(rustix::process::getpid)
 }
 
-fn dispatch(argv: Vec<OsString>) -> u8 {
-    // Before anything else: every later pid check of this call (the
-    // held-lock table, the kept metrics log) uses it.
-    let me = caller_pid();
-    ffkit::metrics::log::set_caller_pid(me);
+/// Before anything else a call does: every later pid check of the call
+/// (the held-lock table, the kept metrics log) uses the caller's pid.
+fn begin_call() {
+    ffkit::metrics::log::set_caller_pid(caller_pid());
     held::forget_inherited();
+}
+
+/// One shell function's call (`_ffkit_fn_NAME` or `ffkit --fn NAME`).
+fn call_fn(func: &str, args: &[OsString]) -> u8 {
+    begin_call();
+    let (code, out) = funcs::call(func, args);
+    finish(code, out)
+}
+
+fn dispatch(argv: Vec<OsString>) -> u8 {
+    begin_call();
     let first = argv.first().map(|a| a.as_bytes()).unwrap_or_default();
     match first {
         b"--ffkit-loaded" => return 0,

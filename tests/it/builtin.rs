@@ -2108,4 +2108,81 @@ fn a_malformed_team_config_is_named_in_one_debug_line_on_every_path() {
             }
         }
     }
+/// The builtin keeps a lock call's paths (metrics log, lock dir, lock file)
+/// while their inputs are the same: every input changed between two calls
+/// of one shell is seen by the second — an unexported setting (a bad
+/// LOCK_TIMEOUT refused, FFKIT_LOCK_DIR, CACHE_PERF_METRICS), the
+/// developer, a `cd` within the repository, a `.git` created in the new
+/// dir, another repository — and a rotated metrics log gets the next row.
+#[test]
+fn lock_calls_see_each_changed_input_of_their_paths_at_once() {
+    let r = Repo::new();
+    let other = r.tmp.path().join("other");
+    fs::create_dir_all(other.join(".git")).unwrap();
+    let log = r.ns().join("cache/.perf-metrics.csv");
+    // Rows go only to a log whose dir exists (docs/metrics.md).
+    for ns in [
+        r.ns(),
+        r.root().join(".flowforge/dev-bob"),
+        r.root().join("sub/.flowforge/dev-alice"),
+        other.join(".flowforge/dev-alice"),
+    ] {
+        fs::create_dir_all(ns.join("cache")).unwrap();
+    }
+    let o = out(&mut r.bash(&format!(
+        "pair() {{ acquire_critical_lock \"$1\"; release_critical_lock \"$1\"; }}\n\
+         pair a; pair a\n\
+         LOCK_TIMEOUT=abc; rc=0; acquire_critical_lock b 2>err || rc=$?; echo \"bad=$rc $(grep -c LOCK_TIMEOUT err)\"; LOCK_TIMEOUT=5\n\
+         FFKIT_LOCK_DIR=$PWD/named; pair c; unset FFKIT_LOCK_DIR; pair c\n\
+         CACHE_PERF_METRICS=$PWD/mine.csv; pair d; unset CACHE_PERF_METRICS\n\
+         FLOWFORGE_DEVELOPER=bob; pair e; FLOWFORGE_DEVELOPER=alice\n\
+         mkdir -p sub; cd sub; pair f; mkdir .git; pair g; cd '{other}'; pair h; cd '{root}'\n\
+         mv '{log}' '{log}.1'; pair i\n\
+         ls named; wc -l <'{root}/mine.csv'",
+        other = other.display(),
+        root = r.root().display(),
+        log = log.display(),
+    )));
+    assert_eq!(ok(&o), "bad=12 1\nc.lock\n2\n");
+    let locks = |d: &Path| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(d)
+            .map(|rd| {
+                rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        locks(&r.ns().join("locks")),
+        ["a.lock", "c.lock", "d.lock", "f.lock", "i.lock"]
+    );
+    let dev_bob = r.root().join(".flowforge/dev-bob/locks");
+    assert_eq!(locks(&dev_bob), ["e.lock"]);
+    let sub = r.root().join("sub/.flowforge/dev-alice/locks");
+    assert_eq!(locks(&sub), ["g.lock"]);
+    assert_eq!(locks(&other.join(".flowforge/dev-alice/locks")), ["h.lock"]);
+    // Two rows per pair, each in the log its call named.
+    let rows = |p: &Path| fs::read_to_string(p).map_or(0, |s| s.lines().count());
+    let mut rotated = log.clone().into_os_string();
+    rotated.push(".1");
+    // a a c(named) c d(in mine.csv) e(bob's log) f g(sub's) h(other's) i
+    assert_eq!(rows(Path::new(&rotated)), 2 * 5, "a a c c f");
+    assert_eq!(rows(&log), 2, "i after the rotation");
+    assert_eq!(
+        rows(&r.root().join(".flowforge/dev-bob/cache/.perf-metrics.csv")),
+        2
+    );
+    assert_eq!(
+        rows(
+            &r.root()
+                .join("sub/.flowforge/dev-alice/cache/.perf-metrics.csv")
+        ),
+        2
+    );
+    assert_eq!(
+        rows(&other.join(".flowforge/dev-alice/cache/.perf-metrics.csv")),
+        2
+    );
 }

@@ -284,11 +284,21 @@ pub fn write_record(
     old_len: u64,
     path: &Path,
 ) -> Result<()> {
+    write_record_line(fd, method, &owner.record_line(), old_len, path)
+}
+
+/// [`write_record`] of a record made a [`holder::RecordLine`] already (a
+/// shell's, the same for each lock it takes).
+pub fn write_record_line(
+    fd: RawFd,
+    method: kernel::Method,
+    owner: &holder::RecordLine,
+    old_len: u64,
+    path: &Path,
+) -> Result<()> {
     let b = kernel::borrow(fd).map_err(|e| fd_error(fd, "cannot write to", e))?;
-    let mut rec = owner.clone();
-    rec.since = holder::now_epoch();
-    rec.fd = Some(fd);
-    holder::write_over(b, &rec, old_len).map_err(|e| {
+    let line = owner.at(holder::now_epoch(), Some(fd));
+    holder::write_line_over(b, &line, old_len).map_err(|e| {
         let _ = kernel::unlock_fd_with(fd, method);
         Error::io("cannot write holder record", path, e)
     })

@@ -87,6 +87,34 @@ impl Holder {
         v
     }
 
+    /// This record as a [`RecordLine`]: made once, it writes the line of
+    /// any later acquisition without serializing the strings again.
+    pub fn record_line(&self) -> RecordLine {
+        const KEY: &[u8] = b",\"since\":";
+        let mut probe = self.clone();
+        probe.since = 0.0;
+        probe.fd = None;
+        let line = probe.to_line();
+        // The last `,"since":` is the key: a string value holding it is
+        // escaped (`\"`), and no string follows it.
+        let at = line
+            .windows(KEY.len())
+            .rposition(|w| w == KEY)
+            .map(|p| p + KEY.len());
+        match at {
+            Some(at) if line.ends_with(b"}\n") && line[at..].starts_with(b"0.0") => RecordLine {
+                head: line[..at].to_vec(),
+                mid: line[at + 3..line.len() - 2].to_vec(),
+                whole: None,
+            },
+            _ => RecordLine {
+                head: Vec::new(),
+                mid: Vec::new(),
+                whole: Some(probe),
+            },
+        }
+    }
+
     pub fn parse(bytes: &[u8]) -> Option<Holder> {
         let line = bytes.split(|&b| b == b'\n').next()?;
         serde_json::from_slice(line).ok()
@@ -135,6 +163,43 @@ impl std::fmt::Display for Holder {
             write!(f, ", since {t}")?;
         }
         write!(f, " (age {:.1}s)", self.age())
+    }
+}
+
+/// A holder record split around `since` (and before `fd`), made by
+/// [`Holder::record_line`]: [`RecordLine::at`] is the line
+/// [`Holder::to_line`] writes for that time and descriptor, with only the
+/// number serialized per acquisition.
+#[derive(Clone, Debug)]
+pub struct RecordLine {
+    head: Vec<u8>,
+    mid: Vec<u8>,
+    /// The record itself, when the split was not found (never expected).
+    whole: Option<Holder>,
+}
+
+impl RecordLine {
+    /// The record's line with `since` and `fd`.
+    pub fn at(&self, since: f64, fd: Option<i32>) -> Vec<u8> {
+        if let Some(h) = &self.whole {
+            let mut h = h.clone();
+            h.since = since;
+            h.fd = fd;
+            return h.to_line();
+        }
+        let mut v = Vec::with_capacity(self.head.len() + self.mid.len() + 48);
+        v.extend_from_slice(&self.head);
+        // serde_json's own number format, as `to_line` writes it.
+        if serde_json::to_writer(&mut v, &since).is_err() {
+            v.extend_from_slice(b"null");
+        }
+        v.extend_from_slice(&self.mid);
+        if let Some(fd) = fd {
+            v.extend_from_slice(b",\"fd\":");
+            v.extend_from_slice(fd.to_string().as_bytes());
+        }
+        v.extend_from_slice(b"}\n");
+        v
     }
 }
 
@@ -260,8 +325,12 @@ pub(crate) fn write_to(f: impl AsFd, h: &Holder) -> io::Result<()> {
 /// acquisition, as a released lock's file is empty. Call only while holding
 /// the lock exclusively.
 pub(crate) fn write_over(f: impl AsFd, h: &Holder, old: u64) -> io::Result<()> {
+    write_line_over(f, &h.to_line(), old)
+}
+
+/// [`write_over`] of a record already made a line.
+pub(crate) fn write_line_over(f: impl AsFd, line: &[u8], old: u64) -> io::Result<()> {
     let fd = f.as_fd();
-    let line = h.to_line();
     let mut done = 0;
     while done < line.len() {
         match rustix::io::pwrite(fd, &line[done..], done as u64) {
@@ -434,6 +503,31 @@ fn proc_locks_read(dev: u64, ino: u64) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The record line made once writes exactly the line the record itself
+    /// would, whatever its strings hold (the key it splits at included).
+    #[test]
+    fn record_line_at_is_to_line_with_since_and_fd_replaced() {
+        for command in ["bash -c \"x\"\n\u{e9}", "echo ,\"since\":0.0}", ""] {
+            let mut h = Holder::new(KIND_FD, 4242, Some(command.into()));
+            h.holder_pid = Some(7);
+            h.start = None;
+            let line = h.record_line();
+            assert!(line.whole.is_none(), "{command}");
+            for fd in [None, Some(1023), Some(0)] {
+                for since in [1_765_000_000.123_456, 0.0, 1e21, f64::NAN] {
+                    let mut want = h.clone();
+                    want.since = since;
+                    want.fd = fd;
+                    assert_eq!(
+                        line.at(since, fd),
+                        want.to_line(),
+                        "{command} {since} {fd:?}"
+                    );
+                }
+            }
+        }
+    }
 
     /// A lock held throughout is found by every look, however many other
     /// locks come and go meanwhile. Without the re-reads about one look in

@@ -2108,6 +2108,8 @@ fn a_malformed_team_config_is_named_in_one_debug_line_on_every_path() {
             }
         }
     }
+}
+
 /// The builtin keeps a lock call's paths (metrics log, lock dir, lock file)
 /// while their inputs are the same: every input changed between two calls
 /// of one shell is seen by the second — an unexported setting (a bad

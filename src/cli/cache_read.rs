@@ -87,7 +87,10 @@ fn exec(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
         Found::Expired(at) => format!(
             "{key}: expired {}",
             at.and_then(|t| jiff::Timestamp::from_second(t).ok())
-                .map_or_else(String::new, |t| format!("at {t}"))
+                .map_or_else(
+                    || at.map_or_else(String::new, |t| format!("at epoch second {t}")),
+                    |t| format!("at {t}")
+                )
         ),
     };
     if a.quiet {

@@ -60,7 +60,17 @@ pub struct Totals {
 
 /// Parses an index file's content: exactly `digits` + `\n`, canonical.
 pub fn parse_number(content: &[u8]) -> Option<u64> {
-    let digits = content.strip_suffix(b"\n")?;
+    parse_canonical(content.strip_suffix(b"\n")?)
+}
+
+/// The one rule for a number ffkit wrote and reads back as text: a
+/// canonical non-negative decimal integer (`0`, or a digit 1-9 and more
+/// digits; no sign, space, leading zero, fraction or exponent) that fits
+/// in 64 bits. The index files are read by it, and so are the numbers of
+/// an entry's record on Redis (`backend/redis/lua/cache_lib.lua`'s
+/// `canon` is this rule in Lua, within the 15 digits a Lua number holds
+/// exactly; `tests/it/redis_cache.rs` runs both on one table).
+pub fn parse_canonical(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }

@@ -105,6 +105,88 @@ pub struct Found {
     pub hits: u64,
 }
 
+/// What `cache_read.lua` found wrong with an entry: its reply after
+/// `{3, now}` (see the script's header), worded for one line.
+#[derive(Debug, PartialEq, Eq)]
+enum Damage {
+    /// A record field missing (`None`) or not a canonical number (the
+    /// value's first bytes, as the script sends at most 64, and its length).
+    Field {
+        name: String,
+        raw: Option<(Vec<u8>, u64)>,
+    },
+    /// The metadata key holds this type, not a hash.
+    Metadata(String),
+    /// The value key holds this type, not a string (`none`: missing).
+    Value(String),
+    /// The value's length is not the recorded size.
+    Length { recorded: i64, len: i64 },
+}
+
+/// Bytes of a bad field's value a message shows (escaped), at most.
+const SHOWN_BYTES: usize = 32;
+
+impl Damage {
+    fn from_reply(r: &[redis::Value]) -> Damage {
+        let text = |i: usize| {
+            r.get(i)
+                .and_then(|x| redis::from_redis_value_ref::<String>(x).ok())
+                .unwrap_or_default()
+        };
+        let int = |i: usize| {
+            r.get(i)
+                .and_then(|x| redis::from_redis_value_ref::<i64>(x).ok())
+                .unwrap_or(-1)
+        };
+        match text(0).as_str() {
+            "field" => Damage::Field {
+                name: text(1),
+                raw: r
+                    .get(2)
+                    .and_then(|x| redis::from_redis_value_ref::<Option<Vec<u8>>>(x).ok())
+                    .flatten()
+                    .map(|b| (b, int(3).max(0) as u64)),
+            },
+            "metadata" => Damage::Metadata(text(1)),
+            "value" => Damage::Value(text(1)),
+            _ => Damage::Length {
+                recorded: int(1),
+                len: int(2),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Damage::Field { name, raw: None } => write!(f, "its record has no {name}"),
+            Damage::Field {
+                name,
+                raw: Some((b, len)),
+            } => {
+                let shown = String::from_utf8_lossy(&b[..b.len().min(SHOWN_BYTES)]);
+                write!(f, "its record's {name} is '{}'", shown.escape_debug())?;
+                if *len as usize > SHOWN_BYTES {
+                    write!(f, "... ({len} bytes)")?;
+                }
+                let bound = match name.as_str() {
+                    "size" => " (0 to 536870912)",
+                    "ttl" => " (0 to 1000000000)",
+                    _ => "",
+                };
+                write!(f, ", not a canonical whole number{bound}")
+            }
+            Damage::Metadata(t) => write!(f, "its metadata key holds a {t}, not a hash"),
+            Damage::Value(t) if t == "none" => write!(f, "the value is missing"),
+            Damage::Value(t) => write!(f, "the value key holds a {t}, not a string"),
+            Damage::Length { recorded, len } => {
+                write!(f, "the value is {len} bytes but its record says {recorded}")
+            }
+        }
+    }
+}
+
 /// What to evict.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Policy {
@@ -273,7 +355,8 @@ impl RedisCache {
             }
             (Some(2), Some(_)) => Lookup::Expired(int(1).unwrap_or(0)),
             (Some(3), _) => {
-                return Err(self.damaged(key, int(1).unwrap_or(-1), int(2).unwrap_or(-1), mode));
+                let what = Damage::from_reply(v.get(2..).unwrap_or_default());
+                return Err(self.damaged(key, &what, mode));
             }
             _ => Lookup::Missing,
         };
@@ -286,19 +369,10 @@ impl RedisCache {
         })
     }
 
-    /// The error for an entry `cache_read.lua` found damaged: the value's
-    /// length (-1: no value key) is not the size recorded with it (-1: no
-    /// usable size or expiry). The same [`Error::Corruption`] (exit 10) as
-    /// a local value whose length is not its sidecar's size; cache-run
-    /// takes it as a miss.
-    fn damaged(&self, key: &str, recorded: i64, len: i64, mode: ReadMode) -> Error {
-        let what = match (recorded, len) {
-            (_, -1) => "the value is missing".to_string(),
-            (-1, n) => {
-                format!("the value is {n} bytes but its record has no usable size or expiry")
-            }
-            (r, n) => format!("the value is {n} bytes but its record says {r}"),
-        };
+    /// The error for an entry `cache_read.lua` found damaged: the same
+    /// [`Error::Corruption`] (exit 10) as a local value whose length is not
+    /// its sidecar's size; cache-run takes it as a miss.
+    fn damaged(&self, key: &str, what: &Damage, mode: ReadMode) -> Error {
         let then = if mode == ReadMode::Peek {
             "damaged; the next read removes it"
         } else {
@@ -319,6 +393,19 @@ impl RedisCache {
             c.arg(format!("{prefix}total")).arg(prefix).arg(key);
         })?;
         Ok(u64::try_from(n).ok())
+    }
+
+    /// Removes entry `key` (as the server names it) if its value key still
+    /// holds another type than a string: a damaged entry a verify found.
+    fn delete_wrongtype(&mut self, key: &[u8]) -> Result<()> {
+        let prefix = &self.prefix;
+        let _: i64 = self.conn.eval("cannot delete entry", &DELETE, 1, |c| {
+            c.arg(format!("{prefix}total"))
+                .arg(prefix)
+                .arg(key)
+                .arg("wrongtype");
+        })?;
+        Ok(())
     }
 
     /// The connection, for the cache-run lock beside the entries.
@@ -354,7 +441,7 @@ impl RedisCache {
         let mut tries = 0;
         let (counted, recount) = loop {
             tries += 1;
-            if let Some(v) = self.verify_once()? {
+            if let Some(v) = self.verify_once(fix)? {
                 break v;
             }
             if tries == 3 {
@@ -393,7 +480,12 @@ impl RedisCache {
 
     /// One recount: `(counters, recount)` at one instant, or `None` if the
     /// registration lapsed (a scan slower than 60 s between two batches).
-    fn verify_once(&mut self) -> Result<Option<(Totals, Totals)>> {
+    /// A value key that holds another type than a string (changed behind
+    /// ffkit's back) holds no value: the recount leaves it out, so its
+    /// entry shows as drift, and with `fix` the entry is dropped (the
+    /// value, its metadata and the counters together, as a read that finds
+    /// it does), which this verify then sees as any concurrent drop.
+    fn verify_once(&mut self, fix: bool) -> Result<Option<(Totals, Totals)>> {
         let id = super::lock::new_token()?;
         self.verify_step("begin", &id)?;
         let pattern = format!("{}v:*", self.prefix);
@@ -414,10 +506,28 @@ impl RedisCache {
                 for k in &keys {
                     p.cmd("STRLEN").arg(k);
                 }
-                let lens: Vec<u64> = self.conn.pipe("cannot measure", &p)?;
+                let lens = self.conn.pipe_replies("cannot measure", &p)?;
                 for (k, n) in keys.into_iter().zip(lens) {
                     let name = k.strip_prefix(strip.as_bytes()).unwrap_or(&k).to_vec();
-                    seen.insert(name, n);
+                    match n {
+                        redis::Value::Int(n) => {
+                            seen.insert(name, n.max(0) as u64);
+                        }
+                        // Gone since the scan (STRLEN of no key is 0, so
+                        // this is only a key of another type).
+                        redis::Value::ServerError(e) if e.code() == "WRONGTYPE" => {
+                            if fix {
+                                self.delete_wrongtype(&name)?;
+                            }
+                        }
+                        other => {
+                            return Err(Error::General(format!(
+                                "{}: cannot measure {}: unexpected reply {other:?}",
+                                self.conn.label(),
+                                String::from_utf8_lossy(&k).escape_debug()
+                            )));
+                        }
+                    }
                 }
             }
             cursor = next;
@@ -569,15 +679,16 @@ impl RedisCache {
         }
         let mut p = redis::pipe();
         for k in &keys {
-            p.cmd("HGET")
-                .arg(format!("{}m:{k}", self.prefix))
-                .arg("size");
+            let meta = format!("{}m:{k}", self.prefix);
+            p.cmd("TYPE").arg(&meta);
+            p.cmd("HGET").arg(&meta).arg("size");
+            p.cmd("STRLEN").arg(format!("{}v:{k}", self.prefix));
         }
-        let sizes: Vec<Option<u64>> = self.conn.pipe("cannot plan eviction", &p)?;
+        let replies = self.conn.pipe_replies("cannot plan eviction", &p)?;
         let found = keys
             .into_iter()
-            .zip(sizes)
-            .filter_map(|(k, s)| s.map(|s| (k, s)))
+            .zip(replies.chunks(3))
+            .filter_map(|(k, r)| dropped_bytes(r).map(|b| (k, b)))
             .collect();
         Ok((found, more))
     }
@@ -646,6 +757,27 @@ impl RedisCache {
             steps,
         })
     }
+}
+
+/// The bytes `drop` in `cache_lib.lua` takes off the total for an entry,
+/// from the replies to `TYPE m:KEY`, `HGET m:KEY size`, `STRLEN v:KEY`
+/// (errors left in place): the recorded size when it is canonical and fits
+/// in a value, else the value's length (0 if the value key holds no
+/// string); `None` when there is no entry.
+fn dropped_bytes(r: &[redis::Value]) -> Option<u64> {
+    let [kind, size, len] = r else { return None };
+    let kind = redis::from_redis_value_ref::<String>(kind).ok()?;
+    if kind == "none" {
+        return None;
+    }
+    let recorded = redis::from_redis_value_ref::<Vec<u8>>(size)
+        .ok()
+        .and_then(|b| crate::cache::index::parse_canonical(&b))
+        .filter(|&n| n <= MAX_VALUE);
+    Some(recorded.unwrap_or_else(|| match len {
+        redis::Value::Int(n) => (*n).max(0) as u64,
+        _ => 0,
+    }))
 }
 
 fn too_big(key: &str) -> Error {

@@ -456,6 +456,18 @@ impl Conn {
         r.map_err(|e| self.fail(what, &e))
     }
 
+    /// A pipeline (not a transaction) whose replies are taken one by one:
+    /// a command the server answers with an error (`WRONGTYPE` on a key
+    /// changed behind ffkit's back) stays in its place as a
+    /// `Value::ServerError` instead of failing the whole request.
+    pub fn pipe_replies(&mut self, what: &str, p: &Pipeline) -> crate::Result<Vec<Value>> {
+        debug_assert!(!p.is_transaction());
+        let key = p.cmd_iter().find_map(cmd_key);
+        let n = p.len();
+        let r = self.request(Route::Key(key), &p.get_packed_pipeline(), n, Duration::ZERO);
+        r.map_err(|e| self.fail(what, &e))
+    }
+
     fn pipe_values(&mut self, route: Route<'_>, p: &Pipeline) -> redis::RedisResult<Vec<Value>> {
         let tx = p.is_transaction();
         let n = p.len() + if tx { 2 } else { 0 };

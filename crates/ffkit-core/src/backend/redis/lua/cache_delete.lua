@@ -1,3 +1,12 @@
 -- Removes entry ARGV[2] (cache-run --invalidate), adjusting the total.
--- ARGV: prefix, key. Returns the value's bytes, or -1 if there was none.
+-- ARGV: prefix, key, and 'wrongtype' to remove it only if its value key
+-- holds another type than a string (`cache-size --verify --fix`, which
+-- measured it so: a writer may have rewritten it since).
+-- Returns the bytes taken off the total, or -1 if nothing was removed.
+if ARGV[3] == 'wrongtype' then
+  local t = type_of(vkey(ARGV[2]))
+  if t == 'string' or t == 'none' then
+    return -1
+  end
+end
 return drop(ARGV[2])

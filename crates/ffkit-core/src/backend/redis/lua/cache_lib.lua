@@ -1,6 +1,7 @@
 -- Shared prelude of the cache scripts (prepended to each at build time).
 -- An entry KEY of the cache with prefix P is P..'v:'..KEY (the value) and
--- P..'m:'..KEY (hash: key, created_at, expires_at (0 = never), ttl, size).
+-- P..'m:'..KEY (hash: key, created_at, expires_at (0 = never), ttl, size,
+-- and hits once cache-run replays it).
 -- P..'total' and P..'count' are the exact bytes of all values and the
 -- number of entries; every write, delete, eviction and expiry goes through
 -- these scripts, which adjust both in the same atomic step. Entries never
@@ -8,6 +9,12 @@
 -- P..'exp' (score expires_at) and P..'lru' (score last access) are sorted
 -- sets, and expired entries are dropped in bounded sweep steps. P..'crt'
 -- (score created_at) orders entries by age for `cache-evict --older-than`.
+--
+-- A Redis script is not rolled back when a command in it fails: what ran
+-- before the failure stays. So every script reads and checks what it will
+-- rely on before its first write, and a record damaged behind ffkit's back
+-- (an HSET, a SET of another type, a partial restore) is answered as
+-- damage, never as a failed command halfway through a change.
 local P = ARGV[1]
 local TOTAL, COUNT, EXP, LRU = P .. 'total', P .. 'count', P .. 'exp', P .. 'lru'
 local CRT = P .. 'crt'
@@ -26,6 +33,80 @@ local function now_of(arg)
   return tonumber(t[1])
 end
 
+-- A number ffkit wrote, by the rule the local index files are read with
+-- (`cache::index::parse_canonical`): '0', or a digit 1-9 and more digits;
+-- no sign, space, leading zero, fraction or exponent. At most 15 digits,
+-- so the Lua number is exact. `signed` (the times) allows a '-' before a
+-- non-zero one, as the local sidecar's times do. nil for anything else
+-- (a Redis nil, false, arrives here as a non-string).
+local function canon(s, signed)
+  if type(s) ~= 'string' then return nil end
+  local neg = signed and string.sub(s, 1, 1) == '-'
+  if neg then s = string.sub(s, 2) end
+  if s == '0' then
+    if neg then return nil end
+    return 0
+  end
+  if #s > 15 or not string.find(s, '^[1-9]%d*$') then return nil end
+  if neg then return -tonumber(s) end
+  return tonumber(s)
+end
+
+-- The numeric fields of a record, and the most each can hold: a size
+-- within Redis's 512 MiB string (ffkit refuses longer values before
+-- sending them), a TTL within the 1e9 s `--ttl` accepts.
+local FIELDS = {'size', 'expires_at', 'created_at', 'ttl', 'hits'}
+local SIGNED = {expires_at = true, created_at = true}
+local MAX = {size = 536870912, ttl = 1000000000}
+
+-- The type of key `key` ('string', 'hash', 'list', ...; 'none').
+local function type_of(key)
+  return redis.call('TYPE', key).ok
+end
+
+-- Entry k's record, read and checked; writes nothing. nil when it has
+-- none (no metadata key); else a table of its fields as numbers (`hits`
+-- 0 when absent), with `bad` = {field, raw value (false: missing)} for
+-- the first that is missing or not canonical, or `bad` = {'metadata',
+-- type} when the metadata key is not a hash.
+local function record(k)
+  local m = redis.pcall('HMGET', mkey(k), unpack(FIELDS))
+  if m.err then
+    return {bad = {'metadata', type_of(mkey(k))}}
+  end
+  local rec = {}
+  local any = false
+  for i, f in ipairs(FIELDS) do
+    local raw = m[i]
+    any = any or raw ~= false
+    local n = canon(raw, SIGNED[f])
+    if n ~= nil and MAX[f] and n > MAX[f] then n = nil end
+    if n ~= nil then
+      rec[f] = n
+    elseif f == 'hits' and raw == false then
+      rec.hits = 0
+    elseif not rec.bad then
+      rec.bad = {f, raw}
+    end
+  end
+  -- A hash has at least one field: none of ours and no key is no entry.
+  if not any and redis.call('EXISTS', mkey(k)) == 0 then
+    return nil
+  end
+  return rec
+end
+
+-- Entry k's value: the string, or nil and the key's type when the value
+-- key is missing ('none') or holds another type.
+local function value_of(k)
+  local v = redis.pcall('GET', vkey(k))
+  if type(v) == 'table' and v.err then
+    return nil, type_of(vkey(k))
+  end
+  if not v then return nil, 'none' end
+  return v
+end
+
 -- Notes that entry k changes, for every verify under way (one EXISTS when
 -- none is: the common case).
 local function touch(k)
@@ -38,27 +119,34 @@ local function touch(k)
   end
 end
 
--- Removes entry k; returns its value's bytes, or -1 if there was none.
--- A record whose size is not an integer (changed behind ffkit's back:
--- cache_read.lua calls that damage) still goes, with its count; the total
--- cannot know what it held (`cache-size --verify --fix` corrects it).
+-- Removes entry k, whatever state it is in; returns the bytes taken off
+-- the total, or -1 if there was no entry. Everything is read first, so a
+-- damaged record cannot stop it halfway. The total loses the recorded
+-- size, what the write that made the entry added; when the record has
+-- none that is usable (damaged behind ffkit's back), the value's length
+-- instead, which is that size unless the value was changed too (then
+-- `cache-size --verify --fix` corrects the rest).
 local function drop(k)
+  local rec = record(k)
+  local bytes = 0
+  if rec ~= nil then
+    if rec.size ~= nil then
+      bytes = rec.size
+    elseif type_of(vkey(k)) == 'string' then
+      bytes = redis.call('STRLEN', vkey(k))
+    end
+  end
   touch(k)
-  local size = redis.call('HGET', mkey(k), 'size')
   redis.call('ZREM', EXP, k)
   redis.call('ZREM', LRU, k)
   redis.call('ZREM', CRT, k)
-  if not size and redis.call('EXISTS', mkey(k)) == 0 then
+  if rec == nil then
     return -1
   end
   redis.call('DEL', vkey(k), mkey(k))
   redis.call('DECR', COUNT)
-  local n = tonumber(size)
-  if n == nil or n ~= math.floor(n) then
-    return 0
-  end
-  redis.call('DECRBY', TOTAL, n)
-  return n
+  redis.call('DECRBY', TOTAL, bytes)
+  return bytes
 end
 
 -- One bounded sweep step: drops at most n entries expired at now.

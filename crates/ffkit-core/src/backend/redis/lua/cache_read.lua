@@ -1,51 +1,65 @@
 -- Reads entry ARGV[2]: {1, value, created_at, now, hits} on a hit (and
 -- refreshes its recency), {2, expires_at, created_at, now} when expired
--- (and drops it, adjusting the total), {3, recorded size, value's length,
--- created_at, now} when damaged (below), {0} when missing.
+-- (and drops it, adjusting the total), {3, now, kind, ...} when damaged
+-- (below), {0} when missing.
 -- ARGV: prefix, key, now (or ''), mode: '' (cache-read), 'hit' (cache-run
 -- replays it: count the replay in the metadata's `hits`, which a rewrite
 -- clears) or 'peek' (change nothing: no recency, no expiry, no count).
 --
--- Damage: the scripts write a value and its recorded size in one atomic
--- step, so a value whose length is not the recorded size, a missing value
--- key, or a size or expiry that is not a number was changed behind
--- ffkit's back (a SETRANGE, a SET, an HSET, a partial restore). Its bytes
--- are never returned as good; the check costs no extra round trip (the
--- length of the string this script already holds). Unless peeking, the
--- read that finds the damage drops the entry in the same step: the total
--- counts recorded sizes, so it is exact again, and the next read is a miss.
+-- Damage: the scripts write a value and its record in one atomic step, so
+-- a record field that is missing or not a canonical number, a metadata
+-- key that is not a hash, a value key that is missing or not a string, or
+-- a value whose length is not the recorded size was changed behind
+-- ffkit's back (a SETRANGE, a SET, an HSET, an RPUSH, a partial restore).
+-- Its bytes are never returned as good; the check costs no extra round
+-- trip (the length of the string this script already holds). Unless
+-- peeking, the read that finds the damage drops the entry in the same step
+-- (`drop`: the value, the metadata and the totals together), so the next
+-- read is a miss. The kinds, after {3, now}:
+--   'field', name, the value (at most 64 bytes; false: missing), its length
+--   'metadata', the metadata key's type
+--   'value', the value key's type ('none': missing)
+--   'length', recorded size, the value's length
 local k = ARGV[2]
 local now = now_of(ARGV[3])
 local mode = ARGV[4] or ''
-local m = redis.call('HMGET', mkey(k), 'expires_at', 'created_at', 'hits', 'size')
-if not m[1] and not m[2] and not m[4] then
+local rec = record(k)
+if rec == nil then
   return {0}
 end
-local e = tonumber(m[1])
-local created = tonumber(m[2]) or 0
-local size = tonumber(m[4])
-local v = redis.call('GET', vkey(k))
-local damaged = function()
+local damaged = function(...)
   if mode ~= 'peek' then drop(k) end
-  local len = -1
-  if v then len = string.len(v) end
-  return {3, size or -1, len, created, now}
+  return {3, now, ...}
 end
-if e == nil or size == nil or size ~= math.floor(size) then
-  return damaged()
+if rec.bad then
+  local what, raw = rec.bad[1], rec.bad[2]
+  if what == 'metadata' then
+    return damaged('metadata', raw)
+  end
+  local len = 0
+  if raw then
+    len = string.len(raw)
+    raw = string.sub(raw, 1, 64)
+  end
+  return damaged('field', what, raw, len)
 end
-if e > 0 and e <= now then
+local e = rec.expires_at
+if e ~= 0 and e <= now then
   if mode ~= 'peek' then drop(k) end
-  return {2, e, created, now}
+  return {2, e, rec.created_at, now}
 end
-if not v or string.len(v) ~= size then
-  return damaged()
+local v, vtype = value_of(k)
+if not v then
+  return damaged('value', vtype)
 end
-local hits = tonumber(m[3]) or 0
+if string.len(v) ~= rec.size then
+  return damaged('length', rec.size, string.len(v))
+end
+local hits = rec.hits
 if mode == 'hit' then
   hits = redis.call('HINCRBY', mkey(k), 'hits', 1)
 end
 if mode ~= 'peek' then
   redis.call('ZADD', LRU, now, k)
 end
-return {1, v, created, now, hits}
+return {1, v, rec.created_at, now, hits}

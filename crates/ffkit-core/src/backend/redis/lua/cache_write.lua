@@ -3,7 +3,15 @@
 -- ARGV: prefix, key, value, ttl, now (or '').
 local k, v, ttl = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local now = now_of(ARGV[5])
-local old = redis.call('HGET', mkey(k), 'size')
+-- The entry this replaces, checked before anything is written: a damaged
+-- one (its size unusable, its metadata key not a hash) is dropped first,
+-- adjusting the totals as a read that finds it would, and this write is
+-- then a new entry.
+local rec = record(k)
+if rec ~= nil and rec.size == nil then
+  drop(k)
+  rec = nil
+end
 local size = string.len(v)
 local exp = 0
 if ttl > 0 then exp = now + ttl end
@@ -12,8 +20,8 @@ redis.call('SET', vkey(k), v)
 -- A rewrite is a new recording: its replay count (cache-run) starts again.
 redis.call('HDEL', mkey(k), 'hits')
 redis.call('HSET', mkey(k), 'key', k, 'created_at', now, 'expires_at', exp, 'ttl', ttl, 'size', size)
-if old then
-  redis.call('INCRBY', TOTAL, size - tonumber(old))
+if rec ~= nil then
+  redis.call('INCRBY', TOTAL, size - rec.size)
 else
   redis.call('INCRBY', TOTAL, size)
   redis.call('INCR', COUNT)

@@ -535,6 +535,55 @@ fn fill(filler: &Path) {
     while f.write_all(&chunk).is_ok() {}
 }
 
+/// A full disk while writing an unnamed temp file (`O_TMPFILE`, which has
+/// no name) is reported as that, in the cache dir: with one page free the
+/// value fits and its sidecar does not. Before, the sidecar's unnamed temp
+/// failed silently, a named `.tmp-PID-0` was made, failed the same way
+/// and was removed, and the message named that file, which no longer
+/// existed and was not the first failure.
+#[test]
+fn a_full_disk_names_the_unnamed_temp_file_that_failed_truly() {
+    let w = World::new();
+    let mnt = w.path().join("mnt");
+    let Some(_m) = Mount::tmpfs(&mnt, "size=512k,mode=0700") else {
+        return skip(
+            "cannot mount a tmpfs (needs root / CAP_SYS_ADMIN); unnamed-temp message not checked",
+        );
+    };
+    let cache = mnt.join("cache");
+    let cmd = |applet: &str| {
+        let mut c = w.cmd(applet);
+        c.env("FFKIT_CACHE_DIR", &cache)
+            .env("CACHE_PERF_MONITORING", "disabled");
+        c
+    };
+    cmd("cache-write").args(["small", "1"]).assert().success();
+    // Everything full but one page, which the value takes.
+    let page = mnt.join("page");
+    fs::write(&page, [0u8; 4096]).unwrap();
+    {
+        let mut f = fs::File::create(mnt.join("filler")).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    fs::remove_file(&page).unwrap();
+    let out = cmd("cache-write")
+        .args(["k", "some value"])
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(8), "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "ffkit cache-write: cannot write an unnamed temp file (O_TMPFILE) in {}: No space left on device",
+            cache.display()
+        )
+    );
+    assert!(!cache.join("k").exists());
+    assert_index_exact(&cache, "unnamed temp on a full disk");
+}
+
 /// Removing needs no new block: on a file system at 100 % (where no
 /// journal with content can be written) eviction by size, `--all` and
 /// `cache-run --invalidate` remove what they should, exit 0, and leave the

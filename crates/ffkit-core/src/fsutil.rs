@@ -236,7 +236,13 @@ pub fn name_unnamed(f: &File, dir: &Path) -> Result<PathBuf> {
         match link_unnamed(f, &path) {
             Ok(()) => return Ok(path),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(Error::io("cannot link", &path, e)),
+            Err(e) => {
+                return Err(Error::io(
+                    "cannot link an unnamed temp file (O_TMPFILE) at",
+                    &path,
+                    e,
+                ));
+            }
         }
     }
 }

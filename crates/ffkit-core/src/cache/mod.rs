@@ -216,6 +216,10 @@ impl Temp {
     }
 }
 
+/// How a failed write to an unnamed temp file (`O_TMPFILE`) is worded: it
+/// has no path, so the message names the cache dir it was made in.
+const UNNAMED_WRITE: &str = "cannot write an unnamed temp file (O_TMPFILE) in";
+
 /// Most keys one write makes unnamed temp files for: each is an open
 /// descriptor until the commit (two per key), so a batch of thousands
 /// makes named ones, which it closes as it goes.
@@ -745,7 +749,9 @@ impl Cache {
                     Error::io("cannot rename into", dest, e)
                 })
             }
-            r => r.map_err(|e| Error::io("cannot link", dest, e)),
+            r => {
+                r.map_err(|e| Error::io("cannot link an unnamed temp file (O_TMPFILE) at", dest, e))
+            }
         }
     }
 
@@ -1053,7 +1059,12 @@ impl Cache {
     /// named ones.
     fn prepare(&self, e: NewEntry<'_>, unnamed: bool) -> Result<Change> {
         let (mut vf, vname) = self.new_temp(unnamed)?;
-        let shown = vname.clone().unwrap_or_else(|| self.dir.clone());
+        // What failed, named truly: the temp file's path, or for an
+        // unnamed one (it has none) the cache dir it was made in.
+        let failed = |named: &'static str, unnamed: &'static str, e: io::Error| match &vname {
+            Some(p) => Error::io(named, p, e),
+            None => Error::io(unnamed, &self.dir, e),
+        };
         let drop_named = || {
             if let Some(p) = &vname {
                 let _ = fs::remove_file(p);
@@ -1081,14 +1092,18 @@ impl Cache {
             Ok(v) => v,
             Err(e) => {
                 drop_named();
-                return Err(Error::io("cannot write", &shown, e));
+                return Err(failed("cannot write", UNNAMED_WRITE, e));
             }
         };
         if self.set_times
             && let Err(e) = fsutil::set_times(&vf, Some(self.now), Some(self.now))
         {
             drop_named();
-            return Err(Error::io("cannot set times of", &shown, e));
+            return Err(failed(
+                "cannot set times of",
+                "cannot set times of an unnamed temp file (O_TMPFILE) in",
+                e,
+            ));
         }
         let vtemp = match vname {
             Some(p) => Temp::Named(p),
@@ -1104,7 +1119,13 @@ impl Cache {
         let meta_json = meta.to_json();
         change.bytes = size.saturating_add(meta_json.len() as u64);
         let meta_temp = if unnamed {
-            self.unnamed_with(&meta_json)
+            match self.unnamed_with(&meta_json) {
+                Ok(t) => t,
+                Err(err) => {
+                    discard(&change);
+                    return Err(err);
+                }
+            }
         } else {
             None
         };
@@ -1131,13 +1152,19 @@ impl Cache {
         Ok((f, Some(p)))
     }
 
-    /// An unnamed temp file holding `bytes`, and its inode; `None` where
-    /// one cannot be made or filled (the caller then makes a named one,
-    /// which reports the error, if any, in its own words).
-    fn unnamed_with(&self, bytes: &[u8]) -> Option<(Temp, u64)> {
-        let mut f = fsutil::create_unnamed(&self.dir)?;
-        let ino = f.write_all(bytes).and_then(|()| f.metadata()).ok()?.ino();
-        Some((Temp::Unnamed(f), ino))
+    /// An unnamed temp file holding `bytes`, and its inode; `Ok(None)`
+    /// where one cannot be made (no `O_TMPFILE` here: the caller makes a
+    /// named one). One that was made but cannot be filled (a full disk)
+    /// is that error: a named temp would only fail the same way, under a
+    /// name that no longer exists by the time the message is read.
+    fn unnamed_with(&self, bytes: &[u8]) -> Result<Option<(Temp, u64)>> {
+        let Some(mut f) = fsutil::create_unnamed(&self.dir) else {
+            return Ok(None);
+        };
+        match f.write_all(bytes).and_then(|()| f.metadata()) {
+            Ok(m) => Ok(Some((Temp::Unnamed(f), m.ino()))),
+            Err(e) => Err(Error::io(UNNAMED_WRITE, &self.dir, e)),
+        }
     }
 
     /// Gives a change's unnamed temp files temp names, for a key whose

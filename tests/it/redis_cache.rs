@@ -390,6 +390,9 @@ fn redis_cache_verify_is_exact_while_writers_and_evictors_run() {
 /// A change made behind ffkit's back to entry KEY on the server.
 type Damage = fn(&Server, &str);
 
+/// A change made behind ffkit's back to entry `k` on the server.
+type DamageK = fn(&Server);
+
 /// A value changed behind ffkit's back (truncated, replaced, its recorded
 /// size or expiry rewritten, its value key gone) is never returned as
 /// good: `cache-read` exits 10 with one line, as the local backend does
@@ -672,18 +675,18 @@ fn redis_cache_read_of_a_damaged_record_is_exit_10_with_a_true_message() {
 fn redis_cache_run_takes_a_damaged_record_as_a_miss() {
     let Some(s) = Server::start() else { return };
     let w = World::new();
-    let damages: &[(&str, &dyn Fn(&Server, &str))] = &[
-        ("size huge", &|s, k| {
+    let damages: &[(&str, Damage)] = &[
+        ("size huge", |s, k| {
             hset(s, k, "size", b"99999999999999999999999")
         }),
-        ("size inf", &|s, k| hset(s, k, "size", b"inf")),
-        ("expires_at abc", &|s, k| hset(s, k, "expires_at", b"abc")),
-        ("hits abc", &|s, k| hset(s, k, "hits", b"abc")),
-        ("value a list", &|s, k| {
+        ("size inf", |s, k| hset(s, k, "size", b"inf")),
+        ("expires_at abc", |s, k| hset(s, k, "expires_at", b"abc")),
+        ("hits abc", |s, k| hset(s, k, "hits", b"abc")),
+        ("value a list", |s, k| {
             s.query::<()>(redis::cmd("DEL").arg(format!("{NS}v:{k}")));
             s.query::<()>(redis::cmd("RPUSH").arg(format!("{NS}v:{k}")).arg("a"));
         }),
-        ("metadata a string", &|s, k| {
+        ("metadata a string", |s, k| {
             s.query::<()>(redis::cmd("DEL").arg(format!("{NS}m:{k}")));
             s.query::<()>(redis::cmd("SET").arg(format!("{NS}m:{k}")).arg("x"));
         }),
@@ -774,17 +777,17 @@ fn redis_cache_expires_at_below_now_is_expired_and_0_is_never() {
 fn redis_cache_write_over_a_damaged_record_replaces_it() {
     let Some(s) = Server::start() else { return };
     let w = World::new();
-    let damages: &[(&str, &dyn Fn(&Server))] = &[
-        ("size huge", &|s| {
+    let damages: &[(&str, DamageK)] = &[
+        ("size huge", |s| {
             hset(s, "k", "size", b"99999999999999999999999")
         }),
-        ("size inf", &|s| hset(s, "k", "size", b"inf")),
-        ("size 5.0", &|s| hset(s, "k", "size", b"5.0")),
-        ("metadata a list", &|s| {
+        ("size inf", |s| hset(s, "k", "size", b"inf")),
+        ("size 5.0", |s| hset(s, "k", "size", b"5.0")),
+        ("metadata a list", |s| {
             s.query::<()>(redis::cmd("DEL").arg(format!("{NS}m:k")));
             s.query::<()>(redis::cmd("RPUSH").arg(format!("{NS}m:k")).arg("a"));
         }),
-        ("value a list", &|s| {
+        ("value a list", |s| {
             s.query::<()>(redis::cmd("DEL").arg(format!("{NS}v:k")));
             s.query::<()>(redis::cmd("RPUSH").arg(format!("{NS}v:k")).arg("a"));
         }),

@@ -1,6 +1,10 @@
 //! The size index: `.size-index`, the total bytes (the contract's file that
 //! old scripts `cat`: one decimal number and a newline, always replaced
-//! whole by rename, so a reader without the lock never sees half of it),
+//! whole by an exchange of names, so a reader without the lock never sees
+//! half of it; the file exchanged in is the spare, `.size-index.spare`,
+//! rewritten only under a lease that proves nobody has it open: see
+//! [`write_bytes`] and docs/architecture.md, "Why `.size-index` can be
+//! recycled"),
 //! and the entry count, ffkit's own number, kept as a fixed-width record at
 //! the start of the lock file `.lock` ([`COUNT_RECORD_LEN`] bytes,
 //! `entries=` and 20 zero-padded digits and a newline), rewritten in place

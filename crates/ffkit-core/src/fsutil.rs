@@ -286,7 +286,7 @@ pub enum Rewrite {
 /// inode's readers and writers, and an open counts itself before it looks
 /// for a lease, so an open racing the grant is either counted or sees the
 /// lease), and while it is held every open of the file, by any name, waits
-/// (or fails, with `O_NONBLOCK`) until it is released, which is done right
+/// (or fails, with `O_NONBLOCK`) until it is released, by the close right
 /// after the write. Every read goes through an open file description
 /// (`read`, `mmap`, `sendfile` alike), so no read can overlap the write:
 /// a reader sees the file before it or after it. What breaks the lease
@@ -323,7 +323,7 @@ pub fn rewrite_unopened(path: &Path, bytes: &[u8]) -> Rewrite {
     const F_SETSIG: libc::c_int = 10;
     let fd = f.as_raw_fd();
     // SAFETY: fcntl with integer arguments on `fd`, which `f` owns and
-    // keeps open until the end of this function; no memory is passed.
+    // keeps open across these calls; no memory is passed.
     let leased = unsafe {
         libc::fcntl(fd, F_SETSIG, libc::SIGURG) == 0
             && libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) == 0
@@ -339,10 +339,11 @@ pub fn rewrite_unopened(path: &Path, bytes: &[u8]) -> Rewrite {
             Ok(())
         }
     });
-    // SAFETY: as above. (Closing `f` would release the lease too; this is
-    // explicit so that a failure to release is seen.)
-    let released = unsafe { libc::fcntl(fd, libc::F_SETLEASE, libc::F_UNLCK) } == 0;
-    if written.is_ok() && released {
+    // Closing the only descriptor that holds the lease releases it (one
+    // system call instead of `F_UNLCK` and a close): opens waiting on it
+    // go on now, and find the file whole.
+    drop(f);
+    if written.is_ok() {
         Rewrite::Done
     } else {
         Rewrite::Unusable

@@ -7,7 +7,7 @@
 //! the xtask crate fails when an applet has no examples here, so a new
 //! applet cannot ship an empty EXAMPLES section.
 
-use crate::cache::index::{COUNT_FILE, INDEX_FILE};
+use crate::cache::index::{COUNT_FILE, INDEX_FILE, SPARE_FILE};
 use crate::cache::journal::JOURNAL_FILE;
 use crate::memo::RUN_DIR;
 use crate::metrics::DEFAULT_LOG_NAME;
@@ -343,6 +343,10 @@ pub fn files() -> Vec<FileDoc> {
         f(
             format!("<cache-dir>/{INDEX_FILE}"),
             "the total bytes of values and sidecars as one decimal number and a newline; replaced by rename, safe to cat",
+        ),
+        f(
+            format!("<cache-dir>/{SPARE_FILE}"),
+            "the index before the last change, rewritten by the next one and exchanged with .size-index, only while nobody has it open (never read; ffkit's own)",
         ),
         f(
             format!("<cache-dir>/{JOURNAL_FILE}"),

@@ -1610,20 +1610,21 @@ fn writers_of_new_keys_killed_at_random_leave_no_temp_and_no_half_entry() {
     w.cmd("cache-size").arg("--verify").assert().success();
 }
 
-/// A write of a new key creates three files, the floor's two (value and
-/// sidecar) and `.size-index`'s replacement: its journal and the entry
-/// count go into the `.lock` it holds, not into new files (an inode
-/// allocation is the costliest step of a write on ext4; the count's own
-/// `.entry-count` made a fourth). The value and sidecar are unnamed
-/// (`O_TMPFILE`), so the only named temp file is the index's; with
-/// `O_TMPFILE` refused (the hidden `FFKIT_TEST_NO_TMPFILE`) all three are
-/// named temps, as before. Traced with strace.
+/// A write of a new key creates two files, the floor's two (value and
+/// sidecar): its journal and the entry count go into the `.lock` it holds,
+/// not into new files (an inode allocation is the costliest step of a
+/// write on ext4; the count's own `.entry-count` made a fourth), and
+/// `.size-index` is replaced by its spare, which the first write made
+/// (the next test). The value and sidecar are unnamed (`O_TMPFILE`), so no
+/// named temp file is made at all; with `O_TMPFILE` refused (the hidden
+/// `FFKIT_TEST_NO_TMPFILE`) both are named temps, as before. Traced with
+/// strace.
 #[test]
 fn a_write_of_a_new_key_creates_no_journal_file() {
     if !need("strace", "the system calls of a write") {
         return;
     }
-    for (named, unnamed, no_tmpfile) in [(1, 2, false), (3, 0, true)] {
+    for (named, unnamed, no_tmpfile) in [(0, 2, false), (2, 0, true)] {
         let w = World::new();
         w.write("old", "v");
         let log = w.path().join("trace");
@@ -1660,6 +1661,123 @@ fn a_write_of_a_new_key_creates_no_journal_file() {
             .stdout("value");
         w.assert_exact();
     }
+}
+
+/// Once a cache has its spare (`.size-index.spare`: the index the first
+/// write's exchange displaced, kept instead of unlinked), a write of a new key
+/// creates no file for the index at all: the spare is rewritten in place
+/// while nobody has it open (a lease) and exchanged with `.size-index`, so
+/// the two inodes trade names and none is created or freed (the old way
+/// made, exchanged and unlinked a temp file per write: one inode created
+/// and one freed, the dearest steps left in a write on ext4). The only
+/// files created are the value and the sidecar, the floor's two. Traced
+/// with strace, on both temp-file paths.
+#[test]
+fn a_write_of_a_new_key_creates_no_file_for_the_index_once_the_spare_is_there() {
+    use std::os::unix::fs::MetadataExt;
+    if !need("strace", "the system calls of a write") {
+        return;
+    }
+    for (named, no_tmpfile) in [(0, false), (2, true)] {
+        let w = World::new();
+        w.write("a", "v");
+        w.write("b", "vv");
+        let spare = w.cache().join(".size-index.spare");
+        let index = w.cache().join(".size-index");
+        let ino = |p: &std::path::Path| fs::metadata(p).unwrap().ino();
+        let before = [ino(&index), ino(&spare)];
+        let log = w.path().join("trace");
+        let mut c = Command::new("strace");
+        w.isolate(&mut c);
+        if no_tmpfile {
+            c.env("FFKIT_TEST_NO_TMPFILE", "1");
+        }
+        c.args(["-f", "-qq", "-o"])
+            .arg(&log)
+            .args(["-e", "trace=%file,%desc", "--"])
+            .arg(bin())
+            .args(["cache-write", "new", "value"]);
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        let t = fs::read_to_string(&log).unwrap();
+        let created: Vec<&str> = t
+            .lines()
+            .filter(|l| l.contains("O_CREAT") && l.contains("O_EXCL") && !l.contains("= -1"))
+            .collect();
+        assert_eq!(created.len(), named, "{created:#?}");
+        assert!(!t.contains("unlink"), "nothing is unlinked:\n{t}");
+        assert!(
+            t.lines()
+                .any(|l| l.contains("F_SETLEASE, F_WRLCK") && l.ends_with("= 0")),
+            "the spare was leased:\n{t}"
+        );
+        // The two files traded names.
+        assert_eq!([ino(&spare), ino(&index)], before);
+        assert!(!journal_left(&w.cache()));
+        w.assert_exact();
+        w.cmd("cache-read")
+            .arg("new")
+            .assert()
+            .success()
+            .stdout("value");
+    }
+}
+
+/// The spare is the index of two writes ago: a reader that opened
+/// `.size-index` then (old scripts `cat` it, without the lock) may still
+/// hold it when it is the spare again. It is then never written: the lease
+/// that must be had first is refused while anyone has the file open, and
+/// the write goes the old way (a new file). The reader reads the number it
+/// opened, whole, however many writes happen meanwhile, and the writes
+/// reuse the spare again once it has let go. Real processes: a shell holds
+/// the index on a descriptor and `cat`s it on a cue.
+#[test]
+fn a_reader_holding_the_size_index_open_reads_its_number_whole_across_writes() {
+    let w = World::new();
+    w.write("a", "v");
+    w.write("b", "vv");
+    let index = w.cache().join(".size-index");
+    let held = fs::read_to_string(&index).unwrap();
+    let ready = w.path().join("ready");
+    let go = w.path().join("go");
+    let reader = Command::new("sh")
+        .args([
+            "-c",
+            r#"exec 3<"$1"; : >"$2"; while [ ! -e "$3" ]; do sleep 0.01; done; cat <&3"#,
+            "sh",
+        ])
+        .arg(&index)
+        .arg(&ready)
+        .arg(&go)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    until("the reader to open the index", || ready.exists());
+    for i in 0..6 {
+        w.write(&format!("k{i}"), &"x".repeat(10 + i * 37));
+        w.assert_exact();
+    }
+    fs::write(&go, b"").unwrap();
+    let out = reader.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), held);
+    // Let go of: the spare is rewritten again (no file created).
+    w.write("c", "v");
+    let log = w.path().join("trace");
+    if need("strace", "the spare reused after the reader") {
+        let mut c = Command::new("strace");
+        w.isolate(&mut c);
+        c.args(["-f", "-qq", "-o"])
+            .arg(&log)
+            .args(["-e", "trace=%file", "--"])
+            .arg(bin())
+            .args(["cache-write", "d", "value"]);
+        assert!(c.output().unwrap().status.success());
+        let t = fs::read_to_string(&log).unwrap();
+        assert!(!t.contains(".tmp-"), "{t}");
+    }
+    w.assert_exact();
+    w.cmd("cache-size").arg("--verify").assert().success();
 }
 
 /// `--verify` removes the temp files of dead writers (docs/cache.md) and

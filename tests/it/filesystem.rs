@@ -115,6 +115,63 @@ fn symlinked_index_files_are_ignored_and_replaced_not_followed() {
     }
 }
 
+/// `.size-index.spare` is rewritten in place (docs/cache.md, "The size
+/// index"), so what is planted there is never written through: a symlink
+/// (not followed), a hard link to another file of ours (a second name:
+/// refused, or the number would land in that file), a FIFO (never blocks)
+/// and a directory are passed over, each write of a new key goes the old
+/// way (a new file exchanged in), and the index stays exact. A spare left
+/// torn, as by a writer killed inside its rewrite, is rewritten whole.
+#[test]
+fn whatever_is_planted_at_the_index_spare_is_never_written_through() {
+    let w = seeded();
+    w.write("second", "vv");
+    let spare = w.cache().join(".size-index.spare");
+    assert!(spare.is_file(), "the second write made the spare");
+    let t = Target::new(&w, "spare-target", b"untouched\n");
+    for (i, what) in ["symlink", "hard link", "fifo", "dir", "torn"]
+        .into_iter()
+        .enumerate()
+    {
+        match what {
+            "symlink" => {
+                plant(&w, ".size-index.spare", &t.path);
+            }
+            "hard link" => {
+                fs::remove_file(&spare).unwrap();
+                fs::hard_link(&t.path, &spare).unwrap();
+            }
+            "fifo" => {
+                fs::remove_file(&spare).unwrap();
+                mkfifo(&spare);
+            }
+            "dir" => {
+                fs::remove_file(&spare).unwrap();
+                fs::create_dir(&spare).unwrap();
+            }
+            _ => {
+                fs::remove_dir(&spare).unwrap();
+                fs::write(&spare, b"99999999999999999999999\n12").unwrap();
+            }
+        }
+        let mut c = w.cmd("cache-write");
+        c.args([format!("k{i}"), "v".repeat(i + 3)]);
+        let out = output_within(c, what);
+        assert!(out.status.success(), "{what}: {}", stderr_of(&out));
+        assert!(out.stderr.is_empty(), "{what}: {}", stderr_of(&out));
+        t.assert_untouched(what);
+        assert_index_exact(&w.cache(), what);
+        w.cmd("cache-size").arg("--verify").assert().success();
+    }
+    // The torn spare was rewritten and is the index now; the next write
+    // reuses the one it displaced.
+    let mut c = w.cmd("cache-write");
+    c.args(["last", "v"]);
+    assert!(output_within(c, "after").status.success());
+    assert_index_exact(&w.cache(), "after");
+    assert_eq!(fs::metadata(&spare).unwrap().nlink(), 1);
+}
+
 #[test]
 fn a_symlinked_journal_is_not_read_through() {
     let w = seeded();

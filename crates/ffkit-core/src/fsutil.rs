@@ -272,6 +272,102 @@ pub fn replace_file(dest: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// What [`rewrite_unopened`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rewrite {
+    /// The file now holds exactly the bytes given.
+    Done,
+    /// Nothing is at the path.
+    Missing,
+    /// Something is there that could not be rewritten now: open elsewhere
+    /// (or being opened), not a regular file, not ours, on a file system
+    /// without leases, or the write failed. Its content is then unknown.
+    Unusable,
+}
+
+/// Rewrites the regular file at `path` in place with `bytes`, only when no
+/// open file description of it exists anywhere, and so that none can be
+/// made until it is whole: a write lease (`fcntl(F_SETLEASE, F_WRLCK)`) is
+/// granted only when nobody else has the file open (the kernel counts the
+/// inode's readers and writers, and an open counts itself before it looks
+/// for a lease, so an open racing the grant is either counted or sees the
+/// lease), and while it is held every open of the file, by any name, waits
+/// (or fails, with `O_NONBLOCK`) until it is released, by the close right
+/// after the write. Every read goes through an open file description
+/// (`read`, `mmap`, `sendfile` alike), so no read can overlap the write:
+/// a reader sees the file before it or after it. What breaks the lease
+/// (an open during the write) signals the holder: the signal is set to
+/// `SIGURG`, ignored unless handled, so a shell that loaded the builtin is
+/// never killed by the default `SIGIO`. The lease is held for one `pwrite`
+/// (and an `ftruncate` when the content got shorter); a holder stopped in
+/// between makes an opener wait at most the kernel's `lease-break-time`.
+/// `Unusable` where leases are not to be had (another user's file, NFS,
+/// `fs.leases-enable=0`), and for anything but a regular file with one
+/// name (no symlink is followed, a FIFO does not block the open).
+pub fn rewrite_unopened(path: &Path, bytes: &[u8]) -> Rewrite {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    let f = match OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Rewrite::Missing,
+        Err(_) => return Rewrite::Unusable,
+    };
+    let Ok(m) = f.metadata() else {
+        return Rewrite::Unusable;
+    };
+    // A second name (a hard link planted to another file of ours) would
+    // have the write land in that file too.
+    if !m.file_type().is_file() || m.nlink() != 1 {
+        return Rewrite::Unusable;
+    }
+    // Linux's `F_SETSIG` (<bits/fcntl-linux.h>, the same on every
+    // architecture); the libc crate does not export it.
+    const F_SETSIG: libc::c_int = 10;
+    let fd = f.as_raw_fd();
+    // SAFETY: fcntl with integer arguments on `fd`, which `f` owns and
+    // keeps open across these calls; no memory is passed.
+    let leased = unsafe {
+        libc::fcntl(fd, F_SETSIG, libc::SIGURG) == 0
+            && libc::fcntl(fd, libc::F_SETLEASE, libc::F_WRLCK) == 0
+    };
+    if !leased {
+        return Rewrite::Unusable;
+    }
+    let len = bytes.len() as u64;
+    let written = f.write_all_at(bytes, 0).and_then(|()| {
+        if m.len() > len {
+            f.set_len(len)
+        } else {
+            Ok(())
+        }
+    });
+    // Closing the only descriptor that holds the lease releases it (one
+    // system call instead of `F_UNLCK` and a close): opens waiting on it
+    // go on now, and find the file whole.
+    drop(f);
+    if written.is_ok() {
+        Rewrite::Done
+    } else {
+        Rewrite::Unusable
+    }
+}
+
+/// Exchanges the names `a` and `b` (`renameat2(RENAME_EXCHANGE)`), both
+/// relative to the working directory as `rename(2)` would resolve them.
+pub fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    rustix::fs::renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE).map_err(io::Error::from)
+}
+
+/// Renames `from` to `dest` only if `dest` is free (`RENAME_NOREPLACE`;
+/// no fallback: an error leaves both as they were).
+pub fn rename_noreplace(from: &Path, dest: &Path) -> io::Result<()> {
+    rustix::fs::renameat_with(CWD, from, CWD, dest, RenameFlags::NOREPLACE).map_err(io::Error::from)
+}
+
 /// Creates a new file at `path` (O_EXCL, O_NOFOLLOW, 0600) for writing.
 pub fn create_new(path: &Path) -> io::Result<File> {
     OpenOptions::new()

@@ -1,6 +1,10 @@
 //! The size index: `.size-index`, the total bytes (the contract's file that
 //! old scripts `cat`: one decimal number and a newline, always replaced
-//! whole by rename, so a reader without the lock never sees half of it),
+//! whole by an exchange of names, so a reader without the lock never sees
+//! half of it; the file exchanged in is the spare, `.size-index.spare`,
+//! rewritten only under a lease that proves nobody has it open: see
+//! [`write_bytes`] and docs/architecture.md, "Why `.size-index` can be
+//! recycled"),
 //! and the entry count, ffkit's own number, kept as a fixed-width record at
 //! the start of the lock file `.lock` ([`COUNT_RECORD_LEN`] bytes,
 //! `entries=` and 20 zero-padded digits and a newline), rewritten in place
@@ -19,7 +23,7 @@
 //! makes the caller rebuild by walking; so is a record that does not parse.
 
 use std::fs;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +32,9 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 
 pub const INDEX_FILE: &str = ".size-index";
+/// The index's spare: the file the next change of the bytes rewrites and
+/// exchanges with `.size-index` (see [`write_bytes`]). Never read.
+pub const SPARE_FILE: &str = ".size-index.spare";
 /// Where an older ffkit kept the entry count: read when `.lock` holds no
 /// record yet, then removed once the record holds the count.
 pub const COUNT_FILE: &str = ".entry-count";
@@ -89,6 +96,11 @@ pub fn read_number(path: &Path) -> Result<Option<u64>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         // A symlink (or FIFO, dir...) planted at the index is as good as no index.
         Err(e) if fsutil::is_refused(&e) => return Ok(None),
+        // The spare being rewritten under its lease, reached by a reader
+        // without the lock whose lookup found it at `.size-index` just
+        // before a writer exchanged it away (`write_bytes`): not readable
+        // now. The caller then reads under the lock, after that writer.
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
         Err(e) => return Err(Error::io("cannot read", path, e)),
     };
     // ffkit never writes these files in place, so the length is the
@@ -109,9 +121,54 @@ pub fn read_number(path: &Path) -> Result<Option<u64>> {
     Ok(parse_number(&buf[..n]))
 }
 
-/// Replaces `.size-index` with `bytes` (a new file renamed over it).
-pub fn write_bytes(dir: &Path, bytes: u64) -> Result<()> {
-    fsutil::replace_file(&dir.join(INDEX_FILE), format!("{bytes}\n").as_bytes())
+/// Replaces `.size-index` with `bytes`, by an exchange of names (a reader
+/// opens the old file or the new one, each whole). `known`: what is at
+/// `.size-index` is ffkit's regular file, read or written under the lock
+/// the caller holds; only then is the spare used, as an exchange with
+/// whatever is at the name would move a planted directory to the spare's.
+///
+/// The new number goes into [`SPARE_FILE`] (rewritten in place, only while
+/// nobody has it open: [`fsutil::rewrite_unopened`]), which is then
+/// exchanged with `.size-index`; the old index becomes the spare. No inode
+/// is created or freed. Where the spare cannot be used (missing, open
+/// elsewhere, not ours, no leases here), a new temp file is written and
+/// exchanged as before; the displaced index becomes the spare if there is
+/// none, else it is unlinked. Nothing else ever trusts the spare's
+/// content: a writer killed while rewriting it leaves it torn, and the
+/// next writer rewrites it whole.
+pub fn write_bytes(dir: &Path, bytes: u64, known: bool) -> Result<()> {
+    let content = format!("{bytes}\n");
+    let dest = dir.join(INDEX_FILE);
+    if !known {
+        return fsutil::replace_file(&dest, content.as_bytes());
+    }
+    let spare = dir.join(SPARE_FILE);
+    let missing = match fsutil::rewrite_unopened(&spare, content.as_bytes()) {
+        fsutil::Rewrite::Done => {
+            return fsutil::exchange(&spare, &dest)
+                .or_else(|_| fsutil::install(&spare, &dest))
+                .map_err(|e| Error::io("cannot rename into", &dest, e));
+        }
+        fsutil::Rewrite::Missing => true,
+        fsutil::Rewrite::Unusable => false,
+    };
+    let (tmp, mut f) = fsutil::create_temp(dir)?;
+    if let Err(e) = f.write_all(content.as_bytes()) {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io("cannot write", &tmp, e));
+    }
+    drop(f);
+    if fsutil::exchange(&tmp, &dest).is_ok() {
+        // The old index is at `tmp` now: the spare, if there is none.
+        if !(missing && fsutil::rename_noreplace(&tmp, &spare).is_ok()) {
+            let _ = fs::remove_file(&tmp);
+        }
+        return Ok(());
+    }
+    fsutil::install(&tmp, &dest).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io("cannot rename into", &dest, e)
+    })
 }
 
 /// Whether an index file exists at all (for the "missing" vs "invalid" note).

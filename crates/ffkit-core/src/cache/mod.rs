@@ -599,7 +599,7 @@ impl Cache {
             self.write_count(g, t.entries)?;
         }
         if held.is_none_or(|h| h.bytes != t.bytes) {
-            index::write_bytes(&self.dir, t.bytes)?;
+            index::write_bytes(&self.dir, t.bytes, held.is_some())?;
         }
         if g.legacy.get() {
             fsutil::remove_if_exists(&self.path(index::COUNT_FILE))?;

@@ -848,6 +848,14 @@ cache_command() {
 # (re)defined the fallback functions.
 _ffkit_builtin_thin() {
     local _ffkit_f=''
+    # The body a function is given when its own builtin is deleted
+    # (`enable -d _ffkit_fn_NAME`) while `ffkit` stays: the builtin's hook
+    # copies it under the function's name (builtin/src/unload.rs), so
+    # FUNCNAME is that name. With `ffkit` gone too the hook copies
+    # _ffkit_sh_NAME instead (docs/shell.md, "Unloading the builtin").
+    _ffkit_gn() {
+        builtin ffkit --fn "${FUNCNAME[0]}" "$@" || _ffkit_builtin_rc "${FUNCNAME[0]}" "$@"
+    }
     for _ffkit_f in "${_ffkit_fns[@]}"; do
         eval "_ffkit_sh_$(declare -f "$_ffkit_f")"
         # The function's own builtin (`enable -f` loaded it with ffkit)
@@ -912,6 +920,15 @@ _ffkit_builtin_load() {
     if builtin ffkit --ffkit-loaded; then
         _ffkit_builtin_thin
         return 0
+    fi
+    # The fallback's table holds locks of this shell (taken with the
+    # builtin off, or handed over when the builtin was unloaded: `enable
+    # -d`, builtin/src/unload.rs): a builtin loaded now would not know
+    # them, so the functions stay on the binary path.
+    if [[ -n ${_ffkit_lock_files+set} ]]; then
+        for _ffkit_c in "${_ffkit_lock_files[@]}"; do
+            [[ -z $_ffkit_c ]] || return 0
+        done
     fi
     [[ -n $_ffkit_exe ]] || _ffkit_exe=${FFKIT_BIN-}
     if [[ -z $_ffkit_exe ]]; then

@@ -456,3 +456,29 @@ pub fn count() -> usize {
     let me = crate::caller_pid();
     table().iter().filter(|e| e.pid == me).count()
 }
+
+/// Gives up the table when the shell functions leave the builtin for the
+/// fallback path (`crate::unload`): this shell's held locks are returned
+/// as (file, descriptor), the descriptors left open and locked and no
+/// longer closed in forked children (the fallback's `ffkit lock-release
+/// --fd N` is a child that needs it); kept unlocked descriptors are closed.
+pub fn hand_over() -> Vec<(PathBuf, i32)> {
+    forget_inherited();
+    let me = crate::caller_pid();
+    let mut out = Vec::new();
+    for e in std::mem::take(&mut *table()) {
+        hostfd::fork_keeps(e.fd.as_raw_fd());
+        let same =
+            rustix::fs::fstat(&e.fd).is_ok_and(|st| st.st_dev == e.dev && st.st_ino == e.ino);
+        if e.pid == me && same {
+            out.push((e.path, std::os::fd::IntoRawFd::into_raw_fd(e.fd)));
+        } else {
+            // Not ours, or the number names something of the script's now.
+            std::mem::forget(e.fd);
+        }
+    }
+    for e in std::mem::take(&mut *idle()) {
+        close_idle(e);
+    }
+    out
+}

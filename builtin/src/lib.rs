@@ -22,6 +22,7 @@
 mod funcs;
 mod held;
 mod shell;
+mod unload;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -119,7 +120,24 @@ macro_rules! shell_fn_builtins {
                 ShellFn($func)
             }
         })*
+        /// The shell functions that have a builtin each, `_ffkit_fn_NAME`.
+        pub(crate) const SHELL_FNS: &[&str] = &[$($func),*];
     };
+}
+
+/// `enable -d ffkit`: bash's unload hook drops the builtin's state just
+/// before it deletes the builtin ([`unload`]).
+impl Drop for Ffkit {
+    fn drop(&mut self) {
+        unload::entry("ffkit");
+    }
+}
+
+/// `enable -d _ffkit_fn_NAME`, as for [`Ffkit`].
+impl Drop for ShellFn {
+    fn drop(&mut self) {
+        unload::entry(&format!("_ffkit_fn_{}", self.0));
+    }
 }
 
 shell_fn_builtins! {

@@ -41,6 +41,22 @@ unsafe extern "C" {
     static terminating_signal: c_int;
     static pending_traps: [c_int; 0];
     static dollar_dollar_pid: libc::pid_t;
+    fn find_shell_builtin(name: *const c_char) -> *const c_void;
+    fn find_function(name: *const c_char) -> *mut ShellVar;
+    fn bind_function(name: *const c_char, value: *mut c_void) -> *mut ShellVar;
+    fn bind_array_variable(
+        name: *const c_char,
+        ind: libc::intmax_t,
+        value: *const c_char,
+        flags: c_int,
+    ) -> *mut ShellVar;
+}
+
+/// The head of bash's `ARRAY` (array.h), as far as it is read.
+#[repr(C)]
+struct Array {
+    kind: c_int,
+    max_index: libc::intmax_t,
 }
 
 /// The value of shell variable `name` (exported or not, a one-command
@@ -198,4 +214,55 @@ pub fn with_sigchld_blocked<T>(f: impl FnOnce() -> T) -> T {
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
     }
     r
+}
+
+/// Whether `name` is an enabled builtin of the shell now.
+pub fn builtin_enabled(name: &str) -> bool {
+    let Ok(c) = CString::new(name) else {
+        return false;
+    };
+    // SAFETY: a lookup in bash's builtin table by a NUL-terminated name;
+    // nothing is kept.
+    unsafe { !find_shell_builtin(c.as_ptr()).is_null() }
+}
+
+/// Defines function `to` with a copy of function `from`'s body (bash's
+/// `bind_function` copies it), as `eval "to() …"` would; false when `from`
+/// is not a function. `${FUNCNAME[0]}` in the copy is `to`. A call of `to`
+/// under way runs its own copy of the old body (bash copies a body before
+/// running it), so this is safe from within `to` too.
+pub fn copy_function(from: &str, to: &str) -> bool {
+    let (Ok(f), Ok(t)) = (CString::new(from), CString::new(to)) else {
+        return false;
+    };
+    // SAFETY: bash's own function table calls, with NUL-terminated names;
+    // `value` of a function's variable is its COMMAND, which bind_function
+    // copies before anything is freed.
+    unsafe {
+        let v = find_function(f.as_ptr());
+        if v.is_null() || (*v).value.is_null() {
+            return false;
+        }
+        !bind_function(t.as_ptr(), (*v).value.cast()).is_null()
+    }
+}
+
+/// Appends `value` to the indexed array `name` (created when unset), at
+/// its highest index plus one.
+pub fn array_append(name: &str, value: &[u8]) {
+    let (Ok(n), Ok(v)) = (CString::new(name), CString::new(value)) else {
+        return;
+    };
+    // SAFETY: find_variable returns bash's variable or null; an indexed
+    // array's value is its ARRAY, whose head is read; bind_array_variable
+    // copies the value.
+    unsafe {
+        let var = find_variable(n.as_ptr());
+        let at = if var.is_null() || (*var).attributes & ATT_ARRAY == 0 || (*var).value.is_null() {
+            0
+        } else {
+            (*(*var).value.cast::<Array>()).max_index + 1
+        };
+        bind_array_variable(n.as_ptr(), at, v.as_ptr(), 0);
+    }
 }

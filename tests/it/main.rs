@@ -32,4 +32,5 @@ mod redis_tls;
 mod serve;
 mod shell;
 mod shell_paths;
+mod shell_unload;
 mod shell_vars;

@@ -1,0 +1,63 @@
+//! `enable -d` of the library's builtins: the shell functions keep working.
+//!
+//! Each function's body names its own builtin (`_ffkit_fn_NAME`, for
+//! speed: shell/ffkit.bash, `_ffkit_builtin_thin`); with that builtin
+//! deleted the body would be "command not found" (127). bash calls
+//! `NAME_builtin_unload` before it deletes a builtin (bash-builtins drops
+//! the builtin's value there: `Drop` of `Ffkit` and `ShellFn`), so each
+//! builtin's hook points the functions that lose their way in at the next path
+//! (docs/shell.md, "Unloading the builtin"):
+//!
+//! - while `ffkit` stays, a function whose own builtin goes is given the
+//!   body of `_ffkit_gn` (`builtin ffkit --fn NAME "$@" || …`): the same
+//!   library, the same held-lock table;
+//! - when `ffkit` is gone too and some function has no builtin left, every
+//!   function is given its fallback body (`_ffkit_sh_NAME`, which runs the
+//!   binary), and the locks this shell holds are handed to the fallback's
+//!   table (`_ffkit_lock_files`/`_fds`/`_pids`), so `release_critical_lock`
+//!   still releases a lock taken before, and only in this shell.
+//!
+//! The functions are re-pointed by copying bash function bodies
+//! (`shell::copy_function`); no shell code is parsed or run here.
+
+use std::os::unix::ffi::OsStrExt;
+
+use crate::{SHELL_FNS, held, shell};
+
+/// Called from the builtin's `Drop`, which bash's `NAME_builtin_unload`
+/// hook runs right before it deletes the builtin `going`.
+pub fn entry(going: &str) {
+    // Never unwind into bash.
+    let _ = std::panic::catch_unwind(|| on_unload(going));
+}
+
+fn on_unload(going: &str) {
+    let present = |b: &str| b != going && shell::builtin_enabled(b);
+    let mut own = [false; 32];
+    for (i, f) in SHELL_FNS.iter().enumerate() {
+        own[i] = present(&format!("_ffkit_fn_{f}"));
+    }
+    if present("ffkit") {
+        for (i, f) in SHELL_FNS.iter().enumerate() {
+            // A library of an older build was never given per-function
+            // bodies: its functions call `builtin ffkit --fn` already.
+            if !own[i] && going == format!("_ffkit_fn_{f}") {
+                shell::copy_function("_ffkit_gn", f);
+            }
+        }
+        return;
+    }
+    if own.iter().take(SHELL_FNS.len()).all(|&o| o) {
+        // Only `ffkit` goes: every function still has its own builtin.
+        return;
+    }
+    for f in SHELL_FNS {
+        shell::copy_function(&format!("_ffkit_sh_{f}"), f);
+    }
+    let pid = crate::caller_pid().as_raw_nonzero().get().to_string();
+    for (path, fd) in held::hand_over() {
+        shell::array_append("_ffkit_lock_files", path.as_os_str().as_bytes());
+        shell::array_append("_ffkit_lock_fds", fd.to_string().as_bytes());
+        shell::array_append("_ffkit_lock_pids", pid.as_bytes());
+    }
+}

@@ -1,0 +1,217 @@
+//! The shell functions when their builtins are gone (`enable -d`), and in
+//! child shells (docs/shell.md, "Unloading the builtin" and "Child
+//! shells"), through real bash processes, with the binary path
+//! (`FFKIT_BUILTIN=off`) as the oracle.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::util::{bin, need};
+
+/// The builtins the loader enables with `ffkit` (shell/ffkit.bash,
+/// `_ffkit_builtin_load`), one per function.
+const FNS: &[&str] = &[
+    "get_cache_size",
+    "rebuild_size_index",
+    "write_cache_with_metadata",
+    "read_cache_with_ttl",
+    "batch_write_cache",
+    "batch_read_cache",
+    "enforce_cache_limits",
+    "clear_developer_cache",
+    "cache_provider_data",
+    "get_provider_cache",
+    "cache_time_tracking",
+    "recover_time_tracking",
+    "acquire_critical_lock",
+    "release_critical_lock",
+    "acquire_session_lock",
+    "release_session_lock",
+    "record_performance_metric",
+    "get_performance_metrics",
+    "cleanup_performance_metrics",
+];
+
+fn lib() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("shell/ffkit.bash")
+}
+
+/// A scratch repository and home.
+fn scratch() -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tmp.path().join("repo/.git")).unwrap();
+    fs::create_dir_all(tmp.path().join("home")).unwrap();
+    tmp
+}
+
+fn bash(tmp: &Path, builtin: bool, script: &str) -> Output {
+    let mut c = Command::new("bash");
+    c.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("HOME", tmp.join("home"))
+        .env("FFKIT_BIN", bin())
+        .env("FFKIT_LIB", lib())
+        .env("FLOWFORGE_DEVELOPER", "alice")
+        .env("LANG", "C.UTF-8")
+        .current_dir(tmp.join("repo"))
+        .stdin(Stdio::null())
+        .args(["--norc", "--noprofile", "-c", script]);
+    if !builtin {
+        c.env("FFKIT_BUILTIN", "off");
+    }
+    c.output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Lock and cache calls around an `UNLOAD` point: locks taken before it
+/// are released after it (by this shell only), and the kernel's view of
+/// each lock is read by flock(1), another process.
+const SCRIPT: &str = r#"
+. "$FFKIT_LIB"
+s() { "$@"; echo "$1 ${*:2} -> $?"; }
+free() { if flock -n "$L/$1.lock" true; then echo "$1 free"; else echo "$1 held"; fi; }
+L=$PWD/.flowforge/dev-alice/locks
+s acquire_critical_lock a
+s acquire_session_lock '' s1
+s write_cache_with_metadata k1 v1 0
+echo "loaded: $(type -t ffkit)"
+UNLOAD
+s acquire_critical_lock a
+( s release_critical_lock a )
+free a
+s release_critical_lock a
+s release_critical_lock a
+free a
+s acquire_critical_lock b
+free b
+s acquire_critical_lock b
+( s acquire_critical_lock c; free c )
+free c
+s release_session_lock '' s1
+s release_session_lock '' s1
+s read_cache_with_ttl k1
+s read_cache_with_ttl nope
+s write_cache_with_metadata k2 v2 0
+s batch_read_cache k1 k2
+s cache_provider_data p pv
+s get_provider_cache p
+s get_cache_size
+s enforce_cache_limits '' 1G
+s record_performance_metric op 1 2
+s release_critical_lock b
+free b
+"#;
+
+/// `enable -d` of one function's builtin, of `ffkit`, of both, and of
+/// every builtin of the library, each between taking locks and releasing
+/// them: the functions answer exactly as on the binary path (same output,
+/// same statuses, same lock states), never 127.
+#[test]
+fn functions_keep_working_when_their_builtins_are_unloaded() {
+    if !need("flock", "the unloaded-builtin oracle") {
+        return;
+    }
+    crate::builtin::library(&bin());
+    let tmp = scratch();
+    let run = |builtin: bool, unload: &str| {
+        let _ = fs::remove_dir_all(tmp.path().join("repo/.flowforge"));
+        let o = bash(tmp.path(), builtin, &SCRIPT.replace("UNLOAD", unload));
+        assert!(o.status.success(), "{unload}: {}", text(&o.stderr));
+        let err = text(&o.stderr);
+        assert!(
+            !err.contains("not found") && !err.contains("not a shell builtin"),
+            "{unload}: {err}"
+        );
+        text(&o.stdout)
+    };
+    let oracle = run(false, "");
+    assert!(oracle.contains("loaded: \n"), "{oracle}");
+    assert!(
+        oracle.contains("release_critical_lock a -> 0\n"),
+        "{oracle}"
+    );
+    let all: Vec<String> = std::iter::once("ffkit".to_string())
+        .chain(FNS.iter().map(|f| format!("_ffkit_fn_{f}")))
+        .collect();
+    let mut cases: Vec<String> = [
+        "acquire_critical_lock",
+        "release_critical_lock",
+        "acquire_session_lock",
+        "release_session_lock",
+        "read_cache_with_ttl",
+        "write_cache_with_metadata",
+    ]
+    .iter()
+    .map(|f| format!("enable -d _ffkit_fn_{f}"))
+    .collect();
+    cases.push("enable -d ffkit".into());
+    cases.push("enable -d ffkit; enable -d _ffkit_fn_release_critical_lock".into());
+    cases.push("enable -d _ffkit_fn_release_critical_lock; enable -d ffkit".into());
+    cases.push(format!("enable -d {}", all.join(" ")));
+    // All gone, then the file sourced again: it stays on the binary path
+    // while the locks handed to it are held.
+    cases.push(format!("enable -d {}; . \"$FFKIT_LIB\"", all.join(" ")));
+    for unload in &cases {
+        let got = run(true, unload);
+        let want = oracle.replace("loaded: \n", "loaded: builtin\n");
+        assert_eq!(got, want, "after `{unload}`");
+    }
+}
+
+/// docs/shell.md, "Child shells": `export -f` does not carry the
+/// functions into a child bash (127 with the builtin, 1 on the binary
+/// path, as documented; the docs once said it
+/// did), while a child that sources the file, or gets it through
+/// `BASH_ENV`, has them, with locks of its own: its parent's lock is busy
+/// for it and not its to release, and its own are released by it.
+#[test]
+fn a_child_bash_gets_the_functions_by_sourcing_not_by_export_f() {
+    let doc =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/shell.md")).unwrap();
+    assert!(
+        doc.contains("**`export -f NAME`\ndoes not carry them into a child bash**"),
+        "docs/shell.md must say what export -f does"
+    );
+    crate::builtin::library(&bin());
+    let tmp = scratch();
+    let child = r#"
+        s() { "$@"; echo "$1 ${*:2} -> $?"; }
+        LOCK_TIMEOUT=0 s acquire_critical_lock p
+        s release_critical_lock p
+        s acquire_critical_lock c
+        s write_cache_with_metadata ck cv 0
+        s release_critical_lock c
+    "#;
+    let want = "acquire_critical_lock p -> 5\nrelease_critical_lock p -> 4\n\
+                acquire_critical_lock c -> 0\nwrite_cache_with_metadata ck cv 0 -> 0\n\
+                release_critical_lock c -> 0\n";
+    for builtin in [true, false] {
+        let script = format!(
+            r#". "$FFKIT_LIB"
+            acquire_critical_lock p || exit 90
+            export -f acquire_critical_lock
+            bash -c 'acquire_critical_lock x' 2>/dev/null; echo "export -f: $?"
+            bash -c '. "$FFKIT_LIB"; {child}'
+            echo '{child}' > "$HOME/child.sh"
+            BASH_ENV=$FFKIT_LIB bash "$HOME/child.sh"
+            read_cache_with_ttl ck
+            release_critical_lock p; echo "parent release: $?"
+            "#
+        );
+        let o = bash(tmp.path(), builtin, &script);
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert_eq!(
+            text(&o.stdout),
+            format!(
+                "export -f: {}\n{want}{want}cv\nparent release: 0\n",
+                if builtin { 127 } else { 1 }
+            ),
+            "builtin {builtin}: {}",
+            text(&o.stderr)
+        );
+    }
+}

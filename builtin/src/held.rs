@@ -93,16 +93,16 @@ fn idle() -> MutexGuard<'static, Vec<Idle>> {
 }
 
 /// This shell's kept descriptor for `path`, unregistered (the helper child
-/// of a wait must keep it, as a new one), if it is still open on the file
-/// it was kept for.
-fn take_idle(path: &Path, me: rustix::process::Pid) -> Option<OwnedFd> {
+/// of a wait must keep it, as a new one), with its file's device and inode,
+/// if it is still open on the file it was kept for.
+fn take_idle(path: &Path, me: rustix::process::Pid) -> Option<(OwnedFd, (u64, u64))> {
     let mut t = idle();
     let i = t.iter().position(|e| e.pid == me && e.path == path)?;
     let e = t.remove(i);
     drop(t);
     hostfd::fork_keeps(e.fd.as_raw_fd());
     match rustix::fs::fstat(&e.fd) {
-        Ok(st) if st.st_dev == e.dev && st.st_ino == e.ino => Some(e.fd),
+        Ok(st) if st.st_dev == e.dev && st.st_ino == e.ino => Some((e.fd, (e.dev, e.ino))),
         // Closed or reused by the script: the number is not ours.
         _ => {
             std::mem::forget(e.fd);
@@ -229,23 +229,26 @@ pub fn acquire(
     let mut said_waiting = false;
     let mut kept = take_idle(path, me);
     loop {
-        let (fd, created) = match kept.take() {
-            Some(fd) => (fd, false),
+        // The descriptor and its file's device and inode, known before it
+        // is locked (a descriptor's file never changes), so the check after
+        // locking makes no fstat (`compat::check_known`).
+        let (fd, created, ident) = match kept.take() {
+            Some((fd, ident)) => (fd, false, ident),
             None => {
-                let (file, created) = match (rule.open(path, FILE_MODE), make_dir) {
+                let (file, created, st) = match (rule.open_stat(path, FILE_MODE), make_dir) {
                     // Whatever the error, the set-up runs first, so a bad
                     // dir (a file in its place, say) fails as the set-up
                     // words it.
                     (Err(_), Some(make)) => {
                         make()?;
-                        rule.open(path, FILE_MODE)
+                        rule.open_stat(path, FILE_MODE)
                     }
                     (r, _) => r,
                 }
                 .map_err(|e| Error::io("cannot open the lock file", path, e))?;
                 let fd = hostfd::high_fd(&file)
                     .map_err(|e| Error::io("cannot keep the lock file open", path, e))?;
-                (fd, created)
+                (fd, created, (st.st_dev, st.st_ino))
             }
         };
         let raw = fd.as_raw_fd();
@@ -298,7 +301,7 @@ pub fn acquire(
         // and the file the name has now is tried, within the same deadline.
         // Held by the old library: closing `fd` drops the kernel lock, and
         // a backoff step later the name is tried again.
-        let (verdict, st) = compat::check_stat(&fd, path, created, rule.follow)
+        let (verdict, len) = compat::check_known(&fd, ident, path, created, rule.follow)
             .map_err(|e| Error::io("cannot inspect", path, e))?;
         if let compat::Verdict::OldLibrary(pid) = verdict {
             drop(fd);
@@ -334,9 +337,7 @@ pub fn acquire(
                 ))
                 .into());
             }
-            if let Err(e) =
-                fd::write_record_line(raw, Method::Flock, record_line, st.st_size as u64, path)
-            {
+            if let Err(e) = fd::write_record_line(raw, Method::Flock, record_line, len, path) {
                 hostfd::fork_keeps(raw);
                 return Err(e.into());
             }
@@ -344,8 +345,8 @@ pub fn acquire(
                 path: path.to_path_buf(),
                 fd,
                 pid: me,
-                dev: st.st_dev,
-                ino: st.st_ino,
+                dev: ident.0,
+                ino: ident.1,
                 follow: rule.follow,
             });
             if cfg.debug {

@@ -409,6 +409,64 @@ fn a_subshell_never_unlocks_the_parents_lock_and_the_fd_is_high_and_not_inherite
     assert!(free(&file));
 }
 
+/// An uncontended acquisition through a kept descriptor makes one system
+/// call between taking the kernel lock and writing the holder record: the
+/// path's stat, which both checks that the path still names the locked
+/// file (`lock::compat`) and gives its length (the file's identity is known
+/// from before the lock: `compat::check_known`); before, an fstat of the
+/// descriptor came first. The record is still the shell's and is cleared
+/// by the release. Traced with strace.
+#[test]
+fn an_uncontended_builtin_acquisition_stats_the_locked_file_once() {
+    if !crate::util::need("strace", "the system calls of a lock pair") {
+        return;
+    }
+    let r = Repo::new();
+    let file = r.ns().join("locks/y.lock");
+    let trace = r.tmp.path().join("trace");
+    let mut c = r.bare("strace");
+    c.args(["-f", "-qq", "-o"]).arg(&trace).args([
+        "bash",
+        "-c",
+        ". \"$FFKIT_LIB\"\n\
+         [ \"$(type -t ffkit)\" = builtin ] || exit 99\n\
+         acquire_critical_lock y; release_critical_lock y\n\
+         printf ffkit-mark >/dev/null\n\
+         acquire_critical_lock y; ffkit lock-status y; release_critical_lock y",
+    ]);
+    let s = ok(&out(&mut c));
+    assert!(s.contains("held"), "{s}");
+    assert_eq!(
+        fs::read(&file).unwrap(),
+        b"",
+        "the release clears the record"
+    );
+    let t = fs::read_to_string(&trace).unwrap();
+    let after: Vec<&str> = t
+        .lines()
+        .skip_while(|l| !l.contains("ffkit-mark"))
+        .collect();
+    let locked = after
+        .iter()
+        .position(|l| l.contains("LOCK_EX|LOCK_NB"))
+        .unwrap_or_else(|| panic!("no flock after the mark:\n{t}"));
+    let fd = after[locked]
+        .split("flock(")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap_or_else(|| panic!("{}", after[locked]));
+    let written = after
+        .iter()
+        .position(|l| l.contains(&format!("pwrite64({fd},")))
+        .unwrap_or_else(|| panic!("no record written after the mark:\n{t}"));
+    let between = &after[locked + 1..written];
+    assert_eq!(between.len(), 1, "{between:#?}");
+    assert!(
+        between[0].contains(&format!("{}\"", file.display())),
+        "{between:#?}"
+    );
+}
+
 #[test]
 fn sixteen_scripts_mixing_the_builtin_and_lock_acquire_processes_count_exactly() {
     let r = Repo::new();

@@ -76,13 +76,21 @@ impl Rule {
     /// (`created` is then false: the file is never deleted, so an empty
     /// one is a released lock, not a writer's).
     pub fn open(&self, path: &Path, mode: u32) -> io::Result<(File, bool)> {
+        self.open_stat(path, mode)
+            .map(|(f, created, _)| (f, created))
+    }
+
+    /// [`Rule::open`], also returning the file's status as its check read
+    /// it: the identity [`check_known`] needs (a descriptor's file never
+    /// changes, so no second fstat is made for it).
+    pub fn open_stat(&self, path: &Path, mode: u32) -> io::Result<(File, bool, rustix::fs::Stat)> {
         let (f, created) = if self.follow {
             open(path, mode)?
         } else {
             (kernel::open_lock_file(path, true, mode)?, false)
         };
-        regular(&f)?;
-        Ok((f, created))
+        let st = regular(&f)?;
+        Ok((f, created, st))
     }
 }
 
@@ -103,11 +111,11 @@ pub enum Verdict {
 
 /// A NAME's lock file must be a regular file: a FIFO or a device planted
 /// at the path is refused (exit 3, as a symbolic link is), never read or
-/// waited on.
-pub fn regular(f: impl AsFd) -> io::Result<()> {
+/// waited on. Returns the file's status (its fstat).
+pub fn regular(f: impl AsFd) -> io::Result<rustix::fs::Stat> {
     let st = rustix::fs::fstat(f)?;
     if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile {
-        Ok(())
+        Ok(st)
     } else {
         Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
@@ -204,40 +212,74 @@ pub fn fd_unlinked(fd: std::os::fd::RawFd) -> bool {
 /// caller's [`open`] created the file. `follow`: [`Rule::follow`] (only
 /// then is an empty file an old-library writer's).
 pub fn check(fd: impl AsFd, path: &Path, created: bool, follow: bool) -> io::Result<Verdict> {
-    check_stat(fd, path, created, follow).map(|(v, _)| v)
+    let st = rustix::fs::fstat(&fd)?;
+    if !names_file(&st, path)? {
+        return Ok(Verdict::Replaced);
+    }
+    if created {
+        return Ok(Verdict::Ours);
+    }
+    verdict_of(
+        fd,
+        u64::try_from(st.st_size).unwrap_or(0),
+        (st.st_mtime as i64, st.st_mtime_nsec as i64),
+        follow,
+    )
 }
 
-/// [`check`], also returning the locked file's status as read for the
-/// check (its fstat, after the lock was taken), for a caller that needs
-/// its identity or length (the holder record's write) and so makes no
-/// second fstat.
-pub fn check_stat(
+/// [`check`] for a caller that knows the locked file's identity already
+/// (`dev`, `ino`: its fstat before locking, [`Rule::open_stat`] or the
+/// check of a kept descriptor; an open descriptor's file never changes), so
+/// no fstat is made after locking: the path's own status, read with the
+/// lock held, *is* the locked file's whenever the path still names that
+/// device and inode, and is needed anyway to see whether it does. Returns
+/// the verdict and the locked file's length as read then (for the holder
+/// record's write). One system call fewer than [`check`] on the builtin's
+/// lock pair (BENCHMARKS.md).
+pub fn check_known(
     fd: impl AsFd,
+    (dev, ino): (u64, u64),
     path: &Path,
     created: bool,
     follow: bool,
-) -> io::Result<(Verdict, rustix::fs::Stat)> {
-    let st = rustix::fs::fstat(&fd)?;
-    if !names_file(&st, path)? {
-        return Ok((Verdict::Replaced, st));
-    }
+) -> io::Result<(Verdict, u64)> {
+    let m = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.dev() == dev && m.ino() == ino => m,
+        Ok(_) => return Ok((Verdict::Replaced, 0)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Verdict::Replaced, 0)),
+        Err(e) => return Err(e),
+    };
+    let len = m.len();
     if created {
-        return Ok((Verdict::Ours, st));
+        return Ok((Verdict::Ours, len));
     }
+    let v = verdict_of(fd, len, (m.mtime(), m.mtime_nsec()), follow)?;
+    Ok((v, len))
+}
+
+/// The verdict on a lock file named by its path whose length and mtime
+/// were read with the lock held, and which the caller did not create.
+fn verdict_of(fd: impl AsFd, len: u64, mtime: (i64, i64), follow: bool) -> io::Result<Verdict> {
     let mtime = UNIX_EPOCH
         + Duration::new(
-            u64::try_from(st.st_mtime).unwrap_or(0),
-            u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+            u64::try_from(mtime.0).unwrap_or(0),
+            u32::try_from(mtime.1).unwrap_or(0),
         );
     // A file from the future counts as fresh.
     let age = SystemTime::now()
         .duration_since(mtime)
         .unwrap_or(Duration::ZERO);
-    let mut buf = [0u8; 24];
+    let mut buf = [0u8; OLD_RECORD_MAX];
+    // A file of the buffer's length or more is not an old-library record
+    // ([`old_pid`]), whatever it holds (an ffkit record left by a killed
+    // holder, say): nothing to read.
+    if len >= OLD_RECORD_MAX as u64 {
+        return Ok(Verdict::Ours);
+    }
     // An empty file (a released lock's, the common case) has nothing to
-    // read: its length was read with the lock held, and the old library
-    // never writes into a file it did not create.
-    let n = if st.st_size == 0 {
+    // read either: its length was read with the lock held, and the old
+    // library never writes into a file it did not create.
+    let n = if len == 0 {
         0
     } else {
         loop {
@@ -249,28 +291,29 @@ pub fn check_stat(
         }
     };
     if n == 0 {
-        let v = if follow && age < CREATE_GRACE {
+        return Ok(if follow && age < CREATE_GRACE {
             Verdict::OldLibrary(None)
         } else {
             Verdict::Ours
-        };
-        return Ok((v, st));
+        });
     }
-    let v = match old_pid(&buf[..n]) {
+    Ok(match old_pid(&buf[..n]) {
         Some(pid) if age < OLD_STALE_AFTER && crate::fsutil::pid_alive(pid) => {
             Verdict::OldLibrary(Some(pid))
         }
         // ffkit's own record (its holder is gone: the kernel lock was
         // free), a stale or dead old-library record, or anything else.
         _ => Verdict::Ours,
-    };
-    Ok((v, st))
+    })
 }
+
+/// An old-library record is shorter than this (a pid and a newline).
+const OLD_RECORD_MAX: usize = 24;
 
 /// The old library's record: the holder's pid and a newline, nothing else
 /// (`bytes` is at most the buffer [`check`] reads: a longer file is not one).
 fn old_pid(bytes: &[u8]) -> Option<u32> {
-    if bytes.len() >= 24 {
+    if bytes.len() >= OLD_RECORD_MAX {
         return None;
     }
     let t = bytes.trim_ascii();
@@ -418,5 +461,70 @@ mod tests {
         assert!(p.exists());
         assert!(remove(&h, &p).unwrap());
         assert!(!p.exists());
+    }
+
+    /// `check_known` gives `check`'s verdicts from the identity known
+    /// before the lock and the path's status, with the locked file's
+    /// length; a record of 24 bytes or more is never an old-library one.
+    #[test]
+    fn check_known_agrees_with_check() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("n.lock");
+        let (f, created, st) = Rule {
+            follow: true,
+            backoff: (
+                BackoffStrategy::Exponential,
+                Duration::from_millis(1),
+                Duration::from_millis(1),
+            ),
+        }
+        .open_stat(&p, 0o600)
+        .unwrap();
+        assert!(created);
+        let id = (st.st_dev, st.st_ino);
+        assert_eq!(
+            check_known(&f, id, &p, true, true).unwrap(),
+            (Verdict::Ours, 0)
+        );
+        assert_eq!(
+            check_known(&f, id, &p, false, true).unwrap(),
+            (Verdict::OldLibrary(None), 0)
+        );
+        assert_eq!(
+            check_known(&f, id, &p, false, false).unwrap(),
+            (Verdict::Ours, 0)
+        );
+        let me = std::process::id();
+        writeln!(&f, "{me}").unwrap();
+        let len = format!("{me}\n").len() as u64;
+        for follow in [false, true] {
+            assert_eq!(
+                check_known(&f, id, &p, false, follow).unwrap(),
+                (Verdict::OldLibrary(Some(me)), len)
+            );
+            assert_eq!(
+                check(&f, &p, false, follow).unwrap(),
+                Verdict::OldLibrary(Some(me))
+            );
+        }
+        f.set_len(0).unwrap();
+        writeln!(&f, "{me}                         ").unwrap();
+        let long = std::fs::metadata(&p).unwrap().len();
+        assert!(long >= 24);
+        assert_eq!(
+            check_known(&f, id, &p, false, true).unwrap(),
+            (Verdict::Ours, long)
+        );
+        assert_eq!(check(&f, &p, false, true).unwrap(), Verdict::Ours);
+        std::fs::remove_file(&p).unwrap();
+        assert_eq!(
+            check_known(&f, id, &p, false, true).unwrap().0,
+            Verdict::Replaced
+        );
+        let (_g, _) = open(&p, 0o600).unwrap();
+        assert_eq!(
+            check_known(&f, id, &p, false, true).unwrap().0,
+            Verdict::Replaced
+        );
     }
 }

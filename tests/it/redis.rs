@@ -641,6 +641,65 @@ fn redis_sigkilled_command_holder_stops_its_command_and_hands_over_within_the_le
     assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
 }
 
+/// A lock round waits for no guard (docs/redis.md, "Command mode"): the
+/// guard process is started while the acquisition is on its way (between
+/// the request and its reply), ffkit neither signals it nor waits for it,
+/// and it exits by itself, with 0, after ffkit (which left no command
+/// running). Before, it was started after the command and SIGKILLed and
+/// reaped at the end of every round. Traced with strace.
+#[test]
+fn redis_lock_round_starts_its_guard_during_the_acquisition_and_never_waits_for_it() {
+    if !need("strace", "the system calls of a lock round") {
+        return;
+    }
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let log = w.path().join("trace");
+    let mut c = Command::new("strace");
+    w.isolate(&mut c);
+    env(&mut c, &s);
+    c.args(["-f", "-q", "-e", "signal=none", "-o"])
+        .arg(&log)
+        .args([
+            "-e",
+            "trace=sendto,recvfrom,clone,clone3,kill,tgkill,wait4,waitid,exit,exit_group",
+            "--",
+        ])
+        .arg(bin())
+        .args(["lock-acquire", "g", "--", "true"]);
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let t = std::fs::read_to_string(&log).unwrap();
+    let pid_of = |l: &str| l.split_whitespace().next().unwrap_or("").to_string();
+    let ffkit = pid_of(t.lines().next().unwrap_or(""));
+    let mine: Vec<&str> = t.lines().filter(|l| pid_of(l) == ffkit).collect();
+    let at = |what: &dyn Fn(&str) -> bool| mine.iter().position(|l| what(l));
+    let sent = at(&|l| l.contains("sendto(") && l.contains("EVALSHA")).expect("acquire sent");
+    let read = at(&|l| l.contains("recvfrom")).expect("reply read");
+    let cloned = at(&|l| l.contains("flags=CLONE_VM|SIGCHLD")).expect("guard started");
+    assert!(sent < cloned && cloned < read, "{t}");
+    let guard = t
+        .lines()
+        .find(|l| pid_of(l) != ffkit && l.contains(" exit(0)"))
+        .map(pid_of)
+        .expect("the guard ends with exit(0)");
+    assert!(!mine.iter().any(|l| l.contains("kill(")), "{t}");
+    assert!(
+        !mine
+            .iter()
+            .any(|l| (l.contains("wait4(") || l.contains("waitid(")) && l.contains(&guard)),
+        "{t}"
+    );
+    let exited = |p: &str| {
+        t.lines()
+            .position(|l| pid_of(l) == p && l.contains("+++ exited with 0 +++"))
+    };
+    let (Some(f), Some(g)) = (exited(&ffkit), exited(&guard)) else {
+        panic!("{t}");
+    };
+    assert!(f < g, "the guard outlives ffkit: {t}");
+}
+
 #[test]
 fn redis_sigkilled_named_holder_lapses_within_the_lease() {
     let Some(s) = Server::start() else { return };

@@ -269,10 +269,10 @@ pub(crate) fn who_of_file(f: &File) -> Who {
 /// locks) but may not be reaped yet — an orphaned holder process waits for
 /// init to reap it.
 pub(crate) fn same_process(pid: u32, start: Option<u64>) -> bool {
-    match stat_fields(pid) {
+    match stat(pid) {
         Some(f) => {
-            let zombie = matches!(f.first().map(String::as_str), Some("Z" | "X"));
-            let same = match (start, f.get(19).and_then(|s| s.parse::<u64>().ok())) {
+            let zombie = matches!(f.state, b'Z' | b'X');
+            let same = match (start, f.start) {
                 (Some(want), Some(now)) => want == now,
                 _ => true,
             };
@@ -399,22 +399,64 @@ fn fdinfo_lists_a_lock(pid: u32, fd: i32) -> Option<bool> {
     Some(info.split(|&b| b == b'\n').any(|l| l.starts_with(b"lock:")))
 }
 
-/// The fields of `/proc/PID/stat` after the command name (which may hold
-/// spaces and parentheses): index 0 is field 3 (state).
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let s = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 1..];
-    Some(rest.split_whitespace().map(str::to_string).collect())
+/// What ffkit reads of `/proc/PID/stat`.
+struct Stat {
+    /// Field 3: `R`, `S`, ..., `Z` (zombie), `X` (dead).
+    state: u8,
+    /// Field 4.
+    ppid: Option<u32>,
+    /// Field 22: the start time, in clock ticks since boot.
+    start: Option<u64>,
+}
+
+/// `/proc/PID/stat`, read with one `read` into the stack (a lock round
+/// reads its own: BENCHMARKS.md, "Issue 24's lock round, fourth pass") and
+/// parsed in place. The fields are counted after the command name, which
+/// may hold spaces and parentheses and ends at the last `)`.
+fn stat(pid: u32) -> Option<Stat> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::open(
+        format!("/proc/{pid}/stat").as_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    // The line is far shorter than a page; it ends with a newline, so
+    // one read that ends with one has it all.
+    let mut buf = [0u8; 4096];
+    let mut n = 0;
+    while n == 0 || buf[n - 1] != b'\n' {
+        match rustix::io::read(&fd, &mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return None,
+        }
+        if n == buf.len() {
+            return None;
+        }
+    }
+    let line = &buf[..n];
+    let rest = &line[line.iter().rposition(|&c| c == b')')? + 1..];
+    let mut fields = rest
+        .split(|c| c.is_ascii_whitespace())
+        .filter(|f| !f.is_empty());
+    let num = |f: Option<&[u8]>| -> Option<u64> { std::str::from_utf8(f?).ok()?.parse().ok() };
+    let state = *fields.next()?.first()?;
+    let ppid = num(fields.next()).and_then(|p| u32::try_from(p).ok());
+    // Fields 5 to 21, then the start time.
+    let start = num(fields.nth(17));
+    Some(Stat { state, ppid, start })
 }
 
 /// The process's start time in clock ticks since boot (field 22).
 pub(crate) fn start_time(pid: u32) -> Option<u64> {
-    stat_fields(pid)?.get(19)?.parse().ok()
+    stat(pid)?.start
 }
 
 /// The parent pid (field 4).
 pub(crate) fn parent_of(pid: u32) -> Option<u32> {
-    stat_fields(pid)?.get(1)?.parse().ok()
+    stat(pid)?.ppid
 }
 
 /// `pid`'s ancestors, nearest first, ending before pid 1/0.
@@ -599,6 +641,33 @@ mod tests {
             crate::fsutil::pid_alive(pid),
             "not reaped yet, so still a zombie"
         );
+        child.wait().unwrap();
+    }
+
+    /// `/proc/PID/stat` read the plain way: the fields after the last `)`.
+    fn stat_the_slow_way(pid: u32) -> Vec<String> {
+        let s = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let rest = &s[s.rfind(')').unwrap() + 1..];
+        rest.split_whitespace().map(str::to_string).collect()
+    }
+
+    /// The in-place parse of one read finds the fields a plain parse of the
+    /// whole file does, for a command name made to confuse it (spaces and
+    /// parentheses: the name ends at the last `)`).
+    #[test]
+    fn stat_is_read_in_one_go_and_parsed_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("a) 1 2 (b");
+        std::os::unix::fs::symlink("/bin/sleep", &odd).unwrap();
+        let mut child = std::process::Command::new(&odd).arg("30").spawn().unwrap();
+        for pid in [std::process::id(), child.id()] {
+            let f = stat_the_slow_way(pid);
+            assert_eq!(start_time(pid), f[19].parse().ok(), "{pid}");
+            assert_eq!(parent_of(pid), f[1].parse().ok(), "{pid}");
+            assert!(same_process(pid, start_time(pid)));
+        }
+        assert_eq!(parent_of(child.id()), Some(std::process::id()));
+        child.kill().unwrap();
         child.wait().unwrap();
     }
 

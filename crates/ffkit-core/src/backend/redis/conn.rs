@@ -367,20 +367,36 @@ impl Conn {
         replies: usize,
         extra: Duration,
     ) -> redis::RedisResult<Vec<Value>> {
+        self.request_then(route, packed, replies, extra, None)
+    }
+
+    /// [`Conn::request`], running `meanwhile` (once) after the request is
+    /// sent and before its replies are read: local work that then costs
+    /// the call nothing but time it spends waiting for the server anyway.
+    /// The request's deadline still runs from when it was sent. A request
+    /// that cannot be sent does not run it.
+    fn request_then(
+        &mut self,
+        route: Route<'_>,
+        packed: &[u8],
+        replies: usize,
+        extra: Duration,
+        meanwhile: Option<&mut dyn FnMut()>,
+    ) -> redis::RedisResult<Vec<Value>> {
         if let Some(e) = &self.broken {
             return Err(e.clone());
         }
         let r = match route {
-            Route::Here => self.exchange(packed, replies, extra),
+            Route::Here => self.exchange(packed, replies, extra, meanwhile),
             Route::Key(key) => self.route(key).and_then(|()| {
-                let v = self.exchange(packed, replies, extra)?;
+                let v = self.exchange(packed, replies, extra, meanwhile)?;
                 // A slot that moved (a failover, a resharding) since the
                 // map was read: once more on the node the reply names.
                 match moved(&v) {
                     Some((slot, addr)) => {
                         self.slots.insert(0, (slot, slot, addr.clone()));
                         self.go_to(addr)?;
-                        self.exchange(packed, replies, extra)
+                        self.exchange(packed, replies, extra, None)
                     }
                     None => Ok(v),
                 }
@@ -401,6 +417,7 @@ impl Conn {
         packed: &[u8],
         replies: usize,
         extra: Duration,
+        meanwhile: Option<&mut dyn FnMut()>,
     ) -> redis::RedisResult<Vec<Value>> {
         let (timeout, cap) = (self.timeout, self.cap);
         let con = self.con.as_mut().ok_or_else(|| {
@@ -415,6 +432,9 @@ impl Conn {
         con.send_packed_command(packed)?;
         let deadline =
             capped(Instant::now() + timeout + extra + server_work(packed.len(), replies));
+        if let Some(f) = meanwhile {
+            f();
+        }
         let mut out = Vec::with_capacity(replies);
         while out.len() < replies {
             con.set_read_timeout(Some(left(deadline)?))?;
@@ -529,12 +549,31 @@ impl Conn {
         nkeys: usize,
         add: impl Fn(&mut Cmd),
     ) -> crate::Result<T> {
+        self.eval_then(what, script, nkeys, add, &mut || {})
+    }
+
+    /// [`Conn::eval`], running `meanwhile` once, while the first request
+    /// is on its way (see [`Conn::request_then`]).
+    pub fn eval_then<T: FromRedisValue>(
+        &mut self,
+        what: &str,
+        script: &Lua,
+        nkeys: usize,
+        add: impl Fn(&mut Cmd),
+        meanwhile: &mut dyn FnMut(),
+    ) -> crate::Result<T> {
         let mut c = redis::cmd("EVALSHA");
         c.arg(script.sha()).arg(nkeys);
         add(&mut c);
         let key = cmd_key(&c);
         let first = self
-            .request(Route::Key(key), &c.get_packed_command(), 1, Duration::ZERO)
+            .request_then(
+                Route::Key(key),
+                &c.get_packed_command(),
+                1,
+                Duration::ZERO,
+                Some(meanwhile),
+            )
             .map(|mut v| v.pop().unwrap_or(Value::Nil));
         let v = match first {
             Ok(Value::ServerError(e)) if e.code() == "NOSCRIPT" => {

@@ -95,6 +95,13 @@ impl Driver for Redis {
         let got = {
             let label = req.label.as_str();
             let mut on_wait = |r: Option<&Record>| rep.waiting(label, &holder_of(r));
+            // Command mode's guard is started while the first attempt is on
+            // its way: a process creation the round no longer waits for.
+            let mut meanwhile = || {
+                if program.is_some() {
+                    super::guard::start();
+                }
+            };
             rlock::acquire(
                 &mut conn,
                 &keys,
@@ -103,6 +110,7 @@ impl Driver for Redis {
                 req.wait.start(),
                 schedule,
                 &mut on_wait,
+                &mut meanwhile,
             )?
         };
         let held = match got {
@@ -379,6 +387,7 @@ impl RunStore for RunRemote {
                     self.cfg.backoff_max,
                 ),
                 &mut |_| {},
+                &mut || {},
             )?
         };
         let held = match got {

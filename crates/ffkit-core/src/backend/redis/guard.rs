@@ -1,31 +1,45 @@
 //! Command mode's guard: a process that stops the command's process group
 //! (SIGTERM, then SIGKILL after a grace) if ffkit dies while the command
-//! runs, since nobody renews the lease then (docs/redis.md, "Locks").
+//! runs, since nobody renews the lease then (docs/redis.md, "Command mode").
+//!
+//! **One guard per process, started early, armed per command.** The guard
+//! is started while the first acquisition is on its way to the server
+//! ([`start`], called between sending the request and reading its reply),
+//! so its creation costs the lock round nothing but time the round spends
+//! waiting anyway. [`arm`] hands it the command's process group once the
+//! command runs; [`Armed::disarm`] takes it back once the command has
+//! exited (before it is reaped: until then its pid, and so its group's
+//! number, cannot be reused). The guard is never killed or waited for:
+//! it waits for ffkit to exit, then stops the group if one is armed, and
+//! exits itself — a few microseconds after ffkit, as an orphan that init
+//! (or the nearest subreaper) reaps, like a named lock's holder. Before,
+//! ffkit SIGKILLed and reaped it after every command: a wait for another
+//! process to die, on the critical path of every lock round
+//! (BENCHMARKS.md, "Issue 24's lock round, fourth pass").
 //!
 //! It is started with `clone(CLONE_VM)`, not `fork`: it shares ffkit's
-//! memory instead of copying its page tables (and making every page ffkit
-//! writes afterwards a copy-on-write fault), which took about a tenth of a
-//! millisecond of every lock round (BENCHMARKS.md, "Redis backend"). The
-//! price is that the guard must not touch anything ffkit may be using at
-//! the same time: it runs on a stack of its own ([`STACK`], a static that
-//! no Rust code reads or writes), reads only its arguments (atomics set
-//! before it starts), allocates nothing, and makes only raw system calls
-//! through rustix (no libc call, whose errno is ffkit's). Without
-//! `CLONE_THREAD` it is a process of its own: the memory stays mapped for
-//! it when ffkit dies, and ffkit's descriptor table and signal
-//! dispositions are copies.
+//! memory instead of copying its page tables. The price is that the guard
+//! must not touch anything ffkit may be using at the same time: it runs on
+//! a stack of its own ([`STACK`], a static that no Rust code reads or
+//! writes), reads only atomics, allocates nothing, and makes only raw
+//! system calls through rustix (no libc call, whose errno is ffkit's).
+//! Without `CLONE_THREAD` it is a process of its own: the memory stays
+//! mapped for it when ffkit dies, and ffkit's descriptor table and signal
+//! dispositions are copies. It starts with every signal blocked (ffkit
+//! blocks them around the `clone`), so a SIGTERM or SIGHUP sent to ffkit's
+//! whole process group cannot take it away; only SIGKILL can.
 //!
 //! The guard watches ffkit through a pidfd it opens itself, of its parent:
 //! if ffkit died before that, the guard has been re-parented, which the
-//! `getppid` after the open shows, and it stops the group at once.
+//! `getppid` after the open shows, and it acts at once.
 //!
-//! One guard at a time per process (command mode runs one command); the
-//! one `unsafe` block is the `clone`, which no safe crate wraps.
+//! The one `unsafe` block is the `clone`, which no safe crate wraps.
 
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use rustix::process::{Pid, PidfdFlags, Signal, WaitOptions};
+use nix::sys::signal::{SigSet, SigmaskHow};
+use rustix::process::{Pid, PidfdFlags, Signal};
 
 /// The guard's stack, in words: far more than its few frames need.
 const WORDS: usize = (64 << 10) / 8;
@@ -38,43 +52,40 @@ struct Stack([AtomicU64; WORDS]);
 
 static STACK: Stack = Stack([const { AtomicU64::new(0) }; WORDS]);
 
-/// Set while a guard may be running on [`STACK`] (until it is reaped).
-static BUSY: AtomicBool = AtomicBool::new(false);
-/// ffkit's pid, the command's process group and the grace, for the guard.
+/// The pid of the process whose guard runs on [`STACK`] (0: none yet).
+/// A process forked from it (which shares none of its memory) sees a
+/// pid that is not its own and has no guard.
 static PARENT: AtomicI32 = AtomicI32::new(0);
+/// The armed process group (0: none) and its grace, for the guard.
 static PGID: AtomicI32 = AtomicI32::new(0);
 static GRACE_NS: AtomicU64 = AtomicU64::new(0);
 
-/// A running guard, ended by [`Guard::end`] (SIGKILL and reap) when the
-/// command is over. A guard dropped without being ended (ffkit unwinding
-/// from a panic) keeps working, and keeps its stack.
-pub(super) struct Guard {
-    pid: Pid,
-    stopped: bool,
+fn own_pid() -> i32 {
+    rustix::process::getpid().as_raw_nonzero().get()
 }
 
-/// Starts the guard of process group `pgid`; `None` if it cannot be
-/// started (the command then runs unguarded, as before it was spawned).
-pub(super) fn spawn(pgid: u32, grace: Duration) -> Option<Guard> {
-    let pgid = i32::try_from(pgid).ok()?;
-    if BUSY.swap(true, Ordering::SeqCst) {
-        return None;
+/// Starts this process's guard, unless it has one: `false` if it cannot
+/// be started (a command run then is unguarded, as if ffkit could not
+/// die). Disarmed until [`arm`].
+pub(super) fn start() -> bool {
+    let me = own_pid();
+    if PARENT.load(Ordering::SeqCst) == me {
+        return true;
     }
-    PARENT.store(
-        rustix::process::getpid().as_raw_nonzero().get(),
-        Ordering::SeqCst,
-    );
-    PGID.store(pgid, Ordering::SeqCst);
-    GRACE_NS.store(
-        u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX),
-        Ordering::SeqCst,
-    );
+    PGID.store(0, Ordering::SeqCst);
+    PARENT.store(me, Ordering::SeqCst);
+    // Every signal blocked while the guard is created: it inherits the
+    // mask, and keeps it.
+    let Ok(old) = SigSet::all().thread_swap_mask(SigmaskHow::SIG_SETMASK) else {
+        PARENT.store(0, Ordering::SeqCst);
+        return false;
+    };
     let top = STACK.0.as_ptr().wrapping_add(WORDS).cast_mut();
     // SAFETY: `guard` runs on STACK (16-byte aligned, its end passed as the
-    // stack grows down), a static nobody else touches, not reused before
-    // the guard is reaped (BUSY); it reads only atomics and makes raw
-    // system calls (module comment). rustix has no wrapper for clone with
-    // a new stack.
+    // stack grows down), a static nobody else touches, used by one guard
+    // per process for the life of the process (PARENT); it reads only
+    // atomics and makes raw system calls (module comment). rustix has no
+    // wrapper for clone with a new stack.
     let pid = unsafe {
         libc::clone(
             guard,
@@ -83,40 +94,46 @@ pub(super) fn spawn(pgid: u32, grace: Duration) -> Option<Guard> {
             std::ptr::null_mut(),
         )
     };
-    match Pid::from_raw(pid).filter(|_| pid > 0) {
-        Some(pid) => Some(Guard {
-            pid,
-            stopped: false,
-        }),
-        None => {
-            BUSY.store(false, Ordering::SeqCst);
-            None
-        }
+    let _ = old.thread_set_mask();
+    if pid <= 0 {
+        PARENT.store(0, Ordering::SeqCst);
+        return false;
     }
+    true
 }
 
-impl Guard {
-    /// SIGKILLs the guard (our own unreaped child: its pid cannot have been
-    /// recycled), without waiting for it to go.
-    pub(super) fn stop(&mut self) {
-        if !self.stopped {
-            self.stopped = true;
-            let _ = rustix::process::kill_process(self.pid, Signal::KILL);
-        }
-    }
+/// A command's group the guard stops if this process dies, until
+/// [`Armed::disarm`].
+pub(super) struct Armed(());
 
-    /// Ends the guard and reaps it; then its stack is free again.
-    pub(super) fn end(mut self) {
-        self.stop();
-        if rustix::process::waitpid(Some(self.pid), WaitOptions::empty()).is_ok() {
-            BUSY.store(false, Ordering::SeqCst);
-        }
+/// Arms the guard with the command's process group `pgid` and the grace
+/// between SIGTERM and SIGKILL; `None` if this process has no guard or it
+/// is armed already (one command at a time).
+pub(super) fn arm(pgid: u32, grace: Duration) -> Option<Armed> {
+    let pgid = i32::try_from(pgid).ok().filter(|&p| p > 0)?;
+    if PARENT.load(Ordering::SeqCst) != own_pid() {
+        return None;
+    }
+    GRACE_NS.store(
+        u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX),
+        Ordering::SeqCst,
+    );
+    PGID.compare_exchange(0, pgid, Ordering::SeqCst, Ordering::SeqCst)
+        .ok()
+        .map(|_| Armed(()))
+}
+
+impl Armed {
+    /// The command is over (call before reaping it): the guard no longer
+    /// stops its group.
+    pub(super) fn disarm(self) {
+        PGID.store(0, Ordering::SeqCst);
     }
 }
 
 /// The guard: lets go of the caller's stdio (so a `$(…)` reading ffkit's
-/// output ends with ffkit), waits for ffkit to exit, then stops the group.
-/// Raw system calls only (see the module's comment).
+/// output ends with ffkit), waits for ffkit to exit, then stops the armed
+/// group, if any. Raw system calls only (see the module's comment).
 extern "C" fn guard(_: *mut libc::c_void) -> libc::c_int {
     if let Ok(null) = rustix::fs::open(
         c"/dev/null",
@@ -152,6 +169,7 @@ extern "C" fn guard(_: *mut libc::c_void) -> libc::c_int {
         // ffkit is already gone.
         Some(_) => {}
     }
+    // ffkit is gone: whatever it armed last is what it left running.
     if let Some(p) = Pid::from_raw(PGID.load(Ordering::SeqCst)) {
         let _ = rustix::process::kill_process_group(p, Signal::TERM);
         // The grace in steps of 50 ms, counted rather than timed (no clock

@@ -334,17 +334,19 @@ enum Attempt {
 }
 
 /// One attempt with `token` (an attempt repeated with the same token after
-/// an uncertain first one finds the lock its own and gets its fence).
+/// an uncertain first one finds the lock its own and gets its fence),
+/// running `meanwhile` while the request is on its way.
 fn try_once(
     conn: &mut Conn,
     keys: &Keys,
     token: &str,
     lease: Duration,
     rec: &Record,
+    meanwhile: &mut dyn FnMut(),
 ) -> Result<Attempt> {
     let cancel = format!("{}{token}", keys.cancel);
     let fields = rec.fields();
-    let (got, n): (i64, i64) = conn.eval("cannot take lock", &ACQUIRE, 4, |c| {
+    let add = |c: &mut redis::Cmd| {
         c.arg(&keys.lock)
             .arg(&keys.holder)
             .arg(&keys.fence)
@@ -354,7 +356,8 @@ fn try_once(
         for (k, v) in &fields {
             c.arg(k).arg(v);
         }
-    })?;
+    };
+    let (got, n): (i64, i64) = conn.eval_then("cannot take lock", &ACQUIRE, 4, add, meanwhile)?;
     Ok(match got {
         1 => Attempt::Taken(u64::try_from(n).unwrap_or(0)),
         0 => Attempt::Busy(n),
@@ -398,6 +401,11 @@ fn cancel(conn: &mut Conn, keys: &Keys, token: &str, lease: Duration) {
 /// while waiting is tried again, on a new connection and with the same
 /// token, until the deadline (without one: for one lease), and only then
 /// returned.
+///
+/// `meanwhile` runs once, while the first attempt is on its way to the
+/// server (command mode starts its guard there: [`super::guard::start`]);
+/// not at all if that attempt cannot be sent.
+#[allow(clippy::too_many_arguments)]
 pub fn acquire(
     conn: &mut Conn,
     keys: &Keys,
@@ -406,7 +414,9 @@ pub fn acquire(
     wait: Wait,
     schedule: Schedule,
     on_wait: &mut dyn FnMut(Option<&Record>),
+    meanwhile: &mut dyn FnMut(),
 ) -> Result<std::result::Result<Held, Denied>> {
+    let mut meanwhile = Some(meanwhile);
     let start = Instant::now();
     let token = new_token()?;
     let deadline = match wait {
@@ -428,6 +438,7 @@ pub fn acquire(
             &mut sleeps,
             &mut noted,
             on_wait,
+            &mut meanwhile,
         );
         let outcome = match step {
             Ok(Step::Done(Ok((fence, sent)))) => {
@@ -481,9 +492,11 @@ fn waiting_step(
     sleeps: &mut Sleeps,
     noted: &mut bool,
     on_wait: &mut dyn FnMut(Option<&Record>),
+    meanwhile: &mut Option<&mut dyn FnMut()>,
 ) -> Result<Step> {
     let sent = Instant::now();
-    let left = match try_once(conn, keys, token, lease, rec)? {
+    let first = meanwhile.take();
+    let left = match try_once(conn, keys, token, lease, rec, first.unwrap_or(&mut || {}))? {
         Attempt::Taken(fence) => return Ok(Step::Done(Ok((fence, sent)))),
         Attempt::Cancelled => {
             return Err(Error::LockFailed(format!(
@@ -593,8 +606,9 @@ pub enum RunEnd {
 /// Runs `cmd` holding the lease `held` on `keys`: renews it every lease/3,
 /// and stops the command's process group (SIGTERM, then SIGKILL before the
 /// lease would lapse) when a renewal fails, so two holders never run at
-/// once. A guard process kills the group too if this process dies. The
-/// terminal's INT/QUIT and TERM/HUP sent to ffkit are passed on to the group.
+/// once. The process's guard ([`super::guard`]) stops the group if this
+/// process dies meanwhile. The terminal's INT/QUIT and TERM/HUP sent to
+/// ffkit are passed on to the group.
 pub fn run_leased(
     target: &Target,
     limits: Limits,
@@ -613,6 +627,9 @@ pub fn run_leased(
             return RunEnd::NotStarted(126, e);
         }
     };
+    // Normally started while the acquisition was on its way (driver.rs);
+    // this is a no-op then.
+    let guarded = super::guard::start();
     let tty = foreground_tty();
     cmd.process_group(0);
     let mut child = match cmd.spawn() {
@@ -629,6 +646,11 @@ pub fn run_leased(
     };
     relay.block();
     let pgid = child.id();
+    let mut armed = if guarded {
+        super::guard::arm(pgid, limits.lease / 6)
+    } else {
+        None
+    };
     if let (Some(t), Some(p)) = (&tty, Pid::from_raw(pgid as i32)) {
         // The command's group gets the terminal, so it can read it and
         // gets the terminal's Ctrl-C directly; continue it in case it was
@@ -636,7 +658,11 @@ pub fn run_leased(
         let _ = rustix::termios::tcsetpgrp(t, p);
         let _ = rustix::process::kill_process_group(p, Signal::CONT);
     }
-    let mut guard = super::guard::spawn(pgid, limits.lease / 6);
+    let mut cmd = Cmd {
+        child: &mut child,
+        pgid,
+        armed: &mut armed,
+    };
     let lease = limits.lease;
     // The lease runs from when the last successful renewal (or the
     // acquisition) was sent: it lapses on the server no later than
@@ -649,14 +675,9 @@ pub fn run_leased(
     let retry_pause = (lease / 30).max(Duration::from_millis(10));
     let mut conn = Some(conn);
     let end = loop {
-        match child.try_wait() {
-            Ok(Some(st)) => {
-                let status = crate::lock::run::status_code(st);
-                // The command is over: the guard goes now, while the
-                // release is on its way (it is reaped below).
-                if let Some(g) = &mut guard {
-                    g.stop();
-                }
+        match cmd.exited() {
+            Ok(true) => {
+                let status = cmd.reap();
                 let release = match conn.as_mut() {
                     Some(c) => {
                         c.set_cap(None);
@@ -667,11 +688,9 @@ pub fn run_leased(
                 };
                 break RunEnd::Exited { status, release };
             }
-            Ok(None) => {}
+            Ok(false) => {}
             Err(e) => {
-                break stop_group(
-                    &mut child,
-                    pgid,
+                break cmd.stop(
                     base + lease * 5 / 6,
                     format!("cannot wait for the command: {e}"),
                 );
@@ -684,7 +703,7 @@ pub fn run_leased(
                 Some(e) => format!("lock {}: lease renewal failed: {e}", keys.name),
                 None => format!("lock {}: lease renewal failed", keys.name),
             };
-            break stop_group(&mut child, pgid, base + lease * 5 / 6, why);
+            break cmd.stop(base + lease * 5 / 6, why);
         }
         let due = next.min(term_at);
         if now < due {
@@ -709,11 +728,10 @@ pub fn run_leased(
             }
             Ok(false) => {
                 // Someone else may hold it already: no grace at all.
-                break kill_group(
-                    &mut child,
-                    pgid,
-                    format!("lock {}: lease lost (expired or taken over)", keys.name),
-                );
+                break cmd.kill(format!(
+                    "lock {}: lease lost (expired or taken over)",
+                    keys.name
+                ));
             }
             Err(e) => {
                 conn = None;
@@ -722,9 +740,6 @@ pub fn run_leased(
             }
         }
     };
-    if let Some(g) = guard {
-        g.end();
-    }
     if let Some(t) = &tty {
         let _ = rustix::termios::tcsetpgrp(t, rustix::process::getpgrp());
     }
@@ -735,11 +750,10 @@ pub fn run_leased(
 /// Standard input, when it is the terminal and ffkit's group is in its
 /// foreground (an interactive `lock-acquire NAME -- CMD`). Only the
 /// terminal's process group is asked and set through it; nothing is read.
-#[allow(clippy::disallowed_methods)]
-fn foreground_tty() -> Option<std::io::Stdin> {
-    let stdin = std::io::stdin();
-    let fg = rustix::termios::isatty(&stdin)
-        && rustix::termios::tcgetpgrp(&stdin).ok() == Some(rustix::process::getpgrp());
+fn foreground_tty() -> Option<std::os::fd::BorrowedFd<'static>> {
+    let stdin = rustix::stdio::stdin();
+    let fg = rustix::termios::isatty(stdin)
+        && rustix::termios::tcgetpgrp(stdin).ok() == Some(rustix::process::getpgrp());
     fg.then_some(stdin)
 }
 
@@ -766,38 +780,75 @@ fn renew(
     extend(c, keys, token, limits.lease, &[])
 }
 
-/// Stops the command's group: SIGTERM, then SIGKILL at `kill_at` at the
-/// latest (before the lease can lapse).
-fn stop_group(child: &mut std::process::Child, pgid: u32, kill_at: Instant, why: String) -> RunEnd {
-    let Some(p) = Pid::from_raw(pgid as i32) else {
-        return RunEnd::LeaseLost { why, status: 1 };
-    };
-    let _ = rustix::process::kill_process_group(p, Signal::TERM);
-    let status = loop {
-        if let Ok(Some(st)) = child.try_wait() {
-            break Some(crate::lock::run::status_code(st));
-        }
-        if Instant::now() >= kill_at {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    // Whatever is left of the group (the command's children) goes too.
-    let _ = rustix::process::kill_process_group(p, Signal::KILL);
-    let status = match status {
-        Some(s) => s,
-        None => child.wait().map(crate::lock::run::status_code).unwrap_or(1),
-    };
-    RunEnd::LeaseLost { why, status }
+/// The running command: our own child, the leader of process group `pgid`,
+/// and the guard armed with that group. The child is reaped only after the
+/// guard is disarmed: until then it is at least a zombie, so neither its
+/// pid nor its group's number can be anyone else's.
+struct Cmd<'a> {
+    child: &'a mut std::process::Child,
+    pgid: u32,
+    armed: &'a mut Option<super::guard::Armed>,
 }
 
-/// SIGKILLs the command's group at once (the lease is known lost).
-fn kill_group(child: &mut std::process::Child, pgid: u32, why: String) -> RunEnd {
-    if let Some(p) = Pid::from_raw(pgid as i32) {
-        let _ = rustix::process::kill_process_group(p, Signal::KILL);
+impl Cmd<'_> {
+    /// Whether the command has exited (it is not reaped).
+    fn exited(&self) -> io::Result<bool> {
+        let Some(pid) = Pid::from_raw(self.child.id() as i32) else {
+            return Ok(true);
+        };
+        let how = rustix::process::WaitIdOptions::EXITED
+            | rustix::process::WaitIdOptions::NOHANG
+            | rustix::process::WaitIdOptions::NOWAIT;
+        loop {
+            match rustix::process::waitid(rustix::process::WaitId::Pid(pid), how) {
+                Ok(st) => return Ok(st.is_some()),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
-    let status = child.wait().map(crate::lock::run::status_code).unwrap_or(1);
-    RunEnd::LeaseLost { why, status }
+
+    /// Disarms the guard and reaps the command (waiting for it if it still
+    /// runs): its status, or 128+signal.
+    fn reap(&mut self) -> u8 {
+        if let Some(a) = self.armed.take() {
+            a.disarm();
+        }
+        self.child
+            .wait()
+            .map(crate::lock::run::status_code)
+            .unwrap_or(1)
+    }
+
+    fn group(&self) -> Option<Pid> {
+        Pid::from_raw(self.pgid as i32)
+    }
+
+    /// Stops the command's group: SIGTERM, then SIGKILL at `kill_at` at the
+    /// latest (before the lease can lapse).
+    fn stop(&mut self, kill_at: Instant, why: String) -> RunEnd {
+        let Some(p) = self.group() else {
+            let status = self.reap();
+            return RunEnd::LeaseLost { why, status };
+        };
+        let _ = rustix::process::kill_process_group(p, Signal::TERM);
+        while !self.exited().unwrap_or(true) && Instant::now() < kill_at {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // Whatever is left of the group (the command's children) goes too.
+        let _ = rustix::process::kill_process_group(p, Signal::KILL);
+        let status = self.reap();
+        RunEnd::LeaseLost { why, status }
+    }
+
+    /// SIGKILLs the command's group at once (the lease is known lost).
+    fn kill(&mut self, why: String) -> RunEnd {
+        if let Some(p) = self.group() {
+            let _ = rustix::process::kill_process_group(p, Signal::KILL);
+        }
+        let status = self.reap();
+        RunEnd::LeaseLost { why, status }
+    }
 }
 
 /// SIGKILL to our own unreaped child (its pid cannot have been recycled).

@@ -24,8 +24,10 @@
 #        REFLINK=0  skip the reflink rows (by default, as root with mkfs.xfs
 #                   and a free loop device, it runs on an XFS reflink=1 loop
 #                   image made, mounted and removed here)
+#        REFLINK_FS=btrfs  make that loop image btrfs instead of XFS
 # Needs: cargo, hyperfine, jq, awk; zstd and tar for the .tar.zst row
-# (bench-only: not in .ci/run); mkfs.xfs (xfsprogs) for the reflink row.
+# (bench-only: not in .ci/run); mkfs.xfs (xfsprogs) or mkfs.btrfs
+# (btrfs-progs) for the reflink rows.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -134,15 +136,21 @@ alternate restore-force 'rm -rf out; sync' \
   "cp -a" "cp -a tree out" \
   "store (blobs present)" "$(q "$BIN" cache-run --dir "$C" --ttl 0 --force --output out -- cp -a tree out)"
 
-# Reflink: the tree and a store on an XFS reflink=1 loop image.
+# Reflink: the tree and a store on an XFS reflink=1 (or btrfs) loop image.
+FS=${REFLINK_FS:-xfs}
+case $FS in
+  xfs) MKFS=(mkfs.xfs -q -m reflink=1) FSNAME=XFS ;;
+  btrfs) MKFS=(mkfs.btrfs -q) FSNAME=btrfs ;;
+  *) echo "bench-output.sh: REFLINK_FS must be xfs or btrfs, not $FS" >&2; exit 1 ;;
+esac
 REFLINK_ROW="SKIPPED (REFLINK=0)"
 if [[ ${REFLINK:-1} != 0 ]]; then
-  REFLINK_ROW="SKIPPED (needs root, mkfs.xfs and a loop device)"
-  if [[ $(id -u) == 0 ]] && command -v mkfs.xfs >/dev/null 2>&1; then
-    truncate -s 3G "$W/xfs.img"
-    if mkfs.xfs -q -m reflink=1 "$W/xfs.img" && LOOP=$(losetup -f --show "$W/xfs.img") &&
-      mkdir -p "$W/xfs" && mount "$LOOP" "$W/xfs"; then
-      MNT=$W/xfs
+  REFLINK_ROW="SKIPPED (needs root, ${MKFS[0]} and a loop device)"
+  if [[ $(id -u) == 0 ]] && command -v "${MKFS[0]}" >/dev/null 2>&1; then
+    truncate -s 3G "$W/$FS.img"
+    if "${MKFS[@]}" "$W/$FS.img" >/dev/null && LOOP=$(losetup -f --show "$W/$FS.img") &&
+      mkdir -p "$W/$FS" && mount "$LOOP" "$W/$FS"; then
+      MNT=$W/$FS
       cp -a tree "$MNT/tree"
       cd "$MNT"
       CX=$MNT/cache
@@ -178,10 +186,10 @@ fi
 echo "| store, empty store / cp -a | $(ratio store "store (empty store)" "cp -a") | <= 2 |"
 echo "| store, blobs present / cp -a | $(ratio restore-force "store (blobs present)" "cp -a") | far less than 2 |"
 if [[ -z $REFLINK_ROW ]]; then
-  echo "| restore (reflink, XFS) / cp -a there | $(ratio reflink "restore (reflink)" "cp -a") | <= 0.3 |"
-  echo "| restore (reflink, XFS) / cp -a --reflink=never there | $(ratio reflink-copy "restore (reflink)" "cp -a --reflink=never") | <= 0.3 |"
+  echo "| restore (reflink, $FSNAME) / cp -a there | $(ratio reflink "restore (reflink)" "cp -a") | <= 0.3 |"
+  echo "| restore (reflink, $FSNAME) / cp -a --reflink=never there | $(ratio reflink-copy "restore (reflink)" "cp -a --reflink=never") | <= 0.3 |"
 else
-  echo "| restore (reflink, XFS) / cp -a there | $REFLINK_ROW | <= 0.3 |"
+  echo "| restore (reflink, $FSNAME) / cp -a there | $REFLINK_ROW | <= 0.3 |"
 fi
 echo
 echo "medians: $(for n in copy link untar store restore-force reflink reflink-copy; do

@@ -1562,39 +1562,61 @@ fn evict_max_bytes_plans_with_the_blobs_an_entry_frees_and_dry_run_shows_them() 
     assert_eq!(runs(&w), 3, "c was a hit");
 }
 
-/// An XFS file system with reflink on a loop device, mounted under a temp
+/// The reflink-capable file systems the restore is tested on.
+#[derive(Clone, Copy, Debug)]
+enum ReflinkFs {
+    /// XFS with `reflink=1`: a clone is a refcount-btree transaction.
+    Xfs,
+    /// btrfs: every extent is reference-counted; small files are inline.
+    Btrfs,
+}
+
+impl ReflinkFs {
+    /// The mkfs command line (without the image).
+    fn mkfs(self) -> (&'static str, &'static [&'static str]) {
+        match self {
+            ReflinkFs::Xfs => ("mkfs.xfs", &["-q", "-m", "reflink=1"]),
+            ReflinkFs::Btrfs => ("mkfs.btrfs", &["-q"]),
+        }
+    }
+}
+
+/// A reflink-capable file system on a loop device, mounted under a temp
 /// dir; unmounted, detached and removed on every path (Drop).
-struct XfsLoop {
+struct ReflinkLoop {
     _tmp: tempfile::TempDir,
     dev: Option<String>,
     mnt: PathBuf,
     mounted: bool,
 }
 
-impl XfsLoop {
+impl ReflinkLoop {
     /// `None` (with a visible SKIP line) where this cannot be made: not
-    /// root, no mkfs.xfs, no free loop device, mounting not allowed.
-    fn new() -> Option<XfsLoop> {
+    /// root, no mkfs for `kind`, no free loop device, mounting not allowed.
+    fn new(kind: ReflinkFs) -> Option<ReflinkLoop> {
         // SAFETY: geteuid has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
-            skip("not root: the reflink restore test needs a loop mount");
+            skip(&format!(
+                "not root: the reflink restore test ({kind:?}) needs a loop mount"
+            ));
             return None;
         }
         let what = "the reflink restore test";
-        if !need("mkfs.xfs", what) || !need("filefrag", what) || !need("strace", what) {
+        let (mkfs, args) = kind.mkfs();
+        if !need(mkfs, what) || !need("filefrag", what) || !need("strace", what) {
             return None;
         }
         let tmp = tempfile::tempdir().unwrap();
-        let img = tmp.path().join("xfs.img");
+        let img = tmp.path().join("fs.img");
         let mnt = tmp.path().join("mnt");
         fs::create_dir(&mnt).unwrap();
-        let mut me = XfsLoop {
+        let mut me = ReflinkLoop {
             _tmp: tmp,
             dev: None,
             mnt,
             mounted: false,
         };
-        // 320 MiB, sparse: XFS's smallest.
+        // 320 MiB, sparse: XFS's smallest (btrfs's is about 115 MiB).
         fs::File::create(&img).unwrap().set_len(320 << 20).unwrap();
         let quiet = |c: &mut Command| {
             c.stdout(Stdio::null())
@@ -1602,13 +1624,9 @@ impl XfsLoop {
                 .output()
                 .unwrap()
         };
-        let o = quiet(
-            Command::new("mkfs.xfs")
-                .args(["-q", "-m", "reflink=1"])
-                .arg(&img),
-        );
+        let o = quiet(Command::new(mkfs).args(args).arg(&img));
         if !o.status.success() {
-            skip(&format!("mkfs.xfs failed: {}", stderr_of(&o).trim()));
+            skip(&format!("{mkfs} failed: {}", stderr_of(&o).trim()));
             return None;
         }
         let o = Command::new("losetup")
@@ -1635,7 +1653,7 @@ impl XfsLoop {
     }
 }
 
-impl Drop for XfsLoop {
+impl Drop for ReflinkLoop {
     fn drop(&mut self) {
         if self.mounted {
             let ok = Command::new("umount")
@@ -1672,7 +1690,21 @@ fn all_extents_shared(p: &Path) -> bool {
 
 #[test]
 fn on_a_reflink_file_system_store_and_restore_clone_and_stay_byte_exact() {
-    let Some(fs_) = XfsLoop::new() else { return };
+    reflink_store_and_restore(ReflinkFs::Xfs);
+}
+
+#[test]
+fn on_btrfs_store_and_restore_clone_and_stay_byte_exact() {
+    reflink_store_and_restore(ReflinkFs::Btrfs);
+}
+
+/// Store and restore on a loop-mounted `kind`: files of 16 KiB or more are
+/// cloned both ways (one FICLONE each), smaller ones copied; byte-exact;
+/// an edit of a clone never reaches the store.
+fn reflink_store_and_restore(kind: ReflinkFs) {
+    let Some(fs_) = ReflinkLoop::new(kind) else {
+        return;
+    };
     let w = World::new();
     let (cache, work) = (fs_.mnt.join("cache"), fs_.mnt.join("work"));
     fs::create_dir_all(&work).unwrap();

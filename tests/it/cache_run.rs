@@ -1316,7 +1316,8 @@ fn a_killed_ffkit_does_not_leave_the_command_running() {
         fs::read_to_string(format!("/proc/{p}/cmdline"))
             .is_ok_and(|c| c.contains("sleep") && c.contains("300"))
     };
-    assert!(ours(pid));
+    // The script writes its pid before it execs sleep: wait for the exec.
+    assert!(eventually(|| ours(pid)), "the command never became sleep");
     ff.kill().unwrap();
     ff.wait().unwrap();
     // Gone (or a zombie waiting for its new parent) once ffkit is.

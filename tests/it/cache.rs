@@ -1627,25 +1627,8 @@ fn a_write_of_a_new_key_creates_no_journal_file() {
     for (named, unnamed, no_tmpfile) in [(0, 2, false), (2, 0, true)] {
         let w = World::new();
         w.write("old", "v");
-        let log = w.path().join("trace");
-        let mut c = Command::new("strace");
-        w.isolate(&mut c);
-        if no_tmpfile {
-            c.env("FFKIT_TEST_NO_TMPFILE", "1");
-        }
-        c.args(["-f", "-qq", "-o"])
-            .arg(&log)
-            .args(["-e", "trace=%file", "--"])
-            .arg(bin())
-            .args(["cache-write", "new", "value"]);
-        let out = c.output().unwrap();
-        assert!(out.status.success(), "{}", stderr_of(&out));
-        let t = fs::read_to_string(&log).unwrap();
-        let created: Vec<&str> = t
-            .lines()
-            .filter(|l| l.contains("O_CREAT") && l.contains("O_EXCL") && !l.contains("= -1"))
-            .collect();
-        assert_eq!(created.len(), named, "{created:#?}");
+        let t = trace_write_of_new(&w, no_tmpfile, "trace=%file");
+        assert_created_excl(&t, named);
         let tmpfiles: Vec<&str> = t
             .lines()
             .filter(|l| l.contains("O_TMPFILE") && !l.contains("= -1"))
@@ -1661,6 +1644,34 @@ fn a_write_of_a_new_key_creates_no_journal_file() {
             .stdout("value");
         w.assert_exact();
     }
+}
+
+/// strace (`-e SET`) of `ffkit cache-write new value` in `w`, on the
+/// unnamed-temp path or (`no_tmpfile`) the named one; the trace.
+fn trace_write_of_new(w: &World, no_tmpfile: bool, set: &str) -> String {
+    let log = w.path().join("trace");
+    let mut c = Command::new("strace");
+    w.isolate(&mut c);
+    if no_tmpfile {
+        c.env("FFKIT_TEST_NO_TMPFILE", "1");
+    }
+    c.args(["-f", "-qq", "-o"])
+        .arg(&log)
+        .args(["-e", set, "--"])
+        .arg(bin())
+        .args(["cache-write", "new", "value"]);
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    fs::read_to_string(&log).unwrap()
+}
+
+/// The trace made exactly `named` files with O_CREAT|O_EXCL.
+fn assert_created_excl(t: &str, named: usize) {
+    let created: Vec<&str> = t
+        .lines()
+        .filter(|l| l.contains("O_CREAT") && l.contains("O_EXCL") && !l.contains("= -1"))
+        .collect();
+    assert_eq!(created.len(), named, "{created:#?}");
 }
 
 /// Once a cache has its spare (`.size-index.spare`: the index the first
@@ -1686,25 +1697,8 @@ fn a_write_of_a_new_key_creates_no_file_for_the_index_once_the_spare_is_there() 
         let index = w.cache().join(".size-index");
         let ino = |p: &std::path::Path| fs::metadata(p).unwrap().ino();
         let before = [ino(&index), ino(&spare)];
-        let log = w.path().join("trace");
-        let mut c = Command::new("strace");
-        w.isolate(&mut c);
-        if no_tmpfile {
-            c.env("FFKIT_TEST_NO_TMPFILE", "1");
-        }
-        c.args(["-f", "-qq", "-o"])
-            .arg(&log)
-            .args(["-e", "trace=%file,%desc", "--"])
-            .arg(bin())
-            .args(["cache-write", "new", "value"]);
-        let out = c.output().unwrap();
-        assert!(out.status.success(), "{}", stderr_of(&out));
-        let t = fs::read_to_string(&log).unwrap();
-        let created: Vec<&str> = t
-            .lines()
-            .filter(|l| l.contains("O_CREAT") && l.contains("O_EXCL") && !l.contains("= -1"))
-            .collect();
-        assert_eq!(created.len(), named, "{created:#?}");
+        let t = trace_write_of_new(&w, no_tmpfile, "trace=%file,%desc");
+        assert_created_excl(&t, named);
         assert!(!t.contains("unlink"), "nothing is unlinked:\n{t}");
         assert!(
             t.lines()

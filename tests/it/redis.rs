@@ -641,6 +641,37 @@ fn redis_sigkilled_command_holder_stops_its_command_and_hands_over_within_the_le
     assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
 }
 
+/// SIGKILL to ffkit's whole process group (`kill -9 %1`, a CI runner ending
+/// a job) does not take the guard along: it has a group of its own, so it
+/// still stops the command (in its own group too) before the lease lapses.
+#[test]
+fn redis_sigkill_of_the_holders_whole_group_still_stops_its_command() {
+    use std::os::unix::process::CommandExt;
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let pidfile = w.path().join("cmd.pid");
+    let mut c = ff(&w, &s, "lock-acquire");
+    c.args(["k", "-c"])
+        .arg(format!("echo $$ > {}; exec sleep 60", pidfile.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut holder = c.spawn().unwrap();
+    wait_until("the command to start", 20, || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|t| t.ends_with('\n'))
+    });
+    let cmd_pid = pid_in(&pidfile);
+    let cmd_start = start_of(cmd_pid);
+    let group = rustix::process::Pid::from_child(&holder);
+    rustix::process::kill_process_group(group, rustix::process::Signal::KILL).unwrap();
+    holder.wait().unwrap();
+    wait_until(
+        "the command of a group-killed holder to be stopped",
+        20,
+        || !running(cmd_pid, &cmd_start),
+    );
+}
+
 /// A lock round waits for no guard (docs/redis.md, "Command mode"): the
 /// guard process is started while the acquisition is on its way (between
 /// the request and its reply), ffkit neither signals it nor waits for it,

@@ -27,7 +27,8 @@
 //! mapped for it when ffkit dies, and ffkit's descriptor table and signal
 //! dispositions are copies. It starts with every signal blocked (ffkit
 //! blocks them around the `clone`), so a SIGTERM or SIGHUP sent to ffkit's
-//! whole process group cannot take it away; only SIGKILL can.
+//! whole process group cannot take it away; and it moves to a process group
+//! of its own first thing, so a SIGKILL of that group cannot either.
 //!
 //! The guard watches ffkit through a pidfd it opens itself, of its parent:
 //! if ffkit died before that, the guard has been re-parented, which the
@@ -135,6 +136,10 @@ impl Armed {
 /// output ends with ffkit), waits for ffkit to exit, then stops the armed
 /// group, if any. Raw system calls only (see the module's comment).
 extern "C" fn guard(_: *mut libc::c_void) -> libc::c_int {
+    // A group of its own: a SIGKILL of ffkit's whole process group (`kill
+    // -9 %1`, a CI runner ending a job) must not take the guard with ffkit,
+    // or the command (in its own group) would run on past the lease.
+    let _ = rustix::process::setpgid(None, None);
     if let Ok(null) = rustix::fs::open(
         c"/dev/null",
         rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,

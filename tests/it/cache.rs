@@ -1627,7 +1627,7 @@ fn a_write_of_a_new_key_creates_no_journal_file() {
     for (named, unnamed, no_tmpfile) in [(0, 2, false), (2, 0, true)] {
         let w = World::new();
         w.write("old", "v");
-        let t = trace_write_of_new(&w, no_tmpfile, "trace=%file");
+        let t = trace_write(&w, no_tmpfile, "trace=%file", "new");
         assert_created_excl(&t, named);
         let tmpfiles: Vec<&str> = t
             .lines()
@@ -1646,10 +1646,10 @@ fn a_write_of_a_new_key_creates_no_journal_file() {
     }
 }
 
-/// strace (`-e SET`) of `ffkit cache-write new value` in `w`, on the
+/// strace (`-e SET`) of `ffkit cache-write KEY value` in `w`, on the
 /// unnamed-temp path or (`no_tmpfile`) the named one; the trace.
-fn trace_write_of_new(w: &World, no_tmpfile: bool, set: &str) -> String {
-    let log = w.path().join("trace");
+fn trace_write(w: &World, no_tmpfile: bool, set: &str, key: &str) -> String {
+    let log = w.path().join(format!("trace-{key}"));
     let mut c = Command::new("strace");
     w.isolate(&mut c);
     if no_tmpfile {
@@ -1659,7 +1659,7 @@ fn trace_write_of_new(w: &World, no_tmpfile: bool, set: &str) -> String {
         .arg(&log)
         .args(["-e", set, "--"])
         .arg(bin())
-        .args(["cache-write", "new", "value"]);
+        .args(["cache-write", key, "value"]);
     let out = c.output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     fs::read_to_string(&log).unwrap()
@@ -1697,7 +1697,7 @@ fn a_write_of_a_new_key_creates_no_file_for_the_index_once_the_spare_is_there() 
         let index = w.cache().join(".size-index");
         let ino = |p: &std::path::Path| fs::metadata(p).unwrap().ino();
         let before = [ino(&index), ino(&spare)];
-        let t = trace_write_of_new(&w, no_tmpfile, "trace=%file,%desc");
+        let t = trace_write(&w, no_tmpfile, "trace=%file,%desc", "new");
         assert_created_excl(&t, named);
         assert!(!t.contains("unlink"), "nothing is unlinked:\n{t}");
         assert!(
@@ -2116,29 +2116,13 @@ fn a_new_key_is_installed_by_one_rename_per_file_and_not_measured_again() {
 fn new_key_installs(no_tmpfile: bool) {
     let w = World::new();
     w.write("old", "v");
-    let trace = |key: &str| {
-        let log = w.path().join(format!("trace-{key}"));
-        let mut c = Command::new("strace");
-        w.isolate(&mut c);
-        if no_tmpfile {
-            c.env("FFKIT_TEST_NO_TMPFILE", "1");
-        }
-        c.args(["-f", "-qq", "-o"])
-            .arg(&log)
-            .args(["-e", "trace=%file,%stat", "--"])
-            .arg(bin())
-            .args(["cache-write", key, "value"]);
-        let out = c.output().unwrap();
-        assert!(out.status.success(), "{}", stderr_of(&out));
-        fs::read_to_string(&log).unwrap()
-    };
     let new_call = if no_tmpfile {
         "RENAME_NOREPLACE"
     } else {
         "linkat("
     };
     for (key, call) in [("new", new_call), ("old", "RENAME_EXCHANGE")] {
-        let t = trace(key);
+        let t = trace_write(&w, no_tmpfile, "trace=%file,%stat", key);
         let names = [format!("/{key}\""), format!("/{key}.meta\"")];
         let on_entry = |l: &str| names.iter().any(|n| l.contains(n.as_str()));
         let renames: Vec<&str> = t

@@ -389,19 +389,13 @@ pub fn create_new(path: &Path) -> io::Result<File> {
 /// is a plain rename. A directory is never displaced: if `dest` was one, the
 /// exchange is undone and the call fails with EISDIR, as rename would.
 pub fn install(from: &Path, dest: &Path) -> io::Result<()> {
-    let exchange = || {
-        // AT_FDCWD: both paths resolve relative to the working directory, as
-        // rename(2) would.
-        rustix::fs::renameat_with(CWD, from, CWD, dest, RenameFlags::EXCHANGE)
-            .map_err(io::Error::from)
-    };
-    match exchange() {
+    match exchange(from, dest) {
         Ok(()) => match fs::remove_file(from) {
             Err(e)
                 if e.raw_os_error() == Some(libc::EISDIR)
                     || e.kind() == io::ErrorKind::IsADirectory =>
             {
-                let _ = exchange();
+                let _ = exchange(from, dest);
                 Err(io::Error::from_raw_os_error(libc::EISDIR))
             }
             // The old file is already out of sight; a left-over temp name is
@@ -426,10 +420,16 @@ pub fn install(from: &Path, dest: &Path) -> io::Result<()> {
 /// something is there after all (EEXIST), or the file system has no
 /// `renameat2` flags (EINVAL, ENOSYS), it is [`install`] as before.
 pub fn install_new(from: &Path, dest: &Path) -> io::Result<()> {
-    match rustix::fs::renameat_with(CWD, from, CWD, dest, RenameFlags::NOREPLACE) {
-        Ok(()) => Ok(()),
-        Err(Errno::EXIST | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => install(from, dest),
-        Err(e) => Err(e.into()),
+    match rename_noreplace(from, dest) {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EEXIST | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)
+            ) =>
+        {
+            install(from, dest)
+        }
+        r => r,
     }
 }
 

@@ -75,6 +75,15 @@ fn held(w: &World, target: &str) -> bool {
         == Some(0)
 }
 
+/// Whether TARGET is held and its holder's record is written: held alone
+/// is not enough where a test reads the holder, since the record is written
+/// just after the lock is taken (a status in between rightly says "an
+/// unknown holder").
+fn recorded(w: &World, target: &str) -> bool {
+    let o = ff(w, "lock-status").arg(target).output().expect("run");
+    o.status.code() == Some(0) && String::from_utf8_lossy(&o.stdout).contains("by pid ")
+}
+
 /// Runs PROCS copies of `body` (a bash loop body run INCREMENTS times that
 /// must increment the counter file `c` under a lock) at once, `rounds`
 /// times, and checks the count each round: the oracle for exclusion.
@@ -510,7 +519,7 @@ fn timeout_exits_6_after_half_a_second() {
     let mut holder = ff(&w, "lock-acquire");
     holder.args(["L", "--", "sleep", "30"]).process_group(0);
     let mut holder = holder.spawn().unwrap();
-    wait_until("holder", 60, || held(&w, "./L"));
+    wait_until("holder's record", 60, || recorded(&w, "./L"));
     for (args, env) in [
         (vec!["--verbose", "-w", "0.5", "L", "--", "true"], None),
         (vec!["--verbose", "L", "--", "true"], Some("0.5")),
@@ -819,7 +828,7 @@ fn status_reports_holder_in_text_json_and_exit_code() {
     let mut holder = ff(&w, "lock-acquire");
     holder.args(["L", "--", "sleep", "30"]).process_group(0);
     let mut holder = holder.spawn().unwrap();
-    wait_until("holder", 60, || held(&w, "./L"));
+    wait_until("holder's record", 60, || recorded(&w, "./L"));
     ff(&w, "lock-status")
         .arg("./L")
         .assert()

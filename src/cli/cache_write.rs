@@ -71,10 +71,18 @@ fn exec(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
         .map_err(Error::Validation)?
         .to_string();
     let mut store = ctx.store(a.dir.as_deref(), a.backend.as_deref())?;
-    let mut stdin = ctx.stdin();
-    let value = match a.value.as_deref() {
-        Some(v) if v.as_bytes() != b"-" => Value::Bytes(v.as_bytes()),
-        _ => Value::Reader(&mut stdin),
+    let given = match a.value.as_deref() {
+        Some(v) if v.as_bytes() != b"-" => None,
+        _ => ctx.given_bytes(),
+    };
+    let mut stdin;
+    let value = match (a.value.as_deref(), &given) {
+        (Some(v), _) if v.as_bytes() != b"-" => Value::Bytes(v.as_bytes()),
+        (_, Some(b)) => Value::Bytes(b),
+        _ => {
+            stdin = ctx.stdin();
+            Value::Reader(&mut stdin)
+        }
     };
     let totals = store.write(vec![NewEntry {
         key: key.clone(),

@@ -342,6 +342,18 @@ impl Ctx {
             .map_err(|e| Error::io("cannot write", "standard output", e))
     }
 
+    /// The bytes a caller gave as the applet's standard input
+    /// ([`Input::Bytes`]: the builtin's value argument), taken whole; `None`
+    /// for a real standard input. A value already in memory is written by
+    /// one `write` and is never streamed through a reader's buffer (which
+    /// cost the builtin's write an 8 KiB buffer zeroed and a copy).
+    pub fn given_bytes(&mut self) -> Option<Vec<u8>> {
+        match &mut self.input {
+            Input::Bytes(b) => Some(std::mem::take(b)),
+            Input::Stdin | Input::Fd0 => None,
+        }
+    }
+
     /// The applet's standard input (the one reader of it: clippy.toml).
     #[allow(clippy::disallowed_methods)]
     pub fn stdin(&mut self) -> Box<dyn BufRead> {

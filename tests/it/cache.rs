@@ -2151,6 +2151,70 @@ fn new_key_installs(no_tmpfile: bool) {
     w.assert_exact();
 }
 
+/// Issue 27's sixth pass on the write: a write of a new key puts the entry
+/// count it will leave and its journal into `.lock` by one `pwrite` from
+/// offset 0 (before, a second `pwrite` of the count followed the
+/// installs), reads `.size-index` by an open and one read (no `fstat`: a
+/// read that does not fill its buffer is the whole file), and links its
+/// unnamed temp files by their descriptors (`AT_EMPTY_PATH`) where the
+/// kernel allows it, not through `/proc`. Traced with strace; the index is
+/// exact after it.
+#[test]
+fn a_new_key_writes_its_count_with_the_journal_and_reads_the_index_by_one_read() {
+    if !need("strace", "the system calls of a write") {
+        return;
+    }
+    let w = World::new();
+    w.write("old", "v");
+    let t = trace_write(&w, false, "trace=%file,%desc", "new");
+    let fd_of = |name: &str| -> String {
+        let open = t
+            .lines()
+            .find(|l| {
+                l.contains(&format!("/{name}\"")) && l.contains("open") && !l.contains("= -1")
+            })
+            .unwrap_or_else(|| panic!("no open of {name}:\n{t}"));
+        open.rsplit("= ").next().unwrap().trim().to_string()
+    };
+    let lock = fd_of(".lock");
+    let pwrites: Vec<&str> = t
+        .lines()
+        .filter(|l| l.contains(&format!("pwrite64({lock}, ")))
+        .collect();
+    assert_eq!(pwrites.len(), 1, "one pwrite into .lock: {pwrites:#?}");
+    assert!(
+        pwrites[0].contains("\"entries=00000000000000000002\\n{") && pwrites[0].contains(", 0) = "),
+        "the count after the write, then the journal, from offset 0: {}",
+        pwrites[0]
+    );
+    let index = fd_of(".size-index");
+    let after_open: Vec<&str> = t
+        .lines()
+        .skip_while(|l| !(l.contains("/.size-index\"") && l.contains("O_RDONLY")))
+        .skip(1)
+        .take_while(|l| !l.contains(&format!("close({index})")))
+        .filter(|l| {
+            l.contains(&format!("({index}, ")) && (l.contains("stat") || l.contains("read"))
+        })
+        .collect();
+    assert!(
+        after_open.len() == 1 && after_open[0].contains("read("),
+        "one read of .size-index and no fstat: {after_open:#?}"
+    );
+    let links: Vec<&str> = t.lines().filter(|l| l.contains("linkat(")).collect();
+    assert_eq!(links.len(), 2, "{links:#?}");
+    if links.iter().all(|l| l.contains("AT_EMPTY_PATH")) {
+        assert!(!t.contains("\"/proc/self/fd/"), "{t}");
+    }
+    assert!(!journal_left(&w.cache()));
+    w.assert_exact();
+    w.cmd("cache-read")
+        .arg("new")
+        .assert()
+        .success()
+        .stdout("value");
+}
+
 /// The cache applets answer alike on every backend, from one body: values
 /// byte-exact, the same words for a miss and an expiry, batches all or
 /// nothing, a verify without drift, and one eviction report (the Redis one

@@ -88,13 +88,22 @@ pub fn parse_canonical(digits: &[u8]) -> Option<u64> {
 }
 
 /// Reads one index file: `Ok(None)` when it is missing or invalid.
+///
+/// One `open` and one `read` of up to 32 bytes, no `fstat`: a valid file
+/// is at most 21 bytes (20 digits and a newline), and a read of a regular
+/// file returns all it has up to the buffer's size, so a read that fills
+/// the buffer means "too long" (invalid) and a shorter one is the whole
+/// file. What the `fstat` checked before is answered by the open and the
+/// read themselves: a symlink fails the open (`O_NOFOLLOW`), a directory
+/// the read (EISDIR), a FIFO opens without blocking (`O_NONBLOCK`) and
+/// reads as empty or as whatever its writer put in it, which is no worse
+/// than a regular file planted there with the same text (both are the
+/// user's own dir's content).
 pub fn read_number(path: &Path) -> Result<Option<u64>> {
-    // The open's fstat gives the length: a valid file is read by one
-    // `read` (no second one to find its end).
-    let (mut f, len) = match fsutil::open_read_len(path) {
+    let mut f = match fsutil::open_read_unchecked(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        // A symlink (or FIFO, dir...) planted at the index is as good as no index.
+        // A symlink planted at the index is as good as no index.
         Err(e) if fsutil::is_refused(&e) => return Ok(None),
         // The spare being rewritten under its lease, reached by a reader
         // without the lock whose lookup found it at `.size-index` just
@@ -103,20 +112,24 @@ pub fn read_number(path: &Path) -> Result<Option<u64>> {
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
         Err(e) => return Err(Error::io("cannot read", path, e)),
     };
-    // ffkit never writes these files in place, so the length is the
-    // content's: anything as long as the buffer is too long to be valid.
     let mut buf = [0u8; 32];
-    if len >= buf.len() as u64 {
-        return Ok(None);
-    }
-    let mut n = 0;
-    while (n as u64) < len {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
+    let n = loop {
+        match f.read(&mut buf) {
+            Ok(n) => break n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // A directory (EISDIR) or a FIFO with nothing in it (EAGAIN)
+            // planted at the name: no index.
+            Err(e)
+                if e.raw_os_error() == Some(libc::EISDIR)
+                    || e.kind() == io::ErrorKind::WouldBlock =>
+            {
+                return Ok(None);
+            }
             Err(e) => return Err(Error::io("cannot read", path, e)),
         }
+    };
+    if n == buf.len() {
+        return Ok(None);
     }
     Ok(parse_number(&buf[..n]))
 }

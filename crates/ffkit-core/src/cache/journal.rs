@@ -2,11 +2,15 @@
 //!
 //! Every change to the cache (a write, a batch, an eviction) runs under the
 //! cache's exclusive lock as: write the journal into the lock file `.lock`
-//! itself (one `pwrite` just after the entry-count record that starts the
-//! file, see [`super::index`], through the descriptor that holds the lock)
-//! naming the index totals before the change and, per key, the bytes the
-//! index counted for it and the temp files that will replace it; apply the
-//! renames/unlinks; write the new index; cut `.lock` back to the record. A
+//! itself (one `pwrite` from offset 0 of the entry-count record that
+//! starts the file, see [`super::index`], set to the count the change will
+//! leave, followed by the journal, through the descriptor that holds the
+//! lock) naming the index totals before the change and, per key, the bytes
+//! the index counted for it and the temp files that will replace it; apply
+//! the renames/unlinks; write the new index; cut `.lock` back to the
+//! record. The record is trusted only while no journal follows it, so
+//! writing the count early is safe: a roll-forward starts from the
+//! journal's `before` and rewrites the record when it differs. A
 //! process killed anywhere in between leaves a longer `.lock`, and the
 //! next call, which learns the length from the `fstat` it makes of `.lock`
 //! after taking the lock anyway, *rolls it forward*: it
@@ -140,29 +144,40 @@ impl Journal {
     }
 }
 
-/// Writes `j` into the lock file `lock`, held exclusively, at `at` (just
-/// after the entry-count record; `prefix` is that record when the file
-/// has none yet, written with the journal, both then at offset 0): one
-/// `pwrite`, whole or, if the writer is killed inside it, a prefix that
-/// does not parse (a damaged journal: the next call walks). On failure (a
-/// full disk) the file is cut back to `at`, so nothing is left that looks
-/// like a change in flight. Returns the journal's bytes (without `prefix`).
+/// Writes `record` (the entry-count record, see [`super::index`]) and `j`
+/// after it into the lock file `lock`, held exclusively, from offset 0: one
+/// `pwrite`, whole (it stays within the file's first page, which a SIGKILL
+/// does not tear) or, for a journal longer than a page cut short, a file
+/// longer than the record whose journal does not parse (damaged: the next
+/// call walks). The record is trusted only while the file is exactly the
+/// record. On failure (a full disk) the file is put back as it was: the
+/// record of `old`, the count it held, rewritten (inside the file's first
+/// block, which needs no new space) and the file cut after it; or, when it
+/// had none or that fails, cut to nothing (no record: the next call
+/// walks). So nothing is left that looks like a change in flight, nor a
+/// count that was never reached. Returns the journal's bytes (without the
+/// record).
 pub fn write_into(
     j: &Journal,
     lock: &File,
-    at: u64,
-    prefix: Option<&[u8]>,
+    record: &[u8],
+    old: Option<u64>,
     path: &Path,
 ) -> Result<u64> {
     use std::os::unix::fs::FileExt;
-    let mut bytes = prefix.map(<[u8]>::to_vec).unwrap_or_default();
-    let head = bytes.len();
+    let mut bytes = record.to_vec();
     serde_json::to_writer(&mut bytes, j)
         .map_err(|e| Error::General(format!("cannot encode the journal: {e}")))?;
-    match lock.write_all_at(&bytes, at) {
-        Ok(()) => Ok((bytes.len() - head) as u64),
+    match lock.write_all_at(&bytes, 0) {
+        Ok(()) => Ok((bytes.len() - record.len()) as u64),
         Err(e) => {
-            let _ = lock.set_len(at);
+            let restored = old.is_some_and(|n| {
+                let r = super::index::format_count(n);
+                lock.write_all_at(&r, 0).is_ok() && lock.set_len(r.len() as u64).is_ok()
+            });
+            if !restored {
+                let _ = lock.set_len(0);
+            }
             Err(Error::io("cannot write the journal into", path, e))
         }
     }

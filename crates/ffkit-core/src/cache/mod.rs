@@ -1221,27 +1221,33 @@ impl Cache {
                 unnamed: linked,
             });
         }
+        // The entry count the change will leave if every key installs: the
+        // record that starts `.lock` is written with it, in the journal's
+        // `pwrite` (one call, not a second one at the end). Safe because
+        // the record is trusted only while `.lock` holds no journal: a
+        // journal in flight is rolled forward from its own `before`, and
+        // the end of the change rewrites the record when the count came
+        // out otherwise (an install that failed).
+        let after = changes
+            .iter()
+            .zip(&records)
+            .fold(before.entries, |n, (c, r)| {
+                n - u64::from(r.old_entry).min(n) + u64::from(c.value.is_some())
+            });
         let j = Journal { before, records };
-        // Into `.lock` (the lock's own descriptor, empty: a pending journal
-        // was repaired when the lock was taken); a `.journal` file only for
-        // a reader's lock, which a commit never holds.
-        // After the record; with the record itself (before's count) into a
-        // `.lock` that has none yet, which is then empty (any journal
-        // found there was repaired, and its end wrote the record).
+        // Into `.lock` (the lock's own descriptor, empty or just its record:
+        // a pending journal was repaired when the lock was taken), from 0:
+        // the record, then the journal; a `.journal` file only for a
+        // reader's lock, which a commit never holds.
         let written = match &g.file {
             Some(f) => {
-                let rec = index::COUNT_RECORD_LEN as u64;
-                let prefix = g
-                    .count
-                    .get()
-                    .is_none()
-                    .then(|| index::format_count(before.entries));
-                let at = if prefix.is_some() { 0 } else { rec };
-                journal::write_into(&j, f, at, prefix.as_deref(), &self.path(LOCK_FILE)).map(|n| {
-                    if prefix.is_some() {
-                        g.count.set(Some(before.entries));
-                    }
-                    g.journal_at.set(rec);
+                // `g.count`: what to put back if the journal cannot be
+                // written (a full disk): the record as it was, or nothing
+                // in a file that had none.
+                let record = index::format_count(after);
+                journal::write_into(&j, f, &record, g.count.get(), &self.path(LOCK_FILE)).map(|n| {
+                    g.count.set(Some(after));
+                    g.journal_at.set(index::COUNT_RECORD_LEN as u64);
                     g.journal_len.set(n);
                 })
             }

@@ -132,13 +132,24 @@ pub(super) fn kind_and_wait(m: &ArgMatches, default: WaitSpec) -> (Kind, WaitSpe
     } else {
         Kind::Exclusive
     };
-    let wait = match (m.get_flag("nonblock"), m.get_one::<Duration>("timeout")) {
+    let wait = wait_spec(
+        m.get_flag("nonblock"),
+        m.get_one::<Duration>("timeout").copied(),
+        default,
+    );
+    (kind, wait)
+}
+
+/// How to wait, from `-n` and `-w SECS` (`-w 0` is non-blocking), with
+/// `default` when neither is given: clap's path and `lock-acquire`'s fast
+/// path share it.
+pub(super) fn wait_spec(nonblock: bool, timeout: Option<Duration>, default: WaitSpec) -> WaitSpec {
+    match (nonblock, timeout) {
         (true, _) => WaitSpec::NonBlocking,
         (false, Some(t)) if t.is_zero() => WaitSpec::NonBlocking,
-        (false, Some(t)) => WaitSpec::Timeout(*t),
+        (false, Some(t)) => WaitSpec::Timeout(t),
         (false, None) => default,
-    };
-    (kind, wait)
+    }
 }
 
 /// `--fcntl [--start N] [--length N]` (either of which implies `--fcntl`,
@@ -163,6 +174,9 @@ pub(super) fn shell(ctx: &Ctx) -> OsString {
 }
 
 /// One lock request as parsed from `lock-acquire`'s or flock's options.
+/// `Debug` lets a test compare what clap and `lock-acquire`'s fast path
+/// make of the same command line.
+#[derive(Debug)]
 pub(super) struct LockArgs {
     pub target: Option<String>,
     pub fd: Option<RawFd>,

@@ -779,3 +779,32 @@ impl Backend {
         }
     }
 }
+
+// ---------------------------------------------------------------- lock-acquire's fast path
+
+/// Runs each pair of `lock-acquire` argument lists — the first a plain
+/// command-mode call its hand parser takes, the second the same request
+/// spelled so that it goes to clap (`--backend=URL`, `--timeout=S`, a
+/// redundant `-x`) — through `cmd`, and asserts both answer alike: the
+/// same exit code, standard output and error lines (a busy lock's line
+/// names its holder's start and age, which move between the two runs:
+/// they are compared up to those). `cmd` makes the `lock-acquire` command
+/// of the world (environment, lock dir).
+pub fn assert_fast_path_answers_as_clap(cmd: &dyn Fn() -> Command, pairs: &[(&[&str], &[&str])]) {
+    let timeless = |s: String| match (s.find(", since "), s.rfind(')')) {
+        (Some(a), Some(b)) if a < b => format!("{}, since …{}", &s[..a], &s[b..]),
+        _ => s,
+    };
+    for (fast, clap) in pairs {
+        let run = |args: &[&str]| {
+            let out = cmd().args(args).stdin(Stdio::null()).output().expect("run");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                timeless(stderr_of(&out)),
+            )
+        };
+        let (a, b) = (run(fast), run(clap));
+        assert_eq!(a, b, "fast path {fast:?} against clap's {clap:?}");
+    }
+}

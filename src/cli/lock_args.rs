@@ -447,6 +447,23 @@ impl Report for Front<'_> {
         if let Some(p) = &mut self.pending {
             p.clear();
         }
+        self.record_wait();
+    }
+
+    /// Writes the self-timing row while the command runs: its duration is
+    /// the wait, known by now, and the row's system calls (open, lock,
+    /// append) then overlap the command's start instead of following its
+    /// exit and the release (docs/metrics.md, "Self-timing").
+    fn started(&mut self) {
+        self.record_wait();
+    }
+}
+
+impl Front<'_> {
+    /// The row of the wait for the lock, now, if monitoring is on and no
+    /// row was written yet; a failure leaves it to the end of the call,
+    /// which tries again and says why with `FF_DEBUG=true`.
+    fn record_wait(&mut self) {
         let ctx = &mut *self.ctx;
         if let (true, Some(op), Some(d)) =
             (ctx.cfg.perf_monitoring, ctx.metric, ctx.metric_duration)

@@ -106,6 +106,26 @@ fn contention(w: &World, body: &str, env: &[(&str, &str)], rounds: usize) {
 
 const INCR: &str = "read n < c; echo $((n+1)) > c";
 
+/// Command mode writes its self-timing row (the wait) while the command
+/// runs: the command itself sees it, with both lock kinds.
+#[test]
+fn command_mode_writes_its_metrics_row_while_the_command_runs() {
+    let w = World::new();
+    fs::create_dir_all(w.cache()).expect("cache dir");
+    for (extra, lk) in [(&[][..], "lk"), (&["--dotlock"], "dot")] {
+        let _ = fs::remove_file(w.metrics_log());
+        let out = ff(&w, "lock-acquire")
+            .args(extra)
+            .arg(w.path().join(lk))
+            .args(["--", "sh", "-c", &waits_for_its_row(&w)])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(0), "{extra:?}: {}", stderr_of(&out));
+        let log = fs::read_to_string(w.metrics_log()).expect("metrics log");
+        assert_eq!(log.matches(",lock_acquire,").count(), 1, "{extra:?}: {log}");
+    }
+}
+
 /// `lock-acquire`'s hand parser (its plain command-mode calls skip clap)
 /// gives every answer clap gives: the command's status and output, a busy
 /// lock, a command that cannot start, a bad backend, a lock file that

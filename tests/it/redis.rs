@@ -543,6 +543,22 @@ fn contention(w: &World, s: &Server, body: &str) -> String {
         .to_string()
 }
 
+/// On Redis, command mode's self-timing row is written while the command
+/// runs (off the round's critical path), once.
+#[test]
+fn redis_command_mode_writes_its_metrics_row_while_the_command_runs() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    std::fs::create_dir_all(w.cache()).expect("cache dir");
+    let out = ff(&w, &s, "lock-acquire")
+        .args(["lk", "--", "sh", "-c", &waits_for_its_row(&w)])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let log = std::fs::read_to_string(w.metrics_log()).expect("metrics log");
+    assert_eq!(log.matches(",lock_acquire,").count(), 1, "{log}");
+}
+
 /// On Redis too, `lock-acquire`'s plain calls (its hand parser) answer as
 /// clap's do: the command's status with a fencing token in its
 /// environment, a busy lock, a server that is not there.

@@ -782,6 +782,17 @@ impl Backend {
 
 // ---------------------------------------------------------------- lock-acquire's fast path
 
+/// A command for `lock-acquire … -- sh -c SCRIPT` that waits (up to about
+/// 20 s, then fails) until the world's metrics log holds a `lock_acquire`
+/// row, and exits 0 when it does: command mode's row is written while the
+/// command runs, not after it.
+pub fn waits_for_its_row(w: &World) -> String {
+    format!(
+        "i=0; until grep -q ',lock_acquire,' '{}' 2>/dev/null; do i=$((i+1)); [ $i -gt 2000 ] && exit 1; sleep 0.01; done",
+        w.metrics_log().display()
+    )
+}
+
 /// Runs each pair of `lock-acquire` argument lists — the first a plain
 /// command-mode call its hand parser takes, the second the same request
 /// spelled so that it goes to clap (`--backend=URL`, `--timeout=S`, a

@@ -132,13 +132,24 @@ pub(super) fn kind_and_wait(m: &ArgMatches, default: WaitSpec) -> (Kind, WaitSpe
     } else {
         Kind::Exclusive
     };
-    let wait = match (m.get_flag("nonblock"), m.get_one::<Duration>("timeout")) {
+    let wait = wait_spec(
+        m.get_flag("nonblock"),
+        m.get_one::<Duration>("timeout").copied(),
+        default,
+    );
+    (kind, wait)
+}
+
+/// How to wait, from `-n` and `-w SECS` (`-w 0` is non-blocking), with
+/// `default` when neither is given: clap's path and `lock-acquire`'s fast
+/// path share it.
+pub(super) fn wait_spec(nonblock: bool, timeout: Option<Duration>, default: WaitSpec) -> WaitSpec {
+    match (nonblock, timeout) {
         (true, _) => WaitSpec::NonBlocking,
         (false, Some(t)) if t.is_zero() => WaitSpec::NonBlocking,
-        (false, Some(t)) => WaitSpec::Timeout(*t),
+        (false, Some(t)) => WaitSpec::Timeout(t),
         (false, None) => default,
-    };
-    (kind, wait)
+    }
 }
 
 /// `--fcntl [--start N] [--length N]` (either of which implies `--fcntl`,
@@ -163,6 +174,9 @@ pub(super) fn shell(ctx: &Ctx) -> OsString {
 }
 
 /// One lock request as parsed from `lock-acquire`'s or flock's options.
+/// `Debug` lets a test compare what clap and `lock-acquire`'s fast path
+/// make of the same command line.
+#[derive(Debug)]
 pub(super) struct LockArgs {
     pub target: Option<String>,
     pub fd: Option<RawFd>,
@@ -433,6 +447,23 @@ impl Report for Front<'_> {
         if let Some(p) = &mut self.pending {
             p.clear();
         }
+        self.record_wait();
+    }
+
+    /// Writes the self-timing row while the command runs: its duration is
+    /// the wait, known by now, and the row's system calls (open, lock,
+    /// append) then overlap the command's start instead of following its
+    /// exit and the release (docs/metrics.md, "Self-timing").
+    fn started(&mut self) {
+        self.record_wait();
+    }
+}
+
+impl Front<'_> {
+    /// The row of the wait for the lock, now, if monitoring is on and no
+    /// row was written yet; a failure leaves it to the end of the call,
+    /// which tries again and says why with `FF_DEBUG=true`.
+    fn record_wait(&mut self) {
         let ctx = &mut *self.ctx;
         if let (true, Some(op), Some(d)) =
             (ctx.cfg.perf_monitoring, ctx.metric, ctx.metric_duration)

@@ -71,7 +71,8 @@ pub enum Argv {
     Own(fn(&[OsString], &mut Ctx) -> Result<ExitCode>),
     /// A hand parser takes the applet's usual calls, where clap would cost
     /// more than the rest of the call (cache-run's hit: docs/cache-run.md,
-    /// "Speed"); anything it does not take (`None`) goes to clap.
+    /// "Speed"; lock-acquire's command mode: docs/redis.md, "Command
+    /// mode"); anything it does not take (`None`) goes to clap.
     Fast(fn(&[OsString]) -> Option<Parsed>),
 }
 
@@ -169,7 +170,7 @@ pub static APPLETS: &[Applet] = &[
     Applet {
         name: "lock-acquire",
         command: lock_acquire::command,
-        argv: Argv::Clap,
+        argv: Argv::Fast(lock_acquire::fast),
         run: lock_acquire::run,
         metric: Some(Op::LockAcquire),
         link: LinkPolicy::Default,

@@ -115,6 +115,83 @@ fn contention(w: &World, body: &str, env: &[(&str, &str)], rounds: usize) {
 
 const INCR: &str = "read n < c; echo $((n+1)) > c";
 
+/// Command mode writes its self-timing row (the wait) while the command
+/// runs: the command itself sees it, with both lock kinds.
+#[test]
+fn command_mode_writes_its_metrics_row_while_the_command_runs() {
+    let w = World::new();
+    fs::create_dir_all(w.cache()).expect("cache dir");
+    for (extra, lk) in [(&[][..], "lk"), (&["--dotlock"], "dot")] {
+        let _ = fs::remove_file(w.metrics_log());
+        let out = ff(&w, "lock-acquire")
+            .args(extra)
+            .arg(w.path().join(lk))
+            .args(["--", "sh", "-c", &waits_for_its_row(&w)])
+            .output()
+            .expect("run");
+        assert_eq!(out.status.code(), Some(0), "{extra:?}: {}", stderr_of(&out));
+        let log = fs::read_to_string(w.metrics_log()).expect("metrics log");
+        assert_eq!(log.matches(",lock_acquire,").count(), 1, "{extra:?}: {log}");
+    }
+}
+
+/// `lock-acquire`'s hand parser (its plain command-mode calls skip clap)
+/// gives every answer clap gives: the command's status and output, a busy
+/// lock, a command that cannot start, a bad backend, a lock file that
+/// cannot be opened.
+#[test]
+fn lock_acquire_fast_path_answers_as_clap_does() {
+    let w = World::new();
+    let lk = w.path().join("lk");
+    let lk = lk.to_str().expect("a UTF-8 temp path");
+    let missing = w.path().join("no-dir").join("lk");
+    let missing = missing.to_str().expect("a UTF-8 temp path");
+    let run = "echo ran; echo err >&2; exit 3";
+    let cmd = || ff(&w, "lock-acquire");
+    assert_fast_path_answers_as_clap(
+        &cmd,
+        &[
+            (
+                &[lk, "--", "sh", "-c", run],
+                &["-x", lk, "--", "sh", "-c", run],
+            ),
+            (
+                &["-w", "5", "--backend", "local", lk, "--", "sh", "-c", run],
+                &["--timeout=5", "--backend=local", lk, "--", "sh", "-c", run],
+            ),
+            (
+                &[lk, "--", "/nonexistent/cmd"],
+                &["-x", lk, "--", "/nonexistent/cmd"],
+            ),
+            (&[missing, "--", "true"], &["-x", missing, "--", "true"]),
+            (
+                &["--backend", "bogus://x", lk, "--", "true"],
+                &["--backend=bogus://x", lk, "--", "true"],
+            ),
+            (&["named", "--", "true"], &["-x", "named", "--", "true"]),
+        ],
+    );
+    // Busy: -w 0 is non-blocking in both (exit 5, one line naming the
+    // holder).
+    let mut holder = ff(&w, "lock-acquire");
+    holder.args([lk, "--", "sh", "-c", "echo locked; read x"]);
+    let mut holder = spawn_locked(holder);
+    assert_fast_path_answers_as_clap(
+        &cmd,
+        &[(
+            &["-w", "0", lk, "--", "true"],
+            &["--timeout=0", lk, "--", "true"],
+        )],
+    );
+    let out = cmd()
+        .args(["-w", "0", lk, "--", "true"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(5), "{}", stderr_of(&out));
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+}
+
 #[test]
 fn command_mode_counts_exactly_under_contention() {
     let w = World::new();

@@ -543,6 +543,78 @@ fn contention(w: &World, s: &Server, body: &str) -> String {
         .to_string()
 }
 
+/// On Redis, command mode's self-timing row is written while the command
+/// runs (off the round's critical path), once.
+#[test]
+fn redis_command_mode_writes_its_metrics_row_while_the_command_runs() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    std::fs::create_dir_all(w.cache()).expect("cache dir");
+    let out = ff(&w, &s, "lock-acquire")
+        .args(["lk", "--", "sh", "-c", &waits_for_its_row(&w)])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
+    let log = std::fs::read_to_string(w.metrics_log()).expect("metrics log");
+    assert_eq!(log.matches(",lock_acquire,").count(), 1, "{log}");
+}
+
+/// On Redis too, `lock-acquire`'s plain calls (its hand parser) answer as
+/// clap's do: the command's status with a fencing token in its
+/// environment, a busy lock, a server that is not there.
+#[test]
+fn redis_lock_acquire_fast_path_answers_as_clap_does() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let url = s.url();
+    let closed = format!("redis://127.0.0.1:{}", free_port());
+    let (url_eq, closed_eq) = (format!("--backend={url}"), format!("--backend={closed}"));
+    let run = "test -n \"$FFKIT_LOCK_FENCE\" && echo fenced; exit 3";
+    let cmd = || {
+        let mut c = w.cmd("lock-acquire");
+        env(&mut c, &s);
+        c.env_remove("FFKIT_BACKEND");
+        c
+    };
+    assert_fast_path_answers_as_clap(
+        &cmd,
+        &[
+            (
+                &["--backend", &url, "lk", "--", "sh", "-c", run],
+                &[&url_eq, "lk", "--", "sh", "-c", run],
+            ),
+            (
+                &["--backend", &url, "-w", "1", "lk", "--", "/nonexistent/cmd"],
+                &[&url_eq, "--timeout=1", "lk", "--", "/nonexistent/cmd"],
+            ),
+            (
+                &["--backend", &closed, "lk", "--", "true"],
+                &[&closed_eq, "lk", "--", "true"],
+            ),
+        ],
+    );
+    let mut holder = cmd();
+    holder.args([
+        "--backend",
+        &url,
+        "lk",
+        "--",
+        "sh",
+        "-c",
+        "echo locked; read x",
+    ]);
+    let mut holder = spawn_locked(holder);
+    assert_fast_path_answers_as_clap(
+        &cmd,
+        &[(
+            &["--backend", &url, "-w", "0", "lk", "--", "true"],
+            &[&url_eq, "--timeout=0", "lk", "--", "true"],
+        )],
+    );
+    drop(holder.stdin.take());
+    let _ = holder.wait();
+}
+
 #[test]
 fn redis_command_mode_counts_exactly_and_fences_grow() {
     let Some(s) = Server::start() else { return };

@@ -779,3 +779,43 @@ impl Backend {
         }
     }
 }
+
+// ---------------------------------------------------------------- lock-acquire's fast path
+
+/// A command for `lock-acquire … -- sh -c SCRIPT` that waits (up to about
+/// 20 s, then fails) until the world's metrics log holds a `lock_acquire`
+/// row, and exits 0 when it does: command mode's row is written while the
+/// command runs, not after it.
+pub fn waits_for_its_row(w: &World) -> String {
+    format!(
+        "i=0; until grep -q ',lock_acquire,' '{}' 2>/dev/null; do i=$((i+1)); [ $i -gt 2000 ] && exit 1; sleep 0.01; done",
+        w.metrics_log().display()
+    )
+}
+
+/// Runs each pair of `lock-acquire` argument lists — the first a plain
+/// command-mode call its hand parser takes, the second the same request
+/// spelled so that it goes to clap (`--backend=URL`, `--timeout=S`, a
+/// redundant `-x`) — through `cmd`, and asserts both answer alike: the
+/// same exit code, standard output and error lines (a busy lock's line
+/// names its holder's start and age, which move between the two runs:
+/// they are compared up to those). `cmd` makes the `lock-acquire` command
+/// of the world (environment, lock dir).
+pub fn assert_fast_path_answers_as_clap(cmd: &dyn Fn() -> Command, pairs: &[(&[&str], &[&str])]) {
+    let timeless = |s: String| match (s.find(", since "), s.rfind(')')) {
+        (Some(a), Some(b)) if a < b => format!("{}, since …{}", &s[..a], &s[b..]),
+        _ => s,
+    };
+    for (fast, clap) in pairs {
+        let run = |args: &[&str]| {
+            let out = cmd().args(args).stdin(Stdio::null()).output().expect("run");
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                timeless(stderr_of(&out)),
+            )
+        };
+        let (a, b) = (run(fast), run(clap));
+        assert_eq!(a, b, "fast path {fast:?} against clap's {clap:?}");
+    }
+}

@@ -83,6 +83,10 @@ pub trait Report {
     fn sleeping(&mut self, _d: Duration) {}
     /// Command mode: about to run the command.
     fn executing(&mut self, _program: &Program) {}
+    /// Command mode: the command has started; whatever is done here runs
+    /// while it does, off the round's critical path (the front end writes
+    /// its self-timing row, whose duration, the wait, is known by now).
+    fn started(&mut self) {}
     /// `-F`: about to exec (nothing runs after this in our process).
     fn before_exec(&mut self) {}
     /// A remote lock: its fencing token, just before [`Report::taken`].
@@ -245,6 +249,7 @@ fn command(req: &Request, path: &Path, program: &Program, rep: &mut dyn Report) 
     let ended = run::run(
         program,
         Options {
+            on_spawn: Some(&mut |_| rep.started()),
             interruptible: req.interruptible,
             ..Options::default()
         },
@@ -332,7 +337,10 @@ fn dotlock_command(
     let ended = run::run(
         program,
         Options {
-            on_spawn: Some(&mut |pid| dotlock::set_runner(&held, &rec, pid)),
+            on_spawn: Some(&mut |pid| {
+                dotlock::set_runner(&held, &rec, pid);
+                rep.started();
+            }),
             heartbeat: Some((dotlock::heartbeat_every(req.stale_after), &mut || {
                 dotlock::heartbeat(&held)
             })),

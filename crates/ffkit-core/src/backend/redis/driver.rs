@@ -149,7 +149,7 @@ impl Driver for Redis {
         };
         cmd.env(FENCE_VAR, held.fence.to_string());
         rep.executing(program);
-        match rlock::run_leased(t, limits, conn, &keys, &held, cmd) {
+        match rlock::run_leased(t, limits, conn, &keys, &held, cmd, &mut || rep.started()) {
             RunEnd::Exited { status, release } => {
                 match release {
                     Ok(true) => {}

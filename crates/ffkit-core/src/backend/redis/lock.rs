@@ -608,7 +608,9 @@ pub enum RunEnd {
 /// lease would lapse) when a renewal fails, so two holders never run at
 /// once. The process's guard ([`super::guard`]) stops the group if this
 /// process dies meanwhile. The terminal's INT/QUIT and TERM/HUP sent to
-/// ffkit are passed on to the group.
+/// ffkit are passed on to the group. `started` runs once, as soon as the
+/// command runs (guarded), so what it does overlaps the command's start
+/// instead of following its exit.
 pub fn run_leased(
     target: &Target,
     limits: Limits,
@@ -616,6 +618,7 @@ pub fn run_leased(
     keys: &Keys,
     held: &Held,
     mut cmd: std::process::Command,
+    started: &mut dyn FnMut(),
 ) -> RunEnd {
     use std::os::unix::process::CommandExt;
     // Caught, not blocked, while the command starts: it starts with the
@@ -658,6 +661,7 @@ pub fn run_leased(
         let _ = rustix::termios::tcsetpgrp(t, p);
         let _ = rustix::process::kill_process_group(p, Signal::CONT);
     }
+    started();
     let mut cmd = Cmd {
         child: &mut child,
         pgid,

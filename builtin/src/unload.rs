@@ -17,6 +17,10 @@
 //!   table (`_ffkit_lock_files`/`_fds`/`_pids`), so `release_critical_lock`
 //!   still releases a lock taken before, and only in this shell.
 //!
+//!   When FFKIT_BIN is unset or empty, it is set (not exported) to the
+//!   binary `ffkit init` was run from, so that path finds the binary even
+//!   when `ffkit` is not on PATH.
+//!
 //! The functions are re-pointed by copying bash function bodies
 //! (`shell::copy_function`); no shell code is parsed or run here.
 
@@ -53,6 +57,17 @@ fn on_unload(going: &str) {
     }
     for f in SHELL_FNS {
         shell::copy_function(&format!("_ffkit_sh_{f}"), f);
+    }
+    // The binary path finds the binary by FFKIT_BIN, else `ffkit` on PATH
+    // (`_ffkit_bin_check`). A shell set up with `eval "$(/abs/ffkit init
+    // bash)"` may have neither, and every function would then fail with
+    // "ffkit binary not found": the binary init was run with is the one
+    // the builtin itself starts, so FFKIT_BIN (unset or empty only; not
+    // exported) names it (docs/shell.md, "Unloading the builtin").
+    if shell::var("FFKIT_BIN").is_none_or(|b| b.is_empty())
+        && let Some(exe) = crate::loader_binary()
+    {
+        let _ = shell::assign("FFKIT_BIN", exe.as_os_str().as_bytes());
     }
     let pid = crate::caller_pid().as_raw_nonzero().get().to_string();
     for (path, fd) in held::hand_over() {

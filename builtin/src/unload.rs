@@ -3,8 +3,9 @@
 //! Each function's body names its own builtin (`_ffkit_fn_NAME`, for
 //! speed: shell/ffkit.bash, `_ffkit_builtin_thin`); with that builtin
 //! deleted the body would be "command not found" (127). bash calls
-//! `NAME_builtin_unload` before it deletes a builtin (bash-builtins drops
-//! the builtin's value there: `Drop` of `Ffkit` and `ShellFn`), so each
+//! `NAME_builtin_unload` before it deletes a builtin (for `ffkit`,
+//! bash-builtins drops the builtin's value there: `Drop` of `Ffkit`; each
+//! `_ffkit_fn_NAME` has its own hook, lib.rs `shell_fn_builtins!`), so each
 //! builtin's hook points the functions that lose their way in at the next path
 //! (docs/shell.md, "Unloading the builtin"):
 //!

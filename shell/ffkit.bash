@@ -841,9 +841,13 @@ cache_command() {
 # held-lock table then live in Rust (builtin/src/funcs.rs), and the shell
 # code above is the fallback path. The builtin runs the local backend only:
 # with FFKIT_BACKEND naming a server (set in this shell, exported or not;
-# docs/redis.md) it does nothing and returns 200, and the call takes the
-# fallback path, kept as _ffkit_sh_NAME. The test is in the builtin, not in
-# the function, because a `[[ ]]` per call costs a sizeable part of a call.
+# docs/redis.md) the function's builtin runs the fallback path, kept as
+# _ffkit_sh_NAME, itself, with the same arguments (builtin/src/lib.rs,
+# `shell_fn_call`), so the body is that one command and nothing else: bash
+# copies a function's body on every call. The test is in the builtin, not
+# in the function, because a `[[ ]]` per call costs a sizeable part of a
+# call. `builtin ffkit --fn NAME` answers 200 instead, for the bodies below
+# that name it (_ffkit_builtin_rc).
 # Called by _ffkit_builtin_load (its _ffkit_fns), right after the file
 # (re)defined the fallback functions.
 _ffkit_builtin_thin() {
@@ -864,7 +868,7 @@ _ffkit_builtin_thin() {
         # build of this file still gets.
         if enable "_ffkit_fn_$_ffkit_f" 2>/dev/null; then
             eval "$_ffkit_f() {
-                _ffkit_fn_$_ffkit_f \"\$@\" || _ffkit_builtin_rc $_ffkit_f \"\$@\"
+                _ffkit_fn_$_ffkit_f \"\$@\"
             }"
         else
             eval "$_ffkit_f() {
@@ -874,10 +878,10 @@ _ffkit_builtin_thin() {
     done
 }
 
-# _ffkit_builtin_rc FUNCTION ARGS...: right after a failed builtin call
-# (`|| _ffkit_builtin_rc …`, so `$?` on entry is the builtin's status: one
-# word fewer in every function's body), the fallback path when the builtin
-# answered 200 (a remote FFKIT_BACKEND), else the builtin's status.
+# _ffkit_builtin_rc FUNCTION ARGS...: right after a failed `builtin ffkit
+# --fn` call (`|| _ffkit_builtin_rc …`, so `$?` on entry is the builtin's
+# status), the fallback path when the builtin answered 200 (a remote
+# FFKIT_BACKEND), else the builtin's status.
 _ffkit_builtin_rc() {
     local _ffkit_rc=$?
     if [[ $_ffkit_rc == 200 ]]; then

@@ -1,6 +1,7 @@
 //! The shell functions of docs/shell.md, in Rust: with the builtin loaded,
-//! each wrapper in shell/ffkit.bash is one line, `_ffkit_fn_NAME "$@"` (a
-//! builtin per function, the same call as `ffkit --fn NAME "$@"`), and everything the fallback path does in shell — namespace and
+//! each wrapper in shell/ffkit.bash is one command, `_ffkit_fn_NAME "$@"`
+//! (a builtin per function, the same call as `ffkit --fn NAME "$@"`), and
+//! everything the fallback path does in shell — namespace and
 //! dir resolution, argument checks, the held-lock table — happens here, then
 //! the same applet code as the binary runs in-process.
 //!
@@ -237,10 +238,12 @@ fn valid_name<'a>(v: Option<&'a OsStr>, func: &str, what: &str) -> Result<LockNa
 /// A lock or session name that passed [`valid_name`].
 struct LockName<'a>(&'a OsStr);
 
-/// The status that sends a wrapper to its fallback shell code
-/// (`_ffkit_builtin_rc` in shell/ffkit.bash): FFKIT_BACKEND names a remote
-/// backend, which the builtin does not run. No other call returns it (exit
-/// codes stop at 127, signals at 128 + 64).
+/// The answer that sends a call to its fallback shell code: FFKIT_BACKEND
+/// names a remote backend, which the builtin does not run. A function's
+/// own builtin then runs `_ffkit_sh_NAME` itself (`shell_fn_call` in
+/// lib.rs); `ffkit --fn NAME` returns it as its status, for the bodies that
+/// call `_ffkit_builtin_rc` (shell/ffkit.bash). No other call returns it
+/// (exit codes stop at 127, signals at 128 + 64).
 pub const USE_FALLBACK: u8 = 200;
 
 /// Whether the calling shell asks for a remote backend (FFKIT_BACKEND set,
@@ -632,14 +635,16 @@ fn lock(func: &str, dev: Option<&OsStr>, name: LockName<'_>, session: bool) -> u
         // `call` found it unset, empty or `local`: all mean local.
         "FFKIT_BACKEND" => None,
         // Read only what a lock call uses or can refuse: these are paths
-        // (never a bad value) that only the cache dir, commands and test
-        // traces need, none of which a lock call has; the namespace is
-        // resolved already.
+        // and flags (never a bad value) that only the cache dir, cache
+        // writes, commands, a remote backend and test traces need, none of
+        // which a local lock call has; the namespace is resolved already.
         "FFKIT_CACHE_DIR"
         | "HOME"
         | "XDG_CACHE_HOME"
         | "SHELL"
         | "FFKIT_TEST_BACKOFF_TRACE"
+        | "FFKIT_TEST_NO_TMPFILE"
+        | "FFKIT_BACKEND_CA"
         | "FLOWFORGE_DEVELOPER" => None,
         _ => shell::var(k),
     }) {

@@ -24,7 +24,7 @@ mod held;
 mod shell;
 mod unload;
 
-use std::ffi::OsString;
+use std::ffi::{CStr, OsString, c_char, c_int, c_void};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -81,45 +81,104 @@ fn setup() {
 }
 
 /// One builtin per shell function, `_ffkit_fn_NAME ARGS...`, the same call
-/// as `ffkit --fn NAME ARGS...`: the function's body names it directly, so
-/// bash expands two words fewer and skips `builtin`'s own lookup per call,
-/// and the builtin parses no `--fn NAME` (a third of what bash spends on a
-/// call of the functions; BENCHMARKS.md, "Issue 23: the builtin's lock
-/// pair"). The functions stay shell functions (shell/ffkit.bash,
-/// `_ffkit_builtin_thin`); `enable -f` loads these with `ffkit`.
-struct ShellFn(&'static str);
-
-impl Builtin for ShellFn {
-    fn call(&mut self, args: &mut Args) -> bash_builtins::Result<()> {
-        let func = self.0;
-        let argv: Vec<OsString> = args
-            .raw_arguments()
-            .map(|c| OsString::from_vec(c.to_bytes().to_vec()))
-            .collect();
-        match entry(move || call_fn(func, &argv)) {
-            0 => Ok(()),
-            c => Err(bash_builtins::Error::ExitCode(c.into())),
-        }
-    }
+/// as `ffkit --fn NAME ARGS...`: the function's body is that one command
+/// (`NAME() { _ffkit_fn_NAME "$@"; }`), so bash expands two words fewer
+/// and skips `builtin`'s own lookup per call, copies the shortest body per
+/// call, and the builtin parses no `--fn NAME` (BENCHMARKS.md, "Issue 23:
+/// the builtin's lock pair" and "Fourth pass on the lock pair"). The
+/// functions stay shell functions (shell/ffkit.bash, `_ffkit_builtin_thin`);
+/// `enable -f` loads these with `ffkit`.
+///
+/// These are declared here rather than with `builtin_metadata!`, whose
+/// entry point holds a lock on the builtin's state for the whole call: on a
+/// remote backend the builtin runs the function's fallback shell code
+/// itself ([`shell_fn_call`]), and that code may leave by a longjmp
+/// (`set -e`, an interrupt) or call this builtin again from a trap.
+#[repr(C)]
+pub struct BuiltinDef {
+    name: *const c_char,
+    function: extern "C" fn(*const shell::WordList) -> c_int,
+    flags: c_int,
+    long_doc: *const *const c_char,
+    short_doc: *const c_char,
+    handle: *mut c_void,
 }
 
-/// `builtin_metadata!` for each function's builtin (a module each: the
-/// macro's items are named after the builtin).
+/// bash's BUILTIN_ENABLED (builtins.h).
+const BUILTIN_ENABLED: c_int = 0x01;
+
+/// A `long_doc`: a null-terminated array of C strings.
+#[repr(transparent)]
+struct Doc([*const c_char; 2]);
+// SAFETY: pointers to string literals, never written.
+unsafe impl Sync for Doc {}
+static SHELL_FN_LONG_DOC: Doc = Doc([
+    c"Called by the shell function; see docs/shell.md.".as_ptr(),
+    std::ptr::null(),
+]);
+
+/// The entry point of `_ffkit_fn_FUNC`: the call in Rust, then, when it
+/// answers that FFKIT_BACKEND names a remote backend (which the builtin
+/// does not run), the function's fallback shell code `_ffkit_sh_FUNC` with
+/// the same arguments, as the body `… || _ffkit_builtin_rc FUNC "$@"` once
+/// did: its status, output, traps and `set -e` are the function's.
+fn shell_fn_call(
+    func: &'static str,
+    fallback: &'static CStr,
+    words: *const shell::WordList,
+) -> c_int {
+    // SAFETY: `words` is the argument list bash passes to a builtin.
+    let argv = unsafe { shell::words(words) };
+    let code = entry(move || call_fn(func, &argv));
+    if code != funcs::USE_FALLBACK {
+        return c_int::from(code);
+    }
+    // Nothing with a destructor is live in this frame or in the ones
+    // above it in this library, so bash may leave by a longjmp from here.
+    shell::run_function(fallback, words)
+}
+
+/// `enable -f` calls `NAME_builtin_load` after loading each builtin.
+fn shell_fn_load() -> c_int {
+    setup();
+    1
+}
+
+/// The builtins of the shell functions, with bash's `NAME_struct`,
+/// `NAME_builtin_load` and `NAME_builtin_unload` symbols each.
 macro_rules! shell_fn_builtins {
-    ($($module:ident $func:literal $builtin:literal;)*) => {
-        $(mod $module {
-            use super::*;
-            builtin_metadata!(
-                name = $builtin,
-                create = new,
-                short_doc = "ffkit's shell function of the same name without the prefix",
-                long_doc = "Called by the shell function; see docs/shell.md.",
-            );
-            fn new() -> ShellFn {
-                setup();
-                ShellFn($func)
+    ($($func:literal;)*) => {
+        $(const _: () = {
+            #[unsafe(export_name = concat!("_ffkit_fn_", $func, "_struct"))]
+            // bash writes the flags and the handle into it when it loads it.
+            pub static mut DEF: BuiltinDef = BuiltinDef {
+                name: concat!("_ffkit_fn_", $func, "\0").as_ptr().cast(),
+                function: call,
+                flags: BUILTIN_ENABLED,
+                long_doc: SHELL_FN_LONG_DOC.0.as_ptr(),
+                short_doc: c"ffkit's shell function of the same name without the prefix".as_ptr(),
+                handle: std::ptr::null_mut(),
+            };
+            extern "C" fn call(words: *const shell::WordList) -> c_int {
+                const FALLBACK: &CStr = match CStr::from_bytes_with_nul(
+                    concat!("_ffkit_sh_", $func, "\0").as_bytes(),
+                ) {
+                    Ok(c) => c,
+                    Err(_) => panic!("a function name holds no NUL"),
+                };
+                shell_fn_call($func, FALLBACK, words)
             }
-        })*
+            #[unsafe(export_name = concat!("_ffkit_fn_", $func, "_builtin_load"))]
+            pub extern "C" fn load(_: *const c_char) -> c_int {
+                shell_fn_load()
+            }
+            /// `enable -d _ffkit_fn_NAME`: bash calls this right before
+            /// it deletes the builtin ([`unload`]).
+            #[unsafe(export_name = concat!("_ffkit_fn_", $func, "_builtin_unload"))]
+            pub extern "C" fn unload(_: *const c_char) {
+                unload::entry(concat!("_ffkit_fn_", $func));
+            }
+        };)*
         /// The shell functions that have a builtin each, `_ffkit_fn_NAME`.
         pub(crate) const SHELL_FNS: &[&str] = &[$($func),*];
     };
@@ -133,33 +192,26 @@ impl Drop for Ffkit {
     }
 }
 
-/// `enable -d _ffkit_fn_NAME`, as for [`Ffkit`].
-impl Drop for ShellFn {
-    fn drop(&mut self) {
-        unload::entry(&format!("_ffkit_fn_{}", self.0));
-    }
-}
-
 shell_fn_builtins! {
-    fn_get_cache_size "get_cache_size" "_ffkit_fn_get_cache_size";
-    fn_rebuild_size_index "rebuild_size_index" "_ffkit_fn_rebuild_size_index";
-    fn_write_cache_with_metadata "write_cache_with_metadata" "_ffkit_fn_write_cache_with_metadata";
-    fn_read_cache_with_ttl "read_cache_with_ttl" "_ffkit_fn_read_cache_with_ttl";
-    fn_batch_write_cache "batch_write_cache" "_ffkit_fn_batch_write_cache";
-    fn_batch_read_cache "batch_read_cache" "_ffkit_fn_batch_read_cache";
-    fn_enforce_cache_limits "enforce_cache_limits" "_ffkit_fn_enforce_cache_limits";
-    fn_clear_developer_cache "clear_developer_cache" "_ffkit_fn_clear_developer_cache";
-    fn_cache_provider_data "cache_provider_data" "_ffkit_fn_cache_provider_data";
-    fn_get_provider_cache "get_provider_cache" "_ffkit_fn_get_provider_cache";
-    fn_cache_time_tracking "cache_time_tracking" "_ffkit_fn_cache_time_tracking";
-    fn_recover_time_tracking "recover_time_tracking" "_ffkit_fn_recover_time_tracking";
-    fn_acquire_critical_lock "acquire_critical_lock" "_ffkit_fn_acquire_critical_lock";
-    fn_release_critical_lock "release_critical_lock" "_ffkit_fn_release_critical_lock";
-    fn_acquire_session_lock "acquire_session_lock" "_ffkit_fn_acquire_session_lock";
-    fn_release_session_lock "release_session_lock" "_ffkit_fn_release_session_lock";
-    fn_record_performance_metric "record_performance_metric" "_ffkit_fn_record_performance_metric";
-    fn_get_performance_metrics "get_performance_metrics" "_ffkit_fn_get_performance_metrics";
-    fn_cleanup_performance_metrics "cleanup_performance_metrics" "_ffkit_fn_cleanup_performance_metrics";
+    "get_cache_size";
+    "rebuild_size_index";
+    "write_cache_with_metadata";
+    "read_cache_with_ttl";
+    "batch_write_cache";
+    "batch_read_cache";
+    "enforce_cache_limits";
+    "clear_developer_cache";
+    "cache_provider_data";
+    "get_provider_cache";
+    "cache_time_tracking";
+    "recover_time_tracking";
+    "acquire_critical_lock";
+    "release_critical_lock";
+    "acquire_session_lock";
+    "release_session_lock";
+    "record_performance_metric";
+    "get_performance_metrics";
+    "cleanup_performance_metrics";
 }
 
 /// Reads the shell's pid once, and again in every forked child (a
@@ -625,9 +677,14 @@ fn spawn(argv: &[OsString]) -> u8 {
     }
 }
 
+/// The binary `ffkit init` was run from (`--ffkit-init`), when known.
+pub(crate) fn loader_binary() -> Option<PathBuf> {
+    BINARY.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 /// The binary: the loader's, else FFKIT_BIN, else `ffkit` on the shell's PATH.
 fn binary() -> Option<PathBuf> {
-    if let Some(b) = BINARY.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+    if let Some(b) = loader_binary() {
         return Some(b);
     }
     if let Some(b) = shell::var("FFKIT_BIN").filter(|b| !b.is_empty()) {

@@ -30,6 +30,37 @@ const ATT_ARRAY: c_int = 0x000_0004;
 const ATT_ASSOC: c_int = 0x000_0040;
 const ATT_INVISIBLE: c_int = 0x000_1000;
 const ATT_NOASSIGN: c_int = 0x000_4000;
+const ATT_NAMEREF: c_int = 0x000_0800;
+
+/// bash's `VAR_CONTEXT` (variables.h, unchanged from 4.4 to 5.3): one
+/// scope of variables, the global one last.
+#[repr(C)]
+struct VarContext {
+    name: *const c_char,
+    scope: c_int,
+    flags: c_int,
+    up: *const VarContext,
+    down: *const VarContext,
+    table: *const HashTable,
+}
+
+/// bash's `HASH_TABLE` (hashlib.h, unchanged from 4.4 to 5.3).
+#[repr(C)]
+struct HashTable {
+    bucket_array: *const *const Bucket,
+    nbuckets: c_int,
+    nentries: c_int,
+}
+
+/// bash's `BUCKET_CONTENTS` (hashlib.h, unchanged from 4.4 to 5.3).
+#[repr(C)]
+struct Bucket {
+    next: *const Bucket,
+    key: *const c_char,
+    data: *mut c_void,
+    khash: std::ffi::c_uint,
+    times_found: c_int,
+}
 
 unsafe extern "C" {
     fn find_variable(name: *const c_char) -> *mut ShellVar;
@@ -41,8 +72,19 @@ unsafe extern "C" {
     static terminating_signal: c_int;
     static pending_traps: [c_int; 0];
     static dollar_dollar_pid: libc::pid_t;
+    static shell_variables: *const VarContext;
+    static temporary_env: *const HashTable;
+    static dist_version: *const c_char;
+    fn hash_string(s: *const c_char) -> std::ffi::c_uint;
+    fn array_reference(a: *mut c_void, ind: libc::intmax_t) -> *const c_char;
     fn find_shell_builtin(name: *const c_char) -> *const c_void;
     fn find_function(name: *const c_char) -> *mut ShellVar;
+    fn execute_shell_function(var: *mut ShellVar, words: *const WordList) -> c_int;
+    fn begin_unwind_frame(tag: *const c_char);
+    fn run_unwind_frame(tag: *const c_char);
+    fn unwind_protect_mem(var: *mut c_char, size: c_int);
+    static mut exit_immediately_on_error: c_int;
+    static mut builtin_ignoring_errexit: c_int;
     fn bind_function(name: *const c_char, value: *mut c_void) -> *mut ShellVar;
     fn bind_array_variable(
         name: *const c_char,
@@ -52,37 +94,17 @@ unsafe extern "C" {
     ) -> *mut ShellVar;
 }
 
-/// The head of bash's `ARRAY` (array.h), as far as it is read.
-#[repr(C)]
-struct Array {
-    kind: c_int,
-    max_index: libc::intmax_t,
-}
-
 /// The value of shell variable `name` (exported or not, a one-command
 /// assignment `VAR=x ffkit …` included), or `None` when it is unset, an
 /// array, or declared without a value.
 pub fn var(name: &str) -> Option<OsString> {
-    // Every call reads a dozen or more variables: their names are short,
-    // so they are made C strings on the stack, not in an allocation.
-    let mut buf = [0u8; 64];
-    let heap;
-    let c: &CStr = if name.len() < buf.len() {
-        buf[..name.len()].copy_from_slice(name.as_bytes());
-        // Refuses a name holding a NUL.
-        CStr::from_bytes_with_nul(&buf[..=name.len()]).ok()?
-    } else {
-        heap = CString::new(name).ok()?;
-        &heap
-    };
-    // SAFETY: `c` is a valid C string; bash returns a pointer into its own
-    // variable table or null, valid until the next assignment, and the value
-    // is copied out at once.
+    // Every call reads about twenty variables (each validated on every
+    // call: docs/shell.md, "Bad settings"), most of them unset: the
+    // lookup is [`lookup`]'s, and a value is copied only when there is one.
+    let v = lookup(name)?;
+    // SAFETY: `v` is bash's variable, valid until the next assignment; the
+    // value is copied out at once.
     unsafe {
-        let v = find_variable(c.as_ptr());
-        if v.is_null() {
-            return None;
-        }
         let attrs = (*v).attributes;
         if attrs & (ATT_ARRAY | ATT_ASSOC | ATT_INVISIBLE) != 0 || (*v).value.is_null() {
             return None;
@@ -91,6 +113,132 @@ pub fn var(name: &str) -> Option<OsString> {
             CStr::from_ptr((*v).value).to_bytes().to_vec(),
         ))
     }
+}
+
+/// Exactly what bash's `find_variable(name)` returns, or null.
+///
+/// `find_variable` hashes the name again for every table it searches and
+/// is most of what a call spends on settings (BENCHMARKS.md, "Fourth pass
+/// on the lock pair"). This walks the same tables in the same order with
+/// the name hashed once: bash's scopes (`shell_variables`, innermost
+/// first, down to the global table), each a `HASH_TABLE` searched as
+/// `hash_search` does. Whatever this walk does not reproduce goes to
+/// `find_variable` itself: a temporary environment (`VAR=x cmd`, searched
+/// first by bash while a builtin runs), a variable with a dynamic value or
+/// a nameref, and any bash whose tables did not pass [`fast_lookup_ok`].
+fn lookup(name: &str) -> Option<*mut ShellVar> {
+    // The names are short: made a C string on the stack, hashed in the
+    // same pass (a name holding a NUL names no variable).
+    let mut buf = [0u8; 64];
+    let heap;
+    let (c, hash): (&CStr, u32) = if name.len() < buf.len() {
+        let mut h = FNV_OFFSET;
+        for (d, &b) in buf.iter_mut().zip(name.as_bytes()) {
+            if b == 0 {
+                return None;
+            }
+            *d = b;
+            h = fnv1_step(h, b);
+        }
+        // SAFETY: the name's bytes hold no NUL (checked above) and the
+        // buffer's next byte is the zero it was filled with.
+        let c = unsafe { CStr::from_bytes_with_nul_unchecked(&buf[..=name.len()]) };
+        (c, h)
+    } else {
+        heap = CString::new(name).ok()?;
+        (heap.as_c_str(), fnv1(heap.as_bytes()))
+    };
+    // SAFETY: `c` is a valid C string. `temporary_env` is a plain read of
+    // bash's global. The walk reads bash's scope chain and hash tables,
+    // whose layout `fast_lookup_ok` checked against `find_variable` on this
+    // bash; nothing is written or kept.
+    unsafe {
+        if fast_lookup_ok() && std::ptr::read_volatile(&raw const temporary_env).is_null() {
+            let v = walk_scopes(c, hash);
+            if v.is_null() || ((*v).dynamic_value.is_null() && (*v).attributes & ATT_NAMEREF == 0) {
+                return (!v.is_null()).then_some(v);
+            }
+        }
+        let v = find_variable(c.as_ptr());
+        (!v.is_null()).then_some(v)
+    }
+}
+
+/// bash's `hash_string` (hashlib.c): 32-bit FNV-1 over the name's bytes,
+/// each a C `char` (signed on x86-64, so a byte above 127 is
+/// sign-extended). [`fast_lookup_ok`] compares it with bash's own.
+fn fnv1(name: &[u8]) -> u32 {
+    name.iter().fold(FNV_OFFSET, |h, &b| fnv1_step(h, b))
+}
+
+const FNV_OFFSET: u32 = 2_166_136_261;
+
+fn fnv1_step(h: u32, b: u8) -> u32 {
+    h.wrapping_mul(16_777_619) ^ (b as c_char as i32 as u32)
+}
+
+/// bash's `var_lookup(name, shell_variables)`: the first scope, innermost
+/// first, whose table holds `name`.
+///
+/// # Safety
+/// Only on a bash whose layout [`fast_lookup_ok`] confirmed.
+unsafe fn walk_scopes(name: &CStr, hash: u32) -> *mut ShellVar {
+    // SAFETY: (the caller's) bash's own pointers, read only.
+    unsafe {
+        let mut vc = std::ptr::read_volatile(&raw const shell_variables);
+        while !vc.is_null() {
+            let t = (*vc).table;
+            if !t.is_null()
+                && (*t).nentries > 0
+                && (*t).nbuckets > 0
+                && !(*t).bucket_array.is_null()
+            {
+                // HASH_BUCKET: the table sizes are powers of two.
+                let at = (hash & ((*t).nbuckets as u32 - 1)) as usize;
+                let mut b = *(*t).bucket_array.add(at);
+                while !b.is_null() {
+                    if (*b).khash == hash && CStr::from_ptr((*b).key) == name {
+                        return (*b).data.cast();
+                    }
+                    b = (*b).next;
+                }
+            }
+            vc = (*vc).down;
+        }
+        std::ptr::null_mut()
+    }
+}
+
+/// Whether [`walk_scopes`] may stand in for `find_variable` on this bash:
+/// a bash whose `VAR_CONTEXT`, `HASH_TABLE` and `BUCKET_CONTENTS` are the
+/// ones declared here (4.4 to 5.3), whose `hash_string` is [`fnv1`], and
+/// on which the walk finds the very variables `find_variable` finds (a set
+/// one, an unset one). Decided once per process, at the first lookup.
+fn fast_lookup_ok() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    // 0: not decided yet, 1: yes, 2: no.
+    static OK: AtomicU8 = AtomicU8::new(0);
+    match OK.load(Ordering::Relaxed) {
+        1 => return true,
+        2 => return false,
+        _ => {}
+    }
+    // SAFETY: `dist_version` is bash's version string ("5.2"); the probes
+    // below run only on the versions whose layouts are declared here.
+    let ok = unsafe {
+        let v = CStr::from_ptr(std::ptr::read_volatile(&raw const dist_version)).to_bytes();
+        let known = matches!(v, b"4.4" | b"5.0" | b"5.1" | b"5.2" | b"5.3");
+        known
+            && std::ptr::read_volatile(&raw const temporary_env).is_null()
+            && [c"IFS", c"BASH_VERSION", c"_ffkit_no_such_variable_"]
+                .into_iter()
+                .all(|n| {
+                    hash_string(n.as_ptr()) == fnv1(n.to_bytes())
+                        && walk_scopes(n, fnv1(n.to_bytes())) == find_variable(n.as_ptr())
+                })
+    };
+    OK.store(if ok { 1 } else { 2 }, Ordering::Relaxed);
+    ok
 }
 
 /// Why `-v VAR` could not assign.
@@ -248,21 +396,112 @@ pub fn copy_function(from: &str, to: &str) -> bool {
 }
 
 /// Appends `value` to the indexed array `name` (created when unset), at
-/// its highest index plus one.
+/// its first unset index: the fallback's held-lock table walks its arrays
+/// from 0 to `${#name[@]} - 1` (shell/ffkit.bash), so they must stay
+/// dense. (An index computed from the array's header once left a hole
+/// after the first entry, and a lock handed over second was then invisible
+/// to that walk: docs/shell.md, "Unloading the builtin".)
 pub fn array_append(name: &str, value: &[u8]) {
     let (Ok(n), Ok(v)) = (CString::new(name), CString::new(value)) else {
         return;
     };
     // SAFETY: find_variable returns bash's variable or null; an indexed
-    // array's value is its ARRAY, whose head is read; bind_array_variable
-    // copies the value.
+    // array's value is its ARRAY, which bash's array_reference reads (null
+    // for an unset index); bind_array_variable copies the value.
     unsafe {
         let var = find_variable(n.as_ptr());
-        let at = if var.is_null() || (*var).attributes & ATT_ARRAY == 0 || (*var).value.is_null() {
-            0
-        } else {
-            (*(*var).value.cast::<Array>()).max_index + 1
-        };
+        let mut at: libc::intmax_t = 0;
+        if !var.is_null() && (*var).attributes & ATT_ARRAY != 0 && !(*var).value.is_null() {
+            while !array_reference((*var).value.cast(), at).is_null() {
+                at += 1;
+            }
+        }
         bind_array_variable(n.as_ptr(), at, v.as_ptr(), 0);
+    }
+}
+
+/// bash's `WORD_LIST` (command.h): a builtin's arguments.
+#[repr(C)]
+pub struct WordList {
+    next: *const WordList,
+    word: *const WordDesc,
+}
+
+/// bash's `WORD_DESC` (command.h).
+#[repr(C)]
+struct WordDesc {
+    word: *const c_char,
+    flags: c_int,
+}
+
+/// A builtin's arguments, copied.
+///
+/// # Safety
+/// `words` is null or the list bash passed to the builtin.
+pub unsafe fn words(mut words: *const WordList) -> Vec<OsString> {
+    let mut out = Vec::new();
+    // SAFETY: (the caller's) bash's list, read while the builtin runs.
+    unsafe {
+        while !words.is_null() {
+            let w = (*words).word;
+            if !w.is_null() && !(*w).word.is_null() {
+                out.push(OsString::from_vec(
+                    CStr::from_ptr((*w).word).to_bytes().to_vec(),
+                ));
+            }
+            words = (*words).next;
+        }
+    }
+    out
+}
+
+/// Runs shell function `name` with the arguments `args` (a builtin's own
+/// list), as bash runs a function called by name: `execute_shell_function`,
+/// the call bash's loadable builtins use. Returns its status; a function
+/// that is not defined is 127 with one line, as bash says it.
+///
+/// `set -e` is off inside it, as bash's `eval` turns it off for code it
+/// runs where the caller's context ignores failures: a builtin cannot see
+/// that context (`f || handle`, `if f`), so the function's status, returned
+/// as the builtin's, is what `set -e` judges, in the caller's context, as
+/// for any function call. (The functions' code returns its statuses; it
+/// never relies on `set -e` to stop it.) The option is restored by bash's
+/// unwind-protect, also when bash leaves by a longjmp.
+///
+/// bash may leave this call by a longjmp (`exit`, an interrupt), skipping
+/// every frame above it up to bash's own: the caller keeps nothing there
+/// that needs dropping. The function's own list cell and name word live
+/// on this frame, so such a jump leaks nothing.
+pub fn run_function(name: &CStr, args: *const WordList) -> c_int {
+    const TAG: &CStr = c"ffkit-fallback";
+    // SAFETY: bash's function table and the function runner, with a
+    // NUL-terminated name and a list whose head lives until the call
+    // returns (bash copies the arguments into the positional parameters
+    // and keeps neither the list nor its words). The two ints are bash's
+    // globals, saved and restored by bash's own unwind-protect frame, as
+    // its `eval` builtin does; the shell is single-threaded.
+    unsafe {
+        let f = find_function(name.as_ptr());
+        if f.is_null() {
+            eprintln!("bash: {}: command not found", name.to_string_lossy());
+            return 127;
+        }
+        let word = WordDesc {
+            word: name.as_ptr(),
+            flags: 0,
+        };
+        let list = WordList {
+            next: args,
+            word: &word,
+        };
+        begin_unwind_frame(TAG.as_ptr());
+        let size = std::mem::size_of::<c_int>() as c_int;
+        unwind_protect_mem((&raw mut exit_immediately_on_error).cast(), size);
+        unwind_protect_mem((&raw mut builtin_ignoring_errexit).cast(), size);
+        exit_immediately_on_error = 0;
+        builtin_ignoring_errexit = 1;
+        let status = execute_shell_function(f, &list);
+        run_unwind_frame(TAG.as_ptr());
+        status
     }
 }

@@ -3,8 +3,9 @@
 //! Each function's body names its own builtin (`_ffkit_fn_NAME`, for
 //! speed: shell/ffkit.bash, `_ffkit_builtin_thin`); with that builtin
 //! deleted the body would be "command not found" (127). bash calls
-//! `NAME_builtin_unload` before it deletes a builtin (bash-builtins drops
-//! the builtin's value there: `Drop` of `Ffkit` and `ShellFn`), so each
+//! `NAME_builtin_unload` before it deletes a builtin (for `ffkit`,
+//! bash-builtins drops the builtin's value there: `Drop` of `Ffkit`; each
+//! `_ffkit_fn_NAME` has its own hook, lib.rs `shell_fn_builtins!`), so each
 //! builtin's hook points the functions that lose their way in at the next path
 //! (docs/shell.md, "Unloading the builtin"):
 //!
@@ -16,6 +17,10 @@
 //!   binary), and the locks this shell holds are handed to the fallback's
 //!   table (`_ffkit_lock_files`/`_fds`/`_pids`), so `release_critical_lock`
 //!   still releases a lock taken before, and only in this shell.
+//!
+//!   When FFKIT_BIN is unset or empty, it is set (not exported) to the
+//!   binary `ffkit init` was run from, so that path finds the binary even
+//!   when `ffkit` is not on PATH.
 //!
 //! The functions are re-pointed by copying bash function bodies
 //! (`shell::copy_function`); no shell code is parsed or run here.
@@ -53,6 +58,17 @@ fn on_unload(going: &str) {
     }
     for f in SHELL_FNS {
         shell::copy_function(&format!("_ffkit_sh_{f}"), f);
+    }
+    // The binary path finds the binary by FFKIT_BIN, else `ffkit` on PATH
+    // (`_ffkit_bin_check`). A shell set up with `eval "$(/abs/ffkit init
+    // bash)"` may have neither, and every function would then fail with
+    // "ffkit binary not found": the binary init was run with is the one
+    // the builtin itself starts, so FFKIT_BIN (unset or empty only; not
+    // exported) names it (docs/shell.md, "Unloading the builtin").
+    if shell::var("FFKIT_BIN").is_none_or(|b| b.is_empty())
+        && let Some(exe) = crate::loader_binary()
+    {
+        let _ = shell::assign("FFKIT_BIN", exe.as_os_str().as_bytes());
     }
     let pid = crate::caller_pid().as_raw_nonzero().get().to_string();
     for (path, fd) in held::hand_over() {

@@ -291,6 +291,45 @@ fn remote_backend_calls_run_in_the_binary() {
     );
 }
 
+/// With the builtin loaded a function's body is its builtin alone
+/// (`_ffkit_fn_NAME "$@"`, the cheapest body bash can copy per call), and
+/// on a remote FFKIT_BACKEND that builtin runs the fallback `_ffkit_sh_NAME`
+/// itself with the same arguments: its output, its status, `set -e` (a
+/// plain failing call ends the script, one under `||` does not; inside,
+/// the code runs to its `return` as under `||`, and `set -e` is back on
+/// after), a trap
+/// run inside it that calls the same function again (no deadlock), and
+/// FUNCNAME naming the function as its caller.
+#[test]
+fn a_body_is_its_builtin_alone_and_a_remote_backend_runs_the_fallback_from_it() {
+    let r = Repo::new();
+    let o = out(&mut r.bash(
+        "declare -f acquire_critical_lock | sed -n 3p\n\
+         _ffkit_sh_get_cache_size() { echo \"args=$* fn=${FUNCNAME[0]},${FUNCNAME[1]}\"; return 7; }\n\
+         FFKIT_BACKEND=redis://127.0.0.1:1 get_cache_size a 'b c' || echo \"rc=$?\"\n\
+         x=$(FFKIT_BACKEND=redis://127.0.0.1:1 get_cache_size) || echo \"subst rc=$? $x\"\n\
+         trap 'FFKIT_BACKEND= read_cache_with_ttl nope || echo \"trap miss=$?\"' USR1\n\
+         _ffkit_sh_read_cache_with_ttl() { kill -USR1 $$; echo \"after trap $1\"; }\n\
+         FFKIT_BACKEND=redis://127.0.0.1:1 read_cache_with_ttl k\n\
+         _ffkit_sh_get_provider_cache() { false; echo goes on; return 3; }\n\
+         FFKIT_BACKEND=redis://127.0.0.1:1 get_provider_cache p || echo \"provider=$?\"\n\
+         FFKIT_BACKEND=redis://127.0.0.1:1 get_cache_size\n\
+         echo not reached",
+    ));
+    assert_eq!(o.status.code(), Some(7), "{}", text(&o.stderr));
+    assert_eq!(
+        text(&o.stdout),
+        "    _ffkit_fn_acquire_critical_lock \"$@\"\n\
+         args=a b c fn=_ffkit_sh_get_cache_size,get_cache_size\nrc=7\n\
+         subst rc=7 args= fn=_ffkit_sh_get_cache_size,get_cache_size\n\
+         trap miss=1\nafter trap k\n\
+         goes on\nprovider=3\n\
+         args= fn=_ffkit_sh_get_cache_size,get_cache_size\n",
+        "{}",
+        text(&o.stderr)
+    );
+}
+
 #[test]
 fn v_var_assigns_like_printf_v_and_refuses_readonly_and_bad_names() {
     let r = Repo::new();

@@ -215,3 +215,109 @@ fn a_child_bash_gets_the_functions_by_sourcing_not_by_export_f() {
         );
     }
 }
+
+/// Every builtin of the library, for `enable -d`.
+fn all_builtins() -> String {
+    std::iter::once("ffkit".to_string())
+        .chain(FNS.iter().map(|f| format!("_ffkit_fn_{f}")))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Output and messages, with pids made one word (they differ per run).
+fn both(o: &Output) -> String {
+    let all = format!("{}--\n{}", text(&o.stdout), text(&o.stderr));
+    let mut out = String::new();
+    let mut rest = all.as_str();
+    while let Some(at) = rest.find("pid ") {
+        out.push_str(&rest[..at + 4]);
+        rest = rest[at + 4..].trim_start_matches(|c: char| c.is_ascii_digit());
+        out.push('N');
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Locks handed to the binary path by `enable -d` of every builtin: each
+/// one, not only the first, is in that path's table, so a subshell's
+/// release of any of them is refused exactly as on the binary path (one
+/// line, status 4) and the shell's own release frees it. The table is
+/// walked from 0 to its length: a handed-over entry past a hole was
+/// missed, and `( release_critical_lock b )` printed the binary's refusal
+/// and the function's, two lines where the binary path prints one.
+#[test]
+fn every_lock_handed_over_is_refused_to_a_subshell_as_on_the_binary_path() {
+    if !need("flock", "the unloaded-builtin oracle") {
+        return;
+    }
+    crate::builtin::library(&bin());
+    let tmp = scratch();
+    let script = r#"
+        . "$FFKIT_LIB"
+        L=$PWD/.flowforge/dev-alice/locks
+        free() { if flock -n "$L/$1.lock" true; then echo "$1 free"; else echo "$1 held"; fi; }
+        acquire_critical_lock a; acquire_critical_lock b; acquire_session_lock '' c
+        UNLOAD
+        for n in a b; do ( release_critical_lock $n ); echo "sub $n=$?"; done
+        ( release_session_lock '' c ); echo "sub c=$?"
+        free a; free b
+        for n in b a; do release_critical_lock $n; echo "$n=$?"; done
+        release_session_lock '' c; echo "c=$?"
+        free a; free b
+    "#;
+    let run = |builtin: bool, unload: &str| {
+        let _ = fs::remove_dir_all(tmp.path().join("repo/.flowforge"));
+        both(&bash(
+            tmp.path(),
+            builtin,
+            &script.replace("UNLOAD", unload),
+        ))
+    };
+    let oracle = run(false, "");
+    assert!(
+        oracle.contains("sub b=4\n") && oracle.contains("b=0\n"),
+        "{oracle}"
+    );
+    let got = run(true, &format!("enable -d {}", all_builtins()));
+    assert_eq!(got, oracle);
+}
+
+/// `eval "$(/abs/ffkit init bash)"` with `ffkit` not on PATH and FFKIT_BIN
+/// unset, then `enable -d` of every builtin: the functions take the binary
+/// path with the binary init was run from (the hook sets FFKIT_BIN, not
+/// exported, when it is unset or empty), instead of failing with "ffkit
+/// binary not found (set FFKIT_BIN)"; a FFKIT_BIN the shell set is kept.
+#[test]
+fn after_unload_the_functions_find_the_binary_init_was_run_from() {
+    crate::builtin::library(&bin());
+    let tmp = scratch();
+    let script = format!(
+        r#"eval "$('{}' init bash)"
+        builtin ffkit --ffkit-loaded && echo loaded
+        acquire_critical_lock a; echo "a=$?"
+        enable -d {}
+        release_critical_lock a; echo "release=$?"
+        write_cache_with_metadata k v 0; echo "write=$?"
+        read_cache_with_ttl k
+        [[ $FFKIT_BIN == /* ]] && echo "bin set"
+        declare -p FFKIT_BIN | cut -c1-11
+        FFKIT_BIN=/nonexistent/ffkit; get_cache_size >/dev/null; echo "own=$?""#,
+        bin().display(),
+        all_builtins()
+    );
+    let mut c = Command::new("bash");
+    c.env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", tmp.path().join("home"))
+        .env("FLOWFORGE_DEVELOPER", "alice")
+        .current_dir(tmp.path().join("repo"))
+        .stdin(Stdio::null())
+        .args(["--norc", "--noprofile", "-c", &script]);
+    let o = c.output().unwrap();
+    assert_eq!(
+        text(&o.stdout),
+        "loaded\na=0\nrelease=0\nwrite=0\nv\nbin set\ndeclare -- \nown=1\n",
+        "{}",
+        text(&o.stderr)
+    );
+}

@@ -390,8 +390,33 @@ fn redis_cache_verify_is_exact_while_writers_and_evictors_run() {
 /// A change made behind ffkit's back to entry KEY on the server.
 type Damage = fn(&Server, &str);
 
-/// A change made behind ffkit's back to entry `k` on the server.
-type DamageK = fn(&Server);
+/// Damage to an entry's record or its keys that a read and a write both
+/// take as damage (dropped whole, never a failed script): shared by the
+/// cache-run and the write-over tests.
+const RECORD_DAMAGES: &[(&str, Damage)] = &[
+    ("size huge", |s, k| {
+        hset(s, k, "size", b"99999999999999999999999")
+    }),
+    ("size inf", |s, k| hset(s, k, "size", b"inf")),
+    ("size 5.0", |s, k| hset(s, k, "size", b"5.0")),
+    ("expires_at abc", |s, k| hset(s, k, "expires_at", b"abc")),
+    ("hits abc", |s, k| hset(s, k, "hits", b"abc")),
+    ("value a list", |s, k| {
+        s.query::<()>(redis::cmd("DEL").arg(format!("{NS}v:{k}")));
+        s.query::<()>(redis::cmd("RPUSH").arg(format!("{NS}v:{k}")).arg("a"));
+    }),
+    ("metadata a string", |s, k| {
+        s.query::<()>(redis::cmd("DEL").arg(format!("{NS}m:{k}")));
+        s.query::<()>(redis::cmd("SET").arg(format!("{NS}m:{k}")).arg("x"));
+    }),
+    ("metadata a list", |s, k| {
+        s.query::<()>(redis::cmd("DEL").arg(format!("{NS}m:{k}")));
+        s.query::<()>(redis::cmd("RPUSH").arg(format!("{NS}m:{k}")).arg("a"));
+    }),
+    ("metadata gone", |s, k| {
+        s.query::<()>(redis::cmd("DEL").arg(format!("{NS}m:{k}")));
+    }),
+];
 
 /// A value changed behind ffkit's back (truncated, replaced, its recorded
 /// size or expiry rewritten, its value key gone) is never returned as
@@ -675,22 +700,6 @@ fn redis_cache_read_of_a_damaged_record_is_exit_10_with_a_true_message() {
 fn redis_cache_run_takes_a_damaged_record_as_a_miss() {
     let Some(s) = Server::start() else { return };
     let w = World::new();
-    let damages: &[(&str, Damage)] = &[
-        ("size huge", |s, k| {
-            hset(s, k, "size", b"99999999999999999999999")
-        }),
-        ("size inf", |s, k| hset(s, k, "size", b"inf")),
-        ("expires_at abc", |s, k| hset(s, k, "expires_at", b"abc")),
-        ("hits abc", |s, k| hset(s, k, "hits", b"abc")),
-        ("value a list", |s, k| {
-            s.query::<()>(redis::cmd("DEL").arg(format!("{NS}v:{k}")));
-            s.query::<()>(redis::cmd("RPUSH").arg(format!("{NS}v:{k}")).arg("a"));
-        }),
-        ("metadata a string", |s, k| {
-            s.query::<()>(redis::cmd("DEL").arg(format!("{NS}m:{k}")));
-            s.query::<()>(redis::cmd("SET").arg(format!("{NS}m:{k}")).arg("x"));
-        }),
-    ];
     let run = || {
         let o = ff(&w, &s, "cache-run")
             .args([
@@ -714,7 +723,7 @@ fn redis_cache_run_takes_a_damaged_record_as_a_miss() {
     let keys = scan(&s, &format!("{NS}v:run-*"));
     assert_eq!(keys.len(), 1, "{keys:?}");
     let k = keys[0][NS.len() + 2..].to_string();
-    for (what, damage) in damages {
+    for (what, damage) in RECORD_DAMAGES {
         let before = runs();
         run();
         assert_eq!(runs(), before, "{what}: a hit before the damage");
@@ -777,28 +786,13 @@ fn redis_cache_expires_at_below_now_is_expired_and_0_is_never() {
 fn redis_cache_write_over_a_damaged_record_replaces_it() {
     let Some(s) = Server::start() else { return };
     let w = World::new();
-    let damages: &[(&str, DamageK)] = &[
-        ("size huge", |s| {
-            hset(s, "k", "size", b"99999999999999999999999")
-        }),
-        ("size inf", |s| hset(s, "k", "size", b"inf")),
-        ("size 5.0", |s| hset(s, "k", "size", b"5.0")),
-        ("metadata a list", |s| {
-            s.query::<()>(redis::cmd("DEL").arg(format!("{NS}m:k")));
-            s.query::<()>(redis::cmd("RPUSH").arg(format!("{NS}m:k")).arg("a"));
-        }),
-        ("value a list", |s| {
-            s.query::<()>(redis::cmd("DEL").arg(format!("{NS}v:k")));
-            s.query::<()>(redis::cmd("RPUSH").arg(format!("{NS}v:k")).arg("a"));
-        }),
-    ];
-    for (what, damage) in damages {
+    for (what, damage) in RECORD_DAMAGES {
         for applet in ["cache-write", "cache-batch"] {
             ff(&w, &s, "cache-write")
                 .args(["k", "hello"])
                 .assert()
                 .success();
-            damage(&s);
+            damage(&s, "k");
             let mut c = ff(&w, &s, applet);
             let o = if applet == "cache-batch" {
                 run_with_stdin(&mut c, b"k:new value\n")
@@ -847,11 +841,19 @@ fn redis_cache_verify_fix_and_evict_handle_keys_of_the_wrong_type() {
         "{}",
         stderr_of(&o)
     );
-    ff(&w, &s, "cache-size")
+    let o = ff(&w, &s, "cache-size")
         .args(["--verify", "--fix"])
-        .assert()
-        .success()
-        .stdout("4\n");
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr_of(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "4\n");
+    // What --fix dropped is said, one line (before: silently).
+    assert!(
+        stderr_of(&o).contains(&format!("dropped redis://"))
+            && stderr_of(&o).contains(&format!("{NS}v:k: the value key is not a string")),
+        "{}",
+        stderr_of(&o)
+    );
     assert!(entry_gone(&s, "k"));
     assert_eq!(counters(&s), (4, 1));
     ff(&w, &s, "cache-size").arg("--verify").assert().success();

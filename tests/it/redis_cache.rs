@@ -849,7 +849,7 @@ fn redis_cache_verify_fix_and_evict_handle_keys_of_the_wrong_type() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "4\n");
     // What --fix dropped is said, one line (before: silently).
     assert!(
-        stderr_of(&o).contains(&format!("dropped redis://"))
+        stderr_of(&o).contains("dropped redis://")
             && stderr_of(&o).contains(&format!("{NS}v:k: the value key is not a string")),
         "{}",
         stderr_of(&o)
@@ -1019,7 +1019,8 @@ fn redis_cache_damaged_namespace_key_is_exit_10_before_anything_is_written() {
     };
     let long = vec![b'7'; 100];
     // (key, damage, what the line must say)
-    let cases: Vec<(&str, Box<dyn Fn()>, String)> = vec![
+    type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, String);
+    let cases: Vec<Case> = vec![
         (
             "total",
             Box::new(|| set("total", b"abc")),
@@ -1130,7 +1131,7 @@ fn redis_cache_damaged_namespace_key_is_exit_10_before_anything_is_written() {
         assert_eq!(o.status.code(), Some(0), "{key}: {}", stderr_of(&o));
         assert_eq!(String::from_utf8_lossy(&o.stdout), "13\n", "{key}");
         assert!(
-            stderr_of(&o).contains(&format!("repaired redis://"))
+            stderr_of(&o).contains("repaired redis://")
                 && stderr_of(&o).contains(&format!("{NS}{want}")),
             "{key}: {}",
             stderr_of(&o)
@@ -1223,7 +1224,7 @@ fn redis_cache_value_without_its_record_is_damage_and_goes() {
         .unwrap();
     let err = stderr_of(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
-    assert!(err.contains(&format!("dropped redis://")), "{err}");
+    assert!(err.contains("dropped redis://"), "{err}");
     assert!(
         err.contains(&format!(
             "{NS}v:k: a value without its record (3 bytes off the total)"

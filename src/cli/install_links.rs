@@ -240,11 +240,18 @@ fn write_manifest(prefix: &Path, t: &Tally) -> Result<()> {
     entries.extend(t.placed.iter().cloned());
     let mut text = Vec::new();
     for (path, what) in &entries {
-        let at = path
-            .strip_prefix(prefix)
-            .unwrap_or(path)
-            .as_os_str()
-            .as_bytes();
+        // Outside the prefix (`--dir`), absolute: read back, a relative
+        // path would be taken as under the prefix.
+        let outside;
+        let at = match path.strip_prefix(prefix) {
+            Ok(rel) => rel,
+            Err(_) => {
+                outside = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                &outside
+            }
+        }
+        .as_os_str()
+        .as_bytes();
         let (kind, val): (&[u8], &[u8]) = match what {
             Placed::File(h) => (b"file", h.as_bytes()),
             Placed::Link(target) => (b"link", target.as_os_str().as_bytes()),

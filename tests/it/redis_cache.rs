@@ -1117,6 +1117,11 @@ fn redis_cache_damaged_namespace_key_is_exit_10_before_anything_is_written() {
         one_line(&o, "cache-read", want, key);
         let o = ff(&w, &s, "cache-evict").arg("--all").output().unwrap();
         one_line(&o, "cache-evict", want, key);
+        let o = ff(&w, &s, "cache-evict")
+            .args(["--all", "--dry-run"])
+            .output()
+            .unwrap();
+        one_line(&o, "cache-evict", want, key);
         if *key == "total" || *key == "count" {
             let o = ff(&w, &s, "cache-size").output().unwrap();
             one_line(&o, "cache-size", want, key);

@@ -998,10 +998,37 @@ impl RedisCache {
         Ok(out.into_iter().collect())
     }
 
+    /// `Ok` when the namespace-wide keys are sound (one read-only script
+    /// call), else the damage as [`Error::Corruption`], worded as the
+    /// scripts' refusal is.
+    fn namespace_sound(&mut self) -> Result<()> {
+        let prefix = &self.prefix;
+        let d: Vec<redis::Value> = self.conn.eval("cannot plan eviction", &REPAIR, 1, |c| {
+            c.arg(format!("{prefix}total")).arg(prefix).arg("check");
+        })?;
+        let b = |i: usize| {
+            d.get(i)
+                .and_then(|v| redis::from_redis_value_ref::<Vec<u8>>(v).ok())
+                .unwrap_or_default()
+        };
+        if d.len() < 4 {
+            return Ok(());
+        }
+        let len = redis::from_redis_value_ref::<u64>(&d[3]).unwrap_or(0);
+        Err(Error::Corruption(format!(
+            "{} {} (damaged; nothing was changed: `ffkit cache-size --verify --fix` repairs it)",
+            self.conn.label(),
+            namespace_damage(&b(0), &b(1), &b(2), len)
+        )))
+    }
+
     /// `--dry-run`: what [`RedisCache::evict`] would remove now, worked out
     /// with read-only batches (nothing is locked or changed, so writers
     /// running meanwhile can make the real eviction differ).
     fn plan_eviction(&mut self, p: &Policy) -> Result<Report> {
+        // The sets it reads must be sets: a damaged namespace-wide key is
+        // the same exit 10 and line the eviction itself would give.
+        self.namespace_sound()?;
         let before = self.size()?;
         let now = self.clock()?;
         let mut chosen: Vec<Evicted> = Vec::new();

@@ -78,6 +78,10 @@ mkdir -p "$work/build"
 cp "$bin" "$work/build/ffkit"
 cp "$builtin" "$work/build/libffkit_builtin.so"
 env -i PATH=/usr/bin:/bin HOME="$work" "$work/build/ffkit" install-links -q --bin --prefix "$stage/usr"
+# The manifest of what install-links placed is for `install-links --remove`
+# of a prefix install; dpkg keeps its own list, and the package's files
+# are never install-links' to remove.
+rm "$stage/usr/lib/ffkit/install-links.list"
 
 usr=$stage/usr
 mv "$usr/share/zsh/site-functions" "$usr/share/zsh/vendor-completions"

@@ -115,9 +115,26 @@ fn exec(
     }
     if a.verify {
         let r = store.verify(a.fix)?;
-        if r.index == Some(r.walk) {
+        // Damage the totals cannot show (Redis: a value without its
+        // record, a key of another type), or with --fix what was dropped
+        // or repaired: one line each.
+        for n in &r.notes {
+            ctx.note(n);
+        }
+        if r.index == Some(r.walk) && (a.fix || r.notes.is_empty()) {
             out.print(ctx, r.walk, Source::Walk, None)?;
             return Ok(ExitCode::SUCCESS);
+        }
+        if r.index == Some(r.walk) {
+            if a.json {
+                out.print(ctx, r.walk, Source::Walk, Some(r.index))?;
+            }
+            return Err(Error::Corruption(format!(
+                "{} damaged entr{} in {} (run with --verify --fix to repair)",
+                r.notes.len(),
+                if r.notes.len() == 1 { "y" } else { "ies" },
+                store.place()?
+            )));
         }
         let drift = describe_drift(r.index, r.walk);
         if a.fix {

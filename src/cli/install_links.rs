@@ -13,8 +13,16 @@
 //! The man pages and completions are the committed, generated files,
 //! embedded at build time (see `build.rs`), so an installed binary can place
 //! them without the source tree. Installed files are 0644; a file is only
-//! rewritten when its content differs, and `--remove` deletes only files
-//! whose content is exactly what ffkit would install.
+//! rewritten when its content differs.
+//!
+//! Under a prefix, what it placed is listed in `P/lib/ffkit/install-links.list`
+//! (the manifest: each file with the blake3 of what was written, each link
+//! with its target), and `--remove` removes exactly those entries that still
+//! match, then the manifest: a file changed since is left with one line,
+//! and a file that was already there, identical, when the install ran (a
+//! distribution package's) was not placed by us and is not listed. Without
+//! a manifest (an install by an older ffkit) `--remove` deletes the files
+//! whose content is exactly what this build would install.
 
 use super::ExitCode;
 use std::ffi::OsString;
@@ -156,8 +164,128 @@ struct Tally {
     unchanged: usize,
     removed: usize,
     skipped: Vec<PathBuf>,
+    /// Entries of the manifest changed since they were placed: kept.
+    changed: Vec<PathBuf>,
     files_written: usize,
     files_removed: usize,
+    /// What this run placed, for the manifest.
+    placed: Vec<(PathBuf, Placed)>,
+}
+
+/// One thing install-links placed, as its manifest line records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Placed {
+    /// A file with this content (blake3, hex).
+    File(String),
+    /// A symlink to this target.
+    Link(PathBuf),
+}
+
+/// The manifest of what install-links placed under a prefix.
+const MANIFEST: &str = "install-links.list";
+
+fn manifest_path(prefix: &Path) -> PathBuf {
+    prefix.join("lib").join("ffkit").join(MANIFEST)
+}
+
+/// Whether `path` still holds what `what` says was placed there.
+fn still_placed(path: &Path, what: &Placed) -> bool {
+    match what {
+        Placed::File(hash) => {
+            fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+                && fs::read(path).is_ok_and(|b| blake3::hash(&b).to_hex().as_str() == hash)
+        }
+        Placed::Link(target) => fs::read_link(path).is_ok_and(|t| &t == target),
+    }
+}
+
+/// The manifest's entries, paths made whole again (a relative one is under
+/// the prefix); `None` when there is none. Lines it cannot read are
+/// skipped: what they named is left in place.
+fn read_manifest(prefix: &Path) -> Result<Option<Vec<(PathBuf, Placed)>>> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = manifest_path(prefix);
+    let text = match fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("cannot read", &path, e)),
+    };
+    let mut out = Vec::new();
+    for line in text.split(|&b| b == b'\n') {
+        let mut f = line.splitn(3, |&b| b == b'\t');
+        let (Some(kind), Some(what), Some(at)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let what = match kind {
+            b"file" => Placed::File(String::from_utf8_lossy(what).into_owned()),
+            b"link" => Placed::Link(PathBuf::from(std::ffi::OsStr::from_bytes(what))),
+            _ => continue,
+        };
+        out.push((prefix.join(std::ffi::OsStr::from_bytes(at)), what));
+    }
+    Ok(Some(out))
+}
+
+/// Writes the manifest: the entries of the last one that still match and
+/// are not replaced, then what this run placed. A path under the prefix
+/// is kept relative to it (the tree can be moved); a path or target with a
+/// tab or a newline cannot be a line and is not listed (so never removed).
+fn write_manifest(prefix: &Path, t: &Tally) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut entries: Vec<(PathBuf, Placed)> = read_manifest(prefix)?
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(p, what)| !t.placed.iter().any(|(q, _)| q == p) && still_placed(p, what))
+        .collect();
+    entries.extend(t.placed.iter().cloned());
+    let mut text = Vec::new();
+    for (path, what) in &entries {
+        // Outside the prefix (`--dir`), absolute: read back, a relative
+        // path would be taken as under the prefix.
+        let outside;
+        let at = match path.strip_prefix(prefix) {
+            Ok(rel) => rel,
+            Err(_) => {
+                outside = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                &outside
+            }
+        }
+        .as_os_str()
+        .as_bytes();
+        let (kind, val): (&[u8], &[u8]) = match what {
+            Placed::File(h) => (b"file", h.as_bytes()),
+            Placed::Link(target) => (b"link", target.as_os_str().as_bytes()),
+        };
+        if [at, val]
+            .iter()
+            .any(|b| b.contains(&b'\n') || b.contains(&b'\t'))
+        {
+            continue;
+        }
+        text.extend_from_slice(&[kind, b"\t", val, b"\t", at, b"\n"].concat());
+    }
+    let dest = manifest_path(prefix);
+    let mut quiet = Tally::default();
+    place(&dest, prefix, &text, 0o644, &mut quiet)
+}
+
+/// `--remove` under a prefix with a manifest: removes each listed entry
+/// that still holds what was placed, keeps (and names) one changed since,
+/// then removes the manifest.
+fn remove_listed(prefix: &Path, entries: Vec<(PathBuf, Placed)>, t: &mut Tally) -> Result<()> {
+    for (path, what) in entries {
+        if still_placed(&path, &what) {
+            fsutil::remove_if_exists(&path)?;
+            match what {
+                Placed::File(_) => t.files_removed += 1,
+                Placed::Link(_) => t.removed += 1,
+            }
+        } else if fs::symlink_metadata(&path).is_ok() {
+            t.changed.push(path);
+        }
+    }
+    fsutil::remove_if_exists(&manifest_path(prefix))?;
+    Ok(())
 }
 
 pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
@@ -201,6 +329,12 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         let bytes = fs::read(&running).map_err(|e| Error::io("cannot read", &running, e))?;
         place(&exe, p, &bytes, 0o755, &mut t)?;
     }
+    // What an earlier install under this prefix placed (read before any
+    // removal below changes what is on disk).
+    let listed = match (&a.prefix, a.remove) {
+        (Some(p), true) => read_manifest(p)?,
+        _ => None,
+    };
     let exe_dir = exe.parent().unwrap_or(Path::new("/")).to_path_buf();
     // The links go in --dir, else in PREFIX/bin with --prefix (an install
     // under a prefix puts its commands there, wherever the binary is), else
@@ -231,12 +365,16 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
                 Found::Absent => {}
             }
         }
-        if let Some(p) = &a.prefix {
-            remove_docs(p, &mut t)?;
-            remove_builtin(&build_dir, p, &mut t)?;
-            if a.bin {
-                remove_if_same(&exe, &running, &mut t)?;
+        match (&a.prefix, listed) {
+            (Some(p), Some(entries)) => remove_listed(p, entries, &mut t)?,
+            (Some(p), None) => {
+                remove_docs(p, &mut t)?;
+                remove_builtin(&build_dir, p, &mut t)?;
+                if a.bin {
+                    remove_if_same(&exe, &running, &mut t)?;
+                }
             }
+            (None, _) => {}
         }
     } else {
         let mut plan = Vec::new();
@@ -270,6 +408,7 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         }
         for (path, replace) in plan {
             link(&target, &path)?;
+            t.placed.push((path, Placed::Link(target.clone())));
             if replace {
                 t.updated += 1;
             } else {
@@ -279,11 +418,18 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         if let Some(p) = &a.prefix {
             install_docs(p, &names, &mut t)?;
             install_builtin(&build_dir, p, &mut t)?;
+            write_manifest(p, &t)?;
         }
     }
     for p in &t.skipped {
         ctx.note(format_args!(
             "left {} alone: not ffkit's link or this build's file",
+            p.display()
+        ));
+    }
+    for p in &t.changed {
+        ctx.note(format_args!(
+            "left {} alone: changed since install-links placed it",
             p.display()
         ));
     }
@@ -443,6 +589,10 @@ fn place(dest: &Path, prefix: &Path, bytes: &[u8], mode: u32, t: &mut Tally) -> 
     }
     placed?;
     t.files_written += 1;
+    t.placed.push((
+        dest.to_path_buf(),
+        Placed::File(blake3::hash(bytes).to_hex().to_string()),
+    ));
     Ok(())
 }
 

@@ -457,3 +457,89 @@ fn the_debian_package_unpacks_and_runs_from_a_scratch_root() {
         stderr_of(&o)
     );
 }
+
+/// Every file (not directory) under `root`, sorted.
+fn files_under(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// `--remove --prefix P` takes back everything an install placed, by its
+/// manifest (`P/lib/ffkit/install-links.list`), the binary `--bin` copied
+/// included, whether or not `--remove` is given `--bin`. Before, the copied
+/// `P/bin/ffkit` was left behind. A file changed since it was placed is
+/// kept, with one line; a file that was already there, identical, before
+/// the install (a distribution package's) was not placed by us and stays.
+#[test]
+fn remove_takes_back_what_the_manifest_lists_and_keeps_what_changed() {
+    let w = World::new();
+    let prefix = w.path().join("usr");
+    let install = |args: &[&str]| {
+        let o = w
+            .cmd("install-links")
+            .args(args)
+            .arg("--prefix")
+            .arg(&prefix)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{args:?}: {}", stderr_of(&o));
+        o
+    };
+    install(&["--bin"]);
+    assert!(prefix.join("bin/ffkit").is_file());
+    // Idempotent: a second run keeps every entry in the manifest.
+    install(&["--bin"]);
+    let o = install(&["--remove"]);
+    assert!(stderr_of(&o).is_empty(), "{}", stderr_of(&o));
+    assert_eq!(
+        files_under(&prefix),
+        Vec::<PathBuf>::new(),
+        "all of ours gone"
+    );
+
+    // A page edited after the install is kept, named once; one that was
+    // there before, identical, was not ours.
+    let page = prefix.join("share/man/man1/ffkit.1");
+    let theirs = prefix.join("share/man/man1/cache-size.1");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    fs::create_dir_all(theirs.parent().unwrap()).unwrap();
+    fs::copy(repo.join("man/cache-size.1"), &theirs).unwrap();
+    install(&["--bin"]);
+    fs::write(&page, "edited").unwrap();
+    let o = install(&["--remove"]);
+    let err = stderr_of(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "left {} alone: changed since install-links placed it",
+            page.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        files_under(&prefix),
+        vec![page.clone(), theirs.clone()]
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(fs::read_to_string(&page).unwrap(), "edited");
+    assert_eq!(
+        fs::read(&theirs).unwrap(),
+        fs::read(repo.join("man/cache-size.1")).unwrap()
+    );
+}

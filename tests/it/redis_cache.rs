@@ -390,8 +390,33 @@ fn redis_cache_verify_is_exact_while_writers_and_evictors_run() {
 /// A change made behind ffkit's back to entry KEY on the server.
 type Damage = fn(&Server, &str);
 
-/// A change made behind ffkit's back to entry `k` on the server.
-type DamageK = fn(&Server);
+/// Damage to an entry's record or its keys that a read and a write both
+/// take as damage (dropped whole, never a failed script): shared by the
+/// cache-run and the write-over tests.
+const RECORD_DAMAGES: &[(&str, Damage)] = &[
+    ("size huge", |s, k| {
+        hset(s, k, "size", b"99999999999999999999999")
+    }),
+    ("size inf", |s, k| hset(s, k, "size", b"inf")),
+    ("size 5.0", |s, k| hset(s, k, "size", b"5.0")),
+    ("expires_at abc", |s, k| hset(s, k, "expires_at", b"abc")),
+    ("hits abc", |s, k| hset(s, k, "hits", b"abc")),
+    ("value a list", |s, k| {
+        s.query::<()>(redis::cmd("DEL").arg(format!("{NS}v:{k}")));
+        s.query::<()>(redis::cmd("RPUSH").arg(format!("{NS}v:{k}")).arg("a"));
+    }),
+    ("metadata a string", |s, k| {
+        s.query::<()>(redis::cmd("DEL").arg(format!("{NS}m:{k}")));
+        s.query::<()>(redis::cmd("SET").arg(format!("{NS}m:{k}")).arg("x"));
+    }),
+    ("metadata a list", |s, k| {
+        s.query::<()>(redis::cmd("DEL").arg(format!("{NS}m:{k}")));
+        s.query::<()>(redis::cmd("RPUSH").arg(format!("{NS}m:{k}")).arg("a"));
+    }),
+    ("metadata gone", |s, k| {
+        s.query::<()>(redis::cmd("DEL").arg(format!("{NS}m:{k}")));
+    }),
+];
 
 /// A value changed behind ffkit's back (truncated, replaced, its recorded
 /// size or expiry rewritten, its value key gone) is never returned as
@@ -675,22 +700,6 @@ fn redis_cache_read_of_a_damaged_record_is_exit_10_with_a_true_message() {
 fn redis_cache_run_takes_a_damaged_record_as_a_miss() {
     let Some(s) = Server::start() else { return };
     let w = World::new();
-    let damages: &[(&str, Damage)] = &[
-        ("size huge", |s, k| {
-            hset(s, k, "size", b"99999999999999999999999")
-        }),
-        ("size inf", |s, k| hset(s, k, "size", b"inf")),
-        ("expires_at abc", |s, k| hset(s, k, "expires_at", b"abc")),
-        ("hits abc", |s, k| hset(s, k, "hits", b"abc")),
-        ("value a list", |s, k| {
-            s.query::<()>(redis::cmd("DEL").arg(format!("{NS}v:{k}")));
-            s.query::<()>(redis::cmd("RPUSH").arg(format!("{NS}v:{k}")).arg("a"));
-        }),
-        ("metadata a string", |s, k| {
-            s.query::<()>(redis::cmd("DEL").arg(format!("{NS}m:{k}")));
-            s.query::<()>(redis::cmd("SET").arg(format!("{NS}m:{k}")).arg("x"));
-        }),
-    ];
     let run = || {
         let o = ff(&w, &s, "cache-run")
             .args([
@@ -714,7 +723,7 @@ fn redis_cache_run_takes_a_damaged_record_as_a_miss() {
     let keys = scan(&s, &format!("{NS}v:run-*"));
     assert_eq!(keys.len(), 1, "{keys:?}");
     let k = keys[0][NS.len() + 2..].to_string();
-    for (what, damage) in damages {
+    for (what, damage) in RECORD_DAMAGES {
         let before = runs();
         run();
         assert_eq!(runs(), before, "{what}: a hit before the damage");
@@ -777,28 +786,13 @@ fn redis_cache_expires_at_below_now_is_expired_and_0_is_never() {
 fn redis_cache_write_over_a_damaged_record_replaces_it() {
     let Some(s) = Server::start() else { return };
     let w = World::new();
-    let damages: &[(&str, DamageK)] = &[
-        ("size huge", |s| {
-            hset(s, "k", "size", b"99999999999999999999999")
-        }),
-        ("size inf", |s| hset(s, "k", "size", b"inf")),
-        ("size 5.0", |s| hset(s, "k", "size", b"5.0")),
-        ("metadata a list", |s| {
-            s.query::<()>(redis::cmd("DEL").arg(format!("{NS}m:k")));
-            s.query::<()>(redis::cmd("RPUSH").arg(format!("{NS}m:k")).arg("a"));
-        }),
-        ("value a list", |s| {
-            s.query::<()>(redis::cmd("DEL").arg(format!("{NS}v:k")));
-            s.query::<()>(redis::cmd("RPUSH").arg(format!("{NS}v:k")).arg("a"));
-        }),
-    ];
-    for (what, damage) in damages {
+    for (what, damage) in RECORD_DAMAGES {
         for applet in ["cache-write", "cache-batch"] {
             ff(&w, &s, "cache-write")
                 .args(["k", "hello"])
                 .assert()
                 .success();
-            damage(&s);
+            damage(&s, "k");
             let mut c = ff(&w, &s, applet);
             let o = if applet == "cache-batch" {
                 run_with_stdin(&mut c, b"k:new value\n")
@@ -847,11 +841,19 @@ fn redis_cache_verify_fix_and_evict_handle_keys_of_the_wrong_type() {
         "{}",
         stderr_of(&o)
     );
-    ff(&w, &s, "cache-size")
+    let o = ff(&w, &s, "cache-size")
         .args(["--verify", "--fix"])
-        .assert()
-        .success()
-        .stdout("4\n");
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr_of(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "4\n");
+    // What --fix dropped is said, one line (before: silently).
+    assert!(
+        stderr_of(&o).contains("dropped redis://")
+            && stderr_of(&o).contains(&format!("{NS}v:k: the value key is not a string")),
+        "{}",
+        stderr_of(&o)
+    );
     assert!(entry_gone(&s, "k"));
     assert_eq!(counters(&s), (4, 1));
     ff(&w, &s, "cache-size").arg("--verify").assert().success();
@@ -991,4 +993,274 @@ fn redis_record_numbers_follow_the_index_files_rule() {
             String::from_utf8_lossy(raw).escape_debug()
         );
     }
+}
+
+/// A namespace-wide key damaged behind ffkit's back — a counter that is
+/// text, negative or not canonical, a counter or an index set of another
+/// type — is damage every script finds before its first write: exit 10,
+/// one line naming the key and its bad value (escaped, cut), nothing
+/// written. `cache-size` says so instead of printing 0, `--verify` exits
+/// 10, and `--verify --fix` says what it repaired, recounts the counters
+/// and rebuilds the index sets from the records. Before, `cache-write`
+/// stored the value and its record, then failed with a raw Lua error
+/// (exit 1); `total` -5 was shown as 0; a set of the wrong type passed
+/// `--verify`.
+#[test]
+fn redis_cache_damaged_namespace_key_is_exit_10_before_anything_is_written() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let set = |key: &str, raw: &[u8]| {
+        s.query::<()>(redis::cmd("DEL").arg(format!("{NS}{key}")));
+        s.query::<()>(redis::cmd("SET").arg(format!("{NS}{key}")).arg(raw));
+    };
+    let list = |key: &str| {
+        s.query::<()>(redis::cmd("DEL").arg(format!("{NS}{key}")));
+        s.query::<()>(redis::cmd("RPUSH").arg(format!("{NS}{key}")).arg("a"));
+    };
+    let long = vec![b'7'; 100];
+    // (key, damage, what the line must say)
+    type Case<'a> = (&'a str, Box<dyn Fn() + 'a>, String);
+    let cases: Vec<Case> = vec![
+        (
+            "total",
+            Box::new(|| set("total", b"abc")),
+            "total: holds 'abc', not a canonical whole number".into(),
+        ),
+        (
+            "total",
+            Box::new(|| set("total", b"-5")),
+            "total: holds '-5'".into(),
+        ),
+        (
+            "total",
+            Box::new(|| set("total", b"05")),
+            "total: holds '05'".into(),
+        ),
+        (
+            "total",
+            Box::new(|| set("total", b"5\n\x1b[31m")),
+            "total: holds '5\\n\\u{1b}[31m'".into(),
+        ),
+        (
+            "total",
+            Box::new(|| set("total", &long)),
+            "total: holds '77777777777777777777777777777777'... (100 bytes)".into(),
+        ),
+        (
+            "total",
+            Box::new(|| list("total")),
+            "total: holds a list, not a string".into(),
+        ),
+        (
+            "count",
+            Box::new(|| set("count", b"x")),
+            "count: holds 'x'".into(),
+        ),
+        (
+            "lru",
+            Box::new(|| set("lru", b"x")),
+            "lru: holds a string, not a sorted set".into(),
+        ),
+        (
+            "exp",
+            Box::new(|| list("exp")),
+            "exp: holds a list, not a sorted set".into(),
+        ),
+        (
+            "crt",
+            Box::new(|| set("crt", b"x")),
+            "crt: holds a string, not a sorted set".into(),
+        ),
+        (
+            "verifying",
+            Box::new(|| set("verifying", b"x")),
+            "verifying: holds a string, not a sorted set".into(),
+        ),
+    ];
+    let one_line = |o: &std::process::Output, applet: &str, want: &str, what: &str| {
+        let err = stderr_of(o);
+        assert_eq!(o.status.code(), Some(10), "{what}, {applet}: {err}");
+        assert_eq!(err.lines().count(), 1, "{what}, {applet}: {err}");
+        assert!(
+            err.starts_with(&format!("ffkit {applet}: redis://"))
+                && err.contains(&format!("{NS}{want}"))
+                && err.contains("damaged"),
+            "{what}, {applet}: want {want:?}: {err}"
+        );
+        assert!(err.len() < 300, "{what}: {err}");
+    };
+    for (key, damage, want) in &cases {
+        ff(&w, &s, "cache-evict").arg("--all").assert().success();
+        for (k, v) in [("a", "hello"), ("b", "12345678")] {
+            ff(&w, &s, "cache-write")
+                .args([k, v, "--ttl", "600"])
+                .assert()
+                .success();
+        }
+        damage();
+        let o = ff(&w, &s, "cache-write")
+            .args(["new", "value"])
+            .output()
+            .unwrap();
+        one_line(&o, "cache-write", want, key);
+        let o = run_with_stdin(&mut ff(&w, &s, "cache-batch"), b"new:value\n");
+        one_line(&o, "cache-batch", want, key);
+        // Nothing of the refused writes was stored (the sets may be the
+        // damaged keys: the value and metadata keys say it).
+        let left: u64 = s.query(
+            redis::cmd("EXISTS")
+                .arg(format!("{NS}v:new"))
+                .arg(format!("{NS}m:new")),
+        );
+        assert_eq!(left, 0, "{key}: a refused write left its entry");
+        let o = ff(&w, &s, "cache-read").arg("a").output().unwrap();
+        one_line(&o, "cache-read", want, key);
+        let o = ff(&w, &s, "cache-evict").arg("--all").output().unwrap();
+        one_line(&o, "cache-evict", want, key);
+        let o = ff(&w, &s, "cache-evict")
+            .args(["--all", "--dry-run"])
+            .output()
+            .unwrap();
+        one_line(&o, "cache-evict", want, key);
+        if *key == "total" || *key == "count" {
+            let o = ff(&w, &s, "cache-size").output().unwrap();
+            one_line(&o, "cache-size", want, key);
+        }
+        let o = ff(&w, &s, "cache-size").arg("--verify").output().unwrap();
+        one_line(&o, "cache-size", want, key);
+        // --fix says what it repaired, and leaves the namespace whole.
+        let o = ff(&w, &s, "cache-size")
+            .args(["--verify", "--fix"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{key}: {}", stderr_of(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "13\n", "{key}");
+        assert!(
+            stderr_of(&o).contains("repaired redis://")
+                && stderr_of(&o).contains(&format!("{NS}{want}")),
+            "{key}: {}",
+            stderr_of(&o)
+        );
+        assert_eq!(counters(&s), (13, 2), "{key}");
+        for set in ["lru", "crt", "exp"] {
+            let n: u64 = s.query(redis::cmd("ZCARD").arg(format!("{NS}{set}")));
+            assert_eq!(n, 2, "{key}: {set} rebuilt");
+        }
+        ff(&w, &s, "cache-size").arg("--verify").assert().success();
+        ff(&w, &s, "cache-write")
+            .args(["new", "value"])
+            .assert()
+            .success();
+        ff(&w, &s, "cache-read")
+            .arg("a")
+            .assert()
+            .success()
+            .stdout("hello");
+    }
+}
+
+/// A value whose metadata key was deleted by hand (an orphan) is damage:
+/// `cache-read` exits 10 and drops it; the counters lose it only if they
+/// held it (it is still in the recency set: a write counted it), so they
+/// stay exact either way. A write over it does not count it twice.
+/// `--verify` reports it, `--verify --fix` drops it with a line, and
+/// `cache-evict --all` removes one no index set names. Before, the read
+/// was a miss (exit 4), the total kept its bytes, and evict never removed
+/// it.
+#[test]
+fn redis_cache_value_without_its_record_is_damage_and_goes() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let write = |k: &str, v: &str| {
+        ff(&w, &s, "cache-write").args([k, v]).assert().success();
+    };
+    let unrecord = |k: &str| s.query::<()>(redis::cmd("DEL").arg(format!("{NS}m:{k}")));
+    let by_hand =
+        |k: &str, v: &str| s.query::<()>(redis::cmd("SET").arg(format!("{NS}v:{k}")).arg(v));
+    write("other", "fine");
+    // Counted by a write, then its record deleted: read is damage, the
+    // counters lose it.
+    write("k", "0123456789");
+    unrecord("k");
+    let o = ff(&w, &s, "cache-read").arg("k").output().unwrap();
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(10), "{err}");
+    assert!(o.stdout.is_empty());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("{NS}v:k: the value has no record"))
+            && err.contains("(damaged; removed)"),
+        "{err}"
+    );
+    assert!(entry_gone(&s, "k"));
+    assert_eq!(counters(&s), (4, 1));
+    ff(&w, &s, "cache-read").arg("k").assert().code(4);
+    // Set by hand, never counted: damage too, and the counters keep theirs.
+    by_hand("h", "handmade");
+    ff(&w, &s, "cache-read").arg("h").assert().code(10);
+    assert!(entry_gone(&s, "h"));
+    assert_eq!(counters(&s), (4, 1));
+    // A write over either kind counts the new value once.
+    write("k", "0123456789");
+    unrecord("k");
+    write("k", "abc");
+    by_hand("h", "handmade");
+    write("h", "xy");
+    assert_eq!(counters(&s), (9, 3));
+    let rc = recount(&s);
+    assert_eq!((rc.bytes, rc.values, rc.metas), (9, 3, 3));
+    // --verify reports both kinds; --fix drops them with a line each.
+    unrecord("k");
+    by_hand("z", "handmade");
+    let o = ff(&w, &s, "cache-size").arg("--verify").output().unwrap();
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(10), "{err}");
+    assert!(
+        err.contains(&format!("{NS}v:k: a value without its record")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{NS}v:z: a value without its record")),
+        "{err}"
+    );
+    let o = ff(&w, &s, "cache-size")
+        .args(["--verify", "--fix"])
+        .output()
+        .unwrap();
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("dropped redis://"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{NS}v:k: a value without its record (3 bytes off the total)"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{NS}v:z: a value without its record (0 bytes off the total)"
+        )),
+        "{err}"
+    );
+    assert_eq!(counters(&s), (6, 2));
+    ff(&w, &s, "cache-size").arg("--verify").assert().success();
+    // cache-evict --all: one no index set names, and one that is still in them.
+    by_hand("z", "handmade");
+    unrecord("h");
+    let o = ff(&w, &s, "cache-evict")
+        .args(["--all", "--dry-run"])
+        .output()
+        .unwrap();
+    let plan = String::from_utf8_lossy(&o.stdout).to_string();
+    for want in [
+        "would evict z (0 bytes, all)",
+        "would evict h (2 bytes, all)",
+        "would evict other (4 bytes, all)",
+    ] {
+        assert!(plan.contains(want), "{want}: {plan}");
+    }
+    ff(&w, &s, "cache-evict").arg("--all").assert().success();
+    assert!(scan(&s, &format!("{NS}v:*")).is_empty());
+    assert!(scan(&s, &format!("{NS}m:*")).is_empty());
+    assert_eq!(counters(&s), (0, 0));
 }

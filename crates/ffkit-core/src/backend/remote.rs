@@ -82,8 +82,9 @@ pub trait RemoteCache {
     fn read_value(&self, key: &str, r: &mut dyn std::io::Read) -> Result<Vec<u8>>;
     fn size(&mut self) -> Result<Totals>;
     /// The kept counters next to a recount (`fix`: the counters take the
-    /// recount).
-    fn verify(&mut self, fix: bool) -> Result<(Totals, Totals)>;
+    /// recount), and damage the counters cannot show, one line each (with
+    /// `fix`: what was dropped or repaired).
+    fn verify(&mut self, fix: bool) -> Result<(Totals, Totals, Vec<String>)>;
     fn evict(&mut self, p: &EvictPolicy) -> Result<EvictReport>;
 }
 

@@ -121,6 +121,10 @@ pub struct VerifyReport {
     /// What the index said (`None`: missing or invalid).
     pub index: Option<Totals>,
     pub walk: Totals,
+    /// Damage the totals cannot show, one line each (Redis: a value
+    /// without its record, a key of another type); with `fix`, what was
+    /// dropped or repaired. Empty locally.
+    pub notes: Vec<String>,
 }
 
 /// A value to write: bytes in memory or a stream (stdin).
@@ -894,6 +898,7 @@ impl Cache {
             return Ok(VerifyReport {
                 index: Some(Totals::default()),
                 walk: Totals::default(),
+                notes: Vec::new(),
             });
         }
         let guard = match self.lock(true) {
@@ -908,7 +913,11 @@ impl Cache {
                     self.read_index_unlocked()?
                 };
                 let walk = scan::totals_with(&self.dir, self.progress())?.totals;
-                return Ok(VerifyReport { index, walk });
+                return Ok(VerifyReport {
+                    index,
+                    walk,
+                    notes: Vec::new(),
+                });
             }
             Err(e) => return Err(e),
         };
@@ -946,6 +955,7 @@ impl Cache {
         Ok(VerifyReport {
             index,
             walk: s.totals,
+            notes: Vec::new(),
         })
     }
 

@@ -45,10 +45,86 @@ const FIX: Lua = Lua::new(concat!(
     include_str!("lua/cache_lib.lua"),
     include_str!("lua/cache_fix.lua")
 ));
+const REPAIR: Lua = Lua::new(concat!(
+    include_str!("lua/cache_lib.lua"),
+    include_str!("lua/cache_repair.lua")
+));
 
 /// Every cache script (for the digest test in `script`).
 #[cfg(test)]
-pub(super) const SCRIPTS: &[&Lua] = &[&WRITE, &READ, &EVICT, &DELETE, &VERIFY, &FIX];
+pub(super) const SCRIPTS: &[&Lua] = &[&WRITE, &READ, &EVICT, &DELETE, &VERIFY, &FIX, &REPAIR];
+
+/// The error reply code of a script that found a namespace-wide key
+/// damaged (`namespace_check` in `cache_lib.lua`).
+pub(super) const DAMAGED_CODE: &str = "FFKIT_DAMAGED";
+
+/// A damaged namespace-wide key, in one line: `key: holds …`.
+/// `kind` is `value` (a counter's text, `raw` its first bytes and `len`
+/// its length) or `type` (`raw` the key's type).
+fn namespace_damage(key: &[u8], kind: &[u8], raw: &[u8], len: u64) -> String {
+    let key = String::from_utf8_lossy(key);
+    let shown = |b: &[u8]| {
+        let s = String::from_utf8_lossy(&b[..b.len().min(SHOWN_BYTES)])
+            .escape_debug()
+            .to_string();
+        if len as usize > SHOWN_BYTES {
+            format!("'{s}'... ({len} bytes)")
+        } else {
+            format!("'{s}'")
+        }
+    };
+    if kind == b"value" {
+        format!("{key}: holds {}, not a canonical whole number", shown(raw))
+    } else {
+        let t = String::from_utf8_lossy(raw);
+        let want = if key.ends_with("total") || key.ends_with("count") {
+            "a string"
+        } else {
+            "a sorted set"
+        };
+        format!("{key}: holds a {t}, not {want}")
+    }
+}
+
+/// Decodes a word `esc` in `cache_lib.lua` percent-escaped.
+fn unescape(word: &str) -> Vec<u8> {
+    let b = word.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(x)) => {
+                out.push(x);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The one line for a script's `FFKIT_DAMAGED` reply (its detail:
+/// `key kind raw [length]`), after the backend's label.
+pub(super) fn namespace_damage_reply(detail: &str) -> String {
+    let mut w = detail.split(' ');
+    let mut next = || unescape(w.next().unwrap_or_default());
+    let (key, kind, raw) = (next(), next(), next());
+    let len = std::str::from_utf8(&next())
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(raw.len() as u64);
+    format!(
+        "{} (damaged; nothing was changed: `ffkit cache-size --verify --fix` repairs it)",
+        namespace_damage(&key, &kind, &raw, len)
+    )
+}
 
 /// Redis refuses strings above 512 MiB (`proto-max-bulk-len`).
 pub const MAX_VALUE: u64 = 512 << 20;
@@ -121,6 +197,8 @@ enum Damage {
     Value(String),
     /// The value's length is not the recorded size.
     Length { recorded: i64, len: i64 },
+    /// A value key without its metadata key.
+    Orphan,
 }
 
 /// Bytes of a bad field's value a message shows (escaped), at most.
@@ -149,6 +227,7 @@ impl Damage {
             },
             "metadata" => Damage::Metadata(text(1)),
             "value" => Damage::Value(text(1)),
+            "orphan" => Damage::Orphan,
             _ => Damage::Length {
                 recorded: int(1),
                 len: int(2),
@@ -183,6 +262,7 @@ impl std::fmt::Display for Damage {
             Damage::Length { recorded, len } => {
                 write!(f, "the value is {len} bytes but its record says {recorded}")
             }
+            Damage::Orphan => write!(f, "the value has no record (its metadata key is missing)"),
         }
     }
 }
@@ -234,10 +314,14 @@ impl From<Totals> for TotalsJson {
 }
 
 /// The counters next to a recount of the value keys.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Verify {
     pub counted: Totals,
     pub recount: Totals,
+    /// Damage the counters cannot show, one line each: a value without
+    /// its record, a value key of another type, a damaged namespace-wide
+    /// key; with `fix`, what was dropped or repaired.
+    pub notes: Vec<String>,
 }
 
 /// A connection to one namespace's cache.
@@ -397,15 +481,69 @@ impl RedisCache {
 
     /// Removes entry `key` (as the server names it) if its value key still
     /// holds another type than a string: a damaged entry a verify found.
-    fn delete_wrongtype(&mut self, key: &[u8]) -> Result<()> {
+    /// Whether it was removed.
+    fn delete_wrongtype(&mut self, key: &[u8]) -> Result<bool> {
         let prefix = &self.prefix;
-        let _: i64 = self.conn.eval("cannot delete entry", &DELETE, 1, |c| {
+        let n: i64 = self.conn.eval("cannot delete entry", &DELETE, 1, |c| {
             c.arg(format!("{prefix}total"))
                 .arg(prefix)
                 .arg(key)
                 .arg("wrongtype");
         })?;
+        Ok(n >= 0)
+    }
+
+    /// Notes each of `found` (name, shown key) that is a value without
+    /// its record now, and with `fix` drops it (only if it still is).
+    fn note_orphans(
+        &mut self,
+        fix: bool,
+        found: Vec<(Vec<u8>, String)>,
+        notes: &mut Vec<String>,
+    ) -> Result<()> {
+        if found.is_empty() {
+            return Ok(());
+        }
+        let label = self.conn.label().to_string();
+        if fix {
+            for (name, shown) in found {
+                if let Some(b) = self.delete_orphan(&name)? {
+                    notes.push(format!(
+                        "dropped {label} {shown}: a value without its record ({b} bytes off the total)"
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        let prefix = &self.prefix;
+        let now: Vec<i64> = self.conn.eval("cannot verify", &REPAIR, 1, |c| {
+            c.arg(format!("{prefix}total")).arg(prefix).arg("orphans");
+            for (n, _) in &found {
+                c.arg(n);
+            }
+        })?;
+        for ((_, shown), o) in found.into_iter().zip(now) {
+            if o == 1 {
+                notes.push(format!(
+                    "{label} {shown}: a value without its record (damaged)"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Removes entry `key`'s value if it is still without its record: the
+    /// bytes taken off the total (0 when it was never counted), `None` if
+    /// it was not removed (rewritten or gone since it was found).
+    fn delete_orphan(&mut self, key: &[u8]) -> Result<Option<u64>> {
+        let prefix = &self.prefix;
+        let n: i64 = self.conn.eval("cannot delete entry", &DELETE, 1, |c| {
+            c.arg(format!("{prefix}total"))
+                .arg(prefix)
+                .arg(key)
+                .arg("orphan");
+        })?;
+        Ok(u64::try_from(n).ok())
     }
 
     /// The connection, for the cache-run lock beside the entries.
@@ -419,16 +557,46 @@ impl RedisCache {
     }
 
     /// The counters (O(1)).
+    /// A counter that is not a canonical whole number, or not a string,
+    /// is damage (exit 10), as the scripts answer it: never shown as 0.
     pub fn size(&mut self) -> Result<Totals> {
+        let total = format!("{}total", self.prefix);
+        let count = format!("{}count", self.prefix);
         let mut p = redis::pipe();
-        p.cmd("GET")
-            .arg(format!("{}total", self.prefix))
-            .cmd("GET")
-            .arg(format!("{}count", self.prefix));
-        let (b, n): (Option<i64>, Option<i64>) = self.conn.pipe("cannot read size", &p)?;
+        p.cmd("GET").arg(&total).cmd("GET").arg(&count);
+        let r = self.conn.pipe_replies("cannot read size", &p)?;
+        let mut n = [0u64; 2];
+        for (i, key) in [&total, &count].into_iter().enumerate() {
+            let raw = match r.get(i) {
+                Some(redis::Value::Nil) => continue,
+                Some(v) => redis::from_redis_value_ref::<Vec<u8>>(v).ok(),
+                None => None,
+            };
+            match raw
+                .as_deref()
+                .and_then(crate::cache::index::parse_canonical)
+            {
+                Some(v) => n[i] = v,
+                None => {
+                    let line = match raw {
+                        Some(b) => namespace_damage(key.as_bytes(), b"value", &b, b.len() as u64),
+                        None => {
+                            let t: String = self
+                                .conn
+                                .cmd("cannot read size", redis::cmd("TYPE").arg(key))?;
+                            namespace_damage(key.as_bytes(), b"type", t.as_bytes(), 0)
+                        }
+                    };
+                    return Err(Error::Corruption(format!(
+                        "{} {line} (damaged: `ffkit cache-size --verify --fix` repairs it)",
+                        self.conn.label()
+                    )));
+                }
+            }
+        }
         Ok(Totals {
-            bytes: b.unwrap_or(0).max(0) as u64,
-            entries: n.unwrap_or(0).max(0) as u64,
+            bytes: n[0],
+            entries: n[1],
         })
     }
 
@@ -437,11 +605,44 @@ impl RedisCache {
     /// concurrent writers too: while it runs, every write and drop notes its
     /// key for this verify (`cache_verify.lua`), and the last step measures
     /// those keys again in the same atomic step that reads the counters.
+    ///
+    /// Damage the counters cannot show is reported as notes: a damaged
+    /// namespace-wide key (`total`, `count`, the index sets), a value
+    /// without its record, a value key of another type. Without `fix` a
+    /// damaged namespace-wide key ends the verify there (no recount can
+    /// be compared with a counter that is no number); with `fix` it is
+    /// deleted first, the counters then take the recount and the index
+    /// sets are rebuilt from the records while the scan runs.
     pub fn verify(&mut self, fix: bool) -> Result<Verify> {
+        let mut notes = Vec::new();
+        let mut reindex = false;
+        let prefix = self.prefix.clone();
+        let mode = if fix { "repair" } else { "check" };
+        let found: Vec<redis::Value> = self.conn.eval("cannot verify", &REPAIR, 1, |c| {
+            c.arg(format!("{prefix}total")).arg(&prefix).arg(mode);
+        })?;
+        for d in found.chunks(4) {
+            let [key, kind, raw, len] = d else { continue };
+            let b =
+                |v: &redis::Value| redis::from_redis_value_ref::<Vec<u8>>(v).unwrap_or_default();
+            let len = redis::from_redis_value_ref::<u64>(len).unwrap_or(0);
+            let line = namespace_damage(&b(key), &b(kind), &b(raw), len);
+            if !fix {
+                return Err(Error::Corruption(format!(
+                    "{} {line} (damaged: run with --verify --fix to repair)",
+                    self.conn.label()
+                )));
+            }
+            reindex |= !(b(key).ends_with(b"total") || b(key).ends_with(b"count"));
+            notes.push(format!(
+                "repaired {} {line}: deleted, rebuilt from the entries",
+                self.conn.label()
+            ));
+        }
         let mut tries = 0;
         let (counted, recount) = loop {
             tries += 1;
-            if let Some(v) = self.verify_once(fix)? {
+            if let Some(v) = self.verify_once(fix, reindex, &mut notes)? {
                 break v;
             }
             if tries == 3 {
@@ -460,7 +661,11 @@ impl RedisCache {
                     .arg((recount.entries as i128 - counted.entries as i128).to_string());
             })?;
         }
-        Ok(Verify { counted, recount })
+        Ok(Verify {
+            counted,
+            recount,
+            notes,
+        })
     }
 
     /// One verify step of `cache_verify.lua`.
@@ -485,7 +690,20 @@ impl RedisCache {
     /// entry shows as drift, and with `fix` the entry is dropped (the
     /// value, its metadata and the counters together, as a read that finds
     /// it does), which this verify then sees as any concurrent drop.
-    fn verify_once(&mut self, fix: bool) -> Result<Option<(Totals, Totals)>> {
+    ///
+    /// A value without its record is no entry: left out of the recount
+    /// (so a counted one shows as drift), noted, and with `fix` dropped
+    /// as a read that finds it does (`drop` in `cache_lib.lua` takes it
+    /// off the counters only if they held it). `reindex` adds each entry
+    /// scanned to the index sets it is missing from (after a damaged set
+    /// was deleted).
+    fn verify_once(
+        &mut self,
+        fix: bool,
+        reindex: bool,
+        notes: &mut Vec<String>,
+    ) -> Result<Option<(Totals, Totals)>> {
+        let label = self.conn.label().to_string();
         let id = super::lock::new_token()?;
         self.verify_step("begin", &id)?;
         let pattern = format!("{}v:*", self.prefix);
@@ -503,21 +721,52 @@ impl RedisCache {
             let (next, keys): (u64, Vec<Vec<u8>>) = self.conn.cmd("cannot scan", &scan)?;
             if !keys.is_empty() {
                 let mut p = redis::pipe();
-                for k in &keys {
+                let names: Vec<Vec<u8>> = keys
+                    .iter()
+                    .map(|k| k.strip_prefix(strip.as_bytes()).unwrap_or(k).to_vec())
+                    .collect();
+                for (k, name) in keys.iter().zip(&names) {
                     p.cmd("STRLEN").arg(k);
+                    p.cmd("EXISTS")
+                        .arg([self.prefix.as_bytes(), b"m:", name].concat());
                 }
                 let lens = self.conn.pipe_replies("cannot measure", &p)?;
-                for (k, n) in keys.into_iter().zip(lens) {
-                    let name = k.strip_prefix(strip.as_bytes()).unwrap_or(&k).to_vec();
+                if reindex {
+                    let prefix = &self.prefix;
+                    let _: i64 = self.conn.eval("cannot rebuild index", &REPAIR, 1, |c| {
+                        c.arg(format!("{prefix}total")).arg(prefix).arg("reindex");
+                        for n in &names {
+                            c.arg(n);
+                        }
+                    })?;
+                }
+                // Values that looked recordless: checked again atomically
+                // below (the pipeline is not a snapshot: a drop between
+                // its STRLEN and EXISTS looks the same, and is touched).
+                let mut orphans = Vec::new();
+                for ((k, name), r) in keys.into_iter().zip(names).zip(lens.chunks(2)) {
+                    let [n, has_record] = r else { continue };
+                    let shown = String::from_utf8_lossy(&k).escape_debug().to_string();
                     match n {
+                        redis::Value::Int(_) if matches!(has_record, redis::Value::Int(0)) => {
+                            orphans.push((name, shown));
+                        }
                         redis::Value::Int(n) => {
-                            seen.insert(name, n.max(0) as u64);
+                            seen.insert(name, (*n).max(0) as u64);
                         }
                         // Gone since the scan (STRLEN of no key is 0, so
                         // this is only a key of another type).
                         redis::Value::ServerError(e) if e.code() == "WRONGTYPE" => {
                             if fix {
-                                self.delete_wrongtype(&name)?;
+                                if self.delete_wrongtype(&name)? {
+                                    notes.push(format!(
+                                        "dropped {label} {shown}: the value key is not a string"
+                                    ));
+                                }
+                            } else {
+                                notes.push(format!(
+                                    "{label} {shown}: the value key is not a string (damaged)"
+                                ));
                             }
                         }
                         other => {
@@ -529,6 +778,7 @@ impl RedisCache {
                         }
                     }
                 }
+                self.note_orphans(fix, orphans, notes)?;
             }
             cursor = next;
             if cursor == 0 {
@@ -615,6 +865,19 @@ impl RedisCache {
                 break;
             }
         }
+        // Values without their record that no index set names (set by
+        // hand, or their entry's members gone too): only a scan finds them.
+        if p.all {
+            for name in self.scan_orphans()? {
+                if let Some(bytes) = self.delete_orphan(&name)? {
+                    removed.push(Evicted {
+                        key: String::from_utf8_lossy(&name).into_owned(),
+                        bytes,
+                        reason: "all".to_string(),
+                    });
+                }
+            }
+        }
         let after = self.size()?;
         Ok(Report {
             dry_run: false,
@@ -683,20 +946,89 @@ impl RedisCache {
             p.cmd("TYPE").arg(&meta);
             p.cmd("HGET").arg(&meta).arg("size");
             p.cmd("STRLEN").arg(format!("{}v:{k}", self.prefix));
+            p.cmd("EXISTS").arg(format!("{}v:{k}", self.prefix));
         }
         let replies = self.conn.pipe_replies("cannot plan eviction", &p)?;
         let found = keys
             .into_iter()
-            .zip(replies.chunks(3))
+            .zip(replies.chunks(4))
             .filter_map(|(k, r)| dropped_bytes(r).map(|b| (k, b)))
             .collect();
         Ok((found, more))
+    }
+
+    /// The entries (by name) whose value key has no metadata key: a SCAN
+    /// of the namespace's value keys in batches, each checked with one
+    /// pipeline of `EXISTS`.
+    fn scan_orphans(&mut self) -> Result<Vec<Vec<u8>>> {
+        let pattern = format!("{}v:*", self.prefix);
+        let strip = format!("{}v:", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut out = std::collections::BTreeSet::new();
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.conn.cmd("cannot scan", &scan)?;
+            if !keys.is_empty() {
+                let names: Vec<Vec<u8>> = keys
+                    .iter()
+                    .map(|k| k.strip_prefix(strip.as_bytes()).unwrap_or(k).to_vec())
+                    .collect();
+                let mut p = redis::pipe();
+                for n in &names {
+                    p.cmd("EXISTS")
+                        .arg([self.prefix.as_bytes(), b"m:", n].concat());
+                }
+                let has: Vec<redis::Value> = self.conn.pipe_replies("cannot scan", &p)?;
+                for (n, h) in names.into_iter().zip(has) {
+                    if matches!(h, redis::Value::Int(0)) {
+                        out.insert(n);
+                    }
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        Ok(out.into_iter().collect())
+    }
+
+    /// `Ok` when the namespace-wide keys are sound (one read-only script
+    /// call), else the damage as [`Error::Corruption`], worded as the
+    /// scripts' refusal is.
+    fn namespace_sound(&mut self) -> Result<()> {
+        let prefix = &self.prefix;
+        let d: Vec<redis::Value> = self.conn.eval("cannot plan eviction", &REPAIR, 1, |c| {
+            c.arg(format!("{prefix}total")).arg(prefix).arg("check");
+        })?;
+        let b = |i: usize| {
+            d.get(i)
+                .and_then(|v| redis::from_redis_value_ref::<Vec<u8>>(v).ok())
+                .unwrap_or_default()
+        };
+        if d.len() < 4 {
+            return Ok(());
+        }
+        let len = redis::from_redis_value_ref::<u64>(&d[3]).unwrap_or(0);
+        Err(Error::Corruption(format!(
+            "{} {} (damaged; nothing was changed: `ffkit cache-size --verify --fix` repairs it)",
+            self.conn.label(),
+            namespace_damage(&b(0), &b(1), &b(2), len)
+        )))
     }
 
     /// `--dry-run`: what [`RedisCache::evict`] would remove now, worked out
     /// with read-only batches (nothing is locked or changed, so writers
     /// running meanwhile can make the real eviction differ).
     fn plan_eviction(&mut self, p: &Policy) -> Result<Report> {
+        // The sets it reads must be sets: a damaged namespace-wide key is
+        // the same exit 10 and line the eviction itself would give.
+        self.namespace_sound()?;
         let before = self.size()?;
         let now = self.clock()?;
         let mut chosen: Vec<Evicted> = Vec::new();
@@ -745,10 +1077,23 @@ impl RedisCache {
                 }
             }
         }
-        let after = Totals {
-            bytes,
-            entries: before.entries.saturating_sub(chosen.len() as u64),
-        };
+        let mut entries = before.entries.saturating_sub(chosen.len() as u64);
+        if p.all {
+            // A value without its record that no index set names was never
+            // counted: it goes, and takes nothing off the counters.
+            for name in self.scan_orphans()? {
+                let key = String::from_utf8_lossy(&name).into_owned();
+                if seen.insert(key.clone()) {
+                    chosen.push(Evicted {
+                        key,
+                        bytes: 0,
+                        reason: "all".to_string(),
+                    });
+                    entries += 1;
+                }
+            }
+        }
+        let after = Totals { bytes, entries };
         Ok(Report {
             dry_run: true,
             before: before.into(),
@@ -760,14 +1105,18 @@ impl RedisCache {
 }
 
 /// The bytes `drop` in `cache_lib.lua` takes off the total for an entry,
-/// from the replies to `TYPE m:KEY`, `HGET m:KEY size`, `STRLEN v:KEY`
-/// (errors left in place): the recorded size when it is canonical and fits
-/// in a value, else the value's length (0 if the value key holds no
-/// string); `None` when there is no entry.
+/// from the replies to `TYPE m:KEY`, `HGET m:KEY size`, `STRLEN v:KEY`,
+/// `EXISTS v:KEY` (errors left in place): the recorded size when it is
+/// canonical and fits in a value, else the value's length (0 if the value
+/// key holds no string); `None` when there is no entry. A value without
+/// its record (an orphan) found through an index set was counted: its
+/// length.
 fn dropped_bytes(r: &[redis::Value]) -> Option<u64> {
-    let [kind, size, len] = r else { return None };
+    let [kind, size, len, value] = r else {
+        return None;
+    };
     let kind = redis::from_redis_value_ref::<String>(kind).ok()?;
-    if kind == "none" {
+    if kind == "none" && !matches!(value, redis::Value::Int(1)) {
         return None;
     }
     let recorded = redis::from_redis_value_ref::<Vec<u8>>(size)

@@ -701,6 +701,15 @@ pub fn key_slot(key: &[u8]) -> u16 {
 
 /// "redis://h:p: cannot connect: timed out after 2s" as the area's error.
 fn failure(area: Area, target: &Target, what: &str, timeout: Duration, e: &RedisError) -> Error {
+    // A cache script that found a namespace-wide key damaged answered so
+    // before writing anything: damage (exit 10), not a failed call.
+    if e.code() == Some(super::cache::DAMAGED_CODE) {
+        return Error::Corruption(target.scrub(&format!(
+            "{} {}",
+            target.label,
+            super::cache::namespace_damage_reply(e.detail().unwrap_or_default())
+        )));
+    }
     let text = e.to_string();
     let why = if e.is_timeout() {
         format!(

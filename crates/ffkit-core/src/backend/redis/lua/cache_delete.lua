@@ -2,7 +2,15 @@
 -- ARGV: prefix, key, and 'wrongtype' to remove it only if its value key
 -- holds another type than a string (`cache-size --verify --fix`, which
 -- measured it so: a writer may have rewritten it since).
+-- 'orphan' removes it only if it is still a value without a record
+-- (`cache-size --verify --fix`, `cache-evict --all`, which found it so).
 -- Returns the bytes taken off the total, or -1 if nothing was removed.
+local bad = namespace_check()
+if bad then return bad end
+if ARGV[3] == 'orphan' and
+    (redis.call('EXISTS', mkey(ARGV[2])) == 1 or redis.call('EXISTS', vkey(ARGV[2])) == 0) then
+  return -1
+end
 if ARGV[3] == 'wrongtype' then
   local t = type_of(vkey(ARGV[2]))
   if t == 'string' or t == 'none' then

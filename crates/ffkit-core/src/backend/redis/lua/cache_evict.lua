@@ -6,6 +6,8 @@
 -- ARGV: prefix, now (or ''), max_bytes (-1 = none), expired (0/1), all (0/1),
 -- step, older_than seconds (-1 = none).
 -- Returns {done, key1, bytes1, reason1, key2, ...}.
+local bad = namespace_check()
+if bad then return bad end
 local now = now_of(ARGV[2])
 local max = tonumber(ARGV[3])
 local want_expired, all = ARGV[4] == '1', ARGV[5] == '1'

@@ -3,6 +3,8 @@
 -- than setting the recount, stays right when writers changed the totals
 -- since the measurement (each adjusted them by its own exact change).
 -- ARGV: prefix, bytes delta, entries delta.
+local bad = namespace_check()
+if bad then return bad end
 redis.call('INCRBY', TOTAL, ARGV[2])
 redis.call('INCRBY', COUNT, ARGV[3])
 return 1

@@ -107,6 +107,52 @@ local function value_of(k)
   return v
 end
 
+-- A text made safe for one word of an error reply (which is one line):
+-- every byte but letters, digits and `-._:{}/` percent-escaped; the
+-- reader decodes it and shows it escaped.
+local function esc(s)
+  return (string.gsub(s, '[^%w%-%._:{}/]', function(c)
+    return string.format('%%%02X', string.byte(c))
+  end))
+end
+
+-- The namespace-wide keys, read and checked; writes nothing. nil when
+-- sound; else {key, 'value', raw (at most 64 bytes), its length} for a
+-- counter (`total`, `count`) that is not a canonical whole number, or
+-- {key, 'type', type} for a key of another type: a counter that is not a
+-- string, or an index set (`exp`, `lru`, `crt`) or `verifying` that is not
+-- a sorted set. A missing key is sound (an empty cache has none).
+local function namespace_damage()
+  for _, key in ipairs({TOTAL, COUNT}) do
+    local v = redis.pcall('GET', key)
+    if type(v) == 'table' and v.err then
+      return {key, 'type', type_of(key)}
+    end
+    if v and canon(v) == nil then
+      return {key, 'value', string.sub(v, 1, 64), string.len(v)}
+    end
+  end
+  for _, key in ipairs({EXP, LRU, CRT, VERIFYING}) do
+    local t = type_of(key)
+    if t ~= 'zset' and t ~= 'none' then
+      return {key, 'type', t}
+    end
+  end
+  return nil
+end
+
+-- The error reply every script answers before its first write when a
+-- namespace-wide key is damaged (the Rust side turns it into exit 10):
+-- `FFKIT_DAMAGED key value raw length` or `FFKIT_DAMAGED key type TYPE`,
+-- each word escaped. nil when the keys are sound.
+local function namespace_check()
+  local d = namespace_damage()
+  if d == nil then return nil end
+  local msg = 'FFKIT_DAMAGED ' .. esc(d[1]) .. ' ' .. d[2] .. ' ' .. esc(d[3])
+  if d[4] then msg = msg .. ' ' .. d[4] end
+  return redis.error_reply(msg)
+end
+
 -- Notes that entry k changes, for every verify under way (one EXISTS when
 -- none is: the common case).
 local function touch(k)
@@ -126,27 +172,60 @@ end
 -- none that is usable (damaged behind ffkit's back), the value's length
 -- instead, which is that size unless the value was changed too (then
 -- `cache-size --verify --fix` corrects the rest).
+--
+-- A value without its record (the metadata key deleted by hand: an
+-- orphan) is removed too. Whether the counters hold it is told by the
+-- recency and age sets: every write that counts an entry adds it to
+-- both, and only a drop takes it out again, so an orphan still in one of
+-- them was counted (its value's length and one entry come off) and one in
+-- neither was set by hand and never counted (0 comes off).
+-- The counters never go below 0: a recorded size rewritten above what
+-- the total holds takes off what it holds (a negative total would be a
+-- damaged key that stops every later write).
+local function take_off(bytes)
+  local t = tonumber(redis.call('GET', TOTAL) or '0')
+  if bytes > t then bytes = t end
+  if tonumber(redis.call('GET', COUNT) or '0') > 0 then
+    redis.call('DECR', COUNT)
+  end
+  redis.call('DECRBY', TOTAL, bytes)
+  return bytes
+end
+
 local function drop(k)
   local rec = record(k)
   local bytes = 0
+  local orphan, counted = false, false
   if rec ~= nil then
     if rec.size ~= nil then
       bytes = rec.size
     elseif type_of(vkey(k)) == 'string' then
       bytes = redis.call('STRLEN', vkey(k))
     end
+  else
+    local t = type_of(vkey(k))
+    orphan = t ~= 'none'
+    if t == 'string' then
+      bytes = redis.call('STRLEN', vkey(k))
+    end
+    counted = redis.call('ZSCORE', LRU, k) ~= false or redis.call('ZSCORE', CRT, k) ~= false
   end
   touch(k)
   redis.call('ZREM', EXP, k)
   redis.call('ZREM', LRU, k)
   redis.call('ZREM', CRT, k)
   if rec == nil then
-    return -1
+    if not orphan then
+      return -1
+    end
+    redis.call('DEL', vkey(k))
+    if not counted then
+      return 0
+    end
+    return take_off(bytes)
   end
   redis.call('DEL', vkey(k), mkey(k))
-  redis.call('DECR', COUNT)
-  redis.call('DECRBY', TOTAL, bytes)
-  return bytes
+  return take_off(bytes)
 end
 
 -- One bounded sweep step: drops at most n entries expired at now.

@@ -20,16 +20,24 @@
 --   'metadata', the metadata key's type
 --   'value', the value key's type ('none': missing)
 --   'length', recorded size, the value's length
+--   'orphan': a value key without its metadata key (deleted by hand)
+-- A namespace-wide key that is damaged (`namespace_check`) is an error
+-- reply before anything is read or written.
+local bad = namespace_check()
+if bad then return bad end
 local k = ARGV[2]
 local now = now_of(ARGV[3])
 local mode = ARGV[4] or ''
 local rec = record(k)
-if rec == nil then
-  return {0}
-end
 local damaged = function(...)
   if mode ~= 'peek' then drop(k) end
   return {3, now, ...}
+end
+if rec == nil then
+  if redis.call('EXISTS', vkey(k)) == 1 then
+    return damaged('orphan')
+  end
+  return {0}
 end
 if rec.bad then
   local what, raw = rec.bad[1], rec.bad[2]

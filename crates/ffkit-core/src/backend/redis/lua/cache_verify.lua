@@ -4,8 +4,8 @@
 -- server clock; from then on every write and drop adds its key to
 -- P..'touched:'..ID. Returns 1.
 -- 'end': atomically reads the counters and measures every touched entry
--- now: {registered (0/1), total, count, key1, len1 (-1: gone, or not a
--- string), ...}, and
+-- now: {registered (0/1), total, count, key1, len1 (-1: gone, not a
+-- string, or without its record), ...}, and
 -- unregisters ID. Keys the scan saw and nobody touched are unchanged since
 -- the scan measured them, so the scan's lengths for those plus these for
 -- the touched ones are the values' bytes at this instant.
@@ -27,8 +27,9 @@ if score and tonumber(score) >= now then
 end
 for _, k in ipairs(redis.call('SMEMBERS', touched)) do
   table.insert(out, k)
-  -- A value key of another type holds no value (damage a read drops).
-  if type_of(vkey(k)) == 'string' then
+  -- A value key of another type holds no value, and a value without its
+  -- record is no entry (damage a read drops).
+  if type_of(vkey(k)) == 'string' and redis.call('EXISTS', mkey(k)) == 1 then
     table.insert(out, redis.call('STRLEN', vkey(k)))
   else
     table.insert(out, -1)

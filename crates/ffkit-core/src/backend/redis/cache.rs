@@ -706,25 +706,13 @@ impl RedisCache {
         let label = self.conn.label().to_string();
         let id = super::lock::new_token()?;
         self.verify_step("begin", &id)?;
-        let pattern = format!("{}v:*", self.prefix);
-        let strip = format!("{}v:", self.prefix);
         let mut cursor: u64 = 0;
         // SCAN can return a key twice (a rehash under writers): by name.
         let mut seen: std::collections::HashMap<Vec<u8>, u64> = std::collections::HashMap::new();
         loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000);
-            let (next, keys): (u64, Vec<Vec<u8>>) = self.conn.cmd("cannot scan", &scan)?;
+            let (next, keys, names) = self.scan_values(cursor)?;
             if !keys.is_empty() {
                 let mut p = redis::pipe();
-                let names: Vec<Vec<u8>> = keys
-                    .iter()
-                    .map(|k| k.strip_prefix(strip.as_bytes()).unwrap_or(k).to_vec())
-                    .collect();
                 for (k, name) in keys.iter().zip(&names) {
                     p.cmd("STRLEN").arg(k);
                     p.cmd("EXISTS")
@@ -957,27 +945,34 @@ impl RedisCache {
         Ok((found, more))
     }
 
+    /// One SCAN step over the namespace's value keys, from CURSOR: the next
+    /// cursor, the keys, and the entry names they hold (the keys without
+    /// the `v:` prefix).
+    fn scan_values(&mut self, cursor: u64) -> Result<(u64, Vec<Vec<u8>>, Vec<Vec<u8>>)> {
+        let strip = format!("{}v:", self.prefix);
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{strip}*"))
+            .arg("COUNT")
+            .arg(1000);
+        let (next, keys): (u64, Vec<Vec<u8>>) = self.conn.cmd("cannot scan", &scan)?;
+        let names = keys
+            .iter()
+            .map(|k| k.strip_prefix(strip.as_bytes()).unwrap_or(k).to_vec())
+            .collect();
+        Ok((next, keys, names))
+    }
+
     /// The entries (by name) whose value key has no metadata key: a SCAN
     /// of the namespace's value keys in batches, each checked with one
     /// pipeline of `EXISTS`.
     fn scan_orphans(&mut self) -> Result<Vec<Vec<u8>>> {
-        let pattern = format!("{}v:*", self.prefix);
-        let strip = format!("{}v:", self.prefix);
         let mut cursor: u64 = 0;
         let mut out = std::collections::BTreeSet::new();
         loop {
-            let mut scan = redis::cmd("SCAN");
-            scan.arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000);
-            let (next, keys): (u64, Vec<Vec<u8>>) = self.conn.cmd("cannot scan", &scan)?;
+            let (next, keys, names) = self.scan_values(cursor)?;
             if !keys.is_empty() {
-                let names: Vec<Vec<u8>> = keys
-                    .iter()
-                    .map(|k| k.strip_prefix(strip.as_bytes()).unwrap_or(k).to_vec())
-                    .collect();
                 let mut p = redis::pipe();
                 for n in &names {
                     p.cmd("EXISTS")

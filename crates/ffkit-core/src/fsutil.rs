@@ -581,12 +581,29 @@ mod tests {
 /// Sets each of `sigs` to be ignored (SIG_IGN): no handler is installed,
 /// so this is safe in a freshly forked child too.
 pub fn ignore_signals(sigs: &[libc::c_int]) {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
     for &sig in sigs {
-        // SAFETY: setting a disposition to SIG_IGN has no preconditions and
-        // installs no handler; neither std nor rustix offers a safe way to
-        // set a disposition.
-        unsafe { libc::signal(sig, libc::SIG_IGN) };
+        if let Ok(sig) = Signal::try_from(sig) {
+            let _ = set_action(sig, &ignore);
+        }
     }
+}
+
+/// Installs `action` for `sig`, returning the one it replaces: the crate's
+/// one `sigaction` (neither std, rustix nor nix sets a disposition
+/// safely). Crate-private, because its soundness rests on what the crate
+/// installs: SIG_IGN ([`ignore_signals`]), the Redis relay's handler (one
+/// write(2) to a pipe, async-signal-safe, errno untouched), or an action
+/// an earlier call returned.
+pub(crate) fn set_action(
+    sig: nix::sys::signal::Signal,
+    action: &nix::sys::signal::SigAction,
+) -> io::Result<nix::sys::signal::SigAction> {
+    // SAFETY: the handlers installed are the ones listed above, each safe
+    // to run at any point of the program; sigaction itself is
+    // async-signal-safe (a forked child may call it).
+    unsafe { nix::sys::signal::sigaction(sig, action) }.map_err(io::Error::from)
 }
 
 /// What a child started with `std::process` does between fork and exec.

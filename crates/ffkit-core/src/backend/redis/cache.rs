@@ -21,6 +21,10 @@ use crate::backend::Target;
 use crate::config::Config;
 use crate::error::{Error, Result};
 
+/// One SCAN step of the value keys: the next cursor, the keys, their
+/// entry names.
+type ScanStep = (u64, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
 const WRITE: Lua = Lua::new(concat!(
     include_str!("lua/cache_lib.lua"),
     include_str!("lua/cache_write.lua")
@@ -948,7 +952,7 @@ impl RedisCache {
     /// One SCAN step over the namespace's value keys, from CURSOR: the next
     /// cursor, the keys, and the entry names they hold (the keys without
     /// the `v:` prefix).
-    fn scan_values(&mut self, cursor: u64) -> Result<(u64, Vec<Vec<u8>>, Vec<Vec<u8>>)> {
+    fn scan_values(&mut self, cursor: u64) -> Result<ScanStep> {
         let strip = format!("{}v:", self.prefix);
         let mut scan = redis::cmd("SCAN");
         scan.arg(cursor)

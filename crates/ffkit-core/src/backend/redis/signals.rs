@@ -21,9 +21,9 @@
 //! that arrives at any moment in between is kept pending until the next
 //! wait; none is lost and none takes its default action.
 //!
-//! The masks go through nix's safe calls; the one `unsafe` block is
-//! `sigaction` (installing the handler and restoring what was there),
-//! which no crate offers safely for a handler of one's own. The handler
+//! The masks go through nix's safe calls; the handler is installed (and
+//! what was there restored) by the crate's one `sigaction`,
+//! [`crate::fsutil::set_action`], which no crate offers safely. The handler
 //! writes with rustix's raw system call, which leaves errno alone.
 
 use std::io;
@@ -48,15 +48,6 @@ extern "C" fn on_signal(sig: libc::c_int) {
     if let Some((_, w)) = PIPE.get() {
         let _ = rustix::io::write(w, &[u8::try_from(sig).unwrap_or(0)]);
     }
-}
-
-/// Installs `action` for `sig`, returning the one it replaces.
-fn set_action(sig: Signal, action: &SigAction) -> io::Result<SigAction> {
-    // SAFETY: the actions installed are either `on_signal`, which only
-    // makes one write(2) to a pipe that lives as long as the process (an
-    // async-signal-safe call, errno untouched), or one saved by an
-    // earlier call of this function.
-    unsafe { nix::sys::signal::sigaction(sig, action) }.map_err(io::Error::from)
 }
 
 /// Caught signals relayed through a pipe; dropping it restores the former
@@ -102,7 +93,7 @@ impl Relay {
             SigSet::empty(),
         );
         for sig in set.iter() {
-            let old = set_action(sig, &action)?;
+            let old = crate::fsutil::set_action(sig, &action)?;
             relay.caught.push((sig, old));
         }
         Ok(relay)
@@ -148,7 +139,7 @@ impl Relay {
 impl Drop for Relay {
     fn drop(&mut self) {
         for (sig, old) in &self.caught {
-            let _ = set_action(*sig, old);
+            let _ = crate::fsutil::set_action(*sig, old);
         }
         let _ = self.blocked.thread_unblock();
         ACTIVE.store(false, Ordering::SeqCst);

@@ -293,7 +293,7 @@ _ffkit_lock_take() {
         # A named pair owned by this shell (docs/redis.md): held until the
         # release or this shell's exit.
         _ffkit_lock_call lock-acquire --quiet-wait --owner "$$" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3"
-        return
+        return $?
     fi
     _ffkit_lock_forget_inherited "$_ffkit_file"
     if [[ -n ${_ffkit_lock_files+set} ]]; then
@@ -351,7 +351,7 @@ _ffkit_lock_take() {
             return 3
         fi
         if [[ ! -f $_ffkit_file ]]; then
-            _ffkit_lock_call lock-acquire --prepare ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || return
+            _ffkit_lock_call lock-acquire --prepare ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || return $?
         fi
         if ! { exec {_ffkit_fd}<"$_ffkit_file"; } 2>/dev/null; then
             [[ -e $_ffkit_file || -L $_ffkit_file ]] || continue
@@ -401,7 +401,7 @@ _ffkit_lock_on_fd() {
     [[ ${FF_DEBUG-} != true ]] || _ffkit_q=
     if [[ -z ${BASH_VERSION-} || $- == *m* ]]; then
         _ffkit_lock_call lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2"
-        return
+        return $?
     fi
     # Busy: 75, silently (-q -E 75); any other answer is the answer.
     _ffkit_lock_call lock-acquire -n -q -E 75 ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" || _ffkit_st=$?
@@ -504,7 +504,7 @@ _ffkit_lock_drop() {
     [[ $2 == critical ]] || _ffkit_sess=--session
     if _ffkit_remote; then
         _ffkit_lock_call lock-release --owner "$$" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3"
-        return
+        return $?
     fi
     _ffkit_lock_forget_inherited "$_ffkit_file"
     if [[ -n $_ffkit_inherited ]]; then
@@ -548,7 +548,7 @@ get_cache_size() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_n=''
-    _ffkit_ns get_cache_size "${1-}" || return
+    _ffkit_ns get_cache_size "${1-}" || return $?
     _ffkit_remote ||
     case ${CACHE_SIZE_TRACKING-}/${FF_DEBUG-} in
         /false | enabled/false | / | enabled/)
@@ -566,7 +566,7 @@ rebuild_size_index() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
-    _ffkit_ns rebuild_size_index "${1-}" || return
+    _ffkit_ns rebuild_size_index "${1-}" || return $?
     _ffkit_run "$_ffkit_log" cache-size --dir "$_ffkit_dir" --rebuild </dev/null
 }
 
@@ -580,7 +580,7 @@ write_cache_with_metadata() {
         return 2
     fi
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
-    _ffkit_ns write_cache_with_metadata '' || return
+    _ffkit_ns write_cache_with_metadata '' || return $?
     # One argument may not exceed 128 KiB (Linux MAX_ARG_STRLEN); long values
     # go through a pipe instead (4 bytes per character covers any UTF-8).
     # A value of `-` is data too: given as an argument, the binary would read
@@ -604,7 +604,7 @@ read_cache_with_ttl() {
         return 2
     fi
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_rc=0
-    _ffkit_ns read_cache_with_ttl '' || return
+    _ffkit_ns read_cache_with_ttl '' || return $?
     _ffkit_run "$_ffkit_log" cache-read --dir "$_ffkit_dir" -q -- "$1" </dev/null || _ffkit_rc=$?
     case $_ffkit_rc in
         0) printf '\n' ;;
@@ -619,7 +619,7 @@ batch_write_cache() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
-    _ffkit_ns batch_write_cache '' || return
+    _ffkit_ns batch_write_cache '' || return $?
     if [[ $# -gt 0 ]]; then
         _ffkit_run "$_ffkit_log" cache-batch --dir "$_ffkit_dir" <<<"$1"
     else
@@ -634,7 +634,7 @@ batch_read_cache() {
     _ffkit_bin_check || return 1
     [[ $# -gt 0 ]] || return 0
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
-    _ffkit_ns batch_read_cache '' || return
+    _ffkit_ns batch_read_cache '' || return $?
     _ffkit_run "$_ffkit_log" cache-batch --read --dir "$_ffkit_dir" -- "$@" </dev/null
 }
 
@@ -648,7 +648,7 @@ enforce_cache_limits() {
         return 2
     fi
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
-    _ffkit_ns enforce_cache_limits "$1" || return
+    _ffkit_ns enforce_cache_limits "$1" || return $?
     _ffkit_run "$_ffkit_log" cache-evict --dir "$_ffkit_dir" --max-bytes "$2" </dev/null
 }
 
@@ -657,7 +657,7 @@ clear_developer_cache() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
-    _ffkit_ns clear_developer_cache "${1-}" || return
+    _ffkit_ns clear_developer_cache "${1-}" || return $?
     _ffkit_run "$_ffkit_log" cache-evict --dir "$_ffkit_dir" --all </dev/null
 }
 
@@ -666,10 +666,10 @@ clear_developer_cache() {
 _ffkit_store_as() {
     if [[ $# -ge 4 ]]; then
         write_cache_with_metadata "$2" "$4" "$3"
-        return
+        return $?
     fi
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
-    _ffkit_ns "$1" '' || return
+    _ffkit_ns "$1" '' || return $?
     _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl "$3" -- "$2" -
 }
 
@@ -728,7 +728,7 @@ acquire_critical_lock() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
-    _ffkit_ns acquire_critical_lock '' critical "${1-}" || return
+    _ffkit_ns acquire_critical_lock '' critical "${1-}" || return $?
     _ffkit_lock_take acquire_critical_lock critical "$1"
 }
 
@@ -738,7 +738,7 @@ release_critical_lock() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
-    _ffkit_ns release_critical_lock '' critical "${1-}" || return
+    _ffkit_ns release_critical_lock '' critical "${1-}" || return $?
     _ffkit_lock_drop release_critical_lock critical "$1"
 }
 
@@ -748,7 +748,7 @@ acquire_session_lock() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
-    _ffkit_ns acquire_session_lock "${1-}" session "${2-}" || return
+    _ffkit_ns acquire_session_lock "${1-}" session "${2-}" || return $?
     _ffkit_lock_take acquire_session_lock session "$2"
 }
 
@@ -758,7 +758,7 @@ release_session_lock() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
-    _ffkit_ns release_session_lock "${1-}" session "${2-}" || return
+    _ffkit_ns release_session_lock "${1-}" session "${2-}" || return $?
     _ffkit_lock_drop release_session_lock session "$2"
 }
 
@@ -782,7 +782,7 @@ record_performance_metric() {
         return 2
     fi
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
-    _ffkit_ns record_performance_metric '' || return
+    _ffkit_ns record_performance_metric '' || return $?
     _ffkit_run "$_ffkit_log" perf-metrics record -- "$1" "$2" "$3" </dev/null
 }
 
@@ -791,7 +791,7 @@ get_performance_metrics() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
-    _ffkit_ns get_performance_metrics '' || return
+    _ffkit_ns get_performance_metrics '' || return $?
     _ffkit_run "$_ffkit_log" perf-metrics --json </dev/null
 }
 
@@ -800,7 +800,7 @@ cleanup_performance_metrics() {
     [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
-    _ffkit_ns cleanup_performance_metrics '' || return
+    _ffkit_ns cleanup_performance_metrics '' || return $?
     _ffkit_run "$_ffkit_log" perf-metrics cleanup </dev/null
 }
 
@@ -825,7 +825,7 @@ cache_command() {
         return 2
     fi
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
-    _ffkit_ns cache_command '' || return
+    _ffkit_ns cache_command '' || return $?
     case $1 in
         -*) _ffkit_run "$_ffkit_log" cache-run --dir "$_ffkit_dir" "$@" ;;
         *) _ffkit_run "$_ffkit_log" cache-run --dir "$_ffkit_dir" -- "$@" ;;

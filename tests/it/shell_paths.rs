@@ -359,3 +359,34 @@ fn names_bad_ids_and_a_deleted_current_dir_get_one_answer_everywhere() {
         "a lock file for the bad name"
     );
 }
+
+/// A function that fails inside a trap handler returns its failure: in a
+/// trap, a bare `return` returns the status from before the trap (0 here),
+/// so the fallback's `… || return` reported a lock never taken as taken.
+/// Every way in, the local and the remote (closed loopback port) backend.
+#[test]
+fn a_failure_inside_a_trap_is_returned_as_a_failure() {
+    let mut seen = Vec::new();
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "trap 'acquire_critical_lock a/b; echo \"name=$?\"; \
+             LOCK_TIMEOUT=bogus acquire_critical_lock x; echo \"timeout=$?\"; \
+             FFKIT_BACKEND=redis://127.0.0.1:1 acquire_critical_lock y; echo \"remote=$?\"' USR1\n\
+             kill -USR1 $$\necho done";
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert!(out.ends_with("done\n"), "{way}: {out}{err}");
+        for line in out.lines().filter(|l| l.contains('=')) {
+            assert!(
+                !line.ends_with("=0"),
+                "{way}: {line} (a failure returned 0)\n{err}"
+            );
+        }
+        seen.push((way, out));
+    }
+    for (way, out) in &seen[1..] {
+        assert_eq!(out, &seen[0].1, "{way} against {}", seen[0].0);
+    }
+}

@@ -205,11 +205,19 @@ fn still_placed(path: &Path, what: &Placed) -> bool {
 fn read_manifest(prefix: &Path) -> Result<Option<Vec<(PathBuf, Placed)>>> {
     use std::os::unix::ffi::OsStrExt;
     let path = manifest_path(prefix);
-    let text = match fs::read(&path) {
-        Ok(t) => t,
+    // Only a regular file is ours (written by `place`, a rename): a list
+    // that is a symlink would make another list's entries ours to remove.
+    match fs::symlink_metadata(&path) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("cannot read", &path, e)),
-    };
+        Ok(m) if !m.is_file() => {
+            return Err(Error::General(format!(
+                "{} is not a regular file: nothing removed",
+                path.display()
+            )));
+        }
+        _ => {}
+    }
+    let text = fs::read(&path).map_err(|e| Error::io("cannot read", &path, e))?;
     let mut out = Vec::new();
     for line in text.split(|&b| b == b'\n') {
         let mut f = line.splitn(3, |&b| b == b'\t');
@@ -221,9 +229,38 @@ fn read_manifest(prefix: &Path) -> Result<Option<Vec<(PathBuf, Placed)>>> {
             b"link" => Placed::Link(PathBuf::from(std::ffi::OsStr::from_bytes(what))),
             _ => continue,
         };
-        out.push((prefix.join(std::ffi::OsStr::from_bytes(at)), what));
+        if let Some(path) = listable(prefix, Path::new(std::ffi::OsStr::from_bytes(at)), &what) {
+            out.push((path, what));
+        }
     }
     Ok(Some(out))
+}
+
+/// Where a manifest line may point, whatever the list says (it is a file
+/// anyone who can write the prefix can edit): a path under the prefix,
+/// with no `..` and no symlinked directory on the way, or, outside it
+/// (links made in a `--dir`), only a symlink named like one of ffkit's
+/// links. Anything else is skipped, so left in place.
+fn listable(prefix: &Path, at: &Path, what: &Placed) -> Option<PathBuf> {
+    use std::path::Component;
+    if at.is_absolute() {
+        let ours = at
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| names_for_removal().contains(&n));
+        return (ours && matches!(what, Placed::Link(_))).then(|| at.to_path_buf());
+    }
+    if !at.components().all(|c| matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    let mut dir = prefix.to_path_buf();
+    for c in at.parent()?.components() {
+        dir.push(c);
+        if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
+            return None;
+        }
+    }
+    Some(prefix.join(at))
 }
 
 /// Writes the manifest: the entries of the last one that still match and

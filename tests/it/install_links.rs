@@ -543,3 +543,78 @@ fn remove_takes_back_what_the_manifest_lists_and_keeps_what_changed() {
         fs::read(repo.join("man/cache-size.1")).unwrap()
     );
 }
+
+/// The manifest is a file anyone who can write the prefix can edit: a line
+/// naming a path outside the prefix (absolute, through `..`, or through a
+/// symlinked directory inside it), or a list that is a symlink to another
+/// list, never makes `--remove` delete what install-links did not place.
+#[test]
+fn remove_never_follows_a_tampered_manifest_out_of_the_prefix() {
+    use std::os::unix::fs::symlink;
+    let w = World::new();
+    let prefix = w.path().join("usr");
+    let victim = w.path().join("victim");
+    fs::create_dir_all(&victim).unwrap();
+    let run = |args: &[&str]| {
+        w.cmd("install-links")
+            .args(args)
+            .arg("--prefix")
+            .arg(&prefix)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&[]).status.success());
+    let list = prefix.join("lib/ffkit/install-links.list");
+    let text = fs::read_to_string(&list).unwrap();
+    // A copy of a placed page, listed with its true hash, outside the prefix.
+    let (hash, page) = text
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[0] == "file").then(|| (f[1].to_string(), f[2].to_string()))
+        })
+        .expect("a file entry");
+    fs::copy(prefix.join(&page), victim.join("copy")).unwrap();
+    symlink("/etc/passwd", victim.join("important")).unwrap();
+    fs::create_dir_all(prefix.join("share")).unwrap();
+    symlink(&victim, prefix.join("share/esc")).unwrap();
+    let rel_up = "share/../../victim/copy";
+    let extra = format!(
+        "link\t/etc/passwd\t{}\nfile\t{hash}\t{}\nfile\t{hash}\t{rel_up}\nfile\t{hash}\tshare/esc/copy\n",
+        victim.join("important").display(),
+        victim.join("copy").display(),
+    );
+    fs::write(&list, format!("{text}{extra}")).unwrap();
+    let o = run(&["--remove"]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert!(
+        victim.join("copy").is_file(),
+        "a file outside the prefix was removed"
+    );
+    assert!(
+        fs::symlink_metadata(victim.join("important")).is_ok(),
+        "a link outside the prefix was removed"
+    );
+
+    // A list that is a symlink to another prefix's list: refused whole.
+    let other = w.path().join("other");
+    let o = w
+        .cmd("install-links")
+        .arg("--prefix")
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert!(run(&[]).status.success());
+    fs::remove_file(&list).unwrap();
+    symlink(other.join("lib/ffkit/install-links.list"), &list).unwrap();
+    let o = run(&["--remove"]);
+    assert!(!o.status.success());
+    let err = stderr_of(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("is not a regular file"), "{err}");
+    assert!(
+        other.join("bin/cache-size").exists(),
+        "another prefix's links removed"
+    );
+}

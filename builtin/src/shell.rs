@@ -11,6 +11,7 @@
 
 use std::ffi::{CStr, CString, OsString, c_char, c_int, c_void};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The head of bash's `SHELL_VAR` (variables.h), as far as it is read.
 #[repr(C)]
@@ -215,7 +216,7 @@ unsafe fn walk_scopes(name: &CStr, hash: u32) -> *mut ShellVar {
 /// on which the walk finds the very variables `find_variable` finds (a set
 /// one, an unset one). Decided once per process, at the first lookup.
 fn fast_lookup_ok() -> bool {
-    use std::sync::atomic::{AtomicU8, Ordering};
+    use std::sync::atomic::AtomicU8;
     // 0: not decided yet, 1: yes, 2: no.
     static OK: AtomicU8 = AtomicU8::new(0);
     match OK.load(Ordering::Relaxed) {
@@ -455,6 +456,18 @@ pub unsafe fn words(mut words: *const WordList) -> Vec<OsString> {
     out
 }
 
+/// How many [`run_function`] calls are on the stack: while one is, this
+/// library's code is on the stack under the shell code it runs, and a trap
+/// in that code may `enable -d` every builtin of the library
+/// (`unload::entry` then keeps the library mapped). A `c_int`, so bash's
+/// `unwind_protect_mem` saves and restores it with the frame's other ints.
+static FALLBACK_DEPTH: AtomicI32 = AtomicI32::new(0);
+
+/// Whether shell code run by [`run_function`] is running now.
+pub fn in_function() -> bool {
+    FALLBACK_DEPTH.load(Ordering::Relaxed) > 0
+}
+
 /// Runs shell function `name` with the arguments `args` (a builtin's own
 /// list), as bash runs a function called by name: `execute_shell_function`,
 /// the call bash's loadable builtins use. Returns its status; a function
@@ -498,6 +511,10 @@ pub fn run_function(name: &CStr, args: *const WordList) -> c_int {
         let size = std::mem::size_of::<c_int>() as c_int;
         unwind_protect_mem((&raw mut exit_immediately_on_error).cast(), size);
         unwind_protect_mem((&raw mut builtin_ignoring_errexit).cast(), size);
+        // Restored by the same frame, also when bash leaves by a longjmp
+        // (its top level runs the pending unwind-protects).
+        unwind_protect_mem(FALLBACK_DEPTH.as_ptr().cast(), size);
+        FALLBACK_DEPTH.fetch_add(1, Ordering::Relaxed);
         exit_immediately_on_error = 0;
         builtin_ignoring_errexit = 1;
         let status = execute_shell_function(f, &list);

@@ -32,8 +32,56 @@ use crate::{SHELL_FNS, held, shell};
 /// Called from the builtin's `Drop`, which bash's `NAME_builtin_unload`
 /// hook runs right before it deletes the builtin `going`.
 pub fn entry(going: &str) {
+    if shell::in_function() {
+        keep_mapped();
+    }
     // Never unwind into bash.
     let _ = std::panic::catch_unwind(|| on_unload(going));
+}
+
+/// Keeps this library mapped for the rest of the process. Called when a
+/// builtin is deleted while a builtin of this library runs shell code (the
+/// fallback on a remote backend, `shell::run_function`): a trap in that
+/// code (DEBUG under `set -T`, USR1 while the fallback waits) may
+/// `enable -d` every builtin, and bash would then dlclose the library with
+/// its code still on the stack under the trap; the return into it jumped
+/// into unmapped memory (exit 139). One more reference, marked
+/// `RTLD_NODELETE`, makes bash's dlclose leave the mapping in place
+/// (docs/shell.md, "Unloading the builtin").
+///
+/// A later `enable -f` of the same path then gets this mapping again,
+/// statics included; the hook has emptied the held-lock table (handed
+/// over), bash-builtins drops and rebuilds `ffkit`'s state, and the rest
+/// are caches every call checks again.
+fn keep_mapped() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static KEPT: AtomicBool = AtomicBool::new(false);
+    if KEPT.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let here: fn(&str) = entry;
+    let mut info = libc::Dl_info {
+        dli_fname: std::ptr::null(),
+        dli_fbase: std::ptr::null_mut(),
+        dli_sname: std::ptr::null(),
+        dli_saddr: std::ptr::null_mut(),
+    };
+    // SAFETY: dladdr only reads the loader's tables for an address of this
+    // library's own code, and writes into `info`, which lives here.
+    let found = unsafe { libc::dladdr(here as *const libc::c_void, &mut info) };
+    if found == 0 || info.dli_fname.is_null() {
+        return;
+    }
+    // SAFETY: `dli_fname` is the loader's NUL-terminated path of this
+    // library, loaded now; RTLD_NOLOAD loads nothing and runs no
+    // constructor: it takes a reference on the loaded library and marks
+    // it not to be deleted. The handle is never closed, on purpose.
+    let _ = unsafe {
+        libc::dlopen(
+            info.dli_fname,
+            libc::RTLD_NOW | libc::RTLD_NOLOAD | libc::RTLD_NODELETE,
+        )
+    };
 }
 
 fn on_unload(going: &str) {

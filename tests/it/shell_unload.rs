@@ -321,3 +321,99 @@ fn after_unload_the_functions_find_the_binary_init_was_run_from() {
         text(&o.stderr)
     );
 }
+
+/// Deletes every ffkit builtin, once, from a trap (the script's `d`).
+const UNLOAD_ALL: &str = r#"if [[ $d = 0 ]]; then d=1; for b in $(enable -a | awk "/_ffkit_fn_|ffkit\$/{print \$2}"); do enable -d $b; done; fi"#;
+
+/// Runs `script` after `eval "$(ffkit init bash)"` with a remote backend on
+/// a closed loopback port, so every function's builtin runs its fallback
+/// shell code (`_ffkit_sh_NAME`) itself.
+fn remote_shell(tmp: &Path, script: &str) -> Output {
+    crate::builtin::library(&bin());
+    let script = format!(
+        "eval \"$('{}' init bash)\"; builtin ffkit --ffkit-loaded || exit 9\n\
+         FFKIT_BACKEND=redis://127.0.0.1:1; d=0\n{script}",
+        bin().display()
+    );
+    Command::new("bash")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", tmp.join("home"))
+        .env("FLOWFORGE_DEVELOPER", "alice")
+        .env("FFKIT_REAL_BIN", bin())
+        .current_dir(tmp.join("repo"))
+        .stdin(Stdio::null())
+        .args(["--norc", "--noprofile", "-c", &script])
+        .output()
+        .unwrap()
+}
+
+/// A DEBUG trap (`set -T`) inside the fallback the builtin runs deletes
+/// every builtin of the library: bash dlclosed it under its own code on
+/// the stack, and the return from `_ffkit_sh_NAME` crashed the shell
+/// (139). The library now stays mapped, and the function's status is the
+/// fallback's (1: the backend refuses the connection); `ffkit init` loads
+/// it again, with an empty held-lock table.
+#[test]
+fn a_debug_trap_unloading_every_builtin_inside_the_fallback_keeps_the_shell_alive() {
+    if !need("awk", "the unload-from-a-trap test") {
+        return;
+    }
+    let tmp = scratch();
+    let o = remote_shell(
+        tmp.path(),
+        &format!(
+            "set -T\ntrap '[[ ${{FUNCNAME[0]-}} == _ffkit_sh_* ]] && {{ {UNLOAD_ALL}; }}' DEBUG\n\
+             read_cache_with_ttl k; echo \"alive $?\"; trap - DEBUG\n\
+             enable -a | grep -c ffkit; echo \"d=$d\"\n\
+             read_cache_with_ttl k; echo \"again $?\"\n\
+             unset FFKIT_BACKEND; eval \"$(\"$FFKIT_REAL_BIN\" init bash)\"\n\
+             enable -a | grep -c _ffkit_fn_; builtin ffkit --ffkit-held\n\
+             acquire_critical_lock b; echo \"b=$?\"; builtin ffkit --ffkit-held"
+        ),
+    );
+    // Loaded again (the same mapping), the library starts with an empty
+    // held-lock table and takes locks in-process.
+    assert_eq!(
+        (text(&o.stdout).as_str(), o.status.code()),
+        ("alive 1\n0\nd=1\nagain 1\n19\n0\nb=0\n1\n", Some(0)),
+        "{:?}: {}",
+        o.status,
+        text(&o.stderr)
+    );
+}
+
+/// The same from a USR1 trap that runs inside the fallback: the binary the
+/// fallback starts (FFKIT_BIN, a wrapper) sends USR1 to the shell, and
+/// bash runs the trap when that command is done, still inside
+/// `_ffkit_sh_NAME`.
+#[test]
+fn a_usr1_trap_unloading_every_builtin_inside_the_fallback_keeps_the_shell_alive() {
+    if !need("awk", "the unload-from-a-trap test") {
+        return;
+    }
+    let tmp = scratch();
+    let wrap = tmp.path().join("wrap.sh");
+    fs::write(
+        &wrap,
+        "#!/bin/sh\nkill -USR1 \"$FFKIT_TEST_SHELL\"\nexec \"$FFKIT_REAL_BIN\" \"$@\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&wrap, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = remote_shell(
+        tmp.path(),
+        &format!(
+            "trap '{UNLOAD_ALL}' USR1\n\
+             FFKIT_TEST_SHELL=$$; export FFKIT_TEST_SHELL FFKIT_REAL_BIN; FFKIT_BIN='{}'\n\
+             read_cache_with_ttl k; echo \"alive $?\"; echo \"d=$d\"",
+            wrap.display()
+        ),
+    );
+    assert_eq!(
+        (text(&o.stdout).as_str(), o.status.code()),
+        ("alive 1\nd=1\n", Some(0)),
+        "{:?}: {}",
+        o.status,
+        text(&o.stderr)
+    );
+}

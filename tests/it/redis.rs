@@ -744,6 +744,65 @@ fn redis_sigkill_of_the_holders_whole_group_still_stops_its_command() {
     );
 }
 
+/// ffkit SIGKILLed the instant its command has started, before it could
+/// do anything more (issue 24): the command, started in the guard's group
+/// with the guard armed beforehand, is still stopped, and so never runs
+/// beside the next holder. strace holds ffkit in the spawn's system call
+/// (5 s before it returns) while the command kills ffkit, its parent: the
+/// widest possible gap between the spawn and anything ffkit does after it.
+/// Before, the guard was armed only after the spawn returned, so the
+/// command ran on past the lease, beside the next holder.
+#[test]
+fn redis_holder_sigkilled_as_its_command_starts_still_has_it_stopped() {
+    if !need("strace", "holding ffkit in its spawn") {
+        return;
+    }
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let pidfile = w.path().join("cmd.pid");
+    let mut c = Command::new("strace");
+    w.isolate(&mut c);
+    env(&mut c, &s);
+    c.args(["-q", "-o", "/dev/null", "-e", "trace=clone3,vfork"])
+        .args(["-e", "inject=clone3,vfork:delay_exit=5000000", "--"])
+        .arg(bin())
+        .args(["lock-acquire", "k", "-c"])
+        .arg(format!(
+            "echo $$ > {}; kill -9 $PPID; exec sleep 30",
+            pidfile.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let st = c.status().unwrap();
+    assert!(!st.success(), "ffkit was not SIGKILLed: {st:?}");
+    let cmd_pid = pid_in(&pidfile);
+    // Gone already (stopped and reaped) is what the test wants to see.
+    let stat = std::fs::read_to_string(format!("/proc/{cmd_pid}/stat")).ok();
+    let start = stat.map(|_| start_of(cmd_pid)).unwrap_or_default();
+    // The next holder gets the lock once the lease (6 s) lapses: by then
+    // the first command must be gone.
+    let out = ff(&w, &s, "lock-acquire")
+        .args(["-w", "30", "k", "--", "true"])
+        .output()
+        .unwrap();
+    let alive = !start.is_empty() && running(cmd_pid, &start);
+    if alive {
+        // Our own descendant (same pid and start time): do not leave it.
+        let pid = rustix::process::Pid::from_raw(cmd_pid as i32).unwrap();
+        if let Ok(fd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+            && running(cmd_pid, &start)
+        {
+            let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
+        }
+    }
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(
+        !alive,
+        "the command outlived its lease: two holders ran at once"
+    );
+}
+
 /// A lock round waits for no guard (docs/redis.md, "Command mode"): the
 /// guard process is started while the acquisition is on its way (between
 /// the request and its reply), ffkit neither signals it nor waits for it,
@@ -765,7 +824,7 @@ fn redis_lock_round_starts_its_guard_during_the_acquisition_and_never_waits_for_
         .arg(&log)
         .args([
             "-e",
-            "trace=sendto,recvfrom,clone,clone3,kill,tgkill,wait4,waitid,exit,exit_group",
+            "trace=sendto,recvfrom,clone,clone3,setpgid,kill,tgkill,wait4,waitid,exit,exit_group",
             "--",
         ])
         .arg(bin())
@@ -786,6 +845,23 @@ fn redis_lock_round_starts_its_guard_during_the_acquisition_and_never_waits_for_
         .find(|l| pid_of(l) != ffkit && l.contains(" exit(0)"))
         .map(pid_of)
         .expect("the guard ends with exit(0)");
+    // ffkit puts the guard in a group of its own while the acquisition is
+    // still on its way, and the command joins that group: the spawn knows
+    // the group to stop before the command exists.
+    let grouped = at(&|l| l.contains(&format!("setpgid({guard}, {guard})")) && l.ends_with("= 0"))
+        .expect("the guard's group set by ffkit");
+    let spawned = at(&|l| l.contains("clone3(") || l.contains("vfork(")).expect("spawn");
+    assert!(
+        cloned < grouped && grouped < read && grouped < spawned,
+        "{t}"
+    );
+    assert!(
+        t.lines().any(|l| pid_of(l) != ffkit
+            && pid_of(l) != guard
+            && l.contains(&format!("setpgid(0, {guard})"))
+            && l.ends_with("= 0")),
+        "the command joins the guard's group: {t}"
+    );
     assert!(!mine.iter().any(|l| l.contains("kill(")), "{t}");
     assert!(
         !mine

@@ -6,10 +6,22 @@
 //! is started while the first acquisition is on its way to the server
 //! ([`start`], called between sending the request and reading its reply),
 //! so its creation costs the lock round nothing but time the round spends
-//! waiting anyway. [`arm`] hands it the command's process group once the
-//! command runs; [`Armed::disarm`] takes it back once the command has
-//! exited (before it is reaped: until then its pid, and so its group's
-//! number, cannot be reused). The guard is never killed or waited for:
+//! waiting anyway; ffkit then puts it in a process group of its own
+//! (`setpgid(guard, guard)`, allowed for a child that has not exec'd).
+//! The command is spawned *into that group*, with the guard armed with it
+//! before the spawn ([`arm_own`]): no instant leaves the command
+//! unguarded. (Before, the guard was armed with the command's own group
+//! after the spawn returned; a SIGKILL of ffkit in between left the
+//! command running past its lease, issue 24.) While the guard lives, its
+//! group's number cannot be anyone else's. [`Armed::disarm`] takes the
+//! group back once the command has exited. Without a known group (no
+//! guard), the command gets a group of its own, armed once it runs, and
+//! disarmed before it is reaped (until then its pid, and so its group's
+//! number, cannot be reused). Sharing the group is harmless to the guard:
+//! every signal but SIGKILL is blocked in it, so ffkit's relay and the
+//! terminal's signals to the group leave it alone; a SIGKILL of the group
+//! ends it too, which is why its own comes last, and why ffkit, when it
+//! SIGKILLs the group (a lost lease), forgets and reaps it ([`killed`]). The guard is never killed or waited for:
 //! it waits for ffkit to exit, then stops the group if one is armed, and
 //! exits itself — a few microseconds after ffkit, as an orphan that init
 //! (or the nearest subreaper) reaps, like a named lock's holder. Before,
@@ -27,8 +39,9 @@
 //! mapped for it when ffkit dies, and ffkit's descriptor table and signal
 //! dispositions are copies. It starts with every signal blocked (ffkit
 //! blocks them around the `clone`), so a SIGTERM or SIGHUP sent to ffkit's
-//! whole process group cannot take it away; and it moves to a process group
-//! of its own first thing, so a SIGKILL of that group cannot either.
+//! whole process group cannot take it away; and it is in a process group
+//! of its own (ffkit sets it, and the guard too, first thing, whichever
+//! runs first), so a SIGKILL of ffkit's group cannot either.
 //!
 //! The guard watches ffkit through a pidfd it opens itself, of its parent:
 //! if ffkit died before that, the guard has been re-parented, which the
@@ -59,6 +72,9 @@ static STACK: Stack = Stack([const { AtomicU64::new(0) }; WORDS]);
 static PARENT: AtomicI32 = AtomicI32::new(0);
 /// The armed process group (0: none) and its grace, for the guard.
 static PGID: AtomicI32 = AtomicI32::new(0);
+/// The guard's own process group (its pid), once ffkit has put it there
+/// (0: no guard, or its group is not known to exist yet).
+static GROUP: AtomicI32 = AtomicI32::new(0);
 static GRACE_NS: AtomicU64 = AtomicU64::new(0);
 
 fn own_pid() -> i32 {
@@ -74,6 +90,7 @@ pub(super) fn start() -> bool {
         return true;
     }
     PGID.store(0, Ordering::SeqCst);
+    GROUP.store(0, Ordering::SeqCst);
     PARENT.store(me, Ordering::SeqCst);
     // Every signal blocked while the guard is created: it inherits the
     // mask, and keeps it.
@@ -96,11 +113,63 @@ pub(super) fn start() -> bool {
         )
     };
     let _ = old.thread_set_mask();
-    if pid <= 0 {
+    let Some(pid) = Pid::from_raw(pid) else {
         PARENT.store(0, Ordering::SeqCst);
         return false;
+    };
+    // The guard's group exists before this returns, whether or not the
+    // guard has run yet: a parent may set the group of a child that has not
+    // exec'd (and the guard never does). The guard's own setpgid is then a
+    // no-op. If this fails, the command gets a group of its own instead.
+    if rustix::process::setpgid(Some(pid), Some(pid)).is_ok() {
+        GROUP.store(pid.as_raw_nonzero().get(), Ordering::SeqCst);
     }
     true
+}
+
+/// The guard's process group, if this process has a guard whose group is
+/// known to exist.
+fn group() -> Option<u32> {
+    if PARENT.load(Ordering::SeqCst) != own_pid() {
+        return None;
+    }
+    u32::try_from(GROUP.load(Ordering::SeqCst))
+        .ok()
+        .filter(|&g| g > 0)
+}
+
+/// Arms the guard with its own process group, before the command is
+/// started in that group, so that no instant leaves the command unguarded:
+/// the group, or `None` if there is no guard with a known group (or it is
+/// armed already).
+pub(super) fn arm_own(grace: Duration) -> Option<(u32, Armed)> {
+    let g = group()?;
+    store_grace(grace);
+    PGID.compare_exchange(0, g as i32, Ordering::SeqCst, Ordering::SeqCst)
+        .ok()
+        .map(|_| (g, Armed(())))
+}
+
+fn store_grace(grace: Duration) {
+    GRACE_NS.store(
+        u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX),
+        Ordering::SeqCst,
+    );
+}
+
+/// This process has just SIGKILLed the guard's group (a lost lease), and
+/// so the guard: forgets it (a later [`start`] starts another) and reaps
+/// it, our own child, killed, so the wait is short.
+pub(super) fn killed() {
+    let Some(g) = group().and_then(|g| Pid::from_raw(g as i32)) else {
+        return;
+    };
+    PGID.store(0, Ordering::SeqCst);
+    GROUP.store(0, Ordering::SeqCst);
+    PARENT.store(0, Ordering::SeqCst);
+    while let Err(rustix::io::Errno::INTR) =
+        rustix::process::waitpid(Some(g), rustix::process::WaitOptions::empty())
+    {}
 }
 
 /// A command's group the guard stops if this process dies, until
@@ -115,10 +184,7 @@ pub(super) fn arm(pgid: u32, grace: Duration) -> Option<Armed> {
     if PARENT.load(Ordering::SeqCst) != own_pid() {
         return None;
     }
-    GRACE_NS.store(
-        u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX),
-        Ordering::SeqCst,
-    );
+    store_grace(grace);
     PGID.compare_exchange(0, pgid, Ordering::SeqCst, Ordering::SeqCst)
         .ok()
         .map(|_| Armed(()))
@@ -178,10 +244,14 @@ extern "C" fn guard(_: *mut libc::c_void) -> libc::c_int {
     if let Some(p) = Pid::from_raw(PGID.load(Ordering::SeqCst)) {
         let _ = rustix::process::kill_process_group(p, Signal::TERM);
         // The grace in steps of 50 ms, counted rather than timed (no clock
-        // call); a step cut short only shortens it.
+        // call); a step cut short only shortens it. It ends early when the
+        // group is empty, which a group of the guard's own (the command's,
+        // normally) never is: the whole grace then. The SIGTERM stays
+        // pending here (blocked); the SIGKILL ends the guard with the rest.
+        let own = p.as_raw_nonzero().get() == GROUP.load(Ordering::SeqCst);
         let step = Duration::from_millis(50);
         let mut left = Duration::from_nanos(GRACE_NS.load(Ordering::SeqCst));
-        while !left.is_zero() && rustix::process::test_kill_process_group(p).is_ok() {
+        while !left.is_zero() && (own || rustix::process::test_kill_process_group(p).is_ok()) {
             let d = left.min(step);
             nap(d);
             left -= d;

@@ -634,10 +634,21 @@ pub fn run_leased(
     // this is a no-op then.
     let guarded = super::guard::start();
     let tty = foreground_tty();
-    cmd.process_group(0);
+    let grace = limits.lease / 6;
+    // The command joins the guard's group, armed before the command exists:
+    // a SIGKILL of ffkit at any instant leaves nothing unguarded. Without
+    // a known group (no guard), a group of its own, armed once it runs.
+    let (shared, mut armed) = match super::guard::arm_own(grace) {
+        Some((g, a)) => (Some(g), Some(a)),
+        None => (None, None),
+    };
+    cmd.process_group(shared.map_or(0, |g| g as i32));
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
+            if let Some(a) = armed.take() {
+                a.disarm();
+            }
             let code = if e.kind() == io::ErrorKind::NotFound {
                 127
             } else {
@@ -648,12 +659,10 @@ pub fn run_leased(
         }
     };
     relay.block();
-    let pgid = child.id();
-    let mut armed = if guarded {
-        super::guard::arm(pgid, limits.lease / 6)
-    } else {
-        None
-    };
+    let pgid = shared.unwrap_or_else(|| child.id());
+    if shared.is_none() && guarded {
+        armed = super::guard::arm(pgid, grace);
+    }
     if let (Some(t), Some(p)) = (&tty, Pid::from_raw(pgid as i32)) {
         // The command's group gets the terminal, so it can read it and
         // gets the terminal's Ctrl-C directly; continue it in case it was
@@ -665,6 +674,7 @@ pub fn run_leased(
     let mut cmd = Cmd {
         child: &mut child,
         pgid,
+        shared: shared.is_some(),
         armed: &mut armed,
     };
     let lease = limits.lease;
@@ -784,13 +794,16 @@ fn renew(
     extend(c, keys, token, limits.lease, &[])
 }
 
-/// The running command: our own child, the leader of process group `pgid`,
-/// and the guard armed with that group. The child is reaped only after the
-/// guard is disarmed: until then it is at least a zombie, so neither its
-/// pid nor its group's number can be anyone else's.
+/// The running command: our own child, in process group `pgid`, and the
+/// guard armed with that group. The group is the guard's (`shared`), whose
+/// number cannot be anyone else's while the guard lives, or else the
+/// command's own: then the child is reaped only after the guard is
+/// disarmed, and until then it is at least a zombie, so neither its pid
+/// nor its group's number can be anyone else's.
 struct Cmd<'a> {
     child: &'a mut std::process::Child,
     pgid: u32,
+    shared: bool,
     armed: &'a mut Option<super::guard::Armed>,
 }
 
@@ -840,7 +853,7 @@ impl Cmd<'_> {
             std::thread::sleep(Duration::from_millis(5));
         }
         // Whatever is left of the group (the command's children) goes too.
-        let _ = rustix::process::kill_process_group(p, Signal::KILL);
+        self.kill_group(p);
         let status = self.reap();
         RunEnd::LeaseLost { why, status }
     }
@@ -848,10 +861,22 @@ impl Cmd<'_> {
     /// SIGKILLs the command's group at once (the lease is known lost).
     fn kill(&mut self, why: String) -> RunEnd {
         if let Some(p) = self.group() {
-            let _ = rustix::process::kill_process_group(p, Signal::KILL);
+            self.kill_group(p);
         }
         let status = self.reap();
         RunEnd::LeaseLost { why, status }
+    }
+
+    /// SIGKILL to the group; the guard, when the group is its own, goes
+    /// with it (it blocks every other signal): forgotten, and reaped.
+    fn kill_group(&mut self, p: Pid) {
+        let _ = rustix::process::kill_process_group(p, Signal::KILL);
+        if self.shared {
+            if let Some(a) = self.armed.take() {
+                a.disarm();
+            }
+            super::guard::killed();
+        }
     }
 }
 

@@ -182,10 +182,13 @@ end
 -- counter below what a change takes off was already wrong (changed behind
 -- ffkit's back, or reset by a repair while writers ran), and a negative
 -- one would be damage that stops every later script. `--verify` shows
--- what the clamp hid as drift, and `--fix` corrects it.
+-- what the clamp hid as drift, and `--fix` corrects it. Only a change
+-- that takes off reads the counter first (a new entry costs no GET).
 local function add(key, n)
-  local cur = tonumber(redis.call('GET', key) or '0')
-  if cur + n < 0 then n = -cur end
+  if n < 0 then
+    local cur = tonumber(redis.call('GET', key) or '0')
+    if cur + n < 0 then n = -cur end
+  end
   redis.call('INCRBY', key, n)
   return n
 end

@@ -115,6 +115,27 @@ fn exec(
     }
     if a.verify {
         let r = store.verify(a.fix)?;
+        // Redis: damaged namespace-wide keys, so nothing was recounted:
+        // one line each (the last as the error), and `--json` lists them
+        // with no numbers.
+        if let Some((last, rest)) = r.damaged.split_last() {
+            for n in rest {
+                ctx.note(n);
+            }
+            if a.json {
+                let mut v = json!({
+                    "bytes": null,
+                    "entries": null,
+                    "source": "walk",
+                    "damaged": r.damaged,
+                });
+                if let Some(b) = out.backend {
+                    v["backend"] = json!(b);
+                }
+                ctx.write_out(format!("{v}\n").as_bytes())?;
+            }
+            return Err(Error::Corruption(last.clone()));
+        }
         // Damage the totals cannot show (Redis: a value without its
         // record, a key of another type), or with --fix what was dropped
         // or repaired: one line each.

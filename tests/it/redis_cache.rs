@@ -1122,9 +1122,20 @@ fn redis_cache_damaged_namespace_key_is_exit_10_before_anything_is_written() {
             .output()
             .unwrap();
         one_line(&o, "cache-evict", want, key);
-        if *key == "total" || *key == "count" {
-            let o = ff(&w, &s, "cache-size").output().unwrap();
+        // Plain cache-size checks every namespace-wide key too (before,
+        // a damaged set still gave a number and exit 0).
+        for json in [false, true] {
+            let mut c = ff(&w, &s, "cache-size");
+            if json {
+                c.arg("--json");
+            }
+            let o = c.output().unwrap();
             one_line(&o, "cache-size", want, key);
+            assert!(
+                o.stdout.is_empty(),
+                "{key}: {}",
+                String::from_utf8_lossy(&o.stdout)
+            );
         }
         let o = ff(&w, &s, "cache-size").arg("--verify").output().unwrap();
         one_line(&o, "cache-size", want, key);
@@ -1157,6 +1168,143 @@ fn redis_cache_damaged_namespace_key_is_exit_10_before_anything_is_written() {
             .success()
             .stdout("hello");
     }
+}
+
+/// A counter (`total`, `count`) deleted behind ffkit's back while the
+/// namespace holds entries is damage like a counter that is no number:
+/// every applet exits 10 with one line naming it and writes nothing, and
+/// `--verify --fix` repairs it. Before, it read as 0: a rewrite then
+/// stored total -4 (after which every applet exited 10) and `cache-evict
+/// --max-bytes 1` left the entry. And no script stores a counter below 0:
+/// a counter lower than a change takes off stops at 0 (drift `--verify`
+/// shows), never a negative number.
+#[test]
+fn redis_cache_missing_counter_is_damage_and_no_counter_goes_negative() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    for key in ["total", "count"] {
+        ff(&w, &s, "cache-evict").arg("--all").assert().success();
+        ff(&w, &s, "cache-write")
+            .args(["k", "hello"])
+            .assert()
+            .success();
+        s.query::<()>(redis::cmd("DEL").arg(format!("{NS}{key}")));
+        let want = format!("{NS}{key}: missing while the namespace holds entries");
+        let check = |o: &std::process::Output, applet: &str| {
+            let err = stderr_of(o);
+            assert_eq!(o.status.code(), Some(10), "{key}, {applet}: {err}");
+            assert_eq!(err.lines().count(), 1, "{key}, {applet}: {err}");
+            assert!(
+                err.starts_with(&format!("ffkit {applet}: ")) && err.contains(&want),
+                "{key}, {applet}: {err}"
+            );
+        };
+        let o = ff(&w, &s, "cache-write").args(["k", "h"]).output().unwrap();
+        check(&o, "cache-write");
+        let o = ff(&w, &s, "cache-evict")
+            .args(["--max-bytes", "1"])
+            .output()
+            .unwrap();
+        check(&o, "cache-evict");
+        let o = ff(&w, &s, "cache-size").output().unwrap();
+        check(&o, "cache-size");
+        let o = ff(&w, &s, "cache-size").arg("--verify").output().unwrap();
+        check(&o, "cache-size");
+        // Nothing was written: the counter is still missing, the value whole.
+        let gone: u64 = s.query(redis::cmd("EXISTS").arg(format!("{NS}{key}")));
+        assert_eq!(gone, 0, "{key}: a refused script wrote the counter");
+        let v: Vec<u8> = s.query(redis::cmd("GET").arg(format!("{NS}v:k")));
+        assert_eq!(v, b"hello", "{key}");
+        let o = ff(&w, &s, "cache-size")
+            .args(["--verify", "--fix"])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{key}: {}", stderr_of(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "5\n", "{key}");
+        assert!(stderr_of(&o).contains("repaired redis://"), "{key}");
+        assert_eq!(counters(&s), (5, 1), "{key}");
+        ff(&w, &s, "cache-size").arg("--verify").assert().success();
+        ff(&w, &s, "cache-write")
+            .args(["k", "h"])
+            .assert()
+            .success();
+        assert_eq!(counters(&s), (1, 1), "{key}");
+    }
+    // A counter lower than what a rewrite takes off (set by hand; also a
+    // repair's 0 while writers run) stops at 0.
+    ff(&w, &s, "cache-write")
+        .args(["k", "hello"])
+        .assert()
+        .success();
+    s.query::<()>(redis::cmd("SET").arg(format!("{NS}total")).arg("2"));
+    ff(&w, &s, "cache-write")
+        .args(["k", "h"])
+        .assert()
+        .success();
+    let raw: String = s.query(redis::cmd("GET").arg(format!("{NS}total")));
+    assert_eq!(raw, "0", "a rewrite stored a negative total");
+    ff(&w, &s, "cache-size").assert().success().stdout("0\n");
+    ff(&w, &s, "cache-size")
+        .args(["--verify", "--fix"])
+        .assert()
+        .success()
+        .stdout("1\n");
+    assert_eq!(counters(&s), (1, 1));
+}
+
+/// `cache-size --verify` names every damaged namespace-wide key, one line
+/// each, and `--verify --json` prints the JSON with them listed (no
+/// numbers: nothing could be recounted), exit 10. Before, only the first
+/// was named and `--json` printed nothing.
+#[test]
+fn redis_cache_verify_names_every_damaged_namespace_key() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    ff(&w, &s, "cache-write")
+        .args(["k", "hello"])
+        .assert()
+        .success();
+    for key in ["lru", "crt"] {
+        s.query::<()>(redis::cmd("SET").arg(format!("{NS}{key}")).arg("x"));
+    }
+    let o = ff(&w, &s, "cache-size").arg("--verify").output().unwrap();
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(10), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    for (line, key) in lines.iter().zip(["lru", "crt"]) {
+        assert!(
+            line.starts_with("ffkit cache-size: redis://")
+                && line.contains(&format!("{NS}{key}: holds a string, not a sorted set")),
+            "{err}"
+        );
+    }
+    let o = ff(&w, &s, "cache-size")
+        .args(["--verify", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(10), "{}", stderr_of(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
+    let d = v["damaged"].as_array().expect("damaged listed");
+    assert_eq!(d.len(), 2, "{v}");
+    assert!(
+        d[0].as_str().unwrap_or("").contains(&format!("{NS}lru")),
+        "{v}"
+    );
+    assert!(
+        d[1].as_str().unwrap_or("").contains(&format!("{NS}crt")),
+        "{v}"
+    );
+    assert!(v["bytes"].is_null(), "{v}");
+    ff(&w, &s, "cache-size")
+        .args(["--verify", "--fix"])
+        .assert()
+        .success()
+        .stdout("5\n");
+    ff(&w, &s, "cache-size")
+        .args(["--verify", "--json"])
+        .assert()
+        .success();
 }
 
 /// A value whose metadata key was deleted by hand (an orphan) is damage:

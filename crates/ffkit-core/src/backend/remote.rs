@@ -83,8 +83,10 @@ pub trait RemoteCache {
     fn size(&mut self) -> Result<Totals>;
     /// The kept counters next to a recount (`fix`: the counters take the
     /// recount), and damage the counters cannot show, one line each (with
-    /// `fix`: what was dropped or repaired).
-    fn verify(&mut self, fix: bool) -> Result<(Totals, Totals, Vec<String>)>;
+    /// `fix`: what was dropped or repaired); last, without `fix`, every
+    /// damaged namespace-wide key (then nothing was recounted).
+    #[allow(clippy::type_complexity)]
+    fn verify(&mut self, fix: bool) -> Result<(Totals, Totals, Vec<String>, Vec<String>)>;
     fn evict(&mut self, p: &EvictPolicy) -> Result<EvictReport>;
 }
 

@@ -125,6 +125,10 @@ pub struct VerifyReport {
     /// without its record, a key of another type); with `fix`, what was
     /// dropped or repaired. Empty locally.
     pub notes: Vec<String>,
+    /// Redis, without `fix`: every damaged namespace-wide key (a counter
+    /// or an index set), one line each. When any is, there was no recount
+    /// (`index` and `walk` are meaningless). Empty locally.
+    pub damaged: Vec<String>,
 }
 
 /// A value to write: bytes in memory or a stream (stdin).
@@ -899,6 +903,7 @@ impl Cache {
                 index: Some(Totals::default()),
                 walk: Totals::default(),
                 notes: Vec::new(),
+                damaged: Vec::new(),
             });
         }
         let guard = match self.lock(true) {
@@ -917,6 +922,7 @@ impl Cache {
                     index,
                     walk,
                     notes: Vec::new(),
+                    damaged: Vec::new(),
                 });
             }
             Err(e) => return Err(e),
@@ -956,6 +962,7 @@ impl Cache {
             index,
             walk: s.totals,
             notes: Vec::new(),
+            damaged: Vec::new(),
         })
     }
 

@@ -248,7 +248,7 @@ impl Store {
     pub fn rebuild(&mut self) -> Result<Totals> {
         match self {
             Store::Local(c) => c.rebuild(),
-            Store::Remote(r) => r.conn()?.verify(true).map(|(_, recount, _)| recount),
+            Store::Remote(r) => r.conn()?.verify(true).map(|(_, recount, _, _)| recount),
         }
     }
 
@@ -258,11 +258,12 @@ impl Store {
         match self {
             Store::Local(c) => c.verify(fix),
             Store::Remote(r) => {
-                let (counted, recount, notes) = r.conn()?.verify(fix)?;
+                let (counted, recount, notes, damaged) = r.conn()?.verify(fix)?;
                 Ok(VerifyReport {
                     index: Some(counted),
                     walk: recount,
                     notes,
+                    damaged,
                 })
             }
         }

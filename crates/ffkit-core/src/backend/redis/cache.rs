@@ -79,6 +79,8 @@ fn namespace_damage(key: &[u8], kind: &[u8], raw: &[u8], len: u64) -> String {
     };
     if kind == b"value" {
         format!("{key}: holds {}, not a canonical whole number", shown(raw))
+    } else if kind == b"missing" {
+        format!("{key}: missing while the namespace holds entries")
     } else {
         let t = String::from_utf8_lossy(raw);
         let want = if key.ends_with("total") || key.ends_with("count") {
@@ -88,6 +90,21 @@ fn namespace_damage(key: &[u8], kind: &[u8], raw: &[u8], len: u64) -> String {
         };
         format!("{key}: holds a {t}, not {want}")
     }
+}
+
+/// One line per damaged namespace-wide key in a `cache_repair.lua`
+/// reply (four items each: key, kind, raw, length).
+fn damage_lines(r: &[redis::Value]) -> Vec<String> {
+    let b = |v: &redis::Value| redis::from_redis_value_ref::<Vec<u8>>(v).unwrap_or_default();
+    r.chunks(4)
+        .filter_map(|d| {
+            let [key, kind, raw, len] = d else {
+                return None;
+            };
+            let len = redis::from_redis_value_ref::<u64>(len).unwrap_or(0);
+            Some(namespace_damage(&b(key), &b(kind), &b(raw), len))
+        })
+        .collect()
 }
 
 /// Decodes a word `esc` in `cache_lib.lua` percent-escaped.
@@ -326,6 +343,9 @@ pub struct Verify {
     /// its record, a value key of another type, a damaged namespace-wide
     /// key; with `fix`, what was dropped or repaired.
     pub notes: Vec<String>,
+    /// Without `fix`: every damaged namespace-wide key, one line each;
+    /// when any is, nothing was recounted (the totals are zero).
+    pub damaged: Vec<String>,
 }
 
 /// A connection to one namespace's cache.
@@ -564,44 +584,31 @@ impl RedisCache {
     /// A counter that is not a canonical whole number, or not a string,
     /// is damage (exit 10), as the scripts answer it: never shown as 0.
     pub fn size(&mut self) -> Result<Totals> {
-        let total = format!("{}total", self.prefix);
-        let count = format!("{}count", self.prefix);
-        let mut p = redis::pipe();
-        p.cmd("GET").arg(&total).cmd("GET").arg(&count);
-        let r = self.conn.pipe_replies("cannot read size", &p)?;
-        let mut n = [0u64; 2];
-        for (i, key) in [&total, &count].into_iter().enumerate() {
-            let raw = match r.get(i) {
-                Some(redis::Value::Nil) => continue,
-                Some(v) => redis::from_redis_value_ref::<Vec<u8>>(v).ok(),
-                None => None,
-            };
-            match raw
-                .as_deref()
-                .and_then(crate::cache::index::parse_canonical)
-            {
-                Some(v) => n[i] = v,
-                None => {
-                    let line = match raw {
-                        Some(b) => namespace_damage(key.as_bytes(), b"value", &b, b.len() as u64),
-                        None => {
-                            let t: String = self
-                                .conn
-                                .cmd("cannot read size", redis::cmd("TYPE").arg(key))?;
-                            namespace_damage(key.as_bytes(), b"type", t.as_bytes(), 0)
-                        }
-                    };
-                    return Err(Error::Corruption(format!(
-                        "{} {line} (damaged: `ffkit cache-size --verify --fix` repairs it)",
-                        self.conn.label()
-                    )));
-                }
-            }
+        let prefix = &self.prefix;
+        // One script call, as every other applet checks the namespace-wide
+        // keys (`cache_repair.lua` 'size'): the same round trip as two GETs.
+        let r: Vec<redis::Value> = self.conn.eval("cannot read size", &REPAIR, 1, |c| {
+            c.arg(format!("{prefix}total")).arg(prefix).arg("size");
+        })?;
+        let int = |i: usize| {
+            r.get(i)
+                .and_then(|v| redis::from_redis_value_ref::<i64>(v).ok())
+                .unwrap_or(0)
+        };
+        if int(0) == 0 {
+            return Ok(Totals {
+                bytes: int(1).max(0) as u64,
+                entries: int(2).max(0) as u64,
+            });
         }
-        Ok(Totals {
-            bytes: n[0],
-            entries: n[1],
-        })
+        let line = damage_lines(r.get(1..).unwrap_or_default())
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        Err(Error::Corruption(format!(
+            "{} {line} (damaged: `ffkit cache-size --verify --fix` repairs it)",
+            self.conn.label()
+        )))
     }
 
     /// Recounts the value keys (SCAN + STRLEN, in batches) and compares
@@ -625,23 +632,30 @@ impl RedisCache {
         let found: Vec<redis::Value> = self.conn.eval("cannot verify", &REPAIR, 1, |c| {
             c.arg(format!("{prefix}total")).arg(&prefix).arg(mode);
         })?;
-        for d in found.chunks(4) {
-            let [key, kind, raw, len] = d else { continue };
-            let b =
-                |v: &redis::Value| redis::from_redis_value_ref::<Vec<u8>>(v).unwrap_or_default();
-            let len = redis::from_redis_value_ref::<u64>(len).unwrap_or(0);
-            let line = namespace_damage(&b(key), &b(kind), &b(raw), len);
-            if !fix {
-                return Err(Error::Corruption(format!(
-                    "{} {line} (damaged: run with --verify --fix to repair)",
-                    self.conn.label()
-                )));
-            }
-            reindex |= !(b(key).ends_with(b"total") || b(key).ends_with(b"count"));
-            notes.push(format!(
-                "repaired {} {line}: deleted, rebuilt from the entries",
-                self.conn.label()
-            ));
+        let label = self.conn.label().to_string();
+        let lines = damage_lines(&found);
+        if !fix && !lines.is_empty() {
+            // No recount can be compared with a counter that is no number.
+            return Ok(Verify {
+                counted: Totals::default(),
+                recount: Totals::default(),
+                notes,
+                damaged: lines
+                    .iter()
+                    .map(|l| format!("{label} {l} (damaged: run with --verify --fix to repair)"))
+                    .collect(),
+            });
+        }
+        for (d, line) in found.chunks(4).zip(&lines) {
+            let key = redis::from_redis_value_ref::<Vec<u8>>(&d[0]).unwrap_or_default();
+            let counter = key.ends_with(b"total") || key.ends_with(b"count");
+            reindex |= !counter;
+            let how = if counter {
+                "set to 0, then to the recount"
+            } else {
+                "deleted, rebuilt from the entries"
+            };
+            notes.push(format!("repaired {label} {line}: {how}"));
         }
         let mut tries = 0;
         let (counted, recount) = loop {
@@ -669,6 +683,7 @@ impl RedisCache {
             counted,
             recount,
             notes,
+            damaged: Vec::new(),
         })
     }
 

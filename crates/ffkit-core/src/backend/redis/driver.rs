@@ -249,9 +249,9 @@ impl RemoteCache for RedisCache {
         RedisCache::size(self).map(totals)
     }
 
-    fn verify(&mut self, fix: bool) -> Result<(Totals, Totals, Vec<String>)> {
+    fn verify(&mut self, fix: bool) -> Result<(Totals, Totals, Vec<String>, Vec<String>)> {
         let v = RedisCache::verify(self, fix)?;
-        Ok((totals(v.counted), totals(v.recount), v.notes))
+        Ok((totals(v.counted), totals(v.recount), v.notes, v.damaged))
     }
 
     fn evict(&mut self, p: &EvictPolicy) -> Result<EvictReport> {

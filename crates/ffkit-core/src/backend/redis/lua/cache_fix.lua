@@ -5,6 +5,6 @@
 -- ARGV: prefix, bytes delta, entries delta.
 local bad = namespace_check()
 if bad then return bad end
-redis.call('INCRBY', TOTAL, ARGV[2])
-redis.call('INCRBY', COUNT, ARGV[3])
+add(TOTAL, tonumber(ARGV[2]))
+add(COUNT, tonumber(ARGV[3]))
 return 1

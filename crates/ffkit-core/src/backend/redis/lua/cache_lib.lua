@@ -116,41 +116,81 @@ local function esc(s)
   end))
 end
 
--- The namespace-wide keys, read and checked; writes nothing. nil when
--- sound; else {key, 'value', raw (at most 64 bytes), its length} for a
--- counter (`total`, `count`) that is not a canonical whole number, or
--- {key, 'type', type} for a key of another type: a counter that is not a
--- string, or an index set (`exp`, `lru`, `crt`) or `verifying` that is not
--- a sorted set. A missing key is sound (an empty cache has none).
+-- The namespace-wide keys, read and checked; writes nothing. A list of
+-- every damaged one, empty when sound: {key, 'value', raw (at most 64
+-- bytes), its length} for a counter (`total`, `count`) that is not a
+-- canonical whole number, {key, 'type', type} for a key of another type
+-- (a counter that is not a string, an index set `exp`, `lru`, `crt` or
+-- `verifying` that is not a sorted set), {key, 'missing', ''} for a
+-- counter missing while the namespace holds entries. An empty cache has
+-- no counters; once one write made both, a missing one was deleted behind
+-- ffkit's back, and read as 0 it would let a rewrite store a negative
+-- total. The test costs nothing while both exist (the common case): only
+-- when one is missing are the other and the `lru` and `crt` sets looked
+-- at (every counted entry is in both sets).
 local function namespace_damage()
+  local out = {}
+  local got = {}
   for _, key in ipairs({TOTAL, COUNT}) do
     local v = redis.pcall('GET', key)
     if type(v) == 'table' and v.err then
-      return {key, 'type', type_of(key)}
-    end
-    if v and canon(v) == nil then
-      return {key, 'value', string.sub(v, 1, 64), string.len(v)}
+      table.insert(out, {key, 'type', type_of(key)})
+      got[key] = true
+    else
+      if v and canon(v) == nil then
+        table.insert(out, {key, 'value', string.sub(v, 1, 64), string.len(v)})
+      end
+      got[key] = v and true or false
     end
   end
+  local sets = {}
   for _, key in ipairs({EXP, LRU, CRT, VERIFYING}) do
     local t = type_of(key)
     if t ~= 'zset' and t ~= 'none' then
-      return {key, 'type', t}
+      table.insert(out, {key, 'type', t})
+    end
+    sets[key] = t
+  end
+  if not (got[TOTAL] and got[COUNT]) then
+    local held = got[TOTAL] or got[COUNT]
+    for _, key in ipairs({LRU, CRT}) do
+      held = held or (sets[key] == 'zset' and redis.call('ZCARD', key) > 0)
+    end
+    if held then
+      for _, key in ipairs({TOTAL, COUNT}) do
+        if not got[key] then table.insert(out, {key, 'missing', ''}) end
+      end
     end
   end
-  return nil
+  return out
 end
 
 -- The error reply every script answers before its first write when a
 -- namespace-wide key is damaged (the Rust side turns it into exit 10):
--- `FFKIT_DAMAGED key value raw length` or `FFKIT_DAMAGED key type TYPE`,
--- each word escaped. nil when the keys are sound.
+-- `FFKIT_DAMAGED key value raw length`, `FFKIT_DAMAGED key type TYPE` or
+-- `FFKIT_DAMAGED key missing`, each word escaped, for the first damaged
+-- key. nil when the keys are sound.
 local function namespace_check()
-  local d = namespace_damage()
+  local d = namespace_damage()[1]
   if d == nil then return nil end
   local msg = 'FFKIT_DAMAGED ' .. esc(d[1]) .. ' ' .. d[2] .. ' ' .. esc(d[3])
   if d[4] then msg = msg .. ' ' .. d[4] end
   return redis.error_reply(msg)
+end
+
+-- Adds n (may be negative) to counter key, never storing less than 0: a
+-- counter below what a change takes off was already wrong (changed behind
+-- ffkit's back, or reset by a repair while writers ran), and a negative
+-- one would be damage that stops every later script. `--verify` shows
+-- what the clamp hid as drift, and `--fix` corrects it. Only a change
+-- that takes off reads the counter first (a new entry costs no GET).
+local function add(key, n)
+  if n < 0 then
+    local cur = tonumber(redis.call('GET', key) or '0')
+    if cur + n < 0 then n = -cur end
+  end
+  redis.call('INCRBY', key, n)
+  return n
 end
 
 -- Notes that entry k changes, for every verify under way (one EXISTS when
@@ -185,9 +225,7 @@ end
 local function take_off(bytes)
   local t = tonumber(redis.call('GET', TOTAL) or '0')
   if bytes > t then bytes = t end
-  if tonumber(redis.call('GET', COUNT) or '0') > 0 then
-    redis.call('DECR', COUNT)
-  end
+  add(COUNT, -1)
   redis.call('DECRBY', TOTAL, bytes)
   return bytes
 end

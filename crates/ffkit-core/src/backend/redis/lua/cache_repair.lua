@@ -1,11 +1,14 @@
--- The namespace-wide keys of `cache-size --verify` / `--fix` (see
+-- The namespace-wide keys of `cache-size` and `--verify` / `--fix` (see
 -- `namespace_damage`). ARGV: prefix, mode, then keys for 'reindex'.
--- 'check': the first damaged key as {key, kind, raw, length} ({} when
--- sound); writes nothing.
--- 'repair': deletes every damaged one and returns them all, four items
--- each: the counters are then recounted from the entries (a missing
--- counter is 0, and the verify that follows adds the recount), and an
--- index set is rebuilt from the records ('reindex').
+-- 'check': every damaged key, four items each {key, kind, raw, length}
+-- ({} when sound); writes nothing.
+-- 'size': {0, total, count} when sound (a missing counter of an empty
+-- cache is 0), else {1} and the damage as 'check' lists it; writes
+-- nothing. One script call, so plain `cache-size` finds the same damage
+-- every other applet refuses, in the same round trip its two GETs took.
+-- 'repair': repairs every damaged key and returns them as 'check' does: a
+-- counter is set to 0 (the verify that follows adds the recount), an
+-- index set is deleted and rebuilt from the records ('reindex').
 -- 'orphans': 1 for each key ARGV[3..] that is a value without its record
 -- now, else 0 (a scan's candidates, checked atomically).
 -- 'reindex': adds each entry ARGV[3..] with a sound record to the index
@@ -13,24 +16,35 @@
 -- last access is not kept anywhere else), `exp` by its expires_at when it
 -- expires. Members already there keep their scores.
 local mode = ARGV[2]
-if mode == 'check' then
-  local d = namespace_damage()
-  if d == nil then return {} end
-  return {d[1], d[2], d[3], d[4] or 0}
-end
-if mode == 'repair' then
-  local out = {}
-  -- At most one damaged key per key checked.
-  for _ = 1, 6 do
-    local d = namespace_damage()
-    if d == nil then break end
-    redis.call('DEL', d[1])
+local function flat(ds, out)
+  for _, d in ipairs(ds) do
     table.insert(out, d[1])
     table.insert(out, d[2])
     table.insert(out, d[3])
     table.insert(out, d[4] or 0)
   end
   return out
+end
+if mode == 'check' then
+  return flat(namespace_damage(), {})
+end
+if mode == 'size' then
+  local ds = namespace_damage()
+  if #ds > 0 then return flat(ds, {1}) end
+  return {0, tonumber(redis.call('GET', TOTAL) or '0'), tonumber(redis.call('GET', COUNT) or '0')}
+end
+if mode == 'repair' then
+  local ds = namespace_damage()
+  for _, d in ipairs(ds) do
+    if d[1] == TOTAL or d[1] == COUNT then
+      -- SET replaces a key of any type. Not deleted: a counter missing
+      -- while entries exist is itself damage.
+      redis.call('SET', d[1], '0')
+    else
+      redis.call('DEL', d[1])
+    end
+  end
+  return flat(ds, {})
 end
 local bad = namespace_check()
 if bad then return bad end

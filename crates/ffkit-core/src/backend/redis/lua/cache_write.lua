@@ -24,10 +24,10 @@ redis.call('SET', vkey(k), v)
 redis.call('HDEL', mkey(k), 'hits')
 redis.call('HSET', mkey(k), 'key', k, 'created_at', now, 'expires_at', exp, 'ttl', ttl, 'size', size)
 if rec ~= nil then
-  redis.call('INCRBY', TOTAL, size - rec.size)
+  add(TOTAL, size - rec.size)
 else
-  redis.call('INCRBY', TOTAL, size)
-  redis.call('INCR', COUNT)
+  add(TOTAL, size)
+  add(COUNT, 1)
 end
 redis.call('ZADD', LRU, now, k)
 redis.call('ZADD', CRT, now, k)

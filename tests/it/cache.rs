@@ -2315,3 +2315,129 @@ fn cache_applets_answer_alike_on_every_backend() {
         );
     }
 }
+
+/// Every walk (`--verify`, `--verify --fix`, an eviction, and `--rebuild`
+/// in a dir whose first write was killed, so no `.lock`) removes the temps
+/// of a writer that exited but is not reaped yet: a zombie, as a killed
+/// orphan is until init reaps it. kill(0) still succeeds on its pid, which
+/// made every walk keep its temps (docs/cache.md, "Temp files of dead
+/// processes").
+#[test]
+fn walks_remove_the_temps_of_an_exited_writer_not_yet_reaped() {
+    let runs: [(&str, &[&str]); 4] = [
+        ("cache-size", &["--verify"]),
+        ("cache-size", &["--verify", "--fix"]),
+        ("cache-evict", &["--all"]),
+        ("cache-size", &["--rebuild"]),
+    ];
+    for (applet, args) in runs {
+        let w = World::new();
+        if args == ["--rebuild"] {
+            fs::create_dir(w.cache()).unwrap();
+        } else {
+            w.write("k", "v");
+        }
+        // Exited, never waited for: a zombie until the end of this round.
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let state = || {
+            let s = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .chars()
+                .next()
+        };
+        while state() != Some('Z') {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let temps: Vec<_> = (0..3)
+            .map(|n| w.cache().join(format!(".tmp-{pid}-{n}")))
+            .collect();
+        for t in &temps {
+            fs::write(t, "half a value").unwrap();
+        }
+        let out = w.cmd(applet).args(args).output().unwrap();
+        let left: Vec<_> = temps.iter().filter(|t| t.exists()).collect();
+        child.wait().unwrap();
+        assert!(
+            out.status.success(),
+            "{applet} {args:?}: {}",
+            stderr_of(&out)
+        );
+        assert!(left.is_empty(), "{applet} {args:?} left {left:?}");
+    }
+}
+
+/// A directory planted at `.size-index` reads as no index; an empty one is
+/// removed and the index written in its place, so writes, sizes, repairs
+/// and evictions go on; a non-empty one is not ffkit's to delete: exit 10
+/// (damaged cache) with one line naming it, never "cannot rename into".
+#[test]
+fn a_directory_at_the_size_index_is_replaced_if_empty_else_exit_10() {
+    let runs: [(&str, &[&str]); 4] = [
+        ("cache-write", &["b", "2"]),
+        ("cache-size", &[]),
+        ("cache-size", &["--verify", "--fix"]),
+        ("cache-evict", &["--all"]),
+    ];
+    for (applet, args) in runs {
+        for full in [false, true] {
+            let w = World::new();
+            w.write("a", "1");
+            let index = w.cache().join(".size-index");
+            fs::remove_file(&index).unwrap();
+            fs::create_dir(&index).unwrap();
+            if full {
+                fs::write(index.join("x"), "mine").unwrap();
+            }
+            let out = w.cmd(applet).args(args).output().unwrap();
+            let err = stderr_of(&out);
+            let what = format!("{applet} {args:?} full={full}: {err}");
+            if full {
+                assert_eq!(out.status.code(), Some(10), "{what}");
+                assert_eq!(err.lines().count(), 1, "{what}");
+                assert!(err.contains(&index.display().to_string()), "{what}");
+                assert!(index.join("x").exists(), "{what}");
+            } else {
+                assert!(out.status.success(), "{what}");
+                assert!(fs::metadata(&index).unwrap().is_file(), "{what}");
+                w.assert_exact();
+            }
+        }
+    }
+}
+
+/// A link that fails for want of space or quota is a full disk (exit 8),
+/// and a cross-device link says so: neither is "something other than a
+/// regular file is in the way" (exit 1). Nothing half-written is left.
+/// The failure is injected with strace.
+#[test]
+fn a_failed_link_is_reported_as_its_errno() {
+    if !need("strace", "an injected linkat failure") {
+        return;
+    }
+    for (errno, code, says) in [
+        ("ENOSPC", 8, "No space left on device"),
+        ("EDQUOT", 8, "Disk quota exceeded"),
+        ("EXDEV", 1, "cross-device"),
+    ] {
+        let w = World::new();
+        w.write("old", "v");
+        let mut c = Command::new("strace");
+        w.isolate(&mut c);
+        c.args(["-f", "-qq", "-o", "/dev/null", "-e"])
+            .arg(format!("inject=linkat:error={errno}:when=1"))
+            .arg("--")
+            .arg(bin())
+            .args(["cache-write", "k", "value"]);
+        let out = c.output().unwrap();
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(code), "{errno}: {err}");
+        assert!(err.contains(says), "{errno}: {err}");
+        assert!(!err.contains("in the way"), "{errno}: {err}");
+        w.cmd("cache-read").arg("k").assert().code(4);
+        w.assert_exact();
+    }
+}

@@ -153,7 +153,12 @@ pub fn write_bytes(dir: &Path, bytes: u64, known: bool) -> Result<()> {
     let content = format!("{bytes}\n");
     let dest = dir.join(INDEX_FILE);
     if !known {
-        return fsutil::replace_file(&dest, content.as_bytes());
+        return match fsutil::replace_file(&dest, content.as_bytes()) {
+            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(libc::EISDIR) => {
+                replace_planted_dir(&dest, content.as_bytes())
+            }
+            r => r,
+        };
     }
     let spare = dir.join(SPARE_FILE);
     let missing = match fsutil::rewrite_unopened(&spare, content.as_bytes()) {
@@ -182,6 +187,31 @@ pub fn write_bytes(dir: &Path, bytes: u64, known: bool) -> Result<()> {
         let _ = fs::remove_file(&tmp);
         Error::io("cannot rename into", &dest, e)
     })
+}
+
+/// A directory planted at `.size-index` (read as no index) would refuse
+/// every index write, and so every write and repair of the cache. An empty
+/// one holds nothing: it is removed (`rmdir`, which never removes content)
+/// and the index written in its place. One with something in it is not
+/// ffkit's to delete: the cache is damaged (exit 10) until it is moved away.
+fn replace_planted_dir(dest: &Path, content: &[u8]) -> Result<()> {
+    match fs::remove_dir(dest) {
+        Ok(()) => fsutil::replace_file(dest, content),
+        // Gone meanwhile: the name is free again.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fsutil::replace_file(dest, content),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOTEMPTY | libc::EEXIST | libc::EBUSY)
+            ) =>
+        {
+            Err(Error::Corruption(format!(
+                "{} is a directory that is not empty, where the size index belongs: move it away",
+                dest.display()
+            )))
+        }
+        Err(e) => Err(Error::io("cannot remove the directory", dest, e)),
+    }
 }
 
 /// Whether an index file exists at all (for the "missing" vs "invalid" note).

@@ -625,7 +625,7 @@ impl Cache {
         &self,
         j: &Journal,
         fresh: Option<(&[Fresh], &[Change])>,
-    ) -> Result<(Totals, Option<PathBuf>)> {
+    ) -> Result<(Totals, Option<Failed>)> {
         let mut t = j.before;
         let mut failed = None;
         for (i, r) in j.records.iter().enumerate() {
@@ -637,8 +637,8 @@ impl Cache {
                 self.apply(r, known)
             };
             let installed = match applied {
-                Some(path) => {
-                    failed.get_or_insert(path);
+                Some(f) => {
+                    failed.get_or_insert(f);
                     false
                 }
                 None => true,
@@ -664,9 +664,9 @@ impl Cache {
     /// the temp file's inode was
     /// installed before a crash, and the temp name, if still there, holds
     /// the replaced old file (see [`fsutil::install`]). Returns the
-    /// destination that could not be installed, if any (removals always
-    /// count as done).
-    fn apply(&self, r: &Record, fresh: Option<Fresh>) -> Option<PathBuf> {
+    /// destination that could not be installed, if any, and why (removals
+    /// always count as done).
+    fn apply(&self, r: &Record, fresh: Option<Fresh>) -> Option<Failed> {
         let value = self.path(&r.key);
         let meta = self.path(&format!("{}.meta", r.key));
         let (Some(vt), Some(mt)) = (&r.value_tmp, &r.meta_tmp) else {
@@ -676,28 +676,34 @@ impl Cache {
         };
         let (vt, mt) = (self.path(vt), self.path(mt));
         let install = |tmp: &Path, ino: u64, dest: &Path, free: bool| {
+            let failed = |e: io::Error| {
+                Some((
+                    dest.to_path_buf(),
+                    Some(Error::io("cannot rename into", dest, e)),
+                ))
+            };
             if free {
-                return fsutil::install_new(tmp, dest).is_ok();
+                return fsutil::install_new(tmp, dest).err().and_then(failed);
             }
             let done = fresh.is_none() && fs::symlink_metadata(dest).is_ok_and(|m| m.ino() == ino);
             if done {
                 let _ = fs::remove_file(tmp);
-                return true;
+                return None;
             }
-            fsutil::install(tmp, dest).is_ok()
+            fsutil::install(tmp, dest).err().and_then(failed)
         };
         let (value_free, meta_free) = fresh.map_or((false, false), |f| (f.value_free, f.meta_free));
-        if !install(&vt, r.value_ino, &value, value_free) {
+        if let Some(f) = install(&vt, r.value_ino, &value, value_free) {
             // The old entry stays as it was.
             let _ = fs::remove_file(&vt);
             let _ = fs::remove_file(&mt);
-            return Some(value);
+            return Some(f);
         }
-        if !install(&mt, r.meta_ino, &meta, meta_free) {
+        if let Some(f) = install(&mt, r.meta_ino, &meta, meta_free) {
             // Never pair the new value with the old sidecar.
             let _ = fs::remove_file(&mt);
             let _ = fs::remove_file(&meta);
-            return Some(meta);
+            return Some(f);
         }
         None
     }
@@ -711,8 +717,8 @@ impl Cache {
     /// happened), or a half, which is taken back: a file at either name
     /// with the journal's inode number is ours and removed, so the key is
     /// as it was before the write, free. Returns the destination that
-    /// could not be installed, if any (its pair taken back too).
-    fn apply_unnamed(&self, r: &Record, change: Option<&Change>) -> Option<PathBuf> {
+    /// could not be installed, if any (its pair taken back too), and why.
+    fn apply_unnamed(&self, r: &Record, change: Option<&Change>) -> Option<Failed> {
         let value = self.path(&r.key);
         let meta = self.path(&format!("{}.meta", r.key));
         let ours = |p: &Path, ino: u64| {
@@ -732,15 +738,15 @@ impl Cache {
             }
             return None;
         };
-        if self.link_in_place(vf, &value).is_err() {
-            return Some(value);
+        if let Err(e) = self.link_in_place(vf, &value) {
+            return Some((value, Some(e)));
         }
-        if self.link_in_place(mf, &meta).is_err() {
+        if let Err(e) = self.link_in_place(mf, &meta) {
             // Never leave the new value without its sidecar.
             if ours(&value, r.value_ino) {
                 let _ = fs::remove_file(&value);
             }
-            return Some(meta);
+            return Some((meta, Some(e)));
         }
         None
     }
@@ -1288,7 +1294,11 @@ impl Cache {
         self.persist(g, held, t)?;
         match failed {
             None => Ok(t),
-            Some(path) => Err(Error::General(format!(
+            // A full disk or quota (exit 8), another file system (EXDEV), an
+            // I/O error: said as it is. Only a name taken by something that
+            // is not ours to replace is "in the way".
+            Some((_, Some(e))) if !in_the_way(&e) => Err(e),
+            Some((path, _)) => Err(Error::General(format!(
                 "cannot write {}: something other than a regular file is in the way",
                 path.display()
             ))),
@@ -1555,6 +1565,23 @@ impl Repaired {
 /// `Ok(true)` when `r` succeeded, `Ok(false)` when it failed for want of
 /// space (what could not be written is left for the next call to repair),
 /// other errors as they are.
+/// A destination that could not be installed, and the error that stopped
+/// it (none where the failure was only seen, not returned).
+type Failed = (PathBuf, Option<Error>);
+
+/// Whether an install failed because the name is held by something ffkit
+/// does not replace (a directory: EISDIR, or a name taken again: EEXIST),
+/// rather than for want of space or another reason the errno says.
+fn in_the_way(e: &Error) -> bool {
+    match e {
+        Error::Io { source, .. } => matches!(
+            source.raw_os_error(),
+            Some(libc::EISDIR | libc::EEXIST | libc::ENOTEMPTY | libc::ENOTDIR)
+        ),
+        _ => false,
+    }
+}
+
 fn spared(r: Result<()>) -> Result<bool> {
     match r {
         Ok(()) => Ok(true),

@@ -181,7 +181,7 @@ impl Scan {
     pub fn remove_stale_temps(&self, dir: &Path) {
         let now = jiff::Timestamp::now().as_second();
         let me = std::process::id();
-        // One kill(2) per writer, not per temp: a batch in flight owns two
+        // One probe per writer, not per temp: a batch in flight owns two
         // temps per line, and eviction walks up to eight times. A pid found
         // gone stays gone for this list: every temp in it was made before
         // the walk, so its maker had exited by the probe, and a process
@@ -203,7 +203,14 @@ impl Scan {
             }
             let path = dir.join(t);
             // A dead writer's temp goes whatever its age: no stat for it.
-            let dead = pid.is_none_or(|p| !*alive.entry(p).or_insert_with(|| fsutil::pid_alive(p)));
+            // Dead as the lock code judges a holder: an exited writer not
+            // yet reaped (a zombie, as a killed orphan is until init gets to
+            // it) passes kill(0) but has closed its files for good.
+            let dead = pid.is_none_or(|p| {
+                !*alive
+                    .entry(p)
+                    .or_insert_with(|| crate::lock::holder::same_process(p, None))
+            });
             if dead || fs::symlink_metadata(&path).is_ok_and(|m| now - m.mtime() > STALE_TEMP_SECS)
             {
                 let _ = fs::remove_file(&path);

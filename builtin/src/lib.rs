@@ -401,6 +401,9 @@ fn assign_why(e: &shell::AssignError) -> &'static str {
     match e {
         shell::AssignError::InvalidName => "not a valid identifier",
         shell::AssignError::Readonly => "readonly variable",
+        shell::AssignError::Integer => {
+            "an integer variable (declare -i): the value would be evaluated as arithmetic"
+        }
         shell::AssignError::Nul => "the value holds a NUL byte, which a shell variable cannot",
     }
 }

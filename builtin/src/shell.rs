@@ -27,6 +27,7 @@ struct ShellVar {
 
 // Attribute bits from bash's variables.h.
 const ATT_READONLY: c_int = 0x000_0002;
+const ATT_INTEGER: c_int = 0x000_0010;
 const ATT_ARRAY: c_int = 0x000_0004;
 const ATT_ASSOC: c_int = 0x000_0040;
 const ATT_INVISIBLE: c_int = 0x000_1000;
@@ -67,6 +68,12 @@ unsafe extern "C" {
     fn find_variable(name: *const c_char) -> *mut ShellVar;
     fn legal_identifier(name: *const c_char) -> c_int;
     fn bind_variable(name: *const c_char, value: *const c_char, flags: c_int) -> *mut ShellVar;
+    fn bind_global_variable(
+        name: *const c_char,
+        value: *const c_char,
+        flags: c_int,
+    ) -> *mut ShellVar;
+    fn find_global_variable(name: *const c_char) -> *mut ShellVar;
     fn maybe_make_export_env();
     static export_env: *const *const c_char;
     static interrupt_state: c_int;
@@ -247,6 +254,7 @@ fn fast_lookup_ok() -> bool {
 pub enum AssignError {
     InvalidName,
     Readonly,
+    Integer,
     Nul,
 }
 
@@ -258,12 +266,52 @@ pub fn check_assignable(name: &str) -> Result<(), AssignError> {
         if legal_identifier(c.as_ptr()) == 0 {
             return Err(AssignError::InvalidName);
         }
-        let v = find_variable(c.as_ptr());
-        if !v.is_null() && (*v).attributes & (ATT_READONLY | ATT_NOASSIGN) != 0 {
-            return Err(AssignError::Readonly);
-        }
+        attributes_allow(find_variable(c.as_ptr()))
     }
-    Ok(())
+}
+
+/// Whether bash's variable `v` (null: none) can take a value from us:
+/// not readonly, and not an integer (`declare -i`), whose assignment bash
+/// evaluates as arithmetic and, on a syntax error, leaves by a longjmp
+/// that would skip the builtin's own frames (and the lock bash-builtins
+/// holds for the call: the next call would hang).
+///
+/// # Safety
+/// `v` is null or a variable bash returned, not yet freed.
+unsafe fn attributes_allow(v: *const ShellVar) -> Result<(), AssignError> {
+    if v.is_null() {
+        return Ok(());
+    }
+    // SAFETY: per the contract above.
+    let att = unsafe { (*v).attributes };
+    if att & (ATT_READONLY | ATT_NOASSIGN) != 0 {
+        Err(AssignError::Readonly)
+    } else if att & ATT_INTEGER != 0 {
+        Err(AssignError::Integer)
+    } else {
+        Ok(())
+    }
+}
+
+/// Assigns `value` to the global shell variable `name` when the global
+/// is unset or empty (a `local` of that name in a calling function is
+/// left alone, and the value outlives it); `false` when nothing was set.
+pub fn set_global_if_empty(name: &str, value: &[u8]) -> bool {
+    let (Ok(n), Ok(v)) = (CString::new(name), CString::new(value)) else {
+        return false;
+    };
+    // SAFETY: valid C strings; bash copies both; the variable read is the
+    // one bash just returned.
+    unsafe {
+        let g = find_global_variable(n.as_ptr());
+        if !g.is_null() && !(*g).value.is_null() && *(*g).value != 0 {
+            return false;
+        }
+        if attributes_allow(g).is_err() {
+            return false;
+        }
+        !bind_global_variable(n.as_ptr(), v.as_ptr(), 0).is_null()
+    }
 }
 
 /// Assigns `value` to shell variable `name` (after [`check_assignable`]).

@@ -113,15 +113,16 @@ fn on_unload(going: &str) {
     // "ffkit binary not found": the binary init was run with is the one
     // the builtin itself starts, so FFKIT_BIN (unset or empty only; not
     // exported) names it (docs/shell.md, "Unloading the builtin").
-    if shell::var("FFKIT_BIN").is_none_or(|b| b.is_empty())
-        && let Some(exe) = crate::loader_binary()
-    {
-        let _ = shell::assign("FFKIT_BIN", exe.as_os_str().as_bytes());
-    }
     let pid = crate::caller_pid().as_raw_nonzero().get().to_string();
     for (path, fd) in held::hand_over() {
         shell::array_append("_ffkit_lock_files", path.as_os_str().as_bytes());
         shell::array_append("_ffkit_lock_fds", fd.to_string().as_bytes());
         shell::array_append("_ffkit_lock_pids", pid.as_bytes());
+    }
+    // The global one, so that a `local FFKIT_BIN` of the function that ran
+    // `enable -d` does not take it away on return; never an integer
+    // variable, whose assignment could leave by a longjmp.
+    if let Some(exe) = crate::loader_binary() {
+        shell::set_global_if_empty("FFKIT_BIN", exe.as_os_str().as_bytes());
     }
 }

@@ -417,3 +417,59 @@ fn a_usr1_trap_unloading_every_builtin_inside_the_fallback_keeps_the_shell_alive
         text(&o.stderr)
     );
 }
+
+/// An integer `FFKIT_BIN` (`declare -i`) or a `local FFKIT_BIN` in the
+/// function that unloads: the hook neither leaves by bash's arithmetic
+/// error (which skipped the hand-over, leaving locks no call could
+/// release) nor sets a value that vanishes with the local; and `-v` into
+/// an integer variable is refused before anything runs (bash's arithmetic
+/// error used to leave the builtin holding its lock: the next call hung).
+#[test]
+fn unload_and_v_never_assign_an_integer_variable_or_a_vanishing_local() {
+    crate::builtin::library(&bin());
+    // An integer FFKIT_BIN cannot name the binary: it is left alone (the
+    // release then says "ffkit binary not found"), but the lock is handed
+    // over all the same.
+    for (setup, unload, release) in [
+        (
+            "declare -i FFKIT_BIN",
+            format!("enable -d {}", all_builtins()),
+            1,
+        ),
+        (
+            "",
+            format!(
+                "f() {{ local FFKIT_BIN=; enable -d {}; }}; f",
+                all_builtins()
+            ),
+            0,
+        ),
+    ] {
+        let tmp = scratch();
+        let script = format!(
+            r#"eval "$('{}' init bash)"
+            declare -i n; ffkit cache-write k 'abc+'; ffkit cache-read -v n k; echo "v=$?"
+            ffkit cache-read k; echo " read=$?"
+            acquire_critical_lock a; echo "a=$?"
+            {setup}
+            {unload}
+            echo "handed=${{#_ffkit_lock_files[@]}}"
+            release_critical_lock a; echo "release=$?""#,
+            bin().display(),
+        );
+        let mut c = Command::new("bash");
+        c.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", tmp.path().join("home"))
+            .current_dir(tmp.path().join("repo"))
+            .stdin(Stdio::null())
+            .args(["--norc", "--noprofile", "-c", &script]);
+        let o = crate::util::output_within(c, "bash");
+        assert_eq!(
+            text(&o.stdout),
+            format!("v=2\nabc+ read=0\na=0\nhanded=1\nrelease={release}\n"),
+            "{setup}: {}",
+            text(&o.stderr)
+        );
+    }
+}

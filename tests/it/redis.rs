@@ -848,8 +848,20 @@ fn redis_lock_round_starts_its_guard_during_the_acquisition_and_never_waits_for_
     // ffkit puts the guard in a group of its own while the acquisition is
     // still on its way, and the command joins that group: the spawn knows
     // the group to stop before the command exists.
-    let grouped = at(&|l| l.contains(&format!("setpgid({guard}, {guard})")) && l.ends_with("= 0"))
+    // strace splits the call when the guard's own setpgid runs at the
+    // same moment (`setpgid(G, G <unfinished ...>`, then `<... setpgid
+    // resumed>) = 0`): the result is on whichever line ends the call.
+    let grouped = at(&|l| l.contains(&format!("setpgid({guard}, {guard}")))
         .expect("the guard's group set by ffkit");
+    let result = if mine[grouped].contains("<unfinished") {
+        mine[grouped..]
+            .iter()
+            .find(|l| l.contains("<... setpgid resumed>"))
+            .expect("the setpgid's result")
+    } else {
+        &mine[grouped]
+    };
+    assert!(result.ends_with("= 0"), "{t}");
     let spawned = at(&|l| l.contains("clone3(") || l.contains("vfork(")).expect("spawn");
     assert!(
         cloned < grouped && grouped < read && grouped < spawned,

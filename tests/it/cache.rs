@@ -1636,13 +1636,7 @@ fn a_write_of_a_new_key_creates_no_journal_file() {
         assert_eq!(tmpfiles.len(), unnamed, "{tmpfiles:#?}");
         assert!(!t.contains("/.journal\", O_WRONLY"), "{t}");
         assert!(!t.contains(".entry-count"), "{t}");
-        assert!(!journal_left(&w.cache()));
-        w.cmd("cache-read")
-            .arg("new")
-            .assert()
-            .success()
-            .stdout("value");
-        w.assert_exact();
+        assert_wrote_new(&w);
     }
 }
 
@@ -1663,6 +1657,18 @@ fn trace_write(w: &World, no_tmpfile: bool, set: &str, key: &str) -> String {
     let out = c.output().unwrap();
     assert!(out.status.success(), "{}", stderr_of(&out));
     fs::read_to_string(&log).unwrap()
+}
+
+/// After a traced `cache-write new value` ([`trace_write`]): no journal
+/// left, the index exact, and the value reads back.
+fn assert_wrote_new(w: &World) {
+    assert!(!journal_left(&w.cache()));
+    w.assert_exact();
+    w.cmd("cache-read")
+        .arg("new")
+        .assert()
+        .success()
+        .stdout("value");
 }
 
 /// The trace made exactly `named` files with O_CREAT|O_EXCL.
@@ -1707,13 +1713,7 @@ fn a_write_of_a_new_key_creates_no_file_for_the_index_once_the_spare_is_there() 
         );
         // The two files traded names.
         assert_eq!([ino(&spare), ino(&index)], before);
-        assert!(!journal_left(&w.cache()));
-        w.assert_exact();
-        w.cmd("cache-read")
-            .arg("new")
-            .assert()
-            .success()
-            .stdout("value");
+        assert_wrote_new(&w);
     }
 }
 
@@ -2216,13 +2216,7 @@ fn a_new_key_writes_its_count_with_the_journal_and_reads_the_index_by_one_read()
     if links.iter().all(|l| l.contains("AT_EMPTY_PATH")) {
         assert!(!t.contains("\"/proc/self/fd/"), "{t}");
     }
-    assert!(!journal_left(&w.cache()));
-    w.assert_exact();
-    w.cmd("cache-read")
-        .arg("new")
-        .assert()
-        .success()
-        .stdout("value");
+    assert_wrote_new(&w);
 }
 
 /// The cache applets answer alike on every backend, from one body: values

@@ -584,10 +584,21 @@ impl RedisCache {
     /// A counter that is not a canonical whole number, or not a string,
     /// is damage (exit 10), as the scripts answer it: never shown as 0.
     pub fn size(&mut self) -> Result<Totals> {
+        self.counters("cannot read size")?.map_err(|line| {
+            Error::Corruption(format!(
+                "{} {line} (damaged: `ffkit cache-size --verify --fix` repairs it)",
+                self.conn.label()
+            ))
+        })
+    }
+
+    /// The counters, or the line of the first damaged namespace-wide key:
+    /// one script call, as every other applet checks those keys
+    /// (`cache_repair.lua` 'size'), the same round trip as two GETs.
+    /// `what` names the call in a connection error.
+    fn counters(&mut self, what: &str) -> Result<std::result::Result<Totals, String>> {
         let prefix = &self.prefix;
-        // One script call, as every other applet checks the namespace-wide
-        // keys (`cache_repair.lua` 'size'): the same round trip as two GETs.
-        let r: Vec<redis::Value> = self.conn.eval("cannot read size", &REPAIR, 1, |c| {
+        let r: Vec<redis::Value> = self.conn.eval(what, &REPAIR, 1, |c| {
             c.arg(format!("{prefix}total")).arg(prefix).arg("size");
         })?;
         let int = |i: usize| {
@@ -596,19 +607,15 @@ impl RedisCache {
                 .unwrap_or(0)
         };
         if int(0) == 0 {
-            return Ok(Totals {
+            return Ok(Ok(Totals {
                 bytes: int(1).max(0) as u64,
                 entries: int(2).max(0) as u64,
-            });
+            }));
         }
-        let line = damage_lines(r.get(1..).unwrap_or_default())
+        Ok(Err(damage_lines(r.get(1..).unwrap_or_default())
             .into_iter()
             .next()
-            .unwrap_or_default();
-        Err(Error::Corruption(format!(
-            "{} {line} (damaged: `ffkit cache-size --verify --fix` repairs it)",
-            self.conn.label()
-        )))
+            .unwrap_or_default()))
     }
 
     /// Recounts the value keys (SCAN + STRLEN, in batches) and compares
@@ -1012,38 +1019,19 @@ impl RedisCache {
         Ok(out.into_iter().collect())
     }
 
-    /// `Ok` when the namespace-wide keys are sound (one read-only script
-    /// call), else the damage as [`Error::Corruption`], worded as the
-    /// scripts' refusal is.
-    fn namespace_sound(&mut self) -> Result<()> {
-        let prefix = &self.prefix;
-        let d: Vec<redis::Value> = self.conn.eval("cannot plan eviction", &REPAIR, 1, |c| {
-            c.arg(format!("{prefix}total")).arg(prefix).arg("check");
-        })?;
-        let b = |i: usize| {
-            d.get(i)
-                .and_then(|v| redis::from_redis_value_ref::<Vec<u8>>(v).ok())
-                .unwrap_or_default()
-        };
-        if d.len() < 4 {
-            return Ok(());
-        }
-        let len = redis::from_redis_value_ref::<u64>(&d[3]).unwrap_or(0);
-        Err(Error::Corruption(format!(
-            "{} {} (damaged; nothing was changed: `ffkit cache-size --verify --fix` repairs it)",
-            self.conn.label(),
-            namespace_damage(&b(0), &b(1), &b(2), len)
-        )))
-    }
-
     /// `--dry-run`: what [`RedisCache::evict`] would remove now, worked out
     /// with read-only batches (nothing is locked or changed, so writers
     /// running meanwhile can make the real eviction differ).
     fn plan_eviction(&mut self, p: &Policy) -> Result<Report> {
         // The sets it reads must be sets: a damaged namespace-wide key is
-        // the same exit 10 and line the eviction itself would give.
-        self.namespace_sound()?;
-        let before = self.size()?;
+        // the same exit 10 and line the eviction itself would give (the
+        // counters' call checks them all).
+        let before = self.counters("cannot plan eviction")?.map_err(|line| {
+            Error::Corruption(format!(
+                "{} {line} (damaged; nothing was changed: `ffkit cache-size --verify --fix` repairs it)",
+                self.conn.label()
+            ))
+        })?;
         let now = self.clock()?;
         let mut chosen: Vec<Evicted> = Vec::new();
         let mut seen = std::collections::HashSet::new();

@@ -305,15 +305,7 @@ fn after_unload_the_functions_find_the_binary_init_was_run_from() {
         bin().display(),
         all_builtins()
     );
-    let mut c = Command::new("bash");
-    c.env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("HOME", tmp.path().join("home"))
-        .env("FLOWFORGE_DEVELOPER", "alice")
-        .current_dir(tmp.path().join("repo"))
-        .stdin(Stdio::null())
-        .args(["--norc", "--noprofile", "-c", &script]);
-    let o = c.output().unwrap();
+    let o = bare_bash(tmp.path(), &script).output().unwrap();
     assert_eq!(
         text(&o.stdout),
         "loaded\na=0\nrelease=0\nwrite=0\nv\nbin set\ndeclare -- \nown=1\n",
@@ -335,17 +327,25 @@ fn remote_shell(tmp: &Path, script: &str) -> Output {
          FFKIT_BACKEND=redis://127.0.0.1:1; d=0\n{script}",
         bin().display()
     );
-    Command::new("bash")
-        .env_clear()
+    bare_bash(tmp, &script)
+        .env("FFKIT_REAL_BIN", bin())
+        .output()
+        .unwrap()
+}
+
+/// `bash -c SCRIPT` in `tmp`'s repo with nothing of ffkit's in its
+/// environment and ffkit not on PATH: the script finds the binary by the
+/// path it is given (`eval "$('/abs/ffkit' init bash)"`).
+fn bare_bash(tmp: &Path, script: &str) -> Command {
+    let mut c = Command::new("bash");
+    c.env_clear()
         .env("PATH", "/usr/bin:/bin")
         .env("HOME", tmp.join("home"))
         .env("FLOWFORGE_DEVELOPER", "alice")
-        .env("FFKIT_REAL_BIN", bin())
         .current_dir(tmp.join("repo"))
         .stdin(Stdio::null())
-        .args(["--norc", "--noprofile", "-c", &script])
-        .output()
-        .unwrap()
+        .args(["--norc", "--noprofile", "-c", script]);
+    c
 }
 
 /// A DEBUG trap (`set -T`) inside the fallback the builtin runs deletes
@@ -457,14 +457,7 @@ fn unload_and_v_never_assign_an_integer_variable_or_a_vanishing_local() {
             release_critical_lock a; echo "release=$?""#,
             bin().display(),
         );
-        let mut c = Command::new("bash");
-        c.env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", tmp.path().join("home"))
-            .current_dir(tmp.path().join("repo"))
-            .stdin(Stdio::null())
-            .args(["--norc", "--noprofile", "-c", &script]);
-        let o = crate::util::output_within(c, "bash");
+        let o = crate::util::output_within(bare_bash(tmp.path(), &script), "bash");
         assert_eq!(
             text(&o.stdout),
             format!("v=2\nabc+ read=0\na=0\nhanded=1\nrelease={release}\n"),

@@ -108,7 +108,10 @@ fn exec(
     };
     if a.rebuild {
         ctx.metric = Some(Op::RebuildSizeIndex);
-        let t = store.rebuild()?;
+        let (t, repaired) = store.rebuild()?;
+        for n in &repaired {
+            ctx.note(n);
+        }
         return out
             .print(ctx, t, Source::Walk, None)
             .map(|()| ExitCode::SUCCESS);

@@ -857,17 +857,21 @@ fn redis_cache_verify_fix_and_evict_handle_keys_of_the_wrong_type() {
     assert!(entry_gone(&s, "k"));
     assert_eq!(counters(&s), (4, 1));
     ff(&w, &s, "cache-size").arg("--verify").assert().success();
-    // --rebuild is a verify with --fix.
+    // --rebuild is a verify with --fix, and says what it dropped, as
+    // --fix does (before: silently).
     ff(&w, &s, "cache-write")
         .args(["k", "hello"])
         .assert()
         .success();
     list_at("k");
-    ff(&w, &s, "cache-size")
-        .arg("--rebuild")
-        .assert()
-        .success()
-        .stdout("4\n");
+    let o = ff(&w, &s, "cache-size").arg("--rebuild").output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr_of(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "4\n");
+    assert!(
+        stderr_of(&o).contains(&format!("{NS}v:k: the value key is not a string")),
+        "{}",
+        stderr_of(&o)
+    );
     assert!(entry_gone(&s, "k"));
     assert_eq!(counters(&s), (4, 1));
 
@@ -1157,6 +1161,20 @@ fn redis_cache_damaged_namespace_key_is_exit_10_before_anything_is_written() {
             let n: u64 = s.query(redis::cmd("ZCARD").arg(format!("{NS}{set}")));
             assert_eq!(n, 2, "{key}: {set} rebuilt");
         }
+        ff(&w, &s, "cache-size").arg("--verify").assert().success();
+        // --rebuild repairs the same damage, and says so as --fix does
+        // (before: the lines were dropped).
+        damage();
+        let o = ff(&w, &s, "cache-size").arg("--rebuild").output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{key}: {}", stderr_of(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "13\n", "{key}");
+        assert!(
+            stderr_of(&o).contains("repaired redis://")
+                && stderr_of(&o).contains(&format!("{NS}{want}")),
+            "{key}: {}",
+            stderr_of(&o)
+        );
+        assert_eq!(counters(&s), (13, 2), "{key}");
         ff(&w, &s, "cache-size").arg("--verify").assert().success();
         ff(&w, &s, "cache-write")
             .args(["new", "value"])

@@ -244,11 +244,18 @@ impl Store {
         }
     }
 
-    /// The index (the counters) rebuilt from a walk (a recount).
-    pub fn rebuild(&mut self) -> Result<Totals> {
+    /// The index (the counters) rebuilt from a walk (a recount), with a
+    /// line for each damaged key or entry repaired on the way (Redis: what
+    /// `--verify --fix` reports; a local rebuild has none to report).
+    pub fn rebuild(&mut self) -> Result<(Totals, Vec<String>)> {
         match self {
-            Store::Local(c) => c.rebuild(),
-            Store::Remote(r) => r.conn()?.verify(true).map(|(_, recount, _, _)| recount),
+            Store::Local(c) => c.rebuild().map(|t| (t, Vec::new())),
+            // With `fix`, damaged keys are repaired and reported in the
+            // notes (the damaged list is only filled without it).
+            Store::Remote(r) => r
+                .conn()?
+                .verify(true)
+                .map(|(_, recount, notes, _)| (recount, notes)),
         }
     }
 

@@ -930,6 +930,37 @@ fn sigkill_during_store_and_restore_never_leaves_half_a_tree_and_the_index_stays
     eprintln!("killed mid-store {caught_store}/3, mid-restore {caught_restore}/3");
 }
 
+/// A restore killed while its parent has not reaped it yet (a zombie, as
+/// a killed job stays until its shell waits) has stopped for good: the next
+/// restore beside it removes the tree it left, as for a pid that is gone.
+/// Before, kill(0) of the zombie succeeded and the tree stayed.
+#[test]
+fn the_tree_of_a_killed_restore_not_yet_reaped_is_removed() {
+    let w = World::new();
+    generate(&w.path().join("src"), 20);
+    ok(&mut run(&w, &["--output", "out"], COPY));
+    // A zombie of our own: a child that has exited and is not waited for.
+    let mut z = Command::new("true").spawn().unwrap();
+    let pid = z.id();
+    let stat = format!("/proc/{pid}/stat");
+    let end = Instant::now() + Duration::from_secs(60);
+    while !fs::read_to_string(&stat).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    }) {
+        assert!(Instant::now() < end, "the child never exited");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let left = w.path().join(format!(".ffkit-restore-{pid}-dead"));
+    fs::create_dir_all(left.join("half/a/tree")).unwrap();
+    fs::write(left.join("half/file"), "x").unwrap();
+    ok(&mut run(&w, &["--output", "out"], COPY));
+    let gone = !left.exists();
+    z.wait().unwrap();
+    assert!(gone, "the zombie restorer's tree was left");
+}
+
 #[test]
 fn eviction_frees_exactly_the_blobs_no_other_entry_uses() {
     let w = World::new();

@@ -1303,7 +1303,9 @@ fn remove_tree(p: &Path) -> bool {
     fs::remove_dir_all(p).is_ok()
 }
 
-/// Removes trees a killed restore left beside its path (its pid is gone).
+/// Removes trees a killed restore left beside its path: its pid is gone, or
+/// is a zombie not reaped yet (judged as a lock holder is:
+/// [`crate::lock::holder::same_process`]).
 fn remove_dead_builds(parent: &Path) {
     let Ok(rd) = fs::read_dir(parent) else { return };
     for de in rd.flatten() {
@@ -1316,7 +1318,7 @@ fn remove_dead_builds(parent: &Path) {
         else {
             continue;
         };
-        if pid != std::process::id() && !fsutil::pid_alive(pid) {
+        if pid != std::process::id() && !crate::lock::holder::same_process(pid, None) {
             remove_tree(&de.path());
         }
     }

@@ -20,7 +20,11 @@
 #        BENCH_DIR  where the tree and cache go (default: a temp dir; pick one
 #                   on the file system to measure)
 #        ROWS  the pairs to run, by name (default: all): copy link untar
-#              store restore-force reflink reflink-copy
+#              store restore-force reflink reflink-copy reflink-floor
+#              (reflink-floor: scripts/ref_restore.c, the floor of a
+#              per-file restore, 1, 2 and 8 threads, create + close
+#              only, and with the sources read as a restore reads its
+#              blobs, alternated with cp -a; needs cc)
 #        REFLINK=0  skip the reflink rows (by default, as root with mkfs.xfs
 #                   and a free loop device, it runs on an XFS reflink=1 loop
 #                   image made, mounted and removed here)
@@ -35,6 +39,7 @@ ROOT=$PWD
 OUT=${1:-$ROOT/target/bench/output}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
+rm -f "$OUT/reflink-floor.txt" # a row only for this run's floor
 FILES=${FILES:-30000}
 RUNS=${RUNS:-5}
 
@@ -164,6 +169,29 @@ if [[ ${REFLINK:-1} != 0 ]]; then
       alternate reflink-copy 'rm -rf out; sync' \
         "cp -a --reflink=never" "cp -a --reflink=never tree out" \
         "restore (reflink)" "$(q "$BIN" cache-run --dir "$CX" --ttl 0 --output out -- cp -a tree out)"
+      # The floor of any per-file restore there (scripts/ref_restore.c:
+      # sources read or opened before its clock starts, then mkdir, create
+      # with the mode, write or FICLONE, futimens, close) against `cp -a`,
+      # alternated; its own timed part, not its start-up.
+      if want reflink-floor; then
+        log "the floor (scripts/ref_restore.c), alternating with cp -a"
+        cc -O2 -pthread -o "$W/ref_restore" "$ROOT/scripts/ref_restore.c"
+        for ((i = 0; i < RUNS; i++)); do
+          rm -rf out; sync
+          t0=$(date +%s%N)
+          nice -n 5 cp -a tree out
+          echo "cp-a wall=$(awk -v a="$t0" -v b="$(date +%s%N)" 'BEGIN { printf "%.3f", (b - a) / 1e9 }')"
+          for th in 1 2 8; do
+            rm -rf out; sync
+            nice -n 5 "$W/ref_restore" tree out "$th" 16384
+          done
+          rm -rf out; sync
+          nice -n 5 "$W/ref_restore" tree out 2 16384 0
+          rm -rf out; sync
+          nice -n 5 "$W/ref_restore" tree out 8 16384 7
+        done >"$OUT/reflink-floor.txt"
+        rm -rf out
+      fi
       REFLINK_ROW=
       cd "$W"
     fi
@@ -188,6 +216,19 @@ echo "| store, blobs present / cp -a | $(ratio restore-force "store (blobs prese
 if [[ -z $REFLINK_ROW ]]; then
   echo "| restore (reflink, $FSNAME) / cp -a there | $(ratio reflink "restore (reflink)" "cp -a") | <= 0.3 |"
   echo "| restore (reflink, $FSNAME) / cp -a --reflink=never there | $(ratio reflink-copy "restore (reflink)" "cp -a --reflink=never") | <= 0.3 |"
+  if [[ -f $OUT/reflink-floor.txt ]]; then
+    # floor_median PATTERN: the median wall of the lines matching it.
+    floor_median() {
+      grep -E -- "$1" "$OUT/reflink-floor.txt" | sed 's/.*wall=\([0-9.]*\).*/\1/' | sort -n |
+        awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+    }
+    cpa=$(floor_median '^cp-a')
+    for f in "threads=1 clone_from=16384 steps=3|1 thread" "threads=2 clone_from=16384 steps=3|2 threads" \
+      "threads=8 clone_from=16384 steps=3|8 threads" "threads=2 clone_from=16384 steps=0|create + close only, 2 threads" \
+      "threads=8 clone_from=16384 steps=7|8 threads, opening and reading the sources as a restore does"; do
+      echo "| floor ($FSNAME, ${f#*|}; scripts/ref_restore.c) / cp -a there | $(awk -v a="$(floor_median "${f%|*}")" -v b="$cpa" 'BEGIN { printf "%.2f", a / b }') | what any per-file restore pays |"
+    done
+  fi
 else
   echo "| restore (reflink, $FSNAME) / cp -a there | $REFLINK_ROW | <= 0.3 |"
 fi

@@ -96,7 +96,7 @@ jq -s -r '
                   else (.[length / 2 - 1] + .[length / 2]) / 2 end;
   [.[].results[]] | group_by(.command)
   | map({key: .[0].command, value: ([.[].times[]] | med)}) | from_entries as $m
-  | "pooled medians (\(.[0] | length) commands): " + ([$m | to_entries[] | "\(.key) \(.value * 1e6 | round / 1000) ms"] | join(", "))
+  | "pooled medians (\($m | length) commands): " + ([$m | to_entries[] | "\(.key) \(.value * 1e6 | round / 1000) ms"] | join(", "))
     + "; ffkit/floor \($m.ffkit / $m.floor * 100 | round / 100)x, c-round/floor \($m["c-round"] / $m.floor * 100 | round / 100)x, ffkit/c-round \($m.ffkit / $m["c-round"] * 100 | round / 100)x"
     + (if $m.old then ", ffkit/old \($m.ffkit / $m.old * 1000 | round / 1000)x" else "" end)
 ' "${files[@]}"

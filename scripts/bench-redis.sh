@@ -70,41 +70,11 @@ floor cache-write "SET x v" "$bin cache-write $R k v"
 floor lock-round "SET x v" "$bin lock-acquire $R lk -- true"
 # The honest minimum of a lock round, in C: one process start, one connect,
 # an acquire (one round trip), posix_spawnp of the command, wait, a release
-# (one round trip). Against the floor it says what a lock round cannot go
-# below; against it, what ffkit adds.
-cat >"$W/lockround.c" <<'C'
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <spawn.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/socket.h>
-#include <sys/wait.h>
-#include <unistd.h>
-extern char **environ;
-static int rt(int s, const char *req) {
-    char buf[512];
-    ssize_t n = (ssize_t)strlen(req);
-    if (write(s, req, n) != n) return 1;
-    ssize_t r = read(s, buf, sizeof buf);
-    return r <= 0 || buf[0] == '-';
-}
-int main(int argc, char **argv) {
-    if (argc < 3) return 2;
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[1]))};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) != 0) return 1;
-    if (rt(s, "*6\r\n$3\r\nSET\r\n$2\r\nlx\r\n$1\r\nv\r\n$2\r\nNX\r\n$2\r\nPX\r\n$5\r\n30000\r\n")) return 1;
-    pid_t pid;
-    if (posix_spawnp(&pid, argv[2], NULL, NULL, argv + 2, environ) != 0) return 127;
-    int st;
-    if (waitpid(pid, &st, 0) != pid) return 1;
-    if (rt(s, "*2\r\n$3\r\nDEL\r\n$2\r\nlx\r\n")) return 1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 1;
-}
-C
-cc -O2 -o "$W/lockround" "$W/lockround.c"
+# (one round trip): scripts/ref_redis_lockround.c. Against the floor it says
+# what a lock round cannot go below; against it, what ffkit adds. For a
+# robust ratio (sets rotated, medians of set medians, an old build beside
+# the new) use scripts/bench-redis-round.sh.
+cc -O2 -o "$W/lockround" "$here/ref_redis_lockround.c"
 hyperfine -N --warmup 20 --runs "${RUNS:-300}" --export-json "$out/floor-lock-round-c.json" \
   -n floor "$W/floor $port SET x v" -n c-round "$W/lockround $port true" \
   -n ffkit "$bin lock-acquire $R lk -- true" >/dev/null

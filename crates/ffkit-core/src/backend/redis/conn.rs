@@ -435,6 +435,7 @@ impl Conn {
         if let Some(f) = meanwhile {
             f();
         }
+        warm_reply_parser();
         let mut out = Vec::with_capacity(replies);
         while out.len() < replies {
             con.set_read_timeout(Some(left(deadline)?))?;
@@ -753,6 +754,20 @@ fn one_line(s: &str) -> String {
 fn server_work(bytes: usize, replies: usize) -> Duration {
     Duration::from_secs_f64(bytes as f64 / (64u64 << 20) as f64)
         + Duration::from_micros(50).saturating_mul(u32::try_from(replies).unwrap_or(u32::MAX))
+}
+
+/// The reply parser (the `redis` crate's, through `memchr`) asks the CPU
+/// for its features the first time it runs: CPUID instructions, each a
+/// trap to the hypervisor in a virtual machine (about 19 µs in all on the
+/// benchmark VM; BENCHMARKS.md, "Issue 24's lock round, sixth pass"). The
+/// first request asks instead, from std's detection cache, which memchr
+/// reads, while it is on its way: the wait for the reply hides it. Later
+/// calls read the cache (one atomic load).
+fn warm_reply_parser() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let _ = std::arch::is_x86_feature_detected!("avx2");
+    }
 }
 
 #[cfg(test)]

@@ -3,16 +3,15 @@
 //! to the command's process group, and CHLD, its end.
 //!
 //! They are caught by a handler that writes the signal's number to a pipe
-//! (the self-pipe trick), not blocked before the command starts: a blocked
-//! mask is inherited by the command (std's `posix_spawn` passes ffkit's
-//! mask on), and only `fork` with a `pre_exec` could unblock them there,
-//! copying ffkit's page tables; with nothing blocked std starts it with
-//! `posix_spawn` (a `vfork`-like clone), about a quarter of a millisecond
-//! less per lock round (BENCHMARKS.md "Redis backend"). glibc's
-//! `posix_spawn` resets every caught signal to its default in the child
-//! before it runs the command, and `exec` would anyway: the command
-//! starts with the caller's mask and dispositions. A signal caught while
-//! the command starts is in the pipe, so none is lost in that window.
+//! (the self-pipe trick), not blocked before the command starts, so that
+//! the command can be started by a `vfork`-like clone rather than a `fork`
+//! copying ffkit's page tables (about a quarter of a millisecond less per
+//! lock round, BENCHMARKS.md "Redis backend"). The spawn ([`super::spawn`])
+//! resets exactly the signals caught here ([`Relay::caught`]) to their
+//! default in the child before it runs the command, and `exec` would
+//! anyway: the command starts with an empty mask and the caller's other
+//! dispositions, as std's spawn started it. A signal caught while the
+//! command starts is in the pipe, so none is lost in that window.
 //!
 //! Once the command runs, [`Relay::block`] blocks them (and SIGTTOU, so
 //! handing the terminal back from the background cannot stop ffkit) except
@@ -54,6 +53,8 @@ extern "C" fn on_signal(sig: libc::c_int) {
 /// dispositions and unblocks them.
 pub(super) struct Relay {
     caught: Vec<(Signal, SigAction)>,
+    /// The numbers of the signals in `caught`.
+    numbers: Vec<i32>,
     set: SigSet,
     blocked: SigSet,
 }
@@ -76,6 +77,7 @@ impl Relay {
         }
         let mut relay = Relay {
             caught: Vec::new(),
+            numbers: Vec::new(),
             set,
             blocked,
         };
@@ -95,8 +97,14 @@ impl Relay {
         for sig in set.iter() {
             let old = crate::fsutil::set_action(sig, &action)?;
             relay.caught.push((sig, old));
+            relay.numbers.push(sig as i32);
         }
         Ok(relay)
+    }
+
+    /// The signals this relay has a handler for.
+    pub(super) fn caught(&self) -> &[i32] {
+        &self.numbers
     }
 
     /// Blocks the caught signals and SIGTTOU until [`Relay::wait`] or the

@@ -617,10 +617,12 @@ pub fn run_leased(
     mut conn: Conn,
     keys: &Keys,
     held: &Held,
-    cmd: std::process::Command,
+    mut cmd: std::process::Command,
     started: &mut dyn FnMut(),
 ) -> RunEnd {
-    // Caught, not blocked, while the command starts (signals.rs).
+    use std::os::unix::process::CommandExt;
+    // Caught, not blocked, while the command starts: it starts with the
+    // caller's mask, through posix_spawn (signals.rs).
     let relay = match Relay::catch(&[&FORWARDED[..], &[libc::SIGCHLD]].concat()) {
         Ok(r) => r,
         Err(e) => {
@@ -640,9 +642,8 @@ pub fn run_leased(
         Some((g, a)) => (Some(g), Some(a)),
         None => (None, None),
     };
-    // Only the relay's signals have a handler here: the spawn resets
-    // those (and SIGPIPE), not all 64 (spawn.rs).
-    let mut child = match super::spawn::spawn(&cmd, shared, relay.caught()) {
+    cmd.process_group(shared.map_or(0, |g| g as i32));
+    let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
             if let Some(a) = armed.take() {
@@ -800,7 +801,7 @@ fn renew(
 /// disarmed, and until then it is at least a zombie, so neither its pid
 /// nor its group's number can be anyone else's.
 struct Cmd<'a> {
-    child: &'a mut super::spawn::Spawned,
+    child: &'a mut std::process::Child,
     pgid: u32,
     shared: bool,
     armed: &'a mut Option<super::guard::Armed>,

@@ -3,8 +3,7 @@
 //! holds leased locks with fencing tokens; [`cache`] keeps entries whose
 //! total size Lua scripts keep exact. The Lua scripts live beside this file
 //! in `lua/` and are embedded at build time, with their SHA-1 ([`script`]);
-//! `signals` relays the signals command mode forwards to its command, and
-//! `spawn` starts that command.
+//! `signals` relays the signals command mode forwards to its command.
 //! [`driver`] is the only door in: the [`crate::backend::remote::Driver`]
 //! the binary installs.
 
@@ -17,4 +16,3 @@ mod guard;
 pub mod lock;
 pub mod script;
 mod signals;
-mod spawn;

@@ -3,15 +3,18 @@
 //! to the command's process group, and CHLD, its end.
 //!
 //! They are caught by a handler that writes the signal's number to a pipe
-//! (the self-pipe trick), not blocked before the command starts, so that
-//! the command can be started by a `vfork`-like clone rather than a `fork`
-//! copying ffkit's page tables (about a quarter of a millisecond less per
-//! lock round, BENCHMARKS.md "Redis backend"). The spawn ([`super::spawn`])
-//! resets exactly the signals caught here ([`Relay::caught`]) to their
-//! default in the child before it runs the command, and `exec` would
-//! anyway: the command starts with an empty mask and the caller's other
-//! dispositions, as std's spawn started it. A signal caught while the
-//! command starts is in the pipe, so none is lost in that window.
+//! (the self-pipe trick), not blocked, while the command starts: std
+//! starts it with `posix_spawn` (a `vfork`-like clone, about a quarter of a
+//! millisecond less per lock round than a `fork`, BENCHMARKS.md "Redis
+//! backend"), which gives it an empty signal mask, and glibc's
+//! `posix_spawn` resets every caught signal to its default in the child
+//! before it runs the command (`exec` would anyway): the command starts
+//! with an empty mask and the caller's other dispositions. A signal caught
+//! while the command starts is in the pipe, so none is lost in that
+//! window. (A spawn of ffkit's own that resets only these signals, not
+//! glibc's walk over all 64, saved ~3% of a round for nine more `unsafe`
+//! blocks and was not kept: BENCHMARKS.md, "Issue 24's lock round, sixth
+//! pass".)
 //!
 //! Once the command runs, [`Relay::block`] blocks them (and SIGTTOU, so
 //! handing the terminal back from the background cannot stop ffkit) except
@@ -53,8 +56,6 @@ extern "C" fn on_signal(sig: libc::c_int) {
 /// dispositions and unblocks them.
 pub(super) struct Relay {
     caught: Vec<(Signal, SigAction)>,
-    /// The numbers of the signals in `caught`.
-    numbers: Vec<i32>,
     set: SigSet,
     blocked: SigSet,
 }
@@ -77,7 +78,6 @@ impl Relay {
         }
         let mut relay = Relay {
             caught: Vec::new(),
-            numbers: Vec::new(),
             set,
             blocked,
         };
@@ -97,14 +97,8 @@ impl Relay {
         for sig in set.iter() {
             let old = crate::fsutil::set_action(sig, &action)?;
             relay.caught.push((sig, old));
-            relay.numbers.push(sig as i32);
         }
         Ok(relay)
-    }
-
-    /// The signals this relay has a handler for.
-    pub(super) fn caught(&self) -> &[i32] {
-        &self.numbers
     }
 
     /// Blocks the caught signals and SIGTTOU until [`Relay::wait`] or the

@@ -4,8 +4,8 @@
 //!   concurrent writers never interleave. The appender holds a *shared*
 //!   `flock` on the descriptor while it writes, and after locking checks that
 //!   its descriptor is still the file at the path (same device and inode); if
-//!   a trim replaced the file meanwhile it reopens. Cost: open, flock, fstat,
-//!   stat, write, close (and no `stat` of the directory first for self-timing,
+//!   a trim replaced the file meanwhile it reopens. Cost: open, flock, statx,
+//!   statx, write, close (and no `stat` of the directory first for self-timing,
 //!   which must not create it: the open's ENOENT says it is missing).
 //! - **Trim / cleanup**: rewrite under an *exclusive* `flock` on the current
 //!   file: copy the rows to keep into a temp file beside it and rename it over
@@ -14,7 +14,7 @@
 //!   one of the oldest), or gets its lock after the rename, sees the inode
 //!   changed, and appends to the new file. No append is lost.
 //! - **Automatic trim**: after an append, when the file's size (from the
-//!   `fstat` already done) exceeds the cap, the appender trims the log to the
+//!   `statx` already done) exceeds the cap, the appender trims the log to the
 //!   newest rows filling at most half the cap, keeping a leading `#` header.
 //!
 //! Writers that append without the lock (a plain `echo >> log` of an old
@@ -29,17 +29,19 @@
 //!   child), keyed by path, device, inode and pid. A script's
 //!   `exec 200>f` or a low `ulimit -n` never meets it; `exec prog` leaves
 //!   it open in the new program, like a held lock's. Each append
-//!   re-verifies it (fstat: still our file at that descriptor number; after
-//!   the shared lock, stat: still the file at the path) and otherwise
+//!   re-verifies it (statx: still our file at that descriptor number; after
+//!   the shared lock, statx: still the file at the path) and otherwise
 //!   reopens, so a trim or cleanup (new inode), a path
 //!   change, a fork (another pid) or a script that closed or reused the
 //!   number is followed exactly as the open-per-append path follows it.
-//!   Cost: fstat, flock, stat, write, unlock.
+//!   Cost: statx, flock, statx, write, unlock. Every `statx` asks for
+//!   the inode (and size, type) only, never the times
+//!   ([`crate::fsutil::Ident`]: on Linux ≥ 6.13 a stat that returns them
+//!   makes the next append dirty the inode for a fine-grained timestamp).
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -90,9 +92,10 @@ fn open_append(path: &Path, mkdir: bool) -> Result<Option<File>> {
     }
 }
 
-/// Whether the open file `meta` is still the file at `path`.
-fn still_current(path: &Path, meta: &fs::Metadata) -> bool {
-    fs::symlink_metadata(path).is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev())
+/// Whether the open file `id` is still the file at `path` (a `statx` for
+/// the inode only: [`fsutil::Ident`]).
+fn still_current(path: &Path, id: &fsutil::Ident) -> bool {
+    fsutil::ident_path(path, fsutil::Want::Id).is_ok_and(|m| m.is(id.dev, id.ino))
 }
 
 /// Appends one row to the log at `path`, creating it (and its directory),
@@ -166,12 +169,12 @@ fn append_opening(path: &Path, row: &[u8], mkdir: bool) -> Result<Option<u64>> {
         };
         f.lock_shared()
             .map_err(|e| Error::io("cannot lock", path, e))?;
-        // One fstat, under the lock: a regular file (a FIFO opens, and is
-        // refused here), its identity and its size.
-        let meta = f
-            .metadata()
+        // One statx, under the lock: a regular file (a FIFO opens, and is
+        // refused here), its identity and its size (no times: see
+        // [`fsutil::Ident`]).
+        let meta = fsutil::ident_fd(&f, fsutil::Want::KindSize)
             .map_err(|e| Error::io("cannot stat", path, e))?;
-        if !meta.file_type().is_file() {
+        if !meta.is_file() {
             return Err(Error::io("cannot open", path, fsutil::not_regular()));
         }
         if !still_current(path, &meta) {
@@ -190,7 +193,7 @@ fn append_opening(path: &Path, row: &[u8], mkdir: bool) -> Result<Option<u64>> {
             let _ = f.unlock();
             keep(path, f, &meta);
         }
-        return Ok(Some(meta.len() + row.len() as u64));
+        return Ok(Some(meta.size + row.len() as u64));
         // Otherwise `f` closes here, which releases the shared lock.
     }
 }
@@ -241,7 +244,7 @@ fn kept() -> std::sync::MutexGuard<'static, Option<Kept>> {
 }
 
 /// Keeps `f` (just used to append to `path`, whose identity is `meta`).
-fn keep(path: &Path, f: File, meta: &fs::Metadata) {
+fn keep(path: &Path, f: File, meta: &fsutil::Ident) {
     let Ok(fd) = crate::hostfd::high_fd(&f) else {
         return;
     };
@@ -252,8 +255,8 @@ fn keep(path: &Path, f: File, meta: &fs::Metadata) {
     let old = kept().replace(Kept {
         path: path.to_path_buf(),
         fd,
-        dev: meta.dev(),
-        ino: meta.ino(),
+        dev: meta.dev,
+        ino: meta.ino,
         pid: my_pid(),
     });
     if let Some(old) = old {
@@ -265,7 +268,7 @@ fn keep(path: &Path, f: File, meta: &fs::Metadata) {
 /// else leaves the number alone (the script closed or reused it).
 fn forget_kept(k: Kept) {
     crate::hostfd::fork_keeps(k.fd.as_raw_fd());
-    let ours = rustix::fs::fstat(&k.fd).is_ok_and(|st| st.st_dev == k.dev && st.st_ino == k.ino);
+    let ours = fsutil::ident_fd(&k.fd, fsutil::Want::Id).is_ok_and(|m| m.is(k.dev, k.ino));
     if ours {
         drop(k.fd);
     } else {
@@ -292,8 +295,9 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
         return Ok(None);
     }
     // Still our file at that number (a script may have closed or reused it).
-    let size = match rustix::fs::fstat(&k.fd) {
-        Ok(st) if st.st_dev == k.dev && st.st_ino == k.ino => st.st_size as u64,
+    // (statx with the minimal mask, not fstat: [`fsutil::Ident`].)
+    let size = match fsutil::ident_fd(&k.fd, fsutil::Want::Size) {
+        Ok(m) if m.is(k.dev, k.ino) => m.size,
         _ => {
             if let Some(k) = slot.take() {
                 crate::hostfd::fork_keeps(k.fd.as_raw_fd());
@@ -306,7 +310,7 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
     rustix::fs::flock(fd, rustix::fs::FlockOperation::LockShared)
         .map_err(|e| Error::io("cannot lock", path, e.into()))?;
     // Still the file at the path (a trim renames a new one over it).
-    let current = fs::symlink_metadata(path).is_ok_and(|m| m.dev() == k.dev && m.ino() == k.ino);
+    let current = fsutil::ident_path(path, fsutil::Want::Id).is_ok_and(|m| m.is(k.dev, k.ino));
     if !current {
         let _ = rustix::fs::flock(fd, rustix::fs::FlockOperation::Unlock);
         if let Some(k) = slot.take() {
@@ -353,8 +357,7 @@ fn lock_exclusive(path: &Path) -> Result<Option<File>> {
             Err(e) => return Err(Error::io("cannot open", path, e)),
         };
         f.lock().map_err(|e| Error::io("cannot lock", path, e))?;
-        let meta = f
-            .metadata()
+        let meta = fsutil::ident_fd(&f, fsutil::Want::Id)
             .map_err(|e| Error::io("cannot stat", path, e))?;
         if still_current(path, &meta) {
             return Ok(Some(f));
@@ -510,6 +513,7 @@ pub fn cleanup(path: &Path, c: Cleanup) -> Result<CleanupReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn ms_formatting() {

@@ -212,19 +212,11 @@ pub fn fd_unlinked(fd: std::os::fd::RawFd) -> bool {
 /// caller's [`open`] created the file. `follow`: [`Rule::follow`] (only
 /// then is an empty file an old-library writer's).
 pub fn check(fd: impl AsFd, path: &Path, created: bool, follow: bool) -> io::Result<Verdict> {
-    let st = rustix::fs::fstat(&fd)?;
-    if !names_file(&st, path)? {
-        return Ok(Verdict::Replaced);
-    }
-    if created {
-        return Ok(Verdict::Ours);
-    }
-    verdict_of(
-        fd,
-        u64::try_from(st.st_size).unwrap_or(0),
-        || Ok((st.st_mtime as i64, st.st_mtime_nsec as i64)),
-        follow,
-    )
+    // The descriptor's identity, then [`check_known`]: the path's status
+    // *is* the locked file's when it names the same inode (no times asked
+    // for either: [`crate::fsutil::Ident`]).
+    let id = crate::fsutil::ident_fd(&fd, crate::fsutil::Want::Id)?;
+    check_known(fd, (id.dev, id.ino), path, created, follow).map(|(v, _)| v)
 }
 
 /// [`check`] for a caller that knows the locked file's identity already

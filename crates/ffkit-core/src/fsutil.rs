@@ -231,20 +231,41 @@ fn ident_of(x: &rustix::fs::Statx) -> Ident {
 /// [`Ident`] of the file open at `fd`: `statx(fd, "", AT_EMPTY_PATH)`
 /// with the minimal mask (see [`Ident`] for why not `fstat`).
 pub fn ident_fd(fd: impl std::os::fd::AsFd, want: Want) -> io::Result<Ident> {
-    let x = rustix::fs::statx(fd, c"", rustix::fs::AtFlags::EMPTY_PATH, statx_mask(want))?;
-    Ok(ident_of(&x))
+    let flags = rustix::fs::AtFlags::EMPTY_PATH;
+    match rustix::fs::statx(&fd, c"", flags, statx_mask(want)) {
+        Ok(x) => Ok(ident_of(&x)),
+        Err(e) if no_statx(e) => Ok(ident_of_stat(&rustix::fs::fstat(&fd)?)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A kernel without `statx` (before Linux 4.11: ENOSYS) or a sandbox that
+/// refuses it (an old container seccomp profile: EPERM, which a `statx`
+/// of a path or descriptor does not return otherwise): `fstat`/`lstat`
+/// answer instead. (rustix's `linux_4_11` feature: no probe call of its
+/// own after a first failing `statx`.)
+fn no_statx(e: Errno) -> bool {
+    matches!(e, Errno::NOSYS | Errno::PERM)
+}
+
+fn ident_of_stat(st: &rustix::fs::Stat) -> Ident {
+    Ident {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        kind: st.st_mode & libc::S_IFMT,
+    }
 }
 
 /// [`Ident`] of `path` itself, a symlink not followed (as `lstat`), with
 /// the minimal mask (see [`Ident`]).
 pub fn ident_path(path: &Path, want: Want) -> io::Result<Ident> {
-    let x = rustix::fs::statx(
-        CWD,
-        path,
-        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-        statx_mask(want),
-    )?;
-    Ok(ident_of(&x))
+    let flags = rustix::fs::AtFlags::SYMLINK_NOFOLLOW;
+    match rustix::fs::statx(CWD, path, flags, statx_mask(want)) {
+        Ok(x) => Ok(ident_of(&x)),
+        Err(e) if no_statx(e) => Ok(ident_of_stat(&rustix::fs::statat(CWD, path, flags)?)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);

@@ -251,13 +251,8 @@ pub fn check_known(
         return Ok((Verdict::Ours, len));
     }
     let mtime = || {
-        let x = rustix::fs::statx(
-            &fd,
-            c"",
-            rustix::fs::AtFlags::EMPTY_PATH,
-            rustix::fs::StatxFlags::MTIME,
-        )?;
-        Ok((x.stx_mtime.tv_sec, i64::from(x.stx_mtime.tv_nsec)))
+        let st = rustix::fs::fstat(&fd)?;
+        Ok((st.st_mtime as i64, st.st_mtime_nsec as i64))
     };
     let v = verdict_of(&fd, len, mtime, follow)?;
     Ok((v, len))

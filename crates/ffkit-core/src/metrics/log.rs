@@ -86,7 +86,7 @@ fn push_ms(out: &mut String, ms: f64) {
     if milli != 0 {
         out.push('.');
         let mut digits = 3;
-        while milli % 10 == 0 {
+        while milli.is_multiple_of(10) {
             milli /= 10;
             digits -= 1;
         }

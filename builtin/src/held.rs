@@ -35,6 +35,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ffkit::config::Config;
+use ffkit::fsutil::{self, Want};
 use ffkit::hostfd;
 use ffkit::lock::holder::{Holder, KIND_FD, RecordLine};
 use ffkit::lock::kernel::Method;
@@ -101,8 +102,9 @@ fn take_idle(path: &Path, me: rustix::process::Pid) -> Option<(OwnedFd, (u64, u6
     let e = t.remove(i);
     drop(t);
     hostfd::fork_keeps(e.fd.as_raw_fd());
-    match rustix::fs::fstat(&e.fd) {
-        Ok(st) if st.st_dev == e.dev && st.st_ino == e.ino => Some((e.fd, (e.dev, e.ino))),
+    // (statx for the inode only, not fstat: `fsutil::Ident` says why.)
+    match fsutil::ident_fd(&e.fd, Want::Id) {
+        Ok(m) if m.is(e.dev, e.ino) => Some((e.fd, (e.dev, e.ino))),
         // Closed or reused by the script: the number is not ours.
         _ => {
             std::mem::forget(e.fd);
@@ -132,7 +134,7 @@ fn keep_idle(e: Entry) {
 /// Closes a kept descriptor, unless the script closed or reused its number.
 fn close_idle(e: Idle) {
     hostfd::fork_keeps(e.fd.as_raw_fd());
-    if rustix::fs::fstat(&e.fd).is_ok_and(|st| st.st_dev == e.dev && st.st_ino == e.ino) {
+    if fsutil::ident_fd(&e.fd, Want::Id).is_ok_and(|m| m.is(e.dev, e.ino)) {
         drop(e.fd);
     } else {
         std::mem::forget(e.fd);
@@ -391,7 +393,7 @@ pub fn release(path: &Path) -> Result<()> {
     let e = t.swap_remove(i);
     drop(t);
     hostfd::fork_keeps(e.fd.as_raw_fd());
-    let same = rustix::fs::fstat(&e.fd).is_ok_and(|st| st.st_dev == e.dev && st.st_ino == e.ino);
+    let same = fsutil::ident_fd(&e.fd, Want::Id).is_ok_and(|m| m.is(e.dev, e.ino));
     if !same {
         // Someone replaced the descriptor: it is not our lock any more.
         std::mem::forget(e.fd);
@@ -469,8 +471,7 @@ pub fn hand_over() -> Vec<(PathBuf, i32)> {
     let mut out = Vec::new();
     for e in std::mem::take(&mut *table()) {
         hostfd::fork_keeps(e.fd.as_raw_fd());
-        let same =
-            rustix::fs::fstat(&e.fd).is_ok_and(|st| st.st_dev == e.dev && st.st_ino == e.ino);
+        let same = fsutil::ident_fd(&e.fd, Want::Id).is_ok_and(|m| m.is(e.dev, e.ino));
         if e.pid == me && same {
             out.push((e.path, std::os::fd::IntoRawFd::into_raw_fd(e.fd)));
         } else {

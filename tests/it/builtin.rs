@@ -506,6 +506,75 @@ fn an_uncontended_builtin_acquisition_stats_the_locked_file_once() {
     );
 }
 
+/// The builtin's lock pair, with its two metrics rows through the kept
+/// log descriptor, asks the kernel for no file times: every `statx` (the
+/// namespace's `.git`, the kept descriptors' identity, the lock file's and
+/// the log's path) has a mask of inode, size or type only, and no
+/// descriptor of the builtin's (200 and up) is `fstat`ed. On Linux ≥ 6.13 a
+/// stat that returns mtime or ctime makes the next write of that file (the
+/// holder record, the release's truncate, the row) take a fine-grained
+/// timestamp and dirty the inode (BENCHMARKS.md, "Fifth pass on the lock
+/// pair"). Before: `fstat` of both kept descriptors, `statx(STATX_ALL)` of
+/// the paths. The rows and the release's cleared record are as before.
+/// Traced with strace.
+#[test]
+fn the_builtin_lock_pair_asks_for_no_file_times() {
+    if !crate::util::need("strace", "the system calls of a lock pair") {
+        return;
+    }
+    let r = Repo::new();
+    let trace = r.tmp.path().join("trace");
+    let mut c = r.bare("strace");
+    c.env("CACHE_PERF_MONITORING", "enabled")
+        .args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .args([
+            "bash",
+            "-c",
+            ". \"$FFKIT_LIB\"\n\
+             [ \"$(type -t ffkit)\" = builtin ] || exit 99\n\
+             write_cache_with_metadata k v 0\n\
+             acquire_critical_lock y; release_critical_lock y\n\
+             printf ffkit-mark >/dev/null\n\
+             acquire_critical_lock y; release_critical_lock y\n\
+             printf ffkit-end >/dev/null",
+        ]);
+    ok(&out(&mut c));
+    assert_eq!(fs::read(r.ns().join("locks/y.lock")).unwrap(), b"");
+    let t = fs::read_to_string(&trace).unwrap();
+    let pair: Vec<&str> = t
+        .lines()
+        .skip_while(|l| !l.contains("ffkit-mark"))
+        .take_while(|l| !l.contains("ffkit-end"))
+        .collect();
+    let rows = pair
+        .iter()
+        .filter(|l| {
+            l.contains("write(") && (l.contains(",lock_acquire,") || l.contains(",lock_release,"))
+        })
+        .count();
+    assert_eq!(rows, 2, "two metrics rows:\n{pair:#?}");
+    let statx: Vec<&&str> = pair.iter().filter(|l| l.contains("statx(")).collect();
+    assert!(statx.len() >= 4, "{pair:#?}");
+    for l in &statx {
+        let mask = l.split(", ").nth(3).unwrap_or("");
+        assert!(
+            !mask.contains("STATX_ALL")
+                && !mask.contains("STATX_BASIC_STATS")
+                && !mask.contains("TIME"),
+            "a statx asking for times: {l}"
+        );
+    }
+    let fstat_of_ours = pair.iter().filter(|l| {
+        l.split_once("newfstatat(")
+            .or_else(|| l.split_once("fstat("))
+            .and_then(|(_, r)| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|fd| fd >= 200)
+    });
+    assert_eq!(fstat_of_ours.count(), 0, "{pair:#?}");
+}
+
 #[test]
 fn sixteen_scripts_mixing_the_builtin_and_lock_acquire_processes_count_exactly() {
     let r = Repo::new();

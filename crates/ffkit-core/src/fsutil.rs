@@ -165,6 +165,109 @@ pub fn regular_len(f: &File) -> io::Result<u64> {
     }
 }
 
+/// What the hot paths (the metrics append, the lock files) ask of a file:
+/// its identity, type and size, and never its times. On Linux ≥ 6.13 a
+/// `stat` that returns mtime or ctime marks the inode "ctime queried", so
+/// the file's next write must take a fine-grained timestamp and dirty the
+/// inode (on ext4 a journal handle): `fstat` and `std`'s metadata (statx
+/// with `STATX_ALL`) cost every following `write`/`ftruncate` that. `statx`
+/// with a mask of only these fields leaves the inode alone. The device is
+/// always returned; it is encoded as `fstat`'s `st_dev` and `std`'s
+/// `MetadataExt::dev` are (`makedev`), so identities from either compare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ident {
+    pub dev: u64,
+    pub ino: u64,
+    /// Meaningful only where the caller asked for [`Want::Size`].
+    pub size: u64,
+    /// The file type bits of the mode (`S_IFMT`); 0 unless asked for.
+    pub kind: u32,
+}
+
+impl Ident {
+    /// A regular file (needs [`Want::Kind`]).
+    pub fn is_file(&self) -> bool {
+        self.kind == libc::S_IFREG
+    }
+
+    /// The same file as `(dev, ino)`.
+    pub fn is(&self, dev: u64, ino: u64) -> bool {
+        self.dev == dev && self.ino == ino
+    }
+}
+
+/// The fields an [`Ident`] is asked for, besides device and inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Want {
+    /// Device and inode only.
+    Id,
+    /// And the size.
+    Size,
+    /// And the file type.
+    Kind,
+    /// And both.
+    KindSize,
+}
+
+fn statx_mask(want: Want) -> rustix::fs::StatxFlags {
+    use rustix::fs::StatxFlags as F;
+    match want {
+        Want::Id => F::INO,
+        Want::Size => F::INO | F::SIZE,
+        Want::Kind => F::INO | F::TYPE,
+        Want::KindSize => F::INO | F::TYPE | F::SIZE,
+    }
+}
+
+fn ident_of(x: &rustix::fs::Statx) -> Ident {
+    Ident {
+        dev: rustix::fs::makedev(x.stx_dev_major, x.stx_dev_minor),
+        ino: x.stx_ino,
+        size: x.stx_size,
+        kind: u32::from(x.stx_mode) & libc::S_IFMT,
+    }
+}
+
+/// [`Ident`] of the file open at `fd`: `statx(fd, "", AT_EMPTY_PATH)`
+/// with the minimal mask (see [`Ident`] for why not `fstat`).
+pub fn ident_fd(fd: impl std::os::fd::AsFd, want: Want) -> io::Result<Ident> {
+    let flags = rustix::fs::AtFlags::EMPTY_PATH;
+    match rustix::fs::statx(&fd, c"", flags, statx_mask(want)) {
+        Ok(x) => Ok(ident_of(&x)),
+        Err(e) if no_statx(e) => Ok(ident_of_stat(&rustix::fs::fstat(&fd)?)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A kernel without `statx` (before Linux 4.11: ENOSYS) or a sandbox that
+/// refuses it (an old container seccomp profile: EPERM, which a `statx`
+/// of a path or descriptor does not return otherwise): `fstat`/`lstat`
+/// answer instead. (rustix's `linux_4_11` feature: no probe call of its
+/// own after a first failing `statx`.)
+fn no_statx(e: Errno) -> bool {
+    matches!(e, Errno::NOSYS | Errno::PERM)
+}
+
+fn ident_of_stat(st: &rustix::fs::Stat) -> Ident {
+    Ident {
+        dev: st.st_dev,
+        ino: st.st_ino,
+        size: u64::try_from(st.st_size).unwrap_or(0),
+        kind: st.st_mode & libc::S_IFMT,
+    }
+}
+
+/// [`Ident`] of `path` itself, a symlink not followed (as `lstat`), with
+/// the minimal mask (see [`Ident`]).
+pub fn ident_path(path: &Path, want: Want) -> io::Result<Ident> {
+    let flags = rustix::fs::AtFlags::SYMLINK_NOFOLLOW;
+    match rustix::fs::statx(CWD, path, flags, statx_mask(want)) {
+        Ok(x) => Ok(ident_of(&x)),
+        Err(e) if no_statx(e) => Ok(ident_of_stat(&rustix::fs::statat(CWD, path, flags)?)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Prefix of every temp file ffkit creates; a dot-file, so it never counts

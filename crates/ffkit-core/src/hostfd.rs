@@ -97,16 +97,25 @@ fn registered(fd: i32) -> bool {
 /// already (the caller then does not keep it).
 pub fn fork_closes(fd: i32) -> bool {
     register_fork_handler();
+    // A taken slot is skipped by a plain read (see [`fork_keeps`]).
     FORK_CLOSES.iter().any(|s| {
-        s.compare_exchange(-1, fd, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
+        s.load(Ordering::Relaxed) == -1
+            && s.compare_exchange(-1, fd, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     })
 }
 
 /// Undoes [`fork_closes`] for `fd` (about to be closed, or no longer ours).
+/// Each slot is read first and swapped only when it holds `fd`: a
+/// `compare_exchange` is a locked instruction even when it fails, and 256
+/// of them cost ~1.5 µs, twice per lock pair of the builtin (BENCHMARKS.md,
+/// "Fifth pass on the lock pair"). The same slots are cleared: the only
+/// other writer is the fork handler, which runs in the child.
 pub fn fork_keeps(fd: i32) {
     for s in &FORK_CLOSES {
-        let _ = s.compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed);
+        if s.load(Ordering::Relaxed) == fd {
+            let _ = s.compare_exchange(fd, -1, Ordering::Relaxed, Ordering::Relaxed);
+        }
     }
 }
 

@@ -162,11 +162,12 @@ impl Here {
 }
 
 /// The nearest ancestor of `start` (itself included) that holds `.git` (a
-/// dir, or the file of a linked worktree or submodule), found without git.
+/// dir, or the file of a linked worktree or submodule), found without git
+/// (one `statx` per ancestor, asking for no times: [`crate::fsutil::Ident`]).
 pub fn repo_root(start: &Path) -> Option<&Path> {
-    start
-        .ancestors()
-        .find(|d| d.join(OsStr::new(".git")).symlink_metadata().is_ok())
+    start.ancestors().find(|d| {
+        crate::fsutil::ident_path(&d.join(OsStr::new(".git")), crate::fsutil::Want::Id).is_ok()
+    })
 }
 
 // ---------------------------------------------------------------------------

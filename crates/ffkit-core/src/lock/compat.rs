@@ -212,19 +212,11 @@ pub fn fd_unlinked(fd: std::os::fd::RawFd) -> bool {
 /// caller's [`open`] created the file. `follow`: [`Rule::follow`] (only
 /// then is an empty file an old-library writer's).
 pub fn check(fd: impl AsFd, path: &Path, created: bool, follow: bool) -> io::Result<Verdict> {
-    let st = rustix::fs::fstat(&fd)?;
-    if !names_file(&st, path)? {
-        return Ok(Verdict::Replaced);
-    }
-    if created {
-        return Ok(Verdict::Ours);
-    }
-    verdict_of(
-        fd,
-        u64::try_from(st.st_size).unwrap_or(0),
-        (st.st_mtime as i64, st.st_mtime_nsec as i64),
-        follow,
-    )
+    // The descriptor's identity, then [`check_known`]: the path's status
+    // *is* the locked file's when it names the same inode (no times asked
+    // for either: [`crate::fsutil::Ident`]).
+    let id = crate::fsutil::ident_fd(&fd, crate::fsutil::Want::Id)?;
+    check_known(fd, (id.dev, id.ino), path, created, follow).map(|(v, _)| v)
 }
 
 /// [`check`] for a caller that knows the locked file's identity already
@@ -235,7 +227,11 @@ pub fn check(fd: impl AsFd, path: &Path, created: bool, follow: bool) -> io::Res
 /// device and inode, and is needed anyway to see whether it does. Returns
 /// the verdict and the locked file's length as read then (for the holder
 /// record's write). One system call fewer than [`check`] on the builtin's
-/// lock pair (BENCHMARKS.md).
+/// lock pair (BENCHMARKS.md). The path's status is a `statx` of its inode
+/// and size only ([`crate::fsutil::Ident`]: asking for the times would make
+/// the holder record's write dirty the inode); the mtime, which only a short
+/// file's verdict needs ([`verdict_of`]), is then read from the locked
+/// descriptor itself, the same file.
 pub fn check_known(
     fd: impl AsFd,
     (dev, ino): (u64, u64),
@@ -243,23 +239,41 @@ pub fn check_known(
     created: bool,
     follow: bool,
 ) -> io::Result<(Verdict, u64)> {
-    let m = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.dev() == dev && m.ino() == ino => m,
+    use crate::fsutil::{Want, ident_path};
+    let m = match ident_path(path, Want::Size) {
+        Ok(m) if m.is(dev, ino) => m,
         Ok(_) => return Ok((Verdict::Replaced, 0)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Verdict::Replaced, 0)),
         Err(e) => return Err(e),
     };
-    let len = m.len();
+    let len = m.size;
     if created {
         return Ok((Verdict::Ours, len));
     }
-    let v = verdict_of(fd, len, (m.mtime(), m.mtime_nsec()), follow)?;
+    let mtime = || {
+        let st = rustix::fs::fstat(&fd)?;
+        Ok((st.st_mtime as i64, st.st_mtime_nsec as i64))
+    };
+    let v = verdict_of(&fd, len, mtime, follow)?;
     Ok((v, len))
 }
 
-/// The verdict on a lock file named by its path whose length and mtime
-/// were read with the lock held, and which the caller did not create.
-fn verdict_of(fd: impl AsFd, len: u64, mtime: (i64, i64), follow: bool) -> io::Result<Verdict> {
+/// The verdict on a lock file named by its path whose length was read
+/// with the lock held, and which the caller did not create. `mtime` reads
+/// its modification time, called (once) only when the verdict depends on
+/// it: a file shorter than an old-library record, and not empty unless
+/// `follow` (the common file, a released lock's empty one or ffkit's
+/// record, needs no time).
+fn verdict_of(
+    fd: impl AsFd,
+    len: u64,
+    mtime: impl FnOnce() -> io::Result<(i64, i64)>,
+    follow: bool,
+) -> io::Result<Verdict> {
+    if len >= OLD_RECORD_MAX as u64 || (len == 0 && !follow) {
+        return Ok(Verdict::Ours);
+    }
+    let mtime = mtime()?;
     let mtime = UNIX_EPOCH
         + Duration::new(
             u64::try_from(mtime.0).unwrap_or(0),

@@ -4,8 +4,8 @@
 //!   concurrent writers never interleave. The appender holds a *shared*
 //!   `flock` on the descriptor while it writes, and after locking checks that
 //!   its descriptor is still the file at the path (same device and inode); if
-//!   a trim replaced the file meanwhile it reopens. Cost: open, flock, fstat,
-//!   stat, write, close (and no `stat` of the directory first for self-timing,
+//!   a trim replaced the file meanwhile it reopens. Cost: open, flock, statx,
+//!   statx, write, close (and no `stat` of the directory first for self-timing,
 //!   which must not create it: the open's ENOENT says it is missing).
 //! - **Trim / cleanup**: rewrite under an *exclusive* `flock` on the current
 //!   file: copy the rows to keep into a temp file beside it and rename it over
@@ -14,7 +14,7 @@
 //!   one of the oldest), or gets its lock after the rename, sees the inode
 //!   changed, and appends to the new file. No append is lost.
 //! - **Automatic trim**: after an append, when the file's size (from the
-//!   `fstat` already done) exceeds the cap, the appender trims the log to the
+//!   `statx` already done) exceeds the cap, the appender trims the log to the
 //!   newest rows filling at most half the cap, keeping a leading `#` header.
 //!
 //! Writers that append without the lock (a plain `echo >> log` of an old
@@ -29,17 +29,19 @@
 //!   child), keyed by path, device, inode and pid. A script's
 //!   `exec 200>f` or a low `ulimit -n` never meets it; `exec prog` leaves
 //!   it open in the new program, like a held lock's. Each append
-//!   re-verifies it (fstat: still our file at that descriptor number; after
-//!   the shared lock, stat: still the file at the path) and otherwise
+//!   re-verifies it (statx: still our file at that descriptor number; after
+//!   the shared lock, statx: still the file at the path) and otherwise
 //!   reopens, so a trim or cleanup (new inode), a path
 //!   change, a fork (another pid) or a script that closed or reused the
 //!   number is followed exactly as the open-per-append path follows it.
-//!   Cost: fstat, flock, stat, write, unlock.
+//!   Cost: statx, flock, statx, write, unlock. Every `statx` asks for
+//!   the inode (and size, type) only, never the times
+//!   ([`crate::fsutil::Ident`]: on Linux ≥ 6.13 a stat that returns them
+//!   makes the next append dirty the inode for a fine-grained timestamp).
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,18 +53,81 @@ use crate::fsutil;
 /// Formats a duration in milliseconds with microsecond precision, without
 /// trailing zeros: `15`, `0.123`, `2.5`.
 pub fn format_ms(ms: f64) -> String {
-    let s = format!("{:.3}", ms.max(0.0));
-    let s = s.trim_end_matches('0').trim_end_matches('.');
-    if s.is_empty() {
-        "0".into()
-    } else {
-        s.to_string()
+    let mut out = String::new();
+    push_ms(&mut out, ms);
+    out
+}
+
+/// [`format_ms`] appended to `out`. The bytes are exactly those of
+/// `format!("{:.3}")` with the trailing zeros (and a bare `.`) trimmed;
+/// the common case (a duration under 11 days whose thousandths are not
+/// within a millionth of a tie) is written from integers, without the
+/// formatting machinery (a few thousand instructions per metrics row).
+/// Exact because `ms * 1000.0` is off the true product by at most half an
+/// ulp (under 1.2e-7 below 1e9), so when the fraction is farther than 1e-6
+/// from one half both round the same way; otherwise, and for -0, huge or
+/// non-finite values, `format!` decides.
+fn push_ms(out: &mut String, ms: f64) {
+    let ms = ms.max(0.0);
+    let u = ms * 1000.0;
+    let fast = ms.is_sign_positive() && u < 1e9;
+    let floor = u.floor();
+    let frac = u - floor;
+    if !fast || (frac - 0.5).abs() <= 1e-6 {
+        let s = format!("{ms:.3}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        out.push_str(if s.is_empty() { "0" } else { s });
+        return;
+    }
+    // In range: below 1e9, so the cast is exact.
+    let micros = floor as u64 + u64::from(frac > 0.5);
+    push_u64(out, micros / 1000);
+    let mut milli = micros % 1000;
+    if milli != 0 {
+        out.push('.');
+        let mut digits = 3;
+        while milli.is_multiple_of(10) {
+            milli /= 10;
+            digits -= 1;
+        }
+        let mut buf = [b'0'; 3];
+        for d in buf[..digits].iter_mut().rev() {
+            *d = b'0' + (milli % 10) as u8;
+            milli /= 10;
+        }
+        out.extend(buf[..digits].iter().map(|&b| char::from(b)));
     }
 }
 
-/// One row, newline included.
+/// `n` in decimal, appended to `out` (what `format!("{n}")` writes).
+fn push_u64(out: &mut String, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(buf[i..].iter().map(|&b| char::from(b)));
+}
+
+/// One row, newline included: `timestamp,op,ms` as
+/// `format!("{timestamp},{op},{}\n", format_ms(ms))` writes it.
 pub fn format_row(timestamp: i64, op: &str, ms: f64) -> String {
-    format!("{timestamp},{op},{}\n", format_ms(ms))
+    let mut row = String::with_capacity(op.len() + 40);
+    if timestamp < 0 {
+        row.push('-');
+    }
+    push_u64(&mut row, timestamp.unsigned_abs());
+    row.push(',');
+    row.push_str(op);
+    row.push(',');
+    push_ms(&mut row, ms);
+    row.push('\n');
+    row
 }
 
 /// How many times an appender follows a replaced file before giving up
@@ -90,9 +155,10 @@ fn open_append(path: &Path, mkdir: bool) -> Result<Option<File>> {
     }
 }
 
-/// Whether the open file `meta` is still the file at `path`.
-fn still_current(path: &Path, meta: &fs::Metadata) -> bool {
-    fs::symlink_metadata(path).is_ok_and(|m| m.ino() == meta.ino() && m.dev() == meta.dev())
+/// Whether the open file `id` is still the file at `path` (a `statx` for
+/// the inode only: [`fsutil::Ident`]).
+fn still_current(path: &Path, id: &fsutil::Ident) -> bool {
+    fsutil::ident_path(path, fsutil::Want::Id).is_ok_and(|m| m.is(id.dev, id.ino))
 }
 
 /// Appends one row to the log at `path`, creating it (and its directory),
@@ -166,12 +232,12 @@ fn append_opening(path: &Path, row: &[u8], mkdir: bool) -> Result<Option<u64>> {
         };
         f.lock_shared()
             .map_err(|e| Error::io("cannot lock", path, e))?;
-        // One fstat, under the lock: a regular file (a FIFO opens, and is
-        // refused here), its identity and its size.
-        let meta = f
-            .metadata()
+        // One statx, under the lock: a regular file (a FIFO opens, and is
+        // refused here), its identity and its size (no times: see
+        // [`fsutil::Ident`]).
+        let meta = fsutil::ident_fd(&f, fsutil::Want::KindSize)
             .map_err(|e| Error::io("cannot stat", path, e))?;
-        if !meta.file_type().is_file() {
+        if !meta.is_file() {
             return Err(Error::io("cannot open", path, fsutil::not_regular()));
         }
         if !still_current(path, &meta) {
@@ -190,7 +256,7 @@ fn append_opening(path: &Path, row: &[u8], mkdir: bool) -> Result<Option<u64>> {
             let _ = f.unlock();
             keep(path, f, &meta);
         }
-        return Ok(Some(meta.len() + row.len() as u64));
+        return Ok(Some(meta.size + row.len() as u64));
         // Otherwise `f` closes here, which releases the shared lock.
     }
 }
@@ -241,7 +307,7 @@ fn kept() -> std::sync::MutexGuard<'static, Option<Kept>> {
 }
 
 /// Keeps `f` (just used to append to `path`, whose identity is `meta`).
-fn keep(path: &Path, f: File, meta: &fs::Metadata) {
+fn keep(path: &Path, f: File, meta: &fsutil::Ident) {
     let Ok(fd) = crate::hostfd::high_fd(&f) else {
         return;
     };
@@ -252,8 +318,8 @@ fn keep(path: &Path, f: File, meta: &fs::Metadata) {
     let old = kept().replace(Kept {
         path: path.to_path_buf(),
         fd,
-        dev: meta.dev(),
-        ino: meta.ino(),
+        dev: meta.dev,
+        ino: meta.ino,
         pid: my_pid(),
     });
     if let Some(old) = old {
@@ -265,7 +331,7 @@ fn keep(path: &Path, f: File, meta: &fs::Metadata) {
 /// else leaves the number alone (the script closed or reused it).
 fn forget_kept(k: Kept) {
     crate::hostfd::fork_keeps(k.fd.as_raw_fd());
-    let ours = rustix::fs::fstat(&k.fd).is_ok_and(|st| st.st_dev == k.dev && st.st_ino == k.ino);
+    let ours = fsutil::ident_fd(&k.fd, fsutil::Want::Id).is_ok_and(|m| m.is(k.dev, k.ino));
     if ours {
         drop(k.fd);
     } else {
@@ -292,8 +358,9 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
         return Ok(None);
     }
     // Still our file at that number (a script may have closed or reused it).
-    let size = match rustix::fs::fstat(&k.fd) {
-        Ok(st) if st.st_dev == k.dev && st.st_ino == k.ino => st.st_size as u64,
+    // (statx with the minimal mask, not fstat: [`fsutil::Ident`].)
+    let size = match fsutil::ident_fd(&k.fd, fsutil::Want::Size) {
+        Ok(m) if m.is(k.dev, k.ino) => m.size,
         _ => {
             if let Some(k) = slot.take() {
                 crate::hostfd::fork_keeps(k.fd.as_raw_fd());
@@ -306,7 +373,7 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
     rustix::fs::flock(fd, rustix::fs::FlockOperation::LockShared)
         .map_err(|e| Error::io("cannot lock", path, e.into()))?;
     // Still the file at the path (a trim renames a new one over it).
-    let current = fs::symlink_metadata(path).is_ok_and(|m| m.dev() == k.dev && m.ino() == k.ino);
+    let current = fsutil::ident_path(path, fsutil::Want::Id).is_ok_and(|m| m.is(k.dev, k.ino));
     if !current {
         let _ = rustix::fs::flock(fd, rustix::fs::FlockOperation::Unlock);
         if let Some(k) = slot.take() {
@@ -353,8 +420,7 @@ fn lock_exclusive(path: &Path) -> Result<Option<File>> {
             Err(e) => return Err(Error::io("cannot open", path, e)),
         };
         f.lock().map_err(|e| Error::io("cannot lock", path, e))?;
-        let meta = f
-            .metadata()
+        let meta = fsutil::ident_fd(&f, fsutil::Want::Id)
             .map_err(|e| Error::io("cannot stat", path, e))?;
         if still_current(path, &meta) {
             return Ok(Some(f));
@@ -510,6 +576,81 @@ pub fn cleanup(path: &Path, c: Cleanup) -> Result<CleanupReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// The formatting before the integer writer, the reference.
+    fn format_ms_by_format(ms: f64) -> String {
+        let s = format!("{:.3}", ms.max(0.0));
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        if s.is_empty() {
+            "0".into()
+        } else {
+            s.to_string()
+        }
+    }
+
+    #[test]
+    fn rows_are_the_bytes_format_writes() {
+        // Edges: ties and near-ties of the thousandths, powers of ten,
+        // the fast path's bound, -0, NaN, infinities, negative values.
+        let mut cases = vec![
+            0.0,
+            -0.0,
+            1e-9,
+            0.0005,
+            0.0015,
+            0.0025,
+            1.0005,
+            2.5,
+            15.0,
+            0.1234,
+            0.9995,
+            0.99949999,
+            0.9994999999999999,
+            999_999.9995,
+            999_999.999_4,
+            1e6,
+            1e6 + 0.5,
+            123_456_789.0,
+            1e300,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -1.5,
+            10.0,
+            100.1,
+            0.01,
+            0.1,
+            0.001,
+            1.001,
+            1.01,
+            1.1,
+        ];
+        // Many ordinary and random-looking durations (a fixed LCG: the
+        // same values every run).
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for i in 0..200_000u64 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let scale = [1e-3, 1.0, 1e3, 1e6, 1e9][(i % 5) as usize];
+            cases.push((x >> 11) as f64 / (1u64 << 53) as f64 * scale);
+            cases.push(i as f64 / 2000.0);
+            cases.push(i as f64 * 0.0005 + 1e-12 * (i % 3) as f64);
+        }
+        for ms in cases {
+            assert_eq!(format_ms(ms), format_ms_by_format(ms), "{ms:e}");
+            for ts in [0i64, 1, 1796524324, -7, i64::MIN, i64::MAX] {
+                assert_eq!(
+                    format_row(ts, "lock_acquire", ms),
+                    format!("{ts},lock_acquire,{}\n", format_ms_by_format(ms)),
+                    "{ts} {ms:e}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn ms_formatting() {

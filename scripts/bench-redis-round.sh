@@ -25,27 +25,14 @@ here=$(dirname "$(realpath "$0")")
 W=$(mktemp -d /tmp/ffkit-bench-round.XXXXXX)
 out=${BENCH_OUT:-target/bench/redis-round}
 mkdir -p "$out"
-pid=
+# shellcheck source=scripts/redis-lib.sh
+. "$here/redis-lib.sh"
 cleanup() {
-  if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  stop_redis
   rm -rf "$W"
 }
 trap cleanup EXIT
-for _ in $(seq 20); do
-  port=$((20000 + RANDOM % 20000))
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$W" \
-    >"$W/redis.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 100); do
-    redis-cli -p "$port" ping >/dev/null 2>&1 && break
-    sleep 0.05
-  done
-  redis-cli -p "$port" ping >/dev/null 2>&1 && break
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  pid=
-done
-[[ -n $pid ]] || { echo "bench-redis-round.sh: cannot start redis-server" >&2; exit 1; }
+start_redis "$W" || { echo "bench-redis-round.sh: cannot start redis-server" >&2; exit 1; }
 # As scripts/bench-redis.sh: the URL on the command line, metrics on, an
 # existing cache directory for the metrics row.
 export CACHE_PERF_MONITORING=enabled FFKIT_CACHE_DIR=$W/c FFKIT_LOCK_DIR=$W/locks

@@ -14,27 +14,14 @@ here=$(dirname "$(realpath "$0")")
 W=$(mktemp -d /tmp/ffkit-bench-redis.XXXXXX)
 out=${BENCH_OUT:-target/bench/redis}
 mkdir -p "$out"
-pid=
+# shellcheck source=scripts/redis-lib.sh
+. "$here/redis-lib.sh"
 cleanup() {
-  if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  stop_redis
   rm -rf "$W"
 }
 trap cleanup EXIT
-for _ in $(seq 20); do
-  port=$((20000 + RANDOM % 20000))
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$W" \
-    >"$W/redis.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 100); do
-    redis-cli -p "$port" ping >/dev/null 2>&1 && break
-    sleep 0.05
-  done
-  redis-cli -p "$port" ping >/dev/null 2>&1 && break
-  kill "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  pid=
-done
-[[ -n $pid ]] || { echo "bench-redis.sh: cannot start redis-server" >&2; exit 1; }
+start_redis "$W" || { echo "bench-redis.sh: cannot start redis-server" >&2; exit 1; }
 url=redis://127.0.0.1:$port
 export CACHE_PERF_MONITORING=enabled FFKIT_CACHE_DIR=$W/c FFKIT_LOCK_DIR=$W/locks
 # The URL goes on the command line (`--backend`), not through `env`: an

@@ -1143,39 +1143,31 @@ fn redis_cache_damaged_namespace_key_is_exit_10_before_anything_is_written() {
         }
         let o = ff(&w, &s, "cache-size").arg("--verify").output().unwrap();
         one_line(&o, "cache-size", want, key);
-        // --fix says what it repaired, and leaves the namespace whole.
-        let o = ff(&w, &s, "cache-size")
-            .args(["--verify", "--fix"])
-            .output()
-            .unwrap();
-        assert_eq!(o.status.code(), Some(0), "{key}: {}", stderr_of(&o));
-        assert_eq!(String::from_utf8_lossy(&o.stdout), "13\n", "{key}");
-        assert!(
-            stderr_of(&o).contains("repaired redis://")
-                && stderr_of(&o).contains(&format!("{NS}{want}")),
-            "{key}: {}",
-            stderr_of(&o)
-        );
-        assert_eq!(counters(&s), (13, 2), "{key}");
-        for set in ["lru", "crt", "exp"] {
-            let n: u64 = s.query(redis::cmd("ZCARD").arg(format!("{NS}{set}")));
-            assert_eq!(n, 2, "{key}: {set} rebuilt");
+        // --fix says what it repaired, and leaves the namespace whole; so
+        // does --rebuild (before, it dropped the lines).
+        for (i, how) in [&["--verify", "--fix"][..], &["--rebuild"][..]]
+            .iter()
+            .enumerate()
+        {
+            if i > 0 {
+                damage();
+            }
+            let o = ff(&w, &s, "cache-size").args(*how).output().unwrap();
+            assert_eq!(o.status.code(), Some(0), "{key} {how:?}: {}", stderr_of(&o));
+            assert_eq!(String::from_utf8_lossy(&o.stdout), "13\n", "{key} {how:?}");
+            assert!(
+                stderr_of(&o).contains("repaired redis://")
+                    && stderr_of(&o).contains(&format!("{NS}{want}")),
+                "{key} {how:?}: {}",
+                stderr_of(&o)
+            );
+            assert_eq!(counters(&s), (13, 2), "{key} {how:?}");
+            for set in ["lru", "crt", "exp"] {
+                let n: u64 = s.query(redis::cmd("ZCARD").arg(format!("{NS}{set}")));
+                assert_eq!(n, 2, "{key} {how:?}: {set} rebuilt");
+            }
+            ff(&w, &s, "cache-size").arg("--verify").assert().success();
         }
-        ff(&w, &s, "cache-size").arg("--verify").assert().success();
-        // --rebuild repairs the same damage, and says so as --fix does
-        // (before: the lines were dropped).
-        damage();
-        let o = ff(&w, &s, "cache-size").arg("--rebuild").output().unwrap();
-        assert_eq!(o.status.code(), Some(0), "{key}: {}", stderr_of(&o));
-        assert_eq!(String::from_utf8_lossy(&o.stdout), "13\n", "{key}");
-        assert!(
-            stderr_of(&o).contains("repaired redis://")
-                && stderr_of(&o).contains(&format!("{NS}{want}")),
-            "{key}: {}",
-            stderr_of(&o)
-        );
-        assert_eq!(counters(&s), (13, 2), "{key}");
-        ff(&w, &s, "cache-size").arg("--verify").assert().success();
         ff(&w, &s, "cache-write")
             .args(["new", "value"])
             .assert()

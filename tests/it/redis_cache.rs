@@ -1422,3 +1422,50 @@ fn redis_cache_value_without_its_record_is_damage_and_goes() {
     assert!(scan(&s, &format!("{NS}m:*")).is_empty());
     assert_eq!(counters(&s), (0, 0));
 }
+
+/// A drop that takes a counter that stands at 0 (set low by hand, or by
+/// a repair) is clamped at 0, on every path that drops: the read of an
+/// orphan, `--verify --fix`, `--rebuild` and `cache-evict --all`. Before,
+/// the clamp computed `-0`, which INCRBY refuses: exit 1 "value is not an
+/// integer", with half of the drop done and no line said.
+#[test]
+fn redis_cache_drop_with_a_counter_at_zero_is_clamped_not_refused() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let setup = || {
+        ff(&w, &s, "cache-evict").arg("--all").assert().success();
+        for k in ["k1", "k2", "k3"] {
+            ff(&w, &s, "cache-write")
+                .args([k, "value"])
+                .assert()
+                .success();
+        }
+        s.query::<()>(redis::cmd("SET").arg(format!("{NS}count")).arg("0"));
+        s.query::<()>(redis::cmd("DEL").arg(format!("{NS}m:k2")));
+    };
+    setup();
+    let o = ff(&w, &s, "cache-read").arg("k2").output().unwrap();
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(10), "{err}");
+    assert!(err.contains("the value has no record"), "{err}");
+    assert!(!err.contains("not an integer"), "{err}");
+    assert_eq!(counters(&s).1, 0, "clamped at 0");
+    for how in [&["--verify", "--fix"][..], &["--rebuild"][..]] {
+        setup();
+        let o = ff(&w, &s, "cache-size").args(how).output().unwrap();
+        let err = stderr_of(&o);
+        assert_eq!(o.status.code(), Some(0), "{how:?}: {err}");
+        assert!(
+            err.contains(&format!("{NS}v:k2: a value without its record")),
+            "{how:?}: {err}"
+        );
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "10\n", "{how:?}");
+        assert_eq!(counters(&s), (10, 2), "{how:?}");
+        ff(&w, &s, "cache-size").arg("--verify").assert().success();
+    }
+    setup();
+    let o = ff(&w, &s, "cache-evict").arg("--all").output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr_of(&o));
+    assert!(scan(&s, &format!("{NS}v:*")).is_empty());
+    assert_eq!(counters(&s), (0, 0));
+}

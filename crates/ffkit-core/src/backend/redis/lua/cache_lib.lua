@@ -189,6 +189,11 @@ local function add(key, n)
     local cur = tonumber(redis.call('GET', key) or '0')
     if cur + n < 0 then n = -cur end
   end
+  -- `-cur` of a counter at 0 is Lua's -0, which INCRBY refuses ("value
+  -- is not an integer"): there is nothing to add then.
+  if n == 0 then
+    return 0
+  end
   redis.call('INCRBY', key, n)
   return n
 end

@@ -876,3 +876,46 @@ fn fuzz_regression_record_of_an_overflowing_duration_is_refused() {
         b"1700000000,write_cache,1\n"
     );
 }
+
+/// A trim (the automatic one, `CACHE_PERF_MAX_BYTES`) and a cleanup
+/// rewrite the log into a new file: it keeps the log's permission bits, so
+/// a log a group shares stays writable for the others. Before, both left
+/// it 0600 (the temp file's mode).
+#[test]
+fn trim_and_cleanup_keep_the_logs_mode() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let w = World::new();
+    let log = w.path().join("shared.csv");
+    let record = |extra: &[(&str, &str)]| {
+        let o = w
+            .cmd("perf-metrics")
+            .args(["record", "op", "1"])
+            .env("CACHE_PERF_METRICS", &log)
+            .envs(extra.iter().copied())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr_of(&o));
+    };
+    for _ in 0..3 {
+        record(&[]);
+    }
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    fs::set_permissions(&log, fs::Permissions::from_mode(0o664)).unwrap();
+    let before = fs::metadata(&log).unwrap().ino();
+    for _ in 0..20 {
+        record(&[("CACHE_PERF_MAX_BYTES", "100")]);
+    }
+    assert_ne!(fs::metadata(&log).unwrap().ino(), before, "trimmed");
+    assert_eq!(mode(&log), 0o664, "after the automatic trim");
+    fs::set_permissions(&log, fs::Permissions::from_mode(0o640)).unwrap();
+    let before = fs::metadata(&log).unwrap().ino();
+    let o = w
+        .cmd("perf-metrics")
+        .args(["cleanup", "--keep-rows", "1"])
+        .env("CACHE_PERF_METRICS", &log)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_ne!(fs::metadata(&log).unwrap().ino(), before, "rewritten");
+    assert_eq!(mode(&log), 0o640, "after a cleanup");
+}

@@ -442,6 +442,17 @@ fn replace_with(
         _ => Path::new("."),
     };
     let (tmp, file) = fsutil::create_temp(dir)?;
+    // The new file keeps the log's permission bits (never set-id or sticky
+    // bits: the file is the caller's now) and, where the caller may set it
+    // (a member of that group), its group: a log shared by a group stays
+    // writable for the others after a trim or a cleanup (the temp is
+    // created 0600, owned by the caller). The caller holds the log's
+    // exclusive lock, so the file at the path is the one being replaced.
+    if let Ok(m) = fs::symlink_metadata(path) {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let _ = rustix::fs::fchown(&file, None, Some(rustix::fs::Gid::from_raw(m.gid())));
+        let _ = file.set_permissions(fs::Permissions::from_mode(m.mode() & 0o777));
+    }
     let mut w = BufWriter::new(file);
     let written = fill(&mut w).and_then(|()| w.flush());
     if let Err(e) = written {

@@ -1398,6 +1398,17 @@ fn an_old_tree_that_cannot_be_removed_is_named_on_stderr() {
     assert!(o.status.success(), "{}", stderr_of(&o));
     assert_eq!(o.stdout, b"built\n");
     assert_eq!(left.len(), 1, "{left:?}");
+    // Named as the docs say: `.ffkit-restore-PID-N`.
+    let name = left[0].file_name().unwrap().to_string_lossy().to_string();
+    let parts: Vec<&str> = name
+        .strip_prefix(".ffkit-restore-")
+        .unwrap_or_default()
+        .split('-')
+        .collect();
+    assert!(
+        parts.len() == 2 && parts.iter().all(|p| p.parse::<u64>().is_ok()),
+        "{name}"
+    );
     let err = stderr_of(&o);
     let name = left[0].file_name().unwrap().to_string_lossy().into_owned();
     assert!(err.contains(&name) && err.contains("left behind"), "{err}");

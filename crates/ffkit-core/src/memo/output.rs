@@ -724,9 +724,9 @@ fn build(
     let parent = parent_of(path);
     fs::create_dir_all(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
     remove_dead_builds(&parent);
+    // `.ffkit-restore-PID-N`: the temp name's pid and sequence number.
     let tmp = parent.join(format!(
-        "{RESTORE_PREFIX}{}-{}",
-        std::process::id(),
+        "{RESTORE_PREFIX}{}",
         fsutil::temp_path(Path::new(""))
             .to_string_lossy()
             .trim_start_matches(fsutil::TEMP_PREFIX)

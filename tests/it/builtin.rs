@@ -448,6 +448,31 @@ fn a_subshell_never_unlocks_the_parents_lock_and_the_fd_is_high_and_not_inherite
     assert!(free(&file));
 }
 
+/// One shell holds at most 256 locks through the builtin (docs/shell.md):
+/// the 257th acquisition is status 9 with one line and takes nothing; the
+/// 256 held ones still release, and then a new one can be taken.
+#[test]
+fn the_builtin_holds_at_most_256_locks_and_says_so_at_the_257th() {
+    let r = Repo::new();
+    let o = out(&mut r.bash(
+        "ulimit -n 2048
+         for i in $(seq 256); do acquire_critical_lock \"l$i\"; done
+         rc=0; acquire_critical_lock extra 2>err || rc=$?
+         echo \"rc=$rc lines=$(wc -l <err)\"; cat err >&2
+         for i in $(seq 256); do release_critical_lock \"l$i\"; done
+         acquire_critical_lock extra; release_critical_lock extra; echo done",
+    ));
+    let s = ok(&o);
+    assert_eq!(s, "rc=9 lines=1\ndone\n", "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("extra.lock: this shell holds 256 locks already"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(free(&r.ns().join("locks/extra.lock")));
+    assert!(free(&r.ns().join("locks/l1.lock")));
+}
+
 /// An uncontended acquisition through a kept descriptor makes one system
 /// call between taking the kernel lock and writing the holder record: the
 /// path's stat, which both checks that the path still names the locked

@@ -141,14 +141,16 @@ _ffkit_exec() {
 # DEV_ID, the lock, the variables the namespace reads), kept while `.` is
 # the dir the kernel named when the binary answered (_ffkit_cwd: a
 # `current` symlink flipped or the repository renamed under the same
-# `$PWD` is asked again; `-ef`, two stats) and while the team config it
+# `$PWD` is asked again; `-ef`, two stats), while the repository root it
+# found is still the nearest `.git` (_ffkit_git_same: a `git init` above
+# `.` or a removed `.git` is asked again) and while the team config it
 # consulted neither appears, goes away nor changes its text (read with a
 # builtin). A repeated call starts no process.
 # Bad input: the binary's one line and status (2 for a name or DEV_ID, 12
 # for FLOWFORGE_DEVELOPER).
 _ffkit_ns() {
     local _ffkit_k='' _ffkit_w='' _ffkit_v='' _ffkit_i=0 _ffkit_rc=0 _ffkit_t=0
-    local _ffkit_team='' _ffkit_team_seen='' _ffkit_cwd='' _ffkit_c=''
+    local _ffkit_team='' _ffkit_team_seen='' _ffkit_cwd='' _ffkit_c='' _ffkit_root=''
     # shellcheck disable=SC2031 # -- the caller's own value; _ffkit_run sets it only in a subshell
     local _ffkit_m=${CACHE_PERF_METRICS-}
     for _ffkit_w in "$PWD" "${@:2}" "${FLOWFORGE_DEVELOPER-}" "${FFKIT_LOCK_DIR-}" \
@@ -163,6 +165,10 @@ _ffkit_ns() {
                 # `$PWD` naming another dir now (a `current` symlink
                 # flipped, the repository renamed): asked again.
                 [[ . -ef $_ffkit_cwd ]] || break
+                # A `.git` created or removed between `.` and the root
+                # the binary found (or above `.`, outside a repository)
+                # moves the namespace: asked again.
+                _ffkit_git_same || break
                 [[ ! -f $_ffkit_team ]] || _ffkit_t=1
                 if [[ -z $_ffkit_team || $_ffkit_t == "$_ffkit_team_seen" ]]; then
                     [[ $_ffkit_t == 1 ]] || return 0
@@ -197,6 +203,27 @@ _ffkit_ns() {
     _ffkit_ns_keys[_ffkit_i]=$_ffkit_k
     _ffkit_ns_vals[_ffkit_i]=$_ffkit_v
     _ffkit_ns_tc[_ffkit_i]=$_ffkit_c
+}
+
+# Succeeds while the repository root the binary found for _ffkit_cwd is
+# still the one the rule finds (docs/shell.md, "Namespace"): no dir from
+# _ffkit_cwd up to, not including, _ffkit_root holds a `.git` (of any type,
+# a dangling symbolic link included: the binary's lstat counts it), and
+# _ffkit_root still holds one; with no root (empty), no dir up to `/` holds
+# one. The root is an ancestor of _ffkit_cwd as the kernel named both, so
+# the dirs below it are those longer than it. Builtins only: two failed
+# stats per dir below the root, no process.
+_ffkit_git_same() {
+    local _ffkit_d=$_ffkit_cwd _ffkit_n=${#_ffkit_root}
+    while [[ ${#_ffkit_d} -gt $_ffkit_n ]]; do
+        [[ ! -e $_ffkit_d/.git && ! -L $_ffkit_d/.git ]] || return 1
+        _ffkit_d=${_ffkit_d%/*}
+    done
+    if [[ -z $_ffkit_root ]]; then
+        [[ ! -e /.git && ! -L /.git ]]
+    else
+        [[ -e $_ffkit_root/.git || -L $_ffkit_root/.git ]]
+    fi
 }
 
 # Sets _ffkit_c to the text of the team config _ffkit_team (a regular

@@ -218,7 +218,10 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
 /// its file), and what the shell checks to keep the answer:
 /// `_ffkit_cwd` (the current dir as the kernel names it, symbolic links
 /// resolved: the answer holds while `.` is still that dir),
-/// `_ffkit_team` (the team config consulted, empty with
+/// `_ffkit_root` (the repository root the rule found, empty outside a
+/// repository: the answer holds while no dir from `_ffkit_cwd` up to it has
+/// a `.git` and it still has one, or, with no root, while no ancestor has
+/// one), `_ffkit_team` (the team config consulted, empty with
 /// FLOWFORGE_DEVELOPER) and `_ffkit_team_seen` (1 when it existed).
 /// Errors in the order the builtin checks: the name, FLOWFORGE_DEVELOPER,
 /// the dev_id.
@@ -261,6 +264,13 @@ fn resolve(r: &Resolve, ctx: &Ctx) -> Result<Vec<u8>> {
         set("_ffkit_file", file.as_os_str().as_bytes());
     }
     set("_ffkit_cwd", here.cwd.as_os_str().as_bytes());
+    set(
+        "_ffkit_root",
+        here.root
+            .as_deref()
+            .map(|r| r.as_os_str().as_bytes())
+            .unwrap_or_default(),
+    );
     set("_ffkit_team", team.as_os_str().as_bytes());
     let seen = !team.as_os_str().is_empty() && team.is_file();
     set("_ffkit_team_seen", if seen { b"1" } else { b"0" });

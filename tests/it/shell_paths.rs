@@ -131,6 +131,58 @@ fn the_namespace_follows_a_flipped_symlink_and_a_renamed_repository() {
     }
 }
 
+/// Attack finding: the fallback (bash with FFKIT_BUILTIN=off, and zsh) kept
+/// its namespace answer while `$PWD` named the same dir, so after a `git
+/// init` above the current dir (or a parent's `.git` removed) it opened the
+/// old namespace's lock file, which the binary refused (exit 2: "descriptor
+/// N is open on …, not on the lock file …") on that call and every later
+/// one, `cd .` included. Now each way in takes the lock on the file the
+/// current namespace names, and `lock-status` names the same file held.
+#[test]
+fn a_git_dir_created_or_removed_above_moves_the_lock_on_every_way_in() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = fs::canonicalize(tmp.path()).unwrap();
+        fs::create_dir_all(t.join("a/b")).unwrap();
+        fs::create_dir_all(t.join("c/d")).unwrap();
+        git_init(&t.join("c"));
+        // Each dir starts with a fresh answer, so each change is the first
+        // one that dir's answer sees.
+        let script = "export FLOWFORGE_DEVELOPER=alice\n\
+             st() { ffkit lock-status --json L | grep -o -e '\"path\":\"[^\"]*\"' -e '\"state\":\"[a-z]*\"'; }\n\
+             take() { rc=0; LOCK_TIMEOUT=1 acquire_critical_lock L || rc=$?; echo \"$1=$rc\"; st\n\
+                      rc=0; release_critical_lock L || rc=$?; echo \"rel=$rc\"; }\n\
+             cd \"$T/a/b\"; take none\n\
+             if command -v git >/dev/null; then git init -q \"$T/a\"; else mkdir \"$T/a/.git\"; fi\n\
+             take init; cd .; take again\n\
+             cd \"$T/c/d\"; take repo\n\
+             rm -rf \"$T/c/.git\"\n\
+             take removed; cd /; cd - >/dev/null; take again";
+        let mut c = sh(way, &t, &t, script);
+        c.env("T", &t);
+        let o = output_within(c, way);
+        let (out, err) = text(&o);
+        let mut want = String::new();
+        for (step, dir) in [
+            ("none", "a/b"),
+            ("init", "a"),
+            ("again", "a"),
+            ("repo", "c"),
+            ("removed", "c/d"),
+            ("again", "c/d"),
+        ] {
+            want += &format!(
+                "{step}=0\n\"path\":\"{}\"\n\"state\":\"held\"\nrel=0\n",
+                t.join(dir)
+                    .join(".flowforge/dev-alice/locks/L.lock")
+                    .display()
+            );
+        }
+        assert_eq!(out, want, "{way}: {err}");
+        assert!(err.is_empty(), "{way}: {err}");
+    }
+}
+
 /// Issue 6: docs/shell.md says an edit of the team config is seen after a
 /// `cd` elsewhere; the fallback kept its answer for the dir, so `cd ..; cd
 /// sub` still used the old developer. Every way in now follows the edit.

@@ -392,6 +392,57 @@ fn the_kept_metrics_log_follows_a_reused_number_a_rotation_and_a_subshell() {
     assert_eq!(durations(&log), ["3", "4", "5"]);
 }
 
+/// A script that reuses the kept metrics descriptor's number *on the log
+/// itself* (same device and inode) keeps its descriptor: read-only
+/// (`exec N<log`: the row's write fails with EBADF) the row goes through a
+/// descriptor of the builtin's own, exit 0; append-only and then rotated
+/// (`exec N>>log; mv log log.1`) it is left open when the builtin follows
+/// the path. Before the fix the row was lost (exit 1) and the script's
+/// descriptor closed in both cases.
+#[test]
+fn a_scripts_descriptor_on_the_metrics_log_itself_is_left_open() {
+    let r = Repo::new();
+    let log = r.ns().join("cache/.perf-metrics.csv");
+    let o = out(&mut r.bash(&format!(
+        r#"log='{log}'
+kept() {{ n=''; for fd in /proc/$$/fd/*; do [ "$(readlink "$fd")" != "$log" ] || n=${{fd##*/}}; done; }}
+record_performance_metric one 0 1; kept; k=$n
+eval "exec $k>&-; exec $k<\"\$log\""
+record_performance_metric two 0 1; echo "two=$?"
+[ -e /proc/$$/fd/$k ] && echo read-open
+eval "head -c4 <&$k"; echo
+eval "exec $k<&-"
+record_performance_metric three 0 1; kept; k=$n
+eval "exec $k>&-; exec $k>>\"\$log\""
+record_performance_metric four 0 1; echo "four=$?"
+mv "$log" "$log.1"
+record_performance_metric five 0 1; echo "five=$?"
+eval "echo mine >&$k" && echo append-open"#,
+        log = log.display()
+    )));
+    let s = ok(&o);
+    // The first row's first four bytes, read through the script's descriptor.
+    let ts = &fs::read_to_string(format!("{}.1", log.display())).unwrap()[..4];
+    assert_eq!(
+        s,
+        format!("two=0\nread-open\n{ts}\nfour=0\nfive=0\nappend-open\n"),
+        "{}",
+        text(&o.stderr)
+    );
+    let ops = |p: &str| -> Vec<String> {
+        fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| l.split(',').nth(1).unwrap_or(l).to_string())
+            .collect()
+    };
+    assert_eq!(
+        ops(&format!("{}.1", log.display())),
+        ["one", "two", "three", "four", "mine"]
+    );
+    assert_eq!(ops(&log.display().to_string()), ["five"]);
+}
+
 /// The applets' clap definitions are built once per shell and parse every
 /// later call alike: help, an error and a good call, each twice, answer as
 /// the binary does.

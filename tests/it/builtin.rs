@@ -443,6 +443,38 @@ eval "echo mine >&$k" && echo append-open"#,
     assert_eq!(ops(&log.display().to_string()), ["five"]);
 }
 
+/// A lock the shell took is kept across `exec bash` (same process, same
+/// descriptor): the new shell's `release_critical_lock` releases it, as the
+/// fallback's does, while a subshell and a child bash of the new shell
+/// (other pids) get 4 and change nothing. Before the fix the new shell got
+/// 4 too and the lock stayed until the process exited.
+#[test]
+fn a_lock_kept_across_exec_bash_is_released_by_the_new_shell_only() {
+    let r = Repo::new();
+    let file = r.ns().join("locks/x.lock");
+    let o = out(&mut r.bash(&format!(
+        r#"acquire_critical_lock x
+exec bash -c '. "$FFKIT_LIB"
+[ "$(type -t ffkit)" = builtin ] || exit 99
+( release_critical_lock x 2>/dev/null; echo "sub=$?" )
+bash -c ". \"\$FFKIT_LIB\"; release_critical_lock x 2>/dev/null; echo child=\$?"
+"$FFKIT_BIN" lock-acquire -n "$1" -- true 2>/dev/null || echo still-held
+acquire_critical_lock x 2>/dev/null; echo "again=$?"
+release_critical_lock x; echo "released=$?"
+"$FFKIT_BIN" lock-acquire -n "$1" -- true && echo free
+release_critical_lock x 2>/dev/null; echo "twice=$?"' bash '{f}'"#,
+        f = file.display()
+    )));
+    let s = ok(&o);
+    assert_eq!(
+        s,
+        "sub=4\nchild=4\nstill-held\nagain=5\nreleased=0\nfree\ntwice=4\n",
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(free(&file));
+}
+
 /// The applets' clap definitions are built once per shell and parse every
 /// later call alike: help, an error and a good call, each twice, answer as
 /// the binary does.

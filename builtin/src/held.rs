@@ -305,13 +305,16 @@ pub fn acquire(
         // a backoff step later the name is tried again.
         let (verdict, len) = compat::check_known(&fd, ident, path, created, rule.follow)
             .map_err(|e| Error::io("cannot inspect", path, e))?;
-        if let compat::Verdict::OldLibrary(pid) = verdict {
+        if let compat::Verdict::OldLibrary(_) = verdict {
             drop(fd);
+            // The holder as every other path words it (docs/locks.md,
+            // "Messages"): the one description in the core.
+            let holder = || ffkit::lock::holder::describe_lock_file(path);
             if cfg.debug && !said_waiting {
                 eprintln!(
                     "ffkit: waiting for lock {} (held by {})",
                     path.display(),
-                    compat::describe(pid)
+                    holder()
                 );
             }
             said_waiting = true;
@@ -325,7 +328,7 @@ pub fn acquire(
                     return Err(NotTaken::Signal(signal.unwrap_or(libc::SIGINT)));
                 }
                 Err(Denied::Busy | Denied::TimedOut) => {
-                    return Err(denied(label, timeout, &compat::describe(pid)).into());
+                    return Err(denied(label, timeout, &holder()).into());
                 }
             }
         }

@@ -1027,6 +1027,59 @@ impl Repo {
     }
 }
 
+/// docs/locks.md, "Messages": a NAME held through the old library's lock
+/// file (a live pid and a newline) is described by the same words on every
+/// path: the builtin's and the fallback's `acquire_critical_lock`, the
+/// builtin's `ffkit lock-acquire`, the binary's `lock-acquire NAME` and
+/// `--fd N NAME`, and `lock-status`. Before, the builtin said `held by pid
+/// P (the old library's lock file)` and every other path `an unknown
+/// holder`.
+#[test]
+fn an_old_library_lock_file_is_described_alike_on_every_path() {
+    let r = Repo::new();
+    let dir = r.ns().join("locks");
+    fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("G.lock");
+    // A live pid of this test's own (killed and reaped at the end).
+    let mut sleeper = Command::new("sleep").arg("300").spawn().unwrap();
+    let pid = sleeper.id();
+    fs::write(&file, format!("{pid}\n")).unwrap();
+    let script = r#"st=0; acquire_critical_lock G 2>err-fn || st=$?; echo "fn=$st"
+st=0; ffkit lock-acquire -n G 2>err-ffkit || st=$?; echo "ffkit=$st"
+st=0; "$FFKIT_BIN" lock-acquire -n G 2>err-bin || st=$?; echo "bin=$st"
+exec 9<>"$1"; st=0; "$FFKIT_BIN" lock-acquire -n --fd 9 G 2>err-fd || st=$?; echo "fd=$st"; exec 9<&-
+"$FFKIT_BIN" lock-status G"#;
+    let line = format!("G: busy, held by pid {pid} (the old library's lock file)\n");
+    let read = |n: &str| fs::read_to_string(r.root().join(n)).unwrap();
+    for path in PATHS {
+        let mut c = r.on(path, script);
+        c.env("LOCK_OLD_LIBRARY", "present")
+            .env("LOCK_TIMEOUT", "0")
+            .arg("bash")
+            .arg(&file);
+        let o = out(&mut c);
+        assert_eq!(
+            ok(&o),
+            format!(
+                "fn=5\nffkit=5\nbin=5\nfd=5\nG: held (exclusive, dotlock) by pid {pid} (the old library's lock file)\n"
+            ),
+            "{path}: {}",
+            text(&o.stderr)
+        );
+        let fn_prefix = if path == "builtin" {
+            "ffkit.bash: acquire_critical_lock: "
+        } else {
+            "ffkit lock-acquire: "
+        };
+        assert_eq!(read("err-fn"), format!("{fn_prefix}{line}"), "{path}");
+        for e in ["err-ffkit", "err-bin", "err-fd"] {
+            assert_eq!(read(e), format!("ffkit lock-acquire: {line}"), "{path} {e}");
+        }
+    }
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
+}
+
 /// Item 1: only the shell that took a lock releases it. A subshell, a
 /// `$( )`, a pipeline stage or a child script gets 4 and the lock stays
 /// held, for the functions and for `ffkit lock-release` (run where bash

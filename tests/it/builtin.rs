@@ -398,7 +398,9 @@ fn the_kept_metrics_log_follows_a_reused_number_a_rotation_and_a_subshell() {
 /// descriptor of the builtin's own, exit 0; append-only and then rotated
 /// (`exec N>>log; mv log log.1`) it is left open when the builtin follows
 /// the path. Before the fix the row was lost (exit 1) and the script's
-/// descriptor closed in both cases.
+/// descriptor closed in both cases (after the rotation the builtin's new
+/// descriptor then took the number, so the script's `echo mine >&N` landed
+/// in the new log instead of `log.1`).
 #[test]
 fn a_scripts_descriptor_on_the_metrics_log_itself_is_left_open() {
     let r = Repo::new();

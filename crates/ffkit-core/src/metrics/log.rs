@@ -34,6 +34,14 @@
 //!   reopens, so a trim or cleanup (new inode), a path
 //!   change, a fork (another pid) or a script that closed or reused the
 //!   number is followed exactly as the open-per-append path follows it.
+//!   A number the script reused on the log itself passes the inode check;
+//!   before a kept number is closed and after a failed write its open
+//!   flags tell it from ours ([`opened_as_ours`]), and a script's is
+//!   forgotten, never closed (the row then goes through a descriptor of
+//!   our own). Not detected without a call per row: a script's writable
+//!   `O_APPEND` descriptor on the log at the kept number while the path
+//!   still names it (rows land through it; the shared flock is taken and
+//!   dropped on the script's open file description).
 //!   Cost: statx, flock, statx, write, unlock. Every `statx` asks for
 //!   the inode (and size, type) only, never the times
 //!   ([`crate::fsutil::Ident`]: on Linux ≥ 6.13 a stat that returns them

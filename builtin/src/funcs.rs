@@ -698,7 +698,7 @@ fn lock(func: &str, dev: Option<&OsStr>, name: LockName<'_>, session: bool) -> u
             }
         }
     } else {
-        match held::release(&file) {
+        match held::release(&file, &cfg) {
             Ok(()) => 0,
             Err(e) => {
                 err(format_args!("{func}: {e}"));

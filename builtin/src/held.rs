@@ -305,13 +305,16 @@ pub fn acquire(
         // a backoff step later the name is tried again.
         let (verdict, len) = compat::check_known(&fd, ident, path, created, rule.follow)
             .map_err(|e| Error::io("cannot inspect", path, e))?;
-        if let compat::Verdict::OldLibrary(pid) = verdict {
+        if let compat::Verdict::OldLibrary(_) = verdict {
             drop(fd);
+            // The holder as every other path words it (docs/locks.md,
+            // "Messages"): the one description in the core.
+            let holder = || ffkit::lock::holder::describe_lock_file(path);
             if cfg.debug && !said_waiting {
                 eprintln!(
                     "ffkit: waiting for lock {} (held by {})",
                     path.display(),
-                    compat::describe(pid)
+                    holder()
                 );
             }
             said_waiting = true;
@@ -325,7 +328,7 @@ pub fn acquire(
                     return Err(NotTaken::Signal(signal.unwrap_or(libc::SIGINT)));
                 }
                 Err(Denied::Busy | Denied::TimedOut) => {
-                    return Err(denied(label, timeout, &compat::describe(pid)).into());
+                    return Err(denied(label, timeout, &holder()).into());
                 }
             }
         }
@@ -375,7 +378,7 @@ fn denied(label: &str, timeout: Duration, holder: &str) -> Error {
 /// Releases this shell's lock on `path`: clears the holder record (with
 /// `LOCK_OLD_LIBRARY=present`, deletes the file instead, the old library's
 /// release: `lock::compat`), unlocks explicitly and closes the descriptor.
-pub fn release(path: &Path) -> Result<()> {
+pub fn release(path: &Path, cfg: &Config) -> Result<()> {
     let me = crate::caller_pid();
     let mut t = table();
     let Some(i) = t.iter().position(|e| e.path == path && e.pid == me) else {
@@ -384,6 +387,23 @@ pub fn release(path: &Path) -> Result<()> {
                 "{}: held by the parent shell, not by this subshell",
                 path.display()
             )));
+        }
+        drop(t);
+        // Taken by this very process before `exec bash` replaced the
+        // shell (its descriptor is kept across exec, docs/shell.md): the
+        // record names this pid, start time and descriptor, which is
+        // released as the fallback's release would. A child or subshell
+        // (another pid) is never adopted.
+        let owner = me.as_raw_nonzero().get() as u32;
+        match fd::release_left_by_exec(path, owner, compat::Rule::of(cfg).follow)? {
+            Some(Ok(())) => return Ok(()),
+            Some(Err(fd::NotHeld::NoLock)) => {
+                return Err(Error::LockFailed(format!(
+                    "{}: the lock was already gone (its descriptor was unlocked behind the shell's back, and another process holds it now)",
+                    path.display()
+                )));
+            }
+            None => {}
         }
         return Err(Error::NotFound(format!(
             "{}: not held by this shell",

@@ -627,7 +627,7 @@ fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
             // process took with `lock-acquire NAME`, or "not held").
             return None;
         }
-        return Some(match held::release(&file) {
+        return Some(match held::release(&file, &cfg) {
             Ok(()) => 0,
             Err(e) => fail(&e),
         });

@@ -392,6 +392,91 @@ fn the_kept_metrics_log_follows_a_reused_number_a_rotation_and_a_subshell() {
     assert_eq!(durations(&log), ["3", "4", "5"]);
 }
 
+/// A script that reuses the kept metrics descriptor's number *on the log
+/// itself* (same device and inode) keeps its descriptor: read-only
+/// (`exec N<log`: the row's write fails with EBADF) the row goes through a
+/// descriptor of the builtin's own, exit 0; append-only and then rotated
+/// (`exec N>>log; mv log log.1`) it is left open when the builtin follows
+/// the path. Before the fix the row was lost (exit 1) and the script's
+/// descriptor closed in both cases (after the rotation the builtin's new
+/// descriptor then took the number, so the script's `echo mine >&N` landed
+/// in the new log instead of `log.1`).
+#[test]
+fn a_scripts_descriptor_on_the_metrics_log_itself_is_left_open() {
+    let r = Repo::new();
+    let log = r.ns().join("cache/.perf-metrics.csv");
+    let o = out(&mut r.bash(&format!(
+        r#"log='{log}'
+kept() {{ n=''; for fd in /proc/$$/fd/*; do [ "$(readlink "$fd")" != "$log" ] || n=${{fd##*/}}; done; }}
+record_performance_metric one 0 1; kept; k=$n
+eval "exec $k>&-; exec $k<\"\$log\""
+record_performance_metric two 0 1; echo "two=$?"
+[ -e /proc/$$/fd/$k ] && echo read-open
+eval "head -c4 <&$k"; echo
+eval "exec $k<&-"
+record_performance_metric three 0 1; kept; k=$n
+eval "exec $k>&-; exec $k>>\"\$log\""
+record_performance_metric four 0 1; echo "four=$?"
+mv "$log" "$log.1"
+record_performance_metric five 0 1; echo "five=$?"
+eval "echo mine >&$k" && echo append-open"#,
+        log = log.display()
+    )));
+    let s = ok(&o);
+    // The first row's first four bytes, read through the script's descriptor.
+    let ts = &fs::read_to_string(format!("{}.1", log.display())).unwrap()[..4];
+    assert_eq!(
+        s,
+        format!("two=0\nread-open\n{ts}\nfour=0\nfive=0\nappend-open\n"),
+        "{}",
+        text(&o.stderr)
+    );
+    let ops = |p: &str| -> Vec<String> {
+        fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .map(|l| l.split(',').nth(1).unwrap_or(l).to_string())
+            .collect()
+    };
+    assert_eq!(
+        ops(&format!("{}.1", log.display())),
+        ["one", "two", "three", "four", "mine"]
+    );
+    assert_eq!(ops(&log.display().to_string()), ["five"]);
+}
+
+/// A lock the shell took is kept across `exec bash` (same process, same
+/// descriptor): the new shell's `release_critical_lock` releases it, as the
+/// fallback's does, while a subshell and a child bash of the new shell
+/// (other pids) get 4 and change nothing. Before the fix the new shell got
+/// 4 too and the lock stayed until the process exited.
+#[test]
+fn a_lock_kept_across_exec_bash_is_released_by_the_new_shell_only() {
+    let r = Repo::new();
+    let file = r.ns().join("locks/x.lock");
+    let o = out(&mut r.bash(&format!(
+        r#"acquire_critical_lock x
+exec bash -c '. "$FFKIT_LIB"
+[ "$(type -t ffkit)" = builtin ] || exit 99
+( release_critical_lock x 2>/dev/null; echo "sub=$?" )
+bash -c ". \"\$FFKIT_LIB\"; release_critical_lock x 2>/dev/null; echo child=\$?"
+"$FFKIT_BIN" lock-acquire -n "$1" -- true 2>/dev/null || echo still-held
+acquire_critical_lock x 2>/dev/null; echo "again=$?"
+release_critical_lock x; echo "released=$?"
+"$FFKIT_BIN" lock-acquire -n "$1" -- true && echo free
+release_critical_lock x 2>/dev/null; echo "twice=$?"' bash '{f}'"#,
+        f = file.display()
+    )));
+    let s = ok(&o);
+    assert_eq!(
+        s,
+        "sub=4\nchild=4\nstill-held\nagain=5\nreleased=0\nfree\ntwice=4\n",
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(free(&file));
+}
+
 /// The applets' clap definitions are built once per shell and parse every
 /// later call alike: help, an error and a good call, each twice, answer as
 /// the binary does.
@@ -967,6 +1052,59 @@ impl Repo {
         );
         c
     }
+}
+
+/// docs/locks.md, "Messages": a NAME held through the old library's lock
+/// file (a live pid and a newline) is described by the same words on every
+/// path: the builtin's and the fallback's `acquire_critical_lock`, the
+/// builtin's `ffkit lock-acquire`, the binary's `lock-acquire NAME` and
+/// `--fd N NAME`, and `lock-status`. Before, the builtin said `held by pid
+/// P (the old library's lock file)` and every other path `an unknown
+/// holder`.
+#[test]
+fn an_old_library_lock_file_is_described_alike_on_every_path() {
+    let r = Repo::new();
+    let dir = r.ns().join("locks");
+    fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("G.lock");
+    // A live pid of this test's own (killed and reaped at the end).
+    let mut sleeper = Command::new("sleep").arg("300").spawn().unwrap();
+    let pid = sleeper.id();
+    fs::write(&file, format!("{pid}\n")).unwrap();
+    let script = r#"st=0; acquire_critical_lock G 2>err-fn || st=$?; echo "fn=$st"
+st=0; ffkit lock-acquire -n G 2>err-ffkit || st=$?; echo "ffkit=$st"
+st=0; "$FFKIT_BIN" lock-acquire -n G 2>err-bin || st=$?; echo "bin=$st"
+exec 9<>"$1"; st=0; "$FFKIT_BIN" lock-acquire -n --fd 9 G 2>err-fd || st=$?; echo "fd=$st"; exec 9<&-
+"$FFKIT_BIN" lock-status G"#;
+    let line = format!("G: busy, held by pid {pid} (the old library's lock file)\n");
+    let read = |n: &str| fs::read_to_string(r.root().join(n)).unwrap();
+    for path in PATHS {
+        let mut c = r.on(path, script);
+        c.env("LOCK_OLD_LIBRARY", "present")
+            .env("LOCK_TIMEOUT", "0")
+            .arg("bash")
+            .arg(&file);
+        let o = out(&mut c);
+        assert_eq!(
+            ok(&o),
+            format!(
+                "fn=5\nffkit=5\nbin=5\nfd=5\nG: held (exclusive, dotlock) by pid {pid} (the old library's lock file)\n"
+            ),
+            "{path}: {}",
+            text(&o.stderr)
+        );
+        let fn_prefix = if path == "builtin" {
+            "ffkit.bash: acquire_critical_lock: "
+        } else {
+            "ffkit lock-acquire: "
+        };
+        assert_eq!(read("err-fn"), format!("{fn_prefix}{line}"), "{path}");
+        for e in ["err-ffkit", "err-bin", "err-fd"] {
+            assert_eq!(read(e), format!("ffkit lock-acquire: {line}"), "{path} {e}");
+        }
+    }
+    sleeper.kill().unwrap();
+    sleeper.wait().unwrap();
 }
 
 /// Item 1: only the shell that took a lock releases it. A subshell, a

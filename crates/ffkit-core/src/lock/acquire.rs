@@ -441,10 +441,7 @@ fn named_mode(req: &Request, path: &Path, rep: &mut dyn Report) -> Result<Outcom
             Ok(Outcome::Taken { waited: t.waited })
         }
         Err(why) => {
-            let holder = match kernel::open_lock_file_existing(path) {
-                Ok(f) => holder::describe_kernel_holder(&f),
-                Err(_) => Holder::default().to_string(),
-            };
+            let holder = holder::describe_lock_file(path);
             Ok(Outcome::Denied { why, holder })
         }
     }

@@ -410,12 +410,19 @@ impl Pause {
     }
 }
 
-/// How the old library's holder is named in messages.
-pub fn describe(pid: Option<u32>) -> String {
-    match pid {
-        Some(p) => format!("pid {p} (the old library's lock file)"),
-        None => "a lock file being created (the old library)".into(),
-    }
+/// The pid of an old-library record at the start of `f` (a pid and a
+/// newline, nothing else), for the one description of a lock's holder
+/// ([`super::holder::Who`]): `None` for anything else or an empty file.
+pub(crate) fn old_library_pid(f: impl AsFd) -> Option<u32> {
+    let mut buf = [0u8; OLD_RECORD_MAX];
+    let n = loop {
+        match rustix::io::pread(f.as_fd(), &mut buf, 0) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return None,
+        }
+    };
+    old_pid(&buf[..n])
 }
 
 #[cfg(test)]

@@ -468,6 +468,50 @@ pub fn release_in_process(
     Ok(Ok(()))
 }
 
+/// Releases the lock on `path` that this process (`pid`) took through one of
+/// its descriptors before an `exec` replaced its program (the bash
+/// builtin's lock kept across `exec bash`: the new shell's table is empty,
+/// but the descriptor is still open and locked). Adopted only when the
+/// file's record is a descriptor holder's naming this very process (pid,
+/// start time, host) and that descriptor number is open on the same file
+/// and its open file description holds a lock (`/proc/self/fdinfo`): a
+/// script's own descriptor on the file holds none. It is released as by
+/// [`release_in_process`] (with `remove`, the file is deleted: the old
+/// library's protocol) and closed, since nothing in the new program owns
+/// it. `Ok(None)`: no such descriptor (another process's lock, a child's
+/// or subshell's question, or no lock), and nothing was touched.
+pub fn release_left_by_exec(
+    path: &Path,
+    pid: u32,
+    remove: bool,
+) -> Result<Option<std::result::Result<(), NotHeld>>> {
+    let Ok(f) = crate::fsutil::open_read(path) else {
+        return Ok(None);
+    };
+    let Some(rec) = holder::read_from(&f) else {
+        return Ok(None);
+    };
+    let Some(fd) = rec.fd.filter(|_| rec.kind == KIND_FD && rec.pid == pid) else {
+        return Ok(None);
+    };
+    if rec.host != holder::hostname() || !holder::same_process(pid, rec.start) {
+        return Ok(None);
+    }
+    let Ok(st) = rustix::fs::fstat(&f) else {
+        return Ok(None);
+    };
+    drop(f);
+    let mine = identity(fd).is_ok_and(|id| id == (st.st_dev, st.st_ino))
+        && holds_lock(fd).unwrap_or(false);
+    if !mine {
+        return Ok(None);
+    }
+    let done = release_in_process(fd, kernel::Method::Flock, remove.then_some(path))?;
+    // The previous program's descriptor: no handle of this program owns it.
+    crate::rawfd::close_unowned(fd, fd);
+    Ok(Some(done))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -210,24 +210,31 @@ pub(crate) struct Who {
     pub record: Option<Holder>,
     pub pid: Option<u32>,
     pub command: Option<String>,
+    /// The pid of the old library's record in the file (`lock::compat`),
+    /// when neither a record nor `/proc/locks` names a holder.
+    pub old_library: Option<u32>,
 }
 
 /// Like [`Holder`]'s: the record, else the pid and command `/proc/locks`
-/// gave, else "an unknown holder".
+/// gave, else the old library's record (`pid P (the old library's lock
+/// file)`), else "an unknown holder". The one description of a lock
+/// file's holder: every path's busy line and `lock-status` (docs/locks.md,
+/// "Messages").
 impl std::fmt::Display for Who {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if let Some(r) = &self.record {
             return r.fmt(f);
         }
-        match self.pid {
-            Some(pid) => {
+        match (self.pid, self.old_library) {
+            (Some(pid), _) => {
                 write!(f, "pid {pid}")?;
                 if let Some(c) = self.command.as_deref().filter(|c| !c.is_empty()) {
                     write!(f, ", command: {c}")?;
                 }
                 Ok(())
             }
-            None => f.write_str("an unknown holder"),
+            (None, Some(pid)) => write!(f, "pid {pid} (the old library's lock file)"),
+            (None, None) => f.write_str("an unknown holder"),
         }
     }
 }
@@ -236,6 +243,16 @@ impl std::fmt::Display for Who {
 /// (the binary's and the bash builtin's, so the two print the same words).
 pub fn describe_kernel_holder(f: &File) -> String {
     who_of_file(f).to_string()
+}
+
+/// [`describe_kernel_holder`] of the lock file at `path` (opened read-only,
+/// not following a symlink); "an unknown holder" when it cannot be opened.
+/// The denial's description on every path (docs/locks.md, "Messages").
+pub fn describe_lock_file(path: &std::path::Path) -> String {
+    match super::kernel::open_lock_file_existing(path) {
+        Ok(f) => describe_kernel_holder(&f),
+        Err(_) => Holder::default().to_string(),
+    }
 }
 
 /// Who holds the kernel lock on the open file `f` (assumed held): the
@@ -251,6 +268,7 @@ pub(crate) fn who_of_file(f: &File) -> Who {
             pid: Some(rec.pid),
             command: Some(rec.command.clone()),
             record: Some(rec),
+            old_library: None,
         };
     }
     let me = std::process::id();
@@ -261,6 +279,10 @@ pub(crate) fn who_of_file(f: &File) -> Who {
         record: None,
         pid,
         command: pid.and_then(cmdline),
+        old_library: match pid {
+            None => super::compat::old_library_pid(f),
+            Some(_) => None,
+        },
     }
 }
 

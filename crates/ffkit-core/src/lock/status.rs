@@ -157,13 +157,31 @@ fn local_status(
         };
         let stale = seen.is_stale(stale_after);
         let rec = seen.holder.clone().filter(|h| h.kind == KIND_DOTLOCK);
+        // A NAME's file holding the old library's record (a bare pid) is
+        // named as every acquiring path names it ([`holder::Who`]).
+        let old_library = match (&rec, is_name) {
+            (None, true) => crate::fsutil::open_read(path)
+                .ok()
+                .and_then(|f| super::compat::old_library_pid(&f)),
+            _ => None,
+        };
+        let who = holder::Who {
+            pid: rec.as_ref().map(|h| h.pid),
+            command: rec.as_ref().map(|h| h.command.clone()),
+            record: rec.clone(),
+            old_library,
+        };
         return Ok(Status {
             held: true,
             backend: Backend::Dotlock,
             mode: Some("exclusive"),
-            pid: rec.as_ref().map(|h| h.pid),
+            pid: rec.as_ref().map(|h| h.pid).or(old_library),
             command: rec.as_ref().map(|h| h.command.clone()),
-            holder: rec.clone().unwrap_or_default().to_string(),
+            holder: if rec.is_some() || old_library.is_some() {
+                who.to_string()
+            } else {
+                Holder::default().to_string()
+            },
             record: rec,
             stale,
             path: None,

@@ -34,6 +34,14 @@
 //!   reopens, so a trim or cleanup (new inode), a path
 //!   change, a fork (another pid) or a script that closed or reused the
 //!   number is followed exactly as the open-per-append path follows it.
+//!   A number the script reused on the log itself passes the inode check;
+//!   before a kept number is closed and after a failed write its open
+//!   flags tell it from ours ([`opened_as_ours`]), and a script's is
+//!   forgotten, never closed (the row then goes through a descriptor of
+//!   our own). Not detected without a call per row: a script's writable
+//!   `O_APPEND` descriptor on the log at the kept number while the path
+//!   still names it (rows land through it; the shared flock is taken and
+//!   dropped on the script's open file description).
 //!   Cost: statx, flock, statx, write, unlock. Every `statx` asks for
 //!   the inode (and size, type) only, never the times
 //!   ([`crate::fsutil::Ident`]: on Linux ≥ 6.13 a stat that returns them
@@ -327,11 +335,28 @@ fn keep(path: &Path, f: File, meta: &fsutil::Ident) {
     }
 }
 
-/// Drops a kept descriptor: closes it when the number still names our file,
-/// else leaves the number alone (the script closed or reused it).
+/// Whether the open file at `fd` was opened as ours is
+/// ([`fsutil::open_rw_create_unchecked`]: read-write, append, non-blocking).
+/// A script's redirection onto the number, even on the same file
+/// (`exec 1023<log`, `exec 1023>>log`), never has that set: bash opens
+/// read-only, write-only or without `O_APPEND`, and never non-blocking.
+/// The device and inode alone cannot tell a script's descriptor on our file
+/// from ours. One `fcntl(F_GETFL)`, asked only before a kept number is
+/// closed and after a failed write, never on the common row.
+fn opened_as_ours(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use rustix::fs::OFlags;
+    let mask = OFlags::RWMODE | OFlags::APPEND | OFlags::NONBLOCK;
+    rustix::fs::fcntl_getfl(fd)
+        .is_ok_and(|f| f & mask == OFlags::RDWR | OFlags::APPEND | OFlags::NONBLOCK)
+}
+
+/// Drops a kept descriptor: closes it when the number still names our file
+/// opened as ours, else leaves the number alone (the script closed or
+/// reused it, perhaps on the same file).
 fn forget_kept(k: Kept) {
     crate::hostfd::fork_keeps(k.fd.as_raw_fd());
-    let ours = fsutil::ident_fd(&k.fd, fsutil::Want::Id).is_ok_and(|m| m.is(k.dev, k.ino));
+    let ours = fsutil::ident_fd(&k.fd, fsutil::Want::Id).is_ok_and(|m| m.is(k.dev, k.ino))
+        && opened_as_ours(k.fd.as_fd());
     if ours {
         drop(k.fd);
     } else {
@@ -376,9 +401,11 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
     let current = fsutil::ident_path(path, fsutil::Want::Id).is_ok_and(|m| m.is(k.dev, k.ino));
     if !current {
         let _ = rustix::fs::flock(fd, rustix::fs::FlockOperation::Unlock);
+        // Closed only when the number is still ours (a script's
+        // `exec N>>log` on the kept number, then `mv log log.1`, is left
+        // open).
         if let Some(k) = slot.take() {
-            crate::hostfd::fork_keeps(k.fd.as_raw_fd());
-            drop(k.fd);
+            forget_kept(k);
         }
         return Ok(None);
     }
@@ -387,11 +414,19 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
     match written {
         Ok(()) => Ok(Some(size + row.len() as u64)),
         Err(e) => {
-            if let Some(k) = slot.take() {
-                crate::hostfd::fork_keeps(k.fd.as_raw_fd());
+            let Some(k) = slot.take() else {
+                return Err(Error::io("cannot append to", path, e));
+            };
+            crate::hostfd::fork_keeps(k.fd.as_raw_fd());
+            if opened_as_ours(k.fd.as_fd()) {
                 drop(k.fd);
+                return Err(Error::io("cannot append to", path, e));
             }
-            Err(Error::io("cannot append to", path, e))
+            // The script's descriptor on our file (`exec N<log` on the
+            // kept number): left open, and the row goes through a
+            // descriptor of our own.
+            std::mem::forget(k.fd);
+            Ok(None)
         }
     }
 }

@@ -445,6 +445,60 @@ eval "echo mine >&$k" && echo append-open"#,
     assert_eq!(ops(&log.display().to_string()), ["five"]);
 }
 
+/// A script's read-write or truncating descriptor on the log itself at the
+/// kept number (`exec N<>log`, `exec N>log`) passes the identity check and
+/// its writes go to the script's offset: the builtin's rows still land at
+/// the end of the log (RWF_APPEND), whole, and the script's offset is left
+/// where it was. Before, each row overwrote the log from the script's
+/// offset (rows lost, one cut to a fragment).
+#[test]
+fn rows_through_a_scripts_rw_descriptor_on_the_log_still_append() {
+    let r = Repo::new();
+    let log = r.ns().join("cache/.perf-metrics.csv");
+    for redir in ["<>", ">"] {
+        let _ = fs::remove_file(&log);
+        let o = out(&mut r.bash(&format!(
+            r#"log='{log}'
+kept() {{ n=''; for fd in /proc/$$/fd/*; do [ "$(readlink "$fd")" != "$log" ] || n=${{fd##*/}}; done; }}
+record_performance_metric one 0 1; record_performance_metric two 0 1; kept; k=$n
+eval "exec $k>&-; exec $k{redir}\"\$log\""
+record_performance_metric three 0 1; echo "three=$?"
+record_performance_metric four 0 1; echo "four=$?"
+[ "$(cat /proc/$$/fdinfo/$k | sed -n 's/^pos:[[:space:]]*//p')" = 0 ] && echo offset-0"#,
+            log = log.display()
+        )));
+        let s = ok(&o);
+        assert_eq!(
+            s,
+            "three=0\nfour=0\noffset-0\n",
+            "{redir}: {}",
+            text(&o.stderr)
+        );
+        let rows: Vec<String> = fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect();
+        let ops: Vec<&str> = rows
+            .iter()
+            .map(|l| l.split(',').nth(1).unwrap_or(l))
+            .collect();
+        // `>` truncated the log when the script opened it: the two rows
+        // after it remain, whole.
+        let want: &[&str] = if redir == ">" {
+            &["three", "four"]
+        } else {
+            &["one", "two", "three", "four"]
+        };
+        assert_eq!(ops, want, "{redir}: {rows:?}");
+        assert!(
+            rows.iter()
+                .all(|l| l.split(',').count() == 3 && l.len() > 12),
+            "{redir}: {rows:?}"
+        );
+    }
+}
+
 /// A lock the shell took is kept across `exec bash` (same process, same
 /// descriptor): the new shell's `release_critical_lock` releases it, as the
 /// fallback's does, while a subshell and a child bash of the new shell

@@ -433,9 +433,23 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
 
 /// One row in one `write(2)` on the O_APPEND descriptor (a short write of a
 /// regular file is continued).
+///
+/// Written with `RWF_APPEND` (Linux ≥ 4.16): at the end of the file whatever
+/// the descriptor's own flags, and without moving its offset. The kept
+/// number holds our O_APPEND descriptor, but a script may have put its own
+/// descriptor on the log itself there (`exec 1023<>log`, `exec 1023>log`),
+/// which passes the identity check and writes at the script's offset: a
+/// plain `write` through it would overwrite rows. A kernel without the flag
+/// gets the plain `write`.
 fn write_all_fd(fd: std::os::fd::BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
+    use rustix::io::{Errno, ReadWriteFlags};
     while !buf.is_empty() {
-        match rustix::io::write(fd, buf) {
+        let r = match rustix::io::pwritev2(fd, &[io::IoSlice::new(buf)], 0, ReadWriteFlags::APPEND)
+        {
+            Err(Errno::NOSYS | Errno::OPNOTSUPP | Errno::INVAL) => rustix::io::write(fd, buf),
+            r => r,
+        };
+        match r {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => buf = &buf[n..],
             Err(rustix::io::Errno::INTR) => {}

@@ -185,7 +185,7 @@ pub struct Ident {
 }
 
 impl Ident {
-    /// A regular file (needs [`Want::Kind`]).
+    /// A regular file (needs [`Want::KindSize`]).
     pub fn is_file(&self) -> bool {
         self.kind == libc::S_IFREG
     }
@@ -203,9 +203,7 @@ pub enum Want {
     Id,
     /// And the size.
     Size,
-    /// And the file type.
-    Kind,
-    /// And both.
+    /// And the file type and the size.
     KindSize,
 }
 
@@ -214,7 +212,6 @@ fn statx_mask(want: Want) -> rustix::fs::StatxFlags {
     match want {
         Want::Id => F::INO,
         Want::Size => F::INO | F::SIZE,
-        Want::Kind => F::INO | F::TYPE,
         Want::KindSize => F::INO | F::TYPE | F::SIZE,
     }
 }

@@ -175,13 +175,9 @@ fn local_status(
             held: true,
             backend: Backend::Dotlock,
             mode: Some("exclusive"),
-            pid: rec.as_ref().map(|h| h.pid).or(old_library),
-            command: rec.as_ref().map(|h| h.command.clone()),
-            holder: if rec.is_some() || old_library.is_some() {
-                who.to_string()
-            } else {
-                Holder::default().to_string()
-            },
+            pid: who.pid.or(old_library),
+            holder: who.to_string(),
+            command: who.command,
             record: rec,
             stale,
             path: None,

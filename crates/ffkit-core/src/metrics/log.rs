@@ -90,20 +90,13 @@ fn push_ms(out: &mut String, ms: f64) {
     // In range: below 1e9, so the cast is exact.
     let micros = floor as u64 + u64::from(frac > 0.5);
     push_u64(out, micros / 1000);
-    let mut milli = micros % 1000;
+    let milli = micros % 1000;
     if milli != 0 {
+        // Three digits, the trailing zeros left out.
+        let digits = [milli / 100, milli / 10 % 10, milli % 10];
+        let n = 3 - usize::from(milli.is_multiple_of(10)) - usize::from(milli.is_multiple_of(100));
         out.push('.');
-        let mut digits = 3;
-        while milli.is_multiple_of(10) {
-            milli /= 10;
-            digits -= 1;
-        }
-        let mut buf = [b'0'; 3];
-        for d in buf[..digits].iter_mut().rev() {
-            *d = b'0' + (milli % 10) as u8;
-            milli /= 10;
-        }
-        out.extend(buf[..digits].iter().map(|&b| char::from(b)));
+        out.extend(digits[..n].iter().map(|&d| char::from(b'0' + d as u8)));
     }
 }
 
@@ -484,6 +477,7 @@ fn lock_exclusive(path: &Path) -> Result<Option<File>> {
 /// Writes a replacement for `path` through `fill` and renames it into place.
 fn replace_with(
     path: &Path,
+    old: &fs::Metadata,
     fill: impl FnOnce(&mut BufWriter<File>) -> io::Result<()>,
 ) -> Result<()> {
     let dir = match path.parent() {
@@ -495,12 +489,12 @@ fn replace_with(
     // bits: the file is the caller's now) and, where the caller may set it
     // (a member of that group), its group: a log shared by a group stays
     // writable for the others after a trim or a cleanup (the temp is
-    // created 0600, owned by the caller). The caller holds the log's
-    // exclusive lock, so the file at the path is the one being replaced.
-    if let Ok(m) = fs::symlink_metadata(path) {
+    // created 0600, owned by the caller). `old` is the status of the log
+    // the caller locked exclusively, the file being replaced.
+    {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        let _ = rustix::fs::fchown(&file, None, Some(rustix::fs::Gid::from_raw(m.gid())));
-        let _ = file.set_permissions(fs::Permissions::from_mode(m.mode() & 0o777));
+        let _ = rustix::fs::fchown(&file, None, Some(rustix::fs::Gid::from_raw(old.gid())));
+        let _ = file.set_permissions(fs::Permissions::from_mode(old.mode() & 0o777));
     }
     let mut w = BufWriter::new(file);
     let written = fill(&mut w).and_then(|()| w.flush());
@@ -537,10 +531,10 @@ pub fn trim(path: &Path, max_bytes: u64) -> Result<bool> {
     let Some(mut f) = lock_exclusive(path)? else {
         return Ok(false);
     };
-    let len = f
+    let meta = f
         .metadata()
-        .map_err(|e| Error::io("cannot stat", path, e))?
-        .len();
+        .map_err(|e| Error::io("cannot stat", path, e))?;
+    let len = meta.len();
     if len <= max_bytes {
         // Another appender trimmed first.
         return Ok(false);
@@ -555,7 +549,7 @@ pub fn trim(path: &Path, max_bytes: u64) -> Result<bool> {
     let mut r = BufReader::new(f.take(len - start.saturating_sub(1)));
     let mut partial = Vec::new();
     r.read_until(b'\n', &mut partial).map_err(rd)?;
-    replace_with(path, |w| {
+    replace_with(path, &meta, |w| {
         w.write_all(&head)?;
         io::copy(&mut r, w).map(drop)
     })?;
@@ -609,7 +603,10 @@ pub fn cleanup(path: &Path, c: Cleanup) -> Result<CleanupReport> {
     rep.removed += skip;
     rep.kept = eligible - skip;
     f.seek(SeekFrom::Start(0)).map_err(rd)?;
-    replace_with(path, |w| {
+    let meta = f
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", path, e))?;
+    replace_with(path, &meta, |w| {
         let mut seen = 0u64;
         let mut out = Ok(());
         read::for_each_line(&mut f, |l| {

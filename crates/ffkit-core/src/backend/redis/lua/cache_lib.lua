@@ -226,13 +226,11 @@ end
 -- neither was set by hand and never counted (0 comes off).
 -- The counters never go below 0: a recorded size rewritten above what
 -- the total holds takes off what it holds (a negative total would be a
--- damaged key that stops every later write).
+-- damaged key that stops every later write): `add` clamps both, and
+-- what came off the total is returned.
 local function take_off(bytes)
-  local t = tonumber(redis.call('GET', TOTAL) or '0')
-  if bytes > t then bytes = t end
   add(COUNT, -1)
-  redis.call('DECRBY', TOTAL, bytes)
-  return bytes
+  return 0 - add(TOTAL, 0 - bytes)
 end
 
 local function drop(k)

@@ -144,17 +144,7 @@ fn group() -> Option<u32> {
 /// armed already).
 pub(super) fn arm_own(grace: Duration) -> Option<(u32, Armed)> {
     let g = group()?;
-    store_grace(grace);
-    PGID.compare_exchange(0, g as i32, Ordering::SeqCst, Ordering::SeqCst)
-        .ok()
-        .map(|_| (g, Armed(())))
-}
-
-fn store_grace(grace: Duration) {
-    GRACE_NS.store(
-        u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX),
-        Ordering::SeqCst,
-    );
+    arm(g, grace).map(|a| (g, a))
 }
 
 /// This process has just SIGKILLed the guard's group (a lost lease), and
@@ -184,7 +174,10 @@ pub(super) fn arm(pgid: u32, grace: Duration) -> Option<Armed> {
     if PARENT.load(Ordering::SeqCst) != own_pid() {
         return None;
     }
-    store_grace(grace);
+    GRACE_NS.store(
+        u64::try_from(grace.as_nanos()).unwrap_or(u64::MAX),
+        Ordering::SeqCst,
+    );
     PGID.compare_exchange(0, pgid, Ordering::SeqCst, Ordering::SeqCst)
         .ok()
         .map(|_| Armed(()))

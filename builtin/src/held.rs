@@ -56,6 +56,9 @@ struct Entry {
     ino: u64,
     /// `LOCK_OLD_LIBRARY=present` when taken: the release deletes the file.
     follow: bool,
+    /// The lock file's length after the record was written: the release's
+    /// free line covers it without a fstat (`lock::fd::release_in_process`).
+    len: u64,
 }
 
 /// The table. bash is single-threaded and the builtin never forks while it
@@ -342,10 +345,13 @@ pub fn acquire(
                 ))
                 .into());
             }
-            if let Err(e) = fd::write_record_line(raw, Method::Flock, record_line, len, path) {
-                hostfd::fork_keeps(raw);
-                return Err(e.into());
-            }
+            let len = match fd::write_record_line(raw, Method::Flock, record_line, len, path) {
+                Ok(n) => n,
+                Err(e) => {
+                    hostfd::fork_keeps(raw);
+                    return Err(e.into());
+                }
+            };
             table().push(Entry {
                 path: path.to_path_buf(),
                 fd,
@@ -353,6 +359,7 @@ pub fn acquire(
                 dev: ident.0,
                 ino: ident.1,
                 follow: rule.follow,
+                len,
             });
             if cfg.debug {
                 eprintln!(
@@ -424,7 +431,12 @@ pub fn release(path: &Path, cfg: &Config) -> Result<()> {
     }
     // Clears the record (or deletes the file) while still exclusive, then
     // unlocks.
-    let done = fd::release_in_process(e.fd.as_raw_fd(), Method::Flock, e.follow.then_some(path));
+    let done = fd::release_in_process(
+        e.fd.as_raw_fd(),
+        Method::Flock,
+        e.follow.then_some(path),
+        Some(e.len),
+    );
     match done? {
         // The file stays (it was not deleted): its descriptor is kept for
         // the next acquisition.

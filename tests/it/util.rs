@@ -242,6 +242,13 @@ pub fn assert_index_exact(dir: &Path, what: &str) {
     assert!(!journal_left(dir), "{what}: journal left behind");
 }
 
+/// Whether the lock file at `file` holds a released lock's line,
+/// `{"kind":"free"}` padded with spaces (docs/locks.md, "Who holds a
+/// lock"): its record was cleared by a release.
+pub fn released(file: &Path) -> bool {
+    fs::read_to_string(file).is_ok_and(|s| s.trim_end() == r#"{"kind":"free"}"#)
+}
+
 /// Length of the entry-count record that starts the cache's `.lock`
 /// (docs/cache.md, "The size index"): `entries=`, 20 digits, a newline.
 pub const COUNT_RECORD_LEN: u64 = 29;

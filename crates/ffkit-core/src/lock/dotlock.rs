@@ -46,6 +46,8 @@ pub(crate) struct Seen {
     pub mtime_age: f64,
     /// The file's size (a damaged record is not an empty file).
     pub size: u64,
+    /// It holds a released kernel lock's free line (`holder::FREE_LINE`).
+    pub free: bool,
 }
 
 impl Seen {
@@ -125,6 +127,7 @@ pub(crate) fn look(path: &Path) -> Result<Option<Seen>> {
         ino: m.ino(),
         mtime_age,
         size: m.len(),
+        free: holder::is_free(&buf),
     }))
 }
 

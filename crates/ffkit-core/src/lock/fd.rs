@@ -274,16 +274,17 @@ pub fn acquire_in_process(
 
 /// Writes `owner`'s record (acquired now, through descriptor `fd`) into the
 /// lock file [`acquire_in_process`] just locked exclusively, whose current length
-/// the caller read (its fstat after locking): the old content is truncated
-/// only when it is longer, and a released lock's file is empty. On failure
-/// the lock is dropped (`method`).
+/// the caller read (its fstat after locking): a shorter record is padded to
+/// that length (`holder::write_line_over`). Returns the file's length, for
+/// the release ([`release_in_process`]). On failure the lock is dropped
+/// (`method`).
 pub fn write_record(
     fd: RawFd,
     method: kernel::Method,
     owner: &Holder,
     old_len: u64,
     path: &Path,
-) -> Result<()> {
+) -> Result<u64> {
     write_record_line(fd, method, &owner.record_line(), old_len, path)
 }
 
@@ -295,10 +296,10 @@ pub fn write_record_line(
     owner: &holder::RecordLine,
     old_len: u64,
     path: &Path,
-) -> Result<()> {
+) -> Result<u64> {
     let b = kernel::borrow(fd).map_err(|e| fd_error(fd, "cannot write to", e))?;
     let line = owner.at(holder::now_epoch(), Some(fd));
-    holder::write_line_over(b, &line, old_len).map_err(|e| {
+    holder::write_line_over(b, line, old_len).map_err(|e| {
         let _ = kernel::unlock_fd_with(fd, method);
         Error::io("cannot write holder record", path, e)
     })
@@ -392,14 +393,14 @@ fn acquire_with(
 /// At release, while the lock is still held exclusively through `f`: a
 /// NAME's lock file (`path`) is deleted, the old library's release
 /// ([`super::compat::remove`]); otherwise, or if that fails, the record is
-/// cleared.
-pub(crate) fn clear_or_remove(f: impl AsFd, path: Option<&Path>) {
+/// cleared (`holder::clear`; `len`: the file's length, if known).
+pub(crate) fn clear_or_remove(f: impl AsFd, path: Option<&Path>, len: Option<u64>) {
     if let Some(p) = path
         && let Ok(true) = super::compat::remove(&f, p)
     {
         return;
     }
-    let _ = holder::clear(f);
+    let _ = holder::clear(f, len);
 }
 
 /// Why an fd release did nothing.
@@ -432,7 +433,7 @@ pub fn release(
         && rec.pid == owner
         && rec.fd == Some(fd)
     {
-        clear_or_remove(&f, path.filter(|_| compat));
+        clear_or_remove(&f, path.filter(|_| compat), None);
     }
     // Whichever kind it holds: flock, or an OFD lock (whole file).
     kernel::unlock_fd(fd).map_err(|e| fd_error(fd, "cannot unlock", e))?;
@@ -449,13 +450,15 @@ pub fn release(
 /// when another process holds it now (ours was unlocked behind our back),
 /// nothing is touched and the answer is [`NotHeld`]. Then the record is
 /// cleared (only an exclusive holder ever writes it, so it is the one
-/// [`acquire_in_process`] wrote) and `method` unlocked. With `path` (a
-/// NAME's lock file), the file is deleted instead of cleared
+/// [`acquire_in_process`] wrote; `len`: the file's length its
+/// [`write_record`] returned, which spares a fstat) and `method` unlocked.
+/// With `path` (a NAME's lock file), the file is deleted instead of cleared
 /// ([`super::compat::remove`]).
 pub fn release_in_process(
     fd: RawFd,
     method: kernel::Method,
     path: Option<&Path>,
+    len: Option<u64>,
 ) -> Result<std::result::Result<(), NotHeld>> {
     let b = kernel::borrow(fd).map_err(|e| fd_error(fd, "cannot inspect", e))?;
     if !kernel::try_lock_fd_with(fd, Kind::Exclusive, method)
@@ -463,7 +466,7 @@ pub fn release_in_process(
     {
         return Ok(Err(NotHeld::NoLock));
     }
-    clear_or_remove(b, path);
+    clear_or_remove(b, path, len);
     kernel::unlock_fd_with(fd, method).map_err(|e| fd_error(fd, "cannot unlock", e))?;
     Ok(Ok(()))
 }
@@ -506,7 +509,7 @@ pub fn release_left_by_exec(
     if !mine {
         return Ok(None);
     }
-    let done = release_in_process(fd, kernel::Method::Flock, remove.then_some(path))?;
+    let done = release_in_process(fd, kernel::Method::Flock, remove.then_some(path), None)?;
     // The previous program's descriptor: no handle of this program owns it.
     crate::rawfd::close_unowned(fd, fd);
     Ok(Some(done))
@@ -546,7 +549,7 @@ mod tests {
         let got = take(f.as_raw_fd()).unwrap();
         assert!(got.is_ok());
         let len = f.metadata().unwrap().len();
-        write_record(f.as_raw_fd(), kernel::Method::Flock, &mine, len, &p).unwrap();
+        let rec_len = write_record(f.as_raw_fd(), kernel::Method::Flock, &mine, len, &p).unwrap();
         let rec = holder::read_from(File::open(&p).unwrap()).unwrap();
         assert_eq!(
             (rec.kind.as_str(), rec.pid, rec.fd),
@@ -564,17 +567,22 @@ mod tests {
         kernel::unlock_fd(f.as_raw_fd()).unwrap();
         assert!(kernel::try_lock_fd(g.as_raw_fd(), Kind::Exclusive).unwrap());
         assert_eq!(
-            release_in_process(f.as_raw_fd(), kernel::Method::Flock, None).unwrap(),
+            release_in_process(f.as_raw_fd(), kernel::Method::Flock, None, None).unwrap(),
             Err(NotHeld::NoLock)
         );
         assert!(!std::fs::read(&p).unwrap().is_empty());
         kernel::unlock_fd(g.as_raw_fd()).unwrap();
         assert!(kernel::try_lock_fd(f.as_raw_fd(), Kind::Exclusive).unwrap());
         assert_eq!(
-            release_in_process(f.as_raw_fd(), kernel::Method::Flock, None).unwrap(),
+            release_in_process(f.as_raw_fd(), kernel::Method::Flock, None, None).unwrap(),
             Ok(())
         );
-        assert_eq!(std::fs::read(&p).unwrap(), b"");
+        // The record is replaced by the free line, padded to the record's
+        // length: no holder, and the file keeps its length.
+        let after = std::fs::read(&p).unwrap();
+        assert_eq!(after.len() as u64, len.max(rec_len));
+        assert!(after.starts_with(holder::FREE_LINE.strip_suffix(b"\n").unwrap()));
+        assert!(after.ends_with(b" \n") && holder::read_from(File::open(&p).unwrap()).is_none());
         assert!(kernel::try_lock_fd(g.as_raw_fd(), Kind::Exclusive).unwrap());
     }
 }

@@ -3,9 +3,10 @@
 //! ffkit's own lock files (named locks and dot-locks) carry a one-line JSON
 //! [`Holder`] record: owner pid and its start time, host, command and when it
 //! was acquired. For a kernel lock the record is only ever written or
-//! cleared by a process that holds the lock exclusively (pwrite at offset 0
-//! then ftruncate), so the file is never truncated or deleted while someone
-//! else relies on it; a record left by a holder that died is harmless because
+//! cleared by a process that holds the lock exclusively (one pwrite at
+//! offset 0, padded to the file's length: [`write_line_over`]; a release
+//! writes [`FREE_LINE`] over it), so the file is never truncated or deleted
+//! while someone else relies on it; a record left by a holder that died is harmless because
 //! `lock-status` asks the kernel first and reads the record only when the
 //! lock is really held. For other files (command and fd mode on a path the
 //! user chose, which may well be their data) nothing is written; the holder's
@@ -339,20 +340,43 @@ fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Option<usize> {
 /// Replaces the file's content with `h`. Call only while holding the lock
 /// exclusively, on a descriptor opened without O_APPEND.
 pub(crate) fn write_to(f: impl AsFd, h: &Holder) -> io::Result<()> {
-    write_over(f, h, u64::MAX)
+    let old = rustix::fs::fstat(f.as_fd())?.st_size as u64;
+    write_line_over(f, h.to_line(), old).map(|_| ())
 }
 
-/// [`write_to`] over content `old` bytes long (the caller's fstat), which
-/// is truncated only when longer: no ftruncate, a metadata change, on every
-/// acquisition, as a released lock's file is empty. Call only while holding
-/// the lock exclusively.
-pub(crate) fn write_over(f: impl AsFd, h: &Holder, old: u64) -> io::Result<()> {
-    write_line_over(f, &h.to_line(), old)
+/// What a released lock's file holds (docs/locks.md, "Who holds a lock"):
+/// this line, padded with spaces to the length of the record it replaces.
+/// It parses as no [`Holder`], as an empty file did.
+pub(crate) const FREE_LINE: &[u8] = b"{\"kind\":\"free\"}\n";
+
+/// Whether `bytes` (the start of a lock file) is [`FREE_LINE`], padded.
+pub(crate) fn is_free(bytes: &[u8]) -> bool {
+    let line = bytes.split(|&b| b == b'\n').next().unwrap_or(bytes);
+    line.trim_ascii_end() == &FREE_LINE[..FREE_LINE.len() - 1]
 }
 
-/// [`write_over`] of a record already made a line.
-pub(crate) fn write_line_over(f: impl AsFd, line: &[u8], old: u64) -> io::Result<()> {
+/// A line shorter than the content it replaces is padded with spaces (before
+/// its newline) up to this length; longer content is truncated.
+const PAD_MAX: u64 = 64 * 1024;
+
+/// Writes `line` (a record, or [`FREE_LINE`]) over content `old` bytes long
+/// (the caller's fstat) in one pwrite: a shorter line is padded with spaces
+/// to `old` bytes, so the file keeps its length. Neither a record nor a
+/// release ever truncates the file: on ext4 a truncation (and the block
+/// the next record's write then allocates again) cost the builtin's lock
+/// pair 3 of its 30 µs (BENCHMARKS.md, "The lock file keeps its length").
+/// Returns the file's length after the write. Call only while holding the
+/// lock exclusively.
+pub(crate) fn write_line_over(f: impl AsFd, mut line: Vec<u8>, old: u64) -> io::Result<u64> {
     let fd = f.as_fd();
+    let want = line.len() as u64;
+    let truncate = old > PAD_MAX;
+    if old > want && !truncate {
+        // `want` ≥ 1: every line ends in its newline.
+        line.pop();
+        line.resize(old as usize - 1, b' ');
+        line.push(b'\n');
+    }
     let mut done = 0;
     while done < line.len() {
         match rustix::io::pwrite(fd, &line[done..], done as u64) {
@@ -362,15 +386,26 @@ pub(crate) fn write_line_over(f: impl AsFd, line: &[u8], old: u64) -> io::Result
             Err(e) => return Err(e.into()),
         }
     }
-    if old > line.len() as u64 {
-        rustix::fs::ftruncate(fd, line.len() as u64)?;
+    if truncate {
+        rustix::fs::ftruncate(fd, want)?;
     }
-    Ok(())
+    Ok(line.len() as u64)
 }
 
-/// Empties the record. Call only while holding the lock exclusively.
-pub(crate) fn clear(f: impl AsFd) -> io::Result<()> {
-    rustix::fs::ftruncate(f.as_fd(), 0).map_err(io::Error::from)
+/// Marks the lock released: [`FREE_LINE`] over the record, `len` bytes
+/// long (the file's length, when the caller knows it: the one its record
+/// write returned), so the file keeps its length and later readers (`cat`,
+/// `lock-status`, a waiter naming the holder) find no holder. An empty file
+/// stays empty. Call only while holding the lock exclusively.
+pub(crate) fn clear(f: impl AsFd, len: Option<u64>) -> io::Result<()> {
+    let len = match len {
+        Some(n) => n,
+        None => rustix::fs::fstat(f.as_fd())?.st_size as u64,
+    };
+    if len == 0 {
+        return Ok(());
+    }
+    write_line_over(f, FREE_LINE.to_vec(), len).map(|_| ())
 }
 
 pub(crate) fn now_epoch() -> f64 {
@@ -645,6 +680,50 @@ mod tests {
         );
         assert!(!h.owner_gone());
         assert!(Holder::parse(b"not json").is_none());
+    }
+
+    /// A record or the free line over longer content is padded to its
+    /// length (no truncation), parses as before, and a release's free line
+    /// parses as no holder; content over 64 KiB is truncated instead.
+    #[test]
+    fn records_and_the_free_line_keep_the_files_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.lock");
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&p)
+            .unwrap();
+        let long = Holder::new(KIND_FD, std::process::id(), Some("c".repeat(300)));
+        let short = Holder::new(KIND_FD, std::process::id(), Some("c".into()));
+        write_to(&f, &long).unwrap();
+        let len = fs::metadata(&p).unwrap().len();
+        assert_eq!(len, long.to_line().len() as u64);
+        write_to(&f, &short).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().len(), len);
+        assert_eq!(read_from(&f).unwrap().command, "c");
+        assert!(!is_free(&fs::read(&p).unwrap()));
+        clear(&f, Some(len)).unwrap();
+        let b = fs::read(&p).unwrap();
+        assert_eq!(b.len() as u64, len);
+        assert!(is_free(&b) && read_from(&f).is_none() && b.ends_with(b" \n"));
+        // Cleared again with the length unknown: the same.
+        clear(&f, None).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b);
+        // An empty file stays empty.
+        f.set_len(0).unwrap();
+        clear(&f, None).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().len(), 0);
+        // Over 64 KiB of something else: truncated to the record.
+        f.set_len(PAD_MAX + 1).unwrap();
+        write_to(&f, &short).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().len(),
+            short.to_line().len() as u64
+        );
+        assert!(!is_free(b"{\"kind\":\"free\"}x\n") && is_free(b"{\"kind\":\"free\"}"));
     }
 
     #[test]

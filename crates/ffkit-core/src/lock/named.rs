@@ -197,7 +197,7 @@ pub(crate) fn acquire(
         let _ = kernel::unlock_fd(f.as_raw_fd());
         let _ = child.kill();
         let _ = child.wait();
-        let _ = holder::clear(&f);
+        let _ = holder::clear(&f, None);
         return Err(Error::io("cannot write holder record", path, e));
     }
     Ok(Ok(Taken {
@@ -521,7 +521,7 @@ pub(crate) fn release(
     if kernel::try_lock_fd(f.as_raw_fd(), Kind::Exclusive).unwrap_or(false) {
         let removed = compat && matches!(super::compat::remove(&f, path), Ok(true));
         if writable && !removed {
-            let _ = holder::clear(&f);
+            let _ = holder::clear(&f, None);
         }
         let _ = kernel::unlock_fd(f.as_raw_fd());
     }
@@ -575,7 +575,7 @@ fn release_fd_held(
     }
     let removed = compat && matches!(super::compat::remove(&dup, path), Ok(true));
     if writable && !removed {
-        let _ = holder::clear(f);
+        let _ = holder::clear(f, None);
     }
     kernel::unlock_fd(dup.as_raw_fd()).map_err(|e| Error::io("cannot unlock", path, e))?;
     Ok(Ok(rec))

@@ -30,8 +30,8 @@ pub enum Backend {
 /// Decides, in one place, whether the file at `path` is a dot-lock: when
 /// the caller says so (`--dotlock`), when its record says so, or — for a
 /// NAME in the lock dir, whose files are all ffkit's — when it holds
-/// something that is not a record while no kernel lock is held on it (a
-/// damaged dot-lock). Anything else is a kernel lock file.
+/// something that is neither a record nor a released kernel lock's free
+/// line while no kernel lock is held on it (a damaged dot-lock). Anything else is a kernel lock file.
 pub fn detect(path: &Path, hint: bool, is_name: bool) -> Result<Backend> {
     if hint {
         return Ok(Backend::Dotlock);
@@ -42,7 +42,7 @@ pub fn detect(path: &Path, hint: bool, is_name: bool) -> Result<Backend> {
     match &seen.holder {
         Some(h) if h.kind == KIND_DOTLOCK => Ok(Backend::Dotlock),
         Some(_) => Ok(Backend::Kernel),
-        None if is_name && seen.size > 0 => {
+        None if is_name && seen.size > 0 && !seen.free => {
             let probe = kernel::probe(path).map_err(|e| Error::io("cannot probe", path, e))?;
             Ok(if probe == Probe::Free {
                 Backend::Dotlock

@@ -14,6 +14,7 @@
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -509,6 +510,13 @@ struct LockPaths {
     runtime_dir: Option<PathBuf>,
     session: bool,
     name: OsString,
+    /// Shared with the calls that use them: a kept entry's paths are not
+    /// copied out on every call.
+    out: Rc<Resolved>,
+}
+
+/// The paths a [`LockPaths`] entry resolved.
+struct Resolved {
     log: PathBuf,
     dir: namespace::LockDir,
     file: PathBuf,
@@ -516,7 +524,14 @@ struct LockPaths {
 
 /// At most this many: a script's few lock names.
 const LOCK_PATHS_KEPT: usize = 8;
-static LOCK_PATHS: Mutex<Vec<LockPaths>> = Mutex::new(Vec::new());
+thread_local! {
+    /// The kept entries. Thread-local (only bash's thread calls the
+    /// builtin): no mutex per call, whose locked instructions the fifth
+    /// pass on the lock pair found costly (BENCHMARKS.md).
+    static LOCK_PATHS: std::cell::RefCell<Vec<LockPaths>> = const {
+        std::cell::RefCell::new(Vec::new())
+    };
+}
 
 /// What [`LockPaths`] is looked up by, as this call read it.
 struct LockInputs<'a> {
@@ -569,29 +584,32 @@ impl LockPaths {
             runtime_dir: i.cfg.runtime_dir().map(Path::to_path_buf),
             session: i.session,
             name: i.name.to_os_string(),
-            log,
-            dir,
-            file,
+            out: Rc::new(Resolved { log, dir, file }),
         })
     }
 }
 
 /// The metrics log, lock dir and lock file for `i`: the kept ones when
 /// every input is the same, else built and kept.
-fn lock_paths(i: &LockInputs<'_>) -> Result<(PathBuf, namespace::LockDir, PathBuf), ffkit::Error> {
-    let mut kept = LOCK_PATHS.lock().unwrap_or_else(|p| p.into_inner());
-    let at = match kept.iter().position(|k| k.matches(i)) {
-        Some(at) => at,
-        None => {
-            if kept.len() >= LOCK_PATHS_KEPT {
-                kept.remove(0);
+fn lock_paths(i: &LockInputs<'_>) -> Result<Rc<Resolved>, ffkit::Error> {
+    LOCK_PATHS.with(|kept| {
+        // Nothing below calls back into a lock call; were it borrowed
+        // anyway, the paths are built for this call alone.
+        let Ok(mut kept) = kept.try_borrow_mut() else {
+            return Ok(LockPaths::build(i)?.out);
+        };
+        let at = match kept.iter().position(|k| k.matches(i)) {
+            Some(at) => at,
+            None => {
+                if kept.len() >= LOCK_PATHS_KEPT {
+                    kept.remove(0);
+                }
+                kept.push(LockPaths::build(i)?);
+                kept.len() - 1
             }
-            kept.push(LockPaths::build(i)?);
-            kept.len() - 1
-        }
-    };
-    let k = &kept[at];
-    Ok((k.log.clone(), k.dir.clone(), k.file.clone()))
+        };
+        Ok(Rc::clone(&kept[at].out))
+    })
 }
 
 /// Takes or drops a lock of the held-lock table, and records the timing the
@@ -660,11 +678,12 @@ fn lock(func: &str, dev: Option<&OsStr>, name: LockName<'_>, session: bool) -> u
         session,
         name: name.0,
     };
-    let (log, dir, file) = match lock_paths(&inputs) {
+    let paths = match lock_paths(&inputs) {
         Ok(p) => p,
         Err(e) => return fail(e),
     };
-    cfg.perf_metrics = Some(log);
+    let (dir, file) = (&paths.dir, &paths.file);
+    cfg.perf_metrics = Some(paths.log.clone());
     let acquiring = func.starts_with("acquire");
     // A release only looks the file up in the held-lock table. An
     // acquisition sets the dir up first only where that includes a check
@@ -674,17 +693,17 @@ fn lock(func: &str, dev: Option<&OsStr>, name: LockName<'_>, session: bool) -> u
     let checked = dir.shared_base.is_some();
     if acquiring
         && checked
-        && let Err(e) = ffkit::lock::make_lock_dir(&dir)
+        && let Err(e) = ffkit::lock::make_lock_dir(dir)
     {
         err(format_args!("{func}: {e}"));
         return e.exit_code();
     }
-    let make_dir = || ffkit::lock::make_lock_dir(&dir);
+    let make_dir = || ffkit::lock::make_lock_dir(dir);
     let code = if acquiring {
         let make_dir: Option<&dyn Fn() -> ffkit::Result<()>> =
             if checked { None } else { Some(&make_dir) };
         match held::acquire(
-            &file,
+            file,
             &name.0.to_string_lossy(),
             &cfg,
             cfg.lock_timeout,
@@ -698,7 +717,7 @@ fn lock(func: &str, dev: Option<&OsStr>, name: LockName<'_>, session: bool) -> u
             }
         }
     } else {
-        match held::release(&file, &cfg) {
+        match held::release(file, &cfg) {
             Ok(()) => 0,
             Err(e) => {
                 err(format_args!("{func}: {e}"));

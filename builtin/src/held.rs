@@ -31,6 +31,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -457,6 +458,14 @@ pub fn release(path: &Path, cfg: &Config) -> Result<()> {
 /// name something of the script's by now: they are forgotten, never closed.
 pub fn forget_inherited() {
     let me = crate::caller_pid();
+    // Entries of another pid appear only by a fork, whose child handler
+    // ([`forked`]) clears the mark: every other call skips the two table
+    // locks (each lock and unlock is a locked instruction: BENCHMARKS.md,
+    // "Sixth pass on the lock pair"). The pid in the mark also covers a
+    // child started without fork handlers.
+    if PURGED_FOR.load(Ordering::Relaxed) == me.as_raw_nonzero().get() {
+        return;
+    }
     let mut t = table();
     if t.iter().any(|e| e.pid != me) {
         for e in std::mem::take(&mut *t) {
@@ -478,6 +487,18 @@ pub fn forget_inherited() {
             }
         }
     }
+    PURGED_FOR.store(me.as_raw_nonzero().get(), Ordering::Relaxed);
+}
+
+/// The pid whose inherited entries [`forget_inherited`] dropped last (0:
+/// none yet, or forked since).
+static PURGED_FOR: AtomicI32 = AtomicI32::new(0);
+
+/// The fork child handler's part (`track_pid` in lib.rs): the child's
+/// first call drops the entries it inherited. One atomic store, which a
+/// fork handler may make.
+pub fn forked() {
+    PURGED_FOR.store(0, Ordering::Relaxed);
 }
 
 /// Whether this shell holds `path` in the table.

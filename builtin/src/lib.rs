@@ -224,6 +224,7 @@ fn track_pid() {
             rustix::process::getpid().as_raw_nonzero().get(),
             std::sync::atomic::Ordering::Relaxed,
         );
+        held::forked();
     }
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {

@@ -280,9 +280,11 @@ impl Config {
                 ))),
             }
         };
-        let seconds = |k: &str, default: f64| -> Result<Duration> {
+        // Defaults as durations, not `from_secs_f64` on every read (six
+        // per call of the bash builtin).
+        let seconds = |k: &str, default: Duration| -> Result<Duration> {
             match text(k)? {
-                None => Ok(Duration::from_secs_f64(default)),
+                None => Ok(default),
                 Some(v) => units::parse_seconds(&v).map_err(|e| Error::Config(format!("{k}: {e}"))),
             }
         };
@@ -330,8 +332,8 @@ impl Config {
                 Error::Config(format!("FFKIT_TEST_NOW='{v}': expected epoch seconds"))
             })?),
         };
-        let backoff_initial = seconds("LOCK_BACKOFF_INITIAL", 0.1)?;
-        let backoff_max = seconds("LOCK_BACKOFF_MAX", 2.0)?;
+        let backoff_initial = seconds("LOCK_BACKOFF_INITIAL", Duration::from_millis(100))?;
+        let backoff_max = seconds("LOCK_BACKOFF_MAX", Duration::from_secs(2))?;
         if backoff_initial.is_zero() || backoff_max < backoff_initial {
             return Err(Error::Config(format!(
                 "LOCK_BACKOFF_INITIAL ({}s) must be above 0 and not above LOCK_BACKOFF_MAX ({}s)",
@@ -346,13 +348,13 @@ impl Config {
                 .map_err(|e| Error::Config(format!("FFKIT_BACKEND: {e}")))?
                 .map(|t| t.with_ca(backend_ca.clone())),
         };
-        let backend_timeout = seconds("FFKIT_BACKEND_TIMEOUT", 2.0)?;
+        let backend_timeout = seconds("FFKIT_BACKEND_TIMEOUT", Duration::from_secs(2))?;
         if backend_timeout.is_zero() {
             return Err(Error::Config(
                 "FFKIT_BACKEND_TIMEOUT: must be above 0 (a call without a bound could hang)".into(),
             ));
         }
-        let lock_lease = seconds("FFKIT_LOCK_LEASE", 30.0)?;
+        let lock_lease = seconds("FFKIT_LOCK_LEASE", Duration::from_secs(30))?;
         if lock_lease < backend_timeout * 3 {
             return Err(Error::Config(format!(
                 "FFKIT_LOCK_LEASE ({}s) must be at least 3 x FFKIT_BACKEND_TIMEOUT ({}s): a renewal must fit in a third of the lease",
@@ -365,8 +367,8 @@ impl Config {
             backoff,
             backoff_initial,
             backoff_max,
-            lock_timeout: seconds("LOCK_TIMEOUT", 30.0)?,
-            lock_stale_after: seconds("LOCK_STALE_AFTER", 300.0)?,
+            lock_timeout: seconds("LOCK_TIMEOUT", Duration::from_secs(30))?,
+            lock_stale_after: seconds("LOCK_STALE_AFTER", Duration::from_secs(300))?,
             old_library,
             perf_monitoring: switch("CACHE_PERF_MONITORING", true)?,
             perf_metrics: path("CACHE_PERF_METRICS").map(absolute),

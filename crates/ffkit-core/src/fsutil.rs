@@ -265,6 +265,31 @@ pub fn ident_path(path: &Path, want: Want) -> io::Result<Ident> {
     }
 }
 
+/// [`ident_path`] of `dir/name`, the path composed on the stack when it is
+/// short (no allocation: the bash builtin probes `.git` on every call).
+pub fn ident_child(dir: &Path, name: &str, want: Want) -> io::Result<Ident> {
+    use std::os::unix::ffi::OsStrExt;
+    let (d, n) = (dir.as_os_str().as_bytes(), name.as_bytes());
+    let mut buf = [0u8; 512];
+    let len = d.len() + 1 + n.len();
+    // (An empty `dir`, the last ancestor of a relative path, joins to
+    // `name` alone.)
+    if d.is_empty() || len >= buf.len() || d.contains(&0) || n.contains(&0) {
+        return ident_path(&dir.join(name), want);
+    }
+    buf[..d.len()].copy_from_slice(d);
+    buf[d.len()] = b'/';
+    buf[d.len() + 1..len].copy_from_slice(n);
+    let c = std::ffi::CStr::from_bytes_with_nul(&buf[..=len])
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let flags = rustix::fs::AtFlags::SYMLINK_NOFOLLOW;
+    match rustix::fs::statx(CWD, c, flags, statx_mask(want)) {
+        Ok(x) => Ok(ident_of(&x)),
+        Err(e) if no_statx(e) => Ok(ident_of_stat(&rustix::fs::statat(CWD, c, flags)?)),
+        Err(e) => Err(e.into()),
+    }
+}
+
 static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// Prefix of every temp file ffkit creates; a dot-file, so it never counts

@@ -165,9 +165,9 @@ impl Here {
 /// dir, or the file of a linked worktree or submodule), found without git
 /// (one `statx` per ancestor, asking for no times: [`crate::fsutil::Ident`]).
 pub fn repo_root(start: &Path) -> Option<&Path> {
-    start.ancestors().find(|d| {
-        crate::fsutil::ident_path(&d.join(OsStr::new(".git")), crate::fsutil::Want::Id).is_ok()
-    })
+    start
+        .ancestors()
+        .find(|d| crate::fsutil::ident_child(d, ".git", crate::fsutil::Want::Id).is_ok())
 }
 
 // ---------------------------------------------------------------------------

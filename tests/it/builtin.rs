@@ -675,7 +675,7 @@ fn an_uncontended_builtin_acquisition_stats_the_locked_file_once() {
 /// the log's path) has a mask of inode, size or type only, and no
 /// descriptor of the builtin's (200 and up) is `fstat`ed. On Linux ≥ 6.13 a
 /// stat that returns mtime or ctime makes the next write of that file (the
-/// holder record, the release's truncate, the row) take a fine-grained
+/// holder record, the release's free line, the row) take a fine-grained
 /// timestamp and dirty the inode (BENCHMARKS.md, "Fifth pass on the lock
 /// pair"). Before: `fstat` of both kept descriptors, `statx(STATX_ALL)` of
 /// the paths. The rows are as before; the release writes the free line

@@ -421,22 +421,27 @@ pub fn release(path: &Path, cfg: &Config) -> Result<()> {
     let e = t.swap_remove(i);
     drop(t);
     hostfd::fork_keeps(e.fd.as_raw_fd());
-    let same = fsutil::ident_fd(&e.fd, Want::Id).is_ok_and(|m| m.is(e.dev, e.ino));
-    if !same {
+    // (With the size: a lock lost behind the shell's back and taken
+    // again by the release may have held a longer record meanwhile, which
+    // the free line must cover.)
+    let now = fsutil::ident_fd(&e.fd, Want::Size)
+        .ok()
+        .filter(|m| m.is(e.dev, e.ino));
+    let Some(now) = now else {
         // Someone replaced the descriptor: it is not our lock any more.
         std::mem::forget(e.fd);
         return Err(Error::LockFailed(format!(
             "{}: the lock's descriptor was closed or replaced by the script; the lock was already lost",
             path.display()
         )));
-    }
+    };
     // Clears the record (or deletes the file) while still exclusive, then
     // unlocks.
     let done = fd::release_in_process(
         e.fd.as_raw_fd(),
         Method::Flock,
         e.follow.then_some(path),
-        Some(e.len),
+        Some(e.len.max(now.size)),
     );
     match done? {
         // The file stays (it was not deleted): its descriptor is kept for

@@ -2583,3 +2583,59 @@ fn lock_calls_see_each_changed_input_of_their_paths_at_once() {
         2
     );
 }
+
+/// `lock-status` beside a shell that takes and releases one lock in a
+/// loop: every answer is "free" or "held (exclusive)". Before, a probe
+/// whose shared try-lock found the lock free read `/proc/locks` after
+/// unlocking and took the next exclusive holder's line for a shared one
+/// ("held (shared)"), and a record or free line read half-written made the
+/// file a damaged dot-lock ("held (exclusive, dotlock)"): both are read
+/// under the probe's shared lock now.
+#[test]
+fn lock_status_beside_a_looping_holder_never_says_shared_or_dotlock() {
+    let r = Repo::new();
+    let o = out(&mut r.bash(
+        "stop=$PWD/../stop\n\
+         ( while [ ! -e \"$stop\" ]; do acquire_critical_lock H; release_critical_lock H; done ) &\n\
+         looper=$!\n\
+         acquire_critical_lock ready; release_critical_lock ready\n\
+         for i in $(seq 300); do \"$FFKIT_BIN\" lock-status H || :; done >\"$stop.out\"\n\
+         touch \"$stop\"; wait \"$looper\"\n\
+         cat \"$stop.out\"",
+    ));
+    let s = ok(&o);
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(lines.len(), 300, "{s}");
+    let wrong: Vec<&&str> = lines
+        .iter()
+        .filter(|l| **l != "H: free" && !l.starts_with("H: held (exclusive) by "))
+        .collect();
+    assert!(wrong.is_empty(), "{} wrong answers: {wrong:?}", wrong.len());
+}
+
+/// A lock lost behind the shell's back (a forced release) and written
+/// longer by another holder meanwhile: the builtin's release, which takes
+/// the free lock again, covers the whole file with the free line, not just
+/// the length of the record it wrote itself.
+#[test]
+fn a_release_after_a_forced_release_covers_a_longer_record() {
+    if !crate::util::need("flock", "util-linux flock(1) writing the file") {
+        return;
+    }
+    let r = Repo::new();
+    let file = r.ns().join("locks/X.lock");
+    let o = out(&mut r.bash(&format!(
+        "acquire_critical_lock X\n\
+         \"$FFKIT_BIN\" lock-release --force X\n\
+         flock '{f}' sh -c 'printf \"%400s\\n\" x >\"$1\"' sh '{f}'\n\
+         rc=0; release_critical_lock X || rc=$?; echo rc=$rc",
+        f = file.display()
+    )));
+    assert_eq!(ok(&o), "rc=0\n");
+    assert!(
+        crate::util::released(&file),
+        "{:?}",
+        fs::read_to_string(&file)
+    );
+    assert!(fs::metadata(&file).unwrap().len() > 400);
+}

@@ -109,9 +109,16 @@ pub(crate) fn set_runner(h: &Held, rec: &Holder, pid: u32) {
     }
 }
 
+/// The start of a lock file's content (a record's room: 8 KiB).
+pub(crate) fn content(mut f: &fs::File) -> Vec<u8> {
+    let mut buf = Vec::new();
+    let _ = (&mut f).take(8192).read_to_end(&mut buf);
+    buf
+}
+
 /// Reads the lock at `path`; `None` when there is none.
 pub(crate) fn look(path: &Path) -> Result<Option<Seen>> {
-    let mut f = match super::kernel::open_lock_file_existing(path) {
+    let f = match super::kernel::open_lock_file_existing(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::io("cannot open lock file", path, e)),
@@ -119,8 +126,7 @@ pub(crate) fn look(path: &Path) -> Result<Option<Seen>> {
     let m = f
         .metadata()
         .map_err(|e| Error::io("cannot inspect", path, e))?;
-    let mut buf = Vec::new();
-    let _ = (&mut f).take(8192).read_to_end(&mut buf);
+    let buf = content(&f);
     let mtime_age = (holder::now_epoch() - m.mtime() as f64).max(0.0);
     Ok(Some(Seen {
         holder: Holder::parse(&buf),

@@ -453,8 +453,6 @@ pub fn open_lock_file(path: &Path, write: bool, mode: u32) -> io::Result<File> {
 /// What the kernel says about a lock file right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Probe {
-    /// No lock file at all.
-    Missing,
     Free,
     /// Held; `exclusive` false means one or more shared holders.
     Held {
@@ -466,32 +464,50 @@ pub(crate) enum Probe {
 /// against an exclusive holder; fcntl-family locks, which flock(2) does not
 /// see, are asked for apart; then `/proc/locks` tells shared flock holders
 /// from none. The probe never creates the file.
-pub(crate) fn probe(path: &Path) -> io::Result<Probe> {
-    let f = match open_lock_file_existing(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Probe::Missing),
-        Err(e) => return Err(e),
-    };
-    probe_file(&f)
+pub(crate) fn probe_file(f: &File) -> io::Result<Probe> {
+    probe_reading(f, |_| Ok(())).map(|(p, _)| p)
 }
 
-/// [`probe`] on an open file.
-pub(crate) fn probe_file(f: &File) -> io::Result<Probe> {
+/// [`probe_file`], calling `read` on the file while the probe's shared
+/// lock is held: no exclusive holder can be writing then, so what it reads
+/// of an ffkit record is whole. `/proc/locks` is read under that lock too:
+/// only shared holders can sit beside it, so any line of another pid is
+/// one (read after the unlock, the line of a holder that took the free
+/// lock exclusively meanwhile made a free lock "held (shared)").
+pub(crate) fn probe_reading<T>(
+    f: &File,
+    read: impl FnOnce(&File) -> io::Result<T>,
+) -> io::Result<(Probe, Option<T>)> {
     if !try_lock_fd(f.as_raw_fd(), Kind::Shared)? {
-        return Ok(Probe::Held { exclusive: true });
+        return Ok((Probe::Held { exclusive: true }, None));
     }
+    let under = (|| {
+        let got = read(f)?;
+        let m = f.metadata()?;
+        let me = std::process::id();
+        let others = holder::proc_locks_pids(m.dev(), m.ino())
+            .into_iter()
+            .any(|p| p != me);
+        Ok::<_, io::Error>((got, others))
+    })();
     unlock_fd(f.as_raw_fd())?;
+    let (got, others) = under?;
     if let Some(kind) = fcntl_holder(f.as_fd())? {
-        return Ok(Probe::Held {
-            exclusive: kind == Kind::Exclusive,
-        });
+        return Ok((
+            Probe::Held {
+                exclusive: kind == Kind::Exclusive,
+            },
+            Some(got),
+        ));
     }
-    let m = f.metadata()?;
-    if holder::proc_locks_pids(m.dev(), m.ino()).is_empty() {
-        Ok(Probe::Free)
-    } else {
-        Ok(Probe::Held { exclusive: false })
-    }
+    Ok((
+        if others {
+            Probe::Held { exclusive: false }
+        } else {
+            Probe::Free
+        },
+        Some(got),
+    ))
 }
 
 /// Opens an existing lock file read-only without following a symlink.

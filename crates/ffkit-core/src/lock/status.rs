@@ -43,8 +43,20 @@ pub fn detect(path: &Path, hint: bool, is_name: bool) -> Result<Backend> {
         Some(h) if h.kind == KIND_DOTLOCK => Ok(Backend::Dotlock),
         Some(_) => Ok(Backend::Kernel),
         None if is_name && seen.size > 0 && !seen.free => {
-            let probe = kernel::probe(path).map_err(|e| Error::io("cannot probe", path, e))?;
-            Ok(if probe == Probe::Free {
+            // Read again under the probe's shared lock: a record or free
+            // line caught half-written (its writer holds the lock
+            // exclusively) is no damage.
+            let f = match kernel::open_lock_file_existing(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Backend::Kernel),
+                Err(e) => return Err(Error::io("cannot probe", path, e)),
+            };
+            let (probe, whole) = kernel::probe_reading(&f, |f| Ok(dotlock::content(f)))
+                .map_err(|e| Error::io("cannot probe", path, e))?;
+            let damaged = whole.is_some_and(|b| {
+                !b.is_empty() && Holder::parse(&b).is_none() && !holder::is_free(&b)
+            });
+            Ok(if probe == Probe::Free && damaged {
                 Backend::Dotlock
             } else {
                 Backend::Kernel
@@ -190,7 +202,7 @@ fn local_status(
         Err(e) => return Err(Error::io("cannot open lock file", path, e)),
     };
     let exclusive = match kernel::probe_file(&f).map_err(|e| Error::io("cannot probe", path, e))? {
-        Probe::Missing | Probe::Free => return Ok(free(Backend::Kernel)),
+        Probe::Free => return Ok(free(Backend::Kernel)),
         Probe::Held { exclusive } => exclusive,
     };
     let who = holder::who_of_file(&f);

@@ -2639,3 +2639,21 @@ fn a_release_after_a_forced_release_covers_a_longer_record() {
     );
     assert!(fs::metadata(&file).unwrap().len() > 400);
 }
+
+/// A NAME's lock file holding only blanks or NUL bytes (what a crash can
+/// leave of a record overwritten in place) is a free kernel lock for
+/// `lock-status`, as an empty one is, not a damaged dot-lock.
+#[test]
+fn a_lock_file_of_blanks_or_nuls_is_free_not_a_damaged_dotlock() {
+    let r = Repo::new();
+    let dir = r.ns().join("locks");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("b.lock"), "   \n").unwrap();
+    fs::write(dir.join("z.lock"), [0u8; 160]).unwrap();
+    fs::write(dir.join("d.lock"), "garbage\n").unwrap();
+    let o = out(&mut r.bash("for n in b z d; do \"$FFKIT_BIN\" lock-status \"$n\" || :; done"));
+    let s = ok(&o);
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(lines[..2], ["b: free", "z: free"], "{s}");
+    assert!(lines[2].starts_with("d: held (exclusive, dotlock)"), "{s}");
+}

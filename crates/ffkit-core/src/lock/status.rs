@@ -53,8 +53,12 @@ pub fn detect(path: &Path, hint: bool, is_name: bool) -> Result<Backend> {
             };
             let (probe, whole) = kernel::probe_reading(&f, |f| Ok(dotlock::content(f)))
                 .map_err(|e| Error::io("cannot probe", path, e))?;
+            // Only blanks or NULs (what a crash can leave of an
+            // overwritten record) are an empty file, not damage.
             let damaged = whole.is_some_and(|b| {
-                !b.is_empty() && Holder::parse(&b).is_none() && !holder::is_free(&b)
+                !b.iter().all(|&c| c == 0 || c.is_ascii_whitespace())
+                    && Holder::parse(&b).is_none()
+                    && !holder::is_free(&b)
             });
             Ok(if probe == Probe::Free && damaged {
                 Backend::Dotlock

@@ -57,9 +57,6 @@ struct Entry {
     ino: u64,
     /// `LOCK_OLD_LIBRARY=present` when taken: the release deletes the file.
     follow: bool,
-    /// The lock file's length after the record was written: the release's
-    /// free line covers it without a fstat (`lock::fd::release_in_process`).
-    len: u64,
 }
 
 /// The table. bash is single-threaded and the builtin never forks while it
@@ -346,13 +343,10 @@ pub fn acquire(
                 ))
                 .into());
             }
-            let len = match fd::write_record_line(raw, Method::Flock, record_line, len, path) {
-                Ok(n) => n,
-                Err(e) => {
-                    hostfd::fork_keeps(raw);
-                    return Err(e.into());
-                }
-            };
+            if let Err(e) = fd::write_record_line(raw, Method::Flock, record_line, len, path) {
+                hostfd::fork_keeps(raw);
+                return Err(e.into());
+            }
             table().push(Entry {
                 path: path.to_path_buf(),
                 fd,
@@ -360,7 +354,6 @@ pub fn acquire(
                 dev: ident.0,
                 ino: ident.1,
                 follow: rule.follow,
-                len,
             });
             if cfg.debug {
                 eprintln!(
@@ -421,9 +414,10 @@ pub fn release(path: &Path, cfg: &Config) -> Result<()> {
     let e = t.swap_remove(i);
     drop(t);
     hostfd::fork_keeps(e.fd.as_raw_fd());
-    // (With the size: a lock lost behind the shell's back and taken
-    // again by the release may have held a longer record meanwhile, which
-    // the free line must cover.)
+    // (With the file's length, which the release's free line covers,
+    // without a fstat: the record this shell wrote, or a longer one of a
+    // holder that had the lock meanwhile, when it was lost behind the
+    // shell's back and the release takes it again.)
     let now = fsutil::ident_fd(&e.fd, Want::Size)
         .ok()
         .filter(|m| m.is(e.dev, e.ino));
@@ -441,7 +435,7 @@ pub fn release(path: &Path, cfg: &Config) -> Result<()> {
         e.fd.as_raw_fd(),
         Method::Flock,
         e.follow.then_some(path),
-        Some(e.len.max(now.size)),
+        Some(now.size),
     );
     match done? {
         // The file stays (it was not deleted): its descriptor is kept for

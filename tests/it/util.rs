@@ -243,8 +243,8 @@ pub fn assert_index_exact(dir: &Path, what: &str) {
 }
 
 /// Whether the lock file at `file` holds a released lock's line,
-/// `{"kind":"free"}` padded with spaces (docs/locks.md, "Who holds a
-/// lock"): its record was cleared by a release.
+/// `{"kind":"free"}` padded with spaces (docs/locks.md, "Named pairs
+/// across separate commands"): its record was cleared by a release.
 pub fn released(file: &Path) -> bool {
     fs::read_to_string(file).is_ok_and(|s| s.trim_end() == r#"{"kind":"free"}"#)
 }

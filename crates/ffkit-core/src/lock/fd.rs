@@ -275,8 +275,7 @@ pub fn acquire_in_process(
 /// Writes `owner`'s record (acquired now, through descriptor `fd`) into the
 /// lock file [`acquire_in_process`] just locked exclusively, whose current length
 /// the caller read (its fstat after locking): a shorter record is padded to
-/// that length (`holder::write_line_over`). Returns the file's length, for
-/// the release ([`release_in_process`]). On failure the lock is dropped
+/// that length (`holder::write_line_over`). On failure the lock is dropped
 /// (`method`).
 pub fn write_record(
     fd: RawFd,
@@ -284,7 +283,7 @@ pub fn write_record(
     owner: &Holder,
     old_len: u64,
     path: &Path,
-) -> Result<u64> {
+) -> Result<()> {
     write_record_line(fd, method, &owner.record_line(), old_len, path)
 }
 
@@ -296,7 +295,7 @@ pub fn write_record_line(
     owner: &holder::RecordLine,
     old_len: u64,
     path: &Path,
-) -> Result<u64> {
+) -> Result<()> {
     let b = kernel::borrow(fd).map_err(|e| fd_error(fd, "cannot write to", e))?;
     let line = owner.at(holder::now_epoch(), Some(fd));
     holder::write_line_over(b, line, old_len).map_err(|e| {
@@ -450,8 +449,8 @@ pub fn release(
 /// when another process holds it now (ours was unlocked behind our back),
 /// nothing is touched and the answer is [`NotHeld`]. Then the record is
 /// cleared (only an exclusive holder ever writes it, so it is the one
-/// [`acquire_in_process`] wrote; `len`: the file's length its
-/// [`write_record`] returned, which spares a fstat) and `method` unlocked.
+/// [`acquire_in_process`] wrote; `len`: the file's length, if the caller
+/// knows it, which spares a fstat) and `method` unlocked.
 /// With `path` (a NAME's lock file), the file is deleted instead of cleared
 /// ([`super::compat::remove`]).
 pub fn release_in_process(
@@ -549,7 +548,8 @@ mod tests {
         let got = take(f.as_raw_fd()).unwrap();
         assert!(got.is_ok());
         let len = f.metadata().unwrap().len();
-        let rec_len = write_record(f.as_raw_fd(), kernel::Method::Flock, &mine, len, &p).unwrap();
+        write_record(f.as_raw_fd(), kernel::Method::Flock, &mine, len, &p).unwrap();
+        let rec_len = f.metadata().unwrap().len();
         let rec = holder::read_from(File::open(&p).unwrap()).unwrap();
         assert_eq!(
             (rec.kind.as_str(), rec.pid, rec.fd),
@@ -580,7 +580,7 @@ mod tests {
         // The record is replaced by the free line, padded to the record's
         // length: no holder, and the file keeps its length.
         let after = std::fs::read(&p).unwrap();
-        assert_eq!(after.len() as u64, len.max(rec_len));
+        assert_eq!(after.len() as u64, rec_len);
         assert!(after.starts_with(holder::FREE_LINE.strip_suffix(b"\n").unwrap()));
         assert!(after.ends_with(b" \n") && holder::read_from(File::open(&p).unwrap()).is_none());
         assert!(kernel::try_lock_fd(g.as_raw_fd(), Kind::Exclusive).unwrap());

@@ -341,12 +341,12 @@ fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Option<usize> {
 /// exclusively, on a descriptor opened without O_APPEND.
 pub(crate) fn write_to(f: impl AsFd, h: &Holder) -> io::Result<()> {
     let old = rustix::fs::fstat(f.as_fd())?.st_size as u64;
-    write_line_over(f, h.to_line(), old).map(|_| ())
+    write_line_over(f, h.to_line(), old)
 }
 
-/// What a released lock's file holds (docs/locks.md, "Who holds a lock"):
-/// this line, padded with spaces to the length of the record it replaces.
-/// It parses as no [`Holder`], as an empty file did.
+/// What a released lock's file holds (docs/locks.md, "Named pairs across
+/// separate commands"): this line, padded with spaces to the length of the
+/// record it replaces. It parses as no [`Holder`], as an empty file did.
 pub(crate) const FREE_LINE: &[u8] = b"{\"kind\":\"free\"}\n";
 
 /// Whether `bytes` (the start of a lock file) is [`FREE_LINE`], padded.
@@ -364,10 +364,9 @@ const PAD_MAX: u64 = 64 * 1024;
 /// to `old` bytes, so the file keeps its length. Neither a record nor a
 /// release ever truncates the file: on ext4 a truncation (and the block
 /// the next record's write then allocates again) cost the builtin's lock
-/// pair 3 of its 30 µs (BENCHMARKS.md, "The lock file keeps its length").
-/// Returns the file's length after the write. Call only while holding the
-/// lock exclusively.
-pub(crate) fn write_line_over(f: impl AsFd, mut line: Vec<u8>, old: u64) -> io::Result<u64> {
+/// pair 3 of its 30 µs (BENCHMARKS.md, "the lock file keeps its length").
+/// Call only while holding the lock exclusively.
+pub(crate) fn write_line_over(f: impl AsFd, mut line: Vec<u8>, old: u64) -> io::Result<()> {
     let fd = f.as_fd();
     let want = line.len() as u64;
     let truncate = old > PAD_MAX;
@@ -389,14 +388,14 @@ pub(crate) fn write_line_over(f: impl AsFd, mut line: Vec<u8>, old: u64) -> io::
     if truncate {
         rustix::fs::ftruncate(fd, want)?;
     }
-    Ok(line.len() as u64)
+    Ok(())
 }
 
 /// Marks the lock released: [`FREE_LINE`] over the record, `len` bytes
-/// long (the file's length, when the caller knows it: the one its record
-/// write returned), so the file keeps its length and later readers (`cat`,
-/// `lock-status`, a waiter naming the holder) find no holder. An empty file
-/// stays empty. Call only while holding the lock exclusively.
+/// long (the file's length, when the caller knows it), so the file keeps
+/// its length and later readers (`cat`, `lock-status`, a waiter naming the
+/// holder) find no holder. An empty file stays empty. Call only while
+/// holding the lock exclusively.
 pub(crate) fn clear(f: impl AsFd, len: Option<u64>) -> io::Result<()> {
     let len = match len {
         Some(n) => n,
@@ -405,7 +404,7 @@ pub(crate) fn clear(f: impl AsFd, len: Option<u64>) -> io::Result<()> {
     if len == 0 {
         return Ok(());
     }
-    write_line_over(f, FREE_LINE.to_vec(), len).map(|_| ())
+    write_line_over(f, FREE_LINE.to_vec(), len)
 }
 
 pub(crate) fn now_epoch() -> f64 {

@@ -257,6 +257,11 @@ fn ident_of_stat(st: &rustix::fs::Stat) -> Ident {
 /// [`Ident`] of `path` itself, a symlink not followed (as `lstat`), with
 /// the minimal mask (see [`Ident`]).
 pub fn ident_path(path: &Path, want: Want) -> io::Result<Ident> {
+    ident_at(path, want)
+}
+
+/// [`ident_path`] of a path as a `Path` or as a C string made already.
+fn ident_at<P: rustix::path::Arg + Copy>(path: P, want: Want) -> io::Result<Ident> {
     let flags = rustix::fs::AtFlags::SYMLINK_NOFOLLOW;
     match rustix::fs::statx(CWD, path, flags, statx_mask(want)) {
         Ok(x) => Ok(ident_of(&x)),
@@ -274,19 +279,16 @@ pub fn ident_child(dir: &Path, name: &str, want: Want) -> io::Result<Ident> {
     let len = d.len() + 1 + n.len();
     // (An empty `dir`, the last ancestor of a relative path, joins to
     // `name` alone.)
-    if d.is_empty() || len >= buf.len() || d.contains(&0) || n.contains(&0) {
+    if d.is_empty() || len >= buf.len() {
         return ident_path(&dir.join(name), want);
     }
     buf[..d.len()].copy_from_slice(d);
     buf[d.len()] = b'/';
     buf[d.len() + 1..len].copy_from_slice(n);
-    let c = std::ffi::CStr::from_bytes_with_nul(&buf[..=len])
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let flags = rustix::fs::AtFlags::SYMLINK_NOFOLLOW;
-    match rustix::fs::statx(CWD, c, flags, statx_mask(want)) {
-        Ok(x) => Ok(ident_of(&x)),
-        Err(e) if no_statx(e) => Ok(ident_of_stat(&rustix::fs::statat(CWD, c, flags)?)),
-        Err(e) => Err(e.into()),
+    match std::ffi::CStr::from_bytes_with_nul(&buf[..=len]) {
+        Ok(c) => ident_at(c, want),
+        // A NUL inside: the path's own answer, as for a long one.
+        Err(_) => ident_path(&dir.join(name), want),
     }
 }
 

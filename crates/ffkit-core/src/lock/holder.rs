@@ -340,7 +340,7 @@ fn pread_full(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Option<usize> {
 /// Replaces the file's content with `h`. Call only while holding the lock
 /// exclusively, on a descriptor opened without O_APPEND.
 pub(crate) fn write_to(f: impl AsFd, h: &Holder) -> io::Result<()> {
-    let old = rustix::fs::fstat(f.as_fd())?.st_size as u64;
+    let old = crate::fsutil::ident_fd(&f, crate::fsutil::Want::Size)?.size;
     write_line_over(f, h.to_line(), old)
 }
 
@@ -399,7 +399,7 @@ pub(crate) fn write_line_over(f: impl AsFd, mut line: Vec<u8>, old: u64) -> io::
 pub(crate) fn clear(f: impl AsFd, len: Option<u64>) -> io::Result<()> {
     let len = match len {
         Some(n) => n,
-        None => rustix::fs::fstat(f.as_fd())?.st_size as u64,
+        None => crate::fsutil::ident_fd(&f, crate::fsutil::Want::Size)?.size,
     };
     if len == 0 {
         return Ok(());

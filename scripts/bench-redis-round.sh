@@ -22,17 +22,9 @@ for b in "$bin" ${old:+"$old"}; do
   [[ -x $b ]] || { echo "bench-redis-round.sh: no $b: run cargo xtask dist first" >&2; exit 1; }
 done
 here=$(dirname "$(realpath "$0")")
-W=$(mktemp -d /tmp/ffkit-bench-round.XXXXXX)
-out=${BENCH_OUT:-target/bench/redis-round}
-mkdir -p "$out"
 # shellcheck source=scripts/redis-lib.sh
 . "$here/redis-lib.sh"
-cleanup() {
-  stop_redis
-  rm -rf "$W"
-}
-trap cleanup EXIT
-start_redis "$W" || { echo "bench-redis-round.sh: cannot start redis-server" >&2; exit 1; }
+redis_bench_setup redis-round
 # As scripts/bench-redis.sh: the URL on the command line, metrics on, an
 # existing cache directory for the metrics row.
 export CACHE_PERF_MONITORING=enabled FFKIT_CACHE_DIR=$W/c FFKIT_LOCK_DIR=$W/locks

@@ -11,17 +11,9 @@ set -euo pipefail
 bin=$(realpath "${1:-target/dist/ffkit}")
 [[ -x $bin ]] || { echo "bench-redis.sh: no $bin: run cargo xtask dist first" >&2; exit 1; }
 here=$(dirname "$(realpath "$0")")
-W=$(mktemp -d /tmp/ffkit-bench-redis.XXXXXX)
-out=${BENCH_OUT:-target/bench/redis}
-mkdir -p "$out"
 # shellcheck source=scripts/redis-lib.sh
 . "$here/redis-lib.sh"
-cleanup() {
-  stop_redis
-  rm -rf "$W"
-}
-trap cleanup EXIT
-start_redis "$W" || { echo "bench-redis.sh: cannot start redis-server" >&2; exit 1; }
+redis_bench_setup redis
 url=redis://127.0.0.1:$port
 export CACHE_PERF_MONITORING=enabled FFKIT_CACHE_DIR=$W/c FFKIT_LOCK_DIR=$W/locks
 # The URL goes on the command line (`--backend`), not through `env`: an

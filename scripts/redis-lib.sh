@@ -2,9 +2,16 @@
 # bench-redis-round.sh). `start_redis DIR` starts a loopback redis-server
 # with no persistence in DIR on a random free port (20 tries) and sets
 # `port` and `pid`; `stop_redis` stops it (for the caller's EXIT trap).
+# `redis_bench_setup NAME` is a benchmark's whole set-up: a work dir `W`
+# (/tmp/ffkit-bench-NAME.*), the output dir `out` (BENCH_OUT, default
+# target/bench/NAME), an EXIT trap that stops the server and removes `W`,
+# and the server started in `W` (exit 1, naming bench-NAME.sh, when it
+# cannot start).
 # shellcheck shell=bash
 pid=
 port=
+W=
+out=
 start_redis() {
   local dir=$1
   for _ in $(seq 20); do
@@ -26,4 +33,15 @@ start_redis() {
 stop_redis() {
   if [[ -n $pid ]]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
   pid=
+}
+redis_bench_setup() {
+  W=$(mktemp -d "/tmp/ffkit-bench-$1.XXXXXX")
+  out=${BENCH_OUT:-target/bench/$1}
+  mkdir -p "$out"
+  trap redis_bench_cleanup EXIT
+  start_redis "$W" || { echo "bench-$1.sh: cannot start redis-server" >&2; exit 1; }
+}
+redis_bench_cleanup() {
+  stop_redis
+  rm -rf "$W"
 }

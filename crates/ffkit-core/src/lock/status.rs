@@ -31,7 +31,8 @@ pub enum Backend {
 /// the caller says so (`--dotlock`), when its record says so, or — for a
 /// NAME in the lock dir, whose files are all ffkit's — when it holds
 /// something that is neither a record nor a released kernel lock's free
-/// line while no kernel lock is held on it (a damaged dot-lock). Anything else is a kernel lock file.
+/// line while no kernel lock is held on it (a damaged dot-lock). Anything
+/// else is a kernel lock file.
 pub fn detect(path: &Path, hint: bool, is_name: bool) -> Result<Backend> {
     if hint {
         return Ok(Backend::Dotlock);

@@ -273,9 +273,9 @@ pub(crate) fn who_of_file(f: &File) -> Who {
         };
     }
     let me = std::process::id();
-    let pid = proc_locks_pids(m.dev(), m.ino())
+    let pid = proc_locks_pids(m.dev(), m.ino(), Some(me))
         .into_iter()
-        .find(|&p| p != me && crate::fsutil::pid_alive(p));
+        .find(|&p| crate::fsutil::pid_alive(p));
     Who {
         record: None,
         pid,
@@ -558,12 +558,15 @@ pub(crate) fn cmdline(pid: u32) -> Option<String> {
 /// meanwhile ahead of that count make the walk skip lines. So a line read
 /// is real, but a missing one may be a skip (under lock churn, one read in
 /// 400 missed a lock held throughout). An empty answer is read again, up
-/// to three reads in all, before it counts: `lock-status` must not call a
-/// shared lock free, nor the waiting line its holder unknown.
-pub(crate) fn proc_locks_pids(dev: u64, ino: u64) -> Vec<u32> {
+/// to five reads in all, before it counts: `lock-status` must not call a
+/// shared lock free, nor the waiting line its holder unknown. `besides`:
+/// a pid whose lines are left out (the caller's own probe lock), so an
+/// answer holding only those is read again too.
+pub(crate) fn proc_locks_pids(dev: u64, ino: u64, besides: Option<u32>) -> Vec<u32> {
     let mut pids = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..5 {
         pids = proc_locks_read(dev, ino);
+        pids.retain(|&p| Some(p) != besides);
         if !pids.is_empty() {
             break;
         }
@@ -655,7 +658,7 @@ mod tests {
                 });
             }
             let missed = (0..2_000)
-                .filter(|_| proc_locks_pids(m.dev(), m.ino()).is_empty())
+                .filter(|_| proc_locks_pids(m.dev(), m.ino(), None).is_empty())
                 .count();
             stop.store(true, Ordering::Relaxed);
             assert_eq!(missed, 0, "looks that missed a held lock");

@@ -485,9 +485,7 @@ pub(crate) fn probe_reading<T>(
         let got = read(f)?;
         let m = f.metadata()?;
         let me = std::process::id();
-        let others = holder::proc_locks_pids(m.dev(), m.ino())
-            .into_iter()
-            .any(|p| p != me);
+        let others = !holder::proc_locks_pids(m.dev(), m.ino(), Some(me)).is_empty();
         Ok::<_, io::Error>((got, others))
     })();
     unlock_fd(f.as_raw_fd())?;

@@ -160,10 +160,21 @@ impl Server {
 
     /// A new connection, tried again for up to 20 s: a loaded machine may
     /// drop a SYN or be slow to accept, and the test must not fail for it.
+    /// Its reads have no timeout: on a socket with a receive timeout
+    /// (SO_RCVTIMEO) the kernel does not restart a `recv` that a stop and
+    /// continue of this process (SIGSTOP/SIGCONT, a ptrace attach, a
+    /// cgroup freeze) cut short, and it fails with EINTR (signal(7)), after
+    /// the command was sent; without one the `recv` goes on transparently
+    /// (this process catches no signal: libtest and these tests install no
+    /// handler). A server that never answers is not a case the tests make:
+    /// a paused one answers once its pause ends.
     fn connect(&self) -> redis::Connection {
         let give_up = Instant::now() + Duration::from_secs(20);
         loop {
-            match self.client() {
+            match self.client().and_then(|c| {
+                c.set_read_timeout(None)?;
+                Ok(c)
+            }) {
                 Ok(c) => return c,
                 Err(e) if Instant::now() >= give_up => {
                     panic!("cannot connect to the test server on {}: {e}", self.url())
@@ -200,7 +211,6 @@ impl Server {
     pub fn stall_with(&self, cmd: redis::Cmd) -> std::thread::JoinHandle<()> {
         let mut con = self.connect();
         let t = std::thread::spawn(move || {
-            con.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
             let _: redis::Value = cmd.query(&mut con).unwrap();
         });
         let give_up = Instant::now() + Duration::from_secs(20);
@@ -541,6 +551,89 @@ fn contention(w: &World, s: &Server, body: &str) -> String {
         .unwrap()
         .trim()
         .to_string()
+}
+
+/// The test's own oracle survives its process being stopped and continued
+/// (SIGSTOP/SIGCONT, a ptrace attach, a cgroup freeze: nothing this suite
+/// controls) while it waits for a reply. The kernel restarts a blocked
+/// `recv` after a stop when no handler runs, except on a socket with a
+/// receive timeout (SO_RCVTIMEO), which fails with EINTR instead
+/// (signal(7)): the oracle's 5 s read timeout made `Server::query` panic
+/// with "Interrupted system call". A child test process (this binary,
+/// [`oracle_child`]) stalls its own server, sends INCRBY through its
+/// oracle, and is stopped and continued while it waits; the reply must
+/// come back, once (the command is not sent again).
+#[test]
+fn redis_oracle_query_survives_a_stop_and_continue() {
+    if !available() {
+        return;
+    }
+    use rustix::process::{Pid, Signal, kill_process};
+    let tmp = tempfile::tempdir().unwrap();
+    let mark = tmp.path().join("stalled");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "redis::oracle_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("FFKIT_TEST_ORACLE_MARK", &mark)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Our own child, not yet waited for: its pid cannot be reused.
+    let pid = Pid::from_child(&child);
+    let task_dir = format!("/proc/{}/task", child.id());
+    // Some thread of the child blocked in a socket read (the oracle's).
+    let in_recv = || {
+        std::fs::read_dir(&task_dir).is_ok_and(|d| {
+            d.flatten().any(|t| {
+                std::fs::read_to_string(t.path().join("syscall")).is_ok_and(|l| {
+                    let nr = l.split_whitespace().next().and_then(|n| n.parse().ok());
+                    nr == Some(libc::SYS_recvfrom) || nr == Some(libc::SYS_read)
+                })
+            })
+        })
+    };
+    until("the child to stall its server", || mark.exists());
+    until("the child's oracle to wait for its reply", in_recv);
+    kill_process(pid, Signal::STOP).unwrap();
+    until("the child to stop", || {
+        std::fs::read_to_string(format!("/proc/{}/stat", child.id())).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('T'))
+        })
+    });
+    kill_process(pid, Signal::CONT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr_of(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("oracle: 1 1"), "{text}");
+}
+
+/// The child half of [`redis_oracle_query_survives_a_stop_and_continue`]:
+/// does nothing unless FFKIT_TEST_ORACLE_MARK is set.
+#[test]
+fn oracle_child() {
+    let Some(mark) = std::env::var_os("FFKIT_TEST_ORACLE_MARK") else {
+        return;
+    };
+    let Some(s) = Server::start() else { return };
+    // The oracle connects now: its connection sends a command of its own.
+    let _: String = s.query(&mut redis::cmd("PING"));
+    let stall = s.stall_with({
+        let mut c = redis::cmd("DEBUG");
+        c.arg("SLEEP").arg(2);
+        c
+    });
+    std::fs::write(&mark, b"").unwrap();
+    let n: i64 = s.query(redis::cmd("INCRBY").arg("n").arg(1));
+    let again: i64 = s.query(redis::cmd("GET").arg("n"));
+    stall.join().unwrap();
+    println!("oracle: {n} {again}");
 }
 
 /// On Redis, command mode's self-timing row is written while the command

@@ -571,7 +571,7 @@ fn redis_oracle_query_survives_a_stop_and_continue() {
     use rustix::process::{Pid, Signal, kill_process};
     let tmp = tempfile::tempdir().unwrap();
     let mark = tmp.path().join("stalled");
-    let mut child = Command::new(std::env::current_exe().unwrap())
+    let child = Command::new(std::env::current_exe().unwrap())
         .args([
             "redis::oracle_child",
             "--exact",

@@ -140,7 +140,8 @@ fn exec(
             return Err(Error::Corruption(last.clone()));
         }
         // Damage the totals cannot show (Redis: a value without its
-        // record, a key of another type), or with --fix what was dropped
+        // record, a key of another type, a record a read refuses or that
+        // disagrees with its value), or with --fix what was dropped
         // or repaired: one line each.
         for n in &r.notes {
             ctx.note(n);

@@ -811,6 +811,90 @@ fn redis_cache_write_over_a_damaged_record_replaces_it() {
     }
 }
 
+/// A record that disagrees with its value (its `size` rewritten, the value
+/// grown behind ffkit's back) or whose fields a read refuses is damage
+/// `cache-size --verify` names, one line in the read's words (exit 10),
+/// though the counters may agree with the recount (a rewritten size: the
+/// total still holds the value's length, and the read that later drops
+/// the entry would take the recorded size off). `--verify --fix` drops
+/// such an entry with a line, and the counters are exact afterwards; a
+/// second verify is clean.
+#[test]
+fn redis_cache_verify_flags_and_fix_drops_a_record_that_disagrees_with_its_value() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let cases: [(&str, Damage, &str); 5] = [
+        (
+            "size smaller",
+            |s, k| hset(s, k, "size", b"3"),
+            "the value is 5 bytes but its record says 3",
+        ),
+        (
+            "size above the total",
+            |s, k| hset(s, k, "size", b"999"),
+            "the value is 5 bytes but its record says 999",
+        ),
+        (
+            "value grown",
+            |s, k| {
+                s.query::<()>(
+                    redis::cmd("SETRANGE")
+                        .arg(format!("{NS}v:{k}"))
+                        .arg(5)
+                        .arg(" world"),
+                );
+            },
+            "the value is 11 bytes but its record says 5",
+        ),
+        (
+            "size inf",
+            |s, k| hset(s, k, "size", b"inf"),
+            "its record's size is 'inf', not a canonical whole number",
+        ),
+        (
+            "expires_at abc",
+            |s, k| hset(s, k, "expires_at", b"abc"),
+            "its record's expires_at is 'abc', not a canonical whole number",
+        ),
+    ];
+    ff(&w, &s, "cache-write")
+        .args(["other", "fine"])
+        .assert()
+        .success();
+    for (what, damage, line) in cases {
+        ff(&w, &s, "cache-write")
+            .args(["k", "hello"])
+            .assert()
+            .success();
+        damage(&s, "k");
+        let o = ff(&w, &s, "cache-size").arg("--verify").output().unwrap();
+        let err = stderr_of(&o);
+        assert_eq!(o.status.code(), Some(10), "{what}: {err}");
+        assert!(
+            err.contains(&format!("{NS}v:k: {line}")) && err.contains("(damaged)"),
+            "{what}: {err}"
+        );
+        assert!(!entry_gone(&s, "k"), "{what}: --verify changed nothing");
+        let o = ff(&w, &s, "cache-size")
+            .args(["--verify", "--fix"])
+            .output()
+            .unwrap();
+        let err = stderr_of(&o);
+        assert_eq!(o.status.code(), Some(0), "{what}: {err}");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "4\n", "{what}");
+        assert!(
+            err.contains("dropped redis://") && err.contains(&format!("{NS}v:k: {line}")),
+            "{what}: {err}"
+        );
+        assert!(entry_gone(&s, "k"), "{what}");
+        let rc = recount(&s);
+        assert_eq!(counters(&s), (rc.bytes, rc.values), "{what}: exact");
+        assert_eq!(counters(&s), (4, 1), "{what}");
+        let o = ff(&w, &s, "cache-size").arg("--verify").output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{what}: {}", stderr_of(&o));
+    }
+}
+
 /// A value key of the wrong type holds no value: `cache-size --verify`
 /// reports its entry as drift (exit 10, not WRONGTYPE's exit 1) and
 /// `--verify --fix` drops it, after which the counters are exact and a

@@ -556,6 +556,53 @@ impl RedisCache {
         Ok(())
     }
 
+    /// Notes each of `found` (name, shown key) whose record a read would
+    /// find damaged now, or whose value's length is not its recorded size
+    /// (`stored_damage` in `cache_lib.lua`, checked atomically, in the
+    /// read's words), and with `fix` drops it (only if it still is): the
+    /// counters may agree with the recount (a size rewritten to another
+    /// number) while the drop a read would make takes the wrong size off.
+    /// A drop is seen by this verify as any concurrent drop (the key is
+    /// touched), so the counters are exact after `--fix`.
+    fn note_damaged_records(
+        &mut self,
+        fix: bool,
+        found: Vec<(Vec<u8>, String)>,
+        notes: &mut Vec<String>,
+    ) -> Result<()> {
+        if found.is_empty() {
+            return Ok(());
+        }
+        let prefix = self.prefix.clone();
+        let now: Vec<Vec<redis::Value>> = self.conn.eval("cannot verify", &REPAIR, 1, |c| {
+            c.arg(format!("{prefix}total")).arg(&prefix).arg("records");
+            for (n, _) in &found {
+                c.arg(n);
+            }
+        })?;
+        let label = self.conn.label().to_string();
+        for ((name, shown), d) in found.into_iter().zip(now) {
+            if d.is_empty() {
+                continue;
+            }
+            let what = Damage::from_reply(&d);
+            if !fix {
+                notes.push(format!("{label} {shown}: {what} (damaged)"));
+                continue;
+            }
+            let n: i64 = self.conn.eval("cannot delete entry", &DELETE, 1, |c| {
+                c.arg(format!("{prefix}total"))
+                    .arg(&prefix)
+                    .arg(&name)
+                    .arg("damaged");
+            })?;
+            if n >= 0 {
+                notes.push(format!("dropped {label} {shown}: {what}"));
+            }
+        }
+        Ok(())
+    }
+
     /// Removes entry `key`'s value if it is still without its record: the
     /// bytes taken off the total (0 when it was never counted), `None` if
     /// it was not removed (rewritten or gone since it was found).
@@ -626,7 +673,8 @@ impl RedisCache {
     ///
     /// Damage the counters cannot show is reported as notes: a damaged
     /// namespace-wide key (`total`, `count`, the index sets), a value
-    /// without its record, a value key of another type. Without `fix` a
+    /// without its record, a value key of another type, a record a read
+    /// would refuse or whose size is not its value's length. Without `fix` a
     /// damaged namespace-wide key ends the verify there (no recount can
     /// be compared with a counter that is no number); with `fix` it is
     /// deleted first, the counters then take the recount and the index
@@ -758,6 +806,9 @@ impl RedisCache {
                 // below (the pipeline is not a snapshot: a drop between
                 // its STRLEN and EXISTS looks the same, and is touched).
                 let mut orphans = Vec::new();
+                // Entries with a string value and a record: their records
+                // checked below as a read checks them.
+                let mut entries = Vec::new();
                 for ((k, name), r) in keys.into_iter().zip(names).zip(lens.chunks(2)) {
                     let [n, has_record] = r else { continue };
                     let shown = String::from_utf8_lossy(&k).escape_debug().to_string();
@@ -766,7 +817,8 @@ impl RedisCache {
                             orphans.push((name, shown));
                         }
                         redis::Value::Int(n) => {
-                            seen.insert(name, (*n).max(0) as u64);
+                            seen.insert(name.clone(), (*n).max(0) as u64);
+                            entries.push((name, shown));
                         }
                         // Gone since the scan (STRLEN of no key is 0, so
                         // this is only a key of another type).
@@ -793,6 +845,7 @@ impl RedisCache {
                     }
                 }
                 self.note_orphans(fix, orphans, notes)?;
+                self.note_damaged_records(fix, entries, notes)?;
             }
             cursor = next;
             if cursor == 0 {

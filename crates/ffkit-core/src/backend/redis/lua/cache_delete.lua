@@ -4,6 +4,9 @@
 -- measured it so: a writer may have rewritten it since).
 -- 'orphan' removes it only if it is still a value without a record
 -- (`cache-size --verify --fix`, `cache-evict --all`, which found it so).
+-- 'damaged' removes it only if a read would still find its record damaged
+-- or its value's length not the recorded size (`stored_damage`;
+-- `cache-size --verify --fix`, which found it so).
 -- Returns the bytes taken off the total, or -1 if nothing was removed.
 local bad = namespace_check()
 if bad then return bad end
@@ -16,5 +19,8 @@ if ARGV[3] == 'wrongtype' then
   if t == 'string' or t == 'none' then
     return -1
   end
+end
+if ARGV[3] == 'damaged' and stored_damage(ARGV[2]) == nil then
+  return -1
 end
 return drop(ARGV[2])

@@ -107,6 +107,46 @@ local function value_of(k)
   return v
 end
 
+-- What a read refuses in entry k's record rec (record(k), not nil): nil
+-- when its fields are sound, else the damage as `cache_read.lua` answers
+-- it after {3, now}: {'metadata', type} or {'field', name, raw (at most 64
+-- bytes; false: missing), its length}.
+local function record_damage(rec)
+  if not rec.bad then return nil end
+  local what, raw = rec.bad[1], rec.bad[2]
+  if what == 'metadata' then
+    return {'metadata', raw}
+  end
+  local len = 0
+  if raw then
+    len = string.len(raw)
+    raw = string.sub(raw, 1, 64)
+  end
+  return {'field', what, raw, len}
+end
+
+-- {'length', recorded size, len} when a value of len bytes is not what
+-- its sound record rec says, else nil.
+local function length_damage(rec, len)
+  if len ~= rec.size then
+    return {'length', rec.size, len}
+  end
+  return nil
+end
+
+-- The damage a read would find in entry k whose value key is a string
+-- and which has a record (what `cache-size --verify` checks for each
+-- value it scans): record_damage, else length_damage by STRLEN (the value
+-- itself is not read). nil when sound, or when k is not such an entry
+-- (no record, a value key of another type or none: the verify's other
+-- checks, or gone).
+local function stored_damage(k)
+  if type_of(vkey(k)) ~= 'string' then return nil end
+  local rec = record(k)
+  if rec == nil then return nil end
+  return record_damage(rec) or length_damage(rec, redis.call('STRLEN', vkey(k)))
+end
+
 -- A text made safe for one word of an error reply (which is one line):
 -- every byte but letters, digits and `-._:{}/` percent-escaped; the
 -- reader decodes it and shows it escaped.

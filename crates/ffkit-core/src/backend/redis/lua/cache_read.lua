@@ -39,17 +39,9 @@ if rec == nil then
   end
   return {0}
 end
-if rec.bad then
-  local what, raw = rec.bad[1], rec.bad[2]
-  if what == 'metadata' then
-    return damaged('metadata', raw)
-  end
-  local len = 0
-  if raw then
-    len = string.len(raw)
-    raw = string.sub(raw, 1, 64)
-  end
-  return damaged('field', what, raw, len)
+local bad_record = record_damage(rec)
+if bad_record then
+  return damaged(unpack(bad_record))
 end
 local e = rec.expires_at
 if e ~= 0 and e <= now then
@@ -60,8 +52,9 @@ local v, vtype = value_of(k)
 if not v then
   return damaged('value', vtype)
 end
-if string.len(v) ~= rec.size then
-  return damaged('length', rec.size, string.len(v))
+local bad_length = length_damage(rec, string.len(v))
+if bad_length then
+  return damaged(unpack(bad_length))
 end
 local hits = rec.hits
 if mode == 'hit' then

@@ -11,6 +11,10 @@
 -- index set is deleted and rebuilt from the records ('reindex').
 -- 'orphans': 1 for each key ARGV[3..] that is a value without its record
 -- now, else 0 (a scan's candidates, checked atomically).
+-- 'records': for each key ARGV[3..], the damage a read would find in its
+-- record or its value's length now (`stored_damage`: the items
+-- `cache_read.lua` answers after {3, now}), or {} when there is none
+-- (a scan's entries, checked atomically; writes nothing).
 -- 'reindex': adds each entry ARGV[3..] with a sound record to the index
 -- sets it is missing from: `lru` and `crt` scored by its created_at (its
 -- last access is not kept anywhere else), `exp` by its expires_at when it
@@ -55,6 +59,13 @@ if mode == 'orphans' then
     local k = ARGV[i]
     local orphan = redis.call('EXISTS', vkey(k)) == 1 and redis.call('EXISTS', mkey(k)) == 0
     table.insert(out, orphan and 1 or 0)
+  end
+  return out
+end
+if mode == 'records' then
+  local out = {}
+  for i = 3, #ARGV do
+    table.insert(out, stored_damage(ARGV[i]) or {})
   end
   return out
 end

@@ -332,15 +332,17 @@ _ffkit_lock_take() {
                 # builtin, where both share one table). Only a descriptor
                 # still on the file and holding a lock means "held".
                 _ffkit_fd=${_ffkit_lock_fds[_ffkit_i]}
-                if [[ /dev/fd/$_ffkit_fd -ef $_ffkit_file ]]; then
-                    if _ffkit_fd_locked "$_ffkit_fd"; then
-                        # The binary's and the builtin's words (lock::already_held).
-                        _ffkit_mypid
-                        _ffkit_err "$1: $_ffkit_file: already held by this owner (pid $_ffkit_pid); release it first"
-                        return 5
-                    fi
-                    exec {_ffkit_fd}<&-
+                if [[ /dev/fd/$_ffkit_fd -ef $_ffkit_file ]] && _ffkit_fd_locked "$_ffkit_fd"; then
+                    # The binary's and the builtin's words (lock::already_held).
+                    _ffkit_mypid
+                    _ffkit_err "$1: $_ffkit_file: already held by this owner (pid $_ffkit_pid); release it first"
+                    return 5
                 fi
+                # Unlocked behind the shell's back, or its file deleted or
+                # replaced since (the old library's release: it guards
+                # nothing, docs/locks.md): forgotten, and its descriptor
+                # closed, which nothing else would ever close.
+                { exec {_ffkit_fd}<&-; } 2>/dev/null || :
                 _ffkit_lock_files[_ffkit_i]=
                 _ffkit_lock_fds[_ffkit_i]=
                 _ffkit_lock_pids[_ffkit_i]=

@@ -214,8 +214,21 @@ pub fn acquire(
 ) -> std::result::Result<(), NotTaken> {
     let me = crate::caller_pid();
     let owner = me.as_raw_nonzero().get() as u32;
-    if table().iter().any(|e| e.pid == me && e.path == path) {
-        return Err(ffkit::lock::already_held(path.display(), owner).into());
+    {
+        let mut t = table();
+        if let Some(i) = t.iter().position(|e| e.pid == me && e.path == path) {
+            // Held while the path still names the file it locked; a file
+            // deleted or replaced since (the old library's release or its
+            // stale-lock break, a force-release) guards nothing
+            // (docs/locks.md): the entry is dropped, its descriptor closed,
+            // and the name taken as a free one, as the fallback does.
+            use std::os::unix::fs::MetadataExt;
+            let e = &t[i];
+            if std::fs::metadata(path).is_ok_and(|m| m.dev() == e.dev && m.ino() == e.ino) {
+                return Err(ffkit::lock::already_held(path.display(), owner).into());
+            }
+            drop(t.remove(i));
+        }
     }
     let deadline = Instant::now().checked_add(timeout);
     let owner_rec = owner_record(owner);

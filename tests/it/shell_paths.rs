@@ -442,3 +442,48 @@ fn a_failure_inside_a_trap_is_returned_as_a_failure() {
         assert_eq!(out, &seen[0].1, "{way} against {}", seen[0].0);
     }
 }
+
+/// Leftover 3: the fallback's `_ffkit_lock_take` leaked a descriptor when
+/// NAME's lock file was replaced (the old library's release deletes it,
+/// docs/locks.md): a held-lock table entry whose descriptor was no longer
+/// on the name's file was forgotten without closing it, one descriptor per
+/// take. Every way in: the shell's open descriptors (/proc/$$/fd) are the
+/// same after 20 takes over a deleted file, and after 40 take/release
+/// rounds while another process replaces the file in a loop, as after the
+/// first take.
+#[test]
+fn a_replaced_lock_file_leaks_no_descriptor() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let locks = t.join(".flowforge/locks");
+        fs::create_dir_all(&locks).unwrap();
+        let stop = t.join("stop");
+        // Replaces the name's file (a new inode at the name) until told
+        // to stop, as fast as it can.
+        let replacer = "while [ ! -e \"$STOP\" ]; do : >\"$F.n\"; mv -f \"$F.n\" \"$F\"; done";
+        let script = "F=.flowforge/locks/x.lock\n\
+             fds() { n=0; for f in /proc/$$/fd/*; do n=$((n+1)); done; echo $n; }\n\
+             acquire_critical_lock x || exit 1\n\
+             first=$(fds)\n\
+             for i in $(seq 20); do rm -f \"$F\"; acquire_critical_lock x || exit 2; done\n\
+             echo \"deleted $first $(fds)\"\n\
+             release_critical_lock x || exit 3\n\
+             F=\"$PWD/$F\" STOP=\"$PWD/stop\" bash -c \"$REPLACER\" &\n\
+             r=0; for i in $(seq 40); do LOCK_TIMEOUT=5 acquire_critical_lock x && r=$((r+1)) && release_critical_lock x; done\n\
+             : >stop; wait\n\
+             acquire_critical_lock x || exit 4\n\
+             echo \"replaced $first $(fds) $r\"";
+        let mut c = sh(way, t, t, script);
+        c.env("REPLACER", replacer);
+        let o = output_within(c, way);
+        let _ = fs::write(&stop, b"");
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{way}: {out}{err}");
+        let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split(' ').collect()).collect();
+        assert_eq!(lines.len(), 2, "{way}: {out}{err}");
+        assert_eq!(lines[0][1], lines[0][2], "{way}: deleted: {out}{err}");
+        assert_eq!(lines[1][1], lines[1][2], "{way}: replaced: {out}{err}");
+    }
+}

@@ -280,18 +280,17 @@ _ffkit_mypid() {
 # took them (each entry records its owner's pid), closing this subshell's
 # copies of their fds: a close never unlocks the owner's lock (only an
 # explicit unlock would, which is why a subshell must never call
-# lock-release --fd on them). Sets _ffkit_inherited to FILE when FILE was
-# one of them. Only the shell that took a lock releases it (docs/shell.md).
+# lock-release --fd on them), and lists their files in _ffkit_lock_parents
+# (inherited by further subshells, as the builtin's list is). Sets
+# _ffkit_inherited to FILE when FILE is in that list. Only the shell that
+# took a lock releases it (docs/shell.md).
 _ffkit_lock_forget_inherited() {
     local _ffkit_j=0 _ffkit_cfd='' _ffkit_pid=''
     _ffkit_inherited=
-    [[ -n ${_ffkit_lock_files+set} ]] || return 0
-    _ffkit_mypid
-    while [[ $_ffkit_j -lt ${#_ffkit_lock_files[@]} ]]; do
+    [[ -z ${_ffkit_lock_files+set} ]] || _ffkit_mypid
+    while [[ -n ${_ffkit_lock_files+set} && $_ffkit_j -lt ${#_ffkit_lock_files[@]} ]]; do
         if [[ -n ${_ffkit_lock_files[_ffkit_j]} && ${_ffkit_lock_pids[_ffkit_j]-} != "$_ffkit_pid" ]]; then
-            if [ "${_ffkit_lock_files[_ffkit_j]}" = "$1" ]; then
-                _ffkit_inherited=$1
-            fi
+            _ffkit_lock_parents+=("${_ffkit_lock_files[_ffkit_j]}")
             _ffkit_cfd=${_ffkit_lock_fds[_ffkit_j]}
             { exec {_ffkit_cfd}<&-; } 2>/dev/null || :
             _ffkit_lock_files[_ffkit_j]=
@@ -299,6 +298,13 @@ _ffkit_lock_forget_inherited() {
             _ffkit_lock_pids[_ffkit_j]=
         fi
         _ffkit_j=$((_ffkit_j + 1))
+    done
+    [[ -n ${_ffkit_lock_parents+set} ]] || return 0
+    for _ffkit_cfd in "${_ffkit_lock_parents[@]}"; do
+        # `[ = ]` compares bytes; `[[ == ]]` would obey nocasematch.
+        if [ "$_ffkit_cfd" = "$1" ]; then
+            _ffkit_inherited=$1
+        fi
     done
 }
 
@@ -537,6 +543,7 @@ _ffkit_lock_drop() {
     fi
     _ffkit_lock_forget_inherited "$_ffkit_file"
     if [[ -n $_ffkit_inherited ]]; then
+        # The builtin's words (lock::held_by_parent_shell).
         _ffkit_err "$1: $_ffkit_file: not held by this shell (its parent shell holds it; only that shell can release it)"
         return 4
     fi

@@ -396,11 +396,8 @@ pub fn release(path: &Path, cfg: &Config) -> Result<()> {
     let me = crate::caller_pid();
     let mut t = table();
     let Some(i) = t.iter().position(|e| e.path == path && e.pid == me) else {
-        if t.iter().any(|e| e.path == path) {
-            return Err(Error::Conflict(format!(
-                "{}: held by the parent shell, not by this subshell",
-                path.display()
-            )));
+        if t.iter().any(|e| e.path == path) || inherited(path) {
+            return Err(ffkit::lock::held_by_parent_shell(path.display()));
         }
         drop(t);
         // Taken by this very process before `exec bash` replaced the
@@ -480,11 +477,13 @@ pub fn forget_inherited() {
     }
     let mut t = table();
     if t.iter().any(|e| e.pid != me) {
+        let mut parents = INHERITED.lock().unwrap_or_else(|p| p.into_inner());
         for e in std::mem::take(&mut *t) {
             if e.pid == me {
                 t.push(e);
             } else {
                 std::mem::forget(e.fd);
+                parents.push(e.path);
             }
         }
     }
@@ -500,6 +499,22 @@ pub fn forget_inherited() {
         }
     }
     PURGED_FOR.store(me.as_raw_nonzero().get(), Ordering::Relaxed);
+}
+
+/// The files of the locks [`forget_inherited`] dropped: held by a shell
+/// this one was forked from, which alone may release them (a release of
+/// one here is refused with [`ffkit::lock::held_by_parent_shell`], as the
+/// fallback refuses it). Inherited by further forks, as the fallback's
+/// list (`_ffkit_lock_parents`) is.
+static INHERITED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Whether `path` is one of the [`INHERITED`] locks.
+fn inherited(path: &Path) -> bool {
+    INHERITED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .any(|p| p == path)
 }
 
 /// The pid whose inherited entries [`forget_inherited`] dropped last (0:

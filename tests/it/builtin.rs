@@ -1223,6 +1223,43 @@ fn a_subshell_pipeline_or_child_script_never_releases_the_shells_lock() {
     assert_eq!(ok(&o), "rc=4\nheld\n");
 }
 
+/// Leftover 4: a subshell's release of its shell's lock is refused with
+/// one line on both paths, byte for byte (the core's
+/// `lock::held_by_parent_shell`), and status 4: a `( )`, a second call in
+/// the same subshell, a nested subshell, `$( )`, a pipeline stage, an `&`
+/// job, critical and session locks. Before, the builtin said only "not
+/// held by this shell" and the fallback added "(its parent shell holds
+/// it; …)" on its first call in a subshell only.
+#[test]
+fn a_subshells_refused_release_says_the_same_on_both_paths() {
+    let r = Repo::new();
+    let mut seen = Vec::new();
+    for path in PATHS {
+        let o = out(&mut r.on(
+            path,
+            r#"acquire_critical_lock x; acquire_session_lock '' s
+try() { local rc=0; "$@" || rc=$?; echo "rc=$rc" >&2; }
+( try release_critical_lock x; try release_critical_lock x )
+( ( try release_critical_lock x ) )
+v=$(try release_critical_lock x 2>&1); echo "$v" >&2
+true | try release_critical_lock x
+try release_critical_lock x & wait $!
+( try release_session_lock '' s )
+ffkit lock-status -q x && echo held
+release_critical_lock x && release_session_lock '' s && echo released"#,
+        ));
+        assert_eq!(ok(&o), "held\nreleased\n", "{path}: {}", text(&o.stderr));
+        let err = text(&o.stderr).replace(&r.ns().display().to_string(), "NS");
+        seen.push((path, err));
+    }
+    let x = "ffkit.bash: release_critical_lock: NS/locks/x.lock: not held by this shell \
+             (its parent shell holds it; only that shell can release it)\nrc=4\n";
+    let s = "ffkit.bash: release_session_lock: NS/sessions/locks/s.lock: not held by this shell \
+             (its parent shell holds it; only that shell can release it)\nrc=4\n";
+    assert_eq!(seen[0].1, format!("{}{s}", x.repeat(6)), "builtin");
+    assert_eq!(seen[1].1, seen[0].1, "fallback against builtin");
+}
+
 /// Item 2: a bad exported setting does not stop `ffkit init bash` from
 /// printing the functions; each call then fails with 12 and one line.
 #[test]

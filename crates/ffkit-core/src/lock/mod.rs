@@ -142,6 +142,18 @@ pub fn already_held(what: impl std::fmt::Display, owner: u32) -> Error {
     ))
 }
 
+/// The one refusal of a shell-function release by a subshell (a `( )`,
+/// `$( )`, pipeline stage or `&` job) of the shell that holds the lock:
+/// exit 4, the same line from the builtin and the fallback (which
+/// carries these words, checked byte for byte by a test). `what` names
+/// the lock file. Only the shell that took a lock releases it
+/// (docs/shell.md, "Locks").
+pub fn held_by_parent_shell(what: impl std::fmt::Display) -> Error {
+    Error::NotFound(format!(
+        "{what}: not held by this shell (its parent shell holds it; only that shell can release it)"
+    ))
+}
+
 /// The outcome of an acquisition: `Ok(waited)` or why not.
 pub type Acquired = std::result::Result<Duration, Denied>;
 

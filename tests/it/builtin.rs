@@ -2679,7 +2679,9 @@ fn a_release_after_a_forced_release_covers_a_longer_record() {
 
 /// A NAME's lock file holding only blanks or NUL bytes (what a crash can
 /// leave of a record overwritten in place) is a free kernel lock for
-/// `lock-status`, as an empty one is, not a damaged dot-lock.
+/// `lock-status`, as an empty one is, not a damaged dot-lock; so is one
+/// holding other damage (without `--dotlock`, docs/locks.md), which is a
+/// dot-lock held by an unknown holder only with `--dotlock`.
 #[test]
 fn a_lock_file_of_blanks_or_nuls_is_free_not_a_damaged_dotlock() {
     let r = Repo::new();
@@ -2688,9 +2690,12 @@ fn a_lock_file_of_blanks_or_nuls_is_free_not_a_damaged_dotlock() {
     fs::write(dir.join("b.lock"), "   \n").unwrap();
     fs::write(dir.join("z.lock"), [0u8; 160]).unwrap();
     fs::write(dir.join("d.lock"), "garbage\n").unwrap();
-    let o = out(&mut r.bash("for n in b z d; do \"$FFKIT_BIN\" lock-status \"$n\" || :; done"));
+    let o = out(&mut r.bash(
+        "for n in b z d; do \"$FFKIT_BIN\" lock-status \"$n\" || :; done\n\
+         \"$FFKIT_BIN\" lock-status --dotlock d",
+    ));
     let s = ok(&o);
     let lines: Vec<&str> = s.lines().collect();
-    assert_eq!(lines[..2], ["b: free", "z: free"], "{s}");
-    assert!(lines[2].starts_with("d: held (exclusive, dotlock)"), "{s}");
+    assert_eq!(lines[..3], ["b: free", "z: free", "d: free"], "{s}");
+    assert!(lines[3].starts_with("d: held (exclusive, dotlock)"), "{s}");
 }

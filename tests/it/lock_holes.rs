@@ -291,14 +291,43 @@ fn lock_release_fd_of_a_descriptor_holding_no_lock_is_exit_4() {
     .stdout("none=4\nother=4\nstill=5\nown=0\nagain=4\n");
 }
 
+/// A NAME's damaged file (content neither a record nor the free line nor
+/// blanks) has one verdict on every path. With `--dotlock` it is a
+/// dot-lock held by an unknown holder (status 0, acquire busy, release
+/// refused, `--force` removes it). Without it it is a kernel lock file:
+/// free while no kernel lock is on it, for `lock-status` (exit 1) and
+/// `lock-release` (exit 4, as for any free lock) as for `lock-acquire
+/// NAME`, which takes it. Before, `lock-status` and `lock-release` called
+/// it held by an unknown holder while `lock-acquire NAME` took it.
 #[test]
 fn a_damaged_dotlock_has_one_verdict_everywhere() {
     let w = World::new();
     std::fs::create_dir_all(lock_dir(&w)).unwrap();
     let file = lock_dir(&w).join("G.lock");
     std::fs::write(&file, "\u{1}garbage, not a record").unwrap();
+    // Without --dotlock: a kernel lock file, free.
     let st = ff(&w, "lock-status").arg("G").output().unwrap();
-    assert_eq!(st.status.code(), Some(0), "status says free");
+    assert_eq!(st.status.code(), Some(1), "status says free");
+    assert_eq!(String::from_utf8_lossy(&st.stdout), "G: free\n");
+    let rel = ff(&w, "lock-release").arg("G").output().unwrap();
+    let fresh = ff(&w, "lock-release").arg("H").output().unwrap();
+    assert_eq!(rel.status.code(), Some(4), "{}", stderr_of(&rel));
+    assert_eq!(
+        stderr_of(&rel).replace("G:", "NAME:"),
+        stderr_of(&fresh).replace("H:", "NAME:"),
+        "as for any free lock"
+    );
+    assert_eq!(
+        code(ff(&w, "lock-acquire").args(["-n", "G", "--", "true"])),
+        Some(0)
+    );
+    // With --dotlock: a dot-lock held by an unknown holder.
+    std::fs::write(&file, "\u{1}garbage, not a record").unwrap();
+    let st = ff(&w, "lock-status")
+        .args(["--dotlock", "G"])
+        .output()
+        .unwrap();
+    assert_eq!(st.status.code(), Some(0), "status says held");
     assert_eq!(
         String::from_utf8_lossy(&st.stdout),
         "G: held (exclusive, dotlock) by an unknown holder\n"
@@ -307,7 +336,10 @@ fn a_damaged_dotlock_has_one_verdict_everywhere() {
         code(ff(&w, "lock-acquire").args(["-n", "--dotlock", "G"])),
         Some(5)
     );
-    let rel = ff(&w, "lock-release").arg("G").output().unwrap();
+    let rel = ff(&w, "lock-release")
+        .args(["--dotlock", "G"])
+        .output()
+        .unwrap();
     assert_eq!(rel.status.code(), Some(5));
     assert!(
         stderr_of(&rel).contains("held by an unknown holder, not by you"),
@@ -315,7 +347,7 @@ fn a_damaged_dotlock_has_one_verdict_everywhere() {
         stderr_of(&rel)
     );
     ff(&w, "lock-release")
-        .args(["--force", "G"])
+        .args(["--force", "--dotlock", "G"])
         .assert()
         .success();
     assert!(!file.exists());

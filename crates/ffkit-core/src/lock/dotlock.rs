@@ -44,10 +44,6 @@ pub(crate) struct Seen {
     pub ino: u64,
     /// Seconds since the file was last modified.
     pub mtime_age: f64,
-    /// The file's size (a damaged record is not an empty file).
-    pub size: u64,
-    /// It holds a released kernel lock's free line (`holder::FREE_LINE`).
-    pub free: bool,
 }
 
 impl Seen {
@@ -132,8 +128,6 @@ pub(crate) fn look(path: &Path) -> Result<Option<Seen>> {
         holder: Holder::parse(&buf),
         ino: m.ino(),
         mtime_age,
-        size: m.len(),
-        free: holder::is_free(&buf),
     }))
 }
 

@@ -349,7 +349,9 @@ pub(crate) fn write_to(f: impl AsFd, h: &Holder) -> io::Result<()> {
 /// record it replaces. It parses as no [`Holder`], as an empty file did.
 pub(crate) const FREE_LINE: &[u8] = b"{\"kind\":\"free\"}\n";
 
-/// Whether `bytes` (the start of a lock file) is [`FREE_LINE`], padded.
+/// Whether `bytes` (the start of a lock file) is [`FREE_LINE`], padded
+/// (the tests' check of what a release leaves).
+#[cfg(test)]
 pub(crate) fn is_free(bytes: &[u8]) -> bool {
     let line = bytes.split(|&b| b == b'\n').next().unwrap_or(bytes);
     line.trim_ascii_end() == &FREE_LINE[..FREE_LINE.len() - 1]

@@ -2,7 +2,8 @@
 //! applet. The kernel is asked first for kernel locks (a record left by a
 //! holder that died is never taken for a holder); a dot-lock is held while
 //! its file exists, and a dot-lock whose record cannot be read is "held by
-//! an unknown holder", broken only by the stale rules or `--force`
+//! an unknown holder", broken only by the stale rules or `--force`; only
+//! `--dotlock` makes a file without a dot-lock record a dot-lock
 //! (docs/locks.md, "`--dotlock`").
 //!
 //! [`Status`] is also what a remote backend answers ([`super::Locks`]):
@@ -29,10 +30,14 @@ pub enum Backend {
 
 /// Decides, in one place, whether the file at `path` is a dot-lock: when
 /// the caller says so (`--dotlock`), when its record says so, or — for a
-/// NAME in the lock dir, whose files are all ffkit's — when it holds
-/// something that is neither a record nor a released kernel lock's free
-/// line while no kernel lock is held on it (a damaged dot-lock). Anything
-/// else is a kernel lock file.
+/// NAME in the lock dir — when it holds the old library's record (a bare
+/// pid: docs/locks.md, "Sharing names with the old library") while no
+/// kernel lock is held on it. Anything else is a kernel lock file,
+/// whatever it holds: a NAME's file whose content is no record (damaged)
+/// is free while no kernel lock is held on it, as every kernel-lock path
+/// (`lock-acquire NAME`, the shell functions) takes it; with `--dotlock`
+/// it is a dot-lock held by an unknown holder (docs/locks.md,
+/// "`--dotlock`").
 pub fn detect(path: &Path, hint: bool, is_name: bool) -> Result<Backend> {
     if hint {
         return Ok(Backend::Dotlock);
@@ -43,25 +48,18 @@ pub fn detect(path: &Path, hint: bool, is_name: bool) -> Result<Backend> {
     match &seen.holder {
         Some(h) if h.kind == KIND_DOTLOCK => Ok(Backend::Dotlock),
         Some(_) => Ok(Backend::Kernel),
-        None if is_name && seen.size > 0 && !seen.free => {
-            // Read again under the probe's shared lock: a record or free
-            // line caught half-written (its writer holds the lock
-            // exclusively) is no damage.
+        None if is_name => {
+            // Read again under the probe's shared lock: a record caught
+            // half-written (its writer holds the lock exclusively) is no
+            // old library's.
             let f = match kernel::open_lock_file_existing(path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Backend::Kernel),
                 Err(e) => return Err(Error::io("cannot probe", path, e)),
             };
-            let (probe, whole) = kernel::probe_reading(&f, |f| Ok(dotlock::content(f)))
+            let (probe, old) = kernel::probe_reading(&f, |f| Ok(super::compat::old_library_pid(f)))
                 .map_err(|e| Error::io("cannot probe", path, e))?;
-            // Only blanks or NULs (what a crash can leave of an
-            // overwritten record) are an empty file, not damage.
-            let damaged = whole.is_some_and(|b| {
-                !b.iter().all(|&c| c == 0 || c.is_ascii_whitespace())
-                    && Holder::parse(&b).is_none()
-                    && !holder::is_free(&b)
-            });
-            Ok(if probe == Probe::Free && damaged {
+            Ok(if probe == Probe::Free && old.flatten().is_some() {
                 Backend::Dotlock
             } else {
                 Backend::Kernel

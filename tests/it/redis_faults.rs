@@ -503,3 +503,94 @@ fn redis_out_of_memory_and_noauth_are_one_short_line() {
         .unwrap();
     assert_eq!(v.as_deref(), Some("yes"));
 }
+
+/// Listeners on `ips` (one port) whose connects all hang: the accept
+/// queue is cut to one and filled, so the kernel drops every further SYN,
+/// as a black-holed route does. Filling stops at the first connect that
+/// times out, which proves the address dead (no sleep to wait for it).
+fn dead_addresses(ips: &[&str]) -> (u16, Vec<std::net::TcpListener>, Vec<std::net::TcpStream>) {
+    use std::os::fd::AsRawFd;
+    'port: for _ in 0..20 {
+        let first = std::net::TcpListener::bind((ips[0], 0)).unwrap();
+        let port = first.local_addr().unwrap().port();
+        let mut listeners = vec![first];
+        for ip in &ips[1..] {
+            match std::net::TcpListener::bind((*ip, port)) {
+                Ok(l) => listeners.push(l),
+                Err(_) => continue 'port,
+            }
+        }
+        let mut queued = Vec::new();
+        for (ip, l) in ips.iter().zip(&listeners) {
+            // SAFETY: `listen` on a listening socket we own only changes
+            // its backlog; std has no call to set it.
+            assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+            let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
+            let mut dead = false;
+            for _ in 0..16 {
+                match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                    Ok(c) => queued.push(c),
+                    Err(_) => {
+                        dead = true;
+                        break;
+                    }
+                }
+            }
+            assert!(dead, "{addr}: the accept queue never filled");
+        }
+        return (port, listeners, queued);
+    }
+    panic!("no port free on {ips:?}");
+}
+
+/// A host name whose every address black-holes the connect costs one
+/// timeout, not one per address (the `redis` crate gives each address the
+/// whole timeout: three dead addresses took 3 T, and a lease renewal
+/// capped at two thirds of the lease could run past the lease). The name
+/// gets three such loopback addresses in a private /etc/hosts
+/// (`unshare -rm` and a bind mount); where that cannot be done the test
+/// says SKIP.
+#[test]
+fn redis_a_name_with_many_dead_addresses_costs_one_connect_timeout() {
+    let w = World::new();
+    let ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    let hosts = w.path().join("hosts");
+    let mut text = String::from("127.0.0.1 localhost\n");
+    for ip in ips {
+        text.push_str(&format!("{ip} dead.test\n"));
+    }
+    std::fs::write(&hosts, text).unwrap();
+    let in_ns = r#"mount --bind "$0" /etc/hosts && exec "$@""#;
+    let probe = Command::new("unshare")
+        .args(["-rm", "sh", "-c", in_ns])
+        .arg(&hosts)
+        .args(["getent", "ahostsv4", "dead.test"])
+        .output();
+    let seen = probe.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    if !seen
+        .as_ref()
+        .is_ok_and(|s| ips.iter().all(|ip| s.contains(ip)))
+    {
+        // Not `skip`: a CI container without user namespaces is no failure.
+        eprintln!("SKIP: cannot give a name three addresses in a private /etc/hosts: {seen:?}");
+        return;
+    }
+    let (port, _listeners, _queued) = dead_addresses(&ips);
+    for (args, code) in [(&["cache-size"][..], 1), (&["lock-status", "x"], 9)] {
+        let mut c = Command::new("unshare");
+        w.isolate(&mut c);
+        c.args(["-rm", "sh", "-c", in_ns])
+            .arg(&hosts)
+            .arg(bin())
+            .args(args)
+            .env("FFKIT_BACKEND", format!("redis://dead.test:{port}"))
+            .env("FFKIT_BACKEND_TIMEOUT", "1");
+        let (got, _, err, took) = bounded(c, b"", Duration::from_secs(20));
+        assert_eq!(got, Some(code), "{args:?}: {err}");
+        assert!(err.contains("cannot connect: timed out after 1s"), "{err}");
+        assert!(
+            took < Duration::from_millis(1900),
+            "{args:?} took {took:?} for one connect at FFKIT_BACKEND_TIMEOUT=1"
+        );
+    }
+}

@@ -109,6 +109,61 @@ fn tls_client(
     )))
 }
 
+/// The TCP connect within one `timeout`, however many addresses the host
+/// name has. The `redis` crate tries each address with the whole timeout
+/// (a name with an A and an AAAA record, or several A records, whose
+/// addresses all black-hole would cost that many timeouts, and a lease
+/// renewal capped at two thirds of the lease could run past the lease):
+/// here a name is resolved once and each address gets the time left
+/// divided by the addresses still to try, so a refused address hands its
+/// share on and the last one gets whatever is left. For `rediss://` the
+/// name must stay the name (the certificate is checked against it), so
+/// the crate connects and each address gets an equal share. Resolving
+/// the name is the system resolver's own wait (docs/redis.md).
+fn tcp_connect(client: &Client, timeout: Duration) -> redis::RedisResult<Connection> {
+    use std::net::{IpAddr, ToSocketAddrs};
+    let deadline = Instant::now() + timeout;
+    let info = client.get_connection_info();
+    let (host, port, tls) = match info.addr() {
+        ConnectionAddr::Tcp(h, p) => (h.as_str(), *p, false),
+        ConnectionAddr::TcpTls { host, port, .. } => (host.as_str(), *port, true),
+        _ => return client.get_connection_with_timeout(timeout),
+    };
+    if host.parse::<IpAddr>().is_ok() {
+        return client.get_connection_with_timeout(timeout);
+    }
+    let addrs: Vec<std::net::SocketAddr> = (host, port).to_socket_addrs()?.collect();
+    let n = u32::try_from(addrs.len()).unwrap_or(u32::MAX);
+    if tls {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        return client.get_connection_with_timeout(left / n.max(1));
+    }
+    let mut last = None;
+    for (i, a) in (0u32..).zip(&addrs) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        let one = Client::open(
+            info.clone()
+                .set_addr(ConnectionAddr::Tcp(a.ip().to_string(), port)),
+        )?;
+        match one.get_connection_with_timeout(left / (n - i)) {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "could not resolve to any addresses",
+        ))
+    }))
+}
+
 fn timed_out() -> RedisError {
     RedisError::from(std::io::Error::new(
         std::io::ErrorKind::TimedOut,
@@ -313,7 +368,7 @@ impl Conn {
         if timeout.is_zero() {
             return Err(timed_out());
         }
-        self.con = Some(client.get_connection_with_timeout(timeout)?);
+        self.con = Some(tcp_connect(client, timeout)?);
         // The `redis` crate would send AUTH and SELECT one by one, each
         // with the time left: they go below as one request instead, with
         // one deadline.

@@ -302,6 +302,8 @@ fn redis_credentials_never_show_in_errors_or_json() {
         format!("redis+unix://{}?db=0&password=s3cretpw", sock.display()),
         format!("redis://u:s3cretpw@127.0.0.1:{}", s.port),
         format!("redis://:s3cretpw@127.0.0.1:{}", s.port),
+        // redis-cli's form of a password alone (the crate: a user name).
+        format!("redis://s3cretpw@127.0.0.1:{}", s.port),
         format!("redis://127.0.0.1:{}/0?password=s3cretpw", s.port),
     ];
     for url in &urls {

@@ -309,9 +309,10 @@ fn redact(url: &str) -> String {
             let user = match cred.split_once(':') {
                 Some((u, _)) if !u.contains(['/', '?', '#']) => u,
                 Some(_) => "",
-                None if cred.contains(['/', '?', '#']) => "",
-                // `user@host` with no password: nothing secret.
-                None => return format!("{scheme}://{cred}@{}", redact_query(tail)),
+                // `word@host`: the `redis` crate takes it for a user name,
+                // but redis-cli (`-u`) for the password, so a URL shared
+                // with redis-cli holds the password there: hidden whole.
+                None => return format!("{scheme}://***@{}", redact_query(tail)),
             };
             format!("{user}:***@{}", redact_query(tail))
         }
@@ -347,10 +348,11 @@ fn secrets(url: &str) -> Vec<String> {
     let Some((_, rest)) = url.split_once("://") else {
         return out;
     };
-    if let Some((cred, _)) = rest.rsplit_once('@')
-        && let Some((_, password)) = cred.split_once(':')
-    {
-        out.push(password.to_string());
+    if let Some((cred, _)) = rest.rsplit_once('@') {
+        // `user:password`, or a lone word (redis-cli's password alone).
+        if let Some((_, password)) = cred.split_once(':') {
+            out.push(password.to_string());
+        }
         out.push(cred.to_string());
     }
     if let Some((_, query)) = rest.split_once('?') {
@@ -530,7 +532,7 @@ mod tests {
                 "redis://h:1/0?PASSWORD=***",
             ),
             ("redis://u:s%33cret@h:1", "redis://u:***@h:1"),
-            ("redis://user@h:1", "redis://user@h:1"),
+            ("redis://s3cret@h:1", "redis://***@h:1"),
         ] {
             assert_eq!(redact(url), shown, "{url}");
             let t = Target {

@@ -776,7 +776,7 @@ fn failure(area: Area, target: &Target, what: &str, timeout: Duration, e: &Redis
         "connection refused (is the server running?)".to_string()
     } else if text.contains("NOAUTH") || text.contains("unauthenticated") {
         "the server requires a password (NOAUTH): give it in the URL, \
-         redis://user:password@host:port"
+         redis://user:password@host:port (a password alone: redis://:password@host:port)"
             .to_string()
     } else if e.is_connection_dropped() {
         "connection lost".to_string()

@@ -596,3 +596,64 @@ fn redis_a_name_with_many_dead_addresses_costs_one_connect_timeout() {
         );
     }
 }
+
+/// A large value that `cache-write` stored is read back at the same
+/// timeout. The read script used to return the value itself: Redis copies
+/// it into Lua and back, 2.4 s of a busy server for 512 MiB, so at the
+/// default T = 2 a 512 MiB entry was written (exit 0) and then never read
+/// ("timed out", every time). Now the script only checks a value over
+/// 4 MiB and a `GET` of its own fetches it, its deadline grown by a second
+/// per 64 MiB as a large write's is. T is scaled to this machine: a third
+/// of what the old way (a script returning the value) takes here.
+#[test]
+fn redis_a_large_value_written_at_a_timeout_is_read_back_at_it() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let size = 192usize << 20;
+    let value: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+    let key = "ffkit:cache:{default}:v:big";
+    let t0 = Instant::now();
+    let old_way: Vec<u8> = s.query(
+        redis::cmd("EVAL")
+            .arg("redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[1])")
+            .arg(1)
+            .arg(key)
+            .arg(&value),
+    );
+    let _: i64 = s.query(redis::cmd("DEL").arg(key));
+    assert_eq!(old_way.len(), size);
+    let t = (t0.elapsed() / 3).max(Duration::from_millis(100));
+    let with_t = |applet: &str| {
+        let mut c = ff(&w, &s, applet);
+        c.env("FFKIT_BACKEND_TIMEOUT", format!("{:.3}", t.as_secs_f64()));
+        c
+    };
+    let (code, _, err, _) = bounded(
+        {
+            let mut c = with_t("cache-write");
+            c.arg("big");
+            c
+        },
+        &value,
+        Duration::from_secs(120),
+    );
+    assert_eq!(code, Some(0), "write at T = {t:?}: {err}");
+    let out = with_t("cache-read").arg("big").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "read at T = {t:?}: {}",
+        stderr_of(&out)
+    );
+    assert!(out.stdout == value, "the value read back differs");
+    // A small value still comes back from the script itself.
+    with_t("cache-write")
+        .args(["small", "v"])
+        .assert()
+        .success();
+    with_t("cache-read")
+        .arg("small")
+        .assert()
+        .success()
+        .stdout("v");
+}

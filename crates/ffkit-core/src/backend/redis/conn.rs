@@ -507,8 +507,9 @@ impl Conn {
         self.cmd_waiting(what, cmd, Duration::ZERO)
     }
 
-    /// A blocking command that may legitimately wait `wait` on the server
-    /// (BLPOP): its deadline is stretched by `wait`, never more.
+    /// A command that may legitimately keep the server `wait` (a BLPOP's
+    /// wait, a large value's GET: [`value_work`]): its deadline is
+    /// stretched by `wait`, never more.
     pub fn cmd_waiting<T: FromRedisValue>(
         &mut self,
         what: &str,
@@ -806,6 +807,13 @@ fn one_line(s: &str) -> String {
 /// write script costs a server on loopback (median 23 µs, mean 78 µs under
 /// load: docs/redis.md, "Timeouts and failures"); beyond it a batch
 /// spends its own timeout.
+/// The server's own time for a value of `bytes` sent back (a `GET` of a
+/// large value): what [`server_work`] allows for one sent, a second per
+/// 64 MiB, for [`Conn::cmd_waiting`].
+pub(crate) fn value_work(bytes: u64) -> Duration {
+    Duration::from_secs_f64(bytes as f64 / (64u64 << 20) as f64)
+}
+
 fn server_work(bytes: usize, replies: usize) -> Duration {
     Duration::from_secs_f64(bytes as f64 / (64u64 << 20) as f64)
         + Duration::from_micros(50).saturating_mul(u32::try_from(replies).unwrap_or(u32::MAX))

@@ -1405,6 +1405,38 @@ fn redis_over_a_unix_socket_and_a_database_number() {
     assert!(dbs.contains("db0:") && dbs.contains("db3:"), "{dbs}");
 }
 
+/// A URL part the connection would not use is exit 12, not dropped:
+/// `redis://host:port?db=3` (redis-py's spelling) used to write to
+/// database 0 without a word, and `unix://…?password=…` to connect without
+/// the password.
+#[test]
+fn redis_url_parts_the_connection_would_not_use_exit_12() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    for url in [
+        format!("{}?db=3", s.url()),
+        format!("{}/?db=3", s.url()),
+        format!("{}#insecure", s.url()),
+        format!("{}?database=3", s.unix_url()),
+        format!("{}?password=s3cret", s.unix_url()),
+    ] {
+        for (applet, args) in [
+            ("cache-write", &["k", "v"][..]),
+            ("lock-acquire", &["n", "-c", "true"]),
+        ] {
+            let mut c = w.cmd(applet);
+            env(&mut c, &s);
+            let out = c.env("FFKIT_BACKEND", &url).args(args).output().unwrap();
+            let err = stderr_of(&out);
+            assert_eq!(out.status.code(), Some(12), "{applet} {url}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+    }
+    let dbs: String = s.query(redis::cmd("INFO").arg("keyspace"));
+    assert!(!dbs.contains("keys="), "something was written: {dbs}");
+}
+
 /// The `SigBlk:` and `SigIgn:` lines of a `grep` of /proc/self/status.
 fn sig_lines(out: &std::process::Output) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)

@@ -302,6 +302,8 @@ fn redis_credentials_never_show_in_errors_or_json() {
         format!("redis+unix://{}?db=0&password=s3cretpw", sock.display()),
         format!("redis://u:s3cretpw@127.0.0.1:{}", s.port),
         format!("redis://:s3cretpw@127.0.0.1:{}", s.port),
+        // redis-cli's form of a password alone (the crate: a user name).
+        format!("redis://s3cretpw@127.0.0.1:{}", s.port),
         format!("redis://127.0.0.1:{}/0?password=s3cretpw", s.port),
     ];
     for url in &urls {
@@ -502,4 +504,156 @@ fn redis_out_of_memory_and_noauth_are_one_short_line() {
         .query(&mut db1)
         .unwrap();
     assert_eq!(v.as_deref(), Some("yes"));
+}
+
+/// Listeners on `ips` (one port) whose connects all hang: the accept
+/// queue is cut to one and filled, so the kernel drops every further SYN,
+/// as a black-holed route does. Filling stops at the first connect that
+/// times out, which proves the address dead (no sleep to wait for it).
+fn dead_addresses(ips: &[&str]) -> (u16, Vec<std::net::TcpListener>, Vec<std::net::TcpStream>) {
+    use std::os::fd::AsRawFd;
+    'port: for _ in 0..20 {
+        let first = std::net::TcpListener::bind((ips[0], 0)).unwrap();
+        let port = first.local_addr().unwrap().port();
+        let mut listeners = vec![first];
+        for ip in &ips[1..] {
+            match std::net::TcpListener::bind((*ip, port)) {
+                Ok(l) => listeners.push(l),
+                Err(_) => continue 'port,
+            }
+        }
+        let mut queued = Vec::new();
+        for (ip, l) in ips.iter().zip(&listeners) {
+            // SAFETY: `listen` on a listening socket we own only changes
+            // its backlog; std has no call to set it.
+            assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+            let addr: std::net::SocketAddr = format!("{ip}:{port}").parse().unwrap();
+            let mut dead = false;
+            for _ in 0..16 {
+                match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+                    Ok(c) => queued.push(c),
+                    Err(_) => {
+                        dead = true;
+                        break;
+                    }
+                }
+            }
+            assert!(dead, "{addr}: the accept queue never filled");
+        }
+        return (port, listeners, queued);
+    }
+    panic!("no port free on {ips:?}");
+}
+
+/// A host name whose every address black-holes the connect costs one
+/// timeout, not one per address (the `redis` crate gives each address the
+/// whole timeout: three dead addresses took 3 T, and a lease renewal
+/// capped at two thirds of the lease could run past the lease). The name
+/// gets three such loopback addresses in a private /etc/hosts
+/// (`unshare -rm` and a bind mount); where that cannot be done the test
+/// says SKIP.
+#[test]
+fn redis_a_name_with_many_dead_addresses_costs_one_connect_timeout() {
+    let w = World::new();
+    let ips = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+    let hosts = w.path().join("hosts");
+    let mut text = String::from("127.0.0.1 localhost\n");
+    for ip in ips {
+        text.push_str(&format!("{ip} dead.test\n"));
+    }
+    std::fs::write(&hosts, text).unwrap();
+    let in_ns = r#"mount --bind "$0" /etc/hosts && exec "$@""#;
+    let probe = Command::new("unshare")
+        .args(["-rm", "sh", "-c", in_ns])
+        .arg(&hosts)
+        .args(["getent", "ahostsv4", "dead.test"])
+        .output();
+    let seen = probe.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    if !seen
+        .as_ref()
+        .is_ok_and(|s| ips.iter().all(|ip| s.contains(ip)))
+    {
+        // Not `skip`: a CI container without user namespaces is no failure.
+        eprintln!("SKIP: cannot give a name three addresses in a private /etc/hosts: {seen:?}");
+        return;
+    }
+    let (port, _listeners, _queued) = dead_addresses(&ips);
+    for (args, code) in [(&["cache-size"][..], 1), (&["lock-status", "x"], 9)] {
+        let mut c = Command::new("unshare");
+        w.isolate(&mut c);
+        c.args(["-rm", "sh", "-c", in_ns])
+            .arg(&hosts)
+            .arg(bin())
+            .args(args)
+            .env("FFKIT_BACKEND", format!("redis://dead.test:{port}"))
+            .env("FFKIT_BACKEND_TIMEOUT", "1");
+        let (got, _, err, took) = bounded(c, b"", Duration::from_secs(20));
+        assert_eq!(got, Some(code), "{args:?}: {err}");
+        assert!(err.contains("cannot connect: timed out after 1s"), "{err}");
+        assert!(
+            took < Duration::from_millis(1900),
+            "{args:?} took {took:?} for one connect at FFKIT_BACKEND_TIMEOUT=1"
+        );
+    }
+}
+
+/// A large value that `cache-write` stored is read back at the same
+/// timeout. The read script used to return the value itself: Redis copies
+/// it into Lua and back, 2.4 s of a busy server for 512 MiB, so at the
+/// default T = 2 a 512 MiB entry was written (exit 0) and then never read
+/// ("timed out", every time). Now the script only checks a value over
+/// 4 MiB and a `GET` of its own fetches it, its deadline grown by a second
+/// per 64 MiB as a large write's is. T is scaled to this machine: a third
+/// of what the old way (a script returning the value) takes here.
+#[test]
+fn redis_a_large_value_written_at_a_timeout_is_read_back_at_it() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let size = 192usize << 20;
+    let value: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+    let key = "ffkit:cache:{default}:v:big";
+    let t0 = Instant::now();
+    let old_way: Vec<u8> = s.query(
+        redis::cmd("EVAL")
+            .arg("redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[1])")
+            .arg(1)
+            .arg(key)
+            .arg(&value),
+    );
+    let _: i64 = s.query(redis::cmd("DEL").arg(key));
+    assert_eq!(old_way.len(), size);
+    let t = (t0.elapsed() / 3).max(Duration::from_millis(100));
+    let with_t = |applet: &str| {
+        let mut c = ff(&w, &s, applet);
+        c.env("FFKIT_BACKEND_TIMEOUT", format!("{:.3}", t.as_secs_f64()));
+        c
+    };
+    let (code, _, err, _) = bounded(
+        {
+            let mut c = with_t("cache-write");
+            c.arg("big");
+            c
+        },
+        &value,
+        Duration::from_secs(120),
+    );
+    assert_eq!(code, Some(0), "write at T = {t:?}: {err}");
+    let out = with_t("cache-read").arg("big").output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "read at T = {t:?}: {}",
+        stderr_of(&out)
+    );
+    assert!(out.stdout == value, "the value read back differs");
+    // A small value still comes back from the script itself.
+    with_t("cache-write")
+        .args(["small", "v"])
+        .assert()
+        .success();
+    with_t("cache-read")
+        .arg("small")
+        .assert()
+        .success()
+        .stdout("v");
 }

@@ -119,6 +119,9 @@ impl Target {
                 ));
             }
         }
+        if let Err(why) = unused_url_parts(url) {
+            return Err(format!("'{}': {why}", redact(url)));
+        }
         let info = url.into_connection_info().map_err(|e| {
             let why = e.to_string();
             let mut why = why.trim().to_string();
@@ -240,6 +243,56 @@ fn parse_cluster(url: &str) -> std::result::Result<Target, String> {
     })
 }
 
+/// Refuses the parts of a one-server URL that the connection would not
+/// use, rather than connecting without them: a query parameter other than
+/// `db`, `user` and `pass` of a `unix://` URL (the only ones it reads) and
+/// any query of a `redis://`/`rediss://` URL (its database is the path;
+/// `redis://h:6379?db=4` used to write to database 0, where another team's
+/// cache may live), and a `#fragment` (`rediss://…#insecure`: there is no
+/// insecure mode). On `redis://` the query is looked for after the last
+/// `@`, so a password holding `?` or `#` is not taken for one.
+#[cfg(feature = "redis")]
+fn unused_url_parts(url: &str) -> std::result::Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Ok(());
+    };
+    let unix = matches!(scheme, "unix" | "redis+unix");
+    let tail = if unix {
+        rest
+    } else {
+        rest.rsplit_once('@').map_or(rest, |(_, t)| t)
+    };
+    if tail.contains('#') {
+        return Err(
+            "a URL fragment ('#…') is not used: there is no insecure mode (a '#' in \
+                    a password is written %23)"
+                .into(),
+        );
+    }
+    let Some((_, query)) = tail.split_once('?') else {
+        return Ok(());
+    };
+    for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+        let key = percent_decode(kv.split_once('=').map_or(kv, |(k, _)| k));
+        if unix && matches!(key.as_str(), "db" | "user" | "pass") {
+            continue;
+        }
+        return Err(if unix {
+            format!(
+                "query parameter '{key}' is not used by a {scheme}:// URL (it takes db, user \
+                 and pass: {scheme}:///path?db=N&pass=PASSWORD)"
+            )
+        } else {
+            format!(
+                "query parameter '{key}' is not used by a {scheme}:// URL (the database is \
+                 the path and the password goes before the host: \
+                 {scheme}://user:password@host:port/DB)"
+            )
+        });
+    }
+    Ok(())
+}
+
 /// Query parameters of a backend URL that carry a credential.
 const SECRET_PARAMS: [&str; 4] = ["pass", "password", "passwd", "pwd"];
 
@@ -256,9 +309,10 @@ fn redact(url: &str) -> String {
             let user = match cred.split_once(':') {
                 Some((u, _)) if !u.contains(['/', '?', '#']) => u,
                 Some(_) => "",
-                None if cred.contains(['/', '?', '#']) => "",
-                // `user@host` with no password: nothing secret.
-                None => return format!("{scheme}://{cred}@{}", redact_query(tail)),
+                // `word@host`: the `redis` crate takes it for a user name,
+                // but redis-cli (`-u`) for the password, so a URL shared
+                // with redis-cli holds the password there: hidden whole.
+                None => return format!("{scheme}://***@{}", redact_query(tail)),
             };
             format!("{user}:***@{}", redact_query(tail))
         }
@@ -294,10 +348,11 @@ fn secrets(url: &str) -> Vec<String> {
     let Some((_, rest)) = url.split_once("://") else {
         return out;
     };
-    if let Some((cred, _)) = rest.rsplit_once('@')
-        && let Some((_, password)) = cred.split_once(':')
-    {
-        out.push(password.to_string());
+    if let Some((cred, _)) = rest.rsplit_once('@') {
+        // `user:password`, or a lone word (redis-cli's password alone).
+        if let Some((_, password)) = cred.split_once(':') {
+            out.push(password.to_string());
+        }
         out.push(cred.to_string());
     }
     if let Some((_, query)) = rest.split_once('?') {
@@ -400,6 +455,33 @@ mod tests {
         }
         let e = parse("redis://u:secret@h:bad").unwrap_err();
         assert!(!e.contains("secret"), "{e}");
+        // What the connection would not use is refused, not dropped.
+        for (bad, says) in [
+            ("redis://u:secret@h:1?db=4", "'db'"),
+            ("redis://h:1/2?password=secret", "'password'"),
+            ("redis://h:1#insecure", "no insecure mode"),
+            ("redis://h:1/#x", "fragment"),
+            ("unix:///r.sock?database=3", "'database'"),
+            ("redis+unix:///r.sock?db=1&password=secret", "'password'"),
+            ("unix:///r.sock#x?pass=secret", "fragment"),
+            ("unix:///r.sock?pass=sec#ret", "%23"),
+            ("redis://h:1?%64b=4", "'db'"),
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains(says) && !e.contains("secret"), "{bad}: {e}");
+        }
+        if cfg!(feature = "tls") {
+            let e = parse("rediss://h:1#insecure").unwrap_err();
+            assert!(e.contains("no insecure mode"), "{e}");
+        }
+        for good in [
+            "unix:///r.sock?db=3&user=u&pass=s%3Fc%23r%26t",
+            "redis://u:p%3Fa%23s@h:1/3",
+            "redis://h:1/",
+            "unix:///r.sock?",
+        ] {
+            assert!(parse(good).is_ok(), "{good}");
+        }
     }
 
     #[test]
@@ -450,7 +532,7 @@ mod tests {
                 "redis://h:1/0?PASSWORD=***",
             ),
             ("redis://u:s%33cret@h:1", "redis://u:***@h:1"),
-            ("redis://user@h:1", "redis://user@h:1"),
+            ("redis://s3cret@h:1", "redis://***@h:1"),
         ] {
             assert_eq!(redact(url), shown, "{url}");
             let t = Target {

@@ -442,8 +442,41 @@ impl RedisCache {
         Ok(self.read_with(key, ReadMode::Plain)?.lookup)
     }
 
-    /// Reads one entry with its metadata, as `mode` says.
+    /// Reads one entry with its metadata, as `mode` says. A large value
+    /// (over 4 MiB) is not returned by the script, which only checks it
+    /// and does the bookkeeping (`cache_read.lua`): it is then fetched by a
+    /// `GET` of its own, whose deadline grows by a second per 64 MiB as a
+    /// large write's does. If a writer replaced or dropped the value in
+    /// between (its length is no longer the record's), the read starts
+    /// again; after three such races it is a miss.
     pub fn read_with(&mut self, key: &str, mode: ReadMode) -> Result<Found> {
+        for _ in 0..3 {
+            let (mut f, large) = self.read_once(key, mode)?;
+            let Some(size) = large else {
+                return Ok(f);
+            };
+            let vkey = format!("{}v:{key}", self.prefix);
+            let v: Option<Vec<u8>> = self.conn.cmd_waiting(
+                "cannot read entry",
+                redis::cmd("GET").arg(&vkey),
+                super::conn::value_work(size),
+            )?;
+            if let Some(v) = v.filter(|v| v.len() as u64 == size) {
+                f.lookup = Lookup::Hit(v);
+                return Ok(f);
+            }
+        }
+        Ok(Found {
+            lookup: Lookup::Missing,
+            created_at: 0,
+            now: self.now.unwrap_or(0),
+            hits: 0,
+        })
+    }
+
+    /// One run of the read script: the entry, and the size of a large
+    /// value the script left to fetch (`lookup` is then `Missing`).
+    fn read_once(&mut self, key: &str, mode: ReadMode) -> Result<(Found, Option<u64>)> {
         let now = now_arg(self.now);
         let prefix = &self.prefix;
         let v: Vec<redis::Value> = self.conn.eval("cannot read entry", &READ, 1, |c| {
@@ -468,13 +501,18 @@ impl RedisCache {
             }
             _ => Lookup::Missing,
         };
+        let large = match int(0) {
+            Some(4) => Some(int(1).map_or(0, |n| n.max(0) as u64)),
+            _ => None,
+        };
         let now = int(3).or(self.now).unwrap_or(0);
-        Ok(Found {
+        let found = Found {
             lookup,
             created_at: int(2).unwrap_or(0),
             now,
             hits: int(4).map_or(0, |h| h.max(0) as u64),
-        })
+        };
+        Ok((found, large))
     }
 
     /// The error for an entry `cache_read.lua` found damaged: the same

@@ -109,6 +109,61 @@ fn tls_client(
     )))
 }
 
+/// The TCP connect within one `timeout`, however many addresses the host
+/// name has. The `redis` crate tries each address with the whole timeout
+/// (a name with an A and an AAAA record, or several A records, whose
+/// addresses all black-hole would cost that many timeouts, and a lease
+/// renewal capped at two thirds of the lease could run past the lease):
+/// here a name is resolved once and each address gets the time left
+/// divided by the addresses still to try, so a refused address hands its
+/// share on and the last one gets whatever is left. For `rediss://` the
+/// name must stay the name (the certificate is checked against it), so
+/// the crate connects and each address gets an equal share. Resolving
+/// the name is the system resolver's own wait (docs/redis.md).
+fn tcp_connect(client: &Client, timeout: Duration) -> redis::RedisResult<Connection> {
+    use std::net::{IpAddr, ToSocketAddrs};
+    let deadline = Instant::now() + timeout;
+    let info = client.get_connection_info();
+    let (host, port, tls) = match info.addr() {
+        ConnectionAddr::Tcp(h, p) => (h.as_str(), *p, false),
+        ConnectionAddr::TcpTls { host, port, .. } => (host.as_str(), *port, true),
+        _ => return client.get_connection_with_timeout(timeout),
+    };
+    if host.parse::<IpAddr>().is_ok() {
+        return client.get_connection_with_timeout(timeout);
+    }
+    let addrs: Vec<std::net::SocketAddr> = (host, port).to_socket_addrs()?.collect();
+    let n = u32::try_from(addrs.len()).unwrap_or(u32::MAX);
+    if tls {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        return client.get_connection_with_timeout(left / n.max(1));
+    }
+    let mut last = None;
+    for (i, a) in (0u32..).zip(&addrs) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        let one = Client::open(
+            info.clone()
+                .set_addr(ConnectionAddr::Tcp(a.ip().to_string(), port)),
+        )?;
+        match one.get_connection_with_timeout(left / (n - i)) {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "could not resolve to any addresses",
+        ))
+    }))
+}
+
 fn timed_out() -> RedisError {
     RedisError::from(std::io::Error::new(
         std::io::ErrorKind::TimedOut,
@@ -313,7 +368,7 @@ impl Conn {
         if timeout.is_zero() {
             return Err(timed_out());
         }
-        self.con = Some(client.get_connection_with_timeout(timeout)?);
+        self.con = Some(tcp_connect(client, timeout)?);
         // The `redis` crate would send AUTH and SELECT one by one, each
         // with the time left: they go below as one request instead, with
         // one deadline.
@@ -452,8 +507,9 @@ impl Conn {
         self.cmd_waiting(what, cmd, Duration::ZERO)
     }
 
-    /// A blocking command that may legitimately wait `wait` on the server
-    /// (BLPOP): its deadline is stretched by `wait`, never more.
+    /// A command that may legitimately keep the server `wait` (a BLPOP's
+    /// wait, a large value's GET: [`value_work`]): its deadline is
+    /// stretched by `wait`, never more.
     pub fn cmd_waiting<T: FromRedisValue>(
         &mut self,
         what: &str,
@@ -721,7 +777,7 @@ fn failure(area: Area, target: &Target, what: &str, timeout: Duration, e: &Redis
         "connection refused (is the server running?)".to_string()
     } else if text.contains("NOAUTH") || text.contains("unauthenticated") {
         "the server requires a password (NOAUTH): give it in the URL, \
-         redis://user:password@host:port"
+         redis://user:password@host:port (a password alone: redis://:password@host:port)"
             .to_string()
     } else if e.is_connection_dropped() {
         "connection lost".to_string()
@@ -751,6 +807,13 @@ fn one_line(s: &str) -> String {
 /// write script costs a server on loopback (median 23 µs, mean 78 µs under
 /// load: docs/redis.md, "Timeouts and failures"); beyond it a batch
 /// spends its own timeout.
+/// The server's own time for a value of `bytes` sent back (a `GET` of a
+/// large value): what [`server_work`] allows for one sent, a second per
+/// 64 MiB, for [`Conn::cmd_waiting`].
+pub(crate) fn value_work(bytes: u64) -> Duration {
+    Duration::from_secs_f64(bytes as f64 / (64u64 << 20) as f64)
+}
+
 fn server_work(bytes: usize, replies: usize) -> Duration {
     Duration::from_secs_f64(bytes as f64 / (64u64 << 20) as f64)
         + Duration::from_micros(50).saturating_mul(u32::try_from(replies).unwrap_or(u32::MAX))

@@ -1,5 +1,5 @@
 -- Reads entry ARGV[2]: {1, value, created_at, now, hits} on a hit (and
--- refreshes its recency), {2, expires_at, created_at, now} when expired
+-- refreshes its recency; {4, size, …} for a large value, below), {2, expires_at, created_at, now} when expired
 -- (and drops it, adjusting the total), {3, now, kind, ...} when damaged
 -- (below), {0} when missing.
 -- ARGV: prefix, key, now (or ''), mode: '' (cache-read), 'hit' (cache-run
@@ -23,6 +23,8 @@
 --   'orphan': a value key without its metadata key (deleted by hand)
 -- A namespace-wide key that is damaged (`namespace_check`) is an error
 -- reply before anything is read or written.
+-- Values above this many bytes come back in a request of their own (below).
+local BIG_VALUE = 4194304
 local bad = namespace_check()
 if bad then return bad end
 local k = ARGV[2]
@@ -48,11 +50,29 @@ if e ~= 0 and e <= now then
   if mode ~= 'peek' then drop(k) end
   return {2, e, rec.created_at, now}
 end
-local v, vtype = value_of(k)
-if not v then
-  return damaged('value', vtype)
+-- A large value is not copied through Lua: a script's GET and its return
+-- copy the string twice, 2.4 s of a busy server for 512 MiB, past the
+-- caller's timeout however long it is. Its length is checked with STRLEN
+-- and {4, size, created_at, now, hits} sent instead; the caller then GETs
+-- it in a request of its own, whose deadline grows with the size as a
+-- large write's does.
+local v, vtype, len
+if rec.size > BIG_VALUE then
+  len = redis.pcall('STRLEN', vkey(k))
+  if type(len) == 'table' and len.err then
+    return damaged('value', type_of(vkey(k)))
+  end
+  if len == 0 and redis.call('EXISTS', vkey(k)) == 0 then
+    return damaged('value', 'none')
+  end
+else
+  v, vtype = value_of(k)
+  if not v then
+    return damaged('value', vtype)
+  end
+  len = string.len(v)
 end
-local bad_length = length_damage(rec, string.len(v))
+local bad_length = length_damage(rec, len)
 if bad_length then
   return damaged(unpack(bad_length))
 end
@@ -62,5 +82,8 @@ if mode == 'hit' then
 end
 if mode ~= 'peek' then
   redis.call('ZADD', LRU, now, k)
+end
+if not v then
+  return {4, rec.size, rec.created_at, now, hits}
 end
 return {1, v, rec.created_at, now, hits}

@@ -601,6 +601,58 @@ fn a_blob_damaged_by_hand_is_stored_again_and_the_next_call_is_a_hit() {
     assert_eq!(fs::read(w.path().join("out/f")).unwrap(), b"hello-blob");
 }
 
+/// Every blob in the store holds the content its name says (BLAKE3 hex,
+/// `x` for an executable file): the store is content-addressed, so a blob
+/// under another content's name is restored by every entry that names that
+/// content.
+fn assert_blobs_hold_their_names(w: &World, what: &str) {
+    for b in blobs(&w.cache()) {
+        let fan = b.parent().unwrap().file_name().unwrap().to_str().unwrap();
+        let name = format!("{fan}{}", b.file_name().unwrap().to_str().unwrap());
+        let m = fs::symlink_metadata(&b).unwrap();
+        let mut want = blake3::hash(&fs::read(&b).unwrap()).to_hex().to_string();
+        if m.mode() & 0o111 != 0 {
+            want.push('x');
+        }
+        assert_eq!(
+            name,
+            want,
+            "{what}: blob {} holds other content",
+            b.display()
+        );
+    }
+}
+
+/// A process the command left behind that still writes an output while the
+/// run is stored: the store hashes the file, then copies it into a new blob,
+/// so without a check the blob holds the bytes of the copy under the name
+/// of the bytes hashed, and every later entry with the hashed content (an
+/// honest run) would restore the other bytes. Either the stored blob is what
+/// its name says, or the run is not cached (one line).
+#[test]
+fn a_file_still_being_written_while_stored_never_puts_other_bytes_under_its_name() {
+    let w = World::new();
+    // 32 MiB, its first 12 bytes rewritten with a counter until `stop`
+    // exists: hashing and copying it span many rewrites.
+    let script = "echo run >> runs; mkdir out; head -c 33554432 /dev/zero > out/f; \
+        (i=0; while [ ! -e stop ]; do i=$((i+1)); \
+        printf %012d $i | dd of=out/f conv=notrunc status=none; \
+        [ $i = 3 ] && : > ready; done; : > stopped) </dev/null >/dev/null 2>&1 & \
+        until [ -e ready ]; do sleep 0.01; done; echo built";
+    let o = run(&w, &["--output", "out"], script).output().unwrap();
+    fs::write(w.path().join("stop"), "").unwrap();
+    until("the writer stops", || w.path().join("stopped").exists());
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "built\n");
+    let err = stderr_of(&o);
+    assert!(
+        err.is_empty() || err.contains("out/f: changed while it was stored"),
+        "{err}"
+    );
+    assert_blobs_hold_their_names(&w, "after the store");
+    assert_exact_with_store(&w, "after the store");
+}
+
 /// 2,000 files in 50 directories: above the size from which a restore
 /// makes files on a pool of threads.
 const WIDE: &str = "echo run >> runs; for d in $(seq 1 50); do mkdir -p out/d$d; \

@@ -465,10 +465,12 @@ fn walk(
                     if m.nlink() > 1 {
                         inodes.insert(id, nodes.len());
                     }
-                    let blob = put_blob(&path, m.mode(), store, pending, names)?;
+                    // The size is the bytes hashed, not the stat's: a
+                    // file that changed in between is still one record.
+                    let (blob, size) = put_blob(&path, m.mode(), store, pending, names)?;
                     Kind::File {
                         mode: m.mode() & 0o7777,
-                        size: m.len(),
+                        size,
                         blob,
                     }
                 }
@@ -498,14 +500,19 @@ fn walk(
 }
 
 /// Hashes a regular file and, if the store lacks its blob, copies it to a
-/// temp file there (a clone where the file system can). Returns the name.
+/// temp file there (a clone where the file system can). Returns the name
+/// and the bytes hashed. A new blob is hashed again from its temp file: a
+/// file that changed between the hash and the copy (a process the command
+/// left behind still writing it) is refused, never stored under the name
+/// of bytes it no longer holds (every entry naming that content would
+/// restore the copy's bytes).
 fn put_blob(
     path: &Path,
     mode: u32,
     store: &Path,
     pending: &mut Pending,
     names: &mut HashSet<String>,
-) -> Result<String> {
+) -> Result<(String, u64)> {
     let open = || {
         fs::OpenOptions::new()
             .read(true)
@@ -516,13 +523,14 @@ fn put_blob(
     let mut f = open()?;
     let mut h = blake3::Hasher::new();
     let len = io::copy(&mut f, &mut h).map_err(|e| Error::io("cannot read", path, e))?;
-    let mut name = h.finalize().to_hex().to_string();
+    let hash = h.finalize();
+    let mut name = hash.to_hex().to_string();
     let exec = mode & 0o111 != 0;
     if exec {
         name.push('x');
     }
     if names.contains(&name) || blob_exists(store, &name, len) {
-        return Ok(name);
+        return Ok((name, len));
     }
     let (tmp, t) = fsutil::create_temp(store)?;
     let src = open()?;
@@ -534,9 +542,19 @@ fn put_blob(
     pending.0.push(blob);
     clone_or_copy(&src, &t, len, &AtomicBool::new(true))
         .map_err(|e| Error::io("cannot write", &tmp, e))?;
+    drop(t);
+    let mut copy = fsutil::open_read(&tmp).map_err(|e| Error::io("cannot open", &tmp, e))?;
+    let mut h = blake3::Hasher::new();
+    let copied = io::copy(&mut copy, &mut h).map_err(|e| Error::io("cannot read", &tmp, e))?;
+    if copied != len || h.finalize() != hash {
+        return Err(Error::General(format!(
+            "{}: changed while it was stored",
+            path.display()
+        )));
+    }
     set_mode(&tmp, if exec { 0o555 } else { 0o444 })?;
     names.insert(name.clone());
-    Ok(name)
+    Ok((name, len))
 }
 
 /// Copies the `len` bytes of `src` (at offset 0) into the empty `dst`:

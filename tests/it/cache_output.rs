@@ -653,6 +653,47 @@ fn a_file_still_being_written_while_stored_never_puts_other_bytes_under_its_name
     assert_exact_with_store(&w, "after the store");
 }
 
+/// Bytes a file takes on disk (its allocated blocks).
+fn allocated(p: &Path) -> u64 {
+    fs::symlink_metadata(p).unwrap().blocks() * 512
+}
+
+/// A sparse file (a 64 MiB hole with a few bytes of data) keeps its holes:
+/// its blob and its restored copy take about the blocks the original takes,
+/// not 64 MiB each, and read back the same bytes.
+#[test]
+fn a_sparse_file_is_stored_and_restored_with_its_holes() {
+    let w = World::new();
+    let script = "echo run >> runs; mkdir out; truncate -s 64M out/sparse; \
+        printf middle | dd of=out/sparse bs=1 seek=30000000 conv=notrunc status=none; \
+        printf end | dd of=out/sparse bs=1 seek=67108861 conv=notrunc status=none";
+    ok(&mut run(&w, &["--output", "out"], script));
+    let orig = w.path().join("out/sparse");
+    let want = fs::read(&orig).unwrap();
+    assert_eq!(want.len(), 64 << 20);
+    let small = allocated(&orig) + (1 << 20);
+    let blob = blobs(&w.cache())
+        .into_iter()
+        .find(|b| fs::symlink_metadata(b).unwrap().len() == 64 << 20)
+        .unwrap();
+    assert!(
+        allocated(&blob) <= small,
+        "the blob takes {} bytes on disk",
+        allocated(&blob)
+    );
+    assert_blobs_hold_their_names(&w, "after the store");
+    fs::remove_dir_all(w.path().join("out")).unwrap();
+    ok(&mut run(&w, &["--output", "out"], script));
+    assert_eq!(runs(&w), 1, "a hit");
+    assert!(
+        allocated(&orig) <= small,
+        "the restored file takes {} bytes on disk",
+        allocated(&orig)
+    );
+    assert!(fs::read(&orig).unwrap() == want, "the same bytes");
+    assert_exact_with_store(&w, "after the restore");
+}
+
 /// 2,000 files in 50 directories: above the size from which a restore
 /// makes files on a pool of threads.
 const WIDE: &str = "echo run >> runs; for d in $(seq 1 50); do mkdir -p out/d$d; \

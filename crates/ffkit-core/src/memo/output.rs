@@ -562,8 +562,12 @@ fn put_blob(
 /// else `copy_file_range` (itself a clone or an in-kernel copy). `clones`
 /// starts true and turns false at the first refusal (shared by a
 /// restore's threads), so a tree on a file system without clones pays one
-/// failed ioctl, not one per file.
+/// failed ioctl, not one per file. A copy keeps the holes of a sparse file
+/// (`SEEK_DATA`/`SEEK_HOLE`): `copy_file_range` writes a hole's zeros on
+/// most file systems (ext4), so a 1 GiB file of a few blocks would take
+/// 1 GiB in the store and again in every restored tree.
 fn clone_or_copy(src: &File, dst: &File, len: u64, clones: &AtomicBool) -> io::Result<()> {
+    use rustix::fs::SeekFrom;
     if clones.load(Ordering::Relaxed) {
         match rustix::fs::ioctl_ficlone(dst, src) {
             Ok(()) => return Ok(()),
@@ -571,33 +575,84 @@ fn clone_or_copy(src: &File, dst: &File, len: u64, clones: &AtomicBool) -> io::R
             Err(_) => clones.store(false, Ordering::Relaxed),
         }
     }
-    let mut left = len;
-    while left > 0 {
-        let chunk = usize::try_from(left).unwrap_or(usize::MAX).min(1 << 30);
-        match rustix::fs::copy_file_range(src, None, dst, None, chunk) {
-            Ok(0) => break,
-            Ok(n) => left -= n as u64,
+    // The first hole: at `len` or beyond (the end of the file is one) for
+    // a file without holes, the common case, copied in one range. A file
+    // system that cannot tell (EINVAL) has none.
+    let hole = match rustix::fs::seek(src, SeekFrom::Hole(0)) {
+        Ok(h) => h,
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NXIO) => len,
+        Err(e) => return Err(e.into()),
+    };
+    if hole >= len {
+        return copy_range(src, dst, 0, len);
+    }
+    // Holes, or a file shorter than its record (its end is a hole too).
+    if src.metadata()?.len() < len {
+        return Err(shorter());
+    }
+    let mut pos = 0;
+    while pos < len {
+        let data = match rustix::fs::seek(src, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            // Only a hole is left.
+            Err(rustix::io::Errno::NXIO) => len,
+            Err(e) => return Err(e.into()),
+        };
+        if data >= len {
+            break;
+        }
+        let end = rustix::fs::seek(src, SeekFrom::Hole(data))?.min(len);
+        copy_range(src, dst, data, end - data)?;
+        pos = end;
+    }
+    // A hole at the end: the length without blocks.
+    dst.set_len(len)
+}
+
+/// The blob shrank under us: the caller checked its size, so this is
+/// damage, not a short file to pass as good.
+fn shorter() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the blob is shorter than its record",
+    )
+}
+
+/// Copies bytes `start..start + n` of `src` to the same offsets of `dst`
+/// (`copy_file_range` at explicit offsets; neither file's position moves).
+fn copy_range(src: &File, dst: &File, start: u64, n: u64) -> io::Result<()> {
+    let end = start + n;
+    let (mut at_in, mut at_out) = (start, start);
+    while at_in < end {
+        let chunk = usize::try_from(end - at_in)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        match rustix::fs::copy_file_range(src, Some(&mut at_in), dst, Some(&mut at_out), chunk) {
+            Ok(0) => return Err(shorter()),
+            Ok(_) => {}
             Err(rustix::io::Errno::INTR) => {}
             // No in-kernel copy here (an old kernel, across file systems
             // on some): read and write.
             Err(rustix::io::Errno::XDEV | rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL) => {
-                let mut s = src;
-                let mut d = dst;
-                std::io::Seek::seek(&mut s, io::SeekFrom::Start(len - left))?;
-                std::io::Seek::seek(&mut d, io::SeekFrom::Start(len - left))?;
-                io::copy(&mut s, &mut d)?;
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; 128 * 1024];
+                while at_in < end {
+                    let want = usize::try_from(end - at_in)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.len());
+                    let got = match src.read_at(&mut buf[..want], at_in) {
+                        Ok(0) => return Err(shorter()),
+                        Ok(got) => got,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    dst.write_all_at(&buf[..got], at_in)?;
+                    at_in += got as u64;
+                }
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
         }
-    }
-    if left > 0 {
-        // The blob shrank under us: the caller checked its size, so this is
-        // damage, not a short file to pass as good.
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the blob is shorter than its record",
-        ));
     }
     Ok(())
 }

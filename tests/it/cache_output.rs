@@ -694,6 +694,43 @@ fn a_sparse_file_is_stored_and_restored_with_its_holes() {
     assert_exact_with_store(&w, "after the restore");
 }
 
+/// An output that holds the cache dir (`cd ~; cache-run --output .cache`
+/// with the default `~/.cache/ffkit`), or lies inside it, is refused before
+/// anything runs: a store would walk the cache's own files and a hit would
+/// swap the whole cache out and remove it, every other entry with it. The
+/// cache dir is compared by its real path (here also named through a
+/// symlink).
+#[test]
+fn an_output_that_holds_the_cache_dir_or_lies_inside_it_is_refused() {
+    let w = World::new();
+    fs::create_dir(w.path().join("out")).unwrap();
+    symlink("out", w.path().join("via")).unwrap();
+    let script = "echo run >> runs; mkdir -p out; echo v > out/f";
+    // Another entry, to see that the cache stays whole.
+    ok(&mut run(&w, &[], "echo other"));
+    for (cache, output) in [
+        (w.cache(), "cache"),
+        (w.cache(), "cache/.store"),
+        (w.path().join("out/ffcache"), "out"),
+        (w.path().join("via/ffcache"), "out"),
+    ] {
+        let o = run(&w, &["--output", output], script)
+            .env("FFKIT_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        let err = stderr_of(&o);
+        assert_eq!(o.status.code(), Some(2), "--output {output}: {err}");
+        assert!(err.contains("the cache dir"), "--output {output}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            !w.path().join("runs").exists(),
+            "--output {output}: nothing ran"
+        );
+    }
+    assert_eq!(ok(&mut run(&w, &[], "echo other")), "other\n");
+    assert_exact_with_store(&w, "the cache is whole");
+}
+
 /// 2,000 files in 50 directories: above the size from which a restore
 /// makes files on a pool of threads.
 const WIDE: &str = "echo run >> runs; for d in $(seq 1 50); do mkdir -p out/d$d; \

@@ -136,6 +136,55 @@ pub fn check_paths(paths: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
+/// [`check_paths`], and no path holds the cache dir `c` or lies inside it:
+/// a restore swaps a path's tree out and removes it (`cd ~; cache-run
+/// --output .cache` would remove the whole cache, every entry with it), and
+/// a store would walk the cache's own files, its temp blobs included. By
+/// real paths: the working directory's (as `getcwd` gives it) joined with
+/// the path, whose directories are no symlinks, against the cache dir's
+/// with its symlinks resolved. [`Error::Validation`] (exit 2) otherwise.
+pub fn check_paths_in(c: &Cache, paths: &[PathBuf]) -> Result<()> {
+    check_paths(paths)?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::io("cannot read the working directory", Path::new("."), e))?;
+    let cache = real_path(&cwd.join(c.dir()));
+    for p in paths {
+        let at = cwd.join(normal(p));
+        let how = if cache.starts_with(&at) {
+            "holds"
+        } else if at.starts_with(&cache) {
+            "is inside"
+        } else {
+            continue;
+        };
+        return Err(Error::Validation(format!(
+            "--output {}: {how} the cache dir {}",
+            p.display(),
+            c.dir().display()
+        )));
+    }
+    Ok(())
+}
+
+/// The absolute `p` with its symlinks resolved as far as it exists (the
+/// rest as named: a cache dir not made yet).
+fn real_path(p: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut at = p;
+    loop {
+        if let Ok(r) = fs::canonicalize(at) {
+            return rest.iter().rev().fold(r, |acc, name| acc.join(name));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                at = parent;
+            }
+            _ => return p.to_path_buf(),
+        }
+    }
+}
+
 /// The path without `.` components.
 fn normal(p: &Path) -> PathBuf {
     p.components()
@@ -323,7 +372,7 @@ impl Drop for Pending {
 /// not cached): a FIFO, socket or device in a tree, a name that is not
 /// UTF-8, a path missing, an I/O error.
 pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
-    check_paths(paths)?;
+    check_paths_in(c, paths)?;
     let store = store_dir(c);
     let gc = gc_lock(&store, Lock::Shared(c.lock_deadline()))?;
     let mut pending = Pending(Vec::new());
@@ -668,7 +717,7 @@ pub fn restore(
     name: &str,
     out: &Outputs,
 ) -> Result<std::result::Result<Vec<PathBuf>, String>> {
-    check_paths(&out.paths)?;
+    check_paths_in(c, &out.paths)?;
     let store = store_dir(c);
     let until = c.lock_deadline();
     let _gc = gc_lock(&store, Lock::Shared(until))?;

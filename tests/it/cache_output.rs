@@ -731,6 +731,79 @@ fn an_output_that_holds_the_cache_dir_or_lies_inside_it_is_refused() {
     assert_exact_with_store(&w, "the cache is whole");
 }
 
+/// Unmounts (lazily) every mount under `root` when dropped, wherever a
+/// restore moved it.
+struct Mounts(PathBuf);
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        let Ok(text) = fs::read_to_string("/proc/self/mounts") else {
+            return;
+        };
+        let root = self.0.to_string_lossy().into_owned();
+        for at in text.lines().filter_map(|l| l.split(' ').nth(1)) {
+            if at.starts_with(&root) {
+                let _ = Command::new("umount").args(["-l", at]).status();
+            }
+        }
+    }
+}
+
+/// A mount inside the tree a restore replaces (a bind mount of the user's
+/// data into `out/mnt`) is another file system's files, not the tree's:
+/// removing the replaced tree never enters it (it emptied the bind mount's
+/// source and made it 0700). The replaced tree is then left behind, named on
+/// stderr, with the mount in it.
+#[test]
+fn removing_a_replaced_tree_never_enters_a_mount_inside_it() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("not root: the mount-inside-a-tree test needs a bind mount");
+        return;
+    }
+    let w = World::new();
+    let _guard = Mounts(w.path().to_path_buf());
+    let precious = w.path().join("precious");
+    fs::create_dir_all(precious.join("sub")).unwrap();
+    fs::write(precious.join("data"), "keep").unwrap();
+    fs::write(precious.join("sub/more"), "keep too").unwrap();
+    fs::set_permissions(&precious, fs::Permissions::from_mode(0o751)).unwrap();
+    let script = "echo run >> runs; mkdir -p out; echo new > out/f";
+    ok(&mut run(&w, &["--output", "out"], script));
+    fs::create_dir(w.path().join("out/mnt")).unwrap();
+    let o = Command::new("mount")
+        .arg("--bind")
+        .arg(&precious)
+        .arg(w.path().join("out/mnt"))
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        skip(&format!("cannot bind-mount: {}", stderr_of(&o).trim()));
+        return;
+    }
+    let o = run(&w, &["--output", "out"], script).output().unwrap();
+    let err = stderr_of(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(runs(&w), 1, "a hit");
+    assert_eq!(fs::read_to_string(w.path().join("out/f")).unwrap(), "new\n");
+    assert!(
+        !w.path().join("out/mnt").exists(),
+        "the new tree is in place"
+    );
+    assert_eq!(fs::read_to_string(precious.join("data")).unwrap(), "keep");
+    assert_eq!(
+        fs::read_to_string(precious.join("sub/more")).unwrap(),
+        "keep too"
+    );
+    assert_eq!(
+        fs::symlink_metadata(&precious).unwrap().mode() & 0o7777,
+        0o751,
+        "the mount's root is not chmodded"
+    );
+    assert!(err.contains("left behind"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
 /// 2,000 files in 50 directories: above the size from which a restore
 /// makes files on a pool of threads.
 const WIDE: &str = "echo run >> runs; for d in $(seq 1 50); do mkdir -p out/d$d; \

@@ -1400,9 +1400,15 @@ fn swap_in(tmp: &Path, path: &Path) -> Result<bool> {
     }
 }
 
-/// Removes a file or a whole tree (never following a symlink), making
-/// read-only directories writable first where needed. Best effort;
-/// whether nothing is left at `p`.
+/// Removes a file or a whole tree (never following a symlink, never
+/// entering another mount), making read-only directories writable first
+/// where needed. Best effort; whether nothing is left at `p`.
+///
+/// A directory that is a mount point (a bind mount of the user's data into
+/// the tree a restore replaced) holds another file system's files, not the
+/// tree's: it is left, with the directories above it, so the tree is left
+/// behind. `std::fs::remove_dir_all` would empty it, and the chmod a
+/// read-only tree needs would change it.
 fn remove_tree(p: &Path) -> bool {
     let Ok(m) = fs::symlink_metadata(p) else {
         return true;
@@ -1410,19 +1416,62 @@ fn remove_tree(p: &Path) -> bool {
     if !m.is_dir() {
         return fs::remove_file(p).is_ok();
     }
-    if fs::remove_dir_all(p).is_ok() {
-        return true;
+    if is_mount_point(p, m.dev(), None) {
+        return false;
     }
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        if fs::symlink_metadata(&d).is_ok_and(|m| m.is_dir()) {
-            let _ = fs::set_permissions(&d, fs::Permissions::from_mode(0o700));
-            if let Ok(rd) = fs::read_dir(&d) {
-                stack.extend(rd.flatten().map(|e| e.path()));
+    empty_dir(p, m.mode(), m.dev()) && fs::remove_dir(p).is_ok()
+}
+
+/// Removes what directory `d` (mode `mode`, on device `dev`) holds, as
+/// [`remove_tree`]; whether it is empty now.
+fn empty_dir(d: &Path, mode: u32, dev: u64) -> bool {
+    if mode & 0o700 != 0o700 {
+        let _ = fs::set_permissions(d, fs::Permissions::from_mode(0o700));
+    }
+    let Ok(rd) = fs::read_dir(d) else {
+        return false;
+    };
+    let mut whole = true;
+    for de in rd {
+        let Ok(de) = de else {
+            whole = false;
+            continue;
+        };
+        let path = de.path();
+        // The entry's type without a stat (d_type): only directories are
+        // looked at more closely.
+        if !de.file_type().is_ok_and(|t| t.is_dir()) {
+            whole &= fs::remove_file(&path).is_ok()
+                || fs::symlink_metadata(&path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
+            continue;
+        }
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                whole &= !is_mount_point(&path, m.dev(), Some(dev))
+                    && empty_dir(&path, m.mode(), dev)
+                    && fs::remove_dir(&path).is_ok();
             }
+            Ok(_) => whole &= fs::remove_file(&path).is_ok(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(_) => whole = false,
         }
     }
-    fs::remove_dir_all(p).is_ok()
+    whole
+}
+
+/// Whether directory `p` (on device `dev`) is the root of a mount: on
+/// another device than `parent_dev`, or so marked by `statx`
+/// (`STATX_ATTR_MOUNT_ROOT`, Linux 5.8: a bind mount of the same file
+/// system has the same device).
+fn is_mount_point(p: &Path, dev: u64, parent_dev: Option<u64>) -> bool {
+    use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags};
+    if parent_dev.is_some_and(|d| d != dev) {
+        return true;
+    }
+    rustix::fs::statx(CWD, p, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::empty()).is_ok_and(|x| {
+        let root = StatxAttributes::MOUNT_ROOT;
+        x.stx_attributes_mask.contains(root) && x.stx_attributes.contains(root)
+    })
 }
 
 /// Removes trees a killed restore left beside its path: its pid is gone, or

@@ -591,10 +591,12 @@ fn put_blob(
     pending.0.push(blob);
     clone_or_copy(&src, &t, len, &AtomicBool::new(true))
         .map_err(|e| Error::io("cannot write", &tmp, e))?;
-    drop(t);
-    let mut copy = fsutil::open_read(&tmp).map_err(|e| Error::io("cannot open", &tmp, e))?;
+    // Read back through the same descriptor (the temp is open for reading
+    // too; the copy moved no file position): the bytes the blob will hold.
     let mut h = blake3::Hasher::new();
-    let copied = io::copy(&mut copy, &mut h).map_err(|e| Error::io("cannot read", &tmp, e))?;
+    let copied = io::copy(&mut io::Read::take(&t, len + 1), &mut h)
+        .map_err(|e| Error::io("cannot read", &tmp, e))?;
+    drop(t);
     if copied != len || h.finalize() != hash {
         return Err(Error::General(format!(
             "{}: changed while it was stored",

@@ -601,6 +601,209 @@ fn a_blob_damaged_by_hand_is_stored_again_and_the_next_call_is_a_hit() {
     assert_eq!(fs::read(w.path().join("out/f")).unwrap(), b"hello-blob");
 }
 
+/// Every blob in the store holds the content its name says (BLAKE3 hex,
+/// `x` for an executable file): the store is content-addressed, so a blob
+/// under another content's name is restored by every entry that names that
+/// content.
+fn assert_blobs_hold_their_names(w: &World, what: &str) {
+    for b in blobs(&w.cache()) {
+        let fan = b.parent().unwrap().file_name().unwrap().to_str().unwrap();
+        let name = format!("{fan}{}", b.file_name().unwrap().to_str().unwrap());
+        let m = fs::symlink_metadata(&b).unwrap();
+        let mut want = blake3::hash(&fs::read(&b).unwrap()).to_hex().to_string();
+        if m.mode() & 0o111 != 0 {
+            want.push('x');
+        }
+        assert_eq!(
+            name,
+            want,
+            "{what}: blob {} holds other content",
+            b.display()
+        );
+    }
+}
+
+/// A process the command left behind that still writes an output while the
+/// run is stored: the store hashes the file, then copies it into a new blob,
+/// so without a check the blob holds the bytes of the copy under the name
+/// of the bytes hashed, and every later entry with the hashed content (an
+/// honest run) would restore the other bytes. Either the stored blob is what
+/// its name says, or the run is not cached (one line).
+#[test]
+fn a_file_still_being_written_while_stored_never_puts_other_bytes_under_its_name() {
+    let w = World::new();
+    // 32 MiB, its first 12 bytes rewritten with a counter until `stop`
+    // exists: hashing and copying it span many rewrites.
+    let script = "echo run >> runs; mkdir out; head -c 33554432 /dev/zero > out/f; \
+        (i=0; while [ ! -e stop ]; do i=$((i+1)); \
+        printf %012d $i | dd of=out/f conv=notrunc status=none; \
+        [ $i = 3 ] && : > ready; done; : > stopped) </dev/null >/dev/null 2>&1 & \
+        until [ -e ready ]; do sleep 0.01; done; echo built";
+    let o = run(&w, &["--output", "out"], script).output().unwrap();
+    fs::write(w.path().join("stop"), "").unwrap();
+    until("the writer stops", || w.path().join("stopped").exists());
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "built\n");
+    let err = stderr_of(&o);
+    assert!(
+        err.is_empty() || err.contains("out/f: changed while it was stored"),
+        "{err}"
+    );
+    assert_blobs_hold_their_names(&w, "after the store");
+    assert_exact_with_store(&w, "after the store");
+}
+
+/// Bytes a file takes on disk (its allocated blocks).
+fn allocated(p: &Path) -> u64 {
+    fs::symlink_metadata(p).unwrap().blocks() * 512
+}
+
+/// A sparse file (a 64 MiB hole with a few bytes of data) keeps its holes:
+/// its blob and its restored copy take about the blocks the original takes,
+/// not 64 MiB each, and read back the same bytes.
+#[test]
+fn a_sparse_file_is_stored_and_restored_with_its_holes() {
+    let w = World::new();
+    let script = "echo run >> runs; mkdir out; truncate -s 64M out/sparse; \
+        printf middle | dd of=out/sparse bs=1 seek=30000000 conv=notrunc status=none; \
+        printf end | dd of=out/sparse bs=1 seek=67108861 conv=notrunc status=none";
+    ok(&mut run(&w, &["--output", "out"], script));
+    let orig = w.path().join("out/sparse");
+    let want = fs::read(&orig).unwrap();
+    assert_eq!(want.len(), 64 << 20);
+    let small = allocated(&orig) + (1 << 20);
+    let blob = blobs(&w.cache())
+        .into_iter()
+        .find(|b| fs::symlink_metadata(b).unwrap().len() == 64 << 20)
+        .unwrap();
+    assert!(
+        allocated(&blob) <= small,
+        "the blob takes {} bytes on disk",
+        allocated(&blob)
+    );
+    assert_blobs_hold_their_names(&w, "after the store");
+    fs::remove_dir_all(w.path().join("out")).unwrap();
+    ok(&mut run(&w, &["--output", "out"], script));
+    assert_eq!(runs(&w), 1, "a hit");
+    assert!(
+        allocated(&orig) <= small,
+        "the restored file takes {} bytes on disk",
+        allocated(&orig)
+    );
+    assert!(fs::read(&orig).unwrap() == want, "the same bytes");
+    assert_exact_with_store(&w, "after the restore");
+}
+
+/// An output that holds the cache dir (`cd ~; cache-run --output .cache`
+/// with the default `~/.cache/ffkit`), or lies inside it, is refused before
+/// anything runs: a store would walk the cache's own files and a hit would
+/// swap the whole cache out and remove it, every other entry with it. The
+/// cache dir is compared by its real path (here also named through a
+/// symlink).
+#[test]
+fn an_output_that_holds_the_cache_dir_or_lies_inside_it_is_refused() {
+    let w = World::new();
+    fs::create_dir(w.path().join("out")).unwrap();
+    symlink("out", w.path().join("via")).unwrap();
+    let script = "echo run >> runs; mkdir -p out; echo v > out/f";
+    // Another entry, to see that the cache stays whole.
+    ok(&mut run(&w, &[], "echo other"));
+    for (cache, output) in [
+        (w.cache(), "cache"),
+        (w.cache(), "cache/.store"),
+        (w.path().join("out/ffcache"), "out"),
+        (w.path().join("via/ffcache"), "out"),
+    ] {
+        let o = run(&w, &["--output", output], script)
+            .env("FFKIT_CACHE_DIR", &cache)
+            .output()
+            .unwrap();
+        let err = stderr_of(&o);
+        assert_eq!(o.status.code(), Some(2), "--output {output}: {err}");
+        assert!(err.contains("the cache dir"), "--output {output}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            !w.path().join("runs").exists(),
+            "--output {output}: nothing ran"
+        );
+    }
+    assert_eq!(ok(&mut run(&w, &[], "echo other")), "other\n");
+    assert_exact_with_store(&w, "the cache is whole");
+}
+
+/// Unmounts (lazily) every mount under `root` when dropped, wherever a
+/// restore moved it.
+struct Mounts(PathBuf);
+
+impl Drop for Mounts {
+    fn drop(&mut self) {
+        let Ok(text) = fs::read_to_string("/proc/self/mounts") else {
+            return;
+        };
+        let root = self.0.to_string_lossy().into_owned();
+        for at in text.lines().filter_map(|l| l.split(' ').nth(1)) {
+            if at.starts_with(&root) {
+                let _ = Command::new("umount").args(["-l", at]).status();
+            }
+        }
+    }
+}
+
+/// A mount inside the tree a restore replaces (a bind mount of the user's
+/// data into `out/mnt`) is another file system's files, not the tree's:
+/// removing the replaced tree never enters it (it emptied the bind mount's
+/// source and made it 0700). The replaced tree is then left behind, named on
+/// stderr, with the mount in it.
+#[test]
+fn removing_a_replaced_tree_never_enters_a_mount_inside_it() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("not root: the mount-inside-a-tree test needs a bind mount");
+        return;
+    }
+    let w = World::new();
+    let _guard = Mounts(w.path().to_path_buf());
+    let precious = w.path().join("precious");
+    fs::create_dir_all(precious.join("sub")).unwrap();
+    fs::write(precious.join("data"), "keep").unwrap();
+    fs::write(precious.join("sub/more"), "keep too").unwrap();
+    fs::set_permissions(&precious, fs::Permissions::from_mode(0o751)).unwrap();
+    let script = "echo run >> runs; mkdir -p out; echo new > out/f";
+    ok(&mut run(&w, &["--output", "out"], script));
+    fs::create_dir(w.path().join("out/mnt")).unwrap();
+    let o = Command::new("mount")
+        .arg("--bind")
+        .arg(&precious)
+        .arg(w.path().join("out/mnt"))
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        skip(&format!("cannot bind-mount: {}", stderr_of(&o).trim()));
+        return;
+    }
+    let o = run(&w, &["--output", "out"], script).output().unwrap();
+    let err = stderr_of(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(runs(&w), 1, "a hit");
+    assert_eq!(fs::read_to_string(w.path().join("out/f")).unwrap(), "new\n");
+    assert!(
+        !w.path().join("out/mnt").exists(),
+        "the new tree is in place"
+    );
+    assert_eq!(fs::read_to_string(precious.join("data")).unwrap(), "keep");
+    assert_eq!(
+        fs::read_to_string(precious.join("sub/more")).unwrap(),
+        "keep too"
+    );
+    assert_eq!(
+        fs::symlink_metadata(&precious).unwrap().mode() & 0o7777,
+        0o751,
+        "the mount's root is not chmodded"
+    );
+    assert!(err.contains("left behind"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
 /// 2,000 files in 50 directories: above the size from which a restore
 /// makes files on a pool of threads.
 const WIDE: &str = "echo run >> runs; for d in $(seq 1 50); do mkdir -p out/d$d; \

@@ -304,11 +304,20 @@ pub fn temp_path(dir: &Path) -> PathBuf {
     dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()))
 }
 
-/// Creates a new exclusive temp file in `dir` (O_EXCL, O_NOFOLLOW, 0600).
+/// Creates a new exclusive temp file in `dir` (O_EXCL, O_NOFOLLOW, 0600),
+/// open for reading too: a caller may check what it wrote (a new output
+/// blob is hashed again from its copy) without a second open.
 pub fn create_temp(dir: &Path) -> Result<(PathBuf, File)> {
     loop {
         let path = temp_path(dir);
-        match create_new(&path) {
+        let made = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path);
+        match made {
             Ok(f) => return Ok((path, f)),
             // A stale temp of an earlier process with our pid: pick the next name.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,

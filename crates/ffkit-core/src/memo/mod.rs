@@ -452,7 +452,10 @@ impl<'a> Memo<'a> {
                     "--output needs the local backend (FFKIT_BACKEND=local): outputs are not stored on Redis".into(),
                 ));
             }
-            output::check_paths(&self.outputs.paths)?;
+            match &self.store {
+                Store::Local(c) => output::check_paths_in(c, &self.outputs.paths)?,
+                _ => output::check_paths(&self.outputs.paths)?,
+            }
         }
         if !req.force {
             let found = match self.lookup(true, &merged) {

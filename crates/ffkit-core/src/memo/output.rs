@@ -136,6 +136,55 @@ pub fn check_paths(paths: &[PathBuf]) -> Result<()> {
     Ok(())
 }
 
+/// [`check_paths`], and no path holds the cache dir `c` or lies inside it:
+/// a restore swaps a path's tree out and removes it (`cd ~; cache-run
+/// --output .cache` would remove the whole cache, every entry with it), and
+/// a store would walk the cache's own files, its temp blobs included. By
+/// real paths: the working directory's (as `getcwd` gives it) joined with
+/// the path, whose directories are no symlinks, against the cache dir's
+/// with its symlinks resolved. [`Error::Validation`] (exit 2) otherwise.
+pub fn check_paths_in(c: &Cache, paths: &[PathBuf]) -> Result<()> {
+    check_paths(paths)?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::io("cannot read the working directory", Path::new("."), e))?;
+    let cache = real_path(&cwd.join(c.dir()));
+    for p in paths {
+        let at = cwd.join(normal(p));
+        let how = if cache.starts_with(&at) {
+            "holds"
+        } else if at.starts_with(&cache) {
+            "is inside"
+        } else {
+            continue;
+        };
+        return Err(Error::Validation(format!(
+            "--output {}: {how} the cache dir {}",
+            p.display(),
+            c.dir().display()
+        )));
+    }
+    Ok(())
+}
+
+/// The absolute `p` with its symlinks resolved as far as it exists (the
+/// rest as named: a cache dir not made yet).
+fn real_path(p: &Path) -> PathBuf {
+    let mut rest = Vec::new();
+    let mut at = p;
+    loop {
+        if let Ok(r) = fs::canonicalize(at) {
+            return rest.iter().rev().fold(r, |acc, name| acc.join(name));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name);
+                at = parent;
+            }
+            _ => return p.to_path_buf(),
+        }
+    }
+}
+
 /// The path without `.` components.
 fn normal(p: &Path) -> PathBuf {
     p.components()
@@ -323,7 +372,7 @@ impl Drop for Pending {
 /// not cached): a FIFO, socket or device in a tree, a name that is not
 /// UTF-8, a path missing, an I/O error.
 pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
-    check_paths(paths)?;
+    check_paths_in(c, paths)?;
     let store = store_dir(c);
     let gc = gc_lock(&store, Lock::Shared(c.lock_deadline()))?;
     let mut pending = Pending(Vec::new());
@@ -465,10 +514,12 @@ fn walk(
                     if m.nlink() > 1 {
                         inodes.insert(id, nodes.len());
                     }
-                    let blob = put_blob(&path, m.mode(), store, pending, names)?;
+                    // The size is the bytes hashed, not the stat's: a
+                    // file that changed in between is still one record.
+                    let (blob, size) = put_blob(&path, m.mode(), store, pending, names)?;
                     Kind::File {
                         mode: m.mode() & 0o7777,
-                        size: m.len(),
+                        size,
                         blob,
                     }
                 }
@@ -498,14 +549,19 @@ fn walk(
 }
 
 /// Hashes a regular file and, if the store lacks its blob, copies it to a
-/// temp file there (a clone where the file system can). Returns the name.
+/// temp file there (a clone where the file system can). Returns the name
+/// and the bytes hashed. A new blob is hashed again from its temp file: a
+/// file that changed between the hash and the copy (a process the command
+/// left behind still writing it) is refused, never stored under the name
+/// of bytes it no longer holds (every entry naming that content would
+/// restore the copy's bytes).
 fn put_blob(
     path: &Path,
     mode: u32,
     store: &Path,
     pending: &mut Pending,
     names: &mut HashSet<String>,
-) -> Result<String> {
+) -> Result<(String, u64)> {
     let open = || {
         fs::OpenOptions::new()
             .read(true)
@@ -516,13 +572,14 @@ fn put_blob(
     let mut f = open()?;
     let mut h = blake3::Hasher::new();
     let len = io::copy(&mut f, &mut h).map_err(|e| Error::io("cannot read", path, e))?;
-    let mut name = h.finalize().to_hex().to_string();
+    let hash = h.finalize();
+    let mut name = hash.to_hex().to_string();
     let exec = mode & 0o111 != 0;
     if exec {
         name.push('x');
     }
     if names.contains(&name) || blob_exists(store, &name, len) {
-        return Ok(name);
+        return Ok((name, len));
     }
     let (tmp, t) = fsutil::create_temp(store)?;
     let src = open()?;
@@ -534,9 +591,21 @@ fn put_blob(
     pending.0.push(blob);
     clone_or_copy(&src, &t, len, &AtomicBool::new(true))
         .map_err(|e| Error::io("cannot write", &tmp, e))?;
+    // Read back through the same descriptor (the temp is open for reading
+    // too; the copy moved no file position): the bytes the blob will hold.
+    let mut h = blake3::Hasher::new();
+    let copied = io::copy(&mut io::Read::take(&t, len + 1), &mut h)
+        .map_err(|e| Error::io("cannot read", &tmp, e))?;
+    drop(t);
+    if copied != len || h.finalize() != hash {
+        return Err(Error::General(format!(
+            "{}: changed while it was stored",
+            path.display()
+        )));
+    }
     set_mode(&tmp, if exec { 0o555 } else { 0o444 })?;
     names.insert(name.clone());
-    Ok(name)
+    Ok((name, len))
 }
 
 /// Copies the `len` bytes of `src` (at offset 0) into the empty `dst`:
@@ -544,8 +613,12 @@ fn put_blob(
 /// else `copy_file_range` (itself a clone or an in-kernel copy). `clones`
 /// starts true and turns false at the first refusal (shared by a
 /// restore's threads), so a tree on a file system without clones pays one
-/// failed ioctl, not one per file.
+/// failed ioctl, not one per file. A copy keeps the holes of a sparse file
+/// (`SEEK_DATA`/`SEEK_HOLE`): `copy_file_range` writes a hole's zeros on
+/// most file systems (ext4), so a 1 GiB file of a few blocks would take
+/// 1 GiB in the store and again in every restored tree.
 fn clone_or_copy(src: &File, dst: &File, len: u64, clones: &AtomicBool) -> io::Result<()> {
+    use rustix::fs::SeekFrom;
     if clones.load(Ordering::Relaxed) {
         match rustix::fs::ioctl_ficlone(dst, src) {
             Ok(()) => return Ok(()),
@@ -553,33 +626,84 @@ fn clone_or_copy(src: &File, dst: &File, len: u64, clones: &AtomicBool) -> io::R
             Err(_) => clones.store(false, Ordering::Relaxed),
         }
     }
-    let mut left = len;
-    while left > 0 {
-        let chunk = usize::try_from(left).unwrap_or(usize::MAX).min(1 << 30);
-        match rustix::fs::copy_file_range(src, None, dst, None, chunk) {
-            Ok(0) => break,
-            Ok(n) => left -= n as u64,
+    // The first hole: at `len` or beyond (the end of the file is one) for
+    // a file without holes, the common case, copied in one range. A file
+    // system that cannot tell (EINVAL) has none.
+    let hole = match rustix::fs::seek(src, SeekFrom::Hole(0)) {
+        Ok(h) => h,
+        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NXIO) => len,
+        Err(e) => return Err(e.into()),
+    };
+    if hole >= len {
+        return copy_range(src, dst, 0, len);
+    }
+    // Holes, or a file shorter than its record (its end is a hole too).
+    if src.metadata()?.len() < len {
+        return Err(shorter());
+    }
+    let mut pos = 0;
+    while pos < len {
+        let data = match rustix::fs::seek(src, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            // Only a hole is left.
+            Err(rustix::io::Errno::NXIO) => len,
+            Err(e) => return Err(e.into()),
+        };
+        if data >= len {
+            break;
+        }
+        let end = rustix::fs::seek(src, SeekFrom::Hole(data))?.min(len);
+        copy_range(src, dst, data, end - data)?;
+        pos = end;
+    }
+    // A hole at the end: the length without blocks.
+    dst.set_len(len)
+}
+
+/// The blob shrank under us: the caller checked its size, so this is
+/// damage, not a short file to pass as good.
+fn shorter() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        "the blob is shorter than its record",
+    )
+}
+
+/// Copies bytes `start..start + n` of `src` to the same offsets of `dst`
+/// (`copy_file_range` at explicit offsets; neither file's position moves).
+fn copy_range(src: &File, dst: &File, start: u64, n: u64) -> io::Result<()> {
+    let end = start + n;
+    let (mut at_in, mut at_out) = (start, start);
+    while at_in < end {
+        let chunk = usize::try_from(end - at_in)
+            .unwrap_or(usize::MAX)
+            .min(1 << 30);
+        match rustix::fs::copy_file_range(src, Some(&mut at_in), dst, Some(&mut at_out), chunk) {
+            Ok(0) => return Err(shorter()),
+            Ok(_) => {}
             Err(rustix::io::Errno::INTR) => {}
             // No in-kernel copy here (an old kernel, across file systems
             // on some): read and write.
             Err(rustix::io::Errno::XDEV | rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL) => {
-                let mut s = src;
-                let mut d = dst;
-                std::io::Seek::seek(&mut s, io::SeekFrom::Start(len - left))?;
-                std::io::Seek::seek(&mut d, io::SeekFrom::Start(len - left))?;
-                io::copy(&mut s, &mut d)?;
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; 128 * 1024];
+                while at_in < end {
+                    let want = usize::try_from(end - at_in)
+                        .unwrap_or(usize::MAX)
+                        .min(buf.len());
+                    let got = match src.read_at(&mut buf[..want], at_in) {
+                        Ok(0) => return Err(shorter()),
+                        Ok(got) => got,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    dst.write_all_at(&buf[..got], at_in)?;
+                    at_in += got as u64;
+                }
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
         }
-    }
-    if left > 0 {
-        // The blob shrank under us: the caller checked its size, so this is
-        // damage, not a short file to pass as good.
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "the blob is shorter than its record",
-        ));
     }
     Ok(())
 }
@@ -595,7 +719,7 @@ pub fn restore(
     name: &str,
     out: &Outputs,
 ) -> Result<std::result::Result<Vec<PathBuf>, String>> {
-    check_paths(&out.paths)?;
+    check_paths_in(c, &out.paths)?;
     let store = store_dir(c);
     let until = c.lock_deadline();
     let _gc = gc_lock(&store, Lock::Shared(until))?;
@@ -1278,9 +1402,15 @@ fn swap_in(tmp: &Path, path: &Path) -> Result<bool> {
     }
 }
 
-/// Removes a file or a whole tree (never following a symlink), making
-/// read-only directories writable first where needed. Best effort;
-/// whether nothing is left at `p`.
+/// Removes a file or a whole tree (never following a symlink, never
+/// entering another mount), making read-only directories writable first
+/// where needed. Best effort; whether nothing is left at `p`.
+///
+/// A directory that is a mount point (a bind mount of the user's data into
+/// the tree a restore replaced) holds another file system's files, not the
+/// tree's: it is left, with the directories above it, so the tree is left
+/// behind. `std::fs::remove_dir_all` would empty it, and the chmod a
+/// read-only tree needs would change it.
 fn remove_tree(p: &Path) -> bool {
     let Ok(m) = fs::symlink_metadata(p) else {
         return true;
@@ -1288,19 +1418,62 @@ fn remove_tree(p: &Path) -> bool {
     if !m.is_dir() {
         return fs::remove_file(p).is_ok();
     }
-    if fs::remove_dir_all(p).is_ok() {
-        return true;
+    if is_mount_point(p, m.dev(), None) {
+        return false;
     }
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        if fs::symlink_metadata(&d).is_ok_and(|m| m.is_dir()) {
-            let _ = fs::set_permissions(&d, fs::Permissions::from_mode(0o700));
-            if let Ok(rd) = fs::read_dir(&d) {
-                stack.extend(rd.flatten().map(|e| e.path()));
+    empty_dir(p, m.mode(), m.dev()) && fs::remove_dir(p).is_ok()
+}
+
+/// Removes what directory `d` (mode `mode`, on device `dev`) holds, as
+/// [`remove_tree`]; whether it is empty now.
+fn empty_dir(d: &Path, mode: u32, dev: u64) -> bool {
+    if mode & 0o700 != 0o700 {
+        let _ = fs::set_permissions(d, fs::Permissions::from_mode(0o700));
+    }
+    let Ok(rd) = fs::read_dir(d) else {
+        return false;
+    };
+    let mut whole = true;
+    for de in rd {
+        let Ok(de) = de else {
+            whole = false;
+            continue;
+        };
+        let path = de.path();
+        // The entry's type without a stat (d_type): only directories are
+        // looked at more closely.
+        if !de.file_type().is_ok_and(|t| t.is_dir()) {
+            whole &= fs::remove_file(&path).is_ok()
+                || fs::symlink_metadata(&path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
+            continue;
+        }
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                whole &= !is_mount_point(&path, m.dev(), Some(dev))
+                    && empty_dir(&path, m.mode(), dev)
+                    && fs::remove_dir(&path).is_ok();
             }
+            Ok(_) => whole &= fs::remove_file(&path).is_ok(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(_) => whole = false,
         }
     }
-    fs::remove_dir_all(p).is_ok()
+    whole
+}
+
+/// Whether directory `p` (on device `dev`) is the root of a mount: on
+/// another device than `parent_dev`, or so marked by `statx`
+/// (`STATX_ATTR_MOUNT_ROOT`, Linux 5.8: a bind mount of the same file
+/// system has the same device).
+fn is_mount_point(p: &Path, dev: u64, parent_dev: Option<u64>) -> bool {
+    use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags};
+    if parent_dev.is_some_and(|d| d != dev) {
+        return true;
+    }
+    rustix::fs::statx(CWD, p, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::empty()).is_ok_and(|x| {
+        let root = StatxAttributes::MOUNT_ROOT;
+        x.stx_attributes_mask.contains(root) && x.stx_attributes.contains(root)
+    })
 }
 
 /// Removes trees a killed restore left beside its path: its pid is gone, or

@@ -1419,6 +1419,14 @@ fn redis_url_parts_the_connection_would_not_use_exit_12() {
         format!("{}#insecure", s.url()),
         format!("{}?database=3", s.unix_url()),
         format!("{}?password=s3cret", s.unix_url()),
+        // A password alone holding `#` or `?`: the URL's host would be the
+        // text before it (looked up in DNS), the rest a fragment or query.
+        s.url().replacen("redis://", "redis://x.invalid#s3cret@", 1),
+        s.url().replacen("redis://", "redis://x.invalid?s3cret@", 1),
+        s.url()
+            .replacen("redis://", "redis://u:x.invalid#s3cret@", 1),
+        s.url()
+            .replacen("redis://", "redis+cluster://x.invalid#s3cret@", 1),
     ] {
         for (applet, args) in [
             ("cache-write", &["k", "v"][..]),

@@ -1553,3 +1553,31 @@ fn redis_cache_drop_with_a_counter_at_zero_is_clamped_not_refused() {
     assert!(scan(&s, &format!("{NS}v:*")).is_empty());
     assert_eq!(counters(&s), (0, 0));
 }
+
+/// An empty value as the first entry of a namespace (cache-write and
+/// cache-batch) leaves both counters: the total was not created (a size of
+/// 0 added nothing), and every later script saw `total: missing while the
+/// namespace holds entries` (exit 10) until `cache-size --verify --fix`.
+#[test]
+fn redis_cache_an_empty_first_value_leaves_the_namespace_sound() {
+    for applet in ["cache-write", "cache-batch"] {
+        let Some(s) = Server::start() else { return };
+        let w = World::new();
+        let mut c = ff(&w, &s, applet);
+        let o = if applet == "cache-batch" {
+            run_with_stdin(&mut c, b"e:\n")
+        } else {
+            c.args(["e", ""]).output().unwrap()
+        };
+        assert!(o.status.success(), "{applet}: {}", stderr_of(&o));
+        let o = ff(&w, &s, "cache-read").arg("e").output().unwrap();
+        assert!(o.status.success(), "{applet}: {}", stderr_of(&o));
+        assert_eq!(o.stdout, b"", "{applet}");
+        ff(&w, &s, "cache-write")
+            .args(["f", "xy"])
+            .assert()
+            .success();
+        assert_eq!(counters(&s), (2, 2), "{applet}");
+        ff(&w, &s, "cache-size").arg("--verify").assert().success();
+    }
+}

@@ -189,6 +189,9 @@ fn parse_cluster(url: &str) -> std::result::Result<Target, String> {
         Some((c, r)) => (Some(c), r),
         None => (None, rest),
     };
+    if cred.is_some_and(|c| c.contains(['/', '?', '#'])) {
+        return Err(bad(HOST_ENDS));
+    }
     if rest.contains(['?', '#']) {
         return Err(bad("a cluster URL takes no query"));
     }
@@ -243,6 +246,11 @@ fn parse_cluster(url: &str) -> std::result::Result<Target, String> {
     })
 }
 
+/// Why a URL with `/`, `?` or `#` before its last `@` is refused.
+#[cfg(feature = "redis")]
+const HOST_ENDS: &str = "a '/', '?' or '#' before the '@' ends the host part of a URL (a \
+     password holding one is written %2F, %3F or %23)";
+
 /// Refuses the parts of a one-server URL that the connection would not
 /// use, rather than connecting without them: a query parameter other than
 /// `db`, `user` and `pass` of a `unix://` URL (the only ones it reads) and
@@ -262,6 +270,17 @@ fn unused_url_parts(url: &str) -> std::result::Result<(), String> {
     } else {
         rest.rsplit_once('@').map_or(rest, |(_, t)| t)
     };
+    // A URL parser ends the host part at the first `/`, `?` or `#`, so a
+    // password holding one (`redis://pa#ss@host`, redis-cli's password
+    // alone) is never read as written: the text before it became the host
+    // (its name looked up in DNS, a piece of the password sent out) and
+    // the rest a fragment, query or path. Refused, before any lookup.
+    if !unix
+        && let Some((cred, _)) = rest.rsplit_once('@')
+        && cred.contains(['/', '?', '#'])
+    {
+        return Err(HOST_ENDS.into());
+    }
     if tail.contains('#') {
         return Err(
             "a URL fragment ('#…') is not used: there is no insecure mode (a '#' in \

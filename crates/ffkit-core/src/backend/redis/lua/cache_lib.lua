@@ -230,8 +230,13 @@ local function add(key, n)
     if cur + n < 0 then n = -cur end
   end
   -- `-cur` of a counter at 0 is Lua's -0, which INCRBY refuses ("value
-  -- is not an integer"): there is nothing to add then.
+  -- is not an integer"): there is nothing to add then, but the counter
+  -- must exist afterwards (a literal 0 creates a missing one as "0"): the
+  -- first entry of a namespace may be an empty value, and a counter
+  -- missing while the namespace holds entries is damage that stops every
+  -- later script.
   if n == 0 then
+    redis.call('INCRBY', key, 0)
     return 0
   end
   redis.call('INCRBY', key, n)

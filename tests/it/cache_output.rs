@@ -653,6 +653,37 @@ fn a_file_still_being_written_while_stored_never_puts_other_bytes_under_its_name
     assert_exact_with_store(&w, "after the store");
 }
 
+/// A file still appended to while it is stored (a process the command left
+/// behind) is not cached as a truncated snapshot: the copy takes exactly the
+/// bytes hashed, so the read-back matched and the next call restored a
+/// shorter file without a word. The run is not cached, with one line.
+#[test]
+fn a_file_still_appended_to_while_stored_is_not_cached() {
+    let w = World::new();
+    // 32 MiB, then one byte appended at a time until `stop` exists.
+    let script = "echo run >> runs; mkdir out; head -c 33554432 /dev/zero > out/f; \
+        (i=0; while [ ! -e stop ]; do i=$((i+1)); printf x >> out/f; \
+        [ $i = 3 ] && : > ready; done; : > stopped) </dev/null >/dev/null 2>&1 & \
+        until [ -e ready ] || [ -e stop ]; do sleep 0.01; done; echo built";
+    let o = run(&w, &["--output", "out"], script).output().unwrap();
+    fs::write(w.path().join("stop"), "").unwrap();
+    until("the writer stops", || w.path().join("stopped").exists());
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert!(
+        stderr_of(&o).contains("out/f: changed while it was stored"),
+        "{}",
+        stderr_of(&o)
+    );
+    assert_exact_with_store(&w, "after the store");
+    // The same call again, `stop` now there (nothing appends): a run, so
+    // the first was not cached.
+    fs::remove_file(w.path().join("stopped")).unwrap();
+    fs::remove_dir_all(w.path().join("out")).unwrap();
+    let o = run(&w, &["--output", "out"], script).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(runs(&w), 2, "the first run was not cached");
+}
+
 /// Bytes a file takes on disk (its allocated blocks).
 fn allocated(p: &Path) -> u64 {
     fs::symlink_metadata(p).unwrap().blocks() * 512

@@ -573,6 +573,15 @@ fn put_blob(
     let mut h = blake3::Hasher::new();
     let len = io::copy(&mut f, &mut h).map_err(|e| Error::io("cannot read", path, e))?;
     let hash = h.finalize();
+    // A file still appended to (a process the command left behind) has
+    // grown past the bytes hashed: a copy of `len` bytes would match its
+    // hash and store a truncated snapshot silently. One fstat after the
+    // hash, and one after the copy, catch the growth.
+    let changed = || Error::General(format!("{}: changed while it was stored", path.display()));
+    let grown = |f: &File| f.metadata().map_or(true, |m| m.len() != len);
+    if grown(&f) {
+        return Err(changed());
+    }
     let mut name = hash.to_hex().to_string();
     let exec = mode & 0o111 != 0;
     if exec {
@@ -597,11 +606,8 @@ fn put_blob(
     let copied = io::copy(&mut io::Read::take(&t, len + 1), &mut h)
         .map_err(|e| Error::io("cannot read", &tmp, e))?;
     drop(t);
-    if copied != len || h.finalize() != hash {
-        return Err(Error::General(format!(
-            "{}: changed while it was stored",
-            path.display()
-        )));
+    if copied != len || h.finalize() != hash || grown(&src) {
+        return Err(changed());
     }
     set_mode(&tmp, if exec { 0o555 } else { 0o444 })?;
     names.insert(name.clone());

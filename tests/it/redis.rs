@@ -1419,6 +1419,9 @@ fn redis_url_parts_the_connection_would_not_use_exit_12() {
         format!("{}#insecure", s.url()),
         format!("{}?database=3", s.unix_url()),
         format!("{}?password=s3cret", s.unix_url()),
+        // One of two databases would be dropped; no database is negative.
+        format!("{}?db=2&db=3", s.unix_url()),
+        format!("{}/-1", s.url()),
         // A password alone holding `#` or `?`: the URL's host would be the
         // text before it (looked up in DNS), the rest a fragment or query.
         s.url().replacen("redis://", "redis://x.invalid#s3cret@", 1),

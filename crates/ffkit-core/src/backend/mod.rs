@@ -135,6 +135,13 @@ impl Target {
         {
             return Err(format!("'{}': no host", redact(url)));
         }
+        if info.redis_settings().db() < 0 {
+            return Err(format!(
+                "'{}': database {} is not a database number (0 or more)",
+                redact(url),
+                info.redis_settings().db()
+            ));
+        }
         // No `CLIENT SETINFO` after connecting: one round trip less per
         // call, and nothing ffkit needs.
         let settings = info.redis_settings().clone().set_skip_set_lib_name();
@@ -291,9 +298,15 @@ fn unused_url_parts(url: &str) -> std::result::Result<(), String> {
     let Some((_, query)) = tail.split_once('?') else {
         return Ok(());
     };
+    let mut seen: Vec<String> = Vec::new();
     for kv in query.split('&').filter(|kv| !kv.is_empty()) {
         let key = percent_decode(kv.split_once('=').map_or(kv, |(k, _)| k));
         if unix && matches!(key.as_str(), "db" | "user" | "pass") {
+            // `?db=2&db=3` would use one of them and drop the other.
+            if seen.contains(&key) {
+                return Err(format!("query parameter '{key}' is given twice"));
+            }
+            seen.push(key);
             continue;
         }
         return Err(if unix {

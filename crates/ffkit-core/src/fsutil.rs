@@ -304,20 +304,13 @@ pub fn temp_path(dir: &Path) -> PathBuf {
     dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()))
 }
 
-/// Creates a new exclusive temp file in `dir` (O_EXCL, O_NOFOLLOW, 0600),
-/// open for reading too: a caller may check what it wrote (a new output
-/// blob is hashed again from its copy) without a second open.
+/// Creates a new exclusive temp file in `dir` ([`create_new`]: O_EXCL,
+/// O_NOFOLLOW, 0600, open for reading too: a new output blob is hashed
+/// again from its copy).
 pub fn create_temp(dir: &Path) -> Result<(PathBuf, File)> {
     loop {
         let path = temp_path(dir);
-        let made = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path);
-        match made {
+        match create_new(&path) {
             Ok(f) => return Ok((path, f)),
             // A stale temp of an earlier process with our pid: pick the next name.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -532,9 +525,11 @@ pub fn rename_noreplace(from: &Path, dest: &Path) -> io::Result<()> {
     rustix::fs::renameat_with(CWD, from, CWD, dest, RenameFlags::NOREPLACE).map_err(io::Error::from)
 }
 
-/// Creates a new file at `path` (O_EXCL, O_NOFOLLOW, 0600) for writing.
+/// Creates a new file at `path` (O_EXCL, O_NOFOLLOW, 0600) for writing,
+/// and reading: a caller may check what it wrote without a second open.
 pub fn create_new(path: &Path) -> io::Result<File> {
     OpenOptions::new()
+        .read(true)
         .write(true)
         .create_new(true)
         .mode(FILE_MODE)

@@ -272,20 +272,16 @@ fn unused_url_parts(url: &str) -> std::result::Result<(), String> {
         return Ok(());
     };
     let unix = matches!(scheme, "unix" | "redis+unix");
-    let tail = if unix {
-        rest
-    } else {
-        rest.rsplit_once('@').map_or(rest, |(_, t)| t)
+    let (cred, tail) = match rest.rsplit_once('@') {
+        Some((cred, tail)) if !unix => (cred, tail),
+        _ => ("", rest),
     };
     // A URL parser ends the host part at the first `/`, `?` or `#`, so a
     // password holding one (`redis://pa#ss@host`, redis-cli's password
     // alone) is never read as written: the text before it became the host
     // (its name looked up in DNS, a piece of the password sent out) and
     // the rest a fragment, query or path. Refused, before any lookup.
-    if !unix
-        && let Some((cred, _)) = rest.rsplit_once('@')
-        && cred.contains(['/', '?', '#'])
-    {
+    if cred.contains(['/', '?', '#']) {
         return Err(HOST_ENDS.into());
     }
     if tail.contains('#') {

@@ -372,7 +372,7 @@ impl Drop for Pending {
 /// not cached): a FIFO, socket or device in a tree, a name that is not
 /// UTF-8, a path missing, an I/O error.
 pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
-    check_paths_in(c, paths)?;
+    check_paths(paths)?;
     let store = store_dir(c);
     let gc = gc_lock(&store, Lock::Shared(c.lock_deadline()))?;
     let mut pending = Pending(Vec::new());
@@ -562,14 +562,11 @@ fn put_blob(
     pending: &mut Pending,
     names: &mut HashSet<String>,
 ) -> Result<(String, u64)> {
-    let open = || {
-        fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(path)
-            .map_err(|e| Error::io("cannot open", path, e))
-    };
-    let mut f = open()?;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io("cannot open", path, e))?;
     let mut h = blake3::Hasher::new();
     let len = io::copy(&mut f, &mut h).map_err(|e| Error::io("cannot read", path, e))?;
     let hash = h.finalize();
@@ -591,14 +588,15 @@ fn put_blob(
         return Ok((name, len));
     }
     let (tmp, t) = fsutil::create_temp(store)?;
-    let src = open()?;
     let blob = NewBlob {
         tmp,
         name: name.clone(),
     };
     let tmp = blob.tmp.clone();
     pending.0.push(blob);
-    clone_or_copy(&src, &t, len, &AtomicBool::new(true))
+    // The hashed descriptor is the source: the clone and the copies take
+    // explicit offsets, so its position at the end does not matter.
+    clone_or_copy(&f, &t, len, &AtomicBool::new(true))
         .map_err(|e| Error::io("cannot write", &tmp, e))?;
     // Read back through the same descriptor (the temp is open for reading
     // too; the copy moved no file position): the bytes the blob will hold.
@@ -606,7 +604,7 @@ fn put_blob(
     let copied = io::copy(&mut io::Read::take(&t, len + 1), &mut h)
         .map_err(|e| Error::io("cannot read", &tmp, e))?;
     drop(t);
-    if copied != len || h.finalize() != hash || grown(&src) {
+    if copied != len || h.finalize() != hash || grown(&f) {
         return Err(changed());
     }
     set_mode(&tmp, if exec { 0o555 } else { 0o444 })?;
@@ -725,7 +723,7 @@ pub fn restore(
     name: &str,
     out: &Outputs,
 ) -> Result<std::result::Result<Vec<PathBuf>, String>> {
-    check_paths_in(c, &out.paths)?;
+    check_paths(&out.paths)?;
     let store = store_dir(c);
     let until = c.lock_deadline();
     let _gc = gc_lock(&store, Lock::Shared(until))?;

@@ -800,13 +800,6 @@ fn one_line(s: &str) -> String {
     }
 }
 
-/// The server's own work on one request, added to its deadline: a second
-/// per 64 MiB sent (a script storing a large value), and 50 µs per reply
-/// (a transaction's EXEC answers once every command in it has run: 200,000
-/// cache writes keep a server busy for seconds, silently). About what a
-/// write script costs a server on loopback (median 23 µs, mean 78 µs under
-/// load: docs/redis.md, "Timeouts and failures"); beyond it a batch
-/// spends its own timeout.
 /// The server's own time for a value of `bytes` sent back (a `GET` of a
 /// large value): what [`server_work`] allows for one sent, a second per
 /// 64 MiB, for [`Conn::cmd_waiting`].
@@ -814,8 +807,15 @@ pub(crate) fn value_work(bytes: u64) -> Duration {
     Duration::from_secs_f64(bytes as f64 / (64u64 << 20) as f64)
 }
 
+/// The server's own work on one request, added to its deadline: a second
+/// per 64 MiB sent (a script storing a large value), and 50 µs per reply
+/// (a transaction's EXEC answers once every command in it has run: 200,000
+/// cache writes keep a server busy for seconds, silently). About what a
+/// write script costs a server on loopback (median 23 µs, mean 78 µs under
+/// load: docs/redis.md, "Timeouts and failures"); beyond it a batch
+/// spends its own timeout.
 fn server_work(bytes: usize, replies: usize) -> Duration {
-    Duration::from_secs_f64(bytes as f64 / (64u64 << 20) as f64)
+    value_work(bytes as u64)
         + Duration::from_micros(50).saturating_mul(u32::try_from(replies).unwrap_or(u32::MAX))
 }
 

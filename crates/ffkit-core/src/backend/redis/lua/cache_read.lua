@@ -1,7 +1,7 @@
 -- Reads entry ARGV[2]: {1, value, created_at, now, hits} on a hit (and
--- refreshes its recency; {4, size, …} for a large value, below), {2, expires_at, created_at, now} when expired
--- (and drops it, adjusting the total), {3, now, kind, ...} when damaged
--- (below), {0} when missing.
+-- refreshes its recency; {4, size, …} for a large value, below),
+-- {2, expires_at, created_at, now} when expired (and drops it, adjusting
+-- the total), {3, now, kind, ...} when damaged (below), {0} when missing.
 -- ARGV: prefix, key, now (or ''), mode: '' (cache-read), 'hit' (cache-run
 -- replays it: count the replay in the metadata's `hits`, which a rewrite
 -- clears) or 'peek' (change nothing: no recency, no expiry, no count).

@@ -835,6 +835,94 @@ fn removing_a_replaced_tree_never_enters_a_mount_inside_it() {
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
+/// A mount point inside an output (a bind mount of the cache dir, of a part
+/// of it, or of a file), or the output itself as one, is refused at store
+/// like a FIFO: one line, the command's output and status pass, nothing
+/// stored. It walked into the bind-mounted cache and stored the cache's own
+/// files (`.lock`, `.size-index`, entries, blobs) as the tree; the hit then
+/// restored that copy and left the mount behind in the replaced tree.
+#[test]
+fn a_mount_point_inside_an_output_is_never_stored() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("not root: the mount-point test needs bind mounts");
+        return;
+    }
+    let w = World::new();
+    let _guard = Mounts(w.path().to_path_buf());
+    // An entry with outputs first: the cache has a store and entries.
+    ok(&mut run(
+        &w,
+        &["--output", "other"],
+        "mkdir -p other; echo o > other/f",
+    ));
+    let before = blobs(&w.cache());
+    let bind = |src: &Path, at: &Path| {
+        let o = Command::new("mount")
+            .arg("--bind")
+            .arg(src)
+            .arg(at)
+            .output()
+            .unwrap();
+        o.status.success().then_some(()).ok_or(stderr_of(&o))
+    };
+    fs::create_dir_all(w.path().join("sub/m")).unwrap();
+    fs::create_dir_all(w.path().join("s")).unwrap();
+    fs::write(w.path().join("data"), "user data").unwrap();
+    fs::write(w.path().join("sub/z"), "").unwrap();
+    for (src, at) in [
+        (w.cache(), "sub/m"),
+        (w.cache().join(".store"), "s"),
+        (w.path().join("data"), "sub/z"),
+    ] {
+        if let Err(e) = bind(&src, &w.path().join(at)) {
+            skip(&format!("cannot bind-mount: {}", e.trim()));
+            return;
+        }
+    }
+    // The cache's bind mount inside the tree, a part of the cache as the
+    // path itself, a file's bind mount inside the tree.
+    for (output, at) in [("sub", "sub/m"), ("s", "s"), ("sub/z", "sub/z")] {
+        let n = runs(&w);
+        for _ in 0..2 {
+            let o = run(
+                &w,
+                &["--output", output],
+                "echo run >> runs; echo ran; exit 0",
+            )
+            .output()
+            .unwrap();
+            let err = stderr_of(&o);
+            assert_eq!(o.status.code(), Some(0), "--output {output}: {err}");
+            assert_eq!(String::from_utf8_lossy(&o.stdout), "ran\n");
+            assert!(
+                err.contains("not cached") && err.contains(&format!("{at}: a mount point")),
+                "--output {output}: {err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+        assert_eq!(runs(&w), n + 2, "--output {output}: never a hit");
+        assert_eq!(
+            blobs(&w.cache()),
+            before,
+            "--output {output}: nothing stored"
+        );
+    }
+    assert!(
+        fs::read_dir(w.path()).unwrap().flatten().all(|e| !e
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".ffkit-restore-")),
+        "no tree left behind"
+    );
+    assert_eq!(
+        fs::read_to_string(w.path().join("data")).unwrap(),
+        "user data"
+    );
+    drop(_guard);
+    assert_exact_with_store(&w, "the cache after the refusals");
+}
+
 /// 2,000 files in 50 directories: above the size from which a restore
 /// makes files on a pool of threads.
 const WIDE: &str = "echo run >> runs; for d in $(seq 1 50); do mkdir -p out/d$d; \

@@ -446,8 +446,57 @@ fn set_mode(p: &Path, mode: u32) -> Result<()> {
         .map_err(|e| Error::io("cannot chmod", p, e))
 }
 
-/// Walks one output (never following a symlink), writing the blobs the
-/// store lacks to temp files.
+/// What the walk needs of a path's `statx` (one call per node, as
+/// `symlink_metadata` makes, but with the mount-root attribute).
+struct Stat {
+    mode: u32,
+    dev: u64,
+    ino: u64,
+    nlink: u32,
+    mtime: i64,
+    nsec: u32,
+    /// The root of a mount (`STATX_ATTR_MOUNT_ROOT`); `None` when the
+    /// kernel cannot tell (before Linux 5.8).
+    mount_root: Option<bool>,
+}
+
+impl Stat {
+    fn of(p: &Path) -> io::Result<Stat> {
+        use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags};
+        let x = rustix::fs::statx(CWD, p, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS)?;
+        let root = StatxAttributes::MOUNT_ROOT;
+        Ok(Stat {
+            mode: x.stx_mode.into(),
+            dev: libc::makedev(x.stx_dev_major, x.stx_dev_minor),
+            ino: x.stx_ino,
+            nlink: x.stx_nlink,
+            mtime: x.stx_mtime.tv_sec,
+            nsec: x.stx_mtime.tv_nsec,
+            mount_root: x
+                .stx_attributes_mask
+                .contains(root)
+                .then(|| x.stx_attributes.contains(root)),
+        })
+    }
+
+    fn kind(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+}
+
+/// Walks one output (never following a symlink, never entering a mount),
+/// writing the blobs the store lacks to temp files.
+///
+/// A mount point anywhere in the tree, the path itself included, is
+/// refused (the run is not cached), like a FIFO: its files are another
+/// file system's (a bind mount of the cache dir into the tree would store
+/// the cache's own files, temp blobs included), a restore could never put
+/// them back (it never enters nor replaces a mount: the old tree would be
+/// left behind at every hit), and skipping it as `tar --one-file-system`
+/// does would make the restored tree silently differ from the one stored.
+/// Known by `STATX_ATTR_MOUNT_ROOT` (a bind mount of the same file system
+/// has the same device); a kernel without it (before 5.8): a directory on
+/// another device than its parent's.
 fn walk(
     root: &Path,
     store: &Path,
@@ -456,10 +505,10 @@ fn walk(
 ) -> Result<Vec<Node>> {
     let mut nodes = Vec::new();
     let mut inodes: HashMap<(u64, u64), usize> = HashMap::new();
-    // (path on disk, relative name)
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((path, rel)) = stack.pop() {
-        let m = match fs::symlink_metadata(&path) {
+    // (path on disk, relative name, the device of the directory holding it)
+    let mut stack = vec![(root.to_path_buf(), String::new(), None)];
+    while let Some((path, rel, parent_dev)) = stack.pop() {
+        let m = match Stat::of(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound && rel.is_empty() => {
                 return Err(Error::General(format!(
@@ -469,9 +518,18 @@ fn walk(
             }
             Err(e) => return Err(Error::io("cannot stat", &path, e)),
         };
-        let ft = m.file_type();
-        let (mtime, nsec) = (m.mtime(), m.mtime_nsec() as u32);
-        let kind = if ft.is_dir() {
+        let is_dir = m.kind() == libc::S_IFDIR;
+        let mount = m
+            .mount_root
+            .unwrap_or_else(|| is_dir && parent_dev.is_some_and(|d| d != m.dev));
+        if mount {
+            return Err(Error::General(format!(
+                "{}: a mount point cannot be stored",
+                path.display()
+            )));
+        }
+        let (mtime, nsec) = (m.mtime, m.nsec);
+        let kind = if is_dir {
             let mut children = Vec::new();
             for de in fs::read_dir(&path).map_err(|e| Error::io("cannot list", &path, e))? {
                 let de = de.map_err(|e| Error::io("cannot list", &path, e))?;
@@ -487,15 +545,15 @@ fn walk(
                 } else {
                     format!("{rel}/{n}")
                 };
-                children.push((de.path(), r));
+                children.push((de.path(), r, Some(m.dev)));
             }
             // Pre-order, by name: the stack pops the smallest first.
             children.sort_by(|a, b| b.1.cmp(&a.1));
             stack.extend(children);
             Kind::Dir {
-                mode: m.mode() & 0o7777,
+                mode: m.mode & 0o7777,
             }
-        } else if ft.is_symlink() {
+        } else if m.kind() == libc::S_IFLNK {
             let t = fs::read_link(&path).map_err(|e| Error::io("cannot read link", &path, e))?;
             let Some(target) = t.to_str() else {
                 return Err(Error::General(format!(
@@ -506,32 +564,29 @@ fn walk(
             Kind::Symlink {
                 target: target.to_string(),
             }
-        } else if ft.is_file() {
-            let id = (m.dev(), m.ino());
+        } else if m.kind() == libc::S_IFREG {
+            let id = (m.dev, m.ino);
             match inodes.get(&id) {
-                Some(&to) if m.nlink() > 1 => Kind::Hardlink { to },
+                Some(&to) if m.nlink > 1 => Kind::Hardlink { to },
                 _ => {
-                    if m.nlink() > 1 {
+                    if m.nlink > 1 {
                         inodes.insert(id, nodes.len());
                     }
                     // The size is the bytes hashed, not the stat's: a
                     // file that changed in between is still one record.
-                    let (blob, size) = put_blob(&path, m.mode(), store, pending, names)?;
+                    let (blob, size) = put_blob(&path, m.mode, store, pending, names)?;
                     Kind::File {
-                        mode: m.mode() & 0o7777,
+                        mode: m.mode & 0o7777,
                         size,
                         blob,
                     }
                 }
             }
         } else {
-            use std::os::unix::fs::FileTypeExt;
-            let what = if ft.is_fifo() {
-                "a FIFO"
-            } else if ft.is_socket() {
-                "a socket"
-            } else {
-                "a device"
+            let what = match m.kind() {
+                libc::S_IFIFO => "a FIFO",
+                libc::S_IFSOCK => "a socket",
+                _ => "a device",
             };
             return Err(Error::General(format!(
                 "{}: {what} cannot be stored",

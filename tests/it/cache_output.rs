@@ -923,6 +923,71 @@ fn a_mount_point_inside_an_output_is_never_stored() {
     assert_exact_with_store(&w, "the cache after the refusals");
 }
 
+/// An output reached through a bind mount of the cache dir, of a directory
+/// in it or of one above it is inside the cache dir and refused before
+/// anything runs (exit 2, one line), as one named by its real path is. Real
+/// paths differ across a bind mount: `--output cw/.store` was stored (the
+/// store walked into itself) and its hit swapped the live store out for
+/// the stored copy and removed it: blobs gone, index drift.
+#[test]
+fn an_output_reached_through_a_bind_mount_of_the_cache_is_refused() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("not root: the bind-mount test needs bind mounts");
+        return;
+    }
+    let w = World::new();
+    let _guard = Mounts(w.path().to_path_buf());
+    let keep = "mkdir -p o; echo keep > o/f; echo kept";
+    ok(&mut run(&w, &["--output", "o"], keep));
+    let fan = blobs(&w.cache())
+        .into_iter()
+        .next()
+        .and_then(|b| b.parent().map(Path::to_path_buf))
+        .unwrap();
+    let mut cases: Vec<(PathBuf, &str, Vec<&str>)> = vec![
+        (
+            w.cache(),
+            "cw",
+            vec!["cw", "cw/.store", "cw/x", "cw/.cache-run/z"],
+        ),
+        (w.cache().join(".store"), "st", vec!["st", "st/q"]),
+        (fan, "fan", vec!["fan/q"]),
+        (
+            w.path().to_path_buf(),
+            "up",
+            vec!["up/cache/.store", "up/cache/new"],
+        ),
+    ];
+    for (src, at, outputs) in cases.drain(..) {
+        fs::create_dir_all(w.path().join(at)).unwrap();
+        let o = Command::new("mount")
+            .arg("--bind")
+            .arg(&src)
+            .arg(w.path().join(at))
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            skip(&format!("cannot bind-mount: {}", stderr_of(&o).trim()));
+            return;
+        }
+        for output in outputs {
+            let script = format!("echo run >> runs; mkdir -p {output}; echo x > {output}/f");
+            let o = run(&w, &["--output", output], &script).output().unwrap();
+            let err = stderr_of(&o);
+            assert_eq!(o.status.code(), Some(2), "--output {output}: {err}");
+            assert!(err.contains("the cache dir"), "--output {output}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert_eq!(runs(&w), 0, "--output {output}: nothing ran");
+        }
+    }
+    drop(_guard);
+    fs::remove_dir_all(w.path().join("o")).unwrap();
+    assert_eq!(ok(&mut run(&w, &["--output", "o"], keep)), "kept\n");
+    assert_eq!(fs::read_to_string(w.path().join("o/f")).unwrap(), "keep\n");
+    assert_exact_with_store(&w, "the cache is whole");
+}
+
 /// 2,000 files in 50 directories: above the size from which a restore
 /// makes files on a pool of threads.
 const WIDE: &str = "echo run >> runs; for d in $(seq 1 50); do mkdir -p out/d$d; \

@@ -32,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -148,11 +148,12 @@ pub fn check_paths_in(c: &Cache, paths: &[PathBuf]) -> Result<()> {
     let cwd = std::env::current_dir()
         .map_err(|e| Error::io("cannot read the working directory", Path::new("."), e))?;
     let cache = real_path(&cwd.join(c.dir()));
+    let within = Within::new(c.dir());
     for p in paths {
         let at = cwd.join(normal(p));
         let how = if cache.starts_with(&at) {
             "holds"
-        } else if at.starts_with(&cache) {
+        } else if at.starts_with(&cache) || within.as_ref().is_some_and(|w| w.holds(&at)) {
             "is inside"
         } else {
             continue;
@@ -164,6 +165,78 @@ pub fn check_paths_in(c: &Cache, paths: &[PathBuf]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The cache dir by identity, for paths that reach it through a bind
+/// mount, where real paths differ (`mount --bind ~/.cache/ffkit cw` then
+/// `--output cw/.store`: a hit would swap the store out and remove it).
+struct Within {
+    /// The cache dir's device and inode.
+    id: (u64, u64),
+    /// The inodes of the directories in it and in `.store/` (the fans),
+    /// listed only once a bind mount of its device is on the way.
+    dirs: OnceLock<HashSet<u64>>,
+    dir: PathBuf,
+}
+
+impl Within {
+    fn new(dir: &Path) -> Option<Within> {
+        let m = fs::metadata(dir).ok()?;
+        Some(Within {
+            id: (m.dev(), m.ino()),
+            dirs: OnceLock::new(),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Whether the absolute `at` lies inside the cache dir (or is it) by
+    /// what its directories are, not what they are named: one of them is
+    /// the cache dir (a bind mount of it or of a directory above it), or
+    /// is the root of a mount of the cache's device that shows a directory
+    /// of the cache (a bind mount of `.store`, `.cache-run` or a fan).
+    fn holds(&self, at: &Path) -> bool {
+        use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags};
+        let root = StatxAttributes::MOUNT_ROOT;
+        let mut a = at;
+        loop {
+            // `/` is a mount root of its own: never a bind mount's view.
+            let Some(parent) = a.parent() else {
+                return false;
+            };
+            if let Ok(x) =
+                rustix::fs::statx(CWD, a, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS)
+            {
+                let dev = libc::makedev(x.stx_dev_major, x.stx_dev_minor);
+                if (dev, x.stx_ino) == self.id {
+                    return true;
+                }
+                if dev == self.id.0
+                    && x.stx_attributes_mask.contains(root)
+                    && x.stx_attributes.contains(root)
+                    && self.dirs().contains(&x.stx_ino)
+                {
+                    return true;
+                }
+            }
+            a = parent;
+        }
+    }
+
+    fn dirs(&self) -> &HashSet<u64> {
+        self.dirs.get_or_init(|| {
+            let mut dirs = HashSet::new();
+            let mut list = |d: &Path| {
+                for de in fs::read_dir(d).into_iter().flatten().flatten() {
+                    if de.file_type().is_ok_and(|t| t.is_dir()) {
+                        dirs.insert(de.ino());
+                    }
+                }
+            };
+            list(&self.dir);
+            list(&self.dir.join(STORE_DIR));
+            dirs
+        })
+    }
 }
 
 /// The absolute `p` with its symlinks resolved as far as it exists (the

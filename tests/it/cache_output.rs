@@ -2211,3 +2211,128 @@ fn reflink_store_and_restore(kind: ReflinkFs) {
     ok(&mut call());
     assert_eq!(snapshot(&work.join("out")), want, "the store is intact");
 }
+
+/// SIGKILL of an eviction while it removes entries and sweeps their blobs
+/// (a journal is on disk: the window of both): the index is exact after
+/// the next call's repair, and another entry's tree still restores whole,
+/// never from a half-swept store.
+#[test]
+fn sigkill_during_evictions_sweep_leaves_the_index_exact_and_other_trees_whole() {
+    let w = World::new();
+    let a = "echo run >> runs; mkdir -p a; for i in $(seq 1 1500); do echo A$i > a/f$i; done";
+    let b = "echo run >> runs; mkdir -p b/d; for i in $(seq 1 40); do echo B$i > b/d/f$i; done";
+    ok(&mut run(&w, &["--output", "b"], b));
+    let want = snapshot(&w.path().join("b"));
+    let journal = w.cache().join(".journal");
+    let mut caught = 0;
+    for _ in 0..4 {
+        ok(&mut run(&w, &["--output", "a", "--force"], a));
+        let n = runs(&w);
+        if kill_when(run(&w, &["--output", "a", "--invalidate"], a), || {
+            fs::symlink_metadata(&journal).is_ok()
+        }) {
+            caught += 1;
+        }
+        assert_exact_with_store(&w, "after an eviction was killed");
+        remove_tree(&w.path().join("b"));
+        ok(&mut run(&w, &["--output", "b"], b));
+        assert_eq!(snapshot(&w.path().join("b")), want, "b restored whole");
+        assert_eq!(runs(&w), n, "b was a hit");
+        // A sweep after the kill takes what the killed one left.
+        let o = w
+            .cmd("cache-evict")
+            .arg("--max-bytes")
+            .arg("1G")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        assert_exact_with_store(&w, "after the next eviction");
+    }
+    eprintln!("killed mid-eviction {caught}/4");
+}
+
+/// A full disk: a store that does not fit is not cached (one line, the
+/// command's output and status pass, no temp blob left, the index exact);
+/// a restore that does not fit is exit 8 with one line, and the path keeps
+/// its old tree, nothing beside it, nothing replayed, nothing run.
+#[test]
+fn a_full_disk_during_store_or_restore_is_one_line_and_changes_nothing() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("not root: the full-disk test mounts a small tmpfs");
+        return;
+    }
+    let tmpfs = |at: &Path| {
+        fs::create_dir_all(at).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        o.status.success().then_some(()).ok_or(stderr_of(&o))
+    };
+    // The store: the cache dir on a 1 MiB tmpfs.
+    let w = World::new();
+    let _guard = Mounts(w.path().to_path_buf());
+    if let Err(e) = tmpfs(&w.cache()) {
+        skip(&format!("cannot mount a tmpfs: {}", e.trim()));
+        return;
+    }
+    let big = "echo run >> runs; mkdir -p out; head -c 1500000 /dev/urandom > out/f; echo made";
+    for _ in 0..2 {
+        let o = run(&w, &["--output", "out"], big).output().unwrap();
+        let err = stderr_of(&o);
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n");
+        assert!(
+            err.contains("not cached") && err.contains("No space left"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    assert_eq!(runs(&w), 2, "never a hit");
+    let temps: Vec<_> = fs::read_dir(w.cache().join(".store"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .collect();
+    assert!(temps.is_empty(), "no temp blob left: {temps:?}");
+    assert!(blobs(&w.cache()).is_empty());
+    assert_exact_with_store(&w, "after the full store");
+    // The restore: the working directory on a 1 MiB tmpfs, the cache not.
+    let w = World::new();
+    let _guard = Mounts(w.path().to_path_buf());
+    let small = w.path().join("small");
+    if let Err(e) = tmpfs(&small) {
+        skip(&format!("cannot mount a tmpfs: {}", e.trim()));
+        return;
+    }
+    let fill = "echo run >> ../runs; mkdir -p out; head -c 700000 /dev/urandom > out/f; echo made";
+    let call = || {
+        let mut c = run(&w, &["--output", "out"], fill);
+        c.current_dir(&small);
+        c
+    };
+    ok(&mut call());
+    fs::write(small.join("out/marker"), "old").unwrap();
+    let old = snapshot(&small.join("out"));
+    let o = call().output().unwrap();
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(8), "{err}");
+    assert!(err.contains("No space left"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(o.stdout.is_empty(), "nothing replayed");
+    assert_eq!(runs(&w), 1, "nothing run");
+    assert_eq!(snapshot(&small.join("out")), old, "the old tree stays");
+    let beside: Vec<_> = fs::read_dir(&small)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        beside,
+        vec![std::ffi::OsString::from("out")],
+        "nothing beside"
+    );
+    assert_exact_with_store(&w, "after the full restore");
+}

@@ -2336,3 +2336,74 @@ fn a_full_disk_during_store_or_restore_is_one_line_and_changes_nothing() {
     );
     assert_exact_with_store(&w, "after the full restore");
 }
+
+/// A tree the walk can name from the working directory but a restore could
+/// not make beside it (its temp name `./.ffkit-restore-PID-N` is longer
+/// than the path's, and a name of PATH_MAX bytes is refused) is not
+/// cached: before, a deep file made every hit leave its old tree behind,
+/// one more each hit, none ever removed; a deep directory made every hit
+/// fail with exit 1 (`cannot create …: File name too long`). A tree just
+/// short of that is stored, restored and replaced as any other.
+#[test]
+fn a_tree_too_deep_to_restore_beside_its_path_is_not_cached() {
+    let w = World::new();
+    let d = "d".repeat(200);
+    let deep = |levels: usize| format!("o{}", format!("/{d}").repeat(levels));
+    // (what, script, its deepest path's length)
+    let file = |levels: usize, total: usize| {
+        let dir = deep(levels);
+        let leaf = "f".repeat(total - dir.len() - 1);
+        format!("echo run >> runs; mkdir -p {dir}; : > {dir}/{leaf}; echo made")
+    };
+    let dir = |levels: usize, total: usize| {
+        let dir = deep(levels);
+        let leaf = "e".repeat(total - dir.len() - 1);
+        format!("echo run >> runs; mkdir -p {dir}/{leaf}; echo made")
+    };
+    for (what, script) in [("a file", file(20, 4080)), ("a directory", dir(20, 4085))] {
+        let n = runs(&w);
+        for _ in 0..3 {
+            let o = run(&w, &["--output", "o"], &script).output().unwrap();
+            let err = stderr_of(&o);
+            assert_eq!(o.status.code(), Some(0), "{what}: {err}");
+            assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n", "{what}");
+            assert!(
+                err.contains("not cached") && err.contains("too long to restore"),
+                "{what}: {err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        }
+        assert_eq!(runs(&w), n + 3, "{what}: never a hit");
+        let beside: Vec<_> = fs::read_dir(w.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".ffkit-restore-")
+            })
+            .collect();
+        assert!(beside.is_empty(), "{what}: nothing left beside");
+        assert!(blobs(&w.cache()).is_empty(), "{what}: nothing stored");
+        fs::remove_dir_all(w.path().join("o")).unwrap();
+    }
+    // Just short of the limit: stored, restored, and each hit removes the
+    // tree it replaces.
+    let fits = file(19, 3921);
+    ok(&mut run(&w, &["--output", "o"], &fits));
+    let n = runs(&w);
+    for _ in 0..3 {
+        let o = run(&w, &["--output", "o"], &fits).output().unwrap();
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        assert!(o.stderr.is_empty(), "{}", stderr_of(&o));
+    }
+    assert_eq!(runs(&w), n, "hits");
+    let names: Vec<_> = fs::read_dir(w.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".ffkit-restore-"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+    assert_exact_with_store(&w, "after the deep trees");
+}

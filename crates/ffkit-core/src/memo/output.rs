@@ -592,9 +592,22 @@ fn walk(
             Err(e) => return Err(Error::io("cannot stat", &path, e)),
         };
         let is_dir = m.kind() == libc::S_IFDIR;
-        let mount = m
-            .mount_root
-            .unwrap_or_else(|| is_dir && parent_dev.is_some_and(|d| d != m.dev));
+        // A name the walk could stat (from the working directory) but a
+        // restore could not make beside it, under its longer temp name.
+        let len = restore_name_len(root, &rel);
+        if len >= libc::PATH_MAX as usize {
+            return Err(Error::General(format!(
+                "{}: a path too long to restore ({len} bytes with the restore's temp name; the limit is {})",
+                path.display(),
+                libc::PATH_MAX - 1
+            )));
+        }
+        let mount = m.mount_root.unwrap_or_else(|| {
+            // The path itself: its parent is looked at only here.
+            let parent_dev =
+                parent_dev.or_else(|| fs::metadata(parent_of(root)).ok().map(|p| p.dev()));
+            is_dir && parent_dev.is_some_and(|d| d != m.dev)
+        });
         if mount {
             return Err(Error::General(format!(
                 "{}: a mount point cannot be stored",
@@ -928,6 +941,19 @@ fn parent_of(path: &Path) -> PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     }
+}
+
+/// The longest name a restore may give a node of the tree at `path`,
+/// relative to the working directory as every restore's path is: its temp
+/// tree's name (`DIR/.ffkit-restore-PID-SEQ`, with the most digits a pid
+/// and a sequence number can have), `/`, the node's relative name. A
+/// restore makes directories, hard links and the old tree's removal by
+/// such names, and the kernel refuses one of `PATH_MAX` bytes or more
+/// (ENAMETOOLONG): a tree stored with longer ones would fail every hit.
+fn restore_name_len(path: &Path, rel: &str) -> usize {
+    const DIGITS: usize = 10 + 1 + 20;
+    let parent = parent_of(path).as_os_str().len();
+    parent + 1 + RESTORE_PREFIX.len() + DIGITS + 1 + rel.len()
 }
 
 /// Takes an exclusive `flock` of the directory holding each path (made if

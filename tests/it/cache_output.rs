@@ -867,12 +867,15 @@ fn a_mount_point_inside_an_output_is_never_stored() {
         o.status.success().then_some(()).ok_or(stderr_of(&o))
     };
     fs::create_dir_all(w.path().join("sub/m")).unwrap();
-    fs::create_dir_all(w.path().join("s")).unwrap();
+    fs::create_dir_all(w.path().join("t/s")).unwrap();
+    fs::create_dir_all(w.path().join("u")).unwrap();
+    fs::create_dir_all(w.path().join("userdir")).unwrap();
     fs::write(w.path().join("data"), "user data").unwrap();
     fs::write(w.path().join("sub/z"), "").unwrap();
     for (src, at) in [
         (w.cache(), "sub/m"),
-        (w.cache().join(".store"), "s"),
+        (w.cache().join(".store"), "t/s"),
+        (w.path().join("userdir"), "u"),
         (w.path().join("data"), "sub/z"),
     ] {
         if let Err(e) = bind(&src, &w.path().join(at)) {
@@ -880,9 +883,15 @@ fn a_mount_point_inside_an_output_is_never_stored() {
             return;
         }
     }
-    // The cache's bind mount inside the tree, a part of the cache as the
-    // path itself, a file's bind mount inside the tree.
-    for (output, at) in [("sub", "sub/m"), ("s", "s"), ("sub/z", "sub/z")] {
+    // The cache's bind mount inside the tree, a part of the cache inside
+    // the tree, a directory's bind mount as the path itself, a file's bind
+    // mount as the path itself.
+    for (output, at) in [
+        ("sub", "sub/m"),
+        ("t", "t/s"),
+        ("u", "u"),
+        ("sub/z", "sub/z"),
+    ] {
         let n = runs(&w);
         for _ in 0..2 {
             let o = run(

@@ -2416,3 +2416,46 @@ fn a_tree_too_deep_to_restore_beside_its_path_is_not_cached() {
     assert!(names.is_empty(), "{names:?}");
     assert_exact_with_store(&w, "after the deep trees");
 }
+
+/// A tree at the path deeper than a path can name (made by the user, not
+/// stored: a restore swaps it out under its temp name, which is longer) is
+/// removed whole by a hit: removal goes by names in each directory's
+/// descriptor, never by a path from the working directory. Before, it
+/// failed with ENAMETOOLONG and the tree was left behind, named on stderr,
+/// and no later restore could remove it either. Directories without their
+/// owner's rwx in it go too.
+#[test]
+fn a_replaced_tree_deeper_than_a_path_can_name_is_removed_whole() {
+    let w = World::new();
+    let script = "echo run >> runs; mkdir -p o; echo v > o/f; echo made";
+    ok(&mut run(&w, &["--output", "o"], script));
+    // 4,080 bytes from the working directory: a file in 20 levels of
+    // 200-byte names, and directories without rwx on the way.
+    let d = "d".repeat(200);
+    let dir = format!("o{}", format!("/{d}").repeat(20));
+    let leaf = "f".repeat(4080 - dir.len() - 1);
+    remove_tree(&w.path().join("o"));
+    let made = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "mkdir -p {dir} && echo deep > {dir}/{leaf} && chmod 0 o/{d}/{d} && chmod 500 o/{d}"
+        ))
+        .current_dir(w.path())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let o = run(&w, &["--output", "o"], script).output().unwrap();
+    let err = stderr_of(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(o.stderr.is_empty(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n");
+    assert_eq!(runs(&w), 1, "a hit");
+    assert_eq!(fs::read_to_string(w.path().join("o/f")).unwrap(), "v\n");
+    let beside: Vec<_> = fs::read_dir(w.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".ffkit-restore-"))
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+}

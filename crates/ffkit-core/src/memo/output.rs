@@ -1561,77 +1561,108 @@ fn swap_in(tmp: &Path, path: &Path) -> Result<bool> {
 }
 
 /// Removes a file or a whole tree (never following a symlink, never
-/// entering another mount), making read-only directories writable first
-/// where needed. Best effort; whether nothing is left at `p`.
+/// entering another mount), making directories without their owner's
+/// `rwx` accessible first where needed. Best effort; whether nothing is
+/// left at `p`.
 ///
 /// A directory that is a mount point (a bind mount of the user's data into
 /// the tree a restore replaced) holds another file system's files, not the
 /// tree's: it is left, with the directories above it, so the tree is left
 /// behind. `std::fs::remove_dir_all` would empty it, and the chmod a
 /// read-only tree needs would change it.
+///
+/// Every directory is opened by its name in its parent's descriptor
+/// (`O_NOFOLLOW`), looked at, changed and emptied through its own
+/// descriptor, and what it holds is removed by name in it: no path longer
+/// than one name is ever resolved, so a tree deeper than `PATH_MAX` (a
+/// user's, swapped out by a restore) goes too, and a directory renamed or
+/// replaced by a symlink while the tree is removed (a world-writable
+/// directory in the tree) never leads the removal or its chmod elsewhere.
 fn remove_tree(p: &Path) -> bool {
-    let Ok(m) = fs::symlink_metadata(p) else {
-        return true;
-    };
-    if !m.is_dir() {
-        return fs::remove_file(p).is_ok();
+    use rustix::fs::{AtFlags, CWD};
+    use rustix::io::Errno;
+    match rustix::fs::unlinkat(CWD, p, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => true,
+        // A directory (EISDIR from Linux's unlink).
+        Err(Errno::ISDIR | Errno::PERM) => remove_dir_at(CWD, p, None),
+        Err(_) => false,
     }
-    if is_mount_point(p, m.dev(), None) {
-        return false;
-    }
-    empty_dir(p, m.mode(), m.dev()) && fs::remove_dir(p).is_ok()
 }
 
-/// Removes what directory `d` (mode `mode`, on device `dev`) holds, as
-/// [`remove_tree`]; whether it is empty now.
-fn empty_dir(d: &Path, mode: u32, dev: u64) -> bool {
-    if mode & 0o700 != 0o700 {
-        let _ = fs::set_permissions(d, fs::Permissions::from_mode(0o700));
-    }
-    let Ok(rd) = fs::read_dir(d) else {
+/// Empties and removes directory `name` in `dir` (whose device is
+/// `parent_dev`; `None` for the top, judged by its mount flag alone), as
+/// [`remove_tree`]; whether it is gone.
+fn remove_dir_at<P: rustix::path::Arg + Copy>(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: P,
+    parent_dev: Option<u64>,
+) -> bool {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags, StatxAttributes, StatxFlags};
+    use rustix::io::Errno;
+    use std::os::fd::{AsFd, AsRawFd};
+    let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    // O_PATH: opened whatever its mode, to be looked at before anything.
+    let Ok(at) = rustix::fs::openat(dir, name, flags | OFlags::PATH, Mode::empty()) else {
         return false;
     };
+    let Ok(x) = rustix::fs::statx(&at, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS) else {
+        return false;
+    };
+    let dev = libc::makedev(x.stx_dev_major, x.stx_dev_minor);
+    let root = StatxAttributes::MOUNT_ROOT;
+    if parent_dev.is_some_and(|d| d != dev)
+        || (x.stx_attributes_mask.contains(root) && x.stx_attributes.contains(root))
+    {
+        return false;
+    }
+    if u32::from(x.stx_mode) & 0o700 != 0o700 {
+        // Through the descriptor's own name: the inode looked at, never
+        // what a name might lead to by now.
+        let fd_name = format!("/proc/self/fd/{}", at.as_raw_fd());
+        if rustix::fs::chmod(fd_name.as_str(), Mode::from_raw_mode(0o700)).is_err() {
+            return false;
+        }
+    }
+    let Ok(d) = rustix::fs::openat(&at, ".", OFlags::RDONLY | flags, Mode::empty()) else {
+        return false;
+    };
+    drop(at);
+    // Its names first (one descriptor per level is held while deeper
+    // ones are removed), then each removed by name in it.
+    // One 32 KiB buffer per level, as `readdir(3)` reads: a directory of
+    // a few hundred names in one `getdents64`, and no descriptor dup'd.
+    let mut names = Vec::new();
+    let mut buf = Vec::with_capacity(32 * 1024);
+    let mut rd = rustix::fs::RawDir::new(&d, buf.spare_capacity_mut());
+    while let Some(e) = rd.next() {
+        let Ok(e) = e else { return false };
+        let n = e.file_name();
+        if n != c"." && n != c".." {
+            names.push((n.to_owned(), e.file_type()));
+        }
+    }
     let mut whole = true;
-    for de in rd {
-        let Ok(de) = de else {
-            whole = false;
-            continue;
+    for (n, t) in names {
+        let is_dir = match t {
+            FileType::Directory => true,
+            FileType::Unknown => rustix::fs::statat(&d, n.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory),
+            _ => false,
         };
-        let path = de.path();
-        // The entry's type without a stat (d_type): only directories are
-        // looked at more closely.
-        if !de.file_type().is_ok_and(|t| t.is_dir()) {
-            whole &= fs::remove_file(&path).is_ok()
-                || fs::symlink_metadata(&path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
-            continue;
-        }
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => {
-                whole &= !is_mount_point(&path, m.dev(), Some(dev))
-                    && empty_dir(&path, m.mode(), dev)
-                    && fs::remove_dir(&path).is_ok();
-            }
-            Ok(_) => whole &= fs::remove_file(&path).is_ok(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(_) => whole = false,
-        }
+        whole &= if is_dir {
+            remove_dir_at(d.as_fd(), n.as_c_str(), Some(dev))
+        } else {
+            matches!(
+                rustix::fs::unlinkat(&d, n.as_c_str(), AtFlags::empty()),
+                Ok(()) | Err(Errno::NOENT)
+            )
+        };
     }
     whole
-}
-
-/// Whether directory `p` (on device `dev`) is the root of a mount: on
-/// another device than `parent_dev`, or so marked by `statx`
-/// (`STATX_ATTR_MOUNT_ROOT`, Linux 5.8: a bind mount of the same file
-/// system has the same device).
-fn is_mount_point(p: &Path, dev: u64, parent_dev: Option<u64>) -> bool {
-    use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags};
-    if parent_dev.is_some_and(|d| d != dev) {
-        return true;
-    }
-    rustix::fs::statx(CWD, p, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::empty()).is_ok_and(|x| {
-        let root = StatxAttributes::MOUNT_ROOT;
-        x.stx_attributes_mask.contains(root) && x.stx_attributes.contains(root)
-    })
+        && matches!(
+            rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR),
+            Ok(()) | Err(Errno::NOENT)
+        )
 }
 
 /// Removes trees a killed restore left beside its path: its pid is gone, or

@@ -2459,3 +2459,42 @@ fn a_replaced_tree_deeper_than_a_path_can_name_is_removed_whole() {
         .collect();
     assert!(beside.is_empty(), "{beside:?}");
 }
+
+/// A killed restore's tree is removed by the next restore beside it only
+/// when it is our user's: in a shared directory a name of that shape may be
+/// another user's, and root removed it.
+#[test]
+fn another_users_tree_named_like_a_dead_restore_is_left_alone() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("not root: the test gives a tree to another user");
+        return;
+    }
+    let w = World::new();
+    let script = "echo run >> runs; mkdir -p o; echo v > o/f";
+    ok(&mut run(&w, &["--output", "o"], script));
+    // A pid that is gone: a child waited for.
+    let mut c = Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    let theirs = w.path().join(format!(".ffkit-restore-{pid}-0"));
+    let ours = w.path().join(format!(".ffkit-restore-{pid}-1"));
+    for t in [&theirs, &ours] {
+        fs::create_dir_all(t.join("d")).unwrap();
+        fs::write(t.join("d/f"), "data").unwrap();
+    }
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&theirs)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    ok(&mut run(&w, &["--output", "o"], script));
+    assert_eq!(runs(&w), 1, "a hit");
+    assert!(!ours.exists(), "our dead restore's tree is removed");
+    assert_eq!(
+        fs::read_to_string(theirs.join("d/f")).unwrap(),
+        "data",
+        "another user's is left"
+    );
+}

@@ -1667,7 +1667,7 @@ fn remove_dir_at<P: rustix::path::Arg + Copy>(
 
 /// Removes trees a killed restore left beside its path: its pid is gone, or
 /// is a zombie not reaped yet (judged as a lock holder is:
-/// [`crate::lock::holder::same_process`]).
+/// [`crate::lock::holder::same_process`]); only trees owned by our user.
 fn remove_dead_builds(parent: &Path) {
     let Ok(rd) = fs::read_dir(parent) else { return };
     for de in rd.flatten() {
@@ -1680,7 +1680,13 @@ fn remove_dead_builds(parent: &Path) {
         else {
             continue;
         };
-        if pid != std::process::id() && !crate::lock::holder::same_process(pid, None) {
+        // Only our own: in a shared directory (`/tmp`) a name of this shape
+        // may be another user's, whose files are not ours to remove (root
+        // would).
+        let ours = de
+            .metadata()
+            .is_ok_and(|m| m.uid() == rustix::process::geteuid().as_raw());
+        if ours && pid != std::process::id() && !crate::lock::holder::same_process(pid, None) {
             remove_tree(&de.path());
         }
     }

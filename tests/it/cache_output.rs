@@ -2498,3 +2498,91 @@ fn another_users_tree_named_like_a_dead_restore_is_left_alone() {
         "another user's is left"
     );
 }
+
+/// A file a `--link` restore made is the blob: its user's `chmod` changes
+/// the blob's mode. `chmod 000` of one made every copy restore of that
+/// content fail with exit 3 (`cannot open …/.store/…: Permission denied`),
+/// `--force` included, until an eviction; `chmod u+w` gave every later
+/// `--link` restore writable files. Now a blob with another mode than a
+/// store gives it is damage: a miss, whose store replaces it, then hits.
+/// Run as nobody (root ignores the mode).
+#[test]
+fn a_blob_chmodded_through_a_link_restore_is_a_miss_and_stored_again() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("not root: the test runs ffkit as nobody");
+        return;
+    }
+    let probe = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        skip("cannot drop privileges with setpriv");
+        return;
+    }
+    let w = World::new();
+    let mut p = w.path().to_path_buf();
+    while let Some(parent) = p.parent() {
+        if fs::metadata(parent).is_ok_and(|m| m.mode() & 0o001 == 0) {
+            skip("a parent of the temp dir is not searchable by other users");
+            return;
+        }
+        p = parent.to_path_buf();
+    }
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(w.path())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let script = "echo run >> runs; rm -rf o; mkdir -p o; echo v > o/f; echo made";
+    let call = |link: bool| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin());
+        w.isolate(&mut c);
+        c.current_dir(w.path())
+            .args(["cache-run", "--ttl", "0", "--output", "o"]);
+        if link {
+            c.arg("--link");
+        }
+        c.args(["--", "sh", "-c", script]);
+        c.output().unwrap()
+    };
+    let o = call(false);
+    if !o.status.success() {
+        skip(&format!(
+            "nobody cannot run the test binary: {}",
+            stderr_of(&o)
+        ));
+        return;
+    }
+    let o = call(true);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(runs(&w), 1, "a --link hit");
+    let f = w.path().join("o/f");
+    // The user makes the restored file (the blob) unreadable.
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o000)).unwrap();
+    let o = call(false);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n");
+    assert_eq!(runs(&w), 2, "a miss");
+    let o = call(false);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert!(o.stderr.is_empty(), "{}", stderr_of(&o));
+    assert_eq!(runs(&w), 2, "a hit again");
+    assert_eq!(fs::read_to_string(&f).unwrap(), "v\n");
+    // Writable through a --link restore (chmod u+w): the next --link
+    // restore is a miss, and the one after links a read-only blob again.
+    let o = call(true);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+    let o = call(true);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(runs(&w), 3, "a miss");
+    let o = call(true);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(runs(&w), 3, "a hit");
+    assert_eq!(fs::symlink_metadata(&f).unwrap().mode() & 0o7777, 0o444);
+    assert_exact_with_store(&w, "after the repairs");
+}

@@ -490,9 +490,9 @@ pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
                 .len();
             match fs::symlink_metadata(&dest) {
                 // Stored meanwhile by another run: ours goes.
-                Ok(m) if m.is_file() && m.len() == size => continue,
-                // Damaged by hand (cut short, grown, replaced): ours
-                // replaces it, and the index is recounted.
+                Ok(m) if is_blob(&m, &b.name, size) => continue,
+                // Damaged by hand (cut short, grown, replaced, its mode
+                // changed): ours replaces it, and the index is recounted.
                 Ok(_) => repaired = true,
                 Err(_) => added += size as i64,
             }
@@ -508,10 +508,25 @@ pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
 }
 
 /// Whether the store has blob `name` whole: a file of the `len` bytes its
-/// content has (a blob damaged by hand is stored again, not trusted).
+/// content has, with a blob's mode (a blob damaged by hand is stored
+/// again, not trusted).
 fn blob_exists(store: &Path, name: &str, len: u64) -> bool {
     blob_path(store, name)
-        .is_some_and(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.len() == len))
+        .is_some_and(|p| fs::symlink_metadata(p).is_ok_and(|m| is_blob(&m, name, len)))
+}
+
+/// A blob's mode: read-only, executable for a name ending in `x`.
+fn blob_mode(name: &str) -> u32 {
+    if name.ends_with('x') { 0o555 } else { 0o444 }
+}
+
+/// Whether `m` is blob `name` as a store leaves it: a regular file of `len`
+/// bytes with [`blob_mode`]. A file a `--link` restore made is the blob, so
+/// its user's `chmod` changes the blob's mode: `u+w` unguards every later
+/// `--link` restore of that content, `000` makes it unreadable to every
+/// copy restore (it failed them all with exit 3).
+fn is_blob(m: &fs::Metadata, name: &str, len: u64) -> bool {
+    m.is_file() && m.len() == len && m.mode() & 0o7777 == blob_mode(name)
 }
 
 fn set_mode(p: &Path, mode: u32) -> Result<()> {
@@ -1368,6 +1383,12 @@ impl<'a> Maker<'a> {
                         if m.len() != *size {
                             return damaged(format!("blob {blob} has the wrong size"));
                         }
+                        // Its mode changed through an earlier `--link`
+                        // restore: every file linked to it would get that
+                        // mode. A miss, whose store replaces it.
+                        if m.mode() & 0o7777 != blob_mode(blob) {
+                            return damaged(format!("blob {blob} has its mode changed"));
+                        }
                         rustix::fs::linkat(CWD, &bp, &dfd, leaf, AtFlags::empty())
                             .map_err(|e| Error::io("cannot link", dest(), e.into()))?;
                         made += 1;
@@ -1379,6 +1400,12 @@ impl<'a> Maker<'a> {
                         Ok(f) => f,
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {
                             return damaged(format!("blob {blob} is gone"));
+                        }
+                        // Its mode changed through a `--link` restore
+                        // (`chmod 000` of a restored file): a miss, whose
+                        // store replaces it, not a failure of every hit.
+                        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                            return damaged(format!("blob {blob} cannot be read"));
                         }
                         Err(e) => return Err(Error::io("cannot open", &bp, e).into()),
                     };

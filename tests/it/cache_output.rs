@@ -1474,14 +1474,24 @@ fn hostile_trees_and_paths_are_refused_or_stored_safely() {
         assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr_of(&o));
         assert_eq!(stderr_lines(&o).len(), 1, "{bad}: {}", stderr_of(&o));
     }
-    let o = run(
-        &w,
-        &["--output", "a", "--output", "a/b"],
-        "echo run >> runs",
-    )
-    .output()
-    .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", stderr_of(&o));
+    // Overlapping, or one path twice however spelled.
+    for pair in [
+        ["a", "a/b"],
+        ["a", "a"],
+        ["a", "./a"],
+        ["a/", "a"],
+        ["./", "a"],
+    ] {
+        let o = run(
+            &w,
+            &["--output", pair[0], "--output", pair[1]],
+            "echo run >> runs",
+        )
+        .output()
+        .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{pair:?}: {}", stderr_of(&o));
+        assert_eq!(stderr_lines(&o).len(), 1, "{pair:?}: {}", stderr_of(&o));
+    }
     assert_eq!(runs(&w), 0, "nothing ran");
     // A FIFO in the tree (its name with a newline: the note stays one
     // line): the run's output and status pass, nothing stored.

@@ -1658,14 +1658,17 @@ fn remove_dir_at<P: rustix::path::Arg + Copy>(
     // ones are removed), then each removed by name in it.
     // One 32 KiB buffer per level, as `readdir(3)` reads: a directory of
     // a few hundred names in one `getdents64`, and no descriptor dup'd.
+    // The buffer goes before the levels below are removed.
     let mut names = Vec::new();
-    let mut buf = Vec::with_capacity(32 * 1024);
-    let mut rd = rustix::fs::RawDir::new(&d, buf.spare_capacity_mut());
-    while let Some(e) = rd.next() {
-        let Ok(e) = e else { return false };
-        let n = e.file_name();
-        if n != c"." && n != c".." {
-            names.push((n.to_owned(), e.file_type()));
+    {
+        let mut buf = Vec::with_capacity(32 * 1024);
+        let mut rd = rustix::fs::RawDir::new(&d, buf.spare_capacity_mut());
+        while let Some(e) = rd.next() {
+            let Ok(e) = e else { return false };
+            let n = e.file_name();
+            if n != c"." && n != c".." {
+                names.push((n.to_owned(), e.file_type()));
+            }
         }
     }
     let mut whole = true;

@@ -2596,3 +2596,70 @@ fn a_blob_chmodded_through_a_link_restore_is_a_miss_and_stored_again() {
     assert_eq!(fs::symlink_metadata(&f).unwrap().mode() & 0o7777, 0o444);
     assert_exact_with_store(&w, "after the repairs");
 }
+
+/// A restorer stopped (SIGSTOP) midway while another process evicts its
+/// entry: the eviction removes the entry but not the blobs in use (its
+/// sweep waits LOCK_TIMEOUT for the store, then is skipped), and the
+/// restorer, continued, puts the whole tree in place and replays its
+/// output; the next eviction sweeps the blobs and the index stays exact.
+#[test]
+fn a_stopped_restorer_gets_its_whole_tree_while_another_process_evicts() {
+    let w = World::new();
+    let src = w.path().join("src");
+    generate(&src, 1500);
+    ok(&mut run(&w, &["--output", "out"], COPY));
+    let want = snapshot(&w.path().join("out"));
+    remove_tree(&w.path().join("out"));
+    let mut child = run(&w, &["--output", "out"], COPY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let building = || {
+        fs::read_dir(w.path()).is_ok_and(|rd| {
+            rd.flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".ffkit-restore-")
+            })
+        })
+    };
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut stopped = false;
+    while Instant::now() < end && child.try_wait().unwrap().is_none() {
+        if building() {
+            // SAFETY: kill(2) of our own child, which has not been waited
+            // for (try_wait said it runs), so the pid is still ours.
+            stopped = unsafe { libc::kill(pid, libc::SIGSTOP) } == 0;
+            break;
+        }
+        std::thread::yield_now();
+    }
+    let evicted = w
+        .cmd("cache-evict")
+        .args(["--all", "--json"])
+        .env("LOCK_TIMEOUT", "1")
+        .output()
+        .unwrap();
+    if stopped {
+        // SAFETY: as above; the child is stopped, not reaped.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(evicted.status.success(), "{}", stderr_of(&evicted));
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "built\n");
+    assert_eq!(runs(&w), 1, "a hit, never a rerun");
+    assert_eq!(snapshot(&w.path().join("out")), want, "the whole tree");
+    if stopped {
+        let j: serde_json::Value = serde_json::from_slice(&evicted.stdout).unwrap();
+        assert_eq!(j["output_blobs"]["busy"], true, "{j}");
+        assert!(!blobs(&w.cache()).is_empty(), "the blobs in use stay");
+    }
+    let o = w.cmd("cache-evict").arg("--all").output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert!(blobs(&w.cache()).is_empty(), "swept");
+    assert_exact_with_store(&w, "after both evictions");
+    eprintln!("restorer stopped midway: {stopped}");
+}

@@ -2663,3 +2663,57 @@ fn a_stopped_restorer_gets_its_whole_tree_while_another_process_evicts() {
     assert_exact_with_store(&w, "after both evictions");
     eprintln!("restorer stopped midway: {stopped}");
 }
+
+/// A path that became a mount point after its entry was stored (a volume
+/// mounted at `node_modules`) cannot be swapped (EBUSY): every hit failed
+/// with exit 1, `cannot replace o: Device or resource busy`. Now it is a
+/// miss before anything is built: the command runs (into the mount, as
+/// without ffkit), its run is not stored (a mount point never is: one
+/// line), nothing is left beside, and the entry serves again once the
+/// mount is gone.
+#[test]
+fn a_path_that_became_a_mount_point_is_a_miss_not_a_failure() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("not root: the test mounts a tmpfs");
+        return;
+    }
+    let w = World::new();
+    let _guard = Mounts(w.path().to_path_buf());
+    let script = "echo run >> runs; mkdir -p o; echo v > o/f; echo made";
+    ok(&mut run(&w, &["--output", "o"], script));
+    let o = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(w.path().join("o"))
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        skip(&format!("cannot mount a tmpfs: {}", stderr_of(&o).trim()));
+        return;
+    }
+    for n in 2..4 {
+        let o = run(&w, &["--output", "o"], script).output().unwrap();
+        let err = stderr_of(&o);
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n");
+        assert!(
+            err.contains("not cached") && err.contains("o: a mount point"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert_eq!(runs(&w), n, "the command ran");
+    }
+    assert_eq!(fs::read_to_string(w.path().join("o/f")).unwrap(), "v\n");
+    let beside: Vec<_> = fs::read_dir(w.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".ffkit-restore-"))
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+    drop(_guard);
+    let o = run(&w, &["--output", "o"], script).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(runs(&w), 3, "a hit once the mount is gone");
+    assert_exact_with_store(&w, "after the mount");
+}

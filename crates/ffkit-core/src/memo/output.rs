@@ -910,6 +910,15 @@ pub fn restore(
     if m.ffkit_outputs != VERSION || m.roots.len() != out.paths.len() {
         return Ok(Err("the output manifest does not fit".into()));
     }
+    // A path that is a mount point now (a volume mounted at
+    // `node_modules` after the entry was stored) cannot be swapped
+    // (EBUSY): every hit failed with exit 1. It is a miss instead, before
+    // anything is built; the run that follows is not stored either (a
+    // mount point is never stored), so each call runs the command, as
+    // without a cache.
+    if let Some(p) = out.paths.iter().find(|p| is_mount_root(p)) {
+        return Ok(Err(format!("{}: a mount point; not restored", p.display())));
+    }
     // Build every tree aside first; swap them in only when all are whole.
     let mut built = Vec::new();
     for (root, path) in m.roots.iter().zip(&out.paths) {
@@ -956,6 +965,12 @@ fn parent_of(path: &Path) -> PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     }
+}
+
+/// Whether `p` is the root of a mount (`STATX_ATTR_MOUNT_ROOT`, Linux 5.8;
+/// `false` where the kernel cannot tell: the swap then fails with EBUSY).
+fn is_mount_root(p: &Path) -> bool {
+    Stat::of(p).is_ok_and(|m| m.mount_root == Some(true))
 }
 
 /// The longest name a restore may give a node of the tree at `path`,

@@ -835,6 +835,168 @@ fn removing_a_replaced_tree_never_enters_a_mount_inside_it() {
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
+/// A mount point inside an output (a bind mount of the cache dir, of a part
+/// of it, or of a file), or the output itself as one, is refused at store
+/// like a FIFO: one line, the command's output and status pass, nothing
+/// stored. It walked into the bind-mounted cache and stored the cache's own
+/// files (`.lock`, `.size-index`, entries, blobs) as the tree; the hit then
+/// restored that copy and left the mount behind in the replaced tree.
+#[test]
+fn a_mount_point_inside_an_output_is_never_stored() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("not root: the mount-point test needs bind mounts");
+        return;
+    }
+    let w = World::new();
+    let _guard = Mounts(w.path().to_path_buf());
+    // An entry with outputs first: the cache has a store and entries.
+    ok(&mut run(
+        &w,
+        &["--output", "other"],
+        "mkdir -p other; echo o > other/f",
+    ));
+    let before = blobs(&w.cache());
+    let bind = |src: &Path, at: &Path| {
+        let o = Command::new("mount")
+            .arg("--bind")
+            .arg(src)
+            .arg(at)
+            .output()
+            .unwrap();
+        o.status.success().then_some(()).ok_or(stderr_of(&o))
+    };
+    fs::create_dir_all(w.path().join("sub/m")).unwrap();
+    fs::create_dir_all(w.path().join("t/s")).unwrap();
+    fs::create_dir_all(w.path().join("u")).unwrap();
+    fs::create_dir_all(w.path().join("userdir")).unwrap();
+    fs::write(w.path().join("data"), "user data").unwrap();
+    fs::write(w.path().join("sub/z"), "").unwrap();
+    for (src, at) in [
+        (w.cache(), "sub/m"),
+        (w.cache().join(".store"), "t/s"),
+        (w.path().join("userdir"), "u"),
+        (w.path().join("data"), "sub/z"),
+    ] {
+        if let Err(e) = bind(&src, &w.path().join(at)) {
+            skip(&format!("cannot bind-mount: {}", e.trim()));
+            return;
+        }
+    }
+    // The cache's bind mount inside the tree, a part of the cache inside
+    // the tree, a directory's bind mount as the path itself, a file's bind
+    // mount as the path itself.
+    for (output, at) in [
+        ("sub", "sub/m"),
+        ("t", "t/s"),
+        ("u", "u"),
+        ("sub/z", "sub/z"),
+    ] {
+        let n = runs(&w);
+        for _ in 0..2 {
+            let o = run(
+                &w,
+                &["--output", output],
+                "echo run >> runs; echo ran; exit 0",
+            )
+            .output()
+            .unwrap();
+            let err = stderr_of(&o);
+            assert_eq!(o.status.code(), Some(0), "--output {output}: {err}");
+            assert_eq!(String::from_utf8_lossy(&o.stdout), "ran\n");
+            assert!(
+                err.contains("not cached") && err.contains(&format!("{at}: a mount point")),
+                "--output {output}: {err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+        assert_eq!(runs(&w), n + 2, "--output {output}: never a hit");
+        assert_eq!(
+            blobs(&w.cache()),
+            before,
+            "--output {output}: nothing stored"
+        );
+    }
+    assert!(
+        fs::read_dir(w.path()).unwrap().flatten().all(|e| !e
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".ffkit-restore-")),
+        "no tree left behind"
+    );
+    assert_eq!(
+        fs::read_to_string(w.path().join("data")).unwrap(),
+        "user data"
+    );
+    drop(_guard);
+    assert_exact_with_store(&w, "the cache after the refusals");
+}
+
+/// An output reached through a bind mount of the cache dir, of a directory
+/// in it or of one above it is inside the cache dir and refused before
+/// anything runs (exit 2, one line), as one named by its real path is. Real
+/// paths differ across a bind mount: `--output cw/.store` was stored (the
+/// store walked into itself) and its hit swapped the live store out for
+/// the stored copy and removed it: blobs gone, index drift.
+#[test]
+fn an_output_reached_through_a_bind_mount_of_the_cache_is_refused() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("not root: the bind-mount test needs bind mounts");
+        return;
+    }
+    let w = World::new();
+    let _guard = Mounts(w.path().to_path_buf());
+    let keep = "mkdir -p o; echo keep > o/f; echo kept";
+    ok(&mut run(&w, &["--output", "o"], keep));
+    let fan = blobs(&w.cache())
+        .into_iter()
+        .next()
+        .and_then(|b| b.parent().map(Path::to_path_buf))
+        .unwrap();
+    let mut cases: Vec<(PathBuf, &str, Vec<&str>)> = vec![
+        (
+            w.cache(),
+            "cw",
+            vec!["cw", "cw/.store", "cw/x", "cw/.cache-run/z"],
+        ),
+        (w.cache().join(".store"), "st", vec!["st", "st/q"]),
+        (fan, "fan", vec!["fan/q"]),
+        (
+            w.path().to_path_buf(),
+            "up",
+            vec!["up/cache/.store", "up/cache/new"],
+        ),
+    ];
+    for (src, at, outputs) in cases.drain(..) {
+        fs::create_dir_all(w.path().join(at)).unwrap();
+        let o = Command::new("mount")
+            .arg("--bind")
+            .arg(&src)
+            .arg(w.path().join(at))
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            skip(&format!("cannot bind-mount: {}", stderr_of(&o).trim()));
+            return;
+        }
+        for output in outputs {
+            let script = format!("echo run >> runs; mkdir -p {output}; echo x > {output}/f");
+            let o = run(&w, &["--output", output], &script).output().unwrap();
+            let err = stderr_of(&o);
+            assert_eq!(o.status.code(), Some(2), "--output {output}: {err}");
+            assert!(err.contains("the cache dir"), "--output {output}: {err}");
+            assert_eq!(err.lines().count(), 1, "{err}");
+            assert_eq!(runs(&w), 0, "--output {output}: nothing ran");
+        }
+    }
+    drop(_guard);
+    fs::remove_dir_all(w.path().join("o")).unwrap();
+    assert_eq!(ok(&mut run(&w, &["--output", "o"], keep)), "kept\n");
+    assert_eq!(fs::read_to_string(w.path().join("o/f")).unwrap(), "keep\n");
+    assert_exact_with_store(&w, "the cache is whole");
+}
+
 /// 2,000 files in 50 directories: above the size from which a restore
 /// makes files on a pool of threads.
 const WIDE: &str = "echo run >> runs; for d in $(seq 1 50); do mkdir -p out/d$d; \
@@ -1312,14 +1474,24 @@ fn hostile_trees_and_paths_are_refused_or_stored_safely() {
         assert_eq!(o.status.code(), Some(2), "{bad}: {}", stderr_of(&o));
         assert_eq!(stderr_lines(&o).len(), 1, "{bad}: {}", stderr_of(&o));
     }
-    let o = run(
-        &w,
-        &["--output", "a", "--output", "a/b"],
-        "echo run >> runs",
-    )
-    .output()
-    .unwrap();
-    assert_eq!(o.status.code(), Some(2), "{}", stderr_of(&o));
+    // Overlapping, or one path twice however spelled.
+    for pair in [
+        ["a", "a/b"],
+        ["a", "a"],
+        ["a", "./a"],
+        ["a/", "a"],
+        ["./", "a"],
+    ] {
+        let o = run(
+            &w,
+            &["--output", pair[0], "--output", pair[1]],
+            "echo run >> runs",
+        )
+        .output()
+        .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{pair:?}: {}", stderr_of(&o));
+        assert_eq!(stderr_lines(&o).len(), 1, "{pair:?}: {}", stderr_of(&o));
+    }
     assert_eq!(runs(&w), 0, "nothing ran");
     // A FIFO in the tree (its name with a newline: the note stays one
     // line): the run's output and status pass, nothing stored.
@@ -2057,4 +2229,491 @@ fn reflink_store_and_restore(kind: ReflinkFs) {
     remove_tree(&work.join("out"));
     ok(&mut call());
     assert_eq!(snapshot(&work.join("out")), want, "the store is intact");
+}
+
+/// SIGKILL of an eviction while it removes entries and sweeps their blobs
+/// (a journal is on disk: the window of both): the index is exact after
+/// the next call's repair, and another entry's tree still restores whole,
+/// never from a half-swept store.
+#[test]
+fn sigkill_during_evictions_sweep_leaves_the_index_exact_and_other_trees_whole() {
+    let w = World::new();
+    let a = "echo run >> runs; mkdir -p a; for i in $(seq 1 1500); do echo A$i > a/f$i; done";
+    let b = "echo run >> runs; mkdir -p b/d; for i in $(seq 1 40); do echo B$i > b/d/f$i; done";
+    ok(&mut run(&w, &["--output", "b"], b));
+    let want = snapshot(&w.path().join("b"));
+    let journal = w.cache().join(".journal");
+    let mut caught = 0;
+    for _ in 0..4 {
+        ok(&mut run(&w, &["--output", "a", "--force"], a));
+        let n = runs(&w);
+        if kill_when(run(&w, &["--output", "a", "--invalidate"], a), || {
+            fs::symlink_metadata(&journal).is_ok()
+        }) {
+            caught += 1;
+        }
+        assert_exact_with_store(&w, "after an eviction was killed");
+        remove_tree(&w.path().join("b"));
+        ok(&mut run(&w, &["--output", "b"], b));
+        assert_eq!(snapshot(&w.path().join("b")), want, "b restored whole");
+        assert_eq!(runs(&w), n, "b was a hit");
+        // A sweep after the kill takes what the killed one left.
+        let o = w
+            .cmd("cache-evict")
+            .arg("--max-bytes")
+            .arg("1G")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        assert_exact_with_store(&w, "after the next eviction");
+    }
+    eprintln!("killed mid-eviction {caught}/4");
+}
+
+/// A full disk: a store that does not fit is not cached (one line, the
+/// command's output and status pass, no temp blob left, the index exact);
+/// a restore that does not fit is exit 8 with one line, and the path keeps
+/// its old tree, nothing beside it, nothing replayed, nothing run.
+#[test]
+fn a_full_disk_during_store_or_restore_is_one_line_and_changes_nothing() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("not root: the full-disk test mounts a small tmpfs");
+        return;
+    }
+    let tmpfs = |at: &Path| {
+        fs::create_dir_all(at).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+            .arg(at)
+            .output()
+            .unwrap();
+        o.status.success().then_some(()).ok_or(stderr_of(&o))
+    };
+    // The store: the cache dir on a 1 MiB tmpfs.
+    let w = World::new();
+    let _guard = Mounts(w.path().to_path_buf());
+    if let Err(e) = tmpfs(&w.cache()) {
+        skip(&format!("cannot mount a tmpfs: {}", e.trim()));
+        return;
+    }
+    let big = "echo run >> runs; mkdir -p out; head -c 1500000 /dev/urandom > out/f; echo made";
+    for _ in 0..2 {
+        let o = run(&w, &["--output", "out"], big).output().unwrap();
+        let err = stderr_of(&o);
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n");
+        assert!(
+            err.contains("not cached") && err.contains("No space left"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    assert_eq!(runs(&w), 2, "never a hit");
+    let temps: Vec<_> = fs::read_dir(w.cache().join(".store"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .collect();
+    assert!(temps.is_empty(), "no temp blob left: {temps:?}");
+    assert!(blobs(&w.cache()).is_empty());
+    assert_exact_with_store(&w, "after the full store");
+    // The restore: the working directory on a 1 MiB tmpfs, the cache not.
+    let w = World::new();
+    let _guard = Mounts(w.path().to_path_buf());
+    let small = w.path().join("small");
+    if let Err(e) = tmpfs(&small) {
+        skip(&format!("cannot mount a tmpfs: {}", e.trim()));
+        return;
+    }
+    let fill = "echo run >> ../runs; mkdir -p out; head -c 700000 /dev/urandom > out/f; echo made";
+    let call = || {
+        let mut c = run(&w, &["--output", "out"], fill);
+        c.current_dir(&small);
+        c
+    };
+    ok(&mut call());
+    fs::write(small.join("out/marker"), "old").unwrap();
+    let old = snapshot(&small.join("out"));
+    let o = call().output().unwrap();
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(8), "{err}");
+    assert!(err.contains("No space left"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(o.stdout.is_empty(), "nothing replayed");
+    assert_eq!(runs(&w), 1, "nothing run");
+    assert_eq!(snapshot(&small.join("out")), old, "the old tree stays");
+    let beside: Vec<_> = fs::read_dir(&small)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        beside,
+        vec![std::ffi::OsString::from("out")],
+        "nothing beside"
+    );
+    assert_exact_with_store(&w, "after the full restore");
+}
+
+/// A tree the walk can name from the working directory but a restore could
+/// not make beside it (its temp name `./.ffkit-restore-PID-N` is longer
+/// than the path's, and a name of PATH_MAX bytes is refused) is not
+/// cached: before, a deep file made every hit leave its old tree behind,
+/// one more each hit, none ever removed; a deep directory made every hit
+/// fail with exit 1 (`cannot create …: File name too long`). A tree just
+/// short of that is stored, restored and replaced as any other.
+#[test]
+fn a_tree_too_deep_to_restore_beside_its_path_is_not_cached() {
+    let w = World::new();
+    let d = "d".repeat(200);
+    let deep = |levels: usize| format!("o{}", format!("/{d}").repeat(levels));
+    // (what, script, its deepest path's length)
+    let file = |levels: usize, total: usize| {
+        let dir = deep(levels);
+        let leaf = "f".repeat(total - dir.len() - 1);
+        format!("echo run >> runs; mkdir -p {dir}; : > {dir}/{leaf}; echo made")
+    };
+    let dir = |levels: usize, total: usize| {
+        let dir = deep(levels);
+        let leaf = "e".repeat(total - dir.len() - 1);
+        format!("echo run >> runs; mkdir -p {dir}/{leaf}; echo made")
+    };
+    for (what, script) in [("a file", file(20, 4080)), ("a directory", dir(20, 4085))] {
+        let n = runs(&w);
+        for _ in 0..3 {
+            let o = run(&w, &["--output", "o"], &script).output().unwrap();
+            let err = stderr_of(&o);
+            assert_eq!(o.status.code(), Some(0), "{what}: {err}");
+            assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n", "{what}");
+            assert!(
+                err.contains("not cached") && err.contains("too long to restore"),
+                "{what}: {err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{what}: {err}");
+        }
+        assert_eq!(runs(&w), n + 3, "{what}: never a hit");
+        let beside: Vec<_> = fs::read_dir(w.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".ffkit-restore-")
+            })
+            .collect();
+        assert!(beside.is_empty(), "{what}: nothing left beside");
+        assert!(blobs(&w.cache()).is_empty(), "{what}: nothing stored");
+        fs::remove_dir_all(w.path().join("o")).unwrap();
+    }
+    // Just short of the limit: stored, restored, and each hit removes the
+    // tree it replaces.
+    let fits = file(19, 3921);
+    ok(&mut run(&w, &["--output", "o"], &fits));
+    let n = runs(&w);
+    for _ in 0..3 {
+        let o = run(&w, &["--output", "o"], &fits).output().unwrap();
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        assert!(o.stderr.is_empty(), "{}", stderr_of(&o));
+    }
+    assert_eq!(runs(&w), n, "hits");
+    let names: Vec<_> = fs::read_dir(w.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".ffkit-restore-"))
+        .collect();
+    assert!(names.is_empty(), "{names:?}");
+    assert_exact_with_store(&w, "after the deep trees");
+}
+
+/// A tree at the path deeper than a path can name (made by the user, not
+/// stored: a restore swaps it out under its temp name, which is longer) is
+/// removed whole by a hit: removal goes by names in each directory's
+/// descriptor, never by a path from the working directory. Before, it
+/// failed with ENAMETOOLONG and the tree was left behind, named on stderr,
+/// and no later restore could remove it either. Directories without their
+/// owner's rwx in it go too.
+#[test]
+fn a_replaced_tree_deeper_than_a_path_can_name_is_removed_whole() {
+    let w = World::new();
+    let script = "echo run >> runs; mkdir -p o; echo v > o/f; echo made";
+    ok(&mut run(&w, &["--output", "o"], script));
+    // 4,080 bytes from the working directory: a file in 20 levels of
+    // 200-byte names, and directories without rwx on the way.
+    let d = "d".repeat(200);
+    let dir = format!("o{}", format!("/{d}").repeat(20));
+    let leaf = "f".repeat(4080 - dir.len() - 1);
+    remove_tree(&w.path().join("o"));
+    let made = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "mkdir -p {dir} && echo deep > {dir}/{leaf} && chmod 0 o/{d}/{d} && chmod 500 o/{d}"
+        ))
+        .current_dir(w.path())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let o = run(&w, &["--output", "o"], script).output().unwrap();
+    let err = stderr_of(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(o.stderr.is_empty(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n");
+    assert_eq!(runs(&w), 1, "a hit");
+    assert_eq!(fs::read_to_string(w.path().join("o/f")).unwrap(), "v\n");
+    let beside: Vec<_> = fs::read_dir(w.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".ffkit-restore-"))
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+}
+
+/// A killed restore's tree is removed by the next restore beside it only
+/// when it is our user's: in a shared directory a name of that shape may be
+/// another user's, and root removed it.
+#[test]
+fn another_users_tree_named_like_a_dead_restore_is_left_alone() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("not root: the test gives a tree to another user");
+        return;
+    }
+    let w = World::new();
+    let script = "echo run >> runs; mkdir -p o; echo v > o/f";
+    ok(&mut run(&w, &["--output", "o"], script));
+    // A pid that is gone: a child waited for.
+    let mut c = Command::new("true").spawn().unwrap();
+    let pid = c.id();
+    c.wait().unwrap();
+    let theirs = w.path().join(format!(".ffkit-restore-{pid}-0"));
+    let ours = w.path().join(format!(".ffkit-restore-{pid}-1"));
+    for t in [&theirs, &ours] {
+        fs::create_dir_all(t.join("d")).unwrap();
+        fs::write(t.join("d/f"), "data").unwrap();
+    }
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(&theirs)
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    ok(&mut run(&w, &["--output", "o"], script));
+    assert_eq!(runs(&w), 1, "a hit");
+    assert!(!ours.exists(), "our dead restore's tree is removed");
+    assert_eq!(
+        fs::read_to_string(theirs.join("d/f")).unwrap(),
+        "data",
+        "another user's is left"
+    );
+}
+
+/// A file a `--link` restore made is the blob: its user's `chmod` changes
+/// the blob's mode. `chmod 000` of one made every copy restore of that
+/// content fail with exit 3 (`cannot open …/.store/…: Permission denied`),
+/// `--force` included, until an eviction; `chmod u+w` gave every later
+/// `--link` restore writable files. Now a blob with another mode than a
+/// store gives it is damage: a miss, whose store replaces it, then hits.
+/// Run as nobody (root ignores the mode).
+#[test]
+fn a_blob_chmodded_through_a_link_restore_is_a_miss_and_stored_again() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("not root: the test runs ffkit as nobody");
+        return;
+    }
+    let probe = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        skip("cannot drop privileges with setpriv");
+        return;
+    }
+    let w = World::new();
+    let mut p = w.path().to_path_buf();
+    while let Some(parent) = p.parent() {
+        if fs::metadata(parent).is_ok_and(|m| m.mode() & 0o001 == 0) {
+            skip("a parent of the temp dir is not searchable by other users");
+            return;
+        }
+        p = parent.to_path_buf();
+    }
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(w.path())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let script = "echo run >> runs; rm -rf o; mkdir -p o; echo v > o/f; echo made";
+    let call = |link: bool| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin());
+        w.isolate(&mut c);
+        c.current_dir(w.path())
+            .args(["cache-run", "--ttl", "0", "--output", "o"]);
+        if link {
+            c.arg("--link");
+        }
+        c.args(["--", "sh", "-c", script]);
+        c.output().unwrap()
+    };
+    let o = call(false);
+    if !o.status.success() {
+        skip(&format!(
+            "nobody cannot run the test binary: {}",
+            stderr_of(&o)
+        ));
+        return;
+    }
+    let o = call(true);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(runs(&w), 1, "a --link hit");
+    let f = w.path().join("o/f");
+    // The user makes the restored file (the blob) unreadable.
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o000)).unwrap();
+    let o = call(false);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n");
+    assert_eq!(runs(&w), 2, "a miss");
+    let o = call(false);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert!(o.stderr.is_empty(), "{}", stderr_of(&o));
+    assert_eq!(runs(&w), 2, "a hit again");
+    assert_eq!(fs::read_to_string(&f).unwrap(), "v\n");
+    // Writable through a --link restore (chmod u+w): the next --link
+    // restore is a miss, and the one after links a read-only blob again.
+    let o = call(true);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o644)).unwrap();
+    let o = call(true);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(runs(&w), 3, "a miss");
+    let o = call(true);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(runs(&w), 3, "a hit");
+    assert_eq!(fs::symlink_metadata(&f).unwrap().mode() & 0o7777, 0o444);
+    assert_exact_with_store(&w, "after the repairs");
+}
+
+/// A restorer stopped (SIGSTOP) midway while another process evicts its
+/// entry: the eviction removes the entry but not the blobs in use (its
+/// sweep waits LOCK_TIMEOUT for the store, then is skipped), and the
+/// restorer, continued, puts the whole tree in place and replays its
+/// output; the next eviction sweeps the blobs and the index stays exact.
+#[test]
+fn a_stopped_restorer_gets_its_whole_tree_while_another_process_evicts() {
+    let w = World::new();
+    let src = w.path().join("src");
+    generate(&src, 1500);
+    ok(&mut run(&w, &["--output", "out"], COPY));
+    let want = snapshot(&w.path().join("out"));
+    remove_tree(&w.path().join("out"));
+    let mut child = run(&w, &["--output", "out"], COPY)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id() as libc::pid_t;
+    let building = || {
+        fs::read_dir(w.path()).is_ok_and(|rd| {
+            rd.flatten().any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(".ffkit-restore-")
+            })
+        })
+    };
+    let end = Instant::now() + Duration::from_secs(60);
+    let mut stopped = false;
+    while Instant::now() < end && child.try_wait().unwrap().is_none() {
+        if building() {
+            // SAFETY: kill(2) of our own child, which has not been waited
+            // for (try_wait said it runs), so the pid is still ours.
+            stopped = unsafe { libc::kill(pid, libc::SIGSTOP) } == 0;
+            break;
+        }
+        std::thread::yield_now();
+    }
+    let evicted = w
+        .cmd("cache-evict")
+        .args(["--all", "--json"])
+        .env("LOCK_TIMEOUT", "1")
+        .output()
+        .unwrap();
+    if stopped {
+        // SAFETY: as above; the child is stopped, not reaped.
+        unsafe { libc::kill(pid, libc::SIGCONT) };
+    }
+    let o = child.wait_with_output().unwrap();
+    assert!(evicted.status.success(), "{}", stderr_of(&evicted));
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "built\n");
+    assert_eq!(runs(&w), 1, "a hit, never a rerun");
+    assert_eq!(snapshot(&w.path().join("out")), want, "the whole tree");
+    if stopped {
+        let j: serde_json::Value = serde_json::from_slice(&evicted.stdout).unwrap();
+        assert_eq!(j["output_blobs"]["busy"], true, "{j}");
+        assert!(!blobs(&w.cache()).is_empty(), "the blobs in use stay");
+    }
+    let o = w.cmd("cache-evict").arg("--all").output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert!(blobs(&w.cache()).is_empty(), "swept");
+    assert_exact_with_store(&w, "after both evictions");
+    eprintln!("restorer stopped midway: {stopped}");
+}
+
+/// A path that became a mount point after its entry was stored (a volume
+/// mounted at `node_modules`) cannot be swapped (EBUSY): every hit failed
+/// with exit 1, `cannot replace o: Device or resource busy`. Now it is a
+/// miss before anything is built: the command runs (into the mount, as
+/// without ffkit), its run is not stored (a mount point never is: one
+/// line), nothing is left beside, and the entry serves again once the
+/// mount is gone.
+#[test]
+fn a_path_that_became_a_mount_point_is_a_miss_not_a_failure() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("not root: the test mounts a tmpfs");
+        return;
+    }
+    let w = World::new();
+    let _guard = Mounts(w.path().to_path_buf());
+    let script = "echo run >> runs; mkdir -p o; echo v > o/f; echo made";
+    ok(&mut run(&w, &["--output", "o"], script));
+    let o = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(w.path().join("o"))
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        skip(&format!("cannot mount a tmpfs: {}", stderr_of(&o).trim()));
+        return;
+    }
+    for n in 2..4 {
+        let o = run(&w, &["--output", "o"], script).output().unwrap();
+        let err = stderr_of(&o);
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n");
+        assert!(
+            err.contains("not cached") && err.contains("o: a mount point"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert_eq!(runs(&w), n, "the command ran");
+    }
+    assert_eq!(fs::read_to_string(w.path().join("o/f")).unwrap(), "v\n");
+    let beside: Vec<_> = fs::read_dir(w.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".ffkit-restore-"))
+        .collect();
+    assert!(beside.is_empty(), "{beside:?}");
+    drop(_guard);
+    let o = run(&w, &["--output", "o"], script).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(runs(&w), 3, "a hit once the mount is gone");
+    assert_exact_with_store(&w, "after the mount");
 }

@@ -32,7 +32,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -148,11 +148,12 @@ pub fn check_paths_in(c: &Cache, paths: &[PathBuf]) -> Result<()> {
     let cwd = std::env::current_dir()
         .map_err(|e| Error::io("cannot read the working directory", Path::new("."), e))?;
     let cache = real_path(&cwd.join(c.dir()));
+    let within = Within::new(c.dir());
     for p in paths {
         let at = cwd.join(normal(p));
         let how = if cache.starts_with(&at) {
             "holds"
-        } else if at.starts_with(&cache) {
+        } else if at.starts_with(&cache) || within.as_ref().is_some_and(|w| w.holds(&at)) {
             "is inside"
         } else {
             continue;
@@ -164,6 +165,78 @@ pub fn check_paths_in(c: &Cache, paths: &[PathBuf]) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The cache dir by identity, for paths that reach it through a bind
+/// mount, where real paths differ (`mount --bind ~/.cache/ffkit cw` then
+/// `--output cw/.store`: a hit would swap the store out and remove it).
+struct Within {
+    /// The cache dir's device and inode.
+    id: (u64, u64),
+    /// The inodes of the directories in it and in `.store/` (the fans),
+    /// listed only once a bind mount of its device is on the way.
+    dirs: OnceLock<HashSet<u64>>,
+    dir: PathBuf,
+}
+
+impl Within {
+    fn new(dir: &Path) -> Option<Within> {
+        let m = fs::metadata(dir).ok()?;
+        Some(Within {
+            id: (m.dev(), m.ino()),
+            dirs: OnceLock::new(),
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Whether the absolute `at` lies inside the cache dir (or is it) by
+    /// what its directories are, not what they are named: one of them is
+    /// the cache dir (a bind mount of it or of a directory above it), or
+    /// is the root of a mount of the cache's device that shows a directory
+    /// of the cache (a bind mount of `.store`, `.cache-run` or a fan).
+    fn holds(&self, at: &Path) -> bool {
+        use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags};
+        let root = StatxAttributes::MOUNT_ROOT;
+        let mut a = at;
+        loop {
+            // `/` is a mount root of its own: never a bind mount's view.
+            let Some(parent) = a.parent() else {
+                return false;
+            };
+            if let Ok(x) =
+                rustix::fs::statx(CWD, a, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS)
+            {
+                let dev = libc::makedev(x.stx_dev_major, x.stx_dev_minor);
+                if (dev, x.stx_ino) == self.id {
+                    return true;
+                }
+                if dev == self.id.0
+                    && x.stx_attributes_mask.contains(root)
+                    && x.stx_attributes.contains(root)
+                    && self.dirs().contains(&x.stx_ino)
+                {
+                    return true;
+                }
+            }
+            a = parent;
+        }
+    }
+
+    fn dirs(&self) -> &HashSet<u64> {
+        self.dirs.get_or_init(|| {
+            let mut dirs = HashSet::new();
+            let mut list = |d: &Path| {
+                for de in fs::read_dir(d).into_iter().flatten().flatten() {
+                    if de.file_type().is_ok_and(|t| t.is_dir()) {
+                        dirs.insert(de.ino());
+                    }
+                }
+            };
+            list(&self.dir);
+            list(&self.dir.join(STORE_DIR));
+            dirs
+        })
+    }
 }
 
 /// The absolute `p` with its symlinks resolved as far as it exists (the
@@ -417,9 +490,9 @@ pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
                 .len();
             match fs::symlink_metadata(&dest) {
                 // Stored meanwhile by another run: ours goes.
-                Ok(m) if m.is_file() && m.len() == size => continue,
-                // Damaged by hand (cut short, grown, replaced): ours
-                // replaces it, and the index is recounted.
+                Ok(m) if is_blob(&m, &b.name, size) => continue,
+                // Damaged by hand (cut short, grown, replaced, its mode
+                // changed): ours replaces it, and the index is recounted.
                 Ok(_) => repaired = true,
                 Err(_) => added += size as i64,
             }
@@ -435,10 +508,25 @@ pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
 }
 
 /// Whether the store has blob `name` whole: a file of the `len` bytes its
-/// content has (a blob damaged by hand is stored again, not trusted).
+/// content has, with a blob's mode (a blob damaged by hand is stored
+/// again, not trusted).
 fn blob_exists(store: &Path, name: &str, len: u64) -> bool {
     blob_path(store, name)
-        .is_some_and(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_file() && m.len() == len))
+        .is_some_and(|p| fs::symlink_metadata(p).is_ok_and(|m| is_blob(&m, name, len)))
+}
+
+/// A blob's mode: read-only, executable for a name ending in `x`.
+fn blob_mode(name: &str) -> u32 {
+    if name.ends_with('x') { 0o555 } else { 0o444 }
+}
+
+/// Whether `m` is blob `name` as a store leaves it: a regular file of `len`
+/// bytes with [`blob_mode`]. A file a `--link` restore made is the blob, so
+/// its user's `chmod` changes the blob's mode: `u+w` unguards every later
+/// `--link` restore of that content, `000` makes it unreadable to every
+/// copy restore (it failed them all with exit 3).
+fn is_blob(m: &fs::Metadata, name: &str, len: u64) -> bool {
+    m.is_file() && m.len() == len && m.mode() & 0o7777 == blob_mode(name)
 }
 
 fn set_mode(p: &Path, mode: u32) -> Result<()> {
@@ -446,8 +534,57 @@ fn set_mode(p: &Path, mode: u32) -> Result<()> {
         .map_err(|e| Error::io("cannot chmod", p, e))
 }
 
-/// Walks one output (never following a symlink), writing the blobs the
-/// store lacks to temp files.
+/// What the walk needs of a path's `statx` (one call per node, as
+/// `symlink_metadata` makes, but with the mount-root attribute).
+struct Stat {
+    mode: u32,
+    dev: u64,
+    ino: u64,
+    nlink: u32,
+    mtime: i64,
+    nsec: u32,
+    /// The root of a mount (`STATX_ATTR_MOUNT_ROOT`); `None` when the
+    /// kernel cannot tell (before Linux 5.8).
+    mount_root: Option<bool>,
+}
+
+impl Stat {
+    fn of(p: &Path) -> io::Result<Stat> {
+        use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags};
+        let x = rustix::fs::statx(CWD, p, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS)?;
+        let root = StatxAttributes::MOUNT_ROOT;
+        Ok(Stat {
+            mode: x.stx_mode.into(),
+            dev: libc::makedev(x.stx_dev_major, x.stx_dev_minor),
+            ino: x.stx_ino,
+            nlink: x.stx_nlink,
+            mtime: x.stx_mtime.tv_sec,
+            nsec: x.stx_mtime.tv_nsec,
+            mount_root: x
+                .stx_attributes_mask
+                .contains(root)
+                .then(|| x.stx_attributes.contains(root)),
+        })
+    }
+
+    fn kind(&self) -> u32 {
+        self.mode & libc::S_IFMT
+    }
+}
+
+/// Walks one output (never following a symlink, never entering a mount),
+/// writing the blobs the store lacks to temp files.
+///
+/// A mount point anywhere in the tree, the path itself included, is
+/// refused (the run is not cached), like a FIFO: its files are another
+/// file system's (a bind mount of the cache dir into the tree would store
+/// the cache's own files, temp blobs included), a restore could never put
+/// them back (it never enters nor replaces a mount: the old tree would be
+/// left behind at every hit), and skipping it as `tar --one-file-system`
+/// does would make the restored tree silently differ from the one stored.
+/// Known by `STATX_ATTR_MOUNT_ROOT` (a bind mount of the same file system
+/// has the same device); a kernel without it (before 5.8): a directory on
+/// another device than its parent's.
 fn walk(
     root: &Path,
     store: &Path,
@@ -456,10 +593,10 @@ fn walk(
 ) -> Result<Vec<Node>> {
     let mut nodes = Vec::new();
     let mut inodes: HashMap<(u64, u64), usize> = HashMap::new();
-    // (path on disk, relative name)
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((path, rel)) = stack.pop() {
-        let m = match fs::symlink_metadata(&path) {
+    // (path on disk, relative name, the device of the directory holding it)
+    let mut stack = vec![(root.to_path_buf(), String::new(), None)];
+    while let Some((path, rel, parent_dev)) = stack.pop() {
+        let m = match Stat::of(&path) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound && rel.is_empty() => {
                 return Err(Error::General(format!(
@@ -469,9 +606,31 @@ fn walk(
             }
             Err(e) => return Err(Error::io("cannot stat", &path, e)),
         };
-        let ft = m.file_type();
-        let (mtime, nsec) = (m.mtime(), m.mtime_nsec() as u32);
-        let kind = if ft.is_dir() {
+        let is_dir = m.kind() == libc::S_IFDIR;
+        // A name the walk could stat (from the working directory) but a
+        // restore could not make beside it, under its longer temp name.
+        let len = restore_name_len(root, &rel);
+        if len >= libc::PATH_MAX as usize {
+            return Err(Error::General(format!(
+                "{}: a path too long to restore ({len} bytes with the restore's temp name; the limit is {})",
+                path.display(),
+                libc::PATH_MAX - 1
+            )));
+        }
+        let mount = m.mount_root.unwrap_or_else(|| {
+            // The path itself: its parent is looked at only here.
+            let parent_dev =
+                parent_dev.or_else(|| fs::metadata(parent_of(root)).ok().map(|p| p.dev()));
+            is_dir && parent_dev.is_some_and(|d| d != m.dev)
+        });
+        if mount {
+            return Err(Error::General(format!(
+                "{}: a mount point cannot be stored",
+                path.display()
+            )));
+        }
+        let (mtime, nsec) = (m.mtime, m.nsec);
+        let kind = if is_dir {
             let mut children = Vec::new();
             for de in fs::read_dir(&path).map_err(|e| Error::io("cannot list", &path, e))? {
                 let de = de.map_err(|e| Error::io("cannot list", &path, e))?;
@@ -487,15 +646,15 @@ fn walk(
                 } else {
                     format!("{rel}/{n}")
                 };
-                children.push((de.path(), r));
+                children.push((de.path(), r, Some(m.dev)));
             }
             // Pre-order, by name: the stack pops the smallest first.
             children.sort_by(|a, b| b.1.cmp(&a.1));
             stack.extend(children);
             Kind::Dir {
-                mode: m.mode() & 0o7777,
+                mode: m.mode & 0o7777,
             }
-        } else if ft.is_symlink() {
+        } else if m.kind() == libc::S_IFLNK {
             let t = fs::read_link(&path).map_err(|e| Error::io("cannot read link", &path, e))?;
             let Some(target) = t.to_str() else {
                 return Err(Error::General(format!(
@@ -506,32 +665,29 @@ fn walk(
             Kind::Symlink {
                 target: target.to_string(),
             }
-        } else if ft.is_file() {
-            let id = (m.dev(), m.ino());
+        } else if m.kind() == libc::S_IFREG {
+            let id = (m.dev, m.ino);
             match inodes.get(&id) {
-                Some(&to) if m.nlink() > 1 => Kind::Hardlink { to },
+                Some(&to) if m.nlink > 1 => Kind::Hardlink { to },
                 _ => {
-                    if m.nlink() > 1 {
+                    if m.nlink > 1 {
                         inodes.insert(id, nodes.len());
                     }
                     // The size is the bytes hashed, not the stat's: a
                     // file that changed in between is still one record.
-                    let (blob, size) = put_blob(&path, m.mode(), store, pending, names)?;
+                    let (blob, size) = put_blob(&path, m.mode, store, pending, names)?;
                     Kind::File {
-                        mode: m.mode() & 0o7777,
+                        mode: m.mode & 0o7777,
                         size,
                         blob,
                     }
                 }
             }
         } else {
-            use std::os::unix::fs::FileTypeExt;
-            let what = if ft.is_fifo() {
-                "a FIFO"
-            } else if ft.is_socket() {
-                "a socket"
-            } else {
-                "a device"
+            let what = match m.kind() {
+                libc::S_IFIFO => "a FIFO",
+                libc::S_IFSOCK => "a socket",
+                _ => "a device",
             };
             return Err(Error::General(format!(
                 "{}: {what} cannot be stored",
@@ -754,6 +910,15 @@ pub fn restore(
     if m.ffkit_outputs != VERSION || m.roots.len() != out.paths.len() {
         return Ok(Err("the output manifest does not fit".into()));
     }
+    // A path that is a mount point now (a volume mounted at
+    // `node_modules` after the entry was stored) cannot be swapped
+    // (EBUSY): every hit failed with exit 1. It is a miss instead, before
+    // anything is built; the run that follows is not stored either (a
+    // mount point is never stored), so each call runs the command, as
+    // without a cache.
+    if let Some(p) = out.paths.iter().find(|p| is_mount_root(p)) {
+        return Ok(Err(format!("{}: a mount point; not restored", p.display())));
+    }
     // Build every tree aside first; swap them in only when all are whole.
     let mut built = Vec::new();
     for (root, path) in m.roots.iter().zip(&out.paths) {
@@ -800,6 +965,25 @@ fn parent_of(path: &Path) -> PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     }
+}
+
+/// Whether `p` is the root of a mount (`STATX_ATTR_MOUNT_ROOT`, Linux 5.8;
+/// `false` where the kernel cannot tell: the swap then fails with EBUSY).
+fn is_mount_root(p: &Path) -> bool {
+    Stat::of(p).is_ok_and(|m| m.mount_root == Some(true))
+}
+
+/// The longest name a restore may give a node of the tree at `path`,
+/// relative to the working directory as every restore's path is: its temp
+/// tree's name (`DIR/.ffkit-restore-PID-SEQ`, with the most digits a pid
+/// and a sequence number can have), `/`, the node's relative name. A
+/// restore makes directories, hard links and the old tree's removal by
+/// such names, and the kernel refuses one of `PATH_MAX` bytes or more
+/// (ENAMETOOLONG): a tree stored with longer ones would fail every hit.
+fn restore_name_len(path: &Path, rel: &str) -> usize {
+    const DIGITS: usize = 10 + 1 + 20;
+    let parent = parent_of(path).as_os_str().len();
+    parent + 1 + RESTORE_PREFIX.len() + DIGITS + 1 + rel.len()
 }
 
 /// Takes an exclusive `flock` of the directory holding each path (made if
@@ -1214,6 +1398,12 @@ impl<'a> Maker<'a> {
                         if m.len() != *size {
                             return damaged(format!("blob {blob} has the wrong size"));
                         }
+                        // Its mode changed through an earlier `--link`
+                        // restore: every file linked to it would get that
+                        // mode. A miss, whose store replaces it.
+                        if m.mode() & 0o7777 != blob_mode(blob) {
+                            return damaged(format!("blob {blob} has its mode changed"));
+                        }
                         rustix::fs::linkat(CWD, &bp, &dfd, leaf, AtFlags::empty())
                             .map_err(|e| Error::io("cannot link", dest(), e.into()))?;
                         made += 1;
@@ -1225,6 +1415,12 @@ impl<'a> Maker<'a> {
                         Ok(f) => f,
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {
                             return damaged(format!("blob {blob} is gone"));
+                        }
+                        // Its mode changed through a `--link` restore
+                        // (`chmod 000` of a restored file): a miss, whose
+                        // store replaces it, not a failure of every hit.
+                        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                            return damaged(format!("blob {blob} cannot be read"));
                         }
                         Err(e) => return Err(Error::io("cannot open", &bp, e).into()),
                     };
@@ -1407,82 +1603,116 @@ fn swap_in(tmp: &Path, path: &Path) -> Result<bool> {
 }
 
 /// Removes a file or a whole tree (never following a symlink, never
-/// entering another mount), making read-only directories writable first
-/// where needed. Best effort; whether nothing is left at `p`.
+/// entering another mount), making directories without their owner's
+/// `rwx` accessible first where needed. Best effort; whether nothing is
+/// left at `p`.
 ///
 /// A directory that is a mount point (a bind mount of the user's data into
 /// the tree a restore replaced) holds another file system's files, not the
 /// tree's: it is left, with the directories above it, so the tree is left
 /// behind. `std::fs::remove_dir_all` would empty it, and the chmod a
 /// read-only tree needs would change it.
+///
+/// Every directory is opened by its name in its parent's descriptor
+/// (`O_NOFOLLOW`), looked at, changed and emptied through its own
+/// descriptor, and what it holds is removed by name in it: no path longer
+/// than one name is ever resolved, so a tree deeper than `PATH_MAX` (a
+/// user's, swapped out by a restore) goes too, and a directory renamed or
+/// replaced by a symlink while the tree is removed (a world-writable
+/// directory in the tree) never leads the removal or its chmod elsewhere.
 fn remove_tree(p: &Path) -> bool {
-    let Ok(m) = fs::symlink_metadata(p) else {
-        return true;
-    };
-    if !m.is_dir() {
-        return fs::remove_file(p).is_ok();
+    use rustix::fs::{AtFlags, CWD};
+    use rustix::io::Errno;
+    match rustix::fs::unlinkat(CWD, p, AtFlags::empty()) {
+        Ok(()) | Err(Errno::NOENT) => true,
+        // A directory (EISDIR from Linux's unlink).
+        Err(Errno::ISDIR | Errno::PERM) => remove_dir_at(CWD, p, None),
+        Err(_) => false,
     }
-    if is_mount_point(p, m.dev(), None) {
-        return false;
-    }
-    empty_dir(p, m.mode(), m.dev()) && fs::remove_dir(p).is_ok()
 }
 
-/// Removes what directory `d` (mode `mode`, on device `dev`) holds, as
-/// [`remove_tree`]; whether it is empty now.
-fn empty_dir(d: &Path, mode: u32, dev: u64) -> bool {
-    if mode & 0o700 != 0o700 {
-        let _ = fs::set_permissions(d, fs::Permissions::from_mode(0o700));
-    }
-    let Ok(rd) = fs::read_dir(d) else {
+/// Empties and removes directory `name` in `dir` (whose device is
+/// `parent_dev`; `None` for the top, judged by its mount flag alone), as
+/// [`remove_tree`]; whether it is gone.
+fn remove_dir_at<P: rustix::path::Arg + Copy>(
+    dir: std::os::fd::BorrowedFd<'_>,
+    name: P,
+    parent_dev: Option<u64>,
+) -> bool {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags, StatxAttributes, StatxFlags};
+    use rustix::io::Errno;
+    use std::os::fd::{AsFd, AsRawFd};
+    let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    // O_PATH: opened whatever its mode, to be looked at before anything.
+    let Ok(at) = rustix::fs::openat(dir, name, flags | OFlags::PATH, Mode::empty()) else {
         return false;
     };
-    let mut whole = true;
-    for de in rd {
-        let Ok(de) = de else {
-            whole = false;
-            continue;
-        };
-        let path = de.path();
-        // The entry's type without a stat (d_type): only directories are
-        // looked at more closely.
-        if !de.file_type().is_ok_and(|t| t.is_dir()) {
-            whole &= fs::remove_file(&path).is_ok()
-                || fs::symlink_metadata(&path).is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
-            continue;
+    let Ok(x) = rustix::fs::statx(&at, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS) else {
+        return false;
+    };
+    let dev = libc::makedev(x.stx_dev_major, x.stx_dev_minor);
+    let root = StatxAttributes::MOUNT_ROOT;
+    if parent_dev.is_some_and(|d| d != dev)
+        || (x.stx_attributes_mask.contains(root) && x.stx_attributes.contains(root))
+    {
+        return false;
+    }
+    if u32::from(x.stx_mode) & 0o700 != 0o700 {
+        // Through the descriptor's own name: the inode looked at, never
+        // what a name might lead to by now.
+        let fd_name = format!("/proc/self/fd/{}", at.as_raw_fd());
+        if rustix::fs::chmod(fd_name.as_str(), Mode::from_raw_mode(0o700)).is_err() {
+            return false;
         }
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => {
-                whole &= !is_mount_point(&path, m.dev(), Some(dev))
-                    && empty_dir(&path, m.mode(), dev)
-                    && fs::remove_dir(&path).is_ok();
+    }
+    let Ok(d) = rustix::fs::openat(&at, ".", OFlags::RDONLY | flags, Mode::empty()) else {
+        return false;
+    };
+    drop(at);
+    // Its names first (one descriptor per level is held while deeper
+    // ones are removed), then each removed by name in it.
+    // One 32 KiB buffer per level, as `readdir(3)` reads: a directory of
+    // a few hundred names in one `getdents64`, and no descriptor dup'd.
+    // The buffer goes before the levels below are removed.
+    let mut names = Vec::new();
+    {
+        let mut buf = Vec::with_capacity(32 * 1024);
+        let mut rd = rustix::fs::RawDir::new(&d, buf.spare_capacity_mut());
+        while let Some(e) = rd.next() {
+            let Ok(e) = e else { return false };
+            let n = e.file_name();
+            if n != c"." && n != c".." {
+                names.push((n.to_owned(), e.file_type()));
             }
-            Ok(_) => whole &= fs::remove_file(&path).is_ok(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(_) => whole = false,
         }
+    }
+    let mut whole = true;
+    for (n, t) in names {
+        let is_dir = match t {
+            FileType::Directory => true,
+            FileType::Unknown => rustix::fs::statat(&d, n.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+                .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory),
+            _ => false,
+        };
+        whole &= if is_dir {
+            remove_dir_at(d.as_fd(), n.as_c_str(), Some(dev))
+        } else {
+            matches!(
+                rustix::fs::unlinkat(&d, n.as_c_str(), AtFlags::empty()),
+                Ok(()) | Err(Errno::NOENT)
+            )
+        };
     }
     whole
-}
-
-/// Whether directory `p` (on device `dev`) is the root of a mount: on
-/// another device than `parent_dev`, or so marked by `statx`
-/// (`STATX_ATTR_MOUNT_ROOT`, Linux 5.8: a bind mount of the same file
-/// system has the same device).
-fn is_mount_point(p: &Path, dev: u64, parent_dev: Option<u64>) -> bool {
-    use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags};
-    if parent_dev.is_some_and(|d| d != dev) {
-        return true;
-    }
-    rustix::fs::statx(CWD, p, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::empty()).is_ok_and(|x| {
-        let root = StatxAttributes::MOUNT_ROOT;
-        x.stx_attributes_mask.contains(root) && x.stx_attributes.contains(root)
-    })
+        && matches!(
+            rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR),
+            Ok(()) | Err(Errno::NOENT)
+        )
 }
 
 /// Removes trees a killed restore left beside its path: its pid is gone, or
 /// is a zombie not reaped yet (judged as a lock holder is:
-/// [`crate::lock::holder::same_process`]).
+/// [`crate::lock::holder::same_process`]); only trees owned by our user.
 fn remove_dead_builds(parent: &Path) {
     let Ok(rd) = fs::read_dir(parent) else { return };
     for de in rd.flatten() {
@@ -1495,7 +1725,13 @@ fn remove_dead_builds(parent: &Path) {
         else {
             continue;
         };
-        if pid != std::process::id() && !crate::lock::holder::same_process(pid, None) {
+        // Only our own: in a shared directory (`/tmp`) a name of this shape
+        // may be another user's, whose files are not ours to remove (root
+        // would).
+        let ours = de
+            .metadata()
+            .is_ok_and(|m| m.uid() == rustix::process::geteuid().as_raw());
+        if ours && pid != std::process::id() && !crate::lock::holder::same_process(pid, None) {
             remove_tree(&de.path());
         }
     }

@@ -246,3 +246,61 @@ fn an_old_library_file_gets_one_verdict_from_status_release_and_every_acquirer()
     sleeper.kill().unwrap();
     sleeper.wait().unwrap();
 }
+
+/// Item 5: a named pair's holder process whose owner was killed with
+/// SIGKILL leaves the lock file as a release does: the free line
+/// (`{"kind":"free"}`, padded), not the dead owner's `"kind":"named"`
+/// record. The owner is a shell on each path that ran the binary's
+/// `lock-acquire NAME`, and a process given with `--owner`.
+#[test]
+fn a_named_pairs_holder_leaves_the_free_line_when_its_owner_is_killed() {
+    let sc = Sc::new();
+    let free_after = |what: &str| {
+        crate::util::wait_until(&format!("{what}: lock free"), 20, || {
+            code(&sc.ffkit(&["lock-status", "-q", "t"])) == 1
+        });
+        let content = fs::read_to_string(sc.file("t")).unwrap();
+        assert_eq!(
+            content.trim_end(),
+            "{\"kind\":\"free\"}",
+            "{what}: {content:?}"
+        );
+    };
+    // --owner: a process of the test's.
+    let mut owner = Command::new("sleep").arg("300").spawn().unwrap();
+    let o = sc.ffkit(&["lock-acquire", "--owner", &owner.id().to_string(), "t"]);
+    assert_eq!(code(&o), 0, "{}", text(&o.stderr));
+    assert!(
+        fs::read_to_string(sc.file("t"))
+            .unwrap()
+            .contains("\"kind\":\"named\"")
+    );
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    free_after("--owner");
+    // A shell on each path holding it through the binary, killed.
+    for path in paths() {
+        let mut c = sc.shell(
+            path,
+            "\"$FFKIT_BIN\" lock-acquire t && echo held && exec sleep 300",
+        );
+        c.stdout(Stdio::piped());
+        let mut sh = c.spawn().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(sh.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "held\n", "{path}");
+        assert!(
+            fs::read_to_string(sc.file("t"))
+                .unwrap()
+                .contains("\"kind\":\"named\""),
+            "{path}"
+        );
+        sh.kill().unwrap();
+        sh.wait().unwrap();
+        free_after(path);
+    }
+}

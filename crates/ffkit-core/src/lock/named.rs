@@ -261,8 +261,9 @@ fn start_holder(f: &File, watch: &Watch, remove: Option<&Path>) -> io::Result<Ch
 }
 
 /// The holder process ([`HOLDER_ARG`]; `args` are the arguments after it):
-/// keeps the inherited lock descriptor open until the owner exits. With
-/// PATH (a NAME's lock file), the file is then deleted while the lock is
+/// keeps the inherited lock descriptor open until the owner exits, then
+/// writes the free line over the record, as a release does. With
+/// PATH (a NAME's lock file), the file is deleted instead while the lock is
 /// still held, the old library's release ([`super::compat::remove`]), so a
 /// dead owner's lock is free for the old library at once too. Its session,
 /// signals and descriptors were set up before the exec ([`start_holder`]).
@@ -278,6 +279,7 @@ pub fn serve_holder(args: &[OsString]) -> Result<()> {
     if args.len() > 3 {
         return Err(bad());
     }
+    let parent = rustix::process::getppid();
     let lock = kernel::borrow(number(text(0)?)?).map_err(|_| bad())?;
     let remove = args.get(2).map(Path::new);
     match text(1)?.split(':').collect::<Vec<_>>().as_slice() {
@@ -297,10 +299,28 @@ pub fn serve_holder(args: &[OsString]) -> Result<()> {
         }
         _ => return Err(bad()),
     }
-    if let Some(p) = remove {
-        let _ = super::compat::remove(lock, p);
+    // The owner is gone: leave the file as a release does (the free line;
+    // with PATH, the file deleted), while the lock is still this holder's.
+    // `lock-acquire` writes the record after starting the holder: an owner
+    // killed meanwhile must not have its record written after the clear,
+    // so the holder first lets its parent (that `lock-acquire`) finish.
+    wait_for_parent(parent, Duration::from_secs(2));
+    if kernel::try_lock_fd(lock.as_raw_fd(), Kind::Exclusive).unwrap_or(false) {
+        let removed = remove.is_some_and(|p| matches!(super::compat::remove(lock, p), Ok(true)));
+        if !removed {
+            let _ = holder::clear(lock, None);
+        }
     }
     Ok(())
+}
+
+/// Waits until this process's parent is no longer `parent` (it exited and
+/// this one was reparented), at most `limit`.
+fn wait_for_parent(parent: Option<Pid>, limit: Duration) {
+    let until = std::time::Instant::now() + limit;
+    while rustix::process::getppid() == parent && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Forks a helper process (the Redis lease holder,

@@ -304,3 +304,194 @@ fn a_named_pairs_holder_leaves_the_free_line_when_its_owner_is_killed() {
         free_after(path);
     }
 }
+
+/// Item 3: a named pair whose lock file is overwritten while held (by
+/// hand, a stray `>`) can still be released: the owner's `lock-release
+/// NAME` (exit 0, the file left with the free line), `--force` from anyone,
+/// and anyone else is told whose it is (5). `lock-status` names the owner
+/// (the holder process says whose lock it keeps). Before, every release
+/// was exit 9 (`held, but not as a named lock`), `--force` too, and the
+/// lock stayed until the owner exited.
+#[test]
+fn a_named_pair_whose_file_is_overwritten_while_held_is_still_released() {
+    let sc = Sc::new();
+    let garbage = |what: &str| {
+        fs::write(sc.file("t"), "garbage, not a record\n").unwrap();
+        assert_eq!(
+            code(&sc.ffkit(&["lock-status", "-q", "t"])),
+            0,
+            "{what}: still held"
+        );
+    };
+    let free = |what: &str| {
+        assert_eq!(
+            code(&sc.ffkit(&["lock-status", "-q", "t"])),
+            1,
+            "{what}: free"
+        );
+        let content = fs::read_to_string(sc.file("t")).unwrap();
+        assert_eq!(
+            content.trim_end(),
+            "{\"kind\":\"free\"}",
+            "{what}: {content:?}"
+        );
+    };
+    // The binary, owned by a process of the test's.
+    let mut owner = Command::new("sleep").arg("300").spawn().unwrap();
+    let pid = owner.id().to_string();
+    assert_eq!(code(&sc.ffkit(&["lock-acquire", "--owner", &pid, "t"])), 0);
+    garbage("--owner");
+    let st = sc.ffkit(&["lock-status", "t"]);
+    assert!(
+        text(&st.stdout).starts_with(&format!("t: held (exclusive) by pid {pid} on ")),
+        "{}",
+        text(&st.stdout)
+    );
+    let o = sc.ffkit(&["lock-release", "t"]);
+    assert_eq!(code(&o), 5, "not the owner: {}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains(&format!("held by pid {pid} on ")),
+        "{}",
+        text(&o.stderr)
+    );
+    let o = sc.ffkit(&["lock-release", "--owner", &pid, "t"]);
+    assert_eq!(code(&o), 0, "the owner: {}", text(&o.stderr));
+    free("--owner");
+    assert_eq!(code(&sc.ffkit(&["lock-acquire", "--owner", &pid, "t"])), 0);
+    garbage("--force");
+    let o = sc.ffkit(&["lock-release", "--force", "t"]);
+    assert_eq!(code(&o), 0, "--force: {}", text(&o.stderr));
+    free("--force");
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    // A shell on each path holding it through the binary releases it with
+    // the binary and with its function.
+    for path in paths() {
+        for release in ["\"$FFKIT_BIN\" lock-release t", "release_critical_lock t"] {
+            let o = sc.run(
+                path,
+                &format!(
+                    "\"$FFKIT_BIN\" lock-acquire t || exit 1\n\
+                     printf 'garbage\\n' >\"$FFKIT_LOCK_DIR/t.lock\"\n\
+                     rc=0; {release} || rc=$?; echo $rc\n\
+                     ffkit lock-status t"
+                ),
+            );
+            assert_eq!(
+                text(&o.stdout),
+                "0\nt: free\n",
+                "{path} {release}: {}",
+                text(&o.stderr)
+            );
+            free(path);
+        }
+    }
+}
+
+/// Item 2: a lock whose file was deleted (or replaced) while this shell
+/// held it is released by the shell's release: status 0 and nothing on
+/// stderr on every path (before: the builtin 0, the fallback and zsh 2,
+/// `descriptor N is open on FILE (deleted), not on the lock file`), and
+/// the name's file is free afterwards. The binary's `lock-release --fd N
+/// NAME` on such a descriptor is a release too (0); on a descriptor open on
+/// another file that still has a name it stays exit 2.
+#[test]
+fn a_lock_whose_file_was_deleted_or_replaced_while_held_is_released_with_status_0() {
+    let sc = Sc::new();
+    for path in paths() {
+        for how in [
+            "rm -f \"$F\"",
+            "printf x >\"$F.new\"; mv -f \"$F.new\" \"$F\"",
+        ] {
+            let o = sc.run(
+                path,
+                &format!(
+                    "F=$FFKIT_LOCK_DIR/t.lock\n\
+                     acquire_critical_lock t || exit 1\n\
+                     {how}\n\
+                     rc=0; release_critical_lock t || rc=$?; echo $rc\n\
+                     LOCK_TIMEOUT=0; rc=0; acquire_critical_lock t || rc=$?; echo $rc\n\
+                     release_critical_lock t; echo $?"
+                ),
+            );
+            assert_eq!(
+                (text(&o.stdout), text(&o.stderr)),
+                ("0\n0\n0\n".to_string(), String::new()),
+                "{path}: {how}"
+            );
+        }
+    }
+    // The binary alone, on a descriptor of the calling shell.
+    let o = sc.run(
+        "fallback",
+        "F=$FFKIT_LOCK_DIR/t.lock; exec 9<>\"$F\"\n\
+         \"$FFKIT_BIN\" lock-acquire --fd 9 t || exit 1\n\
+         rm -f \"$F\"\n\
+         rc=0; \"$FFKIT_BIN\" lock-release --fd 9 t || rc=$?; echo $rc\n\
+         grep -c '^lock:' /proc/$$/fdinfo/9 || :\n\
+         exec 9<>\"$FFKIT_LOCK_DIR/other\"; rc=0; \"$FFKIT_BIN\" lock-release --fd 9 t 2>/dev/null || rc=$?; echo $rc",
+    );
+    assert_eq!(text(&o.stdout), "0\n0\n2\n", "{}", text(&o.stderr));
+}
+
+/// Item 4: a release refused because a shell this one runs under holds the
+/// lock says one line, byte for byte the same on every path (the builtin,
+/// the fallback, zsh), for a lock taken by the function, by the shell's
+/// `ffkit lock-acquire NAME` and by the binary's; `ffkit lock-release -q`
+/// says nothing (exit 4). Before, the fallback printed the binary's
+/// refusal and then its own `not held by this shell`, and `-q` did not
+/// silence the refusal; the builtin's function answered 4 (`not held by
+/// this shell`) to the binary's named pair, which the fallback released.
+#[test]
+fn a_refused_subshell_release_says_one_line_alike_on_every_path() {
+    let sc = Sc::new();
+    let file = sc.file("t");
+    let parent = format!(
+        "ffkit.bash: release_critical_lock: {}: not held by this shell (its parent shell holds it; only that shell can release it)\n",
+        file.display()
+    );
+    let none = format!(
+        "ffkit.bash: release_critical_lock: {}: not held by this shell\n",
+        sc.file("none").display()
+    );
+    for take in [
+        "acquire_critical_lock t",
+        "ffkit lock-acquire t",
+        "\"$FFKIT_BIN\" lock-acquire t",
+    ] {
+        let mut seen: Option<String> = None;
+        for path in paths() {
+            let o = sc.run(
+                path,
+                &format!(
+                    "{take} || exit 1\n\
+                     ( rc=0; release_critical_lock t 2>\"$T/fn\" || rc=$?; echo fn=$rc )\n\
+                     ( rc=0; ffkit lock-release -q t 2>\"$T/q\" || rc=$?; echo q=$rc )\n\
+                     ( rc=0; release_critical_lock none 2>\"$T/none\" || rc=$?; echo none=$rc )\n\
+                     rc=0; release_critical_lock t || rc=$?; echo own=$rc"
+                )
+                .replace("$T", &sc.tmp.path().display().to_string()),
+            );
+            assert_eq!(
+                text(&o.stdout),
+                "fn=4\nq=4\nnone=4\nown=0\n",
+                "{path} {take}: {}",
+                text(&o.stderr)
+            );
+            let read = |n: &str| fs::read_to_string(sc.tmp.path().join(n)).unwrap();
+            assert_eq!(read("fn"), parent, "{path} {take}");
+            assert_eq!(read("q"), "", "{path} {take}: -q");
+            assert_eq!(read("none"), none, "{path} {take}");
+            let all = format!("{}{}{}", read("fn"), read("q"), read("none"));
+            if let Some(s) = &seen {
+                assert_eq!(&all, s, "{path} {take}: not byte-identical");
+            }
+            seen = Some(all);
+            assert_eq!(
+                code(&sc.ffkit(&["lock-status", "-q", "t"])),
+                1,
+                "{path} {take}: released"
+            );
+        }
+    }
+}

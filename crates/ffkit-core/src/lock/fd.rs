@@ -420,7 +420,14 @@ pub fn release(
     owner: u32,
     compat: bool,
 ) -> Result<std::result::Result<(), NotHeld>> {
-    if let Some(p) = path {
+    // A descriptor whose file has no name left (deleted or replaced since
+    // its lock was taken: by hand, the old library's release or stale
+    // break) held the name's lock and guards nothing now: its release is
+    // a release (0), on every path, as the builtin releases its own
+    // descriptor (docs/shell.md, "Locks"). Only a descriptor on another
+    // file that still has a name is a disagreement about where the lock
+    // lives (exit 2).
+    if let Some(p) = path.filter(|_| !compat::fd_unlinked(fd)) {
         check_same(fd, p)?;
     }
     if !holds_lock(fd).map_err(|e| fd_error(fd, "cannot inspect", e))? {

@@ -279,7 +279,6 @@ pub fn serve_holder(args: &[OsString]) -> Result<()> {
     if args.len() > 3 {
         return Err(bad());
     }
-    let parent = rustix::process::getppid();
     let lock = kernel::borrow(number(text(0)?)?).map_err(|_| bad())?;
     let remove = args.get(2).map(Path::new);
     match text(1)?.split(':').collect::<Vec<_>>().as_slice() {
@@ -303,8 +302,8 @@ pub fn serve_holder(args: &[OsString]) -> Result<()> {
     // with PATH, the file deleted), while the lock is still this holder's.
     // `lock-acquire` writes the record after starting the holder: an owner
     // killed meanwhile must not have its record written after the clear,
-    // so the holder first lets its parent (that `lock-acquire`) finish.
-    wait_for_parent(parent, Duration::from_secs(2));
+    // so the holder first waits (a while at most) for the record naming it.
+    wait_for_record(lock, Duration::from_secs(2));
     if kernel::try_lock_fd(lock.as_raw_fd(), Kind::Exclusive).unwrap_or(false) {
         let removed = remove.is_some_and(|p| matches!(super::compat::remove(lock, p), Ok(true)));
         if !removed {
@@ -314,11 +313,15 @@ pub fn serve_holder(args: &[OsString]) -> Result<()> {
     Ok(())
 }
 
-/// Waits until this process's parent is no longer `parent` (it exited and
-/// this one was reparented), at most `limit`.
-fn wait_for_parent(parent: Option<Pid>, limit: Duration) {
+/// Waits until the record in the lock file names this process as the
+/// holder (`lock-acquire` writes it just after starting the holder), at
+/// most `limit`.
+fn wait_for_record(lock: impl AsFd, limit: Duration) {
+    let me = std::process::id();
     let until = std::time::Instant::now() + limit;
-    while rustix::process::getppid() == parent && std::time::Instant::now() < until {
+    while holder::read_from(&lock).and_then(|r| r.holder_pid) != Some(me)
+        && std::time::Instant::now() < until
+    {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -486,7 +489,12 @@ pub(crate) fn release(
     if let Some(rec) = holder::read_from(&f).filter(|r| r.kind == KIND_FD) {
         return release_fd_held(&f, path, rec, who, writable, compat);
     }
-    let Some(rec) = holder::read_from(&f).filter(|r| r.kind == KIND_NAMED) else {
+    // A record overwritten while held (by hand, a stray `>`): the holder
+    // process is still there and says whose lock it keeps.
+    let rec = holder::read_from(&f)
+        .filter(|r| r.kind == KIND_NAMED)
+        .or_else(|| find_holder(&f));
+    let Some(rec) = rec else {
         return Err(Error::LockFailed(format!(
             "{}: held, but not as a named lock (no holder record); it is released when its holder exits",
             path.display()
@@ -546,6 +554,76 @@ pub(crate) fn release(
         let _ = kernel::unlock_fd(f.as_raw_fd());
     }
     Ok(Ok(rec))
+}
+
+/// The named lock's holder process keeping the kernel lock on `f`'s file,
+/// found without its record (overwritten while held): a process running
+/// this protocol (`ffkit` [`HOLDER_ARG`] `LOCK_FD WATCH [PATH]`, read from
+/// `/proc/PID/cmdline`) whose `LOCK_FD` is open on the same device and
+/// inode and holds a lock (`/proc/PID/fdinfo`). The record is rebuilt
+/// from what the holder knows: the owner (the pid behind its pidfd, from
+/// its fdinfo's `Pid:` line, or the pid it polls), the owner's command
+/// and start time, and since when the holder runs. `None` when there is
+/// no such process (or `/proc` cannot tell).
+pub(crate) fn find_holder(f: &File) -> Option<Holder> {
+    use std::os::unix::fs::MetadataExt;
+    let m = f.metadata().ok()?;
+    let me = std::process::id();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
+        if args.get(1).copied() != Some(HOLDER_ARG.as_bytes()) {
+            continue;
+        }
+        let text = |i: usize| args.get(i).and_then(|a| std::str::from_utf8(a).ok());
+        let Some(lock_fd) = text(2).and_then(|t| t.parse::<i32>().ok()) else {
+            continue;
+        };
+        let on_file = std::fs::metadata(format!("/proc/{pid}/fd/{lock_fd}"))
+            .is_ok_and(|fm| fm.dev() == m.dev() && fm.ino() == m.ino());
+        if !on_file || holder::fdinfo_lists_a_lock(pid, lock_fd) != Some(true) {
+            continue;
+        }
+        let owner = match text(3)
+            .unwrap_or("")
+            .split(':')
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            ["pidfd", n] => pidfd_target(pid, n),
+            ["pid", p, _] => p.parse().ok(),
+            _ => None,
+        };
+        let Some(owner) = owner else {
+            continue;
+        };
+        let mut rec = Holder::new(KIND_NAMED, owner, None);
+        rec.holder_pid = Some(pid);
+        rec.holder_start = holder::start_time(pid);
+        if let Some(since) = rec.holder_start.and_then(holder::epoch_of_start) {
+            rec.since = since;
+        }
+        return Some(rec);
+    }
+    None
+}
+
+/// The pid a pidfd (descriptor `n` of process `pid`) refers to: the `Pid:`
+/// line of its fdinfo.
+fn pidfd_target(pid: u32, n: &str) -> Option<u32> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{n}")).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&p: &u32| p > 0)
 }
 
 /// `lock-release NAME` of a lock a shell holds through its own descriptor

@@ -495,3 +495,179 @@ fn a_refused_subshell_release_says_one_line_alike_on_every_path() {
         }
     }
 }
+
+/// Item 6, the attack: eight processes take one name at once, every way
+/// there is — the builtin's function and its `ffkit lock-acquire NAME`,
+/// the fallback's function, zsh's, the binary's named pair from `sh` and
+/// its command mode on the file — each appending a start and an end
+/// marker around its critical section to one log, while three of them are
+/// frozen (SIGSTOP of the process group), marked in the log and killed
+/// (SIGKILL) mid-run. The independent oracle: in the log a start is only
+/// ever followed by its own end, or by the mark of its holder's kill
+/// (after which the lock is free); never by another start. And every
+/// survivor finishes all its rounds.
+/// With `LOCK_OLD_LIBRARY=present` too, where every release deletes the
+/// file and every acquirer re-checks the path (command mode, which keeps
+/// flock(1)'s semantics and does not, is then a named pair instead).
+#[test]
+fn eight_shells_mixing_every_path_and_sigkills_never_have_two_holders() {
+    attack(false);
+    attack(true);
+}
+
+fn attack(old_library: bool) {
+    use std::os::unix::process::CommandExt;
+    let sc = Sc::new();
+    let log = sc.tmp.path().join("log");
+    let rounds = 12;
+    let section = "echo \"S $ID $i\" >>\"$LOG\"; x=$(cat \"$LOG.n\" 2>/dev/null || echo 0); \
+                   echo $((x + 1)) >\"$LOG.n\"; echo \"E $ID $i\" >>\"$LOG\"";
+    let function_loop = format!(
+        "i=0; while [ $i -lt {rounds} ]; do i=$((i + 1)); \
+         acquire_critical_lock c || exit 3; {section}; release_critical_lock c || exit 4; done"
+    );
+    let typed_loop = format!(
+        "i=0; while [ $i -lt {rounds} ]; do i=$((i + 1)); \
+         ffkit lock-acquire c || exit 3; {section}; ffkit lock-release c || exit 4; done"
+    );
+    let zsh = paths().contains(&"zsh");
+    let mut specs: Vec<(String, Command)> = Vec::new();
+    let mut shell = |id: &str, path: &str, body: &str| {
+        let path = if path == "zsh" && !zsh {
+            "fallback"
+        } else {
+            path
+        };
+        specs.push((id.to_string(), sc.shell(path, body)));
+    };
+    shell("b1", "builtin", &function_loop);
+    shell("b2", "builtin", &typed_loop);
+    shell("f1", "fallback", &function_loop);
+    shell("f2", "fallback", &function_loop);
+    shell("z1", "zsh", &function_loop);
+    for (id, body) in [
+        (
+            "n1",
+            format!(
+                "i=0; while [ $i -lt {rounds} ]; do i=$((i + 1)); \
+                 \"$FFKIT_BIN\" lock-acquire c || exit 3; {section}; \"$FFKIT_BIN\" lock-release c || exit 4; done"
+            ),
+        ),
+        (
+            "c1",
+            if old_library {
+                format!(
+                    "i=0; while [ $i -lt {rounds} ]; do i=$((i + 1)); \
+                     \"$FFKIT_BIN\" lock-acquire c || exit 3; {section}; \"$FFKIT_BIN\" lock-release c || exit 4; done"
+                )
+            } else {
+                format!(
+                    "i=0; while [ $i -lt {rounds} ]; do i=$((i + 1)); \
+                 \"$FFKIT_BIN\" lock-acquire \"$FFKIT_LOCK_DIR/c.lock\" -- sh -c '{}' sh || exit 3; done",
+                    section.replace("$i", "$I")
+                )
+            },
+        ),
+        (
+            "n2",
+            format!(
+                "i=0; while [ $i -lt {rounds} ]; do i=$((i + 1)); \
+                 \"$FFKIT_BIN\" lock-acquire c || exit 3; {section}; \"$FFKIT_BIN\" lock-release c || exit 4; done"
+            ),
+        ),
+    ] {
+        let mut c = Command::new("sh");
+        sc.env(&mut c);
+        c.arg("-c")
+            .arg(body.replace("-- sh -c", "-- env I=\"$i\" sh -c"));
+        specs.push((id.to_string(), c));
+    }
+    let mut kids = Vec::new();
+    for (id, mut c) in specs {
+        c.env("ID", &id)
+            .env("LOG", &log)
+            .env("LOCK_TIMEOUT", "120")
+            .env(
+                "LOCK_OLD_LIBRARY",
+                if old_library { "present" } else { "absent" },
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        kids.push((id, c.spawn().unwrap()));
+    }
+    // Freeze, mark, kill: three of them, each once it has started a few
+    // sections (it may hold the lock right then, or be waiting for it).
+    let append = |line: &str| {
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&log)
+            .unwrap();
+        f.write_all(line.as_bytes()).unwrap();
+    };
+    let mut killed = Vec::new();
+    for (victim, after) in [("f2", 3), ("n2", 4), ("b1", 5)] {
+        let started = format!("S {victim} {after}\n");
+        crate::util::wait_until(&format!("{victim} at round {after}"), 120, || {
+            fs::read_to_string(&log).is_ok_and(|l| l.contains(&started))
+        });
+        let (_, child) = kids.iter_mut().find(|(id, _)| id == victim).unwrap();
+        let pg = child.id() as i32;
+        // SAFETY: the process group of a child this test started and has
+        // not reaped (its leader is alive until the wait below).
+        unsafe {
+            libc::kill(-pg, libc::SIGSTOP);
+        }
+        append(&format!("K {victim}\n"));
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(-pg, libc::SIGKILL);
+        }
+        child.wait().unwrap();
+        killed.push(victim);
+    }
+    for (id, child) in kids.iter_mut() {
+        if killed.contains(&id.as_str()) {
+            continue;
+        }
+        let st = child.wait().unwrap();
+        let mut err = String::new();
+        std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert!(
+            st.success(),
+            "{id} (old library {old_library}): {st:?}: {err}"
+        );
+    }
+    let text = fs::read_to_string(&log).unwrap();
+    let mut holder: Option<&str> = None;
+    let mut ends = 0;
+    for (n, line) in text.lines().enumerate() {
+        let w: Vec<&str> = line.split(' ').collect();
+        match w.as_slice() {
+            ["S", id, _] => {
+                assert!(
+                    holder.is_none(),
+                    "old library {old_library}: line {}: {line} while {holder:?} holds it\n{text}",
+                    n + 1
+                );
+                holder = Some(id);
+            }
+            ["E", id, _] => {
+                assert_eq!(holder, Some(*id), "line {}: {line}\n{text}", n + 1);
+                holder = None;
+                ends += 1;
+            }
+            ["K", id] => {
+                if holder == Some(*id) {
+                    holder = None;
+                }
+            }
+            _ => panic!("line {}: {line:?}\n{text}", n + 1),
+        }
+    }
+    let survivors = kids.len() - killed.len();
+    assert!(ends >= survivors * rounds, "{ends} sections ended\n{text}");
+    let _ = fs::remove_file(&log);
+}

@@ -671,3 +671,33 @@ fn attack(old_library: bool) {
     assert!(ends >= survivors * rounds, "{ends} sections ended\n{text}");
     let _ = fs::remove_file(&log);
 }
+
+/// Item 3 for a shell's descriptor lock (`acquire_critical_lock`): a lock
+/// file overwritten while held is released by the shell's function with
+/// the free line left over the damage on every path (the fallback left
+/// the garbage; the builtin wrote the free line), and `ffkit lock-release
+/// --force NAME` frees it from anywhere (it was exit 9, `held, but not as
+/// a named lock`): the holder is found in /proc by its descriptor.
+#[test]
+fn a_descriptor_lock_whose_file_is_overwritten_is_released_and_forced() {
+    let sc = Sc::new();
+    for path in paths() {
+        let o = sc.run(
+            path,
+            "F=$FFKIT_LOCK_DIR\n\
+             acquire_critical_lock l || exit 1; printf 'garbage\\n' >\"$F/l.lock\"\n\
+             rc=0; release_critical_lock l || rc=$?; echo $rc; cat \"$F/l.lock\"\n\
+             acquire_critical_lock m || exit 1; printf 'garbage\\n' >\"$F/m.lock\"\n\
+             ( rc=0; \"$FFKIT_BIN\" lock-release --force m || rc=$?; echo $rc; : )\n\
+             \"$FFKIT_BIN\" lock-status m",
+        );
+        let out = text(&o.stdout);
+        let lines: Vec<&str> = out.lines().map(str::trim_end).collect();
+        assert_eq!(
+            lines,
+            ["0", "{\"kind\":\"free\"}", "0", "m: free"],
+            "{path}: {}",
+            text(&o.stderr)
+        );
+    }
+}

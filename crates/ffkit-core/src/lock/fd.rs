@@ -433,13 +433,20 @@ pub fn release(
     if !holds_lock(fd).map_err(|e| fd_error(fd, "cannot inspect", e))? {
         return Ok(Err(NotHeld::NoLock));
     }
-    if let Ok(f) = reopen(fd)
-        && let Some(rec) = holder::read_from(&f)
-        && rec.kind == KIND_FD
-        && rec.pid == owner
-        && rec.fd == Some(fd)
-    {
-        clear_or_remove(&f, path.filter(|_| compat), None);
+    if let Ok(f) = reopen(fd) {
+        let rec = holder::read_from(&f);
+        let ours = rec
+            .as_ref()
+            .is_some_and(|r| r.kind == KIND_FD && r.pid == owner && r.fd == Some(fd));
+        // A NAME's file damaged while this descriptor held it exclusively
+        // (no record is left, only an exclusive holder may write one): the
+        // release leaves the free line over it, as the builtin's does.
+        let damaged = rec.is_none()
+            && path.is_some()
+            && kernel::try_lock_fd(fd, Kind::Exclusive).unwrap_or(false);
+        if ours || damaged {
+            clear_or_remove(&f, path.filter(|_| compat), None);
+        }
     }
     // Whichever kind it holds: flock, or an OFD lock (whole file).
     kernel::unlock_fd(fd).map_err(|e| fd_error(fd, "cannot unlock", e))?;

@@ -489,6 +489,14 @@ pub(crate) fn release(
     if let Some(rec) = holder::read_from(&f).filter(|r| r.kind == KIND_FD) {
         return release_fd_held(&f, path, rec, who, writable, compat);
     }
+    // A record overwritten while held: a named pair's holder process, else
+    // a descriptor holder, found in /proc ([`find_holder`]).
+    if holder::read_from(&f).is_none_or(|r| r.kind != KIND_NAMED)
+        && find_holder(&f).is_none()
+        && let Some(rec) = find_fd_holder(&f, &who.as_pids)
+    {
+        return release_fd_held(&f, path, rec, who, writable, compat);
+    }
     // A record overwritten while held (by hand, a stray `>`): the holder
     // process is still there and says whose lock it keeps.
     let rec = holder::read_from(&f)
@@ -614,6 +622,52 @@ pub(crate) fn find_holder(f: &File) -> Option<Holder> {
         return Some(rec);
     }
     None
+}
+
+/// A process holding the kernel lock on `f`'s file through a descriptor of
+/// its own (a shell's `acquire_critical_lock`), found without a record
+/// (overwritten while held): a descriptor in `/proc/PID/fd` open on the
+/// same device and inode whose fdinfo lists a lock. Several processes may
+/// share that open file description (a fallback shell's children inherit
+/// it); one of `prefer` (the releasers) is taken first. The record is
+/// rebuilt as that process's descriptor lock.
+fn find_fd_holder(f: &File, prefer: &[u32]) -> Option<Holder> {
+    use std::os::unix::fs::MetadataExt;
+    let m = f.metadata().ok()?;
+    let me = std::process::id();
+    let mut found: Option<(u32, i32)> = None;
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for d in fds.flatten() {
+            let Some(fd) = d.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            let on_file = std::fs::metadata(d.path())
+                .is_ok_and(|fm| fm.dev() == m.dev() && fm.ino() == m.ino());
+            if on_file && holder::fdinfo_lists_a_lock(pid, fd) == Some(true) {
+                if prefer.contains(&pid) {
+                    found = Some((pid, fd));
+                    break;
+                }
+                found.get_or_insert((pid, fd));
+            }
+        }
+        if found.is_some_and(|(p, _)| prefer.contains(&p)) {
+            break;
+        }
+    }
+    let (pid, fd) = found?;
+    let mut rec = Holder::new(KIND_FD, pid, None);
+    rec.fd = Some(fd);
+    Some(rec)
 }
 
 /// The pid a pidfd (descriptor `n` of process `pid`) refers to: the `Pid:`

@@ -489,20 +489,16 @@ pub(crate) fn release(
     if let Some(rec) = holder::read_from(&f).filter(|r| r.kind == KIND_FD) {
         return release_fd_held(&f, path, rec, who, writable, compat);
     }
-    // A record overwritten while held: a named pair's holder process, else
-    // a descriptor holder, found in /proc ([`find_holder`]).
-    if holder::read_from(&f).is_none_or(|r| r.kind != KIND_NAMED)
-        && find_holder(&f).is_none()
-        && let Some(rec) = find_fd_holder(&f, &who.as_pids)
-    {
-        return release_fd_held(&f, path, rec, who, writable, compat);
-    }
     // A record overwritten while held (by hand, a stray `>`): the holder
     // process is still there and says whose lock it keeps.
     let rec = holder::read_from(&f)
         .filter(|r| r.kind == KIND_NAMED)
         .or_else(|| find_holder(&f));
     let Some(rec) = rec else {
+        // Else a descriptor holder, found in /proc the same way.
+        if let Some(rec) = find_fd_holder(&f, &who.as_pids) {
+            return release_fd_held(&f, path, rec, who, writable, compat);
+        }
         return Err(Error::LockFailed(format!(
             "{}: held, but not as a named lock (no holder record); it is released when its holder exits",
             path.display()

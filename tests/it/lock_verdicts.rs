@@ -421,6 +421,35 @@ fn a_lock_whose_file_was_deleted_or_replaced_while_held_is_released_with_status_
             );
         }
     }
+    // A named pair (the binary's holder process) on each path: released by
+    // the function and by the binary, its holder ended (it kept the lock
+    // on the deleted file until its owner exited, and the answer was 4).
+    for path in paths() {
+        for release in ["release_critical_lock t", "\"$FFKIT_BIN\" lock-release t"] {
+            for how in [
+                "rm -f \"$F\"",
+                "printf x >\"$F.new\"; mv -f \"$F.new\" \"$F\"",
+            ] {
+                let o = sc.run(
+                    path,
+                    &format!(
+                        "F=$FFKIT_LOCK_DIR/t.lock\n\
+                         \"$FFKIT_BIN\" lock-acquire t || exit 1\n\
+                         hp=$(\"$FFKIT_BIN\" lock-status --json t | sed 's/.*\"holder_pid\":\\([0-9]*\\).*/\\1/')\n\
+                         {how}\n\
+                         rc=0; {release} || rc=$?; echo $rc\n\
+                         s=$(cut -d' ' -f3 /proc/$hp/stat 2>/dev/null)\n\
+                         case $s in ''|Z|X) echo holder-gone;; *) echo \"holder-alive $s\";; esac"
+                    ),
+                );
+                assert_eq!(
+                    (text(&o.stdout), text(&o.stderr)),
+                    ("0\nholder-gone\n".to_string(), String::new()),
+                    "{path}: {release}: {how}"
+                );
+            }
+        }
+    }
     // The binary alone, on a descriptor of the calling shell.
     let o = sc.run(
         "fallback",

@@ -476,15 +476,24 @@ pub(crate) fn release(
         }
         r => r.map(|f| (f, true)),
     };
-    let (f, writable) = match opened {
+    // A lock file deleted or replaced while a named pair held it (by hand,
+    // the old library's stale break): its holder process still keeps the
+    // lock on the old file, found in /proc ([`unlinked_held`]), and is
+    // released as any (the shell's descriptor lock on such a file is
+    // released with status 0 too: docs/shell.md).
+    let (mut f, mut writable) = match opened {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(Err(NotReleased::NotHeld));
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match unlinked_held(path) {
+            Some(f) => (f, true),
+            None => return Ok(Err(NotReleased::NotHeld)),
+        },
         Err(e) => return Err(Error::io("cannot open lock file", path, e)),
     };
     if kernel::probe_file(&f).map_err(|e| Error::io("cannot probe", path, e))? == Probe::Free {
-        return Ok(Err(NotReleased::NotHeld));
+        match unlinked_held(path) {
+            Some(g) => (f, writable) = (g, true),
+            None => return Ok(Err(NotReleased::NotHeld)),
+        }
     }
     if let Some(rec) = holder::read_from(&f).filter(|r| r.kind == KIND_FD) {
         return release_fd_held(&f, path, rec, who, writable, compat);
@@ -616,6 +625,60 @@ pub(crate) fn find_holder(f: &File) -> Option<Holder> {
             rec.since = since;
         }
         return Some(rec);
+    }
+    None
+}
+
+/// A named pair's holder process keeping its lock on a file that was
+/// `path` and has no name left (deleted, or replaced by a rename): its lock
+/// descriptor reads as `PATH (deleted)` in `/proc/PID/fd`, the file has no
+/// link and its fdinfo lists a lock. Returns that file, opened through the
+/// holder's descriptor (its record names the holder).
+fn unlinked_held(path: &Path) -> Option<File> {
+    let dir = path.parent().and_then(|d| std::fs::canonicalize(d).ok())?;
+    let want = format!("{} (deleted)", dir.join(path.file_name()?).display());
+    let me = std::process::id();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
+        if args.get(1).copied() != Some(HOLDER_ARG.as_bytes()) {
+            continue;
+        }
+        let Some(lock_fd) = args
+            .get(2)
+            .and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|t| t.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let link = format!("/proc/{pid}/fd/{lock_fd}");
+        if std::fs::read_link(&link)
+            .ok()
+            .is_none_or(|t| t.as_os_str() != want.as_str())
+        {
+            continue;
+        }
+        let Ok(f) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&link)
+        else {
+            continue;
+        };
+        use std::os::unix::fs::MetadataExt;
+        if f.metadata().is_ok_and(|m| m.nlink() == 0)
+            && holder::fdinfo_lists_a_lock(pid, lock_fd) == Some(true)
+        {
+            return Some(f);
+        }
     }
     None
 }

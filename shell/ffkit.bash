@@ -564,12 +564,9 @@ _ffkit_lock_drop() {
     fi
     # Not in the table: a lock this shell took with `ffkit lock-acquire
     # NAME` (a named pair) is released as `ffkit lock-release NAME` would,
-    # as the builtin does (one table there for both).
-    _ffkit_lock_call lock-release -q ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
-    if [[ $_ffkit_rc -eq 4 ]]; then
-        _ffkit_err "$1: $_ffkit_file: not held by this shell"
-    fi
-    return "$_ffkit_rc"
+    # by the rule and with the one line the builtin uses
+    # (lock::release::for_shell; `--function` prints it as this function).
+    _ffkit_lock_call lock-release --function "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3"
 }
 
 # ---------------------------------------------------------------------------

@@ -416,10 +416,10 @@ pub fn release(path: &Path, cfg: &Config) -> Result<()> {
             }
             None => {}
         }
-        return Err(Error::NotFound(format!(
-            "{}: not held by this shell",
-            path.display()
-        )));
+        // A named pair this shell took with the binary's `lock-acquire
+        // NAME` (or a dot-lock): released as the fallback releases it, by
+        // the one rule in the core.
+        return ffkit::lock::release::for_shell(path, owner, compat::Rule::of(cfg).follow);
     };
     let e = t.swap_remove(i);
     drop(t);

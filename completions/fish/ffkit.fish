@@ -125,6 +125,7 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l fd -d 'Drop
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l owner -d 'Release as this owner pid (the one given to lock-acquire --owner)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l lock-dir -d 'Directory of named locks (default: FFKIT_LOCK_DIR, <namespace>/locks, or a per-user runtime dir)' -r -F
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db], unix:///path or redis+cluster://host:port[,host:port…] (default: FFKIT_BACKEND, else local)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l function -d 'For shell/ffkit.bash: release NAME as shell function FUNC does, refusals in its words' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l force -d 'Release even if the lock belongs to another owner'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l dotlock -d 'The lock is a dot-lock (detected from the file anyway)'
 complete -c ffkit -n "__fish_ffkit_using_subcommand lock-release" -l session -d 'NAME is a session lock: <namespace>/sessions/locks (or sessions/ in the lock dir)'

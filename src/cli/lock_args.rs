@@ -485,6 +485,7 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
         no_fork: a.no_fork,
         inherit: a.inherit,
         prepare: a.prepare,
+        function: false,
     })?;
     let owner = a.owner.unwrap_or_else(lock::parent_pid);
     if a.prepare && a.fd.is_some() {
@@ -723,6 +724,8 @@ pub(super) fn release_named(
         }
         Released::NotHeld if quiet => Ok(ExitCode::from(ExitKind::NotFound.code())),
         Released::NotHeld => Err(Error::NotFound(format!("{name}: not held"))),
+        Released::ByParentShell(..) if quiet => Ok(ExitCode::from(ExitKind::NotFound.code())),
+        Released::ByParentShell(h, label) => Err(lock::release::descendant(&label, &h)),
         Released::NotOwner(_) if quiet => Ok(ExitCode::from(ExitKind::Conflict.code())),
         Released::NotOwner(h) => Err(Error::Conflict(format!(
             "{name}: held by {h}, not by you (use --force to release it anyway)"

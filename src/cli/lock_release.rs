@@ -54,6 +54,18 @@ pub(super) fn command() -> Command {
         .arg(session_arg())
         .arg(quiet_arg())
         .arg(super::backend_arg().conflicts_with("fd"))
+        .arg(
+            // The shell functions' fallback (`release_critical_lock NAME`
+            // for a NAME not in its table): `lock::release::for_shell`,
+            // its line prefixed `ffkit.bash: FUNC: ` as the builtin's.
+            Arg::new("function")
+                .long("function")
+                .value_name("FUNC")
+                .hide(true)
+                .help("For shell/ffkit.bash: release NAME as shell function FUNC does, refusals in its words")
+                .requires("target")
+                .conflicts_with_all(["fd", "force", "dotlock", "quiet"]),
+        )
 }
 
 struct Args {
@@ -81,8 +93,10 @@ pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         backend: super::backend_flag(m),
     };
     let locks = lock::Locks::new(&ctx.cfg, a.backend.as_deref())?;
+    let function = m.get_one::<String>("function");
     locks.check(lock::LocalOnly {
         fd: a.fd.is_some(),
+        function: function.is_some(),
         ..Default::default()
     })?;
     if let Some(fd) = a.fd {
@@ -100,6 +114,17 @@ pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         return unlock_fd(fd, delete, path.as_deref(), owner, a.quiet);
     }
     let target = a.target.unwrap_or_default();
+    if let Some(func) = function {
+        let path = lock::resolve(&target, &ctx.cfg, a.lock_dir.as_deref(), a.session)?;
+        let shell = a.owner.unwrap_or_else(lock::parent_pid);
+        return match lock::release::for_shell(&path, shell, ctx.cfg.old_library) {
+            Ok(()) => Ok(ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!("ffkit.bash: {func}: {}", super::one_line(&e));
+                Ok(ExitCode::from(e.exit_code()))
+            }
+        };
+    }
     release_named(
         ctx,
         &locks,

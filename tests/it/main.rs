@@ -20,6 +20,7 @@ mod install_links;
 mod lock;
 mod lock_holes;
 mod lock_identity;
+mod lock_verdicts;
 mod metrics;
 mod perf_regress;
 mod progress;

@@ -311,37 +311,43 @@ fn verdict_of(
             Verdict::Ours
         });
     }
-    Ok(match old_pid(&buf[..n]) {
-        Some(pid) if age < OLD_STALE_AFTER && crate::fsutil::pid_alive(pid) => {
-            Verdict::OldLibrary(Some(pid))
-        }
-        // ffkit's own record (its holder is gone: the kernel lock was
-        // free), a stale or dead old-library record, or anything else.
-        _ => Verdict::Ours,
-    })
+    Ok(
+        match old_pid(&buf[..n]).filter(|&pid| old_record_holds(pid, age)) {
+            Some(pid) => Verdict::OldLibrary(Some(pid)),
+            // ffkit's own record (its holder is gone: the kernel lock was
+            // free), a stale or dead old-library record, or anything else.
+            None => Verdict::Ours,
+        },
+    )
+}
+
+/// Whether an old-library record of `pid` whose file is `age` old still
+/// holds the lock: written less than [`OLD_STALE_AFTER`] ago by a live
+/// process. The one rule for acquiring ([`check`]), `lock-status` and
+/// `lock-release` ([`old_library_holder`]): a stale or dead pid's file is
+/// free (docs/locks.md, "Sharing names with the old library").
+fn old_record_holds(pid: u32, age: Duration) -> bool {
+    age < OLD_STALE_AFTER && crate::fsutil::pid_alive(pid)
 }
 
 /// An old-library record is shorter than this (a pid and a newline).
 const OLD_RECORD_MAX: usize = 24;
 
-/// The old library's record: the holder's pid and a newline, nothing else
-/// (`bytes` is at most the buffer [`check`] reads: a longer file is not one).
+/// The old library's record, `echo $$ >FILE`: the holder's pid in decimal
+/// (no sign, no blank, no leading zero, not 0) and one newline, nothing
+/// else. The one parser of it (docs/locks.md, "Sharing names with the old
+/// library"); anything else in a NAME's file (`" 42\n"`, `"42"`, `"0\n"`)
+/// is no old-library record. `bytes` is at most the buffer [`check`]
+/// reads: a longer file is not one.
 fn old_pid(bytes: &[u8]) -> Option<u32> {
-    if bytes.len() >= OLD_RECORD_MAX {
+    let digits = bytes.strip_suffix(b"\n")?;
+    if digits.is_empty() || digits.len() > 10 || digits[0] == b'0' {
         return None;
     }
-    let t = bytes.trim_ascii();
-    if t.is_empty() || t.len() > 10 {
+    if !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    if !t.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(t)
-        .ok()?
-        .parse()
-        .ok()
-        .filter(|&p: &u32| p > 0)
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// At release, while the caller still holds the lock on `fd`: deletes the
@@ -425,6 +431,28 @@ pub(crate) fn old_library_pid(f: impl AsFd) -> Option<u32> {
     old_pid(&buf[..n])
 }
 
+/// The pid of the old library's process holding the lock file open on
+/// `f`: its record ([`old_library_pid`]), written less than
+/// [`OLD_STALE_AFTER`] ago (the file's mtime) by a live process, the rule
+/// [`check`] applies before every ffkit acquisition. `None`: the old
+/// library does not hold it (no record, or a stale or dead one, which the
+/// next acquirer takes over), so `lock-status` and `lock-release` see a
+/// free lock exactly when `lock-acquire` would take it.
+pub(crate) fn old_library_holder(f: impl AsFd) -> Option<u32> {
+    let pid = old_library_pid(&f)?;
+    let st = rustix::fs::fstat(&f).ok()?;
+    let mtime = UNIX_EPOCH
+        + Duration::new(
+            u64::try_from(st.st_mtime).unwrap_or(0),
+            u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+        );
+    // A file from the future counts as fresh, as in [`check`].
+    let age = SystemTime::now()
+        .duration_since(mtime)
+        .unwrap_or(Duration::ZERO);
+    old_record_holds(pid, age).then_some(pid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,7 +461,16 @@ mod tests {
     #[test]
     fn old_library_records_are_a_pid_and_nothing_else() {
         assert_eq!(old_pid(b"1234\n"), Some(1234));
-        assert_eq!(old_pid(b" 7 \n"), Some(7));
+        assert_eq!(old_pid(b"4294967295\n"), Some(u32::MAX));
+        assert_eq!(old_pid(b" 7 \n"), None);
+        assert_eq!(old_pid(b"7 \n"), None);
+        assert_eq!(old_pid(b" 4242x\n"), None);
+        assert_eq!(old_pid(b"4242"), None);
+        assert_eq!(old_pid(b"4242\n\n"), None);
+        assert_eq!(old_pid(b"0042\n"), None);
+        assert_eq!(old_pid(b"+42\n"), None);
+        assert_eq!(old_pid(b"4294967296\n"), None);
+        assert_eq!(old_pid(b"\n"), None);
         assert_eq!(old_pid(b"0\n"), None);
         assert_eq!(old_pid(b"12a\n"), None);
         assert_eq!(old_pid(b"{\"pid\":12}\n"), None);

@@ -420,19 +420,33 @@ pub fn release(
     owner: u32,
     compat: bool,
 ) -> Result<std::result::Result<(), NotHeld>> {
-    if let Some(p) = path {
+    // A descriptor whose file has no name left (deleted or replaced since
+    // its lock was taken: by hand, the old library's release or stale
+    // break) held the name's lock and guards nothing now: its release is
+    // a release (0), on every path, as the builtin releases its own
+    // descriptor (docs/shell.md, "Locks"). Only a descriptor on another
+    // file that still has a name is a disagreement about where the lock
+    // lives (exit 2).
+    if let Some(p) = path.filter(|_| !compat::fd_unlinked(fd)) {
         check_same(fd, p)?;
     }
     if !holds_lock(fd).map_err(|e| fd_error(fd, "cannot inspect", e))? {
         return Ok(Err(NotHeld::NoLock));
     }
-    if let Ok(f) = reopen(fd)
-        && let Some(rec) = holder::read_from(&f)
-        && rec.kind == KIND_FD
-        && rec.pid == owner
-        && rec.fd == Some(fd)
-    {
-        clear_or_remove(&f, path.filter(|_| compat), None);
+    if let Ok(f) = reopen(fd) {
+        let rec = holder::read_from(&f);
+        let ours = rec
+            .as_ref()
+            .is_some_and(|r| r.kind == KIND_FD && r.pid == owner && r.fd == Some(fd));
+        // A NAME's file damaged while this descriptor held it exclusively
+        // (no record is left, only an exclusive holder may write one): the
+        // release leaves the free line over it, as the builtin's does.
+        let damaged = rec.is_none()
+            && path.is_some()
+            && kernel::try_lock_fd(fd, Kind::Exclusive).unwrap_or(false);
+        if ours || damaged {
+            clear_or_remove(&f, path.filter(|_| compat), None);
+        }
     }
     // Whichever kind it holds: flock, or an OFD lock (whole file).
     kernel::unlock_fd(fd).map_err(|e| fd_error(fd, "cannot unlock", e))?;

@@ -276,6 +276,18 @@ pub(crate) fn who_of_file(f: &File) -> Who {
     let pid = proc_locks_pids(m.dev(), m.ino(), Some(me))
         .into_iter()
         .find(|&p| crate::fsutil::pid_alive(p));
+    // A named pair whose record was overwritten: /proc/locks names the
+    // `lock-acquire` that took it (gone), its holder process still runs.
+    if pid.is_none()
+        && let Some(rec) = super::named::find_holder(f)
+    {
+        return Who {
+            pid: Some(rec.pid),
+            command: Some(rec.command.clone()),
+            record: Some(rec),
+            old_library: None,
+        };
+    }
     Who {
         record: None,
         pid,
@@ -452,7 +464,7 @@ fn has_open(pid: u32, fd: Option<i32>, dev: u64, ino: u64) -> bool {
 
 /// Whether `/proc/PID/fdinfo/FD` lists a lock (a `lock:` line); `None`
 /// when it cannot be read (another user's process).
-fn fdinfo_lists_a_lock(pid: u32, fd: i32) -> Option<bool> {
+pub(crate) fn fdinfo_lists_a_lock(pid: u32, fd: i32) -> Option<bool> {
     let info = fs::read(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
     Some(info.split(|&b| b == b'\n').any(|l| l.starts_with(b"lock:")))
 }
@@ -510,6 +522,21 @@ fn stat(pid: u32) -> Option<Stat> {
 /// The process's start time in clock ticks since boot (field 22).
 pub(crate) fn start_time(pid: u32) -> Option<u64> {
     stat(pid)?.start
+}
+
+/// The wall-clock time (epoch seconds) of a process start time in clock
+/// ticks since boot ([`start_time`]): `/proc/stat`'s `btime` plus the
+/// ticks.
+pub(crate) fn epoch_of_start(ticks: u64) -> Option<f64> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let btime: u64 = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse()
+        .ok()?;
+    let hz = rustix::param::clock_ticks_per_second();
+    (hz > 0).then(|| btime as f64 + ticks as f64 / hz as f64)
 }
 
 /// The parent pid (field 4).

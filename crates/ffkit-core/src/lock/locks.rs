@@ -38,6 +38,9 @@ pub struct LocalOnly {
     pub no_fork: bool,
     pub inherit: bool,
     pub prepare: bool,
+    /// `lock-release --function` (the shell functions' fallback, which
+    /// runs it on the local files only).
+    pub function: bool,
 }
 
 /// A named release: `lock-release NAME` or `lock-acquire -u NAME`.
@@ -77,6 +80,8 @@ impl Locks {
             "--inherit"
         } else if w.prepare {
             "--prepare (there is no local lock file)"
+        } else if w.function {
+            "--function (the shell functions' local release)"
         } else {
             return Ok(());
         };
@@ -108,6 +113,7 @@ impl Locks {
             no_fork: req.no_fork,
             inherit: req.inherit,
             prepare: false,
+            function: false,
         })?;
         req.validate()?;
         let name = remote_name(&req.label)?;
@@ -141,10 +147,7 @@ impl Locks {
                 || (h.pid != 0 && h.host == super::holder::hostname() && as_pids.contains(&h.pid))
         };
         match driver(t)?.lock_release(t, &self.cfg, name, r.session, &may)? {
-            Released::NotOwner(h) => match release::descendant(name, &as_pids, r.force, &h) {
-                Some(e) => Err(e),
-                None => Ok(Released::NotOwner(h)),
-            },
+            Released::NotOwner(h) => Ok(release::refused(name, &as_pids, r.force, h)),
             other => Ok(other),
         }
     }

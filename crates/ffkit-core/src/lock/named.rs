@@ -261,8 +261,9 @@ fn start_holder(f: &File, watch: &Watch, remove: Option<&Path>) -> io::Result<Ch
 }
 
 /// The holder process ([`HOLDER_ARG`]; `args` are the arguments after it):
-/// keeps the inherited lock descriptor open until the owner exits. With
-/// PATH (a NAME's lock file), the file is then deleted while the lock is
+/// keeps the inherited lock descriptor open until the owner exits, then
+/// writes the free line over the record, as a release does. With
+/// PATH (a NAME's lock file), the file is deleted instead while the lock is
 /// still held, the old library's release ([`super::compat::remove`]), so a
 /// dead owner's lock is free for the old library at once too. Its session,
 /// signals and descriptors were set up before the exec ([`start_holder`]).
@@ -297,10 +298,32 @@ pub fn serve_holder(args: &[OsString]) -> Result<()> {
         }
         _ => return Err(bad()),
     }
-    if let Some(p) = remove {
-        let _ = super::compat::remove(lock, p);
+    // The owner is gone: leave the file as a release does (the free line;
+    // with PATH, the file deleted), while the lock is still this holder's.
+    // `lock-acquire` writes the record after starting the holder: an owner
+    // killed meanwhile must not have its record written after the clear,
+    // so the holder first waits (a while at most) for the record naming it.
+    wait_for_record(lock, Duration::from_secs(2));
+    if kernel::try_lock_fd(lock.as_raw_fd(), Kind::Exclusive).unwrap_or(false) {
+        let removed = remove.is_some_and(|p| matches!(super::compat::remove(lock, p), Ok(true)));
+        if !removed {
+            let _ = holder::clear(lock, None);
+        }
     }
     Ok(())
+}
+
+/// Waits until the record in the lock file names this process as the
+/// holder (`lock-acquire` writes it just after starting the holder), at
+/// most `limit`.
+fn wait_for_record(lock: impl AsFd, limit: Duration) {
+    let me = std::process::id();
+    let until = std::time::Instant::now() + limit;
+    while holder::read_from(&lock).and_then(|r| r.holder_pid) != Some(me)
+        && std::time::Instant::now() < until
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Forks a helper process (the Redis lease holder,
@@ -453,20 +476,38 @@ pub(crate) fn release(
         }
         r => r.map(|f| (f, true)),
     };
-    let (f, writable) = match opened {
+    // A lock file deleted or replaced while a named pair held it (by hand,
+    // the old library's stale break): its holder process still keeps the
+    // lock on the old file, found in /proc ([`unlinked_held`]), and is
+    // released as any (the shell's descriptor lock on such a file is
+    // released with status 0 too: docs/shell.md).
+    let (mut f, mut writable) = match opened {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Ok(Err(NotReleased::NotHeld));
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match unlinked_held(path) {
+            Some(f) => (f, true),
+            None => return Ok(Err(NotReleased::NotHeld)),
+        },
         Err(e) => return Err(Error::io("cannot open lock file", path, e)),
     };
     if kernel::probe_file(&f).map_err(|e| Error::io("cannot probe", path, e))? == Probe::Free {
-        return Ok(Err(NotReleased::NotHeld));
+        match unlinked_held(path) {
+            Some(g) => (f, writable) = (g, true),
+            None => return Ok(Err(NotReleased::NotHeld)),
+        }
     }
     if let Some(rec) = holder::read_from(&f).filter(|r| r.kind == KIND_FD) {
         return release_fd_held(&f, path, rec, who, writable, compat);
     }
-    let Some(rec) = holder::read_from(&f).filter(|r| r.kind == KIND_NAMED) else {
+    // A record overwritten while held (by hand, a stray `>`): the holder
+    // process is still there and says whose lock it keeps.
+    let rec = holder::read_from(&f)
+        .filter(|r| r.kind == KIND_NAMED)
+        .or_else(|| find_holder(&f));
+    let Some(rec) = rec else {
+        // Else a descriptor holder, found in /proc the same way.
+        if let Some(rec) = find_fd_holder(&f, &who.as_pids) {
+            return release_fd_held(&f, path, rec, who, writable, compat);
+        }
         return Err(Error::LockFailed(format!(
             "{}: held, but not as a named lock (no holder record); it is released when its holder exits",
             path.display()
@@ -526,6 +567,176 @@ pub(crate) fn release(
         let _ = kernel::unlock_fd(f.as_raw_fd());
     }
     Ok(Ok(rec))
+}
+
+/// The named lock's holder process keeping the kernel lock on `f`'s file,
+/// found without its record (overwritten while held): a process running
+/// this protocol (`ffkit` [`HOLDER_ARG`] `LOCK_FD WATCH [PATH]`, read from
+/// `/proc/PID/cmdline`) whose `LOCK_FD` is open on the same device and
+/// inode and holds a lock (`/proc/PID/fdinfo`). The record is rebuilt
+/// from what the holder knows: the owner (the pid behind its pidfd, from
+/// its fdinfo's `Pid:` line, or the pid it polls), the owner's command
+/// and start time, and since when the holder runs. `None` when there is
+/// no such process (or `/proc` cannot tell).
+pub(crate) fn find_holder(f: &File) -> Option<Holder> {
+    use std::os::unix::fs::MetadataExt;
+    let m = f.metadata().ok()?;
+    let me = std::process::id();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
+        if args.get(1).copied() != Some(HOLDER_ARG.as_bytes()) {
+            continue;
+        }
+        let text = |i: usize| args.get(i).and_then(|a| std::str::from_utf8(a).ok());
+        let Some(lock_fd) = text(2).and_then(|t| t.parse::<i32>().ok()) else {
+            continue;
+        };
+        let on_file = std::fs::metadata(format!("/proc/{pid}/fd/{lock_fd}"))
+            .is_ok_and(|fm| fm.dev() == m.dev() && fm.ino() == m.ino());
+        if !on_file || holder::fdinfo_lists_a_lock(pid, lock_fd) != Some(true) {
+            continue;
+        }
+        let owner = match text(3)
+            .unwrap_or("")
+            .split(':')
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            ["pidfd", n] => pidfd_target(pid, n),
+            ["pid", p, _] => p.parse().ok(),
+            _ => None,
+        };
+        let Some(owner) = owner else {
+            continue;
+        };
+        let mut rec = Holder::new(KIND_NAMED, owner, None);
+        rec.holder_pid = Some(pid);
+        rec.holder_start = holder::start_time(pid);
+        if let Some(since) = rec.holder_start.and_then(holder::epoch_of_start) {
+            rec.since = since;
+        }
+        return Some(rec);
+    }
+    None
+}
+
+/// A named pair's holder process keeping its lock on a file that was
+/// `path` and has no name left (deleted, or replaced by a rename): its lock
+/// descriptor reads as `PATH (deleted)` in `/proc/PID/fd`, the file has no
+/// link and its fdinfo lists a lock. Returns that file, opened through the
+/// holder's descriptor (its record names the holder).
+fn unlinked_held(path: &Path) -> Option<File> {
+    let dir = path.parent().and_then(|d| std::fs::canonicalize(d).ok())?;
+    let want = format!("{} (deleted)", dir.join(path.file_name()?).display());
+    let me = std::process::id();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
+        if args.get(1).copied() != Some(HOLDER_ARG.as_bytes()) {
+            continue;
+        }
+        let Some(lock_fd) = args
+            .get(2)
+            .and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|t| t.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let link = format!("/proc/{pid}/fd/{lock_fd}");
+        if std::fs::read_link(&link)
+            .ok()
+            .is_none_or(|t| t.as_os_str() != want.as_str())
+        {
+            continue;
+        }
+        let Ok(f) = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&link)
+        else {
+            continue;
+        };
+        use std::os::unix::fs::MetadataExt;
+        if f.metadata().is_ok_and(|m| m.nlink() == 0)
+            && holder::fdinfo_lists_a_lock(pid, lock_fd) == Some(true)
+        {
+            return Some(f);
+        }
+    }
+    None
+}
+
+/// A process holding the kernel lock on `f`'s file through a descriptor of
+/// its own (a shell's `acquire_critical_lock`), found without a record
+/// (overwritten while held): a descriptor in `/proc/PID/fd` open on the
+/// same device and inode whose fdinfo lists a lock. Several processes may
+/// share that open file description (a fallback shell's children inherit
+/// it); one of `prefer` (the releasers) is taken first. The record is
+/// rebuilt as that process's descriptor lock.
+fn find_fd_holder(f: &File, prefer: &[u32]) -> Option<Holder> {
+    use std::os::unix::fs::MetadataExt;
+    let m = f.metadata().ok()?;
+    let me = std::process::id();
+    let mut found: Option<(u32, i32)> = None;
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        for d in fds.flatten() {
+            let Some(fd) = d.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            let on_file = std::fs::metadata(d.path())
+                .is_ok_and(|fm| fm.dev() == m.dev() && fm.ino() == m.ino());
+            if on_file && holder::fdinfo_lists_a_lock(pid, fd) == Some(true) {
+                if prefer.contains(&pid) {
+                    found = Some((pid, fd));
+                    break;
+                }
+                found.get_or_insert((pid, fd));
+            }
+        }
+        if found.is_some_and(|(p, _)| prefer.contains(&p)) {
+            break;
+        }
+    }
+    let (pid, fd) = found?;
+    let mut rec = Holder::new(KIND_FD, pid, None);
+    rec.fd = Some(fd);
+    Some(rec)
+}
+
+/// The pid a pidfd (descriptor `n` of process `pid`) refers to: the `Pid:`
+/// line of its fdinfo.
+fn pidfd_target(pid: u32, n: &str) -> Option<u32> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{n}")).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("Pid:"))
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|&p: &u32| p > 0)
 }
 
 /// `lock-release NAME` of a lock a shell holds through its own descriptor

@@ -43,6 +43,11 @@ pub enum Released {
     NotHeld,
     /// Held by another owner (an unknown one for a damaged dot-lock).
     NotOwner(Holder),
+    /// Held by a shell this process runs under, further up than its parent
+    /// (the releaser is a subshell, `$( )`, pipeline stage or child script
+    /// of the owner): exit 4, nothing changed ([`descendant`]). With the
+    /// lock's label (its file, or a remote lock's name).
+    ByParentShell(Holder, String),
 }
 
 /// Whose release this is: `--owner PID`, else this process and its parent.
@@ -53,25 +58,61 @@ pub fn releasers(owner: Option<u32>) -> Vec<u32> {
     }
 }
 
-/// A lock owned by an ancestor further up than the parent (the releaser
-/// runs in a subshell, a pipeline stage or a child script of the owner):
-/// the error that refuses it.
-pub(crate) fn descendant(
-    label: &str,
-    as_pids: &[u32],
-    force: bool,
-    h: &Holder,
-) -> Option<crate::Error> {
+/// Whether a lock owned by `h` is owned by an ancestor further up than the
+/// parent (the releaser runs in a subshell, a pipeline stage or a child
+/// script of the owner), which refuses the release with exit 4.
+pub(crate) fn by_parent_shell(as_pids: &[u32], force: bool, h: &Holder) -> bool {
     if h.pid == 0 || force || as_pids.contains(&h.pid) {
-        return None;
+        return false;
     }
-    if !holder::ancestors(std::process::id()).contains(&h.pid) {
-        return None;
-    }
-    Some(crate::Error::NotFound(format!(
+    holder::ancestors(std::process::id()).contains(&h.pid)
+}
+
+/// The binary's words for [`Released::ByParentShell`] (`lock-release NAME`,
+/// without `-q`).
+pub fn descendant(label: &str, h: &Holder) -> crate::Error {
+    crate::Error::NotFound(format!(
         "{}: held by pid {}, a shell this process runs under, not by the process that runs this release (a subshell, $( ), pipeline stage or child script cannot release its shell's lock; release it in that shell)",
         label, h.pid
-    )))
+    ))
+}
+
+/// A release refused to `as_pids`: [`Released::ByParentShell`] when the
+/// owner is a shell the releaser runs under, else [`Released::NotOwner`].
+pub(crate) fn refused(label: &str, as_pids: &[u32], force: bool, h: Holder) -> Released {
+    if by_parent_shell(as_pids, force, &h) {
+        Released::ByParentShell(h, label.to_string())
+    } else {
+        Released::NotOwner(h)
+    }
+}
+
+/// The shell functions' release (`release_critical_lock NAME`,
+/// `release_session_lock`) of a NAME that is not in the shell's own
+/// held-lock table: a named pair the shell took with `ffkit lock-acquire
+/// NAME` (or a dot-lock), released as `ffkit lock-release NAME` run by
+/// `shell` would be. One rule and one set of words for the builtin and
+/// the fallback (`lock-release --function FUNC`): released, or exit 4 with
+/// `FILE: not held by this shell` (free, or another owner's) or
+/// [`super::held_by_parent_shell`]'s line (a shell this one runs under
+/// holds it).
+pub fn for_shell(path: &Path, shell: u32, old_library: bool) -> Result<()> {
+    let r = release(&Release {
+        path,
+        force: false,
+        as_pids: vec![shell],
+        dotlock: false,
+        is_name: true,
+        old_library,
+    })?;
+    match r {
+        Released::Done(_) => Ok(()),
+        Released::ByParentShell(..) => Err(super::held_by_parent_shell(path.display())),
+        Released::NotHeld | Released::NotOwner(_) => Err(crate::Error::NotFound(format!(
+            "{}: not held by this shell",
+            path.display()
+        ))),
+    }
 }
 
 /// Releases the lock at `r.path`.
@@ -81,12 +122,12 @@ pub fn release(r: &Release<'_>) -> Result<Released> {
         return match dotlock::release(r.path, &may)? {
             Ok(h) => Ok(Released::Done(h)),
             Err(dotlock::NotReleased::NotHeld) => Ok(Released::NotHeld),
-            Err(dotlock::NotReleased::NotOwner(h)) => {
-                match descendant(&r.path.display().to_string(), &r.as_pids, r.force, &h) {
-                    Some(e) => Err(e),
-                    None => Ok(Released::NotOwner(h)),
-                }
-            }
+            Err(dotlock::NotReleased::NotOwner(h)) => Ok(refused(
+                &r.path.display().to_string(),
+                &r.as_pids,
+                r.force,
+                h,
+            )),
         };
     }
     let who = named::Releaser {
@@ -96,11 +137,11 @@ pub fn release(r: &Release<'_>) -> Result<Released> {
     match named::release(r.path, &who, r.is_name && r.old_library)? {
         Ok(h) => Ok(Released::Done(h)),
         Err(named::NotReleased::NotHeld) => Ok(Released::NotHeld),
-        Err(named::NotReleased::NotOwner(h)) => {
-            match descendant(&r.path.display().to_string(), &r.as_pids, r.force, &h) {
-                Some(e) => Err(e),
-                None => Ok(Released::NotOwner(h)),
-            }
-        }
+        Err(named::NotReleased::NotOwner(h)) => Ok(refused(
+            &r.path.display().to_string(),
+            &r.as_pids,
+            r.force,
+            h,
+        )),
     }
 }

@@ -30,9 +30,11 @@ pub enum Backend {
 
 /// Decides, in one place, whether the file at `path` is a dot-lock: when
 /// the caller says so (`--dotlock`), when its record says so, or — for a
-/// NAME in the lock dir — when it holds the old library's record (a bare
-/// pid: docs/locks.md, "Sharing names with the old library") while no
-/// kernel lock is held on it. Anything else is a kernel lock file,
+/// NAME in the lock dir — when the old library holds it (its record, a
+/// bare pid, fresh and alive: [`super::compat::old_library_holder`],
+/// docs/locks.md, "Sharing names with the old library") while no kernel
+/// lock is held on it. A stale or dead pid's file is a kernel lock file,
+/// free unless a kernel lock is held, as `lock-acquire` takes it. Anything else is a kernel lock file,
 /// whatever it holds: a NAME's file whose content is no record (damaged)
 /// is free while no kernel lock is held on it, as every kernel-lock path
 /// (`lock-acquire NAME`, the shell functions) takes it; with `--dotlock`
@@ -57,8 +59,11 @@ pub fn detect(path: &Path, hint: bool, is_name: bool) -> Result<Backend> {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Backend::Kernel),
                 Err(e) => return Err(Error::io("cannot probe", path, e)),
             };
-            let (probe, old) = kernel::probe_reading(&f, |f| Ok(super::compat::old_library_pid(f)))
-                .map_err(|e| Error::io("cannot probe", path, e))?;
+            // Held by the old library only by the rule every acquirer
+            // applies (`compat`): a stale or dead pid's file is free.
+            let (probe, old) =
+                kernel::probe_reading(&f, |f| Ok(super::compat::old_library_holder(f)))
+                    .map_err(|e| Error::io("cannot probe", path, e))?;
             Ok(if probe == Probe::Free && old.flatten().is_some() {
                 Backend::Dotlock
             } else {
@@ -170,16 +175,17 @@ fn local_status(
         let Some(seen) = dotlock::look(path)? else {
             return Ok(free(Backend::Dotlock));
         };
-        let stale = seen.is_stale(stale_after);
         let rec = seen.holder.clone().filter(|h| h.kind == KIND_DOTLOCK);
-        // A NAME's file holding the old library's record (a bare pid) is
-        // named as every acquiring path names it ([`holder::Who`]).
+        // A NAME's file the old library holds (its record, a bare pid,
+        // fresh and alive: [`detect`]) is named as every acquiring path
+        // names it ([`holder::Who`]); it is never stale (detect said so).
         let old_library = match (&rec, is_name) {
             (None, true) => crate::fsutil::open_read(path)
                 .ok()
-                .and_then(|f| super::compat::old_library_pid(&f)),
+                .and_then(|f| super::compat::old_library_holder(&f)),
             _ => None,
         };
+        let stale = old_library.is_none() && seen.is_stale(stale_after);
         let who = holder::Who {
             pid: rec.as_ref().map(|h| h.pid),
             command: rec.as_ref().map(|h| h.command.clone()),

@@ -569,64 +569,63 @@ pub(crate) fn release(
     Ok(Ok(rec))
 }
 
+/// The other processes' pids, as `/proc` lists them.
+fn other_pids() -> impl Iterator<Item = u32> {
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(move |&pid| pid != me)
+}
+
+/// The named pairs' holder processes running this protocol (`ffkit`
+/// [`HOLDER_ARG`] `LOCK_FD WATCH [PATH]`, read from `/proc/PID/cmdline`):
+/// each one's pid, `LOCK_FD` and `WATCH`.
+fn holder_processes() -> impl Iterator<Item = (u32, i32, String)> {
+    other_pids().filter_map(|pid| {
+        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let mut args = raw.split(|&b| b == 0).skip(1);
+        if args.next()? != HOLDER_ARG.as_bytes() {
+            return None;
+        }
+        let lock_fd = std::str::from_utf8(args.next()?).ok()?.parse().ok()?;
+        let watch = args.next().and_then(|a| std::str::from_utf8(a).ok());
+        Some((pid, lock_fd, watch.unwrap_or("").to_owned()))
+    })
+}
+
 /// The named lock's holder process keeping the kernel lock on `f`'s file,
-/// found without its record (overwritten while held): a process running
-/// this protocol (`ffkit` [`HOLDER_ARG`] `LOCK_FD WATCH [PATH]`, read from
-/// `/proc/PID/cmdline`) whose `LOCK_FD` is open on the same device and
-/// inode and holds a lock (`/proc/PID/fdinfo`). The record is rebuilt
-/// from what the holder knows: the owner (the pid behind its pidfd, from
-/// its fdinfo's `Pid:` line, or the pid it polls), the owner's command
-/// and start time, and since when the holder runs. `None` when there is
-/// no such process (or `/proc` cannot tell).
+/// found without its record (overwritten while held): a
+/// [holder process](holder_processes) whose `LOCK_FD` is open on the same
+/// device and inode and holds a lock (`/proc/PID/fdinfo`). The record is
+/// rebuilt from what the holder knows: the owner (the pid behind its
+/// pidfd, from its fdinfo's `Pid:` line, or the pid it polls), the owner's
+/// command and start time, and since when the holder runs. `None` when
+/// there is no such process (or `/proc` cannot tell).
 pub(crate) fn find_holder(f: &File) -> Option<Holder> {
     use std::os::unix::fs::MetadataExt;
     let m = f.metadata().ok()?;
-    let me = std::process::id();
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
-        if args.get(1).copied() != Some(HOLDER_ARG.as_bytes()) {
-            continue;
-        }
-        let text = |i: usize| args.get(i).and_then(|a| std::str::from_utf8(a).ok());
-        let Some(lock_fd) = text(2).and_then(|t| t.parse::<i32>().ok()) else {
-            continue;
-        };
+    holder_processes().find_map(|(pid, lock_fd, watch)| {
         let on_file = std::fs::metadata(format!("/proc/{pid}/fd/{lock_fd}"))
             .is_ok_and(|fm| fm.dev() == m.dev() && fm.ino() == m.ino());
         if !on_file || holder::fdinfo_lists_a_lock(pid, lock_fd) != Some(true) {
-            continue;
+            return None;
         }
-        let owner = match text(3)
-            .unwrap_or("")
-            .split(':')
-            .collect::<Vec<_>>()
-            .as_slice()
-        {
+        let owner = match watch.split(':').collect::<Vec<_>>().as_slice() {
             ["pidfd", n] => pidfd_target(pid, n),
             ["pid", p, _] => p.parse().ok(),
             _ => None,
-        };
-        let Some(owner) = owner else {
-            continue;
-        };
+        }?;
         let mut rec = Holder::new(KIND_NAMED, owner, None);
         rec.holder_pid = Some(pid);
         rec.holder_start = holder::start_time(pid);
         if let Some(since) = rec.holder_start.and_then(holder::epoch_of_start) {
             rec.since = since;
         }
-        return Some(rec);
-    }
-    None
+        Some(rec)
+    })
 }
 
 /// A named pair's holder process keeping its lock on a file that was
@@ -635,52 +634,23 @@ pub(crate) fn find_holder(f: &File) -> Option<Holder> {
 /// link and its fdinfo lists a lock. Returns that file, opened through the
 /// holder's descriptor (its record names the holder).
 fn unlinked_held(path: &Path) -> Option<File> {
+    use std::os::unix::fs::MetadataExt;
     let dir = path.parent().and_then(|d| std::fs::canonicalize(d).ok())?;
     let want = format!("{} (deleted)", dir.join(path.file_name()?).display());
-    let me = std::process::id();
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let args: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
-        if args.get(1).copied() != Some(HOLDER_ARG.as_bytes()) {
-            continue;
-        }
-        let Some(lock_fd) = args
-            .get(2)
-            .and_then(|a| std::str::from_utf8(a).ok())
-            .and_then(|t| t.parse::<i32>().ok())
-        else {
-            continue;
-        };
+    holder_processes().find_map(|(pid, lock_fd, _)| {
         let link = format!("/proc/{pid}/fd/{lock_fd}");
-        if std::fs::read_link(&link)
-            .ok()
-            .is_none_or(|t| t.as_os_str() != want.as_str())
-        {
-            continue;
+        if std::fs::read_link(&link).ok()?.as_os_str() != want.as_str() {
+            return None;
         }
-        let Ok(f) = std::fs::OpenOptions::new()
+        let f = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(&link)
-        else {
-            continue;
-        };
-        use std::os::unix::fs::MetadataExt;
-        if f.metadata().is_ok_and(|m| m.nlink() == 0)
-            && holder::fdinfo_lists_a_lock(pid, lock_fd) == Some(true)
-        {
-            return Some(f);
-        }
-    }
-    None
+            .ok()?;
+        (f.metadata().is_ok_and(|m| m.nlink() == 0)
+            && holder::fdinfo_lists_a_lock(pid, lock_fd) == Some(true))
+        .then_some(f)
+    })
 }
 
 /// A process holding the kernel lock on `f`'s file through a descriptor of
@@ -693,15 +663,8 @@ fn unlinked_held(path: &Path) -> Option<File> {
 fn find_fd_holder(f: &File, prefer: &[u32]) -> Option<Holder> {
     use std::os::unix::fs::MetadataExt;
     let m = f.metadata().ok()?;
-    let me = std::process::id();
     let mut found: Option<(u32, i32)> = None;
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
+    for pid in other_pids() {
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
         };

@@ -588,8 +588,9 @@ get_cache_size() {
     _ffkit_remote ||
     case ${CACHE_SIZE_TRACKING-}/${FF_DEBUG-} in
         /false | enabled/false | / | enabled/)
-            if _ffkit_index_read "$_ffkit_dir"; then
-                printf '%s\n' "$_ffkit_n"
+            # A failed printf (stdout a full disk, closed) asks the binary,
+            # whose line and status are every path's (docs/shell.md).
+            if _ffkit_index_read "$_ffkit_dir" && { printf '%s\n' "$_ffkit_n"; } 2>/dev/null; then
                 return 0
             fi
             ;;
@@ -641,9 +642,11 @@ read_cache_with_ttl() {
     fi
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_rc=0
     _ffkit_ns read_cache_with_ttl '' || return $?
-    _ffkit_run "$_ffkit_log" cache-read --dir "$_ffkit_dir" -q -- "$1" </dev/null || _ffkit_rc=$?
+    # The binary prints the newline too (--fn-newline): a reader that stops
+    # early is its quiet EPIPE, never this shell's SIGPIPE (docs/shell.md).
+    _ffkit_run "$_ffkit_log" cache-read --dir "$_ffkit_dir" -q --fn-newline -- "$1" </dev/null || _ffkit_rc=$?
     case $_ffkit_rc in
-        0) printf '\n' ;;
+        0) ;;
         4) return 1 ;;
         *) return "$_ffkit_rc" ;;
     esac

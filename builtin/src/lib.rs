@@ -285,7 +285,7 @@ fn begin_call() {
 fn call_fn(func: &str, args: &[OsString]) -> u8 {
     begin_call();
     let (code, out) = funcs::call(func, args);
-    finish(code, out)
+    finish(funcs::applet_of(func), code, out)
 }
 
 fn dispatch(argv: Vec<OsString>) -> u8 {
@@ -303,7 +303,7 @@ fn dispatch(argv: Vec<OsString>) -> u8 {
                 return 2;
             };
             let (code, out) = funcs::call(name, &argv[2..]);
-            return finish(code, out);
+            return finish(funcs::applet_of(name), code, out);
         }
         _ => {}
     }
@@ -373,7 +373,11 @@ fn dispatch(argv: Vec<OsString>) -> u8 {
         Input::Fd0,
     );
     match var {
-        None => finish(code, out),
+        None => finish(
+            &format!("ffkit {}", String::from_utf8_lossy(&applet)),
+            code,
+            out,
+        ),
         Some(name) => {
             if code != 0 {
                 // Like a failed `$(…)`: the variable keeps its old value.
@@ -438,21 +442,61 @@ fn captured(run: impl FnOnce(&mut Sink) -> u8) -> (u8, Vec<u8>) {
     }
 }
 
-/// Writes the output to descriptor 1, then returns the status.
-fn finish(code: u8, out: Vec<u8>) -> u8 {
-    match write_fd1(&out) {
+/// Writes the output to descriptor 1, then returns the status. A failed
+/// write is what it is for the binary (`cli::stdout_failed`: its line and
+/// exit code; a reader that stopped reading or a closed descriptor 1 is a
+/// quiet success), and the builtin is never killed by SIGPIPE for it.
+fn finish(prog: &str, code: u8, out: Vec<u8>) -> u8 {
+    match without_sigpipe(|| write_fd1(&out)) {
         Ok(()) => code,
-        // A closed pipe is a quiet success, as in the binary.
-        Err(rustix::io::Errno::PIPE) => code,
-        Err(e) => {
-            eprintln!("ffkit: cannot write standard output: {e}");
-            if code == 0 { 1 } else { code }
-        }
+        Err(e) => ffkit::cli::stdout_failed(prog, code, std::io::Error::from(e)),
     }
 }
 
 fn emit(out: Vec<u8>) -> u8 {
-    finish(0, out)
+    finish("ffkit", 0, out)
+}
+
+/// Runs `f` (a write to descriptor 1) with SIGPIPE blocked, and takes back
+/// the SIGPIPE a write to a closed pipe raised in the meantime: the write
+/// then fails with EPIPE, as in the binary (which ignores SIGPIPE), instead
+/// of the signal killing the shell or subshell (`read_cache_with_ttl k |
+/// head -c1`: 141 for a value larger than the pipe's buffer). A SIGPIPE
+/// that was pending before is left pending.
+fn without_sigpipe<T>(
+    f: impl FnOnce() -> Result<T, rustix::io::Errno>,
+) -> Result<T, rustix::io::Errno> {
+    // SAFETY: sigset_t is plain data that sigemptyset/sigaddset initialise;
+    // pthread_sigmask and sigpending only read and change this thread's
+    // mask and pending set, restored below (libc: rustix has no signal
+    // mask API outside its runtime module, which is not for applications).
+    let (set, old, pending_before) = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGPIPE);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        libc::sigpending(&mut pending);
+        (set, old, libc::sigismember(&pending, libc::SIGPIPE) == 1)
+    };
+    let r = f();
+    if matches!(r, Err(rustix::io::Errno::PIPE)) && !pending_before {
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `set` holds SIGPIPE alone, blocked here; a zero timeout
+        // only takes the signal the failed write left pending.
+        unsafe {
+            libc::sigtimedwait(&set, std::ptr::null_mut(), &zero);
+        }
+    }
+    // SAFETY: restores the mask saved above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    r
 }
 
 fn write_fd1(mut buf: &[u8]) -> Result<(), rustix::io::Errno> {

@@ -24,12 +24,23 @@ pub(super) fn command() -> Command {
         .arg(key_arg())
         .arg(quiet_arg())
         .arg(super::backend_arg())
+        .arg(
+            // The shell function read_cache_with_ttl's output: the value,
+            // then one newline, written by this process, so a reader that
+            // stops early meets the binary's quiet EPIPE, never a shell's
+            // SIGPIPE (docs/shell.md, "Output").
+            clap::Arg::new("fn-newline")
+                .long("fn-newline")
+                .hide(true)
+                .action(clap::ArgAction::SetTrue),
+        )
 }
 
 struct Args {
     dir: Option<PathBuf>,
     key: OsString,
     quiet: bool,
+    newline: bool,
     backend: Option<String>,
 }
 
@@ -38,17 +49,26 @@ pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         dir: m.get_one::<PathBuf>("dir").cloned(),
         key: m.get_one::<OsString>("key").cloned().unwrap_or_default(),
         quiet: m.get_flag("quiet"),
+        newline: m.get_flag("fn-newline"),
         backend: super::backend_flag(m),
     };
     exec(a, ctx)
 }
 
-/// `cache-read --dir DIR [-q] -- KEY`, already parsed (`cli::Direct`).
-pub(super) fn direct(dir: PathBuf, key: OsString, quiet: bool, ctx: &mut Ctx) -> Result<ExitCode> {
+/// `cache-read --dir DIR [-q] [--fn-newline] -- KEY`, already parsed
+/// (`cli::Direct`).
+pub(super) fn direct(
+    dir: PathBuf,
+    key: OsString,
+    quiet: bool,
+    newline: bool,
+    ctx: &mut Ctx,
+) -> Result<ExitCode> {
     let a = Args {
         dir: Some(dir),
         key,
         quiet,
+        newline,
         backend: None,
     };
     exec(a, ctx)
@@ -77,9 +97,15 @@ fn exec(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
             let len = m.map_or(u64::MAX, |m| m.size);
             io::copy(&mut io::Read::take(f, len), &mut ctx.out)
                 .map_err(|e| Error::io("cannot write", "standard output", e))?;
+            if a.newline {
+                ctx.write_out(b"\n")?;
+            }
             return Ok(ExitCode::SUCCESS);
         }
-        Found::Hit(Body::Bytes(v), _) => {
+        Found::Hit(Body::Bytes(mut v), _) => {
+            if a.newline {
+                v.push(b'\n');
+            }
             ctx.write_out(&v)?;
             return Ok(ExitCode::SUCCESS);
         }

@@ -645,6 +645,9 @@ pub enum Direct {
         dir: PathBuf,
         key: OsString,
         quiet: bool,
+        /// `--fn-newline`: one newline after a hit's value (what the shell
+        /// function `read_cache_with_ttl` prints).
+        newline: bool,
     },
     /// `cache-write --dir DIR --ttl TTL -- KEY -`: the value is the input.
     CacheWrite {
@@ -688,7 +691,12 @@ pub fn run_direct(
         input,
         &mut |ctx| match call.take() {
             Some(Direct::CacheSize { dir }) => cache_size::direct(dir, ctx),
-            Some(Direct::CacheRead { dir, key, quiet }) => cache_read::direct(dir, key, quiet, ctx),
+            Some(Direct::CacheRead {
+                dir,
+                key,
+                quiet,
+                newline,
+            }) => cache_read::direct(dir, key, quiet, newline, ctx),
             Some(Direct::CacheWrite { dir, ttl, key }) => cache_write::direct(dir, ttl, key, ctx),
             Some(Direct::PerfRecord { op, start, end }) => {
                 perf_metrics::record_direct(op, start, end, ctx)
@@ -810,9 +818,28 @@ pub(crate) fn report(prog: &str, e: &Error) -> ExitCode {
     ExitCode::from(e.exit_code())
 }
 
+/// What a failed write of an applet's standard output means, for a writer
+/// that is not [`Sink`] (the bash builtin writes its collected output
+/// itself): the binary's one line and exit code (`>/dev/full`: exit 8,
+/// `PROG: cannot write standard output: No space left on device`), and a
+/// reader that stopped reading (EPIPE) or a closed descriptor 1 (EBADF: the
+/// binary's runtime opens /dev/null there) a quiet success with `code`.
+pub fn stdout_failed(prog: &str, code: u8, e: io::Error) -> u8 {
+    if e.raw_os_error() == Some(libc::EBADF) {
+        return code;
+    }
+    match report(prog, &Error::io("cannot write", "standard output", e)).code() {
+        0 => code,
+        c => c,
+    }
+}
+
 fn flush_out(prog: &str, code: ExitCode, out: &mut Sink) -> ExitCode {
     match out.flush() {
         Ok(()) => code,
+        // A call that failed has said so in its one line (a write that
+        // failed leaves its bytes buffered, and this flush fails again).
+        Err(_) if code != ExitCode::SUCCESS => code,
         Err(e) => report(prog, &Error::io("cannot write", "standard output", e)),
     }
 }

@@ -1,0 +1,94 @@
+//! The cache functions' standard output on every way in (the builtin, the
+//! fallback in bash and in zsh, the binary): a reader that stops early, a
+//! full or closed descriptor 1. One status and one line for one input
+//! (docs/shell.md, "Output").
+
+use crate::shell_paths::{sh, text, ways};
+use crate::util::{bin, output_within};
+
+/// Attack finding: `read_cache_with_ttl k | head -c1` under `set -o
+/// pipefail` was 141 on the builtin for a value larger than the pipe's
+/// buffer (SIGPIPE killed the subshell the builtin wrote from), and 141 on
+/// the fallback for any value, as the shell's own `printf '\n'` after the
+/// binary met the closed pipe (with `trap '' PIPE`: bash's "write error"
+/// line and status 1), while the binary, `ffkit cache-read k | head -c1`,
+/// exits 0 (docs/hardening.md, "SIGPIPE"). Now every way in exits 0,
+/// silently.
+#[test]
+fn a_reader_that_stops_early_is_a_quiet_success_on_every_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let script = "set -o pipefail\n\
+             big=$(printf '%300000s' '')\n\
+             write_cache_with_metadata big \"$big\"; write_cache_with_metadata small v\n\
+             d=$PWD/.flowforge/cache\n\
+             for i in 1 2 3; do\n\
+               read_cache_with_ttl big | head -c1 >/dev/null; echo \"big=$?\"\n\
+               read_cache_with_ttl small | true; echo \"small=$?\"\n\
+               get_provider_cache x | true; echo \"miss=$?\"\n\
+               ffkit cache-read --dir \"$d\" big | head -c1 >/dev/null; echo \"applet=$?\"\n\
+               \"$FFKIT_BIN\" cache-read --dir \"$d\" big | head -c1 >/dev/null; echo \"binary=$?\"\n\
+             done\n\
+             trap '' PIPE\n\
+             read_cache_with_ttl big | head -c1 >/dev/null; echo \"ignored=$?\"\n\
+             read_cache_with_ttl big | wc -c";
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        let want = "big=0\nsmall=0\nmiss=1\napplet=0\nbinary=0\n".repeat(3) + "ignored=0\n300001\n";
+        assert_eq!(out, want, "{way}: {err}");
+        assert_eq!(err, "", "{way}");
+    }
+}
+
+/// Attack finding: with standard output on a full disk (`>/dev/full`) the
+/// builtin said `ffkit: cannot write standard output: No space left on
+/// device (os error 28)` and returned 1, the binary `ffkit cache-read:
+/// cannot write standard output: No space left on device` and 8, and the
+/// fallback's forkless `get_cache_size` returned 0 after bash's own
+/// printf message (zsh: two lines). With descriptor 1 closed the builtin
+/// failed (1, "Bad file descriptor") where the binary, whose runtime opens
+/// /dev/null there, succeeds quietly, and the fallback's `printf` failed.
+/// Now every way in gives the binary's line and status.
+#[test]
+fn a_failed_standard_output_is_the_binarys_line_and_status_on_every_path() {
+    let funcs = "write_cache_with_metadata k v\n\
+         read_cache_with_ttl k; echo \"read=$?\" >&3\n\
+         get_cache_size; echo \"size=$?\" >&3\n\
+         batch_read_cache k; echo \"batch=$?\" >&3\n\
+         ffkit cache-read --dir \"$PWD/.flowforge/cache\" k; echo \"applet=$?\" >&3\n\
+         \"$FFKIT_BIN\" cache-read --dir \"$PWD/.flowforge/cache\" k; echo \"binary=$?\" >&3\n";
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let o = output_within(
+            sh(way, t, t, &format!("exec 3>&1 >/dev/full\n{funcs}")),
+            way,
+        );
+        let (out, err) = text(&o);
+        assert_eq!(
+            out, "read=8\nsize=8\nbatch=8\napplet=8\nbinary=8\n",
+            "{way}: {err}"
+        );
+        let line =
+            |p: &str| format!("ffkit {p}: cannot write standard output: No space left on device\n");
+        let want = [
+            "cache-read",
+            "cache-size",
+            "cache-batch",
+            "cache-read",
+            "cache-read",
+        ]
+        .map(line)
+        .concat();
+        assert_eq!(err, want, "{way}");
+        let o = output_within(sh(way, t, t, &format!("exec 3>&1 >&-\n{funcs}")), way);
+        let (out, err) = text(&o);
+        assert_eq!(
+            out, "read=0\nsize=0\nbatch=0\napplet=0\nbinary=0\n",
+            "{way}: {err}"
+        );
+        assert_eq!(err, "", "{way}");
+    }
+    let _ = bin();
+}

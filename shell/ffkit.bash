@@ -76,6 +76,13 @@ _ffkit_remote() {
 _ffkit_run() {
     local _ffkit_l=$1 _ffkit_d='' _ffkit_strip=0
     shift
+    # A zsh string may hold NUL bytes; the kernel cuts an argument at the
+    # first, so a key `k<NUL>x` would silently be the key `k`. Refused
+    # instead (bash strings cannot hold NUL: the test is zsh's alone).
+    if [[ -n ${ZSH_VERSION-} && $* == *$'\0'* ]]; then
+        _ffkit_err 'an argument holds a NUL byte, which no command argument can carry'
+        return 2
+    fi
     # On a remote backend (docs/redis.md) the `--dir D` option is dropped:
     # the cache is the namespace's on the server, that of D's developer
     # (_ffkit_dev, which _ffkit_ns set with D), else the default one.
@@ -622,7 +629,9 @@ write_cache_with_metadata() {
     # go through a pipe instead (4 bytes per character covers any UTF-8).
     # A value of `-` is data too: given as an argument, the binary would read
     # standard input instead, so it goes through the pipe as well.
-    if [[ ${#2} -gt 32000 || "$2" == "-" ]]; then
+    # In zsh a value may hold NUL bytes, which no argument can carry (the
+    # kernel would cut it at the first): those go through the pipe too.
+    if [[ ${#2} -gt 32000 || "$2" == "-" || ( -n ${ZSH_VERSION-} && $2 == *$'\0'* ) ]]; then
         printf '%s' "$2" | _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" -
     else
         _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" "$2" </dev/null

@@ -1,7 +1,7 @@
-//! The cache functions' standard output on every way in (the builtin, the
+//! The cache functions' bytes in and out on every way in (the builtin, the
 //! fallback in bash and in zsh, the binary): a reader that stops early, a
-//! full or closed descriptor 1. One status and one line for one input
-//! (docs/shell.md, "Output").
+//! full or closed descriptor 1, a zsh string holding NUL bytes. One status
+//! and one line for one input (docs/shell.md, "Output").
 
 use crate::shell_paths::{sh, text, ways};
 use crate::util::{bin, output_within};
@@ -91,4 +91,36 @@ fn a_failed_standard_output_is_the_binarys_line_and_status_on_every_path() {
         assert_eq!(err, "", "{way}");
     }
     let _ = bin();
+}
+
+/// Attack finding: a zsh string may hold NUL bytes, which no argument of a
+/// command can carry (the kernel cuts it at the first). The fallback gave
+/// them to the binary as arguments: `write_cache_with_metadata k
+/// $'a\0b'` stored `a` (while a value over 32,000 characters, sent through
+/// a pipe, kept its NULs), and the key `k<NUL>x` wrote and read the key
+/// `k`, exit 0. Now a value's NULs are stored (the pipe), and an argument
+/// holding one is refused, exit 2, one line; nothing is written.
+#[test]
+fn zsh_nul_bytes_are_stored_or_refused_never_cut() {
+    if !ways().contains(&"zsh") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let script = "write_cache_with_metadata v $'a\\0b'; echo \"w=$?\"\n\
+         cache_provider_data p $'x\\0y'; echo \"p=$?\"\n\
+         rc=0; write_cache_with_metadata $'k\\0x' v || rc=$?; echo \"key=$rc\"\n\
+         rc=0; read_cache_with_ttl $'v\\0x' || rc=$?; echo \"read=$rc\"\n\
+         rc=0; batch_read_cache $'v\\0x' || rc=$?; echo \"batch=$rc\"";
+    let o = output_within(sh("zsh", t, t, script), "zsh");
+    let (out, err) = text(&o);
+    assert_eq!(out, "w=0\np=0\nkey=2\nread=2\nbatch=2\n", "{err}");
+    assert_eq!(
+        err,
+        "ffkit.bash: an argument holds a NUL byte, which no command argument can carry\n".repeat(3)
+    );
+    let d = t.join(".flowforge/cache");
+    assert_eq!(std::fs::read(d.join("v")).unwrap(), b"a\0b");
+    assert_eq!(std::fs::read(d.join("provider_p")).unwrap(), b"x\0y");
+    assert!(!d.join("k").exists());
 }

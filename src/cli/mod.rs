@@ -317,6 +317,10 @@ impl Read for Fd0 {
             match rustix::io::read(rustix::stdio::stdin(), &mut *buf) {
                 Ok(n) => return Ok(n),
                 Err(rustix::io::Errno::INTR) => {}
+                // A closed descriptor 0 (`<&-`) reads as empty, as the
+                // binary's does: its runtime opens /dev/null there before
+                // `main` (docs/shell.md, "Output").
+                Err(rustix::io::Errno::BADF) => return Ok(0),
                 Err(e) => return Err(e.into()),
             }
         }

@@ -124,3 +124,31 @@ fn zsh_nul_bytes_are_stored_or_refused_never_cut() {
     assert_eq!(std::fs::read(d.join("provider_p")).unwrap(), b"x\0y");
     assert!(!d.join("k").exists());
 }
+
+/// Attack finding: with descriptor 0 closed (`<&-`), the builtin's
+/// `batch_write_cache` and `cache_provider_data p` (which read standard
+/// input) failed, status 1, `cannot read standard input: Bad file
+/// descriptor`, while the fallback and the binary, whose runtime opens
+/// /dev/null on a closed standard descriptor, read it as empty: an empty
+/// batch, an empty value. Now the builtin reads it as empty too.
+#[test]
+fn a_closed_standard_input_reads_as_empty_on_every_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let script = "exec <&-\n\
+             batch_write_cache; echo \"batch=$?\"\n\
+             cache_provider_data p; echo \"provider=$?\"\n\
+             cache_time_tracking s; echo \"time=$?\"\n\
+             ffkit cache-write --dir \"$PWD/.flowforge/cache\" k -; echo \"applet=$?\"\n\
+             \"$FFKIT_BIN\" cache-write --dir \"$PWD/.flowforge/cache\" b -; echo \"binary=$?\"\n\
+             for f in provider_p time_tracking_s k b; do [ -f .flowforge/cache/$f.meta ] && wc -c <.flowforge/cache/$f; done";
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(
+            out, "batch=0\nprovider=0\ntime=0\napplet=0\nbinary=0\n0\n0\n0\n0\n",
+            "{way}: {err}"
+        );
+        assert_eq!(err, "", "{way}");
+    }
+}

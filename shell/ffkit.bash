@@ -241,13 +241,30 @@ _ffkit_team_text() {
 }
 
 # Sets _ffkit_n to the size in <dir>/.size-index when it is a valid index
-# (canonical digits and a newline, nothing else) and no writer left a
-# .journal behind; fails otherwise. Builtins only: no process is started.
+# (canonical digits and a newline, nothing else) and no change is in flight
+# or was killed midway (a .journal, or a journal after the entry-count
+# record in .lock); fails otherwise. Builtins only: no process is started.
 _ffkit_index_read() {
-    local _ffkit_f=$1/.size-index _ffkit_rest=''
+    local _ffkit_f=$1/.size-index _ffkit_rest='' _ffkit_lk=''
     _ffkit_n=
     if [[ -e $1/.journal || -L $_ffkit_f || ! -f $_ffkit_f ]]; then
         return 1
+    fi
+    # The library's rule (cache::Cache::journal_pending_unlocked): a .lock
+    # that is neither empty nor exactly its 29-byte record holds a journal,
+    # which the binary rolls forward before it answers (docs/cache.md).
+    # Anything but a regular file there is the binary's to judge too (a
+    # FIFO would block the read).
+    if [[ -e $1/.lock || -L $1/.lock ]]; then
+        [[ -f $1/.lock && ! -L $1/.lock ]] || return 1
+        if [[ -s $1/.lock ]]; then
+            if [[ -n ${ZSH_VERSION-} ]]; then
+                { IFS= read -r -u 0 -k 30 _ffkit_lk || :; } <"$1/.lock" 2>/dev/null || return 1
+            else
+                { IFS= read -r -N 30 _ffkit_lk || :; } <"$1/.lock" 2>/dev/null || return 1
+            fi
+            [[ ${#_ffkit_lk} -eq 29 && $_ffkit_lk == entries=*$'\n' ]] || return 1
+        fi
     fi
     # The second read must find nothing after the first line.
     if ! { { IFS= read -r _ffkit_n && { IFS= read -r -d '' _ffkit_rest || :; }; } <"$_ffkit_f"; } 2>/dev/null; then

@@ -1,7 +1,8 @@
 //! The cache functions' bytes in and out on every way in (the builtin, the
 //! fallback in bash and in zsh, the binary): a reader that stops early, a
-//! full or closed descriptor 1, a zsh string holding NUL bytes. One status
-//! and one line for one input (docs/shell.md, "Output").
+//! full or closed descriptor 1, a zsh string holding NUL bytes, a writer
+//! killed in its commit. One status and one line for one input
+//! (docs/shell.md, "Output").
 
 use crate::shell_paths::{sh, text, ways};
 use crate::util::{bin, output_within};
@@ -150,5 +151,57 @@ fn a_closed_standard_input_reads_as_empty_on_every_path() {
             "{way}: {err}"
         );
         assert_eq!(err, "", "{way}");
+    }
+}
+
+/// Attack finding: a writer killed in its commit leaves its journal in
+/// `.lock`, after the entry-count record (docs/cache.md); the builtin and
+/// the binary roll it forward before they answer, but the fallback's
+/// forkless `get_cache_size` (bash with FFKIT_BUILTIN=off, zsh) looked only
+/// for a `.journal` file, and printed the stale `.size-index`. Now it tests
+/// `.lock` as the library does (empty or exactly the record), and every
+/// way in prints the repaired size, the walk's; repeated calls stay
+/// forkless (`shell::get_cache_size_reads_a_valid_index_without_starting_a_process`).
+#[test]
+fn get_cache_size_after_a_writer_killed_in_its_commit_is_exact_on_every_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let d = t.join(".flowforge/cache");
+        let o = output_within(
+            sh(
+                way,
+                t,
+                t,
+                "write_cache_with_metadata a 1; write_cache_with_metadata b 22; get_cache_size",
+            ),
+            way,
+        );
+        let (before, err) = text(&o);
+        assert_eq!(
+            before,
+            format!("{}\n", crate::util::oracle(&d).0),
+            "{way}: {err}"
+        );
+        // The state a writer of `k` killed after its renames, before the
+        // index, leaves: both files in place, the index as it was, and its
+        // journal after the record in `.lock`, here cut short (a kill inside
+        // the journal's write: it does not parse, and the index is rebuilt
+        // by a walk).
+        std::fs::write(d.join("k"), "vvvvvvvvvvvv").unwrap();
+        std::fs::write(d.join("k.meta"), "{\"key\":\"k\"}").unwrap();
+        let mut lock = std::fs::read(d.join(".lock")).unwrap();
+        assert_eq!(lock.len(), 29, "{way}: the record alone");
+        lock.extend_from_slice(b"{\"before\":{\"bytes\":");
+        std::fs::write(d.join(".lock"), lock).unwrap();
+        let want = crate::util::oracle(&d).0;
+        let o = output_within(sh(way, t, t, "get_cache_size; get_cache_size"), way);
+        let (out, err) = text(&o);
+        assert_eq!(out, format!("{want}\n{want}\n"), "{way}: {err}");
+        assert_eq!(
+            std::fs::read(d.join(".lock")).unwrap().len(),
+            29,
+            "{way}: repaired"
+        );
     }
 }

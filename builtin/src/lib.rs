@@ -250,7 +250,11 @@ impl Builtin for Ffkit {
 
 /// One call, under `catch_unwind`.
 fn entry(call: impl FnOnce() -> u8) -> u8 {
-    match catch_unwind(AssertUnwindSafe(call)) {
+    // A write past `ulimit -f` is EFBIG (exit 8), as in the binary; SIGXFSZ
+    // would end the shell (core dump and all).
+    let r =
+        ffkit::fsutil::without_signals(&[libc::SIGXFSZ], || catch_unwind(AssertUnwindSafe(call)));
+    match r {
         Ok(code) => code,
         Err(payload) => {
             let msg = payload
@@ -447,7 +451,7 @@ fn captured(run: impl FnOnce(&mut Sink) -> u8) -> (u8, Vec<u8>) {
 /// exit code; a reader that stopped reading or a closed descriptor 1 is a
 /// quiet success), and the builtin is never killed by SIGPIPE for it.
 fn finish(prog: &str, code: u8, out: Vec<u8>) -> u8 {
-    match without_sigpipe(|| write_fd1(&out)) {
+    match ffkit::fsutil::without_signals(&[libc::SIGPIPE], || write_fd1(&out)) {
         Ok(()) => code,
         Err(e) => ffkit::cli::stdout_failed(prog, code, std::io::Error::from(e)),
     }
@@ -455,48 +459,6 @@ fn finish(prog: &str, code: u8, out: Vec<u8>) -> u8 {
 
 fn emit(out: Vec<u8>) -> u8 {
     finish("ffkit", 0, out)
-}
-
-/// Runs `f` (a write to descriptor 1) with SIGPIPE blocked, and takes back
-/// the SIGPIPE a write to a closed pipe raised in the meantime: the write
-/// then fails with EPIPE, as in the binary (which ignores SIGPIPE), instead
-/// of the signal killing the shell or subshell (`read_cache_with_ttl k |
-/// head -c1`: 141 for a value larger than the pipe's buffer). A SIGPIPE
-/// that was pending before is left pending.
-fn without_sigpipe<T>(
-    f: impl FnOnce() -> Result<T, rustix::io::Errno>,
-) -> Result<T, rustix::io::Errno> {
-    // SAFETY: sigset_t is plain data that sigemptyset/sigaddset initialise;
-    // pthread_sigmask and sigpending only read and change this thread's
-    // mask and pending set, restored below (libc: rustix has no signal
-    // mask API outside its runtime module, which is not for applications).
-    let (set, old, pending_before) = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        let mut old: libc::sigset_t = std::mem::zeroed();
-        let mut pending: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGPIPE);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-        libc::sigpending(&mut pending);
-        (set, old, libc::sigismember(&pending, libc::SIGPIPE) == 1)
-    };
-    let r = f();
-    if matches!(r, Err(rustix::io::Errno::PIPE)) && !pending_before {
-        let zero = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `set` holds SIGPIPE alone, blocked here; a zero timeout
-        // only takes the signal the failed write left pending.
-        unsafe {
-            libc::sigtimedwait(&set, std::ptr::null_mut(), &zero);
-        }
-    }
-    // SAFETY: restores the mask saved above.
-    unsafe {
-        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-    }
-    r
 }
 
 fn write_fd1(mut buf: &[u8]) -> Result<(), rustix::io::Errno> {

@@ -318,8 +318,8 @@ impl Read for Fd0 {
                 Ok(n) => return Ok(n),
                 Err(rustix::io::Errno::INTR) => {}
                 // A closed descriptor 0 (`<&-`) reads as empty, as the
-                // binary's does: its runtime opens /dev/null there before
-                // `main` (docs/shell.md, "Output").
+                // binary's does: its start-up opens /dev/null there
+                // ([`startup`]; docs/shell.md, "Output").
                 Err(rustix::io::Errno::BADF) => return Ok(0),
                 Err(e) => return Err(e.into()),
             }
@@ -450,6 +450,10 @@ impl From<ExitCode> for std::process::ExitCode {
 pub fn startup() {
     // No thread exists yet.
     crate::fsutil::ignore_signals(&[libc::SIGPIPE]);
+    // A write past `ulimit -f` fails with EFBIG (exit 8, one line, nothing
+    // half-written) instead of SIGXFSZ killing the call, as in the bash
+    // builtin, which must not let it end the shell (docs/hardening.md).
+    crate::fsutil::block_signals(&[libc::SIGXFSZ]);
     // open(2) returns the lowest free descriptor: while that is 0, 1 or 2 it
     // fills a hole the caller left (and stays open, as stdin/stdout/stderr);
     // the first one above 2 means there is none left and is closed again.
@@ -827,7 +831,7 @@ pub(crate) fn report(prog: &str, e: &Error) -> ExitCode {
 /// itself): the binary's one line and exit code (`>/dev/full`: exit 8,
 /// `PROG: cannot write standard output: No space left on device`), and a
 /// reader that stopped reading (EPIPE) or a closed descriptor 1 (EBADF: the
-/// binary's runtime opens /dev/null there) a quiet success with `code`.
+/// binary's start-up opens /dev/null there) a quiet success with `code`.
 pub fn stdout_failed(prog: &str, code: u8, e: io::Error) -> u8 {
     if e.raw_os_error() == Some(libc::EBADF) {
         return code;

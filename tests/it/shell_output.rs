@@ -48,7 +48,7 @@ fn a_reader_that_stops_early_is_a_quiet_success_on_every_path() {
 /// cannot write standard output: No space left on device` and 8, and the
 /// fallback's forkless `get_cache_size` returned 0 after bash's own
 /// printf message (zsh: two lines). With descriptor 1 closed the builtin
-/// failed (1, "Bad file descriptor") where the binary, whose runtime opens
+/// failed (1, "Bad file descriptor") where the binary, whose start-up opens
 /// /dev/null there, succeeds quietly, and the fallback's `printf` failed.
 /// Now every way in gives the binary's line and status.
 #[test]
@@ -129,7 +129,7 @@ fn zsh_nul_bytes_are_stored_or_refused_never_cut() {
 /// Attack finding: with descriptor 0 closed (`<&-`), the builtin's
 /// `batch_write_cache` and `cache_provider_data p` (which read standard
 /// input) failed, status 1, `cannot read standard input: Bad file
-/// descriptor`, while the fallback and the binary, whose runtime opens
+/// descriptor`, while the fallback and the binary, whose start-up opens
 /// /dev/null on a closed standard descriptor, read it as empty: an empty
 /// batch, an empty value. Now the builtin reads it as empty too.
 #[test]
@@ -203,5 +203,42 @@ fn get_cache_size_after_a_writer_killed_in_its_commit_is_exact_on_every_path() {
             29,
             "{way}: repaired"
         );
+    }
+}
+
+/// Attack finding: under `ulimit -f` a write past the limit raises
+/// SIGXFSZ, whose default action ends the process: the builtin's write of
+/// a large value killed the shell itself (status 153, a core dump where
+/// they are on; docs/shell.md promises it never takes the shell down),
+/// and the binary died by the signal (153) leaving its caller no line.
+/// Now both block SIGXFSZ: the write fails with EFBIG, exit 8 and one
+/// line, nothing is written, and the shell goes on.
+#[test]
+fn a_write_past_ulimit_f_is_exit_8_and_never_ends_the_shell() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let script = "ulimit -f 1\n\
+             d=$PWD/.flowforge/cache\n\
+             v=$(printf '%3000s' ''); w=$(printf '%40000s' '')\n\
+             write_cache_with_metadata k \"$v\"; echo \"arg=$?\"\n\
+             write_cache_with_metadata k \"$w\"; echo \"pipe=$?\"\n\
+             ffkit cache-write --dir \"$d\" k \"$v\"; echo \"applet=$?\"\n\
+             \"$FFKIT_BIN\" cache-write --dir \"$d\" k \"$v\"; echo \"binary=$?\"\n\
+             write_cache_with_metadata small v; echo \"small=$?\"; read_cache_with_ttl small";
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(
+            out, "arg=8\npipe=8\napplet=8\nbinary=8\nsmall=0\nv\n",
+            "{way}: {err}"
+        );
+        let d = t.join(".flowforge/cache");
+        let line = format!(
+            "ffkit cache-write: cannot write an unnamed temp file (O_TMPFILE) in {}: File too large\n",
+            d.display()
+        );
+        assert_eq!(err, line.repeat(4), "{way}");
+        assert!(!d.join("k").exists(), "{way}");
+        crate::util::assert_index_exact(&d, way);
     }
 }

@@ -709,6 +709,71 @@ mod tests {
     }
 }
 
+/// Runs `f` with `sigs` blocked in this thread, then takes back any of them
+/// that `f` raised before restoring the mask: a write to a closed pipe
+/// (SIGPIPE) or past `ulimit -f` (SIGXFSZ) then fails with its errno
+/// (EPIPE, EFBIG), as in the binary, and never ends the process `f` runs
+/// in by the signal's default action (the shell, for the bash builtin).
+/// One of `sigs` already pending before is left pending. Children started
+/// meanwhile get an empty mask (std resets it before exec).
+pub fn without_signals<T>(sigs: &[libc::c_int], f: impl FnOnce() -> T) -> T {
+    // SAFETY: sigset_t is plain data that sigemptyset/sigaddset initialise;
+    // pthread_sigmask and sigpending read and change only this thread's
+    // mask and pending set, and the mask is restored below. libc because
+    // neither nix 0.32 nor rustix (outside its runtime module) offers
+    // sigpending or sigtimedwait.
+    let (old, before) = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        let mut before: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in sigs {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        libc::sigpending(&mut before);
+        (old, before)
+    };
+    let r = f();
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    for &s in sigs {
+        // SAFETY: reads the sets built above; `one` holds the blocked
+        // signal `s` alone, and a zero timeout only takes it when pending.
+        unsafe {
+            let mut now: libc::sigset_t = std::mem::zeroed();
+            libc::sigpending(&mut now);
+            if libc::sigismember(&now, s) == 1 && libc::sigismember(&before, s) != 1 {
+                let mut one: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut one);
+                libc::sigaddset(&mut one, s);
+                libc::sigtimedwait(&one, std::ptr::null_mut(), &zero);
+            }
+        }
+    }
+    // SAFETY: restores the mask saved above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    r
+}
+
+/// Blocks `sigs` in this thread for good (the binary's start-up: SIGXFSZ,
+/// so a write past `ulimit -f` is an EFBIG error, exit 8, not a death by
+/// signal). Children get an empty mask (std resets it before exec).
+pub fn block_signals(sigs: &[libc::c_int]) {
+    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
+    let mut set = SigSet::empty();
+    for &s in sigs {
+        if let Ok(s) = Signal::try_from(s) {
+            set.add(s);
+        }
+    }
+    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
+}
+
 /// Sets each of `sigs` to be ignored (SIG_IGN): no handler is installed,
 /// so this is safe in a freshly forked child too.
 pub fn ignore_signals(sigs: &[libc::c_int]) {

@@ -468,13 +468,9 @@ fn write_fd1(mut buf: &[u8]) -> Result<(), rustix::io::Errno> {
             Ok(0) => return Err(rustix::io::Errno::IO),
             Ok(n) => buf = &buf[n..],
             Err(rustix::io::Errno::INTR) => {}
-            Err(rustix::io::Errno::AGAIN) => {
-                // A non-blocking stdout: wait until it takes more.
-                let _ = rustix::thread::nanosleep(&rustix::time::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: 1_000_000,
-                });
-            }
+            // A non-blocking stdout: wait until it takes more (the
+            // binary's rule too).
+            Err(rustix::io::Errno::AGAIN) => ffkit::fsutil::wait_writable(fd),
             Err(e) => return Err(e),
         }
     }

@@ -267,9 +267,21 @@ pub enum Sink {
 // The one writer of the process's standard output (clippy.toml).
 #[allow(clippy::disallowed_methods)]
 impl Write for Sink {
+    // A non-blocking stdout (EAGAIN) is waited for, never an error: a
+    // value was cut at the pipe's 64 KiB and the call failed with exit 1,
+    // where the builtin's write waited (`fsutil::wait_writable`, the one
+    // rule of both). A failed `write` consumed nothing of `buf`, so it is
+    // given again.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Sink::Stdout => io::stdout().lock().write(buf),
+            Sink::Stdout => loop {
+                match io::stdout().lock().write(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        crate::fsutil::wait_writable(rustix::stdio::stdout());
+                    }
+                    r => return r,
+                }
+            },
             Sink::Buffer(v) => {
                 v.extend_from_slice(buf);
                 Ok(buf.len())
@@ -277,9 +289,19 @@ impl Write for Sink {
         }
     }
 
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+    fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
         match self {
-            Sink::Stdout => io::stdout().lock().write_all(buf),
+            Sink::Stdout => {
+                while !buf.is_empty() {
+                    match self.write(buf) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => buf = &buf[n..],
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
             Sink::Buffer(v) => {
                 v.extend_from_slice(buf);
                 Ok(())
@@ -289,7 +311,14 @@ impl Write for Sink {
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Sink::Stdout => io::stdout().flush(),
+            Sink::Stdout => loop {
+                match io::stdout().flush() {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        crate::fsutil::wait_writable(rustix::stdio::stdout());
+                    }
+                    r => return r,
+                }
+            },
             Sink::Buffer(_) => Ok(()),
         }
     }

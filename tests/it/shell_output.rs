@@ -4,6 +4,8 @@
 //! killed in its commit. One status and one line for one input
 //! (docs/shell.md, "Output").
 
+use std::process::Stdio;
+
 use crate::shell_paths::{sh, text, ways};
 use crate::util::{bin, output_within};
 
@@ -240,5 +242,68 @@ fn a_write_past_ulimit_f_is_exit_8_and_never_ends_the_shell() {
         assert_eq!(err, line.repeat(4), "{way}");
         assert!(!d.join("k").exists(), "{way}");
         crate::util::assert_index_exact(&d, way);
+    }
+}
+
+/// Attack finding: a standard output that is a pipe with O_NONBLOCK set on
+/// it (by another user of the same pipe: node, ssh and others do) answers
+/// EAGAIN while its reader is behind. The builtin waited and wrote it all;
+/// the binary, and so every fallback function, failed at the pipe's 64 KiB:
+/// `cannot write standard output: Resource temporarily unavailable`, exit
+/// 1, the value cut short. Now the binary waits too (one rule,
+/// `fsutil::wait_writable`), and every way in writes every byte.
+#[test]
+fn a_non_blocking_stdout_gets_every_byte_on_every_path() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let o = output_within(
+            sh(
+                way,
+                t,
+                t,
+                "write_cache_with_metadata big \"$(printf '%1000000s' '')\"",
+            ),
+            way,
+        );
+        assert!(o.status.success(), "{way}: {}", text(&o).1);
+        let (mut r, w) = std::io::pipe().unwrap();
+        // SAFETY: F_GETFL/F_SETFL on a descriptor this test owns.
+        unsafe {
+            let fl = libc::fcntl(w.as_raw_fd(), libc::F_GETFL);
+            assert!(libc::fcntl(w.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) == 0);
+        }
+        let script = "d=$PWD/.flowforge/cache\n\
+             read_cache_with_ttl big; echo \"read=$?\" >&2\n\
+             batch_read_cache big; echo \"batch=$?\" >&2\n\
+             ffkit cache-read --dir \"$d\" big; echo \"applet=$?\" >&2\n\
+             \"$FFKIT_BIN\" cache-read --dir \"$d\" big; echo \"binary=$?\" >&2";
+        let mut c = sh(way, t, t, script);
+        c.stdout(w).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        drop(c);
+        // The pipe fills (64 KiB) before anything is read, so every writer
+        // meets EAGAIN at least once.
+        crate::util::until("the pipe is full", || {
+            let mut n: libc::c_int = 0;
+            // SAFETY: FIONREAD into a c_int, on the read end this test owns.
+            unsafe { libc::ioctl(r.as_raw_fd(), libc::FIONREAD, &mut n) };
+            n >= 65536
+        });
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err, "read=0\nbatch=0\napplet=0\nbinary=0\n", "{way}");
+        let v = " ".repeat(1_000_000);
+        let want = format!("{v}\nbig:{v}\n{v}{v}");
+        assert!(
+            got == want.as_bytes(),
+            "{way}: {} bytes, want {}",
+            got.len(),
+            want.len()
+        );
     }
 }

@@ -709,6 +709,22 @@ mod tests {
     }
 }
 
+/// Waits until `fd` can take a write: a non-blocking standard output (the
+/// pipe's other user set O_NONBLOCK on the shared file description) whose
+/// reader is behind answers EAGAIN, which is not an error but a wait. The
+/// one rule of the binary's stdout and the bash builtin's. Returns on an
+/// error or hang-up too: the next write reports it.
+pub fn wait_writable(fd: std::os::fd::BorrowedFd<'_>) {
+    use rustix::event::{PollFd, PollFlags, poll};
+    loop {
+        let mut fds = [PollFd::new(&fd, PollFlags::OUT)];
+        match poll(&mut fds, None) {
+            Err(rustix::io::Errno::INTR) => {}
+            _ => return,
+        }
+    }
+}
+
 /// Runs `f` with `sigs` blocked in this thread, then takes back any of them
 /// that `f` raised before restoring the mask: a write to a closed pipe
 /// (SIGPIPE) or past `ulimit -f` (SIGXFSZ) then fails with its errno

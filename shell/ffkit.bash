@@ -79,9 +79,16 @@ _ffkit_run() {
     # A zsh string may hold NUL bytes; the kernel cuts an argument at the
     # first, so a key `k<NUL>x` would silently be the key `k`. Refused
     # instead (bash strings cannot hold NUL: the test is zsh's alone).
-    if [[ -n ${ZSH_VERSION-} && $* == *$'\0'* ]]; then
-        _ffkit_err 'an argument holds a NUL byte, which no command argument can carry'
-        return 2
+    # (Each argument on its own: "$*" joins them with IFS's first
+    # character, which may be a NUL in zsh.)
+    if [[ -n ${ZSH_VERSION-} ]]; then
+        local _ffkit_x
+        for _ffkit_x in "$@"; do
+            if [[ $_ffkit_x == *$'\0'* ]]; then
+                _ffkit_err 'an argument holds a NUL byte, which no command argument can carry'
+                return 2
+            fi
+        done
     fi
     # On a remote backend (docs/redis.md) the `--dir D` option is dropped:
     # the cache is the namespace's on the server, that of D's developer

@@ -102,7 +102,9 @@ fn a_failed_standard_output_is_the_binarys_line_and_status_on_every_path() {
 /// $'a\0b'` stored `a` (while a value over 32,000 characters, sent through
 /// a pipe, kept its NULs), and the key `k<NUL>x` wrote and read the key
 /// `k`, exit 0. Now a value's NULs are stored (the pipe), and an argument
-/// holding one is refused, exit 2, one line; nothing is written.
+/// holding one is refused, exit 2, one line; nothing is written. (The
+/// first version of the check tested `"$*"`, which zsh joins with IFS's
+/// first character: with `IFS=$'\0'` every call was refused.)
 #[test]
 fn zsh_nul_bytes_are_stored_or_refused_never_cut() {
     if !ways().contains(&"zsh") {
@@ -111,13 +113,14 @@ fn zsh_nul_bytes_are_stored_or_refused_never_cut() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
     let script = "write_cache_with_metadata v $'a\\0b'; echo \"w=$?\"\n\
+         (IFS=$'\\0'; write_cache_with_metadata ifs v; read_cache_with_ttl ifs)\n\
          cache_provider_data p $'x\\0y'; echo \"p=$?\"\n\
          rc=0; write_cache_with_metadata $'k\\0x' v || rc=$?; echo \"key=$rc\"\n\
          rc=0; read_cache_with_ttl $'v\\0x' || rc=$?; echo \"read=$rc\"\n\
          rc=0; batch_read_cache $'v\\0x' || rc=$?; echo \"batch=$rc\"";
     let o = output_within(sh("zsh", t, t, script), "zsh");
     let (out, err) = text(&o);
-    assert_eq!(out, "w=0\np=0\nkey=2\nread=2\nbatch=2\n", "{err}");
+    assert_eq!(out, "w=0\nv\np=0\nkey=2\nread=2\nbatch=2\n", "{err}");
     assert_eq!(
         err,
         "ffkit.bash: an argument holds a NUL byte, which no command argument can carry\n".repeat(3)

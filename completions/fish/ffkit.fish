@@ -57,7 +57,6 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand cache-write" -s h -l help -d
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-read" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-read" -l backend -d 'Where locks and the cache live: local, redis://host:port[/db], unix:///path or redis+cluster://host:port[,host:port…] (default: FFKIT_BACKEND, else local)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-read" -s q -l quiet -d 'Print no message on stderr; answer by exit code'
-complete -c ffkit -n "__fish_ffkit_using_subcommand cache-read" -l fn-newline
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-read" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
 complete -c ffkit -n "__fish_ffkit_using_subcommand cache-batch" -s f -l file -d 'Read the batch from FILE instead of standard input' -r -F

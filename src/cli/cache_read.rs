@@ -24,16 +24,6 @@ pub(super) fn command() -> Command {
         .arg(key_arg())
         .arg(quiet_arg())
         .arg(super::backend_arg())
-        .arg(
-            // The shell function read_cache_with_ttl's output: the value,
-            // then one newline, written by this process, so a reader that
-            // stops early meets the binary's quiet EPIPE, never a shell's
-            // SIGPIPE (docs/shell.md, "Output").
-            clap::Arg::new("fn-newline")
-                .long("fn-newline")
-                .hide(true)
-                .action(clap::ArgAction::SetTrue),
-        )
 }
 
 struct Args {
@@ -44,19 +34,62 @@ struct Args {
     backend: Option<String>,
 }
 
+/// The applet table's fast path ([`super::Argv::Fast`]): the shell
+/// fallback's call, `cache-read [--dir D] [-q] [--fn-newline] -- KEY` (each
+/// at most once, in any order; `--dir` dropped on a remote backend), read
+/// without clap. `--fn-newline` (one newline after a hit's value: what
+/// `read_cache_with_ttl` prints) exists on this path only, the wrappers'
+/// exact form, so it costs clap nothing and is in no help or completion;
+/// the binary prints the newline itself so that a reader that stops early
+/// meets its quiet EPIPE, never a shell's SIGPIPE (docs/shell.md,
+/// "Output"). Anything else goes to clap.
+pub(super) fn fast(args: &[OsString]) -> Option<super::Parsed> {
+    let mut a = Args {
+        dir: None,
+        key: OsString::new(),
+        quiet: false,
+        newline: false,
+        backend: None,
+    };
+    let mut i = 1;
+    loop {
+        match args.get(i)?.to_str()? {
+            "--" => break,
+            // clap refuses an empty path and takes `-x` for an option.
+            "--dir" if a.dir.is_none() => {
+                let v = args.get(i + 1)?;
+                if v.is_empty() || v.as_encoded_bytes().starts_with(b"-") {
+                    return None;
+                }
+                a.dir = Some(PathBuf::from(v));
+                i += 1;
+            }
+            "-q" if !a.quiet => a.quiet = true,
+            "--fn-newline" if !a.newline => a.newline = true,
+            _ => return None,
+        }
+        i += 1;
+    }
+    match args.get(i + 1..)? {
+        [key] => a.key = key.clone(),
+        _ => return None,
+    }
+    Some(Box::new(move |ctx: &mut Ctx| exec(a, ctx)))
+}
+
 pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let a = Args {
         dir: m.get_one::<PathBuf>("dir").cloned(),
         key: m.get_one::<OsString>("key").cloned().unwrap_or_default(),
         quiet: m.get_flag("quiet"),
-        newline: m.get_flag("fn-newline"),
+        newline: false,
         backend: super::backend_flag(m),
     };
     exec(a, ctx)
 }
 
 /// `cache-read --dir DIR [-q] [--fn-newline] -- KEY`, already parsed
-/// (`cli::Direct`).
+/// (`cli::Direct`, the bash builtin's).
 pub(super) fn direct(
     dir: PathBuf,
     key: OsString,

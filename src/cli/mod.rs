@@ -133,7 +133,7 @@ pub static APPLETS: &[Applet] = &[
     Applet {
         name: "cache-read",
         command: cache_read::command,
-        argv: Argv::Clap,
+        argv: Argv::Fast(cache_read::fast),
         run: cache_read::run,
         metric: Some(Op::ReadCache),
         link: LinkPolicy::Default,

@@ -250,10 +250,12 @@ impl Builtin for Ffkit {
 
 /// One call, under `catch_unwind`.
 fn entry(call: impl FnOnce() -> u8) -> u8 {
-    // A write past `ulimit -f` is EFBIG (exit 8), as in the binary; SIGXFSZ
-    // would end the shell (core dump and all).
-    let r =
-        ffkit::fsutil::without_signals(&[libc::SIGXFSZ], || catch_unwind(AssertUnwindSafe(call)));
+    // A write to a closed pipe is EPIPE (a quiet success), one past `ulimit
+    // -f` EFBIG (exit 8), as in the binary: SIGPIPE and SIGXFSZ would end
+    // the shell, or the subshell the call runs in.
+    let r = ffkit::fsutil::without_signals(&[libc::SIGPIPE, libc::SIGXFSZ], || {
+        catch_unwind(AssertUnwindSafe(call))
+    });
     match r {
         Ok(code) => code,
         Err(payload) => {
@@ -451,7 +453,8 @@ fn captured(run: impl FnOnce(&mut Sink) -> u8) -> (u8, Vec<u8>) {
 /// exit code; a reader that stopped reading or a closed descriptor 1 is a
 /// quiet success), and the builtin is never killed by SIGPIPE for it.
 fn finish(prog: &str, code: u8, out: Vec<u8>) -> u8 {
-    match ffkit::fsutil::without_signals(&[libc::SIGPIPE], || write_fd1(&out)) {
+    // SIGPIPE is blocked around the whole call (`entry`).
+    match write_fd1(&out) {
         Ok(()) => code,
         Err(e) => ffkit::cli::stdout_failed(prog, code, std::io::Error::from(e)),
     }

@@ -730,47 +730,50 @@ pub fn wait_writable(fd: std::os::fd::BorrowedFd<'_>) {
 /// (SIGPIPE) or past `ulimit -f` (SIGXFSZ) then fails with its errno
 /// (EPIPE, EFBIG), as in the binary, and never ends the process `f` runs
 /// in by the signal's default action (the shell, for the bash builtin).
-/// One of `sigs` already pending before is left pending. Children started
-/// meanwhile get an empty mask (std resets it before exec).
+/// A signal the thread had blocked already is left alone (pending or not:
+/// it is the caller's); one it had not blocked cannot have been pending
+/// before, so one pending now was raised by `f`. Three system calls
+/// (block, sigpending, restore), a fourth only to take one back. Children
+/// started meanwhile get an empty mask (std resets it before exec).
 pub fn without_signals<T>(sigs: &[libc::c_int], f: impl FnOnce() -> T) -> T {
     // SAFETY: sigset_t is plain data that sigemptyset/sigaddset initialise;
     // pthread_sigmask and sigpending read and change only this thread's
     // mask and pending set, and the mask is restored below. libc because
     // neither nix 0.32 nor rustix (outside its runtime module) offers
     // sigpending or sigtimedwait.
-    let (old, before) = unsafe {
+    let old = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
-        let mut before: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         for &s in sigs {
             libc::sigaddset(&mut set, s);
         }
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
-        libc::sigpending(&mut before);
-        (old, before)
+        old
     };
     let r = f();
-    let zero = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    for &s in sigs {
-        // SAFETY: reads the sets built above; `one` holds the blocked
-        // signal `s` alone, and a zero timeout only takes it when pending.
-        unsafe {
-            let mut now: libc::sigset_t = std::mem::zeroed();
-            libc::sigpending(&mut now);
-            if libc::sigismember(&now, s) == 1 && libc::sigismember(&before, s) != 1 {
-                let mut one: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut one);
-                libc::sigaddset(&mut one, s);
-                libc::sigtimedwait(&one, std::ptr::null_mut(), &zero);
+    // SAFETY: reads the sets built above; `take` holds only signals this
+    // call blocked, and a zero timeout takes one only when pending. Then
+    // the mask saved above is restored.
+    unsafe {
+        let mut now: libc::sigset_t = std::mem::zeroed();
+        let mut take: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut take);
+        libc::sigpending(&mut now);
+        let mut any = false;
+        for &s in sigs {
+            if libc::sigismember(&now, s) == 1 && libc::sigismember(&old, s) != 1 {
+                libc::sigaddset(&mut take, s);
+                any = true;
             }
         }
-    }
-    // SAFETY: restores the mask saved above.
-    unsafe {
+        if any {
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            while libc::sigtimedwait(&take, std::ptr::null_mut(), &zero) > 0 {}
+        }
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
     }
     r

@@ -324,8 +324,9 @@ impl Write for Sink {
     }
 }
 
-/// Where an applet's standard input comes from. `Stdin` is std's buffered
-/// handle (the binary). `Fd0` reads descriptor 0 through a buffer that lives
+/// Where an applet's standard input comes from. `Stdin` is the process's
+/// descriptor 0, read through one buffer (the binary). `Fd0` reads
+/// descriptor 0 through a buffer that lives
 /// only for the call: inside bash, bytes std's process-wide buffer kept
 /// from one call would otherwise be handed to the next call, which may have
 /// another standard input. `Bytes` is data the builtin already has (a
@@ -337,7 +338,8 @@ pub enum Input {
     Bytes(Vec<u8>),
 }
 
-/// Descriptor 0, unbuffered.
+/// Descriptor 0, unbuffered: EINTR retried, EAGAIN waited for, EBADF the
+/// end (the one reader of descriptor 0, the binary's and the builtin's).
 struct Fd0;
 
 impl Read for Fd0 {
@@ -350,6 +352,10 @@ impl Read for Fd0 {
                 // binary's does: its start-up opens /dev/null there
                 // ([`startup`]; docs/shell.md, "Output").
                 Err(rustix::io::Errno::BADF) => return Ok(0),
+                // A non-blocking descriptor 0 whose writer is behind.
+                Err(rustix::io::Errno::AGAIN) => {
+                    crate::fsutil::wait_readable(rustix::stdio::stdin());
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -392,7 +398,10 @@ impl Ctx {
     #[allow(clippy::disallowed_methods)]
     pub fn stdin(&mut self) -> Box<dyn BufRead> {
         match &mut self.input {
-            Input::Stdin => Box::new(io::stdin().lock()),
+            // Descriptor 0 through the same reader as the builtin's (EINTR,
+            // EAGAIN and EBADF answered alike), buffered: the binary reads
+            // it once, so no bytes are left behind for anyone.
+            Input::Stdin => Box::new(io::BufReader::new(Fd0)),
             Input::Fd0 => Box::new(io::BufReader::new(Fd0)),
             Input::Bytes(b) => Box::new(io::Cursor::new(std::mem::take(b))),
         }

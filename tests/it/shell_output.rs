@@ -374,3 +374,67 @@ fn cache_read_fast_path_answers_as_clap() {
         crate::util::assert_fast_path_answers_as_clap(&cmd, &slices);
     }
 }
+
+/// Attack finding: a standard input that is a pipe with O_NONBLOCK set on
+/// it, whose writer is behind, answered EAGAIN, and every path failed:
+/// `batch_write_cache`, `cache_provider_data p` (data from standard input)
+/// and `ffkit cache-write k -`, exit 1, `cannot read standard input:
+/// Resource temporarily unavailable`. Now every path waits for the writer
+/// (`fsutil::wait_readable`) and stores every byte.
+#[test]
+fn a_non_blocking_stdin_is_waited_for_on_every_path() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    for way in ways() {
+        for (script, first, rest, want) in [
+            (
+                "batch_write_cache; echo \"rc=$?\"; batch_read_cache a b",
+                "a:1\n",
+                "b:2\n",
+                "rc=0\na:1\nb:2\n",
+            ),
+            (
+                "cache_provider_data p; echo \"rc=$?\"; get_provider_cache p",
+                "xyz",
+                "more",
+                "rc=0\nxyzmore\n",
+            ),
+            (
+                "\"$FFKIT_BIN\" cache-write --dir \"$PWD/.flowforge/cache\" q -; echo \"rc=$?\"; read_cache_with_ttl q",
+                "q1",
+                "q2",
+                "rc=0\nq1q2\n",
+            ),
+        ] {
+            let tmp = tempfile::tempdir().unwrap();
+            let t = tmp.path();
+            let (r, mut w) = std::io::pipe().unwrap();
+            let probe = r.try_clone().unwrap();
+            // SAFETY: F_GETFL/F_SETFL on a descriptor this test owns.
+            unsafe {
+                let fl = libc::fcntl(r.as_raw_fd(), libc::F_GETFL);
+                assert!(libc::fcntl(r.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) == 0);
+            }
+            let mut c = sh(way, t, t, script);
+            c.stdin(r).stdout(Stdio::piped()).stderr(Stdio::piped());
+            let child = c.spawn().unwrap();
+            drop(c);
+            w.write_all(first.as_bytes()).unwrap();
+            // Once the first part is read, the reader's next read finds
+            // the pipe empty with its writer open: EAGAIN.
+            crate::util::until("the first part is read", || {
+                let mut n: libc::c_int = 0;
+                // SAFETY: FIONREAD into a c_int, on a read end this test owns.
+                unsafe { libc::ioctl(probe.as_raw_fd(), libc::FIONREAD, &mut n) };
+                n == 0
+            });
+            w.write_all(rest.as_bytes()).unwrap();
+            drop(w);
+            drop(probe);
+            let o = child.wait_with_output().unwrap();
+            let (out, err) = text(&o);
+            assert_eq!(out, want, "{way}: {script}: {err}");
+            assert_eq!(err, "", "{way}: {script}");
+        }
+    }
+}

@@ -715,9 +715,20 @@ mod tests {
 /// one rule of the binary's stdout and the bash builtin's. Returns on an
 /// error or hang-up too: the next write reports it.
 pub fn wait_writable(fd: std::os::fd::BorrowedFd<'_>) {
-    use rustix::event::{PollFd, PollFlags, poll};
+    wait_for(fd, rustix::event::PollFlags::OUT);
+}
+
+/// [`wait_writable`] for reading: a non-blocking standard input whose
+/// writer is behind (EAGAIN) is waited for, never taken for an error or
+/// for its end.
+pub fn wait_readable(fd: std::os::fd::BorrowedFd<'_>) {
+    wait_for(fd, rustix::event::PollFlags::IN);
+}
+
+fn wait_for(fd: std::os::fd::BorrowedFd<'_>, what: rustix::event::PollFlags) {
+    use rustix::event::{PollFd, poll};
     loop {
-        let mut fds = [PollFd::new(&fd, PollFlags::OUT)];
+        let mut fds = [PollFd::new(&fd, what)];
         match poll(&mut fds, None) {
             Err(rustix::io::Errno::INTR) => {}
             _ => return,

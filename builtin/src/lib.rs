@@ -660,6 +660,9 @@ fn spawn(argv: &[OsString]) -> u8 {
     };
     let mut cmd = std::process::Command::new(&exe);
     cmd.args(argv).env_clear().envs(shell::exported_env());
+    // Not the call's mask (SIGCHLD, SIGPIPE, SIGXFSZ blocked), which the
+    // binary would hand on to the commands it runs.
+    ffkit::fsutil::before_exec(&mut cmd, ffkit::fsutil::BeforeExec::EmptyMask);
     let names = ffkit::config::ENV_VARS
         .iter()
         .map(|v| v.name)

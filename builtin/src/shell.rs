@@ -391,9 +391,9 @@ pub fn exported_env() -> Vec<(OsString, OsString)> {
 /// Runs `f` (which starts and waits for a child process) with SIGCHLD
 /// blocked. bash's SIGCHLD handler reaps every child it sees
 /// (`waitpid(-1)`), so without this the child's status could be taken from
-/// under `std::process` (ECHILD). The child itself starts with an empty
-/// mask (std resets it); the pending SIGCHLD reaches bash on unblock, when
-/// there is nothing left to reap.
+/// under `std::process` (ECHILD). std does not reset the mask in the
+/// child: start it with `fsutil::BeforeExec::EmptyMask`. The pending
+/// SIGCHLD reaches bash on unblock, when there is nothing left to reap.
 pub fn with_sigchld_blocked<T>(f: impl FnOnce() -> T) -> T {
     // SAFETY: sigset_t is plain data that sigemptyset/sigaddset initialise;
     // pthread_sigmask only changes this thread's mask, restored below.

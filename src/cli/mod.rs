@@ -488,10 +488,6 @@ impl From<ExitCode> for std::process::ExitCode {
 pub fn startup() {
     // No thread exists yet.
     crate::fsutil::ignore_signals(&[libc::SIGPIPE]);
-    // A write past `ulimit -f` fails with EFBIG (exit 8, one line, nothing
-    // half-written) instead of SIGXFSZ killing the call, as in the bash
-    // builtin, which must not let it end the shell (docs/hardening.md).
-    crate::fsutil::block_signals(&[libc::SIGXFSZ]);
     // open(2) returns the lowest free descriptor: while that is 0, 1 or 2 it
     // fills a hole the caller left (and stays open, as stdin/stdout/stderr);
     // the first one above 2 means there is none left and is closed again.
@@ -775,6 +771,34 @@ pub(crate) fn note_team_config(ctx: &Ctx) {
 
 /// the applet's run (`body`), the self-timing row and the error line.
 fn run_parsed(
+    applet: &'static Applet,
+    prog: &str,
+    start: Instant,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    out: &mut Sink,
+    input: Input,
+    body: &mut dyn FnMut(&mut Ctx) -> Result<ExitCode>,
+) -> ExitCode {
+    // The cache applets that run no command: a write past `ulimit -f`
+    // (a value, a temp, the index, the metrics row) fails with EFBIG, exit
+    // 8 and one line, as in the bash builtin (which blocks SIGXFSZ around
+    // every call: it must not end the shell), instead of SIGXFSZ ending
+    // the process (153). Not around an applet that starts a command
+    // (cache-run, lock-acquire, flock, perf-metrics time): a blocked
+    // signal is inherited across exec (docs/hardening.md).
+    if matches!(
+        applet.name,
+        "cache-size" | "cache-write" | "cache-read" | "cache-batch" | "cache-evict"
+    ) {
+        return crate::fsutil::without_signals(&[libc::SIGXFSZ], || {
+            run_parsed_body(applet, prog, start, env, out, input, body)
+        });
+    }
+    run_parsed_body(applet, prog, start, env, out, input, body)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_parsed_body(
     applet: &'static Applet,
     prog: &str,
     start: Instant,

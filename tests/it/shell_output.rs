@@ -438,3 +438,25 @@ fn a_non_blocking_stdin_is_waited_for_on_every_path() {
         }
     }
 }
+
+/// Attack finding (on this branch's own SIGXFSZ fix, and before it): a
+/// blocked signal survives fork and exec, and std does not reset the mask.
+/// The commands `cache_command`, `ffkit cache-run` and `ffkit lock-acquire
+/// FILE -- CMD` run started with SIGXFSZ blocked (the binary blocked it at
+/// start-up), and, typed in a shell with the builtin, with SIGCHLD (the
+/// builtin's wait) and SIGPIPE blocked too: `yes | head -1` in such a
+/// command no longer ended by SIGPIPE. Now every command starts with an
+/// empty mask, on every path.
+#[test]
+fn commands_ffkit_runs_start_with_no_signal_blocked_on_every_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let script = "cache_command -- grep SigBlk /proc/self/status\n\
+             ffkit cache-run --dir \"$PWD/r\" -- grep SigBlk /proc/self/status\n\
+             ffkit lock-acquire \"$PWD/L.lock\" -- grep SigBlk /proc/self/status";
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(out, "SigBlk:\t0000000000000000\n".repeat(3), "{way}: {err}");
+    }
+}

@@ -744,8 +744,9 @@ fn wait_for(fd: std::os::fd::BorrowedFd<'_>, what: rustix::event::PollFlags) {
 /// A signal the thread had blocked already is left alone (pending or not:
 /// it is the caller's); one it had not blocked cannot have been pending
 /// before, so one pending now was raised by `f`. Three system calls
-/// (block, sigpending, restore), a fourth only to take one back. Children
-/// started meanwhile get an empty mask (std resets it before exec).
+/// (block, sigpending, restore), a fourth only to take one back. A child
+/// started meanwhile inherits the mask (std does not reset it): start it
+/// with [`BeforeExec::EmptyMask`].
 pub fn without_signals<T>(sigs: &[libc::c_int], f: impl FnOnce() -> T) -> T {
     // SAFETY: sigset_t is plain data that sigemptyset/sigaddset initialise;
     // pthread_sigmask and sigpending read and change only this thread's
@@ -790,20 +791,6 @@ pub fn without_signals<T>(sigs: &[libc::c_int], f: impl FnOnce() -> T) -> T {
     r
 }
 
-/// Blocks `sigs` in this thread for good (the binary's start-up: SIGXFSZ,
-/// so a write past `ulimit -f` is an EFBIG error, exit 8, not a death by
-/// signal). Children get an empty mask (std resets it before exec).
-pub fn block_signals(sigs: &[libc::c_int]) {
-    use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
-    let mut set = SigSet::empty();
-    for &s in sigs {
-        if let Ok(s) = Signal::try_from(s) {
-            set.add(s);
-        }
-    }
-    let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None);
-}
-
 /// Sets each of `sigs` to be ignored (SIG_IGN): no handler is installed,
 /// so this is safe in a freshly forked child too.
 pub fn ignore_signals(sigs: &[libc::c_int]) {
@@ -845,6 +832,12 @@ pub enum BeforeExec {
     /// SIGINT and SIGPIPE ignored (an ignored disposition survives exec),
     /// and [`BeforeExec::CloseFrom3`] but for `keep`, which it inherits.
     Holder { keep: [std::os::fd::RawFd; 2] },
+    /// An empty signal mask: a child started by the bash builtin (the
+    /// binary for the forms that do not run in-process, `git` for the team
+    /// lookup) inherits the mask of the call that starts it, SIGCHLD,
+    /// SIGPIPE and SIGXFSZ blocked (`with_sigchld_blocked`,
+    /// [`without_signals`]), and would hand it to the commands it runs.
+    EmptyMask,
 }
 
 /// Arranges `what` in `cmd`'s child, between fork and exec: the one
@@ -854,8 +847,8 @@ pub fn before_exec(cmd: &mut std::process::Command, what: BeforeExec) {
     let parent = rustix::process::getpid();
     // SAFETY: the closure runs between fork and exec in the child and makes
     // only async-signal-safe system calls (prctl, getppid, setsid, signal,
-    // close_range, fcntl); it allocates nothing (the error is a static
-    // message).
+    // sigprocmask, close_range, fcntl); it allocates nothing (the error is a
+    // static message).
     unsafe {
         cmd.pre_exec(move || {
             let cloexec_from_3 = || {
@@ -873,6 +866,11 @@ pub fn before_exec(cmd: &mut std::process::Command, what: BeforeExec) {
                 }
             };
             match what {
+                BeforeExec::EmptyMask => {
+                    let mut none: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut none);
+                    libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+                }
                 BeforeExec::DieWithParent(sig) => {
                     rustix::process::set_parent_process_death_signal(Some(sig))?;
                     // The parent died before the prctl: do not run orphaned.

@@ -35,7 +35,7 @@ static TEAM: Mutex<Option<(TeamKey, Option<String>)>> = Mutex::new(None);
 /// One line on stderr, escaped as the binary escapes its messages (a
 /// value with a newline stays on the line).
 fn err(msg: impl std::fmt::Display) {
-    eprintln!("ffkit.bash: {}", ffkit::cli::one_line(&msg));
+    errln!("ffkit.bash: {}", ffkit::cli::one_line(&msg));
 }
 
 struct Paths {

@@ -19,6 +19,18 @@
 //!   return 128+signal as soon as bash has flagged a signal, and the output
 //!   is written to descriptor 1 before the builtin returns.
 
+/// One line on stderr that never panics. `eprintln!` panics when stderr
+/// cannot be written (`2>/dev/full`); inside the builtin that panic was
+/// caught, but the line reporting it panicked again, outside
+/// `catch_unwind`, and the shell aborted (SIGABRT). A lost error line is
+/// what the binary gives there too (`cli::report` ignores the failure).
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 mod funcs;
 mod held;
 mod shell;
@@ -265,7 +277,7 @@ fn entry(call: impl FnOnce() -> u8) -> u8 {
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
             let msg = msg.replace('\n', "\\n");
-            eprintln!("ffkit: internal error (the shell is unaffected; please report): {msg}");
+            errln!("ffkit: internal error (the shell is unaffected; please report): {msg}");
             PANIC_STATUS
         }
     }
@@ -305,7 +317,7 @@ fn dispatch(argv: Vec<OsString>) -> u8 {
         b"--ffkit-test-panic" => panic!("test-only panic requested with --ffkit-test-panic"),
         b"--fn" => {
             let Some(name) = argv.get(1).and_then(|n| n.to_str()) else {
-                eprintln!("ffkit --fn: expected a function name");
+                errln!("ffkit --fn: expected a function name");
                 return 2;
             };
             let (code, out) = funcs::call(name, &argv[2..]);
@@ -322,15 +334,15 @@ fn dispatch(argv: Vec<OsString>) -> u8 {
             applet.as_slice(),
             b"cache-read" | b"cache-size" | b"perf-metrics"
         ) {
-            eprintln!("ffkit {prog}: -v VAR is for cache-read, cache-size and perf-metrics only");
+            errln!("ffkit {prog}: -v VAR is for cache-read, cache-size and perf-metrics only");
             return 2;
         }
         let Some(name) = rest.get(1).map(|n| n.to_string_lossy().into_owned()) else {
-            eprintln!("ffkit {prog}: -v: expected a variable name");
+            errln!("ffkit {prog}: -v: expected a variable name");
             return 2;
         };
         if let Err(e) = shell::check_assignable(&name) {
-            eprintln!("ffkit {prog}: -v {name}: {}", assign_why(&e));
+            errln!("ffkit {prog}: -v {name}: {}", assign_why(&e));
             return 2;
         }
         var = Some(name);
@@ -338,7 +350,7 @@ fn dispatch(argv: Vec<OsString>) -> u8 {
     }
     if !in_process(&applet, &rest) {
         if let Some(v) = &var {
-            eprintln!(
+            errln!(
                 "ffkit {}: -v {v}: only the in-process forms can assign a variable",
                 String::from_utf8_lossy(&applet)
             );
@@ -396,7 +408,7 @@ fn dispatch(argv: Vec<OsString>) -> u8 {
             match shell::assign(&name, value) {
                 Ok(()) => 0,
                 Err(e) => {
-                    eprintln!(
+                    errln!(
                         "ffkit {}: -v {name}: {}",
                         String::from_utf8_lossy(&applet),
                         assign_why(&e)
@@ -587,7 +599,7 @@ fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
     let req = named_request(applet, rest)?;
     let prog = format!("ffkit {}", String::from_utf8_lossy(applet));
     let fail = |e: &ffkit::Error| {
-        eprintln!("{prog}: {e}");
+        errln!("{prog}: {e}");
         e.exit_code()
     };
     let cfg = match Config::from_lookup(|k| match k {
@@ -653,7 +665,7 @@ fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
 /// or not (unset ones removed), as the fallback wrappers pass them.
 fn spawn(argv: &[OsString]) -> u8 {
     let Some(exe) = binary() else {
-        eprintln!(
+        errln!(
             "ffkit: the ffkit binary was not found (set FFKIT_BIN); the builtin cannot run this form"
         );
         return 127;
@@ -683,7 +695,7 @@ fn spawn(argv: &[OsString]) -> u8 {
             }
         }
         Err(e) => {
-            eprintln!("ffkit: cannot run {}: {e}", exe.display());
+            errln!("ffkit: cannot run {}: {e}", exe.display());
             126
         }
     }

@@ -544,7 +544,7 @@ pub fn run_function(name: &CStr, args: *const WordList) -> c_int {
     unsafe {
         let f = find_function(name.as_ptr());
         if f.is_null() {
-            eprintln!("bash: {}: command not found", name.to_string_lossy());
+            errln!("bash: {}: command not found", name.to_string_lossy());
             return 127;
         }
         let word = WordDesc {

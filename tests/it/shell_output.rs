@@ -460,3 +460,32 @@ fn commands_ffkit_runs_start_with_no_signal_blocked_on_every_path() {
         assert_eq!(out, "SigBlk:\t0000000000000000\n".repeat(3), "{way}: {err}");
     }
 }
+
+/// Attack finding: with standard error on a full disk (`2>/dev/full`), the
+/// builtin's error lines (`eprintln!`) panicked; the panic was caught, but
+/// the line reporting it panicked again outside `catch_unwind`, and bash
+/// aborted (SIGABRT, status 134) at the first usage error
+/// (`write_cache_with_metadata k`). The binary ignores a lost error line.
+/// Now the builtin does too: every way in goes on with the same statuses,
+/// with standard error full or closed.
+#[test]
+fn a_full_or_closed_stderr_never_ends_the_shell() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let calls = "write_cache_with_metadata ../x v; echo \"bad=$?\"\n\
+             write_cache_with_metadata k; echo \"usage=$?\"\n\
+             get_cache_size x/y; echo \"dev=$?\"\n\
+             LOCK_TIMEOUT=abc read_cache_with_ttl k; echo \"cfg=$?\"\n\
+             ffkit cache-read --dir \"$PWD/c\" nope; echo \"applet=$?\"\n";
+        let script = format!("exec 2>/dev/full\n{calls}exec 2>&-\n{calls}");
+        let o = output_within(sh(way, t, t, &script), way);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(0), "{way}: {out}{err}");
+        assert_eq!(
+            out,
+            "bad=2\nusage=2\ndev=2\ncfg=12\napplet=4\n".repeat(2),
+            "{way}"
+        );
+    }
+}

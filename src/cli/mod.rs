@@ -264,6 +264,15 @@ pub enum Sink {
     Buffer(Vec<u8>),
 }
 
+/// Room for `n` more bytes in the builtin's output buffer, or an error:
+/// a value larger than the memory the shell may have (`ulimit -v`) must
+/// fail the call (`cannot write standard output: out of memory`, exit 1),
+/// not abort the shell, as a failed allocation does.
+fn reserve(v: &mut Vec<u8>, n: usize) -> io::Result<()> {
+    v.try_reserve(n)
+        .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))
+}
+
 // The one writer of the process's standard output (clippy.toml).
 #[allow(clippy::disallowed_methods)]
 impl Write for Sink {
@@ -283,6 +292,7 @@ impl Write for Sink {
                 }
             },
             Sink::Buffer(v) => {
+                reserve(v, buf.len())?;
                 v.extend_from_slice(buf);
                 Ok(buf.len())
             }
@@ -303,6 +313,7 @@ impl Write for Sink {
                 Ok(())
             }
             Sink::Buffer(v) => {
+                reserve(v, buf.len())?;
                 v.extend_from_slice(buf);
                 Ok(())
             }

@@ -489,3 +489,32 @@ fn a_full_or_closed_stderr_never_ends_the_shell() {
         );
     }
 }
+
+/// Attack finding: the builtin collects a call's output in memory before
+/// writing it; a value larger than the memory the shell may still have
+/// (`ulimit -v`) made the allocation fail, and a failed allocation aborts
+/// the process: the shell itself (SIGABRT), for `read_cache_with_ttl big
+/// >file`. Now the output buffer is grown with `try_reserve`, and the call
+/// fails (`cannot write standard output: out of memory`, exit 1) while the
+/// shell goes on. (The binary streams the value and needs no such buffer:
+/// on the fallback the read succeeds.)
+#[test]
+fn an_output_larger_than_the_memory_left_fails_the_call_not_the_shell() {
+    crate::builtin::library(&bin());
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let script = "d=$PWD/.flowforge/cache\n\
+         head -c 67108864 /dev/zero | \"$FFKIT_BIN\" cache-write --dir \"$d\" big - || exit 3\n\
+         read -r _ kb _ < <(grep VmSize /proc/$$/status)\n\
+         ulimit -v $((kb + 32768))\n\
+         read_cache_with_ttl big >/dev/null; echo \"read=$?\"\n\
+         ffkit cache-read --dir \"$d\" big >/dev/null; echo \"applet=$?\"";
+    let o = output_within(sh("builtin", t, t, script), "builtin");
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert_eq!(out, "read=1\napplet=1\n", "{err}");
+    assert_eq!(
+        err,
+        "ffkit cache-read: cannot write standard output: out of memory\n".repeat(2)
+    );
+}

@@ -493,8 +493,8 @@ fn a_full_or_closed_stderr_never_ends_the_shell() {
 /// Attack finding: the builtin collects a call's output in memory before
 /// writing it; a value larger than the memory the shell may still have
 /// (`ulimit -v`) made the allocation fail, and a failed allocation aborts
-/// the process: the shell itself (SIGABRT), for `read_cache_with_ttl big
-/// >file`. Now the output buffer is grown with `try_reserve`, and the call
+/// the process: the shell itself (SIGABRT), for a read redirected to a
+/// file. Now the output buffer is grown with `try_reserve`, and the call
 /// fails (`cannot write standard output: out of memory`, exit 1) while the
 /// shell goes on. (The binary streams the value and needs no such buffer:
 /// on the fallback the read succeeds.)

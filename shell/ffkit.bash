@@ -76,6 +76,20 @@ _ffkit_remote() {
 _ffkit_run() {
     local _ffkit_l=$1 _ffkit_d='' _ffkit_strip=0
     shift
+    # A zsh string may hold NUL bytes; the kernel cuts an argument at the
+    # first, so a key `k<NUL>x` would silently be the key `k`. Refused
+    # instead (bash strings cannot hold NUL: the test is zsh's alone).
+    # (Each argument on its own: "$*" joins them with IFS's first
+    # character, which may be a NUL in zsh.)
+    if [[ -n ${ZSH_VERSION-} ]]; then
+        local _ffkit_x
+        for _ffkit_x in "$@"; do
+            if [[ $_ffkit_x == *$'\0'* ]]; then
+                _ffkit_err 'an argument holds a NUL byte, which no command argument can carry'
+                return 2
+            fi
+        done
+    fi
     # On a remote backend (docs/redis.md) the `--dir D` option is dropped:
     # the cache is the namespace's on the server, that of D's developer
     # (_ffkit_dev, which _ffkit_ns set with D), else the default one.
@@ -234,13 +248,30 @@ _ffkit_team_text() {
 }
 
 # Sets _ffkit_n to the size in <dir>/.size-index when it is a valid index
-# (canonical digits and a newline, nothing else) and no writer left a
-# .journal behind; fails otherwise. Builtins only: no process is started.
+# (canonical digits and a newline, nothing else) and no change is in flight
+# or was killed midway (a .journal, or a journal after the entry-count
+# record in .lock); fails otherwise. Builtins only: no process is started.
 _ffkit_index_read() {
-    local _ffkit_f=$1/.size-index _ffkit_rest=''
+    local _ffkit_f=$1/.size-index _ffkit_rest='' _ffkit_lk=''
     _ffkit_n=
     if [[ -e $1/.journal || -L $_ffkit_f || ! -f $_ffkit_f ]]; then
         return 1
+    fi
+    # The library's rule (cache::Cache::journal_pending_unlocked): a .lock
+    # that is neither empty nor exactly its 29-byte record holds a journal,
+    # which the binary rolls forward before it answers (docs/cache.md).
+    # Anything but a regular file there is the binary's to judge too (a
+    # FIFO would block the read).
+    if [[ -e $1/.lock || -L $1/.lock ]]; then
+        [[ -f $1/.lock && ! -L $1/.lock ]] || return 1
+        if [[ -s $1/.lock ]]; then
+            if [[ -n ${ZSH_VERSION-} ]]; then
+                { IFS= read -r -u 0 -k 30 _ffkit_lk || :; } <"$1/.lock" 2>/dev/null || return 1
+            else
+                { IFS= read -r -N 30 _ffkit_lk || :; } <"$1/.lock" 2>/dev/null || return 1
+            fi
+            [[ ${#_ffkit_lk} -eq 29 && $_ffkit_lk == entries=*$'\n' ]] || return 1
+        fi
     fi
     # The second read must find nothing after the first line.
     if ! { { IFS= read -r _ffkit_n && { IFS= read -r -d '' _ffkit_rest || :; }; } <"$_ffkit_f"; } 2>/dev/null; then
@@ -585,8 +616,9 @@ get_cache_size() {
     _ffkit_remote ||
     case ${CACHE_SIZE_TRACKING-}/${FF_DEBUG-} in
         /false | enabled/false | / | enabled/)
-            if _ffkit_index_read "$_ffkit_dir"; then
-                printf '%s\n' "$_ffkit_n"
+            # A failed printf (stdout a full disk, closed) asks the binary,
+            # whose line and status are every path's (docs/shell.md).
+            if _ffkit_index_read "$_ffkit_dir" && { printf '%s\n' "$_ffkit_n"; } 2>/dev/null; then
                 return 0
             fi
             ;;
@@ -618,7 +650,9 @@ write_cache_with_metadata() {
     # go through a pipe instead (4 bytes per character covers any UTF-8).
     # A value of `-` is data too: given as an argument, the binary would read
     # standard input instead, so it goes through the pipe as well.
-    if [[ ${#2} -gt 32000 || "$2" == "-" ]]; then
+    # In zsh a value may hold NUL bytes, which no argument can carry (the
+    # kernel would cut it at the first): those go through the pipe too.
+    if [[ ${#2} -gt 32000 || "$2" == "-" || ( -n ${ZSH_VERSION-} && $2 == *$'\0'* ) ]]; then
         printf '%s' "$2" | _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" -
     else
         _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" "$2" </dev/null
@@ -638,9 +672,11 @@ read_cache_with_ttl() {
     fi
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_rc=0
     _ffkit_ns read_cache_with_ttl '' || return $?
-    _ffkit_run "$_ffkit_log" cache-read --dir "$_ffkit_dir" -q -- "$1" </dev/null || _ffkit_rc=$?
+    # The binary prints the newline too (--fn-newline): a reader that stops
+    # early is its quiet EPIPE, never this shell's SIGPIPE (docs/shell.md).
+    _ffkit_run "$_ffkit_log" cache-read --dir "$_ffkit_dir" -q --fn-newline -- "$1" </dev/null || _ffkit_rc=$?
     case $_ffkit_rc in
-        0) printf '\n' ;;
+        0) ;;
         4) return 1 ;;
         *) return "$_ffkit_rc" ;;
     esac

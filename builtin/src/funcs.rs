@@ -35,7 +35,7 @@ static TEAM: Mutex<Option<(TeamKey, Option<String>)>> = Mutex::new(None);
 /// One line on stderr, escaped as the binary escapes its messages (a
 /// value with a newline stays on the line).
 fn err(msg: impl std::fmt::Display) {
-    eprintln!("ffkit.bash: {}", ffkit::cli::one_line(&msg));
+    errln!("ffkit.bash: {}", ffkit::cli::one_line(&msg));
 }
 
 struct Paths {
@@ -251,6 +251,26 @@ pub const USE_FALLBACK: u8 = 200;
 /// exported or not, to anything but empty or `local`).
 pub(crate) fn remote_backend() -> bool {
     shell::var("FFKIT_BACKEND").is_some_and(|v| !v.is_empty() && v != "local")
+}
+
+/// The applet whose output a function prints (its errors name it, as the
+/// binary path's `ffkit APPLET` does).
+pub fn applet_of(func: &str) -> &'static str {
+    match func {
+        "get_cache_size" | "rebuild_size_index" => "ffkit cache-size",
+        "write_cache_with_metadata" | "cache_provider_data" | "cache_time_tracking" => {
+            "ffkit cache-write"
+        }
+        "read_cache_with_ttl" | "get_provider_cache" | "recover_time_tracking" => {
+            "ffkit cache-read"
+        }
+        "batch_write_cache" | "batch_read_cache" => "ffkit cache-batch",
+        "enforce_cache_limits" | "clear_developer_cache" => "ffkit cache-evict",
+        "record_performance_metric" | "get_performance_metrics" | "cleanup_performance_metrics" => {
+            "ffkit perf-metrics"
+        }
+        _ => "ffkit",
+    }
 }
 
 /// One wrapper call: prints what the function prints and returns its status.
@@ -480,13 +500,10 @@ fn read(p: &Paths, key: &OsStr) -> (u8, Vec<u8>) {
         dir: PathBuf::from(p.dir()),
         key: key.to_os_string(),
         quiet: true,
+        newline: true,
     };
-    let (code, mut out) = direct(&p.log, call, Input::Fd0);
+    let (code, out) = direct(&p.log, call, Input::Fd0);
     match code {
-        0 => {
-            out.push(b'\n');
-            (0, out)
-        }
         4 => (1, Vec::new()),
         c => (c, out),
     }

@@ -290,7 +290,7 @@ pub fn acquire(
                             ffkit::lock::holder::describe_kernel_holder(&std::fs::File::from(d))
                         })
                         .unwrap_or_else(|_| "an unknown holder".into());
-                    eprintln!(
+                    errln!(
                         "ffkit: waiting for lock {} (held by {holder})",
                         path.display()
                     );
@@ -325,7 +325,7 @@ pub fn acquire(
             // "Messages"): the one description in the core.
             let holder = || ffkit::lock::holder::describe_lock_file(path);
             if cfg.debug && !said_waiting {
-                eprintln!(
+                errln!(
                     "ffkit: waiting for lock {} (held by {})",
                     path.display(),
                     holder()
@@ -369,7 +369,7 @@ pub fn acquire(
                 follow: rule.follow,
             });
             if cfg.debug {
-                eprintln!(
+                errln!(
                     "ffkit: debug: {}: locked on descriptor {raw}, held by the shell",
                     path.display()
                 );

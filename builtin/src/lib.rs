@@ -19,6 +19,18 @@
 //!   return 128+signal as soon as bash has flagged a signal, and the output
 //!   is written to descriptor 1 before the builtin returns.
 
+/// One line on stderr that never panics. `eprintln!` panics when stderr
+/// cannot be written (`2>/dev/full`); inside the builtin that panic was
+/// caught, but the line reporting it panicked again, outside
+/// `catch_unwind`, and the shell aborted (SIGABRT). A lost error line is
+/// what the binary gives there too (`cli::report` ignores the failure).
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($t)*);
+    }};
+}
+
 mod funcs;
 mod held;
 mod shell;
@@ -250,7 +262,13 @@ impl Builtin for Ffkit {
 
 /// One call, under `catch_unwind`.
 fn entry(call: impl FnOnce() -> u8) -> u8 {
-    match catch_unwind(AssertUnwindSafe(call)) {
+    // A write to a closed pipe is EPIPE (a quiet success), one past `ulimit
+    // -f` EFBIG (exit 8), as in the binary: SIGPIPE and SIGXFSZ would end
+    // the shell, or the subshell the call runs in.
+    let r = ffkit::fsutil::without_signals(&[libc::SIGPIPE, libc::SIGXFSZ], || {
+        catch_unwind(AssertUnwindSafe(call))
+    });
+    match r {
         Ok(code) => code,
         Err(payload) => {
             let msg = payload
@@ -259,7 +277,7 @@ fn entry(call: impl FnOnce() -> u8) -> u8 {
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
             let msg = msg.replace('\n', "\\n");
-            eprintln!("ffkit: internal error (the shell is unaffected; please report): {msg}");
+            errln!("ffkit: internal error (the shell is unaffected; please report): {msg}");
             PANIC_STATUS
         }
     }
@@ -285,7 +303,7 @@ fn begin_call() {
 fn call_fn(func: &str, args: &[OsString]) -> u8 {
     begin_call();
     let (code, out) = funcs::call(func, args);
-    finish(code, out)
+    finish(funcs::applet_of(func), code, out)
 }
 
 fn dispatch(argv: Vec<OsString>) -> u8 {
@@ -299,11 +317,11 @@ fn dispatch(argv: Vec<OsString>) -> u8 {
         b"--ffkit-test-panic" => panic!("test-only panic requested with --ffkit-test-panic"),
         b"--fn" => {
             let Some(name) = argv.get(1).and_then(|n| n.to_str()) else {
-                eprintln!("ffkit --fn: expected a function name");
+                errln!("ffkit --fn: expected a function name");
                 return 2;
             };
             let (code, out) = funcs::call(name, &argv[2..]);
-            return finish(code, out);
+            return finish(funcs::applet_of(name), code, out);
         }
         _ => {}
     }
@@ -316,15 +334,15 @@ fn dispatch(argv: Vec<OsString>) -> u8 {
             applet.as_slice(),
             b"cache-read" | b"cache-size" | b"perf-metrics"
         ) {
-            eprintln!("ffkit {prog}: -v VAR is for cache-read, cache-size and perf-metrics only");
+            errln!("ffkit {prog}: -v VAR is for cache-read, cache-size and perf-metrics only");
             return 2;
         }
         let Some(name) = rest.get(1).map(|n| n.to_string_lossy().into_owned()) else {
-            eprintln!("ffkit {prog}: -v: expected a variable name");
+            errln!("ffkit {prog}: -v: expected a variable name");
             return 2;
         };
         if let Err(e) = shell::check_assignable(&name) {
-            eprintln!("ffkit {prog}: -v {name}: {}", assign_why(&e));
+            errln!("ffkit {prog}: -v {name}: {}", assign_why(&e));
             return 2;
         }
         var = Some(name);
@@ -332,7 +350,7 @@ fn dispatch(argv: Vec<OsString>) -> u8 {
     }
     if !in_process(&applet, &rest) {
         if let Some(v) = &var {
-            eprintln!(
+            errln!(
                 "ffkit {}: -v {v}: only the in-process forms can assign a variable",
                 String::from_utf8_lossy(&applet)
             );
@@ -373,7 +391,11 @@ fn dispatch(argv: Vec<OsString>) -> u8 {
         Input::Fd0,
     );
     match var {
-        None => finish(code, out),
+        None => finish(
+            &format!("ffkit {}", String::from_utf8_lossy(&applet)),
+            code,
+            out,
+        ),
         Some(name) => {
             if code != 0 {
                 // Like a failed `$(…)`: the variable keeps its old value.
@@ -386,7 +408,7 @@ fn dispatch(argv: Vec<OsString>) -> u8 {
             match shell::assign(&name, value) {
                 Ok(()) => 0,
                 Err(e) => {
-                    eprintln!(
+                    errln!(
                         "ffkit {}: -v {name}: {}",
                         String::from_utf8_lossy(&applet),
                         assign_why(&e)
@@ -438,21 +460,20 @@ fn captured(run: impl FnOnce(&mut Sink) -> u8) -> (u8, Vec<u8>) {
     }
 }
 
-/// Writes the output to descriptor 1, then returns the status.
-fn finish(code: u8, out: Vec<u8>) -> u8 {
+/// Writes the output to descriptor 1, then returns the status. A failed
+/// write is what it is for the binary (`cli::stdout_failed`: its line and
+/// exit code; a reader that stopped reading or a closed descriptor 1 is a
+/// quiet success), and the builtin is never killed by SIGPIPE for it.
+fn finish(prog: &str, code: u8, out: Vec<u8>) -> u8 {
+    // SIGPIPE is blocked around the whole call (`entry`).
     match write_fd1(&out) {
         Ok(()) => code,
-        // A closed pipe is a quiet success, as in the binary.
-        Err(rustix::io::Errno::PIPE) => code,
-        Err(e) => {
-            eprintln!("ffkit: cannot write standard output: {e}");
-            if code == 0 { 1 } else { code }
-        }
+        Err(e) => ffkit::cli::stdout_failed(prog, code, std::io::Error::from(e)),
     }
 }
 
 fn emit(out: Vec<u8>) -> u8 {
-    finish(0, out)
+    finish("ffkit", 0, out)
 }
 
 fn write_fd1(mut buf: &[u8]) -> Result<(), rustix::io::Errno> {
@@ -462,13 +483,9 @@ fn write_fd1(mut buf: &[u8]) -> Result<(), rustix::io::Errno> {
             Ok(0) => return Err(rustix::io::Errno::IO),
             Ok(n) => buf = &buf[n..],
             Err(rustix::io::Errno::INTR) => {}
-            Err(rustix::io::Errno::AGAIN) => {
-                // A non-blocking stdout: wait until it takes more.
-                let _ = rustix::thread::nanosleep(&rustix::time::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: 1_000_000,
-                });
-            }
+            // A non-blocking stdout: wait until it takes more (the
+            // binary's rule too).
+            Err(rustix::io::Errno::AGAIN) => ffkit::fsutil::wait_writable(fd),
             Err(e) => return Err(e),
         }
     }
@@ -582,7 +599,7 @@ fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
     let req = named_request(applet, rest)?;
     let prog = format!("ffkit {}", String::from_utf8_lossy(applet));
     let fail = |e: &ffkit::Error| {
-        eprintln!("{prog}: {e}");
+        errln!("{prog}: {e}");
         e.exit_code()
     };
     let cfg = match Config::from_lookup(|k| match k {
@@ -648,13 +665,16 @@ fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
 /// or not (unset ones removed), as the fallback wrappers pass them.
 fn spawn(argv: &[OsString]) -> u8 {
     let Some(exe) = binary() else {
-        eprintln!(
+        errln!(
             "ffkit: the ffkit binary was not found (set FFKIT_BIN); the builtin cannot run this form"
         );
         return 127;
     };
     let mut cmd = std::process::Command::new(&exe);
     cmd.args(argv).env_clear().envs(shell::exported_env());
+    // Not the call's mask (SIGCHLD, SIGPIPE, SIGXFSZ blocked), which the
+    // binary would hand on to the commands it runs.
+    ffkit::fsutil::before_exec(&mut cmd, ffkit::fsutil::BeforeExec::EmptyMask);
     let names = ffkit::config::ENV_VARS
         .iter()
         .map(|v| v.name)
@@ -675,7 +695,7 @@ fn spawn(argv: &[OsString]) -> u8 {
             }
         }
         Err(e) => {
-            eprintln!("ffkit: cannot run {}: {e}", exe.display());
+            errln!("ffkit: cannot run {}: {e}", exe.display());
             126
         }
     }

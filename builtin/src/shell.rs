@@ -391,9 +391,9 @@ pub fn exported_env() -> Vec<(OsString, OsString)> {
 /// Runs `f` (which starts and waits for a child process) with SIGCHLD
 /// blocked. bash's SIGCHLD handler reaps every child it sees
 /// (`waitpid(-1)`), so without this the child's status could be taken from
-/// under `std::process` (ECHILD). The child itself starts with an empty
-/// mask (std resets it); the pending SIGCHLD reaches bash on unblock, when
-/// there is nothing left to reap.
+/// under `std::process` (ECHILD). std does not reset the mask in the
+/// child: start it with `fsutil::BeforeExec::EmptyMask`. The pending
+/// SIGCHLD reaches bash on unblock, when there is nothing left to reap.
 pub fn with_sigchld_blocked<T>(f: impl FnOnce() -> T) -> T {
     // SAFETY: sigset_t is plain data that sigemptyset/sigaddset initialise;
     // pthread_sigmask only changes this thread's mask, restored below.
@@ -544,7 +544,7 @@ pub fn run_function(name: &CStr, args: *const WordList) -> c_int {
     unsafe {
         let f = find_function(name.as_ptr());
         if f.is_null() {
-            eprintln!("bash: {}: command not found", name.to_string_lossy());
+            errln!("bash: {}: command not found", name.to_string_lossy());
             return 127;
         }
         let word = WordDesc {

@@ -30,7 +30,51 @@ struct Args {
     dir: Option<PathBuf>,
     key: OsString,
     quiet: bool,
+    newline: bool,
     backend: Option<String>,
+}
+
+/// The applet table's fast path ([`super::Argv::Fast`]): the shell
+/// fallback's call, `cache-read [--dir D] [-q] [--fn-newline] -- KEY` (each
+/// at most once, in any order; `--dir` dropped on a remote backend), read
+/// without clap. `--fn-newline` (one newline after a hit's value: what
+/// `read_cache_with_ttl` prints) exists on this path only, the wrappers'
+/// exact form, so it costs clap nothing and is in no help or completion;
+/// the binary prints the newline itself so that a reader that stops early
+/// meets its quiet EPIPE, never a shell's SIGPIPE (docs/shell.md,
+/// "Output"). Anything else goes to clap.
+pub(super) fn fast(args: &[OsString]) -> Option<super::Parsed> {
+    let mut a = Args {
+        dir: None,
+        key: OsString::new(),
+        quiet: false,
+        newline: false,
+        backend: None,
+    };
+    let mut i = 1;
+    loop {
+        match args.get(i)?.to_str()? {
+            "--" => break,
+            // clap refuses an empty path and takes `-x` for an option.
+            "--dir" if a.dir.is_none() => {
+                let v = args.get(i + 1)?;
+                if v.is_empty() || v.as_encoded_bytes().starts_with(b"-") {
+                    return None;
+                }
+                a.dir = Some(PathBuf::from(v));
+                i += 1;
+            }
+            "-q" if !a.quiet => a.quiet = true,
+            "--fn-newline" if !a.newline => a.newline = true,
+            _ => return None,
+        }
+        i += 1;
+    }
+    match args.get(i + 1..)? {
+        [key] => a.key = key.clone(),
+        _ => return None,
+    }
+    Some(Box::new(move |ctx: &mut Ctx| exec(a, ctx)))
 }
 
 pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
@@ -38,17 +82,26 @@ pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         dir: m.get_one::<PathBuf>("dir").cloned(),
         key: m.get_one::<OsString>("key").cloned().unwrap_or_default(),
         quiet: m.get_flag("quiet"),
+        newline: false,
         backend: super::backend_flag(m),
     };
     exec(a, ctx)
 }
 
-/// `cache-read --dir DIR [-q] -- KEY`, already parsed (`cli::Direct`).
-pub(super) fn direct(dir: PathBuf, key: OsString, quiet: bool, ctx: &mut Ctx) -> Result<ExitCode> {
+/// `cache-read --dir DIR [-q] [--fn-newline] -- KEY`, already parsed
+/// (`cli::Direct`, the bash builtin's).
+pub(super) fn direct(
+    dir: PathBuf,
+    key: OsString,
+    quiet: bool,
+    newline: bool,
+    ctx: &mut Ctx,
+) -> Result<ExitCode> {
     let a = Args {
         dir: Some(dir),
         key,
         quiet,
+        newline,
         backend: None,
     };
     exec(a, ctx)
@@ -77,9 +130,15 @@ fn exec(a: Args, ctx: &mut Ctx) -> Result<ExitCode> {
             let len = m.map_or(u64::MAX, |m| m.size);
             io::copy(&mut io::Read::take(f, len), &mut ctx.out)
                 .map_err(|e| Error::io("cannot write", "standard output", e))?;
+            if a.newline {
+                ctx.write_out(b"\n")?;
+            }
             return Ok(ExitCode::SUCCESS);
         }
-        Found::Hit(Body::Bytes(v), _) => {
+        Found::Hit(Body::Bytes(mut v), _) => {
+            if a.newline {
+                v.push(b'\n');
+            }
             ctx.write_out(&v)?;
             return Ok(ExitCode::SUCCESS);
         }

@@ -133,7 +133,7 @@ pub static APPLETS: &[Applet] = &[
     Applet {
         name: "cache-read",
         command: cache_read::command,
-        argv: Argv::Clap,
+        argv: Argv::Fast(cache_read::fast),
         run: cache_read::run,
         metric: Some(Op::ReadCache),
         link: LinkPolicy::Default,
@@ -264,23 +264,56 @@ pub enum Sink {
     Buffer(Vec<u8>),
 }
 
+/// Room for `n` more bytes in the builtin's output buffer, or an error:
+/// a value larger than the memory the shell may have (`ulimit -v`) must
+/// fail the call (`cannot write standard output: out of memory`, exit 1),
+/// not abort the shell, as a failed allocation does.
+fn reserve(v: &mut Vec<u8>, n: usize) -> io::Result<()> {
+    v.try_reserve(n)
+        .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))
+}
+
 // The one writer of the process's standard output (clippy.toml).
 #[allow(clippy::disallowed_methods)]
 impl Write for Sink {
+    // A non-blocking stdout (EAGAIN) is waited for, never an error: a
+    // value was cut at the pipe's 64 KiB and the call failed with exit 1,
+    // where the builtin's write waited (`fsutil::wait_writable`, the one
+    // rule of both). A failed `write` consumed nothing of `buf`, so it is
+    // given again.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
-            Sink::Stdout => io::stdout().lock().write(buf),
+            Sink::Stdout => loop {
+                match io::stdout().lock().write(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        crate::fsutil::wait_writable(rustix::stdio::stdout());
+                    }
+                    r => return r,
+                }
+            },
             Sink::Buffer(v) => {
+                reserve(v, buf.len())?;
                 v.extend_from_slice(buf);
                 Ok(buf.len())
             }
         }
     }
 
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+    fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
         match self {
-            Sink::Stdout => io::stdout().lock().write_all(buf),
+            Sink::Stdout => {
+                while !buf.is_empty() {
+                    match self.write(buf) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => buf = &buf[n..],
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
             Sink::Buffer(v) => {
+                reserve(v, buf.len())?;
                 v.extend_from_slice(buf);
                 Ok(())
             }
@@ -289,14 +322,22 @@ impl Write for Sink {
 
     fn flush(&mut self) -> io::Result<()> {
         match self {
-            Sink::Stdout => io::stdout().flush(),
+            Sink::Stdout => loop {
+                match io::stdout().flush() {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        crate::fsutil::wait_writable(rustix::stdio::stdout());
+                    }
+                    r => return r,
+                }
+            },
             Sink::Buffer(_) => Ok(()),
         }
     }
 }
 
-/// Where an applet's standard input comes from. `Stdin` is std's buffered
-/// handle (the binary). `Fd0` reads descriptor 0 through a buffer that lives
+/// Where an applet's standard input comes from. `Stdin` is the process's
+/// descriptor 0, read through one buffer (the binary). `Fd0` reads
+/// descriptor 0 through a buffer that lives
 /// only for the call: inside bash, bytes std's process-wide buffer kept
 /// from one call would otherwise be handed to the next call, which may have
 /// another standard input. `Bytes` is data the builtin already has (a
@@ -308,7 +349,8 @@ pub enum Input {
     Bytes(Vec<u8>),
 }
 
-/// Descriptor 0, unbuffered.
+/// Descriptor 0, unbuffered: EINTR retried, EAGAIN waited for, EBADF the
+/// end (the one reader of descriptor 0, the binary's and the builtin's).
 struct Fd0;
 
 impl Read for Fd0 {
@@ -317,6 +359,14 @@ impl Read for Fd0 {
             match rustix::io::read(rustix::stdio::stdin(), &mut *buf) {
                 Ok(n) => return Ok(n),
                 Err(rustix::io::Errno::INTR) => {}
+                // A closed descriptor 0 (`<&-`) reads as empty, as the
+                // binary's does: its start-up opens /dev/null there
+                // ([`startup`]; docs/shell.md, "Output").
+                Err(rustix::io::Errno::BADF) => return Ok(0),
+                // A non-blocking descriptor 0 whose writer is behind.
+                Err(rustix::io::Errno::AGAIN) => {
+                    crate::fsutil::wait_readable(rustix::stdio::stdin());
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -359,7 +409,10 @@ impl Ctx {
     #[allow(clippy::disallowed_methods)]
     pub fn stdin(&mut self) -> Box<dyn BufRead> {
         match &mut self.input {
-            Input::Stdin => Box::new(io::stdin().lock()),
+            // Descriptor 0 through the same reader as the builtin's (EINTR,
+            // EAGAIN and EBADF answered alike), buffered: the binary reads
+            // it once, so no bytes are left behind for anyone.
+            Input::Stdin => Box::new(io::BufReader::new(Fd0)),
             Input::Fd0 => Box::new(io::BufReader::new(Fd0)),
             Input::Bytes(b) => Box::new(io::Cursor::new(std::mem::take(b))),
         }
@@ -645,6 +698,9 @@ pub enum Direct {
         dir: PathBuf,
         key: OsString,
         quiet: bool,
+        /// `--fn-newline`: one newline after a hit's value (what the shell
+        /// function `read_cache_with_ttl` prints).
+        newline: bool,
     },
     /// `cache-write --dir DIR --ttl TTL -- KEY -`: the value is the input.
     CacheWrite {
@@ -688,7 +744,12 @@ pub fn run_direct(
         input,
         &mut |ctx| match call.take() {
             Some(Direct::CacheSize { dir }) => cache_size::direct(dir, ctx),
-            Some(Direct::CacheRead { dir, key, quiet }) => cache_read::direct(dir, key, quiet, ctx),
+            Some(Direct::CacheRead {
+                dir,
+                key,
+                quiet,
+                newline,
+            }) => cache_read::direct(dir, key, quiet, newline, ctx),
             Some(Direct::CacheWrite { dir, ttl, key }) => cache_write::direct(dir, ttl, key, ctx),
             Some(Direct::PerfRecord { op, start, end }) => {
                 perf_metrics::record_direct(op, start, end, ctx)
@@ -721,6 +782,34 @@ pub(crate) fn note_team_config(ctx: &Ctx) {
 
 /// the applet's run (`body`), the self-timing row and the error line.
 fn run_parsed(
+    applet: &'static Applet,
+    prog: &str,
+    start: Instant,
+    env: &dyn Fn(&str) -> Option<OsString>,
+    out: &mut Sink,
+    input: Input,
+    body: &mut dyn FnMut(&mut Ctx) -> Result<ExitCode>,
+) -> ExitCode {
+    // The cache applets that run no command: a write past `ulimit -f`
+    // (a value, a temp, the index, the metrics row) fails with EFBIG, exit
+    // 8 and one line, as in the bash builtin (which blocks SIGXFSZ around
+    // every call: it must not end the shell), instead of SIGXFSZ ending
+    // the process (153). Not around an applet that starts a command
+    // (cache-run, lock-acquire, flock, perf-metrics time): a blocked
+    // signal is inherited across exec (docs/hardening.md).
+    if matches!(
+        applet.name,
+        "cache-size" | "cache-write" | "cache-read" | "cache-batch" | "cache-evict"
+    ) {
+        return crate::fsutil::without_signals(&[libc::SIGXFSZ], || {
+            run_parsed_body(applet, prog, start, env, out, input, body)
+        });
+    }
+    run_parsed_body(applet, prog, start, env, out, input, body)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_parsed_body(
     applet: &'static Applet,
     prog: &str,
     start: Instant,
@@ -810,9 +899,28 @@ pub(crate) fn report(prog: &str, e: &Error) -> ExitCode {
     ExitCode::from(e.exit_code())
 }
 
+/// What a failed write of an applet's standard output means, for a writer
+/// that is not [`Sink`] (the bash builtin writes its collected output
+/// itself): the binary's one line and exit code (`>/dev/full`: exit 8,
+/// `PROG: cannot write standard output: No space left on device`), and a
+/// reader that stopped reading (EPIPE) or a closed descriptor 1 (EBADF: the
+/// binary's start-up opens /dev/null there) a quiet success with `code`.
+pub fn stdout_failed(prog: &str, code: u8, e: io::Error) -> u8 {
+    if e.raw_os_error() == Some(libc::EBADF) {
+        return code;
+    }
+    match report(prog, &Error::io("cannot write", "standard output", e)).code() {
+        0 => code,
+        c => c,
+    }
+}
+
 fn flush_out(prog: &str, code: ExitCode, out: &mut Sink) -> ExitCode {
     match out.flush() {
         Ok(()) => code,
+        // A call that failed has said so in its one line (a write that
+        // failed leaves its bytes buffered, and this flush fails again).
+        Err(_) if code != ExitCode::SUCCESS => code,
         Err(e) => report(prog, &Error::io("cannot write", "standard output", e)),
     }
 }

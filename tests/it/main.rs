@@ -32,6 +32,7 @@ mod redis_run;
 mod redis_tls;
 mod serve;
 mod shell;
+mod shell_output;
 mod shell_paths;
 mod shell_unload;
 mod shell_vars;

@@ -30,7 +30,7 @@ fn zsh() -> bool {
 /// The ways in a test runs its script: "builtin" (bash with the builtin
 /// loaded: exit 99 otherwise), "fallback" (bash, FFKIT_BUILTIN=off) and,
 /// where installed, "zsh".
-fn ways() -> Vec<&'static str> {
+pub(crate) fn ways() -> Vec<&'static str> {
     crate::builtin::library(&bin());
     let mut w = vec!["builtin", "fallback"];
     if zsh() {
@@ -41,7 +41,7 @@ fn ways() -> Vec<&'static str> {
 
 /// `SHELL -c SCRIPT` with the library sourced, in `dir`, HOME=`home`, no
 /// FLOWFORGE_DEVELOPER, and `ffkit` on PATH.
-fn sh(way: &str, home: &Path, dir: &Path, script: &str) -> Command {
+pub(crate) fn sh(way: &str, home: &Path, dir: &Path, script: &str) -> Command {
     let (shell, check) = match way {
         "builtin" => (
             "bash",
@@ -76,7 +76,7 @@ fn sh(way: &str, home: &Path, dir: &Path, script: &str) -> Command {
     c
 }
 
-fn text(o: &Output) -> (String, String) {
+pub(crate) fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).into_owned(),
         String::from_utf8_lossy(&o.stderr).into_owned(),

@@ -709,6 +709,88 @@ mod tests {
     }
 }
 
+/// Waits until `fd` can take a write: a non-blocking standard output (the
+/// pipe's other user set O_NONBLOCK on the shared file description) whose
+/// reader is behind answers EAGAIN, which is not an error but a wait. The
+/// one rule of the binary's stdout and the bash builtin's. Returns on an
+/// error or hang-up too: the next write reports it.
+pub fn wait_writable(fd: std::os::fd::BorrowedFd<'_>) {
+    wait_for(fd, rustix::event::PollFlags::OUT);
+}
+
+/// [`wait_writable`] for reading: a non-blocking standard input whose
+/// writer is behind (EAGAIN) is waited for, never taken for an error or
+/// for its end.
+pub fn wait_readable(fd: std::os::fd::BorrowedFd<'_>) {
+    wait_for(fd, rustix::event::PollFlags::IN);
+}
+
+fn wait_for(fd: std::os::fd::BorrowedFd<'_>, what: rustix::event::PollFlags) {
+    use rustix::event::{PollFd, poll};
+    loop {
+        let mut fds = [PollFd::new(&fd, what)];
+        match poll(&mut fds, None) {
+            Err(rustix::io::Errno::INTR) => {}
+            _ => return,
+        }
+    }
+}
+
+/// Runs `f` with `sigs` blocked in this thread, then takes back any of them
+/// that `f` raised before restoring the mask: a write to a closed pipe
+/// (SIGPIPE) or past `ulimit -f` (SIGXFSZ) then fails with its errno
+/// (EPIPE, EFBIG), as in the binary, and never ends the process `f` runs
+/// in by the signal's default action (the shell, for the bash builtin).
+/// A signal the thread had blocked already is left alone (pending or not:
+/// it is the caller's); one it had not blocked cannot have been pending
+/// before, so one pending now was raised by `f`. Three system calls
+/// (block, sigpending, restore), a fourth only to take one back. A child
+/// started meanwhile inherits the mask (std does not reset it): start it
+/// with [`BeforeExec::EmptyMask`].
+pub fn without_signals<T>(sigs: &[libc::c_int], f: impl FnOnce() -> T) -> T {
+    // SAFETY: sigset_t is plain data that sigemptyset/sigaddset initialise;
+    // pthread_sigmask and sigpending read and change only this thread's
+    // mask and pending set, and the mask is restored below. libc because
+    // neither nix 0.32 nor rustix (outside its runtime module) offers
+    // sigpending or sigtimedwait.
+    let old = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in sigs {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
+        old
+    };
+    let r = f();
+    // SAFETY: reads the sets built above; `take` holds only signals this
+    // call blocked, and a zero timeout takes one only when pending. Then
+    // the mask saved above is restored.
+    unsafe {
+        let mut now: libc::sigset_t = std::mem::zeroed();
+        let mut take: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut take);
+        libc::sigpending(&mut now);
+        let mut any = false;
+        for &s in sigs {
+            if libc::sigismember(&now, s) == 1 && libc::sigismember(&old, s) != 1 {
+                libc::sigaddset(&mut take, s);
+                any = true;
+            }
+        }
+        if any {
+            let zero = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            while libc::sigtimedwait(&take, std::ptr::null_mut(), &zero) > 0 {}
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    r
+}
+
 /// Sets each of `sigs` to be ignored (SIG_IGN): no handler is installed,
 /// so this is safe in a freshly forked child too.
 pub fn ignore_signals(sigs: &[libc::c_int]) {
@@ -750,6 +832,12 @@ pub enum BeforeExec {
     /// SIGINT and SIGPIPE ignored (an ignored disposition survives exec),
     /// and [`BeforeExec::CloseFrom3`] but for `keep`, which it inherits.
     Holder { keep: [std::os::fd::RawFd; 2] },
+    /// An empty signal mask: a child started by the bash builtin (the
+    /// binary for the forms that do not run in-process, `git` for the team
+    /// lookup) inherits the mask of the call that starts it, SIGCHLD,
+    /// SIGPIPE and SIGXFSZ blocked (`with_sigchld_blocked`,
+    /// [`without_signals`]), and would hand it to the commands it runs.
+    EmptyMask,
 }
 
 /// Arranges `what` in `cmd`'s child, between fork and exec: the one
@@ -759,8 +847,8 @@ pub fn before_exec(cmd: &mut std::process::Command, what: BeforeExec) {
     let parent = rustix::process::getpid();
     // SAFETY: the closure runs between fork and exec in the child and makes
     // only async-signal-safe system calls (prctl, getppid, setsid, signal,
-    // close_range, fcntl); it allocates nothing (the error is a static
-    // message).
+    // sigprocmask, close_range, fcntl); it allocates nothing (the error is a
+    // static message).
     unsafe {
         cmd.pre_exec(move || {
             let cloexec_from_3 = || {
@@ -778,6 +866,11 @@ pub fn before_exec(cmd: &mut std::process::Command, what: BeforeExec) {
                 }
             };
             match what {
+                BeforeExec::EmptyMask => {
+                    let mut none: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut none);
+                    libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+                }
                 BeforeExec::DieWithParent(sig) => {
                     rustix::process::set_parent_process_death_signal(Some(sig))?;
                     // The parent died before the prctl: do not run orphaned.

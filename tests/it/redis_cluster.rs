@@ -41,11 +41,24 @@ fn free_pair() -> u16 {
 /// each node it reaches) is tested too, and no message may show it.
 const PASS: &str = "s3cret-pw";
 
+/// A probe's connection: its reads time out (5 s), so a node that never
+/// answers fails the probe, which is then tried again.
 fn connect(port: u16) -> redis::RedisResult<redis::Connection> {
     let c = redis::Client::open(format!("redis://:{PASS}@127.0.0.1:{port}"))?;
     let con = c.get_connection_with_timeout(Duration::from_secs(2))?;
     con.set_read_timeout(Some(Duration::from_secs(5)))?;
     Ok(con)
+}
+
+/// The test's own connection to node `port` for a question whose answer
+/// the test needs (`unwrap`): its reads have no timeout, as
+/// `Server::connect`'s: on a socket with a receive timeout a stop and
+/// continue of this process (SIGSTOP/SIGCONT, a ptrace attach, a cgroup
+/// freeze) fails the read with EINTR (signal(7)), and the test with it.
+fn oracle(port: u16) -> redis::Connection {
+    let con = connect(port).unwrap();
+    con.set_read_timeout(None).unwrap();
+    con
 }
 
 impl Cluster {
@@ -113,7 +126,7 @@ impl Cluster {
 
     /// The port of the master holding `key`'s slot.
     fn owner(&self, key: &str) -> u16 {
-        let mut k = connect(self.ports[0]).unwrap();
+        let mut k = oracle(self.ports[0]);
         let slot: u16 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(key)
@@ -141,14 +154,14 @@ impl Cluster {
 
     /// `cmd` on node `port`.
     fn on<T: redis::FromRedisValue>(&self, port: u16, cmd: &mut redis::Cmd) -> T {
-        cmd.query(&mut connect(port).unwrap()).unwrap()
+        cmd.query(&mut oracle(port)).unwrap()
     }
 
     /// Every key matching `pattern` on every node, with its node.
     fn scan(&self, pattern: &str) -> Vec<(u16, String)> {
         let mut out = Vec::new();
         for &p in &self.ports {
-            let mut k = connect(p).unwrap();
+            let mut k = oracle(p);
             let mut cursor = 0u64;
             loop {
                 let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")

@@ -165,6 +165,70 @@ fn redis_calls_cut_off_midway_return_within_a_small_multiple_of_the_timeout() {
     }
 }
 
+/// `cache-batch --read` of 2,000 keys is 8 requests of 256: a server that
+/// stops answering in the middle of the read (the third request's reply
+/// cut short), or before it (paused), fails the call with one line and
+/// nothing printed within a timeout or so, not one per key or request;
+/// one whose replies come late but within the deadline does not.
+#[test]
+fn redis_batch_read_that_the_server_stops_answering_midway_is_bounded() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let n = 2000;
+    let lines: String = (0..n).map(|i| format!("key-{i:05}:value {i}\n")).collect();
+    ff(&w, &s, "cache-batch")
+        .write_stdin(lines)
+        .assert()
+        .success();
+    let keys: String = (0..n).map(|i| format!("key-{i:05}\n")).collect();
+    let t = 0.2;
+    // Each request carries 256 keys (some 4 KB with the script's name and
+    // arguments): past 10 KB the third is on its way.
+    let p = Proxy::start(&s);
+    p.cut_after(10_000, 100);
+    let mut c = ff(&w, &s, "cache-batch");
+    c.arg("--read")
+        .env("FFKIT_BACKEND", p.url())
+        .env("FFKIT_BACKEND_TIMEOUT", t.to_string());
+    let (code, out, err, took) = bounded(c, keys.as_bytes(), Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.is_empty(), "printed {} bytes", out.len());
+    assert!(
+        err.contains("cannot read entries: timed out after 0.2s"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    drop(p);
+    // Paused: the first request waits a timeout, and the call ends.
+    let _: String = s.query(redis::cmd("CLIENT").arg("PAUSE").arg(3000).arg("ALL"));
+    let mut c = ff(&w, &s, "cache-batch");
+    c.arg("--read").env("FFKIT_BACKEND_TIMEOUT", "0.5");
+    let (code, out, err, took) = bounded(c, keys.as_bytes(), Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        out.is_empty() && err.contains("timed out after 0.5s"),
+        "{err}"
+    );
+    assert!(took < Duration::from_millis(1000), "took {took:?}");
+    let _: String = s.query(redis::cmd("CLIENT").arg("UNPAUSE"));
+    // Every reply held 0.1 s past its request, at T = 1 s: 8 requests,
+    // each in time.
+    let p = Proxy::start(&s);
+    p.hold_replies_after(0, Duration::from_millis(100));
+    let mut c = ff(&w, &s, "cache-batch");
+    c.arg("--read")
+        .env("FFKIT_BACKEND", p.url())
+        .env("FFKIT_BACKEND_TIMEOUT", "1");
+    let (code, out, err, took) = bounded(c, keys.as_bytes(), Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.lines().count(), n, "{err}");
+    assert!(
+        took >= Duration::from_millis(800),
+        "the replies were not held: {took:?}"
+    );
+}
+
 #[test]
 fn redis_paused_server_costs_one_timeout_per_call_not_one_per_reply() {
     let Some(s) = Server::start() else { return };

@@ -619,25 +619,45 @@ impl Conn {
         add: impl Fn(&mut Cmd),
         meanwhile: &mut dyn FnMut(),
     ) -> crate::Result<T> {
+        self.eval_inner(what, script, nkeys, Duration::ZERO, add, Some(meanwhile))
+    }
+
+    /// [`Conn::eval`] of a script that does the work of many commands (a
+    /// batch of reads) and may answer with many bytes: its deadline is
+    /// stretched by `work` ([`reply_work`], [`value_work`]), never more.
+    pub fn eval_working<T: FromRedisValue>(
+        &mut self,
+        what: &str,
+        script: &Lua,
+        nkeys: usize,
+        work: Duration,
+        add: impl Fn(&mut Cmd),
+    ) -> crate::Result<T> {
+        self.eval_inner(what, script, nkeys, work, add, None)
+    }
+
+    fn eval_inner<T: FromRedisValue>(
+        &mut self,
+        what: &str,
+        script: &Lua,
+        nkeys: usize,
+        work: Duration,
+        add: impl Fn(&mut Cmd),
+        meanwhile: Option<&mut dyn FnMut()>,
+    ) -> crate::Result<T> {
         let mut c = redis::cmd("EVALSHA");
         c.arg(script.sha()).arg(nkeys);
         add(&mut c);
         let key = cmd_key(&c);
         let first = self
-            .request_then(
-                Route::Key(key),
-                &c.get_packed_command(),
-                1,
-                Duration::ZERO,
-                Some(meanwhile),
-            )
+            .request_then(Route::Key(key), &c.get_packed_command(), 1, work, meanwhile)
             .map(|mut v| v.pop().unwrap_or(Value::Nil));
         let v = match first {
             Ok(Value::ServerError(e)) if e.code() == "NOSCRIPT" => {
                 let mut c = redis::cmd("EVAL");
                 c.arg(script.source()).arg(nkeys);
                 add(&mut c);
-                self.request(Route::Key(key), &c.get_packed_command(), 1, Duration::ZERO)
+                self.request(Route::Key(key), &c.get_packed_command(), 1, work)
                     .map(|mut v| v.pop().unwrap_or(Value::Nil))
             }
             other => other,
@@ -815,8 +835,14 @@ pub(crate) fn value_work(bytes: u64) -> Duration {
 /// load: docs/redis.md, "Timeouts and failures"); beyond it a batch
 /// spends its own timeout.
 fn server_work(bytes: usize, replies: usize) -> Duration {
-    value_work(bytes as u64)
-        + Duration::from_micros(50).saturating_mul(u32::try_from(replies).unwrap_or(u32::MAX))
+    value_work(bytes as u64) + reply_work(replies)
+}
+
+/// The server's own time for `n` commands' worth of work (50 µs each):
+/// the replies of a pipeline or a transaction, or the keys one script
+/// reads ([`Conn::eval_working`]).
+pub(crate) fn reply_work(n: usize) -> Duration {
+    Duration::from_micros(50).saturating_mul(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// The reply parser (the `redis` crate's, through `memchr`) asks the CPU

@@ -375,6 +375,42 @@ fn redis_cluster_cache_total_is_exact_after_concurrent_writers_and_evictors() {
     let out = s.args(["--json"]).output().unwrap();
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(j["bytes"].as_u64(), Some(total), "{j}");
+    // Keys with braces of their own stay on the namespace's slot (its tag
+    // comes first), and cache-batch --read reads every key from that
+    // master, in order, a few requests for them all.
+    let mut b = w.cmd("cache-batch");
+    c.env(&mut b);
+    b.args(["--ttl", "0"])
+        .write_stdin("{x}:1\na}{b:2\n{}:3\n")
+        .assert()
+        .success();
+    let now = c.scan(&format!("{ns}v:*"));
+    assert!(now.iter().all(|(p, _)| *p == owner), "seed {seed}: {now:?}");
+    let mut names: Vec<String> = now.iter().map(|(_, k)| k[ns.len() + 2..].into()).collect();
+    names.sort();
+    let mut r = w.cmd("cache-batch");
+    c.env(&mut r);
+    let out = r
+        .arg("--read")
+        .write_stdin(names.join("\n"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "seed {seed}: {}", stderr_of(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let printed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|p| p.0))
+        .collect();
+    assert!(
+        printed.is_sorted(),
+        "seed {seed}: out of order: {printed:?}"
+    );
+    for want in ["{x}:1", "a}{b:2", "{}:3"] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "seed {seed}: {want}: {text}"
+        );
+    }
     // An eviction to zero brings the total to zero exactly. The Redis
     // total counts values only (docs/redis.md), so an entry whose value is
     // empty already fits in zero bytes and may stay (unless it expired

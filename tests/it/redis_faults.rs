@@ -229,6 +229,75 @@ fn redis_batch_read_that_the_server_stops_answering_midway_is_bounded() {
     );
 }
 
+/// A call stopped and continued while it waits for the server's reply
+/// (Ctrl-Z and `fg`, SIGSTOP/SIGCONT, a debugger, a cgroup freeze) goes on
+/// and succeeds. On a socket with a receive timeout the kernel fails such
+/// a read with EINTR (signal(7)), and the `redis` crate took that for a
+/// lost reply: every applet failed ("cannot read entry: Interrupted system
+/// call (os error 4)", exit 1 or 9).
+#[test]
+fn redis_calls_stopped_and_continued_while_waiting_for_a_reply_go_on() {
+    use rustix::process::{Pid, Signal, kill_process};
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    ff(&w, &s, "cache-write")
+        .args(["k", "v"])
+        .assert()
+        .success();
+    for (applet, args, unix, want) in [
+        ("cache-read", vec!["k"], false, "v"),
+        ("cache-batch", vec!["--read", "k"], true, "k:v\n"),
+        ("lock-status", vec!["-q", "n"], false, ""),
+    ] {
+        let _: String = s.query(redis::cmd("CLIENT").arg("PAUSE").arg(3000).arg("ALL"));
+        let mut c = ff(&w, &s, applet);
+        c.args(&args)
+            .env("FFKIT_BACKEND_TIMEOUT", "20")
+            .env("FFKIT_LOCK_LEASE", "60")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if unix {
+            c.env("FFKIT_BACKEND", s.unix_url());
+        }
+        let child = c.spawn().unwrap();
+        // Our own child, not yet waited for: its pid cannot be reused.
+        let pid = Pid::from_child(&child);
+        let task_dir = format!("/proc/{}/task", child.id());
+        // Some thread of the child blocked in a socket read.
+        let in_recv = || {
+            std::fs::read_dir(&task_dir).is_ok_and(|d| {
+                d.flatten().any(|t| {
+                    std::fs::read_to_string(t.path().join("syscall")).is_ok_and(|l| {
+                        let nr = l.split_whitespace().next().and_then(|n| n.parse().ok());
+                        nr == Some(libc::SYS_recvfrom) || nr == Some(libc::SYS_read)
+                    })
+                })
+            })
+        };
+        wait_until("the call to wait for its reply", 20, in_recv);
+        kill_process(pid, Signal::STOP).unwrap();
+        wait_until("the call to stop", 20, || {
+            std::fs::read_to_string(format!("/proc/{}/stat", child.id())).is_ok_and(|st| {
+                st.rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('T'))
+            })
+        });
+        kill_process(pid, Signal::CONT).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let code = if applet == "lock-status" { 1 } else { 0 };
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{applet}: {}",
+            stderr_of(&out)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{applet}");
+        assert!(stderr_of(&out).is_empty(), "{applet}: {}", stderr_of(&out));
+    }
+}
+
 #[test]
 fn redis_paused_server_costs_one_timeout_per_call_not_one_per_reply() {
     let Some(s) = Server::start() else { return };

@@ -237,9 +237,40 @@ fn redis_batch_read_that_the_server_stops_answering_midway_is_bounded() {
 /// a read with EINTR (signal(7)), and the `redis` crate took that for a
 /// lost reply: every applet failed ("cannot read entry: Interrupted system
 /// call (os error 4)", exit 1 or 9).
+/// Waits until `child` (ours) blocks in a socket read, stops it
+/// (SIGSTOP), waits until it is stopped, continues it (SIGCONT), and
+/// returns its output.
+pub fn stop_and_continue_in_recv(child: Child) -> std::process::Output {
+    use rustix::process::{Pid, Signal, kill_process};
+    // Our own child, not yet waited for: its pid cannot be reused.
+    let pid = Pid::from_child(&child);
+    let task_dir = format!("/proc/{}/task", child.id());
+    // Some thread of the child blocked in a socket read.
+    let in_recv = || {
+        std::fs::read_dir(&task_dir).is_ok_and(|d| {
+            d.flatten().any(|t| {
+                std::fs::read_to_string(t.path().join("syscall")).is_ok_and(|l| {
+                    let nr = l.split_whitespace().next().and_then(|n| n.parse().ok());
+                    nr == Some(libc::SYS_recvfrom) || nr == Some(libc::SYS_read)
+                })
+            })
+        })
+    };
+    wait_until("the call to wait for its reply", 20, in_recv);
+    kill_process(pid, Signal::STOP).unwrap();
+    wait_until("the call to stop", 20, || {
+        std::fs::read_to_string(format!("/proc/{}/stat", child.id())).is_ok_and(|st| {
+            st.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('T'))
+        })
+    });
+    kill_process(pid, Signal::CONT).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn redis_calls_stopped_and_continued_while_waiting_for_a_reply_go_on() {
-    use rustix::process::{Pid, Signal, kill_process};
     let Some(s) = Server::start() else { return };
     let w = World::new();
     ff(&w, &s, "cache-write")
@@ -262,32 +293,7 @@ fn redis_calls_stopped_and_continued_while_waiting_for_a_reply_go_on() {
         if unix {
             c.env("FFKIT_BACKEND", s.unix_url());
         }
-        let child = c.spawn().unwrap();
-        // Our own child, not yet waited for: its pid cannot be reused.
-        let pid = Pid::from_child(&child);
-        let task_dir = format!("/proc/{}/task", child.id());
-        // Some thread of the child blocked in a socket read.
-        let in_recv = || {
-            std::fs::read_dir(&task_dir).is_ok_and(|d| {
-                d.flatten().any(|t| {
-                    std::fs::read_to_string(t.path().join("syscall")).is_ok_and(|l| {
-                        let nr = l.split_whitespace().next().and_then(|n| n.parse().ok());
-                        nr == Some(libc::SYS_recvfrom) || nr == Some(libc::SYS_read)
-                    })
-                })
-            })
-        };
-        wait_until("the call to wait for its reply", 20, in_recv);
-        kill_process(pid, Signal::STOP).unwrap();
-        wait_until("the call to stop", 20, || {
-            std::fs::read_to_string(format!("/proc/{}/stat", child.id())).is_ok_and(|st| {
-                st.rsplit(')')
-                    .next()
-                    .is_some_and(|r| r.trim_start().starts_with('T'))
-            })
-        });
-        kill_process(pid, Signal::CONT).unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = stop_and_continue_in_recv(c.spawn().unwrap());
         let code = if applet == "lock-status" { 1 } else { 0 };
         assert_eq!(
             out.status.code(),

@@ -116,8 +116,9 @@ fn tls_client(
 /// debugger, a cgroup freeze: on a socket with a receive timeout the
 /// kernel fails it with EINTR, signal(7)) for a lost reply, and fails the
 /// call with "Interrupted system call"; here the read just goes on, within
-/// the same deadline. A TLS connection is the crate's (its TLS stream is
-/// its own), and keeps that weakness.
+/// the same deadline. A `rediss://` connection is the crate's: its TLS
+/// stream (rustls's `complete_io`) makes an interrupted read again itself
+/// (test `rediss_call_stopped_and_continued_while_waiting_goes_on`).
 enum Link {
     Own(Own),
     Crate(Connection),

@@ -402,67 +402,89 @@ impl Drop for Proxy {
 /// queued for a writer of its own, so a slow receiver never delays the
 /// reading: a request's bytes are seen (`last_request`) when the client
 /// has sent them, not when the server has taken them.
+///
+/// A hold delays only the writing. The reading goes on, so the server
+/// always finds its replies taken at once: a relay that stopped reading
+/// for the hold filled the server's socket, and Linux then clamped the
+/// window the relay's socket offered below one segment; the server's
+/// kernel sent nothing more until its zero-window probe timer fired,
+/// backed off to seconds by then (`ss -tino` on the server's socket:
+/// `timer:(persist,3.0s) backoff:4 snd_wnd:43008 mss:46592
+/// notsent:282193`), so the rest of the replies reached the client up to
+/// seconds after the hold had ended, past its deadline (the flaky
+/// `redis_a_large_batch_that_the_server_stores_is_not_reported_as_timed_out`).
 fn pump(mut from: std::net::TcpStream, to: std::net::TcpStream, replies: bool, st: &ProxyState) {
     use std::io::{Read, Write};
     use std::sync::atomic::Ordering::SeqCst;
     from.set_read_timeout(Some(Duration::from_millis(50)))
         .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    let writer = std::thread::spawn(move || {
-        let mut to = to;
-        for chunk in rx {
-            if to.write_all(&chunk).is_err() {
+    // A chunk, and the hold to wait out before writing it (if any).
+    let (tx, rx) = std::sync::mpsc::channel::<(Vec<u8>, Option<Duration>)>();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || {
+            let mut to = to;
+            for (chunk, hold) in rx {
+                if let Some(hold) = hold {
+                    st.wait_out(hold);
+                }
+                if to.write_all(&chunk).is_err() {
+                    break;
+                }
+            }
+            let _ = to.shutdown(std::net::Shutdown::Both);
+        });
+        let mut buf = vec![0u8; 64 << 10];
+        while !st.stop.load(SeqCst) {
+            let n = match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                // EINTR too: with a receive timeout set, a stop and
+                // continue of this process (SIGSTOP/SIGCONT, a ptrace
+                // attach, a cgroup freeze) cuts the read short (signal(7),
+                // see `Server::connect`); it must not end the relay.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    continue;
+                }
+                Err(_) => break,
+            };
+            if st.blackhole.load(SeqCst) {
+                continue;
+            }
+            let (pass, hold) = if replies {
+                let hold = st.holding();
+                let mut cut = st.cut.lock().unwrap_or_else(PoisonError::into_inner);
+                let pass = match cut.as_mut() {
+                    Some((trigger, allowance)) if st.sent.load(SeqCst) > *trigger => {
+                        let pass = n.min(*allowance);
+                        *allowance -= pass;
+                        pass
+                    }
+                    _ => n,
+                };
+                (pass, hold)
+            } else {
+                st.sent.fetch_add(n, SeqCst);
+                if st.holding().is_some() {
+                    *st.last_request
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
+                }
+                (n, None)
+            };
+            if tx.send((buf[..pass].to_vec(), hold)).is_err() {
                 break;
             }
         }
-        let _ = to.shutdown(std::net::Shutdown::Both);
+        drop(tx);
+        let _ = writer.join();
     });
-    let mut buf = vec![0u8; 64 << 10];
-    while !st.stop.load(SeqCst) {
-        let n = match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                continue;
-            }
-            Err(_) => break,
-        };
-        if st.blackhole.load(SeqCst) {
-            continue;
-        }
-        let pass = if replies {
-            if let Some(hold) = st.holding() {
-                st.wait_out(hold);
-            }
-            let mut cut = st.cut.lock().unwrap_or_else(PoisonError::into_inner);
-            match cut.as_mut() {
-                Some((trigger, allowance)) if st.sent.load(SeqCst) > *trigger => {
-                    let pass = n.min(*allowance);
-                    *allowance -= pass;
-                    pass
-                }
-                _ => n,
-            }
-        } else {
-            st.sent.fetch_add(n, SeqCst);
-            if st.holding().is_some() {
-                *st.last_request
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
-            }
-            n
-        };
-        if tx.send(buf[..pass].to_vec()).is_err() {
-            break;
-        }
-    }
-    drop(tx);
-    let _ = writer.join();
 }
 
 /// A CA and a server certificate for `localhost` and 127.0.0.1 it signed,

@@ -78,9 +78,11 @@ fn redis_a_large_batch_that_the_server_stores_is_not_reported_as_timed_out() {
     // answer comes later than T on any machine, however fast or loaded
     // (the old client exited 1 with "timed out" although everything was
     // stored). The request's deadline is T plus the server's work on
-    // 30,000 replies (1.5 s): 1.3 s of margin for a loaded machine (with
-    // 0.5 s past T the reply missed the deadline once in CI's second pass
-    // beside the rest of the suite).
+    // 30,000 replies (1.5 s): 1.3 s of margin. The misses this test had
+    // (at 0.5 s past T, then at 0.2 s: 4 of 12 runs here) were the proxy's:
+    // it stopped reading the server during the hold, and TCP's zero-window
+    // probes, backed off to seconds, delivered the rest of the replies
+    // late (`pump` in redis.rs); the proxy now keeps reading.
     let n = 30_000;
     let input = |tag: &str| -> String {
         (0..n)
@@ -162,6 +164,145 @@ fn redis_calls_cut_off_midway_return_within_a_small_multiple_of_the_timeout() {
             took < Duration::from_secs(3),
             "{what} took {took:?} at FFKIT_BACKEND_TIMEOUT={t}"
         );
+    }
+}
+
+/// `cache-batch --read` of 2,000 keys is 8 requests of 256: a server that
+/// stops answering in the middle of the read (the third request's reply
+/// cut short), or before it (paused), fails the call with one line and
+/// nothing printed within a timeout or so, not one per key or request;
+/// one whose replies come late but within the deadline does not.
+#[test]
+fn redis_batch_read_that_the_server_stops_answering_midway_is_bounded() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let n = 2000;
+    let lines: String = (0..n).map(|i| format!("key-{i:05}:value {i}\n")).collect();
+    ff(&w, &s, "cache-batch")
+        .write_stdin(lines)
+        .assert()
+        .success();
+    let keys: String = (0..n).map(|i| format!("key-{i:05}\n")).collect();
+    let t = 0.2;
+    // Each request carries 256 keys (some 4 KB with the script's name and
+    // arguments): past 10 KB the third is on its way.
+    let p = Proxy::start(&s);
+    p.cut_after(10_000, 100);
+    let mut c = ff(&w, &s, "cache-batch");
+    c.arg("--read")
+        .env("FFKIT_BACKEND", p.url())
+        .env("FFKIT_BACKEND_TIMEOUT", t.to_string());
+    let (code, out, err, took) = bounded(c, keys.as_bytes(), Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(out.is_empty(), "printed {} bytes", out.len());
+    assert!(
+        err.contains("cannot read entries: timed out after 0.2s"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    drop(p);
+    // Paused: the first request waits a timeout, and the call ends.
+    let _: String = s.query(redis::cmd("CLIENT").arg("PAUSE").arg(3000).arg("ALL"));
+    let mut c = ff(&w, &s, "cache-batch");
+    c.arg("--read").env("FFKIT_BACKEND_TIMEOUT", "0.5");
+    let (code, out, err, took) = bounded(c, keys.as_bytes(), Duration::from_secs(20));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        out.is_empty() && err.contains("timed out after 0.5s"),
+        "{err}"
+    );
+    assert!(took < Duration::from_millis(1000), "took {took:?}");
+    let _: String = s.query(redis::cmd("CLIENT").arg("UNPAUSE"));
+    // Every reply held 0.1 s past its request, at T = 1 s: 8 requests,
+    // each in time.
+    let p = Proxy::start(&s);
+    p.hold_replies_after(0, Duration::from_millis(100));
+    let mut c = ff(&w, &s, "cache-batch");
+    c.arg("--read")
+        .env("FFKIT_BACKEND", p.url())
+        .env("FFKIT_BACKEND_TIMEOUT", "1");
+    let (code, out, err, took) = bounded(c, keys.as_bytes(), Duration::from_secs(60));
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.lines().count(), n, "{err}");
+    assert!(
+        took >= Duration::from_millis(800),
+        "the replies were not held: {took:?}"
+    );
+}
+
+/// A call stopped and continued while it waits for the server's reply
+/// (Ctrl-Z and `fg`, SIGSTOP/SIGCONT, a debugger, a cgroup freeze) goes on
+/// and succeeds. On a socket with a receive timeout the kernel fails such
+/// a read with EINTR (signal(7)), and the `redis` crate took that for a
+/// lost reply: every applet failed ("cannot read entry: Interrupted system
+/// call (os error 4)", exit 1 or 9).
+/// Waits until `child` (ours) blocks in a socket read, stops it
+/// (SIGSTOP), waits until it is stopped, continues it (SIGCONT), and
+/// returns its output.
+pub fn stop_and_continue_in_recv(child: Child) -> std::process::Output {
+    use rustix::process::{Pid, Signal, kill_process};
+    // Our own child, not yet waited for: its pid cannot be reused.
+    let pid = Pid::from_child(&child);
+    let task_dir = format!("/proc/{}/task", child.id());
+    // Some thread of the child blocked in a socket read.
+    let in_recv = || {
+        std::fs::read_dir(&task_dir).is_ok_and(|d| {
+            d.flatten().any(|t| {
+                std::fs::read_to_string(t.path().join("syscall")).is_ok_and(|l| {
+                    let nr = l.split_whitespace().next().and_then(|n| n.parse().ok());
+                    nr == Some(libc::SYS_recvfrom) || nr == Some(libc::SYS_read)
+                })
+            })
+        })
+    };
+    wait_until("the call to wait for its reply", 20, in_recv);
+    kill_process(pid, Signal::STOP).unwrap();
+    wait_until("the call to stop", 20, || {
+        std::fs::read_to_string(format!("/proc/{}/stat", child.id())).is_ok_and(|st| {
+            st.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('T'))
+        })
+    });
+    kill_process(pid, Signal::CONT).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn redis_calls_stopped_and_continued_while_waiting_for_a_reply_go_on() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    ff(&w, &s, "cache-write")
+        .args(["k", "v"])
+        .assert()
+        .success();
+    for (applet, args, unix, want) in [
+        ("cache-read", vec!["k"], false, "v"),
+        ("cache-batch", vec!["--read", "k"], true, "k:v\n"),
+        ("lock-status", vec!["-q", "n"], false, ""),
+    ] {
+        let _: String = s.query(redis::cmd("CLIENT").arg("PAUSE").arg(3000).arg("ALL"));
+        let mut c = ff(&w, &s, applet);
+        c.args(&args)
+            .env("FFKIT_BACKEND_TIMEOUT", "20")
+            .env("FFKIT_LOCK_LEASE", "60")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if unix {
+            c.env("FFKIT_BACKEND", s.unix_url());
+        }
+        let out = stop_and_continue_in_recv(c.spawn().unwrap());
+        let code = if applet == "lock-status" { 1 } else { 0 };
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{applet}: {}",
+            stderr_of(&out)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{applet}");
+        assert!(stderr_of(&out).is_empty(), "{applet}: {}", stderr_of(&out));
     }
 }
 

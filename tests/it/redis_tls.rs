@@ -22,6 +22,34 @@ mod with_tls {
         c
     }
 
+    /// A `rediss://` call stopped and continued while it waits for a
+    /// reply goes on (docs/redis.md, "Timeouts and failures"), as a plain
+    /// one does: the connection is the `redis` crate's, whose rustls
+    /// stream makes an interrupted read again (the plain ones failed with
+    /// "Interrupted system call" until ffkit read them itself).
+    #[test]
+    fn rediss_call_stopped_and_continued_while_waiting_goes_on() {
+        let Some(s) = Server::start_tls() else {
+            return;
+        };
+        let w = World::new();
+        ff(&w, &s, "cache-write")
+            .args(["k", "v"])
+            .assert()
+            .success();
+        let _: String = s.query(redis::cmd("CLIENT").arg("PAUSE").arg(3000).arg("ALL"));
+        let mut c = ff(&w, &s, "cache-read");
+        c.arg("k")
+            .env("FFKIT_BACKEND_TIMEOUT", "20")
+            .env("FFKIT_LOCK_LEASE", "60")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let out = crate::redis_faults::stop_and_continue_in_recv(c.spawn().unwrap());
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        assert_eq!(out.stdout, b"v");
+    }
+
     #[test]
     fn rediss_with_the_ca_runs_locks_and_the_cache_on_the_same_server() {
         let Some(s) = Server::start_tls() else {

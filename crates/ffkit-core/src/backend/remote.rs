@@ -74,6 +74,9 @@ pub trait RemoteCache {
     /// the namespace's key prefix.
     fn place(&self) -> String;
     fn read(&mut self, key: &str) -> Result<RemoteLookup>;
+    /// The present, unexpired entries among `keys`, in their order, each
+    /// read as [`RemoteCache::read`] reads it (`cache-batch --read`).
+    fn read_many(&mut self, keys: &[String]) -> Result<Vec<(String, Vec<u8>)>>;
     fn write(&mut self, key: &str, value: &[u8], ttl: u64) -> Result<()>;
     /// Every entry in one transaction.
     fn write_many(&mut self, items: &[(&str, &[u8], u64)]) -> Result<()>;

@@ -184,16 +184,7 @@ impl Store {
     pub fn read_many(&mut self, keys: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
         match self {
             Store::Local(c) => c.read_many(keys),
-            Store::Remote(r) => {
-                let c = r.conn()?;
-                let mut out = Vec::new();
-                for k in keys {
-                    if let RemoteLookup::Hit(v) = c.read(k)? {
-                        out.push((k.clone(), v));
-                    }
-                }
-                Ok(out)
-            }
+            Store::Remote(r) => r.conn()?.read_many(keys),
         }
     }
 

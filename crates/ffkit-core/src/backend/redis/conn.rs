@@ -46,7 +46,7 @@ pub enum Area {
 
 /// An open connection and what its errors are reported as.
 pub struct Conn {
-    con: Option<Connection>,
+    con: Option<Link>,
     /// On a cluster: the node `con` is connected to, the slot map (ranges
     /// of slots and their master), and the key that keyless commands
     /// (`TIME`, `SCRIPT LOAD`) are routed by ([`Conn::set_home`]).
@@ -109,7 +109,140 @@ fn tls_client(
     )))
 }
 
-/// The TCP connect within one `timeout`, however many addresses the host
+/// A connection's socket. A plain TCP or unix-socket connection is ffkit's
+/// own socket, read through [`Deadline`] and parsed by the `redis` crate's
+/// [`redis::Parser`]: the crate's `Connection` takes a read that a stop
+/// and continue of ffkit cut short (Ctrl-Z and `fg`, SIGSTOP/SIGCONT, a
+/// debugger, a cgroup freeze: on a socket with a receive timeout the
+/// kernel fails it with EINTR, signal(7)) for a lost reply, and fails the
+/// call with "Interrupted system call"; here the read just goes on, within
+/// the same deadline. A `rediss://` connection is the crate's: its TLS
+/// stream (rustls's `complete_io`) makes an interrupted read again itself
+/// (test `rediss_call_stopped_and_continued_while_waiting_goes_on`).
+enum Link {
+    Own(Own),
+    Crate(Connection),
+}
+
+/// ffkit's own socket to the server, and the reply parser (which keeps the
+/// bytes read past a reply for the next).
+struct Own {
+    stream: Stream,
+    parser: redis::Parser,
+}
+
+enum Stream {
+    Tcp(std::net::TcpStream),
+    Unix(std::os::unix::net::UnixStream),
+}
+
+impl Stream {
+    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_read_timeout(d),
+            Stream::Unix(s) => s.set_read_timeout(d),
+        }
+    }
+
+    fn set_write_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.set_write_timeout(d),
+            Stream::Unix(s) => s.set_write_timeout(d),
+        }
+    }
+}
+
+impl std::io::Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl std::io::Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads `stream` until `deadline`: each read waits at most the time left
+/// (a read past it fails as timed out), and a read cut short by EINTR is
+/// made again.
+struct Deadline<'a> {
+    stream: &'a mut Stream,
+    deadline: Instant,
+}
+
+impl std::io::Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            let left = self.deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(std::io::Error::from(std::io::ErrorKind::TimedOut));
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            match self.stream.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+impl Link {
+    fn own(stream: Stream) -> Link {
+        Link::Own(Own {
+            stream,
+            parser: redis::Parser::new(),
+        })
+    }
+
+    /// Sends `packed`, each write waiting at most until `by` (a write cut
+    /// short by EINTR is made again).
+    fn send(&mut self, packed: &[u8], by: Duration) -> redis::RedisResult<()> {
+        match self {
+            Link::Own(o) => {
+                use std::io::Write;
+                o.stream.set_write_timeout(Some(by))?;
+                o.stream.write_all(packed)?;
+                Ok(())
+            }
+            Link::Crate(c) => {
+                c.set_write_timeout(Some(by))?;
+                c.send_packed_command(packed)
+            }
+        }
+    }
+
+    /// The next reply, by `deadline` (a timeout otherwise).
+    fn recv(&mut self, deadline: Instant) -> redis::RedisResult<Value> {
+        match self {
+            Link::Own(o) => o.parser.parse_value(Deadline {
+                stream: &mut o.stream,
+                deadline,
+            }),
+            Link::Crate(c) => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(timed_out());
+                }
+                c.set_read_timeout(Some(left))?;
+                c.recv_response()
+            }
+        }
+    }
+}
+
+/// The connect within one `timeout`, however many addresses the host
 /// name has. The `redis` crate tries each address with the whole timeout
 /// (a name with an A and an AAAA record, or several A records, whose
 /// addresses all black-hole would cost that many timeouts, and a lease
@@ -119,41 +252,42 @@ fn tls_client(
 /// share on and the last one gets whatever is left. For `rediss://` the
 /// name must stay the name (the certificate is checked against it), so
 /// the crate connects and each address gets an equal share. Resolving
-/// the name is the system resolver's own wait (docs/redis.md).
-fn tcp_connect(client: &Client, timeout: Duration) -> redis::RedisResult<Connection> {
-    use std::net::{IpAddr, ToSocketAddrs};
+/// the name is the system resolver's own wait (docs/redis.md). A unix
+/// socket is connected at once (as the crate does).
+fn tcp_connect(client: &Client, timeout: Duration) -> redis::RedisResult<Link> {
+    use std::net::ToSocketAddrs;
     let deadline = Instant::now() + timeout;
     let info = client.get_connection_info();
-    let (host, port, tls) = match info.addr() {
-        ConnectionAddr::Tcp(h, p) => (h.as_str(), *p, false),
-        ConnectionAddr::TcpTls { host, port, .. } => (host.as_str(), *port, true),
-        _ => return client.get_connection_with_timeout(timeout),
+    let (host, port) = match info.addr() {
+        ConnectionAddr::Tcp(h, p) => (h.as_str(), *p),
+        ConnectionAddr::TcpTls { host, port, .. } => {
+            let n = (host.as_str(), *port).to_socket_addrs()?.count();
+            let n = u32::try_from(n).unwrap_or(u32::MAX);
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(timed_out());
+            }
+            return client
+                .get_connection_with_timeout(left / n.max(1))
+                .map(Link::Crate);
+        }
+        ConnectionAddr::Unix(path) => {
+            let s = std::os::unix::net::UnixStream::connect(path)?;
+            return Ok(Link::own(Stream::Unix(s)));
+        }
+        _ => return client.get_connection_with_timeout(timeout).map(Link::Crate),
     };
-    if host.parse::<IpAddr>().is_ok() {
-        return client.get_connection_with_timeout(timeout);
-    }
     let addrs: Vec<std::net::SocketAddr> = (host, port).to_socket_addrs()?.collect();
     let n = u32::try_from(addrs.len()).unwrap_or(u32::MAX);
-    if tls {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(timed_out());
-        }
-        return client.get_connection_with_timeout(left / n.max(1));
-    }
     let mut last = None;
     for (i, a) in (0u32..).zip(&addrs) {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(timed_out());
         }
-        let one = Client::open(
-            info.clone()
-                .set_addr(ConnectionAddr::Tcp(a.ip().to_string(), port)),
-        )?;
-        match one.get_connection_with_timeout(left / (n - i)) {
-            Ok(c) => return Ok(c),
-            Err(e) => last = Some(e),
+        match std::net::TcpStream::connect_timeout(a, left / (n - i)) {
+            Ok(s) => return Ok(Link::own(Stream::Tcp(s))),
+            Err(e) => last = Some(RedisError::from(e)),
         }
     }
     Err(last.unwrap_or_else(|| {
@@ -483,8 +617,7 @@ impl Conn {
             (!l.is_zero()).then_some(l).ok_or_else(timed_out)
         };
         let capped = |d: Instant| cap.map_or(d, |c| c.min(d));
-        con.set_write_timeout(Some(left(capped(Instant::now() + timeout))?))?;
-        con.send_packed_command(packed)?;
+        con.send(packed, left(capped(Instant::now() + timeout))?)?;
         let deadline =
             capped(Instant::now() + timeout + extra + server_work(packed.len(), replies));
         if let Some(f) = meanwhile {
@@ -493,8 +626,7 @@ impl Conn {
         warm_reply_parser();
         let mut out = Vec::with_capacity(replies);
         while out.len() < replies {
-            con.set_read_timeout(Some(left(deadline)?))?;
-            match con.recv_response()? {
+            match con.recv(deadline)? {
                 Value::Push { .. } => continue,
                 v => out.push(v),
             }
@@ -619,25 +751,45 @@ impl Conn {
         add: impl Fn(&mut Cmd),
         meanwhile: &mut dyn FnMut(),
     ) -> crate::Result<T> {
+        self.eval_inner(what, script, nkeys, Duration::ZERO, add, Some(meanwhile))
+    }
+
+    /// [`Conn::eval`] of a script that does the work of many commands (a
+    /// batch of reads) and may answer with many bytes: its deadline is
+    /// stretched by `work` ([`reply_work`], [`value_work`]), never more.
+    pub fn eval_working<T: FromRedisValue>(
+        &mut self,
+        what: &str,
+        script: &Lua,
+        nkeys: usize,
+        work: Duration,
+        add: impl Fn(&mut Cmd),
+    ) -> crate::Result<T> {
+        self.eval_inner(what, script, nkeys, work, add, None)
+    }
+
+    fn eval_inner<T: FromRedisValue>(
+        &mut self,
+        what: &str,
+        script: &Lua,
+        nkeys: usize,
+        work: Duration,
+        add: impl Fn(&mut Cmd),
+        meanwhile: Option<&mut dyn FnMut()>,
+    ) -> crate::Result<T> {
         let mut c = redis::cmd("EVALSHA");
         c.arg(script.sha()).arg(nkeys);
         add(&mut c);
         let key = cmd_key(&c);
         let first = self
-            .request_then(
-                Route::Key(key),
-                &c.get_packed_command(),
-                1,
-                Duration::ZERO,
-                Some(meanwhile),
-            )
+            .request_then(Route::Key(key), &c.get_packed_command(), 1, work, meanwhile)
             .map(|mut v| v.pop().unwrap_or(Value::Nil));
         let v = match first {
             Ok(Value::ServerError(e)) if e.code() == "NOSCRIPT" => {
                 let mut c = redis::cmd("EVAL");
                 c.arg(script.source()).arg(nkeys);
                 add(&mut c);
-                self.request(Route::Key(key), &c.get_packed_command(), 1, Duration::ZERO)
+                self.request(Route::Key(key), &c.get_packed_command(), 1, work)
                     .map(|mut v| v.pop().unwrap_or(Value::Nil))
             }
             other => other,
@@ -815,8 +967,14 @@ pub(crate) fn value_work(bytes: u64) -> Duration {
 /// load: docs/redis.md, "Timeouts and failures"); beyond it a batch
 /// spends its own timeout.
 fn server_work(bytes: usize, replies: usize) -> Duration {
-    value_work(bytes as u64)
-        + Duration::from_micros(50).saturating_mul(u32::try_from(replies).unwrap_or(u32::MAX))
+    value_work(bytes as u64) + reply_work(replies)
+}
+
+/// The server's own time for `n` commands' worth of work (50 µs each):
+/// the replies of a pipeline or a transaction, or the keys one script
+/// reads ([`Conn::eval_working`]).
+pub(crate) fn reply_work(n: usize) -> Duration {
+    Duration::from_micros(50).saturating_mul(u32::try_from(n).unwrap_or(u32::MAX))
 }
 
 /// The reply parser (the `redis` crate's, through `memchr`) asks the CPU

@@ -233,6 +233,10 @@ impl RemoteCache for RedisCache {
         Ok(lookup(RedisCache::read(self, key)?))
     }
 
+    fn read_many(&mut self, keys: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
+        RedisCache::read_many(self, keys)
+    }
+
     fn write(&mut self, key: &str, value: &[u8], ttl: u64) -> Result<()> {
         RedisCache::write(self, key, value, ttl)
     }

@@ -730,3 +730,81 @@ fn a_descriptor_lock_whose_file_is_overwritten_is_released_and_forced() {
         );
     }
 }
+
+/// A command-mode holder of `file` (`ffkit lock-acquire FILE -c …`): the
+/// lock is held once it has printed its line, until its stdin is closed.
+fn command_holder(sc: &Sc, file: &Path) -> std::process::Child {
+    use std::io::BufRead;
+    let mut c = Command::new(bin());
+    sc.env(&mut c);
+    let mut child = c
+        .arg("lock-acquire")
+        .arg(file)
+        .args(["-c", "echo held; read -r x"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "held\n");
+    child
+}
+
+/// A named record is trusted only while its holder process keeps the lock
+/// of that very file (its lock descriptor on the file's device and inode):
+/// a record copied into another name's file (`cp a.lock b.lock`) or left
+/// by a holder killed before another process took the file made
+/// `lock-release b` end **a**'s holder and answer 0 while b stayed held,
+/// and `lock-status b` name a's owner; `lock-release a` of a file flock(1)
+/// held answered 0 ("released") and left it held.
+#[test]
+fn a_named_record_of_another_files_holder_ends_no_lock_and_is_no_release() {
+    let sc = Sc::new();
+    let mut owner = Command::new("sleep").arg("300").spawn().unwrap();
+    let pid = owner.id().to_string();
+    let held = |name: &str| code(&sc.ffkit(&["lock-status", "-q", name])) == 0;
+    assert_eq!(code(&sc.ffkit(&["lock-acquire", "--owner", &pid, "a"])), 0);
+    fs::copy(sc.file("a"), sc.file("b")).unwrap();
+    let mut other = command_holder(&sc, &sc.file("b"));
+    let st = text(&sc.ffkit(&["lock-status", "b"]).stdout);
+    assert!(
+        !st.contains(&format!("pid {pid} ")),
+        "b named a's owner: {st}"
+    );
+    let o = sc.ffkit(&["lock-release", "--owner", &pid, "b"]);
+    assert_eq!(code(&o), 5, "b is another's: {}", text(&o.stderr));
+    assert!(held("a"), "lock-release b ended a's holder");
+    assert!(held("b"), "b released");
+    drop(other.stdin.take());
+    other.wait().unwrap();
+    // a's holder killed: its record stays; then another process takes a.
+    let js = text(&sc.ffkit(&["lock-status", "--json", "a"]).stdout);
+    let v: serde_json::Value = serde_json::from_str(&js).unwrap();
+    let holder = v["holder_pid"].as_u64().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &holder])
+            .status()
+            .unwrap()
+            .success()
+    );
+    while held("a") {
+        std::thread::yield_now();
+    }
+    assert!(
+        fs::read_to_string(sc.file("a"))
+            .unwrap()
+            .contains("\"named\"")
+    );
+    let mut other = command_holder(&sc, &sc.file("a"));
+    let o = sc.ffkit(&["lock-release", "--owner", &pid, "a"]);
+    assert_eq!(code(&o), 5, "a is another's: {}", text(&o.stderr));
+    assert!(held("a"), "a answered released, still held");
+    drop(other.stdin.take());
+    other.wait().unwrap();
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+}

@@ -500,8 +500,16 @@ pub(crate) fn release(
     }
     // A record overwritten while held (by hand, a stray `>`): the holder
     // process is still there and says whose lock it keeps.
+    use std::os::unix::fs::MetadataExt;
+    // Only a record whose holder process keeps this very file's lock: a
+    // record copied from another name's file, or left by a holder killed
+    // before another process took the file's lock, would end another
+    // lock's holder, or answer 0 while the lock stays held.
+    let m = f
+        .metadata()
+        .map_err(|e| Error::io("cannot inspect", path, e))?;
     let rec = holder::read_from(&f)
-        .filter(|r| r.kind == KIND_NAMED)
+        .filter(|r| r.kind == KIND_NAMED && r.holds_kernel_lock(m.dev(), m.ino()))
         .or_else(|| find_holder(&f));
     let Some(rec) = rec else {
         // Else a descriptor holder, found in /proc the same way.
@@ -585,15 +593,45 @@ fn other_pids() -> impl Iterator<Item = u32> {
 /// each one's pid, `LOCK_FD` and `WATCH`.
 fn holder_processes() -> impl Iterator<Item = (u32, i32, String)> {
     other_pids().filter_map(|pid| {
-        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let mut args = raw.split(|&b| b == 0).skip(1);
-        if args.next()? != HOLDER_ARG.as_bytes() {
-            return None;
-        }
-        let lock_fd = std::str::from_utf8(args.next()?).ok()?.parse().ok()?;
-        let watch = args.next().and_then(|a| std::str::from_utf8(a).ok());
-        Some((pid, lock_fd, watch.unwrap_or("").to_owned()))
+        let (lock_fd, watch) = holder_args(pid)?;
+        Some((pid, lock_fd, watch))
     })
+}
+
+/// `pid`'s `LOCK_FD` and `WATCH` when it is a named pair's holder process
+/// (its `/proc/PID/cmdline` is `ffkit` [`HOLDER_ARG`] `LOCK_FD WATCH
+/// [PATH]`), else `None`.
+fn holder_args(pid: u32) -> Option<(i32, String)> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut args = raw.split(|&b| b == 0).skip(1);
+    if args.next()? != HOLDER_ARG.as_bytes() {
+        return None;
+    }
+    let lock_fd = std::str::from_utf8(args.next()?).ok()?.parse().ok()?;
+    let watch = args.next().and_then(|a| std::str::from_utf8(a).ok());
+    Some((lock_fd, watch.unwrap_or("").to_owned()))
+}
+
+/// Whether the process `pid` (a named record's holder) keeps its lock on
+/// the file `dev`/`ino`: it is a [holder process](holder_args) whose
+/// `LOCK_FD` is open on that file and holds a lock. `false` for a record
+/// copied into another file (`cp A.lock B.lock`) or left in a file some
+/// other process now holds, so nobody ends another lock's holder through
+/// it; `true` when `/proc` does not let us look (another user's holder:
+/// we could not signal it either).
+pub(crate) fn holder_keeps(pid: u32, dev: u64, ino: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some((lock_fd, _)) = holder_args(pid) else {
+        return false;
+    };
+    match std::fs::metadata(format!("/proc/{pid}/fd/{lock_fd}")) {
+        Ok(m) => {
+            m.dev() == dev
+                && m.ino() == ino
+                && holder::fdinfo_lists_a_lock(pid, lock_fd) != Some(false)
+        }
+        Err(e) => e.kind() == io::ErrorKind::PermissionDenied,
+    }
 }
 
 /// The named lock's holder process keeping the kernel lock on `f`'s file,

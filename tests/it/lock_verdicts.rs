@@ -808,3 +808,31 @@ fn a_named_record_of_another_files_holder_ends_no_lock_and_is_no_release() {
     owner.kill().unwrap();
     owner.wait().unwrap();
 }
+
+/// A shell's descriptor lock whose record was overwritten is found in
+/// /proc by its descriptor; the fallback's children (a child script, a
+/// background job) share that open file description, and the child
+/// script's own `ffkit lock-release NAME` was taken for the holder's and
+/// released its shell's lock (0), where with the record intact it is
+/// refused (4). The holder is the process none of whose ancestors shares
+/// the lock: the shell, on every path.
+#[test]
+fn a_child_sharing_its_shells_descriptor_lock_is_not_its_holder_when_the_record_is_overwritten() {
+    let sc = Sc::new();
+    for path in paths() {
+        let o = sc.run(
+            path,
+            "acquire_critical_lock t || exit 1\n\
+             printf 'garbage\\n' >\"$FFKIT_LOCK_DIR/t.lock\"\n\
+             bash -c 'true; \"$FFKIT_BIN\" lock-release t; echo $?'\n\
+             \"$FFKIT_BIN\" lock-status -q t; echo $?\n\
+             release_critical_lock t; echo $?\n",
+        );
+        assert_eq!(
+            text(&o.stdout),
+            "4\n0\n0\n",
+            "{path}: child's release, held, owner's release: {}",
+            text(&o.stderr)
+        );
+    }
+}

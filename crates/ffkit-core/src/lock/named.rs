@@ -696,12 +696,15 @@ fn unlinked_held(path: &Path) -> Option<File> {
 /// (overwritten while held): a descriptor in `/proc/PID/fd` open on the
 /// same device and inode whose fdinfo lists a lock. Several processes may
 /// share that open file description (a fallback shell's children inherit
-/// it); one of `prefer` (the releasers) is taken first. The record is
-/// rebuilt as that process's descriptor lock.
+/// it): the holder is one none of whose ancestors shares it (the shell,
+/// not the child script that inherited its descriptor, which would
+/// otherwise pass the ownership rule for its own release), one of
+/// `prefer` (the releasers) first. The record is rebuilt as that
+/// process's descriptor lock.
 fn find_fd_holder(f: &File, prefer: &[u32]) -> Option<Holder> {
     use std::os::unix::fs::MetadataExt;
     let m = f.metadata().ok()?;
-    let mut found: Option<(u32, i32)> = None;
+    let mut found: Vec<(u32, i32)> = Vec::new();
     for pid in other_pids() {
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
@@ -713,18 +716,25 @@ fn find_fd_holder(f: &File, prefer: &[u32]) -> Option<Holder> {
             let on_file = std::fs::metadata(d.path())
                 .is_ok_and(|fm| fm.dev() == m.dev() && fm.ino() == m.ino());
             if on_file && holder::fdinfo_lists_a_lock(pid, fd) == Some(true) {
-                if prefer.contains(&pid) {
-                    found = Some((pid, fd));
-                    break;
-                }
-                found.get_or_insert((pid, fd));
+                found.push((pid, fd));
+                break;
             }
         }
-        if found.is_some_and(|(p, _)| prefer.contains(&p)) {
-            break;
-        }
     }
-    let (pid, fd) = found?;
+    let top: Vec<(u32, i32)> = found
+        .iter()
+        .copied()
+        .filter(|&(pid, _)| {
+            !holder::ancestors(pid)
+                .iter()
+                .any(|a| found.iter().any(|&(p, _)| p == *a))
+        })
+        .collect();
+    let (pid, fd) = top
+        .iter()
+        .find(|(p, _)| prefer.contains(p))
+        .or_else(|| top.first())
+        .copied()?;
     let mut rec = Holder::new(KIND_FD, pid, None);
     rec.fd = Some(fd);
     Some(rec)

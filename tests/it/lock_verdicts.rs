@@ -836,3 +836,33 @@ fn a_child_sharing_its_shells_descriptor_lock_is_not_its_holder_when_the_record_
         );
     }
 }
+
+/// A NAME's file deleted while held, taken by another owner and deleted
+/// again: two holders keep locks on `NAME.lock (deleted)`. Each owner's
+/// `lock-release NAME` releases its own (0); the first one found used to
+/// be taken, so the second owner was refused with 5, naming the first.
+#[test]
+fn two_deleted_generations_of_one_name_are_released_each_by_its_owner() {
+    let sc = Sc::new();
+    let mut owners: Vec<_> = (0..2)
+        .map(|_| Command::new("sleep").arg("300").spawn().unwrap())
+        .collect();
+    let pids: Vec<String> = owners.iter().map(|o| o.id().to_string()).collect();
+    for pid in &pids {
+        assert_eq!(code(&sc.ffkit(&["lock-acquire", "--owner", pid, "t"])), 0);
+        fs::remove_file(sc.file("t")).unwrap();
+    }
+    // The later owner first: its holder is not the first one /proc lists.
+    for pid in pids.iter().rev() {
+        let o = sc.ffkit(&["lock-release", "--owner", pid, "t"]);
+        assert_eq!(code(&o), 0, "owner {pid}: {}", text(&o.stderr));
+    }
+    for pid in &pids {
+        let o = sc.ffkit(&["lock-release", "--owner", pid, "t"]);
+        assert_eq!(code(&o), 4, "owner {pid} again: {}", text(&o.stderr));
+    }
+    for o in &mut owners {
+        o.kill().unwrap();
+        o.wait().unwrap();
+    }
+}

@@ -483,14 +483,14 @@ pub(crate) fn release(
     // released with status 0 too: docs/shell.md).
     let (mut f, mut writable) = match opened {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => match unlinked_held(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match unlinked_held(path, who) {
             Some(f) => (f, true),
             None => return Ok(Err(NotReleased::NotHeld)),
         },
         Err(e) => return Err(Error::io("cannot open lock file", path, e)),
     };
     if kernel::probe_file(&f).map_err(|e| Error::io("cannot probe", path, e))? == Probe::Free {
-        match unlinked_held(path) {
+        match unlinked_held(path, who) {
             Some(g) => (f, writable) = (g, true),
             None => return Ok(Err(NotReleased::NotHeld)),
         }
@@ -670,25 +670,40 @@ pub(crate) fn find_holder(f: &File) -> Option<Holder> {
 /// `path` and has no name left (deleted, or replaced by a rename): its lock
 /// descriptor reads as `PATH (deleted)` in `/proc/PID/fd`, the file has no
 /// link and its fdinfo lists a lock. Returns that file, opened through the
-/// holder's descriptor (its record names the holder).
-fn unlinked_held(path: &Path) -> Option<File> {
+/// holder's descriptor (its record names the holder). Several such holders
+/// (the file deleted again after another owner took the name) are told
+/// apart by owner: the one `who` may release first, so one owner's release
+/// is not refused for another's older lock.
+fn unlinked_held(path: &Path, who: &Releaser) -> Option<File> {
     use std::os::unix::fs::MetadataExt;
     let dir = path.parent().and_then(|d| std::fs::canonicalize(d).ok())?;
     let want = format!("{} (deleted)", dir.join(path.file_name()?).display());
-    holder_processes().find_map(|(pid, lock_fd, _)| {
+    let mut first = None;
+    for (pid, lock_fd, _) in holder_processes() {
         let link = format!("/proc/{pid}/fd/{lock_fd}");
-        if std::fs::read_link(&link).ok()?.as_os_str() != want.as_str() {
-            return None;
+        if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(&want)) {
+            continue;
         }
-        let f = std::fs::OpenOptions::new()
+        let Ok(f) = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(&link)
-            .ok()?;
-        (f.metadata().is_ok_and(|m| m.nlink() == 0)
-            && holder::fdinfo_lists_a_lock(pid, lock_fd) == Some(true))
-        .then_some(f)
-    })
+        else {
+            continue;
+        };
+        let Ok(m) = f.metadata() else { continue };
+        if m.nlink() != 0 || holder::fdinfo_lists_a_lock(pid, lock_fd) != Some(true) {
+            continue;
+        }
+        let owner = holder::read_from(&f)
+            .filter(|r| r.kind == KIND_NAMED && r.holds_kernel_lock(m.dev(), m.ino()))
+            .or_else(|| find_holder(&f));
+        if owner.is_some_and(|r| who.may_release(&r)) {
+            return Some(f);
+        }
+        first.get_or_insert(f);
+    }
+    first
 }
 
 /// A process holding the kernel lock on `f`'s file through a descriptor of

@@ -730,3 +730,139 @@ fn a_descriptor_lock_whose_file_is_overwritten_is_released_and_forced() {
         );
     }
 }
+
+/// A command-mode holder of `file` (`ffkit lock-acquire FILE -c …`): the
+/// lock is held once it has printed its line, until its stdin is closed.
+fn command_holder(sc: &Sc, file: &Path) -> std::process::Child {
+    use std::io::BufRead;
+    let mut c = Command::new(bin());
+    sc.env(&mut c);
+    let mut child = c
+        .arg("lock-acquire")
+        .arg(file)
+        .args(["-c", "echo held; read -r x"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "held\n");
+    child
+}
+
+/// A named record is trusted only while its holder process keeps the lock
+/// of that very file (its lock descriptor on the file's device and inode):
+/// a record copied into another name's file (`cp a.lock b.lock`) or left
+/// by a holder killed before another process took the file made
+/// `lock-release b` end **a**'s holder and answer 0 while b stayed held,
+/// and `lock-status b` name a's owner; `lock-release a` of a file flock(1)
+/// held answered 0 ("released") and left it held.
+#[test]
+fn a_named_record_of_another_files_holder_ends_no_lock_and_is_no_release() {
+    let sc = Sc::new();
+    let mut owner = Command::new("sleep").arg("300").spawn().unwrap();
+    let pid = owner.id().to_string();
+    let held = |name: &str| code(&sc.ffkit(&["lock-status", "-q", name])) == 0;
+    assert_eq!(code(&sc.ffkit(&["lock-acquire", "--owner", &pid, "a"])), 0);
+    fs::copy(sc.file("a"), sc.file("b")).unwrap();
+    let mut other = command_holder(&sc, &sc.file("b"));
+    let st = text(&sc.ffkit(&["lock-status", "b"]).stdout);
+    assert!(
+        !st.contains(&format!("pid {pid} ")),
+        "b named a's owner: {st}"
+    );
+    let o = sc.ffkit(&["lock-release", "--owner", &pid, "b"]);
+    assert_eq!(code(&o), 5, "b is another's: {}", text(&o.stderr));
+    assert!(held("a"), "lock-release b ended a's holder");
+    assert!(held("b"), "b released");
+    drop(other.stdin.take());
+    other.wait().unwrap();
+    // a's holder killed: its record stays; then another process takes a.
+    let js = text(&sc.ffkit(&["lock-status", "--json", "a"]).stdout);
+    let v: serde_json::Value = serde_json::from_str(&js).unwrap();
+    let holder = v["holder_pid"].as_u64().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &holder])
+            .status()
+            .unwrap()
+            .success()
+    );
+    while held("a") {
+        std::thread::yield_now();
+    }
+    assert!(
+        fs::read_to_string(sc.file("a"))
+            .unwrap()
+            .contains("\"named\"")
+    );
+    let mut other = command_holder(&sc, &sc.file("a"));
+    let o = sc.ffkit(&["lock-release", "--owner", &pid, "a"]);
+    assert_eq!(code(&o), 5, "a is another's: {}", text(&o.stderr));
+    assert!(held("a"), "a answered released, still held");
+    drop(other.stdin.take());
+    other.wait().unwrap();
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+}
+
+/// A shell's descriptor lock whose record was overwritten is found in
+/// /proc by its descriptor; the fallback's children (a child script, a
+/// background job) share that open file description, and the child
+/// script's own `ffkit lock-release NAME` was taken for the holder's and
+/// released its shell's lock (0), where with the record intact it is
+/// refused (4). The holder is the process none of whose ancestors shares
+/// the lock: the shell, on every path.
+#[test]
+fn a_child_sharing_its_shells_descriptor_lock_is_not_its_holder_when_the_record_is_overwritten() {
+    let sc = Sc::new();
+    for path in paths() {
+        let o = sc.run(
+            path,
+            "acquire_critical_lock t || exit 1\n\
+             printf 'garbage\\n' >\"$FFKIT_LOCK_DIR/t.lock\"\n\
+             bash -c 'true; \"$FFKIT_BIN\" lock-release t; echo $?'\n\
+             \"$FFKIT_BIN\" lock-status -q t; echo $?\n\
+             release_critical_lock t; echo $?\n",
+        );
+        assert_eq!(
+            text(&o.stdout),
+            "4\n0\n0\n",
+            "{path}: child's release, held, owner's release: {}",
+            text(&o.stderr)
+        );
+    }
+}
+
+/// A NAME's file deleted while held, taken by another owner and deleted
+/// again: two holders keep locks on `NAME.lock (deleted)`. Each owner's
+/// `lock-release NAME` releases its own (0); the first one found used to
+/// be taken, so the second owner was refused with 5, naming the first.
+#[test]
+fn two_deleted_generations_of_one_name_are_released_each_by_its_owner() {
+    let sc = Sc::new();
+    let mut owners: Vec<_> = (0..2)
+        .map(|_| Command::new("sleep").arg("300").spawn().unwrap())
+        .collect();
+    let pids: Vec<String> = owners.iter().map(|o| o.id().to_string()).collect();
+    for pid in &pids {
+        assert_eq!(code(&sc.ffkit(&["lock-acquire", "--owner", pid, "t"])), 0);
+        fs::remove_file(sc.file("t")).unwrap();
+    }
+    // The later owner first: its holder is not the first one /proc lists.
+    for pid in pids.iter().rev() {
+        let o = sc.ffkit(&["lock-release", "--owner", pid, "t"]);
+        assert_eq!(code(&o), 0, "owner {pid}: {}", text(&o.stderr));
+    }
+    for pid in &pids {
+        let o = sc.ffkit(&["lock-release", "--owner", pid, "t"]);
+        assert_eq!(code(&o), 4, "owner {pid} again: {}", text(&o.stderr));
+    }
+    for o in &mut owners {
+        o.kill().unwrap();
+        o.wait().unwrap();
+    }
+}

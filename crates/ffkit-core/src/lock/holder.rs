@@ -74,9 +74,9 @@ impl Holder {
     /// by a holder that was killed fails this test.
     pub(crate) fn holds_kernel_lock(&self, dev: u64, ino: u64) -> bool {
         match self.kind.as_str() {
-            KIND_NAMED => self
-                .holder_pid
-                .is_some_and(|h| same_process(h, self.holder_start)),
+            KIND_NAMED => self.holder_pid.is_some_and(|h| {
+                same_process(h, self.holder_start) && super::named::holder_keeps(h, dev, ino)
+            }),
             KIND_FD => same_process(self.pid, self.start) && has_open(self.pid, self.fd, dev, ino),
             _ => false,
         }

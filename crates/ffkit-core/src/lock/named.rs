@@ -483,14 +483,14 @@ pub(crate) fn release(
     // released with status 0 too: docs/shell.md).
     let (mut f, mut writable) = match opened {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => match unlinked_held(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match unlinked_held(path, who) {
             Some(f) => (f, true),
             None => return Ok(Err(NotReleased::NotHeld)),
         },
         Err(e) => return Err(Error::io("cannot open lock file", path, e)),
     };
     if kernel::probe_file(&f).map_err(|e| Error::io("cannot probe", path, e))? == Probe::Free {
-        match unlinked_held(path) {
+        match unlinked_held(path, who) {
             Some(g) => (f, writable) = (g, true),
             None => return Ok(Err(NotReleased::NotHeld)),
         }
@@ -500,8 +500,16 @@ pub(crate) fn release(
     }
     // A record overwritten while held (by hand, a stray `>`): the holder
     // process is still there and says whose lock it keeps.
+    use std::os::unix::fs::MetadataExt;
+    // Only a record whose holder process keeps this very file's lock: a
+    // record copied from another name's file, or left by a holder killed
+    // before another process took the file's lock, would end another
+    // lock's holder, or answer 0 while the lock stays held.
+    let m = f
+        .metadata()
+        .map_err(|e| Error::io("cannot inspect", path, e))?;
     let rec = holder::read_from(&f)
-        .filter(|r| r.kind == KIND_NAMED)
+        .filter(|r| r.kind == KIND_NAMED && r.holds_kernel_lock(m.dev(), m.ino()))
         .or_else(|| find_holder(&f));
     let Some(rec) = rec else {
         // Else a descriptor holder, found in /proc the same way.
@@ -585,15 +593,45 @@ fn other_pids() -> impl Iterator<Item = u32> {
 /// each one's pid, `LOCK_FD` and `WATCH`.
 fn holder_processes() -> impl Iterator<Item = (u32, i32, String)> {
     other_pids().filter_map(|pid| {
-        let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let mut args = raw.split(|&b| b == 0).skip(1);
-        if args.next()? != HOLDER_ARG.as_bytes() {
-            return None;
-        }
-        let lock_fd = std::str::from_utf8(args.next()?).ok()?.parse().ok()?;
-        let watch = args.next().and_then(|a| std::str::from_utf8(a).ok());
-        Some((pid, lock_fd, watch.unwrap_or("").to_owned()))
+        let (lock_fd, watch) = holder_args(pid)?;
+        Some((pid, lock_fd, watch))
     })
+}
+
+/// `pid`'s `LOCK_FD` and `WATCH` when it is a named pair's holder process
+/// (its `/proc/PID/cmdline` is `ffkit` [`HOLDER_ARG`] `LOCK_FD WATCH
+/// [PATH]`), else `None`.
+fn holder_args(pid: u32) -> Option<(i32, String)> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut args = raw.split(|&b| b == 0).skip(1);
+    if args.next()? != HOLDER_ARG.as_bytes() {
+        return None;
+    }
+    let lock_fd = std::str::from_utf8(args.next()?).ok()?.parse().ok()?;
+    let watch = args.next().and_then(|a| std::str::from_utf8(a).ok());
+    Some((lock_fd, watch.unwrap_or("").to_owned()))
+}
+
+/// Whether the process `pid` (a named record's holder) keeps its lock on
+/// the file `dev`/`ino`: it is a [holder process](holder_args) whose
+/// `LOCK_FD` is open on that file and holds a lock. `false` for a record
+/// copied into another file (`cp A.lock B.lock`) or left in a file some
+/// other process now holds, so nobody ends another lock's holder through
+/// it; `true` when `/proc` does not let us look (another user's holder:
+/// we could not signal it either).
+pub(crate) fn holder_keeps(pid: u32, dev: u64, ino: u64) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Some((lock_fd, _)) = holder_args(pid) else {
+        return false;
+    };
+    match std::fs::metadata(format!("/proc/{pid}/fd/{lock_fd}")) {
+        Ok(m) => {
+            m.dev() == dev
+                && m.ino() == ino
+                && holder::fdinfo_lists_a_lock(pid, lock_fd) != Some(false)
+        }
+        Err(e) => e.kind() == io::ErrorKind::PermissionDenied,
+    }
 }
 
 /// The named lock's holder process keeping the kernel lock on `f`'s file,
@@ -632,25 +670,40 @@ pub(crate) fn find_holder(f: &File) -> Option<Holder> {
 /// `path` and has no name left (deleted, or replaced by a rename): its lock
 /// descriptor reads as `PATH (deleted)` in `/proc/PID/fd`, the file has no
 /// link and its fdinfo lists a lock. Returns that file, opened through the
-/// holder's descriptor (its record names the holder).
-fn unlinked_held(path: &Path) -> Option<File> {
+/// holder's descriptor (its record names the holder). Several such holders
+/// (the file deleted again after another owner took the name) are told
+/// apart by owner: the one `who` may release first, so one owner's release
+/// is not refused for another's older lock.
+fn unlinked_held(path: &Path, who: &Releaser) -> Option<File> {
     use std::os::unix::fs::MetadataExt;
     let dir = path.parent().and_then(|d| std::fs::canonicalize(d).ok())?;
     let want = format!("{} (deleted)", dir.join(path.file_name()?).display());
-    holder_processes().find_map(|(pid, lock_fd, _)| {
+    let mut first = None;
+    for (pid, lock_fd, _) in holder_processes() {
         let link = format!("/proc/{pid}/fd/{lock_fd}");
-        if std::fs::read_link(&link).ok()?.as_os_str() != want.as_str() {
-            return None;
+        if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(&want)) {
+            continue;
         }
-        let f = std::fs::OpenOptions::new()
+        let Ok(f) = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open(&link)
-            .ok()?;
-        (f.metadata().is_ok_and(|m| m.nlink() == 0)
-            && holder::fdinfo_lists_a_lock(pid, lock_fd) == Some(true))
-        .then_some(f)
-    })
+        else {
+            continue;
+        };
+        let Ok(m) = f.metadata() else { continue };
+        if m.nlink() != 0 || holder::fdinfo_lists_a_lock(pid, lock_fd) != Some(true) {
+            continue;
+        }
+        let owner = holder::read_from(&f)
+            .filter(|r| r.kind == KIND_NAMED && r.holds_kernel_lock(m.dev(), m.ino()))
+            .or_else(|| find_holder(&f));
+        if owner.is_some_and(|r| who.may_release(&r)) {
+            return Some(f);
+        }
+        first.get_or_insert(f);
+    }
+    first
 }
 
 /// A process holding the kernel lock on `f`'s file through a descriptor of
@@ -658,12 +711,15 @@ fn unlinked_held(path: &Path) -> Option<File> {
 /// (overwritten while held): a descriptor in `/proc/PID/fd` open on the
 /// same device and inode whose fdinfo lists a lock. Several processes may
 /// share that open file description (a fallback shell's children inherit
-/// it); one of `prefer` (the releasers) is taken first. The record is
-/// rebuilt as that process's descriptor lock.
+/// it): the holder is one none of whose ancestors shares it (the shell,
+/// not the child script that inherited its descriptor, which would
+/// otherwise pass the ownership rule for its own release), one of
+/// `prefer` (the releasers) first. The record is rebuilt as that
+/// process's descriptor lock.
 fn find_fd_holder(f: &File, prefer: &[u32]) -> Option<Holder> {
     use std::os::unix::fs::MetadataExt;
     let m = f.metadata().ok()?;
-    let mut found: Option<(u32, i32)> = None;
+    let mut found: Vec<(u32, i32)> = Vec::new();
     for pid in other_pids() {
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
             continue;
@@ -675,18 +731,25 @@ fn find_fd_holder(f: &File, prefer: &[u32]) -> Option<Holder> {
             let on_file = std::fs::metadata(d.path())
                 .is_ok_and(|fm| fm.dev() == m.dev() && fm.ino() == m.ino());
             if on_file && holder::fdinfo_lists_a_lock(pid, fd) == Some(true) {
-                if prefer.contains(&pid) {
-                    found = Some((pid, fd));
-                    break;
-                }
-                found.get_or_insert((pid, fd));
+                found.push((pid, fd));
+                break;
             }
         }
-        if found.is_some_and(|(p, _)| prefer.contains(&p)) {
-            break;
-        }
     }
-    let (pid, fd) = found?;
+    let top: Vec<(u32, i32)> = found
+        .iter()
+        .copied()
+        .filter(|&(pid, _)| {
+            !holder::ancestors(pid)
+                .iter()
+                .any(|a| found.iter().any(|&(p, _)| p == *a))
+        })
+        .collect();
+    let (pid, fd) = top
+        .iter()
+        .find(|(p, _)| prefer.contains(p))
+        .or_else(|| top.first())
+        .copied()?;
     let mut rec = Holder::new(KIND_FD, pid, None);
     rec.fd = Some(fd);
     Some(rec)

@@ -108,7 +108,9 @@ _ffkit_run() {
         done
         set -- "${_ffkit_a[@]}"
     fi
-    ( _ffkit_exec "$_ffkit_l" "$_ffkit_strip" "$_ffkit_d" "$@" )
+    # --fn-dir (hidden): a function's call, whose `--dir` is the namespace's
+    # dir it picked, checked as a dir ffkit picks (docs/cache.md).
+    ( _ffkit_exec "$_ffkit_l" "$_ffkit_strip" "$_ffkit_d" --fn-dir "$@" )
 }
 
 # _ffkit_exec LOG STRIP DEV ARGS...: exports the variables _ffkit_run
@@ -254,7 +256,9 @@ _ffkit_team_text() {
 _ffkit_index_read() {
     local _ffkit_f=$1/.size-index _ffkit_rest='' _ffkit_lk=''
     _ffkit_n=
-    if [[ -e $1/.journal || -L $_ffkit_f || ! -f $_ffkit_f ]]; then
+    # A dir the binary would refuse as the namespace's (a symbolic link,
+    # another user's: docs/cache.md, "Which dir") is the binary's to judge.
+    if [[ -L $1 || ! -O $1 || -e $1/.journal || -L $_ffkit_f || ! -f $_ffkit_f ]]; then
         return 1
     fi
     # The library's rule (cache::Cache::journal_pending_unlocked): a .lock

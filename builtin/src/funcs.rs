@@ -191,7 +191,11 @@ fn git_inputs(top: &Path, env: &[(OsString, OsString)]) -> Vec<u8> {
 /// Runs an applet with the wrapper's metrics log; returns its status and
 /// what it printed.
 fn applet(log: &OsStr, argv: &[&OsStr], input: Input) -> (u8, Vec<u8>) {
-    let mut args: Vec<OsString> = vec![OsString::from("ffkit")];
+    // Its `--dir` is the function's namespace dir (`cli::FN_DIR_ARG`).
+    let mut args: Vec<OsString> = vec![
+        OsString::from("ffkit"),
+        OsString::from(ffkit::cli::FN_DIR_ARG),
+    ];
     args.extend(argv.iter().map(|a| a.to_os_string()));
     run_applet(args, &shell_env(log), input)
 }

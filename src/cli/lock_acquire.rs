@@ -254,6 +254,7 @@ mod tests {
             out: super::super::Sink::Buffer(Vec::new()),
             input: super::super::Input::Bytes(Vec::new()),
             namespace_error: None,
+            fn_dir: false,
         }
     }
 

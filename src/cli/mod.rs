@@ -21,7 +21,7 @@ use clap::{Arg, ArgAction, ArgMatches, Command};
 use rustix::fs::{Mode, OFlags};
 
 use crate::cache::Cache;
-use crate::config::Config;
+use crate::config::{ChosenDir, Config, DirOrigin};
 use crate::error::{Error, ExitKind, Result};
 
 mod cache_batch;
@@ -254,6 +254,11 @@ pub struct Ctx {
     /// `init` only (it runs whatever the environment holds): the error of
     /// the namespace's own settings, which `init --resolve` reports.
     pub namespace_error: Option<Error>,
+    /// A shell function's call ([`FN_DIR_ARG`], or the builtin's): its
+    /// `--dir` is the namespace's dir the function picked, checked as a
+    /// dir ffkit picks (docs/cache.md, "Which dir"), not as one the user
+    /// named.
+    pub fn_dir: bool,
 }
 
 /// Where an applet's standard output goes: the process's stdout (the
@@ -422,7 +427,13 @@ impl Ctx {
     /// checked (`Cache::open`), remembered for self-timing, with a note on
     /// stderr when a wait for its lock starts and stderr is a terminal.
     pub fn cache(&mut self, explicit: Option<&Path>) -> Result<Cache> {
-        let chosen = self.cfg.choose_cache_dir(explicit)?;
+        let chosen = match explicit {
+            Some(d) if self.fn_dir => ChosenDir {
+                path: d.to_path_buf(),
+                origin: DirOrigin::Functions,
+            },
+            _ => self.cfg.choose_cache_dir(explicit)?,
+        };
         self.debug(format_args!(
             "cache dir {} (from {})",
             chosen.path.display(),
@@ -563,12 +574,21 @@ pub fn run_with(
     input: Input,
 ) -> ExitCode {
     let start = Instant::now();
+    let fn_dir = args.get(1).is_some_and(|a| a == FN_DIR_ARG);
+    if fn_dir {
+        args.remove(1);
+    }
     let Some((applet, prog)) = pick(&mut args) else {
         return root(&args, out);
     };
-    let code = run_applet(applet, &prog, &args, start, env, out, input);
+    let code = run_applet(applet, &prog, &args, start, fn_dir, env, out, input);
     flush_out(&prog, code, out)
 }
+
+/// `ffkit --fn-dir APPLET …`, hidden: the shell functions' calls (the
+/// wrappers' fallback, the builtin's in-process ones). Their `--dir` is the
+/// namespace's dir, which the function picked: [`Ctx::fn_dir`].
+pub const FN_DIR_ARG: &str = "--fn-dir";
 
 /// What identifies this build to the shell loader: the version and a
 /// fingerprint of the shell wrappers it embeds. The bash builtin and the
@@ -641,11 +661,13 @@ fn parse(
     cache[i].2.try_get_matches_from_mut(args)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn run_applet(
     applet: &'static Applet,
     prog: &str,
     args: &[OsString],
     start: Instant,
+    fn_dir: bool,
     env: &dyn Fn(&str) -> Option<OsString>,
     out: &mut Sink,
     input: Input,
@@ -653,7 +675,7 @@ fn run_applet(
     let parsed = match applet.argv {
         Argv::Clap => None,
         Argv::Own(run) => {
-            return run_parsed(applet, prog, start, env, out, input, &mut |ctx| {
+            return run_parsed(applet, prog, start, fn_dir, env, out, input, &mut |ctx| {
                 run(args, ctx)
             });
         }
@@ -665,6 +687,7 @@ fn run_applet(
             applet,
             prog,
             start,
+            fn_dir,
             env,
             out,
             input,
@@ -678,7 +701,7 @@ fn run_applet(
         Ok(m) => m,
         Err(e) => return clap_exit(prog, e, out),
     };
-    run_parsed(applet, prog, start, env, out, input, &mut |ctx| {
+    run_parsed(applet, prog, start, fn_dir, env, out, input, &mut |ctx| {
         (applet.run)(&matches, ctx)
     })
 }
@@ -735,10 +758,12 @@ pub fn run_direct(
     };
     let prog = format!("ffkit {name}");
     let mut call = Some(call);
+    // Only the builtin's shell functions make these calls: fn_dir.
     let code = run_parsed(
         applet,
         &prog,
         start,
+        true,
         env,
         out,
         input,
@@ -781,10 +806,12 @@ pub(crate) fn note_team_config(ctx: &Ctx) {
 }
 
 /// the applet's run (`body`), the self-timing row and the error line.
+#[allow(clippy::too_many_arguments)]
 fn run_parsed(
     applet: &'static Applet,
     prog: &str,
     start: Instant,
+    fn_dir: bool,
     env: &dyn Fn(&str) -> Option<OsString>,
     out: &mut Sink,
     input: Input,
@@ -802,10 +829,10 @@ fn run_parsed(
         "cache-size" | "cache-write" | "cache-read" | "cache-batch" | "cache-evict"
     ) {
         return crate::fsutil::without_signals(&[libc::SIGXFSZ], || {
-            run_parsed_body(applet, prog, start, env, out, input, body)
+            run_parsed_body(applet, prog, start, fn_dir, env, out, input, body)
         });
     }
-    run_parsed_body(applet, prog, start, env, out, input, body)
+    run_parsed_body(applet, prog, start, fn_dir, env, out, input, body)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -813,6 +840,7 @@ fn run_parsed_body(
     applet: &'static Applet,
     prog: &str,
     start: Instant,
+    fn_dir: bool,
     env: &dyn Fn(&str) -> Option<OsString>,
     out: &mut Sink,
     input: Input,
@@ -856,6 +884,7 @@ fn run_parsed_body(
         out: std::mem::replace(out, Sink::Buffer(Vec::new())),
         input,
         namespace_error,
+        fn_dir,
     };
     if matches!(applet.name, "lock-release" | "lock-status") {
         note_team_config(&ctx);

@@ -489,3 +489,78 @@ fn a_replaced_lock_file_leaks_no_descriptor() {
         assert_eq!(lines[1][1], lines[1][2], "{way}: replaced: {out}{err}");
     }
 }
+
+/// The shell functions' cache dir is their namespace's, a dir ffkit picks
+/// (docs/cache.md, "Which dir"): a symbolic link there, or a dir another
+/// user owns, is refused with one line and status 3 by every function on
+/// every path, as `ffkit cache-*` picking the same namespace refuses it.
+/// The wrappers passed it as `--dir`, a dir the user names, so every
+/// function followed the link (and the fallback's forkless
+/// `get_cache_size` read the index through it) where the binary said 3.
+#[test]
+fn a_namespace_cache_dir_ffkit_would_refuse_is_refused_by_every_function() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let calls = "for f in 'read_cache_with_ttl k' 'write_cache_with_metadata k2 v' \
+                 get_cache_size 'batch_read_cache k' \"enforce_cache_limits '' 1M\" \
+                 'cache_command -- echo ran'; do\n\
+                 eval \"$f\" >/dev/null 2>>\"$ERR\"; printf '%s ' $?; done";
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let real = t.join("real");
+        let o = Command::new(bin())
+            .args(["cache-write", "--dir"])
+            .arg(&real)
+            .args(["k", "v"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        fs::create_dir_all(t.join(".flowforge/dev-alice")).unwrap();
+        let ns = t.join(".flowforge/dev-alice/cache");
+        std::os::unix::fs::symlink(&real, &ns).unwrap();
+        let mut cases = vec![("a symbolic link", "is a symbolic link")];
+        if root {
+            cases.push(("another user's dir", "owned by uid 65534"));
+        } else {
+            crate::util::skip("not root: the other-owner case needs chown");
+        }
+        for (case, why) in cases {
+            if case == "another user's dir" {
+                fs::remove_file(&ns).unwrap();
+                fs::rename(&real, &ns).unwrap();
+                std::os::unix::fs::lchown(&ns, Some(65534), Some(65534)).unwrap();
+            }
+            let err = t.join("err");
+            let _ = fs::remove_file(&err);
+            let mut c = sh(way, t, t, calls);
+            c.env("FLOWFORGE_DEVELOPER", "alice").env("ERR", &err);
+            let o = output_within(c, way);
+            let (out, _) = text(&o);
+            let errs = fs::read_to_string(&err).unwrap_or_default();
+            assert_eq!(out, "3 3 3 3 3 3 ", "{way}, {case}: {errs}");
+            assert_eq!(errs.lines().count(), 6, "{way}, {case}: {errs}");
+            for l in errs.lines() {
+                assert!(
+                    l.contains("(from the shell functions' namespace)") && l.contains(why),
+                    "{way}, {case}: {l}"
+                );
+            }
+            let o = Command::new(bin())
+                .args(["cache-read", "k"])
+                .env("FLOWFORGE_DEVELOPER", "alice")
+                .current_dir(t)
+                .output()
+                .unwrap();
+            assert_eq!(o.status.code(), Some(3), "the binary, {case}");
+            let dir = if case == "a symbolic link" {
+                &real
+            } else {
+                &ns
+            };
+            assert!(!dir.join("k2").exists(), "{way}, {case}: written");
+            assert!(!t.join("ran").exists());
+        }
+    }
+}

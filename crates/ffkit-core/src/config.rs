@@ -475,6 +475,9 @@ pub enum DirOrigin {
     Xdg,
     /// `$HOME/.cache/ffkit`.
     Home,
+    /// A shell function's dir: its namespace's, which the function picked
+    /// (docs/shell.md, "Namespace").
+    Functions,
 }
 
 impl DirOrigin {
@@ -492,6 +495,7 @@ impl DirOrigin {
             DirOrigin::Namespace => "the FLOWFORGE_DEVELOPER namespace",
             DirOrigin::Xdg => "XDG_CACHE_HOME",
             DirOrigin::Home => "the default under HOME",
+            DirOrigin::Functions => "the shell functions' namespace",
         }
     }
 }

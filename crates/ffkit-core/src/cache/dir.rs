@@ -79,6 +79,9 @@ fn how_to_choose(origin: DirOrigin) -> &'static str {
     match origin {
         DirOrigin::Flag => "pass another --dir",
         DirOrigin::Env => "set FFKIT_CACHE_DIR to another dir",
+        DirOrigin::Functions => {
+            "the shell functions always use their namespace's dir: make it a directory of your own"
+        }
         _ => "name a dir of your own with --dir or FFKIT_CACHE_DIR",
     }
 }

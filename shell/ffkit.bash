@@ -62,7 +62,9 @@ _ffkit_remote() {
 }
 
 # _ffkit_run LOG ARGS...: runs the binary with ARGS, its metrics log set to
-# LOG (so every row of a wrapper-driven operation lands in one log).
+# LOG (so every row of a wrapper-driven operation lands in one log). The
+# cache functions' ARGS start with the hidden `--fn-dir`: their `--dir` is
+# the namespace's dir, checked as a dir ffkit picks (docs/cache.md).
 #
 # The old library was sourced, so it read plain shell variables, exported or
 # not. This is the one place that keeps that true: in a subshell (which the
@@ -108,9 +110,7 @@ _ffkit_run() {
         done
         set -- "${_ffkit_a[@]}"
     fi
-    # --fn-dir (hidden): a function's call, whose `--dir` is the namespace's
-    # dir it picked, checked as a dir ffkit picks (docs/cache.md).
-    ( _ffkit_exec "$_ffkit_l" "$_ffkit_strip" "$_ffkit_d" --fn-dir "$@" )
+    ( _ffkit_exec "$_ffkit_l" "$_ffkit_strip" "$_ffkit_d" "$@" )
 }
 
 # _ffkit_exec LOG STRIP DEV ARGS...: exports the variables _ffkit_run
@@ -627,7 +627,7 @@ get_cache_size() {
             fi
             ;;
     esac
-    _ffkit_run "$_ffkit_log" cache-size --dir "$_ffkit_dir" </dev/null
+    _ffkit_run "$_ffkit_log" --fn-dir cache-size --dir "$_ffkit_dir" </dev/null
 }
 
 # rebuild_size_index dev_id: recomputes the index by walking; prints the size.
@@ -636,7 +636,7 @@ rebuild_size_index() {
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns rebuild_size_index "${1-}" || return $?
-    _ffkit_run "$_ffkit_log" cache-size --dir "$_ffkit_dir" --rebuild </dev/null
+    _ffkit_run "$_ffkit_log" --fn-dir cache-size --dir "$_ffkit_dir" --rebuild </dev/null
 }
 
 # write_cache_with_metadata key value [ttl_seconds]: writes the entry and its
@@ -657,9 +657,9 @@ write_cache_with_metadata() {
     # In zsh a value may hold NUL bytes, which no argument can carry (the
     # kernel would cut it at the first): those go through the pipe too.
     if [[ ${#2} -gt 32000 || "$2" == "-" || ( -n ${ZSH_VERSION-} && $2 == *$'\0'* ) ]]; then
-        printf '%s' "$2" | _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" -
+        printf '%s' "$2" | _ffkit_run "$_ffkit_log" --fn-dir cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" -
     else
-        _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" "$2" </dev/null
+        _ffkit_run "$_ffkit_log" --fn-dir cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" "$2" </dev/null
     fi
 }
 
@@ -678,7 +678,7 @@ read_cache_with_ttl() {
     _ffkit_ns read_cache_with_ttl '' || return $?
     # The binary prints the newline too (--fn-newline): a reader that stops
     # early is its quiet EPIPE, never this shell's SIGPIPE (docs/shell.md).
-    _ffkit_run "$_ffkit_log" cache-read --dir "$_ffkit_dir" -q --fn-newline -- "$1" </dev/null || _ffkit_rc=$?
+    _ffkit_run "$_ffkit_log" --fn-dir cache-read --dir "$_ffkit_dir" -q --fn-newline -- "$1" </dev/null || _ffkit_rc=$?
     case $_ffkit_rc in
         0) ;;
         4) return 1 ;;
@@ -694,9 +694,9 @@ batch_write_cache() {
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns batch_write_cache '' || return $?
     if [[ $# -gt 0 ]]; then
-        _ffkit_run "$_ffkit_log" cache-batch --dir "$_ffkit_dir" <<<"$1"
+        _ffkit_run "$_ffkit_log" --fn-dir cache-batch --dir "$_ffkit_dir" <<<"$1"
     else
-        _ffkit_run "$_ffkit_log" cache-batch --dir "$_ffkit_dir"
+        _ffkit_run "$_ffkit_log" --fn-dir cache-batch --dir "$_ffkit_dir"
     fi
 }
 
@@ -708,7 +708,7 @@ batch_read_cache() {
     [[ $# -gt 0 ]] || return 0
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns batch_read_cache '' || return $?
-    _ffkit_run "$_ffkit_log" cache-batch --read --dir "$_ffkit_dir" -- "$@" </dev/null
+    _ffkit_run "$_ffkit_log" --fn-dir cache-batch --read --dir "$_ffkit_dir" -- "$@" </dev/null
 }
 
 # enforce_cache_limits dev_id max_bytes: evicts expired entries, then the
@@ -722,7 +722,7 @@ enforce_cache_limits() {
     fi
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns enforce_cache_limits "$1" || return $?
-    _ffkit_run "$_ffkit_log" cache-evict --dir "$_ffkit_dir" --max-bytes "$2" </dev/null
+    _ffkit_run "$_ffkit_log" --fn-dir cache-evict --dir "$_ffkit_dir" --max-bytes "$2" </dev/null
 }
 
 # clear_developer_cache dev_id: removes every entry of that cache.
@@ -731,7 +731,7 @@ clear_developer_cache() {
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns clear_developer_cache "${1-}" || return $?
-    _ffkit_run "$_ffkit_log" cache-evict --dir "$_ffkit_dir" --all </dev/null
+    _ffkit_run "$_ffkit_log" --fn-dir cache-evict --dir "$_ffkit_dir" --all </dev/null
 }
 
 # _ffkit_store_as FUNC KEY TTL [data]: writes data (standard input when
@@ -743,7 +743,7 @@ _ffkit_store_as() {
     fi
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns "$1" '' || return $?
-    _ffkit_run "$_ffkit_log" cache-write --dir "$_ffkit_dir" --ttl "$3" -- "$2" -
+    _ffkit_run "$_ffkit_log" --fn-dir cache-write --dir "$_ffkit_dir" --ttl "$3" -- "$2" -
 }
 
 # cache_provider_data provider [data]: caches data (standard input when
@@ -900,8 +900,8 @@ cache_command() {
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns cache_command '' || return $?
     case $1 in
-        -*) _ffkit_run "$_ffkit_log" cache-run --dir "$_ffkit_dir" "$@" ;;
-        *) _ffkit_run "$_ffkit_log" cache-run --dir "$_ffkit_dir" -- "$@" ;;
+        -*) _ffkit_run "$_ffkit_log" --fn-dir cache-run --dir "$_ffkit_dir" "$@" ;;
+        *) _ffkit_run "$_ffkit_log" --fn-dir cache-run --dir "$_ffkit_dir" -- "$@" ;;
     esac
 }
 

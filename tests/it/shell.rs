@@ -437,9 +437,9 @@ fn get_cache_size_reads_a_valid_index_without_starting_a_process() {
             .unwrap();
         assert_eq!(stub_calls(&log).len(), n + 1, "{shell} journal");
         let call = stub_calls(&log).pop().unwrap();
-        assert_eq!(call[0], b"cache-size");
+        assert_eq!(call[..2], [b"--fn-dir".to_vec(), b"cache-size".to_vec()]);
         assert_eq!(
-            call[1..3],
+            call[2..4],
             [b"--dir".to_vec(), r.cache().as_os_str().as_bytes().to_vec()]
         );
     }

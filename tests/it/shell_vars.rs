@@ -332,7 +332,8 @@ fn unexported_ff_debug_gives_the_binary_debug_lines() {
         ok(&out);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.contains("ffkit cache-size: debug: cache dir") && err.contains("(from --dir)"),
+            err.contains("ffkit cache-size: debug: cache dir")
+                && err.contains("(from the shell functions' namespace)"),
             "{shell}: {err}"
         );
     }

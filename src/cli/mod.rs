@@ -574,7 +574,10 @@ pub fn run_with(
     input: Input,
 ) -> ExitCode {
     let start = Instant::now();
-    let fn_dir = args.get(1).is_some_and(|a| a == FN_DIR_ARG);
+    // Only in the `ffkit --fn-dir APPLET` form: through a symlink named
+    // after an applet, the first argument is the applet's own.
+    let fn_dir = args.get(1).is_some_and(|a| a == FN_DIR_ARG)
+        && args.first().is_none_or(|a0| find(&file_stem(a0)).is_none());
     if fn_dir {
         args.remove(1);
     }

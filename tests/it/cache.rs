@@ -2445,3 +2445,51 @@ fn a_failed_link_is_reported_as_its_errno() {
         w.assert_exact();
     }
 }
+
+/// The hidden `--fn-dir` marks only the `ffkit --fn-dir APPLET …` form (the
+/// shell functions' calls). Through a symlink named after an applet the
+/// first argument is the applet's own: `cache-read --fn-dir --dir LINK k`
+/// was taken as the marker, and a dir the user named was refused as the
+/// shell functions' namespace (exit 3) instead of the option being unknown.
+#[test]
+fn fn_dir_marker_is_not_taken_from_an_applet_symlinks_arguments() {
+    let w = World::new();
+    let real = w.path().join("real");
+    w.cmd("cache-write")
+        .arg("--dir")
+        .arg(&real)
+        .args(["k", "v"])
+        .assert()
+        .success();
+    let link = w.path().join("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    // The marked form refuses the link, as the functions' dir.
+    let o = w
+        .link("ffkit")
+        .args(["--fn-dir", "cache-read", "--dir"])
+        .arg(&link)
+        .arg("k")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    // Through the applet's symlink `--fn-dir` is an argument like any other.
+    let o = w
+        .link("cache-read")
+        .args(["--fn-dir", "--dir"])
+        .arg(&link)
+        .arg("k")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("'--fn-dir'"), "{err}");
+    assert!(!err.contains("shell functions"), "{err}");
+    // A named link without the marker is followed (the user's choice).
+    w.link("cache-read")
+        .arg("--dir")
+        .arg(&link)
+        .arg("k")
+        .assert()
+        .success()
+        .stdout("v");
+}

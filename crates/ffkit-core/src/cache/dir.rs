@@ -80,7 +80,7 @@ fn how_to_choose(origin: DirOrigin) -> &'static str {
         DirOrigin::Flag => "pass another --dir",
         DirOrigin::Env => "set FFKIT_CACHE_DIR to another dir",
         DirOrigin::Functions => {
-            "the shell functions always use their namespace's dir: make it a directory of your own"
+            "make it a directory of your own: the shell functions always use their namespace's dir"
         }
         _ => "name a dir of your own with --dir or FFKIT_CACHE_DIR",
     }
@@ -104,6 +104,14 @@ mod tests {
             assert_eq!(e.exit_code(), 3);
             assert!(e.to_string().contains("writable by others"), "{e}");
         }
+        // The functions' advice reads as one sentence after "run chmod go-w
+        // on it, or".
+        let e = check(&d, DirOrigin::Functions).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("(run chmod go-w on it, or make it a directory of your own: "),
+            "{e}"
+        );
         fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
         let link = t.path().join("link");
         std::os::unix::fs::symlink(&d, &link).unwrap();

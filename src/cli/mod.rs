@@ -826,11 +826,16 @@ fn run_parsed(
     // every call: it must not end the shell), instead of SIGXFSZ ending
     // the process (153). Not around an applet that starts a command
     // (cache-run, lock-acquire, flock, perf-metrics time): a blocked
-    // signal is inherited across exec (docs/hardening.md).
-    if matches!(
-        applet.name,
-        "cache-size" | "cache-write" | "cache-read" | "cache-batch" | "cache-evict"
-    ) {
+    // signal is inherited across exec (docs/hardening.md). Only for the
+    // binary's stdout: the bash builtin (a `Sink::Buffer`) blocks SIGXFSZ
+    // and SIGPIPE around its whole call already (its `entry`), and a
+    // second mask here cost each of its calls 3 more system calls.
+    if matches!(out, Sink::Stdout)
+        && matches!(
+            applet.name,
+            "cache-size" | "cache-write" | "cache-read" | "cache-batch" | "cache-evict"
+        )
+    {
         return crate::fsutil::without_signals(&[libc::SIGXFSZ], || {
             run_parsed_body(applet, prog, start, fn_dir, env, out, input, body)
         });

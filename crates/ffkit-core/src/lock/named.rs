@@ -498,20 +498,16 @@ pub(crate) fn release(
     if let Some(rec) = holder::read_from(&f).filter(|r| r.kind == KIND_FD) {
         return release_fd_held(&f, path, rec, who, writable, compat);
     }
-    // A record overwritten while held (by hand, a stray `>`): the holder
-    // process is still there and says whose lock it keeps.
-    use std::os::unix::fs::MetadataExt;
     // Only a record whose holder process keeps this very file's lock: a
     // record copied from another name's file, or left by a holder killed
     // before another process took the file's lock, would end another
-    // lock's holder, or answer 0 while the lock stays held.
+    // lock's holder, or answer 0 while the lock stays held. A record
+    // overwritten while held: the holder process is still there and says
+    // whose lock it keeps ([`named_record`]).
     let m = f
         .metadata()
         .map_err(|e| Error::io("cannot inspect", path, e))?;
-    let rec = holder::read_from(&f)
-        .filter(|r| r.kind == KIND_NAMED && r.holds_kernel_lock(m.dev(), m.ino()))
-        .or_else(|| find_holder(&f));
-    let Some(rec) = rec else {
+    let Some(rec) = named_record(&f, &m) else {
         // Else a descriptor holder, found in /proc the same way.
         if let Some(rec) = find_fd_holder(&f, &who.as_pids) {
             return release_fd_held(&f, path, rec, who, writable, compat);
@@ -634,6 +630,17 @@ pub(crate) fn holder_keeps(pid: u32, dev: u64, ino: u64) -> bool {
     }
 }
 
+/// The named pair holding `f` (whose metadata is `m`): its record, if
+/// the holder process it names keeps this very file's lock, else the
+/// holder process found in `/proc` ([`find_holder`]: a record overwritten
+/// while held, by hand or a stray `>`).
+fn named_record(f: &File, m: &std::fs::Metadata) -> Option<Holder> {
+    use std::os::unix::fs::MetadataExt;
+    holder::read_from(f)
+        .filter(|r| r.kind == KIND_NAMED && r.holds_kernel_lock(m.dev(), m.ino()))
+        .or_else(|| find_holder(f))
+}
+
 /// The named lock's holder process keeping the kernel lock on `f`'s file,
 /// found without its record (overwritten while held): a
 /// [holder process](holder_processes) whose `LOCK_FD` is open on the same
@@ -695,10 +702,7 @@ fn unlinked_held(path: &Path, who: &Releaser) -> Option<File> {
         if m.nlink() != 0 || holder::fdinfo_lists_a_lock(pid, lock_fd) != Some(true) {
             continue;
         }
-        let owner = holder::read_from(&f)
-            .filter(|r| r.kind == KIND_NAMED && r.holds_kernel_lock(m.dev(), m.ino()))
-            .or_else(|| find_holder(&f));
-        if owner.is_some_and(|r| who.may_release(&r)) {
+        if named_record(&f, &m).is_some_and(|r| who.may_release(&r)) {
             return Some(f);
         }
         first.get_or_insert(f);

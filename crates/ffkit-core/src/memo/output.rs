@@ -195,25 +195,17 @@ impl Within {
     /// is the root of a mount of the cache's device that shows a directory
     /// of the cache (a bind mount of `.store`, `.cache-run` or a fan).
     fn holds(&self, at: &Path) -> bool {
-        use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags};
-        let root = StatxAttributes::MOUNT_ROOT;
         let mut a = at;
         loop {
             // `/` is a mount root of its own: never a bind mount's view.
             let Some(parent) = a.parent() else {
                 return false;
             };
-            if let Ok(x) =
-                rustix::fs::statx(CWD, a, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS)
-            {
-                let dev = libc::makedev(x.stx_dev_major, x.stx_dev_minor);
-                if (dev, x.stx_ino) == self.id {
+            if let Ok(x) = Stat::of(a) {
+                if (x.dev, x.ino) == self.id {
                     return true;
                 }
-                if dev == self.id.0
-                    && x.stx_attributes_mask.contains(root)
-                    && x.stx_attributes.contains(root)
-                    && self.dirs().contains(&x.stx_ino)
+                if x.dev == self.id.0 && x.mount_root == Some(true) && self.dirs().contains(&x.ino)
                 {
                     return true;
                 }

@@ -273,16 +273,8 @@ fn verdict_of(
     if len >= OLD_RECORD_MAX as u64 || (len == 0 && !follow) {
         return Ok(Verdict::Ours);
     }
-    let mtime = mtime()?;
-    let mtime = UNIX_EPOCH
-        + Duration::new(
-            u64::try_from(mtime.0).unwrap_or(0),
-            u32::try_from(mtime.1).unwrap_or(0),
-        );
-    // A file from the future counts as fresh.
-    let age = SystemTime::now()
-        .duration_since(mtime)
-        .unwrap_or(Duration::ZERO);
+    let (sec, nsec) = mtime()?;
+    let age = age_of(sec, nsec);
     let mut buf = [0u8; OLD_RECORD_MAX];
     // A file of the buffer's length or more is not an old-library record
     // ([`old_pid`]), whatever it holds (an ffkit record left by a killed
@@ -441,16 +433,21 @@ pub(crate) fn old_library_pid(f: impl AsFd) -> Option<u32> {
 pub(crate) fn old_library_holder(f: impl AsFd) -> Option<u32> {
     let pid = old_library_pid(&f)?;
     let st = rustix::fs::fstat(&f).ok()?;
+    let age = age_of(st.st_mtime as i64, st.st_mtime_nsec as i64);
+    old_record_holds(pid, age).then_some(pid)
+}
+
+/// How long ago a file's modification time (`sec`, `nsec`) was; a file
+/// from the future counts as fresh (zero).
+fn age_of(sec: i64, nsec: i64) -> Duration {
     let mtime = UNIX_EPOCH
         + Duration::new(
-            u64::try_from(st.st_mtime).unwrap_or(0),
-            u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+            u64::try_from(sec).unwrap_or(0),
+            u32::try_from(nsec).unwrap_or(0),
         );
-    // A file from the future counts as fresh, as in [`check`].
-    let age = SystemTime::now()
+    SystemTime::now()
         .duration_since(mtime)
-        .unwrap_or(Duration::ZERO);
-    old_record_holds(pid, age).then_some(pid)
+        .unwrap_or(Duration::ZERO)
 }
 
 #[cfg(test)]

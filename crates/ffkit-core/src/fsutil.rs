@@ -39,6 +39,18 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io("cannot create directory", dir, e))
 }
 
+/// Who besides its owner can write a file or dir of mode `mode`: `its
+/// group`, `others`, or `its group and others` (`None`: nobody). The one
+/// wording of every "writable by ..." refusal (a cache dir, a lock dir).
+pub fn writable_by(mode: u32) -> Option<&'static str> {
+    match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => Some("its group and others"),
+        (true, false) => Some("its group"),
+        (false, true) => Some("others"),
+        (false, false) => None,
+    }
+}
+
 /// Opens an existing file for reading without following a symlink.
 /// Anything but a regular file (a FIFO, directory, device or socket planted
 /// in the cache dir) is refused with [`not_regular`]; O_NONBLOCK keeps a

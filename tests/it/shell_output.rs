@@ -607,3 +607,31 @@ fn applets_that_run_a_command_answer_a_write_past_ulimit_f_with_exit_8() {
         assert_eq!(ours, [line; 4], "{way}: {out}{err}");
     }
 }
+
+/// `get_cache_size` records the same metrics rows on every path: none when
+/// it answered straight from a valid `.size-index` (what the fallback's
+/// forkless read does, starting no process and so recording nothing), one
+/// per call when it did more (`CACHE_SIZE_TRACKING=disabled`: a walk; a
+/// missing index: a rebuild). Before, the builtin recorded a row for each
+/// call, valid index or not, and the fallback none for those.
+#[test]
+fn get_cache_size_records_the_same_rows_on_every_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let script = "export CACHE_PERF_MONITORING=enabled CACHE_PERF_METRICS=$PWD/m.csv\n\
+             d=$PWD/.flowforge/cache\n\
+             rows() { n=$(grep -c ',get_cache_size,' m.csv); echo \"$1 $((n - seen)) $(wc -l <o)\"; seen=$n; }\n\
+             seen=0; write_cache_with_metadata k v || exit 1\n\
+             { get_cache_size; get_cache_size; get_cache_size; } >o; rows valid\n\
+             { CACHE_SIZE_TRACKING=disabled get_cache_size; CACHE_SIZE_TRACKING=disabled get_cache_size; } >o; rows walk\n\
+             rm \"$d/.size-index\"; get_cache_size >o 2>/dev/null; rows rebuilt\n\
+             get_cache_size >o; rows valid-again";
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(
+            out, "valid 0 3\nwalk 2 2\nrebuilt 1 1\nvalid-again 0 1\n",
+            "{way}: {err}"
+        );
+    }
+}

@@ -779,7 +779,8 @@ pub fn without_signals<T>(sigs: &[libc::c_int], f: impl FnOnce() -> T) -> T {
     // The signals this call blocked anew, for [`with_callers_mask`].
     let outer = BLOCKED_HERE.with(|b| b.get());
     // SAFETY: sigset_t is plain data; sigismember/sigaddset only read and
-    // set bits of the sets built here.
+    // set bits of the sets built here. libc, as above: these are the raw
+    // sets the calls around use (nix's SigSet offers no sigtimedwait).
     let mine = unsafe {
         let mut mine = outer.unwrap_or_else(|| {
             let mut none: libc::sigset_t = std::mem::zeroed();
@@ -845,7 +846,8 @@ pub fn with_callers_mask<T>(f: impl FnOnce() -> T) -> T {
     // SAFETY: `mine` is a signal set built by `without_signals`; a zero
     // timeout takes a signal of it only when pending; the mask changes
     // only for those signals, on this thread, and they are blocked again
-    // before returning.
+    // before returning. libc because neither nix 0.32 nor rustix (outside
+    // its runtime module) offers sigtimedwait, as in `without_signals`.
     unsafe {
         let zero = libc::timespec {
             tv_sec: 0,
@@ -855,7 +857,8 @@ pub fn with_callers_mask<T>(f: impl FnOnce() -> T) -> T {
         libc::pthread_sigmask(libc::SIG_UNBLOCK, &mine, std::ptr::null_mut());
     }
     let r = f();
-    // SAFETY: as above: blocks the same set again on this thread.
+    // SAFETY: as above (libc, the same raw set): blocks it again on this
+    // thread.
     unsafe {
         libc::pthread_sigmask(libc::SIG_BLOCK, &mine, std::ptr::null_mut());
     }

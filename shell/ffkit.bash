@@ -586,7 +586,10 @@ _ffkit_lock_drop() {
         while [[ $_ffkit_i -lt ${#_ffkit_lock_files[@]} ]]; do
             if [ "${_ffkit_lock_files[_ffkit_i]}" = "$_ffkit_file" ]; then
                 _ffkit_fd=${_ffkit_lock_fds[_ffkit_i]}
-                _ffkit_lock_call lock-release --fd "$_ffkit_fd" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
+                # A descriptor whose lock was released behind this
+                # shell's back is the builtin's verdict and line
+                # (lock::fd::lost_by_shell; `--function` words it as FUNC).
+                _ffkit_lock_call lock-release --fd "$_ffkit_fd" --function "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
                 # Closing the fd releases the lock even if lock-release failed.
                 exec {_ffkit_fd}<&-
                 _ffkit_lock_files[_ffkit_i]=

@@ -408,12 +408,8 @@ pub fn release(path: &Path, cfg: &Config) -> Result<()> {
         let owner = me.as_raw_nonzero().get() as u32;
         match fd::release_left_by_exec(path, owner, compat::Rule::of(cfg).follow)? {
             Some(Ok(())) => return Ok(()),
-            Some(Err(fd::NotHeld::NoLock)) => {
-                return Err(Error::LockFailed(format!(
-                    "{}: the lock was already gone (its descriptor was unlocked behind the shell's back, and another process holds it now)",
-                    path.display()
-                )));
-            }
+            // Released behind the shell's back: the fallback's answer too.
+            Some(Err(fd::NotHeld::NoLock)) => return Err(fd::lost_by_shell(path)),
             None => {}
         }
         // A named pair this shell took with the binary's `lock-acquire
@@ -452,12 +448,11 @@ pub fn release(path: &Path, cfg: &Config) -> Result<()> {
         // the next acquisition.
         Ok(()) if !e.follow => keep_idle(e),
         Ok(()) => drop(e.fd),
-        Err(fd::NotHeld::NoLock) => {
-            return Err(Error::LockFailed(format!(
-                "{}: the lock was already gone (its descriptor was unlocked behind the shell's back, and another process holds it now)",
-                path.display()
-            )));
-        }
+        // Released behind the shell's back (`lock-release --force`),
+        // whether the name is free now or another process holds it: exit 4,
+        // the fallback's verdict and line (the core's). Its descriptor is
+        // closed, as the fallback closes its own.
+        Err(fd::NotHeld::NoLock) => return Err(fd::lost_by_shell(path)),
     }
     Ok(())
 }

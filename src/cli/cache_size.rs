@@ -176,6 +176,14 @@ fn exec(
         )));
     }
     let report = store.size(ctx.cfg.size_tracking, a.json)?;
+    // The shell function `get_cache_size` records a row only when it did
+    // more than read a valid index (a walk, a rebuild, a journal finished):
+    // the fallback's forkless read of that index starts no process and
+    // records none, so the builtin's in-process call and the fallback's
+    // binary call (both `fn_dir`) record none either (docs/shell.md).
+    if ctx.fn_dir && report.from_index {
+        ctx.metric = None;
+    }
     if let Some(why) = report.rebuilt {
         ctx.note(format_args!(
             "size index {why} in {}: rebuilt by walking the cache dir",

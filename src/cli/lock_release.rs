@@ -64,7 +64,7 @@ pub(super) fn command() -> Command {
                 .hide(true)
                 .help("For shell/ffkit.bash: release NAME as shell function FUNC does, refusals in its words")
                 .requires("target")
-                .conflicts_with_all(["fd", "force", "dotlock", "quiet"]),
+                .conflicts_with_all(["force", "dotlock", "quiet"]),
         )
 }
 
@@ -99,6 +99,7 @@ pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         function: function.is_some(),
         ..Default::default()
     })?;
+    let function = function.map(String::as_str);
     if let Some(fd) = a.fd {
         let path = match &a.target {
             Some(t) => Some(lock::resolve(
@@ -111,19 +112,24 @@ pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         };
         let owner = a.owner.unwrap_or_else(lock::parent_pid);
         let delete = super::lock_args::deletes_at_release(a.target.as_deref(), &ctx.cfg);
+        if let (Some(func), Some(path)) = (function, &path) {
+            // The fallback's `release_critical_lock NAME` of its own
+            // descriptor: a descriptor holding no lock any more is the
+            // builtin's verdict and line (`lock::fd::lost_by_shell`).
+            let r = lock::fd::release(fd, Some(path), owner, delete)
+                .and_then(|r| r.map_err(|lock::fd::NotHeld::NoLock| lock::fd::lost_by_shell(path)));
+            return Ok(in_function_words(func, r));
+        }
         return unlock_fd(fd, delete, path.as_deref(), owner, a.quiet);
     }
     let target = a.target.unwrap_or_default();
     if let Some(func) = function {
         let path = lock::resolve(&target, &ctx.cfg, a.lock_dir.as_deref(), a.session)?;
         let shell = a.owner.unwrap_or_else(lock::parent_pid);
-        return match lock::release::for_shell(&path, shell, ctx.cfg.old_library) {
-            Ok(()) => Ok(ExitCode::SUCCESS),
-            Err(e) => {
-                eprintln!("ffkit.bash: {func}: {}", super::one_line(&e));
-                Ok(ExitCode::from(e.exit_code()))
-            }
-        };
+        return Ok(in_function_words(
+            func,
+            lock::release::for_shell(&path, shell, ctx.cfg.old_library),
+        ));
     }
     release_named(
         ctx,
@@ -138,4 +144,16 @@ pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
         },
         a.quiet,
     )
+}
+
+/// A release made for shell function `func` (`--function`): its refusal is
+/// one line prefixed `ffkit.bash: FUNC: `, as the builtin prints it.
+fn in_function_words(func: &str, r: Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ffkit.bash: {func}: {}", super::one_line(&e));
+            ExitCode::from(e.exit_code())
+        }
+    }
 }

@@ -820,22 +820,19 @@ fn run_parsed(
     input: Input,
     body: &mut dyn FnMut(&mut Ctx) -> Result<ExitCode>,
 ) -> ExitCode {
-    // The cache applets that run no command: a write past `ulimit -f`
-    // (a value, a temp, the index, the metrics row) fails with EFBIG, exit
-    // 8 and one line, as in the bash builtin (which blocks SIGXFSZ around
-    // every call: it must not end the shell), instead of SIGXFSZ ending
-    // the process (153). Not around an applet that starts a command
-    // (cache-run, lock-acquire, flock, perf-metrics time): a blocked
-    // signal is inherited across exec (docs/hardening.md). Only for the
-    // binary's stdout: the bash builtin (a `Sink::Buffer`) blocks SIGXFSZ
-    // and SIGPIPE around its whole call already (its `entry`), and a
-    // second mask here cost each of its calls 3 more system calls.
-    if matches!(out, Sink::Stdout)
-        && matches!(
-            applet.name,
-            "cache-size" | "cache-write" | "cache-read" | "cache-batch" | "cache-evict"
-        )
-    {
+    // Every applet: a write past `ulimit -f` (a value, a temp, the index,
+    // a holder record, a metrics row, a replayed or passed-through output
+    // on stdout) fails with EFBIG, exit 8 and one line, as in the bash
+    // builtin (which blocks SIGXFSZ around every call: it must not end the
+    // shell), instead of SIGXFSZ ending the process (153). The applets
+    // that start a command (cache-run, lock-acquire, flock, perf-metrics
+    // time) start it through `fsutil::with_callers_mask`, so it inherits
+    // the mask ffkit was started with, not this one (a blocked signal
+    // survives exec; docs/hardening.md). Only for the binary's stdout: the
+    // bash builtin (a `Sink::Buffer`) blocks SIGXFSZ and SIGPIPE around
+    // its whole call already (its `entry`), and a second mask here cost
+    // each of its calls 3 more system calls.
+    if matches!(out, Sink::Stdout) {
         return crate::fsutil::without_signals(&[libc::SIGXFSZ], || {
             run_parsed_body(applet, prog, start, fn_dir, env, out, input, body)
         });

@@ -165,7 +165,8 @@ fn a_cache_dir_writable_by_others_is_refused() {
         assert_eq!(out.status.code(), Some(3), "{what}: {err}");
         assert!(out.stdout.is_empty(), "{what}: read a planted value");
         assert!(
-            err.contains("writable by others") && err.contains("chmod go-w"),
+            err.contains("writable by its group and others (mode 777)")
+                && err.contains("chmod go-w"),
             "{what}: {err}"
         );
         assert_eq!(err.lines().count(), 1, "{what}: {err}");

@@ -463,6 +463,59 @@ fn a_lock_whose_file_was_deleted_or_replaced_while_held_is_released_with_status_
     assert_eq!(text(&o.stdout), "0\n0\n2\n", "{}", text(&o.stderr));
 }
 
+/// A shell's own release of a lock another process force-released
+/// (`ffkit lock-release --force NAME`) behind its back gets one verdict on
+/// every path: exit 4 and one line, `not held by this shell (its lock was
+/// released behind its back: …)`, whether the name is free by then or
+/// another process holds it; the other holder keeps its lock, a free name
+/// stays free, and the shell's table forgets the name (taking it again
+/// works). Critical and session locks alike. Before, the builtin answered
+/// 0 (it took the free lock again to release it) or 9 (`the lock was
+/// already gone`), the fallback and zsh 4 with the binary's `(fd N): holds
+/// no lock`.
+#[test]
+fn a_release_after_another_process_force_released_the_lock_is_4_on_every_path() {
+    let sc = Sc::new();
+    let line = |f: &Path, func: &str| {
+        format!(
+            "ffkit.bash: {func}: {}: not held by this shell (its lock was released behind its back: lock-release --force or an unlock of its descriptor)\n",
+            f.display()
+        )
+    };
+    let s = |n: &str| sc.locks().join("sessions").join(format!("{n}.lock"));
+    let want_err = [
+        line(&sc.file("t"), "release_critical_lock"),
+        line(&sc.file("u"), "release_critical_lock"),
+        line(&s("t"), "release_session_lock"),
+        line(&s("u"), "release_session_lock"),
+    ]
+    .concat();
+    let script = "for k in critical session; do\n\
+         if [ $k = critical ]; then acq() { acquire_critical_lock \"$1\"; }; rel() { release_critical_lock \"$1\"; }; S=\n\
+         else acq() { acquire_session_lock '' \"$1\"; }; rel() { release_session_lock '' \"$1\"; }; S=--session; fi\n\
+         acq t || exit 1\n\
+         \"$FFKIT_BIN\" lock-release $S --force t || exit 1\n\
+         rc=0; rel t || rc=$?; echo \"free $rc\"\n\
+         \"$FFKIT_BIN\" lock-status $S t >/dev/null; echo \"status $?\"\n\
+         LOCK_TIMEOUT=0; rc=0; acq t || rc=$?; echo \"again $rc\"; rel t; echo \"released $?\"\n\
+         acq u || exit 1\n\
+         \"$FFKIT_BIN\" lock-release $S --force u || exit 1\n\
+         \"$FFKIT_BIN\" lock-acquire $S u || exit 1\n\
+         rc=0; rel u || rc=$?; echo \"other $rc\"\n\
+         \"$FFKIT_BIN\" lock-status $S u >/dev/null; echo \"status $?\"\n\
+         \"$FFKIT_BIN\" lock-release $S u; echo \"pair $?\"\n\
+         done";
+    let one = "free 4\nstatus 1\nagain 0\nreleased 0\nother 4\nstatus 0\npair 0\n";
+    for path in paths() {
+        let o = sc.run(path, script);
+        assert_eq!(
+            (text(&o.stdout), text(&o.stderr)),
+            (one.repeat(2), want_err.clone()),
+            "{path}"
+        );
+    }
+}
+
 /// Item 4: a release refused because a shell this one runs under holds the
 /// lock says one line, byte for byte the same on every path (the builtin,
 /// the fallback, zsh), for a lock taken by the function, by the shell's

@@ -518,3 +518,120 @@ fn an_output_larger_than_the_memory_left_fails_the_call_not_the_shell() {
         "ffkit cache-read: cannot write standard output: out of memory\n".repeat(2)
     );
 }
+
+/// `cache-run` (and `cache_command`, which runs it), `lock-acquire FILE --
+/// CMD` and `flock` no longer end by SIGXFSZ (153) when they write past
+/// `ulimit -f` themselves: `cache-run`'s output, a miss's passed on or a
+/// hit's replayed, stops at the limit with exit 8 and one line, as every
+/// other applet's write does; `lock-acquire`'s metrics row appended to a
+/// log past the limit and `flock --verbose`'s lines are lost (as every
+/// applet's row is), and the exit is the command's. The command itself is
+/// started as a direct start would be: it still dies by SIGXFSZ writing
+/// past the limit (153, the same bytes as a direct `seq`), with the same
+/// blocked and ignored signals. On every path: the builtin, the fallback,
+/// zsh, and the binary run from each.
+#[test]
+fn applets_that_run_a_command_answer_a_write_past_ulimit_f_with_exit_8() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let script = "export CACHE_PERF_MONITORING=enabled CACHE_PERF_METRICS=$PWD/m.csv\n\
+             i=0; while [ $i -lt 100 ]; do echo 1700000000,x,0.1; i=$((i+1)); done >m.csv\n\
+             sig() { grep -E '^Sig(Blk|Ign)' /proc/self/status | tr '\\n' ' '; }\n\
+             ulimit -f 1\n\
+             seq 100000 >direct; echo \"direct $? $(wc -c <direct)\"\n\
+             for n in 1 2; do cache_command -- seq 100000 >fn$n; echo \"cache_command $? $(wc -c <fn$n)\"; done\n\
+             for n in 1 2; do \"$FFKIT_BIN\" cache-run --dir \"$PWD/r\" -- seq 100000 >run$n; echo \"cache-run $? $(wc -c <run$n)\"; done\n\
+             \"$FFKIT_BIN\" lock-acquire L.lock -- seq 100000 >lk; echo \"lock-acquire-cmd $? $(wc -c <lk)\"\n\
+             \"$FFKIT_BIN\" flock L.lock seq 100000 >fl; echo \"flock-cmd $? $(wc -c <fl)\"\n\
+             \"$FFKIT_BIN\" lock-acquire L.lock -- true; echo \"lock-acquire-row $?\"\n\
+             \"$FFKIT_BIN\" flock --verbose L.lock true >>fl; echo \"flock-verbose $? $(wc -c <fl)\"\n\
+             echo \"direct-sig $(sig)\"\n\
+             echo \"lock-sig $(\"$FFKIT_BIN\" lock-acquire L.lock -- grep -E '^Sig(Blk|Ign)' /proc/self/status | tr '\\n' ' ')\"\n\
+             echo \"flock-sig $(\"$FFKIT_BIN\" flock L.lock grep -E '^Sig(Blk|Ign)' /proc/self/status | tr '\\n' ' ')\"\n\
+             echo \"run-sig $(\"$FFKIT_BIN\" cache-run --dir \"$PWD/r\" -- grep -E '^Sig(Blk|Ign)' /proc/self/status | tr '\\n' ' ')\"";
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        let got: std::collections::HashMap<&str, Vec<&str>> = out
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .fold(Default::default(), |mut m, (k, v)| {
+                m.entry(k).or_default().push(v);
+                m
+            });
+        let one = |k: &str| got.get(k).map(|v| v.join("|")).unwrap_or_default();
+        let direct = one("direct");
+        let (code, size) = direct.split_once(' ').unwrap();
+        assert_eq!(code, "153", "{way}: {out}{err}");
+        let limit: u64 = size.parse().unwrap();
+        assert!(limit > 0 && limit < 100_000, "{way}: {out}");
+        let eight = format!("8 {limit}|8 {limit}");
+        assert_eq!(one("cache_command"), eight, "{way}: {out}{err}");
+        assert_eq!(one("cache-run"), eight, "{way}: {out}{err}");
+        assert_eq!(
+            one("lock-acquire-cmd"),
+            format!("153 {limit}"),
+            "{way}: {out}{err}"
+        );
+        assert_eq!(
+            one("flock-cmd"),
+            format!("153 {limit}"),
+            "{way}: {out}{err}"
+        );
+        assert_eq!(one("lock-acquire-row"), "0", "{way}: {out}{err}");
+        assert_eq!(
+            one("flock-verbose"),
+            format!("0 {limit}"),
+            "{way}: {out}{err}"
+        );
+        // SigBlk exactly; SigIgn but for glibc's two internal signals (32,
+        // 33), which its posix_spawn (std's way for lock-acquire and
+        // flock) leaves ignored in the child, before this change as after.
+        let masks = |k: &str| -> Vec<u64> {
+            one(k)
+                .split_whitespace()
+                .filter_map(|w| u64::from_str_radix(w, 16).ok())
+                .collect::<Vec<u64>>()
+                .chunks(2)
+                .flat_map(|c| [c[0], c.get(1).copied().unwrap_or(0) & !0x1_8000_0000])
+                .collect()
+        };
+        let sig = masks("direct-sig");
+        assert_eq!(sig.len(), 2, "{way}: {out}");
+        for k in ["lock-sig", "flock-sig", "run-sig"] {
+            assert_eq!(masks(k), sig, "{way}: {k}: {out}");
+        }
+        // (The shell's own report of the direct `seq`'s death aside.)
+        let ours: Vec<&str> = err.lines().filter(|l| l.contains("ffkit")).collect();
+        let line = "ffkit cache-run: cannot write the command's output: File too large";
+        assert_eq!(ours, [line; 4], "{way}: {out}{err}");
+    }
+}
+
+/// `get_cache_size` records the same metrics rows on every path: none when
+/// it answered straight from a valid `.size-index` (what the fallback's
+/// forkless read does, starting no process and so recording nothing), one
+/// per call when it did more (`CACHE_SIZE_TRACKING=disabled`: a walk; a
+/// missing index: a rebuild). Before, the builtin recorded a row for each
+/// call, valid index or not, and the fallback none for those.
+#[test]
+fn get_cache_size_records_the_same_rows_on_every_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let script = "export CACHE_PERF_MONITORING=enabled CACHE_PERF_METRICS=$PWD/m.csv\n\
+             d=$PWD/.flowforge/cache\n\
+             rows() { n=$(grep -c ',get_cache_size,' m.csv); echo \"$1 $((n - seen)) $(wc -l <o)\"; seen=$n; }\n\
+             seen=0; write_cache_with_metadata k v || exit 1\n\
+             { get_cache_size; get_cache_size; get_cache_size; } >o; rows valid\n\
+             { CACHE_SIZE_TRACKING=disabled get_cache_size; CACHE_SIZE_TRACKING=disabled get_cache_size; } >o; rows walk\n\
+             rm \"$d/.size-index\"; get_cache_size >o 2>/dev/null; rows rebuilt\n\
+             get_cache_size >o; rows valid-again";
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(
+            out, "valid 0 3\nwalk 2 2\nrebuilt 1 1\nvalid-again 0 1\n",
+            "{way}: {err}"
+        );
+    }
+}

@@ -564,3 +564,93 @@ fn a_namespace_cache_dir_ffkit_would_refuse_is_refused_by_every_function() {
         }
     }
 }
+
+/// A namespace dir others cannot write but its group can (mode 0770) is
+/// refused (exit 3) saying "writable by its group", not "by others"; 0707
+/// says "by others" and 0777 "by its group and others": the one wording
+/// (`fsutil::writable_by`) on every path, for the namespace's cache dir
+/// (shell functions and the binary) and for a per-user lock dir in a
+/// shared place (`$XDG_RUNTIME_DIR/ffkit`). Before, every mode said
+/// "writable by others".
+#[test]
+fn a_dir_writable_by_its_group_or_by_others_is_refused_in_the_modes_words() {
+    use std::os::unix::fs::PermissionsExt;
+    let cases = [
+        (0o770, "writable by its group (mode 770)"),
+        (0o707, "writable by others (mode 707)"),
+        (0o777, "writable by its group and others (mode 777)"),
+    ];
+    for way in ways() {
+        for (mode, words) in cases {
+            let tmp = tempfile::tempdir().unwrap();
+            let t = tmp.path();
+            let repo = t.join("repo");
+            git_init(&repo);
+            let ns = repo.join(".flowforge/dev-alice/cache");
+            fs::create_dir_all(&ns).unwrap();
+            fs::set_permissions(&ns, fs::Permissions::from_mode(mode)).unwrap();
+            let rt = t.join("rt");
+            fs::create_dir_all(rt.join("ffkit")).unwrap();
+            fs::set_permissions(&rt, fs::Permissions::from_mode(0o700)).unwrap();
+            fs::set_permissions(rt.join("ffkit"), fs::Permissions::from_mode(mode)).unwrap();
+            let mut c = sh(
+                way,
+                t,
+                &repo,
+                "rc=0; read_cache_with_ttl k || rc=$?; echo $rc\n\
+                 cd \"$OUT\" || exit 1; unset FLOWFORGE_DEVELOPER\n\
+                 rc=0; LOCK_TIMEOUT=0 acquire_critical_lock x || rc=$?; echo $rc",
+            );
+            c.env("FLOWFORGE_DEVELOPER", "alice")
+                .env("XDG_RUNTIME_DIR", &rt)
+                .env("OUT", t);
+            let o = output_within(c, way);
+            let (out, err) = text(&o);
+            assert_eq!(out, "3\n3\n", "{way} {mode:o}: {err}");
+            let lines: Vec<&str> = err.lines().collect();
+            assert_eq!(lines.len(), 2, "{way} {mode:o}: {err}");
+            assert!(
+                lines[0].contains(&format!(
+                    "cache dir {} (from the shell functions' namespace): {words}",
+                    ns.display()
+                )),
+                "{way} {mode:o}: {err}"
+            );
+            assert!(
+                lines[1].contains(&format!("lock dir {}: {words}", rt.join("ffkit").display())),
+                "{way} {mode:o}: {err}"
+            );
+            if way == "builtin" {
+                // The binary, once per mode.
+                let o = Command::new(bin())
+                    .args(["cache-read", "k"])
+                    .env("FLOWFORGE_DEVELOPER", "alice")
+                    .env("HOME", t)
+                    .current_dir(&repo)
+                    .output()
+                    .unwrap();
+                let err = String::from_utf8_lossy(&o.stderr);
+                assert_eq!(o.status.code(), Some(3), "{err}");
+                assert!(err.contains(words), "{mode:o}: {err}");
+                let lock = |args: &[&str]| {
+                    Command::new(bin())
+                        .args(args)
+                        .env_remove("FLOWFORGE_DEVELOPER")
+                        .env_remove("FFKIT_LOCK_DIR")
+                        .env("HOME", t)
+                        .env("XDG_RUNTIME_DIR", &rt)
+                        .current_dir(t)
+                        .output()
+                        .unwrap()
+                };
+                let o = lock(&["lock-acquire", "-n", "x"]);
+                if o.status.success() {
+                    lock(&["lock-release", "x"]);
+                }
+                let err = String::from_utf8_lossy(&o.stderr);
+                assert_eq!(o.status.code(), Some(3), "{err}");
+                assert!(err.contains(words), "{mode:o}: {err}");
+            }
+        }
+    }
+}

@@ -39,6 +39,18 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::io("cannot create directory", dir, e))
 }
 
+/// Who besides its owner can write a file or dir of mode `mode`: `its
+/// group`, `others`, or `its group and others` (`None`: nobody). The one
+/// wording of every "writable by ..." refusal (a cache dir, a lock dir).
+pub fn writable_by(mode: u32) -> Option<&'static str> {
+    match (mode & 0o020 != 0, mode & 0o002 != 0) {
+        (true, true) => Some("its group and others"),
+        (true, false) => Some("its group"),
+        (false, true) => Some("others"),
+        (false, false) => None,
+    }
+}
+
 /// Opens an existing file for reading without following a symlink.
 /// Anything but a regular file (a FIFO, directory, device or socket planted
 /// in the cache dir) is refused with [`not_regular`]; O_NONBLOCK keeps a
@@ -746,7 +758,8 @@ fn wait_for(fd: std::os::fd::BorrowedFd<'_>, what: rustix::event::PollFlags) {
 /// before, so one pending now was raised by `f`. Three system calls
 /// (block, sigpending, restore), a fourth only to take one back. A child
 /// started meanwhile inherits the mask (std does not reset it): start it
-/// with [`BeforeExec::EmptyMask`].
+/// with [`BeforeExec::EmptyMask`], or through [`with_callers_mask`], which
+/// gives it the mask this thread had before.
 pub fn without_signals<T>(sigs: &[libc::c_int], f: impl FnOnce() -> T) -> T {
     // SAFETY: sigset_t is plain data that sigemptyset/sigaddset initialise;
     // pthread_sigmask and sigpending read and change only this thread's
@@ -763,7 +776,27 @@ pub fn without_signals<T>(sigs: &[libc::c_int], f: impl FnOnce() -> T) -> T {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
         old
     };
+    // The signals this call blocked anew, for [`with_callers_mask`].
+    let outer = BLOCKED_HERE.with(|b| b.get());
+    // SAFETY: sigset_t is plain data; sigismember/sigaddset only read and
+    // set bits of the sets built here. libc, as above: these are the raw
+    // sets the calls around use (nix's SigSet offers no sigtimedwait).
+    let mine = unsafe {
+        let mut mine = outer.unwrap_or_else(|| {
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            none
+        });
+        for &s in sigs {
+            if libc::sigismember(&old, s) != 1 {
+                libc::sigaddset(&mut mine, s);
+            }
+        }
+        mine
+    };
+    BLOCKED_HERE.with(|b| b.set(Some(mine)));
     let r = f();
+    BLOCKED_HERE.with(|b| b.set(outer));
     // SAFETY: reads the sets built above; `take` holds only signals this
     // call blocked, and a zero timeout takes one only when pending. Then
     // the mask saved above is restored.
@@ -787,6 +820,47 @@ pub fn without_signals<T>(sigs: &[libc::c_int], f: impl FnOnce() -> T) -> T {
             while libc::sigtimedwait(&take, std::ptr::null_mut(), &zero) > 0 {}
         }
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    r
+}
+
+thread_local! {
+    /// The signals [`without_signals`] calls running on this thread blocked
+    /// that were not blocked before them (`None`: no such call runs).
+    static BLOCKED_HERE: std::cell::Cell<Option<libc::sigset_t>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Runs `f` — the start (spawn or exec) of a command — with the signals
+/// that [`without_signals`] calls on this thread blocked unblocked again,
+/// so the command inherits the mask this thread had before them, as it
+/// would from a direct start (an applet that starts a command blocks
+/// SIGXFSZ for its own writes: a blocked signal survives fork and exec).
+/// One of them raised meanwhile by our own write (which failed with EFBIG
+/// or EPIPE already) is taken back first, so unblocking it cannot end
+/// this process. Blocked again afterwards. Outside such a call, just `f`.
+pub fn with_callers_mask<T>(f: impl FnOnce() -> T) -> T {
+    let Some(mine) = BLOCKED_HERE.with(|b| b.get()) else {
+        return f();
+    };
+    // SAFETY: `mine` is a signal set built by `without_signals`; a zero
+    // timeout takes a signal of it only when pending; the mask changes
+    // only for those signals, on this thread, and they are blocked again
+    // before returning. libc because neither nix 0.32 nor rustix (outside
+    // its runtime module) offers sigtimedwait, as in `without_signals`.
+    unsafe {
+        let zero = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        while libc::sigtimedwait(&mine, std::ptr::null_mut(), &zero) > 0 {}
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &mine, std::ptr::null_mut());
+    }
+    let r = f();
+    // SAFETY: as above (libc, the same raw set): blocks it again on this
+    // thread.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &mine, std::ptr::null_mut());
     }
     r
 }

@@ -65,9 +65,9 @@ pub fn check(dir: &Path, origin: DirOrigin) -> Result<bool> {
         )));
     }
     let mode = m.permissions().mode() & 0o7777;
-    if mode & 0o022 != 0 {
+    if let Some(who) = crate::fsutil::writable_by(mode) {
         return Err(Error::Permission(format!(
-            "cache dir {} (from {}): writable by others (mode {mode:o}), who could plant entries; refused (run chmod go-w on it, or {how})",
+            "cache dir {} (from {}): writable by {who} (mode {mode:o}), who could plant entries; refused (run chmod go-w on it, or {how})",
             dir.display(),
             origin.describe(),
         )));
@@ -102,7 +102,11 @@ mod tests {
         for o in [DirOrigin::Xdg, DirOrigin::Flag, DirOrigin::Env] {
             let e = check(&d, o).unwrap_err();
             assert_eq!(e.exit_code(), 3);
-            assert!(e.to_string().contains("writable by others"), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("writable by its group and others (mode 777)"),
+                "{e}"
+            );
         }
         // The functions' advice reads as one sentence after "run chmod go-w
         // on it, or".

@@ -113,6 +113,12 @@ pub struct SizeReport {
     pub source: Source,
     /// Set when the index was missing or invalid and was rebuilt; says which.
     pub rebuilt: Option<&'static str>,
+    /// The number is the index file's as it was, read without a lock, a
+    /// journal to finish or a walk ([`Cache::size_bytes`]'s fast path):
+    /// what the shell functions' forkless `get_cache_size` reads, which
+    /// records no metrics row (docs/shell.md, "Hot paths without
+    /// processes"), so neither does such a read in the builtin.
+    pub from_index: bool,
 }
 
 /// The answer of [`Cache::verify`].
@@ -817,6 +823,7 @@ impl Cache {
                 totals: Totals::default(),
                 source,
                 rebuilt: None,
+                from_index: false,
             });
         }
         if !tracking {
@@ -825,6 +832,7 @@ impl Cache {
                 totals: s.totals,
                 source: Source::Walk,
                 rebuilt: None,
+                from_index: false,
             });
         }
         // The count is read under the shared lock (it is rewritten in
@@ -839,6 +847,7 @@ impl Cache {
                         totals: t,
                         source: Source::Index,
                         rebuilt: None,
+                        from_index: false,
                     });
                 }
             }
@@ -854,6 +863,7 @@ impl Cache {
                     totals: s.totals,
                     source: Source::Walk,
                     rebuilt: None,
+                    from_index: false,
                 });
             }
             Err(e) => return Err(e),
@@ -862,6 +872,7 @@ impl Cache {
             totals: r.totals,
             source: Source::Index,
             rebuilt: r.rebuilt,
+            from_index: false,
         })
     }
 
@@ -881,6 +892,7 @@ impl Cache {
                 totals,
                 source: Source::Index,
                 rebuilt: None,
+                from_index: true,
             });
         }
         self.size(true)

@@ -231,6 +231,7 @@ impl Store {
                 totals: r.conn()?.size()?,
                 source: Source::Index,
                 rebuilt: None,
+                from_index: false,
             }),
         }
     }

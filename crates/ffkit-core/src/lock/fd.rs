@@ -409,6 +409,22 @@ pub enum NotHeld {
     NoLock,
 }
 
+/// A shell function's release (`release_critical_lock NAME`) of the lock
+/// it took through its descriptor on `path`, when that descriptor holds no
+/// lock any more ([`NotHeld::NoLock`]: another process force-released it,
+/// `ffkit lock-release --force NAME`, whether the name is free now or held
+/// by someone else): exit 4, `not held by this shell`, with why. One
+/// verdict and one line for the builtin ([`release_in_process`]) and the
+/// fallback (`lock-release --fd N --function FUNC NAME`, [`release`]),
+/// both of which ask the kernel (`/proc/self/fdinfo/N`) whether the
+/// descriptor still holds it.
+pub fn lost_by_shell(path: &Path) -> Error {
+    Error::NotFound(format!(
+        "{}: not held by this shell (its lock was released behind its back: lock-release --force or an unlock of its descriptor)",
+        path.display()
+    ))
+}
+
 /// Releases the lock held through the caller's descriptor `fd` (checked: a
 /// descriptor holding no lock is [`NotHeld`]); with `path`, `fd` must be
 /// open on it. Clears `owner`'s record first, while still exclusive; with
@@ -457,11 +473,12 @@ pub fn release(
 
 /// [`release`] for the descriptor [`acquire_in_process`] locked (the caller
 /// knows it is open on the lock file, having checked device and inode with
-/// fstat just before). It first re-asserts the exclusive lock without
-/// waiting — a no-op on the description that holds it — so the record is
-/// cleared only while this description really holds the file exclusively:
-/// when another process holds it now (ours was unlocked behind our back),
-/// nothing is touched and the answer is [`NotHeld`]. Then the record is
+/// fstat just before). It first asks the kernel whether this description
+/// still holds a lock (`/proc/self/fdinfo/N`, as [`release`] does), so the
+/// record is cleared only while it really holds the file exclusively: when
+/// its lock was released behind the shell's back (another process holds
+/// the name now, or nobody does), nothing is touched and the answer is
+/// [`NotHeld`] ([`lost_by_shell`]). Then the record is
 /// cleared (only an exclusive holder ever writes it, so it is the one
 /// [`acquire_in_process`] wrote; `len`: the file's length, if the caller
 /// knows it, which spares a fstat) and `method` unlocked.
@@ -474,9 +491,19 @@ pub fn release_in_process(
     len: Option<u64>,
 ) -> Result<std::result::Result<(), NotHeld>> {
     let b = kernel::borrow(fd).map_err(|e| fd_error(fd, "cannot inspect", e))?;
-    if !kernel::try_lock_fd_with(fd, Kind::Exclusive, method)
-        .map_err(|e| fd_error(fd, "cannot inspect", e))?
-    {
+    // The kernel's word, as the fallback's release asks it ([`release`]):
+    // a lock released behind the shell's back is not taken again here,
+    // whether the name is free now or another process holds it
+    // ([`lost_by_shell`]). The description this shell locked exclusively
+    // and that still lists a lock holds it exclusively.
+    // Without /proc, re-asserting the exclusive lock without waiting (a
+    // no-op on the description that holds it) is all there is to ask.
+    let held = match fdinfo_lists_a_lock(fd) {
+        Ok(held) => held,
+        Err(_) => kernel::try_lock_fd_with(fd, Kind::Exclusive, method)
+            .map_err(|e| fd_error(fd, "cannot inspect", e))?,
+    };
+    if !held {
         return Ok(Err(NotHeld::NoLock));
     }
     clear_or_remove(b, path, len);

@@ -211,11 +211,11 @@ fn check_private(dir: &Path, uid: u32) -> Result<()> {
             m.uid()
         )));
     }
-    if m.permissions().mode() & 0o022 != 0 {
+    let mode = m.permissions().mode() & 0o7777;
+    if let Some(who) = crate::fsutil::writable_by(mode) {
         return Err(Error::Permission(format!(
-            "lock dir {}: writable by others (mode {:o}); refused",
+            "lock dir {}: writable by {who} (mode {mode:o}); refused",
             dir.display(),
-            m.permissions().mode() & 0o7777
         )));
     }
     Ok(())

@@ -257,7 +257,7 @@ fn start_holder(f: &File, watch: &Watch, remove: Option<&Path>) -> io::Result<Ch
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     crate::fsutil::before_exec(&mut cmd, crate::fsutil::BeforeExec::Holder { keep });
-    cmd.spawn()
+    crate::fsutil::with_callers_mask(|| cmd.spawn())
 }
 
 /// The holder process ([`HOLDER_ARG`]; `args` are the arguments after it):

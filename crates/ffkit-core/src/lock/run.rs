@@ -115,7 +115,7 @@ pub fn run(prog: &Program, opts: Options<'_>) -> Ended {
     let Some(mut cmd) = prog.command() else {
         return not_started(io::Error::from(io::ErrorKind::NotFound));
     };
-    let mut child = match cmd.spawn() {
+    let mut child = match crate::fsutil::with_callers_mask(|| cmd.spawn()) {
         Ok(c) => c,
         Err(e) => return not_started(e),
     };
@@ -175,7 +175,7 @@ fn wait_beating(pid: u32, every: Duration, beat: &mut dyn FnMut()) {
 /// Replaces this process with `prog` (`-F`); returns only on failure.
 pub fn exec(prog: &Program) -> Ended {
     match prog.command() {
-        Some(mut c) => not_started(c.exec()),
+        Some(mut c) => not_started(crate::fsutil::with_callers_mask(|| c.exec())),
         None => not_started(io::Error::from(io::ErrorKind::NotFound)),
     }
 }

@@ -181,7 +181,7 @@ where
     };
     die_with_parent(&mut cmd);
     let started = Instant::now();
-    let spawned = cmd.spawn();
+    let spawned = crate::fsutil::with_callers_mask(|| cmd.spawn());
     // The command holds the write end of a merged pipe: drop ours, or its
     // end of file never comes.
     drop(cmd);

@@ -711,7 +711,7 @@ impl<'a> Memo<'a> {
         // None of our descriptors but 0-2: a pipe a caller passed us as fd
         // 3 must not wait for the refresh.
         crate::fsutil::before_exec(&mut cmd, crate::fsutil::BeforeExec::CloseFrom3);
-        cmd.spawn().is_ok()
+        crate::fsutil::with_callers_mask(|| cmd.spawn()).is_ok()
     }
 
     /// The body of the detached refresh: in its own session, with the

@@ -643,7 +643,7 @@ pub fn run_leased(
         None => (None, None),
     };
     cmd.process_group(shared.map_or(0, |g| g as i32));
-    let mut child = match cmd.spawn() {
+    let mut child = match crate::fsutil::with_callers_mask(|| cmd.spawn()) {
         Ok(c) => c,
         Err(e) => {
             if let Some(a) = armed.take() {

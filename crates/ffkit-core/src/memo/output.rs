@@ -654,7 +654,8 @@ struct Walk<'a> {
 /// checked to be the inode stat'ed. So a directory swapped for a symlink
 /// while the tree is stored (a process the command left behind, another
 /// user in a world-writable directory of the tree) is never listed or
-/// read where the link points: the run is not cached ([`changed`]). One
+/// read where the link points: the directory is stored as it was when
+/// opened, or the run is not cached ([`changed`]). One
 /// descriptor per level of the current path at most (a directory's goes
 /// when its last child is opened); a tree deeper than the descriptor
 /// limit fails with EMFILE, and the run is not cached.

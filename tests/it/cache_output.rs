@@ -2950,6 +2950,56 @@ fn a_tree_deeper_than_the_descriptor_limit_is_not_cached_and_a_chain_is_stored()
     assert_exact_with_store(&w, "after the chain");
 }
 
+/// Continues a process stopped by [`stopped_at`] when dropped, also if the
+/// test fails before.
+struct Cont(rustix::process::Pid);
+
+impl Drop for Cont {
+    fn drop(&mut self) {
+        let _ = rustix::process::kill_process(self.0, rustix::process::Signal::CONT);
+    }
+}
+
+/// `run`'s `--output out` call of [`BUILT`] under `strace -f`, which stops
+/// it (SIGSTOP) once its `when`-th `syscall` that names `dir` (`-P`: by
+/// its path or a descriptor of it) has returned; waits for that stop.
+/// The process is the test's (started through strace, not reaped while
+/// stopped), continued when the [`Cont`] goes.
+fn stopped_at(w: &World, dir: &str, syscall: &str, when: u32) -> (std::process::Child, Cont) {
+    let trace = w.path().join("trace");
+    let mut c = Command::new("strace");
+    w.isolate(&mut c);
+    c.args(["-f", "-o"])
+        .arg(&trace)
+        .arg("-P")
+        .arg(fs::canonicalize(w.path().join(dir)).unwrap())
+        .args([
+            "-e",
+            &format!("trace={syscall}"),
+            "-e",
+            &format!("inject={syscall}:signal=SIGSTOP:when={when}"),
+        ])
+        .arg(bin())
+        .args(["cache-run", "--ttl", "0", "--output", "out", "--"])
+        .args(["sh", "-c", BUILT])
+        .current_dir(w.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    // `PID --- stopped by SIGSTOP ---`: the group stop strace reports.
+    let mut stopped = None;
+    until("ffkit is stopped", || {
+        stopped = fs::read_to_string(&trace).ok().and_then(|t| {
+            t.lines()
+                .find(|l| l.ends_with("--- stopped by SIGSTOP ---"))
+                .and_then(|l| l.split_whitespace().next()?.parse::<i32>().ok())
+        });
+        stopped.is_some()
+    });
+    let cont = Cont(stopped.and_then(rustix::process::Pid::from_raw).unwrap());
+    (child, cont)
+}
+
 /// The swap of
 /// [`a_directory_swapped_for_a_symlink_while_stored_never_stores_what_the_link_leads_to`]
 /// at one chosen moment, without timing: ffkit runs under `strace`, which
@@ -2968,46 +3018,7 @@ fn a_directory_swapped_for_a_symlink_once_it_is_listed_is_stored_as_it_was() {
     let w = World::new();
     let secret = tempfile::tempdir().unwrap();
     let marker = a_tree_and_a_secret_beside(&w, secret.path());
-    let sub = fs::canonicalize(w.path().join("out/sub")).unwrap();
-    let trace = w.path().join("trace");
-    let mut c = Command::new("strace");
-    w.isolate(&mut c);
-    c.args(["-f", "-o"])
-        .arg(&trace)
-        .arg("-P")
-        .arg(&sub)
-        .args([
-            "-e",
-            "trace=getdents64",
-            "-e",
-            "inject=getdents64:signal=SIGSTOP:when=1",
-        ])
-        .arg(bin())
-        .args(["cache-run", "--ttl", "0", "--output", "out", "--"])
-        .args(["sh", "-c", BUILT])
-        .current_dir(w.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = c.spawn().unwrap();
-    // `PID --- stopped by SIGSTOP ---`: the group stop strace reports.
-    let mut stopped = None;
-    until("ffkit is stopped listing out/sub", || {
-        stopped = fs::read_to_string(&trace).ok().and_then(|t| {
-            t.lines()
-                .find(|l| l.ends_with("--- stopped by SIGSTOP ---"))
-                .and_then(|l| l.split_whitespace().next()?.parse::<i32>().ok())
-        });
-        stopped.is_some()
-    });
-    /// Continues the stopped process when dropped, also if the test
-    /// fails before.
-    struct Cont(rustix::process::Pid);
-    impl Drop for Cont {
-        fn drop(&mut self) {
-            let _ = rustix::process::kill_process(self.0, rustix::process::Signal::CONT);
-        }
-    }
-    let cont = Cont(stopped.and_then(rustix::process::Pid::from_raw).unwrap());
+    let (child, cont) = stopped_at(&w, "out/sub", "getdents64", 1);
     // The directory is open and being listed: now the symlink takes its name.
     rustix::fs::renameat_with(
         rustix::fs::CWD,
@@ -3036,4 +3047,40 @@ fn a_directory_swapped_for_a_symlink_once_it_is_listed_is_stored_as_it_was() {
         assert_eq!(got, format!("public {i}\n"));
     }
     assert_exact_with_store(&w, "after the swap");
+}
+
+/// A file of the tree replaced (another inode renamed over its name)
+/// between the walk's `statx` of it and its opening: strace stops ffkit
+/// after its second `statx` in `out/sub` (the first checks the directory
+/// opened, the second is `f000`'s), and the test renames a file from
+/// outside the tree over `out/sub/f000`. The walk recorded `f000`'s mode,
+/// mtime and inode (its hard-link group) from the `statx`, so bytes of
+/// another inode are not that file: not cached (`changed while it was
+/// stored`, one line), nothing stored, and the next call runs again.
+#[test]
+fn a_file_replaced_between_its_stat_and_its_opening_is_not_cached() {
+    if !need("strace", "the swap at a chosen system call") {
+        return;
+    }
+    let w = World::new();
+    let secret = tempfile::tempdir().unwrap();
+    a_tree_and_a_secret_beside(&w, secret.path());
+    fs::write(w.path().join("other"), "another file\n").unwrap();
+    let (child, cont) = stopped_at(&w, "out/sub", "statx", 2);
+    fs::rename(w.path().join("other"), w.path().join("out/sub/f000")).unwrap();
+    drop(cont);
+    let o = child.wait_with_output().unwrap();
+    let err = stderr_of(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "built\n");
+    assert!(
+        err.contains("not cached: out/sub/f000: changed while it was stored"),
+        "{err}"
+    );
+    assert_eq!(err.lines().filter(|l| !l.is_empty()).count(), 1, "{err}");
+    assert!(blobs(&w.cache()).is_empty(), "nothing stored");
+    let o = run(&w, &["--output", "out"], BUILT).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(runs(&w), 2, "the first run was not cached");
+    assert_exact_with_store(&w, "after the replaced file");
 }

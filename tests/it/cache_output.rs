@@ -2717,3 +2717,370 @@ fn a_path_that_became_a_mount_point_is_a_miss_not_a_failure() {
     assert_eq!(runs(&w), 3, "a hit once the mount is gone");
     assert_exact_with_store(&w, "after the mount");
 }
+
+/// A child test process of this binary, killed by its parent's guard.
+struct Swapper(std::process::Child);
+
+impl Drop for Swapper {
+    fn drop(&mut self) {
+        // Our own child, not yet waited for: its pid cannot be reused.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether a blob in the store holds `marker`.
+fn a_blob_holds(w: &World, marker: &[u8]) -> Option<PathBuf> {
+    blobs(&w.cache())
+        .into_iter()
+        .find(|b| fs::read(b).is_ok_and(|c| c.windows(marker.len()).any(|x| x == marker)))
+}
+
+/// A command that leaves `out` as it is (made by the test).
+const BUILT: &str = "echo run >> runs; echo built";
+
+/// `out/sub` (200 files) and `aside`, a symlink to a directory outside the
+/// working directory holding files of the same names with a secret, made
+/// in `w`; the secret's marker.
+fn a_tree_and_a_secret_beside(w: &World, secret: &Path) -> String {
+    let marker = format!(
+        "ffkit-secret-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let sub = w.path().join("out/sub");
+    fs::create_dir_all(&sub).unwrap();
+    for i in 0..200 {
+        let n = format!("f{i:03}");
+        fs::write(sub.join(&n), format!("public {i}\n")).unwrap();
+        fs::write(secret.join(&n), format!("{marker} {i}\n")).unwrap();
+    }
+    symlink(secret, w.path().join("aside")).unwrap();
+    marker
+}
+
+/// Puts the directory back at `out/sub` (and the symlink at `aside`) if
+/// the swapper left them exchanged.
+fn unswap(w: &World) {
+    if is_symlink(&w.path().join("out/sub")) {
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            w.path().join("out/sub"),
+            rustix::fs::CWD,
+            w.path().join("aside"),
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .unwrap();
+    }
+}
+
+/// The child half of
+/// [`a_directory_swapped_for_a_symlink_while_stored_never_stores_what_the_link_leads_to`]:
+/// does nothing unless FFKIT_TEST_SWAP names a directory; there it
+/// exchanges `out/sub` and `aside` (`renameat2(RENAME_EXCHANGE)`) as fast
+/// as it can, until one is gone (the test's directory removed) or it is
+/// killed. `swapping` says it has started.
+#[test]
+fn swapper_child() {
+    let Some(dir) = std::env::var_os("FFKIT_TEST_SWAP") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let (a, b) = (dir.join("out/sub"), dir.join("aside"));
+    for n in 0u64.. {
+        let swapped = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &a,
+            rustix::fs::CWD,
+            &b,
+            rustix::fs::RenameFlags::EXCHANGE,
+        );
+        if swapped.is_err() {
+            return;
+        }
+        if n == 1000 {
+            fs::write(dir.join("swapping"), "").unwrap();
+        }
+    }
+}
+
+/// A process the command left behind (here one the test owns) swaps a
+/// directory of the output with a symlink to a directory outside the
+/// working directory, as fast as it can, while runs are stored. The store
+/// walked the tree by paths from the working directory, so a directory
+/// stat'ed as one and swapped before its files were opened was listed and
+/// read where the link pointed: the secret files' bytes were stored as
+/// `sub/fNNN`, and every later hit restored them into the tree (in the
+/// first run, nearly always). By descriptors, each name is looked up in
+/// the directory the walk stat'ed and opened: a run is stored with the
+/// tree's own files (or `sub` as a link, stored verbatim), or not cached
+/// (`changed while it was stored`, one line); never a secret byte in a
+/// blob or a restored file, and the index stays exact.
+#[test]
+fn a_directory_swapped_for_a_symlink_while_stored_never_stores_what_the_link_leads_to() {
+    let w = World::new();
+    let secret = tempfile::tempdir().unwrap();
+    let marker = a_tree_and_a_secret_beside(&w, secret.path());
+    let swapper = Swapper(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "cache_output::swapper_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("FFKIT_TEST_SWAP", w.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    until("the swapper swaps", || w.path().join("swapping").exists());
+    let (mut stored, mut refused) = (0, 0);
+    for i in 0..40 {
+        let o = run(&w, &["--force", "--output", "out"], BUILT)
+            .output()
+            .unwrap();
+        if let Some(b) = a_blob_holds(&w, marker.as_bytes()) {
+            panic!(
+                "run {i} ({stored} stored, {refused} refused before): blob {} holds the secret",
+                b.display()
+            );
+        }
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "built\n");
+        let err = stderr_of(&o);
+        if err.is_empty() {
+            stored += 1;
+        } else {
+            assert!(
+                err.contains("not cached") && err.contains("out/sub: changed while it was stored"),
+                "{err}"
+            );
+            assert_eq!(stderr_lines(&o).len(), 1, "{err}");
+            refused += 1;
+        }
+    }
+    drop(swapper);
+    eprintln!("{stored} runs stored, {refused} not cached");
+    assert!(stored > 0, "no run was stored: nothing to restore");
+    unswap(&w);
+    // A hit: the last stored run's tree, restored.
+    let o = run(&w, &["--output", "out"], BUILT).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(runs(&w), 40, "a hit");
+    for (p, item) in snapshot(&w.path().join("out")) {
+        if let Item::File { content, .. } = item {
+            let holds = content
+                .windows(marker.len())
+                .any(|x| x == marker.as_bytes());
+            assert!(!holds, "restored {p} holds the secret");
+        }
+    }
+    assert_exact_with_store(&w, "after the swaps");
+}
+
+/// `ffkit cache-run --ttl 0 --output out -- sh -c SCRIPT` with at most
+/// `nofile` descriptors (`ulimit -n`).
+fn run_with_nofile(w: &World, nofile: u32, script: &str) -> std::process::Output {
+    let mut c = Command::new("sh");
+    w.isolate(&mut c);
+    c.current_dir(w.path())
+        .args(["-c", &format!("ulimit -n {nofile} && exec \"$@\""), "sh"])
+        .arg(bin())
+        .args([
+            "cache-run",
+            "--ttl",
+            "0",
+            "--output",
+            "out",
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg(script);
+    c.output().unwrap()
+}
+
+/// The store holds a descriptor per level of the path it walks (a
+/// directory's goes once its last child is opened): a tree whose open
+/// levels outnumber the descriptor limit is not cached (EMFILE, one line;
+/// the run's output and status pass, and the next call runs again), while
+/// a chain of single directories as deep is stored (two descriptors at a
+/// time) and restored.
+#[test]
+fn a_tree_deeper_than_the_descriptor_limit_is_not_cached_and_a_chain_is_stored() {
+    let w = World::new();
+    // 100 levels, each a directory `a` and a file `z` after it: every
+    // level stays open while `a` is walked.
+    let wide = "echo run >> runs; rm -rf out; d=out; i=0; while [ $i -lt 100 ]; do \
+        mkdir -p $d/a; : > $d/z; d=$d/a; i=$((i+1)); done; echo made";
+    for n in 1..=2 {
+        let o = run_with_nofile(&w, 64, wide);
+        let err = stderr_of(&o);
+        assert_eq!(o.status.code(), Some(0), "{err}");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n");
+        assert!(
+            err.contains("not cached") && err.contains("Too many open files"),
+            "{err}"
+        );
+        assert_eq!(stderr_lines(&o).len(), 1, "{err}");
+        assert_eq!(runs(&w), n, "never a hit");
+    }
+    assert!(blobs(&w.cache()).is_empty(), "nothing stored");
+    assert_exact_with_store(&w, "after the deep tree");
+    // A chain of 100 directories, a file at the bottom.
+    let chain = "echo run >> runs; rm -rf out; mkdir -p out/$(printf 'b/%.0s' $(seq 100)); \
+        echo deep > out/$(printf 'b/%.0s' $(seq 100))f; echo made";
+    let o = run_with_nofile(&w, 64, chain);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(stderr_of(&o), "", "stored");
+    let before = snapshot(&w.path().join("out"));
+    // Without the limit: removing the replaced tree holds a descriptor
+    // per level too.
+    let o = run(&w, &["--output", "out"], chain).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(stderr_of(&o), "");
+    assert_eq!(runs(&w), 3, "a hit");
+    assert_eq!(snapshot(&w.path().join("out")), before, "restored whole");
+    assert_exact_with_store(&w, "after the chain");
+}
+
+/// Continues a process stopped by [`stopped_at`] when dropped, also if the
+/// test fails before.
+struct Cont(rustix::process::Pid);
+
+impl Drop for Cont {
+    fn drop(&mut self) {
+        let _ = rustix::process::kill_process(self.0, rustix::process::Signal::CONT);
+    }
+}
+
+/// `run`'s `--output out` call of [`BUILT`] under `strace -f`, which stops
+/// it (SIGSTOP) once its `when`-th `syscall` that names `dir` (`-P`: by
+/// its path or a descriptor of it) has returned; waits for that stop.
+/// The process is the test's (started through strace, not reaped while
+/// stopped), continued when the [`Cont`] goes.
+fn stopped_at(w: &World, dir: &str, syscall: &str, when: u32) -> (std::process::Child, Cont) {
+    let trace = w.path().join("trace");
+    let mut c = Command::new("strace");
+    w.isolate(&mut c);
+    c.args(["-f", "-o"])
+        .arg(&trace)
+        .arg("-P")
+        .arg(fs::canonicalize(w.path().join(dir)).unwrap())
+        .args([
+            "-e",
+            &format!("trace={syscall}"),
+            "-e",
+            &format!("inject={syscall}:signal=SIGSTOP:when={when}"),
+        ])
+        .arg(bin())
+        .args(["cache-run", "--ttl", "0", "--output", "out", "--"])
+        .args(["sh", "-c", BUILT])
+        .current_dir(w.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    // `PID --- stopped by SIGSTOP ---`: the group stop strace reports.
+    let mut stopped = None;
+    until("ffkit is stopped", || {
+        stopped = fs::read_to_string(&trace).ok().and_then(|t| {
+            t.lines()
+                .find(|l| l.ends_with("--- stopped by SIGSTOP ---"))
+                .and_then(|l| l.split_whitespace().next()?.parse::<i32>().ok())
+        });
+        stopped.is_some()
+    });
+    let cont = Cont(stopped.and_then(rustix::process::Pid::from_raw).unwrap());
+    (child, cont)
+}
+
+/// The swap of
+/// [`a_directory_swapped_for_a_symlink_while_stored_never_stores_what_the_link_leads_to`]
+/// at one chosen moment, without timing: ffkit runs under `strace`, which
+/// stops it (SIGSTOP) at its first `getdents64` of `out/sub` (`-P`), i.e.
+/// once `sub` was stat'ed as a directory and opened; the test then swaps
+/// `sub` for the symlink and continues it (SIGCONT to that process, which
+/// the test started through strace and strace has not reaped). By paths,
+/// every file of `sub` was then stat'ed and read through the link (the
+/// secret stored, then restored into the tree by the hit); by
+/// descriptors, the run is stored with `sub`'s own files.
+#[test]
+fn a_directory_swapped_for_a_symlink_once_it_is_listed_is_stored_as_it_was() {
+    if !need("strace", "the swap at a chosen system call") {
+        return;
+    }
+    let w = World::new();
+    let secret = tempfile::tempdir().unwrap();
+    let marker = a_tree_and_a_secret_beside(&w, secret.path());
+    let (child, cont) = stopped_at(&w, "out/sub", "getdents64", 1);
+    // The directory is open and being listed: now the symlink takes its name.
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        w.path().join("out/sub"),
+        rustix::fs::CWD,
+        w.path().join("aside"),
+        rustix::fs::RenameFlags::EXCHANGE,
+    )
+    .unwrap();
+    assert!(is_symlink(&w.path().join("out/sub")));
+    drop(cont);
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "built\n");
+    if let Some(b) = a_blob_holds(&w, marker.as_bytes()) {
+        panic!("blob {} holds the secret", b.display());
+    }
+    // Stored, whole: the hit restores `sub` as the directory it was.
+    assert!(!stderr_of(&o).contains("not cached"), "{}", stderr_of(&o));
+    let o = run(&w, &["--output", "out"], BUILT).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(runs(&w), 1, "a hit");
+    assert!(!is_symlink(&w.path().join("out/sub")));
+    for i in 0..200 {
+        let got = fs::read_to_string(w.path().join(format!("out/sub/f{i:03}"))).unwrap();
+        assert_eq!(got, format!("public {i}\n"));
+    }
+    assert_exact_with_store(&w, "after the swap");
+}
+
+/// A file of the tree replaced (another inode renamed over its name)
+/// between the walk's `statx` of it and its opening: strace stops ffkit
+/// after its second `statx` in `out/sub` (the first checks the directory
+/// opened, the second is `f000`'s), and the test renames a file from
+/// outside the tree over `out/sub/f000`. The walk recorded `f000`'s mode,
+/// mtime and inode (its hard-link group) from the `statx`, so bytes of
+/// another inode are not that file: not cached (`changed while it was
+/// stored`, one line), nothing stored, and the next call runs again.
+#[test]
+fn a_file_replaced_between_its_stat_and_its_opening_is_not_cached() {
+    if !need("strace", "the swap at a chosen system call") {
+        return;
+    }
+    let w = World::new();
+    let secret = tempfile::tempdir().unwrap();
+    a_tree_and_a_secret_beside(&w, secret.path());
+    fs::write(w.path().join("other"), "another file\n").unwrap();
+    let (child, cont) = stopped_at(&w, "out/sub", "statx", 2);
+    fs::rename(w.path().join("other"), w.path().join("out/sub/f000")).unwrap();
+    drop(cont);
+    let o = child.wait_with_output().unwrap();
+    let err = stderr_of(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "built\n");
+    assert!(
+        err.contains("not cached: out/sub/f000: changed while it was stored"),
+        "{err}"
+    );
+    assert_eq!(err.lines().filter(|l| !l.is_empty()).count(), 1, "{err}");
+    assert!(blobs(&w.cache()).is_empty(), "nothing stored");
+    let o = run(&w, &["--output", "out"], BUILT).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(runs(&w), 2, "the first run was not cached");
+    assert_exact_with_store(&w, "after the replaced file");
+}

@@ -8,6 +8,10 @@
 //!   many entries use it; written to `.store/.tmp-*` and renamed into place
 //!   under the cache lock, so a crash never leaves half a blob under a
 //!   final name.
+//! - The walk ([`walk`]): by directory descriptors from the working
+//!   directory down, each node stat'ed and opened by its name in its
+//!   directory's descriptor and checked to be the inode stat'ed, so a
+//!   directory swapped for a symlink while stored is never followed.
 //! - The manifest: one JSON blob per run (paths, kinds, modes, mtimes, blob
 //!   names, symlink targets verbatim, hard-link groups), named in the
 //!   entry's header (`outputs`), so an entry and its outputs are one commit.
@@ -31,7 +35,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{DirEntryExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -533,6 +537,7 @@ struct Stat {
     dev: u64,
     ino: u64,
     nlink: u32,
+    size: u64,
     mtime: i64,
     nsec: u32,
     /// The root of a mount (`STATX_ATTR_MOUNT_ROOT`); `None` when the
@@ -541,15 +546,35 @@ struct Stat {
 }
 
 impl Stat {
+    /// `p` from the working directory, not following a last symlink.
     fn of(p: &Path) -> io::Result<Stat> {
-        use rustix::fs::{AtFlags, CWD, StatxAttributes, StatxFlags};
-        let x = rustix::fs::statx(CWD, p, AtFlags::SYMLINK_NOFOLLOW, StatxFlags::BASIC_STATS)?;
+        Stat::at(rustix::fs::CWD, p)
+    }
+
+    /// `name` in the directory `dir`, not following a symlink there.
+    fn at<P: rustix::path::Arg>(dir: BorrowedFd<'_>, name: P) -> io::Result<Stat> {
+        Stat::statx(dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+    }
+
+    /// What the descriptor `fd` is open on.
+    fn of_fd(fd: BorrowedFd<'_>) -> io::Result<Stat> {
+        Stat::statx(fd, "", rustix::fs::AtFlags::EMPTY_PATH)
+    }
+
+    fn statx<P: rustix::path::Arg>(
+        dir: BorrowedFd<'_>,
+        name: P,
+        flags: rustix::fs::AtFlags,
+    ) -> io::Result<Stat> {
+        use rustix::fs::{StatxAttributes, StatxFlags};
+        let x = rustix::fs::statx(dir, name, flags, StatxFlags::BASIC_STATS)?;
         let root = StatxAttributes::MOUNT_ROOT;
         Ok(Stat {
             mode: x.stx_mode.into(),
             dev: libc::makedev(x.stx_dev_major, x.stx_dev_minor),
             ino: x.stx_ino,
             nlink: x.stx_nlink,
+            size: x.stx_size,
             mtime: x.stx_mtime.tv_sec,
             nsec: x.stx_mtime.tv_nsec,
             mount_root: x
@@ -562,10 +587,78 @@ impl Stat {
     fn kind(&self) -> u32 {
         self.mode & libc::S_IFMT
     }
+
+    fn id(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+}
+
+/// A file or directory of an output that is no longer the one the walk
+/// stat'ed (rewritten, grown, or its name given to another object: a
+/// directory swapped for a symlink): the run is not cached.
+fn changed(path: &Path) -> Error {
+    Error::General(format!("{}: changed while it was stored", path.display()))
+}
+
+/// Opens `name` in `dir` (`flags`, never following a symlink): a symlink
+/// (or a non-directory where `O_DIRECTORY` asks for one) at a name the
+/// walk stat'ed as something else is [`changed`]. `what` words any other
+/// error. The caller checks that it got the inode it stat'ed.
+fn open_at(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    flags: rustix::fs::OFlags,
+    path: &Path,
+    what: &'static str,
+) -> Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    use rustix::io::Errno;
+    let flags = flags | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::LOOP | Errno::NOTDIR) => Err(changed(path)),
+        Err(e) => Err(Error::io(what, path, e.into())),
+    }
+}
+
+/// A directory of the walk whose children are still to be walked: held
+/// open so that they are stat'ed and opened in it, never by a path that a
+/// symlink put in place meanwhile would lead elsewhere.
+struct Level {
+    fd: OwnedFd,
+    path: PathBuf,
+    rel: String,
+    dev: u64,
+    /// Its children's names, the smallest last (popped first).
+    names: Vec<String>,
+}
+
+/// The walk of one output: its nodes so far and where new blobs go.
+struct Walk<'a> {
+    root: &'a Path,
+    store: &'a Path,
+    pending: &'a mut Pending,
+    names: &'a mut HashSet<String>,
+    nodes: Vec<Node>,
+    /// Files with more than one link, by (device, inode): their first node.
+    inodes: HashMap<(u64, u64), usize>,
 }
 
 /// Walks one output (never following a symlink, never entering a mount),
 /// writing the blobs the store lacks to temp files.
+///
+/// By descriptors: the directory holding the output is opened from the
+/// working directory one name at a time (`O_NOFOLLOW`: a symlink put on
+/// the way is refused), and every node is stat'ed, opened or read by its
+/// name in its directory's descriptor, each opened directory and file
+/// checked to be the inode stat'ed. So a directory swapped for a symlink
+/// while the tree is stored (a process the command left behind, another
+/// user in a world-writable directory of the tree) is never listed or
+/// read where the link points: the directory is stored as it was when
+/// opened, or the run is not cached ([`changed`]). One
+/// descriptor per level of the current path at most (a directory's goes
+/// when its last child is opened); a tree deeper than the descriptor
+/// limit fails with EMFILE, and the run is not cached.
 ///
 /// A mount point anywhere in the tree, the path itself included, is
 /// refused (the run is not cached), like a FIFO: its files are another
@@ -583,24 +676,106 @@ fn walk(
     pending: &mut Pending,
     names: &mut HashSet<String>,
 ) -> Result<Vec<Node>> {
-    let mut nodes = Vec::new();
-    let mut inodes: HashMap<(u64, u64), usize> = HashMap::new();
-    // (path on disk, relative name, the device of the directory holding it)
-    let mut stack = vec![(root.to_path_buf(), String::new(), None)];
-    while let Some((path, rel, parent_dev)) = stack.pop() {
-        let m = match Stat::of(&path) {
+    let mut w = Walk {
+        root,
+        store,
+        pending,
+        names,
+        nodes: Vec::new(),
+        inodes: HashMap::new(),
+    };
+    // `check_paths` made sure of both.
+    let n = normal(root);
+    let parts: Option<Vec<&str>> = n.iter().map(|c| c.to_str()).collect();
+    let Some((leaf, dirs)) = parts.as_deref().and_then(|p| p.split_last()) else {
+        return Err(Error::Validation(format!(
+            "--output {}: not a UTF-8 name inside the working directory",
+            root.display()
+        )));
+    };
+    // The directories on the way (`a/b` of `a/b/out`), by descriptors.
+    let mut parent: Option<OwnedFd> = None;
+    let mut at = PathBuf::new();
+    for d in dirs {
+        use rustix::fs::{Mode, OFlags};
+        at.push(d);
+        let from = parent.as_ref().map_or(rustix::fs::CWD, |f| f.as_fd());
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        parent = Some(match rustix::fs::openat(from, *d, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => return Err(not_there(root)),
+            Err(e) => return Err(Error::io("cannot open", &at, e.into())),
+        });
+    }
+    let mut levels = Vec::new();
+    let from = parent.as_ref().map_or(rustix::fs::CWD, |f| f.as_fd());
+    if let Some(l) = w.node(from, leaf, root.to_path_buf(), String::new(), None)? {
+        levels.push(l);
+    }
+    drop(parent);
+    while let Some(top) = levels.last_mut() {
+        let Some(name) = top.names.pop() else {
+            levels.pop();
+            continue;
+        };
+        let path = top.path.join(&name);
+        let rel = if top.rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{}/{name}", top.rel)
+        };
+        let dev = top.dev;
+        // Its last child: the directory's descriptor goes once that child
+        // is opened (a chain of single directories holds two at most).
+        let done = if top.names.is_empty() {
+            levels.pop()
+        } else {
+            None
+        };
+        let Some(dir) = done.as_ref().or(levels.last()) else {
+            break;
+        };
+        let next = w.node(dir.fd.as_fd(), &name, path, rel, Some(dev))?;
+        drop(done);
+        if let Some(l) = next {
+            levels.push(l);
+        }
+    }
+    Ok(w.nodes)
+}
+
+fn not_there(root: &Path) -> Error {
+    Error::General(format!(
+        "--output {}: not there after the command",
+        root.display()
+    ))
+}
+
+impl Walk<'_> {
+    /// Stores node `name` of directory `dir` (`path` from the working
+    /// directory, `rel` from the root; `parent_dev`: `dir`'s device, `None`
+    /// for the root), and returns a directory's [`Level`] to walk next.
+    fn node(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &str,
+        path: PathBuf,
+        rel: String,
+        parent_dev: Option<u64>,
+    ) -> Result<Option<Level>> {
+        use rustix::fs::OFlags;
+        let root = self.root;
+        let m = match Stat::at(dir, name) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound && rel.is_empty() => {
-                return Err(Error::General(format!(
-                    "--output {}: not there after the command",
-                    root.display()
-                )));
+                return Err(not_there(root));
             }
             Err(e) => return Err(Error::io("cannot stat", &path, e)),
         };
         let is_dir = m.kind() == libc::S_IFDIR;
-        // A name the walk could stat (from the working directory) but a
-        // restore could not make beside it, under its longer temp name.
+        // A name the walk could stat but a restore could not make beside
+        // the path (by names from the working directory), under its
+        // longer temp name.
         let len = restore_name_len(root, &rel);
         if len >= libc::PATH_MAX as usize {
             return Err(Error::General(format!(
@@ -611,8 +786,7 @@ fn walk(
         }
         let mount = m.mount_root.unwrap_or_else(|| {
             // The path itself: its parent is looked at only here.
-            let parent_dev =
-                parent_dev.or_else(|| fs::metadata(parent_of(root)).ok().map(|p| p.dev()));
+            let parent_dev = parent_dev.or_else(|| Stat::of_fd(dir).ok().map(|p| p.dev));
             is_dir && parent_dev.is_some_and(|d| d != m.dev)
         });
         if mount {
@@ -622,52 +796,54 @@ fn walk(
             )));
         }
         let (mtime, nsec) = (m.mtime, m.nsec);
+        let mut level = None;
         let kind = if is_dir {
-            let mut children = Vec::new();
-            for de in fs::read_dir(&path).map_err(|e| Error::io("cannot list", &path, e))? {
-                let de = de.map_err(|e| Error::io("cannot list", &path, e))?;
-                let name = de.file_name();
-                let Some(n) = name.to_str() else {
-                    return Err(Error::General(format!(
-                        "{}: a name that is not UTF-8 cannot be stored",
-                        de.path().display()
-                    )));
-                };
-                let r = if rel.is_empty() {
-                    n.to_string()
-                } else {
-                    format!("{rel}/{n}")
-                };
-                children.push((de.path(), r, Some(m.dev)));
+            let fd = open_at(dir, name, OFlags::DIRECTORY, &path, "cannot list")?;
+            // The directory stat'ed, not one renamed to its name since:
+            // listed before anything of it is looked at.
+            let now = Stat::of_fd(fd.as_fd()).map_err(|e| Error::io("cannot stat", &path, e))?;
+            if now.id() != m.id() {
+                return Err(changed(&path));
             }
-            // Pre-order, by name: the stack pops the smallest first.
-            children.sort_by(|a, b| b.1.cmp(&a.1));
-            stack.extend(children);
+            let mut names = list(fd.as_fd(), &path)?;
+            // Pre-order, by name: the smallest is popped first.
+            names.sort_by(|a, b| b.cmp(a));
+            level = Some(Level {
+                fd,
+                path: path.clone(),
+                rel: rel.clone(),
+                dev: m.dev,
+                names,
+            });
             Kind::Dir {
                 mode: m.mode & 0o7777,
             }
         } else if m.kind() == libc::S_IFLNK {
-            let t = fs::read_link(&path).map_err(|e| Error::io("cannot read link", &path, e))?;
-            let Some(target) = t.to_str() else {
+            let t = match rustix::fs::readlinkat(dir, name, Vec::new()) {
+                Ok(t) => t,
+                // No longer a symlink (a directory swapped back in).
+                Err(rustix::io::Errno::INVAL) => return Err(changed(&path)),
+                Err(e) => return Err(Error::io("cannot read link", &path, e.into())),
+            };
+            let Ok(target) = t.into_string() else {
                 return Err(Error::General(format!(
                     "{}: a symlink target that is not UTF-8 cannot be stored",
                     path.display()
                 )));
             };
-            Kind::Symlink {
-                target: target.to_string(),
-            }
+            Kind::Symlink { target }
         } else if m.kind() == libc::S_IFREG {
-            let id = (m.dev, m.ino);
-            match inodes.get(&id) {
+            let id = m.id();
+            match self.inodes.get(&id) {
                 Some(&to) if m.nlink > 1 => Kind::Hardlink { to },
                 _ => {
                     if m.nlink > 1 {
-                        inodes.insert(id, nodes.len());
+                        self.inodes.insert(id, self.nodes.len());
                     }
+                    let f = open_at(dir, name, OFlags::NONBLOCK, &path, "cannot open")?;
                     // The size is the bytes hashed, not the stat's: a
                     // file that changed in between is still one record.
-                    let (blob, size) = put_blob(&path, m.mode, store, pending, names)?;
+                    let (blob, size) = put_blob(File::from(f), &m, &path, self)?;
                     Kind::File {
                         mode: m.mode & 0o7777,
                         size,
@@ -686,53 +862,73 @@ fn walk(
                 path.display()
             )));
         };
-        nodes.push(Node {
+        self.nodes.push(Node {
             p: rel,
             kind,
             mtime,
             nsec,
         });
+        Ok(level)
     }
-    Ok(nodes)
 }
 
-/// Hashes a regular file and, if the store lacks its blob, copies it to a
-/// temp file there (a clone where the file system can). Returns the name
-/// and the bytes hashed. A new blob is hashed again from its temp file: a
+/// The names in the directory open at `dir` (`path` for messages), all
+/// UTF-8 or an error naming the first that is not.
+fn list(dir: BorrowedFd<'_>, path: &Path) -> Result<Vec<String>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut names = Vec::new();
+    // 32 KiB, as `readdir(3)` reads: a few hundred names a `getdents64`.
+    let mut buf = Vec::with_capacity(32 * 1024);
+    let mut rd = rustix::fs::RawDir::new(dir, buf.spare_capacity_mut());
+    while let Some(e) = rd.next() {
+        let e = e.map_err(|e| Error::io("cannot list", path, e.into()))?;
+        let n = e.file_name();
+        if n == c"." || n == c".." {
+            continue;
+        }
+        let Ok(n) = n.to_str() else {
+            return Err(Error::General(format!(
+                "{}: a name that is not UTF-8 cannot be stored",
+                path.join(std::ffi::OsStr::from_bytes(n.to_bytes()))
+                    .display()
+            )));
+        };
+        names.push(n.to_string());
+    }
+    Ok(names)
+}
+
+/// Hashes a regular file (open at `f` by the name the walk stat'ed as `m`;
+/// `path` names it in messages) and, if the store lacks its blob, copies
+/// it to a temp file there (a clone where the file system can). Returns
+/// the name and the bytes hashed. Another inode than `m`'s (a file renamed
+/// over the name since its `statx`) is refused once hashed, before
+/// anything is stored: one `statx` of the descriptor checks both that and
+/// the length. A new blob is hashed again from its temp file: a
 /// file that changed between the hash and the copy (a process the command
 /// left behind still writing it) is refused, never stored under the name
 /// of bytes it no longer holds (every entry naming that content would
 /// restore the copy's bytes).
-fn put_blob(
-    path: &Path,
-    mode: u32,
-    store: &Path,
-    pending: &mut Pending,
-    names: &mut HashSet<String>,
-) -> Result<(String, u64)> {
-    let mut f = fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| Error::io("cannot open", path, e))?;
+fn put_blob(mut f: File, m: &Stat, path: &Path, w: &mut Walk<'_>) -> Result<(String, u64)> {
+    let (mode, store) = (m.mode, w.store);
     let mut h = blake3::Hasher::new();
     let len = io::copy(&mut f, &mut h).map_err(|e| Error::io("cannot read", path, e))?;
     let hash = h.finalize();
     // A file still appended to (a process the command left behind) has
     // grown past the bytes hashed: a copy of `len` bytes would match its
     // hash and store a truncated snapshot silently. One fstat after the
-    // hash, and one after the copy, catch the growth.
-    let changed = || Error::General(format!("{}: changed while it was stored", path.display()));
-    let grown = |f: &File| f.metadata().map_or(true, |m| m.len() != len);
+    // hash, and one after the copy, catch the growth (and another inode).
+    let grown =
+        |f: &File| Stat::of_fd(f.as_fd()).map_or(true, |now| now.size != len || now.id() != m.id());
     if grown(&f) {
-        return Err(changed());
+        return Err(changed(path));
     }
     let mut name = hash.to_hex().to_string();
     let exec = mode & 0o111 != 0;
     if exec {
         name.push('x');
     }
-    if names.contains(&name) || blob_exists(store, &name, len) {
+    if w.names.contains(&name) || blob_exists(store, &name, len) {
         return Ok((name, len));
     }
     let (tmp, t) = fsutil::create_temp(store)?;
@@ -741,7 +937,7 @@ fn put_blob(
         name: name.clone(),
     };
     let tmp = blob.tmp.clone();
-    pending.0.push(blob);
+    w.pending.0.push(blob);
     // The hashed descriptor is the source: the clone and the copies take
     // explicit offsets, so its position at the end does not matter.
     clone_or_copy(&f, &t, len, &AtomicBool::new(true))
@@ -753,10 +949,10 @@ fn put_blob(
         .map_err(|e| Error::io("cannot read", &tmp, e))?;
     drop(t);
     if copied != len || h.finalize() != hash || grown(&f) {
-        return Err(changed());
+        return Err(changed(path));
     }
     set_mode(&tmp, if exec { 0o555 } else { 0o444 })?;
-    names.insert(name.clone());
+    w.names.insert(name.clone());
     Ok((name, len))
 }
 

@@ -740,6 +740,135 @@ fn redis_a_name_with_many_dead_addresses_costs_one_connect_timeout() {
     }
 }
 
+/// A host name whose DNS server does not answer costs the call its
+/// timeout, not the resolver's own wait (issue 24: one deadline for the
+/// whole call). glibc's `getaddrinfo` has no timeout: with the
+/// `resolv.conf` here (one server, `timeout:5 attempts:3`) every call used
+/// to wait 15 s, whatever FFKIT_BACKEND_TIMEOUT said. Each call runs in a
+/// user, mount and network namespace of its own (`unshare -rmn`): a
+/// private loopback, a `resolv.conf` naming 127.0.0.1, an `nsswitch.conf`
+/// of `files dns`, and an `/etc/hosts` without the name; inside it the
+/// child half of this test ([`dns_stall_child`]) binds UDP 127.0.0.1:53,
+/// reads nothing and answers nothing, and runs ffkit. Plain TCP, the lock
+/// applets, a cluster's seed and `rediss://` all resolve through the same
+/// bounded lookup; a name `/etc/hosts` holds never asks DNS. Where the
+/// namespaces cannot be made the test says SKIP.
+#[test]
+fn redis_a_stalled_dns_server_costs_one_timeout_not_the_resolvers() {
+    let w = World::new();
+    let dir = w.path();
+    let files = [
+        ("resolv.conf", "nameserver 127.0.0.1\noptions timeout:5 attempts:3\n"),
+        ("hosts", "127.0.0.1 localhost\n127.0.0.1 closed.test\n"),
+        ("nsswitch.conf", "hosts: files dns\n"),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let in_ns = r#"ip link set lo up && mount --bind "$0" /etc/resolv.conf && mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/nsswitch.conf && shift 2 && exec "$@""#;
+    let ns = |c: &mut Command| {
+        c.args(["-rmn", "sh", "-c", in_ns]);
+        for (name, _) in files {
+            c.arg(dir.join(name));
+        }
+    };
+    let mut probe = Command::new("unshare");
+    ns(&mut probe);
+    let probe = probe.args(["cat", "/etc/resolv.conf"]).output();
+    if !probe
+        .as_ref()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("timeout:5"))
+    {
+        // Not `skip`: a CI container without user namespaces is no failure.
+        eprintln!("SKIP: cannot make a private network and resolv.conf (unshare -rmn): {probe:?}");
+        return;
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let mut cases = vec![
+        ("redis://slow.test:6379".to_string(), "cache-size", 1),
+        ("redis://slow.test:6379".to_string(), "lock-status", 9),
+        ("redis+cluster://slow.test:7000".to_string(), "cache-size", 1),
+    ];
+    if cfg!(feature = "tls") {
+        cases.push(("rediss://slow.test:6380".to_string(), "lock-status", 9));
+    }
+    for (url, applet, code) in cases {
+        let mut c = Command::new("unshare");
+        w.isolate(&mut c);
+        ns(&mut c);
+        c.arg(std::env::current_exe().unwrap())
+            .args([
+                "redis_faults::dns_stall_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(
+                "FFKIT_TEST_DNS_ARGS",
+                if applet == "lock-status" {
+                    "lock-status\x1fx"
+                } else {
+                    applet
+                },
+            )
+            .env("FFKIT_BACKEND", &url)
+            .env("FFKIT_BACKEND_TIMEOUT", "0.5");
+        let (got, out, err, took) = bounded(c, b"", Duration::from_secs(60));
+        assert_eq!(got, Some(0), "{url} {applet}: the child failed: {out}{err}");
+        // 15 s before; a loaded machine starts ffkit well within this.
+        assert!(
+            took < Duration::from_secs(6),
+            "{url} {applet} took {took:?} at FFKIT_BACKEND_TIMEOUT=0.5: {out}{err}"
+        );
+        let want = format!(
+            "dns-child: exit=Some({code}) asked=true stderr=ffkit {applet}: backend {url}: cannot connect: timed out after 0.5s (FFKIT_BACKEND_TIMEOUT) looking up the host name"
+        );
+        assert!(out.contains(&want), "{url} {applet}: want {want}\n got {out}{err}");
+    }
+    // A name /etc/hosts holds is looked up there: DNS is never asked.
+    let mut c = Command::new("unshare");
+    w.isolate(&mut c);
+    ns(&mut c);
+    c.arg(std::env::current_exe().unwrap())
+        .args(["redis_faults::dns_stall_child", "--exact", "--nocapture"])
+        .env("FFKIT_TEST_DNS_ARGS", "cache-size")
+        .env("FFKIT_BACKEND", format!("redis://closed.test:{closed_port}"))
+        .env("FFKIT_BACKEND_TIMEOUT", "0.5");
+    let (got, out, err, _) = bounded(c, b"", Duration::from_secs(60));
+    assert_eq!(got, Some(0), "the child failed: {out}{err}");
+    assert!(
+        out.contains("dns-child: exit=Some(1) asked=false") && out.contains("connection refused"),
+        "{out}{err}"
+    );
+}
+
+/// The child half of [`redis_a_stalled_dns_server_costs_one_timeout_not_the_resolvers`]
+/// (does nothing unless FFKIT_TEST_DNS_ARGS is set): in the test's network
+/// namespace, a DNS server on UDP 127.0.0.1:53 that never answers; runs
+/// ffkit with those arguments (separated by \x1f) and prints its exit
+/// code, its stderr and whether the server was asked.
+#[test]
+fn dns_stall_child() {
+    let Ok(args) = std::env::var("FFKIT_TEST_DNS_ARGS") else {
+        return;
+    };
+    let server = std::net::UdpSocket::bind("127.0.0.1:53").unwrap();
+    let out = Command::new(bin())
+        .args(args.split('\x1f'))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    server.set_nonblocking(true).unwrap();
+    let asked = server.recv_from(&mut [0u8; 512]).is_ok();
+    println!(
+        "dns-child: exit={:?} asked={asked} stderr={}",
+        out.status.code(),
+        stderr_of(&out).trim_end().replace('\n', " | ")
+    );
+}
+
 /// A large value that `cache-write` stored is read back at the same
 /// timeout. The read script used to return the value itself: Redis copies
 /// it into Lua and back, 2.4 s of a busy server for 512 MiB, so at the

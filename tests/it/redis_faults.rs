@@ -391,6 +391,129 @@ fn redis_waiter_rides_out_a_server_restart_within_its_wait() {
     let _ = owner.wait();
 }
 
+/// The holder process of a named pair, from the lock's record.
+fn holder_pid_of(w: &World, s: &Server, name: &str) -> u32 {
+    let st = ff(w, s, "lock-status")
+        .args(["--json", name])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let pid = v["holder_pid"].as_u64();
+    pid.unwrap_or_else(|| panic!("no holder pid in {v}")) as u32
+}
+
+/// Whether process `pid` is gone (or a zombie: its parent, init or a
+/// subreaper, has not reaped it yet).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| {
+        st.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
+}
+
+/// A named pair lost to a server restart without persistence: its
+/// holder process knows the lock was held, so `lock-release` says it was
+/// lost (exit 9, as a command's lost lease) instead of "not held" (exit 4,
+/// a lock never taken, what it said before), and ends the holder; then
+/// it is "not held". Three ways: released before the holder's next
+/// renewal, after the renewal found the lock gone (the holder then waits,
+/// renewing no more: its `ppoll` has no timeout), and after another owner
+/// took the lock (named in the message; that owner's release works). An
+/// owner that takes the lock again without releasing it ends the old
+/// holder instead. A plain release waits for its holder to end, so a second
+/// release right after it is "not held", never "lost".
+#[test]
+fn redis_a_named_lock_lost_to_a_restart_is_released_as_lost() {
+    let Some(mut s) = Server::start() else { return };
+    let w = World::new();
+    let mut owner = Command::new("sleep").arg("120").spawn().unwrap();
+    let o = owner.id().to_string();
+    let mut other = Command::new("sleep").arg("120").spawn().unwrap();
+    let b = other.id().to_string();
+    let acquire = |s: &Server, who: &str, name: &str| {
+        ff(&w, s, "lock-acquire")
+            .args(["--owner", who, name])
+            .env("FFKIT_BACKEND_TIMEOUT", "0.3")
+            .env("FFKIT_LOCK_LEASE", "1")
+            .assert()
+            .success();
+    };
+    let release = |s: &Server, who: &str, name: &str| {
+        let out = ff(&w, s, "lock-release")
+            .args(["--owner", who, name])
+            .output()
+            .unwrap();
+        (out.status.code(), stderr_of(&out))
+    };
+    let restart = |s: &mut Server| {
+        s.kill9();
+        assert!(s.spawn(), "restart");
+    };
+
+    // 1. Released before the holder noticed.
+    ff(&w, &s, "lock-acquire")
+        .args(["--owner", &o, "early"])
+        .assert()
+        .success();
+    let h = holder_pid_of(&w, &s, "early");
+    restart(&mut s);
+    let (code, err) = release(&s, &o, "early");
+    assert_eq!(code, Some(9), "{err}");
+    assert!(err.contains("early: lost while held"), "{err}");
+    until("the lost holder to end", || gone(h));
+    let (code, err) = release(&s, &o, "early");
+    assert_eq!(code, Some(4), "{err}");
+    assert!(err.contains("early: not held"), "{err}");
+
+    // 2. The holder's renewal found it gone; 3. someone else took it since.
+    acquire(&s, &o, "late");
+    let h = holder_pid_of(&w, &s, "late");
+    restart(&mut s);
+    until("the holder to find the lock lost and stop renewing", || {
+        crate::redis::stopped_renewing(h)
+    });
+    acquire(&s, &b, "late");
+    let (code, err) = release(&s, &o, "late");
+    assert_eq!(code, Some(9), "{err}");
+    assert!(
+        err.contains("late: lost while held") && err.contains(&format!("now held by pid {b}")),
+        "{err}"
+    );
+    until("the lost holder to end", || gone(h));
+    let (code, err) = release(&s, &b, "late");
+    assert_eq!(code, Some(0), "{err}");
+
+    // Taken again by its owner without a release: the old holder ends, the
+    // new one is released as usual, and nothing is left to say "lost".
+    ff(&w, &s, "lock-acquire")
+        .args(["--owner", &o, "again"])
+        .assert()
+        .success();
+    let h = holder_pid_of(&w, &s, "again");
+    restart(&mut s);
+    ff(&w, &s, "lock-acquire")
+        .args(["--owner", &o, "again"])
+        .assert()
+        .success();
+    until("the old holder to end", || gone(h));
+    assert_eq!(release(&s, &o, "again").0, Some(0));
+    let (code, err) = release(&s, &o, "again");
+    assert_eq!(code, Some(4), "{err}");
+    // A release waits for the holder to end: a second one, at once, finds
+    // no holder to call the lock lost (it is "not held").
+    for _ in 0..10 {
+        acquire(&s, &o, "twice");
+        assert_eq!(release(&s, &o, "twice").0, Some(0));
+        let (code, err) = release(&s, &o, "twice");
+        assert_eq!(code, Some(4), "{err}");
+    }
+    for p in [&mut owner, &mut other] {
+        let _ = p.kill();
+        let _ = p.wait();
+    }
+}
+
 #[test]
 fn redis_lock_names_cannot_reach_another_locks_keys() {
     let Some(s) = Server::start() else { return };
@@ -758,7 +881,10 @@ fn redis_a_stalled_dns_server_costs_one_timeout_not_the_resolvers() {
     let w = World::new();
     let dir = w.path();
     let files = [
-        ("resolv.conf", "nameserver 127.0.0.1\noptions timeout:5 attempts:3\n"),
+        (
+            "resolv.conf",
+            "nameserver 127.0.0.1\noptions timeout:5 attempts:3\n",
+        ),
         ("hosts", "127.0.0.1 localhost\n127.0.0.1 closed.test\n"),
         ("nsswitch.conf", "hosts: files dns\n"),
     ];
@@ -789,7 +915,11 @@ fn redis_a_stalled_dns_server_costs_one_timeout_not_the_resolvers() {
     let mut cases = vec![
         ("redis://slow.test:6379".to_string(), "cache-size", 1),
         ("redis://slow.test:6379".to_string(), "lock-status", 9),
-        ("redis+cluster://slow.test:7000".to_string(), "cache-size", 1),
+        (
+            "redis+cluster://slow.test:7000".to_string(),
+            "cache-size",
+            1,
+        ),
     ];
     if cfg!(feature = "tls") {
         cases.push(("rediss://slow.test:6380".to_string(), "lock-status", 9));
@@ -825,7 +955,10 @@ fn redis_a_stalled_dns_server_costs_one_timeout_not_the_resolvers() {
         let want = format!(
             "dns-child: exit=Some({code}) asked=true stderr=ffkit {applet}: backend {url}: cannot connect: timed out after 0.5s (FFKIT_BACKEND_TIMEOUT) looking up the host name"
         );
-        assert!(out.contains(&want), "{url} {applet}: want {want}\n got {out}{err}");
+        assert!(
+            out.contains(&want),
+            "{url} {applet}: want {want}\n got {out}{err}"
+        );
     }
     // A name /etc/hosts holds is looked up there: DNS is never asked.
     let mut c = Command::new("unshare");
@@ -834,7 +967,10 @@ fn redis_a_stalled_dns_server_costs_one_timeout_not_the_resolvers() {
     c.arg(std::env::current_exe().unwrap())
         .args(["redis_faults::dns_stall_child", "--exact", "--nocapture"])
         .env("FFKIT_TEST_DNS_ARGS", "cache-size")
-        .env("FFKIT_BACKEND", format!("redis://closed.test:{closed_port}"))
+        .env(
+            "FFKIT_BACKEND",
+            format!("redis://closed.test:{closed_port}"),
+        )
         .env("FFKIT_BACKEND_TIMEOUT", "0.5");
     let (got, out, err, _) = bounded(c, b"", Duration::from_secs(60));
     assert_eq!(got, Some(0), "the child failed: {out}{err}");

@@ -29,10 +29,7 @@ use redis::{RedisError, RedisResult};
 pub(super) const TIMED_OUT: &str = "looking up the host name timed out";
 
 fn timed_out() -> RedisError {
-    RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        TIMED_OUT,
-    ))
+    RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, TIMED_OUT))
 }
 
 /// Whether looking `host` up may ask a resolver that might not answer: not
@@ -149,7 +146,9 @@ mod tests {
 
     #[test]
     fn files_first_reads_the_hosts_line() {
-        assert!(files_first("passwd: files\nhosts:          files mdns4_minimal [NOTFOUND=return] dns\n"));
+        assert!(files_first(
+            "passwd: files\nhosts:          files mdns4_minimal [NOTFOUND=return] dns\n"
+        ));
         assert!(files_first("hosts:files dns"));
         assert!(!files_first("hosts: dns files"));
         assert!(!files_first("hosts: resolve [!UNAVAIL=return] files"));

@@ -863,6 +863,74 @@ fn redis_a_name_with_many_dead_addresses_costs_one_connect_timeout() {
     }
 }
 
+/// `unshare` arguments that run a command in a user, mount and network
+/// namespace of its own: its loopback up, and `/etc/resolv.conf` (one
+/// server, 127.0.0.1, `timeout:5 attempts:3`), `/etc/hosts` (`localhost`,
+/// `closed.test` and `viafiles.test` at 127.0.0.1) and
+/// `/etc/nsswitch.conf` (`nsswitch`) of its own, written in `dir`. `None`
+/// (after a SKIP line) where that cannot be made.
+fn private_net(dir: &std::path::Path, nsswitch: &str) -> Option<Vec<std::ffi::OsString>> {
+    let files = [
+        (
+            "resolv.conf",
+            "nameserver 127.0.0.1\noptions timeout:5 attempts:3\n",
+        ),
+        (
+            "hosts",
+            "127.0.0.1 localhost\n127.0.0.1 closed.test\n127.0.0.1 viafiles.test\n",
+        ),
+        ("nsswitch.conf", nsswitch),
+    ];
+    let in_ns = r#"ip link set lo up && mount --bind "$0" /etc/resolv.conf && mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/nsswitch.conf && shift 2 && exec "$@""#;
+    let mut args: Vec<std::ffi::OsString> =
+        vec!["-rmn".into(), "sh".into(), "-c".into(), in_ns.into()];
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+        args.push(dir.join(name).into());
+    }
+    let probe = Command::new("unshare")
+        .args(&args)
+        .args(["cat", "/etc/resolv.conf"])
+        .output();
+    if !probe
+        .as_ref()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("timeout:5"))
+    {
+        // Not `skip`: a CI container without user namespaces is no failure.
+        eprintln!("SKIP: cannot make a private network and resolv.conf (unshare -rmn): {probe:?}");
+        return None;
+    }
+    Some(args)
+}
+
+/// A named pair through a host name looked up in the helper thread (here
+/// `hosts: dns files`, so even an `/etc/hosts` name may ask DNS first; no
+/// DNS server answers, refused at once, and `/etc/hosts` does): the
+/// thread is joined before the holder process is forked, which ffkit does
+/// only single-threaded (`lock::named::fork_helper`; a thread just joined
+/// is counted for a moment after its join). Ten pairs, each taken and
+/// released; the redis-server runs in the namespace, started by the child
+/// half ([`dns_stall_child`]).
+#[test]
+fn redis_a_named_pair_through_a_looked_up_name_forks_its_holder() {
+    let w = World::new();
+    let Some(ns_args) = private_net(w.path(), "hosts: dns files\n") else {
+        return;
+    };
+    let mut c = Command::new("unshare");
+    w.isolate(&mut c);
+    c.args(&ns_args)
+        .arg(std::env::current_exe().unwrap())
+        .args(["redis_faults::dns_stall_child", "--exact", "--nocapture"])
+        .env("FFKIT_TEST_DNS_ARGS", "named-pairs");
+    let (got, out, err, _) = bounded(c, b"", Duration::from_secs(120));
+    assert_eq!(got, Some(0), "the child failed: {out}{err}");
+    assert!(
+        out.contains("dns-child: named pairs: 10 of 10"),
+        "{out}{err}"
+    );
+}
+
 /// A host name whose DNS server does not answer costs the call its
 /// timeout, not the resolver's own wait (issue 24: one deadline for the
 /// whole call). glibc's `getaddrinfo` has no timeout: with the
@@ -879,36 +947,12 @@ fn redis_a_name_with_many_dead_addresses_costs_one_connect_timeout() {
 #[test]
 fn redis_a_stalled_dns_server_costs_one_timeout_not_the_resolvers() {
     let w = World::new();
-    let dir = w.path();
-    let files = [
-        (
-            "resolv.conf",
-            "nameserver 127.0.0.1\noptions timeout:5 attempts:3\n",
-        ),
-        ("hosts", "127.0.0.1 localhost\n127.0.0.1 closed.test\n"),
-        ("nsswitch.conf", "hosts: files dns\n"),
-    ];
-    for (name, text) in files {
-        std::fs::write(dir.join(name), text).unwrap();
-    }
-    let in_ns = r#"ip link set lo up && mount --bind "$0" /etc/resolv.conf && mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/nsswitch.conf && shift 2 && exec "$@""#;
-    let ns = |c: &mut Command| {
-        c.args(["-rmn", "sh", "-c", in_ns]);
-        for (name, _) in files {
-            c.arg(dir.join(name));
-        }
-    };
-    let mut probe = Command::new("unshare");
-    ns(&mut probe);
-    let probe = probe.args(["cat", "/etc/resolv.conf"]).output();
-    if !probe
-        .as_ref()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("timeout:5"))
-    {
-        // Not `skip`: a CI container without user namespaces is no failure.
-        eprintln!("SKIP: cannot make a private network and resolv.conf (unshare -rmn): {probe:?}");
+    let Some(ns_args) = private_net(w.path(), "hosts: files dns\n") else {
         return;
-    }
+    };
+    let ns = |c: &mut Command| {
+        c.args(&ns_args);
+    };
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_port = closed.local_addr().unwrap().port();
     drop(closed);
@@ -990,6 +1034,34 @@ fn dns_stall_child() {
     let Ok(args) = std::env::var("FFKIT_TEST_DNS_ARGS") else {
         return;
     };
+    if args == "named-pairs" {
+        let Some(server) = Server::start() else {
+            panic!("no redis-server")
+        };
+        let mut owner = Command::new("sleep").arg("120").spawn().unwrap();
+        let o = owner.id().to_string();
+        let mut done = 0;
+        for i in 0..10 {
+            let name = format!("n{i}");
+            for applet in ["lock-acquire", "lock-release"] {
+                let out = Command::new(bin())
+                    .args([applet, "--owner", &o, &name])
+                    .env(
+                        "FFKIT_BACKEND",
+                        format!("redis://viafiles.test:{}", server.port),
+                    )
+                    .stdin(Stdio::null())
+                    .output()
+                    .unwrap();
+                assert!(out.status.success(), "{applet} {name}: {}", stderr_of(&out));
+            }
+            done += 1;
+        }
+        let _ = owner.kill();
+        let _ = owner.wait();
+        println!("dns-child: named pairs: {done} of 10");
+        return;
+    }
     let server = std::net::UdpSocket::bind("127.0.0.1:53").unwrap();
     let out = Command::new(bin())
         .args(args.split('\x1f'))

@@ -265,8 +265,8 @@ fn tcp_connect(client: &Client, timeout: Duration) -> redis::RedisResult<Link> {
         ConnectionAddr::TcpTls { host, port, .. } => {
             let tls = move |(client, host, port): (Client, String, u16)| {
                 use std::net::ToSocketAddrs;
-                // The crate looks the name up again: the same answer,
-                // at once (a stalled resolver stalls the first one).
+                // The crate looks the name up again, here too: in the
+                // helper thread when there is one, so within the deadline.
                 let n = (host.as_str(), port).to_socket_addrs()?.count();
                 let n = u32::try_from(n).unwrap_or(u32::MAX);
                 let left = deadline.saturating_duration_since(Instant::now());

@@ -18,7 +18,7 @@
 //! name). Those are looked up inline, as before.
 
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Instant;
 
 use redis::{RedisError, RedisResult};
@@ -53,39 +53,67 @@ pub(super) fn addresses(host: &str, port: u16, deadline: Instant) -> RedisResult
 /// Runs `work(input)` (a lookup, and what needs its answer) in a helper
 /// thread and waits for it until `deadline`. If no thread can be started
 /// (out of processes or memory), `work` runs here, unbounded, as before.
+/// The answer comes back through a slot and a condition variable, and the
+/// thread runs a boxed job: one instantiation of the thread machinery for
+/// every caller (each is relocated at every start-up, lookup or not:
+/// `mpsc` and a generic spawn cost the debug binary ~250 relocations).
 pub(super) fn by<I, T, F>(deadline: Instant, input: I, work: F) -> RedisResult<T>
 where
     I: Clone + Send + 'static,
     T: Send + 'static,
     F: FnOnce(I) -> RedisResult<T> + Clone + Send + 'static,
 {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
+    if deadline.saturating_duration_since(Instant::now()).is_zero() {
         return Err(timed_out());
     }
-    let (tx, rx) = mpsc::sync_channel(1);
+    type Slot<T> = Arc<(Mutex<Option<RedisResult<T>>>, Condvar)>;
+    let slot: Slot<T> = Arc::new((Mutex::new(None), Condvar::new()));
+    let theirs = Arc::clone(&slot);
     let (i, w) = (input.clone(), work.clone());
-    let spawned = std::thread::Builder::new()
-        .name("ffkit-lookup".into())
-        .spawn(move || {
-            // The receiver may be gone (the call gave up): nothing to do.
-            let _ = tx.send(w(i));
-        });
-    let Ok(thread) = spawned else {
+    let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+        let r = w(i);
+        let (answer, ready) = &*theirs;
+        // Nobody may wait any more (the call gave up): then nothing reads it.
+        *answer.lock().unwrap_or_else(PoisonError::into_inner) = Some(r);
+        ready.notify_one();
+    });
+    let Ok(thread) = spawn(job) else {
         return work(input);
     };
-    match rx.recv_timeout(left) {
-        Ok(r) => {
-            // It has sent its answer: only its exit is left.
+    let (answer, ready) = &*slot;
+    let mut got = answer.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
+        if let Some(r) = got.take() {
+            drop(got);
+            // It has given its answer: only its exit is left.
             let _ = thread.join();
-            r
+            return r;
         }
-        Err(mpsc::RecvTimeoutError::Timeout) => Err(timed_out()),
-        Err(mpsc::RecvTimeoutError::Disconnected) => Err(RedisError::from((
-            redis::ErrorKind::Io,
-            "the host name lookup failed",
-        ))),
+        // The slot is empty and we hold its lock: a finished thread gave
+        // no answer (it panicked).
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            // Past the deadline: the thread is left to finish alone.
+            return Err(timed_out());
+        }
+        if thread.is_finished() {
+            return Err(RedisError::from((
+                redis::ErrorKind::Io,
+                "the host name lookup failed",
+            )));
+        }
+        got = ready
+            .wait_timeout(got, left)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
     }
+}
+
+/// Starts the helper thread (not generic: one copy of std's spawn).
+fn spawn(job: Box<dyn FnOnce() + Send>) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("ffkit-lookup".into())
+        .spawn(job)
 }
 
 /// Whether glibc answers `host` from `/etc/hosts` without asking anything

@@ -931,6 +931,31 @@ fn redis_a_named_pair_through_a_looked_up_name_forks_its_holder() {
     );
 }
 
+/// `rediss://` through the lookup thread: there the thread looks the name
+/// up and makes the TCP connect (the TLS client connects by name), and the
+/// call then uses that connection; a write and a read back, with
+/// `localhost` (the test certificate's name) behind `hosts: dns files`.
+#[cfg(feature = "tls")]
+#[test]
+fn rediss_through_the_lookup_thread_connects_and_answers() {
+    let w = World::new();
+    let Some(ns_args) = private_net(w.path(), "hosts: dns files\n") else {
+        return;
+    };
+    let mut c = Command::new("unshare");
+    w.isolate(&mut c);
+    c.args(&ns_args)
+        .arg(std::env::current_exe().unwrap())
+        .args(["redis_faults::dns_stall_child", "--exact", "--nocapture"])
+        .env("FFKIT_TEST_DNS_ARGS", "tls");
+    let (got, out, err, _) = bounded(c, b"", Duration::from_secs(120));
+    assert_eq!(got, Some(0), "the child failed: {out}{err}");
+    assert!(
+        out.contains("dns-child: tls through the lookup thread: ok"),
+        "{out}{err}"
+    );
+}
+
 /// A host name whose DNS server does not answer costs the call its
 /// timeout, not the resolver's own wait (issue 24: one deadline for the
 /// whole call). glibc's `getaddrinfo` has no timeout: with the
@@ -1034,6 +1059,31 @@ fn dns_stall_child() {
     let Ok(args) = std::env::var("FFKIT_TEST_DNS_ARGS") else {
         return;
     };
+    if args == "tls" {
+        // `localhost` through the lookup thread (`hosts: dns files`), then
+        // the TLS connect in that thread: its connection is used here.
+        let Some(server) = Server::start_tls() else {
+            panic!("no redis-server or openssl")
+        };
+        let url = server.tls_url();
+        assert!(url.starts_with("rediss://localhost:"), "{url}");
+        for (applet, args) in [("cache-write", &["k", "v"][..]), ("cache-read", &["k"])] {
+            let out = Command::new(bin())
+                .arg(applet)
+                .args(args)
+                .env("FFKIT_BACKEND", &url)
+                .env("FFKIT_BACKEND_CA", server.ca())
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{applet}: {}", stderr_of(&out));
+            if applet == "cache-read" {
+                assert_eq!(out.stdout, b"v");
+            }
+        }
+        println!("dns-child: tls through the lookup thread: ok");
+        return;
+    }
     if args == "named-pairs" {
         let Some(server) = Server::start() else {
             panic!("no redis-server")

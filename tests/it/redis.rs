@@ -321,6 +321,14 @@ impl Proxy {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Forwards again after [`Proxy::blackhole`] (on new connections: the
+    /// old ones lost what was sent meanwhile).
+    pub fn resume(&self) {
+        self.state
+            .blackhole
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Once the clients have sent more than `request_bytes` from now on,
     /// lets `reply_bytes` more bytes of replies through, then no more
     /// (requests still reach the server).

@@ -514,6 +514,57 @@ fn redis_a_named_lock_lost_to_a_restart_is_released_as_lost() {
     }
 }
 
+/// A named pair whose lease lapsed (the network black-holed every renewal
+/// for a whole lease) is lost as well: the holder stops renewing, and the
+/// owner's `lock-release`, once the server answers again, says "lost while
+/// held" (exit 9), not "not held" (4).
+#[test]
+fn redis_a_named_lock_whose_lease_lapsed_is_released_as_lost() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let p = Proxy::start(&s);
+    let mut owner = Command::new("sleep").arg("120").spawn().unwrap();
+    let o = owner.id().to_string();
+    let via_proxy = |applet: &str| {
+        let mut c = ff(&w, &s, applet);
+        c.env("FFKIT_BACKEND", p.url())
+            .env("FFKIT_BACKEND_TIMEOUT", "0.3")
+            .env("FFKIT_LOCK_LEASE", "1");
+        c
+    };
+    via_proxy("lock-acquire")
+        .args(["--owner", &o, "lapse"])
+        .assert()
+        .success();
+    let st = via_proxy("lock-status")
+        .args(["--json", "lapse"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let h = v["holder_pid"].as_u64().unwrap() as u32;
+    p.blackhole();
+    until("the holder to give the lease up", || {
+        crate::redis::stopped_renewing(h)
+    });
+    until("the lease to lapse on the server", || {
+        ff(&w, &s, "lock-status")
+            .arg("lapse")
+            .output()
+            .is_ok_and(|o| o.status.code() == Some(1))
+    });
+    p.resume();
+    let out = via_proxy("lock-release")
+        .args(["--owner", &o, "lapse"])
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(9), "{err}");
+    assert!(err.contains("lapse: lost while held"), "{err}");
+    until("the holder to end", || gone(h));
+    let _ = owner.kill();
+    let _ = owner.wait();
+}
+
 #[test]
 fn redis_lock_names_cannot_reach_another_locks_keys() {
     let Some(s) = Server::start() else { return };

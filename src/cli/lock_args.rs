@@ -726,6 +726,13 @@ pub(super) fn release_named(
         Released::NotHeld => Err(Error::NotFound(format!("{name}: not held"))),
         Released::ByParentShell(..) if quiet => Ok(ExitCode::from(ExitKind::NotFound.code())),
         Released::ByParentShell(h, label) => Err(lock::release::descendant(&label, &h)),
+        Released::Lost(_) if quiet => Ok(ExitCode::from(ExitKind::LockFailed.code())),
+        Released::Lost(now) => Err(Error::LockFailed(format!(
+            "{name}: lost while held: the server no longer had this holding (a restart or \
+             failover lost it, or its lease lapsed); nothing was released{}",
+            now.map(|h| format!(", and it is now held by {h}"))
+                .unwrap_or_default()
+        ))),
         Released::NotOwner(_) if quiet => Ok(ExitCode::from(ExitKind::Conflict.code())),
         Released::NotOwner(h) => Err(Error::Conflict(format!(
             "{name}: held by {h}, not by you (use --force to release it anyway)"

@@ -20,7 +20,8 @@ pub(super) fn command() -> Command {
              and the lock is free when this returns. Only the owner (the process that called \
              lock-acquire, run as its command, or --owner PID) may release it: from a \
              subshell, pipeline stage or child script of the owner the answer is exit 4, \
-             from anyone else exit 5, unless --force. A lock that is not held exits 4. With --fd N, \
+             from anyone else exit 5, unless --force. A lock that is not held exits 4; a Redis \
+             lock its owner held and lost (a server restart, a lapsed lease) exits 9. With --fd N, \
              drops the lock on the caller's open descriptor N.",
         )
         .arg(

@@ -321,6 +321,14 @@ impl Proxy {
             .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Forwards again after [`Proxy::blackhole`] (on new connections: the
+    /// old ones lost what was sent meanwhile).
+    pub fn resume(&self) {
+        self.state
+            .blackhole
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
     /// Once the clients have sent more than `request_bytes` from now on,
     /// lets `reply_bytes` more bytes of replies through, then no more
     /// (requests still reach the server).
@@ -1216,13 +1224,30 @@ fn redis_restart_without_persistence_loses_locks_and_fences_still_grow() {
     s.kill9();
     assert!(s.spawn(), "restart");
     // Documented: the lock is gone with the restart and anyone may take it;
-    // the old holder's next renewal finds its token gone and it exits.
+    // the old holder's next renewal finds its token gone and it renews no
+    // more, and it ends with its owner (a release by the owner would say
+    // "lost": redis_faults.rs).
     assert_eq!(status_json(&w, &s, "r")["state"], "free");
     let after = fence(&w, &s);
     assert!(after > before, "fence went back: {before} -> {after}");
-    wait_until("the old holder to give up", 20, || !running(hpid, &hstart));
+    wait_until("the old holder to give up", 20, || stopped_renewing(hpid));
+    assert!(running(hpid, &hstart));
     let _ = owner.kill();
     let _ = owner.wait();
+    wait_until("the old holder to end with its owner", 20, || {
+        !running(hpid, &hstart)
+    });
+}
+
+/// Whether a Redis named pair's holder process `pid` has stopped renewing
+/// (it found its lock lost): it then waits for its owner or a release
+/// with no timeout, a `ppoll` whose timeout argument is NULL, where a
+/// renewing holder's has one.
+pub fn stopped_renewing(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/syscall")).is_ok_and(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        f.first().and_then(|n| n.parse().ok()) == Some(libc::SYS_ppoll) && f.get(3) == Some(&"0x0")
+    })
 }
 
 #[test]

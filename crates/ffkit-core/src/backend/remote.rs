@@ -44,7 +44,9 @@ pub trait Driver: Sync {
     ) -> Result<Outcome>;
     /// The lock's current record, if held.
     fn lock_status(&self, t: &Target, cfg: &Config, name: &str, session: bool) -> Result<Status>;
-    /// Releases the lock if `may` allows its holder.
+    /// Releases the lock if `may` allows its holder. `owners`: the pids
+    /// whose holding this release is ([`crate::lock::release::releasers`]),
+    /// for telling a lock lost while they held it from one never taken.
     fn lock_release(
         &self,
         t: &Target,
@@ -52,6 +54,7 @@ pub trait Driver: Sync {
         name: &str,
         session: bool,
         may: &dyn Fn(&crate::lock::holder::Holder) -> bool,
+        owners: &[u32],
     ) -> Result<Released>;
     /// A connection to the namespace's cache.
     fn cache(&self, t: &Target, cfg: &Config) -> Result<Box<dyn RemoteCache>>;

@@ -146,7 +146,7 @@ impl Locks {
             r.force
                 || (h.pid != 0 && h.host == super::holder::hostname() && as_pids.contains(&h.pid))
         };
-        match driver(t)?.lock_release(t, &self.cfg, name, r.session, &may)? {
+        match driver(t)?.lock_release(t, &self.cfg, name, r.session, &may, &as_pids)? {
             Released::NotOwner(h) => Ok(release::refused(name, &as_pids, r.force, h)),
             other => Ok(other),
         }

@@ -333,7 +333,18 @@ fn wait_for_record(lock: impl AsFd, limit: Duration) {
 /// child run ordinary code (allocate, lock) after fork.
 #[cfg(feature = "redis")]
 pub(crate) fn fork_helper() -> io::Result<Option<u32>> {
-    if threads() != Some(1) {
+    // A thread that has just been joined (a Redis host name lookup,
+    // `backend::redis::lookup`) is counted until the kernel has torn it
+    // down, a moment after its join returned: look again, a little.
+    let mut alone = threads() == Some(1);
+    for _ in 0..200 {
+        if alone {
+            break;
+        }
+        std::thread::yield_now();
+        alone = threads() == Some(1);
+    }
+    if !alone {
         return Err(io::Error::other(
             "ffkit is not single-threaded here; a helper process cannot be forked",
         ));

@@ -48,6 +48,11 @@ pub enum Released {
     /// of the owner): exit 4, nothing changed ([`descendant`]). With the
     /// lock's label (its file, or a remote lock's name).
     ByParentShell(Holder, String),
+    /// A remote (Redis) lock the caller held, through a holder process
+    /// still alive on this host, that the server no longer has under that
+    /// holding (a restart or failover lost it, the lease lapsed): exit 9,
+    /// as a command's lost lease. With whoever holds it now, if anyone.
+    Lost(Option<Holder>),
 }
 
 /// Whose release this is: `--owner PID`, else this process and its parent.
@@ -108,10 +113,10 @@ pub fn for_shell(path: &Path, shell: u32, old_library: bool) -> Result<()> {
     match r {
         Released::Done(_) => Ok(()),
         Released::ByParentShell(..) => Err(super::held_by_parent_shell(path.display())),
-        Released::NotHeld | Released::NotOwner(_) => Err(crate::Error::NotFound(format!(
-            "{}: not held by this shell",
-            path.display()
-        ))),
+        // A local lock is never `Lost` (only a remote one's release says so).
+        Released::NotHeld | Released::NotOwner(_) | Released::Lost(_) => Err(
+            crate::Error::NotFound(format!("{}: not held by this shell", path.display())),
+        ),
     }
 }
 

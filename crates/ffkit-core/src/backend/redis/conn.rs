@@ -243,33 +243,45 @@ impl Link {
 }
 
 /// The connect within one `timeout`, however many addresses the host
-/// name has. The `redis` crate tries each address with the whole timeout
-/// (a name with an A and an AAAA record, or several A records, whose
-/// addresses all black-hole would cost that many timeouts, and a lease
-/// renewal capped at two thirds of the lease could run past the lease):
-/// here a name is resolved once and each address gets the time left
-/// divided by the addresses still to try, so a refused address hands its
-/// share on and the last one gets whatever is left. For `rediss://` the
-/// name must stay the name (the certificate is checked against it), so
-/// the crate connects and each address gets an equal share. Resolving
-/// the name is the system resolver's own wait (docs/redis.md). A unix
-/// socket is connected at once (as the crate does).
+/// name has, the name's lookup included. The `redis` crate tries each
+/// address with the whole timeout (a name with an A and an AAAA record, or
+/// several A records, whose addresses all black-hole would cost that many
+/// timeouts, and a lease renewal capped at two thirds of the lease could
+/// run past the lease): here a name is resolved once and each address gets
+/// the time left divided by the addresses still to try, so a refused
+/// address hands its share on and the last one gets whatever is left. For
+/// `rediss://` the name must stay the name (the certificate is checked
+/// against it), so the crate connects and each address gets an equal
+/// share. A name that may go to DNS is looked up (for `rediss://`: looked
+/// up and connected) in a helper thread the call waits for until the
+/// deadline ([`super::lookup`]): a resolver that does not answer costs
+/// the call its timeout, not the resolver's own. A unix socket is
+/// connected at once (as the crate does).
 fn tcp_connect(client: &Client, timeout: Duration) -> redis::RedisResult<Link> {
-    use std::net::ToSocketAddrs;
     let deadline = Instant::now() + timeout;
     let info = client.get_connection_info();
     let (host, port) = match info.addr() {
         ConnectionAddr::Tcp(h, p) => (h.as_str(), *p),
         ConnectionAddr::TcpTls { host, port, .. } => {
-            let n = (host.as_str(), *port).to_socket_addrs()?.count();
-            let n = u32::try_from(n).unwrap_or(u32::MAX);
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(timed_out());
-            }
-            return client
-                .get_connection_with_timeout(left / n.max(1))
-                .map(Link::Crate);
+            let tls = move |(client, host, port): (Client, String, u16)| {
+                use std::net::ToSocketAddrs;
+                // The crate looks the name up again, here too: in the
+                // helper thread when there is one, so within the deadline.
+                let n = (host.as_str(), port).to_socket_addrs()?.count();
+                let n = u32::try_from(n).unwrap_or(u32::MAX);
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(timed_out());
+                }
+                client.get_connection_with_timeout(left / n.max(1))
+            };
+            let input = (client.clone(), host.clone(), *port);
+            let con = if super::lookup::may_stall(host) {
+                super::lookup::by(deadline, input, tls)
+            } else {
+                tls(input)
+            };
+            return con.map(Link::Crate);
         }
         ConnectionAddr::Unix(path) => {
             let s = std::os::unix::net::UnixStream::connect(path)?;
@@ -277,7 +289,7 @@ fn tcp_connect(client: &Client, timeout: Duration) -> redis::RedisResult<Link> {
         }
         _ => return client.get_connection_with_timeout(timeout).map(Link::Crate),
     };
-    let addrs: Vec<std::net::SocketAddr> = (host, port).to_socket_addrs()?.collect();
+    let addrs = super::lookup::addresses(host, port, deadline)?;
     let n = u32::try_from(addrs.len()).unwrap_or(u32::MAX);
     let mut last = None;
     for (i, a) in (0u32..).zip(&addrs) {
@@ -921,8 +933,14 @@ fn failure(area: Area, target: &Target, what: &str, timeout: Duration, e: &Redis
     }
     let text = e.to_string();
     let why = if e.is_timeout() {
+        // A lookup that did not answer says so: the server may be fine.
+        let lookup = if text.contains(super::lookup::TIMED_OUT) {
+            " looking up the host name"
+        } else {
+            ""
+        };
         format!(
-            "timed out after {}s (FFKIT_BACKEND_TIMEOUT)",
+            "timed out after {}s (FFKIT_BACKEND_TIMEOUT){lookup}",
             timeout.as_secs_f64()
         )
     } else if e.is_connection_refusal() {

@@ -193,21 +193,39 @@ impl Driver for Redis {
         name: &str,
         session: bool,
         may: &dyn Fn(&Holder) -> bool,
+        owners: &[u32],
     ) -> Result<Released> {
         let keys = Keys::new(name, session, cfg.developer.as_deref());
         let mut conn = Conn::open(t, cfg.backend_timeout, Area::Lock)?;
+        // Not held under the owners' holding: if their holder process still
+        // lives here, they held it and lost it (docs/redis.md, "Named
+        // pairs"); it is ended.
+        let lost = |now: Option<Holder>, otherwise: Released| match rlock::end_listening(
+            t,
+            &keys,
+            owners,
+            cfg.backend_timeout,
+        ) {
+            Some(_) => Released::Lost(now),
+            None => otherwise,
+        };
         let Some(rec) = rlock::status(&mut conn, &keys)? else {
-            return Ok(Released::NotHeld);
+            return Ok(lost(None, Released::NotHeld));
         };
         let h = holder_of(Some(&rec));
         if !may(&h) {
-            return Ok(Released::NotOwner(h));
+            return Ok(lost(Some(h.clone()), Released::NotOwner(h)));
         }
         if !rlock::release(&mut conn, &keys, &rec.token)? {
             // Lapsed or released by someone else since we read it.
-            return Ok(Released::NotHeld);
+            return Ok(lost(None, Released::NotHeld));
         }
-        rlock::end_holder(&rec);
+        // Ended through its socket, it is gone when this returns; a holder
+        // without one (or another host's) gets a SIGTERM, as before.
+        let here = rec.host == crate::lock::holder::hostname();
+        if !here || rlock::end_listening(t, &keys, &[rec.pid], cfg.backend_timeout).is_none() {
+            rlock::end_holder(&rec);
+        }
         Ok(Released::Done(h))
     }
 

@@ -914,7 +914,8 @@ fn wait_fd(fd: std::os::fd::BorrowedFd<'_>, d: Option<Duration>) -> bool {
 
 /// Named pairs: forks the holder process that keeps lock `keys` for
 /// `owner`: it renews the lease every lease/3, releases the lock when the
-/// owner exits, and ends when the lease is lost or `lock-release` ends it.
+/// owner exits, and stops renewing when the lease is lost; it then stays
+/// (see [`holder_main`]) until the owner exits or `lock-release` asks.
 /// Returns the holder's pid.
 pub fn hold_named(
     target: &Target,
@@ -937,9 +938,13 @@ pub fn hold_named(
             });
         }
     };
+    // Bound before the fork, so that it answers from the moment this call
+    // returns. Without it (no unix sockets here) a lost lock's release
+    // says "not held", as before.
+    let listener = listen_as_holder(target, keys, owner, limits.timeout);
     let child = match crate::lock::named::fork_helper() {
         Ok(Some(pid)) => pid,
-        Ok(None) => holder_main(target, limits, keys, &held.token, pidfd),
+        Ok(None) => holder_main(target, limits, keys, &held.token, pidfd, listener),
         Err(e) => {
             let _ = release(conn, keys, &held.token);
             return Err(Error::LockFailed(format!(
@@ -948,6 +953,7 @@ pub fn hold_named(
         }
     };
     drop(pidfd);
+    drop(listener);
     let fields = [
         ("holder_pid", child.to_string()),
         (
@@ -967,17 +973,158 @@ pub fn hold_named(
     Ok(child)
 }
 
-/// The named-pair holder process.
-fn holder_main(target: &Target, limits: Limits, keys: &Keys, token: &str, owner: OwnedFd) -> ! {
+/// The address a named pair's holder listens on while it lives: an
+/// abstract unix socket (nothing on disk, gone with the process) named by
+/// this user, the backend and lock, and the owner. `lock-release` finds
+/// the holder of a lock the server no longer has there ([`end_listening`]).
+fn holder_address(
+    target: &Target,
+    keys: &Keys,
+    owner: u32,
+) -> Option<std::os::unix::net::SocketAddr> {
+    use std::os::linux::net::SocketAddrExt;
+    let uid = rustix::process::getuid().as_raw();
+    let which = blake3::hash(format!("{}\n{}", target.label, keys.lock).as_bytes());
+    let name = format!("ffkit/redis-holder/{uid}/{}/{owner}", &which.to_hex()[..32]);
+    std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).ok()
+}
+
+/// Listens on [`holder_address`] for a new holder of `owner`'s. A holder
+/// still there from a lost holding of the same owner (never released) is
+/// ended first.
+fn listen_as_holder(
+    target: &Target,
+    keys: &Keys,
+    owner: u32,
+    timeout: Duration,
+) -> Option<std::os::unix::net::UnixListener> {
+    let addr = holder_address(target, keys, owner)?;
+    for _ in 0..100 {
+        match std::os::unix::net::UnixListener::bind_addr(&addr) {
+            Ok(l) => return Some(l),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                // Ended: its listener closed before its answer did, but
+                // the kernel may still be tearing the process down.
+                end_at(&addr, timeout)?;
+                std::thread::yield_now();
+            }
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Asks the holder of `owner`'s (one of the `owners`) for lock `keys`, if
+/// one still lives on this host, to end, and waits until it has: after a
+/// release by token (so that the lock is free and its holder gone when
+/// `lock-release` returns, and a second release finds no holder), or when
+/// the server no longer has the lock under that holder's token (lost: a
+/// restart or failover that lost it, a lapsed lease). The pid of the owner
+/// whose holder it was, if any. `timeout`: the backend's (a holder in the
+/// middle of a renewal answers once it is done).
+pub fn end_listening(
+    target: &Target,
+    keys: &Keys,
+    owners: &[u32],
+    timeout: Duration,
+) -> Option<u32> {
+    owners.iter().copied().find(|&owner| {
+        holder_address(target, keys, owner).is_some_and(|addr| end_at(&addr, timeout).is_some())
+    })
+}
+
+/// Connects to a holder's address and waits for it to end (it ends when
+/// asked by a process of its own user: a connection is the request). The
+/// holder's pid, if one of this user's answered.
+fn end_at(addr: &std::os::unix::net::SocketAddr, timeout: Duration) -> Option<u32> {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect_addr(addr).ok()?;
+    let peer = rustix::net::sockopt::socket_peercred(&s).ok()?;
+    if peer.uid != rustix::process::getuid() {
+        return None;
+    }
+    // It closes the connection as it exits, at its next wait: a renewal
+    // in progress takes at most a connect and a request.
+    let _ = s.set_read_timeout(Some(timeout * 2 + Duration::from_secs(1)));
+    let _ = s.read(&mut [0u8; 1]);
+    Some(peer.pid.as_raw_nonzero().get() as u32)
+}
+
+/// Waits up to `d` (forever: `None`) for the owner to exit or a release to
+/// ask through `listener`: (owner gone, the asker's connection). A
+/// connection from another user is dropped.
+fn holder_wait(
+    owner: std::os::fd::BorrowedFd<'_>,
+    listener: Option<&std::os::unix::net::UnixListener>,
+    d: Option<Duration>,
+) -> (bool, Option<std::os::unix::net::UnixStream>) {
+    let Some(l) = listener else {
+        return (wait_fd(owner, d), None);
+    };
+    let end = d.map(|d| Instant::now() + d);
+    loop {
+        let left = end.map(|e| e.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            return (false, None);
+        }
+        let ts = left.map(|d| rustix::event::Timespec {
+            tv_sec: d.as_secs() as i64,
+            tv_nsec: i64::from(d.subsec_nanos()),
+        });
+        let mut fds = [
+            rustix::event::PollFd::new(&owner, rustix::event::PollFlags::IN),
+            rustix::event::PollFd::new(l, rustix::event::PollFlags::IN),
+        ];
+        match rustix::event::poll(&mut fds, ts.as_ref()) {
+            Ok(0) => return (false, None),
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return (false, None),
+        }
+        if !fds[0].revents().is_empty() {
+            return (true, None);
+        }
+        if let Ok((s, _)) = l.accept() {
+            let ours = rustix::net::sockopt::socket_peercred(&s)
+                .is_ok_and(|p| p.uid == rustix::process::getuid());
+            if ours {
+                return (false, Some(s));
+            }
+        }
+    }
+}
+
+/// The named-pair holder process. While the lock is held it renews the
+/// lease every lease/3, and releases the lock when the owner exits. Once
+/// the lease is lost (a renewal finds another token or none: the server
+/// restarted without it, a failover lost it, the lease lapsed) it renews
+/// no more but stays, listening, until the owner exits: `lock-release`
+/// then learns from it that the lock was lost rather than never taken. A
+/// release that asks ends it, held or lost.
+fn holder_main(
+    target: &Target,
+    limits: Limits,
+    keys: &Keys,
+    token: &str,
+    owner: OwnedFd,
+    listener: Option<std::os::unix::net::UnixListener>,
+) -> ! {
     // The freshly forked child: its own session, stdio on /dev/null, no
-    // descriptor of the caller's but the owner's pidfd, terminal and pipe
-    // signals ignored — like the local named holder.
-    crate::lock::named::detach_holder(&[std::os::fd::AsRawFd::as_raw_fd(&owner)]);
+    // descriptor of the caller's but the owner's pidfd (and the holder's
+    // listener), terminal and pipe signals ignored — like the local named
+    // holder.
+    let mut keep = vec![std::os::fd::AsRawFd::as_raw_fd(&owner)];
+    keep.extend(listener.as_ref().map(std::os::fd::AsRawFd::as_raw_fd));
+    crate::lock::named::detach_holder(&keep);
     let every = limits.lease / 3;
     let mut conn: Option<Conn> = None;
     let mut last_ok = Instant::now();
     loop {
-        let owner_gone = wait_fd(owner.as_fd(), Some(every));
+        let (owner_gone, asked) = holder_wait(owner.as_fd(), listener.as_ref(), Some(every));
+        if let Some(asker) = asked {
+            // Asked by a release that found the lock no longer ours.
+            answer_and_exit(listener, asker);
+        }
         if conn.is_none() {
             conn = Conn::open(target, limits.timeout, Area::Lock).ok();
         }
@@ -985,7 +1132,7 @@ fn holder_main(target: &Target, limits: Limits, keys: &Keys, token: &str, owner:
             if let Some(c) = conn.as_mut() {
                 let _ = release(c, keys, token);
             }
-            break;
+            crate::lock::named::exit_helper();
         }
         let renewed = match conn.as_mut() {
             Some(c) => extend(c, keys, token, limits.lease, &[]),
@@ -1002,6 +1149,24 @@ fn holder_main(target: &Target, limits: Limits, keys: &Keys, token: &str, owner:
             }
         }
     }
+    // Lost: no more renewals, nothing to release.
+    drop(conn);
+    if listener.is_some()
+        && let (_, Some(asker)) = holder_wait(owner.as_fd(), listener.as_ref(), None)
+    {
+        answer_and_exit(listener, asker);
+    }
+    crate::lock::named::exit_helper()
+}
+
+/// Ends the holder a release asked to end: the listener closes first, so
+/// that when the asker sees its connection close the address is free.
+fn answer_and_exit(
+    listener: Option<std::os::unix::net::UnixListener>,
+    asker: std::os::unix::net::UnixStream,
+) -> ! {
+    drop(listener);
+    drop(asker);
     crate::lock::named::exit_helper()
 }
 

@@ -14,5 +14,6 @@ pub mod conn;
 pub mod driver;
 mod guard;
 pub mod lock;
+mod lookup;
 pub mod script;
 mod signals;

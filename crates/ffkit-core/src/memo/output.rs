@@ -1808,14 +1808,65 @@ fn swap_in(tmp: &Path, path: &Path) -> Result<bool> {
 /// user's, swapped out by a restore) goes too, and a directory renamed or
 /// replaced by a symlink while the tree is removed (a world-writable
 /// directory in the tree) never leads the removal or its chmod elsewhere.
+///
+/// One descriptor is held per level of the path being emptied; where the
+/// next level cannot be opened for want of descriptors (`ulimit -n`:
+/// EMFILE, ENFILE) that directory is moved, by a rename between the two
+/// descriptors held, up into the top directory of the tree, and the top is
+/// listed again once the rest is gone: a chain deeper than the descriptor
+/// limit (which the store takes with two) goes whole, in passes.
 fn remove_tree(p: &Path) -> bool {
     use rustix::fs::{AtFlags, CWD};
     use rustix::io::Errno;
     match rustix::fs::unlinkat(CWD, p, AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => true,
         // A directory (EISDIR from Linux's unlink).
-        Err(Errno::ISDIR | Errno::PERM) => remove_dir_at(CWD, p, None),
+        Err(Errno::ISDIR | Errno::PERM) => remove_dir_at(CWD, p, None, None) == Removal::Gone,
         Err(_) => false,
+    }
+}
+
+/// What [`remove_dir_at`] did with a directory.
+#[derive(PartialEq)]
+enum Removal {
+    /// Emptied and removed.
+    Gone,
+    /// Left (or part of it): a mount inside, an immutable file, an error.
+    Left,
+    /// Not opened for want of descriptors (EMFILE, ENFILE): untouched.
+    NoDescriptor,
+}
+
+/// The top directory of a tree [`remove_tree`] removes, into which a
+/// directory too deep to open is moved ([`Removal::NoDescriptor`]), and
+/// whether one was since its last listing.
+struct Top<'a> {
+    fd: std::os::fd::BorrowedFd<'a>,
+    moved: std::cell::Cell<bool>,
+    next: std::cell::Cell<u64>,
+}
+
+impl Top<'_> {
+    /// Moves directory `name` of `dir` into the top under a fresh name
+    /// (never over a name already there); whether it moved. Same tree,
+    /// same file system: a mount point stays (EBUSY, EXDEV), left.
+    fn take(&self, dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::CStr) -> bool {
+        use rustix::fs::{RenameFlags, renameat_with};
+        use rustix::io::Errno;
+        for _ in 0..1000 {
+            let n = self.next.get();
+            self.next.set(n + 1);
+            let to = format!(".ffkit-deep-{n}");
+            match renameat_with(dir, name, self.fd, to.as_str(), RenameFlags::NOREPLACE) {
+                Ok(()) => {
+                    self.moved.set(true);
+                    return true;
+                }
+                Err(Errno::EXIST) => {}
+                Err(_) => return false,
+            }
+        }
+        false
     }
 }
 
@@ -1826,76 +1877,131 @@ fn remove_dir_at<P: rustix::path::Arg + Copy>(
     dir: std::os::fd::BorrowedFd<'_>,
     name: P,
     parent_dev: Option<u64>,
-) -> bool {
+    top: Option<&Top<'_>>,
+) -> Removal {
     use rustix::fs::{AtFlags, FileType, Mode, OFlags, StatxAttributes, StatxFlags};
     use rustix::io::Errno;
     use std::os::fd::{AsFd, AsRawFd};
     let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let no_fd = |e: Errno| {
+        if matches!(e, Errno::MFILE | Errno::NFILE) {
+            Removal::NoDescriptor
+        } else {
+            Removal::Left
+        }
+    };
     // O_PATH: opened whatever its mode, to be looked at before anything.
-    let Ok(at) = rustix::fs::openat(dir, name, flags | OFlags::PATH, Mode::empty()) else {
-        return false;
+    let at = match rustix::fs::openat(dir, name, flags | OFlags::PATH, Mode::empty()) {
+        Ok(at) => at,
+        Err(e) => return no_fd(e),
     };
     let Ok(x) = rustix::fs::statx(&at, "", AtFlags::EMPTY_PATH, StatxFlags::BASIC_STATS) else {
-        return false;
+        return Removal::Left;
     };
     let dev = libc::makedev(x.stx_dev_major, x.stx_dev_minor);
     let root = StatxAttributes::MOUNT_ROOT;
     if parent_dev.is_some_and(|d| d != dev)
         || (x.stx_attributes_mask.contains(root) && x.stx_attributes.contains(root))
     {
-        return false;
+        return Removal::Left;
     }
     if u32::from(x.stx_mode) & 0o700 != 0o700 {
         // Through the descriptor's own name: the inode looked at, never
         // what a name might lead to by now.
         let fd_name = format!("/proc/self/fd/{}", at.as_raw_fd());
         if rustix::fs::chmod(fd_name.as_str(), Mode::from_raw_mode(0o700)).is_err() {
-            return false;
+            return Removal::Left;
         }
     }
-    let Ok(d) = rustix::fs::openat(&at, ".", OFlags::RDONLY | flags, Mode::empty()) else {
-        return false;
+    let d = match rustix::fs::openat(&at, ".", OFlags::RDONLY | flags, Mode::empty()) {
+        Ok(d) => d,
+        Err(e) => return no_fd(e),
     };
     drop(at);
-    // Its names first (one descriptor per level is held while deeper
-    // ones are removed), then each removed by name in it.
-    // One 32 KiB buffer per level, as `readdir(3)` reads: a directory of
-    // a few hundred names in one `getdents64`, and no descriptor dup'd.
-    // The buffer goes before the levels below are removed.
-    let mut names = Vec::new();
-    {
-        let mut buf = Vec::with_capacity(32 * 1024);
-        let mut rd = rustix::fs::RawDir::new(&d, buf.spare_capacity_mut());
-        while let Some(e) = rd.next() {
-            let Ok(e) = e else { return false };
-            let n = e.file_name();
-            if n != c"." && n != c".." {
-                names.push((n.to_owned(), e.file_type()));
+    // The top of the tree: where a directory too deep to open goes.
+    let is_top = top.is_none();
+    let mine;
+    let top = match top {
+        Some(t) => t,
+        None => {
+            mine = Top {
+                fd: d.as_fd(),
+                moved: std::cell::Cell::new(false),
+                next: std::cell::Cell::new(0),
+            };
+            &mine
+        }
+    };
+    let mut pass = 0u32;
+    loop {
+        if is_top {
+            top.moved.set(false);
+        }
+        // A directory's listing goes on from where the last one ended:
+        // the top's next pass starts from its beginning.
+        if pass > 0 && rustix::fs::seek(&d, rustix::fs::SeekFrom::Start(0)).is_err() {
+            return Removal::Left;
+        }
+        pass += 1;
+        // Its names first (one descriptor per level is held while deeper
+        // ones are removed), then each removed by name in it.
+        // One 32 KiB buffer per level, as `readdir(3)` reads: a directory
+        // of a few hundred names in one `getdents64`, and no descriptor
+        // dup'd. The buffer goes before the levels below are removed.
+        let mut names = Vec::new();
+        {
+            let mut buf = Vec::with_capacity(32 * 1024);
+            let mut rd = rustix::fs::RawDir::new(&d, buf.spare_capacity_mut());
+            while let Some(e) = rd.next() {
+                let Ok(e) = e else { return Removal::Left };
+                let n = e.file_name();
+                if n != c"." && n != c".." {
+                    names.push((n.to_owned(), e.file_type()));
+                }
             }
         }
+        let mut whole = true;
+        for (n, t) in names {
+            let is_dir = match t {
+                FileType::Directory => true,
+                FileType::Unknown => {
+                    rustix::fs::statat(&d, n.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+                        .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory)
+                }
+                _ => false,
+            };
+            whole &= if is_dir {
+                match remove_dir_at(d.as_fd(), n.as_c_str(), Some(dev), Some(top)) {
+                    Removal::Gone => true,
+                    // Moved up, to go in the top's next pass; at the top
+                    // itself there is nothing to gain.
+                    Removal::NoDescriptor => !is_top && top.take(d.as_fd(), n.as_c_str()),
+                    Removal::Left => false,
+                }
+            } else {
+                matches!(
+                    rustix::fs::unlinkat(&d, n.as_c_str(), AtFlags::empty()),
+                    Ok(()) | Err(Errno::NOENT)
+                )
+            };
+        }
+        if !whole {
+            return Removal::Left;
+        }
+        // The top again while this pass moved directories into it (each
+        // pass removes every level above what it moved: it ends).
+        if !(is_top && top.moved.get()) {
+            break;
+        }
     }
-    let mut whole = true;
-    for (n, t) in names {
-        let is_dir = match t {
-            FileType::Directory => true,
-            FileType::Unknown => rustix::fs::statat(&d, n.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
-                .is_ok_and(|s| FileType::from_raw_mode(s.st_mode) == FileType::Directory),
-            _ => false,
-        };
-        whole &= if is_dir {
-            remove_dir_at(d.as_fd(), n.as_c_str(), Some(dev))
-        } else {
-            matches!(
-                rustix::fs::unlinkat(&d, n.as_c_str(), AtFlags::empty()),
-                Ok(()) | Err(Errno::NOENT)
-            )
-        };
+    if matches!(
+        rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR),
+        Ok(()) | Err(Errno::NOENT)
+    ) {
+        Removal::Gone
+    } else {
+        Removal::Left
     }
-    whole
-        && matches!(
-            rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR),
-            Ok(()) | Err(Errno::NOENT)
-        )
 }
 
 /// Removes trees a killed restore left beside its path: its pid is gone, or

@@ -1238,3 +1238,131 @@ fn redis_a_large_value_written_at_a_timeout_is_read_back_at_it() {
         .success()
         .stdout("v");
 }
+
+/// Another user's process squatting a holder's socket name
+/// (`ffkit/redis-holder/UID/…/OWNER`: every part can be guessed) with a
+/// listener whose backlog is full and never accepting. The new holder's
+/// bind finds the name taken and asks whoever is there to end: that
+/// connect blocked in the kernel until the squatter went away, so
+/// `lock-acquire -w 2 NAME` hung, past every deadline, with the lock taken
+/// on the server and its lease renewed by nobody (and a release asking
+/// such a name hung the same way). The connect no longer waits: the
+/// holder runs without a socket (a loss then says "not held"), the
+/// acquisition and its release answer at once. Runs the squatter as
+/// nobody (root only).
+#[test]
+fn redis_a_holder_socket_name_squatted_by_another_user_never_hangs_the_lock() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("not root: the squatter runs as nobody");
+        return;
+    }
+    let probe = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(std::env::current_exe().unwrap())
+        .arg("--list")
+        .stdout(Stdio::null())
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        skip("nobody cannot run the test binary");
+        return;
+    }
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let mut owner = Command::new("sleep").arg("120").spawn().unwrap();
+    let o = owner.id().to_string();
+    let release = || {
+        let mut c = ff(&w, &s, "lock-release");
+        c.args(["--owner", &o, "squat"]);
+        bounded(c, b"", Duration::from_secs(20))
+    };
+    // The name this owner's holder listens on.
+    ff(&w, &s, "lock-acquire")
+        .args(["--owner", &o, "squat"])
+        .assert()
+        .success();
+    let suffix = format!("/{o}");
+    let name = std::fs::read_to_string("/proc/net/unix")
+        .unwrap()
+        .split_whitespace()
+        .find(|n| n.starts_with("@ffkit/redis-holder/0/") && n.ends_with(&suffix))
+        .map(|n| n[1..].to_string())
+        .expect("the holder's socket");
+    let (code, _, err, _) = release();
+    assert_eq!(code, Some(0), "{err}");
+    let mut squatter = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "redis_faults::squatter_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("FFKIT_TEST_SQUAT", &name)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Its listener and the connection waiting in its full backlog both
+    // carry the name.
+    until("the squatter to listen with a full backlog", || {
+        std::fs::read_to_string("/proc/net/unix").is_ok_and(|t| {
+            t.lines()
+                .filter(|l| l.ends_with(&format!("@{name}")))
+                .count()
+                >= 2
+        })
+    });
+    let mut c = ff(&w, &s, "lock-acquire");
+    c.args(["--owner", &o, "-w", "2", "squat"]);
+    let (code, _, err, took) = bounded(c, b"", Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    let (code, _, err, took) = release();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    drop(squatter.stdin.take());
+    let _ = squatter.wait();
+    let _ = owner.kill();
+    let _ = owner.wait();
+}
+
+/// [`redis_a_holder_socket_name_squatted_by_another_user_never_hangs_the_lock`]'s
+/// squatter: listens on `FFKIT_TEST_SQUAT` (abstract) with a backlog of
+/// one, fills it with its own connections, never accepts, and ends when
+/// its stdin closes.
+#[test]
+fn squatter_child() {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let Some(name) = std::env::var_os("FFKIT_TEST_SQUAT") else {
+        return;
+    };
+    let addr = SocketAddrUnix::new_abstract_name(name.as_encoded_bytes()).unwrap();
+    let sock = || {
+        rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )
+        .unwrap()
+    };
+    let l = sock();
+    rustix::net::bind(&l, &addr).unwrap();
+    rustix::net::listen(&l, 0).unwrap();
+    let mut held = Vec::new();
+    loop {
+        let c = sock();
+        let r = rustix::net::connect(&c, &addr);
+        held.push(c);
+        if r.is_err() {
+            break;
+        }
+    }
+    // The test's pipe: this test process is not ffkit, no Ctx here.
+    #[allow(clippy::disallowed_methods)]
+    let mut input = std::io::stdin();
+    let _ = std::io::Read::read(&mut input, &mut [0u8; 1]);
+    drop(held);
+}

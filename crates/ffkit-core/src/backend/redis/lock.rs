@@ -1036,13 +1036,31 @@ pub fn end_listening(
 /// Connects to a holder's address and waits for it to end (it ends when
 /// asked by a process of its own user: a connection is the request). The
 /// holder's pid, if one of this user's answered.
+///
+/// The connect does not wait: a listener whose backlog is full (another
+/// user's socket squatting the name, never accepting) would hold a
+/// blocking connect forever, past every deadline; its EAGAIN is "no
+/// holder of ours answers". A holder's own backlog is std's 128, for
+/// releases that come one at a time.
 fn end_at(addr: &std::os::unix::net::SocketAddr, timeout: Duration) -> Option<u32> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
     use std::io::Read;
-    let mut s = std::os::unix::net::UnixStream::connect_addr(addr).ok()?;
-    let peer = rustix::net::sockopt::socket_peercred(&s).ok()?;
+    use std::os::linux::net::SocketAddrExt;
+    let name = SocketAddrUnix::new_abstract_name(addr.as_abstract_name()?).ok()?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )
+    .ok()?;
+    rustix::net::connect(&fd, &name).ok()?;
+    let peer = rustix::net::sockopt::socket_peercred(&fd).ok()?;
     if peer.uid != rustix::process::getuid() {
         return None;
     }
+    let mut s = std::os::unix::net::UnixStream::from(fd);
+    s.set_nonblocking(false).ok()?;
     // It closes the connection as it exits, at its next wait: a renewal
     // in progress takes at most a connect and a request.
     let _ = s.set_read_timeout(Some(timeout * 2 + Duration::from_secs(1)));

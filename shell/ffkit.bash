@@ -67,8 +67,10 @@ _ffkit_remote() {
 # the namespace's dir, checked as a dir ffkit picks (docs/cache.md).
 #
 # The old library was sourced, so it read plain shell variables, exported or
-# not. This is the one place that keeps that true: in a subshell (which the
-# binary replaces with exec, so it costs no extra process), every variable
+# not. This is the one place that keeps that true: in bash's subshell (which
+# the binary replaces with exec, so it costs no extra process) and as zsh's
+# function-local exports (_ffkit_zrun: zsh's subshell would reset the
+# signals the caller ignores), every variable
 # the binary reads that is set in this shell is exported, whether the caller
 # exported it, set it without export, made it `local` in a function, or set
 # it for one call (`LOCK_TIMEOUT=1 acquire_critical_lock x`). An unset one
@@ -110,7 +112,61 @@ _ffkit_run() {
         done
         set -- "${_ffkit_a[@]}"
     fi
-    ( _ffkit_exec "$_ffkit_l" "$_ffkit_strip" "$_ffkit_d" "$@" )
+    if [[ -n ${ZSH_VERSION-} ]]; then
+        _ffkit_zrun "$_ffkit_l" "$_ffkit_strip" "$_ffkit_d" "$@"
+    else
+        ( _ffkit_exec "$_ffkit_l" "$_ffkit_strip" "$_ffkit_d" "$@" )
+    fi
+}
+
+
+# _ffkit_zrun LOG STRIP DEV ARGS...: _ffkit_run's way in zsh: the binary
+# as a simple command, each variable of _ffkit_exec's list that is set in
+# this shell (exported or not, even empty) forwarded as a function-local
+# exported copy, an unset one left out, as _ffkit_exec's exports do. Not
+# from a `( )` subshell as in bash: zsh resets there the signals its
+# caller ignores (nohup's SIGHUP, a `trap '' INT`), which a command
+# started directly inherits ignored (and bash's subshell keeps), so
+# `cache_command`'s command lost them.
+_ffkit_zrun() {
+    local _ffkit_l=$1 _ffkit_s=$2 _ffkit_d=$3
+    shift 3
+    # One statement, each name's word present only when the name is set
+    # (`builtin`: zsh's reserved-word `local` would not parse them), and
+    # CACHE_PERF_METRICS the metrics log LOG.
+    # BEGIN GENERATED:env-forward-zsh
+    # From config::ENV_VARS by `cargo xtask gen`; do not edit.
+    builtin local -x \
+        ${CACHE_SIZE_TRACKING+"CACHE_SIZE_TRACKING=$CACHE_SIZE_TRACKING"} \
+        ${LOCK_BACKOFF_STRATEGY+"LOCK_BACKOFF_STRATEGY=$LOCK_BACKOFF_STRATEGY"} \
+        ${LOCK_TIMEOUT+"LOCK_TIMEOUT=$LOCK_TIMEOUT"} \
+        ${CACHE_PERF_MONITORING+"CACHE_PERF_MONITORING=$CACHE_PERF_MONITORING"} \
+        ${CACHE_PERF_METRICS+"CACHE_PERF_METRICS=$CACHE_PERF_METRICS"} \
+        ${FLOWFORGE_DEVELOPER+"FLOWFORGE_DEVELOPER=$FLOWFORGE_DEVELOPER"} \
+        ${FF_DEBUG+"FF_DEBUG=$FF_DEBUG"} \
+        ${FFKIT_CACHE_DIR+"FFKIT_CACHE_DIR=$FFKIT_CACHE_DIR"} \
+        ${FFKIT_LOCK_DIR+"FFKIT_LOCK_DIR=$FFKIT_LOCK_DIR"} \
+        ${LOCK_BACKOFF_INITIAL+"LOCK_BACKOFF_INITIAL=$LOCK_BACKOFF_INITIAL"} \
+        ${LOCK_BACKOFF_MAX+"LOCK_BACKOFF_MAX=$LOCK_BACKOFF_MAX"} \
+        ${LOCK_STALE_AFTER+"LOCK_STALE_AFTER=$LOCK_STALE_AFTER"} \
+        ${LOCK_OLD_LIBRARY+"LOCK_OLD_LIBRARY=$LOCK_OLD_LIBRARY"} \
+        ${CACHE_PERF_MAX_BYTES+"CACHE_PERF_MAX_BYTES=$CACHE_PERF_MAX_BYTES"} \
+        ${FFKIT_BACKEND+"FFKIT_BACKEND=$FFKIT_BACKEND"} \
+        ${FFKIT_BACKEND_TIMEOUT+"FFKIT_BACKEND_TIMEOUT=$FFKIT_BACKEND_TIMEOUT"} \
+        ${FFKIT_BACKEND_CA+"FFKIT_BACKEND_CA=$FFKIT_BACKEND_CA"} \
+        ${FFKIT_LOCK_LEASE+"FFKIT_LOCK_LEASE=$FFKIT_LOCK_LEASE"} \
+        ${XDG_CACHE_HOME+"XDG_CACHE_HOME=$XDG_CACHE_HOME"} \
+        ${XDG_RUNTIME_DIR+"XDG_RUNTIME_DIR=$XDG_RUNTIME_DIR"} \
+        ${SHELL+"SHELL=$SHELL"} \
+        ${HOME+"HOME=$HOME"} \
+        "CACHE_PERF_METRICS=$_ffkit_l"
+    # END GENERATED:env-forward-zsh
+    [[ $_ffkit_s != 1 ]] || local -x FLOWFORGE_DEVELOPER="$_ffkit_d"
+    if [[ -n ${FFKIT_BIN-} ]]; then
+        "$FFKIT_BIN" "$@"
+    else
+        ffkit "$@"
+    fi
 }
 
 # _ffkit_exec LOG STRIP DEV ARGS...: exports the variables _ffkit_run

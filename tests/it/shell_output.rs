@@ -608,6 +608,44 @@ fn applets_that_run_a_command_answer_a_write_past_ulimit_f_with_exit_8() {
     }
 }
 
+/// The command `cache_command` runs starts with the signals its caller
+/// ignores still ignored (a `trap '' INT`, nohup's SIGHUP), as a direct
+/// start would: on every path. zsh reset them in the `( )` subshell the
+/// wrappers ran the binary from (SigIgn 0 for the command); zsh now runs
+/// it as a simple command (`_ffkit_zrun`).
+#[test]
+fn cache_command_keeps_the_signals_its_caller_ignores() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        // Not from `$( )`: zsh resets ignored signals in that subshell too.
+        let script = "trap '' INT USR1 HUP\n\
+             sh -c 'grep ^SigIgn /proc/self/status' >d; echo \"direct $(cat d)\"\n\
+             cache_command -- sh -c 'grep ^SigIgn /proc/self/status' >f; echo \"fn $(cat f)\"\n\
+             v=enabled; echo \"fn-var $(CACHE_PERF_MONITORING=$v cache_command -- sh -c 'echo ${CACHE_PERF_MONITORING-unset} ${LOCK_TIMEOUT-unset}')\"";
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        let line = |k: &str| {
+            out.lines()
+                .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix(' ')))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let direct = line("direct");
+        // HUP (1), INT (2) and USR1 (10) at least, as the shell set them.
+        let mask = direct
+            .split_whitespace()
+            .last()
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+        assert_eq!(mask & 0x203, 0x203, "{way}: {out}{err}");
+        assert_eq!(line("fn"), direct, "{way}: {out}{err}");
+        // A one-call assignment reaches the command; an unset variable
+        // stays unset (not even empty).
+        assert_eq!(line("fn-var"), "enabled unset", "{way}: {out}{err}");
+    }
+}
+
 /// `get_cache_size` records the same metrics rows on every path: none when
 /// it answered straight from a valid `.size-index` (what the fallback's
 /// forkless read does, starting no process and so recording nothing), one

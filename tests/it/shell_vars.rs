@@ -62,8 +62,8 @@ fn value_of<'a>(env: &'a [String], name: &str) -> Option<&'a str> {
 #[test]
 fn the_forwarded_list_is_config_env_vars() {
     let text = fs::read_to_string(crate::shell::lib()).unwrap();
-    let begin = text.find("# BEGIN GENERATED:env-forward").unwrap();
-    let end = text.find("# END GENERATED:env-forward").unwrap();
+    let begin = text.find("# BEGIN GENERATED:env-forward\n").unwrap();
+    let end = text.find("# END GENERATED:env-forward\n").unwrap();
     let block = &text[begin..end];
     let export = block.find("export ").unwrap();
     let names: Vec<&str> = block[export + "export ".len()..]

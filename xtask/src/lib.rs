@@ -111,6 +111,43 @@ pub fn fill_wrappers(text: &str) -> io::Result<String> {
     let _ = writeln!(body, "{line}");
     let mut s = text.to_string();
     s.replace_range(b + begin.len()..e, &body);
+    fill_wrappers_zsh(&s)
+}
+
+/// Rewrites the wrappers' `env-forward-zsh` block, in `_ffkit_zrun` (zsh's
+/// way to run the binary: a simple command, not a subshell, which in zsh
+/// resets the signals the caller ignores): one `builtin local -x` whose
+/// word for each variable in [`ENV_VARS`] is there only when the variable
+/// is set (`${NAME+"NAME=$NAME"}`), so the binary gets exactly what
+/// `_ffkit_exec`'s exports give it in bash, and last `CACHE_PERF_METRICS`
+/// set to the function's `_ffkit_l` (the metrics log). One statement: a
+/// loop over the names cost zsh ~10% of a call.
+fn fill_wrappers_zsh(text: &str) -> io::Result<String> {
+    const INDENT: &str = "    ";
+    let begin = "# BEGIN GENERATED:env-forward-zsh\n";
+    let end = format!("{INDENT}# END GENERATED:env-forward-zsh");
+    let (Some(b), Some(e)) = (text.find(begin), text.find(&end)) else {
+        return Err(io::Error::other(format!(
+            "{WRAPPERS} lacks the markers `# BEGIN GENERATED:env-forward-zsh` ... `{}`",
+            end.trim_start()
+        )));
+    };
+    if e < b {
+        return Err(io::Error::other(format!(
+            "{WRAPPERS}: the env-forward-zsh END marker precedes its BEGIN"
+        )));
+    }
+    let mut body = format!("{INDENT}# From config::ENV_VARS by `cargo xtask gen`; do not edit.\n");
+    body.push_str(&format!("{INDENT}builtin local -x"));
+    for v in ENV_VARS {
+        let n = v.name;
+        let _ = write!(body, " \\\n{INDENT}    ${{{n}+\"{n}=${n}\"}}");
+    }
+    // Last, so it wins, and always there: `local -x` with no word at all
+    // (nothing set) would list the exported locals on stdout.
+    let _ = writeln!(body, " \\\n{INDENT}    \"CACHE_PERF_METRICS=$_ffkit_l\"");
+    let mut s = text.to_string();
+    s.replace_range(b + begin.len()..e, &body);
     Ok(s)
 }
 

@@ -78,76 +78,64 @@ pub fn generate(root: &Path) -> io::Result<BTreeMap<PathBuf, Vec<u8>>> {
 /// The shell wrappers, whose list of forwarded variables is generated.
 pub const WRAPPERS: &str = "shell/ffkit.bash";
 
-/// Rewrites the wrappers' `env-forward` block: one `export` of every
-/// variable in [`ENV_VARS`], so `_ffkit_run` hands the binary exactly the
-/// variables it reads (set ones with the shell's value, unset ones not at
-/// all), and a knob added to the table reaches the shell functions too.
+/// Rewrites the wrappers' two `env-forward` blocks from [`ENV_VARS`], so
+/// `_ffkit_run` hands the binary exactly the variables it reads (set ones
+/// with the shell's value, unset ones not at all), and a knob added to the
+/// table reaches the shell functions too:
+/// - `env-forward`, in `_ffkit_exec` (bash's way, in a subshell): one
+///   `export` of every name;
+/// - `env-forward-zsh`, in `_ffkit_zrun` (zsh's way: a simple command, as
+///   zsh's subshell resets the signals the caller ignores): one `builtin
+///   local -x` whose word for a name is there only when it is set
+///   (`${NAME+"NAME=$NAME"}`), and last `CACHE_PERF_METRICS` set to the
+///   function's `_ffkit_l` (the metrics log). One statement: a loop over
+///   the names cost zsh ~10% of a call.
 pub fn fill_wrappers(text: &str) -> io::Result<String> {
-    const INDENT: &str = "        ";
-    let begin = "# BEGIN GENERATED:env-forward\n";
-    let end = format!("{INDENT}# END GENERATED:env-forward");
-    let (Some(b), Some(e)) = (text.find(begin), text.find(&end)) else {
-        return Err(io::Error::other(format!(
-            "{WRAPPERS} lacks the markers `# BEGIN GENERATED:env-forward` ... `{}`",
-            end.trim_start()
-        )));
-    };
-    if e < b {
-        return Err(io::Error::other(format!(
-            "{WRAPPERS}: the env-forward END marker precedes its BEGIN"
-        )));
-    }
-    let mut body = format!("{INDENT}# From config::ENV_VARS by `cargo xtask gen`; do not edit.\n");
-    let mut line = format!("{INDENT}export");
+    let mut body = String::new();
+    let mut line = String::from("        export");
     for v in ENV_VARS {
         if line.len() + 1 + v.name.len() > 76 {
             let _ = writeln!(body, "{line} \\");
-            line = format!("{INDENT}    {}", v.name);
+            line = format!("            {}", v.name);
         } else {
             line.push(' ');
             line.push_str(v.name);
         }
     }
     let _ = writeln!(body, "{line}");
-    let mut s = text.to_string();
-    s.replace_range(b + begin.len()..e, &body);
-    fill_wrappers_zsh(&s)
+    let text = fill_block(text, "env-forward", "        ", &body)?;
+    let mut zsh = String::from("    builtin local -x");
+    for v in ENV_VARS {
+        let n = v.name;
+        let _ = write!(zsh, " \\\n        ${{{n}+\"{n}=${n}\"}}");
+    }
+    // Last, so it wins, and always there: `local -x` with no word at all
+    // (nothing set) would list the exported locals on stdout.
+    let _ = writeln!(zsh, " \\\n        \"CACHE_PERF_METRICS=$_ffkit_l\"");
+    fill_block(&text, "env-forward-zsh", "    ", &zsh)
 }
 
-/// Rewrites the wrappers' `env-forward-zsh` block, in `_ffkit_zrun` (zsh's
-/// way to run the binary: a simple command, not a subshell, which in zsh
-/// resets the signals the caller ignores): one `builtin local -x` whose
-/// word for each variable in [`ENV_VARS`] is there only when the variable
-/// is set (`${NAME+"NAME=$NAME"}`), so the binary gets exactly what
-/// `_ffkit_exec`'s exports give it in bash, and last `CACHE_PERF_METRICS`
-/// set to the function's `_ffkit_l` (the metrics log). One statement: a
-/// loop over the names cost zsh ~10% of a call.
-fn fill_wrappers_zsh(text: &str) -> io::Result<String> {
-    const INDENT: &str = "    ";
-    let begin = "# BEGIN GENERATED:env-forward-zsh\n";
-    let end = format!("{INDENT}# END GENERATED:env-forward-zsh");
-    let (Some(b), Some(e)) = (text.find(begin), text.find(&end)) else {
+/// Replaces what stands between `# BEGIN GENERATED:NAME` and its END line
+/// (indented by `indent`) in the wrappers with the generated-by line and
+/// `body`.
+fn fill_block(text: &str, name: &str, indent: &str, body: &str) -> io::Result<String> {
+    let begin = format!("# BEGIN GENERATED:{name}\n");
+    let end = format!("{indent}# END GENERATED:{name}\n");
+    let (Some(b), Some(e)) = (text.find(&begin), text.find(&end)) else {
         return Err(io::Error::other(format!(
-            "{WRAPPERS} lacks the markers `# BEGIN GENERATED:env-forward-zsh` ... `{}`",
-            end.trim_start()
+            "{WRAPPERS} lacks the markers `# BEGIN GENERATED:{name}` ... `# END GENERATED:{name}`"
         )));
     };
     if e < b {
         return Err(io::Error::other(format!(
-            "{WRAPPERS}: the env-forward-zsh END marker precedes its BEGIN"
+            "{WRAPPERS}: the {name} END marker precedes its BEGIN"
         )));
     }
-    let mut body = format!("{INDENT}# From config::ENV_VARS by `cargo xtask gen`; do not edit.\n");
-    body.push_str(&format!("{INDENT}builtin local -x"));
-    for v in ENV_VARS {
-        let n = v.name;
-        let _ = write!(body, " \\\n{INDENT}    ${{{n}+\"{n}=${n}\"}}");
-    }
-    // Last, so it wins, and always there: `local -x` with no word at all
-    // (nothing set) would list the exported locals on stdout.
-    let _ = writeln!(body, " \\\n{INDENT}    \"CACHE_PERF_METRICS=$_ffkit_l\"");
     let mut s = text.to_string();
-    s.replace_range(b + begin.len()..e, &body);
+    s.replace_range(
+        b + begin.len()..e,
+        &format!("{indent}# From config::ENV_VARS by `cargo xtask gen`; do not edit.\n{body}"),
+    );
     Ok(s)
 }
 

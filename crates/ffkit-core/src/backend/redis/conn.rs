@@ -276,12 +276,7 @@ fn tcp_connect(client: &Client, timeout: Duration) -> redis::RedisResult<Link> {
                 client.get_connection_with_timeout(left / n.max(1))
             };
             let input = (client.clone(), host.clone(), *port);
-            let con = if super::lookup::may_stall(host) {
-                super::lookup::by(deadline, input, tls)
-            } else {
-                tls(input)
-            };
-            return con.map(Link::Crate);
+            return super::lookup::within(host, deadline, input, tls).map(Link::Crate);
         }
         ConnectionAddr::Unix(path) => {
             let s = std::os::unix::net::UnixStream::connect(path)?;

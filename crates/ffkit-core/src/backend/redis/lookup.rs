@@ -34,7 +34,7 @@ fn timed_out() -> RedisError {
 
 /// Whether looking `host` up may ask a resolver that might not answer: not
 /// an IP address, and not a name glibc finds in `/etc/hosts` first.
-pub(super) fn may_stall(host: &str) -> bool {
+fn may_stall(host: &str) -> bool {
     host.parse::<IpAddr>().is_err() && !in_hosts_file(host)
 }
 
@@ -43,26 +43,27 @@ pub(super) fn addresses(host: &str, port: u16, deadline: Instant) -> RedisResult
     let resolve = move |host: String| -> RedisResult<Vec<SocketAddr>> {
         Ok((host.as_str(), port).to_socket_addrs()?.collect())
     };
-    if may_stall(host) {
-        by(deadline, host.to_string(), resolve)
-    } else {
-        resolve(host.to_string())
-    }
+    within(host, deadline, host.to_string(), resolve)
 }
 
-/// Runs `work(input)` (a lookup, and what needs its answer) in a helper
-/// thread and waits for it until `deadline`. If no thread can be started
-/// (out of processes or memory), `work` runs here, unbounded, as before.
+/// Runs `work(input)` (the lookup of `host`, and what needs its answer)
+/// by `deadline`: here where no resolver can be asked ([`may_stall`]),
+/// else in a helper thread it waits for until `deadline`. If no thread can
+/// be started (out of processes or memory), `work` runs here, unbounded,
+/// as before.
 /// The answer comes back through a slot and a condition variable, and the
 /// thread runs a boxed job: one instantiation of the thread machinery for
 /// every caller (each is relocated at every start-up, lookup or not:
 /// `mpsc` and a generic spawn cost the debug binary ~250 relocations).
-pub(super) fn by<I, T, F>(deadline: Instant, input: I, work: F) -> RedisResult<T>
+pub(super) fn within<I, T, F>(host: &str, deadline: Instant, input: I, work: F) -> RedisResult<T>
 where
     I: Clone + Send + 'static,
     T: Send + 'static,
     F: FnOnce(I) -> RedisResult<T> + Clone + Send + 'static,
 {
+    if !may_stall(host) {
+        return work(input);
+    }
     if deadline.saturating_duration_since(Instant::now()).is_zero() {
         return Err(timed_out());
     }

@@ -756,16 +756,16 @@ fn wait_for(fd: std::os::fd::BorrowedFd<'_>, what: rustix::event::PollFlags) {
 /// A signal the thread had blocked already is left alone (pending or not:
 /// it is the caller's); one it had not blocked cannot have been pending
 /// before, so one pending now was raised by `f`. Three system calls
-/// (block, sigpending, restore), a fourth only to take one back. A child
+/// (block, `sigtimedwait`, restore; two when all of `sigs` were blocked
+/// already), one more for each signal taken back. A child
 /// started meanwhile inherits the mask (std does not reset it): start it
 /// with [`BeforeExec::EmptyMask`], or through [`with_callers_mask`], which
 /// gives it the mask this thread had before.
 pub fn without_signals<T>(sigs: &[libc::c_int], f: impl FnOnce() -> T) -> T {
     // SAFETY: sigset_t is plain data that sigemptyset/sigaddset initialise;
-    // pthread_sigmask and sigpending read and change only this thread's
-    // mask and pending set, and the mask is restored below. libc because
-    // neither nix 0.32 nor rustix (outside its runtime module) offers
-    // sigpending or sigtimedwait.
+    // pthread_sigmask changes only this thread's mask, which is restored
+    // below. libc because neither nix 0.32 nor rustix (outside its runtime
+    // module) offers sigtimedwait, which the sets are for.
     let old = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
@@ -776,49 +776,36 @@ pub fn without_signals<T>(sigs: &[libc::c_int], f: impl FnOnce() -> T) -> T {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old);
         old
     };
-    // The signals this call blocked anew, for [`with_callers_mask`].
+    // The signals this call blocks anew (`fresh`): one of them pending
+    // after `f` was raised by `f`; and, with those outer calls blocked,
+    // what [`with_callers_mask`] unblocks for a command (`mine`).
     let outer = BLOCKED_HERE.with(|b| b.get());
-    // SAFETY: sigset_t is plain data; sigismember/sigaddset only read and
-    // set bits of the sets built here. libc, as above: these are the raw
-    // sets the calls around use (nix's SigSet offers no sigtimedwait).
-    let mine = unsafe {
-        let mut mine = outer.unwrap_or_else(|| {
-            let mut none: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut none);
-            none
-        });
+    // SAFETY: sigset_t is plain data (Copy) that sigemptyset initialises;
+    // sigismember/sigaddset only read and set bits of the sets built here.
+    // libc, as above: these are the raw sets the calls around use (nix's
+    // SigSet offers no sigtimedwait).
+    let (fresh, mine, any) = unsafe {
+        let mut fresh: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut fresh);
+        let mut mine = outer.unwrap_or(fresh);
+        let mut any = false;
         for &s in sigs {
             if libc::sigismember(&old, s) != 1 {
+                libc::sigaddset(&mut fresh, s);
                 libc::sigaddset(&mut mine, s);
+                any = true;
             }
         }
-        mine
+        (fresh, mine, any)
     };
     BLOCKED_HERE.with(|b| b.set(Some(mine)));
     let r = f();
     BLOCKED_HERE.with(|b| b.set(outer));
-    // SAFETY: reads the sets built above; `take` holds only signals this
-    // call blocked, and a zero timeout takes one only when pending. Then
-    // the mask saved above is restored.
+    if any {
+        take_pending(&fresh);
+    }
+    // SAFETY: restores the mask saved above, on this thread.
     unsafe {
-        let mut now: libc::sigset_t = std::mem::zeroed();
-        let mut take: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut take);
-        libc::sigpending(&mut now);
-        let mut any = false;
-        for &s in sigs {
-            if libc::sigismember(&now, s) == 1 && libc::sigismember(&old, s) != 1 {
-                libc::sigaddset(&mut take, s);
-                any = true;
-            }
-        }
-        if any {
-            let zero = libc::timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            while libc::sigtimedwait(&take, std::ptr::null_mut(), &zero) > 0 {}
-        }
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
     }
     r
@@ -843,17 +830,11 @@ pub fn with_callers_mask<T>(f: impl FnOnce() -> T) -> T {
     let Some(mine) = BLOCKED_HERE.with(|b| b.get()) else {
         return f();
     };
-    // SAFETY: `mine` is a signal set built by `without_signals`; a zero
-    // timeout takes a signal of it only when pending; the mask changes
-    // only for those signals, on this thread, and they are blocked again
-    // before returning. libc because neither nix 0.32 nor rustix (outside
-    // its runtime module) offers sigtimedwait, as in `without_signals`.
+    take_pending(&mine);
+    // SAFETY: `mine` is a signal set built by `without_signals`; the mask
+    // changes only for those signals, on this thread, and they are blocked
+    // again before returning. libc, as in `without_signals`.
     unsafe {
-        let zero = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        while libc::sigtimedwait(&mine, std::ptr::null_mut(), &zero) > 0 {}
         libc::pthread_sigmask(libc::SIG_UNBLOCK, &mine, std::ptr::null_mut());
     }
     let r = f();
@@ -863,6 +844,19 @@ pub fn with_callers_mask<T>(f: impl FnOnce() -> T) -> T {
         libc::pthread_sigmask(libc::SIG_BLOCK, &mine, std::ptr::null_mut());
     }
     r
+}
+
+/// Takes back every signal of `set` (blocked on this thread) that is
+/// pending, without waiting: one `sigtimedwait` when none is.
+fn take_pending(set: &libc::sigset_t) {
+    let zero = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: reads `set`; a zero timeout takes a signal of it only when
+    // one is pending. libc because neither nix 0.32 nor rustix (outside its
+    // runtime module) offers sigtimedwait.
+    while unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &zero) } > 0 {}
 }
 
 /// Sets each of `sigs` to be ignored (SIG_IGN): no handler is installed,

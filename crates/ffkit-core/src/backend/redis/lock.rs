@@ -893,25 +893,6 @@ fn reap_own_child(pid: libc::pid_t) {
     }
 }
 
-/// Waits until `fd` is readable (a pidfd: its process exited), up to `d`.
-fn wait_fd(fd: std::os::fd::BorrowedFd<'_>, d: Option<Duration>) -> bool {
-    let ts = d.map(|d| rustix::event::Timespec {
-        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        tv_nsec: i64::from(d.subsec_nanos()),
-    });
-    loop {
-        let mut fds = [rustix::event::PollFd::new(
-            &fd,
-            rustix::event::PollFlags::IN,
-        )];
-        match rustix::event::poll(&mut fds, ts.as_ref()) {
-            Ok(n) => return n > 0,
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(_) => return false,
-        }
-    }
-}
-
 /// Named pairs: forks the holder process that keeps lock `keys` for
 /// `owner`: it renews the lease every lease/3, releases the lock when the
 /// owner exits, and stops renewing when the lease is lost; it then stays
@@ -1068,17 +1049,15 @@ fn end_at(addr: &std::os::unix::net::SocketAddr, timeout: Duration) -> Option<u3
     Some(peer.pid.as_raw_nonzero().get() as u32)
 }
 
-/// Waits up to `d` (forever: `None`) for the owner to exit or a release to
-/// ask through `listener`: (owner gone, the asker's connection). A
-/// connection from another user is dropped.
+/// Waits up to `d` (forever: `None`) for the owner to exit (its pidfd
+/// readable) or a release to ask through `listener`: (owner gone, the
+/// asker's connection). A connection from another user is dropped.
 fn holder_wait(
     owner: std::os::fd::BorrowedFd<'_>,
     listener: Option<&std::os::unix::net::UnixListener>,
     d: Option<Duration>,
 ) -> (bool, Option<std::os::unix::net::UnixStream>) {
-    let Some(l) = listener else {
-        return (wait_fd(owner, d), None);
-    };
+    use rustix::event::{PollFd, PollFlags};
     let end = d.map(|d| Instant::now() + d);
     loop {
         let left = end.map(|e| e.saturating_duration_since(Instant::now()));
@@ -1086,13 +1065,11 @@ fn holder_wait(
             return (false, None);
         }
         let ts = left.map(|d| rustix::event::Timespec {
-            tv_sec: d.as_secs() as i64,
+            tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
             tv_nsec: i64::from(d.subsec_nanos()),
         });
-        let mut fds = [
-            rustix::event::PollFd::new(&owner, rustix::event::PollFlags::IN),
-            rustix::event::PollFd::new(l, rustix::event::PollFlags::IN),
-        ];
+        let mut fds = vec![PollFd::new(&owner, PollFlags::IN)];
+        fds.extend(listener.map(|l| PollFd::new(l, PollFlags::IN)));
         match rustix::event::poll(&mut fds, ts.as_ref()) {
             Ok(0) => return (false, None),
             Ok(_) => {}
@@ -1102,6 +1079,7 @@ fn holder_wait(
         if !fds[0].revents().is_empty() {
             return (true, None);
         }
+        let Some(l) = listener else { continue };
         if let Ok((s, _)) = l.accept() {
             let ours = rustix::net::sockopt::socket_peercred(&s)
                 .is_ok_and(|p| p.uid == rustix::process::getuid());

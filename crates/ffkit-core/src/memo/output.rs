@@ -876,24 +876,39 @@ impl Walk<'_> {
 /// UTF-8 or an error naming the first that is not.
 fn list(dir: BorrowedFd<'_>, path: &Path) -> Result<Vec<String>> {
     use std::os::unix::ffi::OsStrExt;
+    let entries = entries(dir).map_err(|e| Error::io("cannot list", path, e.into()))?;
+    entries
+        .into_iter()
+        .map(|(n, _)| {
+            n.into_string().map_err(|e| {
+                let n = e.into_cstring();
+                Error::General(format!(
+                    "{}: a name that is not UTF-8 cannot be stored",
+                    path.join(std::ffi::OsStr::from_bytes(n.as_bytes()))
+                        .display()
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The entries of the directory open at `dir` but `.` and `..`, with the
+/// types `getdents64` gives (`Unknown` where the file system gives none),
+/// read through one 32 KiB buffer, as `readdir(3)` reads: a directory of a
+/// few hundred names in one `getdents64`, and no descriptor dup'd. The
+/// store's walk and the removal of a replaced tree both list this way.
+fn entries(
+    dir: BorrowedFd<'_>,
+) -> rustix::io::Result<Vec<(std::ffi::CString, rustix::fs::FileType)>> {
     let mut names = Vec::new();
-    // 32 KiB, as `readdir(3)` reads: a few hundred names a `getdents64`.
     let mut buf = Vec::with_capacity(32 * 1024);
     let mut rd = rustix::fs::RawDir::new(dir, buf.spare_capacity_mut());
     while let Some(e) = rd.next() {
-        let e = e.map_err(|e| Error::io("cannot list", path, e.into()))?;
+        let e = e?;
         let n = e.file_name();
-        if n == c"." || n == c".." {
-            continue;
+        if n != c"." && n != c".." {
+            names.push((n.to_owned(), e.file_type()));
         }
-        let Ok(n) = n.to_str() else {
-            return Err(Error::General(format!(
-                "{}: a name that is not UTF-8 cannot be stored",
-                path.join(std::ffi::OsStr::from_bytes(n.to_bytes()))
-                    .display()
-            )));
-        };
-        names.push(n.to_string());
     }
     Ok(names)
 }
@@ -1944,22 +1959,11 @@ fn remove_dir_at<P: rustix::path::Arg + Copy>(
         }
         pass += 1;
         // Its names first (one descriptor per level is held while deeper
-        // ones are removed), then each removed by name in it.
-        // One 32 KiB buffer per level, as `readdir(3)` reads: a directory
-        // of a few hundred names in one `getdents64`, and no descriptor
-        // dup'd. The buffer goes before the levels below are removed.
-        let mut names = Vec::new();
-        {
-            let mut buf = Vec::with_capacity(32 * 1024);
-            let mut rd = rustix::fs::RawDir::new(&d, buf.spare_capacity_mut());
-            while let Some(e) = rd.next() {
-                let Ok(e) = e else { return Removal::Left };
-                let n = e.file_name();
-                if n != c"." && n != c".." {
-                    names.push((n.to_owned(), e.file_type()));
-                }
-            }
-        }
+        // ones are removed; the listing's buffer is gone before), then
+        // each removed by name in it.
+        let Ok(names) = entries(d.as_fd()) else {
+            return Removal::Left;
+        };
         let mut whole = true;
         for (n, t) in names {
             let is_dir = match t {

@@ -162,11 +162,7 @@ _ffkit_zrun() {
         "CACHE_PERF_METRICS=$_ffkit_l"
     # END GENERATED:env-forward-zsh
     [[ $_ffkit_s != 1 ]] || local -x FLOWFORGE_DEVELOPER="$_ffkit_d"
-    if [[ -n ${FFKIT_BIN-} ]]; then
-        "$FFKIT_BIN" "$@"
-    else
-        ffkit "$@"
-    fi
+    "${FFKIT_BIN:-ffkit}" "$@"
 }
 
 # _ffkit_exec LOG STRIP DEV ARGS...: exports the variables _ffkit_run
@@ -192,15 +188,8 @@ _ffkit_exec() {
     }
     # shellcheck disable=SC2030 # -- meant for this process and the binary only
     export CACHE_PERF_METRICS="$_ffkit_l"
-    if [[ $_ffkit_s == 1 && -n ${FFKIT_BIN-} ]]; then
-        FLOWFORGE_DEVELOPER=$_ffkit_d exec "$FFKIT_BIN" "$@"
-    elif [[ $_ffkit_s == 1 ]]; then
-        FLOWFORGE_DEVELOPER=$_ffkit_d exec ffkit "$@"
-    elif [[ -n ${FFKIT_BIN-} ]]; then
-        exec "$FFKIT_BIN" "$@"
-    else
-        exec ffkit "$@"
-    fi
+    [[ $_ffkit_s != 1 ]] || export FLOWFORGE_DEVELOPER="$_ffkit_d"
+    exec "${FFKIT_BIN:-ffkit}" "$@"
 }
 
 # _ffkit_ns FUNCTION DEV_ID [critical|session NAME]: sets _ffkit_dir (the

@@ -130,10 +130,14 @@ EOF
 gzip -9n -c "$work/changelog.Debian" >"$doc/changelog.Debian.gz"
 
 # The shipped binary is static-pie (`cargo xtask dist`, DEVELOPERS.md):
-# glibc is linked in, so it has no interpreter and no DT_NEEDED. A binary
-# given with --bin may be an ordinary dynamic one (the tests pass theirs).
+# its C library (musl, or glibc where the musl target cannot be built) is
+# linked in, so it has no interpreter and no DT_NEEDED. A binary given with
+# --bin may be an ordinary dynamic one (the tests pass theirs). glibc's
+# start-up reads GLIBC_TUNABLES, a name no musl binary holds.
 static=0
 readelf -lW "$bin" | grep -q 'program interpreter' || static=1
+static_glibc=0
+((static)) && grep -q GLIBC_TUNABLES "$bin" && static_glibc=1
 
 # Tags lintian raises that do not apply to this package, each with its
 # reason.
@@ -144,7 +148,7 @@ mkdir -p "$usr/share/lintian/overrides"
     echo "# Rust: no C code calls the libc functions _FORTIFY_SOURCE replaces."
     echo "ffkit: hardening-no-fortify-functions [usr/lib/ffkit/libffkit_builtin.so]"
     if ((static)); then
-        echo "# A static-pie executable: glibc is linked in, so it needs no library"
+        echo "# A static-pie executable: its C library is linked in, so it needs no library"
         echo "# (no DT_NEEDED) by design; lintian counts every \"pie executable\" as"
         echo "# a shared library, whose missing DT_NEEDED would be a linking mistake."
         echo "ffkit: shared-library-lacks-prerequisites [usr/bin/ffkit]"
@@ -161,10 +165,12 @@ printf 'Source: ffkit\n\nPackage: ffkit\nArchitecture: any\n' >"$work/debian/con
 depends=$(cd "$work" && dpkg-shlibdeps -O -e"$usr/bin/ffkit" -e"$usr/lib/ffkit/libffkit_builtin.so" 2>/dev/null |
     sed -n 's/^shlibs:Depends=//p')
 
-# A static binary holds glibc's code: Debian policy 7.8 names the source
-# package it was built with (libc.a comes from libc6-dev).
+# A static binary with glibc holds glibc's code: Debian policy 7.8 names the
+# source package it was built with (libc.a comes from libc6-dev). The musl
+# build's libc.a comes with Rust's musl target (rustup), not from a Debian
+# package, as std itself does: no Built-Using.
 built_using=''
-if ((static)); then
+if ((static_glibc)); then
     glibc=$(dpkg-query -W -f='${source:Version}' libc6-dev 2>/dev/null || true)
     [[ -z $glibc ]] || built_using="Built-Using: glibc (= $glibc)"$'\n'
 fi

@@ -3,8 +3,9 @@
 //! cache write and read, a lock round), and a name under `.invalid` (never
 //! registered, RFC 6761) fails with the documented exit code and one line
 //! naming the backend (docs/redis.md, "Host names"). `.ci/run` runs this
-//! against the shipped static-pie binary too (`FFKIT_TEST_BIN`), whose
-//! glibc is linked in: name resolution must not need the dynamic loader.
+//! against the shipped static-pie binary too (`FFKIT_TEST_BIN`), whose C
+//! library (musl, or glibc) is linked in: name resolution must not need the
+//! dynamic loader.
 
 use std::process::Command;
 

@@ -72,7 +72,13 @@ pub fn place(dist: &Path, opts: &Opts) -> Command {
 /// install, stopping at the first that fails.
 pub fn run(root: &Path, args: &[String]) -> Result<(), String> {
     let opts = parse(args, |k| std::env::var_os(k))?;
-    let dist = crate::dist::run(root, opts.features.as_deref())?;
+    let dist = crate::dist::run(
+        root,
+        &crate::dist::Opts {
+            features: opts.features.clone(),
+            libc: None,
+        },
+    )?;
     let mut c = place(&dist, &opts);
     let st = c
         .status()

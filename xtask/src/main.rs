@@ -1,6 +1,7 @@
 //! `cargo xtask gen [--check]`: regenerate (or check) man/, completions/
 //! and the README tables. See the library for what is generated.
-//! `cargo xtask dist [--features F]`: the shipped build in target/dist (xtask::dist).
+//! `cargo xtask dist [--features F] [--libc musl|glibc]`: the shipped build in
+//! target/dist (xtask::dist).
 //! `cargo xtask install [--prefix P] [--features F]`: build and install (xtask::install).
 
 use std::process::ExitCode;
@@ -35,18 +36,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        ["dist", ..] => match xtask::dist::parse(&args[1..])
-            .and_then(|f| xtask::dist::run(&root, f.as_deref()))
-        {
-            Ok(dir) => {
-                eprintln!("xtask dist: {}", dir.display());
-                ExitCode::SUCCESS
+        ["dist", ..] => {
+            match xtask::dist::parse(&args[1..]).and_then(|o| xtask::dist::run(&root, &o)) {
+                Ok(dir) => {
+                    eprintln!("xtask dist: {}", dir.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("xtask dist: {e}");
+                    ExitCode::FAILURE
+                }
             }
-            Err(e) => {
-                eprintln!("xtask dist: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        }
         ["install", ..] => match xtask::install::run(&root, &args[1..]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -56,7 +57,8 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: cargo xtask gen [--check] | cargo xtask dist [--features F] | \
+                "usage: cargo xtask gen [--check] | cargo xtask dist [--features F] \
+                 [--libc musl|glibc] | \
                  cargo xtask install [--prefix P] [--features F]"
             );
             ExitCode::from(2)

@@ -180,10 +180,63 @@ pub fn io_kind(e: &io::Error) -> ExitKind {
     }
 }
 
+/// glibc's words for the errnos whose text musl words differently
+/// (`strerror`), for those a file, process or socket call can return. The
+/// shipped binary may link musl while the bash builtin runs on bash's glibc
+/// (DEVELOPERS.md, "The shipped build"); with this table one failure reads
+/// the same on every path. A test checks each entry against glibc.
+const GLIBC_TEXTS: &[(i32, &str)] = &[
+    (libc::EIO, "Input/output error"),
+    (libc::ECHILD, "No child processes"),
+    (libc::ENOMEM, "Cannot allocate memory"),
+    (libc::EBUSY, "Device or resource busy"),
+    (libc::EXDEV, "Invalid cross-device link"),
+    (libc::EMFILE, "Too many open files"),
+    (libc::ENOTTY, "Inappropriate ioctl for device"),
+    (libc::ESPIPE, "Illegal seek"),
+    (libc::ERANGE, "Numerical result out of range"),
+    (libc::EDEADLK, "Resource deadlock avoided"),
+    (libc::ENAMETOOLONG, "File name too long"),
+    (libc::ELOOP, "Too many levels of symbolic links"),
+    (libc::ETIME, "Timer expired"),
+    (libc::EOVERFLOW, "Value too large for defined data type"),
+    (
+        libc::EILSEQ,
+        "Invalid or incomplete multibyte or wide character",
+    ),
+    (libc::ENOTSOCK, "Socket operation on non-socket"),
+    (libc::EMSGSIZE, "Message too long"),
+    (libc::EOPNOTSUPP, "Operation not supported"),
+    (libc::EADDRINUSE, "Address already in use"),
+    (libc::EADDRNOTAVAIL, "Cannot assign requested address"),
+    (libc::ENETUNREACH, "Network is unreachable"),
+    (libc::ENETRESET, "Network dropped connection on reset"),
+    (libc::ECONNABORTED, "Software caused connection abort"),
+    (libc::EISCONN, "Transport endpoint is already connected"),
+    (libc::ENOTCONN, "Transport endpoint is not connected"),
+    (
+        libc::ESHUTDOWN,
+        "Cannot send after transport endpoint shutdown",
+    ),
+    (libc::ETIMEDOUT, "Connection timed out"),
+    (libc::EHOSTUNREACH, "No route to host"),
+    (libc::EINPROGRESS, "Operation now in progress"),
+    (libc::EUCLEAN, "Structure needs cleaning"),
+    (libc::EDQUOT, "Disk quota exceeded"),
+    (libc::EOWNERDEAD, "Owner died"),
+];
+
 /// The reason text of an I/O error for a one-line message: std's text
-/// without its " (os error N)" suffix. The one place that strips it; every
+/// without its " (os error N)" suffix, in glibc's words whichever C library
+/// the binary links ([`GLIBC_TEXTS`]). The one place that strips it; every
 /// message about an I/O error goes through here.
 pub fn os_reason(e: &io::Error) -> String {
+    if let Some(&(_, text)) = e
+        .raw_os_error()
+        .and_then(|n| GLIBC_TEXTS.iter().find(|(m, _)| *m == n))
+    {
+        return text.to_string();
+    }
     let mut s = e.to_string();
     if let Some(i) = s.find(" (os error") {
         s.truncate(i);
@@ -231,5 +284,24 @@ mod tests {
         assert_eq!(os_reason(&e), "No such file or directory");
         let plain = io::Error::other("no suffix here");
         assert_eq!(os_reason(&plain), "no suffix here");
+        assert_eq!(
+            os_reason(&io::Error::from_raw_os_error(libc::EDQUOT)),
+            "Disk quota exceeded"
+        );
+    }
+
+    /// Each of ffkit's own texts is glibc's, word for word: on glibc the
+    /// table changes nothing, and a musl build reads the same.
+    #[cfg(target_env = "gnu")]
+    #[test]
+    fn the_errno_texts_are_glibcs() {
+        for &(n, text) in GLIBC_TEXTS {
+            let e = io::Error::from_raw_os_error(n).to_string();
+            assert_eq!(e, format!("{text} (os error {n})"), "errno {n}");
+        }
+        let mut n: Vec<i32> = GLIBC_TEXTS.iter().map(|(n, _)| *n).collect();
+        n.sort_unstable();
+        n.dedup();
+        assert_eq!(n.len(), GLIBC_TEXTS.len(), "one entry per errno");
     }
 }

@@ -13,7 +13,7 @@
 //!   - musl: `cargo rustc --profile dist -p ffkit --bin ffkit --target
 //!     ARCH-unknown-linux-musl` (static-pie is that target's default); the
 //!     result is copied to `TARGET/dist/ffkit`. The binary then allocates
-//!     with mimalloc (Cargo.toml), as musl's malloc maps and unmaps memory
+//!     with dlmalloc (Cargo.toml), as musl's malloc maps and unmaps memory
 //!     for small allocations.
 //!   - glibc: `cargo rustc --profile dist -p ffkit --bin ffkit -- -C
 //!     target-feature=+crt-static`: the flag reaches the binary's crate
@@ -82,8 +82,8 @@ pub fn musl_target(host: &str) -> Option<String> {
 }
 
 /// Whether `target` can be built here: its std is installed and the C
-/// compiler that cc-rs asks for (`ARCH-linux-musl-gcc`, for mimalloc and
-/// the TLS crypto) is on `PATH`, or named by `CC_<target>`. `Err` says what
+/// compiler that cc-rs asks for (`ARCH-linux-musl-gcc`, for the TLS
+/// crypto) is on `PATH`, or named by `CC_<target>`. `Err` says what
 /// is missing.
 fn musl_ready(target: &str) -> Result<(), String> {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());

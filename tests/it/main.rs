@@ -22,6 +22,7 @@ mod lock_holes;
 mod lock_identity;
 mod lock_verdicts;
 mod metrics;
+mod os_texts;
 mod perf_regress;
 mod progress;
 mod redis;

@@ -182,8 +182,13 @@ pub(crate) fn acquire(
     };
     let mut rec = Holder::new(KIND_NAMED, owner, command);
     rec.start = owner_start;
-    let mut child = start_holder(&f, &watch, compat.filter(|r| r.follow).map(|_| path))
-        .map_err(|e| Error::LockFailed(format!("cannot start the holder process: {e}")))?;
+    let mut child =
+        start_holder(&f, &watch, compat.filter(|r| r.follow).map(|_| path)).map_err(|e| {
+            Error::LockFailed(format!(
+                "cannot start the holder process: {}",
+                crate::error::os_reason(&e)
+            ))
+        })?;
     // Our copy of the pidfd (the holder has its own) closes here.
     drop(watch);
     let child_pid = child.id();

@@ -33,7 +33,7 @@ use std::time::Instant;
 use rustix::event::{PollFd, PollFlags, poll};
 
 use super::record::{Recording, Stream};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, os_reason};
 
 /// The exit status as a shell reports it: the code, or 128+N for signal N.
 pub fn status_code(s: std::process::ExitStatus) -> u8 {
@@ -167,7 +167,8 @@ where
             cmd.stdin(Stdio::from(f));
         }
     }
-    let pipe_err = |e: io::Error| Error::General(format!("cannot create a pipe: {e}"));
+    let pipe_err =
+        |e: io::Error| Error::General(format!("cannot create a pipe: {}", os_reason(&e)));
     let merged = match shape {
         Shape::Merged => {
             let (r, w) = io::pipe().map_err(pipe_err)?;
@@ -211,11 +212,15 @@ where
         // Reap the child whatever happened, so no zombie outlives us.
         let status = child
             .wait()
-            .map_err(|e| Error::General(format!("cannot wait for '{name}': {e}")));
+            .map_err(|e| Error::General(format!("cannot wait for '{name}': {}", os_reason(&e))));
         let finished = (|| {
             let status = status?;
-            pumped
-                .map_err(|e| Error::General(format!("cannot read the output of '{name}': {e}")))?;
+            pumped.map_err(|e| {
+                Error::General(format!(
+                    "cannot read the output of '{name}': {}",
+                    os_reason(&e)
+                ))
+            })?;
             rec.status = status_code(status);
             rec.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
             Ok(())
@@ -241,7 +246,7 @@ fn die_with_parent(cmd: &mut Command) {
 
 /// ffkit's own codes, never 126/127 (which belong to the command).
 fn spawn_error(name: &str, e: io::Error) -> Error {
-    let msg = format!("cannot run '{name}': {e}");
+    let msg = format!("cannot run '{name}': {}", os_reason(&e));
     match e.kind() {
         io::ErrorKind::NotFound => Error::NotFound(msg),
         io::ErrorKind::PermissionDenied => Error::Permission(msg),

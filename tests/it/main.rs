@@ -21,6 +21,7 @@ mod lock;
 mod lock_holes;
 mod lock_identity;
 mod lock_verdicts;
+mod memory_limits;
 mod metrics;
 mod os_texts;
 mod perf_regress;

@@ -181,18 +181,6 @@ where
         }
     };
     die_with_parent(&mut cmd);
-    let started = Instant::now();
-    let spawned = crate::fsutil::with_callers_mask(|| cmd.spawn());
-    // The command holds the write end of a merged pipe: drop ours, or its
-    // end of file never comes.
-    drop(cmd);
-    let mut child = spawned.map_err(|e| spawn_error(&name, e))?;
-    let so: Option<File> = match merged {
-        Some(r) => Some(File::from(OwnedFd::from(r))),
-        None => child.stdout.take().map(|p| File::from(OwnedFd::from(p))),
-    };
-    let se: Option<File> = child.stderr.take().map(|p| File::from(OwnedFd::from(p)));
-    let si: Option<File> = child.stdin.take().map(|p| File::from(OwnedFd::from(p)));
     let mut rec = Recording {
         ran_at: now,
         ..Recording::default()
@@ -206,7 +194,25 @@ where
             bytes: bytes.clone(),
         };
         let gone = &gone;
-        let writer = scope.spawn(move || deliver(rx, &bytes, out, err, gone));
+        // The pass-through thread starts before the command, so a thread
+        // that cannot start (memory under `ulimit -v`, a thread limit) is
+        // one line with nothing started; std's `spawn` panicked there.
+        let writer = std::thread::Builder::new()
+            .stack_size(THREAD_STACK)
+            .spawn_scoped(scope, move || deliver(rx, &bytes, out, err, gone))
+            .map_err(|e| Error::General(format!("cannot start a thread: {}", os_reason(&e))))?;
+        let started = Instant::now();
+        let spawned = crate::fsutil::with_callers_mask(|| cmd.spawn());
+        // The command holds the write end of a merged pipe: drop ours, or
+        // its end of file never comes.
+        drop(cmd);
+        let mut child = spawned.map_err(|e| spawn_error(&name, e))?;
+        let so: Option<File> = match merged {
+            Some(r) => Some(File::from(OwnedFd::from(r))),
+            None => child.stdout.take().map(|p| File::from(OwnedFd::from(p))),
+        };
+        let se: Option<File> = child.stderr.take().map(|p| File::from(OwnedFd::from(p)));
+        let si: Option<File> = child.stdin.take().map(|p| File::from(OwnedFd::from(p)));
         let pumped = pump(Pipes { so, se, si }, feed, &mut rec, limit, &queue, gone);
         drop(queue);
         // Reap the child whatever happened, so no zombie outlives us.
@@ -233,6 +239,11 @@ where
         t.map(|t| (std::mem::take(&mut rec), t, delivery))
     })
 }
+
+/// The stack of the pass-through thread, which only moves chunks from a
+/// channel to a writer: std's default is 2 MiB (on glibc and musl alike),
+/// which under `ulimit -v` near what a call needs left no room for it.
+pub(crate) const THREAD_STACK: usize = 256 * 1024;
 
 /// `PR_SET_PDEATHSIG`: the command gets SIGTERM when the thread that
 /// started it ends (ffkit killed, even by SIGKILL), as it would get SIGPIPE

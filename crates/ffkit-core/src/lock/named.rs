@@ -108,7 +108,8 @@ pub(crate) fn acquire(
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Watch::Poll(owner, owner_start),
         Err(e) => {
             return Err(Error::LockFailed(format!(
-                "cannot watch owner pid {owner}: {e}"
+                "cannot watch owner pid {owner}: {}",
+                crate::error::os_reason(&e)
             )));
         }
     };
@@ -562,7 +563,8 @@ pub(crate) fn release(
         }
         Err(e) => {
             return Err(Error::LockFailed(format!(
-                "cannot reach holder pid {hpid}: {e}"
+                "cannot reach holder pid {hpid}: {}",
+                crate::error::os_reason(&e)
             )));
         }
     };

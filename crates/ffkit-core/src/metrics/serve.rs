@@ -147,8 +147,9 @@ impl Server {
             Arc::new(move |rq: &Request| state.answer(rq)),
         );
         Err(Error::General(format!(
-            "cannot accept connections on {}: {e}",
-            self.addr
+            "cannot accept connections on {}: {}",
+            self.addr,
+            crate::error::os_reason(&e)
         )))
     }
 }

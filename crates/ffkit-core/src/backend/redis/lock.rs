@@ -939,7 +939,8 @@ pub fn hold_named(
         Err(e) => {
             let _ = release(conn, keys, &held.token);
             return Err(Error::LockFailed(format!(
-                "cannot start the holder process: {e}"
+                "cannot start the holder process: {}",
+                crate::error::os_reason(&e)
             )));
         }
     };

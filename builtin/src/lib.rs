@@ -695,7 +695,11 @@ fn spawn(argv: &[OsString]) -> u8 {
             }
         }
         Err(e) => {
-            errln!("ffkit: cannot run {}: {e}", exe.display());
+            errln!(
+                "ffkit: cannot run {}: {}",
+                exe.display(),
+                ffkit::error::os_reason(&e)
+            );
             126
         }
     }

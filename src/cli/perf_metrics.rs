@@ -491,8 +491,9 @@ fn time(m: &ArgMatches, ctx: &Ctx, path: &Path) -> Result<ExitCode> {
     let ended = match ended {
         Ended::NotStarted(1, e) => {
             return Err(Error::General(format!(
-                "cannot wait for {}: {e}",
-                prog.name()
+                "cannot wait for {}: {}",
+                prog.name(),
+                crate::error::os_reason(&e)
             )));
         }
         Ended::NotStarted(code, e) => {

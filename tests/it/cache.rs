@@ -2493,3 +2493,24 @@ fn fn_dir_marker_is_not_taken_from_an_applet_symlinks_arguments() {
         .success()
         .stdout("v");
 }
+
+/// `cache-batch --read` of more present keys than the descriptor limit
+/// allows open at once: every value was opened under the lock and read
+/// after it, all open together, so 300 keys under `ulimit -n 64` (or
+/// 1,100 under the usual 1024) failed with "Too many open files".
+#[test]
+fn batch_read_of_more_keys_than_the_descriptor_limit() {
+    let w = World::new();
+    let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+    let batch: String = keys.iter().map(|k| format!("{k}:v-{k}\n")).collect();
+    let out = run_with_stdin(&mut w.cmd("cache-batch"), batch.as_bytes());
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let mut c = std::process::Command::new("bash");
+    w.isolate(&mut c);
+    c.args(["-c", r#"ulimit -n 64 && exec "$0" cache-batch --read"#])
+        .arg(bin());
+    let asked: String = keys.iter().map(|k| format!("{k}\n")).collect();
+    let out = run_with_stdin(&mut c, asked.as_bytes());
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), batch);
+}

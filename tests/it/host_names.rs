@@ -48,6 +48,16 @@ fn localhost_resolves_through_etc_hosts_to_the_loopback_server() {
     let v: Option<String> =
         s.query(redis::cmd("GET").arg(format!("{}v:greeting", crate::redis_cache::NS)));
     assert_eq!(v.as_deref(), Some("hello"));
+    // Host names have no case: `LocalHost` is the same name (glibc finds
+    // it in /etc/hosts without case; musl, byte for byte, did not, and
+    // asked DNS).
+    let upper = format!("redis://LocalHost:{}", s.port);
+    let out = on(&w, &upper, "cache-read")
+        .arg("greeting")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{upper}: {}", stderr_of(&out));
+    assert_eq!(out.stdout, b"hello");
     let out = on(&w, &url, "lock-acquire")
         .args(["-w", "10", "deploy", "--", "true"])
         .output()

@@ -244,6 +244,43 @@ pub fn os_reason(e: &io::Error) -> String {
     s
 }
 
+/// `text` (another library's error message: the Redis client's) with
+/// each I/O error std wrote into it, `<this C library's words> (os error
+/// N)`, put as [`os_reason`] puts it: glibc's words, no suffix. The Redis
+/// client's connect failures carry the socket call's error this way
+/// (`Network unreachable (os error 101)` from the musl build, `Network is
+/// unreachable (os error 101)` from a glibc one).
+pub fn os_texts(text: &str) -> String {
+    const MARK: &str = " (os error ";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(MARK) {
+        let after = &rest[i + MARK.len()..];
+        let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+        let n = after[..digits].parse::<i32>().ok();
+        let closed = after[digits..].starts_with(')');
+        let e = n.filter(|_| closed).map(io::Error::from_raw_os_error);
+        let libc_words = e.as_ref().map(|e| {
+            let mut s = e.to_string();
+            s.truncate(s.find(MARK).unwrap_or(s.len()));
+            s
+        });
+        match (e, libc_words) {
+            (Some(e), Some(w)) if rest[..i].ends_with(w.as_str()) => {
+                out.push_str(&rest[..i - w.len()]);
+                out.push_str(&os_reason(&e));
+                rest = &after[digits + 1..];
+            }
+            _ => {
+                out.push_str(&rest[..i + MARK.len()]);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// [`os_reason`], naming ELOOP (an `O_NOFOLLOW` open of a symlink) as the
 /// refusal it is.
 fn io_reason(e: &io::Error) -> String {
@@ -288,6 +325,29 @@ mod tests {
             os_reason(&io::Error::from_raw_os_error(libc::EDQUOT)),
             "Disk quota exceeded"
         );
+    }
+
+    #[test]
+    fn os_texts_rewrites_each_embedded_io_error() {
+        let std_text = |n| io::Error::from_raw_os_error(n).to_string();
+        let s = format!(
+            "cannot connect: {}; then {}",
+            std_text(libc::ENETUNREACH),
+            std_text(libc::ECONNRESET)
+        );
+        assert_eq!(
+            os_texts(&s),
+            "cannot connect: Network is unreachable; then Connection reset by peer"
+        );
+        for odd in [
+            "x (os error ",
+            "x (os error 12",
+            "x (os error 1a)",
+            "(os error 5)",
+        ] {
+            assert_eq!(os_texts(odd), odd);
+        }
+        assert_eq!(os_texts("no errors here"), "no errors here");
     }
 
     /// Each of ffkit's own texts is glibc's, word for word: on glibc the

@@ -195,7 +195,12 @@ pub fn read_from(lock: &File, at: u64, len: u64) -> Result<std::result::Result<J
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Ok(Err(format!("the journal cannot be read: {e}"))),
+            Err(e) => {
+                return Ok(Err(format!(
+                    "the journal cannot be read: {}",
+                    crate::error::os_reason(&e)
+                )));
+            }
         }
     }
     b.truncate(n);

@@ -70,6 +70,9 @@ const WAIT_NOTE_AFTER: Duration = Duration::from_millis(500);
 /// and how long the wait may last (`LOCK_TIMEOUT`).
 pub type WaitNote = Box<dyn Fn(&Path, Duration)>;
 
+/// How many values [`Cache::read_many`] holds open at once.
+const READ_MANY_OPEN: usize = 16;
+
 /// A cache directory and the clock ffkit reads it with.
 pub struct Cache {
     dir: PathBuf,
@@ -1377,12 +1380,18 @@ impl Cache {
     }
 
     /// Reads many keys under one shared lock; returns the present, unexpired
-    /// ones with their values, in the order asked.
+    /// ones with their values, in the order asked. The values are opened
+    /// under the lock and read after it, [`READ_MANY_OPEN`] at most open at
+    /// once: past that many the open ones are read (and closed) while the
+    /// lock is still held. All of them open at once failed a batch of more
+    /// present keys than the descriptor limit (`ulimit -n`, often 1024)
+    /// with "Too many open files".
     pub fn read_many(&self, keys: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
         if !self.exists() {
             return Ok(Vec::new());
         }
         let mut files = Vec::new();
+        let mut out = Vec::new();
         {
             let _guard = self.read_lock()?;
             for k in keys {
@@ -1390,18 +1399,30 @@ impl Cache {
                     && !m.is_expired(self.now)
                 {
                     files.push((k.clone(), f, atime));
+                    if files.len() >= READ_MANY_OPEN {
+                        self.read_values(&mut files, &mut out)?;
+                    }
                 }
             }
         }
-        let mut out = Vec::with_capacity(files.len());
-        for (k, mut f, atime) in files {
+        self.read_values(&mut files, &mut out)?;
+        Ok(out)
+    }
+
+    /// Reads (and closes) the values [`Cache::read_many`] opened, in order.
+    fn read_values(
+        &self,
+        files: &mut Vec<(String, File, i64)>,
+        out: &mut Vec<(String, Vec<u8>)>,
+    ) -> Result<()> {
+        for (k, mut f, atime) in files.drain(..) {
             self.touch(&f, atime);
             let mut v = Vec::new();
             f.read_to_end(&mut v)
                 .map_err(|e| Error::io("cannot read", self.path(&k), e))?;
             out.push((k, v));
         }
-        Ok(out)
+        Ok(())
     }
 
     /// [`Cache::read`] without the dir lock and without repairing a crashed

@@ -152,11 +152,15 @@ pub(crate) fn fd_error(fd: RawFd, what: &str, e: io::Error) -> Error {
                 "descriptor {fd} is open write-only: a shared fcntl lock needs a descriptor open for reading (e.g. {fd}<FILE or {fd}<>FILE)"
             )),
             Some(_) => Error::Validation(format!(
-                "descriptor {fd}: the kernel refused it for this lock ({e})"
+                "descriptor {fd}: the kernel refused it for this lock ({})",
+                crate::error::os_reason(&e)
             )),
         }
     } else {
-        Error::LockFailed(format!("{what} descriptor {fd}: {e}"))
+        Error::LockFailed(format!(
+            "{what} descriptor {fd}: {}",
+            crate::error::os_reason(&e)
+        ))
     }
 }
 

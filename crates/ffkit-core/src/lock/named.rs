@@ -108,7 +108,8 @@ pub(crate) fn acquire(
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Watch::Poll(owner, owner_start),
         Err(e) => {
             return Err(Error::LockFailed(format!(
-                "cannot watch owner pid {owner}: {e}"
+                "cannot watch owner pid {owner}: {}",
+                crate::error::os_reason(&e)
             )));
         }
     };
@@ -182,8 +183,13 @@ pub(crate) fn acquire(
     };
     let mut rec = Holder::new(KIND_NAMED, owner, command);
     rec.start = owner_start;
-    let mut child = start_holder(&f, &watch, compat.filter(|r| r.follow).map(|_| path))
-        .map_err(|e| Error::LockFailed(format!("cannot start the holder process: {e}")))?;
+    let mut child =
+        start_holder(&f, &watch, compat.filter(|r| r.follow).map(|_| path)).map_err(|e| {
+            Error::LockFailed(format!(
+                "cannot start the holder process: {}",
+                crate::error::os_reason(&e)
+            ))
+        })?;
     // Our copy of the pidfd (the holder has its own) closes here.
     drop(watch);
     let child_pid = child.id();
@@ -557,7 +563,8 @@ pub(crate) fn release(
         }
         Err(e) => {
             return Err(Error::LockFailed(format!(
-                "cannot reach holder pid {hpid}: {e}"
+                "cannot reach holder pid {hpid}: {}",
+                crate::error::os_reason(&e)
             )));
         }
     };

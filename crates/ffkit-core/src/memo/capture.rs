@@ -33,7 +33,7 @@ use std::time::Instant;
 use rustix::event::{PollFd, PollFlags, poll};
 
 use super::record::{Recording, Stream};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, os_reason};
 
 /// The exit status as a shell reports it: the code, or 128+N for signal N.
 pub fn status_code(s: std::process::ExitStatus) -> u8 {
@@ -167,7 +167,8 @@ where
             cmd.stdin(Stdio::from(f));
         }
     }
-    let pipe_err = |e: io::Error| Error::General(format!("cannot create a pipe: {e}"));
+    let pipe_err =
+        |e: io::Error| Error::General(format!("cannot create a pipe: {}", os_reason(&e)));
     let merged = match shape {
         Shape::Merged => {
             let (r, w) = io::pipe().map_err(pipe_err)?;
@@ -180,18 +181,6 @@ where
         }
     };
     die_with_parent(&mut cmd);
-    let started = Instant::now();
-    let spawned = crate::fsutil::with_callers_mask(|| cmd.spawn());
-    // The command holds the write end of a merged pipe: drop ours, or its
-    // end of file never comes.
-    drop(cmd);
-    let mut child = spawned.map_err(|e| spawn_error(&name, e))?;
-    let so: Option<File> = match merged {
-        Some(r) => Some(File::from(OwnedFd::from(r))),
-        None => child.stdout.take().map(|p| File::from(OwnedFd::from(p))),
-    };
-    let se: Option<File> = child.stderr.take().map(|p| File::from(OwnedFd::from(p)));
-    let si: Option<File> = child.stdin.take().map(|p| File::from(OwnedFd::from(p)));
     let mut rec = Recording {
         ran_at: now,
         ..Recording::default()
@@ -205,17 +194,39 @@ where
             bytes: bytes.clone(),
         };
         let gone = &gone;
-        let writer = scope.spawn(move || deliver(rx, &bytes, out, err, gone));
+        // The pass-through thread starts before the command, so a thread
+        // that cannot start (memory under `ulimit -v`, a thread limit) is
+        // one line with nothing started; std's `spawn` panicked there.
+        let writer = std::thread::Builder::new()
+            .stack_size(THREAD_STACK)
+            .spawn_scoped(scope, move || deliver(rx, &bytes, out, err, gone))
+            .map_err(|e| Error::General(format!("cannot start a thread: {}", os_reason(&e))))?;
+        let started = Instant::now();
+        let spawned = crate::fsutil::with_callers_mask(|| cmd.spawn());
+        // The command holds the write end of a merged pipe: drop ours, or
+        // its end of file never comes.
+        drop(cmd);
+        let mut child = spawned.map_err(|e| spawn_error(&name, e))?;
+        let so: Option<File> = match merged {
+            Some(r) => Some(File::from(OwnedFd::from(r))),
+            None => child.stdout.take().map(|p| File::from(OwnedFd::from(p))),
+        };
+        let se: Option<File> = child.stderr.take().map(|p| File::from(OwnedFd::from(p)));
+        let si: Option<File> = child.stdin.take().map(|p| File::from(OwnedFd::from(p)));
         let pumped = pump(Pipes { so, se, si }, feed, &mut rec, limit, &queue, gone);
         drop(queue);
         // Reap the child whatever happened, so no zombie outlives us.
         let status = child
             .wait()
-            .map_err(|e| Error::General(format!("cannot wait for '{name}': {e}")));
+            .map_err(|e| Error::General(format!("cannot wait for '{name}': {}", os_reason(&e))));
         let finished = (|| {
             let status = status?;
-            pumped
-                .map_err(|e| Error::General(format!("cannot read the output of '{name}': {e}")))?;
+            pumped.map_err(|e| {
+                Error::General(format!(
+                    "cannot read the output of '{name}': {}",
+                    os_reason(&e)
+                ))
+            })?;
             rec.status = status_code(status);
             rec.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
             Ok(())
@@ -229,6 +240,11 @@ where
     })
 }
 
+/// The stack of the pass-through thread, which only moves chunks from a
+/// channel to a writer: std's default is 2 MiB (on glibc and musl alike),
+/// which under `ulimit -v` near what a call needs left no room for it.
+pub(crate) const THREAD_STACK: usize = 256 * 1024;
+
 /// `PR_SET_PDEATHSIG`: the command gets SIGTERM when the thread that
 /// started it ends (ffkit killed, even by SIGKILL), as it would get SIGPIPE
 /// from a pipeline whose reader died, but also while it writes nothing.
@@ -241,7 +257,7 @@ fn die_with_parent(cmd: &mut Command) {
 
 /// ffkit's own codes, never 126/127 (which belong to the command).
 fn spawn_error(name: &str, e: io::Error) -> Error {
-    let msg = format!("cannot run '{name}': {e}");
+    let msg = format!("cannot run '{name}': {}", os_reason(&e));
     match e.kind() {
         io::ErrorKind::NotFound => Error::NotFound(msg),
         io::ErrorKind::PermissionDenied => Error::Permission(msg),

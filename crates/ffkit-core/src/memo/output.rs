@@ -1452,7 +1452,12 @@ fn build_at(
     if plan.files >= PARALLEL_FROM {
         std::thread::scope(|s| {
             for _ in 1..WORKERS {
-                s.spawn(|| work(false));
+                // A worker that cannot start (memory under `ulimit -v`, a
+                // thread limit) leaves its share to the others; std's
+                // `spawn` panicked there.
+                let _ = std::thread::Builder::new()
+                    .stack_size(super::capture::THREAD_STACK)
+                    .spawn_scoped(s, || work(false));
             }
             work(false);
         });

@@ -217,7 +217,7 @@ impl Stored {
     pub fn open(file: File) -> Result<Stored, String> {
         let len = file
             .metadata()
-            .map_err(|e| format!("cannot stat: {e}"))?
+            .map_err(|e| format!("cannot stat: {}", crate::error::os_reason(&e)))?
             .len();
         Stored::open_len(file, len)
     }
@@ -228,7 +228,7 @@ impl Stored {
     pub fn open_len(mut file: File, len: u64) -> Result<Stored, String> {
         let mut first = vec![0u8; FIRST_READ.min(len as usize)];
         file.read_exact(&mut first)
-            .map_err(|e| format!("cannot read: {e}"))?;
+            .map_err(|e| format!("cannot read: {}", crate::error::os_reason(&e)))?;
         Stored::parse(Some(file), first, len)
     }
 

@@ -346,16 +346,18 @@ fn lock_local(c: &Cache, key: &RunKey, wait: Option<Duration>) -> Result<Option<
                     }
                     Err(e) => {
                         return Err(Error::LockFailed(format!(
-                            "cannot lock {}: {e}",
-                            path.display()
+                            "cannot lock {}: {}",
+                            path.display(),
+                            crate::error::os_reason(&e)
                         )));
                     }
                 }
             }
             Err(TryLockError::Error(e)) => {
                 return Err(Error::LockFailed(format!(
-                    "cannot lock {}: {e}",
-                    path.display()
+                    "cannot lock {}: {}",
+                    path.display(),
+                    crate::error::os_reason(&e)
                 )));
             }
         }

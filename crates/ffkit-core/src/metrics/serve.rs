@@ -113,9 +113,12 @@ pub fn bind(opts: Options) -> Result<Server> {
             _ => Error::General(msg),
         }
     })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::General(format!("cannot read the listening address: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| {
+        Error::General(format!(
+            "cannot read the listening address: {}",
+            crate::error::os_reason(&e)
+        ))
+    })?;
     Ok(Server {
         listener,
         addr,
@@ -144,8 +147,9 @@ impl Server {
             Arc::new(move |rq: &Request| state.answer(rq)),
         );
         Err(Error::General(format!(
-            "cannot accept connections on {}: {e}",
-            self.addr
+            "cannot accept connections on {}: {}",
+            self.addr,
+            crate::error::os_reason(&e)
         )))
     }
 }

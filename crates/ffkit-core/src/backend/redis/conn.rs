@@ -947,7 +947,7 @@ fn failure(area: Area, target: &Target, what: &str, timeout: Duration, e: &Redis
     } else if e.is_connection_dropped() {
         "connection lost".to_string()
     } else {
-        one_line(&text)
+        one_line(&crate::error::os_texts(&text))
     };
     let msg = target.scrub(&format!("backend {}: {what}: {why}", target.label));
     match area {

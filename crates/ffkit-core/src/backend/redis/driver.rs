@@ -432,8 +432,9 @@ impl RunStore for RunRemote {
                 let mut c = self.cache()?;
                 let _ = rlock::release(c.conn(), &keys, &held.token);
                 Err(Error::General(format!(
-                    "cannot start the thread renewing the lock of {}: {e}",
-                    keys.name
+                    "cannot start the thread renewing the lock of {}: {}",
+                    keys.name,
+                    crate::error::os_reason(&e)
                 )))
             }
         }

@@ -315,8 +315,12 @@ pub struct Held {
 /// A random 128-bit token in hex.
 pub fn new_token() -> Result<String> {
     let mut b = [0u8; 16];
-    rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty())
-        .map_err(|e| Error::LockFailed(format!("cannot draw a random lock token: {e}")))?;
+    rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::empty()).map_err(|e| {
+        Error::LockFailed(format!(
+            "cannot draw a random lock token: {}",
+            crate::error::os_reason(&e.into())
+        ))
+    })?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
@@ -706,7 +710,10 @@ pub fn run_leased(
             Err(e) => {
                 break cmd.stop(
                     base + lease * 5 / 6,
-                    format!("cannot wait for the command: {e}"),
+                    format!(
+                        "cannot wait for the command: {}",
+                        crate::error::os_reason(&e)
+                    ),
                 );
             }
         }
@@ -915,7 +922,10 @@ pub fn hold_named(
             return Err(if e == rustix::io::Errno::SRCH {
                 Error::NotFound(format!("owner pid {owner}: no such process"))
             } else {
-                Error::LockFailed(format!("cannot watch owner pid {owner}: {e}"))
+                Error::LockFailed(format!(
+                    "cannot watch owner pid {owner}: {}",
+                    crate::error::os_reason(&e.into())
+                ))
             });
         }
     };
@@ -929,7 +939,8 @@ pub fn hold_named(
         Err(e) => {
             let _ = release(conn, keys, &held.token);
             return Err(Error::LockFailed(format!(
-                "cannot start the holder process: {e}"
+                "cannot start the holder process: {}",
+                crate::error::os_reason(&e)
             )));
         }
     };

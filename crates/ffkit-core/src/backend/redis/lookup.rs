@@ -33,17 +33,32 @@ fn timed_out() -> RedisError {
 }
 
 /// Whether looking `host` up may ask a resolver that might not answer: not
-/// an IP address, and not a name glibc finds in `/etc/hosts` first.
+/// an IP address, and not a name the C library finds in `/etc/hosts`
+/// first. glibc compares the names there without case; musl compares them
+/// byte for byte, so in the musl build a name spelled otherwise than
+/// `/etc/hosts` spells it goes on to DNS ([`addresses`] looks up the
+/// file's spelling instead).
 fn may_stall(host: &str) -> bool {
-    host.parse::<IpAddr>().is_err() && !in_hosts_file(host)
+    host.parse::<IpAddr>().is_err()
+        && !in_hosts_file(host).is_some_and(|spelled| !cfg!(target_env = "musl") || spelled == host)
 }
 
-/// The addresses of `host:port`, by `deadline`.
+/// The addresses of `host:port`, by `deadline`. A name `/etc/hosts` holds
+/// (when it is asked first) is looked up as that file spells it: DNS names
+/// have no case, and glibc finds `LocalHost` there, but musl only
+/// `localhost`.
 pub(super) fn addresses(host: &str, port: u16, deadline: Instant) -> RedisResult<Vec<SocketAddr>> {
     let resolve = move |host: String| -> RedisResult<Vec<SocketAddr>> {
         Ok((host.as_str(), port).to_socket_addrs()?.collect())
     };
-    within(host, deadline, host.to_string(), resolve)
+    let (name, stall) = match host.parse::<IpAddr>() {
+        Ok(_) => (host.to_string(), false),
+        Err(_) => match in_hosts_file(host) {
+            Some(spelled) => (spelled, false),
+            None => (host.to_string(), true),
+        },
+    };
+    bounded(stall, deadline, name, resolve)
 }
 
 /// Runs `work(input)` (the lookup of `host`, and what needs its answer)
@@ -61,7 +76,17 @@ where
     T: Send + 'static,
     F: FnOnce(I) -> RedisResult<T> + Clone + Send + 'static,
 {
-    if !may_stall(host) {
+    bounded(may_stall(host), deadline, input, work)
+}
+
+/// [`within`], told whether the lookup may stall.
+fn bounded<I, T, F>(stall: bool, deadline: Instant, input: I, work: F) -> RedisResult<T>
+where
+    I: Clone + Send + 'static,
+    T: Send + 'static,
+    F: FnOnce(I) -> RedisResult<T> + Clone + Send + 'static,
+{
+    if !stall {
         return work(input);
     }
     if deadline.saturating_duration_since(Instant::now()).is_zero() {
@@ -117,17 +142,18 @@ fn spawn(job: Box<dyn FnOnce() + Send>) -> std::io::Result<std::thread::JoinHand
         .spawn(job)
 }
 
-/// Whether glibc answers `host` from `/etc/hosts` without asking anything
-/// else: a line of `/etc/hosts` names it (names compare without case, as
-/// glibc's do), and `hosts:` in `/etc/nsswitch.conf` starts with `files`.
-/// Eight system calls (each file: open, two reads, close), about half what
-/// the helper thread costs (BENCHMARKS.md).
-fn in_hosts_file(host: &str) -> bool {
-    if !read_small("/etc/hosts").is_some_and(|t| hosts_names(&t, host)) {
-        return false;
-    }
+/// How `/etc/hosts` spells `host`, if glibc answers `host` from that file
+/// without asking anything else: a line of `/etc/hosts` names it (names
+/// compare without case, as glibc's do), and `hosts:` in
+/// `/etc/nsswitch.conf` starts with `files`. Eight system calls (each
+/// file: open, two reads, close), about half what the helper thread costs
+/// (BENCHMARKS.md).
+fn in_hosts_file(host: &str) -> Option<String> {
+    let spelled = hosts_spelling(&read_small("/etc/hosts")?, host)?;
     // No nsswitch.conf: glibc's built-in default asks DNS first.
-    read_small("/etc/nsswitch.conf").is_some_and(|t| files_first(&String::from_utf8_lossy(&t)))
+    read_small("/etc/nsswitch.conf")
+        .is_some_and(|t| files_first(&String::from_utf8_lossy(&t)))
+        .then_some(spelled)
 }
 
 /// A configuration file's bytes, read without `std::fs::read`'s size
@@ -157,15 +183,17 @@ fn files_first(nss: &str) -> bool {
         == Some("files")
 }
 
-/// Whether a hosts-file text gives `host` an address (as its canonical
-/// name or an alias).
-fn hosts_names(text: &[u8], host: &str) -> bool {
-    text.split(|&b| b == b'\n').any(|line| {
+/// How a hosts-file text spells `host`, if it gives it an address (as its
+/// canonical name or an alias; the first line that does).
+fn hosts_spelling(text: &[u8], host: &str) -> Option<String> {
+    text.split(|&b| b == b'\n').find_map(|line| {
         let line = line.split(|&b| b == b'#').next().unwrap_or_default();
         line.split(|b| b.is_ascii_whitespace())
             .filter(|w| !w.is_empty())
             .skip(1)
-            .any(|name| name.eq_ignore_ascii_case(host.as_bytes()))
+            .find(|name| name.eq_ignore_ascii_case(host.as_bytes()))
+            .and_then(|name| std::str::from_utf8(name).ok())
+            .map(str::to_string)
     })
 }
 
@@ -188,14 +216,16 @@ mod tests {
     #[test]
     fn hosts_names_matches_names_and_aliases_not_addresses_or_comments() {
         let t = b"127.0.0.1 localhost\n::1\tlocalhost ip6-localhost # ip6-loopback\n10.0.0.5 Cache.Internal cache\n# 10.0.0.6 old\n";
-        assert!(hosts_names(t, "localhost"));
-        assert!(hosts_names(t, "ip6-localhost"));
-        assert!(hosts_names(t, "cache.internal"));
-        assert!(hosts_names(t, "cache"));
-        assert!(!hosts_names(t, "ip6-loopback"));
-        assert!(!hosts_names(t, "old"));
-        assert!(!hosts_names(t, "127.0.0.1"));
-        assert!(!hosts_names(t, "cache.internal."));
+        let names = |h| hosts_spelling(t, h);
+        assert_eq!(names("localhost").as_deref(), Some("localhost"));
+        assert_eq!(names("LocalHost").as_deref(), Some("localhost"));
+        assert_eq!(names("ip6-localhost").as_deref(), Some("ip6-localhost"));
+        assert_eq!(names("cache.internal").as_deref(), Some("Cache.Internal"));
+        assert_eq!(names("cache").as_deref(), Some("cache"));
+        assert_eq!(names("ip6-loopback"), None);
+        assert_eq!(names("old"), None);
+        assert_eq!(names("127.0.0.1"), None);
+        assert_eq!(names("cache.internal."), None);
     }
 
     #[test]

@@ -83,8 +83,9 @@ pub fn musl_target(host: &str) -> Option<String> {
 
 /// Whether `target` can be built here: its std is installed and the C
 /// compiler that cc-rs asks for (`ARCH-linux-musl-gcc`, for the TLS
-/// crypto) is on `PATH`, or named by `CC_<target>`. `Err` says what
-/// is missing.
+/// crypto) is an executable on `PATH`, or one is named as cc-rs reads it
+/// (`CC_<target>` with `-` or `_`, `TARGET_CC`). `Err` says what is
+/// missing.
 fn musl_ready(target: &str) -> Result<(), String> {
     let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let libdir = Command::new(&rustc)
@@ -103,12 +104,22 @@ fn musl_ready(target: &str) -> Result<(), String> {
             "the {target} target is not installed (rustup target add {target})"
         ));
     }
-    let cc_var = format!("CC_{}", target.replace('-', "_"));
+    let named = [
+        format!("CC_{target}"),
+        format!("CC_{}", target.replace('-', "_")),
+        "TARGET_CC".to_string(),
+    ]
+    .iter()
+    .any(|v| std::env::var_os(v).is_some_and(|c| !c.is_empty()));
     let arch = target.split('-').next().unwrap_or(target);
     let cc = format!("{arch}-linux-musl-gcc");
+    let executable = |p: PathBuf| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
     let on_path = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(&cc).is_file()));
-    if std::env::var_os(&cc_var).is_none() && !on_path {
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| executable(d.join(&cc))));
+    if !named && !on_path {
         return Err(format!("no {cc} on PATH (Debian: apt install musl-tools)"));
     }
     Ok(())

@@ -73,6 +73,13 @@ pub type WaitNote = Box<dyn Fn(&Path, Duration)>;
 /// How many values [`Cache::read_many`] holds open at once.
 const READ_MANY_OPEN: usize = 16;
 
+/// Whether `e` is an open refused for want of a descriptor (EMFILE: the
+/// process's `ulimit -n`; ENFILE: the system's).
+fn out_of_descriptors(e: &Error) -> bool {
+    matches!(e, Error::Io { source, .. }
+        if matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)))
+}
+
 /// A cache directory and the clock ffkit reads it with.
 pub struct Cache {
     dir: PathBuf,
@@ -1383,9 +1390,10 @@ impl Cache {
     /// ones with their values, in the order asked. The values are opened
     /// under the lock and read after it, [`READ_MANY_OPEN`] at most open at
     /// once: past that many the open ones are read (and closed) while the
-    /// lock is still held. All of them open at once failed a batch of more
-    /// present keys than the descriptor limit (`ulimit -n`, often 1024)
-    /// with "Too many open files".
+    /// lock is still held, and so are they when an open finds no descriptor
+    /// free (a `ulimit -n` below 16 values' need). All of them open at once
+    /// failed a batch of more present keys than the descriptor limit
+    /// (`ulimit -n`, often 1024) with "Too many open files".
     pub fn read_many(&self, keys: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
         if !self.exists() {
             return Ok(Vec::new());
@@ -1395,7 +1403,16 @@ impl Cache {
         {
             let _guard = self.read_lock()?;
             for k in keys {
-                if let Some((f, m, atime)) = self.open_entry(k)?
+                let entry = match self.open_entry(k) {
+                    // Fewer descriptors left than 16 values need (a low
+                    // `ulimit -n`): read the open ones, then try again.
+                    Err(e) if !files.is_empty() && out_of_descriptors(&e) => {
+                        self.read_values(&mut files, &mut out)?;
+                        self.open_entry(k)?
+                    }
+                    entry => entry?,
+                };
+                if let Some((f, m, atime)) = entry
                     && !m.is_expired(self.now)
                 {
                     files.push((k.clone(), f, atime));

@@ -1370,3 +1370,30 @@ fn squatter_child() {
     let _ = std::io::Read::read(&mut input, &mut [0u8; 1]);
     drop(held);
 }
+
+/// A name `/etc/hosts` holds, spelled otherwise (`Closed.Test` for
+/// `closed.test`), behind `hosts: dns files`: the musl build's resolver,
+/// which reads `/etc/hosts` first byte for byte whatever `nsswitch.conf`
+/// says, is asked the file's spelling there too, so the call reaches the
+/// (closed) port like glibc's. It asked `Closed.Test` and failed with
+/// "failed to lookup address information: Name does not resolve" (with no
+/// `nsswitch.conf` at all, as on Alpine, alike), where docs/redis.md says
+/// host names have no case with either C library.
+#[test]
+fn redis_a_hosts_file_name_in_another_case_behind_dns_first_reaches_the_port() {
+    let w = World::new();
+    let Some(ns_args) = private_net(w.path(), "hosts: dns files\n") else {
+        return;
+    };
+    let mut c = Command::new("unshare");
+    w.isolate(&mut c);
+    c.args(&ns_args)
+        .arg(bin())
+        .args(["cache-read", "k"])
+        .env("FFKIT_BACKEND", "redis://Closed.Test:1")
+        .env("FFKIT_BACKEND_TIMEOUT", "5")
+        .env("RES_OPTIONS", "timeout:1 attempts:1");
+    let (got, _, err, _) = bounded(c, b"", Duration::from_secs(30));
+    assert_eq!(got, Some(1), "{err}");
+    assert!(err.contains("cannot connect: connection refused"), "{err}");
+}

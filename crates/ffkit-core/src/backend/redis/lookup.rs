@@ -53,9 +53,13 @@ pub(super) fn addresses(host: &str, port: u16, deadline: Instant) -> RedisResult
     };
     let (name, stall) = match host.parse::<IpAddr>() {
         Ok(_) => (host.to_string(), false),
-        Err(_) => match in_hosts_file(host) {
-            Some(spelled) => (spelled, false),
-            None => (host.to_string(), true),
+        Err(_) => match hosts_file_spelling(host) {
+            Some(spelled) if files_first_here() => (spelled, false),
+            // musl reads `/etc/hosts` first whatever `nsswitch.conf` says
+            // (or when there is none, as on Alpine): the file's spelling
+            // still, but in the thread, as the docs say.
+            Some(spelled) if cfg!(target_env = "musl") => (spelled, true),
+            _ => (host.to_string(), true),
         },
     };
     bounded(stall, deadline, name, resolve)
@@ -149,11 +153,19 @@ fn spawn(job: Box<dyn FnOnce() + Send>) -> std::io::Result<std::thread::JoinHand
 /// file: open, two reads, close), about half what the helper thread costs
 /// (BENCHMARKS.md).
 fn in_hosts_file(host: &str) -> Option<String> {
-    let spelled = hosts_spelling(&read_small("/etc/hosts")?, host)?;
-    // No nsswitch.conf: glibc's built-in default asks DNS first.
-    read_small("/etc/nsswitch.conf")
-        .is_some_and(|t| files_first(&String::from_utf8_lossy(&t)))
-        .then_some(spelled)
+    let spelled = hosts_file_spelling(host)?;
+    files_first_here().then_some(spelled)
+}
+
+/// How `/etc/hosts` spells `host`, if a line of it names it (without case).
+fn hosts_file_spelling(host: &str) -> Option<String> {
+    hosts_spelling(&read_small("/etc/hosts")?, host)
+}
+
+/// Whether `hosts:` in `/etc/nsswitch.conf` starts with `files`. No
+/// nsswitch.conf: glibc's built-in default asks DNS first.
+fn files_first_here() -> bool {
+    read_small("/etc/nsswitch.conf").is_some_and(|t| files_first(&String::from_utf8_lossy(&t)))
 }
 
 /// A configuration file's bytes, read without `std::fs::read`'s size

@@ -173,6 +173,35 @@ pub fn out_dir(root: &Path, target_dir: Option<OsString>) -> PathBuf {
         .join("dist")
 }
 
+/// The target dir cargo builds into, as cargo itself resolves it
+/// (`cargo metadata`): `CARGO_TARGET_DIR`, `CARGO_BUILD_TARGET_DIR` or a
+/// config file's `build.target-dir`, relative or absolute. Read from the
+/// environment alone, the two last were missed: the build went there and
+/// `TARGET/dist` was reported with whatever an earlier build had left in
+/// it (a musl binary after `--libc glibc`).
+fn cargo_target_dir(mut metadata: Command) -> Result<String, String> {
+    let out = metadata
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run cargo metadata: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("cargo metadata failed ({})", out.status));
+    }
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|v| v.get("target_directory")?.as_str().map(str::to_string))
+        .ok_or_else(|| "cargo metadata: no target_directory".to_string())
+}
+
+/// `cargo metadata` of the workspace at `root`, for [`cargo_target_dir`].
+fn metadata_command(root: &Path) -> Command {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.args(["metadata", "--format-version", "1", "--no-deps"])
+        .current_dir(root);
+    c
+}
+
 /// The binary's features as the builtin's: `tls` is `ffkit/tls`, and the
 /// binary's default `redis` is named, since the builtin depends on ffkit
 /// without default features (a workspace build unifies `redis` on too).
@@ -282,7 +311,7 @@ pub fn run(root: &Path, opts: &Opts) -> Result<PathBuf, String> {
             return Err(format!("{:?} failed ({st})", c.get_program()));
         }
     }
-    let dir = out_dir(root, std::env::var_os("CARGO_TARGET_DIR"));
+    let dir = out_dir(root, Some(cargo_target_dir(metadata_command(root))?.into()));
     let exe = dir.join("ffkit");
     if let Some(t) = &target {
         // cargo puts a --target build under TARGET/<triple>/dist; the
@@ -415,6 +444,33 @@ mod tests {
             builtin_features(Some("tls, redis")),
             "ffkit/redis,ffkit/tls"
         );
+    }
+
+    /// The target dir comes from cargo, which reads more than
+    /// `CARGO_TARGET_DIR`: with `CARGO_BUILD_TARGET_DIR` set, the build went
+    /// there and `target/dist` (an earlier build's binary) was reported.
+    #[test]
+    fn the_target_dir_is_cargos_whichever_way_it_is_set() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap_or(Path::new("."));
+        let with = |k: &str, v: &str| {
+            let mut c = metadata_command(root);
+            c.env_remove("CARGO_TARGET_DIR")
+                .env_remove("CARGO_BUILD_TARGET_DIR")
+                .env(k, v);
+            cargo_target_dir(c)
+        };
+        assert_eq!(
+            with("CARGO_BUILD_TARGET_DIR", "/tmp/xtask-t1").as_deref(),
+            Ok("/tmp/xtask-t1")
+        );
+        assert_eq!(
+            with("CARGO_TARGET_DIR", "/tmp/xtask-t2").as_deref(),
+            Ok("/tmp/xtask-t2")
+        );
+        let rel = with("CARGO_TARGET_DIR", "rel-t");
+        assert_eq!(rel, Ok(root.join("rel-t").display().to_string()));
     }
 
     #[test]

@@ -17,7 +17,7 @@
 #
 # Usage: scripts/build-deb.sh [--bin PATH] [--builtin PATH] [--out DIR] [--compress xz|gzip] [--lintian]
 #   --bin PATH      the ffkit binary (default: `cargo xtask dist`, then
-#                   target/dist/ffkit, the static-pie build: DEVELOPERS.md)
+#                   TARGET/dist/ffkit, the static-pie build: DEVELOPERS.md)
 #   --builtin PATH  libffkit_builtin.so (default: beside the binary)
 #   --out DIR       where the .deb goes (default: target/debian)
 #   --compress TYPE dpkg-deb's compressor: xz (default, smallest) or gzip
@@ -49,8 +49,13 @@ while (($#)); do
     esac
 done
 if [[ -z $bin ]]; then
-    CARGO_TERM_QUIET=true cargo xtask dist
-    bin=$ROOT/target/dist/ffkit
+    # The dist dir is the one xtask names on its last line: cargo's target
+    # dir (CARGO_TARGET_DIR, CARGO_BUILD_TARGET_DIR, build.target-dir), not
+    # always target/ (where an earlier build's binary may lie).
+    said=$(CARGO_TERM_QUIET=true cargo xtask dist 2>&1) || { printf '%s\n' "$said" >&2; exit 1; }
+    dist=$(sed -n 's/^xtask dist: //p' <<<"$said" | tail -n 1)
+    [[ -n $dist ]] || { printf 'build-deb: xtask dist named no dir:\n%s\n' "$said" >&2; exit 1; }
+    bin=$dist/ffkit
 fi
 bin=$(realpath "$bin")
 [[ -n $builtin ]] || builtin=$(dirname "$bin")/libffkit_builtin.so

@@ -237,6 +237,12 @@ pub fn os_reason(e: &io::Error) -> String {
     {
         return text.to_string();
     }
+    std_words(e)
+}
+
+/// How std (with this C library) words an I/O error: its text without the
+/// " (os error N)" suffix it appends.
+fn std_words(e: &io::Error) -> String {
     let mut s = e.to_string();
     if let Some(i) = s.find(" (os error") {
         s.truncate(i);
@@ -251,28 +257,27 @@ pub fn os_reason(e: &io::Error) -> String {
 /// (`Network unreachable (os error 101)` from the musl build, `Network is
 /// unreachable (os error 101)` from a glibc one).
 pub fn os_texts(text: &str) -> String {
-    const MARK: &str = " (os error ";
+    const OS_ERROR_MARK: &str = " (os error ";
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(i) = rest.find(MARK) {
-        let after = &rest[i + MARK.len()..];
+    while let Some(i) = rest.find(OS_ERROR_MARK) {
+        let after = &rest[i + OS_ERROR_MARK.len()..];
         let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-        let n = after[..digits].parse::<i32>().ok();
         let closed = after[digits..].starts_with(')');
-        let e = n.filter(|_| closed).map(io::Error::from_raw_os_error);
-        let libc_words = e.as_ref().map(|e| {
-            let mut s = e.to_string();
-            s.truncate(s.find(MARK).unwrap_or(s.len()));
-            s
-        });
-        match (e, libc_words) {
-            (Some(e), Some(w)) if rest[..i].ends_with(w.as_str()) => {
+        let known = after[..digits]
+            .parse::<i32>()
+            .ok()
+            .filter(|_| closed)
+            .map(io::Error::from_raw_os_error)
+            .map(|e| (std_words(&e), e));
+        match known {
+            Some((w, e)) if rest[..i].ends_with(w.as_str()) => {
                 out.push_str(&rest[..i - w.len()]);
                 out.push_str(&os_reason(&e));
                 rest = &after[digits + 1..];
             }
             _ => {
-                out.push_str(&rest[..i + MARK.len()]);
+                out.push_str(&rest[..i + OS_ERROR_MARK.len()]);
                 rest = after;
             }
         }

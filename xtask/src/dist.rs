@@ -81,14 +81,19 @@ pub fn musl_target(host: &str) -> Option<String> {
     Some(format!("{arch}-unknown-linux-musl"))
 }
 
+/// The Rust tool cargo names in `var` (`RUSTC`, `CARGO`), else `default`
+/// from PATH.
+fn tool(var: &str, default: &str) -> OsString {
+    std::env::var_os(var).unwrap_or_else(|| default.into())
+}
+
 /// Whether `target` can be built here: its std is installed and the C
 /// compiler that cc-rs asks for (`ARCH-linux-musl-gcc`, for the TLS
 /// crypto) is an executable on `PATH`, or one is named as cc-rs reads it
 /// (`CC_<target>` with `-` or `_`, `TARGET_CC`). `Err` says what is
 /// missing.
 fn musl_ready(target: &str) -> Result<(), String> {
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
-    let libdir = Command::new(&rustc)
+    let libdir = Command::new(tool("RUSTC", "rustc"))
         .args(["--print", "target-libdir", "--target", target])
         .output()
         .ok()
@@ -127,7 +132,7 @@ fn musl_ready(target: &str) -> Result<(), String> {
 
 /// The host's target triple, from `rustc -vV`.
 fn host_target() -> Result<String, String> {
-    let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let rustc = tool("RUSTC", "rustc");
     let out = Command::new(&rustc)
         .arg("-vV")
         .output()
@@ -195,8 +200,7 @@ fn cargo_target_dir(mut metadata: Command) -> Result<String, String> {
 
 /// `cargo metadata` of the workspace at `root`, for [`cargo_target_dir`].
 fn metadata_command(root: &Path) -> Command {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut c = Command::new(cargo);
+    let mut c = Command::new(tool("CARGO", "cargo"));
     c.args(["metadata", "--format-version", "1", "--no-deps"])
         .current_dir(root);
     c
@@ -227,7 +231,7 @@ fn builtin_features(features: Option<&str>) -> String {
 /// The two builds: the static-pie binary (for the musl `target`, or the
 /// host's glibc), then the builtin.
 pub fn commands(root: &Path, features: Option<&str>, target: Option<&str>) -> [Command; 2] {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let cargo = tool("CARGO", "cargo");
     let mut bin = Command::new(&cargo);
     bin.args(["rustc", "--profile", "dist", "-p", "ffkit"])
         .args(["--bin", "ffkit"])

@@ -27,7 +27,7 @@
 //!   path, same directory, same file system) and swapped in with
 //!   `renameat2(RENAME_EXCHANGE)`, so the path holds the old tree or the
 //!   new one, never half of either; the old one is then removed. A large
-//!   tree's files are made by a bounded pool of threads ([`WORKERS`]), a
+//!   tree's files are made by a bounded pool of threads ([`workers`]), a
 //!   directory at a time, after the whole manifest was checked.
 //!   A file under [`CLONE_FROM`] bytes is copied (one read, one write);
 //!   a larger one is cloned (FICLONE) where the file system can.
@@ -1255,12 +1255,26 @@ fn build(
     }
 }
 
-/// Threads that make a tree's files. A restore waits on the file system
-/// per file (the create, the copy and the close wait on the journal and on
-/// allocation, not on a CPU), so a few threads overlap those waits even on
-/// one core, where `cp -a` makes one file after another. Bounded, so one
-/// restore never floods a shared machine.
-const WORKERS: usize = 8;
+/// Threads that make a tree's files: two per CPU this process may use,
+/// at most [`MAX_WORKERS`]. A restore waits on the file system per file
+/// (the create, the copy and the close wait on the journal and on
+/// allocation, not on a CPU), so a second thread per core overlaps those
+/// waits, where `cp -a` makes one file after another. More than two per
+/// core made it slower: on a quiet 2-core machine a 30,000-file restore on
+/// XFS took 0.42-0.48 s with 4 threads against 0.69-0.71 s with 8, and the
+/// floor of a per-file restore (`scripts/ref_restore.c`) was as fast with
+/// 2 to 4 threads and half again slower from 5 on, with 4 or 8 allocation
+/// groups alike; pinned to one core, 2 threads were best and 8 worst
+/// (BENCHMARKS.md, "cache-run --output: restore threads by CPU"). On ext4
+/// 4 and 8 were alike. Bounded, so one restore never floods a big machine.
+fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .saturating_mul(2)
+        .min(MAX_WORKERS)
+}
+/// The most threads one restore uses, whatever the machine.
+const MAX_WORKERS: usize = 8;
 /// A tree of fewer files is made by the calling thread alone: starting
 /// threads would cost more than they overlap.
 const PARALLEL_FROM: usize = 512;
@@ -1451,7 +1465,7 @@ fn build_at(
     }
     if plan.files >= PARALLEL_FROM {
         std::thread::scope(|s| {
-            for _ in 1..WORKERS {
+            for _ in 1..workers() {
                 // A worker that cannot start (memory under `ulimit -v`, a
                 // thread limit) leaves its share to the others; std's
                 // `spawn` panicked there.

@@ -624,7 +624,7 @@ _ffkit_lock_drop() {
     _ffkit_lock_forget_inherited "$_ffkit_file"
     if [[ -n $_ffkit_inherited ]]; then
         # The builtin's words (lock::held_by_parent_shell).
-        _ffkit_err "$1: $_ffkit_file: not held by this shell (its parent shell holds it; only that shell can release it)"
+        _ffkit_err "$1: $_ffkit_file: not held by this shell (its parent shell took it; only that shell may release it)"
         return 4
     fi
     if [[ -n ${_ffkit_lock_files+set} ]]; then

@@ -690,7 +690,12 @@ fn metrics_rows_never_land_in_a_namespace_dir_the_cache_refuses() {
     } else {
         crate::util::skip("not root: the other-owner case needs chown");
     }
-    let lock_rows = ["lock_acquire", "lock_release", "lock_acquire", "lock_release"];
+    let lock_rows = [
+        "lock_acquire",
+        "lock_release",
+        "lock_acquire",
+        "lock_release",
+    ];
     for case in cases {
         let mut stderrs = Vec::new();
         for way in ways().into_iter().chain(["binary"]) {

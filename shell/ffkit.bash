@@ -61,8 +61,10 @@ _ffkit_remote() {
     [[ -n ${FFKIT_BACKEND-} && ${FFKIT_BACKEND-} != local ]]
 }
 
-# _ffkit_run LOG ARGS...: runs the binary with ARGS, its metrics log set to
-# LOG (so every row of a wrapper-driven operation lands in one log). The
+# _ffkit_run LOG ARGS...: runs the binary with ARGS, LOG (the caller's
+# cache dir) as FFKIT_FN_LOG_DIR: without CACHE_PERF_METRICS, every row of a
+# wrapper-driven operation lands in that dir's log, while the binary accepts
+# the dir as the cache accepts a dir ffkit picks (docs/metrics.md). The
 # cache functions' ARGS start with the hidden `--fn-dir`: their `--dir` is
 # the namespace's dir, checked as a dir ffkit picks (docs/cache.md).
 #
@@ -133,7 +135,7 @@ _ffkit_zrun() {
     shift 3
     # One statement, each name's word present only when the name is set
     # (`builtin`: zsh's reserved-word `local` would not parse them), and
-    # CACHE_PERF_METRICS the metrics log LOG.
+    # FFKIT_FN_LOG_DIR the caller's cache dir LOG.
     # BEGIN GENERATED:env-forward-zsh
     # From config::ENV_VARS by `cargo xtask gen`; do not edit.
     builtin local -x \
@@ -159,14 +161,14 @@ _ffkit_zrun() {
         ${XDG_RUNTIME_DIR+"XDG_RUNTIME_DIR=$XDG_RUNTIME_DIR"} \
         ${SHELL+"SHELL=$SHELL"} \
         ${HOME+"HOME=$HOME"} \
-        "CACHE_PERF_METRICS=$_ffkit_l"
+        "FFKIT_FN_LOG_DIR=$_ffkit_l"
     # END GENERATED:env-forward-zsh
     [[ $_ffkit_s != 1 ]] || local -x FLOWFORGE_DEVELOPER="$_ffkit_d"
     "${FFKIT_BIN:-ffkit}" "$@"
 }
 
 # _ffkit_exec LOG STRIP DEV ARGS...: exports the variables _ffkit_run
-# describes, LOG as the metrics log (STRIP=1: FLOWFORGE_DEVELOPER=DEV, the
+# describes, LOG as FFKIT_FN_LOG_DIR (STRIP=1: FLOWFORGE_DEVELOPER=DEV, the
 # remote backend's namespace), and execs the binary with ARGS. It replaces
 # the process it runs in, so it runs only in one started for it:
 # _ffkit_run's subshell, or an asynchronous command (_ffkit_lock_on_fd),
@@ -186,20 +188,20 @@ _ffkit_exec() {
             SHELL HOME
         # END GENERATED:env-forward
     }
-    # shellcheck disable=SC2030 # -- meant for this process and the binary only
-    export CACHE_PERF_METRICS="$_ffkit_l"
+    export FFKIT_FN_LOG_DIR="$_ffkit_l"
     [[ $_ffkit_s != 1 ]] || export FLOWFORGE_DEVELOPER="$_ffkit_d"
     exec "${FFKIT_BIN:-ffkit}" "$@"
 }
 
 # _ffkit_ns FUNCTION DEV_ID [critical|session NAME]: sets _ffkit_dir (the
 # cache dir: DEV_ID's namespace's, or the caller's for an empty DEV_ID),
-# _ffkit_log (CACHE_PERF_METRICS, else the caller's namespace log),
+# _ffkit_log (the caller's namespace cache dir, for _ffkit_run),
 # _ffkit_dev (that namespace's developer id, empty in legacy mode) and, for
 # a lock, _ffkit_file (NAME's lock file). The shell derives none of it: the
 # binary answers (`ffkit init --resolve`, by the library's namespace rules:
 # docs/shell.md, "Namespace"), once for each set of inputs (`$PWD`,
-# DEV_ID, the lock, the variables the namespace reads), kept while `.` is
+# DEV_ID, the lock, the variables the namespace reads: CACHE_PERF_METRICS is
+# not one, the binary reads it on every call), kept while `.` is
 # the dir the kernel named when the binary answered (_ffkit_cwd: a
 # `current` symlink flipped or the repository renamed under the same
 # `$PWD` is asked again; `-ef`, two stats), while the repository root it
@@ -212,10 +214,8 @@ _ffkit_exec() {
 _ffkit_ns() {
     local _ffkit_k='' _ffkit_w='' _ffkit_v='' _ffkit_i=0 _ffkit_rc=0 _ffkit_t=0
     local _ffkit_team='' _ffkit_team_seen='' _ffkit_cwd='' _ffkit_c='' _ffkit_root=''
-    # shellcheck disable=SC2031 # -- the caller's own value; _ffkit_run sets it only in a subshell
-    local _ffkit_m=${CACHE_PERF_METRICS-}
     for _ffkit_w in "$PWD" "${@:2}" "${FLOWFORGE_DEVELOPER-}" "${FFKIT_LOCK_DIR-}" \
-        "$_ffkit_m" "${XDG_RUNTIME_DIR-}" "${HOME-}"; do
+        "${XDG_RUNTIME_DIR-}" "${HOME-}"; do
         _ffkit_k="$_ffkit_k${#_ffkit_w}:$_ffkit_w;"
     done
     if [[ -n ${_ffkit_ns_keys+set} ]]; then
@@ -244,9 +244,9 @@ _ffkit_ns() {
         done
     fi
     if [[ $# -ge 4 ]]; then
-        _ffkit_v=$(_ffkit_run "$_ffkit_m" init --resolve="$1" --dev-id="$2" "--$3=$4" </dev/null) || _ffkit_rc=$?
+        _ffkit_v=$(_ffkit_run '' init --resolve="$1" --dev-id="$2" "--$3=$4" </dev/null) || _ffkit_rc=$?
     else
-        _ffkit_v=$(_ffkit_run "$_ffkit_m" init --resolve="$1" --dev-id="${2-}" </dev/null) || _ffkit_rc=$?
+        _ffkit_v=$(_ffkit_run '' init --resolve="$1" --dev-id="${2-}" </dev/null) || _ffkit_rc=$?
     fi
     if [[ $_ffkit_rc -ne 0 ]]; then
         [[ -z $_ffkit_v ]] || _ffkit_err "$_ffkit_v"
@@ -624,7 +624,7 @@ _ffkit_lock_drop() {
     _ffkit_lock_forget_inherited "$_ffkit_file"
     if [[ -n $_ffkit_inherited ]]; then
         # The builtin's words (lock::held_by_parent_shell).
-        _ffkit_err "$1: $_ffkit_file: not held by this shell (its parent shell holds it; only that shell can release it)"
+        _ffkit_err "$1: $_ffkit_file: not held by this shell (its parent shell took it; only that shell may release it)"
         return 4
     fi
     if [[ -n ${_ffkit_lock_files+set} ]]; then

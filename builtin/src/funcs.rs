@@ -20,6 +20,7 @@ use std::time::Instant;
 
 use ffkit::cli::Input;
 use ffkit::config::Config;
+use ffkit::metrics::LogPlace;
 use ffkit::namespace::{self, Here, Namespace};
 
 use crate::{held, run_applet, run_direct, shell};
@@ -42,8 +43,8 @@ struct Paths {
     /// The namespace the call works in: the `dev_id` argument's, else the
     /// caller's.
     ns: Namespace,
-    /// The caller's metrics log.
-    log: OsString,
+    /// The caller's metrics log (`Namespace::metrics_log`).
+    log: LogPlace,
 }
 
 impl Paths {
@@ -86,9 +87,7 @@ fn paths(func: &str, dev: Option<&OsStr>) -> Result<Paths, u8> {
         e.exit_code()
     })?;
     let setting = shell::var("CACHE_PERF_METRICS").filter(|v| !v.is_empty());
-    let log = ns
-        .metrics_log(setting.as_deref().map(Path::new))
-        .into_os_string();
+    let log = ns.metrics_log(setting.as_deref().map(Path::new));
     if let Some(d) = dev.filter(|d| !d.is_empty()) {
         let id = namespace::validate_developer_arg(d, &format!("{func}: dev_id")).map_err(|e| {
             err(&e);
@@ -190,7 +189,7 @@ fn git_inputs(top: &Path, env: &[(OsString, OsString)]) -> Vec<u8> {
 
 /// Runs an applet with the wrapper's metrics log; returns its status and
 /// what it printed.
-fn applet(log: &OsStr, argv: &[&OsStr], input: Input) -> (u8, Vec<u8>) {
+fn applet(log: &LogPlace, argv: &[&OsStr], input: Input) -> (u8, Vec<u8>) {
     // Its `--dir` is the function's namespace dir (`cli::FN_DIR_ARG`).
     let mut args: Vec<OsString> = vec![
         OsString::from("ffkit"),
@@ -202,15 +201,18 @@ fn applet(log: &OsStr, argv: &[&OsStr], input: Input) -> (u8, Vec<u8>) {
 
 /// [`applet`] for a call already in its parts (`cli::Direct`: the same
 /// run without an argument list to parse; see docs/shell.md).
-fn direct(log: &OsStr, call: Direct, input: Input) -> (u8, Vec<u8>) {
+fn direct(log: &LogPlace, call: Direct, input: Input) -> (u8, Vec<u8>) {
     run_direct(call, &shell_env(log), input)
 }
 
 /// The variables an in-process call reads: the shell's, with the metrics
-/// log `call` resolved and its backend local.
-fn shell_env(log: &OsStr) -> impl Fn(&str) -> Option<OsString> + '_ {
+/// log `call` resolved (as the fallback hands it to the binary:
+/// `LogPlace::fn_vars`) and its backend local.
+fn shell_env(log: &LogPlace) -> impl Fn(&str) -> Option<OsString> + '_ {
+    let (named, dir) = log.fn_vars();
     move |k| match k {
-        "CACHE_PERF_METRICS" => Some(log.to_os_string()),
+        "CACHE_PERF_METRICS" => named.map(|p| p.as_os_str().to_os_string()),
+        "FFKIT_FN_LOG_DIR" => dir.map(|p| p.as_os_str().to_os_string()),
         // `call` found it unset, empty or `local`: all mean local.
         "FFKIT_BACKEND" => None,
         _ => shell::var(k),
@@ -538,7 +540,7 @@ struct LockPaths {
 
 /// The paths a [`LockPaths`] entry resolved.
 struct Resolved {
-    log: PathBuf,
+    log: LogPlace,
     dir: namespace::LockDir,
     file: PathBuf,
 }
@@ -582,14 +584,10 @@ impl LockPaths {
     /// The namespace rules for these inputs (`Namespace::metrics_log`,
     /// `Namespace::lock_dir`, `namespace::lock_file`).
     fn build(i: &LockInputs<'_>) -> Result<LockPaths, ffkit::Error> {
-        let log = i.ns.metrics_log(i.setting.map(Path::new));
         // A relative CACHE_PERF_METRICS is relative to the current dir, as
         // the configuration reads it.
-        let log = if log.is_absolute() {
-            log
-        } else {
-            i.here.cwd.join(log)
-        };
+        let setting = i.setting.map(|s| i.here.cwd.join(s));
+        let log = i.ns.metrics_log(setting.as_deref());
         let target = match i.dev {
             Some(d) => i.ns.for_developer(d),
             None => i.ns.clone(),
@@ -670,7 +668,7 @@ fn lock(func: &str, dev: Option<&OsStr>, name: LockName<'_>, session: bool) -> u
     };
     let mut cfg = match Config::from_lookup(|k| match k {
         // The log is resolved with the paths below.
-        "CACHE_PERF_METRICS" => None,
+        "CACHE_PERF_METRICS" | "FFKIT_FN_LOG_DIR" => None,
         // `call` found it unset, empty or `local`: all mean local.
         "FFKIT_BACKEND" => None,
         // Read only what a lock call uses or can refuse: these are paths
@@ -704,7 +702,9 @@ fn lock(func: &str, dev: Option<&OsStr>, name: LockName<'_>, session: bool) -> u
         Err(e) => return fail(e),
     };
     let (dir, file) = (&paths.dir, &paths.file);
-    cfg.perf_metrics = Some(paths.log.clone());
+    let (named, log_dir) = paths.log.fn_vars();
+    cfg.perf_metrics = named.map(Path::to_path_buf);
+    cfg.fn_log_dir = log_dir.map(Path::to_path_buf);
     let acquiring = func.starts_with("acquire");
     // A release only looks the file up in the held-lock table. An
     // acquisition sets the dir up first only where that includes a check

@@ -213,7 +213,8 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
 
 /// The namespace of a shell function's call, as `NAME='value'` lines:
 /// `_ffkit_dir` (the cache dir: the `dev_id`'s namespace's if given),
-/// `_ffkit_log` (the caller's metrics log), `_ffkit_dev` (the developer id
+/// `_ffkit_log` (the caller's cache dir, whose default metrics log the
+/// call uses without CACHE_PERF_METRICS: FFKIT_FN_LOG_DIR), `_ffkit_dev` (the developer id
 /// of that namespace, empty in legacy mode), `_ffkit_file` (with a lock:
 /// its file), and what the shell checks to keep the answer:
 /// `_ffkit_cwd` (the current dir as the kernel names it, symbolic links
@@ -239,7 +240,10 @@ fn resolve(r: &Resolve, ctx: &Ctx) -> Result<Vec<u8>> {
     let cfg = &ctx.cfg;
     let here = Here::now()?;
     let mut ns = Namespace::of(cfg, &here);
-    let log = ns.metrics_log(cfg.perf_metrics.as_deref());
+    // The caller's namespace's cache dir: the functions hand it to the
+    // binary as FFKIT_FN_LOG_DIR (their own CACHE_PERF_METRICS, a named
+    // log, goes along as it is and wins: `metrics::log_place`).
+    let log = ns.cache_dir();
     if let Some(id) = r.dev_id.as_deref().filter(|d| !d.is_empty()) {
         let id = namespace::validate_developer_arg(id, &format!("{func}: dev_id"))?;
         ns = ns.for_developer(id);

@@ -1253,9 +1253,9 @@ release_critical_lock x && release_session_lock '' s && echo released"#,
         seen.push((path, err));
     }
     let x = "ffkit.bash: release_critical_lock: NS/locks/x.lock: not held by this shell \
-             (its parent shell holds it; only that shell can release it)\nrc=4\n";
+             (its parent shell took it; only that shell may release it)\nrc=4\n";
     let s = "ffkit.bash: release_session_lock: NS/sessions/locks/s.lock: not held by this shell \
-             (its parent shell holds it; only that shell can release it)\nrc=4\n";
+             (its parent shell took it; only that shell may release it)\nrc=4\n";
     assert_eq!(seen[0].1, format!("{}{s}", x.repeat(6)), "builtin");
     assert_eq!(seen[1].1, seen[0].1, "fallback against builtin");
 }

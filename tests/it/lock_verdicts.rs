@@ -529,7 +529,7 @@ fn a_refused_subshell_release_says_one_line_alike_on_every_path() {
     let sc = Sc::new();
     let file = sc.file("t");
     let parent = format!(
-        "ffkit.bash: release_critical_lock: {}: not held by this shell (its parent shell holds it; only that shell can release it)\n",
+        "ffkit.bash: release_critical_lock: {}: not held by this shell (its parent shell took it; only that shell may release it)\n",
         file.display()
     );
     let none = format!(
@@ -917,5 +917,32 @@ fn two_deleted_generations_of_one_name_are_released_each_by_its_owner() {
     for o in &mut owners {
         o.kill().unwrap();
         o.wait().unwrap();
+    }
+}
+
+/// A subshell's release of a lock its parent shell took, after another
+/// process force-released that lock (`ffkit lock-release --force`), says
+/// what is true, the same line on every path: the parent *took* it (it
+/// does not hold it any more), and the parent's own release then says it
+/// was released behind its back. Before, every path said "its parent shell
+/// holds it" about a lock nobody held.
+#[test]
+fn a_subshell_release_after_a_force_release_does_not_claim_the_parent_holds_it() {
+    let sc = Sc::new();
+    let f = sc.file("t");
+    let want = format!(
+        "sub 4\nffkit.bash: release_critical_lock: {0}: not held by this shell (its parent shell took it; only that shell may release it)\n\
+         status 1\nown 4\n",
+        f.display()
+    );
+    let script = "acquire_critical_lock t || exit 1\n\
+         \"$FFKIT_BIN\" lock-release --force t || exit 1\n\
+         v=$(rc=0; release_critical_lock t 2>&1 || rc=$?; echo \"sub $rc\"); printf '%s\\n' \"${v#*$'\\n'}\" \"${v%%$'\\n'*}\"\n\
+         \"$FFKIT_BIN\" lock-status t >/dev/null; echo \"status $?\"\n\
+         rc=0; release_critical_lock t 2>/dev/null || rc=$?; echo \"own $rc\"";
+    for path in paths() {
+        let o = sc.run(path, script);
+        assert_eq!(text(&o.stdout), want, "{path}: {}", text(&o.stderr));
+        assert!(!text(&o.stdout).contains("holds it"), "{path}");
     }
 }

@@ -654,3 +654,125 @@ fn a_dir_writable_by_its_group_or_by_others_is_refused_in_the_modes_words() {
         }
     }
 }
+
+/// The rows of a metrics log: its operation names, in order.
+fn log_ops(log: &Path) -> Vec<String> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(',').nth(1).map(str::to_string))
+        .collect()
+}
+
+/// The namespace's metrics log is judged with its cache dir (docs/metrics.md,
+/// "Where the log lives"): a namespace cache dir the cache refuses (group
+/// writable, another user's) gets no row from the lock functions (the lock
+/// still works, the row is dropped silently, as an unusable log's row is),
+/// and `record_performance_metric` / `get_performance_metrics` answer 3
+/// with the cache's one line, on every path alike. Before, the functions
+/// handed the binary and the builtin the resolved log path as if the user
+/// had named it, so lock rows were written into that dir on every path, and
+/// `ffkit lock-acquire` on its own wrote there too. An accepted namespace
+/// dir and a CACHE_PERF_METRICS the user named (even in a dir others can
+/// write: the user's choice) still get every row.
+#[test]
+fn metrics_rows_never_land_in_a_namespace_dir_the_cache_refuses() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let script = "for f in 'acquire_critical_lock x' 'release_critical_lock x' \
+                  \"acquire_session_lock '' s\" \"release_session_lock '' s\" \
+                  'record_performance_metric op 1 5' get_performance_metrics; do\n\
+                  eval \"$f\" >/dev/null; printf '%s ' $?; done";
+    let mut cases = vec!["group-writable"];
+    if root {
+        cases.push("another user's");
+    } else {
+        crate::util::skip("not root: the other-owner case needs chown");
+    }
+    let lock_rows = [
+        "lock_acquire",
+        "lock_release",
+        "lock_acquire",
+        "lock_release",
+    ];
+    for case in cases {
+        let mut stderrs = Vec::new();
+        for way in ways().into_iter().chain(["binary"]) {
+            let tmp = tempfile::tempdir().unwrap();
+            let t = tmp.path();
+            git_init(t);
+            let ns = t.join(".flowforge/dev-alice/cache");
+            fs::create_dir_all(&ns).unwrap();
+            let log = ns.join(".perf-metrics.csv");
+            let shared = t.join("shared");
+            fs::create_dir_all(&shared).unwrap();
+            fs::set_permissions(&shared, fs::Permissions::from_mode(0o777)).unwrap();
+            let named = shared.join("log.csv");
+            let refuse = || match case {
+                "group-writable" => {
+                    fs::set_permissions(&ns, fs::Permissions::from_mode(0o770)).unwrap()
+                }
+                _ => std::os::unix::fs::lchown(&ns, Some(65534), Some(65534)).unwrap(),
+            };
+            let run = |named_log: Option<&Path>| -> (String, String) {
+                let mut c = if way == "binary" {
+                    let mut c = Command::new("bash");
+                    c.env_clear()
+                        .env("PATH", "/usr/bin:/bin")
+                        .env("B", bin())
+                        .env("HOME", t)
+                        .current_dir(t)
+                        .stdin(Stdio::null())
+                        .arg("-c")
+                        .arg(
+                            "for f in 'lock-acquire x' 'lock-release x' \
+                             'lock-acquire --session s' 'lock-release --session s' \
+                             'perf-metrics record op 4' 'perf-metrics --json'; do\n\
+                             \"$B\" $f >/dev/null; printf '%s ' $?; done",
+                        );
+                    c
+                } else {
+                    sh(way, t, t, script)
+                };
+                c.env("FLOWFORGE_DEVELOPER", "alice")
+                    .env("CACHE_PERF_MONITORING", "enabled");
+                if let Some(l) = named_log {
+                    c.env("CACHE_PERF_METRICS", l);
+                }
+                text(&output_within(c, way))
+            };
+            // Accepted: every row, in the namespace's log.
+            fs::set_permissions(&ns, fs::Permissions::from_mode(0o700)).unwrap();
+            let (out, err) = run(None);
+            assert_eq!(out, "0 0 0 0 0 0 ", "{way}, accepted: {err}");
+            assert_eq!(err, "", "{way}, accepted");
+            let mut want: Vec<&str> = lock_rows.to_vec();
+            want.push("op");
+            assert_eq!(log_ops(&log), want, "{way}, accepted");
+            fs::remove_file(&log).unwrap();
+            // Refused: no row there, the locks still work.
+            refuse();
+            let (out, err) = run(None);
+            assert_eq!(out, "0 0 0 0 3 3 ", "{way}, {case}: {err}");
+            assert!(!log.exists(), "{way}, {case}: {:?}", log_ops(&log));
+            assert_eq!(err.lines().count(), 2, "{way}, {case}: {err}");
+            for l in err.lines() {
+                assert!(l.contains("refused"), "{way}, {case}: {l}");
+            }
+            if way != "binary" {
+                stderrs.push((way, err.replace(&t.display().to_string(), "T")));
+            }
+            // Named by the user: every row there, wherever it points.
+            let (out, err) = run(Some(&named));
+            assert_eq!(out, "0 0 0 0 0 0 ", "{way}, {case}, named: {err}");
+            assert_eq!(err, "", "{way}, {case}, named");
+            assert_eq!(log_ops(&named), want, "{way}, {case}, named");
+            assert!(!log.exists(), "{way}, {case}, named");
+        }
+        // The functions say the same on every path.
+        for (way, e) in &stderrs {
+            assert_eq!(e, &stderrs[0].1, "{way} vs {}, {case}", stderrs[0].0);
+        }
+    }
+}

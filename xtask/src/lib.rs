@@ -87,8 +87,9 @@ pub const WRAPPERS: &str = "shell/ffkit.bash";
 /// - `env-forward-zsh`, in `_ffkit_zrun` (zsh's way: a simple command, as
 ///   zsh's subshell resets the signals the caller ignores): one `builtin
 ///   local -x` whose word for a name is there only when it is set
-///   (`${NAME+"NAME=$NAME"}`), and last `CACHE_PERF_METRICS` set to the
-///   function's `_ffkit_l` (the metrics log). One statement: a loop over
+///   (`${NAME+"NAME=$NAME"}`), and last `FFKIT_FN_LOG_DIR` set to the
+///   function's `_ffkit_l` (the caller's cache dir, whose default metrics
+///   log the call uses). One statement: a loop over
 ///   the names cost zsh ~10% of a call.
 pub fn fill_wrappers(text: &str) -> io::Result<String> {
     let mut body = String::new();
@@ -111,7 +112,7 @@ pub fn fill_wrappers(text: &str) -> io::Result<String> {
     }
     // Last, so it wins, and always there: `local -x` with no word at all
     // (nothing set) would list the exported locals on stdout.
-    let _ = writeln!(zsh, " \\\n        \"CACHE_PERF_METRICS=$_ffkit_l\"");
+    let _ = writeln!(zsh, " \\\n        \"FFKIT_FN_LOG_DIR=$_ffkit_l\"");
     fill_block(&text, "env-forward-zsh", "    ", &zsh)
 }
 

@@ -47,6 +47,11 @@ pub struct Config {
     pub perf_monitoring: bool,
     /// `CACHE_PERF_METRICS`: the metrics log; default `<cache-dir>/.perf-metrics.csv`.
     pub perf_metrics: Option<PathBuf>,
+    /// `FFKIT_FN_LOG_DIR` (internal, hidden): the cache dir of a shell
+    /// function's caller, whose default log receives the call's rows when
+    /// `CACHE_PERF_METRICS` is not set; judged as a dir ffkit picked
+    /// ([`crate::metrics::log_place`]). The functions set it, never a user.
+    pub fn_log_dir: Option<PathBuf>,
     /// `CACHE_PERF_MAX_BYTES` (default 10 MiB): the log is trimmed above this.
     pub perf_max_bytes: u64,
     /// `FLOWFORGE_DEVELOPER`: the namespace id.
@@ -238,8 +243,10 @@ pub const ENV_VARS: &[EnvVar] = &[
 ];
 
 /// Variables [`Config::from_lookup`] reads that are deliberately missing
-/// from [`ENV_VARS`]: hidden, test-only hooks.
+/// from [`ENV_VARS`]: hidden, test-only hooks, and `FFKIT_FN_LOG_DIR`,
+/// which only the shell functions set for the binary they run.
 pub const HIDDEN_ENV_VARS: &[&str] = &[
+    "FFKIT_FN_LOG_DIR",
     "FFKIT_TEST_NOW",
     "FFKIT_TEST_BACKOFF_TRACE",
     "FFKIT_TEST_NO_TMPFILE",
@@ -372,6 +379,7 @@ impl Config {
             old_library,
             perf_monitoring: switch("CACHE_PERF_MONITORING", true)?,
             perf_metrics: path("CACHE_PERF_METRICS").map(absolute),
+            fn_log_dir: path("FFKIT_FN_LOG_DIR").map(absolute),
             perf_max_bytes,
             developer,
             debug,

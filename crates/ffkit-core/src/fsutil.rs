@@ -282,6 +282,46 @@ fn ident_at<P: rustix::path::Arg + Copy>(path: P, want: Want) -> io::Result<Iden
     }
 }
 
+/// The file type, permission bits and owner of a path, asked for without
+/// its times (see [`Ident`] for why): what a dir check needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    /// The file type bits (`S_IFMT`).
+    pub kind: u32,
+    /// The permission bits (`0o7777`).
+    pub mode: u32,
+    pub uid: u32,
+}
+
+/// [`Owner`] of `path`: the link itself (as `lstat`), or with `follow`
+/// what it points to (as `stat`). A statx of type, mode and owner only, so
+/// the shell functions' per-row check of their log's dir leaves the dir's
+/// inode alone.
+pub fn owner_of(path: &Path, follow: bool) -> io::Result<Owner> {
+    use rustix::fs::{AtFlags, StatxFlags as F};
+    let flags = if follow {
+        AtFlags::empty()
+    } else {
+        AtFlags::SYMLINK_NOFOLLOW
+    };
+    match rustix::fs::statx(CWD, path, flags, F::TYPE | F::MODE | F::UID) {
+        Ok(x) => Ok(Owner {
+            kind: u32::from(x.stx_mode) & libc::S_IFMT,
+            mode: u32::from(x.stx_mode) & 0o7777,
+            uid: x.stx_uid,
+        }),
+        Err(e) if no_statx(e) => {
+            let st = rustix::fs::statat(CWD, path, flags)?;
+            Ok(Owner {
+                kind: st.st_mode & libc::S_IFMT,
+                mode: st.st_mode & 0o7777,
+                uid: st.st_uid,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// [`ident_path`] of `dir/name`, the path composed on the stack when it is
 /// short (no allocation: the bash builtin probes `.git` on every call).
 pub fn ident_child(dir: &Path, name: &str, want: Want) -> io::Result<Ident> {

@@ -395,9 +395,15 @@ impl Namespace {
     }
 
     /// The log of a caller in this namespace: `setting`
-    /// (`CACHE_PERF_METRICS`), else `<namespace>/cache/.perf-metrics.csv`.
-    pub fn metrics_log(&self, setting: Option<&Path>) -> PathBuf {
-        setting.map_or_else(|| self.cache_dir().join(METRICS_LOG), Path::to_path_buf)
+    /// (`CACHE_PERF_METRICS`, the user's choice), else the default log of
+    /// `<namespace>/cache`, a dir the shell functions picked, so judged as
+    /// the cache judges it ([`crate::metrics::LogPlace::check`]).
+    pub fn metrics_log(&self, setting: Option<&Path>) -> crate::metrics::LogPlace {
+        use crate::metrics::LogPlace;
+        match setting {
+            Some(p) => LogPlace::Named(p.to_path_buf()),
+            None => LogPlace::InDir(self.cache_dir(), crate::config::DirOrigin::Functions),
+        }
     }
 
     /// Where named locks live (docs/locks.md, "Lock dir"): `explicit`
@@ -498,7 +504,7 @@ mod tests {
         assert_eq!(legacy.root(), Path::new("/r/.flowforge"));
         assert_eq!(legacy.cache_dir(), Path::new("/r/.flowforge/cache"));
         assert_eq!(
-            legacy.metrics_log(c.perf_metrics.as_deref()),
+            legacy.metrics_log(c.perf_metrics.as_deref()).path(),
             Path::new("/r/.flowforge/cache/.perf-metrics.csv")
         );
         assert_eq!(

@@ -10,9 +10,7 @@
 //! user's choice, symlinks and other owners included, but one that others
 //! can write is still refused: anyone could plant entries in it.
 
-use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use crate::config::DirOrigin;
@@ -21,13 +19,15 @@ use crate::error::{Error, Result};
 /// Checks `dir` if it exists; `Ok(false)` when it does not (nothing to
 /// read, and a writer creates it private).
 pub fn check(dir: &Path, origin: DirOrigin) -> Result<bool> {
-    let lm = match fs::symlink_metadata(dir) {
+    // Type, mode and owner only, never the times (`fsutil::owner_of`): the
+    // metrics log's dir is checked on every row of the shell functions.
+    let lm = match crate::fsutil::owner_of(dir, false) {
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(Error::io("cannot inspect the cache dir", dir, e)),
     };
     let how = how_to_choose(origin);
-    let m = if lm.file_type().is_symlink() {
+    let m = if lm.kind == libc::S_IFLNK {
         if !origin.is_explicit() {
             return Err(Error::Permission(format!(
                 "cache dir {} (from {}): is a symbolic link; refused for a dir ffkit picks itself ({how})",
@@ -35,7 +35,7 @@ pub fn check(dir: &Path, origin: DirOrigin) -> Result<bool> {
                 origin.describe()
             )));
         }
-        match fs::metadata(dir) {
+        match crate::fsutil::owner_of(dir, true) {
             Ok(m) => m,
             // A dangling link: a writer's mkdir fails on it with its own error.
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -44,7 +44,7 @@ pub fn check(dir: &Path, origin: DirOrigin) -> Result<bool> {
     } else {
         lm
     };
-    if !m.is_dir() {
+    if m.kind != libc::S_IFDIR {
         return Err(Error::Permission(format!(
             "cache dir {} (from {}): not a directory",
             dir.display(),
@@ -55,16 +55,16 @@ pub fn check(dir: &Path, origin: DirOrigin) -> Result<bool> {
     // less on every call with `--dir` or FFKIT_CACHE_DIR.
     if !origin.is_explicit()
         && let uid = rustix::process::getuid().as_raw()
-        && m.uid() != uid
+        && m.uid != uid
     {
         return Err(Error::Permission(format!(
             "cache dir {} (from {}): owned by uid {}, not by you (uid {uid}); refused ({how})",
             dir.display(),
             origin.describe(),
-            m.uid()
+            m.uid
         )));
     }
-    let mode = m.permissions().mode() & 0o7777;
+    let mode = m.mode;
     if let Some(who) = crate::fsutil::writable_by(mode) {
         return Err(Error::Permission(format!(
             "cache dir {} (from {}): writable by {who} (mode {mode:o}), who could plant entries; refused (run chmod go-w on it, or {how})",
@@ -89,6 +89,8 @@ fn how_to_choose(origin: DirOrigin) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn picked_and_named_dirs() {

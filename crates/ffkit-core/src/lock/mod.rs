@@ -147,10 +147,11 @@ pub fn already_held(what: impl std::fmt::Display, owner: u32) -> Error {
 /// exit 4, the same line from the builtin and the fallback (which
 /// carries these words, checked byte for byte by a test). `what` names
 /// the lock file. Only the shell that took a lock releases it
-/// (docs/shell.md, "Locks").
+/// (docs/shell.md, "Locks"). It says "took", not "holds": the lock may
+/// have been force-released since, and the line stays true either way.
 pub fn held_by_parent_shell(what: impl std::fmt::Display) -> Error {
     Error::NotFound(format!(
-        "{what}: not held by this shell (its parent shell holds it; only that shell can release it)"
+        "{what}: not held by this shell (its parent shell took it; only that shell may release it)"
     ))
 }
 

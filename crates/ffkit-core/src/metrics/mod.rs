@@ -26,7 +26,7 @@ pub mod sketch;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, DirOrigin};
 use crate::error::{Error, Result};
 
 /// The operations ffkit records its own runs under: the contract's names
@@ -80,31 +80,103 @@ impl std::fmt::Display for Op {
 /// File name of the default log inside a cache dir.
 pub const DEFAULT_LOG_NAME: &str = crate::namespace::METRICS_LOG;
 
-/// The log path: `CACHE_PERF_METRICS`, else the default in `cache_dir`, else
-/// in the default cache dir.
-pub fn log_path(cfg: &Config, cache_dir: Option<&Path>) -> Result<PathBuf> {
-    if let Some(p) = &cfg.perf_metrics {
-        return Ok(p.clone());
+/// Where the log is, and who chose it (docs/metrics.md, "Where the log
+/// lives"): the user, with `CACHE_PERF_METRICS` (used wherever it points,
+/// as the user's choice), or ffkit: the default log in a cache dir, which
+/// is judged as that cache dir is (docs/cache.md, "Which dir, and when it
+/// is refused"), so no row is written to, nor read from, a dir the cache
+/// applets refuse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogPlace {
+    /// `CACHE_PERF_METRICS`.
+    Named(PathBuf),
+    /// `<dir>/.perf-metrics.csv` of a cache dir and why that dir.
+    InDir(PathBuf, DirOrigin),
+}
+
+impl LogPlace {
+    /// The log's path (its dir unchecked).
+    pub fn path(&self) -> PathBuf {
+        match self {
+            LogPlace::Named(p) => p.clone(),
+            LogPlace::InDir(d, _) => d.join(DEFAULT_LOG_NAME),
+        }
     }
-    Ok(cfg.cache_dir(cache_dir)?.join(DEFAULT_LOG_NAME))
+
+    /// How a shell function hands this log to the applet it runs, as the
+    /// two variables the configuration reads ([`log_place`]):
+    /// `CACHE_PERF_METRICS` for a named log, `FFKIT_FN_LOG_DIR` for a
+    /// default one (its dir then judged as a dir the functions picked).
+    pub fn fn_vars(&self) -> (Option<&Path>, Option<&Path>) {
+        match self {
+            LogPlace::Named(p) => (Some(p), None),
+            LogPlace::InDir(d, _) => (None, Some(d)),
+        }
+    }
+
+    /// Whether the log may be used: a named log always; a default one when
+    /// its dir passes `cache::dir::check` with the dir's origin (`Ok(false)`:
+    /// the dir does not exist yet). A refused dir is the cache's error (exit
+    /// 3, the same line every cache applet prints for it).
+    pub fn check(&self) -> Result<bool> {
+        match self {
+            LogPlace::Named(_) => Ok(true),
+            LogPlace::InDir(d, origin) => crate::cache::dir::check(d, *origin),
+        }
+    }
+}
+
+/// The one rule for where a call's log is: `CACHE_PERF_METRICS`, else the
+/// shell functions' caller's cache dir (`FFKIT_FN_LOG_DIR`, a dir the
+/// functions picked), else `cache_dir` (`--dir`) or the default cache dir.
+/// The binary, the bash builtin and the shell fallback all end here.
+pub fn log_place(cfg: &Config, cache_dir: Option<&Path>) -> Result<LogPlace> {
+    if let Some(p) = &cfg.perf_metrics {
+        return Ok(LogPlace::Named(p.clone()));
+    }
+    if let Some(d) = &cfg.fn_log_dir {
+        return Ok(LogPlace::InDir(d.clone(), DirOrigin::Functions));
+    }
+    let c = cfg.choose_cache_dir(cache_dir)?;
+    Ok(LogPlace::InDir(c.path, c.origin))
+}
+
+/// The log path ([`log_place`]), its dir checked: a default log in a dir
+/// the cache refuses is refused (exit 3) for reading and writing alike.
+pub fn log_path(cfg: &Config, cache_dir: Option<&Path>) -> Result<PathBuf> {
+    let place = log_place(cfg, cache_dir)?;
+    place.check()?;
+    Ok(place.path())
 }
 
 /// Appends one row for an applet's own run. Called only when monitoring is
 /// enabled, so a disabled monitor opens nothing. Self-timing never creates
 /// a directory: a size query or a rejected key must not create the cache
 /// dir just to log itself, so a run whose log dir does not exist yet is not
-/// recorded. Returns the log the row went to, if one was written.
+/// recorded. A default log whose dir the cache refuses ([`LogPlace::check`])
+/// gets no row: the error is returned, and every caller drops the row
+/// (the applet's or lock's own work stands). `opened`: a cache dir the
+/// caller already opened, so checked (a default log there is not checked
+/// twice). Returns the log the row went to, if one was written.
 pub fn record_self(
     cfg: &Config,
-    cache_dir: Option<&Path>,
+    opened: Option<&Path>,
     op: Op,
     elapsed: Duration,
 ) -> Result<Option<PathBuf>> {
     let op = op.as_str();
-    let path = log_path(cfg, cache_dir)?;
+    let place = log_place(cfg, opened)?;
     if !cfg.perf_monitoring {
         return Ok(None);
     }
+    if let LogPlace::InDir(d, _) = &place
+        && opened != Some(d.as_path())
+        && !place.check()?
+    {
+        // Its dir does not exist: nothing to record into.
+        return Ok(None);
+    }
+    let path = place.path();
     let ms = elapsed.as_secs_f64() * 1000.0;
     // A log named without a directory is not recorded (as before: it
     // would be written wherever the caller stands).

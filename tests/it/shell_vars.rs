@@ -352,3 +352,20 @@ fn unexported_ff_debug_gives_the_binary_debug_lines() {
         );
     }
 }
+
+/// `FFKIT_FN_LOG_DIR`, the functions' hand-over of their namespace log to
+/// the binary, is not the command's: `cache_command`'s command sees it
+/// unset on every path (the fallback set it for the binary it ran, the
+/// builtin never exports it), so an ffkit the command runs logs where it
+/// would anywhere else.
+#[test]
+fn cache_command_does_not_hand_the_functions_log_dir_to_its_command() {
+    for shell in shells() {
+        let r = Repo::new();
+        let out = r.run(
+            shell,
+            "cache_command -- sh -c 'printf \"[%s]\" \"${FFKIT_FN_LOG_DIR-unset}\"'",
+        );
+        assert_eq!(ok(&out), "[unset]", "{shell}");
+    }
+}

@@ -154,6 +154,10 @@ where
     let name = prog.to_string_lossy();
     let mut cmd = Command::new(prog);
     cmd.args(args);
+    // The shell functions' hand-over to this process (config.rs,
+    // `fn_log_dir`), not the command's: an ffkit the command runs logs to
+    // its own default, as it does under the builtin, which never exports it.
+    cmd.env_remove("FFKIT_FN_LOG_DIR");
     let mut feed: &[u8] = &[];
     match input {
         Input::Null => {

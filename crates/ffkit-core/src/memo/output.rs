@@ -1517,10 +1517,30 @@ struct Maker<'a> {
     umask: Option<u32>,
     /// The store's fan directories (`.store/XX`), each opened once per
     /// root: a blob is opened by its name in one, not by a path walked
-    /// from the root of the file system. `None`: it could not be opened;
-    /// the blob's open by path then says why.
+    /// from the root of the file system. `None`: it could not be opened,
+    /// or there was no room left to keep it ([`fan_room`]); the blob is
+    /// then opened by its path (whose error says why).
     fans: Vec<OnceLock<Option<OwnedFd>>>,
+    /// How many more fans may be kept open: what [`fan_room`] allows.
+    room: AtomicUsize,
 }
+
+/// How many fan directories one tree's restore may keep open: all 256
+/// where the descriptor limit leaves room, else half of what is left of
+/// it once [`FD_RESERVE`] are set aside. Kept fans are an optimisation (one
+/// path walk per blob saved); holding 256 under `ulimit -n 64` or `200`
+/// took the descriptors the files being made need, and every hit of a
+/// tree whose blobs spread over the fans failed with EMFILE.
+fn fan_room() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    (soft.saturating_sub(FD_RESERVE) / 2).min(256)
+}
+/// Descriptors a restore leaves to everything but kept fans: the caller's
+/// own, the locks, and three per thread making files (the directory, the
+/// blob, the new file) with [`MAX_WORKERS`] threads.
+const FD_RESERVE: usize = 64;
 
 impl<'a> Maker<'a> {
     fn new(store: &'a Path, root: &'a Root, link: bool, tree: &Path) -> Self {
@@ -1531,6 +1551,7 @@ impl<'a> Maker<'a> {
             clones: AtomicBool::new(true),
             umask: if link { None } else { creation_umask(tree) },
             fans: (0..256).map(|_| OnceLock::new()).collect(),
+            room: AtomicUsize::new(fan_room()),
         }
     }
 
@@ -1550,6 +1571,10 @@ impl<'a> Maker<'a> {
             .and_then(|i| self.fans.get(i))
             .and_then(|slot| {
                 slot.get_or_init(|| {
+                    // No room to keep it open: by path, below.
+                    self.room
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                        .ok()?;
                     rustix::fs::open(
                         self.store.join(&name[..2]),
                         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,

@@ -3144,3 +3144,39 @@ fn a_restore_under_a_low_descriptor_limit_keeps_only_the_fans_it_has_room_for() 
         assert_exact_with_store(&w, "after the hits");
     }
 }
+
+/// The same with the descriptors taken by the caller instead of a low
+/// limit: `ulimit -n 1024` with 900 descriptors inherited open (a build
+/// tool that leaks them). 256 kept fans on top of those took the rest, and
+/// the hit failed with EMFILE (exit 1); a fan whose descriptor lands within
+/// the reserve of the limit is not kept.
+#[test]
+fn a_restore_beside_many_inherited_descriptors_keeps_only_the_fans_it_has_room_for() {
+    let w = World::new();
+    let script = "echo run >> runs; rm -rf out; mkdir -p out/a out/b; i=0; while [ $i -lt 600 ]; do \
+         echo $i > out/$((i % 2 == 0 ? 0 : 1))$i; i=$((i+1)); done; \
+         mv out/0* out/a/ 2>/dev/null; echo made";
+    let o = run(&w, &["--output", "out"], script).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let want = snapshot(&w.path().join("out"));
+    remove_tree(&w.path().join("out"));
+    // bash opens descriptors 10..909 on /dev/null, then execs ffkit with them.
+    let mut c = Command::new("bash");
+    w.isolate(&mut c);
+    c.current_dir(w.path())
+        .args([
+            "-c",
+            "ulimit -n 1024 && for ((i = 10; i < 910; i++)); do eval \"exec $i</dev/null\"; done && exec \"$@\"",
+            "bash",
+        ])
+        .arg(bin())
+        .args([
+            "cache-run", "--ttl", "0", "--output", "out", "--", "sh", "-c", script,
+        ]);
+    let o = c.output().unwrap();
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(err, "");
+    assert_eq!(runs(&w), 1, "a hit");
+    assert_eq!(snapshot(&w.path().join("out")), want, "restored whole");
+}

@@ -1523,19 +1523,29 @@ struct Maker<'a> {
     fans: Vec<OnceLock<Option<OwnedFd>>>,
     /// How many more fans may be kept open: what [`fan_room`] allows.
     room: AtomicUsize,
+    /// The soft descriptor limit (`ulimit -n`).
+    nofile: usize,
 }
 
-/// How many fan directories one tree's restore may keep open: all 256
-/// where the descriptor limit leaves room, else half of what is left of
-/// it once [`FD_RESERVE`] are set aside. Kept fans are an optimisation (one
-/// path walk per blob saved); holding 256 under `ulimit -n 64` or `200`
-/// took the descriptors the files being made need, and every hit of a
-/// tree whose blobs spread over the fans failed with EMFILE.
-fn fan_room() -> usize {
-    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+/// The soft descriptor limit (`ulimit -n`); `usize::MAX` for none.
+fn nofile() -> usize {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
-        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
-    (soft.saturating_sub(FD_RESERVE) / 2).min(256)
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// How many fan directories one tree's restore may keep open under the
+/// descriptor limit `nofile`: all 256 where it leaves room, else half of
+/// what is left of it once [`FD_RESERVE`] are set aside. Kept fans are an
+/// optimisation (one path walk per blob saved); holding 256 under `ulimit
+/// -n 64` or `200`, or beside 900 descriptors the caller left open, took
+/// the descriptors the files being made need, and every hit of a tree
+/// whose blobs spread over the fans failed with EMFILE. (A fan is not kept
+/// either when its descriptor's number lands within the reserve of the
+/// limit: descriptors are numbered lowest free first, so every number
+/// below it is taken, by the caller's inherited ones too.)
+fn fan_room(nofile: usize) -> usize {
+    (nofile.saturating_sub(FD_RESERVE) / 2).min(256)
 }
 /// Descriptors a restore leaves to everything but kept fans: the caller's
 /// own, the locks, and three per thread making files (the directory, the
@@ -1544,6 +1554,7 @@ const FD_RESERVE: usize = 64;
 
 impl<'a> Maker<'a> {
     fn new(store: &'a Path, root: &'a Root, link: bool, tree: &Path) -> Self {
+        let limit = nofile();
         Maker {
             store,
             root,
@@ -1551,7 +1562,8 @@ impl<'a> Maker<'a> {
             clones: AtomicBool::new(true),
             umask: if link { None } else { creation_umask(tree) },
             fans: (0..256).map(|_| OnceLock::new()).collect(),
-            room: AtomicUsize::new(fan_room()),
+            room: AtomicUsize::new(fan_room(limit)),
+            nofile: limit,
         }
     }
 
@@ -1575,12 +1587,17 @@ impl<'a> Maker<'a> {
                     self.room
                         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                         .ok()?;
-                    rustix::fs::open(
+                    let fd = rustix::fs::open(
                         self.store.join(&name[..2]),
                         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                         Mode::empty(),
                     )
-                    .ok()
+                    .ok()?;
+                    // Every number below it is taken: too few may be
+                    // left above it to keep it (closed when dropped).
+                    let n =
+                        usize::try_from(std::os::fd::AsRawFd::as_raw_fd(&fd)).unwrap_or(usize::MAX);
+                    (n.saturating_add(FD_RESERVE) < self.nofile).then_some(fd)
                 })
                 .as_ref()
             });

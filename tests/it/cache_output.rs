@@ -3094,3 +3094,89 @@ fn a_file_replaced_between_its_stat_and_its_opening_is_not_cached() {
     assert_eq!(runs(&w), 2, "the first run was not cached");
     assert_exact_with_store(&w, "after the replaced file");
 }
+
+/// A restore opens each blob by its name in its fan directory
+/// (`.store/XX`), each fan opened once per tree and kept: up to 256
+/// descriptors. Under a low descriptor limit (`ulimit -n 64`, or 200) those
+/// took every descriptor the files being made need, and every hit of a tree
+/// whose blobs spread over the fans failed with exit 1 (`cannot create
+/// ./.ffkit-restore-…/f: Too many open files`), the path unchanged, the
+/// command not run: the cache was unusable. Now the fans kept open are
+/// bounded by the limit (the rest are opened by path), so the hit restores
+/// the whole tree, by the pool of threads (600 files) as by one (300).
+#[test]
+fn a_restore_under_a_low_descriptor_limit_keeps_only_the_fans_it_has_room_for() {
+    for files in [600, 300] {
+        let w = World::new();
+        // Every file its own content: its blobs fall in most of the 256 fans.
+        let script = format!(
+            "echo run >> runs; rm -rf out; mkdir -p out/a out/b; i=0; while [ $i -lt {files} ]; do \
+             echo $i > out/$((i % 2 == 0 ? 0 : 1))$i; i=$((i+1)); done; \
+             mv out/0* out/a/ 2>/dev/null; echo made"
+        );
+        let o = run(&w, &["--output", "out"], &script).output().unwrap();
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        assert_eq!(stderr_of(&o), "", "stored");
+        let fans = fs::read_dir(w.cache().join(".store"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name().len() == 2)
+            .count();
+        assert!(fans > 150, "{fans} fans used");
+        let want = snapshot(&w.path().join("out"));
+        for nofile in [64, 200] {
+            remove_tree(&w.path().join("out"));
+            let o = run_with_nofile(&w, nofile, &script);
+            let err = stderr_of(&o);
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "{files} files, ulimit -n {nofile}: {err}"
+            );
+            assert_eq!(err, "", "{files} files, ulimit -n {nofile}");
+            assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n");
+            assert_eq!(runs(&w), 1, "{files} files, ulimit -n {nofile}: a hit");
+            assert_eq!(
+                snapshot(&w.path().join("out")),
+                want,
+                "{files} files, ulimit -n {nofile}: restored whole"
+            );
+        }
+        assert_exact_with_store(&w, "after the hits");
+    }
+}
+
+/// The same with the descriptors taken by the caller instead of a low
+/// limit: `ulimit -n 1024` with 900 descriptors inherited open (a build
+/// tool that leaks them). 256 kept fans on top of those took the rest, and
+/// the hit failed with EMFILE (exit 1); a fan whose descriptor lands within
+/// the reserve of the limit is not kept.
+#[test]
+fn a_restore_beside_many_inherited_descriptors_keeps_only_the_fans_it_has_room_for() {
+    let w = World::new();
+    let script = "echo run >> runs; rm -rf out; mkdir -p out/a out/b; i=0; while [ $i -lt 600 ]; do \
+         echo $i > out/$((i % 2 == 0 ? 0 : 1))$i; i=$((i+1)); done; \
+         mv out/0* out/a/ 2>/dev/null; echo made";
+    let o = run(&w, &["--output", "out"], script).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let want = snapshot(&w.path().join("out"));
+    remove_tree(&w.path().join("out"));
+    // bash opens descriptors 10..909 on /dev/null, then execs ffkit with them.
+    let mut c = Command::new("bash");
+    w.isolate(&mut c);
+    c.current_dir(w.path())
+        .args([
+            "-c",
+            "ulimit -n 1024 && for ((i = 10; i < 910; i++)); do eval \"exec $i</dev/null\"; done && exec \"$@\"",
+            "bash",
+        ])
+        .arg(bin())
+        .args([
+            "cache-run", "--ttl", "0", "--output", "out", "--", "sh", "-c", script,
+        ]);
+    let o = c.output().unwrap();
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert_eq!(err, "");
+    assert_eq!(runs(&w), 1, "a hit");
+    assert_eq!(snapshot(&w.path().join("out")), want, "restored whole");
+}

@@ -1265,7 +1265,7 @@ fn build(
 /// floor of a per-file restore (`scripts/ref_restore.c`) was as fast with
 /// 2 to 4 threads and half again slower from 5 on, with 4 or 8 allocation
 /// groups alike; pinned to one core, 2 threads were best and 8 worst
-/// (BENCHMARKS.md, "cache-run --output: restore threads by CPU"). On ext4
+/// (BENCHMARKS.md, "cache-run --output on a quiet machine"). On ext4
 /// 4 and 8 were alike. Bounded, so one restore never floods a big machine.
 fn workers() -> usize {
     std::thread::available_parallelism()
@@ -1517,13 +1517,44 @@ struct Maker<'a> {
     umask: Option<u32>,
     /// The store's fan directories (`.store/XX`), each opened once per
     /// root: a blob is opened by its name in one, not by a path walked
-    /// from the root of the file system. `None`: it could not be opened;
-    /// the blob's open by path then says why.
+    /// from the root of the file system. `None`: it could not be opened,
+    /// or there was no room left to keep it ([`fan_room`]); the blob is
+    /// then opened by its path (whose error says why).
     fans: Vec<OnceLock<Option<OwnedFd>>>,
+    /// How many more fans may be kept open: what [`fan_room`] allows.
+    room: AtomicUsize,
+    /// The soft descriptor limit (`ulimit -n`).
+    nofile: usize,
 }
+
+/// The soft descriptor limit (`ulimit -n`); `usize::MAX` for none.
+fn nofile() -> usize {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
+/// How many fan directories one tree's restore may keep open under the
+/// descriptor limit `nofile`: all 256 where it leaves room, else half of
+/// what is left of it once [`FD_RESERVE`] are set aside. Kept fans are an
+/// optimisation (one path walk per blob saved); holding 256 under `ulimit
+/// -n 64` or `200`, or beside 900 descriptors the caller left open, took
+/// the descriptors the files being made need, and every hit of a tree
+/// whose blobs spread over the fans failed with EMFILE. (A fan is not kept
+/// either when its descriptor's number lands within the reserve of the
+/// limit: descriptors are numbered lowest free first, so every number
+/// below it is taken, by the caller's inherited ones too.)
+fn fan_room(nofile: usize) -> usize {
+    (nofile.saturating_sub(FD_RESERVE) / 2).min(256)
+}
+/// Descriptors a restore leaves to everything but kept fans: the caller's
+/// own, the locks, and three per thread making files (the directory, the
+/// blob, the new file) with [`MAX_WORKERS`] threads.
+const FD_RESERVE: usize = 64;
 
 impl<'a> Maker<'a> {
     fn new(store: &'a Path, root: &'a Root, link: bool, tree: &Path) -> Self {
+        let limit = nofile();
         Maker {
             store,
             root,
@@ -1531,6 +1562,8 @@ impl<'a> Maker<'a> {
             clones: AtomicBool::new(true),
             umask: if link { None } else { creation_umask(tree) },
             fans: (0..256).map(|_| OnceLock::new()).collect(),
+            room: AtomicUsize::new(fan_room(limit)),
+            nofile: limit,
         }
     }
 
@@ -1550,12 +1583,21 @@ impl<'a> Maker<'a> {
             .and_then(|i| self.fans.get(i))
             .and_then(|slot| {
                 slot.get_or_init(|| {
-                    rustix::fs::open(
+                    // No room to keep it open: by path, below.
+                    self.room
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                        .ok()?;
+                    let fd = rustix::fs::open(
                         self.store.join(&name[..2]),
                         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                         Mode::empty(),
                     )
-                    .ok()
+                    .ok()?;
+                    // Every number below it is taken: too few may be
+                    // left above it to keep it (closed when dropped).
+                    let n =
+                        usize::try_from(std::os::fd::AsRawFd::as_raw_fd(&fd)).unwrap_or(usize::MAX);
+                    (n.saturating_add(FD_RESERVE) < self.nofile).then_some(fd)
                 })
                 .as_ref()
             });

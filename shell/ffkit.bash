@@ -575,19 +575,23 @@ _ffkit_fd_locked() {
 # (`mnt_id/ino` from /proc/self/fdinfo, read with builtins): empty when $1
 # is not open, `?` when the kernel does not say (no /proc, no ino line).
 _ffkit_fd_id() {
-    local _ffkit_l='' _ffkit_m=''
-    _ffkit_id='?'
-    [[ -d /proc/self/fdinfo ]] || return 0
+    local _ffkit_l='' _ffkit_m='' _ffkit_n=''
+    _ffkit_id=
     if [[ ! -e /proc/self/fdinfo/$1 ]]; then
-        _ffkit_id=
+        [[ -d /proc/self/fdinfo ]] || _ffkit_id='?'
         return 0
     fi
-    while IFS= read -r _ffkit_l; do
-        case $_ffkit_l in
-            mnt_id:*) _ffkit_m=${_ffkit_l#mnt_id:} ;;
-            ino:*) _ffkit_id=${_ffkit_m//[!0-9]/}/${_ffkit_l//[!0-9]/} ;;
-        esac
-    done </proc/self/fdinfo/"$1"
+    # One read of the whole file (a few lines), not one per line.
+    IFS= read -r -d '' _ffkit_l </proc/self/fdinfo/"$1"
+    _ffkit_m=${_ffkit_l#*mnt_id:}
+    _ffkit_n=${_ffkit_l#*ino:}
+    if [[ $_ffkit_m == "$_ffkit_l" || $_ffkit_n == "$_ffkit_l" ]]; then
+        _ffkit_id='?'
+        return 0
+    fi
+    _ffkit_m=${_ffkit_m%%$'\n'*}
+    _ffkit_n=${_ffkit_n%%$'\n'*}
+    _ffkit_id=${_ffkit_m//[!0-9]/}/${_ffkit_n//[!0-9]/}
 }
 
 # Closes the held-lock table's descriptor $1 when it is still the one the
@@ -676,7 +680,12 @@ _ffkit_lock_drop() {
                 # Closing the fd releases the lock even if lock-release
                 # failed; a number the script closed or reopened (the
                 # binary's verdict: descriptor_lost_by_shell) is left alone.
-                _ffkit_lock_close "$_ffkit_fd" "${_ffkit_lock_ids[_ffkit_i]:-?}"
+                # A release that worked was on the lock's own descriptor.
+                if [[ $_ffkit_rc -eq 0 ]]; then
+                    exec {_ffkit_fd}<&-
+                else
+                    _ffkit_lock_close "$_ffkit_fd" "${_ffkit_lock_ids[_ffkit_i]:-?}"
+                fi
                 _ffkit_lock_files[_ffkit_i]=
                 _ffkit_lock_fds[_ffkit_i]=
                 _ffkit_lock_pids[_ffkit_i]=

@@ -582,7 +582,7 @@ _ffkit_fd_id() {
         return 0
     fi
     # One read of the whole file (a few lines), not one per line.
-    IFS= read -r -d '' _ffkit_l </proc/self/fdinfo/"$1"
+    IFS= read -r -d '' _ffkit_l </proc/self/fdinfo/"$1" || :
     _ffkit_m=${_ffkit_l#*mnt_id:}
     _ffkit_n=${_ffkit_l#*ino:}
     if [[ $_ffkit_m == "$_ffkit_l" || $_ffkit_n == "$_ffkit_l" ]]; then

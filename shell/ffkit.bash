@@ -371,11 +371,11 @@ _ffkit_lock_forget_inherited() {
     while [[ -n ${_ffkit_lock_files+set} && $_ffkit_j -lt ${#_ffkit_lock_files[@]} ]]; do
         if [[ -n ${_ffkit_lock_files[_ffkit_j]} && ${_ffkit_lock_pids[_ffkit_j]-} != "$_ffkit_pid" ]]; then
             _ffkit_lock_parents+=("${_ffkit_lock_files[_ffkit_j]}")
-            _ffkit_cfd=${_ffkit_lock_fds[_ffkit_j]}
-            { exec {_ffkit_cfd}<&-; } 2>/dev/null || :
+            _ffkit_lock_close "${_ffkit_lock_fds[_ffkit_j]}" "${_ffkit_lock_ids[_ffkit_j]:-?}"
             _ffkit_lock_files[_ffkit_j]=
             _ffkit_lock_fds[_ffkit_j]=
             _ffkit_lock_pids[_ffkit_j]=
+            _ffkit_lock_ids[_ffkit_j]=
         fi
         _ffkit_j=$((_ffkit_j + 1))
     done
@@ -426,12 +426,15 @@ _ffkit_lock_take() {
                 fi
                 # Unlocked behind the shell's back, or its file deleted or
                 # replaced since (the old library's release: it guards
-                # nothing, docs/locks.md): forgotten, and its descriptor
-                # closed, which nothing else would ever close.
-                { exec {_ffkit_fd}<&-; } 2>/dev/null || :
+                # nothing, docs/locks.md), or its descriptor closed or
+                # reopened by the script: forgotten, and its descriptor
+                # closed while it is still ours, which nothing else would
+                # ever close.
+                _ffkit_lock_close "$_ffkit_fd" "${_ffkit_lock_ids[_ffkit_i]:-?}"
                 _ffkit_lock_files[_ffkit_i]=
                 _ffkit_lock_fds[_ffkit_i]=
                 _ffkit_lock_pids[_ffkit_i]=
+                _ffkit_lock_ids[_ffkit_i]=
             fi
             if [[ -z ${_ffkit_lock_files[_ffkit_i]} && $_ffkit_slot -lt 0 ]]; then
                 _ffkit_slot=$_ffkit_i
@@ -488,9 +491,12 @@ _ffkit_lock_take() {
         return "$_ffkit_rc"
     done
     _ffkit_mypid
+    local _ffkit_id=''
+    _ffkit_fd_id "$_ffkit_fd"
     _ffkit_lock_files[_ffkit_slot]=$_ffkit_file
     _ffkit_lock_fds[_ffkit_slot]=$_ffkit_fd
     _ffkit_lock_pids[_ffkit_slot]=$_ffkit_pid
+    _ffkit_lock_ids[_ffkit_slot]=$_ffkit_id
 }
 
 # _ffkit_lock_on_fd FD NAME: takes NAME's kernel lock on this shell's FD
@@ -565,6 +571,42 @@ _ffkit_fd_locked() {
     return 1
 }
 
+# Sets _ffkit_id to the identity of the file descriptor $1 is open on
+# (`mnt_id/ino` from /proc/self/fdinfo, read with builtins): empty when $1
+# is not open, `?` when the kernel does not say (no /proc, no ino line).
+_ffkit_fd_id() {
+    local _ffkit_l='' _ffkit_m='' _ffkit_n=''
+    _ffkit_id=
+    if [[ ! -e /proc/self/fdinfo/$1 ]]; then
+        [[ -d /proc/self/fdinfo ]] || _ffkit_id='?'
+        return 0
+    fi
+    # One read of the whole file (a few lines), not one per line.
+    IFS= read -r -d '' _ffkit_l </proc/self/fdinfo/"$1" || :
+    _ffkit_m=${_ffkit_l#*mnt_id:}
+    _ffkit_n=${_ffkit_l#*ino:}
+    if [[ $_ffkit_m == "$_ffkit_l" || $_ffkit_n == "$_ffkit_l" ]]; then
+        _ffkit_id='?'
+        return 0
+    fi
+    _ffkit_m=${_ffkit_m%%$'\n'*}
+    _ffkit_n=${_ffkit_n%%$'\n'*}
+    _ffkit_id=${_ffkit_m//[!0-9]/}/${_ffkit_n//[!0-9]/}
+}
+
+# Closes the held-lock table's descriptor $1 when it is still the one the
+# lock was taken through (identity $2, from _ffkit_fd_id): a number the
+# script closed, or opened again on another file (`exec 12>log`), is the
+# script's and stays as it is (docs/shell.md, "Locks").
+_ffkit_lock_close() {
+    local _ffkit_id='' _ffkit_cfd=$1
+    if [[ $2 != '?' ]]; then
+        _ffkit_fd_id "$1"
+        [[ $_ffkit_id == "$2" ]] || return 0
+    fi
+    { exec {_ffkit_cfd}<&-; } 2>/dev/null || :
+}
+
 # Sets _ffkit_now to the time in microseconds (bash 5's EPOCHREALTIME,
 # zsh/datetime's epochtime, else whole seconds of SECONDS), no process.
 _ffkit_now_us() {
@@ -635,11 +677,19 @@ _ffkit_lock_drop() {
                 # shell's back is the builtin's verdict and line
                 # (lock::fd::lost_by_shell; `--function` words it as FUNC).
                 _ffkit_lock_call lock-release --fd "$_ffkit_fd" --function "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
-                # Closing the fd releases the lock even if lock-release failed.
-                exec {_ffkit_fd}<&-
+                # Closing the fd releases the lock even if lock-release
+                # failed; a number the script closed or reopened (the
+                # binary's verdict: descriptor_lost_by_shell) is left alone.
+                # A release that worked was on the lock's own descriptor.
+                if [[ $_ffkit_rc -eq 0 ]]; then
+                    exec {_ffkit_fd}<&-
+                else
+                    _ffkit_lock_close "$_ffkit_fd" "${_ffkit_lock_ids[_ffkit_i]:-?}"
+                fi
                 _ffkit_lock_files[_ffkit_i]=
                 _ffkit_lock_fds[_ffkit_i]=
                 _ffkit_lock_pids[_ffkit_i]=
+                _ffkit_lock_ids[_ffkit_i]=
                 return "$_ffkit_rc"
             fi
             _ffkit_i=$((_ffkit_i + 1))

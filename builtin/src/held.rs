@@ -217,17 +217,30 @@ pub fn acquire(
     {
         let mut t = table();
         if let Some(i) = t.iter().position(|e| e.pid == me && e.path == path) {
-            // Held while the path still names the file it locked; a file
-            // deleted or replaced since (the old library's release or its
-            // stale-lock break, a force-release) guards nothing
-            // (docs/locks.md): the entry is dropped, its descriptor closed,
-            // and the name taken as a free one, as the fallback does.
+            // Held while the path still names the file it locked, the
+            // descriptor is still the one it locked through and the kernel
+            // says that descriptor holds a lock (docs/shell.md: "holds" is
+            // what the kernel says), as the fallback asks. A file deleted
+            // or replaced since (the old library's release or its
+            // stale-lock break), a lock released behind the shell's back
+            // (`lock-release --force`, `flock -u`) or a descriptor the
+            // script closed or opened on another file guards nothing: the
+            // entry is dropped and the name taken as a free one. Its
+            // descriptor is closed only while it is still ours: a number
+            // the script opened again is the script's.
             use std::os::unix::fs::MetadataExt;
             let e = &t[i];
-            if std::fs::metadata(path).is_ok_and(|m| m.dev() == e.dev && m.ino() == e.ino) {
+            let ours = fsutil::ident_fd(&e.fd, Want::Id).is_ok_and(|m| m.is(e.dev, e.ino));
+            if ours
+                && std::fs::metadata(path).is_ok_and(|m| m.dev() == e.dev && m.ino() == e.ino)
+                && fd::still_holds(e.fd.as_raw_fd())
+            {
                 return Err(ffkit::lock::already_held(path.display(), owner).into());
             }
-            drop(t.remove(i));
+            let e = t.remove(i);
+            if !ours {
+                std::mem::forget(e.fd);
+            }
         }
     }
     let deadline = Instant::now().checked_add(timeout);
@@ -428,12 +441,11 @@ pub fn release(path: &Path, cfg: &Config) -> Result<()> {
         .ok()
         .filter(|m| m.is(e.dev, e.ino));
     let Some(now) = now else {
-        // Someone replaced the descriptor: it is not our lock any more.
+        // The script closed the descriptor or opened another file on its
+        // number: the lock went with it, and the number is the script's
+        // (not closed here). The fallback's verdict and line (the core's).
         std::mem::forget(e.fd);
-        return Err(Error::LockFailed(format!(
-            "{}: the lock's descriptor was closed or replaced by the script; the lock was already lost",
-            path.display()
-        )));
+        return Err(fd::descriptor_lost_by_shell(path));
     };
     // Clears the record (or deletes the file) while still exclusive, then
     // unlocks.

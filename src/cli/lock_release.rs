@@ -117,8 +117,9 @@ pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
             // The fallback's `release_critical_lock NAME` of its own
             // descriptor: a descriptor holding no lock any more is the
             // builtin's verdict and line (`lock::fd::lost_by_shell`).
-            let r = lock::fd::release(fd, Some(path), owner, delete)
-                .and_then(|r| r.map_err(|lock::fd::NotHeld::NoLock| lock::fd::lost_by_shell(path)));
+            // A descriptor the script closed or reopened on another file is
+            // its verdict too (`lock::fd::descriptor_lost_by_shell`).
+            let r = lock::fd::release_for_function(fd, path, owner, delete);
             return Ok(in_function_words(func, r));
         }
         return unlock_fd(fd, delete, path.as_deref(), owner, a.quiet);

@@ -990,3 +990,77 @@ fn permission_denied_exits_3_naming_the_path() {
     );
     assert_index_exact(&w.cache(), "permission");
 }
+
+/// Attack finding: a metrics row whose write a full disk cut short (the row
+/// crossing into a page the file system could not give) left its first
+/// bytes at the end of the log, and the next row, once there was space,
+/// was glued to them (`1700000000,pre,11796619131,op,2.5`): both rows lost
+/// to every reader, a row recorded with exit 0 among them. Now the cut
+/// part is taken back: the log keeps whole rows only, through the binary's
+/// `perf-metrics record` and the builtin's `record_performance_metric`
+/// (which appends through a descriptor it keeps).
+#[test]
+fn a_metrics_row_a_full_disk_cut_short_is_taken_back() {
+    let w = World::new();
+    let mnt = w.path().join("mnt");
+    let Some(_m) = Mount::tmpfs(&mnt, "size=64k,mode=0700") else {
+        return skip(
+            "cannot mount a tmpfs (needs root / CAP_SYS_ADMIN); metrics full-disk test not run",
+        );
+    };
+    let lib = crate::builtin::library(&bin());
+    let log = mnt.join("m.csv");
+    let filler = mnt.join("filler");
+    for way in ["binary", "builtin"] {
+        // 4080 bytes: the row (18 bytes) crosses 4096, also after the
+        // builtin's warm-up row (15: it opens the descriptor it keeps).
+        let pre = "1700000000,pre,1\n".repeat(240);
+        fs::write(&log, &pre).unwrap();
+        if way == "binary" {
+            fill(&filler);
+        }
+        let record = || {
+            let mut c = if way == "binary" {
+                let mut c = w.cmd("perf-metrics");
+                c.args(["record", "op", "2.5"]);
+                c
+            } else {
+                let mut c = Command::new("bash");
+                w.isolate(&mut c);
+                c.env("FFKIT_BIN", bin()).env("FFKIT_BUILTIN", &lib).env("FILLER", &filler).arg("-c").arg(format!(
+                    ". {}/shell/ffkit.bash; [ \"$(type -t ffkit)\" = builtin ] || exit 99\n\
+                     if [ ! -e \"$FILLER\" ]; then record_performance_metric w 1000 1001 || exit 1\n\
+                     cat /dev/zero >\"$FILLER\" 2>/dev/null; fi\n\
+                     record_performance_metric op 1000 1002.5",
+                    env!("CARGO_MANIFEST_DIR")
+                ));
+                c
+            };
+            c.env("CACHE_PERF_METRICS", &log)
+                .env("CACHE_PERF_MONITORING", "enabled")
+                .output()
+                .unwrap()
+        };
+        let out = record();
+        assert_eq!(out.status.code(), Some(8), "{way}: {}", stderr_of(&out));
+        let rows = fs::read_to_string(&log).unwrap();
+        assert!(
+            rows.starts_with(&pre) && rows.ends_with('\n'),
+            "{way}: half a row left: {:?}",
+            &rows[pre.len()..]
+        );
+        fs::remove_file(&filler).unwrap();
+        let out = record();
+        assert!(out.status.success(), "{way}: {}", stderr_of(&out));
+        let mut c = w.cmd("perf-metrics");
+        c.arg("--json").env("CACHE_PERF_METRICS", &log);
+        let out = c.output().unwrap();
+        assert!(out.stderr.is_empty(), "{way}: {}", stderr_of(&out));
+        let json = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            json.contains("\"op\": {\"count\": 1,")
+                && json.contains(&format!("\"pre\": {{\"count\": {},", pre.lines().count())),
+            "{way}: {json}"
+        );
+    }
+}

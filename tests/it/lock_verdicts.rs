@@ -946,3 +946,62 @@ fn a_subshell_release_after_a_force_release_does_not_claim_the_parent_holds_it()
         assert!(!text(&o.stdout).contains("holds it"), "{path}");
     }
 }
+
+/// Attack finding: a script that closes the descriptor a lock is held
+/// through (`exec {fd}>&-`), or opens another file on its number (`exec
+/// 12>log`, as scripts written for the old library, which held no
+/// descriptor, may), dropped the lock; each path then said something else:
+/// the builtin's release 9 (`the lock was already lost`) and its next
+/// acquisition 5 (`already held by this owner`, for a lock nobody held);
+/// the fallback's release 2 (`descriptor N: not open` / `is open on LOG`)
+/// and then it closed the script's LOG descriptor, as its next acquisition
+/// did; zsh added `failed to close file descriptor N`. Likewise the
+/// builtin answered 5 to an acquisition after `lock-release --force`,
+/// where the fallback took the lock (docs/shell.md: "holds" is what the
+/// kernel says). Now: release 4 with one line on every path, the script's
+/// descriptor left open, and the name taken again as a free lock.
+#[test]
+fn a_lock_descriptor_the_script_closed_or_reopened_gets_one_verdict_and_stays_the_scripts() {
+    let sc = Sc::new();
+    let f = sc.file("t");
+    let lost = format!(
+        "ffkit.bash: release_critical_lock: {}: not held by this shell (the script closed or reopened the descriptor it was held through, which dropped the lock)\n",
+        f.display()
+    );
+    let log = sc.tmp.path().join("log");
+    let script = "lockfd() { local p; for p in /proc/$$/fd/*; do [[ $p -ef $F ]] && echo ${p##*/}; done; }\n\
+         reopen() { local w; local -a ws; while :; do exec {w}>>\"$2\"; [ \"$w\" = \"$1\" ] && break; ws+=($w); done\n\
+                    for w in \"${ws[@]}\"; do exec {w}>&-; done; }\n\
+         acquire_critical_lock t || exit 1\n\
+         fd=$(lockfd); [ -n \"$fd\" ] || exit 1; exec {fd}>&-\n\
+         rc=0; release_critical_lock t || rc=$?; echo closed=$rc\n\
+         acquire_critical_lock t || exit 1\n\
+         fd=$(lockfd); exec {fd}>&-; reopen \"$fd\" \"$LOG\"\n\
+         rc=0; release_critical_lock t || rc=$?; echo reopened=$rc\n\
+         echo one >&$fd; echo write=$?\n\
+         \"$FFKIT_BIN\" lock-status -q t; echo status=$?\n\
+         acquire_critical_lock t; echo again=$?\n\
+         fd=$(lockfd); exec {fd}>&-; reopen \"$fd\" \"$LOG\"\n\
+         LOCK_TIMEOUT=0 acquire_critical_lock t; echo retake=$?\n\
+         echo two >&$fd; echo write=$?\n\
+         release_critical_lock t; echo rel=$?\n\
+         acquire_critical_lock t || exit 1\n\
+         \"$FFKIT_BIN\" lock-release --force t || exit 1\n\
+         LOCK_TIMEOUT=0 acquire_critical_lock t; echo forced=$?\n\
+         release_critical_lock t; echo rel=$?";
+    for path in paths() {
+        let _ = fs::remove_file(&log);
+        let mut c = sc.shell(path, script);
+        c.env("F", &f).env("LOG", &log);
+        let o = c.output().unwrap();
+        assert_eq!(
+            (text(&o.stdout), text(&o.stderr)),
+            (
+                "closed=4\nreopened=4\nwrite=0\nstatus=1\nagain=0\nretake=0\nwrite=0\nrel=0\nforced=0\nrel=0\n".into(),
+                lost.repeat(2)
+            ),
+            "{path}"
+        );
+        assert_eq!(fs::read_to_string(&log).unwrap(), "one\ntwo\n", "{path}");
+    }
+}

@@ -429,6 +429,58 @@ pub fn lost_by_shell(path: &Path) -> Error {
     ))
 }
 
+/// A shell function's release (`release_critical_lock NAME`) or
+/// acquisition of a lock it took through a descriptor that the script has
+/// closed, or opened again on another file, since (`exec {fd}>&-`, `exec
+/// 12>log` on the lock's number): closing it dropped the lock, so the
+/// shell does not hold it: exit 4, `not held by this shell`, with why. One
+/// verdict and one line for the builtin and the fallback
+/// ([`release_for_function`]); neither closes the descriptor, which is the
+/// script's now.
+pub fn descriptor_lost_by_shell(path: &Path) -> Error {
+    Error::NotFound(format!(
+        "{}: not held by this shell (the script closed or reopened the descriptor it was held through, which dropped the lock)",
+        path.display()
+    ))
+}
+
+/// Whether the descriptor `fd` of this process still holds a lock (flock
+/// or OFD), by the kernel's word (`/proc/self/fdinfo/N`). Without /proc,
+/// re-asserting an exclusive flock without waiting answers (a no-op on the
+/// description that holds it). A descriptor that is not open holds none.
+pub fn still_holds(fd: RawFd) -> bool {
+    if borrowed(fd).is_err() {
+        return false;
+    }
+    match fdinfo_lists_a_lock(fd) {
+        Ok(held) => held,
+        Err(_) => kernel::try_lock_fd(fd, Kind::Exclusive).unwrap_or(true),
+    }
+}
+
+/// The fallback's `release_critical_lock NAME` of its own descriptor `fd`
+/// (`lock-release --fd N --function FUNC NAME`), with the builtin's
+/// verdicts: a descriptor the script closed or opened on another file that
+/// still has a name is [`descriptor_lost_by_shell`] (4); one holding no
+/// lock any more is [`lost_by_shell`] (4); else [`release`].
+pub fn release_for_function(fd: RawFd, path: &Path, owner: u32, compat: bool) -> Result<()> {
+    if borrowed(fd).is_err() {
+        return Err(descriptor_lost_by_shell(path));
+    }
+    if !compat::fd_unlinked(fd) {
+        let (dev, ino) = identity(fd).map_err(|e| fd_error(fd, "cannot inspect", e))?;
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.dev() == dev && m.ino() == ino => {}
+            Ok(_) => return Err(descriptor_lost_by_shell(path)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(descriptor_lost_by_shell(path));
+            }
+            Err(e) => return Err(Error::io("cannot inspect", path, e)),
+        }
+    }
+    release(fd, Some(path), owner, compat)?.map_err(|NotHeld::NoLock| lost_by_shell(path))
+}
+
 /// Releases the lock held through the caller's descriptor `fd` (checked: a
 /// descriptor holding no lock is [`NotHeld`]); with `path`, `fd` must be
 /// open on it. Clears `owner`'s record first, while still exclusive; with

@@ -251,8 +251,7 @@ fn append_opening(path: &Path, row: &[u8], mkdir: bool) -> Result<Option<u64>> {
             }
             continue;
         }
-        (&f).write_all(row)
-            .map_err(|e| Error::io("cannot append to", path, e))?;
+        append_row(f.as_fd(), row).map_err(|e| Error::io("cannot append to", path, e))?;
         if KEEP.load(Ordering::Relaxed) {
             let _ = f.unlock();
             keep(path, f, &meta);
@@ -402,7 +401,13 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
         }
         return Ok(None);
     }
-    let written = write_all_fd(fd, row);
+    // A cut row is taken back only through our own descriptor, never the
+    // script's on our file (asked only after a failed write).
+    let mut done = 0;
+    let written = write_all_fd(fd, row, &mut done);
+    if written.is_err() && done > 0 && opened_as_ours(fd) {
+        take_back(fd, &row[..done]);
+    }
     let _ = rustix::fs::flock(fd, rustix::fs::FlockOperation::Unlock);
     match written {
         Ok(()) => Ok(Some(size + row.len() as u64)),
@@ -434,7 +439,12 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
 /// which passes the identity check and writes at the script's offset: a
 /// plain `write` through it would overwrite rows. A kernel without the flag
 /// gets the plain `write`.
-fn write_all_fd(fd: std::os::fd::BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
+/// `done` counts the bytes that landed, also when it fails.
+fn write_all_fd(
+    fd: std::os::fd::BorrowedFd<'_>,
+    mut buf: &[u8],
+    done: &mut usize,
+) -> io::Result<()> {
     use rustix::io::{Errno, ReadWriteFlags};
     while !buf.is_empty() {
         let r = match rustix::io::pwritev2(fd, &[io::IoSlice::new(buf)], 0, ReadWriteFlags::APPEND)
@@ -444,12 +454,61 @@ fn write_all_fd(fd: std::os::fd::BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<(
         };
         match r {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
+            Ok(n) => {
+                *done += n;
+                buf = &buf[n..];
+            }
             Err(rustix::io::Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
     }
     Ok(())
+}
+
+/// Appends `row` ([`write_all_fd`]) through our own descriptor `fd` on the
+/// log, which holds the shared lock. A write a full disk (or a quota) cut
+/// short leaves part of the row at the end of the log, where the next row
+/// would be glued to it (`…,write_cac1796619131,op,1.5`) and both be lost
+/// to readers: that part is taken back ([`take_back`]) before the error
+/// is returned, so the log holds whole rows only (docs/metrics.md).
+fn append_row(fd: std::os::fd::BorrowedFd<'_>, row: &[u8]) -> io::Result<()> {
+    let mut done = 0;
+    let r = write_all_fd(fd, row, &mut done);
+    if r.is_err() && done > 0 {
+        take_back(fd, &row[..done]);
+    }
+    r
+}
+
+/// Truncates the log behind `fd` by `part`, the start of a row whose write
+/// failed, when `part` is still its last bytes and follows a whole row. Under
+/// the exclusive lock (converted from the appender's shared one, without
+/// waiting), so no other appender writes meanwhile; when another process
+/// holds the log locked at that instant, or appended after the cut row,
+/// nothing is touched (the cut row stays: a reader skips it as malformed).
+fn take_back(fd: std::os::fd::BorrowedFd<'_>, part: &[u8]) {
+    use rustix::fs::FlockOperation;
+    if rustix::fs::flock(fd, FlockOperation::NonBlockingLockExclusive).is_err() {
+        return;
+    }
+    let Ok(st) = rustix::fs::fstat(fd) else {
+        return;
+    };
+    let (size, n) = (st.st_size as u64, part.len() as u64);
+    if size < n {
+        return;
+    }
+    // The byte before the part too (a newline, unless the part starts the
+    // file).
+    let from = size - n - u64::from(size > n);
+    let mut tail = vec![0u8; (size - from) as usize];
+    if !matches!(rustix::io::pread(fd, &mut tail, from), Ok(r) if r == tail.len()) {
+        return;
+    }
+    let whole_before = size == n || tail[0] == b'\n';
+    if whole_before && tail.ends_with(part) {
+        let _ = rustix::fs::ftruncate(fd, size - n);
+    }
 }
 
 /// Opens the current log and takes the exclusive lock on it, following a

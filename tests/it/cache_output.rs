@@ -3180,3 +3180,261 @@ fn a_restore_beside_many_inherited_descriptors_keeps_only_the_fans_it_has_room_f
     assert_eq!(runs(&w), 1, "a hit");
     assert_eq!(snapshot(&w.path().join("out")), want, "restored whole");
 }
+
+// ---------------------------------------------------------------- FUSE
+
+/// A world whose whole directory (cache dir, outputs, `runs`) is a bindfs
+/// mount of a backing directory: a FUSE file system whose `renameat2`
+/// refuses `RENAME_EXCHANGE` and `RENAME_NOREPLACE` (EINVAL), as sshfs and
+/// NFS do. Fields drop in order: the mount goes first (also when the test
+/// fails), then the world's and the backing's directories.
+struct FuseWorld {
+    _mount: Bindfs,
+    w: World,
+    _backing: tempfile::TempDir,
+}
+
+/// A bindfs mount, unmounted (lazily) on drop.
+struct Bindfs(PathBuf);
+
+impl Drop for Bindfs {
+    fn drop(&mut self) {
+        let lazy = |tool: &str, arg: &str| {
+            Command::new(tool)
+                .arg(arg)
+                .arg(&self.0)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !lazy("fusermount3", "-uz") {
+            lazy("umount", "-l");
+        }
+    }
+}
+
+/// A [`FuseWorld`], or `None` after a `SKIP:` line: no bindfs binary is a
+/// [`skip`] (a failure on CI, which installs it); no usable `/dev/fuse` is
+/// a visible SKIP everywhere (a CI machine may lack the device).
+fn fuse_world(what: &str) -> Option<FuseWorld> {
+    if !need("bindfs", what) {
+        return None;
+    }
+    if let Err(e) = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIP: /dev/fuse cannot be opened ({e}): {what} did not run"
+        );
+        return None;
+    }
+    let w = World::new();
+    // The mount point empty (FUSE refuses another), `home` in the backing.
+    fs::remove_dir(w.path().join("home")).unwrap();
+    let backing = tempfile::tempdir().unwrap();
+    fs::create_dir_all(backing.path().join("home")).unwrap();
+    let o = Command::new("bindfs")
+        .arg(backing.path())
+        .arg(w.path())
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        skip(&format!(
+            "bindfs cannot mount ({}): {what} did not run",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
+        return None;
+    }
+    let mount = Bindfs(w.path().to_path_buf());
+    // What the tests are about: the mount refuses the exchange.
+    let (a, b) = (w.path().join("probe-a"), w.path().join("probe-b"));
+    fs::write(&a, "a").unwrap();
+    fs::write(&b, "b").unwrap();
+    let refused = rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        &a,
+        rustix::fs::CWD,
+        &b,
+        rustix::fs::RenameFlags::EXCHANGE,
+    ) == Err(rustix::io::Errno::INVAL);
+    fs::remove_file(&a).unwrap();
+    fs::remove_file(&b).unwrap();
+    if !refused {
+        eprintln!("note: this bindfs exchanges names; the fallback is not what runs");
+    }
+    Some(FuseWorld {
+        _mount: mount,
+        w,
+        _backing: backing,
+    })
+}
+
+/// The `.ffkit-*` names beside the outputs.
+fn ffkit_siblings(w: &World) -> Vec<String> {
+    fs::read_dir(w.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".ffkit"))
+        .collect()
+}
+
+/// On a file system without `renameat2` flags every hit failed with exit 1
+/// (`cannot rename out: Invalid argument` into an absent path, `cannot
+/// replace out: …` over a tree). Now each restores the stored tree byte
+/// exact over nothing, a tree, a file and an empty directory, with and
+/// without `--link`, leaves nothing beside, and the index stays exact.
+#[test]
+fn on_fuse_a_hit_restores_byte_exact_over_nothing_a_tree_a_file_or_an_empty_dir() {
+    let Some(fw) = fuse_world("cache-run --output on FUSE") else {
+        return;
+    };
+    let w = &fw.w;
+    let record = generate(&w.path().join("src"), 300);
+    let out = w.path().join("out");
+    assert_eq!(ok(&mut run(w, &["--output", "out"], COPY)), "built\n");
+    let want = snapshot(&out);
+    assert_tree(&out, &record, &want, "the command's tree");
+    assert_exact_with_store(w, "after the store");
+    type Make = fn(&Path);
+    let before: [(&str, Make); 4] = [
+        ("nothing", |_| {}),
+        ("a tree", |p| {
+            fs::create_dir_all(p.join("stray/deeper")).unwrap();
+            fs::write(p.join("stray/deeper/x"), "x").unwrap();
+        }),
+        ("a file", |p| fs::write(p, "a file").unwrap()),
+        ("an empty dir", |p| fs::create_dir(p).unwrap()),
+    ];
+    for (what, make) in before {
+        remove_tree(&out);
+        make(&out);
+        let o = run(w, &["--output", "out"], COPY).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "over {what}: {}", stderr_of(&o));
+        assert_tree(&out, &record, &want, &format!("restored over {what}"));
+        assert!(
+            ffkit_siblings(w).is_empty(),
+            "over {what}: {:?}",
+            ffkit_siblings(w)
+        );
+    }
+    // The hit over the tree it restored itself, and --link (hard links
+    // into the store) over it.
+    ok(&mut run(w, &["--output", "out"], COPY));
+    assert_tree(&out, &record, &want, "restored over itself");
+    ok(&mut run(w, &["--output", "out", "--link"], COPY));
+    assert_eq!(manifest(&out).len(), record.len(), "--link");
+    for (p, item) in &want {
+        if let Item::File { content, .. } = item {
+            assert_eq!(&fs::read(out.join(p)).unwrap(), content, "--link: {p}");
+        }
+    }
+    assert!(ffkit_siblings(w).is_empty(), "{:?}", ffkit_siblings(w));
+    assert_eq!(runs(w), 1, "every call after the first is a hit");
+    assert_exact_with_store(w, "after the hits");
+    let o = w.cmd("cache-size").arg("--verify").output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr_of(&o));
+}
+
+/// The two-rename swap killed between its renames (strace delivers
+/// SIGKILL as the second `renameat` naming `out` starts): the path is
+/// absent, the old tree aside, never half of either; the next restore
+/// puts the whole tree in and removes what the killed one left.
+#[test]
+fn on_fuse_a_restore_killed_between_its_two_renames_never_leaves_half_a_tree() {
+    if !need("strace", "SIGKILL between the two renames on FUSE") {
+        return;
+    }
+    let Some(fw) = fuse_world("SIGKILL between the two renames on FUSE") else {
+        return;
+    };
+    let w = &fw.w;
+    let record = generate(&w.path().join("src"), 100);
+    let out = w.path().join("out");
+    ok(&mut run(w, &["--output", "out"], COPY));
+    let want = snapshot(&out);
+    remove_tree(&out);
+    fs::create_dir_all(out.join("old")).unwrap();
+    fs::write(out.join("old/marker"), "old").unwrap();
+    let old = snapshot(&out);
+    let trace = w.path().join("trace");
+    let mut c = Command::new("strace");
+    w.isolate(&mut c);
+    c.args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .args(["-P", "out", "-e", "trace=renameat,renameat2"])
+        .args(["-e", "inject=renameat:signal=SIGKILL:when=2"])
+        .arg(bin())
+        .args(["cache-run", "--ttl", "0", "--output", "out", "--"])
+        .args(["sh", "-c", COPY]);
+    let o = c.output().unwrap();
+    let t = fs::read_to_string(&trace).unwrap_or_default();
+    assert!(
+        t.contains("killed by SIGKILL"),
+        "not killed: {t}\n{}",
+        stderr_of(&o)
+    );
+    // Between the renames: nothing at the path, the old tree whole aside.
+    assert!(fs::symlink_metadata(&out).is_err(), "{t}");
+    let aside: Vec<_> = ffkit_siblings(w)
+        .into_iter()
+        .map(|n| w.path().join(n))
+        .filter(|p| snapshot(p) == old)
+        .collect();
+    assert_eq!(aside.len(), 1, "the old tree whole aside: {t}");
+    // The next restore: whole, and what the killed one left is gone.
+    ok(&mut run(w, &["--output", "out"], COPY));
+    assert_tree(&out, &record, &want, "the restore after the kill");
+    assert!(ffkit_siblings(w).is_empty(), "{:?}", ffkit_siblings(w));
+    assert_eq!(runs(w), 1, "restores ran nothing");
+    assert_exact_with_store(w, "after the kill");
+}
+
+/// A kernel lock taken through a bindfs mount is exclusive between the
+/// processes that take it through that mount (bindfs without lock
+/// forwarding: the kernel's FUSE inode holds it).
+#[test]
+fn on_fuse_a_lock_through_the_mount_is_exclusive_between_processes() {
+    let Some(fw) = fuse_world("locks on FUSE") else {
+        return;
+    };
+    let w = &fw.w;
+    let mut holder = w
+        .cmd("lock-acquire")
+        .args(["./L", "--", "sh", "-c", "echo held; read x || :"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "held\n");
+    let o = w
+        .cmd("lock-acquire")
+        .args(["-w", "0", "./L", "--", "echo", "second"])
+        .output()
+        .unwrap();
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    assert_eq!(o.status.code(), Some(5), "{}", stderr_of(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "");
+    let o = w
+        .cmd("lock-acquire")
+        .args(["-w", "0", "./L", "--", "echo", "free"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "free\n",
+        "{}",
+        stderr_of(&o)
+    );
+}

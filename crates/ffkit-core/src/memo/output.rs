@@ -26,7 +26,9 @@
 //! - Restore: each tree is built aside (a `.ffkit-restore-*` sibling of the
 //!   path, same directory, same file system) and swapped in with
 //!   `renameat2(RENAME_EXCHANGE)`, so the path holds the old tree or the
-//!   new one, never half of either; the old one is then removed. A large
+//!   new one, never half of either; the old one is then removed. Where the
+//!   exchange is refused (FUSE, NFS: EINVAL) it is two plain renames under
+//!   the directory's lock ([`swap_in_two_steps`]). A large
 //!   tree's files are made by a bounded pool of threads ([`workers`]), a
 //!   directory at a time, after the whole manifest was checked.
 //!   A file under [`CLONE_FROM`] bytes is copied (one read, one write);
@@ -1240,12 +1242,7 @@ fn build(
     fs::create_dir_all(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
     remove_dead_builds(&parent);
     // `.ffkit-restore-PID-N`: the temp name's pid and sequence number.
-    let tmp = parent.join(format!(
-        "{RESTORE_PREFIX}{}",
-        fsutil::temp_path(Path::new(""))
-            .to_string_lossy()
-            .trim_start_matches(fsutil::TEMP_PREFIX)
-    ));
+    let tmp = restore_temp(&parent);
     match build_at(store, root, &tmp, link) {
         Ok(Ok(())) => Ok(Ok(tmp)),
         other => {
@@ -1817,13 +1814,31 @@ fn creation_umask(tree: &Path) -> Option<u32> {
     u32::from_str_radix(v.trim(), 8).ok()
 }
 
-/// Timestamps that set the mtime and leave the atime alone.
+/// Timestamps that set the mtime, and the atime to the moment this
+/// process first restored (what a node just made has anyway). Not
+/// `UTIME_OMIT` for the atime: FUSE file systems (bindfs 1.14, sshfs before
+/// 3.7.4) take an omitted time as "now" and set the mtime to the present
+/// with it, so every restored mtime was lost there.
 fn mtime_only(sec: i64, nsec: u32) -> rustix::fs::Timestamps {
     use rustix::fs::{Timespec, UTIME_OMIT};
+    static ATIME: OnceLock<Option<(i64, u32)>> = OnceLock::new();
+    let at = ATIME.get_or_init(|| {
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        Some((i64::try_from(d.as_secs()).ok()?, d.subsec_nanos()))
+    });
     rustix::fs::Timestamps {
-        last_access: Timespec {
-            tv_sec: 0,
-            tv_nsec: UTIME_OMIT,
+        last_access: match at {
+            Some((s, n)) => Timespec {
+                tv_sec: *s,
+                tv_nsec: (*n).into(),
+            },
+            // A clock before 1970: left alone.
+            None => Timespec {
+                tv_sec: 0,
+                tv_nsec: UTIME_OMIT,
+            },
         },
         last_modification: Timespec {
             tv_sec: sec,
@@ -1840,30 +1855,172 @@ fn set_mtime(p: &Path, sec: i64, nsec: u32) -> io::Result<()> {
 }
 
 /// Puts the tree at `tmp` at `path` in one step, replacing what stood there
-/// (exchanged, then removed). `false`: the old tree, now at `tmp`, could
-/// not be removed (whole or in part).
+/// (exchanged, then removed). `false`: the old tree, now at `tmp` (or at
+/// another `.ffkit-restore-*` name beside it), could not be removed (whole
+/// or in part).
+///
+/// Where `renameat2`'s flags are refused as unsupported (FUSE file systems
+/// such as bindfs or sshfs, NFS: EINVAL; ENOSYS, EOPNOTSUPP), the swap is
+/// two plain renames under the directory lock the restore holds
+/// ([`swap_in_two_steps`]); an absent path takes one.
 fn swap_in(tmp: &Path, path: &Path) -> Result<bool> {
     use rustix::fs::{CWD, RenameFlags, renameat_with};
-    loop {
+    use rustix::io::Errno;
+    // A name that keeps reappearing (another process making it again and
+    // again) ends the call rather than spinning.
+    for _ in 0..100 {
         match renameat_with(CWD, tmp, CWD, path, RenameFlags::EXCHANGE) {
             Ok(()) => {
                 // The old tree is at `tmp` now.
                 return Ok(remove_tree(tmp));
             }
-            Err(e) if e == rustix::io::Errno::NOENT => {
+            Err(Errno::NOENT) => {
                 match renameat_with(CWD, tmp, CWD, path, RenameFlags::NOREPLACE) {
                     Ok(()) => return Ok(true),
                     // Made meanwhile: exchange with it.
-                    Err(e) if e == rustix::io::Errno::EXIST => continue,
+                    Err(Errno::EXIST) => continue,
+                    Err(e) if unsupported_flags(e) => match rename_into_absent(tmp, path) {
+                        Ok(true) => return Ok(true),
+                        // Made meanwhile, and not a name rename may
+                        // replace: swap it out.
+                        Ok(false) => match swap_in_two_steps(tmp, path)? {
+                            Some(whole) => return Ok(whole),
+                            None => continue,
+                        },
+                        Err(e) => return Err(Error::io("cannot rename", path, e.into())),
+                    },
                     Err(e) => return Err(Error::io("cannot rename", path, e.into())),
                 }
             }
+            Err(e) if unsupported_flags(e) => match swap_in_two_steps(tmp, path)? {
+                Some(whole) => return Ok(whole),
+                // Gone meanwhile: the absent path's rename.
+                None => continue,
+            },
             Err(e) => {
                 remove_tree(tmp);
                 return Err(Error::io("cannot replace", path, e.into()));
             }
         }
     }
+    remove_tree(tmp);
+    Err(Error::io(
+        "cannot replace",
+        path,
+        io::Error::from_raw_os_error(libc::EBUSY),
+    ))
+}
+
+/// Whether `renameat2` refused its flags as such: a file system (FUSE, NFS)
+/// or kernel without `RENAME_EXCHANGE` / `RENAME_NOREPLACE`.
+fn unsupported_flags(e: rustix::io::Errno) -> bool {
+    use rustix::io::Errno;
+    matches!(e, Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP)
+}
+
+/// The new tree at `tmp` renamed to an absent `path` by a plain
+/// `rename(2)`, where `RENAME_NOREPLACE` is refused. `false`: something
+/// stands at `path` by now that rename would not replace (a non-empty
+/// directory: ENOTEMPTY, EEXIST; a file where the tree is a directory or
+/// the other way round: ENOTDIR, EISDIR); nothing changed. What rename
+/// does replace (an empty directory or a file of the tree's kind, made
+/// meanwhile) is replaced, as the exchange would have (swapped out, then
+/// removed).
+fn rename_into_absent(tmp: &Path, path: &Path) -> std::result::Result<bool, rustix::io::Errno> {
+    use rustix::fs::{CWD, renameat};
+    use rustix::io::Errno;
+    match renameat(CWD, tmp, CWD, path) {
+        Ok(()) => Ok(true),
+        Err(Errno::NOTEMPTY | Errno::EXIST | Errno::NOTDIR | Errno::ISDIR) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The swap without `RENAME_EXCHANGE`: what stands at `path` is renamed
+/// aside (a fresh `.ffkit-restore-PID-N` name beside it), the new tree at
+/// `tmp` renamed into its place, and the old one removed. The restore
+/// holds the lock of the directory, so no other restore comes between the
+/// two renames; the path holds the old tree, nothing, or the whole new
+/// one at every instant. A process killed between them leaves the path
+/// absent and the old tree aside, which the next restore beside it removes
+/// ([`remove_dead_builds`]).
+///
+/// `Some(whole)` as [`swap_in`]; `None`: nothing stood at `path` after all
+/// (the caller renames into the absent path); the new tree is still at
+/// `tmp`. On an error the old tree is put back where it can be, and the
+/// new one is removed.
+fn swap_in_two_steps(tmp: &Path, path: &Path) -> Result<Option<bool>> {
+    use rustix::fs::{CWD, renameat};
+    let Some(aside) = move_aside(path).map_err(|e| {
+        remove_tree(tmp);
+        Error::io("cannot replace", path, e.into())
+    })?
+    else {
+        return Ok(None);
+    };
+    // The path is absent now; the old tree is at `aside`.
+    let mut others = Vec::<PathBuf>::new();
+    let fail = |e: rustix::io::Errno, others: &[PathBuf]| {
+        // The old tree back (a plain rename: the path is absent unless
+        // made meanwhile, then the old tree stays aside).
+        let _ = renameat(CWD, &aside, CWD, path);
+        remove_tree(tmp);
+        for o in others {
+            remove_tree(o);
+        }
+        Error::io("cannot replace", path, e.into())
+    };
+    for _ in 0..100 {
+        match rename_into_absent(tmp, path) {
+            Ok(true) => {
+                let mut whole = remove_tree(&aside);
+                for o in &others {
+                    whole &= remove_tree(o);
+                }
+                return Ok(Some(whole));
+            }
+            // Made again meanwhile (not by a restore: this one holds the
+            // directory's lock): out of the way too, removed with the old.
+            Ok(false) => match move_aside(path) {
+                Ok(Some(o)) => others.push(o),
+                Ok(None) => {}
+                Err(e) => return Err(fail(e, &others)),
+            },
+            Err(e) => return Err(fail(e, &others)),
+        }
+    }
+    Err(fail(rustix::io::Errno::BUSY, &others))
+}
+
+/// Renames what stands at `path` to a fresh `.ffkit-restore-PID-N` name
+/// beside it (a plain rename: a stale name of an earlier process with our
+/// pid that rename would not replace is skipped for the next); where to.
+/// `None`: nothing stands at `path`.
+fn move_aside(path: &Path) -> std::result::Result<Option<PathBuf>, rustix::io::Errno> {
+    use rustix::fs::{CWD, renameat};
+    use rustix::io::Errno;
+    let parent = parent_of(path);
+    for _ in 0..100 {
+        let aside = restore_temp(&parent);
+        match renameat(CWD, path, CWD, &aside) {
+            Ok(()) => return Ok(Some(aside)),
+            Err(Errno::NOENT) => return Ok(None),
+            Err(Errno::NOTEMPTY | Errno::EXIST | Errno::NOTDIR | Errno::ISDIR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Errno::EXIST)
+}
+
+/// A fresh `.ffkit-restore-PID-N` name in `parent`: the shape a killed
+/// restore's tree is removed by ([`remove_dead_builds`]).
+fn restore_temp(parent: &Path) -> PathBuf {
+    parent.join(format!(
+        "{RESTORE_PREFIX}{}",
+        fsutil::temp_path(Path::new(""))
+            .to_string_lossy()
+            .trim_start_matches(fsutil::TEMP_PREFIX)
+    ))
 }
 
 /// Removes a file or a whole tree (never following a symlink, never
@@ -1926,19 +2083,31 @@ impl Top<'_> {
     /// Moves directory `name` of `dir` into the top under a fresh name
     /// (never over a name already there); whether it moved. Same tree,
     /// same file system: a mount point stays (EBUSY, EXDEV), left.
+    ///
+    /// Where `RENAME_NOREPLACE` is refused as unsupported (FUSE, NFS) the
+    /// move is a plain rename, which replaces an empty directory of that
+    /// name and refuses the rest (ENOTEMPTY, EEXIST, ENOTDIR): the name is
+    /// in the top of the tree being removed, so nothing of anyone else's
+    /// is lost, and a refused name is skipped for the next.
     fn take(&self, dir: std::os::fd::BorrowedFd<'_>, name: &std::ffi::CStr) -> bool {
         use rustix::fs::{RenameFlags, renameat_with};
         use rustix::io::Errno;
+        let mut flags = RenameFlags::NOREPLACE;
         for _ in 0..1000 {
             let n = self.next.get();
             self.next.set(n + 1);
             let to = format!(".ffkit-deep-{n}");
-            match renameat_with(dir, name, self.fd, to.as_str(), RenameFlags::NOREPLACE) {
+            match renameat_with(dir, name, self.fd, to.as_str(), flags) {
                 Ok(()) => {
                     self.moved.set(true);
                     return true;
                 }
-                Err(Errno::EXIST) => {}
+                Err(Errno::EXIST | Errno::NOTEMPTY | Errno::NOTDIR) => {}
+                Err(e) if !flags.is_empty() && unsupported_flags(e) => {
+                    flags = RenameFlags::empty();
+                    // This name again, plainly.
+                    self.next.set(n);
+                }
                 Err(_) => return false,
             }
         }

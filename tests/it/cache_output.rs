@@ -3438,3 +3438,28 @@ fn on_fuse_a_lock_through_the_mount_is_exclusive_between_processes() {
         stderr_of(&o)
     );
 }
+
+/// The removal of a replaced chain deeper than the descriptor limit moves
+/// what it cannot open up into the tree's top with `RENAME_NOREPLACE`,
+/// which FUSE refuses (EINVAL): the chain was left behind and named on
+/// stderr. Now a plain rename there, and the chain goes whole.
+#[test]
+fn on_fuse_a_replaced_chain_deeper_than_the_descriptor_limit_is_removed_whole() {
+    let Some(fw) = fuse_world("removal of a deep chain on FUSE") else {
+        return;
+    };
+    let w = &fw.w;
+    let chain = "echo run >> runs; rm -rf out; mkdir -p out/$(printf 'b/%.0s' $(seq 100)); \
+        echo deep > out/$(printf 'b/%.0s' $(seq 100))f; echo made";
+    let o = run_with_nofile(w, 64, chain);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(stderr_of(&o), "", "stored");
+    let before = snapshot(&w.path().join("out"));
+    let o = run_with_nofile(w, 64, chain);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(stderr_of(&o), "", "nothing left behind");
+    assert_eq!(runs(w), 1, "a hit");
+    assert_eq!(snapshot(&w.path().join("out")), before, "restored whole");
+    assert!(ffkit_siblings(w).is_empty(), "{:?}", ffkit_siblings(w));
+    assert_exact_with_store(w, "after the chain");
+}

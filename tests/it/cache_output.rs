@@ -3463,3 +3463,54 @@ fn on_fuse_a_replaced_chain_deeper_than_the_descriptor_limit_is_removed_whole() 
     assert!(ffkit_siblings(w).is_empty(), "{:?}", ffkit_siblings(w));
     assert_exact_with_store(w, "after the chain");
 }
+
+/// A replaced tree that cannot be removed (a mount inside it) is named on
+/// stderr where it is: after the two renames that is the name it was moved
+/// aside to, not the new tree's former temp name (which named a path
+/// that no longer existed).
+#[test]
+fn on_fuse_a_replaced_tree_left_behind_is_named_where_it_is() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("not root: the mount-inside-a-tree test needs a bind mount");
+        return;
+    }
+    let Some(fw) = fuse_world("a tree left behind on FUSE") else {
+        return;
+    };
+    let w = &fw.w;
+    // Dropped before the bindfs mount: the bind mount inside it first.
+    let _inner = Mounts(w.path().to_path_buf());
+    let precious = tempfile::tempdir().unwrap();
+    fs::write(precious.path().join("data"), "keep").unwrap();
+    let script = "echo run >> runs; mkdir -p out; echo new > out/f";
+    ok(&mut run(w, &["--output", "out"], script));
+    fs::create_dir(w.path().join("out/mnt")).unwrap();
+    let o = Command::new("mount")
+        .arg("--bind")
+        .arg(precious.path())
+        .arg(w.path().join("out/mnt"))
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        skip(&format!("cannot bind-mount: {}", stderr_of(&o).trim()));
+        return;
+    }
+    let o = run(w, &["--output", "out"], script).output().unwrap();
+    let err = stderr_of(&o);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(runs(w), 1, "a hit");
+    assert_eq!(fs::read_to_string(w.path().join("out/f")).unwrap(), "new\n");
+    assert_eq!(
+        fs::read_to_string(precious.path().join("data")).unwrap(),
+        "keep"
+    );
+    let named = err
+        .strip_prefix("ffkit cache-run: ")
+        .and_then(|l| l.split(": the replaced tree").next())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(
+        w.path().join(named).join("mnt/data").exists(),
+        "{named} holds the tree left behind: {err}"
+    );
+}

@@ -1146,8 +1146,7 @@ pub fn restore(
     let mut left = Vec::new();
     for (i, (tmp, path)) in built.iter().enumerate() {
         match swap_in(tmp, path) {
-            Ok(true) => {}
-            Ok(false) => left.push(tmp.clone()),
+            Ok(trees) => left.extend(trees),
             Err(e) => {
                 discard_all(&built[i..]);
                 return Err(e);
@@ -1855,15 +1854,15 @@ fn set_mtime(p: &Path, sec: i64, nsec: u32) -> io::Result<()> {
 }
 
 /// Puts the tree at `tmp` at `path` in one step, replacing what stood there
-/// (exchanged, then removed). `false`: the old tree, now at `tmp` (or at
-/// another `.ffkit-restore-*` name beside it), could not be removed (whole
-/// or in part).
+/// (exchanged, then removed). Returns where replaced trees that could not
+/// be removed (whole or in part) were left: `tmp` after an exchange,
+/// another `.ffkit-restore-*` name beside it after two renames.
 ///
 /// Where `renameat2`'s flags are refused as unsupported (FUSE file systems
 /// such as bindfs or sshfs, NFS: EINVAL; ENOSYS, EOPNOTSUPP), the swap is
 /// two plain renames under the directory lock the restore holds
 /// ([`swap_in_two_steps`]); an absent path takes one.
-fn swap_in(tmp: &Path, path: &Path) -> Result<bool> {
+fn swap_in(tmp: &Path, path: &Path) -> Result<Vec<PathBuf>> {
     use rustix::fs::{CWD, RenameFlags, renameat_with};
     use rustix::io::Errno;
     // A name that keeps reappearing (another process making it again and
@@ -1872,19 +1871,19 @@ fn swap_in(tmp: &Path, path: &Path) -> Result<bool> {
         match renameat_with(CWD, tmp, CWD, path, RenameFlags::EXCHANGE) {
             Ok(()) => {
                 // The old tree is at `tmp` now.
-                return Ok(remove_tree(tmp));
+                return Ok(left_unless(remove_tree(tmp), tmp));
             }
             Err(Errno::NOENT) => {
                 match renameat_with(CWD, tmp, CWD, path, RenameFlags::NOREPLACE) {
-                    Ok(()) => return Ok(true),
+                    Ok(()) => return Ok(Vec::new()),
                     // Made meanwhile: exchange with it.
                     Err(Errno::EXIST) => continue,
                     Err(e) if unsupported_flags(e) => match rename_into_absent(tmp, path) {
-                        Ok(true) => return Ok(true),
+                        Ok(true) => return Ok(Vec::new()),
                         // Made meanwhile, and not a name rename may
                         // replace: swap it out.
                         Ok(false) => match swap_in_two_steps(tmp, path)? {
-                            Some(whole) => return Ok(whole),
+                            Some(left) => return Ok(left),
                             None => continue,
                         },
                         Err(e) => return Err(Error::io("cannot rename", path, e.into())),
@@ -1893,7 +1892,7 @@ fn swap_in(tmp: &Path, path: &Path) -> Result<bool> {
                 }
             }
             Err(e) if unsupported_flags(e) => match swap_in_two_steps(tmp, path)? {
-                Some(whole) => return Ok(whole),
+                Some(left) => return Ok(left),
                 // Gone meanwhile: the absent path's rename.
                 None => continue,
             },
@@ -1909,6 +1908,15 @@ fn swap_in(tmp: &Path, path: &Path) -> Result<bool> {
         path,
         io::Error::from_raw_os_error(libc::EBUSY),
     ))
+}
+
+/// `[p]` unless `gone`: a replaced tree left behind.
+fn left_unless(gone: bool, p: &Path) -> Vec<PathBuf> {
+    if gone {
+        Vec::new()
+    } else {
+        vec![p.to_path_buf()]
+    }
 }
 
 /// Whether `renameat2` refused its flags as such: a file system (FUSE, NFS)
@@ -1945,11 +1953,11 @@ fn rename_into_absent(tmp: &Path, path: &Path) -> std::result::Result<bool, rust
 /// absent and the old tree aside, which the next restore beside it removes
 /// ([`remove_dead_builds`]).
 ///
-/// `Some(whole)` as [`swap_in`]; `None`: nothing stood at `path` after all
+/// `Some(left)` as [`swap_in`]; `None`: nothing stood at `path` after all
 /// (the caller renames into the absent path); the new tree is still at
 /// `tmp`. On an error the old tree is put back where it can be, and the
 /// new one is removed.
-fn swap_in_two_steps(tmp: &Path, path: &Path) -> Result<Option<bool>> {
+fn swap_in_two_steps(tmp: &Path, path: &Path) -> Result<Option<Vec<PathBuf>>> {
     use rustix::fs::{CWD, renameat};
     let Some(aside) = move_aside(path).map_err(|e| {
         remove_tree(tmp);
@@ -1973,11 +1981,11 @@ fn swap_in_two_steps(tmp: &Path, path: &Path) -> Result<Option<bool>> {
     for _ in 0..100 {
         match rename_into_absent(tmp, path) {
             Ok(true) => {
-                let mut whole = remove_tree(&aside);
+                let mut left = left_unless(remove_tree(&aside), &aside);
                 for o in &others {
-                    whole &= remove_tree(o);
+                    left.extend(left_unless(remove_tree(o), o));
                 }
-                return Ok(Some(whole));
+                return Ok(Some(left));
             }
             // Made again meanwhile (not by a restore: this one holds the
             // directory's lock): out of the way too, removed with the old.

@@ -1815,9 +1815,9 @@ fn creation_umask(tree: &Path) -> Option<u32> {
 
 /// Timestamps that set the mtime, and the atime to the moment this
 /// process first restored (what a node just made has anyway). Not
-/// `UTIME_OMIT` for the atime: FUSE file systems (bindfs 1.14, sshfs before
-/// 3.7.4) take an omitted time as "now" and set the mtime to the present
-/// with it, so every restored mtime was lost there.
+/// `UTIME_OMIT` for the atime: some FUSE file systems (bindfs 1.14.7,
+/// measured; sshfs until libfuse/sshfs#386) take an omitted time as "now"
+/// and set the mtime to the present with it: every restored mtime was lost.
 fn mtime_only(sec: i64, nsec: u32) -> rustix::fs::Timestamps {
     use rustix::fs::{Timespec, UTIME_OMIT};
     static ATIME: OnceLock<Option<(i64, u32)>> = OnceLock::new();

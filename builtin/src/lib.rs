@@ -386,7 +386,7 @@ fn dispatch(argv: Vec<OsString>) -> u8 {
         args,
         &|k| match k {
             "FFKIT_BACKEND" => None,
-            _ => shell::var(k),
+            _ => command_var(k),
         },
         Input::Fd0,
     );
@@ -605,7 +605,7 @@ fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
     let cfg = match Config::from_lookup(|k| match k {
         // Only ever local here (`in_process`).
         "FFKIT_BACKEND" => None,
-        _ => shell::var(k),
+        _ => command_var(k),
     }) {
         Ok(c) => c,
         Err(e) => return Some(fail(&e)),
@@ -660,6 +660,20 @@ fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
     )
 }
 
+/// A variable as the `ffkit` command reads it: as the shell has it,
+/// exported or not (docs/shell.md, "Variables"), except the shell
+/// functions' hidden hand-over `FFKIT_FN_LOG_DIR` (config.rs,
+/// `fn_log_dir`), read only when exported, as the binary would see it: a
+/// plain variable of that name (the functions never set one in the shell)
+/// changed where the builtin's `ffkit perf-metrics --dir DIR` read and
+/// wrote, while the fallback's binary never saw it.
+fn command_var(k: &str) -> Option<OsString> {
+    match k {
+        "FFKIT_FN_LOG_DIR" => shell::exported_var(k),
+        _ => shell::var(k),
+    }
+}
+
 /// Runs the real binary with the shell's environment: its exported
 /// variables, plus every variable ffkit reads as the shell has it, exported
 /// or not (unset ones removed), as the fallback wrappers pass them.
@@ -680,7 +694,7 @@ fn spawn(argv: &[OsString]) -> u8 {
         .map(|v| v.name)
         .chain(ffkit::config::HIDDEN_ENV_VARS.iter().copied());
     for k in names {
-        match shell::var(k) {
+        match command_var(k) {
             Some(v) => cmd.env(k, v),
             None => cmd.env_remove(k),
         };

@@ -26,6 +26,7 @@ struct ShellVar {
 }
 
 // Attribute bits from bash's variables.h.
+const ATT_EXPORTED: c_int = 0x000_0001;
 const ATT_READONLY: c_int = 0x000_0002;
 const ATT_INTEGER: c_int = 0x000_0010;
 const ATT_ARRAY: c_int = 0x000_0004;
@@ -121,6 +122,18 @@ pub fn var(name: &str) -> Option<OsString> {
             CStr::from_ptr((*v).value).to_bytes().to_vec(),
         ))
     }
+}
+
+/// [`var`] of a variable bash hands the commands it runs: exported, or
+/// a one-command assignment (`VAR=x ffkit …`, which bash marks exported).
+pub fn exported_var(name: &str) -> Option<OsString> {
+    let v = lookup(name)?;
+    // SAFETY: `v` is bash's variable, valid until the next assignment; only
+    // its attribute bits are read.
+    if unsafe { (*v).attributes } & ATT_EXPORTED == 0 {
+        return None;
+    }
+    var(name)
 }
 
 /// Exactly what bash's `find_variable(name)` returns, or null.

@@ -3514,3 +3514,59 @@ fn on_fuse_a_replaced_tree_left_behind_is_named_where_it_is() {
         "{named} holds the tree left behind: {err}"
     );
 }
+
+/// Attack finding: the pool of threads making a tree's files (two per CPU,
+/// at most 8) was sized by the CPUs alone. With few descriptors left (a
+/// hit under `ulimit -n 12`, or under 1024 beside descriptors 10..1015
+/// inherited from the caller, which leaves 3..9 free: holes the kept fans
+/// took first) the threads took the descriptors their files needed and the
+/// hit failed with exit 1 (`cannot create ./.ffkit-restore-…/f: Too many
+/// open files`), where one thread restores the tree. Now the pool and the
+/// kept fans are sized by the descriptors actually free (`/proc/self/fd`
+/// counted once per tree), and the hit restores it whole.
+#[test]
+fn a_restore_with_a_dozen_descriptors_free_sizes_its_pool_to_them() {
+    let w = World::new();
+    let script = "echo run >> runs; rm -rf out; i=0; while [ $i -lt 700 ]; do \
+         d=out/d$((i % 40)); mkdir -p $d; echo $i > $d/f$i; i=$((i+1)); done; echo made";
+    let o = run(&w, &["--output", "out"], script).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let want = snapshot(&w.path().join("out"));
+    for (case, prelude) in [
+        ("ulimit -n 12", "ulimit -n 12"),
+        (
+            "1006 inherited",
+            "ulimit -n 1024 && for ((i = 10; i < 1016; i++)); do eval \"exec $i</dev/null\"; done",
+        ),
+    ] {
+        remove_tree(&w.path().join("out"));
+        let mut c = Command::new("bash");
+        w.isolate(&mut c);
+        c.current_dir(w.path())
+            .args(["-c", &format!("{prelude} && exec \"$@\""), "bash"])
+            .arg(bin())
+            .args([
+                "cache-run",
+                "--ttl",
+                "0",
+                "--output",
+                "out",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ]);
+        let o = c.output().unwrap();
+        let err = stderr_of(&o);
+        assert_eq!(o.status.code(), Some(0), "{case}: {err}");
+        assert_eq!(err, "", "{case}");
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n", "{case}");
+        assert_eq!(runs(&w), 1, "{case}: a hit");
+        assert_eq!(
+            snapshot(&w.path().join("out")),
+            want,
+            "{case}: restored whole"
+        );
+    }
+    assert_exact_with_store(&w, "after the hits");
+}

@@ -991,6 +991,75 @@ fn permission_denied_exits_3_naming_the_path() {
     assert_index_exact(&w.cache(), "permission");
 }
 
+/// Attack finding: the cut part of a row was taken back only when the
+/// writer's lock could be made exclusive at once. With a few processes
+/// recording at once on a filling disk, another always held the log's
+/// shared lock at that instant (six writers: a cut row left in most runs),
+/// so the part stayed, and the next row, recorded with exit 0 once there
+/// was space, was glued to it and lost to every reader. Here a reader holds
+/// the shared lock while the row is cut, and lets go once the cut part is
+/// in the log: the writer now tries again (for up to a second) and takes
+/// the part back.
+#[test]
+fn a_cut_metrics_row_is_taken_back_after_another_process_lets_go_of_the_log() {
+    let w = World::new();
+    let mnt = w.path().join("mnt");
+    let Some(_m) = Mount::tmpfs(&mnt, "size=64k,mode=0700") else {
+        return skip(
+            "cannot mount a tmpfs (needs root / CAP_SYS_ADMIN); metrics full-disk test not run",
+        );
+    };
+    let log = mnt.join("m.csv");
+    let filler = mnt.join("filler");
+    // 4080 bytes: the row (18 bytes) crosses 4096.
+    let pre = "1700000000,pre,1\n".repeat(240);
+    fs::write(&log, &pre).unwrap();
+    fill(&filler);
+    // A reader holding the log's shared lock until its stdin closes.
+    let mut holder = Command::new("flock")
+        .args(["-s"])
+        .arg(&log)
+        .args(["-c", "echo locked; read -r _"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "locked\n");
+    let mut c = w.cmd("perf-metrics");
+    c.args(["record", "op", "2.5"])
+        .env("CACHE_PERF_METRICS", &log)
+        .stderr(Stdio::null());
+    let mut writer = c.spawn().unwrap();
+    // The cut part is in the log (or the writer already gave up).
+    until("the row cut short", || {
+        !fs::read(&log).unwrap().ends_with(b"\n") || writer.try_wait().unwrap().is_some()
+    });
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    assert_eq!(writer.wait().unwrap().code(), Some(8), "disk full");
+    let rows = fs::read_to_string(&log).unwrap();
+    assert!(
+        rows.starts_with(&pre) && rows.ends_with('\n'),
+        "half a row left: {:?}",
+        &rows[pre.len().min(rows.len())..]
+    );
+    fs::remove_file(&filler).unwrap();
+    let out = c.stderr(Stdio::piped()).output().unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let mut r = w.cmd("perf-metrics");
+    r.arg("--json").env("CACHE_PERF_METRICS", &log);
+    let out = r.output().unwrap();
+    assert!(out.stderr.is_empty(), "{}", stderr_of(&out));
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(json.contains("\"op\": {\"count\": 1,"), "{json}");
+}
+
 /// Attack finding: a metrics row whose write a full disk cut short (the row
 /// crossing into a page the file system could not give) left its first
 /// bytes at the end of the log, and the next row, once there was space,

@@ -776,3 +776,37 @@ fn metrics_rows_never_land_in_a_namespace_dir_the_cache_refuses() {
         }
     }
 }
+
+/// Attack finding: `FFKIT_FN_LOG_DIR` is the functions' hidden hand-over to
+/// the binary (docs/metrics.md), never a shell variable of theirs. A plain
+/// (unexported) variable of that name in the script changed where the
+/// builtin's own `ffkit perf-metrics --dir DIR` read (`{}`: another dir's
+/// log), while the fallback's binary, which sees only exported variables,
+/// read DIR's: two answers to one command. Now the builtin's `ffkit` reads
+/// it only when exported, as the binary would; the functions still hand
+/// over their own dir on every path.
+#[test]
+fn a_plain_fn_log_dir_variable_changes_no_ffkit_command_on_any_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "C=$PWD/.flowforge/dev-alice/cache; mkdir -p \"$C\" other; chmod 700 \"$C\" other\n\
+                      record_performance_metric op 1 5 || exit 1\n\
+                      FFKIT_FN_LOG_DIR=$PWD/other\n\
+                      ffkit perf-metrics --dir \"$C\" --json; echo \"rc=$?\"\n\
+                      get_performance_metrics; echo \"rc=$?\"\n\
+                      FFKIT_FN_LOG_DIR=$PWD/other ffkit perf-metrics --dir \"$C\" --json; echo \"rc=$?\"";
+        let mut c = sh(way, t, t, script);
+        c.env("FLOWFORGE_DEVELOPER", "alice")
+            .env("CACHE_PERF_MONITORING", "enabled");
+        let (out, err) = text(&output_within(c, way));
+        let row = "{\"op\": {\"count\": 1, \"total\": 4, \"avg\": 4, \"min\": 4, \"max\": 4, \"p50\": 4, \"p95\": 4, \"p99\": 4}}";
+        assert_eq!(
+            out,
+            format!("{row}\nrc=0\n{row}\nrc=0\n{{}}\nrc=0\n"),
+            "{way}: {err}"
+        );
+        assert_eq!(err, "", "{way}");
+    }
+}

@@ -1271,6 +1271,45 @@ fn workers() -> usize {
 }
 /// The most threads one restore uses, whatever the machine.
 const MAX_WORKERS: usize = 8;
+/// Descriptors one thread making files holds at once: the directory's,
+/// the blob's and the new file's, and one to spare.
+const FDS_PER_WORKER: usize = 4;
+
+/// The threads of a restore's pool ([`workers`]): as many as `free`
+/// descriptors ([`free_fds`]) can serve, and at least the calling one.
+/// Under `ulimit -n 16`, or with all but a dozen of 1024 descriptors
+/// inherited from the caller, a pool of four threads or more took the
+/// descriptors its files needed and the hit failed with EMFILE (exit 1),
+/// where fewer threads restore the tree.
+fn pool_size(free: usize) -> usize {
+    workers().min(free / FDS_PER_WORKER).max(1)
+}
+
+/// How many more descriptors this process may open under the limit
+/// `nofile`: the limit less the open ones numbered below it (listed in
+/// `/proc/self/fd`, the listing's own included). Without /proc, the limit
+/// less the lowest free number (an open of `dir`), as every number below
+/// that is taken; numbers above it may be taken too, so it can say more
+/// than there is. A failing open says none.
+fn free_fds(dir: &Path, nofile: usize) -> usize {
+    use std::os::fd::AsRawFd;
+    if let Ok(rd) = fs::read_dir("/proc/self/fd") {
+        let open = rd
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<usize>().ok())
+            .filter(|&n| n < nofile)
+            .count();
+        return nofile.saturating_sub(open);
+    }
+    use rustix::fs::{Mode, OFlags};
+    match rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => nofile.saturating_sub(usize::try_from(fd.as_raw_fd()).unwrap_or(usize::MAX)),
+        Err(_) => 0,
+    }
+}
 /// A tree of fewer files is made by the calling thread alone: starting
 /// threads would cost more than they overlap.
 const PARALLEL_FROM: usize = 512;
@@ -1398,7 +1437,7 @@ fn build_at(
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let maker = Maker::new(store, root, link, parent);
+        let maker = Maker::new(store, root, link, parent, None);
         let leaf = tmp.file_name().unwrap_or_default();
         return run(maker.make_group(parent, &[(0, leaf)], &mut Vec::new()));
     }
@@ -1407,7 +1446,10 @@ fn build_at(
         let dest = dest_of(tmp, &root.nodes[i]);
         fs::create_dir(&dest).map_err(|e| Error::io("cannot create", &dest, e))?;
     }
-    let maker = Maker::new(store, root, link, tmp);
+    // Counted once, before any fan is kept: what the fans and the pool
+    // share.
+    let free = free_fds(tmp, nofile());
+    let maker = Maker::new(store, root, link, tmp, Some(free));
     // Files and symlinks, a directory at a time. The directory of the
     // first file that would be cloned goes first, made by the calling
     // thread alone: it shows whether this file system clones, so a tree
@@ -1461,7 +1503,7 @@ fn build_at(
     }
     if plan.files >= PARALLEL_FROM {
         std::thread::scope(|s| {
-            for _ in 1..workers() {
+            for _ in 1..pool_size(free) {
                 // A worker that cannot start (memory under `ulimit -v`, a
                 // thread limit) leaves its share to the others; std's
                 // `spawn` panicked there.
@@ -1530,9 +1572,11 @@ fn nofile() -> usize {
         .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
 }
 
-/// How many fan directories one tree's restore may keep open under the
-/// descriptor limit `nofile`: all 256 where it leaves room, else half of
-/// what is left of it once [`FD_RESERVE`] are set aside. Kept fans are an
+/// How many fan directories one tree's restore may keep open with `free`
+/// descriptors left under the limit ([`free_fds`]: the caller's inherited
+/// ones, numbered wherever the caller left them, are not free): all 256
+/// where that leaves room, else half of what is left once [`FD_RESERVE`]
+/// are set aside. Kept fans are an
 /// optimisation (one path walk per blob saved); holding 256 under `ulimit
 /// -n 64` or `200`, or beside 900 descriptors the caller left open, took
 /// the descriptors the files being made need, and every hit of a tree
@@ -1540,8 +1584,8 @@ fn nofile() -> usize {
 /// either when its descriptor's number lands within the reserve of the
 /// limit: descriptors are numbered lowest free first, so every number
 /// below it is taken, by the caller's inherited ones too.)
-fn fan_room(nofile: usize) -> usize {
-    (nofile.saturating_sub(FD_RESERVE) / 2).min(256)
+fn fan_room(free: usize) -> usize {
+    (free.saturating_sub(FD_RESERVE) / 2).min(256)
 }
 /// Descriptors a restore leaves to everything but kept fans: the caller's
 /// own, the locks, and three per thread making files (the directory, the
@@ -1549,7 +1593,9 @@ fn fan_room(nofile: usize) -> usize {
 const FD_RESERVE: usize = 64;
 
 impl<'a> Maker<'a> {
-    fn new(store: &'a Path, root: &'a Root, link: bool, tree: &Path) -> Self {
+    /// `free`: the descriptors the restore may open ([`free_fds`]; the
+    /// limit itself for a single file), of which [`fan_room`] may be kept.
+    fn new(store: &'a Path, root: &'a Root, link: bool, tree: &Path, free: Option<usize>) -> Self {
         let limit = nofile();
         Maker {
             store,
@@ -1558,7 +1604,7 @@ impl<'a> Maker<'a> {
             clones: AtomicBool::new(true),
             umask: if link { None } else { creation_umask(tree) },
             fans: (0..256).map(|_| OnceLock::new()).collect(),
-            room: AtomicUsize::new(fan_room(limit)),
+            room: AtomicUsize::new(fan_room(free.unwrap_or(limit))),
             nofile: limit,
         }
     }

@@ -482,14 +482,24 @@ fn append_row(fd: std::os::fd::BorrowedFd<'_>, row: &[u8]) -> io::Result<()> {
 
 /// Truncates the log behind `fd` by `part`, the start of a row whose write
 /// failed, when `part` is still its last bytes and follows a whole row. Under
-/// the exclusive lock (converted from the appender's shared one, without
-/// waiting), so no other appender writes meanwhile; when another process
-/// holds the log locked at that instant, or appended after the cut row,
-/// nothing is touched (the cut row stays: a reader skips it as malformed).
+/// the exclusive lock (converted from the appender's shared one), so no
+/// other appender writes meanwhile. Another process may hold the log
+/// locked at that instant (another appender whose write is failing too, a
+/// report): the conversion is tried again for up to [`TAKE_BACK_WAIT`]
+/// (never a wait in the kernel, so a lock held for good cannot hang the
+/// row's caller). Only when it never comes, or a row was appended after
+/// the cut one, is nothing touched: the cut row stays (a reader skips it as
+/// malformed, and the next row is glued to it). Before, one try only: with
+/// a few processes recording at once on a filling disk, the cut row nearly
+/// always stayed, and the next row of a call that exited 0 was lost.
 fn take_back(fd: std::os::fd::BorrowedFd<'_>, part: &[u8]) {
     use rustix::fs::FlockOperation;
-    if rustix::fs::flock(fd, FlockOperation::NonBlockingLockExclusive).is_err() {
-        return;
+    let deadline = std::time::Instant::now().checked_add(TAKE_BACK_WAIT);
+    while rustix::fs::flock(fd, FlockOperation::NonBlockingLockExclusive).is_err() {
+        if deadline.is_none_or(|d| std::time::Instant::now() >= d) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
     let Ok(st) = rustix::fs::fstat(fd) else {
         return;
@@ -510,6 +520,9 @@ fn take_back(fd: std::os::fd::BorrowedFd<'_>, part: &[u8]) {
         let _ = rustix::fs::ftruncate(fd, size - n);
     }
 }
+
+/// How long [`take_back`] tries to get the log's exclusive lock.
+const TAKE_BACK_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Opens the current log and takes the exclusive lock on it, following a
 /// replacement that happened while waiting. `None` when there is no log.

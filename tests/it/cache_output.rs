@@ -3294,7 +3294,7 @@ fn on_fuse_a_hit_restores_byte_exact_over_nothing_a_tree_a_file_or_an_empty_dir(
         return;
     };
     let w = &fw.w;
-    let record = generate(&w.path().join("src"), 300);
+    let record = generate(&w.path().join("src"), 100);
     let out = w.path().join("out");
     assert_eq!(ok(&mut run(w, &["--output", "out"], COPY)), "built\n");
     let want = snapshot(&out);

@@ -1357,6 +1357,83 @@ fn the_tree_of_a_killed_restore_not_yet_reaped_is_removed() {
     assert!(gone, "the zombie restorer's tree was left");
 }
 
+/// A killed restore's tree whose pid now names another live process (pid
+/// reuse: 32768 pids by default) is removed by the next restore beside it,
+/// as that process started after the tree last changed; before, it stayed
+/// as long as the process lived. A tree named after that process and made
+/// after it started is kept (a restore through another mount of the
+/// directory, under another lock, may be building it). The pid is given
+/// again with `ns_last_pid` (root).
+#[test]
+fn the_tree_of_a_killed_restore_whose_pid_was_reused_is_removed() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        skip("not root: the test sets ns_last_pid");
+        return;
+    }
+    let w = World::new();
+    generate(&w.path().join("src"), 20);
+    ok(&mut run(&w, &["--output", "out"], COPY));
+    let epoch = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    for _ in 0..5 {
+        // A pid free now: a child waited for.
+        let mut c = Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        let left = w.path().join(format!(".ffkit-restore-{pid}-7"));
+        fs::create_dir_all(left.join("half/a/tree")).unwrap();
+        fs::write(left.join("half/file"), "x").unwrap();
+        let m = fs::metadata(&left).unwrap();
+        let changed = m.ctime() as f64 + m.ctime_nsec() as f64 / 1e9;
+        // The new process starts well after the tree's last change, beyond
+        // ffkit's second and the start time's error (/proc/stat's btime is
+        // whole seconds): a wait for the clock, not for another process.
+        while epoch() < changed + 3.0 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // The same pid again, for a process that stays alive (other
+        // processes on the machine may take it first: tried again).
+        let mut alive = None;
+        for _ in 0..50 {
+            fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).unwrap();
+            let mut s = Command::new("sleep").arg("1000").spawn().unwrap();
+            if s.id() == pid {
+                alive = Some(s);
+                break;
+            }
+            s.kill().unwrap();
+            s.wait().unwrap();
+        }
+        let Some(mut s) = alive else {
+            fs::remove_dir_all(&left).unwrap();
+            continue;
+        };
+        // Made by that process's time: kept.
+        let live = w.path().join(format!(".ffkit-restore-{pid}-8"));
+        fs::create_dir_all(live.join("d")).unwrap();
+        let hit = run(&w, &["--output", "out"], COPY).output();
+        let gone = !left.exists();
+        let kept = live.join("d").is_dir();
+        s.kill().unwrap();
+        s.wait().unwrap();
+        let hit = hit.unwrap();
+        assert!(hit.status.success(), "{}", stderr_of(&hit));
+        assert_eq!(runs(&w), 1, "a hit");
+        assert!(gone, "the tree of a reused pid was left");
+        assert!(
+            kept,
+            "a tree made after its pid's process started was removed"
+        );
+        return;
+    }
+    skip("the pid was taken by other processes every time");
+}
+
 #[test]
 fn eviction_frees_exactly_the_blobs_no_other_entry_uses() {
     let w = World::new();

@@ -2292,9 +2292,18 @@ fn remove_dir_at<P: rustix::path::Arg + Copy>(
     }
 }
 
-/// Removes trees a killed restore left beside its path: its pid is gone, or
-/// is a zombie not reaped yet (judged as a lock holder is:
-/// [`crate::lock::holder::same_process`]); only trees owned by our user.
+/// Removes trees a killed restore left beside its path; only trees owned by
+/// our user. A tree is a dead restore's when its pid is gone, or is a zombie
+/// not reaped yet (judged as a lock holder is:
+/// [`crate::lock::holder::same_process`]), or names a process that started
+/// after the tree last changed ([`reused_pid`]): the pid was reused (32768
+/// pids by default), and the tree would otherwise stay as long as that
+/// process lives.
+///
+/// Every tree of a live restore beside `path` is not simply taken for
+/// dead under the directory's lock this restore holds: a directory reached
+/// through two mounts (a bindfs mount and its source) has two locks, and a
+/// restore through the other one may be building there now.
 fn remove_dead_builds(parent: &Path) {
     let Ok(rd) = fs::read_dir(parent) else { return };
     for de in rd.flatten() {
@@ -2310,13 +2319,35 @@ fn remove_dead_builds(parent: &Path) {
         // Only our own: in a shared directory (`/tmp`) a name of this shape
         // may be another user's, whose files are not ours to remove (root
         // would).
-        let ours = de
-            .metadata()
-            .is_ok_and(|m| m.uid() == rustix::process::geteuid().as_raw());
-        if ours && pid != std::process::id() && !crate::lock::holder::same_process(pid, None) {
+        let Ok(m) = de.metadata() else { continue };
+        if m.uid() != rustix::process::geteuid().as_raw() {
+            continue;
+        }
+        let dead = if pid == std::process::id() {
+            // This process's own trees are made after it started.
+            reused_pid(pid, &m)
+        } else {
+            !crate::lock::holder::same_process(pid, None) || reused_pid(pid, &m)
+        };
+        if dead {
             remove_tree(&de.path());
         }
     }
+}
+
+/// Whether the live process `pid` started more than a second after the
+/// tree (`m`) last changed: it did not make the tree, nor move it to its
+/// name (a rename changes the moved inode's ctime). The second covers the
+/// start time's clock ticks and the coarse clock of timestamps; `false`
+/// where either time is unknown.
+fn reused_pid(pid: u32, m: &fs::Metadata) -> bool {
+    use crate::lock::holder::{epoch_of_start, start_time};
+    let Some(started) = start_time(pid).and_then(epoch_of_start) else {
+        return false;
+    };
+    #[allow(clippy::cast_precision_loss)]
+    let changed = m.ctime() as f64 + f64::from(u32::try_from(m.ctime_nsec()).unwrap_or(0)) / 1e9;
+    started > changed + 1.0
 }
 
 pub use crate::cache::Swept;

@@ -2323,13 +2323,12 @@ fn remove_dead_builds(parent: &Path) {
         if m.uid() != rustix::process::geteuid().as_raw() {
             continue;
         }
-        let dead = if pid == std::process::id() {
-            // This process's own trees are made after it started.
-            reused_pid(pid, &m)
-        } else {
-            !crate::lock::holder::same_process(pid, None) || reused_pid(pid, &m)
-        };
-        if dead {
+        // Never this process's own: a tree built for another path of this
+        // restore, whose top directory has its stored mtime by now (on a
+        // file system whose ctime is the mtime, sshfs, it looks old).
+        if pid != std::process::id()
+            && (!crate::lock::holder::same_process(pid, None) || reused_pid(pid, &m))
+        {
             remove_tree(&de.path());
         }
     }

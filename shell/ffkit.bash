@@ -252,7 +252,15 @@ _ffkit_ns() {
         [[ -z $_ffkit_v ]] || _ffkit_err "$_ffkit_v"
         return "$_ffkit_rc"
     fi
+    _ffkit_dir=
     eval "$_ffkit_v"
+    # No answer with a zero status (zsh near its descriptor limit lost the
+    # substitution's output): one line, never `--dir ''` to the applet,
+    # and nothing kept for the next call.
+    if [[ -z ${_ffkit_dir-} ]]; then
+        _ffkit_err "$1: the binary gave no namespace answer; nothing was done"
+        return 1
+    fi
     if [[ -z ${_ffkit_ns_keys+set} || $_ffkit_i -ge 64 ]]; then
         _ffkit_ns_keys=()
         _ffkit_ns_vals=()

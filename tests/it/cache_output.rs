@@ -2224,7 +2224,8 @@ fn on_btrfs_store_and_restore_clone_and_stay_byte_exact() {
 }
 
 /// Store and restore on a loop-mounted `kind`: files of 16 KiB or more are
-/// cloned both ways (one FICLONE each), smaller ones copied; byte-exact;
+/// cloned both ways (one FICLONE each), smaller ones copied on XFS and
+/// cloned on btrfs (where that is cheaper than writing them); byte-exact;
 /// an edit of a clone never reaches the store.
 fn reflink_store_and_restore(kind: ReflinkFs) {
     let Some(fs_) = ReflinkLoop::new(kind) else {
@@ -2264,9 +2265,12 @@ fn reflink_store_and_restore(kind: ReflinkFs) {
         .lines()
         .filter(|l| l.contains("FICLONE") && l.trim_end().ends_with("= 0"))
         .count();
+    // On btrfs every file with content is cloned (docs/cache-run.md).
+    let small_cloned = matches!(kind, ReflinkFs::Btrfs);
     assert_eq!(
-        clones, 3,
-        "big, sub/mid and at (16 KiB) restored by FICLONE"
+        clones,
+        if small_cloned { 5 } else { 3 },
+        "big, sub/mid and at (16 KiB) restored by FICLONE, and on btrfs small and below: {text}"
     );
     let written = |n: usize| {
         text.lines()
@@ -2274,8 +2278,13 @@ fn reflink_store_and_restore(kind: ReflinkFs) {
             .filter(|l| l.contains("write(") && l.ends_with(&format!(", {n}) = {n}")))
             .count()
     };
-    assert_eq!(written(5), 1, "small copied: {text}");
-    assert_eq!(written(16383), 1, "below (16 KiB - 1) copied: {text}");
+    let copied = usize::from(!small_cloned);
+    assert_eq!(written(5), copied, "small copied on XFS only: {text}");
+    assert_eq!(
+        written(16383),
+        copied,
+        "below (16 KiB - 1) copied on XFS only: {text}"
+    );
     assert_eq!(
         fs::read_to_string(work.join("runs"))
             .unwrap()
@@ -2297,9 +2306,10 @@ fn reflink_store_and_restore(kind: ReflinkFs) {
             "{f} was copied, not cloned"
         );
     }
-    assert!(
-        !all_extents_shared(&work.join("out/below")),
-        "below was cloned, not copied"
+    assert_eq!(
+        all_extents_shared(&work.join("out/below")),
+        small_cloned,
+        "below cloned on btrfs only"
     );
     // A write to a clone never reaches the store (copy on write).
     fs::write(work.join("out/big"), "edited").unwrap();

@@ -369,3 +369,49 @@ fn cache_command_does_not_hand_the_functions_log_dir_to_its_command() {
         assert_eq!(ok(&out), "[unset]", "{shell}");
     }
 }
+
+/// A binary that answers the fallback's namespace question (`init
+/// --resolve`) with nothing and status 0 (seen in zsh near its descriptor
+/// limit, where the substitution's output was lost) gets one line and exit
+/// 1 from the function, instead of the applet run with an empty `--dir`
+/// (exit 2, clap's `a value is required for '--dir <DIR>'`), and the empty
+/// answer is not kept: the next call asks again.
+#[test]
+fn an_empty_namespace_answer_is_one_line_and_not_kept() {
+    for shell in shells() {
+        let r = Repo::new();
+        let stub = r.tmp.path().join("mute-init");
+        let flag = r.tmp.path().join("mute");
+        fs::write(
+            &stub,
+            format!(
+                "#!/bin/sh\nif [ \"$1\" = init ] && [ -e '{f}' ]; then exit 0; fi\nexec '{bin}' \"$@\"\n",
+                f = flag.display(),
+                bin = crate::util::bin().display()
+            ),
+        )
+        .unwrap();
+        fs::set_permissions(&stub, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::write(&flag, "").unwrap();
+        let out = r
+            .sh(
+                shell,
+                &format!(
+                    "rc=0; write_cache_with_metadata k v || rc=$?; echo \"first $rc\"\n\
+                     rm '{f}'\n\
+                     write_cache_with_metadata k v; echo \"then $(read_cache_with_ttl k)\"",
+                    f = flag.display()
+                ),
+            )
+            .env("FFKIT_BIN", &stub)
+            .env("FFKIT_BUILTIN", "off")
+            .output()
+            .unwrap();
+        assert_eq!(ok(&out), "first 1\nthen v\n", "{shell}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr),
+            "ffkit.bash: write_cache_with_metadata: the binary gave no namespace answer; nothing was done\n",
+            "{shell}"
+        );
+    }
+}

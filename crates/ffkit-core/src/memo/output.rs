@@ -31,7 +31,7 @@
 //!   the directory's lock ([`swap_in_two_steps`]). A large
 //!   tree's files are made by a bounded pool of threads ([`workers`]), a
 //!   directory at a time, after the whole manifest was checked.
-//!   A file under [`CLONE_FROM`] bytes is copied (one read, one write);
+//!   A file under [`clone_from`] bytes (16 KiB; every file on btrfs) is copied (one read, one write);
 //!   a larger one is cloned (FICLONE) where the file system can.
 
 use std::collections::{HashMap, HashSet};
@@ -1323,6 +1323,22 @@ const PARALLEL_FROM: usize = 512;
 /// write-back.
 const CLONE_FROM: u64 = 16 * 1024;
 
+/// The size from which a file in the tree at `dir` is cloned: every file
+/// with content on btrfs, where a clone of a small file (an inline extent
+/// copied in the b-tree) is cheaper than writing it — the floor of a
+/// per-file restore (`scripts/ref_restore.c`) took 0.59-0.63 s on a btrfs
+/// loop image when it cloned every file against 1.07-1.12 s when it wrote
+/// those under 16 KiB (BENCHMARKS.md, "cache-run --output on a quiet
+/// machine") — else [`CLONE_FROM`].
+fn clone_from(dir: &Path) -> u64 {
+    const BTRFS_SUPER_MAGIC: u64 = 0x9123_683e;
+    match rustix::fs::statfs(dir) {
+        #[allow(clippy::unnecessary_cast)] // f_type's type differs by libc
+        Ok(st) if st.f_type as u64 == BTRFS_SUPER_MAGIC => 1,
+        _ => CLONE_FROM,
+    }
+}
+
 /// Why making part of a tree stopped: damage in the store or the manifest
 /// (the hit is a miss), or an error of the restore itself.
 enum Fail {
@@ -1549,6 +1565,8 @@ struct Maker<'a> {
     link: bool,
     /// Starts true and turns false at the first FICLONE refused.
     clones: AtomicBool,
+    /// Files of this size or more are cloned ([`clone_from`]).
+    clone_from: u64,
     /// The process's umask, when known and when nothing else decides the
     /// mode of a new file in the tree (no default ACL): a file whose mode
     /// survives it is created with that mode, no `fchmod`.
@@ -1602,6 +1620,7 @@ impl<'a> Maker<'a> {
             root,
             link,
             clones: AtomicBool::new(true),
+            clone_from: if link { CLONE_FROM } else { clone_from(tree) },
             umask: if link { None } else { creation_umask(tree) },
             fans: (0..256).map(|_| OnceLock::new()).collect(),
             room: AtomicUsize::new(fan_room(free.unwrap_or(limit))),
@@ -1611,7 +1630,7 @@ impl<'a> Maker<'a> {
 
     /// Whether node `n` is a file a restore would try to clone.
     fn clones_size(&self, n: &Node) -> bool {
-        matches!(n.kind, Kind::File { size, .. } if size >= CLONE_FROM)
+        matches!(n.kind, Kind::File { size, .. } if size >= self.clone_from)
     }
 
     /// Opens blob `name` (checked by [`blob_path`]) for reading: relative to
@@ -1660,7 +1679,7 @@ impl<'a> Maker<'a> {
     /// (no path walked per file, none followed). Returns how many regular
     /// files it made. `buf`: the thread's buffer for copies.
     ///
-    /// A file below [`CLONE_FROM`] bytes: open the blob, one read (which
+    /// A file below [`Maker::clone_from`] bytes: open the blob, one read (which
     /// checks its size: no fstat), create the file with its mode where the
     /// umask keeps it (no fchmod), one write, `futimens`, two closes. A
     /// larger one: open, fstat (the size), create, FICLONE or
@@ -1730,7 +1749,7 @@ impl<'a> Maker<'a> {
                         }
                         Err(e) => return Err(Error::io("cannot open", &bp, e).into()),
                     };
-                    let small = *size < CLONE_FROM;
+                    let small = *size < self.clone_from;
                     if small {
                         match read_exact_len(&src, *size, buf) {
                             Ok(true) => {}

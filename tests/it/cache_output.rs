@@ -2974,10 +2974,16 @@ fn a_directory_swapped_for_a_symlink_while_stored_never_stores_what_the_link_lea
 /// `ffkit cache-run --ttl 0 --output out -- sh -c SCRIPT` with at most
 /// `nofile` descriptors (`ulimit -n`).
 fn run_with_nofile(w: &World, nofile: u32, script: &str) -> std::process::Output {
-    let mut c = Command::new("sh");
+    run_after(w, &format!("ulimit -n {nofile}"), script)
+}
+
+/// `ffkit cache-run --ttl 0 --output out -- sh -c SCRIPT` started by bash
+/// after `prelude` (a limit, descriptors left open).
+fn run_after(w: &World, prelude: &str, script: &str) -> std::process::Output {
+    let mut c = Command::new("bash");
     w.isolate(&mut c);
     c.current_dir(w.path())
-        .args(["-c", &format!("ulimit -n {nofile} && exec \"$@\""), "sh"])
+        .args(["-c", &format!("{prelude} && exec \"$@\""), "bash"])
         .arg(bin())
         .args([
             "cache-run",
@@ -3490,20 +3496,9 @@ fn on_fuse_a_lock_through_the_mount_is_exclusive_between_processes() {
         return;
     };
     let w = &fw.w;
-    let mut holder = w
-        .cmd("lock-acquire")
-        .args(["./L", "--", "sh", "-c", "echo held; read x || :"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    assert_eq!(line, "held\n");
+    let mut acquire = w.cmd("lock-acquire");
+    acquire.args(["./L", "--", "sh", "-c", "echo locked; read x || :"]);
+    let mut holder = crate::util::spawn_locked(acquire);
     let o = w
         .cmd("lock-acquire")
         .args(["-w", "0", "./L", "--", "echo", "second"])
@@ -3627,23 +3622,7 @@ fn a_restore_with_a_dozen_descriptors_free_sizes_its_pool_to_them() {
         ),
     ] {
         remove_tree(&w.path().join("out"));
-        let mut c = Command::new("bash");
-        w.isolate(&mut c);
-        c.current_dir(w.path())
-            .args(["-c", &format!("{prelude} && exec \"$@\""), "bash"])
-            .arg(bin())
-            .args([
-                "cache-run",
-                "--ttl",
-                "0",
-                "--output",
-                "out",
-                "--",
-                "sh",
-                "-c",
-                script,
-            ]);
-        let o = c.output().unwrap();
+        let o = run_after(&w, prelude, script);
         let err = stderr_of(&o);
         assert_eq!(o.status.code(), Some(0), "{case}: {err}");
         assert_eq!(err, "", "{case}");

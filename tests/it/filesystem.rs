@@ -1028,21 +1028,12 @@ fn a_cut_metrics_row_is_taken_back_after_another_process_lets_go_of_the_log() {
         fs::write(&log, &pre).unwrap();
         fill(&filler);
         // A reader holding the log's shared lock until its stdin closes.
-        let mut holder = Command::new("flock")
+        let mut flock = Command::new("flock");
+        flock
             .args(["-s"])
             .arg(&log)
-            .args(["-c", "echo locked; read -r _"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        assert_eq!(line, "locked\n");
+            .args(["-c", "echo locked; read -r _"]);
+        let mut holder = crate::util::spawn_locked(flock);
         let mut writer = c.spawn().unwrap();
         // The cut part is in the log (or the writer already gave up).
         until("the row cut short", || {

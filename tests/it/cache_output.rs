@@ -2223,6 +2223,49 @@ fn on_btrfs_store_and_restore_clone_and_stay_byte_exact() {
     reflink_store_and_restore(ReflinkFs::Btrfs);
 }
 
+/// A tree on btrfs whose store is on another file system (the cache under
+/// the test's temp dir): the first clone is refused (EXDEV), and from then
+/// on the small files are read and written again (one `write` each), not
+/// sent through `copy_file_range` and its fallbacks as every file on btrfs
+/// would be otherwise; the tree is byte-exact.
+#[test]
+fn on_btrfs_with_the_store_elsewhere_small_files_are_written_once_refused() {
+    let Some(fs_) = ReflinkLoop::new(ReflinkFs::Btrfs) else {
+        return;
+    };
+    let w = World::new();
+    let work = fs_.mnt.join("work");
+    fs::create_dir_all(&work).unwrap();
+    let script = "echo run >> runs; mkdir -p out/sub; printf small > out/small; \
+        head -c 3000 /dev/urandom > out/sub/three; head -c 100000 /dev/urandom > out/big";
+    let call = |c: &mut Command| {
+        c.current_dir(&work)
+            .env("FFKIT_CACHE_DIR", w.path().join("cache"));
+    };
+    let mut c = run(&w, &["--output", "out"], script);
+    call(&mut c);
+    ok(&mut c);
+    let want = snapshot(&work.join("out"));
+    remove_tree(&work.join("out"));
+    let trace = w.path().join("trace");
+    let mut c = traced_run(&w, "ioctl,write,copy_file_range", &trace, script);
+    call(&mut c);
+    ok(&mut c);
+    assert_eq!(snapshot(&work.join("out")), want, "byte-exact");
+    let text = fs::read_to_string(&trace).unwrap();
+    let count = |what: &str| text.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(count("FICLONE"), 1, "one refused clone: {text}");
+    assert_eq!(count("copy_file_range"), 1, "big only: {text}");
+    let written = |n: usize| {
+        text.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .filter(|l| l.contains("write(") && l.ends_with(&format!(", {n}) = {n}")))
+            .count()
+    };
+    assert_eq!(written(5), 1, "small written: {text}");
+    assert_eq!(written(3000), 1, "three written: {text}");
+}
+
 /// Store and restore on a loop-mounted `kind`: files of 16 KiB or more are
 /// cloned both ways (one FICLONE each), smaller ones copied on XFS and
 /// cloned on btrfs (where that is cheaper than writing them); byte-exact;

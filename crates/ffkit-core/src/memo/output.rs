@@ -1749,7 +1749,12 @@ impl<'a> Maker<'a> {
                         }
                         Err(e) => return Err(Error::io("cannot open", &bp, e).into()),
                     };
-                    let small = *size < self.clone_from;
+                    // Cloned from `clone_from` (every file on btrfs), but
+                    // once the file system refused a clone (the store on
+                    // another file system) a small file is read and written
+                    // again, not sent through the copy's fallbacks.
+                    let small = *size < self.clone_from
+                        || (*size < CLONE_FROM && !self.clones.load(Ordering::Relaxed));
                     if small {
                         match read_exact_len(&src, *size, buf) {
                             Ok(true) => {}

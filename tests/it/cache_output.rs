@@ -787,9 +787,7 @@ impl Drop for Mounts {
 /// stderr, with the mount in it.
 #[test]
 fn removing_a_replaced_tree_never_enters_a_mount_inside_it() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        skip("not root: the mount-inside-a-tree test needs a bind mount");
+    if !crate::util::need_root("not root: the mount-inside-a-tree test needs a bind mount") {
         return;
     }
     let w = World::new();
@@ -843,9 +841,7 @@ fn removing_a_replaced_tree_never_enters_a_mount_inside_it() {
 /// restored that copy and left the mount behind in the replaced tree.
 #[test]
 fn a_mount_point_inside_an_output_is_never_stored() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        skip("not root: the mount-point test needs bind mounts");
+    if !crate::util::need_root("not root: the mount-point test needs bind mounts") {
         return;
     }
     let w = World::new();
@@ -940,9 +936,7 @@ fn a_mount_point_inside_an_output_is_never_stored() {
 /// the stored copy and removed it: blobs gone, index drift.
 #[test]
 fn an_output_reached_through_a_bind_mount_of_the_cache_is_refused() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        skip("not root: the bind-mount test needs bind mounts");
+    if !crate::util::need_root("not root: the bind-mount test needs bind mounts") {
         return;
     }
     let w = World::new();
@@ -1366,9 +1360,7 @@ fn the_tree_of_a_killed_restore_not_yet_reaped_is_removed() {
 /// again with `ns_last_pid` (root).
 #[test]
 fn the_tree_of_a_killed_restore_whose_pid_was_reused_is_removed() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        skip("not root: the test sets ns_last_pid");
+    if !crate::util::need_root("not root: the test sets ns_last_pid") {
         return;
     }
     let w = World::new();
@@ -2119,11 +2111,9 @@ impl ReflinkLoop {
     /// `None` (with a visible SKIP line) where this cannot be made: not
     /// root, no mkfs for `kind`, no free loop device, mounting not allowed.
     fn new(kind: ReflinkFs) -> Option<ReflinkLoop> {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            skip(&format!(
-                "not root: the reflink restore test ({kind:?}) needs a loop mount"
-            ));
+        if !crate::util::need_root(&format!(
+            "not root: the reflink restore test ({kind:?}) needs a loop mount"
+        )) {
             return None;
         }
         let what = "the reflink restore test";
@@ -2406,9 +2396,7 @@ fn sigkill_during_evictions_sweep_leaves_the_index_exact_and_other_trees_whole()
 /// its old tree, nothing beside it, nothing replayed, nothing run.
 #[test]
 fn a_full_disk_during_store_or_restore_is_one_line_and_changes_nothing() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        skip("not root: the full-disk test mounts a small tmpfs");
+    if !crate::util::need_root("not root: the full-disk test mounts a small tmpfs") {
         return;
     }
     let tmpfs = |at: &Path| {
@@ -2605,9 +2593,7 @@ fn a_replaced_tree_deeper_than_a_path_can_name_is_removed_whole() {
 /// another user's, and root removed it.
 #[test]
 fn another_users_tree_named_like_a_dead_restore_is_left_alone() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        skip("not root: the test gives a tree to another user");
+    if !crate::util::need_root("not root: the test gives a tree to another user") {
         return;
     }
     let w = World::new();
@@ -2648,9 +2634,7 @@ fn another_users_tree_named_like_a_dead_restore_is_left_alone() {
 /// Run as nobody (root ignores the mode).
 #[test]
 fn a_blob_chmodded_through_a_link_restore_is_a_miss_and_stored_again() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        skip("not root: the test runs ffkit as nobody");
+    if !crate::util::need_root("not root: the test runs ffkit as nobody") {
         return;
     }
     let probe = Command::new("setpriv")
@@ -2803,9 +2787,7 @@ fn a_stopped_restorer_gets_its_whole_tree_while_another_process_evicts() {
 /// mount is gone.
 #[test]
 fn a_path_that_became_a_mount_point_is_a_miss_not_a_failure() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        skip("not root: the test mounts a tmpfs");
+    if !crate::util::need_root("not root: the test mounts a tmpfs") {
         return;
     }
     let w = World::new();
@@ -3595,9 +3577,7 @@ fn on_fuse_a_replaced_chain_deeper_than_the_descriptor_limit_is_removed_whole() 
 /// that no longer existed).
 #[test]
 fn on_fuse_a_replaced_tree_left_behind_is_named_where_it_is() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        skip("not root: the mount-inside-a-tree test needs a bind mount");
+    if !crate::util::need_root("not root: the mount-inside-a-tree test needs a bind mount") {
         return;
     }
     let Some(fw) = fuse_world("a tree left behind on FUSE") else {

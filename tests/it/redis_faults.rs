@@ -1256,9 +1256,7 @@ fn redis_a_large_value_written_at_a_timeout_is_read_back_at_it() {
 /// nobody (root only).
 #[test]
 fn redis_a_holder_socket_name_squatted_by_another_user_never_hangs_the_lock() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        skip("not root: the squatter runs as nobody");
+    if !crate::util::need_root("not root: the squatter runs as nobody") {
         return;
     }
     let probe = Command::new("setpriv")

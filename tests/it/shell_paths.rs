@@ -499,8 +499,7 @@ fn a_replaced_lock_file_leaks_no_descriptor() {
 /// `get_cache_size` read the index through it) where the binary said 3.
 #[test]
 fn a_namespace_cache_dir_ffkit_would_refuse_is_refused_by_every_function() {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = crate::util::is_root();
     let calls = "for f in 'read_cache_with_ttl k' 'write_cache_with_metadata k2 v' \
                  get_cache_size 'batch_read_cache k' \"enforce_cache_limits '' 1M\" \
                  'cache_command -- echo ran'; do\n\
@@ -678,8 +677,7 @@ fn log_ops(log: &Path) -> Vec<String> {
 #[test]
 fn metrics_rows_never_land_in_a_namespace_dir_the_cache_refuses() {
     use std::os::unix::fs::PermissionsExt;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = crate::util::is_root();
     let script = "for f in 'acquire_critical_lock x' 'release_critical_lock x' \
                   \"acquire_session_lock '' s\" \"release_session_lock '' s\" \
                   'record_performance_metric op 1 5' get_performance_metrics; do\n\

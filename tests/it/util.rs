@@ -614,6 +614,21 @@ pub fn skip(why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIP: {why}");
 }
 
+/// Whether the tests run as root (mounts, `setpriv`, `ns_last_pid`).
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Whether the tests run as root; if not, a visible [`skip`] saying why
+/// (a failure on CI, which runs as root).
+pub fn need_root(why: &str) -> bool {
+    let root = is_root();
+    if !root {
+        skip(why);
+    }
+    root
+}
+
 /// Whether `tool` is on PATH.
 pub fn have(tool: &str) -> bool {
     Command::new("sh")

@@ -914,13 +914,27 @@ fn redis_a_name_with_many_dead_addresses_costs_one_connect_timeout() {
     }
 }
 
+/// The `unshare` arguments [`private_net`] made.
+struct PrivateNet(Vec<std::ffi::OsString>);
+
+impl PrivateNet {
+    /// `unshare` of `w`'s environment with these arguments: the command to
+    /// run in the namespace comes next.
+    fn unshare(&self, w: &World) -> Command {
+        let mut c = Command::new("unshare");
+        w.isolate(&mut c);
+        c.args(&self.0);
+        c
+    }
+}
+
 /// `unshare` arguments that run a command in a user, mount and network
 /// namespace of its own: its loopback up, and `/etc/resolv.conf` (one
 /// server, 127.0.0.1, `timeout:5 attempts:3`), `/etc/hosts` (`localhost`,
 /// `closed.test` and `viafiles.test` at 127.0.0.1) and
 /// `/etc/nsswitch.conf` (`nsswitch`) of its own, written in `dir`. `None`
 /// (after a SKIP line) where that cannot be made.
-fn private_net(dir: &std::path::Path, nsswitch: &str) -> Option<Vec<std::ffi::OsString>> {
+fn private_net(dir: &std::path::Path, nsswitch: &str) -> Option<PrivateNet> {
     let files = [
         (
             "resolv.conf",
@@ -951,7 +965,7 @@ fn private_net(dir: &std::path::Path, nsswitch: &str) -> Option<Vec<std::ffi::Os
         eprintln!("SKIP: cannot make a private network and resolv.conf (unshare -rmn): {probe:?}");
         return None;
     }
-    Some(args)
+    Some(PrivateNet(args))
 }
 
 /// A named pair through a host name looked up in the helper thread (here
@@ -965,13 +979,11 @@ fn private_net(dir: &std::path::Path, nsswitch: &str) -> Option<Vec<std::ffi::Os
 #[test]
 fn redis_a_named_pair_through_a_looked_up_name_forks_its_holder() {
     let w = World::new();
-    let Some(ns_args) = private_net(w.path(), "hosts: dns files\n") else {
+    let Some(net) = private_net(w.path(), "hosts: dns files\n") else {
         return;
     };
-    let mut c = Command::new("unshare");
-    w.isolate(&mut c);
-    c.args(&ns_args)
-        .arg(std::env::current_exe().unwrap())
+    let mut c = net.unshare(&w);
+    c.arg(std::env::current_exe().unwrap())
         .args(["redis_faults::dns_stall_child", "--exact", "--nocapture"])
         .env("FFKIT_TEST_DNS_ARGS", "named-pairs");
     let (got, out, err, _) = bounded(c, b"", Duration::from_secs(120));
@@ -990,13 +1002,11 @@ fn redis_a_named_pair_through_a_looked_up_name_forks_its_holder() {
 #[test]
 fn rediss_through_the_lookup_thread_connects_and_answers() {
     let w = World::new();
-    let Some(ns_args) = private_net(w.path(), "hosts: dns files\n") else {
+    let Some(net) = private_net(w.path(), "hosts: dns files\n") else {
         return;
     };
-    let mut c = Command::new("unshare");
-    w.isolate(&mut c);
-    c.args(&ns_args)
-        .arg(std::env::current_exe().unwrap())
+    let mut c = net.unshare(&w);
+    c.arg(std::env::current_exe().unwrap())
         .args(["redis_faults::dns_stall_child", "--exact", "--nocapture"])
         .env("FFKIT_TEST_DNS_ARGS", "tls");
     let (got, out, err, _) = bounded(c, b"", Duration::from_secs(120));
@@ -1023,11 +1033,8 @@ fn rediss_through_the_lookup_thread_connects_and_answers() {
 #[test]
 fn redis_a_stalled_dns_server_costs_one_timeout_not_the_resolvers() {
     let w = World::new();
-    let Some(ns_args) = private_net(w.path(), "hosts: files dns\n") else {
+    let Some(net) = private_net(w.path(), "hosts: files dns\n") else {
         return;
-    };
-    let ns = |c: &mut Command| {
-        c.args(&ns_args);
     };
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_port = closed.local_addr().unwrap().port();
@@ -1045,9 +1052,7 @@ fn redis_a_stalled_dns_server_costs_one_timeout_not_the_resolvers() {
         cases.push(("rediss://slow.test:6380".to_string(), "lock-status", 9));
     }
     for (url, applet, code) in cases {
-        let mut c = Command::new("unshare");
-        w.isolate(&mut c);
-        ns(&mut c);
+        let mut c = net.unshare(&w);
         c.arg(std::env::current_exe().unwrap())
             .args([
                 "redis_faults::dns_stall_child",
@@ -1085,9 +1090,7 @@ fn redis_a_stalled_dns_server_costs_one_timeout_not_the_resolvers() {
     // resolver compares /etc/hosts byte for byte, and asked DNS, 15 s
     // inline, for `CLOSED.Test`).
     for name in ["closed.test", "CLOSED.Test"] {
-        let mut c = Command::new("unshare");
-        w.isolate(&mut c);
-        ns(&mut c);
+        let mut c = net.unshare(&w);
         c.arg(std::env::current_exe().unwrap())
             .args(["redis_faults::dns_stall_child", "--exact", "--nocapture"])
             .env("FFKIT_TEST_DNS_ARGS", "cache-size")
@@ -1380,13 +1383,11 @@ fn squatter_child() {
 #[test]
 fn redis_a_hosts_file_name_in_another_case_behind_dns_first_reaches_the_port() {
     let w = World::new();
-    let Some(ns_args) = private_net(w.path(), "hosts: dns files\n") else {
+    let Some(net) = private_net(w.path(), "hosts: dns files\n") else {
         return;
     };
-    let mut c = Command::new("unshare");
-    w.isolate(&mut c);
-    c.args(&ns_args)
-        .arg(bin())
+    let mut c = net.unshare(&w);
+    c.arg(bin())
         .args(["cache-read", "k"])
         .env("FFKIT_BACKEND", "redis://Closed.Test:1")
         .env("FFKIT_BACKEND_TIMEOUT", "5")

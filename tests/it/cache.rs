@@ -2501,16 +2501,8 @@ fn fn_dir_marker_is_not_taken_from_an_applet_symlinks_arguments() {
 #[test]
 fn batch_read_of_more_keys_than_the_descriptor_limit() {
     let w = World::new();
-    let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
-    let batch: String = keys.iter().map(|k| format!("{k}:v-{k}\n")).collect();
-    let out = run_with_stdin(&mut w.cmd("cache-batch"), batch.as_bytes());
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    let mut c = std::process::Command::new("bash");
-    w.isolate(&mut c);
-    c.args(["-c", r#"ulimit -n 64 && exec "$0" cache-batch --read"#])
-        .arg(bin());
-    let asked: String = keys.iter().map(|k| format!("{k}\n")).collect();
-    let out = run_with_stdin(&mut c, asked.as_bytes());
+    let (batch, asked) = batch_of_keys(&w, 300);
+    let out = batch_read_with_nofile(&w, "64", &asked);
     assert!(out.status.success(), "{}", stderr_of(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), batch);
 }
@@ -2523,18 +2515,9 @@ fn batch_read_of_more_keys_than_the_descriptor_limit() {
 #[test]
 fn batch_read_under_a_descriptor_limit_below_sixteen_values() {
     let w = World::new();
-    let keys: Vec<String> = (0..40).map(|i| format!("k{i}")).collect();
-    let batch: String = keys.iter().map(|k| format!("{k}:v-{k}\n")).collect();
-    let out = run_with_stdin(&mut w.cmd("cache-batch"), batch.as_bytes());
-    assert!(out.status.success(), "{}", stderr_of(&out));
+    let (batch, asked) = batch_of_keys(&w, 40);
     for limit in ["10", "20"] {
-        let mut c = std::process::Command::new("bash");
-        w.isolate(&mut c);
-        c.args(["-c", r#"ulimit -n "$1" && exec "$0" cache-batch --read"#])
-            .arg(bin())
-            .arg(limit);
-        let asked: String = keys.iter().map(|k| format!("{k}\n")).collect();
-        let out = run_with_stdin(&mut c, asked.as_bytes());
+        let out = batch_read_with_nofile(&w, limit, &asked);
         assert!(
             out.status.success(),
             "ulimit -n {limit}: {}",
@@ -2546,4 +2529,24 @@ fn batch_read_under_a_descriptor_limit_below_sixteen_values() {
             "ulimit -n {limit}"
         );
     }
+}
+
+/// Writes keys `k0`..`k{n-1}` (values `v-kI`) with one `cache-batch`;
+/// returns that batch (what reading them all prints) and the read's input.
+fn batch_of_keys(w: &World, n: usize) -> (String, String) {
+    let keys: Vec<String> = (0..n).map(|i| format!("k{i}")).collect();
+    let batch: String = keys.iter().map(|k| format!("{k}:v-{k}\n")).collect();
+    let out = run_with_stdin(&mut w.cmd("cache-batch"), batch.as_bytes());
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    (batch, keys.iter().map(|k| format!("{k}\n")).collect())
+}
+
+/// `cache-batch --read` of `asked` under `ulimit -n limit`.
+fn batch_read_with_nofile(w: &World, limit: &str, asked: &str) -> std::process::Output {
+    let mut c = std::process::Command::new("bash");
+    w.isolate(&mut c);
+    c.args(["-c", r#"ulimit -n "$1" && exec "$0" cache-batch --read"#])
+        .arg(bin())
+        .arg(limit);
+    run_with_stdin(&mut c, asked.as_bytes())
 }

@@ -251,7 +251,7 @@ fn append_opening(path: &Path, row: &[u8], mkdir: bool) -> Result<Option<u64>> {
             }
             continue;
         }
-        append_row(f.as_fd(), row).map_err(|e| Error::io("cannot append to", path, e))?;
+        append_row(f.as_fd(), row, || true).map_err(|e| Error::io("cannot append to", path, e))?;
         if KEEP.load(Ordering::Relaxed) {
             let _ = f.unlock();
             keep(path, f, &meta);
@@ -403,11 +403,7 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
     }
     // A cut row is taken back only through our own descriptor, never the
     // script's on our file (asked only after a failed write).
-    let mut done = 0;
-    let written = write_all_fd(fd, row, &mut done);
-    if written.is_err() && done > 0 && opened_as_ours(fd) {
-        take_back(fd, &row[..done]);
-    }
+    let written = append_row(fd, row, || opened_as_ours(fd));
     let _ = rustix::fs::flock(fd, rustix::fs::FlockOperation::Unlock);
     match written {
         Ok(()) => Ok(Some(size + row.len() as u64)),
@@ -465,16 +461,22 @@ fn write_all_fd(
     Ok(())
 }
 
-/// Appends `row` ([`write_all_fd`]) through our own descriptor `fd` on the
-/// log, which holds the shared lock. A write a full disk (or a quota) cut
+/// Appends `row` ([`write_all_fd`]) through a descriptor `fd` on the log
+/// that holds the shared lock. A write a full disk (or a quota) cut
 /// short leaves part of the row at the end of the log, where the next row
 /// would be glued to it (`…,write_cac1796619131,op,1.5`) and both be lost
 /// to readers: that part is taken back ([`take_back`]) before the error
 /// is returned, so the log holds whole rows only (docs/metrics.md).
-fn append_row(fd: std::os::fd::BorrowedFd<'_>, row: &[u8]) -> io::Result<()> {
+/// `ours`, asked only then: whether `fd` is a descriptor ffkit opened (a
+/// script's descriptor on the log is never truncated through).
+fn append_row(
+    fd: std::os::fd::BorrowedFd<'_>,
+    row: &[u8],
+    ours: impl FnOnce() -> bool,
+) -> io::Result<()> {
     let mut done = 0;
     let r = write_all_fd(fd, row, &mut done);
-    if r.is_err() && done > 0 {
+    if r.is_err() && done > 0 && ours() {
         take_back(fd, &row[..done]);
     }
     r

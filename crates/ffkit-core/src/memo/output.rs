@@ -1453,7 +1453,8 @@ fn build_at(
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
-        let maker = Maker::new(store, root, link, parent, None);
+        let limit = nofile();
+        let maker = Maker::new(store, root, link, parent, limit, limit);
         let leaf = tmp.file_name().unwrap_or_default();
         return run(maker.make_group(parent, &[(0, leaf)], &mut Vec::new()));
     }
@@ -1464,8 +1465,9 @@ fn build_at(
     }
     // Counted once, before any fan is kept: what the fans and the pool
     // share.
-    let free = free_fds(tmp, nofile());
-    let maker = Maker::new(store, root, link, tmp, Some(free));
+    let limit = nofile();
+    let free = free_fds(tmp, limit);
+    let maker = Maker::new(store, root, link, tmp, limit, free);
     // Files and symlinks, a directory at a time. The directory of the
     // first file that would be cloned goes first, made by the calling
     // thread alone: it shows whether this file system clones, so a tree
@@ -1611,10 +1613,17 @@ fn fan_room(free: usize) -> usize {
 const FD_RESERVE: usize = 64;
 
 impl<'a> Maker<'a> {
-    /// `free`: the descriptors the restore may open ([`free_fds`]; the
-    /// limit itself for a single file), of which [`fan_room`] may be kept.
-    fn new(store: &'a Path, root: &'a Root, link: bool, tree: &Path, free: Option<usize>) -> Self {
-        let limit = nofile();
+    /// `limit`: [`nofile`]; `free`: the descriptors the restore may open
+    /// ([`free_fds`]; the limit itself for a single file), of which
+    /// [`fan_room`] may be kept.
+    fn new(
+        store: &'a Path,
+        root: &'a Root,
+        link: bool,
+        tree: &Path,
+        limit: usize,
+        free: usize,
+    ) -> Self {
         Maker {
             store,
             root,
@@ -1623,7 +1632,7 @@ impl<'a> Maker<'a> {
             clone_from: if link { CLONE_FROM } else { clone_from(tree) },
             umask: if link { None } else { creation_umask(tree) },
             fans: (0..256).map(|_| OnceLock::new()).collect(),
-            room: AtomicUsize::new(fan_room(free.unwrap_or(limit))),
+            room: AtomicUsize::new(fan_room(free)),
             nofile: limit,
         }
     }

@@ -97,14 +97,21 @@ fn reopen(fd: RawFd) -> io::Result<File> {
         .open(format!("/proc/self/fd/{fd}"))
 }
 
-/// Checks that `fd` is open on the lock file at `path`.
-pub(crate) fn check_same(fd: RawFd, path: &Path) -> Result<()> {
+/// Whether `fd` is open on the file `path` names now (device and inode;
+/// no file at `path` is `false`).
+fn same_file(fd: RawFd, path: &Path) -> Result<bool> {
     let (dev, ino) = identity(fd).map_err(|e| fd_error(fd, "cannot inspect", e))?;
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.dev() == dev && m.ino() == ino => return Ok(()),
-        Ok(_) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io("cannot inspect", path, e)),
+        Ok(m) => Ok(m.dev() == dev && m.ino() == ino),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io("cannot inspect", path, e)),
+    }
+}
+
+/// Checks that `fd` is open on the lock file at `path`.
+pub(crate) fn check_same(fd: RawFd, path: &Path) -> Result<()> {
+    if same_file(fd, path)? {
+        return Ok(());
     }
     let open_on = std::fs::read_link(format!("/proc/self/fd/{fd}"))
         .map(|p| p.display().to_string())
@@ -467,18 +474,10 @@ pub fn release_for_function(fd: RawFd, path: &Path, owner: u32, compat: bool) ->
     if borrowed(fd).is_err() {
         return Err(descriptor_lost_by_shell(path));
     }
-    if !compat::fd_unlinked(fd) {
-        let (dev, ino) = identity(fd).map_err(|e| fd_error(fd, "cannot inspect", e))?;
-        match std::fs::symlink_metadata(path) {
-            Ok(m) if m.dev() == dev && m.ino() == ino => {}
-            Ok(_) => return Err(descriptor_lost_by_shell(path)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(descriptor_lost_by_shell(path));
-            }
-            Err(e) => return Err(Error::io("cannot inspect", path, e)),
-        }
+    if !compat::fd_unlinked(fd) && !same_file(fd, path)? {
+        return Err(descriptor_lost_by_shell(path));
     }
-    release(fd, Some(path), owner, compat)?.map_err(|NotHeld::NoLock| lost_by_shell(path))
+    release_checked(fd, Some(path), owner, compat)?.map_err(|NotHeld::NoLock| lost_by_shell(path))
 }
 
 /// Releases the lock held through the caller's descriptor `fd` (checked: a
@@ -502,6 +501,17 @@ pub fn release(
     if let Some(p) = path.filter(|_| !compat::fd_unlinked(fd)) {
         check_same(fd, p)?;
     }
+    release_checked(fd, path, owner, compat)
+}
+
+/// [`release`] once `fd` is known to be open on `path` (or `path`'s file
+/// has no name left).
+fn release_checked(
+    fd: RawFd,
+    path: Option<&Path>,
+    owner: u32,
+    compat: bool,
+) -> Result<std::result::Result<(), NotHeld>> {
     if !holds_lock(fd).map_err(|e| fd_error(fd, "cannot inspect", e))? {
         return Ok(Err(NotHeld::NoLock));
     }

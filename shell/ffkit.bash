@@ -380,10 +380,7 @@ _ffkit_lock_forget_inherited() {
         if [[ -n ${_ffkit_lock_files[_ffkit_j]} && ${_ffkit_lock_pids[_ffkit_j]-} != "$_ffkit_pid" ]]; then
             _ffkit_lock_parents+=("${_ffkit_lock_files[_ffkit_j]}")
             _ffkit_lock_close "${_ffkit_lock_fds[_ffkit_j]}" "${_ffkit_lock_ids[_ffkit_j]:-?}"
-            _ffkit_lock_files[_ffkit_j]=
-            _ffkit_lock_fds[_ffkit_j]=
-            _ffkit_lock_pids[_ffkit_j]=
-            _ffkit_lock_ids[_ffkit_j]=
+            _ffkit_lock_slot_free "$_ffkit_j"
         fi
         _ffkit_j=$((_ffkit_j + 1))
     done
@@ -439,10 +436,7 @@ _ffkit_lock_take() {
                 # closed while it is still ours, which nothing else would
                 # ever close.
                 _ffkit_lock_close "$_ffkit_fd" "${_ffkit_lock_ids[_ffkit_i]:-?}"
-                _ffkit_lock_files[_ffkit_i]=
-                _ffkit_lock_fds[_ffkit_i]=
-                _ffkit_lock_pids[_ffkit_i]=
-                _ffkit_lock_ids[_ffkit_i]=
+                _ffkit_lock_slot_free "$_ffkit_i"
             fi
             if [[ -z ${_ffkit_lock_files[_ffkit_i]} && $_ffkit_slot -lt 0 ]]; then
                 _ffkit_slot=$_ffkit_i
@@ -602,6 +596,15 @@ _ffkit_fd_id() {
     _ffkit_id=${_ffkit_m//[!0-9]/}/${_ffkit_n//[!0-9]/}
 }
 
+# Empties slot $1 of the held-lock table (its file, descriptor, owner pid
+# and descriptor identity); the caller closed or left the descriptor.
+_ffkit_lock_slot_free() {
+    _ffkit_lock_files[$1]=
+    _ffkit_lock_fds[$1]=
+    _ffkit_lock_pids[$1]=
+    _ffkit_lock_ids[$1]=
+}
+
 # Closes the held-lock table's descriptor $1 when it is still the one the
 # lock was taken through (identity $2, from _ffkit_fd_id): a number the
 # script closed, or opened again on another file (`exec 12>log`), is the
@@ -694,10 +697,7 @@ _ffkit_lock_drop() {
                 else
                     _ffkit_lock_close "$_ffkit_fd" "${_ffkit_lock_ids[_ffkit_i]:-?}"
                 fi
-                _ffkit_lock_files[_ffkit_i]=
-                _ffkit_lock_fds[_ffkit_i]=
-                _ffkit_lock_pids[_ffkit_i]=
-                _ffkit_lock_ids[_ffkit_i]=
+                _ffkit_lock_slot_free "$_ffkit_i"
                 return "$_ffkit_rc"
             fi
             _ffkit_i=$((_ffkit_i + 1))

@@ -3024,6 +3024,63 @@ fn run_after(w: &World, prelude: &str, script: &str) -> std::process::Output {
     c.output().unwrap()
 }
 
+/// The `.ffkit*` names beside the path, in the world's dir.
+fn restore_trees_beside(w: &World) -> Vec<String> {
+    fs::read_dir(w.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".ffkit"))
+        .collect()
+}
+
+/// A hit with too few descriptors to make a file (`ulimit -n 6` to `8`:
+/// the entry, the store's lock and the directory's take three) fails with
+/// one line and exit 1, and changes nothing: before, it built the tree's
+/// directories, failed at its first file (EMFILE) and could not remove
+/// them either, leaving a `.ffkit-restore-*` tree beside the path at each
+/// hit. A killed restore's tree found beside the path is still removed
+/// with the two descriptors left; one more lets the hit restore.
+#[test]
+fn a_restore_without_the_descriptors_to_make_a_file_changes_nothing_and_leaves_nothing() {
+    let w = World::new();
+    let script = "echo run >> runs; rm -rf out; mkdir -p out/a/b/c out/d; \
+         for i in 1 2 3 4 5 6; do echo $i > out/a/b/c/f$i; echo $i > out/d/g$i; done; echo made";
+    ok(&mut run(&w, &["--output", "out"], script));
+    let want = snapshot(&w.path().join("out"));
+    fs::write(w.path().join("out/a/b/c/f1"), "edited").unwrap();
+    let old = snapshot(&w.path().join("out"));
+    // A killed restore's tree, its pid gone (beyond pid_max's limit).
+    let dead = w.path().join(".ffkit-restore-4194305-0");
+    fs::create_dir_all(dead.join("x/y/z")).unwrap();
+    fs::write(dead.join("x/y/z/f"), "old").unwrap();
+    for nofile in [6, 7, 8] {
+        let o = run_with_nofile(&w, nofile, script);
+        let err = stderr_of(&o);
+        assert_eq!(o.status.code(), Some(1), "ulimit -n {nofile}: {err}");
+        assert!(err.contains("Too many open files"), "{err}");
+        assert_eq!(err.lines().count(), 1, "ulimit -n {nofile}: {err}");
+        assert!(o.stdout.is_empty(), "ulimit -n {nofile}: nothing replayed");
+        assert_eq!(runs(&w), 1, "ulimit -n {nofile}: nothing run");
+        assert_eq!(
+            snapshot(&w.path().join("out")),
+            old,
+            "ulimit -n {nofile}: the old tree stays"
+        );
+    }
+    assert_eq!(
+        restore_trees_beside(&w),
+        Vec::<String>::new(),
+        "nothing built beside, the dead restore's tree removed"
+    );
+    let o = run_with_nofile(&w, 9, script);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr_of(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n");
+    assert_eq!(runs(&w), 1, "a hit");
+    assert_eq!(snapshot(&w.path().join("out")), want, "restored whole");
+    assert_exact_with_store(&w, "after the hits");
+}
+
 /// The store holds a descriptor per level of the path it walks (a
 /// directory's goes once its last child is opened): a tree whose open
 /// levels outnumber the descriptor limit is not cached (EMFILE, one line;

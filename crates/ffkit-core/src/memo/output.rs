@@ -1240,6 +1240,11 @@ fn build(
     let parent = parent_of(path);
     fs::create_dir_all(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
     remove_dead_builds(&parent);
+    // Nothing is built unless a file can be made and what was built can
+    // be removed again: under `ulimit -n 8` a restore built the tree's
+    // directories, failed at its first file (EMFILE) and could not remove
+    // them, leaving a `.ffkit-restore-*` tree beside the path at each hit.
+    descriptors_free(BUILD_FDS).map_err(|e| Error::io("cannot restore", path, e))?;
     // `.ffkit-restore-PID-N`: the temp name's pid and sequence number.
     let tmp = restore_temp(&parent);
     match build_at(store, root, &tmp, link) {
@@ -1249,6 +1254,29 @@ fn build(
             other.map(|r| r.map(|()| tmp.clone()))
         }
     }
+}
+
+/// Descriptors a restore needs free to make any file (the directory's,
+/// the blob's and the new file's); removing a tree it built needs two (the
+/// top's and one level's: [`remove_dir_at`] moves what is deeper up).
+const BUILD_FDS: usize = 3;
+
+/// Whether `n` more descriptors can be opened now: opened (`/`, `O_PATH`)
+/// and closed again. EMFILE or ENFILE otherwise. A restore opens its
+/// descriptors from the calling thread until its pool starts, so what is
+/// free here is free when the build starts, and again when a failed build
+/// has closed what it opened and removes its tree.
+fn descriptors_free(n: usize) -> io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        held.push(rustix::fs::open(
+            "/",
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?);
+    }
+    Ok(())
 }
 
 /// Threads that make a tree's files: two per CPU this process may use,
@@ -2245,11 +2273,27 @@ fn remove_dir_at<P: rustix::path::Arg + Copy>(
             return Removal::Left;
         }
     }
-    let d = match rustix::fs::openat(&at, ".", OFlags::RDONLY | flags, Mode::empty()) {
+    let d = rustix::fs::openat(&at, ".", OFlags::RDONLY | flags, Mode::empty());
+    drop(at);
+    let d = match d {
         Ok(d) => d,
+        // One descriptor short of holding both (a restore that failed
+        // for want of descriptors removes what it built with the two it
+        // has: its top and one level): with the `O_PATH` one closed, the
+        // directory is opened again by its name, then checked to be the
+        // inode looked at (a name swapped meanwhile is left).
+        Err(Errno::MFILE | Errno::NFILE) => {
+            let d = match rustix::fs::openat(dir, name, OFlags::RDONLY | flags, Mode::empty()) {
+                Ok(d) => d,
+                Err(e) => return no_fd(e),
+            };
+            match rustix::fs::fstat(&d) {
+                Ok(s) if s.st_dev == dev && s.st_ino == x.stx_ino => d,
+                _ => return Removal::Left,
+            }
+        }
         Err(e) => return no_fd(e),
     };
-    drop(at);
     // The top of the tree: where a directory too deep to open goes.
     let is_top = top.is_none();
     let mine;
@@ -2338,9 +2382,16 @@ fn remove_dir_at<P: rustix::path::Arg + Copy>(
 /// through two mounts (a bindfs mount and its source) has two locks, and a
 /// restore through the other one may be building there now.
 fn remove_dead_builds(parent: &Path) {
+    // Listed whole first, by name: the listing's descriptor is closed
+    // before any tree is removed, which may need every descriptor left
+    // (a `DirEntry` would keep it open).
     let Ok(rd) = fs::read_dir(parent) else { return };
-    for de in rd.flatten() {
-        let name = de.file_name();
+    let found: Vec<std::ffi::OsString> = rd
+        .flatten()
+        .map(|de| de.file_name())
+        .filter(|n| n.as_encoded_bytes().starts_with(RESTORE_PREFIX.as_bytes()))
+        .collect();
+    for name in found {
         let Some(pid) = name
             .to_str()
             .and_then(|n| n.strip_prefix(RESTORE_PREFIX))
@@ -2349,10 +2400,13 @@ fn remove_dead_builds(parent: &Path) {
         else {
             continue;
         };
+        let path = parent.join(&name);
         // Only our own: in a shared directory (`/tmp`) a name of this shape
         // may be another user's, whose files are not ours to remove (root
         // would).
-        let Ok(m) = de.metadata() else { continue };
+        let Ok(m) = fs::symlink_metadata(&path) else {
+            continue;
+        };
         if m.uid() != rustix::process::geteuid().as_raw() {
             continue;
         }
@@ -2362,7 +2416,7 @@ fn remove_dead_builds(parent: &Path) {
         if pid != std::process::id()
             && (!crate::lock::holder::same_process(pid, None) || reused_pid(pid, &m))
         {
-            remove_tree(&de.path());
+            remove_tree(&path);
         }
     }
 }

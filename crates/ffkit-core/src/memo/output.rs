@@ -644,6 +644,9 @@ struct Walk<'a> {
     nodes: Vec<Node>,
     /// Files with more than one link, by (device, inode): their first node.
     inodes: HashMap<(u64, u64), usize>,
+    /// What the copies of new blobs learnt is refused: the store on another
+    /// file system than the tree pays one refused call of each kind.
+    copying: Copying,
 }
 
 /// Walks one output (never following a symlink, never entering a mount),
@@ -685,6 +688,7 @@ fn walk(
         names,
         nodes: Vec::new(),
         inodes: HashMap::new(),
+        copying: Copying::new(),
     };
     // `check_paths` made sure of both.
     let n = normal(root);
@@ -957,8 +961,7 @@ fn put_blob(mut f: File, m: &Stat, path: &Path, w: &mut Walk<'_>) -> Result<(Str
     w.pending.0.push(blob);
     // The hashed descriptor is the source: the clone and the copies take
     // explicit offsets, so its position at the end does not matter.
-    clone_or_copy(&f, &t, len, &AtomicBool::new(true))
-        .map_err(|e| Error::io("cannot write", &tmp, e))?;
+    clone_or_copy(&f, &t, len, &w.copying).map_err(|e| Error::io("cannot write", &tmp, e))?;
     // Read back through the same descriptor (the temp is open for reading
     // too; the copy moved no file position): the bytes the blob will hold.
     let mut h = blake3::Hasher::new();
@@ -973,17 +976,39 @@ fn put_blob(mut f: File, m: &Stat, path: &Path, w: &mut Walk<'_>) -> Result<(Str
     Ok((name, len))
 }
 
+/// What the copies of one tree (a restore's, shared by its threads, or a
+/// store's) learnt the file systems refuse: each starts true and turns
+/// false at the first refusal, so a tree pays one refused call of each
+/// kind, not one per file.
+struct Copying {
+    /// `FICLONE` (no clones on this file system, or the store on another).
+    clones: AtomicBool,
+    /// `copy_file_range`: EXDEV between file systems of different types
+    /// (since Linux 5.19: the cache dir on ext4, the working directory on a
+    /// tmpfs), EOPNOTSUPP, ENOSYS (before 4.5), EINVAL where a file system
+    /// cannot do it; each file was then tried again, then read and written.
+    ranges: AtomicBool,
+}
+
+impl Copying {
+    fn new() -> Copying {
+        Copying {
+            clones: AtomicBool::new(true),
+            ranges: AtomicBool::new(true),
+        }
+    }
+}
+
 /// Copies the `len` bytes of `src` (at offset 0) into the empty `dst`:
 /// FICLONE (a shared extent, copy-on-write) while the file system takes it,
-/// else `copy_file_range` (itself a clone or an in-kernel copy). `clones`
-/// starts true and turns false at the first refusal (shared by a
-/// restore's threads), so a tree on a file system without clones pays one
-/// failed ioctl, not one per file. A copy keeps the holes of a sparse file
+/// else `copy_file_range` (itself a clone or an in-kernel copy) while that
+/// is taken, else reads and writes ([`Copying`]). A copy keeps the holes of a sparse file
 /// (`SEEK_DATA`/`SEEK_HOLE`): `copy_file_range` writes a hole's zeros on
 /// most file systems (ext4), so a 1 GiB file of a few blocks would take
 /// 1 GiB in the store and again in every restored tree.
-fn clone_or_copy(src: &File, dst: &File, len: u64, clones: &AtomicBool) -> io::Result<()> {
+fn clone_or_copy(src: &File, dst: &File, len: u64, how: &Copying) -> io::Result<()> {
     use rustix::fs::SeekFrom;
+    let clones = &how.clones;
     if clones.load(Ordering::Relaxed) {
         match rustix::fs::ioctl_ficlone(dst, src) {
             Ok(()) => return Ok(()),
@@ -1000,7 +1025,7 @@ fn clone_or_copy(src: &File, dst: &File, len: u64, clones: &AtomicBool) -> io::R
         Err(e) => return Err(e.into()),
     };
     if hole >= len {
-        return copy_range(src, dst, 0, len);
+        return copy_range(src, dst, 0, len, &how.ranges);
     }
     // Holes, or a file shorter than its record (its end is a hole too).
     if src.metadata()?.len() < len {
@@ -1018,7 +1043,7 @@ fn clone_or_copy(src: &File, dst: &File, len: u64, clones: &AtomicBool) -> io::R
             break;
         }
         let end = rustix::fs::seek(src, SeekFrom::Hole(data))?.min(len);
-        copy_range(src, dst, data, end - data)?;
+        copy_range(src, dst, data, end - data, &how.ranges)?;
         pos = end;
     }
     // A hole at the end: the length without blocks.
@@ -1035,11 +1060,12 @@ fn shorter() -> io::Error {
 }
 
 /// Copies bytes `start..start + n` of `src` to the same offsets of `dst`
-/// (`copy_file_range` at explicit offsets; neither file's position moves).
-fn copy_range(src: &File, dst: &File, start: u64, n: u64) -> io::Result<()> {
+/// (`copy_file_range` at explicit offsets while `ranges` holds, else reads
+/// and writes; neither file's position moves).
+fn copy_range(src: &File, dst: &File, start: u64, n: u64, ranges: &AtomicBool) -> io::Result<()> {
     let end = start + n;
     let (mut at_in, mut at_out) = (start, start);
-    while at_in < end {
+    while at_in < end && ranges.load(Ordering::Relaxed) {
         let chunk = usize::try_from(end - at_in)
             .unwrap_or(usize::MAX)
             .min(1 << 30);
@@ -1047,28 +1073,45 @@ fn copy_range(src: &File, dst: &File, start: u64, n: u64) -> io::Result<()> {
             Ok(0) => return Err(shorter()),
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => {}
-            // No in-kernel copy here (an old kernel, across file systems
-            // on some): read and write.
-            Err(rustix::io::Errno::XDEV | rustix::io::Errno::NOSYS | rustix::io::Errno::INVAL) => {
-                use std::os::unix::fs::FileExt;
-                let mut buf = vec![0u8; 128 * 1024];
-                while at_in < end {
-                    let want = usize::try_from(end - at_in)
-                        .unwrap_or(usize::MAX)
-                        .min(buf.len());
-                    let got = match src.read_at(&mut buf[..want], at_in) {
-                        Ok(0) => return Err(shorter()),
-                        Ok(got) => got,
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                        Err(e) => return Err(e),
-                    };
-                    dst.write_all_at(&buf[..got], at_in)?;
-                    at_in += got as u64;
-                }
-                return Ok(());
-            }
+            // No in-kernel copy here (an old kernel, across file systems):
+            // read and write, this file and the rest of the tree.
+            Err(
+                rustix::io::Errno::XDEV
+                | rustix::io::Errno::NOSYS
+                | rustix::io::Errno::INVAL
+                | rustix::io::Errno::OPNOTSUPP,
+            ) => ranges.store(false, Ordering::Relaxed),
             Err(e) => return Err(e.into()),
         }
+    }
+    copy_by_reads(src, dst, at_in, end)
+}
+
+/// Bytes `at..end` of `src` to the same offsets of `dst`, read and written
+/// through a buffer (`pread`/`pwrite`: neither file's position moves).
+fn copy_by_reads(src: &File, dst: &File, mut at: u64, end: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    if at >= end {
+        return Ok(());
+    }
+    let mut buf = vec![
+        0u8;
+        usize::try_from(end - at)
+            .unwrap_or(usize::MAX)
+            .min(128 * 1024)
+    ];
+    while at < end {
+        let want = usize::try_from(end - at)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let got = match src.read_at(&mut buf[..want], at) {
+            Ok(0) => return Err(shorter()),
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        dst.write_all_at(&buf[..got], at)?;
+        at += got as u64;
     }
     Ok(())
 }
@@ -1593,8 +1636,8 @@ struct Maker<'a> {
     store: &'a Path,
     root: &'a Root,
     link: bool,
-    /// Starts true and turns false at the first FICLONE refused.
-    clones: AtomicBool,
+    /// What this tree's copies learnt is refused ([`Copying`]).
+    copying: Copying,
     /// Files of this size or more are cloned ([`clone_from`]).
     clone_from: u64,
     /// The process's umask, when known and when nothing else decides the
@@ -1656,7 +1699,7 @@ impl<'a> Maker<'a> {
             store,
             root,
             link,
-            clones: AtomicBool::new(true),
+            copying: Copying::new(),
             clone_from: if link { CLONE_FROM } else { clone_from(tree) },
             umask: if link { None } else { creation_umask(tree) },
             fans: (0..256).map(|_| OnceLock::new()).collect(),
@@ -1791,7 +1834,7 @@ impl<'a> Maker<'a> {
                     // another file system) a small file is read and written
                     // again, not sent through the copy's fallbacks.
                     let small = *size < self.clone_from
-                        || (*size < CLONE_FROM && !self.clones.load(Ordering::Relaxed));
+                        || (*size < CLONE_FROM && !self.copying.clones.load(Ordering::Relaxed));
                     if small {
                         match read_exact_len(&src, *size, buf) {
                             Ok(true) => {}
@@ -1827,7 +1870,7 @@ impl<'a> Maker<'a> {
                         // `buf` holds exactly the blob (read_exact_len).
                         write_all(&f, buf).map_err(|e| Error::io("cannot write", dest(), e))?;
                     } else {
-                        clone_or_copy(&src, &f, *size, &self.clones)
+                        clone_or_copy(&src, &f, *size, &self.copying)
                             .map_err(|e| Error::io("cannot write", dest(), e))?;
                     }
                     drop(src);
@@ -2627,6 +2670,63 @@ mod tests {
             mtime: 0,
             nsec: 0,
         }
+    }
+
+    /// A `copy_file_range` refused (EXDEV between a tmpfs and the temp
+    /// dir's file system, since Linux 5.19) is remembered: the copy goes on
+    /// by reads and writes, and the next file is not offered to it again.
+    /// Where the kernel copies across them, both copies use it.
+    #[test]
+    fn a_refused_copy_file_range_is_remembered_and_the_copy_is_exact() {
+        // Without a /dev/shm both are in the temp dir: a copy the kernel
+        // makes, checked the same way.
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .unwrap();
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let src_path = a.path().join("src");
+        fs::write(&src_path, &bytes).unwrap();
+        let src = File::open(&src_path).unwrap();
+        let dst_file = |name: &str| {
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(b.path().join(name))
+                .unwrap()
+        };
+        // What the kernel says to a copy across these two.
+        let probe = dst_file("probe");
+        let refused = rustix::fs::copy_file_range(&src, Some(&mut 0), &probe, Some(&mut 0), 1)
+            .is_err_and(|e| {
+                matches!(
+                    e,
+                    rustix::io::Errno::XDEV
+                        | rustix::io::Errno::NOSYS
+                        | rustix::io::Errno::INVAL
+                        | rustix::io::Errno::OPNOTSUPP
+                )
+            });
+        let ranges = AtomicBool::new(true);
+        for (i, name) in ["one", "two"].into_iter().enumerate() {
+            let dst = dst_file(name);
+            copy_range(&src, &dst, 0, bytes.len() as u64, &ranges).unwrap();
+            assert_eq!(fs::read(b.path().join(name)).unwrap(), bytes, "copy {i}");
+            assert_eq!(
+                ranges.load(Ordering::Relaxed),
+                !refused,
+                "copy {i}: remembered whether the kernel refuses"
+            );
+        }
+        // Once refused, a range copy of a part lands at its offset.
+        let part = dst_file("part");
+        let off = AtomicBool::new(false);
+        copy_range(&src, &part, 1000, 5000, &off).unwrap();
+        let got = fs::read(b.path().join("part")).unwrap();
+        assert_eq!(got.len(), 6000);
+        assert_eq!(&got[1000..], &bytes[1000..6000]);
+        assert!(got[..1000].iter().all(|&b| b == 0));
     }
 
     #[test]

@@ -1610,6 +1610,204 @@ fn hostile_trees_and_paths_are_refused_or_stored_safely() {
     assert!(stderr_of(&o).contains("not cached"), "{}", stderr_of(&o));
 }
 
+/// `--output` spelled as a user would: each form either works (stored,
+/// then restored exactly over whatever stands there by the next call) or
+/// is refused before anything runs with one line and its exit code.
+#[test]
+fn output_path_forms_are_restored_exactly_or_refused_with_one_line() {
+    let w = World::new();
+    let hit = |path: &str, script: &str, what: &str| {
+        let n = runs(&w);
+        ok(&mut run(&w, &["--output", path], script));
+        assert_eq!(runs(&w), n + 1, "{what}: a miss first");
+        let root = w.path().join(path.trim_end_matches('/'));
+        let want = snapshot(&root);
+        // What stands there by the next call is replaced: a directory
+        // where a file was and the other way round (an edited directory
+        // for `y/`, which names a directory: a file there is refused).
+        if path.ends_with('/') {
+            fs::write(root.join("f"), "edited").unwrap();
+            fs::create_dir(root.join("extra")).unwrap();
+        } else if fs::symlink_metadata(&root).unwrap().is_dir() {
+            remove_tree(&root);
+            fs::write(&root, "a file now").unwrap();
+        } else {
+            fs::remove_file(&root).unwrap();
+            fs::create_dir_all(root.join("sub")).unwrap();
+            fs::write(root.join("sub/q"), "a dir now").unwrap();
+        }
+        let o = run(&w, &["--output", path], script).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{what}: {}", stderr_of(&o));
+        assert_eq!(stderr_of(&o), "", "{what}");
+        assert_eq!(runs(&w), n + 1, "{what}: a hit");
+        assert_eq!(snapshot(&root), want, "{what}: restored exactly");
+        assert_eq!(
+            restore_trees_beside(&w),
+            Vec::<String>::new(),
+            "{what}: nothing beside"
+        );
+    };
+    let dir = |p: &str| {
+        format!(
+            "echo run >> runs; rm -rf '{p}'; mkdir -p '{p}/s'; echo a > '{p}/f'; \
+             printf 'b\\n' > '{p}/s/with space'; echo made"
+        )
+    };
+    hit("./x", &dir("x"), "a leading ./");
+    hit("y/", &dir("y"), "a trailing slash");
+    hit("sp ace\nnl", &dir("sp ace\nnl"), "a space and a newline");
+    hit(
+        "z",
+        "echo run >> runs; rm -rf z; echo file > z; echo made",
+        "a file, then a dir there",
+    );
+    // A parent that does not exist yet: made by the run, and again by a
+    // restore once it is gone.
+    let deep = "echo run >> runs; mkdir -p new/dir; echo v > new/dir/x; echo made";
+    ok(&mut run(&w, &["--output", "new/dir/x"], deep));
+    remove_tree(&w.path().join("new"));
+    ok(&mut run(&w, &["--output", "new/dir/x"], deep));
+    assert_eq!(fs::read(w.path().join("new/dir/x")).unwrap(), b"v\n");
+    let n = runs(&w);
+    // Refused: the same path twice however spelled, one inside the other,
+    // a restore's temp name; each with one line naming the paths as given.
+    for (args, says) in [
+        (
+            &["x", "./x"][..],
+            "--output x and --output ./x name the same path",
+        ),
+        (
+            &["x/", "x"][..],
+            "--output x/ and --output x name the same path",
+        ),
+        (&["a", "a/b"][..], "--output a and --output a/b overlap"),
+        (
+            &[".ffkit-restore-1-0"][..],
+            "--output .ffkit-restore-1-0: a name starting with .ffkit-restore-",
+        ),
+        (
+            &["d/.ffkit-restore-x/o"][..],
+            "--output d/.ffkit-restore-x/o: a name starting with .ffkit-restore-",
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().flat_map(|p| ["--output", *p]).collect();
+        let o = run(&w, &args, "echo run >> runs").output().unwrap();
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr_of(&o));
+        assert_eq!(stderr_lines(&o).len(), 1, "{args:?}: {}", stderr_of(&o));
+        assert!(stderr_of(&o).contains(says), "{args:?}: {}", stderr_of(&o));
+    }
+    // `y/` names a directory: a file there is refused, not replaced.
+    remove_tree(&w.path().join("y"));
+    fs::write(w.path().join("y"), "a file").unwrap();
+    let o = run(&w, &["--output", "y/"], &dir("y")).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr_of(&o));
+    assert!(
+        stderr_of(&o).contains("--output y/: y is not a directory"),
+        "{}",
+        stderr_of(&o)
+    );
+    assert_eq!(fs::read(w.path().join("y")).unwrap(), b"a file");
+    // A `x/` that the run made a file: not cached, one line.
+    let o = run(&w, &["--output", "f/"], "echo run >> runs; echo no > f")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr_of(&o));
+    assert!(
+        stderr_of(&o).contains("not cached: --output f/: f is not a directory"),
+        "{}",
+        stderr_of(&o)
+    );
+    assert_eq!(stderr_lines(&o).len(), 1);
+    assert_eq!(runs(&w), n + 1, "nothing else ran");
+    // A working directory removed before the call: exit 4, one line,
+    // nothing run.
+    fs::create_dir(w.path().join("gone")).unwrap();
+    let mut c = Command::new("sh");
+    w.isolate(&mut c);
+    c.args(["-c", "cd gone && rmdir ../gone && exec \"$@\"", "sh"])
+        .arg(bin())
+        .args(["cache-run", "--ttl", "0", "--output", "out", "--"])
+        .args(["sh", "-c", "echo run >> ../runs"]);
+    let o = c.output().unwrap();
+    assert_eq!(o.status.code(), Some(4), "{}", stderr_of(&o));
+    assert!(
+        stderr_of(&o).contains("cannot read the working directory"),
+        "{}",
+        stderr_of(&o)
+    );
+    assert_eq!(stderr_lines(&o).len(), 1);
+    assert_eq!(runs(&w), n + 1, "nothing ran");
+    assert_exact_with_store(&w, "after the forms");
+}
+
+/// The working directory on a tmpfs (`/dev/shm`), the cache dir not: a
+/// store and a restore copy across file systems, byte-exact, and
+/// `copy_file_range`, refused there since Linux 5.19 (EXDEV), is tried
+/// once per tree, not once per file of 16 KiB or more.
+#[test]
+fn outputs_on_another_file_system_than_the_cache_are_copied_exactly_with_one_refused_range() {
+    let w = World::new();
+    let Ok(shm) = tempfile::tempdir_in("/dev/shm") else {
+        skip("no /dev/shm: the working directory cannot be on a tmpfs");
+        return;
+    };
+    let runs_at = w.path().join("runs");
+    let script = format!(
+        "echo run >> '{}'; rm -rf out; mkdir -p out/d; for i in 1 2 3 4 5 6; do \
+         head -c $((20000 + i)) /dev/urandom > out/d/f$i; done; echo small > out/s; echo made",
+        runs_at.display()
+    );
+    let call = |trace: Option<&Path>| {
+        let mut c = match trace {
+            Some(t) => {
+                let mut c = Command::new("strace");
+                c.args(["-f", "-qq", "-e", "trace=copy_file_range", "-o"])
+                    .arg(t)
+                    .arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        w.isolate(&mut c);
+        c.current_dir(shm.path())
+            .args(["cache-run", "--ttl", "0", "--output", "out", "--"])
+            .args(["sh", "-c", &script]);
+        c
+    };
+    let strace = have("strace");
+    let count = |t: &Path| {
+        fs::read_to_string(t)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("copy_file_range("))
+            .count()
+    };
+    let trace = w.path().join("trace");
+    ok(&mut call(strace.then_some(trace.as_path())));
+    if strace {
+        assert!(
+            count(&trace) <= 1,
+            "store: {}",
+            fs::read_to_string(&trace).unwrap()
+        );
+    }
+    let want = snapshot(&shm.path().join("out"));
+    fs::write(shm.path().join("out/d/f1"), "edited").unwrap();
+    ok(&mut call(strace.then_some(trace.as_path())));
+    if strace {
+        assert!(
+            count(&trace) <= 1,
+            "restore: {}",
+            fs::read_to_string(&trace).unwrap()
+        );
+    } else {
+        skip("strace not installed: copy_file_range calls not counted");
+    }
+    assert_eq!(runs(&w), 1, "a hit");
+    assert_eq!(snapshot(&shm.path().join("out")), want, "restored exactly");
+    assert_exact_with_store(&w, "after the hit");
+}
+
 #[test]
 fn output_on_redis_is_refused_with_one_line() {
     let w = World::new();

@@ -121,22 +121,29 @@ pub enum Kind {
 }
 
 /// Checks `--output` paths before anything runs: relative, inside the
-/// working directory (no `..`, not `.` itself), not through a symlink, and
-/// none inside another. [`Error::Validation`] (exit 2) otherwise.
+/// working directory (no `..`, not `.` itself), not through a symlink, no
+/// name of a restore's temp tree (`.ffkit-restore-*`), and none inside
+/// another nor given twice. [`Error::Validation`] (exit 2) otherwise.
 pub fn check_paths(paths: &[PathBuf]) -> Result<()> {
     for p in paths {
         check_path(p)?;
     }
     for (i, a) in paths.iter().enumerate() {
         for b in &paths[i + 1..] {
-            let (a, b) = (normal(a), normal(b));
-            if a.starts_with(&b) || b.starts_with(&a) {
-                return Err(Error::Validation(format!(
-                    "--output {} and --output {} overlap",
-                    a.display(),
-                    b.display()
-                )));
-            }
+            let (na, nb) = (normal(a), normal(b));
+            // Named as given: `x` and `./x` are one path, spelled twice.
+            let how = if na == nb {
+                "name the same path"
+            } else if na.starts_with(&nb) || nb.starts_with(&na) {
+                "overlap (one holds the other)"
+            } else {
+                continue;
+            };
+            return Err(Error::Validation(format!(
+                "--output {} and --output {} {how}",
+                a.display(),
+                b.display()
+            )));
         }
     }
     Ok(())
@@ -294,6 +301,15 @@ fn check_path(p: &Path) -> Result<()> {
     let n = normal(p);
     if n.as_os_str().is_empty() {
         return bad("must name something inside the working directory");
+    }
+    // A restore's temp names: a tree of that name beside a restored path
+    // is taken for a killed restore's and removed (with the output in it).
+    if n.iter()
+        .any(|c| c.as_encoded_bytes().starts_with(RESTORE_PREFIX.as_bytes()))
+    {
+        return bad(&format!(
+            "a name starting with {RESTORE_PREFIX} is a restore's temp name"
+        ));
     }
     if n.to_str().is_none() {
         return bad("not UTF-8");

@@ -19,8 +19,12 @@
 # Every function starts with the same line: in zsh it makes the function's
 # options zsh's defaults plus 0-based arrays, restored on return, so the
 # caller's options (sh_word_split, ksh emulation, ...) cannot change how
-# this code runs. In bash the code is written to be correct under any of
-# set -e/-u/-o pipefail, any IFS and any shopt.
+# this code runs; only the caller's errexit is kept, as bash keeps it: a
+# function that turns errexit off locally makes zsh forget the caller's
+# `set -e` once an ERR trap has run (the script went on after a failed
+# acquire_critical_lock). In bash, and so in zsh under errexit, the code is
+# written to be correct under any of set -e/-u/-o pipefail, any IFS and any
+# shopt.
 
 # ---------------------------------------------------------------------------
 # Private helpers
@@ -189,7 +193,11 @@ _ffkit_exec() {
         # END GENERATED:env-forward
     }
     export FFKIT_FN_LOG_DIR="$_ffkit_l"
-    [[ $_ffkit_s != 1 ]] || export FLOWFORGE_DEVELOPER="$_ffkit_d"
+    if [[ $_ffkit_s == 1 ]] && ! { export FLOWFORGE_DEVELOPER="$_ffkit_d"; } 2>/dev/null; then
+        # The script made FLOWFORGE_DEVELOPER readonly (bash cannot assign
+        # it, not even in this subshell): env(1) gives the binary DEV.
+        exec env "FLOWFORGE_DEVELOPER=$_ffkit_d" "${FFKIT_BIN:-ffkit}" "$@"
+    fi
     exec "${FFKIT_BIN:-ffkit}" "$@"
 }
 
@@ -340,14 +348,33 @@ _ffkit_index_read() {
     [[ -z $_ffkit_rest && ${#_ffkit_n} -le 19 ]]
 }
 
+# Succeeds when the lock calls must give the binary FLOWFORGE_DEVELOPER=
+# _ffkit_dev for one call: the developer id the lock file was resolved for
+# is not already the shell's FLOWFORGE_DEVELOPER (which _ffkit_run forwards
+# anyway).
+_ffkit_dev_differs() {
+    [[ -n $_ffkit_dev ]] || return 1
+    # `[ = ]` compares bytes; `[[ == ]]` would obey nocasematch.
+    [[ -z ${FLOWFORGE_DEVELOPER+set} ]] || [ "$FLOWFORGE_DEVELOPER" != "$_ffkit_dev" ]
+}
+
 # _ffkit_lock_call ARGS...: `ffkit lock-... ARGS` for the lock in
 # _ffkit_file, with the developer id the file was resolved for (so the
 # binary, which checks the descriptor is on NAME's file, names the same one).
+# That id goes to the binary as _ffkit_run's remote backend gives one
+# (STRIP=1 DEV: an export in the binary's own subshell, a zsh local), never
+# as a `FLOWFORGE_DEVELOPER=… cmd` assignment in this shell: a script's
+# `readonly FLOWFORGE_DEVELOPER=id` made bash print "readonly variable" on
+# every lock call and zsh end the whole script. (The lock's name went
+# through _ffkit_run's NUL check in _ffkit_ns already, and a lock call
+# has no `--dir` for the remote backend to drop.)
 _ffkit_lock_call() {
-    if [[ -n $_ffkit_dev ]]; then
-        FLOWFORGE_DEVELOPER=$_ffkit_dev _ffkit_run "$_ffkit_log" "$@" </dev/null
-    else
+    if ! _ffkit_dev_differs; then
         _ffkit_run "$_ffkit_log" "$@" </dev/null
+    elif [[ -n ${ZSH_VERSION-} ]]; then
+        _ffkit_zrun "$_ffkit_log" 1 "$_ffkit_dev" "$@" </dev/null
+    else
+        ( _ffkit_exec "$_ffkit_log" 1 "$_ffkit_dev" "$@" ) </dev/null
     fi
 }
 
@@ -529,8 +556,8 @@ _ffkit_lock_on_fd() {
     # Busy: 75, silently (-q -E 75); any other answer is the answer.
     _ffkit_lock_call lock-acquire -n -q -E 75 ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" || _ffkit_st=$?
     [[ $_ffkit_st == 75 ]] || return "$_ffkit_st"
-    if [[ -n $_ffkit_dev ]]; then
-        FLOWFORGE_DEVELOPER=$_ffkit_dev _ffkit_exec "$_ffkit_log" 0 '' lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
+    if _ffkit_dev_differs; then
+        _ffkit_exec "$_ffkit_log" 1 "$_ffkit_dev" lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
     else
         _ffkit_exec "$_ffkit_log" 0 '' lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
     fi
@@ -719,7 +746,7 @@ _ffkit_lock_drop() {
 # builtins, without starting a process; otherwise `ffkit cache-size` answers
 # (and rebuilds a missing or invalid index, or repairs after a crash).
 get_cache_size() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_n=''
     _ffkit_ns get_cache_size "${1-}" || return $?
@@ -738,7 +765,7 @@ get_cache_size() {
 
 # rebuild_size_index dev_id: recomputes the index by walking; prints the size.
 rebuild_size_index() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns rebuild_size_index "${1-}" || return $?
@@ -748,7 +775,7 @@ rebuild_size_index() {
 # write_cache_with_metadata key value [ttl_seconds]: writes the entry and its
 # metadata; ttl 0 (or absent/empty) never expires.
 write_cache_with_metadata() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     _ffkit_bin_check || return 1
     if [[ $# -lt 2 ]]; then
         _ffkit_err 'usage: write_cache_with_metadata key value [ttl_seconds]'
@@ -774,7 +801,7 @@ write_cache_with_metadata() {
 # The value's own bytes, trailing newlines included, come first: see
 # docs/shell.md for getting them back exactly.
 read_cache_with_ttl() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     _ffkit_bin_check || return 1
     if [[ $# -lt 1 ]]; then
         _ffkit_err 'usage: read_cache_with_ttl key'
@@ -795,7 +822,7 @@ read_cache_with_ttl() {
 # batch_write_cache [batch]: writes every `key:value` line of $1 (or of
 # standard input when no argument is given) with TTL 300 s, in one operation.
 batch_write_cache() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns batch_write_cache '' || return $?
@@ -809,7 +836,7 @@ batch_write_cache() {
 # batch_read_cache key...: prints `key:value` for every present, unexpired
 # key, in argument order. No keys: prints nothing.
 batch_read_cache() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     _ffkit_bin_check || return 1
     [[ $# -gt 0 ]] || return 0
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
@@ -820,7 +847,7 @@ batch_read_cache() {
 # enforce_cache_limits dev_id max_bytes: evicts expired entries, then the
 # least recently used, until the cache is at most max_bytes.
 enforce_cache_limits() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     _ffkit_bin_check || return 1
     if [[ $# -lt 2 || -z $2 ]]; then
         _ffkit_err 'usage: enforce_cache_limits dev_id max_bytes'
@@ -833,7 +860,7 @@ enforce_cache_limits() {
 
 # clear_developer_cache dev_id: removes every entry of that cache.
 clear_developer_cache() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns clear_developer_cache "${1-}" || return $?
@@ -855,7 +882,7 @@ _ffkit_store_as() {
 # cache_provider_data provider [data]: caches data (standard input when
 # absent) under the key provider_<provider> for 5 minutes.
 cache_provider_data() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     _ffkit_bin_check || return 1
     if [[ $# -lt 1 ]]; then
         _ffkit_err 'usage: cache_provider_data provider [data]'
@@ -866,7 +893,7 @@ cache_provider_data() {
 
 # get_provider_cache provider: prints what cache_provider_data stored.
 get_provider_cache() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     if [[ $# -lt 1 ]]; then
         _ffkit_err 'usage: get_provider_cache provider'
         return 2
@@ -877,7 +904,7 @@ get_provider_cache() {
 # cache_time_tracking session_id [data]: stores data (standard input when
 # absent) under time_tracking_<session_id>; it never expires.
 cache_time_tracking() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     _ffkit_bin_check || return 1
     if [[ $# -lt 1 ]]; then
         _ffkit_err 'usage: cache_time_tracking session_id [data]'
@@ -888,7 +915,7 @@ cache_time_tracking() {
 
 # recover_time_tracking session_id: prints what cache_time_tracking stored.
 recover_time_tracking() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     if [[ $# -lt 1 ]]; then
         _ffkit_err 'usage: recover_time_tracking session_id'
         return 2
@@ -904,7 +931,7 @@ recover_time_tracking() {
 # and keeps it until release_critical_lock name (or until the shell exits).
 # Waits up to LOCK_TIMEOUT seconds (exit 6 after that).
 acquire_critical_lock() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
     _ffkit_ns acquire_critical_lock '' critical "${1-}" || return $?
@@ -914,7 +941,7 @@ acquire_critical_lock() {
 # release_critical_lock name: releases a lock this shell took; fails (4)
 # when this shell does not hold it.
 release_critical_lock() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
     _ffkit_ns release_critical_lock '' critical "${1-}" || return $?
@@ -924,7 +951,7 @@ release_critical_lock() {
 # acquire_session_lock dev_id session_id: takes the kernel lock
 # <dev_id's namespace>/sessions/locks/<session_id>.lock until released.
 acquire_session_lock() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
     _ffkit_ns acquire_session_lock "${1-}" session "${2-}" || return $?
@@ -934,7 +961,7 @@ acquire_session_lock() {
 # release_session_lock dev_id session_id: releases it; fails (4) when this
 # shell does not hold it.
 release_session_lock() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
     _ffkit_ns release_session_lock "${1-}" session "${2-}" || return $?
@@ -953,7 +980,7 @@ release_session_lock() {
 # milliseconds, as the old library wrote them. See docs/shell.md.
 # With CACHE_PERF_MONITORING=disabled it does nothing and starts no process.
 record_performance_metric() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     _ffkit_bin_check || return 1
     [ "${CACHE_PERF_MONITORING-}" != disabled ] || return 0
     if [[ $# -lt 3 ]]; then
@@ -967,7 +994,7 @@ record_performance_metric() {
 
 # get_performance_metrics: prints {"op": {"count": N, "total": T, "avg": A, ...}, ...}.
 get_performance_metrics() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns get_performance_metrics '' || return $?
@@ -976,7 +1003,7 @@ get_performance_metrics() {
 
 # cleanup_performance_metrics: trims the metrics log.
 cleanup_performance_metrics() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns cleanup_performance_metrics '' || return $?
@@ -997,7 +1024,7 @@ cleanup_performance_metrics() {
 # 126/127). See docs/cache-run.md.
 # Standard input is passed on (used only with --key-stdin).
 cache_command() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     _ffkit_bin_check || return 1
     if [[ $# -lt 1 ]]; then
         _ffkit_err 'usage: cache_command [OPTIONS] -- CMD [ARGS...]'

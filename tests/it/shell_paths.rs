@@ -808,3 +808,83 @@ fn a_plain_fn_log_dir_variable_changes_no_ffkit_command_on_any_path() {
         assert_eq!(err, "", "{way}");
     }
 }
+
+/// Attack finding: a script's `readonly FLOWFORGE_DEVELOPER=bob` broke every
+/// lock function off the builtin: the fallback gave the binary the lock's
+/// developer id as a one-call assignment (`FLOWFORGE_DEVELOPER=id cmd`), so
+/// bash printed "FLOWFORGE_DEVELOPER: readonly variable" on each lock call
+/// (and, for another developer's session lock, spun until LOCK_TIMEOUT
+/// printing it hundreds of times), and zsh ended the whole script (status 1).
+/// Now the id reaches the binary without an assignment in the shell, on the
+/// uncontended call and on the wait for a busy lock alike: one answer, no
+/// line, on every way in.
+#[test]
+fn a_readonly_flowforge_developer_is_never_assigned_to_on_any_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "readonly FLOWFORGE_DEVELOPER=bob\n\
+                      acquire_critical_lock a; echo \"a=$?\"\n\
+                      release_critical_lock a; echo \"ra=$?\"\n\
+                      acquire_session_lock alice s; echo \"s=$?\"\n\
+                      release_session_lock alice s; echo \"rs=$?\"\n\
+                      ( acquire_session_lock alice w && : >held && until [ -e go ]; do sleep 0.01; done ) &\n\
+                      until [ -e held ]; do sleep 0.01; done\n\
+                      ( sleep 0.2; : >go ) &\n\
+                      acquire_session_lock alice w; echo \"w=$?\"\n\
+                      release_session_lock alice w; echo \"rw=$?\"\n\
+                      wait; echo done";
+        let mut c = sh(way, t, t, script);
+        c.env("LOCK_TIMEOUT", "5");
+        let (out, err) = text(&output_within(c, way));
+        assert_eq!(
+            out, "a=0\nra=0\ns=0\nrs=0\nw=0\nrw=0\ndone\n",
+            "{way}: {err}"
+        );
+        assert_eq!(err, "", "{way}");
+        assert!(
+            t.join(".flowforge/dev-alice/sessions/locks/w.lock")
+                .is_file(),
+            "{way}"
+        );
+        assert!(t.join(".flowforge/dev-bob/locks/a.lock").is_file(), "{way}");
+    }
+}
+
+/// Attack finding: in zsh, a script with `set -e` and an ERR trap went on
+/// after a function failed (`acquire_critical_lock` busy: the trap ran, then
+/// the next command, in the critical section without the lock). zsh forgets
+/// errexit for a function that turned it off locally once a ZERR trap has
+/// run (each function's `emulate -L zsh` did); bash and a zsh script without
+/// the trap stopped. Now the functions keep the caller's errexit, so the
+/// script ends with the function's status on every way in, while a function
+/// in a condition (`if`, `||`) still just fails.
+#[test]
+fn a_failing_function_ends_a_set_e_script_with_an_err_trap_on_every_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        for (call, status) in [
+            ("LOCK_TIMEOUT=0 acquire_critical_lock a", 5),
+            ("read_cache_with_ttl missing", 1),
+            ("release_critical_lock never", 4),
+        ] {
+            let script = format!(
+                "acquire_critical_lock a\n\
+                 set -e\n\
+                 trap 'echo \"trap=$?\"' ERR\n\
+                 if LOCK_TIMEOUT=0 acquire_critical_lock a 2>/dev/null; then echo held; fi\n\
+                 read_cache_with_ttl missing || echo \"or=$?\"\n\
+                 {call}\n\
+                 echo notreached"
+            );
+            let o = output_within(sh(way, t, t, &script), way);
+            let (out, err) = text(&o);
+            assert_eq!(o.status.code(), Some(status), "{way}: {call}: {out}{err}");
+            assert!(out.starts_with("or=1\n"), "{way}: {call}: {out}{err}");
+            assert!(!out.contains("notreached"), "{way}: {call}: {out}{err}");
+        }
+    }
+}

@@ -430,7 +430,7 @@ _ffkit_lock_forget_inherited() {
 # The binary creates a missing dir and file (0700/0600 whatever the umask);
 # the shell only opens an existing file, read-only.
 _ffkit_lock_take() {
-    local _ffkit_fd='' _ffkit_i=0 _ffkit_slot=-1 _ffkit_rc=0
+    local _ffkit_fd='' _ffkit_i=0 _ffkit_slot=0 _ffkit_rc=0
     local _ffkit_sess='' _ffkit_pid='' _ffkit_inherited=''
     local _ffkit_total='' _ffkit_t0='' _ffkit_now='' _ffkit_wt='' _ffkit_again=''
     [[ $2 == critical ]] || _ffkit_sess=--session
@@ -465,13 +465,9 @@ _ffkit_lock_take() {
                 _ffkit_lock_close "$_ffkit_fd" "${_ffkit_lock_ids[_ffkit_i]:-?}"
                 _ffkit_lock_slot_free "$_ffkit_i"
             fi
-            if [[ -z ${_ffkit_lock_files[_ffkit_i]} && $_ffkit_slot -lt 0 ]]; then
-                _ffkit_slot=$_ffkit_i
-            fi
             _ffkit_i=$((_ffkit_i + 1))
         done
     fi
-    [[ $_ffkit_slot -ge 0 ]] || _ffkit_slot=$_ffkit_i
     if [[ -L $_ffkit_file ]]; then
         _ffkit_err "$1: $_ffkit_file: is a symbolic link; refusing to lock through it"
         return 3
@@ -522,6 +518,16 @@ _ffkit_lock_take() {
     _ffkit_mypid
     local _ffkit_id=''
     _ffkit_fd_id "$_ffkit_fd"
+    # The first free slot, chosen now and not before the wait: a trap that
+    # ran while this call waited (bash runs it in `wait`, zsh between
+    # commands) may have taken a lock into the slot that was free then, and
+    # writing this lock over its entry lost it (its descriptor stayed open
+    # after its release: one leaked per such trap).
+    _ffkit_slot=0
+    while [[ -n ${_ffkit_lock_files+set} && $_ffkit_slot -lt ${#_ffkit_lock_files[@]} ]]; do
+        [[ -n ${_ffkit_lock_files[_ffkit_slot]} ]] || break
+        _ffkit_slot=$((_ffkit_slot + 1))
+    done
     _ffkit_lock_files[_ffkit_slot]=$_ffkit_file
     _ffkit_lock_fds[_ffkit_slot]=$_ffkit_fd
     _ffkit_lock_pids[_ffkit_slot]=$_ffkit_pid

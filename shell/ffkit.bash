@@ -303,10 +303,24 @@ _ffkit_git_same() {
     fi
 }
 
+# Succeeds in zsh when the script made IFS readonly (`readonly IFS`):
+# there the `IFS= read` of the helpers below is a fatal error that ended
+# the script at its first lock or get_cache_size, so they read otherwise
+# or give up as they do without /proc (bash only complains, and its
+# helpers' `IFS= read` send that to /dev/null).
+_ffkit_ifs_ro() {
+    [[ -n ${ZSH_VERSION-} && ${parameters[IFS]-} == *readonly* ]]
+}
+
 # Sets _ffkit_c to the text of the team config _ffkit_team (a regular
-# file: the caller checked), read with a builtin, no process.
+# file: the caller checked), read with a builtin, no process (zsh's
+# `$(<file)` starts none either; its trailing newlines do not count).
 _ffkit_team_text() {
     _ffkit_c=
+    if _ffkit_ifs_ro; then
+        _ffkit_c=$(<"$_ffkit_team") 2>/dev/null || :
+        return 0
+    fi
     { IFS= read -r -d '' _ffkit_c || :; } <"$_ffkit_team" 2>/dev/null || :
 }
 
@@ -317,6 +331,8 @@ _ffkit_team_text() {
 _ffkit_index_read() {
     local _ffkit_f=$1/.size-index _ffkit_rest='' _ffkit_lk=''
     _ffkit_n=
+    # zsh with a readonly IFS: the binary answers (_ffkit_ifs_ro).
+    ! _ffkit_ifs_ro || return 1
     # A dir the binary would refuse as the namespace's (a symbolic link,
     # another user's: docs/cache.md, "Which dir") is the binary's to judge.
     if [[ -L $1 || ! -O $1 || -e $1/.journal || -L $_ffkit_f || ! -f $_ffkit_f ]]; then
@@ -600,7 +616,9 @@ _ffkit_fd_locked() {
     local _ffkit_l=''
     [[ -d /proc/self/fdinfo ]] || return 0
     [[ -e /proc/self/fdinfo/$1 ]] || return 1
-    while IFS= read -r _ffkit_l; do
+    # zsh with a readonly IFS cannot tell either (_ffkit_ifs_ro).
+    ! _ffkit_ifs_ro || return 0
+    while { IFS= read -r _ffkit_l; } 2>/dev/null; do
         [[ $_ffkit_l != lock:* ]] || return 0
     done </proc/self/fdinfo/"$1"
     return 1
@@ -616,8 +634,13 @@ _ffkit_fd_id() {
         [[ -d /proc/self/fdinfo ]] || _ffkit_id='?'
         return 0
     fi
+    # zsh with a readonly IFS: the kernel does not say (_ffkit_ifs_ro).
+    if _ffkit_ifs_ro; then
+        _ffkit_id='?'
+        return 0
+    fi
     # One read of the whole file (a few lines), not one per line.
-    IFS= read -r -d '' _ffkit_l </proc/self/fdinfo/"$1" || :
+    { IFS= read -r -d '' _ffkit_l; } </proc/self/fdinfo/"$1" 2>/dev/null || :
     _ffkit_m=${_ffkit_l#*mnt_id:}
     _ffkit_n=${_ffkit_l#*ino:}
     if [[ $_ffkit_m == "$_ffkit_l" || $_ffkit_n == "$_ffkit_l" ]]; then

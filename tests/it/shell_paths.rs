@@ -943,3 +943,39 @@ fn a_lock_taken_by_a_trap_during_a_wait_stays_in_the_table_on_every_path() {
     }
     assert!(!seen.is_empty());
 }
+
+/// Attack finding: a script's `readonly IFS` ended a zsh script at its
+/// first `acquire_critical_lock` or `get_cache_size` (the helpers' `IFS=
+/// read` is a fatal error on a readonly IFS in zsh), and made bash's
+/// fallback print "IFS: readonly variable" several times per lock call.
+/// Now zsh reads without assigning IFS or gives up as without /proc (the
+/// binary answers), bash's complaint goes nowhere, and every way in gives
+/// the same answers.
+#[test]
+fn a_readonly_ifs_changes_no_answer_on_any_path() {
+    let mut seen = Vec::new();
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "IFS=$'\\n\\t'; readonly IFS\n\
+                      write_cache_with_metadata k v; echo \"w=$?\"\n\
+                      read_cache_with_ttl k; get_cache_size\n\
+                      acquire_critical_lock a; echo \"a=$?\"\n\
+                      acquire_critical_lock a 2>/dev/null; echo \"again=$?\"\n\
+                      release_critical_lock a; echo \"r=$?\"\n\
+                      release_critical_lock a 2>/dev/null; echo \"r2=$?\"\n\
+                      mkdir -p .flowforge/team; echo '{}' >.flowforge/team/config.json\n\
+                      get_cache_size; acquire_session_lock d s; echo \"s=$?\"\n\
+                      release_session_lock d s; echo \"rs=$?\"";
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(err, "", "{way}");
+        assert_eq!(
+            out, "w=0\nv\n72\na=0\nagain=5\nr=0\nr2=4\n72\ns=0\nrs=0\n",
+            "{way}"
+        );
+        seen.push(way);
+    }
+    assert!(!seen.is_empty());
+}

@@ -24,7 +24,11 @@
 # `set -e` once an ERR trap has run (the script went on after a failed
 # acquire_critical_lock). In bash, and so in zsh under errexit, the code is
 # written to be correct under any of set -e/-u/-o pipefail, any IFS and any
-# shopt.
+# shopt. The second line turns bash's `set -k` (keyword: every `NAME=value`
+# argument becomes an environment assignment) off for the function alone
+# (`local -`, bash 4.4+): under it `local x=…` and `export X=…` lost their
+# arguments, and the fallback printed `export`'s list of every exported
+# variable on stdout instead of answering.
 
 # ---------------------------------------------------------------------------
 # Private helpers
@@ -776,6 +780,7 @@ _ffkit_lock_drop() {
 # (and rebuilds a missing or invalid index, or repairs after a crash).
 get_cache_size() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_n=''
     _ffkit_ns get_cache_size "${1-}" || return $?
@@ -795,6 +800,7 @@ get_cache_size() {
 # rebuild_size_index dev_id: recomputes the index by walking; prints the size.
 rebuild_size_index() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns rebuild_size_index "${1-}" || return $?
@@ -805,6 +811,7 @@ rebuild_size_index() {
 # metadata; ttl 0 (or absent/empty) never expires.
 write_cache_with_metadata() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     if [[ $# -lt 2 ]]; then
         _ffkit_err 'usage: write_cache_with_metadata key value [ttl_seconds]'
@@ -831,6 +838,7 @@ write_cache_with_metadata() {
 # docs/shell.md for getting them back exactly.
 read_cache_with_ttl() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     if [[ $# -lt 1 ]]; then
         _ffkit_err 'usage: read_cache_with_ttl key'
@@ -852,6 +860,7 @@ read_cache_with_ttl() {
 # standard input when no argument is given) with TTL 300 s, in one operation.
 batch_write_cache() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns batch_write_cache '' || return $?
@@ -866,6 +875,7 @@ batch_write_cache() {
 # key, in argument order. No keys: prints nothing.
 batch_read_cache() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     [[ $# -gt 0 ]] || return 0
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
@@ -877,6 +887,7 @@ batch_read_cache() {
 # least recently used, until the cache is at most max_bytes.
 enforce_cache_limits() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     if [[ $# -lt 2 || -z $2 ]]; then
         _ffkit_err 'usage: enforce_cache_limits dev_id max_bytes'
@@ -890,6 +901,7 @@ enforce_cache_limits() {
 # clear_developer_cache dev_id: removes every entry of that cache.
 clear_developer_cache() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns clear_developer_cache "${1-}" || return $?
@@ -912,6 +924,7 @@ _ffkit_store_as() {
 # absent) under the key provider_<provider> for 5 minutes.
 cache_provider_data() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     if [[ $# -lt 1 ]]; then
         _ffkit_err 'usage: cache_provider_data provider [data]'
@@ -923,6 +936,7 @@ cache_provider_data() {
 # get_provider_cache provider: prints what cache_provider_data stored.
 get_provider_cache() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     if [[ $# -lt 1 ]]; then
         _ffkit_err 'usage: get_provider_cache provider'
         return 2
@@ -934,6 +948,7 @@ get_provider_cache() {
 # absent) under time_tracking_<session_id>; it never expires.
 cache_time_tracking() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     if [[ $# -lt 1 ]]; then
         _ffkit_err 'usage: cache_time_tracking session_id [data]'
@@ -945,6 +960,7 @@ cache_time_tracking() {
 # recover_time_tracking session_id: prints what cache_time_tracking stored.
 recover_time_tracking() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     if [[ $# -lt 1 ]]; then
         _ffkit_err 'usage: recover_time_tracking session_id'
         return 2
@@ -961,6 +977,7 @@ recover_time_tracking() {
 # Waits up to LOCK_TIMEOUT seconds (exit 6 after that).
 acquire_critical_lock() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
     _ffkit_ns acquire_critical_lock '' critical "${1-}" || return $?
@@ -971,6 +988,7 @@ acquire_critical_lock() {
 # when this shell does not hold it.
 release_critical_lock() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
     _ffkit_ns release_critical_lock '' critical "${1-}" || return $?
@@ -981,6 +999,7 @@ release_critical_lock() {
 # <dev_id's namespace>/sessions/locks/<session_id>.lock until released.
 acquire_session_lock() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
     _ffkit_ns acquire_session_lock "${1-}" session "${2-}" || return $?
@@ -991,6 +1010,7 @@ acquire_session_lock() {
 # shell does not hold it.
 release_session_lock() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
     _ffkit_ns release_session_lock "${1-}" session "${2-}" || return $?
@@ -1010,6 +1030,7 @@ release_session_lock() {
 # With CACHE_PERF_MONITORING=disabled it does nothing and starts no process.
 record_performance_metric() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     [ "${CACHE_PERF_MONITORING-}" != disabled ] || return 0
     if [[ $# -lt 3 ]]; then
@@ -1024,6 +1045,7 @@ record_performance_metric() {
 # get_performance_metrics: prints {"op": {"count": N, "total": T, "avg": A, ...}, ...}.
 get_performance_metrics() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns get_performance_metrics '' || return $?
@@ -1033,6 +1055,7 @@ get_performance_metrics() {
 # cleanup_performance_metrics: trims the metrics log.
 cleanup_performance_metrics() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns cleanup_performance_metrics '' || return $?
@@ -1054,6 +1077,7 @@ cleanup_performance_metrics() {
 # Standard input is passed on (used only with --key-stdin).
 cache_command() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     if [[ $# -lt 1 ]]; then
         _ffkit_err 'usage: cache_command [OPTIONS] -- CMD [ARGS...]'

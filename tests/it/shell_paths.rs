@@ -979,3 +979,29 @@ fn a_readonly_ifs_changes_no_answer_on_any_path() {
     }
     assert!(!seen.is_empty());
 }
+
+/// Attack finding: bash's `set -k` (keyword: every `NAME=value` argument is
+/// an environment assignment for the command) broke the fallback: its
+/// `local x=…` and `export X=…` lost their arguments, so every function
+/// off the builtin, and `cache_command` with it, printed `export`'s list of
+/// all exported variables on stdout instead of answering. The functions
+/// now turn it off for themselves alone (`local -`), and the script keeps
+/// it.
+#[test]
+fn bash_set_k_changes_no_answer_on_any_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "set -k\n\
+                      write_cache_with_metadata k v; printf 'w %s\\n' \"$?\"\n\
+                      read_cache_with_ttl k; get_cache_size\n\
+                      acquire_critical_lock x; printf 'a %s\\n' \"$?\"\n\
+                      release_critical_lock x; printf 'r %s\\n' \"$?\"\n\
+                      cache_command --ttl 5 -- printf 'cc\\n'\n\
+                      case $- in *k*) printf 'still k\\n' ;; esac";
+        let (out, err) = text(&output_within(sh(way, t, t, script), way));
+        assert_eq!(err, "", "{way}");
+        assert_eq!(out, "w 0\nv\n72\na 0\nr 0\ncc\nstill k\n", "{way}");
+    }
+}

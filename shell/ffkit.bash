@@ -516,7 +516,12 @@ _ffkit_lock_take() {
         if [[ ! -f $_ffkit_file ]]; then
             _ffkit_lock_call lock-acquire --prepare ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || return $?
         fi
-        if ! { exec {_ffkit_fd}<"$_ffkit_file"; } 2>/dev/null; then
+        # `exec {VAR}…` through eval, here and below: a zsh that sourced
+        # this file under `emulate sh` or `setopt ignore_braces` parsed
+        # `{_ffkit_fd}` as a word, so `exec` tried to run a command of that
+        # name and the script ended silently at its first lock. eval parses
+        # it when it runs, under the function's own options.
+        if ! { eval 'exec {_ffkit_fd}<"$_ffkit_file"'; } 2>/dev/null; then
             [[ -e $_ffkit_file || -L $_ffkit_file ]] || continue
             _ffkit_err "$1: cannot open the lock file $_ffkit_file"
             return 3
@@ -529,10 +534,10 @@ _ffkit_lock_take() {
             _ffkit_err "$1: $3: timed out after ${LOCK_TIMEOUT:-30}s (LOCK_TIMEOUT)"
         fi
         if [[ $_ffkit_rc -eq 2 && ! /dev/fd/$_ffkit_fd -ef $_ffkit_file ]]; then
-            exec {_ffkit_fd}<&-
+            eval 'exec {_ffkit_fd}<&-'
             continue
         fi
-        exec {_ffkit_fd}<&-
+        eval 'exec {_ffkit_fd}<&-'
         return "$_ffkit_rc"
     done
     _ffkit_mypid
@@ -675,7 +680,7 @@ _ffkit_lock_close() {
         _ffkit_fd_id "$1"
         [[ $_ffkit_id == "$2" ]] || return 0
     fi
-    { exec {_ffkit_cfd}<&-; } 2>/dev/null || :
+    { eval 'exec {_ffkit_cfd}<&-'; } 2>/dev/null || :
 }
 
 # Sets _ffkit_now to the time in microseconds (bash 5's EPOCHREALTIME,
@@ -753,7 +758,7 @@ _ffkit_lock_drop() {
                 # binary's verdict: descriptor_lost_by_shell) is left alone.
                 # A release that worked was on the lock's own descriptor.
                 if [[ $_ffkit_rc -eq 0 ]]; then
-                    exec {_ffkit_fd}<&-
+                    eval 'exec {_ffkit_fd}<&-'
                 else
                     _ffkit_lock_close "$_ffkit_fd" "${_ffkit_lock_ids[_ffkit_i]:-?}"
                 fi

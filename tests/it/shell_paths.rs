@@ -1005,3 +1005,33 @@ fn bash_set_k_changes_no_answer_on_any_path() {
         assert_eq!(out, "w 0\nv\n72\na 0\nr 0\ncc\nstill k\n", "{way}");
     }
 }
+
+/// Attack finding: zsh parses a sourced file under the caller's options,
+/// and under `emulate sh` or `setopt ignore_braces` the fallback's `exec
+/// {_ffkit_fd}<FILE` was `exec` of a command named `{_ffkit_fd}`: the
+/// script ended, silently, at its first `acquire_critical_lock`. Now those
+/// redirections are parsed when they run (eval, under the function's own
+/// options).
+#[test]
+fn zsh_sourcing_under_emulate_sh_or_ignore_braces_keeps_the_lock_functions() {
+    if !zsh() {
+        return;
+    }
+    for opts in ["emulate sh", "setopt ignore_braces", "emulate ksh"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = format!(
+            "{opts}\n. \"$FFKIT_LIB\"\n\
+             acquire_critical_lock x; echo \"a=$?\"\n\
+             (LOCK_TIMEOUT=0 acquire_critical_lock x 2>/dev/null; echo \"sub=$?\")\n\
+             release_critical_lock x; echo \"r=$?\"\n\
+             acquire_session_lock d s; echo \"s=$?\"\n\
+             release_session_lock d s; echo \"rs=$?\"\n\
+             echo end"
+        );
+        let (out, err) = text(&output_within(sh("zsh", t, t, &script), opts));
+        assert_eq!(err, "", "{opts}");
+        assert_eq!(out, "a=0\nsub=5\nr=0\ns=0\nrs=0\nend\n", "{opts}");
+    }
+}

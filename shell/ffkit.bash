@@ -146,7 +146,7 @@ _ffkit_zrun() {
     # FFKIT_FN_LOG_DIR the caller's cache dir LOG.
     # BEGIN GENERATED:env-forward-zsh
     # From config::ENV_VARS by `cargo xtask gen`; do not edit.
-    builtin local -x \
+    builtin local -hx \
         ${CACHE_SIZE_TRACKING+"CACHE_SIZE_TRACKING=$CACHE_SIZE_TRACKING"} \
         ${LOCK_BACKOFF_STRATEGY+"LOCK_BACKOFF_STRATEGY=$LOCK_BACKOFF_STRATEGY"} \
         ${LOCK_TIMEOUT+"LOCK_TIMEOUT=$LOCK_TIMEOUT"} \

@@ -817,14 +817,16 @@ fn a_plain_fn_log_dir_variable_changes_no_ffkit_command_on_any_path() {
 /// printing it hundreds of times), and zsh ended the whole script (status 1).
 /// Now the id reaches the binary without an assignment in the shell, on the
 /// uncontended call and on the wait for a busy lock alike: one answer, no
-/// line, on every way in.
+/// line, on every way in. A `readonly HOME` failed every zsh function
+/// (zsh's HOME is special, and its forwarding `local -x HOME=…` was
+/// refused): the forwarding locals are hidden ones now (`local -hx`).
 #[test]
 fn a_readonly_flowforge_developer_is_never_assigned_to_on_any_path() {
     for way in ways() {
         let tmp = tempfile::tempdir().unwrap();
         let t = tmp.path();
         git_init(t);
-        let script = "readonly FLOWFORGE_DEVELOPER=bob\n\
+        let script = "readonly FLOWFORGE_DEVELOPER=bob HOME\n\
                       acquire_critical_lock a; echo \"a=$?\"\n\
                       release_critical_lock a; echo \"ra=$?\"\n\
                       acquire_session_lock alice s; echo \"s=$?\"\n\

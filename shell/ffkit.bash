@@ -831,7 +831,11 @@ write_cache_with_metadata() {
     # In zsh a value may hold NUL bytes, which no argument can carry (the
     # kernel would cut it at the first): those go through the pipe too.
     if [[ ${#2} -gt 32000 || "$2" == "-" || ( -n ${ZSH_VERSION-} && $2 == *$'\0'* ) ]]; then
-        printf '%s' "$2" | _ffkit_run "$_ffkit_log" --fn-dir cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" -
+        # The binary's line is the one: one that refuses the call (a bad
+        # key or TTL) before reading it all made printf, with SIGPIPE
+        # ignored (`trap '' PIPE`, a daemon's children), add `write
+        # error: Broken pipe`.
+        { printf '%s' "$2"; } 2>/dev/null | _ffkit_run "$_ffkit_log" --fn-dir cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" -
     else
         _ffkit_run "$_ffkit_log" --fn-dir cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" "$2" </dev/null
     fi

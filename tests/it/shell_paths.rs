@@ -1037,3 +1037,28 @@ fn zsh_sourcing_under_emulate_sh_or_ignore_braces_keeps_the_lock_functions() {
         assert_eq!(out, "a=0\nsub=5\nr=0\ns=0\nrs=0\nend\n", "{opts}");
     }
 }
+
+/// Attack finding: with SIGPIPE ignored (`trap '' PIPE`, or a daemon's
+/// children), a value over 32,000 characters that the binary refused before
+/// reading it (a bad key or TTL) got a second line off the builtin: the
+/// fallback's `printf … |` met the closed pipe and said `printf: write
+/// error: Broken pipe` (zsh: `write error: broken pipe`). Now the binary's
+/// line is the only one, on every way in.
+#[test]
+fn a_refused_long_value_is_one_line_with_sigpipe_ignored_on_every_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "trap '' PIPE\n\
+                      v=$(head -c 200000 /dev/zero | tr '\\0' x)\n\
+                      write_cache_with_metadata '' \"$v\"; echo \"e=$?\"\n\
+                      write_cache_with_metadata k \"$v\" bogus 2>/dev/null; echo \"t=$?\"";
+        let (out, err) = text(&output_within(sh(way, t, t, script), way));
+        assert_eq!(out, "e=2\nt=2\n", "{way}: {err}");
+        assert_eq!(
+            err, "ffkit cache-write: invalid key '': is empty\n",
+            "{way}"
+        );
+    }
+}

@@ -789,16 +789,19 @@ get_cache_size() {
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_n=''
     _ffkit_ns get_cache_size "${1-}" || return $?
-    _ffkit_remote ||
-    case ${CACHE_SIZE_TRACKING-}/${FF_DEBUG-} in
-        /false | enabled/false | / | enabled/)
-            # A failed printf (stdout a full disk, closed) asks the binary,
-            # whose line and status are every path's (docs/shell.md).
-            if _ffkit_index_read "$_ffkit_dir" && { printf '%s\n' "$_ffkit_n"; } 2>/dev/null; then
-                return 0
-            fi
-            ;;
-    esac
+    # Forkless only with the defaults (CACHE_SIZE_TRACKING empty or
+    # `enabled`, FF_DEBUG empty or `false`), compared byte for byte: a
+    # `case` obeyed bash's nocasematch, and took `ENABLED` (a bad value:
+    # exit 12 from the binary, the builtin and zsh) for `enabled`.
+    if ! _ffkit_remote &&
+        { [ "${CACHE_SIZE_TRACKING-}" = '' ] || [ "$CACHE_SIZE_TRACKING" = enabled ]; } &&
+        { [ "${FF_DEBUG-}" = '' ] || [ "$FF_DEBUG" = false ]; }; then
+        # A failed printf (stdout a full disk, closed) asks the binary,
+        # whose line and status are every path's (docs/shell.md).
+        if _ffkit_index_read "$_ffkit_dir" && { printf '%s\n' "$_ffkit_n"; } 2>/dev/null; then
+            return 0
+        fi
+    fi
     _ffkit_run "$_ffkit_log" --fn-dir cache-size --dir "$_ffkit_dir" </dev/null
 }
 

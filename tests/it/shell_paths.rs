@@ -1062,3 +1062,31 @@ fn a_refused_long_value_is_one_line_with_sigpipe_ignored_on_every_path() {
         );
     }
 }
+
+/// Attack finding: with bash's `shopt -s nocasematch`, the fallback's
+/// forkless `get_cache_size` took `CACHE_SIZE_TRACKING=ENABLED` or
+/// `FF_DEBUG=FALSE` (bad values) for the defaults (its `case` obeyed
+/// nocasematch) and printed the size with status 0, where the builtin and
+/// zsh answer exit 12 with the binary's line. Now the defaults are compared
+/// byte for byte: one answer on every way in.
+#[test]
+fn nocasematch_does_not_make_a_bad_value_a_default_on_any_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "write_cache_with_metadata k v\n\
+                      shopt -s nocasematch 2>/dev/null || setopt nocasematch\n\
+                      CACHE_SIZE_TRACKING=ENABLED get_cache_size; echo \"s=$?\"\n\
+                      FF_DEBUG=FALSE get_cache_size; echo \"d=$?\"\n\
+                      get_cache_size";
+        let (out, err) = text(&output_within(sh(way, t, t, script), way));
+        assert_eq!(out, "s=12\nd=12\n72\n", "{way}: {err}");
+        assert_eq!(
+            err,
+            "ffkit cache-size: CACHE_SIZE_TRACKING='ENABLED': expected 'enabled' or 'disabled'\n\
+             ffkit cache-size: FF_DEBUG='FALSE': expected 'true' or 'false'\n",
+            "{way}"
+        );
+    }
+}

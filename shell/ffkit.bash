@@ -19,8 +19,16 @@
 # Every function starts with the same line: in zsh it makes the function's
 # options zsh's defaults plus 0-based arrays, restored on return, so the
 # caller's options (sh_word_split, ksh emulation, ...) cannot change how
-# this code runs. In bash the code is written to be correct under any of
-# set -e/-u/-o pipefail, any IFS and any shopt.
+# this code runs; only the caller's errexit is kept, as bash keeps it: a
+# function that turns errexit off locally makes zsh forget the caller's
+# `set -e` once an ERR trap has run (the script went on after a failed
+# acquire_critical_lock). In bash, and so in zsh under errexit, the code is
+# written to be correct under any of set -e/-u/-o pipefail, any IFS and any
+# shopt. The second line turns bash's `set -k` (keyword: every `NAME=value`
+# argument becomes an environment assignment) off for the function alone
+# (`local -`, bash 4.4+): under it `local x=…` and `export X=…` lost their
+# arguments, and the fallback printed `export`'s list of every exported
+# variable on stdout instead of answering.
 
 # ---------------------------------------------------------------------------
 # Private helpers
@@ -138,7 +146,7 @@ _ffkit_zrun() {
     # FFKIT_FN_LOG_DIR the caller's cache dir LOG.
     # BEGIN GENERATED:env-forward-zsh
     # From config::ENV_VARS by `cargo xtask gen`; do not edit.
-    builtin local -x \
+    builtin local -hx \
         ${CACHE_SIZE_TRACKING+"CACHE_SIZE_TRACKING=$CACHE_SIZE_TRACKING"} \
         ${LOCK_BACKOFF_STRATEGY+"LOCK_BACKOFF_STRATEGY=$LOCK_BACKOFF_STRATEGY"} \
         ${LOCK_TIMEOUT+"LOCK_TIMEOUT=$LOCK_TIMEOUT"} \
@@ -189,7 +197,11 @@ _ffkit_exec() {
         # END GENERATED:env-forward
     }
     export FFKIT_FN_LOG_DIR="$_ffkit_l"
-    [[ $_ffkit_s != 1 ]] || export FLOWFORGE_DEVELOPER="$_ffkit_d"
+    if [[ $_ffkit_s == 1 ]] && ! { export FLOWFORGE_DEVELOPER="$_ffkit_d"; } 2>/dev/null; then
+        # The script made FLOWFORGE_DEVELOPER readonly (bash cannot assign
+        # it, not even in this subshell): env(1) gives the binary DEV.
+        exec env "FLOWFORGE_DEVELOPER=$_ffkit_d" "${FFKIT_BIN:-ffkit}" "$@"
+    fi
     exec "${FFKIT_BIN:-ffkit}" "$@"
 }
 
@@ -295,10 +307,24 @@ _ffkit_git_same() {
     fi
 }
 
+# Succeeds in zsh when the script made IFS readonly (`readonly IFS`):
+# there the `IFS= read` of the helpers below is a fatal error that ended
+# the script at its first lock or get_cache_size, so they read otherwise
+# or give up as they do without /proc (bash only complains, and its
+# helpers' `IFS= read` send that to /dev/null).
+_ffkit_ifs_ro() {
+    [[ -n ${ZSH_VERSION-} && ${parameters[IFS]-} == *readonly* ]]
+}
+
 # Sets _ffkit_c to the text of the team config _ffkit_team (a regular
-# file: the caller checked), read with a builtin, no process.
+# file: the caller checked), read with a builtin, no process (zsh's
+# `$(<file)` starts none either; its trailing newlines do not count).
 _ffkit_team_text() {
     _ffkit_c=
+    if _ffkit_ifs_ro; then
+        _ffkit_c=$(<"$_ffkit_team") 2>/dev/null || :
+        return 0
+    fi
     { IFS= read -r -d '' _ffkit_c || :; } <"$_ffkit_team" 2>/dev/null || :
 }
 
@@ -309,6 +335,8 @@ _ffkit_team_text() {
 _ffkit_index_read() {
     local _ffkit_f=$1/.size-index _ffkit_rest='' _ffkit_lk=''
     _ffkit_n=
+    # zsh with a readonly IFS: the binary answers (_ffkit_ifs_ro).
+    ! _ffkit_ifs_ro || return 1
     # A dir the binary would refuse as the namespace's (a symbolic link,
     # another user's: docs/cache.md, "Which dir") is the binary's to judge.
     if [[ -L $1 || ! -O $1 || -e $1/.journal || -L $_ffkit_f || ! -f $_ffkit_f ]]; then
@@ -340,14 +368,33 @@ _ffkit_index_read() {
     [[ -z $_ffkit_rest && ${#_ffkit_n} -le 19 ]]
 }
 
+# Succeeds when the lock calls must give the binary FLOWFORGE_DEVELOPER=
+# _ffkit_dev for one call: the developer id the lock file was resolved for
+# is not already the shell's FLOWFORGE_DEVELOPER (which _ffkit_run forwards
+# anyway).
+_ffkit_dev_differs() {
+    [[ -n $_ffkit_dev ]] || return 1
+    # `[ = ]` compares bytes; `[[ == ]]` would obey nocasematch.
+    [[ -z ${FLOWFORGE_DEVELOPER+set} ]] || [ "$FLOWFORGE_DEVELOPER" != "$_ffkit_dev" ]
+}
+
 # _ffkit_lock_call ARGS...: `ffkit lock-... ARGS` for the lock in
 # _ffkit_file, with the developer id the file was resolved for (so the
 # binary, which checks the descriptor is on NAME's file, names the same one).
+# That id goes to the binary as _ffkit_run's remote backend gives one
+# (STRIP=1 DEV: an export in the binary's own subshell, a zsh local), never
+# as a `FLOWFORGE_DEVELOPER=… cmd` assignment in this shell: a script's
+# `readonly FLOWFORGE_DEVELOPER=id` made bash print "readonly variable" on
+# every lock call and zsh end the whole script. (The lock's name went
+# through _ffkit_run's NUL check in _ffkit_ns already, and a lock call
+# has no `--dir` for the remote backend to drop.)
 _ffkit_lock_call() {
-    if [[ -n $_ffkit_dev ]]; then
-        FLOWFORGE_DEVELOPER=$_ffkit_dev _ffkit_run "$_ffkit_log" "$@" </dev/null
-    else
+    if ! _ffkit_dev_differs; then
         _ffkit_run "$_ffkit_log" "$@" </dev/null
+    elif [[ -n ${ZSH_VERSION-} ]]; then
+        _ffkit_zrun "$_ffkit_log" 1 "$_ffkit_dev" "$@" </dev/null
+    else
+        ( _ffkit_exec "$_ffkit_log" 1 "$_ffkit_dev" "$@" ) </dev/null
     fi
 }
 
@@ -403,7 +450,7 @@ _ffkit_lock_forget_inherited() {
 # The binary creates a missing dir and file (0700/0600 whatever the umask);
 # the shell only opens an existing file, read-only.
 _ffkit_lock_take() {
-    local _ffkit_fd='' _ffkit_i=0 _ffkit_slot=-1 _ffkit_rc=0
+    local _ffkit_fd='' _ffkit_i=0 _ffkit_slot=0 _ffkit_rc=0
     local _ffkit_sess='' _ffkit_pid='' _ffkit_inherited=''
     local _ffkit_total='' _ffkit_t0='' _ffkit_now='' _ffkit_wt='' _ffkit_again=''
     [[ $2 == critical ]] || _ffkit_sess=--session
@@ -438,13 +485,9 @@ _ffkit_lock_take() {
                 _ffkit_lock_close "$_ffkit_fd" "${_ffkit_lock_ids[_ffkit_i]:-?}"
                 _ffkit_lock_slot_free "$_ffkit_i"
             fi
-            if [[ -z ${_ffkit_lock_files[_ffkit_i]} && $_ffkit_slot -lt 0 ]]; then
-                _ffkit_slot=$_ffkit_i
-            fi
             _ffkit_i=$((_ffkit_i + 1))
         done
     fi
-    [[ $_ffkit_slot -ge 0 ]] || _ffkit_slot=$_ffkit_i
     if [[ -L $_ffkit_file ]]; then
         _ffkit_err "$1: $_ffkit_file: is a symbolic link; refusing to lock through it"
         return 3
@@ -473,7 +516,12 @@ _ffkit_lock_take() {
         if [[ ! -f $_ffkit_file ]]; then
             _ffkit_lock_call lock-acquire --prepare ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || return $?
         fi
-        if ! { exec {_ffkit_fd}<"$_ffkit_file"; } 2>/dev/null; then
+        # `exec {VAR}…` through eval, here and below: a zsh that sourced
+        # this file under `emulate sh` or `setopt ignore_braces` parsed
+        # `{_ffkit_fd}` as a word, so `exec` tried to run a command of that
+        # name and the script ended silently at its first lock. eval parses
+        # it when it runs, under the function's own options.
+        if ! { eval 'exec {_ffkit_fd}<"$_ffkit_file"'; } 2>/dev/null; then
             [[ -e $_ffkit_file || -L $_ffkit_file ]] || continue
             _ffkit_err "$1: cannot open the lock file $_ffkit_file"
             return 3
@@ -486,15 +534,25 @@ _ffkit_lock_take() {
             _ffkit_err "$1: $3: timed out after ${LOCK_TIMEOUT:-30}s (LOCK_TIMEOUT)"
         fi
         if [[ $_ffkit_rc -eq 2 && ! /dev/fd/$_ffkit_fd -ef $_ffkit_file ]]; then
-            exec {_ffkit_fd}<&-
+            eval 'exec {_ffkit_fd}<&-'
             continue
         fi
-        exec {_ffkit_fd}<&-
+        eval 'exec {_ffkit_fd}<&-'
         return "$_ffkit_rc"
     done
     _ffkit_mypid
     local _ffkit_id=''
     _ffkit_fd_id "$_ffkit_fd"
+    # The first free slot, chosen now and not before the wait: a trap that
+    # ran while this call waited (bash runs it in `wait`, zsh between
+    # commands) may have taken a lock into the slot that was free then, and
+    # writing this lock over its entry lost it (its descriptor stayed open
+    # after its release: one leaked per such trap).
+    _ffkit_slot=0
+    while [[ -n ${_ffkit_lock_files+set} && $_ffkit_slot -lt ${#_ffkit_lock_files[@]} ]]; do
+        [[ -n ${_ffkit_lock_files[_ffkit_slot]} ]] || break
+        _ffkit_slot=$((_ffkit_slot + 1))
+    done
     _ffkit_lock_files[_ffkit_slot]=$_ffkit_file
     _ffkit_lock_fds[_ffkit_slot]=$_ffkit_fd
     _ffkit_lock_pids[_ffkit_slot]=$_ffkit_pid
@@ -529,8 +587,8 @@ _ffkit_lock_on_fd() {
     # Busy: 75, silently (-q -E 75); any other answer is the answer.
     _ffkit_lock_call lock-acquire -n -q -E 75 ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" || _ffkit_st=$?
     [[ $_ffkit_st == 75 ]] || return "$_ffkit_st"
-    if [[ -n $_ffkit_dev ]]; then
-        FLOWFORGE_DEVELOPER=$_ffkit_dev _ffkit_exec "$_ffkit_log" 0 '' lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
+    if _ffkit_dev_differs; then
+        _ffkit_exec "$_ffkit_log" 1 "$_ffkit_dev" lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
     else
         _ffkit_exec "$_ffkit_log" 0 '' lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
     fi
@@ -567,7 +625,9 @@ _ffkit_fd_locked() {
     local _ffkit_l=''
     [[ -d /proc/self/fdinfo ]] || return 0
     [[ -e /proc/self/fdinfo/$1 ]] || return 1
-    while IFS= read -r _ffkit_l; do
+    # zsh with a readonly IFS cannot tell either (_ffkit_ifs_ro).
+    ! _ffkit_ifs_ro || return 0
+    while { IFS= read -r _ffkit_l; } 2>/dev/null; do
         [[ $_ffkit_l != lock:* ]] || return 0
     done </proc/self/fdinfo/"$1"
     return 1
@@ -583,8 +643,13 @@ _ffkit_fd_id() {
         [[ -d /proc/self/fdinfo ]] || _ffkit_id='?'
         return 0
     fi
+    # zsh with a readonly IFS: the kernel does not say (_ffkit_ifs_ro).
+    if _ffkit_ifs_ro; then
+        _ffkit_id='?'
+        return 0
+    fi
     # One read of the whole file (a few lines), not one per line.
-    IFS= read -r -d '' _ffkit_l </proc/self/fdinfo/"$1" || :
+    { IFS= read -r -d '' _ffkit_l; } </proc/self/fdinfo/"$1" 2>/dev/null || :
     _ffkit_m=${_ffkit_l#*mnt_id:}
     _ffkit_n=${_ffkit_l#*ino:}
     if [[ $_ffkit_m == "$_ffkit_l" || $_ffkit_n == "$_ffkit_l" ]]; then
@@ -615,7 +680,7 @@ _ffkit_lock_close() {
         _ffkit_fd_id "$1"
         [[ $_ffkit_id == "$2" ]] || return 0
     fi
-    { exec {_ffkit_cfd}<&-; } 2>/dev/null || :
+    { eval 'exec {_ffkit_cfd}<&-'; } 2>/dev/null || :
 }
 
 # Sets _ffkit_now to the time in microseconds (bash 5's EPOCHREALTIME,
@@ -693,7 +758,7 @@ _ffkit_lock_drop() {
                 # binary's verdict: descriptor_lost_by_shell) is left alone.
                 # A release that worked was on the lock's own descriptor.
                 if [[ $_ffkit_rc -eq 0 ]]; then
-                    exec {_ffkit_fd}<&-
+                    eval 'exec {_ffkit_fd}<&-'
                 else
                     _ffkit_lock_close "$_ffkit_fd" "${_ffkit_lock_ids[_ffkit_i]:-?}"
                 fi
@@ -719,26 +784,31 @@ _ffkit_lock_drop() {
 # builtins, without starting a process; otherwise `ffkit cache-size` answers
 # (and rebuilds a missing or invalid index, or repairs after a crash).
 get_cache_size() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_n=''
     _ffkit_ns get_cache_size "${1-}" || return $?
-    _ffkit_remote ||
-    case ${CACHE_SIZE_TRACKING-}/${FF_DEBUG-} in
-        /false | enabled/false | / | enabled/)
-            # A failed printf (stdout a full disk, closed) asks the binary,
-            # whose line and status are every path's (docs/shell.md).
-            if _ffkit_index_read "$_ffkit_dir" && { printf '%s\n' "$_ffkit_n"; } 2>/dev/null; then
-                return 0
-            fi
-            ;;
-    esac
+    # Forkless only with the defaults (CACHE_SIZE_TRACKING empty or
+    # `enabled`, FF_DEBUG empty or `false`), compared byte for byte: a
+    # `case` obeyed bash's nocasematch, and took `ENABLED` (a bad value:
+    # exit 12 from the binary, the builtin and zsh) for `enabled`.
+    if ! _ffkit_remote &&
+        { [ "${CACHE_SIZE_TRACKING-}" = '' ] || [ "$CACHE_SIZE_TRACKING" = enabled ]; } &&
+        { [ "${FF_DEBUG-}" = '' ] || [ "$FF_DEBUG" = false ]; }; then
+        # A failed printf (stdout a full disk, closed) asks the binary,
+        # whose line and status are every path's (docs/shell.md).
+        if _ffkit_index_read "$_ffkit_dir" && { printf '%s\n' "$_ffkit_n"; } 2>/dev/null; then
+            return 0
+        fi
+    fi
     _ffkit_run "$_ffkit_log" --fn-dir cache-size --dir "$_ffkit_dir" </dev/null
 }
 
 # rebuild_size_index dev_id: recomputes the index by walking; prints the size.
 rebuild_size_index() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns rebuild_size_index "${1-}" || return $?
@@ -748,7 +818,8 @@ rebuild_size_index() {
 # write_cache_with_metadata key value [ttl_seconds]: writes the entry and its
 # metadata; ttl 0 (or absent/empty) never expires.
 write_cache_with_metadata() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     if [[ $# -lt 2 ]]; then
         _ffkit_err 'usage: write_cache_with_metadata key value [ttl_seconds]'
@@ -763,7 +834,11 @@ write_cache_with_metadata() {
     # In zsh a value may hold NUL bytes, which no argument can carry (the
     # kernel would cut it at the first): those go through the pipe too.
     if [[ ${#2} -gt 32000 || "$2" == "-" || ( -n ${ZSH_VERSION-} && $2 == *$'\0'* ) ]]; then
-        printf '%s' "$2" | _ffkit_run "$_ffkit_log" --fn-dir cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" -
+        # The binary's line is the one: one that refuses the call (a bad
+        # key or TTL) before reading it all made printf, with SIGPIPE
+        # ignored (`trap '' PIPE`, a daemon's children), add `write
+        # error: Broken pipe`.
+        { printf '%s' "$2"; } 2>/dev/null | _ffkit_run "$_ffkit_log" --fn-dir cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" -
     else
         _ffkit_run "$_ffkit_log" --fn-dir cache-write --dir "$_ffkit_dir" --ttl "${3:-0}" -- "$1" "$2" </dev/null
     fi
@@ -774,7 +849,8 @@ write_cache_with_metadata() {
 # The value's own bytes, trailing newlines included, come first: see
 # docs/shell.md for getting them back exactly.
 read_cache_with_ttl() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     if [[ $# -lt 1 ]]; then
         _ffkit_err 'usage: read_cache_with_ttl key'
@@ -795,7 +871,8 @@ read_cache_with_ttl() {
 # batch_write_cache [batch]: writes every `key:value` line of $1 (or of
 # standard input when no argument is given) with TTL 300 s, in one operation.
 batch_write_cache() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns batch_write_cache '' || return $?
@@ -809,7 +886,8 @@ batch_write_cache() {
 # batch_read_cache key...: prints `key:value` for every present, unexpired
 # key, in argument order. No keys: prints nothing.
 batch_read_cache() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     [[ $# -gt 0 ]] || return 0
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
@@ -820,7 +898,8 @@ batch_read_cache() {
 # enforce_cache_limits dev_id max_bytes: evicts expired entries, then the
 # least recently used, until the cache is at most max_bytes.
 enforce_cache_limits() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     if [[ $# -lt 2 || -z $2 ]]; then
         _ffkit_err 'usage: enforce_cache_limits dev_id max_bytes'
@@ -833,7 +912,8 @@ enforce_cache_limits() {
 
 # clear_developer_cache dev_id: removes every entry of that cache.
 clear_developer_cache() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns clear_developer_cache "${1-}" || return $?
@@ -855,7 +935,8 @@ _ffkit_store_as() {
 # cache_provider_data provider [data]: caches data (standard input when
 # absent) under the key provider_<provider> for 5 minutes.
 cache_provider_data() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     if [[ $# -lt 1 ]]; then
         _ffkit_err 'usage: cache_provider_data provider [data]'
@@ -866,7 +947,8 @@ cache_provider_data() {
 
 # get_provider_cache provider: prints what cache_provider_data stored.
 get_provider_cache() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     if [[ $# -lt 1 ]]; then
         _ffkit_err 'usage: get_provider_cache provider'
         return 2
@@ -877,7 +959,8 @@ get_provider_cache() {
 # cache_time_tracking session_id [data]: stores data (standard input when
 # absent) under time_tracking_<session_id>; it never expires.
 cache_time_tracking() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     if [[ $# -lt 1 ]]; then
         _ffkit_err 'usage: cache_time_tracking session_id [data]'
@@ -888,7 +971,8 @@ cache_time_tracking() {
 
 # recover_time_tracking session_id: prints what cache_time_tracking stored.
 recover_time_tracking() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     if [[ $# -lt 1 ]]; then
         _ffkit_err 'usage: recover_time_tracking session_id'
         return 2
@@ -904,7 +988,8 @@ recover_time_tracking() {
 # and keeps it until release_critical_lock name (or until the shell exits).
 # Waits up to LOCK_TIMEOUT seconds (exit 6 after that).
 acquire_critical_lock() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
     _ffkit_ns acquire_critical_lock '' critical "${1-}" || return $?
@@ -914,7 +999,8 @@ acquire_critical_lock() {
 # release_critical_lock name: releases a lock this shell took; fails (4)
 # when this shell does not hold it.
 release_critical_lock() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
     _ffkit_ns release_critical_lock '' critical "${1-}" || return $?
@@ -924,7 +1010,8 @@ release_critical_lock() {
 # acquire_session_lock dev_id session_id: takes the kernel lock
 # <dev_id's namespace>/sessions/locks/<session_id>.lock until released.
 acquire_session_lock() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
     _ffkit_ns acquire_session_lock "${1-}" session "${2-}" || return $?
@@ -934,7 +1021,8 @@ acquire_session_lock() {
 # release_session_lock dev_id session_id: releases it; fails (4) when this
 # shell does not hold it.
 release_session_lock() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
     _ffkit_ns release_session_lock "${1-}" session "${2-}" || return $?
@@ -953,7 +1041,8 @@ release_session_lock() {
 # milliseconds, as the old library wrote them. See docs/shell.md.
 # With CACHE_PERF_MONITORING=disabled it does nothing and starts no process.
 record_performance_metric() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     [ "${CACHE_PERF_MONITORING-}" != disabled ] || return 0
     if [[ $# -lt 3 ]]; then
@@ -967,7 +1056,8 @@ record_performance_metric() {
 
 # get_performance_metrics: prints {"op": {"count": N, "total": T, "avg": A, ...}, ...}.
 get_performance_metrics() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns get_performance_metrics '' || return $?
@@ -976,7 +1066,8 @@ get_performance_metrics() {
 
 # cleanup_performance_metrics: trims the metrics log.
 cleanup_performance_metrics() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev=''
     _ffkit_ns cleanup_performance_metrics '' || return $?
@@ -997,7 +1088,8 @@ cleanup_performance_metrics() {
 # 126/127). See docs/cache-run.md.
 # Standard input is passed on (used only with --key-stdin).
 cache_command() {
-    [[ -z ${ZSH_VERSION-} ]] || { emulate -L zsh && setopt ksh_arrays; }
+    [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
+    [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     if [[ $# -lt 1 ]]; then
         _ffkit_err 'usage: cache_command [OPTIONS] -- CMD [ARGS...]'

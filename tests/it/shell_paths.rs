@@ -808,3 +808,285 @@ fn a_plain_fn_log_dir_variable_changes_no_ffkit_command_on_any_path() {
         assert_eq!(err, "", "{way}");
     }
 }
+
+/// Attack finding: a script's `readonly FLOWFORGE_DEVELOPER=bob` broke every
+/// lock function off the builtin: the fallback gave the binary the lock's
+/// developer id as a one-call assignment (`FLOWFORGE_DEVELOPER=id cmd`), so
+/// bash printed "FLOWFORGE_DEVELOPER: readonly variable" on each lock call
+/// (and, for another developer's session lock, spun until LOCK_TIMEOUT
+/// printing it hundreds of times), and zsh ended the whole script (status 1).
+/// Now the id reaches the binary without an assignment in the shell, on the
+/// uncontended call and on the wait for a busy lock alike: one answer, no
+/// line, on every way in. A `readonly HOME` failed every zsh function
+/// (zsh's HOME is special, and its forwarding `local -x HOME=…` was
+/// refused): the forwarding locals are hidden ones now (`local -hx`).
+#[test]
+fn a_readonly_flowforge_developer_is_never_assigned_to_on_any_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "readonly FLOWFORGE_DEVELOPER=bob HOME\n\
+                      acquire_critical_lock a; echo \"a=$?\"\n\
+                      release_critical_lock a; echo \"ra=$?\"\n\
+                      acquire_session_lock alice s; echo \"s=$?\"\n\
+                      release_session_lock alice s; echo \"rs=$?\"\n\
+                      ( acquire_session_lock alice w && : >held && until [ -e go ]; do sleep 0.01; done ) &\n\
+                      until [ -e held ]; do sleep 0.01; done\n\
+                      ( sleep 0.2; : >go ) &\n\
+                      acquire_session_lock alice w; echo \"w=$?\"\n\
+                      release_session_lock alice w; echo \"rw=$?\"\n\
+                      wait; echo done";
+        let mut c = sh(way, t, t, script);
+        c.env("LOCK_TIMEOUT", "5");
+        let (out, err) = text(&output_within(c, way));
+        assert_eq!(
+            out, "a=0\nra=0\ns=0\nrs=0\nw=0\nrw=0\ndone\n",
+            "{way}: {err}"
+        );
+        assert_eq!(err, "", "{way}");
+        assert!(
+            t.join(".flowforge/dev-alice/sessions/locks/w.lock")
+                .is_file(),
+            "{way}"
+        );
+        assert!(t.join(".flowforge/dev-bob/locks/a.lock").is_file(), "{way}");
+    }
+}
+
+/// Attack finding: in zsh, a script with `set -e` and an ERR trap went on
+/// after a function failed (`acquire_critical_lock` busy: the trap ran, then
+/// the next command, in the critical section without the lock). zsh forgets
+/// errexit for a function that turned it off locally once a ZERR trap has
+/// run (each function's `emulate -L zsh` did); bash and a zsh script without
+/// the trap stopped. Now the functions keep the caller's errexit, so the
+/// script ends with the function's status on every way in, while a function
+/// in a condition (`if`, `||`) still just fails.
+#[test]
+fn a_failing_function_ends_a_set_e_script_with_an_err_trap_on_every_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        for (call, status) in [
+            ("LOCK_TIMEOUT=0 acquire_critical_lock a", 5),
+            ("read_cache_with_ttl missing", 1),
+            ("release_critical_lock never", 4),
+        ] {
+            let script = format!(
+                "acquire_critical_lock a\n\
+                 set -e\n\
+                 trap 'echo \"trap=$?\"' ERR\n\
+                 if LOCK_TIMEOUT=0 acquire_critical_lock a 2>/dev/null; then echo held; fi\n\
+                 read_cache_with_ttl missing || echo \"or=$?\"\n\
+                 {call}\n\
+                 echo notreached"
+            );
+            let o = output_within(sh(way, t, t, &script), way);
+            let (out, err) = text(&o);
+            assert_eq!(o.status.code(), Some(status), "{way}: {call}: {out}{err}");
+            assert!(out.starts_with("or=1\n"), "{way}: {call}: {out}{err}");
+            assert!(!out.contains("notreached"), "{way}: {call}: {out}{err}");
+        }
+    }
+}
+
+/// Attack finding: off the builtin, a trap that took a lock while
+/// `acquire_critical_lock` waited for another (bash runs it inside the
+/// fallback's `wait`, zsh between commands) lost its entry in the held-lock
+/// table: the waiting call had picked its slot before the wait and wrote
+/// its own lock over the trap's. The lock was still held through a
+/// descriptor the table no longer knew: asking for it again got the
+/// binary's line instead of the functions' one, and after its release the
+/// descriptor stayed open (one leaked per such trap). Now the slot is
+/// chosen after the wait: the same lines as the builtin (which runs the
+/// trap after the call), and no descriptor left on the trap's lock file.
+#[test]
+fn a_lock_taken_by_a_trap_during_a_wait_stays_in_the_table_on_every_path() {
+    let mut seen = Vec::new();
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        // The USR1 goes out once the fallback's waiter runs (a child of
+        // the shell; the builtin has none, and runs the trap after the call
+        // in any case), and the holder lets L go only once it was sent.
+        let script = "( acquire_critical_lock L && : >held && until [ -e sent ]; do sleep 0.01; done ) &\n\
+                      until [ -e held ]; do sleep 0.01; done\n\
+                      trap 'acquire_critical_lock T; echo \"t=$?\"' USR1\n\
+                      me=$$\n\
+                      ( n=0; until pgrep -P \"$me\" -f lock-acquire >/dev/null 2>&1 || [ $n -ge 100 ]; do sleep 0.01; n=$((n + 1)); done; kill -USR1 \"$me\"; : >sent ) &\n\
+                      acquire_critical_lock L; echo \"L=$?\"\n\
+                      LOCK_TIMEOUT=0 acquire_critical_lock T 2>again; sed \"s|$PWD|D|; s/pid [0-9]*/pid P/\" again\n\
+                      release_critical_lock T; echo \"rT=$?\"\n\
+                      release_critical_lock L; echo \"rL=$?\"\n\
+                      wait\n\
+                      for f in /proc/$$/fd/*; do [[ $f -ef .flowforge/locks/T.lock ]] && echo \"T open: $f\"; done\n\
+                      echo done";
+        let (out, err) = text(&output_within(sh(way, t, t, script), way));
+        assert!(out.ends_with("done\n"), "{way}: {out}{err}");
+        assert_eq!(err, "", "{way}");
+        let out = if way == "builtin" {
+            // The builtin keeps a released lock's descriptor for the next
+            // acquisition (docs/shell.md): not a leak.
+            out.lines()
+                .filter(|l| !l.starts_with("T open"))
+                .map(|l| format!("{l}\n"))
+                .collect()
+        } else {
+            out
+        };
+        assert_eq!(
+            out,
+            "t=0\nL=0\nffkit.bash: acquire_critical_lock: D/.flowforge/locks/T.lock: already held by this owner (pid P); release it first\nrT=0\nrL=0\ndone\n",
+            "{way}"
+        );
+        seen.push(way);
+    }
+    assert!(!seen.is_empty());
+}
+
+/// Attack finding: a script's `readonly IFS` ended a zsh script at its
+/// first `acquire_critical_lock` or `get_cache_size` (the helpers' `IFS=
+/// read` is a fatal error on a readonly IFS in zsh), and made bash's
+/// fallback print "IFS: readonly variable" several times per lock call.
+/// Now zsh reads without assigning IFS or gives up as without /proc (the
+/// binary answers), bash's complaint goes nowhere, and every way in gives
+/// the same answers.
+#[test]
+fn a_readonly_ifs_changes_no_answer_on_any_path() {
+    let mut seen = Vec::new();
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "IFS=$'\\n\\t'; readonly IFS\n\
+                      write_cache_with_metadata k v; echo \"w=$?\"\n\
+                      read_cache_with_ttl k; get_cache_size\n\
+                      acquire_critical_lock a; echo \"a=$?\"\n\
+                      acquire_critical_lock a 2>/dev/null; echo \"again=$?\"\n\
+                      release_critical_lock a; echo \"r=$?\"\n\
+                      release_critical_lock a 2>/dev/null; echo \"r2=$?\"\n\
+                      mkdir -p .flowforge/team; echo '{}' >.flowforge/team/config.json\n\
+                      get_cache_size; acquire_session_lock d s; echo \"s=$?\"\n\
+                      release_session_lock d s; echo \"rs=$?\"";
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(err, "", "{way}");
+        assert_eq!(
+            out, "w=0\nv\n72\na=0\nagain=5\nr=0\nr2=4\n72\ns=0\nrs=0\n",
+            "{way}"
+        );
+        seen.push(way);
+    }
+    assert!(!seen.is_empty());
+}
+
+/// Attack finding: bash's `set -k` (keyword: every `NAME=value` argument is
+/// an environment assignment for the command) broke the fallback: its
+/// `local x=…` and `export X=…` lost their arguments, so every function
+/// off the builtin, and `cache_command` with it, printed `export`'s list of
+/// all exported variables on stdout instead of answering. The functions
+/// now turn it off for themselves alone (`local -`), and the script keeps
+/// it.
+#[test]
+fn bash_set_k_changes_no_answer_on_any_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "set -k\n\
+                      write_cache_with_metadata k v; printf 'w %s\\n' \"$?\"\n\
+                      read_cache_with_ttl k; get_cache_size\n\
+                      acquire_critical_lock x; printf 'a %s\\n' \"$?\"\n\
+                      release_critical_lock x; printf 'r %s\\n' \"$?\"\n\
+                      cache_command --ttl 5 -- printf 'cc\\n'\n\
+                      case $- in *k*) printf 'still k\\n' ;; esac";
+        let (out, err) = text(&output_within(sh(way, t, t, script), way));
+        assert_eq!(err, "", "{way}");
+        assert_eq!(out, "w 0\nv\n72\na 0\nr 0\ncc\nstill k\n", "{way}");
+    }
+}
+
+/// Attack finding: zsh parses a sourced file under the caller's options,
+/// and under `emulate sh` or `setopt ignore_braces` the fallback's `exec
+/// {_ffkit_fd}<FILE` was `exec` of a command named `{_ffkit_fd}`: the
+/// script ended, silently, at its first `acquire_critical_lock`. Now those
+/// redirections are parsed when they run (eval, under the function's own
+/// options).
+#[test]
+fn zsh_sourcing_under_emulate_sh_or_ignore_braces_keeps_the_lock_functions() {
+    if !zsh() {
+        return;
+    }
+    for opts in ["emulate sh", "setopt ignore_braces", "emulate ksh"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = format!(
+            "{opts}\n. \"$FFKIT_LIB\"\n\
+             acquire_critical_lock x; echo \"a=$?\"\n\
+             (LOCK_TIMEOUT=0 acquire_critical_lock x 2>/dev/null; echo \"sub=$?\")\n\
+             release_critical_lock x; echo \"r=$?\"\n\
+             acquire_session_lock d s; echo \"s=$?\"\n\
+             release_session_lock d s; echo \"rs=$?\"\n\
+             echo end"
+        );
+        let (out, err) = text(&output_within(sh("zsh", t, t, &script), opts));
+        assert_eq!(err, "", "{opts}");
+        assert_eq!(out, "a=0\nsub=5\nr=0\ns=0\nrs=0\nend\n", "{opts}");
+    }
+}
+
+/// Attack finding: with SIGPIPE ignored (`trap '' PIPE`, or a daemon's
+/// children), a value over 32,000 characters that the binary refused before
+/// reading it (a bad key or TTL) got a second line off the builtin: the
+/// fallback's `printf … |` met the closed pipe and said `printf: write
+/// error: Broken pipe` (zsh: `write error: broken pipe`). Now the binary's
+/// line is the only one, on every way in.
+#[test]
+fn a_refused_long_value_is_one_line_with_sigpipe_ignored_on_every_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "trap '' PIPE\n\
+                      v=$(head -c 200000 /dev/zero | tr '\\0' x)\n\
+                      write_cache_with_metadata '' \"$v\"; echo \"e=$?\"\n\
+                      write_cache_with_metadata k \"$v\" bogus 2>/dev/null; echo \"t=$?\"";
+        let (out, err) = text(&output_within(sh(way, t, t, script), way));
+        assert_eq!(out, "e=2\nt=2\n", "{way}: {err}");
+        assert_eq!(
+            err, "ffkit cache-write: invalid key '': is empty\n",
+            "{way}"
+        );
+    }
+}
+
+/// Attack finding: with bash's `shopt -s nocasematch`, the fallback's
+/// forkless `get_cache_size` took `CACHE_SIZE_TRACKING=ENABLED` or
+/// `FF_DEBUG=FALSE` (bad values) for the defaults (its `case` obeyed
+/// nocasematch) and printed the size with status 0, where the builtin and
+/// zsh answer exit 12 with the binary's line. Now the defaults are compared
+/// byte for byte: one answer on every way in.
+#[test]
+fn nocasematch_does_not_make_a_bad_value_a_default_on_any_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "write_cache_with_metadata k v\n\
+                      shopt -s nocasematch 2>/dev/null || setopt nocasematch\n\
+                      CACHE_SIZE_TRACKING=ENABLED get_cache_size; echo \"s=$?\"\n\
+                      FF_DEBUG=FALSE get_cache_size; echo \"d=$?\"\n\
+                      get_cache_size";
+        let (out, err) = text(&output_within(sh(way, t, t, script), way));
+        assert_eq!(out, "s=12\nd=12\n72\n", "{way}: {err}");
+        assert_eq!(
+            err,
+            "ffkit cache-size: CACHE_SIZE_TRACKING='ENABLED': expected 'enabled' or 'disabled'\n\
+             ffkit cache-size: FF_DEBUG='FALSE': expected 'true' or 'false'\n",
+            "{way}"
+        );
+    }
+}

@@ -86,7 +86,7 @@ pub const WRAPPERS: &str = "shell/ffkit.bash";
 ///   `export` of every name;
 /// - `env-forward-zsh`, in `_ffkit_zrun` (zsh's way: a simple command, as
 ///   zsh's subshell resets the signals the caller ignores): one `builtin
-///   local -x` whose word for a name is there only when it is set
+///   local -hx` whose word for a name is there only when it is set
 ///   (`${NAME+"NAME=$NAME"}`), and last `FFKIT_FN_LOG_DIR` set to the
 ///   function's `_ffkit_l` (the caller's cache dir, whose default metrics
 ///   log the call uses). One statement: a loop over
@@ -105,7 +105,10 @@ pub fn fill_wrappers(text: &str) -> io::Result<String> {
     }
     let _ = writeln!(body, "{line}");
     let text = fill_block(text, "env-forward", "        ", &body)?;
-    let mut zsh = String::from("    builtin local -x");
+    // `-h`: a local HOME (zsh's one special name here) that is not special,
+    // so a script's `readonly HOME` does not make the assignment fail, and
+    // with it every function.
+    let mut zsh = String::from("    builtin local -hx");
     for v in ENV_VARS {
         let n = v.name;
         let _ = write!(zsh, " \\\n        ${{{n}+\"{n}=${n}\"}}");

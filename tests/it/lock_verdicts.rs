@@ -972,6 +972,9 @@ fn a_subshell_release_after_a_force_release_does_not_claim_the_parent_holds_it()
 /// process (a separate `lock-acquire -n`, busy just before) takes the lock
 /// right after; the number reopened on the lock's own file gets the
 /// closed-or-reopened line and stays open (the script writes through it).
+/// `ffkit lock-release NAME` typed in the shell releases it through the
+/// copy too (it said 9, `holder record is out of date`), after which the
+/// function's release is the closed-or-reopened 4.
 /// And a subshell writes through the script's number after the name was
 /// taken again: the builtin used to keep closing that number in every
 /// forked child (its fork handler's list) once it had dropped the entry.
@@ -1021,6 +1024,13 @@ fn a_lock_descriptor_the_script_closed_or_reopened_gets_one_verdict_and_stays_th
          other\n\
          exec {c}>&-; exec {fd}>&-\n\
          acquire_critical_lock t || exit 1\n\
+         fd=$(lockfd); exec {c}>&$fd; exec {fd}>&-\n\
+         other\n\
+         \"$FFKIT_BIN\" lock-release t; echo typed=$?\n\
+         other\n\
+         exec {c}>&-\n\
+         rc=0; release_critical_lock t || rc=$?; echo func=$rc\n\
+         acquire_critical_lock t || exit 1\n\
          fd=$(lockfd); exec {fd}>&-; reopen \"$fd\" \"$F\"\n\
          rc=0; release_critical_lock t || rc=$?; echo same=$rc\n\
          echo three >&$fd; echo write=$?\n\
@@ -1056,9 +1066,10 @@ fn a_lock_descriptor_the_script_closed_or_reopened_gets_one_verdict_and_stays_th
                     "closed=4\nreopened=4\nwrite=0\nstatus=1\nagain=0\nretake=0\nwrite=0\nrel=0\nforced=0\nrel=0\n\
                      copy={copy}\nagain=5 quick=1\nother=5\ncopy=0\nopen=0\nother=0\nstatus=1\n\
                      other=5\ncopy=0\nother=0\n\
+                     other=5\ntyped=0\nother=0\nfunc=4\n\
                      same=4\nwrite=0\nagain=0\nrel=0\nwrite=0\nother=0\n"
                 ),
-                format!("{lost}{lost}{held}{lost}")
+                format!("{lost}{lost}{held}{lost}{lost}")
             ),
             "{path}"
         );

@@ -74,7 +74,15 @@ struct Info {
 /// first lock line: one read when the description holds a lock, two when
 /// it holds none (the second finds the end).
 fn fdinfo(fd: RawFd) -> io::Result<Info> {
-    let path = format!("/proc/self/fdinfo/{fd}");
+    fdinfo_in(None, fd)
+}
+
+/// [`fdinfo`] of descriptor `fd` of process `pid` (`None`: this one).
+fn fdinfo_in(pid: Option<u32>, fd: RawFd) -> io::Result<Info> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/fdinfo/{fd}"),
+        None => format!("/proc/self/fdinfo/{fd}"),
+    };
     let info = rustix::fs::open(
         path.as_str(),
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
@@ -190,9 +198,26 @@ pub fn function_fd(fd: RawFd, owner: u32) -> (bool, bool) {
 /// which inherited the shell's descriptors (a script's copies are not
 /// close-on-exec), under the same numbers.
 pub fn function_copy(dev: u64, ino: u64, owner: u32, not: RawFd) -> Option<RawFd> {
+    function_copy_in(None, dev, ino, owner, not)
+}
+
+/// [`function_copy`] among the descriptors of the shell `pid` itself (its
+/// own mark): `lock-release NAME` run by the owner of a lock whose record
+/// names a descriptor the script closed or reopened since
+/// (`lock::named`, which then duplicates the copy with pidfd_getfd(2)).
+pub(crate) fn function_copy_of(pid: u32, dev: u64, ino: u64) -> Option<RawFd> {
+    function_copy_in(Some(pid), dev, ino, pid, -1)
+}
+
+/// [`function_copy`] in process `pid` (`None`: this one).
+fn function_copy_in(pid: Option<u32>, dev: u64, ino: u64, owner: u32, not: RawFd) -> Option<RawFd> {
     let mark = function_mark(owner);
+    let dir = match pid {
+        Some(pid) => format!("/proc/{pid}/fd"),
+        None => "/proc/self/fd".to_string(),
+    };
     let mut found: Option<RawFd> = None;
-    for entry in std::fs::read_dir("/proc/self/fd").ok()?.flatten() {
+    for entry in std::fs::read_dir(&dir).ok()?.flatten() {
         let Some(n) = entry
             .file_name()
             .to_str()
@@ -203,12 +228,14 @@ pub fn function_copy(dev: u64, ino: u64, owner: u32, not: RawFd) -> Option<RawFd
         if n == not || found.is_some_and(|f| f < n) {
             continue;
         }
-        let Ok(i) = fdinfo(n) else { continue };
-        if i.lock
-            && i.pos == Some(mark)
-            && i.ino == Some(ino)
-            && identity(n).is_ok_and(|id| id == (dev, ino))
-        {
+        let Ok(i) = fdinfo_in(pid, n) else { continue };
+        let same = || match pid {
+            None => identity(n).is_ok_and(|id| id == (dev, ino)),
+            Some(_) => {
+                std::fs::metadata(entry.path()).is_ok_and(|m| (m.dev(), m.ino()) == (dev, ino))
+            }
+        };
+        if i.lock && i.pos == Some(mark) && i.ino == Some(ino) && same() {
             found = Some(n);
         }
     }

@@ -972,6 +972,7 @@ fn a_subshell_release_after_a_force_release_does_not_claim_the_parent_holds_it()
 /// process (a separate `lock-acquire -n`, busy just before) takes the lock
 /// right after; the number reopened on the lock's own file gets the
 /// closed-or-reopened line and stays open (the script writes through it).
+/// A session lock's copy alike (`release_session_lock`).
 /// `ffkit lock-release NAME` typed in the shell releases it through the
 /// copy too (it said 9, `holder record is out of date`), after which the
 /// function's release is the closed-or-reopened 4.
@@ -1030,6 +1031,12 @@ fn a_lock_descriptor_the_script_closed_or_reopened_gets_one_verdict_and_stays_th
          other\n\
          exec {c}>&-\n\
          rc=0; release_critical_lock t || rc=$?; echo func=$rc\n\
+         acquire_session_lock '' t || exit 1\n\
+         F=$S; fd=$(lockfd); exec {c}>&$fd; exec {fd}>&-\n\
+         other\n\
+         release_session_lock '' t; echo session=$?\n\
+         other\n\
+         exec {c}>&-; F=$CF\n\
          acquire_critical_lock t || exit 1\n\
          fd=$(lockfd); exec {fd}>&-; reopen \"$fd\" \"$F\"\n\
          rc=0; release_critical_lock t || rc=$?; echo same=$rc\n\
@@ -1043,6 +1050,8 @@ fn a_lock_descriptor_the_script_closed_or_reopened_gets_one_verdict_and_stays_th
         let _ = fs::remove_file(&f);
         let mut c = sc.shell(path, script);
         c.env("F", &f)
+            .env("CF", &f)
+            .env("S", sc.locks().join("sessions").join("t.lock"))
             .env("LOG", &log)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -1067,6 +1076,7 @@ fn a_lock_descriptor_the_script_closed_or_reopened_gets_one_verdict_and_stays_th
                      copy={copy}\nagain=5 quick=1\nother=5\ncopy=0\nopen=0\nother=0\nstatus=1\n\
                      other=5\ncopy=0\nother=0\n\
                      other=5\ntyped=0\nother=0\nfunc=4\n\
+                     other=5\nsession=0\nother=0\n\
                      same=4\nwrite=0\nagain=0\nrel=0\nwrite=0\nother=0\n"
                 ),
                 format!("{lost}{lost}{held}{lost}{lost}")

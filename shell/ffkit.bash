@@ -450,8 +450,8 @@ _ffkit_lock_forget_inherited() {
 # The binary creates a missing dir and file (0700/0600 whatever the umask);
 # the shell only opens an existing file, read-only.
 _ffkit_lock_take() {
-    local _ffkit_fd='' _ffkit_i=0 _ffkit_slot=0 _ffkit_rc=0
-    local _ffkit_sess='' _ffkit_pid='' _ffkit_inherited=''
+    local _ffkit_fd='' _ffkit_i=0 _ffkit_slot=0 _ffkit_rc=0 _ffkit_stale=-1
+    local _ffkit_sess='' _ffkit_pid='' _ffkit_inherited='' _ffkit_id=''
     local _ffkit_total='' _ffkit_t0='' _ffkit_now='' _ffkit_wt='' _ffkit_again=''
     [[ $2 == critical ]] || _ffkit_sess=--session
     if _ffkit_remote; then
@@ -470,20 +470,31 @@ _ffkit_lock_take() {
                 # builtin, where both share one table). Only a descriptor
                 # still on the file and holding a lock means "held".
                 _ffkit_fd=${_ffkit_lock_fds[_ffkit_i]}
-                if [[ /dev/fd/$_ffkit_fd -ef $_ffkit_file ]] && _ffkit_fd_locked "$_ffkit_fd"; then
-                    # The binary's and the builtin's words (lock::already_held).
-                    _ffkit_mypid
-                    _ffkit_err "$1: $_ffkit_file: already held by this owner (pid $_ffkit_pid); release it first"
-                    return 5
+                _ffkit_fd_id "$_ffkit_fd"
+                if [[ ${_ffkit_lock_ids[_ffkit_i]:-?} == '?' || $_ffkit_id == "${_ffkit_lock_ids[_ffkit_i]}" ]]; then
+                    if [[ /dev/fd/$_ffkit_fd -ef $_ffkit_file ]] && _ffkit_fd_locked "$_ffkit_fd"; then
+                        # The binary's and the builtin's words (lock::already_held).
+                        _ffkit_mypid
+                        _ffkit_err "$1: $_ffkit_file: already held by this owner (pid $_ffkit_pid); release it first"
+                        return 5
+                    fi
+                    # Unlocked behind the shell's back, or its file deleted
+                    # or replaced since (the old library's release: it
+                    # guards nothing, docs/locks.md): forgotten, and its
+                    # descriptor, which nothing else would ever close,
+                    # closed.
+                    { eval 'exec {_ffkit_fd}<&-'; } 2>/dev/null || :
+                    _ffkit_lock_slot_free "$_ffkit_i"
+                else
+                    # Its descriptor closed or reopened by the script (the
+                    # number is the script's): forgotten once the name is
+                    # taken again, or when taking it fails otherwise than
+                    # with 5, the answer when a copy the script made of the
+                    # descriptor holds the lock (the binary finds it among
+                    # the descriptors it inherited); then the slot stays,
+                    # and release_critical_lock releases it through the copy.
+                    _ffkit_stale=$_ffkit_i
                 fi
-                # Unlocked behind the shell's back, or its file deleted or
-                # replaced since (the old library's release: it guards
-                # nothing, docs/locks.md), or its descriptor closed or
-                # reopened by the script: forgotten, and its descriptor
-                # closed while it is still ours, which nothing else would
-                # ever close.
-                _ffkit_lock_close "$_ffkit_fd" "${_ffkit_lock_ids[_ffkit_i]:-?}"
-                _ffkit_lock_slot_free "$_ffkit_i"
             fi
             _ffkit_i=$((_ffkit_i + 1))
         done
@@ -527,7 +538,7 @@ _ffkit_lock_take() {
             return 3
         fi
         _ffkit_rc=0
-        _ffkit_lock_on_fd "$_ffkit_fd" "$3" || _ffkit_rc=$?
+        _ffkit_lock_on_fd "$_ffkit_fd" "$3" "$1" || _ffkit_rc=$?
         [[ $_ffkit_rc -eq 0 ]] && break
         # A retry's -w is what was left: the line names the whole timeout.
         if [[ $_ffkit_rc -eq 6 && -n $_ffkit_wt ]]; then
@@ -538,10 +549,11 @@ _ffkit_lock_take() {
             continue
         fi
         eval 'exec {_ffkit_fd}<&-'
+        [[ $_ffkit_rc == 5 || $_ffkit_stale -lt 0 ]] || _ffkit_lock_slot_free "$_ffkit_stale"
         return "$_ffkit_rc"
     done
+    [[ $_ffkit_stale -lt 0 ]] || _ffkit_lock_slot_free "$_ffkit_stale"
     _ffkit_mypid
-    local _ffkit_id=''
     _ffkit_fd_id "$_ffkit_fd"
     # The first free slot, chosen now and not before the wait: a trap that
     # ran while this call waited (bash runs it in `wait`, zsh between
@@ -559,9 +571,12 @@ _ffkit_lock_take() {
     _ffkit_lock_ids[_ffkit_slot]=$_ffkit_id
 }
 
-# _ffkit_lock_on_fd FD NAME: takes NAME's kernel lock on this shell's FD
-# (`ffkit lock-acquire --fd FD NAME`, which checks FD is on _ffkit_file),
-# waiting up to LOCK_TIMEOUT. A signal that ends a wait (SIGINT, SIGTERM,
+# _ffkit_lock_on_fd FD NAME FUNCTION: takes NAME's kernel lock on this
+# shell's FD (`ffkit lock-acquire --function FUNCTION --fd FD NAME`, which
+# checks FD is on _ffkit_file and marks its open file description as the
+# function's: its offset, which _ffkit_fd_id reads), waiting up to
+# LOCK_TIMEOUT; a lock held through a copy the script made of one of its
+# lock descriptors is 5 at once (docs/shell.md). A signal that ends a wait (SIGINT, SIGTERM,
 # SIGHUP, SIGQUIT, as with the builtin: docs/shell.md) ends it at once,
 # also when sent to this shell alone: bash holds back such a signal while
 # a foreground command runs, until the command exits, but its `wait`
@@ -581,16 +596,16 @@ _ffkit_lock_on_fd() {
     # FF_DEBUG=true: the binary's waiting line too.
     [[ ${FF_DEBUG-} != true ]] || _ffkit_q=
     if [[ -z ${BASH_VERSION-} || $- == *m* ]]; then
-        _ffkit_lock_call lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2"
+        _ffkit_lock_call lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2"
         return $?
     fi
     # Busy: 75, silently (-q -E 75); any other answer is the answer.
-    _ffkit_lock_call lock-acquire -n -q -E 75 ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" || _ffkit_st=$?
+    _ffkit_lock_call lock-acquire -n -q -E 75 ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" || _ffkit_st=$?
     [[ $_ffkit_st == 75 ]] || return "$_ffkit_st"
     if _ffkit_dev_differs; then
-        _ffkit_exec "$_ffkit_log" 1 "$_ffkit_dev" lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
+        _ffkit_exec "$_ffkit_log" 1 "$_ffkit_dev" lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
     else
-        _ffkit_exec "$_ffkit_log" 0 '' lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
+        _ffkit_exec "$_ffkit_log" 0 '' lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
     fi
     _ffkit_w=$!
     while :; do
@@ -633,11 +648,14 @@ _ffkit_fd_locked() {
     return 1
 }
 
-# Sets _ffkit_id to the identity of the file descriptor $1 is open on
-# (`mnt_id/ino` from /proc/self/fdinfo, read with builtins): empty when $1
-# is not open, `?` when the kernel does not say (no /proc, no ino line).
+# Sets _ffkit_id to the identity of the file descriptor $1 is open on and
+# of its open file description (`mnt_id/ino/pos` from /proc/self/fdinfo,
+# read with builtins: the offset is the lock functions' mark,
+# lock::fd::function_mark, so the lock's own file opened again on the
+# number by the script is told from the function's descriptor): empty when
+# $1 is not open, `?` when the kernel does not say (no /proc, no ino line).
 _ffkit_fd_id() {
-    local _ffkit_l='' _ffkit_m='' _ffkit_n=''
+    local _ffkit_l='' _ffkit_m='' _ffkit_n='' _ffkit_p=''
     _ffkit_id=
     if [[ ! -e /proc/self/fdinfo/$1 ]]; then
         [[ -d /proc/self/fdinfo ]] || _ffkit_id='?'
@@ -652,13 +670,15 @@ _ffkit_fd_id() {
     { IFS= read -r -d '' _ffkit_l; } </proc/self/fdinfo/"$1" 2>/dev/null || :
     _ffkit_m=${_ffkit_l#*mnt_id:}
     _ffkit_n=${_ffkit_l#*ino:}
+    _ffkit_p=${_ffkit_l#*pos:}
     if [[ $_ffkit_m == "$_ffkit_l" || $_ffkit_n == "$_ffkit_l" ]]; then
         _ffkit_id='?'
         return 0
     fi
     _ffkit_m=${_ffkit_m%%$'\n'*}
     _ffkit_n=${_ffkit_n%%$'\n'*}
-    _ffkit_id=${_ffkit_m//[!0-9]/}/${_ffkit_n//[!0-9]/}
+    _ffkit_p=${_ffkit_p%%$'\n'*}
+    _ffkit_id=${_ffkit_m//[!0-9]/}/${_ffkit_n//[!0-9]/}/${_ffkit_p//[!0-9]/}
 }
 
 # Empties slot $1 of the held-lock table (its file, descriptor, owner pid
@@ -755,13 +775,10 @@ _ffkit_lock_drop() {
                 _ffkit_lock_call lock-release --fd "$_ffkit_fd" --function "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || _ffkit_rc=$?
                 # Closing the fd releases the lock even if lock-release
                 # failed; a number the script closed or reopened (the
-                # binary's verdict: descriptor_lost_by_shell) is left alone.
-                # A release that worked was on the lock's own descriptor.
-                if [[ $_ffkit_rc -eq 0 ]]; then
-                    eval 'exec {_ffkit_fd}<&-'
-                else
-                    _ffkit_lock_close "$_ffkit_fd" "${_ffkit_lock_ids[_ffkit_i]:-?}"
-                fi
+                # binary's verdict: descriptor_lost_by_shell, or a release
+                # through a copy of the descriptor that held the lock) is
+                # left alone.
+                _ffkit_lock_close "$_ffkit_fd" "${_ffkit_lock_ids[_ffkit_i]:-?}"
                 _ffkit_lock_slot_free "$_ffkit_i"
                 return "$_ffkit_rc"
             fi

@@ -224,18 +224,36 @@ pub fn acquire(
             // or replaced since (the old library's release or its
             // stale-lock break), a lock released behind the shell's back
             // (`lock-release --force`, `flock -u`) or a descriptor the
-            // script closed or opened on another file guards nothing: the
-            // entry is dropped and the name taken as a free one. Its
-            // descriptor is closed only while it is still ours: a number
-            // the script opened again is the script's.
+            // script closed or opened another file on (the lock's own
+            // file included: a description without the function's mark,
+            // `fd::function_mark`) guards nothing: the entry is dropped and
+            // the name taken as a free one (or refused at once when a copy
+            // of the descriptor holds it, below). Its descriptor is closed
+            // only while it is still ours: a number the script opened again
+            // is the script's.
             use std::os::unix::fs::MetadataExt;
             let e = &t[i];
-            let ours = fsutil::ident_fd(&e.fd, Want::Id).is_ok_and(|m| m.is(e.dev, e.ino));
+            let (ours, locked) =
+                if fsutil::ident_fd(&e.fd, Want::Id).is_ok_and(|m| m.is(e.dev, e.ino)) {
+                    fd::function_fd(e.fd.as_raw_fd(), owner)
+                } else {
+                    (false, false)
+                };
             if ours
+                && locked
                 && std::fs::metadata(path).is_ok_and(|m| m.dev() == e.dev && m.ino() == e.ino)
-                && fd::still_holds(e.fd.as_raw_fd())
             {
                 return Err(ffkit::lock::already_held(path.display(), owner).into());
+            }
+            // Not held through it any more: forked children must not close
+            // the number either, which is the script's now, or is closed
+            // below (and may be reused).
+            hostfd::fork_keeps(e.fd.as_raw_fd());
+            // Its descriptor gone, a copy the script made of it holds the
+            // lock: refused at once, and the entry kept, so that
+            // `release_critical_lock` releases it through the copy.
+            if !ours && let Some(copy) = fd::function_copy(e.dev, e.ino, owner, e.fd.as_raw_fd()) {
+                return Err(fd::held_through_copy(path, owner, copy).into());
             }
             let e = t.remove(i);
             if !ours {
@@ -277,6 +295,11 @@ pub fn acquire(
                 .map_err(|e| Error::io("cannot open the lock file", path, e))?;
                 let fd = hostfd::high_fd(&file)
                     .map_err(|e| Error::io("cannot keep the lock file open", path, e))?;
+                // Marked as the function's once per open (a kept one keeps
+                // its mark): a copy the script makes of it is then told from
+                // a descriptor it opens on the file itself (docs/shell.md).
+                fd::mark_for_function(fd.as_raw_fd(), owner)
+                    .map_err(|e| Error::io("cannot mark the lock descriptor of", path, e))?;
                 (fd, created, (st.st_dev, st.st_ino))
             }
         };
@@ -422,7 +445,7 @@ pub fn release(path: &Path, cfg: &Config) -> Result<()> {
         match fd::release_left_by_exec(path, owner, compat::Rule::of(cfg).follow)? {
             Some(Ok(())) => return Ok(()),
             // Released behind the shell's back: the fallback's answer too.
-            Some(Err(fd::NotHeld::NoLock)) => return Err(fd::lost_by_shell(path)),
+            Some(Err(_)) => return Err(fd::lost_by_shell(path)),
             None => {}
         }
         // A named pair this shell took with the binary's `lock-acquire
@@ -440,12 +463,16 @@ pub fn release(path: &Path, cfg: &Config) -> Result<()> {
     let now = fsutil::ident_fd(&e.fd, Want::Size)
         .ok()
         .filter(|m| m.is(e.dev, e.ino));
+    let owner = me.as_raw_nonzero().get() as u32;
     let Some(now) = now else {
         // The script closed the descriptor or opened another file on its
-        // number: the lock went with it, and the number is the script's
-        // (not closed here). The fallback's verdict and line (the core's).
+        // number: the number is the script's (not closed here). Its lock
+        // went with it, unless a copy the script made of the descriptor
+        // holds it: released through that copy (left open), else the
+        // fallback's verdict and line (the core's).
+        let raw = e.fd.as_raw_fd();
         std::mem::forget(e.fd);
-        return Err(fd::descriptor_lost_by_shell(path));
+        return fd::release_through_copy(raw, path, (e.dev, e.ino), owner, e.follow);
     };
     // Clears the record (or deletes the file) while still exclusive, then
     // unlocks.
@@ -454,12 +481,20 @@ pub fn release(path: &Path, cfg: &Config) -> Result<()> {
         Method::Flock,
         e.follow.then_some(path),
         Some(now.size),
+        Some(owner),
     );
     match done? {
         // The file stays (it was not deleted): its descriptor is kept for
         // the next acquisition.
         Ok(()) if !e.follow => keep_idle(e),
         Ok(()) => drop(e.fd),
+        // The script opened the lock's own file on the number: as a
+        // descriptor closed or opened on another file above.
+        Err(fd::NotHeld::Reopened) => {
+            let raw = e.fd.as_raw_fd();
+            std::mem::forget(e.fd);
+            return fd::release_through_copy(raw, path, (e.dev, e.ino), owner, e.follow);
+        }
         // Released behind the shell's back (`lock-release --force`),
         // whether the name is free now or another process holds it: exit 4,
         // the fallback's verdict and line (the core's). Its descriptor is

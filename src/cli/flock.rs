@@ -721,6 +721,7 @@ fn locked(o: &Opts, what: What, ctx: &mut Ctx) -> Answer {
         quiet: false,
         prepare: false,
         quiet_wait: true,
+        function: None,
         dialect: Dialect::Flock,
         // flock(1) locks files: never a remote backend.
         backend: Some("local".into()),

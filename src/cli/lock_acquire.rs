@@ -82,6 +82,17 @@ pub(super) fn command() -> Command {
                 .help("Create NAME's lock dir (0700) and lock file (0600) and exit, taking nothing"),
         )
         .arg(
+            // The shell functions' fallback (`acquire_critical_lock NAME`):
+            // its descriptor marked as theirs (`lock::fd::acquire`).
+            Arg::new("function")
+                .long("function")
+                .value_name("FUNC")
+                .hide(true)
+                .help("For shell/ffkit.bash: take NAME on --fd N as shell function FUNC does")
+                .requires("fd")
+                .requires("target"),
+        )
+        .arg(
             Arg::new("quiet_wait")
                 .long("quiet-wait")
                 .action(ArgAction::SetTrue)
@@ -129,6 +140,7 @@ fn args_of(m: &ArgMatches, ctx: &Ctx) -> LockArgs {
     a.quiet = m.get_flag("quiet");
     a.prepare = m.get_flag("prepare");
     a.quiet_wait = m.get_flag("quiet_wait");
+    a.function = m.get_one::<String>("function").cloned();
     a.backend = super::backend_flag(m);
     a
 }
@@ -223,6 +235,7 @@ impl Plain {
             quiet: false,
             prepare: false,
             quiet_wait: false,
+            function: None,
             dialect: Dialect::Ffkit,
             backend: self.backend,
         }

@@ -197,6 +197,10 @@ pub(super) struct LockArgs {
     pub quiet: bool,
     pub prepare: bool,
     pub quiet_wait: bool,
+    /// `--function FUNC` (hidden): the shell functions' fallback takes a
+    /// NAME's lock on its descriptor (`lock::fd::acquire`'s `function`);
+    /// an owner asking again is refused in FUNC's words.
+    pub function: Option<String>,
     /// Whose rules the answers follow: ffkit's or flock(1)'s.
     pub dialect: Dialect,
     /// `--backend` (the library picks: `lock::Locks`).
@@ -345,6 +349,7 @@ impl LockArgs {
             quiet: false,
             prepare: false,
             quiet_wait: false,
+            function: None,
             dialect: Dialect::Ffkit,
             backend: None,
         }
@@ -485,7 +490,7 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
         no_fork: a.no_fork,
         inherit: a.inherit,
         prepare: a.prepare,
-        function: false,
+        function: a.function.is_some(),
     })?;
     let owner = a.owner.unwrap_or_else(lock::parent_pid);
     if a.prepare && a.fd.is_some() {
@@ -515,7 +520,12 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
             let delete = deletes_at_release(a.target.as_deref(), &ctx.cfg);
             return unlock_fd(fd, delete, path.as_deref(), owner, a.quiet);
         }
-        Mode::Fd { fd, path }
+        Mode::Fd {
+            fd,
+            // Only a NAME's descriptor is the functions'.
+            function: a.function.is_some() && path.is_some(),
+            path,
+        }
     } else {
         let Some(target) = a.target.clone() else {
             return Err(Error::Validation(
@@ -579,7 +589,7 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
         }
     };
     let label = match &mode {
-        Mode::Fd { fd, path: None } => acquire::fd_label(*fd),
+        Mode::Fd { fd, path: None, .. } => acquire::fd_label(*fd),
         _ => a.target.clone().unwrap_or_default(),
     };
     let req = acquire::Request {
@@ -619,6 +629,15 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
         let _ = ctx.write_out(&p);
     }
     let outcome = match outcome {
+        // The owner asking again (a copy of its descriptor holds the
+        // lock: `lock::fd::acquire`), in the shell function's words, as
+        // the builtin's function says it.
+        Err(e)
+            if e.exit_code() == ExitKind::Conflict.code()
+                && let Some(func) = &a.function =>
+        {
+            return Ok(super::lock_release::in_function_words(func, Err(e)));
+        }
         // The wrappers (--quiet-wait) open a NAME's file again and retry
         // when the one they opened was deleted or replaced (released)
         // before the lock was taken (shell/ffkit.bash, lock::compat): an
@@ -628,7 +647,9 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
         Err(e)
             if a.quiet_wait
                 && e.exit_code() == ExitKind::Validation.code()
-                && let Mode::Fd { fd, path: Some(p) } = &req.mode
+                && let Mode::Fd {
+                    fd, path: Some(p), ..
+                } = &req.mode
                 && !lock::compat::fd_names(*fd, p)
                 && lock::compat::fd_unlinked(*fd) =>
         {
@@ -700,8 +721,9 @@ pub(super) fn unlock_fd(
 ) -> Result<ExitCode> {
     match lock::fd::release(fd, path, owner, delete)? {
         Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(lock::fd::NotHeld::NoLock) if quiet => Ok(ExitCode::from(ExitKind::NotFound.code())),
-        Err(lock::fd::NotHeld::NoLock) => Err(Error::NotFound(format!(
+        // (`Reopened` is a shell function's answer alone.)
+        Err(_) if quiet => Ok(ExitCode::from(ExitKind::NotFound.code())),
+        Err(_) => Err(Error::NotFound(format!(
             "{}: holds no lock",
             acquire::fd_label(fd)
         ))),

@@ -150,7 +150,7 @@ pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
 
 /// A release made for shell function `func` (`--function`): its refusal is
 /// one line prefixed `ffkit.bash: FUNC: `, as the builtin prints it.
-fn in_function_words(func: &str, r: Result<()>) -> ExitCode {
+pub(super) fn in_function_words(func: &str, r: Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

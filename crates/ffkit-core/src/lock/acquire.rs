@@ -33,7 +33,13 @@ pub enum Mode {
     Command { path: PathBuf, program: Program },
     /// Lock the caller's descriptor `fd`; `path` is a NAME's lock file,
     /// which `fd` must be open on and which gets the owner's record.
-    Fd { fd: RawFd, path: Option<PathBuf> },
+    /// `function`: the shell functions' descriptor (`--function FUNC`,
+    /// [`super::fd::acquire`]).
+    Fd {
+        fd: RawFd,
+        path: Option<PathBuf>,
+        function: bool,
+    },
     /// Hold the lock at `path` until released or the owner exits.
     Named { path: PathBuf },
 }
@@ -194,7 +200,7 @@ pub fn acquire(req: &Request, rep: &mut dyn Report) -> Result<Outcome> {
     match &req.mode {
         Mode::Command { path, program } if req.dotlock => dotlock_command(req, path, program, rep),
         Mode::Command { path, program } => command(req, path, program, rep),
-        Mode::Fd { fd, path } => fd_mode(req, *fd, path.as_deref(), rep),
+        Mode::Fd { fd, path, function } => fd_mode(req, *fd, path.as_deref(), *function, rep),
         Mode::Named { path } if req.dotlock => dotlock_named(req, path, rep),
         Mode::Named { path } => named_mode(req, path, rep),
     }
@@ -351,7 +357,13 @@ fn dotlock_command(
     Ok(Outcome::Ran(ended))
 }
 
-fn fd_mode(req: &Request, fd: RawFd, path: Option<&Path>, rep: &mut dyn Report) -> Result<Outcome> {
+fn fd_mode(
+    req: &Request,
+    fd: RawFd,
+    path: Option<&Path>,
+    function: bool,
+    rep: &mut dyn Report,
+) -> Result<Outcome> {
     let label = fd_label(fd);
     let who = || match path.map(kernel::open_lock_file_existing) {
         Some(Ok(f)) => holder::describe_kernel_holder(&f),
@@ -369,6 +381,7 @@ fn fd_mode(req: &Request, fd: RawFd, path: Option<&Path>, rep: &mut dyn Report) 
         req.owner,
         // A NAME's file follows the old library's file protocol (`compat`).
         (!super::names_a_path(&req.label)).then_some(req.compat_rule()),
+        function,
         &mut || rep.waiting(&label, &who()),
     )?;
     match got {

@@ -12,6 +12,14 @@
 //! (`/proc/self/fd/N` reopened read-write: the caller's may be write-only
 //! with O_APPEND, where pwrite ignores the offset) and only while the lock
 //! is held exclusively, as for named locks.
+//!
+//! The shell functions' own descriptors (the builtin's, and the fallback's
+//! `lock-acquire --function FUNC --fd N NAME`) are also marked by their
+//! open file description's offset ([`function_mark`]), so that a copy the
+//! script makes of one (`exec {c}>&N`) is told from a descriptor it opens
+//! on the same file itself: the copy still holds the function's lock, and
+//! the function's release unlocks it through the copy
+//! ([`release_through_copy`]; docs/shell.md, "Locks").
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -48,14 +56,57 @@ pub(crate) fn holds_lock(fd: RawFd) -> io::Result<bool> {
 
 /// [`holds_lock`] for a descriptor known to be open.
 fn fdinfo_lists_a_lock(fd: RawFd) -> io::Result<bool> {
-    let path = format!("/proc/self/fdinfo/{fd}");
+    Ok(fdinfo(fd)?.lock)
+}
+
+/// What `/proc/self/fdinfo/N` says of one descriptor: the file offset and
+/// the inode of its open file description (`None`: no such line), and
+/// whether that description holds a lock.
+#[derive(Debug, Default)]
+struct Info {
+    pos: Option<u64>,
+    ino: Option<u64>,
+    lock: bool,
+}
+
+/// Reads [`Info`] of descriptor `fd` (known to be open). The kernel writes
+/// `pos:` and `ino:` before any `lock:` line, so the read stops at the
+/// first lock line: one read when the description holds a lock, two when
+/// it holds none (the second finds the end).
+fn fdinfo(fd: RawFd) -> io::Result<Info> {
+    fdinfo_in(None, fd)
+}
+
+/// [`fdinfo`] of descriptor `fd` of process `pid` (`None`: this one).
+fn fdinfo_in(pid: Option<u32>, fd: RawFd) -> io::Result<Info> {
+    let path = match pid {
+        Some(pid) => format!("/proc/{pid}/fdinfo/{fd}"),
+        None => format!("/proc/self/fdinfo/{fd}"),
+    };
     let info = rustix::fs::open(
         path.as_str(),
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )?;
-    // A few hundred bytes, read straight into the stack; a "lock:" line
-    // split across two reads is kept whole by carrying the tail over.
+    let mut out = Info::default();
+    // One whole line: its field, if it is one of ours. True at a lock line.
+    let mut line = |l: &[u8]| {
+        let num = |v: &[u8]| {
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if l.starts_with(b"lock:") {
+            out.lock = true;
+        } else if let Some(v) = l.strip_prefix(b"pos:") {
+            out.pos = num(v);
+        } else if let Some(v) = l.strip_prefix(b"ino:") {
+            out.ino = num(v);
+        }
+        out.lock
+    };
+    // A few hundred bytes, read straight into the stack; a line split
+    // across two reads is kept whole by carrying the tail over.
     let mut buf = [0u8; 2048];
     let mut have = 0;
     loop {
@@ -65,27 +116,170 @@ fn fdinfo_lists_a_lock(fd: RawFd) -> io::Result<bool> {
             Err(e) => return Err(e.into()),
         };
         let end = have + n;
-        if buf[..end]
-            .split(|&b| b == b'\n')
-            .any(|l| l.starts_with(b"lock:"))
-        {
-            return Ok(true);
+        // Whole lines only (all of it at the end): a number cut in two
+        // must not be read as a smaller one.
+        let tail = if n == 0 {
+            end
+        } else {
+            buf[..end]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1)
+        };
+        if buf[..tail].split(|&b| b == b'\n').any(&mut line) || n == 0 {
+            break;
         }
-        if n == 0 {
-            return Ok(false);
-        }
-        // Keep the last, possibly partial, line for the next read.
-        let tail = buf[..end]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
+        // Keep the last, partial, line for the next read.
         buf.copy_within(tail..end, 0);
         have = end - tail;
         if have == buf.len() {
-            // One line longer than the buffer is no "lock:" line.
+            // One line longer than the buffer is none of ours.
             have = 0;
         }
     }
+    Ok(out)
+}
+
+/// The file offset the shell functions give the open file description of
+/// each lock descriptor they take (`owner`: the shell's pid), which marks
+/// it as theirs: a copy of the descriptor (`exec {d}>&N`) shares it, a
+/// descriptor the script opened on the same file (`exec 12<"$lockfile"`)
+/// has its own (0, or wherever its reads or writes left it). Nothing reads
+/// or writes the lock file through that offset (the record is read and
+/// written with pread/pwrite at 0), and it is far beyond any lock file's
+/// end (1 GiB and the pid, below 2 GiB: every filesystem lets a regular
+/// file's offset go that far), so no read or append of the script's ever
+/// lands on it. Both ways in see it: the builtin with the same fdinfo read
+/// that asks for the lock, the fallback in `/proc/self/fdinfo/N`'s `pos:`
+/// line, read with builtins.
+pub fn function_mark(owner: u32) -> u64 {
+    (1 << 30) + u64::from(owner)
+}
+
+/// Gives `fd`'s open file description [`function_mark`]`(owner)`.
+pub fn mark_for_function(fd: RawFd, owner: u32) -> io::Result<()> {
+    rustix::fs::seek(
+        borrowed(fd)?,
+        rustix::fs::SeekFrom::Start(function_mark(owner)),
+    )?;
+    Ok(())
+}
+
+/// What a shell function asks of the lock descriptor `fd` it took as
+/// `owner`, open on the lock file: whether its open file description is
+/// still the function's ([`function_mark`]: not a descriptor the script
+/// opened on the same file and number since) and whether it holds a
+/// lock. One fdinfo read. Without /proc, the description counts as the
+/// function's and the lock is asked of the kernel by re-asserting the
+/// exclusive flock without waiting (a no-op on the description that holds
+/// it); a descriptor that is not open is neither.
+pub fn function_fd(fd: RawFd, owner: u32) -> (bool, bool) {
+    if borrowed(fd).is_err() {
+        return (false, false);
+    }
+    match fdinfo(fd) {
+        Ok(i) => (i.pos == Some(function_mark(owner)), i.lock),
+        Err(_) => (
+            true,
+            kernel::try_lock_fd(fd, Kind::Exclusive).unwrap_or(true),
+        ),
+    }
+}
+
+/// A descriptor of this process, other than `not`, open on the file
+/// `(dev, ino)` through an open file description that carries
+/// [`function_mark`]`(owner)` and holds a lock: a copy the script made of
+/// a shell function's lock descriptor (`exec {d}>&N`), which holds the
+/// function's lock after the script closed the function's own number or
+/// opened another file on it. The lowest such number; `None` without one
+/// (or without /proc). Only asked when the function's own descriptor is
+/// gone or someone holds the lock: `/proc/self/fd` is listed and each
+/// descriptor's fdinfo read. For the fallback this process is the binary,
+/// which inherited the shell's descriptors (a script's copies are not
+/// close-on-exec), under the same numbers.
+pub fn function_copy(dev: u64, ino: u64, owner: u32, not: RawFd) -> Option<RawFd> {
+    function_copy_in(None, dev, ino, owner, not)
+}
+
+/// [`function_copy`] among the descriptors of the shell `pid` itself (its
+/// own mark): `lock-release NAME` run by the owner of a lock whose record
+/// names a descriptor the script closed or reopened since
+/// (`lock::named`, which then duplicates the copy with pidfd_getfd(2)).
+pub(crate) fn function_copy_of(pid: u32, dev: u64, ino: u64) -> Option<RawFd> {
+    function_copy_in(Some(pid), dev, ino, pid, -1)
+}
+
+/// [`function_copy`] in process `pid` (`None`: this one).
+fn function_copy_in(pid: Option<u32>, dev: u64, ino: u64, owner: u32, not: RawFd) -> Option<RawFd> {
+    let mark = function_mark(owner);
+    let dir = match pid {
+        Some(pid) => format!("/proc/{pid}/fd"),
+        None => "/proc/self/fd".to_string(),
+    };
+    let mut found: Option<RawFd> = None;
+    for entry in std::fs::read_dir(&dir).ok()?.flatten() {
+        let Some(n) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        if n == not || found.is_some_and(|f| f < n) {
+            continue;
+        }
+        let Ok(i) = fdinfo_in(pid, n) else { continue };
+        let same = || match pid {
+            None => identity(n).is_ok_and(|id| id == (dev, ino)),
+            Some(_) => {
+                std::fs::metadata(entry.path()).is_ok_and(|m| (m.dev(), m.ino()) == (dev, ino))
+            }
+        };
+        if i.lock && i.pos == Some(mark) && i.ino == Some(ino) && same() {
+            found = Some(n);
+        }
+    }
+    found
+}
+
+/// The refusal of an acquisition by `owner` of the lock on `path` (file
+/// `(dev, ino)`) that this process holds through [`function_copy`]
+/// `copy`: exit 5 at once, as for the owner asking again, naming the copy,
+/// instead of waiting for itself until the timeout.
+pub fn held_through_copy(path: &Path, owner: u32, copy: RawFd) -> Error {
+    Error::Conflict(format!(
+        "{}: already held by this owner (pid {owner}) through descriptor {copy}, a copy of its lock descriptor; release it first",
+        path.display()
+    ))
+}
+
+/// A shell function's release (`release_critical_lock NAME`) when its own
+/// lock descriptor `fd` is gone (the script closed it, or opened a file on
+/// its number, the lock's own file included) and a copy
+/// ([`function_copy`]) holds the lock on `path` (file `(dev, ino)`): the
+/// record is cleared through our own descriptor on the file (or, with
+/// `remove`, the file deleted: the old library's release) while the lock
+/// is still held, then the copy's open file description, which is the
+/// function's, is unlocked (flock `LOCK_UN`), which releases the lock;
+/// the copy stays open (the script's). Without a copy,
+/// [`descriptor_lost_by_shell`] (exit 4) and nothing is touched.
+pub fn release_through_copy(
+    fd: RawFd,
+    path: &Path,
+    (dev, ino): (u64, u64),
+    owner: u32,
+    remove: bool,
+) -> Result<()> {
+    let Some(copy) = function_copy(dev, ino, owner, fd) else {
+        return Err(descriptor_lost_by_shell(path));
+    };
+    // The description holds the function's exclusive lock: the record in
+    // the file is the one the function wrote (only an exclusive holder
+    // writes one).
+    if let Ok(f) = reopen(copy) {
+        clear_or_remove(&f, remove.then_some(path), None);
+    }
+    kernel::unlock_fd(copy).map_err(|e| fd_error(copy, "cannot unlock", e))
 }
 
 /// Our own read-write descriptor on the file behind `fd`, for the record.
@@ -178,6 +372,14 @@ pub(crate) fn fd_error(fd: RawFd, what: &str, e: io::Error) -> Error {
 /// the old library holds is waited for with the `backoff` schedule; a file
 /// deleted or replaced while waiting is an error, exit 2, after which the
 /// caller opens the path again). `on_wait` runs once before blocking.
+///
+/// `function` (a NAME's descriptor taken by the shell functions' fallback,
+/// `lock-acquire --function FUNC --fd N NAME`): the taken lock's open file
+/// description gets [`function_mark`], and a lock found busy that this
+/// process holds through a marked copy ([`function_copy`], the shell's
+/// descriptors being this process's) is refused at once (exit 5,
+/// [`held_through_copy`]) instead of waited for; a free lock is taken with
+/// the one try it always costs.
 #[allow(clippy::too_many_arguments)]
 pub fn acquire(
     fd: RawFd,
@@ -187,18 +389,35 @@ pub fn acquire(
     path: Option<&Path>,
     owner: u32,
     compat: Option<compat::Rule>,
+    function: bool,
     on_wait: &mut dyn FnMut(),
 ) -> Result<Acquired> {
     let mut pause = compat.map(|r| (compat::Pause::new(wait, r.backoff), r.follow));
     let on_wait = std::cell::RefCell::new(on_wait);
-    acquire_with(
+    let function_path = path.filter(|_| function);
+    let mut copy = None;
+    let got = acquire_with(
         fd,
         kind,
         path,
         owner,
+        function,
         pause.as_mut().map(|(p, f)| (p, *f)),
         &mut || (on_wait.borrow_mut())(),
         &mut || {
+            if function_path.is_some() {
+                // The busy path alone asks for a copy: the try that takes a
+                // free lock is the one `lock_fd` would make first.
+                if kernel::try_lock_fd_with(fd, kind, method)? {
+                    return Ok(Ok(std::time::Duration::ZERO));
+                }
+                if let Ok((dev, ino)) = identity(fd)
+                    && let Some(c) = function_copy(dev, ino, owner, fd)
+                {
+                    copy = Some(c);
+                    return Ok(Err(super::Denied::Busy));
+                }
+            }
             let mut owner_gone = false;
             let got = kernel::lock_fd(fd, kind, method, wait, &mut || false, &mut || {
                 // A NAME's lock is for the owner; when ffkit waits for it as the
@@ -220,7 +439,11 @@ pub fn acquire(
             }
             got
         },
-    )
+    )?;
+    match (copy, function_path) {
+        (Some(c), Some(p)) if got.is_err() => Err(held_through_copy(p, owner, c)),
+        _ => Ok(got),
+    }
 }
 
 /// Asks for SIGKILL when the parent exits, if the parent is `owner`; false
@@ -276,6 +499,14 @@ pub fn acquire_in_process(
         {
             return Err(super::already_held(path.display(), mine.pid));
         }
+        // Held through a copy the script made of one of this shell's lock
+        // descriptors (`exec {d}>&N`): it would wait for itself.
+        if let Some(mine) = record
+            && let Ok((dev, ino)) = identity(fd)
+            && let Some(copy) = function_copy(dev, ino, mine.pid, fd)
+        {
+            return Err(held_through_copy(path, mine.pid, copy));
+        }
         let wait = deadline.map_or(super::Wait::Forever, super::Wait::Until);
         kernel::lock_fd(fd, kind, method, wait, interrupted, on_wait)
             .map_err(|e| fd_error(fd, "cannot lock", e))?
@@ -316,11 +547,13 @@ pub fn write_record_line(
 }
 
 /// The identity check, the same-owner check and the record around `lock`.
+#[allow(clippy::too_many_arguments)]
 fn acquire_with(
     fd: RawFd,
     kind: Kind,
     path: Option<&Path>,
     owner: u32,
+    function: bool,
     mut pause: Option<(&mut compat::Pause, bool)>,
     on_wait: &mut dyn FnMut(),
     lock: &mut dyn FnMut() -> io::Result<Acquired>,
@@ -382,6 +615,18 @@ fn acquire_with(
             }
         }
     }
+    // The shell functions' descriptor: its description marked as theirs
+    // (nothing is read or written through its offset). Unmarked, their
+    // release would take it for the script's: not taken then.
+    if function
+        && path.is_some()
+        && got.is_ok()
+        && let Err(e) = mark_for_function(fd, owner)
+    {
+        let _ = kernel::unlock_fd_with(fd, kernel::Method::Flock);
+        let _ = kernel::unlock_fd_with(fd, kernel::Method::Ofd { start: 0, len: 0 });
+        return Err(fd_error(fd, "cannot mark", e));
+    }
     if got.is_ok()
         && kind == Kind::Exclusive
         && let Some(f) = &record
@@ -418,6 +663,11 @@ pub(crate) fn clear_or_remove(f: impl AsFd, path: Option<&Path>, len: Option<u64
 pub enum NotHeld {
     /// The descriptor's open file description holds no lock.
     NoLock,
+    /// A shell function's descriptor number is open on the lock file, but
+    /// through an open file description without [`function_mark`]: one the
+    /// script opened on that number since (`exec 12<"$lockfile"`). Nothing
+    /// was touched; the number is the script's.
+    Reopened,
 }
 
 /// A shell function's release (`release_critical_lock NAME`) of the lock
@@ -451,33 +701,25 @@ pub fn descriptor_lost_by_shell(path: &Path) -> Error {
     ))
 }
 
-/// Whether the descriptor `fd` of this process still holds a lock (flock
-/// or OFD), by the kernel's word (`/proc/self/fdinfo/N`). Without /proc,
-/// re-asserting an exclusive flock without waiting answers (a no-op on the
-/// description that holds it). A descriptor that is not open holds none.
-pub fn still_holds(fd: RawFd) -> bool {
-    if borrowed(fd).is_err() {
-        return false;
-    }
-    match fdinfo_lists_a_lock(fd) {
-        Ok(held) => held,
-        Err(_) => kernel::try_lock_fd(fd, Kind::Exclusive).unwrap_or(true),
-    }
-}
-
 /// The fallback's `release_critical_lock NAME` of its own descriptor `fd`
 /// (`lock-release --fd N --function FUNC NAME`), with the builtin's
-/// verdicts: a descriptor the script closed or opened on another file that
-/// still has a name is [`descriptor_lost_by_shell`] (4); one holding no
-/// lock any more is [`lost_by_shell`] (4); else [`release`].
+/// verdicts: a descriptor the script closed or opened another file on
+/// (another file that still has a name, or the lock's own file again: an
+/// open file description without [`function_mark`]) is released through a
+/// copy that holds the lock ([`release_through_copy`], 0), else
+/// [`descriptor_lost_by_shell`] (4); one holding no lock any more is
+/// [`lost_by_shell`] (4); else [`release`].
 pub fn release_for_function(fd: RawFd, path: &Path, owner: u32, compat: bool) -> Result<()> {
-    if borrowed(fd).is_err() {
-        return Err(descriptor_lost_by_shell(path));
+    let gone = borrowed(fd).is_err()
+        || (!compat::fd_unlinked(fd) && !same_file(fd, path)?)
+        || !function_fd(fd, owner).0;
+    if gone {
+        return match std::fs::metadata(path) {
+            Ok(m) => release_through_copy(fd, path, (m.dev(), m.ino()), owner, compat),
+            Err(_) => Err(descriptor_lost_by_shell(path)),
+        };
     }
-    if !compat::fd_unlinked(fd) && !same_file(fd, path)? {
-        return Err(descriptor_lost_by_shell(path));
-    }
-    release_checked(fd, Some(path), owner, compat)?.map_err(|NotHeld::NoLock| lost_by_shell(path))
+    release_checked(fd, Some(path), owner, compat)?.map_err(|_| lost_by_shell(path))
 }
 
 /// Releases the lock held through the caller's descriptor `fd` (checked: a
@@ -549,12 +791,16 @@ fn release_checked(
 /// [`acquire_in_process`] wrote; `len`: the file's length, if the caller
 /// knows it, which spares a fstat) and `method` unlocked.
 /// With `path` (a NAME's lock file), the file is deleted instead of cleared
-/// ([`super::compat::remove`]).
+/// ([`super::compat::remove`]). With `owner` (a shell function's
+/// descriptor), a description without [`function_mark`]`(owner)` is the
+/// script's ([`NotHeld::Reopened`]) and nothing is touched; the same
+/// fdinfo read answers both questions.
 pub fn release_in_process(
     fd: RawFd,
     method: kernel::Method,
     path: Option<&Path>,
     len: Option<u64>,
+    owner: Option<u32>,
 ) -> Result<std::result::Result<(), NotHeld>> {
     let b = kernel::borrow(fd).map_err(|e| fd_error(fd, "cannot inspect", e))?;
     // The kernel's word, as the fallback's release asks it ([`release`]):
@@ -564,8 +810,11 @@ pub fn release_in_process(
     // and that still lists a lock holds it exclusively.
     // Without /proc, re-asserting the exclusive lock without waiting (a
     // no-op on the description that holds it) is all there is to ask.
-    let held = match fdinfo_lists_a_lock(fd) {
-        Ok(held) => held,
+    let held = match fdinfo(fd) {
+        Ok(i) if owner.is_some_and(|o| i.pos != Some(function_mark(o))) => {
+            return Ok(Err(NotHeld::Reopened));
+        }
+        Ok(i) => i.lock,
         Err(_) => kernel::try_lock_fd_with(fd, Kind::Exclusive, method)
             .map_err(|e| fd_error(fd, "cannot inspect", e))?,
     };
@@ -615,7 +864,13 @@ pub fn release_left_by_exec(
     if !mine {
         return Ok(None);
     }
-    let done = release_in_process(fd, kernel::Method::Flock, remove.then_some(path), None)?;
+    let done = release_in_process(
+        fd,
+        kernel::Method::Flock,
+        remove.then_some(path),
+        None,
+        None,
+    )?;
     // The previous program's descriptor: no handle of this program owns it.
     crate::rawfd::close_unowned(fd, fd);
     Ok(Some(done))
@@ -625,6 +880,45 @@ pub fn release_left_by_exec(
 mod tests {
     use super::*;
     use std::os::unix::io::AsRawFd;
+
+    /// The functions' mark: a copy of a marked, locked descriptor is found
+    /// once the original is closed, and released through without being
+    /// closed; the same file opened again on its own is not the
+    /// function's, nor a copy of it; a description that lost its lock is
+    /// no copy.
+    #[test]
+    fn a_copy_of_a_marked_descriptor_is_found_and_released_through() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("n.lock");
+        let f = kernel::open_lock_file(&p, true, 0o600).unwrap();
+        let me = std::process::id();
+        let id = identity(f.as_raw_fd()).unwrap();
+        assert!(kernel::try_lock_fd(f.as_raw_fd(), Kind::Exclusive).unwrap());
+        assert_eq!(function_fd(f.as_raw_fd(), me), (false, true));
+        mark_for_function(f.as_raw_fd(), me).unwrap();
+        assert_eq!(function_fd(f.as_raw_fd(), me), (true, true));
+        // Another owner's mark is not this one's.
+        assert_eq!(function_fd(f.as_raw_fd(), me + 1), (false, true));
+        let again = File::open(&p).unwrap();
+        assert_eq!(function_fd(again.as_raw_fd(), me), (false, false));
+        let copy = f.try_clone().unwrap();
+        let orig = f.as_raw_fd();
+        assert_eq!(function_copy(id.0, id.1, me, orig), Some(copy.as_raw_fd()));
+        drop(f);
+        assert_eq!(function_copy(id.0, id.1, me, orig), Some(copy.as_raw_fd()));
+        assert_eq!(function_copy(id.0, id.1, me + 1, orig), None);
+        release_through_copy(orig, &p, id, me, false).unwrap();
+        // Unlocked, still open: another description takes the lock.
+        assert!(rustix::io::fcntl_getfd(&copy).is_ok());
+        assert!(kernel::try_lock_fd(again.as_raw_fd(), Kind::Exclusive).unwrap());
+        assert_eq!(function_copy(id.0, id.1, me, orig), None);
+        assert_eq!(
+            release_through_copy(orig, &p, id, me, false)
+                .unwrap_err()
+                .exit_code(),
+            4
+        );
+    }
 
     /// The builtin's path: a descriptor of this very process (the "shell"),
     /// locked without signals, gets a record naming this process and the
@@ -674,14 +968,14 @@ mod tests {
         kernel::unlock_fd(f.as_raw_fd()).unwrap();
         assert!(kernel::try_lock_fd(g.as_raw_fd(), Kind::Exclusive).unwrap());
         assert_eq!(
-            release_in_process(f.as_raw_fd(), kernel::Method::Flock, None, None).unwrap(),
+            release_in_process(f.as_raw_fd(), kernel::Method::Flock, None, None, None).unwrap(),
             Err(NotHeld::NoLock)
         );
         assert!(!std::fs::read(&p).unwrap().is_empty());
         kernel::unlock_fd(g.as_raw_fd()).unwrap();
         assert!(kernel::try_lock_fd(f.as_raw_fd(), Kind::Exclusive).unwrap());
         assert_eq!(
-            release_in_process(f.as_raw_fd(), kernel::Method::Flock, None, None).unwrap(),
+            release_in_process(f.as_raw_fd(), kernel::Method::Flock, None, None, None).unwrap(),
             Ok(())
         );
         // The record is replaced by the free line, padded to the record's

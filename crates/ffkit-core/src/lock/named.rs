@@ -805,12 +805,24 @@ fn release_fd_held(
     let m = f
         .metadata()
         .map_err(|e| Error::io("cannot inspect", path, e))?;
-    if !rec.holds_kernel_lock(m.dev(), m.ino()) {
+    // The record's descriptor, or, when the shell's script closed it or
+    // opened another file on its number (the lock's own file included), a
+    // copy the script made of it that holds the lock (a lock function's
+    // descriptor, marked: `fd::function_copy_of`), as
+    // `release_critical_lock` releases it (docs/shell.md, "Locks").
+    let through = if rec.holds_kernel_lock(m.dev(), m.ino()) {
+        rec.fd
+    } else if let Some(copy) = holder::same_process(rec.pid, rec.start)
+        .then(|| super::fd::function_copy_of(rec.pid, m.dev(), m.ino()))
+        .flatten()
+    {
+        Some(copy)
+    } else {
         return Err(Error::LockFailed(format!(
             "{}: held, but its holder record is out of date; it is released when its holder exits",
             path.display()
         )));
-    }
+    };
     if !who.may_release(&rec) {
         return Ok(Err(NotReleased::NotOwner(rec)));
     }
@@ -818,11 +830,11 @@ fn release_fd_held(
         format!(
             "{}: held through descriptor {} of pid {}; release it there (release_critical_lock, or close the descriptor)",
             path.display(),
-            rec.fd.unwrap_or(-1),
+            through.unwrap_or(-1),
             rec.pid
         )
     };
-    let (Some(pid), Some(fd)) = (Pid::from_raw(rec.pid as i32), rec.fd) else {
+    let (Some(pid), Some(fd)) = (Pid::from_raw(rec.pid as i32), through) else {
         return Err(Error::LockFailed(how()));
     };
     let dup = rustix::process::pidfd_open(pid, PidfdFlags::empty())

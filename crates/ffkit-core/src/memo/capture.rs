@@ -333,10 +333,16 @@ fn pump(
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         // The caller's reader of a stream went away: close ours, so the
-        // command's next write to it fails as it would in a pipeline.
-        for (i, pipe) in [&mut so, &mut se].into_iter().enumerate() {
-            if pipe.is_some() && gone[i].load(Ordering::Relaxed) {
-                *pipe = None;
+        // command's next write to it fails as it would in a pipeline. What
+        // the pipe already holds is read first: when it ends there (the
+        // command wrote all of it and closed its end before the reader
+        // left, which the pass-through only learns later), the stream is
+        // whole and the run may be stored.
+        for (s, i, pipe) in [(Stream::Stdout, 0, &mut so), (Stream::Stderr, 1, &mut se)] {
+            if gone[i].load(Ordering::Relaxed)
+                && let Some(mut p) = pipe.take()
+                && !ended_whole(&mut p, &mut buf, s, rec, &mut recorded, limit, tx)
+            {
                 rec.cut = true;
             }
         }
@@ -381,6 +387,39 @@ fn pump(
     }
 }
 
+/// Whether pipe `p` of a stream whose reader went away reaches its end
+/// of file without waiting: what it holds is read (and recorded, like any
+/// read) without blocking. False while the command (or a process it left
+/// behind) still holds the write end, when more than [`WHOLE_PROBE`] bytes
+/// keep coming (`yes`), or on a read error: the stream is then cut.
+fn ended_whole(
+    p: &mut File,
+    buf: &mut [u8],
+    s: Stream,
+    rec: &mut Recording,
+    recorded: &mut u64,
+    limit: u64,
+    tx: &Queue,
+) -> bool {
+    if rustix::fs::fcntl_setfl(&*p, rustix::fs::OFlags::NONBLOCK).is_err() {
+        return false;
+    }
+    let until = recorded.saturating_add(WHOLE_PROBE);
+    while *recorded <= until {
+        match drain(p, buf, s, rec, recorded, limit, tx) {
+            Ok(true) => {}
+            Ok(false) => return true,
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+/// The most a stream whose reader went away is read on to find its end
+/// ([`ended_whole`]): a pipe holds 64 KiB by default, 1 MiB at most
+/// (`/proc/sys/fs/pipe-max-size`), so more is a command still writing.
+const WHOLE_PROBE: u64 = 1 << 20;
+
 /// One read from a ready pipe; `false` at end of file.
 fn drain<R: Read>(
     p: &mut R,
@@ -415,6 +454,37 @@ fn drain<R: Read>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `pump` with the reader of stdout already gone: a pipe whose writer
+    /// wrote everything and closed is whole (recorded, not cut), one whose
+    /// writer still holds it open is cut. The race the pass-through loses
+    /// in `cache-run -- head -c 200000 /dev/zero | head -c1`, made certain.
+    #[test]
+    fn a_stream_that_ended_before_its_reader_left_is_whole() {
+        for writer_open in [false, true] {
+            let (r, w) = rustix::pipe::pipe().unwrap();
+            let mut w = File::from(w);
+            w.write_all(&[7u8; 5000]).unwrap();
+            let keep = writer_open.then_some(w);
+            let (tx, rx) = mpsc::channel();
+            let queue = Queue {
+                tx,
+                bytes: std::sync::Arc::new(AtomicU64::new(0)),
+            };
+            let gone = [AtomicBool::new(true), AtomicBool::new(false)];
+            let mut rec = Recording::default();
+            let p = Pipes {
+                so: Some(File::from(r)),
+                se: None,
+                si: None,
+            };
+            pump(p, &[], &mut rec, u64::MAX, &queue, &gone).unwrap();
+            drop((queue, keep));
+            let got: usize = rx.iter().map(|(_, b)| b.len()).sum();
+            assert_eq!(rec.cut, writer_open, "writer open: {writer_open}");
+            assert_eq!(got, 5000, "what the pipe held is read either way");
+        }
+    }
 
     fn sh(script: &str) -> Vec<OsString> {
         ["sh", "-c", script].map(OsString::from).to_vec()

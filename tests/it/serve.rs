@@ -599,6 +599,34 @@ fn serve_is_not_blocked_by_half_sent_or_silent_clients() {
 }
 
 #[test]
+fn serve_makes_room_for_a_newcomer_by_closing_the_longest_idle_keep_alive_connection() {
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 1, 10);
+    let s = Server::start(&w, &log, &[]);
+    // Every slot (128) taken by a keep-alive client answered once and now
+    // idle between requests: before, such clients sending one small
+    // request every few seconds kept everyone else out with 503.
+    let mut idle = Vec::new();
+    for _ in 0..128 {
+        let mut c = connect(s.addr);
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_one(&mut c).status, 200);
+        idle.push(c);
+    }
+    for _ in 0..3 {
+        assert_eq!(get(s.addr, "/metrics").status, 200);
+    }
+    // The ones closed for them were the longest idle: the first ones.
+    let mut rest = Vec::new();
+    idle[0]
+        .read_to_end(&mut rest)
+        .expect("the oldest idle connection is closed");
+    assert!(rest.is_empty());
+}
+
+#[test]
 fn serve_drains_after_an_error_answer_for_a_second_in_all() {
     let w = World::new();
     let log = w.path().join("log.csv");

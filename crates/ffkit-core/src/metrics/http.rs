@@ -12,8 +12,10 @@
 //! [`MIN_SEND_RATE`] bytes: one deadline per answer, not per write); the
 //! bytes a client sends after an error answer are drained for at most
 //! [`DRAIN_TIMEOUT`] in all; none of them ever delays another connection or
-//! holds its slot for long, and a full house answers 503 at once instead
-//! of queueing. Request heads are capped at [`MAX_HEAD`] bytes (431 beyond)
+//! holds its slot for long. A full house makes room by closing the
+//! connection that has waited longest for its next request ([`Waiting`]),
+//! and answers 503 at once, instead of queueing, only when every
+//! connection is busy with a request. Request heads are capped at [`MAX_HEAD`] bytes (431 beyond)
 //! and parsed with httparse as they arrive, so bytes that cannot start an
 //! HTTP request (a TLS ClientHello) are answered 400 at once.
 //! Bodies are never read: every path is GET or HEAD, so a request that
@@ -116,10 +118,61 @@ impl Drop for Slot {
     }
 }
 
+/// The connections waiting for a request (their next on a keep-alive
+/// connection, or their first), oldest first, each with a handle to close
+/// it. Without it, 128 keep-alive clients sending one small request every
+/// few seconds held every slot for good, and everyone else got 503: a full
+/// house now closes the one that has waited longest (HTTP/1.1 lets a
+/// server close an idle keep-alive connection; clients reconnect) and
+/// serves the newcomer in its place.
+#[derive(Default)]
+struct Waiting {
+    next: std::sync::atomic::AtomicU64,
+    list: std::sync::Mutex<std::collections::VecDeque<(u64, TcpStream)>>,
+}
+
+impl Waiting {
+    fn list(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, TcpStream)>> {
+        // A panic elsewhere cannot leave the list half-changed.
+        self.list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes `s` as waiting; `None` if it cannot be (no descriptor left for
+    /// its handle): it is then never closed for a newcomer.
+    fn add(&self, s: &TcpStream) -> Option<u64> {
+        let handle = s.try_clone().ok()?;
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.list().push_back((id, handle));
+        Some(id)
+    }
+
+    fn remove(&self, id: Option<u64>) {
+        if let Some(id) = id {
+            self.list().retain(|(i, _)| *i != id);
+        }
+    }
+
+    /// Closes the connection that has waited longest: its read ends at
+    /// once and its thread gives its slot back. `false` if none waits.
+    fn close_oldest(&self) -> bool {
+        let oldest = self.list().pop_front();
+        match oldest {
+            Some((_, s)) => {
+                let _ = s.shutdown(Shutdown::Both);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Accepts and serves connections forever; returns only the accept error
 /// that cannot be waited out.
 pub fn serve(listener: &TcpListener, handler: Arc<Handler>) -> io::Error {
     let live = Arc::new(AtomicUsize::new(0));
+    let waiting = Arc::new(Waiting::default());
     loop {
         let stream = match listener.accept() {
             Ok((s, _)) => s,
@@ -134,7 +187,9 @@ pub fn serve(listener: &TcpListener, handler: Arc<Handler>) -> io::Error {
                 _ => return e,
             },
         };
-        if live.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+        // Room is made by closing a waiting connection; the count drops
+        // back when its thread has ended, a moment later.
+        if live.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS && !waiting.close_oldest() {
             live.fetch_sub(1, Ordering::AcqRel);
             let busy = Response::text(503, "too many connections; try again");
             let bytes = answer_bytes(&busy, false, false);
@@ -143,20 +198,21 @@ pub fn serve(listener: &TcpListener, handler: Arc<Handler>) -> io::Error {
         }
         let slot = Slot(live.clone());
         let handler = handler.clone();
+        let waiting = waiting.clone();
         // A thread that cannot start drops the closure, the slot and the
         // stream: the client sees its connection closed.
         let _ = std::thread::Builder::new()
             .name("ffkit-serve".into())
             .spawn(move || {
                 let _slot = slot;
-                connection(stream, &*handler);
+                connection(stream, &*handler, &waiting);
             });
     }
 }
 
 /// Serves the requests of one connection until it closes, times out, or a
 /// request cannot be followed by another.
-fn connection(s: TcpStream, handler: &Handler) {
+fn connection(s: TcpStream, handler: &Handler, waiting: &Waiting) {
     if s.set_read_timeout(Some(READ_TIMEOUT)).is_err()
         || s.set_write_timeout(Some(WRITE_TIMEOUT)).is_err()
     {
@@ -171,7 +227,15 @@ fn connection(s: TcpStream, handler: &Handler) {
             s: &s,
             until: Instant::now() + READ_TIMEOUT,
         };
-        let (req, has_body) = match read_head(&mut within, &mut buf) {
+        // Waiting for a request, unless pipelined bytes are already here.
+        let id = if buf.is_empty() {
+            waiting.add(&s)
+        } else {
+            None
+        };
+        let head = read_head(&mut within, &mut buf);
+        waiting.remove(id);
+        let (req, has_body) = match head {
             Ok(Some(h)) => h,
             // Closed or idle before a request began: nothing to say.
             Ok(None) | Err(HeadError::Io) => return,

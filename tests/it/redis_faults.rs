@@ -1396,3 +1396,65 @@ fn redis_a_hosts_file_name_in_another_case_behind_dns_first_reaches_the_port() {
     assert_eq!(got, Some(1), "{err}");
     assert!(err.contains("cannot connect: connection refused"), "{err}");
 }
+
+/// A connection the server closed while ffkit kept it between requests (a
+/// server's idle `timeout`, a proxy, `CLIENT KILL`, a restart) is replaced
+/// before the next request, which would otherwise be lost: a command-mode
+/// holder's release after its command failed with "connection lost" and
+/// left the lock held, every waiter blocked, until its lease lapsed; a
+/// named pair's holder released nothing when its owner exited; cache-run's
+/// store after a command failed ("not cached"). Here every client's
+/// connection is killed while the command runs (the server's idle timeout
+/// does the same, only later).
+#[test]
+fn redis_a_connection_the_server_closed_while_idle_is_replaced_not_lost() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let flag = w.path().join("started");
+    let go = w.path().join("go");
+    let wait_cmd = format!(
+        "touch '{}'; while [ ! -e '{}' ]; do sleep 0.02; done; echo out",
+        flag.display(),
+        go.display()
+    );
+    let kill_while_running = |mut c: Command| {
+        let _ = std::fs::remove_file(&flag);
+        let _ = std::fs::remove_file(&go);
+        let child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        assert!(eventually(|| flag.exists()), "the command never started");
+        let _: redis::Value = s.query(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal"));
+        std::fs::write(&go, "").unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code(), stderr_of(&out))
+    };
+    // Command mode: released at once, not after the lease.
+    let mut c = ff(&w, &s, "lock-acquire");
+    c.args(["idle-lock", "--", "sh", "-c", &wait_cmd]);
+    let (code, err) = kill_while_running(c);
+    assert_eq!((code, err.as_str()), (Some(0), ""));
+    let st = ff(&w, &s, "lock-status").arg("idle-lock").output().unwrap();
+    assert_eq!(
+        st.status.code(),
+        Some(1),
+        "still held: {}",
+        String::from_utf8_lossy(&st.stdout)
+    );
+    // cache-run: stored, so the next call is a hit.
+    let mut c = ff(&w, &s, "cache-run");
+    c.args(["--ttl", "60", "--", "sh", "-c", &wait_cmd]);
+    let (code, err) = kill_while_running(c);
+    assert_eq!((code, err.as_str()), (Some(0), ""));
+    let hit = ff(&w, &s, "cache-run")
+        .args(["--json", "--ttl", "60", "--", "sh", "-c", &wait_cmd])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&hit.stdout).contains("\"source\":\"hit\""),
+        "{}",
+        String::from_utf8_lossy(&hit.stdout)
+    );
+}

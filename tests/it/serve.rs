@@ -510,6 +510,28 @@ fn serve_is_not_blocked_by_half_sent_or_silent_clients() {
     let log = w.path().join("log.csv");
     write_log(&log, 2, 200);
     let s = Server::start(&w, &log, &[]);
+    // A client that reads its answers a trickle at a time (1 KiB every
+    // 100 ms, below the rate the server gives an answer): every write of the
+    // server makes progress, so a per-write timeout never fired and the
+    // connection (its slot, its thread) was held for as long as the client
+    // kept reading; 128 such clients shut everyone else out with 503.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickler = {
+        let stop = stop.clone();
+        let mut c = connect(s.addr);
+        // Far more than loopback's socket buffers hold.
+        c.write_all(&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(400))
+            .unwrap();
+        thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            while !stop.load(std::sync::atomic::Ordering::Acquire) {
+                thread::sleep(Duration::from_millis(100));
+                if c.read(&mut buf).unwrap_or(0) == 0 {
+                    break;
+                }
+            }
+        })
+    };
     // More stuck clients than the server has workers: connections that sent
     // half a request line, headers without the blank line, a body shorter
     // than its Content-Length, or nothing at all.
@@ -558,7 +580,84 @@ fn serve_is_not_blocked_by_half_sent_or_silent_clients() {
         let a = read_one(&mut c);
         assert_eq!(a.status, 200);
     }
+    drop(c);
     drop(stuck);
+    // The trickling reader is cut off by its answer's send deadline (5 s
+    // plus a second per 64 KiB): the server is soon down to its main
+    // thread, every connection's thread gone, while the client still
+    // reads what the kernel had buffered.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let task = format!("/proc/{}/task", s.child.id());
+    let threads = || fs::read_dir(&task).map(|d| d.count()).unwrap_or(0);
+    while threads() > 1 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    let left = threads();
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    trickler.join().unwrap();
+    assert_eq!(left, 1, "a connection thread outlived its deadlines");
+}
+
+#[test]
+fn serve_makes_room_for_a_newcomer_by_closing_the_longest_idle_keep_alive_connection() {
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 1, 10);
+    let s = Server::start(&w, &log, &[]);
+    // Every slot (128) taken by a keep-alive client answered once and now
+    // idle between requests: before, such clients sending one small
+    // request every few seconds kept everyone else out with 503.
+    let mut idle = Vec::new();
+    for _ in 0..128 {
+        let mut c = connect(s.addr);
+        c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_one(&mut c).status, 200);
+        idle.push(c);
+    }
+    for _ in 0..3 {
+        assert_eq!(get(s.addr, "/metrics").status, 200);
+    }
+    // The ones closed for them were the longest idle: the first ones.
+    let mut rest = Vec::new();
+    idle[0]
+        .read_to_end(&mut rest)
+        .expect("the oldest idle connection is closed");
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn serve_drains_after_an_error_answer_for_a_second_in_all() {
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 1, 10);
+    let s = Server::start(&w, &log, &[]);
+    // After a 400 the server reads and drops what the client still sends,
+    // so that the kernel does not reset the answer away; a client that
+    // trickled a byte every 200 ms kept that going (and its slot taken)
+    // for up to 1 MiB of bytes. Now one second in all.
+    let mut c = connect(s.addr);
+    c.write_all(b"\x16\x03\x01junk\r\n\r\n").unwrap();
+    // The answer, then the end of what the server sends (it shut its side).
+    let mut answer = Vec::new();
+    c.read_to_end(&mut answer)
+        .expect("the 400 and the server's end");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 400 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let started = Instant::now();
+    let closed = loop {
+        thread::sleep(Duration::from_millis(200));
+        if c.write_all(b"x").is_err() || started.elapsed() > Duration::from_secs(30) {
+            break started.elapsed();
+        }
+    };
+    assert!(
+        closed < Duration::from_secs(30),
+        "still draining after {closed:?}"
+    );
 }
 
 /// Reads one answer with a Content-Length from a kept-alive connection.

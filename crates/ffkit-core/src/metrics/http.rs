@@ -7,9 +7,15 @@
 //! timeout. A client that sends half a request, or nothing, is answered 408
 //! (or dropped, if it sent nothing) [`READ_TIMEOUT`] after the head began,
 //! however it trickles its bytes (one deadline per head); one that stops
-//! reading its answer is dropped after [`WRITE_TIMEOUT`]; neither ever
-//! delays another connection, and a full house answers 503 at once instead
-//! of queueing. Request heads are capped at [`MAX_HEAD`] bytes (431 beyond)
+//! reading its answer, or reads it a trickle at a time, is dropped when the
+//! answer's send deadline passes ([`WRITE_TIMEOUT`] plus a second per
+//! [`MIN_SEND_RATE`] bytes: one deadline per answer, not per write); the
+//! bytes a client sends after an error answer are drained for at most
+//! [`DRAIN_TIMEOUT`] in all; none of them ever delays another connection or
+//! holds its slot for long. A full house makes room by closing the
+//! connection that has waited longest for its next request ([`Waiting`]),
+//! and answers 503 at once, instead of queueing, only when every
+//! connection is busy with a request. Request heads are capped at [`MAX_HEAD`] bytes (431 beyond)
 //! and parsed with httparse as they arrive, so bytes that cannot start an
 //! HTTP request (a TLS ClientHello) are answered 400 at once.
 //! Bodies are never read: every path is GET or HEAD, so a request that
@@ -33,6 +39,17 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A client that stops reading its answer is dropped after this.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Bytes per second an answer is given on top of [`WRITE_TIMEOUT`]: an
+/// answer of N bytes must be taken within WRITE_TIMEOUT + N / this. Without
+/// it a client reading a kilobyte a second (a small receive window, one
+/// read every few seconds) kept its connection, and with 128 of them
+/// everyone else got 503 for hours.
+pub const MIN_SEND_RATE: u64 = 64 * 1024;
+
+/// How long, in all, the bytes a client sends after an error answer are
+/// read and dropped before the connection is closed.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Connections served at once; beyond, new ones get a 503.
 pub const MAX_CONNECTIONS: usize = 128;
@@ -101,10 +118,61 @@ impl Drop for Slot {
     }
 }
 
+/// The connections waiting for a request (their next on a keep-alive
+/// connection, or their first), oldest first, each with a handle to close
+/// it. Without it, 128 keep-alive clients sending one small request every
+/// few seconds held every slot for good, and everyone else got 503: a full
+/// house now closes the one that has waited longest (HTTP/1.1 lets a
+/// server close an idle keep-alive connection; clients reconnect) and
+/// serves the newcomer in its place.
+#[derive(Default)]
+struct Waiting {
+    next: std::sync::atomic::AtomicU64,
+    list: std::sync::Mutex<std::collections::VecDeque<(u64, TcpStream)>>,
+}
+
+impl Waiting {
+    fn list(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, TcpStream)>> {
+        // A panic elsewhere cannot leave the list half-changed.
+        self.list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Notes `s` as waiting; `None` if it cannot be (no descriptor left for
+    /// its handle): it is then never closed for a newcomer.
+    fn add(&self, s: &TcpStream) -> Option<u64> {
+        let handle = s.try_clone().ok()?;
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.list().push_back((id, handle));
+        Some(id)
+    }
+
+    fn remove(&self, id: Option<u64>) {
+        if let Some(id) = id {
+            self.list().retain(|(i, _)| *i != id);
+        }
+    }
+
+    /// Closes the connection that has waited longest: its read ends at
+    /// once and its thread gives its slot back. `false` if none waits.
+    fn close_oldest(&self) -> bool {
+        let oldest = self.list().pop_front();
+        match oldest {
+            Some((_, s)) => {
+                let _ = s.shutdown(Shutdown::Both);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Accepts and serves connections forever; returns only the accept error
 /// that cannot be waited out.
 pub fn serve(listener: &TcpListener, handler: Arc<Handler>) -> io::Error {
     let live = Arc::new(AtomicUsize::new(0));
+    let waiting = Arc::new(Waiting::default());
     loop {
         let stream = match listener.accept() {
             Ok((s, _)) => s,
@@ -119,30 +187,32 @@ pub fn serve(listener: &TcpListener, handler: Arc<Handler>) -> io::Error {
                 _ => return e,
             },
         };
-        if live.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+        // Room is made by closing a waiting connection; the count drops
+        // back when its thread has ended, a moment later.
+        if live.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS && !waiting.close_oldest() {
             live.fetch_sub(1, Ordering::AcqRel);
-            let mut s = stream;
-            let _ = s.set_write_timeout(Some(Duration::from_secs(1)));
             let busy = Response::text(503, "too many connections; try again");
-            let _ = write_response(&mut s, &busy, false, false);
+            let bytes = answer_bytes(&busy, false, false);
+            let _ = send_within(&stream, &bytes, Instant::now() + Duration::from_secs(1));
             continue;
         }
         let slot = Slot(live.clone());
         let handler = handler.clone();
+        let waiting = waiting.clone();
         // A thread that cannot start drops the closure, the slot and the
         // stream: the client sees its connection closed.
         let _ = std::thread::Builder::new()
             .name("ffkit-serve".into())
             .spawn(move || {
                 let _slot = slot;
-                connection(stream, &*handler);
+                connection(stream, &*handler, &waiting);
             });
     }
 }
 
 /// Serves the requests of one connection until it closes, times out, or a
 /// request cannot be followed by another.
-fn connection(mut s: TcpStream, handler: &Handler) {
+fn connection(s: TcpStream, handler: &Handler, waiting: &Waiting) {
     if s.set_read_timeout(Some(READ_TIMEOUT)).is_err()
         || s.set_write_timeout(Some(WRITE_TIMEOUT)).is_err()
     {
@@ -157,7 +227,15 @@ fn connection(mut s: TcpStream, handler: &Handler) {
             s: &s,
             until: Instant::now() + READ_TIMEOUT,
         };
-        let (req, has_body) = match read_head(&mut within, &mut buf) {
+        // Waiting for a request, unless pipelined bytes are already here.
+        let id = if buf.is_empty() {
+            waiting.add(&s)
+        } else {
+            None
+        };
+        let head = read_head(&mut within, &mut buf);
+        waiting.remove(id);
+        let (req, has_body) = match head {
             Ok(Some(h)) => h,
             // Closed or idle before a request began: nothing to say.
             Ok(None) | Err(HeadError::Io) => return,
@@ -175,7 +253,8 @@ fn connection(mut s: TcpStream, handler: &Handler) {
         // The body of a request is never read, so after one the next
         // request's start is unknown: close.
         let keep = req.keep_alive && !has_body;
-        if write_response(&mut s, &resp, req.method == "HEAD", keep).is_err() || !keep {
+        let bytes = answer_bytes(&resp, req.method == "HEAD", keep);
+        if send_within(&s, &bytes, send_deadline(bytes.len())).is_err() || !keep {
             return;
         }
     }
@@ -203,20 +282,54 @@ impl Read for Deadline<'_> {
 /// drop) what the client still sends, for at most a second and 1 MiB, so
 /// the kernel does not reset the connection over unread bytes before the
 /// client has read the answer.
-fn close_with(mut s: TcpStream, r: &Response) {
-    if write_response(&mut s, r, false, false).is_err() {
+fn close_with(s: TcpStream, r: &Response) {
+    let bytes = answer_bytes(r, false, false);
+    if send_within(&s, &bytes, send_deadline(bytes.len())).is_err() {
         return;
     }
     let _ = s.shutdown(Shutdown::Write);
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    // One deadline for the whole drain, not a timeout per read: a client
+    // that trickled a byte every half second kept the connection (and its
+    // slot) for up to 1 MiB of them, days.
+    let mut within = Deadline {
+        s: &s,
+        until: Instant::now() + DRAIN_TIMEOUT,
+    };
     let mut sink = [0u8; 4096];
     let mut total = 0usize;
     while total < 1 << 20 {
-        match s.read(&mut sink) {
+        match within.read(&mut sink) {
             Ok(0) | Err(_) => break,
             Ok(n) => total += n,
         }
     }
+}
+
+/// When an answer of `len` bytes must have been taken by the client.
+fn send_deadline(len: usize) -> Instant {
+    let extra = Duration::from_secs_f64(len as f64 / MIN_SEND_RATE as f64);
+    Instant::now() + WRITE_TIMEOUT + extra
+}
+
+/// Sends `bytes` by `until`, however the client paces its reads: each write
+/// waits at most what is left (a socket write timeout alone restarts with
+/// every write that makes progress, so a trickling reader never hit it).
+fn send_within(s: &TcpStream, bytes: &[u8], until: Instant) -> io::Result<()> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        s.set_write_timeout(Some(left))?;
+        match (&mut &*s).write(rest) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => rest = &rest[n..],
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -368,13 +481,8 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-/// Writes one answer (without the body for HEAD) in one write.
-fn write_response(
-    s: &mut impl Write,
-    r: &Response,
-    head_only: bool,
-    keep_alive: bool,
-) -> io::Result<()> {
+/// One answer's bytes (without the body for HEAD), to be sent in one write.
+fn answer_bytes(r: &Response, head_only: bool, keep_alive: bool) -> Vec<u8> {
     let mut out = format!("HTTP/1.1 {} {}\r\n", r.status, reason(r.status));
     // A 204 has neither (RFC 9110 8.6, 15.3.5).
     if r.status != 204 {
@@ -403,8 +511,7 @@ fn write_response(
     if !head_only && r.status != 204 {
         bytes.extend_from_slice(&r.body);
     }
-    s.write_all(&bytes)?;
-    s.flush()
+    bytes
 }
 
 #[cfg(test)]
@@ -561,8 +668,7 @@ mod tests {
     #[test]
     fn answers_have_their_length_and_head_has_no_body() {
         let r = Response::text(404, "nope");
-        let mut out = Vec::new();
-        write_response(&mut out, &r, false, true).unwrap();
+        let out = answer_bytes(&r, false, true);
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with("HTTP/1.1 404 Not Found\r\n"), "{s}");
         assert!(
@@ -570,9 +676,48 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("Connection: keep-alive"));
-        let mut out = Vec::new();
-        write_response(&mut out, &r, true, false).unwrap();
+        let out = answer_bytes(&r, true, false);
         let s = String::from_utf8(out).unwrap();
         assert!(s.ends_with("Connection: close\r\n\r\n") && s.contains("Content-Length: 5"));
+    }
+
+    #[test]
+    fn a_reader_that_trickles_is_cut_off_at_the_send_deadline() {
+        // A client that keeps reading a little at a time makes every write
+        // progress, so a per-write timeout never fires; the deadline does.
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 1024];
+                while !done.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(20));
+                    if (&c).read(&mut buf).unwrap_or(0) == 0 {
+                        break;
+                    }
+                }
+            })
+        };
+        // Far more than loopback's socket buffers hold.
+        let big = vec![b'x'; 64 << 20];
+        let started = Instant::now();
+        let e = send_within(&s, &big, started + Duration::from_millis(300)).unwrap_err();
+        let took = started.elapsed();
+        done.store(true, Ordering::Release);
+        drop(s);
+        reader.join().unwrap();
+        assert!(
+            matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ),
+            "{e:?}"
+        );
+        // Generous for a loaded machine; without the deadline it ran on for
+        // as long as the reader kept reading (minutes).
+        assert!(took < Duration::from_secs(5), "{took:?}");
     }
 }

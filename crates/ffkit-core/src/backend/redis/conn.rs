@@ -29,6 +29,7 @@
 //! (docs/redis.md, "Timeouts and failures"). No message ever shows a
 //! credential of the URL ([`Target::scrub`]).
 
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use redis::{Client, Cmd, Connection, ConnectionAddr, FromRedisValue, Pipeline, RedisError, Value};
@@ -129,6 +130,28 @@ enum Link {
 struct Own {
     stream: Stream,
     parser: redis::Parser,
+    /// Whether a request has been answered on it: only then can it have
+    /// sat idle long enough for the server to close it.
+    used: bool,
+}
+
+impl Own {
+    /// Whether the server has closed this connection (or sent something
+    /// unasked, which leaves the stream untrustworthy too) while it sat
+    /// idle between requests. Asked without waiting.
+    fn closed_by_peer(&self) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec};
+        let fd = match &self.stream {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        };
+        let mut fds = [PollFd::new(&fd, PollFlags::IN | PollFlags::RDHUP)];
+        let now = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+    }
 }
 
 enum Stream {
@@ -203,6 +226,7 @@ impl Link {
         Link::Own(Own {
             stream,
             parser: redis::Parser::new(),
+            used: false,
         })
     }
 
@@ -582,6 +606,18 @@ impl Conn {
         if let Some(e) = &self.broken {
             return Err(e.clone());
         }
+        // A connection kept between requests (a lock holder's, renewing
+        // every lease/3; cache-run's, across its command) is closed by a
+        // server's idle `timeout`, a proxy, `CLIENT KILL` or a restart. A
+        // request sent on it was lost ("connection lost"): the release
+        // after a command left the lock held until its lease lapsed, and
+        // cache-run's store failed. Such a close is seen before sending,
+        // so nothing was sent and connecting again is safe.
+        if matches!(&self.con, Some(Link::Own(o)) if o.used && o.closed_by_peer()) {
+            self.con = None;
+            let client = Client::open(self.bare_info(self.node.clone().as_ref()))?;
+            self.connect_with(&client)?;
+        }
         let r = match route {
             Route::Here => self.exchange(packed, replies, extra, meanwhile),
             Route::Key(key) => self.route(key).and_then(|()| {
@@ -637,6 +673,9 @@ impl Conn {
                 Value::Push { .. } => continue,
                 v => out.push(v),
             }
+        }
+        if let Link::Own(o) = con {
+            o.used = true;
         }
         Ok(out)
     }

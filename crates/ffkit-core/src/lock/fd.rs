@@ -930,7 +930,9 @@ mod tests {
     fn a_copy_of_a_marked_descriptor_is_found_and_released_through() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("n.lock");
-        let f = kernel::open_lock_file(&p, true, 0o600).unwrap();
+        drop(kernel::open_lock_file(&p, true, 0o600).unwrap());
+        // Opened as a script's redirection opens it: without FUNCTION_FLAG.
+        let f = OpenOptions::new().read(true).open(&p).unwrap();
         let me = std::process::id();
         let id = identity(f.as_raw_fd()).unwrap();
         assert!(kernel::try_lock_fd(f.as_raw_fd(), Kind::Exclusive).unwrap());
@@ -939,6 +941,13 @@ mod tests {
         assert_eq!(function_fd(f.as_raw_fd(), me), (true, true));
         // Another owner's mark is not this one's.
         assert_eq!(function_fd(f.as_raw_fd(), me + 1), (false, true));
+        // With the flag, a description whose offset the script moved is
+        // still the function's; a copy is found by the offset only.
+        mark_fallback_descriptor(f.as_raw_fd(), me).unwrap();
+        rustix::fs::seek(&f, rustix::fs::SeekFrom::Start(3)).unwrap();
+        assert_eq!(function_fd(f.as_raw_fd(), me), (true, true));
+        assert_eq!(function_copy(id.0, id.1, me, -1), None);
+        mark_for_function(f.as_raw_fd(), me).unwrap();
         let again = File::open(&p).unwrap();
         assert_eq!(function_fd(again.as_raw_fd(), me), (false, false));
         let copy = f.try_clone().unwrap();

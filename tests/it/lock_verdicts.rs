@@ -1133,3 +1133,29 @@ fn a_lock_descriptor_the_script_wrote_or_seeked_through_is_still_the_functions()
         assert!(fs::metadata(&f).unwrap().len() < 4096, "{path}");
     }
 }
+
+/// A lock held through a copy the script made of the lock functions'
+/// descriptor, whose own number it closed, is described by its record on
+/// every path (`lock-status`, a refused acquisition's `held by pid P`).
+/// Before, the fallback's was `an unknown holder` (`/proc/locks` names the
+/// binary that took it, gone) where the builtin named the shell.
+#[test]
+fn a_lock_held_through_a_copy_names_its_shell_on_every_path() {
+    let sc = Sc::new();
+    let f = sc.file("t");
+    let script = "lockfd() { local p; for p in /proc/$$/fd/*; do [[ $p -ef $F ]] && echo ${p##*/}; done; }\n\
+         acquire_critical_lock t || exit 1\n\
+         fd=$(lockfd); exec {c}>&$fd; exec {fd}>&-\n\
+         \"$FFKIT_BIN\" lock-status t | grep -c \"by pid $$ \"\n\
+         \"$FFKIT_BIN\" lock-acquire -n \"$F\" -- true 2>&1 | grep -c \"held by pid $$ \"\n\
+         release_critical_lock t; echo rel=$?";
+    for path in paths() {
+        let _ = fs::remove_file(&f);
+        let o = sc.shell(path, script).env("F", &f).output().unwrap();
+        assert_eq!(
+            (text(&o.stdout), text(&o.stderr)),
+            ("1\n1\nrel=0\n".to_string(), String::new()),
+            "{path}"
+        );
+    }
+}

@@ -1103,7 +1103,10 @@ fn a_lock_descriptor_the_script_closed_or_reopened_gets_one_verdict_and_stays_th
 /// (`already held by this owner`), on every path (the descriptor keeps
 /// `lock::fd::FUNCTION_FLAG`). Before, the release said 4 (`the script
 /// closed or reopened the descriptor`) and the lock stayed held until the
-/// shell exited; the builtin's lock file also grew to 1 GiB.
+/// shell exited; the builtin's lock file also grew to 1 GiB. The builtin's
+/// descriptor, kept for the next acquisition, is marked again at the
+/// release, so a copy made of it then is released through (it used to be
+/// 4, the lock held).
 #[test]
 fn a_lock_descriptor_the_script_wrote_or_seeked_through_is_still_the_functions() {
     let sc = Sc::new();
@@ -1118,14 +1121,19 @@ fn a_lock_descriptor_the_script_wrote_or_seeked_through_is_still_the_functions()
          other\n\
          release_critical_lock t; echo rel=$?\n\
          other\n\
-         [ -e /proc/$$/fdinfo/$fd ] && grep -q '^lock:' /proc/$$/fdinfo/$fd; echo locked=$?";
+         [ -e /proc/$$/fdinfo/$fd ] && grep -q '^lock:' /proc/$$/fdinfo/$fd; echo locked=$?\n\
+         acquire_critical_lock t || exit 1\n\
+         fd=$(lockfd); exec {c}>&$fd; exec {fd}>&-\n\
+         release_critical_lock t; echo copy=$?\n\
+         other";
     for path in paths() {
         let _ = fs::remove_file(&f);
         let o = sc.shell(path, script).env("F", &f).output().unwrap();
         assert_eq!(
             (text(&o.stdout), text(&o.stderr)),
             (
-                "moved=0\nagain=5\nother=5\nrel=0\nother=0\nlocked=1\n".to_string(),
+                "moved=0\nagain=5\nother=5\nrel=0\nother=0\nlocked=1\ncopy=0\nother=0\n"
+                    .to_string(),
                 String::new()
             ),
             "{path}"

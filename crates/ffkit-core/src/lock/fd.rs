@@ -854,7 +854,16 @@ pub fn release_in_process(
         Ok(i) if owner.is_some_and(|o| !is_functions(&i, o)) => {
             return Ok(Err(NotHeld::Reopened));
         }
-        Ok(i) => i.lock,
+        Ok(i) => {
+            // The function's description, its offset moved by the script
+            // (written or seeked through): marked again, as the builtin
+            // keeps it for its next acquisition, so that a copy made of it
+            // then is found (`function_copy` asks the offset).
+            if let Some(o) = owner.filter(|&o| i.pos != Some(function_mark(o))) {
+                let _ = mark_for_function(fd, o);
+            }
+            i.lock
+        }
         Err(_) => kernel::try_lock_fd_with(fd, Kind::Exclusive, method)
             .map_err(|e| fd_error(fd, "cannot inspect", e))?,
     };

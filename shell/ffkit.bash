@@ -307,13 +307,18 @@ _ffkit_git_same() {
     fi
 }
 
-# Succeeds in zsh when the script made IFS readonly (`readonly IFS`):
-# there the `IFS= read` of the helpers below is a fatal error that ended
-# the script at its first lock or get_cache_size, so they read otherwise
-# or give up as they do without /proc (bash only complains, and its
-# helpers' `IFS= read` send that to /dev/null).
+# Succeeds when the script made IFS readonly (`readonly IFS`): the
+# `IFS= read` of the helpers below is then a fatal error in zsh, and in
+# bash under `set -e` (the `|| :` after it does not help there), that
+# ended the script, silently, at its first lock or get_cache_size, so they
+# read otherwise or give up as they do without /proc. Bash before 4.4
+# cannot tell (`${IFS@a}`, eval'd: older bash and zsh cannot parse it).
 _ffkit_ifs_ro() {
-    [[ -n ${ZSH_VERSION-} && ${parameters[IFS]-} == *readonly* ]]
+    if [[ -n ${ZSH_VERSION-} ]]; then
+        [[ ${parameters[IFS]-} == *readonly* ]]
+    else
+        ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 404)) && eval '[[ ${IFS@a} == *r* ]]'
+    fi
 }
 
 # Sets _ffkit_c to the text of the team config _ffkit_team (a regular

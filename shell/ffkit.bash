@@ -307,13 +307,18 @@ _ffkit_git_same() {
     fi
 }
 
-# Succeeds in zsh when the script made IFS readonly (`readonly IFS`):
-# there the `IFS= read` of the helpers below is a fatal error that ended
-# the script at its first lock or get_cache_size, so they read otherwise
-# or give up as they do without /proc (bash only complains, and its
-# helpers' `IFS= read` send that to /dev/null).
+# Succeeds when the script made IFS readonly (`readonly IFS`): the
+# `IFS= read` of the helpers below is then a fatal error in zsh, and in
+# bash under `set -e` (the `|| :` after it does not help there), that
+# ended the script, silently, at its first lock or get_cache_size, so they
+# read otherwise or give up as they do without /proc. Bash before 4.4
+# cannot tell (`${IFS@a}`, eval'd: older bash and zsh cannot parse it).
 _ffkit_ifs_ro() {
-    [[ -n ${ZSH_VERSION-} && ${parameters[IFS]-} == *readonly* ]]
+    if [[ -n ${ZSH_VERSION-} ]]; then
+        [[ ${parameters[IFS]-} == *readonly* ]]
+    else
+        ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 404)) && eval '[[ ${IFS@a} == *r* ]]'
+    fi
 }
 
 # Sets _ffkit_c to the text of the team config _ffkit_team (a regular
@@ -649,13 +654,17 @@ _ffkit_fd_locked() {
 }
 
 # Sets _ffkit_id to the identity of the file descriptor $1 is open on and
-# of its open file description (`mnt_id/ino/pos` from /proc/self/fdinfo,
-# read with builtins: the offset is the lock functions' mark,
-# lock::fd::function_mark, so the lock's own file opened again on the
-# number by the script is told from the function's descriptor): empty when
-# $1 is not open, `?` when the kernel does not say (no /proc, no ino line).
+# of its open file description (`mnt_id/ino/MARK` from /proc/self/fdinfo,
+# read with builtins: MARK is `f` when its status flags carry O_NONBLOCK,
+# lock::fd::FUNCTION_FLAG, which the binary sets on the lock functions'
+# descriptors and no redirection of the script's does, else the offset;
+# so the lock's own file opened again on the number by the script is told
+# from the function's descriptor, and a program that read or seeked
+# through the function's descriptor does not make it the script's): empty
+# when $1 is not open, `?` when the kernel does not say (no /proc, no ino
+# line).
 _ffkit_fd_id() {
-    local _ffkit_l='' _ffkit_m='' _ffkit_n='' _ffkit_p=''
+    local _ffkit_l='' _ffkit_m='' _ffkit_n='' _ffkit_p='' _ffkit_g=''
     _ffkit_id=
     if [[ ! -e /proc/self/fdinfo/$1 ]]; then
         [[ -d /proc/self/fdinfo ]] || _ffkit_id='?'
@@ -678,7 +687,17 @@ _ffkit_fd_id() {
     _ffkit_m=${_ffkit_m%%$'\n'*}
     _ffkit_n=${_ffkit_n%%$'\n'*}
     _ffkit_p=${_ffkit_p%%$'\n'*}
-    _ffkit_id=${_ffkit_m//[!0-9]/}/${_ffkit_n//[!0-9]/}/${_ffkit_p//[!0-9]/}
+    _ffkit_p=${_ffkit_p//[!0-9]/}
+    if [[ $_ffkit_l == *flags:* ]]; then
+        _ffkit_g=${_ffkit_l#*flags:}
+        _ffkit_g=${_ffkit_g%%$'\n'*}
+        _ffkit_g=${_ffkit_g//[!0-7]/}
+        # O_NONBLOCK (octal 4000): the lock functions' flag.
+        if [[ -n $_ffkit_g ]] && (((8#$_ffkit_g & 8#4000) != 0)); then
+            _ffkit_p=f
+        fi
+    fi
+    _ffkit_id=${_ffkit_m//[!0-9]/}/${_ffkit_n//[!0-9]/}/$_ffkit_p
 }
 
 # Empties slot $1 of the held-lock table (its file, descriptor, owner pid

@@ -3914,3 +3914,35 @@ fn a_restore_with_a_dozen_descriptors_free_sizes_its_pool_to_them() {
     }
     assert_exact_with_store(&w, "after the hits");
 }
+
+/// Attack finding: a hit that fails (here for want of descriptors, `ulimit
+/// -n 8`: exit 1) changes nothing, the parent directories a restore makes
+/// for a path included: `--output p/q/out` with no `p` left `p/q` behind.
+/// A directory that stood there before stays.
+#[test]
+fn a_failed_restore_leaves_no_parent_directory_it_made() {
+    let w = World::new();
+    let script = "mkdir -p p/q/out/x; echo 1 > p/q/out/x/f";
+    let call = |prelude: &str| {
+        let mut c = Command::new("bash");
+        w.isolate(&mut c);
+        c.current_dir(w.path())
+            .args(["-c", &format!("{prelude} && exec \"$@\""), "bash"])
+            .arg(bin())
+            .args(["cache-run", "--ttl", "0", "--output", "p/q/out", "--"])
+            .args(["sh", "-c", script])
+            .output()
+            .unwrap()
+    };
+    let o = call("true");
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    remove_tree(&w.path().join("p"));
+    let o = call("ulimit -n 8");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr_of(&o));
+    assert!(!w.path().join("p").exists(), "p left behind");
+    fs::create_dir(w.path().join("p")).unwrap();
+    let o = call("ulimit -n 8");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr_of(&o));
+    assert!(w.path().join("p").is_dir(), "p removed");
+    assert!(!w.path().join("p/q").exists(), "p/q left behind");
+}

@@ -1093,3 +1093,77 @@ fn a_lock_descriptor_the_script_closed_or_reopened_gets_one_verdict_and_stays_th
         );
     }
 }
+
+/// The lock functions' descriptor stays theirs when the script moves its
+/// offset (the mark's first half, `lock::fd::function_mark`): writing
+/// through it (the builtin's is read-write) or a program seeking it (`dd
+/// skip=` seeks its input; zsh's `sysseek`). Its release releases it (the
+/// fallback closes it, the builtin keeps it for its next acquisition: no
+/// lock is left on it), and acquiring the name again before that is 5 at once
+/// (`already held by this owner`), on every path (the descriptor keeps
+/// `lock::fd::FUNCTION_FLAG`). Before, the release said 4 (`the script
+/// closed or reopened the descriptor`) and the lock stayed held until the
+/// shell exited; the builtin's lock file also grew to 1 GiB. The builtin's
+/// descriptor, kept for the next acquisition, is marked again at the
+/// release, so a copy made of it then is released through (it used to be
+/// 4, the lock held).
+#[test]
+fn a_lock_descriptor_the_script_wrote_or_seeked_through_is_still_the_functions() {
+    let sc = Sc::new();
+    let f = sc.file("t");
+    let script = "lockfd() { local p; for p in /proc/$$/fd/*; do [[ $p -ef $F ]] && echo ${p##*/}; done; }\n\
+         other() { \"$FFKIT_BIN\" lock-acquire -n \"$F\" -- true 2>/dev/null; echo other=$?; }\n\
+         acquire_critical_lock t || exit 1\n\
+         fd=$(lockfd); [ -n \"$fd\" ] || exit 1\n\
+         { echo x >&$fd; } 2>/dev/null; dd bs=1 skip=1 count=0 2>/dev/null <&$fd\n\
+         p=$(grep '^pos:' /proc/$$/fdinfo/$fd); [ \"${p//[!0-9]/}\" != $((1073741824 + $$)) ]; echo moved=$?\n\
+         LOCK_TIMEOUT=0 acquire_critical_lock t 2>/dev/null; echo again=$?\n\
+         other\n\
+         release_critical_lock t; echo rel=$?\n\
+         other\n\
+         [ -e /proc/$$/fdinfo/$fd ] && grep -q '^lock:' /proc/$$/fdinfo/$fd; echo locked=$?\n\
+         acquire_critical_lock t || exit 1\n\
+         fd=$(lockfd); exec {c}>&$fd; exec {fd}>&-\n\
+         release_critical_lock t; echo copy=$?\n\
+         other";
+    for path in paths() {
+        let _ = fs::remove_file(&f);
+        let o = sc.shell(path, script).env("F", &f).output().unwrap();
+        assert_eq!(
+            (text(&o.stdout), text(&o.stderr)),
+            (
+                "moved=0\nagain=5\nother=5\nrel=0\nother=0\nlocked=1\ncopy=0\nother=0\n"
+                    .to_string(),
+                String::new()
+            ),
+            "{path}"
+        );
+        assert!(fs::metadata(&f).unwrap().len() < 4096, "{path}");
+    }
+}
+
+/// A lock held through a copy the script made of the lock functions'
+/// descriptor, whose own number it closed, is described by its record on
+/// every path (`lock-status`, a refused acquisition's `held by pid P`).
+/// Before, the fallback's was `an unknown holder` (`/proc/locks` names the
+/// binary that took it, gone) where the builtin named the shell.
+#[test]
+fn a_lock_held_through_a_copy_names_its_shell_on_every_path() {
+    let sc = Sc::new();
+    let f = sc.file("t");
+    let script = "lockfd() { local p; for p in /proc/$$/fd/*; do [[ $p -ef $F ]] && echo ${p##*/}; done; }\n\
+         acquire_critical_lock t || exit 1\n\
+         fd=$(lockfd); exec {c}>&$fd; exec {fd}>&-\n\
+         \"$FFKIT_BIN\" lock-status t | grep -c \"by pid $$ \"\n\
+         \"$FFKIT_BIN\" lock-acquire -n \"$F\" -- true 2>&1 | grep -c \"held by pid $$ \"\n\
+         release_critical_lock t; echo rel=$?";
+    for path in paths() {
+        let _ = fs::remove_file(&f);
+        let o = sc.shell(path, script).env("F", &f).output().unwrap();
+        assert_eq!(
+            (text(&o.stdout), text(&o.stderr)),
+            ("1\n1\nrel=0\n".to_string(), String::new()),
+            "{path}"
+        );
+    }
+}

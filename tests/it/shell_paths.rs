@@ -982,6 +982,33 @@ fn a_readonly_ifs_changes_no_answer_on_any_path() {
     assert!(!seen.is_empty());
 }
 
+/// Attack finding: in bash without the builtin, `readonly IFS` with
+/// `set -e` ended the script, silently with status 1, at its first lock
+/// call or `get_cache_size`: the helpers' `IFS= read` is a fatal error
+/// under `set -e` there, `|| :` or not (as in zsh without it). Bash 4.4+
+/// now tells a readonly IFS (`${IFS@a}`) and reads as zsh does then.
+#[test]
+fn a_readonly_ifs_under_set_e_changes_no_answer_on_any_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "readonly IFS; set -e\n\
+                      write_cache_with_metadata k v; read_cache_with_ttl k; get_cache_size\n\
+                      acquire_critical_lock a; echo \"a=$?\"\n\
+                      rc=0; acquire_critical_lock a 2>/dev/null || rc=$?; echo \"again=$rc\"\n\
+                      release_critical_lock a; echo \"r=$?\"\n\
+                      acquire_session_lock d s; release_session_lock d s; echo end";
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(
+            (out.as_str(), err.as_str()),
+            ("v\n72\na=0\nagain=5\nr=0\nend\n", ""),
+            "{way}"
+        );
+    }
+}
+
 /// Attack finding: bash's `set -k` (keyword: every `NAME=value` argument is
 /// an environment assignment for the command) broke the fallback: its
 /// `local x=…` and `export X=…` lost their arguments, so every function

@@ -60,12 +60,14 @@ fn fdinfo_lists_a_lock(fd: RawFd) -> io::Result<bool> {
 }
 
 /// What `/proc/self/fdinfo/N` says of one descriptor: the file offset and
-/// the inode of its open file description (`None`: no such line), and
-/// whether that description holds a lock.
+/// the inode of its open file description (`None`: no such line), whether
+/// its status flags include `O_NONBLOCK` ([`FUNCTION_FLAG`]) and whether
+/// that description holds a lock.
 #[derive(Debug, Default)]
 struct Info {
     pos: Option<u64>,
     ino: Option<u64>,
+    nonblock: bool,
     lock: bool,
 }
 
@@ -102,6 +104,12 @@ fn fdinfo_in(pid: Option<u32>, fd: RawFd) -> io::Result<Info> {
             out.pos = num(v);
         } else if let Some(v) = l.strip_prefix(b"ino:") {
             out.ino = num(v);
+        } else if let Some(v) = l.strip_prefix(b"flags:") {
+            // Octal, as the kernel prints it.
+            out.nonblock = std::str::from_utf8(v)
+                .ok()
+                .and_then(|v| u64::from_str_radix(v.trim(), 8).ok())
+                .is_some_and(|f| f & FUNCTION_FLAG != 0);
         }
         out.lock
     };
@@ -156,6 +164,19 @@ pub fn function_mark(owner: u32) -> u64 {
     (1 << 30) + u64::from(owner)
 }
 
+/// The status flag every lock descriptor of the shell functions carries
+/// (`O_NONBLOCK`, which changes nothing for a regular file): the builtin
+/// opens its descriptors with it, the binary sets it on the fallback's
+/// (`lock-acquire --function`). No shell sets it on a descriptor the
+/// script opens (`exec 12<"$lockfile"`), and unlike the offset
+/// ([`function_mark`]) nothing the script does with the descriptor moves
+/// it: reading or writing through it (the builtin's is read-write), or a
+/// program seeking it (`lseek`, zsh's `sysseek`). So the function's own
+/// descriptor stays the function's for its release
+/// ([`function_fd`], [`release_in_process`]); a copy is still found by
+/// the offset, which names the shell ([`function_copy`]).
+pub const FUNCTION_FLAG: u64 = libc::O_NONBLOCK as u64;
+
 /// Gives `fd`'s open file description [`function_mark`]`(owner)`.
 pub fn mark_for_function(fd: RawFd, owner: u32) -> io::Result<()> {
     rustix::fs::seek(
@@ -163,6 +184,25 @@ pub fn mark_for_function(fd: RawFd, owner: u32) -> io::Result<()> {
         rustix::fs::SeekFrom::Start(function_mark(owner)),
     )?;
     Ok(())
+}
+
+/// [`mark_for_function`] and [`FUNCTION_FLAG`] on a descriptor the
+/// function did not open itself (the fallback's, opened by the shell).
+fn mark_fallback_descriptor(fd: RawFd, owner: u32) -> io::Result<()> {
+    mark_for_function(fd, owner)?;
+    let b = borrowed(fd)?;
+    let fl = rustix::fs::fcntl_getfl(b)?;
+    rustix::fs::fcntl_setfl(b, fl | rustix::fs::OFlags::NONBLOCK)?;
+    Ok(())
+}
+
+/// Whether the open file description `i` describes is a shell function's
+/// lock descriptor of `owner`'s: its offset is [`function_mark`]`(owner)`,
+/// or it carries [`FUNCTION_FLAG`] (the script moved the offset by
+/// reading, writing or seeking through it). Asked only of the number the
+/// function's own table names for this shell.
+fn is_functions(i: &Info, owner: u32) -> bool {
+    i.pos == Some(function_mark(owner)) || i.nonblock
 }
 
 /// What a shell function asks of the lock descriptor `fd` it took as
@@ -178,7 +218,7 @@ pub fn function_fd(fd: RawFd, owner: u32) -> (bool, bool) {
         return (false, false);
     }
     match fdinfo(fd) {
-        Ok(i) => (i.pos == Some(function_mark(owner)), i.lock),
+        Ok(i) => (is_functions(&i, owner), i.lock),
         Err(_) => (
             true,
             kernel::try_lock_fd(fd, Kind::Exclusive).unwrap_or(true),
@@ -621,7 +661,7 @@ fn acquire_with(
     if function
         && path.is_some()
         && got.is_ok()
-        && let Err(e) = mark_for_function(fd, owner)
+        && let Err(e) = mark_fallback_descriptor(fd, owner)
     {
         let _ = kernel::unlock_fd_with(fd, kernel::Method::Flock);
         let _ = kernel::unlock_fd_with(fd, kernel::Method::Ofd { start: 0, len: 0 });
@@ -811,10 +851,19 @@ pub fn release_in_process(
     // Without /proc, re-asserting the exclusive lock without waiting (a
     // no-op on the description that holds it) is all there is to ask.
     let held = match fdinfo(fd) {
-        Ok(i) if owner.is_some_and(|o| i.pos != Some(function_mark(o))) => {
+        Ok(i) if owner.is_some_and(|o| !is_functions(&i, o)) => {
             return Ok(Err(NotHeld::Reopened));
         }
-        Ok(i) => i.lock,
+        Ok(i) => {
+            // The function's description, its offset moved by the script
+            // (written or seeked through): marked again, as the builtin
+            // keeps it for its next acquisition, so that a copy made of it
+            // then is found (`function_copy` asks the offset).
+            if let Some(o) = owner.filter(|&o| i.pos != Some(function_mark(o))) {
+                let _ = mark_for_function(fd, o);
+            }
+            i.lock
+        }
         Err(_) => kernel::try_lock_fd_with(fd, Kind::Exclusive, method)
             .map_err(|e| fd_error(fd, "cannot inspect", e))?,
     };
@@ -890,7 +939,9 @@ mod tests {
     fn a_copy_of_a_marked_descriptor_is_found_and_released_through() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("n.lock");
-        let f = kernel::open_lock_file(&p, true, 0o600).unwrap();
+        drop(kernel::open_lock_file(&p, true, 0o600).unwrap());
+        // Opened as a script's redirection opens it: without FUNCTION_FLAG.
+        let f = OpenOptions::new().read(true).open(&p).unwrap();
         let me = std::process::id();
         let id = identity(f.as_raw_fd()).unwrap();
         assert!(kernel::try_lock_fd(f.as_raw_fd(), Kind::Exclusive).unwrap());
@@ -899,6 +950,13 @@ mod tests {
         assert_eq!(function_fd(f.as_raw_fd(), me), (true, true));
         // Another owner's mark is not this one's.
         assert_eq!(function_fd(f.as_raw_fd(), me + 1), (false, true));
+        // With the flag, a description whose offset the script moved is
+        // still the function's; a copy is found by the offset only.
+        mark_fallback_descriptor(f.as_raw_fd(), me).unwrap();
+        rustix::fs::seek(&f, rustix::fs::SeekFrom::Start(3)).unwrap();
+        assert_eq!(function_fd(f.as_raw_fd(), me), (true, true));
+        assert_eq!(function_copy(id.0, id.1, me, -1), None);
+        mark_for_function(f.as_raw_fd(), me).unwrap();
         let again = File::open(&p).unwrap();
         assert_eq!(function_fd(again.as_raw_fd(), me), (false, false));
         let copy = f.try_clone().unwrap();

@@ -264,7 +264,19 @@ pub(crate) fn who_of_file(f: &File) -> Who {
     let Ok(m) = f.metadata() else {
         return Who::default();
     };
-    if let Some(rec) = read_from(f).filter(|r| r.holds_kernel_lock(m.dev(), m.ino())) {
+    // A shell function's lock held through a copy the script made of its
+    // descriptor, whose own number the script closed (docs/shell.md,
+    // "Locks"): the record's shell still holds it. Without this the
+    // fallback's lock was "an unknown holder" (`/proc/locks` names the
+    // binary that took it, gone), the builtin's the shell.
+    let through_copy = |r: &Holder| {
+        r.kind == KIND_FD
+            && same_process(r.pid, r.start)
+            && super::fd::function_copy_of(r.pid, m.dev(), m.ino()).is_some()
+    };
+    if let Some(rec) =
+        read_from(f).filter(|r| r.holds_kernel_lock(m.dev(), m.ino()) || through_copy(r))
+    {
         return Who {
             pid: Some(rec.pid),
             command: Some(rec.command.clone()),

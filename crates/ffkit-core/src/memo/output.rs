@@ -1143,6 +1143,49 @@ pub fn restore(
     name: &str,
     out: &Outputs,
 ) -> Result<std::result::Result<Vec<PathBuf>, String>> {
+    // A restore that fails, or finds a miss, changes nothing: the parent
+    // directories it made for the paths (`--output p/q/out` with no `p`)
+    // go again, deepest first, when still empty. Before, a hit failing
+    // with EMFILE (exit 1) left `p/q` behind.
+    let made = missing_parents(&out.paths);
+    let r = restore_in(c, name, out);
+    if !matches!(r, Ok(Ok(_))) {
+        for d in &made {
+            let _ = fs::remove_dir(d);
+        }
+    }
+    r
+}
+
+/// The directories on the way to `paths` that do not exist yet (which a
+/// restore makes), deepest first.
+fn missing_parents(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut made: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        let mut d = parent_of(p);
+        while d != Path::new(".")
+            && !d.as_os_str().is_empty()
+            && fs::symlink_metadata(&d).is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+        {
+            if !made.contains(&d) {
+                made.push(d.clone());
+            }
+            match d.parent() {
+                Some(up) => d = up.to_path_buf(),
+                None => break,
+            }
+        }
+    }
+    made.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    made
+}
+
+/// [`restore`] itself.
+fn restore_in(
+    c: &Cache,
+    name: &str,
+    out: &Outputs,
+) -> Result<std::result::Result<Vec<PathBuf>, String>> {
     check_paths(&out.paths)?;
     let store = store_dir(c);
     let until = c.lock_deadline();

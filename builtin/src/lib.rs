@@ -253,6 +253,9 @@ impl Builtin for Ffkit {
             .raw_arguments()
             .map(|c| OsString::from_vec(c.to_bytes().to_vec()))
             .collect();
+        // The shell's umask may have changed since the last call (`umask
+        // 077`, a subshell's): the next creation reads it again.
+        ffkit::fsutil::forget_umask();
         match entry(move || dispatch(argv)) {
             0 => Ok(()),
             c => Err(bash_builtins::Error::ExitCode(c.into())),

@@ -394,29 +394,113 @@ fn fifos_and_dirs_planted_in_the_cache_never_block_and_never_fake_success() {
 #[test]
 fn new_dirs_are_0700_and_files_0600_whatever_the_umask() {
     let w = World::new();
-    let dir = w.path().join("deep").join("er").join("cache");
-    let mut c = w.cmd("cache-write");
-    c.args(["k", "v"]).env("FFKIT_CACHE_DIR", &dir);
-    with_umask_0(&mut c);
-    let out = c.output().unwrap();
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    let mut c = w.cmd("cache-batch");
-    c.env("FFKIT_CACHE_DIR", &dir);
-    with_umask_0(&mut c);
-    assert!(run_with_stdin(&mut c, b"b:1\n").status.success());
-    for d in [w.path().join("deep"), w.path().join("deep/er"), dir.clone()] {
-        let mode = fs::metadata(&d).unwrap().permissions().mode() & 0o7777;
-        assert_eq!(mode, 0o700, "{d:?}");
+    for mask in UMASKS {
+        let top = w.path().join(format!("u{mask:03o}"));
+        let dir = top.join("deep").join("er").join("cache");
+        let mut c = w.cmd("cache-write");
+        c.args(["k", "v"]).env("FFKIT_CACHE_DIR", &dir);
+        with_umask(&mut c, mask);
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "umask {mask:03o}: {}",
+            stderr_of(&out)
+        );
+        let mut c = w.cmd("cache-batch");
+        c.env("FFKIT_CACHE_DIR", &dir);
+        with_umask(&mut c, mask);
+        assert!(run_with_stdin(&mut c, b"b:1\n").status.success());
+        // A store of outputs: its dirs and gc lock too.
+        let mut c = w.cmd("cache-run");
+        c.env("FFKIT_CACHE_DIR", &dir)
+            .current_dir(&top)
+            .args(["--ttl", "0", "--output", "o", "--", "sh", "-c"])
+            .arg("mkdir -p o && echo v > o/f");
+        with_umask(&mut c, mask);
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "umask {mask:03o}: {}",
+            stderr_of(&out)
+        );
+        let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+        for d in [top.join("deep"), top.join("deep/er"), dir.clone()] {
+            assert_eq!(mode(&d), 0o700, "umask {mask:03o}: {d:?}");
+        }
+        let mut names = vec![];
+        for e in fs::read_dir(&dir).unwrap().flatten() {
+            let want = if e.file_type().unwrap().is_dir() {
+                0o700
+            } else {
+                0o600
+            };
+            assert_eq!(
+                mode(&e.path()),
+                want,
+                "umask {mask:03o}: {:?}",
+                e.file_name()
+            );
+            names.push(e.file_name().to_string_lossy().into_owned());
+        }
+        for e in fs::read_dir(dir.join(".store")).unwrap().flatten() {
+            let want = if e.file_type().unwrap().is_dir() {
+                0o700
+            } else {
+                0o600
+            };
+            assert_eq!(mode(&e.path()), want, "umask {mask:03o}: {:?}", e.path());
+        }
+        names.sort();
+        for n in [
+            "k",
+            "k.meta",
+            ".size-index",
+            ".lock",
+            ".perf-metrics.csv",
+            ".store",
+        ] {
+            assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+        }
     }
-    let mut names = vec![];
-    for e in fs::read_dir(&dir).unwrap().flatten() {
-        let mode = e.metadata().unwrap().permissions().mode() & 0o7777;
-        assert_eq!(mode, 0o600, "{:?}", e.file_name());
-        names.push(e.file_name().to_string_lossy().into_owned());
-    }
-    names.sort();
-    for n in ["k", "k.meta", ".size-index", ".lock", ".perf-metrics.csv"] {
-        assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
+}
+
+/// The attack that found it: as a user root's bypass of the modes does not
+/// hide, `umask 0777` (0377, 0177) made `d---------` dirs and `----------`
+/// files, so the write failed with exit 3 and every later call too. Now
+/// the write succeeds and a later call with an ordinary umask reads it.
+#[test]
+fn a_umask_without_owner_bits_leaves_a_usable_cache() {
+    let w = World::new();
+    let Some(probe) = as_nobody(&w, "the umask 0777 attack") else {
+        return;
+    };
+    drop(probe);
+    fs::set_permissions(w.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let open = w.path().join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    for mask in [0o777, 0o377, 0o177] {
+        let dir = open.join(format!("u{mask:03o}")).join("C");
+        let mut c = as_nobody(&w, "the umask 0777 attack").unwrap();
+        c.env("FFKIT_CACHE_DIR", &dir)
+            .args(["cache-write", "k", "v"]);
+        with_umask(&mut c, mask);
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "umask {mask:03o}: {}",
+            stderr_of(&out)
+        );
+        let mut c = as_nobody(&w, "the umask 0777 attack").unwrap();
+        c.env("FFKIT_CACHE_DIR", &dir).args(["cache-read", "k"]);
+        with_umask(&mut c, 0o022);
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "umask {mask:03o}: {}",
+            stderr_of(&out)
+        );
+        assert_eq!(out.stdout, b"v", "umask {mask:03o}");
     }
 }
 // ---------------------------------------------------------------- mounts and permissions

@@ -7,7 +7,7 @@ use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -1148,23 +1148,46 @@ fn symlinked_and_fifo_lock_files_are_refused_without_blocking() {
 #[test]
 fn new_lock_dirs_are_0700_and_named_lock_files_0600_whatever_the_umask() {
     let w = World::new();
-    let dir = w.path().join("deep").join("locks");
-    let mut c = w.cmd("lock-acquire");
-    c.env("FFKIT_LOCK_DIR", &dir).args(["-n", "modes"]);
-    with_umask_0(&mut c);
-    let out = output_within(c, "named acquire");
-    let _held = Held(&w, dir.clone(), "modes");
-    assert!(out.status.success(), "{}", stderr_of(&out));
-    for d in [w.path().join("deep"), dir.clone()] {
-        let mode = fs::metadata(&d).unwrap().permissions().mode() & 0o7777;
-        assert_eq!(mode, 0o700, "{d:?}");
+    for mask in UMASKS {
+        let top = w.path().join(format!("u{mask:03o}"));
+        let dir = top.join("deep").join("locks");
+        let mut c = w.cmd("lock-acquire");
+        c.env("FFKIT_LOCK_DIR", &dir).args(["-n", "modes"]);
+        with_umask(&mut c, mask);
+        let out = output_within(c, "named acquire");
+        let _held = Held(&w, dir.clone(), "modes");
+        assert!(
+            out.status.success(),
+            "umask {mask:03o}: {}",
+            stderr_of(&out)
+        );
+        let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
+        for d in [top.join("deep"), dir.clone()] {
+            assert_eq!(mode(&d), 0o700, "umask {mask:03o}: {d:?}");
+        }
+        assert_eq!(
+            mode(&dir.join("modes.lock")),
+            0o600,
+            "umask {mask:03o}: named lock file"
+        );
+        // A lock file the caller names (flock(1) style) stays 0666 less
+        // the umask, as flock(1) makes it.
+        let lk = top.join("cmd.lk");
+        let mut c = w.cmd("lock-acquire");
+        c.env("FFKIT_LOCK_DIR", &dir).arg(&lk).args(["--", "true"]);
+        with_umask(&mut c, mask);
+        let out = output_within(c, "command-mode lock");
+        assert!(
+            out.status.success(),
+            "umask {mask:03o}: {}",
+            stderr_of(&out)
+        );
+        assert_eq!(
+            mode(&lk),
+            0o666 & !mask,
+            "umask {mask:03o}: command-mode lock file"
+        );
     }
-    let mode = fs::symlink_metadata(dir.join("modes.lock"))
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o7777;
-    assert_eq!(mode, 0o600, "named lock file");
 }
 
 /// fuzz `sidecar`, crash-0d19648e: a holder record in serde's array form

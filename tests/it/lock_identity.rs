@@ -211,25 +211,34 @@ fn a_descriptor_on_another_file_is_refused_for_a_name() {
 #[test]
 fn wrapper_lock_dirs_and_files_are_private_whatever_the_umask() {
     use std::os::unix::fs::PermissionsExt;
-    let w = repo();
-    wrapped(
-        &w,
-        &[],
-        "umask 000; acquire_critical_lock a && release_critical_lock a && acquire_session_lock dev s && release_session_lock dev s",
-    )
-    .assert()
-    .success();
-    let mode = |p: &str| {
-        std::fs::metadata(w.path().join(p))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777
-    };
-    assert_eq!(mode(".flowforge/locks"), 0o700);
-    assert_eq!(mode(".flowforge/locks/a.lock"), 0o600);
-    assert_eq!(mode(".flowforge/dev-dev/sessions/locks"), 0o700);
-    assert_eq!(mode(".flowforge/dev-dev/sessions/locks/s.lock"), 0o600);
+    // One shell (the wrappers load once), one repo per umask.
+    let w = World::new();
+    let mut script = String::new();
+    for mask in UMASKS {
+        std::fs::create_dir_all(w.path().join(format!("u{mask:03o}/.git"))).unwrap();
+        script += &format!(
+            "(cd u{mask:03o} && umask {mask:03o} && acquire_critical_lock a && release_critical_lock a && acquire_session_lock dev s && release_session_lock dev s) || exit 1\n"
+        );
+    }
+    wrapped(&w, &[], &script).assert().success();
+    for mask in UMASKS {
+        let mode = |p: &str| {
+            std::fs::metadata(w.path().join(format!("u{mask:03o}")).join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        for (p, want) in [
+            (".flowforge", 0o700),
+            (".flowforge/locks", 0o700),
+            (".flowforge/locks/a.lock", 0o600),
+            (".flowforge/dev-dev/sessions/locks", 0o700),
+            (".flowforge/dev-dev/sessions/locks/s.lock", 0o600),
+        ] {
+            assert_eq!(mode(p), want, "umask {mask:03o}: {p}");
+        }
+    }
 }
 
 /// 16 processes x 15 increments on one name, half through the wrappers

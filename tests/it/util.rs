@@ -507,15 +507,59 @@ impl CloneCmd for Command {
 
 /// Runs `c` with umask 0, to prove ffkit sets its modes itself.
 pub fn with_umask_0(c: &mut Command) -> &mut Command {
+    with_umask(c, 0)
+}
+
+/// Runs `c` with umask `mask`.
+pub fn with_umask(c: &mut Command, mask: u32) -> &mut Command {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs between fork and exec; umask(2) is
     // async-signal-safe, allocates nothing and cannot fail.
     unsafe {
-        c.pre_exec(|| {
-            rustix::process::umask(rustix::fs::Mode::empty());
+        c.pre_exec(move || {
+            rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask));
             Ok(())
         })
     }
+}
+
+/// The umasks the "whatever the umask" tests try: none, the usual one, and
+/// ones that take the owner's bits (all, read-only, write-only).
+pub const UMASKS: [u32; 5] = [0, 0o022, 0o777, 0o377, 0o177];
+
+/// A `Command` for `bin()` run as nobody (setpriv), or `None`, said
+/// visibly as a skip, where that cannot work: not root, no setpriv, or a
+/// parent of `w` that other users cannot search.
+pub fn as_nobody(w: &World, why: &str) -> Option<Command> {
+    if !need_root(&format!("not root: {why} not run as nobody")) {
+        return None;
+    }
+    let probe = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        skip(&format!(
+            "cannot drop privileges with setpriv: {why} not run"
+        ));
+        return None;
+    }
+    let mut p = w.path().to_path_buf();
+    while let Some(parent) = p.parent() {
+        if fs::metadata(parent)
+            .is_ok_and(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o001 == 0)
+        {
+            skip(&format!(
+                "a parent of the temp dir is not searchable by others: {why} not run"
+            ));
+            return None;
+        }
+        p = parent.to_path_buf();
+    }
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(bin());
+    w.isolate(&mut c);
+    Some(c)
 }
 
 /// Spawns `c`, a process that takes a lock, prints `locked` and then waits

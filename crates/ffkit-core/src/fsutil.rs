@@ -25,18 +25,162 @@ pub const DIR_MODE: u32 = 0o700;
 /// Mode of every file ffkit creates.
 pub const FILE_MODE: u32 = 0o600;
 
-/// Creates `dir` and its missing parents with mode 0700.
+/// Creates `dir` and its missing parents with mode 0700, whatever the
+/// umask (see [`umask`]).
 pub fn create_private_dir(dir: &Path) -> Result<()> {
     // Usually it exists: one stat then, instead of mkdir's EEXIST and the
     // stat that follows it. (Both follow symlinks, as `mkdir -p` does.)
     if fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
         return Ok(());
     }
-    DirBuilder::new()
-        .recursive(true)
-        .mode(DIR_MODE)
-        .create(dir)
-        .map_err(|e| Error::io("cannot create directory", dir, e))
+    let made = if umask() & DIR_MODE == 0 {
+        DirBuilder::new().recursive(true).mode(DIR_MODE).create(dir)
+    } else {
+        // The umask takes owner bits (`umask 0777`): each directory made
+        // gets them back before anything is made in it, or the next mkdir
+        // in it fails and a `d---------` is left for every later call.
+        mkdir_private(dir)
+    };
+    made.map_err(|e| Error::io("cannot create directory", dir, e))
+}
+
+/// `mkdir -p` of `dir` where each new directory is chmod'ed to 0700.
+fn mkdir_private(dir: &Path) -> io::Result<()> {
+    let mkdir = |d: &Path| match DirBuilder::new().mode(DIR_MODE).create(d) {
+        Ok(()) => chmod_new_dir(d),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    };
+    match mkdir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                Some(parent) => {
+                    mkdir_private(parent)?;
+                    mkdir(dir)
+                }
+                None => Err(e),
+            }
+        }
+        r => r,
+    }
+}
+
+/// Creates the one directory `d` (its parent exists) with mode 0700
+/// whatever the umask; EEXIST if something is there.
+pub fn create_owned_dir(d: &Path) -> io::Result<()> {
+    DirBuilder::new().mode(DIR_MODE).create(d)?;
+    if umask() & DIR_MODE != 0 {
+        chmod_new_dir(d)?;
+    }
+    Ok(())
+}
+
+/// Gives the directory this process just made at `d` its mode 0700,
+/// through a descriptor that did not follow a symlink (one swapped in
+/// after the mkdir is never chmod'ed through); by the path where there is
+/// no `/proc` (an `O_PATH` descriptor cannot be `fchmod`ed).
+fn chmod_new_dir(d: &Path) -> io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let mode = Mode::from_raw_mode(DIR_MODE);
+    if proc_fd_links() {
+        let fd = rustix::fs::open(
+            d,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let proc = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
+        rustix::fs::chmod(proc.as_str(), mode)?;
+    } else {
+        rustix::fs::chmod(d, mode)?;
+    }
+    Ok(())
+}
+
+/// "Not read yet", for [`UMASK`].
+const UMASK_UNKNOWN: u32 = u32::MAX;
+/// The process's umask as [`umask`] last read it.
+static UMASK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(UMASK_UNKNOWN);
+
+/// The process's umask, read once per process (again after
+/// [`forget_umask`]) and only by a process that creates something: a
+/// call that creates nothing (a cache hit) makes no system call for it,
+/// one that creates makes one `umask(2)` (two where the umask is not the
+/// usual 022), and each file or directory created makes none more unless
+/// the umask takes owner bits from its fixed mode, when it is `fchmod`ed
+/// back (docs/hardening.md, "Modes").
+///
+/// Read by setting it to 022 and, where it was something else, back:
+/// `/proc/self/status` would cost an open, a read and a close, and is not
+/// there in every chroot. For that instant a file another thread of this
+/// process creates gets 022; ffkit's own files and dirs have fixed modes
+/// that 022 does not change, and the bash builtin has one thread.
+pub fn umask() -> u32 {
+    use rustix::fs::Mode;
+    let known = UMASK.load(Ordering::Relaxed);
+    if known != UMASK_UNKNOWN {
+        return known;
+    }
+    let usual = Mode::from_raw_mode(0o022);
+    let old = rustix::process::umask(usual);
+    if old != usual {
+        rustix::process::umask(old);
+    }
+    let u = old.as_raw_mode() & 0o777;
+    UMASK.store(u, Ordering::Relaxed);
+    u
+}
+
+/// Forgets the umask [`umask`] read: for a long-lived process whose
+/// umask may change between calls (the bash builtin, at each call).
+pub fn forget_umask() {
+    UMASK.store(UMASK_UNKNOWN, Ordering::Relaxed);
+}
+
+/// Whether `mode` is one the umask must not shape: a private mode (no bit
+/// for group or others: 0600, 0700), which ffkit's files and dirs have
+/// exactly. A mode with bits for others (0666 of a command-mode lock file,
+/// like flock(1)'s; 0644 of an old library's dot lock) is the umask's to
+/// shape, as for any program.
+fn is_fixed(mode: u32) -> bool {
+    mode & 0o077 == 0
+}
+
+/// Gives the file this process just created at `f` (`O_EXCL` or
+/// `O_TMPFILE`) its fixed `mode` when the umask took bits from it: no
+/// system call unless it did. A mode with bits for others is left to the
+/// umask ([`is_fixed`]).
+pub fn fix_created_mode(f: impl std::os::fd::AsFd, mode: u32) -> io::Result<()> {
+    if is_fixed(mode) && umask() & mode != 0 {
+        rustix::fs::fchmod(f, rustix::fs::Mode::from_raw_mode(mode))?;
+    }
+    Ok(())
+}
+
+/// [`fix_created_mode`] for a file opened with `O_CREAT` but not
+/// `O_EXCL`, which may have been there: only where the umask takes bits
+/// (then one `fstat`), and only if the file lacks some of `mode`'s bits
+/// (an existing file of ours is never changed otherwise; one a spoiling
+/// umask left without its owner's read or write gets them back). A file
+/// of another user (EPERM) is left as it is: whoever opens it is checked
+/// by the kernel as before.
+pub fn fix_opened_mode(f: &File, mode: u32) -> io::Result<()> {
+    if !is_fixed(mode) || umask() & mode == 0 {
+        return Ok(());
+    }
+    let have = rustix::fs::fstat(f)?.st_mode & 0o7777;
+    fix_mode_of(f, have, mode)
+}
+
+/// [`fix_opened_mode`] for a caller that has the file's mode bits already
+/// (`have`, from an fstat it makes anyway).
+pub fn fix_mode_of(f: &File, have: u32, mode: u32) -> io::Result<()> {
+    if is_fixed(mode) && have & mode != mode {
+        match rustix::fs::fchmod(f, rustix::fs::Mode::from_raw_mode(mode)) {
+            Err(rustix::io::Errno::PERM) | Ok(()) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Who besides its owner can write a file or dir of mode `mode`: `its
@@ -135,12 +279,20 @@ pub fn open_read_noatime_meta(path: &Path) -> io::Result<(File, fs::Metadata)> {
 /// Opens (creating if needed, never truncating) a file for reading and
 /// appending, without following a symlink.
 pub fn open_rw_create(path: &Path) -> io::Result<File> {
-    open_rw_create_unchecked(path).and_then(regular)
+    let f = open_rw_create_unchecked(path)?;
+    let m = f.metadata()?;
+    if !m.file_type().is_file() {
+        return Err(not_regular());
+    }
+    // 0600 whatever the umask, from the fstat made anyway.
+    fix_mode_of(&f, m.mode() & 0o7777, FILE_MODE)?;
+    Ok(f)
 }
 
 /// [`open_rw_create`] without the regular-file check, for a caller that
 /// makes its own `fstat` later (a lock file, checked once it is locked).
-/// A FIFO opens (O_NONBLOCK) and must be refused by that check.
+/// A FIFO opens (O_NONBLOCK) and must be refused by that check, which also
+/// gives the file its 0600 ([`fix_mode_of`] with the mode it read).
 pub fn open_rw_create_unchecked(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .read(true)
@@ -164,6 +316,18 @@ pub fn open_rw_create_at(path: &Path) -> io::Result<File> {
         .mode(FILE_MODE)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
+}
+
+/// [`regular_len`] of a file ffkit opened with `O_CREAT` and mode 0600,
+/// which gets its 0600 back from that same `fstat` if a umask took bits
+/// from it ([`fix_mode_of`]): the cache's `.lock`.
+pub fn regular_len_private(f: &File) -> io::Result<u64> {
+    let m = f.metadata()?;
+    if !m.file_type().is_file() {
+        return Err(not_regular());
+    }
+    fix_mode_of(f, m.mode() & 0o7777, FILE_MODE)?;
+    Ok(m.len())
 }
 
 /// The length of `f` if it is a regular file (one `fstat`), else the
@@ -194,6 +358,9 @@ pub struct Ident {
     pub size: u64,
     /// The file type bits of the mode (`S_IFMT`); 0 unless asked for.
     pub kind: u32,
+    /// The permission bits of the mode (`0o7777`); 0 unless the kind was
+    /// asked for (`STATX_MODE` comes with `STATX_TYPE`: no ctime query).
+    pub perm: u32,
 }
 
 impl Ident {
@@ -224,7 +391,7 @@ fn statx_mask(want: Want) -> rustix::fs::StatxFlags {
     match want {
         Want::Id => F::INO,
         Want::Size => F::INO | F::SIZE,
-        Want::KindSize => F::INO | F::TYPE | F::SIZE,
+        Want::KindSize => F::INO | F::TYPE | F::MODE | F::SIZE,
     }
 }
 
@@ -234,6 +401,7 @@ fn ident_of(x: &rustix::fs::Statx) -> Ident {
         ino: x.stx_ino,
         size: x.stx_size,
         kind: u32::from(x.stx_mode) & libc::S_IFMT,
+        perm: u32::from(x.stx_mode) & 0o7777,
     }
 }
 
@@ -263,6 +431,7 @@ fn ident_of_stat(st: &rustix::fs::Stat) -> Ident {
         ino: st.st_ino,
         size: u64::try_from(st.st_size).unwrap_or(0),
         kind: st.st_mode & libc::S_IFMT,
+        perm: st.st_mode & 0o7777,
     }
 }
 
@@ -398,13 +567,15 @@ pub fn create_unnamed(dir: &Path) -> Option<File> {
     if !proc_fd_links() {
         return None;
     }
-    rustix::fs::open(
+    let f = rustix::fs::open(
         dir,
         OFlags::TMPFILE | OFlags::WRONLY | OFlags::CLOEXEC,
         Mode::from_raw_mode(FILE_MODE),
     )
-    .ok()
-    .map(File::from)
+    .ok()?;
+    // A failed fchmod: the named temp file reports the trouble instead.
+    fix_created_mode(&f, FILE_MODE).ok()?;
+    Some(File::from(f))
 }
 
 /// Gives the unnamed file `f` ([`create_unnamed`]) the name `dest`, which
@@ -580,13 +751,18 @@ pub fn rename_noreplace(from: &Path, dest: &Path) -> io::Result<()> {
 /// Creates a new file at `path` (O_EXCL, O_NOFOLLOW, 0600) for writing,
 /// and reading: a caller may check what it wrote without a second open.
 pub fn create_new(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
+    let f = OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
         .mode(FILE_MODE)
         .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
+        .open(path)?;
+    if let Err(e) = fix_created_mode(&f, FILE_MODE) {
+        let _ = fs::remove_file(path);
+        return Err(e);
+    }
+    Ok(f)
 }
 
 /// Moves the file `from` to `dest`, atomically replacing whatever is there.

@@ -228,7 +228,7 @@ pub const INTERRUPTED: &str = "unknown after an interrupted change (empty journa
 /// want of space, its renames done) is cut to nothing, which frees blocks.
 /// No symlink is followed and only a regular file is accepted.
 pub fn mark_unknown(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let f = fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -236,8 +236,10 @@ pub fn mark_unknown(dir: &Path) -> io::Result<()> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(dir.join(JOURNAL_FILE))?;
-    if f.metadata()?.file_type().is_file() {
-        Ok(())
+    let m = f.metadata()?;
+    if m.file_type().is_file() {
+        // 0600 whatever the umask, from the fstat made anyway.
+        fsutil::fix_mode_of(&f, m.mode() & 0o7777, fsutil::FILE_MODE)
     } else {
         Err(fsutil::not_regular())
     }

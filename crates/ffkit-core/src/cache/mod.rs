@@ -364,7 +364,11 @@ impl Cache {
             Err(e) => return Err(Error::io("cannot open lock file", &path, e)),
         };
         self.wait_for(&f, exclusive, &path)?;
-        let len = match fsutil::regular_len(&f) {
+        let len = match if fallback {
+            fsutil::regular_len(&f)
+        } else {
+            fsutil::regular_len_private(&f)
+        } {
             Ok(len) => len,
             // Read-only: the lock is a courtesy; nothing can be repaired.
             Err(_) if fallback => return Ok(DirLock::none()),

@@ -90,6 +90,9 @@ impl Rule {
             (kernel::open_lock_file(path, true, mode)?, false)
         };
         let st = regular(&f)?;
+        // A private mode (a named lock's 0600) whatever the umask, from the
+        // fstat made anyway; a command-mode 0666 is left to the umask.
+        crate::fsutil::fix_mode_of(&f, st.st_mode & 0o7777, mode)?;
         Ok((f, created, st))
     }
 }
@@ -144,7 +147,12 @@ pub fn open(path: &Path, mode: u32) -> io::Result<(File, bool)> {
             .custom_flags(flags())
             .open(path)
         {
-            Ok(f) => return Ok((f, true)),
+            Ok(f) => {
+                // 0600 whatever the umask (a command-mode 0666 is the
+                // umask's to shape: `fix_created_mode` leaves it).
+                crate::fsutil::fix_created_mode(&f, mode)?;
+                return Ok((f, true));
+            }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(e),
         }

@@ -128,6 +128,9 @@ pub(crate) fn acquire(
             let m = f
                 .metadata()
                 .map_err(|e| Error::io("cannot inspect", path, e))?;
+            // 0600 whatever the umask, from the fstat made anyway.
+            crate::fsutil::fix_mode_of(&f, m.mode() & 0o7777, FILE_MODE)
+                .map_err(|e| Error::io("cannot chmod", path, e))?;
             (m.dev(), m.ino())
         };
         if let Some(rec) = holder::read_from(&f)

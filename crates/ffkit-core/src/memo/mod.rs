@@ -140,9 +140,10 @@ fn temp_file(dir: &Path) -> Result<File> {
         rustix::fs::open(
             dir,
             OFlags::TMPFILE | OFlags::RDWR | OFlags::CLOEXEC,
-            Mode::from_raw_mode(0o600),
+            Mode::from_raw_mode(crate::fsutil::FILE_MODE),
         )
         .ok()
+        .filter(|f| crate::fsutil::fix_created_mode(f, crate::fsutil::FILE_MODE).is_ok())
     });
     match made {
         Some(fd) => Ok(File::from(fd)),

@@ -1591,7 +1591,10 @@ fn build_at(
     // Directories, parents first.
     for &i in &plan.dirs {
         let dest = dest_of(tmp, &root.nodes[i]);
-        fs::create_dir(&dest).map_err(|e| Error::io("cannot create", &dest, e))?;
+        // 0700 whatever the umask while it is filled (a `umask 0777` made
+        // it `d---------`, and nothing could be made in it); its own mode
+        // is set last.
+        fsutil::create_owned_dir(&dest).map_err(|e| Error::io("cannot create", &dest, e))?;
     }
     // Counted once, before any fan is kept: what the fans and the pool
     // share.

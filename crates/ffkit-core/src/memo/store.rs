@@ -493,13 +493,17 @@ fn count_local_hit(c: &Cache, key: &RunKey, id: u64, reset: bool) -> u64 {
 }
 
 fn open_side(path: &Path, create: bool, write: bool) -> io::Result<File> {
-    OpenOptions::new()
+    let f = OpenOptions::new()
         .read(true)
         .write(write || create)
         .create(create)
         .mode(fsutil::FILE_MODE)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
+        .open(path)?;
+    if create {
+        fsutil::fix_opened_mode(&f, fsutil::FILE_MODE)?;
+    }
+    Ok(f)
 }
 
 fn read_counter(f: &File) -> (u64, u64) {

@@ -241,6 +241,9 @@ fn append_opening(path: &Path, row: &[u8], mkdir: bool) -> Result<Option<u64>> {
         if !meta.is_file() {
             return Err(Error::io("cannot open", path, fsutil::not_regular()));
         }
+        // 0600 whatever the umask, from the statx made anyway.
+        fsutil::fix_mode_of(&f, meta.perm, fsutil::FILE_MODE)
+            .map_err(|e| Error::io("cannot chmod", path, e))?;
         if !still_current(path, &meta) {
             reopens += 1;
             if reopens > MAX_REOPENS {

@@ -1470,6 +1470,18 @@ fn sigkill_of_a_holder_with_a_live_pipeline_frees_its_lock_at_once() {
         fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id()))
             .is_ok_and(|s| s.split_whitespace().count() >= 2)
     });
+    // The pipeline's processes, ours (the shell's children), held by
+    // pidfds taken while the shell lives: stopped at the end, so no
+    // `sleep 60` outlives the test holding its output (a leak).
+    let stages: Vec<_> =
+        fs::read_to_string(format!("/proc/{}/task/{}/children", child.id(), child.id()))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| rustix::process::Pid::from_raw(p.parse().ok()?))
+            .filter_map(|p| {
+                rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+            })
+            .collect();
     assert!(!free(&file));
     signal(&child, libc::SIGKILL);
     let _ = child.wait();
@@ -1477,6 +1489,9 @@ fn sigkill_of_a_holder_with_a_live_pipeline_frees_its_lock_at_once() {
     crate::util::wait_until("p freed though the dead shell's children live", 20, || {
         free(&file)
     });
+    for fd in &stages {
+        let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
+    }
 }
 
 /// Item 8: a descriptor holder that unlocked its descriptor (`flock -u`)

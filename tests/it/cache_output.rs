@@ -1642,7 +1642,7 @@ fn output_path_forms_are_restored_exactly_or_refused_with_one_line() {
         assert_eq!(runs(&w), n + 1, "{what}: a hit");
         assert_eq!(snapshot(&root), want, "{what}: restored exactly");
         assert_eq!(
-            restore_trees_beside(&w),
+            ffkit_siblings(&w),
             Vec::<String>::new(),
             "{what}: nothing beside"
         );
@@ -3222,16 +3222,6 @@ fn run_after(w: &World, prelude: &str, script: &str) -> std::process::Output {
     c.output().unwrap()
 }
 
-/// The `.ffkit*` names beside the path, in the world's dir.
-fn restore_trees_beside(w: &World) -> Vec<String> {
-    fs::read_dir(w.path())
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(".ffkit"))
-        .collect()
-}
-
 /// A hit with too few descriptors to make a file (`ulimit -n 6` to `8`:
 /// the entry, the store's lock and the directory's take three) fails with
 /// one line and exit 1, and changes nothing: before, it built the tree's
@@ -3267,7 +3257,7 @@ fn a_restore_without_the_descriptors_to_make_a_file_changes_nothing_and_leaves_n
         );
     }
     assert_eq!(
-        restore_trees_beside(&w),
+        ffkit_siblings(&w),
         Vec::<String>::new(),
         "nothing built beside, the dead restore's tree removed"
     );

@@ -524,7 +524,10 @@ _ffkit_lock_take() {
             return 6
         fi
         _ffkit_again=1
-        if [[ -e $_ffkit_file && ! -f $_ffkit_file ]]; then
+        # Asked by its type, not as "exists and is not a regular file":
+        # the old library deletes and creates the name all the time, and a
+        # file deleted between those two tests was refused with exit 3.
+        if [[ ! -f $_ffkit_file ]] && [[ -p $_ffkit_file || -d $_ffkit_file || -c $_ffkit_file || -b $_ffkit_file || -S $_ffkit_file ]]; then
             # A FIFO or device would block the open below, or is no lock.
             _ffkit_err "$1: $_ffkit_file: not a regular file; refusing to lock it"
             return 3

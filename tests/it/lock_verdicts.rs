@@ -692,10 +692,24 @@ fn attack(old_library: bool) {
     let mut killed = Vec::new();
     for (victim, after) in [("f2", 3), ("n2", 4), ("b1", 5)] {
         let started = format!("S {victim} {after}\n");
-        crate::util::wait_until(&format!("{victim} at round {after}"), 120, || {
-            fs::read_to_string(&log).is_ok_and(|l| l.contains(&started))
-        });
         let (_, child) = kids.iter_mut().find(|(id, _)| id == victim).unwrap();
+        // Fails at once, with the victim's own words, when it ended early,
+        // and with the log (who started a section and never ended it) when
+        // it never gets there.
+        let give_up = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while !fs::read_to_string(&log).is_ok_and(|l| l.contains(&started)) {
+            if let Ok(Some(st)) = child.try_wait() {
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err);
+                panic!("{victim} ended ({st:?}) before round {after}: {err}");
+            }
+            assert!(
+                std::time::Instant::now() < give_up,
+                "timed out waiting for {victim} at round {after}; log:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let pg = child.id() as i32;
         // SAFETY: the process group of a child this test started and has
         // not reaped (its leader is alive until the wait below).

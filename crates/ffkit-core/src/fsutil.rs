@@ -279,13 +279,9 @@ pub fn open_read_noatime_meta(path: &Path) -> io::Result<(File, fs::Metadata)> {
 /// Opens (creating if needed, never truncating) a file for reading and
 /// appending, without following a symlink.
 pub fn open_rw_create(path: &Path) -> io::Result<File> {
-    let f = open_rw_create_unchecked(path)?;
-    let m = f.metadata()?;
-    if !m.file_type().is_file() {
-        return Err(not_regular());
-    }
     // 0600 whatever the umask, from the fstat made anyway.
-    fix_mode_of(&f, m.mode() & 0o7777, FILE_MODE)?;
+    let f = open_rw_create_unchecked(path)?;
+    regular_len_private(&f)?;
     Ok(f)
 }
 

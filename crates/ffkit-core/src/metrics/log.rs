@@ -774,8 +774,14 @@ mod tests {
             cases.push(i as f64 / 2000.0);
             cases.push(i as f64 * 0.0005 + 1e-12 * (i % 3) as f64);
         }
-        for ms in cases {
+        // The row around the number is the same code for every value: it
+        // is checked on every edge and on one value in 64 of the rest, which
+        // keeps this debug-built test at a second instead of ten.
+        for (i, ms) in cases.into_iter().enumerate() {
             assert_eq!(format_ms(ms), format_ms_by_format(ms), "{ms:e}");
+            if i >= 40 && i % 64 != 0 {
+                continue;
+            }
             for ts in [0i64, 1, 1796524324, -7, i64::MIN, i64::MAX] {
                 assert_eq!(
                     format_row(ts, "lock_acquire", ms),

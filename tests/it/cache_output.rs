@@ -2909,6 +2909,74 @@ fn a_blob_chmodded_through_a_link_restore_is_a_miss_and_stored_again() {
     assert_exact_with_store(&w, "after the repairs");
 }
 
+/// Attack finding: a `--link` restore makes one more name of a blob per
+/// file, and a file system caps the names of one inode (65,000 on ext4):
+/// a content many files share (an empty file, one LICENSE), restored into
+/// a few trees, reached the cap and every `--link` hit failed with exit 1,
+/// `cannot link ./.ffkit-restore-…/a: Too many links`. Now a file whose
+/// blob is full is copied (its recorded mode and mtime), and a member of a
+/// hard-link group that cannot be linked to its first file is a copy of it.
+#[test]
+fn a_link_restore_of_a_blob_with_all_the_names_it_can_have_copies_the_file() {
+    let w = World::new();
+    let script = "echo run >> runs; rm -rf o; mkdir -p o; echo full-blob > o/a; \
+                  ln o/a o/h; chmod 640 o/a; touch -d @1000000000 o/a; echo made";
+    let call = || {
+        let mut c = run(&w, &["--link", "--output", "o"], script);
+        c.current_dir(w.path());
+        c
+    };
+    ok(&mut run(&w, &["--output", "o"], script));
+    let blob = a_blob_holds(&w, b"full-blob").unwrap();
+    // Names for the blob until its file system refuses one more.
+    let names = w.path().join("names");
+    fs::create_dir(&names).unwrap();
+    let mut n = 0u32;
+    let full = loop {
+        match fs::hard_link(&blob, names.join(n.to_string())) {
+            Ok(()) => n += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EMLINK) => break true,
+            Err(e) => panic!("{e}"),
+        }
+        if n > 70_000 {
+            break false;
+        }
+    };
+    if !full {
+        skip("the temp dir's file system has no link limit below 70,000");
+        return;
+    }
+    let check = |what: &str| {
+        let o = call().output().unwrap();
+        assert!(o.status.success(), "{what}: {}", stderr_of(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n", "{what}");
+        assert!(o.stderr.is_empty(), "{what}: {}", stderr_of(&o));
+        assert_eq!(runs(&w), 1, "{what}: a hit");
+        for f in ["o/a", "o/h"] {
+            assert_eq!(
+                fs::read(w.path().join(f)).unwrap(),
+                b"full-blob\n",
+                "{what}: {f}"
+            );
+        }
+    };
+    // The blob is full: both files are copies, one group again.
+    check("a full blob");
+    let a = fs::metadata(w.path().join("o/a")).unwrap();
+    let h = fs::metadata(w.path().join("o/h")).unwrap();
+    assert_eq!((a.mode() & 0o7777, a.mtime()), (0o640, 1_000_000_000));
+    assert_eq!(a.ino(), h.ino(), "the group is one file");
+    assert_ne!(a.ino(), fs::metadata(&blob).unwrap().ino(), "a copy");
+    // One name free: `o/a` is the blob, `o/h` a copy with the group's mode.
+    fs::remove_file(names.join("0")).unwrap();
+    check("one name free");
+    let a = fs::metadata(w.path().join("o/a")).unwrap();
+    let h = fs::metadata(w.path().join("o/h")).unwrap();
+    assert_eq!(a.ino(), fs::metadata(&blob).unwrap().ino(), "linked");
+    assert_eq!((h.mode() & 0o7777, h.mtime()), (0o640, 1_000_000_000));
+    assert_exact_with_store(&w, "after the restores");
+}
+
 /// A restorer stopped (SIGSTOP) midway while another process evicts its
 /// entry: the eviction removes the entry but not the blobs in use (its
 /// sweep waits LOCK_TIMEOUT for the store, then is skipped), and the

@@ -1675,8 +1675,22 @@ fn build_at(
         let n = &root.nodes[i];
         if let Kind::Hardlink { to } = n.kind {
             let dest = dest_of(tmp, n);
-            fs::hard_link(dest_of(tmp, &root.nodes[to]), &dest)
-                .map_err(|e| Error::io("cannot link", &dest, e))?;
+            let first = dest_of(tmp, &root.nodes[to]);
+            match fs::hard_link(&first, &dest) {
+                Ok(()) => {}
+                // With `--link` the group's first file is its blob, which
+                // may have all the names its file system allows: this one
+                // is a copy of it, with the group's mode and mtime.
+                Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {
+                    let mode = match root.nodes[to].kind {
+                        Kind::File { mode, .. } => mode,
+                        _ => fsutil::FILE_MODE,
+                    };
+                    copy_of(&first, &dest, mode, n)
+                        .map_err(|e| Error::io("cannot write", &dest, e))?;
+                }
+                Err(e) => return Err(Error::io("cannot link", &dest, e)),
+            }
         }
     }
     // Directories last, deepest first: their modes (maybe read-only) and
@@ -1691,6 +1705,23 @@ fn build_at(
             .map_err(|e| Error::io("cannot set the time of", &dest, e))?;
     }
     Ok(Ok(()))
+}
+
+/// Makes `dest` a copy of `src` (a file just restored) with `mode` and
+/// node `n`'s mtime: the member of a hard-link group that cannot be one
+/// more name of its file (EMLINK).
+fn copy_of(src: &Path, dest: &Path, mode: u32, n: &Node) -> io::Result<()> {
+    let mut from = File::open(src)?;
+    let mut to = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(fsutil::FILE_MODE)
+        .open(dest)?;
+    io::copy(&mut from, &mut to)?;
+    rustix::fs::fchmod(&to, rustix::fs::Mode::from_raw_mode(mode))?;
+    rustix::fs::futimens(&to, &mtime_only(n.mtime, n.nsec))?;
+    Ok(())
 }
 
 /// What the threads making one root's files share.
@@ -1871,10 +1902,20 @@ impl<'a> Maker<'a> {
                         if m.mode() & 0o7777 != blob_mode(blob) {
                             return damaged(format!("blob {blob} has its mode changed"));
                         }
-                        rustix::fs::linkat(CWD, &bp, &dfd, leaf, AtFlags::empty())
-                            .map_err(|e| Error::io("cannot link", dest(), e.into()))?;
-                        made += 1;
-                        continue;
+                        match rustix::fs::linkat(CWD, &bp, &dfd, leaf, AtFlags::empty()) {
+                            Ok(()) => {
+                                made += 1;
+                                continue;
+                            }
+                            // The blob has as many names as its file system
+                            // allows (65,000 on ext4): a content shared by
+                            // many files, restored into many trees. Every
+                            // `--link` hit of it failed with exit 1; this
+                            // file is copied instead, as a copy restore
+                            // makes it (its own mode and mtime).
+                            Err(rustix::io::Errno::MLINK) => {}
+                            Err(e) => return Err(Error::io("cannot link", dest(), e.into()).into()),
+                        }
                     }
                     // Without O_NOATIME a day's first restore would dirty
                     // every blob's inode just to note that it was read.

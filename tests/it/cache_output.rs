@@ -601,6 +601,78 @@ fn a_blob_damaged_by_hand_is_stored_again_and_the_next_call_is_a_hit() {
     assert_eq!(fs::read(w.path().join("out/f")).unwrap(), b"hello-blob");
 }
 
+/// Attack finding: a blob or the manifest replaced by hand with a symlink
+/// (a dedup tool that replaces duplicate files by symlinks), a directory
+/// or a FIFO failed every hit with exit 3 (`is a symbolic link
+/// (refused)`) or 1 (`not a regular file`), in copy and `--link` mode, and
+/// a directory there failed every store of that content too. Now each is
+/// damage: a miss, whose store puts the blob back (a directory removed
+/// first), the next call a hit, and the index exact.
+#[test]
+fn a_blob_or_manifest_replaced_by_a_symlink_dir_or_fifo_is_a_miss_and_stored_again() {
+    let w = World::new();
+    // Fixed mtimes: every run stores the same manifest.
+    let script = "echo run >> runs; rm -rf out; mkdir out; printf small-blob > out/s; \
+                  head -c 20000 /dev/zero | tr '\\0' b > out/big; \
+                  touch -d @1000000000 out/s out/big out; echo made";
+    ok(&mut run(&w, &["--output", "out"], script));
+    let find = |which: &str| {
+        blobs(&w.cache())
+            .into_iter()
+            .find(|b| {
+                let c = fs::read(b).unwrap();
+                match which {
+                    "small" => c == b"small-blob",
+                    "big" => c.len() == 20000,
+                    _ => c.starts_with(b"{\"ffkit_outputs\""),
+                }
+            })
+            .unwrap()
+    };
+    let saved = w.path().join("saved");
+    let mut want_runs = 1;
+    for kind in ["symlink", "dir", "fifo"] {
+        for link in [false, true] {
+            for which in ["small", "big", "manifest"] {
+                let what = format!("{which} as a {kind}, link {link}");
+                let b = find(which);
+                fs::copy(&b, &saved).unwrap();
+                fs::remove_file(&b).unwrap();
+                match kind {
+                    "symlink" => symlink(&saved, &b).unwrap(),
+                    "dir" => {
+                        fs::create_dir(&b).unwrap();
+                        fs::write(b.join("x"), "x").unwrap();
+                    }
+                    _ => mkfifo(&b),
+                }
+                let args: &[&str] = if link {
+                    &["--link", "--output", "out"]
+                } else {
+                    &["--output", "out"]
+                };
+                for hit in [false, true] {
+                    let o = run(&w, args, script).output().unwrap();
+                    assert!(o.status.success(), "{what}: {}", stderr_of(&o));
+                    assert!(o.stderr.is_empty(), "{what}: {}", stderr_of(&o));
+                    assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n", "{what}");
+                    if !hit {
+                        want_runs += 1;
+                    }
+                    assert_eq!(runs(&w), want_runs, "{what}: hit {hit}");
+                }
+                assert!(fs::symlink_metadata(&b).unwrap().is_file(), "{what}");
+                assert_eq!(fs::read(w.path().join("out/s")).unwrap(), b"small-blob");
+                assert_eq!(
+                    fs::read(w.path().join("out/big")).unwrap(),
+                    vec![b'b'; 20000]
+                );
+                assert_exact_with_store(&w, &what);
+            }
+        }
+    }
+}
+
 /// Every blob in the store holds the content its name says (BLAKE3 hex,
 /// `x` for an executable file): the store is content-addressed, so a blob
 /// under another content's name is restored by every entry that names that

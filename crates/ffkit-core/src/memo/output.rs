@@ -507,7 +507,18 @@ pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
                 Ok(m) if is_blob(&m, &b.name, size) => continue,
                 // Damaged by hand (cut short, grown, replaced, its mode
                 // changed): ours replaces it, and the index is recounted.
-                Ok(_) => repaired = true,
+                // A directory in its place is removed first (a rename
+                // cannot replace one): it failed every store of the content.
+                Ok(m) => {
+                    repaired = true;
+                    if m.is_dir() && !remove_tree(&dest) {
+                        return Err(Error::io(
+                            "cannot remove",
+                            &dest,
+                            io::Error::other("a directory in the blob's place"),
+                        ));
+                    }
+                }
                 Err(_) => added += size as i64,
             }
             if let Some(parent) = dest.parent() {
@@ -1288,6 +1299,12 @@ fn restore_in(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Ok(Err("the output manifest is gone".into()));
         }
+        // A symlink, directory or FIFO in its place (a dedup tool that
+        // replaces duplicates with symlinks): damage, which the miss's
+        // store replaces, not a failure of every hit.
+        Err(e) if fsutil::is_refused(&e) => {
+            return Ok(Err("the output manifest is not a regular file".into()));
+        }
         Err(e) => return Err(Error::io("cannot read", &mpath, e)),
     };
     if blake3::hash(&bytes).to_hex().as_str() != name {
@@ -1973,8 +1990,11 @@ impl<'a> Maker<'a> {
                             }
                             Err(e) => return Err(Error::io("cannot stat", &bp, e).into()),
                         };
+                        // A symlink, directory or FIFO in its place (a
+                        // dedup tool's symlink): every hit of it failed
+                        // with exit 1. Damage, which the store replaces.
                         if !m.is_file() {
-                            return Err(Error::io("cannot open", &bp, fsutil::not_regular()).into());
+                            return damaged(format!("blob {blob} is not a regular file"));
                         }
                         if m.len() != *size {
                             return damaged(format!("blob {blob} has the wrong size"));
@@ -2013,6 +2033,10 @@ impl<'a> Maker<'a> {
                         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                             return damaged(format!("blob {blob} cannot be read"));
                         }
+                        // A symlink in its place (ELOOP: never followed).
+                        Err(e) if fsutil::is_refused(&e) => {
+                            return damaged(format!("blob {blob} is not a regular file"));
+                        }
                         Err(e) => return Err(Error::io("cannot open", &bp, e).into()),
                     };
                     // Cloned from `clone_from` (every file on btrfs), but
@@ -2025,12 +2049,19 @@ impl<'a> Maker<'a> {
                         match read_exact_len(&src, *size, buf) {
                             Ok(true) => {}
                             Ok(false) => return damaged(format!("blob {blob} has the wrong size")),
+                            // A directory in its place.
+                            Err(e) if fsutil::is_refused(&e) => {
+                                return damaged(format!("blob {blob} is not a regular file"));
+                            }
                             Err(e) => return Err(Error::io("cannot read", &bp, e).into()),
                         }
                     } else {
                         match fsutil::regular_len(&src) {
                             Ok(len) if len == *size => {}
                             Ok(_) => return damaged(format!("blob {blob} has the wrong size")),
+                            Err(e) if fsutil::is_refused(&e) => {
+                                return damaged(format!("blob {blob} is not a regular file"));
+                            }
                             Err(e) => return Err(Error::io("cannot open", &bp, e).into()),
                         }
                     }

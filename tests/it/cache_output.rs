@@ -671,6 +671,23 @@ fn a_blob_or_manifest_replaced_by_a_symlink_dir_or_fifo_is_a_miss_and_stored_aga
             }
         }
     }
+    // A file in the place of a blob's fan directory: exit 4 (`Not a
+    // directory`) on every hit before; now a miss whose store makes the fan
+    // again.
+    let fan = find("big").parent().unwrap().to_path_buf();
+    fs::rename(&fan, w.path().join("fan")).unwrap();
+    fs::write(&fan, "junk").unwrap();
+    for (hit, want) in [(false, want_runs + 1), (true, want_runs + 1)] {
+        let o = run(&w, &["--output", "out"], script).output().unwrap();
+        assert!(o.status.success(), "fan, hit {hit}: {}", stderr_of(&o));
+        assert_eq!(runs(&w), want, "fan, hit {hit}");
+    }
+    assert!(fan.is_dir());
+    assert_eq!(
+        fs::read(w.path().join("out/big")).unwrap(),
+        vec![b'b'; 20000]
+    );
+    assert_exact_with_store(&w, "after the fan");
 }
 
 /// Every blob in the store holds the content its name says (BLAKE3 hex,

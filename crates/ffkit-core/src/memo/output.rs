@@ -522,6 +522,14 @@ pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
                 Err(_) => added += size as i64,
             }
             if let Some(parent) = dest.parent() {
+                // A file (or a symlink to no directory) at the fan's name,
+                // put there by hand: it failed every store of the fan's
+                // blobs and every restore of them (exit 4). It goes; the
+                // index is recounted.
+                if fs::symlink_metadata(parent).is_ok() && !parent.is_dir() {
+                    fs::remove_file(parent).map_err(|e| Error::io("cannot remove", parent, e))?;
+                    repaired = true;
+                }
                 fsutil::create_private_dir(parent)?;
             }
             fs::rename(&b.tmp, &dest).map_err(|e| Error::io("cannot install", &dest, e))?;
@@ -1985,7 +1993,11 @@ impl<'a> Maker<'a> {
                         // One stat, not an open: the size is all a restore checks.
                         let m = match fs::symlink_metadata(&bp) {
                             Ok(m) => m,
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            // ENOTDIR: a file in its fan directory's place.
+                            Err(e)
+                                if e.kind() == io::ErrorKind::NotFound
+                                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+                            {
                                 return damaged(format!("blob {blob} is gone"));
                             }
                             Err(e) => return Err(Error::io("cannot stat", &bp, e).into()),
@@ -2024,7 +2036,11 @@ impl<'a> Maker<'a> {
                     // every blob's inode just to note that it was read.
                     let src = match self.open_blob(blob, &bp) {
                         Ok(f) => f,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        // ENOTDIR: a file in its fan directory's place.
+                        Err(e)
+                            if e.kind() == io::ErrorKind::NotFound
+                                || e.raw_os_error() == Some(libc::ENOTDIR) =>
+                        {
                             return damaged(format!("blob {blob} is gone"));
                         }
                         // Its mode changed through a `--link` restore

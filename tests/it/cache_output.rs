@@ -2924,28 +2924,9 @@ fn a_blob_chmodded_through_a_link_restore_is_a_miss_and_stored_again() {
     if !crate::util::need_root("not root: the test runs ffkit as nobody") {
         return;
     }
-    let probe = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        skip("cannot drop privileges with setpriv");
+    let Some(w) = nobodys_world() else {
         return;
-    }
-    let w = World::new();
-    let mut p = w.path().to_path_buf();
-    while let Some(parent) = p.parent() {
-        if fs::metadata(parent).is_ok_and(|m| m.mode() & 0o001 == 0) {
-            skip("a parent of the temp dir is not searchable by other users");
-            return;
-        }
-        p = parent.to_path_buf();
-    }
-    let chown = Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(w.path())
-        .status()
-        .unwrap();
-    assert!(chown.success());
+    };
     let script = "echo run >> runs; rm -rf o; mkdir -p o; echo v > o/f; echo made";
     let call = |link: bool| {
         let mut c = Command::new("setpriv");
@@ -4060,6 +4041,99 @@ fn a_restore_with_a_dozen_descriptors_free_sizes_its_pool_to_them() {
         );
     }
     assert_exact_with_store(&w, "after the hits");
+}
+
+/// A world owned by nobody (65534), whose files nobody can reach, when
+/// root can drop its privileges with `setpriv`; `None` (skipped) if not.
+fn nobodys_world() -> Option<World> {
+    let probe = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        skip("cannot drop privileges with setpriv");
+        return None;
+    }
+    let w = World::new();
+    let mut p = w.path().to_path_buf();
+    while let Some(parent) = p.parent() {
+        if fs::metadata(parent).is_ok_and(|m| m.mode() & 0o001 == 0) {
+            skip("a parent of the temp dir is not searchable by other users");
+            return None;
+        }
+        p = parent.to_path_buf();
+    }
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(w.path())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    Some(w)
+}
+
+/// Attack finding: a restore makes the missing parents of its path with
+/// the umask's mode, so under `umask 0777` (or `0277`) a user who is not
+/// root got `d---------` parents it could not enter: every hit of
+/// `--output p/q/out` without `p` failed with exit 3 (`cannot create p/q:
+/// Permission denied`), where the command's own `mkdir -p p/q/out` works
+/// (POSIX gives the directories `mkdir -p` makes on the way their owner's
+/// write and search bits). Now the parents a restore makes are the
+/// owner's to enter, read and write.
+#[test]
+fn a_restore_under_a_umask_without_owner_bits_makes_parents_its_owner_can_enter() {
+    if !crate::util::need_root("not root: the test runs ffkit as nobody") {
+        return;
+    }
+    let Some(w) = nobodys_world() else {
+        return;
+    };
+    let script = "echo run >> runs; mkdir -p p/q/out; echo v > p/q/out/f; echo made";
+    let call = |umask: &str, link: bool| {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg(format!("umask {umask}; exec \"$@\""))
+        .arg("sh")
+        .arg(bin());
+        w.isolate(&mut c);
+        c.current_dir(w.path())
+            .args(["cache-run", "--ttl", "0", "--output", "p/q/out"]);
+        if link {
+            c.arg("--link");
+        }
+        c.args(["--", "sh", "-c", script]);
+        c.output().unwrap()
+    };
+    let o = call("022", false);
+    if !o.status.success() {
+        skip(&format!(
+            "nobody cannot run the test binary: {}",
+            stderr_of(&o)
+        ));
+        return;
+    }
+    for (umask, link) in [("0777", false), ("0277", false), ("0777", true)] {
+        let what = format!("umask {umask}, link {link}");
+        fs::remove_dir_all(w.path().join("p")).unwrap();
+        let o = call(umask, link);
+        assert!(o.status.success(), "{what}: {}", stderr_of(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n", "{what}");
+        assert_eq!(runs(&w), 1, "{what}: a hit");
+        assert_eq!(
+            fs::read(w.path().join("p/q/out/f")).unwrap(),
+            b"v\n",
+            "{what}"
+        );
+        for d in ["p", "p/q"] {
+            let mode = fs::metadata(w.path().join(d)).unwrap().mode();
+            assert_eq!(mode & 0o700, 0o700, "{what}: {d} is {mode:o}");
+        }
+    }
 }
 
 /// Attack finding: a hit that fails (here for want of descriptors, `ulimit

@@ -1400,6 +1400,35 @@ fn restore_name_len(path: &Path, rel: &str) -> usize {
     parent + 1 + RESTORE_PREFIX.len() + DIGITS + 1 + rel.len()
 }
 
+/// `mkdir -p DIR`: each directory it makes gets its owner's read, write
+/// and search bits whatever the umask, as POSIX `mkdir -p` gives the
+/// intermediate directories it makes write and search (read too here: a
+/// restore opens the directory to lock it and lists it for the trees of
+/// killed restores). Under `umask 0277` or `0777` a
+/// directory made with the umask's mode (`dr--------`, `d---------`) could
+/// not be entered nor written, so a restore into `p/q/out` without `p`
+/// failed every hit with exit 3 (`cannot create p/q: Permission denied`)
+/// where the command's own `mkdir -p p/q/out` works.
+fn make_parents(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(up) = dir.parent() {
+        make_parents(up)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {
+            let m = fs::symlink_metadata(dir)?;
+            if m.mode() & 0o700 != 0o700 {
+                fs::set_permissions(dir, fs::Permissions::from_mode(m.mode() & 0o7777 | 0o700))?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Takes an exclusive `flock` of the directory holding each path (made if
 /// missing), in one order (device, inode) so that two restores of
 /// overlapping sets never wait for each other in a circle. Two spellings of
@@ -1410,7 +1439,7 @@ fn lock_parents(paths: &[PathBuf], until: Wait) -> Result<Vec<File>> {
     let mut dirs: Vec<((u64, u64), PathBuf, File)> = Vec::new();
     for p in paths {
         let parent = parent_of(p);
-        fs::create_dir_all(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
+        make_parents(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
         let f = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
@@ -1448,7 +1477,7 @@ fn build(
     link: bool,
 ) -> Result<std::result::Result<PathBuf, String>> {
     let parent = parent_of(path);
-    fs::create_dir_all(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
+    make_parents(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
     remove_dead_builds(&parent);
     // Nothing is built unless a file can be made and what was built can
     // be removed again: under `ulimit -n 8` a restore built the tree's

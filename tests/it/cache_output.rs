@@ -3047,6 +3047,47 @@ fn a_link_restore_of_a_blob_with_all_the_names_it_can_have_copies_the_file() {
     assert_exact_with_store(&w, "after the restores");
 }
 
+/// Attack finding: a blob the kernel refuses to link (`chattr +i`; the
+/// same EPERM as another owner's blob under `fs.protected_hardlinks`)
+/// failed every `--link` hit with exit 3, `cannot link …: Operation not
+/// permitted`. Now that file is copied, and a copy restore never cared.
+#[test]
+fn a_link_restore_of_a_blob_the_kernel_refuses_to_link_copies_the_file() {
+    let w = World::new();
+    let script = "echo run >> runs; rm -rf o; mkdir -p o; echo pinned-blob > o/a; \
+                  ln o/a o/h; echo made";
+    ok(&mut run(&w, &["--output", "o"], script));
+    let blob = a_blob_holds(&w, b"pinned-blob").unwrap();
+    let chattr = |flag: &str| {
+        Command::new("chattr")
+            .arg(flag)
+            .arg(&blob)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !chattr("+i") {
+        skip("chattr +i not possible here (needs root and a file system with it)");
+        return;
+    }
+    let o = run(&w, &["--link", "--output", "o"], script)
+        .output()
+        .unwrap();
+    let removed = chattr("-i");
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert!(removed);
+    assert!(o.stderr.is_empty(), "{}", stderr_of(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n");
+    assert_eq!(runs(&w), 1, "a hit");
+    for f in ["o/a", "o/h"] {
+        assert_eq!(fs::read(w.path().join(f)).unwrap(), b"pinned-blob\n", "{f}");
+    }
+    let a = fs::metadata(w.path().join("o/a")).unwrap();
+    assert_ne!(a.ino(), fs::metadata(&blob).unwrap().ino(), "a copy");
+    assert_eq!(a.ino(), fs::metadata(w.path().join("o/h")).unwrap().ino());
+    assert_exact_with_store(&w, "after the restore");
+}
+
 /// A restorer stopped (SIGSTOP) midway while another process evicts its
 /// entry: the eviction removes the entry but not the blobs in use (its
 /// sweep waits LOCK_TIMEOUT for the store, then is skipped), and the

@@ -1816,9 +1816,10 @@ fn build_at(
             match fs::hard_link(&first, &dest) {
                 Ok(()) => {}
                 // With `--link` the group's first file is its blob, which
-                // may have all the names its file system allows: this one
-                // is a copy of it, with the group's mode and mtime.
-                Err(e) if e.raw_os_error() == Some(libc::EMLINK) => {
+                // may have all the names its file system allows, or be one
+                // the kernel refuses to link (EPERM): this one is a copy of
+                // it, with the group's mode and mtime.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMLINK | libc::EPERM)) => {
                     let mode = match root.nodes[to].kind {
                         Kind::File { mode, .. } => mode,
                         _ => fsutil::FILE_MODE,
@@ -2056,8 +2057,12 @@ impl<'a> Maker<'a> {
                             // many files, restored into many trees. Every
                             // `--link` hit of it failed with exit 1; this
                             // file is copied instead, as a copy restore
-                            // makes it (its own mode and mtime).
-                            Err(rustix::io::Errno::MLINK) => {}
+                            // makes it (its own mode and mtime). So is a
+                            // blob the kernel refuses to link (EPERM: made
+                            // immutable, `chattr +i`; another owner's under
+                            // `fs.protected_hardlinks`), which failed every
+                            // hit with exit 3.
+                            Err(rustix::io::Errno::MLINK | rustix::io::Errno::PERM) => {}
                             Err(e) => return Err(Error::io("cannot link", dest(), e.into()).into()),
                         }
                     }

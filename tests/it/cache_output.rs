@@ -3,7 +3,9 @@
 //! a newline) against an independent snapshot, edits of restored files,
 //! 8 concurrent misses, SIGKILL during store and restore, eviction of
 //! exactly the unshared blobs, hostile trees and paths, the Redis refusal
-//! and the shell wrapper.
+//! and the shell wrapper; blobs, manifests and fans replaced by hand, blobs
+//! `--link` cannot name once more (EMLINK, EPERM), and a restore's parents
+//! under a umask without owner bits.
 //!
 //! The oracles are computed here without ffkit: the generator's own record
 //! of the tree it made (sha256, mode, link target, hard-link group) is

@@ -575,6 +575,8 @@ struct Stat {
     ino: u64,
     nlink: u32,
     size: u64,
+    /// 512-byte blocks allocated: fewer than the size takes means holes.
+    blocks: u64,
     mtime: i64,
     nsec: u32,
     /// The root of a mount (`STATX_ATTR_MOUNT_ROOT`); `None` when the
@@ -612,6 +614,7 @@ impl Stat {
             ino: x.stx_ino,
             nlink: x.stx_nlink,
             size: x.stx_size,
+            blocks: x.stx_blocks,
             mtime: x.stx_mtime.tv_sec,
             nsec: x.stx_mtime.tv_nsec,
             mount_root: x
@@ -967,7 +970,8 @@ fn entries(
 /// restore the copy's bytes).
 fn put_blob(f: File, m: &Stat, path: &Path, w: &mut Walk<'_>) -> Result<(String, u64)> {
     let (mode, store) = (m.mode, w.store);
-    let (hash, len) = hash_file(&f).map_err(|e| Error::io("cannot read", path, e))?;
+    let (hash, len) =
+        hash_file(&f, Some((m.size, m.blocks))).map_err(|e| Error::io("cannot read", path, e))?;
     // A file still appended to (a process the command left behind) has
     // grown past the bytes hashed: a copy of `len` bytes would match its
     // hash and store a truncated snapshot silently. One fstat after the
@@ -997,7 +1001,10 @@ fn put_blob(f: File, m: &Stat, path: &Path, w: &mut Walk<'_>) -> Result<(String,
     clone_or_copy(&f, &t, len, &w.copying).map_err(|e| Error::io("cannot write", &tmp, e))?;
     // Read back through the same descriptor (the temp is open for reading
     // too; the copy moved no file position): the bytes the blob will hold.
-    let (copied_hash, copied) = hash_file(&t).map_err(|e| Error::io("cannot read", &tmp, e))?;
+    // The copy has the source's holes (or none, which reading finds too):
+    // its blocks need no fstat.
+    let (copied_hash, copied) =
+        hash_file(&t, Some((len, m.blocks))).map_err(|e| Error::io("cannot read", &tmp, e))?;
     drop(t);
     if copied != len || copied_hash != hash || grown(&f) {
         return Err(changed(path));
@@ -1019,10 +1026,19 @@ static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
 /// of page cache; now it is hashed in a fraction of a second.
 /// Bytes appended meanwhile are read too (what is there at the end of the
 /// file), so the caller's check of the length against an `fstat` holds.
-fn hash_file(f: &File) -> io::Result<(blake3::Hash, u64)> {
+/// `stat`: its size and 512-byte blocks as the caller saw them (else one
+/// `fstat`); a file with a block for every byte has no hole to look for,
+/// so the usual file costs no `lseek`.
+fn hash_file(f: &File, stat: Option<(u64, u64)>) -> io::Result<(blake3::Hash, u64)> {
     use rustix::fs::SeekFrom;
     use std::os::unix::fs::FileExt;
-    let size = f.metadata()?.len();
+    let (size, blocks) = match stat {
+        Some(s) => s,
+        None => {
+            let m = f.metadata()?;
+            (m.len(), m.blocks())
+        }
+    };
     let mut h = blake3::Hasher::new();
     let mut buf = vec![
         0u8;
@@ -1059,10 +1075,14 @@ fn hash_file(f: &File) -> io::Result<(blake3::Hash, u64)> {
     // The first hole: at the end (or beyond) for a file without holes, the
     // common case, read in one pass. A file system that cannot tell
     // (EINVAL) has none.
-    let hole = match rustix::fs::seek(f, SeekFrom::Hole(0)) {
-        Ok(h) => h,
-        Err(rustix::io::Errno::INVAL | rustix::io::Errno::NXIO) => size,
-        Err(e) => return Err(e.into()),
+    let hole = if blocks.saturating_mul(512) >= size {
+        size
+    } else {
+        match rustix::fs::seek(f, SeekFrom::Hole(0)) {
+            Ok(h) => h,
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NXIO) => size,
+            Err(e) => return Err(e.into()),
+        }
     };
     if hole >= size {
         let n = read(&mut h, 0, None)?;
@@ -2969,7 +2989,7 @@ mod tests {
                 f.write_all_at(b"data", o).unwrap();
             }
             let before = read_by_this_thread();
-            let (hash, n) = hash_file(&f).unwrap();
+            let (hash, n) = hash_file(&f, None).unwrap();
             let read = read_by_this_thread() - before;
             let want = fs::read(&p).unwrap();
             assert_eq!(n, want.len() as u64, "case {i}");

@@ -3,7 +3,9 @@
 //! a newline) against an independent snapshot, edits of restored files,
 //! 8 concurrent misses, SIGKILL during store and restore, eviction of
 //! exactly the unshared blobs, hostile trees and paths, the Redis refusal
-//! and the shell wrapper.
+//! and the shell wrapper; blobs, manifests and fans replaced by hand, blobs
+//! `--link` cannot name once more (EMLINK, EPERM), and a restore's parents
+//! under a umask without owner bits.
 //!
 //! The oracles are computed here without ffkit: the generator's own record
 //! of the tree it made (sha256, mode, link target, hard-link group) is
@@ -597,6 +599,95 @@ fn a_blob_damaged_by_hand_is_stored_again_and_the_next_call_is_a_hit() {
     ok(&mut run(&w, &["--output", "out"], script));
     assert_eq!(runs(&w), 2, "a hit again");
     assert_eq!(fs::read(w.path().join("out/f")).unwrap(), b"hello-blob");
+}
+
+/// Attack finding: a blob or the manifest replaced by hand with a symlink
+/// (a dedup tool that replaces duplicate files by symlinks), a directory
+/// or a FIFO failed every hit with exit 3 (`is a symbolic link
+/// (refused)`) or 1 (`not a regular file`), in copy and `--link` mode, and
+/// a directory there failed every store of that content too. Now each is
+/// damage: a miss, whose store puts the blob back (a directory removed
+/// first), the next call a hit, and the index exact.
+#[test]
+fn a_blob_or_manifest_replaced_by_a_symlink_dir_or_fifo_is_a_miss_and_stored_again() {
+    let w = World::new();
+    // Fixed mtimes: every run stores the same manifest.
+    let script = "echo run >> runs; rm -rf out; mkdir out; printf small-blob > out/s; \
+                  head -c 20000 /dev/zero | tr '\\0' b > out/big; \
+                  touch -d @1000000000 out/s out/big out; echo made";
+    ok(&mut run(&w, &["--output", "out"], script));
+    let find = |which: &str| {
+        blobs(&w.cache())
+            .into_iter()
+            .find(|b| {
+                let c = fs::read(b).unwrap();
+                match which {
+                    "small" => c == b"small-blob",
+                    "big" => c.len() == 20000,
+                    _ => c.starts_with(b"{\"ffkit_outputs\""),
+                }
+            })
+            .unwrap()
+    };
+    let saved = w.path().join("saved");
+    let mut want_runs = 1;
+    for kind in ["symlink", "dir", "fifo"] {
+        for link in [false, true] {
+            for which in ["small", "big", "manifest"] {
+                let what = format!("{which} as a {kind}, link {link}");
+                let b = find(which);
+                fs::copy(&b, &saved).unwrap();
+                fs::remove_file(&b).unwrap();
+                match kind {
+                    "symlink" => symlink(&saved, &b).unwrap(),
+                    "dir" => {
+                        fs::create_dir(&b).unwrap();
+                        fs::write(b.join("x"), "x").unwrap();
+                    }
+                    _ => mkfifo(&b),
+                }
+                let args: &[&str] = if link {
+                    &["--link", "--output", "out"]
+                } else {
+                    &["--output", "out"]
+                };
+                for hit in [false, true] {
+                    let o = run(&w, args, script).output().unwrap();
+                    assert!(o.status.success(), "{what}: {}", stderr_of(&o));
+                    assert!(o.stderr.is_empty(), "{what}: {}", stderr_of(&o));
+                    assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n", "{what}");
+                    if !hit {
+                        want_runs += 1;
+                    }
+                    assert_eq!(runs(&w), want_runs, "{what}: hit {hit}");
+                }
+                assert!(fs::symlink_metadata(&b).unwrap().is_file(), "{what}");
+                assert_eq!(fs::read(w.path().join("out/s")).unwrap(), b"small-blob");
+                assert_eq!(
+                    fs::read(w.path().join("out/big")).unwrap(),
+                    vec![b'b'; 20000]
+                );
+                assert_exact_with_store(&w, &what);
+            }
+        }
+    }
+    // A file in the place of a blob's fan directory: exit 4 (`Not a
+    // directory`) on every hit before; now a miss whose store makes the fan
+    // again.
+    let fan = find("big").parent().unwrap().to_path_buf();
+    fs::rename(&fan, w.path().join("fan")).unwrap();
+    fs::write(&fan, "junk").unwrap();
+    for (hit, want) in [(false, want_runs + 1), (true, want_runs + 1)] {
+        let o = run(&w, &["--output", "out"], script).output().unwrap();
+        assert!(o.status.success(), "fan, hit {hit}: {}", stderr_of(&o));
+        assert_eq!(runs(&w), want, "fan, hit {hit}");
+    }
+    assert!(fan.is_dir());
+    assert_eq!(
+        fs::read(w.path().join("out/big")).unwrap(),
+        vec![b'b'; 20000]
+    );
+    assert_exact_with_store(&w, "after the fan");
 }
 
 /// Every blob in the store holds the content its name says (BLAKE3 hex,
@@ -2833,28 +2924,9 @@ fn a_blob_chmodded_through_a_link_restore_is_a_miss_and_stored_again() {
     if !crate::util::need_root("not root: the test runs ffkit as nobody") {
         return;
     }
-    let probe = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
-        .status();
-    if !probe.is_ok_and(|s| s.success()) {
-        skip("cannot drop privileges with setpriv");
+    let Some(w) = nobodys_world() else {
         return;
-    }
-    let w = World::new();
-    let mut p = w.path().to_path_buf();
-    while let Some(parent) = p.parent() {
-        if fs::metadata(parent).is_ok_and(|m| m.mode() & 0o001 == 0) {
-            skip("a parent of the temp dir is not searchable by other users");
-            return;
-        }
-        p = parent.to_path_buf();
-    }
-    let chown = Command::new("chown")
-        .args(["-R", "65534:65534"])
-        .arg(w.path())
-        .status()
-        .unwrap();
-    assert!(chown.success());
+    };
     let script = "echo run >> runs; rm -rf o; mkdir -p o; echo v > o/f; echo made";
     let call = |link: bool| {
         let mut c = Command::new("setpriv");
@@ -2905,6 +2977,115 @@ fn a_blob_chmodded_through_a_link_restore_is_a_miss_and_stored_again() {
     assert_eq!(runs(&w), 3, "a hit");
     assert_eq!(fs::symlink_metadata(&f).unwrap().mode() & 0o7777, 0o444);
     assert_exact_with_store(&w, "after the repairs");
+}
+
+/// Attack finding: a `--link` restore makes one more name of a blob per
+/// file, and a file system caps the names of one inode (65,000 on ext4):
+/// a content many files share (an empty file, one LICENSE), restored into
+/// a few trees, reached the cap and every `--link` hit failed with exit 1,
+/// `cannot link ./.ffkit-restore-…/a: Too many links`. Now a file whose
+/// blob is full is copied (its recorded mode and mtime), and a member of a
+/// hard-link group that cannot be linked to its first file is a copy of it.
+#[test]
+fn a_link_restore_of_a_blob_with_all_the_names_it_can_have_copies_the_file() {
+    let w = World::new();
+    let script = "echo run >> runs; rm -rf o; mkdir -p o; echo full-blob > o/a; \
+                  ln o/a o/h; chmod 640 o/a; touch -d @1000000000 o/a; echo made";
+    let call = || {
+        let mut c = run(&w, &["--link", "--output", "o"], script);
+        c.current_dir(w.path());
+        c
+    };
+    ok(&mut run(&w, &["--output", "o"], script));
+    let blob = a_blob_holds(&w, b"full-blob").unwrap();
+    // Names for the blob until its file system refuses one more.
+    let names = w.path().join("names");
+    fs::create_dir(&names).unwrap();
+    let mut n = 0u32;
+    let full = loop {
+        match fs::hard_link(&blob, names.join(n.to_string())) {
+            Ok(()) => n += 1,
+            Err(e) if e.raw_os_error() == Some(libc::EMLINK) => break true,
+            Err(e) => panic!("{e}"),
+        }
+        if n > 70_000 {
+            break false;
+        }
+    };
+    if !full {
+        skip("the temp dir's file system has no link limit below 70,000");
+        return;
+    }
+    let check = |what: &str| {
+        let o = call().output().unwrap();
+        assert!(o.status.success(), "{what}: {}", stderr_of(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n", "{what}");
+        assert!(o.stderr.is_empty(), "{what}: {}", stderr_of(&o));
+        assert_eq!(runs(&w), 1, "{what}: a hit");
+        for f in ["o/a", "o/h"] {
+            assert_eq!(
+                fs::read(w.path().join(f)).unwrap(),
+                b"full-blob\n",
+                "{what}: {f}"
+            );
+        }
+    };
+    // The blob is full: both files are copies, one group again.
+    check("a full blob");
+    let a = fs::metadata(w.path().join("o/a")).unwrap();
+    let h = fs::metadata(w.path().join("o/h")).unwrap();
+    assert_eq!((a.mode() & 0o7777, a.mtime()), (0o640, 1_000_000_000));
+    assert_eq!(a.ino(), h.ino(), "the group is one file");
+    assert_ne!(a.ino(), fs::metadata(&blob).unwrap().ino(), "a copy");
+    // One name free: `o/a` is the blob, `o/h` a copy with the group's mode.
+    fs::remove_file(names.join("0")).unwrap();
+    check("one name free");
+    let a = fs::metadata(w.path().join("o/a")).unwrap();
+    let h = fs::metadata(w.path().join("o/h")).unwrap();
+    assert_eq!(a.ino(), fs::metadata(&blob).unwrap().ino(), "linked");
+    assert_eq!((h.mode() & 0o7777, h.mtime()), (0o640, 1_000_000_000));
+    assert_exact_with_store(&w, "after the restores");
+}
+
+/// Attack finding: a blob the kernel refuses to link (`chattr +i`; the
+/// same EPERM as another owner's blob under `fs.protected_hardlinks`)
+/// failed every `--link` hit with exit 3, `cannot link …: Operation not
+/// permitted`. Now that file is copied, and a copy restore never cared.
+#[test]
+fn a_link_restore_of_a_blob_the_kernel_refuses_to_link_copies_the_file() {
+    let w = World::new();
+    let script = "echo run >> runs; rm -rf o; mkdir -p o; echo pinned-blob > o/a; \
+                  ln o/a o/h; echo made";
+    ok(&mut run(&w, &["--output", "o"], script));
+    let blob = a_blob_holds(&w, b"pinned-blob").unwrap();
+    let chattr = |flag: &str| {
+        Command::new("chattr")
+            .arg(flag)
+            .arg(&blob)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !chattr("+i") {
+        skip("chattr +i not possible here (needs root and a file system with it)");
+        return;
+    }
+    let o = run(&w, &["--link", "--output", "o"], script)
+        .output()
+        .unwrap();
+    let removed = chattr("-i");
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert!(removed);
+    assert!(o.stderr.is_empty(), "{}", stderr_of(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n");
+    assert_eq!(runs(&w), 1, "a hit");
+    for f in ["o/a", "o/h"] {
+        assert_eq!(fs::read(w.path().join(f)).unwrap(), b"pinned-blob\n", "{f}");
+    }
+    let a = fs::metadata(w.path().join("o/a")).unwrap();
+    assert_ne!(a.ino(), fs::metadata(&blob).unwrap().ino(), "a copy");
+    assert_eq!(a.ino(), fs::metadata(w.path().join("o/h")).unwrap().ino());
+    assert_exact_with_store(&w, "after the restore");
 }
 
 /// A restorer stopped (SIGSTOP) midway while another process evicts its
@@ -3901,6 +4082,99 @@ fn a_restore_with_a_dozen_descriptors_free_sizes_its_pool_to_them() {
         );
     }
     assert_exact_with_store(&w, "after the hits");
+}
+
+/// A world owned by nobody (65534), whose files nobody can reach, when
+/// root can drop its privileges with `setpriv`; `None` (skipped) if not.
+fn nobodys_world() -> Option<World> {
+    let probe = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        skip("cannot drop privileges with setpriv");
+        return None;
+    }
+    let w = World::new();
+    let mut p = w.path().to_path_buf();
+    while let Some(parent) = p.parent() {
+        if fs::metadata(parent).is_ok_and(|m| m.mode() & 0o001 == 0) {
+            skip("a parent of the temp dir is not searchable by other users");
+            return None;
+        }
+        p = parent.to_path_buf();
+    }
+    let chown = Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(w.path())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    Some(w)
+}
+
+/// Attack finding: a restore makes the missing parents of its path with
+/// the umask's mode, so under `umask 0777` (or `0277`) a user who is not
+/// root got `d---------` parents it could not enter: every hit of
+/// `--output p/q/out` without `p` failed with exit 3 (`cannot create p/q:
+/// Permission denied`), where the command's own `mkdir -p p/q/out` works
+/// (POSIX gives the directories `mkdir -p` makes on the way their owner's
+/// write and search bits). Now the parents a restore makes are the
+/// owner's to enter, read and write.
+#[test]
+fn a_restore_under_a_umask_without_owner_bits_makes_parents_its_owner_can_enter() {
+    if !crate::util::need_root("not root: the test runs ffkit as nobody") {
+        return;
+    }
+    let Some(w) = nobodys_world() else {
+        return;
+    };
+    let script = "echo run >> runs; mkdir -p p/q/out; echo v > p/q/out/f; echo made";
+    let call = |umask: &str, link: bool| {
+        let mut c = Command::new("setpriv");
+        c.args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "sh",
+            "-c",
+        ])
+        .arg(format!("umask {umask}; exec \"$@\""))
+        .arg("sh")
+        .arg(bin());
+        w.isolate(&mut c);
+        c.current_dir(w.path())
+            .args(["cache-run", "--ttl", "0", "--output", "p/q/out"]);
+        if link {
+            c.arg("--link");
+        }
+        c.args(["--", "sh", "-c", script]);
+        c.output().unwrap()
+    };
+    let o = call("022", false);
+    if !o.status.success() {
+        skip(&format!(
+            "nobody cannot run the test binary: {}",
+            stderr_of(&o)
+        ));
+        return;
+    }
+    for (umask, link) in [("0777", false), ("0277", false), ("0777", true)] {
+        let what = format!("umask {umask}, link {link}");
+        fs::remove_dir_all(w.path().join("p")).unwrap();
+        let o = call(umask, link);
+        assert!(o.status.success(), "{what}: {}", stderr_of(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n", "{what}");
+        assert_eq!(runs(&w), 1, "{what}: a hit");
+        assert_eq!(
+            fs::read(w.path().join("p/q/out/f")).unwrap(),
+            b"v\n",
+            "{what}"
+        );
+        for d in ["p", "p/q"] {
+            let mode = fs::metadata(w.path().join(d)).unwrap().mode();
+            assert_eq!(mode & 0o700, 0o700, "{what}: {d} is {mode:o}");
+        }
+    }
 }
 
 /// Attack finding: a hit that fails (here for want of descriptors, `ulimit

@@ -507,10 +507,29 @@ pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
                 Ok(m) if is_blob(&m, &b.name, size) => continue,
                 // Damaged by hand (cut short, grown, replaced, its mode
                 // changed): ours replaces it, and the index is recounted.
-                Ok(_) => repaired = true,
+                // A directory in its place is removed first (a rename
+                // cannot replace one): it failed every store of the content.
+                Ok(m) => {
+                    repaired = true;
+                    if m.is_dir() && !remove_tree(&dest) {
+                        return Err(Error::io(
+                            "cannot remove",
+                            &dest,
+                            io::Error::other("a directory in the blob's place"),
+                        ));
+                    }
+                }
                 Err(_) => added += size as i64,
             }
             if let Some(parent) = dest.parent() {
+                // A file (or a symlink to no directory) at the fan's name,
+                // put there by hand: it failed every store of the fan's
+                // blobs and every restore of them (exit 4). It goes; the
+                // index is recounted.
+                if fs::symlink_metadata(parent).is_ok() && !parent.is_dir() {
+                    fs::remove_file(parent).map_err(|e| Error::io("cannot remove", parent, e))?;
+                    repaired = true;
+                }
                 fsutil::create_private_dir(parent)?;
             }
             fs::rename(&b.tmp, &dest).map_err(|e| Error::io("cannot install", &dest, e))?;
@@ -556,6 +575,8 @@ struct Stat {
     ino: u64,
     nlink: u32,
     size: u64,
+    /// 512-byte blocks allocated: fewer than the size takes means holes.
+    blocks: u64,
     mtime: i64,
     nsec: u32,
     /// The root of a mount (`STATX_ATTR_MOUNT_ROOT`); `None` when the
@@ -593,6 +614,7 @@ impl Stat {
             ino: x.stx_ino,
             nlink: x.stx_nlink,
             size: x.stx_size,
+            blocks: x.stx_blocks,
             mtime: x.stx_mtime.tv_sec,
             nsec: x.stx_mtime.tv_nsec,
             mount_root: x
@@ -946,11 +968,10 @@ fn entries(
 /// left behind still writing it) is refused, never stored under the name
 /// of bytes it no longer holds (every entry naming that content would
 /// restore the copy's bytes).
-fn put_blob(mut f: File, m: &Stat, path: &Path, w: &mut Walk<'_>) -> Result<(String, u64)> {
+fn put_blob(f: File, m: &Stat, path: &Path, w: &mut Walk<'_>) -> Result<(String, u64)> {
     let (mode, store) = (m.mode, w.store);
-    let mut h = blake3::Hasher::new();
-    let len = io::copy(&mut f, &mut h).map_err(|e| Error::io("cannot read", path, e))?;
-    let hash = h.finalize();
+    let (hash, len) =
+        hash_file(&f, Some((m.size, m.blocks))).map_err(|e| Error::io("cannot read", path, e))?;
     // A file still appended to (a process the command left behind) has
     // grown past the bytes hashed: a copy of `len` bytes would match its
     // hash and store a truncated snapshot silently. One fstat after the
@@ -980,16 +1001,117 @@ fn put_blob(mut f: File, m: &Stat, path: &Path, w: &mut Walk<'_>) -> Result<(Str
     clone_or_copy(&f, &t, len, &w.copying).map_err(|e| Error::io("cannot write", &tmp, e))?;
     // Read back through the same descriptor (the temp is open for reading
     // too; the copy moved no file position): the bytes the blob will hold.
-    let mut h = blake3::Hasher::new();
-    let copied = io::copy(&mut io::Read::take(&t, len + 1), &mut h)
-        .map_err(|e| Error::io("cannot read", &tmp, e))?;
+    // The copy has the source's holes (or none, which reading finds too):
+    // its blocks need no fstat.
+    let (copied_hash, copied) =
+        hash_file(&t, Some((len, m.blocks))).map_err(|e| Error::io("cannot read", &tmp, e))?;
     drop(t);
-    if copied != len || h.finalize() != hash || grown(&f) {
+    if copied != len || copied_hash != hash || grown(&f) {
         return Err(changed(path));
     }
     set_mode(&tmp, if exec { 0o555 } else { 0o444 })?;
     w.names.insert(name.clone());
     Ok((name, len))
+}
+
+/// Zeros to hash a hole with.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// The BLAKE3 hash of `f` from offset 0 to its end, and how many bytes that
+/// is (read at explicit offsets: its position does not matter). Only its
+/// data is read: a hole (`SEEK_DATA`/`SEEK_HOLE`) is hashed as zeros from
+/// memory. Reading a hole makes the kernel zero a page cache page per 4 KiB
+/// of it, so a 1 GiB sparse file of a few blocks cost its store 5 s of
+/// system time (it was read twice: the file, then its new blob) and 2 GiB
+/// of page cache; now it is hashed in a fraction of a second.
+/// Bytes appended meanwhile are read too (what is there at the end of the
+/// file), so the caller's check of the length against an `fstat` holds.
+/// `stat`: its size and 512-byte blocks as the caller saw them (else one
+/// `fstat`); a file with a block for every byte has no hole to look for,
+/// so the usual file costs no `lseek`.
+fn hash_file(f: &File, stat: Option<(u64, u64)>) -> io::Result<(blake3::Hash, u64)> {
+    use rustix::fs::SeekFrom;
+    use std::os::unix::fs::FileExt;
+    let (size, blocks) = match stat {
+        Some(s) => s,
+        None => {
+            let m = f.metadata()?;
+            (m.len(), m.blocks())
+        }
+    };
+    let mut h = blake3::Hasher::new();
+    let mut buf = vec![
+        0u8;
+        usize::try_from(size.saturating_add(1))
+            .unwrap_or(usize::MAX)
+            .min(128 * 1024)
+    ];
+    // Bytes `at..end` (to the end of the file for `None`) read into the
+    // hash; where the file ends first, the bytes it had.
+    let mut read = |h: &mut blake3::Hasher, mut at: u64, end: Option<u64>| -> io::Result<u64> {
+        while end.is_none_or(|e| at < e) {
+            let want = end.map_or(buf.len(), |e| {
+                usize::try_from(e - at).unwrap_or(usize::MAX).min(buf.len())
+            });
+            match f.read_at(&mut buf[..want], at) {
+                Ok(0) => break,
+                Ok(n) => {
+                    h.update(&buf[..n]);
+                    at += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(at)
+    };
+    let zeros = |h: &mut blake3::Hasher, mut n: u64| {
+        while n > 0 {
+            let k = usize::try_from(n).unwrap_or(usize::MAX).min(ZEROS.len());
+            h.update(&ZEROS[..k]);
+            n -= k as u64;
+        }
+    };
+    // The first hole: at the end (or beyond) for a file without holes, the
+    // common case, read in one pass. A file system that cannot tell
+    // (EINVAL) has none.
+    let hole = if blocks.saturating_mul(512) >= size {
+        size
+    } else {
+        match rustix::fs::seek(f, SeekFrom::Hole(0)) {
+            Ok(h) => h,
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NXIO) => size,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if hole >= size {
+        let n = read(&mut h, 0, None)?;
+        return Ok((h.finalize(), n));
+    }
+    let mut pos = 0;
+    while pos < size {
+        let data = match rustix::fs::seek(f, SeekFrom::Data(pos)) {
+            Ok(d) => d.min(size),
+            // Only a hole is left.
+            Err(rustix::io::Errno::NXIO) => size,
+            Err(e) => return Err(e.into()),
+        };
+        zeros(&mut h, data - pos);
+        if data >= size {
+            pos = size;
+            break;
+        }
+        let end = rustix::fs::seek(f, SeekFrom::Hole(data))?.min(size);
+        let got = read(&mut h, data, Some(end))?;
+        pos = got;
+        if got < end {
+            // Cut short meanwhile: what it holds is what was read.
+            return Ok((h.finalize(), got));
+        }
+    }
+    // Anything appended meanwhile, as a plain read would see it.
+    let n = read(&mut h, pos, None)?;
+    Ok((h.finalize(), n))
 }
 
 /// What the copies of one tree (a restore's, shared by its threads, or a
@@ -1205,6 +1327,12 @@ fn restore_in(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             return Ok(Err("the output manifest is gone".into()));
         }
+        // A symlink, directory or FIFO in its place (a dedup tool that
+        // replaces duplicates with symlinks): damage, which the miss's
+        // store replaces, not a failure of every hit.
+        Err(e) if fsutil::is_refused(&e) => {
+            return Ok(Err("the output manifest is not a regular file".into()));
+        }
         Err(e) => return Err(Error::io("cannot read", &mpath, e)),
     };
     if blake3::hash(&bytes).to_hex().as_str() != name {
@@ -1292,6 +1420,35 @@ fn restore_name_len(path: &Path, rel: &str) -> usize {
     parent + 1 + RESTORE_PREFIX.len() + DIGITS + 1 + rel.len()
 }
 
+/// `mkdir -p DIR`: each directory it makes gets its owner's read, write
+/// and search bits whatever the umask, as POSIX `mkdir -p` gives the
+/// intermediate directories it makes write and search (read too here: a
+/// restore opens the directory to lock it and lists it for the trees of
+/// killed restores). Under `umask 0277` or `0777` a
+/// directory made with the umask's mode (`dr--------`, `d---------`) could
+/// not be entered nor written, so a restore into `p/q/out` without `p`
+/// failed every hit with exit 3 (`cannot create p/q: Permission denied`)
+/// where the command's own `mkdir -p p/q/out` works.
+fn make_parents(dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(up) = dir.parent() {
+        make_parents(up)?;
+    }
+    match fs::create_dir(dir) {
+        Ok(()) => {
+            let m = fs::symlink_metadata(dir)?;
+            if m.mode() & 0o700 != 0o700 {
+                fs::set_permissions(dir, fs::Permissions::from_mode(m.mode() & 0o7777 | 0o700))?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
 /// Takes an exclusive `flock` of the directory holding each path (made if
 /// missing), in one order (device, inode) so that two restores of
 /// overlapping sets never wait for each other in a circle. Two spellings of
@@ -1302,7 +1459,7 @@ fn lock_parents(paths: &[PathBuf], until: Wait) -> Result<Vec<File>> {
     let mut dirs: Vec<((u64, u64), PathBuf, File)> = Vec::new();
     for p in paths {
         let parent = parent_of(p);
-        fs::create_dir_all(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
+        make_parents(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
         let f = fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
@@ -1340,7 +1497,7 @@ fn build(
     link: bool,
 ) -> Result<std::result::Result<PathBuf, String>> {
     let parent = parent_of(path);
-    fs::create_dir_all(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
+    make_parents(&parent).map_err(|e| Error::io("cannot create", &parent, e))?;
     remove_dead_builds(&parent);
     // Nothing is built unless a file can be made and what was built can
     // be removed again: under `ulimit -n 8` a restore built the tree's
@@ -1675,8 +1832,23 @@ fn build_at(
         let n = &root.nodes[i];
         if let Kind::Hardlink { to } = n.kind {
             let dest = dest_of(tmp, n);
-            fs::hard_link(dest_of(tmp, &root.nodes[to]), &dest)
-                .map_err(|e| Error::io("cannot link", &dest, e))?;
+            let first = dest_of(tmp, &root.nodes[to]);
+            match fs::hard_link(&first, &dest) {
+                Ok(()) => {}
+                // With `--link` the group's first file is its blob, which
+                // may have all the names its file system allows, or be one
+                // the kernel refuses to link (EPERM): this one is a copy of
+                // it, with the group's mode and mtime.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMLINK | libc::EPERM)) => {
+                    let mode = match root.nodes[to].kind {
+                        Kind::File { mode, .. } => mode,
+                        _ => fsutil::FILE_MODE,
+                    };
+                    copy_of(&first, &dest, mode, n)
+                        .map_err(|e| Error::io("cannot write", &dest, e))?;
+                }
+                Err(e) => return Err(Error::io("cannot link", &dest, e)),
+            }
         }
     }
     // Directories last, deepest first: their modes (maybe read-only) and
@@ -1691,6 +1863,23 @@ fn build_at(
             .map_err(|e| Error::io("cannot set the time of", &dest, e))?;
     }
     Ok(Ok(()))
+}
+
+/// Makes `dest` a copy of `src` (a file just restored) with `mode` and
+/// node `n`'s mtime: the member of a hard-link group that cannot be one
+/// more name of its file (EMLINK).
+fn copy_of(src: &Path, dest: &Path, mode: u32, n: &Node) -> io::Result<()> {
+    let mut from = File::open(src)?;
+    let mut to = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .mode(fsutil::FILE_MODE)
+        .open(dest)?;
+    io::copy(&mut from, &mut to)?;
+    rustix::fs::fchmod(&to, rustix::fs::Mode::from_raw_mode(mode))?;
+    rustix::fs::futimens(&to, &mtime_only(n.mtime, n.nsec))?;
+    Ok(())
 }
 
 /// What the threads making one root's files share.
@@ -1854,13 +2043,20 @@ impl<'a> Maker<'a> {
                         // One stat, not an open: the size is all a restore checks.
                         let m = match fs::symlink_metadata(&bp) {
                             Ok(m) => m,
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                            // ENOTDIR: a file in its fan directory's place.
+                            Err(e)
+                                if e.kind() == io::ErrorKind::NotFound
+                                    || e.raw_os_error() == Some(libc::ENOTDIR) =>
+                            {
                                 return damaged(format!("blob {blob} is gone"));
                             }
                             Err(e) => return Err(Error::io("cannot stat", &bp, e).into()),
                         };
+                        // A symlink, directory or FIFO in its place (a
+                        // dedup tool's symlink): every hit of it failed
+                        // with exit 1. Damage, which the store replaces.
                         if !m.is_file() {
-                            return Err(Error::io("cannot open", &bp, fsutil::not_regular()).into());
+                            return damaged(format!("blob {blob} is not a regular file"));
                         }
                         if m.len() != *size {
                             return damaged(format!("blob {blob} has the wrong size"));
@@ -1871,16 +2067,34 @@ impl<'a> Maker<'a> {
                         if m.mode() & 0o7777 != blob_mode(blob) {
                             return damaged(format!("blob {blob} has its mode changed"));
                         }
-                        rustix::fs::linkat(CWD, &bp, &dfd, leaf, AtFlags::empty())
-                            .map_err(|e| Error::io("cannot link", dest(), e.into()))?;
-                        made += 1;
-                        continue;
+                        match rustix::fs::linkat(CWD, &bp, &dfd, leaf, AtFlags::empty()) {
+                            Ok(()) => {
+                                made += 1;
+                                continue;
+                            }
+                            // The blob has as many names as its file system
+                            // allows (65,000 on ext4): a content shared by
+                            // many files, restored into many trees. Every
+                            // `--link` hit of it failed with exit 1; this
+                            // file is copied instead, as a copy restore
+                            // makes it (its own mode and mtime). So is a
+                            // blob the kernel refuses to link (EPERM: made
+                            // immutable, `chattr +i`; another owner's under
+                            // `fs.protected_hardlinks`), which failed every
+                            // hit with exit 3.
+                            Err(rustix::io::Errno::MLINK | rustix::io::Errno::PERM) => {}
+                            Err(e) => return Err(Error::io("cannot link", dest(), e.into()).into()),
+                        }
                     }
                     // Without O_NOATIME a day's first restore would dirty
                     // every blob's inode just to note that it was read.
                     let src = match self.open_blob(blob, &bp) {
                         Ok(f) => f,
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        // ENOTDIR: a file in its fan directory's place.
+                        Err(e)
+                            if e.kind() == io::ErrorKind::NotFound
+                                || e.raw_os_error() == Some(libc::ENOTDIR) =>
+                        {
                             return damaged(format!("blob {blob} is gone"));
                         }
                         // Its mode changed through a `--link` restore
@@ -1888,6 +2102,10 @@ impl<'a> Maker<'a> {
                         // store replaces it, not a failure of every hit.
                         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                             return damaged(format!("blob {blob} cannot be read"));
+                        }
+                        // A symlink in its place (ELOOP: never followed).
+                        Err(e) if fsutil::is_refused(&e) => {
+                            return damaged(format!("blob {blob} is not a regular file"));
                         }
                         Err(e) => return Err(Error::io("cannot open", &bp, e).into()),
                     };
@@ -1901,12 +2119,19 @@ impl<'a> Maker<'a> {
                         match read_exact_len(&src, *size, buf) {
                             Ok(true) => {}
                             Ok(false) => return damaged(format!("blob {blob} has the wrong size")),
+                            // A directory in its place.
+                            Err(e) if fsutil::is_refused(&e) => {
+                                return damaged(format!("blob {blob} is not a regular file"));
+                            }
                             Err(e) => return Err(Error::io("cannot read", &bp, e).into()),
                         }
                     } else {
                         match fsutil::regular_len(&src) {
                             Ok(len) if len == *size => {}
                             Ok(_) => return damaged(format!("blob {blob} has the wrong size")),
+                            Err(e) if fsutil::is_refused(&e) => {
+                                return damaged(format!("blob {blob} is not a regular file"));
+                            }
                             Err(e) => return Err(Error::io("cannot open", &bp, e).into()),
                         }
                     }
@@ -2724,6 +2949,59 @@ fn entry_uses(c: &Cache, store: &Path) -> Result<HashMap<String, Vec<String>>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// This thread's bytes read by `read`-family calls (`rchar`).
+    fn read_by_this_thread() -> u64 {
+        fs::read_to_string("/proc/thread-self/io")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("rchar: "))
+                    .and_then(|n| n.trim().parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn a_sparse_file_is_hashed_as_its_bytes_reading_only_its_data() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mb = 1u64 << 20;
+        // (length, data written at offsets): holes first, between, last,
+        // none, an empty file.
+        let cases: &[(u64, &[u64])] = &[
+            (64 * mb, &[30 * mb, 64 * mb - 3]),
+            (64 * mb, &[0, 5 * mb]),
+            (3 * mb, &[]),
+            (100_000, &[0, 4096, 8192, 99_990]),
+            (0, &[]),
+        ];
+        for (i, &(len, at)) in cases.iter().enumerate() {
+            let p = dir.path().join(i.to_string());
+            let f = File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&p)
+                .unwrap();
+            f.set_len(len).unwrap();
+            for &o in at {
+                f.write_all_at(b"data", o).unwrap();
+            }
+            let before = read_by_this_thread();
+            let (hash, n) = hash_file(&f, None).unwrap();
+            let read = read_by_this_thread() - before;
+            let want = fs::read(&p).unwrap();
+            assert_eq!(n, want.len() as u64, "case {i}");
+            assert_eq!(hash, blake3::hash(&want), "case {i}");
+            // A file system without holes (or without SEEK_HOLE) reads it
+            // all; else only blocks with data are read.
+            let sparse = fs::metadata(&p).unwrap().blocks() * 512 < len / 2;
+            if sparse && len >= mb {
+                assert!(read < mb, "case {i}: {read} bytes read");
+            }
+        }
+    }
 
     fn node(p: &str, kind: Kind) -> Node {
         Node {

@@ -863,7 +863,12 @@ impl Drop for Mounts {
         let root = self.0.to_string_lossy().into_owned();
         for at in text.lines().filter_map(|l| l.split(' ').nth(1)) {
             if at.starts_with(&root) {
-                let _ = Command::new("umount").args(["-l", at]).status();
+                // A mount under one already detached is gone with it:
+                // umount's "no mount point specified" is not news.
+                let _ = Command::new("umount")
+                    .args(["-l", at])
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
     }

@@ -1117,3 +1117,102 @@ fn nocasematch_does_not_make_a_bad_value_a_default_on_any_path() {
         );
     }
 }
+
+/// Brief finding: a setting held in a shell array (`LOCK_TIMEOUT=(abc
+/// 5)`) was read as `$LOCK_TIMEOUT` reads it (element 0) by the old
+/// library and the fallback's own shell code, ignored by the builtin
+/// and by the fallback's binary (bash exports no array), and a nameref
+/// was read through by the builtin only (`export` exports its target).
+/// Now every function on every path reads each forwarded variable as
+/// `$NAME` reads it in bash: element 0 of an indexed array, key `0` of
+/// an associative one, a nameref's target, an integer variable's value;
+/// a variable declared without a value, or an array without element 0,
+/// is unset (the default). One oracle for all: `abc` (or `bogus`) read is
+/// exit 12, not read is 0. The binary run directly reads its environment
+/// alone: a plain shell variable is not there, an exported one is.
+#[test]
+fn a_variable_means_what_dollar_name_reads_on_every_path() {
+    // (name, setup, expected status) for bash; zsh has no namerefs, and
+    // its `typeset X` makes X set and empty (the default too).
+    let common: &[(&str, &str, i32)] = &[
+        ("array0", "LOCK_TIMEOUT=(abc 5)", 12),
+        ("array1", "LOCK_TIMEOUT=(5 abc)", 0),
+        ("int", "typeset -i LOCK_TIMEOUT=2*3", 0),
+        ("intbad", "typeset -i CACHE_SIZE_TRACKING=7", 12),
+        ("declared", "typeset LOCK_TIMEOUT", 0),
+        (
+            "local",
+            "f() { local -a LOCK_TIMEOUT=(abc); \"$@\"; }; run=f",
+            12,
+        ),
+        ("exported", "typeset -x LOCK_TIMEOUT=abc", 12),
+        ("plain", "LOCK_TIMEOUT=abc", 12),
+        ("readonly", "typeset -r LOCK_TIMEOUT=(abc 1)", 12),
+    ];
+    let bash_only: &[(&str, &str, i32)] = &[
+        ("assoc0", "declare -A LOCK_TIMEOUT=([0]=abc [k]=1)", 12),
+        ("assocnone", "declare -A LOCK_TIMEOUT=([k]=abc)", 0),
+        ("hole", "LOCK_TIMEOUT=([1]=abc)", 0),
+        ("nameref", "x=abc; declare -n LOCK_TIMEOUT=x", 12),
+        (
+            "localref",
+            "x=abc; f() { local -n LOCK_TIMEOUT=x; \"$@\"; }; run=f",
+            12,
+        ),
+        ("refarray", "a=(abc 1); declare -n LOCK_TIMEOUT=a", 12),
+        ("exparray", "declare -ax LOCK_TIMEOUT=(abc)", 12),
+        ("rdassoc", "declare -rA LOCK_TIMEOUT=([0]=abc)", 12),
+    ];
+    let zsh_only: &[(&str, &str, i32)] = &[
+        (
+            "assoc0",
+            "typeset -A LOCK_TIMEOUT; LOCK_TIMEOUT=(0 abc k 1)",
+            12,
+        ),
+        (
+            "assocnone",
+            "typeset -A LOCK_TIMEOUT; LOCK_TIMEOUT=(k abc)",
+            0,
+        ),
+    ];
+    let mut seen = Vec::new();
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let cases: Vec<_> = common
+            .iter()
+            .chain(if way == "zsh" { zsh_only } else { bash_only })
+            .collect();
+        // The namespace asked once, in the shell the cases' subshells copy.
+        let mut script = String::from(
+            "acquire_critical_lock x; release_critical_lock x; get_cache_size >/dev/null\n",
+        );
+        let mut want = String::new();
+        for (name, setup, code) in &cases {
+            // Each case in its own subshell, which ends its lock too.
+            script.push_str(&format!(
+                "( {setup}\n ${{run-}} acquire_critical_lock x 2>/dev/null; echo \"{name}=$?\" )\n"
+            ));
+            want.push_str(&format!("{name}={code}\n"));
+        }
+        // The same variables on the other functions: an array's element 0
+        // decides in get_cache_size's shell test and the builtin alike,
+        // and in record_performance_metric's.
+        script.push_str(
+            "( CACHE_SIZE_TRACKING=(bogus enabled); get_cache_size 2>/dev/null; echo \"size=$?\" )\n\
+             ( CACHE_PERF_MONITORING=(disabled enabled); CACHE_PERF_METRICS=(\"$PWD/m.csv\" x)\n\
+               record_performance_metric op 1 2; write_cache_with_metadata k v; echo \"rec=$? $([ -e m.csv ] && echo logged)\" )\n\
+             ( CACHE_PERF_METRICS=(\"$PWD/m2.csv\" x); write_cache_with_metadata k v; echo \"log=$? $([ -s m2.csv ] && echo logged)\" )\n\
+             ( CACHE_SIZE_TRACKING=bogus; \"$FFKIT_BIN\" cache-size >/dev/null 2>&1; echo \"direct-plain=$?\"\n\
+               export CACHE_SIZE_TRACKING; \"$FFKIT_BIN\" cache-size >/dev/null 2>&1; echo \"direct-exported=$?\" )\n",
+        );
+        want.push_str("size=12\nrec=0 \nlog=0 logged\ndirect-plain=0\ndirect-exported=12\n");
+        let o = output_within(sh(way, t, t, &script), way);
+        let (out, err) = text(&o);
+        assert_eq!(err, "", "{way}");
+        assert_eq!(out, want, "{way}");
+        seen.push(way);
+    }
+    assert!(!seen.is_empty());
+}

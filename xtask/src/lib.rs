@@ -116,7 +116,105 @@ pub fn fill_wrappers(text: &str) -> io::Result<String> {
     // Last, so it wins, and always there: `local -x` with no word at all
     // (nothing set) would list the exported locals on stdout.
     let _ = writeln!(zsh, " \\\n        \"FFKIT_FN_LOG_DIR=$_ffkit_l\"");
-    fill_block(&text, "env-forward-zsh", "    ", &zsh)
+    let text = fill_block(&text, "env-forward-zsh", "    ", &zsh)?;
+    fill_block(&text, "env-odd", "", &env_odd())
+}
+
+/// The body of `_ffkit_env_odd`, between the `env-odd` markers: the
+/// variables of [`ENV_VARS`] that `export NAME` (bash) or `local -hx
+/// NAME="$NAME"` (zsh) would not hand the binary as `$NAME` reads them
+/// (docs/shell.md, "Variables"): in bash 4.4+ an indexed or associative
+/// array (bash exports no array) and a nameref (`export` exports its
+/// target), each given as `NAME=${NAME}` (element 0, key "0", the
+/// target's value) in `_ffkit_o` when that is set; in zsh an association
+/// (whose `$NAME` is any one of its values), given as its key "0" in
+/// `_ffkit_o`, or in `_ffkit_u` when it has none. One `[[ ]]` over every
+/// name first, so that a call without such a variable pays no loop.
+fn env_odd() -> String {
+    let names: Vec<&str> = ENV_VARS.iter().map(|v| v.name).collect();
+    let each = |f: &dyn Fn(&str) -> String| names.iter().map(|n| f(n)).collect::<Vec<_>>();
+    let mut b = String::from(
+        "_ffkit_env_odd() {\n    local _ffkit_n=''\n    if [[ -n ${ZSH_VERSION-} ]]; then\n",
+    );
+    b.push_str(&packed(
+        "        _ffkit_n=",
+        "        _ffkit_n+=",
+        "",
+        &each(&|n| format!("${{parameters[{n}]-}}")),
+        "",
+    ));
+    b.push_str("        [[ $_ffkit_n == *association* ]] || return 1\n");
+    b.push_str(&packed(
+        "        for _ffkit_n in ",
+        "            ",
+        " \\",
+        &each(&|n| format!("{n} ")),
+        "; do",
+    ));
+    b.push_str(concat!(
+        "            [[ ${parameters[$_ffkit_n]-} == association* ]] || continue\n",
+        "            if eval \"[[ -n \\${${_ffkit_n}[0]+set} ]]\"; then\n",
+        "                eval \"_ffkit_o+=(\\\"\\$_ffkit_n=\\${${_ffkit_n}[0]}\\\")\"\n",
+        "            else\n",
+        "                _ffkit_u+=(\"$_ffkit_n\")\n",
+        "            fi\n",
+        "        done\n",
+        "        return 0\n",
+        "    fi\n",
+        "    ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 404)) || return 1\n",
+        "    # `${NAME@a}` of an unset NAME is an error under `set -u`.\n",
+        "    local - && set +u\n",
+    ));
+    b.push_str(&packed(
+        "    _ffkit_n=",
+        "    _ffkit_n+=",
+        "",
+        &each(&|n| format!("${{{n}@a}}")),
+        "",
+    ));
+    b.push_str(&packed(
+        "    [[ $_ffkit_n == *[aA]* ",
+        "        ",
+        " \\",
+        &each(&|n| format!("|| -R {n} ")),
+        " ]] || return 1",
+    ));
+    b.push_str(&packed(
+        "    for _ffkit_n in ",
+        "        ",
+        " \\",
+        &each(&|n| format!("{n} ")),
+        "; do",
+    ));
+    b.push_str(concat!(
+        "        [[ -R $_ffkit_n || ${!_ffkit_n@a} == *[aA]* ]] || continue\n",
+        "        [[ -z ${!_ffkit_n+set} ]] || _ffkit_o+=(\"$_ffkit_n=${!_ffkit_n}\")\n",
+        "    done\n",
+        "}\n",
+    ));
+    b
+}
+
+/// `parts` packed into lines of at most 76 columns (a part is never
+/// split): the first line starts with `first`, each further one with
+/// `rest`, and every line but the last ends with `cont` (` \` for a
+/// continued command, empty for lines that are statements of their own).
+/// `tail` ends the last line. Each line ends in a newline; trailing
+/// blanks are trimmed.
+fn packed(first: &str, rest: &str, cont: &str, parts: &[String], tail: &str) -> String {
+    let mut out = String::new();
+    let mut line = first.to_string();
+    let mut empty = true;
+    for p in parts {
+        if !empty && line.len() + p.len() + cont.len() > 76 {
+            let _ = writeln!(out, "{}{cont}", line.trim_end());
+            line = rest.to_string();
+        }
+        line.push_str(p);
+        empty = false;
+    }
+    let _ = writeln!(out, "{}{tail}", line.trim_end());
+    out
 }
 
 /// Replaces what stands between `# BEGIN GENERATED:NAME` and its END line

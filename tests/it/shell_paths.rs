@@ -1216,3 +1216,87 @@ fn a_variable_means_what_dollar_name_reads_on_every_path() {
     }
     assert!(!seen.is_empty());
 }
+
+/// Brief finding: a trap that asks for the very lock its shell is waiting
+/// for (`trap 'acquire_critical_lock X' USR1` fired during
+/// `acquire_critical_lock X`) got 5 from the builtin and zsh (which run
+/// the trap once the wait is over: the shell holds X by then) but, with
+/// `FFKIT_BUILTIN=off`, whose bash runs the trap inside its `wait`, a
+/// second waiter of the same shell that waited for its own shell until
+/// LOCK_TIMEOUT and answered 6. Now the fallback's trap waits for the
+/// waiting call's waiter first, and the binary's wait refuses once the
+/// lock is its shell's (lock::fd::acquire): 5 with the same line on every
+/// path, long before LOCK_TIMEOUT. The signal goes out only once the
+/// waiting call said it waits (`FF_DEBUG=true`'s waiting line), and the
+/// holder lets go only once it was sent.
+#[test]
+fn a_trap_asking_for_the_lock_its_shell_waits_for_is_5_on_every_path() {
+    let mut seen = Vec::new();
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "( acquire_critical_lock X && : >held && n=0 && until [ -e sent ] || [ $n -ge 6000 ]; do sleep 0.01; n=$((n + 1)); done ) &\n\
+                      until [ -e held ]; do sleep 0.01; done\n\
+                      trap 'FF_DEBUG=false acquire_critical_lock X 2>>trap.err; echo \"t=$?\"' USR1\n\
+                      me=$$\n\
+                      ( until grep -qs 'waiting for lock' w; do sleep 0.01; done; kill -USR1 \"$me\"; : >sent ) &\n\
+                      start=$SECONDS\n\
+                      FF_DEBUG=true LOCK_TIMEOUT=20 acquire_critical_lock X 2>w; echo \"X=$?\"\n\
+                      [ $((SECONDS - start)) -lt 15 ] || echo 'waited for the timeout'\n\
+                      wait\n\
+                      sed \"s|$PWD|D|; s/pid [0-9]*/pid P/\" trap.err\n\
+                      release_critical_lock X; echo \"r=$?\"\n\
+                      release_critical_lock X 2>/dev/null; echo \"r2=$?\"";
+        let (out, err) = text(&output_within(sh(way, t, t, script), way));
+        assert_eq!(err, "", "{way}");
+        assert_eq!(
+            out,
+            "t=5\nX=0\nffkit.bash: acquire_critical_lock: D/.flowforge/locks/X.lock: already held by this owner (pid P); release it first\nr=0\nr2=4\n",
+            "{way}"
+        );
+        seen.push(way);
+    }
+    assert!(!seen.is_empty());
+}
+
+/// The binary's half of the finding above, alone: a fallback waiter
+/// (`lock-acquire --function F --fd N NAME`) whose shell takes NAME
+/// through another descriptor while it waits refuses at its next look
+/// (5, the same line) instead of waiting for its own shell until the
+/// timeout. Its waiter is stopped (SIGSTOP, our own child and its
+/// helper) while the holder lets go and the shell takes the lock, so
+/// the shell, not the waiter, gets it.
+#[test]
+fn a_fallback_waiter_refuses_once_its_shell_took_the_lock_meanwhile() {
+    if !crate::util::have("pgrep") {
+        crate::util::skip("pgrep not installed");
+        return;
+    }
+    for way in ["builtin", "fallback"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "( acquire_critical_lock X && : >held && n=0 && until [ -e go ] || [ $n -ge 6000 ]; do sleep 0.01; n=$((n + 1)); done ) & hp=$!\n\
+                      until [ -e held ]; do sleep 0.01; done\n\
+                      exec {b}<.flowforge/locks/X.lock\n\
+                      start=$SECONDS\n\
+                      FF_DEBUG=true \"$FFKIT_BIN\" lock-acquire -w 20 --function acquire_critical_lock --fd \"$b\" -- X 2>w & w=$!\n\
+                      h=; until grep -qs 'waiting for lock' w && h=$(pgrep -P \"$w\"); do sleep 0.01; done\n\
+                      kill -STOP \"$w\" $h\n\
+                      : >go; wait \"$hp\"\n\
+                      acquire_critical_lock X; echo \"a=$?\"\n\
+                      kill -CONT $h \"$w\"\n\
+                      wait \"$w\"; echo \"w=$?\"\n\
+                      [ $((SECONDS - start)) -lt 15 ] || echo 'waited for the timeout'\n\
+                      grep -v -e 'waiting for lock' -e ' debug: ' w | sed \"s|$PWD|D|; s/pid [0-9]*/pid P/\"\n\
+                      release_critical_lock X; echo \"r=$?\"";
+        let (out, err) = text(&output_within(sh(way, t, t, script), way));
+        assert_eq!(err, "", "{way}");
+        assert_eq!(
+            out,
+            "a=0\nw=5\nffkit.bash: acquire_critical_lock: D/.flowforge/locks/X.lock: already held by this owner (pid P); release it first\nr=0\n",
+            "{way}"
+        );
+    }
+}

@@ -1300,3 +1300,56 @@ fn a_fallback_waiter_refuses_once_its_shell_took_the_lock_meanwhile() {
         );
     }
 }
+
+/// Brief finding: a setting changed between the acquisition and the
+/// release. `LOCK_OLD_LIBRARY=present` set only for the release deleted
+/// the lock file on the fallback (its binary reads it at the release) and
+/// kept it with the builtin (which used the value of the acquisition);
+/// and a relative `FFKIT_LOCK_DIR` followed by a `cd` made the builtin
+/// release the first dir's lock from the other dir, while the fallback
+/// refused with the closed-descriptor line and then lost the lock. Now
+/// every path reads each setting at the call (the release deletes the
+/// file), and a relative lock dir is the current dir's, made absolute
+/// (`namespace::Namespace::lock_dir`): from the other dir it names
+/// another lock (4, "not held by this shell"), from the first one it
+/// releases (0). A lock dir or developer changed for the release names
+/// another file too.
+#[test]
+fn a_setting_changed_between_acquire_and_release_gets_one_answer_on_every_path() {
+    let mut seen = Vec::new();
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "top=$PWD; r() { local n=$1; shift; \"$@\" 2>\"$top/e\"; local rc=$?; printf '%s\\n' \"$n=$rc $(sed \"s|$top|D|\" \"$top/e\")\"; }\n\
+                      r a acquire_critical_lock o; r r eval 'LOCK_OLD_LIBRARY=present release_critical_lock o'\n\
+                      [ -e .flowforge/locks/o.lock ] && echo kept || echo deleted\n\
+                      r a eval 'LOCK_OLD_LIBRARY=present acquire_critical_lock p'; r r release_critical_lock p\n\
+                      [ -e .flowforge/locks/p.lock ] && echo kept || echo deleted\n\
+                      mkdir sub\n\
+                      r a eval 'FFKIT_LOCK_DIR=rl acquire_critical_lock q'\n\
+                      cd sub; r sub eval 'FFKIT_LOCK_DIR=rl release_critical_lock q'; cd ..\n\
+                      r here eval 'FFKIT_LOCK_DIR=rl release_critical_lock q'\n\
+                      r a eval 'FFKIT_LOCK_DIR=$PWD/la acquire_critical_lock v'\n\
+                      r other eval 'FFKIT_LOCK_DIR=$PWD/lb release_critical_lock v'\n\
+                      r same eval 'FFKIT_LOCK_DIR=$PWD/la release_critical_lock v'\n\
+                      r a eval 'FLOWFORGE_DEVELOPER=alice acquire_critical_lock v'\n\
+                      r other eval 'FLOWFORGE_DEVELOPER=bob release_critical_lock v'\n\
+                      r same eval 'FLOWFORGE_DEVELOPER=alice release_critical_lock v'";
+        let (out, err) = text(&output_within(sh(way, t, t, script), way));
+        assert_eq!(err, "", "{way}");
+        assert_eq!(
+            out,
+            "a=0 \nr=0 \ndeleted\na=0 \nr=0 \nkept\na=0 \n\
+             sub=4 ffkit.bash: release_critical_lock: D/sub/rl/q.lock: not held by this shell\n\
+             here=0 \na=0 \n\
+             other=4 ffkit.bash: release_critical_lock: D/lb/v.lock: not held by this shell\n\
+             same=0 \na=0 \n\
+             other=4 ffkit.bash: release_critical_lock: D/.flowforge/dev-bob/locks/v.lock: not held by this shell\n\
+             same=0 \n",
+            "{way}"
+        );
+        seen.push(way);
+    }
+    assert!(!seen.is_empty());
+}

@@ -230,29 +230,20 @@ _ffkit_exec() {
 # `[[ ]]`, when there is none (xtask's env_odd says which).
 # BEGIN GENERATED:env-odd
 # From config::ENV_VARS by `cargo xtask gen`; do not edit.
+# shellcheck disable=SC2296 # -- zsh's ${(t)NAME}, in zsh's branch alone
 _ffkit_env_odd() {
     local _ffkit_n=''
     if [[ -n ${ZSH_VERSION-} ]]; then
-        _ffkit_n=${parameters[CACHE_SIZE_TRACKING]-}
-        _ffkit_n+=${parameters[LOCK_BACKOFF_STRATEGY]-}
-        _ffkit_n+=${parameters[LOCK_TIMEOUT]-}
-        _ffkit_n+=${parameters[CACHE_PERF_MONITORING]-}
-        _ffkit_n+=${parameters[CACHE_PERF_METRICS]-}
-        _ffkit_n+=${parameters[FLOWFORGE_DEVELOPER]-}
-        _ffkit_n+=${parameters[FF_DEBUG]-}${parameters[FFKIT_CACHE_DIR]-}
-        _ffkit_n+=${parameters[FFKIT_LOCK_DIR]-}
-        _ffkit_n+=${parameters[LOCK_BACKOFF_INITIAL]-}
-        _ffkit_n+=${parameters[LOCK_BACKOFF_MAX]-}
-        _ffkit_n+=${parameters[LOCK_STALE_AFTER]-}
-        _ffkit_n+=${parameters[LOCK_OLD_LIBRARY]-}
-        _ffkit_n+=${parameters[CACHE_PERF_MAX_BYTES]-}
-        _ffkit_n+=${parameters[FFKIT_BACKEND]-}
-        _ffkit_n+=${parameters[FFKIT_BACKEND_TIMEOUT]-}
-        _ffkit_n+=${parameters[FFKIT_BACKEND_CA]-}
-        _ffkit_n+=${parameters[FFKIT_LOCK_LEASE]-}
-        _ffkit_n+=${parameters[XDG_CACHE_HOME]-}
-        _ffkit_n+=${parameters[XDG_RUNTIME_DIR]-}${parameters[SHELL]-}
-        _ffkit_n+=${parameters[HOME]-}
+        _ffkit_n=${(t)CACHE_SIZE_TRACKING}${(t)LOCK_BACKOFF_STRATEGY}
+        _ffkit_n+=${(t)LOCK_TIMEOUT}${(t)CACHE_PERF_MONITORING}
+        _ffkit_n+=${(t)CACHE_PERF_METRICS}${(t)FLOWFORGE_DEVELOPER}
+        _ffkit_n+=${(t)FF_DEBUG}${(t)FFKIT_CACHE_DIR}${(t)FFKIT_LOCK_DIR}
+        _ffkit_n+=${(t)LOCK_BACKOFF_INITIAL}${(t)LOCK_BACKOFF_MAX}
+        _ffkit_n+=${(t)LOCK_STALE_AFTER}${(t)LOCK_OLD_LIBRARY}
+        _ffkit_n+=${(t)CACHE_PERF_MAX_BYTES}${(t)FFKIT_BACKEND}
+        _ffkit_n+=${(t)FFKIT_BACKEND_TIMEOUT}${(t)FFKIT_BACKEND_CA}
+        _ffkit_n+=${(t)FFKIT_LOCK_LEASE}${(t)XDG_CACHE_HOME}
+        _ffkit_n+=${(t)XDG_RUNTIME_DIR}${(t)SHELL}${(t)HOME}
         [[ $_ffkit_n == *association* ]] || return 1
         for _ffkit_n in CACHE_SIZE_TRACKING LOCK_BACKOFF_STRATEGY \
             LOCK_TIMEOUT CACHE_PERF_MONITORING CACHE_PERF_METRICS \
@@ -261,7 +252,7 @@ _ffkit_env_odd() {
             LOCK_OLD_LIBRARY CACHE_PERF_MAX_BYTES FFKIT_BACKEND \
             FFKIT_BACKEND_TIMEOUT FFKIT_BACKEND_CA FFKIT_LOCK_LEASE \
             XDG_CACHE_HOME XDG_RUNTIME_DIR SHELL HOME; do
-            [[ ${parameters[$_ffkit_n]-} == association* ]] || continue
+            [[ ${(Pt)_ffkit_n} == association* ]] || continue
             if eval "[[ -n \${${_ffkit_n}[0]+set} ]]"; then
                 eval "_ffkit_o+=(\"\$_ffkit_n=\${${_ffkit_n}[0]}\")"
             else

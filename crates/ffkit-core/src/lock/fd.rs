@@ -505,15 +505,17 @@ pub fn acquire(
 /// The one same-owner check of an acquisition on `fd` by `owner` of the
 /// lock on `path`: `owner` holds that lock already through another of its
 /// descriptors, so waiting would wait for itself. Its holder record
-/// (`record`: the file opened through `fd`, else opened here) names
+/// (read through `record`, a readable descriptor of the file, else
+/// through the file opened again here) names
 /// `owner` and another descriptor still open on the file
 /// ([`super::already_held`]); or, with `copies` (the shell functions'
 /// descriptors), a marked copy of one of its lock descriptors holds it
 /// ([`function_copy`], [`held_through_copy`]). Asked before locking, when
-/// the lock is found busy, and at every slice of a wait.
+/// the lock is found busy, and at every slice of a wait; the builtin's
+/// in-process acquisition asks it too ([`acquire_in_process`]).
 fn owner_holds_elsewhere(
     fd: RawFd,
-    record: Option<&File>,
+    record: Option<BorrowedFd<'_>>,
     path: &Path,
     owner: u32,
     copies: bool,
@@ -523,7 +525,7 @@ fn owner_holds_elsewhere(
         Some(f) => Some(f),
         None => {
             opened = reopen(fd).ok();
-            opened.as_ref()
+            opened.as_ref().map(AsFd::as_fd)
         }
     };
     let id = identity(fd).ok();
@@ -588,22 +590,13 @@ pub fn acquire_in_process(
     let got = if free {
         Ok(std::time::Duration::ZERO)
     } else {
-        if let Some(mine) = record
-            && let Some(rec) = holder::read_from(b)
-            && rec.pid == mine.pid
-            && !(rec.kind == KIND_FD && rec.fd == Some(fd))
-            && let Ok((dev, ino)) = identity(fd)
-            && rec.holds_kernel_lock(dev, ino)
-        {
-            return Err(super::already_held(path.display(), mine.pid));
-        }
-        // Held through a copy the script made of one of this shell's lock
+        // Held by this shell through another descriptor (its record), or
+        // through a copy the script made of one of this shell's lock
         // descriptors (`exec {d}>&N`): it would wait for itself.
         if let Some(mine) = record
-            && let Ok((dev, ino)) = identity(fd)
-            && let Some(copy) = function_copy(dev, ino, mine.pid, fd)
+            && let Some(e) = owner_holds_elsewhere(fd, Some(b), path, mine.pid, true)
         {
-            return Err(held_through_copy(path, mine.pid, copy));
+            return Err(e);
         }
         let wait = deadline.map_or(super::Wait::Forever, super::Wait::Until);
         kernel::lock_fd(fd, kind, method, wait, interrupted, on_wait)
@@ -666,7 +659,7 @@ fn acquire_with(
     };
     // The same owner through another descriptor would wait for itself.
     if let (Some(f), Some(p)) = (&record, path)
-        && let Some(e) = owner_holds_elsewhere(fd, Some(f), p, owner, false)
+        && let Some(e) = owner_holds_elsewhere(fd, Some(f.as_fd()), p, owner, false)
     {
         return Err(e);
     }

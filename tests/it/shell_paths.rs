@@ -1335,8 +1335,18 @@ fn a_setting_changed_between_acquire_and_release_gets_one_answer_on_every_path()
                       r same eval 'FFKIT_LOCK_DIR=$PWD/la release_critical_lock v'\n\
                       r a eval 'FLOWFORGE_DEVELOPER=alice acquire_critical_lock v'\n\
                       r other eval 'FLOWFORGE_DEVELOPER=bob release_critical_lock v'\n\
-                      r same eval 'FLOWFORGE_DEVELOPER=alice release_critical_lock v'";
-        let (out, err) = text(&output_within(sh(way, t, t, script), way));
+                      r same eval 'FLOWFORGE_DEVELOPER=alice release_critical_lock v'\n\
+                      cd \"$O\"; mkdir -p sub; ln=pathdiv-$$\n\
+                      r xa eval 'XDG_RUNTIME_DIR=rr acquire_critical_lock $ln'; cd sub\n\
+                      r xsub eval 'LOCK_OLD_LIBRARY=present XDG_RUNTIME_DIR=rr release_critical_lock $ln'; cd ..\n\
+                      r xhere eval 'XDG_RUNTIME_DIR=rr release_critical_lock $ln 2>/dev/null'";
+        // Outside any repository, a relative XDG_RUNTIME_DIR is ignored:
+        // the per-user dir, one file from both dirs (deleted by the
+        // release, LOCK_OLD_LIBRARY=present: nothing is left there).
+        let out_dir = tempfile::tempdir().unwrap();
+        let mut c = sh(way, t, t, script);
+        c.env("O", out_dir.path());
+        let (out, err) = text(&output_within(c, way));
         assert_eq!(err, "", "{way}");
         assert_eq!(
             out,
@@ -1346,7 +1356,7 @@ fn a_setting_changed_between_acquire_and_release_gets_one_answer_on_every_path()
              other=4 ffkit.bash: release_critical_lock: D/lb/v.lock: not held by this shell\n\
              same=0 \na=0 \n\
              other=4 ffkit.bash: release_critical_lock: D/.flowforge/dev-bob/locks/v.lock: not held by this shell\n\
-             same=0 \n",
+             same=0 \nxa=0 \nxsub=0 \nxhere=4 \n",
             "{way}"
         );
         seen.push(way);

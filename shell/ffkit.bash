@@ -139,8 +139,43 @@ _ffkit_run() {
 # started directly inherits ignored (and bash's subshell keeps), so
 # `cache_command`'s command lost them.
 _ffkit_zrun() {
-    local _ffkit_l=$1 _ffkit_s=$2 _ffkit_d=$3
+    local _ffkit_l=$1 _ffkit_s=$2 _ffkit_d=$3 _ffkit_n='' _ffkit_o=() _ffkit_u=()
     shift 3
+    # An association among them, read before the copies below hide it:
+    # its key 0 in _ffkit_o, or its name in _ffkit_u when it has none.
+    # BEGIN GENERATED:env-odd-zsh
+    # From config::ENV_VARS by `cargo xtask gen`; do not edit.
+    # shellcheck disable=SC2296 # -- zsh's ${(t)NAME}: this is zsh's function
+    {
+        _ffkit_n=${(t)CACHE_SIZE_TRACKING}${(t)LOCK_BACKOFF_STRATEGY}
+        _ffkit_n+=${(t)LOCK_TIMEOUT}${(t)CACHE_PERF_MONITORING}
+        _ffkit_n+=${(t)CACHE_PERF_METRICS}${(t)FLOWFORGE_DEVELOPER}
+        _ffkit_n+=${(t)FF_DEBUG}${(t)FFKIT_CACHE_DIR}${(t)FFKIT_LOCK_DIR}
+        _ffkit_n+=${(t)LOCK_BACKOFF_INITIAL}${(t)LOCK_BACKOFF_MAX}
+        _ffkit_n+=${(t)LOCK_STALE_AFTER}${(t)LOCK_OLD_LIBRARY}
+        _ffkit_n+=${(t)CACHE_PERF_MAX_BYTES}${(t)FFKIT_BACKEND}
+        _ffkit_n+=${(t)FFKIT_BACKEND_TIMEOUT}${(t)FFKIT_BACKEND_CA}
+        _ffkit_n+=${(t)FFKIT_LOCK_LEASE}${(t)XDG_CACHE_HOME}
+        _ffkit_n+=${(t)XDG_RUNTIME_DIR}${(t)SHELL}${(t)HOME}
+        if [[ $_ffkit_n == *association* ]]; then
+            for _ffkit_n in CACHE_SIZE_TRACKING LOCK_BACKOFF_STRATEGY \
+                LOCK_TIMEOUT CACHE_PERF_MONITORING CACHE_PERF_METRICS \
+                FLOWFORGE_DEVELOPER FF_DEBUG FFKIT_CACHE_DIR \
+                FFKIT_LOCK_DIR LOCK_BACKOFF_INITIAL LOCK_BACKOFF_MAX \
+                LOCK_STALE_AFTER LOCK_OLD_LIBRARY CACHE_PERF_MAX_BYTES \
+                FFKIT_BACKEND FFKIT_BACKEND_TIMEOUT FFKIT_BACKEND_CA \
+                FFKIT_LOCK_LEASE XDG_CACHE_HOME XDG_RUNTIME_DIR SHELL \
+                HOME; do
+                [[ ${(Pt)_ffkit_n} == association* ]] || continue
+                if eval "[[ -n \${${_ffkit_n}[0]+set} ]]"; then
+                    eval "_ffkit_o+=(\"\$_ffkit_n=\${${_ffkit_n}[0]}\")"
+                else
+                    _ffkit_u+=("$_ffkit_n")
+                fi
+            done
+        fi
+    }
+    # END GENERATED:env-odd-zsh
     # One statement, each name's word present only when the name is set
     # (`builtin`: zsh's reserved-word `local` would not parse them), and
     # FFKIT_FN_LOG_DIR the caller's cache dir LOG.
@@ -171,6 +206,8 @@ _ffkit_zrun() {
         ${HOME+"HOME=$HOME"} \
         "FFKIT_FN_LOG_DIR=$_ffkit_l"
     # END GENERATED:env-forward-zsh
+    [[ ${#_ffkit_o[@]} -eq 0 ]] || builtin local -hx "${_ffkit_o[@]}"
+    [[ ${#_ffkit_u[@]} -eq 0 ]] || builtin unset "${_ffkit_u[@]}"
     [[ $_ffkit_s != 1 ]] || local -x FLOWFORGE_DEVELOPER="$_ffkit_d"
     "${FFKIT_BIN:-ffkit}" "$@"
 }
@@ -182,7 +219,7 @@ _ffkit_zrun() {
 # _ffkit_run's subshell, or an asynchronous command (_ffkit_lock_on_fd),
 # where the binary is then the shell's own child.
 _ffkit_exec() {
-    local _ffkit_l=$1 _ffkit_s=$2 _ffkit_d=$3
+    local _ffkit_l=$1 _ffkit_s=$2 _ffkit_d=$3 _ffkit_n='' _ffkit_v='' _ffkit_o=() _ffkit_e=()
     shift 3
     {
         # BEGIN GENERATED:env-forward
@@ -196,14 +233,66 @@ _ffkit_exec() {
             SHELL HOME
         # END GENERATED:env-forward
     }
+    # An array or a nameref among them (bash exports no array, and
+    # `export` of a nameref exports its target): each is handed on as
+    # `$NAME` reads it (element 0, or the target's value) by a local
+    # exported copy, or by env(1) when it is readonly (docs/shell.md,
+    # "Variables"). The block (xtask's env_odd_bash) lists them in
+    # _ffkit_o, at the cost of one `[[ ]]` when there is none.
+    # BEGIN GENERATED:env-odd
+    # From config::ENV_VARS by `cargo xtask gen`; do not edit.
+    if ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 404)); then
+        set +u
+        _ffkit_n=${CACHE_SIZE_TRACKING@a}${LOCK_BACKOFF_STRATEGY@a}
+        _ffkit_n+=${LOCK_TIMEOUT@a}${CACHE_PERF_MONITORING@a}
+        _ffkit_n+=${CACHE_PERF_METRICS@a}${FLOWFORGE_DEVELOPER@a}
+        _ffkit_n+=${FF_DEBUG@a}${FFKIT_CACHE_DIR@a}${FFKIT_LOCK_DIR@a}
+        _ffkit_n+=${LOCK_BACKOFF_INITIAL@a}${LOCK_BACKOFF_MAX@a}
+        _ffkit_n+=${LOCK_STALE_AFTER@a}${LOCK_OLD_LIBRARY@a}
+        _ffkit_n+=${CACHE_PERF_MAX_BYTES@a}${FFKIT_BACKEND@a}
+        _ffkit_n+=${FFKIT_BACKEND_TIMEOUT@a}${FFKIT_BACKEND_CA@a}
+        _ffkit_n+=${FFKIT_LOCK_LEASE@a}${XDG_CACHE_HOME@a}
+        _ffkit_n+=${XDG_RUNTIME_DIR@a}${SHELL@a}${HOME@a}
+        if [[ $_ffkit_n == *[aA]* || -R CACHE_SIZE_TRACKING \
+            || -R LOCK_BACKOFF_STRATEGY || -R LOCK_TIMEOUT \
+            || -R CACHE_PERF_MONITORING || -R CACHE_PERF_METRICS \
+            || -R FLOWFORGE_DEVELOPER || -R FF_DEBUG \
+            || -R FFKIT_CACHE_DIR || -R FFKIT_LOCK_DIR \
+            || -R LOCK_BACKOFF_INITIAL || -R LOCK_BACKOFF_MAX \
+            || -R LOCK_STALE_AFTER || -R LOCK_OLD_LIBRARY \
+            || -R CACHE_PERF_MAX_BYTES || -R FFKIT_BACKEND \
+            || -R FFKIT_BACKEND_TIMEOUT || -R FFKIT_BACKEND_CA \
+            || -R FFKIT_LOCK_LEASE || -R XDG_CACHE_HOME \
+            || -R XDG_RUNTIME_DIR || -R SHELL || -R HOME ]]; then
+            for _ffkit_n in CACHE_SIZE_TRACKING LOCK_BACKOFF_STRATEGY \
+                LOCK_TIMEOUT CACHE_PERF_MONITORING CACHE_PERF_METRICS \
+                FLOWFORGE_DEVELOPER FF_DEBUG FFKIT_CACHE_DIR \
+                FFKIT_LOCK_DIR LOCK_BACKOFF_INITIAL LOCK_BACKOFF_MAX \
+                LOCK_STALE_AFTER LOCK_OLD_LIBRARY CACHE_PERF_MAX_BYTES \
+                FFKIT_BACKEND FFKIT_BACKEND_TIMEOUT FFKIT_BACKEND_CA \
+                FFKIT_LOCK_LEASE XDG_CACHE_HOME XDG_RUNTIME_DIR SHELL \
+                HOME; do
+                [[ -R $_ffkit_n || ${!_ffkit_n@a} == *[aA]* ]] || continue
+                [[ -z ${!_ffkit_n+set} ]] || _ffkit_o+=("$_ffkit_n=${!_ffkit_n}")
+            done
+        fi
+    fi
+    # END GENERATED:env-odd
+    for _ffkit_v in ${_ffkit_o[@]+"${_ffkit_o[@]}"}; do
+        { local -x "$_ffkit_v"; } 2>/dev/null || _ffkit_e+=("$_ffkit_v")
+    done
     export FFKIT_FN_LOG_DIR="$_ffkit_l"
     if [[ $_ffkit_s == 1 ]] && ! { export FLOWFORGE_DEVELOPER="$_ffkit_d"; } 2>/dev/null; then
         # The script made FLOWFORGE_DEVELOPER readonly (bash cannot assign
         # it, not even in this subshell): env(1) gives the binary DEV.
-        exec env "FLOWFORGE_DEVELOPER=$_ffkit_d" "${FFKIT_BIN:-ffkit}" "$@"
+        _ffkit_e+=("FLOWFORGE_DEVELOPER=$_ffkit_d")
+    fi
+    if [[ ${#_ffkit_e[@]} -gt 0 ]]; then
+        exec env "${_ffkit_e[@]}" "${FFKIT_BIN:-ffkit}" "$@"
     fi
     exec "${FFKIT_BIN:-ffkit}" "$@"
 }
+
 
 # _ffkit_ns FUNCTION DEV_ID [critical|session NAME]: sets _ffkit_dir (the
 # cache dir: DEV_ID's namespace's, or the caller's for an empty DEV_ID),
@@ -599,7 +688,18 @@ _ffkit_lock_take() {
 # signals (CHLD, USR1 ...) run their trap and the wait goes on. With job
 # control (`set -m`) or in zsh the waiter runs in the foreground, as a
 # terminal's Ctrl-C reaches it there.
+# A trap that runs while such a wait goes on (bash runs it inside `wait`)
+# and asks for the very file this shell waits for waits first for that
+# waiter to end (_ffkit_wpid/_ffkit_wfile, the waiting call's, read before
+# this call's own locals hide them): as with the builtin and zsh, which run
+# the trap once the wait is over, the waiting call gets the lock and the
+# trap's is refused (5, this shell holds it), instead of two waiters of one
+# shell racing for it. Should the trap's wait be cut short, the binary
+# still refuses once the lock is this shell's (lock::fd::acquire).
 _ffkit_lock_on_fd() {
+    if [[ -n ${_ffkit_wpid-} ]] && [ "${_ffkit_wfile-}" = "$_ffkit_file" ]; then
+        wait "$_ffkit_wpid" 2>/dev/null || :
+    fi
     local _ffkit_q=--quiet-wait _ffkit_w='' _ffkit_st=0
     # FF_DEBUG=true: the binary's waiting line too.
     [[ ${FF_DEBUG-} != true ]] || _ffkit_q=
@@ -616,6 +716,7 @@ _ffkit_lock_on_fd() {
         _ffkit_exec "$_ffkit_log" 0 '' lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
     fi
     _ffkit_w=$!
+    local _ffkit_wpid=$_ffkit_w _ffkit_wfile=$_ffkit_file
     while :; do
         _ffkit_st=0
         wait "$_ffkit_w" || _ffkit_st=$?

@@ -55,8 +55,6 @@ struct Entry {
     pid: rustix::process::Pid,
     dev: u64,
     ino: u64,
-    /// `LOCK_OLD_LIBRARY=present` when taken: the release deletes the file.
-    follow: bool,
 }
 
 /// The table. bash is single-threaded and the builtin never forks while it
@@ -402,7 +400,6 @@ pub fn acquire(
                 pid: me,
                 dev: ident.0,
                 ino: ident.1,
-                follow: rule.follow,
             });
             if cfg.debug {
                 errln!(
@@ -455,6 +452,10 @@ pub fn release(path: &Path, cfg: &Config) -> Result<()> {
     };
     let e = t.swap_remove(i);
     drop(t);
+    // `LOCK_OLD_LIBRARY` as the shell has it now, at the release, as the
+    // fallback's `lock-release` reads it: set between the acquisition and
+    // the release, it decides (the file deleted or kept) on every path.
+    let follow = compat::Rule::of(cfg).follow;
     hostfd::fork_keeps(e.fd.as_raw_fd());
     // (With the file's length, which the release's free line covers,
     // without a fstat: the record this shell wrote, or a longer one of a
@@ -472,28 +473,28 @@ pub fn release(path: &Path, cfg: &Config) -> Result<()> {
         // fallback's verdict and line (the core's).
         let raw = e.fd.as_raw_fd();
         std::mem::forget(e.fd);
-        return fd::release_through_copy(raw, path, (e.dev, e.ino), owner, e.follow);
+        return fd::release_through_copy(raw, path, (e.dev, e.ino), owner, follow);
     };
     // Clears the record (or deletes the file) while still exclusive, then
     // unlocks.
     let done = fd::release_in_process(
         e.fd.as_raw_fd(),
         Method::Flock,
-        e.follow.then_some(path),
+        follow.then_some(path),
         Some(now.size),
         Some(owner),
     );
     match done? {
         // The file stays (it was not deleted): its descriptor is kept for
         // the next acquisition.
-        Ok(()) if !e.follow => keep_idle(e),
+        Ok(()) if !follow => keep_idle(e),
         Ok(()) => drop(e.fd),
         // The script opened the lock's own file on the number: as a
         // descriptor closed or opened on another file above.
         Err(fd::NotHeld::Reopened) => {
             let raw = e.fd.as_raw_fd();
             std::mem::forget(e.fd);
-            return fd::release_through_copy(raw, path, (e.dev, e.ino), owner, e.follow);
+            return fd::release_through_copy(raw, path, (e.dev, e.ino), owner, follow);
         }
         // Released behind the shell's back (`lock-release --force`),
         // whether the name is free now or another process holds it: exit 4,

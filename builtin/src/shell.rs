@@ -67,6 +67,7 @@ struct Bucket {
 
 unsafe extern "C" {
     fn find_variable(name: *const c_char) -> *mut ShellVar;
+    fn get_variable_value(var: *mut ShellVar) -> *const c_char;
     fn legal_identifier(name: *const c_char) -> c_int;
     fn bind_variable(name: *const c_char, value: *const c_char, flags: c_int) -> *mut ShellVar;
     fn bind_global_variable(
@@ -103,34 +104,48 @@ unsafe extern "C" {
     ) -> *mut ShellVar;
 }
 
-/// The value of shell variable `name` (exported or not, a one-command
-/// assignment `VAR=x ffkit …` included), or `None` when it is unset, an
-/// array, or declared without a value.
+/// The value of shell variable `name` as `$name` reads it (exported or
+/// not, a one-command assignment `VAR=x ffkit …` included, a nameref read
+/// through to its target): an indexed array's element 0 and an
+/// associative array's key `0`, as the fallback and the old library read
+/// them (docs/shell.md, "Variables"); `None` when that is unset, or the
+/// variable is declared without a value.
 pub fn var(name: &str) -> Option<OsString> {
     // Every call reads about twenty variables (each validated on every
     // call: docs/shell.md, "Bad settings"), most of them unset: the
     // lookup is [`lookup`]'s, and a value is copied only when there is one.
     let v = lookup(name)?;
     // SAFETY: `v` is bash's variable, valid until the next assignment; the
-    // value is copied out at once.
+    // value is copied out at once. `get_variable_value` is bash's own
+    // reading of `$name` (variables.c), called only for an array.
     unsafe {
         let attrs = (*v).attributes;
-        if attrs & (ATT_ARRAY | ATT_ASSOC | ATT_INVISIBLE) != 0 || (*v).value.is_null() {
+        if attrs & ATT_INVISIBLE != 0 {
+            return None;
+        }
+        let value = if attrs & (ATT_ARRAY | ATT_ASSOC) != 0 {
+            get_variable_value(v)
+        } else {
+            (*v).value
+        };
+        if value.is_null() {
             return None;
         }
         Some(OsString::from_vec(
-            CStr::from_ptr((*v).value).to_bytes().to_vec(),
+            CStr::from_ptr(value).to_bytes().to_vec(),
         ))
     }
 }
 
 /// [`var`] of a variable bash hands the commands it runs: exported, or
-/// a one-command assignment (`VAR=x ffkit …`, which bash marks exported).
+/// a one-command assignment (`VAR=x ffkit …`, which bash marks exported),
+/// and not an array (bash exports none).
 pub fn exported_var(name: &str) -> Option<OsString> {
     let v = lookup(name)?;
     // SAFETY: `v` is bash's variable, valid until the next assignment; only
     // its attribute bits are read.
-    if unsafe { (*v).attributes } & ATT_EXPORTED == 0 {
+    let attrs = unsafe { (*v).attributes };
+    if attrs & ATT_EXPORTED == 0 || attrs & (ATT_ARRAY | ATT_ASSOC) != 0 {
         return None;
     }
     var(name)

@@ -1117,3 +1117,249 @@ fn nocasematch_does_not_make_a_bad_value_a_default_on_any_path() {
         );
     }
 }
+
+/// Brief finding: a setting held in a shell array (`LOCK_TIMEOUT=(abc
+/// 5)`) was read as `$LOCK_TIMEOUT` reads it (element 0) by the old
+/// library and the fallback's own shell code, ignored by the builtin
+/// and by the fallback's binary (bash exports no array), and a nameref
+/// was read through by the builtin only (`export` exports its target).
+/// Now every function on every path reads each forwarded variable as
+/// `$NAME` reads it in bash: element 0 of an indexed array, key `0` of
+/// an associative one, a nameref's target, an integer variable's value;
+/// a variable declared without a value, or an array without element 0,
+/// is unset (the default). One oracle for all: `abc` (or `bogus`) read is
+/// exit 12, not read is 0. The binary run directly reads its environment
+/// alone: a plain shell variable is not there, an exported one is.
+#[test]
+fn a_variable_means_what_dollar_name_reads_on_every_path() {
+    // (name, setup, expected status) for bash; zsh has no namerefs, and
+    // its `typeset X` makes X set and empty (the default too).
+    let common: &[(&str, &str, i32)] = &[
+        ("array0", "LOCK_TIMEOUT=(abc 5)", 12),
+        ("array1", "LOCK_TIMEOUT=(5 abc)", 0),
+        ("int", "typeset -i LOCK_TIMEOUT=2*3", 0),
+        ("intbad", "typeset -i CACHE_SIZE_TRACKING=7", 12),
+        ("declared", "typeset LOCK_TIMEOUT", 0),
+        (
+            "local",
+            "f() { local -a LOCK_TIMEOUT=(abc); \"$@\"; }; run=f",
+            12,
+        ),
+        ("exported", "typeset -x LOCK_TIMEOUT=abc", 12),
+        ("plain", "LOCK_TIMEOUT=abc", 12),
+        ("readonly", "typeset -r LOCK_TIMEOUT=(abc 1)", 12),
+    ];
+    let bash_only: &[(&str, &str, i32)] = &[
+        ("assoc0", "declare -A LOCK_TIMEOUT=([0]=abc [k]=1)", 12),
+        ("assocnone", "declare -A LOCK_TIMEOUT=([k]=abc)", 0),
+        ("hole", "LOCK_TIMEOUT=([1]=abc)", 0),
+        ("nameref", "x=abc; declare -n LOCK_TIMEOUT=x", 12),
+        (
+            "localref",
+            "x=abc; f() { local -n LOCK_TIMEOUT=x; \"$@\"; }; run=f",
+            12,
+        ),
+        ("refarray", "a=(abc 1); declare -n LOCK_TIMEOUT=a", 12),
+        ("exparray", "declare -ax LOCK_TIMEOUT=(abc)", 12),
+        ("rdassoc", "declare -rA LOCK_TIMEOUT=([0]=abc)", 12),
+    ];
+    let zsh_only: &[(&str, &str, i32)] = &[
+        (
+            "assoc0",
+            "typeset -A LOCK_TIMEOUT; LOCK_TIMEOUT=(0 abc k 1)",
+            12,
+        ),
+        (
+            "assocnone",
+            "typeset -A LOCK_TIMEOUT; LOCK_TIMEOUT=(k abc)",
+            0,
+        ),
+    ];
+    let mut seen = Vec::new();
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let cases: Vec<_> = common
+            .iter()
+            .chain(if way == "zsh" { zsh_only } else { bash_only })
+            .collect();
+        // The namespace asked once, in the shell the cases' subshells copy.
+        let mut script = String::from(
+            "acquire_critical_lock x; release_critical_lock x; get_cache_size >/dev/null\n",
+        );
+        let mut want = String::new();
+        for (name, setup, code) in &cases {
+            // Each case in its own subshell, which ends its lock too.
+            script.push_str(&format!(
+                "( {setup}\n ${{run-}} acquire_critical_lock x 2>/dev/null; echo \"{name}=$?\" )\n"
+            ));
+            want.push_str(&format!("{name}={code}\n"));
+        }
+        // The same variables on the other functions: an array's element 0
+        // decides in get_cache_size's shell test and the builtin alike,
+        // and in record_performance_metric's.
+        script.push_str(
+            "( CACHE_SIZE_TRACKING=(bogus enabled); get_cache_size 2>/dev/null; echo \"size=$?\" )\n\
+             ( CACHE_PERF_MONITORING=(disabled enabled); CACHE_PERF_METRICS=(\"$PWD/m.csv\" x)\n\
+               record_performance_metric op 1 2; write_cache_with_metadata k v; echo \"rec=$? $([ -e m.csv ] && echo logged)\" )\n\
+             ( CACHE_PERF_METRICS=(\"$PWD/m2.csv\" x); write_cache_with_metadata k v; echo \"log=$? $([ -s m2.csv ] && echo logged)\" )\n\
+             ( CACHE_SIZE_TRACKING=bogus; \"$FFKIT_BIN\" cache-size >/dev/null 2>&1; echo \"direct-plain=$?\"\n\
+               export CACHE_SIZE_TRACKING; \"$FFKIT_BIN\" cache-size >/dev/null 2>&1; echo \"direct-exported=$?\" )\n",
+        );
+        want.push_str("size=12\nrec=0 \nlog=0 logged\ndirect-plain=0\ndirect-exported=12\n");
+        let o = output_within(sh(way, t, t, &script), way);
+        let (out, err) = text(&o);
+        assert_eq!(err, "", "{way}");
+        assert_eq!(out, want, "{way}");
+        seen.push(way);
+    }
+    assert!(!seen.is_empty());
+}
+
+/// Brief finding: a trap that asks for the very lock its shell is waiting
+/// for (`trap 'acquire_critical_lock X' USR1` fired during
+/// `acquire_critical_lock X`) got 5 from the builtin and zsh (which run
+/// the trap once the wait is over: the shell holds X by then) but, with
+/// `FFKIT_BUILTIN=off`, whose bash runs the trap inside its `wait`, a
+/// second waiter of the same shell that waited for its own shell until
+/// LOCK_TIMEOUT and answered 6. Now the fallback's trap waits for the
+/// waiting call's waiter first, and the binary's wait refuses once the
+/// lock is its shell's (lock::fd::acquire): 5 with the same line on every
+/// path, long before LOCK_TIMEOUT. The signal goes out only once the
+/// waiting call said it waits (`FF_DEBUG=true`'s waiting line), and the
+/// holder lets go only once it was sent.
+#[test]
+fn a_trap_asking_for_the_lock_its_shell_waits_for_is_5_on_every_path() {
+    let mut seen = Vec::new();
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "( acquire_critical_lock X && : >held && n=0 && until [ -e sent ] || [ $n -ge 6000 ]; do sleep 0.01; n=$((n + 1)); done ) &\n\
+                      until [ -e held ]; do sleep 0.01; done\n\
+                      trap 'FF_DEBUG=false acquire_critical_lock X 2>>trap.err; echo \"t=$?\"' USR1\n\
+                      me=$$\n\
+                      ( until grep -qs 'waiting for lock' w; do sleep 0.01; done; kill -USR1 \"$me\"; : >sent ) &\n\
+                      start=$SECONDS\n\
+                      FF_DEBUG=true LOCK_TIMEOUT=20 acquire_critical_lock X 2>w; echo \"X=$?\"\n\
+                      [ $((SECONDS - start)) -lt 15 ] || echo 'waited for the timeout'\n\
+                      wait\n\
+                      sed \"s|$PWD|D|; s/pid [0-9]*/pid P/\" trap.err\n\
+                      release_critical_lock X; echo \"r=$?\"\n\
+                      release_critical_lock X 2>/dev/null; echo \"r2=$?\"";
+        let (out, err) = text(&output_within(sh(way, t, t, script), way));
+        assert_eq!(err, "", "{way}");
+        assert_eq!(
+            out,
+            "t=5\nX=0\nffkit.bash: acquire_critical_lock: D/.flowforge/locks/X.lock: already held by this owner (pid P); release it first\nr=0\nr2=4\n",
+            "{way}"
+        );
+        seen.push(way);
+    }
+    assert!(!seen.is_empty());
+}
+
+/// The binary's half of the finding above, alone: a fallback waiter
+/// (`lock-acquire --function F --fd N NAME`) whose shell takes NAME
+/// through another descriptor while it waits refuses at its next look
+/// (5, the same line) instead of waiting for its own shell until the
+/// timeout. Its waiter is stopped (SIGSTOP, our own child and its
+/// helper) while the holder lets go and the shell takes the lock, so
+/// the shell, not the waiter, gets it.
+#[test]
+fn a_fallback_waiter_refuses_once_its_shell_took_the_lock_meanwhile() {
+    if !crate::util::have("pgrep") {
+        crate::util::skip("pgrep not installed");
+        return;
+    }
+    for way in ["builtin", "fallback"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "( acquire_critical_lock X && : >held && n=0 && until [ -e go ] || [ $n -ge 6000 ]; do sleep 0.01; n=$((n + 1)); done ) & hp=$!\n\
+                      until [ -e held ]; do sleep 0.01; done\n\
+                      exec {b}<.flowforge/locks/X.lock\n\
+                      start=$SECONDS\n\
+                      FF_DEBUG=true \"$FFKIT_BIN\" lock-acquire -w 20 --function acquire_critical_lock --fd \"$b\" -- X 2>w & w=$!\n\
+                      h=; until grep -qs 'waiting for lock' w && h=$(pgrep -P \"$w\"); do sleep 0.01; done\n\
+                      kill -STOP \"$w\" $h\n\
+                      : >go; wait \"$hp\"\n\
+                      acquire_critical_lock X; echo \"a=$?\"\n\
+                      kill -CONT $h \"$w\"\n\
+                      wait \"$w\"; echo \"w=$?\"\n\
+                      [ $((SECONDS - start)) -lt 15 ] || echo 'waited for the timeout'\n\
+                      grep -v -e 'waiting for lock' -e ' debug: ' w | sed \"s|$PWD|D|; s/pid [0-9]*/pid P/\"\n\
+                      release_critical_lock X; echo \"r=$?\"";
+        let (out, err) = text(&output_within(sh(way, t, t, script), way));
+        assert_eq!(err, "", "{way}");
+        assert_eq!(
+            out,
+            "a=0\nw=5\nffkit.bash: acquire_critical_lock: D/.flowforge/locks/X.lock: already held by this owner (pid P); release it first\nr=0\n",
+            "{way}"
+        );
+    }
+}
+
+/// Brief finding: a setting changed between the acquisition and the
+/// release. `LOCK_OLD_LIBRARY=present` set only for the release deleted
+/// the lock file on the fallback (its binary reads it at the release) and
+/// kept it with the builtin (which used the value of the acquisition);
+/// and a relative `FFKIT_LOCK_DIR` followed by a `cd` made the builtin
+/// release the first dir's lock from the other dir, while the fallback
+/// refused with the closed-descriptor line and then lost the lock. Now
+/// every path reads each setting at the call (the release deletes the
+/// file), and a relative lock dir is the current dir's, made absolute
+/// (`namespace::Namespace::lock_dir`): from the other dir it names
+/// another lock (4, "not held by this shell"), from the first one it
+/// releases (0). A lock dir or developer changed for the release names
+/// another file too.
+#[test]
+fn a_setting_changed_between_acquire_and_release_gets_one_answer_on_every_path() {
+    let mut seen = Vec::new();
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "top=$PWD; r() { local n=$1; shift; \"$@\" 2>\"$top/e\"; local rc=$?; printf '%s\\n' \"$n=$rc $(sed \"s|$top|D|\" \"$top/e\")\"; }\n\
+                      r a acquire_critical_lock o; r r eval 'LOCK_OLD_LIBRARY=present release_critical_lock o'\n\
+                      [ -e .flowforge/locks/o.lock ] && echo kept || echo deleted\n\
+                      r a eval 'LOCK_OLD_LIBRARY=present acquire_critical_lock p'; r r release_critical_lock p\n\
+                      [ -e .flowforge/locks/p.lock ] && echo kept || echo deleted\n\
+                      mkdir sub\n\
+                      r a eval 'FFKIT_LOCK_DIR=rl acquire_critical_lock q'\n\
+                      cd sub; r sub eval 'FFKIT_LOCK_DIR=rl release_critical_lock q'; cd ..\n\
+                      r here eval 'FFKIT_LOCK_DIR=rl release_critical_lock q'\n\
+                      r a eval 'FFKIT_LOCK_DIR=$PWD/la acquire_critical_lock v'\n\
+                      r other eval 'FFKIT_LOCK_DIR=$PWD/lb release_critical_lock v'\n\
+                      r same eval 'FFKIT_LOCK_DIR=$PWD/la release_critical_lock v'\n\
+                      r a eval 'FLOWFORGE_DEVELOPER=alice acquire_critical_lock v'\n\
+                      r other eval 'FLOWFORGE_DEVELOPER=bob release_critical_lock v'\n\
+                      r same eval 'FLOWFORGE_DEVELOPER=alice release_critical_lock v'\n\
+                      cd \"$O\"; mkdir -p sub; ln=pathdiv-$$\n\
+                      r xa eval 'XDG_RUNTIME_DIR=rr acquire_critical_lock $ln'; cd sub\n\
+                      r xsub eval 'LOCK_OLD_LIBRARY=present XDG_RUNTIME_DIR=rr release_critical_lock $ln'; cd ..\n\
+                      r xhere eval 'XDG_RUNTIME_DIR=rr release_critical_lock $ln 2>/dev/null'";
+        // Outside any repository, a relative XDG_RUNTIME_DIR is ignored:
+        // the per-user dir, one file from both dirs (deleted by the
+        // release, LOCK_OLD_LIBRARY=present: nothing is left there).
+        let out_dir = tempfile::tempdir().unwrap();
+        let mut c = sh(way, t, t, script);
+        c.env("O", out_dir.path());
+        let (out, err) = text(&output_within(c, way));
+        assert_eq!(err, "", "{way}");
+        assert_eq!(
+            out,
+            "a=0 \nr=0 \ndeleted\na=0 \nr=0 \nkept\na=0 \n\
+             sub=4 ffkit.bash: release_critical_lock: D/sub/rl/q.lock: not held by this shell\n\
+             here=0 \na=0 \n\
+             other=4 ffkit.bash: release_critical_lock: D/lb/v.lock: not held by this shell\n\
+             same=0 \na=0 \n\
+             other=4 ffkit.bash: release_critical_lock: D/.flowforge/dev-bob/locks/v.lock: not held by this shell\n\
+             same=0 \nxa=0 \nxsub=0 \nxhere=4 \n",
+            "{way}"
+        );
+        seen.push(way);
+    }
+    assert!(!seen.is_empty());
+}

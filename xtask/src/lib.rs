@@ -116,7 +116,120 @@ pub fn fill_wrappers(text: &str) -> io::Result<String> {
     // Last, so it wins, and always there: `local -x` with no word at all
     // (nothing set) would list the exported locals on stdout.
     let _ = writeln!(zsh, " \\\n        \"FFKIT_FN_LOG_DIR=$_ffkit_l\"");
-    fill_block(&text, "env-forward-zsh", "    ", &zsh)
+    let text = fill_block(&text, "env-forward-zsh", "    ", &zsh)?;
+    let text = fill_block(&text, "env-odd", "    ", &env_odd_bash())?;
+    fill_block(&text, "env-odd-zsh", "    ", &env_odd_zsh())
+}
+
+/// The `env-odd` block of `_ffkit_exec` (bash 4.4+): the variables of
+/// [`ENV_VARS`] that its `export` would not hand the binary as `$NAME`
+/// reads them (docs/shell.md, "Variables"): an indexed or associative
+/// array (bash exports no array) and a nameref (`export` exports its
+/// target), each given as `NAME=${NAME}` (element 0, key "0", the
+/// target's value) in `_ffkit_o` when that is set. One `[[ ]]` over every
+/// name first, so that a call without such a variable pays no loop.
+/// Written into the function, not called as one: a call would be one
+/// level deeper than the functions' deepest (`FUNCNEST`, docs/shell.md).
+/// `set +u`: `${NAME@a}` of an unset NAME is an error under `set -u`, and
+/// this process execs the binary next.
+fn env_odd_bash() -> String {
+    let names: Vec<&str> = ENV_VARS.iter().map(|v| v.name).collect();
+    let each = |f: &dyn Fn(&str) -> String| names.iter().map(|n| f(n)).collect::<Vec<_>>();
+    let mut b = String::from(
+        "    if ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 404)); then\n        set +u\n",
+    );
+    b.push_str(&packed(
+        "        _ffkit_n=",
+        "        _ffkit_n+=",
+        "",
+        &each(&|n| format!("${{{n}@a}}")),
+        "",
+    ));
+    b.push_str(&packed(
+        "        if [[ $_ffkit_n == *[aA]* ",
+        "            ",
+        " \\",
+        &each(&|n| format!("|| -R {n} ")),
+        " ]]; then",
+    ));
+    b.push_str(&packed(
+        "            for _ffkit_n in ",
+        "                ",
+        " \\",
+        &each(&|n| format!("{n} ")),
+        "; do",
+    ));
+    b.push_str(concat!(
+        "                [[ -R $_ffkit_n || ${!_ffkit_n@a} == *[aA]* ]] || continue\n",
+        "                [[ -z ${!_ffkit_n+set} ]] || _ffkit_o+=(\"$_ffkit_n=${!_ffkit_n}\")\n",
+        "            done\n",
+        "        fi\n",
+        "    fi\n",
+    ));
+    b
+}
+
+/// The `env-odd-zsh` block of `_ffkit_zrun`: an association among the
+/// variables of [`ENV_VARS`] (whose zsh `$NAME` is any one of its values)
+/// is given as its key "0" in `_ffkit_o`, or in `_ffkit_u` when it has
+/// none, before the function's copies hide it. Read with zsh's
+/// `${(t)NAME}` (the type; a fifth of what `${parameters[NAME]}` costs),
+/// no bash syntax: hence the one shellcheck disable, on this block.
+fn env_odd_zsh() -> String {
+    let names: Vec<&str> = ENV_VARS.iter().map(|v| v.name).collect();
+    let each = |f: &dyn Fn(&str) -> String| names.iter().map(|n| f(n)).collect::<Vec<_>>();
+    let mut b = String::from(
+        "    # shellcheck disable=SC2296 # -- zsh's ${(t)NAME}: this is zsh's function\n    {\n",
+    );
+    b.push_str(&packed(
+        "        _ffkit_n=",
+        "        _ffkit_n+=",
+        "",
+        &each(&|n| format!("${{(t){n}}}")),
+        "",
+    ));
+    b.push_str("        if [[ $_ffkit_n == *association* ]]; then\n");
+    b.push_str(&packed(
+        "            for _ffkit_n in ",
+        "                ",
+        " \\",
+        &each(&|n| format!("{n} ")),
+        "; do",
+    ));
+    b.push_str(concat!(
+        "                [[ ${(Pt)_ffkit_n} == association* ]] || continue\n",
+        "                if eval \"[[ -n \\${${_ffkit_n}[0]+set} ]]\"; then\n",
+        "                    eval \"_ffkit_o+=(\\\"\\$_ffkit_n=\\${${_ffkit_n}[0]}\\\")\"\n",
+        "                else\n",
+        "                    _ffkit_u+=(\"$_ffkit_n\")\n",
+        "                fi\n",
+        "            done\n",
+        "        fi\n",
+        "    }\n",
+    ));
+    b
+}
+
+/// `parts` packed into lines of at most 76 columns (a part is never
+/// split): the first line starts with `first`, each further one with
+/// `rest`, and every line but the last ends with `cont` (` \` for a
+/// continued command, empty for lines that are statements of their own).
+/// `tail` ends the last line. Each line ends in a newline; trailing
+/// blanks are trimmed.
+fn packed(first: &str, rest: &str, cont: &str, parts: &[String], tail: &str) -> String {
+    let mut out = String::new();
+    let mut line = first.to_string();
+    let mut empty = true;
+    for p in parts {
+        if !empty && line.len() + p.len() + cont.len() > 76 {
+            let _ = writeln!(out, "{}{cont}", line.trim_end());
+            line = rest.to_string();
+        }
+        line.push_str(p);
+        empty = false;
+    }
+    let _ = writeln!(out, "{}{tail}", line.trim_end());
+    out
 }
 
 /// Replaces what stands between `# BEGIN GENERATED:NAME` and its END line

@@ -226,7 +226,7 @@ pub const ENV_VARS: &[EnvVar] = &[
         name: "XDG_RUNTIME_DIR",
         values: "path",
         default: "",
-        meaning: "per-user runtime dir, for runtime files such as default lock dirs",
+        meaning: "per-user runtime dir, for runtime files such as default lock dirs; a relative value is ignored, as the XDG spec says",
     },
     EnvVar {
         name: "SHELL",
@@ -396,7 +396,12 @@ impl Config {
             home: path("HOME"),
             // The XDG spec: a relative value is invalid and ignored.
             xdg_cache_home: path("XDG_CACHE_HOME").filter(|p| p.is_absolute()),
-            xdg_runtime_dir: path("XDG_RUNTIME_DIR"),
+            // Relative: ignored, as the XDG spec says (and as for
+            // XDG_CACHE_HOME). Taken as it was, a lock outside a repository
+            // was a relative path, one file in each dir a `cd` went to,
+            // while the shell functions keyed their held locks on the
+            // string (docs/locks.md, "Lock dir").
+            xdg_runtime_dir: path("XDG_RUNTIME_DIR").filter(|p| p.is_absolute()),
         })
     }
 
@@ -578,6 +583,14 @@ mod tests {
         let d = c.choose_cache_dir(None).unwrap();
         assert_eq!(d.path, PathBuf::from("/h/.cache/ffkit"));
         assert_eq!(d.origin, DirOrigin::Home);
+    }
+
+    #[test]
+    fn a_relative_xdg_runtime_dir_is_ignored() {
+        let c = cfg(&[("XDG_RUNTIME_DIR", "rel/run")]).unwrap();
+        assert_eq!(c.runtime_dir(), None);
+        let c = cfg(&[("XDG_RUNTIME_DIR", "/run/user/1")]).unwrap();
+        assert_eq!(c.runtime_dir(), Some(Path::new("/run/user/1")));
     }
 
     #[test]

@@ -411,8 +411,24 @@ impl Namespace {
     /// developer or inside a repository, else `$XDG_RUNTIME_DIR/ffkit/locks`,
     /// else `/tmp/ffkit-<uid>/locks`. Session locks: `sessions/locks` in the
     /// namespace and the per-user dirs, `sessions/` in a named dir.
+    ///
+    /// A relative dir is the current dir's, made absolute here (when the
+    /// current dir can be read), so that a lock's file is one file however
+    /// it is reached: the shell functions key their held locks on it, and
+    /// a release after a `cd` names the other dir's lock, as `$PWD/rl`
+    /// would, not the lock taken in the first dir (the builtin released
+    /// that one, the fallback refused with the wrong line and kept it).
     pub fn lock_dir(&self, cfg: &Config, explicit: Option<&Path>, session: bool) -> LockDir {
         if let Some(d) = explicit.or(cfg.lock_dir.as_deref()) {
+            let abs;
+            let d = if d.is_relative()
+                && let Ok(cwd) = current_dir()
+            {
+                abs = cwd.join(d);
+                abs.as_path()
+            } else {
+                d
+            };
             let dir = if session {
                 d.join("sessions")
             } else {

@@ -435,7 +435,9 @@ pub fn acquire(
     let mut pause = compat.map(|r| (compat::Pause::new(wait, r.backoff), r.follow));
     let on_wait = std::cell::RefCell::new(on_wait);
     let function_path = path.filter(|_| function);
-    let mut copy = None;
+    // Why a function's acquisition was refused while the lock is this
+    // shell's already (`owner_holds_elsewhere`).
+    let refusal = std::cell::RefCell::new(None);
     let got = acquire_with(
         fd,
         kind,
@@ -445,21 +447,35 @@ pub fn acquire(
         pause.as_mut().map(|(p, f)| (p, *f)),
         &mut || (on_wait.borrow_mut())(),
         &mut || {
-            if function_path.is_some() {
+            if let Some(p) = function_path {
                 // The busy path alone asks for a copy: the try that takes a
                 // free lock is the one `lock_fd` would make first.
                 if kernel::try_lock_fd_with(fd, kind, method)? {
                     return Ok(Ok(std::time::Duration::ZERO));
                 }
-                if let Ok((dev, ino)) = identity(fd)
-                    && let Some(c) = function_copy(dev, ino, owner, fd)
-                {
-                    copy = Some(c);
+                if let Some(e) = owner_holds_elsewhere(fd, None, p, owner, true) {
+                    *refusal.borrow_mut() = Some(e);
                     return Ok(Err(super::Denied::Busy));
                 }
             }
+            // The same check again while the wait lasts, at every slice: the
+            // shell may take this very lock through another of its
+            // descriptors meanwhile (a trap that runs while bash's `wait`
+            // waits for this process: docs/shell.md, "Locks"), and this
+            // wait would then wait for its own shell until LOCK_TIMEOUT.
+            let mut mine = || {
+                let Some(p) = function_path else {
+                    return false;
+                };
+                let e = owner_holds_elsewhere(fd, None, p, owner, true);
+                let found = e.is_some();
+                if found {
+                    *refusal.borrow_mut() = e;
+                }
+                found
+            };
             let mut owner_gone = false;
-            let got = kernel::lock_fd(fd, kind, method, wait, &mut || false, &mut || {
+            let got = kernel::lock_fd(fd, kind, method, wait, &mut mine, &mut || {
                 // A NAME's lock is for the owner; when ffkit waits for it as the
                 // owner's command (the wrappers), it dies with the owner, so a
                 // shell killed while waiting (SIGTERM, SIGHUP) leaves no waiter
@@ -480,10 +496,54 @@ pub fn acquire(
             got
         },
     )?;
-    match (copy, function_path) {
-        (Some(c), Some(p)) if got.is_err() => Err(held_through_copy(p, owner, c)),
+    match refusal.into_inner() {
+        Some(e) if got.is_err() => Err(e),
         _ => Ok(got),
     }
+}
+
+/// The one same-owner check of an acquisition on `fd` by `owner` of the
+/// lock on `path`: `owner` holds that lock already through another of its
+/// descriptors, so waiting would wait for itself. Its holder record
+/// (read through `record`, a readable descriptor of the file, else
+/// through the file opened again here) names
+/// `owner` and another descriptor still open on the file
+/// ([`super::already_held`]); or, with `copies` (the shell functions'
+/// descriptors), a marked copy of one of its lock descriptors holds it
+/// ([`function_copy`], [`held_through_copy`]). Asked before locking, when
+/// the lock is found busy, and at every slice of a wait; the builtin's
+/// in-process acquisition asks it too ([`acquire_in_process`]).
+fn owner_holds_elsewhere(
+    fd: RawFd,
+    record: Option<BorrowedFd<'_>>,
+    path: &Path,
+    owner: u32,
+    copies: bool,
+) -> Option<Error> {
+    let opened;
+    let record = match record {
+        Some(f) => Some(f),
+        None => {
+            opened = reopen(fd).ok();
+            opened.as_ref().map(AsFd::as_fd)
+        }
+    };
+    let id = identity(fd).ok();
+    if let Some(rec) = record.and_then(holder::read_from)
+        && rec.pid == owner
+        && !(rec.kind == KIND_FD && rec.fd == Some(fd))
+        && let Some((dev, ino)) = id
+        && rec.holds_kernel_lock(dev, ino)
+    {
+        return Some(super::already_held(path.display(), owner));
+    }
+    if copies
+        && let Some((dev, ino)) = id
+        && let Some(c) = function_copy(dev, ino, owner, fd)
+    {
+        return Some(held_through_copy(path, owner, c));
+    }
+    None
 }
 
 /// Asks for SIGKILL when the parent exits, if the parent is `owner`; false
@@ -530,22 +590,13 @@ pub fn acquire_in_process(
     let got = if free {
         Ok(std::time::Duration::ZERO)
     } else {
-        if let Some(mine) = record
-            && let Some(rec) = holder::read_from(b)
-            && rec.pid == mine.pid
-            && !(rec.kind == KIND_FD && rec.fd == Some(fd))
-            && let Ok((dev, ino)) = identity(fd)
-            && rec.holds_kernel_lock(dev, ino)
-        {
-            return Err(super::already_held(path.display(), mine.pid));
-        }
-        // Held through a copy the script made of one of this shell's lock
+        // Held by this shell through another descriptor (its record), or
+        // through a copy the script made of one of this shell's lock
         // descriptors (`exec {d}>&N`): it would wait for itself.
         if let Some(mine) = record
-            && let Ok((dev, ino)) = identity(fd)
-            && let Some(copy) = function_copy(dev, ino, mine.pid, fd)
+            && let Some(e) = owner_holds_elsewhere(fd, Some(b), path, mine.pid, true)
         {
-            return Err(held_through_copy(path, mine.pid, copy));
+            return Err(e);
         }
         let wait = deadline.map_or(super::Wait::Forever, super::Wait::Until);
         kernel::lock_fd(fd, kind, method, wait, interrupted, on_wait)
@@ -606,18 +657,11 @@ fn acquire_with(
         }
         None => None,
     };
-    if let Some(f) = &record
-        && let Some(rec) = holder::read_from(f)
-        && rec.pid == owner
-        && !(rec.kind == KIND_FD && rec.fd == Some(fd))
-        && let Ok((dev, ino)) = identity(fd)
-        && rec.holds_kernel_lock(dev, ino)
+    // The same owner through another descriptor would wait for itself.
+    if let (Some(f), Some(p)) = (&record, path)
+        && let Some(e) = owner_holds_elsewhere(fd, Some(f.as_fd()), p, owner, false)
     {
-        // The same owner through another descriptor would wait for itself.
-        return Err(super::already_held(
-            path.map(|p| p.display().to_string()).unwrap_or_default(),
-            owner,
-        ));
+        return Err(e);
     }
     let mut got = lock().map_err(|e| fd_error(fd, "cannot lock", e))?;
     // A NAME's file: the old library's file protocol (`compat`).

@@ -4,8 +4,9 @@
 //! 8 concurrent misses, SIGKILL during store and restore, eviction of
 //! exactly the unshared blobs, hostile trees and paths, the Redis refusal
 //! and the shell wrapper; blobs, manifests and fans replaced by hand, blobs
-//! `--link` cannot name once more (EMLINK, EPERM), and a restore's parents
-//! under a umask without owner bits.
+//! `--link` cannot name once more (EMLINK, EPERM), fans and blobs
+//! symlinked outside the cache, and a restore's parents under a umask
+//! without owner bits.
 //!
 //! The oracles are computed here without ffkit: the generator's own record
 //! of the tree it made (sha256, mode, link target, hard-link group) is
@@ -688,6 +689,84 @@ fn a_blob_or_manifest_replaced_by_a_symlink_dir_or_fifo_is_a_miss_and_stored_aga
         vec![b'b'; 20000]
     );
     assert_exact_with_store(&w, "after the fan");
+}
+
+/// Attack finding: a fan directory `.store/XX` replaced by a symlink to a
+/// directory elsewhere (the store moved by hand, a dedup tool) was followed:
+/// a store renamed new blobs into the directory it points to, removed a
+/// directory standing at a blob's name there (with what it held), and
+/// hits read and linked the blobs found there. Now nothing outside the cache
+/// is written, removed or read: such a fan is damage to a restore (a miss),
+/// and the store replaces the link (never its target) with a directory. A
+/// blob replaced by a symlink to a file elsewhere is replaced, its target
+/// left alone, also by a sweep.
+#[test]
+fn a_fan_or_blob_symlinked_outside_the_cache_is_never_written_through() {
+    let w = World::new();
+    let script = "echo run >> runs; rm -rf out; mkdir out; printf fan-blob > out/s; \
+                  touch -d @1000000000 out/s out; echo made";
+    ok(&mut run(&w, &["--output", "out"], script));
+    let blob = blobs(&w.cache())
+        .into_iter()
+        .find(|b| fs::read(b).unwrap() == b"fan-blob")
+        .unwrap();
+    let fan = blob.parent().unwrap().to_path_buf();
+    // Elsewhere: a copy of the fan whose blob is a directory holding a file
+    // (what a store removed), and a file a blob's symlink points to.
+    let outside = w.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let there = outside.join(fan.file_name().unwrap());
+    fs::create_dir(&there).unwrap();
+    let at_name = there.join(blob.file_name().unwrap());
+    fs::create_dir(&at_name).unwrap();
+    fs::write(at_name.join("precious"), "keep").unwrap();
+    fs::write(outside.join("target"), "other").unwrap();
+    fs::set_permissions(outside.join("target"), fs::Permissions::from_mode(0o640)).unwrap();
+    let before = snapshot(&outside);
+    fs::remove_dir_all(&fan).unwrap();
+    symlink(&there, &fan).unwrap();
+    let mut want_runs = 1;
+    for (what, args) in [
+        ("copy", &["--output", "out"][..]),
+        ("link", &["--link", "--output", "out"][..]),
+    ] {
+        for hit in [false, true] {
+            let o = run(&w, args, script).output().unwrap();
+            assert!(o.status.success(), "{what}: {}", stderr_of(&o));
+            assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n", "{what}");
+            want_runs += usize::from(!hit);
+            assert_eq!(runs(&w), want_runs, "{what}: hit {hit}");
+            assert_eq!(fs::read(w.path().join("out/s")).unwrap(), b"fan-blob");
+            assert_eq!(
+                snapshot(&outside),
+                before,
+                "{what}: nothing outside changed"
+            );
+            assert!(fs::symlink_metadata(&fan).unwrap().is_dir(), "{what}");
+            assert_exact_with_store(&w, what);
+        }
+        // The fan a symlink again for the next mode.
+        fs::remove_dir_all(&fan).unwrap();
+        symlink(&there, &fan).unwrap();
+    }
+    // A blob as a symlink to a file elsewhere: replaced by the store, swept
+    // by an eviction; the file it pointed to keeps its bytes and mode.
+    fs::remove_dir_all(&fan).unwrap();
+    ok(&mut run(&w, &["--output", "out"], script));
+    let blob_link = blobs(&w.cache())
+        .into_iter()
+        .find(|b| fs::read(b).unwrap() == b"fan-blob")
+        .unwrap();
+    fs::remove_file(&blob_link).unwrap();
+    symlink(outside.join("target"), &blob_link).unwrap();
+    let o = run(&w, &["--output", "out"], script).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert!(fs::symlink_metadata(&blob_link).unwrap().is_file());
+    symlink(outside.join("target"), fan.join("0".repeat(62))).unwrap();
+    let o = w.cmd("cache-evict").arg("--all").output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(snapshot(&outside), before, "nothing outside changed");
+    assert_exact_with_store(&w, "after the eviction");
 }
 
 /// Every blob in the store holds the content its name says (BLAKE3 hex,

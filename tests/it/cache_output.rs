@@ -3069,7 +3069,7 @@ fn a_blob_chmodded_through_a_link_restore_is_a_miss_and_stored_again() {
 fn a_link_restore_of_a_blob_with_all_the_names_it_can_have_copies_the_file() {
     let w = World::new();
     let script = "echo run >> runs; rm -rf o; mkdir -p o; echo full-blob > o/a; \
-                  ln o/a o/h; chmod 640 o/a; touch -d @1000000000 o/a; echo made";
+                  ln o/a o/h; ln o/a o/g; chmod 640 o/a; touch -d @1000000000 o/a; echo made";
     let call = || {
         let mut c = run(&w, &["--link", "--output", "o"], script);
         c.current_dir(w.path());
@@ -3101,7 +3101,7 @@ fn a_link_restore_of_a_blob_with_all_the_names_it_can_have_copies_the_file() {
         assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n", "{what}");
         assert!(o.stderr.is_empty(), "{what}: {}", stderr_of(&o));
         assert_eq!(runs(&w), 1, "{what}: a hit");
-        for f in ["o/a", "o/h"] {
+        for f in ["o/a", "o/h", "o/g"] {
             assert_eq!(
                 fs::read(w.path().join(f)).unwrap(),
                 b"full-blob\n",
@@ -3116,13 +3116,20 @@ fn a_link_restore_of_a_blob_with_all_the_names_it_can_have_copies_the_file() {
     assert_eq!((a.mode() & 0o7777, a.mtime()), (0o640, 1_000_000_000));
     assert_eq!(a.ino(), h.ino(), "the group is one file");
     assert_ne!(a.ino(), fs::metadata(&blob).unwrap().ino(), "a copy");
-    // One name free: `o/a` is the blob, `o/h` a copy with the group's mode.
+    // One name free: `o/a` could be the blob, but `o/h` cannot: the group
+    // is one copy with its mode and mtime (it was split in two: `o/a` the
+    // blob, `o/h` a copy; a group of three was three files), and the name
+    // `o/a` took is given back.
     fs::remove_file(names.join("0")).unwrap();
     check("one name free");
     let a = fs::metadata(w.path().join("o/a")).unwrap();
     let h = fs::metadata(w.path().join("o/h")).unwrap();
-    assert_eq!(a.ino(), fs::metadata(&blob).unwrap().ino(), "linked");
+    let g = fs::metadata(w.path().join("o/g")).unwrap();
+    assert_eq!((a.ino(), a.nlink()), (h.ino(), 3), "the group is one file");
+    assert_eq!(a.ino(), g.ino(), "the group is one file");
+    assert_ne!(a.ino(), fs::metadata(&blob).unwrap().ino(), "a copy");
     assert_eq!((h.mode() & 0o7777, h.mtime()), (0o640, 1_000_000_000));
+    assert_eq!(fs::metadata(&blob).unwrap().nlink(), 64_999);
     assert_exact_with_store(&w, "after the restores");
 }
 

@@ -1892,7 +1892,12 @@ fn build_at(
                 // With `--link` the group's first file is its blob, which
                 // may have all the names its file system allows, or be one
                 // the kernel refuses to link (EPERM): this one is a copy of
-                // it, with the group's mode and mtime.
+                // it, with the group's mode and mtime, and the first file
+                // becomes a name of that copy, so the members after this
+                // one link to it too: the group stays one file, as a copy
+                // restore makes it. (Before, each member was a copy of its
+                // own: a group of three with one name left on its blob was
+                // three files.) The blob keeps its other names.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMLINK | libc::EPERM)) => {
                     let mode = match root.nodes[to].kind {
                         Kind::File { mode, .. } => mode,
@@ -1900,6 +1905,9 @@ fn build_at(
                     };
                     copy_of(&first, &dest, mode, n)
                         .map_err(|e| Error::io("cannot write", &dest, e))?;
+                    fs::remove_file(&first)
+                        .and_then(|()| fs::hard_link(&dest, &first))
+                        .map_err(|e| Error::io("cannot link", &first, e))?;
                 }
                 Err(e) => return Err(Error::io("cannot link", &dest, e)),
             }
@@ -1921,7 +1929,8 @@ fn build_at(
 
 /// Makes `dest` a copy of `src` (a file just restored) with `mode` and
 /// node `n`'s mtime: the member of a hard-link group that cannot be one
-/// more name of its file (EMLINK).
+/// more name of its file (EMLINK), which the group's other names then
+/// link to.
 fn copy_of(src: &Path, dest: &Path, mode: u32, n: &Node) -> io::Result<()> {
     let mut from = File::open(src)?;
     let mut to = fs::OpenOptions::new()

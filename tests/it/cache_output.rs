@@ -5,7 +5,7 @@
 //! exactly the unshared blobs, hostile trees and paths, the Redis refusal
 //! and the shell wrapper; blobs, manifests and fans replaced by hand, blobs
 //! `--link` cannot name once more (EMLINK, EPERM), fans and blobs
-//! symlinked outside the cache, and a restore's parents under a umask
+//! symlinked outside the cache, `.store/.gc-lock` replaced by hand, and a restore's parents under a umask
 //! without owner bits.
 //!
 //! The oracles are computed here without ffkit: the generator's own record
@@ -766,6 +766,45 @@ fn a_fan_or_blob_symlinked_outside_the_cache_is_never_written_through() {
     let o = w.cmd("cache-evict").arg("--all").output().unwrap();
     assert!(o.status.success(), "{}", stderr_of(&o));
     assert_eq!(snapshot(&outside), before, "nothing outside changed");
+    assert_exact_with_store(&w, "after the eviction");
+}
+
+/// Attack finding: `.store/.gc-lock` replaced by hand with a symlink, a
+/// directory or a FIFO failed every `--output` hit with exit 3 and every
+/// eviction with exit 3 or 1 (`cannot open …/.gc-lock: is a symbolic link
+/// (refused)`, `Is a directory`), so the cache was never trimmed again.
+/// Now it is no lock anybody holds: it goes (never followed) and the lock
+/// file is made again.
+#[test]
+fn a_gc_lock_replaced_by_a_symlink_dir_or_fifo_is_made_again() {
+    let w = World::new();
+    let script = "echo run >> runs; rm -rf out; mkdir out; printf gc > out/f; echo made";
+    ok(&mut run(&w, &["--output", "out"], script));
+    let lock = w.cache().join(".store/.gc-lock");
+    let elsewhere = w.path().join("elsewhere");
+    fs::write(&elsewhere, "theirs").unwrap();
+    for kind in ["symlink", "dir", "fifo"] {
+        fs::remove_file(&lock).unwrap();
+        match kind {
+            "symlink" => symlink(&elsewhere, &lock).unwrap(),
+            "dir" => {
+                fs::create_dir(&lock).unwrap();
+                fs::write(lock.join("x"), "x").unwrap();
+            }
+            _ => mkfifo(&lock),
+        }
+        let o = run(&w, &["--output", "out"], script).output().unwrap();
+        assert!(o.status.success(), "{kind}: {}", stderr_of(&o));
+        assert!(o.stderr.is_empty(), "{kind}: {}", stderr_of(&o));
+        assert_eq!(runs(&w), 1, "{kind}: a hit");
+        assert!(fs::symlink_metadata(&lock).unwrap().is_file(), "{kind}");
+        assert_eq!(fs::read(&elsewhere).unwrap(), b"theirs", "{kind}");
+    }
+    fs::remove_file(&lock).unwrap();
+    fs::create_dir(&lock).unwrap();
+    let o = w.cmd("cache-evict").arg("--all").output().unwrap();
+    assert!(o.status.success(), "evict: {}", stderr_of(&o));
+    assert!(blobs(&w.cache()).is_empty(), "swept");
     assert_exact_with_store(&w, "after the eviction");
 }
 

@@ -379,29 +379,42 @@ fn gc_lock(store: &Path, how: Lock) -> Result<Option<File>> {
         )));
     }
     let path = store.join(GC_LOCK);
-    let f = match fsutil::open_rw_create(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fsutil::create_private_dir(store)?;
-            fsutil::open_rw_create(&path).map_err(|e| Error::io("cannot open", &path, e))?
-        }
-        // A read-only cache (a read-only mount): a store or sweep fails
-        // later on its own, but a restore or a dry run only reads. The
-        // lock is taken on a read-only descriptor (flock needs no write
-        // access), so a sweep through a writable view of the same files
-        // still waits for it; with no lock file nothing ever stored here.
-        Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
-            match fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(&path)
-            {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(Error::io("cannot open", &path, e)),
+    let mut cleared = false;
+    let f = loop {
+        break match fsutil::open_rw_create(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fsutil::create_private_dir(store)?;
+                fsutil::open_rw_create(&path).map_err(|e| Error::io("cannot open", &path, e))?
             }
-        }
-        Err(e) => return Err(Error::io("cannot open", &path, e)),
+            // A read-only cache (a read-only mount): a store or sweep fails
+            // later on its own, but a restore or a dry run only reads. The
+            // lock is taken on a read-only descriptor (flock needs no write
+            // access), so a sweep through a writable view of the same files
+            // still waits for it; with no lock file nothing ever stored here.
+            Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
+                match fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(&path)
+                {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(Error::io("cannot open", &path, e)),
+                }
+            }
+            // A symlink, directory or FIFO at its name (put there by hand)
+            // is no lock anybody holds (this one is a regular file, opened
+            // only as one): it goes, never followed, and the lock file is
+            // made again. Before, every `--output` hit failed with exit 3
+            // and every eviction with 3 or 1, so the cache was never
+            // trimmed again.
+            Err(_) if !cleared && clear_non_regular(&path) => {
+                cleared = true;
+                continue;
+            }
+            Err(e) => return Err(Error::io("cannot open", &path, e)),
+        };
     };
     let (kind, until) = match how {
         Lock::Shared(w) => (LockKind::Shared, w),
@@ -419,6 +432,17 @@ fn gc_lock(store: &Path, how: Lock) -> Result<Option<File>> {
             start.elapsed().as_secs_f64()
         ))),
         Lock::Try | Lock::Wait(_) => Ok(None),
+    }
+}
+
+/// Removes what is at `path` if it is not a regular file (a symlink itself,
+/// not its target; a directory with its content, never entering a mount);
+/// whether it did.
+fn clear_non_regular(path: &Path) -> bool {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => remove_tree(path),
+        Ok(m) if !m.is_file() => fs::remove_file(path).is_ok(),
+        _ => false,
     }
 }
 

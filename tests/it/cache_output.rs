@@ -774,7 +774,7 @@ fn a_fan_or_blob_symlinked_outside_the_cache_is_never_written_through() {
 /// eviction with exit 3 or 1 (`cannot open …/.gc-lock: is a symbolic link
 /// (refused)`, `Is a directory`), so the cache was never trimmed again.
 /// Now it is no lock anybody holds: it goes (never followed) and the lock
-/// file is made again.
+/// file is made again. So does a file in the place of `.store` itself.
 #[test]
 fn a_gc_lock_replaced_by_a_symlink_dir_or_fifo_is_made_again() {
     let w = World::new();
@@ -806,6 +806,31 @@ fn a_gc_lock_replaced_by_a_symlink_dir_or_fifo_is_made_again() {
     assert!(o.status.success(), "evict: {}", stderr_of(&o));
     assert!(blobs(&w.cache()).is_empty(), "swept");
     assert_exact_with_store(&w, "after the eviction");
+    // A file in the place of `.store` itself: every hit failed with exit 4
+    // (`Not a directory`), every store was not cached. Now it goes.
+    ok(&mut run(&w, &["--output", "out"], script));
+    let store = w.cache().join(".store");
+    remove_tree(&store);
+    fs::write(&store, "junk").unwrap();
+    // The blobs just removed by hand are drift: repaired first.
+    let o = w
+        .cmd("cache-size")
+        .args(["--verify", "--fix"])
+        .output()
+        .unwrap();
+    assert!(o.status.code().is_some(), "{}", stderr_of(&o));
+    for (hit, want) in [(false, 3), (true, 3)] {
+        let o = run(&w, &["--output", "out"], script).output().unwrap();
+        assert!(
+            o.status.success(),
+            "store a file, hit {hit}: {}",
+            stderr_of(&o)
+        );
+        assert!(o.stderr.is_empty(), "{}", stderr_of(&o));
+        assert_eq!(runs(&w), want, "store a file, hit {hit}");
+    }
+    assert!(fs::symlink_metadata(&store).unwrap().is_dir());
+    assert_exact_with_store(&w, "after the store was a file");
 }
 
 /// Every blob in the store holds the content its name says (BLAKE3 hex,

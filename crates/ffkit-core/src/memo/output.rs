@@ -413,6 +413,19 @@ fn gc_lock(store: &Path, how: Lock) -> Result<Option<File>> {
                 cleared = true;
                 continue;
             }
+            // A file (or FIFO) in the place of `.store` itself: every
+            // `--output` hit failed with exit 4 (`Not a directory`) and
+            // every store was not cached. It holds no blob (the size walk
+            // counts none there): it goes, and the store is made again.
+            Err(e)
+                if !cleared
+                    && e.raw_os_error() == Some(libc::ENOTDIR)
+                    && fs::symlink_metadata(store).is_ok_and(|m| !m.is_dir())
+                    && fs::remove_file(store).is_ok() =>
+            {
+                cleared = true;
+                continue;
+            }
             Err(e) => return Err(Error::io("cannot open", &path, e)),
         };
     };

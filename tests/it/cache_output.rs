@@ -4,8 +4,9 @@
 //! 8 concurrent misses, SIGKILL during store and restore, eviction of
 //! exactly the unshared blobs, hostile trees and paths, the Redis refusal
 //! and the shell wrapper; blobs, manifests and fans replaced by hand, blobs
-//! `--link` cannot name once more (EMLINK, EPERM), and a restore's parents
-//! under a umask without owner bits.
+//! `--link` cannot name once more (EMLINK, EPERM), fans and blobs
+//! symlinked outside the cache, `.store/.gc-lock` replaced by hand, and a restore's parents under a umask
+//! without owner bits.
 //!
 //! The oracles are computed here without ffkit: the generator's own record
 //! of the tree it made (sha256, mode, link target, hard-link group) is
@@ -688,6 +689,148 @@ fn a_blob_or_manifest_replaced_by_a_symlink_dir_or_fifo_is_a_miss_and_stored_aga
         vec![b'b'; 20000]
     );
     assert_exact_with_store(&w, "after the fan");
+}
+
+/// Attack finding: a fan directory `.store/XX` replaced by a symlink to a
+/// directory elsewhere (the store moved by hand, a dedup tool) was followed:
+/// a store renamed new blobs into the directory it points to, removed a
+/// directory standing at a blob's name there (with what it held), and
+/// hits read and linked the blobs found there. Now nothing outside the cache
+/// is written, removed or read: such a fan is damage to a restore (a miss),
+/// and the store replaces the link (never its target) with a directory. A
+/// blob replaced by a symlink to a file elsewhere is replaced, its target
+/// left alone, also by a sweep.
+#[test]
+fn a_fan_or_blob_symlinked_outside_the_cache_is_never_written_through() {
+    let w = World::new();
+    let script = "echo run >> runs; rm -rf out; mkdir out; printf fan-blob > out/s; \
+                  touch -d @1000000000 out/s out; echo made";
+    ok(&mut run(&w, &["--output", "out"], script));
+    let blob = blobs(&w.cache())
+        .into_iter()
+        .find(|b| fs::read(b).unwrap() == b"fan-blob")
+        .unwrap();
+    let fan = blob.parent().unwrap().to_path_buf();
+    // Elsewhere: a copy of the fan whose blob is a directory holding a file
+    // (what a store removed), and a file a blob's symlink points to.
+    let outside = w.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let there = outside.join(fan.file_name().unwrap());
+    fs::create_dir(&there).unwrap();
+    let at_name = there.join(blob.file_name().unwrap());
+    fs::create_dir(&at_name).unwrap();
+    fs::write(at_name.join("precious"), "keep").unwrap();
+    fs::write(outside.join("target"), "other").unwrap();
+    fs::set_permissions(outside.join("target"), fs::Permissions::from_mode(0o640)).unwrap();
+    let before = snapshot(&outside);
+    fs::remove_dir_all(&fan).unwrap();
+    symlink(&there, &fan).unwrap();
+    let mut want_runs = 1;
+    for (what, args) in [
+        ("copy", &["--output", "out"][..]),
+        ("link", &["--link", "--output", "out"][..]),
+    ] {
+        for hit in [false, true] {
+            let o = run(&w, args, script).output().unwrap();
+            assert!(o.status.success(), "{what}: {}", stderr_of(&o));
+            assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n", "{what}");
+            want_runs += usize::from(!hit);
+            assert_eq!(runs(&w), want_runs, "{what}: hit {hit}");
+            assert_eq!(fs::read(w.path().join("out/s")).unwrap(), b"fan-blob");
+            assert_eq!(
+                snapshot(&outside),
+                before,
+                "{what}: nothing outside changed"
+            );
+            assert!(fs::symlink_metadata(&fan).unwrap().is_dir(), "{what}");
+            assert_exact_with_store(&w, what);
+        }
+        // The fan a symlink again for the next mode.
+        fs::remove_dir_all(&fan).unwrap();
+        symlink(&there, &fan).unwrap();
+    }
+    // A blob as a symlink to a file elsewhere: replaced by the store, swept
+    // by an eviction; the file it pointed to keeps its bytes and mode.
+    fs::remove_dir_all(&fan).unwrap();
+    ok(&mut run(&w, &["--output", "out"], script));
+    let blob_link = blobs(&w.cache())
+        .into_iter()
+        .find(|b| fs::read(b).unwrap() == b"fan-blob")
+        .unwrap();
+    fs::remove_file(&blob_link).unwrap();
+    symlink(outside.join("target"), &blob_link).unwrap();
+    let o = run(&w, &["--output", "out"], script).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert!(fs::symlink_metadata(&blob_link).unwrap().is_file());
+    symlink(outside.join("target"), fan.join("0".repeat(62))).unwrap();
+    let o = w.cmd("cache-evict").arg("--all").output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(snapshot(&outside), before, "nothing outside changed");
+    assert_exact_with_store(&w, "after the eviction");
+}
+
+/// Attack finding: `.store/.gc-lock` replaced by hand with a symlink, a
+/// directory or a FIFO failed every `--output` hit with exit 3 and every
+/// eviction with exit 3 or 1 (`cannot open …/.gc-lock: is a symbolic link
+/// (refused)`, `Is a directory`), so the cache was never trimmed again.
+/// Now it is no lock anybody holds: it goes (never followed) and the lock
+/// file is made again. So does a file in the place of `.store` itself.
+#[test]
+fn a_gc_lock_replaced_by_a_symlink_dir_or_fifo_is_made_again() {
+    let w = World::new();
+    let script = "echo run >> runs; rm -rf out; mkdir out; printf gc > out/f; echo made";
+    ok(&mut run(&w, &["--output", "out"], script));
+    let lock = w.cache().join(".store/.gc-lock");
+    let elsewhere = w.path().join("elsewhere");
+    fs::write(&elsewhere, "theirs").unwrap();
+    for kind in ["symlink", "dir", "fifo"] {
+        fs::remove_file(&lock).unwrap();
+        match kind {
+            "symlink" => symlink(&elsewhere, &lock).unwrap(),
+            "dir" => {
+                fs::create_dir(&lock).unwrap();
+                fs::write(lock.join("x"), "x").unwrap();
+            }
+            _ => mkfifo(&lock),
+        }
+        let o = run(&w, &["--output", "out"], script).output().unwrap();
+        assert!(o.status.success(), "{kind}: {}", stderr_of(&o));
+        assert!(o.stderr.is_empty(), "{kind}: {}", stderr_of(&o));
+        assert_eq!(runs(&w), 1, "{kind}: a hit");
+        assert!(fs::symlink_metadata(&lock).unwrap().is_file(), "{kind}");
+        assert_eq!(fs::read(&elsewhere).unwrap(), b"theirs", "{kind}");
+    }
+    fs::remove_file(&lock).unwrap();
+    fs::create_dir(&lock).unwrap();
+    let o = w.cmd("cache-evict").arg("--all").output().unwrap();
+    assert!(o.status.success(), "evict: {}", stderr_of(&o));
+    assert!(blobs(&w.cache()).is_empty(), "swept");
+    assert_exact_with_store(&w, "after the eviction");
+    // A file in the place of `.store` itself: every hit failed with exit 4
+    // (`Not a directory`), every store was not cached. Now it goes.
+    ok(&mut run(&w, &["--output", "out"], script));
+    let store = w.cache().join(".store");
+    remove_tree(&store);
+    fs::write(&store, "junk").unwrap();
+    // The blobs just removed by hand are drift: repaired first.
+    let o = w
+        .cmd("cache-size")
+        .args(["--verify", "--fix"])
+        .output()
+        .unwrap();
+    assert!(o.status.code().is_some(), "{}", stderr_of(&o));
+    for (hit, want) in [(false, 3), (true, 3)] {
+        let o = run(&w, &["--output", "out"], script).output().unwrap();
+        assert!(
+            o.status.success(),
+            "store a file, hit {hit}: {}",
+            stderr_of(&o)
+        );
+        assert!(o.stderr.is_empty(), "{}", stderr_of(&o));
+        assert_eq!(runs(&w), want, "store a file, hit {hit}");
+    }
+    assert!(fs::symlink_metadata(&store).unwrap().is_dir());
+    assert_exact_with_store(&w, "after the store was a file");
 }
 
 /// Every blob in the store holds the content its name says (BLAKE3 hex,
@@ -2995,7 +3138,7 @@ fn a_blob_chmodded_through_a_link_restore_is_a_miss_and_stored_again() {
 fn a_link_restore_of_a_blob_with_all_the_names_it_can_have_copies_the_file() {
     let w = World::new();
     let script = "echo run >> runs; rm -rf o; mkdir -p o; echo full-blob > o/a; \
-                  ln o/a o/h; chmod 640 o/a; touch -d @1000000000 o/a; echo made";
+                  ln o/a o/h; ln o/a o/g; chmod 640 o/a; touch -d @1000000000 o/a; echo made";
     let call = || {
         let mut c = run(&w, &["--link", "--output", "o"], script);
         c.current_dir(w.path());
@@ -3027,7 +3170,7 @@ fn a_link_restore_of_a_blob_with_all_the_names_it_can_have_copies_the_file() {
         assert_eq!(String::from_utf8_lossy(&o.stdout), "made\n", "{what}");
         assert!(o.stderr.is_empty(), "{what}: {}", stderr_of(&o));
         assert_eq!(runs(&w), 1, "{what}: a hit");
-        for f in ["o/a", "o/h"] {
+        for f in ["o/a", "o/h", "o/g"] {
             assert_eq!(
                 fs::read(w.path().join(f)).unwrap(),
                 b"full-blob\n",
@@ -3042,13 +3185,20 @@ fn a_link_restore_of_a_blob_with_all_the_names_it_can_have_copies_the_file() {
     assert_eq!((a.mode() & 0o7777, a.mtime()), (0o640, 1_000_000_000));
     assert_eq!(a.ino(), h.ino(), "the group is one file");
     assert_ne!(a.ino(), fs::metadata(&blob).unwrap().ino(), "a copy");
-    // One name free: `o/a` is the blob, `o/h` a copy with the group's mode.
+    // One name free: `o/a` could be the blob, but `o/h` cannot: the group
+    // is one copy with its mode and mtime (it was split in two: `o/a` the
+    // blob, `o/h` a copy; a group of three was three files), and the name
+    // `o/a` took is given back.
     fs::remove_file(names.join("0")).unwrap();
     check("one name free");
     let a = fs::metadata(w.path().join("o/a")).unwrap();
     let h = fs::metadata(w.path().join("o/h")).unwrap();
-    assert_eq!(a.ino(), fs::metadata(&blob).unwrap().ino(), "linked");
+    let g = fs::metadata(w.path().join("o/g")).unwrap();
+    assert_eq!((a.ino(), a.nlink()), (h.ino(), 3), "the group is one file");
+    assert_eq!(a.ino(), g.ino(), "the group is one file");
+    assert_ne!(a.ino(), fs::metadata(&blob).unwrap().ino(), "a copy");
     assert_eq!((h.mode() & 0o7777, h.mtime()), (0o640, 1_000_000_000));
+    assert_eq!(fs::metadata(&blob).unwrap().nlink(), 64_999);
     assert_exact_with_store(&w, "after the restores");
 }
 

@@ -817,6 +817,44 @@ fn a_cache_dir_that_cannot_hold_the_lock_still_runs_the_command_uncached() {
     assert_eq!(oracle(&w.cache()), (0, 0));
 }
 
+/// Attack finding: `.cache-run` replaced by a symlink to a directory
+/// elsewhere got each key's lock, hit and failure files made there, and
+/// every eviction removed the files there named like a key's (here one the
+/// user made). Now it is never used through the link: the command runs
+/// uncached with one line, an eviction prunes nothing, and nothing outside
+/// the cache dir is made or removed.
+#[test]
+fn a_cache_run_dir_that_is_a_symlink_is_never_written_or_pruned_through() {
+    let w = World::new();
+    fs::create_dir_all(w.cache()).unwrap();
+    let elsewhere = w.path().join("elsewhere");
+    fs::create_dir(&elsewhere).unwrap();
+    let theirs = elsewhere.join(format!("{}.hits", "a".repeat(64)));
+    fs::write(&theirs, "").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, w.cache().join(".cache-run")).unwrap();
+    for (n, args) in [(1, &[][..]), (2, &["--discard-failures"][..])] {
+        let o = run(&w, args, "echo run >> runs; echo out; exit 2")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "{}", stderr_of(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+        let err = stderr_of(&o);
+        assert!(
+            err.contains("not cached") && err.contains("a symlink") && err.lines().count() == 1,
+            "{err}"
+        );
+        assert_eq!(runs(&w), n);
+    }
+    let o = w.cmd("cache-evict").arg("--all").output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let there: Vec<_> = fs::read_dir(&elsewhere)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(there, vec![theirs], "nothing made or removed elsewhere");
+}
+
 // ---- the per-key files ------------------------------------------------------
 
 fn run_dir_files(w: &World) -> Vec<String> {

@@ -379,29 +379,55 @@ fn gc_lock(store: &Path, how: Lock) -> Result<Option<File>> {
         )));
     }
     let path = store.join(GC_LOCK);
-    let f = match fsutil::open_rw_create(&path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            fsutil::create_private_dir(store)?;
-            fsutil::open_rw_create(&path).map_err(|e| Error::io("cannot open", &path, e))?
-        }
-        // A read-only cache (a read-only mount): a store or sweep fails
-        // later on its own, but a restore or a dry run only reads. The
-        // lock is taken on a read-only descriptor (flock needs no write
-        // access), so a sweep through a writable view of the same files
-        // still waits for it; with no lock file nothing ever stored here.
-        Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
-            match fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(&path)
-            {
-                Ok(f) => f,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(Error::io("cannot open", &path, e)),
+    let mut cleared = false;
+    let f = loop {
+        break match fsutil::open_rw_create(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fsutil::create_private_dir(store)?;
+                fsutil::open_rw_create(&path).map_err(|e| Error::io("cannot open", &path, e))?
             }
-        }
-        Err(e) => return Err(Error::io("cannot open", &path, e)),
+            // A read-only cache (a read-only mount): a store or sweep fails
+            // later on its own, but a restore or a dry run only reads. The
+            // lock is taken on a read-only descriptor (flock needs no write
+            // access), so a sweep through a writable view of the same files
+            // still waits for it; with no lock file nothing ever stored here.
+            Err(e) if e.raw_os_error() == Some(libc::EROFS) => {
+                match fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(&path)
+                {
+                    Ok(f) => f,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(Error::io("cannot open", &path, e)),
+                }
+            }
+            // A symlink, directory or FIFO at its name (put there by hand)
+            // is no lock anybody holds (this one is a regular file, opened
+            // only as one): it goes, never followed, and the lock file is
+            // made again. Before, every `--output` hit failed with exit 3
+            // and every eviction with 3 or 1, so the cache was never
+            // trimmed again.
+            Err(_) if !cleared && clear_non_regular(&path) => {
+                cleared = true;
+                continue;
+            }
+            // A file (or FIFO) in the place of `.store` itself: every
+            // `--output` hit failed with exit 4 (`Not a directory`) and
+            // every store was not cached. It holds no blob (the size walk
+            // counts none there): it goes, and the store is made again.
+            Err(e)
+                if !cleared
+                    && e.raw_os_error() == Some(libc::ENOTDIR)
+                    && fs::symlink_metadata(store).is_ok_and(|m| !m.is_dir())
+                    && fs::remove_file(store).is_ok() =>
+            {
+                cleared = true;
+                continue;
+            }
+            Err(e) => return Err(Error::io("cannot open", &path, e)),
+        };
     };
     let (kind, until) = match how {
         Lock::Shared(w) => (LockKind::Shared, w),
@@ -419,6 +445,17 @@ fn gc_lock(store: &Path, how: Lock) -> Result<Option<File>> {
             start.elapsed().as_secs_f64()
         ))),
         Lock::Try | Lock::Wait(_) => Ok(None),
+    }
+}
+
+/// Removes what is at `path` if it is not a regular file (a symlink itself,
+/// not its target; a directory with its content, never entering a mount);
+/// whether it did.
+fn clear_non_regular(path: &Path) -> bool {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => remove_tree(path),
+        Ok(m) if !m.is_file() => fs::remove_file(path).is_ok(),
+        _ => false,
     }
 }
 
@@ -462,11 +499,12 @@ pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
     check_paths(paths)?;
     let store = store_dir(c);
     let gc = gc_lock(&store, Lock::Shared(c.lock_deadline()))?;
+    let odd = odd_fans(&store);
     let mut pending = Pending(Vec::new());
     let mut names = HashSet::new();
     let mut roots = Vec::new();
     for p in paths {
-        let nodes = walk(p, &store, &mut pending, &mut names)?;
+        let nodes = walk(p, &store, &odd, &mut pending, &mut names)?;
         roots.push(Root {
             path: normal(p).to_string_lossy().into_owned(),
             nodes,
@@ -479,7 +517,7 @@ pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
     let bytes = serde_json::to_vec(&m)
         .map_err(|e| Error::General(format!("cannot encode the output manifest: {e}")))?;
     let manifest = blake3::hash(&bytes).to_hex().to_string();
-    if !names.contains(&manifest) && !blob_exists(&store, &manifest, bytes.len() as u64) {
+    if !names.contains(&manifest) && !blob_exists(&store, &odd, &manifest, bytes.len() as u64) {
         let (tmp, _) = fsutil::write_temp(&store, &bytes)?;
         set_mode(&tmp, 0o444)?;
         pending.0.push(NewBlob {
@@ -502,6 +540,21 @@ pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
             let size = fs::symlink_metadata(&b.tmp)
                 .map_err(|e| Error::io("cannot stat", &b.tmp, e))?
                 .len();
+            if let Some(parent) = dest.parent() {
+                // Anything but a directory at the fan's name, put there by
+                // hand: a file failed every store of the fan's blobs and
+                // every restore of them (exit 4); a symlink to a directory
+                // elsewhere led this rename there, and the removal of a
+                // directory at the blob's name below (a store wrote and
+                // deleted outside the cache). It goes (the link, never
+                // what it points to) before the blob's name is looked at;
+                // the index is recounted.
+                if fs::symlink_metadata(parent).is_ok_and(|m| !m.is_dir()) {
+                    fs::remove_file(parent).map_err(|e| Error::io("cannot remove", parent, e))?;
+                    repaired = true;
+                }
+                fsutil::create_private_dir(parent)?;
+            }
             match fs::symlink_metadata(&dest) {
                 // Stored meanwhile by another run: ours goes.
                 Ok(m) if is_blob(&m, &b.name, size) => continue,
@@ -521,17 +574,6 @@ pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
                 }
                 Err(_) => added += size as i64,
             }
-            if let Some(parent) = dest.parent() {
-                // A file (or a symlink to no directory) at the fan's name,
-                // put there by hand: it failed every store of the fan's
-                // blobs and every restore of them (exit 4). It goes; the
-                // index is recounted.
-                if fs::symlink_metadata(parent).is_ok() && !parent.is_dir() {
-                    fs::remove_file(parent).map_err(|e| Error::io("cannot remove", parent, e))?;
-                    repaired = true;
-                }
-                fsutil::create_private_dir(parent)?;
-            }
             fs::rename(&b.tmp, &dest).map_err(|e| Error::io("cannot install", &dest, e))?;
         }
         Ok((!repaired).then_some(added))
@@ -542,10 +584,38 @@ pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
 
 /// Whether the store has blob `name` whole: a file of the `len` bytes its
 /// content has, with a blob's mode (a blob damaged by hand is stored
-/// again, not trusted).
-fn blob_exists(store: &Path, name: &str, len: u64) -> bool {
-    blob_path(store, name)
-        .is_some_and(|p| fs::symlink_metadata(p).is_ok_and(|m| is_blob(&m, name, len)))
+/// again, not trusted), in a fan directory that is one (not in `odd`).
+fn blob_exists(store: &Path, odd: &HashSet<String>, name: &str, len: u64) -> bool {
+    blob_path(store, name).is_some_and(|p| {
+        !odd.contains(&name[..2]) && fs::symlink_metadata(p).is_ok_and(|m| is_blob(&m, name, len))
+    })
+}
+
+/// The fan names of `.store` (`XX`) that something other than a directory
+/// holds: a symlink (to a directory elsewhere: a blob "found" there would
+/// be used through it), a file. One listing per store, not a `stat` per
+/// file; their blobs are stored again, and the store replaces them
+/// ([`store`]).
+fn odd_fans(store: &Path) -> HashSet<String> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(rd) = fs::read_dir(store) else {
+        return HashSet::new();
+    };
+    rd.flatten()
+        .filter(|de| is_fan_dir(de.file_name().as_bytes()))
+        .filter(|de| !de.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|de| de.file_name().into_string().ok())
+        .collect()
+}
+
+/// Whether the fan directory of blob `name` (checked by [`blob_path`]) is
+/// not a directory of its own: a symlink, a file. Its blobs are damage to a
+/// restore, never read through it (`None` when it is one, or missing).
+fn odd_fan(store: &Path, name: &str) -> Option<String> {
+    let fan = store.join(name.get(..2)?);
+    fs::symlink_metadata(&fan)
+        .is_ok_and(|m| !m.is_dir())
+        .then(|| format!("{} is not a directory", fan.display()))
 }
 
 /// A blob's mode: read-only, executable for a name ending in `x`.
@@ -677,6 +747,8 @@ struct Level {
 struct Walk<'a> {
     root: &'a Path,
     store: &'a Path,
+    /// [`odd_fans`].
+    odd: &'a HashSet<String>,
     pending: &'a mut Pending,
     names: &'a mut HashSet<String>,
     nodes: Vec<Node>,
@@ -716,12 +788,14 @@ struct Walk<'a> {
 fn walk(
     root: &Path,
     store: &Path,
+    odd: &HashSet<String>,
     pending: &mut Pending,
     names: &mut HashSet<String>,
 ) -> Result<Vec<Node>> {
     let mut w = Walk {
         root,
         store,
+        odd,
         pending,
         names,
         nodes: Vec::new(),
@@ -986,7 +1060,7 @@ fn put_blob(f: File, m: &Stat, path: &Path, w: &mut Walk<'_>) -> Result<(String,
     if exec {
         name.push('x');
     }
-    if w.names.contains(&name) || blob_exists(store, &name, len) {
+    if w.names.contains(&name) || blob_exists(store, w.odd, &name, len) {
         return Ok((name, len));
     }
     let (tmp, t) = fsutil::create_temp(store)?;
@@ -1318,6 +1392,12 @@ fn restore_in(
     let Some(mpath) = blob_path(&store, name) else {
         return Ok(Err(format!("bad manifest name {name}")));
     };
+    // A fan directory replaced by a symlink (to a copy of the store
+    // elsewhere) or a file is damage: no blob is read or linked through
+    // it (the store that follows the miss puts a directory in its place).
+    if let Some(why) = odd_fan(&store, name) {
+        return Ok(Err(why));
+    }
     // Like every blob a restore reads: without touching its atime.
     let bytes = match fsutil::open_read_noatime_meta(&mpath).and_then(|(mut f, m)| {
         let mut b = Vec::with_capacity(usize::try_from(m.len()).unwrap_or(0));
@@ -1344,6 +1424,17 @@ fn restore_in(
     };
     if m.ffkit_outputs != VERSION || m.roots.len() != out.paths.len() {
         return Ok(Err("the output manifest does not fit".into()));
+    }
+    // The fans of its blobs, each looked at once (at most 256 `lstat`s).
+    let mut fans = HashSet::new();
+    for n in m.roots.iter().flat_map(|r| &r.nodes) {
+        if let Kind::File { blob, .. } = &n.kind
+            && blob_path(&store, blob).is_some()
+            && fans.insert(&blob[..2])
+            && let Some(why) = odd_fan(&store, blob)
+        {
+            return Ok(Err(why));
+        }
     }
     // A path that is a mount point now (a volume mounted at
     // `node_modules` after the entry was stored) cannot be swapped
@@ -1838,7 +1929,12 @@ fn build_at(
                 // With `--link` the group's first file is its blob, which
                 // may have all the names its file system allows, or be one
                 // the kernel refuses to link (EPERM): this one is a copy of
-                // it, with the group's mode and mtime.
+                // it, with the group's mode and mtime, and the first file
+                // becomes a name of that copy, so the members after this
+                // one link to it too: the group stays one file, as a copy
+                // restore makes it. (Before, each member was a copy of its
+                // own: a group of three with one name left on its blob was
+                // three files.) The blob keeps its other names.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMLINK | libc::EPERM)) => {
                     let mode = match root.nodes[to].kind {
                         Kind::File { mode, .. } => mode,
@@ -1846,6 +1942,9 @@ fn build_at(
                     };
                     copy_of(&first, &dest, mode, n)
                         .map_err(|e| Error::io("cannot write", &dest, e))?;
+                    fs::remove_file(&first)
+                        .and_then(|()| fs::hard_link(&dest, &first))
+                        .map_err(|e| Error::io("cannot link", &first, e))?;
                 }
                 Err(e) => return Err(Error::io("cannot link", &dest, e)),
             }
@@ -1867,7 +1966,8 @@ fn build_at(
 
 /// Makes `dest` a copy of `src` (a file just restored) with `mode` and
 /// node `n`'s mtime: the member of a hard-link group that cannot be one
-/// more name of its file (EMLINK).
+/// more name of its file (EMLINK), which the group's other names then
+/// link to.
 fn copy_of(src: &Path, dest: &Path, mode: u32, n: &Node) -> io::Result<()> {
     let mut from = File::open(src)?;
     let mut to = fs::OpenOptions::new()

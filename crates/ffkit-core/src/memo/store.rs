@@ -311,8 +311,24 @@ fn side_file(c: &Cache, key: &RunKey, ext: &str) -> PathBuf {
     c.dir().join(RUN_DIR).join(format!("{}.{ext}", key.hex))
 }
 
+/// `.cache-run/`, unless a symlink stands there: the per-key files are
+/// never made, written or removed through one (a `.cache-run` linked to a
+/// directory elsewhere got lock, hit and failure files made there, and every
+/// eviction removed the files there named like a key's). The call runs its
+/// command uncached, as for a file in its place; an eviction prunes nothing.
+fn run_dir(c: &Cache) -> Result<PathBuf> {
+    let dir = c.dir().join(RUN_DIR);
+    if fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+        return Err(Error::Permission(format!(
+            "{}: a symlink; the per-key lock files are never used through one",
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
 fn lock_local(c: &Cache, key: &RunKey, wait: Option<Duration>) -> Result<Option<Guard>> {
-    fsutil::create_private_dir(&c.dir().join(RUN_DIR))?;
+    fsutil::create_private_dir(&run_dir(c)?)?;
     let path = side_file(c, key, "lock");
     let deadline = wait.map(|t| (t, Wait::timeout(t)));
     let mut cleared = 0;
@@ -409,7 +425,9 @@ fn still_named(f: &File, path: &Path) -> bool {
 /// files went. Best effort per key: a file that cannot be locked or removed
 /// is left for the next eviction.
 pub fn prune_local(c: &Cache) -> Result<usize> {
-    let dir = c.dir().join(RUN_DIR);
+    let Ok(dir) = run_dir(c) else {
+        return Ok(0);
+    };
     let list = match fs::read_dir(&dir) {
         Ok(l) => l,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),

@@ -121,6 +121,22 @@ pub fn fill_wrappers(text: &str) -> io::Result<String> {
     fill_block(&text, "env-odd-zsh", "    ", &env_odd_zsh())
 }
 
+/// Each name of [`ENV_VARS`] through `f`.
+fn each_env_var(f: &dyn Fn(&str) -> String) -> Vec<String> {
+    ENV_VARS.iter().map(|v| f(v.name)).collect()
+}
+
+/// The `for _ffkit_n in NAME…; do` line (packed) of the `env-odd` blocks.
+fn env_var_loop() -> String {
+    packed(
+        "            for _ffkit_n in ",
+        "                ",
+        " \\",
+        &each_env_var(&|n| format!("{n} ")),
+        "; do",
+    )
+}
+
 /// The `env-odd` block of `_ffkit_exec` (bash 4.4+): the variables of
 /// [`ENV_VARS`] that its `export` would not hand the binary as `$NAME`
 /// reads them (docs/shell.md, "Variables"): an indexed or associative
@@ -133,8 +149,6 @@ pub fn fill_wrappers(text: &str) -> io::Result<String> {
 /// `set +u`: `${NAME@a}` of an unset NAME is an error under `set -u`, and
 /// this process execs the binary next.
 fn env_odd_bash() -> String {
-    let names: Vec<&str> = ENV_VARS.iter().map(|v| v.name).collect();
-    let each = |f: &dyn Fn(&str) -> String| names.iter().map(|n| f(n)).collect::<Vec<_>>();
     let mut b = String::from(
         "    if ((BASH_VERSINFO[0] * 100 + BASH_VERSINFO[1] >= 404)); then\n        set +u\n",
     );
@@ -142,23 +156,17 @@ fn env_odd_bash() -> String {
         "        _ffkit_n=",
         "        _ffkit_n+=",
         "",
-        &each(&|n| format!("${{{n}@a}}")),
+        &each_env_var(&|n| format!("${{{n}@a}}")),
         "",
     ));
     b.push_str(&packed(
         "        if [[ $_ffkit_n == *[aA]* ",
         "            ",
         " \\",
-        &each(&|n| format!("|| -R {n} ")),
+        &each_env_var(&|n| format!("|| -R {n} ")),
         " ]]; then",
     ));
-    b.push_str(&packed(
-        "            for _ffkit_n in ",
-        "                ",
-        " \\",
-        &each(&|n| format!("{n} ")),
-        "; do",
-    ));
+    b.push_str(&env_var_loop());
     b.push_str(concat!(
         "                [[ -R $_ffkit_n || ${!_ffkit_n@a} == *[aA]* ]] || continue\n",
         "                [[ -z ${!_ffkit_n+set} ]] || _ffkit_o+=(\"$_ffkit_n=${!_ffkit_n}\")\n",
@@ -176,8 +184,6 @@ fn env_odd_bash() -> String {
 /// `${(t)NAME}` (the type; a fifth of what `${parameters[NAME]}` costs),
 /// no bash syntax: hence the one shellcheck disable, on this block.
 fn env_odd_zsh() -> String {
-    let names: Vec<&str> = ENV_VARS.iter().map(|v| v.name).collect();
-    let each = |f: &dyn Fn(&str) -> String| names.iter().map(|n| f(n)).collect::<Vec<_>>();
     let mut b = String::from(
         "    # shellcheck disable=SC2296 # -- zsh's ${(t)NAME}: this is zsh's function\n    {\n",
     );
@@ -185,17 +191,11 @@ fn env_odd_zsh() -> String {
         "        _ffkit_n=",
         "        _ffkit_n+=",
         "",
-        &each(&|n| format!("${{(t){n}}}")),
+        &each_env_var(&|n| format!("${{(t){n}}}")),
         "",
     ));
     b.push_str("        if [[ $_ffkit_n == *association* ]]; then\n");
-    b.push_str(&packed(
-        "            for _ffkit_n in ",
-        "                ",
-        " \\",
-        &each(&|n| format!("{n} ")),
-        "; do",
-    ));
+    b.push_str(&env_var_loop());
     b.push_str(concat!(
         "                [[ ${(Pt)_ffkit_n} == association* ]] || continue\n",
         "                if eval \"[[ -n \\${${_ffkit_n}[0]+set} ]]\"; then\n",

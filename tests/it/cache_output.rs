@@ -2292,7 +2292,7 @@ fn an_old_tree_that_cannot_be_removed_is_named_on_stderr() {
             .is_ok_and(|s| s.success())
     };
     if !chattr("+i", &pinned) {
-        println!("SKIP: chattr +i not possible here (needs root and a file system with it)");
+        crate::util::skip_fs("chattr +i not possible here (needs root and a file system with it)");
         return;
     }
     let o = call();
@@ -3161,7 +3161,7 @@ fn a_link_restore_of_a_blob_with_all_the_names_it_can_have_copies_the_file() {
         }
     };
     if !full {
-        skip("the temp dir's file system has no link limit below 70,000");
+        crate::util::skip_fs("the temp dir's file system has no link limit below 70,000");
         return;
     }
     let check = |what: &str| {
@@ -3222,7 +3222,7 @@ fn a_link_restore_of_a_blob_the_kernel_refuses_to_link_copies_the_file() {
             .is_ok_and(|s| s.success())
     };
     if !chattr("+i") {
-        skip("chattr +i not possible here (needs root and a file system with it)");
+        crate::util::skip_fs("chattr +i not possible here (needs root and a file system with it)");
         return;
     }
     let o = run(&w, &["--link", "--output", "o"], script)

@@ -658,6 +658,13 @@ pub fn skip(why: &str) {
     let _ = writeln!(std::io::stderr(), "SKIP: {why}");
 }
 
+/// A test that cannot run on this machine's file system (a property of
+/// where the temp dir lies, which no package installs) says so on the real
+/// stderr, on CI too.
+pub fn skip_fs(why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIP: {why}");
+}
+
 /// Whether the tests run as root (mounts, `setpriv`, `ns_last_pid`).
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()

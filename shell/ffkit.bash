@@ -737,6 +737,21 @@ _ffkit_lock_on_fd() {
             _ffkit_st=0
             wait "$_ffkit_w" 2>/dev/null || _ffkit_st=$?
         fi
+        # 127: the script's own `wait` or `wait -n`, in the trap that
+        # interrupted ours, reaped the waiter and took its status (bash
+        # keeps none for a second `wait`). FD tells: locked, the waiter got
+        # the lock (the builtin's and zsh's answer, 0); else its answer is
+        # asked again in the foreground, with what is left of LOCK_TIMEOUT
+        # (none left: it timed out, and said so).
+        if [[ $_ffkit_st == 127 ]] && ! kill -0 "$_ffkit_w" 2>/dev/null; then
+            ! _ffkit_fd_locked "$1" || return 0
+            local _ffkit_wt=''
+            if ! _ffkit_lock_left; then
+                [[ $_ffkit_total == 0 ]] || return 6
+            fi
+            _ffkit_st=0
+            _ffkit_lock_call lock-acquire ${_ffkit_wt:+-w} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" || _ffkit_st=$?
+        fi
         return "$_ffkit_st"
     done
 }

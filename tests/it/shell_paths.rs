@@ -1363,3 +1363,39 @@ fn a_setting_changed_between_acquire_and_release_gets_one_answer_on_every_path()
     }
     assert!(!seen.is_empty());
 }
+
+/// Attack finding: a script's own `wait` in a trap that runs while the
+/// bash fallback waits for a busy lock (bash runs the trap inside the
+/// fallback's `wait`) reaped the fallback's waiter, which had just taken
+/// the lock, and bash kept no status for the fallback's own `wait`: that
+/// got 127, closed the descriptor the waiter had locked, and
+/// `acquire_critical_lock` answered 127 with the lock dropped. Now a lost
+/// status is answered from the descriptor (locked: 0), as the builtin and
+/// zsh answer (they run the trap once the wait is over). The trap's `wait`
+/// starts once the lock is this shell's, as `lock-status` says.
+#[test]
+fn a_scripts_own_wait_in_a_trap_does_not_steal_the_lock_waiters_status() {
+    let mut seen = Vec::new();
+    for way in ways() {
+        for w in ["wait", "wait -n"] {
+            let tmp = tempfile::tempdir().unwrap();
+            let t = tmp.path();
+            git_init(t);
+            let script = format!(
+                "bash -c '. \"$FFKIT_LIB\"; acquire_critical_lock X && : >held && n=0 && until [ -e sent ] || [ $n -ge 6000 ]; do sleep 0.01; n=$((n + 1)); done' >/dev/null 2>&1 &\n\
+                 until [ -e held ]; do sleep 0.01; done\n\
+                 trap 'n=0; until ffkit lock-status X 2>/dev/null | grep -q \"pid $$ \" || [ $n -ge 3000 ]; do sleep 0.01; n=$((n + 1)); done; {w}; echo t' USR1\n\
+                 me=$$\n\
+                 ( until grep -qs 'waiting for lock' w; do sleep 0.01; done; kill -USR1 \"$me\"; : >sent ) &\n\
+                 FF_DEBUG=true LOCK_TIMEOUT=20 acquire_critical_lock X 2>w; echo \"X=$?\"\n\
+                 ffkit lock-status -q X && echo held\n\
+                 release_critical_lock X; echo \"r=$?\""
+            );
+            let (out, err) = text(&output_within(sh(way, t, t, &script), way));
+            assert_eq!(err, "", "{way} {w}");
+            assert_eq!(out, "t\nX=0\nheld\nr=0\n", "{way} {w}");
+        }
+        seen.push(way);
+    }
+    assert!(!seen.is_empty());
+}

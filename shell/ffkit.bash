@@ -288,6 +288,14 @@ _ffkit_exec() {
         _ffkit_e+=("FLOWFORGE_DEVELOPER=$_ffkit_d")
     fi
     if [[ ${#_ffkit_e[@]} -gt 0 ]]; then
+        # env(1) takes every argument with a `=` before the command for
+        # one more NAME=VALUE, a FFKIT_BIN such as /opt/a=b/ffkit too
+        # (it then ran the binary's first argument, 127): such a path is
+        # run by a bash that env(1) starts, whose `exec` takes it as is.
+        if [[ ${FFKIT_BIN-} == *=* ]]; then
+            # shellcheck disable=SC2016 # -- expanded by that bash
+            exec env "${_ffkit_e[@]}" "${BASH:-bash}" -c 'exec "$0" "$@"' "$FFKIT_BIN" "$@"
+        fi
         exec env "${_ffkit_e[@]}" "${FFKIT_BIN:-ffkit}" "$@"
     fi
     exec "${FFKIT_BIN:-ffkit}" "$@"

@@ -1399,3 +1399,31 @@ fn a_scripts_own_wait_in_a_trap_does_not_steal_the_lock_waiters_status() {
     }
     assert!(!seen.is_empty());
 }
+
+/// Attack finding: the bash fallback hands a readonly array or nameref
+/// setting (and a readonly FLOWFORGE_DEVELOPER for another developer's
+/// lock) to the binary through env(1), which takes every argument with a
+/// `=` before the command for one more NAME=VALUE: a FFKIT_BIN such as
+/// `/opt/a=b/ffkit` made env(1) run the binary's first argument, and
+/// every such call answered 127. The same answers on every path now.
+#[test]
+fn a_ffkit_bin_with_an_equals_sign_works_with_a_readonly_array_setting() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        fs::create_dir(t.join("a=b")).unwrap();
+        std::os::unix::fs::symlink(bin(), t.join("a=b/ffkit")).unwrap();
+        let script = "FFKIT_BIN=$PWD/a=b/ffkit\n\
+                      readonly -a LOCK_TIMEOUT=(5 9)\n\
+                      readonly FLOWFORGE_DEVELOPER=bob\n\
+                      acquire_critical_lock a; echo \"a=$?\"\n\
+                      release_critical_lock a; echo \"ra=$?\"\n\
+                      acquire_session_lock alice s; echo \"s=$?\"\n\
+                      release_session_lock alice s; echo \"rs=$?\"\n\
+                      write_cache_with_metadata k v; echo \"w=$?\"";
+        let (out, err) = text(&output_within(sh(way, t, t, script), way));
+        assert_eq!(out, "a=0\nra=0\ns=0\nrs=0\nw=0\n", "{way}: {err}");
+        assert_eq!(err, "", "{way}");
+    }
+}

@@ -706,7 +706,25 @@ _ffkit_lock_take() {
 # still refuses once the lock is this shell's (lock::fd::acquire).
 _ffkit_lock_on_fd() {
     if [[ -n ${_ffkit_wpid-} ]] && [ "${_ffkit_wfile-}" = "$_ffkit_file" ]; then
-        wait "$_ffkit_wpid" 2>/dev/null || :
+        local _ffkit_ws=0
+        while :; do
+            _ffkit_ws=0
+            wait "$_ffkit_wpid" 2>/dev/null || _ffkit_ws=$?
+            if [[ $_ffkit_ws -le 128 ]] || ! kill -0 "$_ffkit_wpid" 2>/dev/null; then
+                break
+            fi
+            case $_ffkit_ws in
+                129 | 130 | 131 | 143)
+                    # A signal that ends a wait came during this one: it
+                    # ends the waiting call's too, as with the builtin,
+                    # which answers it (_ffkit_wsig, that call's local;
+                    # its waiter is reaped there), and this call goes on.
+                    _ffkit_wsig=$_ffkit_ws
+                    kill -KILL "$_ffkit_wpid" 2>/dev/null || :
+                    break
+                    ;;
+            esac
+        done
     fi
     local _ffkit_q=--quiet-wait _ffkit_w='' _ffkit_st=0
     # FF_DEBUG=true: the binary's waiting line too.
@@ -724,10 +742,16 @@ _ffkit_lock_on_fd() {
         _ffkit_exec "$_ffkit_log" 0 '' lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
     fi
     _ffkit_w=$!
-    local _ffkit_wpid=$_ffkit_w _ffkit_wfile=$_ffkit_file
+    local _ffkit_wpid=$_ffkit_w _ffkit_wfile=$_ffkit_file _ffkit_wsig=''
     while :; do
         _ffkit_st=0
         wait "$_ffkit_w" || _ffkit_st=$?
+        # A trap asking for this very file got the signal that ends a
+        # wait while it waited for this waiter (above), and killed it.
+        if [[ -n $_ffkit_wsig ]]; then
+            wait "$_ffkit_w" 2>/dev/null || :
+            return "$_ffkit_wsig"
+        fi
         # Above 128 with the waiter still there: a trapped signal
         # interrupted `wait` (its trap has run).
         if [[ $_ffkit_st -gt 128 ]] && kill -0 "$_ffkit_w" 2>/dev/null; then

@@ -1427,3 +1427,34 @@ fn a_ffkit_bin_with_an_equals_sign_works_with_a_readonly_array_setting() {
         assert_eq!(err, "", "{way}");
     }
 }
+
+/// Attack finding: in the bash fallback, a trap asking for the lock its
+/// shell waits for waits for the waiting call's waiter first; a SIGINT
+/// (trapped) that came during that wait ran its trap but ended neither
+/// wait: the waiting call got the lock (0) and the trap's call was 5,
+/// where the builtin ends the waiting call with 130 and the trap's call
+/// then waits for the lock and gets it. The fallback answers the same now
+/// (zsh holds back a `kill -INT` of the shell alone until its foreground
+/// waiter ends: docs/shell.md). The INT is sent once the trap started and
+/// the shell is back in a wait (/proc/PID/wchan).
+#[test]
+fn a_sigint_during_a_traps_wait_for_its_shells_waiter_ends_the_waiting_call() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    git_init(t);
+    let script = "( acquire_critical_lock X && : >held && n=0 && until [ -e sent ] || [ $n -ge 6000 ]; do sleep 0.01; n=$((n + 1)); done ) >/dev/null 2>&1 &\n\
+                  until [ -e held ]; do sleep 0.01; done\n\
+                  trap ': >intrap; LOCK_TIMEOUT=20 acquire_critical_lock X 2>/dev/null; echo \"t=$?\"' USR1\n\
+                  trap 'echo int' INT\n\
+                  me=$$\n\
+                  ( until grep -qs 'waiting for lock' w; do sleep 0.01; done; kill -USR1 \"$me\"\n\
+                    n=0; until [ -e intrap ] && [ \"$(cat /proc/$me/wchan)\" = do_wait ] || [ $n -ge 3000 ]; do sleep 0.01; n=$((n + 1)); done\n\
+                    kill -INT \"$me\"; : >sent ) &\n\
+                  FF_DEBUG=true LOCK_TIMEOUT=20 acquire_critical_lock X 2>w; echo \"main=$?\"\n\
+                  ffkit lock-status -q X && echo held\n\
+                  release_critical_lock X; echo \"r=$?\"\n\
+                  wait";
+    let (out, err) = text(&output_within(sh("fallback", t, t, script), "fallback"));
+    assert_eq!(err, "", "fallback");
+    assert_eq!(out, "int\nt=0\nmain=130\nheld\nr=0\n", "fallback");
+}

@@ -232,7 +232,10 @@ _ffkit_exec() {
             FFKIT_BACKEND_CA FFKIT_LOCK_LEASE XDG_CACHE_HOME XDG_RUNTIME_DIR \
             SHELL HOME
         # END GENERATED:env-forward
-    }
+    } 2>/dev/null || :
+    # (Quiet, and no end under `set -e`: `export` refuses a nameref to an
+    # array element, `declare -n LOCK_TIMEOUT='a[1]'`, with an error line;
+    # the block below hands it on.)
     # An array or a nameref among them (bash exports no array, and
     # `export` of a nameref exports its target): each is handed on as
     # `$NAME` reads it (element 0, or the target's value) by a local

@@ -1458,3 +1458,28 @@ fn a_sigint_during_a_traps_wait_for_its_shells_waiter_ends_the_waiting_call() {
     assert_eq!(err, "", "fallback");
     assert_eq!(out, "int\nt=0\nmain=130\nheld\nr=0\n", "fallback");
 }
+
+/// Attack finding: a nameref to an array element (`declare -n
+/// FFKIT_LOCK_DIR='d[1]'`, `'m[k]'` of an association) is what `$NAME`
+/// reads, the element, on the bash fallback; the builtin found no
+/// variable named `d[1]` (bash's find_variable) and took the setting for
+/// unset, so the lock went to the default dir. Both read the element now
+/// (bash only: zsh has no namerefs).
+#[test]
+fn a_nameref_to_an_array_element_is_that_element_on_every_bash_path() {
+    for way in ["builtin", "fallback"] {
+        crate::builtin::library(&bin());
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "d=(x \"$PWD/l1\"); declare -n FFKIT_LOCK_DIR='d[1]'\n\
+                      acquire_critical_lock a; echo \"a=$?\"; [ -f l1/a.lock ] && echo l1\n\
+                      release_critical_lock a; echo \"ra=$?\"\n\
+                      unset -n FFKIT_LOCK_DIR; declare -A m=([k]=\"$PWD/l2\"); declare -n FFKIT_LOCK_DIR='m[k]'\n\
+                      acquire_critical_lock b; echo \"b=$?\"; [ -f l2/b.lock ] && echo l2\n\
+                      release_critical_lock b; echo \"rb=$?\"";
+        let (out, err) = text(&output_within(sh(way, t, t, script), way));
+        assert_eq!(out, "a=0\nl1\nra=0\nb=0\nl2\nrb=0\n", "{way}: {err}");
+        assert_eq!(err, "", "{way}");
+    }
+}

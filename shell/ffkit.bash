@@ -232,7 +232,10 @@ _ffkit_exec() {
             FFKIT_BACKEND_CA FFKIT_LOCK_LEASE XDG_CACHE_HOME XDG_RUNTIME_DIR \
             SHELL HOME
         # END GENERATED:env-forward
-    }
+    } 2>/dev/null || :
+    # (Quiet, and no end under `set -e`: `export` refuses a nameref to an
+    # array element, `declare -n LOCK_TIMEOUT='a[1]'`, with an error line;
+    # the block below hands it on.)
     # An array or a nameref among them (bash exports no array, and
     # `export` of a nameref exports its target): each is handed on as
     # `$NAME` reads it (element 0, or the target's value) by a local
@@ -288,6 +291,14 @@ _ffkit_exec() {
         _ffkit_e+=("FLOWFORGE_DEVELOPER=$_ffkit_d")
     fi
     if [[ ${#_ffkit_e[@]} -gt 0 ]]; then
+        # env(1) takes every argument with a `=` before the command for
+        # one more NAME=VALUE, a FFKIT_BIN such as /opt/a=b/ffkit too
+        # (it then ran the binary's first argument, 127): such a path is
+        # run by a bash that env(1) starts, whose `exec` takes it as is.
+        if [[ ${FFKIT_BIN-} == *=* ]]; then
+            # shellcheck disable=SC2016 # -- expanded by that bash
+            exec env "${_ffkit_e[@]}" "${BASH:-bash}" -c 'exec "$0" "$@"' "$FFKIT_BIN" "$@"
+        fi
         exec env "${_ffkit_e[@]}" "${FFKIT_BIN:-ffkit}" "$@"
     fi
     exec "${FFKIT_BIN:-ffkit}" "$@"
@@ -698,7 +709,25 @@ _ffkit_lock_take() {
 # still refuses once the lock is this shell's (lock::fd::acquire).
 _ffkit_lock_on_fd() {
     if [[ -n ${_ffkit_wpid-} ]] && [ "${_ffkit_wfile-}" = "$_ffkit_file" ]; then
-        wait "$_ffkit_wpid" 2>/dev/null || :
+        local _ffkit_ws=0
+        while :; do
+            _ffkit_ws=0
+            wait "$_ffkit_wpid" 2>/dev/null || _ffkit_ws=$?
+            if [[ $_ffkit_ws -le 128 ]] || ! kill -0 "$_ffkit_wpid" 2>/dev/null; then
+                break
+            fi
+            case $_ffkit_ws in
+                129 | 130 | 131 | 143)
+                    # A signal that ends a wait came during this one: it
+                    # ends the waiting call's too, as with the builtin,
+                    # which answers it (_ffkit_wsig, that call's local;
+                    # its waiter is reaped there), and this call goes on.
+                    _ffkit_wsig=$_ffkit_ws
+                    kill -KILL "$_ffkit_wpid" 2>/dev/null || :
+                    break
+                    ;;
+            esac
+        done
     fi
     local _ffkit_q=--quiet-wait _ffkit_w='' _ffkit_st=0
     # FF_DEBUG=true: the binary's waiting line too.
@@ -716,10 +745,16 @@ _ffkit_lock_on_fd() {
         _ffkit_exec "$_ffkit_log" 0 '' lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
     fi
     _ffkit_w=$!
-    local _ffkit_wpid=$_ffkit_w _ffkit_wfile=$_ffkit_file
+    local _ffkit_wpid=$_ffkit_w _ffkit_wfile=$_ffkit_file _ffkit_wsig=''
     while :; do
         _ffkit_st=0
         wait "$_ffkit_w" || _ffkit_st=$?
+        # A trap asking for this very file got the signal that ends a
+        # wait while it waited for this waiter (above), and killed it.
+        if [[ -n $_ffkit_wsig ]]; then
+            wait "$_ffkit_w" 2>/dev/null || :
+            return "$_ffkit_wsig"
+        fi
         # Above 128 with the waiter still there: a trapped signal
         # interrupted `wait` (its trap has run).
         if [[ $_ffkit_st -gt 128 ]] && kill -0 "$_ffkit_w" 2>/dev/null; then
@@ -736,6 +771,21 @@ _ffkit_lock_on_fd() {
         if [[ $_ffkit_st -gt 128 ]]; then
             _ffkit_st=0
             wait "$_ffkit_w" 2>/dev/null || _ffkit_st=$?
+        fi
+        # 127: the script's own `wait` or `wait -n`, in the trap that
+        # interrupted ours, reaped the waiter and took its status (bash
+        # keeps none for a second `wait`). FD tells: locked, the waiter got
+        # the lock (the builtin's and zsh's answer, 0); else its answer is
+        # asked again in the foreground, with what is left of LOCK_TIMEOUT
+        # (none left: it timed out, and said so).
+        if [[ $_ffkit_st == 127 ]] && ! kill -0 "$_ffkit_w" 2>/dev/null; then
+            ! _ffkit_fd_locked "$1" || return 0
+            local _ffkit_wt=''
+            if ! _ffkit_lock_left; then
+                [[ $_ffkit_total == 0 ]] || return 6
+            fi
+            _ffkit_st=0
+            _ffkit_lock_call lock-acquire ${_ffkit_wt:+-w} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" || _ffkit_st=$?
         fi
         return "$_ffkit_st"
     done

@@ -87,6 +87,8 @@ unsafe extern "C" {
     static dist_version: *const c_char;
     fn hash_string(s: *const c_char) -> std::ffi::c_uint;
     fn array_reference(a: *mut c_void, ind: libc::intmax_t) -> *const c_char;
+    fn assoc_reference(h: *mut c_void, key: *const c_char) -> *const c_char;
+    fn find_variable_noref(name: *const c_char) -> *mut ShellVar;
     fn find_shell_builtin(name: *const c_char) -> *const c_void;
     fn find_function(name: *const c_char) -> *mut ShellVar;
     fn execute_shell_function(var: *mut ShellVar, words: *const WordList) -> c_int;
@@ -114,7 +116,11 @@ pub fn var(name: &str) -> Option<OsString> {
     // Every call reads about twenty variables (each validated on every
     // call: docs/shell.md, "Bad settings"), most of them unset: the
     // lookup is [`lookup`]'s, and a value is copied only when there is one.
-    let v = lookup(name)?;
+    let v = match lookup(name) {
+        Ok(v) => v,
+        Err(Some(r)) => return nameref_element(r),
+        Err(None) => return None,
+    };
     // SAFETY: `v` is bash's variable, valid until the next assignment; the
     // value is copied out at once. `get_variable_value` is bash's own
     // reading of `$name` (variables.c), called only for an array.
@@ -141,7 +147,7 @@ pub fn var(name: &str) -> Option<OsString> {
 /// a one-command assignment (`VAR=x ffkit …`, which bash marks exported),
 /// and not an array (bash exports none).
 pub fn exported_var(name: &str) -> Option<OsString> {
-    let v = lookup(name)?;
+    let v = lookup(name).ok()?;
     // SAFETY: `v` is bash's variable, valid until the next assignment; only
     // its attribute bits are read.
     let attrs = unsafe { (*v).attributes };
@@ -162,7 +168,12 @@ pub fn exported_var(name: &str) -> Option<OsString> {
 /// `find_variable` itself: a temporary environment (`VAR=x cmd`, searched
 /// first by bash while a builtin runs), a variable with a dynamic value or
 /// a nameref, and any bash whose tables did not pass [`fast_lookup_ok`].
-fn lookup(name: &str) -> Option<*mut ShellVar> {
+///
+/// `Err(Some(nameref))` when `name` is a nameref whose target names no
+/// variable (`declare -n X='arr[1]'`: bash finds no variable `arr[1]`,
+/// while `$X` reads that element: [`nameref_element`]); `Err(None)` when
+/// unset.
+fn lookup(name: &str) -> Result<*mut ShellVar, Option<*mut ShellVar>> {
     // The names are short: made a C string on the stack, hashed in the
     // same pass (a name holding a NUL names no variable).
     let mut buf = [0u8; 64];
@@ -171,7 +182,7 @@ fn lookup(name: &str) -> Option<*mut ShellVar> {
         let mut h = FNV_OFFSET;
         for (d, &b) in buf.iter_mut().zip(name.as_bytes()) {
             if b == 0 {
-                return None;
+                return Err(None);
             }
             *d = b;
             h = fnv1_step(h, b);
@@ -181,7 +192,7 @@ fn lookup(name: &str) -> Option<*mut ShellVar> {
         let c = unsafe { CStr::from_bytes_with_nul_unchecked(&buf[..=name.len()]) };
         (c, h)
     } else {
-        heap = CString::new(name).ok()?;
+        heap = CString::new(name).map_err(|_| None)?;
         (heap.as_c_str(), fnv1(heap.as_bytes()))
     };
     // SAFETY: `c` is a valid C string. `temporary_env` is a plain read of
@@ -189,14 +200,75 @@ fn lookup(name: &str) -> Option<*mut ShellVar> {
     // whose layout `fast_lookup_ok` checked against `find_variable` on this
     // bash; nothing is written or kept.
     unsafe {
+        let mut maybe_ref = true;
         if fast_lookup_ok() && std::ptr::read_volatile(&raw const temporary_env).is_null() {
             let v = walk_scopes(c, hash);
             if v.is_null() || ((*v).dynamic_value.is_null() && (*v).attributes & ATT_NAMEREF == 0) {
-                return (!v.is_null()).then_some(v);
+                return if v.is_null() { Err(None) } else { Ok(v) };
             }
+            maybe_ref = (*v).attributes & ATT_NAMEREF != 0;
         }
         let v = find_variable(c.as_ptr());
-        (!v.is_null()).then_some(v)
+        if !v.is_null() {
+            return Ok(v);
+        }
+        // Only where a nameref may be (not on the usual unset name).
+        if maybe_ref {
+            let r = find_variable_noref(c.as_ptr());
+            if !r.is_null() && (*r).attributes & ATT_NAMEREF != 0 {
+                return Err(Some(r));
+            }
+        }
+        Err(None)
+    }
+}
+
+/// `$X` of a nameref X whose target is an array element, `arr[N]` (N a
+/// decimal index) or `assoc[KEY]` (KEY as written): that element's value,
+/// as bash expands it. A subscript bash would expand first (`arr[$i]`,
+/// `arr[i+1]`) is not evaluated here: unset (docs/shell.md, "Variables").
+fn nameref_element(r: *mut ShellVar) -> Option<OsString> {
+    // SAFETY: `r` is bash's nameref variable (from find_variable_noref),
+    // valid until the next assignment; its value and the array's element
+    // are copied out at once; array_reference/assoc_reference only read.
+    unsafe {
+        if (*r).value.is_null() {
+            return None;
+        }
+        let t = CStr::from_ptr((*r).value).to_bytes();
+        let open = t.iter().position(|&b| b == b'[')?;
+        if open == 0 || t.last() != Some(&b']') {
+            return None;
+        }
+        let (base, sub) = (&t[..open], &t[open + 1..t.len() - 1]);
+        let base = CString::new(base).ok()?;
+        let a = find_variable(base.as_ptr());
+        if a.is_null() || (*a).value.is_null() || (*a).attributes & ATT_INVISIBLE != 0 {
+            return None;
+        }
+        let value = if (*a).attributes & ATT_ASSOC != 0 {
+            let k = CString::new(sub).ok()?;
+            assoc_reference((*a).value.cast(), k.as_ptr())
+        } else {
+            let s = std::str::from_utf8(sub).ok()?;
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let i: libc::intmax_t = s.parse().ok()?;
+            if (*a).attributes & ATT_ARRAY != 0 {
+                array_reference((*a).value.cast(), i)
+            } else if i == 0 {
+                (*a).value
+            } else {
+                std::ptr::null()
+            }
+        };
+        if value.is_null() {
+            return None;
+        }
+        Some(OsString::from_vec(
+            CStr::from_ptr(value).to_bytes().to_vec(),
+        ))
     }
 }
 

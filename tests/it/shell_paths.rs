@@ -1363,3 +1363,123 @@ fn a_setting_changed_between_acquire_and_release_gets_one_answer_on_every_path()
     }
     assert!(!seen.is_empty());
 }
+
+/// Attack finding: a script's own `wait` in a trap that runs while the
+/// bash fallback waits for a busy lock (bash runs the trap inside the
+/// fallback's `wait`) reaped the fallback's waiter, which had just taken
+/// the lock, and bash kept no status for the fallback's own `wait`: that
+/// got 127, closed the descriptor the waiter had locked, and
+/// `acquire_critical_lock` answered 127 with the lock dropped. Now a lost
+/// status is answered from the descriptor (locked: 0), as the builtin and
+/// zsh answer (they run the trap once the wait is over). The trap's `wait`
+/// starts once the lock is this shell's, as `lock-status` says.
+#[test]
+fn a_scripts_own_wait_in_a_trap_does_not_steal_the_lock_waiters_status() {
+    let mut seen = Vec::new();
+    for way in ways() {
+        for w in ["wait", "wait -n"] {
+            let tmp = tempfile::tempdir().unwrap();
+            let t = tmp.path();
+            git_init(t);
+            let script = format!(
+                "bash -c '. \"$FFKIT_LIB\"; acquire_critical_lock X && : >held && n=0 && until [ -e sent ] || [ $n -ge 6000 ]; do sleep 0.01; n=$((n + 1)); done' >/dev/null 2>&1 &\n\
+                 until [ -e held ]; do sleep 0.01; done\n\
+                 trap 'n=0; until ffkit lock-status X 2>/dev/null | grep -q \"pid $$ \" || [ $n -ge 3000 ]; do sleep 0.01; n=$((n + 1)); done; {w}; echo t' USR1\n\
+                 me=$$\n\
+                 ( until grep -qs 'waiting for lock' w; do sleep 0.01; done; kill -USR1 \"$me\"; : >sent ) &\n\
+                 FF_DEBUG=true LOCK_TIMEOUT=20 acquire_critical_lock X 2>w; echo \"X=$?\"\n\
+                 ffkit lock-status -q X && echo held\n\
+                 release_critical_lock X; echo \"r=$?\""
+            );
+            let (out, err) = text(&output_within(sh(way, t, t, &script), way));
+            assert_eq!(err, "", "{way} {w}");
+            assert_eq!(out, "t\nX=0\nheld\nr=0\n", "{way} {w}");
+        }
+        seen.push(way);
+    }
+    assert!(!seen.is_empty());
+}
+
+/// Attack finding: the bash fallback hands a readonly array or nameref
+/// setting (and a readonly FLOWFORGE_DEVELOPER for another developer's
+/// lock) to the binary through env(1), which takes every argument with a
+/// `=` before the command for one more NAME=VALUE: a FFKIT_BIN such as
+/// `/opt/a=b/ffkit` made env(1) run the binary's first argument, and
+/// every such call answered 127. The same answers on every path now.
+#[test]
+fn a_ffkit_bin_with_an_equals_sign_works_with_a_readonly_array_setting() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        fs::create_dir(t.join("a=b")).unwrap();
+        std::os::unix::fs::symlink(bin(), t.join("a=b/ffkit")).unwrap();
+        let script = "FFKIT_BIN=$PWD/a=b/ffkit\n\
+                      readonly -a LOCK_TIMEOUT=(5 9)\n\
+                      readonly FLOWFORGE_DEVELOPER=bob\n\
+                      acquire_critical_lock a; echo \"a=$?\"\n\
+                      release_critical_lock a; echo \"ra=$?\"\n\
+                      acquire_session_lock alice s; echo \"s=$?\"\n\
+                      release_session_lock alice s; echo \"rs=$?\"\n\
+                      write_cache_with_metadata k v; echo \"w=$?\"";
+        let (out, err) = text(&output_within(sh(way, t, t, script), way));
+        assert_eq!(out, "a=0\nra=0\ns=0\nrs=0\nw=0\n", "{way}: {err}");
+        assert_eq!(err, "", "{way}");
+    }
+}
+
+/// Attack finding: in the bash fallback, a trap asking for the lock its
+/// shell waits for waits for the waiting call's waiter first; a SIGINT
+/// (trapped) that came during that wait ran its trap but ended neither
+/// wait: the waiting call got the lock (0) and the trap's call was 5,
+/// where the builtin ends the waiting call with 130 and the trap's call
+/// then waits for the lock and gets it. The fallback answers the same now
+/// (zsh holds back a `kill -INT` of the shell alone until its foreground
+/// waiter ends: docs/shell.md). The INT is sent once the trap started and
+/// the shell is back in a wait (/proc/PID/wchan).
+#[test]
+fn a_sigint_during_a_traps_wait_for_its_shells_waiter_ends_the_waiting_call() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    git_init(t);
+    let script = "( acquire_critical_lock X && : >held && n=0 && until [ -e sent ] || [ $n -ge 6000 ]; do sleep 0.01; n=$((n + 1)); done ) >/dev/null 2>&1 &\n\
+                  until [ -e held ]; do sleep 0.01; done\n\
+                  trap ': >intrap; LOCK_TIMEOUT=20 acquire_critical_lock X 2>/dev/null; echo \"t=$?\"' USR1\n\
+                  trap 'echo int' INT\n\
+                  me=$$\n\
+                  ( until grep -qs 'waiting for lock' w; do sleep 0.01; done; kill -USR1 \"$me\"\n\
+                    n=0; until [ -e intrap ] && [ \"$(cat /proc/$me/wchan)\" = do_wait ] || [ $n -ge 3000 ]; do sleep 0.01; n=$((n + 1)); done\n\
+                    kill -INT \"$me\"; : >sent ) &\n\
+                  FF_DEBUG=true LOCK_TIMEOUT=20 acquire_critical_lock X 2>w; echo \"main=$?\"\n\
+                  ffkit lock-status -q X && echo held\n\
+                  release_critical_lock X; echo \"r=$?\"\n\
+                  wait";
+    let (out, err) = text(&output_within(sh("fallback", t, t, script), "fallback"));
+    assert_eq!(err, "", "fallback");
+    assert_eq!(out, "int\nt=0\nmain=130\nheld\nr=0\n", "fallback");
+}
+
+/// Attack finding: a nameref to an array element (`declare -n
+/// FFKIT_LOCK_DIR='d[1]'`, `'m[k]'` of an association) is what `$NAME`
+/// reads, the element, on the bash fallback; the builtin found no
+/// variable named `d[1]` (bash's find_variable) and took the setting for
+/// unset, so the lock went to the default dir. Both read the element now
+/// (bash only: zsh has no namerefs).
+#[test]
+fn a_nameref_to_an_array_element_is_that_element_on_every_bash_path() {
+    for way in ["builtin", "fallback"] {
+        crate::builtin::library(&bin());
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "d=(x \"$PWD/l1\"); declare -n FFKIT_LOCK_DIR='d[1]'\n\
+                      acquire_critical_lock a; echo \"a=$?\"; [ -f l1/a.lock ] && echo l1\n\
+                      release_critical_lock a; echo \"ra=$?\"\n\
+                      unset -n FFKIT_LOCK_DIR; declare -A m=([k]=\"$PWD/l2\"); declare -n FFKIT_LOCK_DIR='m[k]'\n\
+                      acquire_critical_lock b; echo \"b=$?\"; [ -f l2/b.lock ] && echo l2\n\
+                      release_critical_lock b; echo \"rb=$?\"";
+        let (out, err) = text(&output_within(sh(way, t, t, script), way));
+        assert_eq!(out, "a=0\nl1\nra=0\nb=0\nl2\nrb=0\n", "{way}: {err}");
+        assert_eq!(err, "", "{way}");
+    }
+}

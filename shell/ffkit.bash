@@ -1201,12 +1201,25 @@ acquire_critical_lock() {
 
 # release_critical_lock name: releases a lock this shell took; fails (4)
 # when this shell does not hold it.
+# A trap's release of the very lock its shell waits for (bash fallback,
+# which runs the trap inside its `wait`: _ffkit_lock_on_fd) waits for that
+# waiter to end first, as the builtin and zsh release it once the wait is
+# over: the release then frees the lock the waiting call got (0), where it
+# answered 4 (not held yet) and the waiting call kept the lock. A signal
+# that cuts this wait short leaves the release to answer as before.
+_ffkit_wait_waiter() {
+    if [[ -n ${_ffkit_wpid-} ]] && [ "${_ffkit_wfile-}" = "$_ffkit_file" ]; then
+        wait "$_ffkit_wpid" 2>/dev/null || :
+    fi
+}
+
 release_critical_lock() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
     _ffkit_ns release_critical_lock '' critical "${1-}" || return $?
+    _ffkit_wait_waiter
     _ffkit_lock_drop release_critical_lock critical "$1"
 }
 
@@ -1229,6 +1242,7 @@ release_session_lock() {
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
     _ffkit_ns release_session_lock "${1-}" session "${2-}" || return $?
+    _ffkit_wait_waiter
     _ffkit_lock_drop release_session_lock session "$2"
 }
 

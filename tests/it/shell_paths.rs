@@ -1503,6 +1503,37 @@ fn a_sigterm_while_a_trap_waits_for_a_waiter_that_just_took_the_lock_drops_it_fi
     assert_eq!(out, "sig\nt=0\nmain=143\nheld\nr=0\n", "fallback");
 }
 
+/// Attack finding: a trap that releases the very lock its shell waits
+/// for (`trap 'release_critical_lock X' USR1` during `acquire_critical_lock
+/// X`) ran, in the bash fallback, inside the wait: the release answered 4
+/// (not held yet) and the waiting call then kept the lock (0), where the
+/// builtin and zsh run the trap once the wait is over: the release frees
+/// the lock the waiting call got (0) and the script's own release after
+/// it is 4. The fallback's release waits for the waiter first now. The
+/// holder lets go once the trap has started (fallback), or after a second
+/// (the builtin runs the trap only once it has the lock).
+#[test]
+fn a_trap_releasing_the_lock_its_shell_waits_for_releases_it_on_every_bash_path() {
+    for way in ["builtin", "fallback"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "( acquire_critical_lock X && : >held && n=0 && until [ -e sent ] || [ $n -ge 6000 ]; do sleep 0.01; n=$((n + 1)); done ) >/dev/null 2>&1 &\n\
+                      until [ -e held ]; do sleep 0.01; done\n\
+                      trap ': >intrap; release_critical_lock X 2>/dev/null; echo \"t=$?\"' USR1\n\
+                      me=$$\n\
+                      ( until grep -qs 'waiting for lock' w; do sleep 0.01; done; kill -USR1 \"$me\"\n\
+                        n=0; until [ -e intrap ] || [ $n -ge 100 ]; do sleep 0.01; n=$((n + 1)); done; : >sent ) &\n\
+                      FF_DEBUG=true LOCK_TIMEOUT=20 acquire_critical_lock X 2>w; echo \"main=$?\"\n\
+                      ffkit lock-status -q X || echo free\n\
+                      release_critical_lock X 2>/dev/null; echo \"r=$?\"\n\
+                      wait";
+        let (out, err) = text(&output_within(sh(way, t, t, script), way));
+        assert_eq!(err, "", "{way}");
+        assert_eq!(out, "t=0\nmain=0\nfree\nr=4\n", "{way}");
+    }
+}
+
 /// Attack finding: a nameref to an array element (`declare -n
 /// FFKIT_LOCK_DIR='d[1]'`, `'m[k]'` of an association) is what `$NAME`
 /// reads, the element, on the bash fallback; the builtin found no

@@ -722,8 +722,18 @@ _ffkit_lock_on_fd() {
                     # ends the waiting call's too, as with the builtin,
                     # which answers it (_ffkit_wsig, that call's local;
                     # its waiter is reaped there), and this call goes on.
+                    # The waiter may have taken the lock on the waiting
+                    # call's descriptor just before the KILL: that lock is
+                    # dropped now (the descriptor swapped for /dev/null, its
+                    # number kept for the caller to close), as that call
+                    # would drop it without the trap, and not once this
+                    # trap returns: this call waited for its own shell's
+                    # lock until LOCK_TIMEOUT (6), or was refused (5) and
+                    # the lock then dropped.
                     _ffkit_wsig=$_ffkit_ws
                     kill -KILL "$_ffkit_wpid" 2>/dev/null || :
+                    wait "$_ffkit_wpid" 2>/dev/null || :
+                    [[ $_ffkit_wfd != *[!0-9]* ]] && eval "exec $_ffkit_wfd</dev/null"
                     break
                     ;;
             esac
@@ -745,7 +755,7 @@ _ffkit_lock_on_fd() {
         _ffkit_exec "$_ffkit_log" 0 '' lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
     fi
     _ffkit_w=$!
-    local _ffkit_wpid=$_ffkit_w _ffkit_wfile=$_ffkit_file _ffkit_wsig=''
+    local _ffkit_wpid=$_ffkit_w _ffkit_wfile=$_ffkit_file _ffkit_wfd=$1 _ffkit_wsig=''
     while :; do
         _ffkit_st=0
         wait "$_ffkit_w" || _ffkit_st=$?
@@ -778,7 +788,10 @@ _ffkit_lock_on_fd() {
         # the lock (the builtin's and zsh's answer, 0); else its answer is
         # asked again in the foreground, with what is left of LOCK_TIMEOUT
         # (none left: it timed out, and said so).
-        if [[ $_ffkit_st == 127 ]] && ! kill -0 "$_ffkit_w" 2>/dev/null; then
+        # -1: a trap's call for this very file had its wait for the
+        # waiter cut by a signal as the waiter ended (the status is then
+        # bash's "unknown", and `return -1` was 255 with the lock dropped).
+        if [[ $_ffkit_st == 127 || $_ffkit_st -lt 0 ]] && ! kill -0 "$_ffkit_w" 2>/dev/null; then
             ! _ffkit_fd_locked "$1" || return 0
             local _ffkit_wt=''
             if ! _ffkit_lock_left; then
@@ -1188,12 +1201,25 @@ acquire_critical_lock() {
 
 # release_critical_lock name: releases a lock this shell took; fails (4)
 # when this shell does not hold it.
+# A trap's release of the very lock its shell waits for (bash fallback,
+# which runs the trap inside its `wait`: _ffkit_lock_on_fd) waits for that
+# waiter to end first, as the builtin and zsh release it once the wait is
+# over: the release then frees the lock the waiting call got (0), where it
+# answered 4 (not held yet) and the waiting call kept the lock. A signal
+# that cuts this wait short leaves the release to answer as before.
+_ffkit_wait_waiter() {
+    if [[ -n ${_ffkit_wpid-} ]] && [ "${_ffkit_wfile-}" = "$_ffkit_file" ]; then
+        wait "$_ffkit_wpid" 2>/dev/null || :
+    fi
+}
+
 release_critical_lock() {
     [[ -z ${ZSH_VERSION-} ]] || if [[ -o errexit ]]; then emulate -L zsh -o ksh_arrays -o errexit; else emulate -L zsh -o ksh_arrays; fi
     [[ -n ${ZSH_VERSION-} || $- != *k* ]] || { local - && set +k; }
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
     _ffkit_ns release_critical_lock '' critical "${1-}" || return $?
+    _ffkit_wait_waiter
     _ffkit_lock_drop release_critical_lock critical "$1"
 }
 
@@ -1216,6 +1242,7 @@ release_session_lock() {
     _ffkit_bin_check || return 1
     local _ffkit_dir='' _ffkit_log='' _ffkit_dev='' _ffkit_file=''
     _ffkit_ns release_session_lock "${1-}" session "${2-}" || return $?
+    _ffkit_wait_waiter
     _ffkit_lock_drop release_session_lock session "$2"
 }
 

@@ -1459,6 +1459,81 @@ fn a_sigint_during_a_traps_wait_for_its_shells_waiter_ends_the_waiting_call() {
     assert_eq!(out, "int\nt=0\nmain=130\nheld\nr=0\n", "fallback");
 }
 
+/// Attack finding: in the bash fallback, a trap asking for the lock its
+/// shell waits for kills the waiting call's waiter when a SIGTERM (or
+/// INT, HUP, QUIT; trapped) ends its wait for that waiter; a waiter that
+/// had taken the lock on the waiting call's descriptor just before kept it
+/// there until the trap returned: the trap's call was refused (5, the
+/// record names the shell), or waited for its own shell until
+/// LOCK_TIMEOUT (6, no record yet), and the waiting call then answered
+/// 143 and closed the descriptor: the lock held by no one. The trap's
+/// call now drops that lock first, so it gets the lock (0) and the
+/// waiting call answers 143, as with the builtin. The waiter is kept
+/// between its lock and its exit by an exclusive flock(1) on the metrics
+/// log (it appends its timing under a shared lock); the TERM is sent once
+/// `lock-status` names the shell.
+#[test]
+fn a_sigterm_while_a_trap_waits_for_a_waiter_that_just_took_the_lock_drops_it_first() {
+    if !crate::util::need("flock", "the waiter-holds-the-lock TERM test") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    git_init(t);
+    let script = ": >m.csv; export CACHE_PERF_METRICS=$PWD/m.csv\n\
+                  ( acquire_critical_lock X && : >held && until [ -e sent ]; do sleep 0.01; done ) >/dev/null 2>&1 &\n\
+                  until [ -e held ]; do sleep 0.01; done\n\
+                  trap ': >intrap; LOCK_TIMEOUT=3 acquire_critical_lock X 2>/dev/null; echo \"t=$?\"' USR1\n\
+                  trap 'echo sig' TERM\n\
+                  me=$$\n\
+                  ( until grep -qs 'waiting for lock' w; do sleep 0.01; done\n\
+                    flock -x m.csv sh -c ': >mlocked; until [ -e go ]; do sleep 0.01; done' &\n\
+                    until [ -e mlocked ]; do sleep 0.01; done\n\
+                    kill -USR1 \"$me\"\n\
+                    n=0; until [ -e intrap ] && [ \"$(cat /proc/$me/wchan)\" = do_wait ] || [ $n -ge 3000 ]; do sleep 0.01; n=$((n + 1)); done\n\
+                    : >sent\n\
+                    n=0; until ffkit lock-status X 2>/dev/null | grep -q \"pid $me \" || [ $n -ge 3000 ]; do sleep 0.01; n=$((n + 1)); done\n\
+                    kill -TERM \"$me\"; : >go; wait ) &\n\
+                  FF_DEBUG=true LOCK_TIMEOUT=20 acquire_critical_lock X 2>w; echo \"main=$?\"\n\
+                  ffkit lock-status -q X && echo held\n\
+                  release_critical_lock X; echo \"r=$?\"\n\
+                  wait";
+    let (out, err) = text(&output_within(sh("fallback", t, t, script), "fallback"));
+    assert_eq!(err, "", "fallback");
+    assert_eq!(out, "sig\nt=0\nmain=143\nheld\nr=0\n", "fallback");
+}
+
+/// Attack finding: a trap that releases the very lock its shell waits
+/// for (`trap 'release_critical_lock X' USR1` during `acquire_critical_lock
+/// X`) ran, in the bash fallback, inside the wait: the release answered 4
+/// (not held yet) and the waiting call then kept the lock (0), where the
+/// builtin and zsh run the trap once the wait is over: the release frees
+/// the lock the waiting call got (0) and the script's own release after
+/// it is 4. The fallback's release waits for the waiter first now. The
+/// holder lets go once the trap has started (fallback), or after a second
+/// (the builtin runs the trap only once it has the lock).
+#[test]
+fn a_trap_releasing_the_lock_its_shell_waits_for_releases_it_on_every_bash_path() {
+    for way in ["builtin", "fallback"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        let script = "( acquire_critical_lock X && : >held && n=0 && until [ -e sent ] || [ $n -ge 6000 ]; do sleep 0.01; n=$((n + 1)); done ) >/dev/null 2>&1 &\n\
+                      until [ -e held ]; do sleep 0.01; done\n\
+                      trap ': >intrap; release_critical_lock X 2>/dev/null; echo \"t=$?\"' USR1\n\
+                      me=$$\n\
+                      ( until grep -qs 'waiting for lock' w; do sleep 0.01; done; kill -USR1 \"$me\"\n\
+                        n=0; until [ -e intrap ] || [ $n -ge 100 ]; do sleep 0.01; n=$((n + 1)); done; : >sent ) &\n\
+                      FF_DEBUG=true LOCK_TIMEOUT=20 acquire_critical_lock X 2>w; echo \"main=$?\"\n\
+                      ffkit lock-status -q X || echo free\n\
+                      release_critical_lock X 2>/dev/null; echo \"r=$?\"\n\
+                      wait";
+        let (out, err) = text(&output_within(sh(way, t, t, script), way));
+        assert_eq!(err, "", "{way}");
+        assert_eq!(out, "t=0\nmain=0\nfree\nr=4\n", "{way}");
+    }
+}
+
 /// Attack finding: a nameref to an array element (`declare -n
 /// FFKIT_LOCK_DIR='d[1]'`, `'m[k]'` of an association) is what `$NAME`
 /// reads, the element, on the bash fallback; the builtin found no

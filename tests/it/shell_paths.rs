@@ -1266,7 +1266,11 @@ fn a_trap_asking_for_the_lock_its_shell_waits_for_is_5_on_every_path() {
 /// (5, the same line) instead of waiting for its own shell until the
 /// timeout. Its waiter is stopped (SIGSTOP, our own child and its
 /// helper) while the holder lets go and the shell takes the lock, so
-/// the shell, not the waiter, gets it.
+/// the shell, not the waiter, gets it. Stopped means state `T`, not a
+/// SIGSTOP sent: a helper not yet scheduled since the signal still takes
+/// a lock the release wakes it for (the kernel checks its wait's
+/// condition before the pending signal), which failed this test 2 runs in
+/// 16 on a loaded machine (held by the waiter: the shell timed out).
 #[test]
 fn a_fallback_waiter_refuses_once_its_shell_took_the_lock_meanwhile() {
     if !crate::util::have("pgrep") {
@@ -1284,6 +1288,7 @@ fn a_fallback_waiter_refuses_once_its_shell_took_the_lock_meanwhile() {
                       FF_DEBUG=true \"$FFKIT_BIN\" lock-acquire -w 20 --function acquire_critical_lock --fd \"$b\" -- X 2>w & w=$!\n\
                       h=; until grep -qs 'waiting for lock' w && h=$(pgrep -P \"$w\"); do sleep 0.01; done\n\
                       kill -STOP \"$w\" $h\n\
+                      for p in \"$w\" $h; do until [ \"$(awk '{print $3}' /proc/$p/stat 2>/dev/null)\" = T ] || [ ! -e /proc/$p ]; do sleep 0.01; done; done\n\
                       : >go; wait \"$hp\"\n\
                       acquire_critical_lock X; echo \"a=$?\"\n\
                       kill -CONT $h \"$w\"\n\

@@ -548,12 +548,18 @@ pub fn store(c: &Cache, paths: &[PathBuf]) -> Result<Stored> {
                 // directory at the blob's name below (a store wrote and
                 // deleted outside the cache). It goes (the link, never
                 // what it points to) before the blob's name is looked at;
-                // the index is recounted.
-                if fs::symlink_metadata(parent).is_ok_and(|m| !m.is_dir()) {
-                    fs::remove_file(parent).map_err(|e| Error::io("cannot remove", parent, e))?;
-                    repaired = true;
+                // the index is recounted. One `lstat` per blob: a fan that
+                // is a directory needs nothing more.
+                match fs::symlink_metadata(parent) {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => {
+                        fs::remove_file(parent)
+                            .map_err(|e| Error::io("cannot remove", parent, e))?;
+                        repaired = true;
+                        fsutil::create_private_dir(parent)?;
+                    }
+                    Err(_) => fsutil::create_private_dir(parent)?,
                 }
-                fsutil::create_private_dir(parent)?;
             }
             match fs::symlink_metadata(&dest) {
                 // Stored meanwhile by another run: ours goes.

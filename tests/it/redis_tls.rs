@@ -57,6 +57,70 @@ mod with_tls {
         assert_eq!(out.stdout, b"v");
     }
 
+    /// A `rediss://` server that accepts the TCP connection and then says
+    /// nothing (a plain Redis port waiting for the end of what it takes
+    /// for an inline command, a black-holing proxy) fails the call within
+    /// its timeout, as a plain one does (docs/redis.md, "Timeouts and
+    /// failures": the TLS handshake is inside the connect's request).
+    /// The handshake runs inside the first write, whose reads had no
+    /// timeout: every applet hung until killed.
+    #[test]
+    fn rediss_a_server_silent_in_the_handshake_fails_within_the_timeout() {
+        let Some(s) = Server::start_tls() else {
+            return;
+        };
+        let w = World::new();
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = silent.local_addr().unwrap().port();
+        // Accepts and keeps every connection open, reading nothing.
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for c in silent.incoming() {
+                held.push(c);
+            }
+        });
+        for url in [
+            format!("rediss://localhost:{port}"),
+            // AUTH and SELECT are the first write then, not a PING.
+            format!("rediss://u:pw@localhost:{port}/3"),
+        ] {
+            for (applet, extra, code) in
+                [("cache-size", &[][..], 1), ("lock-status", &["L"][..], 9)]
+            {
+                let mut c = ff(&w, &s, applet);
+                c.env("FFKIT_BACKEND", &url)
+                    .env("FFKIT_BACKEND_TIMEOUT", "0.3")
+                    .env("FFKIT_LOCK_LEASE", "30")
+                    .args(extra)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped());
+                let mut child = c.spawn().unwrap();
+                // Two timeouts at most (connect, then the handshake's
+                // request); 10 s is far past that, even on a loaded box.
+                let give_up = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while child.try_wait().unwrap().is_none() {
+                    if std::time::Instant::now() > give_up {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        panic!("{applet} {url}: still waiting 10 s in with a 0.3 s timeout");
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                let out = child.wait_with_output().unwrap();
+                assert_eq!(out.status.code(), Some(code), "{}", stderr_of(&out));
+                let lines = stderr_lines(&out);
+                assert_eq!(lines.len(), 1, "{lines:?}");
+                assert!(
+                    lines[0].contains("cannot connect")
+                        && lines[0].contains("timed out")
+                        && !lines[0].contains("pw@"),
+                    "{lines:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn rediss_with_the_ca_runs_locks_and_the_cache_on_the_same_server() {
         let Some(s) = Server::start_tls() else {

@@ -241,6 +241,12 @@ impl Link {
                 Ok(())
             }
             Link::Crate(c) => {
+                // A `rediss://` connection shakes hands inside its first
+                // write: rustls reads the server's hello there, and the
+                // crate leaves a connection with no read timeout. A
+                // server that accepts and then says nothing (a plain
+                // port, a black-holing proxy) held that read forever.
+                c.set_read_timeout(Some(by))?;
                 c.set_write_timeout(Some(by))?;
                 c.send_packed_command(packed)
             }

@@ -561,8 +561,11 @@ _ffkit_lock_take() {
     [[ $2 == critical ]] || _ffkit_sess=--session
     if _ffkit_remote; then
         # A named pair owned by this shell (docs/redis.md): held until the
-        # release or this shell's exit.
-        _ffkit_lock_call lock-acquire --quiet-wait --owner "$$" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3"
+        # release or this shell's exit. This shell is the subshell's own
+        # pid, not $$ (the top shell's, in a `( )`, `$( )` or `&`), as a
+        # local lock belongs to the subshell that took it.
+        _ffkit_mypid
+        _ffkit_lock_call lock-acquire --quiet-wait --owner "$_ffkit_pid" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3"
         return $?
     fi
     _ffkit_lock_forget_inherited "$_ffkit_file"
@@ -939,10 +942,13 @@ _ffkit_lock_left() {
 # not hold it.
 _ffkit_lock_drop() {
     local _ffkit_fd='' _ffkit_i=0 _ffkit_rc=0
-    local _ffkit_sess='' _ffkit_inherited=''
+    local _ffkit_sess='' _ffkit_inherited='' _ffkit_pid=''
     [[ $2 == critical ]] || _ffkit_sess=--session
     if _ffkit_remote; then
-        _ffkit_lock_call lock-release --owner "$$" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3"
+        # As this shell (a subshell's own pid): the release of a lock a
+        # shell it runs under took is refused with 4, as locally.
+        _ffkit_mypid
+        _ffkit_lock_call lock-release --owner "$_ffkit_pid" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3"
         return $?
     fi
     _ffkit_lock_forget_inherited "$_ffkit_file"

@@ -1352,6 +1352,62 @@ release_session_lock bob s1
     assert!(!w.path().join(".flowforge/cache").exists());
 }
 
+/// A shell function's lock on Redis belongs to the shell that took it, a
+/// subshell's own pid, not `$$` (docs/shell.md, "Locks"; docs/redis.md,
+/// "The shell wrappers"), on every way in: the builtin, its fallback and
+/// zsh. Before, the fallback passed `--owner $$`, the top shell's pid in
+/// a `( )`, `$( )` or `&`: a lock a subshell took outlived it (the next
+/// `( acquire_critical_lock x )` of a loop was exit 5, "already held by
+/// this owner"), and a subshell released its shell's lock (0, where the
+/// local lock answers 4 and stays held).
+#[test]
+fn redis_a_subshell_owns_its_own_lock_and_cannot_release_its_shells() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let script = format!(
+        r#"set -e
+. "{src}/shell/ffkit.bash"
+FFKIT_BACKEND={url}
+for i in 1 2; do ( acquire_critical_lock sub ); done
+acquire_critical_lock top
+rc=0; ( release_critical_lock top 2>/dev/null ) || rc=$?
+[ "$rc" = 4 ] || {{ echo "( ) release: $rc" >&2; exit 1; }}
+rc=0; x=$(release_critical_lock top 2>/dev/null) || rc=$?
+[ "$rc" = 4 ] || {{ echo "\$( ) release: $rc" >&2; exit 1; }}
+"$FFKIT_BIN" lock-status --backend "$FFKIT_BACKEND" top >/dev/null || {{ echo "top not held" >&2; exit 1; }}
+release_critical_lock top
+"#,
+        src = env!("CARGO_MANIFEST_DIR"),
+        url = s.url()
+    );
+    let mut ways = vec![("bash", None), ("bash", Some("off"))];
+    if have("zsh") {
+        ways.push(("zsh", None));
+    }
+    for (shell, builtin) in ways {
+        let mut c = Command::new(shell);
+        w.isolate(&mut c);
+        c.env("FFKIT_BIN", bin())
+            .env("FFKIT_LOCK_LEASE", "6")
+            .env("LOCK_TIMEOUT", "20")
+            .env_remove("FFKIT_BUILTIN")
+            .arg("-c")
+            .arg(&script)
+            .stdin(Stdio::null());
+        if let Some(b) = builtin {
+            c.env("FFKIT_BUILTIN", b);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{shell} FFKIT_BUILTIN={builtin:?}: {}",
+            stderr_of(&out)
+        );
+        let held: bool = s.query(redis::cmd("EXISTS").arg("ffkit:lock:{top}"));
+        assert!(!held, "{shell}: the shell's release freed it");
+    }
+}
+
 /// Whether util-linux `script` (a pseudo-terminal) is here; SKIP, or FAIL on CI.
 fn have_script() -> bool {
     crate::util::need("script", "the terminal test")

@@ -64,9 +64,12 @@ _ffkit_bin_check() {
     return 1
 }
 
-# Succeeds when FFKIT_BACKEND names a remote backend (docs/redis.md).
+# Succeeds when FFKIT_BACKEND names a remote backend (docs/redis.md): set
+# to anything but empty or `local` exactly, the binary's and the builtin's
+# rule (backend::names_local); the binary refuses what is no URL either.
+# `[ != ]` compares bytes; `[[ != ]]` would obey nocasematch (`LOCAL`).
 _ffkit_remote() {
-    [[ -n ${FFKIT_BACKEND-} && ${FFKIT_BACKEND-} != local ]]
+    [ -n "${FFKIT_BACKEND-}" ] && [ "${FFKIT_BACKEND-}" != local ]
 }
 
 # _ffkit_run LOG ARGS...: runs the binary with ARGS, LOG (the caller's

@@ -254,9 +254,12 @@ struct LockName<'a>(&'a OsStr);
 pub const USE_FALLBACK: u8 = 200;
 
 /// Whether the calling shell asks for a remote backend (FFKIT_BACKEND set,
-/// exported or not, to anything but empty or `local`).
+/// exported or not, to anything but empty or `local`: the binary's rule,
+/// `backend::names_local`; a value it refuses, ` local` say, is the
+/// binary's to refuse, with exit 12).
 pub(crate) fn remote_backend() -> bool {
-    shell::var("FFKIT_BACKEND").is_some_and(|v| !v.is_empty() && v != "local")
+    shell::var("FFKIT_BACKEND")
+        .is_some_and(|v| !v.is_empty() && !v.to_str().is_some_and(ffkit::backend::names_local))
 }
 
 /// The applet whose output a function prints (its errors name it, as the

@@ -546,7 +546,7 @@ fn remote_requested(rest: &[OsString]) -> bool {
         }
     }
     match flag {
-        Some(v) => v.trim_ascii() != b"local",
+        Some(v) => !std::str::from_utf8(&v).is_ok_and(ffkit::backend::names_local),
         None => funcs::remote_backend(),
     }
 }

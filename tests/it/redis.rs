@@ -1254,6 +1254,67 @@ pub fn stopped_renewing(pid: u32) -> bool {
     })
 }
 
+/// `local` with blanks around it (` local`, `local `, a tab), and `LOCAL`
+/// under bash's `nocasematch` / zsh's `nocasematch`, get one answer on
+/// every way in: exit 12 with one line (docs/redis.md, "Selecting it").
+/// Before, the binary trimmed ` local` to local while the functions (the
+/// builtin, its fallback, zsh) took it for a server's URL and dropped the
+/// namespace's `--dir`: the entry landed in FFKIT_CACHE_DIR instead of the
+/// repository's cache, and a lock was a holder process's named pair
+/// instead of the shell's descriptor. And `_ffkit_remote`'s `[[ != local ]]`
+/// obeyed nocasematch, so `LOCAL` ran the local files in the fallback
+/// where the binary refuses it.
+#[test]
+fn redis_local_is_local_only_as_written_on_every_way_in() {
+    let r = crate::shell::Repo::new();
+    let elsewhere = r.tmp.path().join("elsewhere");
+    for value in [" local", "local ", "\tlocal", "LOCAL"] {
+        let out = Command::new(bin())
+            .env_clear()
+            .env("HOME", r.tmp.path().join("home"))
+            .env("FFKIT_CACHE_DIR", &elsewhere)
+            .env("FFKIT_BACKEND", value)
+            .arg("cache-size")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(12),
+            "binary {value:?}: {}",
+            stderr_of(&out)
+        );
+        assert_eq!(stderr_lines(&out).len(), 1, "{value:?}");
+        let script = "shopt -s nocasematch 2>/dev/null || setopt nocasematch\n\
+                      rc=0; write_cache_with_metadata k v 60 || rc=$?; echo \"w=$rc\"\n\
+                      rc=0; acquire_critical_lock L || rc=$?; echo \"acq=$rc\"\n";
+        let mut ways = vec![("bash", None), ("bash", Some("off"))];
+        if have("zsh") {
+            ways.push(("zsh", None));
+        }
+        for (shell, builtin) in ways {
+            let mut c = r.sh(shell, script);
+            c.env_remove("FFKIT_BUILTIN")
+                .env("FFKIT_CACHE_DIR", &elsewhere)
+                .env("FFKIT_BACKEND", value);
+            if let Some(b) = builtin {
+                c.env("FFKIT_BUILTIN", b);
+            }
+            let out = c.output().unwrap();
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                "w=12\nacq=12\n",
+                "{shell} FFKIT_BUILTIN={builtin:?} FFKIT_BACKEND={value:?}: {}",
+                stderr_of(&out)
+            );
+        }
+        assert!(!elsewhere.exists(), "{value:?}: written to FFKIT_CACHE_DIR");
+        assert!(
+            !r.cache().exists(),
+            "{value:?}: written to the repository's cache"
+        );
+    }
+}
+
 #[test]
 fn redis_bad_urls_exit_12_and_unsupported_modes_exit_2() {
     let w = World::new();

@@ -67,14 +67,33 @@ impl Target {
     }
 }
 
+/// Whether a `FFKIT_BACKEND` or `--backend` value names the local files:
+/// `local` exactly (unset and empty are the default, local, too). The one
+/// rule the binary, the bash builtin and `_ffkit_remote` in
+/// shell/ffkit.bash follow; any other value is a server's URL (blanks
+/// around one are ignored) or refused, by [`Target::parse`].
+pub fn names_local(value: &str) -> bool {
+    value == "local"
+}
+
 impl Target {
     /// Parses a backend URL: `local` (→ `None`), else whatever the
     /// installed remote driver accepts ([`remote::Driver::parse`]; the
     /// Redis one: [`Target::parse_redis`]). Without a driver every other
     /// URL is refused.
     pub fn parse(url: &str) -> std::result::Result<Option<Target>, String> {
-        if url.trim() == "local" {
+        if names_local(url) {
             return Ok(None);
+        }
+        if url.trim() == "local" {
+            // The shell functions and the bash builtin send every value
+            // but `local` itself to a server's code path (the cache then
+            // loses its namespace's dir, a lock its shell's descriptor):
+            // reading ` local` as local here would have made the binary
+            // alone answer for the local files.
+            return Err(format!(
+                "'{url}': blanks around local; write local exactly (or leave it unset)"
+            ));
         }
         match remote::driver() {
             Some(d) => d.parse(url.trim()).map(Some),

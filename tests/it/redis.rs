@@ -1598,6 +1598,13 @@ fn redis_url_parts_the_connection_would_not_use_exit_12() {
             .replacen("redis://", "redis://u:x.invalid#s3cret@", 1),
         s.url()
             .replacen("redis://", "redis+cluster://x.invalid#s3cret@", 1),
+        // A user name without a password is never sent (AUTH takes a
+        // password): redis-cli's password alone, `redis://PASSWORD@host`,
+        // used to connect as the default user without a word.
+        s.url().replacen("redis://", "redis://s3cret@", 1),
+        s.url().replacen("redis://", "redis://bob:@", 1),
+        s.url().replacen("redis://", "redis+cluster://s3cret@", 1),
+        format!("{}?user=bob", s.unix_url()),
     ] {
         for (applet, args) in [
             ("cache-write", &["k", "v"][..]),

@@ -154,6 +154,9 @@ impl Target {
         {
             return Err(format!("'{}': no host", redact(url)));
         }
+        if let Err(why) = user_without_password(&info) {
+            return Err(format!("'{}': {why}", redact(url)));
+        }
         if info.redis_settings().db() < 0 {
             return Err(format!(
                 "'{}': database {} is not a database number (0 or more)",
@@ -261,6 +264,7 @@ fn parse_cluster(url: &str) -> std::result::Result<Target, String> {
     let Some(info) = first else {
         return Err(bad("no host"));
     };
+    user_without_password(&info).map_err(|why| bad(&why))?;
     let settings = info.redis_settings().clone().set_skip_set_lib_name();
     Ok(Target {
         info: info.set_redis_settings(settings),
@@ -270,6 +274,26 @@ fn parse_cluster(url: &str) -> std::result::Result<Target, String> {
         ca: None,
         seeds,
     })
+}
+
+/// Refuses a user name without a password (`redis://word@host`,
+/// `unix:///path?user=NAME`): Redis's `AUTH` takes a password, so the
+/// name would never be sent and the call would run as the default user.
+/// redis-cli reads `redis://PASSWORD@host` as a password alone; ffkit,
+/// like the `redis` crate, reads a user name there, and used to drop it
+/// without a word.
+#[cfg(feature = "redis")]
+fn user_without_password(info: &ConnectionInfo) -> std::result::Result<(), String> {
+    let r = info.redis_settings();
+    match (r.username(), r.password()) {
+        (Some(_), None) => Err(
+            "a user name without a password is never sent (AUTH takes a \
+             password): give both, user:password@host (unix://: ?user=NAME&pass=PASSWORD), \
+             or a password alone, :password@host"
+                .into(),
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Why a URL with `/`, `?` or `#` before its last `@` is refused.

@@ -351,6 +351,27 @@ fn dispatch(argv: Vec<OsString>) -> u8 {
         var = Some(name);
         rest.drain(..2);
     }
+    if applet == b"lock-acquire"
+        && shell::in_subshell()
+        && named_request(&applet, &without_backend(&rest)).is_some()
+    {
+        // In `$( )`, `( )`, a pipeline stage or `&`, a lock held here would
+        // end with this subshell. The binary run there (bash execs it)
+        // would hold it for its parent, the process that forked this
+        // subshell: so does this (docs/shell.md, "Locks held by the shell"),
+        // on a remote backend too, whose call is the binary's anyway (it
+        // used to be started from the subshell as it was, so the lock was
+        // the subshell's and ended with it, while the fallback's exec'd
+        // binary held it for the shell).
+        let ppid = rustix::process::getppid().map_or(1, |p| p.as_raw_nonzero().get());
+        let mut a = vec![
+            OsString::from("lock-acquire"),
+            OsString::from("--owner"),
+            OsString::from(ppid.to_string()),
+        ];
+        a.extend(rest);
+        return spawn(&a);
+    }
     if !in_process(&applet, &rest) {
         if let Some(v) = &var {
             errln!(
@@ -360,20 +381,6 @@ fn dispatch(argv: Vec<OsString>) -> u8 {
             return 2;
         }
         return spawn(&argv);
-    }
-    if applet == b"lock-acquire" && shell::in_subshell() {
-        // In `$( )`, `( )`, a pipeline stage or `&`, a lock held here would
-        // end with this subshell. The binary run there (bash execs it)
-        // would hold it for its parent, the process that forked this
-        // subshell: so does this (docs/shell.md, "Locks held by the shell").
-        let ppid = rustix::process::getppid().map_or(1, |p| p.as_raw_nonzero().get());
-        let mut a = vec![
-            OsString::from("lock-acquire"),
-            OsString::from("--owner"),
-            OsString::from(ppid.to_string()),
-        ];
-        a.extend(rest);
-        return spawn(&a);
     }
     if let Some(code) = named_lock(&applet, &rest) {
         return code;
@@ -549,6 +556,26 @@ fn remote_requested(rest: &[OsString]) -> bool {
         Some(v) => !std::str::from_utf8(&v).is_ok_and(ffkit::backend::names_local),
         None => funcs::remote_backend(),
     }
+}
+
+/// `rest` without its `--backend URL` (`--backend=URL`) options before any
+/// `--`: which backend does not change whose lock a named request takes.
+fn without_backend(rest: &[OsString]) -> Vec<OsString> {
+    let mut out = Vec::with_capacity(rest.len());
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        if a == "--" {
+            out.push(a.clone());
+            out.extend(it.cloned());
+            break;
+        }
+        if a == "--backend" {
+            it.next();
+        } else if !a.as_bytes().starts_with(b"--backend=") {
+            out.push(a.clone());
+        }
+    }
+    out
 }
 
 /// `lock-acquire [--session] [-x] [-n | -w SECS] [--lock-dir DIR] NAME` or

@@ -1254,6 +1254,60 @@ pub fn stopped_renewing(pid: u32) -> bool {
     })
 }
 
+/// `ffkit lock-acquire NAME` typed in a `( )`, `$( )` or pipeline stage of
+/// bash holds the lock for the shell on Redis too, with the builtin as
+/// without it (docs/shell.md, "Locks": bash execs the binary in place of
+/// the subshell, and the builtin hands it `--owner` the subshell's
+/// parent). On a remote backend the builtin used to start the binary from
+/// the subshell as it was: the lock was the subshell's, and its holder
+/// released it as soon as the subshell exited.
+#[test]
+fn redis_ffkit_lock_acquire_in_a_subshell_holds_for_the_shell_with_the_builtin_too() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    w.link("ffkit");
+    let script = format!(
+        r#"set -e
+. "{src}/shell/ffkit.bash"
+export FFKIT_BACKEND={url}
+( ffkit lock-acquire q1 )
+x=$(ffkit lock-acquire q2)
+ffkit lock-acquire q3 | cat
+( ffkit lock-acquire --backend "$FFKIT_BACKEND" q4 )
+for l in q1 q2 q3 q4; do
+    st=$("$FFKIT_BIN" lock-status "$l") || {{ echo "$l: not held" >&2; exit 1; }}
+    case $st in *"by pid $$ "*) ;; *) echo "$l: $st" >&2; exit 1;; esac
+done
+for l in q1 q2 q3 q4; do ffkit lock-release "$l"; done
+"#,
+        src = env!("CARGO_MANIFEST_DIR"),
+        url = s.url()
+    );
+    for builtin in [None, Some("off")] {
+        let mut c = Command::new("bash");
+        w.isolate(&mut c);
+        c.env("FFKIT_BIN", bin())
+            .env(
+                "PATH",
+                format!("{}:/usr/bin:/bin", w.path().join("bin").display()),
+            )
+            .env("FFKIT_LOCK_LEASE", "6")
+            .env_remove("FFKIT_BUILTIN")
+            .arg("-c")
+            .arg(&script)
+            .stdin(Stdio::null());
+        if let Some(b) = builtin {
+            c.env("FFKIT_BUILTIN", b);
+        }
+        let out = c.output().unwrap();
+        assert!(
+            out.status.success(),
+            "FFKIT_BUILTIN={builtin:?}: {}",
+            stderr_of(&out)
+        );
+    }
+}
+
 /// `local` with blanks around it (` local`, `local `, a tab), and `LOCAL`
 /// under bash's `nocasematch` / zsh's `nocasematch`, get one answer on
 /// every way in: exit 12 with one line (docs/redis.md, "Selecting it").

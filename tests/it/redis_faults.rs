@@ -269,6 +269,40 @@ pub fn stop_and_continue_in_recv(child: Child) -> std::process::Output {
     child.wait_with_output().unwrap()
 }
 
+/// A `unix://` server that does not accept (stopped, hung) lets its
+/// listen backlog fill with the connections of the calls that gave up;
+/// once it is full, a blocking connect waits until the server accepts.
+/// Every call still fails within its timeout (docs/redis.md, "Timeouts
+/// and failures"): before, the connect had none, and every call after the
+/// backlog filled hung until killed. A listener with a backlog of 0 (one
+/// connection queued) stands in for a stopped redis-server's full one.
+#[test]
+fn redis_a_unix_socket_whose_backlog_is_full_fails_within_the_timeout() {
+    use std::os::fd::AsRawFd;
+    let w = World::new();
+    let sock = w.path().join("stuck.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    // SAFETY: listen(2) on a socket this test owns and keeps open; it
+    // only changes the backlog.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    let url = format!("unix://{}", sock.display());
+    for (applet, args, code) in [
+        ("cache-size", &[][..], 1),
+        ("cache-size", &[][..], 1),
+        ("lock-status", &["L"][..], 9),
+    ] {
+        let mut c = w.cmd(applet);
+        c.env("FFKIT_BACKEND", &url)
+            .env("FFKIT_BACKEND_TIMEOUT", "0.3")
+            .env("FFKIT_LOCK_LEASE", "6")
+            .args(args);
+        let (rc, _, err, _) = bounded(c, b"", Duration::from_secs(10));
+        assert_eq!(rc, Some(code), "{applet}: {err}");
+        assert!(err.contains("timed out after 0.3s"), "{applet}: {err}");
+    }
+    drop(listener);
+}
+
 #[test]
 fn redis_calls_stopped_and_continued_while_waiting_for_a_reply_go_on() {
     let Some(s) = Server::start() else { return };

@@ -309,8 +309,7 @@ fn tcp_connect(client: &Client, timeout: Duration) -> redis::RedisResult<Link> {
             return super::lookup::within(host, deadline, input, tls).map(Link::Crate);
         }
         ConnectionAddr::Unix(path) => {
-            let s = std::os::unix::net::UnixStream::connect(path)?;
-            return Ok(Link::own(Stream::Unix(s)));
+            return unix_connect(path, deadline).map(|s| Link::own(Stream::Unix(s)));
         }
         _ => return client.get_connection_with_timeout(timeout).map(Link::Crate),
     };
@@ -333,6 +332,43 @@ fn tcp_connect(client: &Client, timeout: Duration) -> redis::RedisResult<Link> {
             "could not resolve to any addresses",
         ))
     }))
+}
+
+/// A unix socket's connect, by `deadline`. A server that does not accept
+/// (stopped, hung, busy in a long script) lets its listen backlog fill:
+/// each call that gave up left its connection queued there, and once it
+/// is full the kernel holds a blocking connect until the server accepts,
+/// forever past every timeout (`std`'s `UnixStream::connect`, before).
+/// With a send timeout on the socket the kernel waits at most that long
+/// and then answers EAGAIN, which is a timeout like any other.
+fn unix_connect(
+    path: &std::path::Path,
+    deadline: Instant,
+) -> redis::RedisResult<std::os::unix::net::UnixStream> {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType, sockopt};
+    let addr = SocketAddrUnix::new(path).map_err(std::io::Error::from)?;
+    let fd = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(std::io::Error::from)?;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        sockopt::set_socket_timeout(&fd, sockopt::Timeout::Send, Some(left))
+            .map_err(std::io::Error::from)?;
+        match rustix::net::connect(&fd, &addr) {
+            Ok(()) => return Ok(std::os::unix::net::UnixStream::from(fd)),
+            // A stop and continue of ffkit (signal(7)): the wait goes on.
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) => return Err(timed_out()),
+            Err(e) => return Err(std::io::Error::from(e).into()),
+        }
+    }
 }
 
 fn timed_out() -> RedisError {

@@ -303,6 +303,65 @@ fn redis_cache_total_stays_exact_under_16_concurrent_writers_and_evictors() {
     ff(&w, &s, "cache-size").arg("--verify").assert().success();
 }
 
+/// A server out of memory (maxmemory with noeviction) refuses writes, not
+/// reads: a hit is still answered, by cache-read, cache-batch --read and
+/// cache-run (docs/redis.md, "Cache"), without its recency refresh. The
+/// read script refreshed the recency first, and Redis refused that write:
+/// every hit failed with exit 1 and cache-run ran its command again.
+#[test]
+fn redis_cache_hits_are_answered_by_a_server_out_of_memory() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let ran = w.path().join("ran");
+    let cmd = format!("echo x >> '{}'; echo out", ran.display());
+    ff(&w, &s, "cache-write")
+        .args(["k", "v"])
+        .assert()
+        .success();
+    ff(&w, &s, "cache-run")
+        .args(["--", "sh", "-c", &cmd])
+        .assert()
+        .success()
+        .stdout("out\n");
+    let _: () = s.query(
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg("noeviction"),
+    );
+    let _: () = s.query(redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("1"));
+    ff(&w, &s, "cache-read")
+        .arg("k")
+        .assert()
+        .success()
+        .stdout("v");
+    ff(&w, &s, "cache-batch")
+        .arg("--read")
+        .write_stdin("k\n")
+        .assert()
+        .success()
+        .stdout("k:v\n");
+    ff(&w, &s, "cache-run")
+        .args(["--", "sh", "-c", &cmd])
+        .assert()
+        .success()
+        .stdout("out\n")
+        .stderr("");
+    assert_eq!(
+        std::fs::read_to_string(&ran).unwrap(),
+        "x\n",
+        "a hit ran the command"
+    );
+    // A write is still refused, with one line and exit 1.
+    let out = ff(&w, &s, "cache-write")
+        .args(["k2", "v"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    assert!(stderr_of(&out).contains("OOM"), "{}", stderr_of(&out));
+    let _: () = s.query(redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("0"));
+}
+
 #[test]
 fn redis_cache_calls_fail_with_exit_1_when_the_server_is_gone() {
     let Some(mut s) = Server::start() else { return };

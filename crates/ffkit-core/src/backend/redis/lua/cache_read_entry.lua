@@ -6,6 +6,23 @@
 -- no room.
 -- Values above this many bytes come back in a request of their own (below).
 local BIG_VALUE = 4194304
+-- A hit's bookkeeping (its recency, cache-run's `hits`): nil when a
+-- server out of memory (maxmemory with noeviction) refuses it. Redis
+-- refuses a script's write that may grow memory only while the script has
+-- written nothing, so this refusal leaves nothing half done, and the value
+-- is answered without the bookkeeping: a read needs no memory, and it
+-- used to fail the read (exit 1) and turn every cache-run hit into a run.
+-- Any other error is raised as redis.call raises it (nothing was done).
+local function bookkeeping(...)
+  local r = redis.pcall(...)
+  if type(r) == 'table' and r.err then
+    if string.sub(r.err, 1, 4) == 'OOM ' then
+      return nil
+    end
+    return redis.call(...)
+  end
+  return r
+end
 local function read_entry(k, now, mode, room)
   local rec = record(k)
   local damaged = function(...)
@@ -58,10 +75,10 @@ local function read_entry(k, now, mode, room)
   end
   local hits = rec.hits
   if mode == 'hit' then
-    hits = redis.call('HINCRBY', mkey(k), 'hits', 1)
+    hits = bookkeeping('HINCRBY', mkey(k), 'hits', 1) or hits
   end
   if mode ~= 'peek' then
-    redis.call('ZADD', LRU, now, k)
+    bookkeeping('ZADD', LRU, now, k)
   end
   if not v then
     return {4, rec.size, rec.created_at, now, hits}

@@ -568,7 +568,11 @@ _ffkit_lock_take() {
         # pid, not $$ (the top shell's, in a `( )`, `$( )` or `&`), as a
         # local lock belongs to the subshell that took it.
         _ffkit_mypid
-        _ffkit_lock_call lock-acquire --quiet-wait --owner "$_ffkit_pid" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3"
+        if [[ -z ${BASH_VERSION-} || $- == *m* ]]; then
+            _ffkit_lock_call lock-acquire --quiet-wait --owner "$_ffkit_pid" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3"
+            return $?
+        fi
+        _ffkit_remote_wait "$3"
         return $?
     fi
     _ffkit_lock_forget_inherited "$_ffkit_file"
@@ -805,6 +809,56 @@ _ffkit_lock_on_fd() {
             fi
             _ffkit_st=0
             _ffkit_lock_call lock-acquire ${_ffkit_wt:+-w} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" || _ffkit_st=$?
+        fi
+        return "$_ffkit_st"
+    done
+}
+
+# _ffkit_remote_wait NAME: _ffkit_lock_take's named pair on a remote
+# backend, in bash without job control (every script), for _ffkit_pid
+# (_ffkit_sess, _ffkit_log, _ffkit_dev: the caller's). bash holds a trapped
+# signal back while a foreground command runs, so a busy lock is waited
+# for by the binary started as an asynchronous command and bash's `wait`,
+# which signals interrupt, as _ffkit_lock_on_fd does for a local lock:
+# INT, QUIT, TERM and HUP, trapped, run the trap and end the wait at once
+# (the waiter stopped with TERM, a lock it took meanwhile given back), and
+# the call returns 128 + the signal (docs/redis.md, "The shell wrappers").
+_ffkit_remote_wait() {
+    local _ffkit_st=0 _ffkit_w=''
+    # Busy: 75, silently (-q -E 75); any other answer is the answer.
+    _ffkit_lock_call lock-acquire -n -q -E 75 --quiet-wait --owner "$_ffkit_pid" ${_ffkit_sess:+"$_ffkit_sess"} -- "$1" || _ffkit_st=$?
+    [[ $_ffkit_st == 75 ]] || return "$_ffkit_st"
+    if _ffkit_dev_differs; then
+        _ffkit_exec "$_ffkit_log" 1 "$_ffkit_dev" lock-acquire --quiet-wait --owner "$_ffkit_pid" ${_ffkit_sess:+"$_ffkit_sess"} -- "$1" </dev/null &
+    else
+        _ffkit_exec "$_ffkit_log" 0 '' lock-acquire --quiet-wait --owner "$_ffkit_pid" ${_ffkit_sess:+"$_ffkit_sess"} -- "$1" </dev/null &
+    fi
+    _ffkit_w=$!
+    while :; do
+        _ffkit_st=0
+        wait "$_ffkit_w" || _ffkit_st=$?
+        # Above 128 with the waiter still there: a trapped signal
+        # interrupted `wait` (its trap has run).
+        if [[ $_ffkit_st -gt 128 ]] && kill -0 "$_ffkit_w" 2>/dev/null; then
+            case $_ffkit_st in
+                129 | 130 | 131 | 143)
+                    local _ffkit_ws=0
+                    kill -TERM "$_ffkit_w" 2>/dev/null || :
+                    wait "$_ffkit_w" 2>/dev/null || _ffkit_ws=$?
+                    # The waiter may have taken the lock just before: given
+                    # back, as the local wait drops a lock its waiter took.
+                    if [[ $_ffkit_ws == 0 || $_ffkit_ws == 143 ]]; then
+                        _ffkit_lock_call lock-release -q --owner "$_ffkit_pid" ${_ffkit_sess:+"$_ffkit_sess"} -- "$1" 2>/dev/null || :
+                    fi
+                    return "$_ffkit_st"
+                    ;;
+            esac
+            continue
+        fi
+        # The waiter's own status (bash keeps it for a second `wait`).
+        if [[ $_ffkit_st -gt 128 ]]; then
+            _ffkit_st=0
+            wait "$_ffkit_w" 2>/dev/null || _ffkit_st=$?
         fi
         return "$_ffkit_st"
     done

@@ -1254,6 +1254,99 @@ pub fn stopped_renewing(pid: u32) -> bool {
     })
 }
 
+/// A bash script waiting for a Redis lock in `acquire_critical_lock` runs
+/// a trapped TERM sent to it alone at once, and the call returns 143
+/// holding nothing, with the builtin as without it, as the local wait does
+/// (docs/redis.md, "The shell wrappers"). The wait was the binary run as a
+/// foreground command, and bash holds a trapped signal back until that
+/// ends: the trap ran only at LOCK_TIMEOUT (30 s here), the call exit 6.
+#[test]
+fn redis_a_trapped_signal_ends_a_shell_functions_wait_at_once() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let mut holder = ff(&w, &s, "lock-acquire")
+        .args(["T", "--", "sleep", "60"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the holder to hold T", 30, || {
+        ff(&w, &s, "lock-status")
+            .arg("T")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    });
+    let script = format!(
+        r#". "{src}/shell/ffkit.bash"
+FFKIT_BACKEND={url}
+trap 'echo trapped' TERM
+rc=0; acquire_critical_lock T || rc=$?
+echo "rc=$rc"
+"#,
+        src = env!("CARGO_MANIFEST_DIR"),
+        url = s.url()
+    );
+    for builtin in [None, Some("off")] {
+        let mut c = Command::new("bash");
+        w.isolate(&mut c);
+        c.env("FFKIT_BIN", bin())
+            .env("FFKIT_LOCK_LEASE", "6")
+            .env("LOCK_TIMEOUT", "30")
+            .env_remove("FFKIT_BUILTIN")
+            .arg("-c")
+            .arg(&script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(b) = builtin {
+            c.env("FFKIT_BUILTIN", b);
+        }
+        let waiter = c.spawn().unwrap();
+        wait_until("the waiter's BLPOP", 30, || {
+            let clients: String = s.query(redis::cmd("CLIENT").arg("LIST"));
+            clients.contains("cmd=blpop")
+        });
+        let t0 = Instant::now();
+        let st = Command::new("kill")
+            .args(["-TERM", &waiter.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let out = output_of_within(waiter, Duration::from_secs(10));
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "trapped\nrc=143\n",
+            "FFKIT_BUILTIN={builtin:?} after {:?}: {}",
+            t0.elapsed(),
+            stderr_of(&out)
+        );
+        // The holder still holds it; the waiter left nothing behind.
+        let st = ff(&w, &s, "lock-status").arg("T").output().unwrap();
+        assert!(
+            String::from_utf8_lossy(&st.stdout).contains(&format!("by pid {}", holder.id())),
+            "{}",
+            String::from_utf8_lossy(&st.stdout)
+        );
+    }
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+/// Waits for `child` to end, killing it (and failing) after `limit`.
+fn output_of_within(mut child: Child, limit: Duration) -> std::process::Output {
+    let t0 = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("still running {limit:?} after the signal");
+        }
+        sleep(Duration::from_millis(10));
+    }
+    child.wait_with_output().unwrap()
+}
+
 /// `ffkit lock-acquire NAME` typed in a `( )`, `$( )` or pipeline stage of
 /// bash holds the lock for the shell on Redis too, with the builtin as
 /// without it (docs/shell.md, "Locks": bash execs the binary in place of

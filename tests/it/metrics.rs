@@ -919,3 +919,47 @@ fn trim_and_cleanup_keep_the_logs_mode() {
     assert_ne!(fs::metadata(&log).unwrap().ino(), before, "rewritten");
     assert_eq!(mode(&log), 0o640, "after a cleanup");
 }
+
+/// A duration is below 10^15 ms (about 31,700 years), so no total of any
+/// log can overflow. Before, `record` took any finite number, and two rows
+/// of 1.7e308 ms summed to infinity: `--json` (and so
+/// `get_performance_metrics` and the served API) printed `"total": inf`,
+/// which is not JSON, and the table `inf s`.
+#[test]
+fn durations_are_bounded_so_every_total_is_finite_json() {
+    let w = seeded();
+    let huge = format!("17{}", "0".repeat(307));
+    fs::write(
+        w.metrics_log(),
+        format!(
+            "1700000000,op,{huge}\n1700000000,op,{huge}\n\
+             1700000000,op,1000000000000000\n1700000000,op,999999999999999\n1700000000,op,1\n"
+        ),
+    )
+    .unwrap();
+    let mut c = w.cmd("perf-metrics");
+    c.arg("--json");
+    let out = check(&w, "--json over absurd durations", c, b"", 0, 1);
+    assert!(
+        stderr_of(&out).contains("skipped 3 malformed rows"),
+        "{}",
+        stderr_of(&out)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(v["op"]["count"], 2);
+    assert_eq!(v["op"]["max"].as_f64(), Some(999_999_999_999_999.0));
+    for args in [
+        &["record", "x", &huge][..],
+        &["record", "x", "1000000000000000"],
+    ] {
+        let mut c = w.cmd("perf-metrics");
+        c.args(args);
+        let before = fs::read(w.metrics_log()).unwrap();
+        check(&w, &format!("{args:?}"), c, b"", 2, 1);
+        assert_eq!(fs::read(w.metrics_log()).unwrap(), before);
+    }
+    let mut c = w.cmd("perf-metrics");
+    c.args(["record", "x", "999999999999999"]);
+    check(&w, "the largest duration", c, b"", 0, 0);
+}

@@ -213,11 +213,12 @@ pub fn validate_op(op: &str) -> Result<()> {
     }
 }
 
-/// A duration in milliseconds typed by a user: a finite, non-negative number.
+/// A duration in milliseconds typed by a user: a non-negative number below
+/// [`read::MAX_MS`] (what a reader takes as a row's duration).
 pub fn parse_duration_ms(s: &str) -> Result<f64> {
-    read::parse_ms(s.trim().as_bytes()).ok_or_else(|| {
+    read::parse_duration(s.trim().as_bytes()).ok_or_else(|| {
         Error::Validation(format!(
-            "invalid duration '{s}': expected non-negative milliseconds such as 15 or 0.25"
+            "invalid duration '{s}': expected non-negative milliseconds below 10^15, such as 15 or 0.25"
         ))
     })
 }
@@ -307,10 +308,11 @@ pub fn duration_between(start: &str, end: &str, unit: Option<StampUnit>) -> Resu
     // difference is what matters.
     let ms = (e - s) * unit.ms_per_unit();
     // Huge stamps in seconds can overflow to infinity, which would write a
-    // row ("inf") that every reader rejects.
-    if !ms.is_finite() {
+    // row ("inf") that every reader rejects; so would one at or above the
+    // rows' bound.
+    if !ms.is_finite() || ms >= read::MAX_MS {
         return Err(Error::Validation(format!(
-            "the duration from '{start}' to '{end}' is too large"
+            "the duration from '{start}' to '{end}' is too large (10^15 ms or more)"
         )));
     }
     Ok(ms)

@@ -6,8 +6,9 @@
 //! without its quoting state machine; it reads any size of file in a 256 KiB
 //! buffer. Comment lines (`#…`) and blank lines are skipped; every other line
 //! that is not `timestamp,operation,duration_ms` with an integer (or
-//! fractional) epoch timestamp, a non-empty UTF-8 operation and a finite
-//! non-negative duration is counted as malformed and skipped.
+//! fractional) epoch timestamp, a non-empty UTF-8 operation and a
+//! non-negative duration below [`MAX_MS`] is counted as malformed and
+//! skipped.
 
 use std::io::{self, Read};
 use std::path::Path;
@@ -55,7 +56,7 @@ fn parse_row(line: &[u8]) -> Option<Row<'_>> {
     Some(Row {
         timestamp: parse_timestamp(ts)?,
         op: std::str::from_utf8(op).ok()?,
-        ms: parse_ms(ms)?,
+        ms: parse_duration(ms)?,
     })
 }
 
@@ -83,6 +84,18 @@ pub fn parse_ms(b: &[u8]) -> Option<f64> {
     }
     let v: f64 = std::str::from_utf8(b).ok()?.parse().ok()?;
     v.is_finite().then_some(v)
+}
+
+/// The bound (exclusive) of a row's duration: 10^15 ms, about 31,700
+/// years. Far above any real duration, and low enough that no sum of a
+/// log's rows (fewer than 10^290 of them) can overflow to infinity, which
+/// `--json` cannot print (`"total": inf` is not JSON). Before, any finite
+/// value was a row, and two rows of 1.7e308 ms made the report invalid.
+pub const MAX_MS: f64 = 1e15;
+
+/// A row's duration: [`parse_ms`] below [`MAX_MS`].
+pub fn parse_duration(b: &[u8]) -> Option<f64> {
+    parse_ms(b).filter(|&v| v < MAX_MS)
 }
 
 /// Counts from one pass over the log.

@@ -963,3 +963,49 @@ fn durations_are_bounded_so_every_total_is_finite_json() {
     c.args(["record", "x", "999999999999999"]);
     check(&w, "the largest duration", c, b"", 0, 0);
 }
+
+/// A log that ends mid-line (an old script's `printf '%s,%s,%s' >> log`,
+/// an editor that drops the final newline) gets a newline before the next
+/// row, on every path: the binary, the builtin's kept descriptor (a line
+/// left unfinished between two of its rows) and the fallbacks. Before, the
+/// row was glued to it: `…,old,5` + `1796…,new,1` made one malformed line
+/// (both rows lost), `9` + `1796…,b,1` a row with a wrong timestamp.
+#[test]
+fn a_row_appended_after_an_unfinished_line_starts_a_line_of_its_own() {
+    let script = "record_performance_metric a 1 2\n\
+                  printf 9 >> \"$CACHE_PERF_METRICS\"\n\
+                  record_performance_metric b 1 2\n\
+                  printf 1700000000,c,3 >> \"$CACHE_PERF_METRICS\"\n\
+                  record_performance_metric d 1 2\n\
+                  get_performance_metrics";
+    let binary = "B=$FFKIT_BIN\n\"$B\" perf-metrics record a 1\n\
+                  printf 9 >> \"$CACHE_PERF_METRICS\"\n\
+                  \"$B\" perf-metrics record b 1\n\
+                  printf 1700000000,c,3 >> \"$CACHE_PERF_METRICS\"\n\
+                  \"$B\" perf-metrics record d 1\n\
+                  \"$B\" perf-metrics --json";
+    for way in crate::shell_paths::ways().into_iter().chain(["binary"]) {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("log.csv");
+        fs::write(&log, "1700000000,old,5").unwrap();
+        let mut c = if way == "binary" {
+            crate::shell_paths::sh("fallback", tmp.path(), tmp.path(), binary)
+        } else {
+            crate::shell_paths::sh(way, tmp.path(), tmp.path(), script)
+        };
+        let o = c.env("CACHE_PERF_METRICS", &log).output().unwrap();
+        let (out, err) = crate::shell_paths::text(&o);
+        assert!(o.status.success(), "{way}: {err}");
+        assert!(err.contains("skipped 1 malformed row "), "{way}: {err}");
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{way}: {e}: {out}"));
+        for op in ["old", "a", "b", "c", "d"] {
+            assert_eq!(v[op]["count"], 1, "{way}: {op}: {v}");
+        }
+        let text = fs::read_to_string(&log).unwrap();
+        assert!(text.starts_with("1700000000,old,5\n"), "{way}: {text}");
+        assert!(
+            text.contains("\n9\n") && text.contains("\n1700000000,c,3\n"),
+            "{way}: {text}"
+        );
+    }
+}

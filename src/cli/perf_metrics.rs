@@ -553,7 +553,7 @@ fn run_check(m: &ArgMatches, ctx: &mut Ctx, path: &Path, since: Option<i64>) -> 
                     "check failed: {}: {} of {} is {} over {} rows (limit {})",
                     o.rule,
                     o.stat,
-                    o.op,
+                    crate::metrics::shown_op(&o.op),
                     shown(o.value.unwrap_or(0.0)),
                     o.count,
                     shown(o.threshold)

@@ -1009,3 +1009,51 @@ fn a_row_appended_after_an_unfinished_line_starts_a_line_of_its_own() {
         );
     }
 }
+
+/// The reader takes any UTF-8 operation name without a comma, so a log
+/// (one a group shares, one an old script wrote) can hold terminal control
+/// sequences. The table and `check`'s lines show them escaped (`\u{1b}`,
+/// `\t`, `\u{7f}`): before, `ESC ] 0 ; … BEL` retitled the terminal, `ESC
+/// [ 2 J` cleared it, and a CR hid what came before it.
+#[test]
+fn operation_names_cannot_send_control_sequences_to_the_terminal() {
+    let w = seeded();
+    fs::write(
+        w.metrics_log(),
+        b"1700000000,\x1b]0;pwned\x07title,1\n1700000000,clear\x1b[2J,2\n\
+          1700000000,tab\there,3\n1700000000,del\x7fx\xc2\x9b,4\n1700000000,plain-op,5\n",
+    )
+    .unwrap();
+    let clean = |what: &str, b: &[u8]| {
+        assert!(
+            !b.iter().any(|&c| (c < 0x20 && c != b'\n') || c == 0x7f)
+                && !String::from_utf8_lossy(b).contains('\u{9b}'),
+            "{what}: {:?}",
+            String::from_utf8_lossy(b)
+        );
+    };
+    let c = w.cmd("perf-metrics");
+    let out = check(&w, "the table", c, b"", 0, 0);
+    clean("table", &out.stdout);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    for shown in [
+        "\\u{1b}]0;pwned\\u{7}title",
+        "clear\\u{1b}[2J",
+        "tab\\there",
+        "del\\u{7f}x\\u{9b}",
+    ] {
+        assert!(table.contains(shown), "{shown}: {table}");
+    }
+    // The columns still line up: every line as wide as the header.
+    let widths: Vec<usize> = table.lines().map(|l| l.chars().count()).collect();
+    assert!(widths.iter().all(|&n| n == widths[0]), "{table}");
+    let mut c = w.cmd("perf-metrics");
+    c.args(["check", "*:max<0.5"]);
+    let out = check(&w, "check", c, b"", 1, 5);
+    clean("check", &out.stderr);
+    assert!(
+        stderr_of(&out).contains("max of \\u{1b}]0;pwned\\u{7}title is"),
+        "{}",
+        stderr_of(&out)
+    );
+}

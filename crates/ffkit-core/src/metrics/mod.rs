@@ -213,6 +213,28 @@ pub fn validate_op(op: &str) -> Result<()> {
     }
 }
 
+/// An operation name as a terminal shows it (the table, `check`'s lines):
+/// control characters (C0 such as ESC, CR and tab, DEL, C1) escaped as
+/// Rust writes them (`\u{1b}`, `\r`, `\t`), everything else as it is. The
+/// reader takes any UTF-8 name without a comma, so a log another user or an
+/// old script wrote could otherwise retitle, clear or rewrite the terminal
+/// of whoever reads the report. JSON, Prometheus and the page escape names
+/// by their own rules.
+pub fn shown_op(op: &str) -> std::borrow::Cow<'_, str> {
+    if !op.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(op);
+    }
+    let mut s = String::with_capacity(op.len() + 8);
+    for c in op.chars() {
+        if c.is_control() {
+            s.extend(c.escape_default());
+        } else {
+            s.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(s)
+}
+
 /// A duration in milliseconds typed by a user: a non-negative number below
 /// [`read::MAX_MS`] (what a reader takes as a row's duration).
 pub fn parse_duration_ms(s: &str) -> Result<f64> {

@@ -33,7 +33,7 @@ fn since_arg() -> Arg {
         .value_name("DURATION")
         .global(true)
         .value_parser(|s: &str| units::parse_duration(s))
-        .help("Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)")
+        .help("Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d); reading only: exit 2 on record, time and cleanup")
 }
 
 pub(super) fn command() -> Command {
@@ -224,6 +224,9 @@ fn op_arg() -> Arg {
         .long("op")
         .value_name("NAME")
         .action(ArgAction::Append)
+        // An empty name matches no row: a typo (`--op "$OP"` unset), not a
+        // filter; the server's `?op=` says 400 to it too.
+        .value_parser(clap::builder::NonEmptyStringValueParser::new())
         .help("Only this operation (repeatable)")
 }
 
@@ -257,6 +260,22 @@ pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let since = m.get_one::<Duration>("since").copied();
     let path = metrics::log_path(&ctx.cfg, dir.as_deref())?;
     let since = since.map(|d| ctx.cfg.now() - d.as_secs() as i64);
+    // `--since` is global (it may sit on the subcommand), so clap takes it
+    // everywhere; where no rows are read it would be ignored, and
+    // `cleanup --since 7d` would keep the newest 1000 rows, not a week.
+    if let Some((sub @ ("record" | "time" | "cleanup"), _)) = m.subcommand()
+        && since.is_some()
+    {
+        let hint = if sub == "cleanup" {
+            " (to drop rows older than DURATION: --older-than)"
+        } else {
+            ""
+        };
+        return Err(Error::Usage(format!(
+            "--since does not apply to {sub}{hint} (see '{} {sub} --help')",
+            ctx.prog
+        )));
+    }
     match m.subcommand() {
         Some(("record", sm)) => record(sm, ctx, &path),
         Some(("time", sm)) => time(sm, ctx, &path),

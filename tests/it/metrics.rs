@@ -791,6 +791,13 @@ fn bad_metrics_arguments_exit_2_and_leave_the_log_alone() {
         &["--since", "99999999999999999999"],
         &["cleanup", "--keep-rows", "-1"],
         &["cleanup", "--older-than", "1e999"],
+        // Options that would be ignored: before, `cleanup --since 7d` kept
+        // the newest 1000 rows and exited 0, `--op ''` matched nothing.
+        &["cleanup", "--since", "7d"],
+        &["record", "--since", "1h", "x", "1"],
+        &["time", "--since", "1h", "x", "--", "true"],
+        &["--op", ""],
+        &["check", "--op", "", "x:max<1"],
         &["check", "x"],
         &["check", "x:p0<1"],
         &["check", "x:p101<1"],

@@ -190,7 +190,7 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_see
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from check" -l json -d 'Print the verdict of every rule as JSON'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from serve" -l listen -d 'Address to listen on: IP:PORT, [IPv6]:PORT, localhost:PORT, or PORT for 127.0.0.1 (port 0: any free port)' -r
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from serve" -l refresh -d 'Seconds between the page\'s own refreshes (0: only its Refresh button)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from serve" -l refresh -d 'Seconds between the page\'s own refreshes, at most 86400 (0: only its Refresh button)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from serve" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from serve" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d); reading only: exit 2 on record, time and cleanup' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from serve" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -54,7 +54,7 @@ complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand check" -l allo
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand check" -l json -d 'Print the verdict of every rule as JSON'
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand serve" -l listen -d 'Address to listen on: IP:PORT, [IPv6]:PORT, localhost:PORT, or PORT for 127.0.0.1 (port 0: any free port)' -r
-complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand serve" -l refresh -d 'Seconds between the page\'s own refreshes (0: only its Refresh button)' -r
+complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand serve" -l refresh -d 'Seconds between the page\'s own refreshes, at most 86400 (0: only its Refresh button)' -r
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand serve" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand serve" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d); reading only: exit 2 on record, time and cleanup' -r
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -167,8 +167,11 @@ pub(super) fn command() -> Command {
                         .long("refresh")
                         .value_name("SECONDS")
                         .default_value("10")
-                        .value_parser(clap::value_parser!(u32))
-                        .help("Seconds between the page's own refreshes (0: only its Refresh button)"),
+                        .value_parser(
+                            clap::value_parser!(u32)
+                                .range(0..=i64::from(crate::metrics::serve::MAX_REFRESH)),
+                        )
+                        .help("Seconds between the page's own refreshes, at most 86400 (0: only its Refresh button)"),
                 ),
         )
         .subcommand(

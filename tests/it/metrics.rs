@@ -816,6 +816,15 @@ fn bad_metrics_arguments_exit_2_and_leave_the_log_alone() {
             fs::read(w.metrics_log()).unwrap(),
             b"1700000000,write_cache,1\n"
         );
+    } // Above 2^31 - 1 ms a browser's setInterval fires every millisecond, so
+    // a longer --refresh made every open page hammer the server; before,
+    // serve started (killed after 60 s here: a failure, not a hang).
+    for refresh in ["86401", "4294967295"] {
+        let mut c = w.cmd("perf-metrics");
+        c.args(["serve", "--listen", "127.0.0.1:0", "--refresh", refresh]);
+        let out = output_within(c, &format!("serve --refresh {refresh}"));
+        assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+        assert!(stderr_of(&out).contains("86400"), "{}", stderr_of(&out));
     }
 }
 

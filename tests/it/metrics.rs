@@ -1105,3 +1105,36 @@ fn the_page_of_a_log_with_many_operation_names_stays_small() {
     );
     assert_eq!(json_report(&w, &[]).as_object().unwrap().len(), 1_100);
 }
+
+/// bash writes `$EPOCHREALTIME` with the locale's decimal point:
+/// `1796666136,023404` under de_DE or fr_FR. The docs name it as a START
+/// and END of `record` and `record_performance_metric`; before, both were
+/// exit 2 there ("invalid time stamp"). A comma is taken as the decimal
+/// point of a stamp, on every path (never in a row's duration, where it is
+/// the CSV separator).
+#[test]
+fn epochrealtime_with_a_decimal_comma_is_a_time_stamp_on_every_path() {
+    let script = "record_performance_metric op 1796666136,023404 1796666136,025904 && \
+                  get_performance_metrics";
+    let binary = "\"$FFKIT_BIN\" perf-metrics record op 1796666136,023404 1796666136,025904 && \
+                  \"$FFKIT_BIN\" perf-metrics --json";
+    for way in crate::shell_paths::ways().into_iter().chain(["binary"]) {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("log.csv");
+        let s = if way == "binary" { binary } else { script };
+        let way_in = if way == "binary" { "fallback" } else { way };
+        let o = crate::shell_paths::sh(way_in, tmp.path(), tmp.path(), s)
+            .env("CACHE_PERF_METRICS", &log)
+            .output()
+            .unwrap();
+        let (out, err) = crate::shell_paths::text(&o);
+        assert!(o.status.success(), "{way}: {err}");
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{way}: {e}: {out}"));
+        assert_eq!(v["op"]["total"].as_f64(), Some(2.5), "{way}: {v}");
+    }
+    // Not a duration: `record op 2,5` is still exit 2.
+    let w = seeded();
+    let mut c = w.cmd("perf-metrics");
+    c.args(["record", "op", "2,5"]);
+    check(&w, "record op 2,5", c, b"", 2, 1);
+}

@@ -302,7 +302,18 @@ impl StampUnit {
 /// same unit. Fractional stamps (`$EPOCHREALTIME`, `date +%s.%N`) work.
 pub fn duration_between(start: &str, end: &str, unit: Option<StampUnit>) -> Result<f64> {
     let num = |s: &str| -> Result<f64> {
-        read::parse_ms(s.trim().as_bytes()).ok_or_else(|| {
+        // bash writes $EPOCHREALTIME with the locale's decimal point
+        // (`1796666136,023404` under de_DE): one comma is that point.
+        let t = s.trim();
+        let dotted;
+        let t = match t.split_once(',') {
+            Some((int, frac)) if !frac.contains(',') => {
+                dotted = format!("{int}.{frac}");
+                dotted.as_str()
+            }
+            _ => t,
+        };
+        read::parse_ms(t.as_bytes()).ok_or_else(|| {
             Error::Validation(format!(
                 "invalid time stamp '{s}': expected a non-negative number"
             ))

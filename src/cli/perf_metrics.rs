@@ -147,7 +147,8 @@ pub(super) fn command() -> Command {
                      (the numbers of perf-metrics --json as {\"operations\": [{\"name\", …}], \
                      \"totalTime\": …}, readable from any origin: CORS), GET /metrics (Prometheus \
                      text, CORS too) and GET / (a \
-                     self-contained page with a table and charts per operation that refreshes \
+                     self-contained page with a table and charts per operation, for the 50 \
+                     busiest, that refreshes \
                      itself, fits a phone, and picks and zooms its time range), each taking \
                      ?since=DURATION or ?from=EPOCH&to=EPOCH, and ?op=NAME (repeatable). Listens on \
                      loopback unless --listen says otherwise. There is no authentication: anyone \
@@ -178,8 +179,9 @@ pub(super) fn command() -> Command {
             Command::new("report")
                 .about("Write the metrics page as one static HTML file")
                 .long_about(
-                    "Write the page that perf-metrics serve shows (table; per operation the latency \
-                     distribution, p50/p95/p99 and the rate over time) as one self-contained HTML \
+                    "Write the page that perf-metrics serve shows (table; per operation, for the 50 \
+                     busiest, the latency distribution, p50/p95/p99 and the rate over time) as one \
+                     self-contained HTML \
                      file, atomically (a temp file renamed over FILE), e.g. as a CI artifact. It \
                      loads nothing from the network; its one script (the operation filter, local \
                      times) is the only one its Content-Security-Policy lets run. Its time range \

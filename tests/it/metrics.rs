@@ -1138,3 +1138,32 @@ fn epochrealtime_with_a_decimal_comma_is_a_time_stamp_on_every_path() {
     c.args(["record", "op", "2,5"]);
     check(&w, "record op 2,5", c, b"", 2, 1);
 }
+
+/// A line of 256 KiB or more is far longer than any row: the reader reads
+/// past it in its 256 KiB buffer and counts it as one malformed row. Before,
+/// the buffer grew to hold it, so a 40 MiB line (a log without newlines, a
+/// file CACHE_PERF_METRICS named by mistake) needed 64 MiB, and 200 MB
+/// 270 MB, per reader: under `ulimit -v 60000` the report aborted (exit
+/// 134, "memory allocation failed").
+#[test]
+fn a_line_without_end_is_read_past_in_bounded_memory() {
+    let w = seeded();
+    let mut log = b"1700000000,op,1\n".to_vec();
+    log.resize(log.len() + (40 << 20), b'x');
+    log.extend_from_slice(b"\n1700000001,op,2\n");
+    fs::write(w.metrics_log(), &log).unwrap();
+    drop(log);
+    let mut c = Command::new("bash");
+    w.isolate(&mut c);
+    let out = c
+        .arg("-c")
+        .arg("ulimit -v 60000 && exec \"$0\" perf-metrics --json")
+        .arg(bin())
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("skipped 1 malformed row "), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["op"]["count"], 2, "{v}");
+}

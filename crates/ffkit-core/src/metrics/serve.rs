@@ -335,7 +335,11 @@ impl State {
                         until: key.until,
                     },
                 )
-                .map(Arc::new)
+                .map(|mut r| {
+                    // Kept for later requests: only the series the page draws.
+                    r.keep_series_of_busiest(crate::metrics::export::html::MAX_CHARTED_OPS);
+                    Arc::new(r)
+                })
                 .map_err(|e| e.to_string())
             })
             .clone();

@@ -59,20 +59,6 @@ pub const MAX_CHARTED_OPS: usize = 50;
 /// is in `/api/performance/metrics` and `--json`.
 pub const MAX_TABLE_OPS: usize = 1000;
 
-/// Which operations of `report` are among the `k` busiest (most rows, ties
-/// by name, as the report is sorted by name).
-fn busiest(report: &Report, k: usize) -> Vec<bool> {
-    let mut marked = vec![true; report.ops.len()];
-    if report.ops.len() > k {
-        let mut order: Vec<usize> = (0..report.ops.len()).collect();
-        order.sort_by_key(|&i| (std::cmp::Reverse(report.ops[i].count), i));
-        for &i in &order[k..] {
-            marked[i] = false;
-        }
-    }
-    marked
-}
-
 /// The filters of a served page's request, as the range links rebuild them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PageQuery {
@@ -526,8 +512,8 @@ fn tick_label(t: i64, fmt: &str) -> String {
 impl Exporter for Html {
     fn render(&self, report: &Report) -> String {
         let n = report.ops.len();
-        let charted = busiest(report, MAX_CHARTED_OPS);
-        let tabled = busiest(report, MAX_TABLE_OPS);
+        let charted = report.busiest(MAX_CHARTED_OPS);
+        let tabled = report.busiest(MAX_TABLE_OPS);
         let mut o = String::with_capacity(
             10_000 + n.min(MAX_CHARTED_OPS) * 24_000 + n.min(MAX_TABLE_OPS) * 800,
         );

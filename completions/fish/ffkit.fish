@@ -162,7 +162,7 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand init" -l developer-for-email
 complete -c ffkit -n "__fish_ffkit_using_subcommand init" -l build-id -d 'Print the build id the shell loader compares with the bash builtin\'s'
 complete -c ffkit -n "__fish_ffkit_using_subcommand init" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d); reading only: exit 2 on record, time and cleanup' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -l textfile -d 'With --prometheus: write PATH atomically (temp file + rename) instead of stdout, for node_exporter\'s textfile collector' -r -F
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -l op -d 'Only this operation (repeatable)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and not __fish_seen_subcommand_from record time check serve report cleanup help" -l json -d 'Print {"OP": {"count":…,"total":…,"avg":…,"min":…,"max":…,"p50":…,"p95":…,"p99":…}} in ms'
@@ -179,30 +179,30 @@ complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_see
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from record" -l end -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from record" -l unit -d 'Unit of START/END: auto, s, ms, us, ns' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from record" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from record" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from record" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d); reading only: exit 2 on record, time and cleanup' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from record" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from time" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from time" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from time" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d); reading only: exit 2 on record, time and cleanup' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from time" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from check" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from check" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from check" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d); reading only: exit 2 on record, time and cleanup' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from check" -l allow-missing -d 'An operation without data passes'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from check" -l json -d 'Print the verdict of every rule as JSON'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from serve" -l listen -d 'Address to listen on: IP:PORT, [IPv6]:PORT, localhost:PORT, or PORT for 127.0.0.1 (port 0: any free port)' -r
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from serve" -l refresh -d 'Seconds between the page\'s own refreshes (0: only its Refresh button)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from serve" -l refresh -d 'Seconds between the page\'s own refreshes, at most 86400 (0: only its Refresh button)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from serve" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from serve" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from serve" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d); reading only: exit 2 on record, time and cleanup' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from report" -l html -d 'Write the page to FILE' -r -F
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from report" -l op -d 'Only this operation (repeatable)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from report" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from report" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from report" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d); reading only: exit 2 on record, time and cleanup' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from report" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from cleanup" -l keep-rows -d 'Keep at most the newest N rows' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from cleanup" -l older-than -d 'Drop rows older than DURATION (e.g. 7d)' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from cleanup" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
-complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from cleanup" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from cleanup" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d); reading only: exit 2 on record, time and cleanup' -r
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from cleanup" -l json -d 'Print {"kept":…,"removed":…,"malformed":…}'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from cleanup" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c ffkit -n "__fish_ffkit_using_subcommand perf-metrics; and __fish_seen_subcommand_from help" -f -a "record" -d 'Append one row: OP DURATION_MS, or OP START END / --start S --end E'

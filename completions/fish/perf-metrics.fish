@@ -25,7 +25,7 @@ function __fish_perf_metrics_using_subcommand
 end
 
 complete -c perf-metrics -n "__fish_perf_metrics_needs_command" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
-complete -c perf-metrics -n "__fish_perf_metrics_needs_command" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c perf-metrics -n "__fish_perf_metrics_needs_command" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d); reading only: exit 2 on record, time and cleanup' -r
 complete -c perf-metrics -n "__fish_perf_metrics_needs_command" -l textfile -d 'With --prometheus: write PATH atomically (temp file + rename) instead of stdout, for node_exporter\'s textfile collector' -r -F
 complete -c perf-metrics -n "__fish_perf_metrics_needs_command" -l op -d 'Only this operation (repeatable)' -r
 complete -c perf-metrics -n "__fish_perf_metrics_needs_command" -l json -d 'Print {"OP": {"count":…,"total":…,"avg":…,"min":…,"max":…,"p50":…,"p95":…,"p99":…}} in ms'
@@ -43,30 +43,30 @@ complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand record" -l sta
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand record" -l end -r
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand record" -l unit -d 'Unit of START/END: auto, s, ms, us, ns' -r
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand record" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
-complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand record" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand record" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d); reading only: exit 2 on record, time and cleanup' -r
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand record" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand time" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
-complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand time" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand time" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d); reading only: exit 2 on record, time and cleanup' -r
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand time" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand check" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
-complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand check" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand check" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d); reading only: exit 2 on record, time and cleanup' -r
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand check" -l allow-missing -d 'An operation without data passes'
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand check" -l json -d 'Print the verdict of every rule as JSON'
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand serve" -l listen -d 'Address to listen on: IP:PORT, [IPv6]:PORT, localhost:PORT, or PORT for 127.0.0.1 (port 0: any free port)' -r
-complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand serve" -l refresh -d 'Seconds between the page\'s own refreshes (0: only its Refresh button)' -r
+complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand serve" -l refresh -d 'Seconds between the page\'s own refreshes, at most 86400 (0: only its Refresh button)' -r
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand serve" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
-complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand serve" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand serve" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d); reading only: exit 2 on record, time and cleanup' -r
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand report" -l html -d 'Write the page to FILE' -r -F
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand report" -l op -d 'Only this operation (repeatable)' -r
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand report" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
-complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand report" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand report" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d); reading only: exit 2 on record, time and cleanup' -r
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand report" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand cleanup" -l keep-rows -d 'Keep at most the newest N rows' -r
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand cleanup" -l older-than -d 'Drop rows older than DURATION (e.g. 7d)' -r
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand cleanup" -l dir -d 'Cache dir (default: FFKIT_CACHE_DIR, the FlowForge namespace, or ~/.cache/ffkit)' -r -F
-complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand cleanup" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)' -r
+complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand cleanup" -l since -d 'Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d); reading only: exit 2 on record, time and cleanup' -r
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand cleanup" -l json -d 'Print {"kept":…,"removed":…,"malformed":…}'
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand cleanup" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c perf-metrics -n "__fish_perf_metrics_using_subcommand help; and not __fish_seen_subcommand_from record time check serve report cleanup help" -f -a "record" -d 'Append one row: OP DURATION_MS, or OP START END / --start S --end E'

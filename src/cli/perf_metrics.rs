@@ -33,7 +33,7 @@ fn since_arg() -> Arg {
         .value_name("DURATION")
         .global(true)
         .value_parser(|s: &str| units::parse_duration(s))
-        .help("Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d)")
+        .help("Only rows from the last DURATION (e.g. 90s, 5m, 2h, 7d); reading only: exit 2 on record, time and cleanup")
 }
 
 pub(super) fn command() -> Command {
@@ -147,7 +147,8 @@ pub(super) fn command() -> Command {
                      (the numbers of perf-metrics --json as {\"operations\": [{\"name\", …}], \
                      \"totalTime\": …}, readable from any origin: CORS), GET /metrics (Prometheus \
                      text, CORS too) and GET / (a \
-                     self-contained page with a table and charts per operation that refreshes \
+                     self-contained page with a table and charts per operation, for the 50 \
+                     busiest, that refreshes \
                      itself, fits a phone, and picks and zooms its time range), each taking \
                      ?since=DURATION or ?from=EPOCH&to=EPOCH, and ?op=NAME (repeatable). Listens on \
                      loopback unless --listen says otherwise. There is no authentication: anyone \
@@ -167,16 +168,20 @@ pub(super) fn command() -> Command {
                         .long("refresh")
                         .value_name("SECONDS")
                         .default_value("10")
-                        .value_parser(clap::value_parser!(u32))
-                        .help("Seconds between the page's own refreshes (0: only its Refresh button)"),
+                        .value_parser(
+                            clap::value_parser!(u32)
+                                .range(0..=i64::from(crate::metrics::serve::MAX_REFRESH)),
+                        )
+                        .help("Seconds between the page's own refreshes, at most 86400 (0: only its Refresh button)"),
                 ),
         )
         .subcommand(
             Command::new("report")
                 .about("Write the metrics page as one static HTML file")
                 .long_about(
-                    "Write the page that perf-metrics serve shows (table; per operation the latency \
-                     distribution, p50/p95/p99 and the rate over time) as one self-contained HTML \
+                    "Write the page that perf-metrics serve shows (table; per operation, for the 50 \
+                     busiest, the latency distribution, p50/p95/p99 and the rate over time) as one \
+                     self-contained HTML \
                      file, atomically (a temp file renamed over FILE), e.g. as a CI artifact. It \
                      loads nothing from the network; its one script (the operation filter, local \
                      times) is the only one its Content-Security-Policy lets run. Its time range \
@@ -224,6 +229,9 @@ fn op_arg() -> Arg {
         .long("op")
         .value_name("NAME")
         .action(ArgAction::Append)
+        // An empty name matches no row: a typo (`--op "$OP"` unset), not a
+        // filter; the server's `?op=` says 400 to it too.
+        .value_parser(clap::builder::NonEmptyStringValueParser::new())
         .help("Only this operation (repeatable)")
 }
 
@@ -257,6 +265,22 @@ pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let since = m.get_one::<Duration>("since").copied();
     let path = metrics::log_path(&ctx.cfg, dir.as_deref())?;
     let since = since.map(|d| ctx.cfg.now() - d.as_secs() as i64);
+    // `--since` is global (it may sit on the subcommand), so clap takes it
+    // everywhere; where no rows are read it would be ignored, and
+    // `cleanup --since 7d` would keep the newest 1000 rows, not a week.
+    if let Some((sub @ ("record" | "time" | "cleanup"), _)) = m.subcommand()
+        && since.is_some()
+    {
+        let hint = if sub == "cleanup" {
+            " (to drop rows older than DURATION: --older-than)"
+        } else {
+            ""
+        };
+        return Err(Error::Usage(format!(
+            "--since does not apply to {sub}{hint} (see '{} {sub} --help')",
+            ctx.prog
+        )));
+    }
     match m.subcommand() {
         Some(("record", sm)) => record(sm, ctx, &path),
         Some(("time", sm)) => time(sm, ctx, &path),
@@ -553,7 +577,7 @@ fn run_check(m: &ArgMatches, ctx: &mut Ctx, path: &Path, since: Option<i64>) -> 
                     "check failed: {}: {} of {} is {} over {} rows (limit {})",
                     o.rule,
                     o.stat,
-                    o.op,
+                    crate::metrics::shown_op(&o.op),
                     shown(o.value.unwrap_or(0.0)),
                     o.count,
                     shown(o.threshold)

@@ -791,6 +791,13 @@ fn bad_metrics_arguments_exit_2_and_leave_the_log_alone() {
         &["--since", "99999999999999999999"],
         &["cleanup", "--keep-rows", "-1"],
         &["cleanup", "--older-than", "1e999"],
+        // Options that would be ignored: before, `cleanup --since 7d` kept
+        // the newest 1000 rows and exited 0, `--op ''` matched nothing.
+        &["cleanup", "--since", "7d"],
+        &["record", "--since", "1h", "x", "1"],
+        &["time", "--since", "1h", "x", "--", "true"],
+        &["--op", ""],
+        &["check", "--op", "", "x:max<1"],
         &["check", "x"],
         &["check", "x:p0<1"],
         &["check", "x:p101<1"],
@@ -809,6 +816,15 @@ fn bad_metrics_arguments_exit_2_and_leave_the_log_alone() {
             fs::read(w.metrics_log()).unwrap(),
             b"1700000000,write_cache,1\n"
         );
+    } // Above 2^31 - 1 ms a browser's setInterval fires every millisecond, so
+    // a longer --refresh made every open page hammer the server; before,
+    // serve started (killed after 60 s here: a failure, not a hang).
+    for refresh in ["86401", "4294967295"] {
+        let mut c = w.cmd("perf-metrics");
+        c.args(["serve", "--listen", "127.0.0.1:0", "--refresh", refresh]);
+        let out = output_within(c, &format!("serve --refresh {refresh}"));
+        assert_eq!(out.status.code(), Some(2), "{}", stderr_of(&out));
+        assert!(stderr_of(&out).contains("86400"), "{}", stderr_of(&out));
     }
 }
 
@@ -918,4 +934,236 @@ fn trim_and_cleanup_keep_the_logs_mode() {
     assert!(o.status.success(), "{}", stderr_of(&o));
     assert_ne!(fs::metadata(&log).unwrap().ino(), before, "rewritten");
     assert_eq!(mode(&log), 0o640, "after a cleanup");
+}
+
+/// A duration is below 10^15 ms (about 31,700 years), so no total of any
+/// log can overflow. Before, `record` took any finite number, and two rows
+/// of 1.7e308 ms summed to infinity: `--json` (and so
+/// `get_performance_metrics` and the served API) printed `"total": inf`,
+/// which is not JSON, and the table `inf s`.
+#[test]
+fn durations_are_bounded_so_every_total_is_finite_json() {
+    let w = seeded();
+    let huge = format!("17{}", "0".repeat(307));
+    fs::write(
+        w.metrics_log(),
+        format!(
+            "1700000000,op,{huge}\n1700000000,op,{huge}\n\
+             1700000000,op,1000000000000000\n1700000000,op,999999999999999\n1700000000,op,1\n"
+        ),
+    )
+    .unwrap();
+    let mut c = w.cmd("perf-metrics");
+    c.arg("--json");
+    let out = check(&w, "--json over absurd durations", c, b"", 0, 1);
+    assert!(
+        stderr_of(&out).contains("skipped 3 malformed rows"),
+        "{}",
+        stderr_of(&out)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    assert_eq!(v["op"]["count"], 2);
+    assert_eq!(v["op"]["max"].as_f64(), Some(999_999_999_999_999.0));
+    for args in [
+        &["record", "x", &huge][..],
+        &["record", "x", "1000000000000000"],
+    ] {
+        let mut c = w.cmd("perf-metrics");
+        c.args(args);
+        let before = fs::read(w.metrics_log()).unwrap();
+        check(&w, &format!("{args:?}"), c, b"", 2, 1);
+        assert_eq!(fs::read(w.metrics_log()).unwrap(), before);
+    }
+    let mut c = w.cmd("perf-metrics");
+    c.args(["record", "x", "999999999999999"]);
+    check(&w, "the largest duration", c, b"", 0, 0);
+}
+
+/// A log that ends mid-line (an old script's `printf '%s,%s,%s' >> log`,
+/// an editor that drops the final newline) gets a newline before the next
+/// row, on every path: the binary, the builtin's kept descriptor (a line
+/// left unfinished between two of its rows) and the fallbacks. Before, the
+/// row was glued to it: `…,old,5` + `1796…,new,1` made one malformed line
+/// (both rows lost), `9` + `1796…,b,1` a row with a wrong timestamp.
+#[test]
+fn a_row_appended_after_an_unfinished_line_starts_a_line_of_its_own() {
+    let script = "record_performance_metric a 1 2\n\
+                  printf 9 >> \"$CACHE_PERF_METRICS\"\n\
+                  record_performance_metric b 1 2\n\
+                  printf 1700000000,c,3 >> \"$CACHE_PERF_METRICS\"\n\
+                  record_performance_metric d 1 2\n\
+                  get_performance_metrics";
+    let binary = "B=$FFKIT_BIN\n\"$B\" perf-metrics record a 1\n\
+                  printf 9 >> \"$CACHE_PERF_METRICS\"\n\
+                  \"$B\" perf-metrics record b 1\n\
+                  printf 1700000000,c,3 >> \"$CACHE_PERF_METRICS\"\n\
+                  \"$B\" perf-metrics record d 1\n\
+                  \"$B\" perf-metrics --json";
+    for way in crate::shell_paths::ways().into_iter().chain(["binary"]) {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("log.csv");
+        fs::write(&log, "1700000000,old,5").unwrap();
+        let mut c = if way == "binary" {
+            crate::shell_paths::sh("fallback", tmp.path(), tmp.path(), binary)
+        } else {
+            crate::shell_paths::sh(way, tmp.path(), tmp.path(), script)
+        };
+        let o = c.env("CACHE_PERF_METRICS", &log).output().unwrap();
+        let (out, err) = crate::shell_paths::text(&o);
+        assert!(o.status.success(), "{way}: {err}");
+        assert!(err.contains("skipped 1 malformed row "), "{way}: {err}");
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{way}: {e}: {out}"));
+        for op in ["old", "a", "b", "c", "d"] {
+            assert_eq!(v[op]["count"], 1, "{way}: {op}: {v}");
+        }
+        let text = fs::read_to_string(&log).unwrap();
+        assert!(text.starts_with("1700000000,old,5\n"), "{way}: {text}");
+        assert!(
+            text.contains("\n9\n") && text.contains("\n1700000000,c,3\n"),
+            "{way}: {text}"
+        );
+    }
+}
+
+/// The reader takes any UTF-8 operation name without a comma, so a log
+/// (one a group shares, one an old script wrote) can hold terminal control
+/// sequences. The table and `check`'s lines show them escaped (`\u{1b}`,
+/// `\t`, `\u{7f}`): before, `ESC ] 0 ; … BEL` retitled the terminal, `ESC
+/// [ 2 J` cleared it, and a CR hid what came before it.
+#[test]
+fn operation_names_cannot_send_control_sequences_to_the_terminal() {
+    let w = seeded();
+    fs::write(
+        w.metrics_log(),
+        b"1700000000,\x1b]0;pwned\x07title,1\n1700000000,clear\x1b[2J,2\n\
+          1700000000,tab\there,3\n1700000000,del\x7fx\xc2\x9b,4\n1700000000,plain-op,5\n",
+    )
+    .unwrap();
+    let clean = |what: &str, b: &[u8]| {
+        assert!(
+            !b.iter().any(|&c| (c < 0x20 && c != b'\n') || c == 0x7f)
+                && !String::from_utf8_lossy(b).contains('\u{9b}'),
+            "{what}: {:?}",
+            String::from_utf8_lossy(b)
+        );
+    };
+    let c = w.cmd("perf-metrics");
+    let out = check(&w, "the table", c, b"", 0, 0);
+    clean("table", &out.stdout);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    for shown in [
+        "\\u{1b}]0;pwned\\u{7}title",
+        "clear\\u{1b}[2J",
+        "tab\\there",
+        "del\\u{7f}x\\u{9b}",
+    ] {
+        assert!(table.contains(shown), "{shown}: {table}");
+    }
+    // The columns still line up: every line as wide as the header.
+    let widths: Vec<usize> = table.lines().map(|l| l.chars().count()).collect();
+    assert!(widths.iter().all(|&n| n == widths[0]), "{table}");
+    let mut c = w.cmd("perf-metrics");
+    c.args(["check", "*:max<0.5"]);
+    let out = check(&w, "check", c, b"", 1, 5);
+    clean("check", &out.stderr);
+    assert!(
+        stderr_of(&out).contains("max of \\u{1b}]0;pwned\\u{7}title is"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+/// The page's size is bounded whatever the number of operation names: a
+/// log of 1,100 names (one row each) made a 5.5 MB page, one of 20,000 a
+/// 220 MB one, and four `GET /` of it at once held 1.8 GB in the server
+/// for 48 s. Now charts for the 50 busiest, table rows for the 1,000
+/// busiest, and a note saying so; `--json` still has every one.
+#[test]
+fn the_page_of_a_log_with_many_operation_names_stays_small() {
+    let w = seeded();
+    let mut log = String::new();
+    for i in 0..1_100 {
+        log.push_str(&format!("{},op{i:04},1\n", 1_700_000_000 + i));
+    }
+    log.push_str("1700000000,op1099,2\n");
+    fs::write(w.metrics_log(), log).unwrap();
+    let page = w.path().join("page.html");
+    let o = w
+        .cmd("perf-metrics")
+        .args(["report", "--html"])
+        .arg(&page)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let html = fs::read_to_string(&page).unwrap();
+    assert!(html.len() < 4 << 20, "{} bytes", html.len());
+    assert_eq!(html.matches("<article").count(), 50);
+    assert!(
+        html.contains("data-op=\"op1099\">"),
+        "the busiest is charted"
+    );
+    assert_eq!(json_report(&w, &[]).as_object().unwrap().len(), 1_100);
+}
+
+/// bash writes `$EPOCHREALTIME` with the locale's decimal point:
+/// `1796666136,023404` under de_DE or fr_FR. The docs name it as a START
+/// and END of `record` and `record_performance_metric`; before, both were
+/// exit 2 there ("invalid time stamp"). A comma is taken as the decimal
+/// point of a stamp, on every path (never in a row's duration, where it is
+/// the CSV separator).
+#[test]
+fn epochrealtime_with_a_decimal_comma_is_a_time_stamp_on_every_path() {
+    let script = "record_performance_metric op 1796666136,023404 1796666136,025904 && \
+                  get_performance_metrics";
+    let binary = "\"$FFKIT_BIN\" perf-metrics record op 1796666136,023404 1796666136,025904 && \
+                  \"$FFKIT_BIN\" perf-metrics --json";
+    for way in crate::shell_paths::ways().into_iter().chain(["binary"]) {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("log.csv");
+        let s = if way == "binary" { binary } else { script };
+        let way_in = if way == "binary" { "fallback" } else { way };
+        let o = crate::shell_paths::sh(way_in, tmp.path(), tmp.path(), s)
+            .env("CACHE_PERF_METRICS", &log)
+            .output()
+            .unwrap();
+        let (out, err) = crate::shell_paths::text(&o);
+        assert!(o.status.success(), "{way}: {err}");
+        let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{way}: {e}: {out}"));
+        assert_eq!(v["op"]["total"].as_f64(), Some(2.5), "{way}: {v}");
+    }
+    // Not a duration: `record op 2,5` is still exit 2.
+    let w = seeded();
+    let mut c = w.cmd("perf-metrics");
+    c.args(["record", "op", "2,5"]);
+    check(&w, "record op 2,5", c, b"", 2, 1);
+}
+
+/// A line of 256 KiB or more is far longer than any row: the reader reads
+/// past it in its 256 KiB buffer and counts it as one malformed row. Before,
+/// the buffer grew to hold it, so a 40 MiB line (a log without newlines, a
+/// file CACHE_PERF_METRICS named by mistake) needed 64 MiB, and 200 MB
+/// 270 MB, per reader: under `ulimit -v 60000` the report aborted (exit
+/// 134, "memory allocation failed").
+#[test]
+fn a_line_without_end_is_read_past_in_bounded_memory() {
+    let w = seeded();
+    let mut log = b"1700000000,op,1\n".to_vec();
+    log.resize(log.len() + (40 << 20), b'x');
+    log.extend_from_slice(b"\n1700000001,op,2\n");
+    fs::write(w.metrics_log(), &log).unwrap();
+    drop(log);
+    let mut c = Command::new("bash");
+    w.isolate(&mut c);
+    let out = c
+        .arg("-c")
+        .arg("ulimit -v 60000 && exec \"$0\" perf-metrics --json")
+        .arg(bin())
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("skipped 1 malformed row "), "{err}");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["op"]["count"], 2, "{v}");
 }

@@ -100,6 +100,32 @@ pub struct Report {
 }
 
 impl Report {
+    /// Which operations are among the `k` busiest (most rows, ties by name,
+    /// as the report is sorted by name): the ones the page charts.
+    pub fn busiest(&self, k: usize) -> Vec<bool> {
+        let mut marked = vec![true; self.ops.len()];
+        if self.ops.len() > k {
+            let mut order: Vec<usize> = (0..self.ops.len()).collect();
+            order.sort_by_key(|&i| (std::cmp::Reverse(self.ops[i].count), i));
+            for &i in &order[k..] {
+                marked[i] = false;
+            }
+        }
+        marked
+    }
+
+    /// Drops the time series of all but the `k` busiest operations: the
+    /// page draws no others, and a report the server keeps (up to 8 of
+    /// them) then holds series for `k` operations, not for every one.
+    pub fn keep_series_of_busiest(&mut self, k: usize) {
+        let busiest = self.busiest(k);
+        for (s, keep) in self.ops.iter_mut().zip(busiest) {
+            if !keep {
+                s.series = TimeBuckets::default();
+            }
+        }
+    }
+
     pub fn get(&self, op: &str) -> Option<&OpStats> {
         self.ops
             .binary_search_by(|s| s.op.as_str().cmp(op))
@@ -107,6 +133,9 @@ impl Report {
             .map(|i| &self.ops[i])
     }
 }
+
+/// The index entry of an operation the filter leaves out.
+const FILTERED_OUT: usize = usize::MAX;
 
 /// Aggregates rows one at a time; [`finish`](Aggregator::finish) gives the report.
 #[derive(Default)]
@@ -139,9 +168,16 @@ impl Aggregator {
             return;
         }
         let i = match self.index.get(op) {
+            Some(&FILTERED_OUT) => return,
             Some(&i) => i,
             None => {
                 if !self.filter.ops.is_empty() && !self.filter.ops.iter().any(|o| o == op) {
+                    // Remembered, so each later row of it is one lookup:
+                    // before, every row of an operation the filter leaves
+                    // out scanned the whole list again, and a served
+                    // `?op=…` repeated 1,800 times (15 KB, under the head
+                    // limit) made a request ten times the work of a pass.
+                    self.index.insert(op.into(), FILTERED_OUT);
                     return;
                 }
                 self.ops.push(OpStats::new(op));
@@ -195,6 +231,49 @@ fn run(path: &Path, mut agg: Aggregator) -> Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The busiest operations keep their series; the others' are dropped
+    /// (the server's cached reports hold no series the page never draws).
+    #[test]
+    fn only_the_busiest_keep_their_series() {
+        let mut a = Aggregator::new(Filter::default()).with_series();
+        for (op, n) in [("a", 1), ("b", 3), ("c", 2), ("d", 2)] {
+            for _ in 0..n {
+                a.add(100, op, 1.0);
+            }
+        }
+        let mut r = a.finish(ScanCounts::default());
+        assert_eq!(
+            r.busiest(2),
+            [false, true, true, false],
+            "b, then c before d"
+        );
+        assert_eq!(r.busiest(9), [true; 4]);
+        r.keep_series_of_busiest(2);
+        let tl = r.timeline.unwrap();
+        let points: Vec<usize> = r.ops.iter().map(|s| s.series(&tl).len()).collect();
+        assert_eq!(points, [0, 1, 1, 0]);
+        assert_eq!(r.ops[0].count, 1, "the numbers stay");
+    }
+
+    /// An operation the filter leaves out is remembered as such: its later
+    /// rows stay out, and the kept ones are counted exactly.
+    #[test]
+    fn a_long_op_filter_keeps_exactly_its_operations() {
+        let mut ops: Vec<String> = (0..2000).map(|i| format!("z{i}")).collect();
+        ops.push("b".into());
+        let mut a = Aggregator::new(Filter {
+            ops,
+            ..Filter::default()
+        });
+        for (op, ms) in [("a", 1.0), ("b", 2.0), ("a", 3.0), ("b", 4.0), ("c", 5.0)] {
+            a.add(100, op, ms);
+        }
+        let r = a.finish(ScanCounts::default());
+        assert_eq!(r.ops.len(), 1);
+        assert_eq!((r.ops[0].op.as_str(), r.ops[0].count), ("b", 2));
+        assert_eq!(r.ops[0].total, 6.0);
+    }
 
     #[test]
     fn filters_and_stats() {

@@ -4,8 +4,9 @@
 //!   concurrent writers never interleave. The appender holds a *shared*
 //!   `flock` on the descriptor while it writes, and after locking checks that
 //!   its descriptor is still the file at the path (same device and inode); if
-//!   a trim replaced the file meanwhile it reopens. Cost: open, flock, statx,
-//!   statx, write, close (and no `stat` of the directory first for self-timing,
+//!   a trim replaced the file meanwhile it reopens. A log that ends
+//!   mid-line gets a newline before the row ([`ends_mid_line`]). Cost:
+//!   open, flock, statx, statx, pread of the last byte, write, close (and no `stat` of the directory first for self-timing,
 //!   which must not create it: the open's ENOENT says it is missing).
 //! - **Trim / cleanup**: rewrite under an *exclusive* `flock` on the current
 //!   file: copy the rows to keep into a temp file beside it and rename it over
@@ -42,7 +43,8 @@
 //!   `O_APPEND` descriptor on the log at the kept number while the path
 //!   still names it (rows land through it; the shared flock is taken and
 //!   dropped on the script's open file description).
-//!   Cost: statx, flock, statx, write, unlock. Every `statx` asks for
+//!   Cost: statx, flock, statx, write, unlock (and a pread of the last
+//!   byte when the size is not the one our last row left). Every `statx` asks for
 //!   the inode (and size, type) only, never the times
 //!   ([`crate::fsutil::Ident`]: on Linux ≥ 6.13 a stat that returns them
 //!   makes the next append dirty the inode for a fine-grained timestamp).
@@ -254,12 +256,15 @@ fn append_opening(path: &Path, row: &[u8], mkdir: bool) -> Result<Option<u64>> {
             }
             continue;
         }
-        append_row(f.as_fd(), row, || true).map_err(|e| Error::io("cannot append to", path, e))?;
+        let heal = ends_mid_line(f.as_fd(), meta.size);
+        append_row(f.as_fd(), row, heal, || true)
+            .map_err(|e| Error::io("cannot append to", path, e))?;
+        let end = meta.size + u64::from(heal) + row.len() as u64;
         if KEEP.load(Ordering::Relaxed) {
             let _ = f.unlock();
-            keep(path, f, &meta);
+            keep(path, f, &meta, end);
         }
-        return Ok(Some(meta.size + row.len() as u64));
+        return Ok(Some(end));
         // Otherwise `f` closes here, which releases the shared lock.
     }
 }
@@ -278,6 +283,10 @@ struct Kept {
     dev: u64,
     ino: u64,
     pid: rustix::process::Pid,
+    /// The log's size after our last row, as far as we know: while the
+    /// size is still that, the log ends with our row's newline and
+    /// [`ends_mid_line`] need not read it (the common row of a shell).
+    end: u64,
 }
 
 /// Makes this process keep the metrics log open across appends: for a
@@ -310,7 +319,7 @@ fn kept() -> std::sync::MutexGuard<'static, Option<Kept>> {
 }
 
 /// Keeps `f` (just used to append to `path`, whose identity is `meta`).
-fn keep(path: &Path, f: File, meta: &fsutil::Ident) {
+fn keep(path: &Path, f: File, meta: &fsutil::Ident, end: u64) {
     let Ok(fd) = crate::hostfd::high_fd(&f) else {
         return;
     };
@@ -324,6 +333,7 @@ fn keep(path: &Path, f: File, meta: &fsutil::Ident) {
         dev: meta.dev,
         ino: meta.ino,
         pid: my_pid(),
+        end,
     });
     if let Some(old) = old {
         forget_kept(old);
@@ -368,7 +378,7 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
         return Ok(None);
     }
     let mut slot = kept();
-    let Some(k) = slot.as_ref() else {
+    let Some(k) = slot.as_mut() else {
         return Ok(None);
     };
     if k.path != path || k.pid != my_pid() {
@@ -404,12 +414,17 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
         }
         return Ok(None);
     }
+    let heal = size != k.end && ends_mid_line(fd, size);
     // A cut row is taken back only through our own descriptor, never the
     // script's on our file (asked only after a failed write).
-    let written = append_row(fd, row, || opened_as_ours(fd));
+    let written = append_row(fd, row, heal, || opened_as_ours(fd));
     let _ = rustix::fs::flock(fd, rustix::fs::FlockOperation::Unlock);
     match written {
-        Ok(()) => Ok(Some(size + row.len() as u64)),
+        Ok(()) => {
+            let end = size + u64::from(heal) + row.len() as u64;
+            k.end = end;
+            Ok(Some(end))
+        }
         Err(e) => {
             let Some(k) = slot.take() else {
                 return Err(Error::io("cannot append to", path, e));
@@ -472,17 +487,41 @@ fn write_all_fd(
 /// is returned, so the log holds whole rows only (docs/metrics.md).
 /// `ours`, asked only then: whether `fd` is a descriptor ffkit opened (a
 /// script's descriptor on the log is never truncated through).
+/// `heal`: the log ends mid-line ([`ends_mid_line`]), so a newline goes
+/// first and the row starts a line of its own.
 fn append_row(
     fd: std::os::fd::BorrowedFd<'_>,
     row: &[u8],
+    heal: bool,
     ours: impl FnOnce() -> bool,
 ) -> io::Result<()> {
+    if heal {
+        // Its own write: the cut-row logic below then sees the row after a
+        // newline. A newline that lands before a failing row is harmless
+        // (it ends the foreign line; a blank line is skipped).
+        write_all_fd(fd, b"\n", &mut 0)?;
+    }
     let mut done = 0;
     let r = write_all_fd(fd, row, &mut done);
     if r.is_err() && done > 0 && ours() {
         take_back(fd, &row[..done]);
     }
     r
+}
+
+/// Whether the log behind `fd`, `size` bytes long, ends without a newline:
+/// its last line is not whole (an old script's `printf '%s,%s,%s' >> log`,
+/// an editor that drops the final newline, a row an old writer's full disk
+/// cut short). A row appended there would be glued to it (`…,old,5` +
+/// `1796…,new,1` is one malformed line, or `17000` + `1796…,new,1` a row
+/// with a wrong timestamp), so the appender writes a newline first. One
+/// `pread` of the last byte; a read that fails (a script's write-only
+/// descriptor at the kept number) or finds nothing (the log shrank) counts
+/// as whole. Another appender healing the same line at once adds a blank
+/// line, which readers skip.
+fn ends_mid_line(fd: std::os::fd::BorrowedFd<'_>, size: u64) -> bool {
+    let mut last = [0u8; 1];
+    size > 0 && matches!(rustix::io::pread(fd, &mut last, size - 1), Ok(1) if last[0] != b'\n')
 }
 
 /// Truncates the log behind `fd` by `part`, the start of a row whose write

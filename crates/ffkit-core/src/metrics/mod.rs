@@ -213,11 +213,34 @@ pub fn validate_op(op: &str) -> Result<()> {
     }
 }
 
-/// A duration in milliseconds typed by a user: a finite, non-negative number.
+/// An operation name as a terminal shows it (the table, `check`'s lines):
+/// control characters (C0 such as ESC, CR and tab, DEL, C1) escaped as
+/// Rust writes them (`\u{1b}`, `\r`, `\t`), everything else as it is. The
+/// reader takes any UTF-8 name without a comma, so a log another user or an
+/// old script wrote could otherwise retitle, clear or rewrite the terminal
+/// of whoever reads the report. JSON, Prometheus and the page escape names
+/// by their own rules.
+pub fn shown_op(op: &str) -> std::borrow::Cow<'_, str> {
+    if !op.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(op);
+    }
+    let mut s = String::with_capacity(op.len() + 8);
+    for c in op.chars() {
+        if c.is_control() {
+            s.extend(c.escape_default());
+        } else {
+            s.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(s)
+}
+
+/// A duration in milliseconds typed by a user: a non-negative number below
+/// [`read::MAX_MS`] (what a reader takes as a row's duration).
 pub fn parse_duration_ms(s: &str) -> Result<f64> {
-    read::parse_ms(s.trim().as_bytes()).ok_or_else(|| {
+    read::parse_duration(s.trim().as_bytes()).ok_or_else(|| {
         Error::Validation(format!(
-            "invalid duration '{s}': expected non-negative milliseconds such as 15 or 0.25"
+            "invalid duration '{s}': expected non-negative milliseconds below 10^15, such as 15 or 0.25"
         ))
     })
 }
@@ -279,7 +302,18 @@ impl StampUnit {
 /// same unit. Fractional stamps (`$EPOCHREALTIME`, `date +%s.%N`) work.
 pub fn duration_between(start: &str, end: &str, unit: Option<StampUnit>) -> Result<f64> {
     let num = |s: &str| -> Result<f64> {
-        read::parse_ms(s.trim().as_bytes()).ok_or_else(|| {
+        // bash writes $EPOCHREALTIME with the locale's decimal point
+        // (`1796666136,023404` under de_DE): one comma is that point.
+        let t = s.trim();
+        let dotted;
+        let t = match t.split_once(',') {
+            Some((int, frac)) if !frac.contains(',') => {
+                dotted = format!("{int}.{frac}");
+                dotted.as_str()
+            }
+            _ => t,
+        };
+        read::parse_ms(t.as_bytes()).ok_or_else(|| {
             Error::Validation(format!(
                 "invalid time stamp '{s}': expected a non-negative number"
             ))
@@ -307,10 +341,11 @@ pub fn duration_between(start: &str, end: &str, unit: Option<StampUnit>) -> Resu
     // difference is what matters.
     let ms = (e - s) * unit.ms_per_unit();
     // Huge stamps in seconds can overflow to infinity, which would write a
-    // row ("inf") that every reader rejects.
-    if !ms.is_finite() {
+    // row ("inf") that every reader rejects; so would one at or above the
+    // rows' bound.
+    if !ms.is_finite() || ms >= read::MAX_MS {
         return Err(Error::Validation(format!(
-            "the duration from '{start}' to '{end}' is too large"
+            "the duration from '{start}' to '{end}' is too large (10^15 ms or more)"
         )));
     }
     Ok(ms)

@@ -6,8 +6,9 @@
 //! without its quoting state machine; it reads any size of file in a 256 KiB
 //! buffer. Comment lines (`#…`) and blank lines are skipped; every other line
 //! that is not `timestamp,operation,duration_ms` with an integer (or
-//! fractional) epoch timestamp, a non-empty UTF-8 operation and a finite
-//! non-negative duration is counted as malformed and skipped.
+//! fractional) epoch timestamp, a non-empty UTF-8 operation and a
+//! non-negative duration below [`MAX_MS`] is counted as malformed and
+//! skipped.
 
 use std::io::{self, Read};
 use std::path::Path;
@@ -55,7 +56,7 @@ fn parse_row(line: &[u8]) -> Option<Row<'_>> {
     Some(Row {
         timestamp: parse_timestamp(ts)?,
         op: std::str::from_utf8(op).ok()?,
-        ms: parse_ms(ms)?,
+        ms: parse_duration(ms)?,
     })
 }
 
@@ -85,6 +86,18 @@ pub fn parse_ms(b: &[u8]) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
+/// The bound (exclusive) of a row's duration: 10^15 ms, about 31,700
+/// years. Far above any real duration, and low enough that no sum of a
+/// log's rows (fewer than 10^290 of them) can overflow to infinity, which
+/// `--json` cannot print (`"total": inf` is not JSON). Before, any finite
+/// value was a row, and two rows of 1.7e308 ms made the report invalid.
+pub const MAX_MS: f64 = 1e15;
+
+/// A row's duration: [`parse_ms`] below [`MAX_MS`].
+pub fn parse_duration(b: &[u8]) -> Option<f64> {
+    parse_ms(b).filter(|&v| v < MAX_MS)
+}
+
 /// Counts from one pass over the log.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScanCounts {
@@ -94,15 +107,25 @@ pub struct ScanCounts {
 
 const BUF: usize = 256 * 1024;
 
-/// Calls `f` for each line of `r` (without the newline) in a 256 KiB buffer;
-/// a single line longer than that grows the buffer, so lines are always whole.
+/// What [`for_each_line`] hands over for a line of [`BUF`] bytes or more:
+/// no comma, so [`parse_line`] calls it malformed (and `cleanup` drops it).
+const OVERLONG: &[u8] = b"\0";
+
+/// Calls `f` for each line of `r` (without the newline) in a 256 KiB buffer.
+/// A line that fills the whole buffer is far longer than any row: it is
+/// read past, never held, and `f` gets one malformed stand-in for it
+/// ([`OVERLONG`]). Before, the buffer grew to hold it, so a log (or a file
+/// `CACHE_PERF_METRICS` named by mistake) of 200 MB without a newline cost
+/// 270 MB of memory per reader, and the server one such pass per filter.
 pub fn for_each_line(mut r: impl Read, mut f: impl FnMut(&[u8])) -> io::Result<()> {
     let mut buf = vec![0u8; BUF];
     let mut filled = 0usize;
+    // The bytes before `buf[0]` began a line too long to keep.
+    let mut overlong = false;
     loop {
         if filled == buf.len() {
-            // One line fills the whole buffer: grow to hold it.
-            buf.resize(buf.len() * 2, 0);
+            overlong = true;
+            filled = 0;
         }
         let n = match r.read(&mut buf[filled..]) {
             Ok(n) => n,
@@ -110,7 +133,9 @@ pub fn for_each_line(mut r: impl Read, mut f: impl FnMut(&[u8])) -> io::Result<(
             Err(e) => return Err(e),
         };
         if n == 0 {
-            if filled > 0 {
+            if overlong {
+                f(OVERLONG);
+            } else if filled > 0 {
                 f(&buf[..filled]);
             }
             return Ok(());
@@ -118,7 +143,12 @@ pub fn for_each_line(mut r: impl Read, mut f: impl FnMut(&[u8])) -> io::Result<(
         filled += n;
         let mut start = 0;
         for nl in memchr::memchr_iter(b'\n', &buf[..filled]) {
-            f(&buf[start..nl]);
+            if overlong {
+                f(OVERLONG);
+                overlong = false;
+            } else {
+                f(&buf[start..nl]);
+            }
             start = nl + 1;
         }
         buf.copy_within(start..filled, 0);
@@ -201,7 +231,7 @@ mod tests {
     #[test]
     fn splitting_handles_chunk_boundaries_and_long_lines() {
         let mut data = Vec::new();
-        let long = "x".repeat(BUF * 3);
+        let long = "x".repeat(BUF - 100);
         for i in 0..100_000 {
             data.extend_from_slice(format!("{i},op,{i}\n").as_bytes());
         }
@@ -219,5 +249,18 @@ mod tests {
         assert_eq!(n, 100_002);
         assert!(saw_long);
         assert_eq!(last, b"1,op,2");
+        // A line just below the buffer is whole; one of the buffer's size
+        // or more is one malformed stand-in, never held.
+        for (len, whole) in [(BUF - 1, true), (BUF, false), (BUF * 3 + 7, false)] {
+            let mut data = b"1,op,1\n".to_vec();
+            data.extend(std::iter::repeat_n(b'x', len));
+            data.extend_from_slice(b"\n2,op,2\n");
+            let mut lines = Vec::new();
+            for_each_line(&data[..], |l| lines.push(l.to_vec())).unwrap();
+            assert_eq!(lines.len(), 3, "{len}");
+            assert_eq!(lines[1].len() == len, whole, "{len}");
+            assert_eq!(parse_line(&lines[1]), Line::Malformed, "{len}");
+            assert_eq!(lines[2], b"2,op,2", "{len}");
+        }
     }
 }

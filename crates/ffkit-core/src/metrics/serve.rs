@@ -41,6 +41,13 @@ const CACHE_ENTRIES: usize = 8;
 /// The paths the server answers, for the 404 text.
 const PATHS: &str = "/, /api/performance/metrics, /metrics";
 
+/// The longest `--refresh`, in seconds: one day. The page's script waits
+/// with `setInterval`, which browsers (and node) run at once, every
+/// millisecond, for a delay above 2^31 - 1 ms (24.8 days): a larger
+/// `--refresh`, meant as "hardly ever", made every open page hammer the
+/// server with requests.
+pub const MAX_REFRESH: u32 = 86_400;
+
 /// How to serve.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -49,7 +56,8 @@ pub struct Options {
     pub log: PathBuf,
     /// For `now()` (the `since` filter) and nothing else.
     pub cfg: Config,
-    /// Seconds between the page's own refreshes (0: only by the button).
+    /// Seconds between the page's own refreshes (0: only by the button),
+    /// at most [`MAX_REFRESH`].
     pub refresh: u32,
     /// The `since` of requests that give none (`--since`), as typed.
     pub default_since: Option<String>,
@@ -105,6 +113,12 @@ pub fn bind(opts: Options) -> Result<Server> {
         }
         None => None,
     };
+    if opts.refresh > MAX_REFRESH {
+        return Err(Error::Validation(format!(
+            "refresh every {} s: at most {MAX_REFRESH} (one day)",
+            opts.refresh
+        )));
+    }
     let listener = TcpListener::bind(opts.listen).map_err(|e| {
         let msg = format!("cannot listen on {}: {}", opts.listen, e);
         match e.kind() {
@@ -321,7 +335,11 @@ impl State {
                         until: key.until,
                     },
                 )
-                .map(Arc::new)
+                .map(|mut r| {
+                    // Kept for later requests: only the series the page draws.
+                    r.keep_series_of_busiest(crate::metrics::export::html::MAX_CHARTED_OPS);
+                    Arc::new(r)
+                })
                 .map_err(|e| e.to_string())
             })
             .clone();

@@ -46,6 +46,19 @@ pub struct Html {
     pub query: PageQuery,
 }
 
+/// At most this many operations get charts (the busiest: most rows, then
+/// by name). A card is ~55 KB of SVG, so a log of 20,000 operation names
+/// (200,000 rows: a 5 MB log, under the default size cap) made a 220 MB
+/// page, and four requests for it at once held 1.8 GB in the server. The
+/// others are in the table; on the served page their name links to the
+/// page of that one operation (`?op=NAME`).
+pub const MAX_CHARTED_OPS: usize = 50;
+
+/// At most this many operations are rows of the table (the busiest), so
+/// the page stays a few megabytes whatever the log holds; every operation
+/// is in `/api/performance/metrics` and `--json`.
+pub const MAX_TABLE_OPS: usize = 1000;
+
 /// The filters of a served page's request, as the range links rebuild them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PageQuery {
@@ -499,7 +512,11 @@ fn tick_label(t: i64, fmt: &str) -> String {
 impl Exporter for Html {
     fn render(&self, report: &Report) -> String {
         let n = report.ops.len();
-        let mut o = String::with_capacity(10_000 + n * 24_000);
+        let charted = report.busiest(MAX_CHARTED_OPS);
+        let tabled = report.busiest(MAX_TABLE_OPS);
+        let mut o = String::with_capacity(
+            10_000 + n.min(MAX_CHARTED_OPS) * 24_000 + n.min(MAX_TABLE_OPS) * 800,
+        );
         let title = if n == 1 {
             "ffkit metrics — 1 operation".to_string()
         } else {
@@ -567,10 +584,28 @@ impl Exporter for Html {
                 escape(&self.source)
             );
         } else {
-            summary_table(&mut o, report);
+            if n > MAX_CHARTED_OPS {
+                let _ = writeln!(
+                    o,
+                    "<p class=\"warn\">{} operations: the table has the {} with the most rows, \
+                     charts the {} busiest{}; every one is in <code>/api/performance/metrics</code> \
+                     and <code>perf-metrics --json</code>.</p>",
+                    count(n as u64),
+                    count(n.min(MAX_TABLE_OPS) as u64),
+                    MAX_CHARTED_OPS,
+                    if self.refresh.is_some() {
+                        " (a name in the table links to its own page)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            self.summary_table(&mut o, report, &tabled, &charted);
             o.push_str("<section class=\"ops\">\n");
             for (i, s) in report.ops.iter().enumerate() {
-                op_card(&mut o, i, s, report.timeline.as_ref());
+                if charted[i] {
+                    op_card(&mut o, i, s, report.timeline.as_ref());
+                }
             }
             o.push_str("</section>\n");
         }
@@ -681,41 +716,72 @@ impl Html {
     }
 }
 
-fn summary_table(o: &mut String, report: &Report) {
-    let secs = report
-        .timeline
-        .map_or(1, |tl| (tl.to - tl.from + tl.width).max(1));
-    o.push_str(
-        "<div class=\"tablewrap\"><table>\n<thead><tr><th>Operation</th><th>Count</th>\
+impl Html {
+    /// The table of the operations marked `tabled`; a name links to its card,
+    /// or (served page) to the page of that operation when it has none here.
+    fn summary_table(&self, o: &mut String, report: &Report, tabled: &[bool], charted: &[bool]) {
+        let secs = report
+            .timeline
+            .map_or(1, |tl| (tl.to - tl.from + tl.width).max(1));
+        o.push_str(
+            "<div class=\"tablewrap\"><table>\n<thead><tr><th>Operation</th><th>Count</th>\
          <th>Rate</th><th>Total</th><th>Avg</th><th>Min</th>",
-    );
-    for (_, label) in QUANTILES {
-        let _ = write!(o, "<th>{label}</th>");
-    }
-    o.push_str("<th>Max</th></tr></thead>\n<tbody>\n");
-    for (i, s) in report.ops.iter().enumerate() {
-        let name = escape(&s.op);
-        let _ = write!(
-            o,
-            "<tr data-op=\"{name}\"><td class=\"name\"><a href=\"#op-{i}\" title=\"{name}\">{name}</a></td>\
-             <td data-label=\"Count\">{}</td><td data-label=\"Rate\">{}</td>\
-             <td data-label=\"Total\">{}</td><td data-label=\"Avg\">{}</td><td data-label=\"Min\">{}</td>",
-            count(s.count),
-            rate(s.count, secs),
-            human_ms(s.total),
-            human_ms(s.avg()),
-            human_ms(s.min)
         );
-        for (q, label) in QUANTILES {
+        for (_, label) in QUANTILES {
+            let _ = write!(o, "<th>{label}</th>");
+        }
+        o.push_str("<th>Max</th></tr></thead>\n<tbody>\n");
+        for (i, s) in report.ops.iter().enumerate() {
+            if !tabled[i] {
+                continue;
+            }
+            let name = escape(&s.op);
+            let href = if charted[i] {
+                format!(" href=\"#op-{i}\"")
+            } else if self.refresh.is_some() {
+                format!(" href=\"{}\"", self.op_href(&s.op))
+            } else {
+                String::new()
+            };
             let _ = write!(
                 o,
-                "<td data-label=\"{label}\">{}</td>",
-                human_ms(s.quantile(q))
+                "<tr data-op=\"{name}\"><td class=\"name\"><a{href} title=\"{name}\">{name}</a></td>\
+             <td data-label=\"Count\">{}</td><td data-label=\"Rate\">{}</td>\
+             <td data-label=\"Total\">{}</td><td data-label=\"Avg\">{}</td><td data-label=\"Min\">{}</td>",
+                count(s.count),
+                rate(s.count, secs),
+                human_ms(s.total),
+                human_ms(s.avg()),
+                human_ms(s.min)
             );
+            for (q, label) in QUANTILES {
+                let _ = write!(
+                    o,
+                    "<td data-label=\"{label}\">{}</td>",
+                    human_ms(s.quantile(q))
+                );
+            }
+            let _ = writeln!(o, "<td data-label=\"Max\">{}</td></tr>", human_ms(s.max));
         }
-        let _ = writeln!(o, "<td data-label=\"Max\">{}</td></tr>", human_ms(s.max));
+        o.push_str("</tbody>\n</table></div>\n");
     }
-    o.push_str("</tbody>\n</table></div>\n");
+
+    /// The link to the page of operation `op` alone, over the same range.
+    fn op_href(&self, op: &str) -> String {
+        let q = &self.query;
+        let mut parts = Vec::new();
+        if let Some(s) = q.since.as_deref().filter(|s| !s.is_empty()) {
+            parts.push(format!("since={}", encode(s)));
+        }
+        if let Some(a) = q.from {
+            parts.push(format!("from={a}"));
+        }
+        if let Some(b) = q.to {
+            parts.push(format!("to={b}"));
+        }
+        parts.push(format!("op={}", encode(op)));
+        escape(&format!("?{}", parts.join("&")))
+    }
 }
 
 fn op_card(o: &mut String, i: usize, s: &OpStats, timeline: Option<&Timeline>) {
@@ -1183,6 +1249,39 @@ mod tests {
             query: PageQuery::default(),
         }
         .render(r)
+    }
+
+    /// Many operation names: charts for the busiest only, the table for
+    /// the busiest 1,000, and on the served page an uncharted name links
+    /// to its own page; the page stays small.
+    #[test]
+    fn a_log_of_many_operations_charts_the_busiest_only() {
+        let names: Vec<String> = (0..1_100).map(|i| format!("op{i:04}")).collect();
+        let mut rows: Vec<(i64, &str, f64)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (1_700_000_000 + i as i64, n.as_str(), 1.0))
+            .collect();
+        rows.extend([
+            (1_700_000_000, "op1099", 2.0),
+            (1_700_000_001, "op1099", 3.0),
+        ]);
+        let r = report(&rows, true);
+        for refresh in [None, Some(10)] {
+            let p = page(&r, refresh);
+            assert_eq!(p.matches("<article").count(), MAX_CHARTED_OPS);
+            assert_eq!(p.matches("<tr data-op=").count(), MAX_TABLE_OPS);
+            assert!(p.contains("<article class=\"op\" id=\"op-1099\" data-op=\"op1099\">"));
+            assert!(p.contains("1\u{2009}100 operations: the table"));
+            assert!(p.len() < 4 << 20, "{} bytes", p.len());
+            let linked = p.contains("<a href=\"?op=op0500\" title=\"op0500\">");
+            assert!(p.contains("<a title=\"op0500\">") != linked);
+            assert!(
+                !p.contains("data-op=\"op0999\""),
+                "the 1,001st busiest is left out"
+            );
+            assert_eq!(linked, refresh.is_some());
+        }
     }
 
     #[test]

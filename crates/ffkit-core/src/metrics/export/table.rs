@@ -42,7 +42,8 @@ impl Exporter for Table {
         let mut rows = vec![header];
         for s in &report.ops {
             let mut r = vec![
-                s.op.clone(),
+                // Control characters escaped: the table goes to a terminal.
+                crate::metrics::shown_op(&s.op).into_owned(),
                 s.count.to_string(),
                 human_ms(s.total),
                 human_ms(s.avg()),

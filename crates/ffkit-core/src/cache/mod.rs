@@ -684,15 +684,29 @@ impl Cache {
     /// the temp file's inode was
     /// installed before a crash, and the temp name, if still there, holds
     /// the replaced old file (see [`fsutil::install`]). Returns the
-    /// destination that could not be installed, if any, and why (removals
-    /// always count as done).
+    /// destination that could not be installed, if any, and why; for a
+    /// removal, a file that could not be removed (not one that was gone
+    /// already, nor a directory at the name, which is not the entry's).
     fn apply(&self, r: &Record, fresh: Option<Fresh>) -> Option<Failed> {
         let value = self.path(&r.key);
         let meta = self.path(&format!("{}.meta", r.key));
         let (Some(vt), Some(mt)) = (&r.value_tmp, &r.meta_tmp) else {
-            let _ = fs::remove_file(&value);
-            let _ = fs::remove_file(&meta);
-            return None;
+            // A removal that fails (EACCES in a dir the caller cannot
+            // write, EPERM on an immutable file) was counted as done: an
+            // eviction then exited 0 listing entries it had not removed,
+            // `--max-bytes` above its limit. The index stays exact either
+            // way (a removal is measured after); the caller now says it.
+            let mut failed = None;
+            for p in [&value, &meta] {
+                if let Err(e) = fs::remove_file(p) {
+                    let e = Error::io("cannot remove", p, e);
+                    let gone = matches!(&e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound);
+                    if !gone && !in_the_way(&e) && failed.is_none() {
+                        failed = Some((p.clone(), Some(e)));
+                    }
+                }
+            }
+            return failed;
         };
         let (vt, mt) = (self.path(vt), self.path(mt));
         let install = |tmp: &Path, ino: u64, dest: &Path, free: bool| {
@@ -1344,9 +1358,12 @@ impl Cache {
             fsutil::remove_if_exists(&self.path(index::INDEX_FILE))?;
         }
         // Removals only: they are measured after, known or not.
-        let (t, _) = self.apply_journal(j, None)?;
+        let (t, failed) = self.apply_journal(j, None)?;
         spared(self.persist(g, None, t))?;
-        Ok(t)
+        match failed {
+            Some((_, Some(e))) => Err(e),
+            _ => Ok(t),
+        }
     }
 
     /// Looks one key up. Expired entries are reported, not removed (eviction

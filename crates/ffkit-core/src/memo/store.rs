@@ -497,8 +497,8 @@ pub fn prune_local(c: &Cache) -> Result<usize> {
 
 /// Counts a replay of generation `id` (or, with `reset`, starts a new
 /// generation at 0). Best effort: a count is a hint, never a failure, and
-/// never a wait. A replay is five system calls (lstat, open, read, write, close)
-/// and takes no lock: two replays in the same instant may count once, and
+/// never a wait. A replay is six system calls (lstat, open, fstat, read,
+/// write, close) and takes no lock: two replays in the same instant may count once, and
 /// a replay that races a rewrite may leave the old generation's id (the
 /// new one then reads 0), so `hits` is a lower bound under contention. A
 /// counter that is missing (removed by hand) is not created by a replay;
@@ -507,14 +507,30 @@ fn count_local_hit(c: &Cache, key: &RunKey, id: u64, reset: bool) -> u64 {
     let Some(path) = checked_side_file(c, key, "hits") else {
         return 0;
     };
+    // A counter is a regular file with one name. A second name (a hard
+    // link planted to a file elsewhere) had its first 16 bytes rewritten
+    // by every hit, as a symlinked `.cache-run` had: a replay now leaves
+    // such a file alone, and the store replaces its name with a file of
+    // its own. Only the store makes the file; a replay's open cannot
+    // create one, and fails on a directory in its place.
+    let own = |f: &File| {
+        f.metadata().is_ok_and(|m| {
+            m.file_type().is_file() && std::os::unix::fs::MetadataExt::nlink(&m) == 1
+        })
+    };
     let update = || -> io::Result<u64> {
-        let f = open_side(&path, reset, true)?;
-        let n = if reset {
-            // Only the store makes the file; a replay's open cannot create
-            // one, and fails on a directory in its place.
-            if !f.metadata()?.file_type().is_file() {
+        let mut f = open_side(&path, reset, true)?;
+        if !own(&f) {
+            if !reset || !f.metadata()?.file_type().is_file() {
                 return Err(io::ErrorKind::InvalidInput.into());
             }
+            fs::remove_file(&path)?;
+            f = open_side(&path, true, true)?;
+            if !own(&f) {
+                return Err(io::ErrorKind::InvalidInput.into());
+            }
+        }
+        let n = if reset {
             0
         } else {
             match read_counter(&f) {

@@ -240,6 +240,50 @@ fn a_symlinked_lock_file_is_refused_and_its_target_never_created() {
     }
 }
 
+/// Attack finding: `.lock` with a second name (a hard link to a file
+/// elsewhere: a dedup tool, `cp -al`) was written in place through it: the
+/// next change truncated the other file to the entry-count record, and two
+/// caches linked so shared one lock, one count and their journals. Now
+/// every call that locks refuses it (exit 3, one line naming `.lock`); a
+/// hit still takes no lock; the other file is untouched.
+#[test]
+fn a_lock_file_with_a_second_name_is_refused_and_never_written() {
+    let w = seeded();
+    // What a dedup tool links: another cache's `.lock` of the same content
+    // (the record of the same count).
+    let record = fs::read(w.cache().join(".lock")).unwrap();
+    let t = Target::new(&w, "lock", &record);
+    fs::remove_file(w.cache().join(".lock")).unwrap();
+    fs::hard_link(&t.path, w.cache().join(".lock")).unwrap();
+    for (applet, args, code) in [
+        ("cache-write", &["k", "v"][..], 3),
+        ("cache-batch", &[][..], 3),
+        ("cache-evict", &["--all"][..], 3),
+        ("cache-read", &["nokey"][..], 3),
+        ("cache-size", &["--verify", "--fix"][..], 3),
+    ] {
+        let mut c = w.cmd(applet);
+        c.args(args);
+        let out = check(
+            &w,
+            &format!("{applet} with a linked .lock"),
+            c,
+            b"k:v\n",
+            code,
+            1,
+        );
+        assert!(
+            stderr_of(&out).contains(".lock") && stderr_of(&out).contains("2 names"),
+            "{}",
+            stderr_of(&out)
+        );
+    }
+    let mut c = w.cmd("cache-read");
+    c.arg("seed");
+    check(&w, "a hit with a linked .lock", c, b"", 0, 0);
+    t.assert_untouched("lock");
+}
+
 #[test]
 fn planted_temp_file_symlinks_are_skipped() {
     let w = seeded();

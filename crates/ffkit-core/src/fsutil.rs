@@ -346,13 +346,14 @@ pub fn open_rw_create_at(path: &Path) -> io::Result<File> {
 /// [`regular_len`] of a file ffkit opened with `O_CREAT` and mode 0600,
 /// which gets its 0600 back from that same `fstat` if a umask took bits
 /// from it ([`fix_mode_of`]): the cache's `.lock`.
-pub fn regular_len_private(f: &File) -> io::Result<u64> {
+/// Also returns its number of names (hard links), from the same `fstat`.
+pub fn regular_len_private(f: &File) -> io::Result<(u64, u64)> {
     let m = f.metadata()?;
     if !m.file_type().is_file() {
         return Err(not_regular());
     }
     fix_mode_of(f, m.mode() & 0o7777, FILE_MODE)?;
-    Ok(m.len())
+    Ok((m.len(), m.nlink()))
 }
 
 /// The length of `f` if it is a regular file (one `fstat`), else the

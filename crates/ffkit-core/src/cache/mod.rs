@@ -364,15 +364,29 @@ impl Cache {
             Err(e) => return Err(Error::io("cannot open lock file", &path, e)),
         };
         self.wait_for(&f, exclusive, &path)?;
-        let len = match if fallback {
-            fsutil::regular_len(&f)
+        let len = if fallback {
+            match fsutil::regular_len(&f) {
+                Ok(len) => len,
+                // Read-only: the lock is a courtesy; nothing can be repaired.
+                Err(_) => return Ok(DirLock::none()),
+            }
         } else {
-            fsutil::regular_len_private(&f)
-        } {
-            Ok(len) => len,
-            // Read-only: the lock is a courtesy; nothing can be repaired.
-            Err(_) if fallback => return Ok(DirLock::none()),
-            Err(e) => return Err(Error::io("cannot open lock file", &path, e)),
+            match fsutil::regular_len_private(&f) {
+                // A second name (a dedup tool's hard link, `cp -al`): the
+                // record and the journal, written in place, went into the
+                // other file too (truncating it), and two caches linked so
+                // shared one lock, one count and each other's journals.
+                // The file cannot be swapped under waiters that hold it,
+                // so it is refused, as a symlink there is.
+                Ok((_, links)) if links > 1 => {
+                    return Err(Error::Permission(format!(
+                        "cannot use lock file {}: it has {links} names (a hard link, from a dedup tool or `cp -l`?), so another file shares its content; refused (remove it while no ffkit call uses this cache dir)",
+                        path.display()
+                    )));
+                }
+                Ok((len, _)) => len,
+                Err(e) => return Err(Error::io("cannot open lock file", &path, e)),
+            }
         };
         let rec = index::COUNT_RECORD_LEN as u64;
         let (count, at, journal) = if fallback {

@@ -223,6 +223,42 @@ fn a_picked_cache_dir_must_be_ours_and_not_a_symlink() {
     }
 }
 
+/// Attack finding: a named cache dir that is a symbolic link to nothing
+/// (its target removed) failed every write with exit 1 and mkdir's
+/// "File exists", naming nothing the user could see there. Now: exit 4,
+/// one line naming the link and its missing target, which is not created;
+/// reads and sizes still see an empty cache.
+#[test]
+fn a_named_cache_dir_that_is_a_dangling_symlink_says_so() {
+    let w = World::new();
+    let gone = w.path().join("gone");
+    let link = w.path().join("link");
+    std::os::unix::fs::symlink(&gone, &link).unwrap();
+    for dir in [link.clone(), link.join("sub")] {
+        let out = w
+            .cmd("cache-write")
+            .env("FFKIT_CACHE_DIR", &dir)
+            .args(["k", "v"])
+            .output()
+            .unwrap();
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(4), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("symbolic link") && err.contains(&*gone.to_string_lossy()),
+            "{err}"
+        );
+    }
+    assert!(!gone.exists(), "the link's target is not created");
+    let out = w
+        .cmd("cache-size")
+        .env("FFKIT_CACHE_DIR", &link)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(out.stdout, b"0\n");
+}
+
 #[test]
 fn a_relative_xdg_cache_home_is_ignored() {
     let w = World::new();

@@ -1486,3 +1486,79 @@ fn help_and_version_into_a_full_device_exit_8() {
         assert_eq!(stderr_lines(&o).len(), 1, "{}", stderr_of(&o));
     }
 }
+
+/// Attack finding: a hit through a `.cache-run` that was swapped for a
+/// symlink after the recording rewrote the first 16 bytes of the
+/// `<hash>.hits` file in the link's target (the miss path already refused
+/// the link). A hit still replays, but never writes, nor counts, through it.
+#[test]
+fn a_hit_never_writes_a_hit_counter_through_a_symlinked_cache_run_dir() {
+    let w = World::new();
+    let script = "echo run >> runs; echo out";
+    run(&w, &["--ttl", "0"], script).assert().success();
+    let hex = key_of(&w, &["--ttl", "0"], script)
+        .strip_prefix("run-")
+        .unwrap()
+        .to_string();
+    let elsewhere = w.path().join("elsewhere");
+    fs::rename(w.cache().join(".cache-run"), &elsewhere).unwrap();
+    let theirs = elsewhere.join(format!("{hex}.hits"));
+    let planted = b"their own data, not a counter at all\n";
+    fs::write(&theirs, planted).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, w.cache().join(".cache-run")).unwrap();
+    for _ in 0..2 {
+        let o = run(&w, &["--ttl", "0"], script).output().unwrap();
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    }
+    let o = run(&w, &["--ttl", "0", "--json"], script).output().unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert_eq!(json(&o.stdout)["hits"], 0, "no count read through the link");
+    assert_eq!(runs(&w), 1, "hits, not runs");
+    assert_eq!(fs::read(&theirs).unwrap(), planted, "nothing written there");
+}
+
+/// Attack finding: a second name at `.cache-run/<hash>.hits` (a hard link
+/// to a file elsewhere, which `O_NOFOLLOW` does not see) had its first 16
+/// bytes rewritten by every hit, and by the next recording's reset. A hit
+/// now leaves such a file alone; a recording replaces the name with a
+/// counter of its own, which counts again.
+#[test]
+fn a_hit_counter_with_a_second_name_is_never_written_through() {
+    let w = World::new();
+    let script = "echo run >> runs; echo out";
+    let at = |t: i64, extra: &[&str]| {
+        let mut c = run(&w, &[&["--ttl", "10"], extra].concat(), script);
+        c.env("FFKIT_TEST_NOW", t.to_string());
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        o
+    };
+    at(NOW, &[]);
+    let hex = key_of(&w, &["--ttl", "10"], script)
+        .strip_prefix("run-")
+        .unwrap()
+        .to_string();
+    let hits = w.cache().join(".cache-run").join(format!("{hex}.hits"));
+    let theirs = w.path().join("theirs");
+    let planted = b"their own data, not a counter at all\n";
+    fs::write(&theirs, planted).unwrap();
+    fs::remove_file(&hits).unwrap();
+    fs::hard_link(&theirs, &hits).unwrap();
+    for _ in 0..2 {
+        assert_eq!(at(NOW, &[]).stdout, b"out\n");
+    }
+    assert_eq!(fs::read(&theirs).unwrap(), planted, "a hit wrote through");
+    assert_eq!(runs(&w), 1);
+    // Expired: the next call records again and resets the counter.
+    at(NOW + 20, &[]);
+    assert_eq!(runs(&w), 2);
+    assert_eq!(
+        fs::read(&theirs).unwrap(),
+        planted,
+        "the reset wrote through"
+    );
+    assert_eq!(fs::metadata(&hits).unwrap().nlink(), 1);
+    at(NOW + 20, &[]);
+    assert_eq!(json(&at(NOW + 20, &["--json"]).stdout)["hits"], 2);
+}

@@ -240,6 +240,50 @@ fn a_symlinked_lock_file_is_refused_and_its_target_never_created() {
     }
 }
 
+/// Attack finding: `.lock` with a second name (a hard link to a file
+/// elsewhere: a dedup tool, `cp -al`) was written in place through it: the
+/// next change truncated the other file to the entry-count record, and two
+/// caches linked so shared one lock, one count and their journals. Now
+/// every call that locks refuses it (exit 3, one line naming `.lock`); a
+/// hit still takes no lock; the other file is untouched.
+#[test]
+fn a_lock_file_with_a_second_name_is_refused_and_never_written() {
+    let w = seeded();
+    // What a dedup tool links: another cache's `.lock` of the same content
+    // (the record of the same count).
+    let record = fs::read(w.cache().join(".lock")).unwrap();
+    let t = Target::new(&w, "lock", &record);
+    fs::remove_file(w.cache().join(".lock")).unwrap();
+    fs::hard_link(&t.path, w.cache().join(".lock")).unwrap();
+    for (applet, args, code) in [
+        ("cache-write", &["k", "v"][..], 3),
+        ("cache-batch", &[][..], 3),
+        ("cache-evict", &["--all"][..], 3),
+        ("cache-read", &["nokey"][..], 3),
+        ("cache-size", &["--verify", "--fix"][..], 3),
+    ] {
+        let mut c = w.cmd(applet);
+        c.args(args);
+        let out = check(
+            &w,
+            &format!("{applet} with a linked .lock"),
+            c,
+            b"k:v\n",
+            code,
+            1,
+        );
+        assert!(
+            stderr_of(&out).contains(".lock") && stderr_of(&out).contains("2 names"),
+            "{}",
+            stderr_of(&out)
+        );
+    }
+    let mut c = w.cmd("cache-read");
+    c.arg("seed");
+    check(&w, "a hit with a linked .lock", c, b"", 0, 0);
+    t.assert_untouched("lock");
+}
+
 #[test]
 fn planted_temp_file_symlinks_are_skipped() {
     let w = seeded();
@@ -1073,6 +1117,67 @@ fn permission_denied_exits_3_naming_the_path() {
         stderr_of(&out)
     );
     assert_index_exact(&w.cache(), "permission");
+}
+
+/// Attack finding: an eviction in a cache dir its caller cannot write
+/// (its own dir, `chmod 500`: `.lock` opens, the unlinks fail with EACCES)
+/// counted each failed removal as done: `cache-evict --all` exited 0,
+/// `--json` listed the entry as removed and `--max-bytes 0` returned with
+/// the cache above its limit. Now it is exit 3 with one line naming the
+/// file, the entry is still whole and the index exact.
+#[test]
+fn an_eviction_that_cannot_remove_an_entry_says_so_with_exit_3() {
+    let w = World::new();
+    w.write("k", "value");
+    let probe = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        return skip("cannot drop privileges with setpriv; permission test not run");
+    }
+    let mut p = w.path().to_path_buf();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
+    while let Some(parent) = p.parent() {
+        if fs::metadata(parent).is_ok_and(|m| m.mode() & 0o001 == 0) {
+            return skip("a parent of the temp dir is not searchable by other users");
+        }
+        p = parent.to_path_buf();
+    }
+    // nobody's own cache dir, which nobody cannot write.
+    let cache = w.cache();
+    for e in fs::read_dir(&cache).unwrap().flatten() {
+        std::os::unix::fs::chown(e.path(), Some(65534), Some(65534)).unwrap();
+    }
+    std::os::unix::fs::chown(&cache, Some(65534), Some(65534)).unwrap();
+    fs::set_permissions(&cache, fs::Permissions::from_mode(0o500)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(bin());
+        w.isolate(&mut c);
+        c.env("FFKIT_CACHE_DIR", &cache)
+            .env("CACHE_PERF_MONITORING", "disabled")
+            .arg("cache-evict")
+            .args(args);
+        output_within(c, "cache-evict as nobody")
+    };
+    if !as_nobody(&["--expired"]).status.success() {
+        return skip("nobody cannot execute the test binary");
+    }
+    for args in [&["--all"][..], &["--max-bytes", "0"], &["--all", "--json"]] {
+        let out = as_nobody(args);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        assert_eq!(stderr_lines(&out).len(), 1, "{args:?}: {err}");
+        assert!(
+            err.contains("cannot remove") && err.contains(&*cache.join("k").to_string_lossy()),
+            "{args:?}: {err}"
+        );
+        assert!(out.stdout.is_empty(), "{args:?}: nothing reported removed");
+    }
+    fs::set_permissions(&cache, fs::Permissions::from_mode(0o700)).unwrap();
+    assert_eq!(fs::read(cache.join("k")).unwrap(), b"value");
+    assert_index_exact(&cache, "an eviction that could not remove");
 }
 
 /// Attack finding: the cut part of a row was taken back only when the

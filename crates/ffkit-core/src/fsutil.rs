@@ -41,7 +41,36 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
         // in it fails and a `d---------` is left for every later call.
         mkdir_private(dir)
     };
-    made.map_err(|e| Error::io("cannot create directory", dir, e))
+    made.map_err(|e| match dangling_link(dir) {
+        // A user-named dir (or one above it) that is a symbolic link to
+        // nothing: mkdir's EEXIST ("File exists") named nothing the user
+        // could see there. Not followed into being: its target is theirs.
+        Some((link, target)) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let which = if link == dir {
+                "a symbolic link".to_string()
+            } else {
+                format!("{} is a symbolic link", link.display())
+            };
+            Error::NotFound(format!(
+                "cannot create directory {}: {which} to {}, which does not exist (create it, or name another dir)",
+                dir.display(),
+                target.display()
+            ))
+        }
+        _ => Error::io("cannot create directory", dir, e),
+    })
+}
+
+/// The nearest of `dir` and its ancestors that is a symbolic link whose
+/// target does not exist, with that target.
+fn dangling_link(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    dir.ancestors()
+        .filter(|a| !a.as_os_str().is_empty())
+        .find(|a| {
+            fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink())
+                && fs::metadata(a).is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
+        })
+        .and_then(|a| fs::read_link(a).ok().map(|t| (a.to_path_buf(), t)))
 }
 
 /// `mkdir -p` of `dir` where each new directory is chmod'ed to 0700.
@@ -317,13 +346,14 @@ pub fn open_rw_create_at(path: &Path) -> io::Result<File> {
 /// [`regular_len`] of a file ffkit opened with `O_CREAT` and mode 0600,
 /// which gets its 0600 back from that same `fstat` if a umask took bits
 /// from it ([`fix_mode_of`]): the cache's `.lock`.
-pub fn regular_len_private(f: &File) -> io::Result<u64> {
+/// Also returns its number of names (hard links), from the same `fstat`.
+pub fn regular_len_private(f: &File) -> io::Result<(u64, u64)> {
     let m = f.metadata()?;
     if !m.file_type().is_file() {
         return Err(not_regular());
     }
     fix_mode_of(f, m.mode() & 0o7777, FILE_MODE)?;
-    Ok(m.len())
+    Ok((m.len(), m.nlink()))
 }
 
 /// The length of `f` if it is a regular file (one `fstat`), else the

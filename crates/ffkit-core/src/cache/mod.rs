@@ -364,15 +364,29 @@ impl Cache {
             Err(e) => return Err(Error::io("cannot open lock file", &path, e)),
         };
         self.wait_for(&f, exclusive, &path)?;
-        let len = match if fallback {
-            fsutil::regular_len(&f)
+        let len = if fallback {
+            match fsutil::regular_len(&f) {
+                Ok(len) => len,
+                // Read-only: the lock is a courtesy; nothing can be repaired.
+                Err(_) => return Ok(DirLock::none()),
+            }
         } else {
-            fsutil::regular_len_private(&f)
-        } {
-            Ok(len) => len,
-            // Read-only: the lock is a courtesy; nothing can be repaired.
-            Err(_) if fallback => return Ok(DirLock::none()),
-            Err(e) => return Err(Error::io("cannot open lock file", &path, e)),
+            match fsutil::regular_len_private(&f) {
+                // A second name (a dedup tool's hard link, `cp -al`): the
+                // record and the journal, written in place, went into the
+                // other file too (truncating it), and two caches linked so
+                // shared one lock, one count and each other's journals.
+                // The file cannot be swapped under waiters that hold it,
+                // so it is refused, as a symlink there is.
+                Ok((_, links)) if links > 1 => {
+                    return Err(Error::Permission(format!(
+                        "cannot use lock file {}: it has {links} names (a hard link, from a dedup tool or `cp -l`?), so another file shares its content; refused (remove it while no ffkit call uses this cache dir)",
+                        path.display()
+                    )));
+                }
+                Ok((len, _)) => len,
+                Err(e) => return Err(Error::io("cannot open lock file", &path, e)),
+            }
         };
         let rec = index::COUNT_RECORD_LEN as u64;
         let (count, at, journal) = if fallback {
@@ -684,15 +698,29 @@ impl Cache {
     /// the temp file's inode was
     /// installed before a crash, and the temp name, if still there, holds
     /// the replaced old file (see [`fsutil::install`]). Returns the
-    /// destination that could not be installed, if any, and why (removals
-    /// always count as done).
+    /// destination that could not be installed, if any, and why; for a
+    /// removal, a file that could not be removed (not one that was gone
+    /// already, nor a directory at the name, which is not the entry's).
     fn apply(&self, r: &Record, fresh: Option<Fresh>) -> Option<Failed> {
         let value = self.path(&r.key);
         let meta = self.path(&format!("{}.meta", r.key));
         let (Some(vt), Some(mt)) = (&r.value_tmp, &r.meta_tmp) else {
-            let _ = fs::remove_file(&value);
-            let _ = fs::remove_file(&meta);
-            return None;
+            // A removal that fails (EACCES in a dir the caller cannot
+            // write, EPERM on an immutable file) was counted as done: an
+            // eviction then exited 0 listing entries it had not removed,
+            // `--max-bytes` above its limit. The index stays exact either
+            // way (a removal is measured after); the caller now says it.
+            let mut failed = None;
+            for p in [&value, &meta] {
+                if let Err(e) = fs::remove_file(p) {
+                    let e = Error::io("cannot remove", p, e);
+                    let gone = matches!(&e, Error::Io { source, .. } if source.kind() == io::ErrorKind::NotFound);
+                    if !gone && !in_the_way(&e) && failed.is_none() {
+                        failed = Some((p.clone(), Some(e)));
+                    }
+                }
+            }
+            return failed;
         };
         let (vt, mt) = (self.path(vt), self.path(mt));
         let install = |tmp: &Path, ino: u64, dest: &Path, free: bool| {
@@ -1344,9 +1372,12 @@ impl Cache {
             fsutil::remove_if_exists(&self.path(index::INDEX_FILE))?;
         }
         // Removals only: they are measured after, known or not.
-        let (t, _) = self.apply_journal(j, None)?;
+        let (t, failed) = self.apply_journal(j, None)?;
         spared(self.persist(g, None, t))?;
-        Ok(t)
+        match failed {
+            Some((_, Some(e))) => Err(e),
+            _ => Ok(t),
+        }
     }
 
     /// Looks one key up. Expired entries are reported, not removed (eviction

@@ -205,7 +205,7 @@ impl Store<'_> {
     pub fn failure(&self, key: &RunKey) -> Option<Stored> {
         match self {
             Store::Local(c) => {
-                let f = open_side(&side_file(c, key, "failed"), false, false).ok()?;
+                let f = open_side(&checked_side_file(c, key, "failed")?, false, false).ok()?;
                 if !f.metadata().ok()?.file_type().is_file() {
                     return None;
                 }
@@ -220,7 +220,7 @@ impl Store<'_> {
     /// the waiters run the command themselves.
     pub fn put_failure(&self, key: &RunKey, value: &mut dyn Read) {
         let Store::Local(c) = self else { return };
-        let dir = c.dir().join(RUN_DIR);
+        let Ok(dir) = run_dir(c) else { return };
         let Ok((tmp, mut f)) = fsutil::create_temp(&dir) else {
             return;
         };
@@ -243,9 +243,11 @@ impl Store<'_> {
                 // The output blobs only this entry used (best effort: a
                 // busy store leaves them to the next sweep, still counted).
                 let _ = super::output::sweep(c, false, &[]);
-                let _ = fs::remove_file(side_file(c, key, "hits"));
-                let _ = fs::remove_file(side_file(c, key, "failed"));
-                let _ = fs::remove_file(side_file(c, key, "lock"));
+                if let Ok(dir) = run_dir(c) {
+                    for ext in ["hits", "failed", "lock"] {
+                        let _ = fs::remove_file(dir.join(format!("{}.{ext}", key.hex)));
+                    }
+                }
                 Ok(had)
             }
             Store::Remote(r) => r.delete(&entry),
@@ -276,13 +278,18 @@ impl Store<'_> {
     pub fn hits(&self, key: &RunKey, id: u64, counted: Option<u64>) -> u64 {
         match (self, counted) {
             (_, Some(n)) => n,
-            (Store::Local(c), None) => match open_side(&side_file(c, key, "hits"), false, false) {
-                Ok(f) => match read_counter(&f) {
-                    (g, n) if g == id => n,
-                    _ => 0,
-                },
-                Err(_) => 0,
-            },
+            (Store::Local(c), None) => {
+                let Some(path) = checked_side_file(c, key, "hits") else {
+                    return 0;
+                };
+                match open_side(&path, false, false) {
+                    Ok(f) => match read_counter(&f) {
+                        (g, n) if g == id => n,
+                        _ => 0,
+                    },
+                    Err(_) => 0,
+                }
+            }
             (Store::Remote(_), None) => 0,
         }
     }
@@ -309,6 +316,18 @@ impl Store<'_> {
 
 fn side_file(c: &Cache, key: &RunKey, ext: &str) -> PathBuf {
     c.dir().join(RUN_DIR).join(format!("{}.{ext}", key.hex))
+}
+
+/// [`side_file`] for a call that does not hold the key's lock (a hit's
+/// counter, a waiter's look at a failure) or removes: `None` when a
+/// symlink stands at `.cache-run/`. `O_NOFOLLOW` guards only the file's own
+/// name; without this `lstat` a hit rewrote 16 bytes of the `<hex>.hits`
+/// in a linked directory elsewhere, which the miss path (through
+/// [`run_dir`]) already refused.
+fn checked_side_file(c: &Cache, key: &RunKey, ext: &str) -> Option<PathBuf> {
+    run_dir(c)
+        .ok()
+        .map(|d| d.join(format!("{}.{ext}", key.hex)))
 }
 
 /// `.cache-run/`, unless a symlink stands there: the per-key files are
@@ -478,22 +497,40 @@ pub fn prune_local(c: &Cache) -> Result<usize> {
 
 /// Counts a replay of generation `id` (or, with `reset`, starts a new
 /// generation at 0). Best effort: a count is a hint, never a failure, and
-/// never a wait. A replay is four system calls (open, read, write, close)
-/// and takes no lock: two replays in the same instant may count once, and
+/// never a wait. A replay is six system calls (lstat, open, fstat, read,
+/// write, close) and takes no lock: two replays in the same instant may count once, and
 /// a replay that races a rewrite may leave the old generation's id (the
 /// new one then reads 0), so `hits` is a lower bound under contention. A
 /// counter that is missing (removed by hand) is not created by a replay;
 /// the next recording makes it again.
 fn count_local_hit(c: &Cache, key: &RunKey, id: u64, reset: bool) -> u64 {
-    let path = side_file(c, key, "hits");
+    let Some(path) = checked_side_file(c, key, "hits") else {
+        return 0;
+    };
+    // A counter is a regular file with one name. A second name (a hard
+    // link planted to a file elsewhere) had its first 16 bytes rewritten
+    // by every hit, as a symlinked `.cache-run` had: a replay now leaves
+    // such a file alone, and the store replaces its name with a file of
+    // its own. Only the store makes the file; a replay's open cannot
+    // create one, and fails on a directory in its place.
+    let own = |f: &File| {
+        f.metadata().is_ok_and(|m| {
+            m.file_type().is_file() && std::os::unix::fs::MetadataExt::nlink(&m) == 1
+        })
+    };
     let update = || -> io::Result<u64> {
-        let f = open_side(&path, reset, true)?;
-        let n = if reset {
-            // Only the store makes the file; a replay's open cannot create
-            // one, and fails on a directory in its place.
-            if !f.metadata()?.file_type().is_file() {
+        let mut f = open_side(&path, reset, true)?;
+        if !own(&f) {
+            if !reset || !f.metadata()?.file_type().is_file() {
                 return Err(io::ErrorKind::InvalidInput.into());
             }
+            fs::remove_file(&path)?;
+            f = open_side(&path, true, true)?;
+            if !own(&f) {
+                return Err(io::ErrorKind::InvalidInput.into());
+            }
+        }
+        let n = if reset {
             0
         } else {
             match read_counter(&f) {

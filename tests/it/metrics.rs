@@ -917,14 +917,18 @@ fn trim_and_cleanup_keep_the_logs_mode() {
     }
     let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
     fs::set_permissions(&log, fs::Permissions::from_mode(0o664)).unwrap();
-    let before = fs::metadata(&log).unwrap().ino();
+    // Held open so its inode number cannot be handed to the rewritten file
+    // (ext4 reuses a freed one: a loaded suite run saw the same number).
+    let old = fs::File::open(&log).unwrap();
+    let before = old.metadata().unwrap().ino();
     for _ in 0..20 {
         record(&[("CACHE_PERF_MAX_BYTES", "100")]);
     }
     assert_ne!(fs::metadata(&log).unwrap().ino(), before, "trimmed");
     assert_eq!(mode(&log), 0o664, "after the automatic trim");
     fs::set_permissions(&log, fs::Permissions::from_mode(0o640)).unwrap();
-    let before = fs::metadata(&log).unwrap().ino();
+    let old = fs::File::open(&log).unwrap();
+    let before = old.metadata().unwrap().ino();
     let o = w
         .cmd("perf-metrics")
         .args(["cleanup", "--keep-rows", "1"])

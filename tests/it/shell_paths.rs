@@ -1563,3 +1563,54 @@ fn a_nameref_to_an_array_element_is_that_element_on_every_bash_path() {
         assert_eq!(err, "", "{way}");
     }
 }
+
+/// A status or release query creates nothing: `lock-status NAME`,
+/// `lock-release NAME`, `lock-acquire -u NAME` and the functions'
+/// releases of a name never taken answer free (1) / not held (4) on every
+/// path and leave no lock dir behind, in a repository's namespace and in
+/// the per-user default (`$XDG_RUNTIME_DIR/ffkit/locks`). Before, every
+/// path but the builtin's `release_critical_lock` made the dir (and the
+/// per-user base) on the way to that answer.
+#[test]
+fn a_status_or_release_of_a_lock_never_taken_creates_no_lock_dir_on_any_path() {
+    let script = "for q in 'release_critical_lock x' 'release_session_lock d s' \
+                  'ffkit lock-status -q x' 'ffkit lock-status -q --session x' \
+                  'ffkit lock-release -q x' 'ffkit lock-release -q --session x' \
+                  'ffkit lock-acquire -q -u x'; do \
+                  rc=0; eval \"$q\" 2>/dev/null || rc=$?; printf '%s ' $rc; done";
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (repo, plain, rt) = (t.join("repo"), t.join("plain"), t.join("rt"));
+        git_init(&repo);
+        fs::create_dir_all(&plain).unwrap();
+        for dir in [&repo, &plain] {
+            let mut c = sh(way, t, dir, script);
+            c.env("XDG_RUNTIME_DIR", &rt);
+            let o = output_within(c, way);
+            let (out, err) = text(&o);
+            assert_eq!(out, "4 4 1 1 4 4 4 ", "{way} in {}: {err}", dir.display());
+        }
+        // The binary run directly, `FFKIT_LOCK_DIR` named.
+        let d = t.join("named");
+        for args in [
+            &["lock-status", "-q", "x"][..],
+            &["lock-release", "-q", "x"],
+            &["lock-release", "--function", "release_critical_lock", "x"],
+        ] {
+            let o = Command::new(bin())
+                .args(args)
+                .env("FFKIT_LOCK_DIR", &d)
+                .current_dir(&plain)
+                .output()
+                .unwrap();
+            assert!(matches!(o.status.code(), Some(1 | 4)), "{args:?}: {o:?}");
+        }
+        assert!(
+            !repo.join(".flowforge").exists(),
+            "{way}: made in the repository"
+        );
+        assert!(!rt.exists(), "{way}: the per-user dir was made");
+        assert!(!d.exists(), "FFKIT_LOCK_DIR was made");
+    }
+}

@@ -1747,3 +1747,32 @@ fn a_full_disk_refuses_a_new_named_lock_with_8_and_keeps_an_old_one_working() {
         .unwrap();
     assert_eq!(o.status.code(), Some(8), "{o:?}");
 }
+
+/// A named pair whose whole lock dir was removed while held (`rm -rf`) is
+/// still released by its owner, status 0, by `ffkit lock-release NAME`
+/// and by the release function, on every path, and the dir is not made
+/// again. The binary's release found the holder by its `DIR/NAME.lock
+/// (deleted)` descriptor only through the canonical dir, and answered
+/// `not held` (4) once queries stopped making the missing dir.
+#[test]
+fn a_named_pair_whose_lock_dir_was_removed_is_released_by_its_owner_on_every_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let d = t.join("locks");
+        let mut c = sh(
+            way,
+            t,
+            t,
+            "for rel in 'ffkit lock-release z' 'release_critical_lock z'; do\n\
+             ffkit lock-acquire z || exit 1; rm -rf \"$FFKIT_LOCK_DIR\"\n\
+             rc=0; eval \"$rel\" 2>/dev/null || rc=$?; printf '%s ' $rc\n\
+             rc=0; eval \"$rel\" 2>/dev/null || rc=$?; printf '%s ' $rc; done",
+        );
+        c.env("FFKIT_LOCK_DIR", &d);
+        let o = output_within(c, way);
+        let (out, err) = text(&o);
+        assert_eq!(out, "0 4 0 4 ", "{way}: {err}");
+        assert!(!d.exists(), "{way}: the release made the lock dir again");
+    }
+}

@@ -663,7 +663,12 @@ fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
         })
     };
     let file = match dir.and_then(|d| {
-        ffkit::lock::make_lock_dir(&d)?;
+        // A release is a query: a missing dir is "not held", never made.
+        if applet == b"lock-release" {
+            ffkit::lock::check_lock_dir(&d)?;
+        } else {
+            ffkit::lock::make_lock_dir(&d)?;
+        }
         ffkit::namespace::lock_file(&d.dir, &req.name)
     }) {
         Ok(f) => f,

@@ -510,6 +510,10 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
     let mode = if let Some(fd) = a.fd {
         // flock FD: the target is the descriptor number itself.
         let path = match (&a.target, a.dialect) {
+            // `-u`: a release, which never creates the lock dir.
+            (Some(t), Dialect::Ffkit) if a.unlock => {
+                Some(locks.resolve_query(t, a.lock_dir.as_deref(), a.session)?)
+            }
             (Some(t), Dialect::Ffkit) => Some(resolve(t)?),
             _ => None,
         };

@@ -103,7 +103,7 @@ pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     let function = function.map(String::as_str);
     if let Some(fd) = a.fd {
         let path = match &a.target {
-            Some(t) => Some(lock::resolve(
+            Some(t) => Some(lock::resolve_query(
                 t,
                 &ctx.cfg,
                 a.lock_dir.as_deref(),
@@ -126,7 +126,7 @@ pub(super) fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
     }
     let target = a.target.unwrap_or_default();
     if let Some(func) = function {
-        let path = lock::resolve(&target, &ctx.cfg, a.lock_dir.as_deref(), a.session)?;
+        let path = lock::resolve_query(&target, &ctx.cfg, a.lock_dir.as_deref(), a.session)?;
         let shell = a.owner.unwrap_or_else(lock::parent_pid);
         return Ok(in_function_words(
             func,

@@ -942,6 +942,11 @@ fn default_lock_dir_is_private_and_a_foreign_or_open_one_is_refused() {
     };
     let out = status(w.cmd("lock-status").arg("N"));
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    // A query creates nothing (docs/locks.md, "Lock dir"); a lock's
+    // set-up makes the dir.
+    assert!(!run.join("ffkit").exists(), "lock-status made the dir");
+    let out = status(w.cmd("lock-acquire").args(["--prepare", "N"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
 
     let dir = run.join("ffkit").join("locks");
     let mode = std::fs::metadata(&dir).unwrap().permissions().mode();

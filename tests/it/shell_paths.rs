@@ -1563,3 +1563,216 @@ fn a_nameref_to_an_array_element_is_that_element_on_every_bash_path() {
         assert_eq!(err, "", "{way}");
     }
 }
+
+/// A status or release query creates nothing: `lock-status NAME`,
+/// `lock-release NAME`, `lock-acquire -u NAME` and the functions'
+/// releases of a name never taken answer free (1) / not held (4) on every
+/// path and leave no lock dir behind, in a repository's namespace and in
+/// the per-user default (`$XDG_RUNTIME_DIR/ffkit/locks`). Before, every
+/// path but the builtin's `release_critical_lock` made the dir (and the
+/// per-user base) on the way to that answer.
+#[test]
+fn a_status_or_release_of_a_lock_never_taken_creates_no_lock_dir_on_any_path() {
+    let script = "for q in 'release_critical_lock x' 'release_session_lock d s' \
+                  'ffkit lock-status -q x' 'ffkit lock-status -q --session x' \
+                  'ffkit lock-release -q x' 'ffkit lock-release -q --session x' \
+                  'ffkit lock-acquire -q -u x'; do \
+                  rc=0; eval \"$q\" 2>/dev/null || rc=$?; printf '%s ' $rc; done";
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let (repo, plain, rt) = (t.join("repo"), t.join("plain"), t.join("rt"));
+        git_init(&repo);
+        fs::create_dir_all(&plain).unwrap();
+        for dir in [&repo, &plain] {
+            let mut c = sh(way, t, dir, script);
+            c.env("XDG_RUNTIME_DIR", &rt);
+            let o = output_within(c, way);
+            let (out, err) = text(&o);
+            assert_eq!(out, "4 4 1 1 4 4 4 ", "{way} in {}: {err}", dir.display());
+        }
+        // The binary run directly, `FFKIT_LOCK_DIR` named.
+        let d = t.join("named");
+        for args in [
+            &["lock-status", "-q", "x"][..],
+            &["lock-release", "-q", "x"],
+            &["lock-release", "--function", "release_critical_lock", "x"],
+        ] {
+            let o = Command::new(bin())
+                .args(args)
+                .env("FFKIT_LOCK_DIR", &d)
+                .current_dir(&plain)
+                .output()
+                .unwrap();
+            assert!(matches!(o.status.code(), Some(1 | 4)), "{args:?}: {o:?}");
+        }
+        assert!(
+            !repo.join(".flowforge").exists(),
+            "{way}: made in the repository"
+        );
+        assert!(!rt.exists(), "{way}: the per-user dir was made");
+        assert!(!d.exists(), "FFKIT_LOCK_DIR was made");
+    }
+}
+
+/// A stopped holder (SIGSTOP) keeps its lock: every way in waits its
+/// `LOCK_TIMEOUT` and answers 6 with the line naming the stopped holder,
+/// the binary run directly too, and `lock-status` says held
+/// (docs/locks.md, "Safety").
+#[test]
+fn a_stopped_holder_keeps_its_lock_and_waiters_time_out_naming_it_on_every_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let d = t.join("locks");
+    let mut h = sh(
+        "fallback",
+        t,
+        t,
+        "acquire_critical_lock n && kill -STOP $$; exit 0",
+    );
+    h.env("FFKIT_LOCK_DIR", &d);
+    let mut holder = h.spawn().unwrap();
+    let pid = holder.id();
+    until("the holder stops", || {
+        fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('T'))
+        })
+    });
+    let line = format!("n: timed out after 0.1s, held by pid {pid} ");
+    for way in ways() {
+        let mut c = sh(
+            way,
+            t,
+            t,
+            "rc=0; LOCK_TIMEOUT=0.1 acquire_critical_lock n || rc=$?; echo $rc\n\
+             rc=0; ffkit lock-status -q n || rc=$?; echo $rc",
+        );
+        c.env("FFKIT_LOCK_DIR", &d);
+        let o = output_within(c, way);
+        let (out, err) = text(&o);
+        assert_eq!(out, "6\n0\n", "{way}: {err}");
+        assert!(err.contains(&line), "{way}: {err}");
+    }
+    let o = Command::new(bin())
+        .args(["lock-acquire", "-w", "0.1", "n"])
+        .env("FFKIT_LOCK_DIR", &d)
+        .current_dir(t)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(6), "{err}");
+    assert!(err.contains(&line), "{err}");
+    // Our own child: SIGKILL ends it stopped as it is.
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+/// Unmounts what a test mounted under its dir, however it ends.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A full file system: a named lock whose holder record cannot be written
+/// (a lock file never written before) is not taken, exit 8 with the one
+/// line, on every path, and stays free; a lock file written once before
+/// is overwritten in place and keeps working (docs/locks.md, "Safety").
+#[test]
+fn a_full_disk_refuses_a_new_named_lock_with_8_and_keeps_an_old_one_working() {
+    if !crate::util::need_root("not root: the full-disk lock test mounts a small tmpfs") {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let d = t.join("fs");
+    fs::create_dir_all(&d).unwrap();
+    let o = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs"])
+        .arg(&d)
+        .output()
+        .unwrap();
+    if !o.status.success() {
+        crate::util::skip("cannot mount a tmpfs: the full-disk lock test did not run");
+        return;
+    }
+    let _guard = Unmount(d.clone());
+    let locks = d.join("locks");
+    // `old` is written once while there is room, then the disk is filled.
+    let mut c = sh(
+        "fallback",
+        t,
+        t,
+        "acquire_critical_lock old && release_critical_lock old",
+    );
+    c.env("FFKIT_LOCK_DIR", &locks);
+    assert!(output_within(c, "prepare").status.success());
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k"])
+        .arg(format!("of={}", d.join("fill").display()))
+        .stderr(Stdio::null())
+        .status();
+    for way in ways() {
+        let mut c = sh(
+            way,
+            t,
+            t,
+            "rc=0; acquire_critical_lock new || rc=$?; echo $rc\n\
+             rc=0; ffkit lock-status -q new || rc=$?; echo $rc\n\
+             rc=0; acquire_critical_lock old || rc=$?; echo $rc\n\
+             rc=0; release_critical_lock old || rc=$?; echo $rc",
+        );
+        c.env("FFKIT_LOCK_DIR", &locks);
+        let o = output_within(c, way);
+        let (out, err) = text(&o);
+        assert_eq!(out, "8\n1\n0\n0\n", "{way}: {err}");
+        assert!(
+            err.contains("cannot write holder record") && err.contains("No space left"),
+            "{way}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{way}: {err}");
+    }
+    let o = Command::new(bin())
+        .args(["lock-acquire", "pair"])
+        .env("FFKIT_LOCK_DIR", &locks)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(8), "{o:?}");
+}
+
+/// A named pair whose whole lock dir was removed while held (`rm -rf`) is
+/// still released by its owner, status 0, by `ffkit lock-release NAME`
+/// and by the release function, on every path, and the dir is not made
+/// again. The binary's release found the holder by its `DIR/NAME.lock
+/// (deleted)` descriptor only through the canonical dir, and answered
+/// `not held` (4) once queries stopped making the missing dir.
+#[test]
+fn a_named_pair_whose_lock_dir_was_removed_is_released_by_its_owner_on_every_path() {
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let d = t.join("locks");
+        let mut c = sh(
+            way,
+            t,
+            t,
+            "for rel in 'ffkit lock-release z' 'release_critical_lock z'; do\n\
+             ffkit lock-acquire z || exit 1; rm -rf \"$FFKIT_LOCK_DIR\"\n\
+             rc=0; eval \"$rel\" 2>/dev/null || rc=$?; printf '%s ' $rc\n\
+             rc=0; eval \"$rel\" 2>/dev/null || rc=$?; printf '%s ' $rc; done",
+        );
+        c.env("FFKIT_LOCK_DIR", &d);
+        let o = output_within(c, way);
+        let (out, err) = text(&o);
+        assert_eq!(out, "0 4 0 4 ", "{way}: {err}");
+        assert!(!d.exists(), "{way}: the release made the lock dir again");
+    }
+}

@@ -100,6 +100,20 @@ impl Locks {
         }
     }
 
+    /// [`Locks::resolve`] for a query (a release): the lock dir is never
+    /// created ([`super::resolve_query`]).
+    pub fn resolve_query(
+        &self,
+        target: &str,
+        lock_dir: Option<&Path>,
+        session: bool,
+    ) -> Result<PathBuf> {
+        match &self.remote {
+            None => super::resolve_query(target, &self.cfg, lock_dir, session),
+            Some(_) => remote_name(target).map(PathBuf::from),
+        }
+    }
+
     /// Runs `req`: locally [`acquire::acquire`], else the remote driver
     /// (the lock is `req.label`, the target as given).
     pub fn acquire(&self, req: &Request, session: bool, rep: &mut dyn Report) -> Result<Outcome> {
@@ -131,7 +145,8 @@ impl Locks {
     pub fn release(&self, target: &str, r: &Releasing<'_>) -> Result<Released> {
         let as_pids = release::releasers(r.owner);
         let Some(t) = &self.remote else {
-            let path = super::resolve(target, &self.cfg, r.lock_dir, r.session)?;
+            // A query: a missing lock dir is "not held", never made.
+            let path = super::resolve_query(target, &self.cfg, r.lock_dir, r.session)?;
             return release::release(&release::Release {
                 path: &path,
                 force: r.force,
@@ -161,7 +176,8 @@ impl Locks {
         session: bool,
     ) -> Result<Status> {
         let Some(t) = &self.remote else {
-            let path = super::resolve(target, &self.cfg, lock_dir, session)?;
+            // A query: a missing lock dir is "free", never made.
+            let path = super::resolve_query(target, &self.cfg, lock_dir, session)?;
             let is_name = !names_a_path(target);
             return status::status(&path, dotlock, is_name, self.cfg.lock_stale_after);
         };

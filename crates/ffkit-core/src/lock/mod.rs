@@ -195,6 +195,25 @@ pub fn make_lock_dir(d: &LockDir) -> Result<()> {
     check_private(&d.dir, uid)
 }
 
+/// What a query (`lock-status NAME`, `lock-release NAME`, a release in the
+/// builtin) does with a lock dir: the checks of [`make_lock_dir`] on what
+/// exists, nothing created. A lock in a dir that is not there is free and
+/// not held, and asking must leave nothing behind (it used to make the
+/// dir, the per-user base too, on every path but the builtin's release).
+pub fn check_lock_dir(d: &LockDir) -> Result<()> {
+    let Some(base) = &d.shared_base else {
+        return Ok(());
+    };
+    let uid = rustix::process::getuid().as_raw();
+    for dir in [base, &d.dir] {
+        match fs::symlink_metadata(dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            _ => check_private(dir, uid)?,
+        }
+    }
+    Ok(())
+}
+
 /// A per-user dir in a shared place must be a real directory of ours that
 /// nobody else can write, or another user could plant or swap lock files.
 fn check_private(dir: &Path, uid: u32) -> Result<()> {
@@ -241,13 +260,36 @@ pub fn resolve(
     explicit_dir: Option<&Path>,
     session: bool,
 ) -> Result<PathBuf> {
+    resolve_for(arg, cfg, explicit_dir, session, make_lock_dir)
+}
+
+/// [`resolve`] for a query (`lock-status`, `lock-release`, `--fd N NAME`'s
+/// release): the lock dir is checked where it exists
+/// ([`check_lock_dir`]) and never created.
+pub fn resolve_query(
+    arg: &str,
+    cfg: &Config,
+    explicit_dir: Option<&Path>,
+    session: bool,
+) -> Result<PathBuf> {
+    resolve_for(arg, cfg, explicit_dir, session, check_lock_dir)
+}
+
+fn resolve_for(
+    arg: &str,
+    cfg: &Config,
+    explicit_dir: Option<&Path>,
+    session: bool,
+    set_up: fn(&LockDir) -> Result<()>,
+) -> Result<PathBuf> {
     if names_a_path(arg) {
         return Ok(PathBuf::from(arg));
     }
     // The name first: a bad one sets nothing up.
     validate_name(arg)?;
-    let dir = lock_dir(cfg, explicit_dir, session)?;
-    crate::namespace::lock_file(&dir, arg.as_ref())
+    let d = crate::namespace::lock_dir(cfg, explicit_dir, session, None)?;
+    set_up(&d)?;
+    crate::namespace::lock_file(&d.dir, arg.as_ref())
 }
 
 /// Refuses an owner that does not exist (named mode, every backend): a

@@ -694,6 +694,29 @@ pub(crate) fn find_holder(f: &File) -> Option<Holder> {
     })
 }
 
+/// `dir` as `/proc/PID/fd` names it in the link of a descriptor on a file
+/// in it: its canonical path; a dir removed since (the whole lock dir
+/// deleted while held) is its nearest existing ancestor's canonical path
+/// with the missing components as given. (Queries no longer make a
+/// missing lock dir, so a release must not need it to exist.)
+fn kernel_dir_name(dir: &Path) -> Option<std::path::PathBuf> {
+    let mut missing = Vec::new();
+    let mut d = dir;
+    let mut found = loop {
+        match std::fs::canonicalize(d) {
+            Ok(c) => break c,
+            Err(_) => {
+                missing.push(d.file_name()?);
+                d = d.parent()?;
+            }
+        }
+    };
+    for m in missing.iter().rev() {
+        found.push(m);
+    }
+    Some(found)
+}
+
 /// A named pair's holder process keeping its lock on a file that was
 /// `path` and has no name left (deleted, or replaced by a rename): its lock
 /// descriptor reads as `PATH (deleted)` in `/proc/PID/fd`, the file has no
@@ -704,7 +727,7 @@ pub(crate) fn find_holder(f: &File) -> Option<Holder> {
 /// is not refused for another's older lock.
 fn unlinked_held(path: &Path, who: &Releaser) -> Option<File> {
     use std::os::unix::fs::MetadataExt;
-    let dir = path.parent().and_then(|d| std::fs::canonicalize(d).ok())?;
+    let dir = kernel_dir_name(path.parent()?)?;
     let want = format!("{} (deleted)", dir.join(path.file_name()?).display());
     let mut first = None;
     for (pid, lock_fd, _) in holder_processes() {

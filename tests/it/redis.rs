@@ -1770,6 +1770,29 @@ fn redis_url_parts_the_connection_would_not_use_exit_12() {
     assert!(!dbs.contains("keys="), "something was written: {dbs}");
 }
 
+/// `redis://:@host`, an empty password alone (the `redis` crate sends
+/// none), holds no secret: its `:` was taken for one, and every `:` of the
+/// message became `***` (`redis***//******@127.0.0.1***PORT*** cannot
+/// connect*** …`). Nothing listens on the port: no server needed.
+#[test]
+fn redis_an_empty_password_alone_leaves_the_message_readable() {
+    let w = World::new();
+    let port = free_port();
+    let out = w
+        .cmd("lock-status")
+        .env("FFKIT_BACKEND", format!("redis://:@127.0.0.1:{port}"))
+        .env("FFKIT_BACKEND_TIMEOUT", "2")
+        .arg("x")
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(9), "{err}");
+    assert!(
+        err.contains(&format!("@127.0.0.1:{port}: cannot connect: ")),
+        "{err}"
+    );
+}
+
 /// The `SigBlk:` and `SigIgn:` lines of a `grep` of /proc/self/status.
 fn sig_lines(out: &std::process::Output) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout)

@@ -1616,6 +1616,96 @@ release_critical_lock top
     }
 }
 
+/// The pids of the processes whose command line holds `needle` (read
+/// from /proc; nothing is signalled).
+fn pids_with(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(needle) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A shell killed while its lock function waits for a Redis lock leaves
+/// no waiter behind, as a local wait does (docs/redis.md, "The shell
+/// wrappers"): before, the binary waiting for the shell (`--owner PID`)
+/// stayed, an orphan, until the lock was free or `LOCK_TIMEOUT`, then
+/// printed "owner pid PID: no such process". The bash fallback's and the
+/// builtin's asynchronous waiter, and zsh's foreground one.
+#[test]
+fn redis_a_shell_killed_while_waiting_leaves_no_waiter_behind() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let mut holder = ff(&w, &s, "lock-acquire")
+        .args(["orphan", "--", "sleep", "60"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    while !s.query::<bool>(redis::cmd("EXISTS").arg("ffkit:lock:{orphan}")) {
+        assert!(Instant::now() < until, "the holder never took the lock");
+        sleep(Duration::from_millis(20));
+    }
+    let mut ways = vec![("bash", None), ("bash", Some("off"))];
+    if have("zsh") {
+        ways.push(("zsh", None));
+    }
+    for (shell, builtin) in ways {
+        let mut c = Command::new(shell);
+        w.isolate(&mut c);
+        env(&mut c, &s);
+        c.env("FFKIT_BIN", bin())
+            .env("LOCK_TIMEOUT", "60")
+            .env_remove("FFKIT_BUILTIN")
+            .arg("-c")
+            .arg(format!(
+                ". \"{}/shell/ffkit.bash\"; acquire_critical_lock orphan; echo got",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(b) = builtin {
+            c.env("FFKIT_BUILTIN", b);
+        }
+        let mut sh = c.spawn().unwrap();
+        let needle = format!("--owner {} ", sh.id());
+        // Waiting: its BLPOP is on the server.
+        let until = Instant::now() + Duration::from_secs(20);
+        loop {
+            let clients: String = s.query(redis::cmd("CLIENT").arg("LIST"));
+            if clients.contains("cmd=blpop") && !pids_with(&needle).is_empty() {
+                break;
+            }
+            assert!(Instant::now() < until, "{shell}: no waiter");
+            sleep(Duration::from_millis(20));
+        }
+        // SAFETY: `sh` is this test's own child, not yet reaped, so its
+        // pid is still its own.
+        unsafe { libc::kill(sh.id() as libc::pid_t, libc::SIGTERM) };
+        sh.wait().unwrap();
+        let until = Instant::now() + Duration::from_secs(10);
+        while !pids_with(&needle).is_empty() {
+            assert!(
+                Instant::now() < until,
+                "{shell} FFKIT_BUILTIN={builtin:?}: a waiter outlived its shell"
+            );
+            sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
 /// Whether util-linux `script` (a pseudo-terminal) is here; SKIP, or FAIL on CI.
 fn have_script() -> bool {
     crate::util::need("script", "the terminal test")
@@ -1768,6 +1858,29 @@ fn redis_url_parts_the_connection_would_not_use_exit_12() {
     }
     let dbs: String = s.query(redis::cmd("INFO").arg("keyspace"));
     assert!(!dbs.contains("keys="), "something was written: {dbs}");
+}
+
+/// `redis://:@host`, an empty password alone (the `redis` crate sends
+/// none), holds no secret: its `:` was taken for one, and every `:` of the
+/// message became `***` (`redis***//******@127.0.0.1***PORT*** cannot
+/// connect*** …`). Nothing listens on the port: no server needed.
+#[test]
+fn redis_an_empty_password_alone_leaves_the_message_readable() {
+    let w = World::new();
+    let port = free_port();
+    let out = w
+        .cmd("lock-status")
+        .env("FFKIT_BACKEND", format!("redis://:@127.0.0.1:{port}"))
+        .env("FFKIT_BACKEND_TIMEOUT", "2")
+        .arg("x")
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(9), "{err}");
+    assert!(
+        err.contains(&format!("@127.0.0.1:{port}: cannot connect: ")),
+        "{err}"
+    );
 }
 
 /// The `SigBlk:` and `SigIgn:` lines of a `grep` of /proc/self/status.

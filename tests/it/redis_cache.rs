@@ -359,6 +359,14 @@ fn redis_cache_hits_are_answered_by_a_server_out_of_memory() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains("OOM"), "{}", stderr_of(&out));
+    // Said plainly, without the script's hash and line (`script: 3f0…,
+    // on @user_script:346.`), which tell a user nothing.
+    assert!(
+        stderr_of(&out).contains("cannot write entry: the server is out of memory")
+            && !stderr_of(&out).contains("@user_script"),
+        "{}",
+        stderr_of(&out)
+    );
     let _: () = s.query(redis::cmd("CONFIG").arg("SET").arg("maxmemory").arg("0"));
 }
 

@@ -421,10 +421,16 @@ fn secrets(url: &str) -> Vec<String> {
     };
     if let Some((cred, _)) = rest.rsplit_once('@') {
         // `user:password`, or a lone word (redis-cli's password alone).
-        if let Some((_, password)) = cred.split_once(':') {
-            out.push(password.to_string());
+        // An empty password is no secret, and `user:` without one is
+        // refused: `redis://:@host` would make every `:` of a message `***`.
+        match cred.split_once(':') {
+            Some((_, "")) => {}
+            Some((_, password)) => {
+                out.push(password.to_string());
+                out.push(cred.to_string());
+            }
+            None => out.push(cred.to_string()),
         }
-        out.push(cred.to_string());
     }
     if let Some((_, query)) = rest.split_once('?') {
         for kv in query.split('&') {
@@ -623,5 +629,6 @@ mod tests {
             assert!(!url.contains(leaked) || !msg.contains(leaked), "{msg}");
         }
         assert!(secrets("redis://u:s%33cret@h:1").contains(&"s3cret".to_string()));
+        assert!(secrets("redis://:@h:1").is_empty());
     }
 }

@@ -1025,6 +1025,12 @@ fn failure(area: Area, target: &Target, what: &str, timeout: Duration, e: &Redis
         "the server requires a password (NOAUTH): give it in the URL, \
          redis://user:password@host:port (a password alone: redis://:password@host:port)"
             .to_string()
+    } else if e.code() == Some("OOM") || text.starts_with("\"OOM\"") {
+        // Redis's own text ends with the script's hash and line
+        // (`script: 3f0…, on @user_script:346.`), which tell a user nothing.
+        "the server is out of memory (OOM: maxmemory reached, eviction policy \
+         noeviction) and refuses writes; reads are still answered"
+            .to_string()
     } else if e.is_connection_dropped() {
         "connection lost".to_string()
     } else {

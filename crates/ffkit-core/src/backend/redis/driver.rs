@@ -111,6 +111,7 @@ impl Driver for Redis {
                 schedule,
                 &mut on_wait,
                 &mut meanwhile,
+                (program.is_none() && crate::lock::parent_pid() == owner).then_some(owner),
             )?
         };
         let held = match got {
@@ -410,6 +411,7 @@ impl RunStore for RunRemote {
                 ),
                 &mut |_| {},
                 &mut || {},
+                None,
             )?
         };
         let held = match got {

@@ -409,6 +409,15 @@ fn cancel(conn: &mut Conn, keys: &Keys, token: &str, lease: Duration) {
 /// `meanwhile` runs once, while the first attempt is on its way to the
 /// server (command mode starts its guard there: [`super::guard::start`]);
 /// not at all if that attempt cannot be sent.
+///
+/// `parent_owner`: a named pair's owner when it is this process's parent
+/// (the shell functions' waiter, `--owner` of the shell that started it).
+/// While such a waiter only waits (a `BLPOP`, holding nothing) it dies
+/// with that owner, as a local one does (`PR_SET_PDEATHSIG`): a shell
+/// killed while waiting leaves no waiter behind, that waited on until
+/// `LOCK_TIMEOUT` or the lock's release and then said "owner pid N: no
+/// such process" on the dead script's stderr. An owner gone between two
+/// waits is `Denied::Interrupted`.
 #[allow(clippy::too_many_arguments)]
 pub fn acquire(
     conn: &mut Conn,
@@ -419,6 +428,7 @@ pub fn acquire(
     schedule: Schedule,
     on_wait: &mut dyn FnMut(Option<&Record>),
     meanwhile: &mut dyn FnMut(),
+    parent_owner: Option<u32>,
 ) -> Result<std::result::Result<Held, Denied>> {
     let mut meanwhile = Some(meanwhile);
     let start = Instant::now();
@@ -443,6 +453,7 @@ pub fn acquire(
             &mut noted,
             on_wait,
             &mut meanwhile,
+            parent_owner,
         );
         let outcome = match step {
             Ok(Step::Done(Ok((fence, sent)))) => {
@@ -497,6 +508,7 @@ fn waiting_step(
     noted: &mut bool,
     on_wait: &mut dyn FnMut(Option<&Record>),
     meanwhile: &mut Option<&mut dyn FnMut()>,
+    parent_owner: Option<u32>,
 ) -> Result<Step> {
     let sent = Instant::now();
     let first = meanwhile.take();
@@ -527,7 +539,24 @@ fn waiting_step(
     let secs = format!("{:.3}", step.as_secs_f64().max(0.001));
     let mut blpop = redis::cmd("BLPOP");
     blpop.arg(&keys.wake).arg(&secs);
-    let _: Option<(String, String)> = conn.cmd_waiting("cannot wait for lock", &blpop, step)?;
+    // Dies with its owner only around the BLPOP: killed while an attempt
+    // is on its way, it could leave a lock taken for nobody until the
+    // lease lapses. Asked, then the parent checked: an owner that exited
+    // before the ask sends no signal.
+    use rustix::process::{Signal, set_parent_process_death_signal};
+    if let Some(owner) = parent_owner {
+        let _ = set_parent_process_death_signal(Some(Signal::KILL));
+        if crate::lock::parent_pid() != owner {
+            let _ = set_parent_process_death_signal(None);
+            return Ok(Step::Done(Err(Denied::Interrupted)));
+        }
+    }
+    let woken: Result<Option<(String, String)>> =
+        conn.cmd_waiting("cannot wait for lock", &blpop, step);
+    if parent_owner.is_some() {
+        let _ = set_parent_process_death_signal(None);
+    }
+    woken?;
     Ok(Step::Again)
 }
 

@@ -1026,6 +1026,37 @@ fn a_row_appended_after_an_unfinished_line_starts_a_line_of_its_own() {
     }
 }
 
+/// Attack finding: the builtin's kept descriptor read the log's last byte
+/// only when the size differed from the one its last row left. A log
+/// rewritten in place to that same size but ending mid-line (`cat
+/// backup > log`, an editor saving over it) had the next row glued to the
+/// unfinished line: both lost. The kept descriptor now reads the last byte
+/// on every row, like the open-per-append path.
+#[test]
+fn a_row_after_a_same_size_in_place_rewrite_ending_mid_line_starts_its_own_line() {
+    let script = "record_performance_metric a 1 2\n\
+                  L=$CACHE_PERF_METRICS; s=$(wc -c < \"$L\")\n\
+                  { head -c $((s - 1)) \"$L\"; printf x; } > \"$L.new\"\n\
+                  cat \"$L.new\" > \"$L\"\n\
+                  [ \"$(wc -c < \"$L\")\" -eq \"$s\" ] || exit 98\n\
+                  record_performance_metric b 1 2";
+    for way in crate::shell_paths::ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("log.csv");
+        let o = crate::shell_paths::sh(way, tmp.path(), tmp.path(), script)
+            .env("CACHE_PERF_METRICS", &log)
+            .output()
+            .unwrap();
+        let (_, err) = crate::shell_paths::text(&o);
+        assert!(o.status.success(), "{way}: {err}");
+        let text = fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{way}: {text:?}");
+        assert!(lines[0].ends_with(",a,1x"), "{way}: {text:?}");
+        assert!(lines[1].ends_with(",b,1"), "{way}: {text:?}");
+    }
+}
+
 /// The reader takes any UTF-8 operation name without a comma, so a log
 /// (one a group shares, one an old script wrote) can hold terminal control
 /// sequences. The table and `check`'s lines show them escaped (`\u{1b}`,

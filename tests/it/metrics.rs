@@ -1105,6 +1105,43 @@ fn operation_names_cannot_send_control_sequences_to_the_terminal() {
     );
 }
 
+/// Attack finding: only C0, DEL and C1 were escaped, so a name with a
+/// bidirectional override (U+202E, as in "Trojan Source") reordered the
+/// rest of its table line on a bidi-capable terminal (VTE, Konsole): the
+/// numbers after it showed reversed. U+2028/U+2029 broke the line on some.
+/// They are escaped too, in the table and in `check`'s lines.
+#[test]
+fn operation_names_cannot_reorder_or_break_the_terminal_line() {
+    let w = seeded();
+    fs::write(
+        w.metrics_log(),
+        "1700000000,rtl\u{202e}x,1\n1700000000,iso\u{2066}y\u{2069},2\n\
+         1700000000,ls\u{2028}ps\u{2029},3\n1700000000,mark\u{200f}\u{61c},4\n\
+         1700000000,caf\u{e9}-\u{65e5}\u{672c},5\n",
+    )
+    .unwrap();
+    let out = check(&w, "the table", w.cmd("perf-metrics"), b"", 0, 0);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    for shown in [
+        "rtl\\u{202e}x",
+        "iso\\u{2066}y\\u{2069}",
+        "ls\\u{2028}ps\\u{2029}",
+        "mark\\u{200f}\\u{61c}",
+        "caf\u{e9}-\u{65e5}\u{672c}",
+    ] {
+        assert!(table.contains(shown), "{shown}: {table}");
+    }
+    let mut c = w.cmd("perf-metrics");
+    c.args(["check", "*:max<0.5"]);
+    let out = check(&w, "check", c, b"", 1, 5);
+    let err = stderr_of(&out);
+    assert!(err.contains("max of rtl\\u{202e}x is"), "{err}");
+    assert!(
+        !err.contains('\u{202e}') && !err.contains('\u{2028}'),
+        "{err}"
+    );
+}
+
 /// The page's size is bounded whatever the number of operation names: a
 /// log of 1,100 names (one row each) made a 5.5 MB page, one of 20,000 a
 /// 220 MB one, and four `GET /` of it at once held 1.8 GB in the server

@@ -1142,6 +1142,32 @@ fn operation_names_cannot_reorder_or_break_the_terminal_line() {
     );
 }
 
+/// Attack finding: a table whose --op or --since matched no row said "no
+/// metrics in LOG" of a log full of rows. It now says the filter matched
+/// nothing; a log without rows still says "no metrics".
+#[test]
+fn an_empty_filtered_table_blames_the_filter_not_the_log() {
+    let w = seeded();
+    fs::write(w.metrics_log(), "1700000000,a,1\n").unwrap();
+    for args in [&["--op", "nosuch"][..], &["--since", "1s"]] {
+        let mut c = w.cmd("perf-metrics");
+        c.args(args);
+        let out = check(&w, "filtered", c, b"", 0, 1);
+        let err = stderr_of(&out);
+        assert!(
+            err.contains("match --op/--since") && !err.contains("no metrics"),
+            "{args:?}: {err}"
+        );
+    }
+    fs::write(w.metrics_log(), "").unwrap();
+    let out = check(&w, "empty", w.cmd("perf-metrics"), b"", 0, 1);
+    assert!(
+        stderr_of(&out).contains("no metrics in"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
 /// The page's size is bounded whatever the number of operation names: a
 /// log of 1,100 names (one row each) made a 5.5 MB page, one of 20,000 a
 /// 220 MB one, and four `GET /` of it at once held 1.8 GB in the server

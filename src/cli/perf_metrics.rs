@@ -338,6 +338,8 @@ fn report(
     format: Format,
     textfile: Option<&Path>,
 ) -> Result<ExitCode> {
+    // With a filter, an empty answer is about the filter, not the log.
+    let filtered = !filter.ops.is_empty() || filter.since.is_some() || filter.until.is_some();
     let r = read_report(ctx, path, filter)?;
     let exporter: &dyn Exporter = match format {
         Format::Table => &Table,
@@ -345,7 +347,14 @@ fn report(
         Format::Prometheus => &Prometheus,
     };
     if matches!(format, Format::Table) && r.ops.is_empty() {
-        ctx.note(format_args!("no metrics in {}", path.display()));
+        if filtered {
+            ctx.note(format_args!(
+                "no rows in {} match --op/--since",
+                path.display()
+            ));
+        } else {
+            ctx.note(format_args!("no metrics in {}", path.display()));
+        }
     }
     let mut text = exporter.render(&r);
     if let (Format::Table, Some(h)) = (&format, metrics::hit_ratio::HitRatio::of(&r)) {

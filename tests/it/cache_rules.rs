@@ -250,6 +250,19 @@ fn a_named_cache_dir_that_is_a_dangling_symlink_says_so() {
         );
     }
     assert!(!gone.exists(), "the link's target is not created");
+    // A chain (`chain -> link -> gone`) names the missing end, not `link`,
+    // which exists (as a link): "create it" could not be done with it.
+    let chain = w.path().join("chain");
+    std::os::unix::fs::symlink("link", &chain).unwrap();
+    let out = w
+        .cmd("cache-write")
+        .env("FFKIT_CACHE_DIR", &chain)
+        .args(["k", "v"])
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains(&*format!("to {},", gone.display())), "{err}");
     let out = w
         .cmd("cache-size")
         .env("FFKIT_CACHE_DIR", &link)

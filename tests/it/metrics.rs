@@ -1030,6 +1030,37 @@ fn a_row_appended_after_an_unfinished_line_starts_a_line_of_its_own() {
     }
 }
 
+/// Attack finding: the builtin's kept descriptor read the log's last byte
+/// only when the size differed from the one its last row left. A log
+/// rewritten in place to that same size but ending mid-line (`cat
+/// backup > log`, an editor saving over it) had the next row glued to the
+/// unfinished line: both lost. The kept descriptor now reads the last byte
+/// on every row, like the open-per-append path.
+#[test]
+fn a_row_after_a_same_size_in_place_rewrite_ending_mid_line_starts_its_own_line() {
+    let script = "record_performance_metric a 1 2\n\
+                  L=$CACHE_PERF_METRICS; s=$(wc -c < \"$L\")\n\
+                  { head -c $((s - 1)) \"$L\"; printf x; } > \"$L.new\"\n\
+                  cat \"$L.new\" > \"$L\"\n\
+                  [ \"$(wc -c < \"$L\")\" -eq \"$s\" ] || exit 98\n\
+                  record_performance_metric b 1 2";
+    for way in crate::shell_paths::ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("log.csv");
+        let o = crate::shell_paths::sh(way, tmp.path(), tmp.path(), script)
+            .env("CACHE_PERF_METRICS", &log)
+            .output()
+            .unwrap();
+        let (_, err) = crate::shell_paths::text(&o);
+        assert!(o.status.success(), "{way}: {err}");
+        let text = fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{way}: {text:?}");
+        assert!(lines[0].ends_with(",a,1x"), "{way}: {text:?}");
+        assert!(lines[1].ends_with(",b,1"), "{way}: {text:?}");
+    }
+}
+
 /// The reader takes any UTF-8 operation name without a comma, so a log
 /// (one a group shares, one an old script wrote) can hold terminal control
 /// sequences. The table and `check`'s lines show them escaped (`\u{1b}`,
@@ -1073,6 +1104,69 @@ fn operation_names_cannot_send_control_sequences_to_the_terminal() {
     clean("check", &out.stderr);
     assert!(
         stderr_of(&out).contains("max of \\u{1b}]0;pwned\\u{7}title is"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+/// Attack finding: only C0, DEL and C1 were escaped, so a name with a
+/// bidirectional override (U+202E, as in "Trojan Source") reordered the
+/// rest of its table line on a bidi-capable terminal (VTE, Konsole): the
+/// numbers after it showed reversed. U+2028/U+2029 broke the line on some.
+/// They are escaped too, in the table and in `check`'s lines.
+#[test]
+fn operation_names_cannot_reorder_or_break_the_terminal_line() {
+    let w = seeded();
+    fs::write(
+        w.metrics_log(),
+        "1700000000,rtl\u{202e}x,1\n1700000000,iso\u{2066}y\u{2069},2\n\
+         1700000000,ls\u{2028}ps\u{2029},3\n1700000000,mark\u{200f}\u{61c},4\n\
+         1700000000,caf\u{e9}-\u{65e5}\u{672c},5\n",
+    )
+    .unwrap();
+    let out = check(&w, "the table", w.cmd("perf-metrics"), b"", 0, 0);
+    let table = String::from_utf8_lossy(&out.stdout).into_owned();
+    for shown in [
+        "rtl\\u{202e}x",
+        "iso\\u{2066}y\\u{2069}",
+        "ls\\u{2028}ps\\u{2029}",
+        "mark\\u{200f}\\u{61c}",
+        "caf\u{e9}-\u{65e5}\u{672c}",
+    ] {
+        assert!(table.contains(shown), "{shown}: {table}");
+    }
+    let mut c = w.cmd("perf-metrics");
+    c.args(["check", "*:max<0.5"]);
+    let out = check(&w, "check", c, b"", 1, 5);
+    let err = stderr_of(&out);
+    assert!(err.contains("max of rtl\\u{202e}x is"), "{err}");
+    assert!(
+        !err.contains('\u{202e}') && !err.contains('\u{2028}'),
+        "{err}"
+    );
+}
+
+/// Attack finding: a table whose --op or --since matched no row said "no
+/// metrics in LOG" of a log full of rows. It now says the filter matched
+/// nothing; a log without rows still says "no metrics".
+#[test]
+fn an_empty_filtered_table_blames_the_filter_not_the_log() {
+    let w = seeded();
+    fs::write(w.metrics_log(), "1700000000,a,1\n").unwrap();
+    for args in [&["--op", "nosuch"][..], &["--since", "1s"]] {
+        let mut c = w.cmd("perf-metrics");
+        c.args(args);
+        let out = check(&w, "filtered", c, b"", 0, 1);
+        let err = stderr_of(&out);
+        assert!(
+            err.contains("match --op/--since") && !err.contains("no metrics"),
+            "{args:?}: {err}"
+        );
+    }
+    fs::write(w.metrics_log(), "").unwrap();
+    let out = check(&w, "empty", w.cmd("perf-metrics"), b"", 0, 1);
+    assert!(
+        stderr_of(&out).contains("no metrics in"),
         "{}",
         stderr_of(&out)
     );

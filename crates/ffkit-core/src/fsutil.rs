@@ -62,15 +62,35 @@ pub fn create_private_dir(dir: &Path) -> Result<()> {
 }
 
 /// The nearest of `dir` and its ancestors that is a symbolic link whose
-/// target does not exist, with that target.
+/// target does not exist, with the missing target: at the end of a chain
+/// of links (`a -> b -> gone`: `gone`, not `b`, which exists as a link, so
+/// "create it" could not be done).
 fn dangling_link(dir: &Path) -> Option<(PathBuf, PathBuf)> {
-    dir.ancestors()
+    let link = dir
+        .ancestors()
         .filter(|a| !a.as_os_str().is_empty())
         .find(|a| {
             fs::symlink_metadata(a).is_ok_and(|m| m.file_type().is_symlink())
                 && fs::metadata(a).is_err_and(|e| e.kind() == io::ErrorKind::NotFound)
-        })
-        .and_then(|a| fs::read_link(a).ok().map(|t| (a.to_path_buf(), t)))
+        })?;
+    let mut target = fs::read_link(link).ok()?;
+    let mut at = link.to_path_buf();
+    // Bounded as the kernel bounds a chain (40 links).
+    for _ in 0..40 {
+        let next = at
+            .parent()
+            .map_or_else(|| target.clone(), |p| p.join(&target));
+        if !fs::symlink_metadata(&next).is_ok_and(|m| m.file_type().is_symlink()) {
+            break;
+        }
+        let Ok(t) = fs::read_link(&next) else { break };
+        at = next;
+        target = t;
+    }
+    if at != link {
+        target = at.parent().map_or(target.clone(), |p| p.join(&target));
+    }
+    Some((link.to_path_buf(), target))
 }
 
 /// `mkdir -p` of `dir` where each new directory is chmod'ed to 0700.

@@ -43,8 +43,10 @@
 //!   `O_APPEND` descriptor on the log at the kept number while the path
 //!   still names it (rows land through it; the shared flock is taken and
 //!   dropped on the script's open file description).
-//!   Cost: statx, flock, statx, write, unlock (and a pread of the last
-//!   byte when the size is not the one our last row left). Every `statx` asks for
+//!   Cost: statx, flock, statx, pread of the last byte, write, unlock
+//!   (the byte is read on every row: a log rewritten in place to the
+//!   size our last row left, ending mid-line, is not told by its size).
+//!   Every `statx` asks for
 //!   the inode (and size, type) only, never the times
 //!   ([`crate::fsutil::Ident`]: on Linux ≥ 6.13 a stat that returns them
 //!   makes the next append dirty the inode for a fine-grained timestamp).
@@ -262,7 +264,7 @@ fn append_opening(path: &Path, row: &[u8], mkdir: bool) -> Result<Option<u64>> {
         let end = meta.size + u64::from(heal) + row.len() as u64;
         if KEEP.load(Ordering::Relaxed) {
             let _ = f.unlock();
-            keep(path, f, &meta, end);
+            keep(path, f, &meta);
         }
         return Ok(Some(end));
         // Otherwise `f` closes here, which releases the shared lock.
@@ -283,10 +285,6 @@ struct Kept {
     dev: u64,
     ino: u64,
     pid: rustix::process::Pid,
-    /// The log's size after our last row, as far as we know: while the
-    /// size is still that, the log ends with our row's newline and
-    /// [`ends_mid_line`] need not read it (the common row of a shell).
-    end: u64,
 }
 
 /// Makes this process keep the metrics log open across appends: for a
@@ -319,7 +317,7 @@ fn kept() -> std::sync::MutexGuard<'static, Option<Kept>> {
 }
 
 /// Keeps `f` (just used to append to `path`, whose identity is `meta`).
-fn keep(path: &Path, f: File, meta: &fsutil::Ident, end: u64) {
+fn keep(path: &Path, f: File, meta: &fsutil::Ident) {
     let Ok(fd) = crate::hostfd::high_fd(&f) else {
         return;
     };
@@ -333,7 +331,6 @@ fn keep(path: &Path, f: File, meta: &fsutil::Ident, end: u64) {
         dev: meta.dev,
         ino: meta.ino,
         pid: my_pid(),
-        end,
     });
     if let Some(old) = old {
         forget_kept(old);
@@ -378,7 +375,7 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
         return Ok(None);
     }
     let mut slot = kept();
-    let Some(k) = slot.as_mut() else {
+    let Some(k) = slot.as_ref() else {
         return Ok(None);
     };
     if k.path != path || k.pid != my_pid() {
@@ -389,8 +386,8 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
     }
     // Still our file at that number (a script may have closed or reused it).
     // (statx with the minimal mask, not fstat: [`fsutil::Ident`].)
-    let size = match fsutil::ident_fd(&k.fd, fsutil::Want::Size) {
-        Ok(m) if m.is(k.dev, k.ino) => m.size,
+    match fsutil::ident_fd(&k.fd, fsutil::Want::Id) {
+        Ok(m) if m.is(k.dev, k.ino) => {}
         _ => {
             if let Some(k) = slot.take() {
                 crate::hostfd::fork_keeps(k.fd.as_raw_fd());
@@ -402,9 +399,12 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
     let fd = k.fd.as_fd();
     rustix::fs::flock(fd, rustix::fs::FlockOperation::LockShared)
         .map_err(|e| Error::io("cannot lock", path, e.into()))?;
-    // Still the file at the path (a trim renames a new one over it).
-    let current = fsutil::ident_path(path, fsutil::Want::Id).is_ok_and(|m| m.is(k.dev, k.ino));
-    if !current {
+    // Still the file at the path (a trim renames a new one over it); its
+    // size, read under the lock, is where the row goes.
+    let current = fsutil::ident_path(path, fsutil::Want::Size)
+        .ok()
+        .filter(|m| m.is(k.dev, k.ino));
+    let Some(size) = current.map(|m| m.size) else {
         let _ = rustix::fs::flock(fd, rustix::fs::FlockOperation::Unlock);
         // Closed only when the number is still ours (a script's
         // `exec N>>log` on the kept number, then `mv log log.1`, is left
@@ -413,18 +413,17 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
             forget_kept(k);
         }
         return Ok(None);
-    }
-    let heal = size != k.end && ends_mid_line(fd, size);
+    };
+    // Read on every row, not only when the size differs from the one our
+    // last row left: a log rewritten in place to that same size but
+    // ending mid-line (`cat backup > log`) had the row glued to it.
+    let heal = ends_mid_line(fd, size);
     // A cut row is taken back only through our own descriptor, never the
     // script's on our file (asked only after a failed write).
     let written = append_row(fd, row, heal, || opened_as_ours(fd));
     let _ = rustix::fs::flock(fd, rustix::fs::FlockOperation::Unlock);
     match written {
-        Ok(()) => {
-            let end = size + u64::from(heal) + row.len() as u64;
-            k.end = end;
-            Ok(Some(end))
-        }
+        Ok(()) => Ok(Some(size + u64::from(heal) + row.len() as u64)),
         Err(e) => {
             let Some(k) = slot.take() else {
                 return Err(Error::io("cannot append to", path, e));

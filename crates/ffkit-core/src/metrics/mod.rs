@@ -214,25 +214,43 @@ pub fn validate_op(op: &str) -> Result<()> {
 }
 
 /// An operation name as a terminal shows it (the table, `check`'s lines):
-/// control characters (C0 such as ESC, CR and tab, DEL, C1) escaped as
-/// Rust writes them (`\u{1b}`, `\r`, `\t`), everything else as it is. The
-/// reader takes any UTF-8 name without a comma, so a log another user or an
-/// old script wrote could otherwise retitle, clear or rewrite the terminal
-/// of whoever reads the report. JSON, Prometheus and the page escape names
-/// by their own rules.
+/// control characters (C0 such as ESC, CR and tab, DEL, C1) and the
+/// characters that reorder or break a line ([`reorders_or_breaks`])
+/// escaped as Rust writes them (`\u{1b}`, `\r`, `\t`, `\u{202e}`),
+/// everything else as it is. The reader takes any UTF-8 name without a
+/// comma, so a log another user or an old script wrote could otherwise
+/// retitle, clear or rewrite the terminal of whoever reads the report, or
+/// show the rest of its line reversed. JSON, Prometheus and the page
+/// escape names by their own rules.
 pub fn shown_op(op: &str) -> std::borrow::Cow<'_, str> {
-    if !op.chars().any(char::is_control) {
+    let escaped = |c: char| c.is_control() || reorders_or_breaks(c);
+    if !op.chars().any(escaped) {
         return std::borrow::Cow::Borrowed(op);
     }
     let mut s = String::with_capacity(op.len() + 8);
     for c in op.chars() {
-        if c.is_control() {
+        if escaped(c) {
             s.extend(c.escape_default());
         } else {
             s.push(c);
         }
     }
     std::borrow::Cow::Owned(s)
+}
+
+/// Unicode's bidirectional formatting characters (the marks U+061C,
+/// U+200E, U+200F, the embeddings and overrides U+202A-U+202E, the
+/// isolates U+2066-U+2069) and the line and paragraph separators U+2028,
+/// U+2029. Not controls to [`char::is_control`], but a bidi-capable
+/// terminal (VTE, Konsole) shows the rest of the line after an override
+/// reversed ("Trojan Source"), so a table row's numbers could read as
+/// others, and some terminals break the line at a separator.
+fn reorders_or_breaks(c: char) -> bool {
+    matches!(
+        c,
+        '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            | '\u{2028}' | '\u{2029}'
+    )
 }
 
 /// A duration in milliseconds typed by a user: a non-negative number below

@@ -2565,7 +2565,11 @@ fn batch_read_peak(w: &World, args: &[&str]) -> (i32, u64) {
     w.isolate(&mut c);
     c.args(["-f", "%M", "-o"])
         .arg(&report)
-        .args(["sh", "-c", r#"exec "$0" cache-batch --read "$@" >/dev/null"#])
+        .args([
+            "sh",
+            "-c",
+            r#"exec "$0" cache-batch --read "$@" >/dev/null"#,
+        ])
         .arg(bin())
         .args(args);
     let o = output_within(c, "cache-batch --read under /usr/bin/time");

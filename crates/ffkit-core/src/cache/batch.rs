@@ -320,7 +320,13 @@ mod tests {
             assert_eq!(out, inner.as_bytes()[1..inner.len() - 1], "{v:?}");
         }
         let mut lines = Vec::new();
-        write_record(&mut lines, Format::Lines, "k", Body::Bytes(b"a\xffb".to_vec())).unwrap();
+        write_record(
+            &mut lines,
+            Format::Lines,
+            "k",
+            Body::Bytes(b"a\xffb".to_vec()),
+        )
+        .unwrap();
         assert_eq!(lines, b"k:a\xffb\n");
     }
 

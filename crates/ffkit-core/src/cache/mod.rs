@@ -52,8 +52,8 @@ pub use evict::{Census, EvictPolicy, EvictReport, Evicted, Reason, Shared, Swept
 pub use index::Totals;
 use journal::{Journal, Record};
 pub use progress::Progress;
-pub use store::Store;
 use store::Body;
+pub use store::Store;
 
 /// Seconds between two recency updates of the same entry.
 pub const RECENCY_INTERVAL: i64 = 60;

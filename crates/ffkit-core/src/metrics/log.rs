@@ -18,6 +18,11 @@
 //!   `statx` already done) exceeds the cap, the appender trims the log to the
 //!   newest rows filling at most half the cap, keeping a leading `#` header.
 //!
+//! - **One name**: a log with a second name (a hard link) is split off
+//!   before a row goes in ([`split_off`]: a copy renamed over the path,
+//!   as a trim's), so no row reaches the other name; the name count comes
+//!   from the append's `statx`.
+//!
 //! Writers that append without the lock (a plain `echo >> log` of an old
 //! script) can lose a row that lands during a trim's copy; ffkit's own
 //! writers and the shell wrappers always lock.

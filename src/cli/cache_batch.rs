@@ -4,13 +4,13 @@
 use super::ExitCode;
 use crate::metrics::Op;
 use std::fs;
-use std::io::{BufRead, Read};
+use std::io::{self, BufRead, Read, Write};
 use std::path::PathBuf;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use super::{Ctx, dir_arg, ttl_arg};
-use crate::cache::batch::{self, Format};
+use crate::cache::batch::{self, Format, RecordError};
 use crate::cache::{NewEntry, Store, Value, key};
 use crate::error::{Error, Result};
 
@@ -183,22 +183,18 @@ fn read(a: &Args, ctx: &mut Ctx, store: &mut Store) -> Result<ExitCode> {
     for k in &keys {
         key::validate_bytes(k.as_bytes()).map_err(Error::Validation)?;
     }
-    let mut out = Vec::new();
-    for (k, v) in store.read_many(&keys)? {
-        match a.format {
-            Format::Lines => {
-                out.extend_from_slice(k.as_bytes());
-                out.push(b':');
-                out.extend_from_slice(&v);
-                out.push(b'\n');
-            }
-            Format::Jsonl => {
-                let line = serde_json::json!({ "key": k, "value": String::from_utf8_lossy(&v) });
-                out.extend_from_slice(line.to_string().as_bytes());
-                out.push(b'\n');
-            }
-        }
+    // Each record is written as its value is copied (after the lock is
+    // released: `Cache::read_many`), through one buffer, so a batch of
+    // small values is still a few large writes.
+    let records = store.read_many(&keys)?;
+    let mut out = io::BufWriter::with_capacity(64 * 1024, &mut ctx.out);
+    let stdout = |e| Error::io("cannot write", "standard output", e);
+    for (k, body) in records {
+        batch::write_record(&mut out, a.format, &k, body).map_err(|e| match e {
+            RecordError::Read(e) => Error::io("cannot read", format!("the value of {k}"), e),
+            RecordError::Write(e) => stdout(e),
+        })?;
     }
-    ctx.write_out(&out)?;
+    out.flush().map_err(stdout)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -392,6 +392,33 @@ fn the_kept_metrics_log_follows_a_reused_number_a_rotation_and_a_subshell() {
     assert_eq!(durations(&log), ["3", "4", "5"]);
 }
 
+/// A second name given to the log while the builtin keeps it open (`ln
+/// log elsewhere`): the next row goes into a file of the path's own, never
+/// through the kept descriptor into the other name's file.
+#[test]
+fn a_kept_metrics_log_given_a_second_name_is_split_off() {
+    let r = Repo::new();
+    let log = r.ns().join("cache/.perf-metrics.csv");
+    let o = out(&mut r.bash(&format!(
+        "record_performance_metric op 1 2\n\
+         ln '{log}' linked\n\
+         record_performance_metric op 1 3\n\
+         record_performance_metric op 1 4\n\
+         cat linked",
+        log = log.display()
+    )));
+    let s = ok(&o);
+    // Durations: end minus start.
+    let durations = |t: &str| -> Vec<String> {
+        t.lines()
+            .map(|l| l.rsplit(',').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(durations(&s), ["1"], "the other name: {s}");
+    let rows = fs::read_to_string(&log).unwrap();
+    assert_eq!(durations(&rows), ["1", "2", "3"], "the log: {rows}");
+}
+
 /// A script that reuses the kept metrics descriptor's number *on the log
 /// itself* (same device and inode) keeps its descriptor: read-only
 /// (`exec N<log`: the row's write fails with EBADF) the row goes through a

@@ -2554,3 +2554,63 @@ fn batch_read_with_nofile(w: &World, limit: &str, asked: &str) -> std::process::
         .arg(limit);
     run_with_stdin(&mut c, asked.as_bytes())
 }
+
+/// `ffkit cache-batch --read ARGS` (standard output discarded): its exit
+/// status and its peak resident set (KiB), as GNU time's `%M` (a child's
+/// own `wait4` would count this test process too: a child that shares or
+/// copies its memory until the exec is charged with it).
+fn batch_read_peak(w: &World, args: &[&str]) -> (i32, u64) {
+    let report = w.path().join("peak");
+    let mut c = std::process::Command::new("/usr/bin/time");
+    w.isolate(&mut c);
+    c.args(["-f", "%M", "-o"])
+        .arg(&report)
+        .args([
+            "sh",
+            "-c",
+            r#"exec "$0" cache-batch --read "$@" >/dev/null"#,
+        ])
+        .arg(bin())
+        .args(args);
+    let o = output_within(c, "cache-batch --read under /usr/bin/time");
+    let peak = std::fs::read(&report).expect("time's report");
+    (o.status.code().unwrap_or(-1), parse_u64(&peak))
+}
+
+/// `cache-batch --read` of a value held it twice (the value read
+/// whole, then the output built whole: a 300 MB value took 595 MB). It is
+/// now copied from its open file as the record is written, in both
+/// formats; a value past the 16 held open is read whole once, never twice.
+#[test]
+fn batch_read_of_a_large_value_is_streamed_not_held() {
+    if !std::path::Path::new("/usr/bin/time").exists() {
+        return skip("/usr/bin/time not installed: a batch read's peak memory was not measured");
+    }
+    let w = World::new();
+    const MIB: u64 = 1024;
+    let big = vec![b'x'; 8 << 20];
+    let out = run_with_stdin(w.cmd("cache-write").arg("big"), &big);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let (baseline, _) = batch_of_keys(&w, 16);
+    assert!(!baseline.is_empty());
+    let (code, small) = batch_read_peak(&w, &["k0"]);
+    assert_eq!(code, 0);
+    for format in ["lines", "jsonl"] {
+        let (code, kib) = batch_read_peak(&w, &["--format", format, "big"]);
+        assert_eq!(code, 0, "{format}");
+        assert!(
+            kib < small + 3 * MIB,
+            "{format}: peak {kib} KiB reading 8 MiB (a 1-byte read: {small} KiB)"
+        );
+    }
+    // The 17th present key is read under the lock: once.
+    let mut args: Vec<String> = (0..16).map(|i| format!("k{i}")).collect();
+    args.push("big".into());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, kib) = batch_read_peak(&w, &args);
+    assert_eq!(code, 0);
+    assert!(
+        kib < small + 12 * MIB,
+        "peak {kib} KiB reading 8 MiB as the 17th value (a 1-byte read: {small} KiB)"
+    );
+}

@@ -1265,3 +1265,40 @@ fn a_line_without_end_is_read_past_in_bounded_memory() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["op"]["count"], 2, "{v}");
 }
+
+/// A metrics log with a second name (`ln victim DIR/.perf-metrics.csv`, a
+/// dedup tool, `cp -al`): rows were appended to the other file too. The
+/// path now gets a file of its own with the same rows before a row goes
+/// in, for the default log and a `CACHE_PERF_METRICS` alike; the other
+/// name keeps its bytes and mode and is never written again.
+#[test]
+fn a_metrics_log_with_a_second_name_is_split_off_never_written_through() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let w = seeded();
+    let chosen = w.path().join("outside").join("chosen.csv");
+    for (what, log, env) in [
+        ("default log", w.metrics_log(), None),
+        ("CACHE_PERF_METRICS", chosen.clone(), Some(&chosen)),
+    ] {
+        let t = Target::new(&w, &format!("victim-{}", env.is_some()), b"1,precious,1\n");
+        fs::set_permissions(&t.path, fs::Permissions::from_mode(0o640)).unwrap();
+        let _ = fs::remove_file(&log);
+        fs::hard_link(&t.path, &log).unwrap();
+        let mut c = w.cmd("cache-write");
+        c.args(["k", "v"]);
+        if let Some(p) = env {
+            c.env("CACHE_PERF_METRICS", p);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success() && o.stderr.is_empty(), "{what}: {o:?}");
+        t.assert_untouched(what);
+        let m = fs::metadata(&t.path).unwrap();
+        assert_eq!((m.nlink(), m.mode() & 0o777), (1, 0o640), "{what}: victim");
+        let rows = fs::read_to_string(&log).unwrap();
+        assert!(
+            rows.starts_with("1,precious,1\n") && rows.contains(",write_cache,"),
+            "{what}: {rows:?}"
+        );
+        assert_eq!(fs::metadata(&log).unwrap().nlink(), 1, "{what}");
+    }
+}

@@ -407,6 +407,9 @@ pub struct Ident {
     /// The permission bits of the mode (`0o7777`); 0 unless the kind was
     /// asked for (`STATX_MODE` comes with `STATX_TYPE`: no ctime query).
     pub perm: u32,
+    /// The number of names (hard links); meaningful where the size is
+    /// asked for (`STATX_NLINK` rides along: no extra call, no times).
+    pub nlink: u64,
 }
 
 impl Ident {
@@ -426,9 +429,9 @@ impl Ident {
 pub enum Want {
     /// Device and inode only.
     Id,
-    /// And the size.
+    /// And the size and the link count.
     Size,
-    /// And the file type and the size.
+    /// And the file type, the size and the link count.
     KindSize,
 }
 
@@ -436,8 +439,8 @@ fn statx_mask(want: Want) -> rustix::fs::StatxFlags {
     use rustix::fs::StatxFlags as F;
     match want {
         Want::Id => F::INO,
-        Want::Size => F::INO | F::SIZE,
-        Want::KindSize => F::INO | F::TYPE | F::MODE | F::SIZE,
+        Want::Size => F::INO | F::SIZE | F::NLINK,
+        Want::KindSize => F::INO | F::TYPE | F::MODE | F::SIZE | F::NLINK,
     }
 }
 
@@ -448,6 +451,7 @@ fn ident_of(x: &rustix::fs::Statx) -> Ident {
         size: x.stx_size,
         kind: u32::from(x.stx_mode) & libc::S_IFMT,
         perm: u32::from(x.stx_mode) & 0o7777,
+        nlink: u64::from(x.stx_nlink),
     }
 }
 
@@ -478,6 +482,8 @@ fn ident_of_stat(st: &rustix::fs::Stat) -> Ident {
         size: u64::try_from(st.st_size).unwrap_or(0),
         kind: st.st_mode & libc::S_IFMT,
         perm: st.st_mode & 0o7777,
+        #[allow(clippy::useless_conversion)] // nlink_t is u32 on some targets
+        nlink: u64::from(st.st_nlink),
     }
 }
 

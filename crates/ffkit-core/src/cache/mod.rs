@@ -52,6 +52,7 @@ pub use evict::{Census, EvictPolicy, EvictReport, Evicted, Reason, Shared, Swept
 pub use index::Totals;
 use journal::{Journal, Record};
 pub use progress::Progress;
+use store::Body;
 pub use store::Store;
 
 /// Seconds between two recency updates of the same entry.
@@ -1422,59 +1423,68 @@ impl Cache {
     }
 
     /// Reads many keys under one shared lock; returns the present, unexpired
-    /// ones with their values, in the order asked. The values are opened
-    /// under the lock and read after it, [`READ_MANY_OPEN`] at most open at
-    /// once: past that many the open ones are read (and closed) while the
-    /// lock is still held, and so are they when an open finds no descriptor
-    /// free (a `ulimit -n` below 16 values' need). All of them open at once
-    /// failed a batch of more present keys than the descriptor limit
-    /// (`ulimit -n`, often 1024) with "Too many open files".
-    pub fn read_many(&self, keys: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
+    /// ones, in the order asked, each an open value or its bytes. The
+    /// values are opened under the lock and copied after it (a slow
+    /// reader of the output never holds the lock), [`READ_MANY_OPEN`] at
+    /// most open at once: past that many, each further value is read whole
+    /// (and closed) while the lock is still held, and so are the open ones
+    /// when an open finds no descriptor free (a `ulimit -n` below 16
+    /// values' need). All of them open at once failed a batch of more
+    /// present keys than the descriptor limit (`ulimit -n`, often 1024)
+    /// with "Too many open files"; every value read whole held a large
+    /// value in memory (twice, with the caller's output) where one open
+    /// descriptor streams it.
+    pub fn read_many(&self, keys: &[String]) -> Result<Vec<(String, Body)>> {
         if !self.exists() {
             return Ok(Vec::new());
         }
-        let mut files = Vec::new();
         let mut out = Vec::new();
-        {
-            let _guard = self.read_lock()?;
-            for k in keys {
-                let entry = match self.open_entry(k) {
-                    // Fewer descriptors left than 16 values need (a low
-                    // `ulimit -n`): read the open ones, then try again.
-                    Err(e) if !files.is_empty() && out_of_descriptors(&e) => {
-                        self.read_values(&mut files, &mut out)?;
-                        self.open_entry(k)?
-                    }
-                    entry => entry?,
-                };
-                if let Some((f, m, atime)) = entry
-                    && !m.is_expired(self.now)
-                {
-                    files.push((k.clone(), f, atime));
-                    if files.len() >= READ_MANY_OPEN {
-                        self.read_values(&mut files, &mut out)?;
-                    }
+        let mut open = 0;
+        let _guard = self.read_lock()?;
+        for k in keys {
+            let entry = match self.open_entry(k) {
+                // Fewer descriptors left than 16 values need (a low
+                // `ulimit -n`): read the open ones, then try again.
+                Err(e) if open > 0 && out_of_descriptors(&e) => {
+                    self.read_open(&mut out)?;
+                    open = 0;
+                    self.open_entry(k)?
+                }
+                entry => entry?,
+            };
+            if let Some((mut f, m, atime)) = entry
+                && !m.is_expired(self.now)
+            {
+                self.touch(&f, atime);
+                if open < READ_MANY_OPEN {
+                    open += 1;
+                    out.push((k.clone(), Body::File(f)));
+                } else {
+                    let v = self.read_whole(k, &mut f)?;
+                    out.push((k.clone(), Body::Bytes(v)));
                 }
             }
         }
-        self.read_values(&mut files, &mut out)?;
         Ok(out)
     }
 
-    /// Reads (and closes) the values [`Cache::read_many`] opened, in order.
-    fn read_values(
-        &self,
-        files: &mut Vec<(String, File, i64)>,
-        out: &mut Vec<(String, Vec<u8>)>,
-    ) -> Result<()> {
-        for (k, mut f, atime) in files.drain(..) {
-            self.touch(&f, atime);
-            let mut v = Vec::new();
-            f.read_to_end(&mut v)
-                .map_err(|e| Error::io("cannot read", self.path(&k), e))?;
-            out.push((k, v));
+    /// Reads (and closes) the values [`Cache::read_many`] holds open.
+    fn read_open(&self, out: &mut [(String, Body)]) -> Result<()> {
+        for (k, body) in out.iter_mut() {
+            if let Body::File(f) = body {
+                let v = self.read_whole(k, f)?;
+                *body = Body::Bytes(v);
+            }
         }
         Ok(())
+    }
+
+    /// The whole of a value opened by [`Cache::open_entry`].
+    fn read_whole(&self, key: &str, f: &mut File) -> Result<Vec<u8>> {
+        let mut v = Vec::new();
+        f.read_to_end(&mut v)
+            .map_err(|e| Error::io("cannot read", self.path(key), e))?;
+        Ok(v)
     }
 
     /// [`Cache::read`] without the dir lock and without repairing a crashed

@@ -180,11 +180,18 @@ impl Store {
         }
     }
 
-    /// The present, unexpired entries among `keys`, in order.
-    pub fn read_many(&mut self, keys: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
+    /// The present, unexpired entries among `keys`, in order (a local
+    /// value open where it can be, to be copied as it is written:
+    /// [`super::batch::write_record`]).
+    pub fn read_many(&mut self, keys: &[String]) -> Result<Vec<(String, Body)>> {
         match self {
             Store::Local(c) => c.read_many(keys),
-            Store::Remote(r) => r.conn()?.read_many(keys),
+            Store::Remote(r) => Ok(r
+                .conn()?
+                .read_many(keys)?
+                .into_iter()
+                .map(|(k, v)| (k, Body::Bytes(v)))
+                .collect()),
         }
     }
 

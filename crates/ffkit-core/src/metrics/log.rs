@@ -18,6 +18,11 @@
 //!   `statx` already done) exceeds the cap, the appender trims the log to the
 //!   newest rows filling at most half the cap, keeping a leading `#` header.
 //!
+//! - **One name**: a log with a second name (a hard link) is split off
+//!   before a row goes in ([`split_off`]: a copy renamed over the path,
+//!   as a trim's), so no row reaches the other name; the name count comes
+//!   from the append's `statx`.
+//!
 //! Writers that append without the lock (a plain `echo >> log` of an old
 //! script) can lose a row that lands during a trim's copy; ffkit's own
 //! writers and the shell wrappers always lock.
@@ -245,19 +250,27 @@ fn append_opening(path: &Path, row: &[u8], mkdir: bool) -> Result<Option<u64>> {
         if !meta.is_file() {
             return Err(Error::io("cannot open", path, fsutil::not_regular()));
         }
+        // A second name (`ln victim DIR/.perf-metrics.csv`, a dedup tool,
+        // `cp -al`): rows appended here (and the mode fixed below) went
+        // into the other file too. The path gets a file of its own with
+        // the same rows, as a trim gives it one, and the other name is
+        // never written again. From the statx made anyway: nothing more
+        // for a log with one name.
+        if meta.nlink > 1 {
+            drop(f);
+            split_off(path)?;
+            reopens += 1;
+            keeps_being_replaced(path, reopens)?;
+            continue;
+        }
+        if !still_current(path, &meta) {
+            reopens += 1;
+            keeps_being_replaced(path, reopens)?;
+            continue;
+        }
         // 0600 whatever the umask, from the statx made anyway.
         fsutil::fix_mode_of(&f, meta.perm, fsutil::FILE_MODE)
             .map_err(|e| Error::io("cannot chmod", path, e))?;
-        if !still_current(path, &meta) {
-            reopens += 1;
-            if reopens > MAX_REOPENS {
-                return Err(Error::LockFailed(format!(
-                    "cannot append to {}: the file keeps being replaced",
-                    path.display()
-                )));
-            }
-            continue;
-        }
         let heal = ends_mid_line(f.as_fd(), meta.size);
         append_row(f.as_fd(), row, heal, || true)
             .map_err(|e| Error::io("cannot append to", path, e))?;
@@ -269,6 +282,18 @@ fn append_opening(path: &Path, row: &[u8], mkdir: bool) -> Result<Option<u64>> {
         return Ok(Some(end));
         // Otherwise `f` closes here, which releases the shared lock.
     }
+}
+
+/// The error of an append that found the file replaced more than
+/// [`MAX_REOPENS`] times.
+fn keeps_being_replaced(path: &Path, reopens: u32) -> Result<()> {
+    if reopens > MAX_REOPENS {
+        return Err(Error::LockFailed(format!(
+            "cannot append to {}: the file keeps being replaced",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Whether appenders keep their descriptor open (see the module doc).
@@ -404,7 +429,9 @@ fn append_kept(path: &Path, row: &[u8]) -> Result<Option<u64>> {
     let current = fsutil::ident_path(path, fsutil::Want::Size)
         .ok()
         .filter(|m| m.is(k.dev, k.ino));
-    let Some(size) = current.map(|m| m.size) else {
+    // Given a second name since it was kept: the opening path splits it
+    // off ([`split_off`]) before a row goes in.
+    let Some(size) = current.filter(|m| m.nlink <= 1).map(|m| m.size) else {
         let _ = rustix::fs::flock(fd, rustix::fs::FlockOperation::Unlock);
         // Closed only when the number is still ours (a script's
         // `exec N>>log` on the kept number, then `mv log log.1`, is left
@@ -587,6 +614,28 @@ fn lock_exclusive(path: &Path) -> Result<Option<File>> {
         "cannot lock {}: the file keeps being replaced",
         path.display()
     )))
+}
+
+/// Gives the log at `path` a file of its own when it has more than one
+/// name: a copy of its rows is renamed over the path (as a trim's is), so
+/// the other names keep the file and its rows up to now and are never
+/// written again. Under the exclusive lock, so appenders follow the new
+/// file as they follow a trim's.
+fn split_off(path: &Path) -> Result<()> {
+    let Some(mut f) = lock_exclusive(path)? else {
+        return Ok(());
+    };
+    let meta = f
+        .metadata()
+        .map_err(|e| Error::io("cannot stat", path, e))?;
+    // Split off by another appender meanwhile (the path is then one name).
+    if std::os::unix::fs::MetadataExt::nlink(&meta) <= 1 || !meta.is_file() {
+        return Ok(());
+    }
+    f.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io("cannot read", path, e))?;
+    let mut r = f.take(meta.len());
+    replace_with(path, &meta, |w| io::copy(&mut r, w).map(drop))
 }
 
 /// Writes a replacement for `path` through `fill` and renames it into place.

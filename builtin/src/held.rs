@@ -290,7 +290,7 @@ pub fn acquire(
                     }
                     (r, _) => r,
                 }
-                .map_err(|e| Error::io("cannot open the lock file", path, e))?;
+                .map_err(|e| Error::io(ffkit::lock::OPEN_FAILED, path, e))?;
                 let fd = hostfd::high_fd(&file)
                     .map_err(|e| Error::io("cannot keep the lock file open", path, e))?;
                 // Marked as the function's once per open (a kept one keeps

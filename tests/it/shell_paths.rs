@@ -1776,3 +1776,30 @@ fn a_named_pair_whose_lock_dir_was_removed_is_released_by_its_owner_on_every_pat
         assert!(!d.exists(), "{way}: the release made the lock dir again");
     }
 }
+
+/// A lock file that cannot be opened gets one line on every path, the
+/// core's `cannot open lock file F: REASON`: before, the builtin said
+/// `cannot open the lock file F: is a symbolic link (refused)` and the
+/// fallback and zsh `F: is a symbolic link; refusing to lock through it`
+/// (and, for another failure, `cannot open the lock file F` with no reason).
+#[test]
+fn a_lock_file_that_cannot_be_opened_is_one_line_on_every_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    std::fs::create_dir(t.join("l")).unwrap();
+    std::os::unix::fs::symlink("x.lock", t.join("l/x.lock")).unwrap();
+    let script = "export FFKIT_LOCK_DIR=\"$PWD/l\"\n\
+                  rc=0; acquire_critical_lock x 2>err || rc=$?; echo \"fn=$rc\"; cat err\n\
+                  rc=0; ffkit lock-acquire -n x 2>err || rc=$?; echo \"named=$rc\"; cat err";
+    let f = t.join("l/x.lock");
+    let want = format!(
+        "fn=3\nffkit.bash: acquire_critical_lock: cannot open lock file {0}: is a symbolic link (refused)\n\
+         named=3\nffkit lock-acquire: cannot open lock file {0}: is a symbolic link (refused)\n",
+        f.display()
+    );
+    for way in ways() {
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(out, want, "{way}: {err}");
+    }
+}

@@ -1803,3 +1803,26 @@ fn a_lock_file_that_cannot_be_opened_is_one_line_on_every_path() {
         assert_eq!(out, want, "{way}: {err}");
     }
 }
+
+/// The shell's own typed `ffkit lock-release NAME` of its function lock,
+/// then `release_critical_lock NAME`: 4 and one line on every path. Before,
+/// the builtin said a bare `not held by this shell` and the fallback and
+/// zsh that the lock was "released behind its back".
+#[test]
+fn a_typed_release_then_the_functions_release_is_one_line_on_every_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let script = "export FFKIT_LOCK_DIR=\"$PWD/l\"\n\
+                  acquire_critical_lock x || exit 9; ffkit lock-release x || exit 8\n\
+                  rc=0; release_critical_lock x 2>err || rc=$?; echo \"rel=$rc\"; cat err\n\
+                  acquire_critical_lock x && release_critical_lock x && echo again";
+    let want = format!(
+        "rel=4\nffkit.bash: release_critical_lock: {}: not held by this shell (its lock was released since it was taken: lock-release NAME, lock-release --force or an unlock of its descriptor)\nagain\n",
+        t.join("l/x.lock").display()
+    );
+    for way in ways() {
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(out, want, "{way}: {err}");
+    }
+}

@@ -765,7 +765,7 @@ pub enum NotHeld {
 /// descriptor still holds it.
 pub fn lost_by_shell(path: &Path) -> Error {
     Error::NotFound(format!(
-        "{}: not held by this shell (its lock was released behind its back: lock-release --force or an unlock of its descriptor)",
+        "{}: not held by this shell (its lock was released since it was taken: lock-release NAME, lock-release --force or an unlock of its descriptor)",
         path.display()
     ))
 }

@@ -1826,3 +1826,24 @@ fn a_typed_release_then_the_functions_release_is_one_line_on_every_path() {
         assert_eq!(out, want, "{way}: {err}");
     }
 }
+
+/// A lock dir that is a file: status and releases 4 (`Not a directory`),
+/// an acquire 1, the same on every path and from the binary; nothing is
+/// created (docs/locks.md).
+#[test]
+fn a_lock_dir_that_is_a_file_gets_the_same_codes_on_every_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    std::fs::write(t.join("f"), "").unwrap();
+    let script = "export FFKIT_LOCK_DIR=\"$PWD/f\"\n\
+                  rc=0; ffkit lock-status x 2>err || rc=$?; echo \"st=$rc $(grep -c 'x.lock: Not a directory' err)\"\n\
+                  rc=0; ffkit lock-release x 2>err || rc=$?; echo \"rl=$rc $(grep -c 'x.lock: Not a directory' err)\"\n\
+                  rc=0; release_critical_lock x 2>err || rc=$?; echo \"rcl=$rc $(grep -c 'x.lock: Not a directory' err)\"\n\
+                  rc=0; acquire_critical_lock x 2>err || rc=$?; echo \"acq=$rc $(grep -c 'File exists' err)\"";
+    for way in ways() {
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(out, "st=4 1\nrl=4 1\nrcl=4 1\nacq=1 1\n", "{way}: {err}");
+        assert_eq!(std::fs::read(t.join("f")).unwrap(), b"", "{way}");
+    }
+}

@@ -1847,3 +1847,24 @@ fn a_lock_dir_that_is_a_file_gets_the_same_codes_on_every_path() {
         assert_eq!(std::fs::read(t.join("f")).unwrap(), b"", "{way}");
     }
 }
+
+/// A critical lock whose lock dir was moved aside and made again (the
+/// path names another file now) is still released by its shell's
+/// `release_critical_lock`, on every path: its descriptor carries the
+/// function's mark. Before, the builtin released it (0) and the fallback
+/// and zsh said 4, "the script closed or reopened the descriptor", which
+/// the script had not, and left it locked until the shell exited.
+#[test]
+fn a_critical_lock_whose_dir_was_made_again_is_released_on_every_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let script = "export FFKIT_LOCK_DIR=\"$PWD/l\"; rm -rf l l2\n\
+                  acquire_critical_lock d || exit 9; mv l l2; mkdir l\n\
+                  rc=0; release_critical_lock d || rc=$?; echo \"rel=$rc\"\n\
+                  rc=0; ffkit lock-status -q \"$PWD/l2/d.lock\" || rc=$?; echo \"moved=$rc\"";
+    for way in ways() {
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(out, "rel=0\nmoved=1\n", "{way}: {err}");
+    }
+}

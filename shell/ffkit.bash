@@ -615,7 +615,8 @@ _ffkit_lock_take() {
         done
     fi
     if [[ -L $_ffkit_file ]]; then
-        _ffkit_err "$1: $_ffkit_file: is a symbolic link; refusing to lock through it"
+        # The core's wording of the same refusal (the binary, the builtin).
+        _ffkit_err "$1: cannot open lock file $_ffkit_file: is a symbolic link (refused)"
         return 3
     fi
     # A release deletes the file (the old library's protocol, docs/locks.md,
@@ -652,7 +653,11 @@ _ffkit_lock_take() {
         # it when it runs, under the function's own options.
         if ! { eval 'exec {_ffkit_fd}<"$_ffkit_file"'; } 2>/dev/null; then
             [[ -e $_ffkit_file || -L $_ffkit_file ]] || continue
-            _ffkit_err "$1: cannot open the lock file $_ffkit_file"
+            # The binary's open fails the same way and words why in the
+            # core's one line (`cannot open lock file F: REASON`, as the
+            # builtin says it); if it opens after all, this line.
+            _ffkit_lock_call lock-acquire --prepare ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || return $?
+            _ffkit_err "$1: cannot open lock file $_ffkit_file"
             return 3
         fi
         _ffkit_rc=0

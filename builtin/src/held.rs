@@ -212,6 +212,7 @@ pub fn acquire(
 ) -> std::result::Result<(), NotTaken> {
     let me = crate::caller_pid();
     let owner = me.as_raw_nonzero().get() as u32;
+    released_typed().retain(|(p, _)| p != path);
     {
         let mut t = table();
         if let Some(i) = t.iter().position(|e| e.pid == me && e.path == path) {
@@ -290,7 +291,7 @@ pub fn acquire(
                     }
                     (r, _) => r,
                 }
-                .map_err(|e| Error::io("cannot open the lock file", path, e))?;
+                .map_err(|e| Error::io(ffkit::lock::OPEN_FAILED, path, e))?;
                 let fd = hostfd::high_fd(&file)
                     .map_err(|e| Error::io("cannot keep the lock file open", path, e))?;
                 // Marked as the function's once per open (a kept one keeps
@@ -433,6 +434,16 @@ pub fn release(path: &Path, cfg: &Config) -> Result<()> {
             return Err(ffkit::lock::held_by_parent_shell(path.display()));
         }
         drop(t);
+        {
+            let mut r = released_typed();
+            if let Some(k) = r
+                .iter()
+                .position(|(p, pid)| p == path && *pid == me.as_raw_nonzero().get())
+            {
+                r.swap_remove(k);
+                return Err(fd::lost_by_shell(path));
+            }
+        }
         // Taken by this very process before `exec bash` replaced the
         // shell (its descriptor is kept across exec, docs/shell.md): the
         // record names this pid, start time and descriptor, which is
@@ -550,6 +561,29 @@ pub fn forget_inherited() {
 /// fallback refuses it). Inherited by further forks, as the fallback's
 /// list (`_ffkit_lock_parents`) is.
 static INHERITED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// The function locks this shell released with a typed `ffkit
+/// lock-release NAME` (file, pid): its next `release_critical_lock NAME`
+/// then answers as the fallback's does, whose descriptor stays open on the
+/// unlocked file ([`fd::lost_by_shell`]), not with a bare "not held" (one
+/// line for one event, docs/shell.md). Forgotten when the name is taken
+/// again; a subshell (another pid) never matches.
+static RELEASED_TYPED: Mutex<Vec<(PathBuf, i32)>> = Mutex::new(Vec::new());
+
+fn released_typed() -> MutexGuard<'static, Vec<(PathBuf, i32)>> {
+    RELEASED_TYPED.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A typed `ffkit lock-release NAME` of this shell's function lock on
+/// `path`: [`release`], remembered in [`RELEASED_TYPED`].
+pub fn release_typed(path: &Path, cfg: &Config) -> Result<()> {
+    release(path, cfg)?;
+    let me = crate::caller_pid().as_raw_nonzero().get();
+    let mut r = released_typed();
+    r.retain(|(p, _)| p != path);
+    r.push((path.to_path_buf(), me));
+    Ok(())
+}
 
 /// Whether `path` is one of the [`INHERITED`] locks.
 fn inherited(path: &Path) -> bool {

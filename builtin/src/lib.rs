@@ -680,7 +680,7 @@ fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
             // process took with `lock-acquire NAME`, or "not held").
             return None;
         }
-        return Some(match held::release(&file, &cfg) {
+        return Some(match held::release_typed(&file, &cfg) {
             Ok(()) => 0,
             Err(e) => fail(&e),
         });

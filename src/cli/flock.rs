@@ -631,7 +631,7 @@ fn locked(o: &Opts, what: What, ctx: &mut Ctx) -> Answer {
                     .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type())) =>
             {
                 Some(std::fs::File::open(f).map_err(|e| {
-                    Dialect::flock_failure(&Error::io("cannot open lock file", f, e))
+                    Dialect::flock_failure(&Error::io(crate::lock::OPEN_FAILED, f, e))
                 })?)
             }
             _ => None,
@@ -641,7 +641,7 @@ fn locked(o: &Opts, what: What, ctx: &mut Ctx) -> Answer {
     let opened = match &file {
         Some(f) => Some(
             kernel::open_lock_file(f, exclusive_ofd && !dir, 0o666)
-                .map_err(|e| Dialect::flock_failure(&Error::io("cannot open lock file", f, e)))?,
+                .map_err(|e| Dialect::flock_failure(&Error::io(crate::lock::OPEN_FAILED, f, e)))?,
         ),
         None => None,
     };

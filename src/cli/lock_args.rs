@@ -302,7 +302,7 @@ impl Dialect {
             Error::Io { what, path, source } => {
                 let errno = source.raw_os_error().unwrap_or(0);
                 let why = crate::error::os_reason(source);
-                if *what == "cannot open lock file" {
+                if *what == lock::OPEN_FAILED {
                     let code = match errno {
                         libc::ENOMEM | libc::EMFILE | libc::ENFILE => EX_OSERR,
                         libc::EROFS | libc::ENOSPC => EX_CANTCREAT,
@@ -550,7 +550,7 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
                 let rule = lock::compat::Rule::of(&ctx.cfg);
                 lock::compat::prepare(rule, &path, crate::fsutil::FILE_MODE, owner)
             }
-            .map_err(|e| Error::io("cannot open lock file", &path, e))?;
+            .map_err(|e| Error::io(lock::OPEN_FAILED, &path, e))?;
             ctx.debug(format_args!("{target}: lock file {} ready", path.display()));
             return Ok(ExitCode::SUCCESS);
         }

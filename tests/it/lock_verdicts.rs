@@ -466,7 +466,7 @@ fn a_lock_whose_file_was_deleted_or_replaced_while_held_is_released_with_status_
 /// A shell's own release of a lock another process force-released
 /// (`ffkit lock-release --force NAME`) behind its back gets one verdict on
 /// every path: exit 4 and one line, `not held by this shell (its lock was
-/// released behind its back: …)`, whether the name is free by then or
+/// released since it was taken: …)`, whether the name is free by then or
 /// another process holds it; the other holder keeps its lock, a free name
 /// stays free, and the shell's table forgets the name (taking it again
 /// works). Critical and session locks alike. Before, the builtin answered
@@ -478,7 +478,7 @@ fn a_release_after_another_process_force_released_the_lock_is_4_on_every_path() 
     let sc = Sc::new();
     let line = |f: &Path, func: &str| {
         format!(
-            "ffkit.bash: {func}: {}: not held by this shell (its lock was released behind its back: lock-release --force or an unlock of its descriptor)\n",
+            "ffkit.bash: {func}: {}: not held by this shell (its lock was released since it was taken: lock-release NAME, lock-release --force or an unlock of its descriptor)\n",
             f.display()
         )
     };

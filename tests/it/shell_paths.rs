@@ -1776,3 +1776,95 @@ fn a_named_pair_whose_lock_dir_was_removed_is_released_by_its_owner_on_every_pat
         assert!(!d.exists(), "{way}: the release made the lock dir again");
     }
 }
+
+/// A lock file that cannot be opened gets one line on every path, the
+/// core's `cannot open lock file F: REASON`: before, the builtin said
+/// `cannot open the lock file F: is a symbolic link (refused)` and the
+/// fallback and zsh `F: is a symbolic link; refusing to lock through it`
+/// (and, for another failure, `cannot open the lock file F` with no reason).
+#[test]
+fn a_lock_file_that_cannot_be_opened_is_one_line_on_every_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    std::fs::create_dir(t.join("l")).unwrap();
+    std::os::unix::fs::symlink("x.lock", t.join("l/x.lock")).unwrap();
+    let script = "export FFKIT_LOCK_DIR=\"$PWD/l\"\n\
+                  rc=0; acquire_critical_lock x 2>err || rc=$?; echo \"fn=$rc\"; cat err\n\
+                  rc=0; ffkit lock-acquire -n x 2>err || rc=$?; echo \"named=$rc\"; cat err";
+    let f = t.join("l/x.lock");
+    let want = format!(
+        "fn=3\nffkit.bash: acquire_critical_lock: cannot open lock file {0}: is a symbolic link (refused)\n\
+         named=3\nffkit lock-acquire: cannot open lock file {0}: is a symbolic link (refused)\n",
+        f.display()
+    );
+    for way in ways() {
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(out, want, "{way}: {err}");
+    }
+}
+
+/// The shell's own typed `ffkit lock-release NAME` of its function lock,
+/// then `release_critical_lock NAME`: 4 and one line on every path. Before,
+/// the builtin said a bare `not held by this shell` and the fallback and
+/// zsh that the lock was "released behind its back".
+#[test]
+fn a_typed_release_then_the_functions_release_is_one_line_on_every_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let script = "export FFKIT_LOCK_DIR=\"$PWD/l\"\n\
+                  acquire_critical_lock x || exit 9; ffkit lock-release x || exit 8\n\
+                  rc=0; release_critical_lock x 2>err || rc=$?; echo \"rel=$rc\"; cat err\n\
+                  acquire_critical_lock x && release_critical_lock x && echo again";
+    let want = format!(
+        "rel=4\nffkit.bash: release_critical_lock: {}: not held by this shell (its lock was released since it was taken: lock-release NAME, lock-release --force or an unlock of its descriptor)\nagain\n",
+        t.join("l/x.lock").display()
+    );
+    for way in ways() {
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(out, want, "{way}: {err}");
+    }
+}
+
+/// A lock dir that is a file: status and releases 4 (`Not a directory`),
+/// an acquire 1, the same on every path and from the binary; nothing is
+/// created (docs/locks.md).
+#[test]
+fn a_lock_dir_that_is_a_file_gets_the_same_codes_on_every_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    std::fs::write(t.join("f"), "").unwrap();
+    let script = "export FFKIT_LOCK_DIR=\"$PWD/f\"\n\
+                  rc=0; ffkit lock-status x 2>err || rc=$?; echo \"st=$rc $(grep -c 'x.lock: Not a directory' err)\"\n\
+                  rc=0; ffkit lock-release x 2>err || rc=$?; echo \"rl=$rc $(grep -c 'x.lock: Not a directory' err)\"\n\
+                  rc=0; release_critical_lock x 2>err || rc=$?; echo \"rcl=$rc $(grep -c 'x.lock: Not a directory' err)\"\n\
+                  rc=0; acquire_critical_lock x 2>err || rc=$?; echo \"acq=$rc $(grep -c 'File exists' err)\"";
+    for way in ways() {
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(out, "st=4 1\nrl=4 1\nrcl=4 1\nacq=1 1\n", "{way}: {err}");
+        assert_eq!(std::fs::read(t.join("f")).unwrap(), b"", "{way}");
+    }
+}
+
+/// A critical lock whose lock dir was moved aside and made again (the
+/// path names another file now) is still released by its shell's
+/// `release_critical_lock`, on every path: its descriptor carries the
+/// function's mark. Before, the builtin released it (0) and the fallback
+/// and zsh said 4, "the script closed or reopened the descriptor", which
+/// the script had not, and left it locked until the shell exited.
+#[test]
+fn a_critical_lock_whose_dir_was_made_again_is_released_on_every_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let script = "export FFKIT_LOCK_DIR=\"$PWD/l\"; rm -rf l l2\n\
+                  acquire_critical_lock d || exit 9; mv l l2; mkdir l\n\
+                  rc=0; release_critical_lock d || rc=$?; echo \"rel=$rc\"\n\
+                  rc=0; ffkit lock-status -q \"$PWD/l2/d.lock\" || rc=$?; echo \"moved=$rc\"";
+    for way in ways() {
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(out, "rel=0\nmoved=1\n", "{way}: {err}");
+    }
+}

@@ -362,7 +362,7 @@ impl Cache {
                 Ok(f) => (f, true),
                 Err(_) => return Ok(DirLock::none()),
             },
-            Err(e) => return Err(Error::io("cannot open lock file", &path, e)),
+            Err(e) => return Err(Error::io(crate::lock::OPEN_FAILED, &path, e)),
         };
         self.wait_for(&f, exclusive, &path)?;
         let len = if fallback {
@@ -386,7 +386,7 @@ impl Cache {
                     )));
                 }
                 Ok((len, _)) => len,
-                Err(e) => return Err(Error::io("cannot open lock file", &path, e)),
+                Err(e) => return Err(Error::io(crate::lock::OPEN_FAILED, &path, e)),
             }
         };
         let rec = index::COUNT_RECORD_LEN as u64;

@@ -212,7 +212,7 @@ fn command(req: &Request, path: &Path, program: &Program, rep: &mut dyn Report) 
     // read-write for it too); flock(2) is happy with a read-only one.
     let write = matches!(req.method, Method::Ofd { .. }) && req.kind == Kind::Exclusive;
     let f = kernel::open_lock_file(path, write, COMMAND_LOCK_MODE)
-        .map_err(|e| Error::io("cannot open lock file", path, e))?;
+        .map_err(|e| Error::io(crate::lock::OPEN_FAILED, path, e))?;
     let fd = f.as_raw_fd();
     let got = kernel::lock_fd(
         fd,

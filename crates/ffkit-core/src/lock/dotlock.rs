@@ -117,7 +117,7 @@ pub(crate) fn look(path: &Path) -> Result<Option<Seen>> {
     let f = match super::kernel::open_lock_file_existing(path) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("cannot open lock file", path, e)),
+        Err(e) => return Err(Error::io(crate::lock::OPEN_FAILED, path, e)),
     };
     let m = f
         .metadata()

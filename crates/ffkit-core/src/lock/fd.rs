@@ -765,7 +765,7 @@ pub enum NotHeld {
 /// descriptor still holds it.
 pub fn lost_by_shell(path: &Path) -> Error {
     Error::NotFound(format!(
-        "{}: not held by this shell (its lock was released behind its back: lock-release --force or an unlock of its descriptor)",
+        "{}: not held by this shell (its lock was released since it was taken: lock-release NAME, lock-release --force or an unlock of its descriptor)",
         path.display()
     ))
 }
@@ -788,15 +788,17 @@ pub fn descriptor_lost_by_shell(path: &Path) -> Error {
 /// The fallback's `release_critical_lock NAME` of its own descriptor `fd`
 /// (`lock-release --fd N --function FUNC NAME`), with the builtin's
 /// verdicts: a descriptor the script closed or opened another file on
-/// (another file that still has a name, or the lock's own file again: an
-/// open file description without [`function_mark`]) is released through a
+/// (the lock's own file included: an open file description without
+/// [`function_mark`]) is released through a
 /// copy that holds the lock ([`release_through_copy`], 0), else
 /// [`descriptor_lost_by_shell`] (4); one holding no lock any more is
 /// [`lost_by_shell`] (4); else [`release`].
 pub fn release_for_function(fd: RawFd, path: &Path, owner: u32, compat: bool) -> Result<()> {
-    let gone = borrowed(fd).is_err()
-        || (!compat::fd_unlinked(fd) && !same_file(fd, path)?)
-        || !function_fd(fd, owner).0;
+    // A descriptor with the function's mark is the function's own even
+    // when `path` names another file now (its dir moved aside and made
+    // again, say): released, as the builtin releases the descriptor its
+    // table names. Only an unmarked one on another file is the script's.
+    let gone = borrowed(fd).is_err() || !function_fd(fd, owner).0;
     if gone {
         return match std::fs::metadata(path) {
             Ok(m) => release_through_copy(fd, path, (m.dev(), m.ino()), owner, compat),

@@ -38,6 +38,12 @@ pub mod status;
 
 use std::fs;
 use std::io;
+
+/// The one wording of a lock file that could not be opened, with the path
+/// and the reason after it (`cannot open lock file F: REASON`): the binary,
+/// the builtin and (through the binary) the shell fallback all say it, so a
+/// reader of stderr sees one line for one event (docs/locks.md).
+pub const OPEN_FAILED: &str = "cannot open lock file";
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

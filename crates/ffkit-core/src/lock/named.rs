@@ -120,7 +120,7 @@ pub(crate) fn acquire(
             Some(r) => r.open(path, FILE_MODE),
             None => kernel::open_lock_file(path, true, FILE_MODE).map(|f| (f, false)),
         }
-        .map_err(|e| Error::io("cannot open lock file", path, e))?;
+        .map_err(|e| Error::io(crate::lock::OPEN_FAILED, path, e))?;
         // The same owner asking again (by name, or through the wrappers'
         // descriptor) would wait for itself until the timeout.
         let (dev, ino) = {
@@ -507,7 +507,7 @@ pub(crate) fn release(
             Some(f) => (f, true),
             None => return Ok(Err(NotReleased::NotHeld)),
         },
-        Err(e) => return Err(Error::io("cannot open lock file", path, e)),
+        Err(e) => return Err(Error::io(crate::lock::OPEN_FAILED, path, e)),
     };
     if kernel::probe_file(&f).map_err(|e| Error::io("cannot probe", path, e))? == Probe::Free {
         match unlinked_held(path, who) {

@@ -208,7 +208,7 @@ fn local_status(
     let f = match kernel::open_lock_file_existing(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(free(Backend::Kernel)),
-        Err(e) => return Err(Error::io("cannot open lock file", path, e)),
+        Err(e) => return Err(Error::io(crate::lock::OPEN_FAILED, path, e)),
     };
     let exclusive = match kernel::probe_file(&f).map_err(|e| Error::io("cannot probe", path, e))? {
         Probe::Free => return Ok(free(Backend::Kernel)),

@@ -362,7 +362,7 @@ fn lock_local(c: &Cache, key: &RunKey, wait: Option<Duration>) -> Result<Option<
                 cleared += 1;
                 continue;
             }
-            Err(e) => return Err(Error::io("cannot open lock file", &path, e)),
+            Err(e) => return Err(Error::io(crate::lock::OPEN_FAILED, &path, e)),
         };
         match f.try_lock() {
             Ok(()) => {}

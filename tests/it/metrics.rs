@@ -1302,3 +1302,53 @@ fn a_metrics_log_with_a_second_name_is_split_off_never_written_through() {
         assert_eq!(fs::metadata(&log).unwrap().nlink(), 1, "{what}");
     }
 }
+
+/// A log with a second name in a dir its user cannot write: the copy that
+/// would give it a file of its own cannot be made, so the row is refused
+/// (never written through the other name) with one line that says why,
+/// exit 3; a self-timing row is dropped silently and the applet succeeds.
+#[test]
+fn a_linked_log_in_a_dir_its_user_cannot_write_is_refused_saying_why() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
+    let w = seeded();
+    let Some(mut rec) = as_nobody(&w, "the unwritable dir of a linked log") else {
+        return;
+    };
+    let ro = w.path().join("ro");
+    let cache = w.path().join("nobodys-cache");
+    fs::create_dir_all(&ro).unwrap();
+    fs::create_dir_all(&cache).unwrap();
+    let t = Target::new(&w, "linked-victim", b"1,precious,1\n");
+    let log = ro.join("log.csv");
+    fs::hard_link(&t.path, &log).unwrap();
+    for p in [&ro, &cache, &t.path, &w.path().join("outside")] {
+        chown(p, Some(65534), Some(65534)).unwrap();
+    }
+    fs::set_permissions(&t.path, fs::Permissions::from_mode(0o644)).unwrap();
+    fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+    let ino = fs::metadata(&log).unwrap().ino();
+    let o = rec
+        .args(["perf-metrics", "record", "op", "1"])
+        .env("CACHE_PERF_METRICS", &log)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{o:?}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("{}: it has 2 names", log.display()))
+            && err.contains("Permission denied"),
+        "{err}"
+    );
+    let mut c = as_nobody(&w, "the unwritable dir of a linked log").unwrap();
+    let o = c
+        .args(["cache-write", "--dir"])
+        .arg(&cache)
+        .args(["k", "v"])
+        .env("CACHE_PERF_METRICS", &log)
+        .output()
+        .unwrap();
+    assert!(o.status.success() && o.stderr.is_empty(), "{o:?}");
+    t.assert_untouched("linked victim");
+    assert_eq!(fs::metadata(&log).unwrap().ino(), ino);
+}

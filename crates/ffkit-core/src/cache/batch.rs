@@ -129,7 +129,8 @@ pub fn write_record(
             w.write_all(b"\n").map_err(wr)
         }
         Format::Jsonl => {
-            // A valid key is printable ASCII: serde_json escapes `"` and `\`.
+            // A key is short, UTF-8 without controls (`é`, `"`, `\`, U+2028
+            // are valid): serde_json writes it as it wrote the whole record.
             let k = serde_json::to_string(key).map_err(|e| wr(io::Error::other(e)))?;
             w.write_all(b"{\"key\":").map_err(wr)?;
             w.write_all(k.as_bytes()).map_err(wr)?;

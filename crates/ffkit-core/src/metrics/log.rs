@@ -64,7 +64,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::read::{self, Line};
-use crate::error::{Error, Result};
+use crate::error::{Error, ExitKind, Result};
 use crate::fsutil;
 
 /// Formats a duration in milliseconds with microsecond precision, without
@@ -635,7 +635,27 @@ fn split_off(path: &Path) -> Result<()> {
     f.seek(SeekFrom::Start(0))
         .map_err(|e| Error::io("cannot read", path, e))?;
     let mut r = f.take(meta.len());
+    let names = std::os::unix::fs::MetadataExt::nlink(&meta);
     replace_with(path, &meta, |w| io::copy(&mut r, w).map(drop))
+        .map_err(|e| cannot_split(path, names, e))
+}
+
+/// The one line of a split that failed (a dir its user cannot write, a
+/// full disk): the row is refused rather than written through the other
+/// name, and the line says why a temp file was needed at all (the bare
+/// "cannot create DIR/.tmp-…" named no log and no reason). The exit code
+/// stays the cause's.
+fn cannot_split(path: &Path, names: u64, e: Error) -> Error {
+    let msg = format!(
+        "cannot append to {}: it has {names} names (a hard link), and giving it a file of its own failed ({e}); no row is written through a second name (remove the other name)",
+        path.display()
+    );
+    match e.kind() {
+        ExitKind::Permission => Error::Permission(msg),
+        ExitKind::DiskSpace => Error::DiskSpace(msg),
+        ExitKind::NotFound => Error::NotFound(msg),
+        _ => Error::General(msg),
+    }
 }
 
 /// Writes a replacement for `path` through `fill` and renames it into place.

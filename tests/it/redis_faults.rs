@@ -1234,40 +1234,54 @@ fn redis_a_large_value_written_at_a_timeout_is_read_back_at_it() {
     let size = 192usize << 20;
     let value: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
     let key = "ffkit:cache:{default}:v:big";
-    let t0 = Instant::now();
-    let old_way: Vec<u8> = s.query(
-        redis::cmd("EVAL")
-            .arg("redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[1])")
-            .arg(1)
-            .arg(key)
-            .arg(&value),
-    );
-    let _: i64 = s.query(redis::cmd("DEL").arg(key));
-    assert_eq!(old_way.len(), size);
-    let t = (t0.elapsed() / 3).max(Duration::from_millis(100));
+    // Calibrated again and retried when the load changed between the
+    // calibration and the calls (a loaded suite run failed the write once).
+    let mut attempt = 0;
+    let t = loop {
+        attempt += 1;
+        let t0 = Instant::now();
+        let old_way: Vec<u8> = s.query(
+            redis::cmd("EVAL")
+                .arg("redis.call('SET', KEYS[1], ARGV[1]); return redis.call('GET', KEYS[1])")
+                .arg(1)
+                .arg(key)
+                .arg(&value),
+        );
+        let _: i64 = s.query(redis::cmd("DEL").arg(key));
+        assert_eq!(old_way.len(), size);
+        let t = (t0.elapsed() / 3).max(Duration::from_millis(100));
+        let (code, _, err, _) = bounded(
+            {
+                let mut c = ff(&w, &s, "cache-write");
+                c.env("FFKIT_BACKEND_TIMEOUT", format!("{:.3}", t.as_secs_f64()));
+                c.arg("big");
+                c
+            },
+            &value,
+            Duration::from_secs(120),
+        );
+        let out = (code == Some(0)).then(|| {
+            ff(&w, &s, "cache-read")
+                .env("FFKIT_BACKEND_TIMEOUT", format!("{:.3}", t.as_secs_f64()))
+                .arg("big")
+                .output()
+                .unwrap()
+        });
+        match out {
+            Some(out) if out.status.success() => {
+                assert!(out.stdout == value, "the value read back differs");
+                break t;
+            }
+            _ if attempt < 3 => continue,
+            Some(out) => panic!("read at T = {t:?}: {}", stderr_of(&out)),
+            None => panic!("write at T = {t:?}: {err}"),
+        }
+    };
     let with_t = |applet: &str| {
         let mut c = ff(&w, &s, applet);
         c.env("FFKIT_BACKEND_TIMEOUT", format!("{:.3}", t.as_secs_f64()));
         c
     };
-    let (code, _, err, _) = bounded(
-        {
-            let mut c = with_t("cache-write");
-            c.arg("big");
-            c
-        },
-        &value,
-        Duration::from_secs(120),
-    );
-    assert_eq!(code, Some(0), "write at T = {t:?}: {err}");
-    let out = with_t("cache-read").arg("big").output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "read at T = {t:?}: {}",
-        stderr_of(&out)
-    );
-    assert!(out.stdout == value, "the value read back differs");
     // A small value still comes back from the script itself.
     with_t("cache-write")
         .args(["small", "v"])

@@ -1917,20 +1917,50 @@ fn redis_command_mode_starts_the_command_as_the_caller_would_and_passes_term_on(
         String::from_utf8_lossy(&via.stdout)
     );
     assert_eq!(sig_lines(&via), sig_lines(&direct));
+    // A signal ignored when ffkit starts (`nohup`, `trap '' HUP`) stays
+    // ignored for the command, as in a direct start: it was caught (so
+    // reset to its default in the command) when the suite ran under nohup.
+    let ignoring = |what: &str| {
+        let o = bash(
+            &w,
+            &s,
+            &format!("trap '' HUP TERM; exec {what} grep -E '^Sig(Blk|Ign):' /proc/self/status"),
+        )
+        .output()
+        .unwrap();
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        sig_lines(&o)
+    };
+    let direct = ignoring("");
+    let ignored = |l: &String| {
+        l.strip_prefix("SigIgn:\t")
+            .and_then(|m| u64::from_str_radix(m, 16).ok())
+            .is_some_and(|m| m & 0x4001 == 0x4001)
+    };
+    assert!(
+        direct.iter().any(ignored),
+        "HUP and TERM ignored: {direct:?}"
+    );
+    assert_eq!(ignoring("\"$FF\" lock-acquire sig --"), direct);
     // A SIGTERM sent to ffkit reaches the command's process group; the
     // command's status is ffkit's and the lock is released.
     let pidfile = w.path().join("cmd.pid");
     let termfile = w.path().join("got-term");
+    let trapped = w.path().join("trapped");
     let mut holder = command_holder_running(
         &w,
         &s,
         "sig",
         &pidfile,
         &format!(
-            "trap 'echo > {}; exit 7' TERM; while :; do sleep 0.05; done",
-            termfile.display()
+            "trap 'echo > {}; exit 7' TERM; echo > {}; while :; do sleep 0.05; done",
+            termfile.display(),
+            trapped.display()
         ),
     );
+    // The pid file is written before the trap is set: a TERM sent between
+    // the two ended the command by the signal (143, not 7).
+    wait_until("the command's TERM trap", 20, || trapped.exists());
     let pid = rustix::process::Pid::from_raw(holder.id() as i32).unwrap();
     // Our own unreaped child: the pid cannot have been recycled.
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();

@@ -94,8 +94,21 @@ impl Relay {
             SaFlags::SA_RESTART,
             SigSet::empty(),
         );
-        for sig in set.iter() {
+        let sigs: Vec<Signal> = relay.set.iter().collect();
+        for sig in sigs {
             let old = crate::fsutil::set_action(sig, &action)?;
+            if matches!(old.handler(), SigHandler::SigIgn) && sig != Signal::SIGCHLD {
+                // Ignored when ffkit started (`nohup`, a shell's `trap ''
+                // HUP`): left ignored, so the command inherits it as a
+                // direct start would, and never passed on, as a shell
+                // cannot trap a signal ignored on entry. (A signal in the
+                // instant it was caught is passed on to a group that
+                // ignores it.)
+                crate::fsutil::set_action(sig, &old)?;
+                relay.set.remove(sig);
+                relay.blocked.remove(sig);
+                continue;
+            }
             relay.caught.push((sig, old));
         }
         Ok(relay)

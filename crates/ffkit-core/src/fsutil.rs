@@ -717,6 +717,13 @@ pub enum Rewrite {
     Unusable,
 }
 
+/// Whether `m` is a regular file with one name: a file ffkit rewrites in
+/// place through its own name. A second name (a hard link planted to
+/// another file) would have the write land in that file too.
+pub fn sole_regular(m: &fs::Metadata) -> bool {
+    m.file_type().is_file() && m.nlink() == 1
+}
+
 /// Rewrites the regular file at `path` in place with `bytes`, only when no
 /// open file description of it exists anywhere, and so that none can be
 /// made until it is whole: a write lease (`fcntl(F_SETLEASE, F_WRLCK)`) is
@@ -751,9 +758,7 @@ pub fn rewrite_unopened(path: &Path, bytes: &[u8]) -> Rewrite {
     let Ok(m) = f.metadata() else {
         return Rewrite::Unusable;
     };
-    // A second name (a hard link planted to another file of ours) would
-    // have the write land in that file too.
-    if !m.file_type().is_file() || m.nlink() != 1 {
+    if !sole_regular(&m) {
         return Rewrite::Unusable;
     }
     // Linux's `F_SETSIG` (<bits/fcntl-linux.h>, the same on every

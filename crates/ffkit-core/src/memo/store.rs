@@ -513,11 +513,7 @@ fn count_local_hit(c: &Cache, key: &RunKey, id: u64, reset: bool) -> u64 {
     // such a file alone, and the store replaces its name with a file of
     // its own. Only the store makes the file; a replay's open cannot
     // create one, and fails on a directory in its place.
-    let own = |f: &File| {
-        f.metadata().is_ok_and(|m| {
-            m.file_type().is_file() && std::os::unix::fs::MetadataExt::nlink(&m) == 1
-        })
-    };
+    let own = |f: &File| f.metadata().is_ok_and(|m| fsutil::sole_regular(&m));
     let update = || -> io::Result<u64> {
         let mut f = open_side(&path, reset, true)?;
         if !own(&f) {

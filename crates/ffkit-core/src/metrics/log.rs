@@ -628,14 +628,14 @@ fn split_off(path: &Path) -> Result<()> {
     let meta = f
         .metadata()
         .map_err(|e| Error::io("cannot stat", path, e))?;
+    let names = std::os::unix::fs::MetadataExt::nlink(&meta);
     // Split off by another appender meanwhile (the path is then one name).
-    if std::os::unix::fs::MetadataExt::nlink(&meta) <= 1 || !meta.is_file() {
+    if names <= 1 || !meta.is_file() {
         return Ok(());
     }
     f.seek(SeekFrom::Start(0))
         .map_err(|e| Error::io("cannot read", path, e))?;
     let mut r = f.take(meta.len());
-    let names = std::os::unix::fs::MetadataExt::nlink(&meta);
     replace_with(path, &meta, |w| io::copy(&mut r, w).map(drop))
         .map_err(|e| cannot_split(path, names, e))
 }

@@ -1229,6 +1229,17 @@ fn dns_stall_child() {
 /// of what the old way (a script returning the value) takes here.
 #[test]
 fn redis_a_large_value_written_at_a_timeout_is_read_back_at_it() {
+    // The applet at timeout `t`, its lease grown with it: a lease must be
+    // at least 3 × the timeout, and a loaded machine's calibration gave
+    // t = 2.13 s against the fixture's 6 s lease (refused, exit 2, in a
+    // CI run at load 9).
+    fn at(w: &World, s: &Server, applet: &str, t: Duration) -> Command {
+        let mut c = ff(w, s, applet);
+        c.env("FFKIT_BACKEND_TIMEOUT", format!("{:.3}", t.as_secs_f64()));
+        let lease = (t.as_secs_f64() * 3.0 + 1.0).ceil().max(6.0);
+        c.env("FFKIT_LOCK_LEASE", format!("{lease}"));
+        c
+    }
     let Some(s) = Server::start() else { return };
     let w = World::new();
     let size = 192usize << 20;
@@ -1252,21 +1263,15 @@ fn redis_a_large_value_written_at_a_timeout_is_read_back_at_it() {
         let t = (t0.elapsed() / 3).max(Duration::from_millis(100));
         let (code, _, err, _) = bounded(
             {
-                let mut c = ff(&w, &s, "cache-write");
-                c.env("FFKIT_BACKEND_TIMEOUT", format!("{:.3}", t.as_secs_f64()));
+                let mut c = at(&w, &s, "cache-write", t);
                 c.arg("big");
                 c
             },
             &value,
             Duration::from_secs(120),
         );
-        let out = (code == Some(0)).then(|| {
-            ff(&w, &s, "cache-read")
-                .env("FFKIT_BACKEND_TIMEOUT", format!("{:.3}", t.as_secs_f64()))
-                .arg("big")
-                .output()
-                .unwrap()
-        });
+        let out =
+            (code == Some(0)).then(|| at(&w, &s, "cache-read", t).arg("big").output().unwrap());
         match out {
             Some(out) if out.status.success() => {
                 assert!(out.stdout == value, "the value read back differs");
@@ -1277,11 +1282,7 @@ fn redis_a_large_value_written_at_a_timeout_is_read_back_at_it() {
             None => panic!("write at T = {t:?}: {err}"),
         }
     };
-    let with_t = |applet: &str| {
-        let mut c = ff(&w, &s, applet);
-        c.env("FFKIT_BACKEND_TIMEOUT", format!("{:.3}", t.as_secs_f64()));
-        c
-    };
+    let with_t = |applet: &str| at(&w, &s, applet, t);
     // A small value still comes back from the script itself.
     with_t("cache-write")
         .args(["small", "v"])

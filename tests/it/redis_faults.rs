@@ -712,7 +712,7 @@ fn redis_fencing_tokens_grow_across_a_restore_from_a_dump() {
 }
 
 /// The pid a command wrote to `path`, once it has.
-fn pid_from(path: &std::path::Path) -> u32 {
+pub(crate) fn pid_from(path: &std::path::Path) -> u32 {
     let give_up = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(t) = std::fs::read_to_string(path)

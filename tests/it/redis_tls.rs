@@ -133,21 +133,26 @@ mod with_tls {
         /// record: the first is its Finished) passes what the server
         /// sends on one byte at a time.
         Reply,
+        /// As `Reply`, from when the test sets the fixture's switch on.
+        Later,
     }
 
     /// A loopback listener for one connection that trickles (`mode`): one
     /// byte every `every`, forever, as long as the client keeps the
     /// connection open. The thread answers how long the client kept it
     /// open once the trickle began (`None`: still open after `give_up`).
+    /// `Trickle::Later` starts when `switch` is set.
     fn trickler(
         mode: Trickle,
         tls_port: u16,
         every: std::time::Duration,
         give_up: std::time::Duration,
+        switch: &std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> (u16, std::thread::JoinHandle<Option<std::time::Duration>>) {
         use std::io::{Read, Write};
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::{Arc, Mutex};
+        let switch = Arc::clone(switch);
         use std::time::Instant;
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
@@ -196,10 +201,13 @@ mod with_tls {
                     }
                     None
                 }
-                Trickle::Reply => {
+                Trickle::Reply | Trickle::Later => {
                     let mut server = std::net::TcpStream::connect(("127.0.0.1", tls_port)).unwrap();
                     let began: Arc<Mutex<Option<Instant>>> = Arc::default();
-                    let trickling = Arc::new(AtomicBool::new(false));
+                    let trickling = match mode {
+                        Trickle::Later => switch,
+                        _ => Arc::new(AtomicBool::new(false)),
+                    };
                     // Server to client: as it comes, then (once the client
                     // has sent its request) one byte every `every`.
                     let (mut from, mut to) =
@@ -251,7 +259,7 @@ mod with_tls {
                         while let Some(h) = sent.get(at..at + 5) {
                             if h[0] == 0x17 {
                                 app_records += 1;
-                                if app_records == 2 {
+                                if app_records == 2 && matches!(mode, Trickle::Reply) {
                                     *began.lock().unwrap() = Some(Instant::now());
                                     trickling.store(true, Ordering::SeqCst);
                                 }
@@ -308,7 +316,7 @@ mod with_tls {
             (Trickle::Reply, "u:pw@", "cache-size", &[][..], 1),
         ];
         for (mode, auth, applet, extra, code) in cases {
-            let (port, fixture) = trickler(mode, tls_port, t * 4 / 5, give_up);
+            let (port, fixture) = trickler(mode, tls_port, t * 4 / 5, give_up, &Default::default());
             let mut c = ff(&w, &s, applet);
             c.env("FFKIT_BACKEND", format!("rediss://{auth}localhost:{port}"))
                 .env("FFKIT_BACKEND_TIMEOUT", "1")
@@ -359,6 +367,88 @@ mod with_tls {
                 "{what}: {lines:?}"
             );
         }
+    }
+
+    /// A command-mode holder whose `rediss://` link starts to trickle
+    /// (one byte just under every timeout) stops its command before the
+    /// lease lapses, as over a plain link that goes silent
+    /// (`redis_faults::redis_holder_cut_off_at_the_minimum_lease_stops_its_command_before_it_lapses`):
+    /// each renewal ends by its cap (docs/redis.md, "Locks", the L/3 row).
+    /// On the `redis` crate's TLS stream a trickled renewal reply held the
+    /// holder past its cap, and the lock lapsed while the command ran. T =
+    /// 0.5 s and the smallest lease allowed, 3 T.
+    #[test]
+    fn rediss_holder_whose_link_trickles_stops_its_command_before_it_lapses() {
+        let Some(s) = Server::start_tls() else {
+            return;
+        };
+        let w = World::new();
+        let switch = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let every = std::time::Duration::from_millis(400);
+        let give_up = std::time::Duration::from_secs(20);
+        let (port, fixture) =
+            trickler(Trickle::Later, s.tls_port.unwrap(), every, give_up, &switch);
+        let pidfile = w.path().join("cmd.pid");
+        let mut holder = ff(&w, &s, "lock-acquire")
+            .env("FFKIT_BACKEND", format!("rediss://localhost:{port}"))
+            .env("FFKIT_BACKEND_TIMEOUT", "0.5")
+            .env("FFKIT_LOCK_LEASE", "1.5")
+            .args(["trickled", "-c"])
+            .arg(format!(
+                "echo $$ > {}.tmp && mv {0}.tmp {0}; trap '' TERM; exec sleep 60",
+                pidfile.display()
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = crate::redis_faults::pid_from(&pidfile);
+        // A pidfd on the command (alive: it sleeps until stopped) tells
+        // when it is gone; nothing is ever sent to it from here.
+        let fd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid as i32).unwrap(),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .unwrap();
+        let died = std::thread::spawn(move || {
+            let mut fds = [rustix::event::PollFd::new(
+                &fd,
+                rustix::event::PollFlags::IN,
+            )];
+            let _ = rustix::event::poll(&mut fds, None);
+            std::time::Instant::now()
+        });
+        switch.store(true, std::sync::atomic::Ordering::SeqCst);
+        // The server's view (its plain port): when the lease lapses.
+        let stop = std::time::Instant::now() + give_up;
+        let lapsed = loop {
+            let held: Option<String> = s.query(redis::cmd("GET").arg("ffkit:lock:{trickled}"));
+            if held.is_none() {
+                break std::time::Instant::now();
+            }
+            if std::time::Instant::now() > stop {
+                // Our own child, not yet waited for.
+                let _ = holder.kill();
+                let _ = holder.wait();
+                panic!("the lease never lapsed");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        let st = holder.wait().unwrap();
+        let died = died.join().unwrap();
+        let _ = fixture.join();
+        // It ignores SIGTERM: SIGKILL must come a sixth of the lease
+        // (250 ms) before the lapse; most of that is left for a loaded
+        // machine.
+        assert!(
+            died + std::time::Duration::from_millis(30) < lapsed,
+            "the command outlived its lease: died {:?} after the lapse",
+            died.saturating_duration_since(lapsed)
+        );
+        let mut err = String::new();
+        let _ = std::io::Read::read_to_string(holder.stderr.as_mut().unwrap(), &mut err);
+        assert_eq!(st.code(), Some(9), "{err}");
+        assert!(err.contains("lease renewal failed"), "{err}");
     }
 
     /// A `rediss://` connection the server closed while a command-mode

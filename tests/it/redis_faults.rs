@@ -712,7 +712,7 @@ fn redis_fencing_tokens_grow_across_a_restore_from_a_dump() {
 }
 
 /// The pid a command wrote to `path`, once it has.
-fn pid_from(path: &std::path::Path) -> u32 {
+pub(crate) fn pid_from(path: &std::path::Path) -> u32 {
     let give_up = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(t) = std::fs::read_to_string(path)
@@ -1028,10 +1028,11 @@ fn redis_a_named_pair_through_a_looked_up_name_forks_its_holder() {
     );
 }
 
-/// `rediss://` through the lookup thread: there the thread looks the name
-/// up and makes the TCP connect (the TLS client connects by name), and the
-/// call then uses that connection; a write and a read back, with
-/// `localhost` (the test certificate's name) behind `hosts: dns files`.
+/// `rediss://` through the lookup thread: the thread looks the name up,
+/// the call connects to its addresses and shakes hands with the name (the
+/// certificate is checked against it, not against the address); a write
+/// and a read back, with `localhost` (the test certificate's name) behind
+/// `hosts: dns files`.
 #[cfg(feature = "tls")]
 #[test]
 fn rediss_through_the_lookup_thread_connects_and_answers() {
@@ -1153,7 +1154,7 @@ fn dns_stall_child() {
     };
     if args == "tls" {
         // `localhost` through the lookup thread (`hosts: dns files`), then
-        // the TLS connect in that thread: its connection is used here.
+        // the TLS handshake with that name on the address it gave.
         let Some(server) = Server::start_tls() else {
             panic!("no redis-server or openssl")
         };

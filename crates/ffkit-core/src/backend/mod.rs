@@ -50,6 +50,11 @@ pub struct Target {
     /// credentials every node is sent.
     #[cfg(feature = "redis")]
     pub(crate) seeds: Vec<ConnectionAddr>,
+    /// `rediss://`: the connection speaks TLS (ffkit's own rustls stream
+    /// over its own socket, `redis/conn.rs`); `info` then holds the
+    /// plain address the URL names.
+    #[cfg(feature = "redis")]
+    pub(crate) tls: bool,
 }
 
 impl std::fmt::Debug for Target {
@@ -141,7 +146,15 @@ impl Target {
         if let Err(why) = unused_url_parts(url) {
             return Err(format!("'{}': {why}", redact(url)));
         }
-        let info = url.into_connection_info().map_err(|e| {
+        // `rediss://` is read as the `redis://` URL it is otherwise: the
+        // `redis` crate parses it only with its own TLS stack linked, and
+        // ffkit's TLS is its own (`redis/conn.rs`); `tls` says which.
+        let tls = scheme == Some("rediss");
+        let plain = match url.strip_prefix("rediss://") {
+            Some(rest) => format!("redis://{rest}"),
+            None => url.to_string(),
+        };
+        let info = plain.as_str().into_connection_info().map_err(|e| {
             let why = e.to_string();
             let mut why = why.trim().to_string();
             for s in secrets(url) {
@@ -149,7 +162,7 @@ impl Target {
             }
             format!("'{}': {why}", redact(url))
         })?;
-        if let ConnectionAddr::Tcp(host, _) | ConnectionAddr::TcpTls { host, .. } = info.addr()
+        if let ConnectionAddr::Tcp(host, _) = info.addr()
             && host.is_empty()
         {
             return Err(format!("'{}': no host", redact(url)));
@@ -175,6 +188,7 @@ impl Target {
             secrets: secrets(url),
             ca: None,
             seeds: Vec::new(),
+            tls,
         })
     }
 
@@ -185,7 +199,7 @@ impl Target {
 
     /// Whether the connection is TLS (`rediss://`).
     pub fn is_tls(&self) -> bool {
-        matches!(self.info.addr(), ConnectionAddr::TcpTls { .. })
+        self.tls
     }
 }
 
@@ -273,6 +287,7 @@ fn parse_cluster(url: &str) -> std::result::Result<Target, String> {
         secrets: secrets(url),
         ca: None,
         seeds,
+        tls: false,
     })
 }
 
@@ -520,7 +535,11 @@ mod tests {
         assert!(parse("redis+unix:///run/redis.sock").unwrap().is_some());
         let tls = parse("rediss://u:secret@h:6380");
         if cfg!(feature = "tls") {
-            assert!(tls.unwrap().unwrap().is_tls());
+            // Read as the plain address it names, with its credentials.
+            let t = tls.unwrap().unwrap();
+            assert!(t.is_tls() && t.label == "rediss://u:***@h:6380");
+            assert_eq!(t.info.addr(), &ConnectionAddr::Tcp("h".into(), 6380));
+            assert_eq!(t.info.redis_settings().password(), Some("secret"));
         } else {
             let e = tls.unwrap_err();
             assert!(e.contains("--features tls") && !e.contains("secret"), "{e}");
@@ -619,6 +638,7 @@ mod tests {
                 secrets: secrets(url),
                 ca: None,
                 seeds: Vec::new(),
+                tls: false,
             };
             let msg = t.scrub(&format!("error: {url} said s3cret, s3/c?r@et"));
             let leaked = if url.contains("s3/c") {

@@ -4,16 +4,17 @@
 //! **One deadline per request.** A request — one command, one script call
 //! or one pipeline of many commands — has one deadline,
 //! `FFKIT_BACKEND_TIMEOUT` after it is sent, for *all* its replies: before
-//! each reply the socket's read timeout is set to the time left, so a
-//! server that stops answering halfway through a pipeline of 300 replies
+//! each socket read the socket's read timeout is set to the time left, so
+//! a server that stops answering halfway through a pipeline of 300 replies
 //! costs one timeout, not 300 (the `redis` crate's own pipeline reading
-//! waits a full timeout per reply). The first timeout or broken read
+//! waits a full timeout per reply), and one that trickles a byte at a time
+//! cannot stretch it either (a `rediss://` stream too: `tls.rs`). The first timeout or broken read
 //! **drops the connection**: replies still in flight could otherwise be
 //! taken for the answers to later requests, and every later request on it
 //! fails at once with the same error. Connecting is the TCP connect (one
-//! timeout), then one request for the handshake: the TLS handshake, AUTH
-//! and SELECT (a TLS handshake is forced there, so its failures say
-//! "cannot connect").
+//! timeout), then the handshake with one deadline: the TLS handshake of a
+//! `rediss://` target (so its failures say "cannot connect"), then AUTH
+//! and SELECT as one request.
 //!
 //! **A Redis Cluster** (`redis+cluster://`) is the same machinery on one
 //! node at a time, not the crate's `ClusterConnection` (one read timeout
@@ -32,7 +33,7 @@
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use redis::{Client, Cmd, Connection, ConnectionAddr, FromRedisValue, Pipeline, RedisError, Value};
+use redis::{Cmd, ConnectionAddr, FromRedisValue, Pipeline, RedisError, Value};
 
 use super::script::Lua;
 use crate::backend::Target;
@@ -62,72 +63,23 @@ pub struct Conn {
     cap: Option<Instant>,
     /// Why the connection was dropped (a timeout or a broken read), if it was.
     broken: Option<RedisError>,
+    /// `rediss://`: the TLS client configuration (the CA or the system's
+    /// roots), made at the first connect and kept for reconnects.
+    #[cfg(feature = "tls")]
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
-/// A `rediss://` client that trusts the CA in `ca` (PEM) instead of the
-/// system's roots. A CA file that cannot be read or holds no certificate
-/// (garbage, empty, a private key) is a configuration error (exit 12)
-/// naming the variable, not a server failure.
-#[cfg(feature = "tls")]
-fn tls_client(
-    target: &Target,
-    info: redis::ConnectionInfo,
-    ca: &std::path::Path,
-) -> crate::Result<Client> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    let bad = |why: String| Error::Config(format!("FFKIT_BACKEND_CA={}: {why}", ca.display()));
-    let pem = std::fs::read(ca).map_err(|e| bad(crate::error::os_reason(&e)))?;
-    let mut n = 0;
-    for c in CertificateDer::pem_slice_iter(&pem) {
-        c.map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
-        n += 1;
-    }
-    if n == 0 {
-        return Err(bad(
-            "no certificate in it (expected the PEM file of the CA that signed the server's \
-             certificate: -----BEGIN CERTIFICATE-----)"
-                .into(),
-        ));
-    }
-    let certs = redis::TlsCertificates {
-        client_tls: None,
-        root_cert: Some(pem),
-    };
-    Client::build_with_tls(info, certs).map_err(|e| bad(target.scrub(&e.to_string())))
-}
-
-/// Without the `tls` feature no target is TLS (`Target::parse` refuses
-/// `rediss://`), so this is never reached.
-#[cfg(not(feature = "tls"))]
-fn tls_client(
-    target: &Target,
-    _info: redis::ConnectionInfo,
-    _ca: &std::path::Path,
-) -> crate::Result<Client> {
-    Err(Error::Config(format!(
-        "{}: this ffkit was built without TLS",
-        target.label
-    )))
-}
-
-/// A connection's socket. A plain TCP or unix-socket connection is ffkit's
-/// own socket, read through [`Deadline`] and parsed by the `redis` crate's
-/// [`redis::Parser`]: the crate's `Connection` takes a read that a stop
-/// and continue of ffkit cut short (Ctrl-Z and `fg`, SIGSTOP/SIGCONT, a
-/// debugger, a cgroup freeze: on a socket with a receive timeout the
-/// kernel fails it with EINTR, signal(7)) for a lost reply, and fails the
-/// call with "Interrupted system call"; here the read just goes on, within
-/// the same deadline. A `rediss://` connection is the crate's: its TLS
-/// stream (rustls's `complete_io`) makes an interrupted read again itself
-/// (test `rediss_call_stopped_and_continued_while_waiting_goes_on`).
-enum Link {
-    Own(Own),
-    Crate(Connection),
-}
-
-/// ffkit's own socket to the server, and the reply parser (which keeps the
-/// bytes read past a reply for the next).
-struct Own {
+/// A connection: ffkit's own socket (plain TCP, a unix socket, or TLS
+/// over TCP), read through [`Deadline`] and parsed by the `redis` crate's
+/// [`redis::Parser`] (which keeps the bytes read past a reply for the
+/// next). The crate's `Connection` took a read that a stop and continue of
+/// ffkit cut short (Ctrl-Z and `fg`, SIGSTOP/SIGCONT, a debugger, a cgroup
+/// freeze: on a socket with a receive timeout the kernel fails it with
+/// EINTR, signal(7)) for a lost reply, and failed the call with
+/// "Interrupted system call"; here the read just goes on, within the same
+/// deadline. Its TLS stream waited up to a whole timeout per socket read
+/// (`tls.rs`), so a `rediss://` connection is ffkit's own too.
+struct Link {
     stream: Stream,
     parser: redis::Parser,
     /// Whether a request has been answered on it: only then can it have
@@ -135,71 +87,84 @@ struct Own {
     used: bool,
 }
 
-impl Own {
+impl Link {
     /// Whether the server has closed this connection (or sent something
     /// unasked, which leaves the stream untrustworthy too) while it sat
-    /// idle between requests. Asked without waiting.
-    fn closed_by_peer(&self) -> bool {
+    /// idle between requests. Asked without waiting (a TLS connection
+    /// reads what is there: session tickets leave it usable).
+    fn closed_by_peer(&mut self) -> bool {
         use rustix::event::{PollFd, PollFlags, Timespec};
         let fd = match &self.stream {
             Stream::Tcp(s) => s.as_fd(),
             Stream::Unix(s) => s.as_fd(),
+            #[cfg(feature = "tls")]
+            Stream::Tls(t) => t.sock().as_fd(),
         };
         let mut fds = [PollFd::new(&fd, PollFlags::IN | PollFlags::RDHUP)];
         let now = Timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
-        matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+        if !matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(n) if n > 0) {
+            return false;
+        }
+        match &mut self.stream {
+            #[cfg(feature = "tls")]
+            Stream::Tls(t) => t.closed_by_peer(),
+            _ => true,
+        }
     }
 }
 
 enum Stream {
     Tcp(std::net::TcpStream),
     Unix(std::os::unix::net::UnixStream),
+    #[cfg(feature = "tls")]
+    Tls(Box<super::tls::Tls>),
 }
 
 impl Stream {
-    fn set_read_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_read_timeout(d),
-            Stream::Unix(s) => s.set_read_timeout(d),
+    /// One read by `deadline` (a read past it fails as timed out; a read
+    /// cut short by EINTR is made again). A TLS stream may make several
+    /// socket reads for one record, each waiting only the time left.
+    fn read_by(&mut self, buf: &mut [u8], deadline: Instant) -> std::io::Result<usize> {
+        use std::io::Read;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(std::io::Error::from(std::io::ErrorKind::TimedOut));
+            }
+            let r = match self {
+                Stream::Tcp(s) => s.set_read_timeout(Some(left)).and_then(|()| s.read(buf)),
+                Stream::Unix(s) => s.set_read_timeout(Some(left)).and_then(|()| s.read(buf)),
+                #[cfg(feature = "tls")]
+                Stream::Tls(t) => t.read(buf, deadline),
+            };
+            match r {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
         }
     }
 
-    fn set_write_timeout(&self, d: Option<Duration>) -> std::io::Result<()> {
+    /// Sends `packed`, each write waiting at most `by` (a write cut short
+    /// by EINTR is made again).
+    fn write_all_within(&mut self, packed: &[u8], by: Duration) -> std::io::Result<()> {
+        use std::io::Write;
         match self {
-            Stream::Tcp(s) => s.set_write_timeout(d),
-            Stream::Unix(s) => s.set_write_timeout(d),
+            Stream::Tcp(s) => s
+                .set_write_timeout(Some(by))
+                .and_then(|()| s.write_all(packed)),
+            Stream::Unix(s) => s
+                .set_write_timeout(Some(by))
+                .and_then(|()| s.write_all(packed)),
+            #[cfg(feature = "tls")]
+            Stream::Tls(t) => t.write_all(packed, by),
         }
     }
 }
 
-impl std::io::Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl std::io::Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Reads `stream` until `deadline`: each read waits at most the time left
-/// (a read past it fails as timed out), and a read cut short by EINTR is
-/// made again.
+/// Reads `stream` until `deadline` ([`Stream::read_by`]).
 struct Deadline<'a> {
     stream: &'a mut Stream,
     deadline: Instant,
@@ -207,68 +172,30 @@ struct Deadline<'a> {
 
 impl std::io::Read for Deadline<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            let left = self.deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(std::io::Error::from(std::io::ErrorKind::TimedOut));
-            }
-            self.stream.set_read_timeout(Some(left))?;
-            match self.stream.read(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => return r,
-            }
-        }
+        self.stream.read_by(buf, self.deadline)
     }
 }
 
 impl Link {
-    fn own(stream: Stream) -> Link {
-        Link::Own(Own {
+    fn new(stream: Stream) -> Link {
+        Link {
             stream,
             parser: redis::Parser::new(),
             used: false,
-        })
+        }
     }
 
-    /// Sends `packed`, each write waiting at most until `by` (a write cut
-    /// short by EINTR is made again).
+    /// Sends `packed`, each write waiting at most `by`.
     fn send(&mut self, packed: &[u8], by: Duration) -> redis::RedisResult<()> {
-        match self {
-            Link::Own(o) => {
-                use std::io::Write;
-                o.stream.set_write_timeout(Some(by))?;
-                o.stream.write_all(packed)?;
-                Ok(())
-            }
-            Link::Crate(c) => {
-                // A `rediss://` connection shakes hands inside its first
-                // write: rustls reads the server's hello there, and the
-                // crate leaves a connection with no read timeout. A
-                // server that accepts and then says nothing (a plain
-                // port, a black-holing proxy) held that read forever.
-                c.set_read_timeout(Some(by))?;
-                c.set_write_timeout(Some(by))?;
-                c.send_packed_command(packed)
-            }
-        }
+        Ok(self.stream.write_all_within(packed, by)?)
     }
 
     /// The next reply, by `deadline` (a timeout otherwise).
     fn recv(&mut self, deadline: Instant) -> redis::RedisResult<Value> {
-        match self {
-            Link::Own(o) => o.parser.parse_value(Deadline {
-                stream: &mut o.stream,
-                deadline,
-            }),
-            Link::Crate(c) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(timed_out());
-                }
-                c.set_read_timeout(Some(left))?;
-                c.recv_response()
-            }
-        }
+        self.parser.parse_value(Deadline {
+            stream: &mut self.stream,
+            deadline,
+        })
     }
 }
 
@@ -279,39 +206,25 @@ impl Link {
 /// timeouts, and a lease renewal capped at two thirds of the lease could
 /// run past the lease): here a name is resolved once and each address gets
 /// the time left divided by the addresses still to try, so a refused
-/// address hands its share on and the last one gets whatever is left. For
-/// `rediss://` the name must stay the name (the certificate is checked
-/// against it), so the crate connects and each address gets an equal
-/// share. A name that may go to DNS is looked up (for `rediss://`: looked
-/// up and connected) in a helper thread the call waits for until the
-/// deadline ([`super::lookup`]): a resolver that does not answer costs
-/// the call its timeout, not the resolver's own. A unix socket is
-/// connected at once (as the crate does).
-fn tcp_connect(client: &Client, timeout: Duration) -> redis::RedisResult<Link> {
+/// address hands its share on and the last one gets whatever is left. A
+/// name that may go to DNS is looked up in a helper thread the call waits
+/// for until the deadline ([`super::lookup`]): a resolver that does not
+/// answer costs the call its timeout, not the resolver's own. A unix
+/// socket is connected at once (as the crate does). `rediss://` is the
+/// same TCP connect; the TLS handshake follows ([`Conn::connect_with`]).
+fn tcp_connect(addr: &ConnectionAddr, timeout: Duration) -> redis::RedisResult<Stream> {
     let deadline = Instant::now() + timeout;
-    let info = client.get_connection_info();
-    let (host, port) = match info.addr() {
+    let (host, port) = match addr {
         ConnectionAddr::Tcp(h, p) => (h.as_str(), *p),
-        ConnectionAddr::TcpTls { host, port, .. } => {
-            let tls = move |(client, host, port): (Client, String, u16)| {
-                use std::net::ToSocketAddrs;
-                // The crate looks the name up again, here too: in the
-                // helper thread when there is one, so within the deadline.
-                let n = (host.as_str(), port).to_socket_addrs()?.count();
-                let n = u32::try_from(n).unwrap_or(u32::MAX);
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err(timed_out());
-                }
-                client.get_connection_with_timeout(left / n.max(1))
-            };
-            let input = (client.clone(), host.clone(), *port);
-            return super::lookup::within(host, deadline, input, tls).map(Link::Crate);
+        ConnectionAddr::Unix(path) => return unix_connect(path, deadline).map(Stream::Unix),
+        // ffkit's targets are parsed to plain addresses (`Target::tls`
+        // says TLS): nothing else is ever built.
+        _ => {
+            return Err(RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "not a TCP or unix-socket address",
+            )));
         }
-        ConnectionAddr::Unix(path) => {
-            return unix_connect(path, deadline).map(|s| Link::own(Stream::Unix(s)));
-        }
-        _ => return client.get_connection_with_timeout(timeout).map(Link::Crate),
     };
     let addrs = super::lookup::addresses(host, port, deadline)?;
     let n = u32::try_from(addrs.len()).unwrap_or(u32::MAX);
@@ -322,7 +235,7 @@ fn tcp_connect(client: &Client, timeout: Duration) -> redis::RedisResult<Link> {
             return Err(timed_out());
         }
         match std::net::TcpStream::connect_timeout(a, left / (n - i)) {
-            Ok(s) => return Ok(Link::own(Stream::Tcp(s))),
+            Ok(s) => return Ok(Stream::Tcp(s)),
             Err(e) => last = Some(RedisError::from(e)),
         }
     }
@@ -401,6 +314,8 @@ impl Conn {
             area,
             cap,
             broken: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         };
         c.connect()?;
         Ok(c)
@@ -528,11 +443,9 @@ impl Conn {
         }
         self.con = None;
         self.broken = None;
-        // A cluster is never TLS (no CA to load): a plain client. Its
-        // failure is the request's (a timeout says so, a refusal too).
-        let client = Client::open(self.bare_info(Some(&addr)))?;
+        // Its failure is the request's (a timeout says so, a refusal too).
         self.node = Some(addr);
-        self.connect_with(&client)
+        self.connect_with()
     }
 
     /// Connects to the target (`addr`: to that cluster node), with the
@@ -540,45 +453,39 @@ impl Conn {
     /// configuration error (exit 12), the rest "cannot connect".
     fn connect_node(&mut self, addr: Option<ConnectionAddr>) -> crate::Result<()> {
         let what = "cannot connect";
-        let bare = self.bare_info(addr.as_ref());
-        let client = match &self.target.ca {
-            Some(ca) if self.target.is_tls() => tls_client(&self.target, bare, ca)?,
-            _ => Client::open(bare).map_err(|e| self.fail(what, &e))?,
-        };
+        #[cfg(feature = "tls")]
+        if self.target.is_tls() && self.tls.is_none() {
+            self.tls = Some(super::tls::config(&self.target, |e| self.fail(what, e))?);
+        }
         self.node = addr;
-        self.connect_with(&client).map_err(|e| self.fail(what, &e))
+        self.connect_with().map_err(|e| self.fail(what, &e))
     }
 
-    /// The target's address (or `addr`) without the credentials and the
-    /// database: those go in the handshake request ([`Conn::connect_with`]).
-    fn bare_info(&self, addr: Option<&ConnectionAddr>) -> redis::ConnectionInfo {
-        let bare = self
-            .target
-            .info
+    /// The address connected to: the cluster node, else the target's.
+    fn addr(&self) -> ConnectionAddr {
+        self.node
             .clone()
-            .set_redis_settings(redis::RedisConnectionInfo::default().set_skip_set_lib_name());
-        match addr {
-            Some(a) => bare.set_addr(a.clone()),
-            None => bare,
-        }
+            .unwrap_or_else(|| self.target.info.addr().clone())
     }
 
     /// The TCP connect (one timeout, within the cap), then the handshake
-    /// as one request with one deadline.
-    fn connect_with(&mut self, client: &Client) -> redis::RedisResult<()> {
-        let timeout = match self.cap {
-            Some(cap) => self
-                .timeout
-                .min(cap.saturating_duration_since(Instant::now())),
-            None => self.timeout,
-        };
+    /// as one request with one deadline: the TLS handshake of a
+    /// `rediss://` target, and AUTH and SELECT.
+    fn connect_with(&mut self) -> redis::RedisResult<()> {
+        let capped = |d: Instant| self.cap.map_or(d, |c| c.min(d));
+        let timeout =
+            capped(Instant::now() + self.timeout).saturating_duration_since(Instant::now());
         if timeout.is_zero() {
             return Err(timed_out());
         }
-        self.con = Some(tcp_connect(client, timeout)?);
+        let addr = self.addr();
+        let stream = tcp_connect(&addr, timeout)?;
+        let deadline = capped(Instant::now() + self.timeout);
+        let stream = self.secure(stream, &addr, deadline)?;
+        self.con = Some(Link::new(stream));
         // The `redis` crate would send AUTH and SELECT one by one, each
         // with the time left: they go below as one request instead, with
-        // one deadline.
+        // the handshake's deadline.
         let settings = self.target.info.redis_settings();
         let mut setup = redis::pipe();
         if let Some(pw) = settings.password() {
@@ -591,17 +498,53 @@ impl Conn {
         if settings.db() != 0 {
             setup.cmd("SELECT").arg(settings.db());
         }
-        if setup.is_empty() && self.target.is_tls() {
-            // rustls shakes hands on the first write: make that happen
-            // here, so a certificate that does not verify is "cannot
-            // connect", not a failure of whatever came first.
-            setup.cmd("PING");
-        }
         if !setup.is_empty() {
-            // On this node, whatever its slots.
-            self.pipe_values(Route::Here, &setup)?;
+            // On this node, whatever its slots, by the handshake's deadline.
+            let cap = self.cap.replace(deadline);
+            let r = self.pipe_values(Route::Here, &setup);
+            self.cap = cap;
+            r?;
         }
         Ok(())
+    }
+
+    /// A `rediss://` target's TLS handshake on `stream`, by `deadline` (a
+    /// certificate that does not verify is "cannot connect", never the
+    /// failure of whatever came first); other streams as they are. A TLS
+    /// target is never spoken to in the clear: without its configuration
+    /// (made by [`Conn::connect_node`]) the connect fails.
+    #[cfg(feature = "tls")]
+    fn secure(
+        &self,
+        stream: Stream,
+        addr: &ConnectionAddr,
+        deadline: Instant,
+    ) -> redis::RedisResult<Stream> {
+        if !self.target.is_tls() {
+            return Ok(stream);
+        }
+        match (&self.tls, stream, addr) {
+            (Some(config), Stream::Tcp(sock), ConnectionAddr::Tcp(host, _)) => {
+                let t = super::tls::Tls::connect(config, host, sock, deadline)?;
+                Ok(Stream::Tls(Box::new(t)))
+            }
+            _ => Err(RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "a rediss:// target without its TLS configuration",
+            ))),
+        }
+    }
+
+    /// Without the `tls` feature no target is TLS (`Target::parse` refuses
+    /// `rediss://`).
+    #[cfg(not(feature = "tls"))]
+    fn secure(
+        &self,
+        stream: Stream,
+        _addr: &ConnectionAddr,
+        _deadline: Instant,
+    ) -> redis::RedisResult<Stream> {
+        Ok(stream)
     }
 
     /// Bounds every later request's deadline by `cap` (`None`: no bound
@@ -655,10 +598,13 @@ impl Conn {
         // after a command left the lock held until its lease lapsed, and
         // cache-run's store failed. Such a close is seen before sending,
         // so nothing was sent and connecting again is safe.
-        if matches!(&self.con, Some(Link::Own(o)) if o.used && o.closed_by_peer()) {
+        if self
+            .con
+            .as_mut()
+            .is_some_and(|l| l.used && l.closed_by_peer())
+        {
             self.con = None;
-            let client = Client::open(self.bare_info(self.node.clone().as_ref()))?;
-            self.connect_with(&client)?;
+            self.connect_with()?;
         }
         let r = match route {
             Route::Here => self.exchange(packed, replies, extra, meanwhile),
@@ -716,9 +662,7 @@ impl Conn {
                 v => out.push(v),
             }
         }
-        if let Link::Own(o) = con {
-            o.used = true;
-        }
+        con.used = true;
         Ok(out)
     }
 

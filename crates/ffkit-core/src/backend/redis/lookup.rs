@@ -7,8 +7,8 @@
 //! DNS is looked up in a helper thread, and the call waits for it only
 //! until its deadline; past it, the call fails as an unreachable server
 //! does ("cannot connect: timed out …") and the thread is abandoned (it
-//! owns only copies of the name and the client, and sends into a channel
-//! nobody reads; the process's exit ends it). A lookup that answers in time
+//! owns only a copy of the name, and leaves its answer in a slot nobody
+//! reads; the process's exit ends it). A lookup that answers in time
 //! is joined, so no thread outlives a successful connect (a named lock's
 //! holder is a fork of the call).
 //!
@@ -30,17 +30,6 @@ pub(super) const TIMED_OUT: &str = "looking up the host name timed out";
 
 fn timed_out() -> RedisError {
     RedisError::from(std::io::Error::new(std::io::ErrorKind::TimedOut, TIMED_OUT))
-}
-
-/// Whether looking `host` up may ask a resolver that might not answer: not
-/// an IP address, and not a name the C library finds in `/etc/hosts`
-/// first. glibc compares the names there without case; musl compares them
-/// byte for byte, so in the musl build a name spelled otherwise than
-/// `/etc/hosts` spells it goes on to DNS ([`addresses`] looks up the
-/// file's spelling instead).
-fn may_stall(host: &str) -> bool {
-    host.parse::<IpAddr>().is_err()
-        && !in_hosts_file(host).is_some_and(|spelled| !cfg!(target_env = "musl") || spelled == host)
 }
 
 /// The addresses of `host:port`, by `deadline`. A name `/etc/hosts` holds
@@ -65,25 +54,14 @@ pub(super) fn addresses(host: &str, port: u16, deadline: Instant) -> RedisResult
     bounded(stall, deadline, name, resolve)
 }
 
-/// Runs `work(input)` (the lookup of `host`, and what needs its answer)
-/// by `deadline`: here where no resolver can be asked ([`may_stall`]),
-/// else in a helper thread it waits for until `deadline`. If no thread can
-/// be started (out of processes or memory), `work` runs here, unbounded,
-/// as before.
-/// The answer comes back through a slot and a condition variable, and the
-/// thread runs a boxed job: one instantiation of the thread machinery for
-/// every caller (each is relocated at every start-up, lookup or not:
-/// `mpsc` and a generic spawn cost the debug binary ~250 relocations).
-pub(super) fn within<I, T, F>(host: &str, deadline: Instant, input: I, work: F) -> RedisResult<T>
-where
-    I: Clone + Send + 'static,
-    T: Send + 'static,
-    F: FnOnce(I) -> RedisResult<T> + Clone + Send + 'static,
-{
-    bounded(may_stall(host), deadline, input, work)
-}
-
-/// [`within`], told whether the lookup may stall.
+/// Runs `work(input)` (the lookup, and what needs its answer) by
+/// `deadline`: here if it cannot stall (no resolver can be asked), else in
+/// a helper thread it waits for until `deadline`. If no thread can be
+/// started (out of processes or memory), `work` runs here, unbounded, as
+/// before. The answer comes back through a slot and a condition variable,
+/// and the thread runs a boxed job: one instantiation of the thread
+/// machinery (each is relocated at every start-up, lookup or not: `mpsc`
+/// and a generic spawn cost the debug binary ~250 relocations).
 fn bounded<I, T, F>(stall: bool, deadline: Instant, input: I, work: F) -> RedisResult<T>
 where
     I: Clone + Send + 'static,
@@ -144,17 +122,6 @@ fn spawn(job: Box<dyn FnOnce() + Send>) -> std::io::Result<std::thread::JoinHand
     std::thread::Builder::new()
         .name("ffkit-lookup".into())
         .spawn(job)
-}
-
-/// How `/etc/hosts` spells `host`, if glibc answers `host` from that file
-/// without asking anything else: a line of `/etc/hosts` names it (names
-/// compare without case, as glibc's do), and `hosts:` in
-/// `/etc/nsswitch.conf` starts with `files`. Eight system calls (each
-/// file: open, two reads, close), about half what the helper thread costs
-/// (BENCHMARKS.md).
-fn in_hosts_file(host: &str) -> Option<String> {
-    let spelled = hosts_file_spelling(host)?;
-    files_first_here().then_some(spelled)
 }
 
 /// How `/etc/hosts` spells `host`, if a line of it names it (without case).
@@ -238,11 +205,5 @@ mod tests {
         assert_eq!(names("old"), None);
         assert_eq!(names("127.0.0.1"), None);
         assert_eq!(names("cache.internal."), None);
-    }
-
-    #[test]
-    fn an_address_never_stalls() {
-        assert!(!may_stall("127.0.0.1"));
-        assert!(!may_stall("::1"));
     }
 }

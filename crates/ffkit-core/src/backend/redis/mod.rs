@@ -3,7 +3,8 @@
 //! holds leased locks with fencing tokens; [`cache`] keeps entries whose
 //! total size Lua scripts keep exact. The Lua scripts live beside this file
 //! in `lua/` and are embedded at build time, with their SHA-1 ([`script`]);
-//! `signals` relays the signals command mode forwards to its command.
+//! `signals` relays the signals command mode forwards to its command;
+//! `tls` is `rediss://`'s stream (feature `tls`).
 //! [`driver`] is the only door in: the [`crate::backend::remote::Driver`]
 //! the binary installs.
 
@@ -17,3 +18,5 @@ pub mod lock;
 mod lookup;
 pub mod script;
 mod signals;
+#[cfg(feature = "tls")]
+mod tls;

@@ -1,0 +1,293 @@
+//! `rediss://`: TLS (rustls on the ring provider, 1.2 and 1.3) over
+//! ffkit's own TCP socket, with every socket read and write bounded by the
+//! request's deadline.
+//!
+//! The `redis` crate's TLS stream set the socket's read timeout once per
+//! request, and rustls's `complete_io` then made as many socket reads as it
+//! took: each could wait that whole timeout afresh, so a server or proxy
+//! that trickled one byte just under every timeout held a call about one
+//! timeout per byte (a lease renewal past its cap, a lock lapsing while
+//! its command ran). Here rustls is driven by hand, one socket read or
+//! write at a time, each waiting at most the time left to the deadline
+//! ([`Within`]): whatever the server sends, and however slowly, the
+//! handshake and every reply end by their deadline (test
+//! `redis_tls::rediss_a_trickling_server_fails_within_the_timeout`).
+
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::RedisError;
+use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
+
+use crate::backend::Target;
+use crate::error::Error;
+
+/// The client configuration of a `rediss://` target: the server's
+/// certificate is checked against `FFKIT_BACKEND_CA` (a PEM file) or, when
+/// that is unset, the system's roots. A CA file that cannot be read or
+/// holds no certificate (garbage, empty, a private key) is a configuration
+/// error (exit 12) naming the variable, not a server failure; system roots
+/// that cannot be read at all are the connection's failure, `fail`'s.
+pub(super) fn config(
+    target: &Target,
+    fail: impl Fn(&RedisError) -> Error,
+) -> crate::Result<Arc<ClientConfig>> {
+    let mut roots = RootCertStore::empty();
+    match &target.ca {
+        Some(ca) => {
+            let bad =
+                |why: String| Error::Config(format!("FFKIT_BACKEND_CA={}: {why}", ca.display()));
+            let pem = std::fs::read(ca).map_err(|e| bad(crate::error::os_reason(&e)))?;
+            for c in CertificateDer::pem_slice_iter(&pem) {
+                let c = c.map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
+                roots
+                    .add(c)
+                    .map_err(|e| bad(format!("not a CA certificate: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(bad(
+                    "no certificate in it (expected the PEM file of the CA that signed the \
+                     server's certificate: -----BEGIN CERTIFICATE-----)"
+                        .into(),
+                ));
+            }
+        }
+        None => {
+            // `SSL_CERT_FILE` / `SSL_CERT_DIR`, else the usual `/etc/ssl`
+            // places. A file among them that does not parse is skipped;
+            // none at all fails the connect with the reason (a handshake
+            // would only say `UnknownIssuer`).
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty()
+                && let Some(e) = found.errors.into_iter().next()
+            {
+                return Err(fail(&RedisError::from(io::Error::other(format!(
+                    "the system's CA certificates cannot be read ({e}); name the server's CA \
+                     in FFKIT_BACKEND_CA"
+                )))));
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(&RedisError::from(io::Error::other(e))))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// A TLS connection: rustls's state and the socket under it.
+pub(super) struct Tls {
+    conn: ClientConnection,
+    sock: TcpStream,
+}
+
+/// The socket, each read and write waiting at most the time left to
+/// `deadline` (then `TimedOut`), and made again when a stop and continue
+/// of ffkit cut it short (EINTR, signal(7)).
+struct Within<'a> {
+    sock: &'a TcpStream,
+    deadline: Instant,
+}
+
+impl Within<'_> {
+    fn left(&self) -> io::Result<Duration> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::from(io::ErrorKind::TimedOut));
+        }
+        Ok(left)
+    }
+}
+
+/// A receive or send timeout ends the wait with EAGAIN, which says
+/// `WouldBlock`: here it is the deadline's, a timeout.
+fn timed_out_if_blocked(e: io::Error) -> io::Error {
+    if e.kind() == io::ErrorKind::WouldBlock {
+        io::Error::from(io::ErrorKind::TimedOut)
+    } else {
+        e
+    }
+}
+
+impl Read for Within<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            self.sock.set_read_timeout(Some(self.left()?))?;
+            match (&mut &*self.sock).read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r.map_err(timed_out_if_blocked),
+            }
+        }
+    }
+}
+
+impl Write for Within<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        loop {
+            self.sock.set_write_timeout(Some(self.left()?))?;
+            match (&mut &*self.sock).write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r.map_err(timed_out_if_blocked),
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Tls {
+    /// The TLS handshake with `host` (SNI, and the name the certificate
+    /// must match) on `sock`, by `deadline`.
+    pub(super) fn connect(
+        config: &Arc<ClientConfig>,
+        host: &str,
+        sock: TcpStream,
+        deadline: Instant,
+    ) -> io::Result<Tls> {
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let conn = ClientConnection::new(Arc::clone(config), name)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let mut t = Tls { conn, sock };
+        while t.conn.is_handshaking() {
+            t.flush(deadline)?;
+            if !t.conn.wants_read() {
+                // Handshaking, nothing to send and nothing awaited:
+                // rustls never leaves a handshake so, but a loop here
+                // would spin.
+                return Err(io::Error::other("the TLS handshake stalled"));
+            }
+            if t.fill(deadline)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection during the TLS handshake",
+                ));
+            }
+        }
+        // The client's last flight (its Finished).
+        t.flush(deadline)?;
+        Ok(t)
+    }
+
+    /// The socket (for the idle check's `poll`).
+    pub(super) fn sock(&self) -> &TcpStream {
+        &self.sock
+    }
+
+    /// Sends what rustls holds for the server, by `deadline`.
+    fn flush(&mut self, deadline: Instant) -> io::Result<()> {
+        while self.conn.wants_write() {
+            let mut io = Within {
+                sock: &self.sock,
+                deadline,
+            };
+            if self.conn.write_tls(&mut io)? == 0 {
+                return Err(io::Error::from(io::ErrorKind::WriteZero));
+            }
+        }
+        Ok(())
+    }
+
+    /// One socket read into rustls, by `deadline`, and its records
+    /// processed: the bytes read (0: the server closed the socket).
+    fn fill(&mut self, deadline: Instant) -> io::Result<usize> {
+        let mut io = Within {
+            sock: &self.sock,
+            deadline,
+        };
+        let n = self.conn.read_tls(&mut io)?;
+        if let Err(e) = self.conn.process_new_packets() {
+            // The alert telling the server why, if it can be sent at once.
+            let _ = self.flush(deadline);
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        Ok(n)
+    }
+
+    /// Reads plaintext into `buf` by `deadline`: what rustls has already
+    /// decrypted, else as many socket reads as a whole record takes, each
+    /// waiting only the time left. `Ok(0)`: the server closed the
+    /// connection cleanly (close_notify); a bare EOF is `UnexpectedEof`.
+    pub(super) fn read(&mut self, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+        loop {
+            match self.conn.reader().read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return r,
+            }
+            // Anything rustls owes the server first (a key update's answer).
+            self.flush(deadline)?;
+            self.fill(deadline)?;
+        }
+    }
+
+    /// Sends `data`, each socket write waiting at most `by` (progress or
+    /// fail within it: a large value is the call's own work, as on a plain
+    /// socket).
+    pub(super) fn write_all(&mut self, mut data: &[u8], by: Duration) -> io::Result<()> {
+        loop {
+            while self.conn.wants_write() {
+                let mut io = Within {
+                    sock: &self.sock,
+                    deadline: Instant::now() + by,
+                };
+                if self.conn.write_tls(&mut io)? == 0 {
+                    return Err(io::Error::from(io::ErrorKind::WriteZero));
+                }
+            }
+            if data.is_empty() {
+                return Ok(());
+            }
+            // Encrypted into rustls's buffer up to its limit; the rest
+            // after that much is sent.
+            let n = self.conn.writer().write(data)?;
+            if n == 0 && !self.conn.wants_write() {
+                return Err(io::Error::from(io::ErrorKind::WriteZero));
+            }
+            data = &data[n..];
+        }
+    }
+
+    /// Whether the server closed this idle connection or sent something
+    /// unasked, once `poll` said the socket is readable: what is there is
+    /// read without waiting and processed. Session tickets and key
+    /// updates (TLS 1.3 sends tickets after the handshake) are
+    /// housekeeping and leave it usable; an EOF, a close_notify, an alert,
+    /// or a plaintext byte do not.
+    pub(super) fn closed_by_peer(&mut self) -> bool {
+        loop {
+            match self.conn.read_tls(&mut NoWait(&self.sock)) {
+                Ok(0) => return true,
+                Ok(_) => match self.conn.process_new_packets() {
+                    Ok(s) if s.peer_has_closed() || s.plaintext_bytes_to_read() > 0 => {
+                        return true;
+                    }
+                    Ok(_) => {}
+                    Err(_) => return true,
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return true,
+            }
+        }
+    }
+}
+
+/// The socket read without waiting (`MSG_DONTWAIT`): `WouldBlock` when
+/// nothing is there.
+struct NoWait<'a>(&'a TcpStream);
+
+impl Read for NoWait<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        rustix::net::recv(self.0, buf, rustix::net::RecvFlags::DONTWAIT)
+            .map(|(n, _)| n)
+            .map_err(io::Error::from)
+    }
+}

@@ -779,6 +779,47 @@ fn a_run_that_cannot_be_stored_still_prints_and_exits_with_the_commands_status()
     assert_exact(&w);
 }
 
+/// Attack finding: `--key-stdin` on a cache dir whose disk is full failed
+/// the call with exit 8 (`cannot write the spool of standard input: No
+/// space left on device`) and never ran the command, where every other
+/// store failure runs it uncached. Now the spool moves to memory, the
+/// command runs and is fed the whole input, and the call exits with its
+/// status and one `not cached` line. The `--json` report of such a run
+/// counted 0 bytes of output (the counts came from the recording, which an
+/// uncached run does not keep); it counts what the command printed.
+#[test]
+fn key_stdin_on_a_full_cache_disk_still_runs_the_command_fed_the_whole_input() {
+    let w = World::new();
+    let Some(_m) = Tmpfs::mount(&w.cache(), "64k") else {
+        return skip("cannot mount a tmpfs (needs root): full-spool test not run");
+    };
+    let input: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let script = "echo run >> runs; cksum; echo e >&2; exit 3";
+    let want = run_with_stdin(&mut Command::new("cksum"), &input).stdout;
+    for n in 1..=2 {
+        let o = run_with_stdin(&mut run(&w, &["--key-stdin"], script), &input);
+        assert_eq!(o.status.code(), Some(3), "{}", stderr_of(&o));
+        assert_eq!(o.stdout, want, "the command read the whole input");
+        let err = stderr_of(&o);
+        assert!(err.starts_with("e\n"), "{err}");
+        assert!(
+            err.lines().filter(|l| l.contains("not cached")).count() == 1
+                && err.lines().count() == 2,
+            "{err}"
+        );
+        assert_eq!(runs(&w), n);
+    }
+    let o = run_with_stdin(&mut run(&w, &["--key-stdin", "--json"], script), &input);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let j = json(&o.stdout);
+    assert_eq!(
+        (j["stored"].clone(), j["status"].clone()),
+        (false.into(), 3.into())
+    );
+    assert_eq!(j["stdout_bytes"], want.len() as u64, "{j}");
+    assert_eq!(j["stderr_bytes"], 2, "{j}");
+}
+
 #[test]
 fn a_miss_whose_output_file_fills_up_fails_with_exit_8() {
     let w = World::new();

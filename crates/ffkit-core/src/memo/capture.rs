@@ -435,6 +435,7 @@ fn drain<R: Read>(
             Ok(0) => return Ok(false),
             Ok(n) => {
                 *recorded += n as u64;
+                rec.seen[s.index()] += n as u64;
                 if *recorded > limit && !rec.overflowed {
                     rec.overflowed = true;
                     rec.chunks = Vec::new();

@@ -87,12 +87,16 @@ impl Spool {
     /// Copies `r` to end of file into an unnamed temp file in `dir` (on
     /// Redis, `None`: an anonymous memory file, as the value is sent whole
     /// from memory anyway), hashing it on the way.
+    /// A spool in `dir` that cannot be written to its end (a full disk, a
+    /// quota) moves to memory, as one that cannot be made there does: the
+    /// cache is an optimisation, so its disk filling up must not keep the
+    /// command from running (its entry then fails to store, one line).
     pub fn read(r: &mut dyn Read, dir: Option<&Path>) -> Result<Spool> {
-        let file = match dir {
+        let mut file = match dir {
             Some(d) => temp_file(d)?,
             None => memory_file()?,
         };
-        let info = copy_hashed(r, Some(&file))?;
+        let info = copy_hashed(r, Some((&mut file, dir.is_some())))?;
         Ok(Spool { file, info })
     }
 
@@ -103,7 +107,10 @@ impl Spool {
     }
 }
 
-fn copy_hashed(r: &mut dyn Read, to: Option<&File>) -> Result<StdinInfo> {
+/// Copies `r` into `to`'s file (when given) while hashing it. `to`'s flag:
+/// the file is on disk and may move to memory when a write to it fails
+/// ([`to_memory`]).
+fn copy_hashed(r: &mut dyn Read, mut to: Option<(&mut File, bool)>) -> Result<StdinInfo> {
     let mut h = blake3::Hasher::new();
     let mut len = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
@@ -115,9 +122,17 @@ fn copy_hashed(r: &mut dyn Read, to: Option<&File>) -> Result<StdinInfo> {
             Err(e) => return Err(Error::io("cannot read", "standard input", e)),
         };
         h.update(&buf[..n]);
-        if let Some(f) = to {
-            f.write_all_at(&buf[..n], len)
-                .map_err(|e| Error::io("cannot write", "the spool of standard input", e))?;
+        if let Some((f, on_disk)) = to.as_mut() {
+            if let Err(e) = f.write_all_at(&buf[..n], len) {
+                let moved = if *on_disk { to_memory(f, len) } else { None };
+                let Some(mem) = moved else {
+                    return Err(Error::io("cannot write", "the spool of standard input", e));
+                };
+                **f = mem;
+                *on_disk = false;
+                f.write_all_at(&buf[..n], len)
+                    .map_err(|e| Error::io("cannot write", "the spool of standard input", e))?;
+            }
         }
         len += n as u64;
     }
@@ -125,6 +140,26 @@ fn copy_hashed(r: &mut dyn Read, to: Option<&File>) -> Result<StdinInfo> {
         len,
         hash: *h.finalize().as_bytes(),
     })
+}
+
+/// A memory file holding the first `len` bytes of `disk`, the part of a
+/// spool written before a write to it failed; `None` if it cannot be made.
+fn to_memory(disk: &File, len: u64) -> Option<File> {
+    let mem = memory_file().ok()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut off = 0u64;
+    while off < len {
+        let want = buf.len().min((len - off) as usize);
+        let n = match disk.read_at(&mut buf[..want], off) {
+            Ok(0) => return None,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        };
+        mem.write_all_at(&buf[..n], off).ok()?;
+        off += n as u64;
+    }
+    Some(mem)
 }
 
 fn memory_file() -> Result<File> {
@@ -832,12 +867,9 @@ fn finish(mut o: Outcome, rec: &Recording, delivery: Delivery) -> Result<Outcome
     o.status = Some(rec.status);
     o.ran_at = Some(rec.ran_at);
     o.duration_ms = Some(rec.duration_ms);
-    for (s, b) in &rec.chunks {
-        match s {
-            record::Stream::Stdout => o.stdout_bytes += b.len() as u64,
-            record::Stream::Stderr => o.stderr_bytes += b.len() as u64,
-        }
-    }
+    // What the command printed, also when it was not recorded (past the
+    // limit, or a run that is not stored).
+    [o.stdout_bytes, o.stderr_bytes] = rec.seen;
     Ok(o)
 }
 

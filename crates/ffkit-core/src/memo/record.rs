@@ -112,6 +112,9 @@ pub struct Recording {
     /// A reader of the caller's output went away and the command's pipe was
     /// closed: the output may be cut short, so it is never stored.
     pub cut: bool,
+    /// Bytes the command printed on stdout and stderr, recorded or not (a
+    /// run past the limit, or one that is not stored: `--json`'s counts).
+    pub seen: [u64; 2],
 }
 
 /// The stdin stored in an entry: its length and BLAKE3 hash (the bytes

@@ -1088,6 +1088,55 @@ fn a_miss_whose_reader_goes_away_stops_the_command_and_stores_nothing() {
     assert_exact(&w);
 }
 
+/// Attack finding: a miss held its output twice while it stored it (the
+/// recording, then the value's body built from it as one more buffer), so
+/// 64 MiB of output took ffkit past 128 MiB, and a miss near the 256 MiB
+/// limit whose reader stalled over 600 MiB with the pass-through's queue.
+/// The body is now read from the recording as it is written: the miss
+/// holds the output once (the queue to a reader that keeps up stays small).
+#[test]
+fn a_miss_holds_its_output_once_while_it_stores_it() {
+    let w = World::new();
+    if !Path::new("/usr/bin/time").exists() {
+        return skip("/usr/bin/time not installed: a miss's peak memory was not measured");
+    }
+    let report = w.path().join("peak");
+    let mut c = Command::new("/usr/bin/time");
+    w.isolate(&mut c);
+    c.env("FFKIT_CACHE_DIR", w.cache())
+        .args(["-f", "%M", "-o"])
+        .arg(&report)
+        .args([
+            "sh",
+            "-c",
+            r#"exec "$0" cache-run -- sh -c "$1" >/dev/null"#,
+        ])
+        .arg(bin())
+        .arg("head -c 33554432 /dev/zero; echo e >&2");
+    let o = output_within(c, "a 32 MiB miss under /usr/bin/time");
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let kib = parse_u64(&fs::read(&report).unwrap());
+    assert!(
+        kib < 60 << 10,
+        "ffkit's peak: {kib} KiB for a 32 MiB output"
+    );
+    // Stored whole, framed (stdout and stderr): the hit replays it.
+    let mut c = w.cmd("cache-run");
+    c.args([
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "head -c 33554432 /dev/zero; echo e >&2",
+    ]);
+    let j = json(&c.output().unwrap().stdout);
+    assert_eq!(j["source"], "hit", "{j}");
+    assert_eq!(
+        (j["stdout_bytes"].clone(), j["stderr_bytes"].clone()),
+        ((32u64 << 20).into(), 2.into())
+    );
+}
+
 #[test]
 fn a_stalled_reader_of_the_miss_blocks_nobody_else() {
     let w = World::new();

@@ -122,17 +122,17 @@ fn copy_hashed(r: &mut dyn Read, mut to: Option<(&mut File, bool)>) -> Result<St
             Err(e) => return Err(Error::io("cannot read", "standard input", e)),
         };
         h.update(&buf[..n]);
-        if let Some((f, on_disk)) = to.as_mut() {
-            if let Err(e) = f.write_all_at(&buf[..n], len) {
-                let moved = if *on_disk { to_memory(f, len) } else { None };
-                let Some(mem) = moved else {
-                    return Err(Error::io("cannot write", "the spool of standard input", e));
-                };
-                **f = mem;
-                *on_disk = false;
-                f.write_all_at(&buf[..n], len)
-                    .map_err(|e| Error::io("cannot write", "the spool of standard input", e))?;
-            }
+        if let Some((f, on_disk)) = to.as_mut()
+            && let Err(e) = f.write_all_at(&buf[..n], len)
+        {
+            let moved = if *on_disk { to_memory(f, len) } else { None };
+            let Some(mem) = moved else {
+                return Err(Error::io("cannot write", "the spool of standard input", e));
+            };
+            **f = mem;
+            *on_disk = false;
+            f.write_all_at(&buf[..n], len)
+                .map_err(|e| Error::io("cannot write", "the spool of standard input", e))?;
         }
         len += n as u64;
     }
@@ -670,13 +670,13 @@ impl<'a> Memo<'a> {
             (Store::Local(c), false) => Some(output::store(c, &self.outputs.paths)?),
             _ => None,
         };
-        let (head, body) = rec.encode_parts(
+        let (head, mut body) = rec.encode_parts(
             id,
             fed.info(),
             merged,
             outputs.as_ref().map(|o| o.manifest.clone()),
         );
-        let mut value = head.as_slice().chain(fed.reader()).chain(body.as_slice());
+        let mut value = head.as_slice().chain(fed.reader()).chain(&mut body);
         if discard {
             self.store.put_failure(&self.key, &mut value);
             return Ok(false);

@@ -148,23 +148,30 @@ impl Recording {
     }
 
     /// The value file's parts for recording `id`: the header line, then
-    /// (the caller puts the stdin described by `stdin` here) the output.
+    /// (the caller puts the stdin described by `stdin` here) the output,
+    /// read from the recording as it is written: a second copy of an
+    /// output of up to 256 MiB is never made.
     pub fn encode_parts(
         &self,
         id: u64,
         stdin: Option<StdinInfo>,
         merged: bool,
         outputs: Option<String>,
-    ) -> (Vec<u8>, Vec<u8>) {
+    ) -> (Vec<u8>, Body<'_>) {
         let stderr = self.total(Stream::Stderr);
         let plain = stderr == 0;
-        let mut body = Vec::new();
+        let body = Body {
+            rec: self,
+            plain,
+            chunk: 0,
+            pos: 0,
+        };
+        let mut hasher = blake3::Hasher::new();
         for (s, b) in &self.chunks {
             if !plain {
-                body.push(s.tag());
-                body.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                hasher.update(&frame(*s, b));
             }
-            body.extend_from_slice(b);
+            hasher.update(b);
         }
         let h = Header {
             ffkit_run: VERSION,
@@ -178,7 +185,7 @@ impl Recording {
             stderr,
             chunks: if plain { 0 } else { self.chunks.len() as u64 },
             merged,
-            hash: blake3::hash(&body).to_hex().to_string(),
+            hash: hasher.finalize().to_hex().to_string(),
             stdin_hash: stdin.map_or_else(String::new, |s| {
                 blake3::Hash::from_bytes(s.hash).to_hex().to_string()
             }),
@@ -195,10 +202,54 @@ impl Recording {
             len: s.len() as u64,
             hash: *blake3::hash(s).as_bytes(),
         });
-        let (mut v, body) = self.encode_parts(id, info, merged, None);
+        let (mut v, mut body) = self.encode_parts(id, info, merged, None);
         v.extend_from_slice(stdin.unwrap_or_default());
-        v.extend_from_slice(&body);
+        // Reading from memory cannot fail.
+        let _ = body.read_to_end(&mut v);
         v
+    }
+}
+
+/// A chunk's frame: its tag and its length (u32 LE).
+fn frame(s: Stream, b: &[u8]) -> [u8; 5] {
+    let n = (b.len() as u32).to_le_bytes();
+    [s.tag(), n[0], n[1], n[2], n[3]]
+}
+
+/// The output part of a value, read from its [`Recording`]: each chunk's
+/// bytes, framed unless the output is plain (stdout only).
+pub struct Body<'a> {
+    rec: &'a Recording,
+    plain: bool,
+    /// The chunk being read, and the offset in it, its frame included.
+    chunk: usize,
+    pos: usize,
+}
+
+impl Read for Body<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some((s, b)) = self.rec.chunks.get(self.chunk) {
+            let head = if self.plain { 0 } else { 5 };
+            let n = if self.pos < head {
+                let f = frame(*s, b);
+                let n = buf.len().min(head - self.pos);
+                buf[..n].copy_from_slice(&f[self.pos..self.pos + n]);
+                n
+            } else {
+                let rest = &b[self.pos - head..];
+                let n = buf.len().min(rest.len());
+                buf[..n].copy_from_slice(&rest[..n]);
+                n
+            };
+            if n == 0 && !buf.is_empty() {
+                self.chunk += 1;
+                self.pos = 0;
+                continue;
+            }
+            self.pos += n;
+            return Ok(n);
+        }
+        Ok(0)
     }
 }
 

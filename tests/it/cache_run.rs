@@ -910,6 +910,35 @@ fn run_dir_files(w: &World) -> Vec<String> {
     v
 }
 
+/// Attack finding: a `--discard-failures` run hands its failure to its
+/// waiters through a temp file in `.cache-run/` (`.tmp-PID-N`, renamed to
+/// `<hash>.failed`); a process killed while writing it (Ctrl-C, SIGKILL,
+/// the OOM killer, after a failing command printed up to 256 MiB) left the
+/// temp there for good: not counted (a dot-dir), and no eviction removed
+/// it, where the temps of the cache dir itself and of `.store/` go with
+/// the next eviction once their writer is dead. Now those of `.cache-run/`
+/// do too; a live writer's temp stays.
+#[test]
+fn an_eviction_removes_a_dead_writers_temp_in_the_cache_run_dir() {
+    let w = World::new();
+    run(&w, &[], "true").assert().success();
+    let dir = w.cache().join(".cache-run");
+    // A pid that is gone (a child of ours, reaped), and one alive (ours).
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let mut alive = Command::new("sleep").arg("300").spawn().unwrap();
+    let dead_tmp = dir.join(format!(".tmp-{dead}-0"));
+    let live_tmp = dir.join(format!(".tmp-{}-0", alive.id()));
+    fs::write(&dead_tmp, vec![0u8; 4096]).unwrap();
+    fs::write(&live_tmp, b"in flight").unwrap();
+    w.cmd("cache-evict").arg("--all").assert().success();
+    let _ = alive.kill();
+    let _ = alive.wait();
+    assert!(!dead_tmp.exists(), "a dead writer's temp is removed");
+    assert!(live_tmp.exists(), "a live writer's temp stays");
+}
+
 #[test]
 fn eviction_and_invalidate_leave_no_cache_run_files_but_a_running_miss_keeps_its_lock() {
     let w = World::new();

@@ -1079,6 +1079,35 @@ fn a_miss_that_cannot_write_its_output_fails_with_exit_8_like_the_hit() {
     assert_exact(&w);
 }
 
+/// Attack finding: a hit stopped replaying both streams at the first
+/// failed write to one: with stdout's reader gone (`… | head -1`) or stdout
+/// on a full disk, the stored stderr (a warning, `done`) was never shown,
+/// where the miss passes stderr on to the end (it stops only the stream
+/// that failed) and so does the command run without ffkit. Now the hit
+/// writes the other stream's chunks on too: the same stderr on the miss
+/// and the hit, then (a full disk) the same error line and exit 8.
+#[test]
+fn a_hit_whose_stdout_fails_still_replays_stderr_as_the_miss_does() {
+    let w = World::new();
+    let s = "cache-run -- sh -c 'echo run >> runs; seq 1 100000; echo done >&2; exit 3'";
+    let (code, err) = pipeline(&w, s, "cat");
+    assert_eq!((code, err.as_str()), (3, "done\n"), "stored whole");
+    let (code, err) = pipeline(&w, s, "head -1");
+    assert_eq!((code, err.as_str()), (3, "done\n"), "the hit, reader gone");
+    assert_eq!(runs(&w), 1);
+    let script = "echo run >> runs; echo o; echo e >&2; exit 3";
+    for what in ["miss", "hit"] {
+        let mut c = run(&w, &[], script);
+        c.stdout(fs::File::create("/dev/full").unwrap());
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(8), "{what}: {}", stderr_of(&o));
+        let err = stderr_of(&o);
+        assert!(err.starts_with("e\n"), "{what}: {err}");
+        assert_eq!(err.lines().count(), 2, "{what}: {err}");
+    }
+    assert_eq!(runs(&w), 2, "the second was a hit");
+}
+
 #[test]
 fn a_reader_that_closes_early_sees_the_commands_status_on_the_miss_and_the_hit() {
     let w = World::new();

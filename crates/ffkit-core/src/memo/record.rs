@@ -414,19 +414,32 @@ impl Stored {
             Ok(c) => c,
             Err(why) => return Ok(Err(why)),
         };
+        // A stream that fails (its reader gone, a full disk) gets nothing
+        // more, but the other one is replayed on, as the miss passes it on
+        // (capture's `deliver`). The first failure is returned at the end:
+        // any other error before an EPIPE, which the caller passes over.
+        let mut dead = [false, false];
+        let mut failed: Option<io::Error> = None;
         for (s, bytes) in chunks {
-            match s {
-                Stream::Stdout => {
-                    out.write_all(bytes)?;
-                    out.flush()?;
-                }
-                Stream::Stderr => {
-                    err.write_all(bytes)?;
-                    err.flush()?;
+            if dead[s.index()] {
+                continue;
+            }
+            let w: &mut dyn Write = match s {
+                Stream::Stdout => out,
+                Stream::Stderr => err,
+            };
+            if let Err(e) = w.write_all(bytes).and_then(|()| w.flush()) {
+                dead[s.index()] = true;
+                let pipe = |e: &io::Error| e.kind() == io::ErrorKind::BrokenPipe;
+                if failed.as_ref().is_none_or(|f| pipe(f) && !pipe(&e)) {
+                    failed = Some(e);
                 }
             }
         }
-        Ok(Ok(()))
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(Ok(())),
+        }
     }
 }
 

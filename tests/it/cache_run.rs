@@ -1471,8 +1471,10 @@ fn key_file_content_refuses_a_fifo_instead_of_hanging() {
 #[test]
 fn key_stdin_is_not_held_in_memory() {
     let w = World::new();
-    // The command reports ffkit's peak memory once it has read its input.
-    let script = "cat > /dev/null; grep VmHWM /proc/$PPID/status | tr -dc 0-9";
+    // The command reports ffkit's peak memory once it has read its input
+    // (also in `hwm`, one line per run: the refresh's output is not shown).
+    let script = "cat > /dev/null; k=$(grep VmHWM /proc/$PPID/status | tr -dc 0-9); \
+                  echo $k >> hwm; printf %s $k";
     let input = vec![b'x'; 64 << 20];
     let o = run_with_stdin(&mut run(&w, &["--key-stdin"], script), &input);
     assert!(o.status.success(), "{}", stderr_of(&o));
@@ -1484,6 +1486,28 @@ fn key_stdin_is_not_held_in_memory() {
     // The spooled input was stored: a hit replays without reading it again.
     let o = run_with_stdin(&mut run(&w, &["--key-stdin"], script), &input);
     assert_eq!(parse_u64(&o.stdout), kib);
+    // Attack finding: the detached refresh of a stale hit read the stored
+    // stdin whole into memory to feed it again (64 MiB here, as much as
+    // was piped in). It is spooled from the entry now, as a miss's is.
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 10;
+    let mut c = run(&w, &["--key-stdin", "--stale", "1"], script);
+    c.env("FFKIT_TEST_NOW", later.to_string());
+    let o = run_with_stdin(&mut c, &input);
+    assert_eq!(parse_u64(&o.stdout), kib, "a stale hit");
+    let hwm = w.path().join("hwm");
+    until("the refresh ran", || {
+        fs::read_to_string(&hwm).is_ok_and(|s| s.lines().count() == 2)
+    });
+    let text = fs::read_to_string(&hwm).unwrap();
+    let refresh = parse_u64(text.lines().nth(1).unwrap().as_bytes());
+    assert!(
+        refresh > 0 && refresh < 48 << 10,
+        "the refresh's peak: {refresh} KiB for 64 MiB of stored stdin"
+    );
 }
 
 #[test]

@@ -209,20 +209,18 @@ impl Read for Pread<'_> {
     }
 }
 
-/// What a run is fed: nothing, the caller's spooled stdin, or a stored
-/// stdin (the refresh).
+/// What a run is fed: nothing, or a spooled stdin (the caller's, or the
+/// entry's for the refresh).
 #[derive(Clone, Copy)]
 enum Fed<'a> {
     Null,
     Spool(&'a Spool),
-    Bytes(&'a [u8]),
 }
 
 impl Fed<'_> {
     fn input(&self) -> Result<Input<'_>> {
         Ok(match self {
             Fed::Null => Input::Null,
-            Fed::Bytes(b) => Input::Bytes(b),
             Fed::Spool(s) => {
                 let f = s
                     .file
@@ -239,17 +237,12 @@ impl Fed<'_> {
         match self {
             Fed::Null => None,
             Fed::Spool(s) => Some(s.info),
-            Fed::Bytes(b) => Some(StdinInfo {
-                len: b.len() as u64,
-                hash: *blake3::hash(b).as_bytes(),
-            }),
         }
     }
 
     fn reader(&self) -> Box<dyn Read + '_> {
         match self {
             Fed::Null => Box::new(io::empty()),
-            Fed::Bytes(b) => Box::new(*b),
             Fed::Spool(s) => Box::new(Pread {
                 f: &s.file,
                 off: 0,
@@ -762,22 +755,28 @@ impl<'a> Memo<'a> {
         let Some(guard) = self.lock(None)? else {
             return Ok(Outcome::new(Source::Skipped));
         };
-        let (mut stored, age) = match self.lookup(false, &|| true)? {
+        let (stored, age) = match self.lookup(false, &|| true)? {
             Found::Hit(s, age, _) => (s, age),
             Found::Miss(_) => return Ok(Outcome::new(Source::Skipped)),
         };
         if opts.stale.is_none_or(|s| age <= s as i64) {
             return Ok(Outcome::new(Source::Skipped));
         }
-        let stdin = if stored.header.key_stdin {
-            match stored
-                .stdin()
-                .map_err(|e| Error::io("cannot read", "the stored stdin", e))?
-            {
-                Ok(v) => Some(v),
+        // The stored stdin is spooled from the entry as a caller's is (a
+        // temp file beside the entries; in memory on Redis), never read
+        // whole into memory: it may be as large as what was piped in.
+        let spool = if stored.header.key_stdin {
+            let dir = match &self.store {
+                Store::Local(c) => Some(c.dir().join(RUN_DIR)),
+                _ => None,
+            };
+            let s = Spool::read(&mut stored.stdin_reader(), dir.as_deref())?;
+            let hash = blake3::Hash::from_bytes(s.info.hash).to_hex();
+            if s.info.len != stored.header.stdin || hash.as_str() != stored.header.stdin_hash {
                 // Damaged: the next call is a miss and runs it.
-                Err(_) => return Ok(Outcome::new(Source::Skipped)),
+                return Ok(Outcome::new(Source::Skipped));
             }
+            Some(s)
         } else {
             None
         };
@@ -788,7 +787,7 @@ impl<'a> Memo<'a> {
         };
         let mut o = self.run_and_store(
             argv,
-            stdin.as_deref().map_or(Fed::Null, Fed::Bytes),
+            spool.as_ref().map_or(Fed::Null, Fed::Spool),
             shape,
             opts,
             &mut io::sink(),

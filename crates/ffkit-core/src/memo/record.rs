@@ -253,6 +253,39 @@ impl Read for Body<'_> {
     }
 }
 
+/// The stored stdin of an entry ([`Stored::stdin_reader`]).
+pub struct StoredStdin<'a> {
+    s: &'a Stored,
+    off: u64,
+    end: u64,
+}
+
+impl Read for StoredStdin<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = buf.len().min(self.end.saturating_sub(self.off) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let first = self.s.first.len() as u64;
+        let n = if self.off < first {
+            let at = self.off as usize;
+            let n = want.min((first - self.off) as usize);
+            buf[..n].copy_from_slice(&self.s.first[at..at + n]);
+            n
+        } else {
+            // An in-memory value is whole in `first`: past it, it is short.
+            let f = self.s.file.as_ref().ok_or(io::ErrorKind::UnexpectedEof)?;
+            match f.read_at(&mut buf[..want], self.off)? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => n,
+            }
+        };
+        self.off += n as u64;
+        Ok(n)
+    }
+}
+
 /// An opened entry whose header and length have been checked: a value
 /// file (local cache), or a value already in memory (the Redis backend).
 pub struct Stored {
@@ -345,6 +378,18 @@ impl Stored {
         self.file
             .as_mut()
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
+    }
+
+    /// The stored stdin as a reader, from the first read and then the
+    /// file, never whole in memory; not checked: the reader hashes what it
+    /// reads (the refresh's spool) and compares with `header.stdin_hash`.
+    pub fn stdin_reader(&self) -> StoredStdin<'_> {
+        let off = self.head_len as u64;
+        StoredStdin {
+            s: self,
+            off,
+            end: off + self.header.stdin,
+        }
     }
 
     /// The stdin that was fed to the command, checked against its hash

@@ -722,8 +722,14 @@ fn spawn(argv: &[OsString]) -> u8 {
     let mut cmd = std::process::Command::new(&exe);
     cmd.args(argv).env_clear().envs(shell::exported_env());
     // Not the call's mask (SIGCHLD, SIGPIPE, SIGXFSZ blocked), which the
-    // binary would hand on to the commands it runs.
-    ffkit::fsutil::before_exec(&mut cmd, ffkit::fsutil::BeforeExec::EmptyMask);
+    // binary would hand on to the commands it runs; and not the signals
+    // bash ignores for itself (SIGQUIT always, SIGTERM and the job-control
+    // stops when interactive), which it gives its own commands at their
+    // default: `ffkit cache-run -- make` typed with the builtin loaded ran
+    // make with SIGQUIT ignored, and in a terminal with SIGTERM and Ctrl-Z
+    // ignored too.
+    let defaults = shell::child_defaults();
+    ffkit::fsutil::before_exec(&mut cmd, ffkit::fsutil::BeforeExec::EmptyMask { defaults });
     let names = ffkit::config::ENV_VARS
         .iter()
         .map(|v| v.name)

@@ -77,6 +77,10 @@ unsafe extern "C" {
     ) -> *mut ShellVar;
     fn find_global_variable(name: *const c_char) -> *mut ShellVar;
     fn maybe_make_export_env();
+    fn signal_is_hard_ignored(sig: c_int) -> c_int;
+    fn signal_is_ignored(sig: c_int) -> c_int;
+    static subshell_environment: c_int;
+    static job_control: c_int;
     static export_env: *const *const c_char;
     static interrupt_state: c_int;
     static terminating_signal: c_int;
@@ -452,6 +456,56 @@ pub fn wait_ending_signal() -> Option<c_int> {
             .into_iter()
             .find(|&sig| std::ptr::read_volatile(traps.add(sig as usize)) != 0)
     }
+}
+
+/// bash's `subshell_environment` flag of a subshell made for `command &`.
+const SUBSHELL_ASYNC: c_int = 0x01;
+
+/// The signals bash ignores for itself but gives the commands it starts
+/// at their default (bit `N-1` for signal N), for a child the builtin
+/// starts: SIGQUIT (ignored by every bash), SIGTERM and the job-control
+/// stops (by an interactive one) when ignored now, but not when the shell
+/// started and not by the script's `trap '' SIG`; bash resets these for
+/// its own commands (`restore_original_signals`, `default_tty_job_signals`).
+/// In a background job of a shell without job control SIGQUIT is left as
+/// it is: bash ignores it (and SIGINT) for a command run with `&`, which
+/// the builtin cannot tell from a function run so. SIGINT is never reset:
+/// bash catches it rather than ignoring it, so an ignored SIGINT was
+/// ignored by the caller, a trap or a background job, and stays so. Every
+/// other disposition is inherited as bash would hand it on (nohup's
+/// SIGHUP stays ignored).
+pub fn child_defaults() -> u64 {
+    // SAFETY: plain reads of two ints bash sets as it forks and starts.
+    let background = unsafe {
+        std::ptr::read_volatile(&raw const subshell_environment) & SUBSHELL_ASYNC != 0
+            && std::ptr::read_volatile(&raw const job_control) == 0
+    };
+    let mut bits = 0u64;
+    for sig in [
+        libc::SIGQUIT,
+        libc::SIGTERM,
+        libc::SIGTSTP,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+    ] {
+        if background && sig == libc::SIGQUIT {
+            continue;
+        }
+        // SAFETY: a null new action only reads the disposition into `old`,
+        // plain data sigaction fills; the two bash calls read its
+        // `sigmodes` table, indexed by a valid signal number.
+        let reset = unsafe {
+            let mut old: libc::sigaction = std::mem::zeroed();
+            libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                && old.sa_sigaction == libc::SIG_IGN
+                && signal_is_hard_ignored(sig) == 0
+                && signal_is_ignored(sig) == 0
+        };
+        if reset {
+            bits |= 1 << (sig - 1);
+        }
+    }
+    bits
 }
 
 /// Whether this call runs in a forked subshell of the shell (`( )`, `$( )`,

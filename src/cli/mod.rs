@@ -509,7 +509,7 @@ impl From<ExitCode> for std::process::ExitCode {
 /// caller closed them), so a file ffkit opens can never become its stdout.
 pub fn startup() {
     // No thread exists yet.
-    crate::fsutil::ignore_signals(&[libc::SIGPIPE]);
+    crate::fsutil::ignore_sigpipe_at_start();
     // open(2) returns the lowest free descriptor: while that is 0, 1 or 2 it
     // fills a hole the caller left (and stays open, as stdin/stdout/stderr);
     // the first one above 2 means there is none left and is closed again.

@@ -779,6 +779,47 @@ fn a_run_that_cannot_be_stored_still_prints_and_exits_with_the_commands_status()
     assert_exact(&w);
 }
 
+/// Attack finding: `--key-stdin` on a cache dir whose disk is full failed
+/// the call with exit 8 (`cannot write the spool of standard input: No
+/// space left on device`) and never ran the command, where every other
+/// store failure runs it uncached. Now the spool moves to memory, the
+/// command runs and is fed the whole input, and the call exits with its
+/// status and one `not cached` line. The `--json` report of such a run
+/// counted 0 bytes of output (the counts came from the recording, which an
+/// uncached run does not keep); it counts what the command printed.
+#[test]
+fn key_stdin_on_a_full_cache_disk_still_runs_the_command_fed_the_whole_input() {
+    let w = World::new();
+    let Some(_m) = Tmpfs::mount(&w.cache(), "64k") else {
+        return skip("cannot mount a tmpfs (needs root): full-spool test not run");
+    };
+    let input: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let script = "echo run >> runs; cksum; echo e >&2; exit 3";
+    let want = run_with_stdin(&mut Command::new("cksum"), &input).stdout;
+    for n in 1..=2 {
+        let o = run_with_stdin(&mut run(&w, &["--key-stdin"], script), &input);
+        assert_eq!(o.status.code(), Some(3), "{}", stderr_of(&o));
+        assert_eq!(o.stdout, want, "the command read the whole input");
+        let err = stderr_of(&o);
+        assert!(err.starts_with("e\n"), "{err}");
+        assert!(
+            err.lines().filter(|l| l.contains("not cached")).count() == 1
+                && err.lines().count() == 2,
+            "{err}"
+        );
+        assert_eq!(runs(&w), n);
+    }
+    let o = run_with_stdin(&mut run(&w, &["--key-stdin", "--json"], script), &input);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let j = json(&o.stdout);
+    assert_eq!(
+        (j["stored"].clone(), j["status"].clone()),
+        (false.into(), 3.into())
+    );
+    assert_eq!(j["stdout_bytes"], want.len() as u64, "{j}");
+    assert_eq!(j["stderr_bytes"], 2, "{j}");
+}
+
 #[test]
 fn a_miss_whose_output_file_fills_up_fails_with_exit_8() {
     let w = World::new();
@@ -867,6 +908,35 @@ fn run_dir_files(w: &World) -> Vec<String> {
         .unwrap_or_default();
     v.sort();
     v
+}
+
+/// Attack finding: a `--discard-failures` run hands its failure to its
+/// waiters through a temp file in `.cache-run/` (`.tmp-PID-N`, renamed to
+/// `<hash>.failed`); a process killed while writing it (Ctrl-C, SIGKILL,
+/// the OOM killer, after a failing command printed up to 256 MiB) left the
+/// temp there for good: not counted (a dot-dir), and no eviction removed
+/// it, where the temps of the cache dir itself and of `.store/` go with
+/// the next eviction once their writer is dead. Now those of `.cache-run/`
+/// do too; a live writer's temp stays.
+#[test]
+fn an_eviction_removes_a_dead_writers_temp_in_the_cache_run_dir() {
+    let w = World::new();
+    run(&w, &[], "true").assert().success();
+    let dir = w.cache().join(".cache-run");
+    // A pid that is gone (a child of ours, reaped), and one alive (ours).
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    let mut alive = Command::new("sleep").arg("300").spawn().unwrap();
+    let dead_tmp = dir.join(format!(".tmp-{dead}-0"));
+    let live_tmp = dir.join(format!(".tmp-{}-0", alive.id()));
+    fs::write(&dead_tmp, vec![0u8; 4096]).unwrap();
+    fs::write(&live_tmp, b"in flight").unwrap();
+    w.cmd("cache-evict").arg("--all").assert().success();
+    let _ = alive.kill();
+    let _ = alive.wait();
+    assert!(!dead_tmp.exists(), "a dead writer's temp is removed");
+    assert!(live_tmp.exists(), "a live writer's temp stays");
 }
 
 #[test]
@@ -1009,6 +1079,35 @@ fn a_miss_that_cannot_write_its_output_fails_with_exit_8_like_the_hit() {
     assert_exact(&w);
 }
 
+/// Attack finding: a hit stopped replaying both streams at the first
+/// failed write to one: with stdout's reader gone (`… | head -1`) or stdout
+/// on a full disk, the stored stderr (a warning, `done`) was never shown,
+/// where the miss passes stderr on to the end (it stops only the stream
+/// that failed) and so does the command run without ffkit. Now the hit
+/// writes the other stream's chunks on too: the same stderr on the miss
+/// and the hit, then (a full disk) the same error line and exit 8.
+#[test]
+fn a_hit_whose_stdout_fails_still_replays_stderr_as_the_miss_does() {
+    let w = World::new();
+    let s = "cache-run -- sh -c 'echo run >> runs; seq 1 100000; echo done >&2; exit 3'";
+    let (code, err) = pipeline(&w, s, "cat");
+    assert_eq!((code, err.as_str()), (3, "done\n"), "stored whole");
+    let (code, err) = pipeline(&w, s, "head -1");
+    assert_eq!((code, err.as_str()), (3, "done\n"), "the hit, reader gone");
+    assert_eq!(runs(&w), 1);
+    let script = "echo run >> runs; echo o; echo e >&2; exit 3";
+    for what in ["miss", "hit"] {
+        let mut c = run(&w, &[], script);
+        c.stdout(fs::File::create("/dev/full").unwrap());
+        let o = c.output().unwrap();
+        assert_eq!(o.status.code(), Some(8), "{what}: {}", stderr_of(&o));
+        let err = stderr_of(&o);
+        assert!(err.starts_with("e\n"), "{what}: {err}");
+        assert_eq!(err.lines().count(), 2, "{what}: {err}");
+    }
+    assert_eq!(runs(&w), 2, "the second was a hit");
+}
+
 #[test]
 fn a_reader_that_closes_early_sees_the_commands_status_on_the_miss_and_the_hit() {
     let w = World::new();
@@ -1045,6 +1144,55 @@ fn a_miss_whose_reader_goes_away_stops_the_command_and_stores_nothing() {
     );
     assert_eq!(j["present"], false, "nothing cut short is stored");
     assert_exact(&w);
+}
+
+/// Attack finding: a miss held its output twice while it stored it (the
+/// recording, then the value's body built from it as one more buffer), so
+/// 64 MiB of output took ffkit past 128 MiB, and a miss near the 256 MiB
+/// limit whose reader stalled over 600 MiB with the pass-through's queue.
+/// The body is now read from the recording as it is written: the miss
+/// holds the output once (the queue to a reader that keeps up stays small).
+#[test]
+fn a_miss_holds_its_output_once_while_it_stores_it() {
+    let w = World::new();
+    if !Path::new("/usr/bin/time").exists() {
+        return skip("/usr/bin/time not installed: a miss's peak memory was not measured");
+    }
+    let report = w.path().join("peak");
+    let mut c = Command::new("/usr/bin/time");
+    w.isolate(&mut c);
+    c.env("FFKIT_CACHE_DIR", w.cache())
+        .args(["-f", "%M", "-o"])
+        .arg(&report)
+        .args([
+            "sh",
+            "-c",
+            r#"exec "$0" cache-run -- sh -c "$1" >/dev/null"#,
+        ])
+        .arg(bin())
+        .arg("head -c 33554432 /dev/zero; echo e >&2");
+    let o = output_within(c, "a 32 MiB miss under /usr/bin/time");
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let kib = parse_u64(&fs::read(&report).unwrap());
+    assert!(
+        kib < 60 << 10,
+        "ffkit's peak: {kib} KiB for a 32 MiB output"
+    );
+    // Stored whole, framed (stdout and stderr): the hit replays it.
+    let mut c = w.cmd("cache-run");
+    c.args([
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        "head -c 33554432 /dev/zero; echo e >&2",
+    ]);
+    let j = json(&c.output().unwrap().stdout);
+    assert_eq!(j["source"], "hit", "{j}");
+    assert_eq!(
+        (j["stdout_bytes"].clone(), j["stderr_bytes"].clone()),
+        ((32u64 << 20).into(), 2.into())
+    );
 }
 
 #[test]
@@ -1323,8 +1471,10 @@ fn key_file_content_refuses_a_fifo_instead_of_hanging() {
 #[test]
 fn key_stdin_is_not_held_in_memory() {
     let w = World::new();
-    // The command reports ffkit's peak memory once it has read its input.
-    let script = "cat > /dev/null; grep VmHWM /proc/$PPID/status | tr -dc 0-9";
+    // The command reports ffkit's peak memory once it has read its input
+    // (also in `hwm`, one line per run: the refresh's output is not shown).
+    let script = "cat > /dev/null; k=$(grep VmHWM /proc/$PPID/status | tr -dc 0-9); \
+                  echo $k >> hwm; printf %s $k";
     let input = vec![b'x'; 64 << 20];
     let o = run_with_stdin(&mut run(&w, &["--key-stdin"], script), &input);
     assert!(o.status.success(), "{}", stderr_of(&o));
@@ -1336,6 +1486,28 @@ fn key_stdin_is_not_held_in_memory() {
     // The spooled input was stored: a hit replays without reading it again.
     let o = run_with_stdin(&mut run(&w, &["--key-stdin"], script), &input);
     assert_eq!(parse_u64(&o.stdout), kib);
+    // Attack finding: the detached refresh of a stale hit read the stored
+    // stdin whole into memory to feed it again (64 MiB here, as much as
+    // was piped in). It is spooled from the entry now, as a miss's is.
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 10;
+    let mut c = run(&w, &["--key-stdin", "--stale", "1"], script);
+    c.env("FFKIT_TEST_NOW", later.to_string());
+    let o = run_with_stdin(&mut c, &input);
+    assert_eq!(parse_u64(&o.stdout), kib, "a stale hit");
+    let hwm = w.path().join("hwm");
+    until("the refresh ran", || {
+        fs::read_to_string(&hwm).is_ok_and(|s| s.lines().count() == 2)
+    });
+    let text = fs::read_to_string(&hwm).unwrap();
+    let refresh = parse_u64(text.lines().nth(1).unwrap().as_bytes());
+    assert!(
+        refresh > 0 && refresh < 48 << 10,
+        "the refresh's peak: {refresh} KiB for 64 MiB of stored stdin"
+    );
 }
 
 #[test]

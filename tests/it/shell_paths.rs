@@ -1868,3 +1868,50 @@ fn a_critical_lock_whose_dir_was_made_again_is_released_on_every_path() {
         assert_eq!(out, "rel=0\nmoved=1\n", "{way}: {err}");
     }
 }
+
+/// Attack finding: a script that ignores SIGPIPE (`trap '' PIPE`, or a
+/// caller that starts it so: Python's `subprocess` with
+/// `restore_signals=False`, a CI runner) runs its commands with SIGPIPE
+/// ignored, so `yes | head -1` ends `yes` with EPIPE (exit 1), not the
+/// signal. Under `cache_command` (and `ffkit cache-run` typed in the
+/// script) the command got SIGPIPE at its default on every path, as the
+/// binary ignores it for itself and a child started by Rust's std gets it
+/// reset: `yes` died by the signal (141) where it exits 1 without ffkit.
+/// Now the command starts with the caller's disposition: ignored when the
+/// shell ignored it, at its default otherwise.
+/// And with the builtin loaded, `ffkit cache-run -- CMD` typed in a script
+/// (the builtin starts the binary itself) ran CMD with SIGQUIT ignored,
+/// as bash ignores it for itself (an interactive bash SIGTERM, SIGTSTP,
+/// SIGTTIN and SIGTTOU too: `kill` and Ctrl-Z did nothing to it); bash
+/// gives its own commands those at their default, and so does the builtin
+/// now. The full masks are compared with a command the shell starts.
+#[test]
+fn cache_command_starts_the_command_with_the_callers_sigpipe_on_every_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    git_init(t);
+    // The command's ignored signals, then those of one the shell starts
+    // directly (the oracle), as hex masks.
+    let probe = "grep ^SigIgn: /proc/self/status";
+    for (trap, tag) in [("trap '' PIPE", "ign"), (":", "dfl")] {
+        let script = format!(
+            "{trap}\n\
+             cache_command sh -c '{probe}; : {tag}'\n\
+             ffkit cache-run -- sh -c '{probe}; : {tag} bin'\n\
+             sh -c '{probe}'"
+        );
+        for way in ways() {
+            let o = output_within(sh(way, t, t, &script), way);
+            let (out, err) = text(&o);
+            let lines: Vec<&str> = out.lines().collect();
+            assert_eq!(lines.len(), 3, "{way} {tag}: {out}{err}");
+            let pipe_bit = |l: &str| {
+                let hex = l.split_whitespace().last().unwrap_or("0");
+                u64::from_str_radix(hex, 16).unwrap() & (1 << (libc::SIGPIPE - 1)) != 0
+            };
+            assert_eq!(pipe_bit(lines[2]), tag == "ign", "{way}: the oracle");
+            assert_eq!(lines[0], lines[2], "{way} {tag}: cache_command");
+            assert_eq!(lines[1], lines[2], "{way} {tag}: ffkit cache-run");
+        }
+    }
+}

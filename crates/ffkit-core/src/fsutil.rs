@@ -1144,6 +1144,48 @@ pub fn ignore_signals(sigs: &[libc::c_int]) {
     }
 }
 
+/// SIGPIPE's disposition when the binary started ([`ignore_sigpipe_at_start`]):
+/// 0 not known (not the binary: the bash builtin, which asks the process
+/// at each spawn), 1 at its default or caught, 2 ignored by the caller.
+static SIGPIPE_AT_START: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// The binary's start: SIGPIPE ignored for ffkit itself (a closed pipe is
+/// an EPIPE it answers quietly), and whether its caller had ignored it
+/// noted first, for the commands it starts ([`callers_sigpipe_ignored`]).
+pub fn ignore_sigpipe_at_start() {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
+    let was = set_action(Signal::SIGPIPE, &ignore);
+    let state = match was {
+        Ok(old) if matches!(old.handler(), SigHandler::SigIgn) => 2,
+        _ => 1,
+    };
+    SIGPIPE_AT_START.store(state, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Whether whoever started us ignores SIGPIPE (`trap '' PIPE`, a caller
+/// that starts its children so): a command ffkit runs for it must then
+/// start with SIGPIPE ignored too, as it would without ffkit in between,
+/// not at the default std's spawn resets it to. In the binary, what the
+/// start found; elsewhere (the bash builtin, inside the shell) the
+/// process's disposition now, which is the shell's.
+pub fn callers_sigpipe_ignored() -> bool {
+    match SIGPIPE_AT_START.load(std::sync::atomic::Ordering::Relaxed) {
+        2 => true,
+        1 => false,
+        _ => {
+            // SAFETY: a null new action only reads the disposition into
+            // `old`, plain data that sigaction fills; libc because nix's
+            // sigaction always installs one.
+            unsafe {
+                let mut old: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0
+                    && old.sa_sigaction == libc::SIG_IGN
+            }
+        }
+    }
+}
+
 /// Installs `action` for `sig`, returning the one it replaces: the crate's
 /// one `sigaction` (neither std, rustix nor nix sets a disposition
 /// safely). Crate-private, because its soundness rests on what the crate
@@ -1178,7 +1220,10 @@ pub enum BeforeExec {
     /// lookup) inherits the mask of the call that starts it, SIGCHLD,
     /// SIGPIPE and SIGXFSZ blocked (`with_sigchld_blocked`,
     /// [`without_signals`]), and would hand it to the commands it runs.
-    EmptyMask,
+    /// `defaults`: signals (bit `N-1` for signal N) set back to their
+    /// default, those the shell ignores for itself but not for the
+    /// commands it starts (the builtin's `shell::child_defaults`).
+    EmptyMask { defaults: u64 },
 }
 
 /// Arranges `what` in `cmd`'s child, between fork and exec: the one
@@ -1186,6 +1231,9 @@ pub enum BeforeExec {
 pub fn before_exec(cmd: &mut std::process::Command, what: BeforeExec) {
     use std::os::unix::process::CommandExt;
     let parent = rustix::process::getpid();
+    // std resets SIGPIPE to its default in the child before this closure
+    // runs; a caller that ignores it gets it ignored again here.
+    let pipe_ignored = callers_sigpipe_ignored();
     // SAFETY: the closure runs between fork and exec in the child and makes
     // only async-signal-safe system calls (prctl, getppid, setsid, signal,
     // sigprocmask, close_range, fcntl); it allocates nothing (the error is a
@@ -1206,11 +1254,19 @@ pub fn before_exec(cmd: &mut std::process::Command, what: BeforeExec) {
                     }
                 }
             };
+            if pipe_ignored {
+                libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+            }
             match what {
-                BeforeExec::EmptyMask => {
+                BeforeExec::EmptyMask { defaults } => {
                     let mut none: libc::sigset_t = std::mem::zeroed();
                     libc::sigemptyset(&mut none);
                     libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+                    for sig in 1..=64 {
+                        if defaults & (1u64 << (sig - 1)) != 0 {
+                            libc::signal(sig, libc::SIG_DFL);
+                        }
+                    }
                 }
                 BeforeExec::DieWithParent(sig) => {
                     rustix::process::set_parent_process_death_signal(Some(sig))?;

@@ -283,7 +283,10 @@ pub fn email_of(mut git: std::process::Command) -> Option<String> {
     git.args(["config", "user.email"])
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    crate::fsutil::before_exec(&mut git, crate::fsutil::BeforeExec::EmptyMask);
+    crate::fsutil::before_exec(
+        &mut git,
+        crate::fsutil::BeforeExec::EmptyMask { defaults: 0 },
+    );
     let out = {
         let _chld = crate::lock::kernel::SigchldBlocked::new();
         git.output().ok()?

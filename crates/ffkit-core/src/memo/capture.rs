@@ -14,10 +14,10 @@
 //! stored). Any other write error (a full disk, `/dev/full`) stops the
 //! pass-through but not the capture, and is returned so the call fails.
 //!
-//! Stdin is `/dev/null`, a spooled file (`--key-stdin`), or bytes written
-//! through a non-blocking pipe from the same poll loop (the detached
-//! refresh), so a command that writes much before reading cannot deadlock
-//! us. The command gets `SIGTERM` if the thread that started it dies
+//! Stdin is `/dev/null`, a spooled file (`--key-stdin`, and the detached
+//! refresh's stored stdin), or bytes written through a non-blocking pipe
+//! from the same poll loop (input already in memory), so a command that
+//! writes much before reading cannot deadlock us. The command gets `SIGTERM` if the thread that started it dies
 //! (`PR_SET_PDEATHSIG`), so a killed ffkit does not leave it running.
 
 use std::ffi::OsString;
@@ -435,6 +435,7 @@ fn drain<R: Read>(
             Ok(0) => return Ok(false),
             Ok(n) => {
                 *recorded += n as u64;
+                rec.seen[s.index()] += n as u64;
                 if *recorded > limit && !rec.overflowed {
                     rec.overflowed = true;
                     rec.chunks = Vec::new();

@@ -87,12 +87,16 @@ impl Spool {
     /// Copies `r` to end of file into an unnamed temp file in `dir` (on
     /// Redis, `None`: an anonymous memory file, as the value is sent whole
     /// from memory anyway), hashing it on the way.
+    /// A spool in `dir` that cannot be written to its end (a full disk, a
+    /// quota) moves to memory, as one that cannot be made there does: the
+    /// cache is an optimisation, so its disk filling up must not keep the
+    /// command from running (its entry then fails to store, one line).
     pub fn read(r: &mut dyn Read, dir: Option<&Path>) -> Result<Spool> {
-        let file = match dir {
+        let mut file = match dir {
             Some(d) => temp_file(d)?,
             None => memory_file()?,
         };
-        let info = copy_hashed(r, Some(&file))?;
+        let info = copy_hashed(r, Some((&mut file, dir.is_some())))?;
         Ok(Spool { file, info })
     }
 
@@ -103,7 +107,10 @@ impl Spool {
     }
 }
 
-fn copy_hashed(r: &mut dyn Read, to: Option<&File>) -> Result<StdinInfo> {
+/// Copies `r` into `to`'s file (when given) while hashing it. `to`'s flag:
+/// the file is on disk and may move to memory when a write to it fails
+/// ([`to_memory`]).
+fn copy_hashed(r: &mut dyn Read, mut to: Option<(&mut File, bool)>) -> Result<StdinInfo> {
     let mut h = blake3::Hasher::new();
     let mut len = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
@@ -115,7 +122,15 @@ fn copy_hashed(r: &mut dyn Read, to: Option<&File>) -> Result<StdinInfo> {
             Err(e) => return Err(Error::io("cannot read", "standard input", e)),
         };
         h.update(&buf[..n]);
-        if let Some(f) = to {
+        if let Some((f, on_disk)) = to.as_mut()
+            && let Err(e) = f.write_all_at(&buf[..n], len)
+        {
+            let moved = if *on_disk { to_memory(f, len) } else { None };
+            let Some(mem) = moved else {
+                return Err(Error::io("cannot write", "the spool of standard input", e));
+            };
+            **f = mem;
+            *on_disk = false;
             f.write_all_at(&buf[..n], len)
                 .map_err(|e| Error::io("cannot write", "the spool of standard input", e))?;
         }
@@ -125,6 +140,26 @@ fn copy_hashed(r: &mut dyn Read, to: Option<&File>) -> Result<StdinInfo> {
         len,
         hash: *h.finalize().as_bytes(),
     })
+}
+
+/// A memory file holding the first `len` bytes of `disk`, the part of a
+/// spool written before a write to it failed; `None` if it cannot be made.
+fn to_memory(disk: &File, len: u64) -> Option<File> {
+    let mem = memory_file().ok()?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut off = 0u64;
+    while off < len {
+        let want = buf.len().min((len - off) as usize);
+        let n = match disk.read_at(&mut buf[..want], off) {
+            Ok(0) => return None,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return None,
+        };
+        mem.write_all_at(&buf[..n], off).ok()?;
+        off += n as u64;
+    }
+    Some(mem)
 }
 
 fn memory_file() -> Result<File> {
@@ -174,20 +209,18 @@ impl Read for Pread<'_> {
     }
 }
 
-/// What a run is fed: nothing, the caller's spooled stdin, or a stored
-/// stdin (the refresh).
+/// What a run is fed: nothing, or a spooled stdin (the caller's, or the
+/// entry's for the refresh).
 #[derive(Clone, Copy)]
 enum Fed<'a> {
     Null,
     Spool(&'a Spool),
-    Bytes(&'a [u8]),
 }
 
 impl Fed<'_> {
     fn input(&self) -> Result<Input<'_>> {
         Ok(match self {
             Fed::Null => Input::Null,
-            Fed::Bytes(b) => Input::Bytes(b),
             Fed::Spool(s) => {
                 let f = s
                     .file
@@ -204,17 +237,12 @@ impl Fed<'_> {
         match self {
             Fed::Null => None,
             Fed::Spool(s) => Some(s.info),
-            Fed::Bytes(b) => Some(StdinInfo {
-                len: b.len() as u64,
-                hash: *blake3::hash(b).as_bytes(),
-            }),
         }
     }
 
     fn reader(&self) -> Box<dyn Read + '_> {
         match self {
             Fed::Null => Box::new(io::empty()),
-            Fed::Bytes(b) => Box::new(*b),
             Fed::Spool(s) => Box::new(Pread {
                 f: &s.file,
                 off: 0,
@@ -635,13 +663,13 @@ impl<'a> Memo<'a> {
             (Store::Local(c), false) => Some(output::store(c, &self.outputs.paths)?),
             _ => None,
         };
-        let (head, body) = rec.encode_parts(
+        let (head, mut body) = rec.encode_parts(
             id,
             fed.info(),
             merged,
             outputs.as_ref().map(|o| o.manifest.clone()),
         );
-        let mut value = head.as_slice().chain(fed.reader()).chain(body.as_slice());
+        let mut value = head.as_slice().chain(fed.reader()).chain(&mut body);
         if discard {
             self.store.put_failure(&self.key, &mut value);
             return Ok(false);
@@ -727,22 +755,28 @@ impl<'a> Memo<'a> {
         let Some(guard) = self.lock(None)? else {
             return Ok(Outcome::new(Source::Skipped));
         };
-        let (mut stored, age) = match self.lookup(false, &|| true)? {
+        let (stored, age) = match self.lookup(false, &|| true)? {
             Found::Hit(s, age, _) => (s, age),
             Found::Miss(_) => return Ok(Outcome::new(Source::Skipped)),
         };
         if opts.stale.is_none_or(|s| age <= s as i64) {
             return Ok(Outcome::new(Source::Skipped));
         }
-        let stdin = if stored.header.key_stdin {
-            match stored
-                .stdin()
-                .map_err(|e| Error::io("cannot read", "the stored stdin", e))?
-            {
-                Ok(v) => Some(v),
+        // The stored stdin is spooled from the entry as a caller's is (a
+        // temp file beside the entries; in memory on Redis), never read
+        // whole into memory: it may be as large as what was piped in.
+        let spool = if stored.header.key_stdin {
+            let dir = match &self.store {
+                Store::Local(c) => Some(c.dir().join(RUN_DIR)),
+                _ => None,
+            };
+            let s = Spool::read(&mut stored.stdin_reader(), dir.as_deref())?;
+            let hash = blake3::Hash::from_bytes(s.info.hash).to_hex();
+            if s.info.len != stored.header.stdin || hash.as_str() != stored.header.stdin_hash {
                 // Damaged: the next call is a miss and runs it.
-                Err(_) => return Ok(Outcome::new(Source::Skipped)),
+                return Ok(Outcome::new(Source::Skipped));
             }
+            Some(s)
         } else {
             None
         };
@@ -753,7 +787,7 @@ impl<'a> Memo<'a> {
         };
         let mut o = self.run_and_store(
             argv,
-            stdin.as_deref().map_or(Fed::Null, Fed::Bytes),
+            spool.as_ref().map_or(Fed::Null, Fed::Spool),
             shape,
             opts,
             &mut io::sink(),
@@ -832,12 +866,9 @@ fn finish(mut o: Outcome, rec: &Recording, delivery: Delivery) -> Result<Outcome
     o.status = Some(rec.status);
     o.ran_at = Some(rec.ran_at);
     o.duration_ms = Some(rec.duration_ms);
-    for (s, b) in &rec.chunks {
-        match s {
-            record::Stream::Stdout => o.stdout_bytes += b.len() as u64,
-            record::Stream::Stderr => o.stderr_bytes += b.len() as u64,
-        }
-    }
+    // What the command printed, also when it was not recorded (past the
+    // limit, or a run that is not stored).
+    [o.stdout_bytes, o.stderr_bytes] = rec.seen;
     Ok(o)
 }
 

@@ -112,6 +112,9 @@ pub struct Recording {
     /// A reader of the caller's output went away and the command's pipe was
     /// closed: the output may be cut short, so it is never stored.
     pub cut: bool,
+    /// Bytes the command printed on stdout and stderr, recorded or not (a
+    /// run past the limit, or one that is not stored: `--json`'s counts).
+    pub seen: [u64; 2],
 }
 
 /// The stdin stored in an entry: its length and BLAKE3 hash (the bytes
@@ -145,23 +148,30 @@ impl Recording {
     }
 
     /// The value file's parts for recording `id`: the header line, then
-    /// (the caller puts the stdin described by `stdin` here) the output.
+    /// (the caller puts the stdin described by `stdin` here) the output,
+    /// read from the recording as it is written: a second copy of an
+    /// output of up to 256 MiB is never made.
     pub fn encode_parts(
         &self,
         id: u64,
         stdin: Option<StdinInfo>,
         merged: bool,
         outputs: Option<String>,
-    ) -> (Vec<u8>, Vec<u8>) {
+    ) -> (Vec<u8>, Body<'_>) {
         let stderr = self.total(Stream::Stderr);
         let plain = stderr == 0;
-        let mut body = Vec::new();
+        let body = Body {
+            rec: self,
+            plain,
+            chunk: 0,
+            pos: 0,
+        };
+        let mut hasher = blake3::Hasher::new();
         for (s, b) in &self.chunks {
             if !plain {
-                body.push(s.tag());
-                body.extend_from_slice(&(b.len() as u32).to_le_bytes());
+                hasher.update(&frame(*s, b));
             }
-            body.extend_from_slice(b);
+            hasher.update(b);
         }
         let h = Header {
             ffkit_run: VERSION,
@@ -175,7 +185,7 @@ impl Recording {
             stderr,
             chunks: if plain { 0 } else { self.chunks.len() as u64 },
             merged,
-            hash: blake3::hash(&body).to_hex().to_string(),
+            hash: hasher.finalize().to_hex().to_string(),
             stdin_hash: stdin.map_or_else(String::new, |s| {
                 blake3::Hash::from_bytes(s.hash).to_hex().to_string()
             }),
@@ -192,10 +202,87 @@ impl Recording {
             len: s.len() as u64,
             hash: *blake3::hash(s).as_bytes(),
         });
-        let (mut v, body) = self.encode_parts(id, info, merged, None);
+        let (mut v, mut body) = self.encode_parts(id, info, merged, None);
         v.extend_from_slice(stdin.unwrap_or_default());
-        v.extend_from_slice(&body);
+        // Reading from memory cannot fail.
+        let _ = body.read_to_end(&mut v);
         v
+    }
+}
+
+/// A chunk's frame: its tag and its length (u32 LE).
+fn frame(s: Stream, b: &[u8]) -> [u8; 5] {
+    let n = (b.len() as u32).to_le_bytes();
+    [s.tag(), n[0], n[1], n[2], n[3]]
+}
+
+/// The output part of a value, read from its [`Recording`]: each chunk's
+/// bytes, framed unless the output is plain (stdout only).
+pub struct Body<'a> {
+    rec: &'a Recording,
+    plain: bool,
+    /// The chunk being read, and the offset in it, its frame included.
+    chunk: usize,
+    pos: usize,
+}
+
+impl Read for Body<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while let Some((s, b)) = self.rec.chunks.get(self.chunk) {
+            let head = if self.plain { 0 } else { 5 };
+            let n = if self.pos < head {
+                let f = frame(*s, b);
+                let n = buf.len().min(head - self.pos);
+                buf[..n].copy_from_slice(&f[self.pos..self.pos + n]);
+                n
+            } else {
+                let rest = &b[self.pos - head..];
+                let n = buf.len().min(rest.len());
+                buf[..n].copy_from_slice(&rest[..n]);
+                n
+            };
+            if n == 0 && !buf.is_empty() {
+                self.chunk += 1;
+                self.pos = 0;
+                continue;
+            }
+            self.pos += n;
+            return Ok(n);
+        }
+        Ok(0)
+    }
+}
+
+/// The stored stdin of an entry ([`Stored::stdin_reader`]).
+pub struct StoredStdin<'a> {
+    s: &'a Stored,
+    off: u64,
+    end: u64,
+}
+
+impl Read for StoredStdin<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let want = buf.len().min(self.end.saturating_sub(self.off) as usize);
+        if want == 0 {
+            return Ok(0);
+        }
+        let first = self.s.first.len() as u64;
+        let n = if self.off < first {
+            let at = self.off as usize;
+            let n = want.min((first - self.off) as usize);
+            buf[..n].copy_from_slice(&self.s.first[at..at + n]);
+            n
+        } else {
+            // An in-memory value is whole in `first`: past it, it is short.
+            let f = self.s.file.as_ref().ok_or(io::ErrorKind::UnexpectedEof)?;
+            match f.read_at(&mut buf[..want], self.off)? {
+                0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+                n => n,
+            }
+        };
+        self.off += n as u64;
+        Ok(n)
     }
 }
 
@@ -293,6 +380,18 @@ impl Stored {
             .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))
     }
 
+    /// The stored stdin as a reader, from the first read and then the
+    /// file, never whole in memory; not checked: the reader hashes what it
+    /// reads (the refresh's spool) and compares with `header.stdin_hash`.
+    pub fn stdin_reader(&self) -> StoredStdin<'_> {
+        let off = self.head_len as u64;
+        StoredStdin {
+            s: self,
+            off,
+            end: off + self.header.stdin,
+        }
+    }
+
     /// The stdin that was fed to the command, checked against its hash
     /// (`Ok(Err(why))`: damaged).
     pub fn stdin(&mut self) -> io::Result<Result<Vec<u8>, String>> {
@@ -360,19 +459,32 @@ impl Stored {
             Ok(c) => c,
             Err(why) => return Ok(Err(why)),
         };
+        // A stream that fails (its reader gone, a full disk) gets nothing
+        // more, but the other one is replayed on, as the miss passes it on
+        // (capture's `deliver`). The first failure is returned at the end:
+        // any other error before an EPIPE, which the caller passes over.
+        let mut dead = [false, false];
+        let mut failed: Option<io::Error> = None;
         for (s, bytes) in chunks {
-            match s {
-                Stream::Stdout => {
-                    out.write_all(bytes)?;
-                    out.flush()?;
-                }
-                Stream::Stderr => {
-                    err.write_all(bytes)?;
-                    err.flush()?;
+            if dead[s.index()] {
+                continue;
+            }
+            let w: &mut dyn Write = match s {
+                Stream::Stdout => out,
+                Stream::Stderr => err,
+            };
+            if let Err(e) = w.write_all(bytes).and_then(|()| w.flush()) {
+                dead[s.index()] = true;
+                let pipe = |e: &io::Error| e.kind() == io::ErrorKind::BrokenPipe;
+                if failed.as_ref().is_none_or(|f| pipe(f) && !pipe(&e)) {
+                    failed = Some(e);
                 }
             }
         }
-        Ok(Ok(()))
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(Ok(())),
+        }
     }
 }
 

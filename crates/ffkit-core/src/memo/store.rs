@@ -454,8 +454,19 @@ pub fn prune_local(c: &Cache) -> Result<usize> {
     };
     let has_entry = |key: &RunKey| fs::symlink_metadata(c.dir().join(key.entry())).is_ok();
     let mut pruned = 0;
+    // Temps of the failures handed to waiters ([`Store::put_failure`]) whose
+    // writer was killed before the rename: removed once it is dead, as the
+    // cache's own temps are (they are not counted, so nothing else would).
+    let mut temps = crate::cache::scan::Scan::default();
     for e in list.flatten() {
         let name = e.file_name();
+        if name
+            .as_encoded_bytes()
+            .starts_with(fsutil::TEMP_PREFIX.as_bytes())
+        {
+            temps.temps.push(name);
+            continue;
+        }
         let Some((key, ext)) = name
             .to_str()
             .and_then(|n| n.rsplit_once('.'))
@@ -492,6 +503,7 @@ pub fn prune_local(c: &Cache) -> Result<usize> {
             _ => {}
         }
     }
+    temps.remove_stale_temps(&dir);
     Ok(pruned)
 }
 

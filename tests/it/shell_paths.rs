@@ -1868,3 +1868,39 @@ fn a_critical_lock_whose_dir_was_made_again_is_released_on_every_path() {
         assert_eq!(out, "rel=0\nmoved=1\n", "{way}: {err}");
     }
 }
+
+/// A named pair (`ffkit lock-acquire NAME` typed in the shell) whose lock
+/// dir was moved aside and made again, or whose symlinked lock dir's
+/// target was removed, while held, is released by its shell, 0, by
+/// `release_critical_lock NAME` and by `ffkit lock-release NAME`, on every
+/// path, also when another owner has taken the name in the dir made again
+/// (that lock stays held). The binary found the pair by the path alone,
+/// which names another file or none now: the fallback and zsh answered 4
+/// and the holder kept the old file locked until the shell exited; the
+/// holder now says which path it was taken at.
+#[test]
+fn a_named_pair_whose_lock_dir_was_made_again_is_released_on_every_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let script = "held() { ffkit lock-status -q \"$1\" && echo held || echo free; }\n\
+                  for rel in 'release_critical_lock d' 'ffkit lock-release d'; do\n\
+                  export FFKIT_LOCK_DIR=\"$PWD/l\"; rm -rf l l2\n\
+                  ffkit lock-acquire d || exit 9; mv l l2; mkdir l\n\
+                  rc=0; eval \"$rel\" || rc=$?; echo \"mv=$rc $(held \"$PWD/l2/d.lock\")\"\n\
+                  ffkit lock-acquire d || exit 9; mv l l2b; mkdir l; sleep 60 & o=$!\n\
+                  ffkit lock-acquire --owner $o d || exit 8\n\
+                  rc=0; eval \"$rel\" || rc=$?\n\
+                  echo \"other=$rc $(held \"$PWD/l2b/d.lock\") $(held d)\"\n\
+                  kill $o; wait $o; rm -rf l2b\n\
+                  rm -rf real link; mkdir real; ln -s real link; export FFKIT_LOCK_DIR=\"$PWD/link\"\n\
+                  ffkit lock-acquire d || exit 7; exec {k}<real/d.lock; rm -rf real\n\
+                  rc=0; eval \"$rel\" || rc=$?; flock -n $k && f=free || f=held\n\
+                  echo \"gone=$rc $f\"; exec {k}<&-\n\
+                  done";
+    let want = "mv=0 free\nother=0 free held\ngone=0 free\n".repeat(2);
+    for way in ways() {
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(out, want, "{way}: {err}");
+    }
+}

@@ -644,7 +644,7 @@ _ffkit_lock_take() {
             return 3
         fi
         if [[ ! -f $_ffkit_file ]]; then
-            _ffkit_lock_call lock-acquire --prepare ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || return $?
+            _ffkit_lock_call lock-acquire --prepare --function "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || return $?
         fi
         # `exec {VAR}…` through eval, here and below: a zsh that sourced
         # this file under `emulate sh` or `setopt ignore_braces` parsed
@@ -656,7 +656,7 @@ _ffkit_lock_take() {
             # The binary's open fails the same way and words why in the
             # core's one line (`cannot open lock file F: REASON`, as the
             # builtin says it); if it opens after all, this line.
-            _ffkit_lock_call lock-acquire --prepare ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || return $?
+            _ffkit_lock_call lock-acquire --prepare --function "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || return $?
             _ffkit_err "$1: cannot open lock file $_ffkit_file"
             return 3
         fi

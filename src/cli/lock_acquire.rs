@@ -88,8 +88,7 @@ pub(super) fn command() -> Command {
                 .long("function")
                 .value_name("FUNC")
                 .hide(true)
-                .help("For shell/ffkit.bash: take NAME on --fd N as shell function FUNC does")
-                .requires("fd")
+                .help("For shell/ffkit.bash: take NAME on --fd N (or --prepare it) as shell function FUNC does, failures in its words")
                 .requires("target"),
         )
         .arg(

@@ -493,6 +493,11 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
         function: a.function.is_some(),
     })?;
     let owner = a.owner.unwrap_or_else(lock::parent_pid);
+    if a.function.is_some() && a.fd.is_none() && !a.prepare {
+        return Err(Error::Validation(
+            "--function takes --fd N NAME or --prepare NAME".into(),
+        ));
+    }
     if a.prepare && a.fd.is_some() {
         return Err(Error::Validation(
             "--prepare takes a NAME, not a descriptor".into(),

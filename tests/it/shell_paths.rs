@@ -1904,3 +1904,64 @@ fn a_named_pair_whose_lock_dir_was_made_again_is_released_on_every_path() {
         assert_eq!(out, want, "{way}: {err}");
     }
 }
+
+/// A lock function that fails says one line, the same on every path,
+/// prefix included: `ffkit.bash: FUNC: ` and the core's words, whether
+/// the builtin's function answers or the binary the fallback and zsh run
+/// for it (`--function FUNC` names its lines; `lock::function_prog`):
+/// busy (5), timed out (6), a session lock busy, a bad LOCK_TIMEOUT (12)
+/// and a lock dir that cannot be made. Before, the fallback and zsh said
+/// all but the first with the binary's prefix, `ffkit lock-acquire: `.
+#[test]
+fn a_failing_lock_function_says_the_same_line_on_every_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    std::fs::write(t.join("f"), "").unwrap();
+    let script = "export FFKIT_LOCK_DIR=\"$PWD/l\"; sleep 60 & o=$!\n\
+                  ffkit lock-acquire --owner $o b && ffkit lock-acquire --session --owner $o s || exit 9\n\
+                  for c in 'LOCK_TIMEOUT=0 acquire_critical_lock b' 'LOCK_TIMEOUT=0.2 acquire_critical_lock b' \\\n\
+                  'LOCK_TIMEOUT=0 acquire_session_lock \"\" s' 'LOCK_TIMEOUT=abc acquire_critical_lock q' \\\n\
+                  'FFKIT_LOCK_DIR=$PWD/f/x acquire_critical_lock q'; do\n\
+                  rc=0; eval \"$c\" 2>err || rc=$?; echo \"$rc $(wc -l <err) $(cat err)\"; done\n\
+                  echo \"o=$o\"; kill $o";
+    let mut first: Option<(String, String)> = None;
+    for way in ways() {
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        let (lines, o) = out
+            .rsplit_once("o=")
+            .unwrap_or_else(|| panic!("{way}: {out}{err}"));
+        // The holder's pid, its command (the owner's as the lock was
+        // taken: zsh may not have run `sleep` in its child yet) and since
+        // when it holds, which differ between two runs.
+        let lines = lines.replace(&format!("pid {} ", o.trim()), "pid P ");
+        let lines: String = lines
+            .lines()
+            .map(|l| match l.find(", command: ") {
+                Some(i) => format!("{}, command: C\n", &l[..i]),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        let held = |n: &str, f: &str, what: &str| {
+            format!("{n} 1 ffkit.bash: {f}: {what}, held by pid P on ")
+        };
+        for (l, want) in lines.lines().zip([
+            held("5", "acquire_critical_lock", "b: busy"),
+            held("6", "acquire_critical_lock", "b: timed out after 0.2s"),
+            held("5", "acquire_session_lock", "s: busy"),
+            "12 1 ffkit.bash: acquire_critical_lock: LOCK_TIMEOUT: 'abc' is not a number of seconds"
+                .into(),
+            format!(
+                "4 1 ffkit.bash: acquire_critical_lock: cannot create directory {}/f/x: Not a directory",
+                t.display()
+            ),
+        ]) {
+            assert!(l.starts_with(&want), "{way}: {l}\nwant {want}…");
+        }
+        assert_eq!(lines.lines().count(), 5, "{way}: {lines}{err}");
+        match &first {
+            None => first = Some((way.to_string(), lines)),
+            Some((w, l)) => assert_eq!(&lines, l, "{way} differs from {w}"),
+        }
+    }
+}

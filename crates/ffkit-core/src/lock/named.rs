@@ -846,7 +846,7 @@ fn lost_held(path: &Path, now: Option<(u64, u64)>, who: &Releaser) -> Option<(Fi
 /// otherwise pass the ownership rule for its own release), one of
 /// `prefer` (the releasers) first. The record is rebuilt as that
 /// process's descriptor lock.
-fn find_fd_holder(f: &File, prefer: &[u32]) -> Option<Holder> {
+pub(crate) fn find_fd_holder(f: &File, prefer: &[u32]) -> Option<Holder> {
     use std::os::unix::fs::MetadataExt;
     let m = f.metadata().ok()?;
     let mut found: Vec<(u32, i32)> = Vec::new();

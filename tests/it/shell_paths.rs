@@ -1965,3 +1965,46 @@ fn a_failing_lock_function_says_the_same_line_on_every_path() {
         }
     }
 }
+
+/// A fallback whose lock file was replaced while it waited (the old
+/// library's release) retries on the name's new file with what is left of
+/// LOCK_TIMEOUT, and its timeout there is the core's one line, naming the
+/// whole timeout and the holder, as the builtin's and zsh's: the fallback
+/// built its own, `X: timed out after 1.5s (LOCK_TIMEOUT)`, and the binary
+/// it ran was quiet (`-qw LEFT`); it is now told the whole timeout
+/// (`--whole-timeout`).
+#[test]
+fn a_retry_after_the_lock_file_was_replaced_times_out_with_the_same_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let script = "mkdir l; export FFKIT_LOCK_DIR=\"$PWD/l\"; sleep 60 & a=$!; sleep 60 & b=$!\n\
+                  ffkit lock-acquire --owner $a X || exit 7\n\
+                  ( FF_DEBUG=true LOCK_TIMEOUT=$T acquire_critical_lock X 2>err; echo \"rc=$?\" ) & w=$!\n\
+                  until grep -q 'waiting' err 2>/dev/null; do sleep 0.01; done\n\
+                  : >l/X.new; mv l/X.new l/X.lock; ffkit lock-acquire --owner $b X || exit 8\n\
+                  kill $a; wait $w; grep -v -e debug -e waiting err | sed \"s/pid $b on .*/pid B/; s/pid $a on .*/pid A/\"; kill $b";
+    // The binary's path (the builtin's and zsh's lines are checked by
+    // a_failing_lock_function_says_the_same_line_on_every_path).
+    crate::builtin::library(&bin());
+    // The first wait must last until the file is replaced and its holder
+    // gone: a timeout twice as long whenever a loaded machine was slower.
+    for secs in [1, 2, 4, 8] {
+        let mut c = sh("fallback", t, t, script);
+        c.env("T", secs.to_string());
+        let o = output_within(c, "fallback");
+        let (out, err) = text(&o);
+        let _ = std::fs::remove_dir_all(t.join("l"));
+        let _ = std::fs::remove_file(t.join("err"));
+        if out.ends_with("pid A\n") && secs < 8 {
+            continue;
+        }
+        assert_eq!(
+            out,
+            format!(
+                "rc=6\nffkit.bash: acquire_critical_lock: X: timed out after {secs}s, held by pid B\n"
+            ),
+            "{err}"
+        );
+        return;
+    }
+}

@@ -560,7 +560,7 @@ _ffkit_lock_forget_inherited() {
 _ffkit_lock_take() {
     local _ffkit_fd='' _ffkit_i=0 _ffkit_slot=0 _ffkit_rc=0 _ffkit_stale=-1
     local _ffkit_sess='' _ffkit_pid='' _ffkit_inherited='' _ffkit_id=''
-    local _ffkit_total='' _ffkit_t0='' _ffkit_now='' _ffkit_wt='' _ffkit_again=''
+    local _ffkit_total='' _ffkit_t0='' _ffkit_now='' _ffkit_wt='' _ffkit_again='' _ffkit_whole=''
     [[ $2 == critical ]] || _ffkit_sess=--session
     if _ffkit_remote; then
         # A named pair owned by this shell (docs/redis.md): held until the
@@ -644,7 +644,7 @@ _ffkit_lock_take() {
             return 3
         fi
         if [[ ! -f $_ffkit_file ]]; then
-            _ffkit_lock_call lock-acquire --prepare ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || return $?
+            _ffkit_lock_call lock-acquire --prepare --function "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || return $?
         fi
         # `exec {VAR}…` through eval, here and below: a zsh that sourced
         # this file under `emulate sh` or `setopt ignore_braces` parsed
@@ -656,17 +656,13 @@ _ffkit_lock_take() {
             # The binary's open fails the same way and words why in the
             # core's one line (`cannot open lock file F: REASON`, as the
             # builtin says it); if it opens after all, this line.
-            _ffkit_lock_call lock-acquire --prepare ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || return $?
+            _ffkit_lock_call lock-acquire --prepare --function "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$3" || return $?
             _ffkit_err "$1: cannot open lock file $_ffkit_file"
             return 3
         fi
         _ffkit_rc=0
         _ffkit_lock_on_fd "$_ffkit_fd" "$3" "$1" || _ffkit_rc=$?
         [[ $_ffkit_rc -eq 0 ]] && break
-        # A retry's -w is what was left: the line names the whole timeout.
-        if [[ $_ffkit_rc -eq 6 && -n $_ffkit_wt ]]; then
-            _ffkit_err "$1: $3: timed out after ${LOCK_TIMEOUT:-30}s (LOCK_TIMEOUT)"
-        fi
         if [[ $_ffkit_rc -eq 2 && ! /dev/fd/$_ffkit_fd -ef $_ffkit_file ]]; then
             eval 'exec {_ffkit_fd}<&-'
             continue
@@ -758,16 +754,16 @@ _ffkit_lock_on_fd() {
     # FF_DEBUG=true: the binary's waiting line too.
     [[ ${FF_DEBUG-} != true ]] || _ffkit_q=
     if [[ -z ${BASH_VERSION-} || $- == *m* ]]; then
-        _ffkit_lock_call lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2"
+        _ffkit_lock_call lock-acquire ${_ffkit_wt:+-w} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_wt:+--whole-timeout} ${_ffkit_wt:+"$_ffkit_whole"} ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2"
         return $?
     fi
     # Busy: 75, silently (-q -E 75); any other answer is the answer.
     _ffkit_lock_call lock-acquire -n -q -E 75 ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" || _ffkit_st=$?
     [[ $_ffkit_st == 75 ]] || return "$_ffkit_st"
     if _ffkit_dev_differs; then
-        _ffkit_exec "$_ffkit_log" 1 "$_ffkit_dev" lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
+        _ffkit_exec "$_ffkit_log" 1 "$_ffkit_dev" lock-acquire ${_ffkit_wt:+-w} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_wt:+--whole-timeout} ${_ffkit_wt:+"$_ffkit_whole"} ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
     else
-        _ffkit_exec "$_ffkit_log" 0 '' lock-acquire ${_ffkit_wt:+-qw} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
+        _ffkit_exec "$_ffkit_log" 0 '' lock-acquire ${_ffkit_wt:+-w} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_wt:+--whole-timeout} ${_ffkit_wt:+"$_ffkit_whole"} ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" </dev/null &
     fi
     _ffkit_w=$!
     local _ffkit_wpid=$_ffkit_w _ffkit_wfile=$_ffkit_file _ffkit_wfd=$1 _ffkit_wsig=''
@@ -813,7 +809,7 @@ _ffkit_lock_on_fd() {
                 [[ $_ffkit_total == 0 ]] || return 6
             fi
             _ffkit_st=0
-            _ffkit_lock_call lock-acquire ${_ffkit_wt:+-w} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" || _ffkit_st=$?
+            _ffkit_lock_call lock-acquire ${_ffkit_wt:+-w} ${_ffkit_wt:+"$_ffkit_wt"} ${_ffkit_wt:+--whole-timeout} ${_ffkit_wt:+"$_ffkit_whole"} ${_ffkit_q:+"$_ffkit_q"} --function "$3" --fd "$1" ${_ffkit_sess:+"$_ffkit_sess"} -- "$2" || _ffkit_st=$?
         fi
         return "$_ffkit_st"
     done
@@ -968,8 +964,10 @@ _ffkit_now_us() {
 }
 
 # Sets _ffkit_total to LOCK_TIMEOUT in microseconds (empty when it is not a
-# plain number of seconds: the binary then reports it, exit 12) and
-# _ffkit_t0 to now: the one deadline of an acquisition.
+# plain number of seconds: the binary then reports it, exit 12), _ffkit_whole
+# to it in seconds (a retry's `-w LEFT` says its timeout as the whole
+# call's: `--whole-timeout`, the builtin's line) and _ffkit_t0 to now: the
+# one deadline of an acquisition.
 _ffkit_lock_budget() {
     local _ffkit_s=${LOCK_TIMEOUT:-30} _ffkit_f=''
     _ffkit_s=${_ffkit_s//[[:space:]]/}
@@ -979,6 +977,7 @@ _ffkit_lock_budget() {
     case $_ffkit_s in
         '' | . | *[!0-9.]* | *.*.*) return 0 ;;
     esac
+    _ffkit_whole=$_ffkit_s
     [[ $_ffkit_s != *.* ]] || _ffkit_f=${_ffkit_s#*.}
     _ffkit_s=${_ffkit_s%%.*}
     _ffkit_f=${_ffkit_f}000000

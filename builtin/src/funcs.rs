@@ -39,6 +39,16 @@ fn err(msg: impl std::fmt::Display) {
     errln!("ffkit.bash: {}", ffkit::cli::one_line(&msg));
 }
 
+/// A lock function's failure: `ffkit.bash: FUNC: WHAT`, the prefix the
+/// binary gives the fallback's calls too (`ffkit::lock::function_prog`).
+fn fn_err(func: &str, e: impl std::fmt::Display) {
+    errln!(
+        "{}: {}",
+        ffkit::lock::function_prog(func),
+        ffkit::cli::one_line(&e)
+    );
+}
+
 struct Paths {
     /// The namespace the call works in: the `dev_id` argument's, else the
     /// caller's.
@@ -642,7 +652,7 @@ fn lock_paths(i: &LockInputs<'_>) -> Result<Rc<Resolved>, ffkit::Error> {
 fn lock(func: &str, dev: Option<&OsStr>, name: LockName<'_>, session: bool) -> u8 {
     let start = Instant::now();
     let fail = |e: ffkit::Error| {
-        err(format_args!("{func}: {e}"));
+        fn_err(func, &e);
         e.exit_code()
     };
     // As `paths` reads them, in its order (so the same error wins).
@@ -719,7 +729,7 @@ fn lock(func: &str, dev: Option<&OsStr>, name: LockName<'_>, session: bool) -> u
         && checked
         && let Err(e) = ffkit::lock::make_lock_dir(dir)
     {
-        err(format_args!("{func}: {e}"));
+        fn_err(func, &e);
         return e.exit_code();
     }
     let make_dir = || ffkit::lock::make_lock_dir(dir);
@@ -736,7 +746,7 @@ fn lock(func: &str, dev: Option<&OsStr>, name: LockName<'_>, session: bool) -> u
             Ok(()) => 0,
             Err(held::NotTaken::Signal(sig)) => (128 + sig) as u8,
             Err(held::NotTaken::Failed(e)) => {
-                err(format_args!("{func}: {e}"));
+                fn_err(func, &e);
                 e.exit_code()
             }
         }
@@ -744,7 +754,7 @@ fn lock(func: &str, dev: Option<&OsStr>, name: LockName<'_>, session: bool) -> u
         match held::release(file, &cfg) {
             Ok(()) => 0,
             Err(e) => {
-                err(format_args!("{func}: {e}"));
+                fn_err(func, &e);
                 e.exit_code()
             }
         }

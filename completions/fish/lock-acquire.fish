@@ -1,6 +1,7 @@
 complete -c lock-acquire -s c -l command -d 'Run SHELLCMD with $SHELL -c (default /bin/sh) holding the lock' -r
 complete -c lock-acquire -l fd -d 'Lock the caller\'s open descriptor N (fd mode); with NAME, N must be open on NAME\'s lock file, whose record then names the caller' -r
-complete -c lock-acquire -l function -d 'For shell/ffkit.bash: take NAME on --fd N as shell function FUNC does' -r
+complete -c lock-acquire -l function -d 'For shell/ffkit.bash: take NAME on --fd N (or --prepare it) as shell function FUNC does, failures in its words' -r
+complete -c lock-acquire -l whole-timeout -d 'For shell/ffkit.bash: say a timeout as after SECS, the whole call\'s' -r
 complete -c lock-acquire -s w -l timeout -d 'Give up after SECS (fractional; 0 = non-blocking)' -r
 complete -c lock-acquire -s E -l conflict-exit-code -d 'Exit code when busy or timed out' -r
 complete -c lock-acquire -l start -d 'First byte of an OFD lock\'s range (default 0; implies --fcntl)' -r

@@ -722,6 +722,7 @@ fn locked(o: &Opts, what: What, ctx: &mut Ctx) -> Answer {
         prepare: false,
         quiet_wait: true,
         function: None,
+        whole_timeout: None,
         dialect: Dialect::Flock,
         // flock(1) locks files: never a remote backend.
         backend: Some("local".into()),

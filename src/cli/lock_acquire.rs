@@ -88,9 +88,19 @@ pub(super) fn command() -> Command {
                 .long("function")
                 .value_name("FUNC")
                 .hide(true)
-                .help("For shell/ffkit.bash: take NAME on --fd N as shell function FUNC does")
-                .requires("fd")
+                .help("For shell/ffkit.bash: take NAME on --fd N (or --prepare it) as shell function FUNC does, failures in its words")
                 .requires("target"),
+        )
+        .arg(
+            // The fallback's retry after its lock file was replaced while
+            // waiting: `-w LEFT`, and a timeout said as the whole call's.
+            Arg::new("whole_timeout")
+                .long("whole-timeout")
+                .value_name("SECS")
+                .hide(true)
+                .value_parser(|s: &str| crate::units::parse_seconds(s))
+                .requires("function")
+                .help("For shell/ffkit.bash: say a timeout as after SECS, the whole call's"),
         )
         .arg(
             Arg::new("quiet_wait")
@@ -141,6 +151,7 @@ fn args_of(m: &ArgMatches, ctx: &Ctx) -> LockArgs {
     a.prepare = m.get_flag("prepare");
     a.quiet_wait = m.get_flag("quiet_wait");
     a.function = m.get_one::<String>("function").cloned();
+    a.whole_timeout = m.get_one::<Duration>("whole_timeout").copied();
     a.backend = super::backend_flag(m);
     a
 }
@@ -236,6 +247,7 @@ impl Plain {
             prepare: false,
             quiet_wait: false,
             function: None,
+            whole_timeout: None,
             dialect: Dialect::Ffkit,
             backend: self.backend,
         }

@@ -201,6 +201,11 @@ pub(super) struct LockArgs {
     /// NAME's lock on its descriptor (`lock::fd::acquire`'s `function`);
     /// an owner asking again is refused in FUNC's words.
     pub function: Option<String>,
+    /// `--whole-timeout SECS` (hidden, with `--function`): the fallback's
+    /// retry waits with what is left of LOCK_TIMEOUT (`-w LEFT`), and its
+    /// timeout is said as the whole call's, `timed out after SECS`, as the
+    /// builtin says it (docs/locks.md, "Messages").
+    pub whole_timeout: Option<std::time::Duration>,
     /// Whose rules the answers follow: ffkit's or flock(1)'s.
     pub dialect: Dialect,
     /// `--backend` (the library picks: `lock::Locks`).
@@ -350,6 +355,7 @@ impl LockArgs {
             prepare: false,
             quiet_wait: false,
             function: None,
+            whole_timeout: None,
             dialect: Dialect::Ffkit,
             backend: None,
         }
@@ -493,6 +499,11 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
         function: a.function.is_some(),
     })?;
     let owner = a.owner.unwrap_or_else(lock::parent_pid);
+    if a.function.is_some() && a.fd.is_none() && !a.prepare {
+        return Err(Error::Validation(
+            "--function takes --fd N NAME or --prepare NAME".into(),
+        ));
+    }
     if a.prepare && a.fd.is_some() {
         return Err(Error::Validation(
             "--prepare takes a NAME, not a descriptor".into(),
@@ -683,7 +694,10 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
 fn denied(ctx: &Ctx, a: &LockArgs, label: &str, d: Denied, holder: &str) -> Result<ExitCode> {
     // One line per failure, written once in the core (the builtin's
     // `lock-acquire` and lock functions print the same).
-    let err = d.error(label, a.wait, holder);
+    let err = match (d, a.whole_timeout) {
+        (Denied::TimedOut, Some(t)) => d.error(label, WaitSpec::Timeout(t), holder),
+        _ => d.error(label, a.wait, holder),
+    };
     let msg = err.to_string();
     if a.dialect == Dialect::Flock {
         if a.verbose {

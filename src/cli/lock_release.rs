@@ -154,7 +154,11 @@ pub(super) fn in_function_words(func: &str, r: Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("ffkit.bash: {func}: {}", super::one_line(&e));
+            eprintln!(
+                "{}: {}",
+                crate::lock::function_prog(func),
+                super::one_line(&e)
+            );
             ExitCode::from(e.exit_code())
         }
     }

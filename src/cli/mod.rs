@@ -704,6 +704,15 @@ fn run_applet(
         Ok(m) => m,
         Err(e) => return clap_exit(prog, e, out),
     };
+    // The shell lock functions' calls (`--function FUNC`, hidden: the
+    // fallback's and zsh's): every line in the function's name, as the
+    // builtin's functions print it, a bad setting's and a denial's too
+    // (docs/locks.md, "Messages").
+    let function_prog = matches!(applet.name, "lock-acquire" | "lock-release")
+        .then(|| matches.get_one::<String>("function"))
+        .flatten()
+        .map(|f| crate::lock::function_prog(f));
+    let prog = function_prog.as_deref().unwrap_or(prog);
     run_parsed(applet, prog, start, fn_dir, env, out, input, &mut |ctx| {
         (applet.run)(&matches, ctx)
     })

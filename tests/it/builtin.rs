@@ -1186,12 +1186,11 @@ exec 9<>"$1"; st=0; "$FFKIT_BIN" lock-acquire -n --fd 9 G 2>err-fd || st=$?; ech
             "{path}: {}",
             text(&o.stderr)
         );
-        let fn_prefix = if path == "builtin" {
-            "ffkit.bash: acquire_critical_lock: "
-        } else {
-            "ffkit lock-acquire: "
-        };
-        assert_eq!(read("err-fn"), format!("{fn_prefix}{line}"), "{path}");
+        assert_eq!(
+            read("err-fn"),
+            format!("ffkit.bash: acquire_critical_lock: {line}"),
+            "{path}"
+        );
         for e in ["err-ffkit", "err-bin", "err-fd"] {
             assert_eq!(read(e), format!("ffkit lock-acquire: {line}"), "{path} {e}");
         }
@@ -2374,13 +2373,15 @@ fn old_library_and_every_ffkit_path_count_exactly_on_one_name() {
 }
 
 /// One line per failure (docs/locks.md, "Messages"): the same failing
-/// acquisition says the same thing after the program-name prefix
-/// (`ffkit lock-acquire: `, `ffkit.bash: FUNC: `) through the binary, the
-/// builtin's `ffkit lock-acquire`, and the lock functions with the builtin
-/// and with FFKIT_BUILTIN=off: busy (exit 5), timed out (6), and already
-/// held by the same owner (5). Before, the builtin said `PATH: held by
-/// another process`, `PATH: still held after 1s (LOCK_TIMEOUT)` and
-/// `already held by this shell`.
+/// acquisition says the same line, its program-name prefix included
+/// (`ffkit lock-acquire: ` for `ffkit lock-acquire`, `ffkit.bash: FUNC: `
+/// for a lock function), through the binary, the builtin's `ffkit
+/// lock-acquire`, and the lock functions with the builtin and with
+/// FFKIT_BUILTIN=off: busy (exit 5), timed out (6), and already held by
+/// the same owner (5). Before, the builtin said `PATH: held by another
+/// process`, `PATH: still held after 1s (LOCK_TIMEOUT)` and `already held
+/// by this shell`; and the fallback's functions said a busy lock and a
+/// timeout with the binary's prefix, `ffkit lock-acquire: `.
 #[test]
 fn a_failing_acquisition_prints_the_same_line_on_every_path() {
     use std::io::BufRead;
@@ -2446,16 +2447,17 @@ fn a_failing_acquisition_prints_the_same_line_on_every_path() {
     ];
     let script = "for c in \"$@\"; do rc=0; eval \"$c\" 2>err || rc=$?; \
                   echo \"$rc $(wc -l <err) $(cat err)\"; done";
-    // The line minus its prefix, with what differs between two calls
+    // The line minus its prefix, which must be the call's (the applet's,
+    // or the lock function's name), with what differs between two calls
     // (the holder's age, an owner's own pid) blanked.
-    let norm = |l: &str| -> String {
+    let norm = |call: &str, l: &str| -> String {
+        let prefix = match call.split(' ').find(|w| w.starts_with("acquire_")) {
+            Some(func) if !call.starts_with("ffkit ") => format!("ffkit.bash: {func}: "),
+            _ => "ffkit lock-acquire: ".to_string(),
+        };
         let l = l
-            .strip_prefix("ffkit lock-acquire: ")
-            .or_else(|| {
-                l.strip_prefix("ffkit.bash: ")
-                    .and_then(|m| m.split_once(": ").map(|(_, rest)| rest))
-            })
-            .unwrap_or_else(|| panic!("no known prefix: {l}"));
+            .strip_prefix(prefix.as_str())
+            .unwrap_or_else(|| panic!("{call}: not prefixed {prefix:?}: {l}"));
         let mut out = String::new();
         let mut rest = l;
         for (open, close) in [("(age ", ")"), ("(pid ", ")")] {
@@ -2496,7 +2498,7 @@ fn a_failing_acquisition_prints_the_same_line_on_every_path() {
             let (n, line) = rest.split_once(' ').unwrap_or((rest, ""));
             assert_eq!(rc, code.to_string(), "{path}: {call}: {l}");
             assert_eq!(n, "1", "{path}: {call}: one line: {l}");
-            let line = norm(line);
+            let line = norm(call, line);
             assert!(line.contains(want.as_str()), "{path}: {call}: {line}");
             got.push(format!("{call} -> {line}"));
         }

@@ -915,6 +915,34 @@ fn status_reports_holder_in_text_json_and_exit_code() {
     kill_group(&mut holder);
 }
 
+/// A command-mode lock taken after a wait names its holder: the lock was
+/// taken by `lock_fd`'s helper child, gone since, and `/proc/locks` names
+/// that child, so `lock-status` said "an unknown holder" for as long as
+/// the command ran. `status_reports_holder_in_text_json_and_exit_code`
+/// waited for its holder's name in vain (60 s, a CI flake) whenever its
+/// own `lock-status` poll held the probe's shared lock at the instant the
+/// holder tried, which made the holder wait. The holder is now the live
+/// process whose descriptor holds the lock (ffkit, not its command).
+#[test]
+fn a_command_lock_taken_after_a_wait_names_its_holder() {
+    let w = World::new();
+    let script = "exec 9>>L; \"$FLOCK\" 9 || exit 1\n\
+                  \"$FF\" lock-acquire --verbose L -- sh -c 'until [ -e stop ]; do sleep 0.01; done' 2>err 9>&- & b=$!\n\
+                  until grep -q 'waiting' err; do sleep 0.01; done; exec 9>&-\n\
+                  until \"$FF\" lock-status -q ./L; do sleep 0.01; done\n\
+                  \"$FF\" lock-status ./L | sed \"s/pid $b,/pid B,/\"; \"$FF\" lock-status --json ./L | grep -c \"\\\"pid\\\":$b\"\n\
+                  : >stop; wait $b";
+    let o = bash(&w, script).output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.starts_with("./L: held (exclusive) by pid B, command: ")
+            && out.contains("lock-acquire --verbose L -- sh -c")
+            && out.ends_with("\n1\n"),
+        "{out}{}",
+        stderr_of(&o)
+    );
+}
+
 #[test]
 fn flock_persona_is_unlisted_and_takes_fd_numbers() {
     let w = World::new();

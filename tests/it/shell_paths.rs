@@ -1915,3 +1915,143 @@ fn cache_command_starts_the_command_with_the_callers_sigpipe_on_every_path() {
         }
     }
 }
+
+/// A named pair (`ffkit lock-acquire NAME` typed in the shell) whose lock
+/// dir was moved aside and made again, or whose symlinked lock dir's
+/// target was removed, while held, is released by its shell, 0, by
+/// `release_critical_lock NAME` and by `ffkit lock-release NAME`, on every
+/// path, also when another owner has taken the name in the dir made again
+/// (that lock stays held). The binary found the pair by the path alone,
+/// which names another file or none now: the fallback and zsh answered 4
+/// and the holder kept the old file locked until the shell exited; the
+/// holder now says which path it was taken at.
+#[test]
+fn a_named_pair_whose_lock_dir_was_made_again_is_released_on_every_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let script = "held() { ffkit lock-status -q \"$1\" && echo held || echo free; }\n\
+                  for rel in 'release_critical_lock d' 'ffkit lock-release d'; do\n\
+                  export FFKIT_LOCK_DIR=\"$PWD/l\"; rm -rf l l2\n\
+                  ffkit lock-acquire d || exit 9; mv l l2; mkdir l\n\
+                  rc=0; eval \"$rel\" || rc=$?; echo \"mv=$rc $(held \"$PWD/l2/d.lock\")\"\n\
+                  ffkit lock-acquire d || exit 9; mv l l2b; mkdir l; sleep 60 & o=$!\n\
+                  ffkit lock-acquire --owner $o d || exit 8\n\
+                  rc=0; eval \"$rel\" || rc=$?\n\
+                  echo \"other=$rc $(held \"$PWD/l2b/d.lock\") $(held d)\"\n\
+                  kill $o; wait $o; rm -rf l2b\n\
+                  rm -rf real link; mkdir real; ln -s real link; export FFKIT_LOCK_DIR=\"$PWD/link\"\n\
+                  ffkit lock-acquire d || exit 7; exec {k}<real/d.lock; rm -rf real\n\
+                  rc=0; eval \"$rel\" || rc=$?; flock -n $k && f=free || f=held\n\
+                  echo \"gone=$rc $f\"; exec {k}<&-\n\
+                  done";
+    let want = "mv=0 free\nother=0 free held\ngone=0 free\n".repeat(2);
+    for way in ways() {
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        assert_eq!(out, want, "{way}: {err}");
+    }
+}
+
+/// A lock function that fails says one line, the same on every path,
+/// prefix included: `ffkit.bash: FUNC: ` and the core's words, whether
+/// the builtin's function answers or the binary the fallback and zsh run
+/// for it (`--function FUNC` names its lines; `lock::function_prog`):
+/// busy (5), timed out (6), a session lock busy, a bad LOCK_TIMEOUT (12)
+/// and a lock dir that cannot be made. Before, the fallback and zsh said
+/// all but the first with the binary's prefix, `ffkit lock-acquire: `.
+#[test]
+fn a_failing_lock_function_says_the_same_line_on_every_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    std::fs::write(t.join("f"), "").unwrap();
+    let script = "export FFKIT_LOCK_DIR=\"$PWD/l\"; sleep 60 & o=$!\n\
+                  ffkit lock-acquire --owner $o b && ffkit lock-acquire --session --owner $o s || exit 9\n\
+                  for c in 'LOCK_TIMEOUT=0 acquire_critical_lock b' 'LOCK_TIMEOUT=0.2 acquire_critical_lock b' \\\n\
+                  'LOCK_TIMEOUT=0 acquire_session_lock \"\" s' 'LOCK_TIMEOUT=abc acquire_critical_lock q' \\\n\
+                  'FFKIT_LOCK_DIR=$PWD/f/x acquire_critical_lock q'; do\n\
+                  rc=0; eval \"$c\" 2>err || rc=$?; echo \"$rc $(wc -l <err) $(cat err)\"; done\n\
+                  echo \"o=$o\"; kill $o";
+    let mut first: Option<(String, String)> = None;
+    for way in ways() {
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        let (lines, o) = out
+            .rsplit_once("o=")
+            .unwrap_or_else(|| panic!("{way}: {out}{err}"));
+        // The holder's pid, its command (the owner's as the lock was
+        // taken: zsh may not have run `sleep` in its child yet) and since
+        // when it holds, which differ between two runs.
+        let lines = lines.replace(&format!("pid {} ", o.trim()), "pid P ");
+        let lines: String = lines
+            .lines()
+            .map(|l| match l.find(", command: ") {
+                Some(i) => format!("{}, command: C\n", &l[..i]),
+                None => format!("{l}\n"),
+            })
+            .collect();
+        let held = |n: &str, f: &str, what: &str| {
+            format!("{n} 1 ffkit.bash: {f}: {what}, held by pid P on ")
+        };
+        for (l, want) in lines.lines().zip([
+            held("5", "acquire_critical_lock", "b: busy"),
+            held("6", "acquire_critical_lock", "b: timed out after 0.2s"),
+            held("5", "acquire_session_lock", "s: busy"),
+            "12 1 ffkit.bash: acquire_critical_lock: LOCK_TIMEOUT: 'abc' is not a number of seconds"
+                .into(),
+            format!(
+                "4 1 ffkit.bash: acquire_critical_lock: cannot create directory {}/f/x: Not a directory",
+                t.display()
+            ),
+        ]) {
+            assert!(l.starts_with(&want), "{way}: {l}\nwant {want}…");
+        }
+        assert_eq!(lines.lines().count(), 5, "{way}: {lines}{err}");
+        match &first {
+            None => first = Some((way.to_string(), lines)),
+            Some((w, l)) => assert_eq!(&lines, l, "{way} differs from {w}"),
+        }
+    }
+}
+
+/// A fallback whose lock file was replaced while it waited (the old
+/// library's release) retries on the name's new file with what is left of
+/// LOCK_TIMEOUT, and its timeout there is the core's one line, naming the
+/// whole timeout and the holder, as the builtin's and zsh's: the fallback
+/// built its own, `X: timed out after 1.5s (LOCK_TIMEOUT)`, and the binary
+/// it ran was quiet (`-qw LEFT`); it is now told the whole timeout
+/// (`--whole-timeout`).
+#[test]
+fn a_retry_after_the_lock_file_was_replaced_times_out_with_the_same_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let script = "mkdir l; export FFKIT_LOCK_DIR=\"$PWD/l\"; sleep 60 & a=$!; sleep 60 & b=$!\n\
+                  ffkit lock-acquire --owner $a X || exit 7\n\
+                  ( FF_DEBUG=true LOCK_TIMEOUT=$T acquire_critical_lock X 2>err; echo \"rc=$?\" ) & w=$!\n\
+                  until grep -q 'waiting' err 2>/dev/null; do sleep 0.01; done\n\
+                  : >l/X.new; mv l/X.new l/X.lock; ffkit lock-acquire --owner $b X || exit 8\n\
+                  kill $a; wait $w; grep -v -e debug -e waiting err | sed \"s/pid $b on .*/pid B/; s/pid $a on .*/pid A/\"; kill $b";
+    // The binary's path (the builtin's and zsh's lines are checked by
+    // a_failing_lock_function_says_the_same_line_on_every_path).
+    crate::builtin::library(&bin());
+    // The first wait must last until the file is replaced and its holder
+    // gone: a timeout twice as long whenever a loaded machine was slower.
+    for secs in [1, 2, 4, 8] {
+        let mut c = sh("fallback", t, t, script);
+        c.env("T", secs.to_string());
+        let o = output_within(c, "fallback");
+        let (out, err) = text(&o);
+        let _ = std::fs::remove_dir_all(t.join("l"));
+        let _ = std::fs::remove_file(t.join("err"));
+        if out.ends_with("pid A\n") && secs < 8 {
+            continue;
+        }
+        assert_eq!(
+            out,
+            format!(
+                "rc=6\nffkit.bash: acquire_critical_lock: X: timed out after {secs}s, held by pid B\n"
+            ),
+            "{err}"
+        );
+        return;
+    }
+}

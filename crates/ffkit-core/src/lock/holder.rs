@@ -285,12 +285,12 @@ pub(crate) fn who_of_file(f: &File) -> Who {
         };
     }
     let me = std::process::id();
-    let pid = proc_locks_pids(m.dev(), m.ino(), Some(me))
+    let named = proc_locks_pids(m.dev(), m.ino(), Some(me))
         .into_iter()
         .find(|&p| crate::fsutil::pid_alive(p));
     // A named pair whose record was overwritten: /proc/locks names the
     // `lock-acquire` that took it (gone), its holder process still runs.
-    if pid.is_none()
+    if named.is_none()
         && let Some(rec) = super::named::find_holder(f)
     {
         return Who {
@@ -300,6 +300,15 @@ pub(crate) fn who_of_file(f: &File) -> Who {
             old_library: None,
         };
     }
+    // `/proc/locks` names the process that took the lock, and a lock that
+    // had to be waited for was taken by `kernel::lock_fd`'s helper child
+    // (sharing the taker's open file description), gone since: a command
+    // mode `lock-acquire L -- CMD` that waited, even an instant (a
+    // `lock-status` probe's shared lock in its way), was "an unknown
+    // holder" while it ran. The holder is then the live process whose
+    // descriptor on the file holds the lock, the top one of those sharing
+    // it (ffkit, not the command it runs).
+    let pid = named.or_else(|| super::named::find_fd_holder(f, &[]).map(|r| r.pid));
     Who {
         record: None,
         pid,

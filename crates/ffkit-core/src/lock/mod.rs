@@ -139,6 +139,15 @@ impl Denied {
     }
 }
 
+/// The program name on a shell lock function's lines: `ffkit.bash: FUNC`,
+/// so a failure is one line, `ffkit.bash: FUNC: WHAT`, byte for byte the
+/// same from the bash builtin's functions and from the binary the
+/// fallback and zsh run for them (`lock-acquire --function FUNC`, `lock-release
+/// --function FUNC`) (docs/locks.md, "Messages"). Built here once for both.
+pub fn function_prog(func: &str) -> String {
+    format!("ffkit.bash: {func}")
+}
+
 /// The one error for an acquisition by the owner that already holds the
 /// lock (it would wait for itself), on every path: exit 5. `what` names
 /// the lock (its file, or a Redis lock's name), `owner` the holder's pid.

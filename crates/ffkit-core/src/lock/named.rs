@@ -186,13 +186,13 @@ pub(crate) fn acquire(
     };
     let mut rec = Holder::new(KIND_NAMED, owner, command);
     rec.start = owner_start;
-    let mut child =
-        start_holder(&f, &watch, compat.filter(|r| r.follow).map(|_| path)).map_err(|e| {
-            Error::LockFailed(format!(
-                "cannot start the holder process: {}",
-                crate::error::os_reason(&e)
-            ))
-        })?;
+    let remove = compat.is_some_and(|r| r.follow);
+    let mut child = start_holder(&f, &watch, path, remove).map_err(|e| {
+        Error::LockFailed(format!(
+            "cannot start the holder process: {}",
+            crate::error::os_reason(&e)
+        ))
+    })?;
     // Our copy of the pidfd (the holder has its own) closes here.
     drop(watch);
     let child_pid = child.id();
@@ -216,10 +216,14 @@ pub(crate) fn acquire(
 }
 
 /// The first argument that makes the ffkit binary a named lock's holder:
-/// `ffkit --ffkit-lock-holder LOCK_FD WATCH [PATH]`, started by
+/// `ffkit --ffkit-lock-holder LOCK_FD WATCH PATH [remove]`, started by
 /// [`acquire`] only ([`serve_holder`] reads it). WATCH is `pidfd:N` (a
 /// pidfd of the owner, inherited) or `pid:PID:START` (no pidfd support:
-/// the owner's pid and start time, `-` when unknown).
+/// the owner's pid and start time, `-` when unknown). PATH is the lock
+/// file's path as the lock was taken (absolute): a release finds the pair
+/// by it when the path names another file or none any more (its dir moved
+/// aside and made again, a symlinked dir's target removed: [`lost_held`]).
+/// `remove`: delete PATH when the owner dies (the old library's protocol).
 pub const HOLDER_ARG: &str = "--ffkit-lock-holder";
 
 /// Set by the ffkit binary ([`this_binary_serves_holders`]): only then is
@@ -238,7 +242,7 @@ pub fn this_binary_serves_holders() {
 /// `/proc/self/exe` (the very build running, even if the file on disk was
 /// replaced since), inheriting `f` and the owner's pidfd and nothing else
 /// of ours or our caller's ([`crate::fsutil::BeforeExec::Holder`]).
-fn start_holder(f: &File, watch: &Watch, remove: Option<&Path>) -> io::Result<Child> {
+fn start_holder(f: &File, watch: &Watch, path: &Path, remove: bool) -> io::Result<Child> {
     use std::os::unix::process::CommandExt;
     if !BINARY_SERVES_HOLDERS.load(Ordering::Relaxed) {
         return Err(io::Error::other(
@@ -259,8 +263,9 @@ fn start_holder(f: &File, watch: &Watch, remove: Option<&Path>) -> io::Result<Ch
             [lock, lock]
         }
     };
-    if let Some(p) = remove {
-        cmd.arg(p);
+    cmd.arg(absolute(path));
+    if remove {
+        cmd.arg(REMOVE_ARG);
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -269,10 +274,20 @@ fn start_holder(f: &File, watch: &Watch, remove: Option<&Path>) -> io::Result<Ch
     crate::fsutil::with_callers_mask(|| cmd.spawn())
 }
 
+/// [`HOLDER_ARG`]'s last argument: delete PATH when the owner dies.
+const REMOVE_ARG: &str = "remove";
+
+/// `path` made absolute against the current dir (as the kernel would
+/// resolve it), without resolving symlinks: the same string at acquire
+/// and release when the lock dir is the same setting.
+fn absolute(path: &Path) -> std::path::PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
 /// The holder process ([`HOLDER_ARG`]; `args` are the arguments after it):
 /// keeps the inherited lock descriptor open until the owner exits, then
 /// writes the free line over the record, as a release does. With
-/// PATH (a NAME's lock file), the file is deleted instead while the lock is
+/// `remove` (a NAME's lock file), PATH is deleted instead while the lock is
 /// still held, the old library's release ([`super::compat::remove`]), so a
 /// dead owner's lock is free for the old library at once too. Its session,
 /// signals and descriptors were set up before the exec ([`start_holder`]).
@@ -285,11 +300,11 @@ pub fn serve_holder(args: &[OsString]) -> Result<()> {
     };
     let text = |i: usize| args.get(i).and_then(|a| a.to_str()).ok_or_else(bad);
     let number = |s: &str| s.parse::<i32>().map_err(|_| bad());
-    if args.len() > 3 {
+    if args.len() > 4 || args.get(3).is_some_and(|a| a != REMOVE_ARG) {
         return Err(bad());
     }
     let lock = kernel::borrow(number(text(0)?)?).map_err(|_| bad())?;
-    let remove = args.get(2).map(Path::new);
+    let remove = args.get(2).filter(|_| args.len() == 4).map(Path::new);
     match text(1)?.split(':').collect::<Vec<_>>().as_slice() {
         ["pidfd", n] => {
             let pidfd = kernel::borrow(number(n)?).map_err(|_| bad())?;
@@ -489,6 +504,7 @@ pub(crate) fn release(
     who: &Releaser,
     compat: bool,
 ) -> Result<std::result::Result<Holder, NotReleased>> {
+    use std::os::unix::fs::MetadataExt;
     // Writable if we may (to tidy the record), else read-only.
     let opened = match open_existing_rw(path) {
         Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
@@ -496,27 +512,50 @@ pub(crate) fn release(
         }
         r => r.map(|f| (f, true)),
     };
-    // A lock file deleted or replaced while a named pair held it (by hand,
-    // the old library's stale break): its holder process still keeps the
-    // lock on the old file, found in /proc ([`unlinked_held`]), and is
-    // released as any (the shell's descriptor lock on such a file is
-    // released with status 0 too: docs/shell.md).
-    let (mut f, mut writable) = match opened {
+    // A lock file deleted, replaced or moved away while a named pair held
+    // it (by hand, the old library's stale break, its lock dir moved aside
+    // and made again or a symlinked dir's target removed): its holder
+    // process still keeps the lock on the old file, found in /proc
+    // ([`lost_held`]), and is released as any (the shell's descriptor lock
+    // on such a file is released with status 0 too: docs/shell.md).
+    let (f, writable) = match opened {
         Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => match unlinked_held(path, who) {
-            Some(f) => (f, true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => match lost_held(path, None, who) {
+            Some((f, _)) => (f, true),
             None => return Ok(Err(NotReleased::NotHeld)),
         },
         Err(e) => return Err(Error::io(crate::lock::OPEN_FAILED, path, e)),
     };
+    let now = f.metadata().ok().map(|m| (m.dev(), m.ino()));
     if kernel::probe_file(&f).map_err(|e| Error::io("cannot probe", path, e))? == Probe::Free {
-        match unlinked_held(path, who) {
-            Some(g) => (f, writable) = (g, true),
-            None => return Ok(Err(NotReleased::NotHeld)),
-        }
+        return match lost_held(path, now, who) {
+            Some((g, _)) => release_held(&g, path, who, true, compat),
+            None => Ok(Err(NotReleased::NotHeld)),
+        };
     }
-    if let Some(rec) = holder::read_from(&f).filter(|r| r.kind == KIND_FD) {
-        return release_fd_held(&f, path, rec, who, writable, compat);
+    let r = release_held(&f, path, who, writable, compat)?;
+    // Another owner holds the file the path names now (the dir made again
+    // and the name taken there): the releaser's own pair on the file the
+    // path named before is still its to release.
+    if matches!(r, Err(NotReleased::NotOwner(_)))
+        && let Some((g, true)) = lost_held(path, now, who)
+    {
+        return release_held(&g, path, who, true, compat);
+    }
+    Ok(r)
+}
+
+/// [`release`] of the lock held on `f` (the file `path` names, or the one
+/// it named when the lock was taken).
+fn release_held(
+    f: &File,
+    path: &Path,
+    who: &Releaser,
+    writable: bool,
+    compat: bool,
+) -> Result<std::result::Result<Holder, NotReleased>> {
+    if let Some(rec) = holder::read_from(f).filter(|r| r.kind == KIND_FD) {
+        return release_fd_held(f, path, rec, who, writable, compat);
     }
     // Only a record whose holder process keeps this very file's lock: a
     // record copied from another name's file, or left by a holder killed
@@ -527,10 +566,10 @@ pub(crate) fn release(
     let m = f
         .metadata()
         .map_err(|e| Error::io("cannot inspect", path, e))?;
-    let Some(rec) = named_record(&f, &m) else {
+    let Some(rec) = named_record(f, &m) else {
         // Else a descriptor holder, found in /proc the same way.
-        if let Some(rec) = find_fd_holder(&f, &who.as_pids) {
-            return release_fd_held(&f, path, rec, who, writable, compat);
+        if let Some(rec) = find_fd_holder(f, &who.as_pids) {
+            return release_fd_held(f, path, rec, who, writable, compat);
         }
         return Err(Error::LockFailed(format!(
             "{}: held, but not as a named lock (no holder record); it is released when its holder exits",
@@ -585,9 +624,9 @@ pub(crate) fn release(
     // Tidy the record, but only while the lock is ours for an instant: a
     // waiter that got it first has written its own record.
     if kernel::try_lock_fd(f.as_raw_fd(), Kind::Exclusive).unwrap_or(false) {
-        let removed = compat && matches!(super::compat::remove(&f, path), Ok(true));
+        let removed = compat && matches!(super::compat::remove(f, path), Ok(true));
         if writable && !removed {
-            let _ = holder::clear(&f, None);
+            let _ = holder::clear(f, None);
         }
         let _ = kernel::unlock_fd(f.as_raw_fd());
     }
@@ -605,20 +644,28 @@ fn other_pids() -> impl Iterator<Item = u32> {
         .filter(move |&pid| pid != me)
 }
 
-/// The named pairs' holder processes running this protocol (`ffkit`
-/// [`HOLDER_ARG`] `LOCK_FD WATCH [PATH]`, read from `/proc/PID/cmdline`):
-/// each one's pid, `LOCK_FD` and `WATCH`.
-fn holder_processes() -> impl Iterator<Item = (u32, i32, String)> {
-    other_pids().filter_map(|pid| {
-        let (lock_fd, watch) = holder_args(pid)?;
-        Some((pid, lock_fd, watch))
-    })
+/// A named pair's holder process running this protocol (`ffkit`
+/// [`HOLDER_ARG`] `LOCK_FD WATCH [PATH [remove]]`, read from
+/// `/proc/PID/cmdline`).
+struct HolderArgs {
+    pid: u32,
+    lock_fd: i32,
+    watch: String,
+    /// The lock file's path as the lock was taken (absent from a holder
+    /// an older build started without it).
+    at: Option<std::path::PathBuf>,
 }
 
-/// `pid`'s `LOCK_FD` and `WATCH` when it is a named pair's holder process
-/// (its `/proc/PID/cmdline` is `ffkit` [`HOLDER_ARG`] `LOCK_FD WATCH
-/// [PATH]`), else `None`.
-fn holder_args(pid: u32) -> Option<(i32, String)> {
+/// The named pairs' holder processes, as [`holder_args`] reads them.
+fn holder_processes() -> impl Iterator<Item = HolderArgs> {
+    other_pids().filter_map(holder_args)
+}
+
+/// `pid`'s arguments when it is a named pair's holder process (its
+/// `/proc/PID/cmdline` is `ffkit` [`HOLDER_ARG`] `LOCK_FD WATCH …`),
+/// else `None`.
+fn holder_args(pid: u32) -> Option<HolderArgs> {
+    use std::os::unix::ffi::OsStrExt;
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
     let mut args = raw.split(|&b| b == 0).skip(1);
     if args.next()? != HOLDER_ARG.as_bytes() {
@@ -626,7 +673,16 @@ fn holder_args(pid: u32) -> Option<(i32, String)> {
     }
     let lock_fd = std::str::from_utf8(args.next()?).ok()?.parse().ok()?;
     let watch = args.next().and_then(|a| std::str::from_utf8(a).ok());
-    Some((lock_fd, watch.unwrap_or("").to_owned()))
+    let at = args
+        .next()
+        .filter(|a| a.first() == Some(&b'/'))
+        .map(|a| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(a)));
+    Some(HolderArgs {
+        pid,
+        lock_fd,
+        watch: watch.unwrap_or("").to_owned(),
+        at,
+    })
 }
 
 /// Whether the process `pid` (a named record's holder) keeps its lock on
@@ -638,7 +694,7 @@ fn holder_args(pid: u32) -> Option<(i32, String)> {
 /// we could not signal it either).
 pub(crate) fn holder_keeps(pid: u32, dev: u64, ino: u64) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Some((lock_fd, _)) = holder_args(pid) else {
+    let Some(HolderArgs { lock_fd, .. }) = holder_args(pid) else {
         return false;
     };
     match std::fs::metadata(format!("/proc/{pid}/fd/{lock_fd}")) {
@@ -673,25 +729,32 @@ fn named_record(f: &File, m: &std::fs::Metadata) -> Option<Holder> {
 pub(crate) fn find_holder(f: &File) -> Option<Holder> {
     use std::os::unix::fs::MetadataExt;
     let m = f.metadata().ok()?;
-    holder_processes().find_map(|(pid, lock_fd, watch)| {
-        let on_file = std::fs::metadata(format!("/proc/{pid}/fd/{lock_fd}"))
-            .is_ok_and(|fm| fm.dev() == m.dev() && fm.ino() == m.ino());
-        if !on_file || holder::fdinfo_lists_a_lock(pid, lock_fd) != Some(true) {
-            return None;
-        }
-        let owner = match watch.split(':').collect::<Vec<_>>().as_slice() {
-            ["pidfd", n] => pidfd_target(pid, n),
-            ["pid", p, _] => p.parse().ok(),
-            _ => None,
-        }?;
-        let mut rec = Holder::new(KIND_NAMED, owner, None);
-        rec.holder_pid = Some(pid);
-        rec.holder_start = holder::start_time(pid);
-        if let Some(since) = rec.holder_start.and_then(holder::epoch_of_start) {
-            rec.since = since;
-        }
-        Some(rec)
-    })
+    holder_processes().find_map(
+        |HolderArgs {
+             pid,
+             lock_fd,
+             watch,
+             ..
+         }| {
+            let on_file = std::fs::metadata(format!("/proc/{pid}/fd/{lock_fd}"))
+                .is_ok_and(|fm| fm.dev() == m.dev() && fm.ino() == m.ino());
+            if !on_file || holder::fdinfo_lists_a_lock(pid, lock_fd) != Some(true) {
+                return None;
+            }
+            let owner = match watch.split(':').collect::<Vec<_>>().as_slice() {
+                ["pidfd", n] => pidfd_target(pid, n),
+                ["pid", p, _] => p.parse().ok(),
+                _ => None,
+            }?;
+            let mut rec = Holder::new(KIND_NAMED, owner, None);
+            rec.holder_pid = Some(pid);
+            rec.holder_start = holder::start_time(pid);
+            if let Some(since) = rec.holder_start.and_then(holder::epoch_of_start) {
+                rec.since = since;
+            }
+            Some(rec)
+        },
+    )
 }
 
 /// `dir` as `/proc/PID/fd` names it in the link of a descriptor on a file
@@ -718,21 +781,36 @@ fn kernel_dir_name(dir: &Path) -> Option<std::path::PathBuf> {
 }
 
 /// A named pair's holder process keeping its lock on a file that was
-/// `path` and has no name left (deleted, or replaced by a rename): its lock
-/// descriptor reads as `PATH (deleted)` in `/proc/PID/fd`, the file has no
-/// link and its fdinfo lists a lock. Returns that file, opened through the
-/// holder's descriptor (its record names the holder). Several such holders
-/// (the file deleted again after another owner took the name) are told
-/// apart by owner: the one `who` may release first, so one owner's release
-/// is not refused for another's older lock.
-fn unlinked_held(path: &Path, who: &Releaser) -> Option<File> {
+/// `path` when the lock was taken and is not the file `path` names now
+/// (`now`, its device and inode; `None`: no file there): the file deleted
+/// or replaced (by hand, the old library's stale break), its lock dir
+/// moved aside and made again, a symlinked lock dir's target removed. The
+/// holder says which path it was taken at (its PATH argument,
+/// [`HOLDER_ARG`]), so the pair is found by what it was taken as, not by
+/// where its file is now; a holder an older build started without PATH is
+/// found when its lock descriptor reads as `PATH (deleted)` in
+/// `/proc/PID/fd` and the file has no link left. Its fdinfo must list a
+/// lock. Returns that file, opened through the holder's descriptor (its
+/// record names the holder), and whether `who` may release it. Several
+/// such holders (the name lost again after another owner took it) are
+/// told apart by owner: the one `who` may release first, so one owner's
+/// release is not refused for another's older lock.
+fn lost_held(path: &Path, now: Option<(u64, u64)>, who: &Releaser) -> Option<(File, bool)> {
     use std::os::unix::fs::MetadataExt;
-    let dir = kernel_dir_name(path.parent()?)?;
-    let want = format!("{} (deleted)", dir.join(path.file_name()?).display());
+    let at = absolute(path);
+    let deleted = path
+        .parent()
+        .and_then(kernel_dir_name)
+        .zip(path.file_name())
+        .map(|(dir, name)| format!("{} (deleted)", dir.join(name).display()));
     let mut first = None;
-    for (pid, lock_fd, _) in holder_processes() {
-        let link = format!("/proc/{pid}/fd/{lock_fd}");
-        if std::fs::read_link(&link).ok().as_deref() != Some(Path::new(&want)) {
+    for h in holder_processes() {
+        let link = format!("/proc/{}/fd/{}", h.pid, h.lock_fd);
+        let taken_here = h.at.as_deref() == Some(at.as_path());
+        if !taken_here
+            && (h.at.is_some()
+                || deleted.as_deref().map(Path::new) != std::fs::read_link(&link).ok().as_deref())
+        {
             continue;
         }
         let Ok(f) = std::fs::OpenOptions::new()
@@ -743,13 +821,17 @@ fn unlinked_held(path: &Path, who: &Releaser) -> Option<File> {
             continue;
         };
         let Ok(m) = f.metadata() else { continue };
-        if m.nlink() != 0 || holder::fdinfo_lists_a_lock(pid, lock_fd) != Some(true) {
+        let moved = now != Some((m.dev(), m.ino()));
+        if !moved
+            || (!taken_here && m.nlink() != 0)
+            || holder::fdinfo_lists_a_lock(h.pid, h.lock_fd) != Some(true)
+        {
             continue;
         }
         if named_record(&f, &m).is_some_and(|r| who.may_release(&r)) {
-            return Some(f);
+            return Some((f, true));
         }
-        first.get_or_insert(f);
+        first.get_or_insert((f, false));
     }
     first
 }
@@ -764,7 +846,7 @@ fn unlinked_held(path: &Path, who: &Releaser) -> Option<File> {
 /// otherwise pass the ownership rule for its own release), one of
 /// `prefer` (the releasers) first. The record is rebuilt as that
 /// process's descriptor lock.
-fn find_fd_holder(f: &File, prefer: &[u32]) -> Option<Holder> {
+pub(crate) fn find_fd_holder(f: &File, prefer: &[u32]) -> Option<Holder> {
     use std::os::unix::fs::MetadataExt;
     let m = f.metadata().ok()?;
     let mut found: Vec<(u32, i32)> = Vec::new();

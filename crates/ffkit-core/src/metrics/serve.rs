@@ -255,6 +255,8 @@ impl State {
     /// `Access-Control-Allow-Origin: *`, and `OPTIONS` (a preflight, with
     /// `asked` its `Access-Control-Request-Headers`) is 204.
     fn route(&self, method: &str, target: &str, asked: Option<&str>) -> Reply {
+        let target = origin_form(target);
+        let target = target.as_ref();
         let mut r = self.route_inner(method, target, asked);
         if r.status != 404 && is_data_path(target) {
             r.headers.push(("Access-Control-Allow-Origin", "*".into()));
@@ -440,6 +442,25 @@ impl State {
                 cache.remove(i);
             }
         }
+    }
+}
+
+/// The path and query of a request target in the absolute form
+/// (`http://host:port/metrics?since=1h`, what a client sends to a proxy),
+/// which a server must accept (RFC 9112, 3.2.2): before, it was 400. Any
+/// other target is returned as it is.
+fn origin_form(target: &str) -> std::borrow::Cow<'_, str> {
+    let scheme = target.split_once("://").map(|(s, _)| s);
+    let rest = match scheme {
+        Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {
+            &target[s.len() + 3..]
+        }
+        _ => return target.into(),
+    };
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => rest[i..].into(),
+        Some(i) => format!("/{}", &rest[i..]).into(),
+        None => "/".into(),
     }
 }
 
@@ -700,6 +721,27 @@ mod tests {
             "{:?}",
             r.headers
         );
+        // The absolute form (through a proxy) is the same request.
+        for (abs, path) in [
+            (
+                "http://127.0.0.1:9464/metrics?since=20s",
+                "/metrics?since=20s",
+            ),
+            (
+                "HTTP://localhost/api/performance/metrics",
+                "/api/performance/metrics",
+            ),
+            ("http://h:1?since=20s", "/?since=20s"),
+            ("http://h", "/"),
+        ] {
+            let (a, b) = (s.route("GET", abs, None), s.route("GET", path, None));
+            assert_eq!((a.status, a.headers.len()), (200, b.headers.len()), "{abs}");
+            if !path.starts_with("/?") && path != "/" {
+                assert_eq!(a.body, b.body, "{abs}");
+            }
+        }
+        assert_eq!(s.route("GET", "ftp://h/metrics", None).status, 400);
+        assert_eq!(s.route("GET", "http://h/nope", None).status, 404);
         // A preflight: 204, the methods, the headers asked for when they
         // are names; the page answers no CORS.
         let p = s.route("OPTIONS", "/metrics", Some("X-Custom, content-type"));

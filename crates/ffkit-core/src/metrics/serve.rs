@@ -28,7 +28,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use super::aggregate::{self, Filter, Report};
-use super::export::{ApiJson, Exporter, Html, Prometheus, html::CSP, html::PageQuery};
+use super::export::{ApiJson, Exporter, Html, Prometheus, html, html::CSP, html::PageQuery};
 use super::http::{self, Request, Response as Reply};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -546,7 +546,7 @@ fn parse_query(query: &str) -> std::result::Result<Query, String> {
                 let t = v
                     .parse::<i64>()
                     .ok()
-                    .filter(|t| (0..=253_402_300_799).contains(t))
+                    .filter(|t| (0..=html::MAX_EPOCH).contains(t))
                     .ok_or_else(|| format!("bad '{k}': '{v}' is not an epoch second"))?;
                 *slot = Some(t);
             }

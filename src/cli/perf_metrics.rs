@@ -364,8 +364,10 @@ fn report(
         ));
     }
     match textfile {
-        Some(dest) => export::write_file(dest, text.as_bytes())?,
-        None => ctx.write_out(text.as_bytes())?,
+        Some(dest) if !export::is_standard_output(dest) => {
+            export::write_file(dest, text.as_bytes())?;
+        }
+        _ => ctx.write_out(text.as_bytes())?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -410,7 +412,7 @@ struct HtmlArgs {
     ops: Vec<String>,
 }
 
-fn html_report(m: &ArgMatches, ctx: &Ctx, path: &Path, since: Option<i64>) -> Result<ExitCode> {
+fn html_report(m: &ArgMatches, ctx: &mut Ctx, path: &Path, since: Option<i64>) -> Result<ExitCode> {
     let a = HtmlArgs {
         dest: m.get_one::<PathBuf>("html").cloned().unwrap_or_default(),
         ops: ops_of(m),
@@ -437,7 +439,11 @@ fn html_report(m: &ArgMatches, ctx: &Ctx, path: &Path, since: Option<i64>) -> Re
         query: Default::default(),
     }
     .render(&r);
-    export::write_file(&a.dest, page.as_bytes())?;
+    if export::is_standard_output(&a.dest) {
+        ctx.write_out(page.as_bytes())?;
+    } else {
+        export::write_file(&a.dest, page.as_bytes())?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -917,6 +917,75 @@ fn prometheus_textfile_is_written_atomically_and_readable_like_any_file() {
 }
 
 #[test]
+fn report_and_textfile_never_replace_a_fifo_or_a_stdout_link() {
+    // A rename over the destination replaced it: `report --html
+    // /dev/stdout` as root made the system's /dev/stdout link a regular
+    // file (and the page never reached stdout), and a FIFO a reader
+    // waited on got a regular file in its place.
+    use std::os::unix::fs::FileTypeExt;
+    let w = World::new();
+    let log = w.path().join("log.csv");
+    write_log(&log, 2, 50);
+    let want = cli_out(pm(&w, &log).arg("--prometheus"));
+
+    // A link to this process's stdout (what /dev/stdout is), a pipe or a
+    // file: the output goes there, the link stays.
+    let link = w.path().join("stdout");
+    std::os::unix::fs::symlink("/proc/self/fd/1", &link).unwrap();
+    let got = cli_out(pm(&w, &log).args(["--prometheus", "--textfile"]).arg(&link));
+    assert!(is_symlink(&link), "the link was replaced by a file");
+    assert_eq!(got, want);
+    let page = cli_out(pm(&w, &log).args(["report", "--html"]).arg(&link));
+    assert!(is_symlink(&link), "the link was replaced by a file");
+    assert!(page.starts_with(b"<!DOCTYPE html>"));
+    let file = w.path().join("out.txt");
+    let status = pm(&w, &log)
+        .args(["--prometheus", "--textfile"])
+        .arg(&link)
+        .stdout(fs::File::create(&file).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(is_symlink(&link), "the link was replaced by a file");
+    assert_eq!(fs::read(&file).unwrap(), want);
+
+    // A FIFO (and a link to one) is not a regular file: refused, exit 1,
+    // left as it is.
+    let fifo = w.path().join("ffkit.prom");
+    mkfifo(&fifo);
+    let to_fifo = w.path().join("to-fifo");
+    std::os::unix::fs::symlink(&fifo, &to_fifo).unwrap();
+    for dest in [&fifo, &to_fifo] {
+        pm(&w, &log)
+            .args(["--prometheus", "--textfile"])
+            .arg(dest)
+            .assert()
+            .code(1)
+            .stdout("")
+            .stderr(predicates::str::contains("not a regular file"));
+        pm(&w, &log)
+            .args(["report", "--html"])
+            .arg(dest)
+            .assert()
+            .code(1)
+            .stderr(predicates::str::contains("not a regular file"));
+    }
+    assert!(fs::symlink_metadata(&fifo).unwrap().file_type().is_fifo());
+    assert!(is_symlink(&to_fifo));
+    // No temp file was left beside them.
+    let names: Vec<_> = fs::read_dir(w.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.to_string_lossy().starts_with(".tmp-")),
+        "{names:?}"
+    );
+}
+
+#[test]
 fn serve_page_of_a_big_log_stays_small() {
     // 300,000 rows: the page's size depends on operations, not rows (the
     // time is measured in docs/metrics.md, not asserted).

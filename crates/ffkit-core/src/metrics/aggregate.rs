@@ -126,6 +126,24 @@ impl Report {
         }
     }
 
+    /// About how many bytes the report holds, its allocations' overhead
+    /// included: what the server's cache of reports is budgeted in.
+    pub fn approx_bytes(&self) -> usize {
+        // A small allocation costs its size rounded up plus a header.
+        const PER_ALLOCATION: usize = 32;
+        self.ops.capacity() * size_of::<OpStats>()
+            + self
+                .ops
+                .iter()
+                .map(|s| {
+                    s.op.capacity()
+                        + s.quantiles.heap_bytes()
+                        + s.series.heap_bytes()
+                        + 3 * PER_ALLOCATION
+                })
+                .sum::<usize>()
+    }
+
     pub fn get(&self, op: &str) -> Option<&OpStats> {
         self.ops
             .binary_search_by(|s| s.op.as_str().cmp(op))
@@ -205,6 +223,8 @@ impl Aggregator {
             s.quantiles.finish();
         }
         self.ops.sort_by(|a, b| a.op.cmp(&b.op));
+        // Up to half of a grown vector is room it was growing into.
+        self.ops.shrink_to_fit();
         Report {
             ops: self.ops,
             malformed: counts.malformed,

@@ -123,6 +123,16 @@ pub struct TimeBuckets {
 }
 
 impl TimeBuckets {
+    /// Bytes held on the heap (for the server's cache budget).
+    pub fn heap_bytes(&self) -> usize {
+        self.buckets.capacity() * size_of::<Bucket>()
+            + self
+                .buckets
+                .iter()
+                .map(|b| b.sketch.heap_bytes())
+                .sum::<usize>()
+    }
+
     pub fn add(&mut self, key: i64, ms: f64) {
         // Logs are appended in time order: the newest bucket is the usual hit.
         let i = match self.buckets.last() {

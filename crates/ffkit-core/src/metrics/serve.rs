@@ -23,11 +23,12 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use super::aggregate::{self, Filter, Report};
-use super::export::{ApiJson, Exporter, Html, Prometheus, html::CSP, html::PageQuery};
+use super::export::{ApiJson, Exporter, Html, Prometheus, html, html::CSP, html::PageQuery};
 use super::http::{self, Request, Response as Reply};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -37,6 +38,20 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
 /// Reports kept (one per distinct filter and log state).
 const CACHE_ENTRIES: usize = 8;
+
+/// What the kept reports may hold together (their
+/// [`Report::approx_bytes`]); the oldest go first, the newest is always
+/// kept. A report's size follows the log's operation names, not its rows:
+/// a 10 MiB log of 378,000 names (`build-$id`) makes a 115 MB report, and
+/// eight requests with eight `since` values held 930 MB for good.
+const CACHE_BYTES: usize = 64 << 20;
+
+/// Requests worked on at once (the pass over the log, or the cached
+/// report, and the rendering of the answer); more wait their turn, then
+/// find the report a waiting twin made. The work is CPU-bound, so two keep
+/// a 2-core machine busy; without the limit, 16 concurrent requests with 16
+/// `since` values on that log built 16 reports and answers at once: 4.5 GB.
+const MAX_PASSES: usize = 2;
 
 /// The paths the server answers, for the 404 text.
 const PATHS: &str = "/, /api/performance/metrics, /metrics";
@@ -76,6 +91,47 @@ struct State {
     refresh: u32,
     default_since: Option<(String, Duration)>,
     cache: Mutex<Vec<(Key, Arc<OnceLock<Snapshot>>)>>,
+    /// [`CACHE_BYTES`], smaller in tests.
+    cache_bytes: usize,
+    passes: Passes,
+}
+
+/// Counts the requests being worked on (a pass over the log or a kept
+/// report, and the rendering), at most [`MAX_PASSES`].
+#[derive(Default)]
+struct Passes {
+    running: Mutex<usize>,
+    ended: Condvar,
+    /// The most that ever ran at once (for the tests).
+    most: AtomicUsize,
+}
+
+impl Passes {
+    /// Runs `pass` once fewer than [`MAX_PASSES`] others are worked on.
+    fn run<T>(&self, pass: impl FnOnce() -> T) -> T {
+        let mut n = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        while *n >= MAX_PASSES {
+            n = self.ended.wait(n).unwrap_or_else(PoisonError::into_inner);
+        }
+        *n += 1;
+        self.most.fetch_max(*n, Ordering::Relaxed);
+        drop(n);
+        /// Gives the place back however the pass ends (a panic included).
+        struct Ended<'a>(&'a Passes);
+        impl Drop for Ended<'_> {
+            fn drop(&mut self) {
+                let mut n = self
+                    .0
+                    .running
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                *n -= 1;
+                self.0.ended.notify_one();
+            }
+        }
+        let _ended = Ended(self);
+        pass()
+    }
 }
 
 /// A report, or why there is none (the text of a 500).
@@ -142,6 +198,8 @@ pub fn bind(opts: Options) -> Result<Server> {
             refresh: opts.refresh,
             default_since,
             cache: Mutex::new(Vec::new()),
+            cache_bytes: CACHE_BYTES,
+            passes: Passes::default(),
         }),
     })
 }
@@ -197,6 +255,8 @@ impl State {
     /// `Access-Control-Allow-Origin: *`, and `OPTIONS` (a preflight, with
     /// `asked` its `Access-Control-Request-Headers`) is 204.
     fn route(&self, method: &str, target: &str, asked: Option<&str>) -> Reply {
+        let target = origin_form(target);
+        let target = target.as_ref();
         let mut r = self.route_inner(method, target, asked);
         if r.status != 404 && is_data_path(target) {
             r.headers.push(("Access-Control-Allow-Origin", "*".into()));
@@ -254,6 +314,13 @@ impl State {
             (Some((_, d)), _) => Some(self.cfg.now() - d.as_secs() as i64),
             (None, from) => from,
         };
+        // The pass and the rendering are the work whose memory grows with
+        // the log's operation names: at most MAX_PASSES requests do it at
+        // once, the others wait their turn.
+        self.passes.run(|| self.answer_with_report(view, &q, since))
+    }
+
+    fn answer_with_report(&self, view: View, q: &Query, since: Option<i64>) -> Reply {
         let report = match self.report(q.ops.clone(), since, q.to) {
             Ok(r) => r,
             Err(msg) => return Reply::text(500, msg),
@@ -269,7 +336,7 @@ impl State {
                 Html {
                     source: self.log.display().to_string(),
                     generated: self.cfg.now(),
-                    filters: describe(&q),
+                    filters: describe(q),
                     refresh: Some(self.refresh),
                     query: PageQuery {
                         since: q.since.as_ref().map(|(s, _)| s.clone()),
@@ -325,8 +392,10 @@ impl State {
                 }
             }
         };
+        let mut made = false;
         let snap = cell
             .get_or_init(|| {
+                made = true;
                 aggregate::aggregate_with_series(
                     &self.log,
                     Filter {
@@ -348,8 +417,50 @@ impl State {
             if let Ok(mut cache) = self.cache.lock() {
                 cache.retain(|(k, c)| !(k == &key && Arc::ptr_eq(c, &cell)));
             }
+        } else if made {
+            self.trim_cache(&cell);
         }
         snap
+    }
+
+    /// Drops the oldest kept reports until those made hold at most
+    /// `cache_bytes` together; `newest` (the one just made) always stays.
+    fn trim_cache(&self, newest: &Arc<OnceLock<Snapshot>>) {
+        let size = |c: &OnceLock<Snapshot>| match c.get() {
+            Some(Ok(r)) => r.approx_bytes(),
+            _ => 0,
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut total: usize = cache.iter().map(|(_, c)| size(c)).sum();
+        let mut i = 0;
+        while total > self.cache_bytes && i < cache.len() {
+            let bytes = size(&cache[i].1);
+            if bytes == 0 || Arc::ptr_eq(&cache[i].1, newest) {
+                i += 1;
+            } else {
+                total -= bytes;
+                cache.remove(i);
+            }
+        }
+    }
+}
+
+/// The path and query of a request target in the absolute form
+/// (`http://host:port/metrics?since=1h`, what a client sends to a proxy),
+/// which a server must accept (RFC 9112, 3.2.2): before, it was 400. Any
+/// other target is returned as it is.
+fn origin_form(target: &str) -> std::borrow::Cow<'_, str> {
+    let scheme = target.split_once("://").map(|(s, _)| s);
+    let rest = match scheme {
+        Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {
+            &target[s.len() + 3..]
+        }
+        _ => return target.into(),
+    };
+    match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => rest[i..].into(),
+        Some(i) => format!("/{}", &rest[i..]).into(),
+        None => "/".into(),
     }
 }
 
@@ -435,7 +546,7 @@ fn parse_query(query: &str) -> std::result::Result<Query, String> {
                 let t = v
                     .parse::<i64>()
                     .ok()
-                    .filter(|t| (0..=253_402_300_799).contains(t))
+                    .filter(|t| (0..=html::MAX_EPOCH).contains(t))
                     .ok_or_else(|| format!("bad '{k}': '{v}' is not an epoch second"))?;
                 *slot = Some(t);
             }
@@ -496,7 +607,71 @@ mod tests {
             refresh: 10,
             default_since: None,
             cache: Mutex::new(Vec::new()),
+            cache_bytes: CACHE_BYTES,
+            passes: Passes::default(),
         }
+    }
+
+    /// A log of `names` operation names, a row each, one second apart.
+    fn names_log(path: &Path, names: usize) {
+        let rows: String = (0..names)
+            .map(|i| format!("{},build-{i},1.5\n", i))
+            .collect();
+        std::fs::write(path, rows).unwrap();
+    }
+
+    #[test]
+    fn kept_reports_stay_within_their_byte_budget_and_the_newest_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log.csv");
+        names_log(&log, 2000);
+        let mut s = state(&log);
+        let one = s.report(Vec::new(), Some(0), None).unwrap().approx_bytes();
+        assert!(one > 2000 * 64, "{one} bytes for 2000 names");
+        // Room for two reports of the whole log, not three.
+        s.cache_bytes = one * 5 / 2;
+        for since in 0..8 {
+            s.report(Vec::new(), Some(since), None).unwrap();
+            let kept = s.cache.lock().unwrap();
+            let held: usize = kept
+                .iter()
+                .map(|(_, c)| c.get().unwrap().as_ref().unwrap().approx_bytes())
+                .sum();
+            assert!(held <= s.cache_bytes, "{} reports hold {held}", kept.len());
+            assert_eq!(
+                kept.last().unwrap().0.since,
+                Some(since),
+                "the newest is kept"
+            );
+        }
+        assert_eq!(s.cache.lock().unwrap().len(), 2);
+        // One report over the budget on its own is still kept, alone: the
+        // next request for it is answered without a pass.
+        s.cache_bytes = one / 2;
+        let a = s.report(Vec::new(), Some(100), None).unwrap();
+        assert_eq!(s.cache.lock().unwrap().len(), 1);
+        let b = s.report(Vec::new(), Some(100), None).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+    }
+
+    #[test]
+    fn concurrent_requests_for_distinct_reports_make_at_most_two_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log.csv");
+        names_log(&log, 3000);
+        let s = state(&log);
+        std::thread::scope(|t| {
+            for since in 0..8 {
+                let s = &s;
+                t.spawn(move || {
+                    let target = format!("/metrics?from={since}");
+                    assert_eq!(s.route("GET", &target, None).status, 200);
+                });
+            }
+        });
+        let most = s.passes.most.load(Ordering::Relaxed);
+        assert!((1..=MAX_PASSES).contains(&most), "{most} passes at once");
+        assert_eq!(*s.passes.running.lock().unwrap(), 0);
     }
 
     #[test]
@@ -546,6 +721,27 @@ mod tests {
             "{:?}",
             r.headers
         );
+        // The absolute form (through a proxy) is the same request.
+        for (abs, path) in [
+            (
+                "http://127.0.0.1:9464/metrics?since=20s",
+                "/metrics?since=20s",
+            ),
+            (
+                "HTTP://localhost/api/performance/metrics",
+                "/api/performance/metrics",
+            ),
+            ("http://h:1?since=20s", "/?since=20s"),
+            ("http://h", "/"),
+        ] {
+            let (a, b) = (s.route("GET", abs, None), s.route("GET", path, None));
+            assert_eq!((a.status, a.headers.len()), (200, b.headers.len()), "{abs}");
+            if !path.starts_with("/?") && path != "/" {
+                assert_eq!(a.body, b.body, "{abs}");
+            }
+        }
+        assert_eq!(s.route("GET", "ftp://h/metrics", None).status, 400);
+        assert_eq!(s.route("GET", "http://h/nope", None).status, 404);
         // A preflight: 204, the methods, the headers asked for when they
         // are names; the page answers no CORS.
         let p = s.route("OPTIONS", "/metrics", Some("X-Custom, content-type"));

@@ -46,6 +46,14 @@ impl Default for Quantiles {
 }
 
 impl Quantiles {
+    /// Bytes held on the heap (for the server's cache budget).
+    pub fn heap_bytes(&self) -> usize {
+        match self {
+            Quantiles::Exact { values, .. } => values.capacity() * size_of::<f64>(),
+            Quantiles::Sketch(s) => s.heap_bytes(),
+        }
+    }
+
     pub fn add(&mut self, v: f64) {
         match self {
             Quantiles::Exact { values, sorted } => {
@@ -65,13 +73,16 @@ impl Quantiles {
         }
     }
 
-    /// Sorts the exact values once, before quantiles are asked for.
+    /// Sorts the exact values once, before quantiles are asked for, and
+    /// gives back the room they were growing into (a report the server
+    /// keeps holds them for a while: a value of its own took 32 bytes).
     pub fn finish(&mut self) {
-        if let Quantiles::Exact { values, sorted } = self
-            && !*sorted
-        {
-            values.sort_unstable_by(f64::total_cmp);
-            *sorted = true;
+        if let Quantiles::Exact { values, sorted } = self {
+            if !*sorted {
+                values.sort_unstable_by(f64::total_cmp);
+                *sorted = true;
+            }
+            values.shrink_to_fit();
         }
     }
 
@@ -142,6 +153,11 @@ impl Default for LogSketch {
 }
 
 impl LogSketch {
+    /// Bytes held on the heap (for the server's cache budget).
+    pub fn heap_bytes(&self) -> usize {
+        self.bins.capacity() * size_of::<u64>()
+    }
+
     pub fn new() -> Self {
         Self::with_alpha(ALPHA)
     }
@@ -159,12 +175,6 @@ impl LogSketch {
             zeros: 0,
             count: 0,
         }
-    }
-
-    /// Approximate heap bytes held.
-    #[cfg(test)]
-    fn heap_bytes(&self) -> usize {
-        self.bins.capacity() * 8
     }
 
     /// Values added (zeros included).

@@ -671,6 +671,10 @@ impl Html {
 
     /// Range presets (last 5 minutes … all), and, for a zoomed range,
     /// zoom out (twice as long, same centre), zoom in (half) and back.
+    /// Their ends are kept within what the server takes ([`MAX_EPOCH`]):
+    /// before, zooming out of a range near the epoch (a log with an old
+    /// counter's small timestamps, or twenty zooms out of an hour) linked
+    /// to a negative `from`, and the link was answered 400.
     fn range_controls(&self, o: &mut String, report: &Report) {
         let q = &self.query;
         o.push_str("<nav class=\"range\" aria-label=\"Time range\">");
@@ -708,12 +712,21 @@ impl Html {
                 o,
                 "<a href=\"{}\" title=\"Zoom out: twice the range\">Zoom out</a>\
                  <a href=\"{}\" title=\"Zoom in: half the range, same centre\">Zoom in</a>",
-                self.href(None, Some((mid - len, mid + len))),
-                self.href(None, Some((mid - len / 4, mid + len / 4)))
+                self.href(None, Some(within_epochs(mid - len, mid + len))),
+                self.href(None, Some(within_epochs(mid - len / 4, mid + len / 4)))
             );
         }
         o.push_str("</nav>\n");
     }
+}
+
+/// The last epoch second a `from` or `to` may name: 9999-12-31 23:59:59 UTC.
+pub const MAX_EPOCH: i64 = 253_402_300_799;
+
+/// A range clamped to the epoch seconds a query may name, 0 to
+/// [`MAX_EPOCH`] (clamping keeps `a <= b`).
+fn within_epochs(a: i64, b: i64) -> (i64, i64) {
+    (a.clamp(0, MAX_EPOCH), b.clamp(0, MAX_EPOCH))
 }
 
 impl Html {
@@ -1281,6 +1294,32 @@ mod tests {
                 "the 1,001st busiest is left out"
             );
             assert_eq!(linked, refresh.is_some());
+        }
+    }
+
+    /// Zoom links stay within the epoch seconds the server takes.
+    #[test]
+    fn zoom_links_never_leave_the_range_a_query_may_name() {
+        for rows in [
+            vec![(5, "a", 1.0), (3_600, "a", 2.0)],
+            vec![
+                (1_700_000_000, "a", 1.0),
+                (999_999_999_999_999_999, "a", 2.0),
+            ],
+        ] {
+            let p = page(&report(&rows, true), Some(10));
+            let mut links = 0;
+            for part in p.split("from=").skip(1) {
+                let num = |s: &str| -> i64 {
+                    let end = s.find(|c: char| c != '-' && !c.is_ascii_digit()).unwrap();
+                    s[..end].parse().unwrap()
+                };
+                let from = num(part);
+                let to = num(part.split("to=").nth(1).unwrap());
+                assert!(0 <= from && from <= to && to <= MAX_EPOCH, "{from}..{to}");
+                links += 1;
+            }
+            assert_eq!(links, 2, "zoom out and zoom in");
         }
     }
 

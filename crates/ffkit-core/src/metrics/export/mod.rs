@@ -53,7 +53,22 @@ pub fn json_ms(ms: f64) -> String {
 /// collector never reads it. The file is created like any file a shell
 /// redirect makes (0666 less the umask): other users, node_exporter among
 /// them, may need to read it.
+///
+/// A `dest` that exists and is neither a regular file nor a directory
+/// (after symbolic links: a FIFO, a device) is refused, "not a regular
+/// file", and left as it is: the rename would replace it. Before, `report
+/// --html /dev/stdout` run as root (a CI container) replaced the system's
+/// `/dev/stdout` link with a regular file holding the page, and a FIFO a
+/// reader waited on got a regular file in its place. Standard output
+/// itself, named through a link, is the caller's to write
+/// ([`is_standard_output`]).
 pub fn write_file(dest: &Path, bytes: &[u8]) -> Result<()> {
+    if let Ok(m) = fs::metadata(dest)
+        && !m.is_file()
+        && !m.is_dir()
+    {
+        return Err(Error::io("cannot write", dest, fsutil::not_regular()));
+    }
     let dir = match dest.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -85,4 +100,25 @@ pub fn write_file(dest: &Path, bytes: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&tmp);
         Error::io("cannot rename into", dest, e)
     })
+}
+
+/// Whether `dest` is a symbolic link to the file open on descriptor 1
+/// (`/dev/stdout`, `/dev/fd/1`, `/proc/self/fd/1`, or a link of the user's
+/// to one): the caller then writes the report to its standard output, as
+/// the name asks. A rename over such a link replaced it (as root, the
+/// system's `/dev/stdout`), and the output never reached standard output.
+/// A path named outright is a file to write, whatever else it is.
+pub fn is_standard_output(dest: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if !fs::symlink_metadata(dest).is_ok_and(|m| m.file_type().is_symlink()) {
+        return false;
+    }
+    let Ok(target) = fs::metadata(dest) else {
+        return false;
+    };
+    let Ok(out) = crate::rawfd::borrow(1).and_then(|fd| rustix::fs::fstat(fd).map_err(Into::into))
+    else {
+        return false;
+    };
+    target.dev() == out.st_dev && target.ino() == out.st_ino
 }

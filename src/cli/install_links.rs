@@ -423,20 +423,31 @@ pub fn run(m: &ArgMatches, ctx: &mut Ctx) -> Result<ExitCode> {
                 Found::Linked => t.unchanged += 1,
                 Found::OtherFfkit => plan.push((path, true)),
                 Found::Foreign if a.force => plan.push((path, true)),
-                Found::Foreign | Found::Directory => conflicts.push(path),
+                Found::Foreign => conflicts.push((path, false)),
+                Found::Directory => conflicts.push((path, true)),
             }
         }
         if !conflicts.is_empty() {
-            let list: Vec<String> = conflicts.iter().map(|p| p.display().to_string()).collect();
+            let list: Vec<String> = conflicts
+                .iter()
+                .map(|(p, _)| p.display().to_string())
+                .collect();
+            // The hint names what would help: --force only for files (a
+            // directory in the way was told "use --force", which never
+            // replaces one).
+            let dirs = conflicts.iter().any(|&(_, dir)| dir);
+            let files = conflicts.iter().any(|&(_, dir)| !dir);
             return Err(Error::Conflict(format!(
                 "{} not ffkit's link{}, nothing changed: {}{}",
                 if list.len() == 1 { "is" } else { "are" },
                 if list.len() == 1 { "" } else { "s" },
                 list.join(", "),
-                if a.force {
-                    " (directories are never replaced)"
-                } else {
-                    " (use --force to replace files)"
+                match (files, dirs) {
+                    (true, true) => {
+                        " (use --force to replace files; directories are never replaced)"
+                    }
+                    (true, false) => " (use --force to replace files)",
+                    _ => " (directories are never replaced)",
                 }
             )));
         }

@@ -103,8 +103,35 @@ fn a_directory_in_the_way_is_never_replaced() {
     let w = World::new();
     let dir = w.path().join("links");
     fs::create_dir_all(dir.join("cache-size")).unwrap();
-    install(&w, &dir).arg("--force").assert().code(5);
+    // The hint names what would help: --force never replaces a directory,
+    // so it is not offered for one (it was: "use --force to replace files").
+    let err = |c: &mut std::process::Command| {
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(5));
+        stderr_of(&out)
+    };
+    let plain = err(&mut install(&w, &dir));
+    assert!(
+        plain.ends_with("(directories are never replaced)\n") && !plain.contains("--force"),
+        "{plain}"
+    );
+    let forced = err(install(&w, &dir).arg("--force"));
+    assert!(
+        forced.ends_with("(directories are never replaced)\n"),
+        "{forced}"
+    );
     assert!(dir.join("cache-size").is_dir());
+    // A file and a directory in the way: both hints.
+    fs::write(dir.join("cache-read"), "mine\n").unwrap();
+    let both = err(&mut install(&w, &dir));
+    assert!(
+        both.contains("use --force to replace files; directories are never replaced"),
+        "{both}"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("cache-read")).unwrap(),
+        "mine\n"
+    );
 }
 
 #[test]

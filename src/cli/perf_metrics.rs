@@ -589,12 +589,13 @@ fn run_check(m: &ArgMatches, ctx: &mut Ctx, path: &Path, since: Option<i64>) -> 
             Status::Fail => {
                 failed = true;
                 ctx.note(format_args!(
-                    "check failed: {}: {} of {} is {} over {} rows (limit {})",
+                    "check failed: {}: {} of {} is {} over {} row{} (limit {})",
                     o.rule,
                     o.stat,
                     crate::metrics::shown_op(&o.op),
                     shown(o.value.unwrap_or(0.0)),
                     o.count,
+                    if o.count == 1 { "" } else { "s" },
                     shown(o.threshold)
                 ));
             }

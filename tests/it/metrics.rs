@@ -544,6 +544,13 @@ fn check_rules_exit_codes() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr_of(&out).lines().count(), 1, "{}", stderr_of(&out));
     assert!(stderr_of(&out).contains("lock_acquire is 1.50 s"));
+    // One row is "1 row", two are "2 rows".
+    let out = check(&["lock_acquire:max<1s", "get_cache_size:max<3ms"])
+        .output()
+        .unwrap();
+    let err = stderr_of(&out);
+    assert!(err.contains("is 1.50 s over 1 row (limit"), "{err}");
+    assert!(err.contains("is 4.00 ms over 2 rows (limit"), "{err}");
     check(&["get_cache_size:p95<<3"])
         .assert()
         .code(2)

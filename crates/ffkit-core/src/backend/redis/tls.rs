@@ -33,6 +33,7 @@ use crate::error::Error;
 /// that cannot be read at all are the connection's failure, `fail`'s.
 pub(super) fn config(
     target: &Target,
+    deadline: Instant,
     fail: impl Fn(&RedisError) -> Error,
 ) -> crate::Result<Arc<ClientConfig>> {
     let mut roots = RootCertStore::empty();
@@ -40,7 +41,7 @@ pub(super) fn config(
         Some(ca) => {
             let bad =
                 |why: String| Error::Config(format!("FFKIT_BACKEND_CA={}: {why}", ca.display()));
-            let pem = std::fs::read(ca).map_err(|e| bad(crate::error::os_reason(&e)))?;
+            let pem = read_ca(ca, deadline).map_err(bad)?;
             for c in CertificateDer::pem_slice_iter(&pem) {
                 let c = c.map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
                 roots
@@ -79,6 +80,66 @@ pub(super) fn config(
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))
+}
+
+/// The most a CA file may hold: far above any CA bundle (the system's
+/// is about 200 KiB), far below what would hurt the machine.
+const CA_MAX: usize = 16 << 20;
+
+/// The bytes of the CA file `path`, at most [`CA_MAX`] of them, by
+/// `deadline` (the call's timeout), or why not. `std::fs::read` read
+/// `/dev/zero` until memory ran out, waited forever in the open of a
+/// FIFO nobody writes to and in the read of one whose writer writes
+/// nothing: every applet hung. The file is opened without waiting (a FIFO
+/// with no writer then reads as empty: no certificate in it) and a pipe
+/// that has nothing yet is waited for until the deadline, so a CA given
+/// as `FFKIT_BACKEND_CA=<(…)` still works.
+fn read_ca(path: &std::path::Path, deadline: Instant) -> Result<Vec<u8>, String> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    use rustix::fs::{Mode, OFlags};
+    let reason = |e: io::Error| crate::error::os_reason(&e);
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| reason(e.into()))?;
+    let mut file = std::fs::File::from(fd);
+    let mut pem = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(pem),
+            Ok(n) => {
+                if pem.len() + n > CA_MAX {
+                    return Err(format!(
+                        "larger than {} MiB: not a CA certificate file",
+                        CA_MAX >> 20
+                    ));
+                }
+                pem.extend_from_slice(&buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err("nothing more to read from it within the timeout \
+                                (FFKIT_BACKEND_TIMEOUT): a pipe whose writer is silent?"
+                        .into());
+                }
+                let wait = Timespec::try_from(left).unwrap_or(Timespec {
+                    tv_sec: 1,
+                    tv_nsec: 0,
+                });
+                let mut fds = [PollFd::new(&file, PollFlags::IN)];
+                match rustix::event::poll(&mut fds, Some(&wait)) {
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(reason(e.into())),
+                }
+            }
+            Err(e) => return Err(reason(e)),
+        }
+    }
 }
 
 /// A TLS connection: rustls's state and the socket under it.

@@ -595,6 +595,61 @@ mod with_tls {
         let lines = stderr_lines(&out);
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(lines[0].contains("FFKIT_BACKEND_CA="), "{lines:?}");
+
+        // A server that requires a client certificate (Redis's default,
+        // `tls-auth-clients yes`): ffkit sends none (docs/redis.md, TLS),
+        // and the line says so, over TLS 1.3 (whose server refuses after
+        // the client's handshake is done: the line said `received fatal
+        // alert: CertificateRequired`) and 1.2 (whose server closes the
+        // handshake: `cannot connect: connection lost`).
+        let _: String = s.query(
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("tls-auth-clients")
+                .arg("yes"),
+        );
+        for proto in ["TLSv1.3", "TLSv1.2"] {
+            let _: String = s.query(
+                redis::cmd("CONFIG")
+                    .arg("SET")
+                    .arg("tls-protocols")
+                    .arg(proto),
+            );
+            for (applet, args, code) in [
+                ("cache-read", &["k"][..], 1),
+                ("lock-status", &["L"][..], 9),
+            ] {
+                let out = ff(&w, &s, applet).args(args).output().unwrap();
+                assert_eq!(
+                    out.status.code(),
+                    Some(code),
+                    "{proto}: {}",
+                    stderr_of(&out)
+                );
+                let lines = stderr_lines(&out);
+                assert_eq!(lines.len(), 1, "{proto}: {lines:?}");
+                assert!(
+                    lines[0].contains("client certificate")
+                        && lines[0].contains("tls-auth-clients"),
+                    "{proto}: {lines:?}"
+                );
+            }
+            // The server asks for a certificate before (TLS 1.3) or with
+            // (TLS 1.2) its own: one that does not verify still says so.
+            let out = ff(&w, &s, "lock-status")
+                .env_remove("FFKIT_BACKEND_CA")
+                .arg("L")
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(9), "{proto}: {}", stderr_of(&out));
+            let lines = stderr_lines(&out);
+            assert!(
+                lines.len() == 1
+                    && lines[0].contains("UnknownIssuer")
+                    && !lines[0].contains("client certificate"),
+                "{proto}: {lines:?}"
+            );
+        }
     }
 
     /// A `FFKIT_BACKEND_CA` that never ends or never arrives is exit 12

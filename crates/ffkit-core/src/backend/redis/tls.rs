@@ -16,6 +16,7 @@
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::RedisError;
@@ -146,6 +147,67 @@ fn read_ca(path: &std::path::Path, deadline: Instant) -> Result<Vec<u8>, String>
 pub(super) struct Tls {
     conn: ClientConnection,
     sock: TcpStream,
+    /// Whether the server asked for a client certificate.
+    asked: Arc<NoClientCert>,
+}
+
+/// ffkit sends no client certificate (docs/redis.md, TLS) but notes that
+/// the server asked for one: Redis's default, `tls-auth-clients yes`,
+/// then refuses the connection, and rustls only says how (a TLS 1.2
+/// server closes the handshake: "connection lost"; a TLS 1.3 one sends an
+/// alert once the client's handshake is done, so the first request failed
+/// with "received fatal alert: CertificateRequired"), never why.
+#[derive(Debug, Default)]
+struct NoClientCert(AtomicBool);
+
+impl rustls::client::ResolvesClientCert for NoClientCert {
+    fn resolve(
+        &self,
+        _issuers: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.store(true, Ordering::Relaxed);
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
+    }
+}
+
+/// What a server that requires a client certificate refused the
+/// connection for, and what to do.
+fn cert_required() -> io::Error {
+    io::Error::other(
+        "the server requires a client certificate (Redis: tls-auth-clients yes, its \
+         default), which ffkit does not send: set tls-auth-clients no (or optional) on the \
+         server",
+    )
+}
+
+/// Whether the server ended the connection (closed it, reset it, or sent
+/// an alert), not ffkit.
+fn by_server(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    ) || e
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::AlertReceived(_)))
+}
+
+/// Whether `e` is the TLS 1.3 alert of a server that required a client
+/// certificate.
+fn is_cert_required(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired)
+            )
+        })
 }
 
 /// The socket, each read and write waiting at most the time left to
@@ -215,9 +277,29 @@ impl Tls {
     ) -> io::Result<Tls> {
         let name = ServerName::try_from(host.to_string())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let conn = ClientConnection::new(Arc::clone(config), name)
+        // This connection's own note of a certificate request.
+        let asked = Arc::new(NoClientCert::default());
+        let mut config = ClientConfig::clone(config);
+        config.client_auth_cert_resolver = Arc::clone(&asked) as _;
+        let conn = ClientConnection::new(Arc::new(config), name)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let mut t = Tls { conn, sock };
+        let mut t = Tls { conn, sock, asked };
+        match t.handshake(deadline) {
+            // A server that asked for a certificate and then ended the
+            // handshake refused the missing one. Only the server's own
+            // ending: what ffkit found wrong (a server certificate that
+            // does not verify: a TLS 1.3 server asks before it sends its
+            // own) and a timeout keep their words.
+            Err(e) if t.asked.0.load(Ordering::Relaxed) && by_server(&e) => Err(cert_required()),
+            Err(e) if is_cert_required(&e) => Err(cert_required()),
+            Err(e) => Err(e),
+            Ok(()) => Ok(t),
+        }
+    }
+
+    /// The handshake, by `deadline`.
+    fn handshake(&mut self, deadline: Instant) -> io::Result<()> {
+        let t = self;
         while t.conn.is_handshaking() {
             t.flush(deadline)?;
             if !t.conn.wants_read() {
@@ -234,8 +316,7 @@ impl Tls {
             }
         }
         // The client's last flight (its Finished).
-        t.flush(deadline)?;
-        Ok(t)
+        t.flush(deadline)
     }
 
     /// The socket (for the idle check's `poll`).
@@ -285,7 +366,15 @@ impl Tls {
             }
             // Anything rustls owes the server first (a key update's answer).
             self.flush(deadline)?;
-            self.fill(deadline)?;
+            if let Err(e) = self.fill(deadline) {
+                // TLS 1.3: the refusal of a missing client certificate
+                // comes after the client's handshake, at the first read.
+                return Err(if is_cert_required(&e) {
+                    cert_required()
+                } else {
+                    e
+                });
+            }
         }
     }
 

@@ -650,6 +650,39 @@ mod with_tls {
                 "{proto}: {lines:?}"
             );
         }
+
+        // An X.509 version 1 certificate (what `openssl x509 -req` makes
+        // without -extfile) cannot name the host: the line says so and
+        // how to make one (it said `Other(OtherError(UnsupportedCertVersion))`).
+        let _: String = s.query(
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("tls-auth-clients")
+                .arg("no"),
+        );
+        let made = Command::new("openssl")
+            .args(["x509", "-req", "-in", "server.csr", "-CA", "ca.pem"])
+            .args(["-CAkey", "ca.key", "-CAcreateserial", "-out", "v1.pem"])
+            .args(["-days", "2"])
+            .current_dir(s.dir.path())
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{}", stderr_of(&made));
+        let _: String = s.query(
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("tls-cert-file")
+                .arg(s.dir.path().join("v1.pem").to_string_lossy().as_ref()),
+        );
+        let out = ff(&w, &s, "cache-read").arg("k").output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+        let lines = stderr_lines(&out);
+        assert!(
+            lines.len() == 1
+                && lines[0].contains("version 1")
+                && lines[0].contains("subjectAltName"),
+            "{lines:?}"
+        );
     }
 
     /// A `FFKIT_BACKEND_CA` that never ends or never arrives is exit 12

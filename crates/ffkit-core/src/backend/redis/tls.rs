@@ -185,6 +185,31 @@ fn cert_required() -> io::Error {
     )
 }
 
+/// Whether `e` is webpki's refusal of an X.509 version 1 server
+/// certificate, which rustls shows as its Debug form,
+/// `Other(OtherError(UnsupportedCertVersion))`: that tells a user
+/// nothing. (The error is rustls-webpki's, not a dependency of ffkit's,
+/// so it is known by its name.)
+fn is_version_1(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| match e {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) => {
+                format!("{o:?}").contains("UnsupportedCertVersion")
+            }
+            _ => false,
+        })
+}
+
+/// What is wrong with a version 1 server certificate, and what to do.
+fn version_1() -> io::Error {
+    io::Error::other(
+        "invalid peer certificate: the server's is an X.509 version 1 certificate (made \
+         without extensions), which cannot name the host: make it with a subjectAltName \
+         naming the host (openssl x509 -req … -extfile holding subjectAltName=DNS:host)",
+    )
+}
+
 /// Whether the server ended the connection (closed it, reset it, or sent
 /// an alert), not ffkit.
 fn by_server(e: &io::Error) -> bool {
@@ -292,6 +317,7 @@ impl Tls {
             // own) and a timeout keep their words.
             Err(e) if t.asked.0.load(Ordering::Relaxed) && by_server(&e) => Err(cert_required()),
             Err(e) if is_cert_required(&e) => Err(cert_required()),
+            Err(e) if is_version_1(&e) => Err(version_1()),
             Err(e) => Err(e),
             Ok(()) => Ok(t),
         }

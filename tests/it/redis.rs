@@ -497,7 +497,7 @@ fn pump(mut from: std::net::TcpStream, to: std::net::TcpStream, replies: bool, s
 
 /// A CA and a server certificate for `localhost` and 127.0.0.1 it signed,
 /// in `dir` (ca.pem, server.pem, server.key).
-fn make_certs(dir: &Path) {
+pub fn make_certs(dir: &Path) {
     let openssl = |args: &str| {
         let o = Command::new("openssl")
             .args(args.split_whitespace())

@@ -595,6 +595,162 @@ mod with_tls {
         let lines = stderr_lines(&out);
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(lines[0].contains("FFKIT_BACKEND_CA="), "{lines:?}");
+
+        // A server that requires a client certificate (Redis's default,
+        // `tls-auth-clients yes`): ffkit sends none (docs/redis.md, TLS),
+        // and the line says so, over TLS 1.3 (whose server refuses after
+        // the client's handshake is done: the line said `received fatal
+        // alert: CertificateRequired`) and 1.2 (whose server closes the
+        // handshake: `cannot connect: connection lost`).
+        let _: String = s.query(
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("tls-auth-clients")
+                .arg("yes"),
+        );
+        for proto in ["TLSv1.3", "TLSv1.2"] {
+            let _: String = s.query(
+                redis::cmd("CONFIG")
+                    .arg("SET")
+                    .arg("tls-protocols")
+                    .arg(proto),
+            );
+            for (applet, args, code) in [
+                ("cache-read", &["k"][..], 1),
+                ("lock-status", &["L"][..], 9),
+            ] {
+                let out = ff(&w, &s, applet).args(args).output().unwrap();
+                assert_eq!(
+                    out.status.code(),
+                    Some(code),
+                    "{proto}: {}",
+                    stderr_of(&out)
+                );
+                let lines = stderr_lines(&out);
+                assert_eq!(lines.len(), 1, "{proto}: {lines:?}");
+                assert!(
+                    lines[0].contains("client certificate")
+                        && lines[0].contains("tls-auth-clients"),
+                    "{proto}: {lines:?}"
+                );
+            }
+            // The server asks for a certificate before (TLS 1.3) or with
+            // (TLS 1.2) its own: one that does not verify still says so.
+            let out = ff(&w, &s, "lock-status")
+                .env_remove("FFKIT_BACKEND_CA")
+                .arg("L")
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(9), "{proto}: {}", stderr_of(&out));
+            let lines = stderr_lines(&out);
+            assert!(
+                lines.len() == 1
+                    && lines[0].contains("UnknownIssuer")
+                    && !lines[0].contains("client certificate"),
+                "{proto}: {lines:?}"
+            );
+        }
+
+        // An X.509 version 1 certificate (what `openssl x509 -req` makes
+        // without -extfile) cannot name the host: the line says so and
+        // how to make one (it said `Other(OtherError(UnsupportedCertVersion))`).
+        let _: String = s.query(
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("tls-auth-clients")
+                .arg("no"),
+        );
+        let made = Command::new("openssl")
+            .args(["x509", "-req", "-in", "server.csr", "-CA", "ca.pem"])
+            .args(["-CAkey", "ca.key", "-CAcreateserial", "-out", "v1.pem"])
+            .args(["-days", "2"])
+            .current_dir(s.dir.path())
+            .output()
+            .unwrap();
+        assert!(made.status.success(), "{}", stderr_of(&made));
+        let _: String = s.query(
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("tls-cert-file")
+                .arg(s.dir.path().join("v1.pem").to_string_lossy().as_ref()),
+        );
+        let out = ff(&w, &s, "cache-read").arg("k").output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+        let lines = stderr_lines(&out);
+        assert!(
+            lines.len() == 1
+                && lines[0].contains("version 1")
+                && lines[0].contains("subjectAltName"),
+            "{lines:?}"
+        );
+    }
+
+    /// A `FFKIT_BACKEND_CA` that never ends or never arrives is exit 12
+    /// with one line naming it, by the call's timeout (docs/redis.md,
+    /// TLS): `/dev/zero` (read until memory ran out: here, under a 1 GiB
+    /// limit, until the read gave up "out of memory"), a FIFO nobody
+    /// writes to (the open waited for a writer forever), one whose writer
+    /// holds it open and writes nothing (the read waited forever). A CA
+    /// that arrives through a pipe, as `FFKIT_BACKEND_CA=<(…)` gives it,
+    /// still works. The CA is read before connecting: the target is a
+    /// closed loopback port, and no server is needed.
+    #[test]
+    fn rediss_a_ca_that_never_ends_or_never_arrives_fails_with_one_line() {
+        let w = World::new();
+        let run = |ca: &std::path::Path, what: &str| {
+            // Under a 1 GiB address-space limit: reading /dev/zero to the
+            // end must fail the test, not the machine.
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg("ulimit -v 1048576 && exec \"$0\" lock-status L")
+                .arg(bin());
+            w.isolate(&mut c);
+            c.env("FFKIT_BACKEND", "rediss://localhost:1")
+                .env("FFKIT_BACKEND_CA", ca)
+                .env("FFKIT_BACKEND_TIMEOUT", "0.5");
+            let out = output_within(c, what);
+            assert_eq!(out.status.code(), Some(12), "{what}: {}", stderr_of(&out));
+            let lines = stderr_lines(&out);
+            assert_eq!(lines.len(), 1, "{what}: {lines:?}");
+            assert!(lines[0].contains("FFKIT_BACKEND_CA="), "{what}: {lines:?}");
+            lines[0].clone()
+        };
+        let line = run(std::path::Path::new("/dev/zero"), "/dev/zero");
+        assert!(line.contains("larger than"), "{line}");
+        let fifo = w.path().join("ca.fifo");
+        crate::util::mkfifo(&fifo);
+        let _ = run(&fifo, "a FIFO with no writer");
+        // Read and write: the open does not wait, and the FIFO has a
+        // writer that never writes.
+        let held = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        let line = run(&fifo, "a FIFO whose writer writes nothing");
+        assert!(line.contains("FFKIT_BACKEND_TIMEOUT"), "{line}");
+        drop(held);
+        // A CA through a pipe that is written a little later: read, and
+        // the call gets as far as the (refused) connect, exit 9.
+        if !crate::util::need("openssl", "the CA through a pipe") {
+            return;
+        }
+        crate::redis::make_certs(w.path());
+        let mut c = Command::new("bash");
+        c.arg("-c")
+            .arg("FFKIT_BACKEND_CA=<(sleep 0.2; cat ca.pem) exec \"$0\" lock-status L")
+            .arg(bin());
+        w.isolate(&mut c);
+        c.env("FFKIT_BACKEND", "rediss://localhost:1")
+            .env("FFKIT_BACKEND_TIMEOUT", "10")
+            .env("FFKIT_LOCK_LEASE", "30");
+        let out = output_within(c, "a CA through a pipe");
+        assert_eq!(out.status.code(), Some(9), "{}", stderr_of(&out));
+        let lines = stderr_lines(&out);
+        assert!(
+            lines.len() == 1 && lines[0].contains("cannot connect"),
+            "{lines:?}"
+        );
     }
 }
 

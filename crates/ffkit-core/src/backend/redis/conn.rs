@@ -455,7 +455,12 @@ impl Conn {
         let what = "cannot connect";
         #[cfg(feature = "tls")]
         if self.target.is_tls() && self.tls.is_none() {
-            self.tls = Some(super::tls::config(&self.target, |e| self.fail(what, e))?);
+            // The CA file too is read by the connect's deadline (a pipe).
+            let deadline = Instant::now() + self.timeout;
+            let deadline = self.cap.map_or(deadline, |c| c.min(deadline));
+            self.tls = Some(super::tls::config(&self.target, deadline, |e| {
+                self.fail(what, e)
+            })?);
         }
         self.node = addr;
         self.connect_with().map_err(|e| self.fail(what, &e))

@@ -16,6 +16,7 @@
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use redis::RedisError;
@@ -33,6 +34,7 @@ use crate::error::Error;
 /// that cannot be read at all are the connection's failure, `fail`'s.
 pub(super) fn config(
     target: &Target,
+    deadline: Instant,
     fail: impl Fn(&RedisError) -> Error,
 ) -> crate::Result<Arc<ClientConfig>> {
     let mut roots = RootCertStore::empty();
@@ -40,7 +42,7 @@ pub(super) fn config(
         Some(ca) => {
             let bad =
                 |why: String| Error::Config(format!("FFKIT_BACKEND_CA={}: {why}", ca.display()));
-            let pem = std::fs::read(ca).map_err(|e| bad(crate::error::os_reason(&e)))?;
+            let pem = read_ca(ca, deadline).map_err(bad)?;
             for c in CertificateDer::pem_slice_iter(&pem) {
                 let c = c.map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
                 roots
@@ -81,10 +83,156 @@ pub(super) fn config(
     Ok(Arc::new(config))
 }
 
+/// The most a CA file may hold: far above any CA bundle (the system's
+/// is about 200 KiB), far below what would hurt the machine.
+const CA_MAX: usize = 16 << 20;
+
+/// The bytes of the CA file `path`, at most [`CA_MAX`] of them, by
+/// `deadline` (the call's timeout), or why not. `std::fs::read` read
+/// `/dev/zero` until memory ran out, waited forever in the open of a
+/// FIFO nobody writes to and in the read of one whose writer writes
+/// nothing: every applet hung. The file is opened without waiting (a FIFO
+/// with no writer then reads as empty: no certificate in it) and a pipe
+/// that has nothing yet is waited for until the deadline, so a CA given
+/// as `FFKIT_BACKEND_CA=<(…)` still works.
+fn read_ca(path: &std::path::Path, deadline: Instant) -> Result<Vec<u8>, String> {
+    use rustix::event::{PollFd, PollFlags, Timespec};
+    use rustix::fs::{Mode, OFlags};
+    let reason = |e: io::Error| crate::error::os_reason(&e);
+    let fd = rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| reason(e.into()))?;
+    let mut file = std::fs::File::from(fd);
+    let mut pem = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match file.read(&mut buf) {
+            Ok(0) => return Ok(pem),
+            Ok(n) => {
+                if pem.len() + n > CA_MAX {
+                    return Err(format!(
+                        "larger than {} MiB: not a CA certificate file",
+                        CA_MAX >> 20
+                    ));
+                }
+                pem.extend_from_slice(&buf[..n]);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err("nothing more to read from it within the timeout \
+                                (FFKIT_BACKEND_TIMEOUT): a pipe whose writer is silent?"
+                        .into());
+                }
+                let wait = Timespec::try_from(left).unwrap_or(Timespec {
+                    tv_sec: 1,
+                    tv_nsec: 0,
+                });
+                let mut fds = [PollFd::new(&file, PollFlags::IN)];
+                match rustix::event::poll(&mut fds, Some(&wait)) {
+                    Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                    Err(e) => return Err(reason(e.into())),
+                }
+            }
+            Err(e) => return Err(reason(e)),
+        }
+    }
+}
+
 /// A TLS connection: rustls's state and the socket under it.
 pub(super) struct Tls {
     conn: ClientConnection,
     sock: TcpStream,
+    /// Whether the server asked for a client certificate.
+    asked: Arc<NoClientCert>,
+}
+
+/// ffkit sends no client certificate (docs/redis.md, TLS) but notes that
+/// the server asked for one: Redis's default, `tls-auth-clients yes`,
+/// then refuses the connection, and rustls only says how (a TLS 1.2
+/// server closes the handshake: "connection lost"; a TLS 1.3 one sends an
+/// alert once the client's handshake is done, so the first request failed
+/// with "received fatal alert: CertificateRequired"), never why.
+#[derive(Debug, Default)]
+struct NoClientCert(AtomicBool);
+
+impl rustls::client::ResolvesClientCert for NoClientCert {
+    fn resolve(
+        &self,
+        _issuers: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.store(true, Ordering::Relaxed);
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
+    }
+}
+
+/// What a server that requires a client certificate refused the
+/// connection for, and what to do.
+fn cert_required() -> io::Error {
+    io::Error::other(
+        "the server requires a client certificate (Redis: tls-auth-clients yes, its \
+         default), which ffkit does not send: set tls-auth-clients no (or optional) on the \
+         server",
+    )
+}
+
+/// Whether `e` is webpki's refusal of an X.509 version 1 server
+/// certificate, which rustls shows as its Debug form,
+/// `Other(OtherError(UnsupportedCertVersion))`: that tells a user
+/// nothing. (The error is rustls-webpki's, not a dependency of ffkit's,
+/// so it is known by its name.)
+fn is_version_1(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| match e {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(o)) => {
+                format!("{o:?}").contains("UnsupportedCertVersion")
+            }
+            _ => false,
+        })
+}
+
+/// What is wrong with a version 1 server certificate, and what to do.
+fn version_1() -> io::Error {
+    io::Error::other(
+        "invalid peer certificate: the server's is an X.509 version 1 certificate (made \
+         without extensions), which cannot name the host: make it with a subjectAltName \
+         naming the host (openssl x509 -req … -extfile holding subjectAltName=DNS:host)",
+    )
+}
+
+/// Whether the server ended the connection (closed it, reset it, or sent
+/// an alert), not ffkit.
+fn by_server(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    ) || e
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| matches!(e, rustls::Error::AlertReceived(_)))
+}
+
+/// Whether `e` is the TLS 1.3 alert of a server that required a client
+/// certificate.
+fn is_cert_required(e: &io::Error) -> bool {
+    e.get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .is_some_and(|e| {
+            matches!(
+                e,
+                rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRequired)
+            )
+        })
 }
 
 /// The socket, each read and write waiting at most the time left to
@@ -154,9 +302,30 @@ impl Tls {
     ) -> io::Result<Tls> {
         let name = ServerName::try_from(host.to_string())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let conn = ClientConnection::new(Arc::clone(config), name)
+        // This connection's own note of a certificate request.
+        let asked = Arc::new(NoClientCert::default());
+        let mut config = ClientConfig::clone(config);
+        config.client_auth_cert_resolver = Arc::clone(&asked) as _;
+        let conn = ClientConnection::new(Arc::new(config), name)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let mut t = Tls { conn, sock };
+        let mut t = Tls { conn, sock, asked };
+        match t.handshake(deadline) {
+            // A server that asked for a certificate and then ended the
+            // handshake refused the missing one. Only the server's own
+            // ending: what ffkit found wrong (a server certificate that
+            // does not verify: a TLS 1.3 server asks before it sends its
+            // own) and a timeout keep their words.
+            Err(e) if t.asked.0.load(Ordering::Relaxed) && by_server(&e) => Err(cert_required()),
+            Err(e) if is_cert_required(&e) => Err(cert_required()),
+            Err(e) if is_version_1(&e) => Err(version_1()),
+            Err(e) => Err(e),
+            Ok(()) => Ok(t),
+        }
+    }
+
+    /// The handshake, by `deadline`.
+    fn handshake(&mut self, deadline: Instant) -> io::Result<()> {
+        let t = self;
         while t.conn.is_handshaking() {
             t.flush(deadline)?;
             if !t.conn.wants_read() {
@@ -173,8 +342,7 @@ impl Tls {
             }
         }
         // The client's last flight (its Finished).
-        t.flush(deadline)?;
-        Ok(t)
+        t.flush(deadline)
     }
 
     /// The socket (for the idle check's `poll`).
@@ -224,7 +392,15 @@ impl Tls {
             }
             // Anything rustls owes the server first (a key update's answer).
             self.flush(deadline)?;
-            self.fill(deadline)?;
+            if let Err(e) = self.fill(deadline) {
+                // TLS 1.3: the refusal of a missing client certificate
+                // comes after the client's handshake, at the first read.
+                return Err(if is_cert_required(&e) {
+                    cert_required()
+                } else {
+                    e
+                });
+            }
         }
     }
 

@@ -436,18 +436,29 @@ impl Tls {
     /// read without waiting and processed. Session tickets and key
     /// updates (TLS 1.3 sends tickets after the handshake) are
     /// housekeeping and leave it usable; an EOF, a close_notify, an alert,
-    /// or a plaintext byte do not.
+    /// or a plaintext byte do not. Nor does more housekeeping than
+    /// [`IDLE_HOUSEKEEPING`] bytes at once: a server that keeps sending
+    /// tickets (rustls bounds key updates and empty records, not tickets)
+    /// would otherwise hold this loop as long as it likes; that connection
+    /// is given up and a new one made.
     pub(super) fn closed_by_peer(&mut self) -> bool {
+        let mut read = 0usize;
         loop {
+            if read > IDLE_HOUSEKEEPING {
+                return true;
+            }
             match self.conn.read_tls(&mut NoWait(&self.sock)) {
                 Ok(0) => return true,
-                Ok(_) => match self.conn.process_new_packets() {
-                    Ok(s) if s.peer_has_closed() || s.plaintext_bytes_to_read() > 0 => {
-                        return true;
+                Ok(n) => {
+                    read += n;
+                    match self.conn.process_new_packets() {
+                        Ok(s) if s.peer_has_closed() || s.plaintext_bytes_to_read() > 0 => {
+                            return true;
+                        }
+                        Ok(_) => {}
+                        Err(_) => return true,
                     }
-                    Ok(_) => {}
-                    Err(_) => return true,
-                },
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return true,
@@ -455,6 +466,11 @@ impl Tls {
         }
     }
 }
+
+/// The most unasked housekeeping (session tickets: a few hundred bytes
+/// each, two after a TLS 1.3 handshake) an idle connection may have
+/// waiting before it is taken for a server that will not stop.
+const IDLE_HOUSEKEEPING: usize = 64 << 10;
 
 /// The socket read without waiting (`MSG_DONTWAIT`): `WouldBlock` when
 /// nothing is there.

@@ -2055,3 +2055,43 @@ fn a_retry_after_the_lock_file_was_replaced_times_out_with_the_same_line() {
         return;
     }
 }
+
+/// Attack finding: `lock-acquire L -- CMD` (and `ffkit flock F CMD`)
+/// started CMD with SIGPIPE at its default under a caller that ignores it
+/// (`trap '' PIPE`, Python's `subprocess` with `restore_signals=False`, a
+/// CI runner), so `yes | head -1` under the lock ended `yes` by the signal
+/// (141) where without ffkit it exits 1; and, under glibc, with signals 32
+/// and 33 ignored (glibc's `posix_spawn` ignores its internal signals in
+/// the child), which no command a shell starts has. The full ignored
+/// masks are compared with a command the shell starts, with and without
+/// `trap '' PIPE`, on every path.
+#[test]
+fn lock_command_starts_the_command_with_the_callers_signals_on_every_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    git_init(t);
+    let probe = "grep ^SigIgn: /proc/self/status";
+    for (trap, tag) in [("trap '' PIPE", "ign"), (":", "dfl")] {
+        let script = format!(
+            "{trap}\n\
+             ffkit lock-acquire sigs -- sh -c '{probe}; : {tag}'\n\
+             ffkit lock-acquire \"$PWD/sigs.lock\" -- sh -c '{probe}; : {tag}'\n\
+             ffkit flock \"$PWD/sigs.flock\" sh -c '{probe}; : {tag}'\n\
+             sh -c '{probe}'"
+        );
+        for way in ways() {
+            let o = output_within(sh(way, t, t, &script), way);
+            let (out, err) = text(&o);
+            let lines: Vec<&str> = out.lines().collect();
+            assert_eq!(lines.len(), 4, "{way} {tag}: {out}{err}");
+            let pipe_bit = |l: &str| {
+                let hex = l.split_whitespace().last().unwrap_or("0");
+                u64::from_str_radix(hex, 16).unwrap() & (1 << (libc::SIGPIPE - 1)) != 0
+            };
+            assert_eq!(pipe_bit(lines[3]), tag == "ign", "{way}: the oracle");
+            for (i, what) in ["named", "file", "flock"].iter().enumerate() {
+                assert_eq!(lines[i], lines[3], "{way} {tag}: {what}");
+            }
+        }
+    }
+}

@@ -1224,6 +1224,27 @@ pub enum BeforeExec {
     /// default, those the shell ignores for itself but not for the
     /// commands it starts (the builtin's `shell::child_defaults`).
     EmptyMask { defaults: u64 },
+    /// Nothing more than every child gets (SIGPIPE ignored again when the
+    /// caller ignored it): a command run for the caller
+    /// ([`as_callers_command`]).
+    AsCaller,
+}
+
+/// Makes `cmd`, a command ffkit runs for its caller (`lock-acquire L --
+/// CMD` on either backend, flock's, `perf-metrics time`), start with the
+/// caller's signal dispositions, as the shell would start it. Two things
+/// stood in the way: std's spawn resets SIGPIPE to its default (ffkit
+/// ignores it for itself; a caller's `trap '' PIPE` was lost), which the
+/// common step of [`before_exec`] undoes; and glibc's `posix_spawn`, which
+/// std uses when no `pre_exec` is set, starts the child with signals 32
+/// and 33 (its internal ones) ignored, which a forked child does not. So
+/// a `pre_exec` is set (std then forks) under glibc always, and under
+/// musl, whose `posix_spawn` leaves them alone (and saves the Redis lock
+/// round a fork, BENCHMARKS.md), only when the caller ignores SIGPIPE.
+pub fn as_callers_command(cmd: &mut std::process::Command) {
+    if cfg!(target_env = "gnu") || callers_sigpipe_ignored() {
+        before_exec(cmd, BeforeExec::AsCaller);
+    }
 }
 
 /// Arranges `what` in `cmd`'s child, between fork and exec: the one
@@ -1276,6 +1297,7 @@ pub fn before_exec(cmd: &mut std::process::Command, what: BeforeExec) {
                     }
                 }
                 BeforeExec::CloseFrom3 => cloexec_from_3(),
+                BeforeExec::AsCaller => {}
                 BeforeExec::Holder { keep } => {
                     // A fresh child leads no process group, so this succeeds.
                     let _ = rustix::process::setsid();

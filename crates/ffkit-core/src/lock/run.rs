@@ -29,8 +29,15 @@ pub enum Program {
 
 impl Program {
     /// The process to start (`None`: an empty argv). The one place a
-    /// [`Program`] becomes a [`Command`], for every backend.
+    /// [`Program`] becomes a [`Command`], for every backend; it starts with
+    /// the caller's signal dispositions ([`crate::fsutil::as_callers_command`]).
     pub(crate) fn command(&self) -> Option<Command> {
+        let mut c = self.bare()?;
+        crate::fsutil::as_callers_command(&mut c);
+        Some(c)
+    }
+
+    fn bare(&self) -> Option<Command> {
         match self {
             Program::Argv(v) => {
                 let (first, rest) = v.split_first()?;

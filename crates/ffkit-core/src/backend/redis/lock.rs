@@ -655,7 +655,7 @@ pub fn run_leased(
 ) -> RunEnd {
     use std::os::unix::process::CommandExt;
     // Caught, not blocked, while the command starts: it starts with the
-    // caller's mask, through posix_spawn (signals.rs).
+    // caller's mask, through posix_spawn or a fork (signals.rs).
     let relay = match Relay::catch(&[&FORWARDED[..], &[libc::SIGCHLD]].concat()) {
         Ok(r) => r,
         Err(e) => {

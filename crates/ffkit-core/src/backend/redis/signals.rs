@@ -14,7 +14,13 @@
 //! window. (A spawn of ffkit's own that resets only these signals, not
 //! glibc's walk over all 64, saved ~3% of a round for nine more `unsafe`
 //! blocks and was not kept: BENCHMARKS.md, "Issue 24's lock round, sixth
-//! pass".)
+//! pass".) That holds for the shipped musl build; a glibc build forks
+//! instead (`fsutil::as_callers_command`: glibc's `posix_spawn` leaves its
+//! internal signals 32 and 33 ignored in the child), and so does any build
+//! whose caller ignores SIGPIPE (std resets it; a `pre_exec` sets it back).
+//! The forked child keeps the handler until its exec: a signal sent to it
+//! in that instant is written to the pipe and passed on to the group it is
+//! in, which is where it was going.
 //!
 //! Once the command runs, [`Relay::block`] blocks them (and SIGTTOU, so
 //! handing the terminal back from the background cannot stop ffkit) except

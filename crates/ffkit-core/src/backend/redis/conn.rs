@@ -235,7 +235,15 @@ fn tcp_connect(addr: &ConnectionAddr, timeout: Duration) -> redis::RedisResult<S
             return Err(timed_out());
         }
         match std::net::TcpStream::connect_timeout(a, left / (n - i)) {
-            Ok(s) => return Ok(Stream::Tcp(s)),
+            Ok(s) => {
+                // A request goes out as soon as it is written. Over TLS the
+                // handshake's last flight and the first request are
+                // separate writes, and Nagle held the second until the
+                // server's delayed ACK of the first: 40 ms per rediss://
+                // call (hiredis and redis-rs set it too).
+                let _ = s.set_nodelay(true);
+                return Ok(Stream::Tcp(s));
+            }
             Err(e) => last = Some(RedisError::from(e)),
         }
     }

@@ -275,15 +275,28 @@ impl Read for Within<'_> {
     }
 }
 
-impl Write for Within<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+impl Within<'_> {
+    /// One send by `send`, waiting at most the time left.
+    fn send(&self, send: impl Fn(&mut &TcpStream) -> io::Result<usize>) -> io::Result<usize> {
         loop {
             self.sock.set_write_timeout(Some(self.left()?))?;
-            match (&mut &*self.sock).write(buf) {
+            match send(&mut &*self.sock) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 r => return r.map_err(timed_out_if_blocked),
             }
         }
+    }
+}
+
+impl Write for Within<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.send(|s| s.write(buf))
+    }
+
+    /// rustls hands over every queued record at once (the handshake's
+    /// last flight is two): one `writev`, not a write per record.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.send(|s| s.write_vectored(bufs))
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -1734,3 +1734,57 @@ fn a_hit_counter_with_a_second_name_is_never_written_through() {
     at(NOW + 20, &[]);
     assert_eq!(json(&at(NOW + 20, &["--json"]).stdout)["hits"], 2);
 }
+
+/// Attack finding: a miss whose output the recording could not hold in
+/// the memory left (`ulimit -v`, a small container) aborted ffkit: `memory
+/// allocation of 100663296 bytes failed`, a backtrace, exit 134, the
+/// caller got a quarter of the output and the command was stopped. Holding
+/// the output is only for the cache: the run is now passed through whole,
+/// exits with the command's status and says `not cached` in one line, as a
+/// run past 256 MiB does.
+#[test]
+fn a_miss_whose_output_the_memory_left_cannot_hold_is_passed_through_uncached() {
+    use std::os::unix::process::CommandExt;
+    let w = World::new();
+    let size: u64 = 200_000_000;
+    let mut c = run(
+        &w,
+        &[],
+        &format!("echo run >> runs; head -c {size} /dev/zero; exit 3"),
+    );
+    // SAFETY: the closure runs between fork and exec; setrlimit(2) is
+    // async-signal-safe and allocates nothing.
+    unsafe {
+        c.pre_exec(|| {
+            let lim = rustix::process::Rlimit {
+                current: Some(160 << 20),
+                maximum: None,
+            };
+            rustix::process::setrlimit(rustix::process::Resource::As, lim)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let errs = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let got = std::io::copy(&mut child.stdout.take().unwrap(), &mut std::io::sink()).unwrap();
+    let st = child.wait().unwrap();
+    let err = errs.join().unwrap();
+    if err.contains("cannot start a thread") {
+        return skip("ffkit cannot start under this ulimit -v here: not run");
+    }
+    assert_eq!((st.code(), got), (Some(3), size), "{err}");
+    assert!(
+        err.lines().count() == 1 && err.contains("not cached"),
+        "{err}"
+    );
+    assert_eq!(runs(&w), 1);
+}

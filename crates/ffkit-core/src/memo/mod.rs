@@ -621,7 +621,9 @@ impl<'a> Memo<'a> {
             |rec| {
                 // Stored (or handed to waiters) and unlocked at the
                 // command's pace, while the caller's reader catches up.
-                let r = if rec.overflowed {
+                let r = if rec.out_of_memory {
+                    Err("the output does not fit in the memory left".to_string())
+                } else if rec.overflowed {
                     Err(format!(
                         "the output is larger than {} MiB",
                         capture::MAX_RECORDED >> 20

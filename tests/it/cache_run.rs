@@ -1735,23 +1735,11 @@ fn a_hit_counter_with_a_second_name_is_never_written_through() {
     assert_eq!(json(&at(NOW + 20, &["--json"]).stdout)["hits"], 2);
 }
 
-/// Attack finding: a miss whose output the recording could not hold in
-/// the memory left (`ulimit -v`, a small container) aborted ffkit: `memory
-/// allocation of 100663296 bytes failed`, a backtrace, exit 134, the
-/// caller got a quarter of the output and the command was stopped. Holding
-/// the output is only for the cache: the run is now passed through whole,
-/// exits with the command's status and says `not cached` in one line, as a
-/// run past 256 MiB does.
-#[test]
-fn a_miss_whose_output_the_memory_left_cannot_hold_is_passed_through_uncached() {
+/// `c` run under a 160 MiB address-space limit (`ulimit -v`): its exit
+/// code, the bytes of its stdout, its stderr; `None` (said as a skip) if
+/// ffkit cannot even start its threads under it here.
+fn run_in_160_mib(mut c: Command) -> Option<(Option<i32>, u64, String)> {
     use std::os::unix::process::CommandExt;
-    let w = World::new();
-    let size: u64 = 200_000_000;
-    let mut c = run(
-        &w,
-        &[],
-        &format!("echo run >> runs; head -c {size} /dev/zero; exit 3"),
-    );
     // SAFETY: the closure runs between fork and exec; setrlimit(2) is
     // async-signal-safe and allocates nothing.
     unsafe {
@@ -1779,12 +1767,55 @@ fn a_miss_whose_output_the_memory_left_cannot_hold_is_passed_through_uncached() 
     let st = child.wait().unwrap();
     let err = errs.join().unwrap();
     if err.contains("cannot start a thread") {
-        return skip("ffkit cannot start under this ulimit -v here: not run");
+        skip("ffkit cannot start under this ulimit -v here: not run");
+        return None;
     }
-    assert_eq!((st.code(), got), (Some(3), size), "{err}");
+    Some((st.code(), got, err))
+}
+
+/// Attack finding: a miss whose output the recording could not hold in
+/// the memory left (`ulimit -v`, a small container) aborted ffkit: `memory
+/// allocation of 100663296 bytes failed`, a backtrace, exit 134, the
+/// caller got a quarter of the output and the command was stopped. Holding
+/// the output is only for the cache: the run is now passed through whole,
+/// exits with the command's status and says `not cached` in one line, as a
+/// run past 256 MiB does. A hit of an entry with stdout and stderr (read
+/// whole to check it) aborted the same way: it now runs the command, as a
+/// damaged entry does, and the entry stays for callers with the memory.
+#[test]
+fn a_miss_whose_output_the_memory_left_cannot_hold_is_passed_through_uncached() {
+    let w = World::new();
+    let size: u64 = 200_000_000;
+    let plain = format!("echo run >> runs; head -c {size} /dev/zero; exit 3");
+    let Some((code, got, err)) = run_in_160_mib(run(&w, &[], &plain)) else {
+        return;
+    };
+    assert_eq!((code, got), (Some(3), size), "{err}");
     assert!(
         err.lines().count() == 1 && err.contains("not cached"),
         "{err}"
     );
     assert_eq!(runs(&w), 1);
+    // A framed entry, stored without the limit, then hit under it.
+    let framed = format!("echo run >> runs; head -c {size} /dev/zero; echo e >&2; exit 3");
+    let o = run(&w, &[], &framed)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr_of(&o));
+    let Some((code, got, err)) = run_in_160_mib(run(&w, &[], &framed)) else {
+        return;
+    };
+    assert_eq!((code, got), (Some(3), size), "{err}");
+    assert!(err.starts_with("e\n") && err.lines().count() == 2, "{err}");
+    assert_eq!(runs(&w), 3, "run again, as for a damaged entry");
+    let o = run(&w, &[], &framed)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        (o.status.code(), runs(&w)),
+        (Some(3), 3),
+        "the entry stayed"
+    );
 }

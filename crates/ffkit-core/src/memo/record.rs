@@ -391,7 +391,12 @@ impl Stored {
         }
         let f = self.file_mut()?;
         f.seek(SeekFrom::Start(offset))?;
-        let mut v = vec![0u8; len as usize];
+        // Up to 256 MiB: where the memory left cannot hold it (`ulimit -v`)
+        // the failed allocation must not abort the call (OutOfMemory).
+        let mut v = Vec::new();
+        v.try_reserve_exact(len as usize)
+            .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        v.resize(len as usize, 0);
         f.read_exact(&mut v)?;
         Ok(v)
     }
@@ -444,6 +449,12 @@ impl Stored {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 return Ok(Err("shorter than its header says".into()));
+            }
+            // Not replayable here, as a damaged entry is not: the command
+            // runs instead (and its output passes through uncached), where
+            // the failed allocation aborted the call.
+            Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {
+                return Ok(Err("the output does not fit in the memory left".into()));
             }
             Err(e) => return Err(e),
         };

@@ -1881,10 +1881,11 @@ fn a_critical_lock_whose_dir_was_made_again_is_released_on_every_path() {
 /// shell ignored it, at its default otherwise.
 /// And with the builtin loaded, `ffkit cache-run -- CMD` typed in a script
 /// (the builtin starts the binary itself) ran CMD with SIGQUIT ignored,
-/// as bash ignores it for itself (an interactive bash SIGTERM, SIGTSTP,
-/// SIGTTIN and SIGTTOU too: `kill` and Ctrl-Z did nothing to it); bash
-/// gives its own commands those at their default, and so does the builtin
-/// now. The full masks are compared with a command the shell starts.
+/// as bash ignores it for itself (an interactive bash SIGTERM too: `kill`
+/// did nothing to it); bash gives its own commands those at their default,
+/// and so does the builtin now (the job-control stops stay as the shell
+/// has them: the next test). The full masks are compared with a command
+/// the shell starts.
 #[test]
 fn cache_command_starts_the_command_with_the_callers_sigpipe_on_every_path() {
     let tmp = tempfile::tempdir().unwrap();

@@ -1819,3 +1819,43 @@ fn a_miss_whose_output_the_memory_left_cannot_hold_is_passed_through_uncached() 
         "the entry stayed"
     );
 }
+
+/// Attack finding: the move of a `--key-stdin` spool to memory when its
+/// disk fills up had no bound: an input larger than the disk (or one that
+/// never ends, `< /dev/zero`) filled the disk, then went on into memory
+/// until the OOM killer ended it, or something else. The memory spool now
+/// holds at most 256 MiB; past it the call fails as before the move (exit
+/// 8, one line, the command not run).
+#[test]
+fn key_stdin_on_a_full_disk_holds_at_most_256_mib_in_memory() {
+    let w = World::new();
+    let Some(_m) = Tmpfs::mount(&w.cache(), "64k") else {
+        return skip("cannot mount a tmpfs (needs root): full-spool test not run");
+    };
+    let mut child = run(&w, &["--key-stdin"], "echo run >> runs; wc -c")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        let chunk = vec![0u8; 1 << 20];
+        // 257 MiB, or until ffkit stops reading (EPIPE).
+        for _ in 0..257 {
+            if stdin.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let o = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(8), "{err}");
+    assert!(
+        err.lines().count() == 1 && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert_eq!(runs(&w), 0, "nothing run");
+}

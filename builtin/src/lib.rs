@@ -723,11 +723,11 @@ fn spawn(argv: &[OsString]) -> u8 {
     cmd.args(argv).env_clear().envs(shell::exported_env());
     // Not the call's mask (SIGCHLD, SIGPIPE, SIGXFSZ blocked), which the
     // binary would hand on to the commands it runs; and not the signals
-    // bash ignores for itself (SIGQUIT always, SIGTERM and the job-control
-    // stops when interactive), which it gives its own commands at their
-    // default: `ffkit cache-run -- make` typed with the builtin loaded ran
-    // make with SIGQUIT ignored, and in a terminal with SIGTERM and Ctrl-Z
-    // ignored too.
+    // bash ignores for itself (SIGQUIT always, SIGTERM when interactive),
+    // which it gives its own commands at their default: `ffkit cache-run
+    // -- make` typed with the builtin loaded ran make with SIGQUIT ignored,
+    // and in a terminal with SIGTERM ignored too. The job-control stops
+    // stay as the shell has them (`child_defaults` says why).
     let defaults = shell::child_defaults();
     ffkit::fsutil::before_exec(&mut cmd, ffkit::fsutil::BeforeExec::EmptyMask { defaults });
     let names = ffkit::config::ENV_VARS

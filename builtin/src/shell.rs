@@ -463,10 +463,15 @@ const SUBSHELL_ASYNC: c_int = 0x01;
 
 /// The signals bash ignores for itself but gives the commands it starts
 /// at their default (bit `N-1` for signal N), for a child the builtin
-/// starts: SIGQUIT (ignored by every bash), SIGTERM and the job-control
-/// stops (by an interactive one) when ignored now, but not when the shell
-/// started and not by the script's `trap '' SIG`; bash resets these for
-/// its own commands (`restore_original_signals`, `default_tty_job_signals`).
+/// starts: SIGQUIT (ignored by every bash) and SIGTERM (by an interactive
+/// one) when ignored now, but not when the shell started and not by the
+/// script's `trap '' SIG`; bash resets these for its own commands
+/// (`restore_original_signals`). Not the job-control stops (SIGTSTP,
+/// SIGTTIN, SIGTTOU): bash resets those only for a job it puts in a
+/// process group of its own (`default_tty_job_signals`), and ignores them
+/// for a child left in the shell's group (`$( )`), as the builtin's child
+/// always is: at their default, Ctrl-Z stopped the binary and its command
+/// while the shell, ignoring it, waited for them and hung.
 /// In a background job of a shell without job control SIGQUIT is left as
 /// it is: bash ignores it (and SIGINT) for a command run with `&`, which
 /// the builtin cannot tell from a function run so. SIGINT is never reset:
@@ -481,13 +486,7 @@ pub fn child_defaults() -> u64 {
             && std::ptr::read_volatile(&raw const job_control) == 0
     };
     let mut bits = 0u64;
-    for sig in [
-        libc::SIGQUIT,
-        libc::SIGTERM,
-        libc::SIGTSTP,
-        libc::SIGTTIN,
-        libc::SIGTTOU,
-    ] {
+    for sig in [libc::SIGQUIT, libc::SIGTERM] {
         if background && sig == libc::SIGQUIT {
             continue;
         }

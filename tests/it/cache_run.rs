@@ -1734,3 +1734,128 @@ fn a_hit_counter_with_a_second_name_is_never_written_through() {
     at(NOW + 20, &[]);
     assert_eq!(json(&at(NOW + 20, &["--json"]).stdout)["hits"], 2);
 }
+
+/// `c` run under a 160 MiB address-space limit (`ulimit -v`): its exit
+/// code, the bytes of its stdout, its stderr; `None` (said as a skip) if
+/// ffkit cannot even start its threads under it here.
+fn run_in_160_mib(mut c: Command) -> Option<(Option<i32>, u64, String)> {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec; setrlimit(2) is
+    // async-signal-safe and allocates nothing.
+    unsafe {
+        c.pre_exec(|| {
+            let lim = rustix::process::Rlimit {
+                current: Some(160 << 20),
+                maximum: None,
+            };
+            rustix::process::setrlimit(rustix::process::Resource::As, lim)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let mut child = c
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let errs = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let got = std::io::copy(&mut child.stdout.take().unwrap(), &mut std::io::sink()).unwrap();
+    let st = child.wait().unwrap();
+    let err = errs.join().unwrap();
+    if err.contains("cannot start a thread") {
+        skip("ffkit cannot start under this ulimit -v here: not run");
+        return None;
+    }
+    Some((st.code(), got, err))
+}
+
+/// Attack finding: a miss whose output the recording could not hold in
+/// the memory left (`ulimit -v`, a small container) aborted ffkit: `memory
+/// allocation of 100663296 bytes failed`, a backtrace, exit 134, the
+/// caller got a quarter of the output and the command was stopped. Holding
+/// the output is only for the cache: the run is now passed through whole,
+/// exits with the command's status and says `not cached` in one line, as a
+/// run past 256 MiB does. A hit of an entry with stdout and stderr (read
+/// whole to check it) aborted the same way: it now runs the command, as a
+/// damaged entry does, and the entry stays for callers with the memory.
+#[test]
+fn a_miss_whose_output_the_memory_left_cannot_hold_is_passed_through_uncached() {
+    let w = World::new();
+    let size: u64 = 200_000_000;
+    let plain = format!("echo run >> runs; head -c {size} /dev/zero; exit 3");
+    let Some((code, got, err)) = run_in_160_mib(run(&w, &[], &plain)) else {
+        return;
+    };
+    assert_eq!((code, got), (Some(3), size), "{err}");
+    assert!(
+        err.lines().count() == 1 && err.contains("not cached"),
+        "{err}"
+    );
+    assert_eq!(runs(&w), 1);
+    // A framed entry, stored without the limit, then hit under it.
+    let framed = format!("echo run >> runs; head -c {size} /dev/zero; echo e >&2; exit 3");
+    let o = run(&w, &[], &framed)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr_of(&o));
+    let Some((code, got, err)) = run_in_160_mib(run(&w, &[], &framed)) else {
+        return;
+    };
+    assert_eq!((code, got), (Some(3), size), "{err}");
+    assert!(err.starts_with("e\n") && err.lines().count() == 2, "{err}");
+    assert_eq!(runs(&w), 3, "run again, as for a damaged entry");
+    let o = run(&w, &[], &framed)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        (o.status.code(), runs(&w)),
+        (Some(3), 3),
+        "the entry stayed"
+    );
+}
+
+/// Attack finding: the move of a `--key-stdin` spool to memory when its
+/// disk fills up had no bound: an input larger than the disk (or one that
+/// never ends, `< /dev/zero`) filled the disk, then went on into memory
+/// until the OOM killer ended it, or something else. The memory spool now
+/// holds at most 256 MiB; past it the call fails as before the move (exit
+/// 8, one line, the command not run).
+#[test]
+fn key_stdin_on_a_full_disk_holds_at_most_256_mib_in_memory() {
+    let w = World::new();
+    let Some(_m) = Tmpfs::mount(&w.cache(), "64k") else {
+        return skip("cannot mount a tmpfs (needs root): full-spool test not run");
+    };
+    let mut child = run(&w, &["--key-stdin"], "echo run >> runs; wc -c")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feeder = std::thread::spawn(move || {
+        use std::io::Write;
+        let chunk = vec![0u8; 1 << 20];
+        // 257 MiB, or until ffkit stops reading (EPIPE).
+        for _ in 0..257 {
+            if stdin.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let o = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(8), "{err}");
+    assert!(
+        err.lines().count() == 1 && err.contains("No space left on device"),
+        "{err}"
+    );
+    assert_eq!(runs(&w), 0, "nothing run");
+}

@@ -1881,10 +1881,11 @@ fn a_critical_lock_whose_dir_was_made_again_is_released_on_every_path() {
 /// shell ignored it, at its default otherwise.
 /// And with the builtin loaded, `ffkit cache-run -- CMD` typed in a script
 /// (the builtin starts the binary itself) ran CMD with SIGQUIT ignored,
-/// as bash ignores it for itself (an interactive bash SIGTERM, SIGTSTP,
-/// SIGTTIN and SIGTTOU too: `kill` and Ctrl-Z did nothing to it); bash
-/// gives its own commands those at their default, and so does the builtin
-/// now. The full masks are compared with a command the shell starts.
+/// as bash ignores it for itself (an interactive bash SIGTERM too: `kill`
+/// did nothing to it); bash gives its own commands those at their default,
+/// and so does the builtin now (the job-control stops stay as the shell
+/// has them: the next test). The full masks are compared with a command
+/// the shell starts.
 #[test]
 fn cache_command_starts_the_command_with_the_callers_sigpipe_on_every_path() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1913,6 +1914,67 @@ fn cache_command_starts_the_command_with_the_callers_sigpipe_on_every_path() {
             assert_eq!(lines[0], lines[2], "{way} {tag}: cache_command");
             assert_eq!(lines[1], lines[2], "{way} {tag}: ffkit cache-run");
         }
+    }
+}
+
+/// Attack finding: with the builtin loaded, an interactive bash ran the
+/// command of `ffkit cache-run -- CMD` (and `ffkit lock-acquire L -- CMD`)
+/// with SIGTSTP, SIGTTIN and SIGTTOU set back to their default. bash does
+/// that only for a command it makes a job of (its own process group); the
+/// builtin's child stays in the shell's group, so in a terminal where that
+/// group is not orphaned (a bash started from another shell) Ctrl-Z stopped
+/// the binary and CMD, and the shell, which ignores SIGTSTP and waited for
+/// them, hung with no prompt. In `$( )` bash gives its own commands these
+/// ignored, and the builtin did not. They are now inherited as bash has them:
+/// the command's mask in `$( )` is the oracle's, and at the prompt CMD
+/// ignores SIGTSTP (Ctrl-Z does nothing, as before that fix), while SIGTERM
+/// and SIGQUIT stay at their default as bash gives them.
+#[test]
+fn an_interactive_shells_job_stop_signals_stay_ignored_for_the_builtins_command() {
+    if Command::new("script").arg("--version").output().is_err() {
+        return eprintln!("SKIP: no script(1) to give an interactive bash a terminal");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    git_init(t);
+    // An interactive bash with a terminal (script(1)'s pty): job control on.
+    // The trailing `:` keeps bash from exec'ing the last command itself.
+    fs::write(
+        t.join("inner.sh"),
+        ". \"$FFKIT_LIB\"\n\
+         p='grep ^SigIgn: /proc/self/status'\n\
+         echo \"$(ffkit cache-run --force -- sh -c \"$p\")\"\n\
+         echo \"$(sh -c \"$p\")\"\n\
+         ffkit cache-run --force -- sh -c \"$p\"\n\
+         sh -c \"$p\"\n\
+         :\n",
+    )
+    .unwrap();
+    let script = "script -qec \"bash --norc -i $PWD/inner.sh\" /dev/null </dev/null";
+    let mask = |l: &str| {
+        let hex = l.split_whitespace().last().unwrap_or("x");
+        u64::from_str_radix(hex, 16).unwrap_or(u64::MAX)
+    };
+    let bit = |s: libc::c_int| 1u64 << (s - 1);
+    let stops = bit(libc::SIGTSTP) | bit(libc::SIGTTIN) | bit(libc::SIGTTOU);
+    let dfl = bit(libc::SIGTERM) | bit(libc::SIGQUIT);
+    for way in ["builtin", "fallback"] {
+        let o = output_within(sh(way, t, t, script), way);
+        let (out, err) = text(&o);
+        let out = out.replace('\r', "");
+        let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("SigIgn:")).collect();
+        assert_eq!(lines.len(), 4, "{way}: {out}{err}");
+        assert_eq!(
+            mask(lines[1]) & stops,
+            stops,
+            "{way}: the oracle in $( ): {out}"
+        );
+        assert_eq!(lines[0], lines[1], "{way}: ffkit cache-run in $( )");
+        if way == "builtin" {
+            let t = bit(libc::SIGTSTP);
+            assert_eq!(mask(lines[2]) & t, t, "{way}: Ctrl-Z at the prompt: {out}");
+        }
+        assert_eq!(mask(lines[2]) & dfl, mask(lines[3]) & dfl, "{way}: {out}");
     }
 }
 

@@ -440,8 +440,10 @@ fn drain<R: Read>(
                     rec.overflowed = true;
                     rec.chunks = Vec::new();
                 }
-                if !rec.overflowed {
-                    rec.push(s, &buf[..n]);
+                if !rec.overflowed && !rec.push(s, &buf[..n]) {
+                    rec.overflowed = true;
+                    rec.out_of_memory = true;
+                    rec.chunks = Vec::new();
                 }
                 tx.send(s, &buf[..n]);
                 return Ok(true);

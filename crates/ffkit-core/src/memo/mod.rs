@@ -114,6 +114,8 @@ fn copy_hashed(r: &mut dyn Read, mut to: Option<(&mut File, bool)>) -> Result<St
     let mut h = blake3::Hasher::new();
     let mut len = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
+    // The error that moved the spool to memory (a full disk), if it did.
+    let mut disk_err: Option<io::Error> = None;
     loop {
         let n = match r.read(&mut buf) {
             Ok(0) => break,
@@ -122,17 +124,28 @@ fn copy_hashed(r: &mut dyn Read, mut to: Option<(&mut File, bool)>) -> Result<St
             Err(e) => return Err(Error::io("cannot read", "standard input", e)),
         };
         h.update(&buf[..n]);
-        if let Some((f, on_disk)) = to.as_mut()
-            && let Err(e) = f.write_all_at(&buf[..n], len)
-        {
-            let moved = if *on_disk { to_memory(f, len) } else { None };
-            let Some(mem) = moved else {
+        if let Some((f, on_disk)) = to.as_mut() {
+            // A spool moved to memory is held there up to the cap; past
+            // it, the disk's error, as before the move existed.
+            if let Some(e) = disk_err.take_if(|_| len + n as u64 > MEMORY_SPOOL_MAX) {
                 return Err(Error::io("cannot write", "the spool of standard input", e));
-            };
-            **f = mem;
-            *on_disk = false;
-            f.write_all_at(&buf[..n], len)
-                .map_err(|e| Error::io("cannot write", "the spool of standard input", e))?;
+            }
+            if let Err(e) = f.write_all_at(&buf[..n], len) {
+                let fits = len + n as u64 <= MEMORY_SPOOL_MAX;
+                let moved = if *on_disk && fits {
+                    to_memory(f, len)
+                } else {
+                    None
+                };
+                let Some(mem) = moved else {
+                    return Err(Error::io("cannot write", "the spool of standard input", e));
+                };
+                **f = mem;
+                *on_disk = false;
+                f.write_all_at(&buf[..n], len)
+                    .map_err(|e| Error::io("cannot write", "the spool of standard input", e))?;
+                disk_err = Some(e);
+            }
         }
         len += n as u64;
     }
@@ -141,6 +154,13 @@ fn copy_hashed(r: &mut dyn Read, mut to: Option<(&mut File, bool)>) -> Result<St
         hash: *h.finalize().as_bytes(),
     })
 }
+
+/// The most of a `--key-stdin` input held in memory after its spool's
+/// disk filled up ([`copy_hashed`]): beyond it the call fails with the
+/// disk's error (exit 8) and runs nothing, as before the move existed,
+/// rather than take the machine's memory (an input larger than the disk,
+/// or one that never ends, went on into memory until the OOM killer).
+pub const MEMORY_SPOOL_MAX: u64 = 256 << 20;
 
 /// A memory file holding the first `len` bytes of `disk`, the part of a
 /// spool written before a write to it failed; `None` if it cannot be made.
@@ -621,7 +641,9 @@ impl<'a> Memo<'a> {
             |rec| {
                 // Stored (or handed to waiters) and unlocked at the
                 // command's pace, while the caller's reader catches up.
-                let r = if rec.overflowed {
+                let r = if rec.out_of_memory {
+                    Err("the output does not fit in the memory left".to_string())
+                } else if rec.overflowed {
                     Err(format!(
                         "the output is larger than {} MiB",
                         capture::MAX_RECORDED >> 20

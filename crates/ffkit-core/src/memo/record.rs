@@ -106,9 +106,11 @@ pub struct Recording {
     pub status: u8,
     pub ran_at: i64,
     pub duration_ms: f64,
-    /// The output went past the recording limit: `chunks` was dropped and
-    /// the run must not be stored (it was still passed through whole).
+    /// The output went past the recording limit, or past the memory left
+    /// (`out_of_memory`): `chunks` was dropped and the run must not be
+    /// stored (it was still passed through whole).
     pub overflowed: bool,
+    pub out_of_memory: bool,
     /// A reader of the caller's output went away and the command's pipe was
     /// closed: the output may be cut short, so it is never stored.
     pub cut: bool,
@@ -126,17 +128,39 @@ pub struct StdinInfo {
 }
 
 impl Recording {
-    /// Appends output, merging with the previous chunk of the same stream.
-    pub fn push(&mut self, s: Stream, bytes: &[u8]) {
+    /// Appends output, merging with the previous chunk of the same stream;
+    /// `false` when the memory left cannot hold it (`ulimit -v`, a small
+    /// container): the recording is only for the cache, so the caller
+    /// stops recording rather than let the failed allocation abort the
+    /// call mid-output.
+    #[must_use]
+    pub fn push(&mut self, s: Stream, bytes: &[u8]) -> bool {
         if bytes.is_empty() {
-            return;
+            return true;
         }
         match self.chunks.last_mut() {
             Some((last, buf)) if *last == s && buf.len() + bytes.len() <= u32::MAX as usize => {
-                buf.extend_from_slice(bytes)
+                // The amortised doubling first, else just what is needed
+                // (a doubling of a 128 MiB buffer may not fit where the
+                // bytes do).
+                if buf.try_reserve(bytes.len()).is_err()
+                    && buf.try_reserve_exact(bytes.len()).is_err()
+                {
+                    return false;
+                }
+                buf.extend_from_slice(bytes);
             }
-            _ => self.chunks.push((s, bytes.to_vec())),
+            _ => {
+                let mut v = Vec::new();
+                if v.try_reserve_exact(bytes.len()).is_err() || self.chunks.try_reserve(1).is_err()
+                {
+                    return false;
+                }
+                v.extend_from_slice(bytes);
+                self.chunks.push((s, v));
+            }
         }
+        true
     }
 
     fn total(&self, s: Stream) -> u64 {
@@ -367,7 +391,12 @@ impl Stored {
         }
         let f = self.file_mut()?;
         f.seek(SeekFrom::Start(offset))?;
-        let mut v = vec![0u8; len as usize];
+        // Up to 256 MiB: where the memory left cannot hold it (`ulimit -v`)
+        // the failed allocation must not abort the call (OutOfMemory).
+        let mut v = Vec::new();
+        v.try_reserve_exact(len as usize)
+            .map_err(|_| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        v.resize(len as usize, 0);
         f.read_exact(&mut v)?;
         Ok(v)
     }
@@ -420,6 +449,12 @@ impl Stored {
             Ok(b) => b,
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 return Ok(Err("shorter than its header says".into()));
+            }
+            // Not replayable here, as a damaged entry is not: the command
+            // runs instead (and its output passes through uncached), where
+            // the failed allocation aborted the call.
+            Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {
+                return Ok(Err("the output does not fit in the memory left".into()));
             }
             Err(e) => return Err(e),
         };
@@ -584,7 +619,7 @@ mod tests {
             ..Recording::default()
         };
         for (s, b) in parts {
-            r.push(*s, b.as_bytes());
+            assert!(r.push(*s, b.as_bytes()));
         }
         r
     }
@@ -683,7 +718,7 @@ mod tests {
     fn a_large_plain_hit_is_checked_then_written_through_a_bounded_buffer() {
         let big: Vec<u8> = (0..PASS_BUF * 5 / 2).map(|i| (i % 251) as u8).collect();
         let mut r = recording(&[]);
-        r.push(Stream::Stdout, &big);
+        assert!(r.push(Stream::Stdout, &big));
         let v = r.encode(1, Some(b"stdin"), false);
         let mut o = Widest(Vec::new(), 0);
         stored(&v)

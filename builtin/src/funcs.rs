@@ -733,6 +733,7 @@ fn lock(func: &str, dev: Option<&OsStr>, name: LockName<'_>, session: bool) -> u
         return e.exit_code();
     }
     let make_dir = || ffkit::lock::make_lock_dir(dir);
+    let mut tried = true;
     let code = if acquiring {
         let make_dir: Option<&dyn Fn() -> ffkit::Result<()>> =
             if checked { None } else { Some(&make_dir) };
@@ -744,13 +745,22 @@ fn lock(func: &str, dev: Option<&OsStr>, name: LockName<'_>, session: bool) -> u
             make_dir,
         ) {
             Ok(()) => 0,
-            Err(held::NotTaken::Signal(sig)) => (128 + sig) as u8,
+            Err(held::NotTaken::Signal(sig)) => {
+                tried = false;
+                (128 + sig) as u8
+            }
             Err(held::NotTaken::Failed(e)) => {
+                tried = false;
+                fn_err(func, &e);
+                e.exit_code()
+            }
+            Err(held::NotTaken::Denied(e)) => {
                 fn_err(func, &e);
                 e.exit_code()
             }
         }
     } else {
+        tried = !held::held_by_parent(file);
         match held::release(file, &cfg) {
             Ok(()) => 0,
             Err(e) => {
@@ -759,7 +769,13 @@ fn lock(func: &str, dev: Option<&OsStr>, name: LockName<'_>, session: bool) -> u
             }
         }
     };
-    if code == 0 && cfg.perf_monitoring {
+    // A row for every call that tried the lock, as the binary the fallback
+    // runs records one: taken, busy or timed out, released or "not held"
+    // (docs/metrics.md, "Self-timing"). A refusal before any try (a lock
+    // this shell holds already, a subshell's release of its parent's lock,
+    // a lock dir that cannot be made) records nothing, as there, nor does a
+    // wait a signal ended (the fallback kills its waiter then).
+    if (code == 0 || tried) && cfg.perf_monitoring {
         let op = if acquiring {
             ffkit::metrics::Op::LockAcquire
         } else {

@@ -160,6 +160,9 @@ fn register(raw: i32) -> bool {
 /// Why an acquisition did not take the lock.
 pub enum NotTaken {
     Failed(Error),
+    /// Busy or timed out: the lock was tried (and its wait is a
+    /// `lock_acquire` row, as the binary's denied `lock-acquire` records).
+    Denied(Error),
     /// A signal arrived while waiting: return 128 + it.
     Signal(i32),
 }
@@ -343,7 +346,7 @@ pub fn acquire(
                     .try_clone()
                     .map(|d| ffkit::lock::holder::describe_kernel_holder(&std::fs::File::from(d)))
                     .unwrap_or_else(|_| "an unknown holder".into());
-                return Err(denied(label, timeout, &holder).into());
+                return Err(NotTaken::Denied(denied(label, timeout, &holder)));
             }
         }
         // The old library's file protocol (`lock::compat`): deleted or
@@ -377,7 +380,7 @@ pub fn acquire(
                     return Err(NotTaken::Signal(signal.unwrap_or(libc::SIGINT)));
                 }
                 Err(Denied::Busy | Denied::TimedOut) => {
-                    return Err(denied(label, timeout, &holder()).into());
+                    return Err(NotTaken::Denied(denied(label, timeout, &holder())));
                 }
             }
         }
@@ -421,6 +424,16 @@ fn denied(label: &str, timeout: Duration, holder: &str) -> Error {
     } else {
         Denied::TimedOut.error(label, WaitSpec::Timeout(timeout), holder)
     }
+}
+
+/// Whether a release of `path` here is the refusal of a lock a parent
+/// shell holds (a subshell's call): refused before any release is tried,
+/// as the fallback refuses it in the shell, so no `lock_release` row.
+pub fn held_by_parent(path: &Path) -> bool {
+    let me = crate::caller_pid();
+    let t = table();
+    !t.iter().any(|e| e.path == path && e.pid == me)
+        && (t.iter().any(|e| e.path == path) || inherited(path))
 }
 
 /// Releases this shell's lock on `path`: clears the holder record (with

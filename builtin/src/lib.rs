@@ -690,7 +690,7 @@ fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
         match held::acquire(&file, &req.name.to_string_lossy(), &cfg, timeout, None) {
             Ok(()) => 0,
             Err(held::NotTaken::Signal(sig)) => (128 + sig) as u8,
-            Err(held::NotTaken::Failed(e)) => fail(&e),
+            Err(held::NotTaken::Failed(e) | held::NotTaken::Denied(e)) => fail(&e),
         },
     )
 }

@@ -2157,3 +2157,38 @@ fn lock_command_starts_the_command_with_the_callers_signals_on_every_path() {
         }
     }
 }
+
+/// One lock function call is one metrics row on every path, whatever its
+/// answer (docs/metrics.md, "Self-timing"): a busy or timed-out
+/// `acquire_critical_lock` and a `release_critical_lock` of a lock never
+/// taken are one row each, as the binary the fallback runs records; a
+/// refusal before any try (a subshell's release of its shell's lock)
+/// none. The builtin recorded only successes, and the bash fallback two
+/// `lock_acquire` rows for one contended call (its non-blocking try and
+/// its wait), so `perf-metrics` counted the same script's locks three
+/// ways.
+#[test]
+fn a_failed_lock_call_is_one_metrics_row_on_every_path() {
+    let script = "mkdir -p .flowforge/cache\n\
+         rc=0; release_critical_lock never 2>/dev/null || rc=$?; echo \"never=$rc\"\n\
+         acquire_critical_lock a\n\
+         ( rc=0; LOCK_TIMEOUT=0 acquire_critical_lock a 2>/dev/null || rc=$?; echo \"busy=$rc\" )\n\
+         ( rc=0; LOCK_TIMEOUT=0.1 acquire_critical_lock a 2>/dev/null || rc=$?; echo \"timeout=$rc\" )\n\
+         ( rc=0; release_critical_lock a 2>/dev/null || rc=$?; echo \"sub=$rc\" )\n\
+         release_critical_lock a\n\
+         cut -d, -f2 .flowforge/cache/.perf-metrics.csv | sort | uniq -c | tr -s ' '";
+    for way in ways() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        let dir = t.join("w");
+        fs::create_dir_all(&dir).unwrap();
+        let mut c = sh(way, t, &dir, script);
+        c.env("XDG_RUNTIME_DIR", t.join("rt"));
+        let o = output_within(c, way);
+        let (out, err) = text(&o);
+        assert_eq!(
+            out, "never=4\nbusy=5\ntimeout=6\nsub=4\n 3 lock_acquire\n 2 lock_release\n",
+            "{way}: {err}"
+        );
+    }
+}

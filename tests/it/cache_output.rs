@@ -891,22 +891,35 @@ fn a_file_still_being_written_while_stored_never_puts_other_bytes_under_its_name
 /// shorter file without a word. The run is not cached, with one line.
 #[test]
 fn a_file_still_appended_to_while_stored_is_not_cached() {
-    let w = World::new();
     // 32 MiB, then one byte appended at a time until `stop` exists.
     let script = "echo run >> runs; mkdir out; head -c 33554432 /dev/zero > out/f; \
         (i=0; while [ ! -e stop ]; do i=$((i+1)); printf x >> out/f; \
         [ $i = 3 ] && : > ready; done; : > stopped) </dev/null >/dev/null 2>&1 & \
         until [ -e ready ] || [ -e stop ]; do sleep 0.01; done; echo built";
-    let o = run(&w, &["--output", "out"], script).output().unwrap();
-    fs::write(w.path().join("stop"), "").unwrap();
-    until("the writer stops", || w.path().join("stopped").exists());
-    assert!(o.status.success(), "{}", stderr_of(&o));
-    assert!(
-        stderr_of(&o).contains("out/f: changed while it was stored"),
-        "{}",
-        stderr_of(&o)
-    );
-    assert_exact_with_store(&w, "after the store");
+    // The appender must run while ffkit reads the file; on a loaded
+    // machine it may get no CPU in that window (seen once in a suite run
+    // at load 8), and then the file did not change while it was stored, so
+    // storing it was right. Such a try is checked for an exact index and
+    // made again; one try in five must see the change.
+    let mut tries = 0;
+    let w = loop {
+        tries += 1;
+        let w = World::new();
+        let o = run(&w, &["--output", "out"], script).output().unwrap();
+        fs::write(w.path().join("stop"), "").unwrap();
+        until("the writer stops", || w.path().join("stopped").exists());
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        assert_exact_with_store(&w, "after the store");
+        if stderr_of(&o).contains("out/f: changed while it was stored") {
+            break w;
+        }
+        assert!(
+            tries < 5,
+            "no store in {tries} saw the appends: {}",
+            stderr_of(&o)
+        );
+        eprintln!("try {tries}: the appender did not run during the store; again");
+    };
     // The same call again, `stop` now there (nothing appends): a run, so
     // the first was not cached.
     fs::remove_file(w.path().join("stopped")).unwrap();

@@ -2175,9 +2175,13 @@ fn no_child_of_the_shell_or_of_the_builtin_carries_a_lock_descriptor() {
         "acquire_critical_lock c\n\
          ls -l /proc/self/fd | grep -c c.lock || :\n\
          ffkit lock-acquire '{}' -c 'ls -l /proc/self/fd | grep -c c.lock || :'\n\
-         ls -l /proc/$$/fd | grep -c c.lock",
+         {{ ls -l /proc/$$/fd 2>/dev/null || :; }} | grep -c c.lock",
         other.display()
     )));
+    // The shell's listing is guarded: bash closes its end of the pipe to
+    // grep while ls reads /proc/$$/fd, so ls can find the entry gone
+    // ("cannot access '/proc/PID/fd/3'", exit 1: a loaded suite run); the
+    // lock's descriptor is the shell's throughout and is counted either way.
     assert_eq!(ok(&o), "0\n0\n1\n");
 }
 

@@ -30,6 +30,63 @@ mod with_tls {
         c
     }
 
+    /// A `rediss://` request goes out as soon as it is written: the socket
+    /// has TCP_NODELAY before its first send. Before, the handshake's last
+    /// flight and the first request were small sends in a row, and Nagle
+    /// held each until the server's delayed ACK of the one before: 40 ms a
+    /// call (BENCHMARKS.md). Traced with strace, not timed.
+    #[test]
+    fn rediss_requests_go_out_at_once_nodelay_before_the_first_send() {
+        if !crate::util::need("strace", "the sends of a rediss:// call") {
+            return;
+        }
+        let Some(s) = Server::start_tls() else {
+            return;
+        };
+        let w = World::new();
+        ff(&w, &s, "cache-write")
+            .args(["k", "v"])
+            .assert()
+            .success();
+        let read = ff(&w, &s, "cache-read");
+        let trace = w.path().join("trace");
+        let mut c = Command::new("strace");
+        for (k, v) in read.get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        if let Some(d) = read.get_current_dir() {
+            c.current_dir(d);
+        }
+        c.args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=setsockopt,sendto,sendmsg,writev",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(read.get_program())
+        .args(read.get_args())
+        .arg("k");
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", stderr_of(&o));
+        assert_eq!(o.stdout, b"v");
+        let t = std::fs::read_to_string(&trace).unwrap();
+        let lines: Vec<&str> = t.lines().collect();
+        let at = |what: &[&str]| {
+            lines
+                .iter()
+                .position(|l| what.iter().any(|w| l.contains(w)))
+        };
+        let nodelay = at(&["TCP_NODELAY, [1]"]).unwrap_or_else(|| panic!("no TCP_NODELAY:\n{t}"));
+        let sent =
+            at(&["sendto(", "sendmsg(", "writev("]).unwrap_or_else(|| panic!("no send:\n{t}"));
+        assert!(nodelay < sent, "TCP_NODELAY after the first send:\n{t}");
+    }
+
     /// A `rediss://` call stopped and continued while it waits for a
     /// reply goes on (docs/redis.md, "Timeouts and failures"), as a plain
     /// one does: ffkit's TLS stream makes a socket read cut short by EINTR

@@ -212,7 +212,9 @@ pub fn acquire(
     cfg: &Config,
     timeout: Duration,
     make_dir: Option<&dyn Fn() -> Result<()>>,
+    prog: &str,
 ) -> std::result::Result<(), NotTaken> {
+    let started = Instant::now();
     let me = crate::caller_pid();
     let owner = me.as_raw_nonzero().get() as u32;
     released_typed().retain(|(p, _)| p != path);
@@ -406,9 +408,21 @@ pub fn acquire(
                 ino: ident.1,
             });
             if cfg.debug {
+                // The words the binary prints for the fallback's
+                // `lock-acquire --fd` (docs/locks.md), from the core.
+                let how = ffkit::lock::acquire::on_callers_fd(
+                    Method::Flock,
+                    ffkit::lock::Kind::Exclusive,
+                    raw,
+                    Some(owner),
+                );
                 errln!(
-                    "ffkit: debug: {}: locked on descriptor {raw}, held by the shell",
-                    path.display()
+                    "{prog}: debug: {}",
+                    ffkit::cli::one_line(&ffkit::lock::acquire::taken_note(
+                        label,
+                        &how,
+                        started.elapsed()
+                    ))
                 );
             }
             return Ok(());

@@ -419,10 +419,8 @@ impl Report for Front<'_> {
 
     fn taken(&mut self, label: &str, how: &str, waited: Duration) {
         self.ctx.metric_duration = Some(waited);
-        self.ctx.debug(format_args!(
-            "lock {label}: taken by {how} after {:.6}s",
-            waited.as_secs_f64()
-        ));
+        self.ctx
+            .debug(crate::lock::acquire::taken_note(label, how, waited));
         let fence = self
             .fence
             .map(|f| format!(" (fence {f})"))

@@ -286,6 +286,10 @@ pub fn acquire(
         let (fd, created, ident) = match kept.take() {
             Some((fd, ident)) => (fd, false, ident),
             None => {
+                // Asked before the open, as the fallback's `[[ ! -f F ]]`
+                // is (`created` is only known in the old library's mode);
+                // a stat only for the debug line.
+                let missing = cfg.debug && std::fs::symlink_metadata(path).is_err();
                 let (file, created, st) = match (rule.open_stat(path, FILE_MODE), make_dir) {
                     // Whatever the error, the set-up runs first, so a bad
                     // dir (a file in its place, say) fails as the set-up
@@ -304,6 +308,14 @@ pub fn acquire(
                 // a descriptor it opens on the file itself (docs/shell.md).
                 fd::mark_for_function(fd.as_raw_fd(), owner)
                     .map_err(|e| Error::io("cannot mark the lock descriptor of", path, e))?;
+                // The line the fallback's `lock-acquire --prepare` prints
+                // when it makes a missing lock file (docs/locks.md).
+                if missing {
+                    errln!(
+                        "{prog}: debug: {}",
+                        ffkit::cli::one_line(&ffkit::lock::prepared_note(label, path))
+                    );
+                }
                 (fd, created, (st.st_dev, st.st_ino))
             }
         };

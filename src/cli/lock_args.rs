@@ -560,7 +560,7 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
                 lock::compat::prepare(rule, &path, crate::fsutil::FILE_MODE, owner)
             }
             .map_err(|e| Error::io(lock::OPEN_FAILED, &path, e))?;
-            ctx.debug(format_args!("{target}: lock file {} ready", path.display()));
+            ctx.debug(lock::prepared_note(&target, &path));
             return Ok(ExitCode::SUCCESS);
         }
         match a.program.clone() {

@@ -743,6 +743,7 @@ fn lock(func: &str, dev: Option<&OsStr>, name: LockName<'_>, session: bool) -> u
             &cfg,
             cfg.lock_timeout,
             make_dir,
+            &ffkit::lock::function_prog(func),
         ) {
             Ok(()) => 0,
             Err(held::NotTaken::Signal(sig)) => {
@@ -781,7 +782,19 @@ fn lock(func: &str, dev: Option<&OsStr>, name: LockName<'_>, session: bool) -> u
         } else {
             ffkit::metrics::Op::LockRelease
         };
-        let _ = ffkit::metrics::record_self(&cfg, None, op, start.elapsed());
+        let elapsed = start.elapsed();
+        let outcome = ffkit::metrics::record_self(&cfg, None, op, elapsed);
+        // The binary's line for its own row (`cli::run`), as the fallback
+        // prints it.
+        if cfg.debug {
+            fn_err(
+                func,
+                format_args!(
+                    "debug: {}",
+                    ffkit::metrics::self_note(op, &outcome, elapsed)
+                ),
+            );
+        }
     }
     code
 }

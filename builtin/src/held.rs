@@ -212,7 +212,9 @@ pub fn acquire(
     cfg: &Config,
     timeout: Duration,
     make_dir: Option<&dyn Fn() -> Result<()>>,
+    prog: &str,
 ) -> std::result::Result<(), NotTaken> {
+    let started = Instant::now();
     let me = crate::caller_pid();
     let owner = me.as_raw_nonzero().get() as u32;
     released_typed().retain(|(p, _)| p != path);
@@ -284,6 +286,10 @@ pub fn acquire(
         let (fd, created, ident) = match kept.take() {
             Some((fd, ident)) => (fd, false, ident),
             None => {
+                // Asked before the open, as the fallback's `[[ ! -f F ]]`
+                // is (`created` is only known in the old library's mode);
+                // a stat only for the debug line.
+                let missing = cfg.debug && std::fs::symlink_metadata(path).is_err();
                 let (file, created, st) = match (rule.open_stat(path, FILE_MODE), make_dir) {
                     // Whatever the error, the set-up runs first, so a bad
                     // dir (a file in its place, say) fails as the set-up
@@ -302,6 +308,14 @@ pub fn acquire(
                 // a descriptor it opens on the file itself (docs/shell.md).
                 fd::mark_for_function(fd.as_raw_fd(), owner)
                     .map_err(|e| Error::io("cannot mark the lock descriptor of", path, e))?;
+                // The line the fallback's `lock-acquire --prepare` prints
+                // when it makes a missing lock file (docs/locks.md).
+                if missing {
+                    errln!(
+                        "{prog}: debug: {}",
+                        ffkit::cli::one_line(&ffkit::lock::prepared_note(label, path))
+                    );
+                }
                 (fd, created, (st.st_dev, st.st_ino))
             }
         };
@@ -406,9 +420,21 @@ pub fn acquire(
                 ino: ident.1,
             });
             if cfg.debug {
+                // The words the binary prints for the fallback's
+                // `lock-acquire --fd` (docs/locks.md), from the core.
+                let how = ffkit::lock::acquire::on_callers_fd(
+                    Method::Flock,
+                    ffkit::lock::Kind::Exclusive,
+                    raw,
+                    Some(owner),
+                );
                 errln!(
-                    "ffkit: debug: {}: locked on descriptor {raw}, held by the shell",
-                    path.display()
+                    "{prog}: debug: {}",
+                    ffkit::cli::one_line(&ffkit::lock::acquire::taken_note(
+                        label,
+                        &how,
+                        started.elapsed()
+                    ))
                 );
             }
             return Ok(());

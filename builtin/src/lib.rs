@@ -687,7 +687,14 @@ fn named_lock(applet: &[u8], rest: &[OsString]) -> Option<u8> {
     }
     let timeout = req.timeout.unwrap_or(cfg.lock_timeout);
     Some(
-        match held::acquire(&file, &req.name.to_string_lossy(), &cfg, timeout, None) {
+        match held::acquire(
+            &file,
+            &req.name.to_string_lossy(),
+            &cfg,
+            timeout,
+            None,
+            "ffkit",
+        ) {
             Ok(()) => 0,
             Err(held::NotTaken::Signal(sig)) => (128 + sig) as u8,
             Err(held::NotTaken::Failed(e) | held::NotTaken::Denied(e)) => fail(&e),

@@ -419,10 +419,8 @@ impl Report for Front<'_> {
 
     fn taken(&mut self, label: &str, how: &str, waited: Duration) {
         self.ctx.metric_duration = Some(waited);
-        self.ctx.debug(format_args!(
-            "lock {label}: taken by {how} after {:.6}s",
-            waited.as_secs_f64()
-        ));
+        self.ctx
+            .debug(crate::lock::acquire::taken_note(label, how, waited));
         let fence = self
             .fence
             .map(|f| format!(" (fence {f})"))
@@ -562,7 +560,7 @@ pub(super) fn execute(a: LockArgs, ctx: &mut Ctx) -> Result<ExitCode> {
                 lock::compat::prepare(rule, &path, crate::fsutil::FILE_MODE, owner)
             }
             .map_err(|e| Error::io(lock::OPEN_FAILED, &path, e))?;
-            ctx.debug(format_args!("{target}: lock file {} ready", path.display()));
+            ctx.debug(lock::prepared_note(&target, &path));
             return Ok(ExitCode::SUCCESS);
         }
         match a.program.clone() {

@@ -907,17 +907,8 @@ fn run_parsed_body(
     *out = std::mem::replace(&mut ctx.out, Sink::Buffer(Vec::new()));
     if let (true, Some(op)) = (ctx.cfg.perf_monitoring, ctx.metric) {
         let elapsed = ctx.metric_duration.unwrap_or_else(|| start.elapsed());
-        match crate::metrics::record_self(&ctx.cfg, ctx.metric_dir.as_deref(), op, elapsed) {
-            Ok(Some(log)) => ctx.debug(format_args!(
-                "recorded {op} ({:.3} ms) in {}",
-                elapsed.as_secs_f64() * 1000.0,
-                log.display()
-            )),
-            Ok(None) => ctx.debug(format_args!(
-                "{op} not recorded: the metrics log's dir does not exist"
-            )),
-            Err(e) => ctx.debug(format_args!("metrics not recorded: {e}")),
-        }
+        let outcome = crate::metrics::record_self(&ctx.cfg, ctx.metric_dir.as_deref(), op, elapsed);
+        ctx.debug(crate::metrics::self_note(op, &outcome, elapsed));
     }
     match result {
         Ok(code) => code,

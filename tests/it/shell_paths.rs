@@ -385,6 +385,89 @@ fn the_held_lock_table_agrees_with_ffkit_lock_acquire_and_release() {
     }
 }
 
+/// Differential sweep: with `FF_DEBUG=true` the builtin said
+/// `ffkit: debug: PATH: locked on descriptor 1023, held by the shell` and
+/// nothing about metrics, while the fallback and zsh print the binary's
+/// lines (docs/locks.md, docs/metrics.md). Now every way in prints the
+/// same lines, from one place in the core (the "lock file … ready" line for
+/// a missing lock file too); only pids, descriptor numbers and durations
+/// differ.
+#[test]
+fn ff_debug_lock_lines_are_the_same_on_every_path() {
+    let script = "acquire_critical_lock a; release_critical_lock a\n\
+         acquire_session_lock dev s1; release_session_lock dev s1\n\
+         export CACHE_PERF_METRICS=\"$HOME/m/log\"\n\
+         acquire_critical_lock b; release_critical_lock b\n\
+         acquire_session_lock dev s2; release_session_lock dev s2";
+    // Digit runs (pids, fds, durations) become N; the dir becomes T.
+    let norm = |t: &Path, err: &str| -> Vec<String> {
+        let err = err.replace(&t.display().to_string(), "T");
+        err.lines()
+            .map(|l| {
+                let mut o = String::new();
+                for c in l.chars() {
+                    if !c.is_ascii_digit() {
+                        o.push(c);
+                    } else if !o.ends_with('N') {
+                        o.push('N');
+                    }
+                }
+                o
+            })
+            .collect()
+    };
+    let p = "ffkit.bash: ";
+    let taken = |f: &str, l: &str| {
+        format!(
+            "{p}{f}: debug: lock {l}: taken by kernel flock (exclusive) on the caller's fd N, holder record for pid N after N.Ns"
+        )
+    };
+    let none = |f: &str, op: &str| {
+        format!("{p}{f}: debug: {op} not recorded: the metrics log's dir does not exist")
+    };
+    let ready = |f: &str, l: &str, file: &str| {
+        format!("{p}{f}: debug: {l}: lock file T/.flowforge/{file} ready")
+    };
+    let rec = |f: &str, op: &str| format!("{p}{f}: debug: recorded {op} (N.N ms) in T/m/log");
+    let (ac, rc, asl, rsl) = (
+        "acquire_critical_lock",
+        "release_critical_lock",
+        "acquire_session_lock",
+        "release_session_lock",
+    );
+    let want = vec![
+        ready(ac, "a", "locks/a.lock"),
+        taken(ac, "a"),
+        none(ac, "lock_acquire"),
+        none(rc, "lock_release"),
+        ready(asl, "sN", "dev-dev/sessions/locks/sN.lock"),
+        taken(asl, "sN"),
+        none(asl, "lock_acquire"),
+        none(rsl, "lock_release"),
+        ready(ac, "b", "locks/b.lock"),
+        taken(ac, "b"),
+        rec(ac, "lock_acquire"),
+        rec(rc, "lock_release"),
+        ready(asl, "sN", "dev-dev/sessions/locks/sN.lock"),
+        taken(asl, "sN"),
+        rec(asl, "lock_acquire"),
+        rec(rsl, "lock_release"),
+    ];
+    for way in ways() {
+        // A fresh dir each: a missing lock file gets the "ready" line.
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path();
+        git_init(t);
+        fs::create_dir(t.join("m")).unwrap();
+        let mut c = sh(way, t, t, script);
+        c.env("FF_DEBUG", "true");
+        let o = output_within(c, way);
+        let (_, err) = text(&o);
+        assert!(o.status.success(), "{way}: {err}");
+        assert_eq!(norm(t, &err), want, "{way}: {err}");
+    }
+}
+
 /// Issue 7: one name rule and one kind of error line on every way in: a
 /// name that is not UTF-8 is refused (2) by the builtin as by the binary;
 /// a FLOWFORGE_DEVELOPER with a newline is one error line; a deleted

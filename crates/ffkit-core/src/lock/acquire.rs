@@ -180,11 +180,39 @@ impl Request {
     }
 
     fn method_text(&self) -> &'static str {
-        match self.method {
-            Method::Flock => "kernel flock",
-            Method::Ofd { .. } => "kernel OFD fcntl lock",
-        }
+        method_text(self.method)
     }
+}
+
+fn method_text(m: Method) -> &'static str {
+    match m {
+        Method::Flock => "kernel flock",
+        Method::Ofd { .. } => "kernel OFD fcntl lock",
+    }
+}
+
+/// `FF_DEBUG`'s line for a lock taken (docs/locks.md): the binary's
+/// reporter and the bash builtin both print these words, so the builtin,
+/// the fallback and zsh say the same thing (prefix: the caller's).
+pub fn taken_note(label: &str, how: &str, waited: Duration) -> String {
+    format!(
+        "lock {label}: taken by {how} after {:.6}s",
+        waited.as_secs_f64()
+    )
+}
+
+/// The "how" of [`taken_note`] for a lock taken on the caller's descriptor
+/// `fd` (`--fd`, the shell functions' lock), with `record_for` the pid the
+/// holder record names when there is one (a NAME's file).
+pub fn on_callers_fd(method: Method, kind: Kind, fd: RawFd, record_for: Option<u32>) -> String {
+    format!(
+        "{} ({}) on the caller's fd {fd}{}",
+        method_text(method),
+        kind_text(kind),
+        record_for
+            .map(|p| format!(", holder record for pid {p}"))
+            .unwrap_or_default()
+    )
 }
 
 fn kind_text(k: Kind) -> &'static str {
@@ -388,15 +416,11 @@ fn fd_mode(
         Ok(waited) => {
             rep.taken(
                 &req.label,
-                &format!(
-                    "{} ({}) on the caller's fd {fd}{}",
-                    req.method_text(),
-                    kind_text(req.kind),
-                    if path.is_some() {
-                        format!(", holder record for pid {}", req.owner)
-                    } else {
-                        String::new()
-                    }
+                &on_callers_fd(
+                    req.method,
+                    req.kind,
+                    fd,
+                    path.is_some().then_some(req.owner),
                 ),
                 waited,
             );

@@ -139,6 +139,13 @@ impl Denied {
     }
 }
 
+/// `FF_DEBUG`'s line for a lock file made ready before its first lock
+/// (`lock-acquire --prepare`, which the fallback runs for a missing file;
+/// the bash builtin when it creates one): one copy of the words.
+pub fn prepared_note(target: &str, path: &std::path::Path) -> String {
+    format!("{target}: lock file {} ready", path.display())
+}
+
 /// The program name on a shell lock function's lines: `ffkit.bash: FUNC`,
 /// so a failure is one line, `ffkit.bash: FUNC: WHAT`, byte for byte the
 /// same from the bash builtin's functions and from the binary the

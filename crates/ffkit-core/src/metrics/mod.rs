@@ -149,6 +149,22 @@ pub fn log_path(cfg: &Config, cache_dir: Option<&Path>) -> Result<PathBuf> {
     Ok(place.path())
 }
 
+/// `FF_DEBUG`'s line for what [`record_self`] did with `op`'s row
+/// (docs/metrics.md): the binary's front end and the bash builtin print
+/// these words, so every way into a lock function says the same thing.
+pub fn self_note(op: Op, outcome: &Result<Option<PathBuf>>, elapsed: Duration) -> String {
+    let op = op.as_str();
+    match outcome {
+        Ok(Some(log)) => format!(
+            "recorded {op} ({:.3} ms) in {}",
+            elapsed.as_secs_f64() * 1000.0,
+            log.display()
+        ),
+        Ok(None) => format!("{op} not recorded: the metrics log's dir does not exist"),
+        Err(e) => format!("metrics not recorded: {e}"),
+    }
+}
+
 /// Appends one row for an applet's own run. Called only when monitoring is
 /// enabled, so a disabled monitor opens nothing. Self-timing never creates
 /// a directory: a size query or a rejected key must not create the cache

@@ -1762,7 +1762,7 @@ fn run_in_160_mib(mut c: Command) -> Option<(Option<i32>, u64, String)> {
 }
 
 /// `c` will run under an address-space limit of `bytes` (`ulimit -v`).
-fn limit_address_space(c: &mut Command, bytes: u64) {
+pub(crate) fn limit_address_space(c: &mut Command, bytes: u64) {
     use std::os::unix::process::CommandExt;
     // SAFETY: the closure runs between fork and exec; setrlimit(2) is
     // async-signal-safe and allocates nothing.

@@ -627,3 +627,36 @@ fn redis_cache_run_damaged_entry_is_a_miss_that_is_rewritten() {
         .unwrap();
     assert_total_exact(&s);
 }
+
+/// Attack finding: on Redis, a miss under `ulimit -v` whose recording fit
+/// but whose copy for the server did not said `not cached: cannot read the
+/// spool of standard input: out of memory`, with no `--key-stdin` (and no
+/// spool) at all. It is now the memory's line, as on the local cache.
+#[test]
+fn redis_cache_run_a_value_the_memory_left_cannot_copy_is_named_as_memory() {
+    let Some(s) = Server::start() else { return };
+    let w = World::new();
+    let size: u64 = 30_000_000;
+    let mut c = run(
+        &w,
+        Side::Redis(&s),
+        &[],
+        &format!("head -c {size} /dev/zero"),
+    );
+    crate::cache_run::limit_address_space(&mut c, 64 << 20);
+    let o = c.output().unwrap();
+    let err = stderr_of(&o);
+    if err.contains("cannot start a thread") {
+        return skip("ffkit cannot start under this ulimit -v here: not run");
+    }
+    assert_eq!(
+        (o.status.code(), o.stdout.len() as u64),
+        (Some(0), size),
+        "{err}"
+    );
+    assert!(
+        err.lines().count() == 1
+            && err.contains("not cached: the output does not fit in the memory left"),
+        "{err}"
+    );
+}

@@ -61,11 +61,38 @@ struct Queue {
 }
 
 impl Queue {
-    fn send(&self, s: Stream, b: &[u8]) {
+    /// Queues a copy of `b` for the pass-through. The copy is made
+    /// fallibly: when the memory left cannot hold it (`ulimit -v`, with the
+    /// recording grown to the limit by the read before), the recording is
+    /// given up first (it is only for the cache, and freeing it makes the
+    /// room), then the queue is waited on until the reader has taken what
+    /// it holds. Before, `to_vec` aborted the call (exit 134, the output cut
+    /// short) on about one run in ten of a miss just over the memory left.
+    fn send(&self, s: Stream, b: &[u8], rec: &mut Recording) {
+        let copy = loop {
+            let mut v = Vec::new();
+            if v.try_reserve_exact(b.len()).is_ok() {
+                v.extend_from_slice(b);
+                break v;
+            }
+            if !rec.overflowed {
+                rec.give_up_for_memory();
+            } else if self.bytes.load(Ordering::Relaxed) == 0 {
+                // Nothing of ours left to free: the process is out of
+                // memory, as any allocation would be.
+                std::alloc::handle_alloc_error(std::alloc::Layout::for_value(b));
+            } else {
+                // All of the queue, not one chunk: the channel's own small
+                // allocations need room beside the copy.
+                while self.bytes.load(Ordering::Relaxed) > 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        };
         self.bytes.fetch_add(b.len() as u64, Ordering::Relaxed);
         // The pass-through thread only ends after this side hangs up, so a
         // failed send cannot happen; nothing to do if it did.
-        if self.tx.send((s, b.to_vec())).is_err() {
+        if self.tx.send((s, copy)).is_err() {
             return;
         }
         // Backpressure past the bound (a reader that does not read).
@@ -441,11 +468,9 @@ fn drain<R: Read>(
                     rec.chunks = Vec::new();
                 }
                 if !rec.overflowed && !rec.push(s, &buf[..n]) {
-                    rec.overflowed = true;
-                    rec.out_of_memory = true;
-                    rec.chunks = Vec::new();
+                    rec.give_up_for_memory();
                 }
-                tx.send(s, &buf[..n]);
+                tx.send(s, &buf[..n], rec);
                 return Ok(true);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

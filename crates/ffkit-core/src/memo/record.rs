@@ -163,6 +163,15 @@ impl Recording {
         true
     }
 
+    /// Stops recording because the memory left cannot hold more: what was
+    /// recorded is freed, and the run is passed through uncached ("not
+    /// cached: the output does not fit in the memory left").
+    pub fn give_up_for_memory(&mut self) {
+        self.overflowed = true;
+        self.out_of_memory = true;
+        self.chunks = Vec::new();
+    }
+
     fn total(&self, s: Stream) -> u64 {
         self.chunks
             .iter()

@@ -186,9 +186,17 @@ impl Store<'_> {
             Store::Remote(r) => {
                 // The backend sends a value whole from memory anyway.
                 let mut bytes = Vec::new();
-                value
-                    .read_to_end(&mut bytes)
-                    .map_err(|e| Error::io("cannot read", "the spool of standard input", e))?;
+                value.read_to_end(&mut bytes).map_err(|e| {
+                    // This copy of the whole value (the recording, and a
+                    // --key-stdin spool if any) is what runs out under
+                    // `ulimit -v`: said as the memory it is, not as the
+                    // spool of a stdin that may not even be keyed.
+                    if e.kind() == std::io::ErrorKind::OutOfMemory {
+                        Error::General("the output does not fit in the memory left".into())
+                    } else {
+                        Error::io("cannot read", "the spool of standard input", e)
+                    }
+                })?;
                 r.write(&key.entry(), &bytes, ttl)
             }
         }
